@@ -1,0 +1,82 @@
+//! An opened model folder: config + memory-mapped shards + canonical tensor table.
+//!
+//! INTERFACE FILE (signatures): shared with `qwgpu-loader` / `qwgpu-model` / CLI.
+
+use std::path::{Path, PathBuf};
+
+use crate::{CheckpointError, ModelConfig, TensorView};
+
+/// Options for [`Checkpoint::open_with`].
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// Unexpected tensors (not skippable, not known) become an error instead of a warning.
+    pub strict: bool,
+}
+
+/// An HF model folder opened for reading.
+///
+/// ```no_run
+/// let ckpt = qwgpu_checkpoint::Checkpoint::open("path/to/Qwen3.5-0.8B")?;
+/// let emb = ckpt.tensor("model.embed_tokens.weight")?;
+/// assert_eq!(emb.shape, &[ckpt.config().text.vocab_size, ckpt.config().text.hidden_size]);
+/// # Ok::<(), qwgpu_checkpoint::CheckpointError>(())
+/// ```
+pub struct Checkpoint {
+    pub(crate) inner: crate::checkpoint_impl::Inner,
+}
+
+impl Checkpoint {
+    /// Opens `dir`: parses `config.json`, the shard index (or the single
+    /// `model.safetensors`), memory-maps and validates every header, canonicalises
+    /// names, skips `mtp.*`, `model.visual.*`, `*rotary_emb.inv_freq`, and checks
+    /// every required tensor's presence and shape against the config (all missing
+    /// tensors listed at once) — before any tensor data is read.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, CheckpointError> {
+        Self::open_with(dir, &OpenOptions::default())
+    }
+
+    pub fn open_with(dir: impl AsRef<Path>, opts: &OpenOptions) -> Result<Self, CheckpointError> {
+        crate::checkpoint_impl::open(dir.as_ref(), opts)
+    }
+
+    pub fn dir(&self) -> &Path {
+        crate::checkpoint_impl::dir(self)
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        crate::checkpoint_impl::config(self)
+    }
+
+    /// The tensor with this canonical name, or `CheckpointError::MissingTensor`.
+    pub fn tensor(&self, name: &str) -> Result<TensorView<'_>, CheckpointError> {
+        self.get(name).ok_or_else(|| CheckpointError::MissingTensor {
+            dir: self.dir().to_path_buf(),
+            names: vec![name.to_string()],
+        })
+    }
+
+    /// The tensor with this canonical name, if present.
+    pub fn get(&self, name: &str) -> Option<TensorView<'_>> {
+        crate::checkpoint_impl::get(self, name)
+    }
+
+    /// All canonical tensor names (kept ones only), sorted.
+    pub fn names(&self) -> Vec<&str> {
+        crate::checkpoint_impl::names(self)
+    }
+
+    /// Source names that were skipped on purpose (`mtp.*`, `model.visual.*`, ...).
+    pub fn skipped(&self) -> &[String] {
+        crate::checkpoint_impl::skipped(self)
+    }
+
+    /// Canonical names that are neither known nor skippable (warned about unless strict).
+    pub fn unexpected(&self) -> &[String] {
+        crate::checkpoint_impl::unexpected(self)
+    }
+
+    /// The shard files, in index order.
+    pub fn files(&self) -> Vec<PathBuf> {
+        crate::checkpoint_impl::files(self)
+    }
+}

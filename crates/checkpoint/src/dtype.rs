@@ -1,0 +1,48 @@
+//! Element types a Qwen3.5 checkpoint may store.
+
+/// Element type of a checkpoint tensor. Only the types Qwen3.5 releases use are
+/// represented; any other safetensors dtype is rejected with
+/// [`crate::CheckpointError::UnsupportedDtype`] naming the tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dtype {
+    F32,
+    F16,
+    BF16,
+    /// `float8_e4m3fn`: bias 7, no infinities, NaN = 0x7F/0xFF.
+    F8E4M3,
+    /// `float8_e5m2`: IEEE-like, the high byte of an f16.
+    F8E5M2,
+}
+
+impl Dtype {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::F16 | Dtype::BF16 => 2,
+            Dtype::F8E4M3 | Dtype::F8E5M2 => 1,
+        }
+    }
+
+    /// True for the two FP8 formats.
+    pub fn is_fp8(self) -> bool {
+        matches!(self, Dtype::F8E4M3 | Dtype::F8E5M2)
+    }
+
+    /// The safetensors header spelling (`"BF16"`, `"F8_E4M3"`, ...).
+    pub fn safetensors_name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "F32",
+            Dtype::F16 => "F16",
+            Dtype::BF16 => "BF16",
+            Dtype::F8E4M3 => "F8_E4M3",
+            Dtype::F8E5M2 => "F8_E5M2",
+        }
+    }
+}
+
+impl std::fmt::Display for Dtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.safetensors_name())
+    }
+}

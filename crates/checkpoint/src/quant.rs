@@ -1,0 +1,97 @@
+//! Typed `quantization_config` schemes.
+//!
+//! INTERFACE FILE: shared with `qwgpu-loader`, which interprets these schemes
+//! (ignore-list matching, scale semantics). Parsing lives in `quant_parse.rs`.
+
+/// FP8 element format named by a config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fp8Format {
+    E4M3,
+    E5M2,
+}
+
+/// How activations are quantized at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActivationScheme {
+    /// Scales computed per token / group at run time; no `input_scale` tensors.
+    Dynamic,
+    /// One calibrated `input_scale` per module.
+    Static,
+    /// Activations are not quantized (weight-only).
+    None,
+}
+
+/// Qwen official FP8 (`quant_method: "fp8"`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fp8Config {
+    pub fmt: Fp8Format,
+    /// `weight_block_size` `[bn, bk]`; `None` means per-tensor `weight_scale_inv`.
+    pub weight_block_size: Option<[usize; 2]>,
+    pub activation_scheme: ActivationScheme,
+    /// Module names as written in the config (often `model.language_model.` paths).
+    pub modules_to_not_convert: Vec<String>,
+}
+
+/// Weight / activation quantization strategy of compressed-tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CtStrategy {
+    Tensor,
+    Channel,
+    Block,
+    Group,
+    Token,
+    TensorGroup,
+    Attn,
+    Head,
+}
+
+/// One `QuantizationArgs` of compressed-tensors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CtQuantArgs {
+    pub num_bits: u32,
+    /// `"float"` or `"int"`.
+    pub kind: String,
+    pub strategy: CtStrategy,
+    pub symmetric: bool,
+    pub dynamic: bool,
+    pub block_structure: Option<[usize; 2]>,
+    pub group_size: Option<usize>,
+}
+
+/// One entry of `config_groups`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CtGroup {
+    pub name: String,
+    pub targets: Vec<String>,
+    pub weights: Option<CtQuantArgs>,
+    pub input_activations: Option<CtQuantArgs>,
+}
+
+/// compressed-tensors (`quant_method: "compressed-tensors"`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompressedTensorsConfig {
+    /// e.g. `float-quantized`.
+    pub format: String,
+    pub groups: Vec<CtGroup>,
+    /// Names or `re:` regexes, as written in the config.
+    pub ignore: Vec<String>,
+    pub kv_cache_scheme: Option<CtQuantArgs>,
+}
+
+/// NVIDIA ModelOpt (`quant_method: "modelopt"`, `quant_algo: "FP8"`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelOptConfig {
+    pub quant_algo: String,
+    pub kv_cache_quant_algo: Option<String>,
+    /// `exclude_modules` / `ignore`, wildcards (`*`) allowed.
+    pub exclude_modules: Vec<String>,
+}
+
+/// A parsed `quantization_config`. Unknown `quant_method`s are rejected with
+/// [`crate::CheckpointError::UnsupportedQuantization`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum QuantizationConfig {
+    Fp8(Fp8Config),
+    CompressedTensors(CompressedTensorsConfig),
+    ModelOpt(ModelOptConfig),
+}
