@@ -1,1 +1,39 @@
-fn main() {}
+//! `qwgpu`: run Qwen3.5 models from Hugging Face folders.
+//!
+//! ```text
+//! qwgpu generate --model ~/models/Qwen3.5-0.8B --prompt "Hello" --max-tokens 64
+//! qwgpu generate            # the bundled tiny random-weight fixture
+//! ```
+
+mod bundled;
+mod generate;
+mod prompt;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "qwgpu", version, about = "Run Qwen3.5 (dense and MoE, BF16 and FP8) models")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text from a prompt, streaming tokens as they are produced.
+    Generate(generate::GenerateArgs),
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("QWGPU_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Generate(args) => generate::run(&args),
+    }
+}

@@ -1,0 +1,37 @@
+//! `cargo xtask ci`: everything CI checks, in the order that fails fastest.
+
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use crate::{matrix, vulkan};
+
+pub fn run() -> Result<()> {
+    let started = Instant::now();
+    vulkan::ensure_adapter();
+    cargo(&["fmt", "--all", "--", "--check"])?;
+    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    cargo(&["test", "--workspace", "--all-targets"])?;
+    cargo(&["test", "--workspace", "--doc"])?;
+    let failed = matrix::run()?;
+    eprintln!("xtask ci: finished in {:.0} s", started.elapsed().as_secs_f64());
+    if failed > 0 {
+        bail!("{failed} fixture row(s) failed");
+    }
+    Ok(())
+}
+
+/// Runs the cargo that runs us (`CARGO`), so toolchain overrides carry over.
+fn cargo(args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("xtask ci: cargo {}", args.join(" "));
+    let status = Command::new(&cargo)
+        .args(args)
+        .status()
+        .with_context(|| format!("running {cargo}"))?;
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
