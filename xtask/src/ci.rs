@@ -5,11 +5,12 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{matrix, vulkan};
+use crate::{manifest, matrix, vulkan};
 
 pub fn run() -> Result<()> {
     let started = Instant::now();
     vulkan::ensure_adapter();
+    manifest::verify(&qwgpu_model::golden::fixtures_dir())?;
     cargo(&["fmt", "--all", "--", "--check"])?;
     cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
     cargo(&["test", "--workspace", "--all-targets"])?;

@@ -6,6 +6,7 @@
 
 mod ci;
 mod fixtures;
+mod manifest;
 mod matrix;
 mod vulkan;
 
