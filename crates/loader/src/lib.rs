@@ -1,19 +1,100 @@
 //! `qwgpu-loader`: turn checkpoint tensors into packed, scale-carrying weights.
-//! (Loader helper: fill in; `packed.rs` is the shared interface.)
+//!
+//! Qwen3.5 checkpoints store projections the engine fuses (`q|gate`+`k`+`v`,
+//! `gate`+`up`, `in_proj_qkv`+`in_proj_z`, `in_proj_b`+`in_proj_a`, MoE experts)
+//! and FP8 scales in several schemes (per-tensor, `[k]` per-shard, per-channel,
+//! block). This crate packs them into [`PackedWeight`]s whose shard table and
+//! [`ScaleScheme`] are exact by construction: a one-element scale is broadcast
+//! to every logical shard its tensor covers, per-shard scales are sliced,
+//! per-channel and block scales stay with their own rows, every declared shard is
+//! loaded exactly once, and anything ambiguous is a [`LoadError`] naming the
+//! tensor. No GPU dependency.
+//!
+//! - [`pack`]: the core, on plain in-memory [`SourceWeight`]s (usable by any engine).
+//! - [`dequantize`]: exact CPU dequantization (`f32(q) · scale`) of any packed weight.
+//! - [`load_model`] / [`load_from_source`]: the whole text model.
+//! - [`QuantPolicy`]: what a `quantization_config` says per module
+//!   (`modules_to_not_convert`, compressed-tensors `ignore`, ModelOpt `exclude_modules`).
+//!
+//! # Example: packing an FP8 `in_proj_qkvz` built in memory
+//!
+//! `in_proj_qkv` (covering the logical shards `q`, `k`, `v`) has a per-tensor
+//! scale `[1]`; `in_proj_z` has its own. The packed weight keeps one scale per
+//! shard, and dequantizes to the two sources stacked.
+//!
+//! ```
+//! use qwgpu_checkpoint::Dtype;
+//! use qwgpu_loader::{
+//!     dequantize, e4m3fn_to_f32, pack, PackSpec, QuantPolicy, ScaleScheme, ShardSpec, SourceTensor,
+//!     SourceWeight,
+//! };
+//!
+//! # fn main() -> Result<(), qwgpu_loader::LoadError> {
+//! let (key_dim, value_dim, hidden) = (4, 2, 3);
+//! // FP8 E4M3 bytes: 0x38 = 1.0, 0x40 = 2.0, 0xB8 = -1.0.
+//! let qkv_rows = 2 * key_dim + value_dim;
+//! let qkv_bytes: Vec<u8> = (0..qkv_rows * hidden).map(|i| [0x38, 0x40, 0xB8][i % 3]).collect();
+//! let z_bytes = vec![0x40u8; value_dim * hidden];
+//!
+//! let qkv = SourceWeight::new(
+//!     SourceTensor::new("model.layers.0.linear_attn.in_proj_qkv.weight", Dtype::F8E4M3,
+//!                       vec![qkv_rows, hidden], qkv_bytes.as_slice())?,
+//!     &["q", "k", "v"], // the tuple shard id
+//! )
+//! .with_weight_scale(SourceTensor::from_f32(
+//!     "model.layers.0.linear_attn.in_proj_qkv.weight_scale", vec![1], &[0.5])?);
+//! let z = SourceWeight::new(
+//!     SourceTensor::new("model.layers.0.linear_attn.in_proj_z.weight", Dtype::F8E4M3,
+//!                       vec![value_dim, hidden], z_bytes.as_slice())?,
+//!     &["z"],
+//! )
+//! .with_weight_scale(SourceTensor::from_f32(
+//!     "model.layers.0.linear_attn.in_proj_z.weight_scale", vec![], &[0.25])?);
+//!
+//! let spec = PackSpec::new(
+//!     "model.layers.0.linear_attn.in_proj_qkvz",
+//!     vec![ShardSpec::new("q", key_dim), ShardSpec::new("k", key_dim),
+//!          ShardSpec::new("v", value_dim), ShardSpec::new("z", value_dim)],
+//!     Some(hidden),
+//! );
+//! let packed = pack(&spec, &[z, qkv], &QuantPolicy::unquantized())?; // any source order
+//!
+//! // The [1] scale reached all three shards it covers; z kept its own.
+//! assert_eq!(packed.scale, ScaleScheme::PerShard { scales: vec![0.5, 0.5, 0.5, 0.25] });
+//! assert_eq!(packed.shards.iter().map(|s| s.row_offset).collect::<Vec<_>>(), [0, 4, 8, 10]);
+//!
+//! // An engine uploads `packed.data` plus the scales; on the CPU:
+//! let w = dequantize(&packed)?;
+//! let expected: Vec<f32> = qkv_bytes.iter().map(|&b| e4m3fn_to_f32(b) * 0.5)
+//!     .chain(z_bytes.iter().map(|&b| e4m3fn_to_f32(b) * 0.25))
+//!     .collect();
+//! assert_eq!(w, expected);
+//! # Ok(())
+//! # }
+//! ```
 
-mod packed;
-
-pub use packed::*;
-
+mod dequant;
 mod error;
+mod experts;
+mod fp8;
+mod ignore;
+mod model;
+mod pack;
+mod packed;
+mod policy;
+mod scheme;
+mod source;
+mod tensor_source;
+
+pub use dequant::dequantize;
 pub use error::LoadError;
-
-/// Dequantizes any packed weight to row-major f32 `[rows, cols]`.
-pub fn dequantize(_w: &PackedWeight) -> Result<Vec<f32>, LoadError> {
-    todo!("loader helper")
-}
-
-/// Loads and packs the whole text model of an opened checkpoint.
-pub fn load_model(_ckpt: &qwgpu_checkpoint::Checkpoint) -> Result<PackedModel, LoadError> {
-    todo!("loader helper")
-}
+pub use experts::{detect_layout, ExpertLayout};
+pub use fp8::{e4m3fn_to_f32, e5m2_to_f32};
+pub use ignore::{canonical_name, ModuleList};
+pub use model::{load_from_source, load_model, load_model_with, Progress};
+pub use pack::{input_scale_name, pack, weight_scale_names};
+pub use packed::*;
+pub use policy::{ModuleRule, QuantPolicy, SchemeKind};
+pub use scheme::DEFAULT_BLOCK;
+pub use source::{PackSpec, ShardSpec, SourceTensor, SourceWeight};
+pub use tensor_source::TensorSource;

@@ -137,6 +137,9 @@ pub enum Mixer {
     Full(AttentionWeights),
 }
 
+// One value per layer, built once at load time: the size difference is harmless
+// and boxing would change this shared interface.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Ffn {
     Dense(MlpWeights),

@@ -1,0 +1,169 @@
+//! CPU dequantization of packed weights: `W = f32(q) · scale`, in f32, one
+//! multiply per element (the contract the reference model and the GPU
+//! kernels are checked against).
+
+use crate::fp8::decode_elements;
+use crate::{BlockSegment, LoadError, PackedWeight, ScaleScheme};
+
+/// Dequantizes any packed weight to row-major f32 `[rows, cols]`.
+///
+/// Exact: every element is `f32::from(stored) * scale` with the scale the
+/// packed weight holds for that element (unquantized weights are converted
+/// without a multiply). A NaN FP8 *value* decodes to NaN (it is data). Every
+/// field of `w` is validated first; an inconsistent weight is
+/// [`LoadError::InvalidPacked`].
+pub fn dequantize(w: &PackedWeight) -> Result<Vec<f32>, LoadError> {
+    let bad = |detail: String| LoadError::InvalidPacked {
+        name: w.name.clone(),
+        detail,
+    };
+    if w.rows == 0 || w.cols == 0 {
+        return Err(bad(format!(
+            "shape [{}, {}] has a zero dimension",
+            w.rows, w.cols
+        )));
+    }
+    let expected = w
+        .rows
+        .checked_mul(w.cols)
+        .and_then(|n| n.checked_mul(w.dtype.size()))
+        .ok_or_else(|| bad(format!("shape [{}, {}] overflows", w.rows, w.cols)))?;
+    if w.data.len() != expected {
+        return Err(bad(format!(
+            "{} data bytes, expected {expected} ({} × [{}, {}])",
+            w.data.len(),
+            w.dtype,
+            w.rows,
+            w.cols
+        )));
+    }
+    let mut next = 0usize;
+    for s in &w.shards {
+        if s.row_offset != next || s.rows == 0 {
+            return Err(bad(format!(
+                "shard `{}` covers rows {}..{}, expected to start at {next} with > 0 rows",
+                s.name,
+                s.row_offset,
+                s.row_offset.saturating_add(s.rows)
+            )));
+        }
+        next = s.row_offset.saturating_add(s.rows);
+    }
+    if next != w.rows {
+        return Err(bad(format!(
+            "shards cover {next} rows, weight has {}",
+            w.rows
+        )));
+    }
+
+    let mut out = decode_elements(w.dtype, &w.data);
+    match &w.scale {
+        ScaleScheme::None => {
+            if w.dtype.is_fp8() {
+                return Err(bad(format!("{} data without scales", w.dtype)));
+            }
+        }
+        ScaleScheme::PerShard { scales } => {
+            if scales.len() != w.shards.len() {
+                return Err(bad(format!(
+                    "{} per-shard scales for {} shards",
+                    scales.len(),
+                    w.shards.len()
+                )));
+            }
+            for (s, &scale) in w.shards.iter().zip(scales) {
+                let start = s.row_offset * w.cols;
+                let rows = out
+                    .get_mut(start..start + s.rows * w.cols)
+                    .ok_or_else(|| bad(format!("shard `{}` out of range", s.name)))?;
+                rows.iter_mut().for_each(|x| *x *= scale);
+            }
+        }
+        ScaleScheme::PerChannel { scales } => {
+            if scales.len() != w.rows {
+                return Err(bad(format!(
+                    "{} per-channel scales for {} rows",
+                    scales.len(),
+                    w.rows
+                )));
+            }
+            for (row, &scale) in out.chunks_exact_mut(w.cols).zip(scales) {
+                row.iter_mut().for_each(|x| *x *= scale);
+            }
+        }
+        ScaleScheme::Block { block, segments } => {
+            let [bn, bk] = *block;
+            if bn == 0 || bk == 0 {
+                return Err(bad(format!("block size {block:?} has a zero")));
+            }
+            let mut next = 0usize;
+            for seg in segments {
+                check_segment(w, seg, *block, next).map_err(bad)?;
+                next = seg.row_offset + seg.rows;
+                let gc = seg.grid[1];
+                let start = seg.row_offset * w.cols;
+                let rows = out
+                    .get_mut(start..start + seg.rows * w.cols)
+                    .ok_or_else(|| bad("segment out of range".into()))?;
+                for (r, row) in rows.chunks_exact_mut(w.cols).enumerate() {
+                    let br = r / bn;
+                    let scale_row = seg.scales.get(br * gc..(br + 1) * gc).ok_or_else(|| {
+                        bad(format!(
+                            "segment at row {}: scale row {br} missing",
+                            seg.row_offset
+                        ))
+                    })?;
+                    for (chunk, &scale) in row.chunks_mut(bk).zip(scale_row) {
+                        chunk.iter_mut().for_each(|x| *x *= scale);
+                    }
+                }
+            }
+            if next != w.rows {
+                return Err(bad(format!(
+                    "block segments cover {next} rows, weight has {}",
+                    w.rows
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn check_segment(
+    w: &PackedWeight,
+    seg: &BlockSegment,
+    block: [usize; 2],
+    next: usize,
+) -> Result<(), String> {
+    if seg.row_offset != next || seg.rows == 0 {
+        return Err(format!(
+            "block segment at row {} with {} rows, expected to start at {next} with > 0 rows",
+            seg.row_offset, seg.rows
+        ));
+    }
+    if seg
+        .row_offset
+        .checked_add(seg.rows)
+        .is_none_or(|end| end > w.rows)
+    {
+        return Err(format!(
+            "block segment at row {} with {} rows exceeds {} rows",
+            seg.row_offset, seg.rows, w.rows
+        ));
+    }
+    let grid = [seg.rows.div_ceil(block[0]), w.cols.div_ceil(block[1])];
+    if seg.grid != grid {
+        return Err(format!(
+            "block segment at row {}: grid {:?}, expected {grid:?} for {} rows × {} cols",
+            seg.row_offset, seg.grid, seg.rows, w.cols
+        ));
+    }
+    if seg.scales.len() != grid[0] * grid[1] {
+        return Err(format!(
+            "block segment at row {}: {} scales for grid {grid:?}",
+            seg.row_offset,
+            seg.scales.len()
+        ));
+    }
+    Ok(())
+}

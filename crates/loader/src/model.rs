@@ -1,0 +1,493 @@
+//! `load_model`: the whole Qwen3.5 text model (dense or MoE, BF16 or FP8) as
+//! packed weights, validated up front (all missing tensors listed at once).
+
+use qwgpu_checkpoint::{Checkpoint, FfnConfig, LayerType, ModelConfig, TextConfig};
+
+use crate::experts::{detect_layout, split_fused, ExpertLayout};
+use crate::pack::{input_scale_name, pack, weight_scale_names};
+use crate::scheme::scale_values;
+use crate::{
+    AttentionWeights, Ffn, GdnWeights, KvScales, LoadError, Mixer, MlpWeights, MoeWeights,
+    PackSpec, PackedLayer, PackedModel, PackedWeight, QuantPolicy, ShardSpec, SourceTensor,
+    SourceWeight, TensorSource,
+};
+
+/// Progress hook: called with `(layers done, layers total)` after each layer.
+pub type Progress<'p> = &'p dyn Fn(usize, usize);
+
+/// Loads and packs the whole text model of an opened checkpoint.
+pub fn load_model(ckpt: &Checkpoint) -> Result<PackedModel, LoadError> {
+    load_model_with(ckpt, None)
+}
+
+/// [`load_model`] with a progress hook.
+pub fn load_model_with(
+    ckpt: &Checkpoint,
+    progress: Option<Progress<'_>>,
+) -> Result<PackedModel, LoadError> {
+    load_from_source(ckpt, ckpt.config(), progress)
+}
+
+/// Loads the text model from any [`TensorSource`] (canonical names) and its config.
+pub fn load_from_source(
+    src: &(impl TensorSource + ?Sized),
+    config: &ModelConfig,
+    progress: Option<Progress<'_>>,
+) -> Result<PackedModel, LoadError> {
+    let cfg = &config.text;
+    let policy = QuantPolicy::from_config(config.quantization.as_ref())?;
+    let layout = match &cfg.ffn {
+        FfnConfig::Moe { num_experts, .. } => {
+            detect_layout(&src.tensor_names(), cfg.num_hidden_layers, *num_experts)?
+                .or(Some(ExpertLayout::Fused))
+        }
+        FfnConfig::Dense { .. } => None,
+    };
+    let ctx = Ctx {
+        src,
+        cfg,
+        policy,
+        layout,
+    };
+    ctx.check_required(config.tie_word_embeddings)?;
+
+    let h = cfg.hidden_size;
+    let embed_tokens = ctx.single(
+        "model.embed_tokens.weight",
+        "embed_tokens",
+        cfg.vocab_size,
+        h,
+    )?;
+    if embed_tokens.dtype.is_fp8() {
+        return Err(LoadError::EmbeddingQuantized {
+            tensor: "model.embed_tokens.weight".into(),
+            dtype: embed_tokens.dtype,
+        });
+    }
+    let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+    for (i, kind) in cfg.layer_types.iter().enumerate() {
+        let _span = tracing::debug_span!("load_layer", layer = i).entered();
+        layers.push(ctx.layer(i, *kind)?);
+        if let Some(p) = progress {
+            p(i + 1, cfg.layer_types.len());
+        }
+    }
+    let norm = ctx.vector("model.norm.weight", &[h])?;
+    let lm_head = if config.tie_word_embeddings {
+        if src.tensor("lm_head.weight").is_some() {
+            tracing::debug!("tie_word_embeddings is set; ignoring lm_head.weight");
+        }
+        None
+    } else {
+        Some(ctx.single("lm_head.weight", "lm_head", cfg.vocab_size, h)?)
+    };
+    Ok(PackedModel {
+        config: cfg.clone(),
+        embed_tokens,
+        layers,
+        norm,
+        lm_head,
+    })
+}
+
+struct Ctx<'s, S: TensorSource + ?Sized> {
+    src: &'s S,
+    cfg: &'s TextConfig,
+    policy: QuantPolicy,
+    layout: Option<ExpertLayout>,
+}
+
+impl<'s, S: TensorSource + ?Sized> Ctx<'s, S> {
+    /// Every tensor the config requires, checked before any data is touched.
+    fn check_required(&self, tied: bool) -> Result<(), LoadError> {
+        let cfg = self.cfg;
+        let mut names = vec![
+            "model.embed_tokens.weight".to_string(),
+            "model.norm.weight".to_string(),
+        ];
+        if !tied {
+            names.push("lm_head.weight".into());
+        }
+        for (i, kind) in cfg.layer_types.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            names.push(format!("{p}.input_layernorm.weight"));
+            names.push(format!("{p}.post_attention_layernorm.weight"));
+            match kind {
+                LayerType::LinearAttention => {
+                    for t in [
+                        "in_proj_qkv.weight",
+                        "in_proj_z.weight",
+                        "in_proj_b.weight",
+                        "in_proj_a.weight",
+                        "conv1d.weight",
+                        "A_log",
+                        "dt_bias",
+                        "norm.weight",
+                        "out_proj.weight",
+                    ] {
+                        names.push(format!("{p}.linear_attn.{t}"));
+                    }
+                }
+                LayerType::FullAttention => {
+                    for t in ["q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm"] {
+                        names.push(format!("{p}.self_attn.{t}.weight"));
+                    }
+                }
+            }
+            match &cfg.ffn {
+                FfnConfig::Dense { .. } => {
+                    for t in ["gate_proj", "up_proj", "down_proj"] {
+                        names.push(format!("{p}.mlp.{t}.weight"));
+                    }
+                }
+                FfnConfig::Moe { num_experts, .. } => {
+                    names.push(format!("{p}.mlp.gate.weight"));
+                    names.push(format!("{p}.mlp.shared_expert_gate.weight"));
+                    for t in ["gate_proj", "up_proj", "down_proj"] {
+                        names.push(format!("{p}.mlp.shared_expert.{t}.weight"));
+                    }
+                    match self.layout {
+                        Some(ExpertLayout::PerExpert) => {
+                            for e in 0..*num_experts {
+                                for t in ["gate_proj", "up_proj", "down_proj"] {
+                                    names.push(format!("{p}.mlp.experts.{e}.{t}.weight"));
+                                }
+                            }
+                        }
+                        _ => {
+                            names.push(format!("{p}.mlp.experts.gate_up_proj"));
+                            names.push(format!("{p}.mlp.experts.down_proj"));
+                        }
+                    }
+                }
+            }
+        }
+        let missing: Vec<String> = names
+            .into_iter()
+            .filter(|n| self.src.tensor(n).is_none())
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(LoadError::MissingTensors { names: missing })
+        }
+    }
+
+    fn get(&self, name: &str) -> Result<SourceTensor<'s>, LoadError> {
+        self.src
+            .tensor(name)
+            .ok_or_else(|| LoadError::MissingTensors {
+                names: vec![name.to_string()],
+            })
+    }
+
+    /// The single scale tensor of a weight (two alternatives present is an error).
+    fn scale_of(&self, weight: &str) -> Result<Option<SourceTensor<'s>>, LoadError> {
+        let mut found: Vec<SourceTensor<'s>> = weight_scale_names(weight)
+            .iter()
+            .filter_map(|n| self.src.tensor(n))
+            .collect();
+        match found.len() {
+            0 | 1 => Ok(found.pop()),
+            _ => Err(LoadError::AmbiguousScale {
+                tensor: weight.to_string(),
+                first: found.first().map_or_else(String::new, |t| t.name.clone()),
+                second: found.get(1).map_or_else(String::new, |t| t.name.clone()),
+            }),
+        }
+    }
+
+    /// A checkpoint weight with its scale companions, covering `covers`.
+    fn source(&self, name: &str, covers: &[&str]) -> Result<SourceWeight<'s>, LoadError> {
+        let mut w = SourceWeight::new(self.get(name)?, covers);
+        w.weight_scale = self.scale_of(name)?;
+        w.input_scale = self.src.tensor(&input_scale_name(name));
+        Ok(w)
+    }
+
+    fn pack(
+        &self,
+        name: String,
+        shards: &[(&str, usize)],
+        cols: usize,
+        sources: &[SourceWeight<'_>],
+    ) -> Result<PackedWeight, LoadError> {
+        let spec = PackSpec::new(
+            name,
+            shards.iter().map(|(n, r)| ShardSpec::new(*n, *r)).collect(),
+            Some(cols),
+        );
+        pack(&spec, sources, &self.policy)
+    }
+
+    /// An unfused `[rows, cols]` weight whose one shard is named `shard`.
+    fn single(
+        &self,
+        name: &str,
+        shard: &str,
+        rows: usize,
+        cols: usize,
+    ) -> Result<PackedWeight, LoadError> {
+        let src = self.source(name, &[shard])?;
+        let packed = name.strip_suffix(".weight").unwrap_or(name).to_string();
+        self.pack(packed, &[(shard, rows)], cols, &[src])
+    }
+
+    /// An unquantized vector (norms, conv, A_log, dt_bias) as f32, shape-checked.
+    fn vector(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, LoadError> {
+        let t = self.get(name)?;
+        if t.shape != shape {
+            return Err(LoadError::Shape {
+                tensor: name.to_string(),
+                got: t.shape.clone(),
+                expected: format!("{shape:?}"),
+            });
+        }
+        t.to_f32()
+    }
+
+    fn layer(&self, i: usize, kind: LayerType) -> Result<PackedLayer, LoadError> {
+        let h = self.cfg.hidden_size;
+        let p = format!("model.layers.{i}");
+        let mixer = match kind {
+            LayerType::LinearAttention => Mixer::Linear(self.gdn(&p)?),
+            LayerType::FullAttention => Mixer::Full(self.attention(i, &p)?),
+        };
+        let ffn = match &self.cfg.ffn {
+            FfnConfig::Dense { intermediate_size } => {
+                Ffn::Dense(self.mlp(&format!("{p}.mlp"), *intermediate_size)?)
+            }
+            FfnConfig::Moe {
+                num_experts,
+                moe_intermediate_size,
+                shared_expert_intermediate_size,
+                ..
+            } => Ffn::Moe(self.moe(
+                &p,
+                *num_experts,
+                *moe_intermediate_size,
+                *shared_expert_intermediate_size,
+            )?),
+        };
+        Ok(PackedLayer {
+            input_layernorm: self.vector(&format!("{p}.input_layernorm.weight"), &[h])?,
+            post_attention_layernorm: self
+                .vector(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
+            mixer,
+            ffn,
+        })
+    }
+
+    fn gdn(&self, layer: &str) -> Result<GdnWeights, LoadError> {
+        let c = self.cfg;
+        let (h, kd, vd, nv) = (
+            c.hidden_size,
+            c.key_dim(),
+            c.value_dim(),
+            c.linear_num_value_heads,
+        );
+        let p = format!("{layer}.linear_attn");
+        let qkvz = [
+            self.source(&format!("{p}.in_proj_qkv.weight"), &["q", "k", "v"])?,
+            self.source(&format!("{p}.in_proj_z.weight"), &["z"])?,
+        ];
+        let ba = [
+            self.source(&format!("{p}.in_proj_b.weight"), &["b"])?,
+            self.source(&format!("{p}.in_proj_a.weight"), &["a"])?,
+        ];
+        Ok(GdnWeights {
+            in_proj_qkvz: self.pack(
+                format!("{p}.in_proj_qkvz"),
+                &[("q", kd), ("k", kd), ("v", vd), ("z", vd)],
+                h,
+                &qkvz,
+            )?,
+            in_proj_ba: self.pack(format!("{p}.in_proj_ba"), &[("b", nv), ("a", nv)], h, &ba)?,
+            conv1d: self.vector(
+                &format!("{p}.conv1d.weight"),
+                &[c.conv_dim(), 1, c.linear_conv_kernel_dim],
+            )?,
+            a_log: self.vector(&format!("{p}.A_log"), &[nv])?,
+            dt_bias: self.vector(&format!("{p}.dt_bias"), &[nv])?,
+            norm: self.vector(&format!("{p}.norm.weight"), &[c.linear_value_head_dim])?,
+            out_proj: self.single(&format!("{p}.out_proj.weight"), "out_proj", h, vd)?,
+        })
+    }
+
+    fn attention(&self, layer_index: usize, layer: &str) -> Result<AttentionWeights, LoadError> {
+        let c = self.cfg;
+        let h = c.hidden_size;
+        let p = format!("{layer}.self_attn");
+        let sources = [
+            self.source(&format!("{p}.q_proj.weight"), &["q"])?,
+            self.source(&format!("{p}.k_proj.weight"), &["k"])?,
+            self.source(&format!("{p}.v_proj.weight"), &["v"])?,
+        ];
+        let kv = c.kv_proj_rows();
+        Ok(AttentionWeights {
+            qkv: self.pack(
+                format!("{p}.qkv_proj"),
+                &[("q", c.q_proj_rows()), ("k", kv), ("v", kv)],
+                h,
+                &sources,
+            )?,
+            o_proj: self.single(
+                &format!("{p}.o_proj.weight"),
+                "o_proj",
+                h,
+                c.num_attention_heads * c.head_dim,
+            )?,
+            q_norm: self.vector(&format!("{p}.q_norm.weight"), &[c.head_dim])?,
+            k_norm: self.vector(&format!("{p}.k_norm.weight"), &[c.head_dim])?,
+            kv_scales: self.kv_scales(layer_index, &p)?,
+        })
+    }
+
+    /// `k_scale`/`v_scale` (either spelling): loaded and validated, or an error
+    /// when the config quantizes the KV cache but they are missing.
+    fn kv_scales(&self, layer: usize, p: &str) -> Result<Option<KvScales>, LoadError> {
+        let one = |which: &str| -> Result<Option<f32>, LoadError> {
+            let names = [
+                format!("{p}.{which}_scale"),
+                format!("{p}.{which}_proj.{which}_scale"),
+            ];
+            let found: Vec<SourceTensor<'s>> =
+                names.iter().filter_map(|n| self.src.tensor(n)).collect();
+            match found.as_slice() {
+                [] => Ok(None),
+                [t] => match scale_values(t)?.as_slice() {
+                    [v] => Ok(Some(*v)),
+                    _ => Err(LoadError::KvScales {
+                        layer,
+                        detail: format!(
+                            "`{}` has shape {:?}, expected one element",
+                            t.name, t.shape
+                        ),
+                    }),
+                },
+                _ => Err(LoadError::KvScales {
+                    layer,
+                    detail: format!("both `{}` and `{}` present", names[0], names[1]),
+                }),
+            }
+        };
+        match (one("k")?, one("v")?) {
+            (Some(k_scale), Some(v_scale)) => Ok(Some(KvScales { k_scale, v_scale })),
+            (None, None) => match self.policy.kv_cache() {
+                Some(desc) => Err(LoadError::KvScales {
+                    layer,
+                    detail: format!(
+                        "the config sets {desc}, but `{p}.k_scale` / `{p}.v_scale` are missing"
+                    ),
+                }),
+                None => Ok(None),
+            },
+            (k, _) => Err(LoadError::KvScales {
+                layer,
+                detail: format!(
+                    "only the {} scale is present; both `{p}.k_scale` and `{p}.v_scale` are needed",
+                    if k.is_some() { "k" } else { "v" }
+                ),
+            }),
+        }
+    }
+
+    fn mlp(&self, p: &str, inter: usize) -> Result<MlpWeights, LoadError> {
+        let h = self.cfg.hidden_size;
+        let sources = [
+            self.source(&format!("{p}.gate_proj.weight"), &["gate"])?,
+            self.source(&format!("{p}.up_proj.weight"), &["up"])?,
+        ];
+        Ok(MlpWeights {
+            gate_up: self.pack(
+                format!("{p}.gate_up_proj"),
+                &[("gate", inter), ("up", inter)],
+                h,
+                &sources,
+            )?,
+            down: self.single(&format!("{p}.down_proj.weight"), "down", h, inter)?,
+        })
+    }
+
+    fn moe(
+        &self,
+        layer: &str,
+        experts: usize,
+        ie: usize,
+        is: usize,
+    ) -> Result<MoeWeights, LoadError> {
+        let h = self.cfg.hidden_size;
+        let p = format!("{layer}.mlp");
+        let (gate_up, down) = match self.layout {
+            Some(ExpertLayout::PerExpert) => {
+                let mut gate_up = Vec::with_capacity(2 * experts);
+                let mut down = Vec::with_capacity(experts);
+                for e in 0..experts {
+                    let q = format!("{p}.experts.{e}");
+                    gate_up.push(
+                        self.source(&format!("{q}.gate_proj.weight"), &[&format!("e{e}.gate")])?,
+                    );
+                    gate_up
+                        .push(self.source(&format!("{q}.up_proj.weight"), &[&format!("e{e}.up")])?);
+                    down.push(
+                        self.source(&format!("{q}.down_proj.weight"), &[&format!("e{e}.down")])?,
+                    );
+                }
+                (gate_up, down)
+            }
+            _ => {
+                let module = format!("{p}.experts");
+                let fused = |t: &str, dims: [usize; 3], covers: &dyn Fn(usize) -> Vec<String>| {
+                    let name = format!("{p}.experts.{t}");
+                    split_fused(
+                        self.get(&name)?,
+                        self.scale_of(&name)?,
+                        self.src.tensor(&input_scale_name(&name)),
+                        &module,
+                        dims,
+                        covers,
+                    )
+                };
+                (
+                    fused("gate_up_proj", [experts, 2 * ie, h], &|e| {
+                        vec![format!("e{e}.gate"), format!("e{e}.up")]
+                    })?,
+                    fused("down_proj", [experts, h, ie], &|e| {
+                        vec![format!("e{e}.down")]
+                    })?,
+                )
+            }
+        };
+        let gate_up_names: Vec<(String, usize)> = (0..experts)
+            .flat_map(|e| [(format!("e{e}.gate"), ie), (format!("e{e}.up"), ie)])
+            .collect();
+        let down_names: Vec<(String, usize)> =
+            (0..experts).map(|e| (format!("e{e}.down"), h)).collect();
+        Ok(MoeWeights {
+            router: self.single(&format!("{p}.gate.weight"), "gate", experts, h)?,
+            experts_gate_up: self.pack(
+                format!("{p}.experts.gate_up_proj"),
+                &as_refs(&gate_up_names),
+                h,
+                &gate_up,
+            )?,
+            experts_down: self.pack(
+                format!("{p}.experts.down_proj"),
+                &as_refs(&down_names),
+                ie,
+                &down,
+            )?,
+            shared_expert: self.mlp(&format!("{p}.shared_expert"), is)?,
+            shared_expert_gate: self.single(
+                &format!("{p}.shared_expert_gate.weight"),
+                "shared_expert_gate",
+                1,
+                h,
+            )?,
+        })
+    }
+}
+
+fn as_refs(v: &[(String, usize)]) -> Vec<(&str, usize)> {
+    v.iter().map(|(n, r)| (n.as_str(), *r)).collect()
+}

@@ -1,0 +1,299 @@
+//! What a `quantization_config` says about one module: excluded or not, which
+//! scale scheme and block size to expect, and how activations are quantized.
+
+use qwgpu_checkpoint::quant::{
+    ActivationScheme, CtQuantArgs, CtStrategy, Fp8Format, QuantizationConfig,
+};
+
+use crate::ignore::ModuleList;
+use crate::LoadError;
+
+/// Kind of weight scale, as configured or as found in a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemeKind {
+    /// One scale per tensor (or one per logical shard).
+    Tensor,
+    /// One scale per output row.
+    Channel,
+    /// One scale per `[bn, bk]` block.
+    Block,
+}
+
+impl std::fmt::Display for SchemeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SchemeKind::Tensor => "per-tensor",
+            SchemeKind::Channel => "per-channel",
+            SchemeKind::Block => "block",
+        })
+    }
+}
+
+/// The config's verdict for one module.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModuleRule {
+    /// Why the module must be unquantized (`None` when it may be quantized).
+    pub excluded: Option<String>,
+    /// Block size `[bn, bk]` for block scales.
+    pub block: Option<[usize; 2]>,
+    /// The configured weight scheme, if the config names one.
+    pub expected: Option<SchemeKind>,
+    pub activation: ActivationScheme,
+    /// The configured FP8 element format, if any.
+    pub fp8_format: Option<Fp8Format>,
+}
+
+impl ModuleRule {
+    fn unquantized(reason: Option<String>) -> Self {
+        ModuleRule {
+            excluded: reason,
+            block: None,
+            expected: None,
+            activation: ActivationScheme::None,
+            fp8_format: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct CtGroupRule {
+    targets_all_linear: bool,
+    targets: ModuleList,
+    /// `None`: the group quantizes no weights.
+    weights: Option<(SchemeKind, Option<[usize; 2]>)>,
+    activation: ActivationScheme,
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    None,
+    Fp8 {
+        block: Option<[usize; 2]>,
+        activation: ActivationScheme,
+        fmt: Fp8Format,
+    },
+    CompressedTensors(Vec<CtGroupRule>),
+    ModelOpt,
+}
+
+/// Interpretation of a checkpoint's `quantization_config` (or its absence).
+#[derive(Debug, Clone)]
+pub struct QuantPolicy {
+    kind: Kind,
+    exclude: ModuleList,
+    kv_cache: Option<String>,
+}
+
+impl Default for QuantPolicy {
+    fn default() -> Self {
+        Self::unquantized()
+    }
+}
+
+impl QuantPolicy {
+    /// No quantization config: weights are taken as the file stores them
+    /// (FP8 weights still need their scales; activations stay unquantized).
+    pub fn unquantized() -> Self {
+        QuantPolicy {
+            kind: Kind::None,
+            exclude: ModuleList::default(),
+            kv_cache: None,
+        }
+    }
+
+    /// Builds the policy; unsupported schemes and invalid patterns are errors.
+    pub fn from_config(config: Option<&QuantizationConfig>) -> Result<Self, LoadError> {
+        let Some(config) = config else {
+            return Ok(Self::unquantized());
+        };
+        match config {
+            QuantizationConfig::Fp8(c) => {
+                if let Some([bn, bk]) = c.weight_block_size {
+                    check_block([bn, bk], "weight_block_size")?;
+                }
+                Ok(QuantPolicy {
+                    kind: Kind::Fp8 {
+                        block: c.weight_block_size,
+                        activation: c.activation_scheme,
+                        fmt: c.fmt,
+                    },
+                    exclude: ModuleList::parse(
+                        &c.modules_to_not_convert,
+                        false,
+                        "modules_to_not_convert",
+                    )?,
+                    kv_cache: None,
+                })
+            }
+            QuantizationConfig::CompressedTensors(c) => {
+                let groups = c
+                    .groups
+                    .iter()
+                    .map(|g| {
+                        let what = format!("config_groups.{}", g.name);
+                        let weights = g
+                            .weights
+                            .as_ref()
+                            .map(|w| ct_weights(w, &what))
+                            .transpose()?;
+                        let activation = match &g.input_activations {
+                            None => ActivationScheme::None,
+                            Some(a) if a.dynamic => ActivationScheme::Dynamic,
+                            Some(_) => ActivationScheme::Static,
+                        };
+                        let named: Vec<String> = g
+                            .targets
+                            .iter()
+                            .filter(|t| t.as_str() != "Linear")
+                            .cloned()
+                            .collect();
+                        Ok(CtGroupRule {
+                            targets_all_linear: g.targets.iter().any(|t| t == "Linear"),
+                            targets: ModuleList::parse(&named, false, &format!("{what}.targets"))?,
+                            weights,
+                            activation,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, LoadError>>()?;
+                Ok(QuantPolicy {
+                    kind: Kind::CompressedTensors(groups),
+                    exclude: ModuleList::parse(&c.ignore, false, "ignore")?,
+                    kv_cache: c.kv_cache_scheme.as_ref().map(|k| {
+                        format!(
+                            "kv_cache_scheme ({}-bit {} {:?})",
+                            k.num_bits, k.kind, k.strategy
+                        )
+                    }),
+                })
+            }
+            QuantizationConfig::ModelOpt(c) => {
+                if !c.quant_algo.eq_ignore_ascii_case("FP8") {
+                    return Err(LoadError::Quantization {
+                        detail: format!(
+                            "ModelOpt quant_algo `{}` is not supported (only FP8)",
+                            c.quant_algo
+                        ),
+                    });
+                }
+                let kv = c
+                    .kv_cache_quant_algo
+                    .as_ref()
+                    .filter(|a| !a.is_empty() && !a.eq_ignore_ascii_case("none"))
+                    .map(|a| format!("kv_cache_quant_algo {a}"));
+                Ok(QuantPolicy {
+                    kind: Kind::ModelOpt,
+                    exclude: ModuleList::parse(&c.exclude_modules, true, "exclude_modules")?,
+                    kv_cache: kv,
+                })
+            }
+        }
+    }
+
+    /// The rule for a module (canonical name, without `.weight`).
+    pub fn rule(&self, module: &str) -> ModuleRule {
+        if let Some(entry) = self.exclude.find(module) {
+            return ModuleRule::unquantized(Some(format!("excludes it (entry `{entry}`)")));
+        }
+        match &self.kind {
+            Kind::None => ModuleRule::unquantized(None),
+            Kind::Fp8 {
+                block,
+                activation,
+                fmt,
+            } => ModuleRule {
+                excluded: None,
+                block: *block,
+                expected: Some(if block.is_some() {
+                    SchemeKind::Block
+                } else {
+                    SchemeKind::Tensor
+                }),
+                activation: *activation,
+                fp8_format: Some(*fmt),
+            },
+            Kind::ModelOpt => ModuleRule {
+                excluded: None,
+                block: None,
+                expected: Some(SchemeKind::Tensor),
+                activation: ActivationScheme::Static,
+                fp8_format: Some(Fp8Format::E4M3),
+            },
+            Kind::CompressedTensors(groups) => {
+                // `embed_tokens` is an Embedding, not a Linear: only named targets reach it.
+                let is_linear = !module.ends_with("embed_tokens");
+                let group = groups.iter().find(|g| {
+                    (g.targets_all_linear && is_linear) || g.targets.find(module).is_some()
+                });
+                match group {
+                    Some(CtGroupRule {
+                        weights: Some((kind, block)),
+                        activation,
+                        ..
+                    }) => ModuleRule {
+                        excluded: None,
+                        block: *block,
+                        expected: Some(*kind),
+                        activation: *activation,
+                        fp8_format: None,
+                    },
+                    Some(_) => ModuleRule::unquantized(Some(
+                        "quantizes no weights in its config group".into(),
+                    )),
+                    None => ModuleRule::unquantized(Some("targets it in no config group".into())),
+                }
+            }
+        }
+    }
+
+    /// Describes the configured KV-cache quantization, if any.
+    pub fn kv_cache(&self) -> Option<&str> {
+        self.kv_cache.as_deref()
+    }
+
+    /// True when the config quantizes anything at all.
+    pub fn is_quantized(&self) -> bool {
+        !matches!(self.kind, Kind::None)
+    }
+}
+
+fn check_block(block: [usize; 2], what: &str) -> Result<(), LoadError> {
+    const MAX: usize = 1 << 16;
+    if block.iter().any(|&b| b == 0 || b > MAX) {
+        return Err(LoadError::Quantization {
+            detail: format!("{what} {block:?}: each size must be in 1..={MAX}"),
+        });
+    }
+    Ok(())
+}
+
+fn ct_weights(w: &CtQuantArgs, what: &str) -> Result<(SchemeKind, Option<[usize; 2]>), LoadError> {
+    if w.kind != "float" || w.num_bits != 8 {
+        return Err(LoadError::Quantization {
+            detail: format!(
+                "{what}: weights are {}-bit `{}`; only 8-bit float (FP8) is supported",
+                w.num_bits, w.kind
+            ),
+        });
+    }
+    if !w.symmetric {
+        return Err(LoadError::Quantization {
+            detail: format!("{what}: asymmetric FP8 weights (zero points) are not supported"),
+        });
+    }
+    match w.strategy {
+        CtStrategy::Tensor => Ok((SchemeKind::Tensor, None)),
+        CtStrategy::Channel => Ok((SchemeKind::Channel, None)),
+        CtStrategy::Block => {
+            let block = w.block_structure.ok_or_else(|| LoadError::Quantization {
+                detail: format!("{what}: strategy `block` without block_structure"),
+            })?;
+            check_block(block, &format!("{what}.weights.block_structure"))?;
+            Ok((SchemeKind::Block, Some(block)))
+        }
+        other => Err(LoadError::Quantization {
+            detail: format!(
+                "{what}: weight strategy {other:?} is not supported (tensor, channel or block)"
+            ),
+        }),
+    }
+}
