@@ -1,6 +1,18 @@
 //! `qwgpu-model`: the Qwen3.5 text model graph.
 //!
-//! - [`reference`]: plain f32 CPU forward pass, the oracle every GPU kernel and
+//! - [`reference`](mod@reference): plain f32 CPU forward pass, the oracle every GPU kernel and
 //!   the GPU model are tested against.
+//! - [`sampling`]: greedy / temperature / top-p token selection.
+//! - [`golden`]: fixtures with Hugging Face logits and the check of the reference
+//!   model against them.
+//! - [`testing`]: random in-memory models for tests (of this and other crates).
 
+mod error;
+pub mod golden;
 pub mod reference;
+pub mod sampling;
+pub mod testing;
+
+pub use error::ModelError;
+pub use reference::{Cache, ReferenceModel};
+pub use sampling::{argmax, Sampler};

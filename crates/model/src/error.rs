@@ -1,0 +1,79 @@
+//! The crate's one error type. Every variant names the tensor, file or value and
+//! the numbers involved.
+
+use std::path::PathBuf;
+
+/// Errors of the reference model, the golden-fixture checks and the sampler.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ModelError {
+    /// Boxed: the wrapped errors carry several strings and would make every
+    /// `Result` of this crate large.
+    #[error(transparent)]
+    Checkpoint(Box<qwgpu_checkpoint::CheckpointError>),
+    #[error(transparent)]
+    Load(Box<qwgpu_loader::LoadError>),
+    /// A weight's shape disagrees with the config.
+    #[error("weight `{tensor}`: shape {got:?}, expected {expected:?} ({why})")]
+    WeightShape {
+        tensor: String,
+        expected: Vec<usize>,
+        got: Vec<usize>,
+        why: &'static str,
+    },
+    /// Dequantization returned a buffer of the wrong length.
+    #[error(
+        "weight `{tensor}`: dequantized to {got} values, expected {expected} ({rows} x {cols})"
+    )]
+    DequantizedLength {
+        tensor: String,
+        rows: usize,
+        cols: usize,
+        expected: usize,
+        got: usize,
+    },
+    /// The config cannot describe a runnable model (checked again here because a
+    /// `PackedModel` may be built in memory, bypassing the checkpoint reader).
+    #[error("config: {detail}")]
+    Config { detail: String },
+    /// Layer `layer` has a mixer / FFN other than the config says.
+    #[error("layer {layer}: config says {expected}, weights hold {got}")]
+    LayerKind {
+        layer: usize,
+        expected: &'static str,
+        got: &'static str,
+    },
+    #[error("token id {token} at input index {index} is out of range (vocab size {vocab})")]
+    TokenOutOfRange {
+        token: u32,
+        index: usize,
+        vocab: usize,
+    },
+    /// A cache from another model (different layer structure) was passed in.
+    #[error("cache does not fit this model: {detail}")]
+    CacheMismatch { detail: String },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A golden fixture file is malformed or inconsistent.
+    #[error("{}: {detail}", path.display())]
+    Golden { path: PathBuf, detail: String },
+    /// Invalid sampling parameters.
+    #[error("sampler: {detail}")]
+    Sampling { detail: String },
+}
+
+impl From<qwgpu_checkpoint::CheckpointError> for ModelError {
+    fn from(e: qwgpu_checkpoint::CheckpointError) -> Self {
+        Self::Checkpoint(Box::new(e))
+    }
+}
+
+impl From<qwgpu_loader::LoadError> for ModelError {
+    fn from(e: qwgpu_loader::LoadError) -> Self {
+        Self::Load(Box::new(e))
+    }
+}

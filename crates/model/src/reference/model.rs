@@ -1,0 +1,205 @@
+//! The whole model: embedding → decoder layers → final norm → logits.
+
+use std::path::Path;
+
+use qwgpu_checkpoint::{Checkpoint, LayerType, TextConfig};
+use qwgpu_loader::PackedModel;
+
+use super::cache::{Cache, GdnState, KvCache, LayerState};
+use super::linear::Matrix;
+use super::norm::rms_norm_one_plus;
+use super::rope::Rope;
+use super::weights::{convert, layer_type_name, FfnLayer, Layer, MixerLayer};
+use super::{attention, gdn, mlp, moe};
+use crate::ModelError;
+
+/// Plain f32 Qwen3.5 text model (dense or MoE) for the CPU: readable, exact to
+/// f32 rounding, and the oracle for the GPU engine.
+///
+/// ```no_run
+/// use qwgpu_model::{argmax, ReferenceModel};
+/// let model = ReferenceModel::load(std::path::Path::new("tests/fixtures/dense-bf16-text"))?;
+/// let mut cache = model.new_cache();
+/// let prompt = [1u32, 2, 3];
+/// let logits = model.forward(&mut cache, &prompt)?; // prefill: [3 × vocab]
+/// let vocab = model.config().vocab_size;
+/// let mut next = argmax(&logits[2 * vocab..]) as u32;
+/// for _ in 0..4 {
+///     let step = model.forward(&mut cache, &[next])?; // decode: [1 × vocab]
+///     next = argmax(&step) as u32;
+/// }
+/// # Ok::<(), qwgpu_model::ModelError>(())
+/// ```
+pub struct ReferenceModel {
+    config: TextConfig,
+    embed: Matrix,
+    layers: Vec<Layer>,
+    norm: Vec<f32>,
+    /// `None` when tied to the embeddings.
+    lm_head: Option<Matrix>,
+    rope: Rope,
+}
+
+impl ReferenceModel {
+    /// Checks every shape against the config and dequantizes all weights to f32 once.
+    pub fn from_packed(m: &PackedModel) -> Result<Self, ModelError> {
+        let c = convert(m)?;
+        let config = m.config.clone();
+        let rope = Rope::new(config.rotary_dim(), config.rope.theta);
+        tracing::debug!(
+            layers = c.layers.len(),
+            vocab = config.vocab_size,
+            hidden = config.hidden_size,
+            tied = c.lm_head.is_none(),
+            "reference model ready"
+        );
+        Ok(Self {
+            config,
+            embed: c.embed,
+            layers: c.layers,
+            norm: c.norm,
+            lm_head: c.lm_head,
+            rope,
+        })
+    }
+
+    /// Opens the HF checkpoint in `dir`, packs it and dequantizes it.
+    pub fn load(dir: &Path) -> Result<Self, ModelError> {
+        let ckpt = Checkpoint::open(dir)?;
+        let packed = qwgpu_loader::load_model(&ckpt)?;
+        Self::from_packed(&packed)
+    }
+
+    pub fn config(&self) -> &TextConfig {
+        &self.config
+    }
+
+    /// An empty cache (position 0, empty KV caches, zero GDN states).
+    pub fn new_cache(&self) -> Cache {
+        let cfg = &self.config;
+        let layers = cfg
+            .layer_types
+            .iter()
+            .map(|ty| match ty {
+                LayerType::LinearAttention => LayerState::Linear(GdnState {
+                    conv: vec![0.0; (cfg.linear_conv_kernel_dim - 1) * cfg.conv_dim()],
+                    recurrent: vec![
+                        0.0;
+                        cfg.linear_num_value_heads
+                            * cfg.linear_key_head_dim
+                            * cfg.linear_value_head_dim
+                    ],
+                }),
+                LayerType::FullAttention => LayerState::Full(KvCache::default()),
+            })
+            .collect();
+        Cache {
+            position: 0,
+            layers,
+        }
+    }
+
+    /// Runs `tokens` after whatever `cache` already holds and returns their logits,
+    /// `[tokens.len() × vocab]` row-major. Prefill (many tokens) and decode (one)
+    /// are the same call. On error the cache is left unchanged.
+    pub fn forward(&self, cache: &mut Cache, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
+        let cfg = &self.config;
+        let (vocab, hidden) = (cfg.vocab_size, cfg.hidden_size);
+        for (index, &token) in tokens.iter().enumerate() {
+            if token as usize >= vocab {
+                return Err(ModelError::TokenOutOfRange {
+                    token,
+                    index,
+                    vocab,
+                });
+            }
+        }
+        self.check_cache(cache)?;
+        let _span = tracing::debug_span!(
+            "reference_forward",
+            start = cache.position,
+            tokens = tokens.len()
+        )
+        .entered();
+
+        let mut h: Vec<f32> = tokens
+            .iter()
+            .flat_map(|&t| self.embed.row(t as usize).to_vec())
+            .collect();
+        let eps = cfg.rms_norm_eps as f32;
+        let start = cache.position;
+        for (i, (layer, state)) in self.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
+            let _layer_span = tracing::trace_span!("layer", i).entered();
+            let x = rms_norm_one_plus(&h, &layer.input_norm, eps);
+            let mixed = match (&layer.mixer, state) {
+                (MixerLayer::Linear(w), LayerState::Linear(s)) => gdn::forward(cfg, w, &x, s),
+                (MixerLayer::Full(w), LayerState::Full(kv)) => {
+                    attention::forward(cfg, w, &self.rope, &x, start, kv)
+                }
+                // Not reachable: check_cache matched every layer's kind above.
+                _ => {
+                    return Err(ModelError::CacheMismatch {
+                        detail: format!("layer {i}: state kind differs from the layer's"),
+                    })
+                }
+            };
+            add_in_place(&mut h, &mixed);
+            let x = rms_norm_one_plus(&h, &layer.post_norm, eps);
+            let ffn = match &layer.ffn {
+                FfnLayer::Dense(w) => mlp::swiglu(w, &x),
+                FfnLayer::Moe(w) => moe::forward(w, &x, hidden),
+            };
+            add_in_place(&mut h, &ffn);
+        }
+        cache.position += tokens.len();
+        let h = rms_norm_one_plus(&h, &self.norm, eps);
+        Ok(self.lm_head.as_ref().unwrap_or(&self.embed).apply(&h))
+    }
+
+    /// A cache from another model would index out of range: reject it up front.
+    fn check_cache(&self, cache: &Cache) -> Result<(), ModelError> {
+        let cfg = &self.config;
+        let mismatch = |detail: String| Err(ModelError::CacheMismatch { detail });
+        if cache.layers.len() != self.layers.len() {
+            return mismatch(format!(
+                "{} layer states for {} layers",
+                cache.layers.len(),
+                self.layers.len()
+            ));
+        }
+        let kv_width = cfg.kv_proj_rows();
+        let fresh = self.new_cache();
+        for (i, ((state, want), ty)) in cache
+            .layers
+            .iter()
+            .zip(&fresh.layers)
+            .zip(&cfg.layer_types)
+            .enumerate()
+        {
+            let ok = match (state, want) {
+                (LayerState::Linear(s), LayerState::Linear(w)) => {
+                    s.conv.len() == w.conv.len() && s.recurrent.len() == w.recurrent.len()
+                }
+                (LayerState::Full(kv), LayerState::Full(_)) => {
+                    kv.keys.len() == cache.position * kv_width
+                        && kv.values.len() == cache.position * kv_width
+                }
+                _ => false,
+            };
+            if !ok {
+                return mismatch(format!(
+                    "layer {i} ({}): state sizes do not match the config at position {}",
+                    layer_type_name(*ty),
+                    cache.position
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn add_in_place(h: &mut [f32], delta: &[f32]) {
+    for (a, b) in h.iter_mut().zip(delta) {
+        *a += b;
+    }
+}
