@@ -49,10 +49,11 @@ impl Checkpoint {
 
     /// The tensor with this canonical name, or `CheckpointError::MissingTensor`.
     pub fn tensor(&self, name: &str) -> Result<TensorView<'_>, CheckpointError> {
-        self.get(name).ok_or_else(|| CheckpointError::MissingTensor {
-            dir: self.dir().to_path_buf(),
-            names: vec![name.to_string()],
-        })
+        self.get(name)
+            .ok_or_else(|| CheckpointError::MissingTensor {
+                dir: self.dir().to_path_buf(),
+                names: vec![name.to_string()],
+            })
     }
 
     /// The tensor with this canonical name, if present.

@@ -1,31 +1,255 @@
-//! Opening a folder (checkpoint helper implements).
+//! Opening a folder: config, shard discovery, header validation, canonical
+//! names, and the tensors-vs-config check — all before any tensor data is read.
+
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use crate::{Checkpoint, CheckpointError, ModelConfig, OpenOptions, TensorView};
+use crate::header::HeaderTensor;
+use crate::index::parse_index;
+use crate::names::canonical_name;
+use crate::shard::Shard;
+use crate::validate::validate_tensors;
+use crate::{Checkpoint, CheckpointError, Dtype, ModelConfig, OpenOptions, TensorView};
 
-pub(crate) struct Inner {}
+pub(crate) const CONFIG_FILE: &str = "config.json";
+pub(crate) const SINGLE_FILE: &str = "model.safetensors";
+pub(crate) const INDEX_FILE: &str = "model.safetensors.index.json";
 
-pub(crate) fn open(_dir: &Path, _opts: &OpenOptions) -> Result<Checkpoint, CheckpointError> {
-    todo!()
+/// One kept tensor.
+pub(crate) struct Entry {
+    pub source: String,
+    pub shard: usize,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub start: usize,
+    pub end: usize,
 }
-pub(crate) fn dir(_c: &Checkpoint) -> &Path {
-    todo!()
+
+pub(crate) struct Inner {
+    dir: PathBuf,
+    config: ModelConfig,
+    shards: Vec<Shard>,
+    tensors: BTreeMap<String, Entry>,
+    skipped: Vec<String>,
+    unexpected: Vec<String>,
 }
-pub(crate) fn config(_c: &Checkpoint) -> &ModelConfig {
-    todo!()
+
+fn io(path: &Path, source: std::io::Error) -> CheckpointError {
+    CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
-pub(crate) fn get<'a>(_c: &'a Checkpoint, _name: &str) -> Option<TensorView<'a>> {
-    todo!()
+
+pub(crate) fn open(dir: &Path, opts: &OpenOptions) -> Result<Checkpoint, CheckpointError> {
+    let config = ModelConfig::from_file(&dir.join(CONFIG_FILE))?;
+    let index_path = dir.join(INDEX_FILE);
+    let single_path = dir.join(SINGLE_FILE);
+
+    let (shards, index) = if index_path.is_file() {
+        let text = std::fs::read_to_string(&index_path).map_err(|e| io(&index_path, e))?;
+        let index = parse_index(&text, &index_path)?;
+        let mut shards = Vec::with_capacity(index.shards.len());
+        for name in &index.shards {
+            let p = dir.join(name);
+            if !p.is_file() {
+                return Err(CheckpointError::ShardPath {
+                    index: index_path.clone(),
+                    shard: name.clone(),
+                    detail: format!("listed in the index but {} does not exist", p.display()),
+                });
+            }
+            shards.push(Shard::open(&p)?);
+        }
+        (shards, Some(index))
+    } else if single_path.is_file() {
+        (vec![Shard::open(&single_path)?], None)
+    } else {
+        return Err(io(
+            dir,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("neither {SINGLE_FILE} nor {INDEX_FILE} found"),
+            ),
+        ));
+    };
+
+    // Where each source tensor lives; a name in two shards is an error.
+    let mut located: HashMap<&str, (usize, &HeaderTensor)> = HashMap::new();
+    for (si, shard) in shards.iter().enumerate() {
+        for t in &shard.header.tensors {
+            if let Some((first, _)) = located.insert(&t.name, (si, t)) {
+                return Err(CheckpointError::TensorInTwoShards {
+                    tensor: t.name.clone(),
+                    first: shards
+                        .get(first)
+                        .map(|s| s.path.clone())
+                        .unwrap_or_default(),
+                    second: shard.path.clone(),
+                });
+            }
+        }
+    }
+
+    if let Some(index) = &index {
+        check_index_agrees(&index_path, index, &shards, &located)?;
+    }
+
+    let mut tensors: BTreeMap<String, Entry> = BTreeMap::new();
+    let mut skipped = Vec::new();
+    for (si, shard) in shards.iter().enumerate() {
+        for t in &shard.header.tensors {
+            let Some(canonical) = canonical_name(&t.name) else {
+                tracing::debug!(tensor = %t.name, file = %shard.path.display(), "skipping tensor not used by the text model");
+                skipped.push(t.name.clone());
+                continue;
+            };
+            let Some(dtype) = t.dtype else {
+                return Err(CheckpointError::UnsupportedDtype {
+                    file: shard.path.clone(),
+                    tensor: t.name.clone(),
+                    dtype: t.dtype_name.clone(),
+                    expected: "F32, F16, BF16, F8_E4M3 or F8_E5M2".into(),
+                });
+            };
+            if let Some(prev) = tensors.get(&canonical) {
+                return Err(CheckpointError::DuplicateCanonicalName {
+                    dir: dir.to_path_buf(),
+                    canonical,
+                    first: prev.source.clone(),
+                    second: t.name.clone(),
+                });
+            }
+            tensors.insert(
+                canonical,
+                Entry {
+                    source: t.name.clone(),
+                    shard: si,
+                    dtype,
+                    shape: t.shape.clone(),
+                    start: t.start,
+                    end: t.end,
+                },
+            );
+        }
+    }
+    skipped.sort();
+
+    let files: Vec<&Path> = shards.iter().map(|s| s.path.as_path()).collect();
+    let unexpected = validate_tensors(dir, &config, &tensors, &files)?;
+    if !unexpected.is_empty() {
+        if opts.strict {
+            return Err(CheckpointError::UnexpectedTensors {
+                dir: dir.to_path_buf(),
+                names: unexpected,
+            });
+        }
+        for name in &unexpected {
+            tracing::warn!(tensor = %name, dir = %dir.display(), "unexpected tensor (not used by the model)");
+        }
+    }
+
+    Ok(Checkpoint {
+        inner: Inner {
+            dir: dir.to_path_buf(),
+            config,
+            shards,
+            tensors,
+            skipped,
+            unexpected,
+        },
+    })
 }
-pub(crate) fn names(_c: &Checkpoint) -> Vec<&str> {
-    todo!()
+
+/// The index and the headers must agree exactly: every indexed tensor is in
+/// its shard, and every stored tensor is indexed to the shard that holds it.
+fn check_index_agrees(
+    index_path: &Path,
+    index: &crate::index::ShardIndex,
+    shards: &[Shard],
+    located: &HashMap<&str, (usize, &HeaderTensor)>,
+) -> Result<(), CheckpointError> {
+    let shard_name = |i: usize| index.shards.get(i).cloned().unwrap_or_default();
+    let mismatch = |tensor: &str, detail: String| CheckpointError::IndexMismatch {
+        index: index_path.to_path_buf(),
+        tensor: tensor.to_string(),
+        detail,
+    };
+    let mut indexed: HashMap<&str, usize> = HashMap::with_capacity(index.weight_map.len());
+    for (name, want) in &index.weight_map {
+        indexed.insert(name, *want);
+        match located.get(name.as_str()) {
+            None => {
+                return Err(mismatch(
+                    name,
+                    format!(
+                        "listed in the index for shard `{}` but absent from it",
+                        shard_name(*want)
+                    ),
+                ))
+            }
+            Some((got, _)) if got != want => {
+                return Err(mismatch(
+                    name,
+                    format!(
+                        "indexed to shard `{}` but stored in `{}`",
+                        shard_name(*want),
+                        shard_name(*got)
+                    ),
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    for (si, shard) in shards.iter().enumerate() {
+        for t in &shard.header.tensors {
+            if !indexed.contains_key(t.name.as_str()) {
+                return Err(mismatch(
+                    &t.name,
+                    format!(
+                        "stored in shard `{}` but not listed in the index",
+                        shard_name(si)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
-pub(crate) fn skipped(_c: &Checkpoint) -> &[String] {
-    todo!()
+
+pub(crate) fn dir(c: &Checkpoint) -> &Path {
+    &c.inner.dir
 }
-pub(crate) fn unexpected(_c: &Checkpoint) -> &[String] {
-    todo!()
+
+pub(crate) fn config(c: &Checkpoint) -> &ModelConfig {
+    &c.inner.config
 }
-pub(crate) fn files(_c: &Checkpoint) -> Vec<PathBuf> {
-    todo!()
+
+pub(crate) fn get<'a>(c: &'a Checkpoint, name: &str) -> Option<TensorView<'a>> {
+    let (key, e) = c.inner.tensors.get_key_value(name)?;
+    let shard = c.inner.shards.get(e.shard)?;
+    Some(TensorView {
+        name: key,
+        source_name: &e.source,
+        file: &shard.path,
+        dtype: e.dtype,
+        shape: &e.shape,
+        bytes: shard.bytes(e.start, e.end)?,
+    })
+}
+
+pub(crate) fn names(c: &Checkpoint) -> Vec<&str> {
+    c.inner.tensors.keys().map(String::as_str).collect()
+}
+
+pub(crate) fn skipped(c: &Checkpoint) -> &[String] {
+    &c.inner.skipped
+}
+
+pub(crate) fn unexpected(c: &Checkpoint) -> &[String] {
+    &c.inner.unexpected
+}
+
+pub(crate) fn files(c: &Checkpoint) -> Vec<PathBuf> {
+    c.inner.shards.iter().map(|s| s.path.clone()).collect()
 }

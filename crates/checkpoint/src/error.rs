@@ -1,8 +1,9 @@
 //! The crate's one error type. Every variant names the file and/or tensor and the
-//! numbers involved. (Checkpoint helper: extend with the variants you need.)
+//! numbers involved.
 
 use std::path::PathBuf;
 
+/// Everything that can go wrong while reading a checkpoint folder.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CheckpointError {
@@ -23,4 +24,84 @@ pub enum CheckpointError {
     },
     #[error("{}: unsupported quantization: {detail}", path.display())]
     UnsupportedQuantization { path: PathBuf, detail: String },
+
+    /// A `config.json` field is missing, mistyped, out of range or inconsistent.
+    #[error("{}: field `{field}`: {detail}", path.display())]
+    Config {
+        path: PathBuf,
+        field: String,
+        detail: String,
+    },
+    /// The safetensors header itself is malformed (length, UTF-8, JSON, structure).
+    #[error("{}: invalid safetensors header: {detail}", file.display())]
+    Header { file: PathBuf, detail: String },
+    /// One tensor's header entry is inconsistent (offsets, dims, byte length).
+    #[error("{}: tensor `{tensor}`: {detail}", file.display())]
+    InvalidTensor {
+        file: PathBuf,
+        tensor: String,
+        detail: String,
+    },
+    /// The same tensor name appears twice in one header.
+    #[error("{}: tensor `{tensor}` appears twice in the header", file.display())]
+    DuplicateTensor { file: PathBuf, tensor: String },
+    /// `model.safetensors.index.json` is malformed.
+    #[error("{}: invalid shard index: {detail}", path.display())]
+    Index { path: PathBuf, detail: String },
+    /// A shard named by the index is not a plain file name inside the folder, or is missing.
+    #[error("{}: shard `{shard}`: {detail}", index.display())]
+    ShardPath {
+        index: PathBuf,
+        shard: String,
+        detail: String,
+    },
+    /// The index and the shards' headers disagree about a tensor.
+    #[error("{}: tensor `{tensor}`: {detail}", index.display())]
+    IndexMismatch {
+        index: PathBuf,
+        tensor: String,
+        detail: String,
+    },
+    /// The same tensor is stored in two shards.
+    #[error("tensor `{tensor}` is stored in two shards: {} and {}", first.display(), second.display())]
+    TensorInTwoShards {
+        tensor: String,
+        first: PathBuf,
+        second: PathBuf,
+    },
+    /// Two source names canonicalise to the same name.
+    #[error("{}: tensors `{first}` and `{second}` both map to `{canonical}`", dir.display())]
+    DuplicateCanonicalName {
+        dir: PathBuf,
+        canonical: String,
+        first: String,
+        second: String,
+    },
+    /// A tensor's shape disagrees with the config.
+    #[error("{}: tensor `{tensor}`: shape {got:?}, expected {expected:?} ({formula})", file.display())]
+    ShapeMismatch {
+        file: PathBuf,
+        tensor: String,
+        got: Vec<usize>,
+        expected: Vec<usize>,
+        formula: String,
+    },
+    /// MoE expert tensors of one layer are inconsistent (mixed layouts, ids out of range).
+    #[error("{}: layer {layer}: tensor `{tensor}`: {detail}", dir.display())]
+    ExpertLayout {
+        dir: PathBuf,
+        layer: usize,
+        tensor: String,
+        detail: String,
+    },
+    /// Tensors that are neither known nor skippable, under `OpenOptions { strict: true }`.
+    #[error("{}: unexpected tensor(s) (strict mode): {}", dir.display(), names.join(", "))]
+    UnexpectedTensors { dir: PathBuf, names: Vec<String> },
+    /// `to_f32` on FP8 data: dequantization needs the scales.
+    #[error("{}: tensor `{tensor}`: {dtype} data needs its scales; dequantize it with the loader (qwgpu-loader), not `to_f32`", file.display())]
+    NeedsDequantization {
+        file: PathBuf,
+        tensor: String,
+        dtype: String,
+    },
 }

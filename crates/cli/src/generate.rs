@@ -1,11 +1,13 @@
 //! `qwgpu generate`: prefill the prompt, then sample and stream tokens.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use qwgpu_checkpoint::Checkpoint;
 use qwgpu_model::reference::ReferenceModel;
 use qwgpu_model::sampling::Sampler;
 
@@ -51,12 +53,6 @@ pub struct GenerateArgs {
 }
 
 pub fn run(args: &GenerateArgs) -> Result<()> {
-    if !(args.temperature >= 0.0 && args.temperature.is_finite()) {
-        bail!("--temperature must be a finite number >= 0 (got {})", args.temperature);
-    }
-    if !(args.top_p > 0.0 && args.top_p <= 1.0) {
-        bail!("--top-p must be in (0, 1] (got {})", args.top_p);
-    }
     let dir = match &args.model {
         Some(dir) => dir.clone(),
         None => {
@@ -69,7 +65,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     };
     let Backend::Cpu = args.backend;
     let started = Instant::now();
-    let model = ReferenceModel::load(&dir).with_context(|| format!("loading {}", dir.display()))?;
+    let model = load_model(&dir).with_context(|| format!("loading {}", dir.display()))?;
     let tokenizer = prompt::load_tokenizer(&dir)?;
     eprintln!(
         "qwgpu: loaded {} on the CPU reference backend in {:.2} s",
@@ -93,12 +89,13 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     let eos = prompt::eos_token_ids(&dir)?;
 
     let mut cache = model.new_cache();
-    let mut sampler = Sampler::new(args.temperature, args.top_p, args.seed);
+    let top_p = (args.top_p < 1.0).then_some(args.top_p);
+    let mut sampler = Sampler::new(args.temperature, top_p, args.seed)?;
     let t0 = Instant::now();
     let logits = model.forward(&mut cache, &prompt_ids)?;
     let prefill_s = t0.elapsed().as_secs_f64();
     let last = &logits[logits.len() - vocab..];
-    let mut next = sampler.sample(last);
+    let mut next = sampler.sample(last) as u32;
 
     let mut out = std::io::stdout().lock();
     write!(out, "{text}")?;
@@ -125,7 +122,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             break;
         }
         let logits = model.forward(&mut cache, &[next])?;
-        next = sampler.sample(&logits);
+        next = sampler.sample(&logits) as u32;
     }
     writeln!(out)?;
     let decode_s = t1.elapsed().as_secs_f64();
@@ -139,4 +136,18 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         generated.len() as f64 / decode_s.max(1e-9),
     );
     Ok(())
+}
+
+/// Opens the checkpoint, packs its weights with a progress bar, builds the model.
+fn load_model(dir: &Path) -> Result<ReferenceModel> {
+    let ckpt = Checkpoint::open(dir)?;
+    let bar = ProgressBar::new(ckpt.config().text.num_hidden_layers as u64);
+    bar.set_style(
+        ProgressStyle::with_template("loading {bar:30} {pos}/{len} layers {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let progress = |done: usize, _total: usize| bar.set_position(done as u64);
+    let packed = qwgpu_loader::load_model_with(&ckpt, Some(&progress))?;
+    bar.finish_and_clear();
+    Ok(ReferenceModel::from_packed(&packed)?)
 }

@@ -1,0 +1,56 @@
+//! Memory-mapping one safetensors file and validating its header.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use crate::header::{parse_header, Header};
+use crate::CheckpointError;
+
+/// One mapped shard and its validated header.
+pub(crate) struct Shard {
+    pub path: PathBuf,
+    pub map: Mmap,
+    pub header: Header,
+}
+
+fn io(path: &Path, source: std::io::Error) -> CheckpointError {
+    CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Shard {
+    pub fn open(path: &Path) -> Result<Self, CheckpointError> {
+        let file = File::open(path).map_err(|e| io(path, e))?;
+        let len = file.metadata().map_err(|e| io(path, e))?.len();
+        if len < 8 {
+            // Too small to map usefully (and zero-length maps are platform-specific):
+            // read it and let the header parser produce the error.
+            let bytes = std::fs::read(path).map_err(|e| io(path, e))?;
+            parse_header(&bytes, path)?;
+            return Err(CheckpointError::Header {
+                file: path.to_path_buf(),
+                detail: format!("file is {len} bytes, shorter than the 8-byte header length"),
+            });
+        }
+        // SAFETY: the map is read-only and the file is opened read-only. Another
+        // process truncating or rewriting the file while it is mapped would change
+        // (or fault on) the bytes we read; model folders are treated as immutable
+        // for the lifetime of a `Checkpoint`, as every mmap-based loader does.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| io(path, e))?;
+        let header = parse_header(&map, path)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            map,
+            header,
+        })
+    }
+
+    /// The bytes of a validated range, if in bounds.
+    pub fn bytes(&self, start: usize, end: usize) -> Option<&[u8]> {
+        self.map.get(start..end)
+    }
+}
