@@ -12,11 +12,21 @@ pub fn run() -> Result<()> {
     vulkan::ensure_adapter();
     manifest::verify(&qwgpu_model::golden::fixtures_dir())?;
     cargo(&["fmt", "--all", "--", "--check"])?;
-    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
     cargo(&["test", "--workspace", "--all-targets"])?;
     cargo(&["test", "--workspace", "--doc"])?;
     let failed = matrix::run()?;
-    eprintln!("xtask ci: finished in {:.0} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "xtask ci: finished in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     if failed > 0 {
         bail!("{failed} fixture row(s) failed");
     }

@@ -17,7 +17,10 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     }
     let probe = Command::new(&python)
-        .args(["-c", "import torch, transformers; print(transformers.__version__)"])
+        .args([
+            "-c",
+            "import torch, transformers; print(transformers.__version__)",
+        ])
         .output()
         .with_context(|| format!("running {python}"))?;
     if !probe.status.success() {

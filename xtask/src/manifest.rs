@@ -23,7 +23,9 @@ pub fn verify(root: &Path) -> Result<()> {
             Ok(bytes) => {
                 let got = format!("{:x}", Sha256::digest(&bytes));
                 if got != hash {
-                    problems.push(format!("{rel}: content differs from the generator's output"));
+                    problems.push(format!(
+                        "{rel}: content differs from the generator's output"
+                    ));
                 }
             }
             Err(e) => problems.push(format!("{rel}: {e}")),
@@ -40,7 +42,10 @@ pub fn verify(root: &Path) -> Result<()> {
             problems.join("\n  ")
         );
     }
-    eprintln!("xtask: {} fixture files match MANIFEST.sha256", listed.len());
+    eprintln!(
+        "xtask: {} fixture files match MANIFEST.sha256",
+        listed.len()
+    );
     Ok(())
 }
 

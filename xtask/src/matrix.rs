@@ -18,7 +18,10 @@ pub fn run() -> Result<usize> {
     );
     let mut failed = 0;
     for dir in &dirs {
-        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         match golden::check_reference(dir) {
             Ok(r) => {
                 if !r.passed {

@@ -32,7 +32,10 @@ pub fn ensure_adapter() {
     if is_root() && Path::new("/usr/bin/apt-get").exists() {
         eprintln!("xtask: no Vulkan ICD; installing lavapipe: {INSTALL}");
         let ok = Command::new("sh")
-            .args(["-c", &format!("DEBIAN_FRONTEND=noninteractive {INSTALL} >/dev/null")])
+            .args([
+                "-c",
+                &format!("DEBIAN_FRONTEND=noninteractive {INSTALL} >/dev/null"),
+            ])
             .status()
             .map(|s| s.success())
             .unwrap_or(false);

@@ -13,7 +13,11 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "qwgpu", version, about = "Run Qwen3.5 (dense and MoE, BF16 and FP8) models")]
+#[command(
+    name = "qwgpu",
+    version,
+    about = "Run Qwen3.5 (dense and MoE, BF16 and FP8) models"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
