@@ -54,6 +54,6 @@ pub use dtype::Dtype;
 pub use error::CheckpointError;
 pub use header::{parse_header, Header, HeaderTensor};
 pub use index::{parse_index, ShardIndex};
-pub use names::{canonical_name, is_skipped};
+pub use names::{canonical_name, canonical_prefix, is_skipped};
 pub use quant::QuantizationConfig;
 pub use tensor::TensorView;

@@ -27,6 +27,17 @@ pub fn is_skipped(source: &str) -> bool {
     SKIPPED_PREFIXES.iter().any(|p| source.starts_with(p)) || source.contains("rotary_emb.inv_freq")
 }
 
+/// Rewrites a release / MLX prefix to the canonical one; any other name is
+/// returned unchanged. Also right for module names from a config's ignore lists.
+pub fn canonical_prefix(name: &str) -> String {
+    for (from, to) in PREFIX_REWRITES {
+        if let Some(rest) = name.strip_prefix(from) {
+            return format!("{to}{rest}");
+        }
+    }
+    name.to_string()
+}
+
 /// The canonical name of a checkpoint tensor, or `None` if it is skipped.
 ///
 /// ```
@@ -42,12 +53,7 @@ pub fn canonical_name(source: &str) -> Option<String> {
     if is_skipped(source) {
         return None;
     }
-    for (from, to) in PREFIX_REWRITES {
-        if let Some(rest) = source.strip_prefix(from) {
-            return Some(format!("{to}{rest}"));
-        }
-    }
-    Some(source.to_string())
+    Some(canonical_prefix(source))
 }
 
 /// `model.layers.{i}.` — the canonical prefix of decoder layer `i`.

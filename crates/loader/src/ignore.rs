@@ -32,12 +32,7 @@ pub struct ModuleList {
 
 /// Rewrites a wrapper or MLX prefix to the canonical `model.` prefix.
 pub fn canonical_name(name: &str) -> String {
-    for prefix in ["model.language_model.", "language_model.model."] {
-        if let Some(rest) = name.strip_prefix(prefix) {
-            return format!("model.{rest}");
-        }
-    }
-    name.to_string()
+    qwgpu_checkpoint::canonical_prefix(name)
 }
 
 /// The spellings a canonical module name may have had in the file.
