@@ -26,7 +26,7 @@ pub fn run(args: &[String]) -> Result<()> {
     if !probe.status.success() {
         bail!(
             "{python} cannot import torch + transformers (need transformers >= 5.17); \
-             install them (`pip install torch transformers safetensors tokenizers`) or pass --python"
+             install them (`pip install torch transformers safetensors tokenizers compressed-tensors`) or pass --python"
         );
     }
     let version = String::from_utf8_lossy(&probe.stdout).trim().to_string();
