@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use qwgpu_checkpoint::Checkpoint;
+use qwgpu_checkpoint::{Checkpoint, OpenOptions};
 use qwgpu_model::reference::ReferenceModel;
 use qwgpu_model::sampling::Sampler;
 
@@ -47,6 +47,9 @@ pub struct GenerateArgs {
     /// Keep generating past end-of-sequence tokens.
     #[arg(long)]
     ignore_eos: bool,
+    /// Refuse checkpoints with tensors qwgpu does not know (default: warn and ignore them).
+    #[arg(long)]
+    strict: bool,
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     backend: Backend,
@@ -65,7 +68,8 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     };
     let Backend::Cpu = args.backend;
     let started = Instant::now();
-    let model = load_model(&dir).with_context(|| format!("loading {}", dir.display()))?;
+    let model =
+        load_model(&dir, args.strict).with_context(|| format!("loading {}", dir.display()))?;
     let tokenizer = prompt::load_tokenizer(&dir)?;
     eprintln!(
         "qwgpu: loaded {} on the CPU reference backend in {:.2} s",
@@ -139,8 +143,8 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
 }
 
 /// Opens the checkpoint, packs its weights with a progress bar, builds the model.
-fn load_model(dir: &Path) -> Result<ReferenceModel> {
-    let ckpt = Checkpoint::open(dir)?;
+fn load_model(dir: &Path, strict: bool) -> Result<ReferenceModel> {
+    let ckpt = Checkpoint::open_with(dir, &OpenOptions { strict })?;
     let bar = ProgressBar::new(ckpt.config().text.num_hidden_layers as u64);
     bar.set_style(
         ProgressStyle::with_template("loading {bar:30} {pos}/{len} layers {elapsed}")
