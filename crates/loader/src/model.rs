@@ -1,6 +1,7 @@
 //! `load_model`: the whole Qwen3.5 text model (dense or MoE, BF16 or FP8) as
 //! packed weights, validated up front (all missing tensors listed at once).
 
+use qwgpu_checkpoint::expected::{expected_tensors, fused_expert_tensors, per_expert_tensors};
 use qwgpu_checkpoint::{Checkpoint, FfnConfig, LayerType, ModelConfig, TextConfig};
 
 use crate::experts::{detect_layout, split_fused, ExpertLayout};
@@ -101,66 +102,16 @@ impl<'s, S: TensorSource + ?Sized> Ctx<'s, S> {
     /// Every tensor the config requires, checked before any data is touched.
     fn check_required(&self, tied: bool) -> Result<(), LoadError> {
         let cfg = self.cfg;
-        let mut names = vec![
-            "model.embed_tokens.weight".to_string(),
-            "model.norm.weight".to_string(),
-        ];
-        if !tied {
-            names.push("lm_head.weight".into());
-        }
-        for (i, kind) in cfg.layer_types.iter().enumerate() {
-            let p = format!("model.layers.{i}");
-            names.push(format!("{p}.input_layernorm.weight"));
-            names.push(format!("{p}.post_attention_layernorm.weight"));
-            match kind {
-                LayerType::LinearAttention => {
-                    for t in [
-                        "in_proj_qkv.weight",
-                        "in_proj_z.weight",
-                        "in_proj_b.weight",
-                        "in_proj_a.weight",
-                        "conv1d.weight",
-                        "A_log",
-                        "dt_bias",
-                        "norm.weight",
-                        "out_proj.weight",
-                    ] {
-                        names.push(format!("{p}.linear_attn.{t}"));
-                    }
-                }
-                LayerType::FullAttention => {
-                    for t in ["q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm"] {
-                        names.push(format!("{p}.self_attn.{t}.weight"));
-                    }
-                }
-            }
-            match &cfg.ffn {
-                FfnConfig::Dense { .. } => {
-                    for t in ["gate_proj", "up_proj", "down_proj"] {
-                        names.push(format!("{p}.mlp.{t}.weight"));
-                    }
-                }
-                FfnConfig::Moe { num_experts, .. } => {
-                    names.push(format!("{p}.mlp.gate.weight"));
-                    names.push(format!("{p}.mlp.shared_expert_gate.weight"));
-                    for t in ["gate_proj", "up_proj", "down_proj"] {
-                        names.push(format!("{p}.mlp.shared_expert.{t}.weight"));
-                    }
-                    match self.layout {
-                        Some(ExpertLayout::PerExpert) => {
-                            for e in 0..*num_experts {
-                                for t in ["gate_proj", "up_proj", "down_proj"] {
-                                    names.push(format!("{p}.mlp.experts.{e}.{t}.weight"));
-                                }
-                            }
-                        }
-                        _ => {
-                            names.push(format!("{p}.mlp.experts.gate_up_proj"));
-                            names.push(format!("{p}.mlp.experts.down_proj"));
-                        }
-                    }
-                }
-            }
+        let mut names: Vec<String> = expected_tensors(cfg, tied)
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        for layer in 0..cfg.num_hidden_layers {
+            let experts = match self.layout {
+                Some(ExpertLayout::PerExpert) => per_expert_tensors(cfg, layer),
+                _ => fused_expert_tensors(cfg, layer),
+            };
+            names.extend(experts.into_iter().map(|t| t.name));
         }
         let missing: Vec<String> = names
             .into_iter()
