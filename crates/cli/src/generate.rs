@@ -112,21 +112,24 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             break;
         }
         generated.push(next);
-        // Decode the whole continuation and print what is new, so multi-byte
-        // characters split across tokens come out whole.
-        let so_far = tokenizer
-            .decode(&generated, false)
-            .map_err(|e| anyhow::anyhow!("detokenizing: {e}"))?;
-        if so_far.len() > printed && so_far.is_char_boundary(printed) {
-            write!(out, "{}", &so_far[printed..])?;
+        let so_far = decode(&tokenizer, &generated)?;
+        // Hold back a trailing U+FFFD: the bytes of a multi-byte character may be
+        // split across tokens, and the next token completes it.
+        let stable = so_far.trim_end_matches('\u{FFFD}');
+        if stable.len() > printed && stable.is_char_boundary(printed) {
+            write!(out, "{}", &stable[printed..])?;
             out.flush()?;
-            printed = so_far.len();
+            printed = stable.len();
         }
         if step + 1 == args.max_tokens {
             break;
         }
         let logits = model.forward(&mut cache, &[next])?;
         next = sampler.sample(&logits) as u32;
+    }
+    let all = decode(&tokenizer, &generated)?;
+    if all.len() > printed && all.is_char_boundary(printed) {
+        write!(out, "{}", &all[printed..])?;
     }
     writeln!(out)?;
     let decode_s = t1.elapsed().as_secs_f64();
@@ -154,4 +157,10 @@ fn load_model(dir: &Path, strict: bool) -> Result<ReferenceModel> {
     let packed = qwgpu_loader::load_model_with(&ckpt, Some(&progress))?;
     bar.finish_and_clear();
     Ok(ReferenceModel::from_packed(&packed)?)
+}
+
+fn decode(tokenizer: &tokenizers::Tokenizer, ids: &[u32]) -> Result<String> {
+    tokenizer
+        .decode(ids, false)
+        .map_err(|e| anyhow::anyhow!("detokenizing: {e}"))
 }
