@@ -42,7 +42,13 @@ pub struct ReferenceModel {
 
 impl ReferenceModel {
     /// Checks every shape against the config and dequantizes all weights to f32 once.
+    ///
+    /// The reference is weight-only: FP8 weights are dequantized exactly, while
+    /// activations and the KV cache stay f32. Static `input_scale`s and FP8
+    /// KV-cache scales stay in the [`PackedModel`] for engines that emulate them;
+    /// here they are reported, not applied (like HF's forward on dequantized weights).
     pub fn from_packed(m: &PackedModel) -> Result<Self, ModelError> {
+        report_unapplied_quantization(m);
         let c = convert(m)?;
         let config = m.config.clone();
         let rope = Rope::new(config.rotary_dim(), config.rope.theta);
@@ -201,5 +207,32 @@ impl ReferenceModel {
 fn add_in_place(h: &mut [f32], delta: &[f32]) {
     for (a, b) in h.iter_mut().zip(delta) {
         *a += b;
+    }
+}
+
+/// Says (once, at info level) which activation-side quantization the f32
+/// reference does not emulate, so nothing a checkpoint carries goes unmentioned.
+fn report_unapplied_quantization(m: &PackedModel) {
+    use qwgpu_loader::{ActivationQuant, Mixer};
+    let kv_layers = m
+        .layers
+        .iter()
+        .filter(|l| matches!(&l.mixer, Mixer::Full(a) if a.kv_scales.is_some()))
+        .count();
+    let static_inputs = m
+        .layers
+        .iter()
+        .flat_map(|l| match &l.mixer {
+            Mixer::Linear(g) => vec![&g.in_proj_qkvz, &g.in_proj_ba, &g.out_proj],
+            Mixer::Full(a) => vec![&a.qkv, &a.o_proj],
+        })
+        .filter(|w| matches!(w.activation, ActivationQuant::Static { .. }))
+        .count();
+    if kv_layers > 0 || static_inputs > 0 {
+        tracing::info!(
+            kv_scale_layers = kv_layers,
+            static_input_scale_projections = static_inputs,
+            "reference model: activations and KV cache computed in f32; static input scales and FP8 KV-cache scales are not emulated"
+        );
     }
 }
