@@ -22,6 +22,11 @@ pub fn run() -> Result<()> {
     ])?;
     cargo(&["test", "--workspace", "--all-targets"])?;
     cargo(&["test", "--workspace", "--doc"])?;
+    // Broken intra-doc links and malformed docs fail like clippy warnings.
+    cargo_with(
+        &["doc", "--workspace", "--no-deps", "--quiet"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )?;
     let failed = matrix::run()?;
     eprintln!(
         "xtask ci: finished in {:.0} s",
@@ -35,10 +40,15 @@ pub fn run() -> Result<()> {
 
 /// Runs the cargo that runs us (`CARGO`), so toolchain overrides carry over.
 fn cargo(args: &[&str]) -> Result<()> {
+    cargo_with(args, &[])
+}
+
+fn cargo_with(args: &[&str], envs: &[(&str, &str)]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("xtask ci: cargo {}", args.join(" "));
     let status = Command::new(&cargo)
         .args(args)
+        .envs(envs.iter().copied())
         .status()
         .with_context(|| format!("running {cargo}"))?;
     if !status.success() {
