@@ -148,6 +148,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
 /// Opens the checkpoint, packs its weights with a progress bar, builds the model.
 fn load_model(dir: &Path, strict: bool) -> Result<ReferenceModel> {
     let ckpt = Checkpoint::open_with(dir, &OpenOptions { strict })?;
+    ReferenceModel::check_fits(&ckpt)?;
     let bar = ProgressBar::new(ckpt.config().text.num_hidden_layers as u64);
     bar.set_style(
         ProgressStyle::with_template("loading {bar:30} {pos}/{len} layers {elapsed}")

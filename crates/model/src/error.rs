@@ -52,6 +52,16 @@ pub enum ModelError {
     /// A cache from another model (different layer structure) was passed in.
     #[error("cache does not fit this model: {detail}")]
     CacheMismatch { detail: String },
+    /// The f32 CPU reference would need more memory than this machine has free.
+    #[error(
+        "model too large for the CPU reference backend: {params} parameters need about {needed_bytes} bytes in f32 (plus packing), but only {available_bytes} bytes are available{hint}"
+    )]
+    TooLarge {
+        params: u64,
+        needed_bytes: u64,
+        available_bytes: u64,
+        hint: &'static str,
+    },
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,

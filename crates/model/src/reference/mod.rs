@@ -10,6 +10,7 @@
 mod activation;
 mod attention;
 pub mod cache;
+pub mod capacity;
 pub mod conv;
 pub mod delta_rule;
 mod gdn;

@@ -72,8 +72,22 @@ impl ReferenceModel {
     /// Opens the HF checkpoint in `dir`, packs it and dequantizes it.
     pub fn load(dir: &Path) -> Result<Self, ModelError> {
         let ckpt = Checkpoint::open(dir)?;
+        Self::check_fits(&ckpt)?;
         let packed = qwgpu_loader::load_model(&ckpt)?;
         Self::from_packed(&packed)
+    }
+
+    /// Refuses, from the config alone, a checkpoint whose f32 copy would not fit
+    /// in the memory this machine has available (skipped where that is unknown).
+    pub fn check_fits(ckpt: &Checkpoint) -> Result<(), ModelError> {
+        match super::capacity::available_memory() {
+            Some(available) => super::capacity::check(
+                &ckpt.config().text,
+                ckpt.config().tie_word_embeddings,
+                available,
+            ),
+            None => Ok(()),
+        }
     }
 
     pub fn config(&self) -> &TextConfig {
