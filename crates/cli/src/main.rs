@@ -3,10 +3,12 @@
 //! ```text
 //! qwgpu generate --model ~/models/Qwen3.5-0.8B --prompt "Hello" --max-tokens 64
 //! qwgpu generate            # the bundled tiny random-weight fixture
+//! qwgpu inspect --model ~/models/Qwen3.5-35B-A3B-FP8 --weights
 //! ```
 
 mod bundled;
 mod generate;
+mod inspect;
 mod prompt;
 
 use std::process::ExitCode;
@@ -29,6 +31,8 @@ struct Cli {
 enum Command {
     /// Generate text from a prompt, streaming tokens as they are produced.
     Generate(generate::GenerateArgs),
+    /// Show what qwgpu reads from a model folder: config, quantization, packed weights.
+    Inspect(inspect::InspectArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,5 +69,6 @@ fn run() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::Generate(args) => generate::run(&args),
+        Command::Inspect(args) => inspect::run(&args),
     }
 }

@@ -131,3 +131,48 @@ fn bad_inputs_are_clear_errors_not_panics() {
     assert!(stderr.contains("temperature"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn inspect_reports_the_scheme_of_every_packed_weight() {
+    // (fixture, storage+scheme every quantized projection must show)
+    for (name, quantized) in [
+        ("moe-fp8-block", "F8_E4M3 scale block 128x128"),
+        ("dense-fp8-channel", "F8_E4M3 scale per-channel"),
+        ("moe-fp8-modelopt", "F8_E4M3 scale per-shard"),
+        ("moe-bf16-text", "BF16 scale none"),
+    ] {
+        let dir = fixture(name);
+        let out = qwgpu(&[
+            "inspect",
+            "--model",
+            dir.to_str().expect("utf-8"),
+            "--strict",
+        ]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains(quantized), "{name}: {stdout}");
+        assert!(stdout.contains("0 unexpected"), "{name}: {stdout}");
+    }
+    // The `[3]` ModelOpt scale of in_proj_qkv plus z's own: four per-shard scales.
+    let dir = fixture("dense-fp8-modelopt");
+    let out = qwgpu(&[
+        "inspect",
+        "--model",
+        dir.to_str().expect("utf-8"),
+        "--weights",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("linear_attn.in_proj_qkvz")
+                && l.contains("q|k|v|z")
+                && l.contains("per-shard (4 scales)")
+                && l.contains("static input scale")),
+        "{stdout}"
+    );
+}

@@ -168,3 +168,48 @@ pub struct PackedModel {
     /// `[V, H]`; `None` when the embeddings are tied.
     pub lm_head: Option<PackedWeight>,
 }
+
+impl PackedModel {
+    /// Every packed weight, in model order (embeddings, each layer's mixer and
+    /// FFN, head): what an engine uploads.
+    pub fn weights(&self) -> Vec<&PackedWeight> {
+        let mut out = vec![&self.embed_tokens];
+        for layer in &self.layers {
+            match &layer.mixer {
+                Mixer::Linear(g) => out.extend([&g.in_proj_qkvz, &g.in_proj_ba, &g.out_proj]),
+                Mixer::Full(a) => out.extend([&a.qkv, &a.o_proj]),
+            }
+            match &layer.ffn {
+                Ffn::Dense(m) => out.extend([&m.gate_up, &m.down]),
+                Ffn::Moe(m) => out.extend([
+                    &m.router,
+                    &m.experts_gate_up,
+                    &m.experts_down,
+                    &m.shared_expert.gate_up,
+                    &m.shared_expert.down,
+                    &m.shared_expert_gate,
+                ]),
+            }
+        }
+        out.extend(self.lm_head.as_ref());
+        out
+    }
+}
+
+impl ScaleScheme {
+    /// Short human-readable form, e.g. `per-shard (4 scales)`, `block 128x128 (2 grids)`.
+    pub fn describe(&self) -> String {
+        match self {
+            ScaleScheme::None => "none".into(),
+            ScaleScheme::PerShard { scales } => format!("per-shard ({} scales)", scales.len()),
+            ScaleScheme::PerChannel { scales } => format!("per-channel ({} rows)", scales.len()),
+            ScaleScheme::Block { block, segments } => format!(
+                "block {}x{} ({} grid{})",
+                block[0],
+                block[1],
+                segments.len(),
+                if segments.len() == 1 { "" } else { "s" }
+            ),
+        }
+    }
+}
