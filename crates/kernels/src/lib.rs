@@ -1,8 +1,42 @@
-//! `qwgpu-kernels`: WGSL compute kernels (FP8/BF16 GEMV and GEMM, gated delta
-//! rule, conv1d, norms, RoPE, attention, MoE routing, sampling) and their hosts.
+//! `qwgpu-kernels`: WGSL compute kernels for Qwen3.5 on any GPU through wgpu.
 //!
-//! **Placeholder.** This crate is intentionally empty until the WGSL-kernels
-//! issue fills it; the shaders will live in the workspace's `shaders/` folder and
-//! every kernel will be tested against `qwgpu_model::reference`. It exists now so
-//! that the crate map and dependency direction (checkpoint → loader → kernels →
-//! model → cli) are fixed from the start.
+//! - Device layer: [`GpuContext`] (adapter choice, features, limits, typed errors
+//!   from error scopes and the device-lost callback), [`list_adapters`].
+//! - Pipelines keyed by (shader files, entry, override constants), cached
+//!   ([`PipelineKey`]); launches with their bind groups made once ([`Dispatch`]).
+//! - One host module per kernel family; shaders live in `shaders/*.wgsl`.
+//!   Every kernel has a path without subgroups and without f16, within WebGPU's
+//!   default limits; [`testing`] runs each kernel test on both paths.
+//!
+//! ```no_run
+//! use qwgpu_kernels::{copy, GpuContext};
+//! let ctx = GpuContext::new(&Default::default())?;
+//! let src = ctx.upload("src", &[1u32, 2, 3, 4])?;
+//! let dst = ctx.storage("dst", 16)?;
+//! ctx.run("copy", &[&copy::copy_words(&ctx, &src, 0, &dst, 0, 4)?])?;
+//! assert_eq!(ctx.read_u32(&dst, 0, 4)?, vec![1, 2, 3, 4]);
+//! # Ok::<(), qwgpu_kernels::KernelError>(())
+//! ```
+
+mod adapters;
+mod buffer;
+mod context;
+mod dispatch;
+mod error;
+mod pipeline;
+
+pub mod copy;
+pub mod weights;
+pub mod shaders;
+pub mod testing;
+
+pub use adapters::{list_adapters, AdapterSummary};
+pub use buffer::MIN_BUFFER;
+pub use context::{Capabilities, ContextOptions, GpuContext, WAIT_TIMEOUT};
+pub use dispatch::{grid_1d, Dispatch, MAX_GROUPS};
+pub use error::KernelError;
+pub use pipeline::PipelineKey;
+pub use weights::{GpuWeight, WeightFormat};
+
+/// Re-exported so callers name the same wgpu version.
+pub use wgpu;

@@ -1,0 +1,160 @@
+//! Buffer helpers: storage and uniform buffers with limit checks, uploads, and
+//! readback through `map_async`.
+
+use std::sync::{Arc, Mutex};
+
+use wgpu::util::DeviceExt;
+
+use crate::{GpuContext, KernelError};
+
+/// Every buffer is at least this big (zero-sized bindings are invalid) and a
+/// multiple of it (vec4 loads at the tail stay in bounds).
+pub const MIN_BUFFER: u64 = 16;
+
+fn padded(bytes: u64) -> u64 {
+    bytes.max(MIN_BUFFER).div_ceil(MIN_BUFFER) * MIN_BUFFER
+}
+
+impl GpuContext {
+    /// Fails with [`KernelError::Capacity`] if a `bytes`-sized binding of `what`
+    /// exceeds this device's limits.
+    pub fn check_binding(&self, what: &str, bytes: u64) -> Result<(), KernelError> {
+        if bytes > self.limits.max_buffer_size {
+            return Err(KernelError::Capacity {
+                what: what.to_string(),
+                bytes,
+                limit_name: "max_buffer_size",
+                limit: self.limits.max_buffer_size,
+            });
+        }
+        let bind = self.limits.max_storage_buffer_binding_size as u64;
+        if bytes > bind {
+            return Err(KernelError::Capacity {
+                what: what.to_string(),
+                bytes,
+                limit_name: "max_storage_buffer_binding_size",
+                limit: bind,
+            });
+        }
+        Ok(())
+    }
+
+    /// An uninitialised storage buffer (also a copy source and destination).
+    pub fn storage(&self, label: &str, bytes: u64) -> Result<wgpu::Buffer, KernelError> {
+        let size = padded(bytes);
+        self.check_binding(label, size)?;
+        self.scoped(label, || {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_DST
+                    | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            })
+        })
+    }
+
+    /// A storage buffer holding `data` (padded with zeros to [`MIN_BUFFER`]).
+    pub fn upload<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> Result<wgpu::Buffer, KernelError> {
+        self.upload_bytes(label, bytemuck::cast_slice(data))
+    }
+
+    /// A storage buffer holding `bytes` (padded with zeros).
+    pub fn upload_bytes(&self, label: &str, bytes: &[u8]) -> Result<wgpu::Buffer, KernelError> {
+        let size = padded(bytes.len() as u64);
+        self.check_binding(label, size)?;
+        let mut contents = bytes.to_vec();
+        contents.resize(size as usize, 0);
+        self.scoped(label, || {
+            self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: &contents,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_DST
+                    | wgpu::BufferUsages::COPY_SRC,
+            })
+        })
+    }
+
+    /// A uniform buffer holding `value` (kernel parameters).
+    pub fn uniform<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
+        let mut contents = bytemuck::bytes_of(value).to_vec();
+        contents.resize(padded(contents.len() as u64) as usize, 0);
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: &contents,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        })
+    }
+
+    /// Overwrites a buffer with f32 `value` (tests poison outputs with NaN).
+    pub fn fill_f32(&self, buf: &wgpu::Buffer, value: f32) {
+        let n = (buf.size() / 4) as usize;
+        self.queue
+            .write_buffer(buf, 0, bytemuck::cast_slice(&vec![value; n]));
+    }
+
+    /// Copies `size` bytes at `offset` of `buf` back to the host: a staging copy,
+    /// `map_async`, then a wait (the only blocking step, native only).
+    pub fn read_bytes(&self, buf: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>, KernelError> {
+        let label = buf_label(buf);
+        let size4 = size.div_ceil(4) * 4;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: size4.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(buf, offset, &staging, 0, size4);
+        self.queue.submit([enc.finish()]);
+        let result: Arc<Mutex<Option<Result<(), wgpu::BufferAsyncError>>>> = Arc::default();
+        let slot = result.clone();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            if let Ok(mut s) = slot.lock() {
+                *s = Some(r);
+            }
+        });
+        self.wait(&format!("readback of `{label}`"))?;
+        let outcome = result.lock().ok().and_then(|mut s| s.take());
+        match outcome {
+            Some(Ok(())) => {
+                let data = staging
+                    .slice(..)
+                    .get_mapped_range()
+                    .map_err(|e| KernelError::Readback {
+                        buffer: label.clone(),
+                        detail: e.to_string(),
+                    })?
+                    .to_vec();
+                staging.unmap();
+                Ok(data[..size as usize].to_vec())
+            }
+            Some(Err(e)) => Err(KernelError::Readback {
+                buffer: label,
+                detail: e.to_string(),
+            }),
+            None => Err(KernelError::Readback {
+                buffer: label,
+                detail: "the mapping never completed".into(),
+            }),
+        }
+    }
+
+    /// `n` f32 values at element `offset` of `buf`.
+    pub fn read_f32(&self, buf: &wgpu::Buffer, offset: usize, n: usize) -> Result<Vec<f32>, KernelError> {
+        let bytes = self.read_bytes(buf, offset as u64 * 4, n as u64 * 4)?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    /// `n` u32 values at element `offset` of `buf`.
+    pub fn read_u32(&self, buf: &wgpu::Buffer, offset: usize, n: usize) -> Result<Vec<u32>, KernelError> {
+        let bytes = self.read_bytes(buf, offset as u64 * 4, n as u64 * 4)?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+}
+
+fn buf_label(_buf: &wgpu::Buffer) -> String {
+    "buffer".to_string()
+}

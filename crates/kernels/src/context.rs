@@ -1,0 +1,255 @@
+//! The device layer: one [`GpuContext`] per device holds the queue, what the
+//! adapter can do, the pipeline cache and the error sink that turns wgpu's
+//! asynchronous errors and device loss into [`KernelError`]s.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::adapters::{self, WANTED_FEATURES};
+use crate::pipeline::PipelineCache;
+use crate::KernelError;
+
+/// How to open a device.
+#[derive(Debug, Clone, Default)]
+pub struct ContextOptions {
+    /// Index into [`crate::list_adapters`] or a name substring; `None`: `QWGPU_ADAPTER`, else the best.
+    pub adapter: Option<String>,
+    /// Use the kernels' subgroup-free variants even where subgroups exist.
+    pub disable_subgroups: bool,
+    /// Use the kernels' f16-free variants even where `SHADER_F16` exists.
+    pub disable_f16: bool,
+    /// Ask only for WebGPU's default limits (what a browser guarantees), to prove
+    /// the fallback kernels fit them.
+    pub webgpu_limits: bool,
+    /// Shader runtime checks (index clamping, loop bounds). `None`: on in debug
+    /// builds, off in release builds (trusted modules).
+    pub runtime_checks: Option<bool>,
+}
+
+/// What the opened device offers the kernels (after the options' switches).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    pub subgroups: bool,
+    /// `(min, max)` subgroup size reported by the adapter; never assumed by kernels.
+    pub subgroup_sizes: (u32, u32),
+    pub f16: bool,
+    pub timestamps: bool,
+    pub timestamps_in_passes: bool,
+    pub immediates: bool,
+    pub pipeline_cache: bool,
+    pub cooperative_matrix: bool,
+}
+
+/// Device, queue, capabilities, limits, pipelines and the error sink.
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub caps: Capabilities,
+    pub limits: wgpu::Limits,
+    pub software: bool,
+    pub(crate) runtime_checks: bool,
+    pub(crate) pipelines: PipelineCache,
+    errors: Arc<Mutex<Vec<wgpu::Error>>>,
+    lost: Arc<Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for GpuContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuContext")
+            .field("adapter", &self.info.name)
+            .field("caps", &self.caps)
+            .finish()
+    }
+}
+
+/// How long a blocking wait for the GPU may take before it is an error.
+pub const WAIT_TIMEOUT: Duration = Duration::from_secs(300);
+
+impl GpuContext {
+    /// Opens a device on the chosen adapter, asking for its own limits and every
+    /// optional feature it has that the kernels can use.
+    ///
+    /// ```no_run
+    /// let ctx = qwgpu_kernels::GpuContext::new(&Default::default())?;
+    /// println!("{} subgroups={}", ctx.info.name, ctx.caps.subgroups);
+    /// # Ok::<(), qwgpu_kernels::KernelError>(())
+    /// ```
+    pub fn new(opts: &ContextOptions) -> Result<Self, KernelError> {
+        let adapter = adapters::choose(opts.adapter.as_deref())?;
+        Self::from_adapter(adapter, opts)
+    }
+
+    fn from_adapter(adapter: wgpu::Adapter, opts: &ContextOptions) -> Result<Self, KernelError> {
+        let info = adapter.get_info();
+        let have = adapter.features();
+        let mut features = wgpu::Features::empty();
+        for (f, _) in WANTED_FEATURES {
+            if have.contains(*f) {
+                features |= *f;
+            }
+        }
+        if opts.disable_subgroups {
+            features.remove(wgpu::Features::SUBGROUP | wgpu::Features::SUBGROUP_BARRIER);
+        }
+        if opts.disable_f16 {
+            features.remove(wgpu::Features::SHADER_F16 | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
+        }
+        let limits = if opts.webgpu_limits {
+            // WebGPU defaults, but keep what the adapter must have for our buffers.
+            wgpu::Limits::default()
+        } else {
+            adapter.limits()
+        };
+        if opts.webgpu_limits {
+            features.remove(wgpu::Features::IMMEDIATES | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
+        }
+        let experimental = if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+            // SAFETY: only the cooperative-matrix feature is experimental here; its
+            // kernels are checked against the scalar path in tests.
+            unsafe { wgpu::ExperimentalFeatures::enabled() }
+        } else {
+            wgpu::ExperimentalFeatures::disabled()
+        };
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("qwgpu"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: experimental,
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| {
+            KernelError::DeviceRequest {
+                adapter: info.name.clone(),
+                detail: e.to_string(),
+            }
+        })?;
+        let errors: Arc<Mutex<Vec<wgpu::Error>>> = Arc::default();
+        let lost: Arc<Mutex<Option<String>>> = Arc::default();
+        {
+            let errors = errors.clone();
+            device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                tracing::error!("uncaptured GPU error: {e}");
+                if let Ok(mut v) = errors.lock() {
+                    v.push(e);
+                }
+            }));
+            let lost = lost.clone();
+            device.set_device_lost_callback(move |reason, msg| {
+                tracing::error!("GPU device lost: {reason:?} {msg}");
+                if let Ok(mut l) = lost.lock() {
+                    *l = Some(format!("{reason:?}: {msg}"));
+                }
+            });
+        }
+        let caps = Capabilities {
+            subgroups: features.contains(wgpu::Features::SUBGROUP),
+            subgroup_sizes: (info.subgroup_min_size, info.subgroup_max_size),
+            f16: features.contains(wgpu::Features::SHADER_F16),
+            timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            timestamps_in_passes: features.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES),
+            immediates: features.contains(wgpu::Features::IMMEDIATES),
+            pipeline_cache: features.contains(wgpu::Features::PIPELINE_CACHE),
+            cooperative_matrix: features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX),
+        };
+        let software = adapters::is_software(&info);
+        tracing::info!(
+            adapter = %info.name,
+            backend = ?info.backend,
+            software,
+            ?caps,
+            "GPU device opened"
+        );
+        Ok(Self {
+            device,
+            queue,
+            info,
+            caps,
+            limits,
+            software,
+            runtime_checks: opts.runtime_checks.unwrap_or(cfg!(debug_assertions)),
+            pipelines: PipelineCache::default(),
+            errors,
+            lost,
+        })
+    }
+
+    /// A short description: `NVIDIA H100 (Vulkan)` or `llvmpipe (Vulkan, software)`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({:?}{})",
+            self.info.name,
+            self.info.backend,
+            if self.software { ", software" } else { "" }
+        )
+    }
+
+    /// Returns the first asynchronous error (or the device loss) seen since the
+    /// last call, as a typed error naming `during`.
+    pub fn check(&self, during: &str) -> Result<(), KernelError> {
+        if let Some(reason) = self.lost.lock().ok().and_then(|l| l.clone()) {
+            return Err(KernelError::DeviceLost {
+                reason,
+                during: during.to_string(),
+            });
+        }
+        let mut errors = self.errors.lock().map_err(|_| KernelError::Internal {
+            during: during.to_string(),
+            detail: "error sink poisoned".into(),
+        })?;
+        if let Some(e) = errors.first() {
+            let err = KernelError::from_wgpu(e, during);
+            errors.clear();
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// Whether the device was lost (destroyed, reset, removed).
+    pub fn is_lost(&self) -> bool {
+        self.lost.lock().map(|l| l.is_some()).unwrap_or(true)
+    }
+
+    /// Blocks until the queue is idle (native only), then reports any error.
+    pub fn wait(&self, during: &str) -> Result<(), KernelError> {
+        self.check(during)?;
+        let r = self.device.poll(wgpu::PollType::Wait {
+            submission_index: None,
+            timeout: Some(WAIT_TIMEOUT),
+        });
+        self.check(during)?;
+        match r {
+            Ok(_) => Ok(()),
+            Err(wgpu::PollError::Timeout) => Err(KernelError::Timeout {
+                during: during.to_string(),
+                seconds: WAIT_TIMEOUT.as_secs(),
+            }),
+            Err(e) => Err(KernelError::DeviceLost {
+                reason: e.to_string(),
+                during: during.to_string(),
+            }),
+        }
+    }
+
+    /// Runs `f` inside out-of-memory and validation error scopes and returns the
+    /// first error it caused, typed (used for uploads and pipeline creation).
+    pub fn scoped<T>(&self, during: &str, f: impl FnOnce() -> T) -> Result<T, KernelError> {
+        self.check(during)?;
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let val = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = f();
+        let v = pollster::block_on(val.pop());
+        let o = pollster::block_on(oom.pop());
+        if let Some(e) = o.or(v) {
+            return Err(KernelError::from_wgpu(&e, during));
+        }
+        self.check(during)?;
+        Ok(out)
+    }
+
+    /// Destroys the device (for tests of device-loss handling).
+    pub fn destroy(&self) {
+        self.device.destroy();
+    }
+}

@@ -1,0 +1,156 @@
+//! Pipelines keyed by (shader files, entry point, override constants), built once,
+//! inside error scopes so a bad shader is a typed error naming the kernel.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::shaders::ShaderSource;
+use crate::{GpuContext, KernelError};
+
+/// What a pipeline is made of. Variants (subgroups or not, f16 or not) are
+/// different file lists; sizes are override constants.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineKey {
+    pub parts: Vec<&'static ShaderSource>,
+    pub entry: &'static str,
+    pub constants: Vec<(&'static str, f64)>,
+}
+
+impl PipelineKey {
+    pub fn new(parts: &[&'static ShaderSource], entry: &'static str) -> Self {
+        Self {
+            parts: parts.to_vec(),
+            entry,
+            constants: Vec::new(),
+        }
+    }
+
+    /// Sets a WGSL `override` constant.
+    pub fn constant(mut self, name: &'static str, value: impl Into<f64>) -> Self {
+        self.constants.push((name, value.into()));
+        self
+    }
+
+    fn id(&self) -> String {
+        let mut s = self
+            .parts
+            .iter()
+            .map(|p| p.name)
+            .collect::<Vec<_>>()
+            .join("+");
+        s.push(':');
+        s.push_str(self.entry);
+        for (n, v) in &self.constants {
+            s.push_str(&format!(",{n}={v}"));
+        }
+        s
+    }
+
+    /// The concatenated module text.
+    pub fn source(&self) -> String {
+        self.parts.iter().map(|p| p.text).collect::<Vec<_>>().join("\n")
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct PipelineCache {
+    modules: Mutex<HashMap<String, Arc<wgpu::ShaderModule>>>,
+    pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+}
+
+impl GpuContext {
+    /// The compute pipeline for `key`, compiled on first use and cached.
+    pub fn pipeline(&self, key: &PipelineKey) -> Result<Arc<wgpu::ComputePipeline>, KernelError> {
+        let id = key.id();
+        if let Some(p) = self.pipelines.pipelines.lock().ok().and_then(|m| m.get(&id).cloned()) {
+            return Ok(p);
+        }
+        let module = self.module(key)?;
+        let label = id.clone();
+        let fail = |e: KernelError| KernelError::Compile {
+            shader: key.parts.iter().map(|p| p.name).collect::<Vec<_>>().join("+"),
+            entry: key.entry.to_string(),
+            detail: e.to_string(),
+        };
+        let pipeline = self
+            .scoped("pipeline creation", || {
+                self.device
+                    .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                        label: Some(&label),
+                        layout: None,
+                        module: &module,
+                        entry_point: Some(key.entry),
+                        compilation_options: wgpu::PipelineCompilationOptions {
+                            constants: &key.constants,
+                            // Every kernel writes workgroup memory before reading it.
+                            zero_initialize_workgroup_memory: self.runtime_checks,
+                        },
+                        cache: None,
+                    })
+            })
+            .map_err(fail)?;
+        let pipeline = Arc::new(pipeline);
+        if let Ok(mut m) = self.pipelines.pipelines.lock() {
+            m.insert(id, pipeline.clone());
+        }
+        Ok(pipeline)
+    }
+
+    fn module(&self, key: &PipelineKey) -> Result<Arc<wgpu::ShaderModule>, KernelError> {
+        let name = key.parts.iter().map(|p| p.name).collect::<Vec<_>>().join("+");
+        if let Some(m) = self.pipelines.modules.lock().ok().and_then(|m| m.get(&name).cloned()) {
+            return Ok(m);
+        }
+        let source = key.source();
+        let desc = wgpu::ShaderModuleDescriptor {
+            label: Some(&name),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        };
+        let module = self
+            .scoped("shader compilation", || {
+                if self.runtime_checks {
+                    self.device.create_shader_module(desc)
+                } else {
+                    // SAFETY: every kernel bounds its indices by the sizes it is given and
+                    // its loops by those sizes; tests run the checked modules.
+                    unsafe {
+                        self.device
+                            .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+                    }
+                }
+            })
+            .map_err(|e| KernelError::Compile {
+                shader: name.clone(),
+                entry: key.entry.to_string(),
+                detail: e.to_string(),
+            })?;
+        let module = Arc::new(module);
+        if let Ok(mut m) = self.pipelines.modules.lock() {
+            m.insert(name, module.clone());
+        }
+        Ok(module)
+    }
+
+    /// A bind group for `pipeline`'s group 0 with `buffers` at bindings 0, 1, 2, …
+    pub fn bind(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        label: &str,
+        buffers: &[wgpu::BindingResource<'_>],
+    ) -> wgpu::BindGroup {
+        let layout = pipeline.get_bind_group_layout(0);
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, r)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: r.clone(),
+            })
+            .collect();
+        self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(label),
+            layout: &layout,
+            entries: &entries,
+        })
+    }
+}

@@ -1,0 +1,288 @@
+//! Weights on the GPU in their stored format: BF16 / F16 / F32 / FP8 bytes as
+//! they are in the checkpoint (never dequantized on the host), plus one small
+//! scale table that covers every scale scheme of the loader.
+//!
+//! Layout (what the matmul and embedding kernels read):
+//! - `pieces`: the rows split into buffers of at most the binding limit; each
+//!   row starts on a 16-byte boundary (`stride_words` u32 words per row, zero
+//!   padded) so kernels can load `vec4<u32>`.
+//! - `meta` (`array<u32>`): `rows` row entries, then f32 scale values (bits).
+//!   The scale of element `(r, c)` is `bitcast<f32>(meta[rows + meta[r] + c / block_cols])`:
+//!   per-shard (incl. a broadcast per-tensor scale) and per-channel schemes use
+//!   `block_cols = stride` (one scale per row), the 128×128 block scheme points
+//!   each row at its block-row of its source's grid. Unquantized weights have
+//!   one scale 1.0.
+
+use qwgpu_checkpoint::Dtype;
+use qwgpu_loader::{PackedWeight, ScaleScheme};
+
+use crate::{GpuContext, KernelError};
+
+/// Storage format code the kernels switch on (`override FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum WeightFormat {
+    F32 = 0,
+    BF16 = 1,
+    F16 = 2,
+    E4M3 = 3,
+    E5M2 = 4,
+}
+
+impl WeightFormat {
+    pub fn from_dtype(d: Dtype) -> Self {
+        match d {
+            Dtype::F32 => WeightFormat::F32,
+            Dtype::BF16 => WeightFormat::BF16,
+            Dtype::F16 => WeightFormat::F16,
+            Dtype::F8E4M3 => WeightFormat::E4M3,
+            Dtype::F8E5M2 => WeightFormat::E5M2,
+        }
+    }
+
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            WeightFormat::F32 => 4,
+            WeightFormat::BF16 | WeightFormat::F16 => 2,
+            WeightFormat::E4M3 | WeightFormat::E5M2 => 1,
+        }
+    }
+
+    /// Elements per u32 word.
+    pub fn per_word(self) -> usize {
+        4 / self.size()
+    }
+}
+
+/// A contiguous block of rows in one buffer.
+#[derive(Debug)]
+pub struct WeightPiece {
+    pub buffer: wgpu::Buffer,
+    /// First row of the weight held here.
+    pub row0: usize,
+    pub rows: usize,
+}
+
+/// A weight `[rows, cols]` resident on the GPU.
+#[derive(Debug)]
+pub struct GpuWeight {
+    pub name: String,
+    pub format: WeightFormat,
+    pub rows: usize,
+    pub cols: usize,
+    /// u32 words per row (a multiple of 4).
+    pub stride_words: usize,
+    /// Columns per scale entry (see the module docs).
+    pub block_cols: usize,
+    pub pieces: Vec<WeightPiece>,
+    pub meta: wgpu::Buffer,
+}
+
+/// Row table + scale values as described in the module docs (host side, testable).
+pub fn scale_table(w: &PackedWeight) -> Result<(Vec<u32>, usize), KernelError> {
+    let rows = w.rows;
+    let stride_cols = stride_words(w.cols, WeightFormat::from_dtype(w.dtype)) * WeightFormat::from_dtype(w.dtype).per_word();
+    let mut table = vec![0u32; rows];
+    let mut values: Vec<f32> = Vec::new();
+    let block_cols = match &w.scale {
+        ScaleScheme::None => {
+            values.push(1.0);
+            stride_cols
+        }
+        ScaleScheme::PerShard { scales } => {
+            if scales.len() != w.shards.len() {
+                return Err(KernelError::Unsupported {
+                    what: format!("weight `{}`", w.name),
+                    detail: format!("{} per-shard scales for {} shards", scales.len(), w.shards.len()),
+                });
+            }
+            for (i, s) in w.shards.iter().enumerate() {
+                for r in s.row_offset..(s.row_offset + s.rows).min(rows) {
+                    table[r] = i as u32;
+                }
+            }
+            values.extend_from_slice(scales);
+            stride_cols
+        }
+        ScaleScheme::PerChannel { scales } => {
+            if scales.len() != rows {
+                return Err(KernelError::Unsupported {
+                    what: format!("weight `{}`", w.name),
+                    detail: format!("{} per-channel scales for {rows} rows", scales.len()),
+                });
+            }
+            for (r, t) in table.iter_mut().enumerate() {
+                *t = r as u32;
+            }
+            values.extend_from_slice(scales);
+            stride_cols
+        }
+        ScaleScheme::Block { block, segments } => {
+            let [bn, bk] = *block;
+            if bn == 0 || bk == 0 || bk % 4 != 0 {
+                return Err(KernelError::Unsupported {
+                    what: format!("weight `{}`", w.name),
+                    detail: format!("block size [{bn}, {bk}]: columns per block must be a non-zero multiple of 4"),
+                });
+            }
+            for seg in segments {
+                let base = values.len();
+                if seg.scales.len() != seg.grid[0] * seg.grid[1] || seg.grid[1] != w.cols.div_ceil(bk) {
+                    return Err(KernelError::Unsupported {
+                        what: format!("weight `{}`", w.name),
+                        detail: format!("block grid {:?} does not match {} scales / {} columns", seg.grid, seg.scales.len(), w.cols),
+                    });
+                }
+                values.extend_from_slice(&seg.scales);
+                for r in 0..seg.rows {
+                    let row = seg.row_offset + r;
+                    if row < rows {
+                        table[row] = (base + (r / bn) * seg.grid[1]) as u32;
+                    }
+                }
+            }
+            bk
+        }
+    };
+    table.extend(values.iter().map(|v| v.to_bits()));
+    Ok((table, block_cols))
+}
+
+/// u32 words per row: the row's bytes rounded up to 16.
+pub fn stride_words(cols: usize, format: WeightFormat) -> usize {
+    (cols * format.size()).div_ceil(16) * 4
+}
+
+impl GpuWeight {
+    /// Uploads `w` in its stored format, split by rows into buffers within the
+    /// device's binding limit.
+    pub fn upload(ctx: &GpuContext, w: &PackedWeight) -> Result<Self, KernelError> {
+        let format = WeightFormat::from_dtype(w.dtype);
+        let stride = stride_words(w.cols, format);
+        let row_bytes = stride * 4;
+        let row_src = w.cols * format.size();
+        if w.data.len() != w.rows * row_src {
+            return Err(KernelError::Unsupported {
+                what: format!("weight `{}`", w.name),
+                detail: format!("{} bytes for [{}, {}] {:?}", w.data.len(), w.rows, w.cols, w.dtype),
+            });
+        }
+        let limit = (ctx.limits.max_storage_buffer_binding_size as u64).min(ctx.limits.max_buffer_size);
+        let rows_per_piece = ((limit / row_bytes as u64) as usize).max(1);
+        if (row_bytes as u64) > limit {
+            return Err(KernelError::Capacity {
+                what: format!("one row of `{}`", w.name),
+                bytes: row_bytes as u64,
+                limit_name: "max_storage_buffer_binding_size",
+                limit,
+            });
+        }
+        let mut pieces = Vec::new();
+        let mut row0 = 0;
+        while row0 < w.rows.max(1) {
+            let rows = rows_per_piece.min(w.rows - row0.min(w.rows)).max(if w.rows == 0 { 0 } else { 1 });
+            let label = format!("{} rows {}..{}", w.name, row0, row0 + rows);
+            let buffer = ctx.storage(&label, (rows * row_bytes) as u64)?;
+            // Upload in chunks of rows so no second full copy exists on the host.
+            let chunk_rows = ((64usize << 20) / row_bytes).max(1);
+            let mut r = 0;
+            while r < rows {
+                let n = chunk_rows.min(rows - r);
+                let src = &w.data[(row0 + r) * row_src..(row0 + r + n) * row_src];
+                if row_src == row_bytes {
+                    ctx.queue.write_buffer(&buffer, (r * row_bytes) as u64, src);
+                } else {
+                    let mut padded = vec![0u8; n * row_bytes];
+                    for (d, s) in padded.chunks_exact_mut(row_bytes).zip(src.chunks_exact(row_src)) {
+                        d[..row_src].copy_from_slice(s);
+                    }
+                    ctx.queue.write_buffer(&buffer, (r * row_bytes) as u64, &padded);
+                }
+                r += n;
+            }
+            pieces.push(WeightPiece { buffer, row0, rows });
+            row0 += rows.max(1);
+        }
+        let (table, block_cols) = scale_table(w)?;
+        let meta = ctx.upload(&format!("{} scales", w.name), &table)?;
+        ctx.check(&format!("upload of `{}`", w.name))?;
+        Ok(Self {
+            name: w.name.clone(),
+            format,
+            rows: w.rows,
+            cols: w.cols,
+            stride_words: stride,
+            block_cols,
+            pieces,
+            meta,
+        })
+    }
+
+    /// Bytes on the GPU (weights + scale table).
+    pub fn bytes(&self) -> u64 {
+        self.pieces.iter().map(|p| p.buffer.size()).sum::<u64>() + self.meta.size()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qwgpu_loader::{BlockSegment, Shard};
+
+    fn weight(rows: usize, cols: usize, scale: ScaleScheme, shards: Vec<(usize, usize)>) -> PackedWeight {
+        PackedWeight {
+            name: "w".into(),
+            dtype: Dtype::F8E4M3,
+            rows,
+            cols,
+            data: vec![0; rows * cols],
+            shards: shards
+                .into_iter()
+                .enumerate()
+                .map(|(i, (o, n))| Shard {
+                    name: format!("s{i}"),
+                    source: format!("s{i}"),
+                    row_offset: o,
+                    rows: n,
+                })
+                .collect(),
+            scale,
+            activation: qwgpu_loader::ActivationQuant::None,
+        }
+    }
+
+    fn scale_at(table: &[u32], rows: usize, block_cols: usize, r: usize, c: usize) -> f32 {
+        f32::from_bits(table[rows + table[r] as usize + c / block_cols])
+    }
+
+    #[test]
+    fn per_shard_scales_map_each_row_to_its_shard() {
+        let w = weight(5, 8, ScaleScheme::PerShard { scales: vec![2.0, 3.0] }, vec![(0, 3), (3, 2)]);
+        let (t, bc) = scale_table(&w).unwrap();
+        let got: Vec<f32> = (0..5).map(|r| scale_at(&t, 5, bc, r, 7)).collect();
+        assert_eq!(got, vec![2.0, 2.0, 2.0, 3.0, 3.0]);
+    }
+
+    #[test]
+    fn block_segments_with_unaligned_row_offsets_keep_their_own_grids() {
+        // Two sources: rows 0..3 (grid 2x2 with bn=2) and rows 3..6 (grid 2x2).
+        let seg = |o: usize, base: f32| BlockSegment {
+            row_offset: o,
+            rows: 3,
+            grid: [2, 2],
+            scales: vec![base, base + 1.0, base + 2.0, base + 3.0],
+        };
+        let w = weight(
+            6,
+            8,
+            ScaleScheme::Block { block: [2, 4], segments: vec![seg(0, 10.0), seg(3, 20.0)] },
+            vec![(0, 3), (3, 3)],
+        );
+        let (t, bc) = scale_table(&w).unwrap();
+        assert_eq!(bc, 4);
+        for (r, c, want) in [(0, 0, 10.0), (1, 5, 11.0), (2, 0, 12.0), (2, 7, 13.0), (3, 0, 20.0), (4, 4, 21.0), (5, 3, 22.0)] {
+            assert_eq!(scale_at(&t, 6, bc, r, c), want, "row {r} col {c}");
+        }
+    }
+}

@@ -1,0 +1,39 @@
+use qwgpu_kernels::{copy, testing};
+
+#[test]
+fn copy_words_moves_the_requested_range_only() {
+    for t in testing::contexts() {
+        let ctx = &t.ctx;
+        for (n, src_off, dst_off) in [(1u32, 0u32, 0u32), (3, 5, 2), (1000, 7, 65)] {
+            let src: Vec<u32> = (0..n + src_off).map(|i| i * 7 + 1).collect();
+            let src_buf = ctx.upload("src", &src).unwrap();
+            let dst_buf = ctx.storage("dst", ((n + dst_off + 3) * 4) as u64).unwrap();
+            ctx.queue.write_buffer(
+                &dst_buf,
+                0,
+                bytemuck::cast_slice(&vec![0xdeadu32; (dst_buf.size() / 4) as usize]),
+            );
+            let d = copy::copy_words(ctx, &src_buf, src_off, &dst_buf, dst_off, n).unwrap();
+            ctx.run("copy", &[&d]).unwrap();
+            let got = ctx.read_u32(&dst_buf, 0, (n + dst_off + 3) as usize).unwrap();
+            for (i, g) in got.iter().enumerate() {
+                let i = i as u32;
+                let want = if i >= dst_off && i < dst_off + n {
+                    src[(i - dst_off + src_off) as usize]
+                } else {
+                    0xdead
+                };
+                assert_eq!(*g, want, "{} n {n} word {i}", t.name);
+            }
+        }
+    }
+}
+
+#[test]
+fn copy_out_of_range_is_a_typed_error() {
+    let t = testing::contexts()[0];
+    let src = t.ctx.upload("src", &[1u32; 4]).unwrap();
+    let dst = t.ctx.storage("dst", 16).unwrap();
+    let err = copy::copy_words(&t.ctx, &src, 2, &dst, 0, 4).unwrap_err();
+    assert!(err.to_string().contains("exceeds"), "{err}");
+}

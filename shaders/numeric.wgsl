@@ -1,0 +1,47 @@
+// Number formats and activations shared by every kernel family.
+
+// Two BF16 packed in a u32 (element 0 in the low half) -> f32. Exact.
+fn bf16x2(w: u32) -> vec2<f32> {
+    return vec2<f32>(bitcast<f32>(w << 16u), bitcast<f32>(w & 0xffff0000u));
+}
+
+// Two F16 packed in a u32 -> f32. Exact; needs no f16 feature.
+fn f16x2(w: u32) -> vec2<f32> {
+    return unpack2x16float(w);
+}
+
+// Four FP8 E4M3FN bytes (byte 0 = element 0) -> f32, exact incl. subnormals:
+// the bits are placed into two f16 (bias 15 vs 7: 2^-8 too small) and rescaled.
+// NaN encodings (0x7f/0xff) become ±480; the loader rejects them in weights.
+fn e4m3x4(v: u32) -> vec4<f32> {
+    let a = v & 0x00ff00ffu;
+    let b = (v >> 8u) & 0x00ff00ffu;
+    let ha = ((a & 0x00800080u) << 8u) | ((a & 0x007f007fu) << 7u);
+    let hb = ((b & 0x00800080u) << 8u) | ((b & 0x007f007fu) << 7u);
+    let fa = unpack2x16float(ha);
+    let fb = unpack2x16float(hb);
+    return vec4<f32>(fa.x, fb.x, fa.y, fb.y) * 256.0;
+}
+
+// Four FP8 E5M2 bytes -> f32, exact (E5M2 is the top byte of an f16).
+fn e5m2x4(v: u32) -> vec4<f32> {
+    let fa = unpack2x16float((v & 0x00ff00ffu) << 8u);
+    let fb = unpack2x16float(v & 0xff00ff00u);
+    return vec4<f32>(fa.x, fb.x, fa.y, fb.y);
+}
+
+fn sigmoid(x: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-x));
+}
+
+fn silu(x: f32) -> f32 {
+    return x / (1.0 + exp(-x));
+}
+
+// softplus with PyTorch's threshold (x > 20 -> x).
+fn softplus(x: f32) -> f32 {
+    if (x > 20.0) {
+        return x;
+    }
+    return log(1.0 + exp(x));
+}
