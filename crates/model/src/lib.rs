@@ -2,7 +2,7 @@
 //!
 //! - [`reference`](mod@reference): plain f32 CPU forward pass, the oracle every GPU kernel and
 //!   the GPU model are tested against.
-//! - [`sampling`]: greedy / temperature / top-p token selection.
+//! - [`sampling`]: greedy / temperature / top-k / top-p token selection.
 //! - [`golden`]: fixtures with Hugging Face logits and the check of the reference
 //!   model against them.
 //! - [`testing`]: random in-memory models for tests (of this and other crates).

@@ -1,6 +1,7 @@
 //! Test support, public so other crates' tests (GPU kernels, the GPU model) can
-//! build the same random in-memory models: a seeded RNG, the tiny config of
-//! spec §1.3, and random unquantized [`PackedModel`]s.
+//! build the same random in-memory models: a seeded RNG (re-exported from
+//! `qwgpu-ops`), the tiny config of spec §1.3, and random unquantized
+//! [`PackedModel`]s.
 
 use qwgpu_checkpoint::{Dtype, FfnConfig, LayerType, RopeConfig, TextConfig};
 use qwgpu_loader::{
@@ -8,33 +9,8 @@ use qwgpu_loader::{
     PackedModel, PackedWeight, ScaleScheme, Shard,
 };
 
-use crate::sampling::SplitMix64;
-
-/// Seeded RNG for tests: uniform and normal f32s.
-#[derive(Debug, Clone)]
-pub struct Rng(SplitMix64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(SplitMix64::new(seed))
-    }
-
-    /// Uniform in `[0, 1)`.
-    pub fn uniform(&mut self) -> f32 {
-        self.0.next_f64() as f32
-    }
-
-    /// Standard normal (Box–Muller).
-    pub fn normal(&mut self) -> f32 {
-        let u1 = 1.0 - self.0.next_f64(); // (0, 1]: ln is finite
-        let u2 = self.0.next_f64();
-        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
-    }
-
-    pub fn normal_vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.normal()).collect()
-    }
-}
+/// Seeded RNG for tests (defined in [`qwgpu_ops::rng`]).
+pub use qwgpu_ops::rng::Rng;
 
 /// The tiny geometry of spec §1.3: H=64, 4 layers (lin, lin, lin, full), nh=4,
 /// nkv=2, hd=32 (rotary 8), nk=2, dk=16, nv=4, dv=16, K=4, vocab 512; dense

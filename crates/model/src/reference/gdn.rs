@@ -2,11 +2,13 @@
 
 use qwgpu_checkpoint::TextConfig;
 
-use super::activation::{sigmoid, silu, softplus};
+use qwgpu_ops::activation::silu;
+use qwgpu_ops::conv::causal_conv1d;
+use qwgpu_ops::delta_rule::{self, HeadInputs};
+use qwgpu_ops::gdn_gates::gdn_gates;
+use qwgpu_ops::norm::{gated_rms_norm, l2_normalize_in_place};
+
 use super::cache::GdnState;
-use super::conv::causal_conv1d;
-use super::delta_rule::{self, HeadInputs};
-use super::norm::{gated_rms_norm, l2_normalize_in_place};
 use super::weights::GdnLayer;
 
 /// eps of the q / k L2 normalisation (FLA's `l2norm` default, not `rms_norm_eps`).
@@ -59,14 +61,7 @@ pub(crate) fn forward(cfg: &TextConfig, w: &GdnLayer, x: &[f32], state: &mut Gdn
     for head in k.chunks_exact_mut(dk) {
         l2_normalize_in_place(head, L2_EPS);
     }
-    let mut beta = vec![0.0f32; t_len * nv];
-    let mut g = vec![0.0f32; t_len * nv];
-    for (t, row) in ba.chunks_exact(2 * nv).enumerate() {
-        for h in 0..nv {
-            beta[t * nv + h] = sigmoid(row[h]);
-            g[t * nv + h] = -w.a_log[h].exp() * softplus(row[nv + h] + w.dt_bias[h]);
-        }
-    }
+    let (beta, g) = gdn_gates(&ba, &w.a_log, &w.dt_bias);
 
     // 6-7. Delta rule per value head; consecutive v-heads share one k-head.
     let group = nv / nk;

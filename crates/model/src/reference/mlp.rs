@@ -1,6 +1,7 @@
 //! Dense SwiGLU MLP (spec §2.4), also the MoE shared expert.
 
-use super::activation::silu;
+use qwgpu_ops::activation::swiglu_act;
+
 use super::linear::Matrix;
 use super::weights::MlpLayer;
 
@@ -23,16 +24,7 @@ pub(crate) fn swiglu_rows(
 ) -> Vec<f32> {
     debug_assert_eq!(down.cols, inter);
     let gu = gate_up.apply_rows(x, gu_start..gu_start + 2 * inter);
-    let act: Vec<f32> = gu
-        .chunks_exact(2 * inter)
-        .flat_map(|row| {
-            let (g, u) = row.split_at(inter);
-            g.iter()
-                .zip(u)
-                .map(|(g, u)| silu(*g) * u)
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let act = swiglu_act(&gu, inter);
     let out_rows = gate_up.cols;
     down.apply_rows(&act, down_start..down_start + out_rows)
 }

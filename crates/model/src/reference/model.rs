@@ -5,10 +5,11 @@ use std::path::Path;
 use qwgpu_checkpoint::{Checkpoint, LayerType, TextConfig};
 use qwgpu_loader::PackedModel;
 
+use qwgpu_ops::norm::rms_norm_one_plus;
+use qwgpu_ops::rope::Rope;
+
 use super::cache::{Cache, GdnState, KvCache, LayerState};
 use super::linear::Matrix;
-use super::norm::rms_norm_one_plus;
-use super::rope::Rope;
 use super::weights::{convert, layer_type_name, FfnLayer, Layer, MixerLayer};
 use super::{attention, gdn, mlp, moe};
 use crate::ModelError;

@@ -1,6 +1,7 @@
 //! Whole-model tests on random in-memory models.
 
 use qwgpu_checkpoint::TextConfig;
+use qwgpu_ops::compare::{self, Tol};
 
 use crate::reference::{LayerState, ReferenceModel};
 use crate::testing::{random_packed_model, tiny_config, Rng};
@@ -12,15 +13,10 @@ fn tokens(rng: &mut Rng, n: usize, vocab: usize) -> Vec<u32> {
         .collect()
 }
 
+/// Absolute tolerance `1e-4 · max(1, max|want|)`.
 fn assert_close(got: &[f32], want: &[f32], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
     let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (g - w).abs() <= 1e-4 * scale,
-            "{what}: index {i}: {g} vs {w} (scale {scale})"
-        );
-    }
+    compare::assert_close(got, want, Tol::absolute(1e-4 * scale), what);
 }
 
 /// prefill(a ++ b) must equal prefill(a) followed by b one token at a time:

@@ -95,20 +95,26 @@ pub(crate) fn validate_config(cfg: &TextConfig) -> Result<(), ModelError> {
             cfg.num_hidden_layers
         ));
     }
-    if cfg.num_attention_heads % cfg.num_key_value_heads != 0 {
+    if !cfg
+        .num_attention_heads
+        .is_multiple_of(cfg.num_key_value_heads)
+    {
         return bad(format!(
             "num_attention_heads {} is not a multiple of num_key_value_heads {}",
             cfg.num_attention_heads, cfg.num_key_value_heads
         ));
     }
-    if cfg.linear_num_value_heads % cfg.linear_num_key_heads != 0 {
+    if !cfg
+        .linear_num_value_heads
+        .is_multiple_of(cfg.linear_num_key_heads)
+    {
         return bad(format!(
             "linear_num_value_heads {} is not a multiple of linear_num_key_heads {}",
             cfg.linear_num_value_heads, cfg.linear_num_key_heads
         ));
     }
     let rd = cfg.rotary_dim();
-    if rd % 2 != 0 || rd > cfg.head_dim {
+    if !rd.is_multiple_of(2) || rd > cfg.head_dim {
         return bad(format!(
             "rotary dim int({} * {}) = {rd} must be even and at most head_dim",
             cfg.head_dim, cfg.rope.partial_rotary_factor

@@ -44,7 +44,7 @@ pub fn causal_conv1d(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::Rng;
+    use crate::rng::Rng;
 
     /// Independent formulation: per channel, a plain 1-D convolution of the
     /// zero-padded full sequence.

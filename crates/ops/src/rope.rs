@@ -12,7 +12,8 @@ pub struct Rope {
 }
 
 impl Rope {
-    /// `rotary_dim` must be even (checked by the model at load).
+    /// Inverse frequencies for `rotary_dim` (must be even; the model checks it
+    /// at load) and base `theta`.
     pub fn new(rotary_dim: usize, theta: f64) -> Self {
         let half = rotary_dim / 2;
         let inv_freq = (0..half)
@@ -24,8 +25,15 @@ impl Rope {
         }
     }
 
+    /// Number of leading dims of each head that rotate.
     pub fn rotary_dim(&self) -> usize {
         self.rotary_dim
+    }
+
+    /// The inverse frequencies `theta^(-2i / rotary_dim)`, `i < rotary_dim / 2`,
+    /// in f32 (the table a GPU RoPE kernel uploads).
+    pub fn inv_freq(&self) -> &[f32] {
+        &self.inv_freq
     }
 
     /// Rotates the first `rotary_dim` entries of one head at absolute `position`:
@@ -47,7 +55,7 @@ impl Rope {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::Rng;
+    use crate::rng::Rng;
 
     /// Independent formulation: pair (x_i, x_{i+rd/2}) as the complex number
     /// x_i + i·x_{i+rd/2} and multiply by e^{i·p·θ_i}, in f64.
@@ -85,6 +93,15 @@ mod tests {
                 assert_eq!(&y[rd..], &x[rd..], "dims past rotary_dim must not change");
             }
         }
+    }
+
+    #[test]
+    fn inv_freq_table() {
+        let rope = Rope::new(8, 10_000.0);
+        assert_eq!(rope.rotary_dim(), 8);
+        assert_eq!(rope.inv_freq().len(), 4);
+        assert_eq!(rope.inv_freq()[0], 1.0);
+        assert!((rope.inv_freq()[2] - 0.01).abs() < 1e-9);
     }
 
     #[test]

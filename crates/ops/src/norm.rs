@@ -4,7 +4,7 @@
 //! `(1 + w)` (weights stored near 0), but the GDN gated norm multiplies by plain
 //! `w` (stored near 1). Mixing them up still produces plausible-looking output.
 
-use super::activation::silu;
+use crate::activation::silu;
 
 /// `1 / sqrt(mean(x²) + eps)`; the sum is taken in f64 so the row length does
 /// not add rounding error of its own.

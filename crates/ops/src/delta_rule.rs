@@ -6,17 +6,24 @@
 //! `v` `[T, dv]`, `g` (log-decay ≤ 0) and `beta` `[T]`; `state` is `S [dk, dv]`
 //! row-major, carried across calls. Output `o [T, dv]`.
 
-use super::linear::dot;
+use crate::linalg::dot;
 
 /// Inputs of one value head.
 #[derive(Debug, Clone, Copy)]
 pub struct HeadInputs<'a> {
+    /// Queries `[T, dk]`, L2-normalised and scaled by `dk^-0.5`.
     pub q: &'a [f32],
+    /// Keys `[T, dk]`, L2-normalised.
     pub k: &'a [f32],
+    /// Values `[T, dv]`.
     pub v: &'a [f32],
+    /// Log-decays `[T]` (≤ 0).
     pub g: &'a [f32],
+    /// Write strengths `[T]` in (0, 1).
     pub beta: &'a [f32],
+    /// Key head width.
     pub dk: usize,
+    /// Value head width.
     pub dv: usize,
 }
 
@@ -180,7 +187,8 @@ fn one_chunk(x: HeadInputs<'_>, state: &mut [f32]) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::Rng;
+    use crate::compare::{self, Tol};
+    use crate::rng::Rng;
 
     struct Owned {
         q: Vec<f32>,
@@ -231,15 +239,10 @@ mod tests {
         }
     }
 
+    /// Absolute tolerance `1e-5 · max(1, max|want|)`.
     fn assert_close(got: &[f32], want: &[f32], what: &str) {
         let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1.0);
-        for (i, (g, w)) in got.iter().zip(want).enumerate() {
-            assert!(
-                (g - w).abs() <= 1e-5 * scale,
-                "{what}: index {i}: {g} vs {w} (scale {scale})"
-            );
-        }
-        assert_eq!(got.len(), want.len(), "{what}: length");
+        compare::assert_close(got, want, Tol::absolute(1e-5 * scale), what);
     }
 
     /// Independent formulation of the recurrence in f64 with explicit matrices:

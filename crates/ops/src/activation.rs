@@ -1,5 +1,8 @@
-//! Scalar activations, written the way torch evaluates them in f32.
+//! Activations, written the way torch evaluates them in f32: the scalar
+//! [`sigmoid`], [`silu`], [`softplus`], the row-wise [`softmax_in_place`] and
+//! the SwiGLU gating [`swiglu_act`].
 
+/// `1 / (1 + e⁻ˣ)`.
 pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
@@ -30,6 +33,21 @@ pub fn softmax_in_place(x: &mut [f32]) {
     for v in x.iter_mut() {
         *v /= sum;
     }
+}
+
+/// SwiGLU gating of rows `[T, 2·inter]` laid out gate then up (the output of
+/// a fused `gate_up` projection): returns `SiLU(g) · u`, `[T, inter]`.
+pub fn swiglu_act(gate_up: &[f32], inter: usize) -> Vec<f32> {
+    gate_up
+        .chunks_exact(2 * inter)
+        .flat_map(|row| {
+            let (g, u) = row.split_at(inter);
+            g.iter()
+                .zip(u)
+                .map(|(g, u)| silu(*g) * u)
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -65,5 +83,13 @@ mod tests {
         let z = 2.0 + e;
         assert!((x[0] as f64 - 1.0 / z).abs() < 1e-6);
         assert!((x[2] as f64 - e / z).abs() < 1e-6);
+    }
+
+    #[test]
+    fn swiglu_act_gates_each_row_by_silu_of_its_first_half() {
+        // Two rows, inter 2: [g0 g1 | u0 u1].
+        let y = swiglu_act(&[0.0, 1.0, 5.0, 3.0, -2.0, 2.0, 0.5, -1.0], 2);
+        assert_eq!(y, vec![0.0, silu(1.0) * 3.0, silu(-2.0) * 0.5, -silu(2.0)]);
+        assert!(swiglu_act(&[], 4).is_empty());
     }
 }

@@ -1,0 +1,360 @@
+//! The backend-neutral API the CLI, the golden checks and tests use: load a
+//! model on the GPU or the CPU reference, run sessions, sample, and snapshot /
+//! restore / fork a session's state.
+//!
+//! ```no_run
+//! use qwgpu_model::engine::{Backend, LoadOptions, Model, SamplingParams};
+//! let model = Model::load(std::path::Path::new("tests/fixtures/dense-bf16-text"), &LoadOptions::default())?;
+//! println!("running on {}", model.backend_name());
+//! let mut session = model.new_session()?;
+//! let greedy = SamplingParams { temperature: 0.0, top_k: 0, top_p: 1.0 };
+//! let mut next = model.sample_next(&mut session, &[1, 2, 3], &greedy)?; // prefill + sample
+//! let saved = model.snapshot(&session)?;
+//! for _ in 0..4 {
+//!     next = model.sample_next(&mut session, &[next], &greedy)?; // one decode step each
+//! }
+//! let mut other = model.new_session()?;
+//! model.restore(&mut other, &saved)?; // continues from after the prompt
+//! let last_row = model.forward(&mut other, &[next])?; // [1 × vocab] logits
+//! # let _ = (Backend::Auto, last_row);
+//! # Ok::<(), qwgpu_model::ModelError>(())
+//! ```
+
+use std::path::Path;
+use std::sync::Arc;
+
+use qwgpu_checkpoint::{Checkpoint, OpenOptions, TextConfig};
+use qwgpu_kernels::{GpuContext, KernelError};
+use qwgpu_loader::PackedModel;
+
+pub use qwgpu_kernels::sample::SamplingParams;
+pub use qwgpu_kernels::ContextOptions;
+
+use crate::gpu::{GpuModel, GpuSession, GpuSnapshot};
+pub use crate::gpu::DEFAULT_MAX_CHUNK;
+use crate::reference::{Cache, ReferenceModel};
+use crate::ModelError;
+
+/// Where the forward pass runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// The best GPU adapter; the CPU reference only when no adapter exists.
+    #[default]
+    Auto,
+    Gpu,
+    /// The f32 CPU reference (exact, slow).
+    Cpu,
+}
+
+/// How to load a model.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub backend: Backend,
+    /// GPU device options (adapter name or index, feature switches).
+    pub gpu: ContextOptions,
+    /// Tokens per prefill step on the GPU.
+    pub max_chunk: usize,
+    /// Refuse checkpoints with tensors qwgpu does not know.
+    pub strict: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Auto,
+            gpu: ContextOptions::default(),
+            max_chunk: DEFAULT_MAX_CHUNK,
+            strict: false,
+        }
+    }
+}
+
+enum Imp {
+    Cpu(Box<ReferenceModel>),
+    Gpu(Box<GpuModel>),
+}
+
+/// A loaded model on one backend.
+pub struct Model {
+    imp: Imp,
+}
+
+enum SessionImp {
+    Cpu { cache: Cache, seed: u64, counter: u32 },
+    Gpu(Box<GpuSession>),
+}
+
+/// One sequence's state (KV caches, GDN states, position, sampler counter).
+pub struct Session {
+    imp: SessionImp,
+}
+
+enum SnapshotImp {
+    Cpu { cache: Cache, seed: u64, counter: u32 },
+    Gpu(GpuSnapshot),
+}
+
+/// A copy of a session's state at one position.
+pub struct Snapshot {
+    imp: SnapshotImp,
+}
+
+impl Session {
+    /// Tokens processed so far.
+    pub fn position(&self) -> usize {
+        match &self.imp {
+            SessionImp::Cpu { cache, .. } => cache.position(),
+            SessionImp::Gpu(s) => s.position(),
+        }
+    }
+}
+
+impl Snapshot {
+    pub fn position(&self) -> usize {
+        match &self.imp {
+            SnapshotImp::Cpu { cache, .. } => cache.position(),
+            SnapshotImp::Gpu(s) => s.position(),
+        }
+    }
+}
+
+fn mismatch() -> ModelError {
+    ModelError::CacheMismatch {
+        detail: "session or snapshot from another backend".into(),
+    }
+}
+
+impl Model {
+    /// Opens the checkpoint in `dir`, packs it and puts it on the chosen backend.
+    pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Self, ModelError> {
+        Self::load_with_progress(dir, opts, &mut |_, _| {})
+    }
+
+    /// [`Model::load`] reporting `(bytes uploaded, total bytes)` as weights land on the GPU.
+    pub fn load_with_progress(
+        dir: &Path,
+        opts: &LoadOptions,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Self, ModelError> {
+        let ckpt = Checkpoint::open_with(dir, &OpenOptions { strict: opts.strict })?;
+        match Self::open_gpu(opts)? {
+            Some(ctx) => {
+                let packed = qwgpu_loader::load_model(&ckpt)?;
+                Self::gpu_from_packed(ctx, &packed, opts, progress)
+            }
+            None => {
+                ReferenceModel::check_fits(&ckpt)?;
+                let packed = qwgpu_loader::load_model(&ckpt)?;
+                Ok(Self {
+                    imp: Imp::Cpu(Box::new(ReferenceModel::from_packed(&packed)?)),
+                })
+            }
+        }
+    }
+
+    /// Builds the model from already packed weights.
+    pub fn from_packed(packed: &PackedModel, opts: &LoadOptions) -> Result<Self, ModelError> {
+        match Self::open_gpu(opts)? {
+            Some(ctx) => Self::gpu_from_packed(ctx, packed, opts, &mut |_, _| {}),
+            None => Ok(Self {
+                imp: Imp::Cpu(Box::new(ReferenceModel::from_packed(packed)?)),
+            }),
+        }
+    }
+
+    /// The GPU context for `opts`, or `None` for the CPU backend (Auto without an adapter).
+    fn open_gpu(opts: &LoadOptions) -> Result<Option<Arc<GpuContext>>, ModelError> {
+        match opts.backend {
+            Backend::Cpu => Ok(None),
+            Backend::Gpu => Ok(Some(Arc::new(GpuContext::new(&opts.gpu)?))),
+            Backend::Auto => match GpuContext::new(&opts.gpu) {
+                Ok(ctx) => Ok(Some(Arc::new(ctx))),
+                Err(KernelError::NoAdapter { detail }) => {
+                    tracing::warn!("no GPU adapter ({detail}): using the CPU reference backend");
+                    Ok(None)
+                }
+                Err(e) => Err(e.into()),
+            },
+        }
+    }
+
+    fn gpu_from_packed(
+        ctx: Arc<GpuContext>,
+        packed: &PackedModel,
+        opts: &LoadOptions,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Self, ModelError> {
+        let total: u64 = packed.weights().iter().map(|w| w.data.len() as u64).sum();
+        let mut done = 0u64;
+        let model = GpuModel::from_packed(ctx, packed, opts.max_chunk, &mut |b| {
+            done += b;
+            progress(done, total);
+        })?;
+        Ok(Self {
+            imp: Imp::Gpu(Box::new(model)),
+        })
+    }
+
+    pub fn config(&self) -> &TextConfig {
+        match &self.imp {
+            Imp::Cpu(m) => m.config(),
+            Imp::Gpu(m) => m.config(),
+        }
+    }
+
+    /// `gpu: NVIDIA H100 (Vulkan)`, `gpu: llvmpipe (Vulkan, software)` or `cpu reference`.
+    pub fn backend_name(&self) -> String {
+        match &self.imp {
+            Imp::Cpu(_) => "cpu reference".into(),
+            Imp::Gpu(m) => format!("gpu: {}", m.context().describe()),
+        }
+    }
+
+    /// True on the GPU backend.
+    pub fn is_gpu(&self) -> bool {
+        matches!(self.imp, Imp::Gpu(_))
+    }
+
+    /// The GPU context (GPU backend only), e.g. to destroy the device in tests.
+    pub fn gpu_context(&self) -> Option<&GpuContext> {
+        match &self.imp {
+            Imp::Gpu(m) => Some(m.context()),
+            Imp::Cpu(_) => None,
+        }
+    }
+
+    /// An empty session.
+    pub fn new_session(&self) -> Result<Session, ModelError> {
+        Ok(Session {
+            imp: match &self.imp {
+                Imp::Cpu(m) => SessionImp::Cpu {
+                    cache: m.new_cache(),
+                    seed: 0,
+                    counter: 0,
+                },
+                Imp::Gpu(m) => SessionImp::Gpu(Box::new(m.new_session()?)),
+            },
+        })
+    }
+
+    /// Runs `tokens` after the session's state and returns the logits of every
+    /// token, `[T × vocab]` (what the golden checks compare).
+    pub fn forward_all(&self, s: &mut Session, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
+        match (&self.imp, &mut s.imp) {
+            (Imp::Cpu(m), SessionImp::Cpu { cache, .. }) => m.forward(cache, tokens),
+            (Imp::Gpu(m), SessionImp::Gpu(g)) => m.forward(g, tokens, true),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// Runs `tokens` and returns the last token's logits, `[vocab]`.
+    pub fn forward(&self, s: &mut Session, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
+        match (&self.imp, &mut s.imp) {
+            (Imp::Cpu(m), SessionImp::Cpu { cache, .. }) => {
+                let all = m.forward(cache, tokens)?;
+                let v = m.config().vocab_size;
+                Ok(all[all.len() - v..].to_vec())
+            }
+            (Imp::Gpu(m), SessionImp::Gpu(g)) => m.forward(g, tokens, false),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// Runs `tokens` (a prompt, or the last sampled token) and samples the next
+    /// one: on the GPU the pick happens on the device and one id is read back.
+    /// Both backends use the same rule and random numbers
+    /// ([`qwgpu_kernels::sample::sample_host`] with the session's seed and counter).
+    pub fn sample_next(&self, s: &mut Session, tokens: &[u32], params: &SamplingParams) -> Result<u32, ModelError> {
+        check_params(params)?;
+        match (&self.imp, &mut s.imp) {
+            (Imp::Cpu(m), SessionImp::Cpu { cache, seed, counter }) => {
+                let all = m.forward(cache, tokens)?;
+                let v = m.config().vocab_size;
+                let u = qwgpu_kernels::sample::uniform_random(*seed, *counter);
+                *counter = counter.wrapping_add(1);
+                Ok(qwgpu_kernels::sample::sample_host(&all[all.len() - v..], params, u))
+            }
+            (Imp::Gpu(m), SessionImp::Gpu(g)) => m.forward_sample(g, tokens, params),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// GPU time per kernel family of one step over `tokens` (GPU backend with
+    /// timestamp queries; `None` on the CPU backend). Advances the session.
+    pub fn profile(&self, s: &mut Session, tokens: &[u32]) -> Result<Option<Vec<(String, f64, usize)>>, ModelError> {
+        match (&self.imp, &mut s.imp) {
+            (Imp::Gpu(m), SessionImp::Gpu(g)) => m.profile(g, tokens).map(Some),
+            (Imp::Cpu(_), SessionImp::Cpu { .. }) => Ok(None),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// Seeds the session's sampler (and restarts its counter).
+    pub fn set_seed(&self, s: &mut Session, seed: u64) {
+        match (&self.imp, &mut s.imp) {
+            (Imp::Gpu(m), SessionImp::Gpu(g)) => m.set_seed(g, seed),
+            (_, SessionImp::Cpu { seed: sd, counter, .. }) => {
+                *sd = seed;
+                *counter = 0;
+            }
+            _ => {}
+        }
+    }
+
+    /// Copies the session's state.
+    pub fn snapshot(&self, s: &Session) -> Result<Snapshot, ModelError> {
+        Ok(Snapshot {
+            imp: match (&self.imp, &s.imp) {
+                (Imp::Cpu(_), SessionImp::Cpu { cache, seed, counter }) => SnapshotImp::Cpu {
+                    cache: cache.clone(),
+                    seed: *seed,
+                    counter: *counter,
+                },
+                (Imp::Gpu(m), SessionImp::Gpu(g)) => SnapshotImp::Gpu(m.snapshot(g)?),
+                _ => return Err(mismatch()),
+            },
+        })
+    }
+
+    /// Replaces the session's state by the snapshot's.
+    pub fn restore(&self, s: &mut Session, snap: &Snapshot) -> Result<(), ModelError> {
+        match (&self.imp, &mut s.imp, &snap.imp) {
+            (Imp::Cpu(_), SessionImp::Cpu { cache, seed, counter }, SnapshotImp::Cpu { cache: c2, seed: s2, counter: n2 }) => {
+                *cache = c2.clone();
+                *seed = *s2;
+                *counter = *n2;
+                Ok(())
+            }
+            (Imp::Gpu(m), SessionImp::Gpu(g), SnapshotImp::Gpu(sn)) => m.restore(g, sn),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// A new session with a copy of `s`'s state.
+    pub fn fork(&self, s: &Session) -> Result<Session, ModelError> {
+        let snap = self.snapshot(s)?;
+        let mut f = self.new_session()?;
+        self.restore(&mut f, &snap)?;
+        Ok(f)
+    }
+}
+
+fn check_params(p: &SamplingParams) -> Result<(), ModelError> {
+    let bad = |detail: String| Err(ModelError::Sampling { detail });
+    if !(p.temperature.is_finite() && p.temperature >= 0.0) {
+        return bad(format!("temperature {} must be finite and >= 0", p.temperature));
+    }
+    if !(p.top_p > 0.0 && p.top_p <= 1.0) {
+        return bad(format!("top_p {} must be in (0, 1]", p.top_p));
+    }
+    Ok(())
+}
+
+/// Short name of the adapter the GPU backend would pick (`llvmpipe`, `NVIDIA H100 …`),
+/// or `None` when there is none.
+pub fn gpu_adapter_name() -> Option<String> {
+    qwgpu_kernels::list_adapters().into_iter().next().map(|a| {
+        let short: String = a.name.split(" (").next().unwrap_or(&a.name).chars().take(14).collect();
+        short
+    })
+}

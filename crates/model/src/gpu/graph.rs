@@ -1,0 +1,200 @@
+//! Records one step of the forward pass (T tokens after `pos` cached ones) as a
+//! list of launches: embedding, every layer's mixer and FFN with the residual
+//! adds fused into the projections' epilogues, final norm and head.
+
+use qwgpu_checkpoint::TextConfig;
+use qwgpu_kernels::attention::{attention_forward, AttnBuffers};
+use qwgpu_kernels::gdn::{gdn_forward, GdnLayerBuffers, GdnMode};
+use qwgpu_kernels::matmul::{matmul, matmul_indexed, Epilogue, IndexedArgs, MatmulArgs};
+use qwgpu_kernels::{embed, moe, norm, Dispatch, GpuContext, GpuWeight};
+
+use super::session::{attn_dims, gdn_dims, GpuSession, LayerStateGpu};
+use super::weights::{FfnGpu, MixerGpu, WeightsGpu};
+use crate::ModelError;
+
+/// Which rows get logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Head {
+    /// No head (a prefill chunk before the last).
+    None,
+    /// Only the last token's row, into logits row 0.
+    Last,
+    /// Every token's row.
+    All,
+}
+
+fn mm(
+    ctx: &GpuContext,
+    w: &GpuWeight,
+    x: &wgpu::Buffer,
+    x_offset: usize,
+    y: &wgpu::Buffer,
+    t: usize,
+    epilogue: Epilogue,
+) -> Result<Vec<Dispatch>, ModelError> {
+    let out_width = if matches!(epilogue, Epilogue::SwiGlu) { w.rows / 2 } else { w.rows };
+    Ok(matmul(
+        ctx,
+        w,
+        &MatmulArgs {
+            x,
+            x_offset: x_offset as u32,
+            x_stride: w.cols as u32,
+            y,
+            y_offset: 0,
+            y_stride: out_width as u32,
+            t: t as u32,
+        },
+        epilogue,
+    )?)
+}
+
+/// Launches for `t` tokens of session `s`.
+pub(crate) fn record(
+    ctx: &GpuContext,
+    c: &TextConfig,
+    w: &WeightsGpu,
+    s: &GpuSession,
+    t: usize,
+    max_t: usize,
+    head: Head,
+) -> Result<Vec<Dispatch>, ModelError> {
+    let a = &s.act;
+    let h = c.hidden_size;
+    let eps = c.rms_norm_eps as f32;
+    let mut d: Vec<Dispatch> = Vec::new();
+    d.extend(embed::embed(ctx, &w.embed, &a.ids, 0, &a.h, t as u32)?);
+    for (layer, state) in w.layers.iter().zip(&s.layers) {
+        d.push(norm::rms_norm(ctx, &a.h, 0, &layer.input_norm, &a.x, t as u32, h as u32, eps, true)?);
+        match (&layer.mixer, state) {
+            (MixerGpu::Linear(g), LayerStateGpu::Linear { conv, state }) => {
+                d.extend(mm(ctx, &g.qkvz, &a.x, 0, &a.qkvz, t, Epilogue::Store)?);
+                d.extend(mm(ctx, &g.ba, &a.x, 0, &a.ba, t, Epilogue::Store)?);
+                let scratch = a.gdn.as_ref().ok_or_else(|| ModelError::Config {
+                    detail: "GDN layer without GDN scratch".into(),
+                })?;
+                let mode = if t == 1 { GdnMode::Recurrent } else { GdnMode::Chunked };
+                d.extend(gdn_forward(
+                    ctx,
+                    &gdn_dims(c),
+                    &GdnLayerBuffers {
+                        qkvz: &a.qkvz,
+                        ba: &a.ba,
+                        conv_w: &g.conv_w,
+                        a_log: &g.a_log,
+                        dt_bias: &g.dt_bias,
+                        norm_w: &g.norm_w,
+                        conv_state: conv,
+                        state,
+                        out: &a.gdn_out,
+                    },
+                    scratch,
+                    t as u32,
+                    mode,
+                )?);
+                d.extend(mm(ctx, &g.out_proj, &a.gdn_out, 0, &a.h, t, Epilogue::Accumulate)?);
+            }
+            (MixerGpu::Full(at), LayerStateGpu::Full { keys, values }) => {
+                d.extend(mm(ctx, &at.qkv, &a.x, 0, &a.qkv, t, Epilogue::Store)?);
+                let scratch = s.attn.as_ref().ok_or_else(|| ModelError::Config {
+                    detail: "attention layer without attention scratch".into(),
+                })?;
+                d.extend(attention_forward(
+                    ctx,
+                    &attn_dims(c),
+                    &AttnBuffers {
+                        qkv: &a.qkv,
+                        q_norm: &at.q_norm,
+                        k_norm: &at.k_norm,
+                        rope: &a.rope,
+                        keys,
+                        values,
+                        step: &a.step,
+                        out: &a.attn_out,
+                    },
+                    scratch,
+                    t as u32,
+                    max_t as u32,
+                    s.capacity as u32,
+                )?);
+                d.extend(mm(ctx, &at.o_proj, &a.attn_out, 0, &a.h, t, Epilogue::Accumulate)?);
+            }
+            _ => {
+                return Err(ModelError::CacheMismatch {
+                    detail: "layer state kind differs from the layer's".into(),
+                })
+            }
+        }
+        d.push(norm::rms_norm(ctx, &a.h, 0, &layer.post_norm, &a.x, t as u32, h as u32, eps, true)?);
+        match &layer.ffn {
+            FfnGpu::Dense(m) => {
+                d.extend(mm(ctx, &m.gate_up, &a.x, 0, &a.act, t, Epilogue::SwiGlu)?);
+                d.extend(mm(ctx, &m.down, &a.act, 0, &a.h, t, Epilogue::Accumulate)?);
+            }
+            FfnGpu::Moe(m) => {
+                let pairs = (t as u32) * m.top_k;
+                d.extend(mm(ctx, &m.router, &a.x, 0, &a.router_logits, t, Epilogue::Store)?);
+                d.push(moe::moe_route(ctx, &a.router_logits, t as u32, m.experts, m.top_k, &a.moe_ids, &a.moe_w)?);
+                d.extend(matmul_indexed(
+                    ctx,
+                    &m.experts_gate_up,
+                    &IndexedArgs {
+                        x: &a.x,
+                        x_stride: h as u32,
+                        x_row_div: m.top_k,
+                        ids: &a.moe_ids,
+                        ids_offset: 0,
+                        y: &a.expert_act,
+                        y_stride: m.inter,
+                        pairs,
+                        rows_per_expert: 2 * m.inter,
+                    },
+                    Epilogue::SwiGlu,
+                )?);
+                d.extend(matmul_indexed(
+                    ctx,
+                    &m.experts_down,
+                    &IndexedArgs {
+                        x: &a.expert_act,
+                        x_stride: m.inter,
+                        x_row_div: 1,
+                        ids: &a.moe_ids,
+                        ids_offset: 0,
+                        y: &a.expert_out,
+                        y_stride: h as u32,
+                        pairs,
+                        rows_per_expert: h as u32,
+                    },
+                    Epilogue::Store,
+                )?);
+                d.extend(mm(ctx, &m.shared.gate_up, &a.x, 0, &a.shared_act, t, Epilogue::SwiGlu)?);
+                d.extend(mm(ctx, &m.shared.down, &a.shared_act, 0, &a.shared_out, t, Epilogue::Store)?);
+                d.extend(mm(ctx, &m.shared_gate, &a.x, 0, &a.gate_logit, t, Epilogue::Store)?);
+                d.push(moe::moe_combine(
+                    ctx,
+                    &a.expert_out,
+                    &a.moe_w,
+                    &a.shared_out,
+                    &a.gate_logit,
+                    &a.h,
+                    t as u32,
+                    m.top_k,
+                    h as u32,
+                )?);
+            }
+        }
+    }
+    let head_w = w.lm_head.as_ref().unwrap_or(&w.embed);
+    match head {
+        Head::None => {}
+        Head::Last => {
+            d.push(norm::rms_norm(ctx, &a.h, ((t - 1) * h) as u32, &w.norm, &a.x, 1, h as u32, eps, true)?);
+            d.extend(mm(ctx, head_w, &a.x, 0, &a.logits, 1, Epilogue::Store)?);
+        }
+        Head::All => {
+            d.push(norm::rms_norm(ctx, &a.h, 0, &w.norm, &a.x, t as u32, h as u32, eps, true)?);
+            d.extend(mm(ctx, head_w, &a.x, 0, &a.logits, t, Epilogue::Store)?);
+        }
+    }
+    Ok(d)
+}

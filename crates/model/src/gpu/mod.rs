@@ -1,0 +1,341 @@
+//! The Qwen3.5 forward pass on the GPU: weights in their stored formats
+//! ([`weights`]), per-sequence state and activations ([`GpuSession`]), and the
+//! launch list of one step ([`graph`]). A step is one command buffer with one
+//! compute pass; decode launches are recorded once per session and replayed,
+//! with only the small `Step` uniform, the RoPE row and the token id written
+//! before each submit.
+
+mod graph;
+mod session;
+mod weights;
+
+use std::sync::Arc;
+
+use qwgpu_checkpoint::TextConfig;
+use qwgpu_kernels::attention::{rope_table, AttnScratch};
+use qwgpu_kernels::sample::{sample, SamplingParams};
+use qwgpu_kernels::{Dispatch, GpuContext, Step};
+use qwgpu_loader::PackedModel;
+
+use graph::Head;
+pub use session::GpuSession;
+use session::{attn_dims, copy_state, new_layers, Activations, LayerStateGpu, KV_GRANULE};
+
+use crate::ModelError;
+
+/// Tokens per prefill step (longer prompts run in several steps).
+pub const DEFAULT_MAX_CHUNK: usize = 128;
+/// Upper bound on the logits buffer (rows × vocab × 4 bytes) when every row's
+/// logits are wanted; bigger requests run in smaller steps.
+const LOGITS_BUDGET: usize = 64 << 20;
+
+/// The model resident on one GPU.
+pub struct GpuModel {
+    ctx: Arc<GpuContext>,
+    config: TextConfig,
+    w: weights::WeightsGpu,
+    inv_freq: Vec<f32>,
+    max_t: usize,
+    logit_rows: usize,
+}
+
+/// A session's state copied aside: restoring it (or forking from it) and
+/// continuing gives bit-identical results to continuing the original.
+pub struct GpuSnapshot {
+    pos: usize,
+    counter: u32,
+    seed: u64,
+    layers: Vec<LayerStateGpu>,
+}
+
+impl GpuSnapshot {
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+}
+
+/// `theta^(-2i/rot)` in f32, exactly as [`qwgpu_ops::rope::Rope::new`] computes it.
+fn inv_freq(c: &TextConfig) -> Vec<f32> {
+    let rot = c.rotary_dim();
+    (0..rot / 2)
+        .map(|i| 1.0 / (c.rope.theta as f32).powf((2 * i) as f32 / rot as f32))
+        .collect()
+}
+
+impl GpuModel {
+    /// Checks every shape, then uploads the weights in their stored formats.
+    /// `progress` is told the bytes of each weight as it lands.
+    pub fn from_packed(
+        ctx: Arc<GpuContext>,
+        m: &PackedModel,
+        max_chunk: usize,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Self, ModelError> {
+        weights::check_shapes(m)?;
+        let c = m.config.clone();
+        let needed = weights::gpu_bytes(m);
+        tracing::info!(bytes = needed, adapter = %ctx.describe(), "uploading weights");
+        let w = weights::upload(&ctx, m, progress)?;
+        let max_t = max_chunk.clamp(1, 4096);
+        let logit_rows = (LOGITS_BUDGET / (c.vocab_size * 4)).clamp(1, max_t);
+        Ok(Self {
+            inv_freq: inv_freq(&c),
+            ctx,
+            config: c,
+            w,
+            max_t,
+            logit_rows,
+        })
+    }
+
+    pub fn config(&self) -> &TextConfig {
+        &self.config
+    }
+
+    pub fn context(&self) -> &GpuContext {
+        &self.ctx
+    }
+
+    /// An empty session (position 0, zero GDN states, room for a first KV granule).
+    pub fn new_session(&self) -> Result<GpuSession, ModelError> {
+        let c = &self.config;
+        let capacity = KV_GRANULE;
+        let layers = new_layers(&self.ctx, c, capacity)?;
+        let act = Activations::new(&self.ctx, c, self.max_t, self.logit_rows)?;
+        let attn = self.attn_scratch(capacity)?;
+        self.ctx.check("session creation")?;
+        Ok(GpuSession {
+            pos: 0,
+            capacity,
+            layers,
+            act,
+            attn,
+            decode: None,
+            sampler: None,
+            seed: 0,
+            counter: 0,
+        })
+    }
+
+    fn attn_scratch(&self, capacity: usize) -> Result<Option<AttnScratch>, ModelError> {
+        let c = &self.config;
+        if !c.layer_types.contains(&qwgpu_checkpoint::LayerType::FullAttention) {
+            return Ok(None);
+        }
+        Ok(Some(AttnScratch::new(&self.ctx, &attn_dims(c), self.max_t as u32, capacity as u32)?))
+    }
+
+    /// Makes room for `needed` KV rows: new buffers of the next size, the cached
+    /// rows copied over on the GPU, decode launches re-recorded.
+    fn ensure_capacity(&self, s: &mut GpuSession, needed: usize) -> Result<(), ModelError> {
+        if needed <= s.capacity {
+            return Ok(());
+        }
+        let cap = needed.max(2 * s.capacity).div_ceil(KV_GRANULE) * KV_GRANULE;
+        tracing::debug!(from = s.capacity, to = cap, "growing KV cache");
+        let fresh = new_layers(&self.ctx, &self.config, cap)?;
+        let copies = copy_state(&self.ctx, &self.config, &s.layers, &fresh, s.pos)?;
+        self.submit("KV cache growth", &copies.iter().collect::<Vec<_>>())?;
+        s.layers = fresh;
+        s.capacity = cap;
+        s.attn = self.attn_scratch(cap)?;
+        s.decode = None;
+        s.sampler = None;
+        Ok(())
+    }
+
+    fn submit(&self, label: &str, dispatches: &[&Dispatch]) -> Result<(), ModelError> {
+        self.ctx.check(label)?;
+        let mut enc = self
+            .ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(label),
+                timestamp_writes: None,
+            });
+            for d in dispatches {
+                d.record(&mut pass);
+            }
+        }
+        self.ctx.queue.submit([enc.finish()]);
+        Ok(())
+    }
+
+    fn check_tokens(&self, tokens: &[u32]) -> Result<(), ModelError> {
+        let vocab = self.config.vocab_size;
+        for (index, &token) in tokens.iter().enumerate() {
+            if token as usize >= vocab {
+                return Err(ModelError::TokenOutOfRange { token, index, vocab });
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes this step's ids, `Step` uniform and RoPE rows.
+    fn write_inputs(&self, s: &GpuSession, tokens: &[u32]) {
+        let q = &self.ctx.queue;
+        q.write_buffer(&s.act.ids, 0, bytemuck::cast_slice(tokens));
+        let step = Step::new(s.pos as u32, tokens.len() as u32, s.seed, s.counter);
+        q.write_buffer(&s.act.step, 0, bytemuck::bytes_of(&step));
+        if !self.inv_freq.is_empty() {
+            let table = rope_table(&self.inv_freq, s.pos, tokens.len(), self.max_t);
+            q.write_buffer(&s.act.rope, 0, bytemuck::cast_slice(&table));
+        }
+    }
+
+    /// Runs `tokens` through the model in steps of at most the chunk size and
+    /// returns logits: every row (`all`, `[T × vocab]`) or the last row only.
+    pub fn forward(&self, s: &mut GpuSession, tokens: &[u32], all: bool) -> Result<Vec<f32>, ModelError> {
+        self.run(s, tokens, if all { Head::All } else { Head::Last }, None)
+            .map(|(logits, _)| logits)
+    }
+
+    /// Runs `tokens` and samples the next token on the GPU (one u32 read back).
+    pub fn forward_sample(
+        &self,
+        s: &mut GpuSession,
+        tokens: &[u32],
+        params: &SamplingParams,
+    ) -> Result<u32, ModelError> {
+        let (_, tok) = self.run(s, tokens, Head::Last, Some(params))?;
+        tok.ok_or_else(|| ModelError::Config {
+            detail: "sampling produced no token".into(),
+        })
+    }
+
+    fn run(
+        &self,
+        s: &mut GpuSession,
+        tokens: &[u32],
+        head: Head,
+        sampling: Option<&SamplingParams>,
+    ) -> Result<(Vec<f32>, Option<u32>), ModelError> {
+        if tokens.is_empty() {
+            return Err(ModelError::Config {
+                detail: "no tokens to run".into(),
+            });
+        }
+        self.check_tokens(tokens)?;
+        self.ensure_capacity(s, s.pos + tokens.len())?;
+        let vocab = self.config.vocab_size;
+        let chunk = if head == Head::All { self.max_t.min(self.logit_rows) } else { self.max_t };
+        let mut logits = Vec::new();
+        let mut sampled = None;
+        let n_chunks = tokens.len().div_ceil(chunk);
+        for (i, part) in tokens.chunks(chunk).enumerate() {
+            let last = i + 1 == n_chunks;
+            let t = part.len();
+            let step_head = match head {
+                Head::All => Head::All,
+                _ if last => Head::Last,
+                _ => Head::None,
+            };
+            self.write_inputs(s, part);
+            let fresh;
+            let launches: &[Dispatch] = if t == 1 && step_head == Head::Last {
+                if s.decode.is_none() {
+                    s.decode = Some(graph::record(&self.ctx, &self.config, &self.w, s, 1, self.max_t, Head::Last)?);
+                }
+                s.decode.as_deref().unwrap_or(&[])
+            } else {
+                fresh = graph::record(&self.ctx, &self.config, &self.w, s, t, self.max_t, step_head)?;
+                &fresh
+            };
+            let mut list: Vec<&Dispatch> = launches.iter().collect();
+            let sample_launches;
+            if let (true, Some(p)) = (last, sampling) {
+                let cached = matches!(&s.sampler, Some((q, _)) if q == p);
+                if !cached {
+                    let d = sample(&self.ctx, &s.act.logits, 0, vocab as u32, p, &s.act.step, &s.act.ids, 0)?;
+                    s.sampler = Some((*p, d));
+                }
+                sample_launches = s.sampler.as_ref().map(|(_, d)| d.iter().collect::<Vec<_>>()).unwrap_or_default();
+                list.extend(sample_launches);
+            }
+            self.submit("forward step", &list)?;
+            s.pos += t;
+            match step_head {
+                Head::All => logits.extend(self.ctx.read_f32(&s.act.logits, 0, t * vocab)?),
+                Head::Last if sampling.is_none() => logits = self.ctx.read_f32(&s.act.logits, 0, vocab)?,
+                _ => {}
+            }
+            if last && sampling.is_some() {
+                sampled = Some(self.ctx.read_u32(&s.act.ids, 0, 1)?[0]);
+                s.counter = s.counter.wrapping_add(1);
+            }
+        }
+        self.ctx.check("forward")?;
+        Ok((logits, sampled))
+    }
+
+    /// Copies the session's state (KV rows up to its position, GDN states).
+    pub fn snapshot(&self, s: &GpuSession) -> Result<GpuSnapshot, ModelError> {
+        let layers = new_layers(&self.ctx, &self.config, s.pos.max(1))?;
+        let copies = copy_state(&self.ctx, &self.config, &s.layers, &layers, s.pos)?;
+        self.submit("snapshot", &copies.iter().collect::<Vec<_>>())?;
+        self.ctx.check("snapshot")?;
+        Ok(GpuSnapshot {
+            pos: s.pos,
+            counter: s.counter,
+            seed: s.seed,
+            layers,
+        })
+    }
+
+    /// Puts `snap`'s state back into `s` (any session of this model).
+    pub fn restore(&self, s: &mut GpuSession, snap: &GpuSnapshot) -> Result<(), ModelError> {
+        self.ensure_capacity(s, snap.pos.max(1))?;
+        let copies = copy_state(&self.ctx, &self.config, &snap.layers, &s.layers, snap.pos)?;
+        self.submit("restore", &copies.iter().collect::<Vec<_>>())?;
+        s.pos = snap.pos;
+        s.counter = snap.counter;
+        s.seed = snap.seed;
+        self.ctx.check("restore")?;
+        Ok(())
+    }
+
+    /// A new session holding a copy of `s`'s state; the two advance independently.
+    pub fn fork(&self, s: &GpuSession) -> Result<GpuSession, ModelError> {
+        let snap = self.snapshot(s)?;
+        let mut f = self.new_session()?;
+        self.restore(&mut f, &snap)?;
+        Ok(f)
+    }
+
+    /// Sets the seed of the session's sampler and restarts its counter.
+    pub fn set_seed(&self, s: &mut GpuSession, seed: u64) {
+        s.seed = seed;
+        s.counter = 0;
+    }
+
+    /// Runs `tokens` (at most one step) with every launch timed, advancing the
+    /// session as a normal step would; returns GPU time per kernel family
+    /// `(label, nanoseconds, launches)`, largest first.
+    pub fn profile(&self, s: &mut GpuSession, tokens: &[u32]) -> Result<Vec<(String, f64, usize)>, ModelError> {
+        if tokens.is_empty() || tokens.len() > self.max_t {
+            return Err(ModelError::Config {
+                detail: format!("profile takes 1..={} tokens, got {}", self.max_t, tokens.len()),
+            });
+        }
+        self.check_tokens(tokens)?;
+        self.ensure_capacity(s, s.pos + tokens.len())?;
+        self.write_inputs(s, tokens);
+        let launches = graph::record(&self.ctx, &self.config, &self.w, s, tokens.len(), self.max_t, Head::Last)?;
+        let times = qwgpu_kernels::profile::time_dispatches(&self.ctx, &launches.iter().collect::<Vec<_>>())?;
+        s.pos += tokens.len();
+        let mut by: Vec<(String, f64, usize)> = Vec::new();
+        for (label, ns) in times {
+            match by.iter_mut().find(|(l, _, _)| l == label) {
+                Some(e) => {
+                    e.1 += ns;
+                    e.2 += 1;
+                }
+                None => by.push((label.to_string(), ns, 1)),
+            }
+        }
+        by.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Ok(by)
+    }
+}

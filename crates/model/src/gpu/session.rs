@@ -1,0 +1,193 @@
+//! One sequence's state on the GPU (KV caches, GDN conv and recurrent states)
+//! and the activation buffers its steps run in; snapshots copy the state.
+
+use qwgpu_checkpoint::{FfnConfig, LayerType, TextConfig};
+use qwgpu_kernels::attention::{AttnDims, AttnScratch};
+use qwgpu_kernels::gdn::{GdnDims, GdnScratch};
+use qwgpu_kernels::{copy, Dispatch, GpuContext, Step};
+
+use crate::ModelError;
+
+/// KV rows are allocated in multiples of this many tokens.
+pub(crate) const KV_GRANULE: usize = 256;
+
+pub(crate) enum LayerStateGpu {
+    Linear { conv: wgpu::Buffer, state: wgpu::Buffer },
+    Full { keys: wgpu::Buffer, values: wgpu::Buffer },
+}
+
+/// Activations of one step of up to `max_t` tokens.
+pub(crate) struct Activations {
+    pub ids: wgpu::Buffer,
+    pub step: wgpu::Buffer,
+    pub rope: wgpu::Buffer,
+    pub h: wgpu::Buffer,
+    pub x: wgpu::Buffer,
+    pub qkvz: wgpu::Buffer,
+    pub ba: wgpu::Buffer,
+    pub gdn_out: wgpu::Buffer,
+    pub qkv: wgpu::Buffer,
+    pub attn_out: wgpu::Buffer,
+    pub act: wgpu::Buffer,
+    pub router_logits: wgpu::Buffer,
+    pub moe_ids: wgpu::Buffer,
+    pub moe_w: wgpu::Buffer,
+    pub expert_act: wgpu::Buffer,
+    pub expert_out: wgpu::Buffer,
+    pub shared_act: wgpu::Buffer,
+    pub shared_out: wgpu::Buffer,
+    pub gate_logit: wgpu::Buffer,
+    pub logits: wgpu::Buffer,
+    pub logit_rows: usize,
+    pub gdn: Option<GdnScratch>,
+}
+
+pub(crate) fn gdn_dims(c: &TextConfig) -> GdnDims {
+    GdnDims {
+        nk: c.linear_num_key_heads as u32,
+        nv: c.linear_num_value_heads as u32,
+        dk: c.linear_key_head_dim as u32,
+        dv: c.linear_value_head_dim as u32,
+        conv_kernel: c.linear_conv_kernel_dim as u32,
+        eps: c.rms_norm_eps as f32,
+    }
+}
+
+pub(crate) fn attn_dims(c: &TextConfig) -> AttnDims {
+    AttnDims {
+        nh: c.num_attention_heads as u32,
+        nkv: c.num_key_value_heads as u32,
+        hd: c.head_dim as u32,
+        rotary_dim: c.rotary_dim() as u32,
+        eps: c.rms_norm_eps as f32,
+    }
+}
+
+fn f32s(ctx: &GpuContext, label: &str, n: usize) -> Result<wgpu::Buffer, ModelError> {
+    Ok(ctx.storage(label, (n * 4) as u64)?)
+}
+
+impl Activations {
+    pub fn new(ctx: &GpuContext, c: &TextConfig, max_t: usize, logit_rows: usize) -> Result<Self, ModelError> {
+        let h = c.hidden_size;
+        let (e, k, ie, is, inter) = match c.ffn {
+            FfnConfig::Dense { intermediate_size } => (1, 1, 1, 1, intermediate_size),
+            FfnConfig::Moe {
+                num_experts,
+                num_experts_per_tok,
+                moe_intermediate_size,
+                shared_expert_intermediate_size,
+            } => (num_experts, num_experts_per_tok, moe_intermediate_size, shared_expert_intermediate_size, 1),
+        };
+        let has_gdn = c.layer_types.contains(&LayerType::LinearAttention);
+        Ok(Self {
+            ids: ctx.storage("ids", (max_t * 4) as u64)?,
+            step: ctx.uniform("step", &Step::default()),
+            rope: f32s(ctx, "rope", 2 * max_t * (c.rotary_dim() / 2).max(1))?,
+            h: f32s(ctx, "h", max_t * h)?,
+            x: f32s(ctx, "x", max_t * h)?,
+            qkvz: f32s(ctx, "qkvz", max_t * (c.conv_dim() + c.value_dim()))?,
+            ba: f32s(ctx, "ba", max_t * 2 * c.linear_num_value_heads)?,
+            gdn_out: f32s(ctx, "gdn_out", max_t * c.value_dim())?,
+            qkv: f32s(ctx, "qkv", max_t * (c.q_proj_rows() + 2 * c.kv_proj_rows()))?,
+            attn_out: f32s(ctx, "attn_out", max_t * c.num_attention_heads * c.head_dim)?,
+            act: f32s(ctx, "act", max_t * inter)?,
+            router_logits: f32s(ctx, "router_logits", max_t * e)?,
+            moe_ids: ctx.storage("moe_ids", (max_t * k * 4) as u64)?,
+            moe_w: f32s(ctx, "moe_w", max_t * k)?,
+            expert_act: f32s(ctx, "expert_act", max_t * k * ie)?,
+            expert_out: f32s(ctx, "expert_out", max_t * k * h)?,
+            shared_act: f32s(ctx, "shared_act", max_t * is)?,
+            shared_out: f32s(ctx, "shared_out", max_t * h)?,
+            gate_logit: f32s(ctx, "gate_logit", max_t)?,
+            logits: f32s(ctx, "logits", logit_rows * c.vocab_size)?,
+            logit_rows,
+            gdn: if has_gdn {
+                Some(GdnScratch::new(ctx, &gdn_dims(c), max_t as u32)?)
+            } else {
+                None
+            },
+        })
+    }
+}
+
+/// A sequence on the GPU: state, activations, and the decode launches recorded once.
+pub struct GpuSession {
+    pub(crate) pos: usize,
+    pub(crate) capacity: usize,
+    pub(crate) layers: Vec<LayerStateGpu>,
+    pub(crate) act: Activations,
+    pub(crate) attn: Option<AttnScratch>,
+    /// Decode-step launches (T = 1, logits of the one row), valid for this capacity.
+    pub(crate) decode: Option<Vec<Dispatch>>,
+    pub(crate) sampler: Option<(qwgpu_kernels::sample::SamplingParams, Vec<Dispatch>)>,
+    pub(crate) seed: u64,
+    pub(crate) counter: u32,
+}
+
+impl GpuSession {
+    /// Tokens processed so far.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+}
+
+pub(crate) fn kv_words(c: &TextConfig, rows: usize) -> usize {
+    rows * c.num_key_value_heads * c.head_dim
+}
+
+pub(crate) fn new_layers(ctx: &GpuContext, c: &TextConfig, capacity: usize) -> Result<Vec<LayerStateGpu>, ModelError> {
+    let mut out = Vec::with_capacity(c.layer_types.len());
+    for (i, ty) in c.layer_types.iter().enumerate() {
+        out.push(match ty {
+            LayerType::LinearAttention => {
+                let conv = f32s(ctx, &format!("layer {i} conv state"), (c.linear_conv_kernel_dim - 1) * c.conv_dim())?;
+                let state = f32s(
+                    ctx,
+                    &format!("layer {i} recurrent state"),
+                    c.linear_num_value_heads * c.linear_key_head_dim * c.linear_value_head_dim,
+                )?;
+                ctx.fill_f32(&conv, 0.0);
+                ctx.fill_f32(&state, 0.0);
+                LayerStateGpu::Linear { conv, state }
+            }
+            LayerType::FullAttention => LayerStateGpu::Full {
+                keys: f32s(ctx, &format!("layer {i} keys"), kv_words(c, capacity))?,
+                values: f32s(ctx, &format!("layer {i} values"), kv_words(c, capacity))?,
+            },
+        });
+    }
+    Ok(out)
+}
+
+/// Launches copying the state of `from` (first `rows` KV rows) into `to`.
+pub(crate) fn copy_state(
+    ctx: &GpuContext,
+    c: &TextConfig,
+    from: &[LayerStateGpu],
+    to: &[LayerStateGpu],
+    rows: usize,
+) -> Result<Vec<Dispatch>, ModelError> {
+    let mut d = Vec::new();
+    for (a, b) in from.iter().zip(to) {
+        match (a, b) {
+            (LayerStateGpu::Linear { conv, state }, LayerStateGpu::Linear { conv: c2, state: s2 }) => {
+                d.push(copy::copy_words(ctx, conv, 0, c2, 0, (conv.size() / 4).min(c2.size() / 4) as u32)?);
+                d.push(copy::copy_words(ctx, state, 0, s2, 0, (state.size() / 4).min(s2.size() / 4) as u32)?);
+            }
+            (LayerStateGpu::Full { keys, values }, LayerStateGpu::Full { keys: k2, values: v2 }) => {
+                let n = kv_words(c, rows) as u32;
+                if n > 0 {
+                    d.push(copy::copy_words(ctx, keys, 0, k2, 0, n)?);
+                    d.push(copy::copy_words(ctx, values, 0, v2, 0, n)?);
+                }
+            }
+            _ => {
+                return Err(ModelError::CacheMismatch {
+                    detail: "snapshot layer kinds differ from the session's".into(),
+                })
+            }
+        }
+    }
+    Ok(d)
+}

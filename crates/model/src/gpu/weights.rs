@@ -1,0 +1,265 @@
+//! The model's weights on the GPU, in their stored formats, each packed weight's
+//! shape checked against the config before its upload.
+
+use qwgpu_checkpoint::{FfnConfig, TextConfig};
+use qwgpu_kernels::{GpuContext, GpuWeight};
+use qwgpu_loader::{Ffn, Mixer, PackedModel, PackedWeight};
+
+use crate::ModelError;
+
+pub(crate) struct GdnGpu {
+    pub qkvz: GpuWeight,
+    pub ba: GpuWeight,
+    pub conv_w: wgpu::Buffer,
+    pub a_log: wgpu::Buffer,
+    pub dt_bias: wgpu::Buffer,
+    pub norm_w: wgpu::Buffer,
+    pub out_proj: GpuWeight,
+}
+
+pub(crate) struct AttnGpu {
+    pub qkv: GpuWeight,
+    pub o_proj: GpuWeight,
+    pub q_norm: wgpu::Buffer,
+    pub k_norm: wgpu::Buffer,
+}
+
+pub(crate) struct MlpGpu {
+    pub gate_up: GpuWeight,
+    pub down: GpuWeight,
+}
+
+pub(crate) struct MoeGpu {
+    pub router: GpuWeight,
+    pub experts_gate_up: GpuWeight,
+    pub experts_down: GpuWeight,
+    pub shared: MlpGpu,
+    pub shared_gate: GpuWeight,
+    pub experts: u32,
+    pub top_k: u32,
+    pub inter: u32,
+    pub shared_inter: u32,
+}
+
+pub(crate) enum MixerGpu {
+    Linear(GdnGpu),
+    Full(AttnGpu),
+}
+
+pub(crate) enum FfnGpu {
+    Dense(MlpGpu),
+    Moe(MoeGpu),
+}
+
+pub(crate) struct LayerGpu {
+    pub input_norm: wgpu::Buffer,
+    pub post_norm: wgpu::Buffer,
+    pub mixer: MixerGpu,
+    pub ffn: FfnGpu,
+}
+
+pub(crate) struct WeightsGpu {
+    pub embed: GpuWeight,
+    /// `None` when tied to the embeddings.
+    pub lm_head: Option<GpuWeight>,
+    pub norm: wgpu::Buffer,
+    pub layers: Vec<LayerGpu>,
+}
+
+fn expect(w: &PackedWeight, rows: usize, cols: usize, why: &'static str) -> Result<(), ModelError> {
+    if w.rows != rows || w.cols != cols {
+        return Err(ModelError::WeightShape {
+            tensor: w.name.clone(),
+            expected: vec![rows, cols],
+            got: vec![w.rows, w.cols],
+            why,
+        });
+    }
+    Ok(())
+}
+
+fn expect_len(name: String, v: &[f32], n: usize, why: &'static str) -> Result<(), ModelError> {
+    if v.len() != n {
+        return Err(ModelError::WeightShape {
+            tensor: name,
+            expected: vec![n],
+            got: vec![v.len()],
+            why,
+        });
+    }
+    Ok(())
+}
+
+/// Checks every packed weight's shape against the config (before any upload).
+pub(crate) fn check_shapes(m: &PackedModel) -> Result<(), ModelError> {
+    let c = &m.config;
+    crate::reference::validate_config(c)?;
+    let h = c.hidden_size;
+    expect(&m.embed_tokens, c.vocab_size, h, "vocab_size x hidden_size")?;
+    if let Some(head) = &m.lm_head {
+        expect(head, c.vocab_size, h, "vocab_size x hidden_size")?;
+    }
+    expect_len("model.norm.weight".into(), &m.norm, h, "hidden_size")?;
+    if m.layers.len() != c.num_hidden_layers {
+        return Err(ModelError::Config {
+            detail: format!("{} packed layers, num_hidden_layers = {}", m.layers.len(), c.num_hidden_layers),
+        });
+    }
+    for (i, l) in m.layers.iter().enumerate() {
+        let p = |s: &str| format!("model.layers.{i}.{s}");
+        expect_len(p("input_layernorm.weight"), &l.input_layernorm, h, "hidden_size")?;
+        expect_len(p("post_attention_layernorm.weight"), &l.post_attention_layernorm, h, "hidden_size")?;
+        match &l.mixer {
+            Mixer::Linear(g) => {
+                let k = c.linear_conv_kernel_dim;
+                expect(&g.in_proj_qkvz, c.conv_dim() + c.value_dim(), h, "conv_dim + value_dim x hidden")?;
+                expect(&g.in_proj_ba, 2 * c.linear_num_value_heads, h, "2·nv x hidden")?;
+                expect(&g.out_proj, h, c.value_dim(), "hidden x value_dim")?;
+                expect_len(p("linear_attn.conv1d.weight"), &g.conv1d, c.conv_dim() * k, "conv_dim·K")?;
+                expect_len(p("linear_attn.A_log"), &g.a_log, c.linear_num_value_heads, "nv")?;
+                expect_len(p("linear_attn.dt_bias"), &g.dt_bias, c.linear_num_value_heads, "nv")?;
+                expect_len(p("linear_attn.norm.weight"), &g.norm, c.linear_value_head_dim, "dv")?;
+            }
+            Mixer::Full(a) => {
+                expect(&a.qkv, c.q_proj_rows() + 2 * c.kv_proj_rows(), h, "2·nh·hd + 2·nkv·hd x hidden")?;
+                expect(&a.o_proj, h, c.num_attention_heads * c.head_dim, "hidden x nh·hd")?;
+                expect_len(p("self_attn.q_norm.weight"), &a.q_norm, c.head_dim, "head_dim")?;
+                expect_len(p("self_attn.k_norm.weight"), &a.k_norm, c.head_dim, "head_dim")?;
+            }
+        }
+        match (&l.ffn, &c.ffn) {
+            (Ffn::Dense(d), FfnConfig::Dense { intermediate_size: is }) => {
+                expect(&d.gate_up, 2 * is, h, "2·intermediate x hidden")?;
+                expect(&d.down, h, *is, "hidden x intermediate")?;
+            }
+            (
+                Ffn::Moe(e),
+                FfnConfig::Moe {
+                    num_experts,
+                    moe_intermediate_size: ie,
+                    shared_expert_intermediate_size: is,
+                    ..
+                },
+            ) => {
+                expect(&e.router, *num_experts, h, "experts x hidden")?;
+                expect(&e.experts_gate_up, num_experts * 2 * ie, h, "experts·2·moe_intermediate x hidden")?;
+                expect(&e.experts_down, num_experts * h, *ie, "experts·hidden x moe_intermediate")?;
+                expect(&e.shared_expert.gate_up, 2 * is, h, "2·shared_intermediate x hidden")?;
+                expect(&e.shared_expert.down, h, *is, "hidden x shared_intermediate")?;
+                expect(&e.shared_expert_gate, 1, h, "1 x hidden")?;
+            }
+            _ => {
+                return Err(ModelError::LayerKind {
+                    layer: i,
+                    expected: match c.ffn {
+                        FfnConfig::Dense { .. } => "dense MLP",
+                        FfnConfig::Moe { .. } => "MoE",
+                    },
+                    got: match l.ffn {
+                        Ffn::Dense(_) => "dense MLP",
+                        Ffn::Moe(_) => "MoE",
+                    },
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Bytes the weights take on the GPU (stored format, rows padded to 16 bytes).
+pub(crate) fn gpu_bytes(m: &PackedModel) -> u64 {
+    m.weights()
+        .iter()
+        .map(|w| {
+            let f = qwgpu_kernels::WeightFormat::from_dtype(w.dtype);
+            (w.rows * qwgpu_kernels::weights::stride_words(w.cols, f) * 4 + w.rows * 4) as u64
+        })
+        .sum()
+}
+
+fn up(ctx: &GpuContext, w: &PackedWeight, progress: &mut dyn FnMut(u64)) -> Result<GpuWeight, ModelError> {
+    let g = GpuWeight::upload(ctx, w)?;
+    progress(w.data.len() as u64);
+    Ok(g)
+}
+
+fn vec_buf(ctx: &GpuContext, name: String, v: &[f32]) -> Result<wgpu::Buffer, ModelError> {
+    Ok(ctx.upload(&name, v)?)
+}
+
+/// Uploads every weight in its stored format; `progress` gets the bytes of each.
+pub(crate) fn upload(ctx: &GpuContext, m: &PackedModel, progress: &mut dyn FnMut(u64)) -> Result<WeightsGpu, ModelError> {
+    let c = &m.config;
+    let embed = up(ctx, &m.embed_tokens, progress)?;
+    let lm_head = m.lm_head.as_ref().map(|w| up(ctx, w, progress)).transpose()?;
+    let norm = vec_buf(ctx, "model.norm".into(), &m.norm)?;
+    let mut layers = Vec::with_capacity(m.layers.len());
+    for (i, l) in m.layers.iter().enumerate() {
+        let p = |s: &str| format!("model.layers.{i}.{s}");
+        let mixer = match &l.mixer {
+            Mixer::Linear(g) => MixerGpu::Linear(GdnGpu {
+                qkvz: up(ctx, &g.in_proj_qkvz, progress)?,
+                ba: up(ctx, &g.in_proj_ba, progress)?,
+                conv_w: vec_buf(ctx, p("conv1d"), &g.conv1d)?,
+                a_log: vec_buf(ctx, p("A_log"), &g.a_log)?,
+                dt_bias: vec_buf(ctx, p("dt_bias"), &g.dt_bias)?,
+                norm_w: vec_buf(ctx, p("linear_attn.norm"), &g.norm)?,
+                out_proj: up(ctx, &g.out_proj, progress)?,
+            }),
+            Mixer::Full(a) => MixerGpu::Full(AttnGpu {
+                qkv: up(ctx, &a.qkv, progress)?,
+                o_proj: up(ctx, &a.o_proj, progress)?,
+                q_norm: vec_buf(ctx, p("q_norm"), &a.q_norm)?,
+                k_norm: vec_buf(ctx, p("k_norm"), &a.k_norm)?,
+            }),
+        };
+        let ffn = match (&l.ffn, &c.ffn) {
+            (Ffn::Dense(d), _) => FfnGpu::Dense(MlpGpu {
+                gate_up: up(ctx, &d.gate_up, progress)?,
+                down: up(ctx, &d.down, progress)?,
+            }),
+            (
+                Ffn::Moe(e),
+                FfnConfig::Moe {
+                    num_experts,
+                    num_experts_per_tok,
+                    moe_intermediate_size,
+                    shared_expert_intermediate_size,
+                },
+            ) => FfnGpu::Moe(MoeGpu {
+                router: up(ctx, &e.router, progress)?,
+                experts_gate_up: up(ctx, &e.experts_gate_up, progress)?,
+                experts_down: up(ctx, &e.experts_down, progress)?,
+                shared: MlpGpu {
+                    gate_up: up(ctx, &e.shared_expert.gate_up, progress)?,
+                    down: up(ctx, &e.shared_expert.down, progress)?,
+                },
+                shared_gate: up(ctx, &e.shared_expert_gate, progress)?,
+                experts: *num_experts as u32,
+                top_k: *num_experts_per_tok as u32,
+                inter: *moe_intermediate_size as u32,
+                shared_inter: *shared_expert_intermediate_size as u32,
+            }),
+            (Ffn::Moe(_), FfnConfig::Dense { .. }) => {
+                return Err(ModelError::LayerKind {
+                    layer: i,
+                    expected: "dense MLP",
+                    got: "MoE",
+                })
+            }
+        };
+        layers.push(LayerGpu {
+            input_norm: vec_buf(ctx, p("input_layernorm"), &l.input_layernorm)?,
+            post_norm: vec_buf(ctx, p("post_attention_layernorm"), &l.post_attention_layernorm)?,
+            mixer,
+            ffn,
+        });
+    }
+    ctx.wait("weight upload")?;
+    Ok(WeightsGpu {
+        embed,
+        lm_head,
+        norm,
+        layers,
+    })
+}
