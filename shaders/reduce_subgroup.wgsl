@@ -1,10 +1,9 @@
-// Workgroup reductions, subgroup variant. Concatenated FIRST into a module (the
-// diagnostic directive must precede declarations). The kernel file declares
+// Workgroup reductions, subgroup variant (same functions as reduce_shared.wgsl).
+// The kernel file declares
 // `override WG: u32` (a power of two, a multiple of the subgroup size).
 // Subgroup size is never assumed: it is measured with subgroupAdd(1u). Subgroups
 // are taken to be contiguous runs of local_invocation_index (as on every
 // Vulkan/Metal/D3D12 driver with full subgroups).
-diagnostic(off, subgroup_uniformity);
 
 var<workgroup> red_buf: array<vec4<f32>, WG>;
 

@@ -7,17 +7,29 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use qwgpu_checkpoint::{Checkpoint, OpenOptions};
-use qwgpu_model::reference::ReferenceModel;
-use qwgpu_model::sampling::Sampler;
+use qwgpu_model::engine::{self, ContextOptions, LoadOptions, Model, SamplingParams};
 
 use crate::{bundled, prompt};
 
 /// Where the forward pass runs.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Backend {
+    /// The best GPU adapter; the CPU reference only when there is none.
+    Auto,
+    /// A GPU adapter (lavapipe counts, reported as software).
+    Gpu,
     /// The f32 CPU reference implementation (exact, slow).
     Cpu,
+}
+
+impl From<Backend> for engine::Backend {
+    fn from(b: Backend) -> Self {
+        match b {
+            Backend::Auto => engine::Backend::Auto,
+            Backend::Gpu => engine::Backend::Gpu,
+            Backend::Cpu => engine::Backend::Cpu,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -50,9 +62,18 @@ pub struct GenerateArgs {
     /// Refuse checkpoints with tensors qwgpu does not know (default: warn and ignore them).
     #[arg(long)]
     strict: bool,
+    /// Top-k sampling: keep the k most likely tokens (0 = off).
+    #[arg(long, default_value_t = 0)]
+    top_k: u32,
     /// Compute backend.
-    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
     backend: Backend,
+    /// Print GPU time per kernel family for one prefill step and one decode step.
+    #[arg(long)]
+    profile: bool,
+    /// GPU adapter: an index from `qwgpu devices` or a name substring (also `QWGPU_ADAPTER`).
+    #[arg(long)]
+    adapter: Option<String>,
 }
 
 pub fn run(args: &GenerateArgs) -> Result<()> {
@@ -66,14 +87,23 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             bundled::materialize()?
         }
     };
-    let Backend::Cpu = args.backend;
     let started = Instant::now();
-    let model =
-        load_model(&dir, args.strict).with_context(|| format!("loading {}", dir.display()))?;
+    let opts = LoadOptions {
+        backend: args.backend.into(),
+        gpu: ContextOptions {
+            adapter: args.adapter.clone(),
+            ..Default::default()
+        },
+        strict: args.strict,
+        ..Default::default()
+    };
     let tokenizer = prompt::load_tokenizer(&dir)?;
+    let model = load_model(&dir, &opts)
+        .with_context(|| format!("loading {}", dir.display()))?;
     eprintln!(
-        "qwgpu: loaded {} on the CPU reference backend in {:.2} s",
+        "qwgpu: loaded {} on {} in {:.2} s",
         dir.display(),
+        model.backend_name(),
         started.elapsed().as_secs_f64()
     );
 
@@ -89,17 +119,24 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     if prompt_ids.is_empty() {
         bail!("the prompt is empty after tokenization");
     }
-    let vocab = model.config().vocab_size;
     let eos = prompt::eos_token_ids(&dir)?;
+    if !(args.temperature.is_finite() && args.temperature >= 0.0) {
+        bail!("--temperature {} must be a finite number >= 0", args.temperature);
+    }
+    if !(args.top_p > 0.0 && args.top_p <= 1.0) {
+        bail!("--top-p {} must be in (0, 1]", args.top_p);
+    }
+    let params = SamplingParams {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+    };
 
-    let mut cache = model.new_cache();
-    let top_p = (args.top_p < 1.0).then_some(args.top_p);
-    let mut sampler = Sampler::new(args.temperature, top_p, args.seed)?;
+    let mut session = model.new_session()?;
+    model.set_seed(&mut session, args.seed);
     let t0 = Instant::now();
-    let logits = model.forward(&mut cache, &prompt_ids)?;
+    let mut next = model.sample_next(&mut session, &prompt_ids, &params)?;
     let prefill_s = t0.elapsed().as_secs_f64();
-    let last = &logits[logits.len() - vocab..];
-    let mut next = sampler.sample(last) as u32;
 
     let mut out = std::io::stdout().lock();
     write!(out, "{text}")?;
@@ -124,8 +161,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         if step + 1 == args.max_tokens {
             break;
         }
-        let logits = model.forward(&mut cache, &[next])?;
-        next = sampler.sample(&logits) as u32;
+        next = model.sample_next(&mut session, &[next], &params)?;
     }
     let all = decode(&tokenizer, &generated)?;
     if all.len() > printed && all.is_char_boundary(printed) {
@@ -134,30 +170,57 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     writeln!(out)?;
     let decode_s = t1.elapsed().as_secs_f64();
     eprintln!(
-        "qwgpu: prompt {} tokens in {:.3} s ({:.1} tok/s); generated {} tokens in {:.3} s ({:.1} tok/s)",
+        "qwgpu: prefill {} tokens in {:.3} s ({:.1} tok/s); decode {} tokens in {:.3} s ({:.1} tok/s) on {}",
         prompt_ids.len(),
         prefill_s,
         prompt_ids.len() as f64 / prefill_s.max(1e-9),
         generated.len(),
         decode_s,
         generated.len() as f64 / decode_s.max(1e-9),
+        model.backend_name(),
     );
+    if args.profile {
+        profile(&model, &prompt_ids, next)?;
+    }
     Ok(())
 }
 
-/// Opens the checkpoint, packs its weights with a progress bar, builds the model.
-fn load_model(dir: &Path, strict: bool) -> Result<ReferenceModel> {
-    let ckpt = Checkpoint::open_with(dir, &OpenOptions { strict })?;
-    ReferenceModel::check_fits(&ckpt)?;
-    let bar = ProgressBar::new(ckpt.config().text.num_hidden_layers as u64);
+/// Times one prefill step over the prompt and one decode step, by kernel family.
+fn profile(model: &Model, prompt_ids: &[u32], next: u32) -> Result<()> {
+    let mut session = model.new_session()?;
+    let chunk = &prompt_ids[..prompt_ids.len().min(engine::DEFAULT_MAX_CHUNK)];
+    for (what, tokens) in [("prefill", chunk), ("decode", &[next][..])] {
+        let Some(rows) = model.profile(&mut session, tokens)? else {
+            eprintln!("qwgpu: --profile needs the GPU backend");
+            return Ok(());
+        };
+        let total: f64 = rows.iter().map(|r| r.1).sum();
+        eprintln!("qwgpu: {what} step ({} tokens): {:.3} ms GPU time", tokens.len(), total / 1e6);
+        for (label, ns, n) in rows {
+            eprintln!(
+                "  {label:<20} {:>9.3} ms {:>5.1}% {n:>5} launches",
+                ns / 1e6,
+                100.0 * ns / total.max(1.0)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Opens the checkpoint (strict if asked), then loads it on the chosen backend
+/// with a progress bar in bytes.
+fn load_model(dir: &Path, opts: &LoadOptions) -> Result<Model> {
+    let bar = ProgressBar::new(0);
     bar.set_style(
-        ProgressStyle::with_template("loading {bar:30} {pos}/{len} layers {elapsed}")
+        ProgressStyle::with_template("uploading {bar:30} {bytes}/{total_bytes} {elapsed}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let progress = |done: usize, _total: usize| bar.set_position(done as u64);
-    let packed = qwgpu_loader::load_model_with(&ckpt, Some(&progress))?;
+    let model = Model::load_with_progress(dir, opts, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })?;
     bar.finish_and_clear();
-    Ok(ReferenceModel::from_packed(&packed)?)
+    Ok(model)
 }
 
 fn decode(tokenizer: &tokenizers::Tokenizer, ids: &[u32]) -> Result<String> {

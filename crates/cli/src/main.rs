@@ -3,10 +3,12 @@
 //! ```text
 //! qwgpu generate --model ~/models/Qwen3.5-0.8B --prompt "Hello" --max-tokens 64
 //! qwgpu generate            # the bundled tiny random-weight fixture
+//! qwgpu devices           # GPU adapters, features, limits
 //! qwgpu inspect --model ~/models/Qwen3.5-35B-A3B-FP8 --weights
 //! ```
 
 mod bundled;
+mod devices;
 mod generate;
 mod inspect;
 mod prompt;
@@ -31,6 +33,8 @@ struct Cli {
 enum Command {
     /// Generate text from a prompt, streaming tokens as they are produced.
     Generate(generate::GenerateArgs),
+    /// List the GPU adapters with their features and limits.
+    Devices,
     /// Show what qwgpu reads from a model folder: config, quantization, packed weights.
     Inspect(inspect::InspectArgs),
 }
@@ -70,5 +74,6 @@ fn run() -> Result<()> {
     match Cli::parse().command {
         Command::Generate(args) => generate::run(&args),
         Command::Inspect(args) => inspect::run(&args),
+        Command::Devices => devices::run(),
     }
 }

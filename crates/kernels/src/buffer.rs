@@ -3,8 +3,6 @@
 
 use std::sync::{Arc, Mutex};
 
-use wgpu::util::DeviceExt;
-
 use crate::{GpuContext, KernelError};
 
 /// Every buffer is at least this big (zero-sized bindings are invalid) and a
@@ -64,28 +62,31 @@ impl GpuContext {
     pub fn upload_bytes(&self, label: &str, bytes: &[u8]) -> Result<wgpu::Buffer, KernelError> {
         let size = padded(bytes.len() as u64);
         self.check_binding(label, size)?;
-        let mut contents = bytes.to_vec();
-        contents.resize(size as usize, 0);
-        self.scoped(label, || {
-            self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: &contents,
-                usage: wgpu::BufferUsages::STORAGE
-                    | wgpu::BufferUsages::COPY_DST
-                    | wgpu::BufferUsages::COPY_SRC,
-            })
-        })
+        let buf = self.storage(label, size)?;
+        // write_buffer, not a mapped-at-creation init: on a lost device the latter panics.
+        let whole = bytes.len() / 4 * 4;
+        self.queue.write_buffer(&buf, 0, &bytes[..whole]);
+        if whole < bytes.len() {
+            let mut tail = [0u8; 4];
+            tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
+            self.queue.write_buffer(&buf, whole as u64, &tail);
+        }
+        Ok(buf)
     }
 
     /// A uniform buffer holding `value` (kernel parameters).
     pub fn uniform<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
         let mut contents = bytemuck::bytes_of(value).to_vec();
         contents.resize(padded(contents.len() as u64) as usize, 0);
-        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            contents: &contents,
+            size: contents.len() as u64,
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-        })
+            mapped_at_creation: false,
+        });
+        // write_buffer, not a mapped-at-creation init: on a lost device the latter panics.
+        self.queue.write_buffer(&buf, 0, &contents);
+        buf
     }
 
     /// Overwrites a buffer with f32 `value` (tests poison outputs with NaN).

@@ -188,6 +188,8 @@ impl GpuContext {
     /// Returns the first asynchronous error (or the device loss) seen since the
     /// last call, as a typed error naming `during`.
     pub fn check(&self, during: &str) -> Result<(), KernelError> {
+        // A non-blocking poll runs pending callbacks (the device-lost one too).
+        let _ = self.device.poll(wgpu::PollType::Poll);
         if let Some(reason) = self.lost.lock().ok().and_then(|l| l.clone()) {
             return Err(KernelError::DeviceLost {
                 reason,
@@ -250,6 +252,9 @@ impl GpuContext {
 
     /// Destroys the device (for tests of device-loss handling).
     pub fn destroy(&self) {
+        if let Ok(mut l) = self.lost.lock() {
+            *l = Some("destroyed by the application".into());
+        }
         self.device.destroy();
     }
 }

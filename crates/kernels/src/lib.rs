@@ -25,9 +25,18 @@ mod dispatch;
 mod error;
 mod pipeline;
 
+pub mod attention;
 pub mod copy;
+pub mod embed;
+pub mod gdn;
+pub mod matmul;
+pub mod moe;
+pub mod norm;
+pub mod profile;
+pub mod sample;
 pub mod weights;
 pub mod shaders;
+pub mod step;
 pub mod testing;
 
 pub use adapters::{list_adapters, AdapterSummary};
@@ -36,6 +45,7 @@ pub use context::{Capabilities, ContextOptions, GpuContext, WAIT_TIMEOUT};
 pub use dispatch::{grid_1d, Dispatch, MAX_GROUPS};
 pub use error::KernelError;
 pub use pipeline::PipelineKey;
+pub use step::Step;
 pub use weights::{GpuWeight, WeightFormat};
 
 /// Re-exported so callers name the same wgpu version.

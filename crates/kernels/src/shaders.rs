@@ -10,11 +10,13 @@ pub struct ShaderSource {
     pub text: &'static str,
 }
 
+/// Declares a `pub static` [`ShaderSource`] for a file in `shaders/` (used by every family module).
+#[macro_export]
 macro_rules! shader {
     ($id:ident, $file:literal) => {
-        pub static $id: ShaderSource = ShaderSource {
+        pub static $id: $crate::shaders::ShaderSource = $crate::shaders::ShaderSource {
             name: $file,
-            text: include_str!(concat!("../../../shaders/", $file)),
+            text: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shaders/", $file)),
         };
     };
 }
@@ -32,9 +34,17 @@ pub fn all() -> Vec<&'static ShaderSource> {
 /// Every module (file list) the kernels build, with whether it needs the
 /// subgroup/f16 capabilities: validated by naga in a CPU-only test.
 pub fn modules() -> Vec<(Vec<&'static ShaderSource>, bool)> {
-    vec![
+    let mut all = vec![
         (vec![&COPY], false),
         (vec![&REDUCE_SUBGROUP, &NUMERIC, &COPY], true),
         (vec![&REDUCE_SHARED, &NUMERIC, &COPY], false),
-    ]
+    ];
+    all.extend(crate::matmul::modules());
+    all.extend(crate::gdn::modules());
+    all.extend(crate::attention::modules());
+    all.extend(crate::norm::modules());
+    all.extend(crate::embed::modules());
+    all.extend(crate::moe::modules());
+    all.extend(crate::sample::modules());
+    all
 }

@@ -13,6 +13,9 @@ pub enum ModelError {
     Checkpoint(Box<qwgpu_checkpoint::CheckpointError>),
     #[error(transparent)]
     Load(Box<qwgpu_loader::LoadError>),
+    /// The GPU backend: no adapter, device lost, out of memory, limits, shaders.
+    #[error(transparent)]
+    Gpu(Box<qwgpu_kernels::KernelError>),
     /// A weight's shape disagrees with the config.
     #[error("weight `{tensor}`: shape {got:?}, expected {expected:?} ({why})")]
     WeightShape {
@@ -85,5 +88,11 @@ impl From<qwgpu_checkpoint::CheckpointError> for ModelError {
 impl From<qwgpu_loader::LoadError> for ModelError {
     fn from(e: qwgpu_loader::LoadError) -> Self {
         Self::Load(Box::new(e))
+    }
+}
+
+impl From<qwgpu_kernels::KernelError> for ModelError {
+    fn from(e: qwgpu_kernels::KernelError) -> Self {
+        ModelError::Gpu(Box::new(e))
     }
 }

@@ -5,10 +5,15 @@
 //! - [`sampling`]: greedy / temperature / top-k / top-p token selection.
 //! - [`golden`]: fixtures with Hugging Face logits and the check of the reference
 //!   model against them.
+//! - [`engine`]: the backend-neutral API (GPU or CPU reference): load, sessions,
+//!   sampling on the device, snapshot / restore / fork.
+//! - [`gpu`]: the forward pass on the GPU (weights in their stored formats).
 //! - [`testing`]: random in-memory models for tests (of this and other crates).
 
+pub mod engine;
 mod error;
 pub mod golden;
+pub mod gpu;
 pub mod reference;
 pub mod sampling;
 pub mod testing;

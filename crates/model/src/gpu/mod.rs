@@ -54,12 +54,11 @@ impl GpuSnapshot {
     }
 }
 
-/// `theta^(-2i/rot)` in f32, exactly as [`qwgpu_ops::rope::Rope::new`] computes it.
+/// The reference's RoPE frequencies (the host computes each step's cos/sin rows from them).
 fn inv_freq(c: &TextConfig) -> Vec<f32> {
-    let rot = c.rotary_dim();
-    (0..rot / 2)
-        .map(|i| 1.0 / (c.rope.theta as f32).powf((2 * i) as f32 / rot as f32))
-        .collect()
+    qwgpu_ops::rope::Rope::new(c.rotary_dim(), c.rope.theta)
+        .inv_freq()
+        .to_vec()
 }
 
 impl GpuModel {

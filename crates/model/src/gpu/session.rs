@@ -38,7 +38,6 @@ pub(crate) struct Activations {
     pub shared_out: wgpu::Buffer,
     pub gate_logit: wgpu::Buffer,
     pub logits: wgpu::Buffer,
-    pub logit_rows: usize,
     pub gdn: Option<GdnScratch>,
 }
 
@@ -101,7 +100,6 @@ impl Activations {
             shared_out: f32s(ctx, "shared_out", max_t * h)?,
             gate_logit: f32s(ctx, "gate_logit", max_t)?,
             logits: f32s(ctx, "logits", logit_rows * c.vocab_size)?,
-            logit_rows,
             gdn: if has_gdn {
                 Some(GdnScratch::new(ctx, &gdn_dims(c), max_t as u32)?)
             } else {

@@ -1,7 +1,7 @@
 //! The model's weights on the GPU, in their stored formats, each packed weight's
 //! shape checked against the config before its upload.
 
-use qwgpu_checkpoint::{FfnConfig, TextConfig};
+use qwgpu_checkpoint::FfnConfig;
 use qwgpu_kernels::{GpuContext, GpuWeight};
 use qwgpu_loader::{Ffn, Mixer, PackedModel, PackedWeight};
 
@@ -38,7 +38,6 @@ pub(crate) struct MoeGpu {
     pub experts: u32,
     pub top_k: u32,
     pub inter: u32,
-    pub shared_inter: u32,
 }
 
 pub(crate) enum MixerGpu {
@@ -224,7 +223,7 @@ pub(crate) fn upload(ctx: &GpuContext, m: &PackedModel, progress: &mut dyn FnMut
                     num_experts,
                     num_experts_per_tok,
                     moe_intermediate_size,
-                    shared_expert_intermediate_size,
+                    shared_expert_intermediate_size: _,
                 },
             ) => FfnGpu::Moe(MoeGpu {
                 router: up(ctx, &e.router, progress)?,
@@ -238,7 +237,6 @@ pub(crate) fn upload(ctx: &GpuContext, m: &PackedModel, progress: &mut dyn FnMut
                 experts: *num_experts as u32,
                 top_k: *num_experts_per_tok as u32,
                 inter: *moe_intermediate_size as u32,
-                shared_inter: *shared_expert_intermediate_size as u32,
             }),
             (Ffn::Moe(_), FfnConfig::Dense { .. }) => {
                 return Err(ModelError::LayerKind {

@@ -26,3 +26,5 @@ pub use model::ReferenceModel;
 
 #[cfg(test)]
 mod model_tests;
+
+pub(crate) use weights::validate_config;

@@ -1,0 +1,527 @@
+//! Qwen3.5 gated full attention on the GPU: everything between the qkv
+//! projection and `o_proj` (spec §2.3), for one layer and one call of `T` tokens
+//! at positions `pos .. pos + T` (`pos` = [`Step::pos`](crate::Step)).
+//!
+//! Launches ([`attention_forward`]):
+//! 1. `attn_prep` (`rope_qk.wgsl`), one workgroup per (head, token): `(1 + w)`
+//!    RMSNorm of q and k heads, partial NeoX RoPE on the first `rotary_dim` dims
+//!    from a host-filled cos/sin table ([`rope_table`]; angles in f64 on the CPU
+//!    exactly like `qwgpu_ops::rope::Rope`, since f32 `pos·inv_freq` on the GPU
+//!    would differ), q to the scratch, k and v into KV-cache rows `pos + t`.
+//! 2. `T == 1`: `attn_decode` + `attn_merge` (`attention_decode.wgsl`,
+//!    `attention_merge.wgsl`), split-K flash decoding. The split count is fixed
+//!    from the cache capacity ([`decode_splits`]) so the launches never change
+//!    with the position and are recorded once for every decode step; the split
+//!    *length* is computed in the shader from `pos` (`max(64, ⌈(pos+1)/splits⌉)`),
+//!    so short contexts use fewer splits of at least 64 keys and long ones spread
+//!    over all of them. One workgroup handles all q heads of a kv head (or a
+//!    block of up to 8 when workgroup memory is short) so K/V are read once;
+//!    scores use 4 lanes per key with loads batched 4 deep, so no thread waits
+//!    on one load at a time (a thread-per-key loop was latency-bound: 10× slower
+//!    at short contexts); the merge applies the log-sum-exp rule and the gate.
+//!    `T > 1`: `attn_prefill` (`attention_prefill.wgsl`), tiled causal flash
+//!    attention over (token, q head) rows of one kv head (GQA heads share the
+//!    K/V tiles), 16 rows × 64 keys per tile, 2×2 scores per thread, online
+//!    softmax and the gate fused.
+//!
+//! Measured on an H100 (Vulkan, trusted modules, hd 256, nh/nkv 16/4, capacity
+//! 131072, 256 splits): decode 20 µs at 1k keys, 123 µs at 32k (2.2 TB/s of
+//! K+V), 396 µs at 128k (2.7 TB/s), prep + decode + merge; nh/nkv 32/2 reaches
+//! 1.2 TB/s (8-head blocks read K/V twice). Prefill T = 2048: 15–18 TFLOP/s.
+//!
+//! The gate half of `q_proj` is never copied: the epilogues read it from `qkv`.
+//! Every kernel stays within WebGPU's default limits (16 KiB workgroup memory,
+//! 256 invocations, 8 storage buffers); subgroups only speed up the decode
+//! reductions. All math is f32.
+//!
+//! Buffer layouts (f32, row-major):
+//! - `qkv [T, 2·nh·hd + 2·nkv·hd]`: per head `[query_h | gate_h]` (nh pairs),
+//!   then k (nkv·hd), then v (nkv·hd).
+//! - `rope [2, max_t, rotary_dim/2]`: cos block then sin block, row `t` for
+//!   position `pos + t` of this call.
+//! - `keys`, `values [capacity, nkv, hd]`, `out [T, nh·hd]`.
+//!
+//! The host must ensure `pos + T <= capacity` before each call (the kernels can
+//! not report it; they skip cache writes past the capacity and clamp reads).
+
+use crate::dispatch::Dispatch;
+use crate::shaders::{self, ShaderSource};
+use crate::{step, GpuContext, KernelError, PipelineKey};
+
+crate::shader!(ATTENTION_COMMON, "attention_common.wgsl");
+crate::shader!(ROPE_QK, "rope_qk.wgsl");
+crate::shader!(ATTENTION_DECODE, "attention_decode.wgsl");
+crate::shader!(ATTENTION_MERGE, "attention_merge.wgsl");
+crate::shader!(ATTENTION_PREFILL, "attention_prefill.wgsl");
+
+const KERNEL: &str = "attention";
+/// Threads of the prep kernel (one head of up to 256 dims per workgroup).
+const PREP_WG: u32 = 64;
+/// Threads (= keys per tile) of the decode kernel.
+const DECODE_WG: u32 = 256;
+const MERGE_WG: u32 = 256;
+const PREFILL_WG: u32 = 256;
+/// Rows ((token, head) pairs) per prefill workgroup (`BM` in the shader).
+const PREFILL_BM: u32 = 16;
+/// Largest q-head block of one decode workgroup (`GB_MAX` in the shader).
+const DECODE_GB_MAX: u32 = 8;
+/// Fewest keys per decode split (`ATTN_MIN_CHUNK` in the shader).
+pub const MIN_SPLIT_KEYS: u32 = 64;
+/// Most decode splits (bounds the merge's work and the partials' size).
+pub const MAX_SPLITS: u32 = 256;
+/// Largest supported head dim.
+pub const MAX_HEAD_DIM: u32 = 256;
+
+/// Attention geometry of one layer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttnDims {
+    /// Query heads.
+    pub nh: u32,
+    /// Key/value heads (divides `nh`).
+    pub nkv: u32,
+    /// Head dim: a multiple of 4, at most [`MAX_HEAD_DIM`].
+    pub hd: u32,
+    /// Leading dims of each head that rotate (even, `<= hd`).
+    pub rotary_dim: u32,
+    /// RMSNorm epsilon of the q/k norms.
+    pub eps: f32,
+}
+
+impl AttnDims {
+    /// Row width of the qkv projection output: `2·nh·hd + 2·nkv·hd`.
+    pub fn qkv_width(&self) -> u32 {
+        2 * self.nh * self.hd + 2 * self.nkv * self.hd
+    }
+
+    fn validate(&self) -> Result<(), KernelError> {
+        let bad = |detail: String| {
+            Err(KernelError::Arguments {
+                kernel: KERNEL,
+                detail,
+            })
+        };
+        let AttnDims {
+            nh,
+            nkv,
+            hd,
+            rotary_dim,
+            eps,
+        } = *self;
+        if nh == 0 || nkv == 0 || nh % nkv != 0 {
+            return bad(format!("nh {nh} must be a positive multiple of nkv {nkv}"));
+        }
+        if hd == 0 || hd % 4 != 0 || hd > MAX_HEAD_DIM {
+            return bad(format!(
+                "head dim {hd} must be a positive multiple of 4 and at most {MAX_HEAD_DIM}"
+            ));
+        }
+        if rotary_dim % 2 != 0 || rotary_dim > hd {
+            return bad(format!(
+                "rotary_dim {rotary_dim} must be even and at most hd {hd}"
+            ));
+        }
+        if !(eps.is_finite() && eps >= 0.0) {
+            return bad(format!("eps {eps} must be finite and >= 0"));
+        }
+        Ok(())
+    }
+}
+
+/// The buffers of one attention call (all f32; layouts in the module doc).
+pub struct AttnBuffers<'a> {
+    /// `[T, 2·nh·hd + 2·nkv·hd]`, output of the qkv projection.
+    pub qkv: &'a wgpu::Buffer,
+    /// `[hd]` stored weight `w` (the kernel applies `1 + w`).
+    pub q_norm: &'a wgpu::Buffer,
+    /// `[hd]` stored weight `w` (the kernel applies `1 + w`).
+    pub k_norm: &'a wgpu::Buffer,
+    /// `[2, max_t, rotary_dim/2]` cos then sin for this call's positions ([`rope_table`]).
+    pub rope: &'a wgpu::Buffer,
+    /// `[capacity, nkv, hd]` key cache of this layer.
+    pub keys: &'a wgpu::Buffer,
+    /// `[capacity, nkv, hd]` value cache of this layer.
+    pub values: &'a wgpu::Buffer,
+    /// The session's [`Step`](crate::Step) uniform (`pos` = first position of this call).
+    pub step: &'a wgpu::Buffer,
+    /// `[T, nh·hd]`: attention output · sigmoid(gate), the input of `o_proj`.
+    pub out: &'a wgpu::Buffer,
+}
+
+/// Scratch of the attention kernels, shareable by every layer of one geometry:
+/// q after norm + RoPE `[max_t, nh, hd]` and the decode partials
+/// (`[splits, nh, hd]` outputs, `[splits, nh]` (max, sum) pairs).
+pub struct AttnScratch {
+    q: wgpu::Buffer,
+    part_o: wgpu::Buffer,
+    part_ml: wgpu::Buffer,
+    splits: u32,
+    max_t: u32,
+    capacity: u32,
+    dims: AttnDims,
+}
+
+/// Decode split count for a cache of `capacity` rows: one per
+/// [`MIN_SPLIT_KEYS`] keys, at most [`MAX_SPLITS`].
+pub fn decode_splits(capacity: u32) -> u32 {
+    capacity.div_ceil(MIN_SPLIT_KEYS).clamp(1, MAX_SPLITS)
+}
+
+impl AttnScratch {
+    /// Scratch for calls of up to `max_t` tokens over a cache of `capacity` rows,
+    /// with [`decode_splits`]`(capacity)` decode splits.
+    pub fn new(
+        ctx: &GpuContext,
+        dims: &AttnDims,
+        max_t: u32,
+        capacity: u32,
+    ) -> Result<Self, KernelError> {
+        Self::with_splits(ctx, dims, max_t, capacity, decode_splits(capacity))
+    }
+
+    /// Same with an explicit decode split count (1 ..= [`MAX_SPLITS`]; tests and tuning).
+    pub fn with_splits(
+        ctx: &GpuContext,
+        dims: &AttnDims,
+        max_t: u32,
+        capacity: u32,
+        splits: u32,
+    ) -> Result<Self, KernelError> {
+        dims.validate()?;
+        if max_t == 0 || capacity == 0 || max_t > crate::MAX_GROUPS {
+            return Err(KernelError::Arguments {
+                kernel: KERNEL,
+                detail: format!(
+                    "max_t {max_t} must be in 1..={} and capacity {capacity} positive",
+                    crate::MAX_GROUPS
+                ),
+            });
+        }
+        if !(1..=MAX_SPLITS).contains(&splits) {
+            return Err(KernelError::Arguments {
+                kernel: KERNEL,
+                detail: format!("decode split count {splits} must be in 1..={MAX_SPLITS}"),
+            });
+        }
+        let (nh, hd) = (dims.nh as u64, dims.hd as u64);
+        Ok(Self {
+            q: ctx.storage("attention q scratch", max_t as u64 * nh * hd * 4)?,
+            part_o: ctx.storage("attention partial outputs", splits as u64 * nh * hd * 4)?,
+            part_ml: ctx.storage("attention partial max/sum", splits as u64 * nh * 8)?,
+            splits,
+            max_t,
+            capacity,
+            dims: *dims,
+        })
+    }
+
+    /// The decode split count.
+    pub fn splits(&self) -> u32 {
+        self.splits
+    }
+}
+
+/// Mirrors `struct AttnParams` in `shaders/attention_common.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct AttnParams {
+    t: u32,
+    nh: u32,
+    nkv: u32,
+    hd: u32,
+    rot: u32,
+    max_t: u32,
+    capacity: u32,
+    nsplit: u32,
+    qkv_w: u32,
+    group: u32,
+    eps: f32,
+    scale: f32,
+    gb: u32,
+    nhb: u32,
+    _pad: [u32; 2],
+}
+
+/// q heads per decode workgroup: the largest block (at most [`DECODE_GB_MAX`])
+/// whose staged queries and tile probabilities fit the workgroup memory, then
+/// evened out over the blocks a kv head needs.
+fn decode_head_block(ctx: &GpuContext, group: u32, hd: u32) -> (u32, u32) {
+    let limit = ctx.limits.max_compute_workgroup_storage_size;
+    // q_sh (GB·hd) + p_sh (GB·WG) floats per head, plus the reduction's WG
+    // vec4 and the (max, sum, rescale) arrays.
+    let fixed = DECODE_WG * 16 + 3 * DECODE_GB_MAX * 4;
+    let per_head = (hd + DECODE_WG) * 4;
+    let fit = (limit.saturating_sub(fixed) / per_head).clamp(1, DECODE_GB_MAX);
+    let blocks = group.div_ceil(fit);
+    (group.div_ceil(blocks), blocks)
+}
+
+/// The cos/sin table of one call for the `rope` buffer: `[2, max_t, inv_freq.len()]`,
+/// row `j < t` for position `start + j`, computed exactly as
+/// `qwgpu_ops::rope::Rope::apply` does (angle `f32(inv_freq · pos as f32)`, then
+/// cos/sin in f64 rounded to f32); rows `t..max_t` are zero.
+///
+/// Panics if `t > max_t`.
+pub fn rope_table(inv_freq: &[f32], start: usize, t: usize, max_t: usize) -> Vec<f32> {
+    assert!(t <= max_t, "rope_table: {t} tokens exceed max_t {max_t}");
+    let half = inv_freq.len();
+    let mut table = vec![0.0f32; 2 * max_t * half];
+    let (cos, sin) = table.split_at_mut(max_t * half);
+    for j in 0..t {
+        let pos = (start + j) as f32;
+        for (i, f) in inv_freq.iter().enumerate() {
+            let angle = (f * pos) as f64;
+            cos[j * half + i] = angle.cos() as f32;
+            sin[j * half + i] = angle.sin() as f32;
+        }
+    }
+    table
+}
+
+/// Inverse frequencies `theta^(-2i/rotary_dim)`, `i < rotary_dim/2`, computed in
+/// f32 exactly as `qwgpu_ops::rope::Rope::new` does (it keeps them private).
+pub fn rope_inv_freq(rotary_dim: usize, theta: f64) -> Vec<f32> {
+    (0..rotary_dim / 2)
+        .map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / rotary_dim as f32))
+        .collect()
+}
+
+fn need(what: &str, buf: &wgpu::Buffer, bytes: u64) -> Result<(), KernelError> {
+    if buf.size() < bytes {
+        return Err(KernelError::Arguments {
+            kernel: KERNEL,
+            detail: format!("{what} holds {} bytes, needs {bytes}", buf.size()),
+        });
+    }
+    Ok(())
+}
+
+/// The launches of one attention call of `t` tokens: q/k norm + RoPE + KV write,
+/// then attention with the sigmoid gate fused (`t == 1`: split-K flash decoding,
+/// partials + log-sum-exp merge; `t > 1`: tiled causal prefill with online
+/// softmax). Nothing depends on the position, which the kernels read from
+/// `b.step`: record a decode call's launches once and replay them every token,
+/// rewriting only the step uniform and the rope table.
+///
+/// `max_t` and `capacity` must be those `scratch` was made with. The caller must
+/// ensure `step.pos + t <= capacity` (not checkable here).
+pub fn attention_forward(
+    ctx: &GpuContext,
+    dims: &AttnDims,
+    b: &AttnBuffers,
+    scratch: &AttnScratch,
+    t: u32,
+    max_t: u32,
+    capacity: u32,
+) -> Result<Vec<Dispatch>, KernelError> {
+    dims.validate()?;
+    let bad = |detail: String| {
+        Err(KernelError::Arguments {
+            kernel: KERNEL,
+            detail,
+        })
+    };
+    if scratch.dims.nh != dims.nh || scratch.dims.hd != dims.hd {
+        return bad(format!(
+            "scratch made for nh {} hd {}, called with nh {} hd {}",
+            scratch.dims.nh, scratch.dims.hd, dims.nh, dims.hd
+        ));
+    }
+    if scratch.max_t != max_t || scratch.capacity != capacity {
+        return bad(format!(
+            "scratch made for max_t {} capacity {}, called with {max_t} and {capacity}",
+            scratch.max_t, scratch.capacity
+        ));
+    }
+    if t == 0 || t > max_t || t > capacity {
+        return bad(format!(
+            "T {t} must be in 1..=min(max_t {max_t}, capacity {capacity})"
+        ));
+    }
+    let AttnDims {
+        nh,
+        nkv,
+        hd,
+        rotary_dim,
+        eps,
+    } = *dims;
+    let group = nh / nkv;
+    let f = 4u64;
+    let (nh64, nkv64, hd64) = (nh as u64, nkv as u64, hd as u64);
+    need("qkv", b.qkv, t as u64 * dims.qkv_width() as u64 * f)?;
+    need("q_norm", b.q_norm, hd64 * f)?;
+    need("k_norm", b.k_norm, hd64 * f)?;
+    need(
+        "rope",
+        b.rope,
+        2 * max_t as u64 * (rotary_dim / 2) as u64 * f,
+    )?;
+    need("keys", b.keys, capacity as u64 * nkv64 * hd64 * f)?;
+    need("values", b.values, capacity as u64 * nkv64 * hd64 * f)?;
+    need("step", b.step, std::mem::size_of::<crate::Step>() as u64)?;
+    need("out", b.out, t as u64 * nh64 * hd64 * f)?;
+    if t as u64 * group as u64 > PREFILL_BM as u64 * crate::MAX_GROUPS as u64 {
+        return bad(format!("T {t} × group {group} exceeds the prefill grid"));
+    }
+
+    let (gb, nhb) = decode_head_block(ctx, group, hd);
+    let params = AttnParams {
+        t,
+        nh,
+        nkv,
+        hd,
+        rot: rotary_dim,
+        max_t,
+        capacity,
+        nsplit: scratch.splits,
+        qkv_w: dims.qkv_width(),
+        group,
+        eps,
+        scale: 1.0 / (hd as f32).sqrt(),
+        gb,
+        nhb,
+        _pad: [0; 2],
+    };
+    let pbuf = ctx.uniform("attention params", &params);
+    let reduce: &'static ShaderSource = if ctx.caps.subgroups {
+        &shaders::REDUCE_SUBGROUP
+    } else {
+        &shaders::REDUCE_SHARED
+    };
+
+    let mut out = Vec::with_capacity(3);
+    let key = PipelineKey::new(
+        &[reduce, &step::STEP, &ATTENTION_COMMON, &ROPE_QK],
+        "attn_prep",
+    )
+    .constant("WG", PREP_WG);
+    let pipeline = ctx.pipeline(&key)?;
+    let bind = ctx.bind(
+        &pipeline,
+        "attn_prep",
+        &[
+            b.qkv.as_entire_binding(),
+            b.q_norm.as_entire_binding(),
+            b.k_norm.as_entire_binding(),
+            b.rope.as_entire_binding(),
+            scratch.q.as_entire_binding(),
+            b.keys.as_entire_binding(),
+            b.values.as_entire_binding(),
+            b.step.as_entire_binding(),
+            pbuf.as_entire_binding(),
+        ],
+    );
+    out.push(Dispatch {
+        label: "attn_prep",
+        pipeline,
+        bind,
+        groups: [nh + 2 * nkv, t, 1],
+    });
+
+    if t == 1 {
+        let key = PipelineKey::new(
+            &[reduce, &step::STEP, &ATTENTION_COMMON, &ATTENTION_DECODE],
+            "attn_decode",
+        )
+        .constant("WG", DECODE_WG)
+        .constant("HD", hd)
+        .constant("GB", gb);
+        let pipeline = ctx.pipeline(&key)?;
+        let bind = ctx.bind(
+            &pipeline,
+            "attn_decode",
+            &[
+                scratch.q.as_entire_binding(),
+                b.keys.as_entire_binding(),
+                b.values.as_entire_binding(),
+                scratch.part_o.as_entire_binding(),
+                scratch.part_ml.as_entire_binding(),
+                b.step.as_entire_binding(),
+                pbuf.as_entire_binding(),
+            ],
+        );
+        out.push(Dispatch {
+            label: "attn_decode",
+            pipeline,
+            bind,
+            groups: [scratch.splits, nkv * nhb, 1],
+        });
+        let key = PipelineKey::new(
+            &[reduce, &step::STEP, &ATTENTION_COMMON, &ATTENTION_MERGE],
+            "attn_merge",
+        )
+        .constant("WG", MERGE_WG)
+        .constant("HD", hd);
+        let pipeline = ctx.pipeline(&key)?;
+        let bind = ctx.bind(
+            &pipeline,
+            "attn_merge",
+            &[
+                scratch.part_o.as_entire_binding(),
+                scratch.part_ml.as_entire_binding(),
+                b.qkv.as_entire_binding(),
+                b.out.as_entire_binding(),
+                b.step.as_entire_binding(),
+                pbuf.as_entire_binding(),
+            ],
+        );
+        out.push(Dispatch {
+            label: "attn_merge",
+            pipeline,
+            bind,
+            groups: [nh, 1, 1],
+        });
+    } else {
+        let key = PipelineKey::new(
+            &[&step::STEP, &ATTENTION_COMMON, &ATTENTION_PREFILL],
+            "attn_prefill",
+        )
+        .constant("WG", PREFILL_WG)
+        .constant("HD", hd)
+        .constant("G", group);
+        let pipeline = ctx.pipeline(&key)?;
+        let bind = ctx.bind(
+            &pipeline,
+            "attn_prefill",
+            &[
+                scratch.q.as_entire_binding(),
+                b.keys.as_entire_binding(),
+                b.values.as_entire_binding(),
+                b.qkv.as_entire_binding(),
+                b.out.as_entire_binding(),
+                b.step.as_entire_binding(),
+                pbuf.as_entire_binding(),
+            ],
+        );
+        out.push(Dispatch {
+            label: "attn_prefill",
+            pipeline,
+            bind,
+            groups: [(t * group).div_ceil(PREFILL_BM), nkv, 1],
+        });
+    }
+    Ok(out)
+}
+
+/// Every shader module (file list) this family builds, and whether it needs subgroups/f16.
+pub fn modules() -> Vec<(Vec<&'static ShaderSource>, bool)> {
+    let mut all = Vec::new();
+    for (reduce, sg) in [
+        (&shaders::REDUCE_SUBGROUP, true),
+        (&shaders::REDUCE_SHARED, false),
+    ] {
+        all.push((vec![reduce, &step::STEP, &ATTENTION_COMMON, &ROPE_QK], sg));
+        all.push((
+            vec![reduce, &step::STEP, &ATTENTION_COMMON, &ATTENTION_DECODE],
+            sg,
+        ));
+        all.push((
+            vec![reduce, &step::STEP, &ATTENTION_COMMON, &ATTENTION_MERGE],
+            sg,
+        ));
+    }
+    all.push((
+        vec![&step::STEP, &ATTENTION_COMMON, &ATTENTION_PREFILL],
+        false,
+    ));
+    all
+}

@@ -1,0 +1,107 @@
+//! Embedding gather: `h[t, :] = W[ids[ids_offset + t], :]`, dequantised from the
+//! weight's stored format (F32, BF16, F16, FP8 E4M3/E5M2 with any scale scheme
+//! of [`GpuWeight`]), into dense f32 rows `[t_count, cols]`.
+//!
+//! One workgroup per token reads its row with `vec4<u32>` loads and decodes
+//! exactly (`numeric.wgsl`), multiplying by the row's scale entry once per word:
+//! the result equals `qwgpu_loader::dequantize` bit for bit. A weight larger
+//! than one binding is split by rows into pieces; each piece gets its own
+//! launch, which writes only the tokens whose ids fall in its rows. Ids at or
+//! past `rows` give zero rows (written by the first piece's launch) — the GPU
+//! cannot report them, and a zero row is harmless and visible in tests.
+
+use crate::dispatch::{grid_1d, Dispatch};
+use crate::shaders::{ShaderSource, NUMERIC};
+use crate::{GpuContext, GpuWeight, KernelError, PipelineKey};
+
+crate::shader!(EMBED, "embed.wgsl");
+
+/// Mirrors `struct EmbedParams` in `shaders/embed.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct EmbedParams {
+    ids_off: u32,
+    t_count: u32,
+    cols: u32,
+    stride4: u32,
+    row0: u32,
+    rows: u32,
+    total_rows: u32,
+    block_cols: u32,
+    zero_oob: u32,
+    _pad: [u32; 3],
+}
+
+const WG: u32 = 256;
+
+/// `h[t, :] = dequantised row ids[ids_offset + t] of w`, for `t < t_count`:
+/// `ids` holds u32 token ids, `h` is f32 `[t_count, w.cols]`. One launch per
+/// weight piece (record them all, in any order). Ids `>= w.rows` give zeros.
+pub fn embed(
+    ctx: &GpuContext,
+    w: &GpuWeight,
+    ids: &wgpu::Buffer,
+    ids_offset: u32,
+    h: &wgpu::Buffer,
+    t_count: u32,
+) -> Result<Vec<Dispatch>, KernelError> {
+    const K: &str = "embed";
+    let bad = |detail: String| KernelError::Arguments { kernel: K, detail };
+    if w.cols == 0 || w.rows == 0 {
+        return Err(bad(format!("weight `{}` has shape [{}, {}]", w.name, w.rows, w.cols)));
+    }
+    let rows = u32::try_from(w.rows).map_err(|_| bad(format!("weight `{}`: {} rows", w.name, w.rows)))?;
+    let cols = u32::try_from(w.cols).map_err(|_| bad(format!("weight `{}`: {} cols", w.name, w.cols)))?;
+    if (ids_offset as u64 + t_count as u64) * 4 > ids.size() {
+        return Err(bad(format!(
+            "ids {}..{} exceed the ids buffer of {} bytes",
+            ids_offset,
+            ids_offset as u64 + t_count as u64,
+            ids.size()
+        )));
+    }
+    if t_count as u64 * cols as u64 * 4 > h.size() {
+        return Err(bad(format!("h [{t_count}, {cols}] f32 exceeds its buffer of {} bytes", h.size())));
+    }
+    if w.block_cols == 0 || w.block_cols % 4 != 0 {
+        return Err(bad(format!("weight `{}`: block_cols {} is not a multiple of 4", w.name, w.block_cols)));
+    }
+    let key = PipelineKey::new(&[&NUMERIC, &EMBED], "embed")
+        .constant("WG", WG)
+        .constant("FORMAT", w.format as u32);
+    let pipeline = ctx.pipeline(&key)?;
+    let mut out = Vec::with_capacity(w.pieces.len());
+    for (i, piece) in w.pieces.iter().enumerate() {
+        let params = EmbedParams {
+            ids_off: ids_offset,
+            t_count,
+            cols,
+            stride4: (w.stride_words / 4) as u32,
+            row0: piece.row0 as u32,
+            rows: piece.rows as u32,
+            total_rows: rows,
+            block_cols: w.block_cols as u32,
+            zero_oob: (i == 0) as u32,
+            _pad: [0; 3],
+        };
+        let params = ctx.uniform("embed params", &params);
+        let bind = ctx.bind(
+            &pipeline,
+            "embed",
+            &[
+                piece.buffer.as_entire_binding(),
+                w.meta.as_entire_binding(),
+                ids.as_entire_binding(),
+                h.as_entire_binding(),
+                params.as_entire_binding(),
+            ],
+        );
+        out.push(Dispatch { label: "embed", pipeline: pipeline.clone(), bind, groups: grid_1d(t_count) });
+    }
+    Ok(out)
+}
+
+/// Every shader module (file list) this family builds, and whether it needs subgroups/f16.
+pub fn modules() -> Vec<(Vec<&'static ShaderSource>, bool)> {
+    vec![(vec![&NUMERIC, &EMBED], false)]
+}

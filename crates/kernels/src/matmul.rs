@@ -1,0 +1,548 @@
+//! Matmul kernels `y = x · Wᵀ` with `W` a [`GpuWeight`] read in its stored
+//! format (F32, BF16, F16, FP8 E4M3/E5M2) and its scale table, f32 accumulation.
+//!
+//! Paths, chosen by the number of tokens `T`:
+//! - `T <= 16` (`shaders/matmul_vec.wgsl`, `mm_vec`): GEMV. A workgroup of 256
+//!   threads owns 4 weight rows; every thread strides over the columns with
+//!   `vec4<u32>` loads (16 FP8 / 8 BF16 values), decodes each chunk once and
+//!   uses it for all `T` tokens (up to 16 accumulators), so W is read once per
+//!   call whatever `T` is: decode is bandwidth-bound and this is what reaches it
+//!   (`wgsl-kernels.md` §2.1). The partial sums of all tokens are reduced
+//!   together in shared memory (2 barriers per token + 2), one kernel for
+//!   every device: subgroup reductions measured ~4× slower on lavapipe and
+//!   gain ~1% on the H100 GEMV, so there is no subgroup variant (yet).
+//! - `T > 16` (`shaders/matmul_tile.wgsl`, `mm_tile`): register-tiled GEMM,
+//!   64 tokens × 64 weight rows per workgroup, 4×4 per thread; W is decoded
+//!   and scaled to f32 while it is staged in workgroup memory (16 KiB in all,
+//!   WebGPU's default limit).
+//! - MoE ([`matmul_indexed`], `mm_vec_ids`): the vector path with an expert id
+//!   per pair; a workgroup takes up to 8 consecutive pairs and reads an
+//!   expert's rows once per run of equal ids.
+//!
+//! Scales: the kernels read `scale(r, c)` from the weight's table. Per-row
+//! schemes (unscaled, per-shard incl. broadcast per-tensor, per-channel, and
+//! blocks at least as wide as the row) are one multiply per output after the
+//! reduction; block scales are one multiply per `vec4<u32>` chunk when the
+//! block width is a multiple of the chunk width (Qwen's 128), else one per
+//! 4-element group. The GEMM scales while staging (amortised over 64 tokens).
+//!
+//! Epilogues are fused: [`Epilogue::Accumulate`] adds to `y` (residual),
+//! [`Epilogue::SwiGlu`] computes `silu(gate) · up` in the workgroup that holds
+//! both rows. Weights split into several buffers ([`GpuWeight::pieces`]) are one
+//! launch per piece; for SwiGLU a launch binds the piece holding the gate rows
+//! and the piece holding the up rows (often the same buffer, bound twice) and
+//! covers the output columns whose gate and up rows both lie in them, so any
+//! split works without a scratch pass.
+//!
+//! Buffers: `x` and `y` are f32, row-major with the given element offsets and
+//! strides; `y` must be a different buffer from `x` (and from `ids`).
+
+use std::collections::BTreeSet;
+
+use crate::dispatch::{grid_1d, Dispatch, MAX_GROUPS};
+use crate::shaders::{self, ShaderSource};
+use crate::weights::WeightPiece;
+use crate::{GpuContext, GpuWeight, KernelError, PipelineKey, WeightFormat};
+
+crate::shader!(MATMUL_COMMON, "matmul_common.wgsl");
+crate::shader!(MATMUL_VEC, "matmul_vec.wgsl");
+crate::shader!(MATMUL_TILE, "matmul_tile.wgsl");
+
+/// What a matmul does with its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Epilogue {
+    /// y = result
+    Store,
+    /// y += result (residual add fused)
+    Accumulate,
+    /// Rows are [gate (N/2 rows) | up (N/2 rows)]: y[t, j] = silu(gate_j) * up_j, output width N/2.
+    SwiGlu,
+}
+
+impl Epilogue {
+    fn code(self) -> u32 {
+        match self {
+            Epilogue::Store => 0,
+            Epilogue::Accumulate => 1,
+            Epilogue::SwiGlu => 2,
+        }
+    }
+}
+
+/// Activations of a dense matmul: `x [t, cols]` and `y [t, width]` (f32).
+#[derive(Debug, Clone, Copy)]
+pub struct MatmulArgs<'a> {
+    /// Input; row `i` starts at element `x_offset + i * x_stride`.
+    pub x: &'a wgpu::Buffer,
+    /// Element offset of row 0.
+    pub x_offset: u32,
+    /// Elements between rows (>= cols).
+    pub x_stride: u32,
+    /// Output; row `i` starts at element `y_offset + i * y_stride`.
+    pub y: &'a wgpu::Buffer,
+    pub y_offset: u32,
+    /// Elements between rows (>= output width).
+    pub y_stride: u32,
+    /// Rows of x (tokens).
+    pub t: u32,
+}
+
+/// MoE: W holds E experts stacked, `rows_per_expert` rows each. For each pair p < pairs:
+/// e = ids[ids_offset + p]; x row = p / x_row_div; y row p (width rows_per_expert, or /2 for SwiGlu) = x_row · W[e*rpe .. (e+1)*rpe]ᵀ.
+/// Pairs whose id is >= E are skipped (their y row is left unchanged).
+#[derive(Debug, Clone, Copy)]
+pub struct IndexedArgs<'a> {
+    /// Input rows, `x_stride` elements apart, starting at element 0.
+    pub x: &'a wgpu::Buffer,
+    pub x_stride: u32,
+    /// Pairs per x row (top-k when x holds one row per token).
+    pub x_row_div: u32,
+    /// Expert id per pair (u32).
+    pub ids: &'a wgpu::Buffer,
+    /// Element offset of pair 0's id.
+    pub ids_offset: u32,
+    /// Output rows, one per pair, `y_stride` elements apart, starting at element 0.
+    pub y: &'a wgpu::Buffer,
+    pub y_stride: u32,
+    pub pairs: u32,
+    pub rows_per_expert: u32,
+}
+
+/// Largest token count handled by the vector (GEMV) path; above it the tiled GEMM runs.
+pub const MAX_VEC_T: u32 = 16;
+
+/// Threads per vector-path workgroup (within WebGPU's 256).
+const WG: u32 = 256;
+/// Output tile of the GEMM (tokens, weight rows).
+const TILE: u32 = 64;
+/// Pairs per workgroup of the indexed kernel when there are many pairs.
+const INDEXED_TV: u32 = 8;
+/// Up to this many pairs the indexed kernel takes one pair per workgroup (decode: parallelism).
+const INDEXED_SINGLE_MAX: u32 = 32;
+
+/// Mirrors `struct MmParams` in `shaders/matmul_common.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct MmParams {
+    rows: u32,
+    cols: u32,
+    stride4: u32,
+    block_cols: u32,
+    t: u32,
+    x_off: u32,
+    x_stride: u32,
+    x_div: u32,
+    y_off: u32,
+    y_stride: u32,
+    n0: u32,
+    n_end: u32,
+    a_row0: u32,
+    a_rows: u32,
+    b_row0: u32,
+    b_rows: u32,
+    half: u32,
+    rpe: u32,
+    experts: u32,
+    ids_off: u32,
+    groups_n: u32,
+    groups: u32,
+    epi: u32,
+    _pad: u32,
+}
+
+/// Every shader module (file list) this family builds, and whether it needs subgroups/f16.
+pub fn modules() -> Vec<(Vec<&'static ShaderSource>, bool)> {
+    vec![
+        (vec![&shaders::NUMERIC, &MATMUL_COMMON, &MATMUL_VEC], false),
+        (vec![&shaders::NUMERIC, &MATMUL_COMMON, &MATMUL_TILE], false),
+    ]
+}
+
+fn arg_err(kernel: &'static str, detail: String) -> KernelError {
+    KernelError::Arguments { kernel, detail }
+}
+
+/// Elements per `vec4<u32>` chunk of `format`.
+fn chunk_width(format: WeightFormat) -> usize {
+    16 / format.size()
+}
+
+/// How the vector path applies scales (`SCALE_MODE` in matmul_vec.wgsl).
+fn scale_mode(kernel: &'static str, w: &GpuWeight) -> Result<u32, KernelError> {
+    let stride_cols = w.stride_words * w.format.per_word();
+    if w.block_cols >= stride_cols {
+        Ok(0)
+    } else if w.block_cols % chunk_width(w.format) == 0 {
+        Ok(1)
+    } else if w.block_cols % 4 == 0 && w.block_cols > 0 {
+        Ok(2)
+    } else {
+        Err(arg_err(
+            kernel,
+            format!("weight `{}`: {} columns per scale is not a multiple of 4", w.name, w.block_cols),
+        ))
+    }
+}
+
+/// Checks the weight's own layout (pieces contiguous and sized, strides) before any launch.
+fn check_weight(kernel: &'static str, w: &GpuWeight) -> Result<(), KernelError> {
+    let bad = |detail: String| arg_err(kernel, format!("weight `{}`: {detail}", w.name));
+    if w.rows == 0 || w.cols == 0 {
+        return Err(bad(format!("shape [{}, {}] has a zero dimension", w.rows, w.cols)));
+    }
+    if w.stride_words % 4 != 0 || w.stride_words * w.format.per_word() < w.cols {
+        return Err(bad(format!("row stride of {} words for {} columns", w.stride_words, w.cols)));
+    }
+    if w.rows > u32::MAX as usize / 2 || w.stride_words > u32::MAX as usize / 4 {
+        return Err(bad("too large for 32-bit indices".into()));
+    }
+    let mut next = 0;
+    for (i, piece) in w.pieces.iter().enumerate() {
+        if piece.row0 != next || piece.rows == 0 {
+            return Err(bad(format!(
+                "piece {i} holds rows {}..{}, expected to start at {next} with > 0 rows",
+                piece.row0,
+                piece.row0 + piece.rows
+            )));
+        }
+        let need = (piece.rows * w.stride_words * 4) as u64;
+        if piece.buffer.size() < need {
+            return Err(bad(format!("piece {i} buffer has {} bytes, needs {need}", piece.buffer.size())));
+        }
+        next += piece.rows;
+    }
+    if next != w.rows {
+        return Err(bad(format!("pieces cover {next} rows of {}", w.rows)));
+    }
+    if w.meta.size() < (w.rows as u64 + 1) * 4 {
+        return Err(bad(format!("scale table of {} bytes for {} rows", w.meta.size(), w.rows)));
+    }
+    Ok(())
+}
+
+/// `(first, last + 1)` elements of `rows` rows of `width` elements `stride` apart from `offset`, in f32s.
+fn check_rows(
+    kernel: &'static str,
+    what: &str,
+    buf: &wgpu::Buffer,
+    offset: u64,
+    stride: u64,
+    rows: u64,
+    width: u64,
+) -> Result<(), KernelError> {
+    if stride < width {
+        return Err(arg_err(kernel, format!("{what} stride {stride} is below its row width {width}")));
+    }
+    let end = offset + (rows - 1) * stride + width;
+    if end * 4 > buf.size() {
+        return Err(arg_err(
+            kernel,
+            format!(
+                "{what}: {rows} rows of {width} elements at offset {offset}, stride {stride} end at element {end}, \
+                 past its {} bytes",
+                buf.size()
+            ),
+        ));
+    }
+    if end > u32::MAX as u64 {
+        return Err(arg_err(kernel, format!("{what}: element {end} does not fit 32-bit indices")));
+    }
+    Ok(())
+}
+
+fn range(p: &WeightPiece) -> (usize, usize) {
+    (p.row0, p.rows)
+}
+
+/// One launch: gate/plain rows from piece `a`, up rows from piece `b`, outputs `[n0, n_end)`.
+struct Launch<'w> {
+    a: &'w WeightPiece,
+    b: &'w WeightPiece,
+    n0: u32,
+    n_end: u32,
+}
+
+/// Output columns `j` in `[0, half)` with row `base + j` in `a` and row `base + half + j` in `b`.
+/// Pieces are `(row0, rows)`.
+fn swiglu_overlap(a: (usize, usize), b: (usize, usize), base: usize, half: usize) -> Option<(usize, usize)> {
+    let lo = a.0.max(b.0.saturating_sub(half)).max(base);
+    let hi = (a.0 + a.1).min((b.0 + b.1).saturating_sub(half)).min(base + half);
+    (lo < hi).then(|| (lo - base, hi - base))
+}
+
+fn pipeline_key(
+    w: &GpuWeight,
+    entry: &'static str,
+    tv: u32,
+    mode: u32,
+) -> PipelineKey {
+    let key = if entry == "mm_tile" {
+        PipelineKey::new(&[&shaders::NUMERIC, &MATMUL_COMMON, &MATMUL_TILE], entry)
+    } else {
+        PipelineKey::new(&[&shaders::NUMERIC, &MATMUL_COMMON, &MATMUL_VEC], entry)
+            .constant("WG", WG)
+            .constant("TV", tv)
+            .constant("SCALE_MODE", mode)
+    };
+    key.constant("FORMAT", w.format as u32)
+}
+
+fn base_params(w: &GpuWeight, epilogue: Epilogue) -> MmParams {
+    MmParams {
+        epi: epilogue.code(),
+        rows: w.rows as u32,
+        cols: w.cols as u32,
+        stride4: (w.stride_words / 4) as u32,
+        block_cols: w.block_cols as u32,
+        x_div: 1,
+        ..Default::default()
+    }
+}
+
+fn set_pieces(p: &mut MmParams, l: &Launch<'_>) {
+    p.a_row0 = l.a.row0 as u32;
+    p.a_rows = l.a.rows as u32;
+    p.b_row0 = l.b.row0 as u32;
+    p.b_rows = l.b.rows as u32;
+    p.n0 = l.n0;
+    p.n_end = l.n_end;
+}
+
+/// `y[t, r]` for all rows `r` of `w` (or `r < rows/2` for SwiGlu). One Dispatch per weight piece (or more).
+///
+/// `T <= 16` runs the GEMV kernel (W read once for all tokens), larger `T`
+/// the tiled GEMM. Errors: [`KernelError::Arguments`] for sizes that do not fit
+/// the buffers, strides below the row width, odd rows with SwiGlu, `x` and `y`
+/// being one buffer; [`KernelError::Compile`] if the pipeline fails.
+pub fn matmul(
+    ctx: &GpuContext,
+    w: &GpuWeight,
+    args: &MatmulArgs,
+    epilogue: Epilogue,
+) -> Result<Vec<Dispatch>, KernelError> {
+    const K: &str = "matmul";
+    check_weight(K, w)?;
+    let swiglu = epilogue == Epilogue::SwiGlu;
+    if swiglu && w.rows % 2 != 0 {
+        return Err(arg_err(K, format!("SwiGlu needs an even number of rows, `{}` has {}", w.name, w.rows)));
+    }
+    let width = if swiglu { w.rows / 2 } else { w.rows } as u64;
+    if args.x == args.y {
+        return Err(arg_err(K, "x and y are the same buffer".into()));
+    }
+    if args.t == 0 {
+        return Ok(Vec::new());
+    }
+    let t = args.t as u64;
+    check_rows(K, "x", args.x, args.x_offset as u64, args.x_stride as u64, t, w.cols as u64)?;
+    check_rows(K, "y", args.y, args.y_offset as u64, args.y_stride as u64, t, width)?;
+
+    let half = w.rows / 2;
+    let launches: Vec<Launch<'_>> = if swiglu {
+        let mut v = Vec::new();
+        for a in &w.pieces {
+            for b in &w.pieces {
+                if let Some((lo, hi)) = swiglu_overlap(range(a), range(b), 0, half) {
+                    v.push(Launch { a, b, n0: lo as u32, n_end: hi as u32 });
+                }
+            }
+        }
+        v
+    } else {
+        w.pieces
+            .iter()
+            .map(|a| Launch { a, b: a, n0: a.row0 as u32, n_end: (a.row0 + a.rows) as u32 })
+            .collect()
+    };
+
+    let mut base = base_params(w, epilogue);
+    base.t = args.t;
+    base.x_off = args.x_offset;
+    base.x_stride = args.x_stride;
+    base.y_off = args.y_offset;
+    base.y_stride = args.y_stride;
+    base.half = half as u32;
+
+    let (entry, label, tv, mode) = if args.t <= MAX_VEC_T {
+        let tv = args.t.next_power_of_two();
+        let label = if args.t == 1 { "matmul_gemv" } else { "matmul_gemv_multi" };
+        ("mm_vec", label, tv, scale_mode(K, w)?)
+    } else {
+        ("mm_tile", "matmul_tile", 0, 0)
+    };
+    let pipeline = ctx.pipeline(&pipeline_key(w, entry, tv, mode))?;
+    let mut out = Vec::with_capacity(launches.len());
+    for l in &launches {
+        let mut p = base;
+        set_pieces(&mut p, l);
+        let n = l.n_end - l.n0;
+        let groups = if entry == "mm_tile" {
+            let gx = n.div_ceil(if swiglu { TILE / 2 } else { TILE });
+            let gy = args.t.div_ceil(TILE);
+            if gx > MAX_GROUPS || gy > MAX_GROUPS {
+                return Err(arg_err(K, format!("{} tokens × {n} outputs need a {gx}×{gy} grid", args.t)));
+            }
+            [gx, gy, 1]
+        } else {
+            p.groups_n = n.div_ceil(if swiglu { 2 } else { 4 });
+            p.groups = p.groups_n * args.t.div_ceil(tv);
+            grid_1d(p.groups)
+        };
+        let params = ctx.uniform("matmul params", &p);
+        let bind = ctx.bind(
+            &pipeline,
+            label,
+            &[
+                l.a.buffer.as_entire_binding(),
+                l.b.buffer.as_entire_binding(),
+                w.meta.as_entire_binding(),
+                args.x.as_entire_binding(),
+                args.y.as_entire_binding(),
+                params.as_entire_binding(),
+            ],
+        );
+        out.push(Dispatch { label, pipeline: pipeline.clone(), bind, groups });
+    }
+    Ok(out)
+}
+
+/// MoE matmul (see [`IndexedArgs`]): one launch per weight piece (per pair of
+/// pieces holding gate and up rows for SwiGlu). Any epilogue works
+/// (Accumulate adds to y row p). Errors as [`matmul`], plus rows not a multiple
+/// of `rows_per_expert`, odd `rows_per_expert` with SwiGlu, `x_row_div == 0`,
+/// ids out of their buffer.
+pub fn matmul_indexed(
+    ctx: &GpuContext,
+    w: &GpuWeight,
+    args: &IndexedArgs,
+    epilogue: Epilogue,
+) -> Result<Vec<Dispatch>, KernelError> {
+    const K: &str = "matmul_indexed";
+    check_weight(K, w)?;
+    let rpe = args.rows_per_expert as usize;
+    if rpe == 0 || w.rows % rpe != 0 {
+        return Err(arg_err(
+            K,
+            format!("`{}` has {} rows, not a multiple of {} rows per expert", w.name, w.rows, rpe),
+        ));
+    }
+    let swiglu = epilogue == Epilogue::SwiGlu;
+    if swiglu && rpe % 2 != 0 {
+        return Err(arg_err(K, format!("SwiGlu needs an even number of rows per expert, got {rpe}")));
+    }
+    if args.x_row_div == 0 {
+        return Err(arg_err(K, "x_row_div is 0".into()));
+    }
+    if args.x == args.y || args.ids == args.y {
+        return Err(arg_err(K, "y is the same buffer as x or ids".into()));
+    }
+    if args.pairs == 0 {
+        return Ok(Vec::new());
+    }
+    let width = if swiglu { rpe / 2 } else { rpe } as u64;
+    let pairs = args.pairs as u64;
+    let x_rows = (pairs - 1) / args.x_row_div as u64 + 1;
+    check_rows(K, "x", args.x, 0, args.x_stride as u64, x_rows, w.cols as u64)?;
+    check_rows(K, "y", args.y, 0, args.y_stride as u64, pairs, width)?;
+    check_rows(K, "ids", args.ids, args.ids_offset as u64, 1, pairs, 1)?;
+    let experts = w.rows / rpe;
+
+    let launches: Vec<Launch<'_>> = if swiglu {
+        let half = rpe / 2;
+        let mut pairs_of_pieces = BTreeSet::new();
+        for e in 0..experts {
+            for (ia, a) in w.pieces.iter().enumerate() {
+                for (ib, b) in w.pieces.iter().enumerate() {
+                    if swiglu_overlap(range(a), range(b), e * rpe, half).is_some() {
+                        pairs_of_pieces.insert((ia, ib));
+                    }
+                }
+            }
+        }
+        pairs_of_pieces
+            .into_iter()
+            .map(|(ia, ib)| Launch { a: &w.pieces[ia], b: &w.pieces[ib], n0: 0, n_end: half as u32 })
+            .collect()
+    } else {
+        w.pieces.iter().map(|a| Launch { a, b: a, n0: 0, n_end: rpe as u32 }).collect()
+    };
+
+    let tv = if args.pairs <= INDEXED_SINGLE_MAX { 1 } else { INDEXED_TV };
+    let mut base = base_params(w, epilogue);
+    base.t = args.pairs;
+    base.x_stride = args.x_stride;
+    base.x_div = args.x_row_div;
+    base.y_stride = args.y_stride;
+    base.half = (rpe / 2) as u32;
+    base.rpe = rpe as u32;
+    base.experts = experts as u32;
+    base.ids_off = args.ids_offset;
+    base.groups_n = (width as u32).div_ceil(if swiglu { 2 } else { 4 });
+    base.groups = base
+        .groups_n
+        .checked_mul(args.pairs.div_ceil(tv))
+        .filter(|g| g.div_ceil(MAX_GROUPS) <= MAX_GROUPS)
+        .ok_or_else(|| arg_err(K, format!("{} pairs × {width} outputs is too large a grid", args.pairs)))?;
+    let mode = scale_mode(K, w)?;
+    let pipeline = ctx.pipeline(&pipeline_key(w, "mm_vec_ids", tv, mode))?;
+    let mut out = Vec::with_capacity(launches.len());
+    for l in &launches {
+        let mut p = base;
+        set_pieces(&mut p, l);
+        let params = ctx.uniform("matmul_indexed params", &p);
+        let bind = ctx.bind(
+            &pipeline,
+            "matmul_indexed",
+            &[
+                l.a.buffer.as_entire_binding(),
+                l.b.buffer.as_entire_binding(),
+                w.meta.as_entire_binding(),
+                args.x.as_entire_binding(),
+                args.y.as_entire_binding(),
+                params.as_entire_binding(),
+                args.ids.as_entire_binding(),
+            ],
+        );
+        out.push(Dispatch { label: "matmul_indexed", pipeline: pipeline.clone(), bind, groups: grid_1d(p.groups) });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every SwiGlu output column of every expert is covered by exactly one
+    /// (gate piece, up piece) pair, whatever the split.
+    #[test]
+    fn swiglu_overlaps_cover_each_column_once() {
+        let splits: [&[(usize, usize)]; 5] = [
+            &[(0, 260)],
+            &[(0, 50), (50, 47), (97, 163)],
+            &[(0, 65), (65, 65), (130, 130)],
+            &[(0, 1), (1, 128), (129, 1), (130, 130)],
+            &[(0, 7), (7, 100), (107, 3), (110, 150)],
+        ];
+        for ranges in splits {
+            // Dense (one "expert" of all 260 rows), 2 experts, 10 experts.
+            for rpe in [260usize, 130, 26] {
+                let half = rpe / 2;
+                for e in 0..260 / rpe {
+                    let mut covered = vec![0; half];
+                    for &a in ranges {
+                        for &b in ranges {
+                            if let Some((lo, hi)) = swiglu_overlap(a, b, e * rpe, half) {
+                                for j in lo..hi {
+                                    assert!(a.0 <= e * rpe + j && e * rpe + j < a.0 + a.1);
+                                    assert!(b.0 <= e * rpe + half + j && e * rpe + half + j < b.0 + b.1);
+                                    covered[j] += 1;
+                                }
+                            }
+                        }
+                    }
+                    assert!(covered.iter().all(|&c| c == 1), "{ranges:?} rpe {rpe} e {e}: {covered:?}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! MoE routing and combination (spec §2.5).
+//!
+//! - [`moe_route`]: router logits `[T, E]` → top-k expert ids and renormalised
+//!   weights, with `qwgpu_ops::moe::route` semantics. One workgroup per token
+//!   holds the row in workgroup memory; softmax via workgroup max/sum
+//!   reductions, then every expert counts its rank (experts with a higher
+//!   probability, or an equal one and a lower index) in parallel and the k
+//!   best write their slots — no sequential top-k rounds. E ≤ 2048 and k ≤ 64
+//!   cover every Qwen3.5 MoE (E 256/512, k 8/10). Logits must be finite.
+//! - [`moe_combine`]: `h[t] += Σ_s w[t,s]·expert_out[t·k+s] + sigmoid(g[t])·shared_out[t]`,
+//!   elementwise with `vec4` loads when H is a multiple of 4; the residual add
+//!   is fused so the expert outputs are read once.
+//!
+//! Layouts (f32 unless noted, row-major, all offsets 0): `logits [T, E]`,
+//! `ids [T·k]` u32 and `weights [T·k]` (slot s of token t at `t·k + s`, most
+//! likely first), `expert_out [T·k, H]` (row `t·k + s` = the output of expert
+//! `ids[t·k + s]` for token t), `shared_out [T, H]`, `gate_logit [T]`, `h [T, H]`.
+
+use crate::dispatch::{grid_1d, Dispatch};
+use crate::shaders::{ShaderSource, NUMERIC, REDUCE_SHARED, REDUCE_SUBGROUP};
+use crate::{GpuContext, KernelError, PipelineKey};
+
+crate::shader!(MOE_ROUTE, "moe_route.wgsl");
+crate::shader!(MOE_COMBINE, "moe_combine.wgsl");
+
+/// Largest expert count [`moe_route`] accepts (its row lives in workgroup memory).
+pub const MAX_EXPERTS: u32 = 2048;
+/// Largest top-k [`moe_route`] accepts.
+pub const MAX_TOP_K: u32 = 64;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct RouteParams {
+    t: u32,
+    experts: u32,
+    top_k: u32,
+    _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct CombineParams {
+    t: u32,
+    top_k: u32,
+    n: u32,
+    groups_per_row: u32,
+}
+
+fn reduce(ctx: &GpuContext) -> &'static ShaderSource {
+    if ctx.caps.subgroups {
+        &REDUCE_SUBGROUP
+    } else {
+        &REDUCE_SHARED
+    }
+}
+
+fn check(kernel: &'static str, what: &str, buf: &wgpu::Buffer, words: u64) -> Result<(), KernelError> {
+    if words * 4 > buf.size() {
+        return Err(KernelError::Arguments {
+            kernel,
+            detail: format!("{what} needs {words} 4-byte elements but its buffer has {} bytes", buf.size()),
+        });
+    }
+    Ok(())
+}
+
+/// Router: `logits [T, E]` → softmax over all E in f32, top-k by probability
+/// (ties: lower expert index first), renormalised to sum 1. Writes `ids [T·k]`
+/// (u32) and `weights [T·k]` (f32), most likely first.
+pub fn moe_route(
+    ctx: &GpuContext,
+    logits: &wgpu::Buffer,
+    t: u32,
+    experts: u32,
+    top_k: u32,
+    ids: &wgpu::Buffer,
+    weights: &wgpu::Buffer,
+) -> Result<Dispatch, KernelError> {
+    const K: &str = "moe_route";
+    if experts == 0 || experts > MAX_EXPERTS || top_k == 0 || top_k > experts.min(MAX_TOP_K) {
+        return Err(KernelError::Arguments {
+            kernel: K,
+            detail: format!(
+                "experts {experts}, top_k {top_k}: need 1 <= experts <= {MAX_EXPERTS}, 1 <= top_k <= min(experts, {MAX_TOP_K})"
+            ),
+        });
+    }
+    check(K, "logits", logits, t as u64 * experts as u64)?;
+    check(K, "ids", ids, t as u64 * top_k as u64)?;
+    check(K, "weights", weights, t as u64 * top_k as u64)?;
+    // One invocation per expert for E <= 256 (each counts its rank over the row).
+    let wg = 256u32;
+    let emax = experts.next_power_of_two().max(64);
+    let key = PipelineKey::new(&[reduce(ctx), &MOE_ROUTE], "moe_route")
+        .constant("WG", wg)
+        .constant("EMAX", emax);
+    let pipeline = ctx.pipeline(&key)?;
+    let params = ctx.uniform("moe_route params", &RouteParams { t, experts, top_k, _pad: 0 });
+    let bind = ctx.bind(
+        &pipeline,
+        "moe_route",
+        &[
+            logits.as_entire_binding(),
+            ids.as_entire_binding(),
+            weights.as_entire_binding(),
+            params.as_entire_binding(),
+        ],
+    );
+    Ok(Dispatch { label: "moe_route", pipeline, bind, groups: grid_1d(t) })
+}
+
+/// `h[t] += Σ_s weights[t·k+s] · expert_out[t·k+s, :] + sigmoid(gate_logit[t]) · shared_out[t, :]`
+/// over rows of width `hidden`, for `t < T` (layouts in the module docs).
+#[allow(clippy::too_many_arguments)]
+pub fn moe_combine(
+    ctx: &GpuContext,
+    expert_out: &wgpu::Buffer,
+    weights: &wgpu::Buffer,
+    shared_out: &wgpu::Buffer,
+    gate_logit: &wgpu::Buffer,
+    h: &wgpu::Buffer,
+    t: u32,
+    top_k: u32,
+    hidden: u32,
+) -> Result<Dispatch, KernelError> {
+    const K: &str = "moe_combine";
+    if hidden == 0 || top_k == 0 {
+        return Err(KernelError::Arguments { kernel: K, detail: format!("hidden {hidden}, top_k {top_k} must be > 0") });
+    }
+    let (t64, k64, h64) = (t as u64, top_k as u64, hidden as u64);
+    check(K, "expert_out", expert_out, t64 * k64 * h64)?;
+    check(K, "weights", weights, t64 * k64)?;
+    check(K, "shared_out", shared_out, t64 * h64)?;
+    check(K, "gate_logit", gate_logit, t64)?;
+    check(K, "h", h, t64 * h64)?;
+    const WG: u32 = 256;
+    let vec4 = hidden % 4 == 0;
+    let (entry, n) = if vec4 { ("moe_combine_vec4", hidden / 4) } else { ("moe_combine", hidden) };
+    let groups_per_row = n.div_ceil(WG);
+    let total = groups_per_row as u64 * t64;
+    if total > u32::MAX as u64 / 2 {
+        return Err(KernelError::Arguments { kernel: K, detail: format!("T {t} x hidden {hidden} is too large") });
+    }
+    let key = PipelineKey::new(&[&NUMERIC, &MOE_COMBINE], entry).constant("WG", WG);
+    let pipeline = ctx.pipeline(&key)?;
+    let params = ctx.uniform("moe_combine params", &CombineParams { t, top_k, n, groups_per_row });
+    let bind = ctx.bind(
+        &pipeline,
+        "moe_combine",
+        &[
+            expert_out.as_entire_binding(),
+            weights.as_entire_binding(),
+            shared_out.as_entire_binding(),
+            gate_logit.as_entire_binding(),
+            h.as_entire_binding(),
+            params.as_entire_binding(),
+        ],
+    );
+    Ok(Dispatch { label: "moe_combine", pipeline, bind, groups: grid_1d(total as u32) })
+}
+
+/// Every shader module (file list) this family builds, and whether it needs subgroups/f16.
+pub fn modules() -> Vec<(Vec<&'static ShaderSource>, bool)> {
+    vec![
+        (vec![&REDUCE_SUBGROUP, &MOE_ROUTE], true),
+        (vec![&REDUCE_SHARED, &MOE_ROUTE], false),
+        (vec![&NUMERIC, &MOE_COMBINE], false),
+    ]
+}

@@ -1,0 +1,468 @@
+//! Token sampling on the GPU, so a decode step reads back one `u32`, not the logits.
+//!
+//! # The rule (GPU [`sample`] and host [`sample_host`] implement the same one)
+//!
+//! Logits `l[0..V)`; NaN logits count as −∞.
+//! - **Greedy** (`temperature == 0`): the argmax, lowest index on ties (all −∞ → 0).
+//! - Otherwise, with `m = max l`: if `m` is not finite (every logit −∞/NaN, or
+//!   some +∞) the result is the argmax. Else the unnormalised probabilities are
+//!   `e_i = exp((l_i − m) · inv_t)` in f32, `inv_t = 1 / temperature` (an f32
+//!   division on the host), with `e_i = 0` for −∞/NaN logits and for results
+//!   below the smallest normal f32 (GPUs may flush denormals). `p = e / Σe` is
+//!   `softmax(l / T)`; only ratios matter, so the rule works on `e` directly.
+//! - **Top-k** (`0 < top_k < V`): keep tokens with `e_i ≥ τ_k`, `τ_k` = the
+//!   k-th largest `e` (ties at the threshold are all kept). Otherwise `τ_k = 0`.
+//!   `M1 = Σ_{e_i ≥ τ_k} e_i`.
+//! - **Top-p** (`top_p < 1`, applied after top-k like HF's warpers): `τ_p` = the
+//!   largest value `v` with `Σ_{e_i ≥ v} e_i ≥ top_p · M1` (the smallest set of
+//!   most likely tokens reaching `top_p` of the kept mass, with every token tied
+//!   at its edge). The kept set is `{i : e_i ≥ τ, e_i > 0}`, `τ = max(τ_k, τ_p)`.
+//! - **Pick**: `M = Σ_kept e_i`; the token is the first kept index (index order)
+//!   whose cumulative kept mass exceeds `u · M`; if rounding leaves none, the
+//!   last kept token.
+//! - **Random number**: `u = uniform_random(seed, counter)` from the [`Step`](crate::Step)
+//!   uniform (`seed_lo`, `seed_hi`, `counter`): `h = lowbias32(counter + 0x9e3779b9)`,
+//!   `h = lowbias32(h ^ seed_lo)`, `h = lowbias32(h ^ seed_hi)`, `u = (h >> 8) · 2⁻²⁴`
+//!   (lowbias32: Chris Wellons' integer hash). Bit-exact on host and GPU.
+//!
+//! The GPU and the host agree except where the GPU's `exp` (a few ulp) or its
+//! f32 summation order (the host sums in f64) moves a boundary across `u · M` or
+//! `top_p · M1`: a probability of order 1e-6 per boundary.
+//!
+//! # Kernels
+//! The row is split into `nblocks ≤ 256` blocks of ≥ 2048 logits.
+//! 1. `sample_partial` (one workgroup per block): block max and argmax.
+//! 2. Greedy: `sample_greedy` (one workgroup) reduces them and writes the token.
+//! 3. `sample_exp` (per block): `e` into a scratch buffer.
+//! 4. Top-k, then top-p: five `sample_pass` launches each (per block). A pass
+//!    evaluates its predicate (count of `e ≥ v`, or mass of `e ≥ v`) at 64
+//!    thresholds, so five passes pin the f32 bit pattern of `τ` exactly
+//!    (64⁵ > 2³⁰ keys); each pass first finishes the previous one from its
+//!    per-block partial sums, identically in every workgroup, so no
+//!    single-workgroup step sits between passes.
+//! 5. `sample_mass` (per block): kept mass and last kept index of each block.
+//! 6. `sample_select` (one workgroup): the block holding `u · M`, then a
+//!    workgroup prefix sum inside it.
+//!
+//! Launches: 2 (greedy), 4 (temperature only), 9 (+ top-k or top-p), 14 (both).
+//! Scratch buffers are made per [`sample`] call and kept alive by the bind
+//! groups; the launches are reusable every step (the Step uniform changes).
+
+use crate::dispatch::Dispatch;
+use crate::shaders::{ShaderSource, REDUCE_SHARED, REDUCE_SUBGROUP};
+use crate::step::STEP;
+use crate::{GpuContext, KernelError, PipelineKey};
+
+crate::shader!(SAMPLE_COMMON, "sample_common.wgsl");
+crate::shader!(SAMPLE_ARGMAX, "sample_argmax.wgsl");
+crate::shader!(SAMPLE_SEARCH, "sample_search.wgsl");
+crate::shader!(SAMPLE_PARTIAL, "sample_partial.wgsl");
+crate::shader!(SAMPLE_GREEDY, "sample_greedy.wgsl");
+crate::shader!(SAMPLE_EXP, "sample_exp.wgsl");
+crate::shader!(SAMPLE_PASS, "sample_pass.wgsl");
+crate::shader!(SAMPLE_MASS, "sample_mass.wgsl");
+crate::shader!(SAMPLE_SELECT, "sample_select.wgsl");
+crate::shader!(SAMPLE_UNIFORM, "sample_uniform.wgsl");
+
+/// Temperature, top-k and top-p of GPU sampling (see the module docs for the rule).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SamplingParams {
+    /// 0 = greedy; otherwise finite and > 0 (with `1 / temperature` finite).
+    pub temperature: f32,
+    /// Keep the `top_k` most likely tokens (and ties); 0 = off.
+    pub top_k: u32,
+    /// Keep the smallest most-likely set reaching this mass, in (0, 1]; 1 = off.
+    pub top_p: f32,
+}
+
+impl SamplingParams {
+    /// Always the argmax.
+    pub fn greedy() -> Self {
+        Self { temperature: 0.0, top_k: 0, top_p: 1.0 }
+    }
+
+    /// Checks the ranges documented on the fields.
+    pub fn validate(&self) -> Result<(), String> {
+        let t = self.temperature;
+        if !(t.is_finite() && t >= 0.0) || (t > 0.0 && !(1.0 / t).is_finite()) {
+            return Err(format!("temperature {t} must be 0 or finite and > 0 with a finite inverse"));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(format!("top_p {} must be in (0, 1]", self.top_p));
+        }
+        Ok(())
+    }
+}
+
+/// Largest vocabulary [`sample`] accepts (indices are compared as exact f32).
+pub const MAX_VOCAB: u32 = 1 << 24;
+
+/// Chris Wellons' `lowbias32` integer hash (a bijection on u32).
+fn lowbias32(mut x: u32) -> u32 {
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^= x >> 16;
+    x
+}
+
+/// The sampler's uniform number in `[0, 1 − 2⁻²⁴]` for `(seed, counter)`,
+/// bit-identical to the GPU's (`uniform01` in `shaders/sample_common.wgsl`).
+/// For a fixed seed, distinct counters give distinct 24-bit values up to the
+/// 2⁸ hash values sharing them.
+pub fn uniform_random(seed: u64, counter: u32) -> f32 {
+    let mut h = lowbias32(counter.wrapping_add(0x9e37_79b9));
+    h = lowbias32(h ^ seed as u32);
+    h = lowbias32(h ^ (seed >> 32) as u32);
+    (h >> 8) as f32 * (1.0 / 16_777_216.0)
+}
+
+fn clean(v: f32) -> f32 {
+    if v.is_nan() {
+        f32::NEG_INFINITY
+    } else {
+        v
+    }
+}
+
+fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0usize;
+    for (i, &v) in logits.iter().enumerate() {
+        if clean(v) > clean(logits[best]) {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// The unnormalised probabilities `e_i` of the rule (module docs), or `None`
+/// where the result is the argmax (greedy, empty or degenerate rows).
+fn host_e(logits: &[f32], params: &SamplingParams) -> Option<Vec<f32>> {
+    if params.temperature == 0.0 || logits.is_empty() {
+        return None;
+    }
+    let m = logits.iter().copied().map(clean).fold(f32::NEG_INFINITY, f32::max);
+    if !m.is_finite() {
+        return None;
+    }
+    let inv_t = 1.0f32 / params.temperature;
+    Some(
+        logits
+            .iter()
+            .map(|&l| {
+                if l.is_nan() || l == f32::NEG_INFINITY {
+                    return 0.0;
+                }
+                let e = ((l - m) * inv_t).exp();
+                if e >= f32::MIN_POSITIVE {
+                    e
+                } else {
+                    0.0
+                }
+            })
+            .collect(),
+    )
+}
+
+/// The kept-set threshold `τ` of the rule for unnormalised probabilities `e`.
+fn host_threshold(e: &[f32], params: &SamplingParams) -> f32 {
+    let mut sorted = e.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let k = params.top_k as usize;
+    let tau_k = if k > 0 && k < e.len() { sorted[k - 1] } else { 0.0 };
+    if params.top_p >= 1.0 {
+        return tau_k;
+    }
+    let kept = &sorted[..sorted.iter().position(|&v| v < tau_k).unwrap_or(sorted.len())];
+    let m1: f64 = kept.iter().map(|&v| v as f64).sum();
+    let target = params.top_p as f64 * m1;
+    // S(v) at each distinct value, largest first: the first reaching the target.
+    let mut acc = 0.0f64;
+    let mut i = 0;
+    while i < kept.len() {
+        let v = kept[i];
+        while i < kept.len() && kept[i] == v {
+            acc += kept[i] as f64;
+            i += 1;
+        }
+        if acc >= target {
+            return v;
+        }
+    }
+    tau_k
+}
+
+/// The CPU reference of [`sample`]'s rule (module docs) for the uniform number
+/// `u` (normally [`uniform_random`]); masses are summed in f64.
+pub fn sample_host(logits: &[f32], params: &SamplingParams, u: f32) -> u32 {
+    let Some(e) = host_e(logits, params) else {
+        return argmax(logits);
+    };
+    let tau = host_threshold(&e, params);
+    let keep = |v: f32| v >= tau && v > 0.0;
+    let total: f64 = e.iter().filter(|&&v| keep(v)).map(|&v| v as f64).sum();
+    let target = u as f64 * total;
+    let mut acc = 0.0f64;
+    let mut last = None;
+    for (i, &v) in e.iter().enumerate() {
+        if keep(v) {
+            acc += v as f64;
+            if acc > target {
+                return i as u32;
+            }
+            last = Some(i as u32);
+        }
+    }
+    last.unwrap_or_else(|| argmax(logits))
+}
+
+/// Mirrors `struct SampleParams` in `shaders/sample_common.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct SampleUniform {
+    logits_off: u32,
+    vocab: u32,
+    out_off: u32,
+    top_k: u32,
+    inv_t: f32,
+    top_p: f32,
+    nblocks: u32,
+    block: u32,
+}
+
+/// Mirrors `struct PassParams` in `shaders/sample_search.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct PassParams {
+    slot: u32,
+    prev: u32,
+    has_prev: u32,
+    prev_mass: u32,
+    mass: u32,
+    restart: u32,
+    p0: u32,
+    _pad: u32,
+}
+
+/// Every sampling kernel runs 256 invocations (64 thresholds × 4 slices in a pass).
+const WG: u32 = 256;
+/// Search passes per threshold (64⁵ > 2³⁰ keys).
+const PASSES: u32 = 5;
+/// Thresholds per pass.
+const R: u32 = 64;
+const MAX_BLOCKS: u32 = 256;
+const MIN_BLOCK: u32 = 2048;
+
+fn reduce(ctx: &GpuContext) -> &'static ShaderSource {
+    if ctx.caps.subgroups {
+        &REDUCE_SUBGROUP
+    } else {
+        &REDUCE_SHARED
+    }
+}
+
+fn arg_err(detail: String) -> KernelError {
+    KernelError::Arguments { kernel: "sample", detail }
+}
+
+/// Picks a token from `logits[logits_offset .. logits_offset + vocab]` (f32)
+/// by the rule in the module docs and writes it to `out[out_offset]` (u32).
+/// The random number comes from `step` (a [`Step`](crate::Step) uniform buffer)
+/// when the launches run, so they can be recorded once and reused every token.
+/// Record the returned launches in order, in one pass.
+#[allow(clippy::too_many_arguments)]
+pub fn sample(
+    ctx: &GpuContext,
+    logits: &wgpu::Buffer,
+    logits_offset: u32,
+    vocab: u32,
+    params: &SamplingParams,
+    step: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    out_offset: u32,
+) -> Result<Vec<Dispatch>, KernelError> {
+    params.validate().map_err(arg_err)?;
+    if vocab == 0 || vocab > MAX_VOCAB {
+        return Err(arg_err(format!("vocab {vocab} must be in 1..={MAX_VOCAB}")));
+    }
+    if (logits_offset as u64 + vocab as u64) * 4 > logits.size() {
+        return Err(arg_err(format!(
+            "logits {logits_offset}..{} exceed their buffer of {} bytes",
+            logits_offset as u64 + vocab as u64,
+            logits.size()
+        )));
+    }
+    if (out_offset as u64 + 1) * 4 > out.size() {
+        return Err(arg_err(format!("out[{out_offset}] is past its buffer of {} bytes", out.size())));
+    }
+    if step.size() < std::mem::size_of::<crate::Step>() as u64 {
+        return Err(arg_err(format!("step buffer of {} bytes is smaller than a Step", step.size())));
+    }
+    let n_pad = vocab.div_ceil(4) * 4;
+    let block = MIN_BLOCK.max(n_pad.div_ceil(MAX_BLOCKS).div_ceil(4) * 4);
+    let nblocks = n_pad.div_ceil(block);
+    let greedy = params.temperature == 0.0;
+    let top_k = if params.top_k < vocab { params.top_k } else { 0 };
+    let sp = SampleUniform {
+        logits_off: logits_offset,
+        vocab,
+        out_off: out_offset,
+        top_k,
+        inv_t: if greedy { 0.0 } else { 1.0 / params.temperature },
+        top_p: params.top_p,
+        nblocks,
+        block,
+    };
+    let spb = ctx.uniform("sample params", &sp);
+    let red = reduce(ctx);
+    let pipe = |parts: &[&'static ShaderSource], entry: &'static str| {
+        ctx.pipeline(&PipelineKey::new(parts, entry).constant("WG", WG))
+    };
+    let mk = |label: &'static str, p: std::sync::Arc<wgpu::ComputePipeline>, res: &[wgpu::BindingResource<'_>], groups: u32| {
+        let bind = ctx.bind(&p, label, res);
+        Dispatch { label, pipeline: p, bind, groups: [groups, 1, 1] }
+    };
+    let part = ctx.storage("sample partials", nblocks as u64 * 8)?;
+    let mut out_d = Vec::new();
+    let p = pipe(&[red, &SAMPLE_COMMON, &SAMPLE_PARTIAL], "sample_partial")?;
+    out_d.push(mk("sample_partial", p, &[logits.as_entire_binding(), part.as_entire_binding(), spb.as_entire_binding()], nblocks));
+    if greedy {
+        let p = pipe(&[red, &SAMPLE_COMMON, &SAMPLE_ARGMAX, &SAMPLE_GREEDY], "sample_greedy")?;
+        out_d.push(mk("sample_greedy", p, &[part.as_entire_binding(), out.as_entire_binding(), spb.as_entire_binding()], 1));
+        return Ok(out_d);
+    }
+    let ev = ctx.storage("sample e", n_pad as u64 * 4)?;
+    let p = pipe(&[red, &SAMPLE_COMMON, &SAMPLE_ARGMAX, &SAMPLE_EXP], "sample_exp")?;
+    out_d.push(mk(
+        "sample_exp",
+        p,
+        &[logits.as_entire_binding(), part.as_entire_binding(), ev.as_entire_binding(), spb.as_entire_binding()],
+        nblocks,
+    ));
+    let topk_on = top_k > 0;
+    let topp_on = params.top_p < 1.0;
+    let slots = PASSES * (topk_on as u32 + topp_on as u32);
+    let psum = ctx.storage("sample pass sums", slots.max(1) as u64 * nblocks as u64 * R as u64 * 4)?;
+    let sstate = ctx.storage("sample search state", (slots.max(1) as u64) * 16)?;
+    let blk = ctx.storage("sample block masses", (2 * nblocks as u64 + 1) * 4)?;
+    let mut passes = Vec::new();
+    let mut slot = 0u32;
+    if topk_on {
+        for k in 0..PASSES {
+            passes.push(PassParams { slot, prev: slot.saturating_sub(1), has_prev: (k > 0) as u32, ..Default::default() });
+            slot += 1;
+        }
+    }
+    if topp_on {
+        let p0 = slot;
+        for k in 0..PASSES {
+            let first = k == 0;
+            passes.push(PassParams {
+                slot,
+                prev: slot.saturating_sub(1),
+                has_prev: (!first || topk_on) as u32,
+                prev_mass: (!first) as u32,
+                mass: 1,
+                restart: first as u32,
+                p0,
+                _pad: 0,
+            });
+            slot += 1;
+        }
+    }
+    let pass_pipe = pipe(&[red, &SAMPLE_COMMON, &SAMPLE_SEARCH, &SAMPLE_PASS], "sample_pass")?;
+    for pp in &passes {
+        let ppb = ctx.uniform("sample pass params", pp);
+        out_d.push(mk(
+            "sample_pass",
+            pass_pipe.clone(),
+            &[
+                ev.as_entire_binding(),
+                psum.as_entire_binding(),
+                sstate.as_entire_binding(),
+                spb.as_entire_binding(),
+                ppb.as_entire_binding(),
+            ],
+            nblocks,
+        ));
+    }
+    let last = passes.last().copied();
+    let mp = PassParams {
+        slot,
+        prev: last.map_or(0, |p| p.slot),
+        has_prev: last.is_some() as u32,
+        prev_mass: last.map_or(0, |p| p.mass),
+        p0: last.map_or(0, |p| p.p0),
+        ..Default::default()
+    };
+    let mpb = ctx.uniform("sample mass params", &mp);
+    let p = pipe(&[red, &SAMPLE_COMMON, &SAMPLE_SEARCH, &SAMPLE_MASS], "sample_mass")?;
+    out_d.push(mk(
+        "sample_mass",
+        p,
+        &[
+            ev.as_entire_binding(),
+            psum.as_entire_binding(),
+            sstate.as_entire_binding(),
+            blk.as_entire_binding(),
+            spb.as_entire_binding(),
+            mpb.as_entire_binding(),
+        ],
+        nblocks,
+    ));
+    let p = pipe(&[red, &STEP, &SAMPLE_COMMON, &SAMPLE_ARGMAX, &SAMPLE_SELECT], "sample_select")?;
+    out_d.push(mk(
+        "sample_select",
+        p,
+        &[
+            ev.as_entire_binding(),
+            part.as_entire_binding(),
+            blk.as_entire_binding(),
+            out.as_entire_binding(),
+            spb.as_entire_binding(),
+            step.as_entire_binding(),
+        ],
+        1,
+    ));
+    Ok(out_d)
+}
+
+/// A launch writing `uniform_random(seed, counter)` of the `step` buffer's
+/// current values as f32 bits to `out[out_offset]` (tests and reproducibility
+/// checks of the GPU hash).
+pub fn uniform_probe(ctx: &GpuContext, step: &wgpu::Buffer, out: &wgpu::Buffer, out_offset: u32) -> Result<Dispatch, KernelError> {
+    if (out_offset as u64 + 1) * 4 > out.size() {
+        return Err(arg_err(format!("out[{out_offset}] is past its buffer of {} bytes", out.size())));
+    }
+    let key = PipelineKey::new(&[&REDUCE_SHARED, &STEP, &SAMPLE_COMMON, &SAMPLE_UNIFORM], "sample_uniform").constant("WG", 64u32);
+    let pipeline = ctx.pipeline(&key)?;
+    let sp = SampleUniform {
+        logits_off: 0,
+        vocab: 1,
+        out_off: out_offset,
+        top_k: 0,
+        inv_t: 0.0,
+        top_p: 1.0,
+        nblocks: 0,
+        block: 0,
+    };
+    let spb = ctx.uniform("uniform probe params", &sp);
+    let bind = ctx.bind(&pipeline, "sample_uniform", &[out.as_entire_binding(), spb.as_entire_binding(), step.as_entire_binding()]);
+    Ok(Dispatch { label: "sample_uniform", pipeline, bind, groups: [1, 1, 1] })
+}
+
+/// Every shader module (file list) this family builds, and whether it needs subgroups/f16.
+pub fn modules() -> Vec<(Vec<&'static ShaderSource>, bool)> {
+    let mut v = Vec::new();
+    for (red, sg) in [(&REDUCE_SUBGROUP, true), (&REDUCE_SHARED, false)] {
+        v.push((vec![red, &SAMPLE_COMMON, &SAMPLE_PARTIAL], sg));
+        v.push((vec![red, &SAMPLE_COMMON, &SAMPLE_ARGMAX, &SAMPLE_GREEDY], sg));
+        v.push((vec![red, &SAMPLE_COMMON, &SAMPLE_ARGMAX, &SAMPLE_EXP], sg));
+        v.push((vec![red, &SAMPLE_COMMON, &SAMPLE_SEARCH, &SAMPLE_PASS], sg));
+        v.push((vec![red, &SAMPLE_COMMON, &SAMPLE_SEARCH, &SAMPLE_MASS], sg));
+        v.push((vec![red, &STEP, &SAMPLE_COMMON, &SAMPLE_ARGMAX, &SAMPLE_SELECT], sg));
+    }
+    v.push((vec![&REDUCE_SHARED, &STEP, &SAMPLE_COMMON, &SAMPLE_UNIFORM], false));
+    v
+}

@@ -1,0 +1,244 @@
+//! Embedding gather against `qwgpu_loader::dequantize`, for every stored format
+//! and scale scheme, on both test contexts. Expected: **bit-exact** equality —
+//! decoding BF16/F16/FP8 to f32 is exact and the one scale multiply is a single
+//! correctly rounded f32 product on both sides. Random bit patterns avoid NaN and
+//! infinity encodings (FP8 0x7f/0xff, E5M2/F16 exponent all ones) and, for F32
+//! and BF16, exponents whose scaled value could become an f32 denormal (GPUs may
+//! flush those to zero).
+
+use qwgpu_checkpoint::Dtype;
+use qwgpu_kernels::weights::{scale_table, stride_words, WeightPiece};
+use qwgpu_kernels::{embed, testing, GpuContext, GpuWeight, WeightFormat};
+use qwgpu_loader::{ActivationQuant, BlockSegment, PackedWeight, ScaleScheme, Shard};
+use qwgpu_ops::rng::SplitMix64;
+
+/// Random element bytes of `dtype` with the encodings above avoided.
+fn random_data(rng: &mut SplitMix64, dtype: Dtype, n: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n * dtype.size());
+    for _ in 0..n {
+        let r = rng.next_u64();
+        match dtype {
+            Dtype::F32 => {
+                // Exponent field in [64, 190]: |v| in [2^-63, 2^64).
+                let exp = 64 + (r >> 40) as u32 % 127;
+                let bits = (r as u32 & 0x807f_ffff) | (exp << 23);
+                out.extend_from_slice(&bits.to_le_bytes());
+            }
+            Dtype::BF16 => {
+                let exp = 64 + (r >> 40) as u16 % 127;
+                let bits = (r as u16 & 0x807f) | (exp << 7);
+                out.extend_from_slice(&bits.to_le_bytes());
+            }
+            Dtype::F16 => {
+                // Any f16 but inf/NaN (exponent 31); subnormals included.
+                let mut bits = r as u16;
+                if bits & 0x7c00 == 0x7c00 {
+                    bits &= !0x4000;
+                }
+                out.extend_from_slice(&bits.to_le_bytes());
+            }
+            Dtype::F8E4M3 => {
+                let mut b = r as u8;
+                if b & 0x7f == 0x7f {
+                    b &= !0x01;
+                }
+                out.push(b);
+            }
+            Dtype::F8E5M2 => {
+                let mut b = r as u8;
+                if b & 0x7c == 0x7c {
+                    b &= !0x40;
+                }
+                out.push(b);
+            }
+        }
+    }
+    out
+}
+
+/// A scale in [0.5, 2) times a power of two in 2^-6..2^6.
+fn random_scale(rng: &mut SplitMix64) -> f32 {
+    let m = 0.5 + 1.5 * (rng.next_f64() as f32);
+    m * 2f32.powi((rng.next_u64() % 13) as i32 - 6)
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Scheme {
+    None,
+    PerShard,
+    PerChannel,
+    Block([usize; 2]),
+}
+
+fn shards_for(rows: usize) -> Vec<(usize, usize)> {
+    if rows >= 4 {
+        vec![(0, 3), (3, rows - 3)]
+    } else {
+        vec![(0, rows)]
+    }
+}
+
+fn packed(rng: &mut SplitMix64, dtype: Dtype, rows: usize, cols: usize, scheme: Scheme) -> PackedWeight {
+    let shards = shards_for(rows);
+    let scale = match scheme {
+        Scheme::None => ScaleScheme::None,
+        Scheme::PerShard => ScaleScheme::PerShard { scales: shards.iter().map(|_| random_scale(rng)).collect() },
+        Scheme::PerChannel => ScaleScheme::PerChannel { scales: (0..rows).map(|_| random_scale(rng)).collect() },
+        Scheme::Block(block) => ScaleScheme::Block {
+            block,
+            segments: shards
+                .iter()
+                .map(|&(o, n)| {
+                    let grid = [n.div_ceil(block[0]), cols.div_ceil(block[1])];
+                    BlockSegment { row_offset: o, rows: n, grid, scales: (0..grid[0] * grid[1]).map(|_| random_scale(rng)).collect() }
+                })
+                .collect(),
+        },
+    };
+    PackedWeight {
+        name: format!("embed {dtype:?} {scheme:?}"),
+        dtype,
+        rows,
+        cols,
+        data: random_data(rng, dtype, rows * cols),
+        shards: shards
+            .iter()
+            .enumerate()
+            .map(|(i, &(o, n))| Shard { name: format!("s{i}"), source: format!("s{i}"), row_offset: o, rows: n })
+            .collect(),
+        scale,
+        activation: ActivationQuant::None,
+    }
+}
+
+/// The same weight as `GpuWeight::upload` makes, but split into pieces of at
+/// most `piece_rows` rows (what a weight over the binding limit gets).
+fn upload_in_pieces(ctx: &GpuContext, w: &PackedWeight, piece_rows: usize) -> GpuWeight {
+    let format = WeightFormat::from_dtype(w.dtype);
+    let stride = stride_words(w.cols, format);
+    let row_src = w.cols * format.size();
+    let mut pieces = Vec::new();
+    let mut row0 = 0;
+    while row0 < w.rows {
+        let rows = piece_rows.min(w.rows - row0);
+        let mut bytes = vec![0u8; rows * stride * 4];
+        for r in 0..rows {
+            let src = &w.data[(row0 + r) * row_src..(row0 + r + 1) * row_src];
+            bytes[r * stride * 4..r * stride * 4 + row_src].copy_from_slice(src);
+        }
+        pieces.push(WeightPiece { buffer: ctx.upload_bytes("piece", &bytes).unwrap(), row0, rows });
+        row0 += rows;
+    }
+    let (table, block_cols) = scale_table(w).unwrap();
+    GpuWeight {
+        name: w.name.clone(),
+        format,
+        rows: w.rows,
+        cols: w.cols,
+        stride_words: stride,
+        block_cols,
+        pieces,
+        meta: ctx.upload("scales", &table).unwrap(),
+    }
+}
+
+fn run_case(ctx: &GpuContext, name: &str, gw: &GpuWeight, w: &PackedWeight, ids: &[u32], what: &str) {
+    let want_rows = qwgpu_loader::dequantize(w).unwrap();
+    let ids_off = 3u32;
+    let mut id_buf = vec![0xdead_beefu32; ids_off as usize];
+    id_buf.extend_from_slice(ids);
+    let idb = ctx.upload("ids", &id_buf).unwrap();
+    let t = ids.len();
+    let n = t * w.cols;
+    let hb = ctx.storage("h", (n as u64 + 4) * 4).unwrap();
+    ctx.fill_f32(&hb, f32::NAN);
+    let ds = embed::embed(ctx, gw, &idb, ids_off, &hb, t as u32).unwrap();
+    assert_eq!(ds.len(), gw.pieces.len());
+    ctx.run("embed", &ds.iter().collect::<Vec<_>>()).unwrap();
+    let got = ctx.read_f32(&hb, 0, n + 4).unwrap();
+    for (ti, &id) in ids.iter().enumerate() {
+        for c in 0..w.cols {
+            let g = got[ti * w.cols + c];
+            let want = if (id as usize) < w.rows { want_rows[id as usize * w.cols + c] } else { 0.0 };
+            assert_eq!(
+                g.to_bits(),
+                want.to_bits(),
+                "{name} {what}: token {ti} (id {id}) col {c}: got {g} want {want}"
+            );
+        }
+    }
+    assert!(got[n..].iter().all(|v| v.is_nan()), "{name} {what}: wrote past the output");
+}
+
+fn ids_for(rng: &mut SplitMix64, rows: usize, t: usize) -> Vec<u32> {
+    // Out of order, with repeats; the last id of longer lists is out of range (zeros).
+    let mut ids: Vec<u32> = (0..t).map(|_| (rng.next_u64() % rows as u64) as u32).collect();
+    if t >= 3 {
+        ids[1] = ids[0];
+        ids[t - 1] = rows as u32 + 5;
+    }
+    ids
+}
+
+#[test]
+fn embed_is_exact_for_every_format_and_scale_scheme() {
+    let formats = [Dtype::F32, Dtype::BF16, Dtype::F16, Dtype::F8E4M3, Dtype::F8E5M2];
+    for t in testing::contexts() {
+        let ctx = &t.ctx;
+        let mut seed = 1000u64;
+        for dtype in formats {
+            let schemes: &[Scheme] = if dtype.is_fp8() {
+                &[Scheme::PerShard, Scheme::PerChannel, Scheme::Block([2, 4]), Scheme::Block([128, 128])]
+            } else {
+                &[Scheme::None, Scheme::PerChannel, Scheme::Block([3, 8])]
+            };
+            for &scheme in schemes {
+                for (rows, cols, tc) in [(1usize, 1usize, 1usize), (7, 3, 3), (9, 65, 65), (5, 130, 3)] {
+                    seed += 1;
+                    let mut rng = SplitMix64::new(seed);
+                    let w = packed(&mut rng, dtype, rows, cols, scheme);
+                    let gw = GpuWeight::upload(ctx, &w).unwrap();
+                    let ids = ids_for(&mut rng, rows, tc);
+                    let what = format!("seed {seed} {dtype:?} {scheme:?} [{rows}, {cols}] T {tc}");
+                    run_case(ctx, &t.name, &gw, &w, &ids, &what);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn embed_handles_pieces_and_wide_rows() {
+    for t in testing::contexts() {
+        let ctx = &t.ctx;
+        for (seed, dtype, scheme, rows, cols, piece_rows) in [
+            (1u64, Dtype::BF16, Scheme::None, 10usize, 4096usize, 3usize),
+            (2, Dtype::F8E4M3, Scheme::Block([128, 128]), 9, 4096, 4),
+            (3, Dtype::F32, Scheme::PerShard, 7, 130, 1),
+            (4, Dtype::F16, Scheme::PerChannel, 6, 65, 5),
+        ] {
+            let mut rng = SplitMix64::new(seed);
+            let w = packed(&mut rng, dtype, rows, cols, scheme);
+            let gw = upload_in_pieces(ctx, &w, piece_rows);
+            assert!(gw.pieces.len() > 1);
+            let ids = ids_for(&mut rng, rows, 7);
+            let what = format!("seed {seed} {dtype:?} {scheme:?} [{rows}, {cols}] pieces of {piece_rows} rows");
+            run_case(ctx, &t.name, &gw, &w, &ids, &what);
+        }
+    }
+}
+
+#[test]
+fn embed_rejects_out_of_range_buffers() {
+    let t = testing::contexts()[0];
+    let ctx = &t.ctx;
+    let mut rng = SplitMix64::new(9);
+    let w = packed(&mut rng, Dtype::BF16, 4, 8, Scheme::None);
+    let gw = GpuWeight::upload(ctx, &w).unwrap();
+    let ids = ctx.upload("ids", &[0u32; 8]).unwrap();
+    let h = ctx.storage("h", 4 * 8 * 4).unwrap();
+    let err = embed::embed(ctx, &gw, &ids, 6, &h, 4).unwrap_err();
+    assert!(err.to_string().contains("ids 6..10"), "{err}");
+    let err = embed::embed(ctx, &gw, &ids, 0, &h, 5).unwrap_err();
+    assert!(err.to_string().contains("exceeds its buffer"), "{err}");
+}

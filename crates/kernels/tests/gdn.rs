@@ -1,0 +1,643 @@
+//! The GDN layer core (conv1d + SiLU, q/k L2 norm, gates, gated delta rule, gated
+//! RMSNorm) on the GPU against a CPU oracle that composes the `qwgpu_ops` pieces
+//! exactly like `qwgpu_model::reference::gdn::forward` (copied below, minus the
+//! projections), in both modes and on both test contexts, with non-zero initial
+//! conv and recurrent states; final states are compared too.
+//!
+//! Tolerance (f32 kernels against the f32 oracle; other summation orders, FMAs,
+//! and chunk 64 vs 32 on the fallback context): outputs `|got − want| ≤ 1e-4 +
+//! 1e-3·|want|` (`Tol::gpu_f32`) and NMSE ≤ 1e-10; recurrent states `|got − want| ≤
+//! 1e-4·max(1, max|want|) + 1e-3·|want|` and NMSE ≤ 1e-10; conv states exact.
+//! Measured NMSE: ≤ 3e-13 (outputs), ≤ 2e-12 (states), lavapipe and H100 alike.
+//!
+//! Inputs: standard normal qkvz / ba / initial conv state, recurrent state 0.2·N(0,1),
+//! conv weights 0.5·N(0,1), exp(A_log) in [e^-5, e^0.5] (slow and fast decays),
+//! dt_bias 0.5·N(0,1), norm weight 1 + 0.1·N(0,1). Outputs are poisoned with NaN
+//! before every run.
+
+use qwgpu_kernels::gdn::{self, GdnDims, GdnLayerBuffers, GdnMode, GdnScratch};
+use qwgpu_kernels::{testing, wgpu, GpuContext, KernelError};
+use qwgpu_ops::activation::silu;
+use qwgpu_ops::compare::{check_close, nmse, Tol};
+use qwgpu_ops::conv::causal_conv1d;
+use qwgpu_ops::delta_rule::{self, HeadInputs};
+use qwgpu_ops::gdn_gates::gdn_gates;
+use qwgpu_ops::norm::{gated_rms_norm, l2_normalize_in_place};
+use qwgpu_ops::rng::Rng;
+
+const OUT_TOL: Tol = Tol::gpu_f32();
+const MAX_NMSE: f64 = 1e-10;
+
+struct Weights {
+    conv_w: Vec<f32>,
+    a_log: Vec<f32>,
+    dt_bias: Vec<f32>,
+    norm_w: Vec<f32>,
+}
+
+#[derive(Clone)]
+struct CpuState {
+    conv: Vec<f32>,
+    rec: Vec<f32>,
+}
+
+fn dims(nk: u32, nv: u32, dk: u32, dv: u32) -> GdnDims {
+    GdnDims {
+        nk,
+        nv,
+        dk,
+        dv,
+        conv_kernel: 4,
+        eps: 1e-6,
+    }
+}
+
+fn random_layer(d: &GdnDims, rng: &mut Rng) -> (Weights, CpuState) {
+    let conv_dim = d.conv_dim() as usize;
+    let k = d.conv_kernel as usize;
+    let nv = d.nv as usize;
+    let w = Weights {
+        conv_w: rng
+            .normal_vec(conv_dim * k)
+            .iter()
+            .map(|v| v * 0.5)
+            .collect(),
+        // exp(A_log) in [e^-5, e^0.5]: slow decays carry the state across chunks too.
+        a_log: (0..nv).map(|_| rng.uniform() * 5.5 - 5.0).collect(),
+        dt_bias: rng.normal_vec(nv).iter().map(|v| v * 0.5).collect(),
+        norm_w: rng
+            .normal_vec(d.dv as usize)
+            .iter()
+            .map(|v| 1.0 + 0.1 * v)
+            .collect(),
+    };
+    let st = CpuState {
+        conv: rng.normal_vec(d.conv_state_len()),
+        rec: rng
+            .normal_vec(d.state_len())
+            .iter()
+            .map(|v| v * 0.2)
+            .collect(),
+    };
+    (w, st)
+}
+
+/// `(qkvz [T, conv_dim + value_dim], ba [T, 2·nv])`.
+fn random_inputs(d: &GdnDims, t: usize, rng: &mut Rng) -> (Vec<f32>, Vec<f32>) {
+    let width = (d.conv_dim() + d.value_dim()) as usize;
+    (
+        rng.normal_vec(t * width),
+        rng.normal_vec(t * 2 * d.nv as usize),
+    )
+}
+
+/// `reference::gdn::forward` after the projections, with the delta-rule form chosen
+/// by the caller (the reference picks chunked for T > 1).
+fn oracle(
+    d: &GdnDims,
+    w: &Weights,
+    qkvz: &[f32],
+    ba: &[f32],
+    state: &mut CpuState,
+    chunked: bool,
+) -> Vec<f32> {
+    let (nk, dk) = (d.nk as usize, d.dk as usize);
+    let (nv, dv) = (d.nv as usize, d.dv as usize);
+    let (key_dim, value_dim, conv_dim) = (nk * dk, nv * dv, d.conv_dim() as usize);
+    let eps = d.eps;
+    let qkvz_width = conv_dim + value_dim;
+    let t_len = qkvz.len() / qkvz_width;
+
+    let mut mixed = Vec::with_capacity(t_len * conv_dim);
+    let mut z = Vec::with_capacity(t_len * value_dim);
+    for row in qkvz.chunks_exact(qkvz_width) {
+        mixed.extend_from_slice(&row[..conv_dim]);
+        z.extend_from_slice(&row[conv_dim..]);
+    }
+
+    let mut conv = causal_conv1d(
+        &mixed,
+        conv_dim,
+        &w.conv_w,
+        d.conv_kernel as usize,
+        &mut state.conv,
+    );
+    conv.iter_mut().for_each(|c| *c = silu(*c));
+
+    let q_scale = 1.0 / (dk as f32).sqrt();
+    let mut q = Vec::with_capacity(t_len * key_dim);
+    let mut k = Vec::with_capacity(t_len * key_dim);
+    let mut v = Vec::with_capacity(t_len * value_dim);
+    for row in conv.chunks_exact(conv_dim) {
+        q.extend_from_slice(&row[..key_dim]);
+        k.extend_from_slice(&row[key_dim..2 * key_dim]);
+        v.extend_from_slice(&row[2 * key_dim..]);
+    }
+    for head in q.chunks_exact_mut(dk) {
+        l2_normalize_in_place(head, gdn::L2_EPS);
+        head.iter_mut().for_each(|e| *e *= q_scale);
+    }
+    for head in k.chunks_exact_mut(dk) {
+        l2_normalize_in_place(head, gdn::L2_EPS);
+    }
+    let (beta, g) = gdn_gates(ba, &w.a_log, &w.dt_bias);
+
+    let group = nv / nk;
+    let mut o = vec![0.0f32; t_len * value_dim];
+    for h in 0..nv {
+        let kh = h / group;
+        let gather = |src: &[f32], width: usize, head: usize, hd: usize| -> Vec<f32> {
+            (0..t_len)
+                .flat_map(|t| src[t * width + head * hd..][..hd].to_vec())
+                .collect()
+        };
+        let qh = gather(&q, key_dim, kh, dk);
+        let kk = gather(&k, key_dim, kh, dk);
+        let vh = gather(&v, value_dim, h, dv);
+        let gh = gather(&g, nv, h, 1);
+        let bh = gather(&beta, nv, h, 1);
+        let inputs = HeadInputs {
+            q: &qh,
+            k: &kk,
+            v: &vh,
+            g: &gh,
+            beta: &bh,
+            dk,
+            dv,
+        };
+        let s = &mut state.rec[h * dk * dv..(h + 1) * dk * dv];
+        let oh = if chunked {
+            delta_rule::chunked(inputs, s)
+        } else {
+            delta_rule::recurrent(inputs, s)
+        };
+        for t in 0..t_len {
+            o[t * value_dim + h * dv..][..dv].copy_from_slice(&oh[t * dv..][..dv]);
+        }
+    }
+    gated_rms_norm(&o, &z, &w.norm_w, eps)
+}
+
+/// GPU buffers of one layer, inputs sized for `max_t` tokens.
+struct Gpu {
+    qkvz: wgpu::Buffer,
+    ba: wgpu::Buffer,
+    conv_w: wgpu::Buffer,
+    a_log: wgpu::Buffer,
+    dt_bias: wgpu::Buffer,
+    norm_w: wgpu::Buffer,
+    conv_state: wgpu::Buffer,
+    state: wgpu::Buffer,
+    out: wgpu::Buffer,
+}
+
+impl Gpu {
+    fn new(ctx: &GpuContext, d: &GdnDims, w: &Weights, st: &CpuState, max_t: usize) -> Self {
+        let width = (d.conv_dim() + d.value_dim()) as u64;
+        let mt = max_t as u64;
+        Self {
+            qkvz: ctx.storage("qkvz", mt * width * 4).unwrap(),
+            ba: ctx.storage("ba", mt * 2 * d.nv as u64 * 4).unwrap(),
+            conv_w: ctx.upload("conv_w", &w.conv_w).unwrap(),
+            a_log: ctx.upload("a_log", &w.a_log).unwrap(),
+            dt_bias: ctx.upload("dt_bias", &w.dt_bias).unwrap(),
+            norm_w: ctx.upload("norm_w", &w.norm_w).unwrap(),
+            conv_state: ctx.upload("conv_state", &st.conv).unwrap(),
+            state: ctx
+                .upload("state", &gdn::state_from_reference(d, &st.rec))
+                .unwrap(),
+            out: ctx.storage("out", mt * d.value_dim() as u64 * 4).unwrap(),
+        }
+    }
+
+    fn buffers(&self) -> GdnLayerBuffers<'_> {
+        GdnLayerBuffers {
+            qkvz: &self.qkvz,
+            ba: &self.ba,
+            conv_w: &self.conv_w,
+            a_log: &self.a_log,
+            dt_bias: &self.dt_bias,
+            norm_w: &self.norm_w,
+            conv_state: &self.conv_state,
+            state: &self.state,
+            out: &self.out,
+        }
+    }
+
+    fn write_inputs(&self, ctx: &GpuContext, qkvz: &[f32], ba: &[f32]) {
+        ctx.queue
+            .write_buffer(&self.qkvz, 0, bytemuck::cast_slice(qkvz));
+        ctx.queue
+            .write_buffer(&self.ba, 0, bytemuck::cast_slice(ba));
+        ctx.fill_f32(&self.out, f32::NAN);
+    }
+
+    fn read(&self, ctx: &GpuContext, d: &GdnDims, t: usize) -> (Vec<f32>, CpuState) {
+        let out = ctx
+            .read_f32(&self.out, 0, t * d.value_dim() as usize)
+            .unwrap();
+        let conv = ctx
+            .read_f32(&self.conv_state, 0, d.conv_state_len())
+            .unwrap();
+        let rec = ctx.read_f32(&self.state, 0, d.state_len()).unwrap();
+        (
+            out,
+            CpuState {
+                conv,
+                rec: gdn::state_to_reference(d, &rec),
+            },
+        )
+    }
+}
+
+/// Checks `got` against `want` with the element-wise tolerance and NMSE bound;
+/// returns the NMSE for the summary.
+fn check(got: &[f32], want: &[f32], tol: Tol, what: &str) -> f64 {
+    let e = nmse(got, want);
+    if let Err(msg) = check_close(got, want, tol, what) {
+        panic!("{msg}\n  (NMSE {e:e})");
+    }
+    assert!(e <= MAX_NMSE, "{what}: NMSE {e:e} > {MAX_NMSE:e}");
+    e
+}
+
+fn state_tol(want: &[f32]) -> Tol {
+    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    Tol::new(1e-4 * scale, 1e-3)
+}
+
+fn check_states(got: &CpuState, want: &CpuState, what: &str) -> f64 {
+    // The conv state is a copy of inputs: exact.
+    check_close(
+        &got.conv,
+        &want.conv,
+        Tol::f32_exact(),
+        &format!("{what} conv state"),
+    )
+    .unwrap_or_else(|m| panic!("{m}"));
+    check(
+        &got.rec,
+        &want.rec,
+        state_tol(&want.rec),
+        &format!("{what} recurrent state"),
+    )
+}
+
+fn mode_name(m: GdnMode) -> &'static str {
+    match m {
+        GdnMode::Recurrent => "recurrent",
+        GdnMode::Chunked => "chunked",
+    }
+}
+
+/// One call of `t` tokens from random states: GPU vs oracle, both modes.
+fn run_case(d: &GdnDims, t: usize, seed: u64) {
+    for tc in testing::contexts() {
+        let ctx = &tc.ctx;
+        let mut rng = Rng::new(seed);
+        let (w, st0) = random_layer(d, &mut rng);
+        let (qkvz, ba) = random_inputs(d, t, &mut rng);
+        let scratch = GdnScratch::new(ctx, d, t as u32).unwrap();
+        for mode in [GdnMode::Recurrent, GdnMode::Chunked] {
+            let what = format!(
+                "{} seed {seed} {d:?} T {t} {} (chunk {})",
+                tc.name,
+                mode_name(mode),
+                scratch.chunk()
+            );
+            let mut want_st = st0.clone();
+            let want = oracle(d, &w, &qkvz, &ba, &mut want_st, mode == GdnMode::Chunked);
+            let gpu = Gpu::new(ctx, d, &w, &st0, t);
+            gpu.write_inputs(ctx, &qkvz, &ba);
+            let ds = gdn::gdn_forward(ctx, d, &gpu.buffers(), &scratch, t as u32, mode).unwrap();
+            let refs: Vec<_> = ds.iter().collect();
+            let start = std::time::Instant::now();
+            ctx.run("gdn", &refs).unwrap();
+            let ms = start.elapsed().as_secs_f64() * 1e3;
+            let (got, got_st) = gpu.read(ctx, d, t);
+            let e_out = check(&got, &want, OUT_TOL, &format!("{what} output"));
+            let e_st = check_states(&got_st, &want_st, &what);
+            eprintln!("{what}: {ms:.1} ms, NMSE out {e_out:.1e} state {e_st:.1e}");
+        }
+    }
+}
+
+#[test]
+fn fixture_dims_all_lengths() {
+    // The test fixtures' dims: nk 2, nv 4 (2 v-heads per k-head), dk = dv = 16, K 4.
+    let d = dims(2, 4, 16, 16);
+    for (i, t) in [1usize, 3, 63, 64, 65, 200].into_iter().enumerate() {
+        run_case(&d, t, 100 + i as u64);
+    }
+}
+
+#[test]
+fn head_ratios_and_unequal_widths() {
+    // nv/nk = 1 with dk < dv; nv/nk = 4 with dk > dv; widths not multiples of 16.
+    run_case(&dims(1, 1, 16, 32), 65, 201);
+    run_case(&dims(2, 2, 16, 32), 3, 202);
+    run_case(&dims(1, 4, 32, 16), 130, 203);
+    run_case(&dims(1, 2, 20, 12), 70, 204);
+}
+
+#[test]
+fn real_head_width_128() {
+    // Qwen3.5's dk = dv = 128 (one k-head, two v-heads), a short prefill.
+    run_case(&dims(1, 2, 128, 128), 67, 301);
+}
+
+#[test]
+fn chunked_equals_recurrent_on_gpu() {
+    let d = dims(2, 4, 16, 32);
+    let t = 150usize;
+    for tc in testing::contexts() {
+        let ctx = &tc.ctx;
+        let seed = 401;
+        let mut rng = Rng::new(seed);
+        let (w, st0) = random_layer(&d, &mut rng);
+        let (qkvz, ba) = random_inputs(&d, t, &mut rng);
+        let scratch = GdnScratch::new(ctx, &d, t as u32).unwrap();
+        let mut results = Vec::new();
+        for mode in [GdnMode::Recurrent, GdnMode::Chunked] {
+            let gpu = Gpu::new(ctx, &d, &w, &st0, t);
+            gpu.write_inputs(ctx, &qkvz, &ba);
+            let ds = gdn::gdn_forward(ctx, &d, &gpu.buffers(), &scratch, t as u32, mode).unwrap();
+            ctx.run("gdn", &ds.iter().collect::<Vec<_>>()).unwrap();
+            results.push(gpu.read(ctx, &d, t));
+        }
+        let what = format!("{} seed {seed} chunked vs recurrent", tc.name);
+        check(
+            &results[1].0,
+            &results[0].0,
+            OUT_TOL,
+            &format!("{what} output"),
+        );
+        check_states(&results[1].1, &results[0].1, &what);
+    }
+}
+
+#[test]
+fn prefill_then_decode_continues_the_state() {
+    // A chunked prefill of 70 tokens, then 5 decode steps replaying ONE recorded
+    // T = 1 set with new buffer contents each step, against the oracle run the
+    // way the reference model runs it (chunked prefill, recurrent decode).
+    let d = dims(2, 4, 16, 16);
+    let (prefill, steps) = (70usize, 5usize);
+    for tc in testing::contexts() {
+        let ctx = &tc.ctx;
+        let seed = 501;
+        let mut rng = Rng::new(seed);
+        let (w, st0) = random_layer(&d, &mut rng);
+        let (qkvz, ba) = random_inputs(&d, prefill, &mut rng);
+        let decode: Vec<_> = (0..steps).map(|_| random_inputs(&d, 1, &mut rng)).collect();
+
+        let mut want_st = st0.clone();
+        let want_prefill = oracle(&d, &w, &qkvz, &ba, &mut want_st, true);
+
+        let scratch = GdnScratch::new(ctx, &d, prefill as u32).unwrap();
+        let big = Gpu::new(ctx, &d, &w, &st0, prefill);
+        big.write_inputs(ctx, &qkvz, &ba);
+        let ds = gdn::gdn_forward(
+            ctx,
+            &d,
+            &big.buffers(),
+            &scratch,
+            prefill as u32,
+            GdnMode::Chunked,
+        )
+        .unwrap();
+        ctx.run("gdn prefill", &ds.iter().collect::<Vec<_>>())
+            .unwrap();
+        let (got, got_st) = big.read(ctx, &d, prefill);
+        let what = format!("{} seed {seed} prefill", tc.name);
+        check(&got, &want_prefill, OUT_TOL, &format!("{what} output"));
+        check_states(&got_st, &want_st, &what);
+
+        // Decode inputs and output sized for one token; the layer's weights and
+        // states are the prefill's buffers.
+        let one = Gpu::new(ctx, &d, &w, &st0, 1);
+        let bufs = GdnLayerBuffers {
+            qkvz: &one.qkvz,
+            ba: &one.ba,
+            out: &one.out,
+            ..big.buffers()
+        };
+        let ds = gdn::gdn_forward(ctx, &d, &bufs, &scratch, 1, GdnMode::Recurrent).unwrap();
+        let ds: Vec<_> = ds.iter().collect();
+        for (step, (q1, b1)) in decode.iter().enumerate() {
+            let want = oracle(&d, &w, q1, b1, &mut want_st, false);
+            one.write_inputs(ctx, q1, b1);
+            ctx.run("gdn decode", &ds).unwrap();
+            let out = ctx.read_f32(&one.out, 0, d.value_dim() as usize).unwrap();
+            let (_, got_st) = big.read(ctx, &d, 1);
+            let got = out;
+            let what = format!("{} seed {seed} decode step {step}", tc.name);
+            check(&got, &want, OUT_TOL, &format!("{what} output"));
+            check_states(&got_st, &want_st, &what);
+        }
+    }
+}
+
+#[test]
+fn state_layout_round_trips() {
+    let d = dims(2, 4, 16, 32);
+    let x: Vec<f32> = (0..d.state_len()).map(|i| i as f32).collect();
+    let g = gdn::state_from_reference(&d, &x);
+    assert_eq!(g.len(), d.state_len());
+    assert_eq!(gdn::state_to_reference(&d, &g), x);
+}
+
+#[test]
+fn bad_dims_and_arguments_are_typed_errors() {
+    let t = testing::contexts()[0];
+    let ctx = &t.ctx;
+    for bad in [
+        dims(1, 1, 18, 16),
+        dims(1, 1, 16, 256),
+        dims(2, 3, 16, 16),
+        dims(1, 1, 0, 16),
+    ] {
+        let e = GdnScratch::new(ctx, &bad, 4).unwrap_err();
+        assert!(matches!(e, KernelError::Unsupported { .. }), "{bad:?}: {e}");
+    }
+    let d = dims(2, 4, 16, 16);
+    let mut rng = Rng::new(7);
+    let (w, st) = random_layer(&d, &mut rng);
+    let scratch = GdnScratch::new(ctx, &d, 8).unwrap();
+    let gpu = Gpu::new(ctx, &d, &w, &st, 8);
+    let e = gdn::gdn_forward(ctx, &d, &gpu.buffers(), &scratch, 9, GdnMode::Chunked).unwrap_err();
+    assert!(matches!(e, KernelError::Arguments { .. }), "{e}");
+    let small = Gpu::new(ctx, &d, &w, &st, 2);
+    let e =
+        gdn::gdn_forward(ctx, &d, &small.buffers(), &scratch, 8, GdnMode::Recurrent).unwrap_err();
+    assert!(e.to_string().contains("qkvz"), "{e}");
+    let other = dims(2, 4, 16, 32);
+    let e =
+        gdn::gdn_forward(ctx, &other, &gpu.buffers(), &scratch, 1, GdnMode::Recurrent).unwrap_err();
+    assert!(matches!(e, KernelError::Arguments { .. }), "{e}");
+}
+
+/// GPU time of `reps` back-to-back repetitions of `ds` in one pass (timestamps), in µs
+/// per repetition; `None` without timestamp queries.
+fn gpu_time_us(ctx: &GpuContext, ds: &[&qwgpu_kernels::Dispatch], reps: u32) -> Option<f64> {
+    if !ctx.caps.timestamps {
+        return None;
+    }
+    let qs = ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+        label: Some("gdn bench"),
+        ty: wgpu::QueryType::Timestamp,
+        count: 2,
+    });
+    let resolve = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("gdn bench resolve"),
+        size: 16,
+        usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    let mut enc = ctx.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("gdn bench"),
+            timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                query_set: &qs,
+                beginning_of_pass_write_index: Some(0),
+                end_of_pass_write_index: Some(1),
+            }),
+        });
+        for _ in 0..reps {
+            for d in ds {
+                d.record(&mut pass);
+            }
+        }
+    }
+    enc.resolve_query_set(&qs, 0..2, &resolve, 0);
+    ctx.queue.submit([enc.finish()]);
+    let b = ctx.read_bytes(&resolve, 0, 16).unwrap();
+    let t: Vec<u64> = bytemuck::pod_collect_to_vec(&b);
+    let ns = (t[1] - t[0]) as f64 * ctx.queue.get_timestamp_period() as f64;
+    Some(ns / 1e3 / reps as f64)
+}
+
+/// Timings and a correctness check at Qwen3.5 dims (nk 16, nv 32, dk = dv = 128) on
+/// the default adapter with trusted (unchecked) modules. Run on a real GPU:
+/// `cargo test --release -p qwgpu-kernels --test gdn -- --ignored --nocapture bench`.
+#[test]
+#[ignore]
+fn bench_qwen35_dims() {
+    let ctx = GpuContext::new(&qwgpu_kernels::ContextOptions {
+        runtime_checks: Some(false),
+        ..Default::default()
+    })
+    .unwrap();
+    eprintln!("adapter: {}", ctx.describe());
+    let env = |name: &str, default: u32| -> u32 {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let (nk, nv) = (env("GDN_BENCH_NK", 16), env("GDN_BENCH_NV", 32));
+    let d = dims(nk, nv, 128, 128);
+    let max_t = env("GDN_BENCH_T", 4096) as usize;
+    let mut rng = Rng::new(901);
+    let (w, st0) = random_layer(&d, &mut rng);
+    let (qkvz, ba) = random_inputs(&d, max_t, &mut rng);
+    let scratch = GdnScratch::new(&ctx, &d, max_t as u32).unwrap();
+    eprintln!("{d:?} chunk {}", scratch.chunk());
+    let gpu = Gpu::new(&ctx, &d, &w, &st0, max_t);
+    gpu.write_inputs(&ctx, &qkvz, &ba);
+    let reset = |g: &Gpu| {
+        ctx.queue
+            .write_buffer(&g.conv_state, 0, bytemuck::cast_slice(&st0.conv));
+        ctx.queue
+            .write_buffer(&g.state, 0, bytemuck::cast_slice(&st0.rec));
+    };
+
+    // Correctness at real dims: T = 256 against the oracle, T = 4096 chunked vs recurrent.
+    let t_small = 256usize;
+    let width = (d.conv_dim() + d.value_dim()) as usize;
+    for mode in [GdnMode::Recurrent, GdnMode::Chunked] {
+        reset(&gpu);
+        let ds =
+            gdn::gdn_forward(&ctx, &d, &gpu.buffers(), &scratch, t_small as u32, mode).unwrap();
+        ctx.run("gdn", &ds.iter().collect::<Vec<_>>()).unwrap();
+        let (got, got_st) = gpu.read(&ctx, &d, t_small);
+        let mut want_st = st0.clone();
+        let want = oracle(
+            &d,
+            &w,
+            &qkvz[..t_small * width],
+            &ba[..t_small * 2 * nv as usize],
+            &mut want_st,
+            mode == GdnMode::Chunked,
+        );
+        eprintln!(
+            "T {t_small} {}: NMSE out {:.1e} state {:.1e}",
+            mode_name(mode),
+            nmse(&got, &want),
+            nmse(&got_st.rec, &want_st.rec)
+        );
+    }
+    let mut long = Vec::new();
+    for mode in [GdnMode::Recurrent, GdnMode::Chunked] {
+        reset(&gpu);
+        let ds = gdn::gdn_forward(&ctx, &d, &gpu.buffers(), &scratch, max_t as u32, mode).unwrap();
+        ctx.run("gdn", &ds.iter().collect::<Vec<_>>()).unwrap();
+        long.push(gpu.read(&ctx, &d, max_t));
+    }
+    eprintln!(
+        "T {max_t} chunked vs recurrent: NMSE out {:.1e} state {:.1e}",
+        nmse(&long[1].0, &long[0].0),
+        nmse(&long[1].1.rec, &long[0].1.rec)
+    );
+
+    // Timings (state keeps evolving between repetitions; only speed is measured),
+    // after ~1 s of work to bring the clocks up.
+    {
+        let ds = gdn::gdn_forward(
+            &ctx,
+            &d,
+            &gpu.buffers(),
+            &scratch,
+            max_t as u32,
+            GdnMode::Chunked,
+        )
+        .unwrap();
+        let all: Vec<_> = ds.iter().collect();
+        let start = std::time::Instant::now();
+        while start.elapsed().as_secs_f64() < 1.0 {
+            gpu_time_us(&ctx, &all, 2);
+        }
+    }
+    for (t, mode, reps) in [
+        (1u32, GdnMode::Recurrent, 500u32),
+        (1, GdnMode::Chunked, 50),
+        (16, GdnMode::Recurrent, 50),
+        (512, GdnMode::Recurrent, 5),
+        (512, GdnMode::Chunked, 10),
+        (max_t as u32, GdnMode::Recurrent, 2),
+        (max_t as u32, GdnMode::Chunked, 5),
+    ] {
+        if t as usize > max_t {
+            continue;
+        }
+        reset(&gpu);
+        let ds = gdn::gdn_forward(&ctx, &d, &gpu.buffers(), &scratch, t, mode).unwrap();
+        let all: Vec<_> = ds.iter().collect();
+        gpu_time_us(&ctx, &all, 2);
+        let total = gpu_time_us(&ctx, &all, reps).unwrap_or(f64::NAN);
+        let parts: Vec<String> = ds
+            .iter()
+            .map(|x| {
+                let us = gpu_time_us(&ctx, &[x], reps).unwrap_or(f64::NAN);
+                format!("{} {us:.1}", x.label)
+            })
+            .collect();
+        eprintln!(
+            "T {t} {}: {total:.1} us per call ({:.2} us/token) [{}]",
+            mode_name(mode),
+            total / t as f64,
+            parts.join(", ")
+        );
+    }
+}

@@ -1,0 +1,564 @@
+//! Matmul kernels against the CPU: `qwgpu_loader::dequantize` gives the exact
+//! f32 weights, the reference dot products are summed in f64.
+//!
+//! Tolerance (per output): `|got − want| ≤ 1e-5 · Σ|xᵢ·wᵢ| + 1e-5 · |want|`,
+//! i.e. f32 accumulation error relative to the sum of magnitudes (the f32
+//! kernels sum ≤ 260 products in another order than the reference). For
+//! SwiGLU the error of each half is propagated (`1.1·|up|·tol(gate) +
+//! |silu(gate)|·tol(up)`) plus `1e-5 · |want|` for the GPU's `exp`. Everything
+//! outside the written region must keep its bits (outputs are poisoned with
+//! NaN for Store; x carries NaN outside its rows to catch over-reads).
+
+use std::time::Instant;
+
+use qwgpu_checkpoint::Dtype;
+use qwgpu_kernels::matmul::{matmul, matmul_indexed, Epilogue, IndexedArgs, MatmulArgs};
+use qwgpu_kernels::weights::{scale_table, stride_words, WeightPiece};
+use qwgpu_kernels::{testing, Dispatch, GpuContext, GpuWeight, KernelError, WeightFormat};
+use qwgpu_loader::{ActivationQuant, BlockSegment, PackedWeight, ScaleScheme, Shard};
+use qwgpu_ops::activation::silu;
+use qwgpu_ops::rng::Rng;
+
+const EPILOGUES: [Epilogue; 3] = [Epilogue::Store, Epilogue::Accumulate, Epilogue::SwiGlu];
+
+#[derive(Debug, Clone, Copy)]
+enum Scheme {
+    None,
+    /// Shards with one scale each; `broadcast`: a per-tensor scale repeated on every shard.
+    PerShard { broadcast: bool },
+    PerChannel,
+    /// `[bn, bk]` blocks, two segments (sources) when there are >= 2 rows.
+    Block([usize; 2]),
+}
+
+fn byte(rng: &mut Rng) -> u8 {
+    (rng.uniform() * 256.0) as u8
+}
+
+fn random_data(rng: &mut Rng, dtype: Dtype, n: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n * dtype.size());
+    for _ in 0..n {
+        match dtype {
+            Dtype::F32 => out.extend_from_slice(&rng.normal().to_le_bytes()),
+            Dtype::BF16 => out.extend_from_slice(&half::bf16::from_f32(rng.normal()).to_le_bytes()),
+            Dtype::F16 => out.extend_from_slice(&half::f16::from_f32(rng.normal()).to_le_bytes()),
+            // Every encoding but NaN (0x7f / 0xff).
+            Dtype::F8E4M3 => out.push(loop {
+                let b = byte(rng);
+                if b & 0x7f != 0x7f {
+                    break b;
+                }
+            }),
+            // Every encoding but infinities and NaNs (exponent 31).
+            Dtype::F8E5M2 => out.push(loop {
+                let b = byte(rng);
+                if b & 0x7c != 0x7c {
+                    break b;
+                }
+            }),
+        }
+    }
+    out
+}
+
+fn scale(rng: &mut Rng) -> f32 {
+    0.25 + 1.75 * rng.uniform()
+}
+
+/// Row ranges `(offset, rows)` covering `rows`: up to `n` parts, cut at unaligned rows.
+fn split_rows(rows: usize, n: usize) -> Vec<(usize, usize)> {
+    let cuts: Vec<usize> = [37usize, 1, 2, 50, 97]
+        .iter()
+        .copied()
+        .filter(|&c| c < rows)
+        .take(n.saturating_sub(1))
+        .collect();
+    let mut cuts = cuts;
+    cuts.sort_unstable();
+    cuts.dedup();
+    let mut out = Vec::new();
+    let mut start = 0;
+    for c in cuts.into_iter().chain([rows]) {
+        if c > start {
+            out.push((start, c - start));
+            start = c;
+        }
+    }
+    out
+}
+
+fn packed(rng: &mut Rng, dtype: Dtype, rows: usize, cols: usize, scheme: Scheme) -> PackedWeight {
+    let parts = match scheme {
+        Scheme::None | Scheme::PerChannel => split_rows(rows, 2),
+        Scheme::PerShard { .. } => split_rows(rows, 3),
+        Scheme::Block(_) => split_rows(rows, 2),
+    };
+    let shards: Vec<Shard> = parts
+        .iter()
+        .enumerate()
+        .map(|(i, &(o, n))| Shard {
+            name: format!("s{i}"),
+            source: format!("src{i}"),
+            row_offset: o,
+            rows: n,
+        })
+        .collect();
+    let scale = match scheme {
+        Scheme::None => ScaleScheme::None,
+        Scheme::PerShard { broadcast } => {
+            let s = scale(rng);
+            ScaleScheme::PerShard {
+                scales: parts.iter().map(|_| if broadcast { s } else { scale(rng) }).collect(),
+            }
+        }
+        Scheme::PerChannel => ScaleScheme::PerChannel {
+            scales: (0..rows).map(|_| scale(rng)).collect(),
+        },
+        Scheme::Block([bn, bk]) => ScaleScheme::Block {
+            block: [bn, bk],
+            segments: parts
+                .iter()
+                .map(|&(o, n)| {
+                    let grid = [n.div_ceil(bn), cols.div_ceil(bk)];
+                    BlockSegment {
+                        row_offset: o,
+                        rows: n,
+                        grid,
+                        scales: (0..grid[0] * grid[1]).map(|_| scale(rng)).collect(),
+                    }
+                })
+                .collect(),
+        },
+    };
+    PackedWeight {
+        name: format!("w{rows}x{cols}"),
+        dtype,
+        rows,
+        cols,
+        data: random_data(rng, dtype, rows * cols),
+        shards,
+        scale,
+        activation: ActivationQuant::None,
+    }
+}
+
+/// A GPU weight split by hand into pieces of the given row counts (as an
+/// upload within a small binding limit would).
+fn upload_pieces(ctx: &GpuContext, w: &PackedWeight, split: &[usize]) -> GpuWeight {
+    let format = WeightFormat::from_dtype(w.dtype);
+    let stride = stride_words(w.cols, format);
+    let row_src = w.cols * format.size();
+    let mut pieces = Vec::new();
+    let mut row0 = 0;
+    for &rows in split {
+        let mut bytes = vec![0u8; rows * stride * 4];
+        for r in 0..rows {
+            bytes[r * stride * 4..][..row_src].copy_from_slice(&w.data[(row0 + r) * row_src..][..row_src]);
+        }
+        let buffer = ctx.upload_bytes("piece", &bytes).unwrap();
+        pieces.push(WeightPiece { buffer, row0, rows });
+        row0 += rows;
+    }
+    assert_eq!(row0, w.rows);
+    let (table, block_cols) = scale_table(w).unwrap();
+    GpuWeight {
+        name: w.name.clone(),
+        format,
+        rows: w.rows,
+        cols: w.cols,
+        stride_words: stride,
+        block_cols,
+        pieces,
+        meta: ctx.upload("scales", &table).unwrap(),
+    }
+}
+
+/// Reference dot product of x row and weight row, and Σ|x·w|, in f64.
+fn dot_ref(x: &[f32], w: &[f32]) -> (f64, f64) {
+    x.iter()
+        .zip(w)
+        .fold((0.0, 0.0), |(s, a), (&x, &w)| (s + x as f64 * w as f64, a + (x as f64 * w as f64).abs()))
+}
+
+/// Expected value and tolerance of output `(x row, output column)`: `w` is the
+/// dequantized weight restricted to the rows that feed this matmul.
+fn expected(x: &[f32], w: &[f32], cols: usize, rows: usize, col: usize, epi: Epilogue) -> (f64, f64) {
+    let row = |r: usize| dot_ref(x, &w[r * cols..(r + 1) * cols]);
+    if epi == Epilogue::SwiGlu {
+        let (g, sg) = row(col);
+        let (u, su) = row(rows / 2 + col);
+        let (tg, tu) = (1e-5 * sg, 1e-5 * su);
+        let sil = silu(g as f32) as f64;
+        let want = sil * u;
+        (want, 1.1 * u.abs() * tg + sil.abs() * tu + 1e-5 * want.abs() + 1e-30)
+    } else {
+        let (s, a) = row(col);
+        (s, 1e-5 * a + 1e-5 * s.abs() + 1e-30)
+    }
+}
+
+/// Checks every element of `got` (the whole y buffer): written ones against
+/// `want` within `tol`, the others bit-equal to `init`.
+fn check(got: &[f32], init: &[f32], want: &[Option<(f64, f64)>], what: &str) {
+    let mut bad = Vec::new();
+    for i in 0..want.len() {
+        let ok = match want[i] {
+            None => got[i].to_bits() == init[i].to_bits(),
+            Some((w, tol)) => got[i].is_finite() && (got[i] as f64 - w).abs() <= tol,
+        };
+        if !ok {
+            bad.push(i);
+        }
+    }
+    if !bad.is_empty() {
+        let list: Vec<String> = bad
+            .iter()
+            .take(8)
+            .map(|&i| match want[i] {
+                None => format!("[{i}] got {:e}, must stay {:e}", got[i], init[i]),
+                Some((w, t)) => format!("[{i}] got {:e}, want {w:e} ± {t:e} (err {:e})", got[i], (got[i] as f64 - w).abs()),
+            })
+            .collect();
+        panic!("{what}: {} of {} values wrong:\n  {}", bad.len(), want.len(), list.join("\n  "));
+    }
+}
+
+/// x buffer of `rows` rows of `cols` values (normal), `stride` apart from `offset`; NaN everywhere else.
+fn make_x(rng: &mut Rng, offset: usize, stride: usize, rows: usize, cols: usize) -> (Vec<f32>, Vec<Vec<f32>>) {
+    let len = offset + (rows - 1) * stride + cols + 3;
+    let mut buf = vec![f32::NAN; len];
+    let mut xrows = Vec::new();
+    for t in 0..rows {
+        let r = rng.normal_vec(cols);
+        buf[offset + t * stride..][..cols].copy_from_slice(&r);
+        xrows.push(r);
+    }
+    (buf, xrows)
+}
+
+fn run(ctx: &GpuContext, d: &[Dispatch]) {
+    let refs: Vec<&Dispatch> = d.iter().collect();
+    ctx.run("matmul test", &refs).unwrap();
+}
+
+/// One dense matmul with random offsets/strides, checked against the reference.
+#[allow(clippy::too_many_arguments)]
+fn dense_case(
+    t: &testing::TestContext,
+    rng: &mut Rng,
+    gw: &GpuWeight,
+    wdq: &[f32],
+    tokens: usize,
+    epi: Epilogue,
+    what: &str,
+) {
+    let ctx = &t.ctx;
+    let (rows, cols) = (gw.rows, gw.cols);
+    let width = if epi == Epilogue::SwiGlu { rows / 2 } else { rows };
+    let x_off = (rng.uniform() * 5.0) as usize;
+    let x_stride = cols + (rng.uniform() * 3.0) as usize;
+    let y_off = (rng.uniform() * 5.0) as usize;
+    let y_stride = width + (rng.uniform() * 3.0) as usize;
+    let (xbuf, xrows) = make_x(rng, x_off, x_stride, tokens, cols);
+    let ylen = y_off + (tokens - 1) * y_stride + width + 2;
+    let init: Vec<f32> = if epi == Epilogue::Accumulate {
+        rng.normal_vec(ylen)
+    } else {
+        vec![f32::NAN; ylen]
+    };
+    let x = ctx.upload("x", &xbuf).unwrap();
+    let y = ctx.upload("y", &init).unwrap();
+    let args = MatmulArgs {
+        x: &x,
+        x_offset: x_off as u32,
+        x_stride: x_stride as u32,
+        y: &y,
+        y_offset: y_off as u32,
+        y_stride: y_stride as u32,
+        t: tokens as u32,
+    };
+    let t0 = Instant::now();
+    let d = matmul(ctx, gw, &args, epi).unwrap_or_else(|e| panic!("{} {what}: {e}", t.name));
+    let t1 = t0.elapsed();
+    run(ctx, &d);
+    if std::env::var("MMTIME").is_ok() {
+        eprintln!("TIME {:.3} {:.3} {} {what} T={tokens} {epi:?}", t1.as_secs_f64(), t0.elapsed().as_secs_f64() - t1.as_secs_f64(), t.name);
+    }
+    let got = ctx.read_f32(&y, 0, ylen).unwrap();
+    let mut want = vec![None; ylen];
+    for (ti, xr) in xrows.iter().enumerate() {
+        for c in 0..width {
+            let (mut w, tol) = expected(xr, wdq, cols, rows, c, epi);
+            let i = y_off + ti * y_stride + c;
+            let mut tol = tol;
+            if epi == Epilogue::Accumulate {
+                w += init[i] as f64;
+                tol += 1e-6 * init[i].abs() as f64;
+            }
+            want[i] = Some((w, tol));
+        }
+    }
+    let what = format!(
+        "{} {what} T={tokens} {epi:?} x_off {x_off} x_stride {x_stride} y_off {y_off} y_stride {y_stride}",
+        t.name
+    );
+    check(&got, &init, &want, &what);
+}
+
+fn formats_and_schemes() -> Vec<(Dtype, Scheme)> {
+    vec![
+        (Dtype::F32, Scheme::None),
+        (Dtype::BF16, Scheme::None),
+        (Dtype::F16, Scheme::None),
+        (Dtype::F8E4M3, Scheme::PerShard { broadcast: true }),
+        (Dtype::F8E5M2, Scheme::PerShard { broadcast: false }),
+        (Dtype::F8E4M3, Scheme::PerChannel),
+        (Dtype::F8E5M2, Scheme::PerChannel),
+        (Dtype::F8E4M3, Scheme::Block([128, 128])),
+        (Dtype::F8E5M2, Scheme::Block([128, 128])),
+        (Dtype::F8E4M3, Scheme::Block([16, 32])),
+        (Dtype::F8E5M2, Scheme::Block([16, 32])),
+        // Block width not a multiple of 16: one scale per 4-element group.
+        (Dtype::F8E4M3, Scheme::Block([5, 20])),
+        // Per-tensor scale on BF16 storage (one scale per row path with a real scale).
+        (Dtype::BF16, Scheme::PerShard { broadcast: true }),
+    ]
+}
+
+#[test]
+fn matmul_matches_reference_for_every_format_scheme_and_path() {
+    let start = Instant::now();
+    let sizes = [(1usize, 4usize), (3, 12), (65, 128), (130, 260), (66, 13)];
+    let ts = [1usize, 3, 16, 17, 70];
+    for t in testing::contexts() {
+        let seed = 0x5eed_0001;
+        let mut rng = Rng::new(seed);
+        for (ci, &(dtype, scheme)) in formats_and_schemes().iter().enumerate() {
+            for (si, &(rows, cols)) in sizes.iter().enumerate() {
+                let pw = packed(&mut rng, dtype, rows, cols, scheme);
+                let wdq = qwgpu_loader::dequantize(&pw).unwrap();
+                let gw = GpuWeight::upload(&t.ctx, &pw).unwrap();
+                for (k, &epi) in EPILOGUES.iter().enumerate() {
+                    if epi == Epilogue::SwiGlu && rows % 2 == 1 {
+                        continue;
+                    }
+                    for j in [0, 2] {
+                        let tokens = ts[(ci + si + k + j) % ts.len()];
+                        let what = format!("seed {seed:#x} {dtype:?} {scheme:?} [{rows}, {cols}]");
+                        dense_case(t, &mut rng, &gw, &wdq, tokens, epi, &what);
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("dense matmul cases: {:.1} s", start.elapsed().as_secs_f64());
+}
+
+/// Every T of the vector path and a few of the tiled one, on one weight.
+#[test]
+fn matmul_every_token_count_of_the_vector_path() {
+    for t in testing::contexts() {
+        let seed = 0x5eed_0002;
+        let mut rng = Rng::new(seed);
+        let pw = packed(&mut rng, Dtype::F8E4M3, 34, 44, Scheme::Block([16, 32]));
+        let wdq = qwgpu_loader::dequantize(&pw).unwrap();
+        let gw = GpuWeight::upload(&t.ctx, &pw).unwrap();
+        for tokens in (1..=18).chain([63, 64, 65, 129]) {
+            let epi = EPILOGUES[tokens % 3];
+            dense_case(t, &mut rng, &gw, &wdq, tokens, epi, &format!("seed {seed:#x} E4M3 [34, 44]"));
+        }
+    }
+}
+
+/// A weight in several buffers gives the same results, SwiGLU included where
+/// gate row j and up row j sit in different pieces.
+#[test]
+fn matmul_over_split_weights() {
+    for t in testing::contexts() {
+        let seed = 0x5eed_0003;
+        let mut rng = Rng::new(seed);
+        for (dtype, scheme, split) in [
+            (Dtype::F8E4M3, Scheme::Block([16, 32]), vec![50usize, 47, 33]),
+            (Dtype::BF16, Scheme::None, vec![1, 128, 1]),
+            (Dtype::F8E5M2, Scheme::PerShard { broadcast: false }, vec![65, 65]),
+        ] {
+            let pw = packed(&mut rng, dtype, 130, 44, scheme);
+            let wdq = qwgpu_loader::dequantize(&pw).unwrap();
+            let gw = upload_pieces(&t.ctx, &pw, &split);
+            for epi in EPILOGUES {
+                for tokens in [1, 5, 17, 70] {
+                    let what = format!("seed {seed:#x} {dtype:?} {scheme:?} pieces {split:?}");
+                    dense_case(t, &mut rng, &gw, &wdq, tokens, epi, &what);
+                }
+            }
+        }
+    }
+}
+
+/// MoE: E = 4 experts, repeated ids (runs and scattered), ids past the experts skipped.
+#[allow(clippy::too_many_arguments)]
+fn indexed_case(
+    t: &testing::TestContext,
+    rng: &mut Rng,
+    gw: &GpuWeight,
+    wdq: &[f32],
+    rpe: usize,
+    ids_list: &[u32],
+    x_div: usize,
+    epi: Epilogue,
+    what: &str,
+) {
+    let ctx = &t.ctx;
+    let cols = gw.cols;
+    let experts = gw.rows / rpe;
+    let pairs = ids_list.len();
+    let width = if epi == Epilogue::SwiGlu { rpe / 2 } else { rpe };
+    let x_rows = (pairs - 1) / x_div + 1;
+    let x_stride = cols + 1;
+    let y_stride = width + 3;
+    let (xbuf, xrows) = make_x(rng, 0, x_stride, x_rows, cols);
+    let ids_off = 3usize;
+    let mut ids_buf = vec![99u32; ids_off];
+    ids_buf.extend_from_slice(ids_list);
+    ids_buf.push(98);
+    let ylen = (pairs - 1) * y_stride + width + 2;
+    let init: Vec<f32> = if epi == Epilogue::Accumulate {
+        rng.normal_vec(ylen)
+    } else {
+        vec![f32::NAN; ylen]
+    };
+    let x = ctx.upload("x", &xbuf).unwrap();
+    let ids = ctx.upload("ids", &ids_buf).unwrap();
+    let y = ctx.upload("y", &init).unwrap();
+    let args = IndexedArgs {
+        x: &x,
+        x_stride: x_stride as u32,
+        x_row_div: x_div as u32,
+        ids: &ids,
+        ids_offset: ids_off as u32,
+        y: &y,
+        y_stride: y_stride as u32,
+        pairs: pairs as u32,
+        rows_per_expert: rpe as u32,
+    };
+    let d = matmul_indexed(ctx, gw, &args, epi).unwrap_or_else(|e| panic!("{} {what}: {e}", t.name));
+    run(ctx, &d);
+    let got = ctx.read_f32(&y, 0, ylen).unwrap();
+    let mut want = vec![None; ylen];
+    for (p, &e) in ids_list.iter().enumerate() {
+        let e = e as usize;
+        if e >= experts {
+            continue;
+        }
+        let w = &wdq[e * rpe * cols..(e + 1) * rpe * cols];
+        for c in 0..width {
+            let (mut v, tol) = expected(&xrows[p / x_div], w, cols, rpe, c, epi);
+            let i = p * y_stride + c;
+            let mut tol = tol;
+            if epi == Epilogue::Accumulate {
+                v += init[i] as f64;
+                tol += 1e-6 * init[i].abs() as f64;
+            }
+            want[i] = Some((v, tol));
+        }
+    }
+    let what = format!("{} {what} pairs {pairs} x_div {x_div} {epi:?} ids {ids_list:?}", t.name);
+    check(&got, &init, &want, &what);
+}
+
+#[test]
+fn matmul_indexed_matches_reference() {
+    for t in testing::contexts() {
+        let seed = 0x5eed_0004;
+        let mut rng = Rng::new(seed);
+        let rpe = 10;
+        let ids_sets: Vec<Vec<u32>> = vec![
+            vec![2],
+            vec![3, 3, 0, 1, 1, 1, 4],
+            // Many pairs: sorted runs (read once per run) then scattered, one skipped id.
+            (0..40u32).map(|i| if i < 24 { i / 7 } else { (i * 7 + 1) % 5 }).collect(),
+        ];
+        for (dtype, scheme, cols, split) in [
+            (Dtype::BF16, Scheme::None, 36usize, None),
+            (Dtype::F8E4M3, Scheme::Block([16, 32]), 44, None),
+            (Dtype::F8E5M2, Scheme::PerChannel, 13, None),
+            (Dtype::F8E4M3, Scheme::Block([5, 20]), 40, Some(vec![13usize, 14, 13])),
+            (Dtype::F32, Scheme::None, 12, Some(vec![1, 1, 37, 1])),
+        ] {
+            let pw = packed(&mut rng, dtype, 4 * rpe, cols, scheme);
+            let wdq = qwgpu_loader::dequantize(&pw).unwrap();
+            let gw = match &split {
+                Some(s) => upload_pieces(&t.ctx, &pw, s),
+                None => GpuWeight::upload(&t.ctx, &pw).unwrap(),
+            };
+            for (k, ids) in ids_sets.iter().enumerate() {
+                for (m, epi) in EPILOGUES.iter().enumerate() {
+                    let x_div = 1 + (k + m) % 2;
+                    let what = format!("seed {seed:#x} {dtype:?} {scheme:?} [{}, {cols}] pieces {split:?}", 4 * rpe);
+                    indexed_case(t, &mut rng, &gw, &wdq, rpe, ids, x_div, *epi, &what);
+                }
+            }
+        }
+    }
+}
+
+fn arguments_error(r: Result<Vec<Dispatch>, KernelError>, needle: &str) {
+    match r {
+        Err(KernelError::Arguments { detail, .. }) => assert!(detail.contains(needle), "`{detail}` lacks `{needle}`"),
+        Err(e) => panic!("expected an Arguments error containing `{needle}`, got {e}"),
+        Ok(_) => panic!("expected an Arguments error containing `{needle}`, got launches"),
+    }
+}
+
+#[test]
+fn bad_arguments_are_typed_errors() {
+    let t = testing::contexts()[0];
+    let ctx = &t.ctx;
+    let mut rng = Rng::new(5);
+    let pw = packed(&mut rng, Dtype::BF16, 3, 12, Scheme::None);
+    let gw = GpuWeight::upload(ctx, &pw).unwrap();
+    let x = ctx.storage("x", 4 * 12 * 2).unwrap();
+    let y = ctx.storage("y", 4 * 3 * 2).unwrap();
+    let a = MatmulArgs { x: &x, x_offset: 0, x_stride: 12, y: &y, y_offset: 0, y_stride: 3, t: 2 };
+    assert_eq!(matmul(ctx, &gw, &a, Epilogue::Store).unwrap().len(), 1);
+    assert!(matmul(ctx, &gw, &MatmulArgs { t: 0, ..a }, Epilogue::Store).unwrap().is_empty());
+    arguments_error(matmul(ctx, &gw, &a, Epilogue::SwiGlu), "even number of rows");
+    arguments_error(matmul(ctx, &gw, &MatmulArgs { t: 3, ..a }, Epilogue::Store), "x: 3 rows");
+    arguments_error(matmul(ctx, &gw, &MatmulArgs { x_stride: 11, ..a }, Epilogue::Store), "x stride 11");
+    arguments_error(matmul(ctx, &gw, &MatmulArgs { x_offset: 1, ..a }, Epilogue::Store), "past its");
+    arguments_error(matmul(ctx, &gw, &MatmulArgs { y_stride: 2, ..a }, Epilogue::Store), "y stride 2");
+    arguments_error(matmul(ctx, &gw, &MatmulArgs { y_offset: 4, ..a }, Epilogue::Accumulate), "y: 2 rows");
+    arguments_error(matmul(ctx, &gw, &MatmulArgs { y: &x, ..a }, Epilogue::Store), "same buffer");
+
+    // A weight whose pieces do not cover its rows.
+    let mut broken = upload_pieces(ctx, &pw, &[1, 2]);
+    broken.pieces.remove(1);
+    arguments_error(matmul(ctx, &broken, &a, Epilogue::Store), "pieces cover 1 rows of 3");
+
+    let pw = packed(&mut rng, Dtype::F8E4M3, 12, 8, Scheme::PerChannel);
+    let gw = GpuWeight::upload(ctx, &pw).unwrap();
+    let ids = ctx.upload("ids", &[0u32, 1, 2, 3]).unwrap();
+    let x = ctx.storage("x", 4 * 8 * 4).unwrap();
+    let y = ctx.storage("y", 4 * 6 * 4).unwrap();
+    let ia = IndexedArgs {
+        x: &x,
+        x_stride: 8,
+        x_row_div: 1,
+        ids: &ids,
+        ids_offset: 0,
+        y: &y,
+        y_stride: 6,
+        pairs: 4,
+        rows_per_expert: 6,
+    };
+    assert_eq!(matmul_indexed(ctx, &gw, &ia, Epilogue::Store).unwrap().len(), 1);
+    arguments_error(matmul_indexed(ctx, &gw, &IndexedArgs { rows_per_expert: 5, ..ia }, Epilogue::Store), "multiple of 5");
+    arguments_error(matmul_indexed(ctx, &gw, &IndexedArgs { rows_per_expert: 0, ..ia }, Epilogue::Store), "multiple of 0");
+    let odd = IndexedArgs { rows_per_expert: 3, y_stride: 3, ..ia };
+    arguments_error(matmul_indexed(ctx, &gw, &odd, Epilogue::SwiGlu), "even number of rows per expert");
+    arguments_error(matmul_indexed(ctx, &gw, &IndexedArgs { x_row_div: 0, ..ia }, Epilogue::Store), "x_row_div");
+    arguments_error(matmul_indexed(ctx, &gw, &IndexedArgs { ids_offset: 1, ..ia }, Epilogue::Store), "ids");
+    arguments_error(matmul_indexed(ctx, &gw, &IndexedArgs { pairs: 5, ..ia }, Epilogue::Store), "x: 5 rows");
+    arguments_error(matmul_indexed(ctx, &gw, &IndexedArgs { y_stride: 5, ..ia }, Epilogue::Store), "y stride 5");
+    arguments_error(matmul_indexed(ctx, &gw, &IndexedArgs { y: &x, ..ia }, Epilogue::Store), "same buffer");
+}

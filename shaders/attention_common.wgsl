@@ -1,0 +1,49 @@
+// Gated full attention (Qwen3.5 self_attn between the qkv projection and o_proj):
+// launch parameters shared by the prep, decode, merge and prefill kernels, and the
+// decode split rule. Static sizes come from this per-launch uniform; the position
+// comes from the shared `Step` uniform so decode launches can be replayed.
+
+struct AttnParams {
+    // Tokens in this call (T).
+    t: u32,
+    nh: u32,
+    nkv: u32,
+    hd: u32,
+    // Leading dims of each head that rotate (NeoX halves i, i + rot/2).
+    rot: u32,
+    // Rows of the rope table (it is [2, max_t, rot/2]) and of the q scratch.
+    max_t: u32,
+    // Rows of the KV cache.
+    capacity: u32,
+    // Decode partials: split count, fixed from the capacity.
+    nsplit: u32,
+    // qkv row width: 2*nh*hd + 2*nkv*hd.
+    qkv_w: u32,
+    // q heads per kv head (nh / nkv).
+    group: u32,
+    eps: f32,
+    // hd^-0.5.
+    scale: f32,
+    // Decode: q heads per workgroup and head blocks per kv head.
+    gb: u32,
+    nhb: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+// Stand-in for -inf: exp(NEG_BIG - m) is 0 and NEG_BIG - NEG_BIG is 0, never NaN.
+const NEG_BIG: f32 = -1.0e30;
+
+// Fewest keys a decode split takes: short contexts use fewer splits, not tiny ones.
+const ATTN_MIN_CHUNK: u32 = 64u;
+
+// Keys per decode split for `kv_len` visible keys: the split count is fixed from
+// the capacity (so launches do not depend on the position); the split length
+// follows the position, so every split has work at any context length.
+fn attn_chunk(kv_len: u32, nsplit: u32) -> u32 {
+    return max(ATTN_MIN_CHUNK, (kv_len + nsplit - 1u) / nsplit);
+}
+
+fn attn_sigmoid4(x: vec4<f32>) -> vec4<f32> {
+    return 1.0 / (1.0 + exp(-x));
+}

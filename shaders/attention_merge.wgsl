@@ -1,0 +1,74 @@
+// Decode attention, second pass: one workgroup per q head merges the active
+// splits' partials with the log-sum-exp rule, o = Σ e^(m_s−M) O_s / Σ e^(m_s−M) l_s,
+// and applies the output gate: out = o · sigmoid(gate) (gate = second half of the
+// head's q_proj rows, read from qkv). Split weights are computed once into
+// workgroup memory; the weighted sum runs as (split phase, vec4 column) threads,
+// 4 splits per batch, and the phases are summed through workgroup memory.
+// Needs a reduce file first, then step.wgsl, attention_common.wgsl.
+
+override WG: u32 = 256u;
+override HD: u32 = 256u;
+// Most splits (MAX_SPLITS on the host).
+const MAX_SPLITS: u32 = 256u;
+
+@group(0) @binding(0) var<storage, read> part_o: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> part_ml: array<vec2<f32>>;
+@group(0) @binding(2) var<storage, read> qkv: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(4) var<uniform> st: Step;
+@group(0) @binding(5) var<uniform> ap: AttnParams;
+
+var<workgroup> w_sh: array<f32, MAX_SPLITS>;
+var<workgroup> acc_sh: array<vec4<f32>, WG>;
+
+@compute @workgroup_size(WG)
+fn attn_merge(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let h = wid.x;
+    let nh = ap.nh;
+    let kv_len = min(st.pos + 1u, ap.capacity);
+    let chunk = attn_chunk(kv_len, ap.nsplit);
+    let n = (kv_len + chunk - 1u) / chunk;
+    var mx = NEG_BIG;
+    for (var s = lid; s < n; s += WG) {
+        mx = max(mx, part_ml[s * nh + h].x);
+    }
+    mx = wg_max(mx, lid);
+    var den = 0.0;
+    for (var s = lid; s < n; s += WG) {
+        let ml = part_ml[s * nh + h];
+        let w = exp(ml.x - mx);
+        w_sh[s] = w;
+        den += w * ml.y;
+    }
+    // (wg_sum's barriers also publish w_sh.)
+    den = wg_sum(den, lid);
+
+    let d4n = HD / 4u;
+    let sp_n = WG / d4n;
+    let sp = lid / d4n;
+    let c = lid % d4n;
+    var acc = vec4<f32>(0.0);
+    if (sp < sp_n) {
+        var s = sp;
+        let stride = nh * d4n * sp_n;
+        for (; s + 3u * sp_n < n; s += 4u * sp_n) {
+            let b = (s * nh + h) * d4n + c;
+            acc += w_sh[s] * part_o[b] + w_sh[s + sp_n] * part_o[b + stride]
+                + w_sh[s + 2u * sp_n] * part_o[b + 2u * stride]
+                + w_sh[s + 3u * sp_n] * part_o[b + 3u * stride];
+        }
+        for (; s < n; s += sp_n) {
+            acc += w_sh[s] * part_o[(s * nh + h) * d4n + c];
+        }
+    }
+    acc_sh[lid] = acc;
+    workgroupBarrier();
+    if (lid < d4n) {
+        var o = vec4<f32>(0.0);
+        for (var p = 0u; p < sp_n; p++) {
+            o += acc_sh[p * d4n + lid];
+        }
+        let gate = qkv[(h * 2u * HD + HD) / 4u + lid];
+        out[h * d4n + lid] = o / den * attn_sigmoid4(gate);
+    }
+}

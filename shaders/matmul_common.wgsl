@@ -1,0 +1,93 @@
+// Matmul y = x · Wᵀ, shared part: parameters, bindings, stored-format decode.
+// Concatenated after numeric.wgsl (and after a reduce file for matmul_vec.wgsl).
+//
+// W rows live in `wa` (and `wb`: the buffer holding the "up" rows of a SwiGLU
+// launch; the same buffer as `wa` otherwise), each row `stride4` vec4<u32> long
+// (zero padded), starting at weight row `a_row0` / `b_row0` of the whole weight.
+// Scale of element (r, c) of the whole weight (module doc of weights.rs):
+// bitcast<f32>(scales[rows + scales[r] + c / block_cols]).
+
+struct MmParams {
+    rows: u32,        // rows of the whole weight (offset of the scale values)
+    cols: u32,
+    stride4: u32,     // vec4<u32> per weight row
+    block_cols: u32,  // columns per scale entry
+    t: u32,           // dense: tokens; indexed: pairs
+    x_off: u32,
+    x_stride: u32,
+    x_div: u32,       // indexed: x row = pair / x_div
+    y_off: u32,
+    y_stride: u32,
+    n0: u32,          // outputs [n0, n_end) of this launch (rows, or SwiGLU columns)
+    n_end: u32,
+    a_row0: u32,
+    a_rows: u32,
+    b_row0: u32,
+    b_rows: u32,
+    half: u32,        // SwiGLU: row distance from a gate row to its up row
+    rpe: u32,         // indexed: rows per expert
+    experts: u32,     // indexed: experts stacked in W
+    ids_off: u32,
+    groups_n: u32,    // workgroups along the outputs
+    groups: u32,      // workgroups in all (the grid may be rounded up)
+    // 0 Store, 1 Accumulate (y += result), 2 SwiGLU (gate rows in wa, up rows in
+    // wb). A uniform, not an override: it only steers the store and the row
+    // mapping, and a third of the pipelines is a third of the compile time.
+    epi: u32,
+    _pad1: u32,
+}
+
+// 0 F32, 1 BF16, 2 F16, 3 E4M3, 4 E5M2 (WeightFormat).
+override FORMAT: u32 = 1u;
+// Groups of 4 elements per vec4<u32> chunk: 1 (F32), 2 (16-bit), 4 (FP8).
+override G: u32 = select(select(4u, 2u, FORMAT == 1u || FORMAT == 2u), 1u, FORMAT == 0u);
+// Elements per vec4<u32> chunk.
+override CW: u32 = 4u * G;
+
+@group(0) @binding(0) var<storage, read> wa: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read> wb: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read> scales: array<u32>;
+@group(0) @binding(3) var<storage, read> xs: array<f32>;
+@group(0) @binding(4) var<storage, read_write> ys: array<f32>;
+@group(0) @binding(5) var<uniform> p: MmParams;
+@group(0) @binding(6) var<storage, read> ids: array<u32>;
+
+// Elements 4g..4g+3 of a chunk, exact f32 (no scale).
+fn decode_group(w: vec4<u32>, g: u32) -> vec4<f32> {
+    switch FORMAT {
+        case 0u: {
+            return bitcast<vec4<f32>>(w);
+        }
+        case 1u: {
+            return vec4<f32>(bf16x2(w[2u * g]), bf16x2(w[2u * g + 1u]));
+        }
+        case 2u: {
+            return vec4<f32>(f16x2(w[2u * g]), f16x2(w[2u * g + 1u]));
+        }
+        case 3u: {
+            return e4m3x4(w[g]);
+        }
+        default: {
+            return e5m2x4(w[g]);
+        }
+    }
+}
+
+// Index in `scales` of the first scale value of weight row `r`.
+fn scale_base(r: u32) -> u32 {
+    return p.rows + scales[min(r, p.rows - 1u)];
+}
+
+// Scale of column `c` of the row whose scale_base is `sb` (columns past `cols`,
+// i.e. zero padding, use the last column's scale so the index stays in range).
+fn scale_at(sb: u32, c: u32) -> f32 {
+    return bitcast<f32>(scales[sb + min(c, p.cols - 1u) / p.block_cols]);
+}
+
+// Loads chunk `ch` of slot row `lr` (local row index in its buffer), from wb when `in_b`.
+fn load_chunk(in_b: bool, lr: u32, ch: u32) -> vec4<u32> {
+    if (p.epi == 2u && in_b) {
+        return wb[lr * p.stride4 + ch];
+    }
+    return wa[lr * p.stride4 + ch];
+}

@@ -1,0 +1,142 @@
+// Matmul, tiled path (GEMM, T > 16). Concatenated after numeric.wgsl and
+// matmul_common.wgsl.
+//
+// A 16x16 workgroup computes a 64-token x 64-weight-row output tile; each
+// thread a 4x4 register block. Per 32-column step, x (64x32 f32) and W (64
+// rows x 32 columns, decoded from the stored format and scaled while staging,
+// so the inner loop is plain f32 FMAs) go to workgroup memory, k-major as
+// vec4s: 2 x 8 KiB = 16 KiB, WebGPU's default limit.
+// SwiGLU: the tile's 64 weight rows are, per group of 4 local columns
+// [gate j, gate j+1, up j, up j+1], so each thread holds both halves of its
+// 2 outputs and the tile covers 32 output columns.
+
+const BM: u32 = 64u;   // tokens per tile
+const BN: u32 = 64u;   // weight rows per tile
+const BK: u32 = 32u;   // columns per step
+
+var<workgroup> tile_x: array<vec4<f32>, 512>;  // [BK][BM / 4]
+var<workgroup> tile_w: array<vec4<f32>, 512>;  // [BK][BN / 4]
+
+// Weight row of local tile column lc, whether it is read from wb, and whether
+// it exists in this launch.
+struct TileRow {
+    grow: u32,
+    in_b: bool,
+    valid: bool,
+}
+
+fn tile_row(nt0: u32, lc: u32) -> TileRow {
+    var r: TileRow;
+    var n: u32;
+    if (p.epi == 2u) {
+        let q = lc % 4u;
+        n = nt0 + 2u * (lc / 4u) + (q % 2u);
+        r.in_b = q >= 2u;
+        r.grow = select(n, p.half + n, r.in_b);
+    } else {
+        n = nt0 + lc;
+        r.in_b = false;
+        r.grow = n;
+    }
+    let r0 = select(p.a_row0, p.b_row0, r.in_b);
+    let nr = select(p.a_rows, p.b_rows, r.in_b);
+    r.valid = n < p.n_end && r.grow >= r0 && r.grow - r0 < nr;
+    if (r.valid) {
+        r.grow -= r0;
+    } else {
+        r.grow = 0u;
+    }
+    return r;
+}
+
+@compute @workgroup_size(16, 16)
+fn mm_tile(@builtin(local_invocation_id) l3: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32,
+           @builtin(workgroup_id) wid: vec3<u32>) {
+    let tx = l3.x;
+    let ty = l3.y;
+    let m0 = wid.y * BM;
+    // First output of this tile (a weight row, or a SwiGLU column).
+    let nt0 = p.n0 + wid.x * select(BN, BN / 2u, p.epi == 2u);
+    let chunks = BK / CW;
+    var acc: array<vec4<f32>, 4>;
+    for (var m = 0u; m < 4u; m++) {
+        acc[m] = vec4<f32>(0.0);
+    }
+    for (var k0 = 0u; k0 < p.cols; k0 += BK) {
+        // x: 2048 values, 8 per thread, consecutive threads on consecutive columns.
+        for (var i = lid; i < BM * BK; i += 256u) {
+            let r = i / BK;
+            let k = i % BK;
+            let tok = m0 + r;
+            let c = k0 + k;
+            var v = 0.0;
+            if (tok < p.t && c < p.cols) {
+                v = xs[p.x_off + tok * p.x_stride + c];
+            }
+            tile_x[k * 16u + r / 4u][r % 4u] = v;
+        }
+        // W: 64 rows x (BK / CW) vec4<u32> chunks, decoded and scaled.
+        for (var i = lid; i < BN * chunks; i += 256u) {
+            let lc = i / chunks;
+            let ck = i % chunks;
+            let ch = k0 / CW + ck;
+            let tr = tile_row(nt0, lc);
+            var w = vec4<u32>(0u);
+            var sb = 0u;
+            if (tr.valid && ch < p.stride4) {
+                w = load_chunk(tr.in_b, tr.grow, ch);
+                let r0 = select(p.a_row0, p.b_row0, tr.in_b);
+                sb = scale_base(tr.grow + r0);
+            }
+            for (var g = 0u; g < G; g++) {
+                var d = decode_group(w, g);
+                if (tr.valid && ch < p.stride4) {
+                    d *= scale_at(sb, ch * CW + 4u * g);
+                }
+                let kk = ck * CW + 4u * g;
+                for (var q = 0u; q < 4u; q++) {
+                    tile_w[(kk + q) * 16u + lc / 4u][lc % 4u] = d[q];
+                }
+            }
+        }
+        workgroupBarrier();
+        for (var k = 0u; k < BK; k++) {
+            let a = tile_x[k * 16u + ty];
+            let b = tile_w[k * 16u + tx];
+            acc[0] = fma(vec4<f32>(a.x), b, acc[0]);
+            acc[1] = fma(vec4<f32>(a.y), b, acc[1]);
+            acc[2] = fma(vec4<f32>(a.z), b, acc[2]);
+            acc[3] = fma(vec4<f32>(a.w), b, acc[3]);
+        }
+        workgroupBarrier();
+    }
+    for (var m = 0u; m < 4u; m++) {
+        let tok = m0 + ty * 4u + m;
+        if (tok >= p.t) {
+            break;
+        }
+        let yb = p.y_off + tok * p.y_stride;
+        let v = acc[m];
+        if (p.epi == 2u) {
+            let j = nt0 + 2u * tx;
+            if (j < p.n_end) {
+                ys[yb + j] = silu(v.x) * v.z;
+            }
+            if (j + 1u < p.n_end) {
+                ys[yb + j + 1u] = silu(v.y) * v.w;
+            }
+        } else {
+            for (var q = 0u; q < 4u; q++) {
+                let n = nt0 + 4u * tx + q;
+                if (n < p.n_end) {
+                    if (p.epi == 1u) {
+                        ys[yb + n] += v[q];
+                    } else {
+                        ys[yb + n] = v[q];
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,276 @@
+// Matmul, vector path (GEMV and multi-vector GEMV, T <= 16; MoE pairs).
+// Concatenated after numeric.wgsl and matmul_common.wgsl.
+//
+// A workgroup owns 4 weight rows ("slots") and up to TV vectors (tokens or
+// pairs). Every thread strides over the columns in vec4<u32> chunks (4 F32,
+// 8 BF16/F16 or 16 FP8 values), decodes each chunk once and uses it for every
+// vector, so W is read once for all of them; one vec4 accumulator (the 4
+// slots) per vector, all reduced over the workgroup at the end (mv_reduce).
+// SwiGLU: slots 0, 1 are the gate rows of outputs j, j+1 (from wa), slots 2, 3
+// their up rows (from wb), so the activation is applied before the store.
+
+// Threads per workgroup: a multiple of 16, at least 16 * TV.
+override WG: u32 = 256u;
+// Vectors per workgroup (1..=16).
+override TV: u32 = 1u;
+// 0: one scale per row, applied once after the reduction (per-shard,
+// per-channel, unscaled, blocks as wide as the row); 1: one per chunk (block
+// columns a multiple of CW); 2: one per 4-element group.
+override SCALE_MODE: u32 = 0u;
+
+var<workgroup> sh_ids: array<u32, 16>;
+var<workgroup> mv_red: array<vec4<f32>, WG>;
+
+// Sums acc[t] over the workgroup for every t < nt (workgroup-uniform); thread
+// t < nt returns vector t's total. Shared memory only: 2 barriers per vector
+// plus 2 (a tree per vector costs log2(WG) + 1 each; the subgroup reduce file
+// is ~4x slower than this on lavapipe and gains ~1% on the H100 GEMV).
+fn mv_reduce(acc: array<vec4<f32>, 16>, lid: u32, nt: u32) -> vec4<f32> {
+    // Per vector: WG partials -> 16 column sums, held by threads 0..15.
+    var p16: array<vec4<f32>, 16>;
+    for (var t = 0u; t < TV; t++) {
+        if (t < nt) {
+            mv_red[lid] = acc[t];
+            workgroupBarrier();
+            if (lid < 16u) {
+                var s = vec4<f32>(0.0);
+                for (var i = 0u; i < WG / 16u; i++) {
+                    s += mv_red[i * 16u + lid];
+                }
+                p16[t] = s;
+            }
+            workgroupBarrier();
+        }
+    }
+    // 16 partials per vector -> 1, thread t for vector t.
+    if (lid < 16u) {
+        for (var t = 0u; t < TV; t++) {
+            if (t < nt) {
+                mv_red[t * 16u + lid] = p16[t];
+            }
+        }
+    }
+    workgroupBarrier();
+    var r = vec4<f32>(0.0);
+    if (lid < nt) {
+        for (var i = 0u; i < 16u; i++) {
+            r += mv_red[lid * 16u + i];
+        }
+    }
+    workgroupBarrier();
+    return r;
+}
+
+fn x4(base: u32, c: u32) -> vec4<f32> {
+    return vec4<f32>(xs[base + c], xs[base + c + 1u], xs[base + c + 2u], xs[base + c + 3u]);
+}
+
+// Columns past `cols` read as 0 (the weight's padding is 0 too, but x there is
+// someone else's data, possibly NaN, or past the buffer).
+fn x4_masked(base: u32, c: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    for (var i = 0u; i < 4u; i++) {
+        if (c + i < p.cols) {
+            v[i] = xs[base + c + i];
+        }
+    }
+    return v;
+}
+
+struct Slots {
+    lr: vec4<u32>,       // row in its buffer (wa, or wb for SwiGLU slots 2, 3); 0 when invalid
+    sb: vec4<u32>,       // scale_base of the slot's weight row
+    valid: vec4<bool>,   // output exists and is in this launch (SwiGLU: .xy)
+    out: vec4<u32>,      // output column (SwiGLU: .xy)
+}
+
+// grow: the slots' rows in the whole weight; ok: their outputs exist.
+fn make_slots(grow: vec4<u32>, out: vec4<u32>, ok: vec4<bool>) -> Slots {
+    var s: Slots;
+    s.out = out;
+    for (var i = 0u; i < 4u; i++) {
+        let in_b = p.epi == 2u && i >= 2u;
+        let r0 = select(p.a_row0, p.b_row0, in_b);
+        let nr = select(p.a_rows, p.b_rows, in_b);
+        let inside = grow[i] >= r0 && grow[i] - r0 < nr;
+        s.lr[i] = select(0u, grow[i] - r0, inside);
+        s.sb[i] = scale_base(grow[i]);
+        s.valid[i] = ok[i] && inside;
+    }
+    if (p.epi == 2u) {
+        s.valid = vec4<bool>(s.valid.x && s.valid.z, s.valid.y && s.valid.w, false, false);
+    }
+    return s;
+}
+
+fn store(yb: u32, v: vec4<f32>, s: Slots) {
+    if (p.epi == 2u) {
+        if (s.valid.x) {
+            ys[yb + s.out.x] = silu(v.x) * v.z;
+        }
+        if (s.valid.y) {
+            ys[yb + s.out.y] = silu(v.y) * v.w;
+        }
+        return;
+    }
+    for (var i = 0u; i < 4u; i++) {
+        if (s.valid[i]) {
+            let k = yb + s.out[i];
+            if (p.epi == 1u) {
+                ys[k] += v[i];
+            } else {
+                ys[k] = v[i];
+            }
+        }
+    }
+}
+
+// The 4 slots' dot products with nt (<= TV) vectors starting at x elements
+// xb[t], stored at y elements yb[t] + out. nt must be workgroup-uniform.
+fn mv_run(lid: u32, nt: u32, xb: array<u32, 16>, yb: array<u32, 16>, s: Slots) {
+    var acc: array<vec4<f32>, 16>;
+    for (var t = 0u; t < TV; t++) {
+        acc[t] = vec4<f32>(0.0);
+    }
+    let nfull = p.cols / CW;
+    let nch = (p.cols + CW - 1u) / CW;
+    for (var ch = lid; ch < nch; ch += WG) {
+        let w0 = load_chunk(false, s.lr.x, ch);
+        let w1 = load_chunk(false, s.lr.y, ch);
+        let w2 = load_chunk(true, s.lr.z, ch);
+        let w3 = load_chunk(true, s.lr.w, ch);
+        let c0 = ch * CW;
+        var sc = vec4<f32>(1.0);
+        if (SCALE_MODE == 1u) {
+            sc = vec4<f32>(scale_at(s.sb.x, c0), scale_at(s.sb.y, c0), scale_at(s.sb.z, c0), scale_at(s.sb.w, c0));
+        }
+        let full = ch < nfull;
+        var part: array<vec4<f32>, 16>;
+        for (var t = 0u; t < TV; t++) {
+            part[t] = vec4<f32>(0.0);
+        }
+        for (var g = 0u; g < G; g++) {
+            let c = c0 + 4u * g;
+            var d0 = decode_group(w0, g);
+            var d1 = decode_group(w1, g);
+            var d2 = decode_group(w2, g);
+            var d3 = decode_group(w3, g);
+            if (SCALE_MODE == 2u) {
+                d0 *= scale_at(s.sb.x, c);
+                d1 *= scale_at(s.sb.y, c);
+                d2 *= scale_at(s.sb.z, c);
+                d3 *= scale_at(s.sb.w, c);
+            }
+            for (var t = 0u; t < TV; t++) {
+                if (t < nt) {
+                    var xv: vec4<f32>;
+                    if (full) {
+                        xv = x4(xb[t], c);
+                    } else {
+                        xv = x4_masked(xb[t], c);
+                    }
+                    part[t] += vec4<f32>(dot(d0, xv), dot(d1, xv), dot(d2, xv), dot(d3, xv));
+                }
+            }
+        }
+        for (var t = 0u; t < TV; t++) {
+            acc[t] = fma(part[t], sc, acc[t]);
+        }
+    }
+    var rs = vec4<f32>(1.0);
+    if (SCALE_MODE == 0u) {
+        rs = vec4<f32>(bitcast<f32>(scales[s.sb.x]), bitcast<f32>(scales[s.sb.y]),
+                       bitcast<f32>(scales[s.sb.z]), bitcast<f32>(scales[s.sb.w]));
+    }
+    let v = mv_reduce(acc, lid, nt) * rs;
+    if (lid < nt) {
+        store(yb[lid], v, s);
+    }
+}
+
+// Slot rows and outputs of output group starting at n (rows base: expert base).
+fn group_slots(n: u32, base: u32) -> Slots {
+    var out: vec4<u32>;
+    var grow: vec4<u32>;
+    if (p.epi == 2u) {
+        out = vec4<u32>(n, n + 1u, n, n + 1u);
+        grow = base + vec4<u32>(n, n + 1u, p.half + n, p.half + n + 1u);
+    } else {
+        out = n + vec4<u32>(0u, 1u, 2u, 3u);
+        grow = base + out;
+    }
+    return make_slots(grow, out, out < vec4<u32>(p.n_end));
+}
+
+// Dense: y[t, n] for n in [n0, n_end), tokens in blocks of TV.
+@compute @workgroup_size(WG)
+fn mm_vec(@builtin(local_invocation_index) lid: u32,
+          @builtin(workgroup_id) wid: vec3<u32>,
+          @builtin(num_workgroups) nwg: vec3<u32>) {
+    let g = wid.y * nwg.x + wid.x;
+    if (g >= p.groups) {
+        return;
+    }
+    let per = select(4u, 2u, p.epi == 2u);
+    let n = p.n0 + (g % p.groups_n) * per;
+    let t0 = (g / p.groups_n) * TV;
+    let s = group_slots(n, 0u);
+    var xb: array<u32, 16>;
+    var yb: array<u32, 16>;
+    for (var t = 0u; t < TV; t++) {
+        let tt = min(t0 + t, p.t - 1u);
+        xb[t] = p.x_off + tt * p.x_stride;
+        yb[t] = p.y_off + tt * p.y_stride;
+    }
+    mv_run(lid, min(TV, p.t - t0), xb, yb, s);
+}
+
+// Indexed (MoE): pair q uses expert ids[ids_off + q], x row q / x_div, y row q.
+// A workgroup takes TV consecutive pairs and walks them in runs of equal
+// expert ids: each run reads the expert's rows once (sorted ids help).
+// Ids >= experts are skipped (their y row is left as it is).
+@compute @workgroup_size(WG)
+fn mm_vec_ids(@builtin(local_invocation_index) lid: u32,
+              @builtin(workgroup_id) wid: vec3<u32>,
+              @builtin(num_workgroups) nwg: vec3<u32>) {
+    let g = wid.y * nwg.x + wid.x;
+    if (g >= p.groups) {
+        return;
+    }
+    let per = select(4u, 2u, p.epi == 2u);
+    let n = (g % p.groups_n) * per;
+    let q0 = (g / p.groups_n) * TV;
+    let nq = min(TV, p.t - q0);
+    if (lid < nq) {
+        sh_ids[lid] = ids[p.ids_off + q0 + lid];
+    }
+    let idu = workgroupUniformLoad(&sh_ids);
+    var i = 0u;
+    loop {
+        if (i >= nq) {
+            break;
+        }
+        let e = idu[i];
+        var l = 1u;
+        loop {
+            if (i + l >= nq || idu[i + l] != e) {
+                break;
+            }
+            l++;
+        }
+        if (e < p.experts) {
+            let s = group_slots(n, e * p.rpe);
+            if (any(s.valid)) {
+                var xb: array<u32, 16>;
+                var yb: array<u32, 16>;
+                for (var t = 0u; t < TV; t++) {
+                    let q = q0 + min(i + t, nq - 1u);
+                    xb[t] = (q / p.x_div) * p.x_stride;
+                    yb[t] = q * p.y_stride;
+                }
+                mv_run(lid, l, xb, yb, s);
+            }
+        }
+        i += l;
+    }
+}

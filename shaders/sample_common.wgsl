@@ -1,0 +1,74 @@
+// Shared by the sampling kernels (sample_*.wgsl): parameters, the random number
+// of a step, and the reduction of the per-block (max, argmax) partials.
+//
+// Random number: u = uniform01(seed_lo, seed_hi, counter), a pure function of
+// the Step uniform's seed and counter (host mirror: sample::uniform_random):
+//   h = lowbias32(counter + 0x9e3779b9)
+//   h = lowbias32(h ^ seed_lo)
+//   h = lowbias32(h ^ seed_hi)
+//   u = f32(h >> 8) * 2^-24              (24 random bits, u in [0, 1 - 2^-24])
+// lowbias32 is Chris Wellons' 32-bit integer hash (a bijection), so for a
+// fixed seed distinct counters (mod 2^32) give distinct h.
+
+struct SampleParams {
+    logits_off: u32,
+    vocab: u32,
+    out_off: u32,
+    // Top-k: 0 or >= vocab = off.
+    top_k: u32,
+    // 1 / temperature (host-computed f32; 0 for greedy).
+    inv_t: f32,
+    // Top-p: >= 1 = off.
+    top_p: f32,
+    // Partial blocks and logits per block (a multiple of 4).
+    nblocks: u32,
+    block: u32,
+}
+
+const NEG_INF_BITS: u32 = 0xff800000u;
+// Index sentinel: above every vocabulary index, exact in f32.
+const NO_INDEX: u32 = 16777216u;
+
+fn lowbias32(v: u32) -> u32 {
+    var x = v;
+    x ^= x >> 16u;
+    x *= 0x7feb352du;
+    x ^= x >> 15u;
+    x *= 0x846ca68bu;
+    x ^= x >> 16u;
+    return x;
+}
+
+fn uniform01(seed_lo: u32, seed_hi: u32, counter: u32) -> f32 {
+    var h = lowbias32(counter + 0x9e3779b9u);
+    h = lowbias32(h ^ seed_lo);
+    h = lowbias32(h ^ seed_hi);
+    return f32(h >> 8u) * (1.0 / 16777216.0);
+}
+
+fn is_nan(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
+}
+
+fn is_finite(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7f800000u) != 0x7f800000u;
+}
+
+// A logit as the sampler orders it: NaN counts as -inf.
+fn clean_logit(v: f32) -> f32 {
+    return select(v, bitcast<f32>(NEG_INF_BITS), is_nan(v));
+}
+
+struct Best {
+    v: f32,
+    i: u32,
+}
+
+// Workgroup argmax of candidates (v, i): the largest v, then the lowest i
+// (as a max of -i, exact below 2^24). Invocations without a candidate pass
+// (-inf, NO_INDEX). Call in uniform control flow.
+fn wg_argmax(b: Best, lid: u32) -> Best {
+    let m = wg_max(b.v, lid);
+    let neg = wg_max(select(-f32(NO_INDEX), -f32(b.i), b.v == m), lid);
+    return Best(m, u32(-neg));
+}

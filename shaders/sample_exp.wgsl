@@ -1,0 +1,39 @@
+// Sampling, step 2 (one workgroup per block): every workgroup reduces the
+// partials to the row max m (identically), then writes the unnormalised
+// probabilities of its block:
+//   e[i] = exp((logit[i] - m) * inv_t), 0 for NaN/-inf logits, 0 below the
+//   smallest normal f32 (GPUs may flush denormals), 0 everywhere when m is not
+//   finite (the select step then returns the argmax), 0 for the padding up to
+//   a multiple of 4.
+
+override WG: u32 = 256u;
+
+@group(0) @binding(0) var<storage, read> logits: array<f32>;
+@group(0) @binding(1) var<storage, read> part: array<u32>;
+@group(0) @binding(2) var<storage, read_write> ev: array<f32>;
+@group(0) @binding(3) var<uniform> sp: SampleParams;
+
+@compute @workgroup_size(WG)
+fn sample_exp(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let m = reduce_partials(lid).v;
+    let ok = is_finite(m);
+    let start = wid.x * sp.block;
+    let n_pad = (sp.vocab + 3u) & ~3u;
+    let end = min(start + sp.block, n_pad);
+    for (var i = start + lid; i < end; i += WG) {
+        var e = 0.0;
+        if (i < sp.vocab && ok) {
+            let l = logits[sp.logits_off + i];
+            if (!is_nan(l) && l > bitcast<f32>(NEG_INF_BITS)) {
+                e = exp((l - m) * sp.inv_t);
+                if (!(e >= 1.17549435e-38)) {
+                    e = 0.0;
+                }
+            }
+        }
+        ev[i] = e;
+    }
+}

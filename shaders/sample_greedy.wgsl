@@ -1,0 +1,15 @@
+// Greedy sampling, step 2 (one workgroup): out[out_off] = argmax over the partials.
+
+override WG: u32 = 256u;
+
+@group(0) @binding(0) var<storage, read> part: array<u32>;
+@group(0) @binding(1) var<storage, read_write> out: array<u32>;
+@group(0) @binding(2) var<uniform> sp: SampleParams;
+
+@compute @workgroup_size(WG)
+fn sample_greedy(@builtin(local_invocation_index) lid: u32) {
+    let b = reduce_partials(lid);
+    if (lid == 0u) {
+        out[sp.out_off] = min(b.i, sp.vocab - 1u);
+    }
+}

@@ -1,0 +1,30 @@
+// Sampling, step 1 (one workgroup per block of `block` logits): the block's
+// max logit (NaN as -inf) and the lowest index holding it -> part[2b], part[2b+1].
+
+override WG: u32 = 256u;
+
+@group(0) @binding(0) var<storage, read> logits: array<f32>;
+@group(0) @binding(1) var<storage, read_write> part: array<u32>;
+@group(0) @binding(2) var<uniform> sp: SampleParams;
+
+@compute @workgroup_size(WG)
+fn sample_partial(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let blk = wid.x;
+    let start = blk * sp.block;
+    let end = min(start + sp.block, sp.vocab);
+    var b = Best(bitcast<f32>(NEG_INF_BITS), NO_INDEX);
+    for (var i = start + lid; i < end; i += WG) {
+        let v = clean_logit(logits[sp.logits_off + i]);
+        if (v > b.v || b.i == NO_INDEX) {
+            b = Best(v, i);
+        }
+    }
+    let r = wg_argmax(b, lid);
+    if (lid == 0u && blk < sp.nblocks) {
+        part[2u * blk] = bitcast<u32>(r.v);
+        part[2u * blk + 1u] = r.i;
+    }
+}
