@@ -34,7 +34,7 @@ struct MmParams {
     // wb). A uniform, not an override: it only steers the store and the row
     // mapping, and a third of the pipelines is a third of the compile time.
     epi: u32,
-    _pad1: u32,
+    x_aligned: u32,   // x_off and x_stride are multiples of 4: x rows load as vec4
 }
 
 // 0 F32, 1 BF16, 2 F16, 3 E4M3, 4 E5M2 (WeightFormat).
@@ -50,7 +50,9 @@ override CW: u32 = 4u * G;
 @group(0) @binding(3) var<storage, read> xs: array<f32>;
 @group(0) @binding(4) var<storage, read_write> ys: array<f32>;
 @group(0) @binding(5) var<uniform> p: MmParams;
-@group(0) @binding(6) var<storage, read> ids: array<u32>;
+// The x buffer again, as vec4s (aligned rows; vector path only).
+@group(0) @binding(6) var<storage, read> xs4: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read> ids: array<u32>;
 
 // Elements 4g..4g+3 of a chunk, exact f32 (no scale).
 fn decode_group(w: vec4<u32>, g: u32) -> vec4<f32> {

@@ -1,73 +1,39 @@
-// Matmul, vector path (GEMV and multi-vector GEMV, T <= 16; MoE pairs).
+// Matmul, vector path (GEMV and multi-vector GEMV, T <= 16 in blocks of up to
+// 8 tokens; MoE pairs).
 // Concatenated after numeric.wgsl and matmul_common.wgsl.
 //
 // A workgroup owns 4 weight rows ("slots") and up to TV vectors (tokens or
 // pairs). Every thread strides over the columns in vec4<u32> chunks (4 F32,
 // 8 BF16/F16 or 16 FP8 values), decodes each chunk once and uses it for every
-// vector, so W is read once for all of them; one vec4 accumulator (the 4
-// slots) per vector, all reduced over the workgroup at the end (mv_reduce).
+// vector, so W is read once per block; one vec4 accumulator (the 4 slots)
+// per vector, all reduced over the workgroup at the end.
 // SwiGLU: slots 0, 1 are the gate rows of outputs j, j+1 (from wa), slots 2, 3
 // their up rows (from wb), so the activation is applied before the store.
 
-// Threads per workgroup: a multiple of 16, at least 16 * TV.
+// Threads per workgroup: a multiple of 16.
 override WG: u32 = 256u;
-// Vectors per workgroup (1..=16).
+// Vectors per workgroup: 1, 2, 4 or 8 (16 accumulator vec4s spilled on the H100).
 override TV: u32 = 1u;
 // 0: one scale per row, applied once after the reduction (per-shard,
 // per-channel, unscaled, blocks as wide as the row); 1: one per chunk (block
 // columns a multiple of CW); 2: one per 4-element group.
 override SCALE_MODE: u32 = 0u;
 
-var<workgroup> sh_ids: array<u32, 16>;
+var<workgroup> sh_ids: array<u32, 8>;
 var<workgroup> mv_red: array<vec4<f32>, WG>;
+// [vector][16] column sums of the reduction.
+var<workgroup> mv_sums: array<vec4<f32>, 128>;
 
-// Sums acc[t] over the workgroup for every t < nt (workgroup-uniform); thread
-// t < nt returns vector t's total. Shared memory only: 2 barriers per vector
-// plus 2 (a tree per vector costs log2(WG) + 1 each; the subgroup reduce file
-// is ~4x slower than this on lavapipe and gains ~1% on the H100 GEMV).
-fn mv_reduce(acc: array<vec4<f32>, 16>, lid: u32, nt: u32) -> vec4<f32> {
-    // Per vector: WG partials -> 16 column sums, held by threads 0..15.
-    var p16: array<vec4<f32>, 16>;
-    for (var t = 0u; t < TV; t++) {
-        if (t < nt) {
-            mv_red[lid] = acc[t];
-            workgroupBarrier();
-            if (lid < 16u) {
-                var s = vec4<f32>(0.0);
-                for (var i = 0u; i < WG / 16u; i++) {
-                    s += mv_red[i * 16u + lid];
-                }
-                p16[t] = s;
-            }
-            workgroupBarrier();
+// x elements c..c+3 of the row starting at element `base`. Columns past `cols`
+// read as 0 (the weight's padding is 0 too, but x there is someone else's
+// data, possibly NaN, or past the buffer). Aligned rows use one vec4 load.
+fn xv(base: u32, c: u32, full: bool) -> vec4<f32> {
+    if (full) {
+        if (p.x_aligned != 0u) {
+            return xs4[(base + c) / 4u];
         }
+        return vec4<f32>(xs[base + c], xs[base + c + 1u], xs[base + c + 2u], xs[base + c + 3u]);
     }
-    // 16 partials per vector -> 1, thread t for vector t.
-    if (lid < 16u) {
-        for (var t = 0u; t < TV; t++) {
-            if (t < nt) {
-                mv_red[t * 16u + lid] = p16[t];
-            }
-        }
-    }
-    workgroupBarrier();
-    var r = vec4<f32>(0.0);
-    if (lid < nt) {
-        for (var i = 0u; i < 16u; i++) {
-            r += mv_red[lid * 16u + i];
-        }
-    }
-    workgroupBarrier();
-    return r;
-}
-
-fn x4(base: u32, c: u32) -> vec4<f32> {
-    return vec4<f32>(xs[base + c], xs[base + c + 1u], xs[base + c + 2u], xs[base + c + 3u]);
-}
-
-// Columns past `cols` read as 0 (the weight's padding is 0 too, but x there is
-// someone else's data, possibly NaN, or past the buffer).
-fn x4_masked(base: u32, c: u32) -> vec4<f32> {
     var v = vec4<f32>(0.0);
     for (var i = 0u; i < 4u; i++) {
         if (c + i < p.cols) {
@@ -125,13 +91,28 @@ fn store(yb: u32, v: vec4<f32>, s: Slots) {
     }
 }
 
-// The 4 slots' dot products with nt (<= TV) vectors starting at x elements
-// xb[t], stored at y elements yb[t] + out. nt must be workgroup-uniform.
-fn mv_run(lid: u32, nt: u32, xb: array<u32, 16>, yb: array<u32, 16>, s: Slots) {
-    var acc: array<vec4<f32>, 16>;
-    for (var t = 0u; t < TV; t++) {
-        acc[t] = vec4<f32>(0.0);
+// One reduction round: vector t's per-thread vec4 -> 16 column sums in mv_sums.
+fn red_round(v: vec4<f32>, t: u32, lid: u32) {
+    mv_red[lid] = v;
+    workgroupBarrier();
+    if (lid < 16u) {
+        var s = vec4<f32>(0.0);
+        for (var i = 0u; i < WG / 16u; i++) {
+            s += mv_red[i * 16u + lid];
+        }
+        mv_sums[t * 16u + lid] = s;
     }
+    workgroupBarrier();
+}
+
+// The 4 slots' dot products with TV vectors starting at x elements xb[t]
+// (rows past the real ones repeat a valid row: computed, never stored), the
+// first nt (workgroup-uniform) stored at y elements yb[t] + out.
+// Accumulators: column v of a<k> is vector 4k+v (4 slots), constant-indexed so
+// they stay in registers; TV is an override, so unused ones fold away.
+fn mv_run(lid: u32, nt: u32, xb: array<u32, 8>, yb: array<u32, 8>, s: Slots) {
+    var a0 = mat4x4<f32>();
+    var a1 = mat4x4<f32>();
     let nfull = p.cols / CW;
     let nch = (p.cols + CW - 1u) / CW;
     for (var ch = lid; ch < nch; ch += WG) {
@@ -145,47 +126,63 @@ fn mv_run(lid: u32, nt: u32, xb: array<u32, 16>, yb: array<u32, 16>, s: Slots) {
             sc = vec4<f32>(scale_at(s.sb.x, c0), scale_at(s.sb.y, c0), scale_at(s.sb.z, c0), scale_at(s.sb.w, c0));
         }
         let full = ch < nfull;
-        var part: array<vec4<f32>, 16>;
-        for (var t = 0u; t < TV; t++) {
-            part[t] = vec4<f32>(0.0);
-        }
         for (var g = 0u; g < G; g++) {
             let c = c0 + 4u * g;
-            var d0 = decode_group(w0, g);
-            var d1 = decode_group(w1, g);
-            var d2 = decode_group(w2, g);
-            var d3 = decode_group(w3, g);
             if (SCALE_MODE == 2u) {
-                d0 *= scale_at(s.sb.x, c);
-                d1 *= scale_at(s.sb.y, c);
-                d2 *= scale_at(s.sb.z, c);
-                d3 *= scale_at(s.sb.w, c);
+                sc = vec4<f32>(scale_at(s.sb.x, c), scale_at(s.sb.y, c), scale_at(s.sb.z, c), scale_at(s.sb.w, c));
             }
-            for (var t = 0u; t < TV; t++) {
-                if (t < nt) {
-                    var xv: vec4<f32>;
-                    if (full) {
-                        xv = x4(xb[t], c);
-                    } else {
-                        xv = x4_masked(xb[t], c);
-                    }
-                    part[t] += vec4<f32>(dot(d0, xv), dot(d1, xv), dot(d2, xv), dot(d3, xv));
-                }
+            var d = mat4x4<f32>(decode_group(w0, g), decode_group(w1, g), decode_group(w2, g), decode_group(w3, g));
+            if (SCALE_MODE != 0u) {
+                d = mat4x4<f32>(d[0] * sc.x, d[1] * sc.y, d[2] * sc.z, d[3] * sc.w);
+            }
+            // dt * x = the 4 slots' dot products with x.
+            let dt = transpose(d);
+            a0[0] += dt * xv(xb[0], c, full);
+            if (TV >= 2u) {
+                a0[1] += dt * xv(xb[1], c, full);
+            }
+            if (TV >= 4u) {
+                a0[2] += dt * xv(xb[2], c, full);
+                a0[3] += dt * xv(xb[3], c, full);
+            }
+            if (TV >= 8u) {
+                a1[0] += dt * xv(xb[4], c, full);
+                a1[1] += dt * xv(xb[5], c, full);
+                a1[2] += dt * xv(xb[6], c, full);
+                a1[3] += dt * xv(xb[7], c, full);
             }
         }
-        for (var t = 0u; t < TV; t++) {
-            acc[t] = fma(part[t], sc, acc[t]);
-        }
     }
-    var rs = vec4<f32>(1.0);
-    if (SCALE_MODE == 0u) {
-        rs = vec4<f32>(bitcast<f32>(scales[s.sb.x]), bitcast<f32>(scales[s.sb.y]),
-                       bitcast<f32>(scales[s.sb.z]), bitcast<f32>(scales[s.sb.w]));
+    // Reduction: 2 barriers per vector + 1, shared memory only (a tree per
+    // vector costs log2(WG) + 1 barriers; the subgroup reduce file measured
+    // ~4x slower on lavapipe and ~1% faster on the H100 GEMV).
+    red_round(a0[0], 0u, lid);
+    if (TV >= 2u) {
+        red_round(a0[1], 1u, lid);
     }
-    let v = mv_reduce(acc, lid, nt) * rs;
+    if (TV >= 4u) {
+        red_round(a0[2], 2u, lid);
+        red_round(a0[3], 3u, lid);
+    }
+    if (TV >= 8u) {
+        red_round(a1[0], 4u, lid);
+        red_round(a1[1], 5u, lid);
+        red_round(a1[2], 6u, lid);
+        red_round(a1[3], 7u, lid);
+    }
     if (lid < nt) {
+        var v = vec4<f32>(0.0);
+        for (var i = 0u; i < 16u; i++) {
+            v += mv_sums[lid * 16u + i];
+        }
+        if (SCALE_MODE == 0u) {
+            v *= vec4<f32>(bitcast<f32>(scales[s.sb.x]), bitcast<f32>(scales[s.sb.y]),
+                           bitcast<f32>(scales[s.sb.z]), bitcast<f32>(scales[s.sb.w]));
+        }
         store(yb[lid], v, s);
     }
+    // mv_sums is reused by the next run of this workgroup (MoE).
+    workgroupBarrier();
 }
 
 // Slot rows and outputs of output group starting at n (rows base: expert base).
@@ -215,8 +212,8 @@ fn mm_vec(@builtin(local_invocation_index) lid: u32,
     let n = p.n0 + (g % p.groups_n) * per;
     let t0 = (g / p.groups_n) * TV;
     let s = group_slots(n, 0u);
-    var xb: array<u32, 16>;
-    var yb: array<u32, 16>;
+    var xb: array<u32, 8>;
+    var yb: array<u32, 8>;
     for (var t = 0u; t < TV; t++) {
         let tt = min(t0 + t, p.t - 1u);
         xb[t] = p.x_off + tt * p.x_stride;
@@ -261,8 +258,8 @@ fn mm_vec_ids(@builtin(local_invocation_index) lid: u32,
         if (e < p.experts) {
             let s = group_slots(n, e * p.rpe);
             if (any(s.valid)) {
-                var xb: array<u32, 16>;
-                var yb: array<u32, 16>;
+                var xb: array<u32, 8>;
+                var yb: array<u32, 8>;
                 for (var t = 0u; t < TV; t++) {
                     let q = q0 + min(i + t, nq - 1u);
                     xb[t] = (q / p.x_div) * p.x_stride;

@@ -2,9 +2,12 @@
 //   p = softmax(logits[t, :E]) in f32 (max subtracted), top-k by p (ties: lower
 //   expert first), weights renormalised over the k chosen (qwgpu_ops::moe::route).
 // Writes ids[t*k + s] (u32) and weights[t*k + s] (f32), most likely first.
-// The row lives in workgroup memory; each expert's rank (experts with a higher p,
-// or an equal p and a lower index) is counted in parallel, and those ranked
-// below k write their slot. Needs a reduction file first in the module.
+// The row is sorted in workgroup memory by a bitonic network over EMAX (a power
+// of two >= E) (p, index) pairs in the total order "higher p, then lower
+// index" (padding p = -1 sorts last); the first k are the answer. log2(EMAX)
+// (log2(EMAX)+1)/2 stages of one compare-exchange per pair, a barrier each:
+// ~45 for E = 512, far shorter than k sequential argmax rounds or an O(E^2)
+// rank count. Needs a reduction file first in the module.
 
 struct RouteParams {
     t: u32,
@@ -13,20 +16,23 @@ struct RouteParams {
     _pad: u32,
 }
 
-override WG: u32 = 64u;
-// Capacity of the row buffer (>= experts).
+override WG: u32 = 256u;
+// Sort size: a power of two >= experts.
 override EMAX: u32 = 256u;
-// Largest supported top-k.
-const KMAX: u32 = 64u;
 
 @group(0) @binding(0) var<storage, read> logits: array<f32>;
 @group(0) @binding(1) var<storage, read_write> ids: array<u32>;
 @group(0) @binding(2) var<storage, read_write> weights: array<f32>;
 @group(0) @binding(3) var<uniform> rp: RouteParams;
 
-var<workgroup> prob: array<vec4<f32>, EMAX / 4u>;
-var<workgroup> sel_id: array<u32, KMAX>;
-var<workgroup> sel_p: array<f32, KMAX>;
+var<workgroup> key: array<f32, EMAX>;
+var<workgroup> idx: array<u32, EMAX>;
+var<workgroup> top_sum: f32;
+
+// Whether (a, ia) comes before (b, ib): higher probability, then lower index.
+fn before(a: f32, ia: u32, b: f32, ib: u32) -> bool {
+    return a > b || (a == b && ia < ib);
+}
 
 @compute @workgroup_size(WG)
 fn moe_route(
@@ -43,56 +49,57 @@ fn moe_route(
     let base = t * e_n;
     var m = -3.4028235e38;
     for (var e = lid; e < e_n; e += WG) {
-        let v = logits[base + e];
-        prob[e / 4u][e % 4u] = v;
-        m = max(m, v);
+        m = max(m, logits[base + e]);
     }
     m = wg_max(m, lid);
     var s = 0.0;
     for (var e = lid; e < e_n; e += WG) {
-        let x = exp(prob[e / 4u][e % 4u] - m);
-        prob[e / 4u][e % 4u] = x;
-        s += x;
+        s += exp(logits[base + e] - m);
     }
     s = wg_sum(s, lid);
-    for (var e = lid; e < e_n; e += WG) {
-        prob[e / 4u][e % 4u] = prob[e / 4u][e % 4u] / s;
-    }
-    // Padding up to a multiple of 4 never ranks above a probability.
-    let n4 = (e_n + 3u) / 4u;
-    if (lid < 4u * n4 - e_n) {
-        let e = e_n + lid;
-        prob[e / 4u][e % 4u] = -1.0;
+    for (var e = lid; e < EMAX; e += WG) {
+        var p = -1.0;
+        if (e < e_n) {
+            p = exp(logits[base + e] - m) / s;
+        }
+        key[e] = p;
+        idx[e] = e;
     }
     workgroupBarrier();
-    // Rank of each expert = how many come before it (higher p, or equal p and a
-    // lower index): the experts ranked below k fill slot `rank` directly, all in
-    // parallel (no sequential rounds).
-    for (var e = lid; e < e_n; e += WG) {
-        let v = prob[e / 4u][e % 4u];
-        let vv = vec4<f32>(v);
-        var ranks = vec4<u32>(0u);
-        for (var o4 = 0u; o4 < n4; o4++) {
-            let w = prob[o4];
-            let o = vec4<u32>(4u * o4) + vec4<u32>(0u, 1u, 2u, 3u);
-            ranks += select(vec4<u32>(0u), vec4<u32>(1u), (w > vv) | ((w == vv) & (o < vec4<u32>(e))));
-        }
-        let rank = (ranks.x + ranks.y) + (ranks.z + ranks.w);
-        if (rank < rp.top_k) {
-            sel_id[rank] = e;
-            sel_p[rank] = v;
+    // Bitonic sort into "before" order.
+    for (var k = 2u; k <= EMAX; k <<= 1u) {
+        for (var j = k >> 1u; j > 0u; j >>= 1u) {
+            for (var q = lid; q < EMAX / 2u; q += WG) {
+                let a = 2u * j * (q / j) + (q % j);
+                let b = a + j;
+                let ka = key[a];
+                let kb = key[b];
+                let ia = idx[a];
+                let ib = idx[b];
+                // Blocks with (a & k) == 0 end in "before" order, the others reversed.
+                if (before(kb, ib, ka, ia) == ((a & k) == 0u)) {
+                    key[a] = kb;
+                    key[b] = ka;
+                    idx[a] = ib;
+                    idx[b] = ia;
+                }
+            }
+            workgroupBarrier();
         }
     }
-    workgroupBarrier();
-    if (lid == 0u && live) {
+    if (lid == 0u) {
         var sum = 0.0;
         for (var r = 0u; r < rp.top_k; r++) {
-            sum += sel_p[r];
+            sum += key[r];
         }
+        top_sum = sum;
+    }
+    workgroupBarrier();
+    if (live) {
         let o = t * rp.top_k;
-        for (var r = 0u; r < rp.top_k; r++) {
-            ids[o + r] = sel_id[r];
-            weights[o + r] = sel_p[r] / sum;
+        for (var r = lid; r < rp.top_k; r += WG) {
+            ids[o + r] = idx[r];
+            weights[o + r] = key[r] / top_sum;
         }
     }
 }

@@ -26,6 +26,8 @@ struct SampleParams {
 }
 
 const NEG_INF_BITS: u32 = 0xff800000u;
+// Loads each invocation keeps in flight in the streaming loops.
+const BATCH: u32 = 4u;
 // Index sentinel: above every vocabulary index, exact in f32.
 const NO_INDEX: u32 = 16777216u;
 

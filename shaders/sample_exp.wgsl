@@ -23,17 +23,26 @@ fn sample_exp(
     let start = wid.x * sp.block;
     let n_pad = (sp.vocab + 3u) & ~3u;
     let end = min(start + sp.block, n_pad);
-    for (var i = start + lid; i < end; i += WG) {
-        var e = 0.0;
-        if (i < sp.vocab && ok) {
-            let l = logits[sp.logits_off + i];
-            if (!is_nan(l) && l > bitcast<f32>(NEG_INF_BITS)) {
-                e = exp((l - m) * sp.inv_t);
+    for (var i0 = start + lid; i0 < end; i0 += BATCH * WG) {
+        // All loads of the batch first, then the stores.
+        var l: array<f32, BATCH>;
+        for (var k = 0u; k < BATCH; k++) {
+            let i = min(i0 + k * WG, sp.vocab - 1u);
+            l[k] = logits[sp.logits_off + i];
+        }
+        for (var k = 0u; k < BATCH; k++) {
+            let i = i0 + k * WG;
+            var e = 0.0;
+            let x = l[k];
+            if (i < sp.vocab && ok && !is_nan(x) && x > bitcast<f32>(NEG_INF_BITS)) {
+                e = exp((x - m) * sp.inv_t);
                 if (!(e >= 1.17549435e-38)) {
                     e = 0.0;
                 }
             }
+            if (i < end) {
+                ev[i] = e;
+            }
         }
-        ev[i] = e;
     }
 }

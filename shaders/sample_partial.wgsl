@@ -16,10 +16,19 @@ fn sample_partial(
     let start = blk * sp.block;
     let end = min(start + sp.block, sp.vocab);
     var b = Best(bitcast<f32>(NEG_INF_BITS), NO_INDEX);
-    for (var i = start + lid; i < end; i += WG) {
-        let v = clean_logit(logits[sp.logits_off + i]);
-        if (v > b.v || b.i == NO_INDEX) {
-            b = Best(v, i);
+    // BATCH loads in flight per invocation before any is used (latency-bound otherwise).
+    for (var i0 = start + lid; i0 < end; i0 += BATCH * WG) {
+        var v: array<f32, BATCH>;
+        for (var k = 0u; k < BATCH; k++) {
+            let i = min(i0 + k * WG, end - 1u);
+            v[k] = logits[sp.logits_off + i];
+        }
+        for (var k = 0u; k < BATCH; k++) {
+            let i = i0 + k * WG;
+            let x = clean_logit(v[k]);
+            if (i < end && (x > b.v || b.i == NO_INDEX)) {
+                b = Best(x, i);
+            }
         }
     }
     let r = wg_argmax(b, lid);

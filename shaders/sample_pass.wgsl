@@ -6,7 +6,7 @@
 // address: a broadcast).
 
 override WG: u32 = 256u;
-const TILE: u32 = 512u;
+const TILE: u32 = 256u;
 
 @group(0) @binding(0) var<storage, read> ev4: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read_write> psum4: array<vec4<f32>>;
@@ -53,11 +53,14 @@ fn sample_pass(
             tile[i] = v;
         }
         workgroupBarrier();
-        for (var i = s; i < TILE; i += SLICES) {
-            let e = tile[i];
-            let w = select(vec4<f32>(1.0), e, mass);
-            let hit = select(vec4<f32>(0.0), w, bitcast<vec4<u32>>(e) >= th);
-            acc += ((hit.x + hit.y) + hit.z) + hit.w;
+        // Two tile reads in flight per step (TILE / SLICES is even).
+        for (var i = s; i < TILE; i += 2u * SLICES) {
+            let e0 = tile[i];
+            let e1 = tile[i + SLICES];
+            let h0 = select(vec4<f32>(0.0), select(vec4<f32>(1.0), e0, mass), bitcast<vec4<u32>>(e0) >= th);
+            let h1 = select(vec4<f32>(0.0), select(vec4<f32>(1.0), e1, mass), bitcast<vec4<u32>>(e1) >= th);
+            acc += ((h0.x + h0.y) + h0.z) + h0.w;
+            acc += ((h1.x + h1.y) + h1.z) + h1.w;
         }
         workgroupBarrier();
     }

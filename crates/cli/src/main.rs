@@ -7,6 +7,7 @@
 //! qwgpu inspect --model ~/models/Qwen3.5-35B-A3B-FP8 --weights
 //! ```
 
+mod bench;
 mod bundled;
 mod devices;
 mod generate;
@@ -33,6 +34,8 @@ struct Cli {
 enum Command {
     /// Generate text from a prompt, streaming tokens as they are produced.
     Generate(generate::GenerateArgs),
+    /// Measure load time, prefill and decode speed on random token ids.
+    Bench(bench::BenchArgs),
     /// List the GPU adapters with their features and limits.
     Devices,
     /// Show what qwgpu reads from a model folder: config, quantization, packed weights.
@@ -75,5 +78,6 @@ fn run() -> Result<()> {
         Command::Generate(args) => generate::run(&args),
         Command::Inspect(args) => inspect::run(&args),
         Command::Devices => devices::run(),
+        Command::Bench(args) => bench::run(&args),
     }
 }

@@ -99,17 +99,29 @@ impl GpuContext {
     /// Copies `size` bytes at `offset` of `buf` back to the host: a staging copy,
     /// `map_async`, then a wait (the only blocking step, native only).
     pub fn read_bytes(&self, buf: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>, KernelError> {
-        let label = buf_label(buf);
         let size4 = size.div_ceil(4) * 4;
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size: size4.max(4),
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let staging = self.readback_buffer("readback", size4);
         let mut enc = self.device.create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(buf, offset, &staging, 0, size4);
         self.queue.submit([enc.finish()]);
+        self.read_mapped(&staging, size)
+    }
+
+    /// A small host-readable buffer reused for every readback of a session (the
+    /// sampled token), so decode allocates nothing per step.
+    pub fn readback_buffer(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.div_ceil(4).max(1) * 4,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// Maps a [`GpuContext::readback_buffer`] that submitted work has copied into,
+    /// returns its first `size` bytes and unmaps it.
+    pub fn read_mapped(&self, staging: &wgpu::Buffer, size: u64) -> Result<Vec<u8>, KernelError> {
+        let label = "readback".to_string();
         let result: Arc<Mutex<Option<Result<(), wgpu::BufferAsyncError>>>> = Arc::default();
         let slot = result.clone();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
@@ -117,7 +129,7 @@ impl GpuContext {
                 *s = Some(r);
             }
         });
-        self.wait(&format!("readback of `{label}`"))?;
+        self.wait("readback")?;
         let outcome = result.lock().ok().and_then(|mut s| s.take());
         match outcome {
             Some(Ok(())) => {
@@ -127,10 +139,10 @@ impl GpuContext {
                     .map_err(|e| KernelError::Readback {
                         buffer: label.clone(),
                         detail: e.to_string(),
-                    })?
+                    })?[..size as usize]
                     .to_vec();
                 staging.unmap();
-                Ok(data[..size as usize].to_vec())
+                Ok(data)
             }
             Some(Err(e)) => Err(KernelError::Readback {
                 buffer: label,
@@ -156,6 +168,3 @@ impl GpuContext {
     }
 }
 
-fn buf_label(_buf: &wgpu::Buffer) -> String {
-    "buffer".to_string()
-}

@@ -48,10 +48,15 @@ pub fn embed(
     const K: &str = "embed";
     let bad = |detail: String| KernelError::Arguments { kernel: K, detail };
     if w.cols == 0 || w.rows == 0 {
-        return Err(bad(format!("weight `{}` has shape [{}, {}]", w.name, w.rows, w.cols)));
+        return Err(bad(format!(
+            "weight `{}` has shape [{}, {}]",
+            w.name, w.rows, w.cols
+        )));
     }
-    let rows = u32::try_from(w.rows).map_err(|_| bad(format!("weight `{}`: {} rows", w.name, w.rows)))?;
-    let cols = u32::try_from(w.cols).map_err(|_| bad(format!("weight `{}`: {} cols", w.name, w.cols)))?;
+    let rows =
+        u32::try_from(w.rows).map_err(|_| bad(format!("weight `{}`: {} rows", w.name, w.rows)))?;
+    let cols =
+        u32::try_from(w.cols).map_err(|_| bad(format!("weight `{}`: {} cols", w.name, w.cols)))?;
     if (ids_offset as u64 + t_count as u64) * 4 > ids.size() {
         return Err(bad(format!(
             "ids {}..{} exceed the ids buffer of {} bytes",
@@ -61,10 +66,16 @@ pub fn embed(
         )));
     }
     if t_count as u64 * cols as u64 * 4 > h.size() {
-        return Err(bad(format!("h [{t_count}, {cols}] f32 exceeds its buffer of {} bytes", h.size())));
+        return Err(bad(format!(
+            "h [{t_count}, {cols}] f32 exceeds its buffer of {} bytes",
+            h.size()
+        )));
     }
-    if w.block_cols == 0 || w.block_cols % 4 != 0 {
-        return Err(bad(format!("weight `{}`: block_cols {} is not a multiple of 4", w.name, w.block_cols)));
+    if w.block_cols == 0 || !w.block_cols.is_multiple_of(4) {
+        return Err(bad(format!(
+            "weight `{}`: block_cols {} is not a multiple of 4",
+            w.name, w.block_cols
+        )));
     }
     let key = PipelineKey::new(&[&NUMERIC, &EMBED], "embed")
         .constant("WG", WG)
@@ -96,7 +107,12 @@ pub fn embed(
                 params.as_entire_binding(),
             ],
         );
-        out.push(Dispatch { label: "embed", pipeline: pipeline.clone(), bind, groups: grid_1d(t_count) });
+        out.push(Dispatch {
+            label: "embed",
+            pipeline: pipeline.clone(),
+            bind,
+            groups: grid_1d(t_count),
+        });
     }
     Ok(out)
 }

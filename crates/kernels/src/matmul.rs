@@ -5,26 +5,35 @@
 //! - `T <= 16` (`shaders/matmul_vec.wgsl`, `mm_vec`): GEMV. A workgroup of 256
 //!   threads owns 4 weight rows; every thread strides over the columns with
 //!   `vec4<u32>` loads (16 FP8 / 8 BF16 values), decodes each chunk once and
-//!   uses it for all `T` tokens (up to 16 accumulators), so W is read once per
-//!   call whatever `T` is: decode is bandwidth-bound and this is what reaches it
-//!   (`wgsl-kernels.md` §2.1). The partial sums of all tokens are reduced
-//!   together in shared memory (2 barriers per token + 2), one kernel for
-//!   every device: subgroup reductions measured ~4× slower on lavapipe and
-//!   gain ~1% on the H100 GEMV, so there is no subgroup variant (yet).
+//!   uses it for up to 8 tokens (register accumulators, a `mat4x4` per 4
+//!   tokens), so W is read once per 8 tokens: decode is bandwidth-bound and
+//!   this is what reaches it (`wgsl-kernels.md` §2.1). x rows whose offset and
+//!   stride are multiples of 4 load as `vec4<f32>`. The partial sums of all
+//!   tokens are reduced together in shared memory (2 barriers per token + 1),
+//!   one kernel for every device: the subgroup reduce file measured ~4× slower
+//!   on lavapipe, and subgroups gain ~1% on the H100 GEMV.
 //! - `T > 16` (`shaders/matmul_tile.wgsl`, `mm_tile`): register-tiled GEMM,
 //!   64 tokens × 64 weight rows per workgroup, 4×4 per thread; W is decoded
 //!   and scaled to f32 while it is staged in workgroup memory (16 KiB in all,
 //!   WebGPU's default limit).
 //! - MoE ([`matmul_indexed`], `mm_vec_ids`): the vector path with an expert id
 //!   per pair; a workgroup takes up to 8 consecutive pairs and reads an
-//!   expert's rows once per run of equal ids.
+//!   expert's rows once per run of equal ids (so sorted ids are faster).
+//!
+//! Measured on the H100 (Vulkan, trusted modules, GPU timestamps): BF16 GEMV
+//! `[16384, 4096]` 52 µs = 2.58 TB/s (77% of 3.35); E4M3 + 128×128 blocks
+//! `[16384, 8192]` 56 µs = 2.39 TB/s; BF16 T = 2 / 4 / 8: 56 / 62 / 110 µs;
+//! GEMM BF16 4096² × T = 4096: 12.7–15.5 TFLOP/s; T = 17: 535 µs (the 64-token
+//! tile leaves the GPU idle: tuning item); MoE E4M3 top-8 decode (8 experts of
+//! `[1536, 2048]`) 30 µs.
 //!
 //! Scales: the kernels read `scale(r, c)` from the weight's table. Per-row
 //! schemes (unscaled, per-shard incl. broadcast per-tensor, per-channel, and
 //! blocks at least as wide as the row) are one multiply per output after the
-//! reduction; block scales are one multiply per `vec4<u32>` chunk when the
-//! block width is a multiple of the chunk width (Qwen's 128), else one per
-//! 4-element group. The GEMM scales while staging (amortised over 64 tokens).
+//! reduction. Block scales are looked up once per `vec4<u32>` chunk when the
+//! block width is a multiple of the chunk width (Qwen's 128), else once per
+//! 4-element group, and multiply the decoded group (one vec4 multiply per 4
+//! weights, shared by all tokens). The GEMM scales while staging.
 //!
 //! Epilogues are fused: [`Epilogue::Accumulate`] adds to `y` (residual),
 //! [`Epilogue::SwiGlu`] computes `silu(gate) · up` in the workgroup that holds
@@ -115,8 +124,10 @@ pub const MAX_VEC_T: u32 = 16;
 const WG: u32 = 256;
 /// Output tile of the GEMM (tokens, weight rows).
 const TILE: u32 = 64;
+/// Most tokens (pairs) per vector-path workgroup.
+const MAX_TV: u32 = 8;
 /// Pairs per workgroup of the indexed kernel when there are many pairs.
-const INDEXED_TV: u32 = 8;
+const INDEXED_TV: u32 = MAX_TV;
 /// Up to this many pairs the indexed kernel takes one pair per workgroup (decode: parallelism).
 const INDEXED_SINGLE_MAX: u32 = 32;
 
@@ -147,7 +158,7 @@ struct MmParams {
     groups_n: u32,
     groups: u32,
     epi: u32,
-    _pad: u32,
+    x_aligned: u32,
 }
 
 /// Every shader module (file list) this family builds, and whether it needs subgroups/f16.
@@ -172,14 +183,17 @@ fn scale_mode(kernel: &'static str, w: &GpuWeight) -> Result<u32, KernelError> {
     let stride_cols = w.stride_words * w.format.per_word();
     if w.block_cols >= stride_cols {
         Ok(0)
-    } else if w.block_cols % chunk_width(w.format) == 0 {
+    } else if w.block_cols.is_multiple_of(chunk_width(w.format)) {
         Ok(1)
-    } else if w.block_cols % 4 == 0 && w.block_cols > 0 {
+    } else if w.block_cols.is_multiple_of(4) && w.block_cols > 0 {
         Ok(2)
     } else {
         Err(arg_err(
             kernel,
-            format!("weight `{}`: {} columns per scale is not a multiple of 4", w.name, w.block_cols),
+            format!(
+                "weight `{}`: {} columns per scale is not a multiple of 4",
+                w.name, w.block_cols
+            ),
         ))
     }
 }
@@ -188,10 +202,16 @@ fn scale_mode(kernel: &'static str, w: &GpuWeight) -> Result<u32, KernelError> {
 fn check_weight(kernel: &'static str, w: &GpuWeight) -> Result<(), KernelError> {
     let bad = |detail: String| arg_err(kernel, format!("weight `{}`: {detail}", w.name));
     if w.rows == 0 || w.cols == 0 {
-        return Err(bad(format!("shape [{}, {}] has a zero dimension", w.rows, w.cols)));
+        return Err(bad(format!(
+            "shape [{}, {}] has a zero dimension",
+            w.rows, w.cols
+        )));
     }
-    if w.stride_words % 4 != 0 || w.stride_words * w.format.per_word() < w.cols {
-        return Err(bad(format!("row stride of {} words for {} columns", w.stride_words, w.cols)));
+    if !w.stride_words.is_multiple_of(4) || w.stride_words * w.format.per_word() < w.cols {
+        return Err(bad(format!(
+            "row stride of {} words for {} columns",
+            w.stride_words, w.cols
+        )));
     }
     if w.rows > u32::MAX as usize / 2 || w.stride_words > u32::MAX as usize / 4 {
         return Err(bad("too large for 32-bit indices".into()));
@@ -207,7 +227,10 @@ fn check_weight(kernel: &'static str, w: &GpuWeight) -> Result<(), KernelError> 
         }
         let need = (piece.rows * w.stride_words * 4) as u64;
         if piece.buffer.size() < need {
-            return Err(bad(format!("piece {i} buffer has {} bytes, needs {need}", piece.buffer.size())));
+            return Err(bad(format!(
+                "piece {i} buffer has {} bytes, needs {need}",
+                piece.buffer.size()
+            )));
         }
         next += piece.rows;
     }
@@ -215,7 +238,11 @@ fn check_weight(kernel: &'static str, w: &GpuWeight) -> Result<(), KernelError> 
         return Err(bad(format!("pieces cover {next} rows of {}", w.rows)));
     }
     if w.meta.size() < (w.rows as u64 + 1) * 4 {
-        return Err(bad(format!("scale table of {} bytes for {} rows", w.meta.size(), w.rows)));
+        return Err(bad(format!(
+            "scale table of {} bytes for {} rows",
+            w.meta.size(),
+            w.rows
+        )));
     }
     Ok(())
 }
@@ -231,7 +258,10 @@ fn check_rows(
     width: u64,
 ) -> Result<(), KernelError> {
     if stride < width {
-        return Err(arg_err(kernel, format!("{what} stride {stride} is below its row width {width}")));
+        return Err(arg_err(
+            kernel,
+            format!("{what} stride {stride} is below its row width {width}"),
+        ));
     }
     let end = offset + (rows - 1) * stride + width;
     if end * 4 > buf.size() {
@@ -245,7 +275,10 @@ fn check_rows(
         ));
     }
     if end > u32::MAX as u64 {
-        return Err(arg_err(kernel, format!("{what}: element {end} does not fit 32-bit indices")));
+        return Err(arg_err(
+            kernel,
+            format!("{what}: element {end} does not fit 32-bit indices"),
+        ));
     }
     Ok(())
 }
@@ -264,18 +297,20 @@ struct Launch<'w> {
 
 /// Output columns `j` in `[0, half)` with row `base + j` in `a` and row `base + half + j` in `b`.
 /// Pieces are `(row0, rows)`.
-fn swiglu_overlap(a: (usize, usize), b: (usize, usize), base: usize, half: usize) -> Option<(usize, usize)> {
+fn swiglu_overlap(
+    a: (usize, usize),
+    b: (usize, usize),
+    base: usize,
+    half: usize,
+) -> Option<(usize, usize)> {
     let lo = a.0.max(b.0.saturating_sub(half)).max(base);
-    let hi = (a.0 + a.1).min((b.0 + b.1).saturating_sub(half)).min(base + half);
+    let hi = (a.0 + a.1)
+        .min((b.0 + b.1).saturating_sub(half))
+        .min(base + half);
     (lo < hi).then(|| (lo - base, hi - base))
 }
 
-fn pipeline_key(
-    w: &GpuWeight,
-    entry: &'static str,
-    tv: u32,
-    mode: u32,
-) -> PipelineKey {
+fn pipeline_key(w: &GpuWeight, entry: &'static str, tv: u32, mode: u32) -> PipelineKey {
     let key = if entry == "mm_tile" {
         PipelineKey::new(&[&shaders::NUMERIC, &MATMUL_COMMON, &MATMUL_TILE], entry)
     } else {
@@ -323,8 +358,14 @@ pub fn matmul(
     const K: &str = "matmul";
     check_weight(K, w)?;
     let swiglu = epilogue == Epilogue::SwiGlu;
-    if swiglu && w.rows % 2 != 0 {
-        return Err(arg_err(K, format!("SwiGlu needs an even number of rows, `{}` has {}", w.name, w.rows)));
+    if swiglu && !w.rows.is_multiple_of(2) {
+        return Err(arg_err(
+            K,
+            format!(
+                "SwiGlu needs an even number of rows, `{}` has {}",
+                w.name, w.rows
+            ),
+        ));
     }
     let width = if swiglu { w.rows / 2 } else { w.rows } as u64;
     if args.x == args.y {
@@ -334,8 +375,24 @@ pub fn matmul(
         return Ok(Vec::new());
     }
     let t = args.t as u64;
-    check_rows(K, "x", args.x, args.x_offset as u64, args.x_stride as u64, t, w.cols as u64)?;
-    check_rows(K, "y", args.y, args.y_offset as u64, args.y_stride as u64, t, width)?;
+    check_rows(
+        K,
+        "x",
+        args.x,
+        args.x_offset as u64,
+        args.x_stride as u64,
+        t,
+        w.cols as u64,
+    )?;
+    check_rows(
+        K,
+        "y",
+        args.y,
+        args.y_offset as u64,
+        args.y_stride as u64,
+        t,
+        width,
+    )?;
 
     let half = w.rows / 2;
     let launches: Vec<Launch<'_>> = if swiglu {
@@ -343,7 +400,12 @@ pub fn matmul(
         for a in &w.pieces {
             for b in &w.pieces {
                 if let Some((lo, hi)) = swiglu_overlap(range(a), range(b), 0, half) {
-                    v.push(Launch { a, b, n0: lo as u32, n_end: hi as u32 });
+                    v.push(Launch {
+                        a,
+                        b,
+                        n0: lo as u32,
+                        n_end: hi as u32,
+                    });
                 }
             }
         }
@@ -351,7 +413,12 @@ pub fn matmul(
     } else {
         w.pieces
             .iter()
-            .map(|a| Launch { a, b: a, n0: a.row0 as u32, n_end: (a.row0 + a.rows) as u32 })
+            .map(|a| Launch {
+                a,
+                b: a,
+                n0: a.row0 as u32,
+                n_end: (a.row0 + a.rows) as u32,
+            })
             .collect()
     };
 
@@ -362,10 +429,17 @@ pub fn matmul(
     base.y_off = args.y_offset;
     base.y_stride = args.y_stride;
     base.half = half as u32;
+    base.x_aligned = u32::from(args.x_offset.is_multiple_of(4) && args.x_stride.is_multiple_of(4));
 
     let (entry, label, tv, mode) = if args.t <= MAX_VEC_T {
-        let tv = args.t.next_power_of_two();
-        let label = if args.t == 1 { "matmul_gemv" } else { "matmul_gemv_multi" };
+        // Up to 8 tokens per workgroup: 16 accumulator vec4s spilled on the H100
+        // (T = 16 took 8× the time of T = 8); 9..16 tokens are two blocks.
+        let tv = args.t.next_power_of_two().min(MAX_TV);
+        let label = if args.t == 1 {
+            "matmul_gemv"
+        } else {
+            "matmul_gemv_multi"
+        };
         ("mm_vec", label, tv, scale_mode(K, w)?)
     } else {
         ("mm_tile", "matmul_tile", 0, 0)
@@ -380,7 +454,10 @@ pub fn matmul(
             let gx = n.div_ceil(if swiglu { TILE / 2 } else { TILE });
             let gy = args.t.div_ceil(TILE);
             if gx > MAX_GROUPS || gy > MAX_GROUPS {
-                return Err(arg_err(K, format!("{} tokens × {n} outputs need a {gx}×{gy} grid", args.t)));
+                return Err(arg_err(
+                    K,
+                    format!("{} tokens × {n} outputs need a {gx}×{gy} grid", args.t),
+                ));
             }
             [gx, gy, 1]
         } else {
@@ -389,19 +466,25 @@ pub fn matmul(
             grid_1d(p.groups)
         };
         let params = ctx.uniform("matmul params", &p);
-        let bind = ctx.bind(
-            &pipeline,
+        let mut buffers = vec![
+            l.a.buffer.as_entire_binding(),
+            l.b.buffer.as_entire_binding(),
+            w.meta.as_entire_binding(),
+            args.x.as_entire_binding(),
+            args.y.as_entire_binding(),
+            params.as_entire_binding(),
+        ];
+        if entry == "mm_vec" {
+            // x again, read as vec4s when its rows are aligned.
+            buffers.push(args.x.as_entire_binding());
+        }
+        let bind = ctx.bind(&pipeline, label, &buffers);
+        out.push(Dispatch {
             label,
-            &[
-                l.a.buffer.as_entire_binding(),
-                l.b.buffer.as_entire_binding(),
-                w.meta.as_entire_binding(),
-                args.x.as_entire_binding(),
-                args.y.as_entire_binding(),
-                params.as_entire_binding(),
-            ],
-        );
-        out.push(Dispatch { label, pipeline: pipeline.clone(), bind, groups });
+            pipeline: pipeline.clone(),
+            bind,
+            groups,
+        });
     }
     Ok(out)
 }
@@ -420,15 +503,21 @@ pub fn matmul_indexed(
     const K: &str = "matmul_indexed";
     check_weight(K, w)?;
     let rpe = args.rows_per_expert as usize;
-    if rpe == 0 || w.rows % rpe != 0 {
+    if rpe == 0 || !w.rows.is_multiple_of(rpe) {
         return Err(arg_err(
             K,
-            format!("`{}` has {} rows, not a multiple of {} rows per expert", w.name, w.rows, rpe),
+            format!(
+                "`{}` has {} rows, not a multiple of {} rows per expert",
+                w.name, w.rows, rpe
+            ),
         ));
     }
     let swiglu = epilogue == Epilogue::SwiGlu;
-    if swiglu && rpe % 2 != 0 {
-        return Err(arg_err(K, format!("SwiGlu needs an even number of rows per expert, got {rpe}")));
+    if swiglu && !rpe.is_multiple_of(2) {
+        return Err(arg_err(
+            K,
+            format!("SwiGlu needs an even number of rows per expert, got {rpe}"),
+        ));
     }
     if args.x_row_div == 0 {
         return Err(arg_err(K, "x_row_div is 0".into()));
@@ -442,7 +531,15 @@ pub fn matmul_indexed(
     let width = if swiglu { rpe / 2 } else { rpe } as u64;
     let pairs = args.pairs as u64;
     let x_rows = (pairs - 1) / args.x_row_div as u64 + 1;
-    check_rows(K, "x", args.x, 0, args.x_stride as u64, x_rows, w.cols as u64)?;
+    check_rows(
+        K,
+        "x",
+        args.x,
+        0,
+        args.x_stride as u64,
+        x_rows,
+        w.cols as u64,
+    )?;
     check_rows(K, "y", args.y, 0, args.y_stride as u64, pairs, width)?;
     check_rows(K, "ids", args.ids, args.ids_offset as u64, 1, pairs, 1)?;
     let experts = w.rows / rpe;
@@ -461,17 +558,35 @@ pub fn matmul_indexed(
         }
         pairs_of_pieces
             .into_iter()
-            .map(|(ia, ib)| Launch { a: &w.pieces[ia], b: &w.pieces[ib], n0: 0, n_end: half as u32 })
+            .map(|(ia, ib)| Launch {
+                a: &w.pieces[ia],
+                b: &w.pieces[ib],
+                n0: 0,
+                n_end: half as u32,
+            })
             .collect()
     } else {
-        w.pieces.iter().map(|a| Launch { a, b: a, n0: 0, n_end: rpe as u32 }).collect()
+        w.pieces
+            .iter()
+            .map(|a| Launch {
+                a,
+                b: a,
+                n0: 0,
+                n_end: rpe as u32,
+            })
+            .collect()
     };
 
-    let tv = if args.pairs <= INDEXED_SINGLE_MAX { 1 } else { INDEXED_TV };
+    let tv = if args.pairs <= INDEXED_SINGLE_MAX {
+        1
+    } else {
+        INDEXED_TV
+    };
     let mut base = base_params(w, epilogue);
     base.t = args.pairs;
     base.x_stride = args.x_stride;
     base.x_div = args.x_row_div;
+    base.x_aligned = u32::from(args.x_stride.is_multiple_of(4));
     base.y_stride = args.y_stride;
     base.half = (rpe / 2) as u32;
     base.rpe = rpe as u32;
@@ -482,7 +597,12 @@ pub fn matmul_indexed(
         .groups_n
         .checked_mul(args.pairs.div_ceil(tv))
         .filter(|g| g.div_ceil(MAX_GROUPS) <= MAX_GROUPS)
-        .ok_or_else(|| arg_err(K, format!("{} pairs × {width} outputs is too large a grid", args.pairs)))?;
+        .ok_or_else(|| {
+            arg_err(
+                K,
+                format!("{} pairs × {width} outputs is too large a grid", args.pairs),
+            )
+        })?;
     let mode = scale_mode(K, w)?;
     let pipeline = ctx.pipeline(&pipeline_key(w, "mm_vec_ids", tv, mode))?;
     let mut out = Vec::with_capacity(launches.len());
@@ -500,10 +620,16 @@ pub fn matmul_indexed(
                 args.x.as_entire_binding(),
                 args.y.as_entire_binding(),
                 params.as_entire_binding(),
+                args.x.as_entire_binding(),
                 args.ids.as_entire_binding(),
             ],
         );
-        out.push(Dispatch { label: "matmul_indexed", pipeline: pipeline.clone(), bind, groups: grid_1d(p.groups) });
+        out.push(Dispatch {
+            label: "matmul_indexed",
+            pipeline: pipeline.clone(),
+            bind,
+            groups: grid_1d(p.groups),
+        });
     }
     Ok(out)
 }
@@ -532,15 +658,20 @@ mod tests {
                     for &a in ranges {
                         for &b in ranges {
                             if let Some((lo, hi)) = swiglu_overlap(a, b, e * rpe, half) {
-                                for j in lo..hi {
+                                for (j, c) in covered.iter_mut().enumerate().take(hi).skip(lo) {
                                     assert!(a.0 <= e * rpe + j && e * rpe + j < a.0 + a.1);
-                                    assert!(b.0 <= e * rpe + half + j && e * rpe + half + j < b.0 + b.1);
-                                    covered[j] += 1;
+                                    assert!(
+                                        b.0 <= e * rpe + half + j && e * rpe + half + j < b.0 + b.1
+                                    );
+                                    *c += 1;
                                 }
                             }
                         }
                     }
-                    assert!(covered.iter().all(|&c| c == 1), "{ranges:?} rpe {rpe} e {e}: {covered:?}");
+                    assert!(
+                        covered.iter().all(|&c| c == 1),
+                        "{ranges:?} rpe {rpe} e {e}: {covered:?}"
+                    );
                 }
             }
         }

@@ -2,11 +2,11 @@
 //!
 //! - [`moe_route`]: router logits `[T, E]` → top-k expert ids and renormalised
 //!   weights, with `qwgpu_ops::moe::route` semantics. One workgroup per token
-//!   holds the row in workgroup memory; softmax via workgroup max/sum
-//!   reductions, then every expert counts its rank (experts with a higher
-//!   probability, or an equal one and a lower index) in parallel and the k
-//!   best write their slots — no sequential top-k rounds. E ≤ 2048 and k ≤ 64
-//!   cover every Qwen3.5 MoE (E 256/512, k 8/10). Logits must be finite.
+//!   sorts its (probability, index) pairs with a bitonic network in workgroup
+//!   memory (order: higher probability, then lower index) after a softmax by
+//!   workgroup max/sum reductions; the first k are the answer. ~45 barrier
+//!   stages for E = 512 instead of k sequential argmax rounds. E ≤ 1024 covers
+//!   every Qwen3.5 MoE (E 256/512, k 8/10). Logits must be finite.
 //! - [`moe_combine`]: `h[t] += Σ_s w[t,s]·expert_out[t·k+s] + sigmoid(g[t])·shared_out[t]`,
 //!   elementwise with `vec4` loads when H is a multiple of 4; the residual add
 //!   is fused so the expert outputs are read once.
@@ -23,10 +23,9 @@ use crate::{GpuContext, KernelError, PipelineKey};
 crate::shader!(MOE_ROUTE, "moe_route.wgsl");
 crate::shader!(MOE_COMBINE, "moe_combine.wgsl");
 
-/// Largest expert count [`moe_route`] accepts (its row lives in workgroup memory).
-pub const MAX_EXPERTS: u32 = 2048;
-/// Largest top-k [`moe_route`] accepts.
-pub const MAX_TOP_K: u32 = 64;
+/// Largest expert count [`moe_route`] accepts: its sort buffer (8 bytes per
+/// expert, padded to a power of two) must fit WebGPU's 16 KiB of workgroup memory.
+pub const MAX_EXPERTS: u32 = 1024;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -54,11 +53,19 @@ fn reduce(ctx: &GpuContext) -> &'static ShaderSource {
     }
 }
 
-fn check(kernel: &'static str, what: &str, buf: &wgpu::Buffer, words: u64) -> Result<(), KernelError> {
+fn check(
+    kernel: &'static str,
+    what: &str,
+    buf: &wgpu::Buffer,
+    words: u64,
+) -> Result<(), KernelError> {
     if words * 4 > buf.size() {
         return Err(KernelError::Arguments {
             kernel,
-            detail: format!("{what} needs {words} 4-byte elements but its buffer has {} bytes", buf.size()),
+            detail: format!(
+                "{what} needs {words} 4-byte elements but its buffer has {} bytes",
+                buf.size()
+            ),
         });
     }
     Ok(())
@@ -77,25 +84,33 @@ pub fn moe_route(
     weights: &wgpu::Buffer,
 ) -> Result<Dispatch, KernelError> {
     const K: &str = "moe_route";
-    if experts == 0 || experts > MAX_EXPERTS || top_k == 0 || top_k > experts.min(MAX_TOP_K) {
+    if experts == 0 || experts > MAX_EXPERTS || top_k == 0 || top_k > experts {
         return Err(KernelError::Arguments {
             kernel: K,
             detail: format!(
-                "experts {experts}, top_k {top_k}: need 1 <= experts <= {MAX_EXPERTS}, 1 <= top_k <= min(experts, {MAX_TOP_K})"
+                "experts {experts}, top_k {top_k}: need 1 <= experts <= {MAX_EXPERTS}, 1 <= top_k <= experts"
             ),
         });
     }
     check(K, "logits", logits, t as u64 * experts as u64)?;
     check(K, "ids", ids, t as u64 * top_k as u64)?;
     check(K, "weights", weights, t as u64 * top_k as u64)?;
-    // One invocation per expert for E <= 256 (each counts its rank over the row).
+    // One compare-exchange per invocation per stage for E <= 512.
     let wg = 256u32;
-    let emax = experts.next_power_of_two().max(64);
+    let emax = experts.next_power_of_two().max(2);
     let key = PipelineKey::new(&[reduce(ctx), &MOE_ROUTE], "moe_route")
         .constant("WG", wg)
         .constant("EMAX", emax);
     let pipeline = ctx.pipeline(&key)?;
-    let params = ctx.uniform("moe_route params", &RouteParams { t, experts, top_k, _pad: 0 });
+    let params = ctx.uniform(
+        "moe_route params",
+        &RouteParams {
+            t,
+            experts,
+            top_k,
+            _pad: 0,
+        },
+    );
     let bind = ctx.bind(
         &pipeline,
         "moe_route",
@@ -106,7 +121,12 @@ pub fn moe_route(
             params.as_entire_binding(),
         ],
     );
-    Ok(Dispatch { label: "moe_route", pipeline, bind, groups: grid_1d(t) })
+    Ok(Dispatch {
+        label: "moe_route",
+        pipeline,
+        bind,
+        groups: grid_1d(t),
+    })
 }
 
 /// `h[t] += Σ_s weights[t·k+s] · expert_out[t·k+s, :] + sigmoid(gate_logit[t]) · shared_out[t, :]`
@@ -125,7 +145,10 @@ pub fn moe_combine(
 ) -> Result<Dispatch, KernelError> {
     const K: &str = "moe_combine";
     if hidden == 0 || top_k == 0 {
-        return Err(KernelError::Arguments { kernel: K, detail: format!("hidden {hidden}, top_k {top_k} must be > 0") });
+        return Err(KernelError::Arguments {
+            kernel: K,
+            detail: format!("hidden {hidden}, top_k {top_k} must be > 0"),
+        });
     }
     let (t64, k64, h64) = (t as u64, top_k as u64, hidden as u64);
     check(K, "expert_out", expert_out, t64 * k64 * h64)?;
@@ -134,16 +157,31 @@ pub fn moe_combine(
     check(K, "gate_logit", gate_logit, t64)?;
     check(K, "h", h, t64 * h64)?;
     const WG: u32 = 256;
-    let vec4 = hidden % 4 == 0;
-    let (entry, n) = if vec4 { ("moe_combine_vec4", hidden / 4) } else { ("moe_combine", hidden) };
+    let vec4 = hidden.is_multiple_of(4);
+    let (entry, n) = if vec4 {
+        ("moe_combine_vec4", hidden / 4)
+    } else {
+        ("moe_combine", hidden)
+    };
     let groups_per_row = n.div_ceil(WG);
     let total = groups_per_row as u64 * t64;
     if total > u32::MAX as u64 / 2 {
-        return Err(KernelError::Arguments { kernel: K, detail: format!("T {t} x hidden {hidden} is too large") });
+        return Err(KernelError::Arguments {
+            kernel: K,
+            detail: format!("T {t} x hidden {hidden} is too large"),
+        });
     }
     let key = PipelineKey::new(&[&NUMERIC, &MOE_COMBINE], entry).constant("WG", WG);
     let pipeline = ctx.pipeline(&key)?;
-    let params = ctx.uniform("moe_combine params", &CombineParams { t, top_k, n, groups_per_row });
+    let params = ctx.uniform(
+        "moe_combine params",
+        &CombineParams {
+            t,
+            top_k,
+            n,
+            groups_per_row,
+        },
+    );
     let bind = ctx.bind(
         &pipeline,
         "moe_combine",
@@ -156,7 +194,12 @@ pub fn moe_combine(
             params.as_entire_binding(),
         ],
     );
-    Ok(Dispatch { label: "moe_combine", pipeline, bind, groups: grid_1d(total as u32) })
+    Ok(Dispatch {
+        label: "moe_combine",
+        pipeline,
+        bind,
+        groups: grid_1d(total as u32),
+    })
 }
 
 /// Every shader module (file list) this family builds, and whether it needs subgroups/f16.

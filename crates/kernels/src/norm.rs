@@ -39,11 +39,21 @@ fn reduce(ctx: &GpuContext) -> &'static ShaderSource {
 /// below the subgroup size, which the subgroup reduction needs).
 fn workgroup(ctx: &GpuContext, n: u32) -> u32 {
     let wg: u32 = if n > 128 { 256 } else { 64 };
-    let wg = if ctx.caps.subgroups { wg.max(ctx.caps.subgroup_sizes.1.next_power_of_two()) } else { wg };
+    let wg = if ctx.caps.subgroups {
+        wg.max(ctx.caps.subgroup_sizes.1.next_power_of_two())
+    } else {
+        wg
+    };
     wg.min(ctx.limits.max_compute_invocations_per_workgroup.max(64))
 }
 
-fn check_range(kernel: &'static str, what: &str, buf: &wgpu::Buffer, start: u64, words: u64) -> Result<(), KernelError> {
+fn check_range(
+    kernel: &'static str,
+    what: &str,
+    buf: &wgpu::Buffer,
+    start: u64,
+    words: u64,
+) -> Result<(), KernelError> {
     if (start + words) * 4 > buf.size() {
         return Err(KernelError::Arguments {
             kernel,
@@ -74,33 +84,63 @@ pub fn rms_norm(
 ) -> Result<Dispatch, KernelError> {
     const K: &str = "rms_norm";
     if width == 0 {
-        return Err(KernelError::Arguments { kernel: K, detail: "width 0".into() });
+        return Err(KernelError::Arguments {
+            kernel: K,
+            detail: "width 0".into(),
+        });
     }
     if !(eps.is_finite() && eps >= 0.0) {
-        return Err(KernelError::Arguments { kernel: K, detail: format!("eps {eps} must be finite and >= 0") });
+        return Err(KernelError::Arguments {
+            kernel: K,
+            detail: format!("eps {eps} must be finite and >= 0"),
+        });
     }
     let n = rows as u64 * width as u64;
     check_range(K, "x", x, x_offset as u64, n)?;
     check_range(K, "w", w, 0, width as u64)?;
     check_range(K, "y", y, 0, n)?;
-    let vec4 = width % 4 == 0 && x_offset % 4 == 0;
-    let (entry, loads) = if vec4 { ("rms_norm_vec4", width / 4) } else { ("rms_norm", width) };
+    let vec4 = width.is_multiple_of(4) && x_offset.is_multiple_of(4);
+    let (entry, loads) = if vec4 {
+        ("rms_norm_vec4", width / 4)
+    } else {
+        ("rms_norm", width)
+    };
     let wg = workgroup(ctx, loads);
     let key = PipelineKey::new(&[reduce(ctx), &NORM], entry).constant("WG", wg);
     let pipeline = ctx.pipeline(&key)?;
     let params = ctx.uniform(
         "rms_norm params",
-        &NormParams { x_off: x_offset, rows, width, one_plus: one_plus as u32, eps, _pad: [0; 3] },
+        &NormParams {
+            x_off: x_offset,
+            rows,
+            width,
+            one_plus: one_plus as u32,
+            eps,
+            _pad: [0; 3],
+        },
     );
     let bind = ctx.bind(
         &pipeline,
         "rms_norm",
-        &[x.as_entire_binding(), w.as_entire_binding(), y.as_entire_binding(), params.as_entire_binding()],
+        &[
+            x.as_entire_binding(),
+            w.as_entire_binding(),
+            y.as_entire_binding(),
+            params.as_entire_binding(),
+        ],
     );
-    Ok(Dispatch { label: "rms_norm", pipeline, bind, groups: grid_1d(rows) })
+    Ok(Dispatch {
+        label: "rms_norm",
+        pipeline,
+        bind,
+        groups: grid_1d(rows),
+    })
 }
 
 /// Every shader module (file list) this family builds, and whether it needs subgroups/f16.
 pub fn modules() -> Vec<(Vec<&'static ShaderSource>, bool)> {
-    vec![(vec![&REDUCE_SUBGROUP, &NORM], true), (vec![&REDUCE_SHARED, &NORM], false)]
+    vec![
+        (vec![&REDUCE_SUBGROUP, &NORM], true),
+        (vec![&REDUCE_SHARED, &NORM], false),
+    ]
 }

@@ -30,7 +30,7 @@
 //! `top_p · M1`: a probability of order 1e-6 per boundary.
 //!
 //! # Kernels
-//! The row is split into `nblocks ≤ 256` blocks of ≥ 2048 logits.
+//! The row is split into `nblocks ≤ 256` blocks of ≥ 1024 logits.
 //! 1. `sample_partial` (one workgroup per block): block max and argmax.
 //! 2. Greedy: `sample_greedy` (one workgroup) reduces them and writes the token.
 //! 3. `sample_exp` (per block): `e` into a scratch buffer.
@@ -78,14 +78,20 @@ pub struct SamplingParams {
 impl SamplingParams {
     /// Always the argmax.
     pub fn greedy() -> Self {
-        Self { temperature: 0.0, top_k: 0, top_p: 1.0 }
+        Self {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+        }
     }
 
     /// Checks the ranges documented on the fields.
     pub fn validate(&self) -> Result<(), String> {
         let t = self.temperature;
         if !(t.is_finite() && t >= 0.0) || (t > 0.0 && !(1.0 / t).is_finite()) {
-            return Err(format!("temperature {t} must be 0 or finite and > 0 with a finite inverse"));
+            return Err(format!(
+                "temperature {t} must be 0 or finite and > 0 with a finite inverse"
+            ));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return Err(format!("top_p {} must be in (0, 1]", self.top_p));
@@ -142,7 +148,11 @@ fn host_e(logits: &[f32], params: &SamplingParams) -> Option<Vec<f32>> {
     if params.temperature == 0.0 || logits.is_empty() {
         return None;
     }
-    let m = logits.iter().copied().map(clean).fold(f32::NEG_INFINITY, f32::max);
+    let m = logits
+        .iter()
+        .copied()
+        .map(clean)
+        .fold(f32::NEG_INFINITY, f32::max);
     if !m.is_finite() {
         return None;
     }
@@ -170,11 +180,18 @@ fn host_threshold(e: &[f32], params: &SamplingParams) -> f32 {
     let mut sorted = e.to_vec();
     sorted.sort_by(|a, b| b.total_cmp(a));
     let k = params.top_k as usize;
-    let tau_k = if k > 0 && k < e.len() { sorted[k - 1] } else { 0.0 };
+    let tau_k = if k > 0 && k < e.len() {
+        sorted[k - 1]
+    } else {
+        0.0
+    };
     if params.top_p >= 1.0 {
         return tau_k;
     }
-    let kept = &sorted[..sorted.iter().position(|&v| v < tau_k).unwrap_or(sorted.len())];
+    let kept = &sorted[..sorted
+        .iter()
+        .position(|&v| v < tau_k)
+        .unwrap_or(sorted.len())];
     let m1: f64 = kept.iter().map(|&v| v as f64).sum();
     let target = params.top_p as f64 * m1;
     // S(v) at each distinct value, largest first: the first reaching the target.
@@ -252,7 +269,7 @@ const PASSES: u32 = 5;
 /// Thresholds per pass.
 const R: u32 = 64;
 const MAX_BLOCKS: u32 = 256;
-const MIN_BLOCK: u32 = 2048;
+const MIN_BLOCK: u32 = 1024;
 
 fn reduce(ctx: &GpuContext) -> &'static ShaderSource {
     if ctx.caps.subgroups {
@@ -263,7 +280,10 @@ fn reduce(ctx: &GpuContext) -> &'static ShaderSource {
 }
 
 fn arg_err(detail: String) -> KernelError {
-    KernelError::Arguments { kernel: "sample", detail }
+    KernelError::Arguments {
+        kernel: "sample",
+        detail,
+    }
 }
 
 /// Picks a token from `logits[logits_offset .. logits_offset + vocab]` (f32)
@@ -294,22 +314,36 @@ pub fn sample(
         )));
     }
     if (out_offset as u64 + 1) * 4 > out.size() {
-        return Err(arg_err(format!("out[{out_offset}] is past its buffer of {} bytes", out.size())));
+        return Err(arg_err(format!(
+            "out[{out_offset}] is past its buffer of {} bytes",
+            out.size()
+        )));
     }
     if step.size() < std::mem::size_of::<crate::Step>() as u64 {
-        return Err(arg_err(format!("step buffer of {} bytes is smaller than a Step", step.size())));
+        return Err(arg_err(format!(
+            "step buffer of {} bytes is smaller than a Step",
+            step.size()
+        )));
     }
     let n_pad = vocab.div_ceil(4) * 4;
     let block = MIN_BLOCK.max(n_pad.div_ceil(MAX_BLOCKS).div_ceil(4) * 4);
     let nblocks = n_pad.div_ceil(block);
     let greedy = params.temperature == 0.0;
-    let top_k = if params.top_k < vocab { params.top_k } else { 0 };
+    let top_k = if params.top_k < vocab {
+        params.top_k
+    } else {
+        0
+    };
     let sp = SampleUniform {
         logits_off: logits_offset,
         vocab,
         out_off: out_offset,
         top_k,
-        inv_t: if greedy { 0.0 } else { 1.0 / params.temperature },
+        inv_t: if greedy {
+            0.0
+        } else {
+            1.0 / params.temperature
+        },
         top_p: params.top_p,
         nblocks,
         block,
@@ -319,38 +353,83 @@ pub fn sample(
     let pipe = |parts: &[&'static ShaderSource], entry: &'static str| {
         ctx.pipeline(&PipelineKey::new(parts, entry).constant("WG", WG))
     };
-    let mk = |label: &'static str, p: std::sync::Arc<wgpu::ComputePipeline>, res: &[wgpu::BindingResource<'_>], groups: u32| {
+    let mk = |label: &'static str,
+              p: std::sync::Arc<wgpu::ComputePipeline>,
+              res: &[wgpu::BindingResource<'_>],
+              groups: u32| {
         let bind = ctx.bind(&p, label, res);
-        Dispatch { label, pipeline: p, bind, groups: [groups, 1, 1] }
+        Dispatch {
+            label,
+            pipeline: p,
+            bind,
+            groups: [groups, 1, 1],
+        }
     };
     let part = ctx.storage("sample partials", nblocks as u64 * 8)?;
     let mut out_d = Vec::new();
     let p = pipe(&[red, &SAMPLE_COMMON, &SAMPLE_PARTIAL], "sample_partial")?;
-    out_d.push(mk("sample_partial", p, &[logits.as_entire_binding(), part.as_entire_binding(), spb.as_entire_binding()], nblocks));
+    out_d.push(mk(
+        "sample_partial",
+        p,
+        &[
+            logits.as_entire_binding(),
+            part.as_entire_binding(),
+            spb.as_entire_binding(),
+        ],
+        nblocks,
+    ));
     if greedy {
-        let p = pipe(&[red, &SAMPLE_COMMON, &SAMPLE_ARGMAX, &SAMPLE_GREEDY], "sample_greedy")?;
-        out_d.push(mk("sample_greedy", p, &[part.as_entire_binding(), out.as_entire_binding(), spb.as_entire_binding()], 1));
+        let p = pipe(
+            &[red, &SAMPLE_COMMON, &SAMPLE_ARGMAX, &SAMPLE_GREEDY],
+            "sample_greedy",
+        )?;
+        out_d.push(mk(
+            "sample_greedy",
+            p,
+            &[
+                part.as_entire_binding(),
+                out.as_entire_binding(),
+                spb.as_entire_binding(),
+            ],
+            1,
+        ));
         return Ok(out_d);
     }
     let ev = ctx.storage("sample e", n_pad as u64 * 4)?;
-    let p = pipe(&[red, &SAMPLE_COMMON, &SAMPLE_ARGMAX, &SAMPLE_EXP], "sample_exp")?;
+    let p = pipe(
+        &[red, &SAMPLE_COMMON, &SAMPLE_ARGMAX, &SAMPLE_EXP],
+        "sample_exp",
+    )?;
     out_d.push(mk(
         "sample_exp",
         p,
-        &[logits.as_entire_binding(), part.as_entire_binding(), ev.as_entire_binding(), spb.as_entire_binding()],
+        &[
+            logits.as_entire_binding(),
+            part.as_entire_binding(),
+            ev.as_entire_binding(),
+            spb.as_entire_binding(),
+        ],
         nblocks,
     ));
     let topk_on = top_k > 0;
     let topp_on = params.top_p < 1.0;
     let slots = PASSES * (topk_on as u32 + topp_on as u32);
-    let psum = ctx.storage("sample pass sums", slots.max(1) as u64 * nblocks as u64 * R as u64 * 4)?;
+    let psum = ctx.storage(
+        "sample pass sums",
+        slots.max(1) as u64 * nblocks as u64 * R as u64 * 4,
+    )?;
     let sstate = ctx.storage("sample search state", (slots.max(1) as u64) * 16)?;
     let blk = ctx.storage("sample block masses", (2 * nblocks as u64 + 1) * 4)?;
     let mut passes = Vec::new();
     let mut slot = 0u32;
     if topk_on {
         for k in 0..PASSES {
-            passes.push(PassParams { slot, prev: slot.saturating_sub(1), has_prev: (k > 0) as u32, ..Default::default() });
+            passes.push(PassParams {
+                slot,
+                prev: slot.saturating_sub(1),
+                has_prev: (k > 0) as u32,
+                ..Default::default()
+            });
             slot += 1;
         }
     }
@@ -371,7 +450,10 @@ pub fn sample(
             slot += 1;
         }
     }
-    let pass_pipe = pipe(&[red, &SAMPLE_COMMON, &SAMPLE_SEARCH, &SAMPLE_PASS], "sample_pass")?;
+    let pass_pipe = pipe(
+        &[red, &SAMPLE_COMMON, &SAMPLE_SEARCH, &SAMPLE_PASS],
+        "sample_pass",
+    )?;
     for pp in &passes {
         let ppb = ctx.uniform("sample pass params", pp);
         out_d.push(mk(
@@ -397,7 +479,10 @@ pub fn sample(
         ..Default::default()
     };
     let mpb = ctx.uniform("sample mass params", &mp);
-    let p = pipe(&[red, &SAMPLE_COMMON, &SAMPLE_SEARCH, &SAMPLE_MASS], "sample_mass")?;
+    let p = pipe(
+        &[red, &SAMPLE_COMMON, &SAMPLE_SEARCH, &SAMPLE_MASS],
+        "sample_mass",
+    )?;
     out_d.push(mk(
         "sample_mass",
         p,
@@ -411,7 +496,10 @@ pub fn sample(
         ],
         nblocks,
     ));
-    let p = pipe(&[red, &STEP, &SAMPLE_COMMON, &SAMPLE_ARGMAX, &SAMPLE_SELECT], "sample_select")?;
+    let p = pipe(
+        &[red, &STEP, &SAMPLE_COMMON, &SAMPLE_ARGMAX, &SAMPLE_SELECT],
+        "sample_select",
+    )?;
     out_d.push(mk(
         "sample_select",
         p,
@@ -431,11 +519,23 @@ pub fn sample(
 /// A launch writing `uniform_random(seed, counter)` of the `step` buffer's
 /// current values as f32 bits to `out[out_offset]` (tests and reproducibility
 /// checks of the GPU hash).
-pub fn uniform_probe(ctx: &GpuContext, step: &wgpu::Buffer, out: &wgpu::Buffer, out_offset: u32) -> Result<Dispatch, KernelError> {
+pub fn uniform_probe(
+    ctx: &GpuContext,
+    step: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    out_offset: u32,
+) -> Result<Dispatch, KernelError> {
     if (out_offset as u64 + 1) * 4 > out.size() {
-        return Err(arg_err(format!("out[{out_offset}] is past its buffer of {} bytes", out.size())));
+        return Err(arg_err(format!(
+            "out[{out_offset}] is past its buffer of {} bytes",
+            out.size()
+        )));
     }
-    let key = PipelineKey::new(&[&REDUCE_SHARED, &STEP, &SAMPLE_COMMON, &SAMPLE_UNIFORM], "sample_uniform").constant("WG", 64u32);
+    let key = PipelineKey::new(
+        &[&REDUCE_SHARED, &STEP, &SAMPLE_COMMON, &SAMPLE_UNIFORM],
+        "sample_uniform",
+    )
+    .constant("WG", 64u32);
     let pipeline = ctx.pipeline(&key)?;
     let sp = SampleUniform {
         logits_off: 0,
@@ -448,8 +548,21 @@ pub fn uniform_probe(ctx: &GpuContext, step: &wgpu::Buffer, out: &wgpu::Buffer, 
         block: 0,
     };
     let spb = ctx.uniform("uniform probe params", &sp);
-    let bind = ctx.bind(&pipeline, "sample_uniform", &[out.as_entire_binding(), spb.as_entire_binding(), step.as_entire_binding()]);
-    Ok(Dispatch { label: "sample_uniform", pipeline, bind, groups: [1, 1, 1] })
+    let bind = ctx.bind(
+        &pipeline,
+        "sample_uniform",
+        &[
+            out.as_entire_binding(),
+            spb.as_entire_binding(),
+            step.as_entire_binding(),
+        ],
+    );
+    Ok(Dispatch {
+        label: "sample_uniform",
+        pipeline,
+        bind,
+        groups: [1, 1, 1],
+    })
 }
 
 /// Every shader module (file list) this family builds, and whether it needs subgroups/f16.
@@ -457,12 +570,21 @@ pub fn modules() -> Vec<(Vec<&'static ShaderSource>, bool)> {
     let mut v = Vec::new();
     for (red, sg) in [(&REDUCE_SUBGROUP, true), (&REDUCE_SHARED, false)] {
         v.push((vec![red, &SAMPLE_COMMON, &SAMPLE_PARTIAL], sg));
-        v.push((vec![red, &SAMPLE_COMMON, &SAMPLE_ARGMAX, &SAMPLE_GREEDY], sg));
+        v.push((
+            vec![red, &SAMPLE_COMMON, &SAMPLE_ARGMAX, &SAMPLE_GREEDY],
+            sg,
+        ));
         v.push((vec![red, &SAMPLE_COMMON, &SAMPLE_ARGMAX, &SAMPLE_EXP], sg));
         v.push((vec![red, &SAMPLE_COMMON, &SAMPLE_SEARCH, &SAMPLE_PASS], sg));
         v.push((vec![red, &SAMPLE_COMMON, &SAMPLE_SEARCH, &SAMPLE_MASS], sg));
-        v.push((vec![red, &STEP, &SAMPLE_COMMON, &SAMPLE_ARGMAX, &SAMPLE_SELECT], sg));
+        v.push((
+            vec![red, &STEP, &SAMPLE_COMMON, &SAMPLE_ARGMAX, &SAMPLE_SELECT],
+            sg,
+        ));
     }
-    v.push((vec![&REDUCE_SHARED, &STEP, &SAMPLE_COMMON, &SAMPLE_UNIFORM], false));
+    v.push((
+        vec![&REDUCE_SHARED, &STEP, &SAMPLE_COMMON, &SAMPLE_UNIFORM],
+        false,
+    ));
     v
 }

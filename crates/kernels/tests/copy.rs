@@ -37,3 +37,19 @@ fn copy_out_of_range_is_a_typed_error() {
     let err = copy::copy_words(&t.ctx, &src, 2, &dst, 0, 4).unwrap_err();
     assert!(err.to_string().contains("exceeds"), "{err}");
 }
+
+#[test]
+fn a_buffer_over_the_device_limits_is_a_capacity_error() {
+    for t in testing::contexts() {
+        let over = t.ctx.limits.max_buffer_size + 1;
+        let err = t.ctx.storage("huge", over).unwrap_err();
+        assert!(
+            matches!(err, qwgpu_kernels::KernelError::Capacity { .. }),
+            "{}: {err}",
+            t.name
+        );
+        let bind = t.ctx.limits.max_storage_buffer_binding_size as u64 + 16;
+        let err = t.ctx.check_binding("binding", bind).unwrap_err();
+        assert!(err.to_string().contains("max_storage_buffer_binding_size") || err.to_string().contains("max_buffer_size"), "{}: {err}", t.name);
+    }
+}

@@ -78,19 +78,34 @@ fn shards_for(rows: usize) -> Vec<(usize, usize)> {
     }
 }
 
-fn packed(rng: &mut SplitMix64, dtype: Dtype, rows: usize, cols: usize, scheme: Scheme) -> PackedWeight {
+fn packed(
+    rng: &mut SplitMix64,
+    dtype: Dtype,
+    rows: usize,
+    cols: usize,
+    scheme: Scheme,
+) -> PackedWeight {
     let shards = shards_for(rows);
     let scale = match scheme {
         Scheme::None => ScaleScheme::None,
-        Scheme::PerShard => ScaleScheme::PerShard { scales: shards.iter().map(|_| random_scale(rng)).collect() },
-        Scheme::PerChannel => ScaleScheme::PerChannel { scales: (0..rows).map(|_| random_scale(rng)).collect() },
+        Scheme::PerShard => ScaleScheme::PerShard {
+            scales: shards.iter().map(|_| random_scale(rng)).collect(),
+        },
+        Scheme::PerChannel => ScaleScheme::PerChannel {
+            scales: (0..rows).map(|_| random_scale(rng)).collect(),
+        },
         Scheme::Block(block) => ScaleScheme::Block {
             block,
             segments: shards
                 .iter()
                 .map(|&(o, n)| {
                     let grid = [n.div_ceil(block[0]), cols.div_ceil(block[1])];
-                    BlockSegment { row_offset: o, rows: n, grid, scales: (0..grid[0] * grid[1]).map(|_| random_scale(rng)).collect() }
+                    BlockSegment {
+                        row_offset: o,
+                        rows: n,
+                        grid,
+                        scales: (0..grid[0] * grid[1]).map(|_| random_scale(rng)).collect(),
+                    }
                 })
                 .collect(),
         },
@@ -104,7 +119,12 @@ fn packed(rng: &mut SplitMix64, dtype: Dtype, rows: usize, cols: usize, scheme: 
         shards: shards
             .iter()
             .enumerate()
-            .map(|(i, &(o, n))| Shard { name: format!("s{i}"), source: format!("s{i}"), row_offset: o, rows: n })
+            .map(|(i, &(o, n))| Shard {
+                name: format!("s{i}"),
+                source: format!("s{i}"),
+                row_offset: o,
+                rows: n,
+            })
             .collect(),
         scale,
         activation: ActivationQuant::None,
@@ -126,7 +146,11 @@ fn upload_in_pieces(ctx: &GpuContext, w: &PackedWeight, piece_rows: usize) -> Gp
             let src = &w.data[(row0 + r) * row_src..(row0 + r + 1) * row_src];
             bytes[r * stride * 4..r * stride * 4 + row_src].copy_from_slice(src);
         }
-        pieces.push(WeightPiece { buffer: ctx.upload_bytes("piece", &bytes).unwrap(), row0, rows });
+        pieces.push(WeightPiece {
+            buffer: ctx.upload_bytes("piece", &bytes).unwrap(),
+            row0,
+            rows,
+        });
         row0 += rows;
     }
     let (table, block_cols) = scale_table(w).unwrap();
@@ -142,7 +166,14 @@ fn upload_in_pieces(ctx: &GpuContext, w: &PackedWeight, piece_rows: usize) -> Gp
     }
 }
 
-fn run_case(ctx: &GpuContext, name: &str, gw: &GpuWeight, w: &PackedWeight, ids: &[u32], what: &str) {
+fn run_case(
+    ctx: &GpuContext,
+    name: &str,
+    gw: &GpuWeight,
+    w: &PackedWeight,
+    ids: &[u32],
+    what: &str,
+) {
     let want_rows = qwgpu_loader::dequantize(w).unwrap();
     let ids_off = 3u32;
     let mut id_buf = vec![0xdead_beefu32; ids_off as usize];
@@ -159,7 +190,11 @@ fn run_case(ctx: &GpuContext, name: &str, gw: &GpuWeight, w: &PackedWeight, ids:
     for (ti, &id) in ids.iter().enumerate() {
         for c in 0..w.cols {
             let g = got[ti * w.cols + c];
-            let want = if (id as usize) < w.rows { want_rows[id as usize * w.cols + c] } else { 0.0 };
+            let want = if (id as usize) < w.rows {
+                want_rows[id as usize * w.cols + c]
+            } else {
+                0.0
+            };
             assert_eq!(
                 g.to_bits(),
                 want.to_bits(),
@@ -167,12 +202,17 @@ fn run_case(ctx: &GpuContext, name: &str, gw: &GpuWeight, w: &PackedWeight, ids:
             );
         }
     }
-    assert!(got[n..].iter().all(|v| v.is_nan()), "{name} {what}: wrote past the output");
+    assert!(
+        got[n..].iter().all(|v| v.is_nan()),
+        "{name} {what}: wrote past the output"
+    );
 }
 
 fn ids_for(rng: &mut SplitMix64, rows: usize, t: usize) -> Vec<u32> {
     // Out of order, with repeats; the last id of longer lists is out of range (zeros).
-    let mut ids: Vec<u32> = (0..t).map(|_| (rng.next_u64() % rows as u64) as u32).collect();
+    let mut ids: Vec<u32> = (0..t)
+        .map(|_| (rng.next_u64() % rows as u64) as u32)
+        .collect();
     if t >= 3 {
         ids[1] = ids[0];
         ids[t - 1] = rows as u32 + 5;
@@ -182,18 +222,34 @@ fn ids_for(rng: &mut SplitMix64, rows: usize, t: usize) -> Vec<u32> {
 
 #[test]
 fn embed_is_exact_for_every_format_and_scale_scheme() {
-    let formats = [Dtype::F32, Dtype::BF16, Dtype::F16, Dtype::F8E4M3, Dtype::F8E5M2];
+    let formats = [
+        Dtype::F32,
+        Dtype::BF16,
+        Dtype::F16,
+        Dtype::F8E4M3,
+        Dtype::F8E5M2,
+    ];
     for t in testing::contexts() {
         let ctx = &t.ctx;
         let mut seed = 1000u64;
         for dtype in formats {
             let schemes: &[Scheme] = if dtype.is_fp8() {
-                &[Scheme::PerShard, Scheme::PerChannel, Scheme::Block([2, 4]), Scheme::Block([128, 128])]
+                &[
+                    Scheme::PerShard,
+                    Scheme::PerChannel,
+                    Scheme::Block([2, 4]),
+                    Scheme::Block([128, 128]),
+                ]
             } else {
                 &[Scheme::None, Scheme::PerChannel, Scheme::Block([3, 8])]
             };
             for &scheme in schemes {
-                for (rows, cols, tc) in [(1usize, 1usize, 1usize), (7, 3, 3), (9, 65, 65), (5, 130, 3)] {
+                for (rows, cols, tc) in [
+                    (1usize, 1usize, 1usize),
+                    (7, 3, 3),
+                    (9, 65, 65),
+                    (5, 130, 3),
+                ] {
                     seed += 1;
                     let mut rng = SplitMix64::new(seed);
                     let w = packed(&mut rng, dtype, rows, cols, scheme);
@@ -222,7 +278,9 @@ fn embed_handles_pieces_and_wide_rows() {
             let gw = upload_in_pieces(ctx, &w, piece_rows);
             assert!(gw.pieces.len() > 1);
             let ids = ids_for(&mut rng, rows, 7);
-            let what = format!("seed {seed} {dtype:?} {scheme:?} [{rows}, {cols}] pieces of {piece_rows} rows");
+            let what = format!(
+                "seed {seed} {dtype:?} {scheme:?} [{rows}, {cols}] pieces of {piece_rows} rows"
+            );
             run_case(ctx, &t.name, &gw, &w, &ids, &what);
         }
     }

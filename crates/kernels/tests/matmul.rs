@@ -25,7 +25,9 @@ const EPILOGUES: [Epilogue; 3] = [Epilogue::Store, Epilogue::Accumulate, Epilogu
 enum Scheme {
     None,
     /// Shards with one scale each; `broadcast`: a per-tensor scale repeated on every shard.
-    PerShard { broadcast: bool },
+    PerShard {
+        broadcast: bool,
+    },
     PerChannel,
     /// `[bn, bk]` blocks, two segments (sources) when there are >= 2 rows.
     Block([usize; 2]),
@@ -108,7 +110,10 @@ fn packed(rng: &mut Rng, dtype: Dtype, rows: usize, cols: usize, scheme: Scheme)
         Scheme::PerShard { broadcast } => {
             let s = scale(rng);
             ScaleScheme::PerShard {
-                scales: parts.iter().map(|_| if broadcast { s } else { scale(rng) }).collect(),
+                scales: parts
+                    .iter()
+                    .map(|_| if broadcast { s } else { scale(rng) })
+                    .collect(),
             }
         }
         Scheme::PerChannel => ScaleScheme::PerChannel {
@@ -153,7 +158,8 @@ fn upload_pieces(ctx: &GpuContext, w: &PackedWeight, split: &[usize]) -> GpuWeig
     for &rows in split {
         let mut bytes = vec![0u8; rows * stride * 4];
         for r in 0..rows {
-            bytes[r * stride * 4..][..row_src].copy_from_slice(&w.data[(row0 + r) * row_src..][..row_src]);
+            bytes[r * stride * 4..][..row_src]
+                .copy_from_slice(&w.data[(row0 + r) * row_src..][..row_src]);
         }
         let buffer = ctx.upload_bytes("piece", &bytes).unwrap();
         pieces.push(WeightPiece { buffer, row0, rows });
@@ -175,14 +181,21 @@ fn upload_pieces(ctx: &GpuContext, w: &PackedWeight, split: &[usize]) -> GpuWeig
 
 /// Reference dot product of x row and weight row, and Σ|x·w|, in f64.
 fn dot_ref(x: &[f32], w: &[f32]) -> (f64, f64) {
-    x.iter()
-        .zip(w)
-        .fold((0.0, 0.0), |(s, a), (&x, &w)| (s + x as f64 * w as f64, a + (x as f64 * w as f64).abs()))
+    x.iter().zip(w).fold((0.0, 0.0), |(s, a), (&x, &w)| {
+        (s + x as f64 * w as f64, a + (x as f64 * w as f64).abs())
+    })
 }
 
 /// Expected value and tolerance of output `(x row, output column)`: `w` is the
 /// dequantized weight restricted to the rows that feed this matmul.
-fn expected(x: &[f32], w: &[f32], cols: usize, rows: usize, col: usize, epi: Epilogue) -> (f64, f64) {
+fn expected(
+    x: &[f32],
+    w: &[f32],
+    cols: usize,
+    rows: usize,
+    col: usize,
+    epi: Epilogue,
+) -> (f64, f64) {
     let row = |r: usize| dot_ref(x, &w[r * cols..(r + 1) * cols]);
     if epi == Epilogue::SwiGlu {
         let (g, sg) = row(col);
@@ -190,7 +203,10 @@ fn expected(x: &[f32], w: &[f32], cols: usize, rows: usize, col: usize, epi: Epi
         let (tg, tu) = (1e-5 * sg, 1e-5 * su);
         let sil = silu(g as f32) as f64;
         let want = sil * u;
-        (want, 1.1 * u.abs() * tg + sil.abs() * tu + 1e-5 * want.abs() + 1e-30)
+        (
+            want,
+            1.1 * u.abs() * tg + sil.abs() * tu + 1e-5 * want.abs() + 1e-30,
+        )
     } else {
         let (s, a) = row(col);
         (s, 1e-5 * a + 1e-5 * s.abs() + 1e-30)
@@ -200,31 +216,43 @@ fn expected(x: &[f32], w: &[f32], cols: usize, rows: usize, col: usize, epi: Epi
 /// Checks every element of `got` (the whole y buffer): written ones against
 /// `want` within `tol`, the others bit-equal to `init`.
 fn check(got: &[f32], init: &[f32], want: &[Option<(f64, f64)>], what: &str) {
-    let mut bad = Vec::new();
-    for i in 0..want.len() {
-        let ok = match want[i] {
-            None => got[i].to_bits() == init[i].to_bits(),
-            Some((w, tol)) => got[i].is_finite() && (got[i] as f64 - w).abs() <= tol,
-        };
-        if !ok {
-            bad.push(i);
-        }
-    }
+    assert_eq!(got.len(), want.len(), "{what}: y length");
+    let bad: Vec<usize> = (0..want.len())
+        .filter(|&i| match want[i] {
+            None => got[i].to_bits() != init[i].to_bits(),
+            Some((w, tol)) => !(got[i].is_finite() && (got[i] as f64 - w).abs() <= tol),
+        })
+        .collect();
     if !bad.is_empty() {
         let list: Vec<String> = bad
             .iter()
             .take(8)
             .map(|&i| match want[i] {
                 None => format!("[{i}] got {:e}, must stay {:e}", got[i], init[i]),
-                Some((w, t)) => format!("[{i}] got {:e}, want {w:e} ± {t:e} (err {:e})", got[i], (got[i] as f64 - w).abs()),
+                Some((w, t)) => format!(
+                    "[{i}] got {:e}, want {w:e} ± {t:e} (err {:e})",
+                    got[i],
+                    (got[i] as f64 - w).abs()
+                ),
             })
             .collect();
-        panic!("{what}: {} of {} values wrong:\n  {}", bad.len(), want.len(), list.join("\n  "));
+        panic!(
+            "{what}: {} of {} values wrong:\n  {}",
+            bad.len(),
+            want.len(),
+            list.join("\n  ")
+        );
     }
 }
 
 /// x buffer of `rows` rows of `cols` values (normal), `stride` apart from `offset`; NaN everywhere else.
-fn make_x(rng: &mut Rng, offset: usize, stride: usize, rows: usize, cols: usize) -> (Vec<f32>, Vec<Vec<f32>>) {
+fn make_x(
+    rng: &mut Rng,
+    offset: usize,
+    stride: usize,
+    rows: usize,
+    cols: usize,
+) -> (Vec<f32>, Vec<Vec<f32>>) {
     let len = offset + (rows - 1) * stride + cols + 3;
     let mut buf = vec![f32::NAN; len];
     let mut xrows = Vec::new();
@@ -254,7 +282,11 @@ fn dense_case(
 ) {
     let ctx = &t.ctx;
     let (rows, cols) = (gw.rows, gw.cols);
-    let width = if epi == Epilogue::SwiGlu { rows / 2 } else { rows };
+    let width = if epi == Epilogue::SwiGlu {
+        rows / 2
+    } else {
+        rows
+    };
     let x_off = (rng.uniform() * 5.0) as usize;
     let x_stride = cols + (rng.uniform() * 3.0) as usize;
     let y_off = (rng.uniform() * 5.0) as usize;
@@ -277,13 +309,8 @@ fn dense_case(
         y_stride: y_stride as u32,
         t: tokens as u32,
     };
-    let t0 = Instant::now();
     let d = matmul(ctx, gw, &args, epi).unwrap_or_else(|e| panic!("{} {what}: {e}", t.name));
-    let t1 = t0.elapsed();
     run(ctx, &d);
-    if std::env::var("MMTIME").is_ok() {
-        eprintln!("TIME {:.3} {:.3} {} {what} T={tokens} {epi:?}", t1.as_secs_f64(), t0.elapsed().as_secs_f64() - t1.as_secs_f64(), t.name);
-    }
     let got = ctx.read_f32(&y, 0, ylen).unwrap();
     let mut want = vec![None; ylen];
     for (ti, xr) in xrows.iter().enumerate() {
@@ -365,7 +392,15 @@ fn matmul_every_token_count_of_the_vector_path() {
         let gw = GpuWeight::upload(&t.ctx, &pw).unwrap();
         for tokens in (1..=18).chain([63, 64, 65, 129]) {
             let epi = EPILOGUES[tokens % 3];
-            dense_case(t, &mut rng, &gw, &wdq, tokens, epi, &format!("seed {seed:#x} E4M3 [34, 44]"));
+            dense_case(
+                t,
+                &mut rng,
+                &gw,
+                &wdq,
+                tokens,
+                epi,
+                &format!("seed {seed:#x} E4M3 [34, 44]"),
+            );
         }
     }
 }
@@ -378,9 +413,17 @@ fn matmul_over_split_weights() {
         let seed = 0x5eed_0003;
         let mut rng = Rng::new(seed);
         for (dtype, scheme, split) in [
-            (Dtype::F8E4M3, Scheme::Block([16, 32]), vec![50usize, 47, 33]),
+            (
+                Dtype::F8E4M3,
+                Scheme::Block([16, 32]),
+                vec![50usize, 47, 33],
+            ),
             (Dtype::BF16, Scheme::None, vec![1, 128, 1]),
-            (Dtype::F8E5M2, Scheme::PerShard { broadcast: false }, vec![65, 65]),
+            (
+                Dtype::F8E5M2,
+                Scheme::PerShard { broadcast: false },
+                vec![65, 65],
+            ),
         ] {
             let pw = packed(&mut rng, dtype, 130, 44, scheme);
             let wdq = qwgpu_loader::dequantize(&pw).unwrap();
@@ -412,9 +455,18 @@ fn indexed_case(
     let cols = gw.cols;
     let experts = gw.rows / rpe;
     let pairs = ids_list.len();
-    let width = if epi == Epilogue::SwiGlu { rpe / 2 } else { rpe };
+    let width = if epi == Epilogue::SwiGlu {
+        rpe / 2
+    } else {
+        rpe
+    };
     let x_rows = (pairs - 1) / x_div + 1;
-    let x_stride = cols + 1;
+    // Unaligned rows, or rows of whole vec4s (the kernel's aligned x loads).
+    let x_stride = if x_div == 1 {
+        cols + 1
+    } else {
+        cols.next_multiple_of(4)
+    };
     let y_stride = width + 3;
     let (xbuf, xrows) = make_x(rng, 0, x_stride, x_rows, cols);
     let ids_off = 3usize;
@@ -441,7 +493,8 @@ fn indexed_case(
         pairs: pairs as u32,
         rows_per_expert: rpe as u32,
     };
-    let d = matmul_indexed(ctx, gw, &args, epi).unwrap_or_else(|e| panic!("{} {what}: {e}", t.name));
+    let d =
+        matmul_indexed(ctx, gw, &args, epi).unwrap_or_else(|e| panic!("{} {what}: {e}", t.name));
     run(ctx, &d);
     let got = ctx.read_f32(&y, 0, ylen).unwrap();
     let mut want = vec![None; ylen];
@@ -462,7 +515,10 @@ fn indexed_case(
             want[i] = Some((v, tol));
         }
     }
-    let what = format!("{} {what} pairs {pairs} x_div {x_div} {epi:?} ids {ids_list:?}", t.name);
+    let what = format!(
+        "{} {what} pairs {pairs} x_div {x_div} {epi:?} ids {ids_list:?}",
+        t.name
+    );
     check(&got, &init, &want, &what);
 }
 
@@ -476,13 +532,20 @@ fn matmul_indexed_matches_reference() {
             vec![2],
             vec![3, 3, 0, 1, 1, 1, 4],
             // Many pairs: sorted runs (read once per run) then scattered, one skipped id.
-            (0..40u32).map(|i| if i < 24 { i / 7 } else { (i * 7 + 1) % 5 }).collect(),
+            (0..40u32)
+                .map(|i| if i < 24 { i / 7 } else { (i * 7 + 1) % 5 })
+                .collect(),
         ];
         for (dtype, scheme, cols, split) in [
             (Dtype::BF16, Scheme::None, 36usize, None),
             (Dtype::F8E4M3, Scheme::Block([16, 32]), 44, None),
             (Dtype::F8E5M2, Scheme::PerChannel, 13, None),
-            (Dtype::F8E4M3, Scheme::Block([5, 20]), 40, Some(vec![13usize, 14, 13])),
+            (
+                Dtype::F8E4M3,
+                Scheme::Block([5, 20]),
+                40,
+                Some(vec![13usize, 14, 13]),
+            ),
             (Dtype::F32, Scheme::None, 12, Some(vec![1, 1, 37, 1])),
         ] {
             let pw = packed(&mut rng, dtype, 4 * rpe, cols, scheme);
@@ -494,7 +557,10 @@ fn matmul_indexed_matches_reference() {
             for (k, ids) in ids_sets.iter().enumerate() {
                 for (m, epi) in EPILOGUES.iter().enumerate() {
                     let x_div = 1 + (k + m) % 2;
-                    let what = format!("seed {seed:#x} {dtype:?} {scheme:?} [{}, {cols}] pieces {split:?}", 4 * rpe);
+                    let what = format!(
+                        "seed {seed:#x} {dtype:?} {scheme:?} [{}, {cols}] pieces {split:?}",
+                        4 * rpe
+                    );
                     indexed_case(t, &mut rng, &gw, &wdq, rpe, ids, x_div, *epi, &what);
                 }
             }
@@ -504,7 +570,9 @@ fn matmul_indexed_matches_reference() {
 
 fn arguments_error(r: Result<Vec<Dispatch>, KernelError>, needle: &str) {
     match r {
-        Err(KernelError::Arguments { detail, .. }) => assert!(detail.contains(needle), "`{detail}` lacks `{needle}`"),
+        Err(KernelError::Arguments { detail, .. }) => {
+            assert!(detail.contains(needle), "`{detail}` lacks `{needle}`")
+        }
         Err(e) => panic!("expected an Arguments error containing `{needle}`, got {e}"),
         Ok(_) => panic!("expected an Arguments error containing `{needle}`, got launches"),
     }
@@ -519,21 +587,60 @@ fn bad_arguments_are_typed_errors() {
     let gw = GpuWeight::upload(ctx, &pw).unwrap();
     let x = ctx.storage("x", 4 * 12 * 2).unwrap();
     let y = ctx.storage("y", 4 * 3 * 2).unwrap();
-    let a = MatmulArgs { x: &x, x_offset: 0, x_stride: 12, y: &y, y_offset: 0, y_stride: 3, t: 2 };
+    let a = MatmulArgs {
+        x: &x,
+        x_offset: 0,
+        x_stride: 12,
+        y: &y,
+        y_offset: 0,
+        y_stride: 3,
+        t: 2,
+    };
     assert_eq!(matmul(ctx, &gw, &a, Epilogue::Store).unwrap().len(), 1);
-    assert!(matmul(ctx, &gw, &MatmulArgs { t: 0, ..a }, Epilogue::Store).unwrap().is_empty());
-    arguments_error(matmul(ctx, &gw, &a, Epilogue::SwiGlu), "even number of rows");
-    arguments_error(matmul(ctx, &gw, &MatmulArgs { t: 3, ..a }, Epilogue::Store), "x: 3 rows");
-    arguments_error(matmul(ctx, &gw, &MatmulArgs { x_stride: 11, ..a }, Epilogue::Store), "x stride 11");
-    arguments_error(matmul(ctx, &gw, &MatmulArgs { x_offset: 1, ..a }, Epilogue::Store), "past its");
-    arguments_error(matmul(ctx, &gw, &MatmulArgs { y_stride: 2, ..a }, Epilogue::Store), "y stride 2");
-    arguments_error(matmul(ctx, &gw, &MatmulArgs { y_offset: 4, ..a }, Epilogue::Accumulate), "y: 2 rows");
-    arguments_error(matmul(ctx, &gw, &MatmulArgs { y: &x, ..a }, Epilogue::Store), "same buffer");
+    assert!(matmul(ctx, &gw, &MatmulArgs { t: 0, ..a }, Epilogue::Store)
+        .unwrap()
+        .is_empty());
+    arguments_error(
+        matmul(ctx, &gw, &a, Epilogue::SwiGlu),
+        "even number of rows",
+    );
+    arguments_error(
+        matmul(ctx, &gw, &MatmulArgs { t: 3, ..a }, Epilogue::Store),
+        "x: 3 rows",
+    );
+    arguments_error(
+        matmul(ctx, &gw, &MatmulArgs { x_stride: 11, ..a }, Epilogue::Store),
+        "x stride 11",
+    );
+    arguments_error(
+        matmul(ctx, &gw, &MatmulArgs { x_offset: 1, ..a }, Epilogue::Store),
+        "past its",
+    );
+    arguments_error(
+        matmul(ctx, &gw, &MatmulArgs { y_stride: 2, ..a }, Epilogue::Store),
+        "y stride 2",
+    );
+    arguments_error(
+        matmul(
+            ctx,
+            &gw,
+            &MatmulArgs { y_offset: 4, ..a },
+            Epilogue::Accumulate,
+        ),
+        "y: 2 rows",
+    );
+    arguments_error(
+        matmul(ctx, &gw, &MatmulArgs { y: &x, ..a }, Epilogue::Store),
+        "same buffer",
+    );
 
     // A weight whose pieces do not cover its rows.
     let mut broken = upload_pieces(ctx, &pw, &[1, 2]);
     broken.pieces.remove(1);
-    arguments_error(matmul(ctx, &broken, &a, Epilogue::Store), "pieces cover 1 rows of 3");
+    arguments_error(
+        matmul(ctx, &broken, &a, Epilogue::Store),
+        "pieces cover 1 rows of 3",
+    );
 
     let pw = packed(&mut rng, Dtype::F8E4M3, 12, 8, Scheme::PerChannel);
     let gw = GpuWeight::upload(ctx, &pw).unwrap();
@@ -551,14 +658,81 @@ fn bad_arguments_are_typed_errors() {
         pairs: 4,
         rows_per_expert: 6,
     };
-    assert_eq!(matmul_indexed(ctx, &gw, &ia, Epilogue::Store).unwrap().len(), 1);
-    arguments_error(matmul_indexed(ctx, &gw, &IndexedArgs { rows_per_expert: 5, ..ia }, Epilogue::Store), "multiple of 5");
-    arguments_error(matmul_indexed(ctx, &gw, &IndexedArgs { rows_per_expert: 0, ..ia }, Epilogue::Store), "multiple of 0");
-    let odd = IndexedArgs { rows_per_expert: 3, y_stride: 3, ..ia };
-    arguments_error(matmul_indexed(ctx, &gw, &odd, Epilogue::SwiGlu), "even number of rows per expert");
-    arguments_error(matmul_indexed(ctx, &gw, &IndexedArgs { x_row_div: 0, ..ia }, Epilogue::Store), "x_row_div");
-    arguments_error(matmul_indexed(ctx, &gw, &IndexedArgs { ids_offset: 1, ..ia }, Epilogue::Store), "ids");
-    arguments_error(matmul_indexed(ctx, &gw, &IndexedArgs { pairs: 5, ..ia }, Epilogue::Store), "x: 5 rows");
-    arguments_error(matmul_indexed(ctx, &gw, &IndexedArgs { y_stride: 5, ..ia }, Epilogue::Store), "y stride 5");
-    arguments_error(matmul_indexed(ctx, &gw, &IndexedArgs { y: &x, ..ia }, Epilogue::Store), "same buffer");
+    assert_eq!(
+        matmul_indexed(ctx, &gw, &ia, Epilogue::Store)
+            .unwrap()
+            .len(),
+        1
+    );
+    arguments_error(
+        matmul_indexed(
+            ctx,
+            &gw,
+            &IndexedArgs {
+                rows_per_expert: 5,
+                ..ia
+            },
+            Epilogue::Store,
+        ),
+        "multiple of 5",
+    );
+    arguments_error(
+        matmul_indexed(
+            ctx,
+            &gw,
+            &IndexedArgs {
+                rows_per_expert: 0,
+                ..ia
+            },
+            Epilogue::Store,
+        ),
+        "multiple of 0",
+    );
+    let odd = IndexedArgs {
+        rows_per_expert: 3,
+        y_stride: 3,
+        ..ia
+    };
+    arguments_error(
+        matmul_indexed(ctx, &gw, &odd, Epilogue::SwiGlu),
+        "even number of rows per expert",
+    );
+    arguments_error(
+        matmul_indexed(
+            ctx,
+            &gw,
+            &IndexedArgs { x_row_div: 0, ..ia },
+            Epilogue::Store,
+        ),
+        "x_row_div",
+    );
+    arguments_error(
+        matmul_indexed(
+            ctx,
+            &gw,
+            &IndexedArgs {
+                ids_offset: 1,
+                ..ia
+            },
+            Epilogue::Store,
+        ),
+        "ids",
+    );
+    arguments_error(
+        matmul_indexed(ctx, &gw, &IndexedArgs { pairs: 5, ..ia }, Epilogue::Store),
+        "x: 5 rows",
+    );
+    arguments_error(
+        matmul_indexed(
+            ctx,
+            &gw,
+            &IndexedArgs { y_stride: 5, ..ia },
+            Epilogue::Store,
+        ),
+        "y stride 5",
+    );
+    arguments_error(
+        matmul_indexed(ctx, &gw, &IndexedArgs { y: &x, ..ia }, Epilogue::Store),
+        "same buffer",
+    );
 }

@@ -25,12 +25,19 @@ fn moe_route_matches_ops_route_including_ties() {
             (3, 256, 8, false),
             (3, 512, 10, true),
             (2, 65, 64, false),
+            (1, 1024, 64, true),
         ] {
             seed += 1;
             let mut rng = Rng::new(seed);
             let n = (tn * e) as usize;
             let logits: Vec<f32> = (0..n)
-                .map(|_| if ties { (rng.uniform() * 3.0).floor() * 0.5 } else { rng.normal() * 2.0 })
+                .map(|_| {
+                    if ties {
+                        (rng.uniform() * 3.0).floor() * 0.5
+                    } else {
+                        rng.normal() * 2.0
+                    }
+                })
                 .collect();
             let lb = ctx.upload("logits", &logits).unwrap();
             let nk = (tn * k) as usize;
@@ -44,15 +51,35 @@ fn moe_route_matches_ops_route_including_ties() {
             let ws = ctx.read_f32(&wb, 0, nk + 4).unwrap();
             let what = format!("seed {seed} T {tn} E {e} k {k} ties {ties}");
             for ti in 0..tn as usize {
-                let want = qwgpu_ops::moe::route(&logits[ti * e as usize..(ti + 1) * e as usize], k as usize);
+                let want = qwgpu_ops::moe::route(
+                    &logits[ti * e as usize..(ti + 1) * e as usize],
+                    k as usize,
+                );
                 for (s, &(we, ww)) in want.iter().enumerate() {
                     let i = ti * k as usize + s;
-                    assert_eq!(ids[i] as usize, we, "{} {what}: token {ti} slot {s} id", t.name);
-                    assert!((ws[i] - ww).abs() <= 1e-6, "{} {what}: token {ti} slot {s} weight {} want {ww}", t.name, ws[i]);
+                    assert_eq!(
+                        ids[i] as usize, we,
+                        "{} {what}: token {ti} slot {s} id",
+                        t.name
+                    );
+                    assert!(
+                        (ws[i] - ww).abs() <= 1e-6,
+                        "{} {what}: token {ti} slot {s} weight {} want {ww}",
+                        t.name,
+                        ws[i]
+                    );
                 }
             }
-            assert!(ids[nk..].iter().all(|v| *v == f32::NAN.to_bits()), "{} {what}: ids written past the end", t.name);
-            assert!(ws[nk..].iter().all(|v| v.is_nan()), "{} {what}: weights written past the end", t.name);
+            assert!(
+                ids[nk..].iter().all(|v| *v == f32::NAN.to_bits()),
+                "{} {what}: ids written past the end",
+                t.name
+            );
+            assert!(
+                ws[nk..].iter().all(|v| v.is_nan()),
+                "{} {what}: weights written past the end",
+                t.name
+            );
         }
     }
 }
@@ -63,7 +90,14 @@ fn moe_combine_matches_the_formula() {
     for t in testing::contexts() {
         let ctx = &t.ctx;
         let mut seed = 700u64;
-        for (tn, k, hidden) in [(1u32, 2u32, 1u32), (3, 3, 3), (65, 2, 65), (3, 8, 130), (3, 2, 4096), (65, 10, 128)] {
+        for (tn, k, hidden) in [
+            (1u32, 2u32, 1u32),
+            (3, 3, 3),
+            (65, 2, 65),
+            (3, 8, 130),
+            (3, 2, 4096),
+            (65, 10, 128),
+        ] {
             seed += 1;
             let mut rng = Rng::new(seed);
             let (tu, ku, hu) = (tn as usize, k as usize, hidden as usize);
@@ -73,7 +107,7 @@ fn moe_combine_matches_the_formula() {
             let gate: Vec<f32> = rng.normal_vec(tu).iter().map(|v| v * 3.0).collect();
             let h0 = rng.normal_vec(tu * hu);
             let mut want = h0.clone();
-            for ti in 0..tu {
+            for (ti, g) in gate.iter().enumerate() {
                 for c in 0..hu {
                     let mut acc = 0.0f32;
                     for s in 0..ku {
@@ -81,7 +115,7 @@ fn moe_combine_matches_the_formula() {
                         acc += w[r] * xo[r * hu + c];
                     }
                     let i = ti * hu + c;
-                    want[i] = h0[i] + acc + sigmoid(gate[ti]) * so[i];
+                    want[i] = h0[i] + acc + sigmoid(*g) * so[i];
                 }
             }
             let xb = ctx.upload("expert_out", &xo).unwrap();
@@ -96,9 +130,17 @@ fn moe_combine_matches_the_formula() {
             let got = ctx.read_f32(&hb, 0, tu * hu + 4).unwrap();
             let what = format!("seed {seed} T {tn} k {k} H {hidden}");
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert!(tol.allows(*g, *w), "{} {what}: element {i}: got {g} want {w}", t.name);
+                assert!(
+                    tol.allows(*g, *w),
+                    "{} {what}: element {i}: got {g} want {w}",
+                    t.name
+                );
             }
-            assert!(got[tu * hu..].iter().all(|v| v.is_nan()), "{} {what}: wrote past the end", t.name);
+            assert!(
+                got[tu * hu..].iter().all(|v| v.is_nan()),
+                "{} {what}: wrote past the end",
+                t.name
+            );
         }
     }
 }
@@ -109,6 +151,7 @@ fn moe_arguments_are_checked() {
     let ctx = &t.ctx;
     let b = ctx.storage("b", 1024).unwrap();
     let err = moe::moe_route(ctx, &b, 1, 4, 5, &b, &b).unwrap_err();
+    assert!(moe::moe_route(ctx, &b, 1, 2048, 2, &b, &b).is_err());
     assert!(err.to_string().contains("top_k 5"), "{err}");
     let err = moe::moe_route(ctx, &b, 100, 8, 2, &b, &b).unwrap_err();
     assert!(err.to_string().contains("logits needs"), "{err}");

@@ -24,7 +24,10 @@ fn check(name: &str, got: &[f32], want: &[f32], what: &str) {
     let tol = Tol::gpu_f32();
     assert_eq!(got.len(), want.len());
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(tol.allows(*g, *w), "{name} {what}: element {i}: got {g}, want {w}");
+        assert!(
+            tol.allows(*g, *w),
+            "{name} {what}: element {i}: got {g}, want {w}"
+        );
     }
 }
 
@@ -49,20 +52,33 @@ fn rms_norm_matches_reference_for_awkward_sizes_and_offsets() {
                 seed += 1;
                 let mut rng = Rng::new(seed);
                 let n = (rows * width) as usize;
-                let x: Vec<f32> = (0..x_off as usize + n + 3).map(|_| rng.normal() * 2.0).collect();
+                let x: Vec<f32> = (0..x_off as usize + n + 3)
+                    .map(|_| rng.normal() * 2.0)
+                    .collect();
                 let w: Vec<f32> = (0..width).map(|_| rng.normal() * 0.5).collect();
                 let xb = ctx.upload("x", &x).unwrap();
                 let wb = ctx.upload("w", &w).unwrap();
                 let yb = ctx.storage("y", (n as u64 + 5) * 4).unwrap();
                 ctx.fill_f32(&yb, f32::NAN);
-                let d = norm::rms_norm(ctx, &xb, x_off, &wb, &yb, rows, width, eps, one_plus).unwrap();
+                let d =
+                    norm::rms_norm(ctx, &xb, x_off, &wb, &yb, rows, width, eps, one_plus).unwrap();
                 ctx.run("rms_norm", &[&d]).unwrap();
                 let got = ctx.read_f32(&yb, 0, n + 5).unwrap();
                 let xs = &x[x_off as usize..x_off as usize + n];
-                let want = if one_plus { rms_norm_one_plus(xs, &w, eps) } else { rms_norm_plain(xs, &w, eps) };
-                let what = format!("seed {seed} rows {rows} width {width} x_off {x_off} one_plus {one_plus}");
+                let want = if one_plus {
+                    rms_norm_one_plus(xs, &w, eps)
+                } else {
+                    rms_norm_plain(xs, &w, eps)
+                };
+                let what = format!(
+                    "seed {seed} rows {rows} width {width} x_off {x_off} one_plus {one_plus}"
+                );
                 check(&t.name, &got[..n], &want, &what);
-                assert!(got[n..].iter().all(|v| v.is_nan()), "{} {what}: wrote past the output", t.name);
+                assert!(
+                    got[n..].iter().all(|v| v.is_nan()),
+                    "{} {what}: wrote past the output",
+                    t.name
+                );
             }
         }
     }
@@ -85,7 +101,12 @@ fn rms_norm_many_rows_use_a_2d_grid() {
         let d = norm::rms_norm(ctx, &xb, 0, &wb, &yb, rows, width, eps, true).unwrap();
         ctx.run("rms_norm", &[&d]).unwrap();
         let got = ctx.read_f32(&yb, 0, n).unwrap();
-        check(&t.name, &got, &rms_norm_one_plus(&x, &w, eps), "seed 7 rows 70000 width 4");
+        check(
+            &t.name,
+            &got,
+            &rms_norm_one_plus(&x, &w, eps),
+            "seed 7 rows 70000 width 4",
+        );
     }
 }
 

@@ -23,7 +23,14 @@ struct Batch {
 }
 
 impl Batch {
-    fn new(ctx: &GpuContext, logits: &qwgpu_kernels::wgpu::Buffer, off: u32, vocab: u32, p: &SamplingParams, n: usize) -> Self {
+    fn new(
+        ctx: &GpuContext,
+        logits: &qwgpu_kernels::wgpu::Buffer,
+        off: u32,
+        vocab: u32,
+        p: &SamplingParams,
+        n: usize,
+    ) -> Self {
         let out = ctx.storage("out", n as u64 * 4 + 4).unwrap();
         let mut sets = Vec::new();
         let mut steps = Vec::new();
@@ -37,9 +44,14 @@ impl Batch {
 
     /// Tokens for `pairs` (at most n of them).
     fn run(&self, ctx: &GpuContext, pairs: &[(u64, u32)]) -> Vec<u32> {
-        ctx.queue.write_buffer(&self.out, 0, bytemuck::cast_slice(&vec![u32::MAX; (self.out.size() / 4) as usize]));
+        ctx.queue.write_buffer(
+            &self.out,
+            0,
+            bytemuck::cast_slice(&vec![u32::MAX; (self.out.size() / 4) as usize]),
+        );
         for (&(seed, counter), step) in pairs.iter().zip(&self.steps) {
-            ctx.queue.write_buffer(step, 0, bytemuck::bytes_of(&Step::new(0, 1, seed, counter)));
+            ctx.queue
+                .write_buffer(step, 0, bytemuck::bytes_of(&Step::new(0, 1, seed, counter)));
         }
         let all: Vec<&Dispatch> = self.sets[..pairs.len()].iter().flatten().collect();
         ctx.run("sample", &all).unwrap();
@@ -48,7 +60,11 @@ impl Batch {
 }
 
 fn params(temperature: f32, top_k: u32, top_p: f32) -> SamplingParams {
-    SamplingParams { temperature, top_k, top_p }
+    SamplingParams {
+        temperature,
+        top_k,
+        top_p,
+    }
 }
 
 fn upload_row(ctx: &GpuContext, logits: &[f32], off: usize) -> qwgpu_kernels::wgpu::Buffer {
@@ -61,7 +77,12 @@ fn upload_row(ctx: &GpuContext, logits: &[f32], off: usize) -> qwgpu_kernels::wg
 #[test]
 fn uniform_random_is_bit_exact_on_the_gpu() {
     let pairs: Vec<(u64, u32)> = (0..64u64)
-        .map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (i << 40), (i * 7919) as u32 ^ 0xffff_0000 * (i as u32 & 1)))
+        .map(|i| {
+            (
+                i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (i << 40),
+                (i * 7919) as u32 ^ (0xffff_0000 * (i as u32 & 1)),
+            )
+        })
         .chain([(0, 0), (u64::MAX, u32::MAX), (1 << 32, 1)])
         .collect();
     for t in testing::contexts() {
@@ -78,7 +99,13 @@ fn uniform_random_is_bit_exact_on_the_gpu() {
         let got = ctx.read_u32(&out, 0, pairs.len()).unwrap();
         for (&(seed, counter), g) in pairs.iter().zip(got) {
             let want = uniform_random(seed, counter);
-            assert_eq!(g, want.to_bits(), "{} seed {seed:#x} counter {counter}: GPU {} host {want}", t.name, f32::from_bits(g));
+            assert_eq!(
+                g,
+                want.to_bits(),
+                "{} seed {seed:#x} counter {counter}: GPU {} host {want}",
+                t.name,
+                f32::from_bits(g)
+            );
             assert!((0.0..1.0).contains(&want));
         }
     }
@@ -90,7 +117,9 @@ fn uniform_shaped_row_picks_floor_u_times_vocab() {
     // so the token is exactly floor(u * V) on any device: 16 bits of u checked.
     let vocab = 65536u32;
     let logits = vec![0.25f32; vocab as usize];
-    let pairs: Vec<(u64, u32)> = (0..12u32).map(|i| (0xabcd_0000_0000 + i as u64 * 31, i * 1_000_003)).collect();
+    let pairs: Vec<(u64, u32)> = (0..12u32)
+        .map(|i| (0xabcd_0000_0000 + i as u64 * 31, i * 1_000_003))
+        .collect();
     for t in testing::contexts() {
         let ctx = &t.ctx;
         let lb = upload_row(ctx, &logits, 0);
@@ -138,15 +167,31 @@ fn greedy_is_argmax_with_ties_nan_and_offsets() {
                     }
                     _ => {}
                 }
-                let want = want.unwrap_or_else(|| sample_host(&logits, &SamplingParams::greedy(), 0.0));
+                let want =
+                    want.unwrap_or_else(|| sample_host(&logits, &SamplingParams::greedy(), 0.0));
                 if case != 3 && logits.iter().any(|v| !v.is_nan()) {
-                    assert_eq!(want as usize, qwgpu_ops::sampling::argmax(&logits), "host argmax");
+                    assert_eq!(
+                        want as usize,
+                        qwgpu_ops::sampling::argmax(&logits),
+                        "host argmax"
+                    );
                 }
                 let off = 5;
                 let lb = upload_row(ctx, &logits, off);
-                let b = Batch::new(ctx, &lb, off as u32, vocab as u32, &SamplingParams::greedy(), 1);
+                let b = Batch::new(
+                    ctx,
+                    &lb,
+                    off as u32,
+                    vocab as u32,
+                    &SamplingParams::greedy(),
+                    1,
+                );
                 let got = b.run(ctx, &[(seed, 0)]);
-                assert_eq!(got[0], want, "{} seed {seed} vocab {vocab} case {case}", t.name);
+                assert_eq!(
+                    got[0], want,
+                    "{} seed {seed} vocab {vocab} case {case}",
+                    t.name
+                );
             }
         }
     }
@@ -187,7 +232,9 @@ fn sampling_matches_the_host_rule() {
                         })
                         .collect();
                     let n = if vocab >= 50000 { 3 } else { 8 };
-                    let pairs: Vec<(u64, u32)> = (0..n as u32).map(|i| (seed * 0x1_0000_0001, i * 7 + 3)).collect();
+                    let pairs: Vec<(u64, u32)> = (0..n as u32)
+                        .map(|i| (seed * 0x1_0000_0001, i * 7 + 3))
+                        .collect();
                     let off = (seed % 5) as usize;
                     let lb = upload_row(ctx, &logits, off);
                     let b = Batch::new(ctx, &lb, off as u32, vocab as u32, p, n);
@@ -195,7 +242,11 @@ fn sampling_matches_the_host_rule() {
                     for (&(s, c), g) in pairs.iter().zip(got) {
                         let u = uniform_random(s, c);
                         let want = sample_host(&logits, p, u);
-                        assert_eq!(g, want, "{} seed {seed} vocab {vocab} {p:?} ties {ties} counter {c} u {u}", t.name);
+                        assert_eq!(
+                            g, want,
+                            "{} seed {seed} vocab {vocab} {p:?} ties {ties} counter {c} u {u}",
+                            t.name
+                        );
                     }
                 }
             }
@@ -241,7 +292,10 @@ fn frequencies_follow_the_softmax() {
     for i in 0..5 {
         let (f, q) = (counts[i] as f64 / n as f64, e[i] / z);
         let sigma = (q * (1.0 - q) / n as f64).sqrt();
-        assert!((f - q).abs() < 4.5 * sigma, "seed {seed} token {i}: frequency {f} vs p {q}");
+        assert!(
+            (f - q).abs() < 4.5 * sigma,
+            "seed {seed} token {i}: frequency {f} vs p {q}"
+        );
     }
     let pairs: Vec<(u64, u32)> = (0..64).map(|c| (seed, c)).collect();
     for t in testing::contexts() {
@@ -250,11 +304,23 @@ fn frequencies_follow_the_softmax() {
         let b = Batch::new(ctx, &lb, 0, 5, &p, pairs.len());
         let mut gpu_counts = [0usize; 5];
         for (g, &(s, c)) in b.run(ctx, &pairs).into_iter().zip(&pairs) {
-            assert_eq!(g, sample_host(&logits, &p, uniform_random(s, c)), "{} seed {s} counter {c}", t.name);
+            assert_eq!(
+                g,
+                sample_host(&logits, &p, uniform_random(s, c)),
+                "{} seed {s} counter {c}",
+                t.name
+            );
             gpu_counts[g as usize] += 1;
         }
         // Every token with p > 10% shows up in 64 draws.
-        assert!(gpu_counts.iter().zip(&e).all(|(&k, &ei)| k > 0 || ei / z < 0.1), "{} {gpu_counts:?}", t.name);
+        assert!(
+            gpu_counts
+                .iter()
+                .zip(&e)
+                .all(|(&k, &ei)| k > 0 || ei / z < 0.1),
+            "{} {gpu_counts:?}",
+            t.name
+        );
     }
 }
 
@@ -265,11 +331,28 @@ fn sample_arguments_are_checked() {
     let logits = ctx.storage("l", 64).unwrap();
     let out = ctx.storage("o", 16).unwrap();
     let step = ctx.uniform("step", &Step::default());
-    let s = |p: SamplingParams, vocab: u32, out_off: u32| sample::sample(ctx, &logits, 0, vocab, &p, &step, &out, out_off).map(|_| ());
-    assert!(s(params(-1.0, 0, 1.0), 4, 0).unwrap_err().to_string().contains("temperature"));
-    assert!(s(params(1.0, 0, 0.0), 4, 0).unwrap_err().to_string().contains("top_p"));
-    assert!(s(params(1.0, 0, 1.0), 17, 0).unwrap_err().to_string().contains("logits 0..17"));
-    assert!(s(params(1.0, 0, 1.0), 0, 0).unwrap_err().to_string().contains("vocab 0"));
-    assert!(s(params(1.0, 0, 1.0), 4, 4).unwrap_err().to_string().contains("out[4]"));
+    let s = |p: SamplingParams, vocab: u32, out_off: u32| {
+        sample::sample(ctx, &logits, 0, vocab, &p, &step, &out, out_off).map(|_| ())
+    };
+    assert!(s(params(-1.0, 0, 1.0), 4, 0)
+        .unwrap_err()
+        .to_string()
+        .contains("temperature"));
+    assert!(s(params(1.0, 0, 0.0), 4, 0)
+        .unwrap_err()
+        .to_string()
+        .contains("top_p"));
+    assert!(s(params(1.0, 0, 1.0), 17, 0)
+        .unwrap_err()
+        .to_string()
+        .contains("logits 0..17"));
+    assert!(s(params(1.0, 0, 1.0), 0, 0)
+        .unwrap_err()
+        .to_string()
+        .contains("vocab 0"));
+    assert!(s(params(1.0, 0, 1.0), 4, 4)
+        .unwrap_err()
+        .to_string()
+        .contains("out[4]"));
     assert!(s(params(1.0, 3, 0.9), 16, 3).is_ok());
 }

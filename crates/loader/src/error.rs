@@ -8,6 +8,9 @@ use qwgpu_checkpoint::Dtype;
 pub enum LoadError {
     #[error(transparent)]
     Checkpoint(#[from] qwgpu_checkpoint::CheckpointError),
+    /// A [`crate::stream_model`] visitor stopped the walk (its own error says why).
+    #[error("loading stopped by the consumer: {detail}")]
+    Visitor { detail: String },
 
     /// Raw bytes do not match `dtype × shape`.
     #[error("tensor `{tensor}`: {bytes} bytes, expected {expected} ({dtype} × shape {shape:?})")]

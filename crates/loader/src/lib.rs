@@ -91,7 +91,9 @@ pub use error::LoadError;
 pub use experts::{detect_layout, ExpertLayout};
 pub use fp8::{e4m3fn_to_f32, e5m2_to_f32};
 pub use ignore::{canonical_name, ModuleList};
-pub use model::{load_from_source, load_model, load_model_with, Progress};
+pub use model::{
+    load_from_source, load_model, load_model_with, stream_from_source, stream_model, Part, Progress,
+};
 pub use pack::{input_scale_name, pack, weight_scale_names};
 pub use packed::*;
 pub use policy::{ModuleRule, QuantPolicy, SchemeKind};

@@ -29,12 +29,83 @@ pub fn load_model_with(
     load_from_source(ckpt, ckpt.config(), progress)
 }
 
+/// One piece of the packed model, handed to a [`stream_from_source`] visitor in
+/// model order and dropped once the visitor returns: an engine that uploads each
+/// piece never holds more than one layer (or the embedding table) on the host.
+#[derive(Debug)]
+pub enum Part {
+    /// `model.embed_tokens` (`[V, H]`).
+    Embed(PackedWeight),
+    /// Decoder layer `index`.
+    Layer { index: usize, layer: PackedLayer },
+    /// Final norm `[H]`.
+    Norm(Vec<f32>),
+    /// Untied `lm_head` (`[V, H]`); absent when the embeddings are tied.
+    LmHead(PackedWeight),
+}
+
 /// Loads the text model from any [`TensorSource`] (canonical names) and its config.
 pub fn load_from_source(
     src: &(impl TensorSource + ?Sized),
     config: &ModelConfig,
     progress: Option<Progress<'_>>,
 ) -> Result<PackedModel, LoadError> {
+    let mut embed_tokens = None;
+    let mut layers = Vec::with_capacity(config.text.num_hidden_layers);
+    let mut norm = Vec::new();
+    let mut lm_head = None;
+    stream_from_source(src, config, progress, &mut |part| {
+        match part {
+            Part::Embed(w) => embed_tokens = Some(w),
+            Part::Layer { layer, .. } => layers.push(layer),
+            Part::Norm(n) => norm = n,
+            Part::LmHead(w) => lm_head = Some(w),
+        }
+        Ok(())
+    })?;
+    let embed_tokens = embed_tokens.ok_or_else(|| LoadError::MissingTensors {
+        names: vec!["model.embed_tokens.weight".into()],
+    })?;
+    Ok(PackedModel {
+        config: config.text.clone(),
+        embed_tokens,
+        layers,
+        norm,
+        lm_head,
+    })
+}
+
+/// Packs the model piece by piece (embedding, each layer, norm, head) and hands
+/// each [`Part`] to `visit`, after checking up front that every required tensor
+/// exists. A visitor error stops the walk and is returned.
+///
+/// ```no_run
+/// # use qwgpu_loader::{stream_model, Part};
+/// let ckpt = qwgpu_checkpoint::Checkpoint::open(std::path::Path::new("model"))?;
+/// let mut bytes = 0usize;
+/// stream_model(&ckpt, None, &mut |part| {
+///     if let Part::Layer { layer, .. } = &part {
+///         bytes += layer.input_layernorm.len() * 4; // upload the layer here, then drop it
+///     }
+///     Ok(())
+/// })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn stream_model(
+    ckpt: &Checkpoint,
+    progress: Option<Progress<'_>>,
+    visit: &mut dyn FnMut(Part) -> Result<(), LoadError>,
+) -> Result<(), LoadError> {
+    stream_from_source(ckpt, ckpt.config(), progress, visit)
+}
+
+/// [`stream_model`] over any [`TensorSource`].
+pub fn stream_from_source(
+    src: &(impl TensorSource + ?Sized),
+    config: &ModelConfig,
+    progress: Option<Progress<'_>>,
+    visit: &mut dyn FnMut(Part) -> Result<(), LoadError>,
+) -> Result<(), LoadError> {
     let cfg = &config.text;
     let policy = QuantPolicy::from_config(config.quantization.as_ref())?;
     let layout = match &cfg.ffn {
@@ -65,30 +136,31 @@ pub fn load_from_source(
             dtype: embed_tokens.dtype,
         });
     }
-    let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+    visit(Part::Embed(embed_tokens))?;
     for (i, kind) in cfg.layer_types.iter().enumerate() {
         let _span = tracing::debug_span!("load_layer", layer = i).entered();
-        layers.push(ctx.layer(i, *kind)?);
+        visit(Part::Layer {
+            index: i,
+            layer: ctx.layer(i, *kind)?,
+        })?;
         if let Some(p) = progress {
             p(i + 1, cfg.layer_types.len());
         }
     }
-    let norm = ctx.vector("model.norm.weight", &[h])?;
-    let lm_head = if config.tie_word_embeddings {
+    visit(Part::Norm(ctx.vector("model.norm.weight", &[h])?))?;
+    if config.tie_word_embeddings {
         if src.tensor("lm_head.weight").is_some() {
             tracing::debug!("tie_word_embeddings is set; ignoring lm_head.weight");
         }
-        None
     } else {
-        Some(ctx.single("lm_head.weight", "lm_head", cfg.vocab_size, h)?)
-    };
-    Ok(PackedModel {
-        config: cfg.clone(),
-        embed_tokens,
-        layers,
-        norm,
-        lm_head,
-    })
+        visit(Part::LmHead(ctx.single(
+            "lm_head.weight",
+            "lm_head",
+            cfg.vocab_size,
+            h,
+        )?))?;
+    }
+    Ok(())
 }
 
 struct Ctx<'s, S: TensorSource + ?Sized> {

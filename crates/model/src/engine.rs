@@ -56,6 +56,9 @@ pub struct LoadOptions {
     pub max_chunk: usize,
     /// Refuse checkpoints with tensors qwgpu does not know.
     pub strict: bool,
+    /// GPU memory the weights may take (bytes); `None`: no budget beyond the
+    /// device's own limits (wgpu does not report a device's memory size).
+    pub gpu_memory_budget: Option<u64>,
 }
 
 impl Default for LoadOptions {
@@ -65,6 +68,7 @@ impl Default for LoadOptions {
             gpu: ContextOptions::default(),
             max_chunk: DEFAULT_MAX_CHUNK,
             strict: false,
+            gpu_memory_budget: None,
         }
     }
 }
@@ -139,8 +143,32 @@ impl Model {
         let ckpt = Checkpoint::open_with(dir, &OpenOptions { strict: opts.strict })?;
         match Self::open_gpu(opts)? {
             Some(ctx) => {
-                let packed = qwgpu_loader::load_model(&ckpt)?;
-                Self::gpu_from_packed(ctx, &packed, opts, progress)
+                // Header sizes only: the total the progress bar counts towards.
+                let total: u64 = ckpt
+                    .names()
+                    .iter()
+                    .filter_map(|n| ckpt.get(n))
+                    .map(|t| t.bytes.len() as u64)
+                    .sum();
+                if let Some(budget) = opts.gpu_memory_budget {
+                    if total > budget {
+                        return Err(KernelError::Capacity {
+                            what: format!("the weights of {}", dir.display()),
+                            bytes: total,
+                            limit_name: "GPU memory budget",
+                            limit: budget,
+                        }
+                        .into());
+                    }
+                }
+                let mut done = 0u64;
+                let model = GpuModel::load_streaming(ctx, &ckpt, opts.max_chunk, &mut |b| {
+                    done += b;
+                    progress(done.min(total), total);
+                })?;
+                Ok(Self {
+                    imp: Imp::Gpu(Box::new(model)),
+                })
             }
             None => {
                 ReferenceModel::check_fits(&ckpt)?;

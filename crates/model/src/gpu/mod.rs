@@ -75,16 +75,34 @@ impl GpuModel {
         let needed = weights::gpu_bytes(m);
         tracing::info!(bytes = needed, adapter = %ctx.describe(), "uploading weights");
         let w = weights::upload(&ctx, m, progress)?;
+        Ok(Self::assemble(ctx, c, w, max_chunk))
+    }
+
+    /// Streams the checkpoint to the GPU part by part (see [`qwgpu_loader::stream_model`]):
+    /// no full host copy of the model is ever made.
+    pub fn load_streaming(
+        ctx: Arc<GpuContext>,
+        ckpt: &qwgpu_checkpoint::Checkpoint,
+        max_chunk: usize,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Self, ModelError> {
+        let c = ckpt.config().text.clone();
+        tracing::info!(adapter = %ctx.describe(), "streaming weights to the GPU");
+        let w = weights::upload_streaming(&ctx, ckpt, progress)?;
+        Ok(Self::assemble(ctx, c, w, max_chunk))
+    }
+
+    fn assemble(ctx: Arc<GpuContext>, c: TextConfig, w: weights::WeightsGpu, max_chunk: usize) -> Self {
         let max_t = max_chunk.clamp(1, 4096);
         let logit_rows = (LOGITS_BUDGET / (c.vocab_size * 4)).clamp(1, max_t);
-        Ok(Self {
+        Self {
             inv_freq: inv_freq(&c),
             ctx,
             config: c,
             w,
             max_t,
             logit_rows,
-        })
+        }
     }
 
     pub fn config(&self) -> &TextConfig {
@@ -144,6 +162,17 @@ impl GpuModel {
     }
 
     fn submit(&self, label: &str, dispatches: &[&Dispatch]) -> Result<(), ModelError> {
+        self.submit_then(label, dispatches, |_| {})
+    }
+
+    /// One command buffer: one compute pass with `dispatches`, then `after`
+    /// (e.g. a copy into a readback buffer).
+    fn submit_then(
+        &self,
+        label: &str,
+        dispatches: &[&Dispatch],
+        after: impl FnOnce(&mut wgpu::CommandEncoder),
+    ) -> Result<(), ModelError> {
         self.ctx.check(label)?;
         let mut enc = self
             .ctx
@@ -158,6 +187,7 @@ impl GpuModel {
                 d.record(&mut pass);
             }
         }
+        after(&mut enc);
         self.ctx.queue.submit([enc.finish()]);
         Ok(())
     }
@@ -253,7 +283,12 @@ impl GpuModel {
                 sample_launches = s.sampler.as_ref().map(|(_, d)| d.iter().collect::<Vec<_>>()).unwrap_or_default();
                 list.extend(sample_launches);
             }
-            self.submit("forward step", &list)?;
+            let read_token = last && sampling.is_some();
+            self.submit_then("forward step", &list, |enc| {
+                if read_token {
+                    enc.copy_buffer_to_buffer(&s.act.ids, 0, &s.act.readback, 0, 4);
+                }
+            })?;
             s.pos += t;
             match step_head {
                 Head::All => logits.extend(self.ctx.read_f32(&s.act.logits, 0, t * vocab)?),
@@ -261,7 +296,8 @@ impl GpuModel {
                 _ => {}
             }
             if last && sampling.is_some() {
-                sampled = Some(self.ctx.read_u32(&s.act.ids, 0, 1)?[0]);
+                let bytes = self.ctx.read_mapped(&s.act.readback, 4)?;
+                sampled = Some(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
                 s.counter = s.counter.wrapping_add(1);
             }
         }

@@ -19,6 +19,8 @@ pub(crate) enum LayerStateGpu {
 /// Activations of one step of up to `max_t` tokens.
 pub(crate) struct Activations {
     pub ids: wgpu::Buffer,
+    /// Host-readable copy of the sampled token (reused every step).
+    pub readback: wgpu::Buffer,
     pub step: wgpu::Buffer,
     pub rope: wgpu::Buffer,
     pub h: wgpu::Buffer,
@@ -81,6 +83,7 @@ impl Activations {
         let has_gdn = c.layer_types.contains(&LayerType::LinearAttention);
         Ok(Self {
             ids: ctx.storage("ids", (max_t * 4) as u64)?,
+            readback: ctx.readback_buffer("sampled token", 4),
             step: ctx.uniform("step", &Step::default()),
             rope: f32s(ctx, "rope", 2 * max_t * (c.rotary_dim() / 2).max(1))?,
             h: f32s(ctx, "h", max_t * h)?,

@@ -1,9 +1,9 @@
 //! The model's weights on the GPU, in their stored formats, each packed weight's
 //! shape checked against the config before its upload.
 
-use qwgpu_checkpoint::FfnConfig;
+use qwgpu_checkpoint::{FfnConfig, LayerType, TextConfig};
 use qwgpu_kernels::{GpuContext, GpuWeight};
-use qwgpu_loader::{Ffn, Mixer, PackedModel, PackedWeight};
+use qwgpu_loader::{Ffn, Mixer, PackedLayer, PackedModel, PackedWeight, Part};
 
 use crate::ModelError;
 
@@ -89,78 +89,106 @@ fn expect_len(name: String, v: &[f32], n: usize, why: &'static str) -> Result<()
     Ok(())
 }
 
+/// Checks the config and the whole-model weights (embedding, head, norm).
+pub(crate) fn check_top(c: &TextConfig, embed: Option<&PackedWeight>, head: Option<&PackedWeight>, norm: Option<&[f32]>) -> Result<(), ModelError> {
+    let h = c.hidden_size;
+    if let Some(e) = embed {
+        expect(e, c.vocab_size, h, "vocab_size x hidden_size")?;
+    }
+    if let Some(head) = head {
+        expect(head, c.vocab_size, h, "vocab_size x hidden_size")?;
+    }
+    if let Some(n) = norm {
+        expect_len("model.norm.weight".into(), n, h, "hidden_size")?;
+    }
+    Ok(())
+}
+
+/// Checks one layer's packed weights against the config.
+pub(crate) fn check_layer(c: &TextConfig, i: usize, l: &PackedLayer) -> Result<(), ModelError> {
+    let h = c.hidden_size;
+    let p = |s: &str| format!("model.layers.{i}.{s}");
+    let want_linear = c.layer_types.get(i) == Some(&LayerType::LinearAttention);
+    match (&l.mixer, want_linear) {
+        (Mixer::Linear(_), false) | (Mixer::Full(_), true) => {
+            return Err(ModelError::LayerKind {
+                layer: i,
+                expected: if want_linear { "linear attention" } else { "full attention" },
+                got: if want_linear { "full attention" } else { "linear attention" },
+            })
+        }
+        _ => {}
+    }
+    expect_len(p("input_layernorm.weight"), &l.input_layernorm, h, "hidden_size")?;
+    expect_len(p("post_attention_layernorm.weight"), &l.post_attention_layernorm, h, "hidden_size")?;
+    match &l.mixer {
+        Mixer::Linear(g) => {
+            let k = c.linear_conv_kernel_dim;
+            expect(&g.in_proj_qkvz, c.conv_dim() + c.value_dim(), h, "conv_dim + value_dim x hidden")?;
+            expect(&g.in_proj_ba, 2 * c.linear_num_value_heads, h, "2·nv x hidden")?;
+            expect(&g.out_proj, h, c.value_dim(), "hidden x value_dim")?;
+            expect_len(p("linear_attn.conv1d.weight"), &g.conv1d, c.conv_dim() * k, "conv_dim·K")?;
+            expect_len(p("linear_attn.A_log"), &g.a_log, c.linear_num_value_heads, "nv")?;
+            expect_len(p("linear_attn.dt_bias"), &g.dt_bias, c.linear_num_value_heads, "nv")?;
+            expect_len(p("linear_attn.norm.weight"), &g.norm, c.linear_value_head_dim, "dv")?;
+        }
+        Mixer::Full(a) => {
+            expect(&a.qkv, c.q_proj_rows() + 2 * c.kv_proj_rows(), h, "2·nh·hd + 2·nkv·hd x hidden")?;
+            expect(&a.o_proj, h, c.num_attention_heads * c.head_dim, "hidden x nh·hd")?;
+            expect_len(p("self_attn.q_norm.weight"), &a.q_norm, c.head_dim, "head_dim")?;
+            expect_len(p("self_attn.k_norm.weight"), &a.k_norm, c.head_dim, "head_dim")?;
+        }
+    }
+    match (&l.ffn, &c.ffn) {
+        (Ffn::Dense(d), FfnConfig::Dense { intermediate_size: is }) => {
+            expect(&d.gate_up, 2 * is, h, "2·intermediate x hidden")?;
+            expect(&d.down, h, *is, "hidden x intermediate")?;
+        }
+        (
+            Ffn::Moe(e),
+            FfnConfig::Moe {
+                num_experts,
+                moe_intermediate_size: ie,
+                shared_expert_intermediate_size: is,
+                ..
+            },
+        ) => {
+            expect(&e.router, *num_experts, h, "experts x hidden")?;
+            expect(&e.experts_gate_up, num_experts * 2 * ie, h, "experts·2·moe_intermediate x hidden")?;
+            expect(&e.experts_down, num_experts * h, *ie, "experts·hidden x moe_intermediate")?;
+            expect(&e.shared_expert.gate_up, 2 * is, h, "2·shared_intermediate x hidden")?;
+            expect(&e.shared_expert.down, h, *is, "hidden x shared_intermediate")?;
+            expect(&e.shared_expert_gate, 1, h, "1 x hidden")?;
+        }
+        _ => {
+            return Err(ModelError::LayerKind {
+                layer: i,
+                expected: match c.ffn {
+                    FfnConfig::Dense { .. } => "dense MLP",
+                    FfnConfig::Moe { .. } => "MoE",
+                },
+                got: match l.ffn {
+                    Ffn::Dense(_) => "dense MLP",
+                    Ffn::Moe(_) => "MoE",
+                },
+            })
+        }
+    }
+    Ok(())
+}
+
 /// Checks every packed weight's shape against the config (before any upload).
 pub(crate) fn check_shapes(m: &PackedModel) -> Result<(), ModelError> {
     let c = &m.config;
     crate::reference::validate_config(c)?;
-    let h = c.hidden_size;
-    expect(&m.embed_tokens, c.vocab_size, h, "vocab_size x hidden_size")?;
-    if let Some(head) = &m.lm_head {
-        expect(head, c.vocab_size, h, "vocab_size x hidden_size")?;
-    }
-    expect_len("model.norm.weight".into(), &m.norm, h, "hidden_size")?;
+    check_top(c, Some(&m.embed_tokens), m.lm_head.as_ref(), Some(&m.norm))?;
     if m.layers.len() != c.num_hidden_layers {
         return Err(ModelError::Config {
             detail: format!("{} packed layers, num_hidden_layers = {}", m.layers.len(), c.num_hidden_layers),
         });
     }
     for (i, l) in m.layers.iter().enumerate() {
-        let p = |s: &str| format!("model.layers.{i}.{s}");
-        expect_len(p("input_layernorm.weight"), &l.input_layernorm, h, "hidden_size")?;
-        expect_len(p("post_attention_layernorm.weight"), &l.post_attention_layernorm, h, "hidden_size")?;
-        match &l.mixer {
-            Mixer::Linear(g) => {
-                let k = c.linear_conv_kernel_dim;
-                expect(&g.in_proj_qkvz, c.conv_dim() + c.value_dim(), h, "conv_dim + value_dim x hidden")?;
-                expect(&g.in_proj_ba, 2 * c.linear_num_value_heads, h, "2·nv x hidden")?;
-                expect(&g.out_proj, h, c.value_dim(), "hidden x value_dim")?;
-                expect_len(p("linear_attn.conv1d.weight"), &g.conv1d, c.conv_dim() * k, "conv_dim·K")?;
-                expect_len(p("linear_attn.A_log"), &g.a_log, c.linear_num_value_heads, "nv")?;
-                expect_len(p("linear_attn.dt_bias"), &g.dt_bias, c.linear_num_value_heads, "nv")?;
-                expect_len(p("linear_attn.norm.weight"), &g.norm, c.linear_value_head_dim, "dv")?;
-            }
-            Mixer::Full(a) => {
-                expect(&a.qkv, c.q_proj_rows() + 2 * c.kv_proj_rows(), h, "2·nh·hd + 2·nkv·hd x hidden")?;
-                expect(&a.o_proj, h, c.num_attention_heads * c.head_dim, "hidden x nh·hd")?;
-                expect_len(p("self_attn.q_norm.weight"), &a.q_norm, c.head_dim, "head_dim")?;
-                expect_len(p("self_attn.k_norm.weight"), &a.k_norm, c.head_dim, "head_dim")?;
-            }
-        }
-        match (&l.ffn, &c.ffn) {
-            (Ffn::Dense(d), FfnConfig::Dense { intermediate_size: is }) => {
-                expect(&d.gate_up, 2 * is, h, "2·intermediate x hidden")?;
-                expect(&d.down, h, *is, "hidden x intermediate")?;
-            }
-            (
-                Ffn::Moe(e),
-                FfnConfig::Moe {
-                    num_experts,
-                    moe_intermediate_size: ie,
-                    shared_expert_intermediate_size: is,
-                    ..
-                },
-            ) => {
-                expect(&e.router, *num_experts, h, "experts x hidden")?;
-                expect(&e.experts_gate_up, num_experts * 2 * ie, h, "experts·2·moe_intermediate x hidden")?;
-                expect(&e.experts_down, num_experts * h, *ie, "experts·hidden x moe_intermediate")?;
-                expect(&e.shared_expert.gate_up, 2 * is, h, "2·shared_intermediate x hidden")?;
-                expect(&e.shared_expert.down, h, *is, "hidden x shared_intermediate")?;
-                expect(&e.shared_expert_gate, 1, h, "1 x hidden")?;
-            }
-            _ => {
-                return Err(ModelError::LayerKind {
-                    layer: i,
-                    expected: match c.ffn {
-                        FfnConfig::Dense { .. } => "dense MLP",
-                        FfnConfig::Moe { .. } => "MoE",
-                    },
-                    got: match l.ffn {
-                        Ffn::Dense(_) => "dense MLP",
-                        Ffn::Moe(_) => "MoE",
-                    },
-                })
-            }
-        }
+        check_layer(c, i, l)?;
     }
     Ok(())
 }
@@ -186,78 +214,147 @@ fn vec_buf(ctx: &GpuContext, name: String, v: &[f32]) -> Result<wgpu::Buffer, Mo
     Ok(ctx.upload(&name, v)?)
 }
 
-/// Uploads every weight in its stored format; `progress` gets the bytes of each.
+/// Uploads one layer in its stored formats.
+pub(crate) fn upload_layer(ctx: &GpuContext, c: &TextConfig, i: usize, l: &PackedLayer, progress: &mut dyn FnMut(u64)) -> Result<LayerGpu, ModelError> {
+    let p = |s: &str| format!("model.layers.{i}.{s}");
+    let mixer = match &l.mixer {
+        Mixer::Linear(g) => MixerGpu::Linear(GdnGpu {
+            qkvz: up(ctx, &g.in_proj_qkvz, progress)?,
+            ba: up(ctx, &g.in_proj_ba, progress)?,
+            conv_w: vec_buf(ctx, p("conv1d"), &g.conv1d)?,
+            a_log: vec_buf(ctx, p("A_log"), &g.a_log)?,
+            dt_bias: vec_buf(ctx, p("dt_bias"), &g.dt_bias)?,
+            norm_w: vec_buf(ctx, p("linear_attn.norm"), &g.norm)?,
+            out_proj: up(ctx, &g.out_proj, progress)?,
+        }),
+        Mixer::Full(a) => MixerGpu::Full(AttnGpu {
+            qkv: up(ctx, &a.qkv, progress)?,
+            o_proj: up(ctx, &a.o_proj, progress)?,
+            q_norm: vec_buf(ctx, p("q_norm"), &a.q_norm)?,
+            k_norm: vec_buf(ctx, p("k_norm"), &a.k_norm)?,
+        }),
+    };
+    let ffn = match (&l.ffn, &c.ffn) {
+        (Ffn::Dense(d), _) => FfnGpu::Dense(MlpGpu {
+            gate_up: up(ctx, &d.gate_up, progress)?,
+            down: up(ctx, &d.down, progress)?,
+        }),
+        (
+            Ffn::Moe(e),
+            FfnConfig::Moe {
+                num_experts,
+                num_experts_per_tok,
+                moe_intermediate_size,
+                ..
+            },
+        ) => FfnGpu::Moe(MoeGpu {
+            router: up(ctx, &e.router, progress)?,
+            experts_gate_up: up(ctx, &e.experts_gate_up, progress)?,
+            experts_down: up(ctx, &e.experts_down, progress)?,
+            shared: MlpGpu {
+                gate_up: up(ctx, &e.shared_expert.gate_up, progress)?,
+                down: up(ctx, &e.shared_expert.down, progress)?,
+            },
+            shared_gate: up(ctx, &e.shared_expert_gate, progress)?,
+            experts: *num_experts as u32,
+            top_k: *num_experts_per_tok as u32,
+            inter: *moe_intermediate_size as u32,
+        }),
+        (Ffn::Moe(_), FfnConfig::Dense { .. }) => {
+            return Err(ModelError::LayerKind {
+                layer: i,
+                expected: "dense MLP",
+                got: "MoE",
+            })
+        }
+    };
+    Ok(LayerGpu {
+        input_norm: vec_buf(ctx, p("input_layernorm"), &l.input_layernorm)?,
+        post_norm: vec_buf(ctx, p("post_attention_layernorm"), &l.post_attention_layernorm)?,
+        mixer,
+        ffn,
+    })
+}
+
+/// Uploads a whole in-memory packed model; `progress` gets the bytes of each weight.
 pub(crate) fn upload(ctx: &GpuContext, m: &PackedModel, progress: &mut dyn FnMut(u64)) -> Result<WeightsGpu, ModelError> {
     let c = &m.config;
     let embed = up(ctx, &m.embed_tokens, progress)?;
     let lm_head = m.lm_head.as_ref().map(|w| up(ctx, w, progress)).transpose()?;
     let norm = vec_buf(ctx, "model.norm".into(), &m.norm)?;
-    let mut layers = Vec::with_capacity(m.layers.len());
-    for (i, l) in m.layers.iter().enumerate() {
-        let p = |s: &str| format!("model.layers.{i}.{s}");
-        let mixer = match &l.mixer {
-            Mixer::Linear(g) => MixerGpu::Linear(GdnGpu {
-                qkvz: up(ctx, &g.in_proj_qkvz, progress)?,
-                ba: up(ctx, &g.in_proj_ba, progress)?,
-                conv_w: vec_buf(ctx, p("conv1d"), &g.conv1d)?,
-                a_log: vec_buf(ctx, p("A_log"), &g.a_log)?,
-                dt_bias: vec_buf(ctx, p("dt_bias"), &g.dt_bias)?,
-                norm_w: vec_buf(ctx, p("linear_attn.norm"), &g.norm)?,
-                out_proj: up(ctx, &g.out_proj, progress)?,
-            }),
-            Mixer::Full(a) => MixerGpu::Full(AttnGpu {
-                qkv: up(ctx, &a.qkv, progress)?,
-                o_proj: up(ctx, &a.o_proj, progress)?,
-                q_norm: vec_buf(ctx, p("q_norm"), &a.q_norm)?,
-                k_norm: vec_buf(ctx, p("k_norm"), &a.k_norm)?,
-            }),
-        };
-        let ffn = match (&l.ffn, &c.ffn) {
-            (Ffn::Dense(d), _) => FfnGpu::Dense(MlpGpu {
-                gate_up: up(ctx, &d.gate_up, progress)?,
-                down: up(ctx, &d.down, progress)?,
-            }),
-            (
-                Ffn::Moe(e),
-                FfnConfig::Moe {
-                    num_experts,
-                    num_experts_per_tok,
-                    moe_intermediate_size,
-                    shared_expert_intermediate_size: _,
-                },
-            ) => FfnGpu::Moe(MoeGpu {
-                router: up(ctx, &e.router, progress)?,
-                experts_gate_up: up(ctx, &e.experts_gate_up, progress)?,
-                experts_down: up(ctx, &e.experts_down, progress)?,
-                shared: MlpGpu {
-                    gate_up: up(ctx, &e.shared_expert.gate_up, progress)?,
-                    down: up(ctx, &e.shared_expert.down, progress)?,
-                },
-                shared_gate: up(ctx, &e.shared_expert_gate, progress)?,
-                experts: *num_experts as u32,
-                top_k: *num_experts_per_tok as u32,
-                inter: *moe_intermediate_size as u32,
-            }),
-            (Ffn::Moe(_), FfnConfig::Dense { .. }) => {
-                return Err(ModelError::LayerKind {
-                    layer: i,
-                    expected: "dense MLP",
-                    got: "MoE",
-                })
-            }
-        };
-        layers.push(LayerGpu {
-            input_norm: vec_buf(ctx, p("input_layernorm"), &l.input_layernorm)?,
-            post_norm: vec_buf(ctx, p("post_attention_layernorm"), &l.post_attention_layernorm)?,
-            mixer,
-            ffn,
-        });
-    }
+    let layers = m
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| upload_layer(ctx, c, i, l, progress))
+        .collect::<Result<Vec<_>, _>>()?;
     ctx.wait("weight upload")?;
     Ok(WeightsGpu {
         embed,
         lm_head,
         norm,
+        layers,
+    })
+}
+
+/// Streams the checkpoint through the loader one part at a time (embedding,
+/// each layer, norm, head), checking and uploading each before the next is
+/// packed: the host never holds more than one layer or the embedding table.
+pub(crate) fn upload_streaming(
+    ctx: &GpuContext,
+    ckpt: &qwgpu_checkpoint::Checkpoint,
+    progress: &mut dyn FnMut(u64),
+) -> Result<WeightsGpu, ModelError> {
+    let c = &ckpt.config().text;
+    crate::reference::validate_config(c)?;
+    let mut embed = None;
+    let mut lm_head = None;
+    let mut norm = None;
+    let mut layers = Vec::with_capacity(c.num_hidden_layers);
+    // The visitor's error type is the loader's: keep ours aside and stop the walk.
+    let mut failure: Option<ModelError> = None;
+    let walk = qwgpu_loader::stream_model(ckpt, None, &mut |part| {
+        let r = (|| -> Result<(), ModelError> {
+            match part {
+                Part::Embed(w) => {
+                    check_top(c, Some(&w), None, None)?;
+                    embed = Some(up(ctx, &w, progress)?);
+                }
+                Part::Layer { index, layer } => {
+                    check_layer(c, index, &layer)?;
+                    layers.push(upload_layer(ctx, c, index, &layer, progress)?);
+                    // Bound the upload staging memory: let the queue drain per layer.
+                    ctx.wait("weight upload")?;
+                }
+                Part::Norm(n) => {
+                    check_top(c, None, None, Some(&n))?;
+                    norm = Some(vec_buf(ctx, "model.norm".into(), &n)?);
+                }
+                Part::LmHead(w) => {
+                    check_top(c, None, Some(&w), None)?;
+                    lm_head = Some(up(ctx, &w, progress)?);
+                }
+            }
+            Ok(())
+        })();
+        r.map_err(|e| {
+            let msg = e.to_string();
+            failure = Some(e);
+            qwgpu_loader::LoadError::Visitor { detail: msg }
+        })
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    walk?;
+    ctx.wait("weight upload")?;
+    let missing = |what: &str| ModelError::Config {
+        detail: format!("the checkpoint stream produced no {what}"),
+    };
+    Ok(WeightsGpu {
+        embed: embed.ok_or_else(|| missing("embedding"))?,
+        lm_head,
+        norm: norm.ok_or_else(|| missing("final norm"))?,
         layers,
     })
 }
