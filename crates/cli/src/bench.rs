@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use qwgpu_model::engine::{ContextOptions, LoadOptions, Model, SamplingParams};
+use qwgpu_model::engine::{self, ContextOptions, LoadOptions, Model, SamplingParams};
 
 use crate::generate::Backend;
 
@@ -46,7 +46,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         ..Default::default()
     };
     let t = Instant::now();
-    let model = Model::load(&args.model, &opts).with_context(|| format!("loading {}", args.model.display()))?;
+    let model = Model::load(&args.model, &opts)
+        .with_context(|| format!("loading {}", args.model.display()))?;
     let load_s = t.elapsed().as_secs_f64();
     let vocab = model.config().vocab_size as u64;
     // Deterministic pseudo-random ids (splitmix-style), the same every run.
@@ -94,10 +95,22 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     );
     if args.profile {
         if let Some(rows) = model.profile(&mut s, &[next])? {
-            let total: f64 = rows.iter().map(|r| r.1).sum();
-            println!("decode step GPU time {:.3} ms (launches timed one per pass)", total / 1e6);
-            for (label, ns, n) in rows {
-                println!("  {label:<20} {:>9.3} ms {:>5.1}% {n:>4} launches", ns / 1e6, 100.0 * ns / total.max(1.0));
+            let total: f64 = rows.iter().map(|r| r.nanos).sum();
+            println!(
+                "decode step GPU time {:.3} ms (launches timed one per pass)",
+                total / 1e6
+            );
+            for engine::FamilyTime {
+                label,
+                nanos: ns,
+                launches: n,
+            } in rows
+            {
+                println!(
+                    "  {label:<20} {:>9.3} ms {:>5.1}% {n:>4} launches",
+                    ns / 1e6,
+                    100.0 * ns / total.max(1.0)
+                );
             }
         }
     }

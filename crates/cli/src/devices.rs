@@ -19,7 +19,14 @@ pub fn run() -> Result<()> {
             if a.software { ", software" } else { "" },
             a.driver
         );
-        println!("   features: {}", if a.features.is_empty() { "-".into() } else { a.features.join(" ") });
+        println!(
+            "   features: {}",
+            if a.features.is_empty() {
+                "-".into()
+            } else {
+                a.features.join(" ")
+            }
+        );
         println!(
             "   limits: buffer {} MiB, storage binding {} MiB, workgroup storage {} KiB, {} invocations/workgroup, subgroup size {}..{}",
             a.max_buffer_size >> 20,

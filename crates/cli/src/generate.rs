@@ -98,8 +98,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         ..Default::default()
     };
     let tokenizer = prompt::load_tokenizer(&dir)?;
-    let model = load_model(&dir, &opts)
-        .with_context(|| format!("loading {}", dir.display()))?;
+    let model = load_model(&dir, &opts).with_context(|| format!("loading {}", dir.display()))?;
     eprintln!(
         "qwgpu: loaded {} on {} in {:.2} s",
         dir.display(),
@@ -121,7 +120,10 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     }
     let eos = prompt::eos_token_ids(&dir)?;
     if !(args.temperature.is_finite() && args.temperature >= 0.0) {
-        bail!("--temperature {} must be a finite number >= 0", args.temperature);
+        bail!(
+            "--temperature {} must be a finite number >= 0",
+            args.temperature
+        );
     }
     if !(args.top_p > 0.0 && args.top_p <= 1.0) {
         bail!("--top-p {} must be in (0, 1]", args.top_p);
@@ -194,9 +196,18 @@ fn profile(model: &Model, prompt_ids: &[u32], next: u32) -> Result<()> {
             eprintln!("qwgpu: --profile needs the GPU backend");
             return Ok(());
         };
-        let total: f64 = rows.iter().map(|r| r.1).sum();
-        eprintln!("qwgpu: {what} step ({} tokens): {:.3} ms GPU time", tokens.len(), total / 1e6);
-        for (label, ns, n) in rows {
+        let total: f64 = rows.iter().map(|r| r.nanos).sum();
+        eprintln!(
+            "qwgpu: {what} step ({} tokens): {:.3} ms GPU time",
+            tokens.len(),
+            total / 1e6
+        );
+        for engine::FamilyTime {
+            label,
+            nanos: ns,
+            launches: n,
+        } in rows
+        {
             eprintln!(
                 "  {label:<20} {:>9.3} ms {:>5.1}% {n:>5} launches",
                 ns / 1e6,

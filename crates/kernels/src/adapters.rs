@@ -117,10 +117,9 @@ pub fn list_adapters() -> Vec<AdapterSummary> {
                     .map(|(_, n)| n.to_string())
                     .collect(),
                 max_buffer_size: limits.max_buffer_size,
-                max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
+                max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
                 max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
-                max_compute_invocations_per_workgroup: limits
-                    .max_compute_invocations_per_workgroup,
+                max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
                 subgroup_sizes: (info.subgroup_min_size, info.subgroup_max_size),
             }
         })

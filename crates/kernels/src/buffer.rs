@@ -25,7 +25,7 @@ impl GpuContext {
                 limit: self.limits.max_buffer_size,
             });
         }
-        let bind = self.limits.max_storage_buffer_binding_size as u64;
+        let bind = self.limits.max_storage_buffer_binding_size;
         if bytes > bind {
             return Err(KernelError::Capacity {
                 what: what.to_string(),
@@ -54,7 +54,11 @@ impl GpuContext {
     }
 
     /// A storage buffer holding `data` (padded with zeros to [`MIN_BUFFER`]).
-    pub fn upload<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> Result<wgpu::Buffer, KernelError> {
+    pub fn upload<T: bytemuck::Pod>(
+        &self,
+        label: &str,
+        data: &[T],
+    ) -> Result<wgpu::Buffer, KernelError> {
         self.upload_bytes(label, bytemuck::cast_slice(data))
     }
 
@@ -98,7 +102,12 @@ impl GpuContext {
 
     /// Copies `size` bytes at `offset` of `buf` back to the host: a staging copy,
     /// `map_async`, then a wait (the only blocking step, native only).
-    pub fn read_bytes(&self, buf: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>, KernelError> {
+    pub fn read_bytes(
+        &self,
+        buf: &wgpu::Buffer,
+        offset: u64,
+        size: u64,
+    ) -> Result<Vec<u8>, KernelError> {
         let size4 = size.div_ceil(4) * 4;
         let staging = self.readback_buffer("readback", size4);
         let mut enc = self.device.create_command_encoder(&Default::default());
@@ -133,14 +142,15 @@ impl GpuContext {
         let outcome = result.lock().ok().and_then(|mut s| s.take());
         match outcome {
             Some(Ok(())) => {
-                let data = staging
-                    .slice(..)
-                    .get_mapped_range()
-                    .map_err(|e| KernelError::Readback {
-                        buffer: label.clone(),
-                        detail: e.to_string(),
-                    })?[..size as usize]
-                    .to_vec();
+                let data =
+                    staging
+                        .slice(..)
+                        .get_mapped_range()
+                        .map_err(|e| KernelError::Readback {
+                            buffer: label.clone(),
+                            detail: e.to_string(),
+                        })?[..size as usize]
+                        .to_vec();
                 staging.unmap();
                 Ok(data)
             }
@@ -156,15 +166,24 @@ impl GpuContext {
     }
 
     /// `n` f32 values at element `offset` of `buf`.
-    pub fn read_f32(&self, buf: &wgpu::Buffer, offset: usize, n: usize) -> Result<Vec<f32>, KernelError> {
+    pub fn read_f32(
+        &self,
+        buf: &wgpu::Buffer,
+        offset: usize,
+        n: usize,
+    ) -> Result<Vec<f32>, KernelError> {
         let bytes = self.read_bytes(buf, offset as u64 * 4, n as u64 * 4)?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
     /// `n` u32 values at element `offset` of `buf`.
-    pub fn read_u32(&self, buf: &wgpu::Buffer, offset: usize, n: usize) -> Result<Vec<u32>, KernelError> {
+    pub fn read_u32(
+        &self,
+        buf: &wgpu::Buffer,
+        offset: usize,
+        n: usize,
+    ) -> Result<Vec<u32>, KernelError> {
         let bytes = self.read_bytes(buf, offset as u64 * 4, n as u64 * 4)?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 }
-

@@ -93,7 +93,9 @@ impl GpuContext {
             features.remove(wgpu::Features::SUBGROUP | wgpu::Features::SUBGROUP_BARRIER);
         }
         if opts.disable_f16 {
-            features.remove(wgpu::Features::SHADER_F16 | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
+            features.remove(
+                wgpu::Features::SHADER_F16 | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX,
+            );
         }
         let limits = if opts.webgpu_limits {
             // WebGPU defaults, but keep what the adapter must have for our buffers.
@@ -102,7 +104,9 @@ impl GpuContext {
             adapter.limits()
         };
         if opts.webgpu_limits {
-            features.remove(wgpu::Features::IMMEDIATES | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
+            features.remove(
+                wgpu::Features::IMMEDIATES | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX,
+            );
         }
         let experimental = if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
             // SAFETY: only the cooperative-matrix feature is experimental here; its

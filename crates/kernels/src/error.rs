@@ -34,7 +34,10 @@ pub enum KernelError {
     #[error("{what}: {detail}")]
     Unsupported { what: String, detail: String },
     #[error("invalid arguments to kernel `{kernel}`: {detail}")]
-    Arguments { kernel: &'static str, detail: String },
+    Arguments {
+        kernel: &'static str,
+        detail: String,
+    },
     #[error("reading back `{buffer}` failed: {detail}")]
     Readback { buffer: String, detail: String },
     #[error("GPU did not finish within {seconds} s during {during}")]

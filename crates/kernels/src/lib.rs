@@ -34,10 +34,10 @@ pub mod moe;
 pub mod norm;
 pub mod profile;
 pub mod sample;
-pub mod weights;
 pub mod shaders;
 pub mod step;
 pub mod testing;
+pub mod weights;
 
 pub use adapters::{list_adapters, AdapterSummary};
 pub use buffer::MIN_BUFFER;

@@ -21,11 +21,11 @@
 //!   expert's rows once per run of equal ids (so sorted ids are faster).
 //!
 //! Measured on the H100 (Vulkan, trusted modules, GPU timestamps): BF16 GEMV
-//! `[16384, 4096]` 52 µs = 2.58 TB/s (77% of 3.35); E4M3 + 128×128 blocks
-//! `[16384, 8192]` 56 µs = 2.39 TB/s; BF16 T = 2 / 4 / 8: 56 / 62 / 110 µs;
-//! GEMM BF16 4096² × T = 4096: 12.7–15.5 TFLOP/s; T = 17: 535 µs (the 64-token
-//! tile leaves the GPU idle: tuning item); MoE E4M3 top-8 decode (8 experts of
-//! `[1536, 2048]`) 30 µs.
+//! `[16384, 4096]` 50 µs = 2.68 TB/s (80% of 3.35); E4M3 + 128×128 blocks
+//! `[16384, 8192]` 55 µs = 2.45 TB/s; BF16 T = 2 / 4 / 8 / 16: 54 / 61 / 109 /
+//! 214 µs; GEMM 4096² × T = 4096: 13–16 TFLOP/s; T = 17: 424 µs (64-token
+//! tiles leave most of the GPU idle: a tuning item); MoE E4M3 top-8 decode
+//! (8 experts of `[1536, 2048]`, SwiGLU) 30 µs.
 //!
 //! Scales: the kernels read `scale(r, c)` from the weight's table. Per-row
 //! schemes (unscaled, per-shard incl. broadcast per-tensor, per-channel, and

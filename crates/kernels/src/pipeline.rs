@@ -48,7 +48,11 @@ impl PipelineKey {
 
     /// The concatenated module text.
     pub fn source(&self) -> String {
-        self.parts.iter().map(|p| p.text).collect::<Vec<_>>().join("\n")
+        self.parts
+            .iter()
+            .map(|p| p.text)
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -62,13 +66,24 @@ impl GpuContext {
     /// The compute pipeline for `key`, compiled on first use and cached.
     pub fn pipeline(&self, key: &PipelineKey) -> Result<Arc<wgpu::ComputePipeline>, KernelError> {
         let id = key.id();
-        if let Some(p) = self.pipelines.pipelines.lock().ok().and_then(|m| m.get(&id).cloned()) {
+        if let Some(p) = self
+            .pipelines
+            .pipelines
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&id).cloned())
+        {
             return Ok(p);
         }
         let module = self.module(key)?;
         let label = id.clone();
         let fail = |e: KernelError| KernelError::Compile {
-            shader: key.parts.iter().map(|p| p.name).collect::<Vec<_>>().join("+"),
+            shader: key
+                .parts
+                .iter()
+                .map(|p| p.name)
+                .collect::<Vec<_>>()
+                .join("+"),
             entry: key.entry.to_string(),
             detail: e.to_string(),
         };
@@ -97,8 +112,19 @@ impl GpuContext {
     }
 
     fn module(&self, key: &PipelineKey) -> Result<Arc<wgpu::ShaderModule>, KernelError> {
-        let name = key.parts.iter().map(|p| p.name).collect::<Vec<_>>().join("+");
-        if let Some(m) = self.pipelines.modules.lock().ok().and_then(|m| m.get(&name).cloned()) {
+        let name = key
+            .parts
+            .iter()
+            .map(|p| p.name)
+            .collect::<Vec<_>>()
+            .join("+");
+        if let Some(m) = self
+            .pipelines
+            .modules
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&name).cloned())
+        {
             return Ok(m);
         }
         let source = key.source();
@@ -114,8 +140,10 @@ impl GpuContext {
                     // SAFETY: every kernel bounds its indices by the sizes it is given and
                     // its loops by those sizes; tests run the checked modules.
                     unsafe {
-                        self.device
-                            .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+                        self.device.create_shader_module_trusted(
+                            desc,
+                            wgpu::ShaderRuntimeChecks::unchecked(),
+                        )
                     }
                 }
             })

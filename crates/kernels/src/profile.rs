@@ -9,7 +9,10 @@ const MAX_QUERIES: usize = 4096;
 
 /// Runs `dispatches` once, each in its own timed pass, and returns
 /// `(label, nanoseconds)` per launch in order. Needs `TIMESTAMP_QUERY`.
-pub fn time_dispatches(ctx: &GpuContext, dispatches: &[&Dispatch]) -> Result<Vec<(&'static str, f64)>, KernelError> {
+pub fn time_dispatches(
+    ctx: &GpuContext,
+    dispatches: &[&Dispatch],
+) -> Result<Vec<(&'static str, f64)>, KernelError> {
     if !ctx.caps.timestamps {
         return Err(KernelError::Unsupported {
             what: "profiling".into(),

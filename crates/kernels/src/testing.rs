@@ -40,7 +40,10 @@ pub fn contexts() -> Vec<&'static TestContext> {
                 },
             )
         });
-        out.push(full.as_ref().unwrap_or_else(|e| panic!("no GPU context: {e}")));
+        out.push(
+            full.as_ref()
+                .unwrap_or_else(|e| panic!("no GPU context: {e}")),
+        );
     }
     if which != "full" {
         let fb = FALLBACK.get_or_init(|| {
@@ -55,7 +58,10 @@ pub fn contexts() -> Vec<&'static TestContext> {
                 },
             )
         });
-        out.push(fb.as_ref().unwrap_or_else(|e| panic!("no GPU context: {e}")));
+        out.push(
+            fb.as_ref()
+                .unwrap_or_else(|e| panic!("no GPU context: {e}")),
+        );
     }
     out
 }

@@ -82,7 +82,8 @@ pub struct GpuWeight {
 /// Row table + scale values as described in the module docs (host side, testable).
 pub fn scale_table(w: &PackedWeight) -> Result<(Vec<u32>, usize), KernelError> {
     let rows = w.rows;
-    let stride_cols = stride_words(w.cols, WeightFormat::from_dtype(w.dtype)) * WeightFormat::from_dtype(w.dtype).per_word();
+    let stride_cols = stride_words(w.cols, WeightFormat::from_dtype(w.dtype))
+        * WeightFormat::from_dtype(w.dtype).per_word();
     let mut table = vec![0u32; rows];
     let mut values: Vec<f32> = Vec::new();
     let block_cols = match &w.scale {
@@ -94,13 +95,16 @@ pub fn scale_table(w: &PackedWeight) -> Result<(Vec<u32>, usize), KernelError> {
             if scales.len() != w.shards.len() {
                 return Err(KernelError::Unsupported {
                     what: format!("weight `{}`", w.name),
-                    detail: format!("{} per-shard scales for {} shards", scales.len(), w.shards.len()),
+                    detail: format!(
+                        "{} per-shard scales for {} shards",
+                        scales.len(),
+                        w.shards.len()
+                    ),
                 });
             }
             for (i, s) in w.shards.iter().enumerate() {
-                for r in s.row_offset..(s.row_offset + s.rows).min(rows) {
-                    table[r] = i as u32;
-                }
+                let end = (s.row_offset + s.rows).min(rows);
+                table[s.row_offset.min(end)..end].fill(i as u32);
             }
             values.extend_from_slice(scales);
             stride_cols
@@ -128,10 +132,17 @@ pub fn scale_table(w: &PackedWeight) -> Result<(Vec<u32>, usize), KernelError> {
             }
             for seg in segments {
                 let base = values.len();
-                if seg.scales.len() != seg.grid[0] * seg.grid[1] || seg.grid[1] != w.cols.div_ceil(bk) {
+                if seg.scales.len() != seg.grid[0] * seg.grid[1]
+                    || seg.grid[1] != w.cols.div_ceil(bk)
+                {
                     return Err(KernelError::Unsupported {
                         what: format!("weight `{}`", w.name),
-                        detail: format!("block grid {:?} does not match {} scales / {} columns", seg.grid, seg.scales.len(), w.cols),
+                        detail: format!(
+                            "block grid {:?} does not match {} scales / {} columns",
+                            seg.grid,
+                            seg.scales.len(),
+                            w.cols
+                        ),
                     });
                 }
                 values.extend_from_slice(&seg.scales);
@@ -165,10 +176,19 @@ impl GpuWeight {
         if w.data.len() != w.rows * row_src {
             return Err(KernelError::Unsupported {
                 what: format!("weight `{}`", w.name),
-                detail: format!("{} bytes for [{}, {}] {:?}", w.data.len(), w.rows, w.cols, w.dtype),
+                detail: format!(
+                    "{} bytes for [{}, {}] {:?}",
+                    w.data.len(),
+                    w.rows,
+                    w.cols,
+                    w.dtype
+                ),
             });
         }
-        let limit = (ctx.limits.max_storage_buffer_binding_size as u64).min(ctx.limits.max_buffer_size);
+        let limit = ctx
+            .limits
+            .max_storage_buffer_binding_size
+            .min(ctx.limits.max_buffer_size);
         let rows_per_piece = ((limit / row_bytes as u64) as usize).max(1);
         if (row_bytes as u64) > limit {
             return Err(KernelError::Capacity {
@@ -181,7 +201,9 @@ impl GpuWeight {
         let mut pieces = Vec::new();
         let mut row0 = 0;
         while row0 < w.rows.max(1) {
-            let rows = rows_per_piece.min(w.rows - row0.min(w.rows)).max(if w.rows == 0 { 0 } else { 1 });
+            let rows = rows_per_piece
+                .min(w.rows - row0.min(w.rows))
+                .max(if w.rows == 0 { 0 } else { 1 });
             let label = format!("{} rows {}..{}", w.name, row0, row0 + rows);
             let buffer = ctx.storage(&label, (rows * row_bytes) as u64)?;
             // Upload in chunks of rows so no second full copy exists on the host.
@@ -194,10 +216,14 @@ impl GpuWeight {
                     ctx.queue.write_buffer(&buffer, (r * row_bytes) as u64, src);
                 } else {
                     let mut padded = vec![0u8; n * row_bytes];
-                    for (d, s) in padded.chunks_exact_mut(row_bytes).zip(src.chunks_exact(row_src)) {
+                    for (d, s) in padded
+                        .chunks_exact_mut(row_bytes)
+                        .zip(src.chunks_exact(row_src))
+                    {
                         d[..row_src].copy_from_slice(s);
                     }
-                    ctx.queue.write_buffer(&buffer, (r * row_bytes) as u64, &padded);
+                    ctx.queue
+                        .write_buffer(&buffer, (r * row_bytes) as u64, &padded);
                 }
                 r += n;
             }
@@ -230,7 +256,12 @@ mod tests {
     use super::*;
     use qwgpu_loader::{BlockSegment, Shard};
 
-    fn weight(rows: usize, cols: usize, scale: ScaleScheme, shards: Vec<(usize, usize)>) -> PackedWeight {
+    fn weight(
+        rows: usize,
+        cols: usize,
+        scale: ScaleScheme,
+        shards: Vec<(usize, usize)>,
+    ) -> PackedWeight {
         PackedWeight {
             name: "w".into(),
             dtype: Dtype::F8E4M3,
@@ -258,7 +289,14 @@ mod tests {
 
     #[test]
     fn per_shard_scales_map_each_row_to_its_shard() {
-        let w = weight(5, 8, ScaleScheme::PerShard { scales: vec![2.0, 3.0] }, vec![(0, 3), (3, 2)]);
+        let w = weight(
+            5,
+            8,
+            ScaleScheme::PerShard {
+                scales: vec![2.0, 3.0],
+            },
+            vec![(0, 3), (3, 2)],
+        );
         let (t, bc) = scale_table(&w).unwrap();
         let got: Vec<f32> = (0..5).map(|r| scale_at(&t, 5, bc, r, 7)).collect();
         assert_eq!(got, vec![2.0, 2.0, 2.0, 3.0, 3.0]);
@@ -276,12 +314,23 @@ mod tests {
         let w = weight(
             6,
             8,
-            ScaleScheme::Block { block: [2, 4], segments: vec![seg(0, 10.0), seg(3, 20.0)] },
+            ScaleScheme::Block {
+                block: [2, 4],
+                segments: vec![seg(0, 10.0), seg(3, 20.0)],
+            },
             vec![(0, 3), (3, 3)],
         );
         let (t, bc) = scale_table(&w).unwrap();
         assert_eq!(bc, 4);
-        for (r, c, want) in [(0, 0, 10.0), (1, 5, 11.0), (2, 0, 12.0), (2, 7, 13.0), (3, 0, 20.0), (4, 4, 21.0), (5, 3, 22.0)] {
+        for (r, c, want) in [
+            (0, 0, 10.0),
+            (1, 5, 11.0),
+            (2, 0, 12.0),
+            (2, 7, 13.0),
+            (3, 0, 20.0),
+            (4, 4, 21.0),
+            (5, 3, 22.0),
+        ] {
             assert_eq!(scale_at(&t, 6, bc, r, c), want, "row {r} col {c}");
         }
     }

@@ -15,7 +15,9 @@ fn copy_words_moves_the_requested_range_only() {
             );
             let d = copy::copy_words(ctx, &src_buf, src_off, &dst_buf, dst_off, n).unwrap();
             ctx.run("copy", &[&d]).unwrap();
-            let got = ctx.read_u32(&dst_buf, 0, (n + dst_off + 3) as usize).unwrap();
+            let got = ctx
+                .read_u32(&dst_buf, 0, (n + dst_off + 3) as usize)
+                .unwrap();
             for (i, g) in got.iter().enumerate() {
                 let i = i as u32;
                 let want = if i >= dst_off && i < dst_off + n {
@@ -48,8 +50,13 @@ fn a_buffer_over_the_device_limits_is_a_capacity_error() {
             "{}: {err}",
             t.name
         );
-        let bind = t.ctx.limits.max_storage_buffer_binding_size as u64 + 16;
+        let bind = t.ctx.limits.max_storage_buffer_binding_size + 16;
         let err = t.ctx.check_binding("binding", bind).unwrap_err();
-        assert!(err.to_string().contains("max_storage_buffer_binding_size") || err.to_string().contains("max_buffer_size"), "{}: {err}", t.name);
+        assert!(
+            err.to_string().contains("max_storage_buffer_binding_size")
+                || err.to_string().contains("max_buffer_size"),
+            "{}: {err}",
+            t.name
+        );
     }
 }

@@ -30,8 +30,8 @@ use qwgpu_loader::PackedModel;
 pub use qwgpu_kernels::sample::SamplingParams;
 pub use qwgpu_kernels::ContextOptions;
 
+pub use crate::gpu::{FamilyTime, DEFAULT_MAX_CHUNK};
 use crate::gpu::{GpuModel, GpuSession, GpuSnapshot};
-pub use crate::gpu::DEFAULT_MAX_CHUNK;
 use crate::reference::{Cache, ReferenceModel};
 use crate::ModelError;
 
@@ -84,7 +84,11 @@ pub struct Model {
 }
 
 enum SessionImp {
-    Cpu { cache: Cache, seed: u64, counter: u32 },
+    Cpu {
+        cache: Cache,
+        seed: u64,
+        counter: u32,
+    },
     Gpu(Box<GpuSession>),
 }
 
@@ -94,7 +98,11 @@ pub struct Session {
 }
 
 enum SnapshotImp {
-    Cpu { cache: Cache, seed: u64, counter: u32 },
+    Cpu {
+        cache: Cache,
+        seed: u64,
+        counter: u32,
+    },
     Gpu(GpuSnapshot),
 }
 
@@ -140,7 +148,12 @@ impl Model {
         opts: &LoadOptions,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Self, ModelError> {
-        let ckpt = Checkpoint::open_with(dir, &OpenOptions { strict: opts.strict })?;
+        let ckpt = Checkpoint::open_with(
+            dir,
+            &OpenOptions {
+                strict: opts.strict,
+            },
+        )?;
         match Self::open_gpu(opts)? {
             Some(ctx) => {
                 // Header sizes only: the total the progress bar counts towards.
@@ -292,15 +305,31 @@ impl Model {
     /// one: on the GPU the pick happens on the device and one id is read back.
     /// Both backends use the same rule and random numbers
     /// ([`qwgpu_kernels::sample::sample_host`] with the session's seed and counter).
-    pub fn sample_next(&self, s: &mut Session, tokens: &[u32], params: &SamplingParams) -> Result<u32, ModelError> {
+    pub fn sample_next(
+        &self,
+        s: &mut Session,
+        tokens: &[u32],
+        params: &SamplingParams,
+    ) -> Result<u32, ModelError> {
         check_params(params)?;
         match (&self.imp, &mut s.imp) {
-            (Imp::Cpu(m), SessionImp::Cpu { cache, seed, counter }) => {
+            (
+                Imp::Cpu(m),
+                SessionImp::Cpu {
+                    cache,
+                    seed,
+                    counter,
+                },
+            ) => {
                 let all = m.forward(cache, tokens)?;
                 let v = m.config().vocab_size;
                 let u = qwgpu_kernels::sample::uniform_random(*seed, *counter);
                 *counter = counter.wrapping_add(1);
-                Ok(qwgpu_kernels::sample::sample_host(&all[all.len() - v..], params, u))
+                Ok(qwgpu_kernels::sample::sample_host(
+                    &all[all.len() - v..],
+                    params,
+                    u,
+                ))
             }
             (Imp::Gpu(m), SessionImp::Gpu(g)) => m.forward_sample(g, tokens, params),
             _ => Err(mismatch()),
@@ -309,7 +338,11 @@ impl Model {
 
     /// GPU time per kernel family of one step over `tokens` (GPU backend with
     /// timestamp queries; `None` on the CPU backend). Advances the session.
-    pub fn profile(&self, s: &mut Session, tokens: &[u32]) -> Result<Option<Vec<(String, f64, usize)>>, ModelError> {
+    pub fn profile(
+        &self,
+        s: &mut Session,
+        tokens: &[u32],
+    ) -> Result<Option<Vec<FamilyTime>>, ModelError> {
         match (&self.imp, &mut s.imp) {
             (Imp::Gpu(m), SessionImp::Gpu(g)) => m.profile(g, tokens).map(Some),
             (Imp::Cpu(_), SessionImp::Cpu { .. }) => Ok(None),
@@ -321,7 +354,12 @@ impl Model {
     pub fn set_seed(&self, s: &mut Session, seed: u64) {
         match (&self.imp, &mut s.imp) {
             (Imp::Gpu(m), SessionImp::Gpu(g)) => m.set_seed(g, seed),
-            (_, SessionImp::Cpu { seed: sd, counter, .. }) => {
+            (
+                _,
+                SessionImp::Cpu {
+                    seed: sd, counter, ..
+                },
+            ) => {
                 *sd = seed;
                 *counter = 0;
             }
@@ -333,7 +371,14 @@ impl Model {
     pub fn snapshot(&self, s: &Session) -> Result<Snapshot, ModelError> {
         Ok(Snapshot {
             imp: match (&self.imp, &s.imp) {
-                (Imp::Cpu(_), SessionImp::Cpu { cache, seed, counter }) => SnapshotImp::Cpu {
+                (
+                    Imp::Cpu(_),
+                    SessionImp::Cpu {
+                        cache,
+                        seed,
+                        counter,
+                    },
+                ) => SnapshotImp::Cpu {
                     cache: cache.clone(),
                     seed: *seed,
                     counter: *counter,
@@ -347,7 +392,19 @@ impl Model {
     /// Replaces the session's state by the snapshot's.
     pub fn restore(&self, s: &mut Session, snap: &Snapshot) -> Result<(), ModelError> {
         match (&self.imp, &mut s.imp, &snap.imp) {
-            (Imp::Cpu(_), SessionImp::Cpu { cache, seed, counter }, SnapshotImp::Cpu { cache: c2, seed: s2, counter: n2 }) => {
+            (
+                Imp::Cpu(_),
+                SessionImp::Cpu {
+                    cache,
+                    seed,
+                    counter,
+                },
+                SnapshotImp::Cpu {
+                    cache: c2,
+                    seed: s2,
+                    counter: n2,
+                },
+            ) => {
                 *cache = c2.clone();
                 *seed = *s2;
                 *counter = *n2;
@@ -370,7 +427,10 @@ impl Model {
 fn check_params(p: &SamplingParams) -> Result<(), ModelError> {
     let bad = |detail: String| Err(ModelError::Sampling { detail });
     if !(p.temperature.is_finite() && p.temperature >= 0.0) {
-        return bad(format!("temperature {} must be finite and >= 0", p.temperature));
+        return bad(format!(
+            "temperature {} must be finite and >= 0",
+            p.temperature
+        ));
     }
     if !(p.top_p > 0.0 && p.top_p <= 1.0) {
         return bad(format!("top_p {} must be in (0, 1]", p.top_p));
@@ -382,7 +442,14 @@ fn check_params(p: &SamplingParams) -> Result<(), ModelError> {
 /// or `None` when there is none.
 pub fn gpu_adapter_name() -> Option<String> {
     qwgpu_kernels::list_adapters().into_iter().next().map(|a| {
-        let short: String = a.name.split(" (").next().unwrap_or(&a.name).chars().take(14).collect();
+        let short: String = a
+            .name
+            .split(" (")
+            .next()
+            .unwrap_or(&a.name)
+            .chars()
+            .take(14)
+            .collect();
         short
     })
 }

@@ -369,7 +369,12 @@ pub fn compare(model: &ReferenceModel, golden: &Golden) -> Result<GoldenReport, 
     for &token in &golden.meta.generated_ids[..DECODE_STEPS] {
         decode.extend(model.forward(&mut cache, &[token])?);
     }
-    Ok(compare_logits(golden, &prefill, &decode, RELATIVE_TOLERANCE))
+    Ok(compare_logits(
+        golden,
+        &prefill,
+        &decode,
+        RELATIVE_TOLERANCE,
+    ))
 }
 
 /// Loads the fixture on the backend of `opts` and compares it with HF's logits
@@ -398,7 +403,12 @@ pub fn compare_model(
     for &token in &golden.meta.generated_ids[..DECODE_STEPS] {
         decode.extend(model.forward_all(&mut session, &[token])?);
     }
-    Ok(compare_logits(golden, &prefill, &decode, relative_tolerance))
+    Ok(compare_logits(
+        golden,
+        &prefill,
+        &decode,
+        relative_tolerance,
+    ))
 }
 
 fn check_vocab(model_vocab: usize, golden: &Golden) -> Result<(), ModelError> {
@@ -415,7 +425,12 @@ fn check_vocab(model_vocab: usize, golden: &Golden) -> Result<(), ModelError> {
 }
 
 /// Max |Δ| and greedy agreement of our logits against HF's.
-fn compare_logits(golden: &Golden, prefill: &[f32], decode: &[f32], relative_tolerance: f32) -> GoldenReport {
+fn compare_logits(
+    golden: &Golden,
+    prefill: &[f32],
+    decode: &[f32],
+    relative_tolerance: f32,
+) -> GoldenReport {
     let meta = &golden.meta;
     let vocab = golden.vocab;
     let mut max_abs_diff = 0.0f32;

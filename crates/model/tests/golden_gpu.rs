@@ -18,7 +18,11 @@ fn run(fallback: bool) {
         ..Default::default()
     };
     let dirs = list_fixtures().expect("fixtures");
-    assert!(dirs.len() >= 14, "expected the 14 committed fixtures, found {}", dirs.len());
+    assert!(
+        dirs.len() >= 14,
+        "expected the 14 committed fixtures, found {}",
+        dirs.len()
+    );
     let mut failures = Vec::new();
     for dir in &dirs {
         match check_model(dir, &opts, GPU_RELATIVE_TOLERANCE) {
@@ -31,7 +35,12 @@ fn run(fallback: bool) {
             Err(e) => failures.push(format!("{}: {e}", dir.display())),
         }
     }
-    assert!(failures.is_empty(), "{} fixtures failed on the GPU:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} fixtures failed on the GPU:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]

@@ -32,7 +32,13 @@ fn streaming_load_keeps_peak_anonymous_memory_under_one_gib_plus_the_largest_ten
     };
     let dir = fixtures_dir().join("moe-bf16-wrapper");
     let ckpt = qwgpu_checkpoint::Checkpoint::open(&dir).unwrap();
-    let largest = ckpt.names().iter().filter_map(|n| ckpt.get(n)).map(|t| t.bytes.len() as u64).max().unwrap();
+    let largest = ckpt
+        .names()
+        .iter()
+        .filter_map(|n| ckpt.get(n))
+        .map(|t| t.bytes.len() as u64)
+        .max()
+        .unwrap();
     let peak = Arc::new(AtomicU64::new(before));
     let done = Arc::new(AtomicBool::new(false));
     let sampler = {
@@ -50,7 +56,10 @@ fn streaming_load_keeps_peak_anonymous_memory_under_one_gib_plus_the_largest_ten
     done.store(true, Ordering::Relaxed);
     sampler.join().unwrap();
     let grew = peak.load(Ordering::Relaxed).saturating_sub(before);
-    println!("RssAnon grew by {grew} bytes while loading (largest tensor {largest} bytes) on {}", model.backend_name());
+    println!(
+        "RssAnon grew by {grew} bytes while loading (largest tensor {largest} bytes) on {}",
+        model.backend_name()
+    );
     assert!(grew <= (1 << 30) + largest, "RssAnon grew by {grew} bytes");
 }
 
@@ -64,7 +73,10 @@ fn a_model_over_the_gpu_budget_is_refused_before_upload() {
     let err = Model::load(&dir, &opts).err().expect("must refuse");
     let msg = err.to_string();
     assert!(matches!(err, ModelError::Gpu(_)), "{msg}");
-    assert!(msg.contains("GPU memory budget") && msg.contains("1000"), "{msg}");
+    assert!(
+        msg.contains("GPU memory budget") && msg.contains("1000"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -76,6 +88,11 @@ fn an_unknown_adapter_is_a_typed_error_naming_the_available_ones() {
         },
         ..gpu()
     };
-    let err = Model::load(&fixtures_dir().join("dense-bf16-text"), &opts).err().expect("must fail");
-    assert!(err.to_string().contains("no-such-gpu-xyz") && err.to_string().contains("available"), "{err}");
+    let err = Model::load(&fixtures_dir().join("dense-bf16-text"), &opts)
+        .err()
+        .expect("must fail");
+    assert!(
+        err.to_string().contains("no-such-gpu-xyz") && err.to_string().contains("available"),
+        "{err}"
+    );
 }

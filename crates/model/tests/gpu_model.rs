@@ -23,14 +23,18 @@ fn opts(backend: Backend, max_chunk: usize, fallback: bool) -> LoadOptions {
 fn models(moe: bool, seed: u64, max_chunk: usize, fallback: bool) -> (Model, Model) {
     let cfg = tiny_config(moe);
     let packed = random_packed_model(&cfg, moe, seed);
-    let gpu = Model::from_packed(&packed, &opts(Backend::Gpu, max_chunk, fallback)).expect("gpu model");
-    let cpu = Model::from_packed(&packed, &opts(Backend::Cpu, max_chunk, fallback)).expect("cpu model");
+    let gpu =
+        Model::from_packed(&packed, &opts(Backend::Gpu, max_chunk, fallback)).expect("gpu model");
+    let cpu =
+        Model::from_packed(&packed, &opts(Backend::Cpu, max_chunk, fallback)).expect("cpu model");
     assert!(gpu.is_gpu() && !cpu.is_gpu());
     (gpu, cpu)
 }
 
 fn prompt(rng: &mut Rng, n: usize, vocab: usize) -> Vec<u32> {
-    (0..n).map(|_| ((rng.uniform() * vocab as f32) as usize % vocab) as u32).collect()
+    (0..n)
+        .map(|_| ((rng.uniform() * vocab as f32) as usize % vocab) as u32)
+        .collect()
 }
 
 /// max |a − b| ≤ rel · max(1, max |b|).
@@ -40,10 +44,22 @@ fn assert_close(a: &[f32], b: &[f32], rel: f32, what: &str) {
     let (i, d) = a
         .iter()
         .zip(b)
-        .map(|(x, y)| if (x - y).is_nan() { f32::INFINITY } else { (x - y).abs() })
+        .map(|(x, y)| {
+            if (x - y).is_nan() {
+                f32::INFINITY
+            } else {
+                (x - y).abs()
+            }
+        })
         .enumerate()
         .fold((0, 0.0f32), |m, (i, d)| if d > m.1 { (i, d) } else { m });
-    assert!(d <= rel * scale, "{what}: max |diff| {d:.3e} at {i} ({} vs {}), tolerance {:.3e}", a[i], b[i], rel * scale);
+    assert!(
+        d <= rel * scale,
+        "{what}: max |diff| {d:.3e} at {i} ({} vs {}), tolerance {:.3e}",
+        a[i],
+        b[i],
+        rel * scale
+    );
 }
 
 /// Prefill (in several steps of 16 tokens) + 8 decode steps, every logit row.
@@ -124,7 +140,13 @@ fn snapshot_restore_and_fork_continue_bit_identically() {
     );
     let (toks_c, logits_c) = continue_greedy(&gpu, &mut fork, first, 12);
     assert_eq!(toks_a, toks_c);
-    assert!(logits_a.iter().zip(&logits_c).all(|(a, b)| a.to_bits() == b.to_bits()), "fork");
+    assert!(
+        logits_a
+            .iter()
+            .zip(&logits_c)
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
+        "fork"
+    );
     // Two forks advance independently: feeding different tokens diverges only the one.
     let mut f1 = gpu.new_session().unwrap();
     gpu.restore(&mut f1, &snap).unwrap();
@@ -135,14 +157,20 @@ fn snapshot_restore_and_fork_continue_bit_identically() {
     assert!(l1.iter().zip(&l2).any(|(a, b)| a != b));
     assert_eq!(
         l2.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-        logits_a[..vocab].iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        logits_a[..vocab]
+            .iter()
+            .map(|v| v.to_bits())
+            .collect::<Vec<_>>()
     );
 }
 
 #[test]
 fn long_greedy_decode_stays_finite_and_equals_the_reference() {
     // 2,000 tokens: several KV growths (granule 256) and a long GDN recurrence.
-    let steps: usize = std::env::var("QWGPU_LONG_DECODE").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let steps: usize = std::env::var("QWGPU_LONG_DECODE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
     let (gpu, cpu) = models(false, 41, 64, false);
     let vocab = gpu.config().vocab_size;
     let mut rng = Rng::new(41);
@@ -158,7 +186,10 @@ fn long_greedy_decode_stays_finite_and_equals_the_reference() {
             g = c;
         }
         let lg = gpu.forward(&mut gs, &[g]).unwrap();
-        assert!(lg.iter().all(|v| v.is_finite()), "step {i}: non-finite logits");
+        assert!(
+            lg.iter().all(|v| v.is_finite()),
+            "step {i}: non-finite logits"
+        );
         let lc = cpu.forward(&mut cs, &[c]).unwrap();
         g = qwgpu_model::argmax(&lg) as u32;
         c = qwgpu_model::argmax(&lc) as u32;
@@ -166,7 +197,10 @@ fn long_greedy_decode_stays_finite_and_equals_the_reference() {
             assert_close(&lg, &lc, 2e-3, &format!("decode step {i}"));
         }
     }
-    assert_eq!(flips, 0, "greedy tokens differed from the reference {flips} times in {steps} steps");
+    assert_eq!(
+        flips, 0,
+        "greedy tokens differed from the reference {flips} times in {steps} steps"
+    );
     assert_eq!(gs.position(), 5 + steps);
 }
 
@@ -204,7 +238,10 @@ fn device_loss_mid_decode_is_a_typed_error() {
     gpu.gpu_context().unwrap().destroy();
     let err = gpu.forward(&mut s, &[4]).unwrap_err();
     assert!(matches!(err, ModelError::Gpu(_)), "{err}");
-    assert!(err.to_string().to_lowercase().contains("lost") || err.to_string().contains("destroyed"), "{err}");
+    assert!(
+        err.to_string().to_lowercase().contains("lost") || err.to_string().contains("destroyed"),
+        "{err}"
+    );
     // Later calls keep failing cleanly.
     assert!(gpu.forward(&mut s, &[5]).is_err());
     assert!(gpu.new_session().is_err() || gpu.forward(&mut s, &[6]).is_err());
@@ -215,6 +252,9 @@ fn out_of_range_token_is_a_typed_error() {
     let (gpu, _) = models(false, 71, 16, false);
     let mut s = gpu.new_session().unwrap();
     let err = gpu.forward(&mut s, &[1, 100_000]).unwrap_err();
-    assert!(matches!(err, ModelError::TokenOutOfRange { index: 1, .. }), "{err}");
+    assert!(
+        matches!(err, ModelError::TokenOutOfRange { index: 1, .. }),
+        "{err}"
+    );
     assert_eq!(s.position(), 0);
 }

@@ -32,7 +32,11 @@ fn mm(
     t: usize,
     epilogue: Epilogue,
 ) -> Result<Vec<Dispatch>, ModelError> {
-    let out_width = if matches!(epilogue, Epilogue::SwiGlu) { w.rows / 2 } else { w.rows };
+    let out_width = if matches!(epilogue, Epilogue::SwiGlu) {
+        w.rows / 2
+    } else {
+        w.rows
+    };
     Ok(matmul(
         ctx,
         w,
@@ -65,7 +69,17 @@ pub(crate) fn record(
     let mut d: Vec<Dispatch> = Vec::new();
     d.extend(embed::embed(ctx, &w.embed, &a.ids, 0, &a.h, t as u32)?);
     for (layer, state) in w.layers.iter().zip(&s.layers) {
-        d.push(norm::rms_norm(ctx, &a.h, 0, &layer.input_norm, &a.x, t as u32, h as u32, eps, true)?);
+        d.push(norm::rms_norm(
+            ctx,
+            &a.h,
+            0,
+            &layer.input_norm,
+            &a.x,
+            t as u32,
+            h as u32,
+            eps,
+            true,
+        )?);
         match (&layer.mixer, state) {
             (MixerGpu::Linear(g), LayerStateGpu::Linear { conv, state }) => {
                 d.extend(mm(ctx, &g.qkvz, &a.x, 0, &a.qkvz, t, Epilogue::Store)?);
@@ -73,7 +87,11 @@ pub(crate) fn record(
                 let scratch = a.gdn.as_ref().ok_or_else(|| ModelError::Config {
                     detail: "GDN layer without GDN scratch".into(),
                 })?;
-                let mode = if t == 1 { GdnMode::Recurrent } else { GdnMode::Chunked };
+                let mode = if t == 1 {
+                    GdnMode::Recurrent
+                } else {
+                    GdnMode::Chunked
+                };
                 d.extend(gdn_forward(
                     ctx,
                     &gdn_dims(c),
@@ -92,7 +110,15 @@ pub(crate) fn record(
                     t as u32,
                     mode,
                 )?);
-                d.extend(mm(ctx, &g.out_proj, &a.gdn_out, 0, &a.h, t, Epilogue::Accumulate)?);
+                d.extend(mm(
+                    ctx,
+                    &g.out_proj,
+                    &a.gdn_out,
+                    0,
+                    &a.h,
+                    t,
+                    Epilogue::Accumulate,
+                )?);
             }
             (MixerGpu::Full(at), LayerStateGpu::Full { keys, values }) => {
                 d.extend(mm(ctx, &at.qkv, &a.x, 0, &a.qkv, t, Epilogue::Store)?);
@@ -117,7 +143,15 @@ pub(crate) fn record(
                     max_t as u32,
                     s.capacity as u32,
                 )?);
-                d.extend(mm(ctx, &at.o_proj, &a.attn_out, 0, &a.h, t, Epilogue::Accumulate)?);
+                d.extend(mm(
+                    ctx,
+                    &at.o_proj,
+                    &a.attn_out,
+                    0,
+                    &a.h,
+                    t,
+                    Epilogue::Accumulate,
+                )?);
             }
             _ => {
                 return Err(ModelError::CacheMismatch {
@@ -125,7 +159,17 @@ pub(crate) fn record(
                 })
             }
         }
-        d.push(norm::rms_norm(ctx, &a.h, 0, &layer.post_norm, &a.x, t as u32, h as u32, eps, true)?);
+        d.push(norm::rms_norm(
+            ctx,
+            &a.h,
+            0,
+            &layer.post_norm,
+            &a.x,
+            t as u32,
+            h as u32,
+            eps,
+            true,
+        )?);
         match &layer.ffn {
             FfnGpu::Dense(m) => {
                 d.extend(mm(ctx, &m.gate_up, &a.x, 0, &a.act, t, Epilogue::SwiGlu)?);
@@ -133,8 +177,24 @@ pub(crate) fn record(
             }
             FfnGpu::Moe(m) => {
                 let pairs = (t as u32) * m.top_k;
-                d.extend(mm(ctx, &m.router, &a.x, 0, &a.router_logits, t, Epilogue::Store)?);
-                d.push(moe::moe_route(ctx, &a.router_logits, t as u32, m.experts, m.top_k, &a.moe_ids, &a.moe_w)?);
+                d.extend(mm(
+                    ctx,
+                    &m.router,
+                    &a.x,
+                    0,
+                    &a.router_logits,
+                    t,
+                    Epilogue::Store,
+                )?);
+                d.push(moe::moe_route(
+                    ctx,
+                    &a.router_logits,
+                    t as u32,
+                    m.experts,
+                    m.top_k,
+                    &a.moe_ids,
+                    &a.moe_w,
+                )?);
                 d.extend(matmul_indexed(
                     ctx,
                     &m.experts_gate_up,
@@ -167,9 +227,33 @@ pub(crate) fn record(
                     },
                     Epilogue::Store,
                 )?);
-                d.extend(mm(ctx, &m.shared.gate_up, &a.x, 0, &a.shared_act, t, Epilogue::SwiGlu)?);
-                d.extend(mm(ctx, &m.shared.down, &a.shared_act, 0, &a.shared_out, t, Epilogue::Store)?);
-                d.extend(mm(ctx, &m.shared_gate, &a.x, 0, &a.gate_logit, t, Epilogue::Store)?);
+                d.extend(mm(
+                    ctx,
+                    &m.shared.gate_up,
+                    &a.x,
+                    0,
+                    &a.shared_act,
+                    t,
+                    Epilogue::SwiGlu,
+                )?);
+                d.extend(mm(
+                    ctx,
+                    &m.shared.down,
+                    &a.shared_act,
+                    0,
+                    &a.shared_out,
+                    t,
+                    Epilogue::Store,
+                )?);
+                d.extend(mm(
+                    ctx,
+                    &m.shared_gate,
+                    &a.x,
+                    0,
+                    &a.gate_logit,
+                    t,
+                    Epilogue::Store,
+                )?);
                 d.push(moe::moe_combine(
                     ctx,
                     &a.expert_out,
@@ -188,11 +272,23 @@ pub(crate) fn record(
     match head {
         Head::None => {}
         Head::Last => {
-            d.push(norm::rms_norm(ctx, &a.h, ((t - 1) * h) as u32, &w.norm, &a.x, 1, h as u32, eps, true)?);
+            d.push(norm::rms_norm(
+                ctx,
+                &a.h,
+                ((t - 1) * h) as u32,
+                &w.norm,
+                &a.x,
+                1,
+                h as u32,
+                eps,
+                true,
+            )?);
             d.extend(mm(ctx, head_w, &a.x, 0, &a.logits, 1, Epilogue::Store)?);
         }
         Head::All => {
-            d.push(norm::rms_norm(ctx, &a.h, 0, &w.norm, &a.x, t as u32, h as u32, eps, true)?);
+            d.push(norm::rms_norm(
+                ctx, &a.h, 0, &w.norm, &a.x, t as u32, h as u32, eps, true,
+            )?);
             d.extend(mm(ctx, head_w, &a.x, 0, &a.logits, t, Epilogue::Store)?);
         }
     }

@@ -39,6 +39,14 @@ pub struct GpuModel {
     logit_rows: usize,
 }
 
+/// GPU time of one kernel family (launches sharing a label) in a profiled step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FamilyTime {
+    pub label: String,
+    pub nanos: f64,
+    pub launches: usize,
+}
+
 /// A session's state copied aside: restoring it (or forking from it) and
 /// continuing gives bit-identical results to continuing the original.
 pub struct GpuSnapshot {
@@ -92,7 +100,12 @@ impl GpuModel {
         Ok(Self::assemble(ctx, c, w, max_chunk))
     }
 
-    fn assemble(ctx: Arc<GpuContext>, c: TextConfig, w: weights::WeightsGpu, max_chunk: usize) -> Self {
+    fn assemble(
+        ctx: Arc<GpuContext>,
+        c: TextConfig,
+        w: weights::WeightsGpu,
+        max_chunk: usize,
+    ) -> Self {
         let max_t = max_chunk.clamp(1, 4096);
         let logit_rows = (LOGITS_BUDGET / (c.vocab_size * 4)).clamp(1, max_t);
         Self {
@@ -136,10 +149,18 @@ impl GpuModel {
 
     fn attn_scratch(&self, capacity: usize) -> Result<Option<AttnScratch>, ModelError> {
         let c = &self.config;
-        if !c.layer_types.contains(&qwgpu_checkpoint::LayerType::FullAttention) {
+        if !c
+            .layer_types
+            .contains(&qwgpu_checkpoint::LayerType::FullAttention)
+        {
             return Ok(None);
         }
-        Ok(Some(AttnScratch::new(&self.ctx, &attn_dims(c), self.max_t as u32, capacity as u32)?))
+        Ok(Some(AttnScratch::new(
+            &self.ctx,
+            &attn_dims(c),
+            self.max_t as u32,
+            capacity as u32,
+        )?))
     }
 
     /// Makes room for `needed` KV rows: new buffers of the next size, the cached
@@ -196,7 +217,11 @@ impl GpuModel {
         let vocab = self.config.vocab_size;
         for (index, &token) in tokens.iter().enumerate() {
             if token as usize >= vocab {
-                return Err(ModelError::TokenOutOfRange { token, index, vocab });
+                return Err(ModelError::TokenOutOfRange {
+                    token,
+                    index,
+                    vocab,
+                });
             }
         }
         Ok(())
@@ -216,7 +241,12 @@ impl GpuModel {
 
     /// Runs `tokens` through the model in steps of at most the chunk size and
     /// returns logits: every row (`all`, `[T × vocab]`) or the last row only.
-    pub fn forward(&self, s: &mut GpuSession, tokens: &[u32], all: bool) -> Result<Vec<f32>, ModelError> {
+    pub fn forward(
+        &self,
+        s: &mut GpuSession,
+        tokens: &[u32],
+        all: bool,
+    ) -> Result<Vec<f32>, ModelError> {
         self.run(s, tokens, if all { Head::All } else { Head::Last }, None)
             .map(|(logits, _)| logits)
     }
@@ -249,7 +279,11 @@ impl GpuModel {
         self.check_tokens(tokens)?;
         self.ensure_capacity(s, s.pos + tokens.len())?;
         let vocab = self.config.vocab_size;
-        let chunk = if head == Head::All { self.max_t.min(self.logit_rows) } else { self.max_t };
+        let chunk = if head == Head::All {
+            self.max_t.min(self.logit_rows)
+        } else {
+            self.max_t
+        };
         let mut logits = Vec::new();
         let mut sampled = None;
         let n_chunks = tokens.len().div_ceil(chunk);
@@ -265,11 +299,27 @@ impl GpuModel {
             let fresh;
             let launches: &[Dispatch] = if t == 1 && step_head == Head::Last {
                 if s.decode.is_none() {
-                    s.decode = Some(graph::record(&self.ctx, &self.config, &self.w, s, 1, self.max_t, Head::Last)?);
+                    s.decode = Some(graph::record(
+                        &self.ctx,
+                        &self.config,
+                        &self.w,
+                        s,
+                        1,
+                        self.max_t,
+                        Head::Last,
+                    )?);
                 }
                 s.decode.as_deref().unwrap_or(&[])
             } else {
-                fresh = graph::record(&self.ctx, &self.config, &self.w, s, t, self.max_t, step_head)?;
+                fresh = graph::record(
+                    &self.ctx,
+                    &self.config,
+                    &self.w,
+                    s,
+                    t,
+                    self.max_t,
+                    step_head,
+                )?;
                 &fresh
             };
             let mut list: Vec<&Dispatch> = launches.iter().collect();
@@ -277,10 +327,23 @@ impl GpuModel {
             if let (true, Some(p)) = (last, sampling) {
                 let cached = matches!(&s.sampler, Some((q, _)) if q == p);
                 if !cached {
-                    let d = sample(&self.ctx, &s.act.logits, 0, vocab as u32, p, &s.act.step, &s.act.ids, 0)?;
+                    let d = sample(
+                        &self.ctx,
+                        &s.act.logits,
+                        0,
+                        vocab as u32,
+                        p,
+                        &s.act.step,
+                        &s.act.ids,
+                        0,
+                    )?;
                     s.sampler = Some((*p, d));
                 }
-                sample_launches = s.sampler.as_ref().map(|(_, d)| d.iter().collect::<Vec<_>>()).unwrap_or_default();
+                sample_launches = s
+                    .sampler
+                    .as_ref()
+                    .map(|(_, d)| d.iter().collect::<Vec<_>>())
+                    .unwrap_or_default();
                 list.extend(sample_launches);
             }
             let read_token = last && sampling.is_some();
@@ -292,7 +355,9 @@ impl GpuModel {
             s.pos += t;
             match step_head {
                 Head::All => logits.extend(self.ctx.read_f32(&s.act.logits, 0, t * vocab)?),
-                Head::Last if sampling.is_none() => logits = self.ctx.read_f32(&s.act.logits, 0, vocab)?,
+                Head::Last if sampling.is_none() => {
+                    logits = self.ctx.read_f32(&s.act.logits, 0, vocab)?
+                }
                 _ => {}
             }
             if last && sampling.is_some() {
@@ -348,29 +413,52 @@ impl GpuModel {
     /// Runs `tokens` (at most one step) with every launch timed, advancing the
     /// session as a normal step would; returns GPU time per kernel family
     /// `(label, nanoseconds, launches)`, largest first.
-    pub fn profile(&self, s: &mut GpuSession, tokens: &[u32]) -> Result<Vec<(String, f64, usize)>, ModelError> {
+    pub fn profile(
+        &self,
+        s: &mut GpuSession,
+        tokens: &[u32],
+    ) -> Result<Vec<FamilyTime>, ModelError> {
         if tokens.is_empty() || tokens.len() > self.max_t {
             return Err(ModelError::Config {
-                detail: format!("profile takes 1..={} tokens, got {}", self.max_t, tokens.len()),
+                detail: format!(
+                    "profile takes 1..={} tokens, got {}",
+                    self.max_t,
+                    tokens.len()
+                ),
             });
         }
         self.check_tokens(tokens)?;
         self.ensure_capacity(s, s.pos + tokens.len())?;
         self.write_inputs(s, tokens);
-        let launches = graph::record(&self.ctx, &self.config, &self.w, s, tokens.len(), self.max_t, Head::Last)?;
-        let times = qwgpu_kernels::profile::time_dispatches(&self.ctx, &launches.iter().collect::<Vec<_>>())?;
+        let launches = graph::record(
+            &self.ctx,
+            &self.config,
+            &self.w,
+            s,
+            tokens.len(),
+            self.max_t,
+            Head::Last,
+        )?;
+        let times = qwgpu_kernels::profile::time_dispatches(
+            &self.ctx,
+            &launches.iter().collect::<Vec<_>>(),
+        )?;
         s.pos += tokens.len();
-        let mut by: Vec<(String, f64, usize)> = Vec::new();
+        let mut by: Vec<FamilyTime> = Vec::new();
         for (label, ns) in times {
-            match by.iter_mut().find(|(l, _, _)| l == label) {
-                Some(e) => {
-                    e.1 += ns;
-                    e.2 += 1;
+            match by.iter_mut().find(|f| f.label == label) {
+                Some(f) => {
+                    f.nanos += ns;
+                    f.launches += 1;
                 }
-                None => by.push((label.to_string(), ns, 1)),
+                None => by.push(FamilyTime {
+                    label: label.to_string(),
+                    nanos: ns,
+                    launches: 1,
+                }),
             }
         }
-        by.sort_by(|a, b| b.1.total_cmp(&a.1));
+        by.sort_by(|a, b| b.nanos.total_cmp(&a.nanos));
         Ok(by)
     }
 }

@@ -12,8 +12,14 @@ use crate::ModelError;
 pub(crate) const KV_GRANULE: usize = 256;
 
 pub(crate) enum LayerStateGpu {
-    Linear { conv: wgpu::Buffer, state: wgpu::Buffer },
-    Full { keys: wgpu::Buffer, values: wgpu::Buffer },
+    Linear {
+        conv: wgpu::Buffer,
+        state: wgpu::Buffer,
+    },
+    Full {
+        keys: wgpu::Buffer,
+        values: wgpu::Buffer,
+    },
 }
 
 /// Activations of one step of up to `max_t` tokens.
@@ -69,7 +75,12 @@ fn f32s(ctx: &GpuContext, label: &str, n: usize) -> Result<wgpu::Buffer, ModelEr
 }
 
 impl Activations {
-    pub fn new(ctx: &GpuContext, c: &TextConfig, max_t: usize, logit_rows: usize) -> Result<Self, ModelError> {
+    pub fn new(
+        ctx: &GpuContext,
+        c: &TextConfig,
+        max_t: usize,
+        logit_rows: usize,
+    ) -> Result<Self, ModelError> {
         let h = c.hidden_size;
         let (e, k, ie, is, inter) = match c.ffn {
             FfnConfig::Dense { intermediate_size } => (1, 1, 1, 1, intermediate_size),
@@ -78,7 +89,13 @@ impl Activations {
                 num_experts_per_tok,
                 moe_intermediate_size,
                 shared_expert_intermediate_size,
-            } => (num_experts, num_experts_per_tok, moe_intermediate_size, shared_expert_intermediate_size, 1),
+            } => (
+                num_experts,
+                num_experts_per_tok,
+                moe_intermediate_size,
+                shared_expert_intermediate_size,
+                1,
+            ),
         };
         let has_gdn = c.layer_types.contains(&LayerType::LinearAttention);
         Ok(Self {
@@ -137,12 +154,20 @@ pub(crate) fn kv_words(c: &TextConfig, rows: usize) -> usize {
     rows * c.num_key_value_heads * c.head_dim
 }
 
-pub(crate) fn new_layers(ctx: &GpuContext, c: &TextConfig, capacity: usize) -> Result<Vec<LayerStateGpu>, ModelError> {
+pub(crate) fn new_layers(
+    ctx: &GpuContext,
+    c: &TextConfig,
+    capacity: usize,
+) -> Result<Vec<LayerStateGpu>, ModelError> {
     let mut out = Vec::with_capacity(c.layer_types.len());
     for (i, ty) in c.layer_types.iter().enumerate() {
         out.push(match ty {
             LayerType::LinearAttention => {
-                let conv = f32s(ctx, &format!("layer {i} conv state"), (c.linear_conv_kernel_dim - 1) * c.conv_dim())?;
+                let conv = f32s(
+                    ctx,
+                    &format!("layer {i} conv state"),
+                    (c.linear_conv_kernel_dim - 1) * c.conv_dim(),
+                )?;
                 let state = f32s(
                     ctx,
                     &format!("layer {i} recurrent state"),
@@ -172,11 +197,37 @@ pub(crate) fn copy_state(
     let mut d = Vec::new();
     for (a, b) in from.iter().zip(to) {
         match (a, b) {
-            (LayerStateGpu::Linear { conv, state }, LayerStateGpu::Linear { conv: c2, state: s2 }) => {
-                d.push(copy::copy_words(ctx, conv, 0, c2, 0, (conv.size() / 4).min(c2.size() / 4) as u32)?);
-                d.push(copy::copy_words(ctx, state, 0, s2, 0, (state.size() / 4).min(s2.size() / 4) as u32)?);
+            (
+                LayerStateGpu::Linear { conv, state },
+                LayerStateGpu::Linear {
+                    conv: c2,
+                    state: s2,
+                },
+            ) => {
+                d.push(copy::copy_words(
+                    ctx,
+                    conv,
+                    0,
+                    c2,
+                    0,
+                    (conv.size() / 4).min(c2.size() / 4) as u32,
+                )?);
+                d.push(copy::copy_words(
+                    ctx,
+                    state,
+                    0,
+                    s2,
+                    0,
+                    (state.size() / 4).min(s2.size() / 4) as u32,
+                )?);
             }
-            (LayerStateGpu::Full { keys, values }, LayerStateGpu::Full { keys: k2, values: v2 }) => {
+            (
+                LayerStateGpu::Full { keys, values },
+                LayerStateGpu::Full {
+                    keys: k2,
+                    values: v2,
+                },
+            ) => {
                 let n = kv_words(c, rows) as u32;
                 if n > 0 {
                     d.push(copy::copy_words(ctx, keys, 0, k2, 0, n)?);

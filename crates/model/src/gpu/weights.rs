@@ -40,11 +40,14 @@ pub(crate) struct MoeGpu {
     pub inter: u32,
 }
 
+// One value per layer, made once at load: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum MixerGpu {
     Linear(GdnGpu),
     Full(AttnGpu),
 }
 
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum FfnGpu {
     Dense(MlpGpu),
     Moe(MoeGpu),
@@ -90,7 +93,12 @@ fn expect_len(name: String, v: &[f32], n: usize, why: &'static str) -> Result<()
 }
 
 /// Checks the config and the whole-model weights (embedding, head, norm).
-pub(crate) fn check_top(c: &TextConfig, embed: Option<&PackedWeight>, head: Option<&PackedWeight>, norm: Option<&[f32]>) -> Result<(), ModelError> {
+pub(crate) fn check_top(
+    c: &TextConfig,
+    embed: Option<&PackedWeight>,
+    head: Option<&PackedWeight>,
+    norm: Option<&[f32]>,
+) -> Result<(), ModelError> {
     let h = c.hidden_size;
     if let Some(e) = embed {
         expect(e, c.vocab_size, h, "vocab_size x hidden_size")?;
@@ -113,34 +121,107 @@ pub(crate) fn check_layer(c: &TextConfig, i: usize, l: &PackedLayer) -> Result<(
         (Mixer::Linear(_), false) | (Mixer::Full(_), true) => {
             return Err(ModelError::LayerKind {
                 layer: i,
-                expected: if want_linear { "linear attention" } else { "full attention" },
-                got: if want_linear { "full attention" } else { "linear attention" },
+                expected: if want_linear {
+                    "linear attention"
+                } else {
+                    "full attention"
+                },
+                got: if want_linear {
+                    "full attention"
+                } else {
+                    "linear attention"
+                },
             })
         }
         _ => {}
     }
-    expect_len(p("input_layernorm.weight"), &l.input_layernorm, h, "hidden_size")?;
-    expect_len(p("post_attention_layernorm.weight"), &l.post_attention_layernorm, h, "hidden_size")?;
+    expect_len(
+        p("input_layernorm.weight"),
+        &l.input_layernorm,
+        h,
+        "hidden_size",
+    )?;
+    expect_len(
+        p("post_attention_layernorm.weight"),
+        &l.post_attention_layernorm,
+        h,
+        "hidden_size",
+    )?;
     match &l.mixer {
         Mixer::Linear(g) => {
             let k = c.linear_conv_kernel_dim;
-            expect(&g.in_proj_qkvz, c.conv_dim() + c.value_dim(), h, "conv_dim + value_dim x hidden")?;
-            expect(&g.in_proj_ba, 2 * c.linear_num_value_heads, h, "2·nv x hidden")?;
+            expect(
+                &g.in_proj_qkvz,
+                c.conv_dim() + c.value_dim(),
+                h,
+                "conv_dim + value_dim x hidden",
+            )?;
+            expect(
+                &g.in_proj_ba,
+                2 * c.linear_num_value_heads,
+                h,
+                "2·nv x hidden",
+            )?;
             expect(&g.out_proj, h, c.value_dim(), "hidden x value_dim")?;
-            expect_len(p("linear_attn.conv1d.weight"), &g.conv1d, c.conv_dim() * k, "conv_dim·K")?;
-            expect_len(p("linear_attn.A_log"), &g.a_log, c.linear_num_value_heads, "nv")?;
-            expect_len(p("linear_attn.dt_bias"), &g.dt_bias, c.linear_num_value_heads, "nv")?;
-            expect_len(p("linear_attn.norm.weight"), &g.norm, c.linear_value_head_dim, "dv")?;
+            expect_len(
+                p("linear_attn.conv1d.weight"),
+                &g.conv1d,
+                c.conv_dim() * k,
+                "conv_dim·K",
+            )?;
+            expect_len(
+                p("linear_attn.A_log"),
+                &g.a_log,
+                c.linear_num_value_heads,
+                "nv",
+            )?;
+            expect_len(
+                p("linear_attn.dt_bias"),
+                &g.dt_bias,
+                c.linear_num_value_heads,
+                "nv",
+            )?;
+            expect_len(
+                p("linear_attn.norm.weight"),
+                &g.norm,
+                c.linear_value_head_dim,
+                "dv",
+            )?;
         }
         Mixer::Full(a) => {
-            expect(&a.qkv, c.q_proj_rows() + 2 * c.kv_proj_rows(), h, "2·nh·hd + 2·nkv·hd x hidden")?;
-            expect(&a.o_proj, h, c.num_attention_heads * c.head_dim, "hidden x nh·hd")?;
-            expect_len(p("self_attn.q_norm.weight"), &a.q_norm, c.head_dim, "head_dim")?;
-            expect_len(p("self_attn.k_norm.weight"), &a.k_norm, c.head_dim, "head_dim")?;
+            expect(
+                &a.qkv,
+                c.q_proj_rows() + 2 * c.kv_proj_rows(),
+                h,
+                "2·nh·hd + 2·nkv·hd x hidden",
+            )?;
+            expect(
+                &a.o_proj,
+                h,
+                c.num_attention_heads * c.head_dim,
+                "hidden x nh·hd",
+            )?;
+            expect_len(
+                p("self_attn.q_norm.weight"),
+                &a.q_norm,
+                c.head_dim,
+                "head_dim",
+            )?;
+            expect_len(
+                p("self_attn.k_norm.weight"),
+                &a.k_norm,
+                c.head_dim,
+                "head_dim",
+            )?;
         }
     }
     match (&l.ffn, &c.ffn) {
-        (Ffn::Dense(d), FfnConfig::Dense { intermediate_size: is }) => {
+        (
+            Ffn::Dense(d),
+            FfnConfig::Dense {
+                intermediate_size: is,
+            },
+        ) => {
             expect(&d.gate_up, 2 * is, h, "2·intermediate x hidden")?;
             expect(&d.down, h, *is, "hidden x intermediate")?;
         }
@@ -154,10 +235,30 @@ pub(crate) fn check_layer(c: &TextConfig, i: usize, l: &PackedLayer) -> Result<(
             },
         ) => {
             expect(&e.router, *num_experts, h, "experts x hidden")?;
-            expect(&e.experts_gate_up, num_experts * 2 * ie, h, "experts·2·moe_intermediate x hidden")?;
-            expect(&e.experts_down, num_experts * h, *ie, "experts·hidden x moe_intermediate")?;
-            expect(&e.shared_expert.gate_up, 2 * is, h, "2·shared_intermediate x hidden")?;
-            expect(&e.shared_expert.down, h, *is, "hidden x shared_intermediate")?;
+            expect(
+                &e.experts_gate_up,
+                num_experts * 2 * ie,
+                h,
+                "experts·2·moe_intermediate x hidden",
+            )?;
+            expect(
+                &e.experts_down,
+                num_experts * h,
+                *ie,
+                "experts·hidden x moe_intermediate",
+            )?;
+            expect(
+                &e.shared_expert.gate_up,
+                2 * is,
+                h,
+                "2·shared_intermediate x hidden",
+            )?;
+            expect(
+                &e.shared_expert.down,
+                h,
+                *is,
+                "hidden x shared_intermediate",
+            )?;
             expect(&e.shared_expert_gate, 1, h, "1 x hidden")?;
         }
         _ => {
@@ -184,7 +285,11 @@ pub(crate) fn check_shapes(m: &PackedModel) -> Result<(), ModelError> {
     check_top(c, Some(&m.embed_tokens), m.lm_head.as_ref(), Some(&m.norm))?;
     if m.layers.len() != c.num_hidden_layers {
         return Err(ModelError::Config {
-            detail: format!("{} packed layers, num_hidden_layers = {}", m.layers.len(), c.num_hidden_layers),
+            detail: format!(
+                "{} packed layers, num_hidden_layers = {}",
+                m.layers.len(),
+                c.num_hidden_layers
+            ),
         });
     }
     for (i, l) in m.layers.iter().enumerate() {
@@ -204,7 +309,11 @@ pub(crate) fn gpu_bytes(m: &PackedModel) -> u64 {
         .sum()
 }
 
-fn up(ctx: &GpuContext, w: &PackedWeight, progress: &mut dyn FnMut(u64)) -> Result<GpuWeight, ModelError> {
+fn up(
+    ctx: &GpuContext,
+    w: &PackedWeight,
+    progress: &mut dyn FnMut(u64),
+) -> Result<GpuWeight, ModelError> {
     let g = GpuWeight::upload(ctx, w)?;
     progress(w.data.len() as u64);
     Ok(g)
@@ -215,7 +324,13 @@ fn vec_buf(ctx: &GpuContext, name: String, v: &[f32]) -> Result<wgpu::Buffer, Mo
 }
 
 /// Uploads one layer in its stored formats.
-pub(crate) fn upload_layer(ctx: &GpuContext, c: &TextConfig, i: usize, l: &PackedLayer, progress: &mut dyn FnMut(u64)) -> Result<LayerGpu, ModelError> {
+pub(crate) fn upload_layer(
+    ctx: &GpuContext,
+    c: &TextConfig,
+    i: usize,
+    l: &PackedLayer,
+    progress: &mut dyn FnMut(u64),
+) -> Result<LayerGpu, ModelError> {
     let p = |s: &str| format!("model.layers.{i}.{s}");
     let mixer = match &l.mixer {
         Mixer::Linear(g) => MixerGpu::Linear(GdnGpu {
@@ -270,17 +385,29 @@ pub(crate) fn upload_layer(ctx: &GpuContext, c: &TextConfig, i: usize, l: &Packe
     };
     Ok(LayerGpu {
         input_norm: vec_buf(ctx, p("input_layernorm"), &l.input_layernorm)?,
-        post_norm: vec_buf(ctx, p("post_attention_layernorm"), &l.post_attention_layernorm)?,
+        post_norm: vec_buf(
+            ctx,
+            p("post_attention_layernorm"),
+            &l.post_attention_layernorm,
+        )?,
         mixer,
         ffn,
     })
 }
 
 /// Uploads a whole in-memory packed model; `progress` gets the bytes of each weight.
-pub(crate) fn upload(ctx: &GpuContext, m: &PackedModel, progress: &mut dyn FnMut(u64)) -> Result<WeightsGpu, ModelError> {
+pub(crate) fn upload(
+    ctx: &GpuContext,
+    m: &PackedModel,
+    progress: &mut dyn FnMut(u64),
+) -> Result<WeightsGpu, ModelError> {
     let c = &m.config;
     let embed = up(ctx, &m.embed_tokens, progress)?;
-    let lm_head = m.lm_head.as_ref().map(|w| up(ctx, w, progress)).transpose()?;
+    let lm_head = m
+        .lm_head
+        .as_ref()
+        .map(|w| up(ctx, w, progress))
+        .transpose()?;
     let norm = vec_buf(ctx, "model.norm".into(), &m.norm)?;
     let layers = m
         .layers
@@ -297,6 +424,8 @@ pub(crate) fn upload(ctx: &GpuContext, m: &PackedModel, progress: &mut dyn FnMut
     })
 }
 
+// The visitor's error type is the loader's (large) `LoadError`, set by its API.
+#[allow(clippy::result_large_err)]
 /// Streams the checkpoint through the loader one part at a time (embedding,
 /// each layer, norm, head), checking and uploading each before the next is
 /// packed: the host never holds more than one layer or the embedding table.
