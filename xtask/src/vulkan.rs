@@ -23,7 +23,8 @@ fn is_root() -> bool {
 }
 
 /// Installs Mesa's software Vulkan driver on Debian when run as root, else says how.
-/// Never fails the run: today no test needs an adapter yet.
+/// Never fails here: the GPU tests that follow fail with a clear "no GPU context"
+/// message when no adapter exists.
 pub fn ensure_adapter() {
     if has_icd() {
         eprintln!("xtask: Vulkan ICD present");

@@ -97,6 +97,14 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         strict: args.strict,
         ..Default::default()
     };
+    // Cheap checks before any weight is read: headers and config, then the tokenizer.
+    qwgpu_checkpoint::Checkpoint::open_with(
+        &dir,
+        &qwgpu_checkpoint::OpenOptions {
+            strict: args.strict,
+        },
+    )
+    .with_context(|| format!("loading {}", dir.display()))?;
     let tokenizer = prompt::load_tokenizer(&dir)?;
     let model = load_model(&dir, &opts).with_context(|| format!("loading {}", dir.display()))?;
     eprintln!(

@@ -24,6 +24,8 @@ pub struct ContextOptions {
     /// Shader runtime checks (index clamping, loop bounds). `None`: on in debug
     /// builds, off in release builds (trusted modules).
     pub runtime_checks: Option<bool>,
+    /// On-disk pipeline cache (where the adapter has `PIPELINE_CACHE`).
+    pub pipeline_cache: crate::PipelineCacheMode,
 }
 
 /// What the opened device offers the kernels (after the options' switches).
@@ -50,6 +52,7 @@ pub struct GpuContext {
     pub software: bool,
     pub(crate) runtime_checks: bool,
     pub(crate) pipelines: PipelineCache,
+    pub(crate) disk_cache: Option<crate::disk_cache::DiskCache>,
     errors: Arc<Mutex<Vec<wgpu::Error>>>,
     lost: Arc<Mutex<Option<String>>>,
 }
@@ -158,6 +161,8 @@ impl GpuContext {
             cooperative_matrix: features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX),
         };
         let software = adapters::is_software(&info);
+        let disk_cache =
+            crate::disk_cache::open(&device, &info, caps.pipeline_cache, &opts.pipeline_cache);
         tracing::info!(
             adapter = %info.name,
             backend = ?info.backend,
@@ -174,6 +179,7 @@ impl GpuContext {
             software,
             runtime_checks: opts.runtime_checks.unwrap_or(cfg!(debug_assertions)),
             pipelines: PipelineCache::default(),
+            disk_cache,
             errors,
             lost,
         })
@@ -254,11 +260,24 @@ impl GpuContext {
         Ok(out)
     }
 
+    /// Saves the on-disk pipeline cache now (also done when the context drops).
+    pub fn save_pipeline_cache(&self) {
+        if let (Some(c), false) = (&self.disk_cache, self.is_lost()) {
+            c.save();
+        }
+    }
+
     /// Destroys the device (for tests of device-loss handling).
     pub fn destroy(&self) {
         if let Ok(mut l) = self.lost.lock() {
             *l = Some("destroyed by the application".into());
         }
         self.device.destroy();
+    }
+}
+
+impl Drop for GpuContext {
+    fn drop(&mut self) {
+        self.save_pipeline_cache();
     }
 }

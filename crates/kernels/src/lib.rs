@@ -21,6 +21,7 @@
 mod adapters;
 mod buffer;
 mod context;
+mod disk_cache;
 mod dispatch;
 mod error;
 mod pipeline;
@@ -42,6 +43,7 @@ pub mod weights;
 pub use adapters::{list_adapters, AdapterSummary};
 pub use buffer::MIN_BUFFER;
 pub use context::{Capabilities, ContextOptions, GpuContext, WAIT_TIMEOUT};
+pub use disk_cache::PipelineCacheMode;
 pub use dispatch::{grid_1d, Dispatch, MAX_GROUPS};
 pub use error::KernelError;
 pub use pipeline::PipelineKey;

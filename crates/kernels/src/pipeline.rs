@@ -100,7 +100,7 @@ impl GpuContext {
                             // Every kernel writes workgroup memory before reading it.
                             zero_initialize_workgroup_memory: self.runtime_checks,
                         },
-                        cache: None,
+                        cache: self.disk_cache.as_ref().map(|c| &c.cache),
                     })
             })
             .map_err(fail)?;
