@@ -13,10 +13,8 @@ use qwgpu_kernels::attention::{
     self, attention_forward, rope_inv_freq, rope_table, AttnBuffers, AttnDims, AttnScratch,
 };
 use qwgpu_kernels::{testing, Dispatch, GpuContext, KernelError, Step};
-use qwgpu_ops::activation::sigmoid;
-use qwgpu_ops::attention::{causal_attention, Geometry};
 use qwgpu_ops::compare::{assert_close, Tol};
-use qwgpu_ops::norm::rms_norm_one_plus_in_place;
+use qwgpu_ops::mixers::{attention_core, AttnShape};
 use qwgpu_ops::rng::Rng;
 use qwgpu_ops::rope::Rope;
 
@@ -25,8 +23,8 @@ const EPS: f32 = 1e-6;
 const OUT_TOL: Tol = Tol::new(2e-5, 1e-4);
 const KEY_TOL: Tol = Tol::new(1e-5, 1e-5);
 
-/// CPU oracle: `reference/attention.rs` from the qkv rows to the gated output
-/// (before `o_proj`), appending this call's keys/values to the cache.
+/// CPU oracle: the reference's attention core (qwgpu_ops::mixers), from the qkv
+/// rows to the gated output (before `o_proj`), appending this call's keys/values.
 #[allow(clippy::too_many_arguments)]
 fn cpu_attention(
     d: &AttnDims,
@@ -38,33 +36,13 @@ fn cpu_attention(
     keys: &mut Vec<f32>,
     values: &mut Vec<f32>,
 ) -> Vec<f32> {
-    let (nh, nkv, hd) = (d.nh as usize, d.nkv as usize, d.hd as usize);
-    let (q_rows, kv_rows) = (2 * nh * hd, nkv * hd);
-    let t_len = qkv.len() / (q_rows + 2 * kv_rows);
-    let mut q = Vec::with_capacity(t_len * nh * hd);
-    let mut gate = Vec::with_capacity(t_len * nh * hd);
-    for (t, row) in qkv.chunks_exact(q_rows + 2 * kv_rows).enumerate() {
-        for pair in row[..q_rows].chunks_exact(2 * hd) {
-            q.extend_from_slice(&pair[..hd]);
-            gate.extend_from_slice(&pair[hd..]);
-        }
-        let mut k = row[q_rows..q_rows + kv_rows].to_vec();
-        rms_norm_one_plus_in_place(&mut k, k_norm, d.eps);
-        for head in k.chunks_exact_mut(hd) {
-            rope.apply(head, start + t);
-        }
-        keys.extend_from_slice(&k);
-        values.extend_from_slice(&row[q_rows + kv_rows..]);
-    }
-    rms_norm_one_plus_in_place(&mut q, q_norm, d.eps);
-    for (i, head) in q.chunks_exact_mut(hd).enumerate() {
-        rope.apply(head, start + i / nh);
-    }
-    let mut o = causal_attention(&q, keys, values, Geometry { nh, nkv, hd }, start);
-    for (v, gt) in o.iter_mut().zip(&gate) {
-        *v *= sigmoid(*gt);
-    }
-    o
+    let shape = AttnShape {
+        nh: d.nh as usize,
+        nkv: d.nkv as usize,
+        hd: d.hd as usize,
+        eps: d.eps,
+    };
+    attention_core(&shape, qkv, q_norm, k_norm, rope, start, keys, values)
 }
 
 /// One layer's GPU buffers plus the matching CPU state.

@@ -17,12 +17,8 @@
 
 use qwgpu_kernels::gdn::{self, GdnDims, GdnLayerBuffers, GdnMode, GdnScratch};
 use qwgpu_kernels::{testing, wgpu, GpuContext, KernelError};
-use qwgpu_ops::activation::silu;
 use qwgpu_ops::compare::{check_close, nmse, Tol};
-use qwgpu_ops::conv::causal_conv1d;
-use qwgpu_ops::delta_rule::{self, HeadInputs};
-use qwgpu_ops::gdn_gates::gdn_gates;
-use qwgpu_ops::norm::{gated_rms_norm, l2_normalize_in_place};
+use qwgpu_ops::mixers::{gdn_core, GdnParams, GdnShape};
 use qwgpu_ops::rng::Rng;
 
 const OUT_TOL: Tol = Tol::gpu_f32();
@@ -101,81 +97,29 @@ fn oracle(
     state: &mut CpuState,
     chunked: bool,
 ) -> Vec<f32> {
-    let (nk, dk) = (d.nk as usize, d.dk as usize);
-    let (nv, dv) = (d.nv as usize, d.dv as usize);
-    let (key_dim, value_dim, conv_dim) = (nk * dk, nv * dv, d.conv_dim() as usize);
-    let eps = d.eps;
-    let qkvz_width = conv_dim + value_dim;
-    let t_len = qkvz.len() / qkvz_width;
-
-    let mut mixed = Vec::with_capacity(t_len * conv_dim);
-    let mut z = Vec::with_capacity(t_len * value_dim);
-    for row in qkvz.chunks_exact(qkvz_width) {
-        mixed.extend_from_slice(&row[..conv_dim]);
-        z.extend_from_slice(&row[conv_dim..]);
-    }
-
-    let mut conv = causal_conv1d(
-        &mixed,
-        conv_dim,
-        &w.conv_w,
-        d.conv_kernel as usize,
+    let shape = GdnShape {
+        nk: d.nk as usize,
+        nv: d.nv as usize,
+        dk: d.dk as usize,
+        dv: d.dv as usize,
+        conv_kernel: d.conv_kernel as usize,
+        eps: d.eps,
+    };
+    let params = GdnParams {
+        conv_w: &w.conv_w,
+        a_log: &w.a_log,
+        dt_bias: &w.dt_bias,
+        norm_w: &w.norm_w,
+    };
+    gdn_core(
+        &shape,
+        &params,
+        qkvz,
+        ba,
         &mut state.conv,
-    );
-    conv.iter_mut().for_each(|c| *c = silu(*c));
-
-    let q_scale = 1.0 / (dk as f32).sqrt();
-    let mut q = Vec::with_capacity(t_len * key_dim);
-    let mut k = Vec::with_capacity(t_len * key_dim);
-    let mut v = Vec::with_capacity(t_len * value_dim);
-    for row in conv.chunks_exact(conv_dim) {
-        q.extend_from_slice(&row[..key_dim]);
-        k.extend_from_slice(&row[key_dim..2 * key_dim]);
-        v.extend_from_slice(&row[2 * key_dim..]);
-    }
-    for head in q.chunks_exact_mut(dk) {
-        l2_normalize_in_place(head, gdn::L2_EPS);
-        head.iter_mut().for_each(|e| *e *= q_scale);
-    }
-    for head in k.chunks_exact_mut(dk) {
-        l2_normalize_in_place(head, gdn::L2_EPS);
-    }
-    let (beta, g) = gdn_gates(ba, &w.a_log, &w.dt_bias);
-
-    let group = nv / nk;
-    let mut o = vec![0.0f32; t_len * value_dim];
-    for h in 0..nv {
-        let kh = h / group;
-        let gather = |src: &[f32], width: usize, head: usize, hd: usize| -> Vec<f32> {
-            (0..t_len)
-                .flat_map(|t| src[t * width + head * hd..][..hd].to_vec())
-                .collect()
-        };
-        let qh = gather(&q, key_dim, kh, dk);
-        let kk = gather(&k, key_dim, kh, dk);
-        let vh = gather(&v, value_dim, h, dv);
-        let gh = gather(&g, nv, h, 1);
-        let bh = gather(&beta, nv, h, 1);
-        let inputs = HeadInputs {
-            q: &qh,
-            k: &kk,
-            v: &vh,
-            g: &gh,
-            beta: &bh,
-            dk,
-            dv,
-        };
-        let s = &mut state.rec[h * dk * dv..(h + 1) * dk * dv];
-        let oh = if chunked {
-            delta_rule::chunked(inputs, s)
-        } else {
-            delta_rule::recurrent(inputs, s)
-        };
-        for t in 0..t_len {
-            o[t * value_dim + h * dv..][..dv].copy_from_slice(&oh[t * dv..][..dv]);
-        }
-    }
-    gated_rms_norm(&o, &z, &w.norm_w, eps)
+        &mut state.rec,
+        chunked,
+    )
 }
 
 /// GPU buffers of one layer, inputs sized for `max_t` tokens.

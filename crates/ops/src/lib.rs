@@ -13,6 +13,7 @@
 //! - [`gdn_gates`]: the Gated DeltaNet's β and log-decay g.
 //! - [`delta_rule`]: recurrent and chunked gated delta rule.
 //! - [`attention`]: causal grouped-query softmax attention.
+//! - [`mixers`]: the GDN and gated-attention layer cores composed from the above.
 //! - [`moe`]: MoE router (softmax, top-k, renormalise).
 //! - [`sampling`]: argmax and temperature / top-k / top-p selection.
 //! - [`rng`]: seeded SplitMix64 and a test RNG.
@@ -27,6 +28,7 @@ pub mod conv;
 pub mod delta_rule;
 pub mod gdn_gates;
 pub mod linalg;
+pub mod mixers;
 pub mod moe;
 pub mod norm;
 pub mod rng;
