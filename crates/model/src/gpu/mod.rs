@@ -1,6 +1,6 @@
 //! The Qwen3.5 forward pass on the GPU: weights in their stored formats
-//! ([`weights`]), per-sequence state and activations ([`GpuSession`]), and the
-//! launch list of one step ([`graph`]). A step is one command buffer with one
+//! (`weights`), per-sequence state and activations ([`GpuSession`]), and the
+//! launch list of one step (`graph`). A step is one command buffer with one
 //! compute pass; decode launches are recorded once per session and replayed,
 //! with only the small `Step` uniform, the RoPE row and the token id written
 //! before each submit.
