@@ -16,6 +16,12 @@
 //!   64 tokens × 64 weight rows per workgroup, 4×4 per thread; W is decoded
 //!   and scaled to f32 while it is staged in workgroup memory (16 KiB in all,
 //!   WebGPU's default limit).
+//! - `T > 16` with cooperative matrices (`shaders/matmul_coop.wgsl`,
+//!   `mm_coop`, module `matmul_coop.rs`): the same tile on tensor cores, f16
+//!   inputs and f32 accumulators; where the device has the feature and the
+//!   weight format fits f16 (not E5M2), else the scalar tile kernel
+//!   (H100, 4096² BF16 × T = 4096: 33.7 TFLOP/s vs 15.5 scalar).
+//!   [`matmul_with`] forces either path (tests, benchmarks).
 //! - MoE ([`matmul_indexed`], `mm_vec_ids`): the vector path with an expert id
 //!   per pair; a workgroup takes up to 8 consecutive pairs and reads an
 //!   expert's rows once per run of equal ids (so sorted ids are faster).
@@ -53,6 +59,9 @@ use crate::shaders::{self, ShaderSource};
 use crate::weights::WeightPiece;
 use crate::{GpuContext, GpuWeight, KernelError, PipelineKey, WeightFormat};
 
+#[path = "matmul_coop.rs"]
+mod coop;
+
 crate::shader!(MATMUL_COMMON, "matmul_common.wgsl");
 crate::shader!(MATMUL_VEC, "matmul_vec.wgsl");
 crate::shader!(MATMUL_TILE, "matmul_tile.wgsl");
@@ -76,6 +85,18 @@ impl Epilogue {
             Epilogue::SwiGlu => 2,
         }
     }
+}
+
+/// Which kernel [`matmul_with`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum MatmulPath {
+    /// GEMV for `T <= 16`; above, the cooperative-matrix GEMM where supported, else the scalar tile GEMM.
+    #[default]
+    Auto,
+    /// Never the cooperative-matrix kernel (GEMV for `T <= 16`, scalar tile GEMM above).
+    Scalar,
+    /// The cooperative-matrix GEMM for every `T` (f16 inputs); [`KernelError::Unsupported`] where it cannot run.
+    Coop,
 }
 
 /// Activations of a dense matmul: `x [t, cols]` and `y [t, width]` (f32).
@@ -167,6 +188,9 @@ pub fn modules() -> Vec<(Vec<&'static ShaderSource>, bool)> {
         (vec![&shaders::NUMERIC, &MATMUL_COMMON, &MATMUL_VEC], false),
         (vec![&shaders::NUMERIC, &MATMUL_COMMON, &MATMUL_TILE], false),
     ]
+    .into_iter()
+    .chain(coop::modules())
+    .collect()
 }
 
 fn arg_err(kernel: &'static str, detail: String) -> KernelError {
@@ -355,7 +379,24 @@ pub fn matmul(
     args: &MatmulArgs,
     epilogue: Epilogue,
 ) -> Result<Vec<Dispatch>, KernelError> {
+    matmul_with(ctx, w, args, epilogue, MatmulPath::Auto)
+}
+
+/// [`matmul`] with the kernel chosen by `path` (see [`MatmulPath`]).
+pub fn matmul_with(
+    ctx: &GpuContext,
+    w: &GpuWeight,
+    args: &MatmulArgs,
+    epilogue: Epilogue,
+    path: MatmulPath,
+) -> Result<Vec<Dispatch>, KernelError> {
     const K: &str = "matmul";
+    if path == MatmulPath::Coop && !coop::supported(ctx, w) {
+        return Err(KernelError::Unsupported {
+            what: "cooperative-matrix matmul".into(),
+            detail: coop::unsupported_reason(ctx, w),
+        });
+    }
     check_weight(K, w)?;
     let swiglu = epilogue == Epilogue::SwiGlu;
     if swiglu && !w.rows.is_multiple_of(2) {
@@ -431,7 +472,11 @@ pub fn matmul(
     base.half = half as u32;
     base.x_aligned = u32::from(args.x_offset.is_multiple_of(4) && args.x_stride.is_multiple_of(4));
 
-    let (entry, label, tv, mode) = if args.t <= MAX_VEC_T {
+    let use_coop = path == MatmulPath::Coop
+        || (path == MatmulPath::Auto && args.t > MAX_VEC_T && coop::supported(ctx, w));
+    let (entry, label, tv, mode) = if use_coop {
+        ("mm_coop", "matmul_coop", 0, 0)
+    } else if args.t <= MAX_VEC_T {
         // Up to 8 tokens per workgroup: 16 accumulator vec4s spilled on the H100
         // (T = 16 took 8× the time of T = 8); 9..16 tokens are two blocks.
         let tv = args.t.next_power_of_two().min(MAX_TV);
@@ -444,13 +489,19 @@ pub fn matmul(
     } else {
         ("mm_tile", "matmul_tile", 0, 0)
     };
-    let pipeline = ctx.pipeline(&pipeline_key(w, entry, tv, mode))?;
+    let key = if use_coop {
+        coop::pipeline_key(ctx, w)
+    } else {
+        pipeline_key(w, entry, tv, mode)
+    };
+    let pipeline = ctx.pipeline(&key)?;
     let mut out = Vec::with_capacity(launches.len());
     for l in &launches {
         let mut p = base;
         set_pieces(&mut p, l);
         let n = l.n_end - l.n0;
-        let groups = if entry == "mm_tile" {
+        // Both GEMMs: 64 tokens × 64 weight rows (32 SwiGLU columns) per workgroup.
+        let groups = if entry != "mm_vec" {
             let gx = n.div_ceil(if swiglu { TILE / 2 } else { TILE });
             let gy = args.t.div_ceil(TILE);
             if gx > MAX_GROUPS || gy > MAX_GROUPS {
@@ -474,7 +525,7 @@ pub fn matmul(
             args.y.as_entire_binding(),
             params.as_entire_binding(),
         ];
-        if entry == "mm_vec" {
+        if entry != "mm_tile" {
             // x again, read as vec4s when its rows are aligned.
             buffers.push(args.x.as_entire_binding());
         }

@@ -1,4 +1,4 @@
-//! GPU sampling against its host mirror `sample::sample_host` (the rule is in
+//! GPU sampling against its CPU reference `qwgpu_ops::sampling::sample` (the rule is in
 //! `qwgpu_kernels::sample`'s docs; `qwgpu_ops::sampling` ranks ties and cuts
 //! top-k differently, so it is not the reference here), on both test contexts:
 //! - greedy = argmax (lowest index on ties, NaN as -inf), exact;
@@ -10,9 +10,10 @@
 //! - frequencies follow p on a 5-token row (4.5 sigma bounds; counted with the
 //!   host mirror over 40000 counters, the GPU matching it on 64 of them).
 
-use qwgpu_kernels::sample::{self, sample_host, uniform_random, SamplingParams};
+use qwgpu_kernels::sample::{self, SamplingParams};
 use qwgpu_kernels::{testing, Dispatch, GpuContext, Step};
 use qwgpu_ops::rng::Rng;
+use qwgpu_ops::sampling::{sample as sample_host, uniform_random};
 
 /// `n` independent launch sets sampling the same row, each with its own Step
 /// buffer and output slot, run together in one pass.

@@ -20,7 +20,11 @@ fn every_module_variant_validates() {
         // wgpu grants unpack2x16float (f16 in f32) on every Vulkan/Metal/D3D12 device.
         let base = naga::valid::Capabilities::default()
             | naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32;
-        let caps = if caps { sg | base } else { base };
+        let mut caps = if caps { sg | base } else { base };
+        // The tensor-core GEMM (matmul_coop.wgsl) also needs cooperative matrices.
+        if name.contains("matmul_coop") {
+            caps |= naga::valid::Capabilities::COOPERATIVE_MATRIX;
+        }
         validate(&name, &src, caps);
     }
 }

@@ -27,8 +27,8 @@ use qwgpu_checkpoint::{Checkpoint, OpenOptions, TextConfig};
 use qwgpu_kernels::{GpuContext, KernelError};
 use qwgpu_loader::PackedModel;
 
-pub use qwgpu_kernels::sample::SamplingParams;
 pub use qwgpu_kernels::ContextOptions;
+pub use qwgpu_ops::sampling::SamplingParams;
 
 pub use crate::gpu::{FamilyTime, DEFAULT_MAX_CHUNK};
 use crate::gpu::{GpuModel, GpuSession, GpuSnapshot};
@@ -304,14 +304,16 @@ impl Model {
     /// Runs `tokens` (a prompt, or the last sampled token) and samples the next
     /// one: on the GPU the pick happens on the device and one id is read back.
     /// Both backends use the same rule and random numbers
-    /// ([`qwgpu_kernels::sample::sample_host`] with the session's seed and counter).
+    /// ([`qwgpu_ops::sampling::sample`] with the session's seed and counter).
     pub fn sample_next(
         &self,
         s: &mut Session,
         tokens: &[u32],
         params: &SamplingParams,
     ) -> Result<u32, ModelError> {
-        check_params(params)?;
+        params
+            .validate()
+            .map_err(|detail| ModelError::Sampling { detail })?;
         match (&self.imp, &mut s.imp) {
             (
                 Imp::Cpu(m),
@@ -323,9 +325,9 @@ impl Model {
             ) => {
                 let all = m.forward(cache, tokens)?;
                 let v = m.config().vocab_size;
-                let u = qwgpu_kernels::sample::uniform_random(*seed, *counter);
+                let u = qwgpu_ops::sampling::uniform_random(*seed, *counter);
                 *counter = counter.wrapping_add(1);
-                Ok(qwgpu_kernels::sample::sample_host(
+                Ok(qwgpu_ops::sampling::sample(
                     &all[all.len() - v..],
                     params,
                     u,
@@ -422,20 +424,6 @@ impl Model {
         self.restore(&mut f, &snap)?;
         Ok(f)
     }
-}
-
-fn check_params(p: &SamplingParams) -> Result<(), ModelError> {
-    let bad = |detail: String| Err(ModelError::Sampling { detail });
-    if !(p.temperature.is_finite() && p.temperature >= 0.0) {
-        return bad(format!(
-            "temperature {} must be finite and >= 0",
-            p.temperature
-        ));
-    }
-    if !(p.top_p > 0.0 && p.top_p <= 1.0) {
-        return bad(format!("top_p {} must be in (0, 1]", p.top_p));
-    }
-    Ok(())
 }
 
 /// Short name of the adapter the GPU backend would pick (`llvmpipe`, `NVIDIA H100 …`),

@@ -1,23 +1,42 @@
-//! Token selection math: greedy [`argmax`], and temperature / top-k / top-p
-//! sampling given a uniform random number ([`sample`], [`sample_with`]), with
-//! the candidate list it draws from ([`candidates`]). The seeded sampler that
-//! owns a random stream lives in `qwgpu_model::sampling`.
+//! Token selection: greedy [`argmax`], and temperature / top-k / top-p
+//! sampling for a uniform random number ([`sample`]) drawn from a counter-based
+//! hash ([`uniform_random`]). The GPU sampler (`qwgpu_kernels::sample`) runs the
+//! same rule and the same random numbers, and is tested against this code.
 //!
-//! Order of operations: temperature, then top-k, then top-p (the nucleus is
-//! taken relative to the probability mass left after top-k, like HF's warpers).
-//! Candidates are ranked by probability, lower token index first on ties, so
-//! a top-k cut through tied tokens keeps the lower indices.
+//! # The rule
+//!
+//! Logits `l[0..V)`; NaN logits count as −∞.
+//! - **Greedy** (`temperature == 0`): the argmax, lowest index on ties (all −∞ → 0).
+//! - Otherwise, with `m = max l`: if `m` is not finite (every logit −∞/NaN, or
+//!   some +∞) the result is the argmax. Else the unnormalised probabilities are
+//!   `e_i = exp((l_i − m) · inv_t)` in f32, `inv_t = 1 / temperature` (an f32
+//!   division), with `e_i = 0` for −∞/NaN logits and for results below the
+//!   smallest normal f32 (GPUs may flush denormals). `p = e / Σe` is
+//!   `softmax(l / T)`; only ratios matter, so the rule works on `e` directly.
+//! - **Top-k** (`0 < top_k < V`): keep tokens with `e_i ≥ τ_k`, `τ_k` = the
+//!   k-th largest `e` (ties at the threshold are all kept). Otherwise `τ_k = 0`.
+//!   `M1 = Σ_{e_i ≥ τ_k} e_i`.
+//! - **Top-p** (`top_p < 1`, applied after top-k like HF's warpers): `τ_p` = the
+//!   largest value `v` with `Σ_{e_i ≥ v} e_i ≥ top_p · M1` (the smallest set of
+//!   most likely tokens reaching `top_p` of the kept mass, with every token tied
+//!   at its edge). The kept set is `{i : e_i ≥ τ, e_i > 0}`, `τ = max(τ_k, τ_p)`.
+//! - **Pick**: `M = Σ_kept e_i`; the token is the first kept index (index order)
+//!   whose cumulative kept mass exceeds `u · M`; if rounding leaves none, the
+//!   last kept token.
+//! - **Random number**: `u = uniform_random(seed, counter)`:
+//!   `h = lowbias32(counter + 0x9e3779b9)`, `h = lowbias32(h ^ seed_lo)`,
+//!   `h = lowbias32(h ^ seed_hi)`, `u = (h >> 8) · 2⁻²⁴` (lowbias32: Chris
+//!   Wellons' integer hash).
 
-/// Temperature, top-k and top-p of one sampler.
+/// Temperature, top-k and top-p (see the module docs for the rule).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SamplingParams {
-    /// 0 = greedy ([`argmax`]); otherwise finite and > 0.
+    /// 0 = greedy; otherwise finite and > 0 (with `1 / temperature` finite).
     pub temperature: f32,
-    /// Keep only the `k` most likely tokens (`k ≥ 1`); `None` keeps all.
-    pub top_k: Option<usize>,
-    /// Keep the smallest set of most likely tokens whose probability reaches
-    /// `p`, in (0, 1]; `None` keeps all.
-    pub top_p: Option<f32>,
+    /// Keep the `top_k` most likely tokens (and ties); 0 = off.
+    pub top_k: u32,
+    /// Keep the smallest most-likely set reaching this mass, in (0, 1]; 1 = off.
+    pub top_p: f32,
 }
 
 impl SamplingParams {
@@ -25,28 +44,145 @@ impl SamplingParams {
     pub fn greedy() -> Self {
         Self {
             temperature: 0.0,
-            top_k: None,
-            top_p: None,
+            top_k: 0,
+            top_p: 1.0,
         }
     }
 
-    /// Checks the ranges documented on the fields; the error says which one
-    /// is wrong.
+    /// Checks the ranges documented on the fields.
     pub fn validate(&self) -> Result<(), String> {
         let t = self.temperature;
-        if !(t.is_finite() && t >= 0.0) {
-            return Err(format!("temperature {t} must be finite and >= 0"));
+        if !(t.is_finite() && t >= 0.0) || (t > 0.0 && !(1.0 / t).is_finite()) {
+            return Err(format!(
+                "temperature {t} must be 0 or finite and > 0 with a finite inverse"
+            ));
         }
-        if self.top_k == Some(0) {
-            return Err("top_k 0 must be >= 1".to_string());
-        }
-        if let Some(p) = self.top_p {
-            if !(p > 0.0 && p <= 1.0) {
-                return Err(format!("top_p {p} must be in (0, 1]"));
-            }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(format!("top_p {} must be in (0, 1]", self.top_p));
         }
         Ok(())
     }
+}
+
+/// Chris Wellons' `lowbias32` integer hash (a bijection on u32).
+fn lowbias32(mut x: u32) -> u32 {
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^= x >> 16;
+    x
+}
+
+/// The sampler's uniform number in `[0, 1 − 2⁻²⁴]` for `(seed, counter)`,
+/// bit-identical to the GPU sampler's (`uniform01` in `shaders/sample_common.wgsl`).
+/// For a fixed seed, distinct counters give distinct 24-bit values up to the
+/// 2⁸ hash values sharing them.
+pub fn uniform_random(seed: u64, counter: u32) -> f32 {
+    let mut h = lowbias32(counter.wrapping_add(0x9e37_79b9));
+    h = lowbias32(h ^ seed as u32);
+    h = lowbias32(h ^ (seed >> 32) as u32);
+    (h >> 8) as f32 * (1.0 / 16_777_216.0)
+}
+
+fn clean(v: f32) -> f32 {
+    if v.is_nan() {
+        f32::NEG_INFINITY
+    } else {
+        v
+    }
+}
+
+/// The unnormalised probabilities `e_i` of the rule (module docs), or `None`
+/// where the result is the argmax (greedy, empty or degenerate rows).
+fn host_e(logits: &[f32], params: &SamplingParams) -> Option<Vec<f32>> {
+    if params.temperature == 0.0 || logits.is_empty() {
+        return None;
+    }
+    let m = logits
+        .iter()
+        .copied()
+        .map(clean)
+        .fold(f32::NEG_INFINITY, f32::max);
+    if !m.is_finite() {
+        return None;
+    }
+    let inv_t = 1.0f32 / params.temperature;
+    Some(
+        logits
+            .iter()
+            .map(|&l| {
+                if l.is_nan() || l == f32::NEG_INFINITY {
+                    return 0.0;
+                }
+                let e = ((l - m) * inv_t).exp();
+                if e >= f32::MIN_POSITIVE {
+                    e
+                } else {
+                    0.0
+                }
+            })
+            .collect(),
+    )
+}
+
+/// The kept-set threshold `τ` of the rule for unnormalised probabilities `e`.
+fn host_threshold(e: &[f32], params: &SamplingParams) -> f32 {
+    let mut sorted = e.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let k = params.top_k as usize;
+    let tau_k = if k > 0 && k < e.len() {
+        sorted[k - 1]
+    } else {
+        0.0
+    };
+    if params.top_p >= 1.0 {
+        return tau_k;
+    }
+    let kept = &sorted[..sorted
+        .iter()
+        .position(|&v| v < tau_k)
+        .unwrap_or(sorted.len())];
+    let m1: f64 = kept.iter().map(|&v| v as f64).sum();
+    let target = params.top_p as f64 * m1;
+    // S(v) at each distinct value, largest first: the first reaching the target.
+    let mut acc = 0.0f64;
+    let mut i = 0;
+    while i < kept.len() {
+        let v = kept[i];
+        while i < kept.len() && kept[i] == v {
+            acc += kept[i] as f64;
+            i += 1;
+        }
+        if acc >= target {
+            return v;
+        }
+    }
+    tau_k
+}
+
+/// The token the rule (module docs) picks for the uniform number `u` (normally
+/// [`uniform_random`]); masses are summed in f64.
+pub fn sample(logits: &[f32], params: &SamplingParams, u: f32) -> u32 {
+    let Some(e) = host_e(logits, params) else {
+        return argmax(logits) as u32;
+    };
+    let tau = host_threshold(&e, params);
+    let keep = |v: f32| v >= tau && v > 0.0;
+    let total: f64 = e.iter().filter(|&&v| keep(v)).map(|&v| v as f64).sum();
+    let target = u as f64 * total;
+    let mut acc = 0.0f64;
+    let mut last = None;
+    for (i, &v) in e.iter().enumerate() {
+        if keep(v) {
+            acc += v as f64;
+            if acc > target {
+                return i as u32;
+            }
+            last = Some(i as u32);
+        }
+    }
+    last.unwrap_or_else(|| argmax(logits) as u32)
 }
 
 /// Index of the largest logit; the lowest index wins ties (like `torch.argmax`).
@@ -65,88 +201,11 @@ pub fn argmax(logits: &[f32]) -> usize {
     best.map_or(0, |(i, _)| i)
 }
 
-/// Candidate tokens with unnormalised probabilities `exp((logit − max) / T)`
-/// in f64, most likely first (lower index first on ties), cut to the top-k and
-/// then to the top-p nucleus. NaN logits are never candidates. With
-/// temperature 0 the only candidate is the [`argmax`].
-pub fn candidates(logits: &[f32], params: &SamplingParams) -> Vec<(usize, f64)> {
-    if params.temperature == 0.0 {
-        return vec![(argmax(logits), 1.0)];
-    }
-    let t = params.temperature as f64;
-    let max = logits
-        .iter()
-        .copied()
-        .filter(|v| !v.is_nan())
-        .fold(f32::NEG_INFINITY, f32::max) as f64;
-    let mut probs: Vec<(usize, f64)> = logits
-        .iter()
-        .enumerate()
-        .filter(|(_, v)| !v.is_nan())
-        .map(|(i, &v)| (i, ((v as f64 - max) / t).exp()))
-        .collect();
-    // Stable sort: lower indices stay first among equal probabilities.
-    probs.sort_by(|a, b| b.1.total_cmp(&a.1));
-    if let Some(k) = params.top_k {
-        probs.truncate(k);
-    }
-    if let Some(top_p) = params.top_p {
-        let total: f64 = probs.iter().map(|(_, p)| p).sum();
-        let mut acc = 0.0;
-        let mut keep = probs.len();
-        for (n, (_, p)) in probs.iter().enumerate() {
-            acc += p;
-            if acc >= top_p as f64 * total {
-                keep = n + 1;
-                break;
-            }
-        }
-        probs.truncate(keep);
-    }
-    probs
-}
-
-/// Picks a token from `logits` with the uniform number `u ∈ [0, 1)`: walks the
-/// [`candidates`] until their cumulative probability passes `u` times their
-/// total. Greedy (temperature 0) and degenerate rows (no finite probability
-/// mass) give the [`argmax`].
-pub fn sample(logits: &[f32], params: &SamplingParams, u: f64) -> usize {
-    sample_with(logits, params, || u)
-}
-
-/// [`sample`] drawing its uniform number from `uniform` only when one is needed
-/// (not for greedy or degenerate rows), so a random stream advances exactly
-/// once per random choice.
-pub fn sample_with(
-    logits: &[f32],
-    params: &SamplingParams,
-    uniform: impl FnOnce() -> f64,
-) -> usize {
-    if params.temperature == 0.0 {
-        return argmax(logits);
-    }
-    let probs = candidates(logits, params);
-    let total: f64 = probs.iter().map(|(_, p)| p).sum();
-    if total.is_nan() || total <= 0.0 {
-        return argmax(logits);
-    }
-    let mut u = uniform() * total;
-    for &(i, p) in &probs {
-        if u < p {
-            return i;
-        }
-        u -= p;
-    }
-    // Rounding left u just past the end: the last candidate.
-    probs.last().map_or(0, |(i, _)| *i)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rng::SplitMix64;
 
-    fn params(temperature: f32, top_k: Option<usize>, top_p: Option<f32>) -> SamplingParams {
+    fn params(temperature: f32, top_k: u32, top_p: f32) -> SamplingParams {
         SamplingParams {
             temperature,
             top_k,
@@ -154,28 +213,22 @@ mod tests {
         }
     }
 
-    fn ids(c: &[(usize, f64)]) -> Vec<usize> {
-        c.iter().map(|x| x.0).collect()
-    }
-
     #[test]
-    fn argmax_first_max_wins_and_skips_nan() {
-        assert_eq!(argmax(&[1.0, 3.0, 3.0, -2.0]), 1);
-        assert_eq!(argmax(&[f32::NAN, -1.0, -0.5]), 2);
+    fn argmax_takes_the_lowest_index_on_ties_and_skips_nan() {
+        assert_eq!(argmax(&[1.0, 3.0, 3.0, f32::NAN]), 1);
+        assert_eq!(argmax(&[f32::NAN, f32::NAN]), 0);
+        assert_eq!(argmax(&[f32::NEG_INFINITY; 3]), 0);
         assert_eq!(argmax(&[]), 0);
-        assert_eq!(argmax(&[f32::NEG_INFINITY, f32::NEG_INFINITY]), 0);
     }
 
     #[test]
     fn temperature_sampling_follows_softmax() {
-        let seed = 7;
         let logits = [0.0f32, 1.0, 2.0, f32::NAN];
-        let p = params(2.0, None, None);
-        let mut rng = SplitMix64::new(seed);
-        let n = 40_000;
+        let p = params(2.0, 0, 1.0);
+        let n = 40_000u32;
         let mut counts = [0usize; 4];
-        for _ in 0..n {
-            counts[sample_with(&logits, &p, || rng.next_f64())] += 1;
+        for c in 0..n {
+            counts[sample(&logits, &p, uniform_random(7, c)) as usize] += 1;
         }
         let w: Vec<f64> = [0.0f64, 0.5, 1.0].iter().map(|x| x.exp()).collect();
         let z: f64 = w.iter().sum();
@@ -183,7 +236,7 @@ mod tests {
             let f = counts[i] as f64 / n as f64;
             assert!(
                 (f - w[i] / z).abs() < 0.015,
-                "seed {seed} token {i}: {f} vs {}",
+                "token {i}: {f} vs {}",
                 w[i] / z
             );
         }
@@ -194,90 +247,83 @@ mod tests {
     fn top_p_keeps_only_the_nucleus() {
         // p ∝ e^3, e^2, e^0, e^0 → ≈ 0.705, 0.259, 0.018, 0.018. top_p 0.9 keeps {0, 1}.
         let logits = [3.0f32, 2.0, 0.0, 0.0];
-        let p = params(1.0, None, Some(0.9));
-        assert_eq!(ids(&candidates(&logits, &p)), vec![0, 1]);
-        let mut rng = SplitMix64::new(3);
+        let p = params(1.0, 0, 0.9);
         let mut seen = [false; 4];
-        for _ in 0..5000 {
-            seen[sample_with(&logits, &p, || rng.next_f64())] = true;
+        for c in 0..5000 {
+            seen[sample(&logits, &p, uniform_random(3, c)) as usize] = true;
         }
         assert_eq!(seen, [true, true, false, false]);
-        // top_p tiny: only the best token.
-        let p = params(1.0, None, Some(1e-6));
-        assert!((0..100).all(|_| sample_with(&logits, &p, || rng.next_f64()) == 0));
+        let p = params(1.0, 0, 1e-6);
+        assert!((0..100).all(|c| sample(&logits, &p, uniform_random(3, c)) == 0));
     }
 
     #[test]
-    fn top_k_keeps_the_k_best_with_ties_to_lower_index() {
+    fn top_k_keeps_every_token_tied_at_the_threshold() {
         let logits = [1.0f32, 3.0, 3.0, 3.0, f32::NAN, 2.0];
-        let c = candidates(&logits, &params(1.0, Some(2), None));
-        assert_eq!(ids(&c), vec![1, 2]);
-        let c = candidates(&logits, &params(1.0, Some(4), None));
-        assert_eq!(ids(&c), vec![1, 2, 3, 5]);
-        // k past the number of (non-NaN) tokens keeps them all.
-        assert_eq!(candidates(&logits, &params(1.0, Some(50), None)).len(), 5);
-        // k = 1 is greedy whatever u is.
-        let p = params(1.0, Some(1), None);
+        let p = params(1.0, 2, 1.0);
+        let mut seen = [false; 6];
+        for c in 0..3000 {
+            seen[sample(&logits, &p, uniform_random(1, c)) as usize] = true;
+        }
+        assert_eq!(seen, [false, true, true, true, false, false]);
+        // k = 1 with a unique best token is greedy whatever u is.
+        let logits = [1.0f32, 4.0, 3.0];
         assert!([0.0, 0.5, 0.999_999]
             .iter()
-            .all(|&u| sample(&logits, &p, u) == 1));
+            .all(|&u| sample(&logits, &params(1.0, 1, 1.0), u) == 1));
     }
 
     #[test]
     fn top_k_applies_before_top_p() {
-        // p ∝ e², e, e, e, e, e. Over all six tokens the 0.5 nucleus needs three
-        // tokens; after top-k 2 the best token alone carries 0.73 of the mass.
+        // p ∝ e², e, e, e, e, e. Over all six tokens the 0.5 nucleus needs every
+        // token tied with the second; after top-k 1 only the best remains.
         let logits = [2.0f32, 1.0, 1.0, 1.0, 1.0, 1.0];
+        let kept = |p: SamplingParams| {
+            let mut seen = [false; 6];
+            for c in 0..3000 {
+                seen[sample(&logits, &p, uniform_random(5, c)) as usize] = true;
+            }
+            seen
+        };
+        assert_eq!(kept(params(1.0, 0, 0.5)), [true; 6]);
         assert_eq!(
-            ids(&candidates(&logits, &params(1.0, None, Some(0.5)))),
-            vec![0, 1, 2]
-        );
-        assert_eq!(
-            ids(&candidates(&logits, &params(1.0, Some(2), Some(0.5)))),
-            vec![0]
+            kept(params(1.0, 1, 0.5)),
+            [true, false, false, false, false, false]
         );
     }
 
     #[test]
-    fn u_walks_the_cumulative_distribution() {
-        // p ∝ e^1, e^0 → 0.731, 0.269.
+    fn u_walks_the_kept_tokens_in_index_order() {
+        // e ∝ 1, e → 0.269, 0.731 of the mass.
         let logits = [0.0f32, 1.0];
-        let p = params(1.0, None, None);
-        assert_eq!(sample(&logits, &p, 0.0), 1);
-        assert_eq!(sample(&logits, &p, 0.73), 1);
-        assert_eq!(sample(&logits, &p, 0.74), 0);
-        assert_eq!(sample(&logits, &p, 0.999_999), 0);
-        // Greedy and degenerate rows never draw.
-        let mut drawn = false;
-        let greedy = SamplingParams::greedy();
-        assert_eq!(
-            sample_with(&logits, &greedy, || {
-                drawn = true;
-                0.5
-            }),
-            1
-        );
-        let all_neg_inf = [f32::NEG_INFINITY; 3];
-        assert_eq!(
-            sample_with(&all_neg_inf, &p, || {
-                drawn = true;
-                0.5
-            }),
-            0
-        );
-        assert!(!drawn);
-        assert_eq!(candidates(&logits, &greedy), vec![(1, 1.0)]);
+        let p = params(1.0, 0, 1.0);
+        assert_eq!(sample(&logits, &p, 0.0), 0);
+        assert_eq!(sample(&logits, &p, 0.26), 0);
+        assert_eq!(sample(&logits, &p, 0.28), 1);
+        assert_eq!(sample(&logits, &p, 0.999_999), 1);
+        assert_eq!(sample(&logits, &SamplingParams::greedy(), 0.0), 1);
+        assert_eq!(sample(&[f32::NEG_INFINITY; 3], &p, 0.5), 0);
+    }
+
+    #[test]
+    fn uniform_random_is_in_range_and_depends_on_seed_and_counter() {
+        let a: Vec<f32> = (0..1000).map(|c| uniform_random(9, c)).collect();
+        assert!(a.iter().all(|&u| (0.0..1.0).contains(&u)));
+        let mean = a.iter().map(|&u| u as f64).sum::<f64>() / 1000.0;
+        assert!((mean - 0.5).abs() < 0.05, "{mean}");
+        assert_ne!(uniform_random(9, 0), uniform_random(10, 0));
+        assert_ne!(uniform_random(9, 0), uniform_random(9, 1));
+        assert_eq!(uniform_random(9, 5), uniform_random(9, 5));
     }
 
     #[test]
     fn validate_rejects_out_of_range_params() {
-        assert!(params(-1.0, None, None).validate().is_err());
-        assert!(params(f32::NAN, None, None).validate().is_err());
-        assert!(params(f32::INFINITY, None, None).validate().is_err());
-        assert!(params(1.0, Some(0), None).validate().is_err());
-        assert!(params(1.0, None, Some(0.0)).validate().is_err());
-        assert!(params(1.0, None, Some(1.5)).validate().is_err());
-        assert!(params(0.0, Some(1), Some(1.0)).validate().is_ok());
+        assert!(params(-1.0, 0, 1.0).validate().is_err());
+        assert!(params(f32::NAN, 0, 1.0).validate().is_err());
+        assert!(params(f32::INFINITY, 0, 1.0).validate().is_err());
+        assert!(params(1.0, 0, 0.0).validate().is_err());
+        assert!(params(1.0, 0, 1.5).validate().is_err());
+        assert!(params(0.0, 1, 1.0).validate().is_ok());
         assert!(SamplingParams::greedy().validate().is_ok());
     }
 }
