@@ -169,41 +169,63 @@ impl GpuWeight {
     /// Uploads `w` in its stored format, split by rows into buffers within the
     /// device's binding limit.
     pub fn upload(ctx: &GpuContext, w: &PackedWeight) -> Result<Self, KernelError> {
-        let format = WeightFormat::from_dtype(w.dtype);
-        let stride = stride_words(w.cols, format);
-        let row_bytes = stride * 4;
-        let row_src = w.cols * format.size();
-        if w.data.len() != w.rows * row_src {
-            return Err(KernelError::Unsupported {
-                what: format!("weight `{}`", w.name),
-                detail: format!(
-                    "{} bytes for [{}, {}] {:?}",
-                    w.data.len(),
-                    w.rows,
-                    w.cols,
-                    w.dtype
-                ),
-            });
-        }
+        let row_bytes = (stride_words(w.cols, WeightFormat::from_dtype(w.dtype)) * 4) as u64;
         let limit = ctx
             .limits
             .max_storage_buffer_binding_size
             .min(ctx.limits.max_buffer_size);
-        let rows_per_piece = ((limit / row_bytes as u64) as usize).max(1);
-        if (row_bytes as u64) > limit {
+        if row_bytes > limit {
             return Err(KernelError::Capacity {
                 what: format!("one row of `{}`", w.name),
-                bytes: row_bytes as u64,
+                bytes: row_bytes,
                 limit_name: "max_storage_buffer_binding_size",
                 limit,
             });
         }
-        let mut pieces = Vec::new();
+        let per_piece = ((limit / row_bytes) as usize).max(1);
+        let mut sizes = Vec::new();
+        let mut left = w.rows;
+        while left > 0 {
+            sizes.push(per_piece.min(left));
+            left -= per_piece.min(left);
+        }
+        Self::upload_pieces(ctx, w, &sizes)
+    }
+
+    /// Uploads `w` as buffers of `sizes` rows each (they must sum to its rows):
+    /// what [`GpuWeight::upload`] does for a weight over the binding limit, and
+    /// what tests use to put row boundaries anywhere.
+    pub fn upload_pieces(
+        ctx: &GpuContext,
+        w: &PackedWeight,
+        sizes: &[usize],
+    ) -> Result<Self, KernelError> {
+        let format = WeightFormat::from_dtype(w.dtype);
+        let stride = stride_words(w.cols, format);
+        let row_bytes = stride * 4;
+        let row_src = w.cols * format.size();
+        let bad = |detail: String| KernelError::Unsupported {
+            what: format!("weight `{}`", w.name),
+            detail,
+        };
+        if w.data.len() != w.rows * row_src {
+            return Err(bad(format!(
+                "{} bytes for [{}, {}] {:?}",
+                w.data.len(),
+                w.rows,
+                w.cols,
+                w.dtype
+            )));
+        }
+        if sizes.iter().sum::<usize>() != w.rows || sizes.contains(&0) {
+            return Err(bad(format!(
+                "piece sizes {sizes:?} do not split {} rows",
+                w.rows
+            )));
+        }
+        let mut pieces = Vec::with_capacity(sizes.len().max(1));
         let mut row0 = 0;
-        while row0 < w.rows.max(1) {
-            let rows = rows_per_piece
-                .min(w.rows - row0.min(w.rows))
-                .max(if w.rows == 0 { 0 } else { 1 });
+        for &rows in sizes {
             let label = format!("{} rows {}..{}", w.name, row0, row0 + rows);
             let buffer = ctx.storage(&label, (rows * row_bytes) as u64)?;
             // Upload in chunks of rows so no second full copy exists on the host.
@@ -228,7 +250,15 @@ impl GpuWeight {
                 r += n;
             }
             pieces.push(WeightPiece { buffer, row0, rows });
-            row0 += rows.max(1);
+            row0 += rows;
+        }
+        if pieces.is_empty() {
+            // A zero-row weight still binds a (minimal) buffer.
+            pieces.push(WeightPiece {
+                buffer: ctx.storage(&w.name, 0)?,
+                row0: 0,
+                rows: 0,
+            });
         }
         let (table, block_cols) = scale_table(w)?;
         let meta = ctx.upload(&format!("{} scales", w.name), &table)?;

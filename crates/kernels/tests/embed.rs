@@ -7,10 +7,12 @@
 //! flush those to zero).
 
 use qwgpu_checkpoint::Dtype;
-use qwgpu_kernels::weights::{scale_table, stride_words, WeightPiece};
-use qwgpu_kernels::{embed, testing, GpuContext, GpuWeight, WeightFormat};
-use qwgpu_loader::{ActivationQuant, BlockSegment, PackedWeight, ScaleScheme, Shard};
+use qwgpu_kernels::{embed, testing, GpuContext, GpuWeight};
+use qwgpu_loader::PackedWeight;
+
+mod support;
 use qwgpu_ops::rng::SplitMix64;
+use support::Scheme;
 
 /// Random element bytes of `dtype` with the encodings above avoided.
 fn random_data(rng: &mut SplitMix64, dtype: Dtype, n: usize) -> Vec<u8> {
@@ -62,14 +64,6 @@ fn random_scale(rng: &mut SplitMix64) -> f32 {
     m * 2f32.powi((rng.next_u64() % 13) as i32 - 6)
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Scheme {
-    None,
-    PerShard,
-    PerChannel,
-    Block([usize; 2]),
-}
-
 fn shards_for(rows: usize) -> Vec<(usize, usize)> {
     if rows >= 4 {
         vec![(0, 3), (3, rows - 3)]
@@ -85,85 +79,21 @@ fn packed(
     cols: usize,
     scheme: Scheme,
 ) -> PackedWeight {
-    let shards = shards_for(rows);
-    let scale = match scheme {
-        Scheme::None => ScaleScheme::None,
-        Scheme::PerShard => ScaleScheme::PerShard {
-            scales: shards.iter().map(|_| random_scale(rng)).collect(),
-        },
-        Scheme::PerChannel => ScaleScheme::PerChannel {
-            scales: (0..rows).map(|_| random_scale(rng)).collect(),
-        },
-        Scheme::Block(block) => ScaleScheme::Block {
-            block,
-            segments: shards
-                .iter()
-                .map(|&(o, n)| {
-                    let grid = [n.div_ceil(block[0]), cols.div_ceil(block[1])];
-                    BlockSegment {
-                        row_offset: o,
-                        rows: n,
-                        grid,
-                        scales: (0..grid[0] * grid[1]).map(|_| random_scale(rng)).collect(),
-                    }
-                })
-                .collect(),
-        },
-    };
-    PackedWeight {
-        name: format!("embed {dtype:?} {scheme:?}"),
-        dtype,
-        rows,
-        cols,
-        data: random_data(rng, dtype, rows * cols),
-        shards: shards
-            .iter()
-            .enumerate()
-            .map(|(i, &(o, n))| Shard {
-                name: format!("s{i}"),
-                source: format!("s{i}"),
-                row_offset: o,
-                rows: n,
-            })
-            .collect(),
-        scale,
-        activation: ActivationQuant::None,
-    }
+    let parts = shards_for(rows);
+    let data = random_data(rng, dtype, rows * cols);
+    let name = format!("embed {dtype:?} {scheme:?}");
+    let mut draw = || random_scale(rng);
+    support::packed_weight(name, dtype, rows, cols, &parts, scheme, data, &mut draw)
 }
 
 /// The same weight as `GpuWeight::upload` makes, but split into pieces of at
 /// most `piece_rows` rows (what a weight over the binding limit gets).
 fn upload_in_pieces(ctx: &GpuContext, w: &PackedWeight, piece_rows: usize) -> GpuWeight {
-    let format = WeightFormat::from_dtype(w.dtype);
-    let stride = stride_words(w.cols, format);
-    let row_src = w.cols * format.size();
-    let mut pieces = Vec::new();
-    let mut row0 = 0;
-    while row0 < w.rows {
-        let rows = piece_rows.min(w.rows - row0);
-        let mut bytes = vec![0u8; rows * stride * 4];
-        for r in 0..rows {
-            let src = &w.data[(row0 + r) * row_src..(row0 + r + 1) * row_src];
-            bytes[r * stride * 4..r * stride * 4 + row_src].copy_from_slice(src);
-        }
-        pieces.push(WeightPiece {
-            buffer: ctx.upload_bytes("piece", &bytes).unwrap(),
-            row0,
-            rows,
-        });
-        row0 += rows;
-    }
-    let (table, block_cols) = scale_table(w).unwrap();
-    GpuWeight {
-        name: w.name.clone(),
-        format,
-        rows: w.rows,
-        cols: w.cols,
-        stride_words: stride,
-        block_cols,
-        pieces,
-        meta: ctx.upload("scales", &table).unwrap(),
-    }
+    let sizes: Vec<usize> = (0..w.rows)
+        .step_by(piece_rows)
+        .map(|r| piece_rows.min(w.rows - r))
+        .collect();
+    GpuWeight::upload_pieces(ctx, w, &sizes).unwrap()
 }
 
 fn run_case(
@@ -235,7 +165,7 @@ fn embed_is_exact_for_every_format_and_scale_scheme() {
         for dtype in formats {
             let schemes: &[Scheme] = if dtype.is_fp8() {
                 &[
-                    Scheme::PerShard,
+                    Scheme::PerShard { broadcast: false },
                     Scheme::PerChannel,
                     Scheme::Block([2, 4]),
                     Scheme::Block([128, 128]),
@@ -270,7 +200,14 @@ fn embed_handles_pieces_and_wide_rows() {
         for (seed, dtype, scheme, rows, cols, piece_rows) in [
             (1u64, Dtype::BF16, Scheme::None, 10usize, 4096usize, 3usize),
             (2, Dtype::F8E4M3, Scheme::Block([128, 128]), 9, 4096, 4),
-            (3, Dtype::F32, Scheme::PerShard, 7, 130, 1),
+            (
+                3,
+                Dtype::F32,
+                Scheme::PerShard { broadcast: false },
+                7,
+                130,
+                1,
+            ),
             (4, Dtype::F16, Scheme::PerChannel, 6, 65, 5),
         ] {
             let mut rng = SplitMix64::new(seed);

@@ -13,55 +13,15 @@ use std::time::Instant;
 
 use qwgpu_checkpoint::Dtype;
 use qwgpu_kernels::matmul::{matmul, matmul_indexed, Epilogue, IndexedArgs, MatmulArgs};
-use qwgpu_kernels::weights::{scale_table, stride_words, WeightPiece};
-use qwgpu_kernels::{testing, Dispatch, GpuContext, GpuWeight, KernelError, WeightFormat};
-use qwgpu_loader::{ActivationQuant, BlockSegment, PackedWeight, ScaleScheme, Shard};
+use qwgpu_kernels::{testing, Dispatch, GpuContext, GpuWeight, KernelError};
+use qwgpu_loader::PackedWeight;
+
+mod support;
 use qwgpu_ops::activation::silu;
 use qwgpu_ops::rng::Rng;
+use support::Scheme;
 
 const EPILOGUES: [Epilogue; 3] = [Epilogue::Store, Epilogue::Accumulate, Epilogue::SwiGlu];
-
-#[derive(Debug, Clone, Copy)]
-enum Scheme {
-    None,
-    /// Shards with one scale each; `broadcast`: a per-tensor scale repeated on every shard.
-    PerShard {
-        broadcast: bool,
-    },
-    PerChannel,
-    /// `[bn, bk]` blocks, two segments (sources) when there are >= 2 rows.
-    Block([usize; 2]),
-}
-
-fn byte(rng: &mut Rng) -> u8 {
-    (rng.uniform() * 256.0) as u8
-}
-
-fn random_data(rng: &mut Rng, dtype: Dtype, n: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(n * dtype.size());
-    for _ in 0..n {
-        match dtype {
-            Dtype::F32 => out.extend_from_slice(&rng.normal().to_le_bytes()),
-            Dtype::BF16 => out.extend_from_slice(&half::bf16::from_f32(rng.normal()).to_le_bytes()),
-            Dtype::F16 => out.extend_from_slice(&half::f16::from_f32(rng.normal()).to_le_bytes()),
-            // Every encoding but NaN (0x7f / 0xff).
-            Dtype::F8E4M3 => out.push(loop {
-                let b = byte(rng);
-                if b & 0x7f != 0x7f {
-                    break b;
-                }
-            }),
-            // Every encoding but infinities and NaNs (exponent 31).
-            Dtype::F8E5M2 => out.push(loop {
-                let b = byte(rng);
-                if b & 0x7c != 0x7c {
-                    break b;
-                }
-            }),
-        }
-    }
-    out
-}
 
 fn scale(rng: &mut Rng) -> f32 {
     0.25 + 1.75 * rng.uniform()
@@ -91,92 +51,27 @@ fn split_rows(rows: usize, n: usize) -> Vec<(usize, usize)> {
 
 fn packed(rng: &mut Rng, dtype: Dtype, rows: usize, cols: usize, scheme: Scheme) -> PackedWeight {
     let parts = match scheme {
-        Scheme::None | Scheme::PerChannel => split_rows(rows, 2),
         Scheme::PerShard { .. } => split_rows(rows, 3),
-        Scheme::Block(_) => split_rows(rows, 2),
+        _ => split_rows(rows, 2),
     };
-    let shards: Vec<Shard> = parts
-        .iter()
-        .enumerate()
-        .map(|(i, &(o, n))| Shard {
-            name: format!("s{i}"),
-            source: format!("src{i}"),
-            row_offset: o,
-            rows: n,
-        })
-        .collect();
-    let scale = match scheme {
-        Scheme::None => ScaleScheme::None,
-        Scheme::PerShard { broadcast } => {
-            let s = scale(rng);
-            ScaleScheme::PerShard {
-                scales: parts
-                    .iter()
-                    .map(|_| if broadcast { s } else { scale(rng) })
-                    .collect(),
-            }
-        }
-        Scheme::PerChannel => ScaleScheme::PerChannel {
-            scales: (0..rows).map(|_| scale(rng)).collect(),
-        },
-        Scheme::Block([bn, bk]) => ScaleScheme::Block {
-            block: [bn, bk],
-            segments: parts
-                .iter()
-                .map(|&(o, n)| {
-                    let grid = [n.div_ceil(bn), cols.div_ceil(bk)];
-                    BlockSegment {
-                        row_offset: o,
-                        rows: n,
-                        grid,
-                        scales: (0..grid[0] * grid[1]).map(|_| scale(rng)).collect(),
-                    }
-                })
-                .collect(),
-        },
-    };
-    PackedWeight {
-        name: format!("w{rows}x{cols}"),
+    let data = support::normal_data(rng, dtype, rows * cols);
+    let mut draw = || scale(rng);
+    support::packed_weight(
+        format!("w{rows}x{cols}"),
         dtype,
         rows,
         cols,
-        data: random_data(rng, dtype, rows * cols),
-        shards,
-        scale,
-        activation: ActivationQuant::None,
-    }
+        &parts,
+        scheme,
+        data,
+        &mut draw,
+    )
 }
 
-/// A GPU weight split by hand into pieces of the given row counts (as an
-/// upload within a small binding limit would).
+/// A GPU weight split into pieces of the given row counts (as an upload within
+/// a small binding limit would).
 fn upload_pieces(ctx: &GpuContext, w: &PackedWeight, split: &[usize]) -> GpuWeight {
-    let format = WeightFormat::from_dtype(w.dtype);
-    let stride = stride_words(w.cols, format);
-    let row_src = w.cols * format.size();
-    let mut pieces = Vec::new();
-    let mut row0 = 0;
-    for &rows in split {
-        let mut bytes = vec![0u8; rows * stride * 4];
-        for r in 0..rows {
-            bytes[r * stride * 4..][..row_src]
-                .copy_from_slice(&w.data[(row0 + r) * row_src..][..row_src]);
-        }
-        let buffer = ctx.upload_bytes("piece", &bytes).unwrap();
-        pieces.push(WeightPiece { buffer, row0, rows });
-        row0 += rows;
-    }
-    assert_eq!(row0, w.rows);
-    let (table, block_cols) = scale_table(w).unwrap();
-    GpuWeight {
-        name: w.name.clone(),
-        format,
-        rows: w.rows,
-        cols: w.cols,
-        stride_words: stride,
-        block_cols,
-        pieces,
-        meta: ctx.upload("scales", &table).unwrap(),
-    }
+    GpuWeight::upload_pieces(ctx, w, split).unwrap()
 }
 
 /// Reference dot product of x row and weight row, and Σ|x·w|, in f64.

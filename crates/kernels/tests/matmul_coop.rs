@@ -15,32 +15,15 @@
 use qwgpu_checkpoint::Dtype;
 use qwgpu_kernels::matmul::{matmul_with, Epilogue, MatmulArgs, MatmulPath};
 use qwgpu_kernels::{testing, wgpu, Dispatch, GpuContext, GpuWeight, KernelError};
-use qwgpu_loader::{ActivationQuant, BlockSegment, PackedWeight, ScaleScheme, Shard};
+use qwgpu_loader::PackedWeight;
+
+mod support;
 use qwgpu_ops::activation::silu;
 use qwgpu_ops::rng::Rng;
+use support::Scheme;
 
 const EPILOGUES: [Epilogue; 3] = [Epilogue::Store, Epilogue::Accumulate, Epilogue::SwiGlu];
 const REL: f64 = 2e-3;
-
-fn random_data(rng: &mut Rng, dtype: Dtype, n: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(n * dtype.size());
-    for _ in 0..n {
-        match dtype {
-            Dtype::F32 => out.extend_from_slice(&rng.normal().to_le_bytes()),
-            Dtype::BF16 => out.extend_from_slice(&half::bf16::from_f32(rng.normal()).to_le_bytes()),
-            Dtype::F16 => out.extend_from_slice(&half::f16::from_f32(rng.normal()).to_le_bytes()),
-            // Every E4M3 encoding but NaN (0x7f / 0xff).
-            Dtype::F8E4M3 => out.push(loop {
-                let b = (rng.uniform() * 256.0) as u8;
-                if b & 0x7f != 0x7f {
-                    break b;
-                }
-            }),
-            Dtype::F8E5M2 => unreachable!("E5M2 does not take the coop path"),
-        }
-    }
-    out
-}
 
 /// A weight in one shard; `block`: `[bn, bk]` scale blocks (scales 0.25..2).
 fn packed(
@@ -50,38 +33,19 @@ fn packed(
     cols: usize,
     block: Option<[usize; 2]>,
 ) -> PackedWeight {
-    let scale = match block {
-        None => ScaleScheme::None,
-        Some([bn, bk]) => {
-            let grid = [rows.div_ceil(bn), cols.div_ceil(bk)];
-            ScaleScheme::Block {
-                block: [bn, bk],
-                segments: vec![BlockSegment {
-                    row_offset: 0,
-                    rows,
-                    grid,
-                    scales: (0..grid[0] * grid[1])
-                        .map(|_| 0.25 + 1.75 * rng.uniform())
-                        .collect(),
-                }],
-            }
-        }
-    };
-    PackedWeight {
-        name: format!("w{rows}x{cols}"),
+    let scheme = block.map_or(Scheme::None, Scheme::Block);
+    let data = support::normal_data(rng, dtype, rows * cols);
+    let mut draw = || 0.25 + 1.75 * rng.uniform();
+    support::packed_weight(
+        format!("w{rows}x{cols}"),
         dtype,
         rows,
         cols,
-        data: random_data(rng, dtype, rows * cols),
-        shards: vec![Shard {
-            name: "s0".into(),
-            source: "src0".into(),
-            row_offset: 0,
-            rows,
-        }],
-        scale,
-        activation: ActivationQuant::None,
-    }
+        &[(0, rows)],
+        scheme,
+        data,
+        &mut draw,
+    )
 }
 
 /// Dot product and Σ|x·w| in f64.
