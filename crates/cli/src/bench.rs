@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use qwgpu_model::engine::{self, ContextOptions, LoadOptions, Model, SamplingParams};
+use qwgpu_model::engine::{self, Model, SamplingParams};
 
-use crate::generate::Backend;
+use crate::generate::{load_options, Backend};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -36,15 +36,7 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
-    let opts = LoadOptions {
-        backend: args.backend.into(),
-        gpu: ContextOptions {
-            adapter: args.adapter.clone(),
-            ..Default::default()
-        },
-        max_chunk: args.chunk,
-        ..Default::default()
-    };
+    let opts = load_options(args.backend, args.adapter.clone(), false, args.chunk);
     let t = Instant::now();
     let model = Model::load(&args.model, &opts)
         .with_context(|| format!("loading {}", args.model.display()))?;

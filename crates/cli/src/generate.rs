@@ -88,15 +88,12 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         }
     };
     let started = Instant::now();
-    let opts = LoadOptions {
-        backend: args.backend.into(),
-        gpu: ContextOptions {
-            adapter: args.adapter.clone(),
-            ..Default::default()
-        },
-        strict: args.strict,
-        ..Default::default()
-    };
+    let opts = load_options(
+        args.backend,
+        args.adapter.clone(),
+        args.strict,
+        engine::DEFAULT_MAX_CHUNK,
+    );
     // Cheap checks before any weight is read: headers and config, then the tokenizer.
     qwgpu_checkpoint::Checkpoint::open_with(
         &dir,
@@ -224,6 +221,25 @@ fn profile(model: &Model, prompt_ids: &[u32], next: u32) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The engine's load options from the command line's.
+pub(crate) fn load_options(
+    backend: Backend,
+    adapter: Option<String>,
+    strict: bool,
+    max_chunk: usize,
+) -> LoadOptions {
+    LoadOptions {
+        backend: backend.into(),
+        gpu: ContextOptions {
+            adapter,
+            ..Default::default()
+        },
+        strict,
+        max_chunk,
+        ..Default::default()
+    }
 }
 
 /// Opens the checkpoint (strict if asked), then loads it on the chosen backend
