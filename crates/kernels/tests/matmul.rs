@@ -17,7 +17,6 @@ use qwgpu_kernels::{testing, Dispatch, GpuContext, GpuWeight, KernelError};
 use qwgpu_loader::PackedWeight;
 
 mod support;
-use qwgpu_ops::activation::silu;
 use qwgpu_ops::rng::Rng;
 use support::Scheme;
 
@@ -72,72 +71,6 @@ fn packed(rng: &mut Rng, dtype: Dtype, rows: usize, cols: usize, scheme: Scheme)
 /// a small binding limit would).
 fn upload_pieces(ctx: &GpuContext, w: &PackedWeight, split: &[usize]) -> GpuWeight {
     GpuWeight::upload_pieces(ctx, w, split).unwrap()
-}
-
-/// Reference dot product of x row and weight row, and Σ|x·w|, in f64.
-fn dot_ref(x: &[f32], w: &[f32]) -> (f64, f64) {
-    x.iter().zip(w).fold((0.0, 0.0), |(s, a), (&x, &w)| {
-        (s + x as f64 * w as f64, a + (x as f64 * w as f64).abs())
-    })
-}
-
-/// Expected value and tolerance of output `(x row, output column)`: `w` is the
-/// dequantized weight restricted to the rows that feed this matmul.
-fn expected(
-    x: &[f32],
-    w: &[f32],
-    cols: usize,
-    rows: usize,
-    col: usize,
-    epi: Epilogue,
-) -> (f64, f64) {
-    let row = |r: usize| dot_ref(x, &w[r * cols..(r + 1) * cols]);
-    if epi == Epilogue::SwiGlu {
-        let (g, sg) = row(col);
-        let (u, su) = row(rows / 2 + col);
-        let (tg, tu) = (1e-5 * sg, 1e-5 * su);
-        let sil = silu(g as f32) as f64;
-        let want = sil * u;
-        (
-            want,
-            1.1 * u.abs() * tg + sil.abs() * tu + 1e-5 * want.abs() + 1e-30,
-        )
-    } else {
-        let (s, a) = row(col);
-        (s, 1e-5 * a + 1e-5 * s.abs() + 1e-30)
-    }
-}
-
-/// Checks every element of `got` (the whole y buffer): written ones against
-/// `want` within `tol`, the others bit-equal to `init`.
-fn check(got: &[f32], init: &[f32], want: &[Option<(f64, f64)>], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: y length");
-    let bad: Vec<usize> = (0..want.len())
-        .filter(|&i| match want[i] {
-            None => got[i].to_bits() != init[i].to_bits(),
-            Some((w, tol)) => !(got[i].is_finite() && (got[i] as f64 - w).abs() <= tol),
-        })
-        .collect();
-    if !bad.is_empty() {
-        let list: Vec<String> = bad
-            .iter()
-            .take(8)
-            .map(|&i| match want[i] {
-                None => format!("[{i}] got {:e}, must stay {:e}", got[i], init[i]),
-                Some((w, t)) => format!(
-                    "[{i}] got {:e}, want {w:e} ± {t:e} (err {:e})",
-                    got[i],
-                    (got[i] as f64 - w).abs()
-                ),
-            })
-            .collect();
-        panic!(
-            "{what}: {} of {} values wrong:\n  {}",
-            bad.len(),
-            want.len(),
-            list.join("\n  ")
-        );
-    }
 }
 
 /// x buffer of `rows` rows of `cols` values (normal), `stride` apart from `offset`; NaN everywhere else.
@@ -210,7 +143,8 @@ fn dense_case(
     let mut want = vec![None; ylen];
     for (ti, xr) in xrows.iter().enumerate() {
         for c in 0..width {
-            let (mut w, tol) = expected(xr, wdq, cols, rows, c, epi);
+            let (mut w, tol) =
+                support::expected(xr, wdq, cols, rows, c, epi == Epilogue::SwiGlu, 1e-5);
             let i = y_off + ti * y_stride + c;
             let mut tol = tol;
             if epi == Epilogue::Accumulate {
@@ -224,7 +158,7 @@ fn dense_case(
         "{} {what} T={tokens} {epi:?} x_off {x_off} x_stride {x_stride} y_off {y_off} y_stride {y_stride}",
         t.name
     );
-    check(&got, &init, &want, &what);
+    support::check(&got, &init, &want, &what);
 }
 
 fn formats_and_schemes() -> Vec<(Dtype, Scheme)> {
@@ -400,7 +334,15 @@ fn indexed_case(
         }
         let w = &wdq[e * rpe * cols..(e + 1) * rpe * cols];
         for c in 0..width {
-            let (mut v, tol) = expected(&xrows[p / x_div], w, cols, rpe, c, epi);
+            let (mut v, tol) = support::expected(
+                &xrows[p / x_div],
+                w,
+                cols,
+                rpe,
+                c,
+                epi == Epilogue::SwiGlu,
+                1e-5,
+            );
             let i = p * y_stride + c;
             let mut tol = tol;
             if epi == Epilogue::Accumulate {
@@ -414,7 +356,7 @@ fn indexed_case(
         "{} {what} pairs {pairs} x_div {x_div} {epi:?} ids {ids_list:?}",
         t.name
     );
-    check(&got, &init, &want, &what);
+    support::check(&got, &init, &want, &what);
 }
 
 #[test]

@@ -18,7 +18,6 @@ use qwgpu_kernels::{testing, wgpu, Dispatch, GpuContext, GpuWeight, KernelError}
 use qwgpu_loader::PackedWeight;
 
 mod support;
-use qwgpu_ops::activation::silu;
 use qwgpu_ops::rng::Rng;
 use support::Scheme;
 
@@ -46,41 +45,6 @@ fn packed(
         data,
         &mut draw,
     )
-}
-
-/// Dot product and Σ|x·w| in f64.
-fn dot_ref(x: &[f32], w: &[f32]) -> (f64, f64) {
-    x.iter().zip(w).fold((0.0, 0.0), |(s, a), (&x, &w)| {
-        (s + x as f64 * w as f64, a + (x as f64 * w as f64).abs())
-    })
-}
-
-/// Expected output and its tolerance (module doc).
-fn expected(
-    x: &[f32],
-    w: &[f32],
-    cols: usize,
-    rows: usize,
-    col: usize,
-    epi: Epilogue,
-) -> (f64, f64) {
-    let row = |r: usize| dot_ref(x, &w[r * cols..(r + 1) * cols]);
-    if epi == Epilogue::SwiGlu {
-        let (g, sg) = row(col);
-        let (u, su) = row(rows / 2 + col);
-        let sil = silu(g as f32) as f64;
-        let want = sil * u;
-        (
-            want,
-            1.1 * u.abs() * REL * sg
-                + (sil.abs() + REL * sg) * REL * su
-                + 1e-5 * want.abs()
-                + 1e-30,
-        )
-    } else {
-        let (s, a) = row(col);
-        (s, REL * a + 1e-5 * s.abs() + 1e-30)
-    }
 }
 
 fn run(ctx: &GpuContext, d: &[Dispatch]) {
@@ -116,35 +80,6 @@ fn run_path(
     let d = matmul_with(ctx, gw, &args, epi, path)?;
     run(ctx, &d);
     ctx.read_f32(&y, 0, init.len())
-}
-
-fn check(got: &[f32], init: &[f32], want: &[Option<(f64, f64)>], what: &str) {
-    let bad: Vec<usize> = (0..want.len())
-        .filter(|&i| match want[i] {
-            None => got[i].to_bits() != init[i].to_bits(),
-            Some((w, tol)) => !(got[i].is_finite() && (got[i] as f64 - w).abs() <= tol),
-        })
-        .collect();
-    if !bad.is_empty() {
-        let list: Vec<String> = bad
-            .iter()
-            .take(8)
-            .map(|&i| match want[i] {
-                None => format!("[{i}] got {:e}, must stay {:e}", got[i], init[i]),
-                Some((w, t)) => format!(
-                    "[{i}] got {:e}, want {w:e} ± {t:e} (err {:e})",
-                    got[i],
-                    (got[i] as f64 - w).abs()
-                ),
-            })
-            .collect();
-        panic!(
-            "{what}: {} of {} values wrong:\n  {}",
-            bad.len(),
-            want.len(),
-            list.join("\n  ")
-        );
-    }
 }
 
 /// Whether `ctx` runs the coop path (prints a skip line when not).
@@ -239,7 +174,15 @@ fn coop_matches_reference_and_scalar_path() {
                         let mut vs_scalar = vec![None; ylen];
                         for (ti, xr) in xrows.iter().enumerate() {
                             for c in 0..width {
-                                let (mut w, mut tol) = expected(xr, &wdq, cols, rows, c, epi);
+                                let (mut w, mut tol) = support::expected(
+                                    xr,
+                                    &wdq,
+                                    cols,
+                                    rows,
+                                    c,
+                                    epi == Epilogue::SwiGlu,
+                                    REL,
+                                );
                                 let i = y_off + ti * y_stride + c;
                                 if epi == Epilogue::Accumulate {
                                     w += init[i] as f64;
@@ -250,8 +193,8 @@ fn coop_matches_reference_and_scalar_path() {
                                 vs_scalar[i] = Some((scalar[i] as f64, tol * 1.01));
                             }
                         }
-                        check(&coop, &init, &want, &format!("{what} coop vs reference"));
-                        check(&coop, &init, &vs_scalar, &format!("{what} coop vs scalar"));
+                        support::check(&coop, &init, &want, &format!("{what} coop vs reference"));
+                        support::check(&coop, &init, &vs_scalar, &format!("{what} coop vs scalar"));
                         cases += 1;
                     }
                 }

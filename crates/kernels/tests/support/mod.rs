@@ -117,3 +117,74 @@ pub fn normal_data(rng: &mut Rng, dtype: Dtype, n: usize) -> Vec<u8> {
     }
     out
 }
+
+/// Reference dot product of an x row and a weight row, and Σ|x·w|, in f64.
+pub fn dot_ref(x: &[f32], w: &[f32]) -> (f64, f64) {
+    x.iter().zip(w).fold((0.0, 0.0), |(s, a), (&x, &w)| {
+        (s + x as f64 * w as f64, a + (x as f64 * w as f64).abs())
+    })
+}
+
+/// Expected value and tolerance of output column `col` for x row `x`: `w` is
+/// the dequantized `[rows, cols]` weight feeding this matmul. Tolerance:
+/// `rel · Σ|x·w| + 1e-5 · |want|`; with `swiglu` (`silu(gate_col) · up_col`,
+/// up rows from `rows / 2`) each half's error is propagated.
+pub fn expected(
+    x: &[f32],
+    w: &[f32],
+    cols: usize,
+    rows: usize,
+    col: usize,
+    swiglu: bool,
+    rel: f64,
+) -> (f64, f64) {
+    let row = |r: usize| dot_ref(x, &w[r * cols..(r + 1) * cols]);
+    if swiglu {
+        let (g, sg) = row(col);
+        let (u, su) = row(rows / 2 + col);
+        let sil = qwgpu_ops::activation::silu(g as f32) as f64;
+        let want = sil * u;
+        (
+            want,
+            1.1 * u.abs() * rel * sg
+                + (sil.abs() + rel * sg) * rel * su
+                + 1e-5 * want.abs()
+                + 1e-30,
+        )
+    } else {
+        let (s, a) = row(col);
+        (s, rel * a + 1e-5 * s.abs() + 1e-30)
+    }
+}
+
+/// Checks every element of `got` (a whole output buffer): written ones
+/// (`Some((want, tol))`) within tolerance, the others bit-equal to `init`.
+pub fn check(got: &[f32], init: &[f32], want: &[Option<(f64, f64)>], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: y length");
+    let bad: Vec<usize> = (0..want.len())
+        .filter(|&i| match want[i] {
+            None => got[i].to_bits() != init[i].to_bits(),
+            Some((w, tol)) => !(got[i].is_finite() && (got[i] as f64 - w).abs() <= tol),
+        })
+        .collect();
+    if !bad.is_empty() {
+        let list: Vec<String> = bad
+            .iter()
+            .take(8)
+            .map(|&i| match want[i] {
+                None => format!("[{i}] got {:e}, must stay {:e}", got[i], init[i]),
+                Some((w, t)) => format!(
+                    "[{i}] got {:e}, want {w:e} ± {t:e} (err {:e})",
+                    got[i],
+                    (got[i] as f64 - w).abs()
+                ),
+            })
+            .collect();
+        panic!(
+            "{what}: {} of {} values wrong:\n  {}",
+            bad.len(),
+            want.len(),
+            list.join("\n  ")
+        );
+    }
+}
