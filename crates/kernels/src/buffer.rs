@@ -139,7 +139,19 @@ impl GpuContext {
             }
         });
         self.wait("readback")?;
-        let outcome = result.lock().ok().and_then(|mut s| s.take());
+        // Another thread's poll may be the one running our callback: our own poll
+        // can return just before it lands, so wait (bounded) for the slot.
+        let started = std::time::Instant::now();
+        let outcome = loop {
+            if let Some(r) = result.lock().ok().and_then(|mut s| s.take()) {
+                break Some(r);
+            }
+            if started.elapsed() > crate::WAIT_TIMEOUT {
+                break None;
+            }
+            let _ = self.device.poll(wgpu::PollType::Poll);
+            std::thread::yield_now();
+        };
         match outcome {
             Some(Ok(())) => {
                 let data =

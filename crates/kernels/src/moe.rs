@@ -15,6 +15,12 @@
 //! `ids [T·k]` u32 and `weights [T·k]` (slot s of token t at `t·k + s`, most
 //! likely first), `expert_out [T·k, H]` (row `t·k + s` = the output of expert
 //! `ids[t·k + s]` for token t), `shared_out [T, H]`, `gate_logit [T]`, `h [T, H]`.
+//!
+//! [`grouped`]: the expert matmuls of a prefill as a grouped GEMM (pairs
+//! sorted by expert on the GPU, one tiled GEMM over each expert's pairs).
+
+#[path = "moe_grouped.rs"]
+pub mod grouped;
 
 use crate::dispatch::{grid_1d, Dispatch};
 use crate::shaders::{ShaderSource, NUMERIC, REDUCE_SHARED, REDUCE_SUBGROUP};
@@ -204,9 +210,11 @@ pub fn moe_combine(
 
 /// Every shader module (file list) this family builds, and whether it needs subgroups/f16.
 pub fn modules() -> Vec<(Vec<&'static ShaderSource>, bool)> {
-    vec![
+    let mut all = vec![
         (vec![&REDUCE_SUBGROUP, &MOE_ROUTE], true),
         (vec![&REDUCE_SHARED, &MOE_ROUTE], false),
         (vec![&NUMERIC, &MOE_COMBINE], false),
-    ]
+    ];
+    all.extend(grouped::modules());
+    all
 }

@@ -6,6 +6,7 @@ use qwgpu_checkpoint::TextConfig;
 use qwgpu_kernels::attention::{attention_forward, AttnBuffers};
 use qwgpu_kernels::gdn::{gdn_forward, GdnLayerBuffers, GdnMode};
 use qwgpu_kernels::matmul::{matmul, matmul_indexed, Epilogue, IndexedArgs, MatmulArgs};
+use qwgpu_kernels::moe::grouped::{self, GroupedArgs};
 use qwgpu_kernels::{embed, moe, norm, Dispatch, GpuContext, GpuWeight};
 
 use super::session::{attn_dims, gdn_dims, GpuSession, LayerStateGpu};
@@ -195,38 +196,81 @@ pub(crate) fn record(
                     &a.moe_ids,
                     &a.moe_w,
                 )?);
-                d.extend(matmul_indexed(
-                    ctx,
-                    &m.experts_gate_up,
-                    &IndexedArgs {
-                        x: &a.x,
-                        x_stride: h as u32,
-                        x_row_div: m.top_k,
-                        ids: &a.moe_ids,
-                        ids_offset: 0,
-                        y: &a.expert_act,
-                        y_stride: m.inter,
-                        pairs,
-                        rows_per_expert: 2 * m.inter,
-                    },
-                    Epilogue::SwiGlu,
-                )?);
-                d.extend(matmul_indexed(
-                    ctx,
-                    &m.experts_down,
-                    &IndexedArgs {
-                        x: &a.expert_act,
-                        x_stride: m.inter,
-                        x_row_div: 1,
-                        ids: &a.moe_ids,
-                        ids_offset: 0,
-                        y: &a.expert_out,
-                        y_stride: h as u32,
-                        pairs,
-                        rows_per_expert: h as u32,
-                    },
-                    Epilogue::Store,
-                )?);
+                let group = t > 1 && grouped::prefer_grouped(pairs, m.experts);
+                match (&a.moe_group, group) {
+                    // Prefill with enough pairs per expert: group the pairs by
+                    // expert once, then one tiled GEMM per expert matmul
+                    // (weights read once per 64 pairs).
+                    (Some(scratch), true) => {
+                        d.push(grouped::moe_group(
+                            ctx, &a.moe_ids, 0, pairs, m.experts, scratch,
+                        )?);
+                        d.extend(grouped::matmul_grouped(
+                            ctx,
+                            &m.experts_gate_up,
+                            &GroupedArgs {
+                                x: &a.x,
+                                x_stride: h as u32,
+                                x_row_div: m.top_k,
+                                y: &a.expert_act,
+                                y_stride: m.inter,
+                                pairs,
+                                rows_per_expert: 2 * m.inter,
+                            },
+                            scratch,
+                            Epilogue::SwiGlu,
+                        )?);
+                        d.extend(grouped::matmul_grouped(
+                            ctx,
+                            &m.experts_down,
+                            &GroupedArgs {
+                                x: &a.expert_act,
+                                x_stride: m.inter,
+                                x_row_div: 1,
+                                y: &a.expert_out,
+                                y_stride: h as u32,
+                                pairs,
+                                rows_per_expert: h as u32,
+                            },
+                            scratch,
+                            Epilogue::Store,
+                        )?);
+                    }
+                    _ => {
+                        d.extend(matmul_indexed(
+                            ctx,
+                            &m.experts_gate_up,
+                            &IndexedArgs {
+                                x: &a.x,
+                                x_stride: h as u32,
+                                x_row_div: m.top_k,
+                                ids: &a.moe_ids,
+                                ids_offset: 0,
+                                y: &a.expert_act,
+                                y_stride: m.inter,
+                                pairs,
+                                rows_per_expert: 2 * m.inter,
+                            },
+                            Epilogue::SwiGlu,
+                        )?);
+                        d.extend(matmul_indexed(
+                            ctx,
+                            &m.experts_down,
+                            &IndexedArgs {
+                                x: &a.expert_act,
+                                x_stride: m.inter,
+                                x_row_div: 1,
+                                ids: &a.moe_ids,
+                                ids_offset: 0,
+                                y: &a.expert_out,
+                                y_stride: h as u32,
+                                pairs,
+                                rows_per_expert: h as u32,
+                            },
+                            Epilogue::Store,
+                        )?);
+                    }
+                }
                 d.extend(mm(
                     ctx,
                     &m.shared.gate_up,

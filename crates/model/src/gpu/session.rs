@@ -4,6 +4,7 @@
 use qwgpu_checkpoint::{FfnConfig, LayerType, TextConfig};
 use qwgpu_kernels::attention::{AttnDims, AttnScratch};
 use qwgpu_kernels::gdn::{GdnDims, GdnScratch};
+use qwgpu_kernels::moe::grouped::GroupScratch;
 use qwgpu_kernels::{copy, Dispatch, GpuContext, Step};
 
 use crate::ModelError;
@@ -42,6 +43,8 @@ pub(crate) struct Activations {
     pub moe_w: wgpu::Buffer,
     pub expert_act: wgpu::Buffer,
     pub expert_out: wgpu::Buffer,
+    /// Expert grouping of a prefill step (MoE models with `max_t > 1`).
+    pub moe_group: Option<GroupScratch>,
     pub shared_act: wgpu::Buffer,
     pub shared_out: wgpu::Buffer,
     pub gate_logit: wgpu::Buffer,
@@ -116,6 +119,11 @@ impl Activations {
             moe_w: f32s(ctx, "moe_w", max_t * k)?,
             expert_act: f32s(ctx, "expert_act", max_t * k * ie)?,
             expert_out: f32s(ctx, "expert_out", max_t * k * h)?,
+            moe_group: if matches!(c.ffn, FfnConfig::Moe { .. }) && max_t > 1 {
+                Some(GroupScratch::new(ctx, (max_t * k) as u32, e as u32)?)
+            } else {
+                None
+            },
             shared_act: f32s(ctx, "shared_act", max_t * is)?,
             shared_out: f32s(ctx, "shared_out", max_t * h)?,
             gate_logit: f32s(ctx, "gate_logit", max_t)?,
