@@ -140,7 +140,12 @@ pub(crate) fn choose(wanted: Option<&str>) -> Result<wgpu::Adapter, KernelError>
     let env = std::env::var("QWGPU_ADAPTER").ok();
     let wanted = wanted.map(str::to_string).or(env);
     let Some(wanted) = wanted.filter(|w| !w.trim().is_empty()) else {
-        return Ok(adapters.into_iter().next().expect("checked non-empty"));
+        return adapters
+            .into_iter()
+            .next()
+            .ok_or_else(|| KernelError::NoAdapter {
+                detail: String::new(),
+            });
     };
     let names: Vec<String> = adapters
         .iter()
