@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+use crate::files;
 use crate::header::HeaderTensor;
 use crate::index::parse_index;
 use crate::names::canonical_name;
@@ -34,6 +35,20 @@ pub(crate) struct Inner {
     unexpected: Vec<String>,
 }
 
+/// The model folder must exist and be a directory (a file given as `--model`
+/// is named as such, not reported as a missing `config.json`).
+fn check_dir(dir: &Path) -> Result<(), CheckpointError> {
+    // A missing folder is reported through its missing `config.json` below.
+    match std::fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => Err(CheckpointError::NotAFile {
+            path: dir.to_path_buf(),
+            kind: files::kind_of(&meta.file_type()).to_string(),
+            expected: "a model folder (directory)".into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 fn io(path: &Path, source: std::io::Error) -> CheckpointError {
     CheckpointError::Io {
         path: path.to_path_buf(),
@@ -42,17 +57,30 @@ fn io(path: &Path, source: std::io::Error) -> CheckpointError {
 }
 
 pub(crate) fn open(dir: &Path, opts: &OpenOptions) -> Result<Checkpoint, CheckpointError> {
+    check_dir(dir)?;
     let config = ModelConfig::from_file(&dir.join(CONFIG_FILE))?;
     let index_path = dir.join(INDEX_FILE);
     let single_path = dir.join(SINGLE_FILE);
 
-    let (shards, index) = if index_path.is_file() {
-        let text = std::fs::read_to_string(&index_path).map_err(|e| io(&index_path, e))?;
+    // Like transformers (`modeling_utils`: `model.safetensors` is tried before
+    // the index), the single file wins when both exist; say so, since the
+    // index may name other weights.
+    let (shards, index) = if files::exists(&single_path) {
+        if files::exists(&index_path) {
+            tracing::warn!(
+                dir = %dir.display(),
+                "both {SINGLE_FILE} and {INDEX_FILE} exist: loading {SINGLE_FILE}, as Hugging Face transformers does, and ignoring the index"
+            );
+        }
+        (vec![Shard::open(&single_path)?], None)
+    } else if files::exists(&index_path) {
+        files::regular_file_len(&index_path)?;
+        let text = files::read_text_file(&index_path, files::MAX_INDEX_BYTES)?;
         let index = parse_index(&text, &index_path)?;
         let mut shards = Vec::with_capacity(index.shards.len());
         for name in &index.shards {
             let p = dir.join(name);
-            if !p.is_file() {
+            if !files::exists(&p) {
                 return Err(CheckpointError::ShardPath {
                     index: index_path.clone(),
                     shard: name.clone(),
@@ -62,8 +90,6 @@ pub(crate) fn open(dir: &Path, opts: &OpenOptions) -> Result<Checkpoint, Checkpo
             shards.push(Shard::open(&p)?);
         }
         (shards, Some(index))
-    } else if single_path.is_file() {
-        (vec![Shard::open(&single_path)?], None)
     } else {
         return Err(io(
             dir,

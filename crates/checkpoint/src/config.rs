@@ -116,10 +116,7 @@ impl ModelConfig {
 
     /// Reads and validates `config.json` from a file.
     pub fn from_file(path: &Path) -> Result<Self, CheckpointError> {
-        let text = std::fs::read_to_string(path).map_err(|source| CheckpointError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = crate::files::read_text_file(path, crate::files::MAX_CONFIG_BYTES)?;
         Self::from_json_str(&text, path)
     }
 }

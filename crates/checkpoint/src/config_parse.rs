@@ -33,11 +33,7 @@ const KNOWN_ARCHITECTURES: &[&str] = &[
 ];
 
 pub(crate) fn parse_model_config(text: &str, path: &Path) -> Result<ModelConfig, CheckpointError> {
-    let root: Value = serde_json::from_str(text).map_err(|e| CheckpointError::Config {
-        path: path.to_path_buf(),
-        field: "<document>".into(),
-        detail: format!("not valid JSON: {e}"),
-    })?;
+    let root: Value = crate::files::parse_json(text, path)?;
     let Value::Object(top) = &root else {
         return Err(CheckpointError::Config {
             path: path.to_path_buf(),

@@ -15,6 +15,40 @@ pub enum CheckpointError {
     },
     #[error("{}: missing tensor(s): {}", dir.display(), names.join(", "))]
     MissingTensor { dir: PathBuf, names: Vec<String> },
+    /// A path that exists but is not a regular file (directory, FIFO, device, socket).
+    #[error("{}: is {kind}, expected {expected}", path.display())]
+    NotAFile {
+        path: PathBuf,
+        kind: String,
+        expected: String,
+    },
+    /// A JSON document larger than its cap.
+    #[error("{}: {size} bytes exceed the {max}-byte limit for this file", path.display())]
+    FileTooLarge { path: PathBuf, size: u64, max: u64 },
+    /// A JSON document that does not parse (`line`/`column` 1-based; 0 when unknown).
+    #[error("{}: invalid JSON at line {line}, column {column}: {detail}", path.display())]
+    Json {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        detail: String,
+    },
+    /// Required tensors are missing while many present ones sit under a prefix
+    /// qwgpu does not know: most likely another architecture or naming scheme.
+    #[error(
+        "{}: {} not recognised (qwgpu reads `model.*` / `model.language_model.*` / `lm_head.weight`); \
+         {} required tensor(s) missing, e.g. {}",
+        dir.display(),
+        prefixes.iter().map(|(p, n)| format!("{n} tensor(s) under `{p}` were")).collect::<Vec<_>>().join(", "),
+        missing.len(),
+        missing.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+    )]
+    UnknownPrefix {
+        dir: PathBuf,
+        /// `(prefix, count)`, most tensors first.
+        prefixes: Vec<(String, usize)>,
+        missing: Vec<String>,
+    },
     #[error("{}: tensor `{tensor}`: dtype {dtype} is not supported here ({expected})", file.display())]
     UnsupportedDtype {
         file: PathBuf,

@@ -56,8 +56,22 @@ struct RawIndex {
 
 /// Parses an index document. `path` is only used in error messages.
 pub fn parse_index(text: &str, path: &Path) -> Result<ShardIndex, CheckpointError> {
-    let raw: RawIndex =
-        serde_json::from_str(text).map_err(|e| ierr(path, format!("malformed JSON: {e}")))?;
+    if text.starts_with('\u{feff}') {
+        return Err(ierr(
+            path,
+            "malformed JSON: starts with a UTF-8 byte-order mark (BOM)",
+        ));
+    }
+    let raw: RawIndex = serde_json::from_str(text).map_err(|e| {
+        ierr(
+            path,
+            format!(
+                "malformed JSON at line {}, column {}: {e}",
+                e.line(),
+                e.column()
+            ),
+        )
+    })?;
     let entries = raw.weight_map.0;
     if let Some(d) = first_duplicate(&entries) {
         return Err(ierr(

@@ -35,6 +35,7 @@ mod config_parse;
 mod dtype;
 mod error;
 pub mod expected;
+pub mod files;
 #[doc(hidden)]
 pub mod fuzzing;
 mod header;

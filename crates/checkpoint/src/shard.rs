@@ -24,12 +24,26 @@ fn io(path: &Path, source: std::io::Error) -> CheckpointError {
 
 impl Shard {
     pub fn open(path: &Path) -> Result<Self, CheckpointError> {
+        // Type first, from metadata: opening a FIFO would block, and a device
+        // would be read (or mapped) without end.
+        crate::files::regular_file_len(path)?;
         let file = File::open(path).map_err(|e| io(path, e))?;
-        let len = file.metadata().map_err(|e| io(path, e))?.len();
+        let meta = file.metadata().map_err(|e| io(path, e))?;
+        if !meta.is_file() {
+            // Replaced between the check and the open.
+            return Err(CheckpointError::NotAFile {
+                path: path.to_path_buf(),
+                kind: crate::files::kind_of(&meta.file_type()).to_string(),
+                expected: "a regular file".into(),
+            });
+        }
+        let len = meta.len();
         if len < 8 {
             // Too small to map usefully (and zero-length maps are platform-specific):
             // read it and let the header parser produce the error.
-            let bytes = std::fs::read(path).map_err(|e| io(path, e))?;
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::Read::take(&file, 8), &mut bytes)
+                .map_err(|e| io(path, e))?;
             parse_header(&bytes, path)?;
             return Err(CheckpointError::Header {
                 file: path.to_path_buf(),

@@ -106,9 +106,18 @@ pub(crate) fn validate_tensors(
         .map(|e| e.name.clone())
         .collect();
     if !missing.is_empty() {
+        let unexpected = unexpected_names(text, &expected, tensors);
+        let prefixes = unknown_prefixes(&unexpected);
+        if !prefixes.is_empty() {
+            return Err(CheckpointError::UnknownPrefix {
+                dir: dir.to_path_buf(),
+                prefixes,
+                missing: display_names(&missing, tensors),
+            });
+        }
         return Err(CheckpointError::MissingTensor {
             dir: dir.to_path_buf(),
-            names: missing,
+            names: display_names(&missing, tensors),
         });
     }
 
@@ -139,6 +148,15 @@ pub(crate) fn validate_tensors(
         }
     }
 
+    Ok(unexpected_names(text, &expected, tensors))
+}
+
+/// Tensors that are neither required nor a known companion of a required one (sorted).
+fn unexpected_names(
+    text: &crate::TextConfig,
+    expected: &[ExpectedTensor],
+    tensors: &BTreeMap<String, Entry>,
+) -> Vec<String> {
     // Module stems that may carry quantization companions.
     let mut stems: HashSet<String> = expected
         .iter()
@@ -166,9 +184,55 @@ pub(crate) fn validate_tensors(
                     .is_some_and(|stem| stems.contains(stem))
             })
     };
-    Ok(tensors
+    tensors
         .keys()
         .filter(|n| !required.contains(n.as_str()) && !is_companion(n))
         .cloned()
-        .collect())
+        .collect()
+}
+
+/// Groups unexpected names that lie outside the known namespaces
+/// (`model.layers.*`, `model.embed_tokens`, `model.norm`, `lm_head`) by their
+/// leading prefix: `(prefix, count)`, most tensors first.
+fn unknown_prefixes(unexpected: &[String]) -> Vec<(String, usize)> {
+    const KNOWN: &[&str] = &["layers", "embed_tokens", "norm"];
+    let mut groups: BTreeMap<String, usize> = BTreeMap::new();
+    for name in unexpected {
+        let mut parts = name.split('.');
+        let first = parts.next().unwrap_or("");
+        let key = match first {
+            "lm_head" => continue,
+            "model" => match parts.next() {
+                Some(second) if KNOWN.contains(&second) => continue,
+                Some(second) => format!("model.{second}."),
+                None => name.clone(),
+            },
+            _ => format!("{first}."),
+        };
+        *groups.entry(key).or_default() += 1;
+    }
+    let mut out: Vec<(String, usize)> = groups.into_iter().collect();
+    out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    out
+}
+
+/// Missing canonical names spelled as this checkpoint spells its tensors
+/// (e.g. `model.language_model.layers.…` in the release wrapper layout), so a
+/// user can search the file's own names.
+fn display_names(missing: &[String], tensors: &BTreeMap<String, Entry>) -> Vec<String> {
+    // The checkpoint's own spelling of the canonical `model.` prefix, if uniform.
+    let spelled = tensors.iter().find_map(|(canonical, e)| {
+        let rest = canonical.strip_prefix("model.")?;
+        e.source.strip_suffix(rest).map(str::to_string)
+    });
+    match spelled.as_deref() {
+        Some(p) if p != "model." => missing
+            .iter()
+            .map(|m| match m.strip_prefix("model.") {
+                Some(rest) => format!("{p}{rest}"),
+                None => m.clone(),
+            })
+            .collect(),
+        _ => missing.to_vec(),
+    }
 }

@@ -604,8 +604,17 @@ fn mutants() -> Vec<Mutant> {
                 write_tiny(d, &Tiny::default());
                 std::fs::write(d.join("config.json"), "{\"vocab_size\": 5,").expect("write");
             },
-            |e| matches!(e, CE::Config { .. }),
-            &["config.json", "JSON"],
+            |e| {
+                matches!(
+                    e,
+                    CE::Json {
+                        line: 1,
+                        column: 17,
+                        ..
+                    }
+                )
+            },
+            &["config.json", "JSON", "line 1, column 17"],
         ),
         m(
             "config: unknown quant method",
