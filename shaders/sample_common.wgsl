@@ -26,6 +26,10 @@ struct SampleParams {
 }
 
 const NEG_INF_BITS: u32 = 0xff800000u;
+const POS_INF_BITS: u32 = 0x7f800000u;
+// The token written for a row with a NaN or +inf logit, or only -inf logits
+// (host mirror: qwgpu_ops::sampling::NON_FINITE): the caller reports broken logits.
+const NON_FINITE: u32 = 0xffffffffu;
 // Loads each invocation keeps in flight in the streaming loops.
 const BATCH: u32 = 4u;
 // Index sentinel: above every vocabulary index, exact in f32.
@@ -56,9 +60,10 @@ fn is_finite(v: f32) -> bool {
     return (bitcast<u32>(v) & 0x7f800000u) != 0x7f800000u;
 }
 
-// A logit as the sampler orders it: NaN counts as -inf.
+// A logit as the max reduction sees it: NaN counts as +inf, so the row max is
+// finite exactly when no logit is NaN or +inf and some logit is above -inf.
 fn clean_logit(v: f32) -> f32 {
-    return select(v, bitcast<f32>(NEG_INF_BITS), is_nan(v));
+    return select(v, bitcast<f32>(POS_INF_BITS), is_nan(v));
 }
 
 struct Best {

@@ -3,7 +3,7 @@
 // probabilities of its block:
 //   e[i] = exp((logit[i] - m) * inv_t), 0 for NaN/-inf logits, 0 below the
 //   smallest normal f32 (GPUs may flush denormals), 0 everywhere when m is not
-//   finite (the select step then returns the argmax), 0 for the padding up to
+//   finite (the select step then writes NON_FINITE), 0 for the padding up to
 //   a multiple of 4.
 
 override WG: u32 = 256u;

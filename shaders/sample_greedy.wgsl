@@ -1,4 +1,6 @@
-// Greedy sampling, step 2 (one workgroup): out[out_off] = argmax over the partials.
+// Greedy sampling, step 2 (one workgroup): out[out_off] = argmax over the
+// partials, or NON_FINITE when the row max is not finite (a NaN or +inf logit,
+// or every logit -inf).
 
 override WG: u32 = 256u;
 
@@ -10,6 +12,6 @@ override WG: u32 = 256u;
 fn sample_greedy(@builtin(local_invocation_index) lid: u32) {
     let b = reduce_partials(lid);
     if (lid == 0u) {
-        out[sp.out_off] = min(b.i, sp.vocab - 1u);
+        out[sp.out_off] = select(min(b.i, sp.vocab - 1u), NON_FINITE, !is_finite(b.v));
     }
 }

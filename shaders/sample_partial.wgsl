@@ -1,5 +1,5 @@
 // Sampling, step 1 (one workgroup per block of `block` logits): the block's
-// max logit (NaN as -inf) and the lowest index holding it -> part[2b], part[2b+1].
+// max logit (NaN as +inf: see clean_logit) and the lowest index holding it -> part[2b], part[2b+1].
 
 override WG: u32 = 256u;
 

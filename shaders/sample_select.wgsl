@@ -5,7 +5,7 @@
 // whose chunk holds the crossing walks it: the token is the first kept index
 // whose cumulative kept mass exceeds the goal. Rounding that leaves no crossing
 // falls back to the last kept token (of that block, or overall). A row whose
-// max logit is not finite (all -inf/NaN, or a +inf) gives the argmax.
+// max is not finite (a NaN or +inf logit, or every logit -inf) gives NON_FINITE.
 
 override WG: u32 = 256u;
 
@@ -122,9 +122,9 @@ fn sample_select(@builtin(local_invocation_index) lid: u32) {
         if (tok == NO_INDEX && la > 0u) {
             tok = la - 1u;
         }
-        if (tok == NO_INDEX || !is_finite(best.v)) {
+        if (tok == NO_INDEX) {
             tok = best.i;
         }
-        out[sp.out_off] = min(tok, sp.vocab - 1u);
+        out[sp.out_off] = select(min(tok, sp.vocab - 1u), NON_FINITE, !is_finite(best.v));
     }
 }

@@ -2,10 +2,12 @@
 //!
 //! # The rule (GPU [`sample`] and its CPU reference [`qwgpu_ops::sampling::sample`] implement the same one)
 //!
-//! Logits `l[0..V)`; NaN logits count as −∞.
-//! - **Greedy** (`temperature == 0`): the argmax, lowest index on ties (all −∞ → 0).
-//! - Otherwise, with `m = max l`: if `m` is not finite (every logit −∞/NaN, or
-//!   some +∞) the result is the argmax. Else the unnormalised probabilities are
+//! Logits `l[0..V)`.
+//! - **Non-finite rows**: a NaN or +∞ logit, or every logit −∞, gives
+//!   [`NON_FINITE`] (`0xFFFFFFFF`, not a token) so the caller can stop with an
+//!   error rather than print a made-up token; single −∞ logits are never picked.
+//! - **Greedy** (`temperature == 0`): the argmax, lowest index on ties.
+//! - Otherwise, with `m = max l` (finite here), the unnormalised probabilities are
 //!   `e_i = exp((l_i − m) · inv_t)` in f32, `inv_t = 1 / temperature` (an f32
 //!   division on the host), with `e_i = 0` for −∞/NaN logits and for results
 //!   below the smallest normal f32 (GPUs may flush denormals). `p = e / Σe` is
@@ -31,7 +33,8 @@
 //!
 //! # Kernels
 //! The row is split into `nblocks ≤ 256` blocks of ≥ 1024 logits.
-//! 1. `sample_partial` (one workgroup per block): block max and argmax.
+//! 1. `sample_partial` (one workgroup per block): block max and argmax (a NaN
+//!    counts as +∞ there, so the row max is finite exactly when the row is).
 //! 2. Greedy: `sample_greedy` (one workgroup) reduces them and writes the token.
 //! 3. `sample_exp` (per block): `e` into a scratch buffer.
 //! 4. Top-k, then top-p: five `sample_pass` launches each (per block). A pass
@@ -64,7 +67,7 @@ crate::shader!(SAMPLE_MASS, "sample_mass.wgsl");
 crate::shader!(SAMPLE_SELECT, "sample_select.wgsl");
 crate::shader!(SAMPLE_UNIFORM, "sample_uniform.wgsl");
 
-pub use qwgpu_ops::sampling::SamplingParams;
+pub use qwgpu_ops::sampling::{SamplingParams, NON_FINITE};
 
 /// Largest vocabulary [`sample`] accepts (indices are compared as exact f32).
 pub const MAX_VOCAB: u32 = 1 << 24;

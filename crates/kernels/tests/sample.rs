@@ -1,7 +1,8 @@
 //! GPU sampling against its CPU reference `qwgpu_ops::sampling::sample` (the rule is in
 //! `qwgpu_kernels::sample`'s docs; `qwgpu_ops::sampling` ranks ties and cuts
 //! top-k differently, so it is not the reference here), on both test contexts:
-//! - greedy = argmax (lowest index on ties, NaN as -inf), exact;
+//! - greedy = argmax (lowest index on ties, -inf never picked), exact;
+//! - a NaN or +inf logit, or a row of -inf, gives `NON_FINITE`, on every path;
 //! - the GPU hash = `uniform_random`, bit-exact, by a probe launch and by a
 //!   uniform-shaped row (equal logits: token = floor(u · V));
 //! - temperature / top-k / top-p: GPU token == `sample_host(logits, params,
@@ -45,10 +46,11 @@ impl Batch {
 
     /// Tokens for `pairs` (at most n of them).
     fn run(&self, ctx: &GpuContext, pairs: &[(u64, u32)]) -> Vec<u32> {
+        // Not NON_FINITE: a slot the kernels never wrote must not pass for it.
         ctx.queue.write_buffer(
             &self.out,
             0,
-            bytemuck::cast_slice(&vec![u32::MAX; (self.out.size() / 4) as usize]),
+            bytemuck::cast_slice(&vec![UNWRITTEN; (self.out.size() / 4) as usize]),
         );
         for (&(seed, counter), step) in pairs.iter().zip(&self.steps) {
             ctx.queue
@@ -59,6 +61,8 @@ impl Batch {
         ctx.read_u32(&self.out, 0, pairs.len()).unwrap()
     }
 }
+
+const UNWRITTEN: u32 = 0xdead_beef;
 
 fn params(temperature: f32, top_k: u32, top_p: f32) -> SamplingParams {
     SamplingParams {
@@ -154,17 +158,15 @@ fn greedy_is_argmax_with_ties_nan_and_offsets() {
                         logits[b] = 100.0;
                         want = Some(a as u32);
                     }
-                    2 => {
-                        // NaN and -inf never win.
-                        logits[0] = f32::NAN;
-                        if vocab > 1 {
-                            logits[vocab - 1] = f32::NEG_INFINITY;
-                        }
+                    2 if vocab > 1 => {
+                        // -inf never wins.
+                        logits[0] = f32::NEG_INFINITY;
+                        logits[vocab - 1] = f32::NEG_INFINITY;
                     }
                     3 => {
-                        // Every logit -inf: index 0.
+                        // Every logit -inf: no token.
                         logits.iter_mut().for_each(|v| *v = f32::NEG_INFINITY);
-                        want = Some(0);
+                        want = Some(sample::NON_FINITE);
                     }
                     _ => {}
                 }
@@ -193,6 +195,45 @@ fn greedy_is_argmax_with_ties_nan_and_offsets() {
                     "{} seed {seed} vocab {vocab} case {case}",
                     t.name
                 );
+            }
+        }
+    }
+}
+
+#[test]
+fn non_finite_rows_give_the_sentinel() {
+    // 5000 logits: five blocks, the bad value in a later one than the max.
+    let vocab = 5000usize;
+    let mut rng = Rng::new(3);
+    let base: Vec<f32> = (0..vocab).map(|_| rng.normal()).collect();
+    let row = |edit: &dyn Fn(&mut Vec<f32>)| {
+        let mut r = base.clone();
+        r[10] = 50.0;
+        edit(&mut r);
+        r
+    };
+    let rows = [
+        ("one NaN", row(&|r| r[4321] = f32::NAN), true),
+        ("all NaN", row(&|r| r.fill(f32::NAN)), true),
+        ("one +inf", row(&|r| r[2048] = f32::INFINITY), true),
+        ("all -inf", row(&|r| r.fill(f32::NEG_INFINITY)), true),
+        ("some -inf", row(&|r| r[3000] = f32::NEG_INFINITY), false),
+    ];
+    let cases = [
+        SamplingParams::greedy(),
+        params(1.0, 0, 1.0),
+        params(0.8, 40, 0.9),
+    ];
+    for t in testing::contexts() {
+        let ctx = &t.ctx;
+        for (what, logits, bad) in &rows {
+            let lb = upload_row(ctx, logits, 3);
+            for p in &cases {
+                let b = Batch::new(ctx, &lb, 3, vocab as u32, p, 1);
+                let got = b.run(ctx, &[(9, 1)])[0];
+                let want = sample_host(logits, p, uniform_random(9, 1));
+                assert_eq!(got, want, "{} {what} {p:?}", t.name);
+                assert_eq!(got == sample::NON_FINITE, *bad, "{} {what} {p:?}", t.name);
             }
         }
     }

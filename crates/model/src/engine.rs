@@ -305,6 +305,8 @@ impl Model {
     /// one: on the GPU the pick happens on the device and one id is read back.
     /// Both backends use the same rule and random numbers
     /// ([`qwgpu_ops::sampling::sample`] with the session's seed and counter).
+    /// Logits with a NaN or +inf (or all -inf) are
+    /// [`ModelError::NonFiniteLogits`], never a token.
     pub fn sample_next(
         &self,
         s: &mut Session,
@@ -314,7 +316,7 @@ impl Model {
         params
             .validate()
             .map_err(|detail| ModelError::Sampling { detail })?;
-        match (&self.imp, &mut s.imp) {
+        let token = match (&self.imp, &mut s.imp) {
             (
                 Imp::Cpu(m),
                 SessionImp::Cpu {
@@ -327,15 +329,18 @@ impl Model {
                 let v = m.config().vocab_size;
                 let u = qwgpu_ops::sampling::uniform_random(*seed, *counter);
                 *counter = counter.wrapping_add(1);
-                Ok(qwgpu_ops::sampling::sample(
-                    &all[all.len() - v..],
-                    params,
-                    u,
-                ))
+                qwgpu_ops::sampling::sample(&all[all.len() - v..], params, u)
             }
-            (Imp::Gpu(m), SessionImp::Gpu(g)) => m.forward_sample(g, tokens, params),
-            _ => Err(mismatch()),
+            // The GPU sampler writes the same NON_FINITE id for broken rows.
+            (Imp::Gpu(m), SessionImp::Gpu(g)) => m.forward_sample(g, tokens, params)?,
+            _ => return Err(mismatch()),
+        };
+        if token == qwgpu_ops::sampling::NON_FINITE {
+            return Err(ModelError::NonFiniteLogits {
+                position: s.position(),
+            });
         }
+        Ok(token)
     }
 
     /// GPU time per kernel family of one step over `tokens` (GPU backend with

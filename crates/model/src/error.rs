@@ -77,6 +77,13 @@ pub enum ModelError {
     /// Invalid sampling parameters.
     #[error("sampler: {detail}")]
     Sampling { detail: String },
+    /// The logits to sample from hold a NaN or +inf (or are all -inf): the
+    /// weights or the forward pass produced non-numbers, so no token is made up.
+    #[error("the logits after {position} tokens are not finite (NaN or infinity): the model's weights or its forward pass produced non-numbers")]
+    NonFiniteLogits {
+        /// Tokens of the sequence processed when the logits were computed.
+        position: usize,
+    },
 }
 
 impl From<qwgpu_checkpoint::CheckpointError> for ModelError {

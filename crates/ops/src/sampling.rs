@@ -5,10 +5,13 @@
 //!
 //! # The rule
 //!
-//! Logits `l[0..V)`; NaN logits count as −∞.
-//! - **Greedy** (`temperature == 0`): the argmax, lowest index on ties (all −∞ → 0).
-//! - Otherwise, with `m = max l`: if `m` is not finite (every logit −∞/NaN, or
-//!   some +∞) the result is the argmax. Else the unnormalised probabilities are
+//! Logits `l[0..V)`.
+//! - **Non-finite rows**: if any logit is NaN or +∞, or every logit is −∞, the
+//!   result is [`NON_FINITE`] (no token: the forward pass broke, and the caller
+//!   stops with an error instead of printing a made-up token). Single −∞
+//!   logits are allowed (masked tokens) and never picked.
+//! - **Greedy** (`temperature == 0`): the argmax, lowest index on ties.
+//! - Otherwise, with `m = max l` (finite here), the unnormalised probabilities are
 //!   `e_i = exp((l_i − m) · inv_t)` in f32, `inv_t = 1 / temperature` (an f32
 //!   division), with `e_i = 0` for −∞/NaN logits and for results below the
 //!   smallest normal f32 (GPUs may flush denormals). `p = e / Σe` is
@@ -27,6 +30,17 @@
 //!   `h = lowbias32(counter + 0x9e3779b9)`, `h = lowbias32(h ^ seed_lo)`,
 //!   `h = lowbias32(h ^ seed_hi)`, `u = (h >> 8) · 2⁻²⁴` (lowbias32: Chris
 //!   Wellons' integer hash).
+
+/// What [`sample`] (and the GPU sampler) returns for a row with a NaN or +∞
+/// logit, or with every logit −∞: not a token id (no vocabulary reaches 2³²−1).
+pub const NON_FINITE: u32 = u32::MAX;
+
+/// True when the rule gives [`NON_FINITE`] for `logits`: a NaN or +∞ logit,
+/// or no logit above −∞ (an empty row included).
+pub fn is_non_finite_row(logits: &[f32]) -> bool {
+    logits.iter().any(|v| v.is_nan() || *v == f32::INFINITY)
+        || logits.iter().all(|v| *v == f32::NEG_INFINITY)
+}
 
 /// Temperature, top-k and top-p (see the module docs for the rule).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -85,34 +99,19 @@ pub fn uniform_random(seed: u64, counter: u32) -> f32 {
     (h >> 8) as f32 * (1.0 / 16_777_216.0)
 }
 
-fn clean(v: f32) -> f32 {
-    if v.is_nan() {
-        f32::NEG_INFINITY
-    } else {
-        v
-    }
-}
-
-/// The unnormalised probabilities `e_i` of the rule (module docs), or `None`
-/// where the result is the argmax (greedy, empty or degenerate rows).
+/// The unnormalised probabilities `e_i` of the rule (module docs) for a row
+/// with a finite max, or `None` where the result is the argmax (greedy).
 fn host_e(logits: &[f32], params: &SamplingParams) -> Option<Vec<f32>> {
-    if params.temperature == 0.0 || logits.is_empty() {
+    if params.temperature == 0.0 {
         return None;
     }
-    let m = logits
-        .iter()
-        .copied()
-        .map(clean)
-        .fold(f32::NEG_INFINITY, f32::max);
-    if !m.is_finite() {
-        return None;
-    }
+    let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let inv_t = 1.0f32 / params.temperature;
     Some(
         logits
             .iter()
             .map(|&l| {
-                if l.is_nan() || l == f32::NEG_INFINITY {
+                if l == f32::NEG_INFINITY {
                     return 0.0;
                 }
                 let e = ((l - m) * inv_t).exp();
@@ -164,6 +163,9 @@ fn host_threshold(e: &[f32], params: &SamplingParams) -> f32 {
 /// The token the rule (module docs) picks for the uniform number `u` (normally
 /// [`uniform_random`]); masses are summed in f64.
 pub fn sample(logits: &[f32], params: &SamplingParams, u: f32) -> u32 {
+    if is_non_finite_row(logits) {
+        return NON_FINITE;
+    }
     let Some(e) = host_e(logits, params) else {
         return argmax(logits) as u32;
     };
@@ -223,7 +225,7 @@ mod tests {
 
     #[test]
     fn temperature_sampling_follows_softmax() {
-        let logits = [0.0f32, 1.0, 2.0, f32::NAN];
+        let logits = [0.0f32, 1.0, 2.0, f32::NEG_INFINITY];
         let p = params(2.0, 0, 1.0);
         let n = 40_000u32;
         let mut counts = [0usize; 4];
@@ -240,7 +242,7 @@ mod tests {
                 w[i] / z
             );
         }
-        assert_eq!(counts[3], 0, "NaN logit sampled");
+        assert_eq!(counts[3], 0, "-inf logit sampled");
     }
 
     #[test]
@@ -259,7 +261,7 @@ mod tests {
 
     #[test]
     fn top_k_keeps_every_token_tied_at_the_threshold() {
-        let logits = [1.0f32, 3.0, 3.0, 3.0, f32::NAN, 2.0];
+        let logits = [1.0f32, 3.0, 3.0, 3.0, f32::NEG_INFINITY, 2.0];
         let p = params(1.0, 2, 1.0);
         let mut seen = [false; 6];
         for c in 0..3000 {
@@ -302,7 +304,25 @@ mod tests {
         assert_eq!(sample(&logits, &p, 0.28), 1);
         assert_eq!(sample(&logits, &p, 0.999_999), 1);
         assert_eq!(sample(&logits, &SamplingParams::greedy(), 0.0), 1);
-        assert_eq!(sample(&[f32::NEG_INFINITY; 3], &p, 0.5), 0);
+    }
+
+    #[test]
+    fn non_finite_rows_give_no_token() {
+        let p = params(1.0, 0, 1.0);
+        for (row, bad) in [
+            (&[1.0f32, f32::NAN, 2.0][..], true),
+            (&[f32::NAN; 3][..], true),
+            (&[1.0, f32::INFINITY][..], true),
+            (&[f32::NEG_INFINITY; 3][..], true),
+            (&[][..], true),
+            (&[f32::NEG_INFINITY, 0.5][..], false),
+        ] {
+            assert_eq!(is_non_finite_row(row), bad, "{row:?}");
+            for params in [p, SamplingParams::greedy()] {
+                let got = sample(row, &params, 0.5);
+                assert_eq!(got == NON_FINITE, bad, "{row:?} {params:?}");
+            }
+        }
     }
 
     #[test]
