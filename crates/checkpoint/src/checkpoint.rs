@@ -76,6 +76,19 @@ impl Checkpoint {
         crate::checkpoint_impl::unexpected(self)
     }
 
+    /// Whether it was opened with `OpenOptions { strict: true }` (loaders then
+    /// also check tensor values that are cheap to check only when asked for).
+    pub fn is_strict(&self) -> bool {
+        crate::checkpoint_impl::strict(self)
+    }
+
+    /// Every tensor entry of every shard header (kept, skipped and unexpected
+    /// alike) with the file holding it: dtypes, shapes and byte ranges, for
+    /// reporting sizes without touching tensor data.
+    pub fn stored_tensors(&self) -> Vec<(&Path, &crate::HeaderTensor)> {
+        crate::checkpoint_impl::stored(self)
+    }
+
     /// The shard files, in index order.
     pub fn files(&self) -> Vec<PathBuf> {
         crate::checkpoint_impl::files(self)

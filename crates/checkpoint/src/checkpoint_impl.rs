@@ -33,6 +33,7 @@ pub(crate) struct Inner {
     tensors: BTreeMap<String, Entry>,
     skipped: Vec<String>,
     unexpected: Vec<String>,
+    strict: bool,
 }
 
 /// The model folder must exist and be a directory (a file given as `--model`
@@ -183,6 +184,7 @@ pub(crate) fn open(dir: &Path, opts: &OpenOptions) -> Result<Checkpoint, Checkpo
             tensors,
             skipped,
             unexpected,
+            strict: opts.strict,
         },
     })
 }
@@ -274,6 +276,19 @@ pub(crate) fn skipped(c: &Checkpoint) -> &[String] {
 
 pub(crate) fn unexpected(c: &Checkpoint) -> &[String] {
     &c.inner.unexpected
+}
+
+pub(crate) fn strict(c: &Checkpoint) -> bool {
+    c.inner.strict
+}
+
+/// Every tensor of every header (kept, skipped or unexpected), with its file.
+pub(crate) fn stored(c: &Checkpoint) -> Vec<(&Path, &HeaderTensor)> {
+    c.inner
+        .shards
+        .iter()
+        .flat_map(|s| s.header.tensors.iter().map(move |t| (s.path.as_path(), t)))
+        .collect()
 }
 
 pub(crate) fn files(c: &Checkpoint) -> Vec<PathBuf> {

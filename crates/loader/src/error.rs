@@ -47,11 +47,31 @@ pub enum LoadError {
     MissingTensors { names: Vec<String> },
 
     /// An FP8 weight without any scale companion.
-    #[error("FP8 weight `{tensor}` ({dtype}) has no scale; looked for {}", looked_for.join(", "))]
+    #[error("FP8 weight `{tensor}` ({dtype}) has no scale; looked for {}{note}", looked_for.join(", "))]
     MissingScale {
         tensor: String,
         dtype: Dtype,
         looked_for: Vec<String>,
+        /// Extra context (e.g. that the config has no `quantization_config`), or empty.
+        note: String,
+    },
+
+    /// An FP8 weight element that encodes NaN or infinity (checked under strict loading).
+    #[error("FP8 weight `{tensor}` ({dtype}): element {index} is byte {byte:#04x}, a NaN/infinity encoding")]
+    NonFiniteWeight {
+        tensor: String,
+        dtype: Dtype,
+        index: usize,
+        byte: u8,
+    },
+
+    /// An error about checkpoint tensors, with where they are in the files
+    /// (their own names, e.g. `model.language_model.…`, and shard files).
+    #[error("{source} [in the checkpoint: {origin}]")]
+    InFile {
+        #[source]
+        source: Box<LoadError>,
+        origin: String,
     },
 
     /// Two alternative scale tensors for one weight.
@@ -262,4 +282,14 @@ pub enum LoadError {
     /// The token embedding must be stored unquantized.
     #[error("embedding `{tensor}` is quantized ({dtype}); embeddings must be F32, F16 or BF16")]
     EmbeddingQuantized { tensor: String, dtype: Dtype },
+}
+
+impl LoadError {
+    /// The error itself, without the [`LoadError::InFile`] location wrapper.
+    pub fn root(&self) -> &LoadError {
+        match self {
+            LoadError::InFile { source, .. } => source.root(),
+            other => other,
+        }
+    }
 }

@@ -92,9 +92,10 @@ pub use experts::{detect_layout, ExpertLayout};
 pub use fp8::{e4m3fn_to_f32, e5m2_to_f32};
 pub use ignore::{canonical_name, ModuleList};
 pub use model::{
-    load_from_source, load_model, load_model_with, stream_from_source, stream_model, Part, Progress,
+    load_from_source, load_from_source_with, load_model, load_model_with, plan_model,
+    stream_from_source, stream_from_source_with, stream_model, Part, Progress,
 };
-pub use pack::{input_scale_name, pack, weight_scale_names};
+pub use pack::{input_scale_name, pack, pack_with, weight_scale_names, PackOptions};
 pub use packed::*;
 pub use policy::{ModuleRule, QuantPolicy, SchemeKind};
 pub use scheme::DEFAULT_BLOCK;

@@ -5,7 +5,7 @@ use qwgpu_checkpoint::expected::{expected_tensors, fused_expert_tensors, per_exp
 use qwgpu_checkpoint::{Checkpoint, FfnConfig, LayerType, ModelConfig, TextConfig};
 
 use crate::experts::{detect_layout, split_fused, ExpertLayout};
-use crate::pack::{input_scale_name, pack, weight_scale_names};
+use crate::pack::{input_scale_name, pack_with, weight_scale_names, PackOptions};
 use crate::scheme::scale_values;
 use crate::{
     AttentionWeights, Ffn, GdnWeights, KvScales, LoadError, Mixer, MlpWeights, MoeWeights,
@@ -16,7 +16,8 @@ use crate::{
 /// Progress hook: called with `(layers done, layers total)` after each layer.
 pub type Progress<'p> = &'p dyn Fn(usize, usize);
 
-/// Loads and packs the whole text model of an opened checkpoint.
+/// Loads and packs the whole text model of an opened checkpoint. A checkpoint
+/// opened strict also has its FP8 weights scanned for NaN encodings.
 pub fn load_model(ckpt: &Checkpoint) -> Result<PackedModel, LoadError> {
     load_model_with(ckpt, None)
 }
@@ -26,7 +27,26 @@ pub fn load_model_with(
     ckpt: &Checkpoint,
     progress: Option<Progress<'_>>,
 ) -> Result<PackedModel, LoadError> {
-    load_from_source(ckpt, ckpt.config(), progress)
+    load_from_source_with(ckpt, ckpt.config(), progress, &checkpoint_options(ckpt))
+}
+
+/// The model's layout from headers and scales only: every check of
+/// [`load_model`] except those on weight values, with every packed weight's
+/// shard table, dtype and scales, but empty `data` and empty norm / conv /
+/// gate vectors. No weight byte is read or copied (what `qwgpu inspect` shows).
+pub fn plan_model(ckpt: &Checkpoint) -> Result<PackedModel, LoadError> {
+    let opts = PackOptions {
+        layout_only: true,
+        check_fp8_values: false,
+    };
+    load_from_source_with(ckpt, ckpt.config(), None, &opts)
+}
+
+fn checkpoint_options(ckpt: &Checkpoint) -> PackOptions {
+    PackOptions {
+        layout_only: false,
+        check_fp8_values: ckpt.is_strict(),
+    }
 }
 
 /// One piece of the packed model, handed to a [`stream_from_source`] visitor in
@@ -53,11 +73,21 @@ pub fn load_from_source(
     config: &ModelConfig,
     progress: Option<Progress<'_>>,
 ) -> Result<PackedModel, LoadError> {
+    load_from_source_with(src, config, progress, &PackOptions::default())
+}
+
+/// [`load_from_source`] with [`PackOptions`].
+pub fn load_from_source_with(
+    src: &(impl TensorSource + ?Sized),
+    config: &ModelConfig,
+    progress: Option<Progress<'_>>,
+    opts: &PackOptions,
+) -> Result<PackedModel, LoadError> {
     let mut embed_tokens = None;
     let mut layers = Vec::with_capacity(config.text.num_hidden_layers);
     let mut norm = Vec::new();
     let mut lm_head = None;
-    stream_from_source(src, config, progress, &mut |part| {
+    stream_from_source_with(src, config, progress, opts, &mut |part| {
         match part {
             Part::Embed(w) => embed_tokens = Some(w),
             Part::Layer { layer, .. } => layers.push(layer),
@@ -99,7 +129,13 @@ pub fn stream_model(
     progress: Option<Progress<'_>>,
     visit: &mut dyn FnMut(Part) -> Result<(), LoadError>,
 ) -> Result<(), LoadError> {
-    stream_from_source(ckpt, ckpt.config(), progress, visit)
+    stream_from_source_with(
+        ckpt,
+        ckpt.config(),
+        progress,
+        &checkpoint_options(ckpt),
+        visit,
+    )
 }
 
 /// [`stream_model`] over any [`TensorSource`].
@@ -109,8 +145,33 @@ pub fn stream_from_source(
     progress: Option<Progress<'_>>,
     visit: &mut dyn FnMut(Part) -> Result<(), LoadError>,
 ) -> Result<(), LoadError> {
+    stream_from_source_with(src, config, progress, &PackOptions::default(), visit)
+}
+
+/// [`stream_from_source`] with [`PackOptions`].
+pub fn stream_from_source_with(
+    src: &(impl TensorSource + ?Sized),
+    config: &ModelConfig,
+    progress: Option<Progress<'_>>,
+    opts: &PackOptions,
+    visit: &mut dyn FnMut(Part) -> Result<(), LoadError>,
+) -> Result<(), LoadError> {
     let cfg = &config.text;
     let policy = QuantPolicy::from_config(config.quantization.as_ref())?;
+    if !policy.is_quantized() {
+        let fp8 = src
+            .tensor_names()
+            .into_iter()
+            .filter(|n| src.tensor(n).is_some_and(|t| t.dtype.is_fp8()))
+            .count();
+        if fp8 > 0 {
+            tracing::warn!(
+                fp8_tensors = fp8,
+                "config.json has no quantization_config, but {fp8} tensor(s) are stored as FP8: \
+                 reading them with the scales stored beside them"
+            );
+        }
+    }
     let layout = match &cfg.ffn {
         FfnConfig::Moe { num_experts, .. } => {
             detect_layout(&src.tensor_names(), cfg.num_hidden_layers, *num_experts)?
@@ -123,6 +184,7 @@ pub fn stream_from_source(
         cfg,
         policy,
         layout,
+        opts: *opts,
     };
     ctx.check_required(config.tie_word_embeddings)?;
 
@@ -171,6 +233,7 @@ struct Ctx<'s, S: TensorSource + ?Sized> {
     cfg: &'s TextConfig,
     policy: QuantPolicy,
     layout: Option<ExpertLayout>,
+    opts: PackOptions,
 }
 
 impl<'s, S: TensorSource + ?Sized> Ctx<'s, S> {
@@ -243,7 +306,33 @@ impl<'s, S: TensorSource + ?Sized> Ctx<'s, S> {
             shards.iter().map(|(n, r)| ShardSpec::new(*n, *r)).collect(),
             Some(cols),
         );
-        pack(&spec, sources, &self.policy)
+        pack_with(&spec, sources, &self.policy, &self.opts).map_err(|e| {
+            let mut names: Vec<&str> = sources.iter().map(|s| s.weight.name.as_str()).collect();
+            names.dedup();
+            self.locate(e, &names)
+        })
+    }
+
+    /// Adds where `names` are stored (their own names and files) to `e`, when
+    /// the source knows. At most three are named.
+    fn locate(&self, e: LoadError, names: &[&str]) -> LoadError {
+        let origins: Vec<String> = names
+            .iter()
+            .take(3)
+            .filter_map(|n| self.src.origin(n))
+            .collect();
+        if origins.is_empty() || matches!(e, LoadError::InFile { .. }) {
+            return e;
+        }
+        let more = names.len().saturating_sub(3);
+        let mut origin = origins.join(", ");
+        if more > 0 {
+            origin.push_str(&format!(" and {more} more"));
+        }
+        LoadError::InFile {
+            source: Box::new(e),
+            origin,
+        }
     }
 
     /// An unfused `[rows, cols]` weight whose one shard is named `shard`.
@@ -260,16 +349,23 @@ impl<'s, S: TensorSource + ?Sized> Ctx<'s, S> {
     }
 
     /// An unquantized vector (norms, conv, A_log, dt_bias) as f32, shape-checked.
+    /// Empty in layout-only mode (after the shape and dtype checks).
     fn vector(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, LoadError> {
         let t = self.get(name)?;
         if t.shape != shape {
-            return Err(LoadError::Shape {
-                tensor: name.to_string(),
-                got: t.shape.clone(),
-                expected: format!("{shape:?}"),
-            });
+            return Err(self.locate(
+                LoadError::Shape {
+                    tensor: name.to_string(),
+                    got: t.shape.clone(),
+                    expected: format!("{shape:?}"),
+                },
+                &[name],
+            ));
         }
-        t.to_f32()
+        if self.opts.layout_only && !t.dtype.is_fp8() {
+            return Ok(Vec::new());
+        }
+        t.to_f32().map_err(|e| self.locate(e, &[name]))
     }
 
     fn layer(&self, i: usize, kind: LayerType) -> Result<PackedLayer, LoadError> {

@@ -10,6 +10,7 @@
 use qwgpu_checkpoint::quant::{ActivationScheme, Fp8Format};
 use qwgpu_checkpoint::Dtype;
 
+use crate::fp8::decode_elements;
 use crate::policy::{ModuleRule, QuantPolicy, SchemeKind};
 use crate::scheme::{detect_input_scale, detect_weight_scale, SourceScheme};
 use crate::{
@@ -58,6 +59,17 @@ pub fn pack(
     spec: &PackSpec,
     sources: &[SourceWeight<'_>],
     policy: &QuantPolicy,
+) -> Result<PackedWeight, LoadError> {
+    pack_with(spec, sources, policy, &PackOptions::default())
+}
+
+/// [`pack`] with options: layout only (no data copied: for inspection) and
+/// the FP8 value scan (strict loading).
+pub fn pack_with(
+    spec: &PackSpec,
+    sources: &[SourceWeight<'_>],
+    policy: &QuantPolicy,
+    opts: &PackOptions,
 ) -> Result<PackedWeight, LoadError> {
     let packed = spec.name.as_str();
     let offsets = table_offsets(spec)?;
@@ -169,7 +181,10 @@ pub fn pack(
     placed.sort_by_key(|p| p.shards.first().copied().unwrap_or(0));
 
     for p in &mut placed {
-        classify(p)?;
+        classify(p, policy.is_quantized())?;
+        if opts.check_fp8_values {
+            check_fp8_values(&p.src.weight)?;
+        }
     }
     let dtype = check_dtypes(packed, &placed)?;
     let scale = merge_schemes(packed, &placed, &offsets, spec)?;
@@ -177,9 +192,26 @@ pub fn pack(
 
     let cols = cols.unwrap_or(0);
     let total_rows: usize = spec.shards.iter().map(|s| s.rows).sum();
-    let mut data = Vec::with_capacity(placed.iter().map(|p| p.src.weight.bytes.len()).sum());
-    for p in &placed {
-        data.extend_from_slice(&p.src.weight.bytes);
+    let mut data = Vec::new();
+    if !opts.layout_only {
+        let bytes: usize = placed
+            .iter()
+            .map(|p| p.src.weight.bytes.len() / p.src.weight.dtype.size() * dtype.size())
+            .sum();
+        data.reserve_exact(bytes);
+        for p in &placed {
+            let w = &p.src.weight;
+            if w.dtype == dtype {
+                data.extend_from_slice(&w.bytes);
+            } else {
+                // Only unquantized sources reach here (check_dtypes), widened exactly.
+                data.extend(
+                    decode_elements(w.dtype, &w.bytes)
+                        .into_iter()
+                        .flat_map(|v| encode_f32_as(dtype, v)),
+                );
+            }
+        }
     }
     let shards = spec
         .shards
@@ -233,8 +265,47 @@ fn table_offsets(spec: &PackSpec) -> Result<Vec<usize>, LoadError> {
     Ok(offsets)
 }
 
+/// What [`pack_with`] does besides packing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PackOptions {
+    /// Work out shard table, dtype and scales only: `data` stays empty and no
+    /// weight byte is read (scales are read).
+    pub layout_only: bool,
+    /// Scan FP8 weights for NaN encodings (and E5M2 infinities): reads every
+    /// FP8 byte once, so only under strict loading.
+    pub check_fp8_values: bool,
+}
+
+/// Refuses FP8 weights holding NaN (E4M3FN `0x7F`/`0xFF`; E5M2 exponent 31
+/// with a mantissa) or E5M2 infinity encodings.
+fn check_fp8_values(w: &crate::SourceTensor<'_>) -> Result<(), LoadError> {
+    let bad: fn(u8) -> bool = match w.dtype {
+        Dtype::F8E4M3 => |b| b & 0x7F == 0x7F,
+        Dtype::F8E5M2 => |b| b & 0x7C == 0x7C,
+        _ => return Ok(()),
+    };
+    match w.bytes.iter().position(|&b| bad(b)) {
+        None => Ok(()),
+        Some(index) => Err(LoadError::NonFiniteWeight {
+            tensor: w.name.clone(),
+            dtype: w.dtype,
+            index,
+            byte: w.bytes.get(index).copied().unwrap_or(0),
+        }),
+    }
+}
+
+/// `v` in `dtype`'s little-endian bytes (F32 only: the one widening target).
+fn encode_f32_as(dtype: Dtype, v: f32) -> Vec<u8> {
+    match dtype {
+        Dtype::F16 => half::f16::from_f32(v).to_le_bytes().to_vec(),
+        Dtype::BF16 => half::bf16::from_f32(v).to_le_bytes().to_vec(),
+        _ => v.to_le_bytes().to_vec(),
+    }
+}
+
 /// Per-source quantization checks and scale interpretation.
-fn classify(p: &mut Placed<'_, '_>) -> Result<(), LoadError> {
+fn classify(p: &mut Placed<'_, '_>, has_config: bool) -> Result<(), LoadError> {
     let w = &p.src.weight;
     if !w.dtype.is_fp8() {
         if let Some(s) = p.src.weight_scale.as_ref().or(p.src.input_scale.as_ref()) {
@@ -277,6 +348,12 @@ fn classify(p: &mut Placed<'_, '_>) -> Result<(), LoadError> {
             tensor: w.name.clone(),
             dtype: w.dtype,
             looked_for: weight_scale_names(&w.name),
+            note: if has_config {
+                String::new()
+            } else {
+                " (config.json has no `quantization_config` either: is this checkpoint complete?)"
+                    .into()
+            },
         })?;
     p.scheme = Some(detect_weight_scale(w, p.shards.len(), scale, &p.rule)?);
     if let Some(input) = &p.src.input_scale {
@@ -285,6 +362,10 @@ fn classify(p: &mut Placed<'_, '_>) -> Result<(), LoadError> {
     Ok(())
 }
 
+/// The packed weight's storage dtype. FP8 beside unquantized is an error;
+/// FP8 formats must agree. Unquantized sources of different dtypes (legal in
+/// HF, which casts on load) are widened to F32, which holds F16, BF16 and F32
+/// exactly, with a warning.
 fn check_dtypes(packed: &str, placed: &[Placed<'_, '_>]) -> Result<Dtype, LoadError> {
     let Some(first) = placed.first() else {
         return Err(LoadError::ShardTable {
@@ -293,6 +374,7 @@ fn check_dtypes(packed: &str, placed: &[Placed<'_, '_>]) -> Result<Dtype, LoadEr
         });
     };
     let a = &first.src.weight;
+    let mut widen: Option<&crate::SourceTensor<'_>> = None;
     for p in placed.iter().skip(1) {
         let b = &p.src.weight;
         if b.dtype == a.dtype {
@@ -308,13 +390,27 @@ fn check_dtypes(packed: &str, placed: &[Placed<'_, '_>]) -> Result<Dtype, LoadEr
                 unquantized_dtype: u.dtype,
             });
         }
-        return Err(LoadError::MixedDtypes {
-            packed: packed.into(),
-            first: a.name.clone(),
-            first_dtype: a.dtype,
-            second: b.name.clone(),
-            second_dtype: b.dtype,
-        });
+        if a.dtype.is_fp8() {
+            return Err(LoadError::MixedDtypes {
+                packed: packed.into(),
+                first: a.name.clone(),
+                first_dtype: a.dtype,
+                second: b.name.clone(),
+                second_dtype: b.dtype,
+            });
+        }
+        widen.get_or_insert(b);
+    }
+    if let Some(b) = widen {
+        tracing::warn!(
+            packed,
+            first = %a.name,
+            first_dtype = %a.dtype,
+            second = %b.name,
+            second_dtype = %b.dtype,
+            "sources of one packed weight are stored in different dtypes: converting them to F32 (exact)"
+        );
+        return Ok(Dtype::F32);
     }
     Ok(a.dtype)
 }

@@ -14,6 +14,11 @@ pub trait TensorSource {
     fn tensor(&self, name: &str) -> Option<SourceTensor<'_>>;
     /// Every canonical name.
     fn tensor_names(&self) -> Vec<&str>;
+    /// Where the tensor with this canonical name is stored, in words (its own
+    /// name and file), for error messages; `None` when the canonical name says it all.
+    fn origin(&self, _name: &str) -> Option<String> {
+        None
+    }
 }
 
 impl TensorSource for Checkpoint {
@@ -22,6 +27,10 @@ impl TensorSource for Checkpoint {
     }
     fn tensor_names(&self) -> Vec<&str> {
         self.names()
+    }
+    fn origin(&self, name: &str) -> Option<String> {
+        self.get(name)
+            .map(|v| format!("`{}` in {}", v.source_name, v.file.display()))
     }
 }
 

@@ -1,0 +1,199 @@
+//! Loading the way HF does where the files allow it, and saying exactly what
+//! is wrong where they do not: mixed unquantized dtypes in one fused weight
+//! are widened, FP8 NaN encodings are refused under strict loading, a missing
+//! `quantization_config` is named, and errors name the file's own tensor names.
+#![allow(clippy::result_large_err)]
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use qwgpu_checkpoint::{Checkpoint, Dtype, OpenOptions};
+use qwgpu_loader::{
+    dequantize, pack, pack_with, LoadError, PackOptions, QuantPolicy, SourceTensor, SourceWeight,
+};
+
+const H: usize = 4;
+
+fn values(n: usize, k: f32) -> Vec<f32> {
+    (0..n).map(|i| (i as f32 - 3.0) * k).collect()
+}
+
+/// `q_proj` F16 beside `k_proj` BF16 (HF casts both on load): packed as F32,
+/// every value exact.
+#[test]
+fn mixed_unquantized_dtypes_are_widened_to_f32() {
+    let (q, k) = (values(2 * H, 0.5), values(3 * H, 0.25));
+    let sources = [
+        SourceWeight::new(
+            float_tensor("q_proj.weight", Dtype::F16, &[2, H], &q),
+            &["q"],
+        ),
+        SourceWeight::new(
+            float_tensor("k_proj.weight", Dtype::BF16, &[3, H], &k),
+            &["k"],
+        ),
+    ];
+    let packed = pack(
+        &spec("qk", &[("q", 2), ("k", 3)], H),
+        &sources,
+        &QuantPolicy::unquantized(),
+    )
+    .expect("mixed dtypes pack");
+    assert_eq!(packed.dtype, Dtype::F32);
+    assert_eq!(
+        dequantize(&packed).expect("dequantize"),
+        [q, k].concat(),
+        "widening is exact"
+    );
+}
+
+fn fp8_weight(bytes: Vec<u8>) -> SourceWeight<'static> {
+    SourceWeight::new(tensor("w.weight", Dtype::F8E4M3, &[2, H], bytes), &["w"])
+        .with_weight_scale(SourceTensor::from_f32("w.weight_scale", vec![], &[0.5]).expect("scale"))
+}
+
+/// NaN encodings in FP8 weights: refused when asked (strict), data otherwise.
+#[test]
+fn fp8_nan_encodings_are_refused_under_strict() {
+    let mut bytes = vec![0x38u8; 2 * H];
+    bytes[5] = 0xFF;
+    let src = [fp8_weight(bytes)];
+    let spec = spec("w", &[("w", 2)], H);
+    let policy = QuantPolicy::unquantized();
+    pack(&spec, &src, &policy).expect("lenient: NaN is data");
+    let strict = PackOptions {
+        check_fp8_values: true,
+        ..PackOptions::default()
+    };
+    let e = pack_with(&spec, &src, &policy, &strict).expect_err("strict");
+    assert!(
+        matches!(
+            e,
+            LoadError::NonFiniteWeight {
+                index: 5,
+                byte: 0xFF,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("w.weight"), "{e}");
+}
+
+#[test]
+fn fp8_weight_without_scale_or_quantization_config_says_so() {
+    let src = [SourceWeight::new(
+        tensor("w.weight", Dtype::F8E4M3, &[2, H], vec![0x38; 2 * H]),
+        &["w"],
+    )];
+    let e = pack(
+        &spec("w", &[("w", 2)], H),
+        &src,
+        &QuantPolicy::unquantized(),
+    )
+    .expect_err("no scale");
+    assert!(e.to_string().contains("no `quantization_config`"), "{e}");
+}
+
+/// Layout-only packing copies nothing but still checks everything it can.
+#[test]
+fn layout_only_packing_reads_no_weight_data() {
+    let src = [fp8_weight(vec![0x38; 2 * H])];
+    let opts = PackOptions {
+        layout_only: true,
+        ..PackOptions::default()
+    };
+    let packed = pack_with(
+        &spec("w", &[("w", 2)], H),
+        &src,
+        &QuantPolicy::unquantized(),
+        &opts,
+    )
+    .expect("layout");
+    assert!(packed.data.is_empty());
+    assert_eq!(
+        (packed.rows, packed.cols, packed.dtype),
+        (2, H, Dtype::F8E4M3)
+    );
+}
+
+/// Writes a safetensors file by hand from `(name, dtype, shape, bytes)`.
+fn write_safetensors(path: &Path, tensors: &[(String, String, Vec<usize>, Vec<u8>)]) {
+    let mut entries = Vec::new();
+    let mut data = Vec::new();
+    for (name, dtype, shape, bytes) in tensors {
+        let start = data.len();
+        data.extend_from_slice(bytes);
+        entries.push(format!(
+            "\"{name}\":{{\"dtype\":\"{dtype}\",\"shape\":{shape:?},\"data_offsets\":[{start},{}]}}",
+            data.len()
+        ));
+    }
+    let text = format!("{{{}}}", entries.join(","));
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&data);
+    std::fs::write(path, out).expect("write safetensors");
+}
+
+/// A scratch folder removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("qwgpu-loader-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("mkdir");
+        TempDir(p)
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A loader error names the tensor as the file spells it and the shard file.
+#[test]
+fn errors_name_the_files_own_tensor_and_shard() {
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/moe-bf16-wrapper");
+    let src = Checkpoint::open(&fixture).expect("fixture");
+    let mut tensors: Vec<(String, String, Vec<usize>, Vec<u8>)> = src
+        .stored_tensors()
+        .into_iter()
+        .map(|(_, t)| {
+            let view = src.get(&qwgpu_checkpoint::canonical_name(&t.name).unwrap_or_default());
+            let bytes = match view {
+                Some(v) => v.bytes.to_vec(),
+                None => vec![0; t.end - t.start],
+            };
+            (t.name.clone(), t.dtype_name.clone(), t.shape.clone(), bytes)
+        })
+        .collect();
+    let weight = "model.language_model.layers.0.mlp.shared_expert.gate_proj.weight";
+    tensors.push((
+        "model.language_model.layers.0.mlp.shared_expert.gate_proj.weight_scale".into(),
+        "F32".into(),
+        vec![],
+        1f32.to_le_bytes().to_vec(),
+    ));
+    let dir = TempDir::new("names");
+    std::fs::copy(fixture.join("config.json"), dir.path().join("config.json")).expect("copy");
+    write_safetensors(&dir.path().join("model.safetensors"), &tensors);
+    let ckpt = Checkpoint::open_with(dir.path(), &OpenOptions { strict: true }).expect("opens");
+    let e = qwgpu_loader::load_model(&ckpt).expect_err("scale on a BF16 weight");
+    assert!(
+        matches!(e.root(), LoadError::ScaleOnUnquantized { .. }),
+        "{e}"
+    );
+    let msg = e.to_string();
+    assert!(msg.contains(&format!("`{weight}` in ")), "{msg}");
+    assert!(msg.contains("model.safetensors"), "{msg}");
+}
