@@ -1,0 +1,158 @@
+//! What a user sees for a malformed model folder: one test per message, each
+//! through the `qwgpu` binary (`inspect` opens folders as `generate` does).
+
+mod scratch;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(name)
+}
+
+/// A copy of the `dense-bf16-text` fixture's config and weights.
+fn copy_fixture(dir: &Path) {
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture("dense-bf16-text").join(f), dir.join(f)).expect("copy");
+    }
+}
+
+/// `(success, stdout, stderr)` of `qwgpu inspect --model dir`.
+fn inspect(dir: &Path) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_qwgpu"))
+        .args(["inspect", "--model"])
+        .arg(dir)
+        .output()
+        .expect("run qwgpu");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn fails_with(dir: &Path, wants: &[&str]) {
+    let (ok, _, stderr) = inspect(dir);
+    assert!(!ok, "succeeded: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    for want in wants {
+        assert!(stderr.contains(want), "missing `{want}` in: {stderr}");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn fifo_config_is_refused_without_blocking() {
+    let d = scratch::Scratch::new();
+    copy_fixture(d.path());
+    let config = d.path().join("config.json");
+    std::fs::remove_file(&config).expect("rm");
+    let ok = Command::new("mkfifo")
+        .arg(&config)
+        .status()
+        .expect("mkfifo")
+        .success();
+    assert!(ok);
+    fails_with(
+        d.path(),
+        &[
+            "config.json",
+            "is a FIFO (named pipe), expected a regular file",
+        ],
+    );
+}
+
+#[test]
+fn directory_in_place_of_the_weights_is_named_as_such() {
+    let d = scratch::Scratch::new();
+    copy_fixture(d.path());
+    let weights = d.path().join("model.safetensors");
+    std::fs::remove_file(&weights).expect("rm");
+    std::fs::create_dir(&weights).expect("mkdir");
+    fails_with(
+        d.path(),
+        &["model.safetensors: is a directory, expected a regular file"],
+    );
+}
+
+#[test]
+fn config_with_byte_order_mark_names_file_and_position() {
+    let d = scratch::Scratch::new();
+    copy_fixture(d.path());
+    let text = std::fs::read_to_string(d.path().join("config.json")).expect("read");
+    std::fs::write(d.path().join("config.json"), format!("\u{feff}{text}")).expect("write");
+    fails_with(
+        d.path(),
+        &["config.json", "line 1, column 1", "byte-order mark"],
+    );
+}
+
+#[test]
+fn invalid_config_json_names_line_and_column() {
+    let d = scratch::Scratch::new();
+    copy_fixture(d.path());
+    std::fs::write(
+        d.path().join("config.json"),
+        "{\n  \"vocab_size\": 512,\n  oops\n}",
+    )
+    .expect("write");
+    fails_with(
+        d.path(),
+        &["config.json", "invalid JSON at line 3, column 3"],
+    );
+}
+
+/// Both layouts present: the single file is loaded, as transformers does, and
+/// the user is told the index is ignored.
+#[test]
+fn single_file_beside_an_index_is_loaded_with_a_warning() {
+    let d = scratch::Scratch::new();
+    copy_fixture(d.path());
+    std::fs::write(
+        d.path().join("model.safetensors.index.json"),
+        r#"{"weight_map":{"model.norm.weight":"model-00001-of-00002.safetensors"}}"#,
+    )
+    .expect("write index");
+    let (ok, stdout, stderr) = inspect(d.path());
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("in 1 file(s)"), "{stdout}");
+    assert!(
+        stderr.contains("loading model.safetensors, as Hugging Face transformers does"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn tensors_under_an_unknown_prefix_are_reported() {
+    let d = scratch::Scratch::new();
+    copy_fixture(d.path());
+    let src = std::fs::read(fixture("dense-bf16-text").join("model.safetensors")).expect("read");
+    let header = qwgpu_checkpoint::parse_header(&src, Path::new("fixture")).expect("header");
+    let mut entries = Vec::new();
+    let mut data = Vec::new();
+    for t in &header.tensors {
+        let start = data.len();
+        data.extend_from_slice(&src[t.start..t.end]);
+        entries.push(format!(
+            "\"{}\":{{\"dtype\":\"{}\",\"shape\":{:?},\"data_offsets\":[{start},{}]}}",
+            t.name.replacen("model.", "transformer.", 1),
+            t.dtype_name,
+            t.shape,
+            data.len()
+        ));
+    }
+    let text = format!("{{{}}}", entries.join(","));
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&data);
+    std::fs::write(d.path().join("model.safetensors"), out).expect("write");
+    fails_with(
+        d.path(),
+        &[&format!(
+            "{} tensor(s) under `transformer.` were not recognised",
+            header.tensors.len()
+        )],
+    );
+}
