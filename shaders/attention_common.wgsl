@@ -13,9 +13,9 @@ struct AttnParams {
     rot: u32,
     // Rows of the rope table (it is [2, max_t, rot/2]) and of the q scratch.
     max_t: u32,
-    // Rows of the KV cache.
-    capacity: u32,
-    // Decode partials: split count, fixed from the capacity.
+    // Rows of the KV-cache page bound to this launch.
+    page_rows: u32,
+    // Decode: this page's split count (merge: the splits of all pages).
     nsplit: u32,
     // qkv row width: 2*nh*hd + 2*nkv*hd.
     qkv_w: u32,
@@ -27,8 +27,27 @@ struct AttnParams {
     // Decode: q heads per workgroup and head blocks per kv head.
     gb: u32,
     nhb: u32,
+    // Position of the bound page's first row in the sequence.
+    page_start: u32,
+    // Decode: first partial slot of this page's splits.
+    split_base: u32,
+    // Prefill: PAGE_FIRST (start the online softmax) | PAGE_LAST (finish with the
+    // gate); a page in between carries (max, sum, output) through the scratch.
+    flags: u32,
     _pad0: u32,
     _pad1: u32,
+    _pad2: u32,
+}
+
+const PAGE_FIRST: u32 = 1u;
+const PAGE_LAST: u32 = 2u;
+
+// Keys of the bound page visible to position `last` (inclusive).
+fn page_visible(last: u32) -> u32 {
+    if (last < ap.page_start) {
+        return 0u;
+    }
+    return min(last + 1u - ap.page_start, ap.page_rows);
 }
 
 // Stand-in for -inf: exp(NEG_BIG - m) is 0 and NEG_BIG - NEG_BIG is 0, never NaN.
@@ -37,8 +56,8 @@ const NEG_BIG: f32 = -1.0e30;
 // Fewest keys a decode split takes: short contexts use fewer splits, not tiny ones.
 const ATTN_MIN_CHUNK: u32 = 64u;
 
-// Keys per decode split for `kv_len` visible keys: the split count is fixed from
-// the capacity (so launches do not depend on the position); the split length
+// Keys per decode split for `kv_len` visible keys of a page: the split count is
+// fixed per page (so launches do not depend on the position); the split length
 // follows the position, so every split has work at any context length.
 fn attn_chunk(kv_len: u32, nsplit: u32) -> u32 {
     return max(ATTN_MIN_CHUNK, (kv_len + nsplit - 1u) / nsplit);

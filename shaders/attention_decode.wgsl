@@ -1,7 +1,8 @@
-// Decode attention (T = 1), split-K flash decoding. Workgroup (split, kv head,
-// head block): the GB q heads of one kv head (a head block) share every K/V load;
-// the split covers keys [split*chunk, (split+1)*chunk) of the pos+1 visible keys,
-// chunk = attn_chunk(pos + 1, nsplit), in tiles of WG keys with an online softmax.
+// Decode attention (T = 1), split-K flash decoding over one KV-cache page per
+// launch. Workgroup (split, kv head, head block): the GB q heads of one kv head
+// (a head block) share every K/V load; the split covers page keys
+// [split*chunk, (split+1)*chunk) of the page's kv_len keys visible at pos,
+// chunk = attn_chunk(kv_len, nsplit), in tiles of WG keys with an online softmax.
 // Per tile:
 // - scores: TPK lanes per key (coalesced 64-byte runs of a K row, loads batched
 //   4 deep so a thread never waits on one load at a time), lane partials summed
@@ -10,9 +11,9 @@
 //   memory;
 // - P·V with thread (key phase, vec4 column), V rows read coalesced, 4 keys per
 //   batch.
-// Writes unnormalised partial outputs and (max, sum) per (split, head);
-// attention_merge.wgsl combines them with the log-sum-exp rule. Splits past the
-// visible keys exit at once. Needs a reduce file first, then step.wgsl,
+// Writes unnormalised partial outputs and (max, sum) per (split, head) at partial
+// slot split_base + split; attention_merge.wgsl combines every page's slots with
+// the log-sum-exp rule. Splits past the visible keys write sum 0 and exit. Needs a reduce file first, then step.wgsl,
 // attention_common.wgsl.
 
 override WG: u32 = 256u;
@@ -47,10 +48,16 @@ fn attn_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     let hb = wid.y % ap.nhb;
     let h0 = kvh * ap.group + hb * GB;
     let ng = min(GB, ap.group - hb * GB);
-    let kv_len = min(st.pos + 1u, ap.capacity);
+    // Keys of this launch's page visible at pos (page-local indices 0 .. kv_len).
+    let kv_len = page_visible(st.pos);
     let chunk = attn_chunk(kv_len, ap.nsplit);
     let k0 = split * chunk;
+    let slot = ap.split_base + split;
     if (k0 >= kv_len) {
+        // An empty split: sum 0 tells the merge to skip it.
+        if (lid < ng) {
+            part_ml[slot * ap.nh + h0 + lid] = vec2<f32>(NEG_BIG, 0.0);
+        }
         return;
     }
     let k1 = min(k0 + chunk, kv_len);
@@ -218,9 +225,9 @@ fn attn_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     }
     for (var i = lid; i < ng * d4n; i += WG) {
         let g = i / d4n;
-        part_o[(split * ap.nh + h0 + g) * d4n + i % d4n] = q_sh[i];
+        part_o[(slot * ap.nh + h0 + g) * d4n + i % d4n] = q_sh[i];
     }
     if (lid < ng) {
-        part_ml[split * ap.nh + h0 + lid] = vec2<f32>(m_sh[lid], l_sh[lid]);
+        part_ml[slot * ap.nh + h0 + lid] = vec2<f32>(m_sh[lid], l_sh[lid]);
     }
 }

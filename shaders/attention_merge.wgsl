@@ -1,5 +1,5 @@
-// Decode attention, second pass: one workgroup per q head merges the active
-// splits' partials with the log-sum-exp rule, o = Σ e^(m_s−M) O_s / Σ e^(m_s−M) l_s,
+// Decode attention, second pass: one workgroup per q head merges the non-empty
+// splits' partials (of every page) with the log-sum-exp rule, o = Σ e^(m_s−M) O_s / Σ e^(m_s−M) l_s,
 // and applies the output gate: out = o · sigmoid(gate) (gate = second half of the
 // head's q_proj rows, read from qkv). Split weights are computed once into
 // workgroup memory; the weighted sum runs as (split phase, vec4 column) threads,
@@ -15,19 +15,23 @@ const MAX_SPLITS: u32 = 256u;
 @group(0) @binding(1) var<storage, read> part_ml: array<vec2<f32>>;
 @group(0) @binding(2) var<storage, read> qkv: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;
-@group(0) @binding(4) var<uniform> st: Step;
-@group(0) @binding(5) var<uniform> ap: AttnParams;
+@group(0) @binding(4) var<uniform> ap: AttnParams;
 
 var<workgroup> w_sh: array<f32, MAX_SPLITS>;
 var<workgroup> acc_sh: array<vec4<f32>, WG>;
+
+// w · o, or 0 for an empty split (whose stale o may be anything, NaN included).
+fn merge_term(w: f32, o: vec4<f32>) -> vec4<f32> {
+    return select(vec4<f32>(0.0), w * o, w != 0.0);
+}
 
 @compute @workgroup_size(WG)
 fn attn_merge(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let h = wid.x;
     let nh = ap.nh;
-    let kv_len = min(st.pos + 1u, ap.capacity);
-    let chunk = attn_chunk(kv_len, ap.nsplit);
-    let n = (kv_len + chunk - 1u) / chunk;
+    // Every page's splits; empty ones have sum 0 and weight 0 (their partial
+    // outputs are stale and never enter the sum).
+    let n = ap.nsplit;
     var mx = NEG_BIG;
     for (var s = lid; s < n; s += WG) {
         mx = max(mx, part_ml[s * nh + h].x);
@@ -36,7 +40,7 @@ fn attn_merge(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     var den = 0.0;
     for (var s = lid; s < n; s += WG) {
         let ml = part_ml[s * nh + h];
-        let w = exp(ml.x - mx);
+        let w = select(0.0, exp(ml.x - mx), ml.y > 0.0);
         w_sh[s] = w;
         den += w * ml.y;
     }
@@ -53,12 +57,12 @@ fn attn_merge(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
         let stride = nh * d4n * sp_n;
         for (; s + 3u * sp_n < n; s += 4u * sp_n) {
             let b = (s * nh + h) * d4n + c;
-            acc += w_sh[s] * part_o[b] + w_sh[s + sp_n] * part_o[b + stride]
-                + w_sh[s + 2u * sp_n] * part_o[b + 2u * stride]
-                + w_sh[s + 3u * sp_n] * part_o[b + 3u * stride];
+            acc += merge_term(w_sh[s], part_o[b]) + merge_term(w_sh[s + sp_n], part_o[b + stride])
+                + merge_term(w_sh[s + 2u * sp_n], part_o[b + 2u * stride])
+                + merge_term(w_sh[s + 3u * sp_n], part_o[b + 3u * stride]);
         }
         for (; s < n; s += sp_n) {
-            acc += w_sh[s] * part_o[(s * nh + h) * d4n + c];
+            acc += merge_term(w_sh[s], part_o[(s * nh + h) * d4n + c]);
         }
     }
     acc_sh[lid] = acc;

@@ -1,7 +1,10 @@
 // Prefill attention (T > 1), tiled causal flash attention with online softmax and
-// the output gate fused. Rows are (token, q head) pairs of one kv head, token-
-// major, so the G q heads sharing a kv head share every K/V tile; a workgroup
-// takes BM rows and walks the keys 0 ..= pos + its last token in tiles of BN.
+// the output gate fused, over one KV-cache page per launch. Rows are (token, q
+// head) pairs of one kv head, token-major, so the G q heads sharing a kv head
+// share every K/V tile; a workgroup takes BM rows and walks the page's keys up to
+// pos + its last token in tiles of BN. Pages run as successive launches: the
+// first starts the online softmax, later ones resume it from the carry scratch
+// (running output, max and sum per row), the last applies 1/sum and the gate.
 // S = Q·Kᵀ goes through workgroup memory in hd slices of 32 dims (thread = 2
 // rows × 2 keys, so each staged value is read once per 2 multiply-adds), the
 // softmax statistics are per row, and O += P·V keeps O in registers as (row
@@ -29,6 +32,9 @@ const OR: u32 = 4u;
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(5) var<uniform> st: Step;
 @group(0) @binding(6) var<uniform> ap: AttnParams;
+// Softmax state between page launches: [T, nh, hd] outputs, [T, nh] (max, sum).
+@group(0) @binding(7) var<storage, read_write> carry_o: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read_write> carry_ml: array<vec2<f32>>;
 
 var<workgroup> q_sl: array<vec4<f32>, BM * DS4>;
 var<workgroup> k_sl: array<vec4<f32>, BN * KS>;
@@ -44,8 +50,10 @@ fn attn_prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     let r0 = wid.x * BM;
     let d4n = HD / 4u;
     let last_row = min(r0 + BM, rows) - 1u;
-    // Keys this block needs: up to its last token's position (inclusive).
-    let kv_end = min(st.pos + last_row / G + 1u, ap.capacity);
+    // Keys of this page the block needs: up to its last token's position
+    // (inclusive). Key indices below are positions; page rows are key - p0.
+    let p0 = ap.page_start;
+    let kv_end = p0 + page_visible(st.pos + last_row / G);
 
     // Score layout: rows si and si + 1, keys sj and sj + 32 of the tile.
     let si = (lid / 32u) * 2u;
@@ -58,16 +66,28 @@ fn attn_prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     let rg_n = WG / d4n;
     let rg = lid / d4n;
     let c = lid % d4n;
+    let first = (ap.flags & PAGE_FIRST) != 0u;
     var o: array<vec4<f32>, OR>;
     for (var k = 0u; k < OR; k++) {
         o[k] = vec4<f32>(0.0);
+        let i = rg + k * rg_n;
+        let r = r0 + i;
+        if (!first && rg < rg_n && i < BM && r < rows) {
+            o[k] = carry_o[((r / G) * ap.nh + kvh * G + r % G) * d4n + c];
+        }
     }
     if (lid < BM) {
-        m_sh[lid] = NEG_BIG;
-        l_sh[lid] = 0.0;
+        var ml = vec2<f32>(NEG_BIG, 0.0);
+        let r = r0 + lid;
+        if (!first && r < rows) {
+            ml = carry_ml[(r / G) * ap.nh + kvh * G + r % G];
+        }
+        m_sh[lid] = ml.x;
+        l_sh[lid] = ml.y;
     }
+    workgroupBarrier();
 
-    for (var kt = 0u; kt < kv_end; kt += BN) {
+    for (var kt = p0; kt < kv_end; kt += BN) {
         var s00 = 0.0;
         var s01 = 0.0;
         var s10 = 0.0;
@@ -90,7 +110,7 @@ fn attn_prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
                 let key = kt + kk;
                 var v = vec4<f32>(0.0);
                 if (key < kv_end && ds + j < d4n) {
-                    v = keys[(key * ap.nkv + kvh) * d4n + ds + j];
+                    v = keys[((key - p0) * ap.nkv + kvh) * d4n + ds + j];
                 }
                 k_sl[kk * KS + j] = v;
             }
@@ -160,7 +180,7 @@ fn attn_prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
             let vs = ap.nkv * d4n;
             var kk = 0u;
             for (; kk + 4u <= nk; kk += 4u) {
-                let vb = ((kt + kk) * ap.nkv + kvh) * d4n + c;
+                let vb = ((kt - p0 + kk) * ap.nkv + kvh) * d4n + c;
                 let v0 = values[vb];
                 let v1 = values[vb + vs];
                 let v2 = values[vb + 2u * vs];
@@ -175,7 +195,7 @@ fn attn_prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
                 }
             }
             for (; kk < nk; kk++) {
-                let v = values[((kt + kk) * ap.nkv + kvh) * d4n + c];
+                let v = values[((kt - p0 + kk) * ap.nkv + kvh) * d4n + c];
                 for (var k = 0u; k < OR; k++) {
                     let i = rg + k * rg_n;
                     if (i < BM) {
@@ -187,6 +207,7 @@ fn attn_prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
         workgroupBarrier();
     }
 
+    let last = (ap.flags & PAGE_LAST) != 0u;
     if (rg < rg_n) {
         for (var k = 0u; k < OR; k++) {
             let i = rg + k * rg_n;
@@ -194,9 +215,17 @@ fn attn_prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
             if (i < BM && r < rows) {
                 let tok = r / G;
                 let h = kvh * G + r % G;
-                let gate = qkv[(tok * ap.qkv_w + h * 2u * HD + HD) / 4u + c];
-                out[(tok * ap.nh + h) * d4n + c] = o[k] / l_sh[i] * attn_sigmoid4(gate);
+                if (last) {
+                    let gate = qkv[(tok * ap.qkv_w + h * 2u * HD + HD) / 4u + c];
+                    out[(tok * ap.nh + h) * d4n + c] = o[k] / l_sh[i] * attn_sigmoid4(gate);
+                } else {
+                    carry_o[(tok * ap.nh + h) * d4n + c] = o[k];
+                }
             }
         }
+    }
+    let r = r0 + lid;
+    if (!last && lid < BM && r < rows) {
+        carry_ml[(r / G) * ap.nh + kvh * G + r % G] = vec2<f32>(m_sh[lid], l_sh[lid]);
     }
 }

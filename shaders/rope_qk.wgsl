@@ -1,7 +1,8 @@
 // Attention prep, one workgroup per (head, token): q and k heads get the (1 + w)
 // RMSNorm and partial NeoX RoPE (cos/sin from the host-filled table, rows = this
 // call's tokens); q goes to the scratch [T, nh, hd], k and v to cache rows
-// pos + t (pos from Step). The gate half of q_proj is not copied: the attention
+// pos + t (pos from Step) of the bound page (the host binds the page holding
+// all of them). The gate half of q_proj is not copied: the attention
 // epilogues read it from qkv directly.
 // Needs a reduce file (wg_sum) first, then step.wgsl, attention_common.wgsl.
 
@@ -31,9 +32,10 @@ fn attn_prep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
     let hd = ap.hd;
     let row = t * ap.qkv_w;
     let kv_base = row + 2u * ap.nh * hd;
-    let dst_row = st.pos + t;
-    // The host guarantees pos + T <= capacity; never write past the cache anyway.
-    let in_cache = dst_row < ap.capacity;
+    // Row in the bound page. The host guarantees the page holds pos .. pos + T;
+    // never write outside it anyway.
+    let in_cache = st.pos + t >= ap.page_start && st.pos + t - ap.page_start < ap.page_rows;
+    let dst_row = select(0u, st.pos + t - ap.page_start, in_cache);
     if (head >= ap.nh + ap.nkv) {
         let vh = head - ap.nh - ap.nkv;
         if (in_cache) {

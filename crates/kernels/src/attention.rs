@@ -8,21 +8,29 @@
 //!    from a host-filled cos/sin table ([`rope_table`]; angles in f64 on the CPU
 //!    exactly like `qwgpu_ops::rope::Rope`, since f32 `pos·inv_freq` on the GPU
 //!    would differ), q to the scratch, k and v into KV-cache rows `pos + t`.
-//! 2. `T == 1`: `attn_decode` + `attn_merge` (`attention_decode.wgsl`,
-//!    `attention_merge.wgsl`), split-K flash decoding. The split count is fixed
-//!    from the cache capacity ([`decode_splits`]) so the launches never change
-//!    with the position and are recorded once for every decode step; the split
-//!    *length* is computed in the shader from `pos` (`max(64, ⌈(pos+1)/splits⌉)`),
+//! 2. `T == 1`: `attn_decode` per KV page + `attn_merge` (`attention_decode.wgsl`,
+//!    `attention_merge.wgsl`), split-K flash decoding. The split count of each
+//!    page is fixed from the page sizes ([`page_splits`]) so the launches never
+//!    change with the position and are recorded once for every decode step in a
+//!    page; the split *length* is computed in the shader from `pos`
+//!    (`max(64, ⌈visible keys of the page / splits⌉)`),
 //!    so short contexts use fewer splits of at least 64 keys and long ones spread
 //!    over all of them. One workgroup handles all q heads of a kv head (or a
 //!    block of up to 8 when workgroup memory is short) so K/V are read once;
 //!    scores use 4 lanes per key with loads batched 4 deep, so no thread waits
 //!    on one load at a time (a thread-per-key loop was latency-bound: 10× slower
 //!    at short contexts); the merge applies the log-sum-exp rule and the gate.
-//!    `T > 1`: `attn_prefill` (`attention_prefill.wgsl`), tiled causal flash
-//!    attention over (token, q head) rows of one kv head (GQA heads share the
-//!    K/V tiles), 16 rows × 64 keys per tile, 2×2 scores per thread, online
-//!    softmax and the gate fused.
+//!    `T > 1`: `attn_prefill` per KV page (`attention_prefill.wgsl`), tiled
+//!    causal flash attention over (token, q head) rows of one kv head (GQA heads
+//!    share the K/V tiles), 16 rows × 64 keys per tile, 2×2 scores per thread,
+//!    online softmax carried from page to page through the scratch, the gate
+//!    fused into the last page's launch.
+//!
+//! The KV cache is a list of pages ([`KvPage`]), separate buffers holding
+//! consecutive positions, so a cache grows by adding a page — nothing is
+//! reallocated or copied — and a long context never needs one buffer above the
+//! binding limits. The model grows pages geometrically, so a context of `n`
+//! tokens has `O(log n)` pages and as many attention launches per layer.
 //!
 //! Measured on an H100 (Vulkan, trusted modules, hd 256, nh/nkv 16/4, capacity
 //! 131072, 256 splits): decode 20 µs at 1k keys, 123 µs at 32k (2.2 TB/s of
@@ -39,10 +47,13 @@
 //!   then k (nkv·hd), then v (nkv·hd).
 //! - `rope [2, max_t, rotary_dim/2]`: cos block then sin block, row `t` for
 //!   position `pos + t` of this call.
-//! - `keys`, `values [capacity, nkv, hd]`, `out [T, nh·hd]`.
+//! - each page's `keys`, `values [rows, nkv, hd]` (page `i` holds positions
+//!   `start_i .. start_i + rows`, `start_i` = rows of the pages before it);
+//!   `out [T, nh·hd]`.
 //!
-//! The host must ensure `pos + T <= capacity` before each call (the kernels can
-//! not report it; they skip cache writes past the capacity and clamp reads).
+//! The host passes the pages up to the one holding `pos .. pos + T` (all of
+//! them, in the last page passed) before each call; the kernels can not check
+//! it: they skip cache writes outside that page and never read past a page.
 
 use crate::dispatch::Dispatch;
 use crate::shaders::{self, ShaderSource};
@@ -137,26 +148,35 @@ pub struct AttnBuffers<'a> {
     pub k_norm: &'a wgpu::Buffer,
     /// `[2, max_t, rotary_dim/2]` cos then sin for this call's positions ([`rope_table`]).
     pub rope: &'a wgpu::Buffer,
-    /// `[capacity, nkv, hd]` key cache of this layer.
-    pub keys: &'a wgpu::Buffer,
-    /// `[capacity, nkv, hd]` value cache of this layer.
-    pub values: &'a wgpu::Buffer,
+    /// This layer's KV-cache pages in position order, up to the page holding
+    /// this call's positions `pos .. pos + T`.
+    pub pages: &'a [KvPage<'a>],
     /// The session's [`Step`](crate::Step) uniform (`pos` = first position of this call).
     pub step: &'a wgpu::Buffer,
     /// `[T, nh·hd]`: attention output · sigmoid(gate), the input of `o_proj`.
     pub out: &'a wgpu::Buffer,
 }
 
+/// One page of a layer's KV cache: `[rows, nkv, hd]` f32 keys and values.
+#[derive(Clone, Copy)]
+pub struct KvPage<'a> {
+    pub keys: &'a wgpu::Buffer,
+    pub values: &'a wgpu::Buffer,
+    pub rows: u32,
+}
+
 /// Scratch of the attention kernels, shareable by every layer of one geometry:
-/// q after norm + RoPE `[max_t, nh, hd]` and the decode partials
-/// (`[splits, nh, hd]` outputs, `[splits, nh]` (max, sum) pairs).
+/// q after norm + RoPE `[max_t, nh, hd]`, the decode partials (`[splits, nh,
+/// hd]` outputs, `[splits, nh]` (max, sum) pairs) and the prefill softmax state
+/// carried between pages (`[max_t, nh, hd]`, `[max_t, nh]`).
 pub struct AttnScratch {
     q: wgpu::Buffer,
     part_o: wgpu::Buffer,
     part_ml: wgpu::Buffer,
+    carry_o: wgpu::Buffer,
+    carry_ml: wgpu::Buffer,
     splits: u32,
     max_t: u32,
-    capacity: u32,
     dims: AttnDims,
 }
 
@@ -166,16 +186,34 @@ pub fn decode_splits(capacity: u32) -> u32 {
     capacity.div_ceil(MIN_SPLIT_KEYS).clamp(1, MAX_SPLITS)
 }
 
+/// Decode splits of each page (rows `rows`) out of `budget` partial slots: at
+/// least one per page, the rest in proportion to the page sizes, at most one per
+/// [`MIN_SPLIT_KEYS`] rows. The total never exceeds `budget` when
+/// `budget >= rows.len()`.
+pub fn page_splits(rows: &[u32], budget: u32) -> Vec<u32> {
+    let total: u64 = rows.iter().map(|&r| r as u64).sum::<u64>().max(1);
+    let spare = budget.saturating_sub(rows.len() as u32) as u64;
+    rows.iter()
+        .map(|&r| (1 + (spare * r as u64 / total) as u32).min(decode_splits(r)))
+        .collect()
+}
+
 impl AttnScratch {
-    /// Scratch for calls of up to `max_t` tokens over a cache of `capacity` rows,
-    /// with [`decode_splits`]`(capacity)` decode splits.
+    /// Scratch for calls of up to `max_t` tokens over a cache of `capacity` rows
+    /// (all pages together), with [`decode_splits`]`(capacity)` decode splits.
     pub fn new(
         ctx: &GpuContext,
         dims: &AttnDims,
         max_t: u32,
         capacity: u32,
     ) -> Result<Self, KernelError> {
-        Self::with_splits(ctx, dims, max_t, capacity, decode_splits(capacity))
+        if capacity == 0 {
+            return Err(KernelError::Arguments {
+                kernel: KERNEL,
+                detail: "KV capacity must be positive".into(),
+            });
+        }
+        Self::with_splits(ctx, dims, max_t, decode_splits(capacity))
     }
 
     /// Same with an explicit decode split count (1 ..= [`MAX_SPLITS`]; tests and tuning).
@@ -183,17 +221,13 @@ impl AttnScratch {
         ctx: &GpuContext,
         dims: &AttnDims,
         max_t: u32,
-        capacity: u32,
         splits: u32,
     ) -> Result<Self, KernelError> {
         dims.validate()?;
-        if max_t == 0 || capacity == 0 || max_t > crate::MAX_GROUPS {
+        if max_t == 0 || max_t > crate::MAX_GROUPS {
             return Err(KernelError::Arguments {
                 kernel: KERNEL,
-                detail: format!(
-                    "max_t {max_t} must be in 1..={} and capacity {capacity} positive",
-                    crate::MAX_GROUPS
-                ),
+                detail: format!("max_t {max_t} must be in 1..={}", crate::MAX_GROUPS),
             });
         }
         if !(1..=MAX_SPLITS).contains(&splits) {
@@ -207,9 +241,10 @@ impl AttnScratch {
             q: ctx.storage("attention q scratch", max_t as u64 * nh * hd * 4)?,
             part_o: ctx.storage("attention partial outputs", splits as u64 * nh * hd * 4)?,
             part_ml: ctx.storage("attention partial max/sum", splits as u64 * nh * 8)?,
+            carry_o: ctx.storage("attention page carry", max_t as u64 * nh * hd * 4)?,
+            carry_ml: ctx.storage("attention page carry max/sum", max_t as u64 * nh * 8)?,
             splits,
             max_t,
-            capacity,
             dims: *dims,
         })
     }
@@ -230,7 +265,7 @@ struct AttnParams {
     hd: u32,
     rot: u32,
     max_t: u32,
-    capacity: u32,
+    page_rows: u32,
     nsplit: u32,
     qkv_w: u32,
     group: u32,
@@ -238,8 +273,15 @@ struct AttnParams {
     scale: f32,
     gb: u32,
     nhb: u32,
-    _pad: [u32; 2],
+    page_start: u32,
+    split_base: u32,
+    flags: u32,
+    _pad: [u32; 3],
 }
+
+/// `flags` of a prefill launch (`PAGE_FIRST`, `PAGE_LAST` in the shader).
+const PAGE_FIRST: u32 = 1;
+const PAGE_LAST: u32 = 2;
 
 /// q heads per decode workgroup: the largest block (at most [`DECODE_GB_MAX`])
 /// whose staged queries and tile probabilities fit the workgroup memory, then
@@ -302,8 +344,9 @@ fn need(what: &str, buf: &wgpu::Buffer, bytes: u64) -> Result<(), KernelError> {
 /// `b.step`: record a decode call's launches once and replay them every token,
 /// rewriting only the step uniform and the rope table.
 ///
-/// `max_t` and `capacity` must be those `scratch` was made with. The caller must
-/// ensure `step.pos + t <= capacity` (not checkable here).
+/// `max_t` must be the one `scratch` was made with. The caller passes the pages
+/// up to the one holding positions `step.pos .. step.pos + t` (not checkable
+/// here); decode launches stay valid while `pos` stays in that last page.
 pub fn attention_forward(
     ctx: &GpuContext,
     dims: &AttnDims,
@@ -311,7 +354,6 @@ pub fn attention_forward(
     scratch: &AttnScratch,
     t: u32,
     max_t: u32,
-    capacity: u32,
 ) -> Result<Vec<Dispatch>, KernelError> {
     dims.validate()?;
     let bad = |detail: String| {
@@ -326,15 +368,26 @@ pub fn attention_forward(
             scratch.dims.nh, scratch.dims.hd, dims.nh, dims.hd
         ));
     }
-    if scratch.max_t != max_t || scratch.capacity != capacity {
+    if scratch.max_t != max_t {
         return bad(format!(
-            "scratch made for max_t {} capacity {}, called with {max_t} and {capacity}",
-            scratch.max_t, scratch.capacity
+            "scratch made for max_t {}, called with {max_t}",
+            scratch.max_t
         ));
     }
-    if t == 0 || t > max_t || t > capacity {
+    let Some(last_page) = b.pages.last() else {
+        return bad("no KV-cache page".into());
+    };
+    if t == 0 || t > max_t || t > last_page.rows {
         return bad(format!(
-            "T {t} must be in 1..=min(max_t {max_t}, capacity {capacity})"
+            "T {t} must be in 1..=min(max_t {max_t}, last page rows {})",
+            last_page.rows
+        ));
+    }
+    if b.pages.len() as u32 > scratch.splits {
+        return bad(format!(
+            "{} KV pages need at least as many decode splits, the scratch has {}",
+            b.pages.len(),
+            scratch.splits
         ));
     }
     let AttnDims {
@@ -355,8 +408,22 @@ pub fn attention_forward(
         b.rope,
         2 * max_t as u64 * (rotary_dim / 2) as u64 * f,
     )?;
-    need("keys", b.keys, capacity as u64 * nkv64 * hd64 * f)?;
-    need("values", b.values, capacity as u64 * nkv64 * hd64 * f)?;
+    let mut starts = Vec::with_capacity(b.pages.len());
+    let mut start = 0u64;
+    for p in b.pages {
+        if p.rows == 0 {
+            return bad("a KV-cache page has no rows".into());
+        }
+        need("page keys", p.keys, p.rows as u64 * nkv64 * hd64 * f)?;
+        need("page values", p.values, p.rows as u64 * nkv64 * hd64 * f)?;
+        starts.push(start as u32);
+        start += p.rows as u64;
+    }
+    if start > u32::MAX as u64 {
+        return bad(format!(
+            "KV pages hold {start} rows, more than u32 positions"
+        ));
+    }
     need("step", b.step, std::mem::size_of::<crate::Step>() as u64)?;
     need("out", b.out, t as u64 * nh64 * hd64 * f)?;
     if t as u64 * group as u64 > PREFILL_BM as u64 * crate::MAX_GROUPS as u64 {
@@ -364,37 +431,55 @@ pub fn attention_forward(
     }
 
     let (gb, nhb) = decode_head_block(ctx, group, hd);
-    let params = AttnParams {
+    let base = AttnParams {
         t,
         nh,
         nkv,
         hd,
         rot: rotary_dim,
         max_t,
-        capacity,
-        nsplit: scratch.splits,
+        page_rows: 0,
+        nsplit: 0,
         qkv_w: dims.qkv_width(),
         group,
         eps,
         scale: 1.0 / (hd as f32).sqrt(),
         gb,
         nhb,
-        _pad: [0; 2],
+        page_start: 0,
+        split_base: 0,
+        flags: 0,
+        _pad: [0; 3],
     };
-    let pbuf = ctx.uniform("attention params", &params);
+    // The uniform of a launch on page `i` (with these split fields / flags).
+    let page_params = |i: usize, nsplit: u32, split_base: u32, flags: u32| {
+        ctx.uniform(
+            "attention params",
+            &AttnParams {
+                page_rows: b.pages[i].rows,
+                page_start: starts[i],
+                nsplit,
+                split_base,
+                flags,
+                ..base
+            },
+        )
+    };
     let reduce: &'static ShaderSource = if ctx.caps.subgroups {
         &shaders::REDUCE_SUBGROUP
     } else {
         &shaders::REDUCE_SHARED
     };
 
-    let mut out = Vec::with_capacity(3);
+    let last = b.pages.len() - 1;
+    let mut out = Vec::with_capacity(b.pages.len() + 2);
     let key = PipelineKey::new(
         &[reduce, &step::STEP, &ATTENTION_COMMON, &ROPE_QK],
         "attn_prep",
     )
     .constant("WG", PREP_WG);
     let pipeline = ctx.pipeline(&key)?;
+    let pbuf = page_params(last, 0, 0, 0);
     let bind = ctx.bind(
         &pipeline,
         "attn_prep",
@@ -404,8 +489,8 @@ pub fn attention_forward(
             b.k_norm.as_entire_binding(),
             b.rope.as_entire_binding(),
             scratch.q.as_entire_binding(),
-            b.keys.as_entire_binding(),
-            b.values.as_entire_binding(),
+            last_page.keys.as_entire_binding(),
+            last_page.values.as_entire_binding(),
             b.step.as_entire_binding(),
             pbuf.as_entire_binding(),
         ],
@@ -426,25 +511,36 @@ pub fn attention_forward(
         .constant("HD", hd)
         .constant("GB", gb);
         let pipeline = ctx.pipeline(&key)?;
-        let bind = ctx.bind(
-            &pipeline,
-            "attn_decode",
-            &[
-                scratch.q.as_entire_binding(),
-                b.keys.as_entire_binding(),
-                b.values.as_entire_binding(),
-                scratch.part_o.as_entire_binding(),
-                scratch.part_ml.as_entire_binding(),
-                b.step.as_entire_binding(),
-                pbuf.as_entire_binding(),
-            ],
-        );
-        out.push(Dispatch {
-            label: "attn_decode",
-            pipeline,
-            bind,
-            groups: [scratch.splits, nkv * nhb, 1],
-        });
+        let rows: Vec<u32> = b.pages.iter().map(|p| p.rows).collect();
+        let mut split_base = 0;
+        for (i, (page, splits)) in b
+            .pages
+            .iter()
+            .zip(page_splits(&rows, scratch.splits))
+            .enumerate()
+        {
+            let pbuf = page_params(i, splits, split_base, 0);
+            let bind = ctx.bind(
+                &pipeline,
+                "attn_decode",
+                &[
+                    scratch.q.as_entire_binding(),
+                    page.keys.as_entire_binding(),
+                    page.values.as_entire_binding(),
+                    scratch.part_o.as_entire_binding(),
+                    scratch.part_ml.as_entire_binding(),
+                    b.step.as_entire_binding(),
+                    pbuf.as_entire_binding(),
+                ],
+            );
+            out.push(Dispatch {
+                label: "attn_decode",
+                pipeline: pipeline.clone(),
+                bind,
+                groups: [splits, nkv * nhb, 1],
+            });
+            split_base += splits;
+        }
         let key = PipelineKey::new(
             &[reduce, &step::STEP, &ATTENTION_COMMON, &ATTENTION_MERGE],
             "attn_merge",
@@ -452,6 +548,7 @@ pub fn attention_forward(
         .constant("WG", MERGE_WG)
         .constant("HD", hd);
         let pipeline = ctx.pipeline(&key)?;
+        let pbuf = page_params(last, split_base, 0, 0);
         let bind = ctx.bind(
             &pipeline,
             "attn_merge",
@@ -460,7 +557,6 @@ pub fn attention_forward(
                 scratch.part_ml.as_entire_binding(),
                 b.qkv.as_entire_binding(),
                 b.out.as_entire_binding(),
-                b.step.as_entire_binding(),
                 pbuf.as_entire_binding(),
             ],
         );
@@ -479,25 +575,32 @@ pub fn attention_forward(
         .constant("HD", hd)
         .constant("G", group);
         let pipeline = ctx.pipeline(&key)?;
-        let bind = ctx.bind(
-            &pipeline,
-            "attn_prefill",
-            &[
-                scratch.q.as_entire_binding(),
-                b.keys.as_entire_binding(),
-                b.values.as_entire_binding(),
-                b.qkv.as_entire_binding(),
-                b.out.as_entire_binding(),
-                b.step.as_entire_binding(),
-                pbuf.as_entire_binding(),
-            ],
-        );
-        out.push(Dispatch {
-            label: "attn_prefill",
-            pipeline,
-            bind,
-            groups: [(t * group).div_ceil(PREFILL_BM), nkv, 1],
-        });
+        for (i, page) in b.pages.iter().enumerate() {
+            let flags =
+                (if i == 0 { PAGE_FIRST } else { 0 }) | (if i == last { PAGE_LAST } else { 0 });
+            let pbuf = page_params(i, 0, 0, flags);
+            let bind = ctx.bind(
+                &pipeline,
+                "attn_prefill",
+                &[
+                    scratch.q.as_entire_binding(),
+                    page.keys.as_entire_binding(),
+                    page.values.as_entire_binding(),
+                    b.qkv.as_entire_binding(),
+                    b.out.as_entire_binding(),
+                    b.step.as_entire_binding(),
+                    pbuf.as_entire_binding(),
+                    scratch.carry_o.as_entire_binding(),
+                    scratch.carry_ml.as_entire_binding(),
+                ],
+            );
+            out.push(Dispatch {
+                label: "attn_prefill",
+                pipeline: pipeline.clone(),
+                bind,
+                groups: [(t * group).div_ceil(PREFILL_BM), nkv, 1],
+            });
+        }
     }
     Ok(out)
 }

@@ -1,8 +1,9 @@
 //! Gated full attention kernels against the CPU composition of `qwgpu_ops`
 //! pieces (the same as `qwgpu_model::reference::attention`, without the
 //! projections): sequences of prefill and decode calls as the model makes them,
-//! decode at kv lengths around split and tile boundaries, the rope table, and
-//! argument errors. Both test contexts.
+//! decode at kv lengths around split and tile boundaries, each with the cache in
+//! one page and in several pages of awkward sizes, the rope table, and argument
+//! errors. Both test contexts.
 //!
 //! Tolerance: attention outputs abs 2e-5 + rel 1e-4 (f32 GPU math, other
 //! summation order, online softmax); cached keys abs 1e-5 + rel 1e-5 (norm +
@@ -10,7 +11,7 @@
 //! with NaN first, and cache rows past the written ones must stay NaN.
 
 use qwgpu_kernels::attention::{
-    self, attention_forward, rope_inv_freq, rope_table, AttnBuffers, AttnDims, AttnScratch,
+    self, attention_forward, rope_inv_freq, rope_table, AttnBuffers, AttnDims, AttnScratch, KvPage,
 };
 use qwgpu_kernels::{testing, Dispatch, GpuContext, KernelError, Step};
 use qwgpu_ops::compare::{assert_close, Tol};
@@ -55,8 +56,8 @@ struct Layer<'c> {
     q_norm: wgpu::Buffer,
     k_norm: wgpu::Buffer,
     rope: wgpu::Buffer,
-    keys: wgpu::Buffer,
-    values: wgpu::Buffer,
+    /// KV-cache pages: (keys, values, rows).
+    pages: Vec<(wgpu::Buffer, wgpu::Buffer, u32)>,
     step: wgpu::Buffer,
     out: wgpu::Buffer,
     scratch: AttnScratch,
@@ -67,14 +68,16 @@ struct Layer<'c> {
 }
 
 impl<'c> Layer<'c> {
+    /// A layer whose cache is `page_rows` pages (in position order).
     fn new(
         ctx: &'c GpuContext,
         dims: AttnDims,
         max_t: u32,
-        capacity: u32,
+        page_rows: &[u32],
         splits: Option<u32>,
         rng: &mut Rng,
     ) -> Self {
+        let capacity: u32 = page_rows.iter().sum();
         let (nh, nkv, hd) = (dims.nh as u64, dims.nkv as u64, dims.hd as u64);
         let q_norm_h: Vec<f32> = rng
             .normal_vec(hd as usize)
@@ -88,7 +91,12 @@ impl<'c> Layer<'c> {
             .collect();
         let half = (dims.rotary_dim / 2) as u64;
         let scratch = match splits {
-            Some(s) => AttnScratch::with_splits(ctx, &dims, max_t, capacity, s),
+            Some(s) => AttnScratch::with_splits(ctx, &dims, max_t, s),
+            // At least one split per page (the model's pages of >= 256 rows
+            // always have that many; these tests also use tiny pages).
+            None if page_rows.len() as u32 > attention::decode_splits(capacity) => {
+                AttnScratch::with_splits(ctx, &dims, max_t, page_rows.len() as u32)
+            }
             None => AttnScratch::new(ctx, &dims, max_t, capacity),
         }
         .unwrap();
@@ -103,10 +111,15 @@ impl<'c> Layer<'c> {
             q_norm: ctx.upload("q_norm", &q_norm_h).unwrap(),
             k_norm: ctx.upload("k_norm", &k_norm_h).unwrap(),
             rope: ctx.storage("rope", 2 * max_t as u64 * half * 4).unwrap(),
-            keys: ctx.storage("keys", capacity as u64 * nkv * hd * 4).unwrap(),
-            values: ctx
-                .storage("values", capacity as u64 * nkv * hd * 4)
-                .unwrap(),
+            pages: page_rows
+                .iter()
+                .map(|&rows| {
+                    let bytes = rows as u64 * nkv * hd * 4;
+                    let k = ctx.storage("keys", bytes).unwrap();
+                    let v = ctx.storage("values", bytes).unwrap();
+                    (k, v, rows)
+                })
+                .collect(),
             step: ctx.uniform("step", &Step::default()),
             out: ctx.storage("out", max_t as u64 * nh * hd * 4).unwrap(),
             scratch,
@@ -115,34 +128,84 @@ impl<'c> Layer<'c> {
             inv_freq: rope_inv_freq(dims.rotary_dim as usize, THETA),
             cpu_rope: Rope::new(dims.rotary_dim as usize, THETA),
         };
-        ctx.fill_f32(&layer.keys, f32::NAN);
-        ctx.fill_f32(&layer.values, f32::NAN);
+        layer.poison();
         layer
     }
 
-    fn buffers(&self) -> AttnBuffers<'_> {
-        AttnBuffers {
+    fn poison(&self) {
+        for (k, v, _) in &self.pages {
+            self.ctx.fill_f32(k, f32::NAN);
+            self.ctx.fill_f32(v, f32::NAN);
+        }
+    }
+
+    /// The pages a call at `pos` binds: up to the one holding `pos`.
+    fn kv_pages(&self, pos: u32) -> Vec<KvPage<'_>> {
+        let mut start = 0;
+        let mut out = Vec::new();
+        for (keys, values, rows) in &self.pages {
+            out.push(KvPage {
+                keys,
+                values,
+                rows: *rows,
+            });
+            start += rows;
+            if pos < start {
+                break;
+            }
+        }
+        out
+    }
+
+    fn forward_with(&self, pages: &[KvPage], t: u32) -> Result<Vec<Dispatch>, KernelError> {
+        let b = AttnBuffers {
             qkv: &self.qkv,
             q_norm: &self.q_norm,
             k_norm: &self.k_norm,
             rope: &self.rope,
-            keys: &self.keys,
-            values: &self.values,
+            pages,
             step: &self.step,
             out: &self.out,
+        };
+        attention_forward(self.ctx, &self.dims, &b, &self.scratch, t, self.max_t)
+    }
+
+    /// Launches of a call of `t` tokens at `pos` (valid for every `pos` in the
+    /// same page).
+    fn forward(&self, t: u32, pos: u32) -> Result<Vec<Dispatch>, KernelError> {
+        self.forward_with(&self.kv_pages(pos), t)
+    }
+
+    /// Writes cache rows `0 .. rows` (`[rows, nkv, hd]` each) across the pages.
+    fn write_prefix(&self, keys: &[f32], values: &[f32], rows: usize) {
+        let per = (self.dims.nkv * self.dims.hd) as usize;
+        let mut start = 0usize;
+        for (k, v, n) in &self.pages {
+            let n = *n as usize;
+            let take = rows.saturating_sub(start).min(n);
+            if take > 0 {
+                let (a, b) = (start * per, (start + take) * per);
+                self.ctx
+                    .queue
+                    .write_buffer(k, 0, bytemuck::cast_slice(&keys[a..b]));
+                self.ctx
+                    .queue
+                    .write_buffer(v, 0, bytemuck::cast_slice(&values[a..b]));
+            }
+            start += n;
         }
     }
 
-    fn forward(&self, t: u32) -> Result<Vec<Dispatch>, KernelError> {
-        attention_forward(
-            self.ctx,
-            &self.dims,
-            &self.buffers(),
-            &self.scratch,
-            t,
-            self.max_t,
-            self.capacity,
-        )
+    /// Every page's rows concatenated: (keys, values).
+    fn read_cache(&self) -> (Vec<f32>, Vec<f32>) {
+        let per = (self.dims.nkv * self.dims.hd) as usize;
+        let (mut keys, mut values) = (Vec::new(), Vec::new());
+        for (k, v, rows) in &self.pages {
+            let n = *rows as usize * per;
+            keys.extend(self.ctx.read_f32(k, 0, n).unwrap());
+            values.extend(self.ctx.read_f32(v, 0, n).unwrap());
+        }
+        (keys, values)
     }
 
     /// Writes this call's inputs (qkv rows, rope table, step), poisons the
@@ -187,9 +250,8 @@ impl<'c> Layer<'c> {
     /// row is still NaN (no stray writes).
     fn check_cache(&self, keys: &[f32], values: &[f32], rows: usize, what: &str) {
         let per = (self.dims.nkv * self.dims.hd) as usize;
-        let total = self.capacity as usize * per;
-        let got_k = self.ctx.read_f32(&self.keys, 0, total).unwrap();
-        let got_v = self.ctx.read_f32(&self.values, 0, total).unwrap();
+        let (got_k, got_v) = self.read_cache();
+        assert_eq!(got_k.len(), self.capacity as usize * per);
         assert_close(
             &got_k[..rows * per],
             &keys[..rows * per],
@@ -227,36 +289,61 @@ fn dims(nh: u32, nkv: u32, hd: u32, rotary_dim: u32) -> AttnDims {
 /// the final cache compared with the CPU.
 #[test]
 fn call_sequences_match_cpu() {
-    // (dims, max_t, capacity, token counts of the successive calls)
-    let cases: Vec<(AttnDims, u32, u32, Vec<u32>)> = vec![
-        // Fixture geometry: GQA group 2.
-        (dims(4, 2, 32, 8), 130, 256, vec![65, 1, 1, 3, 130, 1, 1]),
+    // (dims, max_t, cache page rows, token counts of the successive calls);
+    // a call never straddles pages (the model cuts its steps at page ends).
+    let cases: Vec<(AttnDims, u32, Vec<u32>, Vec<u32>)> = vec![
+        // Fixture geometry: GQA group 2; one page, then five.
+        (
+            dims(4, 2, 32, 8),
+            130,
+            vec![256],
+            vec![65, 1, 1, 3, 130, 1, 1],
+        ),
+        (
+            dims(4, 2, 32, 8),
+            130,
+            vec![65, 1, 4, 131, 55],
+            vec![65, 1, 1, 3, 130, 1, 1],
+        ),
         // Group 1, hd 8.
-        (dims(4, 4, 8, 4), 64, 80, vec![64, 1, 3, 1]),
-        // Group 4, starting with a decode at position 0.
-        (dims(8, 2, 32, 8), 64, 100, vec![1, 1, 3, 64, 1]),
+        (dims(4, 4, 8, 4), 64, vec![80], vec![64, 1, 3, 1]),
+        (dims(4, 4, 8, 4), 64, vec![64, 4, 12], vec![64, 1, 3, 1]),
+        // Group 4, starting with a decode at position 0; pages of one row.
+        (dims(8, 2, 32, 8), 64, vec![100], vec![1, 1, 3, 64, 1]),
+        (
+            dims(8, 2, 32, 8),
+            64,
+            vec![1, 1, 3, 64, 31],
+            vec![1, 1, 3, 64, 1],
+        ),
         // Group 3, hd 20 (5 vec4 per head), rotary 6 (odd half).
-        (dims(6, 2, 20, 6), 17, 40, vec![17, 1, 2, 1]),
+        (dims(6, 2, 20, 6), 17, vec![40], vec![17, 1, 2, 1]),
         // hd 256 (Qwen3.5), group 4.
-        (dims(4, 1, 256, 64), 3, 8, vec![3, 1, 1]),
+        (dims(4, 1, 256, 64), 3, vec![8], vec![3, 1, 1]),
+        (dims(4, 1, 256, 64), 3, vec![3, 5], vec![3, 1, 1]),
         // Group 16 at hd 256: several q-head blocks per kv head in decode.
-        (dims(16, 1, 256, 64), 2, 4, vec![2, 1]),
+        (dims(16, 1, 256, 64), 2, vec![4], vec![2, 1]),
     ];
     for t in testing::contexts() {
         let ctx = &t.ctx;
-        for (ci, (d, max_t, capacity, calls)) in cases.iter().enumerate() {
+        for (ci, (d, max_t, pages, calls)) in cases.iter().enumerate() {
             let seed = 100 + ci as u64;
             let mut rng = Rng::new(seed);
-            let layer = Layer::new(ctx, *d, *max_t, *capacity, None, &mut rng);
-            let decode = layer.forward(1).unwrap();
+            let layer = Layer::new(ctx, *d, *max_t, pages, None, &mut rng);
             let (mut keys, mut values) = (Vec::new(), Vec::new());
             let mut pos = 0u32;
+            // Decode launches recorded once per page, replayed within it.
+            let mut decode: Option<(usize, Vec<Dispatch>)> = None;
             for &n in calls {
                 let qkv = rng.normal_vec((n * d.qkv_width()) as usize);
                 let launches = if n == 1 {
-                    decode.clone()
+                    let page = layer.kv_pages(pos).len();
+                    if decode.as_ref().map(|(p, _)| *p) != Some(page) {
+                        decode = Some((page, layer.forward(1, pos).unwrap()));
+                    }
+                    decode.as_ref().unwrap().1.clone()
                 } else {
-                    layer.forward(n).unwrap()
+                    layer.forward(n, pos).unwrap()
                 };
                 let got = layer.run(&launches, &qkv, pos, n);
                 let want = layer.cpu(&qkv, pos as usize, &mut keys, &mut values);
@@ -264,7 +351,10 @@ fn call_sequences_match_cpu() {
                     &got,
                     &want,
                     OUT_TOL,
-                    &format!("{} seed {seed} {d:?} call T={n} at pos {pos}", t.name),
+                    &format!(
+                        "{} seed {seed} {d:?} pages {pages:?} call T={n} at pos {pos}",
+                        t.name
+                    ),
                 );
                 pos += n;
             }
@@ -279,46 +369,42 @@ fn call_sequences_match_cpu() {
 }
 
 /// Decode at kv lengths around the 64-key minimum split, the 256-key tile and
-/// split boundaries, with the default split count and with 1 and 3 splits (one
-/// workgroup walking several tiles with the online softmax). The cache prefix
-/// is written by the host; one recorded launch list serves every length.
+/// split boundaries, with the default split count and with 1, 3 and 4 splits
+/// (one workgroup walking several tiles with the online softmax; with several
+/// pages, fewer splits than the proportional share), the cache in one page and
+/// in pages of 100, 37 and 563 rows. The cache prefix is written by the host.
 #[test]
 fn decode_across_split_boundaries() {
-    let capacity = 700u32;
     for t in testing::contexts() {
         let ctx = &t.ctx;
-        for (d, splits) in [
-            (dims(4, 2, 32, 8), None),
-            (dims(4, 2, 32, 8), Some(1)),
-            (dims(8, 2, 32, 8), Some(3)),
+        for (d, splits, pages) in [
+            (dims(4, 2, 32, 8), None, vec![700]),
+            (dims(4, 2, 32, 8), Some(1), vec![700]),
+            (dims(8, 2, 32, 8), Some(3), vec![700]),
+            (dims(4, 2, 32, 8), None, vec![100, 37, 563]),
+            (dims(8, 2, 32, 8), Some(4), vec![100, 37, 563]),
         ] {
-            let seed = 7 + splits.unwrap_or(0) as u64;
+            let capacity: u32 = pages.iter().sum();
+            let seed = 7 + splits.unwrap_or(0) as u64 + pages.len() as u64;
             let mut rng = Rng::new(seed);
-            let layer = Layer::new(ctx, d, 1, capacity, splits, &mut rng);
-            let decode = layer.forward(1).unwrap();
+            let layer = Layer::new(ctx, d, 1, &pages, splits, &mut rng);
             let per = (d.nkv * d.hd) as usize;
             let prefix_k = rng.normal_vec(capacity as usize * per);
             let prefix_v = rng.normal_vec(capacity as usize * per);
-            for len in [1u32, 63, 64, 65, 129, 255, 256, 257, 600] {
+            for len in [
+                1u32, 63, 64, 65, 100, 101, 129, 137, 138, 255, 256, 257, 600,
+            ] {
                 let pos = len - 1;
                 let rows = pos as usize * per;
-                ctx.fill_f32(&layer.keys, f32::NAN);
-                ctx.fill_f32(&layer.values, f32::NAN);
-                if rows > 0 {
-                    ctx.queue
-                        .write_buffer(&layer.keys, 0, bytemuck::cast_slice(&prefix_k[..rows]));
-                    ctx.queue.write_buffer(
-                        &layer.values,
-                        0,
-                        bytemuck::cast_slice(&prefix_v[..rows]),
-                    );
-                }
+                layer.poison();
+                layer.write_prefix(&prefix_k, &prefix_v, pos as usize);
                 let qkv = rng.normal_vec(d.qkv_width() as usize);
+                let decode = layer.forward(1, pos).unwrap();
                 let got = layer.run(&decode, &qkv, pos, 1);
                 let (mut keys, mut values) = (prefix_k[..rows].to_vec(), prefix_v[..rows].to_vec());
                 let want = layer.cpu(&qkv, pos as usize, &mut keys, &mut values);
                 let what = format!(
-                    "{} seed {seed} {d:?} splits {} kv length {len}",
+                    "{} seed {seed} {d:?} pages {pages:?} splits {} kv length {len}",
                     t.name,
                     layer.scratch.splits()
                 );
@@ -385,27 +471,54 @@ fn bad_arguments_are_typed_errors() {
         is_args(AttnScratch::new(ctx, &d, 4, 16).map(|_| ()), what);
     }
     is_args(
-        AttnScratch::with_splits(ctx, &dims(4, 2, 32, 8), 4, 16, 0).map(|_| ()),
+        AttnScratch::with_splits(ctx, &dims(4, 2, 32, 8), 4, 0).map(|_| ()),
         "zero splits",
     );
-    let mut rng = Rng::new(1);
-    let layer = Layer::new(ctx, dims(4, 2, 32, 8), 4, 16, None, &mut rng);
-    is_args(layer.forward(5).map(|_| ()), "T above max_t");
-    is_args(layer.forward(0).map(|_| ()), "T = 0");
-    let small = ctx.storage("small out", 16).unwrap();
-    let mut b = layer.buffers();
-    b.out = &small;
     is_args(
-        attention_forward(ctx, &layer.dims, &b, &layer.scratch, 2, 4, 16).map(|_| ()),
+        AttnScratch::new(ctx, &dims(4, 2, 32, 8), 4, 0).map(|_| ()),
+        "zero capacity",
+    );
+    let mut rng = Rng::new(1);
+    let layer = Layer::new(ctx, dims(4, 2, 32, 8), 4, &[16, 2], None, &mut rng);
+    is_args(layer.forward(5, 0).map(|_| ()), "T above max_t");
+    is_args(layer.forward(0, 0).map(|_| ()), "T = 0");
+    is_args(
+        layer.forward(3, 16).map(|_| ()),
+        "T above the last page's rows",
+    );
+    is_args(layer.forward_with(&[], 1).map(|_| ()), "no pages");
+    let small = ctx.storage("small", 16).unwrap();
+    let mut pages = layer.kv_pages(0);
+    pages[0].keys = &small;
+    is_args(layer.forward_with(&pages, 1).map(|_| ()), "page too small");
+    let b = AttnBuffers {
+        qkv: &layer.qkv,
+        q_norm: &layer.q_norm,
+        k_norm: &layer.k_norm,
+        rope: &layer.rope,
+        pages: &layer.kv_pages(0),
+        step: &layer.step,
+        out: &small,
+    };
+    is_args(
+        attention_forward(ctx, &layer.dims, &b, &layer.scratch, 2, 4).map(|_| ()),
         "output too small",
     );
     is_args(
-        attention_forward(ctx, &layer.dims, &layer.buffers(), &layer.scratch, 1, 4, 32).map(|_| ()),
-        "capacity differs from the scratch",
+        attention_forward(ctx, &layer.dims, &b, &layer.scratch, 1, 3).map(|_| ()),
+        "max_t differs from the scratch",
     );
     assert_eq!(attention::decode_splits(1), 1);
     assert_eq!(attention::decode_splits(700), 11);
     assert_eq!(attention::decode_splits(262_144), attention::MAX_SPLITS);
+    // Page split shares: one each at least, proportional, within the budget.
+    assert_eq!(attention::page_splits(&[256, 256], 8), vec![4, 4]);
+    assert_eq!(attention::page_splits(&[100, 37, 563], 11), vec![2, 1, 7]);
+    for (rows, budget) in [(vec![1u32, 1, 1], 3u32), (vec![256; 40], 256), (vec![5], 1)] {
+        let s = attention::page_splits(&rows, budget);
+        assert!(s.iter().all(|&n| n >= 1), "{rows:?} {s:?}");
+        assert!(s.iter().sum::<u32>() <= budget, "{rows:?} {s:?}");
+    }
 }
 
 /// Timing on a real GPU (not run by default; no CPU check):
@@ -473,13 +586,15 @@ fn bench_attention() {
     ] {
         let (capacity, max_t) = (131_072u32, 2048u32);
         let mut rng = Rng::new(3);
-        let layer = Layer::new(&ctx, d, max_t, capacity, None, &mut rng);
-        ctx.fill_f32(&layer.keys, 0.01);
-        ctx.fill_f32(&layer.values, 0.01);
+        let layer = Layer::new(&ctx, d, max_t, &[capacity], None, &mut rng);
+        for (k, v, _) in &layer.pages {
+            ctx.fill_f32(k, 0.01);
+            ctx.fill_f32(v, 0.01);
+        }
         let qkv = rng.normal_vec((max_t * d.qkv_width()) as usize);
         ctx.queue
             .write_buffer(&layer.qkv, 0, bytemuck::cast_slice(&qkv));
-        let decode = layer.forward(1).unwrap();
+        let decode = layer.forward(1, 0).unwrap();
         // Bring the clocks up after the host-side fills.
         ctx.queue.write_buffer(
             &layer.step,
@@ -516,7 +631,7 @@ fn bench_attention() {
         for (t, pos) in [(512u32, 0u32), (2048, 0), (2048, 8192)] {
             ctx.queue
                 .write_buffer(&layer.step, 0, bytemuck::bytes_of(&Step::new(pos, t, 0, 0)));
-            let launches = layer.forward(t).unwrap();
+            let launches = layer.forward(t, pos).unwrap();
             let s = time(&launches, 3);
             // QKᵀ and PV, 2 flops per multiply-add, causal.
             let pairs: f64 = (0..t).map(|i| (pos + i + 1) as f64).sum();

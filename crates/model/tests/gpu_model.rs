@@ -164,9 +164,56 @@ fn snapshot_restore_and_fork_continue_bit_identically() {
     );
 }
 
+/// The KV cache grows by pages (first page sized by the first step, then
+/// geometric): prefill steps cut at page ends, decode launches re-recorded per
+/// page, prefill attention carried across pages — all equal to the CPU; a
+/// snapshot taken across several pages restores into a fresh session (one page
+/// of another size) and continues bit-identically.
+#[test]
+fn kv_pages_prefill_decode_and_restore_across_page_ends() {
+    let (gpu, cpu) = models(false, 61, 64, false);
+    let vocab = gpu.config().vocab_size;
+    let mut rng = Rng::new(61);
+    let (mut gs, mut cs) = (gpu.new_session().unwrap(), cpu.new_session().unwrap());
+    // 200 tokens (first page: 256 rows), decode across 256 (second page: 256),
+    // then 300 tokens from 262 (crosses 512 into a third page).
+    let p = prompt(&mut rng, 200, vocab);
+    let g = gpu.forward(&mut gs, &p).unwrap();
+    let c = cpu.forward(&mut cs, &p).unwrap();
+    assert_close(&g, &c, 1e-3, "prefill 200");
+    for i in 0..62 {
+        let tok = prompt(&mut rng, 1, vocab);
+        let g = gpu.forward(&mut gs, &tok).unwrap();
+        let c = cpu.forward(&mut cs, &tok).unwrap();
+        assert_close(&g, &c, 1e-3, &format!("decode at {}", 200 + i));
+    }
+    let p = prompt(&mut rng, 300, vocab);
+    let g = gpu.forward_all(&mut gs, &p).unwrap();
+    let c = cpu.forward_all(&mut cs, &p).unwrap();
+    assert_close(&g, &c, 1e-3, "prefill 300 across a page end");
+    assert_eq!(gs.position(), 562);
+    let snap = gpu.snapshot(&gs).unwrap();
+    let tok = prompt(&mut rng, 1, vocab)[0];
+    let (toks_a, logits_a) = continue_greedy(&gpu, &mut gs, tok, 4);
+    let mut fresh = gpu.new_session().unwrap();
+    gpu.restore(&mut fresh, &snap).unwrap();
+    let (toks_b, logits_b) = continue_greedy(&gpu, &mut fresh, tok, 4);
+    assert_eq!(toks_a, toks_b);
+    assert!(
+        logits_a
+            .iter()
+            .zip(&logits_b)
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
+        "restored into another page layout"
+    );
+    let c = cpu.forward(&mut cs, &[tok]).unwrap();
+    assert_close(&logits_a[..vocab], &c, 1e-3, "decode after the third page");
+}
+
 #[test]
 fn long_greedy_decode_stays_finite_and_equals_the_reference() {
-    // 2,000 tokens: several KV growths (granule 256) and a long GDN recurrence.
+    // 2,000 tokens: several KV pages (256, 256, 512, 1024 rows) and a long GDN
+    // recurrence.
     let steps: usize = std::env::var("QWGPU_LONG_DECODE")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -3,7 +3,7 @@
 //! adds fused into the projections' epilogues, final norm and head.
 
 use qwgpu_checkpoint::TextConfig;
-use qwgpu_kernels::attention::{attention_forward, AttnBuffers};
+use qwgpu_kernels::attention::{attention_forward, AttnBuffers, KvPage};
 use qwgpu_kernels::gdn::{gdn_forward, GdnLayerBuffers, GdnMode};
 use qwgpu_kernels::matmul::{matmul, matmul_indexed, Epilogue, IndexedArgs, MatmulArgs};
 use qwgpu_kernels::moe::grouped::{self, GroupedArgs};
@@ -54,7 +54,8 @@ fn mm(
     )?)
 }
 
-/// Launches for `t` tokens of session `s`.
+/// Launches for `t` tokens of session `s` at its position (the caller ensures
+/// the KV page holding `s.pos` also holds `s.pos + t - 1`).
 pub(crate) fn record(
     ctx: &GpuContext,
     c: &TextConfig,
@@ -67,6 +68,7 @@ pub(crate) fn record(
     let a = &s.act;
     let h = c.hidden_size;
     let eps = c.rms_norm_eps as f32;
+    let (n_pages, _) = s.pages_at(s.pos);
     let mut d: Vec<Dispatch> = Vec::new();
     d.extend(embed::embed(ctx, &w.embed, &a.ids, 0, &a.h, t as u32)?);
     for (layer, state) in w.layers.iter().zip(&s.layers) {
@@ -121,11 +123,21 @@ pub(crate) fn record(
                     Epilogue::Accumulate,
                 )?);
             }
-            (MixerGpu::Full(at), LayerStateGpu::Full { keys, values }) => {
+            (MixerGpu::Full(at), LayerStateGpu::Full { pages }) => {
                 d.extend(mm(ctx, &at.qkv, &a.x, 0, &a.qkv, t, Epilogue::Store)?);
                 let scratch = s.attn.as_ref().ok_or_else(|| ModelError::Config {
                     detail: "attention layer without attention scratch".into(),
                 })?;
+                let kv: Vec<KvPage> = pages
+                    .iter()
+                    .zip(&s.pages)
+                    .take(n_pages)
+                    .map(|(p, &rows)| KvPage {
+                        keys: &p.keys,
+                        values: &p.values,
+                        rows: rows as u32,
+                    })
+                    .collect();
                 d.extend(attention_forward(
                     ctx,
                     &attn_dims(c),
@@ -134,15 +146,13 @@ pub(crate) fn record(
                         q_norm: &at.q_norm,
                         k_norm: &at.k_norm,
                         rope: &a.rope,
-                        keys,
-                        values,
+                        pages: &kv,
                         step: &a.step,
                         out: &a.attn_out,
                     },
                     scratch,
                     t as u32,
                     max_t as u32,
-                    s.capacity as u32,
                 )?);
                 d.extend(mm(
                     ctx,

@@ -19,7 +19,9 @@ use qwgpu_loader::PackedModel;
 
 use graph::Head;
 pub use session::GpuSession;
-use session::{attn_dims, copy_state, new_layers, Activations, LayerStateGpu, KV_GRANULE};
+use session::{
+    add_page, attn_dims, copy_state, new_layers, next_page_rows, Activations, LayerStateGpu,
+};
 
 use crate::ModelError;
 
@@ -53,6 +55,8 @@ pub struct GpuSnapshot {
     pos: usize,
     counter: u32,
     seed: u64,
+    /// Rows of each KV page of `layers`.
+    pages: Vec<usize>,
     layers: Vec<LayerStateGpu>,
 }
 
@@ -126,20 +130,19 @@ impl GpuModel {
         &self.ctx
     }
 
-    /// An empty session (position 0, zero GDN states, room for a first KV granule).
+    /// An empty session (position 0, zero GDN states, no KV page yet: the first
+    /// step adds one sized for it).
     pub fn new_session(&self) -> Result<GpuSession, ModelError> {
         let c = &self.config;
-        let capacity = KV_GRANULE;
-        let layers = new_layers(&self.ctx, c, capacity)?;
+        let layers = new_layers(&self.ctx, c, &[])?;
         let act = Activations::new(&self.ctx, c, self.max_t, self.logit_rows)?;
-        let attn = self.attn_scratch(capacity)?;
         self.ctx.check("session creation")?;
         Ok(GpuSession {
             pos: 0,
-            capacity,
+            pages: Vec::new(),
+            attn: None,
             layers,
             act,
-            attn,
             decode: None,
             sampler: None,
             seed: 0,
@@ -163,22 +166,23 @@ impl GpuModel {
         )?))
     }
 
-    /// Makes room for `needed` KV rows: new buffers of the next size, the cached
-    /// rows copied over on the GPU, decode launches re-recorded.
+    /// Makes room for `needed` KV rows by adding pages (nothing is copied or
+    /// reallocated); the attention scratch follows the capacity, so decode
+    /// launches are re-recorded.
     fn ensure_capacity(&self, s: &mut GpuSession, needed: usize) -> Result<(), ModelError> {
-        if needed <= s.capacity {
+        let mut cap = s.capacity();
+        if needed <= cap && cap > 0 {
             return Ok(());
         }
-        let cap = needed.max(2 * s.capacity).div_ceil(KV_GRANULE) * KV_GRANULE;
-        tracing::debug!(from = s.capacity, to = cap, "growing KV cache");
-        let fresh = new_layers(&self.ctx, &self.config, cap)?;
-        let copies = copy_state(&self.ctx, &self.config, &s.layers, &fresh, s.pos)?;
-        self.submit("KV cache growth", &copies.iter().collect::<Vec<_>>())?;
-        s.layers = fresh;
-        s.capacity = cap;
-        s.attn = self.attn_scratch(cap)?;
+        while cap < needed {
+            let rows = next_page_rows(&self.ctx, &self.config, cap, needed);
+            tracing::debug!(from = cap, page = rows, "adding a KV page");
+            add_page(&self.ctx, &self.config, &mut s.layers, rows)?;
+            s.pages.push(rows);
+            cap += rows;
+        }
+        s.attn = self.attn_scratch(cap.max(1))?;
         s.decode = None;
-        s.sampler = None;
         Ok(())
     }
 
@@ -286,10 +290,14 @@ impl GpuModel {
         };
         let mut logits = Vec::new();
         let mut sampled = None;
-        let n_chunks = tokens.len().div_ceil(chunk);
-        for (i, part) in tokens.chunks(chunk).enumerate() {
-            let last = i + 1 == n_chunks;
-            let t = part.len();
+        let mut done = 0;
+        while done < tokens.len() {
+            // A step never straddles KV pages (its keys are written to one).
+            let (n_pages, page_end) = s.pages_at(s.pos);
+            let t = chunk.min(tokens.len() - done).min(page_end - s.pos);
+            let part = &tokens[done..done + t];
+            done += t;
+            let last = done == tokens.len();
             let step_head = match head {
                 Head::All => Head::All,
                 _ if last => Head::Last,
@@ -298,8 +306,8 @@ impl GpuModel {
             self.write_inputs(s, part);
             let fresh;
             let launches: &[Dispatch] = if t == 1 && step_head == Head::Last {
-                if s.decode.is_none() {
-                    s.decode = Some(graph::record(
+                if s.decode.as_ref().map(|(n, _)| *n) != Some(n_pages) {
+                    let d = graph::record(
                         &self.ctx,
                         &self.config,
                         &self.w,
@@ -307,9 +315,10 @@ impl GpuModel {
                         1,
                         self.max_t,
                         Head::Last,
-                    )?);
+                    )?;
+                    s.decode = Some((n_pages, d));
                 }
-                s.decode.as_deref().unwrap_or(&[])
+                s.decode.as_ref().map(|(_, d)| d.as_slice()).unwrap_or(&[])
             } else {
                 fresh = graph::record(
                     &self.ctx,
@@ -370,16 +379,25 @@ impl GpuModel {
         Ok((logits, sampled))
     }
 
-    /// Copies the session's state (KV rows up to its position, GDN states).
+    /// Copies the session's state (KV rows up to its position, into one page of
+    /// exactly that many rows; GDN states).
     pub fn snapshot(&self, s: &GpuSession) -> Result<GpuSnapshot, ModelError> {
-        let layers = new_layers(&self.ctx, &self.config, s.pos.max(1))?;
-        let copies = copy_state(&self.ctx, &self.config, &s.layers, &layers, s.pos)?;
+        let pages: Vec<usize> = if s.pos > 0 { vec![s.pos] } else { Vec::new() };
+        let layers = new_layers(&self.ctx, &self.config, &pages)?;
+        let copies = copy_state(
+            &self.ctx,
+            &self.config,
+            (&s.layers, &s.pages),
+            (&layers, &pages),
+            s.pos,
+        )?;
         self.submit("snapshot", &copies.iter().collect::<Vec<_>>())?;
         self.ctx.check("snapshot")?;
         Ok(GpuSnapshot {
             pos: s.pos,
             counter: s.counter,
             seed: s.seed,
+            pages,
             layers,
         })
     }
@@ -387,7 +405,13 @@ impl GpuModel {
     /// Puts `snap`'s state back into `s` (any session of this model).
     pub fn restore(&self, s: &mut GpuSession, snap: &GpuSnapshot) -> Result<(), ModelError> {
         self.ensure_capacity(s, snap.pos.max(1))?;
-        let copies = copy_state(&self.ctx, &self.config, &snap.layers, &s.layers, snap.pos)?;
+        let copies = copy_state(
+            &self.ctx,
+            &self.config,
+            (&snap.layers, &snap.pages),
+            (&s.layers, &s.pages),
+            snap.pos,
+        )?;
         self.submit("restore", &copies.iter().collect::<Vec<_>>())?;
         s.pos = snap.pos;
         s.counter = snap.counter;
@@ -429,6 +453,15 @@ impl GpuModel {
         }
         self.check_tokens(tokens)?;
         self.ensure_capacity(s, s.pos + tokens.len())?;
+        // A step never straddles KV pages: run the part before the page end
+        // untimed (a new page is sized to hold the rest).
+        let (_, page_end) = s.pages_at(s.pos);
+        let room = page_end - s.pos;
+        let lead = if tokens.len() > room { room } else { 0 };
+        if lead > 0 {
+            self.run(s, &tokens[..lead], Head::None, None)?;
+        }
+        let tokens = &tokens[lead..];
         self.write_inputs(s, tokens);
         let launches = graph::record(
             &self.ctx,

@@ -9,18 +9,24 @@ use qwgpu_kernels::{copy, Dispatch, GpuContext, Step};
 
 use crate::ModelError;
 
-/// KV rows are allocated in multiples of this many tokens.
+/// KV pages hold a multiple of this many rows (tokens).
 pub(crate) const KV_GRANULE: usize = 256;
+/// Largest KV page, in rows (also bounded by the binding size limit).
+const MAX_PAGE_ROWS: usize = 16384;
+
+/// One page of a layer's KV cache: `[rows, nkv, hd]` f32 keys and values.
+pub(crate) struct KvPageGpu {
+    pub keys: wgpu::Buffer,
+    pub values: wgpu::Buffer,
+}
 
 pub(crate) enum LayerStateGpu {
     Linear {
         conv: wgpu::Buffer,
         state: wgpu::Buffer,
     },
-    Full {
-        keys: wgpu::Buffer,
-        values: wgpu::Buffer,
-    },
+    /// Pages in position order; their row counts are the session's `pages`.
+    Full { pages: Vec<KvPageGpu> },
 }
 
 /// Activations of one step of up to `max_t` tokens.
@@ -140,12 +146,14 @@ impl Activations {
 /// A sequence on the GPU: state, activations, and the decode launches recorded once.
 pub struct GpuSession {
     pub(crate) pos: usize,
-    pub(crate) capacity: usize,
+    /// Rows of each KV page (the same for every attention layer).
+    pub(crate) pages: Vec<usize>,
     pub(crate) layers: Vec<LayerStateGpu>,
     pub(crate) act: Activations,
     pub(crate) attn: Option<AttnScratch>,
-    /// Decode-step launches (T = 1, logits of the one row), valid for this capacity.
-    pub(crate) decode: Option<Vec<Dispatch>>,
+    /// Decode-step launches (T = 1, logits of the one row) and the number of
+    /// pages they bind: valid while `pos` is in the last of them.
+    pub(crate) decode: Option<(usize, Vec<Dispatch>)>,
     pub(crate) sampler: Option<(qwgpu_kernels::sample::SamplingParams, Vec<Dispatch>)>,
     pub(crate) seed: u64,
     pub(crate) counter: u32,
@@ -156,16 +164,83 @@ impl GpuSession {
     pub fn position(&self) -> usize {
         self.pos
     }
+
+    /// KV rows of all pages.
+    pub(crate) fn capacity(&self) -> usize {
+        self.pages.iter().sum()
+    }
+
+    /// Pages a step at `pos` binds (up to the one holding `pos`), and the first
+    /// position after the last of them.
+    pub(crate) fn pages_at(&self, pos: usize) -> (usize, usize) {
+        let mut end = 0;
+        for (i, rows) in self.pages.iter().enumerate() {
+            end += rows;
+            if pos < end {
+                return (i + 1, end);
+            }
+        }
+        (self.pages.len(), end)
+    }
 }
 
 pub(crate) fn kv_words(c: &TextConfig, rows: usize) -> usize {
     rows * c.num_key_value_heads * c.head_dim
 }
 
-pub(crate) fn new_layers(
+/// Rows of the next KV page of a cache holding `capacity` rows that must reach
+/// `needed`: as large as the cache so far (geometric growth: `O(log n)` pages,
+/// so `O(log n)` attention launches per layer), at least what is needed, in
+/// whole granules, at most [`MAX_PAGE_ROWS`] and the binding size limit.
+pub(crate) fn next_page_rows(
     ctx: &GpuContext,
     c: &TextConfig,
     capacity: usize,
+    needed: usize,
+) -> usize {
+    let row_bytes = (kv_words(c, 1) * 4).max(1) as u64;
+    let limit = ctx
+        .limits
+        .max_storage_buffer_binding_size
+        .min(ctx.limits.max_buffer_size)
+        / row_bytes;
+    let max_rows = (MAX_PAGE_ROWS.min(limit as usize) / KV_GRANULE * KV_GRANULE).max(1);
+    let want = capacity
+        .max(needed.saturating_sub(capacity))
+        .max(KV_GRANULE);
+    want.div_ceil(KV_GRANULE)
+        .saturating_mul(KV_GRANULE)
+        .min(max_rows)
+}
+
+/// Adds a page of `rows` rows to every attention layer.
+pub(crate) fn add_page(
+    ctx: &GpuContext,
+    c: &TextConfig,
+    layers: &mut [LayerStateGpu],
+    rows: usize,
+) -> Result<(), ModelError> {
+    for (i, layer) in layers.iter_mut().enumerate() {
+        if let LayerStateGpu::Full { pages } = layer {
+            let n = pages.len();
+            pages.push(KvPageGpu {
+                keys: f32s(ctx, &format!("layer {i} keys page {n}"), kv_words(c, rows))?,
+                values: f32s(
+                    ctx,
+                    &format!("layer {i} values page {n}"),
+                    kv_words(c, rows),
+                )?,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Zeroed GDN states and KV caches made of pages of `pages` rows.
+pub(crate) fn new_layers(
+    ctx: &GpuContext,
+    c: &TextConfig,
+    pages: &[usize],
 ) -> Result<Vec<LayerStateGpu>, ModelError> {
     let mut out = Vec::with_capacity(c.layer_types.len());
     for (i, ty) in c.layer_types.iter().enumerate() {
@@ -185,21 +260,71 @@ pub(crate) fn new_layers(
                 ctx.fill_f32(&state, 0.0);
                 LayerStateGpu::Linear { conv, state }
             }
-            LayerType::FullAttention => LayerStateGpu::Full {
-                keys: f32s(ctx, &format!("layer {i} keys"), kv_words(c, capacity))?,
-                values: f32s(ctx, &format!("layer {i} values"), kv_words(c, capacity))?,
-            },
+            LayerType::FullAttention => LayerStateGpu::Full { pages: Vec::new() },
         });
+    }
+    for &rows in pages {
+        add_page(ctx, c, &mut out, rows)?;
     }
     Ok(out)
 }
 
-/// Launches copying the state of `from` (first `rows` KV rows) into `to`.
+/// Launches copying KV rows `0 .. rows` from pages of `from_rows` rows to pages
+/// of `to_rows` rows (the two page layouts may differ).
+fn copy_kv_rows(
+    ctx: &GpuContext,
+    c: &TextConfig,
+    from: (&[KvPageGpu], &[usize]),
+    to: (&[KvPageGpu], &[usize]),
+    rows: usize,
+) -> Result<Vec<Dispatch>, ModelError> {
+    let row_words = kv_words(c, 1);
+    let mut d = Vec::new();
+    let (mut i, mut j) = (0usize, 0usize);
+    // Start positions of pages i (source) and j (destination).
+    let (mut si, mut sj) = (0usize, 0usize);
+    let mut pos = 0usize;
+    while pos < rows {
+        let (Some(&ri), Some(&rj)) = (from.1.get(i), to.1.get(j)) else {
+            return Err(ModelError::CacheMismatch {
+                detail: format!("KV pages hold fewer than the {rows} rows to copy"),
+            });
+        };
+        let n = (si + ri).min(sj + rj).min(rows) - pos;
+        let words = |r: usize| (r * row_words) as u32;
+        for (a, b) in [
+            (&from.0[i].keys, &to.0[j].keys),
+            (&from.0[i].values, &to.0[j].values),
+        ] {
+            d.push(copy::copy_words(
+                ctx,
+                a,
+                words(pos - si),
+                b,
+                words(pos - sj),
+                words(n),
+            )?);
+        }
+        pos += n;
+        if pos == si + ri {
+            si += ri;
+            i += 1;
+        }
+        if pos == sj + rj {
+            sj += rj;
+            j += 1;
+        }
+    }
+    Ok(d)
+}
+
+/// Launches copying the state of `from` (first `rows` KV rows, pages of
+/// `from_pages` rows) into `to` (pages of `to_pages` rows).
 pub(crate) fn copy_state(
     ctx: &GpuContext,
     c: &TextConfig,
-    from: &[LayerStateGpu],
-    to: &[LayerStateGpu],
+    (from, from_pages): (&[LayerStateGpu], &[usize]),
+    (to, to_pages): (&[LayerStateGpu], &[usize]),
     rows: usize,
 ) -> Result<Vec<Dispatch>, ModelError> {
     let mut d = Vec::new();
@@ -229,18 +354,8 @@ pub(crate) fn copy_state(
                     (state.size() / 4).min(s2.size() / 4) as u32,
                 )?);
             }
-            (
-                LayerStateGpu::Full { keys, values },
-                LayerStateGpu::Full {
-                    keys: k2,
-                    values: v2,
-                },
-            ) => {
-                let n = kv_words(c, rows) as u32;
-                if n > 0 {
-                    d.push(copy::copy_words(ctx, keys, 0, k2, 0, n)?);
-                    d.push(copy::copy_words(ctx, values, 0, v2, 0, n)?);
-                }
+            (LayerStateGpu::Full { pages: a }, LayerStateGpu::Full { pages: b }) => {
+                d.extend(copy_kv_rows(ctx, c, (a, from_pages), (b, to_pages), rows)?);
             }
             _ => {
                 return Err(ModelError::CacheMismatch {
