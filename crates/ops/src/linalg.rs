@@ -23,12 +23,74 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// `y = x · Wᵀ` for `x [T, cols]` and row-major `w [rows, cols]` (one row per
 /// output): returns `[T, rows]`, each entry one [`dot`] of an input row with a
 /// weight row.
+///
+/// Large products are split by weight rows over all cores (`std::thread::scope`):
+/// every entry is still the same single [`dot`], so the result is bit-identical
+/// to the one-thread loop ([`matmul_xwt_serial`]) whatever the thread count.
 pub fn matmul_xwt(x: &[f32], w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    matmul_xwt_threads(x, w, rows, cols, threads)
+}
+
+/// Below this many multiply-adds a product runs on the calling thread:
+/// spawning costs more than it saves.
+const PARALLEL_MIN_MACS: usize = 1 << 20;
+
+/// [`matmul_xwt`] on at most `threads` threads.
+pub fn matmul_xwt_threads(
+    x: &[f32],
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    threads: usize,
+) -> Vec<f32> {
+    let t = x.len().checked_div(cols).unwrap_or(0);
+    let macs = t.saturating_mul(rows).saturating_mul(cols);
+    let threads = threads
+        .min(rows)
+        .min(macs / (PARALLEL_MIN_MACS / 4).max(1))
+        .max(1);
+    if threads == 1 || macs < PARALLEL_MIN_MACS {
+        return matmul_xwt_serial(x, w, rows, cols);
+    }
     debug_assert_eq!(w.len(), rows * cols);
-    let t = x.len() / cols;
+    let per = rows.div_ceil(threads);
+    // Each thread owns a block of weight rows and returns `[T, block]`.
+    let blocks: Vec<(usize, Vec<f32>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = w
+            .chunks(per * cols)
+            .enumerate()
+            .map(|(i, wb)| {
+                s.spawn(move || (i * per, matmul_xwt_serial(x, wb, wb.len() / cols, cols)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
     let mut y = vec![0.0f32; t * rows];
-    for (xt, yt) in x.chunks_exact(cols).zip(y.chunks_exact_mut(rows.max(1))) {
-        for (o, wr) in yt.iter_mut().zip(w.chunks_exact(cols)) {
+    for (start, block) in blocks {
+        let n = block.len() / t.max(1);
+        for (yt, bt) in y.chunks_exact_mut(rows).zip(block.chunks_exact(n.max(1))) {
+            if let Some(dst) = yt.get_mut(start..start + n) {
+                dst.copy_from_slice(bt);
+            }
+        }
+    }
+    y
+}
+
+/// The one-thread `y = x · Wᵀ` loop.
+pub fn matmul_xwt_serial(x: &[f32], w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    debug_assert_eq!(w.len(), rows * cols);
+    let t = x.len() / cols.max(1);
+    let mut y = vec![0.0f32; t * rows];
+    for (xt, yt) in x
+        .chunks_exact(cols.max(1))
+        .zip(y.chunks_exact_mut(rows.max(1)))
+    {
+        for (o, wr) in yt.iter_mut().zip(w.chunks_exact(cols.max(1))) {
             *o = dot(xt, wr);
         }
     }
@@ -55,6 +117,27 @@ mod tests {
                 "seed {seed} n {n}: {got} vs {want}"
             );
         }
+    }
+
+    #[test]
+    fn threaded_matmul_is_bit_identical_to_serial() {
+        let seed = 13;
+        let mut rng = Rng::new(seed);
+        // Above the parallel threshold, with a row count no thread count divides.
+        let (t, rows, cols) = (3usize, 347usize, 1031usize);
+        let x = rng.normal_vec(t * cols);
+        let w = rng.normal_vec(rows * cols);
+        let serial = matmul_xwt_serial(&x, &w, rows, cols);
+        for threads in [2, 3, 8, 64] {
+            let y = matmul_xwt_threads(&x, &w, rows, cols, threads);
+            assert!(
+                y.iter()
+                    .zip(&serial)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "seed {seed}: {threads} threads differ from one"
+            );
+        }
+        assert_eq!(matmul_xwt(&x, &w, rows, cols).len(), t * rows);
     }
 
     #[test]

@@ -124,6 +124,27 @@ impl ReferenceModel {
     /// `[tokens.len() × vocab]` row-major. Prefill (many tokens) and decode (one)
     /// are the same call. On error the cache is left unchanged.
     pub fn forward(&self, cache: &mut Cache, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
+        let h = self.hidden(cache, tokens)?;
+        Ok(self.head(&h))
+    }
+
+    /// [`forward`](Self::forward) returning only the last token's logits,
+    /// `[vocab]`: the LM head (the largest matmul of a small model) runs on
+    /// one position instead of all. Bit-identical to the last row of `forward`.
+    pub fn forward_last(&self, cache: &mut Cache, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
+        let h = self.hidden(cache, tokens)?;
+        let hidden = self.config.hidden_size;
+        let last = h.len().saturating_sub(hidden);
+        Ok(self.head(h.get(last..).unwrap_or(&[])))
+    }
+
+    /// Logits of final hidden states `[T, hidden]`.
+    fn head(&self, h: &[f32]) -> Vec<f32> {
+        self.lm_head.as_ref().unwrap_or(&self.embed).apply(h)
+    }
+
+    /// The final-normed hidden states `[tokens.len(), hidden]` after `tokens`.
+    fn hidden(&self, cache: &mut Cache, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
         let cfg = &self.config;
         let (vocab, hidden) = (cfg.vocab_size, cfg.hidden_size);
         for (index, &token) in tokens.iter().enumerate() {
@@ -173,8 +194,7 @@ impl ReferenceModel {
             add_in_place(&mut h, &ffn);
         }
         cache.position += tokens.len();
-        let h = rms_norm_one_plus(&h, &self.norm, eps);
-        Ok(self.lm_head.as_ref().unwrap_or(&self.embed).apply(&h))
+        Ok(rms_norm_one_plus(&h, &self.norm, eps))
     }
 
     /// A cache from another model would index out of range: reject it up front.

@@ -107,6 +107,25 @@ fn prefill_equals_prefill_then_decode_moe_tied_awkward_geometry() {
     check_split_consistency(&cfg, true, 104);
 }
 
+/// The last-position head is the last row of the all-positions one, bit for
+/// bit, and advances the cache the same way.
+#[test]
+fn forward_last_is_the_last_row_of_forward() {
+    let cfg = tiny_config(true);
+    let model = ReferenceModel::from_packed(&random_packed_model(&cfg, false, 9)).unwrap();
+    let v = cfg.vocab_size;
+    let ids = [3u32, 1, 4, 1, 5, 9];
+    let (mut a, mut b) = (model.new_cache(), model.new_cache());
+    let all = model.forward(&mut a, &ids).unwrap();
+    let last = model.forward_last(&mut b, &ids).unwrap();
+    assert_eq!(last.len(), v);
+    assert_eq!(last, all[(ids.len() - 1) * v..]);
+    assert_eq!(
+        model.forward(&mut a, &[2]).unwrap(),
+        model.forward_last(&mut b, &[2]).unwrap()
+    );
+}
+
 #[test]
 fn tied_model_uses_embeddings_as_lm_head() {
     let cfg = tiny_config(false);
