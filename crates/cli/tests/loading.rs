@@ -156,3 +156,111 @@ fn tensors_under_an_unknown_prefix_are_reported() {
         )],
     );
 }
+
+/// Rewrites `src`'s safetensors file into `dst` with `edit(name, dtype, bytes)`
+/// applied to every tensor (which may change its dtype name and bytes).
+fn rewrite_weights(src: &Path, dst: &Path, edit: impl Fn(&str, &mut String, &mut Vec<u8>)) {
+    let bytes = std::fs::read(src).expect("read");
+    let header = qwgpu_checkpoint::parse_header(&bytes, src).expect("header");
+    let mut entries = Vec::new();
+    let mut data = Vec::new();
+    for t in &header.tensors {
+        let mut dtype = t.dtype_name.clone();
+        let mut raw = bytes[t.start..t.end].to_vec();
+        edit(&t.name, &mut dtype, &mut raw);
+        let start = data.len();
+        data.extend_from_slice(&raw);
+        entries.push(format!(
+            "\"{}\":{{\"dtype\":\"{dtype}\",\"shape\":{:?},\"data_offsets\":[{start},{}]}}",
+            t.name,
+            t.shape,
+            data.len()
+        ));
+    }
+    let text = format!("{{{}}}", entries.join(","));
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&data);
+    std::fs::write(dst, out).expect("write");
+}
+
+/// `q_proj` stored F32 beside BF16 `k_proj` / `v_proj`: legal in HF, loaded
+/// as F32 with a warning.
+#[test]
+fn mixed_dtypes_in_one_fused_weight_load_with_a_warning() {
+    let d = scratch::Scratch::new();
+    copy_fixture(d.path());
+    rewrite_weights(
+        &fixture("dense-bf16-text").join("model.safetensors"),
+        &d.path().join("model.safetensors"),
+        |name, dtype, raw| {
+            if name == "model.layers.3.self_attn.q_proj.weight" {
+                // BF16 is the high half of an F32: widened exactly.
+                *dtype = "F32".into();
+                *raw = raw
+                    .chunks_exact(2)
+                    .flat_map(|c| [0, 0, c[0], c[1]])
+                    .collect();
+            }
+        },
+    );
+    let (ok, stdout, stderr) = inspect(d.path());
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("1 × F32 scale none"), "{stdout}");
+    assert!(
+        stderr.contains("different dtypes: converting them to F32"),
+        "{stderr}"
+    );
+}
+
+/// An FP8 NaN encoding in a weight is refused under `--strict`, naming the
+/// tensor as the file spells it and the file.
+#[test]
+fn fp8_nan_weight_is_refused_under_strict() {
+    let d = scratch::Scratch::new();
+    let src = fixture("dense-fp8-block");
+    for entry in std::fs::read_dir(&src).expect("fixture") {
+        let p = entry.expect("entry").path();
+        let name = p.file_name().expect("name").to_owned();
+        if name != "model.safetensors" && p.is_file() {
+            std::fs::copy(&p, d.path().join(name)).expect("copy");
+        }
+    }
+    // The release wrapper spelling: the message must use it too.
+    let target = "model.language_model.layers.0.mlp.down_proj.weight";
+    rewrite_weights(
+        &src.join("model.safetensors"),
+        &d.path().join("model.safetensors"),
+        |name, dtype, raw| {
+            if name == target {
+                assert_eq!(dtype, "F8_E4M3");
+                raw[3] = 0x7F;
+            }
+        },
+    );
+    let written = std::fs::read(d.path().join("model.safetensors")).expect("read");
+    assert_ne!(
+        written,
+        std::fs::read(src.join("model.safetensors")).expect("read")
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_qwgpu"))
+        .args([
+            "generate",
+            "--backend",
+            "cpu",
+            "--strict",
+            "--max-tokens",
+            "1",
+            "--model",
+        ])
+        .arg(d.path())
+        .output()
+        .expect("run qwgpu");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("NaN/infinity encoding"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("`{target}` in ")) && stderr.contains("model.safetensors"),
+        "{stderr}"
+    );
+}

@@ -569,6 +569,7 @@ impl<'s, S: TensorSource + ?Sized> Ctx<'s, S> {
                         dims,
                         covers,
                     )
+                    .map_err(|e| self.locate(e, &[&name]))
                 };
                 (
                     fused("gate_up_proj", [experts, 2 * ie, h], &|e| {
