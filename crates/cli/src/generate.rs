@@ -1,6 +1,5 @@
 //! `qwgpu generate`: prefill the prompt, then sample and stream tokens.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -8,7 +7,11 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use qwgpu_model::engine::{self, ContextOptions, LoadOptions, Model, SamplingParams};
+use tokenizers::Tokenizer;
 
+use crate::chat_template::{ChatTemplate, Message, RenderOptions};
+use crate::detokenize::Detokenizer;
+use crate::output::Output;
 use crate::{bundled, prompt};
 
 /// Where the forward pass runs.
@@ -38,31 +41,47 @@ pub struct GenerateArgs {
     /// Without it, the bundled tiny random-weight test model runs.
     #[arg(long)]
     model: Option<PathBuf>,
-    /// The prompt text.
+    /// The prompt text (with --chat: the user's message).
     #[arg(long, default_value = "The quick brown fox")]
     prompt: String,
-    /// Most new tokens to generate.
+    /// Most new tokens to generate (at least 1).
     #[arg(long, default_value_t = 32)]
     max_tokens: usize,
-    /// Sampling temperature; 0 means greedy.
+    /// Sampling temperature: 0 means greedy, otherwise a finite number > 0.
     #[arg(long, default_value_t = 0.0)]
     temperature: f32,
-    /// Nucleus sampling: keep the smallest set of tokens whose probability reaches this.
+    /// Nucleus sampling: keep the smallest set of most likely tokens whose
+    /// probability reaches this; in (0, 1], 1 = off.
     #[arg(long, default_value_t = 1.0)]
     top_p: f32,
     /// Seed of the sampler's random numbers.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Wrap the prompt in the model's chat template.
+    /// Wrap the prompt in the model's chat template (as a user message); only
+    /// the answer is printed.
     #[arg(long)]
     chat: bool,
+    /// With --chat: a system message before the user's.
+    #[arg(long, requires = "chat")]
+    system: Option<String>,
+    /// With --chat: the template's `enable_thinking` (Qwen3.5: `false` skips
+    /// the reasoning block); unset leaves the template's default.
+    #[arg(long, requires = "chat")]
+    enable_thinking: Option<bool>,
+    /// Plain completion: print only the generated text, not the prompt before it.
+    #[arg(long)]
+    no_echo: bool,
     /// Keep generating past end-of-sequence tokens.
     #[arg(long)]
     ignore_eos: bool,
+    /// Allow prompt + --max-tokens beyond the model's context length
+    /// (`max_position_embeddings`) with a warning instead of an error.
+    #[arg(long)]
+    allow_context_overflow: bool,
     /// Refuse checkpoints with tensors qwgpu does not know (default: warn and ignore them).
     #[arg(long)]
     strict: bool,
-    /// Top-k sampling: keep the k most likely tokens (0 = off).
+    /// Top-k sampling: keep the k most likely tokens (0 = off; k >= vocab is off too).
     #[arg(long, default_value_t = 0)]
     top_k: u32,
     /// Compute backend.
@@ -76,7 +95,104 @@ pub struct GenerateArgs {
     adapter: Option<String>,
 }
 
+/// The sampling flags, each out-of-range value an error naming the flag.
+fn sampling_params(args: &GenerateArgs) -> Result<SamplingParams> {
+    if args.max_tokens == 0 {
+        bail!("--max-tokens 0: nothing to generate (use 1 or more)");
+    }
+    let t = args.temperature;
+    if !(t.is_finite() && t >= 0.0) || (t > 0.0 && !(1.0 / t).is_finite()) {
+        bail!("--temperature {t}: must be 0 (greedy) or a finite number > 0");
+    }
+    let p = args.top_p;
+    if !(p > 0.0 && p <= 1.0) {
+        bail!("--top-p {p}: must be in (0, 1] (1 = off)");
+    }
+    Ok(SamplingParams {
+        temperature: t,
+        top_k: args.top_k,
+        top_p: p,
+    })
+}
+
+/// What `run` checked before loading: the token ids to feed and how to stop.
+struct Prepared {
+    tokenizer: Tokenizer,
+    text: String,
+    prompt_ids: Vec<u32>,
+    eos: Vec<u32>,
+}
+
+/// Every check that needs no weights, so a bad folder or flag fails in
+/// milliseconds, not after minutes of loading: the config, the tokenizer, the
+/// chat template (rendered once), `generation_config.json`, the token ids and
+/// the context length.
+fn prepare(args: &GenerateArgs, dir: &Path) -> Result<Prepared> {
+    let config = qwgpu_checkpoint::ModelConfig::from_file(&dir.join("config.json"))?;
+    let vocab = config.text.vocab_size;
+    let context = prompt::context_length(dir)?;
+    let tokenizer = prompt::load_tokenizer(dir)?;
+    let tokenizer_vocab = tokenizer.get_vocab_size(true);
+    if vocab > tokenizer_vocab {
+        tracing::warn!(
+            "the model's vocabulary ({vocab} ids) is larger than the tokenizer's ({tokenizer_vocab}): ids {tokenizer_vocab}.. print nothing if generated"
+        );
+    }
+    let text = if args.chat {
+        let template = ChatTemplate::from_dir(dir)?;
+        tracing::debug!("chat template from {}", template.origin());
+        let mut messages = Vec::new();
+        if let Some(system) = &args.system {
+            messages.push(Message::new("system", system));
+        }
+        messages.push(Message::new("user", &args.prompt));
+        template.render(
+            &messages,
+            &RenderOptions {
+                add_generation_prompt: true,
+                enable_thinking: args.enable_thinking,
+            },
+        )?
+    } else {
+        args.prompt.clone()
+    };
+    let encoding = tokenizer
+        .encode(text.as_str(), false)
+        .map_err(|e| anyhow::anyhow!("tokenizing the prompt: {e}"))?;
+    let prompt_ids: Vec<u32> = encoding.get_ids().to_vec();
+    if prompt_ids.is_empty() {
+        bail!("the prompt is empty after tokenization");
+    }
+    if let Some(&bad) = prompt_ids.iter().find(|&&id| id as usize >= vocab) {
+        bail!(
+            "the tokenizer gives the prompt token id {bad}, outside the model's vocabulary of {vocab} (tokenizer.json does not belong to this model?)"
+        );
+    }
+    let eos = prompt::eos_token_ids(dir, &config.eos_token_ids, vocab)?;
+    if let Some(limit) = context {
+        let need = prompt_ids.len().saturating_add(args.max_tokens);
+        if need > limit {
+            let what = format!(
+                "the prompt ({} tokens) + --max-tokens {} = {need} tokens exceeds the model's context length of {limit} (max_position_embeddings in config.json)",
+                prompt_ids.len(),
+                args.max_tokens
+            );
+            if !args.allow_context_overflow {
+                bail!("{what}; lower --max-tokens or shorten the prompt, or pass --allow-context-overflow to run past it anyway");
+            }
+            tracing::warn!("{what}: past it the output is unreliable");
+        }
+    }
+    Ok(Prepared {
+        tokenizer,
+        text,
+        prompt_ids,
+        eos,
+    })
+}
+
 pub fn run(args: &GenerateArgs) -> Result<()> {
+    let params = sampling_params(args)?;
     let dir = match &args.model {
         Some(dir) => dir.clone(),
         None => {
@@ -88,13 +204,19 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         }
     };
     let started = Instant::now();
+    let Prepared {
+        tokenizer,
+        text,
+        prompt_ids,
+        eos,
+    } = prepare(args, &dir)?;
     let opts = load_options(
         args.backend,
         args.adapter.clone(),
         args.strict,
         engine::DEFAULT_MAX_CHUNK,
     );
-    // Cheap checks before any weight is read: headers and config, then the tokenizer.
+    // Headers before weights: a bad shard fails before the upload starts.
     qwgpu_checkpoint::Checkpoint::open_with(
         &dir,
         &qwgpu_checkpoint::OpenOptions {
@@ -102,7 +224,6 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         },
     )
     .with_context(|| format!("loading {}", dir.display()))?;
-    let tokenizer = prompt::load_tokenizer(&dir)?;
     let model = load_model(&dir, &opts).with_context(|| format!("loading {}", dir.display()))?;
     eprintln!(
         "qwgpu: loaded {} on {} in {:.2} s",
@@ -111,85 +232,84 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
 
-    let text = if args.chat {
-        prompt::apply_chat_template(&dir, &args.prompt)?
-    } else {
-        args.prompt.clone()
-    };
-    let encoding = tokenizer
-        .encode(text.as_str(), false)
-        .map_err(|e| anyhow::anyhow!("tokenizing the prompt: {e}"))?;
-    let prompt_ids: Vec<u32> = encoding.get_ids().to_vec();
-    if prompt_ids.is_empty() {
-        bail!("the prompt is empty after tokenization");
+    let mut out = Output::stdout();
+    // The prompt is echoed in plain completion only: a chat answer is the
+    // answer, not the template's markup around the question.
+    if !args.chat && !args.no_echo && !out.write(&text)? {
+        return Ok(());
     }
-    let eos = prompt::eos_token_ids(&dir)?;
-    if !(args.temperature.is_finite() && args.temperature >= 0.0) {
-        bail!(
-            "--temperature {} must be a finite number >= 0",
-            args.temperature
-        );
-    }
-    if !(args.top_p > 0.0 && args.top_p <= 1.0) {
-        bail!("--top-p {} must be in (0, 1]", args.top_p);
-    }
-    let params = SamplingParams {
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
-    };
-
     let mut session = model.new_session()?;
     model.set_seed(&mut session, args.seed);
     let t0 = Instant::now();
-    let mut next = model.sample_next(&mut session, &prompt_ids, &params)?;
-    let prefill_s = t0.elapsed().as_secs_f64();
+    let mut next = model
+        .sample_next(&mut session, &prompt_ids, &params)
+        .with_context(|| format!("generation step 1 (prefill of {} tokens)", prompt_ids.len()))?;
+    let ttft = t0.elapsed().as_secs_f64();
 
-    let mut out = std::io::stdout().lock();
-    write!(out, "{text}")?;
-    out.flush()?;
-    let mut generated: Vec<u32> = Vec::new();
-    let mut printed = 0usize;
-    let t1 = Instant::now();
-    for step in 0..args.max_tokens {
+    let mut detok = Detokenizer::new(&tokenizer, &prompt_ids);
+    let mut generated = 0usize;
+    let mut decode_steps = 0usize;
+    let mut decode_s = 0.0f64;
+    loop {
         if !args.ignore_eos && eos.contains(&next) {
             break;
         }
-        generated.push(next);
-        let so_far = decode(&tokenizer, &generated)?;
-        // Hold back a trailing U+FFFD: the bytes of a multi-byte character may be
-        // split across tokens, and the next token completes it.
-        let stable = so_far.trim_end_matches('\u{FFFD}');
-        if stable.len() > printed && stable.is_char_boundary(printed) {
-            write!(out, "{}", &stable[printed..])?;
-            out.flush()?;
-            printed = stable.len();
-        }
-        if step + 1 == args.max_tokens {
+        generated += 1;
+        let piece = detok.push(next)?;
+        if !out.write(&piece)? || generated == args.max_tokens {
             break;
         }
-        next = model.sample_next(&mut session, &[next], &params)?;
+        let t = Instant::now();
+        next = model
+            .sample_next(&mut session, &[next], &params)
+            .with_context(|| format!("generation step {} (decode)", generated + 1))?;
+        decode_s += t.elapsed().as_secs_f64();
+        decode_steps += 1;
     }
-    let all = decode(&tokenizer, &generated)?;
-    if all.len() > printed && all.is_char_boundary(printed) {
-        write!(out, "{}", &all[printed..])?;
+    let rest = detok.finish()?;
+    if !out.write(&rest)? || !out.write("\n")? {
+        // The reader is gone (`| head`): nothing more to say.
+        return Ok(());
     }
-    writeln!(out)?;
-    let decode_s = t1.elapsed().as_secs_f64();
     eprintln!(
-        "qwgpu: prefill {} tokens in {:.3} s ({:.1} tok/s); decode {} tokens in {:.3} s ({:.1} tok/s) on {}",
-        prompt_ids.len(),
-        prefill_s,
-        prompt_ids.len() as f64 / prefill_s.max(1e-9),
-        generated.len(),
-        decode_s,
-        generated.len() as f64 / decode_s.max(1e-9),
-        model.backend_name(),
+        "qwgpu: {} on {}",
+        stats(prompt_ids.len(), ttft, generated, decode_steps, decode_s),
+        model.backend_name()
     );
     if args.profile {
         profile(&model, &prompt_ids, next)?;
     }
     Ok(())
+}
+
+/// The final numbers: time to first token (prefill + first sample), prefill
+/// speed, and decode speed over the decode steps only (none when the first
+/// token was the last).
+fn stats(
+    prompt_len: usize,
+    ttft_s: f64,
+    generated: usize,
+    decode_steps: usize,
+    decode_s: f64,
+) -> String {
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    let prefill = format!(
+        "{generated} token{} generated; time to first token {:.3} s (prefill {prompt_len} token{} at {:.1} tok/s)",
+        plural(generated),
+        plural(prompt_len),
+        ttft_s,
+        prompt_len as f64 / ttft_s.max(1e-9)
+    );
+    if decode_steps == 0 {
+        format!("{prefill}; no decode steps (only the first token, which prefill made)")
+    } else {
+        format!(
+            "{prefill}; decode {decode_steps} step{} in {:.3} s ({:.1} tok/s)",
+            plural(decode_steps),
+            decode_s,
+            decode_steps as f64 / decode_s.max(1e-9)
+        )
+    }
 }
 
 /// Times one prefill step over the prompt and one decode step, by kernel family.
@@ -256,10 +376,4 @@ fn load_model(dir: &Path, opts: &LoadOptions) -> Result<Model> {
     })?;
     bar.finish_and_clear();
     Ok(model)
-}
-
-fn decode(tokenizer: &tokenizers::Tokenizer, ids: &[u32]) -> Result<String> {
-    tokenizer
-        .decode(ids, false)
-        .map_err(|e| anyhow::anyhow!("detokenizing: {e}"))
 }

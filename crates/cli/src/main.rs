@@ -9,11 +9,16 @@
 
 mod bench;
 mod bundled;
+mod chat_template;
+mod detokenize;
 mod devices;
 mod generate;
 mod inspect;
+mod output;
 mod prompt;
+mod py_json;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -67,12 +72,19 @@ fn report(e: &anyhow::Error) {
 }
 
 fn run() -> Result<()> {
+    // Warnings read like the CLI's own messages ("WARN the prompt ..."): no
+    // timestamp or module path, and colour only on a terminal without NO_COLOR.
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("QWGPU_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .with_ansi(colour)
         .init();
     match Cli::parse().command {
         Command::Generate(args) => generate::run(&args),

@@ -1,64 +1,156 @@
-//! Tokenizer and chat template of a model folder.
+//! The small files of a model folder that generation needs besides the
+//! weights, each checked before any weight is read: `tokenizer.json`,
+//! `generation_config.json`'s end-of-sequence ids and `config.json`'s
+//! context length.
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
 use tokenizers::Tokenizer;
 
 /// Loads `tokenizer.json` from the model folder.
 pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer> {
     let path = dir.join("tokenizer.json");
+    if !path.is_file() {
+        bail!(
+            "{}: missing (the tokenizer is needed to turn the prompt into token ids)",
+            path.display()
+        );
+    }
     Tokenizer::from_file(&path)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
         .context("loading the tokenizer")
 }
 
-/// Renders the folder's chat template (from `tokenizer_config.json` or
-/// `chat_template.jinja`) for one user message, ready for the assistant's answer.
-pub fn apply_chat_template(dir: &Path, user: &str) -> Result<String> {
-    let template = read_chat_template(dir)?;
-    let mut env = minijinja::Environment::new();
-    env.add_template("chat", &template)
-        .context("parsing the chat template")?;
-    let messages = vec![minijinja::context! { role => "user", content => user }];
-    env.get_template("chat")?
-        .render(minijinja::context! { messages => messages, add_generation_prompt => true })
-        .context("rendering the chat template")
-}
-
-fn read_chat_template(dir: &Path) -> Result<String> {
-    let jinja = dir.join("chat_template.jinja");
-    if jinja.exists() {
-        return std::fs::read_to_string(&jinja).with_context(|| jinja.display().to_string());
+/// End-of-sequence ids: `config.json`'s `eos_token_id` (checked by the
+/// checkpoint reader, passed in as `config_ids`) plus `generation_config.json`'s
+/// (releases list `<|im_end|>` only in the latter). Every id must be below
+/// `vocab`: one the model can never produce would silently never stop it.
+pub fn eos_token_ids(dir: &Path, config_ids: &[u32], vocab: usize) -> Result<Vec<u32>> {
+    let mut ids: Vec<u32> = config_ids.to_vec();
+    for &id in config_ids {
+        check_in_vocab(id, vocab, &dir.join("config.json"))?;
     }
-    let path = dir.join("tokenizer_config.json");
-    let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| path.display().to_string())?;
-    json.get("chat_template")
-        .and_then(|t| t.as_str())
-        .map(str::to_owned)
-        .with_context(|| format!("{}: no chat_template", path.display()))
-}
-
-/// End-of-sequence ids: `config.json`'s `eos_token_id` plus `generation_config.json`'s
-/// (releases list `<|im_end|>` only in the latter).
-pub fn eos_token_ids(dir: &Path) -> Result<Vec<u32>> {
-    let config = qwgpu_checkpoint::ModelConfig::from_file(&dir.join("config.json"))?;
-    let mut ids = config.eos_token_ids;
-    let gen = dir.join("generation_config.json");
-    if let Ok(text) = std::fs::read_to_string(&gen) {
-        let json: serde_json::Value =
-            serde_json::from_str(&text).with_context(|| gen.display().to_string())?;
+    let path = dir.join("generation_config.json");
+    if let Some(json) = read_json(&path)? {
         match json.get("eos_token_id") {
-            Some(serde_json::Value::Number(n)) => ids.extend(n.as_u64().map(|v| v as u32)),
-            Some(serde_json::Value::Array(a)) => {
-                ids.extend(a.iter().filter_map(|v| v.as_u64()).map(|v| v as u32))
+            None | Some(Value::Null) => {}
+            Some(Value::Array(a)) => {
+                for v in a {
+                    ids.push(token_id(v, &path, vocab)?);
+                }
             }
-            _ => {}
+            Some(v) => ids.push(token_id(v, &path, vocab)?),
         }
     }
     ids.sort_unstable();
     ids.dedup();
     Ok(ids)
+}
+
+fn token_id(v: &Value, path: &Path, vocab: usize) -> Result<u32> {
+    let id = v
+        .as_u64()
+        .with_context(|| {
+            format!(
+                "{}: eos_token_id: expected a non-negative integer token id, got {v}",
+                path.display()
+            )
+        })
+        .and_then(|n| {
+            u32::try_from(n).with_context(|| {
+                format!(
+                    "{}: eos_token_id {n} does not fit a token id (at most {})",
+                    path.display(),
+                    u32::MAX
+                )
+            })
+        })?;
+    check_in_vocab(id, vocab, path)?;
+    Ok(id)
+}
+
+fn check_in_vocab(id: u32, vocab: usize, path: &Path) -> Result<()> {
+    if id as usize >= vocab {
+        bail!(
+            "{}: eos_token_id {id} is outside the model's vocabulary of {vocab} tokens",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// `max_position_embeddings` of `config.json` (top level, else `text_config`),
+/// or `None` when the config does not say.
+pub fn context_length(dir: &Path) -> Result<Option<usize>> {
+    let path = dir.join("config.json");
+    let Some(json) = read_json(&path)? else {
+        return Ok(None);
+    };
+    let key = "max_position_embeddings";
+    let v = json
+        .get(key)
+        .or_else(|| json.get("text_config").and_then(|t| t.get(key)));
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_u64().filter(|&n| n > 0) {
+            Some(n) => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
+            None => bail!(
+                "{}: {key}: expected a positive integer, got {v}",
+                path.display()
+            ),
+        },
+    }
+}
+
+fn read_json(path: &Path) -> Result<Option<Value>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .with_context(|| format!("{}: invalid JSON", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folder(generation_config: &str) -> tempfile::TempDir {
+        let d = tempfile::tempdir().expect("tempdir");
+        std::fs::write(d.path().join("generation_config.json"), generation_config).expect("write");
+        d
+    }
+
+    #[test]
+    fn eos_ids_are_checked_not_truncated() {
+        let d = folder(r#"{"eos_token_id": [2, 7]}"#);
+        assert_eq!(eos_token_ids(d.path(), &[2], 512).expect("ok"), vec![2, 7]);
+        for (json, want) in [
+            (r#"{"eos_token_id": 4294967298}"#, "does not fit"),
+            (
+                r#"{"eos_token_id": [2, "x"]}"#,
+                "expected a non-negative integer",
+            ),
+            (
+                r#"{"eos_token_id": 1.5}"#,
+                "expected a non-negative integer",
+            ),
+            (r#"{"eos_token_id": -1}"#, "expected a non-negative integer"),
+            (
+                r#"{"eos_token_id": 512}"#,
+                "outside the model's vocabulary of 512",
+            ),
+            (r#"{"eos_token_id": "#, "invalid JSON"),
+        ] {
+            let d = folder(json);
+            let err = eos_token_ids(d.path(), &[], 512).expect_err(json);
+            assert!(format!("{err:#}").contains(want), "{json}: {err:#}");
+        }
+        let d = folder("{}");
+        assert!(eos_token_ids(d.path(), &[600], 512).is_err());
+    }
 }
