@@ -158,8 +158,9 @@ fn tensors_under_an_unknown_prefix_are_reported() {
 }
 
 /// Rewrites `src`'s safetensors file into `dst` with `edit(name, dtype, bytes)`
-/// applied to every tensor (which may change its dtype name and bytes).
-fn rewrite_weights(src: &Path, dst: &Path, edit: impl Fn(&str, &mut String, &mut Vec<u8>)) {
+/// applied to every tensor (which may change its dtype name and bytes, and
+/// returns whether to keep it).
+fn rewrite_weights(src: &Path, dst: &Path, edit: impl Fn(&str, &mut String, &mut Vec<u8>) -> bool) {
     let bytes = std::fs::read(src).expect("read");
     let header = qwgpu_checkpoint::parse_header(&bytes, src).expect("header");
     let mut entries = Vec::new();
@@ -167,7 +168,9 @@ fn rewrite_weights(src: &Path, dst: &Path, edit: impl Fn(&str, &mut String, &mut
     for t in &header.tensors {
         let mut dtype = t.dtype_name.clone();
         let mut raw = bytes[t.start..t.end].to_vec();
-        edit(&t.name, &mut dtype, &mut raw);
+        if !edit(&t.name, &mut dtype, &mut raw) {
+            continue;
+        }
         let start = data.len();
         data.extend_from_slice(&raw);
         entries.push(format!(
@@ -202,6 +205,7 @@ fn mixed_dtypes_in_one_fused_weight_load_with_a_warning() {
                     .flat_map(|c| [0, 0, c[0], c[1]])
                     .collect();
             }
+            true
         },
     );
     let (ok, stdout, stderr) = inspect(d.path());
@@ -236,6 +240,7 @@ fn fp8_nan_weight_is_refused_under_strict() {
                 assert_eq!(dtype, "F8_E4M3");
                 raw[3] = 0x7F;
             }
+            true
         },
     );
     let written = std::fs::read(d.path().join("model.safetensors")).expect("read");
@@ -262,5 +267,49 @@ fn fp8_nan_weight_is_refused_under_strict() {
     assert!(
         stderr.contains(&format!("`{target}` in ")) && stderr.contains("model.safetensors"),
         "{stderr}"
+    );
+}
+
+/// FP8 weights in a folder whose config has no `quantization_config`: read
+/// with their stored scales and a warning; a weight without a scale then says
+/// the config is missing too.
+#[test]
+fn fp8_without_quantization_config_says_so() {
+    let d = scratch::Scratch::new();
+    let src = fixture("dense-fp8-block");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(src.join("config.json")).expect("config"))
+            .expect("json");
+    if let Some(m) = config["text_config"].as_object_mut() {
+        m.remove("quantization_config");
+    }
+    if let Some(m) = config.as_object_mut() {
+        m.remove("quantization_config");
+    }
+    std::fs::write(d.path().join("config.json"), config.to_string()).expect("write");
+    let weights = src.join("model.safetensors");
+    rewrite_weights(&weights, &d.path().join("model.safetensors"), |_, _, _| {
+        true
+    });
+    let (ok, _, stderr) = inspect(d.path());
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("config.json has no quantization_config"),
+        "{stderr}"
+    );
+
+    let scale = "model.language_model.layers.0.mlp.down_proj.weight_scale_inv";
+    rewrite_weights(
+        &weights,
+        &d.path().join("model.safetensors"),
+        |name, _, _| name != scale,
+    );
+    fails_with(
+        d.path(),
+        &[
+            "model.layers.0.mlp.down_proj.weight",
+            "has no scale",
+            "no `quantization_config` either",
+        ],
     );
 }

@@ -439,26 +439,50 @@ fn merge_schemes(
         second_scheme: s.describe(),
     };
 
-    if let SourceScheme::Block { block, .. } = first_scheme {
-        let block = *block;
+    let first_block = schemes.iter().find_map(|&(p, s)| match s {
+        SourceScheme::Block { block, .. } => Some((p, s, *block)),
+        _ => None,
+    });
+    if let Some((bp, bs, block)) = first_block {
+        // Errors here name the block-scaled source as the reference.
+        let mixed = |p: &Placed<'_, '_>, s: &SourceScheme| LoadError::MixedSchemes {
+            packed: packed.into(),
+            first: bp.src.weight.name.clone(),
+            first_scheme: bs.describe(),
+            second: p.src.weight.name.clone(),
+            second_scheme: s.describe(),
+        };
         let mut segments = Vec::with_capacity(schemes.len());
         for &(p, s) in &schemes {
+            let row_offset = p
+                .shards
+                .first()
+                .and_then(|&i| offsets.get(i))
+                .copied()
+                .unwrap_or(0);
             match s {
                 SourceScheme::Block {
                     block: b,
                     grid,
                     scales,
                 } if *b == block => segments.push(BlockSegment {
-                    row_offset: p
-                        .shards
-                        .first()
-                        .and_then(|&i| offsets.get(i))
-                        .copied()
-                        .unwrap_or(0),
+                    row_offset,
                     rows: p.rows,
                     grid: *grid,
                     scales: scales.clone(),
                 }),
+                // A one-value scale on a weight that fits in one block is that
+                // block's scale (a 1x1 grid reads as per-tensor when no config
+                // names the scheme): the same numbers, one scheme.
+                SourceScheme::PerShard(v) => match one_block_scale(p, v, block) {
+                    Some(value) => segments.push(BlockSegment {
+                        row_offset,
+                        rows: p.rows,
+                        grid: [1, 1],
+                        scales: vec![value],
+                    }),
+                    None => return Err(mixed(p, s)),
+                },
                 _ => return Err(mixed(p, s)),
             }
         }
@@ -466,9 +490,6 @@ fn merge_schemes(
             block,
             segments: fuse_segments(segments, block),
         });
-    }
-    if let Some(&(p, s)) = schemes.iter().find(|(_, s)| s.kind() == SchemeKind::Block) {
-        return Err(mixed(p, s));
     }
 
     if schemes.iter().any(|(_, s)| s.kind() == SchemeKind::Channel) {
@@ -500,6 +521,15 @@ fn merge_schemes(
     }
     let scales = collect_all(packed, spec, per_shard)?;
     Ok(ScaleScheme::PerShard { scales })
+}
+
+/// The single value of a per-tensor scale on a weight that fits in one
+/// `block`, if that is what `v` is.
+fn one_block_scale(p: &Placed<'_, '_>, v: &[f32], block: [usize; 2]) -> Option<f32> {
+    let first = *v.first()?;
+    let cols = p.src.weight.shape.get(1).copied()?;
+    let same = v.iter().all(|x| x.to_bits() == first.to_bits());
+    (same && p.rows <= block[0] && cols <= block[1]).then_some(first)
 }
 
 /// One grid instead of many when every segment's rows are whole blocks (the

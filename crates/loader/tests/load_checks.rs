@@ -197,3 +197,46 @@ fn errors_name_the_files_own_tensor_and_shard() {
     assert!(msg.contains(&format!("`{weight}` in ")), "{msg}");
     assert!(msg.contains("model.safetensors"), "{msg}");
 }
+
+/// Without a quantization config, a small weight's one-block grid `[1, 1]`
+/// reads as a per-tensor scale; beside block-scaled sources it is that one
+/// block's scale, not a mix of schemes.
+#[test]
+fn one_block_weight_joins_block_scaled_neighbours() {
+    let (q_rows, k_rows) = (256usize, 64usize);
+    let q = SourceWeight::new(
+        tensor(
+            "q.weight",
+            Dtype::F8E4M3,
+            &[q_rows, H],
+            vec![0x38; q_rows * H],
+        ),
+        &["q"],
+    )
+    .with_weight_scale(
+        SourceTensor::from_f32("q.weight_scale_inv", vec![2, 1], &[0.5, 2.0]).expect("q scale"),
+    );
+    let k = SourceWeight::new(
+        tensor(
+            "k.weight",
+            Dtype::F8E4M3,
+            &[k_rows, H],
+            vec![0x40; k_rows * H],
+        ),
+        &["k"],
+    )
+    .with_weight_scale(
+        SourceTensor::from_f32("k.weight_scale_inv", vec![1, 1], &[0.25]).expect("k scale"),
+    );
+    let packed = pack(
+        &spec("qk", &[("q", q_rows), ("k", k_rows)], H),
+        &[q, k],
+        &QuantPolicy::unquantized(),
+    )
+    .expect("one scheme");
+    assert_eq!(packed.scale.describe(), "block 128x128 (2 grids)");
+    let w = dequantize(&packed).expect("dequantize");
+    assert_eq!(w[0], 0.5);
+    assert_eq!(w[128 * H], 2.0);
+    assert_eq!(w[q_rows * H], 0.5, "k: 2.0 × 0.25");
+}

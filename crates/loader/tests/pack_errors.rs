@@ -328,13 +328,14 @@ fn scheme_must_match_config() {
 
 #[test]
 fn mixed_block_and_tensor_schemes() {
-    // No config: k's [2, 1] scale is its [128, 128] block grid, q's [1] is per-tensor.
-    let q = fp8_src("m.q", 8, 6, &["q"], Some((&[1], &[1.0])));
+    // No config: k's [2, 1] scale is its [128, 128] block grid, q's [1] is
+    // per-tensor over 130 rows (more than one block: not expressible as one).
+    let q = fp8_src("m.q", 130, 6, &["q"], Some((&[1], &[1.0])));
     let k = fp8_src("m.k", 200, 6, &["k"], Some((&[2, 1], &[1.0, 2.0])));
     let e = expect_err(
         run(
             &[q, k],
-            &[("q", 8), ("k", 200)],
+            &[("q", 130), ("k", 200)],
             &QuantPolicy::unquantized(),
         ),
         &["m.q.weight", "m.k.weight", "block"],
