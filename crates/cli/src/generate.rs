@@ -232,12 +232,6 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
 
-    let mut out = Output::stdout();
-    // The prompt is echoed in plain completion only: a chat answer is the
-    // answer, not the template's markup around the question.
-    if !args.chat && !args.no_echo && !out.write(&text)? {
-        return Ok(());
-    }
     let mut session = model.new_session()?;
     model.set_seed(&mut session, args.seed);
     let t0 = Instant::now();
@@ -245,6 +239,13 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         .sample_next(&mut session, &prompt_ids, &params)
         .with_context(|| format!("generation step 1 (prefill of {} tokens)", prompt_ids.len()))?;
     let ttft = t0.elapsed().as_secs_f64();
+
+    let mut out = Output::stdout();
+    // The prompt is echoed in plain completion only (once prefill worked): a
+    // chat answer is the answer, not the template's markup around the question.
+    if !args.chat && !args.no_echo && !out.write(&text)? {
+        return Ok(());
+    }
 
     let mut detok = Detokenizer::new(&tokenizer, &prompt_ids);
     let mut generated = 0usize;

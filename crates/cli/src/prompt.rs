@@ -59,7 +59,7 @@ fn token_id(v: &Value, path: &Path, vocab: usize) -> Result<u32> {
             )
         })
         .and_then(|n| {
-            u32::try_from(n).with_context(|| {
+            u32::try_from(n).ok().with_context(|| {
                 format!(
                     "{}: eos_token_id {n} does not fit a token id (at most {})",
                     path.display(),

@@ -208,7 +208,7 @@ fn poison(dir: &Path, name: &str) {
 fn nan_logits_stop_generation_with_an_error_naming_the_step() {
     let d = fixture_copy(|dir| poison(dir, "model.norm.weight"));
     for backend in ["cpu", "gpu"] {
-        let (ok, stdout, stderr) = generate(d.path(), &["--backend", backend, "--no-echo"]);
+        let (ok, stdout, stderr) = generate(d.path(), &["--backend", backend]);
         assert_error(ok, &stderr, "generation step 1 (prefill of");
         assert!(stderr.contains("not finite"), "{backend}: {stderr}");
         assert!(stdout.is_empty(), "{backend}: printed {stdout:?}");
