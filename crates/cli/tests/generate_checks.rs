@@ -323,3 +323,19 @@ fn a_model_vocabulary_larger_than_the_tokenizers_is_a_warning() {
         "{stderr}"
     );
 }
+
+#[test]
+fn devices_ends_quietly_when_the_reader_closes_the_pipe() {
+    // The reader is gone before qwgpu writes anything: every write fails.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qwgpu"))
+        .arg("devices")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
