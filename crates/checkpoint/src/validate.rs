@@ -41,7 +41,9 @@ fn expert_layouts(
     };
     let layers = config.text.num_hidden_layers;
     let mut out = vec![LayerExperts::default(); layers];
-    for name in tensors.keys() {
+    // Messages use the file's own names (`model.language_model.…`).
+    for (name, entry) in tensors {
+        let source = &entry.source;
         let Some((layer, rest)) = split_layer(name) else {
             continue;
         };
@@ -58,15 +60,15 @@ fn expert_layouts(
                 return Err(CheckpointError::ExpertLayout {
                     dir: dir.to_path_buf(),
                     layer,
-                    tensor: name.clone(),
+                    tensor: source.clone(),
                     detail: format!(
                         "expert id {id_text} is out of range (num_experts = {num_experts})"
                     ),
                 });
             }
-            slot.per_expert.get_or_insert_with(|| name.clone());
+            slot.per_expert.get_or_insert_with(|| source.clone());
         } else if rest.starts_with("gate_up_proj") || rest.starts_with("down_proj") {
-            slot.fused.get_or_insert_with(|| name.clone());
+            slot.fused.get_or_insert_with(|| source.clone());
         }
         if let (Some(f), Some(p)) = (&slot.fused, &slot.per_expert) {
             return Err(CheckpointError::ExpertLayout {

@@ -313,3 +313,53 @@ fn fp8_without_quantization_config_says_so() {
         ],
     );
 }
+
+/// Scales are always checked at load (they are read anyway): a NaN scale is
+/// refused even by `inspect`, naming the scale and where its weight is stored.
+#[test]
+fn nan_scale_is_refused_at_load() {
+    let d = scratch::Scratch::new();
+    let src = fixture("dense-fp8-block");
+    std::fs::copy(src.join("config.json"), d.path().join("config.json")).expect("copy");
+    let scale = "model.language_model.layers.0.mlp.down_proj.weight_scale_inv";
+    rewrite_weights(
+        &src.join("model.safetensors"),
+        &d.path().join("model.safetensors"),
+        |name, dtype, raw| {
+            if name == scale {
+                // BF16 NaN: exponent all ones, non-zero mantissa.
+                assert_eq!(dtype, "BF16");
+                raw[..2].copy_from_slice(&[0xC0, 0x7F]);
+            }
+            true
+        },
+    );
+    fails_with(
+        d.path(),
+        &[
+            "down_proj.weight_scale_inv",
+            "is NaN; scales must be finite and > 0",
+            "`model.language_model.layers.0.mlp.down_proj.weight` in ",
+        ],
+    );
+}
+
+/// JSON files are read with a size cap (a sparse 17 MiB config here).
+#[test]
+fn oversized_config_is_refused() {
+    let d = scratch::Scratch::new();
+    copy_fixture(d.path());
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(d.path().join("config.json"))
+        .expect("open")
+        .set_len(17 << 20)
+        .expect("set_len");
+    fails_with(
+        d.path(),
+        &[
+            "config.json",
+            "17825792 bytes exceed the 16777216-byte limit",
+        ],
+    );
+}
