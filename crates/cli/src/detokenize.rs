@@ -115,4 +115,22 @@ mod tests {
         assert_eq!(out, tok.decode(ids, false).expect("decode"));
         assert!(d.ids.len() <= ids.len(), "the window stays short");
     }
+
+    #[test]
+    fn the_window_stays_short_whatever_the_ids() {
+        // Random ids (as a random-weight model emits): broken UTF-8, specials.
+        let tok = tokenizer();
+        let vocab = tok.get_vocab_size(true) as u64;
+        let mut x = 12345u64;
+        let mut d = Detokenizer::new(&tok, &[]);
+        let mut longest = 0;
+        for _ in 0..3000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            d.push(((x >> 33) % vocab) as u32).expect("push");
+            longest = longest.max(d.ids.len());
+        }
+        assert!(longest <= 2 * MAX_HELD, "window grew to {longest} tokens");
+    }
 }
