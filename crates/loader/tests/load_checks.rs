@@ -240,3 +240,90 @@ fn one_block_weight_joins_block_scaled_neighbours() {
     assert_eq!(w[128 * H], 2.0);
     assert_eq!(w[q_rows * H], 0.5, "k: 2.0 × 0.25");
 }
+
+/// Resident file-backed memory of this process, from `/proc/self/status`.
+#[cfg(target_os = "linux")]
+fn rss_file_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssFile:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("RssFile")
+}
+
+/// `plan_model` touches no weight byte: on a checkpoint whose 512 MiB
+/// embedding is a hole in a sparse file, the process's resident file pages
+/// barely move (reading the table would map all 512 MiB in), and its layout
+/// is still fully worked out.
+#[cfg(target_os = "linux")]
+#[test]
+fn plan_model_reads_no_weight_data() {
+    const VOCAB: usize = 1 << 23;
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/dense-bf16-text");
+    let bytes = std::fs::read(fixture.join("model.safetensors")).expect("fixture");
+    let header = qwgpu_checkpoint::parse_header(&bytes, &fixture).expect("header");
+    let mut tensors: Vec<(String, String, Vec<usize>, Vec<u8>)> = header
+        .tensors
+        .iter()
+        .filter(|t| t.name != "model.embed_tokens.weight")
+        .map(|t| {
+            (
+                t.name.clone(),
+                t.dtype_name.clone(),
+                t.shape.clone(),
+                bytes[t.start..t.end].to_vec(),
+            )
+        })
+        .collect();
+    let dir = TempDir::new("sparse");
+    let path = dir.path().join("model.safetensors");
+    // Written with a 2-byte stand-in, then the header is patched to the huge
+    // shape and the file extended with a hole.
+    tensors.push((
+        "model.embed_tokens.weight".into(),
+        "BF16".into(),
+        vec![1, 1],
+        vec![0, 0],
+    ));
+    write_safetensors(&path, &tensors);
+    let written = std::fs::read(&path).expect("read back");
+    let header_len = u64::from_le_bytes(written[..8].try_into().expect("8 bytes")) as usize;
+    let text = std::str::from_utf8(&written[8..8 + header_len]).expect("utf-8");
+    let data_len = written.len() - 8 - header_len;
+    let start = data_len - 2;
+    let end = start + VOCAB * 32 * 2;
+    let patched = text.replace(
+        &format!("\"shape\":[1, 1],\"data_offsets\":[{start},{data_len}]"),
+        &format!("\"shape\":[{VOCAB}, 32],\"data_offsets\":[{start},{end}]"),
+    );
+    assert_ne!(patched, text, "header patched");
+    let mut out = (patched.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(patched.as_bytes());
+    out.extend_from_slice(&written[8 + header_len..]);
+    std::fs::write(&path, &out).expect("write");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open")
+        .set_len((8 + patched.len() + end) as u64)
+        .expect("sparse");
+    let config = std::fs::read_to_string(fixture.join("config.json")).expect("config");
+    std::fs::write(
+        dir.path().join("config.json"),
+        config.replace("\"vocab_size\": 512", &format!("\"vocab_size\": {VOCAB}")),
+    )
+    .expect("config");
+
+    let before = rss_file_kib();
+    let ckpt = Checkpoint::open(dir.path()).expect("opens");
+    let plan = qwgpu_loader::plan_model(&ckpt).expect("plan");
+    let grown = rss_file_kib().saturating_sub(before);
+    assert_eq!(
+        (plan.embed_tokens.rows, plan.embed_tokens.cols),
+        (VOCAB, 32)
+    );
+    assert!(plan.embed_tokens.data.is_empty());
+    assert!(grown < 64 * 1024, "resident file pages grew by {grown} KiB");
+}
