@@ -57,48 +57,104 @@ fn io(path: &Path, source: std::io::Error) -> CheckpointError {
     }
 }
 
-pub(crate) fn open(dir: &Path, opts: &OpenOptions) -> Result<Checkpoint, CheckpointError> {
-    check_dir(dir)?;
-    let config = ModelConfig::from_file(&dir.join(CONFIG_FILE))?;
+/// Which weights file(s) to read, decided as transformers decides.
+enum Weights {
+    Single(PathBuf),
+    Index(PathBuf),
+}
+
+/// `transformers_weights` of config.json: the weights file transformers loads
+/// instead of the default names (a `.safetensors` file or a
+/// `.safetensors.index.json` in the folder).
+fn explicit_weights(text: &str, path: &Path) -> Result<Option<String>, CheckpointError> {
+    let root: serde_json::Value = files::parse_json(text, path)?;
+    let err = |detail: String| CheckpointError::Config {
+        path: path.to_path_buf(),
+        field: "transformers_weights".into(),
+        detail,
+    };
+    match root.get("transformers_weights") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(name)) => {
+            if !(name.ends_with(".safetensors") || name.ends_with(".safetensors.index.json")) {
+                return Err(err(format!(
+                    "`{name}` is neither a .safetensors file nor a .safetensors.index.json"
+                )));
+            }
+            if let Some(problem) = crate::index::shard_name_problem(name) {
+                return Err(err(format!("`{name}` {problem}")));
+            }
+            Ok(Some(name.clone()))
+        }
+        Some(v) => Err(err(format!(
+            "expected a file name, got {}",
+            crate::json_fields::short(v)
+        ))),
+    }
+}
+
+/// The weights transformers would load from `dir`: the file config.json names
+/// in `transformers_weights`, else `model.safetensors`, else the index. When
+/// both default files exist the single one wins; the user is told.
+fn choose_weights(dir: &Path, explicit: Option<String>) -> Result<Weights, CheckpointError> {
     let index_path = dir.join(INDEX_FILE);
     let single_path = dir.join(SINGLE_FILE);
-
-    // Like transformers (`modeling_utils`: `model.safetensors` is tried before
-    // the index), the single file wins when both exist; say so, since the
-    // index may name other weights.
-    let (shards, index) = if files::exists(&single_path) {
+    if let Some(name) = explicit {
+        let path = dir.join(&name);
+        tracing::info!(file = %path.display(), "config.json names the weights file (transformers_weights)");
+        return Ok(if name.ends_with(".index.json") {
+            Weights::Index(path)
+        } else {
+            Weights::Single(path)
+        });
+    }
+    if files::exists(&single_path) {
         if files::exists(&index_path) {
             tracing::warn!(
                 dir = %dir.display(),
                 "both {SINGLE_FILE} and {INDEX_FILE} exist: loading {SINGLE_FILE}, as Hugging Face transformers does, and ignoring the index"
             );
         }
-        (vec![Shard::open(&single_path)?], None)
+        Ok(Weights::Single(single_path))
     } else if files::exists(&index_path) {
-        files::regular_file_len(&index_path)?;
-        let text = files::read_text_file(&index_path, files::MAX_INDEX_BYTES)?;
-        let index = parse_index(&text, &index_path)?;
-        let mut shards = Vec::with_capacity(index.shards.len());
-        for name in &index.shards {
-            let p = dir.join(name);
-            if !files::exists(&p) {
-                return Err(CheckpointError::ShardPath {
-                    index: index_path.clone(),
-                    shard: name.clone(),
-                    detail: format!("listed in the index but {} does not exist", p.display()),
-                });
-            }
-            shards.push(Shard::open(&p)?);
-        }
-        (shards, Some(index))
+        Ok(Weights::Index(index_path))
     } else {
-        return Err(io(
+        Err(io(
             dir,
             std::io::Error::new(
                 std::io::ErrorKind::NotFound,
                 format!("neither {SINGLE_FILE} nor {INDEX_FILE} found"),
             ),
-        ));
+        ))
+    }
+}
+
+pub(crate) fn open(dir: &Path, opts: &OpenOptions) -> Result<Checkpoint, CheckpointError> {
+    check_dir(dir)?;
+    let config_path = dir.join(CONFIG_FILE);
+    let config_text = files::read_text_file(&config_path, files::MAX_CONFIG_BYTES)?;
+    let config = ModelConfig::from_json_str(&config_text, &config_path)?;
+    let explicit = explicit_weights(&config_text, &config_path)?;
+
+    let (shards, index, index_path) = match choose_weights(dir, explicit)? {
+        Weights::Single(path) => (vec![Shard::open(&path)?], None, path),
+        Weights::Index(index_path) => {
+            let text = files::read_text_file(&index_path, files::MAX_INDEX_BYTES)?;
+            let index = parse_index(&text, &index_path)?;
+            let mut shards = Vec::with_capacity(index.shards.len());
+            for name in &index.shards {
+                let p = dir.join(name);
+                if !files::exists(&p) {
+                    return Err(CheckpointError::ShardPath {
+                        index: index_path.clone(),
+                        shard: name.clone(),
+                        detail: format!("listed in the index but {} does not exist", p.display()),
+                    });
+                }
+                shards.push(Shard::open(&p)?);
+            }
+            (shards, Some(index), index_path)
+        }
     };
 
     // Where each source tensor lives; a name in two shards is an error.

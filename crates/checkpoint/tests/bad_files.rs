@@ -197,3 +197,35 @@ fn missing_tensors_are_spelled_as_the_file_spells_them() {
         "{e}"
     );
 }
+
+/// `transformers_weights` in config.json names the file transformers loads;
+/// qwgpu loads the same one, and refuses a name outside the folder.
+#[test]
+fn config_named_weights_file_is_the_one_loaded() {
+    let d = tempfile::tempdir().expect("tempdir");
+    write_tiny(d.path(), &Tiny::default());
+    std::fs::rename(
+        d.path().join("model.safetensors"),
+        d.path().join("weights.safetensors"),
+    )
+    .expect("rename");
+    // A decoy at the default name that does not even parse.
+    std::fs::write(
+        d.path().join("model.safetensors"),
+        b"not a safetensors file",
+    )
+    .expect("decoy");
+    let mut config = Tiny::default().config();
+    config["transformers_weights"] = "weights.safetensors".into();
+    write_config(d.path(), &config);
+    let ckpt = Checkpoint::open(d.path()).expect("opens the named file");
+    assert_eq!(ckpt.files(), vec![d.path().join("weights.safetensors")]);
+
+    config["transformers_weights"] = "../weights.safetensors".into();
+    write_config(d.path(), &config);
+    let e = open_err(d.path());
+    assert!(
+        e.to_string().contains("transformers_weights") && e.to_string().contains(".."),
+        "{e}"
+    );
+}
