@@ -26,6 +26,13 @@ pub struct ContextOptions {
     pub runtime_checks: Option<bool>,
     /// On-disk pipeline cache (where the adapter has `PIPELINE_CACHE`).
     pub pipeline_cache: crate::PipelineCacheMode,
+    /// Let [`MatmulPath::Auto`](crate::matmul::MatmulPath::Auto) run the
+    /// cooperative-matrix GEMM (tensor cores, about 2× the scalar GEMM on an
+    /// H100) for `T > 16` where the adapter has it. Its inputs are rounded to
+    /// f16, which moves logits by up to ~1% of their scale and can flip MoE
+    /// routing on near ties, so it is off by default: every other path
+    /// multiplies in f32.
+    pub f16_matmul: bool,
 }
 
 /// What the opened device offers the kernels (after the options' switches).
@@ -51,6 +58,8 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     pub software: bool,
     pub(crate) runtime_checks: bool,
+    /// [`ContextOptions::f16_matmul`].
+    pub f16_matmul: bool,
     pub(crate) pipelines: PipelineCache,
     pub(crate) disk_cache: Option<crate::disk_cache::DiskCache>,
     errors: Arc<Mutex<Vec<wgpu::Error>>>,
@@ -178,6 +187,7 @@ impl GpuContext {
             limits,
             software,
             runtime_checks: opts.runtime_checks.unwrap_or(cfg!(debug_assertions)),
+            f16_matmul: opts.f16_matmul,
             pipelines: PipelineCache::default(),
             disk_cache,
             errors,

@@ -90,7 +90,9 @@ impl Epilogue {
 /// Which kernel [`matmul_with`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum MatmulPath {
-    /// GEMV for `T <= 16`; above, the cooperative-matrix GEMM where supported, else the scalar tile GEMM.
+    /// GEMV for `T <= 16`; above, the cooperative-matrix GEMM where supported and
+    /// the context allows it ([`ContextOptions::f16_matmul`](crate::ContextOptions::f16_matmul)),
+    /// else the scalar tile GEMM.
     #[default]
     Auto,
     /// Never the cooperative-matrix kernel (GEMV for `T <= 16`, scalar tile GEMM above).
@@ -473,7 +475,10 @@ pub fn matmul_with(
     base.x_aligned = u32::from(args.x_offset.is_multiple_of(4) && args.x_stride.is_multiple_of(4));
 
     let use_coop = path == MatmulPath::Coop
-        || (path == MatmulPath::Auto && args.t > MAX_VEC_T && coop::supported(ctx, w));
+        || (path == MatmulPath::Auto
+            && args.t > MAX_VEC_T
+            && ctx.f16_matmul
+            && coop::supported(ctx, w));
     let (entry, label, tv, mode) = if use_coop {
         ("mm_coop", "matmul_coop", 0, 0)
     } else if args.t <= MAX_VEC_T {

@@ -204,18 +204,17 @@ fn coop_matches_reference_and_scalar_path() {
     }
 }
 
-/// `Auto` takes the coop path above 16 tokens: same bits as forcing it.
+/// `Auto` multiplies in f32 above 16 tokens (the scalar GEMM's bits) unless the
+/// context opts into f16 matmuls; then it takes the coop path (the same bits as
+/// forcing it) where the adapter has one.
 #[test]
-fn auto_path_uses_coop_above_16_tokens() {
-    for t in testing::contexts() {
-        let ctx = &t.ctx;
+fn auto_path_is_scalar_unless_f16_matmul_is_on() {
+    let (rows, cols, tokens) = (40usize, 72usize, 33usize);
+    let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
+    let run_both = |ctx: &GpuContext, other: MatmulPath| {
         let mut rng = Rng::new(0xc00b_0002);
-        let (rows, cols, tokens) = (40usize, 72usize, 33usize);
         let pw = packed(&mut rng, Dtype::BF16, rows, cols, None);
         let gw = GpuWeight::upload(ctx, &pw).unwrap();
-        if !coop_available(t, &gw) {
-            return;
-        }
         let x = ctx.upload("x", &rng.normal_vec(tokens * cols)).unwrap();
         let init = vec![f32::NAN; tokens * rows];
         let go = |path| {
@@ -232,14 +231,29 @@ fn auto_path_uses_coop_above_16_tokens() {
                 Epilogue::Store,
                 path,
             )
-            .unwrap()
         };
-        let (auto, coop) = (go(MatmulPath::Auto), go(MatmulPath::Coop));
+        (go(MatmulPath::Auto).unwrap(), go(other), gw)
+    };
+    for t in testing::contexts() {
+        let (auto, scalar, gw) = run_both(&t.ctx, MatmulPath::Scalar);
         assert!(
-            auto.iter()
-                .zip(&coop)
-                .all(|(a, b)| a.to_bits() == b.to_bits()),
-            "{}: Auto differs from Coop at T={tokens}",
+            same(&auto, &scalar.unwrap()),
+            "{}: Auto differs from Scalar at T={tokens}",
+            t.name
+        );
+        if !coop_available(t, &gw) {
+            continue;
+        }
+        let ctx = GpuContext::new(&qwgpu_kernels::ContextOptions {
+            f16_matmul: true,
+            runtime_checks: Some(true),
+            ..Default::default()
+        })
+        .unwrap();
+        let (auto, coop, _) = run_both(&ctx, MatmulPath::Coop);
+        assert!(
+            same(&auto, &coop.unwrap()),
+            "{}: with f16 matmuls Auto differs from Coop at T={tokens}",
             t.name
         );
     }
