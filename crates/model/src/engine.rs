@@ -343,6 +343,48 @@ impl Model {
         Ok(token)
     }
 
+    /// One decode step for several sessions at once (continuous batching):
+    /// session `i` consumes `tokens[i]` and samples its next token with
+    /// `params[i]` from its own seed and counter. Each result equals what
+    /// [`Model::sample_next`] gives for that session alone (greedy: the same
+    /// token; the batch changes no result). An error names the first failing
+    /// session's position; sessions before it have advanced.
+    ///
+    /// ```no_run
+    /// # use qwgpu_model::engine::{Model, LoadOptions, SamplingParams};
+    /// # let model = Model::load(std::path::Path::new("m"), &LoadOptions::default()).unwrap();
+    /// let greedy = SamplingParams { temperature: 0.0, top_k: 0, top_p: 1.0 };
+    /// let (mut a, mut b) = (model.new_session().unwrap(), model.new_session().unwrap());
+    /// let ta = model.sample_next(&mut a, &[1, 2, 3], &greedy).unwrap();
+    /// let tb = model.sample_next(&mut b, &[4, 5], &greedy).unwrap();
+    /// let next = model
+    ///     .decode_batch(&mut [&mut a, &mut b], &[ta, tb], &[greedy, greedy])
+    ///     .unwrap();
+    /// assert_eq!(next.len(), 2);
+    /// ```
+    pub fn decode_batch(
+        &self,
+        sessions: &mut [&mut Session],
+        tokens: &[u32],
+        params: &[SamplingParams],
+    ) -> Result<Vec<u32>, ModelError> {
+        if sessions.len() != tokens.len() || sessions.len() != params.len() {
+            return Err(ModelError::Config {
+                detail: format!(
+                    "decode_batch: {} sessions, {} tokens, {} sampling parameters",
+                    sessions.len(),
+                    tokens.len(),
+                    params.len()
+                ),
+            });
+        }
+        let mut out = Vec::with_capacity(sessions.len());
+        for ((s, &t), p) in sessions.iter_mut().zip(tokens).zip(params) {
+            out.push(self.sample_next(s, &[t], p)?);
+        }
+        Ok(out)
+    }
+
     /// GPU time per kernel family of one step over `tokens` (GPU backend with
     /// timestamp queries; `None` on the CPU backend). Advances the session.
     pub fn profile(
