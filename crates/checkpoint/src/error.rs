@@ -25,7 +25,7 @@ pub enum CheckpointError {
     /// A JSON document larger than its cap.
     #[error("{}: {size} bytes exceed the {max}-byte limit for this file", path.display())]
     FileTooLarge { path: PathBuf, size: u64, max: u64 },
-    /// A JSON document that does not parse (`line`/`column` 1-based; 0 when unknown).
+    /// A JSON document that does not parse (`line`/`column` 1-based).
     #[error("{}: invalid JSON at line {line}, column {column}: {detail}", path.display())]
     Json {
         path: PathBuf,

@@ -89,14 +89,14 @@ pub fn read_text_file(path: &Path, max_bytes: u64) -> Result<String, CheckpointE
     if bytes.len() as u64 > max_bytes {
         return Err(too_large(bytes.len() as u64));
     }
-    String::from_utf8(bytes).map_err(|e| CheckpointError::Json {
-        path: path.to_path_buf(),
-        line: 0,
-        column: 0,
-        detail: format!(
-            "not UTF-8 text (invalid byte at offset {})",
-            e.utf8_error().valid_up_to()
-        ),
+    String::from_utf8(bytes).map_err(|e| {
+        io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
+        ))
     })
 }
 
@@ -148,5 +148,18 @@ mod tests {
         let e =
             parse_json::<serde_json::Value>("\u{feff}{}", Path::new("c.json")).expect_err("bom");
         assert!(e.to_string().contains("byte-order mark"), "{e}");
+    }
+
+    #[test]
+    fn text_files_must_be_utf8() {
+        let path = std::env::temp_dir().join(format!("qwgpu-files-utf8-{}", std::process::id()));
+        std::fs::write(&path, b"{\"a\": \"\xff\"}").expect("write");
+        let e = read_text_file(&path, 1024).expect_err("not UTF-8");
+        let _ = std::fs::remove_file(&path);
+        assert!(
+            e.to_string()
+                .contains("not UTF-8 text (invalid byte at offset 7)"),
+            "{e}"
+        );
     }
 }
