@@ -378,9 +378,32 @@ impl Model {
                 ),
             });
         }
-        let mut out = Vec::with_capacity(sessions.len());
-        for ((s, &t), p) in sessions.iter_mut().zip(tokens).zip(params) {
-            out.push(self.sample_next(s, &[t], p)?);
+        for p in params {
+            p.validate()
+                .map_err(|detail| ModelError::Sampling { detail })?;
+        }
+        let Imp::Gpu(m) = &self.imp else {
+            // The CPU reference has nothing to share between sessions.
+            let mut out = Vec::with_capacity(sessions.len());
+            for ((s, &t), p) in sessions.iter_mut().zip(tokens).zip(params) {
+                out.push(self.sample_next(s, &[t], p)?);
+            }
+            return Ok(out);
+        };
+        let mut gpu: Vec<&mut GpuSession> = Vec::with_capacity(sessions.len());
+        for s in sessions.iter_mut() {
+            match &mut s.imp {
+                SessionImp::Gpu(g) => gpu.push(g),
+                _ => return Err(mismatch()),
+            }
+        }
+        let out = m.decode_batch(&mut gpu, tokens, params)?;
+        for (s, &t) in sessions.iter().zip(&out) {
+            if t == qwgpu_ops::sampling::NON_FINITE {
+                return Err(ModelError::NonFiniteLogits {
+                    position: s.position(),
+                });
+            }
         }
         Ok(out)
     }

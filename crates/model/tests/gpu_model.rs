@@ -210,6 +210,54 @@ fn kv_pages_prefill_decode_and_restore_across_page_ends() {
     assert_close(&logits_a[..vocab], &c, 1e-3, "decode after the third page");
 }
 
+/// Batched decode steps (18 sessions: two groups; different positions, one
+/// past a KV page end; greedy and seeded sampling) give every session exactly
+/// the tokens it gets alone.
+#[test]
+fn batched_decode_equals_lone_decode() {
+    for moe in [false, true] {
+        let seed = 71 + moe as u64;
+        let (gpu, _) = models(moe, seed, 32, false);
+        let vocab = gpu.config().vocab_size;
+        let mut rng = Rng::new(seed);
+        let n = if moe { 3 } else { 18 };
+        let mut sessions = Vec::new();
+        let mut params = Vec::new();
+        let mut next = Vec::new();
+        for i in 0..n {
+            let len = if i == 1 { 255 } else { 1 + 7 * i };
+            let p = prompt(&mut rng, len, vocab);
+            let mut s = gpu.new_session().unwrap();
+            gpu.set_seed(&mut s, 1000 + i as u64);
+            let sp = if i % 3 == 2 {
+                SamplingParams {
+                    temperature: 0.8,
+                    top_k: 20,
+                    top_p: 0.9,
+                }
+            } else {
+                greedy()
+            };
+            next.push(gpu.sample_next(&mut s, &p, &sp).unwrap());
+            sessions.push(s);
+            params.push(sp);
+        }
+        let mut alone: Vec<_> = sessions.iter().map(|s| gpu.fork(s).unwrap()).collect();
+        let mut alone_next = next.clone();
+        for step in 0..4 {
+            let mut refs: Vec<&mut Session> = sessions.iter_mut().collect();
+            next = gpu.decode_batch(&mut refs, &next, &params).unwrap();
+            for (i, s) in alone.iter_mut().enumerate() {
+                alone_next[i] = gpu.sample_next(s, &[alone_next[i]], &params[i]).unwrap();
+            }
+            assert_eq!(next, alone_next, "moe {moe} step {step}");
+        }
+        for (a, b) in sessions.iter().zip(&alone) {
+            assert_eq!(a.position(), b.position());
+        }
+    }
+}
+
 #[test]
 fn long_greedy_decode_stays_finite_and_equals_the_reference() {
     // 2,000 tokens: several KV pages (256, 256, 512, 1024 rows) and a long GDN

@@ -9,7 +9,7 @@ mod graph;
 mod session;
 mod weights;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use qwgpu_checkpoint::TextConfig;
 use qwgpu_kernels::attention::{rope_table, AttnScratch};
@@ -39,6 +39,21 @@ pub struct GpuModel {
     inv_freq: Vec<f32>,
     max_t: usize,
     logit_rows: usize,
+    /// Activations of batched decode steps, made on first use.
+    batch: Mutex<Option<BatchScratch>>,
+}
+
+/// Most sessions in one batched decode step: the GEMV kernel's token limit,
+/// so every row keeps the arithmetic of a lone decode step. Bigger batches
+/// run as several steps.
+pub const MAX_DECODE_BATCH: usize = 16;
+
+/// Buffers of a batched decode step: one activation row per session, the
+/// sampled ids and their host-readable copy.
+struct BatchScratch {
+    act: Activations,
+    sampled: wgpu::Buffer,
+    readback: wgpu::Buffer,
 }
 
 /// GPU time of one kernel family (launches sharing a label) in a profiled step.
@@ -119,6 +134,7 @@ impl GpuModel {
             w,
             max_t,
             logit_rows,
+            batch: Mutex::new(None),
         }
     }
 
@@ -377,6 +393,98 @@ impl GpuModel {
         }
         self.ctx.check("forward")?;
         Ok((logits, sampled))
+    }
+
+    /// One decode step for each session (`tokens[i]` into session `i`, next
+    /// token sampled with `params[i]`), batched: the weights are read once per
+    /// group of up to [`MAX_DECODE_BATCH`] sessions, one command buffer and one
+    /// readback per group. Results equal each session's lone decode step.
+    pub fn decode_batch(
+        &self,
+        sessions: &mut [&mut GpuSession],
+        tokens: &[u32],
+        params: &[SamplingParams],
+    ) -> Result<Vec<u32>, ModelError> {
+        self.check_tokens(tokens)?;
+        let mut out = Vec::with_capacity(tokens.len());
+        let mut start = 0;
+        for group in sessions.chunks_mut(MAX_DECODE_BATCH) {
+            let n = group.len();
+            out.extend(self.decode_group(
+                group,
+                &tokens[start..start + n],
+                &params[start..start + n],
+            )?);
+            start += n;
+        }
+        Ok(out)
+    }
+
+    fn decode_group(
+        &self,
+        sessions: &mut [&mut GpuSession],
+        tokens: &[u32],
+        params: &[SamplingParams],
+    ) -> Result<Vec<u32>, ModelError> {
+        let b = sessions.len();
+        let vocab = self.config.vocab_size;
+        for (s, &tok) in sessions.iter_mut().zip(tokens) {
+            self.ensure_capacity(s, s.pos + 1)?;
+            self.write_inputs(s, &[tok]);
+        }
+        let mut guard = self.batch.lock().map_err(|_| ModelError::Config {
+            detail: "a batched decode step panicked earlier".into(),
+        })?;
+        if guard.is_none() {
+            let rows = MAX_DECODE_BATCH;
+            *guard = Some(BatchScratch {
+                act: Activations::new(&self.ctx, &self.config, rows, rows)?,
+                sampled: self.ctx.storage("batch sampled ids", (rows * 4) as u64)?,
+                readback: self
+                    .ctx
+                    .readback_buffer("batch sampled ids", (rows * 4) as u64),
+            });
+        }
+        let Some(batch) = guard.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let q = &self.ctx.queue;
+        q.write_buffer(&batch.act.ids, 0, bytemuck::cast_slice(tokens));
+        let step = Step::new(0, b as u32, 0, 0);
+        q.write_buffer(&batch.act.step, 0, bytemuck::bytes_of(&step));
+        let refs: Vec<&GpuSession> = sessions.iter().map(|s| &**s).collect();
+        let mut launches = graph::record_batch(
+            &self.ctx,
+            &self.config,
+            &self.w,
+            &batch.act,
+            &refs,
+            self.max_t,
+        )?;
+        for (row, (s, p)) in refs.iter().zip(params).enumerate() {
+            launches.extend(sample(
+                &self.ctx,
+                &batch.act.logits,
+                (row * vocab) as u32,
+                vocab as u32,
+                p,
+                &s.act.step,
+                &batch.sampled,
+                row as u32,
+            )?);
+        }
+        self.submit_then(
+            "batched decode step",
+            &launches.iter().collect::<Vec<_>>(),
+            |enc| enc.copy_buffer_to_buffer(&batch.sampled, 0, &batch.readback, 0, (b * 4) as u64),
+        )?;
+        let bytes = self.ctx.read_mapped(&batch.readback, (b * 4) as u64)?;
+        self.ctx.check("batched decode step")?;
+        for s in sessions.iter_mut() {
+            s.pos += 1;
+            s.counter = s.counter.wrapping_add(1);
+        }
+        Ok(bytemuck::pod_collect_to_vec(&bytes[..b * 4]))
     }
 
     /// Copies the session's state (KV rows up to its position, into one page of
