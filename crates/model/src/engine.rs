@@ -291,11 +291,8 @@ impl Model {
     /// Runs `tokens` and returns the last token's logits, `[vocab]`.
     pub fn forward(&self, s: &mut Session, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
         match (&self.imp, &mut s.imp) {
-            (Imp::Cpu(m), SessionImp::Cpu { cache, .. }) => {
-                let all = m.forward(cache, tokens)?;
-                let v = m.config().vocab_size;
-                Ok(all[all.len() - v..].to_vec())
-            }
+            // The LM head only for the last position.
+            (Imp::Cpu(m), SessionImp::Cpu { cache, .. }) => m.forward_last(cache, tokens),
             (Imp::Gpu(m), SessionImp::Gpu(g)) => m.forward(g, tokens, false),
             _ => Err(mismatch()),
         }
@@ -325,11 +322,10 @@ impl Model {
                     counter,
                 },
             ) => {
-                let all = m.forward(cache, tokens)?;
-                let v = m.config().vocab_size;
+                let last = m.forward_last(cache, tokens)?;
                 let u = qwgpu_ops::sampling::uniform_random(*seed, *counter);
                 *counter = counter.wrapping_add(1);
-                qwgpu_ops::sampling::sample(&all[all.len() - v..], params, u)
+                qwgpu_ops::sampling::sample(&last, params, u)
             }
             // The GPU sampler writes the same NON_FINITE id for broken rows.
             (Imp::Gpu(m), SessionImp::Gpu(g)) => m.forward_sample(g, tokens, params)?,
