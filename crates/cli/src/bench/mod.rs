@@ -1,0 +1,291 @@
+//! `qwgpu bench`: load time, peak host memory, prefill and decode speed of a
+//! model folder on random token ids (no tokenizer needed, so random-weight
+//! checkpoints of real geometry work too), and the device copy bandwidth.
+//! `--json` prints one JSON object for `cargo xtask bench` to collect.
+
+mod copy;
+mod memory;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use qwgpu_model::engine::{self, Model, SamplingParams};
+use serde_json::{json, Value};
+
+use crate::generate::{load_options, Backend};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Hugging Face model folder (config.json and *.safetensors).
+    #[arg(long, required_unless_present = "copy_bandwidth")]
+    model: Option<PathBuf>,
+    /// Prompt tokens to prefill (before the decode steps, when neither
+    /// `--prefill` nor `--decode-at` is given).
+    #[arg(long, default_value_t = 512)]
+    prompt_len: usize,
+    /// Decode steps (greedy, sampled on the device).
+    #[arg(long, default_value_t = 128)]
+    decode: usize,
+    /// Prefill lengths to time, each in a fresh session (e.g. `512,4096`).
+    #[arg(long, value_delimiter = ',')]
+    prefill: Vec<usize>,
+    /// Context lengths to time decode at: each prefills that many tokens in a
+    /// fresh session (timed as a prefill too), then runs `--decode` steps.
+    #[arg(long, value_delimiter = ',')]
+    decode_at: Vec<usize>,
+    /// Prefill step size in tokens.
+    #[arg(long, default_value_t = qwgpu_model::engine::DEFAULT_MAX_CHUNK)]
+    chunk: usize,
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    backend: Backend,
+    /// GPU adapter: an index from `qwgpu devices` or a name substring.
+    #[arg(long)]
+    adapter: Option<String>,
+    /// Also print GPU time per kernel family of one decode step.
+    #[arg(long)]
+    profile: bool,
+    /// Print one JSON object (for `cargo xtask bench`) instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Measure device copy bandwidth with qwgpu's copy kernel (no model needed).
+    #[arg(long)]
+    copy_bandwidth: bool,
+    /// Buffer size of the copy-bandwidth measurement, MiB.
+    #[arg(long, default_value_t = 1024)]
+    copy_mib: u64,
+}
+
+/// One timed run of `tokens` tokens.
+struct Timed {
+    tokens: usize,
+    context: usize,
+    seconds: f64,
+}
+
+impl Timed {
+    fn tok_s(&self) -> f64 {
+        self.tokens as f64 / self.seconds.max(1e-9)
+    }
+
+    fn json(&self) -> Value {
+        json!({"tokens": self.tokens, "context": self.context, "seconds": self.seconds, "tok_s": self.tok_s()})
+    }
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    let mut out = serde_json::Map::new();
+    if args.copy_bandwidth {
+        let opts = load_options(args.backend, args.adapter.clone(), false, args.chunk);
+        let bw = copy::measure(&opts.gpu, args.copy_mib << 20, 20)?;
+        if !args.json {
+            println!(
+                "copy kernel on {}: {:.1} GB/s (read + written, {} MiB buffer)",
+                bw.adapter,
+                bw.bytes_per_s / 1e9,
+                bw.buffer_bytes >> 20
+            );
+        }
+        out.insert(
+            "copy".into(),
+            json!({"adapter": bw.adapter, "buffer_bytes": bw.buffer_bytes, "copy_bw_Bps": bw.bytes_per_s}),
+        );
+    }
+    if let Some(dir) = &args.model {
+        out.insert("model".into(), bench_model(args, dir)?);
+    }
+    if args.json {
+        println!("{}", Value::Object(out));
+    }
+    Ok(())
+}
+
+/// Deterministic pseudo-random ids (splitmix-style), the same every run.
+fn random_ids(n: usize, vocab: u64) -> Vec<u32> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..n)
+        .map(|_| {
+            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let z = (x ^ (x >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            ((z ^ (z >> 29)) % vocab) as u32
+        })
+        .collect()
+}
+
+/// Bytes of the folder's safetensors files (what loading reads).
+fn checkpoint_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "safetensors"))
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn bench_model(args: &BenchArgs, dir: &Path) -> Result<Value> {
+    let opts = load_options(args.backend, args.adapter.clone(), false, args.chunk);
+    let sampler = memory::PeakSampler::start();
+    let t = Instant::now();
+    let model = Model::load(dir, &opts).with_context(|| format!("loading {}", dir.display()))?;
+    let load_s = t.elapsed().as_secs_f64();
+    let peak_rss_anon = sampler.finish();
+    let vm_hwm = memory::current("VmHWM").unwrap_or(0);
+    let ckpt_bytes = checkpoint_bytes(dir);
+    let vocab = model.config().vocab_size as u64;
+    let greedy = SamplingParams {
+        temperature: 0.0,
+        top_k: 0,
+        top_p: 1.0,
+    };
+    let (prefills, decode_at) = if args.prefill.is_empty() && args.decode_at.is_empty() {
+        (vec![], vec![args.prompt_len.max(1)])
+    } else {
+        (args.prefill.clone(), args.decode_at.clone())
+    };
+    if prefills.iter().chain(&decode_at).any(|&n| n == 0) {
+        bail!("prefill and decode context lengths must be at least 1");
+    }
+    let mut lengths: Vec<usize> = prefills.iter().chain(&decode_at).copied().collect();
+    lengths.sort_unstable();
+    lengths.dedup();
+    let prompt = random_ids(*lengths.last().unwrap_or(&1), vocab);
+
+    // Warm-up (pipeline compilation, first allocations) on its own session:
+    // one prefill step of each shape in use and a decode step.
+    let mut warm = model.new_session()?;
+    let first = model.sample_next(&mut warm, &prompt[..prompt.len().min(args.chunk)], &greedy)?;
+    model.sample_next(&mut warm, &[first], &greedy)?;
+    drop(warm);
+
+    let mut prefill_rows = Vec::new();
+    let mut decode_rows = Vec::new();
+    let mut last = None;
+    for &n in &lengths {
+        let mut s = model.new_session()?;
+        let t = Instant::now();
+        let mut next = model.sample_next(&mut s, &prompt[..n], &greedy)?;
+        let p = Timed {
+            tokens: n,
+            context: 0,
+            seconds: t.elapsed().as_secs_f64(),
+        };
+        if !args.json {
+            println!(
+                "prefill {n:>6} tokens: {:.3} s = {:.1} tok/s",
+                p.seconds,
+                p.tok_s()
+            );
+        }
+        prefill_rows.push(p);
+        if decode_at.contains(&n) && args.decode > 0 {
+            let t = Instant::now();
+            for _ in 0..args.decode {
+                next = model.sample_next(&mut s, &[next], &greedy)?;
+            }
+            let d = Timed {
+                tokens: args.decode,
+                context: n,
+                seconds: t.elapsed().as_secs_f64(),
+            };
+            if !args.json {
+                println!(
+                    "decode {} tokens at context {}..{}: {:.3} s = {:.1} tok/s",
+                    d.tokens,
+                    n,
+                    n + d.tokens,
+                    d.seconds,
+                    d.tok_s()
+                );
+            }
+            decode_rows.push(d);
+        }
+        last = Some((s, next));
+    }
+    if !args.json {
+        println!(
+            "model {} on {}: load {:.2} s ({:.2} GB/s of {:.2} GB safetensors); peak RssAnon {:.1} MiB, VmHWM {:.1} MiB",
+            dir.display(),
+            model.backend_name(),
+            load_s,
+            ckpt_bytes as f64 / load_s.max(1e-9) / 1e9,
+            ckpt_bytes as f64 / 1e9,
+            peak_rss_anon as f64 / 1048576.0,
+            vm_hwm as f64 / 1048576.0
+        );
+    }
+    let mut profile = Value::Null;
+    if args.profile {
+        if let Some((mut s, next)) = last {
+            if let Some(rows) = model.profile(&mut s, &[next])? {
+                profile = print_profile(&rows, args.json);
+            }
+        }
+    }
+    Ok(json!({
+        "dir": dir.display().to_string(),
+        "backend": model.backend_name(),
+        "load_s": load_s,
+        "checkpoint_bytes": ckpt_bytes,
+        "peak_rss_anon_bytes": peak_rss_anon,
+        "vm_hwm_bytes": vm_hwm,
+        "chunk": args.chunk,
+        "prefill": prefill_rows.iter().map(Timed::json).collect::<Vec<_>>(),
+        "decode": decode_rows.iter().map(Timed::json).collect::<Vec<_>>(),
+        "decode_profile": profile,
+    }))
+}
+
+fn print_profile(rows: &[engine::FamilyTime], quiet: bool) -> Value {
+    let total: f64 = rows.iter().map(|r| r.nanos).sum();
+    if !quiet {
+        println!(
+            "decode step GPU time {:.3} ms (launches timed one per pass)",
+            total / 1e6
+        );
+    }
+    let mut out = Vec::new();
+    for engine::FamilyTime {
+        label,
+        nanos: ns,
+        launches: n,
+    } in rows
+    {
+        if !quiet {
+            println!(
+                "  {label:<20} {:>9.3} ms {:>5.1}% {n:>4} launches",
+                ns / 1e6,
+                100.0 * ns / total.max(1.0)
+            );
+        }
+        out.push(json!({"family": label, "ms": ns / 1e6, "launches": n}));
+    }
+    Value::Array(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_ids_are_deterministic_and_in_vocab() {
+        let a = random_ids(1000, 17);
+        assert_eq!(a, random_ids(1000, 17));
+        assert!(a.iter().all(|&t| t < 17));
+        assert!(a.iter().collect::<std::collections::HashSet<_>>().len() > 10);
+    }
+
+    #[test]
+    fn timed_reports_tokens_per_second() {
+        let t = Timed {
+            tokens: 128,
+            context: 512,
+            seconds: 0.5,
+        };
+        assert_eq!(t.tok_s(), 256.0);
+        assert_eq!(t.json()["context"], 512);
+    }
+}

@@ -1,0 +1,711 @@
+//! `cargo xtask bench`: qwgpu against the hardware limits and its peers in one
+//! run on the GPU machine (see benches/README.md for the local → device recipe).
+//!
+//! Measures the device copy bandwidth (torch and qwgpu's copy kernel) and the
+//! BF16 matmul peak, makes random-weight checkpoints of real Qwen3.5 geometry
+//! with transformers (`benches/make_models.py`), converts them to BF16 and
+//! Q8_0 GGUF in the background while qwgpu (`qwgpu bench --json`), HF
+//! transformers (`benches/hf_prefill.py`) and the kernel microbenches use the
+//! GPU, then runs llama.cpp's `llama-bench` (Vulkan; CUDA with `--cuda`).
+//! Every step is time-limited and a failing step is recorded, not fatal;
+//! `RESULTS.md` and `results.json` are rewritten after each step.
+
+mod opts;
+mod proc;
+mod report;
+mod results;
+mod weights;
+
+use std::fs::OpenOptions;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use opts::Opts;
+use proc::{last_json, Logs};
+use results::{Checkpoint, KernelBench, Results, Run, BF16, FP8, LLAMA_CUDA, LLAMA_VULKAN, Q8_0};
+
+/// A kernel microbench: test binary, test name, extra environment.
+type KernelBenchSpec = (
+    &'static str,
+    &'static str,
+    Option<(&'static str, &'static str)>,
+);
+
+const KERNEL_BENCHES: [KernelBenchSpec; 5] = [
+    ("attention", "bench_attention", None),
+    ("gdn", "bench_qwen35_dims", None),
+    ("moe_grouped", "grouped_bench_real_dims", None),
+    ("moe_grouped", "grouped_timing_t130", None),
+    (
+        "matmul_coop",
+        "coop_vs_scalar_speed",
+        Some(("QWGPU_BENCH", "1")),
+    ),
+];
+
+/// A model folder qwgpu runs: (model, format, folder).
+type Folder = (String, String, PathBuf);
+
+struct Bench {
+    o: Opts,
+    r: Results,
+    logs: PathBuf,
+    log: PathBuf,
+    started: Instant,
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let o = Opts::parse(args)?;
+    if let Some(path) = &o.report_only {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut r: Results =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        r.notes.extend(o.notes.iter().cloned());
+        // Results of runs before the options were recorded: as given now.
+        if r.llama_args.is_empty() && args.iter().any(|a| a == "--llama-args") {
+            r.llama_args = o.llama_args.clone();
+        }
+        std::fs::create_dir_all(&o.out)?;
+        let md = report::render(&r);
+        std::fs::write(o.out.join("RESULTS.md"), &md)?;
+        println!("{md}");
+        return Ok(());
+    }
+    let mut b = Bench::new(o)?;
+    b.all();
+    b.save()?;
+    println!("{}", report::render(&b.r));
+    Ok(())
+}
+
+fn now_utc() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// Free bytes of the file system holding `dir` (`df`), if known.
+fn free_bytes(dir: &str) -> Option<u64> {
+    let out = Command::new("df").args(["-Pk", dir]).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let kb: u64 = text
+        .lines()
+        .nth(1)?
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// Host memcpy rate (read + written) over 512 MiB, best of 5.
+fn host_memcpy() -> f64 {
+    let n = 512 << 20;
+    let src = vec![1u8; n];
+    let mut dst = vec![0u8; n];
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let t = Instant::now();
+        dst.copy_from_slice(&src);
+        std::hint::black_box(&mut dst);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    2.0 * n as f64 / best
+}
+
+impl Bench {
+    fn new(o: Opts) -> Result<Self> {
+        let logs = o.work.join("logs");
+        std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+        std::fs::create_dir_all(&o.out).with_context(|| format!("creating {}", o.out.display()))?;
+        let commit = o.commit.clone().unwrap_or_else(|| {
+            let f = o.qwgpu.parent().unwrap_or(Path::new(".")).join("COMMIT");
+            std::fs::read_to_string(f)
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "?".into())
+        });
+        let r = Results {
+            date: now_utc(),
+            commit,
+            decode_contexts: o.decode_at.clone(),
+            prefill_lens: o.prefill.clone(),
+            decode_steps: o.decode,
+            llama_args: o.llama_args.clone(),
+            ..Default::default()
+        };
+        let log = o.out.join("bench.log");
+        Ok(Self {
+            o,
+            r,
+            logs,
+            log,
+            started: Instant::now(),
+        })
+    }
+
+    fn say(&self, msg: &str) {
+        let line = format!("[{:6.1}s] {msg}", self.started.elapsed().as_secs_f64());
+        eprintln!("{line}");
+        if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(&self.log) {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+
+    fn save(&self) -> Result<()> {
+        let json = serde_json::to_string_pretty(&self.r)?;
+        std::fs::write(self.o.out.join("results.json"), json)?;
+        std::fs::write(self.o.out.join("RESULTS.md"), report::render(&self.r))?;
+        Ok(())
+    }
+
+    /// Runs one step, timing it; an error is recorded, the run goes on.
+    fn step<T>(&mut self, name: &str, f: impl FnOnce(&mut Self) -> Result<T>) -> Option<T> {
+        self.say(&format!("{name} ..."));
+        let t = Instant::now();
+        let out = f(self);
+        let s = t.elapsed().as_secs_f64();
+        self.r.steps.push((name.to_string(), s));
+        let out = match out {
+            Ok(v) => {
+                self.say(&format!("{name}: done in {s:.1} s"));
+                Some(v)
+            }
+            Err(e) => {
+                let msg = format!("{name}: {e:#}");
+                self.say(&msg);
+                self.r.errors.push(msg);
+                None
+            }
+        };
+        if let Err(e) = self.save() {
+            self.say(&format!("saving results: {e:#}"));
+        }
+        out
+    }
+
+    fn python(&self) -> Command {
+        let mut c = Command::new(&self.o.python);
+        c.env("PYTHONUNBUFFERED", "1");
+        c
+    }
+
+    fn peer_dir(&self) -> PathBuf {
+        self.o.work.join("peer")
+    }
+
+    fn all(&mut self) {
+        self.r.host_memcpy = Some(host_memcpy());
+        if self.o.copy {
+            self.step("copy bandwidth (torch)", |b| {
+                let script = b.o.peers.join("llama.cpp/copy_bw.py");
+                let out = proc::run(
+                    b.python().arg(&script),
+                    secs(120),
+                    "copy_bw.py",
+                    &Logs::new(&b.logs, "copy_bw"),
+                )?;
+                let v = last_json(&out).context("copy_bw.py printed no JSON")?;
+                b.r.copy_bw_torch = v["copy_bw_Bps"].as_f64();
+                b.r.gpu = v["gpu"].as_str().unwrap_or_default().to_string();
+                Ok(())
+            });
+            self.step("matmul peak (torch)", |b| {
+                let out = proc::run(
+                    b.python().arg("benches/matmul_peak.py"),
+                    secs(120),
+                    "matmul_peak.py",
+                    &Logs::new(&b.logs, "matmul_peak"),
+                )?;
+                b.r.matmul_flops =
+                    last_json(&out).context("no JSON")?["bf16_matmul_flops"].as_f64();
+                Ok(())
+            });
+            self.step("copy bandwidth (qwgpu copy kernel)", |b| {
+                let out = proc::run(
+                    Command::new(&b.o.qwgpu).args(["bench", "--copy-bandwidth", "--json"]),
+                    secs(120),
+                    "qwgpu bench --copy-bandwidth",
+                    &Logs::new(&b.logs, "qwgpu_copy"),
+                )?;
+                let v = last_json(&out).context("no JSON")?;
+                b.r.copy_bw_qwgpu = v["copy"]["copy_bw_Bps"].as_f64();
+                b.r.adapter = v["copy"]["adapter"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                Ok(())
+            });
+        }
+        if self.o.llama {
+            self.step("unpack llama.cpp payload", |b| b.unpack_payload());
+        }
+        let mut cuda_build = None;
+        if self.o.llama && (self.o.cuda || self.o.cuda_start) {
+            cuda_build = self
+                .step("start CUDA llama-bench build (background)", |b| {
+                    b.start_cuda_build()
+                })
+                .flatten();
+        }
+        let folders = self
+            .step("make checkpoints", |b| b.make_models())
+            .unwrap_or_default();
+        for (model, format, dir) in &folders {
+            match weights::from_dir(dir) {
+                Ok(w) => self.r.checkpoints.push(Checkpoint {
+                    model: model.clone(),
+                    format: format.clone(),
+                    weights: w,
+                }),
+                Err(e) => self
+                    .r
+                    .errors
+                    .push(format!("weights of {}: {e:#}", dir.display())),
+            }
+        }
+        let bases: Vec<Folder> = folders.iter().filter(|f| f.1 == BF16).cloned().collect();
+        let gguf = if self.o.llama && !bases.is_empty() {
+            Some(self.start_gguf(&bases))
+        } else {
+            None
+        };
+        if cuda_build.is_some() || gguf.is_some() {
+            self.r.notes.push(
+                "qwgpu, HF and the kernel microbenches ran while the GGUF conversion (nice 10) and, with --cuda, \
+                 the CUDA llama.cpp build (nice 19) used the CPU; llama.cpp ran alone."
+                    .into(),
+            );
+        }
+        if self.o.qwgpu_runs {
+            for (model, format, dir) in &folders {
+                self.step(&format!("qwgpu {model} {format}"), |b| {
+                    let run = b.qwgpu(model, format, dir);
+                    b.r.runs.push(run);
+                    Ok(())
+                });
+            }
+        }
+        if self.o.hf {
+            for (model, _, dir) in &bases {
+                self.step(&format!("HF prefill {model}"), |b| {
+                    let run = b.hf_prefill(model, dir);
+                    b.r.runs.push(run);
+                    Ok(())
+                });
+            }
+        }
+        if self.o.kernels {
+            self.step("kernel microbenches", |b| b.kernel_benches());
+        }
+        if let Some(handle) = gguf {
+            self.step("GGUF conversion (wait)", |b| {
+                let done = handle
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("GGUF thread panicked"))?;
+                for (name, res) in done {
+                    if let Err(e) = res {
+                        b.r.errors.push(format!("GGUF {name}: {e:#}"));
+                    }
+                }
+                Ok(())
+            });
+        }
+        let mut backends = vec![(LLAMA_VULKAN, self.peer_dir().join("vk-bin/llama-bench"))];
+        if self.o.llama && self.o.cuda {
+            let ok = match cuda_build {
+                Some(pid) => self.step("CUDA llama-bench build (wait)", |b| {
+                    b.wait_cuda_build(pid, secs(900))
+                }),
+                None => Some(()),
+            };
+            let bin = self.peer_dir().join("build-cuda/bin/llama-bench");
+            if ok.is_some() && bin.exists() {
+                backends.push((LLAMA_CUDA, bin));
+            }
+        }
+        if self.o.llama {
+            for (model, _, _) in &bases {
+                self.gguf_weights(model);
+                for (fmt, file) in [(BF16, "bf16"), (Q8_0, "q8_0")] {
+                    for (engine, bin) in &backends {
+                        let gguf = self
+                            .o
+                            .work
+                            .join("gguf")
+                            .join(format!("qwen35-{model}-{file}.gguf"));
+                        if !gguf.exists() {
+                            continue;
+                        }
+                        self.step(&format!("{engine} {model} {fmt}"), |b| {
+                            let run = b.llama_bench(engine, bin, model, fmt, &gguf);
+                            b.r.runs.push(run);
+                            Ok(())
+                        });
+                    }
+                }
+            }
+        }
+        self.say("all steps done");
+    }
+
+    fn unpack_payload(&mut self) -> Result<()> {
+        let w = self.peer_dir();
+        if w.join("payload.ok").exists() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&w)?;
+        let payload = self.o.peers.join("llama.cpp/payload.tar.xz");
+        proc::run(
+            self.python()
+                .args([
+                    "-c",
+                    "import tarfile,sys; tarfile.open(sys.argv[1]).extractall(sys.argv[2])",
+                ])
+                .arg(&payload)
+                .arg(&w),
+            secs(300),
+            "unpacking the llama.cpp payload",
+            &Logs::new(&self.logs, "payload"),
+        )?;
+        std::fs::write(w.join("payload.ok"), "")?;
+        Ok(())
+    }
+
+    /// Starts the CUDA llama-bench build in its own session (so it outlives
+    /// this device call: a later call can use it), unless built or building.
+    /// The build's process id, if one runs.
+    fn start_cuda_build(&mut self) -> Result<Option<u32>> {
+        let w = self.peer_dir();
+        if w.join("build-cuda/bin/llama-bench").exists() {
+            return Ok(None);
+        }
+        let pid_file = w.join("cuda-build.pid");
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+        {
+            if Path::new(&format!("/proc/{pid}")).exists() {
+                self.say(&format!("CUDA build already running (pid {pid})"));
+                return Ok(Some(pid));
+            }
+        }
+        let script = format!(
+            "cmake -S {w}/src -B {w}/build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
+             -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_CUDA_NCCL=OFF -DGGML_NATIVE=ON -DBUILD_SHARED_LIBS=OFF \
+             -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF \
+             -DLLAMA_OPENSSL=OFF && cmake --build {w}/build-cuda --target llama-bench -j16",
+            w = w.display()
+        );
+        let child = proc::spawn(
+            Command::new("setsid").args(["nice", "-n", "19", "sh", "-c", &script]),
+            &Logs::new(&self.logs, "cuda_build"),
+        )?;
+        let pid = child.id();
+        std::fs::write(&pid_file, pid.to_string())?;
+        // Not waited on through `child`: a later call may be the one that waits.
+        std::mem::forget(child);
+        Ok(Some(pid))
+    }
+
+    /// Waits for the CUDA build (by its process id) up to `limit`.
+    fn wait_cuda_build(&mut self, pid: u32, limit: Duration) -> Result<()> {
+        let bin = self.peer_dir().join("build-cuda/bin/llama-bench");
+        let t = Instant::now();
+        while Path::new(&format!("/proc/{pid}")).exists() && t.elapsed() < limit {
+            // A finished child of ours stays a zombie until reaped.
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if stat.split_whitespace().nth(2) == Some("Z") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        if bin.exists() {
+            return Ok(());
+        }
+        bail!(
+            "no CUDA llama-bench after {:.0} s: {}",
+            t.elapsed().as_secs_f64(),
+            proc::tail(&self.logs.join("cuda_build.out"), 6)
+        )
+    }
+
+    fn models_dir(&self) -> PathBuf {
+        if let Some(d) = &self.o.models_dir {
+            return d.clone();
+        }
+        // HF folders in RAM when there is room: spares the disk (64 GB there)
+        // for the GGUFs, and loads from the page cache either way.
+        match free_bytes("/dev/shm") {
+            Some(f) if f > 40_000_000_000 => PathBuf::from("/dev/shm/qwgpu-bench"),
+            _ => self.o.work.join("models"),
+        }
+    }
+
+    fn make_models(&mut self) -> Result<Vec<Folder>> {
+        let root = self.models_dir();
+        std::fs::create_dir_all(&root)?;
+        let tok = self.peer_dir().join("tok");
+        std::fs::create_dir_all(&tok)?;
+        let mut out = Vec::new();
+        for (base, fp8) in self.o.models_to_make() {
+            let dir = root.join(format!("hf-{base}"));
+            let fp8_dir = root.join(format!("hf-{base}-fp8"));
+            let done = dir.join(".bench-complete").exists()
+                && (!fp8 || fp8_dir.join("config.json").exists());
+            if !done {
+                let t = Instant::now();
+                let mut cmd = self.python();
+                cmd.args(["benches/make_models.py", "hf", &base])
+                    .arg(&root)
+                    .arg(&tok)
+                    .args(["--moe-layers", &self.o.moe_layers.to_string()]);
+                if fp8 {
+                    cmd.arg("--fp8");
+                }
+                let res = proc::run(
+                    &mut cmd,
+                    secs(900),
+                    &format!("making {base}"),
+                    &Logs::new(&self.logs, &format!("make_{base}")),
+                );
+                if let Err(e) = res {
+                    self.r.errors.push(format!("make {base}: {e:#}"));
+                    continue;
+                }
+                std::fs::write(dir.join(".bench-complete"), "")?;
+                self.say(&format!(
+                    "made {base} in {:.0} s",
+                    t.elapsed().as_secs_f64()
+                ));
+            }
+            out.push((base.clone(), BF16.to_string(), dir));
+            if fp8 {
+                out.push((base.clone(), FP8.to_string(), fp8_dir));
+            }
+        }
+        for (name, dir) in &self.o.existing {
+            out.push((name.clone(), BF16.to_string(), dir.clone()));
+        }
+        if out.is_empty() {
+            bail!("no checkpoint to benchmark");
+        }
+        Ok(out)
+    }
+
+    /// GGUF conversion of each BF16 folder on a background thread (CPU-bound).
+    fn start_gguf(&self, bases: &[Folder]) -> std::thread::JoinHandle<Vec<(String, Result<()>)>> {
+        let w = self.peer_dir();
+        let gdir = self.o.work.join("gguf");
+        let logs = self.logs.clone();
+        let python = self.o.python.clone();
+        let bases = bases.to_vec();
+        self.say("GGUF conversion started (background)");
+        std::thread::spawn(move || {
+            let _ = std::fs::create_dir_all(&gdir);
+            bases
+                .into_iter()
+                .map(|(model, _, dir)| {
+                    if gdir.join(format!("weights-{model}.json")).exists() {
+                        return (model, Ok(()));
+                    }
+                    let mut cmd = Command::new("nice");
+                    cmd.env("PYTHONUNBUFFERED", "1")
+                        .args([
+                            "-n",
+                            "10",
+                            &python,
+                            "benches/make_models.py",
+                            "gguf",
+                            &model,
+                        ])
+                        .arg(&dir)
+                        .arg(&gdir)
+                        .arg(w.join("src"))
+                        .arg(w.join("vk-bin/llama-quantize"));
+                    let res = proc::run(
+                        &mut cmd,
+                        secs(1200),
+                        &format!("GGUF {model}"),
+                        &Logs::new(&logs, &format!("gguf_{model}")),
+                    )
+                    .map(|_| ());
+                    (model, res)
+                })
+                .collect()
+        })
+    }
+
+    fn gguf_weights(&mut self, model: &str) {
+        let path = self
+            .o
+            .work
+            .join("gguf")
+            .join(format!("weights-{model}.json"));
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return;
+        };
+        let Ok(v) = serde_json::from_str::<Value>(&text) else {
+            return;
+        };
+        for (key, fmt) in [("bf16", BF16), ("q8_0", Q8_0)] {
+            let x = &v[key];
+            if let Some(per) = x["bytes_read_per_token"].as_f64() {
+                self.r.checkpoints.push(Checkpoint {
+                    model: model.to_string(),
+                    format: format!("GGUF {fmt}"),
+                    weights: weights::CheckpointWeights {
+                        total_bytes: x["tensor_bytes"].as_u64().unwrap_or(0),
+                        bytes_per_token: per,
+                        tied: x["has_output_weight"].as_bool() == Some(false),
+                        ..Default::default()
+                    },
+                });
+            }
+        }
+    }
+
+    fn qwgpu(&self, model: &str, format: &str, dir: &Path) -> Run {
+        let join = |v: &[usize]| {
+            v.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let mut cmd = Command::new(&self.o.qwgpu);
+        cmd.args(["bench", "--json", "--profile", "--model"])
+            .arg(dir)
+            .args(["--prefill", &join(&self.o.prefill)])
+            .args(["--decode-at", &join(&self.o.decode_at)])
+            .args(["--decode", &self.o.decode.to_string()])
+            .args(self.o.qwgpu_args.split_whitespace());
+        let name = format!("qwgpu_{model}_{}", format.replace(' ', "_"));
+        let res = proc::run(
+            &mut cmd,
+            secs(600),
+            "qwgpu bench",
+            &Logs::new(&self.logs, &name),
+        );
+        match res.map(|out| last_json(&out)) {
+            Ok(Some(v)) => results::parse_qwgpu(model, format, &v),
+            Ok(None) => Run::failed(results::QWGPU, model, format, "no JSON printed".into()),
+            Err(e) => Run::failed(results::QWGPU, model, format, format!("{e:#}")),
+        }
+    }
+
+    fn hf_prefill(&self, model: &str, dir: &Path) -> Run {
+        let lens = self
+            .o
+            .prefill
+            .iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let res = proc::run(
+            self.python()
+                .arg("benches/hf_prefill.py")
+                .arg(dir)
+                .arg(&lens),
+            secs(600),
+            "hf_prefill.py",
+            &Logs::new(&self.logs, &format!("hf_{model}")),
+        );
+        match res.map(|out| last_json(&out)) {
+            Ok(Some(v)) => results::parse_hf(model, &v),
+            Ok(None) => Run::failed(results::HF, model, BF16, "no JSON printed".into()),
+            Err(e) => Run::failed(results::HF, model, BF16, format!("{e:#}")),
+        }
+    }
+
+    fn llama_bench(&self, engine: &str, bin: &Path, model: &str, fmt: &str, gguf: &Path) -> Run {
+        let mut cmd = Command::new(bin);
+        cmd.arg("-m").arg(gguf).args(["-ngl", "99", "-fa", "on"]);
+        cmd.args(self.o.llama_args.split_whitespace())
+            .args(["-o", "json"]);
+        let name = format!(
+            "llama_{}_{model}_{fmt}",
+            if engine == LLAMA_CUDA {
+                "cuda"
+            } else {
+                "vulkan"
+            }
+        );
+        match proc::run(
+            &mut cmd,
+            secs(400),
+            "llama-bench",
+            &Logs::new(&self.logs, &name),
+        ) {
+            Ok(out) => results::parse_llama(engine, model, fmt, &out),
+            Err(e) => Run::failed(engine, model, fmt, format!("{e:#}")),
+        }
+    }
+
+    fn kernel_benches(&mut self) -> Result<()> {
+        for (bin, test, env) in KERNEL_BENCHES {
+            let path = self.o.kernel_tests.join(bin);
+            if !path.exists() {
+                self.r.kernels.push(KernelBench {
+                    test: format!("{bin}::{test}"),
+                    lines: vec![],
+                    error: Some(format!("{} not found", path.display())),
+                });
+                continue;
+            }
+            let mut cmd = Command::new(&path);
+            cmd.args([
+                "--include-ignored",
+                "--exact",
+                test,
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ]);
+            if let Some((k, v)) = env {
+                cmd.env(k, v);
+            }
+            let logs = Logs::new(&self.logs, &format!("kernel_{test}"));
+            let res = proc::run(&mut cmd, secs(240), test, &logs);
+            let text = std::fs::read_to_string(&logs.stdout).unwrap_or_default()
+                + &std::fs::read_to_string(&logs.stderr).unwrap_or_default();
+            self.r.kernels.push(KernelBench {
+                test: format!("{bin}::{test}"),
+                lines: bench_lines(&text),
+                error: res.err().map(|e| format!("{e:#}")),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A test binary's output without the harness's own lines.
+fn bench_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim_end)
+        .filter(|l| {
+            !l.is_empty()
+                && !l.starts_with("running ")
+                && !l.starts_with("test result:")
+                && !l.starts_with("test ")
+                && !l.starts_with("successes:")
+                && !l.starts_with("failures:")
+        })
+        .take(120)
+        .map(String::from)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,234 @@
+//! `cargo xtask bench` options (no clap in xtask: a small hand parser).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+pub const USAGE: &str = "\
+usage: xtask bench [options]          (on the GPU machine; see benches/README.md)
+  --qwgpu PATH          qwgpu binary (default target/release/qwgpu)
+  --peers DIR           the peers folder from ../shared/peers/prepare.sh (default .peers)
+  --out DIR             where RESULTS.md, results.json and bench.log go (default benches/out)
+  --work DIR            logs, llama.cpp build and GGUFs (default /tmp/qwgpu-bench)
+  --models-dir DIR      HF folders (default /dev/shm/qwgpu-bench when it has 40 GB free, else WORK/models)
+  --sizes LIST          of 0.8B, 9B, 9B-FP8, 35B-A3B (FP8 + BF16 MoE geometry), or none (default 0.8B,9B,9B-FP8)
+  --moe-layers N        layers of the 35B-A3B geometry, a multiple of 4 (default 12)
+  --hf NAME=DIR         use an existing BF16 folder as model NAME instead of making one (repeatable)
+  --cuda | --skip-cuda  also build (~5 min) and run llama.cpp's CUDA backend (default: Vulkan only)
+  --cuda-start          only start that build, detached, for a later call on the same machine
+  --skip-llama --skip-hf --skip-qwgpu --skip-kernels --skip-copy
+  --kernel-tests DIR    test binaries attention, gdn, moe_grouped, matmul_coop (default .gpub/tests)
+  --prefill LIST        prefill lengths (default 512,4096)
+  --decode-at LIST      decode contexts (default 512,8192)
+  --decode N            decode steps per context (default 128)
+  --qwgpu-args ARGS     extra `qwgpu bench` options (e.g. \"--chunk 512\")
+  --llama-args ARGS     llama-bench test options (default \"-p 512,4096 -n 128 -d 0,8192 -r 3\")
+  --python PY           python with torch and transformers (default python3)
+  --commit TEXT         qwgpu commit to print (default: the COMMIT file beside the qwgpu binary)
+  --report-only FILE    re-render RESULTS.md from a results.json, nothing else
+  --note TEXT           a note to add to the report (repeatable; e.g. read from the run's logs)";
+
+#[derive(Debug, Clone)]
+pub struct Opts {
+    pub qwgpu: PathBuf,
+    pub peers: PathBuf,
+    pub out: PathBuf,
+    pub work: PathBuf,
+    pub models_dir: Option<PathBuf>,
+    pub sizes: Vec<String>,
+    pub moe_layers: usize,
+    pub existing: Vec<(String, PathBuf)>,
+    pub cuda: bool,
+    pub cuda_start: bool,
+    pub llama: bool,
+    pub hf: bool,
+    pub qwgpu_runs: bool,
+    pub kernels: bool,
+    pub copy: bool,
+    pub kernel_tests: PathBuf,
+    pub prefill: Vec<usize>,
+    pub decode_at: Vec<usize>,
+    pub decode: usize,
+    pub llama_args: String,
+    pub qwgpu_args: String,
+    pub python: String,
+    pub commit: Option<String>,
+    pub report_only: Option<PathBuf>,
+    pub notes: Vec<String>,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Self {
+            qwgpu: "target/release/qwgpu".into(),
+            peers: ".peers".into(),
+            out: "benches/out".into(),
+            work: "/tmp/qwgpu-bench".into(),
+            models_dir: None,
+            sizes: vec!["0.8B".into(), "9B".into(), "9B-FP8".into()],
+            moe_layers: 12,
+            existing: vec![],
+            cuda: false,
+            cuda_start: false,
+            llama: true,
+            hf: true,
+            qwgpu_runs: true,
+            kernels: true,
+            copy: true,
+            kernel_tests: ".gpub/tests".into(),
+            prefill: vec![512, 4096],
+            decode_at: vec![512, 8192],
+            decode: 128,
+            llama_args: "-p 512,4096 -n 128 -d 0,8192 -r 3".into(),
+            qwgpu_args: String::new(),
+            python: "python3".into(),
+            commit: None,
+            report_only: None,
+            notes: vec![],
+        }
+    }
+}
+
+pub const SIZES: [&str; 4] = ["0.8B", "9B", "9B-FP8", "35B-A3B"];
+
+fn list(v: &str) -> Result<Vec<usize>> {
+    v.split(',')
+        .map(|x| {
+            x.trim()
+                .parse::<usize>()
+                .with_context(|| format!("bad number {x:?} in {v:?}"))
+        })
+        .collect()
+}
+
+impl Opts {
+    pub fn parse(args: &[String]) -> Result<Self> {
+        let mut o = Self::default();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let mut value = || {
+                it.next()
+                    .cloned()
+                    .with_context(|| format!("{a} needs a value\n{USAGE}"))
+            };
+            match a.as_str() {
+                "--qwgpu" => o.qwgpu = value()?.into(),
+                "--peers" => o.peers = value()?.into(),
+                "--out" => o.out = value()?.into(),
+                "--work" => o.work = value()?.into(),
+                "--models-dir" => o.models_dir = Some(value()?.into()),
+                "--sizes" => {
+                    let v = value()?;
+                    o.sizes = if v == "none" {
+                        vec![]
+                    } else {
+                        v.split(',').map(|s| s.trim().to_string()).collect()
+                    };
+                    if let Some(bad) = o.sizes.iter().find(|s| !SIZES.contains(&s.as_str())) {
+                        bail!("unknown size {bad:?}: expected some of {SIZES:?}");
+                    }
+                }
+                "--moe-layers" => {
+                    o.moe_layers = value()?.parse().context("--moe-layers")?;
+                    if o.moe_layers == 0 || o.moe_layers % 4 != 0 {
+                        bail!("--moe-layers must be a positive multiple of 4 (3 linear : 1 full attention)");
+                    }
+                }
+                "--hf" => {
+                    let v = value()?;
+                    let (name, dir) = v
+                        .split_once('=')
+                        .with_context(|| format!("--hf {v:?}: expected NAME=DIR"))?;
+                    o.existing.push((name.to_string(), dir.into()));
+                }
+                "--cuda" => o.cuda = true,
+                "--skip-cuda" => o.cuda = false,
+                "--cuda-start" => o.cuda_start = true,
+                "--skip-llama" => o.llama = false,
+                "--skip-hf" => o.hf = false,
+                "--skip-qwgpu" => o.qwgpu_runs = false,
+                "--skip-kernels" => o.kernels = false,
+                "--skip-copy" => o.copy = false,
+                "--kernel-tests" => o.kernel_tests = value()?.into(),
+                "--prefill" => o.prefill = list(&value()?)?,
+                "--decode-at" => o.decode_at = list(&value()?)?,
+                "--decode" => o.decode = value()?.parse().context("--decode")?,
+                "--llama-args" => o.llama_args = value()?,
+                "--qwgpu-args" => o.qwgpu_args = value()?,
+                "--python" => o.python = value()?,
+                "--commit" => o.commit = Some(value()?),
+                "--report-only" => o.report_only = Some(value()?.into()),
+                "--note" => o.notes.push(value()?),
+                "-h" | "--help" => bail!("{USAGE}"),
+                other => bail!("unknown option {other:?}\n{USAGE}"),
+            }
+        }
+        Ok(o)
+    }
+
+    /// Base models to make (BF16), each with whether an FP8 copy is wanted.
+    pub fn models_to_make(&self) -> Vec<(String, bool)> {
+        let mut out: Vec<(String, bool)> = Vec::new();
+        for s in &self.sizes {
+            let (base, fp8) = match s.as_str() {
+                "9B-FP8" => ("9B", true),
+                "35B-A3B" => ("35B-A3B", true),
+                other => (other, false),
+            };
+            match out.iter_mut().find(|(b, _)| b == base) {
+                Some(e) => e.1 |= fp8,
+                None => out.push((base.to_string(), fp8)),
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn sizes_and_skips_select_the_steps() {
+        let o = Opts::parse(&args(
+            "--sizes 9B-FP8,0.8B --skip-hf --cuda --decode-at 512,8192 --hf x=/m",
+        ))
+        .unwrap();
+        assert_eq!(
+            o.models_to_make(),
+            vec![("9B".to_string(), true), ("0.8B".to_string(), false)]
+        );
+        assert!(!o.hf && o.cuda && o.llama);
+        assert_eq!(o.decode_at, vec![512, 8192]);
+        assert_eq!(o.existing, vec![("x".to_string(), PathBuf::from("/m"))]);
+        let d = Opts::parse(&[]).unwrap();
+        assert_eq!(
+            d.models_to_make(),
+            vec![("0.8B".to_string(), false), ("9B".to_string(), true)]
+        );
+        assert!(!d.cuda);
+        assert!(Opts::parse(&args("--sizes none"))
+            .unwrap()
+            .models_to_make()
+            .is_empty());
+    }
+
+    #[test]
+    fn bad_options_are_refused_with_the_reason() {
+        for (a, needle) in [
+            ("--sizes 7B", "unknown size"),
+            ("--moe-layers 10", "multiple of 4"),
+            ("--decode-at 5x", "bad number"),
+            ("--frobnicate", "unknown option"),
+            ("--out", "needs a value"),
+            ("--hf nodir", "NAME=DIR"),
+        ] {
+            let err = Opts::parse(&args(a)).unwrap_err().to_string();
+            assert!(err.contains(needle), "{a}: {err}");
+        }
+    }
+}

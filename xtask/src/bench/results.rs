@@ -1,0 +1,295 @@
+//! One benchmark run's figures (kept as `results.json` beside RESULTS.md, so a
+//! report can be re-rendered) and the parsers of each tool's output.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::weights::CheckpointWeights;
+
+pub const QWGPU: &str = "qwgpu";
+pub const LLAMA_VULKAN: &str = "llama.cpp Vulkan";
+pub const LLAMA_CUDA: &str = "llama.cpp CUDA";
+pub const HF: &str = "HF transformers";
+
+/// Weight formats: qwgpu and HF read the checkpoint's own, llama.cpp a GGUF.
+pub const BF16: &str = "BF16";
+pub const FP8: &str = "FP8 block";
+pub const Q8_0: &str = "Q8_0";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Results {
+    pub date: String,
+    pub commit: String,
+    pub gpu: String,
+    pub adapter: String,
+    /// torch `copy_` bandwidth, bytes read + written per second.
+    pub copy_bw_torch: Option<f64>,
+    /// qwgpu's copy kernel, same count.
+    pub copy_bw_qwgpu: Option<f64>,
+    /// torch BF16 matmul FLOP/s (the prefill roofline's numerator).
+    pub matmul_flops: Option<f64>,
+    /// Host memcpy, bytes read + written per second (the load target's yardstick).
+    pub host_memcpy: Option<f64>,
+    /// Decode contexts and prefill lengths asked for, and decode steps per context.
+    pub decode_contexts: Vec<usize>,
+    pub prefill_lens: Vec<usize>,
+    pub decode_steps: usize,
+    /// llama-bench's test options.
+    pub llama_args: String,
+    pub checkpoints: Vec<Checkpoint>,
+    pub runs: Vec<Run>,
+    pub kernels: Vec<KernelBench>,
+    pub notes: Vec<String>,
+    /// Steps that failed: what and why.
+    pub errors: Vec<String>,
+    /// Seconds each step took.
+    pub steps: Vec<(String, f64)>,
+}
+
+/// The weights one engine reads for a model in one format.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub model: String,
+    pub format: String,
+    pub weights: CheckpointWeights,
+}
+
+/// One engine on one model in one format.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Run {
+    pub engine: String,
+    pub model: String,
+    pub format: String,
+    /// (context, tok/s) of batch-1 decode.
+    pub decode: Vec<(usize, f64)>,
+    /// (prompt tokens, tok/s).
+    pub prefill: Vec<(usize, f64)>,
+    pub load_s: Option<f64>,
+    pub peak_rss_anon: Option<u64>,
+    pub vm_hwm: Option<u64>,
+    pub checkpoint_bytes: Option<u64>,
+    /// e.g. which linear-attention kernels HF used.
+    pub detail: Option<String>,
+    pub profile: Vec<(String, f64, u64)>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct KernelBench {
+    pub test: String,
+    pub lines: Vec<String>,
+    pub error: Option<String>,
+}
+
+impl Run {
+    pub fn new(engine: &str, model: &str, format: &str) -> Self {
+        Self {
+            engine: engine.into(),
+            model: model.into(),
+            format: format.into(),
+            ..Default::default()
+        }
+    }
+
+    pub fn failed(engine: &str, model: &str, format: &str, error: String) -> Self {
+        Self {
+            error: Some(error),
+            ..Self::new(engine, model, format)
+        }
+    }
+
+    pub fn decode_at(&self, ctx: usize) -> Option<f64> {
+        self.decode.iter().find(|(c, _)| *c == ctx).map(|r| r.1)
+    }
+
+    pub fn prefill_of(&self, n: usize) -> Option<f64> {
+        self.prefill.iter().find(|(c, _)| *c == n).map(|r| r.1)
+    }
+}
+
+impl Results {
+    pub fn run(&self, engine: &str, model: &str, format: &str) -> Option<&Run> {
+        self.runs
+            .iter()
+            .find(|r| r.engine == engine && r.model == model && r.format == format)
+    }
+
+    pub fn checkpoint(&self, model: &str, format: &str) -> Option<&CheckpointWeights> {
+        self.checkpoints
+            .iter()
+            .find(|c| c.model == model && c.format == format)
+            .map(|c| &c.weights)
+    }
+}
+
+/// `qwgpu bench --json` output → a run.
+pub fn parse_qwgpu(model: &str, format: &str, v: &Value) -> Run {
+    let m = &v["model"];
+    let mut r = Run::new(QWGPU, model, format);
+    let rows = |key: &str, by: &str| -> Vec<(usize, f64)> {
+        m[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| Some((x[by].as_u64()? as usize, x["tok_s"].as_f64()?)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    r.prefill = rows("prefill", "tokens");
+    r.decode = rows("decode", "context");
+    r.load_s = m["load_s"].as_f64();
+    r.peak_rss_anon = m["peak_rss_anon_bytes"].as_u64();
+    r.vm_hwm = m["vm_hwm_bytes"].as_u64();
+    r.checkpoint_bytes = m["checkpoint_bytes"].as_u64();
+    r.detail = m["backend"]
+        .as_str()
+        .map(|b| format!("{b}, chunk {}", m["chunk"]));
+    if let Some(p) = m["decode_profile"].as_array() {
+        r.profile = p
+            .iter()
+            .filter_map(|x| {
+                Some((
+                    x["family"].as_str()?.to_string(),
+                    x["ms"].as_f64()?,
+                    x["launches"].as_u64()?,
+                ))
+            })
+            .collect();
+    }
+    r
+}
+
+/// `hf_prefill.py` output → a run.
+pub fn parse_hf(model: &str, v: &Value) -> Run {
+    let mut r = Run::new(HF, model, BF16);
+    r.prefill = v["prefill"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| Some((x["tokens"].as_u64()? as usize, x["tok_s"].as_f64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    r.load_s = v["load_s"].as_f64();
+    let kernels: Vec<String> = v["kernels"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|k| k.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    r.detail = Some(format!(
+        "fla {}; {}",
+        if v["fla"].as_bool() == Some(true) {
+            "importable"
+        } else {
+            "not importable"
+        },
+        if kernels.is_empty() {
+            "kernels unknown".into()
+        } else {
+            kernels.join(", ")
+        }
+    ));
+    r
+}
+
+/// A llama-bench sample set: the median of the repetitions after the first
+/// (CUDA's first repetition of a prompt test is 20–55 % slow), else the mean.
+fn steady(x: &Value) -> Option<f64> {
+    let mut s: Vec<f64> = x["samples_ts"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default();
+    if s.len() >= 2 {
+        s.remove(0);
+        s.sort_by(f64::total_cmp);
+        let n = s.len();
+        return Some(if n % 2 == 1 {
+            s[n / 2]
+        } else {
+            (s[n / 2 - 1] + s[n / 2]) / 2.0
+        });
+    }
+    x["avg_ts"].as_f64()
+}
+
+/// `llama-bench -o json` output → a run: tg at depth d is decode at context d;
+/// pp at depth 0 is prefill.
+pub fn parse_llama(engine: &str, model: &str, format: &str, json: &str) -> Run {
+    let v: Value = match serde_json::from_str(json) {
+        Ok(v) => v,
+        Err(e) => return Run::failed(engine, model, format, format!("llama-bench JSON: {e}")),
+    };
+    let mut r = Run::new(engine, model, format);
+    for x in v.as_array().map(Vec::as_slice).unwrap_or_default() {
+        let (np, ng) = (x["n_prompt"].as_u64(), x["n_gen"].as_u64());
+        let depth = x["n_depth"].as_u64().unwrap_or(0) as usize;
+        let Some(ts) = steady(x) else { continue };
+        match (np, ng) {
+            (Some(0), Some(g)) if g > 0 => r.decode.push((depth, ts)),
+            (Some(p), Some(0)) if p > 0 && depth == 0 => r.prefill.push((p as usize, ts)),
+            _ => {}
+        }
+    }
+    if r.decode.is_empty() && r.prefill.is_empty() {
+        r.error = Some("llama-bench reported no results".into());
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn llama_bench_json_maps_depth_to_context_and_skips_the_first_sample() {
+        let json = r#"[
+          {"n_prompt": 512, "n_gen": 0, "n_depth": 0, "avg_ts": 900.0, "samples_ts": [500.0, 1000.0, 1100.0]},
+          {"n_prompt": 512, "n_gen": 0, "n_depth": 8192, "avg_ts": 700.0, "samples_ts": [700.0]},
+          {"n_prompt": 0, "n_gen": 128, "n_depth": 0, "avg_ts": 118.0, "samples_ts": [117.0, 118.0, 119.0, 121.0]},
+          {"n_prompt": 0, "n_gen": 128, "n_depth": 8192, "avg_ts": 100.0, "samples_ts": [100.0]}
+        ]"#;
+        let r = parse_llama(LLAMA_VULKAN, "9B", BF16, json);
+        assert_eq!(r.prefill, vec![(512, 1050.0)]);
+        assert_eq!(r.decode_at(0), Some(119.0));
+        assert_eq!(r.decode_at(8192), Some(100.0));
+        assert!(r.error.is_none());
+        assert!(parse_llama(LLAMA_CUDA, "9B", BF16, "[]").error.is_some());
+        assert!(parse_llama(LLAMA_CUDA, "9B", BF16, "not json")
+            .error
+            .is_some());
+    }
+
+    #[test]
+    fn qwgpu_json_gives_decode_by_context_and_memory() {
+        let v: Value = serde_json::from_str(
+            r#"{"model": {"backend": "NVIDIA H100", "chunk": 128, "load_s": 2.5, "peak_rss_anon_bytes": 1000,
+                "vm_hwm_bytes": 5000, "checkpoint_bytes": 9000,
+                "prefill": [{"tokens": 512, "context": 0, "seconds": 0.1, "tok_s": 5120.0}],
+                "decode": [{"tokens": 128, "context": 512, "seconds": 1.0, "tok_s": 128.0}],
+                "decode_profile": [{"family": "matmul", "ms": 5.0, "launches": 100}]}}"#,
+        )
+        .unwrap();
+        let r = parse_qwgpu("9B", BF16, &v);
+        assert_eq!(r.prefill_of(512), Some(5120.0));
+        assert_eq!(r.decode_at(512), Some(128.0));
+        assert_eq!(r.peak_rss_anon, Some(1000));
+        assert_eq!(r.profile, vec![("matmul".to_string(), 5.0, 100)]);
+    }
+
+    #[test]
+    fn hf_json_says_which_kernels_ran() {
+        let v: Value = serde_json::from_str(
+            r#"{"fla": true, "kernels": ["chunk_gated_delta_rule: fla.ops.gated_delta_rule.chunk"],
+                "load_s": 3.0, "prefill": [{"tokens": 4096, "seconds": 0.2, "tok_s": 20480.0}]}"#,
+        )
+        .unwrap();
+        let r = parse_hf("9B", &v);
+        assert_eq!(r.prefill_of(4096), Some(20480.0));
+        assert!(r.detail.unwrap().contains("fla importable"));
+    }
+}
