@@ -1,0 +1,548 @@
+//! The HTTP side: axum routes, request checks, token streams (SSE) and the
+//! OpenAI response shapes. Handlers never touch the model: they tokenize,
+//! queue a [`Job`] for the engine thread and turn its events into text.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use qwgpu_model::engine::SamplingParams;
+use serde_json::{json, Value};
+use tokio::sync::mpsc::{self, error::TrySendError, UnboundedReceiver};
+
+use crate::api::{ApiError, GenRequest, Input};
+use crate::chat_template::RenderOptions;
+use crate::detokenize::Detokenizer;
+use crate::metrics::Metrics;
+use crate::model_files::ModelFiles;
+use crate::scheduler::{self, Event, Finish, Job};
+use crate::stop::StopMatcher;
+use crate::{ServeError, ServeOptions};
+
+struct Shared {
+    files: ModelFiles,
+    name: String,
+    created: u64,
+    jobs: mpsc::Sender<Job>,
+    metrics: Arc<Metrics>,
+    backend: String,
+    /// Seeds requests that give none (and ids), distinct per request.
+    counter: AtomicU64,
+}
+
+/// What every handler shares: the model's files, the engine's queue, metrics.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// `gpu: ...` or `cpu reference`.
+    pub fn backend(&self) -> &str {
+        &self.0.backend
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Checks the folder's files, starts the engine thread and waits until the
+/// model is loaded (blocking: call it before serving).
+pub fn start(opts: &ServeOptions) -> Result<AppState, ServeError> {
+    opts.validate()?;
+    let files = ModelFiles::open(&opts.model_dir)?;
+    let metrics = Arc::new(Metrics::default());
+    let (jobs, rx) = mpsc::channel(opts.max_queue);
+    let ready = scheduler::spawn(
+        opts.model_dir.clone(),
+        opts.load.clone(),
+        files.eos.clone(),
+        opts.cache_mem,
+        opts.max_batch,
+        rx,
+        metrics.clone(),
+    )
+    .map_err(ServeError::Thread)?;
+    let backend = ready.recv().map_err(|_| ServeError::EngineGone)??;
+    let seed0 = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    Ok(AppState(Arc::new(Shared {
+        files,
+        name: opts.model_name.clone(),
+        created: now_secs(),
+        jobs,
+        metrics,
+        backend,
+        counter: AtomicU64::new(seed0),
+    })))
+}
+
+/// The routes, with the body size limit of `opts`.
+pub fn router(state: AppState, opts: &ServeOptions) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/completions", post(completions))
+        .route("/v1/models", get(models))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(opts.max_body_bytes))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::invalid("no such route", None)
+        .status(StatusCode::NOT_FOUND)
+        .with_code("not_found")
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn models(State(st): State<AppState>) -> Json<Value> {
+    Json(json!({"object": "list", "data": [{
+        "id": st.0.name,
+        "object": "model",
+        "created": st.0.created,
+        "owned_by": "qwgpu",
+        "max_model_len": st.0.files.context,
+    }]}))
+}
+
+async fn metrics(State(st): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        st.0.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn chat_completions(
+    State(st): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    generate(st, body, true)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn completions(State(st): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    generate(st, body, false)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+fn body_error(r: BytesRejection) -> ApiError {
+    let status = r.status();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::invalid("the request body is too large", None)
+            .status(status)
+            .with_code("request_too_large")
+    } else {
+        ApiError::invalid(format!("reading the request body: {}", r.body_text()), None)
+            .status(status)
+    }
+}
+
+fn encode(st: &Shared, text: &str) -> Result<Vec<u32>, ApiError> {
+    st.files
+        .tokenizer
+        .encode(text, false)
+        .map(|e| e.get_ids().to_vec())
+        .map_err(|e| ApiError::server(format!("tokenizing the prompt: {e}")))
+}
+
+/// Where the generation prompt begins in a chat prompt's `ids`: the length
+/// of the conversation rendered without it, when that is a prefix of `ids`.
+fn generation_boundary(st: &Shared, input: &Input, ids: &[u32]) -> Option<usize> {
+    let Input::Messages {
+        messages,
+        enable_thinking,
+    } = input
+    else {
+        return None;
+    };
+    let text = st
+        .files
+        .template
+        .as_ref()?
+        .render(
+            messages,
+            &RenderOptions {
+                add_generation_prompt: false,
+                enable_thinking: *enable_thinking,
+            },
+        )
+        .ok()?;
+    let head = encode(st, &text).ok()?;
+    (ids.starts_with(&head) && head.len() < ids.len()).then_some(head.len())
+}
+
+/// The prompt's token ids: the chat template's rendering, or the text, or ids.
+fn prompt_ids(st: &Shared, input: &Input) -> Result<Vec<u32>, ApiError> {
+    let text = match input {
+        Input::Ids(ids) => {
+            let vocab = st.files.text.vocab_size;
+            if let Some(bad) = ids.iter().find(|&&t| t as usize >= vocab) {
+                return Err(ApiError::invalid(
+                    format!("token id {bad} is outside the vocabulary of {vocab} tokens"),
+                    Some("prompt"),
+                ));
+            }
+            return Ok(ids.clone());
+        }
+        Input::Text(t) => t.clone(),
+        Input::Messages {
+            messages,
+            enable_thinking,
+        } => {
+            let template = st.files.template.as_ref().ok_or_else(|| {
+                ApiError::invalid(
+                    "this model folder has no chat template: use /v1/completions",
+                    None,
+                )
+            })?;
+            template
+                .render(
+                    messages,
+                    &RenderOptions {
+                        add_generation_prompt: true,
+                        enable_thinking: *enable_thinking,
+                    },
+                )
+                .map_err(|e| ApiError::invalid(e.to_string(), Some("messages")))?
+        }
+    };
+    encode(st, &text)
+}
+
+fn context_error(message: String, param: Option<&str>) -> ApiError {
+    ApiError::invalid(message, param).with_code("context_length_exceeded")
+}
+
+/// `max_tokens` checked against the context: default for chat the rest of
+/// the context, for completions 16 (OpenAI's default).
+fn max_tokens(
+    st: &Shared,
+    req: &GenRequest,
+    prompt_len: usize,
+    chat: bool,
+) -> Result<usize, ApiError> {
+    let ctx = st.files.context;
+    if prompt_len == 0 {
+        return Err(ApiError::invalid(
+            "the prompt is empty",
+            Some(if chat { "messages" } else { "prompt" }),
+        ));
+    }
+    if prompt_len >= ctx {
+        return Err(context_error(
+            format!("the prompt has {prompt_len} tokens; the model's context is {ctx} tokens"),
+            Some(if chat { "messages" } else { "prompt" }),
+        ));
+    }
+    let name = "max_tokens";
+    match req.max_tokens {
+        Some(n) if n > ctx as u64 => Err(ApiError::invalid(
+            format!("`max_tokens` {n} exceeds the model's context of {ctx} tokens"),
+            Some(name),
+        )),
+        Some(n) if prompt_len as u64 + n > ctx as u64 => Err(context_error(
+            format!(
+                "the prompt ({prompt_len} tokens) + max_tokens {n} exceeds the model's context of {ctx} tokens"
+            ),
+            Some(name),
+        )),
+        Some(n) => Ok(n as usize),
+        None if chat => Ok(ctx - prompt_len),
+        None => Ok(16.min(ctx - prompt_len)),
+    }
+}
+
+async fn generate(
+    st: AppState,
+    body: Result<Bytes, BytesRejection>,
+    chat: bool,
+) -> Result<Response, ApiError> {
+    let bytes = body.map_err(body_error)?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| {
+        ApiError::invalid(format!("the request body is not valid UTF-8: {e}"), None)
+    })?;
+    let json: Value = serde_json::from_str(text)
+        .map_err(|e| ApiError::invalid(format!("malformed JSON in the request body: {e}"), None))?;
+    let req = GenRequest::parse(&json, chat)?;
+    if let Some(m) = &req.model {
+        if *m != st.0.name {
+            return Err(ApiError::invalid(
+                format!(
+                    "the model `{m}` does not exist; this server serves `{}`",
+                    st.0.name
+                ),
+                Some("model"),
+            )
+            .status(StatusCode::NOT_FOUND)
+            .with_code("model_not_found"));
+        }
+    }
+    let prompt = prompt_ids(&st.0, &req.input)?;
+    let max_tokens = max_tokens(&st.0, &req, prompt.len(), chat)?;
+    let params = SamplingParams {
+        temperature: req.temperature,
+        top_k: req.top_k,
+        top_p: req.top_p,
+    };
+    let n = st.0.counter.fetch_add(1, Relaxed);
+    let seed = req.seed.unwrap_or(n);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let job = Job {
+        boundary: generation_boundary(&st.0, &req.input, &prompt),
+        prompt: prompt.clone(),
+        max_tokens,
+        params,
+        seed,
+        events: tx,
+    };
+    let m = &st.0.metrics;
+    Metrics::add(&m.queue_depth, 1);
+    match st.0.jobs.try_send(job) {
+        Ok(()) => Metrics::add(&m.requests_total, 1),
+        Err(e) => {
+            Metrics::sub(&m.queue_depth, 1);
+            return Err(match e {
+                TrySendError::Full(_) => {
+                    Metrics::add(&m.requests_rejected, 1);
+                    ApiError::invalid("too many requests are waiting; retry later", None)
+                        .status(StatusCode::TOO_MANY_REQUESTS)
+                        .with_code("rate_limit_exceeded")
+                }
+                TrySendError::Closed(_) => ApiError::server("the engine has stopped")
+                    .status(StatusCode::SERVICE_UNAVAILABLE),
+            });
+        }
+    }
+    let meta = Meta {
+        id: format!("{}-{n:016x}", if chat { "chatcmpl" } else { "cmpl" }),
+        created: now_secs(),
+        model: st.0.name.clone(),
+        chat,
+        prompt_tokens: prompt.len(),
+        include_usage: req.include_usage,
+    };
+    if req.stream {
+        Ok(stream(st, meta, prompt, req.stop, rx))
+    } else {
+        whole(st, meta, prompt, req.stop, rx).await
+    }
+}
+
+/// What the response chunks repeat.
+struct Meta {
+    id: String,
+    created: u64,
+    model: String,
+    chat: bool,
+    prompt_tokens: usize,
+    include_usage: bool,
+}
+
+impl Meta {
+    fn usage(&self, completion: usize, cached: usize) -> Value {
+        json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": self.prompt_tokens + completion,
+            "prompt_tokens_details": {"cached_tokens": cached},
+        })
+    }
+
+    /// One streamed chunk with `text` (chat: a delta) and maybe a finish reason.
+    fn chunk(&self, text: Option<&str>, finish: Option<Finish>, first: bool) -> Value {
+        let finish = finish.map(Finish::as_str);
+        let mut v = if self.chat {
+            let delta = match (first, text) {
+                (true, _) => json!({"role": "assistant", "content": ""}),
+                (false, Some(t)) => json!({"content": t}),
+                (false, None) => json!({}),
+            };
+            json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                   "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]})
+        } else {
+            json!({"id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
+                   "choices": [{"index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish}]})
+        };
+        if self.include_usage {
+            v["usage"] = Value::Null;
+        }
+        v
+    }
+}
+
+/// Turns a request's events into reply text: detokenization, stop strings.
+struct Reply<'t> {
+    detok: Detokenizer<'t>,
+    stop: StopMatcher,
+    tokens: usize,
+    cached: usize,
+}
+
+/// One step of a reply as the client sees it.
+enum Step {
+    Text(String),
+    End { text: String, finish: Finish },
+    Failed(ApiError),
+}
+
+impl<'t> Reply<'t> {
+    fn new(st: &'t Shared, prompt: &[u32], stop: Vec<String>) -> Self {
+        Self {
+            detok: Detokenizer::new(&st.files.tokenizer, prompt),
+            stop: StopMatcher::new(stop),
+            tokens: 0,
+            cached: 0,
+        }
+    }
+
+    fn on(&mut self, ev: Option<Event>) -> Option<Step> {
+        match ev {
+            Some(Event::Admitted { cached }) => {
+                self.cached = cached;
+                None
+            }
+            Some(Event::Token(t)) => {
+                self.tokens += 1;
+                let piece = match self.detok.push(t) {
+                    Ok(p) => p,
+                    Err(e) => return Some(Step::Failed(ApiError::server(e.to_string()))),
+                };
+                let r = self.stop.push(&piece);
+                Some(if r.stopped {
+                    Step::End {
+                        text: r.text,
+                        finish: Finish::Stop,
+                    }
+                } else {
+                    Step::Text(r.text)
+                })
+            }
+            Some(Event::Done { finish, .. }) => {
+                let tail = match self.detok.finish() {
+                    Ok(t) => t,
+                    Err(e) => return Some(Step::Failed(ApiError::server(e.to_string()))),
+                };
+                let r = self.stop.push(&tail);
+                let text = if r.stopped {
+                    r.text
+                } else {
+                    r.text + &self.stop.finish()
+                };
+                let finish = if r.stopped { Finish::Stop } else { finish };
+                Some(Step::End { text, finish })
+            }
+            Some(Event::Error(msg)) => Some(Step::Failed(ApiError::server(msg))),
+            None => Some(Step::Failed(ApiError::server("the engine stopped"))),
+        }
+    }
+}
+
+fn sse_json(v: &Value) -> Result<SseEvent, std::convert::Infallible> {
+    Ok(SseEvent::default().data(v.to_string()))
+}
+
+/// `data: {...}` chunks, then `data: [DONE]`. Dropping the response (the
+/// client went away) drops `rx`, which the engine sees as a cancel.
+fn stream(
+    st: AppState,
+    meta: Meta,
+    prompt: Vec<u32>,
+    stop: Vec<String>,
+    mut rx: UnboundedReceiver<Event>,
+) -> Response {
+    let events = async_stream::stream! {
+        let mut reply = Reply::new(&st.0, &prompt, stop);
+        yield sse_json(&meta.chunk(None, None, true));
+        loop {
+            let ev = rx.recv().await;
+            match reply.on(ev) {
+                Some(Step::Text(t)) if !t.is_empty() => {
+                    yield sse_json(&meta.chunk(Some(&t), None, false));
+                }
+                None | Some(Step::Text(_)) => {}
+                Some(Step::End { text, finish }) => {
+                    if !text.is_empty() {
+                        yield sse_json(&meta.chunk(Some(&text), None, false));
+                    }
+                    yield sse_json(&meta.chunk(None, Some(finish), false));
+                    break;
+                }
+                Some(Step::Failed(e)) => {
+                    yield sse_json(&e.body());
+                    break;
+                }
+            }
+        }
+        drop(rx);
+        if meta.include_usage {
+            let mut u = meta.chunk(None, None, false);
+            u["choices"] = json!([]);
+            u["usage"] = meta.usage(reply.tokens, reply.cached);
+            yield sse_json(&u);
+        }
+        yield Ok(SseEvent::default().data("[DONE]"));
+    };
+    Sse::new(events).into_response()
+}
+
+/// A non-streaming reply: the whole text once it is over.
+async fn whole(
+    st: AppState,
+    meta: Meta,
+    prompt: Vec<u32>,
+    stop: Vec<String>,
+    mut rx: UnboundedReceiver<Event>,
+) -> Result<Response, ApiError> {
+    let mut reply = Reply::new(&st.0, &prompt, stop);
+    let mut text = String::new();
+    let finish = loop {
+        match reply.on(rx.recv().await) {
+            None => {}
+            Some(Step::Text(t)) => text.push_str(&t),
+            Some(Step::End { text: t, finish }) => {
+                text.push_str(&t);
+                break finish;
+            }
+            Some(Step::Failed(e)) => return Err(e),
+        }
+    };
+    drop(rx);
+    let usage = meta.usage(reply.tokens, reply.cached);
+    let choice = if meta.chat {
+        json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": finish.as_str()})
+    } else {
+        json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish.as_str()})
+    };
+    let object = if meta.chat {
+        "chat.completion"
+    } else {
+        "text_completion"
+    };
+    Ok(Json(json!({
+        "id": meta.id, "object": object, "created": meta.created, "model": meta.model,
+        "choices": [choice], "usage": usage,
+    }))
+    .into_response())
+}

@@ -1,0 +1,38 @@
+//! `qwgpu serve`: an OpenAI-compatible HTTP server for qwgpu models.
+//!
+//! - [`app`]: the axum routes (`/v1/chat/completions`, `/v1/completions`,
+//!   `/v1/models`, `/health`, `/metrics`) and their OpenAI-style errors;
+//! - [`scheduler`]: the engine thread, owner of the model and of every
+//!   session, running continuous batching (new requests join between decode
+//!   steps; a finished or cancelled one leaves without stalling the others);
+//! - [`prefix_cache`]: snapshots of the hybrid (GDN + attention) state keyed
+//!   by the exact token prefix they cover, so a chat client resending its
+//!   conversation prefills only the new turn;
+//! - [`chat_template`], [`detokenize`]: HF chat templates and streaming
+//!   detokenization, shared with the `qwgpu` CLI.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+//! let opts = qwgpu_serve::ServeOptions::new("tests/fixtures/dense-bf16-text".into());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! let state = qwgpu_serve::start(&opts)?;
+//! axum::serve(listener, qwgpu_serve::app::router(state, &opts)).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod api;
+pub mod app;
+pub mod chat_template;
+pub mod detokenize;
+pub mod error;
+pub mod metrics;
+pub mod model_files;
+pub mod options;
+pub mod prefix_cache;
+mod py_json;
+pub mod scheduler;
+pub mod stop;
+
+pub use app::{start, AppState};
+pub use error::ServeError;
+pub use options::{parse_size, ServeOptions};

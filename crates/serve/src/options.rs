@@ -1,0 +1,106 @@
+//! What `qwgpu serve` is started with.
+
+use std::path::PathBuf;
+
+use qwgpu_model::engine::LoadOptions;
+
+use crate::ServeError;
+
+/// Server settings (the CLI's flags).
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The Hugging Face model folder.
+    pub model_dir: PathBuf,
+    /// The id `/v1/models` reports and requests may name; default: the folder's name.
+    pub model_name: String,
+    /// Most sequences decoding together.
+    pub max_batch: usize,
+    /// Bytes of state snapshots the prefix cache keeps (0: no cache).
+    pub cache_mem: u64,
+    /// Requests waiting for a batch slot before new ones get 429.
+    pub max_queue: usize,
+    /// Largest request body accepted (bigger: 413).
+    pub max_body_bytes: usize,
+    pub load: LoadOptions,
+}
+
+impl ServeOptions {
+    /// Defaults for `dir`: batch 16, 1 GiB of cache, a queue of 256, 4 MiB bodies.
+    pub fn new(model_dir: PathBuf) -> Self {
+        let model_name = model_dir
+            .canonicalize()
+            .unwrap_or_else(|_| model_dir.clone())
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "qwgpu".into());
+        Self {
+            model_dir,
+            model_name,
+            max_batch: 16,
+            cache_mem: 1 << 30,
+            max_queue: 256,
+            max_body_bytes: 4 << 20,
+            load: LoadOptions::default(),
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ServeError> {
+        if self.max_batch == 0 {
+            return Err(ServeError::Options("--max-batch must be at least 1".into()));
+        }
+        if self.max_queue == 0 {
+            return Err(ServeError::Options("--max-queue must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// A byte size: `1GiB`, `512MiB`, `64k`, `1.5G`, `0` or plain bytes; units are
+/// powers of 1024 (`K`, `M`, `G`, `T`, with or without `i` and `B`).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("`{text}`: expected a size such as 1GiB, 512MiB or 0"))?;
+    let unit = unit.trim().to_ascii_lowercase();
+    let unit = unit.trim_end_matches('b').trim_end_matches('i');
+    let scale: u64 = match unit {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        "t" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "`{text}`: unknown unit (use K, M, G or T, e.g. 1GiB)"
+            ))
+        }
+    };
+    let bytes = value * scale as f64;
+    if !bytes.is_finite() || bytes > u64::MAX as f64 {
+        return Err(format!("`{text}`: too large"));
+    }
+    Ok(bytes as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_in_powers_of_1024() {
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_size("1.5G"), Ok(3 << 29));
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5 parsecs").is_err());
+        assert!(parse_size("").is_err());
+    }
+}

@@ -1,0 +1,611 @@
+//! The server end to end on the tiny dense fixture with the exact CPU
+//! backend: a real listener on 127.0.0.1 (port 0), raw HTTP requests.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use qwgpu_model::engine::{Backend, LoadOptions};
+use qwgpu_serve::chat_template::{ChatTemplate, Message, RenderOptions};
+use qwgpu_serve::metrics::parse_metric;
+use qwgpu_serve::ServeOptions;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The fixture's files plus a Qwen-style chat template, in a temp folder.
+fn model_dir() -> TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("qwgpu-serve-")
+        .tempdir()
+        .expect("tempdir");
+    let fixture = repo().join("tests/fixtures/dense-bf16-text");
+    for f in [
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        std::fs::copy(fixture.join(f), dir.path().join(f)).expect("copy fixture");
+    }
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/qwen-style.jinja"),
+        dir.path().join("chat_template.jinja"),
+    )
+    .expect("template");
+    dir
+}
+
+struct Server {
+    base: String,
+    model: String,
+    _dir: TempDir,
+}
+
+async fn server(tweak: impl FnOnce(&mut ServeOptions)) -> Server {
+    let dir = model_dir();
+    let mut opts = ServeOptions::new(dir.path().to_path_buf());
+    opts.model_name = "tiny".into();
+    opts.load = LoadOptions {
+        backend: Backend::Cpu,
+        ..Default::default()
+    };
+    tweak(&mut opts);
+    let state = qwgpu_serve::start(&opts).expect("server starts");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = qwgpu_serve::app::router(state, &opts);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Server {
+        base: format!("http://{addr}"),
+        model: opts.model_name,
+        _dir: dir,
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client")
+}
+
+impl Server {
+    async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let r = client()
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .expect("send");
+        let status = r.status();
+        (status, r.json().await.expect("JSON response"))
+    }
+
+    async fn post_raw(&self, path: &str, body: Vec<u8>) -> (StatusCode, Value) {
+        let r = client()
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("send");
+        let status = r.status();
+        (status, r.json().await.expect("JSON error body"))
+    }
+
+    async fn metric(&self, name: &str) -> f64 {
+        let text = client()
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        parse_metric(&text, name).unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
+    }
+
+    /// Every `data:` payload of a streamed request, up to `[DONE]` (included).
+    async fn stream(&self, path: &str, body: &Value) -> Vec<String> {
+        let mut r = client()
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), StatusCode::OK);
+        let mut buf = String::new();
+        while let Some(chunk) = r.chunk().await.expect("chunk") {
+            buf.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
+        }
+        let events: Vec<String> = buf
+            .split("\n\n")
+            .filter(|e| !e.trim().is_empty())
+            .map(|e| {
+                e.strip_prefix("data: ")
+                    .unwrap_or_else(|| panic!("not an SSE data line: {e:?}"))
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(
+            events.last().map(String::as_str),
+            Some("[DONE]"),
+            "{events:?}"
+        );
+        events
+    }
+}
+
+/// The text of a streamed reply and its finish reason.
+fn streamed_text(events: &[String], chat: bool) -> (String, String) {
+    let mut text = String::new();
+    let mut finish = String::new();
+    for e in &events[..events.len() - 1] {
+        let v: Value = serde_json::from_str(e).expect("chunk JSON");
+        let Some(c) = v["choices"].get(0) else {
+            continue;
+        };
+        let piece = if chat {
+            &c["delta"]["content"]
+        } else {
+            &c["text"]
+        };
+        text.push_str(piece.as_str().unwrap_or(""));
+        if let Some(f) = c["finish_reason"].as_str() {
+            finish = f.into();
+        }
+    }
+    (text, finish)
+}
+
+fn user(text: &str) -> Value {
+    json!({"role": "user", "content": text})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_completion_whole_and_streamed_agree() {
+    let s = server(|_| {}).await;
+    let req = json!({"model": s.model, "messages": [user("Hello there")], "max_tokens": 8, "temperature": 0});
+    let (status, whole) = s.post("/v1/chat/completions", &req).await;
+    assert_eq!(status, StatusCode::OK, "{whole}");
+    assert_eq!(whole["object"], "chat.completion");
+    let content = whole["choices"][0]["message"]["content"]
+        .as_str()
+        .expect("content")
+        .to_owned();
+    let finish = whole["choices"][0]["finish_reason"]
+        .as_str()
+        .expect("finish")
+        .to_owned();
+    let usage = &whole["usage"];
+    let completion = usage["completion_tokens"]
+        .as_u64()
+        .expect("completion_tokens");
+    assert!(usage["prompt_tokens"].as_u64().expect("prompt") > 0);
+    assert_eq!(
+        usage["total_tokens"].as_u64(),
+        Some(usage["prompt_tokens"].as_u64().unwrap() + completion)
+    );
+    assert!(
+        completion == 8 && finish == "length" || completion < 8 && finish == "stop",
+        "{whole}"
+    );
+
+    let mut sreq = req.clone();
+    sreq["stream"] = json!(true);
+    sreq["stream_options"] = json!({"include_usage": true});
+    let events = s.stream("/v1/chat/completions", &sreq).await;
+    let first: Value = serde_json::from_str(&events[0]).expect("json");
+    assert_eq!(first["object"], "chat.completion.chunk");
+    assert_eq!(first["choices"][0]["delta"]["role"], "assistant");
+    assert_eq!(streamed_text(&events, true), (content, finish));
+    let usage_chunk: Value = serde_json::from_str(&events[events.len() - 2]).expect("json");
+    assert_eq!(usage_chunk["choices"], json!([]));
+    assert_eq!(
+        usage_chunk["usage"]["completion_tokens"].as_u64(),
+        Some(completion)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_models_health_and_stop_strings() {
+    let s = server(|_| {}).await;
+    let health = client()
+        .get(format!("{}/health", s.base))
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(health.status(), StatusCode::OK);
+    let models: Value = client()
+        .get(format!("{}/v1/models", s.base))
+        .send()
+        .await
+        .expect("models")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(models["data"][0]["id"], "tiny");
+    assert_eq!(models["object"], "list");
+
+    let req = json!({"model": "tiny", "prompt": "The quick brown fox", "max_tokens": 12, "temperature": 0});
+    let (status, v) = s.post("/v1/completions", &req).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["object"], "text_completion");
+    let text = v["choices"][0]["text"].as_str().expect("text").to_owned();
+    let mut sreq = req.clone();
+    sreq["stream"] = json!(true);
+    let (streamed, _) = streamed_text(&s.stream("/v1/completions", &sreq).await, false);
+    assert_eq!(streamed, text);
+    // A stop string cuts the reply just before it.
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() >= 4 {
+        let stop: String = chars[2..4].iter().collect();
+        let mut req = req.clone();
+        req["stop"] = json!([stop]);
+        let (_, v) = s.post("/v1/completions", &req).await;
+        let cut = &text[..text.find(&stop).expect("present")];
+        assert_eq!(
+            v["choices"][0]["text"].as_str(),
+            Some(cut),
+            "stop {stop:?} in {text:?}"
+        );
+        assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_openai_errors() {
+    let s = server(|o| o.max_body_bytes = 64 << 10).await;
+    let chat = "/v1/chat/completions";
+    let msgs = json!([user("hi")]);
+    let cases: Vec<(&str, Vec<u8>, StatusCode, Option<&str>)> = vec![
+        (
+            "malformed JSON",
+            b"{\"messages\": [".to_vec(),
+            StatusCode::BAD_REQUEST,
+            None,
+        ),
+        (
+            "invalid UTF-8",
+            b"{\"messages\": \"\xff\xfe\"}".to_vec(),
+            StatusCode::BAD_REQUEST,
+            None,
+        ),
+        (
+            "not an object",
+            b"[1, 2]".to_vec(),
+            StatusCode::BAD_REQUEST,
+            None,
+        ),
+        (
+            "missing messages",
+            json!({"model": "tiny"}).to_string().into_bytes(),
+            StatusCode::BAD_REQUEST,
+            Some("messages"),
+        ),
+        (
+            "wrong type",
+            json!({"messages": msgs, "max_tokens": "ten"})
+                .to_string()
+                .into_bytes(),
+            StatusCode::BAD_REQUEST,
+            Some("max_tokens"),
+        ),
+        (
+            "wrong message type",
+            json!({"messages": [{"role": 1, "content": "x"}]})
+                .to_string()
+                .into_bytes(),
+            StatusCode::BAD_REQUEST,
+            Some("messages[0].role"),
+        ),
+        (
+            "unknown model",
+            json!({"model": "gpt-9", "messages": msgs})
+                .to_string()
+                .into_bytes(),
+            StatusCode::NOT_FOUND,
+            Some("model"),
+        ),
+        (
+            "n = 2",
+            json!({"messages": msgs, "n": 2}).to_string().into_bytes(),
+            StatusCode::BAD_REQUEST,
+            Some("n"),
+        ),
+        (
+            "max_tokens 0",
+            json!({"messages": msgs, "max_tokens": 0})
+                .to_string()
+                .into_bytes(),
+            StatusCode::BAD_REQUEST,
+            Some("max_tokens"),
+        ),
+        (
+            "max_tokens negative",
+            json!({"messages": msgs, "max_completion_tokens": -3})
+                .to_string()
+                .into_bytes(),
+            StatusCode::BAD_REQUEST,
+            Some("max_completion_tokens"),
+        ),
+        (
+            "max_tokens absurd",
+            json!({"messages": msgs, "max_tokens": 1u64 << 40})
+                .to_string()
+                .into_bytes(),
+            StatusCode::BAD_REQUEST,
+            Some("max_tokens"),
+        ),
+        (
+            "temperature out of range",
+            json!({"messages": msgs, "temperature": 9})
+                .to_string()
+                .into_bytes(),
+            StatusCode::BAD_REQUEST,
+            Some("temperature"),
+        ),
+        (
+            "body too large",
+            vec![b' '; 65 << 10],
+            StatusCode::PAYLOAD_TOO_LARGE,
+            None,
+        ),
+    ];
+    for (what, body, status, param) in cases {
+        let (got, v) = s.post_raw(chat, body).await;
+        assert_eq!(got, status, "{what}: {v}");
+        let e = &v["error"];
+        assert!(
+            !e["message"].as_str().expect("message").is_empty(),
+            "{what}: {v}"
+        );
+        assert!(e["type"].is_string(), "{what}: {v}");
+        assert_eq!(e["param"].as_str(), param, "{what}: {v}");
+    }
+    // Longer than the context (4096): as token ids, and with max_tokens.
+    let ids: Vec<u32> = (0..5000).map(|i| 10 + i % 100).collect();
+    let (got, v) = s.post("/v1/completions", &json!({"prompt": ids})).await;
+    assert_eq!(got, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["code"], "context_length_exceeded");
+    let (got, v) = s
+        .post(
+            "/v1/completions",
+            &json!({"prompt": [10, 11], "max_tokens": 4095}),
+        )
+        .await;
+    assert_eq!(
+        (got, v["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("context_length_exceeded")),
+        "{v}"
+    );
+    let (got, v) = s
+        .post("/v1/completions", &json!({"prompt": [10, 100000]}))
+        .await;
+    assert_eq!(got, StatusCode::BAD_REQUEST, "{v}");
+    let (got, _) = s.post("/v1/nothing", &json!({})).await;
+    assert_eq!(got, StatusCode::NOT_FOUND);
+    // The server is still fine.
+    let (got, v) = s
+        .post(chat, &json!({"messages": msgs, "max_tokens": 2}))
+        .await;
+    assert_eq!(got, StatusCode::OK, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_429() {
+    let s = server(|o| {
+        o.max_batch = 1;
+        o.max_queue = 1;
+    })
+    .await;
+    let long = json!({"prompt": "The quick brown fox", "max_tokens": 3000, "stream": true});
+    let mut first = client()
+        .post(format!("{}/v1/completions", s.base))
+        .json(&long)
+        .send()
+        .await
+        .expect("send");
+    first.chunk().await.expect("chunk"); // admitted: the batch slot is taken
+    while s.metric("qwgpu_active_sequences").await < 1.0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let second = client()
+        .post(format!("{}/v1/completions", s.base))
+        .json(&long)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(second.status(), StatusCode::OK); // queued
+    let (got, v) = s
+        .post("/v1/completions", &json!({"prompt": "x", "max_tokens": 1}))
+        .await;
+    assert_eq!(got, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    assert_eq!(v["error"]["code"], "rate_limit_exceeded");
+    assert_eq!(s.metric("qwgpu_requests_rejected_total").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_streams_get_the_tokens_of_lone_requests() {
+    // No prefix cache: only batching differs between the two runs.
+    let s = server(|o| o.cache_mem = 0).await;
+    let prompts: Vec<String> = (0..16)
+        .map(|i| format!("Story {i}: once upon a time number {}", i * 7))
+        .collect();
+    let body = |p: &str, stream: bool| json!({"prompt": p, "max_tokens": 10, "temperature": 0, "stream": stream});
+    let mut alone = Vec::new();
+    for p in &prompts {
+        let (status, v) = s.post("/v1/completions", &body(p, false)).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        alone.push(v["choices"][0]["text"].as_str().expect("text").to_owned());
+    }
+    let tasks: Vec<_> = prompts
+        .iter()
+        .map(|p| {
+            let (base, b) = (s.base.clone(), body(p, true));
+            tokio::spawn(async move {
+                let srv = Server {
+                    base,
+                    model: String::new(),
+                    _dir: tempfile::tempdir().expect("dir"),
+                };
+                streamed_text(&srv.stream("/v1/completions", &b).await, false).0
+            })
+        })
+        .collect();
+    for (i, t) in tasks.into_iter().enumerate() {
+        assert_eq!(t.await.expect("task"), alone[i], "prompt {i}");
+    }
+    assert_eq!(s.metric("qwgpu_requests_total").await, 32.0);
+    assert_eq!(s.metric("qwgpu_active_sequences").await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_stream_frees_its_slot() {
+    let s = server(|_| {}).await;
+    let long = json!({"prompt": "The quick brown fox", "max_tokens": 4000, "stream": true});
+    let mut r = client()
+        .post(format!("{}/v1/completions", s.base))
+        .json(&long)
+        .send()
+        .await
+        .expect("send");
+    r.chunk().await.expect("first chunk");
+    r.chunk().await.expect("second chunk");
+    drop(r);
+    let t0 = Instant::now();
+    loop {
+        let active = s.metric("qwgpu_active_sequences").await;
+        let cancelled = s.metric("qwgpu_requests_cancelled_total").await;
+        if active == 0.0 && cancelled == 1.0 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "active {active}, cancelled {cancelled}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(s.metric("qwgpu_generated_tokens_total").await < 4000.0);
+    // The slot serves the next request.
+    let (status, v) = s
+        .post("/v1/completions", &json!({"prompt": "hi", "max_tokens": 2}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+}
+
+/// Three turns of a client resending the conversation; returns the replies
+/// and each turn's cached prompt tokens.
+async fn three_turns(s: &Server) -> (Vec<String>, Vec<u64>) {
+    let mut messages = vec![user("Hello there")];
+    let mut replies = Vec::new();
+    let mut cached = Vec::new();
+    for next in ["Tell me more", "And then?", ""] {
+        let req = json!({"messages": messages, "max_tokens": 6, "temperature": 0,
+                         "chat_template_kwargs": {"enable_thinking": false}});
+        let (status, v) = s.post("/v1/chat/completions", &req).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        let reply = v["choices"][0]["message"]["content"]
+            .as_str()
+            .expect("content")
+            .to_owned();
+        cached.push(
+            v["usage"]["prompt_tokens_details"]["cached_tokens"]
+                .as_u64()
+                .expect("cached"),
+        );
+        messages.push(json!({"role": "assistant", "content": reply}));
+        messages.push(user(next));
+        replies.push(reply);
+    }
+    (replies, cached)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_turn_client_hits_the_prefix_cache_with_cold_run_tokens() {
+    let warm = server(|_| {}).await;
+    let cold = server(|o| o.cache_mem = 0).await;
+    let (warm_replies, warm_cached) = three_turns(&warm).await;
+    let (cold_replies, cold_cached) = three_turns(&cold).await;
+    assert_eq!(warm_replies, cold_replies);
+    assert_eq!(cold_cached, vec![0, 0, 0]);
+    assert_eq!(cold.metric("qwgpu_prefix_cache_hits_total").await, 0.0);
+
+    // Turn N restores everything up to the end of turn N-1's user message:
+    // the conversation rendered without the generation prompt.
+    let template = ChatTemplate::from_dir(warm._dir.path()).expect("template");
+    let tok = tokenizers::Tokenizer::from_file(warm._dir.path().join("tokenizer.json"))
+        .expect("tokenizer");
+    let head = |msgs: &[Message]| {
+        let text = template
+            .render(
+                msgs,
+                &RenderOptions {
+                    add_generation_prompt: false,
+                    enable_thinking: Some(false),
+                },
+            )
+            .expect("render");
+        tok.encode(text.as_str(), false)
+            .expect("encode")
+            .get_ids()
+            .len() as u64
+    };
+    let m1 = [Message::new("user", "Hello there")];
+    let m2 = [
+        Message::new("user", "Hello there"),
+        Message::new("assistant", &warm_replies[0]),
+        Message::new("user", "Tell me more"),
+    ];
+    assert_eq!(warm_cached, vec![0, head(&m1), head(&m2)]);
+    assert_eq!(warm.metric("qwgpu_prefix_cache_hits_total").await, 2.0);
+    assert_eq!(warm.metric("qwgpu_prefix_cache_misses_total").await, 1.0);
+    assert_eq!(
+        warm.metric("qwgpu_prefix_cache_hit_tokens_total").await,
+        (head(&m1) + head(&m2)) as f64
+    );
+    assert!(warm.metric("qwgpu_prefix_cache_bytes").await > 0.0);
+    let prompt = warm.metric("qwgpu_prompt_tokens_total").await;
+    let prefilled = warm.metric("qwgpu_prefill_tokens_total").await;
+    assert_eq!(prompt - prefilled, (head(&m1) + head(&m2)) as f64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_python_client_works() {
+    let python = std::env::var("QWGPU_PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_openai = std::process::Command::new(&python)
+        .args(["-c", "import openai"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_openai {
+        println!("note: skipped: `{python} -c \"import openai\"` failed (set QWGPU_PYTHON to a Python with the openai package)");
+        return;
+    }
+    let s = server(|_| {}).await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openai_client.py");
+    let args = [
+        script.display().to_string(),
+        format!("{}/v1", s.base),
+        s.model.clone(),
+    ];
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(&python).args(args).output()
+    })
+    .await
+    .expect("join")
+    .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("openai client: ok"), "{stdout}");
+}
