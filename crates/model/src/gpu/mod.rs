@@ -25,8 +25,10 @@ use session::{
 
 use crate::ModelError;
 
-/// Tokens per prefill step (longer prompts run in several steps).
-pub const DEFAULT_MAX_CHUNK: usize = 128;
+/// Tokens per prefill step (longer prompts run in several steps). On an H100
+/// (0.8B geometry) 512-token steps prefill 2.3× faster than 128-token ones;
+/// the activations of a step cost about 0.5 MiB per token at 9B geometry.
+pub const DEFAULT_MAX_CHUNK: usize = 512;
 /// Upper bound on the logits buffer (rows × vocab × 4 bytes) when every row's
 /// logits are wanted; bigger requests run in smaller steps.
 const LOGITS_BUDGET: usize = 64 << 20;
