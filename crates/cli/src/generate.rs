@@ -4,36 +4,17 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
-use qwgpu_model::engine::{self, ContextOptions, LoadOptions, Model, SamplingParams};
+use clap::Args;
+use qwgpu_model::engine::{self, Model, SamplingParams};
 use tokenizers::Tokenizer;
 
 use crate::chat_template::{ChatTemplate, Message, RenderOptions};
 use crate::detokenize::Detokenizer;
+use crate::load::load_and_report;
+pub(crate) use crate::load::{load_options, Backend};
 use crate::output::Output;
+use crate::sampling::{check_max_tokens, SamplingFlags};
 use crate::{bundled, prompt};
-
-/// Where the forward pass runs.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum Backend {
-    /// The best GPU adapter; the CPU reference only when there is none.
-    Auto,
-    /// A GPU adapter (lavapipe counts, reported as software).
-    Gpu,
-    /// The f32 CPU reference implementation (exact, slow).
-    Cpu,
-}
-
-impl From<Backend> for engine::Backend {
-    fn from(b: Backend) -> Self {
-        match b {
-            Backend::Auto => engine::Backend::Auto,
-            Backend::Gpu => engine::Backend::Gpu,
-            Backend::Cpu => engine::Backend::Cpu,
-        }
-    }
-}
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
@@ -47,16 +28,8 @@ pub struct GenerateArgs {
     /// Most new tokens to generate (at least 1).
     #[arg(long, default_value_t = 32)]
     max_tokens: usize,
-    /// Sampling temperature: 0 means greedy, otherwise a finite number > 0.
-    #[arg(long, default_value_t = 0.0)]
-    temperature: f32,
-    /// Nucleus sampling: keep the smallest set of most likely tokens whose
-    /// probability reaches this; in (0, 1], 1 = off.
-    #[arg(long, default_value_t = 1.0)]
-    top_p: f32,
-    /// Seed of the sampler's random numbers.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    sampling: SamplingFlags,
     /// Wrap the prompt in the model's chat template (as a user message); only
     /// the answer is printed.
     #[arg(long)]
@@ -81,9 +54,6 @@ pub struct GenerateArgs {
     /// Refuse checkpoints with tensors qwgpu does not know (default: warn and ignore them).
     #[arg(long)]
     strict: bool,
-    /// Top-k sampling: keep the k most likely tokens (0 = off; k >= vocab is off too).
-    #[arg(long, default_value_t = 0)]
-    top_k: u32,
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     backend: Backend,
@@ -97,22 +67,8 @@ pub struct GenerateArgs {
 
 /// The sampling flags, each out-of-range value an error naming the flag.
 fn sampling_params(args: &GenerateArgs) -> Result<SamplingParams> {
-    if args.max_tokens == 0 {
-        bail!("--max-tokens 0: nothing to generate (use 1 or more)");
-    }
-    let t = args.temperature;
-    if !(t.is_finite() && t >= 0.0) || (t > 0.0 && !(1.0 / t).is_finite()) {
-        bail!("--temperature {t}: must be 0 (greedy) or a finite number > 0");
-    }
-    let p = args.top_p;
-    if !(p > 0.0 && p <= 1.0) {
-        bail!("--top-p {p}: must be in (0, 1] (1 = off)");
-    }
-    Ok(SamplingParams {
-        temperature: t,
-        top_k: args.top_k,
-        top_p: p,
-    })
+    check_max_tokens(args.max_tokens)?;
+    args.sampling.params()
 }
 
 /// What `run` checked before loading: the token ids to feed and how to stop.
@@ -216,24 +172,10 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         args.strict,
         engine::DEFAULT_MAX_CHUNK,
     );
-    // Headers before weights: a bad shard fails before the upload starts.
-    qwgpu_checkpoint::Checkpoint::open_with(
-        &dir,
-        &qwgpu_checkpoint::OpenOptions {
-            strict: args.strict,
-        },
-    )
-    .with_context(|| format!("loading {}", dir.display()))?;
-    let model = load_model(&dir, &opts).with_context(|| format!("loading {}", dir.display()))?;
-    eprintln!(
-        "qwgpu: loaded {} on {} in {:.2} s",
-        dir.display(),
-        model.backend_name(),
-        started.elapsed().as_secs_f64()
-    );
+    let model = load_and_report(&dir, &opts, started)?;
 
     let mut session = model.new_session()?;
-    model.set_seed(&mut session, args.seed);
+    model.set_seed(&mut session, args.sampling.seed);
     let t0 = Instant::now();
     let mut next = model
         .sample_next(&mut session, &prompt_ids, &params)
@@ -342,39 +284,4 @@ fn profile(model: &Model, prompt_ids: &[u32], next: u32) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The engine's load options from the command line's.
-pub(crate) fn load_options(
-    backend: Backend,
-    adapter: Option<String>,
-    strict: bool,
-    max_chunk: usize,
-) -> LoadOptions {
-    LoadOptions {
-        backend: backend.into(),
-        gpu: ContextOptions {
-            adapter,
-            ..Default::default()
-        },
-        strict,
-        max_chunk,
-        ..Default::default()
-    }
-}
-
-/// Opens the checkpoint (strict if asked), then loads it on the chosen backend
-/// with a progress bar in bytes.
-fn load_model(dir: &Path, opts: &LoadOptions) -> Result<Model> {
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("uploading {bar:30} {bytes}/{total_bytes} {elapsed}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let model = Model::load_with_progress(dir, opts, &mut |done, total| {
-        bar.set_length(total);
-        bar.set_position(done);
-    })?;
-    bar.finish_and_clear();
-    Ok(model)
 }

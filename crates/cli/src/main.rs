@@ -9,14 +9,17 @@
 
 mod bench;
 mod bundled;
+mod chat;
 mod chat_template;
 mod detokenize;
 mod devices;
 mod generate;
 mod inspect;
+mod load;
 mod output;
 mod prompt;
 mod py_json;
+mod sampling;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -39,6 +42,9 @@ struct Cli {
 enum Command {
     /// Generate text from a prompt, streaming tokens as they are produced.
     Generate(generate::GenerateArgs),
+    /// Chat with a model in the terminal: multi-turn, with its chat template;
+    /// each turn runs only the new tokens.
+    Chat(chat::ChatArgs),
     /// Measure load time, prefill and decode speed on random token ids.
     Bench(bench::BenchArgs),
     /// List the GPU adapters with their features and limits.
@@ -97,6 +103,7 @@ fn run() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::Generate(args) => generate::run(&args),
+        Command::Chat(args) => chat::run(&args),
         Command::Inspect(args) => inspect::run(&args),
         Command::Devices => devices::run(),
         Command::Bench(args) => bench::run(&args),

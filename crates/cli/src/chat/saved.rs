@@ -1,0 +1,95 @@
+//! `/save FILE` and `/load FILE`: the conversation as JSON, its messages and
+//! the token ids the model has seen (the generated ones as generated, not
+//! re-tokenized). The engine has no byte export of a session's state, so
+//! `/load` re-creates the state by prefilling those ids in one pass: loading
+//! costs one prefill of the whole conversation, then turns are incremental again.
+//!
+//! ```json
+//! {"format": "qwgpu-chat", "version": 1,
+//!  "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}],
+//!  "tokens": [27, 91, ...]}
+//! ```
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::chat_template::Message;
+
+const FORMAT: &str = "qwgpu-chat";
+const VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct SavedMessage {
+    role: String,
+    content: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct File {
+    format: String,
+    version: u32,
+    messages: Vec<SavedMessage>,
+    tokens: Vec<u32>,
+}
+
+/// A conversation read back: its messages and token ids.
+pub struct Saved {
+    pub messages: Vec<Message>,
+    pub tokens: Vec<u32>,
+}
+
+pub fn save(path: &Path, messages: &[Message], tokens: &[u32]) -> Result<()> {
+    let file = File {
+        format: FORMAT.into(),
+        version: VERSION,
+        messages: messages
+            .iter()
+            .map(|m| SavedMessage {
+                role: m.role.clone(),
+                content: m.content.clone(),
+            })
+            .collect(),
+        tokens: tokens.to_vec(),
+    };
+    let json = serde_json::to_string_pretty(&file).context("encoding the conversation")?;
+    std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))
+}
+
+/// Reads a saved conversation; every token id must be below `vocab`.
+pub fn load(path: &Path, vocab: usize) -> Result<Saved> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let file: File = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: not a saved qwgpu chat (expected {{\"format\": \"{FORMAT}\", \"version\": {VERSION}, \"messages\": [...], \"tokens\": [...]}})",
+            path.display()
+        )
+    })?;
+    if file.format != FORMAT || file.version != VERSION {
+        bail!(
+            "{}: format {:?} version {}, expected {FORMAT:?} version {VERSION}",
+            path.display(),
+            file.format,
+            file.version
+        );
+    }
+    if let Some(&bad) = file.tokens.iter().find(|&&t| t as usize >= vocab) {
+        bail!(
+            "{}: token id {bad} is outside the model's vocabulary of {vocab} (saved with another model?)",
+            path.display()
+        );
+    }
+    Ok(Saved {
+        messages: file
+            .messages
+            .into_iter()
+            .map(|m| Message {
+                role: m.role,
+                content: m.content,
+            })
+            .collect(),
+        tokens: file.tokens,
+    })
+}

@@ -1,0 +1,87 @@
+//! Loading a model folder for a command: the `--backend` flag, the engine's
+//! load options, and the upload with a progress bar in bytes. Shared by
+//! `generate`, `chat`, `score` and `bench`.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::ValueEnum;
+use indicatif::{ProgressBar, ProgressStyle};
+use qwgpu_model::engine::{self, ContextOptions, LoadOptions, Model};
+
+/// Where the forward pass runs.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Backend {
+    /// The best GPU adapter; the CPU reference only when there is none.
+    Auto,
+    /// A GPU adapter (lavapipe counts, reported as software).
+    Gpu,
+    /// The f32 CPU reference implementation (exact, slow).
+    Cpu,
+}
+
+impl From<Backend> for engine::Backend {
+    fn from(b: Backend) -> Self {
+        match b {
+            Backend::Auto => engine::Backend::Auto,
+            Backend::Gpu => engine::Backend::Gpu,
+            Backend::Cpu => engine::Backend::Cpu,
+        }
+    }
+}
+
+/// The engine's load options from the command line's.
+pub(crate) fn load_options(
+    backend: Backend,
+    adapter: Option<String>,
+    strict: bool,
+    max_chunk: usize,
+) -> LoadOptions {
+    LoadOptions {
+        backend: backend.into(),
+        gpu: ContextOptions {
+            adapter,
+            ..Default::default()
+        },
+        strict,
+        max_chunk,
+        ..Default::default()
+    }
+}
+
+/// Opens the checkpoint's headers first (a bad shard fails before the upload
+/// starts), loads it with a progress bar, and says where it landed and how
+/// long it took (counted from `started`, so the checks before count too).
+pub(crate) fn load_and_report(dir: &Path, opts: &LoadOptions, started: Instant) -> Result<Model> {
+    qwgpu_checkpoint::Checkpoint::open_with(
+        dir,
+        &qwgpu_checkpoint::OpenOptions {
+            strict: opts.strict,
+        },
+    )
+    .with_context(|| format!("loading {}", dir.display()))?;
+    let model = load_model(dir, opts).with_context(|| format!("loading {}", dir.display()))?;
+    eprintln!(
+        "qwgpu: loaded {} on {} in {:.2} s",
+        dir.display(),
+        model.backend_name(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(model)
+}
+
+/// Loads the checkpoint on the chosen backend with a progress bar in bytes.
+pub(crate) fn load_model(dir: &Path, opts: &LoadOptions) -> Result<Model> {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("uploading {bar:30} {bytes}/{total_bytes} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let model = Model::load_with_progress(dir, opts, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })?;
+    bar.finish_and_clear();
+    Ok(model)
+}

@@ -1,0 +1,290 @@
+//! `qwgpu chat` end to end on the tiny dense fixture (CPU reference backend:
+//! exact, and the GPU is not the point here): each turn runs only the new
+//! tokens, and gives exactly the tokens a single pass over the whole
+//! conversation gives; /save + /load continues identically; a template that
+//! re-renders the history resumes from a snapshot; bad commands are errors
+//! that leave the chat running.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use qwgpu_model::engine::{Backend, LoadOptions, Model, SamplingParams};
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/dense-bf16-text")
+}
+
+/// Runs `qwgpu chat --model DIR --backend cpu ARGS` with `input` on stdin;
+/// returns (success, stdout, stderr).
+fn chat(dir: &Path, args: &[&str], input: &str) -> (bool, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qwgpu"))
+        .args([
+            "chat",
+            "--model",
+            dir.to_str().expect("utf-8"),
+            "--backend",
+            "cpu",
+        ])
+        .args(args)
+        .env_remove("QWGPU_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run qwgpu chat");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr,
+    )
+}
+
+/// One `turn N: prefilled K new tokens (of M in the conversation) ..., decoded D tokens` line.
+#[derive(Debug)]
+struct Turn {
+    prefilled: usize,
+    total: usize,
+    decoded: usize,
+    resumed_at: Option<usize>,
+}
+
+fn turns(stderr: &str) -> Vec<Turn> {
+    let number_after = |line: &str, key: &str| -> usize {
+        let rest = &line[line
+            .find(key)
+            .unwrap_or_else(|| panic!("{key:?} in {line}"))
+            + key.len()..];
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("a number after {key:?} in {line}"))
+    };
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("turn "))
+        .map(|l| Turn {
+            prefilled: number_after(l, "prefilled "),
+            total: number_after(l, "(of "),
+            decoded: number_after(l, "decoded "),
+            resumed_at: l
+                .contains("snapshot at token ")
+                .then(|| number_after(l, "snapshot at token ")),
+        })
+        .collect()
+}
+
+/// The token ids of a file written by `/save`.
+fn saved_tokens(path: &Path) -> (Vec<u32>, serde_json::Value) {
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).expect("saved file")).expect("json");
+    let ids = json["tokens"]
+        .as_array()
+        .expect("tokens")
+        .iter()
+        .map(|v| v.as_u64().expect("id") as u32)
+        .collect();
+    (ids, json)
+}
+
+/// Greedy tokens of a fresh CPU session given `prompt` in one prefill.
+fn single_pass(model: &Model, prompt: &[u32], n: usize) -> Vec<u32> {
+    let greedy = SamplingParams {
+        temperature: 0.0,
+        top_k: 0,
+        top_p: 1.0,
+    };
+    let mut s = model.new_session().expect("session");
+    let mut out = vec![model.sample_next(&mut s, prompt, &greedy).expect("prefill")];
+    while out.len() < n {
+        let last = out[out.len() - 1];
+        out.push(model.sample_next(&mut s, &[last], &greedy).expect("decode"));
+    }
+    out
+}
+
+fn cpu_model(dir: &Path) -> Model {
+    Model::load(
+        dir,
+        &LoadOptions {
+            backend: Backend::Cpu,
+            ..Default::default()
+        },
+    )
+    .expect("load")
+}
+
+/// Checks each turn's reply against a single pass over the conversation up to it.
+fn assert_turns_match_single_pass(dir: &Path, turns: &[Turn], tokens: &[u32]) {
+    let model = cpu_model(dir);
+    for (i, t) in turns.iter().enumerate() {
+        let want = single_pass(&model, &tokens[..t.total], t.decoded);
+        assert_eq!(
+            &tokens[t.total..t.total + t.decoded],
+            &want[..],
+            "turn {}: chat's reply differs from a single pass over the conversation",
+            i + 1
+        );
+    }
+}
+
+#[test]
+fn each_turn_prefills_only_new_tokens_and_matches_a_single_pass() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let save = dir.path().join("conversation.json");
+    let input = format!(
+        "Hello there\nHow are you?\nTell me about foxes\n/save {}\n",
+        save.display()
+    );
+    let (ok, stdout, stderr) = chat(&fixture(), &["--max-tokens", "6"], &input);
+    assert!(ok, "{stderr}");
+    let turns = turns(&stderr);
+    assert_eq!(turns.len(), 3, "{stderr}");
+    assert_eq!(turns[0].prefilled, turns[0].total, "{stderr}");
+    for n in 1..3 {
+        let (prev, t) = (&turns[n - 1], &turns[n]);
+        // Everything before was run already but the previous reply's last
+        // token (sampled, not yet fed to the model).
+        assert_eq!(
+            t.prefilled,
+            t.total - (prev.total + prev.decoded - 1),
+            "turn {}: {stderr}",
+            n + 1
+        );
+        assert!(t.resumed_at.is_none(), "{stderr}");
+    }
+    let (tokens, json) = saved_tokens(&save);
+    assert_eq!(tokens.len(), turns[2].total + turns[2].decoded);
+    assert_turns_match_single_pass(&fixture(), &turns, &tokens);
+
+    // The ids spell the conversation as the fixture's template renders it,
+    // and stdout shows each reply on its line.
+    let messages = json["messages"].as_array().expect("messages");
+    assert_eq!(messages.len(), 6);
+    let mut rendered = String::new();
+    let mut replies = String::new();
+    for m in &messages[..5] {
+        let (role, content) = (
+            m["role"].as_str().expect("role"),
+            m["content"].as_str().expect("content"),
+        );
+        rendered.push_str(&format!("<|im_start|>{role}\n{content}<|im_end|>\n"));
+        if role == "assistant" {
+            replies.push_str(&format!("{content}\n"));
+        }
+    }
+    rendered.push_str("<|im_start|>assistant\n");
+    let tok =
+        tokenizers::Tokenizer::from_file(fixture().join("tokenizer.json")).expect("tokenizer");
+    assert_eq!(
+        tok.decode(&tokens[..turns[2].total], false)
+            .expect("decode"),
+        rendered
+    );
+    replies.push_str(messages[5]["content"].as_str().expect("content"));
+    assert_eq!(
+        stdout.trim_end_matches('\n'),
+        replies.trim_end_matches('\n')
+    );
+}
+
+#[test]
+fn save_then_load_continues_identically() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mid, end_a, end_b) = (
+        dir.path().join("mid.json"),
+        dir.path().join("a.json"),
+        dir.path().join("b.json"),
+    );
+    let (ok, _, stderr) = chat(
+        &fixture(),
+        &["--max-tokens", "5"],
+        &format!(
+            "First message\nSecond one\n/save {}\nThird\n/save {}\n",
+            mid.display(),
+            end_a.display()
+        ),
+    );
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = chat(
+        &fixture(),
+        &["--max-tokens", "5"],
+        &format!(
+            "/load {}\nThird\n/save {}\n",
+            mid.display(),
+            end_b.display()
+        ),
+    );
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("loaded 4 messages"), "{stderr}");
+    let (mid_tokens, _) = saved_tokens(&mid);
+    let t = &turns(&stderr)[0];
+    assert_eq!(t.prefilled, t.total - mid_tokens.len(), "{stderr}");
+    let (a, ja) = saved_tokens(&end_a);
+    let (b, jb) = saved_tokens(&end_b);
+    assert_eq!(a, b);
+    assert_eq!(ja["messages"], jb["messages"]);
+}
+
+#[test]
+fn a_template_that_rerenders_history_resumes_from_a_snapshot() {
+    // Like Qwen3.5's: the answer is opened with a thinking block that earlier
+    // turns lose when rendered as history.
+    let d = tempfile::tempdir().expect("tempdir");
+    for f in [
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        std::fs::copy(fixture().join(f), d.path().join(f)).expect("copy");
+    }
+    std::fs::write(
+        d.path().join("chat_template.jinja"),
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n\n</think>\n\n{% endif %}",
+    )
+    .expect("template");
+    let save = d.path().join("c.json");
+    let (ok, _, stderr) = chat(
+        d.path(),
+        &["--max-tokens", "4"],
+        &format!("One\nTwo\n/save {}\n", save.display()),
+    );
+    assert!(ok, "{stderr}");
+    let turns = turns(&stderr);
+    assert_eq!(turns.len(), 2, "{stderr}");
+    // Turn 2 resumes after turn 1's user message (before its assistant header):
+    // only the re-rendered answer and the new message run.
+    let at = turns[1].resumed_at.expect("resumed from a snapshot");
+    assert!(at > 0 && at < turns[0].total, "{stderr}");
+    assert_eq!(turns[1].prefilled, turns[1].total - at, "{stderr}");
+    let (tokens, _) = saved_tokens(&save);
+    assert_turns_match_single_pass(d.path(), &turns[1..], &tokens);
+}
+
+#[test]
+fn bad_commands_are_errors_and_the_chat_goes_on() {
+    let (ok, stdout, stderr) = chat(
+        &fixture(),
+        &["--max-tokens", "2"],
+        "/nonsense\n/load /nonexistent/chat.json\n/save\nHi\n/quit\nnot read\n",
+    );
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("unknown command /nonsense"), "{stderr}");
+    assert!(stderr.contains("/nonexistent/chat.json"), "{stderr}");
+    assert!(stderr.contains("/save needs a file name"), "{stderr}");
+    assert_eq!(turns(&stderr).len(), 1, "{stderr}");
+    assert!(!stdout.is_empty());
+    let (ok, _, stderr) = chat(&fixture(), &["--max-tokens", "0"], "");
+    assert!(!ok && stderr.contains("--max-tokens 0"), "{stderr}");
+}
