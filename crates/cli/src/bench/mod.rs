@@ -55,6 +55,18 @@ pub struct BenchArgs {
     /// Buffer size of the copy-bandwidth measurement, MiB.
     #[arg(long, default_value_t = 1024)]
     copy_mib: u64,
+    /// Batched decode throughput: for each N, N sessions prefill
+    /// `--batch-prompt` tokens each, then run `--decode` steps together
+    /// (`decode_batch`, as `qwgpu serve` does); total tokens/s (e.g. `1,8,32`).
+    #[arg(long, value_delimiter = ',')]
+    batch: Vec<usize>,
+    /// Prompt tokens of each session in `--batch` runs.
+    #[arg(long, default_value_t = 128)]
+    batch_prompt: usize,
+    /// Let prefill use the f16 cooperative-matrix GEMM where the adapter has it
+    /// (faster; logits move by up to ~1% of their scale).
+    #[arg(long)]
+    f16_matmul: bool,
 }
 
 /// One timed run of `tokens` tokens.
@@ -127,7 +139,8 @@ fn checkpoint_bytes(dir: &Path) -> u64 {
 }
 
 fn bench_model(args: &BenchArgs, dir: &Path) -> Result<Value> {
-    let opts = load_options(args.backend, args.adapter.clone(), false, args.chunk);
+    let mut opts = load_options(args.backend, args.adapter.clone(), false, args.chunk);
+    opts.gpu.f16_matmul = args.f16_matmul;
     let sampler = memory::PeakSampler::start();
     let t = Instant::now();
     let model = Model::load(dir, &opts).with_context(|| format!("loading {}", dir.display()))?;
@@ -217,6 +230,7 @@ fn bench_model(args: &BenchArgs, dir: &Path) -> Result<Value> {
             vm_hwm as f64 / 1048576.0
         );
     }
+    let batch_rows = bench_batches(&model, args, vocab)?;
     let mut profile = Value::Null;
     if args.profile {
         if let Some((mut s, next)) = last {
@@ -235,8 +249,54 @@ fn bench_model(args: &BenchArgs, dir: &Path) -> Result<Value> {
         "chunk": args.chunk,
         "prefill": prefill_rows.iter().map(Timed::json).collect::<Vec<_>>(),
         "decode": decode_rows.iter().map(Timed::json).collect::<Vec<_>>(),
+        "batched_decode": batch_rows,
+        "f16_matmul": args.f16_matmul,
         "decode_profile": profile,
     }))
+}
+
+/// `--batch`: total decode tokens/s of N sessions stepping together.
+fn bench_batches(model: &Model, args: &BenchArgs, vocab: u64) -> Result<Vec<Value>> {
+    let greedy = SamplingParams {
+        temperature: 0.0,
+        top_k: 0,
+        top_p: 1.0,
+    };
+    let mut rows = Vec::new();
+    for &n in &args.batch {
+        if n == 0 || args.decode == 0 {
+            bail!("--batch sizes and --decode must be at least 1");
+        }
+        let mut sessions = Vec::with_capacity(n);
+        let mut next = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut s = model.new_session()?;
+            // Different prompts per session (different positions' ids).
+            let prompt = random_ids(args.batch_prompt.max(1) + i, vocab);
+            next.push(model.sample_next(&mut s, &prompt[i..], &greedy)?);
+            sessions.push(s);
+        }
+        let params = vec![greedy; n];
+        // One untimed step records the batch's launches and warms up.
+        let mut refs: Vec<&mut engine::Session> = sessions.iter_mut().collect();
+        next = model.decode_batch(&mut refs, &next, &params)?;
+        let t = Instant::now();
+        for _ in 0..args.decode {
+            next = model.decode_batch(&mut refs, &next, &params)?;
+        }
+        let seconds = t.elapsed().as_secs_f64();
+        let tokens = n * args.decode;
+        let tok_s = tokens as f64 / seconds.max(1e-9);
+        if !args.json {
+            println!(
+                "batched decode {n:>3} sessions × {} steps: {seconds:.3} s = {tok_s:.1} tok/s total, {:.1} tok/s per session",
+                args.decode,
+                tok_s / n as f64
+            );
+        }
+        rows.push(json!({"sessions": n, "steps": args.decode, "seconds": seconds, "tok_s": tok_s}));
+    }
+    Ok(rows)
 }
 
 fn print_profile(rows: &[engine::FamilyTime], quiet: bool) -> Value {
