@@ -20,6 +20,7 @@ mod output;
 mod prompt;
 mod py_json;
 mod sampling;
+mod score;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -45,6 +46,9 @@ enum Command {
     /// Chat with a model in the terminal: multi-turn, with its chat template;
     /// each turn runs only the new tokens.
     Chat(chat::ChatArgs),
+    /// Log-probabilities and perplexity of a text; with --reference, KL
+    /// divergence and top-1 agreement against a second checkpoint.
+    Score(score::ScoreArgs),
     /// Measure load time, prefill and decode speed on random token ids.
     Bench(bench::BenchArgs),
     /// List the GPU adapters with their features and limits.
@@ -104,6 +108,7 @@ fn run() -> Result<()> {
     match Cli::parse().command {
         Command::Generate(args) => generate::run(&args),
         Command::Chat(args) => chat::run(&args),
+        Command::Score(args) => score::run(&args),
         Command::Inspect(args) => inspect::run(&args),
         Command::Devices => devices::run(),
         Command::Bench(args) => bench::run(&args),
