@@ -4,7 +4,9 @@
 //! before it (as in HF transformers' perplexity guide). The first token has
 //! no context and is not scored.
 
-/// Tokens `begin..end` go through the model; those from `first` on are scored.
+/// Tokens `begin..end - 1` go through the model (at most the window's
+/// length); the targets from `first` on are scored, each predicted from the
+/// tokens before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
     pub begin: usize,
@@ -21,7 +23,9 @@ pub fn plan(n: usize, window: usize, stride: usize) -> Vec<Window> {
         let end = (begin + window).min(n);
         if scored_to < end {
             out.push(Window {
-                begin,
+                // With stride = window, the window's first token is predicted
+                // from the one before it: start one token earlier.
+                begin: begin.min(scored_to - 1),
                 first: scored_to,
                 end,
             });
@@ -52,7 +56,7 @@ mod tests {
             let mut scored = vec![0; n];
             for w in &windows {
                 assert!(
-                    w.begin < w.first && w.first < w.end && w.end - w.begin <= window,
+                    w.begin < w.first && w.first < w.end && w.end - 1 - w.begin <= window,
                     "{w:?}"
                 );
                 for s in &mut scored[w.first..w.end] {
