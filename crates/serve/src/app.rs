@@ -474,7 +474,9 @@ fn stream(
 ) -> Response {
     let events = async_stream::stream! {
         let mut reply = Reply::new(&st.0, &prompt, stop);
-        yield sse_json(&meta.chunk(None, None, true));
+        if meta.chat {
+            yield sse_json(&meta.chunk(None, None, true));
+        }
         loop {
             let ev = rx.recv().await;
             match reply.on(ev) {
