@@ -10,17 +10,18 @@
 mod bench;
 mod bundled;
 mod chat;
-mod chat_template;
-mod detokenize;
 mod devices;
 mod generate;
 mod inspect;
 mod load;
 mod output;
 mod prompt;
-mod py_json;
 mod sampling;
 mod score;
+mod serve;
+
+// Shared with the server: HF chat templates and streaming detokenization.
+use qwgpu_serve::{chat_template, detokenize};
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -46,6 +47,9 @@ enum Command {
     /// Chat with a model in the terminal: multi-turn, with its chat template;
     /// each turn runs only the new tokens.
     Chat(chat::ChatArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API (continuous
+    /// batching, prefix cache for multi-turn chats).
+    Serve(serve::ServeArgs),
     /// Log-probabilities and perplexity of a text; with --reference, KL
     /// divergence and top-1 agreement against a second checkpoint.
     Score(score::ScoreArgs),
@@ -108,6 +112,7 @@ fn run() -> Result<()> {
     match Cli::parse().command {
         Command::Generate(args) => generate::run(&args),
         Command::Chat(args) => chat::run(&args),
+        Command::Serve(args) => serve::run(&args),
         Command::Score(args) => score::run(&args),
         Command::Inspect(args) => inspect::run(&args),
         Command::Devices => devices::run(),
