@@ -1,9 +1,9 @@
 //! `qwgpu chat` end to end on the tiny dense fixture (CPU reference backend:
-//! exact, and the GPU is not the point here): each turn runs only the new
-//! tokens, and gives exactly the tokens a single pass over the whole
-//! conversation gives; /save + /load continues identically; a template that
-//! re-renders the history resumes from a snapshot; bad commands are errors
-//! that leave the chat running.
+//! exact; one test on the GPU for its snapshot / restore): each turn runs
+//! only the new tokens, and gives exactly the tokens a single pass over the
+//! whole conversation gives; /save + /load continues identically; a template
+//! that re-renders the history resumes from a snapshot; Ctrl-C stops a reply
+//! and the chat goes on; bad commands are errors that leave the chat running.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -18,13 +18,17 @@ fn fixture() -> PathBuf {
 /// Runs `qwgpu chat --model DIR --backend cpu ARGS` with `input` on stdin;
 /// returns (success, stdout, stderr).
 fn chat(dir: &Path, args: &[&str], input: &str) -> (bool, String, String) {
+    chat_on("cpu", dir, args, input)
+}
+
+fn chat_on(backend: &str, dir: &Path, args: &[&str], input: &str) -> (bool, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_qwgpu"))
         .args([
             "chat",
             "--model",
             dir.to_str().expect("utf-8"),
             "--backend",
-            "cpu",
+            backend,
         ])
         .args(args)
         .env_remove("QWGPU_LOG")
@@ -113,10 +117,14 @@ fn single_pass(model: &Model, prompt: &[u32], n: usize) -> Vec<u32> {
 }
 
 fn cpu_model(dir: &Path) -> Model {
+    model_on(Backend::Cpu, dir)
+}
+
+fn model_on(backend: Backend, dir: &Path) -> Model {
     Model::load(
         dir,
         &LoadOptions {
-            backend: Backend::Cpu,
+            backend,
             ..Default::default()
         },
     )
@@ -125,9 +133,12 @@ fn cpu_model(dir: &Path) -> Model {
 
 /// Checks each turn's reply against a single pass over the conversation up to it.
 fn assert_turns_match_single_pass(dir: &Path, turns: &[Turn], tokens: &[u32]) {
-    let model = cpu_model(dir);
+    assert_turns_match_single_pass_on(&cpu_model(dir), turns, tokens);
+}
+
+fn assert_turns_match_single_pass_on(model: &Model, turns: &[Turn], tokens: &[u32]) {
     for (i, t) in turns.iter().enumerate() {
-        let want = single_pass(&model, &tokens[..t.total], t.decoded);
+        let want = single_pass(model, &tokens[..t.total], t.decoded);
         assert_eq!(
             &tokens[t.total..t.total + t.decoded],
             &want[..],
@@ -237,8 +248,12 @@ fn save_then_load_continues_identically() {
 
 #[test]
 fn a_template_that_rerenders_history_resumes_from_a_snapshot() {
-    // Like Qwen3.5's: the answer is opened with a thinking block that earlier
-    // turns lose when rendered as history.
+    resumes_from_a_snapshot_on(Backend::Cpu, "cpu");
+}
+
+/// A copy of the fixture whose template, like Qwen3.5's, opens the answer
+/// with a thinking block that earlier turns lose when rendered as history.
+fn thinking_template_fixture() -> tempfile::TempDir {
     let d = tempfile::tempdir().expect("tempdir");
     for f in [
         "config.json",
@@ -254,8 +269,14 @@ fn a_template_that_rerenders_history_resumes_from_a_snapshot() {
         "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n\n</think>\n\n{% endif %}",
     )
     .expect("template");
+    d
+}
+
+fn resumes_from_a_snapshot_on(backend: Backend, name: &str) {
+    let d = thinking_template_fixture();
     let save = d.path().join("c.json");
-    let (ok, _, stderr) = chat(
+    let (ok, _, stderr) = chat_on(
+        name,
         d.path(),
         &["--max-tokens", "4"],
         &format!("One\nTwo\n/save {}\n", save.display()),
@@ -269,7 +290,12 @@ fn a_template_that_rerenders_history_resumes_from_a_snapshot() {
     assert!(at > 0 && at < turns[0].total, "{stderr}");
     assert_eq!(turns[1].prefilled, turns[1].total - at, "{stderr}");
     let (tokens, _) = saved_tokens(&save);
-    assert_turns_match_single_pass(d.path(), &turns[1..], &tokens);
+    assert_turns_match_single_pass_on(&model_on(backend, d.path()), &turns[1..], &tokens);
+}
+
+#[test]
+fn on_the_gpu_a_restored_snapshot_continues_like_a_single_pass() {
+    resumes_from_a_snapshot_on(Backend::Gpu, "gpu");
 }
 
 #[test]
@@ -287,4 +313,48 @@ fn bad_commands_are_errors_and_the_chat_goes_on() {
     assert!(!stdout.is_empty());
     let (ok, _, stderr) = chat(&fixture(), &["--max-tokens", "0"], "");
     assert!(!ok && stderr.contains("--max-tokens 0"), "{stderr}");
+}
+
+#[test]
+fn ctrl_c_stops_the_reply_and_the_chat_goes_on() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let save = dir.path().join("after.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qwgpu"))
+        .args(["chat", "--model", fixture().to_str().expect("utf-8")])
+        .args(["--backend", "cpu", "--max-tokens", "4000"])
+        .env_remove("QWGPU_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run qwgpu chat");
+    // A reply of ~2000 tokens (greedy, until its end-of-sequence token).
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("Hello there\n/save {}\n", save.display()).as_bytes())
+        .expect("write stdin");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 1];
+    stdout.read_exact(&mut first).expect("the reply starts");
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(status.success());
+    let mut rest = Vec::new();
+    stdout.read_to_end(&mut rest).expect("read stdout");
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("(stopped by Ctrl-C)"), "{stderr}");
+    let turns = turns(&stderr);
+    assert_eq!(turns.len(), 1, "{stderr}");
+    assert!(turns[0].decoded < 1000, "{stderr}");
+    // The chat went on to the next line: the stopped answer is part of it.
+    let (tokens, json) = saved_tokens(&save);
+    assert_eq!(tokens.len(), turns[0].total + turns[0].decoded);
+    assert_eq!(json["messages"].as_array().expect("messages").len(), 2);
 }
