@@ -51,12 +51,24 @@ pub struct GpuModel {
 pub const MAX_DECODE_BATCH: usize = 16;
 
 /// Buffers of a batched decode step: one activation row per session, the
-/// sampled ids and their host-readable copy.
+/// sampled ids and their host-readable copy; the launches of the last batch
+/// and what they were recorded for (replayed while the batch stays the same).
 struct BatchScratch {
     act: Activations,
     sampled: wgpu::Buffer,
     readback: wgpu::Buffer,
+    recorded: Option<(Vec<BatchKey>, Vec<Dispatch>)>,
 }
+
+/// What a batch row's recorded launches depend on: the session (id, buffer
+/// epoch, pages bound) and its sampling parameters (as bits).
+#[derive(Clone, PartialEq, Eq)]
+struct BatchKey {
+    session: (u64, u64, usize),
+    params: (u32, u32, u32),
+}
+
+static NEXT_SESSION_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// GPU time of one kernel family (launches sharing a label) in a profiled step.
 #[derive(Debug, Clone, PartialEq)]
@@ -165,6 +177,8 @@ impl GpuModel {
             sampler: None,
             seed: 0,
             counter: 0,
+            id: NEXT_SESSION_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            epoch: 0,
         })
     }
 
@@ -199,6 +213,7 @@ impl GpuModel {
             s.pages.push(rows);
             cap += rows;
         }
+        s.epoch += 1;
         s.attn = self.attn_scratch(cap.max(1))?;
         s.decode = None;
         Ok(())
@@ -445,9 +460,10 @@ impl GpuModel {
                 readback: self
                     .ctx
                     .readback_buffer("batch sampled ids", (rows * 4) as u64),
+                recorded: None,
             });
         }
-        let Some(batch) = guard.as_ref() else {
+        let Some(batch) = guard.as_mut() else {
             return Ok(Vec::new());
         };
         let q = &self.ctx.queue;
@@ -455,26 +471,42 @@ impl GpuModel {
         let step = Step::new(0, b as u32, 0, 0);
         q.write_buffer(&batch.act.step, 0, bytemuck::bytes_of(&step));
         let refs: Vec<&GpuSession> = sessions.iter().map(|s| &**s).collect();
-        let mut launches = graph::record_batch(
-            &self.ctx,
-            &self.config,
-            &self.w,
-            &batch.act,
-            &refs,
-            self.max_t,
-        )?;
-        for (row, (s, p)) in refs.iter().zip(params).enumerate() {
-            launches.extend(sample(
+        let keys: Vec<BatchKey> = refs
+            .iter()
+            .zip(params)
+            .map(|(s, p)| BatchKey {
+                session: (s.id, s.epoch, s.pages_at(s.pos).0),
+                params: (p.temperature.to_bits(), p.top_k, p.top_p.to_bits()),
+            })
+            .collect();
+        if batch.recorded.as_ref().map(|(k, _)| k) != Some(&keys) {
+            // Recording is the costly part (thousands of bind groups): only
+            // when the batch changes (a session joins, leaves or enters a page).
+            let mut launches = graph::record_batch(
                 &self.ctx,
-                &batch.act.logits,
-                (row * vocab) as u32,
-                vocab as u32,
-                p,
-                &s.act.step,
-                &batch.sampled,
-                row as u32,
-            )?);
+                &self.config,
+                &self.w,
+                &batch.act,
+                &refs,
+                self.max_t,
+            )?;
+            for (row, (s, p)) in refs.iter().zip(params).enumerate() {
+                launches.extend(sample(
+                    &self.ctx,
+                    &batch.act.logits,
+                    (row * vocab) as u32,
+                    vocab as u32,
+                    p,
+                    &s.act.step,
+                    &batch.sampled,
+                    row as u32,
+                )?);
+            }
+            batch.recorded = Some((keys, launches));
         }
+        let Some((_, launches)) = batch.recorded.as_ref() else {
+            return Ok(Vec::new());
+        };
         self.submit_then(
             "batched decode step",
             &launches.iter().collect::<Vec<_>>(),

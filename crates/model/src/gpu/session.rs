@@ -157,6 +157,11 @@ pub struct GpuSession {
     pub(crate) sampler: Option<(qwgpu_kernels::sample::SamplingParams, Vec<Dispatch>)>,
     pub(crate) seed: u64,
     pub(crate) counter: u32,
+    /// Unique per session (never reused), and a count of changes to the
+    /// buffers its launches bind (pages added): with the page a step binds up
+    /// to, they tell when recorded launches still fit the session.
+    pub(crate) id: u64,
+    pub(crate) epoch: u64,
 }
 
 impl GpuSession {
