@@ -16,6 +16,8 @@ pub struct Metrics {
     pub decode_tokens_per_second: AtomicU64,
     pub queue_depth: AtomicU64,
     pub active: AtomicU64,
+    /// The largest decode step so far (sequences).
+    pub batch_max: AtomicU64,
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
     pub cache_hit_tokens: AtomicU64,
@@ -38,7 +40,7 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, f64); 14] = [
+        let rows: [(&str, &str, &str, f64); 15] = [
             (
                 "qwgpu_requests_total",
                 "counter",
@@ -92,6 +94,12 @@ impl Metrics {
                 "gauge",
                 "Sequences in the decode batch.",
                 self.active.load(Relaxed) as f64,
+            ),
+            (
+                "qwgpu_decode_batch_max",
+                "gauge",
+                "The most sequences one decode step has run.",
+                self.batch_max.load(Relaxed) as f64,
             ),
             (
                 "qwgpu_prefix_cache_hits_total",

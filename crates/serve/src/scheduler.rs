@@ -294,6 +294,9 @@ impl Engine {
 
     /// One decode step for every active sequence.
     fn step(&mut self, active: &mut Vec<Active>) {
+        self.metrics
+            .batch_max
+            .fetch_max(active.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let tokens: Vec<u32> = active.iter().map(|a| a.next).collect();
         let params: Vec<SamplingParams> = active.iter().map(|a| a.params).collect();
         let t0 = Instant::now();
