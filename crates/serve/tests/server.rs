@@ -631,12 +631,19 @@ async fn a_multi_turn_client_hits_the_prefix_cache_with_cold_run_tokens() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_python_client_works() {
-    let python = std::env::var("QWGPU_PYTHON").unwrap_or_else(|_| "python3".into());
+    // CI names its venv's Python in QWGPU_PYTHON: then the client must be
+    // there. Without it, a local run skips when python3 lacks the package.
+    let explicit = std::env::var("QWGPU_PYTHON").ok();
+    let python = explicit.clone().unwrap_or_else(|| "python3".into());
     let has_openai = std::process::Command::new(&python)
         .args(["-c", "import openai"])
         .output()
         .is_ok_and(|o| o.status.success());
     if !has_openai {
+        assert!(
+            explicit.is_none(),
+            "QWGPU_PYTHON={python} cannot `import openai`"
+        );
         println!("note: skipped: `{python} -c \"import openai\"` failed (set QWGPU_PYTHON to a Python with the openai package)");
         return;
     }
