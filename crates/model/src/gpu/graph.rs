@@ -99,23 +99,44 @@ pub(crate) fn record_batch(
     for (li, layer) in w.layers.iter().enumerate() {
         d.push(input_norm(ctx, c, layer, a, b)?);
         mixer_in(ctx, layer, a, b, &mut d)?;
+        let mut per_session = Vec::with_capacity(b);
         for (row, s) in sessions.iter().enumerate() {
             let state = s.layers.get(li).ok_or_else(|| ModelError::CacheMismatch {
                 detail: "session has fewer layers than the model".into(),
             })?;
             let own = &s.act;
+            let mut l = Vec::new();
             for (from, to, width) in mixer_inputs(c, layer, a, own) {
-                d.push(copy_row(ctx, from, row, to, 0, width)?);
+                l.push(copy_row(ctx, from, row, to, 0, width)?);
             }
-            mixer_core(ctx, c, layer, s, own, state, 1, max_t, &mut d)?;
+            mixer_core(ctx, c, layer, s, own, state, 1, max_t, &mut l)?;
             let (from, to, width) = mixer_output(c, layer, own, a);
-            d.push(copy_row(ctx, from, 0, to, row, width)?);
+            l.push(copy_row(ctx, from, 0, to, row, width)?);
+            per_session.push(l);
         }
+        interleave(per_session, &mut d);
         mixer_out(ctx, layer, a, b, &mut d)?;
         ffn(ctx, c, layer, a, b, false, &mut d)?;
     }
     lm_head(ctx, c, w, a, b, Head::All, &mut d)?;
     Ok(d)
+}
+
+/// Appends launch 0 of every list, then launch 1 of every list, and so on:
+/// neighbouring launches touch different sessions' buffers, so the GPU runs
+/// the sessions' small kernels side by side instead of one after the other
+/// behind a barrier each (each list keeps its own order).
+pub(crate) fn interleave(lists: Vec<Vec<Dispatch>>, out: &mut Vec<Dispatch>) {
+    let mut iters: Vec<_> = lists.into_iter().map(Vec::into_iter).collect();
+    loop {
+        let before = out.len();
+        for l in iters.iter_mut() {
+            out.extend(l.next());
+        }
+        if out.len() == before {
+            break;
+        }
+    }
 }
 
 /// Copies row `from_row` of `from` (rows of `width` f32) to row `to_row` of `to`.

@@ -57,8 +57,13 @@ struct BatchScratch {
     act: Activations,
     sampled: wgpu::Buffer,
     readback: wgpu::Buffer,
-    recorded: Option<(Vec<BatchKey>, Vec<Dispatch>)>,
+    /// Most recent first; a few, since batches above [`MAX_DECODE_BATCH`]
+    /// run as alternating groups.
+    recorded: Vec<(Vec<BatchKey>, Vec<Dispatch>)>,
 }
+
+/// Batch compositions whose launches stay recorded.
+const RECORDED_BATCHES: usize = 4;
 
 /// What a batch row's recorded launches depend on: the session (id, buffer
 /// epoch, pages bound) and its sampling parameters (as bits).
@@ -460,7 +465,7 @@ impl GpuModel {
                 readback: self
                     .ctx
                     .readback_buffer("batch sampled ids", (rows * 4) as u64),
-                recorded: None,
+                recorded: Vec::new(),
             });
         }
         let Some(batch) = guard.as_mut() else {
@@ -479,7 +484,11 @@ impl GpuModel {
                 params: (p.temperature.to_bits(), p.top_k, p.top_p.to_bits()),
             })
             .collect();
-        if batch.recorded.as_ref().map(|(k, _)| k) != Some(&keys) {
+        let hit = batch.recorded.iter().position(|(k, _)| *k == keys);
+        if let Some(i) = hit {
+            let entry = batch.recorded.remove(i);
+            batch.recorded.insert(0, entry);
+        } else {
             // Recording is the costly part (thousands of bind groups): only
             // when the batch changes (a session joins, leaves or enters a page).
             let mut launches = graph::record_batch(
@@ -490,8 +499,9 @@ impl GpuModel {
                 &refs,
                 self.max_t,
             )?;
+            let mut per_row = Vec::with_capacity(b);
             for (row, (s, p)) in refs.iter().zip(params).enumerate() {
-                launches.extend(sample(
+                per_row.push(sample(
                     &self.ctx,
                     &batch.act.logits,
                     (row * vocab) as u32,
@@ -502,9 +512,12 @@ impl GpuModel {
                     row as u32,
                 )?);
             }
-            batch.recorded = Some((keys, launches));
+            // Interleaved like the mixers: the rows' samplers run side by side.
+            graph::interleave(per_row, &mut launches);
+            batch.recorded.insert(0, (keys, launches));
+            batch.recorded.truncate(RECORDED_BATCHES);
         }
-        let Some((_, launches)) = batch.recorded.as_ref() else {
+        let Some((_, launches)) = batch.recorded.first() else {
             return Ok(Vec::new());
         };
         self.submit_then(
