@@ -89,10 +89,15 @@ fn prepare(args: &GenerateArgs, dir: &Path) -> Result<Prepared> {
     let context = prompt::context_length(dir)?;
     let tokenizer = prompt::load_tokenizer(dir)?;
     let tokenizer_vocab = tokenizer.get_vocab_size(true);
-    if vocab > tokenizer_vocab {
+    // Released checkpoints pad the embedding to a multiple of 256 rows (Qwen3.5:
+    // 248,320 rows for ~248,077 tokens): only a gap beyond that padding hints at a
+    // tokenizer from another model; the padding itself is logged quietly.
+    if vocab > tokenizer_vocab.div_ceil(256) * 256 {
         tracing::warn!(
             "the model's vocabulary ({vocab} ids) is larger than the tokenizer's ({tokenizer_vocab}): ids {tokenizer_vocab}.. print nothing if generated"
         );
+    } else if vocab > tokenizer_vocab {
+        tracing::debug!("embedding padded: {vocab} rows for {tokenizer_vocab} tokenizer ids");
     }
     let text = if args.chat {
         let template = ChatTemplate::from_dir(dir)?;

@@ -5,6 +5,7 @@
 //! milliseconds with a few MB of memory.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
@@ -47,8 +48,9 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         .iter()
         .filter(|k| **k == LayerType::FullAttention)
         .count();
-    println!("model        {}", args.model.display());
-    println!(
+    writeln!(std::io::stdout(), "model        {}", args.model.display())?;
+    writeln!(
+        std::io::stdout(),
         "architecture {} ({})",
         cfg.architecture,
         if cfg.wrapped {
@@ -56,8 +58,8 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         } else {
             "text-only"
         }
-    );
-    println!(
+    )?;
+    writeln!(std::io::stdout(),
         "geometry     {} layers ({} gated delta-net, {} full attention), hidden {}, vocab {}, {} embeddings",
         t.num_hidden_layers,
         t.num_hidden_layers - full,
@@ -65,20 +67,21 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         t.hidden_size,
         t.vocab_size,
         if cfg.tie_word_embeddings { "tied" } else { "untied" }
-    );
+    )?;
     match &t.ffn {
-        FfnConfig::Dense { intermediate_size } => println!("ffn          dense SwiGLU, {intermediate_size}"),
+        FfnConfig::Dense { intermediate_size } => writeln!(std::io::stdout(), "ffn          dense SwiGLU, {intermediate_size}")?,
         FfnConfig::Moe {
             num_experts,
             num_experts_per_tok,
             moe_intermediate_size,
             shared_expert_intermediate_size,
-        } => println!(
+        } => writeln!(std::io::stdout(),
             "ffn          MoE, {num_experts} experts (top {num_experts_per_tok}) of {moe_intermediate_size}, shared expert {shared_expert_intermediate_size}"
-        ),
+        )?,
     }
     let folder = Folder::read(&args.model);
-    println!(
+    writeln!(
+        std::io::stdout(),
         "context      {}, rope theta {}, partial rotary {}",
         match folder.context {
             Some(n) => format!("{n} tokens (max_position_embeddings)"),
@@ -86,12 +89,16 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         },
         t.rope.theta,
         t.rope.partial_rotary_factor
-    );
-    println!("eos ids      {}", folder.eos(&cfg.eos_token_ids));
-    println!("template     {}", folder.chat_template);
+    )?;
+    writeln!(
+        std::io::stdout(),
+        "eos ids      {}",
+        folder.eos(&cfg.eos_token_ids)
+    )?;
+    writeln!(std::io::stdout(), "template     {}", folder.chat_template)?;
     match &cfg.quantization {
-        None => println!("quantization none"),
-        Some(q) => println!("quantization {}", summarize(q)),
+        None => writeln!(std::io::stdout(), "quantization none")?,
+        Some(q) => writeln!(std::io::stdout(), "quantization {}", summarize(q))?,
     }
 
     let counts = Counts::of(&ckpt);
@@ -115,40 +122,42 @@ pub fn run(args: &InspectArgs) -> Result<()> {
             count(counts.skipped)
         ));
     }
-    println!("parameters   {params}");
+    writeln!(std::io::stdout(), "parameters   {params}")?;
     let mut disk: Vec<(&String, &u64)> = counts.disk.iter().collect();
     disk.sort_by(|a, b| b.1.cmp(a.1));
     let by_dtype: Vec<String> = disk
         .iter()
         .map(|(d, b)| format!("{d} {}", bytes(**b)))
         .collect();
-    println!(
+    writeln!(
+        std::io::stdout(),
         "on disk      {} in tensors: {}",
         bytes(counts.disk.values().sum()),
         by_dtype.join(", ")
-    );
+    )?;
     let mem = gpu_memory(&packed);
-    println!(
+    writeln!(std::io::stdout(),
         "gpu memory   ~{} weights + {} KV cache per 1k tokens (f32, {full} attention layer(s)) + {} recurrent state per session",
         bytes(mem.weights),
         bytes(mem.kv_per_1k),
         bytes(mem.state)
-    );
-    println!(
+    )?;
+    writeln!(
+        std::io::stdout(),
         "tensors      {} kept in {} file(s), {} skipped (mtp / vision / inv_freq), {} unexpected",
         ckpt.names().len(),
         ckpt.files().len(),
         ckpt.skipped().len(),
         ckpt.unexpected().len()
-    );
+    )?;
     for name in ckpt.unexpected() {
-        println!("  unexpected {name}");
+        writeln!(std::io::stdout(), "  unexpected {name}")?;
     }
 
     let weights = packed.weights();
     if args.weights {
         for w in &weights {
-            println!("  {}", describe(w));
+            writeln!(std::io::stdout(), "  {}", describe(w))?;
         }
     } else {
         let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
@@ -157,9 +166,9 @@ pub fn run(args: &InspectArgs) -> Result<()> {
                 .entry(format!("{} scale {}", w.dtype, scheme_kind(w)))
                 .or_default() += 1;
         }
-        println!("packed       {} weights:", weights.len());
+        writeln!(std::io::stdout(), "packed       {} weights:", weights.len())?;
         for (kind, n) in kinds {
-            println!("  {n:4} × {kind}");
+            writeln!(std::io::stdout(), "  {n:4} × {kind}")?;
         }
     }
     Ok(())

@@ -12,12 +12,14 @@ use tokenizers::Tokenizer;
 /// Loads `tokenizer.json` from the model folder.
 pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer> {
     let path = dir.join("tokenizer.json");
-    if !path.is_file() {
+    if std::fs::symlink_metadata(&path).is_err() {
         bail!(
             "{}: missing (the tokenizer is needed to turn the prompt into token ids)",
             path.display()
         );
     }
+    // A FIFO or a device would block or never end: only a regular file is read.
+    qwgpu_checkpoint::files::regular_file_len(&path)?;
     Tokenizer::from_file(&path)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
         .context("loading the tokenizer")
@@ -105,11 +107,12 @@ pub fn context_length(dir: &Path) -> Result<Option<usize>> {
 }
 
 fn read_json(path: &Path) -> Result<Option<Value>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
+    if std::fs::symlink_metadata(path).is_err() {
+        return Ok(None);
+    }
+    // Refused before reading unless a regular file of sane size (a FIFO blocks).
+    let text =
+        qwgpu_checkpoint::files::read_text_file(path, qwgpu_checkpoint::files::MAX_CONFIG_BYTES)?;
     serde_json::from_str(&text)
         .map(Some)
         .with_context(|| format!("{}: invalid JSON", path.display()))

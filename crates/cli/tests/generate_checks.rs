@@ -339,3 +339,35 @@ fn devices_ends_quietly_when_the_reader_closes_the_pipe() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn inspect_and_bench_end_quietly_when_the_reader_closes_the_pipe() {
+    let model = fixture();
+    let model = model.to_str().expect("utf-8");
+    for args in [
+        vec!["inspect", "--model", model, "--weights"],
+        vec![
+            "bench",
+            "--model",
+            model,
+            "--backend",
+            "cpu",
+            "--prompt-len",
+            "3",
+            "--decode",
+            "1",
+        ],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_qwgpu"))
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait");
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}

@@ -363,3 +363,60 @@ fn oversized_config_is_refused() {
         ],
     );
 }
+
+/// The folder's other files (tokenizer, its config, generation config, chat
+/// template) are refused as FIFOs before reading too: `generate` never blocks.
+#[cfg(unix)]
+#[test]
+fn fifo_tokenizer_files_are_refused_without_blocking() {
+    for name in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
+        let d = scratch::Scratch::new();
+        for entry in std::fs::read_dir(fixture("dense-bf16-text")).expect("fixture") {
+            let p = entry.expect("entry").path();
+            std::fs::copy(&p, d.path().join(p.file_name().expect("name"))).expect("copy");
+        }
+        let target = d.path().join(name);
+        let _ = std::fs::remove_file(&target);
+        assert!(Command::new("mkfifo")
+            .arg(&target)
+            .status()
+            .expect("mkfifo")
+            .success());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_qwgpu"))
+            .args([
+                "generate",
+                "--backend",
+                "cpu",
+                "--max-tokens",
+                "1",
+                "--chat",
+                "--model",
+            ])
+            .arg(d.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run qwgpu");
+        // A blocked read would never end: give it 60 s, then fail.
+        let started = std::time::Instant::now();
+        while child.try_wait().expect("wait").is_none() {
+            if started.elapsed().as_secs() > 60 {
+                let _ = child.kill();
+                panic!("{name}: qwgpu blocked on a FIFO");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().expect("output");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: succeeded: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(
+            stderr.contains(name) && stderr.contains("FIFO"),
+            "{name}: {stderr}"
+        );
+    }
+}

@@ -33,6 +33,9 @@ pub enum TemplateError {
         #[source]
         source: serde_json::Error,
     },
+    /// Not a regular file (a FIFO, a device, a directory), too large, not UTF-8.
+    #[error("{0}")]
+    File(#[from] qwgpu_checkpoint::CheckpointError),
     /// Anything else: no template, a malformed entry, a syntax or render error.
     #[error("{0}")]
     Invalid(String),
@@ -116,10 +119,7 @@ impl ChatTemplate {
         let config = read_json_if_present(&config_path)?;
         let jinja = dir.join("chat_template.jinja");
         let (source, origin) = if jinja.is_file() {
-            let text = std::fs::read_to_string(&jinja).map_err(|source| TemplateError::Io {
-                path: jinja.display().to_string(),
-                source,
-            })?;
+            let text = read_small(&jinja)?;
             (text, jinja.display().to_string())
         } else if let Some(t) = config.as_ref().and_then(|c| c.get("chat_template")) {
             (
@@ -223,14 +223,18 @@ impl ChatTemplate {
     }
 }
 
+/// A model folder's small text file, refused before reading when it is not a
+/// regular file (a FIFO would block, a device would never end) or too large.
+fn read_small(path: &Path) -> Result<String> {
+    use qwgpu_checkpoint::files::{read_text_file, MAX_CONFIG_BYTES};
+    Ok(read_text_file(path, MAX_CONFIG_BYTES)?)
+}
+
 fn read_json_if_present(path: &Path) -> Result<Option<serde_json::Value>> {
     if !path.exists() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(path).map_err(|source| TemplateError::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let text = read_small(path)?;
     let json = serde_json::from_str(&text).map_err(|source| TemplateError::Json {
         path: path.display().to_string(),
         source,

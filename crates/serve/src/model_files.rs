@@ -36,7 +36,10 @@ fn read_json(path: &Path) -> Result<Option<Value>, ServeError> {
     if !path.exists() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(path).map_err(|e| files_error(path, e.to_string()))?;
+    // Refused before reading unless a regular file of sane size (a FIFO blocks).
+    let text =
+        qwgpu_checkpoint::files::read_text_file(path, qwgpu_checkpoint::files::MAX_CONFIG_BYTES)
+            .map_err(|e| files_error(path, e.to_string()))?;
     serde_json::from_str(&text)
         .map(Some)
         .map_err(|e| files_error(path, format!("invalid JSON: {e}")))
@@ -68,6 +71,9 @@ impl ModelFiles {
         let config = ModelConfig::from_file(&config_path)?;
         let vocab = config.text.vocab_size;
         let tok_path = dir.join("tokenizer.json");
+        // A FIFO or a device would block or never end: only a regular file is read.
+        qwgpu_checkpoint::files::regular_file_len(&tok_path)
+            .map_err(|e| files_error(&tok_path, e.to_string()))?;
         let tokenizer =
             Tokenizer::from_file(&tok_path).map_err(|e| files_error(&tok_path, e.to_string()))?;
         let template = match ChatTemplate::from_dir(dir) {

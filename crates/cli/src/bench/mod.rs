@@ -6,6 +6,7 @@
 mod copy;
 mod memory;
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -92,12 +93,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let opts = load_options(args.backend, args.adapter.clone(), false, args.chunk);
         let bw = copy::measure(&opts.gpu, args.copy_mib << 20, 20)?;
         if !args.json {
-            println!(
+            writeln!(
+                std::io::stdout(),
                 "copy kernel on {}: {:.1} GB/s (read + written, {} MiB buffer)",
                 bw.adapter,
                 bw.bytes_per_s / 1e9,
                 bw.buffer_bytes >> 20
-            );
+            )?;
         }
         out.insert(
             "copy".into(),
@@ -108,7 +110,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         out.insert("model".into(), bench_model(args, dir)?);
     }
     if args.json {
-        println!("{}", Value::Object(out));
+        writeln!(std::io::stdout(), "{}", Value::Object(out))?;
     }
     Ok(())
 }
@@ -187,11 +189,12 @@ fn bench_model(args: &BenchArgs, dir: &Path) -> Result<Value> {
             seconds: t.elapsed().as_secs_f64(),
         };
         if !args.json {
-            println!(
+            writeln!(
+                std::io::stdout(),
                 "prefill {n:>6} tokens: {:.3} s = {:.1} tok/s",
                 p.seconds,
                 p.tok_s()
-            );
+            )?;
         }
         prefill_rows.push(p);
         if decode_at.contains(&n) && args.decode > 0 {
@@ -205,21 +208,22 @@ fn bench_model(args: &BenchArgs, dir: &Path) -> Result<Value> {
                 seconds: t.elapsed().as_secs_f64(),
             };
             if !args.json {
-                println!(
+                writeln!(
+                    std::io::stdout(),
                     "decode {} tokens at context {}..{}: {:.3} s = {:.1} tok/s",
                     d.tokens,
                     n,
                     n + d.tokens,
                     d.seconds,
                     d.tok_s()
-                );
+                )?;
             }
             decode_rows.push(d);
         }
         last = Some((s, next));
     }
     if !args.json {
-        println!(
+        writeln!(std::io::stdout(),
             "model {} on {}: load {:.2} s ({:.2} GB/s of {:.2} GB safetensors); peak RssAnon {:.1} MiB, VmHWM {:.1} MiB",
             dir.display(),
             model.backend_name(),
@@ -228,14 +232,14 @@ fn bench_model(args: &BenchArgs, dir: &Path) -> Result<Value> {
             ckpt_bytes as f64 / 1e9,
             peak_rss_anon as f64 / 1048576.0,
             vm_hwm as f64 / 1048576.0
-        );
+        )?;
     }
     let batch_rows = bench_batches(&model, args, vocab)?;
     let mut profile = Value::Null;
     if args.profile {
         if let Some((mut s, next)) = last {
             if let Some(rows) = model.profile(&mut s, &[next])? {
-                profile = print_profile(&rows, args.json);
+                profile = print_profile(&rows, args.json)?;
             }
         }
     }
@@ -288,24 +292,25 @@ fn bench_batches(model: &Model, args: &BenchArgs, vocab: u64) -> Result<Vec<Valu
         let tokens = n * args.decode;
         let tok_s = tokens as f64 / seconds.max(1e-9);
         if !args.json {
-            println!(
+            writeln!(std::io::stdout(),
                 "batched decode {n:>3} sessions × {} steps: {seconds:.3} s = {tok_s:.1} tok/s total, {:.1} tok/s per session",
                 args.decode,
                 tok_s / n as f64
-            );
+            )?;
         }
         rows.push(json!({"sessions": n, "steps": args.decode, "seconds": seconds, "tok_s": tok_s}));
     }
     Ok(rows)
 }
 
-fn print_profile(rows: &[engine::FamilyTime], quiet: bool) -> Value {
+fn print_profile(rows: &[engine::FamilyTime], quiet: bool) -> Result<Value> {
     let total: f64 = rows.iter().map(|r| r.nanos).sum();
     if !quiet {
-        println!(
+        writeln!(
+            std::io::stdout(),
             "decode step GPU time {:.3} ms (launches timed one per pass)",
             total / 1e6
-        );
+        )?;
     }
     let mut out = Vec::new();
     for engine::FamilyTime {
@@ -315,15 +320,16 @@ fn print_profile(rows: &[engine::FamilyTime], quiet: bool) -> Value {
     } in rows
     {
         if !quiet {
-            println!(
+            writeln!(
+                std::io::stdout(),
                 "  {label:<20} {:>9.3} ms {:>5.1}% {n:>4} launches",
                 ns / 1e6,
                 100.0 * ns / total.max(1.0)
-            );
+            )?;
         }
         out.push(json!({"family": label, "ms": ns / 1e6, "launches": n}));
     }
-    Value::Array(out)
+    Ok(Value::Array(out))
 }
 
 #[cfg(test)]
