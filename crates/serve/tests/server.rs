@@ -432,14 +432,14 @@ async fn a_full_queue_answers_429() {
     assert_eq!(s.metric("qwgpu_requests_rejected_total").await, 1.0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_streams_get_the_tokens_of_lone_requests() {
-    // No prefix cache: only batching differs between the two runs.
-    let s = server(|o| o.cache_mem = 0).await;
-    let prompts: Vec<String> = (0..16)
+/// `n` different prompts, first one at a time, then as concurrent streams: each
+/// stream must receive exactly its lone request's greedy text, and the streams
+/// must have shared decode steps.
+async fn concurrent_streams_match_lone_requests(s: &Server, n: usize, max_tokens: u32) {
+    let prompts: Vec<String> = (0..n)
         .map(|i| format!("Story {i}: once upon a time number {}", i * 7))
         .collect();
-    let body = |p: &str, stream: bool| json!({"prompt": p, "max_tokens": 10, "temperature": 0, "stream": stream});
+    let body = |p: &str, stream: bool| json!({"prompt": p, "max_tokens": max_tokens, "temperature": 0, "stream": stream});
     let mut alone = Vec::new();
     for p in &prompts {
         let (status, v) = s.post("/v1/completions", &body(p, false)).await;
@@ -468,6 +468,13 @@ async fn concurrent_streams_get_the_tokens_of_lone_requests() {
         batch >= 2.0,
         "the streams never shared a decode step (largest batch {batch})"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_streams_get_the_tokens_of_lone_requests() {
+    // No prefix cache: only batching differs between the two runs.
+    let s = server(|o| o.cache_mem = 0).await;
+    concurrent_streams_match_lone_requests(&s, 16, 32).await;
     assert_eq!(s.metric("qwgpu_requests_total").await, 32.0);
     assert_eq!(s.metric("qwgpu_active_sequences").await, 0.0);
 }
@@ -485,38 +492,7 @@ async fn concurrent_streams_on_the_gpu_get_the_tokens_of_lone_requests() {
         o.load.backend = Backend::Gpu;
     })
     .await;
-    let prompts: Vec<String> = (0..3)
-        .map(|i| format!("Story {i}: once upon a time number {}", i * 7))
-        .collect();
-    let body = |p: &str, stream: bool| json!({"prompt": p, "max_tokens": 4, "temperature": 0, "stream": stream});
-    let mut alone = Vec::new();
-    for p in &prompts {
-        let (status, v) = s.post("/v1/completions", &body(p, false)).await;
-        assert_eq!(status, StatusCode::OK, "{v}");
-        alone.push(v["choices"][0]["text"].as_str().expect("text").to_owned());
-    }
-    let tasks: Vec<_> = prompts
-        .iter()
-        .map(|p| {
-            let (base, b) = (s.base.clone(), body(p, true));
-            tokio::spawn(async move {
-                let srv = Server {
-                    base,
-                    model: String::new(),
-                    _dir: tempfile::tempdir().expect("dir"),
-                };
-                streamed_text(&srv.stream("/v1/completions", &b).await, false).0
-            })
-        })
-        .collect();
-    for (i, t) in tasks.into_iter().enumerate() {
-        assert_eq!(t.await.expect("task"), alone[i], "prompt {i}");
-    }
-    let batch = s.metric("qwgpu_decode_batch_max").await;
-    assert!(
-        batch >= 2.0,
-        "the streams never shared a decode step (largest batch {batch})"
-    );
+    concurrent_streams_match_lone_requests(&s, 3, 8).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
