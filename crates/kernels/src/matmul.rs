@@ -475,10 +475,7 @@ pub fn matmul_with(
     base.x_aligned = u32::from(args.x_offset.is_multiple_of(4) && args.x_stride.is_multiple_of(4));
 
     let use_coop = path == MatmulPath::Coop
-        || (path == MatmulPath::Auto
-            && args.t > MAX_VEC_T
-            && ctx.f16_matmul
-            && coop::supported(ctx, w));
+        || (path == MatmulPath::Auto && args.t > MAX_VEC_T && coop::auto(ctx, w, args.t));
     let (entry, label, tv, mode) = if use_coop {
         ("mm_coop", "matmul_coop", 0, 0)
     } else if args.t <= MAX_VEC_T {
@@ -505,10 +502,17 @@ pub fn matmul_with(
         let mut p = base;
         set_pieces(&mut p, l);
         let n = l.n_end - l.n0;
-        // Both GEMMs: 64 tokens × 64 weight rows (32 SwiGLU columns) per workgroup.
+        // Scalar GEMM: 64 tokens × 64 weight rows (32 SwiGLU columns) per
+        // workgroup; the coop kernel's tile is its own.
         let groups = if entry != "mm_vec" {
-            let gx = n.div_ceil(if swiglu { TILE / 2 } else { TILE });
-            let gy = args.t.div_ceil(TILE);
+            let (gx, gy) = if use_coop {
+                coop::grid(n, args.t, swiglu)
+            } else {
+                (
+                    n.div_ceil(if swiglu { TILE / 2 } else { TILE }),
+                    args.t.div_ceil(TILE),
+                )
+            };
             if gx > MAX_GROUPS || gy > MAX_GROUPS {
                 return Err(arg_err(
                     K,

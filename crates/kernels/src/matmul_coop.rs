@@ -64,6 +64,19 @@ pub(super) fn supported(ctx: &GpuContext, w: &GpuWeight) -> bool {
     workgroup_size(ctx).is_some() && w.format != WeightFormat::E5M2
 }
 
+/// Whether [`MatmulPath::Auto`](super::MatmulPath::Auto) runs a `t`-token
+/// GEMM (`t` > [`MAX_VEC_T`](super::MAX_VEC_T)) on this path.
+pub(super) fn auto(ctx: &GpuContext, w: &GpuWeight, _t: u32) -> bool {
+    ctx.f16_matmul && supported(ctx, w)
+}
+
+/// Workgroup grid (along outputs, along tokens) for `n` outputs (SwiGLU
+/// columns when `swiglu`) and `t` tokens.
+pub(super) fn grid(n: u32, t: u32, swiglu: bool) -> (u32, u32) {
+    const TILE: u32 = 64;
+    (n.div_ceil(if swiglu { TILE / 2 } else { TILE }), t.div_ceil(TILE))
+}
+
 /// Why [`supported`] is false, for error messages.
 pub(super) fn unsupported_reason(ctx: &GpuContext, w: &GpuWeight) -> String {
     if w.format == WeightFormat::E5M2 {
