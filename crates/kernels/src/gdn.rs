@@ -10,13 +10,26 @@
 //! 4. gated RMSNorm per v-head (plain `w`, times SiLU(z)).
 //!
 //! Two modes, mathematically identical:
-//! - [`GdnMode::Recurrent`] (decode; any T): conv, then ONE fused kernel per v-head
-//!   that keeps the head's state in registers while it loops over the tokens
-//!   (norms, gates, update, output and gated norm all inside; every global read of
-//!   a token is issued before its first barrier). The conv runs as its own launch
-//!   because q/k channels are shared by several v-head workgroups while their conv
-//!   state is updated in place. Calls longer than 128 tokens get one launch per 128
-//!   tokens (see [`RECURRENT_SPAN`]).
+//! - [`GdnMode::Recurrent`] (decode; any T), in one of two launch forms
+//!   ([`RecurrentLaunch`]):
+//!   - fused (`gdn_decode.wgsl`, label "gdn decode"; what [`gdn_forward`] picks for
+//!     T <= [`FUSED_MAX_T`] where the device allows it): ONE launch per layer, a
+//!     workgroup per KEY head that runs the conv (and its conv-state update) of
+//!     exactly the channels it reads, q and k of the key head and v of its nv/nk
+//!     value heads, then the recurrent step of those value heads (256 invocations
+//!     per value head, up to 2 side by side, more in rounds). Owning its channels
+//!     is what makes the in-place conv-state update race-free: with a workgroup per
+//!     value head, the nv/nk readers of a key head's q/k channels would be unordered
+//!     against whichever of them rewrote that conv state. It binds 9 storage
+//!     buffers, so it needs `max_storage_buffers_per_shader_stage >= 9` (not
+//!     WebGPU's default 8; the split form below stays within it).
+//!   - split: the conv launch (`conv1d.wgsl`), then ONE fused kernel per v-head
+//!     that keeps the head's state in registers while it loops over the tokens
+//!     (norms, gates, update, output and gated norm all inside; every global read of
+//!     a token is issued before its first barrier).
+//!
+//!   Calls longer than 128 tokens get one launch per 128 tokens (see
+//!   [`RECURRENT_SPAN`]).
 //! - [`GdnMode::Chunked`] (prefill): fla's `chunk_gated_delta_rule` WY/UT form with
 //!   chunks of 64 tokens (32 or 16 where workgroup memory is small, e.g. WebGPU's
 //!   16 KiB): q/k norm in place, an intra-chunk kernel (γ, L, (I+L)⁻¹ in 16×16
@@ -24,9 +37,9 @@
 //!   stores the state before each chunk, and a parallel output kernel with the
 //!   gated norm fused.
 //!
-//! Launches: Recurrent T = 1: 2 (conv, fused kernel); T > 1: conv (+ a conv-state
-//! launch when T > 16, run after every token block has read the old state) plus
-//! ceil(T/128) fused launches. Chunked: 5 (6 when T > 16).
+//! Launches: Recurrent fused: ceil(T/128) (1 for decode). Recurrent split: conv (+ a
+//! conv-state launch when T > 16, run after every token block has read the old
+//! state) plus ceil(T/128) recurrent launches. Chunked: 5 (6 when T > 16).
 //!
 //! Recurrent state layout: the reference's `[nv, dk, dv]` row-major (`S[a][j]`: k-row
 //! a, v-column j), so [`state_to_reference`] / [`state_from_reference`] are copies.
@@ -38,8 +51,8 @@
 //! ceil(max_t / chunk) <= 65535.
 //!
 //! Measured (NVIDIA H100, Vulkan, trusted modules, nk 16, nv 32, dk = dv = 128): decode
-//! (T = 1, Recurrent) 12.6 µs per layer in one pass (conv 5.8 + fused 6.8, each with
-//! its ~2.3 µs barrier); Chunked T = 4096 5.0 ms (conv 0.16, q/k norm 0.14,
+//! (T = 1, Recurrent split) 12.6 µs per layer in one pass (conv 5.8 + recurrent 6.8,
+//! each with its ~2.3 µs barrier; the fused form is not measured yet); Chunked T = 4096 5.0 ms (conv 0.16, q/k norm 0.14,
 //! intra-chunk 1.16, state pass 2.37, output 1.17); Recurrent T = 4096 13 ms.
 //! The chunk kernels are plain f32 FMA loops over workgroup memory: register
 //! tiling and coop-matrix products are the next steps.
@@ -50,6 +63,7 @@ use crate::{GpuContext, KernelError, PipelineKey};
 
 crate::shader!(CONV1D, "conv1d.wgsl");
 crate::shader!(GDN_RECURRENT, "gdn_recurrent.wgsl");
+crate::shader!(GDN_DECODE, "gdn_decode.wgsl");
 crate::shader!(GDN_CHUNK_COMMON, "gdn_chunk_common.wgsl");
 crate::shader!(GDN_CHUNK_PREP, "gdn_chunk_prep.wgsl");
 crate::shader!(GDN_CHUNK_WY, "gdn_chunk_wy.wgsl");
@@ -62,6 +76,8 @@ pub fn modules() -> Vec<(Vec<&'static ShaderSource>, bool)> {
         (vec![&NUMERIC, &CONV1D], false),
         (vec![&REDUCE_SUBGROUP, &NUMERIC, &GDN_RECURRENT], true),
         (vec![&REDUCE_SHARED, &NUMERIC, &GDN_RECURRENT], false),
+        (vec![&REDUCE_SUBGROUP, &NUMERIC, &GDN_DECODE], true),
+        (vec![&REDUCE_SHARED, &NUMERIC, &GDN_DECODE], false),
     ];
     for k in [
         &GDN_CHUNK_PREP,
@@ -83,6 +99,11 @@ const CONV_TB: u32 = 16;
 /// iterations of a loop holding barriers and a large register array (332 tokens
 /// at dk = dv = 128), so a launch never loops longer than this.
 pub const RECURRENT_SPAN: u32 = 128;
+/// Most tokens of a Recurrent call that [`gdn_forward`] runs fused (one launch:
+/// conv inside). The fused kernel's conv adds a step to every token of its serial
+/// loop and it has half the workgroups (one per key head), so the parallel conv
+/// launch wins for long calls; decode (T = 1) is what it is for.
+pub const FUSED_MAX_T: u32 = 16;
 /// Largest conv kernel (register window in `conv1d.wgsl`).
 const MAX_TAPS: u32 = 8;
 /// Largest dk / dv (register and workgroup arrays of the kernels).
@@ -380,7 +401,8 @@ fn need(what: &str, buf: &wgpu::Buffer, floats: u64) -> Result<(), KernelError> 
 /// Records the GDN layer core for `t` tokens: reads `qkvz`, `ba` and the weights,
 /// updates `conv_state` and `state` in place, writes `out`. The launches depend only
 /// on the buffers' contents, so a T = 1 set can be recorded once and replayed every
-/// decode step.
+/// decode step. Recurrent calls of up to [`FUSED_MAX_T`] tokens run as one fused
+/// launch where the device allows it ([`fused_decode_available`]).
 pub fn gdn_forward(
     ctx: &GpuContext,
     dims: &GdnDims,
@@ -388,6 +410,33 @@ pub fn gdn_forward(
     scratch: &GdnScratch,
     t: u32,
     mode: GdnMode,
+) -> Result<Vec<Dispatch>, KernelError> {
+    gdn_forward_with(ctx, dims, b, scratch, t, mode, RecurrentLaunch::Auto)
+}
+
+/// How [`gdn_forward_with`] launches a [`GdnMode::Recurrent`] call (Chunked calls
+/// ignore it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecurrentLaunch {
+    /// Fused for T <= [`FUSED_MAX_T`] where the device allows it, else split.
+    Auto,
+    /// The fused decode kernel for any T ([`KernelError::Unsupported`] where the
+    /// device lacks its storage-buffer count or workgroup size).
+    Fused,
+    /// The conv launch, then the recurrent kernel (within WebGPU's default limits).
+    Split,
+}
+
+/// [`gdn_forward`] with the Recurrent launch form chosen by the caller (tests and
+/// benchmarks compare the two).
+pub fn gdn_forward_with(
+    ctx: &GpuContext,
+    dims: &GdnDims,
+    b: &GdnLayerBuffers<'_>,
+    scratch: &GdnScratch,
+    t: u32,
+    mode: GdnMode,
+    launch: RecurrentLaunch,
 ) -> Result<Vec<Dispatch>, KernelError> {
     dims.check()?;
     if scratch.dims != *dims {
@@ -416,10 +465,147 @@ pub fn gdn_forward(
     need("state", b.state, nv * dk * dv)?;
     need("out", b.out, tt * nv * dv)?;
 
+    if mode == GdnMode::Recurrent {
+        let fused = match launch {
+            RecurrentLaunch::Auto => t <= FUSED_MAX_T && decode_lanes(ctx, dims).is_some(),
+            RecurrentLaunch::Fused => true,
+            RecurrentLaunch::Split => false,
+        };
+        if fused {
+            return decode_dispatches(ctx, dims, b, t);
+        }
+    }
     let mut out = conv_dispatches(ctx, dims, b, scratch, t)?;
     match mode {
         GdnMode::Recurrent => out.extend(recurrent_dispatches(ctx, dims, b, scratch, t)?),
         GdnMode::Chunked => out.extend(chunked_dispatches(ctx, dims, b, scratch, t)?),
+    }
+    Ok(out)
+}
+
+/// Storage buffers the fused decode kernel binds (more than WebGPU's default 8).
+const DECODE_STORAGE_BUFFERS: u32 = 9;
+/// Most value heads one fused-decode workgroup runs side by side (256 invocations
+/// each). Two keep NVIDIA's register budget at 128 per thread (64 of them hold the
+/// state); four would leave 64 and spill the state.
+const MAX_LANES: u32 = 2;
+
+/// Workgroup bytes of the fused decode kernel with `wg` invocations.
+fn decode_smem(wg: u32) -> u32 {
+    4 * ((2 + MAX_LANES) * MAX_HEAD_DIM + MAX_LANES * MAX_HEAD_DIM + 2 * wg + 4 * wg)
+}
+
+/// Value heads per fused-decode workgroup on this device, or `None` where the
+/// device cannot run the fused kernel (e.g. WebGPU's default 8 storage buffers).
+fn decode_lanes(ctx: &GpuContext, dims: &GdnDims) -> Option<u32> {
+    let l = &ctx.limits;
+    if l.max_storage_buffers_per_shader_stage < DECODE_STORAGE_BUFFERS {
+        return None;
+    }
+    let g = dims.nv / dims.nk;
+    (1..=MAX_LANES).rev().find(|&p| {
+        let wg = p * WG;
+        g.is_multiple_of(p)
+            && wg <= l.max_compute_invocations_per_workgroup
+            && wg <= l.max_compute_workgroup_size_x
+            && decode_smem(wg) <= l.max_compute_workgroup_storage_size
+    })
+}
+
+/// Whether [`gdn_forward`] runs a Recurrent call of `t <=` [`FUSED_MAX_T`] tokens
+/// as the fused decode kernel (one launch) on this device.
+pub fn fused_decode_available(ctx: &GpuContext, dims: &GdnDims) -> bool {
+    dims.check().is_ok() && decode_lanes(ctx, dims).is_some()
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct DecParams {
+    t0: u32,
+    t_len: u32,
+    nv: u32,
+    nk: u32,
+    conv_dim: u32,
+    qkvz_stride: u32,
+    key_dim: u32,
+    taps: u32,
+    eps: f32,
+    q_scale: f32,
+    rounds: u32,
+    _pad: u32,
+}
+
+/// The fused decode kernel: one launch per [`RECURRENT_SPAN`] tokens, a workgroup
+/// per key head (see `gdn_decode.wgsl` for why per key head).
+fn decode_dispatches(
+    ctx: &GpuContext,
+    dims: &GdnDims,
+    b: &GdnLayerBuffers<'_>,
+    t: u32,
+) -> Result<Vec<Dispatch>, KernelError> {
+    let lanes = decode_lanes(ctx, dims).ok_or_else(|| KernelError::Unsupported {
+        what: "gdn fused decode".into(),
+        detail: format!(
+            "needs {DECODE_STORAGE_BUFFERS} storage buffers per stage (device: {}) and \
+             workgroups of {WG} invocations",
+            ctx.limits.max_storage_buffers_per_shader_stage
+        ),
+    })?;
+    let (sl, rows) = dims.recurrent_split();
+    let reduce = if ctx.caps.subgroups {
+        &REDUCE_SUBGROUP
+    } else {
+        &REDUCE_SHARED
+    };
+    let key = PipelineKey::new(&[reduce, &NUMERIC, &GDN_DECODE], "gdn_decode")
+        .constant("WG", lanes * WG)
+        .constant("LANES", lanes)
+        .constant("DK", dims.dk)
+        .constant("DV", dims.dv)
+        .constant("SL", sl)
+        .constant("R", rows);
+    let pipeline = ctx.pipeline(&key)?;
+    let mut out = Vec::new();
+    for t0 in (0..t).step_by(RECURRENT_SPAN as usize) {
+        let params = ctx.uniform(
+            "gdn decode params",
+            &DecParams {
+                t0,
+                t_len: RECURRENT_SPAN.min(t - t0),
+                nv: dims.nv,
+                nk: dims.nk,
+                conv_dim: dims.conv_dim(),
+                qkvz_stride: dims.conv_dim() + dims.value_dim(),
+                key_dim: dims.key_dim(),
+                taps: dims.conv_kernel,
+                eps: dims.eps,
+                q_scale: q_scale(dims),
+                rounds: dims.nv / dims.nk / lanes,
+                _pad: 0,
+            },
+        );
+        let bind = ctx.bind(
+            &pipeline,
+            "gdn decode",
+            &[
+                b.qkvz.as_entire_binding(),
+                b.ba.as_entire_binding(),
+                b.conv_w.as_entire_binding(),
+                b.a_log.as_entire_binding(),
+                b.dt_bias.as_entire_binding(),
+                b.norm_w.as_entire_binding(),
+                b.conv_state.as_entire_binding(),
+                b.state.as_entire_binding(),
+                b.out.as_entire_binding(),
+                params.as_entire_binding(),
+            ],
+        );
+        out.push(Dispatch {
+            label: "gdn decode",
+            pipeline: pipeline.clone(),
+            bind,
+            groups: [dims.nk, 1, 1],
+        });
     }
     Ok(out)
 }

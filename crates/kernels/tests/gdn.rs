@@ -15,7 +15,7 @@
 //! dt_bias 0.5·N(0,1), norm weight 1 + 0.1·N(0,1). Outputs are poisoned with NaN
 //! before every run.
 
-use qwgpu_kernels::gdn::{self, GdnDims, GdnLayerBuffers, GdnMode, GdnScratch};
+use qwgpu_kernels::gdn::{self, GdnDims, GdnLayerBuffers, GdnMode, GdnScratch, RecurrentLaunch};
 use qwgpu_kernels::{testing, wgpu, GpuContext, KernelError};
 use qwgpu_ops::compare::{check_close, nmse, Tol};
 use qwgpu_ops::mixers::{gdn_core, GdnParams, GdnShape};
@@ -382,6 +382,201 @@ fn prefill_then_decode_continues_the_state() {
     }
 }
 
+fn launch_name(l: RecurrentLaunch) -> &'static str {
+    match l {
+        RecurrentLaunch::Auto => "auto",
+        RecurrentLaunch::Fused => "fused",
+        RecurrentLaunch::Split => "split",
+    }
+}
+
+/// Consecutive Recurrent calls of `lens` tokens from random states, the conv and
+/// recurrent states carried on the GPU, each against the oracle (recurrent form).
+/// Calls of T = 1 replay one recorded launch set with new inputs, as the model does.
+/// `Fused` on a context without the fused kernel must be a typed error instead.
+fn run_decode_steps(d: &GdnDims, lens: &[usize], seed: u64, launch: RecurrentLaunch) {
+    let max_t = *lens.iter().max().unwrap();
+    for tc in testing::contexts() {
+        let ctx = &tc.ctx;
+        let mut rng = Rng::new(seed);
+        let (w, st0) = random_layer(d, &mut rng);
+        let scratch = GdnScratch::new(ctx, d, max_t as u32).unwrap();
+        let gpu = Gpu::new(ctx, d, &w, &st0, max_t);
+        let fused = gdn::fused_decode_available(ctx, d);
+        if launch == RecurrentLaunch::Fused && !fused {
+            let e = gdn::gdn_forward_with(
+                ctx,
+                d,
+                &gpu.buffers(),
+                &scratch,
+                1,
+                GdnMode::Recurrent,
+                launch,
+            )
+            .unwrap_err();
+            assert!(
+                matches!(e, KernelError::Unsupported { .. }),
+                "{}: {e}",
+                tc.name
+            );
+            continue;
+        }
+        let one = gdn::gdn_forward_with(
+            ctx,
+            d,
+            &gpu.buffers(),
+            &scratch,
+            1,
+            GdnMode::Recurrent,
+            launch,
+        )
+        .unwrap();
+        let mut want_st = st0.clone();
+        for (step, &t) in lens.iter().enumerate() {
+            let (qkvz, ba) = random_inputs(d, t, &mut rng);
+            let want = oracle(d, &w, &qkvz, &ba, &mut want_st, false);
+            gpu.write_inputs(ctx, &qkvz, &ba);
+            let ds = if t == 1 {
+                one.clone()
+            } else {
+                gdn::gdn_forward_with(
+                    ctx,
+                    d,
+                    &gpu.buffers(),
+                    &scratch,
+                    t as u32,
+                    GdnMode::Recurrent,
+                    launch,
+                )
+                .unwrap()
+            };
+            let labels: Vec<_> = ds.iter().map(|x| x.label).collect();
+            let start = std::time::Instant::now();
+            ctx.run("gdn decode", &ds.iter().collect::<Vec<_>>())
+                .unwrap();
+            let ms = start.elapsed().as_secs_f64() * 1e3;
+            let (got, got_st) = gpu.read(ctx, d, t);
+            let what = format!(
+                "{} seed {seed} {d:?} {} (fused available: {fused}) step {step} T {t} {labels:?}",
+                tc.name,
+                launch_name(launch)
+            );
+            let e_out = check(&got, &want, OUT_TOL, &format!("{what} output"));
+            let e_st = check_states(&got_st, &want_st, &what);
+            eprintln!("{what}: {ms:.1} ms, NMSE out {e_out:.1e} state {e_st:.1e}");
+        }
+    }
+}
+
+#[test]
+fn decode_steps_awkward_dims() {
+    // nv/nk = 2 with widths that are not multiples of 16, dk < dv (the fused kernel's
+    // two lanes per key head); conv state and recurrent state carried over 4 steps,
+    // one of 3 tokens in between.
+    run_decode_steps(
+        &dims(3, 6, 24, 40),
+        &[1, 1, 3, 1],
+        601,
+        RecurrentLaunch::Auto,
+    );
+}
+
+#[test]
+fn decode_steps_head_ratios_and_taps() {
+    // nk = nv (one lane), nv/nk = 3 (three rounds of one lane), nv/nk = 4 (two rounds
+    // of two lanes), dk > dv; conv kernels of 1, 2 and 4 taps.
+    run_decode_steps(&dims(2, 2, 16, 32), &[1, 1, 1], 602, RecurrentLaunch::Auto);
+    run_decode_steps(&dims(1, 3, 32, 12), &[1, 2, 1], 603, RecurrentLaunch::Auto);
+    let mut d = dims(2, 8, 20, 8);
+    d.conv_kernel = 2;
+    run_decode_steps(&d, &[1, 1], 604, RecurrentLaunch::Auto);
+    d.conv_kernel = 1;
+    run_decode_steps(&d, &[1, 1], 605, RecurrentLaunch::Auto);
+}
+
+#[test]
+fn decode_steps_real_head_width() {
+    // Qwen3.5's dk = dv = 128, two v-heads per k-head (WG 512 where allowed).
+    run_decode_steps(
+        &dims(2, 4, 128, 128),
+        &[1, 1, 1],
+        606,
+        RecurrentLaunch::Auto,
+    );
+}
+
+#[test]
+fn fused_kernel_long_calls() {
+    // Forced fused for T above FUSED_MAX_T and above one launch span (state and conv
+    // state handed from span to span); a typed error where the device can't.
+    let span = gdn::RECURRENT_SPAN as usize;
+    // nk = nv: one lane of 256 invocations (lavapipe's cost is per barrier and invocation).
+    run_decode_steps(
+        &dims(2, 2, 8, 12),
+        &[1, span + 3, 1],
+        607,
+        RecurrentLaunch::Fused,
+    );
+}
+
+#[test]
+fn fused_equals_split_on_gpu() {
+    // The same decode steps through the fused kernel and the two-launch path (where
+    // both exist): tolerance as against the oracle.
+    let d = dims(3, 6, 24, 40);
+    let steps = 3;
+    for tc in testing::contexts() {
+        let ctx = &tc.ctx;
+        if !gdn::fused_decode_available(ctx, &d) {
+            eprintln!("{}: no fused decode kernel, nothing to compare", tc.name);
+            continue;
+        }
+        let seed = 608;
+        let mut rng = Rng::new(seed);
+        let (w, st0) = random_layer(&d, &mut rng);
+        let inputs: Vec<_> = (0..steps).map(|_| random_inputs(&d, 1, &mut rng)).collect();
+        let scratch = GdnScratch::new(ctx, &d, 1).unwrap();
+        let mut results = Vec::new();
+        for launch in [RecurrentLaunch::Fused, RecurrentLaunch::Split] {
+            let gpu = Gpu::new(ctx, &d, &w, &st0, 1);
+            let ds = gdn::gdn_forward_with(
+                ctx,
+                &d,
+                &gpu.buffers(),
+                &scratch,
+                1,
+                GdnMode::Recurrent,
+                launch,
+            )
+            .unwrap();
+            assert_eq!(
+                ds.len(),
+                if launch == RecurrentLaunch::Fused {
+                    1
+                } else {
+                    2
+                }
+            );
+            let mut outs = Vec::new();
+            for (qkvz, ba) in &inputs {
+                gpu.write_inputs(ctx, qkvz, ba);
+                ctx.run("gdn decode", &ds.iter().collect::<Vec<_>>())
+                    .unwrap();
+                outs.extend(ctx.read_f32(&gpu.out, 0, d.value_dim() as usize).unwrap());
+            }
+            results.push((outs, gpu.read(ctx, &d, 1).1));
+        }
+        let what = format!("{} seed {seed} fused vs split", tc.name);
+        check(
+            &results[0].0,
+            &results[1].0,
+            OUT_TOL,
+            &format!("{what} output"),
+        );
+        check_states(&results[0].1, &results[1].1, &what);
+    }
+}
+
 #[test]
 fn state_layout_round_trips() {
     let d = dims(2, 4, 16, 32);
@@ -500,10 +695,27 @@ fn bench_qwen35_dims() {
     // Correctness at real dims: T = 256 against the oracle, T = 4096 chunked vs recurrent.
     let t_small = 256usize;
     let width = (d.conv_dim() + d.value_dim()) as usize;
-    for mode in [GdnMode::Recurrent, GdnMode::Chunked] {
+    let fused = gdn::fused_decode_available(&ctx, &d);
+    eprintln!("fused decode kernel available: {fused}");
+    let mut checks = vec![
+        (GdnMode::Recurrent, RecurrentLaunch::Split),
+        (GdnMode::Chunked, RecurrentLaunch::Auto),
+    ];
+    if fused {
+        checks.push((GdnMode::Recurrent, RecurrentLaunch::Fused));
+    }
+    for (mode, launch) in checks {
         reset(&gpu);
-        let ds =
-            gdn::gdn_forward(&ctx, &d, &gpu.buffers(), &scratch, t_small as u32, mode).unwrap();
+        let ds = gdn::gdn_forward_with(
+            &ctx,
+            &d,
+            &gpu.buffers(),
+            &scratch,
+            t_small as u32,
+            mode,
+            launch,
+        )
+        .unwrap();
         ctx.run("gdn", &ds.iter().collect::<Vec<_>>()).unwrap();
         let (got, got_st) = gpu.read(&ctx, &d, t_small);
         let mut want_st = st0.clone();
@@ -516,8 +728,9 @@ fn bench_qwen35_dims() {
             mode == GdnMode::Chunked,
         );
         eprintln!(
-            "T {t_small} {}: NMSE out {:.1e} state {:.1e}",
+            "T {t_small} {} {}: NMSE out {:.1e} state {:.1e}",
             mode_name(mode),
+            launch_name(launch),
             nmse(&got, &want),
             nmse(&got_st.rec, &want_st.rec)
         );
@@ -553,20 +766,27 @@ fn bench_qwen35_dims() {
             gpu_time_us(&ctx, &all, 2);
         }
     }
-    for (t, mode, reps) in [
-        (1u32, GdnMode::Recurrent, 500u32),
-        (1, GdnMode::Chunked, 50),
-        (16, GdnMode::Recurrent, 50),
-        (512, GdnMode::Recurrent, 5),
-        (512, GdnMode::Chunked, 10),
-        (max_t as u32, GdnMode::Recurrent, 2),
-        (max_t as u32, GdnMode::Chunked, 5),
+    // Auto at T <= FUSED_MAX_T is the fused "gdn decode" launch where available.
+    use RecurrentLaunch::{Auto, Split};
+    for (t, mode, launch, reps) in [
+        (1u32, GdnMode::Recurrent, Split, 500u32),
+        (1, GdnMode::Recurrent, Auto, 500),
+        (1, GdnMode::Chunked, Auto, 50),
+        (4, GdnMode::Recurrent, Split, 100),
+        (4, GdnMode::Recurrent, Auto, 100),
+        (16, GdnMode::Recurrent, Split, 50),
+        (16, GdnMode::Recurrent, Auto, 50),
+        (512, GdnMode::Recurrent, Split, 5),
+        (512, GdnMode::Chunked, Auto, 10),
+        (max_t as u32, GdnMode::Recurrent, Split, 2),
+        (max_t as u32, GdnMode::Chunked, Auto, 5),
     ] {
         if t as usize > max_t {
             continue;
         }
         reset(&gpu);
-        let ds = gdn::gdn_forward(&ctx, &d, &gpu.buffers(), &scratch, t, mode).unwrap();
+        let ds =
+            gdn::gdn_forward_with(&ctx, &d, &gpu.buffers(), &scratch, t, mode, launch).unwrap();
         let all: Vec<_> = ds.iter().collect();
         gpu_time_us(&ctx, &all, 2);
         let total = gpu_time_us(&ctx, &all, reps).unwrap_or(f64::NAN);
@@ -578,8 +798,9 @@ fn bench_qwen35_dims() {
             })
             .collect();
         eprintln!(
-            "T {t} {}: {total:.1} us per call ({:.2} us/token) [{}]",
+            "T {t} {} {}: {total:.1} us per call ({:.2} us/token) [{}]",
             mode_name(mode),
+            launch_name(launch),
             total / t as f64,
             parts.join(", ")
         );
