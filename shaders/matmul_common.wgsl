@@ -35,6 +35,12 @@ struct MmParams {
     // mapping, and a third of the pipelines is a third of the compile time.
     epi: u32,
     x_aligned: u32,   // x_off and x_stride are multiples of 4: x rows load as vec4
+    // Vector path only: RMSNorm of x fused into the GEMV (matmul_vec.wgsl):
+    // 0 off, 1 weight w, 2 weight 1 + w; eps of the norm.
+    norm: u32,
+    norm_eps: f32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 // 0 F32, 1 BF16, 2 F16, 3 E4M3, 4 E5M2 (WeightFormat).

@@ -19,10 +19,30 @@ override TV: u32 = 1u;
 // columns a multiple of CW); 2: one per 4-element group.
 override SCALE_MODE: u32 = 0u;
 
+// Weight of the fused RMSNorm (p.norm != 0; the host binds x here otherwise).
+// Binding 8: 7 is the indexed kernel's `ids`.
+@group(0) @binding(8) var<storage, read> nw4: array<vec4<f32>>;
+
 var<workgroup> sh_ids: array<u32, 8>;
 var<workgroup> mv_red: array<vec4<f32>, WG>;
 // [vector][16] column sums of the reduction.
 var<workgroup> mv_sums: array<vec4<f32>, 128>;
+// Fused norm: [vector / 4][16] partial sums of squares of x, vector v in
+// component v % 4.
+var<workgroup> mv_ss: array<vec4<f32>, 32>;
+
+// Fused RMSNorm: the GEMV of norm(x) = x * r * nw (r = 1 / sqrt(mean(x^2) +
+// eps) per token, nw = w or 1 + w) is r * (W . (x * nw)): each workgroup
+// already reads every column of x, so it sums x^2 on the way and scales its
+// dot products by r at the end, and the norm needs no launch of its own.
+// Factor nw of columns c..c+3 (the host requires cols % 4 == 0).
+fn norm_factor(c: u32) -> vec4<f32> {
+    if (c >= p.cols) {
+        return vec4<f32>(0.0);
+    }
+    let w = nw4[c / 4u];
+    return select(w, w + 1.0, p.norm == 2u);
+}
 
 // x elements c..c+3 of the row starting at element `base`. Columns past `cols`
 // read as 0 (the weight's padding is 0 too, but x there is someone else's
@@ -91,8 +111,9 @@ fn store(yb: u32, v: vec4<f32>, s: Slots) {
     }
 }
 
-// One reduction round: vector t's per-thread vec4 -> 16 column sums in mv_sums.
-fn red_round(v: vec4<f32>, t: u32, lid: u32) {
+// One reduction round: vector t's per-thread vec4 -> 16 column sums in mv_sums
+// (ss: the sums of squares of vectors 4t..4t+3 into mv_ss instead).
+fn red_round(v: vec4<f32>, t: u32, lid: u32, ss: bool) {
     mv_red[lid] = v;
     workgroupBarrier();
     if (lid < 16u) {
@@ -100,7 +121,11 @@ fn red_round(v: vec4<f32>, t: u32, lid: u32) {
         for (var i = 0u; i < WG / 16u; i++) {
             s += mv_red[i * 16u + lid];
         }
-        mv_sums[t * 16u + lid] = s;
+        if (ss) {
+            mv_ss[t * 16u + lid] = s;
+        } else {
+            mv_sums[t * 16u + lid] = s;
+        }
     }
     workgroupBarrier();
 }
@@ -113,6 +138,10 @@ fn red_round(v: vec4<f32>, t: u32, lid: u32) {
 fn mv_run(lid: u32, nt: u32, xb: array<u32, 8>, yb: array<u32, 8>, s: Slots) {
     var a0 = mat4x4<f32>();
     var a1 = mat4x4<f32>();
+    // Fused norm: sums of squares of vectors 0..3 and 4..7.
+    var ss0 = vec4<f32>(0.0);
+    var ss1 = vec4<f32>(0.0);
+    let nrm = p.norm != 0u;
     let nfull = p.cols / CW;
     let nch = (p.cols + CW - 1u) / CW;
     for (var ch = lid; ch < nch; ch += WG) {
@@ -137,43 +166,73 @@ fn mv_run(lid: u32, nt: u32, xb: array<u32, 8>, yb: array<u32, 8>, s: Slots) {
             }
             // dt * x = the 4 slots' dot products with x.
             let dt = transpose(d);
-            a0[0] += dt * xv(xb[0], c, full);
+            var nf = vec4<f32>(1.0);
+            if (nrm) {
+                nf = norm_factor(c);
+            }
+            let x0 = xv(xb[0], c, full);
+            a0[0] += dt * (x0 * nf);
+            ss0.x += dot(x0, x0);
             if (TV >= 2u) {
-                a0[1] += dt * xv(xb[1], c, full);
+                let x1 = xv(xb[1], c, full);
+                a0[1] += dt * (x1 * nf);
+                ss0.y += dot(x1, x1);
             }
             if (TV >= 4u) {
-                a0[2] += dt * xv(xb[2], c, full);
-                a0[3] += dt * xv(xb[3], c, full);
+                let x2 = xv(xb[2], c, full);
+                let x3 = xv(xb[3], c, full);
+                a0[2] += dt * (x2 * nf);
+                a0[3] += dt * (x3 * nf);
+                ss0.z += dot(x2, x2);
+                ss0.w += dot(x3, x3);
             }
             if (TV >= 8u) {
-                a1[0] += dt * xv(xb[4], c, full);
-                a1[1] += dt * xv(xb[5], c, full);
-                a1[2] += dt * xv(xb[6], c, full);
-                a1[3] += dt * xv(xb[7], c, full);
+                let x4 = xv(xb[4], c, full);
+                let x5 = xv(xb[5], c, full);
+                let x6 = xv(xb[6], c, full);
+                let x7 = xv(xb[7], c, full);
+                a1[0] += dt * (x4 * nf);
+                a1[1] += dt * (x5 * nf);
+                a1[2] += dt * (x6 * nf);
+                a1[3] += dt * (x7 * nf);
+                ss1 += vec4<f32>(dot(x4, x4), dot(x5, x5), dot(x6, x6), dot(x7, x7));
             }
         }
     }
     // Reduction: 2 barriers per vector + 1, shared memory only (a tree per
     // vector costs log2(WG) + 1 barriers; the subgroup reduce file measured
     // ~4x slower on lavapipe and ~1% faster on the H100 GEMV).
-    red_round(a0[0], 0u, lid);
+    red_round(a0[0], 0u, lid, false);
     if (TV >= 2u) {
-        red_round(a0[1], 1u, lid);
+        red_round(a0[1], 1u, lid, false);
     }
     if (TV >= 4u) {
-        red_round(a0[2], 2u, lid);
-        red_round(a0[3], 3u, lid);
+        red_round(a0[2], 2u, lid, false);
+        red_round(a0[3], 3u, lid, false);
     }
     if (TV >= 8u) {
-        red_round(a1[0], 4u, lid);
-        red_round(a1[1], 5u, lid);
-        red_round(a1[2], 6u, lid);
-        red_round(a1[3], 7u, lid);
+        red_round(a1[0], 4u, lid, false);
+        red_round(a1[1], 5u, lid, false);
+        red_round(a1[2], 6u, lid, false);
+        red_round(a1[3], 7u, lid, false);
+    }
+    if (nrm) {
+        red_round(ss0, 0u, lid, true);
+        if (TV >= 8u) {
+            red_round(ss1, 1u, lid, true);
+        }
     }
     if (lid < nt) {
         var v = vec4<f32>(0.0);
         for (var i = 0u; i < 16u; i++) {
             v += mv_sums[lid * 16u + i];
+        }
+        if (nrm) {
+            var s = 0.0;
+            for (var i = 0u; i < 16u; i++) {
+                s += mv_ss[(lid / 4u) * 16u + i][lid % 4u];
+            }
+            v *= 1.0 / sqrt(s / f32(p.cols) + p.norm_eps);
         }
         if (SCALE_MODE == 0u) {
             v *= vec4<f32>(bitcast<f32>(scales[s.sb.x]), bitcast<f32>(scales[s.sb.y]),

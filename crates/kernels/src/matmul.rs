@@ -182,6 +182,22 @@ pub(crate) struct MmParams {
     pub(crate) groups: u32,
     pub(crate) epi: u32,
     pub(crate) x_aligned: u32,
+    pub(crate) norm: u32,
+    pub(crate) norm_eps: f32,
+    pub(crate) _pad0: u32,
+    pub(crate) _pad1: u32,
+}
+
+/// An RMSNorm fused into a decode GEMV ([`matmul_normed`]): the GEMV reads
+/// the un-normalised rows of x and computes `norm(x) · Wᵀ` with
+/// `norm(x) = x / sqrt(mean(x²) + eps) · (one_plus ? 1 + weight : weight)`.
+#[derive(Debug, Clone, Copy)]
+pub struct FusedNorm<'a> {
+    /// f32 norm weight, `cols` values.
+    pub weight: &'a wgpu::Buffer,
+    pub eps: f32,
+    /// Scale by `1 + weight` (Qwen3.5's norms) instead of `weight`.
+    pub one_plus: bool,
 }
 
 /// Every shader module (file list) this family builds, and whether it needs subgroups/f16.
@@ -384,6 +400,64 @@ pub fn matmul(
     matmul_with(ctx, w, args, epilogue, MatmulPath::Auto)
 }
 
+/// [`matmul`] of the RMS-normalised rows of x (decode: `T <= 16`, the GEMV
+/// path): the norm costs no launch and no pass over memory of its own (each
+/// GEMV workgroup reads all of x anyway and sums its squares on the way).
+/// Results equal `rms_norm` then [`matmul`] up to f32 rounding order.
+/// Errors as [`matmul`], plus `T > 16`, columns not a multiple of 4, x rows
+/// not 16-byte aligned, a norm weight shorter than the columns.
+///
+/// ```no_run
+/// # use qwgpu_kernels::matmul::{matmul_normed, Epilogue, FusedNorm, MatmulArgs};
+/// # fn f(ctx: &qwgpu_kernels::GpuContext, w: &qwgpu_kernels::GpuWeight, args: &MatmulArgs,
+/// #      norm_w: &qwgpu_kernels::wgpu::Buffer) -> Result<(), qwgpu_kernels::KernelError> {
+/// let norm = FusedNorm { weight: norm_w, eps: 1e-6, one_plus: true };
+/// let launches = matmul_normed(ctx, w, args, &norm, Epilogue::Store)?;
+/// # Ok(()) }
+/// ```
+pub fn matmul_normed(
+    ctx: &GpuContext,
+    w: &GpuWeight,
+    args: &MatmulArgs,
+    norm: &FusedNorm,
+    epilogue: Epilogue,
+) -> Result<Vec<Dispatch>, KernelError> {
+    const K: &str = "matmul_normed";
+    if args.t > MAX_VEC_T {
+        return Err(arg_err(
+            K,
+            format!(
+                "the fused norm runs on the GEMV path (T <= {MAX_VEC_T}), got T = {}",
+                args.t
+            ),
+        ));
+    }
+    if !w.cols.is_multiple_of(4)
+        || !args.x_offset.is_multiple_of(4)
+        || !args.x_stride.is_multiple_of(4)
+    {
+        return Err(arg_err(
+            K,
+            format!(
+                "the fused norm needs columns, x offset and x stride in multiples of 4, got {}, {}, {}",
+                w.cols, args.x_offset, args.x_stride
+            ),
+        ));
+    }
+    if norm.weight.size() < w.cols as u64 * 4 {
+        return Err(arg_err(
+            K,
+            format!(
+                "norm weight of {} bytes for {} columns of `{}`",
+                norm.weight.size(),
+                w.cols,
+                w.name
+            ),
+        ));
+    }
+    matmul_impl(ctx, w, args, epilogue, MatmulPath::Auto, Some(norm))
+}
+
 /// [`matmul`] with the kernel chosen by `path` (see [`MatmulPath`]).
 pub fn matmul_with(
     ctx: &GpuContext,
@@ -391,6 +465,17 @@ pub fn matmul_with(
     args: &MatmulArgs,
     epilogue: Epilogue,
     path: MatmulPath,
+) -> Result<Vec<Dispatch>, KernelError> {
+    matmul_impl(ctx, w, args, epilogue, path, None)
+}
+
+fn matmul_impl(
+    ctx: &GpuContext,
+    w: &GpuWeight,
+    args: &MatmulArgs,
+    epilogue: Epilogue,
+    path: MatmulPath,
+    norm: Option<&FusedNorm>,
 ) -> Result<Vec<Dispatch>, KernelError> {
     const K: &str = "matmul";
     if path == MatmulPath::Coop && !coop::supported(ctx, w) {
@@ -473,9 +558,14 @@ pub fn matmul_with(
     base.y_stride = args.y_stride;
     base.half = half as u32;
     base.x_aligned = u32::from(args.x_offset.is_multiple_of(4) && args.x_stride.is_multiple_of(4));
+    if let Some(n) = norm {
+        base.norm = if n.one_plus { 2 } else { 1 };
+        base.norm_eps = n.eps;
+    }
 
-    let use_coop = path == MatmulPath::Coop
-        || (path == MatmulPath::Auto && args.t > MAX_VEC_T && coop::auto(ctx, w, args.t));
+    let use_coop = norm.is_none()
+        && (path == MatmulPath::Coop
+            || (path == MatmulPath::Auto && args.t > MAX_VEC_T && coop::auto(ctx, w, args.t)));
     let (entry, label, tv, mode) = if use_coop {
         ("mm_coop", "matmul_coop", 0, 0)
     } else if args.t <= MAX_VEC_T {
@@ -527,18 +617,22 @@ pub fn matmul_with(
         };
         let params = ctx.uniform("matmul params", &p);
         let mut buffers = vec![
-            l.a.buffer.as_entire_binding(),
-            l.b.buffer.as_entire_binding(),
-            w.meta.as_entire_binding(),
-            args.x.as_entire_binding(),
-            args.y.as_entire_binding(),
-            params.as_entire_binding(),
+            (0, l.a.buffer.as_entire_binding()),
+            (1, l.b.buffer.as_entire_binding()),
+            (2, w.meta.as_entire_binding()),
+            (3, args.x.as_entire_binding()),
+            (4, args.y.as_entire_binding()),
+            (5, params.as_entire_binding()),
         ];
         if entry != "mm_tile" {
             // x again, read as vec4s when its rows are aligned.
-            buffers.push(args.x.as_entire_binding());
+            buffers.push((6, args.x.as_entire_binding()));
         }
-        let bind = ctx.bind(&pipeline, label, &buffers);
+        if entry == "mm_vec" {
+            // The fused norm's weight (x when there is none: never read).
+            buffers.push((8, norm.map_or(args.x, |n| n.weight).as_entire_binding()));
+        }
+        let bind = ctx.bind_at(&pipeline, label, &buffers);
         out.push(Dispatch {
             label,
             pipeline: pipeline.clone(),
@@ -682,6 +776,8 @@ pub fn matmul_indexed(
                 params.as_entire_binding(),
                 args.x.as_entire_binding(),
                 args.ids.as_entire_binding(),
+                // The fused norm's weight binding (never read here).
+                args.x.as_entire_binding(),
             ],
         );
         out.push(Dispatch {

@@ -159,19 +159,19 @@ impl GpuContext {
         Ok(module)
     }
 
-    /// A bind group for `pipeline`'s group 0 with `buffers` at bindings 0, 1, 2, …
-    pub fn bind(
+    /// A bind group of group 0 with explicit binding numbers (for entry
+    /// points whose bindings have gaps).
+    pub fn bind_at(
         &self,
         pipeline: &wgpu::ComputePipeline,
         label: &str,
-        buffers: &[wgpu::BindingResource<'_>],
+        buffers: &[(u32, wgpu::BindingResource<'_>)],
     ) -> wgpu::BindGroup {
         let layout = pipeline.get_bind_group_layout(0);
         let entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
             .iter()
-            .enumerate()
             .map(|(i, r)| wgpu::BindGroupEntry {
-                binding: i as u32,
+                binding: *i,
                 resource: r.clone(),
             })
             .collect();
@@ -180,5 +180,20 @@ impl GpuContext {
             layout: &layout,
             entries: &entries,
         })
+    }
+
+    /// A bind group for `pipeline`'s group 0 with `buffers` at bindings 0, 1, 2, …
+    pub fn bind(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        label: &str,
+        buffers: &[wgpu::BindingResource<'_>],
+    ) -> wgpu::BindGroup {
+        let numbered: Vec<(u32, wgpu::BindingResource<'_>)> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (i as u32, r.clone()))
+            .collect();
+        self.bind_at(pipeline, label, &numbered)
     }
 }

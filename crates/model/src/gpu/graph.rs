@@ -5,7 +5,9 @@
 use qwgpu_checkpoint::TextConfig;
 use qwgpu_kernels::attention::{attention_forward, AttnBuffers, KvPage};
 use qwgpu_kernels::gdn::{gdn_forward, GdnLayerBuffers, GdnMode};
-use qwgpu_kernels::matmul::{matmul, matmul_indexed, Epilogue, IndexedArgs, MatmulArgs};
+use qwgpu_kernels::matmul::{
+    matmul, matmul_indexed, matmul_normed, Epilogue, FusedNorm, IndexedArgs, MatmulArgs, MAX_VEC_T,
+};
 use qwgpu_kernels::moe::grouped::{self, GroupedArgs};
 use qwgpu_kernels::{copy, embed, moe, norm, Dispatch, GpuContext, GpuWeight};
 
@@ -54,6 +56,58 @@ fn mm(
     )?)
 }
 
+/// Whether a `t`-token step fuses each RMSNorm into the GEMVs that read its
+/// output (decode: no norm launch, `a.x` is not written) instead of writing
+/// the normalised rows to `a.x` first (prefill GEMMs).
+fn fuse_norm(t: usize) -> bool {
+    t as u32 <= MAX_VEC_T
+}
+
+/// `norm(h rows from row0) · Wᵀ` into `y`: the norm fused into the GEMV when
+/// `fused`, else `a.x` (written by a norm launch of the caller) times W.
+#[allow(clippy::too_many_arguments)]
+fn mm_norm(
+    ctx: &GpuContext,
+    c: &TextConfig,
+    norm_w: &wgpu::Buffer,
+    a: &Activations,
+    row0: usize,
+    w: &GpuWeight,
+    y: &wgpu::Buffer,
+    t: usize,
+    epilogue: Epilogue,
+    fused: bool,
+) -> Result<Vec<Dispatch>, ModelError> {
+    if !fused {
+        return mm(ctx, w, &a.x, 0, y, t, epilogue);
+    }
+    let h = c.hidden_size;
+    let out_width = if matches!(epilogue, Epilogue::SwiGlu) {
+        w.rows / 2
+    } else {
+        w.rows
+    };
+    Ok(matmul_normed(
+        ctx,
+        w,
+        &MatmulArgs {
+            x: &a.h,
+            x_offset: (row0 * h) as u32,
+            x_stride: h as u32,
+            y,
+            y_offset: 0,
+            y_stride: out_width as u32,
+            t: t as u32,
+        },
+        &FusedNorm {
+            weight: norm_w,
+            eps: c.rms_norm_eps as f32,
+            one_plus: true,
+        },
+        epilogue,
+    )?)
+}
+
 /// Launches for `t` tokens of session `s` at its position (the caller ensures
 /// the KV page holding `s.pos` also holds `s.pos + t - 1`).
 pub(crate) fn record(
@@ -69,8 +123,7 @@ pub(crate) fn record(
     let mut d: Vec<Dispatch> = Vec::new();
     d.extend(embed::embed(ctx, &w.embed, &a.ids, 0, &a.h, t as u32)?);
     for (layer, state) in w.layers.iter().zip(&s.layers) {
-        d.push(input_norm(ctx, c, layer, a, t)?);
-        mixer_in(ctx, layer, a, t, &mut d)?;
+        mixer_in(ctx, c, layer, a, t, &mut d)?;
         mixer_core(ctx, c, layer, s, a, state, t, max_t, &mut d)?;
         mixer_out(ctx, layer, a, t, &mut d)?;
         ffn(ctx, c, layer, a, t, true, &mut d)?;
@@ -97,8 +150,7 @@ pub(crate) fn record_batch(
     let mut d: Vec<Dispatch> = Vec::new();
     d.extend(embed::embed(ctx, &w.embed, &a.ids, 0, &a.h, b as u32)?);
     for (li, layer) in w.layers.iter().enumerate() {
-        d.push(input_norm(ctx, c, layer, a, b)?);
-        mixer_in(ctx, layer, a, b, &mut d)?;
+        mixer_in(ctx, c, layer, a, b, &mut d)?;
         let mut per_session = Vec::with_capacity(b);
         for (row, s) in sessions.iter().enumerate() {
             let state = s.layers.get(li).ok_or_else(|| ModelError::CacheMismatch {
@@ -211,21 +263,28 @@ fn input_norm(
     )?)
 }
 
-/// The mixer's input projections (x → qkvz, ba or qkv).
+/// The input norm and the mixer's input projections (h → qkvz, ba or qkv).
 fn mixer_in(
     ctx: &GpuContext,
+    c: &TextConfig,
     layer: &LayerGpu,
     a: &Activations,
     t: usize,
     d: &mut Vec<Dispatch>,
 ) -> Result<(), ModelError> {
+    let fused = fuse_norm(t);
+    if !fused {
+        d.push(input_norm(ctx, c, layer, a, t)?);
+    }
+    let n = &layer.input_norm;
+    let st = Epilogue::Store;
     match &layer.mixer {
         MixerGpu::Linear(g) => {
-            d.extend(mm(ctx, &g.qkvz, &a.x, 0, &a.qkvz, t, Epilogue::Store)?);
-            d.extend(mm(ctx, &g.ba, &a.x, 0, &a.ba, t, Epilogue::Store)?);
+            d.extend(mm_norm(ctx, c, n, a, 0, &g.qkvz, &a.qkvz, t, st, fused)?);
+            d.extend(mm_norm(ctx, c, n, a, 0, &g.ba, &a.ba, t, st, fused)?);
         }
         MixerGpu::Full(at) => {
-            d.extend(mm(ctx, &at.qkv, &a.x, 0, &a.qkv, t, Epilogue::Store)?);
+            d.extend(mm_norm(ctx, c, n, a, 0, &at.qkv, &a.qkv, t, st, fused)?);
         }
     }
     Ok(())
@@ -343,20 +402,26 @@ fn ffn(
     d: &mut Vec<Dispatch>,
 ) -> Result<(), ModelError> {
     let h = c.hidden_size;
-    d.push(norm::rms_norm(
-        ctx,
-        &a.h,
-        0,
-        &layer.post_norm,
-        &a.x,
-        t as u32,
-        h as u32,
-        c.rms_norm_eps as f32,
-        true,
-    )?);
+    // MoE reads the normalised rows in the router and the experts: written once.
+    let fused = fuse_norm(t) && matches!(layer.ffn, FfnGpu::Dense(_));
+    if !fused {
+        d.push(norm::rms_norm(
+            ctx,
+            &a.h,
+            0,
+            &layer.post_norm,
+            &a.x,
+            t as u32,
+            h as u32,
+            c.rms_norm_eps as f32,
+            true,
+        )?);
+    }
     match &layer.ffn {
         FfnGpu::Dense(m) => {
-            d.extend(mm(ctx, &m.gate_up, &a.x, 0, &a.act, t, Epilogue::SwiGlu)?);
+            let n = &layer.post_norm;
+            let sw = Epilogue::SwiGlu;
+            d.extend(mm_norm(ctx, c, n, a, 0, &m.gate_up, &a.act, t, sw, fused)?);
             d.extend(mm(ctx, &m.down, &a.act, 0, &a.h, t, Epilogue::Accumulate)?);
         }
         FfnGpu::Moe(m) => {
@@ -513,24 +578,32 @@ fn lm_head(
     match head {
         Head::None => {}
         Head::Last => {
-            d.push(norm::rms_norm(
+            // One row: always the GEMV with the norm fused.
+            let st = Epilogue::Store;
+            d.extend(mm_norm(
                 ctx,
-                &a.h,
-                ((t - 1) * h) as u32,
+                c,
                 &w.norm,
-                &a.x,
+                a,
+                t - 1,
+                head_w,
+                &a.logits,
                 1,
-                h as u32,
-                eps,
+                st,
                 true,
             )?);
-            d.extend(mm(ctx, head_w, &a.x, 0, &a.logits, 1, Epilogue::Store)?);
         }
         Head::All => {
-            d.push(norm::rms_norm(
-                ctx, &a.h, 0, &w.norm, &a.x, t as u32, h as u32, eps, true,
+            let fused = fuse_norm(t);
+            if !fused {
+                d.push(norm::rms_norm(
+                    ctx, &a.h, 0, &w.norm, &a.x, t as u32, h as u32, eps, true,
+                )?);
+            }
+            let st = Epilogue::Store;
+            d.extend(mm_norm(
+                ctx, c, &w.norm, a, 0, head_w, &a.logits, t, st, fused,
             )?);
-            d.extend(mm(ctx, head_w, &a.x, 0, &a.logits, t, Epilogue::Store)?);
         }
     }
     Ok(())
