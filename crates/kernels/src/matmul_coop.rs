@@ -1,37 +1,79 @@
 //! Cooperative-matrix (tensor core) path of the prefill GEMM, `mm_coop` in
-//! `shaders/matmul_coop.wgsl`: the scalar tile kernel's 64 × 64 output tile,
-//! but the products run as 16 × 16 × 16 f16 fragments with f32 accumulators
-//! (H100, Vulkan, trusted modules, GPU timestamps, T = 4096 on a 4096² BF16
-//! weight: 33.7 TFLOP/s against 15.5 for the scalar tile kernel in the same
-//! run; `wgsl-kernels.md` §2.2 saw 72 with a BF16-only kernel, so staging and
-//! tile size are tuning items). Four
-//! subgroups × 2 × 2 fragments; x (f32 → f16) and W (decoded, scaled in f32,
-//! then rounded to f16) are staged in workgroup memory, and the result passes
-//! through workgroup memory, one fragment per subgroup at a time, so the
-//! epilogues are the scalar kernel's; 12 KiB of workgroup memory in all,
-//! because the kernel is occupancy-bound (see `SHARED_BYTES`).
+//! `shaders/matmul_coop.wgsl`: 128 tokens × 128 weight rows per workgroup of 8
+//! subgroups, each 2 × 4 fragments of 16 × 16 × 16 (f16 inputs, f32
+//! accumulators); x and W (decoded, scaled in f32, rounded to f16) are staged
+//! in workgroup memory with padded rows, and the next 32-column step's global
+//! loads are in flight in registers during the current step's multiply-adds.
+//! The result passes through workgroup memory so the epilogues are the scalar
+//! kernel's. Numbers: see the end of this doc.
 //!
-//! Precision: inputs are rounded to f16 (relative error ≤ 2⁻¹¹ each), so an
-//! output is within about 1e-3 · Σ|xᵢ·wᵢ| of the exact value. Magnitudes above
-//! 65504 (x, or a weight times its scale) become ±inf — not clamped — and give
-//! inf/NaN outputs; post-RMSNorm activations and checkpoint weights fit. The
-//! path is used for F32, BF16, F16 and E4M3 weights (E4M3: |w| ≤ 448 times the
-//! scale, so any scale ≤ 146 fits; FP8 checkpoint block scales are ≪ 1), not
-//! for E5M2 (57344 · scale overflows f16 for any scale above ~1.14).
+//! Two variants (override `EXACT`), chosen per context by [`pipeline_key`]:
+//! - Exact (the default, what [`MatmulPath::Auto`](super::MatmulPath::Auto)
+//!   runs above 16 tokens): each x row is multiplied by a power of two `s`
+//!   (its largest |x| lands in [2¹⁴, 2¹⁵); a pre-pass of the workgroup over its
+//!   x rows) and split as `hi` = x·s rounded to 11 significant bits (integer
+//!   ops, so exact in f16), `lo = f16(x·s − hi)`; `hi·W + lo·W` accumulate in
+//!   the same f32 accumulators and the epilogue multiplies by `1/s` (exact).
+//!   x keeps 22 significant bits (relative error ≤ 2⁻²², or 2⁻³⁹ of the row's
+//!   largest |x| for elements whose `lo` is an f16 subnormal) and no finite
+//!   |x| overflows (an inf or NaN x gives NaN outputs). BF16 and F16 weights
+//!   are exact in f16 when their scaled magnitude lies in [2⁻¹⁴, 65504]
+//!   (smaller ones are f16 subnormals: absolute error ≤ 2⁻²⁵), so outputs
+//!   match the f32 GEMM to ~1e-6 of Σ|x·w| (tested at 1e-5 · Σ|x·w|, x rows
+//!   from 1e-6 to 1e6; 4096-deep outputs differ from the scalar GEMM's by
+//!   ~1e-5 of the largest |y|). FP8 E4M3 times its scale is rounded to f16: up
+//!   to 2⁻¹¹ relative per weight (the product of a 4-bit E4M3 significand and
+//!   an f32 scale has more bits than f16's 11). F32 weights would be rounded
+//!   too, so Auto keeps them on the scalar GEMM.
+//! - Plain ([`ContextOptions::f16_matmul`](crate::ContextOptions::f16_matmul)):
+//!   x rounded to f16 directly (2⁻¹¹ relative, ~1e-3 · Σ|x·w| per output), half
+//!   the multiply-adds and no pre-pass; |x| above 65504 becomes ±inf and gives
+//!   inf/NaN outputs (post-RMSNorm activations fit).
 //!
-//! Needs `cooperative_matrix` and `f16`, plus subgroups of one fixed size
-//! (the shader assigns fragments by `subgroup_id` to exactly 4 subgroups, so
-//! the workgroup is 4 × that size) and 12 KiB of workgroup memory.
+//! Both: a weight times its scale above 65504 becomes ±inf, so E5M2 (57344 ·
+//! scale) is not supported; E4M3 fits for any scale ≤ 146 (checkpoint block
+//! scales are ≪ 1); BF16 checkpoint weights are far below.
+//!
+//! Needs `cooperative_matrix` and `f16`, plus subgroups of one fixed size of at
+//! least 16 (the shader assigns fragments by `subgroup_id` to exactly 8
+//! subgroups, so the workgroup is 8 × that size) and 47 KiB of workgroup
+//! memory (st_x, st_xl, st_w: 128 × 40 halves each; st_y: 8 × 2 fragments of
+//! f32; two per-row scale arrays).
+//!
+//! H100 (Vulkan, trusted modules, GPU timestamps, BF16, TFLOP/s; `cargo test
+//! --release --test matmul_coop -- --exact coop_vs_scalar_speed` with
+//! `QWGPU_BENCH=1`):
+//!
+//! | shape `[rows, cols]`, T              | scalar | first coop (64², f16) | plain | exact |
+//! |---------------------------------------|-------:|------------------:|------:|------:|
+//! | `[4096, 4096]`, 4096                  |   15.5 |              33.5 |  77.2 |  42.4 |
+//! | `[4096, 4096]`, 512                   |   14.6 |                   |  73.7 |  40.8 |
+//! | `[12288, 4096]`, 4096                 |   15.9 |                   |  77.0 |  40.9 |
+//! | `[12288, 4096]`, 512                  |   15.3 |                   |       |  39.1 |
+//! | `[4096, 12288]`, 512, Accumulate      |        |                   |       |  35.1 |
+//! | `[24576, 4096]`, 512, SwiGLU          |        |                   |  70.4 |  38.8 |
+//! | `[4096, 4096]` E4M3 128² blocks, 512  |   14.2 |                   |       |  49.6 |
+//!
+//! The exact variant runs twice the multiply-adds plus its pre-pass (x is read
+//! twice). Unpadded 64-byte rows (`LDS` = 32) ran 1.3–2.9× slower than the
+//! padded 80-byte rows. Caveat: in one bench process later shapes ran up to
+//! 2.7× slower than the same shape at its start (scalar GEMM included; empty
+//! cells are such runs), so only adjacent numbers compare.
 
 use crate::shaders::{self, ShaderSource};
 use crate::{GpuContext, GpuWeight, PipelineKey, WeightFormat};
 
 crate::shader!(MATMUL_COOP, "matmul_coop.wgsl");
 
-/// Workgroup memory of `mm_coop`: x and W tiles (2 × 4 KiB f16) and a quarter of the f32 result
-/// tile (4 KiB). Occupancy-bound on the H100 (4096³ BF16): 32 KiB (64-column steps) ran at 9
-/// TFLOP/s, 24 KiB at 18, 16 KiB at 25, 12 KiB at 34 (scalar tile kernel: 15.5).
-const SHARED_BYTES: u32 = 12 * 1024;
+/// Workgroup memory of `mm_coop`: x hi, x lo and W tiles (3 × 10 KiB f16 at the padded stride),
+/// two result fragments per subgroup (16 KiB f32), per-row scales (1 KiB). (The first kernel,
+/// 64 × 64 tiles with unpadded rows and no prefetch, measured slower with more than 12 KiB;
+/// this one at 47 KiB is 2.3× faster: the unpadded rows' bank conflicts cost more than
+/// occupancy here.)
+const SHARED_BYTES: u32 = 3 * 10 * 1024 + 16 * 1024 + 1024;
+
+/// Output tile: tokens × weight rows (SwiGLU: half as many output columns).
+const TILE: u32 = 128;
 
 /// Shader modules of the coop path (they need f16, subgroups and cooperative matrices).
 pub fn modules() -> Vec<(Vec<&'static ShaderSource>, bool)> {
@@ -41,17 +83,19 @@ pub fn modules() -> Vec<(Vec<&'static ShaderSource>, bool)> {
     )]
 }
 
-/// Threads per workgroup (4 subgroups), or `None` where the device cannot run
-/// the coop kernel at all.
+/// Threads per workgroup (8 subgroups), or `None` where the device cannot run
+/// the coop kernel at all. Subgroups of at least 16 keep the per-thread
+/// staging registers at 8 vec4s (the shader's array size).
 fn workgroup_size(ctx: &GpuContext) -> Option<u32> {
     let c = &ctx.caps;
     let (lo, hi) = c.subgroup_sizes;
-    let wg = 4 * hi;
+    let wg = 8 * hi;
     (c.cooperative_matrix
         && c.f16
         && c.subgroups
         && lo == hi
-        && lo > 0
+        && lo >= 16
+        && lo.is_power_of_two()
         && wg <= ctx.limits.max_compute_invocations_per_workgroup
         && wg <= ctx.limits.max_compute_workgroup_size_x
         && SHARED_BYTES <= ctx.limits.max_compute_workgroup_storage_size)
@@ -65,16 +109,20 @@ pub(super) fn supported(ctx: &GpuContext, w: &GpuWeight) -> bool {
 }
 
 /// Whether [`MatmulPath::Auto`](super::MatmulPath::Auto) runs a `t`-token
-/// GEMM (`t` > [`MAX_VEC_T`](super::MAX_VEC_T)) on this path.
+/// GEMM (`t` > [`MAX_VEC_T`](super::MAX_VEC_T)) on this path: the exact
+/// variant wherever supported, except F32 weights (module doc); the plain f16
+/// one for every supported format when the context opts into f16 matmuls.
 pub(super) fn auto(ctx: &GpuContext, w: &GpuWeight, _t: u32) -> bool {
-    ctx.f16_matmul && supported(ctx, w)
+    supported(ctx, w) && (ctx.f16_matmul || w.format != WeightFormat::F32)
 }
 
 /// Workgroup grid (along outputs, along tokens) for `n` outputs (SwiGLU
 /// columns when `swiglu`) and `t` tokens.
 pub(super) fn grid(n: u32, t: u32, swiglu: bool) -> (u32, u32) {
-    const TILE: u32 = 64;
-    (n.div_ceil(if swiglu { TILE / 2 } else { TILE }), t.div_ceil(TILE))
+    (
+        n.div_ceil(if swiglu { TILE / 2 } else { TILE }),
+        t.div_ceil(TILE),
+    )
 }
 
 /// Why [`supported`] is false, for error messages.
@@ -86,18 +134,21 @@ pub(super) fn unsupported_reason(ctx: &GpuContext, w: &GpuWeight) -> String {
         )
     } else {
         format!(
-            "adapter `{}` lacks cooperative matrices, f16, subgroups of one size or 12 KiB of workgroup memory",
+            "adapter `{}` lacks cooperative matrices, f16, subgroups of one size (>= 16) or 47 KiB of workgroup memory",
             ctx.info.name
         )
     }
 }
 
-/// The `mm_coop` pipeline key for `w` (call only when [`supported`]).
+/// The `mm_coop` pipeline key for `w` (call only when [`supported`]): the
+/// plain f16 variant when the context opts into f16 matmuls, else the exact
+/// one, for Auto and forced Coop alike.
 pub(super) fn pipeline_key(ctx: &GpuContext, w: &GpuWeight) -> PipelineKey {
     PipelineKey::new(
         &[&MATMUL_COOP, &shaders::NUMERIC, &super::MATMUL_COMMON],
         "mm_coop",
     )
-    .constant("WG", workgroup_size(ctx).unwrap_or(128))
+    .constant("WG", workgroup_size(ctx).unwrap_or(256))
     .constant("FORMAT", w.format as u32)
+    .constant("EXACT", f64::from(u8::from(!ctx.f16_matmul)))
 }
