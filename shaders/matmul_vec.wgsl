@@ -23,6 +23,18 @@ override SCALE_MODE: u32 = 0u;
 // Binding 8: 7 is the indexed kernel's `ids`.
 @group(0) @binding(8) var<storage, read> nw4: array<vec4<f32>>;
 
+// The vector path decodes E4M3 as value / 256 (e4m3x4_raw) and applies the
+// 256 with the scales, once per chunk or output instead of per element.
+override RAW: f32 = select(1.0, 256.0, FORMAT == 3u);
+
+// Elements 4g..4g+3 of a chunk, divided by RAW.
+fn decode_raw(w: vec4<u32>, g: u32) -> vec4<f32> {
+    if (FORMAT == 3u) {
+        return e4m3x4_raw(w[g]);
+    }
+    return decode_group(w, g);
+}
+
 var<workgroup> sh_ids: array<u32, 8>;
 var<workgroup> mv_red: array<vec4<f32>, WG>;
 // [vector][16] column sums of the reduction.
@@ -150,18 +162,24 @@ fn mv_run(lid: u32, nt: u32, xb: array<u32, 8>, yb: array<u32, 8>, s: Slots) {
         let w2 = load_chunk(true, s.lr.z, ch);
         let w3 = load_chunk(true, s.lr.w, ch);
         let c0 = ch * CW;
-        var sc = vec4<f32>(1.0);
+        // Per-chunk scales (mode 1) multiply the chunk's partial sums, not
+        // every decoded element: k0/k1 hold this chunk's products. Other
+        // modes accumulate in k0/k1 = a0/a1 directly (plain copies, which
+        // the compiler coalesces: no extra registers).
+        var cs = vec4<f32>(1.0);
+        var k0 = a0;
+        var k1 = a1;
         if (SCALE_MODE == 1u) {
-            sc = vec4<f32>(scale_at(s.sb.x, c0), scale_at(s.sb.y, c0), scale_at(s.sb.z, c0), scale_at(s.sb.w, c0));
+            cs = RAW * vec4<f32>(scale_at(s.sb.x, c0), scale_at(s.sb.y, c0), scale_at(s.sb.z, c0), scale_at(s.sb.w, c0));
+            k0 = mat4x4<f32>();
+            k1 = mat4x4<f32>();
         }
         let full = ch < nfull;
         for (var g = 0u; g < G; g++) {
             let c = c0 + 4u * g;
+            var d = mat4x4<f32>(decode_raw(w0, g), decode_raw(w1, g), decode_raw(w2, g), decode_raw(w3, g));
             if (SCALE_MODE == 2u) {
-                sc = vec4<f32>(scale_at(s.sb.x, c), scale_at(s.sb.y, c), scale_at(s.sb.z, c), scale_at(s.sb.w, c));
-            }
-            var d = mat4x4<f32>(decode_group(w0, g), decode_group(w1, g), decode_group(w2, g), decode_group(w3, g));
-            if (SCALE_MODE != 0u) {
+                let sc = vec4<f32>(scale_at(s.sb.x, c), scale_at(s.sb.y, c), scale_at(s.sb.z, c), scale_at(s.sb.w, c));
                 d = mat4x4<f32>(d[0] * sc.x, d[1] * sc.y, d[2] * sc.z, d[3] * sc.w);
             }
             // dt * x = the 4 slots' dot products with x.
@@ -171,18 +189,18 @@ fn mv_run(lid: u32, nt: u32, xb: array<u32, 8>, yb: array<u32, 8>, s: Slots) {
                 nf = norm_factor(c);
             }
             let x0 = xv(xb[0], c, full);
-            a0[0] += dt * (x0 * nf);
+            k0[0] += dt * (x0 * nf);
             ss0.x += dot(x0, x0);
             if (TV >= 2u) {
                 let x1 = xv(xb[1], c, full);
-                a0[1] += dt * (x1 * nf);
+                k0[1] += dt * (x1 * nf);
                 ss0.y += dot(x1, x1);
             }
             if (TV >= 4u) {
                 let x2 = xv(xb[2], c, full);
                 let x3 = xv(xb[3], c, full);
-                a0[2] += dt * (x2 * nf);
-                a0[3] += dt * (x3 * nf);
+                k0[2] += dt * (x2 * nf);
+                k0[3] += dt * (x3 * nf);
                 ss0.z += dot(x2, x2);
                 ss0.w += dot(x3, x3);
             }
@@ -191,12 +209,31 @@ fn mv_run(lid: u32, nt: u32, xb: array<u32, 8>, yb: array<u32, 8>, s: Slots) {
                 let x5 = xv(xb[5], c, full);
                 let x6 = xv(xb[6], c, full);
                 let x7 = xv(xb[7], c, full);
-                a1[0] += dt * (x4 * nf);
-                a1[1] += dt * (x5 * nf);
-                a1[2] += dt * (x6 * nf);
-                a1[3] += dt * (x7 * nf);
+                k1[0] += dt * (x4 * nf);
+                k1[1] += dt * (x5 * nf);
+                k1[2] += dt * (x6 * nf);
+                k1[3] += dt * (x7 * nf);
                 ss1 += vec4<f32>(dot(x4, x4), dot(x5, x5), dot(x6, x6), dot(x7, x7));
             }
+        }
+        if (SCALE_MODE == 1u) {
+            a0[0] += k0[0] * cs;
+            if (TV >= 2u) {
+                a0[1] += k0[1] * cs;
+            }
+            if (TV >= 4u) {
+                a0[2] += k0[2] * cs;
+                a0[3] += k0[3] * cs;
+            }
+            if (TV >= 8u) {
+                a1[0] += k1[0] * cs;
+                a1[1] += k1[1] * cs;
+                a1[2] += k1[2] * cs;
+                a1[3] += k1[3] * cs;
+            }
+        } else {
+            a0 = k0;
+            a1 = k1;
         }
     }
     // Reduction: 2 barriers per vector + 1, shared memory only (a tree per
@@ -235,8 +272,10 @@ fn mv_run(lid: u32, nt: u32, xb: array<u32, 8>, yb: array<u32, 8>, s: Slots) {
             v *= 1.0 / sqrt(s / f32(p.cols) + p.norm_eps);
         }
         if (SCALE_MODE == 0u) {
-            v *= vec4<f32>(bitcast<f32>(scales[s.sb.x]), bitcast<f32>(scales[s.sb.y]),
-                           bitcast<f32>(scales[s.sb.z]), bitcast<f32>(scales[s.sb.w]));
+            v *= RAW * vec4<f32>(bitcast<f32>(scales[s.sb.x]), bitcast<f32>(scales[s.sb.y]),
+                                 bitcast<f32>(scales[s.sb.z]), bitcast<f32>(scales[s.sb.w]));
+        } else if (SCALE_MODE == 2u) {
+            v *= RAW;
         }
         store(yb[lid], v, s);
     }

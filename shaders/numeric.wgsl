@@ -14,13 +14,19 @@ fn f16x2(w: u32) -> vec2<f32> {
 // the bits are placed into two f16 (bias 15 vs 7: 2^-8 too small) and rescaled.
 // NaN encodings (0x7f/0xff) become ±480; the loader rejects them in weights.
 fn e4m3x4(v: u32) -> vec4<f32> {
+    return e4m3x4_raw(v) * 256.0;
+}
+
+// e4m3x4 / 256 (exact): callers that scale a sum of products anyway fold the
+// 256 into that scale and save a multiply per element.
+fn e4m3x4_raw(v: u32) -> vec4<f32> {
     let a = v & 0x00ff00ffu;
     let b = (v >> 8u) & 0x00ff00ffu;
     let ha = ((a & 0x00800080u) << 8u) | ((a & 0x007f007fu) << 7u);
     let hb = ((b & 0x00800080u) << 8u) | ((b & 0x007f007fu) << 7u);
     let fa = unpack2x16float(ha);
     let fb = unpack2x16float(hb);
-    return vec4<f32>(fa.x, fb.x, fa.y, fb.y) * 256.0;
+    return vec4<f32>(fa.x, fb.x, fa.y, fb.y);
 }
 
 // Four FP8 E5M2 bytes -> f32, exact (E5M2 is the top byte of an f16).
