@@ -10,7 +10,8 @@ usage:
       [128, 128]); embeddings, head, norms, routers, in_proj_a/b and conv1d stay BF16 as in the releases.
   make_models.py gguf NAME HFDIR GGUFDIR LLAMA_SRC QUANTIZE_BIN
       llama.cpp's convert_hf_to_gguf.py (BF16) then llama-quantize Q8_0, and GGUFDIR/weights-NAME.json with
-      the bytes of weights each format reads per decode token (MoE: routed experts scaled by top_k / experts).
+      the bytes of weights each format reads per decode token (MoE: routed experts scaled by top_k / experts)
+      and the LM head's bytes.
 Prints one JSON line per model made (prefix `MODEL `)."""
 import glob, json, math, os, shutil, subprocess, sys, time
 
@@ -101,6 +102,25 @@ def is_quantized(name):
     return name.endswith(QUANTIZED_SUFFIXES)
 
 
+def per_expert(f):
+    """(name, tensor) of a safetensors file, fused 3-D experts (`experts.gate_up_proj` [E, 2I, H],
+    `experts.down_proj` [E, H, I], as some transformers versions save them) split into the per-expert
+    `experts.{e}.{gate,up,down}_proj.weight` of Qwen's FP8 releases."""
+    for name in f.keys():
+        t = f.get_tensor(name)
+        if t.dim() == 3 and name.endswith("mlp.experts.gate_up_proj"):
+            base, half = name[: -len("gate_up_proj")], t.shape[1] // 2
+            for e in range(t.shape[0]):
+                yield f"{base}{e}.gate_proj.weight", t[e, :half]
+                yield f"{base}{e}.up_proj.weight", t[e, half:]
+        elif t.dim() == 3 and name.endswith("mlp.experts.down_proj"):
+            base = name[: -len("down_proj")]
+            for e in range(t.shape[0]):
+                yield f"{base}{e}.down_proj.weight", t[e]
+        else:
+            yield name, t
+
+
 def quantize_folder(src, dst):
     """BF16 folder -> Qwen official block-FP8 folder, shard by shard on the GPU."""
     import torch
@@ -112,8 +132,7 @@ def quantize_folder(src, dst):
         out = {}
         with safe_open(path, "pt", device="cuda") as f:
             meta = f.metadata()
-            for name in f.keys():
-                t = f.get_tensor(name)
+            for name, t in per_expert(f):
                 if t.dim() == 2 and is_quantized(name):
                     q, s = quant_block(t)
                     out[name], out[name[: -len(".weight")] + ".weight_scale_inv"] = q, s
@@ -158,7 +177,7 @@ def make_gguf(name, hf, gdir, src, qbin):
     info = {"model": name, "convert_s": round(t1 - t0, 1), "quantize_s": round(t2 - t1, 1)}
     for fmt, path in [("bf16", bf16), ("q8_0", q8)]:
         r = gguf.GGUFReader(path)
-        tot = embd = 0
+        tot = embd = out_b = 0
         per_tok = 0.0
         has_out = False
         for t in r.tensors:
@@ -168,13 +187,16 @@ def make_gguf(name, hf, gdir, src, qbin):
                 embd = nb
                 continue
             has_out |= t.name == "output.weight"
+            if t.name == "output.weight":
+                out_b = nb
             # routed experts (ffn_*_exps): only top_k of num_experts are read per token
             per_tok += nb * (frac if "_exps" in t.name else 1.0)
         # the embedding table is a row gather, unless tied: then it is read whole as the head
         if not has_out:
             per_tok += embd
+        # head_bytes: the LM head (the embedding when tied), the part of a token outside the layers
         info[fmt] = {"file": path, "tensor_bytes": tot, "token_embd_bytes": embd, "has_output_weight": has_out,
-                     "bytes_read_per_token": per_tok}
+                     "head_bytes": out_b if has_out else embd, "bytes_read_per_token": per_tok}
     json.dump(info, open(os.path.join(gdir, f"weights-{name}.json"), "w"), indent=1)
     print("GGUF " + json.dumps(info), flush=True)
 
@@ -182,7 +204,7 @@ def make_gguf(name, hf, gdir, src, qbin):
 if __name__ == "__main__":
     a = sys.argv[1:]
     if len(a) >= 4 and a[0] == "hf":
-        ml = int(a[a.index("--moe-layers") + 1]) if "--moe-layers" in a else 12
+        ml = int(a[a.index("--moe-layers") + 1]) if "--moe-layers" in a else 4
         make_hf(a[1], a[2], a[3], "--fp8" in a, ml)
     elif len(a) == 6 and a[0] == "gguf":
         make_gguf(*a[1:])

@@ -12,12 +12,13 @@ usage: xtask bench [options]          (on the GPU machine; see benches/README.md
   --work DIR            logs, llama.cpp build and GGUFs (default /tmp/qwgpu-bench)
   --models-dir DIR      HF folders (default /dev/shm/qwgpu-bench when it has 40 GB free, else WORK/models)
   --sizes LIST          of 0.8B, 9B, 9B-FP8, 35B-A3B (FP8 + BF16 MoE geometry), or none (default 0.8B,9B,9B-FP8)
-  --moe-layers N        layers of the 35B-A3B geometry, a multiple of 4 (default 12)
+  --moe-layers N        layers of the 35B-A3B geometry, a multiple of 4 (default 4: 3 linear + 1 full;
+                        per-layer time and the 40-layer figure are derived from it)
   --hf NAME=DIR         use an existing BF16 folder as model NAME instead of making one (repeatable)
   --cuda | --skip-cuda  also build (~5 min) and run llama.cpp's CUDA backend (default: Vulkan only)
   --cuda-start          only start that build, detached, for a later call on the same machine
   --skip-llama --skip-hf --skip-qwgpu --skip-kernels --skip-copy
-  --kernel-tests DIR    test binaries attention, gdn, moe_grouped, matmul_coop (default .gpub/tests)
+  --kernel-tests DIR    test binaries gemv_bench, attention, gdn, moe_grouped, matmul_coop (default .gpub/tests)
   --prefill LIST        prefill lengths (default 512,4096)
   --decode-at LIST      decode contexts (default 512,8192)
   --decode N            decode steps per context (default 128)
@@ -66,7 +67,7 @@ impl Default for Opts {
             work: "/tmp/qwgpu-bench".into(),
             models_dir: None,
             sizes: vec!["0.8B".into(), "9B".into(), "9B-FP8".into()],
-            moe_layers: 12,
+            moe_layers: 4,
             existing: vec![],
             cuda: false,
             cuda_start: false,

@@ -40,6 +40,10 @@ pub struct Results {
     pub checkpoints: Vec<Checkpoint>,
     pub runs: Vec<Run>,
     pub kernels: Vec<KernelBench>,
+    /// The GEMV microbench's figures (`gemv_bench::gemv_bandwidth`), parsed.
+    pub gemv: Option<Gemv>,
+    /// Layers of the 35B-A3B checkpoint made for this run (of the real model's 40).
+    pub moe_layers: Option<usize>,
     pub notes: Vec<String>,
     /// Steps that failed: what and why.
     pub errors: Vec<String>,
@@ -72,6 +76,11 @@ pub struct Run {
     /// e.g. which linear-attention kernels HF used.
     pub detail: Option<String>,
     pub profile: Vec<(String, f64, u64)>,
+    /// GPU time by kernel family of one prefill step of `prefill_profile_tokens` tokens.
+    #[serde(default)]
+    pub prefill_profile: Vec<(String, f64, u64)>,
+    #[serde(default)]
+    pub prefill_profile_tokens: Option<usize>,
     pub error: Option<String>,
 }
 
@@ -80,6 +89,112 @@ pub struct KernelBench {
     pub test: String,
     pub lines: Vec<String>,
     pub error: Option<String>,
+}
+
+/// One line of the GEMV microbench: a weight shape, the MoE step, or a
+/// summary over a model's decode token (`shape` empty).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct GemvRow {
+    pub model: String,
+    /// Weight name as the test prints it (`gdn.in_proj_qkvz`, `moe.step`).
+    pub shape: String,
+    /// [`BF16`] or [`FP8`].
+    pub format: String,
+    pub rows: Option<u64>,
+    pub cols: Option<u64>,
+    pub epilogue: String,
+    /// Launches per decode token of the full model.
+    pub count: u64,
+    /// Bytes read (weights + scales) and GPU µs per launch (summary: per token).
+    pub bytes: f64,
+    pub us: f64,
+    pub gbps: f64,
+    /// Percent of the copy kernel's bandwidth measured in the same test.
+    pub copy_pct: f64,
+    /// The MoE step's geometry (experts, top-k, hidden, intermediate).
+    pub detail: String,
+}
+
+/// The GEMV microbench's output, parsed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Gemv {
+    /// The crate's copy kernel in the same test, bytes read + written per second.
+    pub copy_bps: Option<f64>,
+    pub shapes: Vec<GemvRow>,
+    pub summaries: Vec<GemvRow>,
+}
+
+impl Gemv {
+    pub fn summary(&self, model: &str, format: &str) -> Option<&GemvRow> {
+        self.summaries
+            .iter()
+            .find(|s| s.model == model && s.format == format)
+    }
+}
+
+/// The `gemv_copy`, `gemv` and `gemv_summary` lines of `gemv_bench::gemv_bandwidth`
+/// (`key=value` fields, anywhere in the output); `None` when there are none.
+pub fn parse_gemv(text: &str) -> Option<Gemv> {
+    let mut g = Gemv::default();
+    let mut any = false;
+    for line in text.lines() {
+        let mut tokens = line.split_whitespace();
+        let Some(kind) = tokens.find(|t| matches!(*t, "gemv" | "gemv_copy" | "gemv_summary"))
+        else {
+            continue;
+        };
+        let kv: Vec<(&str, &str)> = tokens.filter_map(|t| t.split_once('=')).collect();
+        let get = |k: &str| kv.iter().find(|(key, _)| *key == k).map(|(_, v)| *v);
+        let num = |k: &str| get(k).and_then(|v| v.parse::<f64>().ok());
+        if kind == "gemv_copy" {
+            if let Some(gbps) = num("gbps") {
+                g.copy_bps = Some(gbps * 1e9);
+                any = true;
+            }
+            continue;
+        }
+        let (Some(model), Some(format), Some(bytes), Some(us), Some(gbps)) = (
+            get("model"),
+            get("format"),
+            num("bytes"),
+            num("us"),
+            num("gbps"),
+        ) else {
+            continue;
+        };
+        let detail: Vec<String> = [
+            ("experts", "E"),
+            ("top_k", "top"),
+            ("hidden", "H"),
+            ("inter", "I"),
+        ]
+        .iter()
+        .filter_map(|(k, short)| get(k).map(|v| format!("{short} {v}")))
+        .collect();
+        let row = GemvRow {
+            model: model.into(),
+            shape: get("shape").unwrap_or_default().into(),
+            format: if format.starts_with("FP8") { FP8 } else { BF16 }.into(),
+            rows: get("rows").and_then(|v| v.parse().ok()),
+            cols: get("cols").and_then(|v| v.parse().ok()),
+            epilogue: get("epilogue").unwrap_or_default().into(),
+            count: get("count").and_then(|v| v.parse().ok()).unwrap_or(1),
+            bytes,
+            us,
+            gbps,
+            copy_pct: num("copy_pct").unwrap_or(f64::NAN),
+            detail: detail.join(", "),
+        };
+        any = true;
+        if kind == "gemv_summary" {
+            g.summaries.push(row);
+        } else {
+            g.shapes.push(row);
+        }
+    }
+    any.then_some(g)
 }
 
 impl Run {
@@ -146,19 +261,27 @@ pub fn parse_qwgpu(model: &str, format: &str, v: &Value) -> Run {
     r.detail = m["backend"]
         .as_str()
         .map(|b| format!("{b}, chunk {}", m["chunk"]));
-    if let Some(p) = m["decode_profile"].as_array() {
-        r.profile = p
-            .iter()
-            .filter_map(|x| {
-                Some((
-                    x["family"].as_str()?.to_string(),
-                    x["ms"].as_f64()?,
-                    x["launches"].as_u64()?,
-                ))
-            })
-            .collect();
-    }
+    r.profile = profile_rows(&m["decode_profile"]);
+    r.prefill_profile = profile_rows(&m["prefill_profile"]);
+    r.prefill_profile_tokens = m["prefill_profile_tokens"].as_u64().map(|n| n as usize);
     r
+}
+
+/// `[{"family", "ms", "launches"}]` → rows (anything else: none).
+fn profile_rows(v: &Value) -> Vec<(String, f64, u64)> {
+    v.as_array()
+        .map(|p| {
+            p.iter()
+                .filter_map(|x| {
+                    Some((
+                        x["family"].as_str()?.to_string(),
+                        x["ms"].as_f64()?,
+                        x["launches"].as_u64()?,
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// `hf_prefill.py` output → a run.
@@ -271,7 +394,9 @@ mod tests {
                 "vm_hwm_bytes": 5000, "checkpoint_bytes": 9000,
                 "prefill": [{"tokens": 512, "context": 0, "seconds": 0.1, "tok_s": 5120.0}],
                 "decode": [{"tokens": 128, "context": 512, "seconds": 1.0, "tok_s": 128.0}],
-                "decode_profile": [{"family": "matmul", "ms": 5.0, "launches": 100}]}}"#,
+                "decode_profile": [{"family": "matmul", "ms": 5.0, "launches": 100}],
+                "prefill_profile": [{"family": "matmul_tile", "ms": 50.0, "launches": 90}],
+                "prefill_profile_tokens": 512}}"#,
         )
         .unwrap();
         let r = parse_qwgpu("9B", BF16, &v);
@@ -279,6 +404,57 @@ mod tests {
         assert_eq!(r.decode_at(512), Some(128.0));
         assert_eq!(r.peak_rss_anon, Some(1000));
         assert_eq!(r.profile, vec![("matmul".to_string(), 5.0, 100)]);
+        assert_eq!(
+            r.prefill_profile,
+            vec![("matmul_tile".to_string(), 50.0, 90)]
+        );
+        assert_eq!(r.prefill_profile_tokens, Some(512));
+        // A failed prefill profile (an object with "error") is no rows.
+        let v: Value = serde_json::from_str(
+            r#"{"model": {"prefill_profile": {"error": "too many tokens"}, "decode_profile": null}}"#,
+        )
+        .unwrap();
+        let r = parse_qwgpu("9B", BF16, &v);
+        assert!(r.prefill_profile.is_empty() && r.profile.is_empty());
+        assert_eq!(r.prefill_profile_tokens, None);
+    }
+
+    /// The lavapipe run of `gemv_bench::gemv_bandwidth` (shapes scaled down), as recorded.
+    #[test]
+    fn gemv_lines_of_a_recorded_run_parse_whole() {
+        let text = include_str!("samples/gemv_lavapipe.txt");
+        let g = parse_gemv(text).unwrap();
+        // 16 dense shapes + the MoE step, in 2 formats; a summary per model and format.
+        assert_eq!(g.shapes.len(), 34);
+        assert_eq!(g.summaries.len(), 4);
+        assert_eq!(g.copy_bps, Some(0.28e9));
+        let qkvz = &g.shapes[0];
+        assert_eq!(
+            (
+                qkvz.model.as_str(),
+                qkvz.shape.as_str(),
+                qkvz.format.as_str()
+            ),
+            ("9B", "gdn.in_proj_qkvz", BF16)
+        );
+        assert_eq!(
+            (qkvz.rows, qkvz.cols, qkvz.count),
+            (Some(768), Some(256), 24)
+        );
+        assert_eq!(qkvz.epilogue, "Store");
+        assert_eq!(qkvz.bytes, 396304.0);
+        let step = g
+            .shapes
+            .iter()
+            .find(|x| x.shape == "moe.step" && x.format == FP8)
+            .unwrap();
+        assert_eq!(step.rows, None);
+        assert_eq!(step.detail, "E 64, top 8, H 128, I 32");
+        assert_eq!(step.count, 40);
+        let s = g.summary("9B", FP8).unwrap();
+        assert_eq!(s.copy_pct, 5.8);
+        assert!(g.summary("35B-A3B", BF16).is_some());
+        assert!(parse_gemv("running 1 test\ngemv without fields\ntest result: ok").is_none());
     }
 
     #[test]

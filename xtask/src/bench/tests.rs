@@ -1,6 +1,6 @@
 //! RESULTS.md from a canned result set (no GPU, no Python).
 
-use super::report::{rate, render};
+use super::report::{moe_rows, rate, render};
 use super::results::*;
 use super::weights::CheckpointWeights;
 
@@ -14,6 +14,7 @@ fn canned() -> Results {
             matmul_params_per_token: params,
             largest_tensor_bytes: 2_000_000_000,
             tied: false,
+            head_bytes: 0,
         },
     };
     let mut q = Run::new(QWGPU, "9B", BF16);
@@ -56,6 +57,8 @@ fn canned() -> Results {
             lines: vec!["nh16/nkv4 (9B) decode kv   1024:     10.0 us".into()],
             error: None,
         }],
+        gemv: None,
+        moe_layers: None,
         notes: vec!["a note".into()],
         errors: vec!["make 35B-A3B: out of disk".into()],
         steps: vec![("make checkpoints".into(), 61.0)],
@@ -161,4 +164,208 @@ fn bench_lines_drop_the_test_harness() {
         super::bench_lines(text),
         vec!["BENCH coop T=4096: 33.7 TFLOP/s"]
     );
+}
+
+/// The canned run plus the GEMV microbench, profiles of a prefill step and a
+/// 4-layer 35B-A3B measured by qwgpu and llama.cpp.
+fn canned_full() -> Results {
+    let mut r = canned();
+    r.gemv = parse_gemv(include_str!("samples/gemv_h100_like.txt"));
+    r.moe_layers = Some(4);
+    r.runs[0].prefill_profile = vec![
+        ("matmul_tile".into(), 30.0, 90),
+        ("gdn chunk".into(), 10.0, 24),
+    ];
+    r.runs[0].prefill_profile_tokens = Some(512);
+    let head = |format: &str, head_bytes: u64| Checkpoint {
+        model: "35B-A3B".into(),
+        format: format.into(),
+        weights: CheckpointWeights {
+            total_bytes: 5_000_000_000,
+            bytes_per_token: 1_200_000_000.0,
+            head_bytes,
+            ..Default::default()
+        },
+    };
+    // Heads: BF16 [248320, 2048] = 1.017 GB; Q8_0 0.540 GB; at 3 TB/s 0.339 / 0.180 ms.
+    r.checkpoints.push(head(FP8, 1_017_118_720));
+    r.checkpoints.push(head("GGUF Q8_0", 540_000_000));
+    let mut q = Run::new(QWGPU, "35B-A3B", FP8);
+    // 1.339 ms per token: 0.339 head + 4 × 0.25.
+    q.decode = vec![(512, 1e3 / 1.339_039_573)];
+    let mut vk = Run::new(LLAMA_VULKAN, "35B-A3B", Q8_0);
+    // 1.38 ms per token: 0.18 head + 4 × 0.3.
+    vk.decode = vec![(0, 1e3 / 1.38)];
+    let mut cu = Run::new(LLAMA_CUDA, "35B-A3B", Q8_0);
+    cu.decode = vec![(0, 1e3 / 2.0)];
+    r.runs.extend([q, vk, cu]);
+    r
+}
+
+#[test]
+fn gemv_figures_fill_their_target_and_table() {
+    let md = render(&canned_full());
+    // Summary 92.4 % / 80.1 % of the copy kernel; of torch 2307.69 / 3000 = 77 %, 2000 / 3000 = 67 %.
+    assert!(
+        md.contains("| GEMV BF16 / FP8 block ≥ 90% / 85% of copy bandwidth (9B decode set) | 92% / 80% of the copy kernel (77% / 67% of torch `copy_`) | BF16 met, FP8 block not met |"),
+        "{md}"
+    );
+    assert!(md.contains("## GEMV bandwidth (decode, T = 1"), "{md}");
+    assert!(md.contains("(2.497 TB/s read + written)"), "{md}");
+    assert!(
+        md.contains("| 9B | gdn.in_proj_qkvz (Store) | 12288 × 4096 | 24 | 45.0 | 2,237 | 90% | 25.0 | 2,015 | 81% |"),
+        "{md}"
+    );
+    // A shape measured in one format only.
+    assert!(
+        md.contains(
+            "| 9B | lm_head (Store) | 248320 × 4096 | 1 | 800.0 | 2,543 | 102% | — | — | — |"
+        ),
+        "{md}"
+    );
+    assert!(
+        md.contains("| 35B-A3B | moe.step | E 256, top 8, H 2048, I 512 | 40 | 60.0 | 856.3 | 34% | — | — | — |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| 9B | **one decode token** (Σ per token × bytes ÷ Σ per token × µs) | — | — | 6500.0 | 2,308 | 92% | 3800.0 | 2,000 | 80% |"),
+        "{md}"
+    );
+    // The raw lines are not repeated among the other microbenches.
+    assert!(!md.contains("gemv_summary model=9B"), "{md}");
+    // Without figures the target says so.
+    let md = render(&canned());
+    assert!(
+        md.contains("| GEMV BF16 / FP8 block ≥ 90% / 85% of copy bandwidth (9B decode set) | no GEMV figures | not measured |"),
+        "{md}"
+    );
+}
+
+#[test]
+fn gemv_target_needs_both_formats() {
+    let mut r = canned_full();
+    let g = r.gemv.as_mut().unwrap();
+    g.summaries.retain(|s| s.format == BF16);
+    let md = render(&r);
+    assert!(
+        md.contains("| 92% / — of the copy kernel (77% / — of torch `copy_`) | not measured |"),
+        "{md}"
+    );
+    g_all_met(&mut r);
+    assert!(render(&r).contains("of torch `copy_`) | met |"));
+}
+
+fn g_all_met(r: &mut Results) {
+    let g = r.gemv.as_mut().unwrap();
+    *g = parse_gemv(include_str!("samples/gemv_h100_like.txt")).unwrap();
+    for s in &mut g.summaries {
+        s.copy_pct = 95.0;
+    }
+}
+
+#[test]
+fn prefill_profile_is_rendered_beside_the_decode_profile() {
+    let md = render(&canned_full());
+    let decode = md.find("## qwgpu decode step by kernel family").unwrap();
+    let prefill = md.find("## qwgpu prefill step by kernel family").unwrap();
+    assert!(decode < prefill, "{md}");
+    assert!(
+        md.contains("9B BF16, 512 tokens: 40.000 ms per step"),
+        "{md}"
+    );
+    assert!(md.contains("| matmul_tile | 30.000 | 75% | 90 |"), "{md}");
+    assert!(!render(&canned()).contains("prefill step by kernel family"));
+}
+
+#[test]
+fn moe_per_layer_time_and_the_extrapolated_full_model() {
+    let r = canned_full();
+    let rows = moe_rows(&r);
+    assert_eq!(rows.len(), 3);
+    let q = &rows[0];
+    assert_eq!(
+        (q.engine.as_str(), q.format.as_str(), q.layers),
+        (QWGPU, FP8, 4)
+    );
+    // head 1.017 GB / 3 TB/s = 0.339 ms; (1.339 − 0.339) / 4 = 0.25 ms per layer;
+    // 40 layers: 0.339 + 10 = 10.339 ms = 96.7 tok/s.
+    assert!((q.head_ms.unwrap() - 0.339_04).abs() < 1e-4);
+    assert!((q.layer_ms.unwrap() - 0.25).abs() < 1e-6);
+    assert!((q.full_tok_s.unwrap() - 1e3 / 10.339_04).abs() < 1e-3);
+    // Vulkan: 0.18 + 4 × 0.3 → 0.18 + 12 = 12.18 ms = 82.1 tok/s.
+    let vk = &rows[1];
+    assert!((vk.layer_ms.unwrap() - 0.3).abs() < 1e-6);
+    let md = render(&r);
+    assert!(
+        md.contains("## 35B-A3B MoE: per layer, extrapolated to the full model"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| qwgpu | FP8 block | 746.8 | 1.339 | 0.339 | 0.250 | 96.7 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| llama.cpp Vulkan | Q8_0 | 724.6 | 1.380 | 0.180 | 0.300 | 82.1 |"),
+        "{md}"
+    );
+    // Target against the faster llama.cpp backend's extrapolation: 96.7 / 82.1 = 1.18×.
+    assert!(
+        md.contains("| 35B-A3B FP8 decode ≥ 1.2× llama.cpp Q8_0 (faster backend) | 1.18× (both extrapolated to 40 layers) | not met |"),
+        "{md}"
+    );
+    // The reduced checkpoint is labelled as such in the main table.
+    assert!(
+        md.contains(
+            "| 35B-A3B (4 of 40 layers) | FP8 block (Q8_0) | decode tok/s, ctx 512 | 746.8 |"
+        ),
+        "{md}"
+    );
+    // Without the layer count (a whole model, or an older results.json)
+    // nothing is extrapolated: the measured figures are judged.
+    let mut whole = r.clone();
+    whole.moe_layers = None;
+    assert!(moe_rows(&whole).is_empty());
+    let md = render(&whole);
+    assert!(
+        md.contains(
+            "| 35B-A3B FP8 decode ≥ 1.2× llama.cpp Q8_0 (faster backend) | 1.03× | not met |"
+        ),
+        "{md}"
+    );
+    // A reduced model without head bytes cannot be extrapolated: not judged.
+    let mut no_head = r.clone();
+    no_head.checkpoints.retain(|c| c.model != "35B-A3B");
+    let md = render(&no_head);
+    assert!(
+        md.contains(
+            "| 35B-A3B FP8 decode ≥ 1.2× llama.cpp Q8_0 (faster backend) | 1.03× | not measured |"
+        ),
+        "{md}"
+    );
+    assert!(
+        md.contains("| qwgpu | FP8 block | 746.8 | 1.339 | — | — | — |"),
+        "{md}"
+    );
+}
+
+#[test]
+fn new_fields_round_trip_and_old_results_still_load() {
+    let r = canned_full();
+    let back: Results = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+    assert_eq!(render(&back), render(&r));
+    // A results.json written before the GEMV, prefill-profile and MoE fields.
+    let mut v: serde_json::Value = serde_json::to_value(canned()).unwrap();
+    let o = v.as_object_mut().unwrap();
+    o.remove("gemv");
+    o.remove("moe_layers");
+    for run in o["runs"].as_array_mut().unwrap() {
+        let run = run.as_object_mut().unwrap();
+        run.remove("prefill_profile");
+        run.remove("prefill_profile_tokens");
+    }
+    for c in o["checkpoints"].as_array_mut().unwrap() {
+        c["weights"].as_object_mut().unwrap().remove("head_bytes");
+    }
+    let old: Results = serde_json::from_value(v).unwrap();
+    assert_eq!(render(&old), render(&canned()));
 }

@@ -27,6 +27,10 @@ pub struct CheckpointWeights {
     pub matmul_params_per_token: f64,
     pub largest_tensor_bytes: u64,
     pub tied: bool,
+    /// Bytes of the LM head (the embedding table when tied): the part of a
+    /// decode token outside the layers.
+    #[serde(default)]
+    pub head_bytes: u64,
 }
 
 /// One tensor of a safetensors header.
@@ -118,6 +122,14 @@ pub fn from_dir(dir: &Path) -> Result<CheckpointWeights> {
         if n.starts_with("mtp.") || n.contains("visual.") {
             continue;
         }
+        let head = if tied {
+            n.ends_with("embed_tokens.weight")
+        } else {
+            n.ends_with("lm_head.weight")
+        };
+        if head {
+            w.head_bytes += t.bytes;
+        }
         if n.ends_with("embed_tokens.weight") && !tied {
             continue;
         }
@@ -147,6 +159,7 @@ mod tests {
     fn a_tied_embedding_is_read_whole_as_the_head() {
         let w = from_dir(&fixture("dense-bf16-text")).unwrap();
         assert!(w.tied, "no lm_head.weight on disk");
+        assert!(w.head_bytes > 0 && w.head_bytes < w.total_bytes);
         assert_eq!(w.bytes_per_token, w.total_bytes as f64);
         // Layer matrices only: in_proj_qkv [128, 32] of layer 0 is one of them.
         assert!(w.matmul_params_per_token >= 128.0 * 32.0);
@@ -176,6 +189,13 @@ mod tests {
                 .sum()
         };
         let want = (w.total_bytes - routed - embed) as f64 + routed as f64 * frac;
+        let head: u64 = all
+            .iter()
+            .filter(|t| t.name == "lm_head.weight")
+            .map(|t| t.bytes)
+            .sum();
+        assert!(!w.tied && head > 0);
+        assert_eq!(w.head_bytes, head);
         assert!(
             (w.bytes_per_token - want).abs() < 1e-6,
             "{} vs {want}",

@@ -44,7 +44,8 @@ pub struct BenchArgs {
     /// GPU adapter: an index from `qwgpu devices` or a name substring.
     #[arg(long)]
     adapter: Option<String>,
-    /// Also print GPU time per kernel family of one decode step.
+    /// Also print GPU time per kernel family of one decode step and of one
+    /// prefill step of `--chunk` tokens (a fresh session, random ids).
     #[arg(long)]
     profile: bool,
     /// Print one JSON object (for `cargo xtask bench`) instead of text.
@@ -236,11 +237,24 @@ fn bench_model(args: &BenchArgs, dir: &Path) -> Result<Value> {
     }
     let batch_rows = bench_batches(&model, args, vocab)?;
     let mut profile = Value::Null;
+    let mut prefill_profile = Value::Null;
     if args.profile {
         if let Some((mut s, next)) = last {
             if let Some(rows) = model.profile(&mut s, &[next])? {
-                profile = print_profile(&rows, args.json)?;
+                profile = print_profile("decode step", &rows, args.json)?;
             }
+        }
+        // One prefill step of `--chunk` tokens from an empty context.
+        let mut s = model.new_session()?;
+        let ids = random_ids(args.chunk.max(1), vocab);
+        match model.profile(&mut s, &ids) {
+            Ok(Some(rows)) => {
+                let what = format!("prefill step of {} tokens", ids.len());
+                prefill_profile = print_profile(&what, &rows, args.json)?;
+            }
+            Ok(None) => {}
+            // Not fatal: the figures measured so far still get printed.
+            Err(e) => prefill_profile = json!({"error": format!("{e:#}")}),
         }
     }
     Ok(json!({
@@ -256,6 +270,8 @@ fn bench_model(args: &BenchArgs, dir: &Path) -> Result<Value> {
         "batched_decode": batch_rows,
         "f16_matmul": args.f16_matmul,
         "decode_profile": profile,
+        "prefill_profile": prefill_profile,
+        "prefill_profile_tokens": if prefill_profile.is_array() { json!(args.chunk.max(1)) } else { Value::Null },
     }))
 }
 
@@ -303,12 +319,13 @@ fn bench_batches(model: &Model, args: &BenchArgs, vocab: u64) -> Result<Vec<Valu
     Ok(rows)
 }
 
-fn print_profile(rows: &[engine::FamilyTime], quiet: bool) -> Result<Value> {
+/// GPU time per kernel family of one step (`what`: "decode step", ...).
+fn print_profile(what: &str, rows: &[engine::FamilyTime], quiet: bool) -> Result<Value> {
     let total: f64 = rows.iter().map(|r| r.nanos).sum();
     if !quiet {
         writeln!(
             std::io::stdout(),
-            "decode step GPU time {:.3} ms (launches timed one per pass)",
+            "{what} GPU time {:.3} ms (launches timed one per pass)",
             total / 1e6
         )?;
     }

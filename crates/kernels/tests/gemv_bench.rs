@@ -1,0 +1,583 @@
+//! Decode GEMV bandwidth (`matmul` at T = 1, and the MoE decode step) at the
+//! real Qwen3.5 9B and 35B-A3B shapes, in BF16 and in FP8 E4M3 with 128×128
+//! block scales (Qwen's FP8 format), against the device copy bandwidth
+//! measured by the crate's copy kernel in the same run. A benchmark, not a
+//! correctness test (`tests/matmul.rs` and `tests/moe.rs` check the
+//! arithmetic): `#[ignore]`, run on a real GPU with
+//! `cargo test --release -p qwgpu-kernels --test gemv_bench -- --include-ignored --nocapture`.
+//! On a software adapter (lavapipe) it runs the same code on shapes scaled
+//! down ~16× per side, so the output format can be checked anywhere.
+//!
+//! Timing: GPU timestamps at the start and end of one compute pass holding
+//! `reps` launches; the median of 7 submissions after 2 warm-ups, divided by
+//! the launches (software adapters: one submission of one launch). Each launch in a pass reads a different copy of the weight
+//! (copies up to 256 MiB in all) so it comes from memory, not from the L2
+//! cache (50 MiB on the H100), as in a decode step where every other layer's
+//! weights pass between two reads of one matrix. Bytes read = the weight's
+//! rows as stored (16-byte aligned) + its scale table; activations (a few
+//! KiB, cache-resident) are not counted.
+//!
+//! Output, one line each, `key=value` fields (parsed by `cargo xtask bench`):
+//! - `gemv_copy bytes=B us=U gbps=G`: copy kernel, B bytes read + written per launch.
+//! - `gemv model=M shape=S format=F rows=R cols=C epilogue=E count=N bytes=B us=U gbps=G copy_pct=P`:
+//!   one shape; N = launches of it per decode token of the full model.
+//! - `gemv model=M shape=moe.step format=F count=N bytes=B us=U gbps=G copy_pct=P`: the MoE FFN
+//!   of one token (router GEMV, top-k routing, expert gate_up SwiGLU + down, combine).
+//! - `gemv_summary model=M format=F bytes=B us=U gbps=G copy_pct=P`: a whole decode token's
+//!   GEMVs, Σ N·bytes ÷ Σ N·µs.
+
+use qwgpu_checkpoint::Dtype;
+use qwgpu_kernels::matmul::{matmul, matmul_indexed, Epilogue, IndexedArgs, MatmulArgs};
+use qwgpu_kernels::{copy, moe, ContextOptions, Dispatch, GpuContext, GpuWeight};
+use qwgpu_loader::{ActivationQuant, BlockSegment, PackedWeight, ScaleScheme, Shard};
+use qwgpu_ops::rng::Rng;
+
+/// Qwen's FP8 block.
+const BLOCK: usize = 128;
+/// Bytes of weight copies a timed pass rotates over (beyond the H100's 50 MiB L2).
+const ROTATE_BYTES: u64 = 256 << 20;
+const MAX_COPIES: usize = 512;
+
+/// One dense GEMV of a model's decode step.
+struct Shape {
+    model: &'static str,
+    name: &'static str,
+    rows: usize,
+    cols: usize,
+    /// Row counts of the checkpoint tensors packed into this weight (each its own block grid).
+    sources: Vec<usize>,
+    epilogue: Epilogue,
+    /// Launches per decode token of the full model.
+    count: usize,
+}
+
+/// The MoE FFN of one token (35B-A3B: 256 experts of 512, top 8).
+struct MoeShape {
+    model: &'static str,
+    hidden: usize,
+    experts: usize,
+    top_k: usize,
+    inter: usize,
+    count: usize,
+}
+
+/// Real shapes; `div` (1 on a GPU) shrinks every side for software adapters.
+fn shapes(div: usize) -> (Vec<Shape>, MoeShape) {
+    let d = |n: usize| (n / div).max(2);
+    let s = |model, name, sources: &[usize], cols: usize, epilogue, count| {
+        let sources: Vec<usize> = sources.iter().map(|&r| d(r)).collect();
+        Shape {
+            model,
+            name,
+            rows: sources.iter().sum(),
+            cols: d(cols),
+            sources,
+            epilogue,
+            count,
+        }
+    };
+    use Epilogue::{Accumulate, Store, SwiGlu};
+    // 9B: hidden 4096, 32 layers (24 linear + 8 full); GDN nk 16, nv 32, dk = dv = 128
+    // (qkv 8192 + z 4096 rows; b, a 32 each); attention nh 16, nkv 4, hd 256 with the
+    // output gate (q+gate 8192, k 1024, v 1024); MLP 12288; vocabulary 248320.
+    // 35B-A3B: hidden 2048, 40 layers (30 + 10); same GDN heads; attention nh 16,
+    // nkv 2 (q+gate 8192, k 512, v 512); shared expert 512; untied head.
+    let dense = vec![
+        s("9B", "gdn.in_proj_qkvz", &[8192, 4096], 4096, Store, 24),
+        s("9B", "gdn.in_proj_ba", &[32, 32], 4096, Store, 24),
+        s("9B", "gdn.out_proj", &[4096], 4096, Accumulate, 24),
+        s("9B", "attn.qkv", &[8192, 1024, 1024], 4096, Store, 8),
+        s("9B", "attn.o_proj", &[4096], 4096, Accumulate, 8),
+        s("9B", "mlp.gate_up", &[12288, 12288], 4096, SwiGlu, 32),
+        s("9B", "mlp.down", &[4096], 12288, Accumulate, 32),
+        s("9B", "lm_head", &[248320], 4096, Store, 1),
+        s(
+            "35B-A3B",
+            "gdn.in_proj_qkvz",
+            &[8192, 4096],
+            2048,
+            Store,
+            30,
+        ),
+        s("35B-A3B", "gdn.in_proj_ba", &[32, 32], 2048, Store, 30),
+        s("35B-A3B", "gdn.out_proj", &[2048], 4096, Accumulate, 30),
+        s("35B-A3B", "attn.qkv", &[8192, 512, 512], 2048, Store, 10),
+        s("35B-A3B", "attn.o_proj", &[2048], 4096, Accumulate, 10),
+        s("35B-A3B", "shared.gate_up", &[512, 512], 2048, SwiGlu, 40),
+        s("35B-A3B", "shared.down", &[2048], 512, Accumulate, 40),
+        s("35B-A3B", "lm_head", &[248320], 2048, Store, 1),
+    ];
+    let moe = MoeShape {
+        model: "35B-A3B",
+        hidden: d(2048),
+        experts: if div == 1 { 256 } else { 64 },
+        top_k: 8,
+        inter: d(512),
+        count: 40,
+    };
+    (dense, moe)
+}
+
+/// Fast filler: normal-magnitude values of `dtype` (no NaN or infinity; the
+/// values do not matter for speed).
+fn fill(dtype: Dtype, n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(n * dtype.size() + 8);
+    while out.len() < n * dtype.size() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let w = match dtype {
+            // sign, exponent 2^-3, random mantissa
+            Dtype::BF16 => (x & 0x807F_807F_807F_807F) | 0x3E00_3E00_3E00_3E00,
+            // sign, exponent 2^-1, random mantissa
+            Dtype::F8E4M3 => (x & 0x8787_8787_8787_8787) | 0x3030_3030_3030_3030,
+            _ => unreachable!("bench formats are BF16 and E4M3"),
+        };
+        out.extend_from_slice(&w.to_le_bytes());
+    }
+    out.truncate(n * dtype.size());
+    out
+}
+
+/// A `[rows, cols]` weight packed from `sources` tensors, unscaled BF16 or E4M3
+/// with one 128×128 block grid per source.
+fn packed(name: &str, dtype: Dtype, sources: &[usize], cols: usize, seed: u64) -> PackedWeight {
+    let rows: usize = sources.iter().sum();
+    let mut shards = Vec::new();
+    let mut segments = Vec::new();
+    let mut o = 0;
+    for (i, &n) in sources.iter().enumerate() {
+        shards.push(Shard {
+            name: format!("{name}.{i}"),
+            source: format!("{name}.{i}"),
+            row_offset: o,
+            rows: n,
+        });
+        let grid = [n.div_ceil(BLOCK), cols.div_ceil(BLOCK)];
+        segments.push(BlockSegment {
+            row_offset: o,
+            rows: n,
+            grid,
+            scales: (0..grid[0] * grid[1])
+                .map(|j| 0.01 + (j % 7) as f32 * 1e-3)
+                .collect(),
+        });
+        o += n;
+    }
+    PackedWeight {
+        name: name.into(),
+        dtype,
+        rows,
+        cols,
+        data: fill(dtype, rows * cols, seed),
+        shards,
+        scale: match dtype {
+            Dtype::F8E4M3 => ScaleScheme::Block {
+                block: [BLOCK, BLOCK],
+                segments,
+            },
+            _ => ScaleScheme::None,
+        },
+        activation: ActivationQuant::None,
+    }
+}
+
+fn format_name(dtype: Dtype) -> &'static str {
+    match dtype {
+        Dtype::F8E4M3 => "FP8-block128",
+        _ => "BF16",
+    }
+}
+
+/// GPU seconds per launch of `launches` recorded `reps` times into one pass:
+/// the median of `samples` submissions after warm-ups. Timestamps where the adapter
+/// has them, else wall time of the submission.
+struct Timer {
+    query: Option<(wgpu::QuerySet, wgpu::Buffer, f64)>,
+    /// Submissions timed after the warm-ups.
+    samples: usize,
+}
+
+impl Timer {
+    fn new(ctx: &GpuContext, samples: usize) -> Self {
+        let query = ctx.caps.timestamps.then(|| {
+            (
+                ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some("gemv bench"),
+                    ty: wgpu::QueryType::Timestamp,
+                    count: 2,
+                }),
+                ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("gemv bench timestamps"),
+                    size: 16,
+                    usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                }),
+                ctx.queue.get_timestamp_period() as f64 * 1e-9,
+            )
+        });
+        Self { query, samples }
+    }
+
+    fn per_launch(&self, ctx: &GpuContext, launches: &[&Dispatch], reps: usize) -> f64 {
+        let n = (launches.len() * reps).max(1) as f64;
+        let warm = if self.samples > 1 { 2 } else { 1 };
+        let mut samples: Vec<f64> = (0..warm + self.samples)
+            .map(|_| {
+                let t0 = std::time::Instant::now();
+                let mut enc = ctx.device.create_command_encoder(&Default::default());
+                {
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some("gemv bench"),
+                        timestamp_writes: self.query.as_ref().map(|(q, _, _)| {
+                            wgpu::ComputePassTimestampWrites {
+                                query_set: q,
+                                beginning_of_pass_write_index: Some(0),
+                                end_of_pass_write_index: Some(1),
+                            }
+                        }),
+                    });
+                    for _ in 0..reps {
+                        for l in launches {
+                            l.record(&mut pass);
+                        }
+                    }
+                }
+                match &self.query {
+                    Some((q, resolve, period)) => {
+                        enc.resolve_query_set(q, 0..2, resolve, 0);
+                        ctx.queue.submit([enc.finish()]);
+                        let b = ctx.read_bytes(resolve, 0, 16).unwrap();
+                        let ts: Vec<u64> = bytemuck::pod_collect_to_vec(&b);
+                        ts[1].saturating_sub(ts[0]) as f64 * period / n
+                    }
+                    None => {
+                        ctx.queue.submit([enc.finish()]);
+                        ctx.wait("gemv bench").unwrap();
+                        t0.elapsed().as_secs_f64() / n
+                    }
+                }
+            })
+            .skip(warm)
+            .collect();
+        samples.sort_by(f64::total_cmp);
+        samples[samples.len() / 2]
+    }
+}
+
+/// Launch repetitions so one timed pass moves about `target` bytes.
+fn reps_for(bytes_per_round: u64, target: u64) -> usize {
+    (target / bytes_per_round.max(1)).clamp(1, 256) as usize
+}
+
+/// `GB/s` and `% of copy` fields.
+fn rate_fields(bytes: f64, secs: f64, copy_bps: f64) -> String {
+    let bps = bytes / secs.max(1e-12);
+    format!(
+        "bytes={} us={:.3} gbps={:.2} copy_pct={:.1}",
+        bytes.round() as u64,
+        secs * 1e6,
+        bps / 1e9,
+        100.0 * bps / copy_bps
+    )
+}
+
+/// Copy kernel bandwidth, bytes read + written per second (as `qwgpu bench --copy-bandwidth`).
+fn copy_bandwidth(ctx: &GpuContext, timer: &Timer, max_bytes: u64, target: u64) -> f64 {
+    let limit = ctx
+        .limits
+        .max_storage_buffer_binding_size
+        .min(ctx.limits.max_buffer_size);
+    let words = (max_bytes.min(limit) / 4 / 256 * 256).max(256);
+    let src = ctx.storage("copy src", words * 4).unwrap();
+    let dst = ctx.storage("copy dst", words * 4).unwrap();
+    let d = copy::copy_words(ctx, &src, 0, &dst, 0, words as u32).unwrap();
+    let moved = 2 * words * 4;
+    let secs = timer.per_launch(ctx, &[&d], reps_for(moved, target));
+    let bps = moved as f64 / secs;
+    println!(
+        "gemv_copy bytes={moved} us={:.3} gbps={:.2}",
+        secs * 1e6,
+        bps / 1e9
+    );
+    bps
+}
+
+/// Times one dense shape; returns (bytes, seconds) per launch.
+fn bench_dense(
+    ctx: &GpuContext,
+    timer: &Timer,
+    s: &Shape,
+    dtype: Dtype,
+    x: &wgpu::Buffer,
+    target: u64,
+    copy_bps: f64,
+) -> (f64, f64) {
+    let w = packed(
+        s.name,
+        dtype,
+        &s.sources,
+        s.cols,
+        0x9e37_79b9 ^ s.rows as u64,
+    );
+    let first = GpuWeight::upload(ctx, &w).unwrap();
+    let bytes = first.bytes();
+    let copies = if ctx.software {
+        1
+    } else {
+        (ROTATE_BYTES.div_ceil(bytes) as usize).clamp(1, MAX_COPIES)
+    };
+    let mut weights = vec![first];
+    for _ in 1..copies {
+        weights.push(GpuWeight::upload(ctx, &w).unwrap());
+    }
+    drop(w);
+    let width = if s.epilogue == Epilogue::SwiGlu {
+        s.rows / 2
+    } else {
+        s.rows
+    };
+    let y = ctx.storage("y", (width * 4) as u64).unwrap();
+    ctx.fill_f32(&y, 0.0);
+    let args = MatmulArgs {
+        x,
+        x_offset: 0,
+        x_stride: s.cols as u32,
+        y: &y,
+        y_offset: 0,
+        y_stride: width as u32,
+        t: 1,
+    };
+    let launches: Vec<Dispatch> = weights
+        .iter()
+        .flat_map(|w| matmul(ctx, w, &args, s.epilogue).unwrap())
+        .collect();
+    let refs: Vec<&Dispatch> = launches.iter().collect();
+    let secs = timer.per_launch(ctx, &refs, reps_for(bytes * copies as u64, target))
+        * refs.len() as f64
+        / copies as f64;
+    let out = ctx.read_f32(&y, 0, width.min(64)).unwrap();
+    assert!(
+        out.iter().all(|v| v.is_finite()),
+        "{} {}: non-finite output",
+        s.model,
+        s.name
+    );
+    println!(
+        "gemv model={} shape={} format={} rows={} cols={} epilogue={:?} count={} {}",
+        s.model,
+        s.name,
+        format_name(dtype),
+        s.rows,
+        s.cols,
+        s.epilogue,
+        s.count,
+        rate_fields(bytes as f64, secs, copy_bps)
+    );
+    (bytes as f64, secs)
+}
+
+/// Indexed-matmul arguments: x rows `x_stride` apart, y rows `y_stride` apart, `pairs` pairs.
+#[allow(clippy::too_many_arguments)]
+fn indexed<'a>(
+    x: &'a wgpu::Buffer,
+    x_stride: usize,
+    x_row_div: usize,
+    ids: &'a wgpu::Buffer,
+    y: &'a wgpu::Buffer,
+    y_stride: usize,
+    rows_per_expert: usize,
+    pairs: usize,
+) -> IndexedArgs<'a> {
+    IndexedArgs {
+        x,
+        x_stride: x_stride as u32,
+        x_row_div: x_row_div as u32,
+        ids,
+        ids_offset: 0,
+        y,
+        y_stride: y_stride as u32,
+        pairs: pairs as u32,
+        rows_per_expert: rows_per_expert as u32,
+    }
+}
+
+/// Times the MoE FFN of one token: router GEMV `[E, H]`, top-k routing, the
+/// chosen experts' gate_up (SwiGLU) and down, combine into the residual (the
+/// shared expert is timed as dense shapes). Rotates over 32 input rows so
+/// consecutive steps pick different experts, as consecutive layers do.
+fn bench_moe(
+    ctx: &GpuContext,
+    timer: &Timer,
+    m: &MoeShape,
+    dtype: Dtype,
+    target: u64,
+    copy_bps: f64,
+) -> (f64, f64) {
+    let (h, e, k, i) = (m.hidden, m.experts, m.top_k, m.inter);
+    // The router stays BF16 in Qwen's FP8 release.
+    let router = GpuWeight::upload(ctx, &packed("moe.router", Dtype::BF16, &[e], h, 7)).unwrap();
+    let gate_up = {
+        let src: Vec<usize> = (0..2 * e).map(|_| i).collect();
+        GpuWeight::upload(ctx, &packed("moe.experts.gate_up", dtype, &src, h, 8)).unwrap()
+    };
+    let down = {
+        let src: Vec<usize> = (0..e).map(|_| h).collect();
+        GpuWeight::upload(ctx, &packed("moe.experts.down", dtype, &src, i, 9)).unwrap()
+    };
+    let f32s = |label: &str, n: usize| ctx.storage(label, (n * 4) as u64).unwrap();
+    let (logits, ids, wts) = (f32s("logits", e), f32s("ids", k), f32s("weights", k));
+    let (act, out) = (f32s("expert act", k * i), f32s("expert out", k * h));
+    let (shared_out, gate_logit, hbuf) = (f32s("shared out", h), f32s("gate", 1), f32s("h", h));
+    for b in [&shared_out, &gate_logit, &hbuf] {
+        ctx.fill_f32(b, 0.0);
+    }
+    let mut rng = Rng::new(11);
+    let xs: Vec<wgpu::Buffer> = (0..if ctx.software { 2 } else { 32 })
+        .map(|_| ctx.upload("x", &rng.normal_vec(h)).unwrap())
+        .collect();
+    let mut launches = Vec::new();
+    for x in &xs {
+        launches.extend(
+            matmul(
+                ctx,
+                &router,
+                &MatmulArgs {
+                    x,
+                    x_offset: 0,
+                    x_stride: h as u32,
+                    y: &logits,
+                    y_offset: 0,
+                    y_stride: e as u32,
+                    t: 1,
+                },
+                Epilogue::Store,
+            )
+            .unwrap(),
+        );
+        launches.push(moe::moe_route(ctx, &logits, 1, e as u32, k as u32, &ids, &wts).unwrap());
+        launches.extend(
+            matmul_indexed(
+                ctx,
+                &gate_up,
+                &indexed(x, h, k, &ids, &act, i, 2 * i, k),
+                Epilogue::SwiGlu,
+            )
+            .unwrap(),
+        );
+        launches.extend(
+            matmul_indexed(
+                ctx,
+                &down,
+                &indexed(&act, i, 1, &ids, &out, h, h, k),
+                Epilogue::Store,
+            )
+            .unwrap(),
+        );
+        launches.push(
+            moe::moe_combine(
+                ctx,
+                &out,
+                &wts,
+                &shared_out,
+                &gate_logit,
+                &hbuf,
+                1,
+                k as u32,
+                h as u32,
+            )
+            .unwrap(),
+        );
+    }
+    let per_expert = |w: &GpuWeight| (w.bytes() - w.meta.size()) / e as u64;
+    // Weights the step reads: the router and k experts' rows (their scales: the
+    // part of each table those rows use, small; counted whole per expert share).
+    let bytes = router.bytes()
+        + k as u64 * (per_expert(&gate_up) + per_expert(&down))
+        + k as u64 * (gate_up.meta.size() + down.meta.size()) / e as u64;
+    let refs: Vec<&Dispatch> = launches.iter().collect();
+    let steps = xs.len() as u64;
+    let secs = timer.per_launch(ctx, &refs, reps_for(bytes * steps, target)) * refs.len() as f64
+        / steps as f64;
+    let got = ctx.read_f32(&hbuf, 0, h.min(64)).unwrap();
+    assert!(
+        got.iter().all(|v| v.is_finite()),
+        "MoE step: non-finite output"
+    );
+    println!(
+        "gemv model={} shape=moe.step format={} experts={e} top_k={k} hidden={h} inter={i} count={} {}",
+        m.model,
+        format_name(dtype),
+        m.count,
+        rate_fields(bytes as f64, secs, copy_bps)
+    );
+    (bytes as f64, secs)
+}
+
+/// Every shape in BF16 and FP8 block, one line each, then one summary line per
+/// model and format. See the module docs for the output.
+#[test]
+#[ignore]
+fn gemv_bandwidth() {
+    let ctx = GpuContext::new(&ContextOptions {
+        runtime_checks: Some(false),
+        ..Default::default()
+    })
+    .unwrap();
+    let software = ctx.software || ctx.info.device_type == wgpu::DeviceType::Cpu;
+    println!(
+        "adapter: {} ({})",
+        ctx.describe(),
+        if software {
+            "software: shapes scaled down 16x per side"
+        } else {
+            "real shapes"
+        }
+    );
+    // Bytes one timed pass moves: ~1.5 ms on the H100; one launch a pass on lavapipe.
+    let (div, target, copy_max, samples) = if software {
+        (16, 1, 4 << 20, 1)
+    } else {
+        (1, 4 << 30, 1 << 30, 7)
+    };
+    let timer = Timer::new(&ctx, samples);
+    let copy_bps = copy_bandwidth(&ctx, &timer, copy_max, target);
+    let (dense, moe_shape) = shapes(div);
+    let mut rng = Rng::new(5);
+    let widest = dense.iter().map(|s| s.cols).max().unwrap_or(1);
+    let x = ctx.upload("x", &rng.normal_vec(widest)).unwrap();
+    for dtype in [Dtype::BF16, Dtype::F8E4M3] {
+        // (model, Σ count·bytes, Σ count·seconds)
+        let mut sums: Vec<(&str, f64, f64)> = Vec::new();
+        let mut add = |model: &'static str, count: usize, (b, t): (f64, f64)| match sums
+            .iter_mut()
+            .find(|s| s.0 == model)
+        {
+            Some(s) => {
+                s.1 += count as f64 * b;
+                s.2 += count as f64 * t;
+            }
+            None => sums.push((model, count as f64 * b, count as f64 * t)),
+        };
+        for s in &dense {
+            add(
+                s.model,
+                s.count,
+                bench_dense(&ctx, &timer, s, dtype, &x, target, copy_bps),
+            );
+        }
+        add(
+            moe_shape.model,
+            moe_shape.count,
+            bench_moe(&ctx, &timer, &moe_shape, dtype, target, copy_bps),
+        );
+        for (model, b, t) in sums {
+            println!(
+                "gemv_summary model={model} format={} {}",
+                format_name(dtype),
+                rate_fields(b, t, copy_bps)
+            );
+        }
+    }
+}
