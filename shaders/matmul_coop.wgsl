@@ -7,10 +7,12 @@
 // 32 (s % 4) .. +31 and tile rows 64 (s / 4) .. +63, i.e. 2 x 4 16x16
 // fragments with f32 accumulators: per 16-column slice, 6 fragment loads feed
 // 8 multiply-adds. Per 32-column step, x (128 x 32 f32 -> f16) and W (128 rows
-// x 32 columns, decoded from the stored format and multiplied by its scale in
-// f32, then rounded to f16) are staged in workgroup memory with a padded row
-// stride (LDS = 40 halves = 80 bytes: 8 consecutive rows of a fragment load
-// hit distinct banks; 64-byte rows are 4-way conflicts). The next step's
+// x 32 columns, decoded from the stored format, multiplied by its scale in f32
+// only when the scale varies along the row, else the epilogue applies the
+// row's scale and W stays exact; then rounded to f16) are staged in workgroup
+// memory with a padded row stride (LDS = 40 halves = 80 bytes: 8 consecutive
+// rows of a fragment load hit distinct banks; 64-byte rows are 4-way
+// conflicts). The next step's
 // global loads (x as vec4<f32>, W as raw vec4<u32> chunks and their scale)
 // are issued into registers before the multiply-adds of the current step, so
 // their latency hides behind the tensor-core work; decode and f16 conversion
@@ -182,6 +184,19 @@ fn x_row_max(tok: u32, sl: u32) -> f32 {
     return mx;
 }
 
+// Whether the weight's scale is constant along each row (unscaled, per tensor,
+// per shard, per channel, or blocks at least as wide as the row): then W is
+// staged unscaled (the stored values are exact in f16) and the epilogue
+// multiplies by the row's scale in f32.
+fn row_scaled() -> bool {
+    return p.block_cols >= p.cols;
+}
+
+// Scale of (global) weight row r when row_scaled().
+fn row_scale(r: u32) -> f32 {
+    return bitcast<f32>(scales[scale_base(r)]);
+}
+
 // Writes the staged fragments of round `r` (token fragment r / 2, pair r % 2)
 // of subgroup sg; lane sl of SGS.
 fn epilogue(sg: u32, sl: u32, m0: u32, nt0: u32, r: u32) {
@@ -203,6 +218,10 @@ fn epilogue(sg: u32, sl: u32, m0: u32, nt0: u32, r: u32) {
                     g *= inv;
                     u *= inv;
                 }
+                if (row_scaled()) {
+                    g *= row_scale(n);
+                    u *= row_scale(p.half + n);
+                }
                 ys[p.y_off + tok * p.y_stride + n] = silu(g) * u;
             }
         }
@@ -216,6 +235,9 @@ fn epilogue(sg: u32, sl: u32, m0: u32, nt0: u32, r: u32) {
                 var v = st_y[yo + e];
                 if (EXACT) {
                     v *= select(1.0, st_inv[lt], PREPASS);
+                }
+                if (row_scaled()) {
+                    v *= row_scale(n);
                 }
                 let yi = p.y_off + tok * p.y_stride + n;
                 if (p.epi == 1u) {
@@ -273,6 +295,7 @@ fn mm_coop(@builtin(local_invocation_index) lid: u32,
     }
     // A chunk's columns share one scale unless blocks are narrower than chunks.
     let chunk_scale = p.block_cols % CW == 0u || p.block_cols >= p.cols;
+    let scale_w = !row_scaled();
 
     var xr: array<vec4<f32>, 8>;
     var wr: array<vec4<u32>, 8>;
@@ -322,7 +345,7 @@ fn mm_coop(@builtin(local_invocation_index) lid: u32,
                 let ok = wrow[j].valid && ch < p.stride4;
                 for (var g = 0u; g < G; g++) {
                     var d = decode_group(wr[j], g);
-                    if (ok) {
+                    if (ok && scale_w) {
                         if (chunk_scale) {
                             d *= ws[j];
                         } else {

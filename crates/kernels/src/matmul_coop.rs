@@ -1,11 +1,15 @@
 //! Cooperative-matrix (tensor core) path of the prefill GEMM, `mm_coop` in
 //! `shaders/matmul_coop.wgsl`: 128 tokens × 128 weight rows per workgroup of 8
 //! subgroups, each 2 × 4 fragments of 16 × 16 × 16 (f16 inputs, f32
-//! accumulators); x and W (decoded, scaled in f32, rounded to f16) are staged
-//! in workgroup memory with padded rows, and the next 32-column step's global
+//! accumulators); x and W (decoded, rounded to f16) are staged in workgroup
+//! memory with padded rows, and the next 32-column step's global
 //! loads are in flight in registers during the current step's multiply-adds.
 //! The result passes through workgroup memory so the epilogues are the scalar
-//! kernel's. Numbers: see the end of this doc.
+//! kernel's. Scales: where a weight's scale is constant along each row
+//! (unscaled, per tensor, per shard, per channel, blocks at least as wide as
+//! the row) W is staged as stored and the epilogue multiplies by the row's
+//! scale in f32; block scales narrower than the row are multiplied in f32
+//! while staging, before the f16 rounding. Numbers: see the end of this doc.
 //!
 //! Two variants (override `EXACT`), chosen per context by [`pipeline_key`]:
 //! - Exact (the default, what [`MatmulPath::Auto`](super::MatmulPath::Auto)
@@ -16,23 +20,26 @@
 //!   the same f32 accumulators and the epilogue multiplies by `1/s` (exact).
 //!   x keeps 22 significant bits (relative error ≤ 2⁻²², or 2⁻³⁹ of the row's
 //!   largest |x| for elements whose `lo` is an f16 subnormal) and no finite
-//!   |x| overflows (an inf or NaN x gives NaN outputs). BF16 and F16 weights
-//!   are exact in f16 when their scaled magnitude lies in [2⁻¹⁴, 65504]
-//!   (smaller ones are f16 subnormals: absolute error ≤ 2⁻²⁵), so outputs
-//!   match the f32 GEMM to ~1e-6 of Σ|x·w| (tested at 1e-5 · Σ|x·w|, x rows
-//!   from 1e-6 to 1e6; 4096-deep outputs differ from the scalar GEMM's by
-//!   ~1e-5 of the largest |y|). FP8 E4M3 times its scale is rounded to f16: up
-//!   to 2⁻¹¹ relative per weight (the product of a 4-bit E4M3 significand and
-//!   an f32 scale has more bits than f16's 11). F32 weights would be rounded
-//!   too, so Auto keeps them on the scalar GEMM.
+//!   |x| overflows (an inf or NaN x gives NaN outputs). Stored BF16 values
+//!   are exact in f16 within [2⁻¹⁴, 65504] (smaller ones are f16 subnormals:
+//!   absolute error ≤ 2⁻²⁵; checkpoint weights are far below 65504), F16 and
+//!   every E4M3 value exactly, so with row-constant scales (applied in f32 in
+//!   the epilogue) outputs match the f32 GEMM to ~1e-6 of Σ|x·w| (tested at
+//!   1e-5 · Σ|x·w|, x rows from 1e-6 to 1e6; 4096-deep outputs differ from
+//!   the scalar GEMM's by ~1e-5 of the largest |y|). That is what
+//!   [`auto`] requires. With block scales narrower than the row (FP8
+//!   128 × 128 blocks) the scaled weight is rounded to f16: up to 2⁻¹¹
+//!   relative per weight, so Auto keeps such weights on the scalar GEMM, as it
+//!   does F32 weights (rounded to f16 as well); forcing
+//!   [`MatmulPath::Coop`](super::MatmulPath::Coop) runs them anyway.
 //! - Plain ([`ContextOptions::f16_matmul`](crate::ContextOptions::f16_matmul)):
 //!   x rounded to f16 directly (2⁻¹¹ relative, ~1e-3 · Σ|x·w| per output), half
 //!   the multiply-adds and no pre-pass; |x| above 65504 becomes ±inf and gives
 //!   inf/NaN outputs (post-RMSNorm activations fit).
 //!
-//! Both: a weight times its scale above 65504 becomes ±inf, so E5M2 (57344 ·
-//! scale) is not supported; E4M3 fits for any scale ≤ 146 (checkpoint block
-//! scales are ≪ 1); BF16 checkpoint weights are far below.
+//! Both: a staged weight above 65504 becomes ±inf: E5M2 (57344 · a block
+//! scale) is not supported at all; E4M3 fits for any block scale ≤ 146
+//! (checkpoint block scales are ≪ 1).
 //!
 //! Needs `cooperative_matrix` and `f16`, plus subgroups of one fixed size of at
 //! least 16 (the shader assigns fragments by `subgroup_id` to exactly 8
@@ -40,25 +47,27 @@
 //! memory (st_x, st_xl, st_w: 128 × 40 halves each; st_y: 8 × 2 fragments of
 //! f32; two per-row scale arrays).
 //!
-//! H100 (Vulkan, trusted modules, GPU timestamps, BF16, TFLOP/s; `cargo test
+//! H100 (Vulkan, trusted modules, GPU timestamps, TFLOP/s; `cargo test
 //! --release --test matmul_coop -- --exact coop_vs_scalar_speed` with
-//! `QWGPU_BENCH=1`):
+//! `QWGPU_BENCH=1`; measured before the row-scale epilogue was added, which
+//! adds a scale load per output):
 //!
-//! | shape `[rows, cols]`, T              | scalar | first coop (64², f16) | plain | exact |
-//! |---------------------------------------|-------:|------------------:|------:|------:|
-//! | `[4096, 4096]`, 4096                  |   15.5 |              33.5 |  77.2 |  42.4 |
-//! | `[4096, 4096]`, 512                   |   14.6 |                   |  73.7 |  40.8 |
-//! | `[12288, 4096]`, 4096                 |   15.9 |                   |  77.0 |  40.9 |
-//! | `[12288, 4096]`, 512                  |   15.3 |                   |       |  39.1 |
-//! | `[4096, 12288]`, 512, Accumulate      |        |                   |       |  35.1 |
-//! | `[24576, 4096]`, 512, SwiGLU          |        |                   |  70.4 |  38.8 |
-//! | `[4096, 4096]` E4M3 128² blocks, 512  |   14.2 |                   |       |  49.6 |
+//! | weight `[rows, cols]`, T             | scalar | first coop (64², f16) | plain | exact |
+//! |--------------------------------------|-------:|----------------------:|------:|------:|
+//! | BF16 `[4096, 4096]`, 4096            |   15.5 |                  33.5 |  77.2 |  42.4 |
+//! | BF16 `[4096, 4096]`, 512             |   14.6 |                       |  73.7 |  40.8 |
+//! | BF16 `[12288, 4096]`, 4096           |   15.9 |                       |  77.0 |  40.9 |
+//! | BF16 `[12288, 4096]`, 512            |   15.3 |                       |       |  39.1 |
+//! | BF16 `[4096, 12288]`, 512, Accumulate |       |                       |       |  35.1 |
+//! | BF16 `[24576, 4096]`, 512, SwiGLU    |        |                       |  70.4 |  38.8 |
+//! | E4M3 128² blocks `[4096, 4096]`, 512 |   14.2 |                       |       |  49.6 |
 //!
 //! The exact variant runs twice the multiply-adds plus its pre-pass (x is read
 //! twice). Unpadded 64-byte rows (`LDS` = 32) ran 1.3–2.9× slower than the
 //! padded 80-byte rows. Caveat: in one bench process later shapes ran up to
 //! 2.7× slower than the same shape at its start (scalar GEMM included; empty
-//! cells are such runs), so only adjacent numbers compare.
+//! cells are such runs), so only adjacent numbers compare. The E4M3 row is
+//! forced Coop (Auto keeps 128-column blocks on the scalar GEMM).
 
 use crate::shaders::{self, ShaderSource};
 use crate::{GpuContext, GpuWeight, PipelineKey, WeightFormat};
@@ -110,10 +119,15 @@ pub(super) fn supported(ctx: &GpuContext, w: &GpuWeight) -> bool {
 
 /// Whether [`MatmulPath::Auto`](super::MatmulPath::Auto) runs a `t`-token
 /// GEMM (`t` > [`MAX_VEC_T`](super::MAX_VEC_T)) on this path: the exact
-/// variant wherever supported, except F32 weights (module doc); the plain f16
-/// one for every supported format when the context opts into f16 matmuls.
+/// variant wherever it matches the f32 GEMM (module doc: BF16, F16 and E4M3
+/// with a scale constant along each row), the plain f16 one for every
+/// supported weight when the context opts into f16 matmuls.
 pub(super) fn auto(ctx: &GpuContext, w: &GpuWeight, _t: u32) -> bool {
-    supported(ctx, w) && (ctx.f16_matmul || w.format != WeightFormat::F32)
+    let exact = matches!(
+        w.format,
+        WeightFormat::BF16 | WeightFormat::F16 | WeightFormat::E4M3
+    ) && w.block_cols >= w.cols;
+    supported(ctx, w) && (ctx.f16_matmul || exact)
 }
 
 /// Workgroup grid (along outputs, along tokens) for `n` outputs (SwiGLU

@@ -14,7 +14,7 @@
 
 use qwgpu_checkpoint::Dtype;
 use qwgpu_kernels::matmul::{matmul_with, Epilogue, MatmulArgs, MatmulPath};
-use qwgpu_kernels::{testing, wgpu, Dispatch, GpuContext, GpuWeight, KernelError};
+use qwgpu_kernels::{testing, wgpu, Dispatch, GpuContext, GpuWeight, KernelError, WeightFormat};
 use qwgpu_loader::PackedWeight;
 
 mod support;
@@ -24,15 +24,8 @@ use support::Scheme;
 const EPILOGUES: [Epilogue; 3] = [Epilogue::Store, Epilogue::Accumulate, Epilogue::SwiGlu];
 const REL: f64 = 2e-3;
 
-/// A weight in one shard; `block`: `[bn, bk]` scale blocks (scales 0.25..2).
-fn packed(
-    rng: &mut Rng,
-    dtype: Dtype,
-    rows: usize,
-    cols: usize,
-    block: Option<[usize; 2]>,
-) -> PackedWeight {
-    let scheme = block.map_or(Scheme::None, Scheme::Block);
+/// A weight in one shard with scale `scheme` (scales 0.25..2).
+fn packed(rng: &mut Rng, dtype: Dtype, rows: usize, cols: usize, scheme: Scheme) -> PackedWeight {
     let data = support::normal_data(rng, dtype, rows * cols);
     let mut draw = || 0.25 + 1.75 * rng.uniform();
     support::packed_weight(
@@ -119,7 +112,7 @@ fn f16_context() -> GpuContext {
 }
 
 /// Every case of `formats` × `sizes` × `tokens` × epilogues on the coop path of
-/// `ctx` against the f64 reference (tolerance `rel(dtype)` · Σ|x·w|, see
+/// `ctx` against the f64 reference (tolerance `rel(weight)` · Σ|x·w|, see
 /// `support::expected`) and against the scalar GEMM (both tolerances). With
 /// `wide_rows`, x rows are multiplied by factors from 1e-6 to 1e6 (beyond
 /// f16's range: the exact variant's row scaling). Returns the number of cases,
@@ -129,17 +122,17 @@ fn check_cases(
     t: &testing::TestContext,
     ctx: &GpuContext,
     seed: u64,
-    formats: &[(Dtype, Option<[usize; 2]>)],
+    formats: &[(Dtype, Scheme)],
     sizes: &[(usize, usize)],
     tokens_list: &[usize],
-    rel: impl Fn(Dtype) -> f64,
+    rel: impl Fn(&GpuWeight) -> f64,
     wide_rows: bool,
 ) -> Option<usize> {
     let mut rng = Rng::new(seed);
     let mut cases = 0;
-    for &(dtype, block) in formats {
+    for &(dtype, scheme) in formats {
         for &(rows, cols) in sizes {
-            let pw = packed(&mut rng, dtype, rows, cols, block);
+            let pw = packed(&mut rng, dtype, rows, cols, scheme);
             let wdq = qwgpu_loader::dequantize(&pw).unwrap();
             let gw = GpuWeight::upload(ctx, &pw).unwrap();
             if !coop_available(t, ctx, &gw) {
@@ -176,7 +169,7 @@ fn check_cases(
                     };
                     let x = ctx.upload("x", &xbuf).unwrap();
                     let what = format!(
-                        "{} seed {seed:#x} {dtype:?} {block:?} [{rows}, {cols}] T={tokens} {epi:?} \
+                        "{} seed {seed:#x} {dtype:?} {scheme:?} [{rows}, {cols}] T={tokens} {epi:?} \
                          x_off {x_off} x_stride {x_stride} y_off {y_off} y_stride {y_stride} \
                          f16_matmul {}",
                         t.name, ctx.f16_matmul
@@ -201,7 +194,7 @@ fn check_cases(
                                 rows,
                                 c,
                                 epi == Epilogue::SwiGlu,
-                                rel(dtype),
+                                rel(&gw),
                             );
                             let i = y_off + ti * y_stride + c;
                             if epi == Epilogue::Accumulate {
@@ -227,13 +220,14 @@ fn check_cases(
 #[test]
 fn coop_f16_matches_reference_and_scalar_path() {
     let sizes = [(130usize, 200usize), (70, 520), (18, 36)];
-    let formats: [(Dtype, Option<[usize; 2]>); 3] = [
-        (Dtype::BF16, None),
-        (Dtype::F8E4M3, Some([128, 128])),
-        (Dtype::F32, None),
+    let formats = [
+        (Dtype::BF16, Scheme::None),
+        (Dtype::F8E4M3, Scheme::Block([128, 128])),
+        (Dtype::F8E4M3, Scheme::PerChannel),
+        (Dtype::F32, Scheme::None),
     ];
     for t in testing::contexts() {
-        let probe = packed(&mut Rng::new(1), Dtype::BF16, 2, 4, None);
+        let probe = packed(&mut Rng::new(1), Dtype::BF16, 2, 4, Scheme::None);
         if !coop_available(t, &t.ctx, &GpuWeight::upload(&t.ctx, &probe).unwrap()) {
             continue;
         }
@@ -253,22 +247,33 @@ fn coop_f16_matches_reference_and_scalar_path() {
 }
 
 /// The exact variant (default contexts): x split into two f16 halves after a
-/// per-row power-of-two scale. Tolerance per output: BF16 and F16 weights
-/// (exact in f16) 1e-5 · Σ|x·w|; E4M3 × block scale rounded to f16 (2⁻¹¹ per
-/// weight) and F32 weights rounded to f16: 6e-4 · Σ|x·w|. x rows span 1e-6 ..
-/// 1e6 (past f16's 65504).
+/// per-row power-of-two scale. Tolerance per output where W is exact in f16
+/// (BF16, F16, E4M3 with scales constant along rows, applied in the epilogue:
+/// what Auto takes) 1e-5 · Σ|x·w|; block scales narrower than the row (E4M3
+/// times its scale rounded to f16, 2⁻¹¹ per weight) and F32 weights (rounded
+/// to f16): 6e-4 · Σ|x·w|. x rows span 1e-6 .. 1e6 (past f16's 65504).
 #[test]
 fn coop_exact_matches_reference_tightly() {
+    // cols 37: the E4M3 128-column blocks are as wide as the rows.
     let sizes = [(258usize, 300usize), (46, 1030), (130, 37)];
-    let formats: [(Dtype, Option<[usize; 2]>); 4] = [
-        (Dtype::BF16, None),
-        (Dtype::F16, None),
-        (Dtype::F8E4M3, Some([128, 128])),
-        (Dtype::F32, None),
+    let formats = [
+        (Dtype::BF16, Scheme::None),
+        (Dtype::F16, Scheme::None),
+        (Dtype::BF16, Scheme::PerShard { broadcast: true }),
+        (Dtype::F8E4M3, Scheme::PerChannel),
+        (Dtype::F8E4M3, Scheme::Block([128, 128])),
+        (Dtype::F32, Scheme::None),
     ];
-    let rel = |d: Dtype| match d {
-        Dtype::BF16 | Dtype::F16 => 1e-5,
-        _ => 6e-4,
+    let rel = |w: &GpuWeight| {
+        let exact_in_f16 = matches!(
+            w.format,
+            WeightFormat::BF16 | WeightFormat::F16 | WeightFormat::E4M3
+        );
+        if exact_in_f16 && w.block_cols >= w.cols {
+            1e-5
+        } else {
+            6e-4
+        }
     };
     for t in testing::contexts() {
         match check_cases(
@@ -288,16 +293,19 @@ fn coop_exact_matches_reference_tightly() {
 }
 
 /// Above 16 tokens `Auto` takes the exact coop variant (the same bits as
-/// forcing Coop) where the adapter has it, except for F32 weights (the scalar
-/// GEMM's bits), and the scalar GEMM elsewhere; a context that opts into f16
-/// matmuls takes the plain coop variant for every supported format.
+/// forcing Coop) where the adapter has it and the weight is exact in f16 with
+/// row-constant scales (BF16, E4M3 per channel), and the scalar GEMM's bits
+/// for F32 weights, E4M3 with 16 × 32 blocks, and on adapters without the coop
+/// path; a context that opts into f16 matmuls takes the plain coop variant for
+/// every supported weight.
 #[test]
 fn auto_path_takes_exact_coop_where_supported() {
     let (rows, cols, tokens) = (40usize, 72usize, 33usize);
     let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
-    let run_both = |ctx: &GpuContext, dtype: Dtype, other: MatmulPath| {
+    // Auto's result and `other`'s on one random case.
+    let run_both = |ctx: &GpuContext, dtype: Dtype, scheme: Scheme, other: MatmulPath| {
         let mut rng = Rng::new(0xc00b_0002);
-        let pw = packed(&mut rng, dtype, rows, cols, None);
+        let pw = packed(&mut rng, dtype, rows, cols, scheme);
         let gw = GpuWeight::upload(ctx, &pw).unwrap();
         let x = ctx.upload("x", &rng.normal_vec(tokens * cols)).unwrap();
         let init = vec![f32::NAN; tokens * rows];
@@ -316,49 +324,47 @@ fn auto_path_takes_exact_coop_where_supported() {
                 path,
             )
         };
-        (go(MatmulPath::Auto).unwrap(), go(other), gw)
+        (go(MatmulPath::Auto).unwrap(), go(other).unwrap())
     };
+    // (format, scheme, whether Auto takes the exact coop variant where there is one)
+    let cases = [
+        (Dtype::F32, Scheme::None, false),
+        (Dtype::F8E4M3, Scheme::Block([16, 32]), false),
+        (Dtype::BF16, Scheme::None, true),
+        (Dtype::F8E4M3, Scheme::PerChannel, true),
+    ];
     for t in testing::contexts() {
-        let (auto, scalar, _) = run_both(&t.ctx, Dtype::F32, MatmulPath::Scalar);
-        assert!(
-            same(&auto, &scalar.unwrap()),
-            "{}: Auto differs from Scalar for F32 weights at T={tokens}",
-            t.name
-        );
-        let (_, _, gw) = run_both(&t.ctx, Dtype::BF16, MatmulPath::Scalar);
-        let coop = coop_available(t, &t.ctx, &gw);
-        let (auto, other, _) = run_both(
-            &t.ctx,
-            Dtype::BF16,
-            if coop {
+        let probe = packed(&mut Rng::new(1), Dtype::BF16, 2, 4, Scheme::None);
+        let coop = coop_available(t, &t.ctx, &GpuWeight::upload(&t.ctx, &probe).unwrap());
+        for (dtype, scheme, exact) in cases {
+            let other = if coop && exact {
                 MatmulPath::Coop
             } else {
                 MatmulPath::Scalar
-            },
-        );
-        assert!(
-            same(&auto, &other.unwrap()),
-            "{}: Auto differs from {} at T={tokens}",
-            t.name,
-            if coop { "Coop" } else { "Scalar" }
-        );
+            };
+            let (auto, want) = run_both(&t.ctx, dtype, scheme, other);
+            assert!(
+                same(&auto, &want),
+                "{}: Auto differs from {other:?} for {dtype:?} {scheme:?} at T={tokens}",
+                t.name
+            );
+        }
         if !coop {
             continue;
         }
         let ctx = f16_context();
-        for dtype in [Dtype::BF16, Dtype::F32] {
-            let (auto, coop, _) = run_both(&ctx, dtype, MatmulPath::Coop);
-            let coop = coop.unwrap();
+        for (dtype, scheme, _) in cases {
+            let (auto, plain) = run_both(&ctx, dtype, scheme, MatmulPath::Coop);
             assert!(
-                same(&auto, &coop),
-                "{}: with f16 matmuls Auto differs from Coop ({dtype:?}) at T={tokens}",
+                same(&auto, &plain),
+                "{}: with f16 matmuls Auto differs from Coop for {dtype:?} {scheme:?} at T={tokens}",
                 t.name
             );
             // The plain variant really is another kernel than the exact one.
             if dtype == Dtype::BF16 {
-                let (exact, _, _) = run_both(&t.ctx, dtype, MatmulPath::Scalar);
+                let (exact, _) = run_both(&t.ctx, dtype, scheme, MatmulPath::Scalar);
                 assert!(
-                    !same(&exact, &coop),
+                    !same(&exact, &plain),
                     "{}: plain and exact coop gave the same bits",
                     t.name
                 );
@@ -493,8 +499,12 @@ fn coop_vs_scalar_speed() {
     ];
     let mut rng = Rng::new(0xc00b_0003);
     for (rows, cols, t, epi, dtype) in shapes {
-        let block = (dtype == Dtype::F8E4M3).then_some([128, 128]);
-        let pw = packed(&mut rng, dtype, rows, cols, block);
+        let scheme = if dtype == Dtype::F8E4M3 {
+            Scheme::Block([128, 128])
+        } else {
+            Scheme::None
+        };
+        let pw = packed(&mut rng, dtype, rows, cols, scheme);
         let xv = rng.normal_vec(t * cols);
         let width = if epi == Epilogue::SwiGlu {
             rows / 2
@@ -556,7 +566,7 @@ fn coop_vs_scalar_speed() {
     // as controls. Unpadded rows (LDS = 32) measured 1.3-2.9× slower than
     // LDS = 40.
     let n = 4096usize;
-    let pw = packed(&mut rng, Dtype::BF16, n, n, None);
+    let pw = packed(&mut rng, Dtype::BF16, n, n, Scheme::None);
     let gw = GpuWeight::upload(&ctx, &pw).unwrap();
     if gw.pieces.len() != 1 || !ctx.caps.cooperative_matrix {
         return;
