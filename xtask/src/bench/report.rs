@@ -483,6 +483,8 @@ pub struct MoeRow {
     /// The LM head's bytes at the torch copy bandwidth (the non-layer part of a token).
     pub head_ms: Option<f64>,
     pub layer_ms: Option<f64>,
+    /// One layer's weight bytes (routed experts: top-k of them) at the torch copy bandwidth.
+    pub layer_roofline_ms: Option<f64>,
     pub full_tok_s: Option<f64>,
 }
 
@@ -511,11 +513,13 @@ pub fn moe_rows(r: &Results) -> Vec<MoeRow> {
         } else {
             format!("GGUF {}", x.format)
         };
-        let head_ms = r
-            .checkpoint(M, &ckpt)
-            .filter(|w| w.head_bytes > 0)
+        let w = r.checkpoint(M, &ckpt).filter(|w| w.head_bytes > 0);
+        let head_ms = w
             .zip(r.copy_bw_torch)
             .map(|(w, bw)| 1e3 * w.head_bytes as f64 / bw);
+        let layer_roofline_ms = w.zip(r.copy_bw_torch).map(|(w, bw)| {
+            1e3 * (w.bytes_per_token - w.head_bytes as f64).max(0.0) / layers as f64 / bw
+        });
         let step_ms = 1e3 / tok_s;
         let layer_ms = head_ms
             .map(|h| (step_ms - h) / layers as f64)
@@ -530,6 +534,7 @@ pub fn moe_rows(r: &Results) -> Vec<MoeRow> {
             tok_s,
             head_ms,
             layer_ms,
+            layer_roofline_ms,
             full_tok_s,
         });
     }
@@ -557,19 +562,20 @@ fn moe_section(r: &Results, s: &mut String) {
     );
     let _ = writeln!(
         s,
-        "| engine | weights | decode tok/s, {layers} layers (measured) | ms / token | head at roofline, ms | ms per layer | {FULL_MOE_LAYERS} layers tok/s (extrapolated) |\n|---|---|---|---|---|---|---|"
+        "| engine | weights | decode tok/s, {layers} layers (measured) | ms / token | head at roofline, ms | ms per layer | layer at roofline, ms | {FULL_MOE_LAYERS} layers tok/s (extrapolated) |\n|---|---|---|---|---|---|---|---|"
     );
     let ms = |x: Option<f64>| x.map(|v| format!("{v:.3}")).unwrap_or_else(|| "—".into());
     for m in &rows {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.3} | {} | {} | {} |",
+            "| {} | {} | {} | {:.3} | {} | {} | {} | {} |",
             m.engine,
             m.format,
             rate(m.tok_s),
             1e3 / m.tok_s,
             ms(m.head_ms),
             ms(m.layer_ms),
+            ms(m.layer_roofline_ms),
             m.full_tok_s.map(rate).unwrap_or_else(|| "—".into())
         );
     }

@@ -301,11 +301,11 @@ fn moe_per_layer_time_and_the_extrapolated_full_model() {
         "{md}"
     );
     assert!(
-        md.contains("| qwgpu | FP8 block | 746.8 | 1.339 | 0.339 | 0.250 | 96.7 |"),
+        md.contains("| qwgpu | FP8 block | 746.8 | 1.339 | 0.339 | 0.250 | 0.015 | 96.7 |"),
         "{md}"
     );
     assert!(
-        md.contains("| llama.cpp Vulkan | Q8_0 | 724.6 | 1.380 | 0.180 | 0.300 | 82.1 |"),
+        md.contains("| llama.cpp Vulkan | Q8_0 | 724.6 | 1.380 | 0.180 | 0.300 | 0.055 | 82.1 |"),
         "{md}"
     );
     // Target against the faster llama.cpp backend's extrapolation: 96.7 / 82.1 = 1.18×.
@@ -343,7 +343,7 @@ fn moe_per_layer_time_and_the_extrapolated_full_model() {
         "{md}"
     );
     assert!(
-        md.contains("| qwgpu | FP8 block | 746.8 | 1.339 | — | — | — |"),
+        md.contains("| qwgpu | FP8 block | 746.8 | 1.339 | — | — | — | — |"),
         "{md}"
     );
 }
