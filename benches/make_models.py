@@ -25,6 +25,12 @@ QUANTIZED_SUFFIXES = (
 )
 
 
+def DEVICE():
+    """The GPU machine's CUDA device (the CPU where there is none)."""
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def config_for(name, moe_layers):
     import transformers as tf
     if name == "0.8B":
@@ -55,7 +61,7 @@ def make_hf(name, root, tokdir, fp8, moe_layers):
     hf = os.path.join(root, f"hf-{name}")
     torch.manual_seed(0)
     torch.set_default_dtype(torch.bfloat16)
-    with torch.device("cuda"):
+    with torch.device(DEVICE()):
         m = cls(cfg).eval()
     torch.set_default_dtype(torch.float32)
     # N(0, 1/fan_in) for every matrix (values do not matter for speed); 1-D params keep HF init.
@@ -66,7 +72,8 @@ def make_hf(name, root, tokdir, fp8, moe_layers):
     params = sum(p.numel() for p in m.parameters())
     m.save_pretrained(hf, max_shard_size="5GB")
     del m
-    torch.cuda.empty_cache()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     for f in os.listdir(tokdir):
         shutil.copy(os.path.join(tokdir, f), hf)
     info = {"model": name, "dir": hf, "params": params, "seconds": round(time.time() - t0, 1),
@@ -83,7 +90,7 @@ def make_hf(name, root, tokdir, fp8, moe_layers):
 
 
 def quant_block(w):
-    """128x128 block FP8 E4M3 of a 2-D CUDA tensor: (fp8 weight, BF16 scale_inv [ceil(n/128), ceil(k/128)])."""
+    """128x128 block FP8 E4M3 of a 2-D tensor: (fp8 weight, BF16 scale_inv [ceil(n/128), ceil(k/128)])."""
     import torch
     import torch.nn.functional as F
     n, k = w.shape
@@ -130,7 +137,7 @@ def quantize_folder(src, dst):
     weight_map, bf16_modules = {}, set()
     for path in sorted(glob.glob(os.path.join(src, "*.safetensors"))):
         out = {}
-        with safe_open(path, "pt", device="cuda") as f:
+        with safe_open(path, "pt", device=DEVICE()) as f:
             meta = f.metadata()
             for name, t in per_expert(f):
                 if t.dim() == 2 and is_quantized(name):
@@ -144,7 +151,8 @@ def quantize_folder(src, dst):
         save_file({k: v.contiguous().cpu() for k, v in out.items()}, os.path.join(dst, base), metadata=meta)
         weight_map.update({k: base for k in out})
         del out
-        torch.cuda.empty_cache()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
     for f in os.listdir(src):
         if not f.endswith(".safetensors") and f != "model.safetensors.index.json":
             shutil.copy(os.path.join(src, f), dst)
