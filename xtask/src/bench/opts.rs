@@ -212,6 +212,9 @@ mod tests {
             vec![("0.8B".to_string(), false), ("9B".to_string(), true)]
         );
         assert!(!d.cuda);
+        // 35B-A3B: 3 linear + 1 full attention layer unless asked otherwise.
+        assert_eq!(d.moe_layers, 4);
+        assert_eq!(Opts::parse(&args("--moe-layers 8")).unwrap().moe_layers, 8);
         assert!(Opts::parse(&args("--sizes none"))
             .unwrap()
             .models_to_make()

@@ -369,3 +369,55 @@ fn new_fields_round_trip_and_old_results_still_load() {
     let old: Results = serde_json::from_value(v).unwrap();
     assert_eq!(render(&old), render(&canned()));
 }
+
+/// The kernel-bench step end to end, with stand-in test binaries: the GEMV
+/// one prints a recorded run, the others are missing.
+#[test]
+fn kernel_step_parses_the_gemv_bench_and_records_missing_binaries() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = std::env::temp_dir().join(format!("xtask-kbench-{}", std::process::id()));
+    let tests = root.join("tests");
+    std::fs::create_dir_all(&tests).unwrap();
+    let sample = root.join("gemv.txt");
+    std::fs::write(&sample, include_str!("samples/gemv_h100_like.txt")).unwrap();
+    let bin = tests.join("gemv_bench");
+    // It must be asked for the one test, with its output uncaptured.
+    std::fs::write(
+        &bin,
+        format!(
+            "#!/bin/sh\ncase \"$*\" in *'--exact gemv_bandwidth --nocapture'*) cat '{}';; *) exit 3;; esac\n",
+            sample.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let arg = |s: &str| s.to_string();
+    let o = super::opts::Opts::parse(&[
+        arg("--work"),
+        root.join("work").display().to_string(),
+        arg("--out"),
+        root.join("out").display().to_string(),
+        arg("--kernel-tests"),
+        tests.display().to_string(),
+        arg("--sizes"),
+        arg("35B-A3B"),
+    ])
+    .unwrap();
+    let mut b = super::Bench::new(o).unwrap();
+    assert_eq!(b.r.moe_layers, Some(4));
+    b.kernel_benches().unwrap();
+    let g = b.r.gemv.as_ref().expect("GEMV figures parsed");
+    assert_eq!(g.summary("9B", FP8).unwrap().copy_pct, 80.1);
+    let gemv =
+        b.r.kernels
+            .iter()
+            .find(|k| k.test == "gemv_bench::gemv_bandwidth")
+            .unwrap();
+    assert!(gemv.error.is_none(), "{:?}", gemv.error);
+    let missing =
+        b.r.kernels
+            .iter()
+            .filter(|k| k.error.as_deref().is_some_and(|e| e.contains("not found")));
+    assert_eq!(missing.count(), b.r.kernels.len() - 1);
+    std::fs::remove_dir_all(&root).unwrap();
+}
