@@ -27,11 +27,13 @@ pub struct ContextOptions {
     /// On-disk pipeline cache (where the adapter has `PIPELINE_CACHE`).
     pub pipeline_cache: crate::PipelineCacheMode,
     /// Let [`MatmulPath::Auto`](crate::matmul::MatmulPath::Auto) run the
-    /// cooperative-matrix GEMM (tensor cores, about 2× the scalar GEMM on an
-    /// H100) for `T > 16` where the adapter has it. Its inputs are rounded to
-    /// f16, which moves logits by up to ~1% of their scale and can flip MoE
-    /// routing on near ties, so it is off by default: every other path
-    /// multiplies in f32.
+    /// plain cooperative-matrix GEMM for `T > 16` (x rounded to f16: about 5×
+    /// the scalar GEMM on an H100, 1.8× the exact one) for every weight format
+    /// it takes, block-scaled FP8 and F32 included. Its rounding moves logits
+    /// by up to ~1% of their scale and can flip MoE routing on near ties, so
+    /// it is off by default: Auto then runs the exact cooperative-matrix GEMM
+    /// (x split into two f16 halves, results as the f32 GEMM's) where the
+    /// weight is exact in f16, and the f32 scalar GEMM elsewhere.
     pub f16_matmul: bool,
 }
 

@@ -17,11 +17,15 @@
 //!   and scaled to f32 while it is staged in workgroup memory (16 KiB in all,
 //!   WebGPU's default limit).
 //! - `T > 16` with cooperative matrices (`shaders/matmul_coop.wgsl`,
-//!   `mm_coop`, module `matmul_coop.rs`): the same tile on tensor cores, f16
-//!   inputs and f32 accumulators; where the device has the feature and the
-//!   weight format fits f16 (not E5M2), else the scalar tile kernel
-//!   (H100, 4096² BF16 × T = 4096: 33.7 TFLOP/s vs 15.5 scalar).
-//!   [`matmul_with`] forces either path (tests, benchmarks).
+//!   `mm_coop`, module `matmul_coop.rs`): 128 × 128 tiles on tensor cores,
+//!   f32 accumulators. Auto runs its exact variant (x split into two f16
+//!   halves after a per-row power-of-two scale; results as the f32 GEMM's)
+//!   where the weight is exact in f16 (BF16, F16, E4M3 with row-constant
+//!   scales), the plain f16 variant everywhere it fits with
+//!   [`ContextOptions::f16_matmul`](crate::ContextOptions::f16_matmul), else
+//!   the scalar tile kernel (H100, 4096² BF16 × T = 4096: exact 42, plain
+//!   77, scalar 15.5 TFLOP/s). [`matmul_with`] forces a path (tests,
+//!   benchmarks).
 //! - MoE ([`matmul_indexed`], `mm_vec_ids`): the vector path with an expert id
 //!   per pair; a workgroup takes up to 8 consecutive pairs and reads an
 //!   expert's rows once per run of equal ids (so sorted ids are faster).
@@ -90,14 +94,15 @@ impl Epilogue {
 /// Which kernel [`matmul_with`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum MatmulPath {
-    /// GEMV for `T <= 16`; above, the cooperative-matrix GEMM where supported and
-    /// the context allows it ([`ContextOptions::f16_matmul`](crate::ContextOptions::f16_matmul)),
-    /// else the scalar tile GEMM.
+    /// GEMV for `T <= 16`; above, the cooperative-matrix GEMM (exact variant,
+    /// or plain f16 with [`ContextOptions::f16_matmul`](crate::ContextOptions::f16_matmul))
+    /// where the adapter and the weight's format allow it, else the scalar tile GEMM.
     #[default]
     Auto,
     /// Never the cooperative-matrix kernel (GEMV for `T <= 16`, scalar tile GEMM above).
     Scalar,
-    /// The cooperative-matrix GEMM for every `T` (f16 inputs); [`KernelError::Unsupported`] where it cannot run.
+    /// The cooperative-matrix GEMM for every `T` (plain f16 variant with
+    /// `f16_matmul`, else the exact one); [`KernelError::Unsupported`] where it cannot run.
     Coop,
 }
 
@@ -143,8 +148,16 @@ pub struct IndexedArgs<'a> {
 /// Largest token count handled by the vector (GEMV) path; above it the tiled GEMM runs.
 pub const MAX_VEC_T: u32 = 16;
 
-/// Threads per vector-path workgroup (within WebGPU's 256).
+/// Most threads per vector-path workgroup (WebGPU's limit).
 const WG: u32 = 256;
+
+/// Threads per vector-path workgroup for `w`: one per `vec4<u32>` chunk of a
+/// row, 64..=256. Threads past a row's chunks would idle through the loads
+/// and still join the reduction: rows of 1024 BF16 or 512 values (0.8B
+/// hidden size, MoE experts' down projection) are 128 or 64 chunks.
+fn vec_workgroup(w: &GpuWeight) -> u32 {
+    ((w.stride_words / 4) as u32).next_power_of_two().clamp(64, WG)
+}
 /// Output tile of the GEMM (tokens, weight rows).
 const TILE: u32 = 64;
 /// Most tokens (pairs) per vector-path workgroup.
@@ -357,7 +370,7 @@ fn pipeline_key(w: &GpuWeight, entry: &'static str, tv: u32, mode: u32) -> Pipel
         PipelineKey::new(&[&shaders::NUMERIC, &MATMUL_COMMON, &MATMUL_TILE], entry)
     } else {
         PipelineKey::new(&[&shaders::NUMERIC, &MATMUL_COMMON, &MATMUL_VEC], entry)
-            .constant("WG", WG)
+            .constant("WG", vec_workgroup(w))
             .constant("TV", tv)
             .constant("SCALE_MODE", mode)
     };
