@@ -1,11 +1,11 @@
 //! MoE routing and combination (spec §2.5).
 //!
 //! - [`moe_route`]: router logits `[T, E]` → top-k expert ids and renormalised
-//!   weights, with `qwgpu_ops::moe::route` semantics. One workgroup per token
-//!   sorts its (probability, index) pairs with a bitonic network in workgroup
-//!   memory (order: higher probability, then lower index) after a softmax by
-//!   workgroup max/sum reductions; the first k are the answer. ~45 barrier
-//!   stages for E = 512 instead of k sequential argmax rounds. E ≤ 1024 covers
+//!   weights, with `qwgpu_ops::moe::route` semantics. One workgroup per token:
+//!   a softmax by workgroup max/sum reductions, then each expert's rank is the
+//!   count of experts before it (order: higher probability, then lower index;
+//!   E steps from workgroup memory and one barrier, where a bitonic sort took
+//!   36 barriers at E = 256); ranks below k are the answer. E ≤ 1024 covers
 //!   every Qwen3.5 MoE (E 256/512, k 8/10). Logits must be finite.
 //! - [`moe_combine`]: `h[t] += Σ_s w[t,s]·expert_out[t·k+s] + sigmoid(g[t])·shared_out[t]`,
 //!   elementwise with `vec4` loads when H is a multiple of 4; the residual add
