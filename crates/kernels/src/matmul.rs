@@ -156,7 +156,9 @@ const WG: u32 = 256;
 /// and still join the reduction: rows of 1024 BF16 or 512 values (0.8B
 /// hidden size, MoE experts' down projection) are 128 or 64 chunks.
 fn vec_workgroup(w: &GpuWeight) -> u32 {
-    ((w.stride_words / 4) as u32).next_power_of_two().clamp(64, WG)
+    ((w.stride_words / 4) as u32)
+        .next_power_of_two()
+        .clamp(64, WG)
 }
 /// Output tile of the GEMM (tokens, weight rows).
 const TILE: u32 = 64;
@@ -445,29 +447,7 @@ pub fn matmul_normed(
             ),
         ));
     }
-    if !w.cols.is_multiple_of(4)
-        || !args.x_offset.is_multiple_of(4)
-        || !args.x_stride.is_multiple_of(4)
-    {
-        return Err(arg_err(
-            K,
-            format!(
-                "the fused norm needs columns, x offset and x stride in multiples of 4, got {}, {}, {}",
-                w.cols, args.x_offset, args.x_stride
-            ),
-        ));
-    }
-    if norm.weight.size() < w.cols as u64 * 4 {
-        return Err(arg_err(
-            K,
-            format!(
-                "norm weight of {} bytes for {} columns of `{}`",
-                norm.weight.size(),
-                w.cols,
-                w.name
-            ),
-        ));
-    }
+    check_norm(K, w, args.x_offset, args.x_stride, norm)?;
     matmul_impl(ctx, w, args, epilogue, MatmulPath::Auto, Some(norm))
 }
 
@@ -667,6 +647,62 @@ pub fn matmul_indexed(
     args: &IndexedArgs,
     epilogue: Epilogue,
 ) -> Result<Vec<Dispatch>, KernelError> {
+    matmul_indexed_impl(ctx, w, args, epilogue, None)
+}
+
+/// [`matmul_indexed`] of the RMS-normalised x rows (see [`matmul_normed`]):
+/// MoE decode reads the un-normalised residual rows and needs no norm launch.
+/// Errors as [`matmul_indexed`], plus columns or x stride not a multiple of 4
+/// and a norm weight shorter than the columns.
+pub fn matmul_indexed_normed(
+    ctx: &GpuContext,
+    w: &GpuWeight,
+    args: &IndexedArgs,
+    norm: &FusedNorm,
+    epilogue: Epilogue,
+) -> Result<Vec<Dispatch>, KernelError> {
+    check_norm("matmul_indexed_normed", w, 0, args.x_stride, norm)?;
+    matmul_indexed_impl(ctx, w, args, epilogue, Some(norm))
+}
+
+/// The fused norm's requirements: vec4-aligned x rows, a long enough weight.
+fn check_norm(
+    kernel: &'static str,
+    w: &GpuWeight,
+    x_offset: u32,
+    x_stride: u32,
+    norm: &FusedNorm,
+) -> Result<(), KernelError> {
+    if !w.cols.is_multiple_of(4) || !x_offset.is_multiple_of(4) || !x_stride.is_multiple_of(4) {
+        return Err(arg_err(
+            kernel,
+            format!(
+                "the fused norm needs columns, x offset and x stride in multiples of 4, got {}, {}, {}",
+                w.cols, x_offset, x_stride
+            ),
+        ));
+    }
+    if norm.weight.size() < w.cols as u64 * 4 {
+        return Err(arg_err(
+            kernel,
+            format!(
+                "norm weight of {} bytes for {} columns of `{}`",
+                norm.weight.size(),
+                w.cols,
+                w.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn matmul_indexed_impl(
+    ctx: &GpuContext,
+    w: &GpuWeight,
+    args: &IndexedArgs,
+    epilogue: Epilogue,
+    norm: Option<&FusedNorm>,
+) -> Result<Vec<Dispatch>, KernelError> {
     const K: &str = "matmul_indexed";
     check_weight(K, w)?;
     let rpe = args.rows_per_expert as usize;
@@ -759,6 +795,10 @@ pub fn matmul_indexed(
     base.rpe = rpe as u32;
     base.experts = experts as u32;
     base.ids_off = args.ids_offset;
+    if let Some(n) = norm {
+        base.norm = if n.one_plus { 2 } else { 1 };
+        base.norm_eps = n.eps;
+    }
     base.groups_n = (width as u32).div_ceil(if swiglu { 2 } else { 4 });
     base.groups = base
         .groups_n
@@ -789,8 +829,8 @@ pub fn matmul_indexed(
                 params.as_entire_binding(),
                 args.x.as_entire_binding(),
                 args.ids.as_entire_binding(),
-                // The fused norm's weight binding (never read here).
-                args.x.as_entire_binding(),
+                // The fused norm's weight (x when there is none: never read).
+                norm.map_or(args.x, |n| n.weight).as_entire_binding(),
             ],
         );
         out.push(Dispatch {

@@ -7,7 +7,9 @@
 //! scaling x first, which only changes f32 rounding.
 
 use qwgpu_checkpoint::Dtype;
-use qwgpu_kernels::matmul::{matmul_normed, Epilogue, FusedNorm, MatmulArgs};
+use qwgpu_kernels::matmul::{
+    matmul_indexed_normed, matmul_normed, Epilogue, FusedNorm, IndexedArgs, MatmulArgs,
+};
 use qwgpu_kernels::{testing, Dispatch, GpuWeight, KernelError};
 
 mod support;
@@ -130,6 +132,103 @@ fn fused_norm_matches_norm_then_matmul() {
                             tol += 1e-6 * init[i].abs() as f64;
                         }
                         want[i] = Some((w, tol));
+                    }
+                }
+                support::check(&got, &init, &want, &what);
+            }
+        }
+    }
+}
+
+/// The MoE form: expert-indexed pairs reading normalised x rows (pair p uses
+/// row p / x_div), ids out of range skipped, one or many pairs per workgroup.
+#[test]
+fn fused_norm_indexed_matches_norm_then_expert_matmul() {
+    for t in testing::contexts() {
+        let ctx = &t.ctx;
+        let seed = 0x5eed_4e01 ^ rand_seed();
+        let mut rng = Rng::new(seed);
+        let (experts, rpe, cols) = (5usize, 6usize, 44usize);
+        for (dtype, scheme) in [
+            (Dtype::BF16, Scheme::None),
+            (Dtype::F8E4M3, Scheme::Block([2, 32])),
+        ] {
+            let pw = packed(&mut rng, dtype, experts * rpe, cols, scheme);
+            let wdq = qwgpu_loader::dequantize(&pw).unwrap();
+            let gw = GpuWeight::upload(ctx, &pw).unwrap();
+            for (k, epi) in [Epilogue::SwiGlu, Epilogue::Store].into_iter().enumerate() {
+                // Few pairs (one per workgroup) and many (8 per workgroup).
+                let ids_list: Vec<u32> = match k {
+                    0 => vec![3, 0, 7, 3, 1, 4],
+                    _ => (0..40u32).map(|i| (i * 7 + 2) % 6).collect(),
+                };
+                let x_div = 2usize;
+                let pairs = ids_list.len();
+                let x_rows = pairs.div_ceil(x_div);
+                let x_stride = cols + 4;
+                let nw: Vec<f32> = rng.normal_vec(cols);
+                let mut xbuf = vec![f32::NAN; x_rows * x_stride];
+                let mut normed = Vec::new();
+                for r in 0..x_rows {
+                    let mag = [1.0f32, 40.0, 0.02][r % 3];
+                    let row: Vec<f32> = rng.normal_vec(cols).iter().map(|v| v * mag).collect();
+                    xbuf[r * x_stride..][..cols].copy_from_slice(&row);
+                    normed.push(rms_norm(&row, &nw, 1e-6, true));
+                }
+                let width = if epi == Epilogue::SwiGlu {
+                    rpe / 2
+                } else {
+                    rpe
+                };
+                let y_stride = width + 1;
+                let ylen = pairs * y_stride;
+                let init = vec![f32::NAN; ylen];
+                let x = ctx.upload("x", &xbuf).unwrap();
+                let ids = ctx.upload("ids", &ids_list).unwrap();
+                let y = ctx.upload("y", &init).unwrap();
+                let w_buf = ctx.upload("norm w", &nw).unwrap();
+                let args = IndexedArgs {
+                    x: &x,
+                    x_stride: x_stride as u32,
+                    x_row_div: x_div as u32,
+                    ids: &ids,
+                    ids_offset: 0,
+                    y: &y,
+                    y_stride: y_stride as u32,
+                    pairs: pairs as u32,
+                    rows_per_expert: rpe as u32,
+                };
+                let norm = FusedNorm {
+                    weight: &w_buf,
+                    eps: 1e-6,
+                    one_plus: true,
+                };
+                let what = format!(
+                    "{} seed {seed:#x} {dtype:?} {epi:?} ids {ids_list:?}",
+                    t.name
+                );
+                let d = matmul_indexed_normed(ctx, &gw, &args, &norm, epi)
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                let refs: Vec<&Dispatch> = d.iter().collect();
+                ctx.run("matmul_indexed_normed test", &refs).unwrap();
+                let got = ctx.read_f32(&y, 0, ylen).unwrap();
+                let mut want = vec![None; ylen];
+                for (p, &e) in ids_list.iter().enumerate() {
+                    let e = e as usize;
+                    if e >= experts {
+                        continue;
+                    }
+                    let w = &wdq[e * rpe * cols..(e + 1) * rpe * cols];
+                    for c in 0..width {
+                        want[p * y_stride + c] = Some(support::expected(
+                            &normed[p / x_div],
+                            w,
+                            cols,
+                            rpe,
+                            c,
+                            epi == Epilogue::SwiGlu,
+                            1e-5,
+                        ));
                     }
                 }
                 support::check(&got, &init, &want, &what);

@@ -6,7 +6,8 @@ use qwgpu_checkpoint::TextConfig;
 use qwgpu_kernels::attention::{attention_forward, AttnBuffers, KvPage};
 use qwgpu_kernels::gdn::{gdn_forward, GdnLayerBuffers, GdnMode};
 use qwgpu_kernels::matmul::{
-    matmul, matmul_indexed, matmul_normed, Epilogue, FusedNorm, IndexedArgs, MatmulArgs, MAX_VEC_T,
+    matmul, matmul_indexed, matmul_indexed_normed, matmul_normed, Epilogue, FusedNorm, IndexedArgs,
+    MatmulArgs, MAX_VEC_T,
 };
 use qwgpu_kernels::moe::grouped::{self, GroupedArgs};
 use qwgpu_kernels::{copy, embed, moe, norm, Dispatch, GpuContext, GpuWeight};
@@ -99,13 +100,18 @@ fn mm_norm(
             y_stride: out_width as u32,
             t: t as u32,
         },
-        &FusedNorm {
-            weight: norm_w,
-            eps: c.rms_norm_eps as f32,
-            one_plus: true,
-        },
+        &fused_norm(c, norm_w),
         epilogue,
     )?)
+}
+
+/// Qwen3.5's RMSNorm (`1 + w`) with weight `w`, for a fused GEMV.
+fn fused_norm<'a>(c: &TextConfig, w: &'a wgpu::Buffer) -> FusedNorm<'a> {
+    FusedNorm {
+        weight: w,
+        eps: c.rms_norm_eps as f32,
+        one_plus: true,
+    }
 }
 
 /// Launches for `t` tokens of session `s` at its position (the caller ensures
@@ -402,8 +408,10 @@ fn ffn(
     d: &mut Vec<Dispatch>,
 ) -> Result<(), ModelError> {
     let h = c.hidden_size;
-    // MoE reads the normalised rows in the router and the experts: written once.
-    let fused = fuse_norm(t) && matches!(layer.ffn, FfnGpu::Dense(_));
+    // Decode: every reader of the normalised rows (dense gate|up; MoE router,
+    // experts' gate|up, shared expert, shared gate) fuses the norm.
+    let fused = fuse_norm(t);
+    let n = &layer.post_norm;
     if !fused {
         d.push(norm::rms_norm(
             ctx,
@@ -419,22 +427,15 @@ fn ffn(
     }
     match &layer.ffn {
         FfnGpu::Dense(m) => {
-            let n = &layer.post_norm;
             let sw = Epilogue::SwiGlu;
             d.extend(mm_norm(ctx, c, n, a, 0, &m.gate_up, &a.act, t, sw, fused)?);
             d.extend(mm(ctx, &m.down, &a.act, 0, &a.h, t, Epilogue::Accumulate)?);
         }
         FfnGpu::Moe(m) => {
             let pairs = (t as u32) * m.top_k;
-            d.extend(mm(
-                ctx,
-                &m.router,
-                &a.x,
-                0,
-                &a.router_logits,
-                t,
-                Epilogue::Store,
-            )?);
+            let st = Epilogue::Store;
+            let rl = &a.router_logits;
+            d.extend(mm_norm(ctx, c, n, a, 0, &m.router, rl, t, st, fused)?);
             d.push(moe::moe_route(
                 ctx,
                 &a.router_logits,
@@ -444,7 +445,8 @@ fn ffn(
                 &a.moe_ids,
                 &a.moe_w,
             )?);
-            let group = grouped_ok && t > 1 && grouped::prefer_grouped(pairs, m.experts);
+            // The grouped GEMM reads the written rows: never with the fused norm.
+            let group = !fused && grouped_ok && t > 1 && grouped::prefer_grouped(pairs, m.experts);
             match (&a.moe_group, group) {
                 // Prefill with enough pairs per expert: group the pairs by
                 // expert once, then one tiled GEMM per expert matmul
@@ -485,22 +487,23 @@ fn ffn(
                     )?);
                 }
                 _ => {
-                    d.extend(matmul_indexed(
-                        ctx,
-                        &m.experts_gate_up,
-                        &IndexedArgs {
-                            x: &a.x,
-                            x_stride: h as u32,
-                            x_row_div: m.top_k,
-                            ids: &a.moe_ids,
-                            ids_offset: 0,
-                            y: &a.expert_act,
-                            y_stride: m.inter,
-                            pairs,
-                            rows_per_expert: 2 * m.inter,
-                        },
-                        Epilogue::SwiGlu,
-                    )?);
+                    let args = IndexedArgs {
+                        x: if fused { &a.h } else { &a.x },
+                        x_stride: h as u32,
+                        x_row_div: m.top_k,
+                        ids: &a.moe_ids,
+                        ids_offset: 0,
+                        y: &a.expert_act,
+                        y_stride: m.inter,
+                        pairs,
+                        rows_per_expert: 2 * m.inter,
+                    };
+                    let gu = &m.experts_gate_up;
+                    d.extend(if fused {
+                        matmul_indexed_normed(ctx, gu, &args, &fused_norm(c, n), Epilogue::SwiGlu)?
+                    } else {
+                        matmul_indexed(ctx, gu, &args, Epilogue::SwiGlu)?
+                    });
                     d.extend(matmul_indexed(
                         ctx,
                         &m.experts_down,
@@ -519,14 +522,18 @@ fn ffn(
                     )?);
                 }
             }
-            d.extend(mm(
+            let (sg, sa) = (&m.shared.gate_up, &a.shared_act);
+            d.extend(mm_norm(
                 ctx,
-                &m.shared.gate_up,
-                &a.x,
+                c,
+                n,
+                a,
                 0,
-                &a.shared_act,
+                sg,
+                sa,
                 t,
                 Epilogue::SwiGlu,
+                fused,
             )?);
             d.extend(mm(
                 ctx,
@@ -537,15 +544,8 @@ fn ffn(
                 t,
                 Epilogue::Store,
             )?);
-            d.extend(mm(
-                ctx,
-                &m.shared_gate,
-                &a.x,
-                0,
-                &a.gate_logit,
-                t,
-                Epilogue::Store,
-            )?);
+            let (gw, gl) = (&m.shared_gate, &a.gate_logit);
+            d.extend(mm_norm(ctx, c, n, a, 0, gw, gl, t, st, fused)?);
             d.push(moe::moe_combine(
                 ctx,
                 &a.expert_out,
