@@ -298,7 +298,20 @@ impl Bench {
         if self.o.qwgpu_runs {
             for (model, format, dir) in &folders {
                 self.step(&format!("qwgpu {model} {format}"), |b| {
-                    let run = b.qwgpu(model, format, dir);
+                    let run = b.qwgpu(model, format, dir, &[]);
+                    b.r.runs.push(run);
+                    Ok(())
+                });
+            }
+            // Prefill again with the plain f16 cooperative-matrix GEMM (the
+            // default GEMM is exact): what trading exactness buys.
+            for (model, format, dir) in folders
+                .iter()
+                .filter(|f| f.1 == results::BF16 && f.0 != "35B-A3B")
+            {
+                self.step(&format!("qwgpu {model} {format} --f16-matmul"), |b| {
+                    let mut run = b.qwgpu(model, format, dir, &["--f16-matmul", "--decode", "0"]);
+                    run.engine = results::QWGPU_F16.into();
                     b.r.runs.push(run);
                     Ok(())
                 });
@@ -621,7 +634,7 @@ impl Bench {
         }
     }
 
-    fn qwgpu(&self, model: &str, format: &str, dir: &Path) -> Run {
+    fn qwgpu(&self, model: &str, format: &str, dir: &Path, extra: &[&str]) -> Run {
         let join = |v: &[usize]| {
             v.iter()
                 .map(|x| x.to_string())
@@ -629,13 +642,19 @@ impl Bench {
                 .join(",")
         };
         let mut cmd = Command::new(&self.o.qwgpu);
-        cmd.args(["bench", "--json", "--profile", "--model"])
+        cmd.args(["bench", "--json", "--model"])
             .arg(dir)
             .args(["--prefill", &join(&self.o.prefill)])
-            .args(["--decode-at", &join(&self.o.decode_at)])
-            .args(["--decode", &self.o.decode.to_string()])
-            .args(self.o.qwgpu_args.split_whitespace());
-        let name = format!("qwgpu_{model}_{}", format.replace(' ', "_"));
+            .args(["--decode-at", &join(&self.o.decode_at)]);
+        if extra.is_empty() {
+            cmd.args(["--profile", "--decode", &self.o.decode.to_string()]);
+        }
+        cmd.args(self.o.qwgpu_args.split_whitespace()).args(extra);
+        let name = format!(
+            "qwgpu_{model}_{}{}",
+            format.replace(' ', "_"),
+            if extra.is_empty() { "" } else { "_f16" }
+        );
         let res = proc::run(
             &mut cmd,
             secs(600),

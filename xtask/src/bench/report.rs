@@ -4,7 +4,9 @@
 
 use std::fmt::Write;
 
-use super::results::{GemvRow, Results, Run, BF16, FP8, HF, LLAMA_CUDA, LLAMA_VULKAN, Q8_0, QWGPU};
+use super::results::{
+    GemvRow, Results, Run, BF16, FP8, HF, LLAMA_CUDA, LLAMA_VULKAN, Q8_0, QWGPU, QWGPU_F16,
+};
 
 /// tok/s with a thousands separator above 1000.
 pub fn rate(x: f64) -> String {
@@ -35,6 +37,55 @@ fn pct(a: Option<f64>, b: Option<f64>) -> String {
     match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => format!("{:.0}%", 100.0 * a / b),
         _ => "—".into(),
+    }
+}
+
+/// Prefill with `--f16-matmul` beside the default (exact) GEMM and the peers.
+fn f16_section(r: &Results, s: &mut String) {
+    let runs: Vec<&Run> = r.runs.iter().filter(|x| x.engine == QWGPU_F16).collect();
+    if runs.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\n## qwgpu prefill with `--f16-matmul`\n\n\
+         The default prefill GEMM is the exact cooperative-matrix one (x split into two f16 halves: results as \
+         the f32 GEMM's); `--f16-matmul` rounds x to f16 once (half the tensor-core work, logits move by up to \
+         ~1% of their scale). Same weights, same run.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| model | weights | prompt tokens | --f16-matmul tok/s | default tok/s | ÷ default | ÷ llama.cpp Vulkan | ÷ llama.cpp CUDA | ÷ HF |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
+    for x in runs {
+        if let Some(e) = &x.error {
+            let _ = writeln!(
+                s,
+                "| {} | {} | — | error: {e} | | | | | |",
+                x.model, x.format
+            );
+            continue;
+        }
+        for &(n, v) in &x.prefill {
+            let of = |engine: &str, format: &str| {
+                r.run(engine, &x.model, format)
+                    .and_then(|p| p.prefill_of(n))
+            };
+            let default = of(QWGPU, &x.format);
+            let _ = writeln!(
+                s,
+                "| {} | {} | {n} | {} | {} | {} | {} | {} | {} |",
+                x.model,
+                x.format,
+                rate(v),
+                default.map_or("—".into(), rate),
+                ratio(Some(v), default),
+                ratio(Some(v), of(LLAMA_VULKAN, &x.format)),
+                ratio(Some(v), of(LLAMA_CUDA, &x.format)),
+                ratio(Some(v), of(HF, &x.format)),
+            );
+        }
     }
 }
 
@@ -810,6 +861,7 @@ pub fn render(r: &Results) -> String {
             );
         }
     }
+    f16_section(r, &mut s);
     moe_section(r, &mut s);
     gemv_section(r, &mut s);
     if !r.kernels.is_empty() {

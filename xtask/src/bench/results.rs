@@ -7,6 +7,8 @@ use serde_json::Value;
 use super::weights::CheckpointWeights;
 
 pub const QWGPU: &str = "qwgpu";
+/// qwgpu prefill with `--f16-matmul` (the plain f16 cooperative-matrix GEMM).
+pub const QWGPU_F16: &str = "qwgpu --f16-matmul";
 pub const LLAMA_VULKAN: &str = "llama.cpp Vulkan";
 pub const LLAMA_CUDA: &str = "llama.cpp CUDA";
 pub const HF: &str = "HF transformers";

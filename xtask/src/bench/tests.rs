@@ -421,3 +421,21 @@ fn kernel_step_parses_the_gemv_bench_and_records_missing_binaries() {
     assert_eq!(missing.count(), b.r.kernels.len() - 1);
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn f16_matmul_prefill_sits_beside_the_default_and_the_peers() {
+    let mut r = canned();
+    assert!(!render(&r).contains("prefill with `--f16-matmul`"));
+    let mut f = Run::new(QWGPU_F16, "9B", BF16);
+    f.prefill = vec![(512, 10_000.0), (4096, 18_000.0)];
+    r.runs.push(f);
+    let md = render(&r);
+    // 4096 tokens: 18k against the default 9k, llama.cpp Vulkan 9.5k, HF 24k.
+    assert!(
+        md.contains("| 9B | BF16 | 4096 | 18,000 | 9,000 | 2.00× | 1.89× | — | 0.75× |"),
+        "{md}"
+    );
+    // Not mistaken for the default run in the main table or the targets.
+    assert!(md.contains("9B prefill 4096 ≥ 1.0× llama.cpp Vulkan"));
+    assert!(!md.contains("| 18,000 | 56"), "{md}");
+}
