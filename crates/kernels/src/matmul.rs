@@ -2,13 +2,15 @@
 //! format (F32, BF16, F16, FP8 E4M3/E5M2) and its scale table, f32 accumulation.
 //!
 //! Paths, chosen by the number of tokens `T`:
-//! - `T <= 16` (`shaders/matmul_vec.wgsl`, `mm_vec`): GEMV. A workgroup of 256
-//!   threads owns 4 weight rows; every thread strides over the columns with
+//! - `T <= 16` (`shaders/matmul_vec.wgsl`, `mm_vec`): GEMV. A workgroup of
+//!   64–256 threads (one per 16-byte chunk of a row, at most 256) owns 4
+//!   weight rows; every thread strides over the columns with
 //!   `vec4<u32>` loads (16 FP8 / 8 BF16 values), decodes each chunk once and
 //!   uses it for up to 8 tokens (register accumulators, a `mat4x4` per 4
 //!   tokens), so W is read once per 8 tokens: decode is bandwidth-bound and
 //!   this is what reaches it (`wgsl-kernels.md` §2.1). x rows whose offset and
-//!   stride are multiples of 4 load as `vec4<f32>`. The partial sums of all
+//!   stride are multiples of 4 load as `vec4<f32>`. [`matmul_normed`] fuses
+//!   the RMSNorm of x (decode: no norm launch). The partial sums of all
 //!   tokens are reduced together in shared memory (2 barriers per token + 1),
 //!   one kernel for every device: the subgroup reduce file measured ~4× slower
 //!   on lavapipe, and subgroups gain ~1% on the H100 GEMV.
