@@ -8,7 +8,8 @@
 // writes those channels' conv state and workgroup order cannot matter. (A workgroup
 // per value head would share the q/k channels between g workgroups; whoever wrote
 // their new conv state could overtake a reader of the old one.) Within the workgroup
-// the conv state is only rewritten at the very end, behind a storageBarrier.
+// the one invocation that reads a channel's conv state also rewrites it, after its
+// last read (see the conv loop).
 //
 // The workgroup is LANES lanes of 256 invocations; lane p runs value head
 // kh·g + round·LANES + p with the thread layout of gdn_recurrent.wgsl (thread
@@ -25,11 +26,11 @@ struct DecParams {
     conv_dim: u32,
     qkvz_stride: u32,
     key_dim: u32,
-    taps: u32,   // conv kernel K (<= 8)
+    _pad0: u32,
     eps: f32,
     q_scale: f32,
     rounds: u32, // g / LANES
-    _pad0: u32,
+    _pad1: u32,
 }
 
 override WG: u32 = 256u;    // LANES · 256
@@ -38,6 +39,8 @@ override DK: u32 = 128u;
 override DV: u32 = 128u;
 override SL: u32 = 2u;      // slices of the k rows per lane: SL·DV <= 256
 override R: u32 = 64u;      // rows per slice: SL·R >= DK, R <= GDN_MAXR
+override TAPS: u32 = 4u;    // conv kernel K (<= GDN_MAXK): a constant, so its loops unroll
+const GDN_MAXK: u32 = 8u;
 const GDN_TPH: u32 = 256u;  // invocations per lane
 const GDN_MAXR: u32 = 64u;
 const GDN_MAXD: u32 = 128u;
@@ -74,7 +77,7 @@ fn dec_channel(kh: u32, v0: u32, i: u32) -> u32 {
 // Row e of this launch's extended conv input for channel c: the K−1 state rows
 // (oldest first), then the qkvz rows of tokens t0, t0+1, ...
 fn dec_ext(e: u32, c: u32) -> f32 {
-    let hist = dp.taps - 1u;
+    let hist = TAPS - 1u;
     if (e < hist) {
         return conv_st[e * dp.conv_dim + c];
     }
@@ -90,7 +93,7 @@ fn gdn_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     let j = l % DV;
     let s = l / DV;
     let live = s < SL;
-    let hist = dp.taps - 1u;
+    let hist = TAPS - 1u;
     let nv = dp.nv;
     let vdim = nv * DV;
     let nch = 2u * DK + LANES * DV;
@@ -118,12 +121,30 @@ fn gdn_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
             // Conv + SiLU of the round's channels (same order of terms as conv1d.wgsl).
             for (var i = lid; i < nch; i += WG) {
                 let c = dec_channel(kh, v0, i);
+                var win: array<f32, GDN_MAXK>; // ext[u .. u+K−1): the K−1 inputs before t
+                for (var e = 0u; e < hist; e++) {
+                    win[e] = dec_ext(u + e, c);
+                }
+                let x = qkvz[t * dp.qkvz_stride + c];
                 var acc = 0.0;
                 for (var e = 0u; e < hist; e++) {
-                    acc += conv_w[c * dp.taps + e] * dec_ext(u + e, c);
+                    acc += conv_w[c * TAPS + e] * win[e];
                 }
-                acc += conv_w[c * dp.taps + hist] * qkvz[t * dp.qkvz_stride + c];
+                acc += conv_w[c * TAPS + hist] * x;
                 xc_s[i] = acc / (1.0 + exp(-acc));
+                // The new conv state ext[t_len .. t_len+K−1) is the last token's window
+                // shifted by one. Only this invocation ever reads channel c's state (the
+                // i -> lid map is the same for every token and round), and this is its
+                // last read: q/k channels are reread by every round, so they are
+                // written in the last; v channels belong to one round.
+                if (u + 1u == dp.t_len && (i >= 2u * DK || round + 1u == dp.rounds)) {
+                    for (var e = 0u; e + 1u < hist; e++) {
+                        conv_st[e * dp.conv_dim + c] = win[e + 1u];
+                    }
+                    if (hist > 0u) {
+                        conv_st[(hist - 1u) * dp.conv_dim + c] = x;
+                    }
+                }
             }
             var zj = 0.0;
             if (s == 0u) {
@@ -200,19 +221,6 @@ fn gdn_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
             if (live && a < DK) {
                 st[sbase + a * DV + j] = sreg[r];
             }
-        }
-    }
-    // Every read of the old conv state (any thread, any round) happens before this.
-    storageBarrier();
-    let nall = 2u * DK + g * DV;
-    for (var i = lid; i < nall; i += WG) {
-        let c = dec_channel(kh, kh * g, i);
-        var nw: array<f32, 8>;
-        for (var e = 0u; e < hist; e++) {
-            nw[e] = dec_ext(dp.t_len + e, c);
-        }
-        for (var e = 0u; e < hist; e++) {
-            conv_st[e * dp.conv_dim + c] = nw[e];
         }
     }
 }

@@ -528,11 +528,11 @@ struct DecParams {
     conv_dim: u32,
     qkvz_stride: u32,
     key_dim: u32,
-    taps: u32,
+    _pad0: u32,
     eps: f32,
     q_scale: f32,
     rounds: u32,
-    _pad: u32,
+    _pad1: u32,
 }
 
 /// The fused decode kernel: one launch per [`RECURRENT_SPAN`] tokens, a workgroup
@@ -563,7 +563,8 @@ fn decode_dispatches(
         .constant("DK", dims.dk)
         .constant("DV", dims.dv)
         .constant("SL", sl)
-        .constant("R", rows);
+        .constant("R", rows)
+        .constant("TAPS", dims.conv_kernel);
     let pipeline = ctx.pipeline(&key)?;
     let mut out = Vec::new();
     for t0 in (0..t).step_by(RECURRENT_SPAN as usize) {
@@ -577,11 +578,11 @@ fn decode_dispatches(
                 conv_dim: dims.conv_dim(),
                 qkvz_stride: dims.conv_dim() + dims.value_dim(),
                 key_dim: dims.key_dim(),
-                taps: dims.conv_kernel,
+                _pad0: 0,
                 eps: dims.eps,
                 q_scale: q_scale(dims),
                 rounds: dims.nv / dims.nk / lanes,
-                _pad: 0,
+                _pad1: 0,
             },
         );
         let bind = ctx.bind(

@@ -489,7 +489,7 @@ fn decode_steps_head_ratios_and_taps() {
     run_decode_steps(&dims(1, 3, 32, 12), &[1, 2, 1], 603, RecurrentLaunch::Auto);
     let mut d = dims(2, 8, 20, 8);
     d.conv_kernel = 2;
-    run_decode_steps(&d, &[1, 1], 604, RecurrentLaunch::Auto);
+    run_decode_steps(&d, &[1, 2], 604, RecurrentLaunch::Auto);
     d.conv_kernel = 1;
     run_decode_steps(&d, &[1, 1], 605, RecurrentLaunch::Auto);
 }
