@@ -15,7 +15,6 @@
 use qwgpu_checkpoint::Dtype;
 use qwgpu_kernels::matmul::{matmul_with, Epilogue, MatmulArgs, MatmulPath};
 use qwgpu_kernels::{testing, wgpu, Dispatch, GpuContext, GpuWeight, KernelError, WeightFormat};
-use qwgpu_loader::PackedWeight;
 
 mod support;
 use qwgpu_ops::rng::Rng;
@@ -24,21 +23,7 @@ use support::Scheme;
 const EPILOGUES: [Epilogue; 3] = [Epilogue::Store, Epilogue::Accumulate, Epilogue::SwiGlu];
 const REL: f64 = 2e-3;
 
-/// A weight in one shard with scale `scheme` (scales 0.25..2).
-fn packed(rng: &mut Rng, dtype: Dtype, rows: usize, cols: usize, scheme: Scheme) -> PackedWeight {
-    let data = support::normal_data(rng, dtype, rows * cols);
-    let mut draw = || 0.25 + 1.75 * rng.uniform();
-    support::packed_weight(
-        format!("w{rows}x{cols}"),
-        dtype,
-        rows,
-        cols,
-        &[(0, rows)],
-        scheme,
-        data,
-        &mut draw,
-    )
-}
+use support::packed_one_shard as packed;
 
 fn run(ctx: &GpuContext, d: &[Dispatch]) {
     let refs: Vec<&Dispatch> = d.iter().collect();

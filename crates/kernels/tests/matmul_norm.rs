@@ -16,26 +16,7 @@ mod support;
 use qwgpu_ops::rng::Rng;
 use support::Scheme;
 
-fn packed(
-    rng: &mut Rng,
-    dtype: Dtype,
-    rows: usize,
-    cols: usize,
-    scheme: Scheme,
-) -> qwgpu_loader::PackedWeight {
-    let data = support::normal_data(rng, dtype, rows * cols);
-    let mut draw = || 0.25 + 1.75 * rng.uniform();
-    support::packed_weight(
-        format!("w{rows}x{cols}"),
-        dtype,
-        rows,
-        cols,
-        &[(0, rows)],
-        scheme,
-        data,
-        &mut draw,
-    )
-}
+use support::packed_one_shard as packed;
 
 #[test]
 fn fused_norm_matches_norm_then_matmul() {

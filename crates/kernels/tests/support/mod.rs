@@ -188,3 +188,26 @@ pub fn check(got: &[f32], init: &[f32], want: &[Option<(f64, f64)>], what: &str)
         );
     }
 }
+
+/// A `[rows, cols]` weight in one shard with scale `scheme` (scales 0.25..2),
+/// normal values.
+pub fn packed_one_shard(
+    rng: &mut Rng,
+    dtype: Dtype,
+    rows: usize,
+    cols: usize,
+    scheme: Scheme,
+) -> PackedWeight {
+    let data = normal_data(rng, dtype, rows * cols);
+    let mut draw = || 0.25 + 1.75 * rng.uniform();
+    packed_weight(
+        format!("w{rows}x{cols}"),
+        dtype,
+        rows,
+        cols,
+        &[(0, rows)],
+        scheme,
+        data,
+        &mut draw,
+    )
+}
