@@ -299,6 +299,64 @@ fn long_greedy_decode_stays_finite_and_equals_the_reference() {
     assert_eq!(gs.position(), 5 + steps);
 }
 
+/// Sampled decode steps are encoded one step ahead (while the GPU runs the
+/// current one): that command buffer must follow page ends, new sampling
+/// parameters, logits-only steps in between and restores to other positions.
+/// Every token equals the CPU reference's.
+#[test]
+fn steps_encoded_ahead_follow_pages_parameters_and_restores() {
+    let (gpu, cpu) = models(false, 81, 64, false);
+    let vocab = gpu.config().vocab_size;
+    let mut rng = Rng::new(81);
+    // 250 tokens: the first KV page holds 256 rows, so decode crosses a page end.
+    let p = prompt(&mut rng, 250, vocab);
+    let (mut gs, mut cs) = (gpu.new_session().unwrap(), cpu.new_session().unwrap());
+    let mut g = gpu.sample_next(&mut gs, &p, &greedy()).unwrap();
+    let c = cpu.sample_next(&mut cs, &p, &greedy()).unwrap();
+    assert_eq!(g, c, "prefill token");
+    let snap = gpu.snapshot(&gs).unwrap();
+    let mut greedy_run = vec![g];
+    for i in 0..12 {
+        g = gpu.sample_next(&mut gs, &[g], &greedy()).unwrap();
+        let c = cpu.sample_next(&mut cs, &[greedy_run[i]], &greedy()).unwrap();
+        assert_eq!(g, c, "greedy step {i} (position {})", 251 + i);
+        greedy_run.push(g);
+    }
+    // New parameters (seeded sampling): the step encoded for greedy is dropped.
+    let params = SamplingParams {
+        temperature: 0.9,
+        top_k: 30,
+        top_p: 0.95,
+    };
+    gpu.set_seed(&mut gs, 5);
+    cpu.set_seed(&mut cs, 5);
+    let mut same = 0;
+    for _ in 0..6 {
+        let gt = gpu.sample_next(&mut gs, &[g], &params).unwrap();
+        let ct = cpu.sample_next(&mut cs, &[g], &params).unwrap();
+        same += usize::from(gt == ct);
+        g = ct;
+    }
+    assert!(same >= 5, "only {same} of 6 sampled tokens agree");
+    // A logits-only step between sampled ones.
+    let lg = gpu.forward(&mut gs, &[g]).unwrap();
+    let lc = cpu.forward(&mut cs, &[g]).unwrap();
+    assert_close(&lg, &lc, 1e-3, "logits step between sampled steps");
+    let t = qwgpu_model::argmax(&lc) as u32;
+    assert_eq!(
+        gpu.sample_next(&mut gs, &[t], &greedy()).unwrap(),
+        cpu.sample_next(&mut cs, &[t], &greedy()).unwrap(),
+        "sampled step after a logits step"
+    );
+    // Back to position 250 (one page): the same greedy tokens again.
+    gpu.restore(&mut gs, &snap).unwrap();
+    let mut again = vec![greedy_run[0]];
+    for i in 0..12 {
+        again.push(gpu.sample_next(&mut gs, &[again[i]], &greedy()).unwrap());
+    }
+    assert_eq!(again, greedy_run, "greedy tokens after the restore");
+}
+
 #[test]
 fn sampling_on_the_gpu_uses_the_same_rule_and_numbers_as_the_cpu() {
     let (gpu, cpu) = models(true, 51, 32, false);

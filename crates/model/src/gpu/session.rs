@@ -143,6 +143,12 @@ impl Activations {
     }
 }
 
+/// A decode step encoded ahead: ((pages it binds, sampling parameters), command buffer).
+pub(crate) type NextStep = (
+    (usize, qwgpu_kernels::sample::SamplingParams),
+    wgpu::CommandBuffer,
+);
+
 /// A sequence on the GPU: state, activations, and the decode launches recorded once.
 pub struct GpuSession {
     pub(crate) pos: usize,
@@ -155,6 +161,9 @@ pub struct GpuSession {
     /// pages they bind: valid while `pos` is in the last of them.
     pub(crate) decode: Option<(usize, Vec<Dispatch>)>,
     pub(crate) sampler: Option<(qwgpu_kernels::sample::SamplingParams, Vec<Dispatch>)>,
+    /// The next decode step's command buffer, encoded while the GPU ran the
+    /// last one, with the page count and sampling parameters it was made for.
+    pub(crate) next: Option<NextStep>,
     pub(crate) seed: u64,
     pub(crate) counter: u32,
     /// Unique per session (never reused), and a count of changes to the
