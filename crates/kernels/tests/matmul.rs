@@ -234,6 +234,38 @@ fn matmul_every_token_count_of_the_vector_path() {
     }
 }
 
+/// Rows longer than one pass of the GEMV workgroup (more than 256 chunks of 16
+/// bytes): every thread loops, two chunks per iteration at one token, with an
+/// odd chunk left over; the fused norm and block scales on the same rows.
+#[test]
+fn gemv_rows_longer_than_one_workgroup_pass() {
+    for t in testing::contexts() {
+        let seed = 0x5eed_0005;
+        let mut rng = Rng::new(seed);
+        // Chunks per row: F32 1027 / 4 -> 257; BF16 4133 / 8 -> 517; E4M3 9000 / 16 -> 563.
+        for (dtype, scheme, cols) in [
+            (Dtype::F32, Scheme::None, 1027),
+            (Dtype::BF16, Scheme::None, 4133),
+            (Dtype::F8E4M3, Scheme::Block([128, 128]), 9000),
+            (Dtype::F8E5M2, Scheme::PerChannel, 8200),
+        ] {
+            let rows = 10;
+            let pw = packed(&mut rng, dtype, rows, cols, scheme);
+            let wdq = qwgpu_loader::dequantize(&pw).unwrap();
+            let gw = GpuWeight::upload(&t.ctx, &pw).unwrap();
+            for (tokens, epi) in [
+                (1, Epilogue::Store),
+                (1, Epilogue::SwiGlu),
+                (1, Epilogue::Accumulate),
+                (3, Epilogue::Store),
+            ] {
+                let what = format!("seed {seed:#x} {dtype:?} {scheme:?} [{rows}, {cols}]");
+                dense_case(t, &mut rng, &gw, &wdq, tokens, epi, &what);
+            }
+        }
+    }
+}
+
 /// A weight in several buffers gives the same results, SwiGLU included where
 /// gate row j and up row j sit in different pieces.
 #[test]

@@ -318,7 +318,9 @@ fn steps_encoded_ahead_follow_pages_parameters_and_restores() {
     let mut greedy_run = vec![g];
     for i in 0..12 {
         g = gpu.sample_next(&mut gs, &[g], &greedy()).unwrap();
-        let c = cpu.sample_next(&mut cs, &[greedy_run[i]], &greedy()).unwrap();
+        let c = cpu
+            .sample_next(&mut cs, &[greedy_run[i]], &greedy())
+            .unwrap();
         assert_eq!(g, c, "greedy step {i} (position {})", 251 + i);
         greedy_run.push(g);
     }
