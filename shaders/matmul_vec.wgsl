@@ -14,9 +14,6 @@
 override WG: u32 = 256u;
 // Vectors per workgroup: 1, 2, 4 or 8 (16 accumulator vec4s spilled on the H100).
 override TV: u32 = 1u;
-// Chunks each thread loads per loop iteration: 2 for one vector (decode),
-// 1 for more (their accumulators need the registers).
-override UNROLL: u32 = select(1u, 2u, TV == 1u);
 // 0: one scale per row, applied once after the reduction (per-shard,
 // per-channel, unscaled, blocks as wide as the row); 1: one per chunk (block
 // columns a multiple of CW); 2: one per 4-element group.
@@ -145,97 +142,6 @@ fn red_round(v: vec4<f32>, t: u32, lid: u32, ss: bool) {
     workgroupBarrier();
 }
 
-// Adds chunk `ch` of the 4 slot rows (w0..w3, loaded) times the vectors to
-// the accumulators (a0/a1: see mv_run), and x's squares to ss0/ss1 (fused norm).
-fn mv_chunk(w0: vec4<u32>, w1: vec4<u32>, w2: vec4<u32>, w3: vec4<u32>, ch: u32, s: Slots,
-            xb: array<u32, 8>, pa0: ptr<function, mat4x4<f32>>, pa1: ptr<function, mat4x4<f32>>,
-            pss0: ptr<function, vec4<f32>>, pss1: ptr<function, vec4<f32>>) {
-    let nrm = p.norm != 0u;
-    let nfull = p.cols / CW;
-    var a0 = *pa0;
-    var a1 = *pa1;
-    var ss0 = *pss0;
-    var ss1 = *pss1;
-    let c0 = ch * CW;
-    // Per-chunk scales (mode 1) multiply the chunk's partial sums, not
-    // every decoded element: k0/k1 hold this chunk's products. Other
-    // modes accumulate in k0/k1 = a0/a1 directly (plain copies, which
-    // the compiler coalesces: no extra registers).
-    var cs = vec4<f32>(1.0);
-    var k0 = a0;
-    var k1 = a1;
-    if (SCALE_MODE == 1u) {
-        cs = RAW * vec4<f32>(scale_at(s.sb.x, c0), scale_at(s.sb.y, c0), scale_at(s.sb.z, c0), scale_at(s.sb.w, c0));
-        k0 = mat4x4<f32>();
-        k1 = mat4x4<f32>();
-    }
-    let full = ch < nfull;
-    for (var g = 0u; g < G; g++) {
-        let c = c0 + 4u * g;
-        var d = mat4x4<f32>(decode_raw(w0, g), decode_raw(w1, g), decode_raw(w2, g), decode_raw(w3, g));
-        if (SCALE_MODE == 2u) {
-            let sc = vec4<f32>(scale_at(s.sb.x, c), scale_at(s.sb.y, c), scale_at(s.sb.z, c), scale_at(s.sb.w, c));
-            d = mat4x4<f32>(d[0] * sc.x, d[1] * sc.y, d[2] * sc.z, d[3] * sc.w);
-        }
-        // dt * x = the 4 slots' dot products with x.
-        let dt = transpose(d);
-        var nf = vec4<f32>(1.0);
-        if (nrm) {
-            nf = norm_factor(c);
-        }
-        let x0 = xv(xb[0], c, full);
-        k0[0] += dt * (x0 * nf);
-        ss0.x += dot(x0, x0);
-        if (TV >= 2u) {
-            let x1 = xv(xb[1], c, full);
-            k0[1] += dt * (x1 * nf);
-            ss0.y += dot(x1, x1);
-        }
-        if (TV >= 4u) {
-            let x2 = xv(xb[2], c, full);
-            let x3 = xv(xb[3], c, full);
-            k0[2] += dt * (x2 * nf);
-            k0[3] += dt * (x3 * nf);
-            ss0.z += dot(x2, x2);
-            ss0.w += dot(x3, x3);
-        }
-        if (TV >= 8u) {
-            let x4 = xv(xb[4], c, full);
-            let x5 = xv(xb[5], c, full);
-            let x6 = xv(xb[6], c, full);
-            let x7 = xv(xb[7], c, full);
-            k1[0] += dt * (x4 * nf);
-            k1[1] += dt * (x5 * nf);
-            k1[2] += dt * (x6 * nf);
-            k1[3] += dt * (x7 * nf);
-            ss1 += vec4<f32>(dot(x4, x4), dot(x5, x5), dot(x6, x6), dot(x7, x7));
-        }
-    }
-    if (SCALE_MODE == 1u) {
-        a0[0] += k0[0] * cs;
-        if (TV >= 2u) {
-            a0[1] += k0[1] * cs;
-        }
-        if (TV >= 4u) {
-            a0[2] += k0[2] * cs;
-            a0[3] += k0[3] * cs;
-        }
-        if (TV >= 8u) {
-            a1[0] += k1[0] * cs;
-            a1[1] += k1[1] * cs;
-            a1[2] += k1[2] * cs;
-            a1[3] += k1[3] * cs;
-        }
-    } else {
-        a0 = k0;
-        a1 = k1;
-    }
-    *pa0 = a0;
-    *pa1 = a1;
-    *pss0 = ss0;
-    *pss1 = ss1;
-}
-
 // The 4 slots' dot products with TV vectors starting at x elements xb[t]
 // (rows past the real ones repeat a valid row: computed, never stored), the
 // first nt (workgroup-uniform) stored at y elements yb[t] + out.
@@ -248,31 +154,86 @@ fn mv_run(lid: u32, nt: u32, xb: array<u32, 8>, yb: array<u32, 8>, s: Slots) {
     var ss0 = vec4<f32>(0.0);
     var ss1 = vec4<f32>(0.0);
     let nrm = p.norm != 0u;
+    let nfull = p.cols / CW;
     let nch = (p.cols + CW - 1u) / CW;
-    // UNROLL chunks per iteration, all loaded before the first is used: 8
-    // independent 16-byte loads per thread in flight instead of 4 (weights of
-    // few rows - [4096, 4096], FP8 above all - are one wave of workgroups and
-    // bound by memory latency, not bandwidth).
-    for (var ch = lid; ch < nch; ch += WG * UNROLL) {
+    for (var ch = lid; ch < nch; ch += WG) {
         let w0 = load_chunk(false, s.lr.x, ch);
         let w1 = load_chunk(false, s.lr.y, ch);
         let w2 = load_chunk(true, s.lr.z, ch);
         let w3 = load_chunk(true, s.lr.w, ch);
-        let c2 = ch + WG;
-        let two = UNROLL == 2u && c2 < nch;
-        var v0 = vec4<u32>();
-        var v1 = vec4<u32>();
-        var v2 = vec4<u32>();
-        var v3 = vec4<u32>();
-        if (two) {
-            v0 = load_chunk(false, s.lr.x, c2);
-            v1 = load_chunk(false, s.lr.y, c2);
-            v2 = load_chunk(true, s.lr.z, c2);
-            v3 = load_chunk(true, s.lr.w, c2);
+        let c0 = ch * CW;
+        // Per-chunk scales (mode 1) multiply the chunk's partial sums, not
+        // every decoded element: k0/k1 hold this chunk's products. Other
+        // modes accumulate in k0/k1 = a0/a1 directly (plain copies, which
+        // the compiler coalesces: no extra registers).
+        var cs = vec4<f32>(1.0);
+        var k0 = a0;
+        var k1 = a1;
+        if (SCALE_MODE == 1u) {
+            cs = RAW * vec4<f32>(scale_at(s.sb.x, c0), scale_at(s.sb.y, c0), scale_at(s.sb.z, c0), scale_at(s.sb.w, c0));
+            k0 = mat4x4<f32>();
+            k1 = mat4x4<f32>();
         }
-        mv_chunk(w0, w1, w2, w3, ch, s, xb, &a0, &a1, &ss0, &ss1);
-        if (two) {
-            mv_chunk(v0, v1, v2, v3, c2, s, xb, &a0, &a1, &ss0, &ss1);
+        let full = ch < nfull;
+        for (var g = 0u; g < G; g++) {
+            let c = c0 + 4u * g;
+            var d = mat4x4<f32>(decode_raw(w0, g), decode_raw(w1, g), decode_raw(w2, g), decode_raw(w3, g));
+            if (SCALE_MODE == 2u) {
+                let sc = vec4<f32>(scale_at(s.sb.x, c), scale_at(s.sb.y, c), scale_at(s.sb.z, c), scale_at(s.sb.w, c));
+                d = mat4x4<f32>(d[0] * sc.x, d[1] * sc.y, d[2] * sc.z, d[3] * sc.w);
+            }
+            // dt * x = the 4 slots' dot products with x.
+            let dt = transpose(d);
+            var nf = vec4<f32>(1.0);
+            if (nrm) {
+                nf = norm_factor(c);
+            }
+            let x0 = xv(xb[0], c, full);
+            k0[0] += dt * (x0 * nf);
+            ss0.x += dot(x0, x0);
+            if (TV >= 2u) {
+                let x1 = xv(xb[1], c, full);
+                k0[1] += dt * (x1 * nf);
+                ss0.y += dot(x1, x1);
+            }
+            if (TV >= 4u) {
+                let x2 = xv(xb[2], c, full);
+                let x3 = xv(xb[3], c, full);
+                k0[2] += dt * (x2 * nf);
+                k0[3] += dt * (x3 * nf);
+                ss0.z += dot(x2, x2);
+                ss0.w += dot(x3, x3);
+            }
+            if (TV >= 8u) {
+                let x4 = xv(xb[4], c, full);
+                let x5 = xv(xb[5], c, full);
+                let x6 = xv(xb[6], c, full);
+                let x7 = xv(xb[7], c, full);
+                k1[0] += dt * (x4 * nf);
+                k1[1] += dt * (x5 * nf);
+                k1[2] += dt * (x6 * nf);
+                k1[3] += dt * (x7 * nf);
+                ss1 += vec4<f32>(dot(x4, x4), dot(x5, x5), dot(x6, x6), dot(x7, x7));
+            }
+        }
+        if (SCALE_MODE == 1u) {
+            a0[0] += k0[0] * cs;
+            if (TV >= 2u) {
+                a0[1] += k0[1] * cs;
+            }
+            if (TV >= 4u) {
+                a0[2] += k0[2] * cs;
+                a0[3] += k0[3] * cs;
+            }
+            if (TV >= 8u) {
+                a1[0] += k1[0] * cs;
+                a1[1] += k1[1] * cs;
+                a1[2] += k1[2] * cs;
+                a1[3] += k1[3] * cs;
+            }
+        } else {
+            a0 = k0;
+            a1 = k1;
         }
     }
     // Reduction: 2 barriers per vector + 1, shared memory only (a tree per

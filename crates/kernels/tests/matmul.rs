@@ -235,8 +235,9 @@ fn matmul_every_token_count_of_the_vector_path() {
 }
 
 /// Rows longer than one pass of the GEMV workgroup (more than 256 chunks of 16
-/// bytes): every thread loops, two chunks per iteration at one token, with an
-/// odd chunk left over; the fused norm and block scales on the same rows.
+/// bytes, an odd count): every thread loops over its chunks, with block scales
+/// and per-channel scales on the same rows. (The other cases' rows are at
+/// most 260 values: one pass.)
 #[test]
 fn gemv_rows_longer_than_one_workgroup_pass() {
     for t in testing::contexts() {
