@@ -66,7 +66,16 @@ pub struct GpuContext {
     pub(crate) disk_cache: Option<crate::disk_cache::DiskCache>,
     errors: Arc<Mutex<Vec<wgpu::Error>>>,
     lost: Arc<Mutex<Option<String>>>,
+    /// Bytes queued by [`GpuContext::queued_upload`] since the last flush, and
+    /// the submission of the flush before.
+    uploads: Mutex<(u64, Option<wgpu::SubmissionIndex>)>,
 }
+
+/// Bytes of `write_buffer` data after which [`GpuContext::queued_upload`]
+/// submits them. wgpu holds every write in a staging buffer of its own until the
+/// next `queue.submit`: a model loaded without one would allocate (and pin)
+/// host-visible staging memory for all its weights before the first copy ran.
+const UPLOAD_FLUSH_BYTES: u64 = 256 << 20;
 
 impl std::fmt::Debug for GpuContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -194,7 +203,49 @@ impl GpuContext {
             disk_cache,
             errors,
             lost,
+            uploads: Mutex::new((0, None)),
         })
+    }
+
+    /// Notes `bytes` just queued with `queue.write_buffer`. Every
+    /// [`UPLOAD_FLUSH_BYTES`] it submits the queued writes (an empty submission
+    /// carries them) and waits for the flush before this one: the GPU copies one
+    /// window while the host packs and stages the next, and the staging memory
+    /// of finished windows is reused instead of growing with the model.
+    pub fn queued_upload(&self, bytes: u64) -> Result<(), KernelError> {
+        let mut u = self.uploads.lock().map_err(|_| KernelError::Internal {
+            during: "weight upload".into(),
+            detail: "upload state poisoned".into(),
+        })?;
+        u.0 += bytes;
+        if u.0 < UPLOAD_FLUSH_BYTES {
+            return Ok(());
+        }
+        self.check("weight upload")?;
+        let index = self.queue.submit([]);
+        if let Some(before) = u.1.replace(index) {
+            self.device
+                .poll(wgpu::PollType::Wait {
+                    submission_index: Some(before),
+                    timeout: Some(WAIT_TIMEOUT),
+                })
+                .map_err(|e| KernelError::DeviceLost {
+                    reason: e.to_string(),
+                    during: "weight upload".into(),
+                })?;
+        }
+        u.0 = 0;
+        Ok(())
+    }
+
+    /// Submits the writes [`GpuContext::queued_upload`] has not flushed yet.
+    pub fn flush_uploads(&self) {
+        if let Ok(mut u) = self.uploads.lock() {
+            if u.0 > 0 {
+                u.1 = Some(self.queue.submit([]));
+                u.0 = 0;
+            }
+        }
     }
 
     /// A short description: `NVIDIA H100 (Vulkan)` or `llvmpipe (Vulkan, software)`.

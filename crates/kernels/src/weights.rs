@@ -246,6 +246,7 @@ impl GpuWeight {
                 let src = &w.data[(row0 + r) * row_src..(row0 + r + n) * row_src];
                 if row_src == row_bytes {
                     ctx.queue.write_buffer(&buffer, (r * row_bytes) as u64, src);
+                    ctx.queued_upload(src.len() as u64)?;
                 } else {
                     let mut padded = vec![0u8; n * row_bytes];
                     for (d, s) in padded
@@ -256,6 +257,7 @@ impl GpuWeight {
                     }
                     ctx.queue
                         .write_buffer(&buffer, (r * row_bytes) as u64, &padded);
+                    ctx.queued_upload(padded.len() as u64)?;
                 }
                 r += n;
             }

@@ -88,3 +88,28 @@ fn a_destroyed_device_gives_typed_errors_not_panics() {
     assert!(ctx.read_u32(&src, 0, 4).is_err());
     assert!(ctx.upload("again", &[1u32; 4]).is_err());
 }
+
+/// Writes noted with `queued_upload` are submitted in windows (the second
+/// flush waits for the first); every byte lands, including an unflushed tail
+/// submitted by `flush_uploads`.
+#[test]
+fn queued_uploads_are_flushed_in_windows_and_all_land() {
+    let ctx = GpuContext::new(&ContextOptions::default()).unwrap();
+    let bufs: Vec<wgpu::Buffer> = (0..5)
+        .map(|i| ctx.storage(&format!("b{i}"), 64).unwrap())
+        .collect();
+    for (i, b) in bufs.iter().enumerate() {
+        let data: Vec<u32> = (0..16).map(|j| (i * 100 + j) as u32).collect();
+        ctx.queue.write_buffer(b, 0, bytemuck::cast_slice(&data));
+        // Each note counts as a full window (as a 9B layer's weights would).
+        let noted = if i < 4 { 300 << 20 } else { 64 };
+        ctx.queued_upload(noted).unwrap();
+    }
+    ctx.flush_uploads();
+    ctx.wait("test").unwrap();
+    for (i, b) in bufs.iter().enumerate() {
+        let got = ctx.read_u32(b, 0, 16).unwrap();
+        let want: Vec<u32> = (0..16).map(|j| (i * 100 + j) as u32).collect();
+        assert_eq!(got, want, "buffer {i}");
+    }
+}

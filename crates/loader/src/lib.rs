@@ -82,6 +82,7 @@ mod model;
 mod pack;
 mod packed;
 mod policy;
+mod recycle;
 mod scheme;
 mod source;
 mod tensor_source;
@@ -98,6 +99,7 @@ pub use model::{
 pub use pack::{input_scale_name, pack, pack_with, weight_scale_names, PackOptions};
 pub use packed::*;
 pub use policy::{ModuleRule, QuantPolicy, SchemeKind};
+pub use recycle::Recycling;
 pub use scheme::DEFAULT_BLOCK;
 pub use source::{PackSpec, ShardSpec, SourceTensor, SourceWeight};
 pub use tensor_source::TensorSource;

@@ -198,7 +198,7 @@ pub fn pack_with(
             .iter()
             .map(|p| p.src.weight.bytes.len() / p.src.weight.dtype.size() * dtype.size())
             .sum();
-        data.reserve_exact(bytes);
+        data = crate::recycle::take(bytes);
         for p in &placed {
             let w = &p.src.weight;
             if w.dtype == dtype {

@@ -72,6 +72,14 @@ pub struct PackedWeight {
     pub activation: ActivationQuant,
 }
 
+impl Drop for PackedWeight {
+    /// The data buffer goes back to the packing pool while a
+    /// [`Recycling`](crate::Recycling) guard is alive on this thread.
+    fn drop(&mut self) {
+        crate::recycle::give(std::mem::take(&mut self.data));
+    }
+}
+
 /// FP8 KV-cache scales of one attention layer.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct KvScales {

@@ -415,6 +415,7 @@ pub(crate) fn upload(
         .enumerate()
         .map(|(i, l)| upload_layer(ctx, c, i, l, progress))
         .collect::<Result<Vec<_>, _>>()?;
+    ctx.flush_uploads();
     ctx.wait("weight upload")?;
     Ok(WeightsGpu {
         embed,
@@ -440,6 +441,8 @@ pub(crate) fn upload_streaming(
     let mut lm_head = None;
     let mut norm = None;
     let mut layers = Vec::with_capacity(c.num_hidden_layers);
+    // Each part's packing buffers, once on the GPU, are reused for the next part's.
+    let _recycling = qwgpu_loader::Recycling::start();
     // The visitor's error type is the loader's: keep ours aside and stop the walk.
     let mut failure: Option<ModelError> = None;
     let walk = qwgpu_loader::stream_model(ckpt, None, &mut |part| {
@@ -451,9 +454,9 @@ pub(crate) fn upload_streaming(
                 }
                 Part::Layer { index, layer } => {
                     check_layer(c, index, &layer)?;
+                    // The context flushes queued writes every few hundred MB
+                    // (bounded staging memory, copies overlapping the packing).
                     layers.push(upload_layer(ctx, c, index, &layer, progress)?);
-                    // Bound the upload staging memory: let the queue drain per layer.
-                    ctx.wait("weight upload")?;
                 }
                 Part::Norm(n) => {
                     check_top(c, None, None, Some(&n))?;
@@ -476,6 +479,7 @@ pub(crate) fn upload_streaming(
         return Err(e);
     }
     walk?;
+    ctx.flush_uploads();
     ctx.wait("weight upload")?;
     let missing = |what: &str| ModelError::Config {
         detail: format!("the checkpoint stream produced no {what}"),

@@ -1,0 +1,139 @@
+//! Packing buffers handed back for reuse while a [`Recycling`] guard is alive.
+//!
+//! A streaming load packs one weight after another into a fresh `Vec` of tens
+//! to hundreds of MB, and drops it once the weight is on the GPU: fresh
+//! anonymous memory that the kernel faults in and zeroes page by page, most
+//! of the host time of a load (perf, 0.8B). While a guard is alive on a thread,
+//! a dropped [`PackedWeight`](crate::PackedWeight)'s buffer goes to that
+//! thread's pool and the next pack that fits reuses it.
+//!
+//! ```
+//! let _recycling = qwgpu_loader::Recycling::start();
+//! // ... stream_model(...): each part's weights, once uploaded and dropped,
+//! // lend their memory to the next part's packing.
+//! ```
+
+use std::cell::RefCell;
+use std::marker::PhantomData;
+
+/// Buffers a pool keeps (the largest ones: a layer's big projections).
+const MAX_POOLED: usize = 4;
+/// Smaller buffers are not worth keeping.
+const MIN_POOLED: usize = 1 << 20;
+
+thread_local! {
+    static POOL: RefCell<Option<Vec<Vec<u8>>>> = const { RefCell::new(None) };
+}
+
+/// Recycles packing buffers on this thread until dropped (then frees them).
+#[must_use = "recycling stops when the guard is dropped"]
+pub struct Recycling {
+    /// Per thread: not `Send`.
+    _thread: PhantomData<*const ()>,
+}
+
+impl Recycling {
+    /// Starts recycling on the current thread.
+    pub fn start() -> Self {
+        POOL.with(|p| *p.borrow_mut() = Some(Vec::new()));
+        Self {
+            _thread: PhantomData,
+        }
+    }
+}
+
+impl Drop for Recycling {
+    fn drop(&mut self) {
+        POOL.with(|p| *p.borrow_mut() = None);
+    }
+}
+
+/// An empty buffer with room for `bytes`: the smallest pooled one that fits,
+/// else a new one.
+pub(crate) fn take(bytes: usize) -> Vec<u8> {
+    let reused = POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        let pool = p.as_mut()?;
+        let i = (0..pool.len())
+            .filter(|&i| pool[i].capacity() >= bytes)
+            .min_by_key(|&i| pool[i].capacity())?;
+        Some(pool.swap_remove(i))
+    });
+    reused.unwrap_or_else(|| Vec::with_capacity(bytes))
+}
+
+/// Hands `buf` to the pool when recycling is on (keeping the largest few).
+pub(crate) fn give(mut buf: Vec<u8>) {
+    if buf.capacity() < MIN_POOLED {
+        return;
+    }
+    POOL.with(|p| {
+        if let Some(pool) = p.borrow_mut().as_mut() {
+            buf.clear();
+            pool.push(buf);
+            if pool.len() > MAX_POOLED {
+                let smallest = (0..pool.len())
+                    .min_by_key(|&i| pool[i].capacity())
+                    .unwrap_or(0);
+                pool.swap_remove(smallest);
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// MiB of each pooled buffer, sorted; None when recycling is off.
+    fn pooled() -> Option<Vec<usize>> {
+        POOL.with(|p| {
+            p.borrow().as_ref().map(|pool| {
+                let mut v: Vec<usize> = pool.iter().map(|b| b.capacity() >> 20).collect();
+                v.sort();
+                v
+            })
+        })
+    }
+
+    #[test]
+    fn buffers_are_reused_only_while_recycling() {
+        give(Vec::with_capacity(4 << 20));
+        assert_eq!(pooled(), None, "no guard: nothing pooled");
+        let guard = Recycling::start();
+        let a = Vec::<u8>::with_capacity(4 << 20);
+        let ptr = a.as_ptr();
+        give(a);
+        give(Vec::with_capacity(16 << 10));
+        assert_eq!(pooled(), Some(vec![4]), "small buffers are not kept");
+        assert_eq!(take(8 << 20).capacity(), 8 << 20, "too small: a new one");
+        assert_eq!(pooled(), Some(vec![4]));
+        let b = take(3 << 20);
+        assert_eq!(b.as_ptr(), ptr, "fits: reused");
+        assert!(b.is_empty() && b.capacity() >= 3 << 20);
+        assert_eq!(pooled(), Some(vec![]));
+        give(b);
+        drop(guard);
+        assert_eq!(pooled(), None, "guard dropped: pool freed");
+    }
+
+    #[test]
+    fn the_pool_keeps_the_largest_few() {
+        let _g = Recycling::start();
+        for mib in 1..=6 {
+            give(Vec::with_capacity(mib << 20));
+        }
+        let kept: Vec<usize> = POOL.with(|p| {
+            let mut v: Vec<usize> = p
+                .borrow()
+                .as_ref()
+                .unwrap()
+                .iter()
+                .map(|b| b.capacity() >> 20)
+                .collect();
+            v.sort();
+            v
+        });
+        assert_eq!(kept, vec![3, 4, 5, 6]);
+    }
+}
