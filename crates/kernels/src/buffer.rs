@@ -158,7 +158,7 @@ impl GpuContext {
                 break None;
             }
             spins = spins.wrapping_add(1);
-            if spins % 4096 == 0 {
+            if spins.is_multiple_of(4096) {
                 // A lost device never completes the mapping.
                 self.check("readback")?;
             }
