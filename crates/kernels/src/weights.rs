@@ -172,6 +172,16 @@ impl GpuWeight {
     /// Uploads `w` in its stored format, split by rows into buffers within the
     /// device's binding limit.
     pub fn upload(ctx: &GpuContext, w: &PackedWeight) -> Result<Self, KernelError> {
+        Self::upload_with_piece_limit(ctx, w, MAX_PIECE_BYTES)
+    }
+
+    /// [`GpuWeight::upload`] with pieces of at most `max_piece_bytes` (rounded
+    /// down to whole rows, at least one row): benchmarks of the piece size.
+    pub fn upload_with_piece_limit(
+        ctx: &GpuContext,
+        w: &PackedWeight,
+        max_piece_bytes: u64,
+    ) -> Result<Self, KernelError> {
         let row_bytes = (stride_words(w.cols, WeightFormat::from_dtype(w.dtype)) * 4) as u64;
         let limit = ctx
             .limits
@@ -187,7 +197,7 @@ impl GpuWeight {
         }
         // Pieces of at most 1 GiB: the H100 streamed a 2 GB LM head in one
         // binding at 1.6 TB/s against 2.9 TB/s for a 1 GB one.
-        let limit = limit.min(MAX_PIECE_BYTES);
+        let limit = limit.min(max_piece_bytes);
         let per_piece = ((limit / row_bytes) as usize).max(1);
         let mut sizes = Vec::new();
         let mut left = w.rows;

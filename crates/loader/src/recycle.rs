@@ -20,6 +20,10 @@ use std::marker::PhantomData;
 const MAX_POOLED: usize = 4;
 /// Smaller buffers are not worth keeping.
 const MIN_POOLED: usize = 1 << 20;
+/// Bytes a pool keeps at most, and so the largest buffer it takes: the host
+/// memory a load holds stays within the "1 GiB + the largest tensor"
+/// (a 35B-A3B layer's stacked experts, 0.5-1 GB each, are not kept).
+const MAX_POOL_BYTES: usize = 512 << 20;
 
 thread_local! {
     static POOL: RefCell<Option<Vec<Vec<u8>>>> = const { RefCell::new(None) };
@@ -64,18 +68,19 @@ pub(crate) fn take(bytes: usize) -> Vec<u8> {
 
 /// Hands `buf` to the pool when recycling is on (keeping the largest few).
 pub(crate) fn give(mut buf: Vec<u8>) {
-    if buf.capacity() < MIN_POOLED {
+    if !(MIN_POOLED..=MAX_POOL_BYTES).contains(&buf.capacity()) {
         return;
     }
     POOL.with(|p| {
         if let Some(pool) = p.borrow_mut().as_mut() {
             buf.clear();
             pool.push(buf);
-            if pool.len() > MAX_POOLED {
-                let smallest = (0..pool.len())
-                    .min_by_key(|&i| pool[i].capacity())
-                    .unwrap_or(0);
-                pool.swap_remove(smallest);
+            // Largest first; drop from the small end past the count or byte cap.
+            pool.sort_by_key(|b| std::cmp::Reverse(b.capacity()));
+            while pool.len() > MAX_POOLED
+                || pool.iter().map(Vec::capacity).sum::<usize>() > MAX_POOL_BYTES
+            {
+                pool.pop();
             }
         }
     });
@@ -115,6 +120,21 @@ mod tests {
         give(b);
         drop(guard);
         assert_eq!(pooled(), None, "guard dropped: pool freed");
+    }
+
+    #[test]
+    fn the_pool_stays_within_its_byte_cap() {
+        let _g = Recycling::start();
+        give(Vec::with_capacity(600 << 20));
+        assert_eq!(pooled(), Some(vec![]), "larger than the cap: not kept");
+        give(Vec::with_capacity(300 << 20));
+        give(Vec::with_capacity(200 << 20));
+        give(Vec::with_capacity(100 << 20));
+        assert_eq!(
+            pooled(),
+            Some(vec![200, 300]),
+            "the smallest dropped: 512 MiB at most"
+        );
     }
 
     #[test]
