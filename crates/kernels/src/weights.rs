@@ -196,7 +196,11 @@ impl GpuWeight {
             });
         }
         // Pieces of at most 1 GiB: the H100 streamed a 2 GB LM head in one
-        // binding at 1.6 TB/s against 2.9 TB/s for a 1 GB one.
+        // binding at 1.6 TB/s against 2.9 TB/s for a 1 GB one. On a fresh
+        // device, pieces of 128 MiB .. 1 GiB all stream at 2.6-2.9 TB/s
+        // (gemv_bench::lm_head_piece_sizes; 1 GiB fastest), yet inside the
+        // full GEMV bench, after ~10 GB of other weights came and went, the
+        // same 2 x 1 GiB ran at 1.8 TB/s in two runs of three: not the piece size.
         let limit = limit.min(max_piece_bytes);
         let per_piece = ((limit / row_bytes) as usize).max(1);
         let mut sizes = Vec::new();
