@@ -208,7 +208,7 @@ impl GpuContext {
     }
 
     /// Notes `bytes` just queued with `queue.write_buffer`. Every
-    /// [`UPLOAD_FLUSH_BYTES`] it submits the queued writes (an empty submission
+    /// 256 MiB it submits the queued writes (an empty submission
     /// carries them) and waits for the flush before this one: the GPU copies one
     /// window while the host packs and stages the next, and the staging memory
     /// of finished windows is reused instead of growing with the model.
