@@ -172,9 +172,9 @@ fn bench_model(args: &BenchArgs, dir: &Path) -> Result<Value> {
 
     // Warm-up (pipeline compilation, first allocations, clocks) on its own
     // session: one prefill step of each shape in use, then decode steps for a
-    // quarter second (at most 64). With one decode step only, the first timed
-    // decode (0.8B, ctx 512) read 500-606 tok/s across H100 runs of one build
-    // while the later ctx 8192 one held at ~558.
+    // quarter second (at most 64). (The 0.8B decode at ctx 512 on the H100 is
+    // bimodal across processes of one build, ~528 or ~595 tok/s, with this
+    // warm-up or a one-step one alike: not a warm-up effect.)
     let mut warm = model.new_session()?;
     let mut tok = model.sample_next(&mut warm, &prompt[..prompt.len().min(args.chunk)], &greedy)?;
     let t = Instant::now();
