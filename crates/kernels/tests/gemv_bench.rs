@@ -539,17 +539,24 @@ fn bench_moe(
     (bytes as f64, secs)
 }
 
-/// Every shape in BF16 and FP8 block, one line each, then one summary line per
-/// model and format. See the module docs for the output.
-#[test]
-#[ignore]
-fn gemv_bandwidth() {
+/// A context without runtime checks (as the engine runs), and whether its
+/// adapter is a software one (shapes scaled down).
+fn bench_context() -> (GpuContext, bool) {
     let ctx = GpuContext::new(&ContextOptions {
         runtime_checks: Some(false),
         ..Default::default()
     })
     .unwrap();
     let software = ctx.software || ctx.info.device_type == wgpu::DeviceType::Cpu;
+    (ctx, software)
+}
+
+/// Every shape in BF16 and FP8 block, one line each, then one summary line per
+/// model and format. See the module docs for the output.
+#[test]
+#[ignore]
+fn gemv_bandwidth() {
+    let (ctx, software) = bench_context();
     println!(
         "adapter: {} ({})",
         ctx.describe(),
@@ -613,12 +620,7 @@ fn gemv_bandwidth() {
 #[test]
 #[ignore]
 fn lm_head_piece_sizes() {
-    let ctx = GpuContext::new(&ContextOptions {
-        runtime_checks: Some(false),
-        ..Default::default()
-    })
-    .unwrap();
-    let software = ctx.software || ctx.info.device_type == wgpu::DeviceType::Cpu;
+    let (ctx, software) = bench_context();
     let (rows, cols, target, samples) = if software {
         (4096, 256, 1, 1)
     } else {
