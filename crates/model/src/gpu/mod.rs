@@ -3,7 +3,9 @@
 //! launch list of one step (`graph`). A step is one command buffer with one
 //! compute pass; decode launches are recorded once per session and replayed,
 //! with only the small `Step` uniform, the RoPE row and the token id written
-//! before each submit.
+//! before each submit. A sampled step's successor is encoded while the GPU
+//! runs it (its token comes from the ids buffer the sampler wrote), so the
+//! CPU's recording of ~200 launches stays off the path between two steps.
 
 mod graph;
 mod session;
