@@ -19,11 +19,12 @@ fn e4m3x4(v: u32) -> vec4<f32> {
 
 // e4m3x4 / 256 (exact): callers that scale a sum of products anyway fold the
 // 256 into that scale and save a multiply per element.
+// Bytes 0 and 2 go to the f16 lanes of `ha`, 1 and 3 to `hb`: each byte's sign
+// to bit 15 of its lane and its 7 exponent-mantissa bits to bits 7..13. The
+// sign bits of bytes 1 and 3 are already in place, so `hb` takes one shift.
 fn e4m3x4_raw(v: u32) -> vec4<f32> {
-    let a = v & 0x00ff00ffu;
-    let b = (v >> 8u) & 0x00ff00ffu;
-    let ha = ((a & 0x00800080u) << 8u) | ((a & 0x007f007fu) << 7u);
-    let hb = ((b & 0x00800080u) << 8u) | ((b & 0x007f007fu) << 7u);
+    let ha = ((v << 8u) & 0x80008000u) | ((v << 7u) & 0x3f803f80u);
+    let hb = (v & 0x80008000u) | ((v >> 1u) & 0x3f803f80u);
     let fa = unpack2x16float(ha);
     let fb = unpack2x16float(hb);
     return vec4<f32>(fa.x, fb.x, fa.y, fb.y);

@@ -3,7 +3,8 @@
 //!
 //! Paths, chosen by the number of tokens `T`:
 //! - `T <= 16` (`shaders/matmul_vec.wgsl`, `mm_vec`): GEMV. A workgroup of
-//!   64–256 threads (one per 16-byte chunk of a row, at most 256) owns 4
+//!   64–256 threads (one per 16-byte chunk of a row, at most 256; 128 where
+//!   that makes a launch one wave instead of two, see `vec_workgroup`) owns 4
 //!   weight rows; every thread strides over the columns with
 //!   `vec4<u32>` loads (16 FP8 / 8 BF16 values), decodes each chunk once and
 //!   uses it for up to 8 tokens (register accumulators, a `mat4x4` per 4
@@ -153,15 +154,34 @@ pub const MAX_VEC_T: u32 = 16;
 /// Most threads per vector-path workgroup (WebGPU's limit).
 const WG: u32 = 256;
 
-/// Threads per vector-path workgroup for `w`: one per `vec4<u32>` chunk of a
+/// 256-thread GEMV workgroups the H100 runs at once: 132 SMs × 4. Measured
+/// (GPU timestamps, one token, `gemv_bench` shapes): launches of 1024
+/// workgroups (4096 rows) ran 14–19% faster in FP8 and up to 5% in BF16 with
+/// 128 threads, those of 512 or of 2560 and more 2–9% slower; one wave of
+/// 256-thread groups holding 4 per SM (registers) fits both ends.
+const WIDE_WAVE: u32 = 132 * 4;
+
+/// Threads per vector-path workgroup for `w` in a launch of `groups`
+/// workgroups (`None`: the indexed kernel): one per `vec4<u32>` chunk of a
 /// row, 64..=256. Threads past a row's chunks would idle through the loads
 /// and still join the reduction: rows of 1024 BF16 or 512 values (0.8B
-/// hidden size, MoE experts' down projection) are 128 or 64 chunks.
-fn vec_workgroup(w: &GpuWeight) -> u32 {
-    ((w.stride_words / 4) as u32)
-        .next_power_of_two()
-        .clamp(64, WG)
+/// hidden size, MoE experts' down projection) are 128 or 64 chunks. A launch
+/// too large for one wave of 256-thread groups but not for one of 128-thread
+/// groups takes 128 threads (each doing twice the chunks): one wave instead
+/// of two ([`WIDE_WAVE`]). Only the speed depends on this choice.
+fn vec_workgroup(w: &GpuWeight, groups: Option<u32>) -> u32 {
+    vec_width((w.stride_words / 4) as u32, groups)
 }
+
+/// [`vec_workgroup`] of rows `chunks` `vec4<u32>` long.
+fn vec_width(chunks: u32, groups: Option<u32>) -> u32 {
+    let wide = chunks.next_power_of_two().clamp(64, WG);
+    match groups {
+        Some(g) if wide == WG && g > WIDE_WAVE && g <= 2 * WIDE_WAVE => WG / 2,
+        _ => wide,
+    }
+}
+
 /// Output tile of the GEMM (tokens, weight rows).
 const TILE: u32 = 64;
 /// Most tokens (pairs) per vector-path workgroup.
@@ -369,12 +389,19 @@ fn swiglu_overlap(
     (lo < hi).then(|| (lo - base, hi - base))
 }
 
-fn pipeline_key(w: &GpuWeight, entry: &'static str, tv: u32, mode: u32) -> PipelineKey {
+/// `groups`: workgroups of the launch, for the vector path's width ([`vec_workgroup`]).
+fn pipeline_key(
+    w: &GpuWeight,
+    entry: &'static str,
+    tv: u32,
+    mode: u32,
+    groups: Option<u32>,
+) -> PipelineKey {
     let key = if entry == "mm_tile" {
         PipelineKey::new(&[&shaders::NUMERIC, &MATMUL_COMMON, &MATMUL_TILE], entry)
     } else {
         PipelineKey::new(&[&shaders::NUMERIC, &MATMUL_COMMON, &MATMUL_VEC], entry)
-            .constant("WG", vec_workgroup(w))
+            .constant("WG", vec_workgroup(w, groups))
             .constant("TV", tv)
             .constant("SCALE_MODE", mode)
     };
@@ -576,12 +603,13 @@ fn matmul_impl(
     } else {
         ("mm_tile", "matmul_tile", 0, 0)
     };
-    let key = if use_coop {
-        coop::pipeline_key(ctx, w)
-    } else {
-        pipeline_key(w, entry, tv, mode)
+    // The GEMM's pipeline serves every launch; the GEMV's width depends on
+    // each launch's grid (vec_workgroup).
+    let gemm = match entry {
+        "mm_vec" => None,
+        _ if use_coop => Some(ctx.pipeline(&coop::pipeline_key(ctx, w))?),
+        _ => Some(ctx.pipeline(&pipeline_key(w, entry, tv, mode, None))?),
     };
-    let pipeline = ctx.pipeline(&key)?;
     let mut out = Vec::with_capacity(launches.len());
     for l in &launches {
         let mut p = base;
@@ -609,6 +637,10 @@ fn matmul_impl(
             p.groups_n = n.div_ceil(if swiglu { 2 } else { 4 });
             p.groups = p.groups_n * args.t.div_ceil(tv);
             grid_1d(p.groups)
+        };
+        let pipeline = match &gemm {
+            Some(g) => g.clone(),
+            None => ctx.pipeline(&pipeline_key(w, entry, tv, mode, Some(p.groups)))?,
         };
         let params = ctx.uniform("matmul params", &p);
         let mut buffers = vec![
@@ -813,7 +845,7 @@ fn matmul_indexed_impl(
             )
         })?;
     let mode = scale_mode(K, w)?;
-    let pipeline = ctx.pipeline(&pipeline_key(w, "mm_vec_ids", tv, mode))?;
+    let pipeline = ctx.pipeline(&pipeline_key(w, "mm_vec_ids", tv, mode, None))?;
     let mut out = Vec::with_capacity(launches.len());
     for l in &launches {
         let mut p = base;
@@ -886,5 +918,21 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn gemv_width_follows_rows_and_grid() {
+        // One thread per chunk, 64..=256, whatever the grid.
+        assert_eq!(vec_width(10, None), 64);
+        assert_eq!(vec_width(100, Some(1000)), 128);
+        assert_eq!(vec_width(257, None), 256);
+        // Wide rows: 256 threads unless one wave of 128-thread groups holds the launch.
+        assert_eq!(vec_width(256, Some(16)), 256);
+        assert_eq!(vec_width(256, Some(WIDE_WAVE)), 256);
+        assert_eq!(vec_width(256, Some(WIDE_WAVE + 1)), 128);
+        assert_eq!(vec_width(768, Some(1024)), 128);
+        assert_eq!(vec_width(256, Some(2 * WIDE_WAVE)), 128);
+        assert_eq!(vec_width(256, Some(2 * WIDE_WAVE + 1)), 256);
+        assert_eq!(vec_width(256, Some(6144)), 256);
     }
 }

@@ -267,6 +267,36 @@ fn gemv_rows_longer_than_one_workgroup_pass() {
     }
 }
 
+/// GEMV launches of 529..=1056 workgroups run 128-thread groups over rows of
+/// more than 128 chunks (`vec_workgroup`): each thread takes every other
+/// chunk, an odd count per row here; 4000 rows are 1000 workgroups (SwiGLU:
+/// 2000 outputs, 2 per workgroup).
+#[test]
+fn gemv_of_one_narrow_wave() {
+    for t in testing::contexts() {
+        let seed = 0x5eed_0006;
+        let mut rng = Rng::new(seed);
+        // Chunks per row: BF16 2051 / 8 -> 257; E4M3 4100 / 16 -> 257.
+        for (dtype, scheme, cols) in [
+            (Dtype::BF16, Scheme::None, 2051),
+            (Dtype::F8E4M3, Scheme::Block([128, 128]), 4100),
+        ] {
+            let rows = 4000;
+            let pw = packed(&mut rng, dtype, rows, cols, scheme);
+            let wdq = qwgpu_loader::dequantize(&pw).unwrap();
+            let gw = GpuWeight::upload(&t.ctx, &pw).unwrap();
+            for (tokens, epi) in [
+                (1, Epilogue::Store),
+                (1, Epilogue::SwiGlu),
+                (2, Epilogue::Accumulate),
+            ] {
+                let what = format!("seed {seed:#x} {dtype:?} {scheme:?} [{rows}, {cols}]");
+                dense_case(t, &mut rng, &gw, &wdq, tokens, epi, &what);
+            }
+        }
+    }
+}
+
 /// A weight in several buffers gives the same results, SwiGLU included where
 /// gate row j and up row j sit in different pieces.
 #[test]
