@@ -93,4 +93,22 @@ impl Checkpoint {
     pub fn files(&self) -> Vec<PathBuf> {
         crate::checkpoint_impl::files(self)
     }
+
+    /// Maps the pages of `bytes` (a tensor's bytes from this checkpoint) in
+    /// one call before they are read, instead of one page fault per 4 KiB on
+    /// first touch: reading a page-cached 1.5 GB checkpoint ran at 3.5 GB/s
+    /// through faults and 7 GB/s after this (Linux `MADV_POPULATE_READ`,
+    /// kernel 5.14+). A hint: does nothing elsewhere, on older kernels, or for
+    /// bytes not mapped from this checkpoint.
+    ///
+    /// ```no_run
+    /// let ckpt = qwgpu_checkpoint::Checkpoint::open("path/to/Qwen3.5-0.8B")?;
+    /// let emb = ckpt.tensor("model.embed_tokens.weight")?;
+    /// ckpt.prefetch(emb.bytes);
+    /// let copy = emb.bytes.to_vec();
+    /// # Ok::<(), qwgpu_checkpoint::CheckpointError>(())
+    /// ```
+    pub fn prefetch(&self, bytes: &[u8]) {
+        crate::checkpoint_impl::prefetch(self, bytes)
+    }
 }

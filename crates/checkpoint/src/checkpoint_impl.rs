@@ -347,6 +347,12 @@ pub(crate) fn stored(c: &Checkpoint) -> Vec<(&Path, &HeaderTensor)> {
         .collect()
 }
 
+pub(crate) fn prefetch(c: &Checkpoint, bytes: &[u8]) {
+    if let Some(shard) = c.inner.shards.iter().find(|s| s.holds(bytes)) {
+        shard.prefetch(bytes);
+    }
+}
+
 pub(crate) fn files(c: &Checkpoint) -> Vec<PathBuf> {
     c.inner.shards.iter().map(|s| s.path.clone()).collect()
 }

@@ -67,4 +67,30 @@ impl Shard {
     pub fn bytes(&self, start: usize, end: usize) -> Option<&[u8]> {
         self.map.get(start..end)
     }
+
+    /// Byte offset of `bytes` in this map, if it lies inside it.
+    fn offset_of(&self, bytes: &[u8]) -> Option<usize> {
+        let base = self.map.as_ptr() as usize;
+        let start = (bytes.as_ptr() as usize).checked_sub(base)?;
+        (start + bytes.len() <= self.map.len()).then_some(start)
+    }
+
+    pub fn holds(&self, bytes: &[u8]) -> bool {
+        self.offset_of(bytes).is_some()
+    }
+
+    /// Populates the page tables for `bytes` (see `Checkpoint::prefetch`).
+    pub fn prefetch(&self, bytes: &[u8]) {
+        #[cfg(target_os = "linux")]
+        if let Some(start) = self.offset_of(bytes) {
+            if !bytes.is_empty() {
+                // A hint: EINVAL before Linux 5.14, nothing to report.
+                let _ = self
+                    .map
+                    .advise_range(memmap2::Advice::PopulateRead, start, bytes.len());
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = bytes;
+    }
 }

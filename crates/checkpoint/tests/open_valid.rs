@@ -209,3 +209,34 @@ fn unaligned_tensor_data_reads_correctly() {
         assert_eq!(b.to_f32().expect("convert"), want);
     }
 }
+
+/// `prefetch` is a hint: over every tensor of every shard (unaligned ranges,
+/// empty ones) and over bytes that are not the checkpoint's, it changes no
+/// byte and fails nothing.
+#[test]
+fn prefetch_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tiny = Tiny::default();
+    write_tiny_sharded(dir.path(), &tiny, 3);
+    let ckpt = Checkpoint::open(dir.path()).expect("open");
+    let before: Vec<Vec<u8>> = ckpt
+        .names()
+        .iter()
+        .map(|n| ckpt.tensor(n).expect("t").bytes.to_vec())
+        .collect();
+    for n in ckpt.names() {
+        let t = ckpt.tensor(n).expect("t");
+        ckpt.prefetch(t.bytes);
+        ckpt.prefetch(&t.bytes[t.bytes.len() / 2..]);
+        ckpt.prefetch(&t.bytes[..0]);
+    }
+    let foreign = vec![7u8; 10_000];
+    ckpt.prefetch(&foreign[3..9_000]);
+    assert!(foreign.iter().all(|&b| b == 7));
+    let after: Vec<Vec<u8>> = ckpt
+        .names()
+        .iter()
+        .map(|n| ckpt.tensor(n).expect("t").bytes.to_vec())
+        .collect();
+    assert_eq!(before, after);
+}

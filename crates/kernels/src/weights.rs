@@ -172,7 +172,29 @@ impl GpuWeight {
     /// Uploads `w` in its stored format, split by rows into buffers within the
     /// device's binding limit.
     pub fn upload(ctx: &GpuContext, w: &PackedWeight) -> Result<Self, KernelError> {
-        Self::upload_with_piece_limit(ctx, w, MAX_PIECE_BYTES)
+        Self::upload_from(ctx, w, &w.data)
+    }
+
+    /// [`GpuWeight::upload`] of `w`'s layout and scales with its row bytes
+    /// taken from `data` instead of `w.data`: a weight the loader left
+    /// unpacked ([`PackedWeight::borrowed_source`]) uploads straight from the
+    /// checkpoint's map, without a host copy.
+    ///
+    /// ```no_run
+    /// # fn f(ctx: &qwgpu_kernels::GpuContext, ckpt: &qwgpu_checkpoint::Checkpoint,
+    /// #      w: &qwgpu_loader::PackedWeight) -> Result<(), Box<dyn std::error::Error>> {
+    /// if let Some(name) = w.borrowed_source() {
+    ///     let g = qwgpu_kernels::GpuWeight::upload_from(ctx, w, ckpt.tensor(name)?.bytes)?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn upload_from(
+        ctx: &GpuContext,
+        w: &PackedWeight,
+        data: &[u8],
+    ) -> Result<Self, KernelError> {
+        let sizes = Self::piece_sizes(ctx, w, MAX_PIECE_BYTES)?;
+        Self::upload_rows(ctx, w, data, &sizes)
     }
 
     /// [`GpuWeight::upload`] with pieces of at most `max_piece_bytes` (rounded
@@ -182,6 +204,17 @@ impl GpuWeight {
         w: &PackedWeight,
         max_piece_bytes: u64,
     ) -> Result<Self, KernelError> {
+        let sizes = Self::piece_sizes(ctx, w, max_piece_bytes)?;
+        Self::upload_rows(ctx, w, &w.data, &sizes)
+    }
+
+    /// Rows per piece for `w`: pieces of at most `max_piece_bytes` within the
+    /// binding limit.
+    fn piece_sizes(
+        ctx: &GpuContext,
+        w: &PackedWeight,
+        max_piece_bytes: u64,
+    ) -> Result<Vec<usize>, KernelError> {
         let row_bytes = (stride_words(w.cols, WeightFormat::from_dtype(w.dtype)) * 4) as u64;
         let limit = ctx
             .limits
@@ -209,7 +242,7 @@ impl GpuWeight {
             sizes.push(per_piece.min(left));
             left -= per_piece.min(left);
         }
-        Self::upload_pieces(ctx, w, &sizes)
+        Ok(sizes)
     }
 
     /// Uploads `w` as buffers of `sizes` rows each (they must sum to its rows):
@@ -220,6 +253,16 @@ impl GpuWeight {
         w: &PackedWeight,
         sizes: &[usize],
     ) -> Result<Self, KernelError> {
+        Self::upload_rows(ctx, w, &w.data, sizes)
+    }
+
+    /// Uploads `w`'s layout with row bytes `data` as pieces of `sizes` rows.
+    fn upload_rows(
+        ctx: &GpuContext,
+        w: &PackedWeight,
+        data: &[u8],
+        sizes: &[usize],
+    ) -> Result<Self, KernelError> {
         let format = WeightFormat::from_dtype(w.dtype);
         let stride = stride_words(w.cols, format);
         let row_bytes = stride * 4;
@@ -228,10 +271,10 @@ impl GpuWeight {
             what: format!("weight `{}`", w.name),
             detail,
         };
-        if w.data.len() != w.rows * row_src {
+        if data.len() != w.rows * row_src {
             return Err(bad(format!(
                 "{} bytes for [{}, {}] {:?}",
-                w.data.len(),
+                data.len(),
                 w.rows,
                 w.cols,
                 w.dtype
@@ -257,7 +300,7 @@ impl GpuWeight {
             let mut r = 0;
             while r < rows {
                 let n = chunk_rows.min(rows - r);
-                let src = &w.data[(row0 + r) * row_src..(row0 + r + n) * row_src];
+                let src = &data[(row0 + r) * row_src..(row0 + r + n) * row_src];
                 if row_src == row_bytes {
                     ctx.queue.write_buffer(&buffer, (r * row_bytes) as u64, src);
                     ctx.queued_upload(src.len() as u64)?;

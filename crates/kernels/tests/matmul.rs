@@ -297,6 +297,39 @@ fn gemv_of_one_narrow_wave() {
     }
 }
 
+/// `upload_from`: a weight's layout (data left in the checkpoint, as the
+/// streaming loader leaves single-source weights) with its bytes given apart
+/// computes as the packed upload; bytes of the wrong length are a typed error.
+#[test]
+fn weights_upload_from_borrowed_bytes() {
+    for t in testing::contexts() {
+        let seed = 0x5eed_0007;
+        let mut rng = Rng::new(seed);
+        for (dtype, scheme) in [
+            (Dtype::BF16, Scheme::None),
+            (Dtype::F8E4M3, Scheme::Block([16, 32])),
+        ] {
+            let (rows, cols) = (38, 70);
+            let pw = packed(&mut rng, dtype, rows, cols, scheme);
+            let wdq = qwgpu_loader::dequantize(&pw).unwrap();
+            let mut layout = pw.clone();
+            layout.data = Vec::new();
+            let gw = GpuWeight::upload_from(&t.ctx, &layout, &pw.data).unwrap();
+            let what = format!("seed {seed:#x} {dtype:?} {scheme:?} upload_from");
+            dense_case(t, &mut rng, &gw, &wdq, 1, Epilogue::Store, &what);
+            dense_case(t, &mut rng, &gw, &wdq, 20, Epilogue::SwiGlu, &what);
+            match GpuWeight::upload_from(&t.ctx, &layout, &pw.data[1..]) {
+                Err(KernelError::Unsupported { what, detail }) => {
+                    assert!(what.contains(&pw.name), "{what}");
+                    assert!(detail.contains("bytes for [38, 70]"), "{detail}");
+                }
+                Err(e) => panic!("short bytes: wrong error {e}"),
+                Ok(_) => panic!("short bytes were accepted"),
+            }
+        }
+    }
+}
+
 /// A weight in several buffers gives the same results, SwiGLU included where
 /// gate row j and up row j sit in different pieces.
 #[test]

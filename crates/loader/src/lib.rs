@@ -94,7 +94,8 @@ pub use fp8::{e4m3fn_to_f32, e5m2_to_f32};
 pub use ignore::{canonical_name, ModuleList};
 pub use model::{
     load_from_source, load_from_source_with, load_model, load_model_with, plan_model,
-    stream_from_source, stream_from_source_with, stream_model, Part, Progress,
+    stream_from_source, stream_from_source_with, stream_model, stream_model_borrowing, Part,
+    Progress,
 };
 pub use pack::{input_scale_name, pack, pack_with, weight_scale_names, PackOptions};
 pub use packed::*;

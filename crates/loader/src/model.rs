@@ -37,16 +37,32 @@ pub fn load_model_with(
 pub fn plan_model(ckpt: &Checkpoint) -> Result<PackedModel, LoadError> {
     let opts = PackOptions {
         layout_only: true,
-        check_fp8_values: false,
+        ..PackOptions::default()
     };
     load_from_source_with(ckpt, ckpt.config(), None, &opts)
 }
 
 fn checkpoint_options(ckpt: &Checkpoint) -> PackOptions {
     PackOptions {
-        layout_only: false,
         check_fp8_values: ckpt.is_strict(),
+        ..PackOptions::default()
     }
+}
+
+/// [`stream_model`] with every single-source weight left unpacked
+/// ([`PackOptions::borrow_single_sources`]): the visitor reads those weights'
+/// bytes from `ckpt` itself (`ckpt.tensor(w.borrowed_source()?)`), so only
+/// fused weights are copied on the host. What a GPU loader wants.
+pub fn stream_model_borrowing(
+    ckpt: &Checkpoint,
+    progress: Option<Progress<'_>>,
+    visit: &mut dyn FnMut(Part) -> Result<(), LoadError>,
+) -> Result<(), LoadError> {
+    let opts = PackOptions {
+        borrow_single_sources: true,
+        ..checkpoint_options(ckpt)
+    };
+    stream_from_source_with(ckpt, ckpt.config(), progress, &opts, visit)
 }
 
 /// One piece of the packed model, handed to a [`stream_from_source`] visitor in
@@ -262,12 +278,18 @@ impl<'s, S: TensorSource + ?Sized> Ctx<'s, S> {
         }
     }
 
+    /// A tensor about to be packed (its pages are prefetched).
     fn get(&self, name: &str) -> Result<SourceTensor<'s>, LoadError> {
-        self.src
+        let t = self
+            .src
             .tensor(name)
             .ok_or_else(|| LoadError::MissingTensors {
                 names: vec![name.to_string()],
-            })
+            })?;
+        if !self.opts.layout_only {
+            self.src.prefetch(&t.bytes);
+        }
+        Ok(t)
     }
 
     /// The single scale tensor of a weight (two alternatives present is an error).

@@ -193,7 +193,9 @@ pub fn pack_with(
     let cols = cols.unwrap_or(0);
     let total_rows: usize = spec.shards.iter().map(|s| s.rows).sum();
     let mut data = Vec::new();
-    if !opts.layout_only {
+    let borrowed = opts.borrow_single_sources
+        && matches!(placed.as_slice(), [p] if p.src.weight.dtype == dtype);
+    if !opts.layout_only && !borrowed {
         let bytes: usize = placed
             .iter()
             .map(|p| p.src.weight.bytes.len() / p.src.weight.dtype.size() * dtype.size())
@@ -274,6 +276,12 @@ pub struct PackOptions {
     /// Scan FP8 weights for NaN encodings (and E5M2 infinities): reads every
     /// FP8 byte once, so only under strict loading.
     pub check_fp8_values: bool,
+    /// A weight packed from one source tensor in its stored dtype comes back
+    /// with empty `data` ([`PackedWeight::borrowed_source`] names the tensor):
+    /// its packed bytes are the source's bytes, which the caller reads from
+    /// the source itself, saving a host copy (the GPU upload streams them from
+    /// the checkpoint's map). Multi-source and converted weights are packed.
+    pub borrow_single_sources: bool,
 }
 
 /// Refuses FP8 weights holding NaN (E4M3FN `0x7F`/`0xFF`; E5M2 exponent 31

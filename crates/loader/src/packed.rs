@@ -72,6 +72,18 @@ pub struct PackedWeight {
     pub activation: ActivationQuant,
 }
 
+impl PackedWeight {
+    /// The one checkpoint tensor holding this weight's bytes, when they were
+    /// left there ([`PackOptions::borrow_single_sources`](crate::PackOptions)):
+    /// `data` is empty and the tensor's bytes are the packed rows as they are.
+    pub fn borrowed_source(&self) -> Option<&str> {
+        let first = self.shards.first()?;
+        let one = self.shards.iter().all(|s| s.source == first.source);
+        (self.data.is_empty() && self.rows * self.cols > 0 && one && !first.source.is_empty())
+            .then_some(first.source.as_str())
+    }
+}
+
 impl Drop for PackedWeight {
     /// The data buffer goes back to the packing pool while a
     /// [`Recycling`](crate::Recycling) guard is alive on this thread.

@@ -19,6 +19,9 @@ pub trait TensorSource {
     fn origin(&self, _name: &str) -> Option<String> {
         None
     }
+    /// Called with a tensor's bytes just before they are copied: a mapped
+    /// source maps their pages in one go ([`Checkpoint::prefetch`]).
+    fn prefetch(&self, _bytes: &[u8]) {}
 }
 
 impl TensorSource for Checkpoint {
@@ -31,6 +34,9 @@ impl TensorSource for Checkpoint {
     fn origin(&self, name: &str) -> Option<String> {
         self.get(name)
             .map(|v| format!("`{}` in {}", v.source_name, v.file.display()))
+    }
+    fn prefetch(&self, bytes: &[u8]) {
+        Checkpoint::prefetch(self, bytes)
     }
 }
 

@@ -119,6 +119,62 @@ fn layout_only_packing_reads_no_weight_data() {
     );
 }
 
+/// `borrow_single_sources`: a weight of one source tensor in its own dtype
+/// comes back unpacked, naming that tensor (its bytes are the packed rows);
+/// fused and widened weights are packed as always, scales either way.
+#[test]
+fn single_sources_are_left_in_place_when_asked() {
+    let opts = PackOptions {
+        borrow_single_sources: true,
+        ..PackOptions::default()
+    };
+    let bytes: Vec<u8> = (0..2 * H as u8).map(|i| 0x30 + i).collect();
+    let one = pack_with(
+        &spec("w", &[("w", 2)], H),
+        &[fp8_weight(bytes.clone())],
+        &QuantPolicy::unquantized(),
+        &opts,
+    )
+    .expect("single source");
+    assert!(one.data.is_empty());
+    assert_eq!(one.borrowed_source(), Some("w.weight"));
+    assert_eq!((one.rows, one.cols, one.dtype), (2, H, Dtype::F8E4M3));
+    let packed = pack(
+        &spec("w", &[("w", 2)], H),
+        &[fp8_weight(bytes.clone())],
+        &QuantPolicy::unquantized(),
+    )
+    .expect("packed");
+    assert_eq!(packed.data, bytes, "the source's bytes are the packed rows");
+    assert_eq!(packed.borrowed_source(), None);
+    assert_eq!(one.scale, packed.scale);
+
+    let (q, k) = (values(2 * H, 0.5), values(3 * H, 0.25));
+    let two = |kd: Dtype| {
+        [
+            SourceWeight::new(
+                float_tensor("q_proj.weight", Dtype::BF16, &[2, H], &q),
+                &["q"],
+            ),
+            SourceWeight::new(float_tensor("k_proj.weight", kd, &[3, H], &k), &["k"]),
+        ]
+    };
+    for kd in [Dtype::BF16, Dtype::F16] {
+        let fused = pack_with(
+            &spec("qk", &[("q", 2), ("k", 3)], H),
+            &two(kd),
+            &QuantPolicy::unquantized(),
+            &opts,
+        )
+        .expect("fused");
+        assert_eq!(fused.borrowed_source(), None, "{kd:?}");
+        assert_eq!(
+            dequantize(&fused).expect("dequantize"),
+            [q.clone(), k.clone()].concat()
+        );
+    }
+}
+
 /// Writes a safetensors file by hand from `(name, dtype, shape, bytes)`.
 fn write_safetensors(path: &Path, tensors: &[(String, String, Vec<usize>, Vec<u8>)]) {
     let mut entries = Vec::new();

@@ -1,7 +1,7 @@
 //! The model's weights on the GPU, in their stored formats, each packed weight's
 //! shape checked against the config before its upload.
 
-use qwgpu_checkpoint::{FfnConfig, LayerType, TextConfig};
+use qwgpu_checkpoint::{Checkpoint, FfnConfig, LayerType, TextConfig};
 use qwgpu_kernels::{GpuContext, GpuWeight};
 use qwgpu_loader::{Ffn, Mixer, PackedLayer, PackedModel, PackedWeight, Part};
 
@@ -309,14 +309,45 @@ pub(crate) fn gpu_bytes(m: &PackedModel) -> u64 {
         .sum()
 }
 
-fn up(
-    ctx: &GpuContext,
-    w: &PackedWeight,
-    progress: &mut dyn FnMut(u64),
-) -> Result<GpuWeight, ModelError> {
-    let g = GpuWeight::upload(ctx, w)?;
-    progress(w.data.len() as u64);
-    Ok(g)
+/// Uploads weights, reading the bytes of those the loader left unpacked
+/// ([`PackedWeight::borrowed_source`]) from the checkpoint's map, and reports
+/// each weight's bytes to `progress`.
+pub(crate) struct Uploader<'a> {
+    pub ctx: &'a GpuContext,
+    pub ckpt: Option<&'a Checkpoint>,
+    pub progress: &'a mut dyn FnMut(u64),
+}
+
+impl Uploader<'_> {
+    fn up(&mut self, w: &PackedWeight) -> Result<GpuWeight, ModelError> {
+        let g = match w.borrowed_source() {
+            Some(name) => {
+                let ckpt = self.ckpt.ok_or_else(|| ModelError::Config {
+                    detail: format!(
+                        "`{}` is to be read from a checkpoint, and none is open",
+                        w.name
+                    ),
+                })?;
+                let t = ckpt.tensor(name)?;
+                if t.dtype != w.dtype {
+                    return Err(ModelError::Config {
+                        detail: format!(
+                            "`{}`: checkpoint tensor `{name}` is {:?}, the packed weight {:?}",
+                            w.name, t.dtype, w.dtype
+                        ),
+                    });
+                }
+                GpuWeight::upload_from(self.ctx, w, t.bytes)?
+            }
+            None => GpuWeight::upload(self.ctx, w)?,
+        };
+        (self.progress)((w.rows * w.cols * w.dtype.size()) as u64);
+        Ok(g)
+    }
+
+    fn vec_buf(&self, name: String, v: &[f32]) -> Result<wgpu::Buffer, ModelError> {
+        vec_buf(self.ctx, name, v)
+    }
 }
 
 fn vec_buf(ctx: &GpuContext, name: String, v: &[f32]) -> Result<wgpu::Buffer, ModelError> {
@@ -325,34 +356,33 @@ fn vec_buf(ctx: &GpuContext, name: String, v: &[f32]) -> Result<wgpu::Buffer, Mo
 
 /// Uploads one layer in its stored formats.
 pub(crate) fn upload_layer(
-    ctx: &GpuContext,
+    u: &mut Uploader<'_>,
     c: &TextConfig,
     i: usize,
     l: &PackedLayer,
-    progress: &mut dyn FnMut(u64),
 ) -> Result<LayerGpu, ModelError> {
     let p = |s: &str| format!("model.layers.{i}.{s}");
     let mixer = match &l.mixer {
         Mixer::Linear(g) => MixerGpu::Linear(GdnGpu {
-            qkvz: up(ctx, &g.in_proj_qkvz, progress)?,
-            ba: up(ctx, &g.in_proj_ba, progress)?,
-            conv_w: vec_buf(ctx, p("conv1d"), &g.conv1d)?,
-            a_log: vec_buf(ctx, p("A_log"), &g.a_log)?,
-            dt_bias: vec_buf(ctx, p("dt_bias"), &g.dt_bias)?,
-            norm_w: vec_buf(ctx, p("linear_attn.norm"), &g.norm)?,
-            out_proj: up(ctx, &g.out_proj, progress)?,
+            qkvz: u.up(&g.in_proj_qkvz)?,
+            ba: u.up(&g.in_proj_ba)?,
+            conv_w: u.vec_buf(p("conv1d"), &g.conv1d)?,
+            a_log: u.vec_buf(p("A_log"), &g.a_log)?,
+            dt_bias: u.vec_buf(p("dt_bias"), &g.dt_bias)?,
+            norm_w: u.vec_buf(p("linear_attn.norm"), &g.norm)?,
+            out_proj: u.up(&g.out_proj)?,
         }),
         Mixer::Full(a) => MixerGpu::Full(AttnGpu {
-            qkv: up(ctx, &a.qkv, progress)?,
-            o_proj: up(ctx, &a.o_proj, progress)?,
-            q_norm: vec_buf(ctx, p("q_norm"), &a.q_norm)?,
-            k_norm: vec_buf(ctx, p("k_norm"), &a.k_norm)?,
+            qkv: u.up(&a.qkv)?,
+            o_proj: u.up(&a.o_proj)?,
+            q_norm: u.vec_buf(p("q_norm"), &a.q_norm)?,
+            k_norm: u.vec_buf(p("k_norm"), &a.k_norm)?,
         }),
     };
     let ffn = match (&l.ffn, &c.ffn) {
         (Ffn::Dense(d), _) => FfnGpu::Dense(MlpGpu {
-            gate_up: up(ctx, &d.gate_up, progress)?,
-            down: up(ctx, &d.down, progress)?,
+            gate_up: u.up(&d.gate_up)?,
+            down: u.up(&d.down)?,
         }),
         (
             Ffn::Moe(e),
@@ -363,14 +393,14 @@ pub(crate) fn upload_layer(
                 ..
             },
         ) => FfnGpu::Moe(MoeGpu {
-            router: up(ctx, &e.router, progress)?,
-            experts_gate_up: up(ctx, &e.experts_gate_up, progress)?,
-            experts_down: up(ctx, &e.experts_down, progress)?,
+            router: u.up(&e.router)?,
+            experts_gate_up: u.up(&e.experts_gate_up)?,
+            experts_down: u.up(&e.experts_down)?,
             shared: MlpGpu {
-                gate_up: up(ctx, &e.shared_expert.gate_up, progress)?,
-                down: up(ctx, &e.shared_expert.down, progress)?,
+                gate_up: u.up(&e.shared_expert.gate_up)?,
+                down: u.up(&e.shared_expert.down)?,
             },
-            shared_gate: up(ctx, &e.shared_expert_gate, progress)?,
+            shared_gate: u.up(&e.shared_expert_gate)?,
             experts: *num_experts as u32,
             top_k: *num_experts_per_tok as u32,
             inter: *moe_intermediate_size as u32,
@@ -384,12 +414,8 @@ pub(crate) fn upload_layer(
         }
     };
     Ok(LayerGpu {
-        input_norm: vec_buf(ctx, p("input_layernorm"), &l.input_layernorm)?,
-        post_norm: vec_buf(
-            ctx,
-            p("post_attention_layernorm"),
-            &l.post_attention_layernorm,
-        )?,
+        input_norm: u.vec_buf(p("input_layernorm"), &l.input_layernorm)?,
+        post_norm: u.vec_buf(p("post_attention_layernorm"), &l.post_attention_layernorm)?,
         mixer,
         ffn,
     })
@@ -402,18 +428,19 @@ pub(crate) fn upload(
     progress: &mut dyn FnMut(u64),
 ) -> Result<WeightsGpu, ModelError> {
     let c = &m.config;
-    let embed = up(ctx, &m.embed_tokens, progress)?;
-    let lm_head = m
-        .lm_head
-        .as_ref()
-        .map(|w| up(ctx, w, progress))
-        .transpose()?;
-    let norm = vec_buf(ctx, "model.norm".into(), &m.norm)?;
+    let mut u = Uploader {
+        ctx,
+        ckpt: None,
+        progress,
+    };
+    let embed = u.up(&m.embed_tokens)?;
+    let lm_head = m.lm_head.as_ref().map(|w| u.up(w)).transpose()?;
+    let norm = u.vec_buf("model.norm".into(), &m.norm)?;
     let layers = m
         .layers
         .iter()
         .enumerate()
-        .map(|(i, l)| upload_layer(ctx, c, i, l, progress))
+        .map(|(i, l)| upload_layer(&mut u, c, i, l))
         .collect::<Result<Vec<_>, _>>()?;
     ctx.flush_uploads();
     ctx.wait("weight upload")?;
@@ -443,28 +470,36 @@ pub(crate) fn upload_streaming(
     let mut layers = Vec::with_capacity(c.num_hidden_layers);
     // Each part's packing buffers, once on the GPU, are reused for the next part's.
     let _recycling = qwgpu_loader::Recycling::start();
+    // Single-source weights (the embedding, the head, the output and down
+    // projections: about half the bytes) are not packed on the host: they
+    // upload straight from the checkpoint's map.
+    let mut u = Uploader {
+        ctx,
+        ckpt: Some(ckpt),
+        progress,
+    };
     // The visitor's error type is the loader's: keep ours aside and stop the walk.
     let mut failure: Option<ModelError> = None;
-    let walk = qwgpu_loader::stream_model(ckpt, None, &mut |part| {
+    let walk = qwgpu_loader::stream_model_borrowing(ckpt, None, &mut |part| {
         let r = (|| -> Result<(), ModelError> {
             match part {
                 Part::Embed(w) => {
                     check_top(c, Some(&w), None, None)?;
-                    embed = Some(up(ctx, &w, progress)?);
+                    embed = Some(u.up(&w)?);
                 }
                 Part::Layer { index, layer } => {
                     check_layer(c, index, &layer)?;
                     // The context flushes queued writes every few hundred MB
                     // (bounded staging memory, copies overlapping the packing).
-                    layers.push(upload_layer(ctx, c, index, &layer, progress)?);
+                    layers.push(upload_layer(&mut u, c, index, &layer)?);
                 }
                 Part::Norm(n) => {
                     check_top(c, None, None, Some(&n))?;
-                    norm = Some(vec_buf(ctx, "model.norm".into(), &n)?);
+                    norm = Some(u.vec_buf("model.norm".into(), &n)?);
                 }
                 Part::LmHead(w) => {
                     check_top(c, None, Some(&w), None)?;
-                    lm_head = Some(up(ctx, &w, progress)?);
+                    lm_head = Some(u.up(&w)?);
                 }
             }
             Ok(())
