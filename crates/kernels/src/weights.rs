@@ -160,6 +160,43 @@ pub fn scale_table(w: &PackedWeight) -> Result<(Vec<u32>, usize), KernelError> {
     Ok((table, block_cols))
 }
 
+/// A weight's rows given as consecutive parts of whole rows (a packed
+/// buffer, or the source tensors the loader left in the checkpoint).
+struct RowParts<'a> {
+    parts: &'a [&'a [u8]],
+    /// First row of each part, and the row count at the end.
+    starts: Vec<usize>,
+    row_bytes: usize,
+}
+
+impl<'a> RowParts<'a> {
+    fn new(parts: &'a [&'a [u8]], row_bytes: usize) -> Self {
+        let mut starts = vec![0];
+        for p in parts {
+            let last = starts.last().copied().unwrap_or(0);
+            starts.push(last + p.len() / row_bytes.max(1));
+        }
+        Self {
+            parts,
+            starts,
+            row_bytes,
+        }
+    }
+
+    /// The bytes of rows `[row, row + n)` as far as the part holding `row`
+    /// goes, and how many rows that is (at least 1 for a row in range).
+    fn rows(&self, row: usize, n: usize) -> (&'a [u8], usize) {
+        if self.row_bytes == 0 {
+            return (&[], n);
+        }
+        let i = self.starts.partition_point(|&s| s <= row).saturating_sub(1);
+        let first = row - self.starts[i];
+        let n = n.min(self.starts[i + 1] - row);
+        let b = self.row_bytes;
+        (&self.parts[i][first * b..(first + n) * b], n)
+    }
+}
+
 /// Largest buffer one piece of an uploaded weight takes.
 const MAX_PIECE_BYTES: u64 = 1 << 30;
 
@@ -172,29 +209,34 @@ impl GpuWeight {
     /// Uploads `w` in its stored format, split by rows into buffers within the
     /// device's binding limit.
     pub fn upload(ctx: &GpuContext, w: &PackedWeight) -> Result<Self, KernelError> {
-        Self::upload_from(ctx, w, &w.data)
+        Self::upload_from(ctx, w, &[&w.data])
     }
 
     /// [`GpuWeight::upload`] of `w`'s layout and scales with its row bytes
-    /// taken from `data` instead of `w.data`: a weight the loader left
-    /// unpacked ([`PackedWeight::borrowed_source`]) uploads straight from the
+    /// taken from `parts` (consecutive runs of whole rows) instead of
+    /// `w.data`: a weight the loader left unpacked
+    /// ([`PackedWeight::borrowed_sources`]) uploads straight from the
     /// checkpoint's map, without a host copy.
     ///
     /// ```no_run
     /// # fn f(ctx: &qwgpu_kernels::GpuContext, ckpt: &qwgpu_checkpoint::Checkpoint,
     /// #      w: &qwgpu_loader::PackedWeight) -> Result<(), Box<dyn std::error::Error>> {
-    /// if let Some(name) = w.borrowed_source() {
-    ///     let g = qwgpu_kernels::GpuWeight::upload_from(ctx, w, ckpt.tensor(name)?.bytes)?;
+    /// if let Some(names) = w.borrowed_sources() {
+    ///     let parts = names
+    ///         .iter()
+    ///         .map(|n| ckpt.tensor(n).map(|t| t.bytes))
+    ///         .collect::<Result<Vec<_>, _>>()?;
+    ///     let g = qwgpu_kernels::GpuWeight::upload_from(ctx, w, &parts)?;
     /// }
     /// # Ok(()) }
     /// ```
     pub fn upload_from(
         ctx: &GpuContext,
         w: &PackedWeight,
-        data: &[u8],
+        parts: &[&[u8]],
     ) -> Result<Self, KernelError> {
         let sizes = Self::piece_sizes(ctx, w, MAX_PIECE_BYTES)?;
-        Self::upload_rows(ctx, w, data, &sizes)
+        Self::upload_rows(ctx, w, parts, &sizes)
     }
 
     /// [`GpuWeight::upload`] with pieces of at most `max_piece_bytes` (rounded
@@ -205,7 +247,7 @@ impl GpuWeight {
         max_piece_bytes: u64,
     ) -> Result<Self, KernelError> {
         let sizes = Self::piece_sizes(ctx, w, max_piece_bytes)?;
-        Self::upload_rows(ctx, w, &w.data, &sizes)
+        Self::upload_rows(ctx, w, &[&w.data], &sizes)
     }
 
     /// Rows per piece for `w`: pieces of at most `max_piece_bytes` within the
@@ -253,14 +295,14 @@ impl GpuWeight {
         w: &PackedWeight,
         sizes: &[usize],
     ) -> Result<Self, KernelError> {
-        Self::upload_rows(ctx, w, &w.data, sizes)
+        Self::upload_rows(ctx, w, &[&w.data], sizes)
     }
 
     /// Uploads `w`'s layout with row bytes `data` as pieces of `sizes` rows.
     fn upload_rows(
         ctx: &GpuContext,
         w: &PackedWeight,
-        data: &[u8],
+        parts: &[&[u8]],
         sizes: &[usize],
     ) -> Result<Self, KernelError> {
         let format = WeightFormat::from_dtype(w.dtype);
@@ -271,15 +313,17 @@ impl GpuWeight {
             what: format!("weight `{}`", w.name),
             detail,
         };
-        if data.len() != w.rows * row_src {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if total != w.rows * row_src || parts.iter().any(|p| p.len() % row_src.max(1) != 0) {
             return Err(bad(format!(
-                "{} bytes for [{}, {}] {:?}",
-                data.len(),
+                "{total} bytes in parts of {:?} bytes for [{}, {}] {:?} (whole rows of {row_src})",
+                parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
                 w.rows,
                 w.cols,
                 w.dtype
             )));
         }
+        let rows_of = RowParts::new(parts, row_src);
         if sizes.iter().sum::<usize>() != w.rows || sizes.contains(&0) {
             return Err(bad(format!(
                 "piece sizes {sizes:?} do not split {} rows",
@@ -299,8 +343,8 @@ impl GpuWeight {
             let chunk_rows = ((8usize << 20) / row_bytes).max(1);
             let mut r = 0;
             while r < rows {
-                let n = chunk_rows.min(rows - r);
-                let src = &data[(row0 + r) * row_src..(row0 + r + n) * row_src];
+                // Up to chunk_rows rows, within one part.
+                let (src, n) = rows_of.rows(row0 + r, chunk_rows.min(rows - r));
                 if row_src == row_bytes {
                     ctx.queue.write_buffer(&buffer, (r * row_bytes) as u64, src);
                     ctx.queued_upload(src.len() as u64)?;

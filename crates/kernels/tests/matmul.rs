@@ -234,37 +234,51 @@ fn matmul_every_token_count_of_the_vector_path() {
     }
 }
 
+/// Random `[rows, cols]` weights of each `(dtype, scheme, cols)` against the
+/// reference for every `(tokens, epilogue)` case, under `seed`.
+fn shape_cases(
+    seed: u64,
+    rows: usize,
+    weights: &[(Dtype, Scheme, usize)],
+    cases: &[(usize, Epilogue)],
+) {
+    for t in testing::contexts() {
+        let mut rng = Rng::new(seed);
+        for &(dtype, scheme, cols) in weights {
+            let pw = packed(&mut rng, dtype, rows, cols, scheme);
+            let wdq = qwgpu_loader::dequantize(&pw).unwrap();
+            let gw = GpuWeight::upload(&t.ctx, &pw).unwrap();
+            for &(tokens, epi) in cases {
+                let what = format!("seed {seed:#x} {dtype:?} {scheme:?} [{rows}, {cols}]");
+                dense_case(t, &mut rng, &gw, &wdq, tokens, epi, &what);
+            }
+        }
+    }
+}
+
 /// Rows longer than one pass of the GEMV workgroup (more than 256 chunks of 16
 /// bytes, an odd count): every thread loops over its chunks, with block scales
 /// and per-channel scales on the same rows. (The other cases' rows are at
 /// most 260 values: one pass.)
 #[test]
 fn gemv_rows_longer_than_one_workgroup_pass() {
-    for t in testing::contexts() {
-        let seed = 0x5eed_0005;
-        let mut rng = Rng::new(seed);
-        // Chunks per row: F32 1027 / 4 -> 257; BF16 4133 / 8 -> 517; E4M3 9000 / 16 -> 563.
-        for (dtype, scheme, cols) in [
+    // Chunks per row: F32 1027 / 4 -> 257; BF16 4133 / 8 -> 517; E4M3 9000 / 16 -> 563.
+    shape_cases(
+        0x5eed_0005,
+        10,
+        &[
             (Dtype::F32, Scheme::None, 1027),
             (Dtype::BF16, Scheme::None, 4133),
             (Dtype::F8E4M3, Scheme::Block([128, 128]), 9000),
             (Dtype::F8E5M2, Scheme::PerChannel, 8200),
-        ] {
-            let rows = 10;
-            let pw = packed(&mut rng, dtype, rows, cols, scheme);
-            let wdq = qwgpu_loader::dequantize(&pw).unwrap();
-            let gw = GpuWeight::upload(&t.ctx, &pw).unwrap();
-            for (tokens, epi) in [
-                (1, Epilogue::Store),
-                (1, Epilogue::SwiGlu),
-                (1, Epilogue::Accumulate),
-                (3, Epilogue::Store),
-            ] {
-                let what = format!("seed {seed:#x} {dtype:?} {scheme:?} [{rows}, {cols}]");
-                dense_case(t, &mut rng, &gw, &wdq, tokens, epi, &what);
-            }
-        }
-    }
+        ],
+        &[
+            (1, Epilogue::Store),
+            (1, Epilogue::SwiGlu),
+            (1, Epilogue::Accumulate),
+            (3, Epilogue::Store),
+        ],
+    );
 }
 
 /// GEMV launches of 529..=1056 workgroups run 128-thread groups over rows of
@@ -273,33 +287,27 @@ fn gemv_rows_longer_than_one_workgroup_pass() {
 /// 2000 outputs, 2 per workgroup).
 #[test]
 fn gemv_of_one_narrow_wave() {
-    for t in testing::contexts() {
-        let seed = 0x5eed_0006;
-        let mut rng = Rng::new(seed);
-        // Chunks per row: BF16 2051 / 8 -> 257; E4M3 4100 / 16 -> 257.
-        for (dtype, scheme, cols) in [
+    // Chunks per row: BF16 2051 / 8 -> 257; E4M3 4100 / 16 -> 257.
+    shape_cases(
+        0x5eed_0006,
+        4000,
+        &[
             (Dtype::BF16, Scheme::None, 2051),
             (Dtype::F8E4M3, Scheme::Block([128, 128]), 4100),
-        ] {
-            let rows = 4000;
-            let pw = packed(&mut rng, dtype, rows, cols, scheme);
-            let wdq = qwgpu_loader::dequantize(&pw).unwrap();
-            let gw = GpuWeight::upload(&t.ctx, &pw).unwrap();
-            for (tokens, epi) in [
-                (1, Epilogue::Store),
-                (1, Epilogue::SwiGlu),
-                (2, Epilogue::Accumulate),
-            ] {
-                let what = format!("seed {seed:#x} {dtype:?} {scheme:?} [{rows}, {cols}]");
-                dense_case(t, &mut rng, &gw, &wdq, tokens, epi, &what);
-            }
-        }
-    }
+        ],
+        &[
+            (1, Epilogue::Store),
+            (1, Epilogue::SwiGlu),
+            (2, Epilogue::Accumulate),
+        ],
+    );
 }
 
 /// `upload_from`: a weight's layout (data left in the checkpoint, as the
-/// streaming loader leaves single-source weights) with its bytes given apart
-/// computes as the packed upload; bytes of the wrong length are a typed error.
+/// streaming loader leaves weights) with its rows given apart, in one part or
+/// several of whole rows (empty ones too), computes as the packed upload,
+/// parts ending inside an upload chunk; bytes of the wrong length or parts
+/// that split a row are a typed error.
 #[test]
 fn weights_upload_from_borrowed_bytes() {
     for t in testing::contexts() {
@@ -314,17 +322,30 @@ fn weights_upload_from_borrowed_bytes() {
             let wdq = qwgpu_loader::dequantize(&pw).unwrap();
             let mut layout = pw.clone();
             layout.data = Vec::new();
-            let gw = GpuWeight::upload_from(&t.ctx, &layout, &pw.data).unwrap();
-            let what = format!("seed {seed:#x} {dtype:?} {scheme:?} upload_from");
-            dense_case(t, &mut rng, &gw, &wdq, 1, Epilogue::Store, &what);
-            dense_case(t, &mut rng, &gw, &wdq, 20, Epilogue::SwiGlu, &what);
-            match GpuWeight::upload_from(&t.ctx, &layout, &pw.data[1..]) {
-                Err(KernelError::Unsupported { what, detail }) => {
-                    assert!(what.contains(&pw.name), "{what}");
-                    assert!(detail.contains("bytes for [38, 70]"), "{detail}");
+            let row = cols * dtype.size();
+            let d = &pw.data;
+            for parts in [
+                vec![&d[..]],
+                vec![&d[..5 * row], &d[5 * row..5 * row], &d[5 * row..]],
+                vec![&d[..row], &d[row..37 * row], &d[37 * row..]],
+            ] {
+                let gw = GpuWeight::upload_from(&t.ctx, &layout, &parts).unwrap();
+                let what = format!(
+                    "seed {seed:#x} {dtype:?} {scheme:?} upload_from {} parts",
+                    parts.len()
+                );
+                dense_case(t, &mut rng, &gw, &wdq, 1, Epilogue::Store, &what);
+                dense_case(t, &mut rng, &gw, &wdq, 20, Epilogue::SwiGlu, &what);
+            }
+            for parts in [vec![&d[1..]], vec![&d[..row + 1], &d[row + 1..]]] {
+                match GpuWeight::upload_from(&t.ctx, &layout, &parts) {
+                    Err(KernelError::Unsupported { what, detail }) => {
+                        assert!(what.contains(&pw.name), "{what}");
+                        assert!(detail.contains("for [38, 70]"), "{detail}");
+                    }
+                    Err(e) => panic!("bad parts: wrong error {e}"),
+                    Ok(_) => panic!("bad parts were accepted"),
                 }
-                Err(e) => panic!("short bytes: wrong error {e}"),
-                Ok(_) => panic!("short bytes were accepted"),
             }
         }
     }

@@ -49,17 +49,18 @@ fn checkpoint_options(ckpt: &Checkpoint) -> PackOptions {
     }
 }
 
-/// [`stream_model`] with every single-source weight left unpacked
-/// ([`PackOptions::borrow_single_sources`]): the visitor reads those weights'
-/// bytes from `ckpt` itself (`ckpt.tensor(w.borrowed_source()?)`), so only
-/// fused weights are copied on the host. What a GPU loader wants.
+/// [`stream_model`] with the weights left unpacked ([`PackOptions::borrow_sources`]):
+/// the visitor reads each weight's bytes from `ckpt` itself (the tensors of
+/// [`PackedWeight::borrowed_sources`](crate::PackedWeight::borrowed_sources),
+/// one after another), so no weight is copied on the host but those that
+/// widen a source. What a GPU loader wants.
 pub fn stream_model_borrowing(
     ckpt: &Checkpoint,
     progress: Option<Progress<'_>>,
     visit: &mut dyn FnMut(Part) -> Result<(), LoadError>,
 ) -> Result<(), LoadError> {
     let opts = PackOptions {
-        borrow_single_sources: true,
+        borrow_sources: true,
         ..checkpoint_options(ckpt)
     };
     stream_from_source_with(ckpt, ckpt.config(), progress, &opts, visit)

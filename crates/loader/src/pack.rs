@@ -193,8 +193,7 @@ pub fn pack_with(
     let cols = cols.unwrap_or(0);
     let total_rows: usize = spec.shards.iter().map(|s| s.rows).sum();
     let mut data = Vec::new();
-    let borrowed = opts.borrow_single_sources
-        && matches!(placed.as_slice(), [p] if p.src.weight.dtype == dtype);
+    let borrowed = opts.borrow_sources && placed.iter().all(|p| p.src.weight.dtype == dtype);
     if !opts.layout_only && !borrowed {
         let bytes: usize = placed
             .iter()
@@ -276,12 +275,13 @@ pub struct PackOptions {
     /// Scan FP8 weights for NaN encodings (and E5M2 infinities): reads every
     /// FP8 byte once, so only under strict loading.
     pub check_fp8_values: bool,
-    /// A weight packed from one source tensor in its stored dtype comes back
-    /// with empty `data` ([`PackedWeight::borrowed_source`] names the tensor):
-    /// its packed bytes are the source's bytes, which the caller reads from
-    /// the source itself, saving a host copy (the GPU upload streams them from
-    /// the checkpoint's map). Multi-source and converted weights are packed.
-    pub borrow_single_sources: bool,
+    /// A weight whose sources are all stored in its dtype comes back with
+    /// empty `data` ([`PackedWeight::borrowed_sources`] names the tensors):
+    /// its packed bytes are the sources' bytes one after another, which the
+    /// caller reads from the source itself, saving a host copy (the GPU upload
+    /// streams them from the checkpoint's map). Weights that widen a source
+    /// (mixed unquantized dtypes) are packed.
+    pub borrow_sources: bool,
 }
 
 /// Refuses FP8 weights holding NaN (E4M3FN `0x7F`/`0xFF`; E5M2 exponent 31

@@ -73,14 +73,24 @@ pub struct PackedWeight {
 }
 
 impl PackedWeight {
-    /// The one checkpoint tensor holding this weight's bytes, when they were
-    /// left there ([`PackOptions::borrow_single_sources`](crate::PackOptions)):
-    /// `data` is empty and the tensor's bytes are the packed rows as they are.
-    pub fn borrowed_source(&self) -> Option<&str> {
-        let first = self.shards.first()?;
-        let one = self.shards.iter().all(|s| s.source == first.source);
-        (self.data.is_empty() && self.rows * self.cols > 0 && one && !first.source.is_empty())
-            .then_some(first.source.as_str())
+    /// The checkpoint tensors holding this weight's bytes, in row order, when
+    /// they were left there ([`PackOptions::borrow_sources`](crate::PackOptions)):
+    /// `data` is empty and the tensors' bytes, one after another, are the
+    /// packed rows as they are.
+    pub fn borrowed_sources(&self) -> Option<Vec<&str>> {
+        if !self.data.is_empty() || self.rows * self.cols == 0 {
+            return None;
+        }
+        let mut names: Vec<&str> = Vec::new();
+        for s in &self.shards {
+            if s.source.is_empty() {
+                return None;
+            }
+            if names.last() != Some(&s.source.as_str()) {
+                names.push(&s.source);
+            }
+        }
+        Some(names)
     }
 }
 

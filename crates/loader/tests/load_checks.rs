@@ -119,13 +119,14 @@ fn layout_only_packing_reads_no_weight_data() {
     );
 }
 
-/// `borrow_single_sources`: a weight of one source tensor in its own dtype
-/// comes back unpacked, naming that tensor (its bytes are the packed rows);
-/// fused and widened weights are packed as always, scales either way.
+/// `borrow_sources`: a weight whose sources are stored in its dtype comes
+/// back unpacked, naming those tensors in row order (their bytes, one after
+/// another, are the packed rows); a weight that widens a source is packed as
+/// always; scales either way.
 #[test]
-fn single_sources_are_left_in_place_when_asked() {
+fn sources_are_left_in_place_when_asked() {
     let opts = PackOptions {
-        borrow_single_sources: true,
+        borrow_sources: true,
         ..PackOptions::default()
     };
     let bytes: Vec<u8> = (0..2 * H as u8).map(|i| 0x30 + i).collect();
@@ -137,7 +138,7 @@ fn single_sources_are_left_in_place_when_asked() {
     )
     .expect("single source");
     assert!(one.data.is_empty());
-    assert_eq!(one.borrowed_source(), Some("w.weight"));
+    assert_eq!(one.borrowed_sources(), Some(vec!["w.weight"]));
     assert_eq!((one.rows, one.cols, one.dtype), (2, H, Dtype::F8E4M3));
     let packed = pack(
         &spec("w", &[("w", 2)], H),
@@ -146,7 +147,7 @@ fn single_sources_are_left_in_place_when_asked() {
     )
     .expect("packed");
     assert_eq!(packed.data, bytes, "the source's bytes are the packed rows");
-    assert_eq!(packed.borrowed_source(), None);
+    assert_eq!(packed.borrowed_sources(), None);
     assert_eq!(one.scale, packed.scale);
 
     let (q, k) = (values(2 * H, 0.5), values(3 * H, 0.25));
@@ -159,20 +160,29 @@ fn single_sources_are_left_in_place_when_asked() {
             SourceWeight::new(float_tensor("k_proj.weight", kd, &[3, H], &k), &["k"]),
         ]
     };
-    for kd in [Dtype::BF16, Dtype::F16] {
-        let fused = pack_with(
-            &spec("qk", &[("q", 2), ("k", 3)], H),
-            &two(kd),
-            &QuantPolicy::unquantized(),
-            &opts,
-        )
-        .expect("fused");
-        assert_eq!(fused.borrowed_source(), None, "{kd:?}");
-        assert_eq!(
-            dequantize(&fused).expect("dequantize"),
-            [q.clone(), k.clone()].concat()
-        );
-    }
+    let qk = spec("qk", &[("q", 2), ("k", 3)], H);
+    let policy = QuantPolicy::unquantized();
+    // Both BF16: left in place, k after q (listed in the other order).
+    let mut sources = two(Dtype::BF16);
+    sources.reverse();
+    let fused = pack_with(&qk, &sources, &policy, &opts).expect("fused");
+    assert_eq!(
+        fused.borrowed_sources(),
+        Some(vec!["q_proj.weight", "k_proj.weight"])
+    );
+    let whole = pack(&qk, &sources, &policy).expect("packed");
+    let concat: Vec<u8> = sources[1]
+        .weight
+        .bytes
+        .iter()
+        .chain(sources[0].weight.bytes.iter())
+        .copied()
+        .collect();
+    assert_eq!(whole.data, concat, "packed rows = the sources in row order");
+    // F16 beside BF16 widens to F32: packed.
+    let widened = pack_with(&qk, &two(Dtype::F16), &policy, &opts).expect("widened");
+    assert_eq!(widened.borrowed_sources(), None);
+    assert_eq!(dequantize(&widened).expect("dequantize"), [q, k].concat());
 }
 
 /// Writes a safetensors file by hand from `(name, dtype, shape, bytes)`.

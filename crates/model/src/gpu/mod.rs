@@ -126,8 +126,11 @@ impl GpuModel {
         Ok(Self::assemble(ctx, c, w, max_chunk))
     }
 
-    /// Streams the checkpoint to the GPU part by part (see [`qwgpu_loader::stream_model`]):
-    /// no full host copy of the model is ever made.
+    /// Streams the checkpoint to the GPU part by part (see
+    /// [`qwgpu_loader::stream_model_borrowing`]): each weight's source tensors
+    /// are copied from the checkpoint's map into upload staging and nowhere
+    /// else on the host (a weight that widens mixed source dtypes is packed
+    /// first).
     pub fn load_streaming(
         ctx: Arc<GpuContext>,
         ckpt: &qwgpu_checkpoint::Checkpoint,

@@ -310,7 +310,7 @@ pub(crate) fn gpu_bytes(m: &PackedModel) -> u64 {
 }
 
 /// Uploads weights, reading the bytes of those the loader left unpacked
-/// ([`PackedWeight::borrowed_source`]) from the checkpoint's map, and reports
+/// ([`PackedWeight::borrowed_sources`]) from the checkpoint's map, and reports
 /// each weight's bytes to `progress`.
 pub(crate) struct Uploader<'a> {
     pub ctx: &'a GpuContext,
@@ -320,24 +320,28 @@ pub(crate) struct Uploader<'a> {
 
 impl Uploader<'_> {
     fn up(&mut self, w: &PackedWeight) -> Result<GpuWeight, ModelError> {
-        let g = match w.borrowed_source() {
-            Some(name) => {
+        let g = match w.borrowed_sources() {
+            Some(names) => {
                 let ckpt = self.ckpt.ok_or_else(|| ModelError::Config {
                     detail: format!(
                         "`{}` is to be read from a checkpoint, and none is open",
                         w.name
                     ),
                 })?;
-                let t = ckpt.tensor(name)?;
-                if t.dtype != w.dtype {
-                    return Err(ModelError::Config {
-                        detail: format!(
-                            "`{}`: checkpoint tensor `{name}` is {:?}, the packed weight {:?}",
-                            w.name, t.dtype, w.dtype
-                        ),
-                    });
+                let mut parts = Vec::with_capacity(names.len());
+                for name in names {
+                    let t = ckpt.tensor(name)?;
+                    if t.dtype != w.dtype {
+                        return Err(ModelError::Config {
+                            detail: format!(
+                                "`{}`: checkpoint tensor `{name}` is {:?}, the packed weight {:?}",
+                                w.name, t.dtype, w.dtype
+                            ),
+                        });
+                    }
+                    parts.push(t.bytes);
                 }
-                GpuWeight::upload_from(self.ctx, w, t.bytes)?
+                GpuWeight::upload_from(self.ctx, w, &parts)?
             }
             None => GpuWeight::upload(self.ctx, w)?,
         };
@@ -470,9 +474,9 @@ pub(crate) fn upload_streaming(
     let mut layers = Vec::with_capacity(c.num_hidden_layers);
     // Each part's packing buffers, once on the GPU, are reused for the next part's.
     let _recycling = qwgpu_loader::Recycling::start();
-    // Single-source weights (the embedding, the head, the output and down
-    // projections: about half the bytes) are not packed on the host: they
-    // upload straight from the checkpoint's map.
+    // Weights are not packed on the host: their source tensors upload
+    // straight from the checkpoint's map (only a weight that widens a mixed-
+    // dtype source is packed, into a recycled buffer).
     let mut u = Uploader {
         ctx,
         ckpt: Some(ckpt),
