@@ -298,7 +298,7 @@ impl GpuWeight {
         Self::upload_rows(ctx, w, &[&w.data], sizes)
     }
 
-    /// Uploads `w`'s layout with row bytes `data` as pieces of `sizes` rows.
+    /// Uploads `w`'s layout with its rows from `parts` as pieces of `sizes` rows.
     fn upload_rows(
         ctx: &GpuContext,
         w: &PackedWeight,
@@ -315,9 +315,12 @@ impl GpuWeight {
         };
         let total: usize = parts.iter().map(|p| p.len()).sum();
         if total != w.rows * row_src || parts.iter().any(|p| p.len() % row_src.max(1) != 0) {
+            // Part sizes listed only when few (an MoE layer has 512 parts).
+            let sizes: Vec<usize> = parts.iter().take(8).map(|p| p.len()).collect();
             return Err(bad(format!(
-                "{total} bytes in parts of {:?} bytes for [{}, {}] {:?} (whole rows of {row_src})",
-                parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+                "{total} bytes in {} part(s) (first sizes {sizes:?}) for [{}, {}] {:?}; \
+                 parts must hold whole rows of {row_src} bytes",
+                parts.len(),
                 w.rows,
                 w.cols,
                 w.dtype
