@@ -930,5 +930,10 @@ pub fn render(r: &Results) -> String {
             .collect();
         let _ = writeln!(s, "{}", steps.join("; "));
     }
+    let _ = writeln!(
+        s,
+        "\nMeasurements outside this run (the spread between complete runs, \
+         single-change device calls) are in `EXPERIMENTS.md`."
+    );
     s
 }
