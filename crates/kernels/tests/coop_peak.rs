@@ -1,0 +1,272 @@
+//! The ceiling of wgpu's cooperative matrices on this adapter: a plain
+//! f16 × f16 → f32 GEMM (`shaders/coop_peak.wgsl`) in several tilings, each
+//! checked against an f64 CPU product, then timed (GPU timestamps) on prefill
+//! shapes. What the library's tensor-core GEMM (`matmul_coop.wgsl`) is
+//! measured against (`benches/`).
+//!
+//! `#[ignore]`d: it needs cooperative matrices (no software adapter has them)
+//! and a quiet GPU; the GPU machine runs it with `--include-ignored --exact
+//! coop_peak --nocapture`, and it fails where the adapter lacks them.
+//!
+//! Tolerance: f16 inputs multiply exactly in f32, so only the f32 sums round:
+//! `|got − want| ≤ 1e-5 · Σ|x·w|` per output.
+
+use qwgpu_kernels::profile::time_dispatches;
+use qwgpu_kernels::{wgpu, Dispatch, GpuContext, PipelineKey};
+use qwgpu_ops::rng::Rng;
+
+qwgpu_kernels::shader!(COOP_PEAK, "coop_peak.wgsl");
+
+/// One tiling: entry point and overrides.
+#[derive(Debug, Clone, Copy)]
+struct Tiling {
+    entry: &'static str,
+    sg_m: u32,
+    sg_n: u32,
+    ck: u32,
+    lds: u32,
+    nbuf: u32,
+}
+
+impl Tiling {
+    fn tile(&self) -> (u32, u32) {
+        (64 * self.sg_m, 64 * self.sg_n)
+    }
+
+    fn shared_bytes(&self) -> u32 {
+        if self.entry == "peak_direct" {
+            // The arrays are still declared (sized by the defaults' overrides).
+            return 0;
+        }
+        let (tm, tn) = self.tile();
+        2 * self.nbuf * (tm + tn) * self.lds
+    }
+}
+
+const TILINGS: [Tiling; 8] = [
+    Tiling {
+        entry: "peak_direct",
+        sg_m: 2,
+        sg_n: 2,
+        ck: 32,
+        lds: 40,
+        nbuf: 1,
+    },
+    Tiling {
+        entry: "peak_staged",
+        sg_m: 2,
+        sg_n: 2,
+        ck: 32,
+        lds: 40,
+        nbuf: 2,
+    },
+    Tiling {
+        entry: "peak_staged",
+        sg_m: 2,
+        sg_n: 2,
+        ck: 32,
+        lds: 40,
+        nbuf: 1,
+    },
+    Tiling {
+        entry: "peak_staged",
+        sg_m: 2,
+        sg_n: 2,
+        ck: 64,
+        lds: 72,
+        nbuf: 1,
+    },
+    Tiling {
+        entry: "peak_staged",
+        sg_m: 2,
+        sg_n: 2,
+        ck: 32,
+        lds: 48,
+        nbuf: 2,
+    },
+    Tiling {
+        entry: "peak_staged",
+        sg_m: 2,
+        sg_n: 4,
+        ck: 32,
+        lds: 40,
+        nbuf: 1,
+    },
+    Tiling {
+        entry: "peak_staged",
+        sg_m: 4,
+        sg_n: 2,
+        ck: 32,
+        lds: 40,
+        nbuf: 1,
+    },
+    Tiling {
+        entry: "peak_staged",
+        sg_m: 4,
+        sg_n: 4,
+        ck: 16,
+        lds: 24,
+        nbuf: 1,
+    },
+];
+
+fn f16_bits(v: &[f32]) -> Vec<u16> {
+    v.iter().map(|&x| half::f16::from_f32(x).to_bits()).collect()
+}
+
+struct Problem {
+    m: u32,
+    n: u32,
+    k: u32,
+    x: wgpu::Buffer,
+    w: wgpu::Buffer,
+    y: wgpu::Buffer,
+    params: wgpu::Buffer,
+}
+
+impl Problem {
+    fn new(ctx: &GpuContext, rng: &mut Rng, m: u32, n: u32, k: u32) -> (Self, Vec<f32>, Vec<f32>) {
+        // Values exact in f16, so the CPU product sees what the GPU sees.
+        let round = |v: Vec<f32>| -> Vec<f32> {
+            v.into_iter()
+                .map(|x| half::f16::from_f32(x).to_f32())
+                .collect()
+        };
+        let xv = round(rng.normal_vec((m * k) as usize));
+        let wv = round(rng.normal_vec((n * k) as usize));
+        let p = Problem {
+            m,
+            n,
+            k,
+            x: ctx.upload("x f16", &f16_bits(&xv)).unwrap(),
+            w: ctx.upload("w f16", &f16_bits(&wv)).unwrap(),
+            y: ctx.storage("y", u64::from(m * n) * 4).unwrap(),
+            params: ctx.uniform("peak params", &[m, n, k, 0u32]),
+        };
+        (p, xv, wv)
+    }
+
+    fn dispatch(&self, ctx: &GpuContext, t: &Tiling) -> Option<Dispatch> {
+        let sgs = ctx.caps.subgroup_sizes.1;
+        let wg = t.sg_m * t.sg_n * sgs;
+        let (tm, tn) = t.tile();
+        if t.shared_bytes() > ctx.limits.max_compute_workgroup_storage_size
+            || wg > ctx.limits.max_compute_invocations_per_workgroup
+            || (tm * t.ck / 2) % wg != 0
+            || (tn * t.ck / 2) % wg != 0
+            || (tm * t.ck / 2) / wg > 32
+            || (tn * t.ck / 2) / wg > 32
+        {
+            eprintln!("BENCH coop_peak {t:?}: does not fit this adapter's limits");
+            return None;
+        }
+        assert!(self.m % tm == 0 && self.n % tn == 0 && self.k % t.ck == 0);
+        let key = PipelineKey::new(&[&COOP_PEAK], t.entry)
+            .constant("WG", wg)
+            .constant("SG_M", t.sg_m)
+            .constant("SG_N", t.sg_n)
+            .constant("CK", t.ck)
+            .constant("LDS", t.lds)
+            .constant("NBUF", t.nbuf);
+        let pipeline = ctx.pipeline(&key).unwrap();
+        let bind = ctx.bind(
+            &pipeline,
+            "coop peak",
+            &[
+                self.params.as_entire_binding(),
+                self.x.as_entire_binding(),
+                self.w.as_entire_binding(),
+                self.y.as_entire_binding(),
+                self.x.as_entire_binding(),
+                self.w.as_entire_binding(),
+            ],
+        );
+        Some(Dispatch {
+            label: "coop peak",
+            pipeline,
+            bind,
+            groups: [self.n / tn, self.m / tm, 1],
+        })
+    }
+}
+
+/// Checks every output of `got` against the f64 product.
+fn check(got: &[f32], x: &[f32], w: &[f32], (m, n, k): (usize, usize, usize), what: &str) {
+    let mut worst = 0f64;
+    for i in 0..m {
+        for j in 0..n {
+            let (mut s, mut a) = (0f64, 0f64);
+            for q in 0..k {
+                let p = f64::from(x[i * k + q]) * f64::from(w[j * k + q]);
+                s += p;
+                a += p.abs();
+            }
+            let err = (f64::from(got[i * n + j]) - s).abs();
+            assert!(
+                err <= 1e-5 * a,
+                "{what}: y[{i}][{j}] = {got_v}, want {s} (|err| {err:.3e} > 1e-5 · {a:.3e})",
+                got_v = got[i * n + j]
+            );
+            worst = worst.max(err / a.max(f64::MIN_POSITIVE));
+        }
+    }
+    eprintln!("BENCH coop_peak check {what}: worst |err| / Σ|x·w| = {worst:.2e}");
+}
+
+/// Best time of one launch (ns) over `reps` timed launches after a warm-up.
+fn best_ns(ctx: &GpuContext, d: &Dispatch, reps: usize) -> f64 {
+    ctx.run("warm-up", &[d; 4]).unwrap();
+    let refs = vec![d; reps];
+    time_dispatches(ctx, &refs)
+        .unwrap()
+        .iter()
+        .map(|(_, t)| *t)
+        .fold(f64::INFINITY, f64::min)
+}
+
+#[test]
+#[ignore = "needs cooperative matrices (a hardware GPU); the GPU machine runs it by name"]
+fn coop_peak() {
+    let ctx = GpuContext::new(&Default::default()).unwrap();
+    let (lo, hi) = ctx.caps.subgroup_sizes;
+    assert!(
+        ctx.caps.cooperative_matrix && ctx.caps.f16 && ctx.caps.subgroups && lo == hi,
+        "adapter `{name}` lacks cooperative matrices, f16 or a fixed subgroup size: no ceiling to measure",
+        name = ctx.info.name
+    );
+    let mut rng = Rng::new(0x9eac_c00b);
+    // Correctness first, on a shape of a few tiles of every tiling.
+    let (small, xv, wv) = Problem::new(&ctx, &mut rng, 512, 512, 256);
+    for t in &TILINGS {
+        let Some(d) = small.dispatch(&ctx, t) else {
+            continue;
+        };
+        ctx.fill_f32(&small.y, f32::NAN);
+        ctx.run("coop peak check", &[&d]).unwrap();
+        let got = ctx.read_f32(&small.y, 0, 512 * 512).unwrap();
+        check(&got, &xv, &wv, (512, 512, 256), &format!("{t:?}"));
+    }
+    // Then speed: square and 9B-prefill-like shapes (m tokens, n rows, k columns).
+    for (m, n, k) in [(4096u32, 4096u32, 4096u32), (4096, 12288, 4096), (512, 12288, 4096)] {
+        let (p, _, _) = Problem::new(&ctx, &mut rng, m, n, k);
+        let flop = 2.0 * f64::from(m) * f64::from(n) * f64::from(k);
+        for t in &TILINGS {
+            let Some(d) = p.dispatch(&ctx, t) else {
+                continue;
+            };
+            let ns = best_ns(&ctx, &d, 10);
+            eprintln!(
+                "BENCH coop_peak {adapter} m={m} n={n} k={k} {entry} sg={sg_m}x{sg_n} ck={ck} lds={lds} nbuf={nbuf}: {us:.1} µs = {tflops:.1} TFLOP/s",
+                adapter = ctx.info.name,
+                entry = t.entry,
+                sg_m = t.sg_m,
+                sg_n = t.sg_n,
+                ck = t.ck,
+                lds = t.lds,
+                nbuf = t.nbuf,
+                us = ns / 1e3,
+                tflops = flop / ns / 1e3
+            );
+        }
+    }
+}
