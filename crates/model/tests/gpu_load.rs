@@ -106,7 +106,7 @@ fn sparse_big_embedding_checkpoint() -> (TempDir, u64) {
         }),
     );
     let mut text = serde_json::to_string(&out_header).expect("header");
-    while text.len() % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(' ');
     }
     let dir = TempDir::new("sparse-embedding");
