@@ -435,6 +435,14 @@ fn steps_encoded_ahead_follow_pages_parameters_and_restores() {
             Ok(want) => {
                 assert_eq!(gt, want, "sampled step {i} (seed 5, counter {i})");
                 decided_by_u += usize::from(sample(&lr, &params, uniform_random(5, i + 1)) != want);
+                if i == 0 {
+                    // What a stale greedy step would give instead must differ.
+                    assert_ne!(
+                        want,
+                        qwgpu_model::argmax(&lr) as u32,
+                        "seed 5's first sampled token is the argmax: a stale step would pass"
+                    );
+                }
             }
             // The first step after the change of parameters is the one a stale
             // command buffer would run: it must be checkable.
@@ -445,6 +453,10 @@ fn steps_encoded_ahead_follow_pages_parameters_and_restores() {
     }
     println!(
         "{decided_by_u} of 6 sampled steps where the next counter's number picks another token"
+    );
+    assert!(
+        decided_by_u >= 3,
+        "only {decided_by_u} of 6 sampled steps depend on the random number"
     );
     // A logits-only step between sampled ones.
     let lg = gpu.forward(&mut gs, &[g]).unwrap();
