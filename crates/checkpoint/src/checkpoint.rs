@@ -1,6 +1,5 @@
-//! An opened model folder: config + memory-mapped shards + canonical tensor table.
-//!
-//! INTERFACE FILE (signatures): shared with `qwgpu-loader` / `qwgpu-model` / CLI.
+//! An opened model folder: config + memory-mapped shards + canonical tensor
+//! table, what `qwgpu-loader`, `qwgpu-model` and the CLI open models through.
 
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,6 @@
 //! Typed `config.json` for Qwen3.5 text models (dense and MoE), wrapper or text-only.
 //!
-//! INTERFACE FILE: the types below are shared with `qwgpu-loader` and `qwgpu-model`.
+//! `qwgpu-loader` and `qwgpu-model` read the model's shape from these types.
 //! Field names follow the HF config fields; derived sizes are methods.
 
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! The tensors a Qwen3.5 config implies (spec §3): canonical name, exact shape,
+//! The tensors a Qwen3.5 config implies: canonical name, exact shape,
 //! the shape's formula for error messages, and which dtypes the role allows.
 
 use crate::config::{FfnConfig, LayerType, TextConfig};

@@ -1,7 +1,5 @@
-//! Typed `quantization_config` schemes.
-//!
-//! INTERFACE FILE: shared with `qwgpu-loader`, which interprets these schemes
-//! (ignore-list matching, scale semantics). Parsing lives in `quant_parse.rs`.
+//! Typed `quantization_config` schemes. `qwgpu-loader` interprets them
+//! (ignore-list matching, scale semantics); parsing lives in `quant_parse.rs`.
 
 /// FP8 element format named by a config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

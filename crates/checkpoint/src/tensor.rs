@@ -1,6 +1,5 @@
-//! Zero-copy views of checkpoint tensors.
-//!
-//! INTERFACE FILE: `TensorView` is what `qwgpu-loader` consumes.
+//! Zero-copy views of checkpoint tensors: `TensorView` is what `qwgpu-loader`
+//! reads weights through.
 
 use std::borrow::Cow;
 use std::path::Path;

@@ -2,8 +2,9 @@
 //! equal an independent computation (the engine's CPU reference forward_all
 //! and a log-softmax written here), perplexity is exp(mean NLL), sliding
 //! windows give each token its window's context, a model against itself
-//! gives KL 0 and top-1 agreement 1, the GPU agrees with the CPU, and bad
-//! inputs are clear errors.
+//! gives KL 0 and top-1 agreement 1, two different models give the KL
+//! computed here from their reference logits (both directions), the GPU
+//! agrees with the CPU, and bad inputs are clear errors.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,15 +12,26 @@ use std::process::Command;
 use qwgpu_model::engine::{Backend, LoadOptions, Model};
 
 fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/dense-bf16-text")
+    fixture_named("dense-bf16-text")
+}
+
+fn fixture_named(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(name)
 }
 
 const TEXT: &str = "The quick brown fox jumps over the lazy dog, twice.";
 
 /// Runs `qwgpu score --model FIXTURE ARGS`; returns (success, stdout, stderr).
 fn score(args: &[&str]) -> (bool, String, String) {
+    score_model(&fixture(), args)
+}
+
+/// Runs `qwgpu score --model MODEL ARGS`; returns (success, stdout, stderr).
+fn score_model(model: &Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_qwgpu"))
-        .args(["score", "--model", fixture().to_str().expect("utf-8")])
+        .args(["score", "--model", model.to_str().expect("utf-8")])
         .args(args)
         .env_remove("QWGPU_LOG")
         .output()
@@ -35,6 +47,11 @@ fn score(args: &[&str]) -> (bool, String, String) {
 
 /// `score --json --tokens` on TEXT (written to a temp file) with `extra` flags.
 fn score_json(extra: &[&str]) -> serde_json::Value {
+    score_model_json(&fixture(), extra)
+}
+
+/// `score --model MODEL --json --tokens` on TEXT with `extra` flags.
+fn score_model_json(model: &Path, extra: &[&str]) -> serde_json::Value {
     let d = tempfile::tempdir().expect("tempdir");
     let path = d.path().join("text.txt");
     std::fs::write(&path, TEXT).expect("write");
@@ -45,7 +62,7 @@ fn score_json(extra: &[&str]) -> serde_json::Value {
         "--tokens",
     ];
     args.extend_from_slice(extra);
-    let (ok, stdout, stderr) = score(&args);
+    let (ok, stdout, stderr) = score_model(model, &args);
     assert!(ok, "{stderr}");
     serde_json::from_str(&stdout).expect("json")
 }
@@ -82,8 +99,12 @@ fn log_softmax(row: &[f32]) -> Vec<f64> {
 }
 
 fn cpu_model() -> Model {
+    cpu_model_at(&fixture())
+}
+
+fn cpu_model_at(dir: &Path) -> Model {
     Model::load(
-        &fixture(),
+        dir,
         &LoadOptions {
             backend: Backend::Cpu,
             ..Default::default()
@@ -193,6 +214,133 @@ fn a_model_against_itself_has_kl_zero_and_full_top1_agreement() {
         stdout.contains("KL(reference || model): mean 0.000000e0"),
         "{stdout}"
     );
+}
+
+/// KL(P ‖ Q) = Σ_v P(v) · (log P(v) − log Q(v)) in nats, from logits.
+fn kl_from_logits(p: &[f32], q: &[f32]) -> f64 {
+    let (lp, lq) = (log_softmax(p), log_softmax(q));
+    lp.iter().zip(&lq).map(|(a, b)| a.exp() * (a - b)).sum()
+}
+
+/// `--reference` against another model (the dense and the MoE fixture: one
+/// tokenizer, different weights): each token's KL is KL(P_reference ‖
+/// P_model) of the next-token distributions predicting it, computed here from
+/// both models' CPU reference `forward_all` logits; the summary is their
+/// per-token mean and max, the top-1 agreement the share of equal argmaxes.
+/// Both directions: KL is asymmetric, so swapping the roles (or a reversed
+/// formula) gives other numbers, and each run must report its own direction.
+#[test]
+fn kl_against_another_model_equals_the_reference_computation_both_ways() {
+    let (dense, moe) = (fixture(), fixture_named("moe-bf16-text"));
+    let json = score_json(&["--backend", "cpu"]);
+    let tokens = ids(&json);
+    let v = cpu_model().config().vocab_size;
+    let logits = |dir: &Path| {
+        let m = cpu_model_at(dir);
+        assert_eq!(
+            m.config().vocab_size,
+            v,
+            "{}: one vocabulary",
+            dir.display()
+        );
+        let mut s = m.new_session().expect("session");
+        m.forward_all(&mut s, &tokens[..tokens.len() - 1])
+            .expect("forward_all")
+    };
+    let (ld, lm) = (logits(&dense), logits(&moe));
+    let n = tokens.len() - 1;
+    let mut reported = Vec::new();
+    for (model, reference, lmod, lref) in [(&dense, &moe, &ld, &lm), (&moe, &dense, &lm, &ld)] {
+        let what = format!(
+            "model {} / reference {}",
+            model.display(),
+            reference.display()
+        );
+        let json = score_model_json(
+            model,
+            &[
+                "--backend",
+                "cpu",
+                "--reference",
+                reference.to_str().expect("utf-8"),
+            ],
+        );
+        assert_eq!(ids(&json), tokens, "{what}: the same tokens");
+        let rows = json["tokens"].as_array().expect("tokens");
+        assert_eq!(rows.len(), n, "{what}");
+        let mut want = Vec::with_capacity(n);
+        let mut agree = 0;
+        for (i, row) in rows.iter().enumerate() {
+            let (pm, pr) = (&lmod[i * v..(i + 1) * v], &lref[i * v..(i + 1) * v]);
+            let k = kl_from_logits(pr, pm);
+            let got = row["kl"].as_f64().expect("kl");
+            assert!(
+                (got - k).abs() <= 1e-6 * k.max(1e-3),
+                "{what}: position {pos}: KL {got} vs {k} computed here (reversed: {rev})",
+                pos = i + 1,
+                rev = kl_from_logits(pm, pr)
+            );
+            let (am, ar) = (argmax(pm), argmax(pr));
+            assert_eq!(
+                row["argmax"].as_u64(),
+                Some(am as u64),
+                "{what}: position {}",
+                i + 1
+            );
+            assert_eq!(
+                row["reference_argmax"].as_u64(),
+                Some(ar as u64),
+                "{what}: position {}",
+                i + 1
+            );
+            agree += usize::from(am == ar);
+            want.push(k);
+        }
+        let r = &json["reference"];
+        let mean = want.iter().sum::<f64>() / n as f64;
+        let (max_at, max) =
+            want.iter().enumerate().fold(
+                (0, 0.0f64),
+                |b, (i, &k)| if k > b.1 { (i + 1, k) } else { b },
+            );
+        let mean_got = r["mean_kl"].as_f64().expect("mean_kl");
+        assert!(
+            (mean_got - mean).abs() <= 1e-6 * mean,
+            "{what}: mean KL {mean_got} vs {mean}"
+        );
+        let max_got = r["max_kl"].as_f64().expect("max_kl");
+        assert!(
+            (max_got - max).abs() <= 1e-6 * max,
+            "{what}: max KL {max_got} vs {max}"
+        );
+        assert_eq!(r["max_kl_position"].as_u64(), Some(max_at as u64), "{what}");
+        assert_eq!(
+            r["top1_agreement"].as_f64(),
+            Some(agree as f64 / n as f64),
+            "{what}"
+        );
+        assert_eq!(
+            r["kl_direction"].as_str(),
+            Some("KL(reference || model), nats"),
+            "{what}"
+        );
+        assert!(mean > 0.05, "{what}: the two models are far apart ({mean})");
+        reported.push(mean_got);
+    }
+    // The directions differ by far more than the tolerance above: a run that
+    // reported the other direction's numbers could not pass.
+    let (a, b) = (reported[0], reported[1]);
+    assert!((a - b).abs() > 1e-3 * a.max(b), "KL both ways: {a} vs {b}");
+}
+
+fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |b, (i, &x)| if x > b.1 { (i, x) } else { b },
+        )
+        .0
 }
 
 #[test]

@@ -541,7 +541,7 @@ fn one_block_scale(p: &Placed<'_, '_>, v: &[f32], block: [usize; 2]) -> Option<f
 }
 
 /// One grid instead of many when every segment's rows are whole blocks (the
-/// grids then stack exactly); otherwise each source keeps its own grid (§4.4).
+/// grids then stack exactly); otherwise each source keeps its own grid.
 fn fuse_segments(segments: Vec<BlockSegment>, block: [usize; 2]) -> Vec<BlockSegment> {
     if segments.len() < 2 || segments.iter().any(|s| s.rows % block[0] != 0) {
         return segments;

@@ -1,7 +1,6 @@
 //! Plain data produced by the loader: packed weights with their shard table and
 //! scale scheme, grouped per layer.
-//!
-//! INTERFACE FILE: consumed by `qwgpu-model` (CPU reference, later GPU upload).
+//! `qwgpu-model` builds its CPU reference and uploads its GPU weights from them.
 
 use qwgpu_checkpoint::{Dtype, TextConfig};
 

@@ -20,8 +20,8 @@ use std::marker::PhantomData;
 const MAX_POOLED: usize = 4;
 /// Smaller buffers are not worth keeping.
 const MIN_POOLED: usize = 1 << 20;
-/// Bytes a pool keeps at most: the host memory a load holds stays within the
-/// issue's "1 GiB + the largest tensor". A 9B layer's four big projections
+/// Bytes a pool keeps at most: the host memory a load holds stays within
+/// 1 GiB + the largest tensor. A 9B layer's four big projections
 /// (192 + 96 + 96 + 80 MiB) fit: its load took 9.7-10.7 s on the H100 with
 /// them pooled, 17.8 s with a 256 MiB pool (fresh pages for most weights).
 const MAX_POOL_BYTES: usize = 512 << 20;

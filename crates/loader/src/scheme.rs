@@ -1,4 +1,4 @@
-//! Scale-scheme detection for one source tensor (spec §4.3): what its
+//! Scale-scheme detection for one source tensor: what its
 //! `weight_scale(_inv)` / `input_scale` shape means, checked against the
 //! weight, the shards it covers and the quantization config.
 

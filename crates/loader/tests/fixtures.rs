@@ -13,21 +13,51 @@ use qwgpu_loader::{
     PackedWeight, ScaleScheme, SourceTensor,
 };
 
+/// The FP8 checkpoints committed under `tests/fixtures` (listed in its
+/// `MANIFEST.sha256`): one dense and one MoE model per scale scheme.
+const FP8_FIXTURES: [&str; 10] = [
+    "dense-fp8-block",
+    "dense-fp8-channel",
+    "dense-fp8-ctblock",
+    "dense-fp8-modelopt",
+    "dense-fp8-tensor",
+    "moe-fp8-block",
+    "moe-fp8-channel",
+    "moe-fp8-ctblock",
+    "moe-fp8-modelopt",
+    "moe-fp8-tensor",
+];
+
+/// Every `tests/fixtures/*fp8*` checkpoint; a missing fixture (or folder) is a
+/// failure, not an empty list: the fixtures are committed with the code.
 fn fixture_dirs() -> Vec<PathBuf> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
-    let Ok(entries) = std::fs::read_dir(&root) else {
-        return Vec::new();
-    };
+    let entries = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{}: the committed fixtures: {e}", root.display()));
     let mut dirs: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
+        .map(|e| e.expect("fixture folder entry").path())
         .filter(|p| {
             p.is_dir()
                 && p.file_name()
                     .is_some_and(|n| n.to_string_lossy().contains("fp8"))
         })
-        .filter(|p| p.join("config.json").exists())
         .collect();
     dirs.sort();
+    let names: Vec<String> = dirs
+        .iter()
+        .map(|d| d.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        FP8_FIXTURES,
+        "{}: the FP8 fixtures (missing ones fail, new ones belong in FP8_FIXTURES)",
+        root.display()
+    );
+    for d in &dirs {
+        for file in ["config.json", "model.safetensors"] {
+            assert!(d.join(file).is_file(), "{}: {file} missing", d.display());
+        }
+    }
     dirs
 }
 
@@ -112,12 +142,7 @@ fn reference(ckpt: &Checkpoint, name: &str, shard_rows: &[usize], block: [usize;
 
 #[test]
 fn every_fp8_fixture_loads_and_matches_its_sources() {
-    let dirs = fixture_dirs();
-    if dirs.is_empty() {
-        eprintln!("no tests/fixtures/*fp8* checkpoints yet; nothing to check");
-        return;
-    }
-    for dir in dirs {
+    for dir in fixture_dirs() {
         let ckpt = Checkpoint::open(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         let model = load_model(&ckpt).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         let block = block_of(&ckpt);

@@ -5,6 +5,7 @@
 use qwgpu_model::engine::{Backend, ContextOptions, LoadOptions, Model, SamplingParams, Session};
 use qwgpu_model::testing::{random_packed_model, tiny_config, Rng};
 use qwgpu_model::ModelError;
+use qwgpu_ops::sampling::{sample, uniform_random};
 
 fn opts(backend: Backend, max_chunk: usize, fallback: bool) -> LoadOptions {
     LoadOptions {
@@ -115,6 +116,87 @@ fn continue_greedy(m: &Model, s: &mut Session, first: u32, n: usize) -> (Vec<u32
         logits.extend(l);
     }
     (toks, logits)
+}
+
+/// Relative error allowed in each unnormalised probability `e_i` between the
+/// GPU sampler and the rule on the same logits: GPU `exp` is not correctly
+/// rounded (WGSL: 3 + 2·|x| ULP) and its masses are summed in f32.
+const SAMPLER_REL: f32 = 1e-4;
+
+/// The relative error in `e_i = exp((l_i − max l) / T)` that logits differing
+/// by at most `max |a − b|` can cause, plus the sampler's own [`SAMPLER_REL`].
+fn logit_rel(a: &[f32], b: &[f32], params: &SamplingParams) -> f32 {
+    let d = a
+        .iter()
+        .zip(b)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+    (2.0 * d / params.temperature).exp_m1() + SAMPLER_REL
+}
+
+/// The token the sampling rule (`qwgpu_ops::sampling::sample`, what the CPU
+/// backend samples with) picks for `logits` and `u`, if that pick is clear:
+/// no relative change of `rel` in any unnormalised probability `e_i` could
+/// move the top-k cut, the top-p cut or the pick. Otherwise the near tie, in
+/// words: there another token may legitimately come out, so an exact check
+/// is only possible on clear picks (and a clear pick must be matched exactly).
+fn clear_pick(logits: &[f32], params: &SamplingParams, u: f32, rel: f32) -> Result<u32, String> {
+    let token = sample(logits, params, u);
+    assert!(params.temperature > 0.0, "greedy needs no tie check");
+    let f = (1.0 + rel).powi(2);
+    let near = |a: f64, b: f64| a <= b * f as f64 && b <= a * f as f64;
+    let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let inv_t = 1.0f32 / params.temperature;
+    let e: Vec<f32> = logits
+        .iter()
+        .map(|&l| {
+            let e = ((l - m) * inv_t).exp();
+            if e >= f32::MIN_POSITIVE {
+                e
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mut sorted = e.clone();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let k = params.top_k as usize;
+    let tau_k = if k > 0 && k < e.len() {
+        if near(sorted[k - 1] as f64, sorted[k] as f64) {
+            return Err(format!("top-k cut: {} vs {}", sorted[k - 1], sorted[k]));
+        }
+        sorted[k - 1]
+    } else {
+        0.0
+    };
+    let mut tau = tau_k;
+    if params.top_p < 1.0 {
+        let kept: Vec<f32> = sorted.iter().copied().filter(|&v| v >= tau_k).collect();
+        let target = params.top_p as f64 * kept.iter().map(|&v| v as f64).sum::<f64>();
+        let mut acc = 0.0f64;
+        for (i, &v) in kept.iter().enumerate() {
+            acc += v as f64;
+            if near(acc, target) {
+                return Err(format!("top-p cut: mass {acc} vs {target} at rank {i}"));
+            }
+            if acc >= target {
+                tau = tau.max(v);
+                break;
+            }
+        }
+    }
+    let keep = |v: f32| v >= tau && v > 0.0;
+    let total: f64 = e.iter().filter(|&&v| keep(v)).map(|&v| v as f64).sum();
+    let target = u as f64 * total;
+    let mut acc = 0.0f64;
+    for (i, &v) in e.iter().enumerate() {
+        if keep(v) {
+            acc += v as f64;
+            if near(acc, target) {
+                return Err(format!("pick: mass {acc} vs u·M {target} at token {i}"));
+            }
+        }
+    }
+    Ok(token)
 }
 
 #[test]
@@ -330,16 +412,52 @@ fn steps_encoded_ahead_follow_pages_parameters_and_restores() {
         top_k: 30,
         top_p: 0.95,
     };
-    gpu.set_seed(&mut gs, 5);
-    cpu.set_seed(&mut cs, 5);
-    let mut same = 0;
-    for _ in 0..6 {
-        let gt = gpu.sample_next(&mut gs, &[g], &params).unwrap();
-        let ct = cpu.sample_next(&mut cs, &[g], &params).unwrap();
-        same += usize::from(gt == ct);
-        g = ct;
+    // The reference for sampled steps: the sampling rule on the logits of a
+    // second GPU session fed the same tokens through logits-only steps (never
+    // encoded ahead), with the seed's random numbers. A clear pick must be
+    // exactly the GPU's token (a step encoded for greedy and reused gives the
+    // argmax instead); those logits must match the CPU reference's.
+    // It replays the greedy steps from the snapshot (decode steps, as `gs`
+    // ran them), leaving `gs` and its step encoded ahead untouched.
+    let mut rs = gpu.new_session().unwrap();
+    gpu.restore(&mut rs, &snap).unwrap();
+    for &t in &greedy_run[..12] {
+        gpu.forward(&mut rs, &[t]).unwrap();
     }
-    assert!(same >= 5, "only {same} of 6 sampled tokens agree");
+    gpu.set_seed(&mut gs, 5);
+    let mut decided_by_u = 0;
+    for i in 0..6u32 {
+        let gt = gpu.sample_next(&mut gs, &[g], &params).unwrap();
+        let lr = gpu.forward(&mut rs, &[g]).unwrap();
+        let lc = cpu.forward(&mut cs, &[g]).unwrap();
+        assert_close(&lr, &lc, 1e-3, &format!("sampled step {i}: logits"));
+        match clear_pick(&lr, &params, uniform_random(5, i), SAMPLER_REL) {
+            Ok(want) => {
+                assert_eq!(gt, want, "sampled step {i} (seed 5, counter {i})");
+                decided_by_u += usize::from(sample(&lr, &params, uniform_random(5, i + 1)) != want);
+                if i == 0 {
+                    // What a stale greedy step would give instead must differ.
+                    assert_ne!(
+                        want,
+                        qwgpu_model::argmax(&lr) as u32,
+                        "seed 5's first sampled token is the argmax: a stale step would pass"
+                    );
+                }
+            }
+            // The first step after the change of parameters is the one a stale
+            // command buffer would run: it must be checkable.
+            Err(tie) if i == 0 => panic!("seed 5 puts the first sampled step on a near tie: {tie}"),
+            Err(tie) => println!("sampled step {i}: near tie ({tie}), token not compared"),
+        }
+        g = gt;
+    }
+    println!(
+        "{decided_by_u} of 6 sampled steps where the next counter's number picks another token"
+    );
+    assert!(
+        decided_by_u >= 3,
+        "only {decided_by_u} of 6 sampled steps depend on the random number"
+    );
     // A logits-only step between sampled ones.
     let lg = gpu.forward(&mut gs, &[g]).unwrap();
     let lc = cpu.forward(&mut cs, &[g]).unwrap();
@@ -365,24 +483,58 @@ fn sampling_on_the_gpu_uses_the_same_rule_and_numbers_as_the_cpu() {
     let vocab = gpu.config().vocab_size;
     let mut rng = Rng::new(51);
     let p = prompt(&mut rng, 9, vocab);
+    // This tiny model's next-token distributions are sharp (the top logit
+    // 4-15 above the next; at T = 0.8 every step keeps one token): at T = 10
+    // every step keeps several, so the random numbers decide (checked below).
     let params = SamplingParams {
-        temperature: 0.8,
+        temperature: 10.0,
         top_k: 40,
-        top_p: 0.9,
+        top_p: 0.95,
     };
+    // Three sessions fed the same tokens: the GPU sampling, the GPU returning
+    // logits, the CPU reference. The GPU's token must be exactly the rule's
+    // pick (`qwgpu_ops::sampling::sample`, what the CPU backend samples with)
+    // on the GPU's logits with the seed's random number, at every step.
     let (mut gs, mut cs) = (gpu.new_session().unwrap(), cpu.new_session().unwrap());
+    let mut rs = gpu.new_session().unwrap();
     gpu.set_seed(&mut gs, 7);
-    cpu.set_seed(&mut cs, 7);
-    let mut g = gpu.sample_next(&mut gs, &p, &params).unwrap();
-    let mut c = cpu.sample_next(&mut cs, &p, &params).unwrap();
-    let mut same = 0;
-    for _ in 0..20 {
-        same += (g == c) as usize;
-        g = gpu.sample_next(&mut gs, &[c], &params).unwrap();
-        c = cpu.sample_next(&mut cs, &[c], &params).unwrap();
+    let mut input = p;
+    let (mut exact_gpu, mut exact_cpu, mut decided_by_u) = (0, 0, 0);
+    for i in 0..21u32 {
+        let gt = gpu.sample_next(&mut gs, &input, &params).unwrap();
+        let lr = gpu.forward(&mut rs, &input).unwrap();
+        let lc = cpu.forward(&mut cs, &input).unwrap();
+        assert_close(&lr, &lc, 1e-3, &format!("step {i}: logits"));
+        let u = uniform_random(7, i);
+        match clear_pick(&lr, &params, u, SAMPLER_REL) {
+            Ok(want) => {
+                assert_eq!(gt, want, "step {i} (seed 7, counter {i})");
+                exact_gpu += 1;
+                // Another counter's number would have picked another token.
+                decided_by_u += usize::from(sample(&lr, &params, uniform_random(7, i + 1)) != want);
+            }
+            Err(tie) => println!("step {i}: near tie on the GPU's logits ({tie})"),
+        }
+        // The CPU reference's logits: the pick may also move by their difference.
+        match clear_pick(&lc, &params, u, logit_rel(&lr, &lc, &params)) {
+            Ok(want) => {
+                assert_eq!(gt, want, "step {i}: the CPU reference's pick");
+                exact_cpu += 1;
+            }
+            Err(tie) => println!("step {i}: near tie on the CPU's logits ({tie})"),
+        }
+        input = vec![gt];
     }
-    // Identical unless a random number lands within float error of a boundary.
-    assert!(same >= 19, "only {same} of 20 sampled tokens agree");
+    println!(
+        "exact token checks: {exact_gpu} of 21 against the GPU's logits ({decided_by_u} \
+         where the next counter's number picks another token), {exact_cpu} of 21 against the CPU's"
+    );
+    // A sampler using the wrong random numbers (or none) must be visible.
+    assert!(
+        decided_by_u >= 10 && exact_gpu >= 18 && exact_cpu >= 15,
+        "too few steps where the check can see the random numbers: {decided_by_u} decided by u, \
+         {exact_gpu} / {exact_cpu} clear picks of 21"
+    );
 }
 
 #[test]
