@@ -111,7 +111,9 @@ const TILINGS: [Tiling; 8] = [
 ];
 
 fn f16_bits(v: &[f32]) -> Vec<u16> {
-    v.iter().map(|&x| half::f16::from_f32(x).to_bits()).collect()
+    v.iter()
+        .map(|&x| half::f16::from_f32(x).to_bits())
+        .collect()
 }
 
 struct Problem {
@@ -224,6 +226,43 @@ fn best_ns(ctx: &GpuContext, d: &Dispatch, reps: usize) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
+/// The module validates and translates to SPIR-V on the CPU (what the GPU
+/// machine's driver is given), for both entry points, so a WGSL or naga
+/// regression fails here rather than on the GPU machine.
+#[test]
+fn coop_peak_module_translates() {
+    let src = COOP_PEAK.text;
+    let module = naga::front::wgsl::parse_str(src)
+        .unwrap_or_else(|e| panic!("coop_peak.wgsl: {}", e.emit_to_string(src)));
+    let caps = naga::valid::Capabilities::SUBGROUP
+        | naga::valid::Capabilities::SHADER_FLOAT16
+        | naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32
+        | naga::valid::Capabilities::COOPERATIVE_MATRIX;
+    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("coop_peak.wgsl: {e:?}"));
+    let (module, info) = naga::back::pipeline_constants::process_overrides(
+        &module,
+        &info,
+        None,
+        &Default::default(),
+    )
+    .unwrap();
+    for entry in ["peak_direct", "peak_staged"] {
+        let pipe = naga::back::spv::PipelineOptions {
+            shader_stage: naga::ShaderStage::Compute,
+            entry_point: entry.into(),
+        };
+        let words = naga::back::spv::write_vec(&module, &info, &Default::default(), Some(&pipe))
+            .unwrap_or_else(|e| panic!("coop_peak.wgsl {entry}: {e}"));
+        assert!(
+            words.len() > 100,
+            "{entry}: {n} SPIR-V words",
+            n = words.len()
+        );
+    }
+}
+
 #[test]
 #[ignore = "needs cooperative matrices (a hardware GPU); the GPU machine runs it by name"]
 fn coop_peak() {
@@ -247,7 +286,11 @@ fn coop_peak() {
         check(&got, &xv, &wv, (512, 512, 256), &format!("{t:?}"));
     }
     // Then speed: square and 9B-prefill-like shapes (m tokens, n rows, k columns).
-    for (m, n, k) in [(4096u32, 4096u32, 4096u32), (4096, 12288, 4096), (512, 12288, 4096)] {
+    for (m, n, k) in [
+        (4096u32, 4096u32, 4096u32),
+        (4096, 12288, 4096),
+        (512, 12288, 4096),
+    ] {
         let (p, _, _) = Problem::new(&ctx, &mut rng, m, n, k);
         let flop = 2.0 * f64::from(m) * f64::from(n) * f64::from(k);
         for t in &TILINGS {
