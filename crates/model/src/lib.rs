@@ -16,6 +16,7 @@ pub mod golden;
 pub mod gpu;
 pub mod reference;
 pub mod sampling;
+mod shapes;
 pub mod testing;
 
 pub use error::ModelError;
