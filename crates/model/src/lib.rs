@@ -11,6 +11,8 @@
 //! - [`testing`]: random in-memory models for tests (of this and other crates).
 
 pub mod engine;
+#[cfg(test)]
+mod engine_tests;
 mod error;
 pub mod golden;
 pub mod gpu;
