@@ -90,3 +90,66 @@ fn a_session_or_snapshot_of_another_model_is_refused() {
     assert!(m.snapshot(&theirs).is_err());
     assert_eq!(mine.position(), 3);
 }
+
+const HOT: SamplingParams = SamplingParams {
+    temperature: 1.5,
+    top_k: 0,
+    top_p: 1.0,
+};
+
+/// The launch cache's key: a step encoded ahead for other sampling
+/// parameters, and batch launches recorded before a session's KV cache grew
+/// (new page, new buffers), are never replayed. Each result must equal the
+/// same step of a fork that has nothing recorded, or of a session whose
+/// steps are all recorded afresh.
+#[test]
+fn recorded_launches_are_replayed_only_for_their_key() {
+    let m = model(5);
+    let prompt: Vec<u32> = (0..250).map(|i| (i * 7 % 500) as u32).collect();
+    let mut s = m.new_session().unwrap();
+    m.set_seed(&mut s, 3);
+    // Sampled prefill: the next (hot) decode step is encoded ahead.
+    let mut tok = m.forward_sample(&mut s, &prompt, &HOT).unwrap();
+    let mut fresh = m.fork(&s).unwrap();
+    let a = m.forward_sample(&mut s, &[tok], &GREEDY).unwrap();
+    let b = m.forward_sample(&mut fresh, &[tok], &GREEDY).unwrap();
+    assert_eq!(a, b, "greedy step after a hot one");
+    tok = a;
+    // Batched decode across the first KV page's end (256 rows): once the
+    // sessions grow, the batch's launches must bind the new page and scratch.
+    // The reference: lone steps recorded afresh every time (all rows' logits).
+    let mut other = m.fork(&s).unwrap();
+    let mut refs = [m.fork(&s).unwrap(), m.fork(&s).unwrap()];
+    let mut toks = [tok, (tok + 1) % 512];
+    for step in 0..12 {
+        let mut want = [0u32; 2];
+        for ((r, w), &t) in refs.iter_mut().zip(&mut want).zip(&toks) {
+            *w = crate::argmax(&m.forward(r, &[t], true).unwrap()) as u32;
+        }
+        let got = m
+            .decode_batch(&mut [&mut s, &mut other], &toks, &[GREEDY, GREEDY])
+            .unwrap();
+        assert_eq!(
+            got,
+            want,
+            "batched step {step} at position {}",
+            s.position()
+        );
+        toks = [got[0], got[1]];
+    }
+    assert!(s.position() > 256);
+    // The states the batched steps left are the lone steps' (bit for bit).
+    for (sess, (r, &t)) in [&mut s, &mut other]
+        .into_iter()
+        .zip(refs.iter_mut().zip(&toks))
+    {
+        let (a, b) = (
+            m.forward(sess, &[t], true).unwrap(),
+            m.forward(r, &[t], true).unwrap(),
+        );
+        assert!(
+            a == b,
+            "logits after the batched steps differ from the lone steps'"
+        );
+    }
+}
