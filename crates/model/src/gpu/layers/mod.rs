@@ -4,9 +4,10 @@
 //!
 //! Each kind lives in one file with its weights, its per-session state (made,
 //! grown and copied there) and its launches. Adding a kind: a file
-//! implementing [`kind::Mixer`] or [`kind::Ffn`], and its arm in
+//! implementing [`kind::Mixer`] or [`kind::Ffn`]; its arm in
 //! [`Layer::check`] / [`Layer::upload`] (the only place that maps the
-//! loader's layer kinds to implementations).
+//! loader's layer kinds to implementations); its activation group in
+//! `activations.rs`; its weights' shapes in `checkpoint::expected::packed_shape`.
 
 pub(crate) mod attention;
 pub(crate) mod gated_delta;
