@@ -302,3 +302,247 @@ pub const FUSED_COMPANION_SUFFIXES: &[&str] = &[
     ".weight_scale",
     ".input_scale",
 ];
+
+/// A weight as the loader packs it for the forward passes (projections read
+/// from the same input fused, experts stacked): the one description of their
+/// shapes that the GPU and the CPU reference check weights against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Packed {
+    /// `model.embed_tokens.weight`.
+    Embed,
+    /// `lm_head.weight` (untied models).
+    LmHead,
+    /// `model.norm.weight`.
+    FinalNorm,
+    /// A layer's `input_layernorm.weight`.
+    InputNorm,
+    /// A layer's `post_attention_layernorm.weight`.
+    PostNorm,
+    /// Gated DeltaNet: `in_proj_qkv` then `in_proj_z`.
+    GdnQkvz,
+    /// Gated DeltaNet: `in_proj_b` then `in_proj_a`.
+    GdnBa,
+    /// Gated DeltaNet: `conv1d.weight` as `[conv_dim · K]`.
+    GdnConv1d,
+    GdnALog,
+    GdnDtBias,
+    GdnNorm,
+    GdnOut,
+    /// Attention: `q_proj` (with its gate), `k_proj`, `v_proj`.
+    AttnQkv,
+    AttnOut,
+    AttnQNorm,
+    AttnKNorm,
+    /// Dense MLP: `gate_proj` then `up_proj`.
+    MlpGateUp,
+    MlpDown,
+    /// MoE router (`mlp.gate`).
+    MoeRouter,
+    /// Routed experts' gate then up rows, expert after expert.
+    MoeExpertsGateUp,
+    /// Routed experts' down rows, expert after expert.
+    MoeExpertsDown,
+    /// Shared expert: `gate_proj` then `up_proj`.
+    SharedGateUp,
+    SharedDown,
+    /// `shared_expert_gate`.
+    SharedGate,
+}
+
+/// A packed weight's shape (`[rows, cols]` or `[len]`) and its formula.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackedShape {
+    pub shape: Vec<usize>,
+    /// The shape in config symbols, e.g. `[2·nk·dk + 2·nv·dv, H]`.
+    pub formula: &'static str,
+}
+
+/// The shape `c` implies for packed weight `w`; `None` for an FFN weight of
+/// the other FFN kind (dense vs MoE) than the config's.
+pub fn packed_shape(c: &TextConfig, w: Packed) -> Option<PackedShape> {
+    use Packed::*;
+    let h = c.hidden_size;
+    let (nv, dv, hd) = (
+        c.linear_num_value_heads,
+        c.linear_value_head_dim,
+        c.head_dim,
+    );
+    let s = |shape: Vec<usize>, formula: &'static str| Some(PackedShape { shape, formula });
+    let moe = match c.ffn {
+        FfnConfig::Moe {
+            num_experts,
+            moe_intermediate_size,
+            shared_expert_intermediate_size,
+            ..
+        } => Some((
+            num_experts,
+            moe_intermediate_size,
+            shared_expert_intermediate_size,
+        )),
+        FfnConfig::Dense { .. } => None,
+    };
+    let dense = match c.ffn {
+        FfnConfig::Dense { intermediate_size } => Some(intermediate_size),
+        FfnConfig::Moe { .. } => None,
+    };
+    match w {
+        Embed | LmHead => s(vec![c.vocab_size, h], "[V, H]"),
+        FinalNorm | InputNorm | PostNorm => s(vec![h], "[H]"),
+        GdnQkvz => s(
+            vec![c.conv_dim() + c.value_dim(), h],
+            "[2·nk·dk + 2·nv·dv, H]",
+        ),
+        GdnBa => s(vec![2 * nv, h], "[2·nv, H]"),
+        GdnConv1d => s(
+            vec![c.conv_dim() * c.linear_conv_kernel_dim],
+            "[(2·nk·dk + nv·dv)·K]",
+        ),
+        GdnALog | GdnDtBias => s(vec![nv], "[nv]"),
+        GdnNorm => s(vec![dv], "[dv]"),
+        GdnOut => s(vec![h, c.value_dim()], "[H, nv·dv]"),
+        AttnQkv => s(
+            vec![c.q_proj_rows() + 2 * c.kv_proj_rows(), h],
+            "[2·nh·hd + 2·nkv·hd, H]",
+        ),
+        AttnOut => s(vec![h, c.num_attention_heads * hd], "[H, nh·hd]"),
+        AttnQNorm | AttnKNorm => s(vec![hd], "[hd]"),
+        MlpGateUp => dense.and_then(|i| s(vec![2 * i, h], "[2·I, H]")),
+        MlpDown => dense.and_then(|i| s(vec![h, i], "[H, I]")),
+        MoeRouter => moe.and_then(|(e, _, _)| s(vec![e, h], "[E, H]")),
+        MoeExpertsGateUp => moe.and_then(|(e, ie, _)| s(vec![e * 2 * ie, h], "[E·2·Ie, H]")),
+        MoeExpertsDown => moe.and_then(|(e, ie, _)| s(vec![e * h, ie], "[E·H, Ie]")),
+        SharedGateUp => moe.and_then(|(_, _, is)| s(vec![2 * is, h], "[2·Is, H]")),
+        SharedDown => moe.and_then(|(_, _, is)| s(vec![h, is], "[H, Is]")),
+        SharedGate => moe.and_then(|_| s(vec![1, h], "[1, H]")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RopeConfig;
+
+    fn config(ffn: FfnConfig) -> TextConfig {
+        TextConfig {
+            vocab_size: 64,
+            hidden_size: 24,
+            num_hidden_layers: 2,
+            layer_types: vec![LayerType::LinearAttention, LayerType::FullAttention],
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+            head_dim: 8,
+            linear_conv_kernel_dim: 4,
+            linear_key_head_dim: 8,
+            linear_value_head_dim: 6,
+            linear_num_key_heads: 2,
+            linear_num_value_heads: 4,
+            rms_norm_eps: 1e-6,
+            rope: RopeConfig {
+                theta: 1e4,
+                partial_rotary_factor: 0.25,
+            },
+            attn_output_gate: true,
+            ffn,
+        }
+    }
+
+    fn shape(c: &TextConfig, name: &str) -> Vec<usize> {
+        let all: Vec<ExpectedTensor> = expected_tensors(c, false)
+            .into_iter()
+            .chain(fused_expert_tensors(c, 0))
+            .collect();
+        let t = all.iter().find(|t| t.name.ends_with(name));
+        t.unwrap_or_else(|| panic!("no tensor {name}"))
+            .shape
+            .clone()
+    }
+
+    fn packed(c: &TextConfig, w: Packed) -> Vec<usize> {
+        packed_shape(c, w).expect("exists").shape
+    }
+
+    /// Every packed weight's shape is the concatenation of the checkpoint
+    /// tensors the loader fuses into it (the checkpoint table is the reference).
+    #[test]
+    fn packed_shapes_are_the_fused_checkpoint_shapes() {
+        let dense = config(FfnConfig::Dense {
+            intermediate_size: 40,
+        });
+        let c = &dense;
+        let rows = |n: &str| shape(c, n)[0];
+        let h = c.hidden_size;
+        assert_eq!(packed(c, Packed::Embed), shape(c, "embed_tokens.weight"));
+        assert_eq!(packed(c, Packed::LmHead), shape(c, "lm_head.weight"));
+        assert_eq!(packed(c, Packed::FinalNorm), shape(c, "model.norm.weight"));
+        assert_eq!(
+            packed(c, Packed::GdnQkvz),
+            [rows("in_proj_qkv.weight") + rows("in_proj_z.weight"), h]
+        );
+        assert_eq!(
+            packed(c, Packed::GdnBa),
+            [rows("in_proj_b.weight") + rows("in_proj_a.weight"), h]
+        );
+        let conv = shape(c, "conv1d.weight");
+        assert_eq!(
+            packed(c, Packed::GdnConv1d),
+            [conv.iter().product::<usize>()]
+        );
+        assert_eq!(
+            packed(c, Packed::GdnOut),
+            shape(c, "linear_attn.out_proj.weight")
+        );
+        assert_eq!(
+            packed(c, Packed::GdnNorm),
+            shape(c, "linear_attn.norm.weight")
+        );
+        assert_eq!(packed(c, Packed::GdnALog), shape(c, "A_log"));
+        assert_eq!(
+            packed(c, Packed::AttnQkv),
+            [
+                rows("q_proj.weight") + rows("k_proj.weight") + rows("v_proj.weight"),
+                h
+            ]
+        );
+        assert_eq!(packed(c, Packed::AttnOut), shape(c, "o_proj.weight"));
+        assert_eq!(packed(c, Packed::AttnQNorm), shape(c, "q_norm.weight"));
+        assert_eq!(
+            packed(c, Packed::MlpGateUp),
+            [rows("mlp.gate_proj.weight") + rows("mlp.up_proj.weight"), h]
+        );
+        assert_eq!(packed(c, Packed::MlpDown), shape(c, "mlp.down_proj.weight"));
+        assert_eq!(packed_shape(c, Packed::MoeRouter), None);
+
+        let moe = config(FfnConfig::Moe {
+            num_experts: 4,
+            num_experts_per_tok: 2,
+            moe_intermediate_size: 12,
+            shared_expert_intermediate_size: 20,
+        });
+        let c = &moe;
+        let rows = |n: &str| shape(c, n)[0];
+        assert_eq!(packed(c, Packed::MoeRouter), shape(c, "mlp.gate.weight"));
+        let gu = shape(c, "experts.gate_up_proj");
+        assert_eq!(packed(c, Packed::MoeExpertsGateUp), [gu[0] * gu[1], gu[2]]);
+        let down = shape(c, "experts.down_proj");
+        assert_eq!(
+            packed(c, Packed::MoeExpertsDown),
+            [down[0] * down[1], down[2]]
+        );
+        assert_eq!(
+            packed(c, Packed::SharedGateUp),
+            [
+                rows("shared_expert.gate_proj.weight") + rows("shared_expert.up_proj.weight"),
+                h
+            ]
+        );
+        assert_eq!(
+            packed(c, Packed::SharedDown),
+            shape(c, "shared_expert.down_proj.weight")
+        );
+        assert_eq!(
+            packed(c, Packed::SharedGate),
+            shape(c, "shared_expert_gate.weight")
+        );
+        assert_eq!(packed_shape(c, Packed::MlpGateUp), None);
+    }
+}

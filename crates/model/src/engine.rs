@@ -73,9 +73,21 @@ impl Default for LoadOptions {
     }
 }
 
+/// The two backends. A model and the sessions and snapshots it makes are of
+/// one backend; [`Model::pair`] is the one place that matches a model with a
+/// session, so every other method sees only matching pairs.
 enum Imp {
     Cpu(Box<ReferenceModel>),
     Gpu(Box<GpuModel>),
+}
+
+impl Imp {
+    fn name(&self) -> &'static str {
+        match self {
+            Imp::Cpu(_) => "CPU reference",
+            Imp::Gpu(_) => "GPU",
+        }
+    }
 }
 
 /// A loaded model on one backend.
@@ -83,13 +95,26 @@ pub struct Model {
     imp: Imp,
 }
 
+/// A sequence on the CPU reference: its cache and its sampler's seed and counter.
+#[derive(Clone)]
+struct CpuSession {
+    cache: Cache,
+    seed: u64,
+    counter: u32,
+}
+
 enum SessionImp {
-    Cpu {
-        cache: Cache,
-        seed: u64,
-        counter: u32,
-    },
+    Cpu(CpuSession),
     Gpu(Box<GpuSession>),
+}
+
+impl SessionImp {
+    fn name(&self) -> &'static str {
+        match self {
+            SessionImp::Cpu(_) => "CPU reference",
+            SessionImp::Gpu(_) => "GPU",
+        }
+    }
 }
 
 /// One sequence's state (KV caches, GDN states, position, sampler counter).
@@ -98,11 +123,7 @@ pub struct Session {
 }
 
 enum SnapshotImp {
-    Cpu {
-        cache: Cache,
-        seed: u64,
-        counter: u32,
-    },
+    Cpu(CpuSession),
     Gpu(GpuSnapshot),
 }
 
@@ -111,12 +132,30 @@ pub struct Snapshot {
     imp: SnapshotImp,
 }
 
+/// A model and a session of the same backend.
+enum Pair<'a> {
+    Cpu(&'a ReferenceModel, &'a mut CpuSession),
+    Gpu(&'a GpuModel, &'a mut GpuSession),
+}
+
 impl Session {
     /// Tokens processed so far.
     pub fn position(&self) -> usize {
         match &self.imp {
-            SessionImp::Cpu { cache, .. } => cache.position(),
+            SessionImp::Cpu(c) => c.cache.position(),
             SessionImp::Gpu(s) => s.position(),
+        }
+    }
+
+    /// Seeds the session's sampler (and restarts its counter). Seeding needs
+    /// no model, so no backend can be mismatched.
+    pub fn set_seed(&mut self, seed: u64) {
+        match &mut self.imp {
+            SessionImp::Cpu(c) => {
+                c.seed = seed;
+                c.counter = 0;
+            }
+            SessionImp::Gpu(g) => g.set_seed(seed),
         }
     }
 }
@@ -124,15 +163,9 @@ impl Session {
 impl Snapshot {
     pub fn position(&self) -> usize {
         match &self.imp {
-            SnapshotImp::Cpu { cache, .. } => cache.position(),
+            SnapshotImp::Cpu(c) => c.cache.position(),
             SnapshotImp::Gpu(s) => s.position(),
         }
-    }
-}
-
-fn mismatch() -> ModelError {
-    ModelError::CacheMismatch {
-        detail: "session or snapshot from another backend".into(),
     }
 }
 
@@ -268,33 +301,44 @@ impl Model {
     pub fn new_session(&self) -> Result<Session, ModelError> {
         Ok(Session {
             imp: match &self.imp {
-                Imp::Cpu(m) => SessionImp::Cpu {
+                Imp::Cpu(m) => SessionImp::Cpu(CpuSession {
                     cache: m.new_cache(),
                     seed: 0,
                     counter: 0,
-                },
+                }),
                 Imp::Gpu(m) => SessionImp::Gpu(Box::new(m.new_session()?)),
             },
         })
     }
 
+    /// This model with `s`, or [`ModelError::WrongBackend`] when the session
+    /// is of the other backend.
+    fn pair<'a>(&'a self, s: &'a mut Session) -> Result<Pair<'a>, ModelError> {
+        match (&self.imp, &mut s.imp) {
+            (Imp::Cpu(m), SessionImp::Cpu(c)) => Ok(Pair::Cpu(m, c)),
+            (Imp::Gpu(m), SessionImp::Gpu(g)) => Ok(Pair::Gpu(m, g)),
+            (m, s) => Err(ModelError::WrongBackend {
+                model: m.name(),
+                session: s.name(),
+            }),
+        }
+    }
+
     /// Runs `tokens` after the session's state and returns the logits of every
     /// token, `[T × vocab]` (what the golden checks compare).
     pub fn forward_all(&self, s: &mut Session, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
-        match (&self.imp, &mut s.imp) {
-            (Imp::Cpu(m), SessionImp::Cpu { cache, .. }) => m.forward(cache, tokens),
-            (Imp::Gpu(m), SessionImp::Gpu(g)) => m.forward(g, tokens, true),
-            _ => Err(mismatch()),
+        match self.pair(s)? {
+            Pair::Cpu(m, c) => m.forward(&mut c.cache, tokens),
+            Pair::Gpu(m, g) => m.forward(g, tokens, true),
         }
     }
 
     /// Runs `tokens` and returns the last token's logits, `[vocab]`.
     pub fn forward(&self, s: &mut Session, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
-        match (&self.imp, &mut s.imp) {
+        match self.pair(s)? {
             // The LM head only for the last position.
-            (Imp::Cpu(m), SessionImp::Cpu { cache, .. }) => m.forward_last(cache, tokens),
-            (Imp::Gpu(m), SessionImp::Gpu(g)) => m.forward(g, tokens, false),
-            _ => Err(mismatch()),
+            Pair::Cpu(m, c) => m.forward_last(&mut c.cache, tokens),
+            Pair::Gpu(m, g) => m.forward(g, tokens, false),
         }
     }
 
@@ -313,23 +357,15 @@ impl Model {
         params
             .validate()
             .map_err(|detail| ModelError::Sampling { detail })?;
-        let token = match (&self.imp, &mut s.imp) {
-            (
-                Imp::Cpu(m),
-                SessionImp::Cpu {
-                    cache,
-                    seed,
-                    counter,
-                },
-            ) => {
-                let last = m.forward_last(cache, tokens)?;
-                let u = qwgpu_ops::sampling::uniform_random(*seed, *counter);
-                *counter = counter.wrapping_add(1);
+        let token = match self.pair(s)? {
+            Pair::Cpu(m, c) => {
+                let last = m.forward_last(&mut c.cache, tokens)?;
+                let u = qwgpu_ops::sampling::uniform_random(c.seed, c.counter);
+                c.counter = c.counter.wrapping_add(1);
                 qwgpu_ops::sampling::sample(&last, params, u)
             }
             // The GPU sampler writes the same NON_FINITE id for broken rows.
-            (Imp::Gpu(m), SessionImp::Gpu(g)) => m.forward_sample(g, tokens, params)?,
-            _ => return Err(mismatch()),
+            Pair::Gpu(m, g) => m.forward_sample(g, tokens, params)?,
         };
         if token == qwgpu_ops::sampling::NON_FINITE {
             return Err(ModelError::NonFiniteLogits {
@@ -364,13 +400,11 @@ impl Model {
         tokens: &[u32],
         params: &[SamplingParams],
     ) -> Result<Vec<u32>, ModelError> {
-        if sessions.len() != tokens.len() || sessions.len() != params.len() {
-            return Err(ModelError::Config {
+        let (n, nt, np) = (sessions.len(), tokens.len(), params.len());
+        if nt != n || np != n {
+            return Err(ModelError::InvalidArgument {
                 detail: format!(
-                    "decode_batch: {} sessions, {} tokens, {} sampling parameters",
-                    sessions.len(),
-                    tokens.len(),
-                    params.len()
+                    "decode_batch: {n} sessions, {nt} tokens, {np} sampling parameters (one each)"
                 ),
             });
         }
@@ -390,7 +424,12 @@ impl Model {
         for s in sessions.iter_mut() {
             match &mut s.imp {
                 SessionImp::Gpu(g) => gpu.push(g),
-                _ => return Err(mismatch()),
+                other => {
+                    return Err(ModelError::WrongBackend {
+                        model: self.imp.name(),
+                        session: other.name(),
+                    })
+                }
             }
         }
         let out = m.decode_batch(&mut gpu, tokens, params)?;
@@ -411,75 +450,49 @@ impl Model {
         s: &mut Session,
         tokens: &[u32],
     ) -> Result<Option<Vec<FamilyTime>>, ModelError> {
-        match (&self.imp, &mut s.imp) {
-            (Imp::Gpu(m), SessionImp::Gpu(g)) => m.profile(g, tokens).map(Some),
-            (Imp::Cpu(_), SessionImp::Cpu { .. }) => Ok(None),
-            _ => Err(mismatch()),
+        match self.pair(s)? {
+            Pair::Gpu(m, g) => m.profile(g, tokens).map(Some),
+            Pair::Cpu(..) => Ok(None),
         }
     }
 
-    /// Seeds the session's sampler (and restarts its counter).
+    /// Seeds the session's sampler (and restarts its counter): the same as
+    /// [`Session::set_seed`], for a session of either backend.
     pub fn set_seed(&self, s: &mut Session, seed: u64) {
-        match (&self.imp, &mut s.imp) {
-            (Imp::Gpu(m), SessionImp::Gpu(g)) => m.set_seed(g, seed),
-            (
-                _,
-                SessionImp::Cpu {
-                    seed: sd, counter, ..
-                },
-            ) => {
-                *sd = seed;
-                *counter = 0;
-            }
-            _ => {}
-        }
+        s.set_seed(seed);
     }
 
     /// Copies the session's state.
     pub fn snapshot(&self, s: &Session) -> Result<Snapshot, ModelError> {
-        Ok(Snapshot {
-            imp: match (&self.imp, &s.imp) {
-                (
-                    Imp::Cpu(_),
-                    SessionImp::Cpu {
-                        cache,
-                        seed,
-                        counter,
-                    },
-                ) => SnapshotImp::Cpu {
-                    cache: cache.clone(),
-                    seed: *seed,
-                    counter: *counter,
-                },
-                (Imp::Gpu(m), SessionImp::Gpu(g)) => SnapshotImp::Gpu(m.snapshot(g)?),
-                _ => return Err(mismatch()),
-            },
-        })
+        let imp = match (&self.imp, &s.imp) {
+            (Imp::Cpu(_), SessionImp::Cpu(c)) => SnapshotImp::Cpu(c.clone()),
+            (Imp::Gpu(m), SessionImp::Gpu(g)) => SnapshotImp::Gpu(m.snapshot(g)?),
+            (m, s) => {
+                return Err(ModelError::WrongBackend {
+                    model: m.name(),
+                    session: s.name(),
+                })
+            }
+        };
+        Ok(Snapshot { imp })
     }
 
     /// Replaces the session's state by the snapshot's.
     pub fn restore(&self, s: &mut Session, snap: &Snapshot) -> Result<(), ModelError> {
-        match (&self.imp, &mut s.imp, &snap.imp) {
-            (
-                Imp::Cpu(_),
-                SessionImp::Cpu {
-                    cache,
-                    seed,
-                    counter,
-                },
-                SnapshotImp::Cpu {
-                    cache: c2,
-                    seed: s2,
-                    counter: n2,
-                },
-            ) => {
-                *cache = c2.clone();
-                *seed = *s2;
-                *counter = *n2;
+        match (self.pair(s)?, &snap.imp) {
+            (Pair::Cpu(_, c), SnapshotImp::Cpu(saved)) => {
+                *c = saved.clone();
                 Ok(())
             }
-            (Imp::Gpu(m), SessionImp::Gpu(g), SnapshotImp::Gpu(sn)) => m.restore(g, sn),
-            _ => Err(mismatch()),
+            (Pair::Gpu(m, g), SnapshotImp::Gpu(saved)) => m.restore(g, saved),
+            (Pair::Cpu(..), SnapshotImp::Gpu(_)) => Err(ModelError::WrongBackend {
+                model: "CPU reference",
+                session: "GPU",
+            }),
+            (Pair::Gpu(..), SnapshotImp::Cpu(_)) => Err(ModelError::WrongBackend {
+                model: "GPU",
+                session: "CPU reference",
+            }),
         }
     }
 

@@ -39,6 +39,21 @@ pub enum ModelError {
     /// `PackedModel` may be built in memory, bypassing the checkpoint reader).
     #[error("config: {detail}")]
     Config { detail: String },
+    /// A caller passed arguments that cannot work together (e.g. batch slices
+    /// of different lengths, an empty token list, a session of another model).
+    #[error("invalid argument: {detail}")]
+    InvalidArgument { detail: String },
+    /// An invariant of qwgpu itself broke (a bug, or an earlier panic that
+    /// left shared state behind); not caused by the input.
+    #[error("internal error: {detail}")]
+    Internal { detail: String },
+    /// The model and the session or snapshot passed to it run on different
+    /// backends (GPU vs CPU reference).
+    #[error("a {session} session or snapshot was passed to a {model} model")]
+    WrongBackend {
+        model: &'static str,
+        session: &'static str,
+    },
     /// Layer `layer` has a mixer / FFN other than the config says.
     #[error("layer {layer}: config says {expected}, weights hold {got}")]
     LayerKind {

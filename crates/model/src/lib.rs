@@ -11,11 +11,14 @@
 //! - [`testing`]: random in-memory models for tests (of this and other crates).
 
 pub mod engine;
+#[cfg(test)]
+mod engine_tests;
 mod error;
 pub mod golden;
 pub mod gpu;
 pub mod reference;
 pub mod sampling;
+mod shapes;
 pub mod testing;
 
 pub use error::ModelError;

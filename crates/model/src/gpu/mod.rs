@@ -1,29 +1,39 @@
 //! The Qwen3.5 forward pass on the GPU: weights in their stored formats
 //! (`weights`), per-sequence state and activations ([`GpuSession`]), and the
-//! launch list of one step (`graph`). A step is one command buffer with one
-//! compute pass; decode launches are recorded once per session and replayed,
-//! with only the small `Step` uniform, the RoPE row and the token id written
+//! launch list of one step (`graph`: a loop over the layers, each of whose
+//! kinds lives in one file under `layers`). A step is one command buffer
+//! with one compute pass; decode launches are recorded once and replayed from
+//! the launch cache (`launch_cache`: one key, no invalidation by hand), with
+//! only the small `Step` uniform, the RoPE row and the token id written
 //! before each submit. A sampled step's successor is encoded while the GPU
 //! runs it (its token comes from the ids buffer the sampler wrote), so the
 //! CPU's recording of ~200 launches stays off the path between two steps.
 
+mod activations;
 mod graph;
+mod launch_cache;
+mod layers;
+mod record;
 mod session;
+#[cfg(test)]
+mod tests;
+mod upload;
 mod weights;
 
 use std::sync::{Arc, Mutex};
 
 use qwgpu_checkpoint::TextConfig;
-use qwgpu_kernels::attention::{rope_table, AttnScratch};
+use qwgpu_kernels::attention::rope_table;
 use qwgpu_kernels::sample::{sample, SamplingParams};
 use qwgpu_kernels::{Dispatch, GpuContext, Step};
 use qwgpu_loader::PackedModel;
 
-use graph::Head;
+use activations::Activations;
+use launch_cache::{LaunchCache, LaunchKey, RowKey, StepKind};
+use layers::attention;
+use layers::kind::LayerState;
+use record::{interleave, Head, Rec};
 pub use session::GpuSession;
-use session::{
-    add_page, attn_dims, copy_state, new_layers, next_page_rows, Activations, LayerStateGpu,
-};
 
 use crate::ModelError;
 
@@ -45,6 +55,8 @@ pub struct GpuModel {
     logit_rows: usize,
     /// Activations of batched decode steps, made on first use.
     batch: Mutex<Option<BatchScratch>>,
+    /// Unique per model: sessions and snapshots carry it.
+    id: u64,
 }
 
 /// Most sessions in one batched decode step: the GEMV kernel's token limit,
@@ -53,29 +65,20 @@ pub struct GpuModel {
 pub const MAX_DECODE_BATCH: usize = 16;
 
 /// Buffers of a batched decode step: one activation row per session, the
-/// sampled ids and their host-readable copy; the launches of the last batch
-/// and what they were recorded for (replayed while the batch stays the same).
+/// sampled ids and their host-readable copy; the recorded batches.
 struct BatchScratch {
     act: Activations,
     sampled: wgpu::Buffer,
     readback: wgpu::Buffer,
-    /// Most recent first; a few, since batches above [`MAX_DECODE_BATCH`]
-    /// run as alternating groups.
-    recorded: Vec<(Vec<BatchKey>, Vec<Dispatch>)>,
+    launches: LaunchCache<Vec<Dispatch>>,
 }
 
-/// Batch compositions whose launches stay recorded.
-const RECORDED_BATCHES: usize = 4;
+/// Ids of sessions and models (never reused).
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// What a batch row's recorded launches depend on: the session (id, buffer
-/// epoch, pages bound) and its sampling parameters (as bits).
-#[derive(Clone, PartialEq, Eq)]
-struct BatchKey {
-    session: (u64, u64, usize),
-    params: (u32, u32, u32),
+fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
-
-static NEXT_SESSION_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// GPU time of one kernel family (launches sharing a label) in a profiled step.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,7 +96,9 @@ pub struct GpuSnapshot {
     seed: u64,
     /// Rows of each KV page of `layers`.
     pages: Vec<usize>,
-    layers: Vec<LayerStateGpu>,
+    layers: Vec<Box<dyn LayerState>>,
+    /// The model whose layers made `layers`.
+    model: u64,
 }
 
 impl GpuSnapshot {
@@ -159,7 +164,58 @@ impl GpuModel {
             max_t,
             logit_rows,
             batch: Mutex::new(None),
+            id: next_id(),
         }
+    }
+
+    fn rec(&self) -> Rec<'_> {
+        Rec {
+            ctx: &self.ctx,
+            c: &self.config,
+            max_t: self.max_t,
+        }
+    }
+
+    /// Zeroed layer states with KV pages of `pages` rows.
+    fn new_states(&self, pages: &[usize]) -> Result<Vec<Box<dyn LayerState>>, ModelError> {
+        let r = self.rec();
+        self.w
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| l.mixer.new_state(&r, i, pages))
+            .collect()
+    }
+
+    /// Launches copying the first `rows` positions of the layer states `from`
+    /// (KV pages of `from.1` rows) into `to`.
+    fn copy_states(
+        &self,
+        from: (&[Box<dyn LayerState>], &[usize]),
+        to: (&[Box<dyn LayerState>], &[usize]),
+        rows: usize,
+    ) -> Result<Vec<Dispatch>, ModelError> {
+        let r = self.rec();
+        let mut d = Vec::new();
+        for ((layer, a), b) in self.w.layers.iter().zip(from.0).zip(to.0) {
+            d.extend(
+                layer
+                    .mixer
+                    .copy_state(&r, (a.as_ref(), from.1), (b.as_ref(), to.1), rows)?,
+            );
+        }
+        Ok(d)
+    }
+
+    /// Refuses a session or snapshot another model made (its buffers have
+    /// other shapes, or live on another device).
+    fn check_owner(&self, model: u64, what: &str) -> Result<(), ModelError> {
+        if model != self.id {
+            return Err(ModelError::InvalidArgument {
+                detail: format!("the {what} was made by another model"),
+            });
+        }
+        Ok(())
     }
 
     pub fn config(&self) -> &TextConfig {
@@ -173,9 +229,8 @@ impl GpuModel {
     /// An empty session (position 0, zero GDN states, no KV page yet: the first
     /// step adds one sized for it).
     pub fn new_session(&self) -> Result<GpuSession, ModelError> {
-        let c = &self.config;
-        let layers = new_layers(&self.ctx, c, &[])?;
-        let act = Activations::new(&self.ctx, c, self.max_t, self.logit_rows)?;
+        let layers = self.new_states(&[])?;
+        let act = Activations::new(&self.ctx, &self.config, self.max_t, self.logit_rows)?;
         self.ctx.check("session creation")?;
         Ok(GpuSession {
             pos: 0,
@@ -183,110 +238,115 @@ impl GpuModel {
             attn: None,
             layers,
             act,
-            decode: None,
-            sampler: None,
+            launches: LaunchCache::default(),
             next: None,
             seed: 0,
             counter: 0,
-            id: NEXT_SESSION_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            id: next_id(),
             epoch: 0,
+            model: self.id,
         })
     }
 
-    fn attn_scratch(&self, capacity: usize) -> Result<Option<AttnScratch>, ModelError> {
-        let c = &self.config;
-        if !c
-            .layer_types
-            .contains(&qwgpu_checkpoint::LayerType::FullAttention)
-        {
-            return Ok(None);
-        }
-        Ok(Some(AttnScratch::new(
-            &self.ctx,
-            &attn_dims(c),
-            self.max_t as u32,
-            capacity as u32,
-        )?))
-    }
-
     /// Makes room for `needed` KV rows by adding pages (nothing is copied or
-    /// reallocated); the attention scratch follows the capacity, so decode
-    /// launches are re-recorded.
+    /// reallocated); the attention scratch follows the capacity, and the new
+    /// buffer epoch keys new launch lists.
     fn ensure_capacity(&self, s: &mut GpuSession, needed: usize) -> Result<(), ModelError> {
+        self.check_owner(s.model, "session")?;
         let mut cap = s.capacity();
         if needed <= cap && cap > 0 {
             return Ok(());
         }
+        let r = self.rec();
         while cap < needed {
-            let rows = next_page_rows(&self.ctx, &self.config, cap, needed);
+            let rows = attention::next_page_rows(&self.ctx, &self.config, cap, needed);
             tracing::debug!(from = cap, page = rows, "adding a KV page");
-            add_page(&self.ctx, &self.config, &mut s.layers, rows)?;
+            for (i, (layer, state)) in self.w.layers.iter().zip(&mut s.layers).enumerate() {
+                layer.mixer.add_page(&r, i, state.as_mut(), rows)?;
+            }
             s.pages.push(rows);
             cap += rows;
         }
         s.epoch += 1;
-        s.attn = self.attn_scratch(cap.max(1))?;
-        s.decode = None;
-        s.next = None;
+        s.attn = attention::scratch(&r, cap.max(1))?;
         Ok(())
     }
 
-    /// Records the decode-step launches (T = 1, logits of the one row) for a
-    /// position in page `n_pages`, unless those are recorded already.
-    fn decode_launches(&self, s: &mut GpuSession, n_pages: usize) -> Result<(), ModelError> {
-        if s.decode.as_ref().map(|(n, _)| *n) != Some(n_pages) {
-            let d = graph::record(
-                &self.ctx,
-                &self.config,
-                &self.w,
-                s,
-                1,
-                self.max_t,
-                Head::Last,
-            )?;
-            s.decode = Some((n_pages, d));
+    /// The key of a lone decode step of `s` binding `n_pages` KV pages.
+    fn decode_key(
+        &self,
+        s: &GpuSession,
+        n_pages: usize,
+        sampling: Option<&SamplingParams>,
+    ) -> LaunchKey {
+        LaunchKey {
+            kind: StepKind::Decode,
+            rows: vec![RowKey::new(s.id, s.epoch, n_pages, sampling)],
         }
-        Ok(())
     }
 
-    /// Records the sampler's launches for `p`, unless those are recorded already.
-    fn sampler_launches(&self, s: &mut GpuSession, p: &SamplingParams) -> Result<(), ModelError> {
-        if !matches!(&s.sampler, Some((q, _)) if q == p) {
-            let d = sample(
-                &self.ctx,
-                &s.act.logits,
-                0,
-                self.config.vocab_size as u32,
-                p,
-                &s.act.step,
-                &s.act.ids,
-                0,
-            )?;
-            s.sampler = Some((*p, d));
-        }
-        Ok(())
+    /// The sampler's launches: `vocab` logits of row `row` into slot `slot` of `ids`.
+    fn sampler(
+        &self,
+        logits: &wgpu::Buffer,
+        row: usize,
+        p: &SamplingParams,
+        step: &wgpu::Buffer,
+        ids: &wgpu::Buffer,
+        slot: usize,
+    ) -> Result<Vec<Dispatch>, ModelError> {
+        let vocab = self.config.vocab_size;
+        Ok(sample(
+            &self.ctx,
+            logits,
+            (row * vocab) as u32,
+            vocab as u32,
+            p,
+            step,
+            ids,
+            slot as u32,
+        )?)
     }
 
-    /// The command buffer of one sampled decode step at a position in page
-    /// `n_pages`: the decode launches, the sampler (its token lands in the ids
-    /// buffer, the next step's input) and the token's copy to the readback buffer.
+    /// The command buffer of a lone decode step (T = 1, logits of the one
+    /// row; with `key`'s sampling parameters, the sampler, whose token lands
+    /// in the ids buffer, the next step's input, and is copied to the
+    /// readback buffer), from the session's launch cache.
     fn encode_decode(
         &self,
         s: &mut GpuSession,
-        n_pages: usize,
-        p: &SamplingParams,
+        key: &LaunchKey,
+        sampling: Option<&SamplingParams>,
     ) -> Result<wgpu::CommandBuffer, ModelError> {
-        self.decode_launches(s, n_pages)?;
-        self.sampler_launches(s, p)?;
-        let list: Vec<&Dispatch> = s
-            .decode
-            .iter()
-            .flat_map(|(_, d)| d)
-            .chain(s.sampler.iter().flat_map(|(_, d)| d))
-            .collect();
-        Ok(self.encode("forward step", &list, |enc| {
-            enc.copy_buffer_to_buffer(&s.act.ids, 0, &s.act.readback, 0, 4)
-        }))
+        let mut cache = std::mem::take(&mut s.launches);
+        let launches = cache.get_or_record(key, || {
+            let mut d = graph::record(&self.rec(), &self.w, s, 1, Head::Last)?;
+            if let Some(p) = sampling {
+                let a = &s.act.stream;
+                d.extend(self.sampler(&a.logits, 0, p, &a.step, &a.ids, 0)?);
+            }
+            Ok::<_, ModelError>(d)
+        });
+        let cb = launches.map(|l| self.encode_step(s, l, sampling.is_some()));
+        s.launches = cache;
+        cb
+    }
+
+    /// One command buffer running `launches` on `s`'s activations; `sampled`:
+    /// the sampled token is copied to the readback buffer after them.
+    fn encode_step(
+        &self,
+        s: &GpuSession,
+        launches: &[Dispatch],
+        sampled: bool,
+    ) -> wgpu::CommandBuffer {
+        let a = &s.act.stream;
+        let list: Vec<&Dispatch> = launches.iter().collect();
+        self.encode("forward step", &list, |enc| {
+            if sampled {
+                enc.copy_buffer_to_buffer(&a.ids, 0, &a.readback, 0, 4)
+            }
+        })
     }
 
     fn submit(&self, label: &str, dispatches: &[&Dispatch]) -> Result<(), ModelError> {
@@ -348,12 +408,13 @@ impl GpuModel {
     /// Writes this step's ids, `Step` uniform and RoPE rows.
     fn write_inputs(&self, s: &GpuSession, tokens: &[u32]) {
         let q = &self.ctx.queue;
-        q.write_buffer(&s.act.ids, 0, bytemuck::cast_slice(tokens));
+        let a = &s.act.stream;
+        q.write_buffer(&a.ids, 0, bytemuck::cast_slice(tokens));
         let step = Step::new(s.pos as u32, tokens.len() as u32, s.seed, s.counter);
-        q.write_buffer(&s.act.step, 0, bytemuck::bytes_of(&step));
+        q.write_buffer(&a.step, 0, bytemuck::bytes_of(&step));
         if !self.inv_freq.is_empty() {
             let table = rope_table(&self.inv_freq, s.pos, tokens.len(), self.max_t);
-            q.write_buffer(&s.act.rope, 0, bytemuck::cast_slice(&table));
+            q.write_buffer(&a.rope, 0, bytemuck::cast_slice(&table));
         }
     }
 
@@ -377,7 +438,7 @@ impl GpuModel {
         params: &SamplingParams,
     ) -> Result<u32, ModelError> {
         let (_, tok) = self.run(s, tokens, Head::Last, Some(params))?;
-        tok.ok_or_else(|| ModelError::Config {
+        tok.ok_or_else(|| ModelError::Internal {
             detail: "sampling produced no token".into(),
         })
     }
@@ -390,7 +451,7 @@ impl GpuModel {
         sampling: Option<&SamplingParams>,
     ) -> Result<(Vec<f32>, Option<u32>), ModelError> {
         if tokens.is_empty() {
-            return Err(ModelError::Config {
+            return Err(ModelError::InvalidArgument {
                 detail: "no tokens to run".into(),
             });
         }
@@ -417,51 +478,10 @@ impl GpuModel {
                 _ if last => Head::Last,
                 _ => Head::None,
             };
+            // Only the last step samples.
+            let step_sampling = sampling.filter(|_| last);
             self.write_inputs(s, part);
-            // A decode step's command buffer may have been encoded during the
-            // previous step (below); one encoded for other pages or
-            // sampling parameters is dropped.
-            let ready = s.next.take();
-            let cb = match (t, step_head, last, sampling) {
-                (1, Head::Last, true, Some(p)) => match ready {
-                    Some((key, cb)) if key == (n_pages, *p) => cb,
-                    _ => self.encode_decode(s, n_pages, p)?,
-                },
-                _ => {
-                    let sampled_here = last && sampling.is_some();
-                    if let (true, Some(p)) = (last, sampling) {
-                        self.sampler_launches(s, p)?;
-                    }
-                    let cached = t == 1 && step_head == Head::Last;
-                    if cached {
-                        self.decode_launches(s, n_pages)?;
-                    }
-                    let fresh;
-                    let launches: &[Dispatch] = if cached {
-                        s.decode.as_ref().map(|(_, d)| d.as_slice()).unwrap_or(&[])
-                    } else {
-                        fresh = graph::record(
-                            &self.ctx,
-                            &self.config,
-                            &self.w,
-                            s,
-                            t,
-                            self.max_t,
-                            step_head,
-                        )?;
-                        &fresh
-                    };
-                    let mut list: Vec<&Dispatch> = launches.iter().collect();
-                    if sampled_here {
-                        list.extend(s.sampler.iter().flat_map(|(_, d)| d));
-                    }
-                    self.encode("forward step", &list, |enc| {
-                        if sampled_here {
-                            enc.copy_buffer_to_buffer(&s.act.ids, 0, &s.act.readback, 0, 4);
-                        }
-                    })
-                }
-            };
+            let cb = self.step_commands(s, t, step_head, n_pages, step_sampling)?;
             self.ctx.check("forward step")?;
             self.ctx.queue.submit([cb]);
             s.pos += t;
@@ -470,28 +490,58 @@ impl GpuModel {
             // and sampler counter are written at submission): wgpu records
             // ~1-3 µs of CPU per launch, 0.3-0.6 ms for a step of ~200, which
             // otherwise sits between two steps on the GPU.
-            if let (true, Some(p)) = (last, sampling) {
+            if let Some(p) = step_sampling {
                 if s.pos < s.capacity() {
                     let (np, _) = s.pages_at(s.pos);
-                    let cb = self.encode_decode(s, np, p)?;
-                    s.next = Some(((np, *p), cb));
+                    let key = self.decode_key(s, np, Some(p));
+                    let cb = self.encode_decode(s, &key, Some(p))?;
+                    s.next = Some((key, cb));
                 }
             }
+            let a = &s.act.stream;
             match step_head {
-                Head::All => logits.extend(self.ctx.read_f32(&s.act.logits, 0, t * vocab)?),
+                Head::All => logits.extend(self.ctx.read_f32(&a.logits, 0, t * vocab)?),
                 Head::Last if sampling.is_none() => {
-                    logits = self.ctx.read_f32(&s.act.logits, 0, vocab)?
+                    logits = self.ctx.read_f32(&a.logits, 0, vocab)?
                 }
                 _ => {}
             }
-            if last && sampling.is_some() {
-                let bytes = self.ctx.read_mapped(&s.act.readback, 4)?;
+            if step_sampling.is_some() {
+                let bytes = self.ctx.read_mapped(&a.readback, 4)?;
                 sampled = Some(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
                 s.counter = s.counter.wrapping_add(1);
             }
         }
         self.ctx.check("forward")?;
         Ok((logits, sampled))
+    }
+
+    /// The command buffer of one step of `t` tokens binding `n_pages` KV
+    /// pages: a lone decode step's from the launch cache (or the one encoded
+    /// ahead for it), any other freshly recorded.
+    fn step_commands(
+        &self,
+        s: &mut GpuSession,
+        t: usize,
+        head: Head,
+        n_pages: usize,
+        sampling: Option<&SamplingParams>,
+    ) -> Result<wgpu::CommandBuffer, ModelError> {
+        // A step encoded ahead for another key (pages, buffers, sampling) is dropped.
+        let ready = s.next.take();
+        if t == 1 && head == Head::Last {
+            let key = self.decode_key(s, n_pages, sampling);
+            return match ready {
+                Some((k, cb)) if k == key => Ok(cb),
+                _ => self.encode_decode(s, &key, sampling),
+            };
+        }
+        let mut launches = graph::record(&self.rec(), &self.w, s, t, head)?;
+        if let Some(p) = sampling {
+            let a = &s.act.stream;
+            launches.extend(self.sampler(&a.logits, 0, p, &a.step, &a.ids, 0)?);
+        }
+        Ok(self.encode_step(s, &launches, sampling.is_some()))
     }
 
     /// One decode step for each session (`tokens[i]` into session `i`, next
@@ -504,17 +554,25 @@ impl GpuModel {
         tokens: &[u32],
         params: &[SamplingParams],
     ) -> Result<Vec<u32>, ModelError> {
+        let (n, nt, np) = (sessions.len(), tokens.len(), params.len());
+        if nt != n || np != n {
+            return Err(ModelError::InvalidArgument {
+                detail: format!(
+                    "decode_batch: {n} sessions, {nt} tokens, {np} sampling parameters (one each)"
+                ),
+            });
+        }
         self.check_tokens(tokens)?;
-        let mut out = Vec::with_capacity(tokens.len());
-        let mut start = 0;
-        for group in sessions.chunks_mut(MAX_DECODE_BATCH) {
-            let n = group.len();
-            out.extend(self.decode_group(
-                group,
-                &tokens[start..start + n],
-                &params[start..start + n],
-            )?);
-            start += n;
+        for s in sessions.iter() {
+            self.check_owner(s.model, "session")?;
+        }
+        let mut out = Vec::with_capacity(n);
+        let groups = sessions
+            .chunks_mut(MAX_DECODE_BATCH)
+            .zip(tokens.chunks(MAX_DECODE_BATCH))
+            .zip(params.chunks(MAX_DECODE_BATCH));
+        for ((group, tokens), params) in groups {
+            out.extend(self.decode_group(group, tokens, params)?);
         }
         Ok(out)
     }
@@ -526,83 +584,65 @@ impl GpuModel {
         params: &[SamplingParams],
     ) -> Result<Vec<u32>, ModelError> {
         let b = sessions.len();
-        let vocab = self.config.vocab_size;
         for (s, &tok) in sessions.iter_mut().zip(tokens) {
             self.ensure_capacity(s, s.pos + 1)?;
             self.write_inputs(s, &[tok]);
         }
-        let mut guard = self.batch.lock().map_err(|_| ModelError::Config {
+        let mut guard = self.batch.lock().map_err(|_| ModelError::Internal {
             detail: "a batched decode step panicked earlier".into(),
         })?;
-        if guard.is_none() {
-            let rows = MAX_DECODE_BATCH;
-            *guard = Some(BatchScratch {
-                act: Activations::new(&self.ctx, &self.config, rows, rows)?,
-                sampled: self.ctx.storage("batch sampled ids", (rows * 4) as u64)?,
-                readback: self
-                    .ctx
-                    .readback_buffer("batch sampled ids", (rows * 4) as u64),
-                recorded: Vec::new(),
-            });
-        }
-        let Some(batch) = guard.as_mut() else {
-            return Ok(Vec::new());
+        let batch = match &mut *guard {
+            Some(batch) => batch,
+            empty => {
+                let rows = MAX_DECODE_BATCH;
+                empty.insert(BatchScratch {
+                    act: Activations::new(&self.ctx, &self.config, rows, rows)?,
+                    sampled: self.ctx.storage("batch sampled ids", (rows * 4) as u64)?,
+                    readback: self
+                        .ctx
+                        .readback_buffer("batch sampled ids", (rows * 4) as u64),
+                    launches: LaunchCache::default(),
+                })
+            }
         };
         let q = &self.ctx.queue;
-        q.write_buffer(&batch.act.ids, 0, bytemuck::cast_slice(tokens));
+        q.write_buffer(&batch.act.stream.ids, 0, bytemuck::cast_slice(tokens));
         let step = Step::new(0, b as u32, 0, 0);
-        q.write_buffer(&batch.act.step, 0, bytemuck::bytes_of(&step));
+        q.write_buffer(&batch.act.stream.step, 0, bytemuck::bytes_of(&step));
         let refs: Vec<&GpuSession> = sessions.iter().map(|s| &**s).collect();
-        let keys: Vec<BatchKey> = refs
-            .iter()
-            .zip(params)
-            .map(|(s, p)| BatchKey {
-                session: (s.id, s.epoch, s.pages_at(s.pos).0),
-                params: (p.temperature.to_bits(), p.top_k, p.top_p.to_bits()),
-            })
-            .collect();
-        let hit = batch.recorded.iter().position(|(k, _)| *k == keys);
-        if let Some(i) = hit {
-            let entry = batch.recorded.remove(i);
-            batch.recorded.insert(0, entry);
-        } else {
-            // Recording is the costly part (thousands of bind groups): only
-            // when the batch changes (a session joins, leaves or enters a page).
-            let mut launches = graph::record_batch(
-                &self.ctx,
-                &self.config,
-                &self.w,
-                &batch.act,
-                &refs,
-                self.max_t,
-            )?;
+        let key = LaunchKey {
+            kind: StepKind::BatchDecode,
+            rows: refs
+                .iter()
+                .zip(params)
+                .map(|(s, p)| RowKey::new(s.id, s.epoch, s.pages_at(s.pos).0, Some(p)))
+                .collect(),
+        };
+        let BatchScratch {
+            act,
+            sampled,
+            readback,
+            launches,
+        } = batch;
+        // Recording is the costly part (thousands of bind groups): only when
+        // the batch changes (a session joins, leaves or enters a page).
+        let launches = launches.get_or_record(&key, || {
+            let mut d = graph::record_batch(&self.rec(), &self.w, act, &refs)?;
             let mut per_row = Vec::with_capacity(b);
             for (row, (s, p)) in refs.iter().zip(params).enumerate() {
-                per_row.push(sample(
-                    &self.ctx,
-                    &batch.act.logits,
-                    (row * vocab) as u32,
-                    vocab as u32,
-                    p,
-                    &s.act.step,
-                    &batch.sampled,
-                    row as u32,
-                )?);
+                let logits = &act.stream.logits;
+                per_row.push(self.sampler(logits, row, p, &s.act.stream.step, sampled, row)?);
             }
             // Interleaved like the mixers: the rows' samplers run side by side.
-            graph::interleave(per_row, &mut launches);
-            batch.recorded.insert(0, (keys, launches));
-            batch.recorded.truncate(RECORDED_BATCHES);
-        }
-        let Some((_, launches)) = batch.recorded.first() else {
-            return Ok(Vec::new());
-        };
+            interleave(per_row, &mut d);
+            Ok::<_, ModelError>(d)
+        })?;
         self.submit_then(
             "batched decode step",
             &launches.iter().collect::<Vec<_>>(),
-            |enc| enc.copy_buffer_to_buffer(&batch.sampled, 0, &batch.readback, 0, (b * 4) as u64),
+            |enc| enc.copy_buffer_to_buffer(sampled, 0, readback, 0, (b * 4) as u64),
         )?;
-        let bytes = self.ctx.read_mapped(&batch.readback, (b * 4) as u64)?;
+        let bytes = self.ctx.read_mapped(readback, (b * 4) as u64)?;
         self.ctx.check("batched decode step")?;
         for s in sessions.iter_mut() {
             s.pos += 1;
@@ -614,15 +654,10 @@ impl GpuModel {
     /// Copies the session's state (KV rows up to its position, into one page of
     /// exactly that many rows; GDN states).
     pub fn snapshot(&self, s: &GpuSession) -> Result<GpuSnapshot, ModelError> {
+        self.check_owner(s.model, "session")?;
         let pages: Vec<usize> = if s.pos > 0 { vec![s.pos] } else { Vec::new() };
-        let layers = new_layers(&self.ctx, &self.config, &pages)?;
-        let copies = copy_state(
-            &self.ctx,
-            &self.config,
-            (&s.layers, &s.pages),
-            (&layers, &pages),
-            s.pos,
-        )?;
+        let layers = self.new_states(&pages)?;
+        let copies = self.copy_states((&s.layers, &s.pages), (&layers, &pages), s.pos)?;
         self.submit("snapshot", &copies.iter().collect::<Vec<_>>())?;
         self.ctx.check("snapshot")?;
         Ok(GpuSnapshot {
@@ -631,19 +666,16 @@ impl GpuModel {
             seed: s.seed,
             pages,
             layers,
+            model: self.id,
         })
     }
 
     /// Puts `snap`'s state back into `s` (any session of this model).
     pub fn restore(&self, s: &mut GpuSession, snap: &GpuSnapshot) -> Result<(), ModelError> {
+        self.check_owner(snap.model, "snapshot")?;
         self.ensure_capacity(s, snap.pos.max(1))?;
-        let copies = copy_state(
-            &self.ctx,
-            &self.config,
-            (&snap.layers, &snap.pages),
-            (&s.layers, &s.pages),
-            snap.pos,
-        )?;
+        let copies =
+            self.copy_states((&snap.layers, &snap.pages), (&s.layers, &s.pages), snap.pos)?;
         self.submit("restore", &copies.iter().collect::<Vec<_>>())?;
         s.pos = snap.pos;
         s.counter = snap.counter;
@@ -662,8 +694,7 @@ impl GpuModel {
 
     /// Sets the seed of the session's sampler and restarts its counter.
     pub fn set_seed(&self, s: &mut GpuSession, seed: u64) {
-        s.seed = seed;
-        s.counter = 0;
+        s.set_seed(seed);
     }
 
     /// Runs `tokens` (at most one step) with every launch timed, advancing the
@@ -674,13 +705,10 @@ impl GpuModel {
         s: &mut GpuSession,
         tokens: &[u32],
     ) -> Result<Vec<FamilyTime>, ModelError> {
-        if tokens.is_empty() || tokens.len() > self.max_t {
-            return Err(ModelError::Config {
-                detail: format!(
-                    "profile takes 1..={} tokens, got {}",
-                    self.max_t,
-                    tokens.len()
-                ),
+        let (max_t, got) = (self.max_t, tokens.len());
+        if got == 0 || got > max_t {
+            return Err(ModelError::InvalidArgument {
+                detail: format!("profile takes 1..={max_t} tokens, got {got}"),
             });
         }
         self.check_tokens(tokens)?;
@@ -695,15 +723,7 @@ impl GpuModel {
         }
         let tokens = &tokens[lead..];
         self.write_inputs(s, tokens);
-        let launches = graph::record(
-            &self.ctx,
-            &self.config,
-            &self.w,
-            s,
-            tokens.len(),
-            self.max_t,
-            Head::Last,
-        )?;
+        let launches = graph::record(&self.rec(), &self.w, s, tokens.len(), Head::Last)?;
         let times = qwgpu_kernels::profile::time_dispatches(
             &self.ctx,
             &launches.iter().collect::<Vec<_>>(),

@@ -1,10 +1,12 @@
 //! f32 copies of every weight, made once from a [`PackedModel`], with every
 //! shape checked against the config so the forward pass cannot index out of range.
 
+use qwgpu_checkpoint::expected::Packed;
 use qwgpu_checkpoint::{FfnConfig, LayerType, TextConfig};
 use qwgpu_loader::{Ffn, Mixer, PackedLayer, PackedModel, PackedWeight};
 
 use super::linear::Matrix;
+use crate::shapes::{check_matrix, check_vector};
 use crate::ModelError;
 
 pub(crate) struct GdnLayer {
@@ -172,21 +174,10 @@ pub(crate) fn validate_config(cfg: &TextConfig) -> Result<(), ModelError> {
     }
 }
 
-/// Dequantizes `w` after checking it is `[rows, cols]`.
-fn matrix(
-    w: &PackedWeight,
-    rows: usize,
-    cols: usize,
-    why: &'static str,
-) -> Result<Matrix, ModelError> {
-    if w.rows != rows || w.cols != cols {
-        return Err(ModelError::WeightShape {
-            tensor: w.name.clone(),
-            expected: vec![rows, cols],
-            got: vec![w.rows, w.cols],
-            why,
-        });
-    }
+/// Dequantizes `w` after checking it has the shape the table gives a `kind` weight.
+fn matrix(c: &TextConfig, kind: Packed, w: &PackedWeight) -> Result<Matrix, ModelError> {
+    check_matrix(c, kind, w)?;
+    let (rows, cols) = (w.rows, w.cols);
     let numel = rows.checked_mul(cols).ok_or_else(|| ModelError::Config {
         detail: format!("weight `{}`: {rows} x {cols} elements overflow", w.name),
     })?;
@@ -203,16 +194,9 @@ fn matrix(
     Ok(Matrix { rows, cols, data })
 }
 
-/// Copies a 1-D f32 weight after checking its length.
-fn vector(name: String, v: &[f32], len: usize, why: &'static str) -> Result<Vec<f32>, ModelError> {
-    if v.len() != len {
-        return Err(ModelError::WeightShape {
-            tensor: name,
-            expected: vec![len],
-            got: vec![v.len()],
-            why,
-        });
-    }
+/// Copies a 1-D f32 weight after checking its length against the table.
+fn vector(c: &TextConfig, kind: Packed, name: &str, v: &[f32]) -> Result<Vec<f32>, ModelError> {
+    check_vector(c, kind, name, v)?;
     Ok(v.to_vec())
 }
 
@@ -227,22 +211,18 @@ pub(crate) struct Converted {
 pub(crate) fn convert(m: &PackedModel) -> Result<Converted, ModelError> {
     let cfg = &m.config;
     validate_config(cfg)?;
-    let (v, h) = (cfg.vocab_size, cfg.hidden_size);
     if m.layers.len() != cfg.num_hidden_layers {
+        let (layers, want) = (m.layers.len(), cfg.num_hidden_layers);
         return Err(ModelError::Config {
-            detail: format!(
-                "model has {} layers, num_hidden_layers = {}",
-                m.layers.len(),
-                cfg.num_hidden_layers
-            ),
+            detail: format!("model has {layers} layers, num_hidden_layers = {want}"),
         });
     }
-    let embed = matrix(&m.embed_tokens, v, h, "vocab_size, hidden_size")?;
+    let embed = matrix(cfg, Packed::Embed, &m.embed_tokens)?;
     let lm_head = match &m.lm_head {
-        Some(w) => Some(matrix(w, v, h, "vocab_size, hidden_size")?),
+        Some(w) => Some(matrix(cfg, Packed::LmHead, w)?),
         None => None,
     };
-    let norm = vector("model.norm.weight".into(), &m.norm, h, "hidden_size")?;
+    let norm = vector(cfg, Packed::FinalNorm, "model.norm.weight", &m.norm)?;
     let mut layers = Vec::with_capacity(m.layers.len());
     for (i, (layer, ty)) in m.layers.iter().zip(&cfg.layer_types).enumerate() {
         layers.push(convert_layer(cfg, i, layer, *ty)?);
@@ -261,77 +241,54 @@ fn convert_layer(
     l: &PackedLayer,
     ty: LayerType,
 ) -> Result<Layer, ModelError> {
-    let h = cfg.hidden_size;
     let p = format!("model.layers.{i}");
     let input_norm = vector(
-        format!("{p}.input_layernorm.weight"),
+        cfg,
+        Packed::InputNorm,
+        &format!("{p}.input_layernorm.weight"),
         &l.input_layernorm,
-        h,
-        "hidden_size",
     )?;
     let post_norm = vector(
-        format!("{p}.post_attention_layernorm.weight"),
+        cfg,
+        Packed::PostNorm,
+        &format!("{p}.post_attention_layernorm.weight"),
         &l.post_attention_layernorm,
-        h,
-        "hidden_size",
     )?;
     let mixer = match (&l.mixer, ty) {
         (Mixer::Linear(w), LayerType::LinearAttention) => {
-            let (nv, dv) = (cfg.linear_num_value_heads, cfg.linear_value_head_dim);
             let la = format!("{p}.linear_attn");
             MixerLayer::Linear(GdnLayer {
-                in_proj_qkvz: matrix(
-                    &w.in_proj_qkvz,
-                    cfg.conv_dim() + cfg.value_dim(),
-                    h,
-                    "2·nk·dk + 2·nv·dv, hidden_size",
-                )?,
-                in_proj_ba: matrix(&w.in_proj_ba, 2 * nv, h, "2·nv, hidden_size")?,
+                in_proj_qkvz: matrix(cfg, Packed::GdnQkvz, &w.in_proj_qkvz)?,
+                in_proj_ba: matrix(cfg, Packed::GdnBa, &w.in_proj_ba)?,
                 conv1d: vector(
-                    format!("{la}.conv1d.weight"),
+                    cfg,
+                    Packed::GdnConv1d,
+                    &format!("{la}.conv1d.weight"),
                     &w.conv1d,
-                    cfg.conv_dim() * cfg.linear_conv_kernel_dim,
-                    "conv_dim · linear_conv_kernel_dim",
                 )?,
-                a_log: vector(
-                    format!("{la}.A_log"),
-                    &w.a_log,
-                    nv,
-                    "linear_num_value_heads",
-                )?,
-                dt_bias: vector(
-                    format!("{la}.dt_bias"),
-                    &w.dt_bias,
-                    nv,
-                    "linear_num_value_heads",
-                )?,
-                norm: vector(
-                    format!("{la}.norm.weight"),
-                    &w.norm,
-                    dv,
-                    "linear_value_head_dim",
-                )?,
-                out_proj: matrix(&w.out_proj, h, cfg.value_dim(), "hidden_size, nv·dv")?,
+                a_log: vector(cfg, Packed::GdnALog, &format!("{la}.A_log"), &w.a_log)?,
+                dt_bias: vector(cfg, Packed::GdnDtBias, &format!("{la}.dt_bias"), &w.dt_bias)?,
+                norm: vector(cfg, Packed::GdnNorm, &format!("{la}.norm.weight"), &w.norm)?,
+                out_proj: matrix(cfg, Packed::GdnOut, &w.out_proj)?,
             })
         }
         (Mixer::Full(w), LayerType::FullAttention) => {
-            let hd = cfg.head_dim;
             let sa = format!("{p}.self_attn");
             MixerLayer::Full(AttentionLayer {
-                qkv: matrix(
-                    &w.qkv,
-                    cfg.q_proj_rows() + 2 * cfg.kv_proj_rows(),
-                    h,
-                    "2·nh·hd + 2·nkv·hd, hidden_size",
+                qkv: matrix(cfg, Packed::AttnQkv, &w.qkv)?,
+                o_proj: matrix(cfg, Packed::AttnOut, &w.o_proj)?,
+                q_norm: vector(
+                    cfg,
+                    Packed::AttnQNorm,
+                    &format!("{sa}.q_norm.weight"),
+                    &w.q_norm,
                 )?,
-                o_proj: matrix(
-                    &w.o_proj,
-                    h,
-                    cfg.num_attention_heads * hd,
-                    "hidden_size, nh·hd",
+                k_norm: vector(
+                    cfg,
+                    Packed::AttnKNorm,
+                    &format!("{sa}.k_norm.weight"),
+                    &w.k_norm,
                 )?,
-                q_norm: vector(format!("{sa}.q_norm.weight"), &w.q_norm, hd, "head_dim")?,
-                k_norm: vector(format!("{sa}.k_norm.weight"), &w.k_norm, hd, "head_dim")?,
             })
         }
         (m, ty) => {
@@ -346,25 +303,28 @@ fn convert_layer(
         }
     };
     let ffn = match (&l.ffn, &cfg.ffn) {
-        (Ffn::Dense(w), FfnConfig::Dense { intermediate_size }) => {
-            FfnLayer::Dense(mlp(w, h, *intermediate_size)?)
-        }
+        (Ffn::Dense(w), FfnConfig::Dense { .. }) => FfnLayer::Dense(MlpLayer {
+            gate_up: matrix(cfg, Packed::MlpGateUp, &w.gate_up)?,
+            down: matrix(cfg, Packed::MlpDown, &w.down)?,
+        }),
         (
             Ffn::Moe(w),
             FfnConfig::Moe {
-                num_experts: e,
                 moe_intermediate_size: ie,
-                shared_expert_intermediate_size: is,
                 num_experts_per_tok: k,
+                ..
             },
         ) => FfnLayer::Moe(MoeLayer {
-            router: matrix(&w.router, *e, h, "num_experts, hidden_size")?,
+            router: matrix(cfg, Packed::MoeRouter, &w.router)?,
             moe_intermediate: *ie,
             top_k: *k,
-            experts_gate_up: matrix(&w.experts_gate_up, e * 2 * ie, h, "E·2·Ie, hidden_size")?,
-            experts_down: matrix(&w.experts_down, e * h, *ie, "E·hidden_size, Ie")?,
-            shared: mlp(&w.shared_expert, h, *is)?,
-            shared_gate: matrix(&w.shared_expert_gate, 1, h, "1, hidden_size")?,
+            experts_gate_up: matrix(cfg, Packed::MoeExpertsGateUp, &w.experts_gate_up)?,
+            experts_down: matrix(cfg, Packed::MoeExpertsDown, &w.experts_down)?,
+            shared: MlpLayer {
+                gate_up: matrix(cfg, Packed::SharedGateUp, &w.shared_expert.gate_up)?,
+                down: matrix(cfg, Packed::SharedDown, &w.shared_expert.down)?,
+            },
+            shared_gate: matrix(cfg, Packed::SharedGate, &w.shared_expert_gate)?,
         }),
         (f, _) => {
             return Err(ModelError::LayerKind {
@@ -386,13 +346,6 @@ fn convert_layer(
         post_norm,
         mixer,
         ffn,
-    })
-}
-
-fn mlp(w: &qwgpu_loader::MlpWeights, h: usize, inter: usize) -> Result<MlpLayer, ModelError> {
-    Ok(MlpLayer {
-        gate_up: matrix(&w.gate_up, 2 * inter, h, "2·intermediate, hidden_size")?,
-        down: matrix(&w.down, h, inter, "hidden_size, intermediate")?,
     })
 }
 

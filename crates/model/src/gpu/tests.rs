@@ -1,0 +1,155 @@
+//! Typed errors of the GPU model's public API (on lavapipe in CI).
+
+use std::sync::Arc;
+
+use qwgpu_kernels::sample::SamplingParams;
+use qwgpu_kernels::{ContextOptions, GpuContext};
+
+use super::GpuModel;
+use crate::testing::{random_packed_model, tiny_config};
+use crate::ModelError;
+
+fn model(seed: u64) -> GpuModel {
+    let ctx = Arc::new(GpuContext::new(&ContextOptions::default()).expect("GPU context"));
+    let packed = random_packed_model(&tiny_config(false), false, seed);
+    GpuModel::from_packed(ctx, &packed, 16, &mut |_| {}).expect("GPU model")
+}
+
+const GREEDY: SamplingParams = SamplingParams {
+    temperature: 0.0,
+    top_k: 0,
+    top_p: 1.0,
+};
+
+#[test]
+fn decode_batch_with_mismatched_lengths_is_an_invalid_argument() {
+    let m = model(1);
+    let (mut a, mut b) = (m.new_session().unwrap(), m.new_session().unwrap());
+    let cases: [(&[u32], &[SamplingParams]); 3] = [
+        (&[1], &[GREEDY, GREEDY]),
+        (&[1, 2], &[GREEDY]),
+        (&[1, 2, 3], &[GREEDY, GREEDY, GREEDY]),
+    ];
+    for (tokens, params) in cases {
+        let err = m
+            .decode_batch(&mut [&mut a, &mut b], tokens, params)
+            .expect_err("lengths differ");
+        assert!(
+            matches!(&err, ModelError::InvalidArgument { detail } if detail.contains("2 sessions")),
+            "{err}"
+        );
+    }
+    // Nothing ran: both sessions are still at position 0 and work.
+    assert_eq!((a.position(), b.position()), (0, 0));
+    let next = m
+        .decode_batch(&mut [&mut a, &mut b], &[1, 2], &[GREEDY, GREEDY])
+        .unwrap();
+    assert_eq!(next.len(), 2);
+}
+
+#[test]
+fn an_earlier_panic_in_a_batched_step_is_an_internal_error() {
+    let m = model(2);
+    let poisoned = std::thread::scope(|sc| {
+        sc.spawn(|| {
+            let _guard = m.batch.lock().unwrap();
+            panic!("a batched step panics while holding the batch buffers");
+        })
+        .join()
+    });
+    assert!(poisoned.is_err());
+    let mut a = m.new_session().unwrap();
+    let err = m.decode_batch(&mut [&mut a], &[1], &[GREEDY]).unwrap_err();
+    assert!(matches!(err, ModelError::Internal { .. }), "{err}");
+}
+
+#[test]
+fn empty_input_and_oversized_profile_are_invalid_arguments() {
+    let m = model(3);
+    let mut s = m.new_session().unwrap();
+    let err = m.forward(&mut s, &[], false).unwrap_err();
+    assert!(matches!(err, ModelError::InvalidArgument { .. }), "{err}");
+    let err = m.profile(&mut s, &[1; 17]).unwrap_err();
+    assert!(
+        matches!(&err, ModelError::InvalidArgument { detail } if detail.contains("1..=16")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_session_or_snapshot_of_another_model_is_refused() {
+    let (m, other) = (model(4), model(4));
+    let mut mine = m.new_session().unwrap();
+    m.forward(&mut mine, &[1, 2, 3], false).unwrap();
+    let mut theirs = other.new_session().unwrap();
+    let err = m.forward(&mut theirs, &[1], false).unwrap_err();
+    assert!(matches!(err, ModelError::InvalidArgument { .. }), "{err}");
+    let snap = other.snapshot(&other.fork(&theirs).unwrap()).unwrap();
+    let err = m.restore(&mut mine, &snap).unwrap_err();
+    assert!(matches!(err, ModelError::InvalidArgument { .. }), "{err}");
+    assert!(m.snapshot(&theirs).is_err());
+    assert_eq!(mine.position(), 3);
+}
+
+const HOT: SamplingParams = SamplingParams {
+    temperature: 1.5,
+    top_k: 0,
+    top_p: 1.0,
+};
+
+/// The launch cache's key: a step encoded ahead for other sampling
+/// parameters, and batch launches recorded before a session's KV cache grew
+/// (new page, new buffers), are never replayed. Each result must equal the
+/// same step of a fork that has nothing recorded, or of a session whose
+/// steps are all recorded afresh.
+#[test]
+fn recorded_launches_are_replayed_only_for_their_key() {
+    let m = model(5);
+    let prompt: Vec<u32> = (0..250).map(|i| (i * 7 % 500) as u32).collect();
+    let mut s = m.new_session().unwrap();
+    m.set_seed(&mut s, 3);
+    // Sampled prefill: the next (hot) decode step is encoded ahead.
+    let mut tok = m.forward_sample(&mut s, &prompt, &HOT).unwrap();
+    let mut fresh = m.fork(&s).unwrap();
+    let a = m.forward_sample(&mut s, &[tok], &GREEDY).unwrap();
+    let b = m.forward_sample(&mut fresh, &[tok], &GREEDY).unwrap();
+    assert_eq!(a, b, "greedy step after a hot one");
+    tok = a;
+    // Batched decode across the first KV page's end (256 rows): once the
+    // sessions grow, the batch's launches must bind the new page and scratch.
+    // The reference: lone steps recorded afresh every time (all rows' logits).
+    let mut other = m.fork(&s).unwrap();
+    let mut refs = [m.fork(&s).unwrap(), m.fork(&s).unwrap()];
+    let mut toks = [tok, (tok + 1) % 512];
+    for step in 0..12 {
+        let mut want = [0u32; 2];
+        for ((r, w), &t) in refs.iter_mut().zip(&mut want).zip(&toks) {
+            *w = crate::argmax(&m.forward(r, &[t], true).unwrap()) as u32;
+        }
+        let got = m
+            .decode_batch(&mut [&mut s, &mut other], &toks, &[GREEDY, GREEDY])
+            .unwrap();
+        assert_eq!(
+            got,
+            want,
+            "batched step {step} at position {}",
+            s.position()
+        );
+        toks = [got[0], got[1]];
+    }
+    assert!(s.position() > 256);
+    // The states the batched steps left are the lone steps' (bit for bit).
+    for (sess, (r, &t)) in [&mut s, &mut other]
+        .into_iter()
+        .zip(refs.iter_mut().zip(&toks))
+    {
+        let (a, b) = (
+            m.forward(sess, &[t], true).unwrap(),
+            m.forward(r, &[t], true).unwrap(),
+        );
+        assert!(
+            a == b,
+            "logits after the batched steps differ from the lone steps'"
+        );
+    }
+}
