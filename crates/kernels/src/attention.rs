@@ -56,8 +56,8 @@
 //! it: they skip cache writes outside that page and never read past a page.
 
 use crate::dispatch::Dispatch;
-use crate::shaders::{self, ShaderSource};
-use crate::{step, GpuContext, KernelError, PipelineKey};
+use crate::spec::{KernelSpec, Needs, Part, Uniform};
+use crate::{step, GpuContext, KernelError, Step};
 
 crate::shader!(ATTENTION_COMMON, "attention_common.wgsl");
 crate::shader!(ROPE_QK, "rope_qk.wgsl");
@@ -255,29 +255,79 @@ impl AttnScratch {
     }
 }
 
-/// Mirrors `struct AttnParams` in `shaders/attention_common.wgsl`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct AttnParams {
-    t: u32,
-    nh: u32,
-    nkv: u32,
-    hd: u32,
-    rot: u32,
-    max_t: u32,
-    page_rows: u32,
-    nsplit: u32,
-    qkv_w: u32,
-    group: u32,
-    eps: f32,
-    scale: f32,
-    gb: u32,
-    nhb: u32,
-    page_start: u32,
-    split_base: u32,
-    flags: u32,
-    _pad: [u32; 3],
+crate::uniform_struct! {
+    /// Mirrors `struct AttnParams` in `shaders/attention_common.wgsl`.
+    #[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+    struct AttnParams as "AttnParams" {
+        t: u32,
+        nh: u32,
+        nkv: u32,
+        hd: u32,
+        rot: u32,
+        max_t: u32,
+        page_rows: u32,
+        nsplit: u32,
+        qkv_w: u32,
+        group: u32,
+        eps: f32,
+        scale: f32,
+        gb: u32,
+        nhb: u32,
+        page_start: u32,
+        split_base: u32,
+        flags: u32,
+        _pad: [u32; 3],
+    }
 }
+
+const fn attn_spec(label: &'static str, parts: &'static [Part]) -> KernelSpec {
+    KernelSpec {
+        label,
+        parts,
+        entry: label,
+        uniforms: &[&Step::LAYOUT, &AttnParams::LAYOUT],
+        needs: Needs::Baseline,
+    }
+}
+
+static PREP: KernelSpec = attn_spec(
+    "attn_prep",
+    &[
+        Part::Reduce,
+        Part::File(&step::STEP),
+        Part::File(&ATTENTION_COMMON),
+        Part::File(&ROPE_QK),
+    ],
+);
+static DECODE: KernelSpec = attn_spec(
+    "attn_decode",
+    &[
+        Part::Reduce,
+        Part::File(&step::STEP),
+        Part::File(&ATTENTION_COMMON),
+        Part::File(&ATTENTION_DECODE),
+    ],
+);
+static MERGE: KernelSpec = attn_spec(
+    "attn_merge",
+    &[
+        Part::Reduce,
+        Part::File(&step::STEP),
+        Part::File(&ATTENTION_COMMON),
+        Part::File(&ATTENTION_MERGE),
+    ],
+);
+static PREFILL: KernelSpec = attn_spec(
+    "attn_prefill",
+    &[
+        Part::File(&step::STEP),
+        Part::File(&ATTENTION_COMMON),
+        Part::File(&ATTENTION_PREFILL),
+    ],
+);
+
+/// The kernels of this family.
+pub(crate) static SPECS: &[&KernelSpec] = &[&PREP, &DECODE, &MERGE, &PREFILL];
 
 /// `flags` of a prefill launch (`PAGE_FIRST`, `PAGE_LAST` in the shader).
 const PAGE_FIRST: u32 = 1;
@@ -452,65 +502,34 @@ pub fn attention_forward(
         _pad: [0; 3],
     };
     // The uniform of a launch on page `i` (with these split fields / flags).
-    let page_params = |i: usize, nsplit: u32, split_base: u32, flags: u32| {
-        ctx.uniform(
-            "attention params",
-            &AttnParams {
-                page_rows: b.pages[i].rows,
-                page_start: starts[i],
-                nsplit,
-                split_base,
-                flags,
-                ..base
-            },
-        )
-    };
-    let reduce: &'static ShaderSource = if ctx.caps.subgroups {
-        &shaders::REDUCE_SUBGROUP
-    } else {
-        &shaders::REDUCE_SHARED
+    let page_params = |i: usize, nsplit: u32, split_base: u32, flags: u32| AttnParams {
+        page_rows: b.pages[i].rows,
+        page_start: starts[i],
+        nsplit,
+        split_base,
+        flags,
+        ..base
     };
 
     let last = b.pages.len() - 1;
     let mut out = Vec::with_capacity(b.pages.len() + 2);
-    let key = PipelineKey::new(
-        &[reduce, &step::STEP, &ATTENTION_COMMON, &ROPE_QK],
-        "attn_prep",
-    )
-    .constant("WG", PREP_WG);
-    let pipeline = ctx.pipeline(&key)?;
-    let pbuf = page_params(last, 0, 0, 0);
-    let bind = ctx.bind(
-        &pipeline,
-        "attn_prep",
-        &[
-            b.qkv.as_entire_binding(),
-            b.q_norm.as_entire_binding(),
-            b.k_norm.as_entire_binding(),
-            b.rope.as_entire_binding(),
-            scratch.q.as_entire_binding(),
-            last_page.keys.as_entire_binding(),
-            last_page.values.as_entire_binding(),
-            b.step.as_entire_binding(),
-            pbuf.as_entire_binding(),
-        ],
+    out.push(
+        ctx.launch(&PREP)
+            .constant("WG", PREP_WG)
+            .bind("qkv", b.qkv)
+            .bind("q_norm", b.q_norm)
+            .bind("k_norm", b.k_norm)
+            .bind("rope", b.rope)
+            .bind("q_out", &scratch.q)
+            .bind("keys", last_page.keys)
+            .bind("values", last_page.values)
+            .bind("st", b.step)
+            .params(&page_params(last, 0, 0, 0))
+            .grid([nh + 2 * nkv, t, 1])
+            .record()?,
     );
-    out.push(Dispatch {
-        label: "attn_prep",
-        pipeline,
-        bind,
-        groups: [nh + 2 * nkv, t, 1],
-    });
 
     if t == 1 {
-        let key = PipelineKey::new(
-            &[reduce, &step::STEP, &ATTENTION_COMMON, &ATTENTION_DECODE],
-            "attn_decode",
-        )
-        .constant("WG", DECODE_WG)
-        .constant("HD", hd)
-        .constant("GB", gb);
-        let pipeline = ctx.pipeline(&key)?;
         let rows: Vec<u32> = b.pages.iter().map(|p| p.rows).collect();
         let mut split_base = 0;
         for (i, (page, splits)) in b
@@ -519,112 +538,57 @@ pub fn attention_forward(
             .zip(page_splits(&rows, scratch.splits))
             .enumerate()
         {
-            let pbuf = page_params(i, splits, split_base, 0);
-            let bind = ctx.bind(
-                &pipeline,
-                "attn_decode",
-                &[
-                    scratch.q.as_entire_binding(),
-                    page.keys.as_entire_binding(),
-                    page.values.as_entire_binding(),
-                    scratch.part_o.as_entire_binding(),
-                    scratch.part_ml.as_entire_binding(),
-                    b.step.as_entire_binding(),
-                    pbuf.as_entire_binding(),
-                ],
+            out.push(
+                ctx.launch(&DECODE)
+                    .constant("WG", DECODE_WG)
+                    .constant("HD", hd)
+                    .constant("GB", gb)
+                    .bind("q", &scratch.q)
+                    .bind("keys", page.keys)
+                    .bind("values", page.values)
+                    .bind("part_o", &scratch.part_o)
+                    .bind("part_ml", &scratch.part_ml)
+                    .bind("st", b.step)
+                    .params(&page_params(i, splits, split_base, 0))
+                    .grid([splits, nkv * nhb, 1])
+                    .record()?,
             );
-            out.push(Dispatch {
-                label: "attn_decode",
-                pipeline: pipeline.clone(),
-                bind,
-                groups: [splits, nkv * nhb, 1],
-            });
             split_base += splits;
         }
-        let key = PipelineKey::new(
-            &[reduce, &step::STEP, &ATTENTION_COMMON, &ATTENTION_MERGE],
-            "attn_merge",
-        )
-        .constant("WG", MERGE_WG)
-        .constant("HD", hd);
-        let pipeline = ctx.pipeline(&key)?;
-        let pbuf = page_params(last, split_base, 0, 0);
-        let bind = ctx.bind(
-            &pipeline,
-            "attn_merge",
-            &[
-                scratch.part_o.as_entire_binding(),
-                scratch.part_ml.as_entire_binding(),
-                b.qkv.as_entire_binding(),
-                b.out.as_entire_binding(),
-                pbuf.as_entire_binding(),
-            ],
+        out.push(
+            ctx.launch(&MERGE)
+                .constant("WG", MERGE_WG)
+                .constant("HD", hd)
+                .bind("part_o", &scratch.part_o)
+                .bind("part_ml", &scratch.part_ml)
+                .bind("qkv", b.qkv)
+                .bind("out", b.out)
+                .params(&page_params(last, split_base, 0, 0))
+                .grid([nh, 1, 1])
+                .record()?,
         );
-        out.push(Dispatch {
-            label: "attn_merge",
-            pipeline,
-            bind,
-            groups: [nh, 1, 1],
-        });
     } else {
-        let key = PipelineKey::new(
-            &[&step::STEP, &ATTENTION_COMMON, &ATTENTION_PREFILL],
-            "attn_prefill",
-        )
-        .constant("WG", PREFILL_WG)
-        .constant("HD", hd)
-        .constant("G", group);
-        let pipeline = ctx.pipeline(&key)?;
         for (i, page) in b.pages.iter().enumerate() {
             let flags =
                 (if i == 0 { PAGE_FIRST } else { 0 }) | (if i == last { PAGE_LAST } else { 0 });
-            let pbuf = page_params(i, 0, 0, flags);
-            let bind = ctx.bind(
-                &pipeline,
-                "attn_prefill",
-                &[
-                    scratch.q.as_entire_binding(),
-                    page.keys.as_entire_binding(),
-                    page.values.as_entire_binding(),
-                    b.qkv.as_entire_binding(),
-                    b.out.as_entire_binding(),
-                    b.step.as_entire_binding(),
-                    pbuf.as_entire_binding(),
-                    scratch.carry_o.as_entire_binding(),
-                    scratch.carry_ml.as_entire_binding(),
-                ],
+            out.push(
+                ctx.launch(&PREFILL)
+                    .constant("WG", PREFILL_WG)
+                    .constant("HD", hd)
+                    .constant("G", group)
+                    .bind("q", &scratch.q)
+                    .bind("keys", page.keys)
+                    .bind("values", page.values)
+                    .bind("qkv", b.qkv)
+                    .bind("out", b.out)
+                    .bind("st", b.step)
+                    .params(&page_params(i, 0, 0, flags))
+                    .bind("carry_o", &scratch.carry_o)
+                    .bind("carry_ml", &scratch.carry_ml)
+                    .grid([(t * group).div_ceil(PREFILL_BM), nkv, 1])
+                    .record()?,
             );
-            out.push(Dispatch {
-                label: "attn_prefill",
-                pipeline: pipeline.clone(),
-                bind,
-                groups: [(t * group).div_ceil(PREFILL_BM), nkv, 1],
-            });
         }
     }
     Ok(out)
-}
-
-/// Every shader module (file list) this family builds, and whether it needs subgroups/f16.
-pub fn modules() -> Vec<(Vec<&'static ShaderSource>, bool)> {
-    let mut all = Vec::new();
-    for (reduce, sg) in [
-        (&shaders::REDUCE_SUBGROUP, true),
-        (&shaders::REDUCE_SHARED, false),
-    ] {
-        all.push((vec![reduce, &step::STEP, &ATTENTION_COMMON, &ROPE_QK], sg));
-        all.push((
-            vec![reduce, &step::STEP, &ATTENTION_COMMON, &ATTENTION_DECODE],
-            sg,
-        ));
-        all.push((
-            vec![reduce, &step::STEP, &ATTENTION_COMMON, &ATTENTION_MERGE],
-            sg,
-        ));
-    }
-    all.push((
-        vec![&step::STEP, &ATTENTION_COMMON, &ATTENTION_PREFILL],
-        false,
-    ));
-    all
 }

@@ -3,16 +3,30 @@
 
 use crate::dispatch::{grid_1d, Dispatch};
 use crate::shaders;
-use crate::{GpuContext, KernelError, PipelineKey};
+use crate::spec::{KernelSpec, Needs, Part, Uniform};
+use crate::{GpuContext, KernelError};
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct CopyParams {
-    src_off: u32,
-    dst_off: u32,
-    n: u32,
-    _pad: u32,
+crate::uniform_struct! {
+    /// Mirrors `struct CopyParams` in `shaders/copy.wgsl`.
+    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+    struct CopyParams as "CopyParams" {
+        src_off: u32,
+        dst_off: u32,
+        n: u32,
+        _pad: u32,
+    }
 }
+
+static COPY_WORDS: KernelSpec = KernelSpec {
+    label: "copy",
+    parts: &[Part::File(&shaders::COPY)],
+    entry: "copy_words",
+    uniforms: &[&CopyParams::LAYOUT],
+    needs: Needs::Baseline,
+};
+
+/// The kernels of this family.
+pub(crate) static SPECS: &[&KernelSpec] = &[&COPY_WORDS];
 
 const WG: u32 = 256;
 
@@ -38,31 +52,17 @@ pub fn copy_words(
             });
         }
     }
-    let key = PipelineKey::new(&[&shaders::COPY], "copy_words").constant("WG", WG);
-    let pipeline = ctx.pipeline(&key)?;
-    let params = ctx.uniform(
-        "copy params",
-        &CopyParams {
+    let groups = words.div_ceil(WG).clamp(1, 4096);
+    ctx.launch(&COPY_WORDS)
+        .constant("WG", WG)
+        .bind("src", src)
+        .bind("dst", dst)
+        .params(&CopyParams {
             src_off,
             dst_off,
             n: words,
             _pad: 0,
-        },
-    );
-    let bind = ctx.bind(
-        &pipeline,
-        "copy",
-        &[
-            src.as_entire_binding(),
-            dst.as_entire_binding(),
-            params.as_entire_binding(),
-        ],
-    );
-    let groups = words.div_ceil(WG).clamp(1, 4096);
-    Ok(Dispatch {
-        label: "copy",
-        pipeline,
-        bind,
-        groups: grid_1d(groups).map(|g| g.min(groups)),
-    })
+        })
+        .grid(grid_1d(groups).map(|g| g.min(groups)))
+        .record()
 }

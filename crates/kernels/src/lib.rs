@@ -2,8 +2,12 @@
 //!
 //! - Device layer: [`GpuContext`] (adapter choice, features, limits, typed errors
 //!   from error scopes and the device-lost callback), [`list_adapters`].
-//! - Pipelines keyed by (shader files, entry, override constants), cached
-//!   ([`PipelineKey`]); launches with their bind groups made once ([`Dispatch`]).
+//! - Each kernel declared once as a [`spec::KernelSpec`] (module files, entry
+//!   point, uniform layouts) beside its host code; [`registry::all`] lists them
+//!   for the naga validation and uniform layout tests.
+//! - Launches built by [`GpuContext::launch`] (constants, buffers bound by
+//!   their WGSL names, uniforms, grid), recorded as [`Dispatch`]es with their
+//!   bind groups made once; pipelines cached by [`PipelineKey`].
 //! - One host module per kernel family; shaders live in `shaders/*.wgsl`.
 //!   Every kernel has a path without subgroups and without f16, within WebGPU's
 //!   default limits; [`testing`] runs each kernel test on both paths.
@@ -24,7 +28,9 @@ mod context;
 mod disk_cache;
 mod dispatch;
 mod error;
+mod launch;
 mod pipeline;
+mod reflect;
 
 pub mod attention;
 pub mod copy;
@@ -34,10 +40,13 @@ pub mod matmul;
 pub mod moe;
 pub mod norm;
 pub mod profile;
+pub mod registry;
 pub mod sample;
 pub mod shaders;
+pub mod spec;
 pub mod step;
 pub mod testing;
+mod tuning;
 pub mod weights;
 
 pub use adapters::{list_adapters, AdapterSummary};
@@ -46,8 +55,10 @@ pub use context::{Capabilities, ContextOptions, GpuContext, WAIT_TIMEOUT};
 pub use disk_cache::PipelineCacheMode;
 pub use dispatch::{grid_1d, Dispatch, MAX_GROUPS};
 pub use error::KernelError;
+pub use launch::Launch;
 pub use pipeline::PipelineKey;
 pub use step::Step;
+pub use tuning::Tuning;
 pub use weights::{GpuWeight, WeightFormat};
 
 /// Re-exported so callers name the same wgpu version.

@@ -10,30 +10,41 @@
 //! rows) so small rows do not leave most of a workgroup idle.
 
 use crate::dispatch::{grid_1d, Dispatch};
-use crate::shaders::{ShaderSource, REDUCE_SHARED, REDUCE_SUBGROUP};
-use crate::{GpuContext, KernelError, PipelineKey};
+use crate::spec::{KernelSpec, Needs, Part, Uniform};
+use crate::{GpuContext, KernelError};
 
 crate::shader!(NORM, "norm.wgsl");
 
-/// Mirrors `struct NormParams` in `shaders/norm.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct NormParams {
-    x_off: u32,
-    rows: u32,
-    width: u32,
-    one_plus: u32,
-    eps: f32,
-    _pad: [u32; 3],
-}
-
-fn reduce(ctx: &GpuContext) -> &'static ShaderSource {
-    if ctx.caps.subgroups {
-        &REDUCE_SUBGROUP
-    } else {
-        &REDUCE_SHARED
+crate::uniform_struct! {
+    /// Mirrors `struct NormParams` in `shaders/norm.wgsl`.
+    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+    struct NormParams as "NormParams" {
+        x_off: u32,
+        rows: u32,
+        width: u32,
+        one_plus: u32,
+        eps: f32,
+        _pad: [u32; 3],
     }
 }
+
+const NORM_PARTS: &[Part] = &[Part::Reduce, Part::File(&NORM)];
+
+const fn norm_spec(entry: &'static str) -> KernelSpec {
+    KernelSpec {
+        label: "rms_norm",
+        parts: NORM_PARTS,
+        entry,
+        uniforms: &[&NormParams::LAYOUT],
+        needs: Needs::Baseline,
+    }
+}
+
+static RMS_NORM: KernelSpec = norm_spec("rms_norm");
+static RMS_NORM_VEC4: KernelSpec = norm_spec("rms_norm_vec4");
+
+/// The kernels of this family.
+pub(crate) static SPECS: &[&KernelSpec] = &[&RMS_NORM, &RMS_NORM_VEC4];
 
 /// Workgroup size for a row of `n` loads: 64 for short rows, else 256 (never
 /// below the subgroup size, which the subgroup reduction needs).
@@ -100,47 +111,28 @@ pub fn rms_norm(
     check_range(K, "w", w, 0, width as u64)?;
     check_range(K, "y", y, 0, n)?;
     let vec4 = width.is_multiple_of(4) && x_offset.is_multiple_of(4);
-    let (entry, loads) = if vec4 {
-        ("rms_norm_vec4", width / 4)
+    let (spec, loads) = if vec4 {
+        (&RMS_NORM_VEC4, width / 4)
     } else {
-        ("rms_norm", width)
+        (&RMS_NORM, width)
     };
-    let wg = workgroup(ctx, loads);
-    let key = PipelineKey::new(&[reduce(ctx), &NORM], entry).constant("WG", wg);
-    let pipeline = ctx.pipeline(&key)?;
-    let params = ctx.uniform(
-        "rms_norm params",
-        &NormParams {
+    ctx.launch(spec)
+        .constant("WG", workgroup(ctx, loads))
+        // The vec4 and scalar entry points name their views of one binding apart.
+        .bind("x4", x)
+        .bind("x1", x)
+        .bind("w4", w)
+        .bind("w1", w)
+        .bind("y4", y)
+        .bind("y1", y)
+        .params(&NormParams {
             x_off: x_offset,
             rows,
             width,
             one_plus: one_plus as u32,
             eps,
             _pad: [0; 3],
-        },
-    );
-    let bind = ctx.bind(
-        &pipeline,
-        "rms_norm",
-        &[
-            x.as_entire_binding(),
-            w.as_entire_binding(),
-            y.as_entire_binding(),
-            params.as_entire_binding(),
-        ],
-    );
-    Ok(Dispatch {
-        label: "rms_norm",
-        pipeline,
-        bind,
-        groups: grid_1d(rows),
-    })
-}
-
-/// Every shader module (file list) this family builds, and whether it needs subgroups/f16.
-pub fn modules() -> Vec<(Vec<&'static ShaderSource>, bool)> {
-    vec![
-        (vec![&REDUCE_SUBGROUP, &NORM], true),
-        (vec![&REDUCE_SHARED, &NORM], false),
-    ]
+        })
+        .grid(grid_1d(rows))
+        .record()
 }
