@@ -1,6 +1,6 @@
 //! Qwen3.5 gated full attention on the GPU: everything between the qkv
 //! projection and `o_proj` (spec §2.3), for one layer and one call of `T` tokens
-//! at positions `pos .. pos + T` (`pos` = [`Step::pos`](crate::Step)).
+//! at positions `pos .. pos + T` (`pos` = [`Step::pos`]).
 //!
 //! Launches ([`attention_forward`]):
 //! 1. `attn_prep` (`rope_qk.wgsl`), one workgroup per (head, token): `(1 + w)`
@@ -151,7 +151,7 @@ pub struct AttnBuffers<'a> {
     /// This layer's KV-cache pages in position order, up to the page holding
     /// this call's positions `pos .. pos + T`.
     pub pages: &'a [KvPage<'a>],
-    /// The session's [`Step`](crate::Step) uniform (`pos` = first position of this call).
+    /// The session's [`Step`] uniform (`pos` = first position of this call).
     pub step: &'a wgpu::Buffer,
     /// `[T, nh·hd]`: attention output · sigmoid(gate), the input of `o_proj`.
     pub out: &'a wgpu::Buffer,

@@ -4,6 +4,7 @@
 use crate::dispatch::{grid_1d, Dispatch};
 use crate::shaders;
 use crate::spec::{KernelSpec, Needs, Part, Uniform};
+use crate::view::{check_vector, Dtype};
 use crate::{GpuContext, KernelError};
 
 crate::uniform_struct! {
@@ -39,19 +40,16 @@ pub fn copy_words(
     dst_off: u32,
     words: u32,
 ) -> Result<Dispatch, KernelError> {
-    for (what, buf, off) in [("source", src, src_off), ("destination", dst, dst_off)] {
-        if (off as u64 + words as u64) * 4 > buf.size() {
-            return Err(KernelError::Arguments {
-                kernel: "copy_words",
-                detail: format!(
-                    "{what} range {}..{} words exceeds its {} bytes",
-                    off,
-                    off as u64 + words as u64,
-                    buf.size()
-                ),
-            });
-        }
-    }
+    const K: &str = "copy_words";
+    check_vector(K, "source", src, Dtype::U32, src_off as u64, words as u64)?;
+    check_vector(
+        K,
+        "destination",
+        dst,
+        Dtype::U32,
+        dst_off as u64,
+        words as u64,
+    )?;
     let groups = words.div_ceil(WG).clamp(1, 4096);
     ctx.launch(&COPY_WORDS)
         .constant("WG", WG)

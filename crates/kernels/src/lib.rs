@@ -47,6 +47,7 @@ pub mod spec;
 pub mod step;
 pub mod testing;
 mod tuning;
+pub mod view;
 pub mod weights;
 
 pub use adapters::{list_adapters, AdapterSummary};

@@ -64,6 +64,7 @@ use std::collections::BTreeSet;
 use crate::dispatch::{grid_1d, Dispatch, MAX_GROUPS};
 use crate::shaders;
 use crate::spec::{KernelSpec, Needs, Part, Uniform};
+use crate::view::{check_rows, check_vector, Dtype};
 use crate::weights::WeightPiece;
 use crate::{GpuContext, GpuWeight, KernelError, Launch, WeightFormat};
 
@@ -364,42 +365,6 @@ fn check_weight(kernel: &'static str, w: &GpuWeight) -> Result<(), KernelError> 
     Ok(())
 }
 
-/// `(first, last + 1)` elements of `rows` rows of `width` elements `stride` apart from `offset`, in f32s.
-fn check_rows(
-    kernel: &'static str,
-    what: &str,
-    buf: &wgpu::Buffer,
-    offset: u64,
-    stride: u64,
-    rows: u64,
-    width: u64,
-) -> Result<(), KernelError> {
-    if stride < width {
-        return Err(arg_err(
-            kernel,
-            format!("{what} stride {stride} is below its row width {width}"),
-        ));
-    }
-    let end = offset + (rows - 1) * stride + width;
-    if end * 4 > buf.size() {
-        return Err(arg_err(
-            kernel,
-            format!(
-                "{what}: {rows} rows of {width} elements at offset {offset}, stride {stride} end at element {end}, \
-                 past its {} bytes",
-                buf.size()
-            ),
-        ));
-    }
-    if end > u32::MAX as u64 {
-        return Err(arg_err(
-            kernel,
-            format!("{what}: element {end} does not fit 32-bit indices"),
-        ));
-    }
-    Ok(())
-}
-
 fn range(p: &WeightPiece) -> (usize, usize) {
     (p.row0, p.rows)
 }
@@ -566,6 +531,7 @@ fn matmul_impl(
         K,
         "x",
         args.x,
+        Dtype::F32,
         args.x_offset as u64,
         args.x_stride as u64,
         t,
@@ -575,6 +541,7 @@ fn matmul_impl(
         K,
         "y",
         args.y,
+        Dtype::F32,
         args.y_offset as u64,
         args.y_stride as u64,
         t,
@@ -803,17 +770,27 @@ fn matmul_indexed_impl(
     let width = if swiglu { rpe / 2 } else { rpe } as u64;
     let pairs = args.pairs as u64;
     let x_rows = (pairs - 1) / args.x_row_div as u64 + 1;
+    let x_stride = args.x_stride as u64;
     check_rows(
         K,
         "x",
         args.x,
+        Dtype::F32,
         0,
-        args.x_stride as u64,
+        x_stride,
         x_rows,
         w.cols as u64,
     )?;
-    check_rows(K, "y", args.y, 0, args.y_stride as u64, pairs, width)?;
-    check_rows(K, "ids", args.ids, args.ids_offset as u64, 1, pairs, 1)?;
+    let y_stride = args.y_stride as u64;
+    check_rows(K, "y", args.y, Dtype::F32, 0, y_stride, pairs, width)?;
+    check_vector(
+        K,
+        "ids",
+        args.ids,
+        Dtype::U32,
+        args.ids_offset as u64,
+        pairs,
+    )?;
     let experts = w.rows / rpe;
 
     let launches: Vec<PieceLaunch<'_>> = if swiglu {

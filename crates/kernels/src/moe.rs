@@ -25,6 +25,7 @@ pub mod grouped;
 use crate::dispatch::{grid_1d, Dispatch};
 use crate::shaders::NUMERIC;
 use crate::spec::{KernelSpec, Needs, Part, Uniform};
+use crate::view::{check_vector, Dtype};
 use crate::{GpuContext, KernelError};
 
 crate::shader!(MOE_ROUTE, "moe_route.wgsl");
@@ -88,22 +89,15 @@ pub(crate) static SPECS: &[&KernelSpec] = &[
     &grouped::GROUP_GEMM,
 ];
 
+/// `words` elements of `dtype` from element 0 of `buf`.
 fn check(
     kernel: &'static str,
-    what: &str,
+    what: &'static str,
     buf: &wgpu::Buffer,
+    dtype: Dtype,
     words: u64,
 ) -> Result<(), KernelError> {
-    if words * 4 > buf.size() {
-        return Err(KernelError::Arguments {
-            kernel,
-            detail: format!(
-                "{what} needs {words} 4-byte elements but its buffer has {} bytes",
-                buf.size()
-            ),
-        });
-    }
-    Ok(())
+    check_vector(kernel, what, buf, dtype, 0, words)
 }
 
 /// Router: `logits [T, E]` → softmax over all E in f32, top-k by probability
@@ -127,9 +121,9 @@ pub fn moe_route(
             ),
         });
     }
-    check(K, "logits", logits, t as u64 * experts as u64)?;
-    check(K, "ids", ids, t as u64 * top_k as u64)?;
-    check(K, "weights", weights, t as u64 * top_k as u64)?;
+    check(K, "logits", logits, Dtype::F32, t as u64 * experts as u64)?;
+    check(K, "ids", ids, Dtype::U32, t as u64 * top_k as u64)?;
+    check(K, "weights", weights, Dtype::F32, t as u64 * top_k as u64)?;
     // One compare-exchange per invocation per stage for E <= 512.
     let wg = 256u32;
     let emax = experts.next_power_of_two().max(2);
@@ -171,11 +165,11 @@ pub fn moe_combine(
         });
     }
     let (t64, k64, h64) = (t as u64, top_k as u64, hidden as u64);
-    check(K, "expert_out", expert_out, t64 * k64 * h64)?;
-    check(K, "weights", weights, t64 * k64)?;
-    check(K, "shared_out", shared_out, t64 * h64)?;
-    check(K, "gate_logit", gate_logit, t64)?;
-    check(K, "h", h, t64 * h64)?;
+    check(K, "expert_out", expert_out, Dtype::F32, t64 * k64 * h64)?;
+    check(K, "weights", weights, Dtype::F32, t64 * k64)?;
+    check(K, "shared_out", shared_out, Dtype::F32, t64 * h64)?;
+    check(K, "gate_logit", gate_logit, Dtype::F32, t64)?;
+    check(K, "h", h, Dtype::F32, t64 * h64)?;
     const WG: u32 = 256;
     let vec4 = hidden.is_multiple_of(4);
     let (spec, n) = if vec4 {

@@ -34,6 +34,7 @@ use crate::dispatch::{Dispatch, MAX_GROUPS};
 use crate::matmul::{Epilogue, MmParams, MATMUL_COMMON};
 use crate::shaders;
 use crate::spec::{KernelSpec, Needs, Part, Uniform};
+use crate::view::{check_rows, check_vector, Dtype};
 use crate::weights::WeightPiece;
 use crate::{GpuContext, GpuWeight, KernelError};
 
@@ -190,15 +191,7 @@ pub fn moe_group(
             format!("{pairs} pairs, scratch holds {}", scratch.max_pairs),
         ));
     }
-    if (ids_offset as u64 + pairs as u64) * 4 > ids.size() {
-        return Err(arg_err(
-            K,
-            format!(
-                "ids: {pairs} ids at offset {ids_offset} overrun its {} bytes",
-                ids.size()
-            ),
-        ));
-    }
+    check_vector(K, "ids", ids, Dtype::U32, ids_offset as u64, pairs as u64)?;
     ctx.launch(&GROUP_SORT)
         .bind("gids", ids)
         .bind("gout", &scratch.buffer)
@@ -257,34 +250,6 @@ fn check_weight(kernel: &'static str, w: &GpuWeight) -> Result<(), KernelError> 
     }
     if w.meta.size() < (w.rows as u64 + 1) * 4 {
         return Err(bad("scale table too small".into()));
-    }
-    Ok(())
-}
-
-/// `rows` rows of `width` elements, `stride` apart from element 0, fit `buf` and u32 indices.
-fn check_rows(
-    kernel: &'static str,
-    what: &str,
-    buf: &wgpu::Buffer,
-    stride: u64,
-    rows: u64,
-    width: u64,
-) -> Result<(), KernelError> {
-    if stride < width {
-        return Err(arg_err(
-            kernel,
-            format!("{what} stride {stride} is below its row width {width}"),
-        ));
-    }
-    let end = (rows - 1) * stride + width;
-    if end * 4 > buf.size() || end > u32::MAX as u64 {
-        return Err(arg_err(
-            kernel,
-            format!(
-                "{what}: {rows} rows of {width} elements, stride {stride} end at element {end}, past its {} bytes",
-                buf.size()
-            ),
-        ));
     }
     Ok(())
 }
@@ -362,8 +327,18 @@ pub fn matmul_grouped(
     let width = if swiglu { rpe / 2 } else { rpe };
     let pairs = args.pairs as u64;
     let x_rows = (pairs - 1) / args.x_row_div as u64 + 1;
-    check_rows(K, "x", args.x, args.x_stride as u64, x_rows, w.cols as u64)?;
-    check_rows(K, "y", args.y, args.y_stride as u64, pairs, width as u64)?;
+    let (x_stride, y_stride) = (args.x_stride as u64, args.y_stride as u64);
+    check_rows(
+        K,
+        "x",
+        args.x,
+        Dtype::F32,
+        0,
+        x_stride,
+        x_rows,
+        w.cols as u64,
+    )?;
+    check_rows(K, "y", args.y, Dtype::F32, 0, y_stride, pairs, width as u64)?;
 
     let half = rpe / 2;
     let mut launches: Vec<(&WeightPiece, &WeightPiece)> = Vec::new();

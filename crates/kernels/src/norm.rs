@@ -11,6 +11,7 @@
 
 use crate::dispatch::{grid_1d, Dispatch};
 use crate::spec::{KernelSpec, Needs, Part, Uniform};
+use crate::view::{check_rows, check_vector, Dtype};
 use crate::{GpuContext, KernelError};
 
 crate::shader!(NORM, "norm.wgsl");
@@ -58,26 +59,6 @@ fn workgroup(ctx: &GpuContext, n: u32) -> u32 {
     wg.min(ctx.limits.max_compute_invocations_per_workgroup.max(64))
 }
 
-fn check_range(
-    kernel: &'static str,
-    what: &str,
-    buf: &wgpu::Buffer,
-    start: u64,
-    words: u64,
-) -> Result<(), KernelError> {
-    if (start + words) * 4 > buf.size() {
-        return Err(KernelError::Arguments {
-            kernel,
-            detail: format!(
-                "{what} needs f32 elements {start}..{} but its buffer has {} bytes",
-                start + words,
-                buf.size()
-            ),
-        });
-    }
-    Ok(())
-}
-
 /// `y[r] = x[r] / sqrt(mean(x[r]²) + eps) · (one_plus ? 1 + w : w)` for rows
 /// `r < rows`; row `r` of `x` starts at element `x_offset + r·width`, `y` is
 /// dense `[rows, width]`, `w` holds `width` f32.
@@ -106,10 +87,10 @@ pub fn rms_norm(
             detail: format!("eps {eps} must be finite and >= 0"),
         });
     }
-    let n = rows as u64 * width as u64;
-    check_range(K, "x", x, x_offset as u64, n)?;
-    check_range(K, "w", w, 0, width as u64)?;
-    check_range(K, "y", y, 0, n)?;
+    let (r, n) = (rows as u64, width as u64);
+    check_rows(K, "x", x, Dtype::F32, x_offset as u64, n, r, n)?;
+    check_vector(K, "w", w, Dtype::F32, 0, n)?;
+    check_rows(K, "y", y, Dtype::F32, 0, n, r, n)?;
     let vec4 = width.is_multiple_of(4) && x_offset.is_multiple_of(4);
     let (spec, loads) = if vec4 {
         (&RMS_NORM_VEC4, width / 4)

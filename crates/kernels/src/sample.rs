@@ -22,7 +22,7 @@
 //! - **Pick**: `M = Σ_kept e_i`; the token is the first kept index (index order)
 //!   whose cumulative kept mass exceeds `u · M`; if rounding leaves none, the
 //!   last kept token.
-//! - **Random number**: `u = uniform_random(seed, counter)` from the [`Step`](crate::Step)
+//! - **Random number**: `u = uniform_random(seed, counter)` from the [`Step`]
 //!   uniform (`seed_lo`, `seed_hi`, `counter`): `h = lowbias32(counter + 0x9e3779b9)`,
 //!   `h = lowbias32(h ^ seed_lo)`, `h = lowbias32(h ^ seed_hi)`, `u = (h >> 8) · 2⁻²⁴`
 //!   (lowbias32: Chris Wellons' integer hash). Bit-exact on host and GPU.
@@ -218,7 +218,7 @@ fn arg_err(detail: String) -> KernelError {
 
 /// Picks a token from `logits[logits_offset .. logits_offset + vocab]` (f32)
 /// by the rule in the module docs and writes it to `out[out_offset]` (u32).
-/// The random number comes from `step` (a [`Step`](crate::Step) uniform buffer)
+/// The random number comes from `step` (a [`Step`] uniform buffer)
 /// when the launches run, so they can be recorded once and reused every token.
 /// Record the returned launches in order, in one pass.
 #[allow(clippy::too_many_arguments)]
