@@ -209,3 +209,92 @@ impl<'a> Launch<'a> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::shaders;
+    use crate::spec::{KernelSpec, Needs, Part, Uniform};
+    use crate::{testing, KernelError};
+
+    crate::uniform_struct! {
+        #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+        struct CopyParams as "CopyParams" { src_off: u32, dst_off: u32, n: u32, _pad: u32 }
+    }
+
+    const COPY_SPEC: KernelSpec = KernelSpec {
+        label: "test copy",
+        parts: &[Part::File(&shaders::COPY)],
+        entry: "copy_words",
+        uniforms: &[&CopyParams::LAYOUT],
+        needs: Needs::Baseline,
+    };
+    static COPY: KernelSpec = COPY_SPEC;
+    /// The same kernel with its uniform's Rust mirror left out of the spec.
+    static UNREGISTERED: KernelSpec = KernelSpec {
+        uniforms: &[],
+        ..COPY_SPEC
+    };
+
+    fn detail(r: Result<crate::Dispatch, KernelError>) -> String {
+        match r {
+            Err(KernelError::Arguments { kernel, detail }) => {
+                assert_eq!(kernel, "test copy");
+                detail
+            }
+            Err(e) => panic!("expected an Arguments error, got {e}"),
+            Ok(_) => panic!("expected an Arguments error, got a launch"),
+        }
+    }
+
+    #[test]
+    fn launches_bind_by_name_and_name_what_is_wrong() {
+        for t in testing::contexts() {
+            let ctx = &t.ctx;
+            let src = ctx.upload("src", &[5u32, 6, 7, 8]).unwrap();
+            let dst = ctx.upload("dst", &[0u32; 4]).unwrap();
+            let p = CopyParams {
+                src_off: 1,
+                dst_off: 0,
+                n: 3,
+                _pad: 0,
+            };
+            let ok = ctx
+                .launch(&COPY)
+                .bind("src", &src)
+                .bind("dst", &dst)
+                .params(&p)
+                .record()
+                .unwrap();
+            assert_eq!(ok.label, "test copy");
+            ctx.run("launch test", &[&ok]).unwrap();
+            assert_eq!(
+                ctx.read_u32(&dst, 0, 4).unwrap(),
+                [6, 7, 8, 0],
+                "{}",
+                t.name
+            );
+
+            let missing = ctx.launch(&COPY).bind("src", &src).params(&p).record();
+            assert!(detail(missing).contains("dst"), "{}", t.name);
+            let unknown = ctx
+                .launch(&COPY)
+                .bind("src", &src)
+                .bind("dts", &dst)
+                .params(&p)
+                .record();
+            assert!(detail(unknown).contains("no binding `dts`"), "{}", t.name);
+            let unregistered = ctx
+                .launch(&UNREGISTERED)
+                .label("test copy")
+                .bind("src", &src)
+                .bind("dst", &dst)
+                .params(&p)
+                .record();
+            assert!(
+                detail(unregistered).contains("no Rust layout"),
+                "{}",
+                t.name
+            );
+        }
+    }
+}
