@@ -13,11 +13,12 @@
 //!   default limits; [`testing`] runs each kernel test on both paths.
 //!
 //! ```no_run
-//! use qwgpu_kernels::{copy, GpuContext};
+//! use qwgpu_kernels::{copy, view::TensorView, GpuContext};
 //! let ctx = GpuContext::new(&Default::default())?;
 //! let src = ctx.upload("src", &[1u32, 2, 3, 4])?;
 //! let dst = ctx.storage("dst", 16)?;
-//! ctx.run("copy", &[&copy::copy_words(&ctx, &src, 0, &dst, 0, 4)?])?;
+//! let (from, to) = (TensorView::words(&src, 0, 4), TensorView::words(&dst, 0, 4));
+//! ctx.run("copy", &[&copy::copy_words(&ctx, &from, &to)?])?;
 //! assert_eq!(ctx.read_u32(&dst, 0, 4)?, vec![1, 2, 3, 4]);
 //! # Ok::<(), qwgpu_kernels::KernelError>(())
 //! ```

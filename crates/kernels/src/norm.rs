@@ -11,7 +11,7 @@
 
 use crate::dispatch::{grid_1d, Dispatch};
 use crate::spec::{KernelSpec, Needs, Part, Uniform};
-use crate::view::{check_rows, check_vector, Dtype};
+use crate::view::{check_rows, check_vector, Dtype, TensorView};
 use crate::{GpuContext, KernelError};
 
 crate::shader!(NORM, "norm.wgsl");
@@ -59,23 +59,20 @@ fn workgroup(ctx: &GpuContext, n: u32) -> u32 {
     wg.min(ctx.limits.max_compute_invocations_per_workgroup.max(64))
 }
 
-/// `y[r] = x[r] / sqrt(mean(x[r]²) + eps) · (one_plus ? 1 + w : w)` for rows
-/// `r < rows`; row `r` of `x` starts at element `x_offset + r·width`, `y` is
-/// dense `[rows, width]`, `w` holds `width` f32.
-#[allow(clippy::too_many_arguments)]
+/// `y[r] = x[r] / sqrt(mean(x[r]²) + eps) · (one_plus ? 1 + w : w)` for the
+/// rows `r` of `x` (dense f32 `[rows, width]`, e.g.
+/// [`TensorView::f32_rows`]); `y` is dense `[rows, width]` from element 0, `w`
+/// holds `width` f32.
 pub fn rms_norm(
     ctx: &GpuContext,
-    x: &wgpu::Buffer,
-    x_offset: u32,
+    x: &TensorView<'_>,
     w: &wgpu::Buffer,
     y: &wgpu::Buffer,
-    rows: u32,
-    width: u32,
     eps: f32,
     one_plus: bool,
 ) -> Result<Dispatch, KernelError> {
     const K: &str = "rms_norm";
-    if width == 0 {
+    if x.shape[1] == 0 {
         return Err(KernelError::Arguments {
             kernel: K,
             detail: "width 0".into(),
@@ -87,10 +84,15 @@ pub fn rms_norm(
             detail: format!("eps {eps} must be finite and >= 0"),
         });
     }
-    let (r, n) = (rows as u64, width as u64);
-    check_rows(K, "x", x, Dtype::F32, x_offset as u64, n, r, n)?;
+    x.check_dense("x")
+        .and_then(|_| x.check_shape("x", x.shape, Dtype::F32))
+        .map_err(|e| e.in_kernel(K))?;
+    let [r, n] = x.shape;
     check_vector(K, "w", w, Dtype::F32, 0, n)?;
     check_rows(K, "y", y, Dtype::F32, 0, n, r, n)?;
+    // In bounds of their buffers, so within u32 (checked).
+    let (rows, width, x_offset) = (r as u32, n as u32, x.offset as u32);
+    let x = x.buffer;
     let vec4 = width.is_multiple_of(4) && x_offset.is_multiple_of(4);
     let (spec, loads) = if vec4 {
         (&RMS_NORM_VEC4, width / 4)

@@ -38,6 +38,18 @@ pub struct TensorView<'a> {
 /// Why a view does not fit its buffer or its kernel.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ShapeError {
+    #[error("{tensor} has shape {got:?}, expected {expected:?}")]
+    Shape {
+        tensor: &'static str,
+        got: [u64; 2],
+        expected: [u64; 2],
+    },
+    #[error("{tensor} must be dense (rows {width} elements apart), its stride is {stride}")]
+    NotDense {
+        tensor: &'static str,
+        stride: u64,
+        width: u64,
+    },
     #[error("{tensor} is {got:?}, expected {expected:?}")]
     Dtype {
         tensor: &'static str,
@@ -91,7 +103,7 @@ pub(crate) fn check_rows(
     width: u64,
 ) -> Result<(), KernelError> {
     TensorView::rows(buffer, dtype, offset, [rows, width], stride)
-        .check_shape(tensor, dtype)
+        .check_shape(tensor, [rows, width], dtype)
         .map_err(|e| e.in_kernel(kernel))
 }
 
@@ -106,7 +118,7 @@ pub(crate) fn check_vector(
     len: u64,
 ) -> Result<(), KernelError> {
     TensorView::vector(buffer, dtype, offset, len)
-        .check_shape(tensor, dtype)
+        .check_shape(tensor, [1, len], dtype)
         .map_err(|e| e.in_kernel(kernel))
 }
 
@@ -133,6 +145,27 @@ impl<'a> TensorView<'a> {
         Self::rows(buffer, dtype, offset, [1, len], len)
     }
 
+    /// `len` u32 words from word `offset` (what [`copy_words`](crate::copy::copy_words) moves).
+    pub fn words(buffer: &'a wgpu::Buffer, offset: u32, len: u32) -> Self {
+        Self::vector(buffer, Dtype::U32, offset as u64, len as u64)
+    }
+
+    /// Dense f32 rows: `rows × cols` from element `offset`, rows `cols` apart.
+    pub fn f32_rows(buffer: &'a wgpu::Buffer, offset: u32, rows: u32, cols: u32) -> Self {
+        let cols = cols as u64;
+        Self::rows(buffer, Dtype::F32, offset as u64, [rows as u64, cols], cols)
+    }
+
+    /// Elements in the view.
+    pub fn len(&self) -> u64 {
+        self.shape[0] * self.shape[1]
+    }
+
+    /// Whether the view has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// One past the last element the view covers (its offset when empty).
     pub fn end(&self) -> u64 {
         let [rows, cols] = self.shape;
@@ -142,12 +175,37 @@ impl<'a> TensorView<'a> {
         }
     }
 
-    /// Checks that the view holds `dtype` elements, that its rows do not
-    /// overlap (stride at least the row width), that it lies inside its buffer
-    /// and that every element index fits a `u32` (the kernels' indices).
-    /// `tensor` names it in the error.
-    pub fn check_shape(&self, tensor: &'static str, dtype: Dtype) -> Result<(), ShapeError> {
+    /// Checks that the view has shape `expected` (`[rows, cols]`) and
+    /// `dtype` elements, that its rows do not overlap (stride at least the row
+    /// width), that it lies inside its buffer and that every element index
+    /// fits a `u32` (the kernels' indices). `tensor` names it in the error.
+    pub fn check_shape(
+        &self,
+        tensor: &'static str,
+        expected: [u64; 2],
+        dtype: Dtype,
+    ) -> Result<(), ShapeError> {
+        if self.shape != expected {
+            return Err(ShapeError::Shape {
+                tensor,
+                got: self.shape,
+                expected,
+            });
+        }
         check(self.layout(), self.buffer.size(), tensor, dtype)
+    }
+
+    /// Checks that its rows follow each other with no gap (what kernels that
+    /// take one offset, no stride, need).
+    pub fn check_dense(&self, tensor: &'static str) -> Result<(), ShapeError> {
+        if self.shape[0] > 1 && self.stride != self.shape[1] {
+            return Err(ShapeError::NotDense {
+                tensor,
+                stride: self.stride,
+                width: self.shape[1],
+            });
+        }
+        Ok(())
     }
 
     fn layout(&self) -> Layout {
@@ -280,5 +338,35 @@ mod tests {
             "source needs elements 2..6 (source: 1 rows of 4 elements, stride 4), past its 16 \
              bytes: the view exceeds its buffer"
         );
+    }
+
+    #[test]
+    fn views_of_another_shape_or_with_gaps_are_refused() {
+        let t = crate::testing::contexts()[0];
+        let buf = t.ctx.storage("b", 256).unwrap();
+        let v = TensorView::f32_rows(&buf, 0, 2, 4);
+        assert_eq!(
+            v.check_shape("v", [2, 5], Dtype::F32),
+            Err(ShapeError::Shape {
+                tensor: "v",
+                got: [2, 4],
+                expected: [2, 5]
+            })
+        );
+        assert_eq!(v.check_shape("v", [2, 4], Dtype::F32), Ok(()));
+        assert_eq!(v.check_dense("v"), Ok(()));
+        let gaps = TensorView::rows(&buf, Dtype::F32, 0, [2, 4], 6);
+        assert_eq!(
+            gaps.check_dense("g"),
+            Err(ShapeError::NotDense {
+                tensor: "g",
+                stride: 6,
+                width: 4
+            })
+        );
+        // copy_words: a destination of another length is a typed error.
+        let (src, dst) = (TensorView::words(&buf, 0, 4), TensorView::words(&buf, 8, 5));
+        let e = crate::copy::copy_words(&t.ctx, &src, &dst).unwrap_err();
+        assert!(e.to_string().contains("destination has shape"), "{e}");
     }
 }
