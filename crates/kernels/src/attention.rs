@@ -57,6 +57,7 @@
 
 use crate::dispatch::Dispatch;
 use crate::spec::{KernelSpec, Needs, Part, Uniform};
+use crate::view::{check_vector, Dtype};
 use crate::{step, GpuContext, KernelError, Step};
 
 crate::shader!(ATTENTION_COMMON, "attention_common.wgsl");
@@ -377,14 +378,9 @@ pub fn rope_inv_freq(rotary_dim: usize, theta: f64) -> Vec<f32> {
         .collect()
 }
 
-fn need(what: &str, buf: &wgpu::Buffer, bytes: u64) -> Result<(), KernelError> {
-    if buf.size() < bytes {
-        return Err(KernelError::Arguments {
-            kernel: KERNEL,
-            detail: format!("{what} holds {} bytes, needs {bytes}", buf.size()),
-        });
-    }
-    Ok(())
+/// `buf` holds at least `floats` f32 values.
+fn need(what: &'static str, buf: &wgpu::Buffer, floats: u64) -> Result<(), KernelError> {
+    check_vector(KERNEL, what, buf, Dtype::F32, 0, floats)
 }
 
 /// The launches of one attention call of `t` tokens: q/k norm + RoPE + KV write,
@@ -448,24 +444,19 @@ pub fn attention_forward(
         eps,
     } = *dims;
     let group = nh / nkv;
-    let f = 4u64;
     let (nh64, nkv64, hd64) = (nh as u64, nkv as u64, hd as u64);
-    need("qkv", b.qkv, t as u64 * dims.qkv_width() as u64 * f)?;
-    need("q_norm", b.q_norm, hd64 * f)?;
-    need("k_norm", b.k_norm, hd64 * f)?;
-    need(
-        "rope",
-        b.rope,
-        2 * max_t as u64 * (rotary_dim / 2) as u64 * f,
-    )?;
+    need("qkv", b.qkv, t as u64 * dims.qkv_width() as u64)?;
+    need("q_norm", b.q_norm, hd64)?;
+    need("k_norm", b.k_norm, hd64)?;
+    need("rope", b.rope, 2 * max_t as u64 * (rotary_dim / 2) as u64)?;
     let mut starts = Vec::with_capacity(b.pages.len());
     let mut start = 0u64;
     for p in b.pages {
         if p.rows == 0 {
             return bad("a KV-cache page has no rows".into());
         }
-        need("page keys", p.keys, p.rows as u64 * nkv64 * hd64 * f)?;
-        need("page values", p.values, p.rows as u64 * nkv64 * hd64 * f)?;
+        need("page keys", p.keys, p.rows as u64 * nkv64 * hd64)?;
+        need("page values", p.values, p.rows as u64 * nkv64 * hd64)?;
         starts.push(start as u32);
         start += p.rows as u64;
     }
@@ -474,8 +465,8 @@ pub fn attention_forward(
             "KV pages hold {start} rows, more than u32 positions"
         ));
     }
-    need("step", b.step, std::mem::size_of::<crate::Step>() as u64)?;
-    need("out", b.out, t as u64 * nh64 * hd64 * f)?;
+    need("step", b.step, (std::mem::size_of::<Step>() / 4) as u64)?;
+    need("out", b.out, t as u64 * nh64 * hd64)?;
     if t as u64 * group as u64 > PREFILL_BM as u64 * crate::MAX_GROUPS as u64 {
         return bad(format!("T {t} × group {group} exceeds the prefill grid"));
     }

@@ -60,6 +60,7 @@
 use crate::dispatch::{grid_1d, Dispatch};
 use crate::shaders::NUMERIC;
 use crate::spec::{KernelSpec, Needs, Part, Uniform};
+use crate::view::{check_vector, Dtype};
 use crate::{GpuContext, KernelError};
 
 crate::shader!(CONV1D, "conv1d.wgsl");
@@ -474,14 +475,9 @@ pub(crate) static SPECS: &[&KernelSpec] = &[
     &CHUNK_OUT,
 ];
 
-fn need(what: &str, buf: &wgpu::Buffer, floats: u64) -> Result<(), KernelError> {
-    if buf.size() < floats * 4 {
-        return Err(KernelError::Arguments {
-            kernel: "gdn",
-            detail: format!("`{what}` has {} bytes, needs {}", buf.size(), floats * 4),
-        });
-    }
-    Ok(())
+/// `buf` holds at least `floats` f32 values.
+fn need(what: &'static str, buf: &wgpu::Buffer, floats: u64) -> Result<(), KernelError> {
+    check_vector("gdn", what, buf, Dtype::F32, 0, floats)
 }
 
 /// Records the GDN layer core for `t` tokens: reads `qkvz`, `ba` and the weights,

@@ -65,3 +65,73 @@ impl ModuleBindings {
         self.entries.get(entry)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(spec: &crate::spec::KernelSpec, subgroups: bool) -> String {
+        let files = spec.files(subgroups);
+        files.iter().map(|f| f.text).collect::<Vec<_>>().join("\n")
+    }
+
+    /// Every registered kernel's module reflects (the cooperative-matrix one
+    /// included, which lavapipe never builds) and has its entry point.
+    #[test]
+    fn every_spec_module_reflects_with_its_entry_point() {
+        for spec in crate::registry::all() {
+            for sg in [false, true] {
+                let m = ModuleBindings::reflect(&source(spec, sg))
+                    .unwrap_or_else(|e| panic!("{}: {e}", spec.label));
+                assert!(m.entry(spec.entry).is_some(), "{}", spec.label);
+            }
+        }
+    }
+
+    /// What each entry point uses is what wgpu's derived layout holds: the
+    /// tensor-core GEMM (only built on hardware) reads exactly the bindings
+    /// `matmul` gives it, the tiled GEMM leaves the vec4 view of x out.
+    #[test]
+    fn entry_points_see_only_the_bindings_they_use() {
+        let used = |entry: &str| {
+            let spec = crate::registry::all()
+                .into_iter()
+                .find(|s| s.entry == entry)
+                .unwrap();
+            let m = ModuleBindings::reflect(&source(spec, true)).unwrap();
+            let mut v: Vec<(u32, String)> = m
+                .entry(entry)
+                .unwrap()
+                .iter()
+                .filter(|(_, b)| b.used)
+                .map(|(n, b)| (b.binding, n.clone()))
+                .collect();
+            v.sort();
+            v.into_iter().map(|(_, n)| n).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            used("mm_coop"),
+            ["wa", "wb", "scales", "xs", "ys", "p", "xs4"]
+        );
+        assert_eq!(used("mm_tile"), ["wa", "wb", "scales", "xs", "ys", "p"]);
+        assert_eq!(
+            used("mm_vec_ids"),
+            ["wa", "wb", "scales", "xs", "ys", "p", "xs4", "ids", "nw4"]
+        );
+        // conv1d_state reads the input and rewrites the state only.
+        assert_eq!(used("conv1d_state"), ["conv_x", "conv_st", "cp"]);
+        let m = ModuleBindings::reflect(&source(
+            crate::registry::all()
+                .into_iter()
+                .find(|s| s.entry == "rms_norm")
+                .unwrap(),
+            false,
+        ))
+        .unwrap();
+        let np = &m.entry("rms_norm").unwrap()["np"];
+        assert_eq!(
+            (np.binding, np.used, np.uniform_type.as_deref()),
+            (3, true, Some("NormParams"))
+        );
+    }
+}
