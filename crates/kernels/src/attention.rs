@@ -1,6 +1,6 @@
 //! Qwen3.5 gated full attention on the GPU: everything between the qkv
 //! projection and `o_proj` (spec §2.3), for one layer and one call of `T` tokens
-//! at positions `pos .. pos + T` (`pos` = [`Step::pos`](crate::Step)).
+//! at positions `pos .. pos + T` (`pos` = [`Step::pos`]).
 //!
 //! Launches ([`attention_forward`]):
 //! 1. `attn_prep` (`rope_qk.wgsl`), one workgroup per (head, token): `(1 + w)`
@@ -56,8 +56,9 @@
 //! it: they skip cache writes outside that page and never read past a page.
 
 use crate::dispatch::Dispatch;
-use crate::shaders::{self, ShaderSource};
-use crate::{step, GpuContext, KernelError, PipelineKey};
+use crate::spec::{KernelSpec, Needs, Part, Uniform};
+use crate::view::{check_vector, Dtype};
+use crate::{step, GpuContext, KernelError, Step};
 
 crate::shader!(ATTENTION_COMMON, "attention_common.wgsl");
 crate::shader!(ROPE_QK, "rope_qk.wgsl");
@@ -151,7 +152,7 @@ pub struct AttnBuffers<'a> {
     /// This layer's KV-cache pages in position order, up to the page holding
     /// this call's positions `pos .. pos + T`.
     pub pages: &'a [KvPage<'a>],
-    /// The session's [`Step`](crate::Step) uniform (`pos` = first position of this call).
+    /// The session's [`Step`] uniform (`pos` = first position of this call).
     pub step: &'a wgpu::Buffer,
     /// `[T, nh·hd]`: attention output · sigmoid(gate), the input of `o_proj`.
     pub out: &'a wgpu::Buffer,
@@ -255,29 +256,79 @@ impl AttnScratch {
     }
 }
 
-/// Mirrors `struct AttnParams` in `shaders/attention_common.wgsl`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct AttnParams {
-    t: u32,
-    nh: u32,
-    nkv: u32,
-    hd: u32,
-    rot: u32,
-    max_t: u32,
-    page_rows: u32,
-    nsplit: u32,
-    qkv_w: u32,
-    group: u32,
-    eps: f32,
-    scale: f32,
-    gb: u32,
-    nhb: u32,
-    page_start: u32,
-    split_base: u32,
-    flags: u32,
-    _pad: [u32; 3],
+crate::uniform_struct! {
+    /// Mirrors `struct AttnParams` in `shaders/attention_common.wgsl`.
+    #[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+    struct AttnParams as "AttnParams" {
+        t: u32,
+        nh: u32,
+        nkv: u32,
+        hd: u32,
+        rot: u32,
+        max_t: u32,
+        page_rows: u32,
+        nsplit: u32,
+        qkv_w: u32,
+        group: u32,
+        eps: f32,
+        scale: f32,
+        gb: u32,
+        nhb: u32,
+        page_start: u32,
+        split_base: u32,
+        flags: u32,
+        _pad: [u32; 3],
+    }
 }
+
+const fn attn_spec(label: &'static str, parts: &'static [Part]) -> KernelSpec {
+    KernelSpec {
+        label,
+        parts,
+        entry: label,
+        uniforms: &[&Step::LAYOUT, &AttnParams::LAYOUT],
+        needs: Needs::Baseline,
+    }
+}
+
+static PREP: KernelSpec = attn_spec(
+    "attn_prep",
+    &[
+        Part::Reduce,
+        Part::File(&step::STEP),
+        Part::File(&ATTENTION_COMMON),
+        Part::File(&ROPE_QK),
+    ],
+);
+static DECODE: KernelSpec = attn_spec(
+    "attn_decode",
+    &[
+        Part::Reduce,
+        Part::File(&step::STEP),
+        Part::File(&ATTENTION_COMMON),
+        Part::File(&ATTENTION_DECODE),
+    ],
+);
+static MERGE: KernelSpec = attn_spec(
+    "attn_merge",
+    &[
+        Part::Reduce,
+        Part::File(&step::STEP),
+        Part::File(&ATTENTION_COMMON),
+        Part::File(&ATTENTION_MERGE),
+    ],
+);
+static PREFILL: KernelSpec = attn_spec(
+    "attn_prefill",
+    &[
+        Part::File(&step::STEP),
+        Part::File(&ATTENTION_COMMON),
+        Part::File(&ATTENTION_PREFILL),
+    ],
+);
+
+/// The kernels of this family.
+pub(crate) static SPECS: &[&KernelSpec] = &[&PREP, &DECODE, &MERGE, &PREFILL];
 
 /// `flags` of a prefill launch (`PAGE_FIRST`, `PAGE_LAST` in the shader).
 const PAGE_FIRST: u32 = 1;
@@ -327,14 +378,9 @@ pub fn rope_inv_freq(rotary_dim: usize, theta: f64) -> Vec<f32> {
         .collect()
 }
 
-fn need(what: &str, buf: &wgpu::Buffer, bytes: u64) -> Result<(), KernelError> {
-    if buf.size() < bytes {
-        return Err(KernelError::Arguments {
-            kernel: KERNEL,
-            detail: format!("{what} holds {} bytes, needs {bytes}", buf.size()),
-        });
-    }
-    Ok(())
+/// `buf` holds at least `floats` f32 values.
+fn need(what: &'static str, buf: &wgpu::Buffer, floats: u64) -> Result<(), KernelError> {
+    check_vector(KERNEL, what, buf, Dtype::F32, 0, floats)
 }
 
 /// The launches of one attention call of `t` tokens: q/k norm + RoPE + KV write,
@@ -398,24 +444,19 @@ pub fn attention_forward(
         eps,
     } = *dims;
     let group = nh / nkv;
-    let f = 4u64;
     let (nh64, nkv64, hd64) = (nh as u64, nkv as u64, hd as u64);
-    need("qkv", b.qkv, t as u64 * dims.qkv_width() as u64 * f)?;
-    need("q_norm", b.q_norm, hd64 * f)?;
-    need("k_norm", b.k_norm, hd64 * f)?;
-    need(
-        "rope",
-        b.rope,
-        2 * max_t as u64 * (rotary_dim / 2) as u64 * f,
-    )?;
+    need("qkv", b.qkv, t as u64 * dims.qkv_width() as u64)?;
+    need("q_norm", b.q_norm, hd64)?;
+    need("k_norm", b.k_norm, hd64)?;
+    need("rope", b.rope, 2 * max_t as u64 * (rotary_dim / 2) as u64)?;
     let mut starts = Vec::with_capacity(b.pages.len());
     let mut start = 0u64;
     for p in b.pages {
         if p.rows == 0 {
             return bad("a KV-cache page has no rows".into());
         }
-        need("page keys", p.keys, p.rows as u64 * nkv64 * hd64 * f)?;
-        need("page values", p.values, p.rows as u64 * nkv64 * hd64 * f)?;
+        need("page keys", p.keys, p.rows as u64 * nkv64 * hd64)?;
+        need("page values", p.values, p.rows as u64 * nkv64 * hd64)?;
         starts.push(start as u32);
         start += p.rows as u64;
     }
@@ -424,8 +465,8 @@ pub fn attention_forward(
             "KV pages hold {start} rows, more than u32 positions"
         ));
     }
-    need("step", b.step, std::mem::size_of::<crate::Step>() as u64)?;
-    need("out", b.out, t as u64 * nh64 * hd64 * f)?;
+    need("step", b.step, (std::mem::size_of::<Step>() / 4) as u64)?;
+    need("out", b.out, t as u64 * nh64 * hd64)?;
     if t as u64 * group as u64 > PREFILL_BM as u64 * crate::MAX_GROUPS as u64 {
         return bad(format!("T {t} × group {group} exceeds the prefill grid"));
     }
@@ -452,65 +493,34 @@ pub fn attention_forward(
         _pad: [0; 3],
     };
     // The uniform of a launch on page `i` (with these split fields / flags).
-    let page_params = |i: usize, nsplit: u32, split_base: u32, flags: u32| {
-        ctx.uniform(
-            "attention params",
-            &AttnParams {
-                page_rows: b.pages[i].rows,
-                page_start: starts[i],
-                nsplit,
-                split_base,
-                flags,
-                ..base
-            },
-        )
-    };
-    let reduce: &'static ShaderSource = if ctx.caps.subgroups {
-        &shaders::REDUCE_SUBGROUP
-    } else {
-        &shaders::REDUCE_SHARED
+    let page_params = |i: usize, nsplit: u32, split_base: u32, flags: u32| AttnParams {
+        page_rows: b.pages[i].rows,
+        page_start: starts[i],
+        nsplit,
+        split_base,
+        flags,
+        ..base
     };
 
     let last = b.pages.len() - 1;
     let mut out = Vec::with_capacity(b.pages.len() + 2);
-    let key = PipelineKey::new(
-        &[reduce, &step::STEP, &ATTENTION_COMMON, &ROPE_QK],
-        "attn_prep",
-    )
-    .constant("WG", PREP_WG);
-    let pipeline = ctx.pipeline(&key)?;
-    let pbuf = page_params(last, 0, 0, 0);
-    let bind = ctx.bind(
-        &pipeline,
-        "attn_prep",
-        &[
-            b.qkv.as_entire_binding(),
-            b.q_norm.as_entire_binding(),
-            b.k_norm.as_entire_binding(),
-            b.rope.as_entire_binding(),
-            scratch.q.as_entire_binding(),
-            last_page.keys.as_entire_binding(),
-            last_page.values.as_entire_binding(),
-            b.step.as_entire_binding(),
-            pbuf.as_entire_binding(),
-        ],
+    out.push(
+        ctx.launch(&PREP)
+            .constant("WG", PREP_WG)
+            .bind("qkv", b.qkv)
+            .bind("q_norm", b.q_norm)
+            .bind("k_norm", b.k_norm)
+            .bind("rope", b.rope)
+            .bind("q_out", &scratch.q)
+            .bind("keys", last_page.keys)
+            .bind("values", last_page.values)
+            .bind("st", b.step)
+            .params(&page_params(last, 0, 0, 0))
+            .grid([nh + 2 * nkv, t, 1])
+            .record()?,
     );
-    out.push(Dispatch {
-        label: "attn_prep",
-        pipeline,
-        bind,
-        groups: [nh + 2 * nkv, t, 1],
-    });
 
     if t == 1 {
-        let key = PipelineKey::new(
-            &[reduce, &step::STEP, &ATTENTION_COMMON, &ATTENTION_DECODE],
-            "attn_decode",
-        )
-        .constant("WG", DECODE_WG)
-        .constant("HD", hd)
-        .constant("GB", gb);
-        let pipeline = ctx.pipeline(&key)?;
         let rows: Vec<u32> = b.pages.iter().map(|p| p.rows).collect();
         let mut split_base = 0;
         for (i, (page, splits)) in b
@@ -519,112 +529,57 @@ pub fn attention_forward(
             .zip(page_splits(&rows, scratch.splits))
             .enumerate()
         {
-            let pbuf = page_params(i, splits, split_base, 0);
-            let bind = ctx.bind(
-                &pipeline,
-                "attn_decode",
-                &[
-                    scratch.q.as_entire_binding(),
-                    page.keys.as_entire_binding(),
-                    page.values.as_entire_binding(),
-                    scratch.part_o.as_entire_binding(),
-                    scratch.part_ml.as_entire_binding(),
-                    b.step.as_entire_binding(),
-                    pbuf.as_entire_binding(),
-                ],
+            out.push(
+                ctx.launch(&DECODE)
+                    .constant("WG", DECODE_WG)
+                    .constant("HD", hd)
+                    .constant("GB", gb)
+                    .bind("q", &scratch.q)
+                    .bind("keys", page.keys)
+                    .bind("values", page.values)
+                    .bind("part_o", &scratch.part_o)
+                    .bind("part_ml", &scratch.part_ml)
+                    .bind("st", b.step)
+                    .params(&page_params(i, splits, split_base, 0))
+                    .grid([splits, nkv * nhb, 1])
+                    .record()?,
             );
-            out.push(Dispatch {
-                label: "attn_decode",
-                pipeline: pipeline.clone(),
-                bind,
-                groups: [splits, nkv * nhb, 1],
-            });
             split_base += splits;
         }
-        let key = PipelineKey::new(
-            &[reduce, &step::STEP, &ATTENTION_COMMON, &ATTENTION_MERGE],
-            "attn_merge",
-        )
-        .constant("WG", MERGE_WG)
-        .constant("HD", hd);
-        let pipeline = ctx.pipeline(&key)?;
-        let pbuf = page_params(last, split_base, 0, 0);
-        let bind = ctx.bind(
-            &pipeline,
-            "attn_merge",
-            &[
-                scratch.part_o.as_entire_binding(),
-                scratch.part_ml.as_entire_binding(),
-                b.qkv.as_entire_binding(),
-                b.out.as_entire_binding(),
-                pbuf.as_entire_binding(),
-            ],
+        out.push(
+            ctx.launch(&MERGE)
+                .constant("WG", MERGE_WG)
+                .constant("HD", hd)
+                .bind("part_o", &scratch.part_o)
+                .bind("part_ml", &scratch.part_ml)
+                .bind("qkv", b.qkv)
+                .bind("out", b.out)
+                .params(&page_params(last, split_base, 0, 0))
+                .grid([nh, 1, 1])
+                .record()?,
         );
-        out.push(Dispatch {
-            label: "attn_merge",
-            pipeline,
-            bind,
-            groups: [nh, 1, 1],
-        });
     } else {
-        let key = PipelineKey::new(
-            &[&step::STEP, &ATTENTION_COMMON, &ATTENTION_PREFILL],
-            "attn_prefill",
-        )
-        .constant("WG", PREFILL_WG)
-        .constant("HD", hd)
-        .constant("G", group);
-        let pipeline = ctx.pipeline(&key)?;
         for (i, page) in b.pages.iter().enumerate() {
             let flags =
                 (if i == 0 { PAGE_FIRST } else { 0 }) | (if i == last { PAGE_LAST } else { 0 });
-            let pbuf = page_params(i, 0, 0, flags);
-            let bind = ctx.bind(
-                &pipeline,
-                "attn_prefill",
-                &[
-                    scratch.q.as_entire_binding(),
-                    page.keys.as_entire_binding(),
-                    page.values.as_entire_binding(),
-                    b.qkv.as_entire_binding(),
-                    b.out.as_entire_binding(),
-                    b.step.as_entire_binding(),
-                    pbuf.as_entire_binding(),
-                    scratch.carry_o.as_entire_binding(),
-                    scratch.carry_ml.as_entire_binding(),
-                ],
+            out.push(
+                ctx.launch(&PREFILL)
+                    .constant("WG", PREFILL_WG)
+                    .constant("HD", hd)
+                    .constant("G", group)
+                    .bind("q", &scratch.q)
+                    .bind("keys", page.keys)
+                    .bind("values", page.values)
+                    .bind("qkv", b.qkv)
+                    .bind("out", b.out)
+                    .bind("st", b.step)
+                    .params(&page_params(i, 0, 0, flags))
+                    .bind("carry_o", &scratch.carry_o)
+                    .bind("carry_ml", &scratch.carry_ml)
+                    .grid([(t * group).div_ceil(PREFILL_BM), nkv, 1])
+                    .record()?,
             );
-            out.push(Dispatch {
-                label: "attn_prefill",
-                pipeline: pipeline.clone(),
-                bind,
-                groups: [(t * group).div_ceil(PREFILL_BM), nkv, 1],
-            });
         }
     }
     Ok(out)
-}
-
-/// Every shader module (file list) this family builds, and whether it needs subgroups/f16.
-pub fn modules() -> Vec<(Vec<&'static ShaderSource>, bool)> {
-    let mut all = Vec::new();
-    for (reduce, sg) in [
-        (&shaders::REDUCE_SUBGROUP, true),
-        (&shaders::REDUCE_SHARED, false),
-    ] {
-        all.push((vec![reduce, &step::STEP, &ATTENTION_COMMON, &ROPE_QK], sg));
-        all.push((
-            vec![reduce, &step::STEP, &ATTENTION_COMMON, &ATTENTION_DECODE],
-            sg,
-        ));
-        all.push((
-            vec![reduce, &step::STEP, &ATTENTION_COMMON, &ATTENTION_MERGE],
-            sg,
-        ));
-    }
-    all.push((
-        vec![&step::STEP, &ATTENTION_COMMON, &ATTENTION_PREFILL],
-        false,
-    ));
-    all
 }

@@ -62,6 +62,8 @@ pub struct GpuContext {
     pub(crate) runtime_checks: bool,
     /// [`ContextOptions::f16_matmul`].
     pub f16_matmul: bool,
+    /// Values tuned for this adapter ([`Tuning::for_adapter`](crate::Tuning::for_adapter)).
+    pub tuning: crate::Tuning,
     pub(crate) pipelines: PipelineCache,
     pub(crate) disk_cache: Option<crate::disk_cache::DiskCache>,
     errors: Arc<Mutex<Vec<wgpu::Error>>>,
@@ -181,6 +183,7 @@ impl GpuContext {
             cooperative_matrix: features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX),
         };
         let software = adapters::is_software(&info);
+        let tuning = crate::Tuning::for_adapter(&info);
         let disk_cache =
             crate::disk_cache::open(&device, &info, caps.pipeline_cache, &opts.pipeline_cache);
         tracing::info!(
@@ -188,6 +191,7 @@ impl GpuContext {
             backend = ?info.backend,
             software,
             ?caps,
+            ?tuning,
             "GPU device opened"
         );
         Ok(Self {
@@ -199,6 +203,7 @@ impl GpuContext {
             software,
             runtime_checks: opts.runtime_checks.unwrap_or(cfg!(debug_assertions)),
             f16_matmul: opts.f16_matmul,
+            tuning,
             pipelines: PipelineCache::default(),
             disk_cache,
             errors,

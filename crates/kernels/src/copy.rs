@@ -3,66 +3,66 @@
 
 use crate::dispatch::{grid_1d, Dispatch};
 use crate::shaders;
-use crate::{GpuContext, KernelError, PipelineKey};
+use crate::spec::{KernelSpec, Needs, Part, Uniform};
+use crate::view::TensorView;
+use crate::{GpuContext, KernelError};
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct CopyParams {
-    src_off: u32,
-    dst_off: u32,
-    n: u32,
-    _pad: u32,
+crate::uniform_struct! {
+    /// Mirrors `struct CopyParams` in `shaders/copy.wgsl`.
+    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+    struct CopyParams as "CopyParams" {
+        src_off: u32,
+        dst_off: u32,
+        n: u32,
+        _pad: u32,
+    }
 }
+
+static COPY_WORDS: KernelSpec = KernelSpec {
+    label: "copy",
+    parts: &[Part::File(&shaders::COPY)],
+    entry: "copy_words",
+    uniforms: &[&CopyParams::LAYOUT],
+    needs: Needs::Baseline,
+};
+
+/// The kernels of this family.
+pub(crate) static SPECS: &[&KernelSpec] = &[&COPY_WORDS];
 
 const WG: u32 = 256;
 
-/// A launch copying `words` u32 words from `src[src_off..]` to `dst[dst_off..]`.
+/// A launch copying the words of `src` to `dst` (both dense, of one shape and
+/// dtype: u32 words, or f32 values copied bit for bit), e.g.
+/// `copy_words(ctx, &TensorView::words(&a, 8, 4), &TensorView::words(&b, 0, 4))`.
 pub fn copy_words(
     ctx: &GpuContext,
-    src: &wgpu::Buffer,
-    src_off: u32,
-    dst: &wgpu::Buffer,
-    dst_off: u32,
-    words: u32,
+    src: &TensorView<'_>,
+    dst: &TensorView<'_>,
 ) -> Result<Dispatch, KernelError> {
-    for (what, buf, off) in [("source", src, src_off), ("destination", dst, dst_off)] {
-        if (off as u64 + words as u64) * 4 > buf.size() {
-            return Err(KernelError::Arguments {
-                kernel: "copy_words",
-                detail: format!(
-                    "{what} range {}..{} words exceeds its {} bytes",
-                    off,
-                    off as u64 + words as u64,
-                    buf.size()
-                ),
-            });
-        }
-    }
-    let key = PipelineKey::new(&[&shaders::COPY], "copy_words").constant("WG", WG);
-    let pipeline = ctx.pipeline(&key)?;
-    let params = ctx.uniform(
-        "copy params",
-        &CopyParams {
+    const K: &str = "copy_words";
+    let check = |v: &TensorView<'_>, what: &'static str| {
+        v.check_dense(what)?;
+        v.check_shape(what, src.shape, src.dtype)
+    };
+    check(src, "source").map_err(|e| e.in_kernel(K))?;
+    check(dst, "destination").map_err(|e| e.in_kernel(K))?;
+    let words = u32::try_from(src.len()).map_err(|_| KernelError::Arguments {
+        kernel: K,
+        detail: format!("{} words do not fit 32-bit indices", src.len()),
+    })?;
+    // Both views lie inside their buffers, whose indices fit u32 (checked).
+    let (src_off, dst_off) = (src.offset as u32, dst.offset as u32);
+    let groups = words.div_ceil(WG).clamp(1, 4096);
+    ctx.launch(&COPY_WORDS)
+        .constant("WG", WG)
+        .bind("src", src.buffer)
+        .bind("dst", dst.buffer)
+        .params(&CopyParams {
             src_off,
             dst_off,
             n: words,
             _pad: 0,
-        },
-    );
-    let bind = ctx.bind(
-        &pipeline,
-        "copy",
-        &[
-            src.as_entire_binding(),
-            dst.as_entire_binding(),
-            params.as_entire_binding(),
-        ],
-    );
-    let groups = words.div_ceil(WG).clamp(1, 4096);
-    Ok(Dispatch {
-        label: "copy",
-        pipeline,
-        bind,
-        groups: grid_1d(groups).map(|g| g.min(groups)),
-    })
+        })
+        .grid(grid_1d(groups).map(|g| g.min(groups)))
+        .record()
 }

@@ -11,26 +11,39 @@
 //! cannot report them, and a zero row is harmless and visible in tests.
 
 use crate::dispatch::{grid_1d, Dispatch};
-use crate::shaders::{ShaderSource, NUMERIC};
-use crate::{GpuContext, GpuWeight, KernelError, PipelineKey};
+use crate::shaders::NUMERIC;
+use crate::spec::{KernelSpec, Needs, Part, Uniform};
+use crate::{GpuContext, GpuWeight, KernelError};
 
 crate::shader!(EMBED, "embed.wgsl");
 
-/// Mirrors `struct EmbedParams` in `shaders/embed.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct EmbedParams {
-    ids_off: u32,
-    t_count: u32,
-    cols: u32,
-    stride4: u32,
-    row0: u32,
-    rows: u32,
-    total_rows: u32,
-    block_cols: u32,
-    zero_oob: u32,
-    _pad: [u32; 3],
+crate::uniform_struct! {
+    /// Mirrors `struct EmbedParams` in `shaders/embed.wgsl`.
+    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+    struct EmbedParams as "EmbedParams" {
+        ids_off: u32,
+        t_count: u32,
+        cols: u32,
+        stride4: u32,
+        row0: u32,
+        rows: u32,
+        total_rows: u32,
+        block_cols: u32,
+        zero_oob: u32,
+        _pad: [u32; 3],
+    }
 }
+
+static EMBED_GATHER: KernelSpec = KernelSpec {
+    label: "embed",
+    parts: &[Part::File(&NUMERIC), Part::File(&EMBED)],
+    entry: "embed",
+    uniforms: &[&EmbedParams::LAYOUT],
+    needs: Needs::Baseline,
+};
+
+/// The kernels of this family.
+pub(crate) static SPECS: &[&KernelSpec] = &[&EMBED_GATHER];
 
 const WG: u32 = 256;
 
@@ -77,10 +90,6 @@ pub fn embed(
             w.name, w.block_cols
         )));
     }
-    let key = PipelineKey::new(&[&NUMERIC, &EMBED], "embed")
-        .constant("WG", WG)
-        .constant("FORMAT", w.format as u32);
-    let pipeline = ctx.pipeline(&key)?;
     let mut out = Vec::with_capacity(w.pieces.len());
     for (i, piece) in w.pieces.iter().enumerate() {
         let params = EmbedParams {
@@ -95,29 +104,18 @@ pub fn embed(
             zero_oob: (i == 0) as u32,
             _pad: [0; 3],
         };
-        let params = ctx.uniform("embed params", &params);
-        let bind = ctx.bind(
-            &pipeline,
-            "embed",
-            &[
-                piece.buffer.as_entire_binding(),
-                w.meta.as_entire_binding(),
-                ids.as_entire_binding(),
-                h.as_entire_binding(),
-                params.as_entire_binding(),
-            ],
+        out.push(
+            ctx.launch(&EMBED_GATHER)
+                .constant("WG", WG)
+                .constant("FORMAT", w.format as u32)
+                .bind("wq", &piece.buffer)
+                .bind("scales", &w.meta)
+                .bind("ids", ids)
+                .bind("h", h)
+                .params(&params)
+                .grid(grid_1d(t_count))
+                .record()?,
         );
-        out.push(Dispatch {
-            label: "embed",
-            pipeline: pipeline.clone(),
-            bind,
-            groups: grid_1d(t_count),
-        });
     }
     Ok(out)
-}
-
-/// Every shader module (file list) this family builds, and whether it needs subgroups/f16.
-pub fn modules() -> Vec<(Vec<&'static ShaderSource>, bool)> {
-    vec![(vec![&NUMERIC, &EMBED], false)]
 }

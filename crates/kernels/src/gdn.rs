@@ -58,8 +58,10 @@
 //! tiling and coop-matrix products are the next steps.
 
 use crate::dispatch::{grid_1d, Dispatch};
-use crate::shaders::{ShaderSource, NUMERIC, REDUCE_SHARED, REDUCE_SUBGROUP};
-use crate::{GpuContext, KernelError, PipelineKey};
+use crate::shaders::NUMERIC;
+use crate::spec::{KernelSpec, Needs, Part, Uniform};
+use crate::view::{check_vector, Dtype};
+use crate::{GpuContext, KernelError};
 
 crate::shader!(CONV1D, "conv1d.wgsl");
 crate::shader!(GDN_RECURRENT, "gdn_recurrent.wgsl");
@@ -69,26 +71,6 @@ crate::shader!(GDN_CHUNK_PREP, "gdn_chunk_prep.wgsl");
 crate::shader!(GDN_CHUNK_WY, "gdn_chunk_wy.wgsl");
 crate::shader!(GDN_CHUNK_STATE, "gdn_chunk_state.wgsl");
 crate::shader!(GDN_CHUNK_OUT, "gdn_chunk_out.wgsl");
-
-/// Every shader module (file list) this family builds, and whether it needs subgroups/f16.
-pub fn modules() -> Vec<(Vec<&'static ShaderSource>, bool)> {
-    let mut v = vec![
-        (vec![&NUMERIC, &CONV1D], false),
-        (vec![&REDUCE_SUBGROUP, &NUMERIC, &GDN_RECURRENT], true),
-        (vec![&REDUCE_SHARED, &NUMERIC, &GDN_RECURRENT], false),
-        (vec![&REDUCE_SUBGROUP, &NUMERIC, &GDN_DECODE], true),
-        (vec![&REDUCE_SHARED, &NUMERIC, &GDN_DECODE], false),
-    ];
-    for k in [
-        &GDN_CHUNK_PREP,
-        &GDN_CHUNK_WY,
-        &GDN_CHUNK_STATE,
-        &GDN_CHUNK_OUT,
-    ] {
-        v.push((vec![&NUMERIC, &GDN_CHUNK_COMMON, k], false));
-    }
-    v
-}
 
 /// Invocations per workgroup of every GDN kernel.
 const WG: u32 = 256;
@@ -345,57 +327,157 @@ impl GdnScratch {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct ConvParams {
-    t_len: u32,
-    channels: u32,
-    in_stride: u32,
-    taps: u32,
-    tb: u32,
-    write_state: u32,
-    _pad: [u32; 2],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct RecParams {
-    t0: u32,
-    t_len: u32,
-    nv: u32,
-    nk: u32,
-    conv_dim: u32,
-    qkvz_stride: u32,
-    key_dim: u32,
-    eps: f32,
-    q_scale: f32,
-    _pad: [u32; 3],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct ChunkParams {
-    t_len: u32,
-    nv: u32,
-    nk: u32,
-    conv_dim: u32,
-    qkvz_stride: u32,
-    key_dim: u32,
-    n_chunks: u32,
-    _pad0: u32,
-    eps: f32,
-    q_scale: f32,
-    _pad1: [u32; 2],
-}
-
-fn need(what: &str, buf: &wgpu::Buffer, floats: u64) -> Result<(), KernelError> {
-    if buf.size() < floats * 4 {
-        return Err(KernelError::Arguments {
-            kernel: "gdn",
-            detail: format!("`{what}` has {} bytes, needs {}", buf.size(), floats * 4),
-        });
+crate::uniform_struct! {
+    /// Mirrors `struct ConvParams` in `shaders/conv1d.wgsl`.
+    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+    struct ConvParams as "ConvParams" {
+        t_len: u32,
+        channels: u32,
+        in_stride: u32,
+        taps: u32,
+        tb: u32,
+        write_state: u32,
+        _pad: [u32; 2],
     }
-    Ok(())
+}
+
+crate::uniform_struct! {
+    /// Mirrors `struct RecParams` in `shaders/gdn_recurrent.wgsl`.
+    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+    struct RecParams as "RecParams" {
+        t0: u32,
+        t_len: u32,
+        nv: u32,
+        nk: u32,
+        conv_dim: u32,
+        qkvz_stride: u32,
+        key_dim: u32,
+        eps: f32,
+        q_scale: f32,
+        _pad: [u32; 3],
+    }
+}
+
+crate::uniform_struct! {
+    /// Mirrors `struct ChunkParams` in `shaders/gdn_chunk_common.wgsl`.
+    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+    struct ChunkParams as "ChunkParams" {
+        t_len: u32,
+        nv: u32,
+        nk: u32,
+        conv_dim: u32,
+        qkvz_stride: u32,
+        key_dim: u32,
+        n_chunks: u32,
+        _pad0: u32,
+        eps: f32,
+        q_scale: f32,
+        _pad1: [u32; 2],
+    }
+}
+
+static CONV: KernelSpec = KernelSpec {
+    label: "gdn conv1d",
+    parts: &[Part::File(&NUMERIC), Part::File(&CONV1D)],
+    entry: "conv1d_silu",
+    uniforms: &[&ConvParams::LAYOUT],
+    needs: Needs::Baseline,
+};
+
+static CONV_STATE: KernelSpec = KernelSpec {
+    label: "gdn conv state",
+    parts: &[Part::File(&NUMERIC), Part::File(&CONV1D)],
+    entry: "conv1d_state",
+    uniforms: &[&ConvParams::LAYOUT],
+    needs: Needs::Baseline,
+};
+
+static RECURRENT: KernelSpec = KernelSpec {
+    label: "gdn recurrent",
+    parts: &[
+        Part::Reduce,
+        Part::File(&NUMERIC),
+        Part::File(&GDN_RECURRENT),
+    ],
+    entry: "gdn_recurrent",
+    uniforms: &[&RecParams::LAYOUT],
+    needs: Needs::Baseline,
+};
+
+static DECODE: KernelSpec = KernelSpec {
+    label: "gdn decode",
+    parts: &[Part::Reduce, Part::File(&NUMERIC), Part::File(&GDN_DECODE)],
+    entry: "gdn_decode",
+    uniforms: &[&DecParams::LAYOUT],
+    needs: Needs::Baseline,
+};
+
+const fn chunk_spec(
+    label: &'static str,
+    parts: &'static [Part],
+    entry: &'static str,
+) -> KernelSpec {
+    KernelSpec {
+        label,
+        parts,
+        entry,
+        uniforms: &[&ChunkParams::LAYOUT],
+        needs: Needs::Baseline,
+    }
+}
+
+static CHUNK_PREP: KernelSpec = chunk_spec(
+    "gdn qk norm",
+    &[
+        Part::File(&NUMERIC),
+        Part::File(&GDN_CHUNK_COMMON),
+        Part::File(&GDN_CHUNK_PREP),
+    ],
+    "gdn_qk_norm",
+);
+static CHUNK_WY: KernelSpec = chunk_spec(
+    "gdn chunk wy",
+    &[
+        Part::File(&NUMERIC),
+        Part::File(&GDN_CHUNK_COMMON),
+        Part::File(&GDN_CHUNK_WY),
+    ],
+    "gdn_chunk_wy",
+);
+static CHUNK_STATE: KernelSpec = chunk_spec(
+    "gdn chunk state",
+    &[
+        Part::File(&NUMERIC),
+        Part::File(&GDN_CHUNK_COMMON),
+        Part::File(&GDN_CHUNK_STATE),
+    ],
+    "gdn_chunk_state",
+);
+static CHUNK_OUT: KernelSpec = chunk_spec(
+    "gdn chunk out",
+    &[
+        Part::File(&NUMERIC),
+        Part::File(&GDN_CHUNK_COMMON),
+        Part::File(&GDN_CHUNK_OUT),
+    ],
+    "gdn_chunk_out",
+);
+
+/// The kernels of this family.
+pub(crate) static SPECS: &[&KernelSpec] = &[
+    &CONV,
+    &CONV_STATE,
+    &RECURRENT,
+    &DECODE,
+    &CHUNK_PREP,
+    &CHUNK_WY,
+    &CHUNK_STATE,
+    &CHUNK_OUT,
+];
+
+/// `buf` holds at least `floats` f32 values.
+fn need(what: &'static str, buf: &wgpu::Buffer, floats: u64) -> Result<(), KernelError> {
+    check_vector("gdn", what, buf, Dtype::F32, 0, floats)
 }
 
 /// Records the GDN layer core for `t` tokens: reads `qkvz`, `ba` and the weights,
@@ -518,21 +600,23 @@ pub fn fused_decode_available(ctx: &GpuContext, dims: &GdnDims) -> bool {
     dims.check().is_ok() && decode_lanes(ctx, dims).is_some()
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct DecParams {
-    t0: u32,
-    t_len: u32,
-    nv: u32,
-    nk: u32,
-    conv_dim: u32,
-    qkvz_stride: u32,
-    key_dim: u32,
-    _pad0: u32,
-    eps: f32,
-    q_scale: f32,
-    rounds: u32,
-    _pad1: u32,
+crate::uniform_struct! {
+    /// Mirrors `struct DecParams` in `shaders/gdn_decode.wgsl`.
+    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+    struct DecParams as "DecParams" {
+        t0: u32,
+        t_len: u32,
+        nv: u32,
+        nk: u32,
+        conv_dim: u32,
+        qkvz_stride: u32,
+        key_dim: u32,
+        _pad0: u32,
+        eps: f32,
+        q_scale: f32,
+        rounds: u32,
+        _pad1: u32,
+    }
 }
 
 /// The fused decode kernel: one launch per [`RECURRENT_SPAN`] tokens, a workgroup
@@ -552,61 +636,43 @@ fn decode_dispatches(
         ),
     })?;
     let (sl, rows) = dims.recurrent_split();
-    let reduce = if ctx.caps.subgroups {
-        &REDUCE_SUBGROUP
-    } else {
-        &REDUCE_SHARED
-    };
-    let key = PipelineKey::new(&[reduce, &NUMERIC, &GDN_DECODE], "gdn_decode")
-        .constant("WG", lanes * WG)
-        .constant("LANES", lanes)
-        .constant("DK", dims.dk)
-        .constant("DV", dims.dv)
-        .constant("SL", sl)
-        .constant("R", rows)
-        .constant("TAPS", dims.conv_kernel);
-    let pipeline = ctx.pipeline(&key)?;
     let mut out = Vec::new();
     for t0 in (0..t).step_by(RECURRENT_SPAN as usize) {
-        let params = ctx.uniform(
-            "gdn decode params",
-            &DecParams {
-                t0,
-                t_len: RECURRENT_SPAN.min(t - t0),
-                nv: dims.nv,
-                nk: dims.nk,
-                conv_dim: dims.conv_dim(),
-                qkvz_stride: dims.conv_dim() + dims.value_dim(),
-                key_dim: dims.key_dim(),
-                _pad0: 0,
-                eps: dims.eps,
-                q_scale: q_scale(dims),
-                rounds: dims.nv / dims.nk / lanes,
-                _pad1: 0,
-            },
+        out.push(
+            ctx.launch(&DECODE)
+                .constant("WG", lanes * WG)
+                .constant("LANES", lanes)
+                .constant("DK", dims.dk)
+                .constant("DV", dims.dv)
+                .constant("SL", sl)
+                .constant("R", rows)
+                .constant("TAPS", dims.conv_kernel)
+                .bind("qkvz", b.qkvz)
+                .bind("ba", b.ba)
+                .bind("conv_w", b.conv_w)
+                .bind("a_log", b.a_log)
+                .bind("dt_bias", b.dt_bias)
+                .bind("norm_w", b.norm_w)
+                .bind("conv_st", b.conv_state)
+                .bind("st", b.state)
+                .bind("gout", b.out)
+                .params(&DecParams {
+                    t0,
+                    t_len: RECURRENT_SPAN.min(t - t0),
+                    nv: dims.nv,
+                    nk: dims.nk,
+                    conv_dim: dims.conv_dim(),
+                    qkvz_stride: dims.conv_dim() + dims.value_dim(),
+                    key_dim: dims.key_dim(),
+                    _pad0: 0,
+                    eps: dims.eps,
+                    q_scale: q_scale(dims),
+                    rounds: dims.nv / dims.nk / lanes,
+                    _pad1: 0,
+                })
+                .grid([dims.nk, 1, 1])
+                .record()?,
         );
-        let bind = ctx.bind(
-            &pipeline,
-            "gdn decode",
-            &[
-                b.qkvz.as_entire_binding(),
-                b.ba.as_entire_binding(),
-                b.conv_w.as_entire_binding(),
-                b.a_log.as_entire_binding(),
-                b.dt_bias.as_entire_binding(),
-                b.norm_w.as_entire_binding(),
-                b.conv_state.as_entire_binding(),
-                b.state.as_entire_binding(),
-                b.out.as_entire_binding(),
-                params.as_entire_binding(),
-            ],
-        );
-        out.push(Dispatch {
-            label: "gdn decode",
-            pipeline: pipeline.clone(),
-            bind,
-            groups: [dims.nk, 1, 1],
-        });
     }
     Ok(out)
 }
@@ -632,54 +698,30 @@ fn conv_dispatches(
         },
     );
     let groups_x = (dims.conv_dim() / 4).div_ceil(WG);
-    let key = PipelineKey::new(&[&NUMERIC, &CONV1D], "conv1d_silu").constant("WG", WG);
-    let pipeline = ctx.pipeline(&key)?;
-    let bind = ctx.bind(
-        &pipeline,
-        "gdn conv1d",
-        &[
-            b.qkvz.as_entire_binding(),
-            b.conv_w.as_entire_binding(),
-            b.conv_state.as_entire_binding(),
-            s.xc.as_entire_binding(),
-            params.as_entire_binding(),
-        ],
-    );
-    let mut out = vec![Dispatch {
-        label: "gdn conv1d",
-        pipeline,
-        bind,
-        groups: [groups_x, blocks, 1],
-    }];
+    let mut out = vec![ctx
+        .launch(&CONV)
+        .constant("WG", WG)
+        .bind("conv_x", b.qkvz)
+        .bind("conv_w", b.conv_w)
+        .bind("conv_st", b.conv_state)
+        .bind("conv_y", &s.xc)
+        .params_buffer::<ConvParams>(&params)
+        .grid([groups_x, blocks, 1])
+        .record()?];
     if blocks > 1 {
-        // Uses bindings 0 (input), 2 (state) and 4 (params) of the same module only.
-        let key = PipelineKey::new(&[&NUMERIC, &CONV1D], "conv1d_state").constant("WG", WG);
-        let pipeline = ctx.pipeline(&key)?;
-        let layout = pipeline.get_bind_group_layout(0);
-        let bind = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("gdn conv state"),
-            layout: &layout,
-            entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: b.qkvz.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 2,
-                    resource: b.conv_state.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 4,
-                    resource: params.as_entire_binding(),
-                },
-            ],
-        });
-        out.push(Dispatch {
-            label: "gdn conv state",
-            pipeline,
-            bind,
-            groups: [groups_x, 1, 1],
-        });
+        // Reads the input and rewrites the state only (its entry point leaves
+        // the weights and the output unbound).
+        out.push(
+            ctx.launch(&CONV_STATE)
+                .constant("WG", WG)
+                .bind("conv_x", b.qkvz)
+                .bind("conv_w", b.conv_w)
+                .bind("conv_st", b.conv_state)
+                .bind("conv_y", &s.xc)
+                .params_buffer::<ConvParams>(&params)
+                .grid([groups_x, 1, 1])
+                .record()?,
+        );
     }
     Ok(out)
 }
@@ -699,56 +741,38 @@ fn recurrent_dispatches(
 ) -> Result<Vec<Dispatch>, KernelError> {
     let (sl, rows) = dims.recurrent_split();
     debug_assert!(rows <= MAX_ROWS && sl * dims.dv <= WG);
-    let reduce = if ctx.caps.subgroups {
-        &REDUCE_SUBGROUP
-    } else {
-        &REDUCE_SHARED
-    };
-    let key = PipelineKey::new(&[reduce, &NUMERIC, &GDN_RECURRENT], "gdn_recurrent")
-        .constant("WG", WG)
-        .constant("DK", dims.dk)
-        .constant("DV", dims.dv)
-        .constant("SL", sl)
-        .constant("R", rows);
-    let pipeline = ctx.pipeline(&key)?;
     let mut out = Vec::new();
     for t0 in (0..t).step_by(RECURRENT_SPAN as usize) {
-        let params = ctx.uniform(
-            "gdn recurrent params",
-            &RecParams {
-                t0,
-                t_len: RECURRENT_SPAN.min(t - t0),
-                nv: dims.nv,
-                nk: dims.nk,
-                conv_dim: dims.conv_dim(),
-                qkvz_stride: dims.conv_dim() + dims.value_dim(),
-                key_dim: dims.key_dim(),
-                eps: dims.eps,
-                q_scale: q_scale(dims),
-                _pad: [0; 3],
-            },
+        out.push(
+            ctx.launch(&RECURRENT)
+                .constant("WG", WG)
+                .constant("DK", dims.dk)
+                .constant("DV", dims.dv)
+                .constant("SL", sl)
+                .constant("R", rows)
+                .bind("gx", &s.xc)
+                .bind("qkvz", b.qkvz)
+                .bind("ba", b.ba)
+                .bind("a_log", b.a_log)
+                .bind("dt_bias", b.dt_bias)
+                .bind("norm_w", b.norm_w)
+                .bind("st", b.state)
+                .bind("gout", b.out)
+                .params(&RecParams {
+                    t0,
+                    t_len: RECURRENT_SPAN.min(t - t0),
+                    nv: dims.nv,
+                    nk: dims.nk,
+                    conv_dim: dims.conv_dim(),
+                    qkvz_stride: dims.conv_dim() + dims.value_dim(),
+                    key_dim: dims.key_dim(),
+                    eps: dims.eps,
+                    q_scale: q_scale(dims),
+                    _pad: [0; 3],
+                })
+                .grid([dims.nv, 1, 1])
+                .record()?,
         );
-        let bind = ctx.bind(
-            &pipeline,
-            "gdn recurrent",
-            &[
-                s.xc.as_entire_binding(),
-                b.qkvz.as_entire_binding(),
-                b.ba.as_entire_binding(),
-                b.a_log.as_entire_binding(),
-                b.dt_bias.as_entire_binding(),
-                b.norm_w.as_entire_binding(),
-                b.state.as_entire_binding(),
-                b.out.as_entire_binding(),
-                params.as_entire_binding(),
-            ],
-        );
-        out.push(Dispatch {
-            label: "gdn recurrent",
-            pipeline: pipeline.clone(),
-            bind,
-            groups: [dims.nv, 1, 1],
-        });
     }
     Ok(out)
 }
@@ -778,60 +802,55 @@ fn chunked_dispatches(
             _pad1: [0; 2],
         },
     );
-    let key = |file: &'static ShaderSource, entry: &'static str| {
-        PipelineKey::new(&[&NUMERIC, &GDN_CHUNK_COMMON, file], entry)
+    // One uniform serves the four launches.
+    let launch = |spec: &'static KernelSpec| {
+        ctx.launch(spec)
             .constant("DK", dims.dk)
             .constant("DV", dims.dv)
             .constant("CH", c)
             .constant("CC", c * c)
-    };
-    let launch = |label: &'static str,
-                  key: PipelineKey,
-                  bufs: &[&wgpu::Buffer],
-                  groups: [u32; 3]|
-     -> Result<Dispatch, KernelError> {
-        let pipeline = ctx.pipeline(&key)?;
-        let mut entries: Vec<_> = bufs.iter().map(|x| x.as_entire_binding()).collect();
-        entries.push(params.as_entire_binding());
-        let bind = ctx.bind(&pipeline, label, &entries);
-        Ok(Dispatch {
-            label,
-            pipeline,
-            bind,
-            groups,
-        })
+            .params_buffer::<ChunkParams>(&params)
     };
     let rows = t * 2 * dims.nk;
     let bv = s.v_block;
     Ok(vec![
-        launch(
-            "gdn qk norm",
-            key(&GDN_CHUNK_PREP, "gdn_qk_norm"),
-            &[&s.xc],
-            grid_1d(rows.div_ceil(WG)),
-        )?,
-        launch(
-            "gdn chunk wy",
-            key(&GDN_CHUNK_WY, "gdn_chunk_wy"),
-            &[&s.xc, b.ba, b.a_log, b.dt_bias, &s.u, &s.w, &s.gam],
-            [n_chunks, dims.nv, 1],
-        )?,
-        launch(
-            "gdn chunk state",
-            key(&GDN_CHUNK_STATE, "gdn_chunk_state")
-                .constant("BV", bv)
-                .constant("SBV", dims.dk * bv)
-                .constant("CBV", c * bv)
-                .constant("CSW", c * 32),
-            &[&s.xc, &s.w, &s.u, &s.gam, &s.snap, b.state],
-            [dims.dv.div_ceil(bv), dims.nv, 1],
-        )?,
-        launch(
-            "gdn chunk out",
-            key(&GDN_CHUNK_OUT, "gdn_chunk_out"),
-            &[&s.xc, &s.u, &s.gam, &s.snap, b.qkvz, b.norm_w, b.out],
-            [n_chunks, dims.nv, 1],
-        )?,
+        launch(&CHUNK_PREP)
+            .bind("px", &s.xc)
+            .grid(grid_1d(rows.div_ceil(WG)))
+            .record()?,
+        launch(&CHUNK_WY)
+            .bind("wx", &s.xc)
+            .bind("ba", b.ba)
+            .bind("a_log", b.a_log)
+            .bind("dt_bias", b.dt_bias)
+            .bind("wu", &s.u)
+            .bind("ww", &s.w)
+            .bind("wgam", &s.gam)
+            .grid([n_chunks, dims.nv, 1])
+            .record()?,
+        launch(&CHUNK_STATE)
+            .constant("BV", bv)
+            .constant("SBV", dims.dk * bv)
+            .constant("CBV", c * bv)
+            .constant("CSW", c * 32)
+            .bind("sx", &s.xc)
+            .bind("sw", &s.w)
+            .bind("su", &s.u)
+            .bind("sgam", &s.gam)
+            .bind("snap", &s.snap)
+            .bind("st", b.state)
+            .grid([dims.dv.div_ceil(bv), dims.nv, 1])
+            .record()?,
+        launch(&CHUNK_OUT)
+            .bind("ox", &s.xc)
+            .bind("ovp", &s.u)
+            .bind("ogam", &s.gam)
+            .bind("osnap", &s.snap)
+            .bind("qkvz", b.qkvz)
+            .bind("norm_w", b.norm_w)
+            .bind("gout", b.out)
+            .grid([n_chunks, dims.nv, 1])
+            .record()?,
     ])
 }
 

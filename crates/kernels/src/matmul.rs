@@ -62,9 +62,11 @@
 use std::collections::BTreeSet;
 
 use crate::dispatch::{grid_1d, Dispatch, MAX_GROUPS};
-use crate::shaders::{self, ShaderSource};
+use crate::shaders;
+use crate::spec::{KernelSpec, Needs, Part, Uniform};
+use crate::view::{check_rows, check_vector, Dtype};
 use crate::weights::WeightPiece;
-use crate::{GpuContext, GpuWeight, KernelError, PipelineKey, WeightFormat};
+use crate::{GpuContext, GpuWeight, KernelError, Launch, WeightFormat};
 
 #[path = "matmul_coop.rs"]
 mod coop;
@@ -85,7 +87,8 @@ pub enum Epilogue {
 }
 
 impl Epilogue {
-    fn code(self) -> u32 {
+    /// `epi` of `MmParams`.
+    pub(crate) fn code(self) -> u32 {
         match self {
             Epilogue::Store => 0,
             Epilogue::Accumulate => 1,
@@ -154,30 +157,28 @@ pub const MAX_VEC_T: u32 = 16;
 /// Most threads per vector-path workgroup (WebGPU's limit).
 const WG: u32 = 256;
 
-/// 256-thread GEMV workgroups the H100 runs at once: 132 SMs × 4. Measured
-/// (GPU timestamps, one token, `gemv_bench` shapes): launches of 1024
-/// workgroups (4096 rows) ran 14–19% faster in FP8 and up to 5% in BF16 with
-/// 128 threads, those of 512 or of 2560 and more 2–9% slower; one wave of
-/// 256-thread groups holding 4 per SM (registers) fits both ends.
-const WIDE_WAVE: u32 = 132 * 4;
-
 /// Threads per vector-path workgroup for `w` in a launch of `groups`
 /// workgroups (`None`: the indexed kernel): one per `vec4<u32>` chunk of a
 /// row, 64..=256. Threads past a row's chunks would idle through the loads
 /// and still join the reduction: rows of 1024 BF16 or 512 values (0.8B
-/// hidden size, MoE experts' down projection) are 128 or 64 chunks. A launch
-/// too large for one wave of 256-thread groups but not for one of 128-thread
-/// groups takes 128 threads (each doing twice the chunks): one wave instead
-/// of two ([`WIDE_WAVE`]). Only the speed depends on this choice.
-fn vec_workgroup(w: &GpuWeight, groups: Option<u32>) -> u32 {
-    vec_width((w.stride_words / 4) as u32, groups)
+/// hidden size, MoE experts' down projection) are 128 or 64 chunks. On
+/// adapters with a known GEMV wave ([`Tuning::gemv_wave`](crate::Tuning)), a
+/// launch too large for one wave of 256-thread groups but not for one of
+/// 128-thread groups takes 128 threads (each doing twice the chunks): one wave
+/// instead of two. Measured on the H100 (GPU timestamps, one token,
+/// `gemv_bench` shapes; wave 132 SMs × 4): launches of 1024 workgroups (4096
+/// rows) ran 14–19% faster in FP8 and up to 5% in BF16 with 128 threads, those
+/// of 512 or of 2560 and more 2–9% slower. Only the speed depends on this choice.
+fn vec_workgroup(ctx: &GpuContext, w: &GpuWeight, groups: Option<u32>) -> u32 {
+    vec_width((w.stride_words / 4) as u32, groups, ctx.tuning.gemv_wave)
 }
 
-/// [`vec_workgroup`] of rows `chunks` `vec4<u32>` long.
-fn vec_width(chunks: u32, groups: Option<u32>) -> u32 {
+/// [`vec_workgroup`] of rows `chunks` `vec4<u32>` long on an adapter whose
+/// GEMV wave is `wave` 256-thread workgroups (`None`: unknown).
+fn vec_width(chunks: u32, groups: Option<u32>, wave: Option<u32>) -> u32 {
     let wide = chunks.next_power_of_two().clamp(64, WG);
-    match groups {
-        Some(g) if wide == WG && g > WIDE_WAVE && g <= 2 * WIDE_WAVE => WG / 2,
+    match (groups, wave) {
+        (Some(g), Some(wave)) if wide == WG && g > wave && g <= 2 * wave => WG / 2,
         _ => wide,
     }
 }
@@ -191,39 +192,88 @@ const INDEXED_TV: u32 = MAX_TV;
 /// Up to this many pairs the indexed kernel takes one pair per workgroup (decode: parallelism).
 const INDEXED_SINGLE_MAX: u32 = 32;
 
-/// Mirrors `struct MmParams` in `shaders/matmul_common.wgsl`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct MmParams {
-    pub(crate) rows: u32,
-    pub(crate) cols: u32,
-    pub(crate) stride4: u32,
-    pub(crate) block_cols: u32,
-    pub(crate) t: u32,
-    pub(crate) x_off: u32,
-    pub(crate) x_stride: u32,
-    pub(crate) x_div: u32,
-    pub(crate) y_off: u32,
-    pub(crate) y_stride: u32,
-    pub(crate) n0: u32,
-    pub(crate) n_end: u32,
-    pub(crate) a_row0: u32,
-    pub(crate) a_rows: u32,
-    pub(crate) b_row0: u32,
-    pub(crate) b_rows: u32,
-    pub(crate) half: u32,
-    pub(crate) rpe: u32,
-    pub(crate) experts: u32,
-    pub(crate) ids_off: u32,
-    pub(crate) groups_n: u32,
-    pub(crate) groups: u32,
-    pub(crate) epi: u32,
-    pub(crate) x_aligned: u32,
-    pub(crate) norm: u32,
-    pub(crate) norm_eps: f32,
-    pub(crate) _pad0: u32,
-    pub(crate) _pad1: u32,
+crate::uniform_struct! {
+    /// Mirrors `struct MmParams` in `shaders/matmul_common.wgsl`.
+    #[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+    pub(crate) struct MmParams as "MmParams" {
+        pub(crate) rows: u32,
+        pub(crate) cols: u32,
+        pub(crate) stride4: u32,
+        pub(crate) block_cols: u32,
+        pub(crate) t: u32,
+        pub(crate) x_off: u32,
+        pub(crate) x_stride: u32,
+        pub(crate) x_div: u32,
+        pub(crate) y_off: u32,
+        pub(crate) y_stride: u32,
+        pub(crate) n0: u32,
+        pub(crate) n_end: u32,
+        pub(crate) a_row0: u32,
+        pub(crate) a_rows: u32,
+        pub(crate) b_row0: u32,
+        pub(crate) b_rows: u32,
+        pub(crate) half: u32,
+        pub(crate) rpe: u32,
+        pub(crate) experts: u32,
+        pub(crate) ids_off: u32,
+        pub(crate) groups_n: u32,
+        pub(crate) groups: u32,
+        pub(crate) epi: u32,
+        pub(crate) x_aligned: u32,
+        pub(crate) norm: u32,
+        pub(crate) norm_eps: f32,
+        pub(crate) _pad0: u32,
+        pub(crate) _pad1: u32,
+    }
 }
+
+/// The kernel a dense matmul runs (chosen from `T`, the path and the device).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GemmKernel {
+    /// `mm_vec`: GEMV, `T <= 16`, the only one with the fused norm.
+    Vec,
+    /// `mm_tile`: scalar register-tiled GEMM.
+    Tile,
+    /// `mm_coop`: cooperative-matrix GEMM (`matmul_coop.rs`).
+    Coop,
+}
+
+const VEC_PARTS: &[Part] = &[
+    Part::File(&shaders::NUMERIC),
+    Part::File(&MATMUL_COMMON),
+    Part::File(&MATMUL_VEC),
+];
+
+static MM_VEC: KernelSpec = KernelSpec {
+    label: "matmul_gemv",
+    parts: VEC_PARTS,
+    entry: "mm_vec",
+    uniforms: &[&MmParams::LAYOUT],
+    needs: Needs::Baseline,
+};
+
+static MM_VEC_IDS: KernelSpec = KernelSpec {
+    label: "matmul_indexed",
+    parts: VEC_PARTS,
+    entry: "mm_vec_ids",
+    uniforms: &[&MmParams::LAYOUT],
+    needs: Needs::Baseline,
+};
+
+static MM_TILE: KernelSpec = KernelSpec {
+    label: "matmul_tile",
+    parts: &[
+        Part::File(&shaders::NUMERIC),
+        Part::File(&MATMUL_COMMON),
+        Part::File(&MATMUL_TILE),
+    ],
+    entry: "mm_tile",
+    uniforms: &[&MmParams::LAYOUT],
+    needs: Needs::Baseline,
+};
+
+/// The kernels of this family (the grouped MoE GEMM is in `moe`).
+pub(crate) static SPECS: &[&KernelSpec] = &[&MM_VEC, &MM_VEC_IDS, &MM_TILE, &coop::MM_COOP];
 
 /// An RMSNorm fused into a decode GEMV ([`matmul_normed`]): the GEMV reads
 /// the un-normalised rows of x and computes `norm(x) · Wᵀ` with
@@ -235,17 +285,6 @@ pub struct FusedNorm<'a> {
     pub eps: f32,
     /// Scale by `1 + weight` (Qwen3.5's norms) instead of `weight`.
     pub one_plus: bool,
-}
-
-/// Every shader module (file list) this family builds, and whether it needs subgroups/f16.
-pub fn modules() -> Vec<(Vec<&'static ShaderSource>, bool)> {
-    vec![
-        (vec![&shaders::NUMERIC, &MATMUL_COMMON, &MATMUL_VEC], false),
-        (vec![&shaders::NUMERIC, &MATMUL_COMMON, &MATMUL_TILE], false),
-    ]
-    .into_iter()
-    .chain(coop::modules())
-    .collect()
 }
 
 fn arg_err(kernel: &'static str, detail: String) -> KernelError {
@@ -326,48 +365,12 @@ fn check_weight(kernel: &'static str, w: &GpuWeight) -> Result<(), KernelError> 
     Ok(())
 }
 
-/// `(first, last + 1)` elements of `rows` rows of `width` elements `stride` apart from `offset`, in f32s.
-fn check_rows(
-    kernel: &'static str,
-    what: &str,
-    buf: &wgpu::Buffer,
-    offset: u64,
-    stride: u64,
-    rows: u64,
-    width: u64,
-) -> Result<(), KernelError> {
-    if stride < width {
-        return Err(arg_err(
-            kernel,
-            format!("{what} stride {stride} is below its row width {width}"),
-        ));
-    }
-    let end = offset + (rows - 1) * stride + width;
-    if end * 4 > buf.size() {
-        return Err(arg_err(
-            kernel,
-            format!(
-                "{what}: {rows} rows of {width} elements at offset {offset}, stride {stride} end at element {end}, \
-                 past its {} bytes",
-                buf.size()
-            ),
-        ));
-    }
-    if end > u32::MAX as u64 {
-        return Err(arg_err(
-            kernel,
-            format!("{what}: element {end} does not fit 32-bit indices"),
-        ));
-    }
-    Ok(())
-}
-
 fn range(p: &WeightPiece) -> (usize, usize) {
     (p.row0, p.rows)
 }
 
 /// One launch: gate/plain rows from piece `a`, up rows from piece `b`, outputs `[n0, n_end)`.
-struct Launch<'w> {
+struct PieceLaunch<'w> {
     a: &'w WeightPiece,
     b: &'w WeightPiece,
     n0: u32,
@@ -389,23 +392,22 @@ fn swiglu_overlap(
     (lo < hi).then(|| (lo - base, hi - base))
 }
 
-/// `groups`: workgroups of the launch, for the vector path's width ([`vec_workgroup`]).
-fn pipeline_key(
+/// A launch of the vector-path spec `spec` (`mm_vec` or `mm_vec_ids`) with `tv`
+/// tokens per workgroup and scale mode `mode`; `groups`: workgroups of the
+/// launch, for its width ([`vec_workgroup`]).
+fn vec_launch<'a>(
+    ctx: &'a GpuContext,
+    spec: &'static KernelSpec,
     w: &GpuWeight,
-    entry: &'static str,
     tv: u32,
     mode: u32,
     groups: Option<u32>,
-) -> PipelineKey {
-    let key = if entry == "mm_tile" {
-        PipelineKey::new(&[&shaders::NUMERIC, &MATMUL_COMMON, &MATMUL_TILE], entry)
-    } else {
-        PipelineKey::new(&[&shaders::NUMERIC, &MATMUL_COMMON, &MATMUL_VEC], entry)
-            .constant("WG", vec_workgroup(w, groups))
-            .constant("TV", tv)
-            .constant("SCALE_MODE", mode)
-    };
-    key.constant("FORMAT", w.format as u32)
+) -> Launch<'a> {
+    ctx.launch(spec)
+        .constant("WG", vec_workgroup(ctx, w, groups))
+        .constant("TV", tv)
+        .constant("SCALE_MODE", mode)
+        .constant("FORMAT", w.format as u32)
 }
 
 fn base_params(w: &GpuWeight, epilogue: Epilogue) -> MmParams {
@@ -420,7 +422,7 @@ fn base_params(w: &GpuWeight, epilogue: Epilogue) -> MmParams {
     }
 }
 
-fn set_pieces(p: &mut MmParams, l: &Launch<'_>) {
+fn set_pieces(p: &mut MmParams, l: &PieceLaunch<'_>) {
     p.a_row0 = l.a.row0 as u32;
     p.a_rows = l.a.rows as u32;
     p.b_row0 = l.b.row0 as u32;
@@ -529,6 +531,7 @@ fn matmul_impl(
         K,
         "x",
         args.x,
+        Dtype::F32,
         args.x_offset as u64,
         args.x_stride as u64,
         t,
@@ -538,6 +541,7 @@ fn matmul_impl(
         K,
         "y",
         args.y,
+        Dtype::F32,
         args.y_offset as u64,
         args.y_stride as u64,
         t,
@@ -545,12 +549,12 @@ fn matmul_impl(
     )?;
 
     let half = w.rows / 2;
-    let launches: Vec<Launch<'_>> = if swiglu {
+    let launches: Vec<PieceLaunch<'_>> = if swiglu {
         let mut v = Vec::new();
         for a in &w.pieces {
             for b in &w.pieces {
                 if let Some((lo, hi)) = swiglu_overlap(range(a), range(b), 0, half) {
-                    v.push(Launch {
+                    v.push(PieceLaunch {
                         a,
                         b,
                         n0: lo as u32,
@@ -563,7 +567,7 @@ fn matmul_impl(
     } else {
         w.pieces
             .iter()
-            .map(|a| Launch {
+            .map(|a| PieceLaunch {
                 a,
                 b: a,
                 n0: a.row0 as u32,
@@ -588,84 +592,82 @@ fn matmul_impl(
     let use_coop = norm.is_none()
         && (path == MatmulPath::Coop
             || (path == MatmulPath::Auto && args.t > MAX_VEC_T && coop::auto(ctx, w, args.t)));
-    let (entry, label, tv, mode) = if use_coop {
-        ("mm_coop", "matmul_coop", 0, 0)
+    let kernel = if use_coop {
+        GemmKernel::Coop
     } else if args.t <= MAX_VEC_T {
+        GemmKernel::Vec
+    } else {
+        GemmKernel::Tile
+    };
+    let (label, tv, mode) = match kernel {
+        GemmKernel::Coop => ("matmul_coop", 0, 0),
         // Up to 8 tokens per workgroup: 16 accumulator vec4s spilled on the H100
         // (T = 16 took 8× the time of T = 8); 9..16 tokens are two blocks.
-        let tv = args.t.next_power_of_two().min(MAX_TV);
-        let label = if args.t == 1 {
-            "matmul_gemv"
-        } else {
-            "matmul_gemv_multi"
-        };
-        ("mm_vec", label, tv, scale_mode(K, w)?)
-    } else {
-        ("mm_tile", "matmul_tile", 0, 0)
-    };
-    // The GEMM's pipeline serves every launch; the GEMV's width depends on
-    // each launch's grid (vec_workgroup).
-    let gemm = match entry {
-        "mm_vec" => None,
-        _ if use_coop => Some(ctx.pipeline(&coop::pipeline_key(ctx, w))?),
-        _ => Some(ctx.pipeline(&pipeline_key(w, entry, tv, mode, None))?),
+        GemmKernel::Vec => (
+            if args.t == 1 {
+                "matmul_gemv"
+            } else {
+                "matmul_gemv_multi"
+            },
+            args.t.next_power_of_two().min(MAX_TV),
+            scale_mode(K, w)?,
+        ),
+        GemmKernel::Tile => ("matmul_tile", 0, 0),
     };
     let mut out = Vec::with_capacity(launches.len());
     for l in &launches {
         let mut p = base;
         set_pieces(&mut p, l);
         let n = l.n_end - l.n0;
-        // Scalar GEMM: 64 tokens × 64 weight rows (32 SwiGLU columns) per
-        // workgroup; the coop kernel's tile is its own.
-        let groups = if entry != "mm_vec" {
-            let (gx, gy) = if use_coop {
-                coop::grid(n, args.t, swiglu)
-            } else {
-                (
-                    n.div_ceil(if swiglu { TILE / 2 } else { TILE }),
-                    args.t.div_ceil(TILE),
-                )
-            };
-            if gx > MAX_GROUPS || gy > MAX_GROUPS {
-                return Err(arg_err(
-                    K,
-                    format!("{} tokens × {n} outputs need a {gx}×{gy} grid", args.t),
-                ));
+        // The GEMM's pipeline serves every launch; the GEMV's width depends on
+        // each launch's grid (vec_workgroup).
+        let launch = match kernel {
+            GemmKernel::Vec => {
+                p.groups_n = n.div_ceil(if swiglu { 2 } else { 4 });
+                p.groups = p.groups_n * args.t.div_ceil(tv);
+                // The fused norm's weight (x when there is none: never read).
+                vec_launch(ctx, &MM_VEC, w, tv, mode, Some(p.groups))
+                    .bind("nw4", norm.map_or(args.x, |n| n.weight))
+                    .grid(grid_1d(p.groups))
             }
-            [gx, gy, 1]
-        } else {
-            p.groups_n = n.div_ceil(if swiglu { 2 } else { 4 });
-            p.groups = p.groups_n * args.t.div_ceil(tv);
-            grid_1d(p.groups)
+            GemmKernel::Tile | GemmKernel::Coop => {
+                // Scalar GEMM: 64 tokens × 64 weight rows (32 SwiGLU columns) per
+                // workgroup; the coop kernel's tile is its own.
+                let (gx, gy) = if kernel == GemmKernel::Coop {
+                    coop::grid(n, args.t, swiglu)
+                } else {
+                    (
+                        n.div_ceil(if swiglu { TILE / 2 } else { TILE }),
+                        args.t.div_ceil(TILE),
+                    )
+                };
+                if gx > MAX_GROUPS || gy > MAX_GROUPS {
+                    return Err(arg_err(
+                        K,
+                        format!("{} tokens × {n} outputs need a {gx}×{gy} grid", args.t),
+                    ));
+                }
+                let launch = if kernel == GemmKernel::Coop {
+                    coop::launch(ctx, w)
+                } else {
+                    ctx.launch(&MM_TILE).constant("FORMAT", w.format as u32)
+                };
+                launch.grid([gx, gy, 1])
+            }
         };
-        let pipeline = match &gemm {
-            Some(g) => g.clone(),
-            None => ctx.pipeline(&pipeline_key(w, entry, tv, mode, Some(p.groups)))?,
-        };
-        let params = ctx.uniform("matmul params", &p);
-        let mut buffers = vec![
-            (0, l.a.buffer.as_entire_binding()),
-            (1, l.b.buffer.as_entire_binding()),
-            (2, w.meta.as_entire_binding()),
-            (3, args.x.as_entire_binding()),
-            (4, args.y.as_entire_binding()),
-            (5, params.as_entire_binding()),
-        ];
-        if entry != "mm_tile" {
-            // x again, read as vec4s when its rows are aligned.
-            buffers.push((6, args.x.as_entire_binding()));
-        }
-        if entry == "mm_vec" {
-            // The fused norm's weight (x when there is none: never read).
-            buffers.push((8, norm.map_or(args.x, |n| n.weight).as_entire_binding()));
-        }
-        let bind = ctx.bind_at(&pipeline, label, &buffers);
-        out.push(Dispatch {
-            label,
-            pipeline: pipeline.clone(),
-            bind,
-            groups,
-        });
+        out.push(
+            launch
+                .label(label)
+                .bind("wa", &l.a.buffer)
+                .bind("wb", &l.b.buffer)
+                .bind("scales", &w.meta)
+                .bind("xs", args.x)
+                .bind("ys", args.y)
+                // x again, read as vec4s when its rows are aligned.
+                .bind("xs4", args.x)
+                .params(&p)
+                .record()?,
+        );
     }
     Ok(out)
 }
@@ -768,20 +770,30 @@ fn matmul_indexed_impl(
     let width = if swiglu { rpe / 2 } else { rpe } as u64;
     let pairs = args.pairs as u64;
     let x_rows = (pairs - 1) / args.x_row_div as u64 + 1;
+    let x_stride = args.x_stride as u64;
     check_rows(
         K,
         "x",
         args.x,
+        Dtype::F32,
         0,
-        args.x_stride as u64,
+        x_stride,
         x_rows,
         w.cols as u64,
     )?;
-    check_rows(K, "y", args.y, 0, args.y_stride as u64, pairs, width)?;
-    check_rows(K, "ids", args.ids, args.ids_offset as u64, 1, pairs, 1)?;
+    let y_stride = args.y_stride as u64;
+    check_rows(K, "y", args.y, Dtype::F32, 0, y_stride, pairs, width)?;
+    check_vector(
+        K,
+        "ids",
+        args.ids,
+        Dtype::U32,
+        args.ids_offset as u64,
+        pairs,
+    )?;
     let experts = w.rows / rpe;
 
-    let launches: Vec<Launch<'_>> = if swiglu {
+    let launches: Vec<PieceLaunch<'_>> = if swiglu {
         let half = rpe / 2;
         let mut pairs_of_pieces = BTreeSet::new();
         for e in 0..experts {
@@ -795,7 +807,7 @@ fn matmul_indexed_impl(
         }
         pairs_of_pieces
             .into_iter()
-            .map(|(ia, ib)| Launch {
+            .map(|(ia, ib)| PieceLaunch {
                 a: &w.pieces[ia],
                 b: &w.pieces[ib],
                 n0: 0,
@@ -805,7 +817,7 @@ fn matmul_indexed_impl(
     } else {
         w.pieces
             .iter()
-            .map(|a| Launch {
+            .map(|a| PieceLaunch {
                 a,
                 b: a,
                 n0: 0,
@@ -845,34 +857,25 @@ fn matmul_indexed_impl(
             )
         })?;
     let mode = scale_mode(K, w)?;
-    let pipeline = ctx.pipeline(&pipeline_key(w, "mm_vec_ids", tv, mode, None))?;
     let mut out = Vec::with_capacity(launches.len());
     for l in &launches {
         let mut p = base;
         set_pieces(&mut p, l);
-        let params = ctx.uniform("matmul_indexed params", &p);
-        let bind = ctx.bind(
-            &pipeline,
-            "matmul_indexed",
-            &[
-                l.a.buffer.as_entire_binding(),
-                l.b.buffer.as_entire_binding(),
-                w.meta.as_entire_binding(),
-                args.x.as_entire_binding(),
-                args.y.as_entire_binding(),
-                params.as_entire_binding(),
-                args.x.as_entire_binding(),
-                args.ids.as_entire_binding(),
+        out.push(
+            vec_launch(ctx, &MM_VEC_IDS, w, tv, mode, None)
+                .bind("wa", &l.a.buffer)
+                .bind("wb", &l.b.buffer)
+                .bind("scales", &w.meta)
+                .bind("xs", args.x)
+                .bind("ys", args.y)
+                .bind("xs4", args.x)
+                .bind("ids", args.ids)
                 // The fused norm's weight (x when there is none: never read).
-                norm.map_or(args.x, |n| n.weight).as_entire_binding(),
-            ],
+                .bind("nw4", norm.map_or(args.x, |n| n.weight))
+                .params(&p)
+                .grid(grid_1d(p.groups))
+                .record()?,
         );
-        out.push(Dispatch {
-            label: "matmul_indexed",
-            pipeline: pipeline.clone(),
-            bind,
-            groups: grid_1d(p.groups),
-        });
     }
     Ok(out)
 }
@@ -922,17 +925,27 @@ mod tests {
 
     #[test]
     fn gemv_width_follows_rows_and_grid() {
+        // The H100's wave (132 SMs × 4 workgroups).
+        const WAVE: u32 = 528;
+        let h100 = Some(WAVE);
         // One thread per chunk, 64..=256, whatever the grid.
-        assert_eq!(vec_width(10, None), 64);
-        assert_eq!(vec_width(100, Some(1000)), 128);
-        assert_eq!(vec_width(257, None), 256);
+        assert_eq!(vec_width(10, None, h100), 64);
+        assert_eq!(vec_width(100, Some(1000), h100), 128);
+        assert_eq!(vec_width(257, None, h100), 256);
         // Wide rows: 256 threads unless one wave of 128-thread groups holds the launch.
-        assert_eq!(vec_width(256, Some(16)), 256);
-        assert_eq!(vec_width(256, Some(WIDE_WAVE)), 256);
-        assert_eq!(vec_width(256, Some(WIDE_WAVE + 1)), 128);
-        assert_eq!(vec_width(768, Some(1024)), 128);
-        assert_eq!(vec_width(256, Some(2 * WIDE_WAVE)), 128);
-        assert_eq!(vec_width(256, Some(2 * WIDE_WAVE + 1)), 256);
-        assert_eq!(vec_width(256, Some(6144)), 256);
+        assert_eq!(vec_width(256, Some(16), h100), 256);
+        assert_eq!(vec_width(256, Some(WAVE), h100), 256);
+        assert_eq!(vec_width(256, Some(WAVE + 1), h100), 128);
+        assert_eq!(vec_width(768, Some(1024), h100), 128);
+        assert_eq!(vec_width(256, Some(2 * WAVE), h100), 128);
+        assert_eq!(vec_width(256, Some(2 * WAVE + 1), h100), 256);
+        assert_eq!(vec_width(256, Some(6144), h100), 256);
+        // Another wave moves the window; an unknown adapter keeps 256.
+        assert_eq!(vec_width(256, Some(WAVE + 1), Some(1000)), 256);
+        assert_eq!(vec_width(256, Some(1001), Some(1000)), 128);
+        for g in [16, WAVE, WAVE + 1, 1024, 2 * WAVE, 6144] {
+            assert_eq!(vec_width(256, Some(g), None), 256);
+            assert_eq!(vec_width(100, Some(g), None), 128);
+        }
     }
 }

@@ -11,7 +11,7 @@
 //! scale in f32; block scales narrower than the row are multiplied in f32
 //! while staging, before the f16 rounding. Numbers: see the end of this doc.
 //!
-//! Two variants (override `EXACT`), chosen per context by [`pipeline_key`]:
+//! Two variants (override `EXACT`), chosen per context by [`launch`]:
 //! - Exact (the default, what [`MatmulPath::Auto`](super::MatmulPath::Auto)
 //!   runs above 16 tokens): each x row is multiplied by a power of two `s`
 //!   (its largest |x| lands in [2¹⁴, 2¹⁵); a pre-pass of the workgroup over its
@@ -69,10 +69,23 @@
 //! cells are such runs), so only adjacent numbers compare. The E4M3 row is
 //! forced Coop (Auto keeps 128-column blocks on the scalar GEMM).
 
-use crate::shaders::{self, ShaderSource};
-use crate::{GpuContext, GpuWeight, PipelineKey, WeightFormat};
+use crate::shaders;
+use crate::spec::{KernelSpec, Needs, Part, Uniform};
+use crate::{GpuContext, GpuWeight, Launch, WeightFormat};
 
 crate::shader!(MATMUL_COOP, "matmul_coop.wgsl");
+
+pub(super) static MM_COOP: KernelSpec = KernelSpec {
+    label: "matmul_coop",
+    parts: &[
+        Part::File(&MATMUL_COOP),
+        Part::File(&shaders::NUMERIC),
+        Part::File(&super::MATMUL_COMMON),
+    ],
+    entry: "mm_coop",
+    uniforms: &[&super::MmParams::LAYOUT],
+    needs: Needs::CooperativeMatrix,
+};
 
 /// Workgroup memory of `mm_coop`: x hi, x lo and W tiles (3 × 10 KiB f16 at the padded stride),
 /// two result fragments per subgroup (16 KiB f32), per-row scales (1 KiB). (The first kernel,
@@ -83,14 +96,6 @@ const SHARED_BYTES: u32 = 3 * 10 * 1024 + 16 * 1024 + 1024;
 
 /// Output tile: tokens × weight rows (SwiGLU: half as many output columns).
 const TILE: u32 = 128;
-
-/// Shader modules of the coop path (they need f16, subgroups and cooperative matrices).
-pub fn modules() -> Vec<(Vec<&'static ShaderSource>, bool)> {
-    vec![(
-        vec![&MATMUL_COOP, &shaders::NUMERIC, &super::MATMUL_COMMON],
-        true,
-    )]
-}
 
 /// Threads per workgroup (8 subgroups), or `None` where the device cannot run
 /// the coop kernel at all. Subgroups of at least 16 keep the per-thread
@@ -154,15 +159,12 @@ pub(super) fn unsupported_reason(ctx: &GpuContext, w: &GpuWeight) -> String {
     }
 }
 
-/// The `mm_coop` pipeline key for `w` (call only when [`supported`]): the
-/// plain f16 variant when the context opts into f16 matmuls, else the exact
-/// one, for Auto and forced Coop alike.
-pub(super) fn pipeline_key(ctx: &GpuContext, w: &GpuWeight) -> PipelineKey {
-    PipelineKey::new(
-        &[&MATMUL_COOP, &shaders::NUMERIC, &super::MATMUL_COMMON],
-        "mm_coop",
-    )
-    .constant("WG", workgroup_size(ctx).unwrap_or(256))
-    .constant("FORMAT", w.format as u32)
-    .constant("EXACT", f64::from(u8::from(!ctx.f16_matmul)))
+/// A `mm_coop` launch for `w` (call only when [`supported`]): the plain f16
+/// variant when the context opts into f16 matmuls, else the exact one, for
+/// Auto and forced Coop alike.
+pub(super) fn launch<'a>(ctx: &'a GpuContext, w: &GpuWeight) -> Launch<'a> {
+    ctx.launch(&MM_COOP)
+        .constant("WG", workgroup_size(ctx).unwrap_or(256))
+        .constant("FORMAT", w.format as u32)
+        .constant("EXACT", f64::from(u8::from(!ctx.f16_matmul)))
 }

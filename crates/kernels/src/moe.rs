@@ -23,8 +23,10 @@
 pub mod grouped;
 
 use crate::dispatch::{grid_1d, Dispatch};
-use crate::shaders::{ShaderSource, NUMERIC, REDUCE_SHARED, REDUCE_SUBGROUP};
-use crate::{GpuContext, KernelError, PipelineKey};
+use crate::shaders::NUMERIC;
+use crate::spec::{KernelSpec, Needs, Part, Uniform};
+use crate::view::{check_vector, Dtype};
+use crate::{GpuContext, KernelError};
 
 crate::shader!(MOE_ROUTE, "moe_route.wgsl");
 crate::shader!(MOE_COMBINE, "moe_combine.wgsl");
@@ -33,48 +35,69 @@ crate::shader!(MOE_COMBINE, "moe_combine.wgsl");
 /// expert, padded to a power of two) must fit WebGPU's 16 KiB of workgroup memory.
 pub const MAX_EXPERTS: u32 = 1024;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct RouteParams {
-    t: u32,
-    experts: u32,
-    top_k: u32,
-    _pad: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct CombineParams {
-    t: u32,
-    top_k: u32,
-    n: u32,
-    groups_per_row: u32,
-}
-
-fn reduce(ctx: &GpuContext) -> &'static ShaderSource {
-    if ctx.caps.subgroups {
-        &REDUCE_SUBGROUP
-    } else {
-        &REDUCE_SHARED
+crate::uniform_struct! {
+    /// Mirrors `struct RouteParams` in `shaders/moe_route.wgsl`.
+    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+    struct RouteParams as "RouteParams" {
+        t: u32,
+        experts: u32,
+        top_k: u32,
+        _pad: u32,
     }
 }
 
+crate::uniform_struct! {
+    /// Mirrors `struct CombineParams` in `shaders/moe_combine.wgsl`.
+    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+    struct CombineParams as "CombineParams" {
+        t: u32,
+        top_k: u32,
+        n: u32,
+        groups_per_row: u32,
+    }
+}
+
+static ROUTE: KernelSpec = KernelSpec {
+    label: "moe_route",
+    parts: &[Part::Reduce, Part::File(&MOE_ROUTE)],
+    entry: "moe_route",
+    uniforms: &[&RouteParams::LAYOUT],
+    needs: Needs::Baseline,
+};
+
+const COMBINE_PARTS: &[Part] = &[Part::File(&NUMERIC), Part::File(&MOE_COMBINE)];
+
+const fn combine_spec(entry: &'static str) -> KernelSpec {
+    KernelSpec {
+        label: "moe_combine",
+        parts: COMBINE_PARTS,
+        entry,
+        uniforms: &[&CombineParams::LAYOUT],
+        needs: Needs::Baseline,
+    }
+}
+
+static COMBINE: KernelSpec = combine_spec("moe_combine");
+static COMBINE_VEC4: KernelSpec = combine_spec("moe_combine_vec4");
+
+/// The kernels of this family (the grouped GEMM's included).
+pub(crate) static SPECS: &[&KernelSpec] = &[
+    &ROUTE,
+    &COMBINE,
+    &COMBINE_VEC4,
+    &grouped::GROUP_SORT,
+    &grouped::GROUP_GEMM,
+];
+
+/// `words` elements of `dtype` from element 0 of `buf`.
 fn check(
     kernel: &'static str,
-    what: &str,
+    what: &'static str,
     buf: &wgpu::Buffer,
+    dtype: Dtype,
     words: u64,
 ) -> Result<(), KernelError> {
-    if words * 4 > buf.size() {
-        return Err(KernelError::Arguments {
-            kernel,
-            detail: format!(
-                "{what} needs {words} 4-byte elements but its buffer has {} bytes",
-                buf.size()
-            ),
-        });
-    }
-    Ok(())
+    check_vector(kernel, what, buf, dtype, 0, words)
 }
 
 /// Router: `logits [T, E]` → softmax over all E in f32, top-k by probability
@@ -98,41 +121,26 @@ pub fn moe_route(
             ),
         });
     }
-    check(K, "logits", logits, t as u64 * experts as u64)?;
-    check(K, "ids", ids, t as u64 * top_k as u64)?;
-    check(K, "weights", weights, t as u64 * top_k as u64)?;
+    check(K, "logits", logits, Dtype::F32, t as u64 * experts as u64)?;
+    check(K, "ids", ids, Dtype::U32, t as u64 * top_k as u64)?;
+    check(K, "weights", weights, Dtype::F32, t as u64 * top_k as u64)?;
     // One compare-exchange per invocation per stage for E <= 512.
     let wg = 256u32;
     let emax = experts.next_power_of_two().max(2);
-    let key = PipelineKey::new(&[reduce(ctx), &MOE_ROUTE], "moe_route")
+    ctx.launch(&ROUTE)
         .constant("WG", wg)
-        .constant("EMAX", emax);
-    let pipeline = ctx.pipeline(&key)?;
-    let params = ctx.uniform(
-        "moe_route params",
-        &RouteParams {
+        .constant("EMAX", emax)
+        .bind("logits", logits)
+        .bind("ids", ids)
+        .bind("weights", weights)
+        .params(&RouteParams {
             t,
             experts,
             top_k,
             _pad: 0,
-        },
-    );
-    let bind = ctx.bind(
-        &pipeline,
-        "moe_route",
-        &[
-            logits.as_entire_binding(),
-            ids.as_entire_binding(),
-            weights.as_entire_binding(),
-            params.as_entire_binding(),
-        ],
-    );
-    Ok(Dispatch {
-        label: "moe_route",
-        pipeline,
-        bind,
-        groups: grid_1d(t),
-    })
+        })
+        .grid(grid_1d(t))
+        .record()
 }
 
 /// `h[t] += Σ_s weights[t·k+s] · expert_out[t·k+s, :] + sigmoid(gate_logit[t]) · shared_out[t, :]`
@@ -157,17 +165,17 @@ pub fn moe_combine(
         });
     }
     let (t64, k64, h64) = (t as u64, top_k as u64, hidden as u64);
-    check(K, "expert_out", expert_out, t64 * k64 * h64)?;
-    check(K, "weights", weights, t64 * k64)?;
-    check(K, "shared_out", shared_out, t64 * h64)?;
-    check(K, "gate_logit", gate_logit, t64)?;
-    check(K, "h", h, t64 * h64)?;
+    check(K, "expert_out", expert_out, Dtype::F32, t64 * k64 * h64)?;
+    check(K, "weights", weights, Dtype::F32, t64 * k64)?;
+    check(K, "shared_out", shared_out, Dtype::F32, t64 * h64)?;
+    check(K, "gate_logit", gate_logit, Dtype::F32, t64)?;
+    check(K, "h", h, Dtype::F32, t64 * h64)?;
     const WG: u32 = 256;
     let vec4 = hidden.is_multiple_of(4);
-    let (entry, n) = if vec4 {
-        ("moe_combine_vec4", hidden / 4)
+    let (spec, n) = if vec4 {
+        (&COMBINE_VEC4, hidden / 4)
     } else {
-        ("moe_combine", hidden)
+        (&COMBINE, hidden)
     };
     let groups_per_row = n.div_ceil(WG);
     let total = groups_per_row as u64 * t64;
@@ -177,44 +185,23 @@ pub fn moe_combine(
             detail: format!("T {t} x hidden {hidden} is too large"),
         });
     }
-    let key = PipelineKey::new(&[&NUMERIC, &MOE_COMBINE], entry).constant("WG", WG);
-    let pipeline = ctx.pipeline(&key)?;
-    let params = ctx.uniform(
-        "moe_combine params",
-        &CombineParams {
+    // The vec4 and scalar entry points name their views of one binding apart.
+    ctx.launch(spec)
+        .constant("WG", WG)
+        .bind("xo4", expert_out)
+        .bind("xo1", expert_out)
+        .bind("cw", weights)
+        .bind("so4", shared_out)
+        .bind("so1", shared_out)
+        .bind("gl", gate_logit)
+        .bind("h4", h)
+        .bind("h1", h)
+        .params(&CombineParams {
             t,
             top_k,
             n,
             groups_per_row,
-        },
-    );
-    let bind = ctx.bind(
-        &pipeline,
-        "moe_combine",
-        &[
-            expert_out.as_entire_binding(),
-            weights.as_entire_binding(),
-            shared_out.as_entire_binding(),
-            gate_logit.as_entire_binding(),
-            h.as_entire_binding(),
-            params.as_entire_binding(),
-        ],
-    );
-    Ok(Dispatch {
-        label: "moe_combine",
-        pipeline,
-        bind,
-        groups: grid_1d(total as u32),
-    })
-}
-
-/// Every shader module (file list) this family builds, and whether it needs subgroups/f16.
-pub fn modules() -> Vec<(Vec<&'static ShaderSource>, bool)> {
-    let mut all = vec![
-        (vec![&REDUCE_SUBGROUP, &MOE_ROUTE], true),
-        (vec![&REDUCE_SHARED, &MOE_ROUTE], false),
-        (vec![&NUMERIC, &MOE_COMBINE], false),
-    ];
-    all.extend(grouped::modules());
-    all
+        })
+        .grid(grid_1d(total as u32))
+        .record()
 }

@@ -32,9 +32,11 @@
 
 use crate::dispatch::{Dispatch, MAX_GROUPS};
 use crate::matmul::{Epilogue, MmParams, MATMUL_COMMON};
-use crate::shaders::{self, ShaderSource};
+use crate::shaders;
+use crate::spec::{KernelSpec, Needs, Part, Uniform};
+use crate::view::{check_rows, check_vector, Dtype};
 use crate::weights::WeightPiece;
-use crate::{GpuContext, GpuWeight, KernelError, PipelineKey};
+use crate::{GpuContext, GpuWeight, KernelError};
 
 crate::shader!(MOE_GROUP_SORT, "moe_group_sort.wgsl");
 crate::shader!(MOE_GROUP_GEMM, "moe_group_gemm.wgsl");
@@ -108,15 +110,36 @@ impl GroupScratch {
     }
 }
 
-/// Mirrors `struct GroupParams` in `shaders/moe_group_sort.wgsl`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct GroupParams {
-    pairs: u32,
-    experts: u32,
-    ids_off: u32,
-    tiles_off: u32,
+crate::uniform_struct! {
+    /// Mirrors `struct GroupParams` in `shaders/moe_group_sort.wgsl`.
+    #[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+    struct GroupParams as "GroupParams" {
+        pairs: u32,
+        experts: u32,
+        ids_off: u32,
+        tiles_off: u32,
+    }
 }
+
+pub(super) static GROUP_SORT: KernelSpec = KernelSpec {
+    label: "moe_group",
+    parts: &[Part::File(&MOE_GROUP_SORT)],
+    entry: "moe_group",
+    uniforms: &[&GroupParams::LAYOUT],
+    needs: Needs::Baseline,
+};
+
+pub(super) static GROUP_GEMM: KernelSpec = KernelSpec {
+    label: "matmul_grouped",
+    parts: &[
+        Part::File(&shaders::NUMERIC),
+        Part::File(&MATMUL_COMMON),
+        Part::File(&MOE_GROUP_GEMM),
+    ],
+    entry: "moe_group_gemm",
+    uniforms: &[&MmParams::LAYOUT],
+    needs: Needs::Baseline,
+};
 
 /// Activations of [`matmul_grouped`]: for pair `p < pairs`, x row `p / x_row_div`
 /// in, y row `p` out (width `rows_per_expert`, or half of it for SwiGlu), as
@@ -135,17 +158,6 @@ pub struct GroupedArgs<'a> {
     /// Must equal the `pairs` of the [`moe_group`] that filled the scratch.
     pub pairs: u32,
     pub rows_per_expert: u32,
-}
-
-/// Every shader module (file list) this family builds, and whether it needs subgroups/f16.
-pub fn modules() -> Vec<(Vec<&'static ShaderSource>, bool)> {
-    vec![
-        (vec![&MOE_GROUP_SORT], false),
-        (
-            vec![&shaders::NUMERIC, &MATMUL_COMMON, &MOE_GROUP_GEMM],
-            false,
-        ),
-    ]
 }
 
 fn arg_err(kernel: &'static str, detail: String) -> KernelError {
@@ -179,40 +191,18 @@ pub fn moe_group(
             format!("{pairs} pairs, scratch holds {}", scratch.max_pairs),
         ));
     }
-    if (ids_offset as u64 + pairs as u64) * 4 > ids.size() {
-        return Err(arg_err(
-            K,
-            format!(
-                "ids: {pairs} ids at offset {ids_offset} overrun its {} bytes",
-                ids.size()
-            ),
-        ));
-    }
-    let pipeline = ctx.pipeline(&PipelineKey::new(&[&MOE_GROUP_SORT], "moe_group"))?;
-    let params = ctx.uniform(
-        "moe_group params",
-        &GroupParams {
+    check_vector(K, "ids", ids, Dtype::U32, ids_offset as u64, pairs as u64)?;
+    ctx.launch(&GROUP_SORT)
+        .bind("gids", ids)
+        .bind("gout", &scratch.buffer)
+        .params(&GroupParams {
             pairs,
             experts,
             ids_off: ids_offset,
             tiles_off: scratch.tiles_offset(),
-        },
-    );
-    let bind = ctx.bind(
-        &pipeline,
-        "moe_group",
-        &[
-            ids.as_entire_binding(),
-            scratch.buffer.as_entire_binding(),
-            params.as_entire_binding(),
-        ],
-    );
-    Ok(Dispatch {
-        label: "moe_group",
-        pipeline,
-        bind,
-        groups: [1, 1, 1],
-    })
+        })
+        .grid([1, 1, 1])
+        .record()
 }
 
 /// Checks the weight's layout (pieces contiguous and sized, strides, scales).
@@ -260,34 +250,6 @@ fn check_weight(kernel: &'static str, w: &GpuWeight) -> Result<(), KernelError> 
     }
     if w.meta.size() < (w.rows as u64 + 1) * 4 {
         return Err(bad("scale table too small".into()));
-    }
-    Ok(())
-}
-
-/// `rows` rows of `width` elements, `stride` apart from element 0, fit `buf` and u32 indices.
-fn check_rows(
-    kernel: &'static str,
-    what: &str,
-    buf: &wgpu::Buffer,
-    stride: u64,
-    rows: u64,
-    width: u64,
-) -> Result<(), KernelError> {
-    if stride < width {
-        return Err(arg_err(
-            kernel,
-            format!("{what} stride {stride} is below its row width {width}"),
-        ));
-    }
-    let end = (rows - 1) * stride + width;
-    if end * 4 > buf.size() || end > u32::MAX as u64 {
-        return Err(arg_err(
-            kernel,
-            format!(
-                "{what}: {rows} rows of {width} elements, stride {stride} end at element {end}, past its {} bytes",
-                buf.size()
-            ),
-        ));
     }
     Ok(())
 }
@@ -365,8 +327,18 @@ pub fn matmul_grouped(
     let width = if swiglu { rpe / 2 } else { rpe };
     let pairs = args.pairs as u64;
     let x_rows = (pairs - 1) / args.x_row_div as u64 + 1;
-    check_rows(K, "x", args.x, args.x_stride as u64, x_rows, w.cols as u64)?;
-    check_rows(K, "y", args.y, args.y_stride as u64, pairs, width as u64)?;
+    let (x_stride, y_stride) = (args.x_stride as u64, args.y_stride as u64);
+    check_rows(
+        K,
+        "x",
+        args.x,
+        Dtype::F32,
+        0,
+        x_stride,
+        x_rows,
+        w.cols as u64,
+    )?;
+    check_rows(K, "y", args.y, Dtype::F32, 0, y_stride, pairs, width as u64)?;
 
     let half = rpe / 2;
     let mut launches: Vec<(&WeightPiece, &WeightPiece)> = Vec::new();
@@ -407,20 +379,10 @@ pub fn matmul_grouped(
         rpe: rpe as u32,
         experts,
         ids_off: scratch.tiles_offset(),
-        epi: match epilogue {
-            Epilogue::Store => 0,
-            Epilogue::Accumulate => 1,
-            Epilogue::SwiGlu => 2,
-        },
+        epi: epilogue.code(),
         x_aligned: u32::from(args.x_stride.is_multiple_of(4)),
         ..Default::default()
     };
-    let key = PipelineKey::new(
-        &[&shaders::NUMERIC, &MATMUL_COMMON, &MOE_GROUP_GEMM],
-        "moe_group_gemm",
-    )
-    .constant("FORMAT", w.format as u32);
-    let pipeline = ctx.pipeline(&key)?;
     let mut out = Vec::with_capacity(launches.len());
     for (a, b) in launches {
         let p = MmParams {
@@ -430,27 +392,20 @@ pub fn matmul_grouped(
             b_rows: b.rows as u32,
             ..base
         };
-        let params = ctx.uniform("matmul_grouped params", &p);
-        let bind = ctx.bind(
-            &pipeline,
-            "matmul_grouped",
-            &[
-                a.buffer.as_entire_binding(),
-                b.buffer.as_entire_binding(),
-                w.meta.as_entire_binding(),
-                args.x.as_entire_binding(),
-                args.y.as_entire_binding(),
-                params.as_entire_binding(),
-                args.x.as_entire_binding(),
-                scratch.buffer.as_entire_binding(),
-            ],
+        out.push(
+            ctx.launch(&GROUP_GEMM)
+                .constant("FORMAT", w.format as u32)
+                .bind("wa", &a.buffer)
+                .bind("wb", &b.buffer)
+                .bind("scales", &w.meta)
+                .bind("xs", args.x)
+                .bind("ys", args.y)
+                .bind("xs4", args.x)
+                .bind("ids", &scratch.buffer)
+                .params(&p)
+                .grid([gx, gy, 1])
+                .record()?,
         );
-        out.push(Dispatch {
-            label: "matmul_grouped",
-            pipeline: pipeline.clone(),
-            bind,
-            groups: [gx, gy, 1],
-        });
     }
     Ok(out)
 }

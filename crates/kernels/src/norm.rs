@@ -10,30 +10,42 @@
 //! rows) so small rows do not leave most of a workgroup idle.
 
 use crate::dispatch::{grid_1d, Dispatch};
-use crate::shaders::{ShaderSource, REDUCE_SHARED, REDUCE_SUBGROUP};
-use crate::{GpuContext, KernelError, PipelineKey};
+use crate::spec::{KernelSpec, Needs, Part, Uniform};
+use crate::view::{check_rows, check_vector, Dtype, TensorView};
+use crate::{GpuContext, KernelError};
 
 crate::shader!(NORM, "norm.wgsl");
 
-/// Mirrors `struct NormParams` in `shaders/norm.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct NormParams {
-    x_off: u32,
-    rows: u32,
-    width: u32,
-    one_plus: u32,
-    eps: f32,
-    _pad: [u32; 3],
-}
-
-fn reduce(ctx: &GpuContext) -> &'static ShaderSource {
-    if ctx.caps.subgroups {
-        &REDUCE_SUBGROUP
-    } else {
-        &REDUCE_SHARED
+crate::uniform_struct! {
+    /// Mirrors `struct NormParams` in `shaders/norm.wgsl`.
+    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+    struct NormParams as "NormParams" {
+        x_off: u32,
+        rows: u32,
+        width: u32,
+        one_plus: u32,
+        eps: f32,
+        _pad: [u32; 3],
     }
 }
+
+const NORM_PARTS: &[Part] = &[Part::Reduce, Part::File(&NORM)];
+
+const fn norm_spec(entry: &'static str) -> KernelSpec {
+    KernelSpec {
+        label: "rms_norm",
+        parts: NORM_PARTS,
+        entry,
+        uniforms: &[&NormParams::LAYOUT],
+        needs: Needs::Baseline,
+    }
+}
+
+static RMS_NORM: KernelSpec = norm_spec("rms_norm");
+static RMS_NORM_VEC4: KernelSpec = norm_spec("rms_norm_vec4");
+
+/// The kernels of this family.
+pub(crate) static SPECS: &[&KernelSpec] = &[&RMS_NORM, &RMS_NORM_VEC4];
 
 /// Workgroup size for a row of `n` loads: 64 for short rows, else 256 (never
 /// below the subgroup size, which the subgroup reduction needs).
@@ -47,43 +59,20 @@ fn workgroup(ctx: &GpuContext, n: u32) -> u32 {
     wg.min(ctx.limits.max_compute_invocations_per_workgroup.max(64))
 }
 
-fn check_range(
-    kernel: &'static str,
-    what: &str,
-    buf: &wgpu::Buffer,
-    start: u64,
-    words: u64,
-) -> Result<(), KernelError> {
-    if (start + words) * 4 > buf.size() {
-        return Err(KernelError::Arguments {
-            kernel,
-            detail: format!(
-                "{what} needs f32 elements {start}..{} but its buffer has {} bytes",
-                start + words,
-                buf.size()
-            ),
-        });
-    }
-    Ok(())
-}
-
-/// `y[r] = x[r] / sqrt(mean(x[r]²) + eps) · (one_plus ? 1 + w : w)` for rows
-/// `r < rows`; row `r` of `x` starts at element `x_offset + r·width`, `y` is
-/// dense `[rows, width]`, `w` holds `width` f32.
-#[allow(clippy::too_many_arguments)]
+/// `y[r] = x[r] / sqrt(mean(x[r]²) + eps) · (one_plus ? 1 + w : w)` for the
+/// rows `r` of `x` (dense f32 `[rows, width]`, e.g.
+/// [`TensorView::f32_rows`]); `y` is dense `[rows, width]` from element 0, `w`
+/// holds `width` f32.
 pub fn rms_norm(
     ctx: &GpuContext,
-    x: &wgpu::Buffer,
-    x_offset: u32,
+    x: &TensorView<'_>,
     w: &wgpu::Buffer,
     y: &wgpu::Buffer,
-    rows: u32,
-    width: u32,
     eps: f32,
     one_plus: bool,
 ) -> Result<Dispatch, KernelError> {
     const K: &str = "rms_norm";
-    if width == 0 {
+    if x.shape[1] == 0 {
         return Err(KernelError::Arguments {
             kernel: K,
             detail: "width 0".into(),
@@ -95,52 +84,38 @@ pub fn rms_norm(
             detail: format!("eps {eps} must be finite and >= 0"),
         });
     }
-    let n = rows as u64 * width as u64;
-    check_range(K, "x", x, x_offset as u64, n)?;
-    check_range(K, "w", w, 0, width as u64)?;
-    check_range(K, "y", y, 0, n)?;
+    x.check_dense("x")
+        .and_then(|_| x.check_shape("x", x.shape, Dtype::F32))
+        .map_err(|e| e.in_kernel(K))?;
+    let [r, n] = x.shape;
+    check_vector(K, "w", w, Dtype::F32, 0, n)?;
+    check_rows(K, "y", y, Dtype::F32, 0, n, r, n)?;
+    // In bounds of their buffers, so within u32 (checked).
+    let (rows, width, x_offset) = (r as u32, n as u32, x.offset as u32);
+    let x = x.buffer;
     let vec4 = width.is_multiple_of(4) && x_offset.is_multiple_of(4);
-    let (entry, loads) = if vec4 {
-        ("rms_norm_vec4", width / 4)
+    let (spec, loads) = if vec4 {
+        (&RMS_NORM_VEC4, width / 4)
     } else {
-        ("rms_norm", width)
+        (&RMS_NORM, width)
     };
-    let wg = workgroup(ctx, loads);
-    let key = PipelineKey::new(&[reduce(ctx), &NORM], entry).constant("WG", wg);
-    let pipeline = ctx.pipeline(&key)?;
-    let params = ctx.uniform(
-        "rms_norm params",
-        &NormParams {
+    ctx.launch(spec)
+        .constant("WG", workgroup(ctx, loads))
+        // The vec4 and scalar entry points name their views of one binding apart.
+        .bind("x4", x)
+        .bind("x1", x)
+        .bind("w4", w)
+        .bind("w1", w)
+        .bind("y4", y)
+        .bind("y1", y)
+        .params(&NormParams {
             x_off: x_offset,
             rows,
             width,
             one_plus: one_plus as u32,
             eps,
             _pad: [0; 3],
-        },
-    );
-    let bind = ctx.bind(
-        &pipeline,
-        "rms_norm",
-        &[
-            x.as_entire_binding(),
-            w.as_entire_binding(),
-            y.as_entire_binding(),
-            params.as_entire_binding(),
-        ],
-    );
-    Ok(Dispatch {
-        label: "rms_norm",
-        pipeline,
-        bind,
-        groups: grid_1d(rows),
-    })
-}
-
-/// Every shader module (file list) this family builds, and whether it needs subgroups/f16.
-pub fn modules() -> Vec<(Vec<&'static ShaderSource>, bool)> {
-    vec![
-        (vec![&REDUCE_SUBGROUP, &NORM], true),
-        (vec![&REDUCE_SHARED, &NORM], false),
-    ]
+        })
+        .grid(grid_1d(rows))
+        .record()
 }

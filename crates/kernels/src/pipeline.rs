@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::reflect::ModuleBindings;
 use crate::shaders::ShaderSource;
 use crate::{GpuContext, KernelError};
 
@@ -31,13 +32,17 @@ impl PipelineKey {
         self
     }
 
-    fn id(&self) -> String {
-        let mut s = self
-            .parts
+    /// The module's name: its files joined by `+`.
+    fn module_name(&self) -> String {
+        self.parts
             .iter()
             .map(|p| p.name)
             .collect::<Vec<_>>()
-            .join("+");
+            .join("+")
+    }
+
+    fn id(&self) -> String {
+        let mut s = self.module_name();
         s.push(':');
         s.push_str(self.entry);
         for (n, v) in &self.constants {
@@ -60,6 +65,7 @@ impl PipelineKey {
 pub(crate) struct PipelineCache {
     modules: Mutex<HashMap<String, Arc<wgpu::ShaderModule>>>,
     pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+    bindings: Mutex<HashMap<String, Arc<ModuleBindings>>>,
 }
 
 impl GpuContext {
@@ -78,12 +84,7 @@ impl GpuContext {
         let module = self.module(key)?;
         let label = id.clone();
         let fail = |e: KernelError| KernelError::Compile {
-            shader: key
-                .parts
-                .iter()
-                .map(|p| p.name)
-                .collect::<Vec<_>>()
-                .join("+"),
+            shader: key.module_name(),
             entry: key.entry.to_string(),
             detail: e.to_string(),
         };
@@ -111,13 +112,36 @@ impl GpuContext {
         Ok(pipeline)
     }
 
+    /// The group-0 bindings of `key`'s module by name (naga reflection, once per module).
+    pub(crate) fn module_bindings(
+        &self,
+        key: &PipelineKey,
+    ) -> Result<Arc<ModuleBindings>, KernelError> {
+        let name = key.module_name();
+        if let Some(b) = self
+            .pipelines
+            .bindings
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&name).cloned())
+        {
+            return Ok(b);
+        }
+        let b = Arc::new(ModuleBindings::reflect(&key.source()).map_err(|detail| {
+            KernelError::Compile {
+                shader: name.clone(),
+                entry: key.entry.to_string(),
+                detail,
+            }
+        })?);
+        if let Ok(mut m) = self.pipelines.bindings.lock() {
+            m.insert(name, b.clone());
+        }
+        Ok(b)
+    }
+
     fn module(&self, key: &PipelineKey) -> Result<Arc<wgpu::ShaderModule>, KernelError> {
-        let name = key
-            .parts
-            .iter()
-            .map(|p| p.name)
-            .collect::<Vec<_>>()
-            .join("+");
+        let name = key.module_name();
         if let Some(m) = self
             .pipelines
             .modules

@@ -22,7 +22,7 @@
 //! - **Pick**: `M = Σ_kept e_i`; the token is the first kept index (index order)
 //!   whose cumulative kept mass exceeds `u · M`; if rounding leaves none, the
 //!   last kept token.
-//! - **Random number**: `u = uniform_random(seed, counter)` from the [`Step`](crate::Step)
+//! - **Random number**: `u = uniform_random(seed, counter)` from the [`Step`]
 //!   uniform (`seed_lo`, `seed_hi`, `counter`): `h = lowbias32(counter + 0x9e3779b9)`,
 //!   `h = lowbias32(h ^ seed_lo)`, `h = lowbias32(h ^ seed_hi)`, `u = (h >> 8) · 2⁻²⁴`
 //!   (lowbias32: Chris Wellons' integer hash). Bit-exact on host and GPU.
@@ -52,9 +52,10 @@
 //! groups; the launches are reusable every step (the Step uniform changes).
 
 use crate::dispatch::Dispatch;
-use crate::shaders::{ShaderSource, REDUCE_SHARED, REDUCE_SUBGROUP};
+use crate::shaders::REDUCE_SHARED;
+use crate::spec::{KernelSpec, Needs, Part, Uniform};
 use crate::step::STEP;
-use crate::{GpuContext, KernelError, PipelineKey};
+use crate::{GpuContext, KernelError, Step};
 
 crate::shader!(SAMPLE_COMMON, "sample_common.wgsl");
 crate::shader!(SAMPLE_ARGMAX, "sample_argmax.wgsl");
@@ -72,33 +73,132 @@ pub use qwgpu_ops::sampling::{SamplingParams, NON_FINITE};
 /// Largest vocabulary [`sample`] accepts (indices are compared as exact f32).
 pub const MAX_VOCAB: u32 = 1 << 24;
 
-/// Mirrors `struct SampleParams` in `shaders/sample_common.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct SampleUniform {
-    logits_off: u32,
-    vocab: u32,
-    out_off: u32,
-    top_k: u32,
-    inv_t: f32,
-    top_p: f32,
-    nblocks: u32,
-    block: u32,
+crate::uniform_struct! {
+    /// Mirrors `struct SampleParams` in `shaders/sample_common.wgsl`.
+    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+    struct SampleUniform as "SampleParams" {
+        logits_off: u32,
+        vocab: u32,
+        out_off: u32,
+        top_k: u32,
+        inv_t: f32,
+        top_p: f32,
+        nblocks: u32,
+        block: u32,
+    }
 }
 
-/// Mirrors `struct PassParams` in `shaders/sample_search.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct PassParams {
-    slot: u32,
-    prev: u32,
-    has_prev: u32,
-    prev_mass: u32,
-    mass: u32,
-    restart: u32,
-    p0: u32,
-    _pad: u32,
+crate::uniform_struct! {
+    /// Mirrors `struct PassParams` in `shaders/sample_search.wgsl`.
+    #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+    struct PassParams as "PassParams" {
+        slot: u32,
+        prev: u32,
+        has_prev: u32,
+        prev_mass: u32,
+        mass: u32,
+        restart: u32,
+        p0: u32,
+        _pad: u32,
+    }
 }
+
+const fn sample_spec(
+    entry: &'static str,
+    parts: &'static [Part],
+    uniforms: &'static [&'static crate::spec::UniformLayout],
+) -> KernelSpec {
+    KernelSpec {
+        label: entry,
+        parts,
+        entry,
+        uniforms,
+        needs: Needs::Baseline,
+    }
+}
+
+static PARTIAL: KernelSpec = sample_spec(
+    "sample_partial",
+    &[
+        Part::Reduce,
+        Part::File(&SAMPLE_COMMON),
+        Part::File(&SAMPLE_PARTIAL),
+    ],
+    &[&SampleUniform::LAYOUT],
+);
+static GREEDY: KernelSpec = sample_spec(
+    "sample_greedy",
+    &[
+        Part::Reduce,
+        Part::File(&SAMPLE_COMMON),
+        Part::File(&SAMPLE_ARGMAX),
+        Part::File(&SAMPLE_GREEDY),
+    ],
+    &[&SampleUniform::LAYOUT],
+);
+static EXP: KernelSpec = sample_spec(
+    "sample_exp",
+    &[
+        Part::Reduce,
+        Part::File(&SAMPLE_COMMON),
+        Part::File(&SAMPLE_ARGMAX),
+        Part::File(&SAMPLE_EXP),
+    ],
+    &[&SampleUniform::LAYOUT],
+);
+static PASS: KernelSpec = sample_spec(
+    "sample_pass",
+    &[
+        Part::Reduce,
+        Part::File(&SAMPLE_COMMON),
+        Part::File(&SAMPLE_SEARCH),
+        Part::File(&SAMPLE_PASS),
+    ],
+    &[&SampleUniform::LAYOUT, &PassParams::LAYOUT],
+);
+static MASS: KernelSpec = sample_spec(
+    "sample_mass",
+    &[
+        Part::Reduce,
+        Part::File(&SAMPLE_COMMON),
+        Part::File(&SAMPLE_SEARCH),
+        Part::File(&SAMPLE_MASS),
+    ],
+    &[&SampleUniform::LAYOUT, &PassParams::LAYOUT],
+);
+static SELECT: KernelSpec = sample_spec(
+    "sample_select",
+    &[
+        Part::Reduce,
+        Part::File(&STEP),
+        Part::File(&SAMPLE_COMMON),
+        Part::File(&SAMPLE_ARGMAX),
+        Part::File(&SAMPLE_SELECT),
+    ],
+    &[&SampleUniform::LAYOUT, &Step::LAYOUT],
+);
+/// The hash probe always takes the shared-memory reduce file (it reduces nothing).
+static UNIFORM_PROBE: KernelSpec = sample_spec(
+    "sample_uniform",
+    &[
+        Part::File(&REDUCE_SHARED),
+        Part::File(&STEP),
+        Part::File(&SAMPLE_COMMON),
+        Part::File(&SAMPLE_UNIFORM),
+    ],
+    &[&SampleUniform::LAYOUT, &Step::LAYOUT],
+);
+
+/// The kernels of this family.
+pub(crate) static SPECS: &[&KernelSpec] = &[
+    &PARTIAL,
+    &GREEDY,
+    &EXP,
+    &PASS,
+    &MASS,
+    &SELECT,
+    &UNIFORM_PROBE,
+];
 
 /// Every sampling kernel runs 256 invocations (64 thresholds × 4 slices in a pass).
 const WG: u32 = 256;
@@ -109,14 +209,6 @@ const R: u32 = 64;
 const MAX_BLOCKS: u32 = 256;
 const MIN_BLOCK: u32 = 1024;
 
-fn reduce(ctx: &GpuContext) -> &'static ShaderSource {
-    if ctx.caps.subgroups {
-        &REDUCE_SUBGROUP
-    } else {
-        &REDUCE_SHARED
-    }
-}
-
 fn arg_err(detail: String) -> KernelError {
     KernelError::Arguments {
         kernel: "sample",
@@ -126,7 +218,7 @@ fn arg_err(detail: String) -> KernelError {
 
 /// Picks a token from `logits[logits_offset .. logits_offset + vocab]` (f32)
 /// by the rule in the module docs and writes it to `out[out_offset]` (u32).
-/// The random number comes from `step` (a [`Step`](crate::Step) uniform buffer)
+/// The random number comes from `step` (a [`Step`] uniform buffer)
 /// when the launches run, so they can be recorded once and reused every token.
 /// Record the returned launches in order, in one pass.
 #[allow(clippy::too_many_arguments)]
@@ -186,69 +278,39 @@ pub fn sample(
         nblocks,
         block,
     };
+    // One uniform serves every launch of the call.
     let spb = ctx.uniform("sample params", &sp);
-    let red = reduce(ctx);
-    let pipe = |parts: &[&'static ShaderSource], entry: &'static str| {
-        ctx.pipeline(&PipelineKey::new(parts, entry).constant("WG", WG))
-    };
-    let mk = |label: &'static str,
-              p: std::sync::Arc<wgpu::ComputePipeline>,
-              res: &[wgpu::BindingResource<'_>],
-              groups: u32| {
-        let bind = ctx.bind(&p, label, res);
-        Dispatch {
-            label,
-            pipeline: p,
-            bind,
-            groups: [groups, 1, 1],
-        }
+    let launch = |spec: &'static KernelSpec, groups: u32| {
+        ctx.launch(spec)
+            .constant("WG", WG)
+            .params_buffer::<SampleUniform>(&spb)
+            .grid([groups, 1, 1])
     };
     let part = ctx.storage("sample partials", nblocks as u64 * 8)?;
     let mut out_d = Vec::new();
-    let p = pipe(&[red, &SAMPLE_COMMON, &SAMPLE_PARTIAL], "sample_partial")?;
-    out_d.push(mk(
-        "sample_partial",
-        p,
-        &[
-            logits.as_entire_binding(),
-            part.as_entire_binding(),
-            spb.as_entire_binding(),
-        ],
-        nblocks,
-    ));
+    out_d.push(
+        launch(&PARTIAL, nblocks)
+            .bind("logits", logits)
+            .bind("part", &part)
+            .record()?,
+    );
     if greedy {
-        let p = pipe(
-            &[red, &SAMPLE_COMMON, &SAMPLE_ARGMAX, &SAMPLE_GREEDY],
-            "sample_greedy",
-        )?;
-        out_d.push(mk(
-            "sample_greedy",
-            p,
-            &[
-                part.as_entire_binding(),
-                out.as_entire_binding(),
-                spb.as_entire_binding(),
-            ],
-            1,
-        ));
+        out_d.push(
+            launch(&GREEDY, 1)
+                .bind("part", &part)
+                .bind("out", out)
+                .record()?,
+        );
         return Ok(out_d);
     }
     let ev = ctx.storage("sample e", n_pad as u64 * 4)?;
-    let p = pipe(
-        &[red, &SAMPLE_COMMON, &SAMPLE_ARGMAX, &SAMPLE_EXP],
-        "sample_exp",
-    )?;
-    out_d.push(mk(
-        "sample_exp",
-        p,
-        &[
-            logits.as_entire_binding(),
-            part.as_entire_binding(),
-            ev.as_entire_binding(),
-            spb.as_entire_binding(),
-        ],
-        nblocks,
-    ));
+    out_d.push(
+        launch(&EXP, nblocks)
+            .bind("logits", logits)
+            .bind("part", &part)
+            .bind("ev", &ev)
+            .record()?,
+    );
     let topk_on = top_k > 0;
     let topp_on = params.top_p < 1.0;
     let slots = PASSES * (topk_on as u32 + topp_on as u32);
@@ -288,24 +350,15 @@ pub fn sample(
             slot += 1;
         }
     }
-    let pass_pipe = pipe(
-        &[red, &SAMPLE_COMMON, &SAMPLE_SEARCH, &SAMPLE_PASS],
-        "sample_pass",
-    )?;
     for pp in &passes {
-        let ppb = ctx.uniform("sample pass params", pp);
-        out_d.push(mk(
-            "sample_pass",
-            pass_pipe.clone(),
-            &[
-                ev.as_entire_binding(),
-                psum.as_entire_binding(),
-                sstate.as_entire_binding(),
-                spb.as_entire_binding(),
-                ppb.as_entire_binding(),
-            ],
-            nblocks,
-        ));
+        out_d.push(
+            launch(&PASS, nblocks)
+                .bind("ev4", &ev)
+                .bind("psum4", &psum)
+                .bind("sstate", &sstate)
+                .params(pp)
+                .record()?,
+        );
     }
     let last = passes.last().copied();
     let mp = PassParams {
@@ -316,41 +369,24 @@ pub fn sample(
         p0: last.map_or(0, |p| p.p0),
         ..Default::default()
     };
-    let mpb = ctx.uniform("sample mass params", &mp);
-    let p = pipe(
-        &[red, &SAMPLE_COMMON, &SAMPLE_SEARCH, &SAMPLE_MASS],
-        "sample_mass",
-    )?;
-    out_d.push(mk(
-        "sample_mass",
-        p,
-        &[
-            ev.as_entire_binding(),
-            psum.as_entire_binding(),
-            sstate.as_entire_binding(),
-            blk.as_entire_binding(),
-            spb.as_entire_binding(),
-            mpb.as_entire_binding(),
-        ],
-        nblocks,
-    ));
-    let p = pipe(
-        &[red, &STEP, &SAMPLE_COMMON, &SAMPLE_ARGMAX, &SAMPLE_SELECT],
-        "sample_select",
-    )?;
-    out_d.push(mk(
-        "sample_select",
-        p,
-        &[
-            ev.as_entire_binding(),
-            part.as_entire_binding(),
-            blk.as_entire_binding(),
-            out.as_entire_binding(),
-            spb.as_entire_binding(),
-            step.as_entire_binding(),
-        ],
-        1,
-    ));
+    out_d.push(
+        launch(&MASS, nblocks)
+            .bind("ev4", &ev)
+            .bind("psum4", &psum)
+            .bind("sstate", &sstate)
+            .bind("blk", &blk)
+            .params(&mp)
+            .record()?,
+    );
+    out_d.push(
+        launch(&SELECT, 1)
+            .bind("ev", &ev)
+            .bind("part", &part)
+            .bind("blk", &blk)
+            .bind("out", out)
+            .bind("step", step)
+            .record()?,
+    );
     Ok(out_d)
 }
 
@@ -369,12 +405,6 @@ pub fn uniform_probe(
             out.size()
         )));
     }
-    let key = PipelineKey::new(
-        &[&REDUCE_SHARED, &STEP, &SAMPLE_COMMON, &SAMPLE_UNIFORM],
-        "sample_uniform",
-    )
-    .constant("WG", 64u32);
-    let pipeline = ctx.pipeline(&key)?;
     let sp = SampleUniform {
         logits_off: 0,
         vocab: 1,
@@ -385,44 +415,11 @@ pub fn uniform_probe(
         nblocks: 0,
         block: 0,
     };
-    let spb = ctx.uniform("uniform probe params", &sp);
-    let bind = ctx.bind(
-        &pipeline,
-        "sample_uniform",
-        &[
-            out.as_entire_binding(),
-            spb.as_entire_binding(),
-            step.as_entire_binding(),
-        ],
-    );
-    Ok(Dispatch {
-        label: "sample_uniform",
-        pipeline,
-        bind,
-        groups: [1, 1, 1],
-    })
-}
-
-/// Every shader module (file list) this family builds, and whether it needs subgroups/f16.
-pub fn modules() -> Vec<(Vec<&'static ShaderSource>, bool)> {
-    let mut v = Vec::new();
-    for (red, sg) in [(&REDUCE_SUBGROUP, true), (&REDUCE_SHARED, false)] {
-        v.push((vec![red, &SAMPLE_COMMON, &SAMPLE_PARTIAL], sg));
-        v.push((
-            vec![red, &SAMPLE_COMMON, &SAMPLE_ARGMAX, &SAMPLE_GREEDY],
-            sg,
-        ));
-        v.push((vec![red, &SAMPLE_COMMON, &SAMPLE_ARGMAX, &SAMPLE_EXP], sg));
-        v.push((vec![red, &SAMPLE_COMMON, &SAMPLE_SEARCH, &SAMPLE_PASS], sg));
-        v.push((vec![red, &SAMPLE_COMMON, &SAMPLE_SEARCH, &SAMPLE_MASS], sg));
-        v.push((
-            vec![red, &STEP, &SAMPLE_COMMON, &SAMPLE_ARGMAX, &SAMPLE_SELECT],
-            sg,
-        ));
-    }
-    v.push((
-        vec![&REDUCE_SHARED, &STEP, &SAMPLE_COMMON, &SAMPLE_UNIFORM],
-        false,
-    ));
-    v
+    ctx.launch(&UNIFORM_PROBE)
+        .constant("WG", 64u32)
+        .bind("out", out)
+        .bind("step", step)
+        .params(&sp)
+        .grid([1, 1, 1])
+        .record()
 }

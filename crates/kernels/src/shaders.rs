@@ -2,6 +2,7 @@
 //! a list of these files concatenated (a shared helper file, a variant file such
 //! as the subgroup or shared-memory reduction, then the kernel family's file):
 //! variants are whole files, sizes are `override` constants, never text templates.
+//! Which files a kernel's module joins is its [`KernelSpec`](crate::spec::KernelSpec).
 
 /// One `.wgsl` file.
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -29,26 +30,3 @@ shader!(REDUCE_SUBGROUP, "reduce_subgroup.wgsl");
 shader!(REDUCE_SHARED, "reduce_shared.wgsl");
 shader!(NUMERIC, "numeric.wgsl");
 shader!(COPY, "copy.wgsl");
-
-/// Every file, for the naga validation test.
-pub fn all() -> Vec<&'static ShaderSource> {
-    vec![&REDUCE_SUBGROUP, &REDUCE_SHARED, &NUMERIC, &COPY]
-}
-
-/// Every module (file list) the kernels build, with whether it needs the
-/// subgroup/f16 capabilities: validated by naga in a CPU-only test.
-pub fn modules() -> Vec<(Vec<&'static ShaderSource>, bool)> {
-    let mut all = vec![
-        (vec![&COPY], false),
-        (vec![&REDUCE_SUBGROUP, &NUMERIC, &COPY], true),
-        (vec![&REDUCE_SHARED, &NUMERIC, &COPY], false),
-    ];
-    all.extend(crate::matmul::modules());
-    all.extend(crate::gdn::modules());
-    all.extend(crate::attention::modules());
-    all.extend(crate::norm::modules());
-    all.extend(crate::embed::modules());
-    all.extend(crate::moe::modules());
-    all.extend(crate::sample::modules());
-    all
-}

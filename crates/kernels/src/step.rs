@@ -4,19 +4,20 @@
 
 crate::shader!(STEP, "step.wgsl");
 
-/// Mirrors `struct Step` in `shaders/step.wgsl`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct Step {
-    /// Absolute position of this call's first token (= tokens already cached).
-    pub pos: u32,
-    /// Tokens in this call.
-    pub n_tokens: u32,
-    pub seed_lo: u32,
-    pub seed_hi: u32,
-    /// Sampling counter of this step.
-    pub counter: u32,
-    pub _pad: [u32; 3],
+crate::uniform_struct! {
+    /// Mirrors `struct Step` in `shaders/step.wgsl`.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+    pub struct Step as "Step" {
+        /// Absolute position of this call's first token (= tokens already cached).
+        pub pos: u32,
+        /// Tokens in this call.
+        pub n_tokens: u32,
+        pub seed_lo: u32,
+        pub seed_hi: u32,
+        /// Sampling counter of this step.
+        pub counter: u32,
+        pub _pad: [u32; 3],
+    }
 }
 
 impl Step {

@@ -1,6 +1,7 @@
 //! Device-layer behaviour: the on-disk pipeline cache round trip, adapter
 //! choice errors, and typed errors after the device is destroyed.
 
+use qwgpu_kernels::view::TensorView;
 use qwgpu_kernels::{copy, ContextOptions, GpuContext, KernelError, PipelineCacheMode};
 
 fn tmp(name: &str) -> std::path::PathBuf {
@@ -25,7 +26,12 @@ fn the_pipeline_cache_is_written_and_reused() {
     let dst = ctx.storage("dst", 32).unwrap();
     ctx.run(
         "copy",
-        &[&copy::copy_words(&ctx, &src, 0, &dst, 0, 8).unwrap()],
+        &[&copy::copy_words(
+            &ctx,
+            &TensorView::words(&src, 0, 8),
+            &TensorView::words(&dst, 0, 8),
+        )
+        .unwrap()],
     )
     .unwrap();
     ctx.save_pipeline_cache();
@@ -44,7 +50,12 @@ fn the_pipeline_cache_is_written_and_reused() {
     let dst = ctx.storage("dst", 32).unwrap();
     ctx.run(
         "copy",
-        &[&copy::copy_words(&ctx, &src, 0, &dst, 0, 8).unwrap()],
+        &[&copy::copy_words(
+            &ctx,
+            &TensorView::words(&src, 0, 8),
+            &TensorView::words(&dst, 0, 8),
+        )
+        .unwrap()],
     )
     .unwrap();
     assert_eq!(ctx.read_u32(&dst, 0, 8).unwrap(), vec![9; 8]);
@@ -55,7 +66,12 @@ fn the_pipeline_cache_is_written_and_reused() {
     let dst = ctx.storage("dst", 16).unwrap();
     ctx.run(
         "copy",
-        &[&copy::copy_words(&ctx, &src, 0, &dst, 0, 4).unwrap()],
+        &[&copy::copy_words(
+            &ctx,
+            &TensorView::words(&src, 0, 4),
+            &TensorView::words(&dst, 0, 4),
+        )
+        .unwrap()],
     )
     .unwrap();
     assert_eq!(ctx.read_u32(&dst, 0, 4).unwrap(), vec![3; 4]);

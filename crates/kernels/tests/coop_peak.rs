@@ -12,102 +12,31 @@
 //! `|got − want| ≤ 1e-5 · Σ|x·w|` per output.
 
 use qwgpu_kernels::profile::time_dispatches;
-use qwgpu_kernels::{wgpu, Dispatch, GpuContext, PipelineKey};
+use qwgpu_kernels::{wgpu, Dispatch, GpuContext};
 use qwgpu_ops::rng::Rng;
 
-qwgpu_kernels::shader!(COOP_PEAK, "coop_peak.wgsl");
+use qwgpu_kernels::coop_peak::{peak_gemm, Feed, Tiling};
 
-/// One tiling: entry point and overrides.
-#[derive(Debug, Clone, Copy)]
-struct Tiling {
-    entry: &'static str,
-    sg_m: u32,
-    sg_n: u32,
-    ck: u32,
-    lds: u32,
-    nbuf: u32,
-}
-
-impl Tiling {
-    fn tile(&self) -> (u32, u32) {
-        (64 * self.sg_m, 64 * self.sg_n)
-    }
-
-    fn shared_bytes(&self) -> u32 {
-        if self.entry == "peak_direct" {
-            // The arrays are still declared (sized by the defaults' overrides).
-            return 0;
-        }
-        let (tm, tn) = self.tile();
-        2 * self.nbuf * (tm + tn) * self.lds
+const fn t(feed: Feed, sg_m: u32, sg_n: u32, ck: u32, lds: u32, nbuf: u32) -> Tiling {
+    Tiling {
+        feed,
+        sg_m,
+        sg_n,
+        ck,
+        lds,
+        nbuf,
     }
 }
 
 const TILINGS: [Tiling; 8] = [
-    Tiling {
-        entry: "peak_direct",
-        sg_m: 2,
-        sg_n: 2,
-        ck: 32,
-        lds: 40,
-        nbuf: 1,
-    },
-    Tiling {
-        entry: "peak_staged",
-        sg_m: 2,
-        sg_n: 2,
-        ck: 32,
-        lds: 40,
-        nbuf: 2,
-    },
-    Tiling {
-        entry: "peak_staged",
-        sg_m: 2,
-        sg_n: 2,
-        ck: 32,
-        lds: 40,
-        nbuf: 1,
-    },
-    Tiling {
-        entry: "peak_staged",
-        sg_m: 2,
-        sg_n: 2,
-        ck: 64,
-        lds: 72,
-        nbuf: 1,
-    },
-    Tiling {
-        entry: "peak_staged",
-        sg_m: 2,
-        sg_n: 2,
-        ck: 32,
-        lds: 48,
-        nbuf: 2,
-    },
-    Tiling {
-        entry: "peak_staged",
-        sg_m: 2,
-        sg_n: 4,
-        ck: 32,
-        lds: 40,
-        nbuf: 1,
-    },
-    Tiling {
-        entry: "peak_staged",
-        sg_m: 4,
-        sg_n: 2,
-        ck: 32,
-        lds: 40,
-        nbuf: 1,
-    },
-    Tiling {
-        entry: "peak_staged",
-        sg_m: 4,
-        sg_n: 4,
-        ck: 16,
-        lds: 24,
-        nbuf: 1,
-    },
+    t(Feed::Direct, 2, 2, 32, 40, 1),
+    t(Feed::Staged, 2, 2, 32, 40, 2),
+    t(Feed::Staged, 2, 2, 32, 40, 1),
+    t(Feed::Staged, 2, 2, 64, 72, 1),
+    t(Feed::Staged, 2, 2, 32, 48, 2),
+    t(Feed::Staged, 2, 4, 32, 40, 1),
+    t(Feed::Staged, 4, 2, 32, 40, 1),
+    t(Feed::Staged, 4, 4, 16, 24, 1),
 ];
 
 fn f16_bits(v: &[f32]) -> Vec<u16> {
@@ -123,7 +52,6 @@ struct Problem {
     x: wgpu::Buffer,
     w: wgpu::Buffer,
     y: wgpu::Buffer,
-    params: wgpu::Buffer,
 }
 
 impl Problem {
@@ -143,52 +71,16 @@ impl Problem {
             x: ctx.upload("x f16", &f16_bits(&xv)).unwrap(),
             w: ctx.upload("w f16", &f16_bits(&wv)).unwrap(),
             y: ctx.storage("y", u64::from(m * n) * 4).unwrap(),
-            params: ctx.uniform("peak params", &[m, n, k, 0u32]),
         };
         (p, xv, wv)
     }
 
     fn dispatch(&self, ctx: &GpuContext, t: &Tiling) -> Option<Dispatch> {
-        let sgs = ctx.caps.subgroup_sizes.1;
-        let wg = t.sg_m * t.sg_n * sgs;
-        let (tm, tn) = t.tile();
-        if t.shared_bytes() > ctx.limits.max_compute_workgroup_storage_size
-            || wg > ctx.limits.max_compute_invocations_per_workgroup
-            || (tm * t.ck / 2) % wg != 0
-            || (tn * t.ck / 2) % wg != 0
-            || (tm * t.ck / 2) / wg > 32
-            || (tn * t.ck / 2) / wg > 32
-        {
-            eprintln!("BENCH coop_peak {t:?}: does not fit this adapter's limits");
+        if let Some(why) = t.unfit(ctx) {
+            eprintln!("BENCH coop_peak {t:?}: {why}");
             return None;
         }
-        assert!(self.m % tm == 0 && self.n % tn == 0 && self.k % t.ck == 0);
-        let key = PipelineKey::new(&[&COOP_PEAK], t.entry)
-            .constant("WG", wg)
-            .constant("SG_M", t.sg_m)
-            .constant("SG_N", t.sg_n)
-            .constant("CK", t.ck)
-            .constant("LDS", t.lds)
-            .constant("NBUF", t.nbuf);
-        let pipeline = ctx.pipeline(&key).unwrap();
-        let bind = ctx.bind(
-            &pipeline,
-            "coop peak",
-            &[
-                self.params.as_entire_binding(),
-                self.x.as_entire_binding(),
-                self.w.as_entire_binding(),
-                self.y.as_entire_binding(),
-                self.x.as_entire_binding(),
-                self.w.as_entire_binding(),
-            ],
-        );
-        Some(Dispatch {
-            label: "coop peak",
-            pipeline,
-            bind,
-            groups: [self.n / tn, self.m / tm, 1],
-        })
+        Some(peak_gemm(ctx, t, &self.x, &self.w, &self.y, self.m, self.n, self.k).unwrap())
     }
 }
 
@@ -231,7 +123,7 @@ fn best_ns(ctx: &GpuContext, d: &Dispatch, reps: usize) -> f64 {
 /// regression fails here rather than on the GPU machine.
 #[test]
 fn coop_peak_module_translates() {
-    let src = COOP_PEAK.text;
+    let src = qwgpu_kernels::coop_peak::COOP_PEAK.text;
     let module = naga::front::wgsl::parse_str(src)
         .unwrap_or_else(|e| panic!("coop_peak.wgsl: {}", e.emit_to_string(src)));
     let caps = naga::valid::Capabilities::SUBGROUP
@@ -299,9 +191,9 @@ fn coop_peak() {
             };
             let ns = best_ns(&ctx, &d, 10);
             eprintln!(
-                "BENCH coop_peak {adapter} m={m} n={n} k={k} {entry} sg={sg_m}x{sg_n} ck={ck} lds={lds} nbuf={nbuf}: {us:.1} µs = {tflops:.1} TFLOP/s",
+                "BENCH coop_peak {adapter} m={m} n={n} k={k} {feed:?} sg={sg_m}x{sg_n} ck={ck} lds={lds} nbuf={nbuf}: {us:.1} µs = {tflops:.1} TFLOP/s",
                 adapter = ctx.info.name,
-                entry = t.entry,
+                feed = t.feed,
                 sg_m = t.sg_m,
                 sg_n = t.sg_n,
                 ck = t.ck,

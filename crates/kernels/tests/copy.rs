@@ -1,3 +1,4 @@
+use qwgpu_kernels::view::TensorView;
 use qwgpu_kernels::{copy, testing};
 
 #[test]
@@ -13,7 +14,11 @@ fn copy_words_moves_the_requested_range_only() {
                 0,
                 bytemuck::cast_slice(&vec![0xdeadu32; (dst_buf.size() / 4) as usize]),
             );
-            let d = copy::copy_words(ctx, &src_buf, src_off, &dst_buf, dst_off, n).unwrap();
+            let (from, to) = (
+                TensorView::words(&src_buf, src_off, n),
+                TensorView::words(&dst_buf, dst_off, n),
+            );
+            let d = copy::copy_words(ctx, &from, &to).unwrap();
             ctx.run("copy", &[&d]).unwrap();
             let got = ctx
                 .read_u32(&dst_buf, 0, (n + dst_off + 3) as usize)
@@ -36,7 +41,8 @@ fn copy_out_of_range_is_a_typed_error() {
     let t = testing::contexts()[0];
     let src = t.ctx.upload("src", &[1u32; 4]).unwrap();
     let dst = t.ctx.storage("dst", 16).unwrap();
-    let err = copy::copy_words(&t.ctx, &src, 2, &dst, 0, 4).unwrap_err();
+    let (from, to) = (TensorView::words(&src, 2, 4), TensorView::words(&dst, 0, 4));
+    let err = copy::copy_words(&t.ctx, &from, &to).unwrap_err();
     assert!(err.to_string().contains("exceeds"), "{err}");
 }
 

@@ -28,6 +28,7 @@
 
 use qwgpu_checkpoint::Dtype;
 use qwgpu_kernels::matmul::{matmul, matmul_indexed, Epilogue, IndexedArgs, MatmulArgs};
+use qwgpu_kernels::view::TensorView;
 use qwgpu_kernels::{copy, moe, ContextOptions, Dispatch, GpuContext, GpuWeight};
 use qwgpu_loader::{ActivationQuant, BlockSegment, PackedWeight, ScaleScheme, Shard};
 use qwgpu_ops::rng::Rng;
@@ -310,7 +311,11 @@ fn copy_bandwidth(ctx: &GpuContext, timer: &Timer, max_bytes: u64, target: u64) 
     let words = (max_bytes.min(limit) / 4 / 256 * 256).max(256);
     let src = ctx.storage("copy src", words * 4).unwrap();
     let dst = ctx.storage("copy dst", words * 4).unwrap();
-    let d = copy::copy_words(ctx, &src, 0, &dst, 0, words as u32).unwrap();
+    let (from, to) = (
+        TensorView::words(&src, 0, words as u32),
+        TensorView::words(&dst, 0, words as u32),
+    );
+    let d = copy::copy_words(ctx, &from, &to).unwrap();
     let moved = 2 * words * 4;
     let reps = reps_for(moved, target);
     // About a second of work first, to bring the clocks up (not on a CPU).

@@ -3,6 +3,7 @@
 //! `Tol::gpu_f32()` (abs 1e-4, rel 1e-3): f32 reduction order and `sqrt`/division
 //! differ from the reference's f64 mean.
 
+use qwgpu_kernels::view::TensorView;
 use qwgpu_kernels::{norm, testing};
 use qwgpu_ops::compare::Tol;
 use qwgpu_ops::norm::rms_norm_one_plus;
@@ -60,8 +61,15 @@ fn rms_norm_matches_reference_for_awkward_sizes_and_offsets() {
                 let wb = ctx.upload("w", &w).unwrap();
                 let yb = ctx.storage("y", (n as u64 + 5) * 4).unwrap();
                 ctx.fill_f32(&yb, f32::NAN);
-                let d =
-                    norm::rms_norm(ctx, &xb, x_off, &wb, &yb, rows, width, eps, one_plus).unwrap();
+                let d = norm::rms_norm(
+                    ctx,
+                    &TensorView::f32_rows(&xb, x_off, rows, width),
+                    &wb,
+                    &yb,
+                    eps,
+                    one_plus,
+                )
+                .unwrap();
                 ctx.run("rms_norm", &[&d]).unwrap();
                 let got = ctx.read_f32(&yb, 0, n + 5).unwrap();
                 let xs = &x[x_off as usize..x_off as usize + n];
@@ -98,7 +106,8 @@ fn rms_norm_many_rows_use_a_2d_grid() {
         let wb = ctx.upload("w", &w).unwrap();
         let yb = ctx.storage("y", n as u64 * 4).unwrap();
         ctx.fill_f32(&yb, f32::NAN);
-        let d = norm::rms_norm(ctx, &xb, 0, &wb, &yb, rows, width, eps, true).unwrap();
+        let xv = TensorView::f32_rows(&xb, 0, rows, width);
+        let d = norm::rms_norm(ctx, &xv, &wb, &yb, eps, true).unwrap();
         ctx.run("rms_norm", &[&d]).unwrap();
         let got = ctx.read_f32(&yb, 0, n).unwrap();
         check(
@@ -117,8 +126,10 @@ fn rms_norm_rejects_out_of_range_buffers() {
     let x = ctx.storage("x", 64).unwrap();
     let w = ctx.storage("w", 64).unwrap();
     let y = ctx.storage("y", 64).unwrap();
-    let err = norm::rms_norm(ctx, &x, 4, &w, &y, 4, 4, 1e-6, true).unwrap_err();
+    let err =
+        norm::rms_norm(ctx, &TensorView::f32_rows(&x, 4, 4, 4), &w, &y, 1e-6, true).unwrap_err();
     assert!(err.to_string().contains("x needs"), "{err}");
-    let err = norm::rms_norm(ctx, &x, 0, &w, &y, 1, 0, 1e-6, true).unwrap_err();
+    let err =
+        norm::rms_norm(ctx, &TensorView::f32_rows(&x, 0, 1, 0), &w, &y, 1e-6, true).unwrap_err();
     assert!(err.to_string().contains("width 0"), "{err}");
 }

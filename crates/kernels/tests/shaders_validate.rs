@@ -1,30 +1,133 @@
-//! Every shader module variant parses and validates with naga on the CPU, so a
-//! WGSL typo fails `cargo test` without any adapter.
+//! Every kernel's module, in each variant a context builds (subgroup and
+//! shared-memory reductions), parses and validates with naga on the CPU, so a
+//! WGSL typo fails `cargo test` without any adapter. The list is the crate's
+//! kernel specs ([`registry::all`]), not a list kept here; a second test checks
+//! that every `@compute` entry point in `shaders/` belongs to a spec.
 
-use qwgpu_kernels::shaders;
+use std::collections::{BTreeSet, HashSet};
 
-fn validate(name: &str, src: &str, caps: naga::valid::Capabilities) {
-    let module = naga::front::wgsl::parse_str(src)
-        .unwrap_or_else(|e| panic!("{name}: parse error:\n{}", e.emit_to_string(src)));
-    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
-        .validate(&module)
-        .unwrap_or_else(|e| panic!("{name}: validation error: {e:?}"));
+use qwgpu_kernels::registry;
+use qwgpu_kernels::spec::{KernelSpec, Needs};
+
+const SHADERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shaders");
+
+/// What the module may use: the subgroup reduction and the tensor-core GEMM
+/// need subgroups and f16; wgpu grants unpack2x16float (f16 in f32) on every
+/// Vulkan/Metal/D3D12 device.
+fn capabilities(spec: &KernelSpec, subgroups: bool) -> naga::valid::Capabilities {
+    use naga::valid::Capabilities as C;
+    let mut caps = C::default() | C::SHADER_FLOAT16_IN_FLOAT32;
+    if subgroups || spec.needs == Needs::CooperativeMatrix {
+        caps |= C::SUBGROUP | C::SHADER_FLOAT16;
+    }
+    if spec.needs == Needs::CooperativeMatrix {
+        caps |= C::COOPERATIVE_MATRIX;
+    }
+    caps
+}
+
+/// The module variants of `spec`: (files joined by `+`, source, subgroups).
+fn variants(spec: &KernelSpec) -> Vec<(String, String, bool)> {
+    let sg: &[bool] = if spec.has_reduce() {
+        &[true, false]
+    } else {
+        &[false]
+    };
+    sg.iter()
+        .map(|&subgroups| {
+            let files = spec.files(subgroups);
+            let name = files.iter().map(|f| f.name).collect::<Vec<_>>().join("+");
+            let src = files.iter().map(|f| f.text).collect::<Vec<_>>().join("\n");
+            (name, src, subgroups)
+        })
+        .collect()
 }
 
 #[test]
-fn every_module_variant_validates() {
-    let sg = naga::valid::Capabilities::SUBGROUP | naga::valid::Capabilities::SHADER_FLOAT16;
-    for (parts, caps) in shaders::modules() {
-        let name = parts.iter().map(|p| p.name).collect::<Vec<_>>().join("+");
-        let src = parts.iter().map(|p| p.text).collect::<Vec<_>>().join("\n");
-        // wgpu grants unpack2x16float (f16 in f32) on every Vulkan/Metal/D3D12 device.
-        let base = naga::valid::Capabilities::default()
-            | naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32;
-        let mut caps = if caps { sg | base } else { base };
-        // The tensor-core GEMM (matmul_coop.wgsl) also needs cooperative matrices.
-        if name.contains("matmul_coop") {
-            caps |= naga::valid::Capabilities::COOPERATIVE_MATRIX;
+fn every_kernel_module_validates() {
+    let specs = registry::all();
+    assert!(specs.len() >= 30, "only {} kernel specs", specs.len());
+    let mut done = HashSet::new();
+    for spec in specs {
+        for (name, src, subgroups) in variants(spec) {
+            let module = naga::front::wgsl::parse_str(&src)
+                .unwrap_or_else(|e| panic!("{name}: parse error:\n{}", e.emit_to_string(&src)));
+            let entry = module.entry_points.iter().find(|e| e.name == spec.entry);
+            assert!(
+                entry.is_some_and(|e| e.stage == naga::ShaderStage::Compute),
+                "{name}: no compute entry point `{}` (spec `{}`)",
+                spec.entry,
+                spec.label
+            );
+            if !done.insert((name.clone(), subgroups)) {
+                continue;
+            }
+            naga::valid::Validator::new(
+                naga::valid::ValidationFlags::all(),
+                capabilities(spec, subgroups),
+            )
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{name}: validation error: {e:?}"));
         }
-        validate(&name, &src, caps);
     }
+}
+
+/// `@compute` entry points declared in a WGSL file's text.
+fn compute_entries(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("@compute") {
+        rest = &rest[i + "@compute".len()..];
+        if let Some(f) = rest.find("fn ") {
+            let name: String = rest[f + 3..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            out.push(name);
+        }
+    }
+    out
+}
+
+#[test]
+fn every_entry_point_and_file_has_a_spec() {
+    let specs = registry::all();
+    let mut covered = BTreeSet::new();
+    let mut used_files = BTreeSet::new();
+    for spec in &specs {
+        for sg in [true, false] {
+            for f in spec.files(sg) {
+                used_files.insert(f.name.to_string());
+                covered.insert((f.name.to_string(), spec.entry.to_string()));
+            }
+        }
+    }
+    let mut missing = Vec::new();
+    let mut files = 0;
+    for entry in std::fs::read_dir(SHADERS).expect("shaders/ is readable") {
+        let path = entry.expect("directory entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("wgsl") {
+            continue;
+        }
+        files += 1;
+        let file = path.file_name().unwrap().to_string_lossy().to_string();
+        let text = std::fs::read_to_string(&path).expect("readable shader");
+        if !used_files.contains(&file) {
+            missing.push(format!("{file}: no spec's module includes it"));
+        }
+        for e in compute_entries(&text) {
+            if !covered.contains(&(file.clone(), e.clone())) {
+                missing.push(format!("{file}: entry point `{e}` has no spec"));
+            }
+        }
+    }
+    assert!(files >= 30, "found only {files} shader files in {SHADERS}");
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
+}
+
+#[test]
+fn entry_scan_finds_entry_points() {
+    let text = "@compute @workgroup_size(WG)\nfn a_b1(@builtin(x) i: u32) {}\n\
+                fn helper() {}\n@compute @workgroup_size(16, 16)\nfn c(";
+    assert_eq!(compute_entries(text), ["a_b1", "c"]);
 }

@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use qwgpu_kernels::view::TensorView;
 use qwgpu_kernels::{copy, ContextOptions, GpuContext};
 
 /// One measurement.
@@ -29,7 +30,11 @@ pub fn measure(opts: &ContextOptions, max_bytes: u64, reps: usize) -> Result<Cop
     let bytes = words * 4;
     let src = ctx.storage("copy bench source", bytes)?;
     let dst = ctx.storage("copy bench destination", bytes)?;
-    let d = copy::copy_words(&ctx, &src, 0, &dst, 0, words as u32)?;
+    let (from, to) = (
+        TensorView::words(&src, 0, words as u32),
+        TensorView::words(&dst, 0, words as u32),
+    );
+    let d = copy::copy_words(&ctx, &from, &to)?;
     let launches: Vec<_> = (0..reps.max(1)).map(|_| &d).collect();
     ctx.run("copy bench warm-up", &launches)?;
     let mut best = f64::INFINITY;

@@ -5,6 +5,7 @@
 
 use qwgpu_checkpoint::TextConfig;
 use qwgpu_kernels::matmul::{matmul, matmul_normed, Epilogue, FusedNorm, MatmulArgs, MAX_VEC_T};
+use qwgpu_kernels::view::TensorView;
 use qwgpu_kernels::{copy, norm, Dispatch, GpuContext, GpuWeight};
 
 use crate::ModelError;
@@ -141,12 +142,9 @@ pub(crate) fn rms_norm(
     if !fuse_norm(t) {
         d.push(norm::rms_norm(
             r.ctx,
-            h,
-            0,
+            &TensorView::f32_rows(h, 0, t as u32, r.c.hidden_size as u32),
             w,
             x,
-            t as u32,
-            r.c.hidden_size as u32,
             r.c.rms_norm_eps as f32,
             true,
         )?);
@@ -165,11 +163,8 @@ pub(crate) fn copy_row(
 ) -> Result<Dispatch, ModelError> {
     Ok(copy::copy_words(
         ctx,
-        from,
-        (from_row * width) as u32,
-        to,
-        (to_row * width) as u32,
-        width as u32,
+        &TensorView::words(from, (from_row * width) as u32, width as u32),
+        &TensorView::words(to, (to_row * width) as u32, width as u32),
     )?)
 }
 

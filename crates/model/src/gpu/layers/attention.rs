@@ -8,6 +8,7 @@ use qwgpu_checkpoint::expected::Packed;
 use qwgpu_checkpoint::{LayerType, TextConfig};
 use qwgpu_kernels::attention::{attention_forward, AttnBuffers, AttnScratch, KvPage};
 use qwgpu_kernels::matmul::Epilogue;
+use qwgpu_kernels::view::TensorView;
 use qwgpu_kernels::{copy, Dispatch, GpuContext, GpuWeight};
 use qwgpu_loader::AttentionWeights;
 
@@ -166,11 +167,8 @@ fn copy_kv_rows(
         for (a, b) in [(&pi.keys, &pj.keys), (&pi.values, &pj.values)] {
             d.push(copy::copy_words(
                 r.ctx,
-                a,
-                words(pos - si),
-                b,
-                words(pos - sj),
-                words(n),
+                &TensorView::words(a, words(pos - si), words(n)),
+                &TensorView::words(b, words(pos - sj), words(n)),
             )?);
         }
         pos += n;

@@ -8,6 +8,7 @@ use qwgpu_checkpoint::expected::Packed;
 use qwgpu_checkpoint::TextConfig;
 use qwgpu_kernels::gdn::{gdn_forward, GdnLayerBuffers, GdnMode};
 use qwgpu_kernels::matmul::Epilogue;
+use qwgpu_kernels::view::TensorView;
 use qwgpu_kernels::{copy, Dispatch, GpuWeight};
 use qwgpu_loader::GdnWeights;
 
@@ -116,7 +117,11 @@ impl Mixer for GatedDelta {
         let mut d = Vec::with_capacity(2);
         for (x, y) in [(&a.conv, &b.conv), (&a.recurrent, &b.recurrent)] {
             let words = (x.size() / 4).min(y.size() / 4) as u32;
-            d.push(copy::copy_words(r.ctx, x, 0, y, 0, words)?);
+            d.push(copy::copy_words(
+                r.ctx,
+                &TensorView::words(x, 0, words),
+                &TensorView::words(y, 0, words),
+            )?);
         }
         Ok(d)
     }

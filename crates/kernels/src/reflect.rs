@@ -1,0 +1,137 @@
+//! Binding names of a module's entry points, from naga's reflection of the
+//! WGSL (the parser and analyser wgpu itself runs): launches bind buffers by the
+//! names the shader declares, and a binding the entry point does not use is left
+//! out, as wgpu's derived layout leaves it out.
+
+use std::collections::HashMap;
+
+/// One `@group(0) @binding(n) var` of a module, as an entry point sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct Binding {
+    pub binding: u32,
+    /// Whether the entry point (or a function it calls) reads or writes it.
+    pub used: bool,
+    /// The struct type's name of a `var<uniform>` (`None` for storage buffers).
+    pub uniform_type: Option<String>,
+}
+
+/// Group-0 bindings by variable name, per entry point.
+#[derive(Debug, Default)]
+pub(crate) struct ModuleBindings {
+    entries: HashMap<String, HashMap<String, Binding>>,
+}
+
+impl ModuleBindings {
+    /// Parses and analyses `source` (all capabilities allowed: wgpu decides
+    /// what the device can run).
+    pub fn reflect(source: &str) -> Result<Self, String> {
+        let module = naga::front::wgsl::parse_str(source).map_err(|e| e.emit_to_string(source))?;
+        let info = naga::valid::Validator::new(
+            naga::valid::ValidationFlags::empty(),
+            naga::valid::Capabilities::all(),
+        )
+        .validate(&module)
+        .map_err(|e| format!("{e:?}"))?;
+        let mut entries = HashMap::new();
+        for (i, ep) in module.entry_points.iter().enumerate() {
+            let uses = info.get_entry_point(i);
+            let mut vars = HashMap::new();
+            for (handle, var) in module.global_variables.iter() {
+                let (Some(rb), Some(name)) = (&var.binding, &var.name) else {
+                    continue;
+                };
+                if rb.group != 0 {
+                    continue;
+                }
+                let uniform_type = (var.space == naga::AddressSpace::Uniform)
+                    .then(|| module.types[var.ty].name.clone())
+                    .flatten();
+                vars.insert(
+                    name.clone(),
+                    Binding {
+                        binding: rb.binding,
+                        used: !uses[handle].is_empty(),
+                        uniform_type,
+                    },
+                );
+            }
+            entries.insert(ep.name.clone(), vars);
+        }
+        Ok(Self { entries })
+    }
+
+    /// The bindings `entry` sees, or `None` if the module has no such entry point.
+    pub fn entry(&self, entry: &str) -> Option<&HashMap<String, Binding>> {
+        self.entries.get(entry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(spec: &crate::spec::KernelSpec, subgroups: bool) -> String {
+        let files = spec.files(subgroups);
+        files.iter().map(|f| f.text).collect::<Vec<_>>().join("\n")
+    }
+
+    /// Every registered kernel's module reflects (the cooperative-matrix one
+    /// included, which lavapipe never builds) and has its entry point.
+    #[test]
+    fn every_spec_module_reflects_with_its_entry_point() {
+        for spec in crate::registry::all() {
+            for sg in [false, true] {
+                let m = ModuleBindings::reflect(&source(spec, sg))
+                    .unwrap_or_else(|e| panic!("{}: {e}", spec.label));
+                assert!(m.entry(spec.entry).is_some(), "{}", spec.label);
+            }
+        }
+    }
+
+    /// What each entry point uses is what wgpu's derived layout holds: the
+    /// tensor-core GEMM (only built on hardware) reads exactly the bindings
+    /// `matmul` gives it, the tiled GEMM leaves the vec4 view of x out.
+    #[test]
+    fn entry_points_see_only_the_bindings_they_use() {
+        let used = |entry: &str| {
+            let spec = crate::registry::all()
+                .into_iter()
+                .find(|s| s.entry == entry)
+                .unwrap();
+            let m = ModuleBindings::reflect(&source(spec, true)).unwrap();
+            let mut v: Vec<(u32, String)> = m
+                .entry(entry)
+                .unwrap()
+                .iter()
+                .filter(|(_, b)| b.used)
+                .map(|(n, b)| (b.binding, n.clone()))
+                .collect();
+            v.sort();
+            v.into_iter().map(|(_, n)| n).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            used("mm_coop"),
+            ["wa", "wb", "scales", "xs", "ys", "p", "xs4"]
+        );
+        assert_eq!(used("mm_tile"), ["wa", "wb", "scales", "xs", "ys", "p"]);
+        assert_eq!(
+            used("mm_vec_ids"),
+            ["wa", "wb", "scales", "xs", "ys", "p", "xs4", "ids", "nw4"]
+        );
+        // conv1d_state reads the input and rewrites the state only.
+        assert_eq!(used("conv1d_state"), ["conv_x", "conv_st", "cp"]);
+        let m = ModuleBindings::reflect(&source(
+            crate::registry::all()
+                .into_iter()
+                .find(|s| s.entry == "rms_norm")
+                .unwrap(),
+            false,
+        ))
+        .unwrap();
+        let np = &m.entry("rms_norm").unwrap()["np"];
+        assert_eq!(
+            (np.binding, np.used, np.uniform_type.as_deref()),
+            (3, true, Some("NormParams"))
+        );
+    }
+}

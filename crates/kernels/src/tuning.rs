@@ -1,0 +1,99 @@
+//! Adapter-specific tuning: values measured on one adapter apply to that
+//! adapter only, found in a table keyed on its PCI vendor id and name; every
+//! other adapter gets the conservative default (the choice that assumes
+//! nothing about it). Only speed depends on these values, never results'
+//! correctness.
+
+/// NVIDIA's PCI vendor id.
+const NVIDIA: u32 = 0x10de;
+
+/// 256-thread GEMV workgroups (`mm_vec`) one streaming multiprocessor holds
+/// at once on the adapters below (its registers bound it).
+const GEMV_GROUPS_PER_SM: u32 = 4;
+
+/// One row of the table: an adapter by vendor and a substring of its name.
+struct Known {
+    vendor: u32,
+    name: &'static str,
+    /// Streaming multiprocessors.
+    sms: u32,
+}
+
+/// Adapters with measured (or, where said, derived) values.
+const KNOWN: &[Known] = &[
+    // H100 SXM5 (Vulkan name `NVIDIA H100 80GB HBM3`): the GEMV widths were
+    // measured here (see `vec_workgroup` in matmul.rs).
+    Known {
+        vendor: NVIDIA,
+        name: "H100 80GB HBM3",
+        sms: 132,
+    },
+    // H200: the same GH100 die with the same 132 SMs and register file; not
+    // measured separately.
+    Known {
+        vendor: NVIDIA,
+        name: "H200",
+        sms: 132,
+    },
+];
+
+/// What the kernels tune per adapter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Tuning {
+    /// 256-thread GEMV workgroups the adapter runs in one wave. A GEMV launch
+    /// of more than one such wave but at most two takes 128-thread workgroups
+    /// instead (one wave of them). `None` (unknown adapters): always 256.
+    pub gemv_wave: Option<u32>,
+}
+
+impl Tuning {
+    /// The tuning of the adapter with PCI vendor id `vendor` named `name`.
+    pub fn lookup(vendor: u32, name: &str) -> Self {
+        let known = KNOWN
+            .iter()
+            .find(|k| k.vendor == vendor && name.contains(k.name));
+        Self {
+            gemv_wave: known.map(|k| k.sms * GEMV_GROUPS_PER_SM),
+        }
+    }
+
+    /// The tuning of the adapter `info` describes.
+    pub fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
+        Self::lookup(info.vendor, &info.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_adapters_get_their_wave_and_others_the_default() {
+        // 132 SMs × 4 workgroups, as measured on the H100 SXM5.
+        assert_eq!(
+            Tuning::lookup(0x10de, "NVIDIA H100 80GB HBM3").gemv_wave,
+            Some(528)
+        );
+        assert_eq!(Tuning::lookup(0x10de, "NVIDIA H200").gemv_wave, Some(528));
+        // Same vendor, other GPUs (other SM counts): nothing assumed.
+        assert_eq!(
+            Tuning::lookup(0x10de, "NVIDIA H100 PCIe"),
+            Tuning::default()
+        );
+        assert_eq!(
+            Tuning::lookup(0x10de, "NVIDIA GeForce RTX 4090"),
+            Tuning::default()
+        );
+        // The name alone does not match another vendor's adapter.
+        assert_eq!(
+            Tuning::lookup(0x1002, "H100 80GB HBM3 lookalike"),
+            Tuning::default()
+        );
+        // Software rasterisers (lavapipe: Mesa's vendor id 0x10005).
+        assert_eq!(
+            Tuning::lookup(0x10005, "llvmpipe (LLVM 15.0.6, 256 bits)"),
+            Tuning::default()
+        );
+        assert_eq!(Tuning::default().gemv_wave, None);
+    }
+}
