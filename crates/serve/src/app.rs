@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc::{self, error::TrySendError, UnboundedReceiver};
 
 use crate::api::{ApiError, GenRequest, Input};
-use crate::chat_template::RenderOptions;
+use crate::chat_template::{RenderOptions, TemplateError};
 use crate::detokenize::Detokenizer;
 use crate::metrics::Metrics;
 use crate::model_files::ModelFiles;
@@ -180,7 +180,8 @@ fn generation_boundary(st: &Shared, input: &Input, ids: &[u32]) -> Option<usize>
     let text = st
         .files
         .template
-        .as_ref()?
+        .as_ref()
+        .ok()?
         .render(
             messages,
             &RenderOptions {
@@ -211,12 +212,7 @@ fn prompt_ids(st: &Shared, input: &Input) -> Result<Vec<u32>, ApiError> {
             messages,
             enable_thinking,
         } => {
-            let template = st.files.template.as_ref().ok_or_else(|| {
-                ApiError::invalid(
-                    "this model folder has no chat template: use /v1/completions",
-                    None,
-                )
-            })?;
+            let template = st.files.template.as_ref().map_err(template_error)?;
             template
                 .render(
                     messages,
@@ -229,6 +225,21 @@ fn prompt_ids(st: &Shared, input: &Input) -> Result<Vec<u32>, ApiError> {
         }
     };
     encode(st, &text)
+}
+
+/// Why chat requests cannot be served: the folder has no template (the
+/// client should use completions), or its files are broken (the server's
+/// fault: the reason, as logged at start).
+fn template_error(e: &TemplateError) -> ApiError {
+    match e {
+        TemplateError::Missing { .. } => ApiError::invalid(
+            "this model folder has no chat template: use /v1/completions",
+            None,
+        ),
+        other => ApiError::server(format!(
+            "the model folder's chat template cannot be used: {other}"
+        )),
+    }
 }
 
 fn context_error(message: String, param: Option<&str>) -> ApiError {
@@ -288,11 +299,9 @@ async fn generate(
     let req = GenRequest::parse(&json, chat)?;
     if let Some(m) = &req.model {
         if *m != st.0.name {
+            let served = &st.0.name;
             return Err(ApiError::invalid(
-                format!(
-                    "the model `{m}` does not exist; this server serves `{}`",
-                    st.0.name
-                ),
+                format!("the model `{m}` does not exist; this server serves `{served}`"),
                 Some("model"),
             )
             .status(StatusCode::NOT_FOUND)
@@ -336,7 +345,10 @@ async fn generate(
         }
     }
     let meta = Meta {
-        id: format!("{}-{n:016x}", if chat { "chatcmpl" } else { "cmpl" }),
+        id: {
+            let kind = if chat { "chatcmpl" } else { "cmpl" };
+            format!("{kind}-{n:016x}")
+        },
         created: now_secs(),
         model: st.0.name.clone(),
         chat,
