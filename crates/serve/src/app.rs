@@ -23,7 +23,7 @@ use crate::chat_template::{RenderOptions, TemplateError};
 use crate::detokenize::Detokenizer;
 use crate::metrics::Metrics;
 use crate::model_files::ModelFiles;
-use crate::scheduler::{self, Event, Finish, Job};
+use crate::scheduler::{self, EngineStatus, Event, Finish, Job};
 use crate::stop::StopMatcher;
 use crate::{ServeError, ServeOptions};
 
@@ -33,6 +33,7 @@ struct Shared {
     created: u64,
     jobs: mpsc::Sender<Job>,
     metrics: Arc<Metrics>,
+    engine: Arc<EngineStatus>,
     backend: String,
     /// Seeds requests that give none (and ids), distinct per request.
     counter: AtomicU64,
@@ -51,6 +52,14 @@ impl AppState {
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
     }
+
+    /// Queues a job as the handlers do, without their checks (tests reach
+    /// the engine with what no handler would send).
+    #[cfg(test)]
+    pub(crate) fn queue(&self, job: Job) {
+        Metrics::add(&self.0.metrics.queue_depth, 1);
+        self.0.jobs.try_send(job).expect("the queue takes the job");
+    }
 }
 
 fn now_secs() -> u64 {
@@ -66,6 +75,7 @@ pub fn start(opts: &ServeOptions) -> Result<AppState, ServeError> {
     let files = ModelFiles::open(&opts.model_dir)?;
     let metrics = Arc::new(Metrics::default());
     let (jobs, rx) = mpsc::channel(opts.max_queue);
+    let engine = Arc::new(EngineStatus::default());
     let ready = scheduler::spawn(
         opts.model_dir.clone(),
         opts.load.clone(),
@@ -74,6 +84,7 @@ pub fn start(opts: &ServeOptions) -> Result<AppState, ServeError> {
         opts.max_batch,
         rx,
         metrics.clone(),
+        engine.clone(),
     )
     .map_err(ServeError::Thread)?;
     let backend = ready.recv().map_err(|_| ServeError::EngineGone)??;
@@ -86,6 +97,7 @@ pub fn start(opts: &ServeOptions) -> Result<AppState, ServeError> {
         created: now_secs(),
         jobs,
         metrics,
+        engine,
         backend,
         counter: AtomicU64::new(seed0),
     })))
@@ -110,8 +122,17 @@ async fn not_found() -> ApiError {
         .with_code("not_found")
 }
 
-async fn health() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+/// 200 while the engine thread serves; 503 with the reason once it has
+/// stopped (every generation request then gets 503 too).
+async fn health(State(st): State<AppState>) -> Response {
+    match st.0.engine.stopped() {
+        None => Json(json!({"status": "ok"})).into_response(),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "error", "reason": why})),
+        )
+            .into_response(),
+    }
 }
 
 async fn models(State(st): State<AppState>) -> Json<Value> {
@@ -339,8 +360,10 @@ async fn generate(
                         .status(StatusCode::TOO_MANY_REQUESTS)
                         .with_code("rate_limit_exceeded")
                 }
-                TrySendError::Closed(_) => ApiError::server("the engine has stopped")
-                    .status(StatusCode::SERVICE_UNAVAILABLE),
+                TrySendError::Closed(_) => {
+                    let why = st.0.engine.stopped().unwrap_or("the engine has stopped");
+                    ApiError::server(why).status(StatusCode::SERVICE_UNAVAILABLE)
+                }
             });
         }
     }
