@@ -76,17 +76,15 @@ pub fn start(opts: &ServeOptions) -> Result<AppState, ServeError> {
     let metrics = Arc::new(Metrics::default());
     let (jobs, rx) = mpsc::channel(opts.max_queue);
     let engine = Arc::new(EngineStatus::default());
-    let ready = scheduler::spawn(
-        opts.model_dir.clone(),
-        opts.load.clone(),
-        files.eos.clone(),
-        opts.cache_mem,
-        opts.max_batch,
-        rx,
-        metrics.clone(),
-        engine.clone(),
-    )
-    .map_err(ServeError::Thread)?;
+    let setup = scheduler::EngineSetup {
+        dir: opts.model_dir.clone(),
+        load: opts.load.clone(),
+        eos: files.eos.clone(),
+        cache_mem: opts.cache_mem,
+        max_batch: opts.max_batch,
+    };
+    let ready =
+        scheduler::spawn(setup, rx, metrics.clone(), engine.clone()).map_err(ServeError::Thread)?;
     let backend = ready.recv().map_err(|_| ServeError::EngineGone)??;
     let seed0 = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -4,6 +4,7 @@
 //! tests rather than tests/server.rs.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use qwgpu_model::engine::{Backend, LoadOptions, SamplingParams};
@@ -15,7 +16,38 @@ use crate::metrics::parse_metric;
 use crate::scheduler::{Event, Job, PANIC_PROMPT};
 use crate::{AppState, ServeOptions};
 
+/// Everything logged in this test binary (the engine logs from its own
+/// thread, so a thread-local subscriber would miss it).
+fn logs() -> String {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    let buf = LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || Sink(sink.clone()))
+            .try_init();
+        buf
+    });
+    String::from_utf8_lossy(&buf.lock().expect("logs")).into_owned()
+}
+
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Sink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("logs").extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 async fn serve() -> (AppState, String) {
+    logs(); // capture from the start
+
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/dense-bf16-text");
     let mut opts = ServeOptions::new(dir);
     opts.model_name = "tiny".into();
@@ -82,6 +114,13 @@ async fn an_admission_failure_is_counted_by_reason_and_the_engine_goes_on() {
     }
     assert_eq!(metric(&base, &failures("prefill")).await, 1.0);
     assert_eq!(metric(&base, &failures("session")).await, 0.0);
+    let logged = logs();
+    assert!(
+        logged.lines().any(|l| l.contains("ERROR")
+            && l.contains("a request of 2 prompt tokens failed at admission (prefill): ")
+            && l.contains("600")),
+        "{logged}"
+    );
     // The engine is fine: health says so and the next request runs.
     let (status, _) = get(format!("{base}/health")).await;
     assert_eq!(status, StatusCode::OK);
@@ -120,6 +159,12 @@ async fn a_dead_engine_fails_health_and_is_counted() {
     );
     assert_eq!(metric(&base, "qwgpu_engine_up").await, 0.0);
     assert_eq!(metric(&base, "qwgpu_engine_failures_total").await, 1.0);
+    let logged = logs();
+    assert!(
+        logged.lines().any(|l| l.contains("ERROR")
+            && l.contains("the engine thread panicked: test hook: the engine thread dies; every request now gets 503")),
+        "{logged}"
+    );
     // Requests get 503 with the same reason.
     let r = reqwest::Client::new()
         .post(format!("{base}/v1/completions"))

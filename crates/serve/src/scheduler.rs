@@ -105,14 +105,21 @@ struct Engine {
     metrics: Arc<Metrics>,
 }
 
+/// What the engine thread is started with.
+pub struct EngineSetup {
+    pub dir: std::path::PathBuf,
+    pub load: LoadOptions,
+    pub eos: Vec<u32>,
+    /// Prefix-cache budget, bytes.
+    pub cache_mem: u64,
+    /// Most sequences decoding together.
+    pub max_batch: usize,
+}
+
 /// Starts the engine thread: it loads the model, reports the load's result,
 /// then serves jobs until every sender of `jobs` is gone.
 pub fn spawn(
-    dir: std::path::PathBuf,
-    load: LoadOptions,
-    eos: Vec<u32>,
-    cache_mem: u64,
-    max_batch: usize,
+    setup: EngineSetup,
     jobs: mpsc::Receiver<Job>,
     metrics: Arc<Metrics>,
     status: Arc<EngineStatus>,
@@ -121,6 +128,13 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("qwgpu-engine".into())
         .spawn(move || {
+            let EngineSetup {
+                dir,
+                load,
+                eos,
+                cache_mem,
+                max_batch,
+            } = setup;
             let model = match Model::load(&dir, &load) {
                 Ok(m) => m,
                 Err(e) => {
