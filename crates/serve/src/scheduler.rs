@@ -142,8 +142,9 @@ pub fn spawn(
                     return;
                 }
             };
-            let _ = ready_tx.send(Ok(model.backend_name()));
+            // Up before `start` returns: /metrics never shows a served engine as down.
             Metrics::set(&metrics.engine_up, 1);
+            let _ = ready_tx.send(Ok(model.backend_name()));
             let config = model.config().clone();
             let mut engine = Engine {
                 model,
