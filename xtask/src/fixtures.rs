@@ -5,6 +5,11 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+pub const USAGE: &str = "\
+usage: cargo xtask fixtures [--python PY] [--only a,b]
+  regenerates tests/fixtures with HF transformers (PY: a Python with torch and
+  transformers, default $QWGPU_PYTHON or python3; --only: these fixtures only)";
+
 pub fn run(args: &[String]) -> Result<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut python = std::env::var("QWGPU_PYTHON").unwrap_or_else(|_| "python3".into());

@@ -18,13 +18,32 @@ use anyhow::{bail, Result};
 const USAGE: &str =
     "usage: cargo xtask <ci | matrix | fixtures [--python PY] [--only a,b] | bench [--help]>";
 
+/// Whether `args` (after the subcommand) ask for help: `-h` / `--help`.
+/// (`bench` parses its own, where an option's value may read `--help`.)
+fn wants_help(args: &[String]) -> bool {
+    args.iter().any(|a| a == "-h" || a == "--help")
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest = args.get(1..).unwrap_or_default();
     match args.first().map(String::as_str) {
+        Some("ci" | "matrix") if wants_help(rest) => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(cmd @ ("ci" | "matrix")) if !rest.is_empty() => {
+            let got = rest.join(" ");
+            bail!("`{cmd}` takes no arguments, got `{got}`\n{USAGE}")
+        }
         Some("ci") => ci::run(),
         Some("matrix") => matrix::run().map(|_| ()),
-        Some("fixtures") => fixtures::run(&args[1..]),
-        Some("bench") => bench::run(&args[1..]),
+        Some("fixtures") if wants_help(rest) => {
+            println!("{}", fixtures::USAGE);
+            Ok(())
+        }
+        Some("fixtures") => fixtures::run(rest),
+        Some("bench") => bench::run(rest),
         Some("-h" | "--help") => {
             println!("{USAGE}");
             Ok(())

@@ -77,11 +77,8 @@ fn content_hash() -> u64 {
 /// The bundled folder under `root`, created or verified.
 pub fn materialize_in(root: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
-    let dir = root.join(format!(
-        "bundled-{}-{:016x}",
-        env!("CARGO_PKG_VERSION"),
-        content_hash()
-    ));
+    let (version, hash) = (env!("CARGO_PKG_VERSION"), content_hash());
+    let dir = root.join(format!("bundled-{version}-{hash:016x}"));
     private_dir(&dir)?;
     for (name, bytes) in FILES {
         let path = dir.join(name);
@@ -89,7 +86,8 @@ pub fn materialize_in(root: &Path) -> Result<PathBuf> {
             continue;
         }
         // Write then rename, so a concurrent run never sees a half-written file.
-        let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        let pid = std::process::id();
+        let tmp = dir.join(format!(".{name}.{pid}.tmp"));
         let _ = std::fs::remove_file(&tmp);
         let mut f = new_private_file(&tmp)?;
         f.write_all(bytes)
@@ -157,10 +155,9 @@ fn private_dir(dir: &Path) -> Result<()> {
         );
     }
     if meta.mode() & 0o077 != 0 {
+        let (shown, mode) = (dir.display(), meta.mode() & 0o777);
         bail!(
-            "{}: the bundled model's cache folder is open to other users (mode {:o}, expected 700); remove it",
-            dir.display(),
-            meta.mode() & 0o777
+            "{shown}: the bundled model's cache folder is open to other users (mode {mode:o}, expected 700); remove it"
         );
     }
     Ok(())
@@ -191,8 +188,8 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     fn scratch(tag: &str) -> PathBuf {
-        let p =
-            std::env::temp_dir().join(format!("qwgpu-bundled-test-{tag}-{}", std::process::id()));
+        let pid = std::process::id();
+        let p = std::env::temp_dir().join(format!("qwgpu-bundled-test-{tag}-{pid}"));
         let _ = std::fs::remove_dir_all(&p);
         p
     }

@@ -133,10 +133,9 @@ fn prepare(args: &GenerateArgs, dir: &Path) -> Result<Prepared> {
     if let Some(limit) = context {
         let need = prompt_ids.len().saturating_add(args.max_tokens);
         if need > limit {
+            let (prompt_len, max_tokens) = (prompt_ids.len(), args.max_tokens);
             let what = format!(
-                "the prompt ({} tokens) + --max-tokens {} = {need} tokens exceeds the model's context length of {limit} (max_position_embeddings in config.json)",
-                prompt_ids.len(),
-                args.max_tokens
+                "the prompt ({prompt_len} tokens) + --max-tokens {max_tokens} = {need} tokens exceeds the model's context length of {limit} (max_position_embeddings in config.json)"
             );
             if !args.allow_context_overflow {
                 bail!("{what}; lower --max-tokens or shorten the prompt, or pass --allow-context-overflow to run past it anyway");
@@ -157,10 +156,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     let dir = match &args.model {
         Some(dir) => dir.clone(),
         None => {
-            eprintln!(
-                "qwgpu: no --model given: running the bundled {} — its weights are random, so the text is gibberish by design",
-                bundled::NAME
-            );
+            eprintln!("{}", bundled_notice());
             bundled::materialize()?
         }
     };
@@ -184,7 +180,10 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     let t0 = Instant::now();
     let mut next = model
         .sample_next(&mut session, &prompt_ids, &params)
-        .with_context(|| format!("generation step 1 (prefill of {} tokens)", prompt_ids.len()))?;
+        .with_context(|| {
+            let n = prompt_ids.len();
+            format!("generation step 1 (prefill of {n} tokens)")
+        })?;
     let ttft = t0.elapsed().as_secs_f64();
 
     let mut out = Output::stdout();
@@ -210,7 +209,10 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         let t = Instant::now();
         next = model
             .sample_next(&mut session, &[next], &params)
-            .with_context(|| format!("generation step {} (decode)", generated + 1))?;
+            .with_context(|| {
+                let step = generated + 1;
+                format!("generation step {step} (decode)")
+            })?;
         decode_s += t.elapsed().as_secs_f64();
         decode_steps += 1;
     }
@@ -219,45 +221,88 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         // The reader is gone (`| head`): nothing more to say.
         return Ok(());
     }
-    eprintln!(
-        "qwgpu: {} on {}",
-        stats(prompt_ids.len(), ttft, generated, decode_steps, decode_s),
-        model.backend_name()
-    );
+    let stats = Stats {
+        prompt_len: prompt_ids.len(),
+        ttft_s: ttft,
+        generated,
+        decode_steps,
+        decode_s,
+    };
+    eprintln!("{}", stats.line(&model.backend_name()));
     if args.profile {
         profile(&model, &prompt_ids, next)?;
     }
     Ok(())
 }
 
+/// The notice printed when no `--model` is given.
+fn bundled_notice() -> String {
+    let name = bundled::NAME;
+    format!(
+        "qwgpu: no --model given: running the bundled {name} — its weights are random, so the text is gibberish by design"
+    )
+}
+
+/// `""` for one, `"s"` otherwise.
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
 /// The final numbers: time to first token (prefill + first sample), prefill
 /// speed, and decode speed over the decode steps only (none when the first
 /// token was the last).
-fn stats(
+struct Stats {
     prompt_len: usize,
     ttft_s: f64,
     generated: usize,
     decode_steps: usize,
     decode_s: f64,
-) -> String {
-    let plural = |n: usize| if n == 1 { "" } else { "s" };
-    let prefill = format!(
-        "{generated} token{} generated; time to first token {:.3} s (prefill {prompt_len} token{} at {:.1} tok/s)",
-        plural(generated),
-        plural(prompt_len),
-        ttft_s,
-        prompt_len as f64 / ttft_s.max(1e-9)
-    );
-    if decode_steps == 0 {
-        format!("{prefill}; no decode steps (only the first token, which prefill made)")
-    } else {
-        format!(
-            "{prefill}; decode {decode_steps} step{} in {:.3} s ({:.1} tok/s)",
-            plural(decode_steps),
+}
+
+impl Stats {
+    /// The run's last line on stderr: `qwgpu: <numbers> on <backend>`.
+    fn line(&self, backend: &str) -> String {
+        let Stats {
+            prompt_len,
+            ttft_s,
+            generated,
+            decode_steps,
             decode_s,
-            decode_steps as f64 / decode_s.max(1e-9)
-        )
+        } = *self;
+        let generated_s = plural(generated);
+        let prompt_s = plural(prompt_len);
+        let prefill_tok_s = prompt_len as f64 / ttft_s.max(1e-9);
+        let prefill = format!(
+            "{generated} token{generated_s} generated; time to first token {ttft_s:.3} s (prefill {prompt_len} token{prompt_s} at {prefill_tok_s:.1} tok/s)"
+        );
+        let decode = if decode_steps == 0 {
+            "no decode steps (only the first token, which prefill made)".to_string()
+        } else {
+            let steps_s = plural(decode_steps);
+            let decode_tok_s = decode_steps as f64 / decode_s.max(1e-9);
+            format!(
+                "decode {decode_steps} step{steps_s} in {decode_s:.3} s ({decode_tok_s:.1} tok/s)"
+            )
+        };
+        format!("qwgpu: {prefill}; {decode} on {backend}")
     }
+}
+
+/// `qwgpu: decode step (1 tokens): 0.123 ms GPU time`.
+fn profile_header(what: &str, tokens: usize, total_ns: f64) -> String {
+    let ms = total_ns / 1e6;
+    format!("qwgpu: {what} step ({tokens} tokens): {ms:.3} ms GPU time")
+}
+
+/// One kernel family's row of `--profile`.
+fn profile_row(label: &str, ns: f64, total_ns: f64, launches: usize) -> String {
+    let ms = ns / 1e6;
+    let percent = 100.0 * ns / total_ns.max(1.0);
+    format!("  {label:<20} {ms:>9.3} ms {percent:>5.1}% {launches:>5} launches")
 }
 
 /// Times one prefill step over the prompt and one decode step, by kernel family.
@@ -270,23 +315,83 @@ fn profile(model: &Model, prompt_ids: &[u32], next: u32) -> Result<()> {
             return Ok(());
         };
         let total: f64 = rows.iter().map(|r| r.nanos).sum();
-        eprintln!(
-            "qwgpu: {what} step ({} tokens): {:.3} ms GPU time",
-            tokens.len(),
-            total / 1e6
-        );
+        eprintln!("{}", profile_header(what, tokens.len(), total));
         for engine::FamilyTime {
             label,
             nanos: ns,
             launches: n,
         } in rows
         {
-            eprintln!(
-                "  {label:<20} {:>9.3} ms {:>5.1}% {n:>5} launches",
-                ns / 1e6,
-                100.0 * ns / total.max(1.0)
-            );
+            eprintln!("{}", profile_row(&label, ns, total, n));
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_line_names_every_number_in_its_place() {
+        // 6 prompt tokens in 0.0018 s (3333.3 tok/s), 12 generated, 11 decode
+        // steps in 0.5 s (22 tok/s): the garbled line, written out.
+        let s = Stats {
+            prompt_len: 6,
+            ttft_s: 0.0018,
+            generated: 12,
+            decode_steps: 11,
+            decode_s: 0.5,
+        };
+        assert_eq!(
+            s.line("cpu reference"),
+            "qwgpu: 12 tokens generated; time to first token 0.002 s (prefill 6 tokens at 3333.3 tok/s); decode 11 steps in 0.500 s (22.0 tok/s) on cpu reference"
+        );
+    }
+
+    #[test]
+    fn the_last_line_is_singular_for_one() {
+        let s = Stats {
+            prompt_len: 1,
+            ttft_s: 0.25,
+            generated: 2,
+            decode_steps: 1,
+            decode_s: 0.125,
+        };
+        assert_eq!(
+            s.line("gpu: x"),
+            "qwgpu: 2 tokens generated; time to first token 0.250 s (prefill 1 token at 4.0 tok/s); decode 1 step in 0.125 s (8.0 tok/s) on gpu: x"
+        );
+        let first_only = Stats {
+            prompt_len: 3,
+            ttft_s: 1.5,
+            generated: 1,
+            decode_steps: 0,
+            decode_s: 0.0,
+        };
+        assert_eq!(
+            first_only.line("cpu reference"),
+            "qwgpu: 1 token generated; time to first token 1.500 s (prefill 3 tokens at 2.0 tok/s); no decode steps (only the first token, which prefill made) on cpu reference"
+        );
+    }
+
+    #[test]
+    fn profile_lines() {
+        assert_eq!(
+            profile_header("decode", 1, 2_500_000.0),
+            "qwgpu: decode step (1 tokens): 2.500 ms GPU time"
+        );
+        assert_eq!(
+            profile_row("matmul", 1_250_000.0, 2_500_000.0, 7),
+            "  matmul                   1.250 ms  50.0%     7 launches"
+        );
+    }
+
+    #[test]
+    fn the_bundled_notice() {
+        assert_eq!(
+            bundled_notice(),
+            "qwgpu: no --model given: running the bundled dense-bf16-text (tiny random-weight Qwen3.5 test model) — its weights are random, so the text is gibberish by design"
+        );
+    }
 }

@@ -19,6 +19,8 @@ use qwgpu_checkpoint::{
 use qwgpu_loader::{ActivationQuant, PackedModel, PackedWeight, ScaleScheme};
 use serde_json::Value;
 
+use crate::chat_template::{ChatTemplate, TemplateError};
+
 #[derive(Args, Debug)]
 pub struct InspectArgs {
     /// Hugging Face model folder.
@@ -48,61 +50,60 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         .iter()
         .filter(|k| **k == LayerType::FullAttention)
         .count();
-    writeln!(std::io::stdout(), "model        {}", args.model.display())?;
-    writeln!(
-        std::io::stdout(),
-        "architecture {} ({})",
-        cfg.architecture,
-        if cfg.wrapped {
-            "release wrapper, text_config"
-        } else {
-            "text-only"
-        }
-    )?;
-    writeln!(std::io::stdout(),
-        "geometry     {} layers ({} gated delta-net, {} full attention), hidden {}, vocab {}, {} embeddings",
-        t.num_hidden_layers,
-        t.num_hidden_layers - full,
-        full,
-        t.hidden_size,
-        t.vocab_size,
-        if cfg.tie_word_embeddings { "tied" } else { "untied" }
+    let mut out = std::io::stdout().lock();
+    let model = args.model.display();
+    writeln!(out, "model        {model}")?;
+    let architecture = &cfg.architecture;
+    let wrapper = if cfg.wrapped {
+        "release wrapper, text_config"
+    } else {
+        "text-only"
+    };
+    writeln!(out, "architecture {architecture} ({wrapper})")?;
+    let layers = t.num_hidden_layers;
+    let gdn = layers - full;
+    let (hidden, vocab) = (t.hidden_size, t.vocab_size);
+    let tied = if cfg.tie_word_embeddings {
+        "tied"
+    } else {
+        "untied"
+    };
+    writeln!(out,
+        "geometry     {layers} layers ({gdn} gated delta-net, {full} full attention), hidden {hidden}, vocab {vocab}, {tied} embeddings"
     )?;
     match &t.ffn {
-        FfnConfig::Dense { intermediate_size } => writeln!(std::io::stdout(), "ffn          dense SwiGLU, {intermediate_size}")?,
+        FfnConfig::Dense { intermediate_size } => writeln!(out, "ffn          dense SwiGLU, {intermediate_size}")?,
         FfnConfig::Moe {
             num_experts,
             num_experts_per_tok,
             moe_intermediate_size,
             shared_expert_intermediate_size,
-        } => writeln!(std::io::stdout(),
+        } => writeln!(out,
             "ffn          MoE, {num_experts} experts (top {num_experts_per_tok}) of {moe_intermediate_size}, shared expert {shared_expert_intermediate_size}"
         )?,
     }
     let folder = Folder::read(&args.model);
+    let context = folder.context();
+    let (theta, partial) = (t.rope.theta, t.rope.partial_rotary_factor);
     writeln!(
-        std::io::stdout(),
-        "context      {}, rope theta {}, partial rotary {}",
-        match folder.context {
-            Some(n) => format!("{n} tokens (max_position_embeddings)"),
-            None => "unknown (no max_position_embeddings)".into(),
-        },
-        t.rope.theta,
-        t.rope.partial_rotary_factor
+        out,
+        "context      {context}, rope theta {theta}, partial rotary {partial}"
     )?;
-    writeln!(
-        std::io::stdout(),
-        "eos ids      {}",
-        folder.eos(&cfg.eos_token_ids)
-    )?;
-    writeln!(std::io::stdout(), "template     {}", folder.chat_template)?;
+    let eos = folder.eos(&cfg.eos_token_ids);
+    writeln!(out, "eos ids      {eos}")?;
+    let template = &folder.chat_template;
+    writeln!(out, "template     {template}")?;
     match &cfg.quantization {
-        None => writeln!(std::io::stdout(), "quantization none")?,
-        Some(q) => writeln!(std::io::stdout(), "quantization {}", summarize(q))?,
+        None => writeln!(out, "quantization none")?,
+        Some(q) => {
+            let q = summarize(q);
+            writeln!(out, "quantization {q}")?
+        }
     }
 
     let counts = Counts::of(&ckpt);
-    let mut params = format!("{} total (text model)", count(counts.total));
+    let total = count(counts.total);
+    let mut params = format!("{total} total (text model)");
     if let FfnConfig::Moe {
         num_experts,
         num_experts_per_tok,
@@ -111,9 +112,9 @@ pub fn run(args: &InspectArgs) -> Result<()> {
     {
         let active = counts.total - counts.experts
             + counts.experts * num_experts_per_tok as u64 / num_experts.max(1) as u64;
+        let active = count(active);
         params.push_str(&format!(
-            ", {} active per token ({num_experts_per_tok} of {num_experts} experts)",
-            count(active)
+            ", {active} active per token ({num_experts_per_tok} of {num_experts} experts)"
         ));
     }
     if counts.skipped > 0 {
@@ -122,99 +123,140 @@ pub fn run(args: &InspectArgs) -> Result<()> {
             count(counts.skipped)
         ));
     }
-    writeln!(std::io::stdout(), "parameters   {params}")?;
+    writeln!(out, "parameters   {params}")?;
     let mut disk: Vec<(&String, &u64)> = counts.disk.iter().collect();
     disk.sort_by(|a, b| b.1.cmp(a.1));
     let by_dtype: Vec<String> = disk
         .iter()
-        .map(|(d, b)| format!("{d} {}", bytes(**b)))
+        .map(|(d, b)| {
+            let b = bytes(**b);
+            format!("{d} {b}")
+        })
         .collect();
-    writeln!(
-        std::io::stdout(),
-        "on disk      {} in tensors: {}",
-        bytes(counts.disk.values().sum()),
-        by_dtype.join(", ")
-    )?;
+    let on_disk = bytes(counts.disk.values().sum());
+    let by_dtype = by_dtype.join(", ");
+    writeln!(out, "on disk      {on_disk} in tensors: {by_dtype}")?;
     let mem = gpu_memory(&packed);
-    writeln!(std::io::stdout(),
-        "gpu memory   ~{} weights + {} KV cache per 1k tokens (f32, {full} attention layer(s)) + {} recurrent state per session",
-        bytes(mem.weights),
-        bytes(mem.kv_per_1k),
-        bytes(mem.state)
+    let (weights_b, kv_b, state_b) = (bytes(mem.weights), bytes(mem.kv_per_1k), bytes(mem.state));
+    writeln!(out,
+        "gpu memory   ~{weights_b} weights + {kv_b} KV cache per 1k tokens (f32, {full} attention layer(s)) + {state_b} recurrent state per session"
     )?;
-    writeln!(
-        std::io::stdout(),
-        "tensors      {} kept in {} file(s), {} skipped (mtp / vision / inv_freq), {} unexpected",
+    let (kept, files, skipped, unexpected) = (
         ckpt.names().len(),
         ckpt.files().len(),
         ckpt.skipped().len(),
-        ckpt.unexpected().len()
+        ckpt.unexpected().len(),
+    );
+    writeln!(
+        out,
+        "tensors      {kept} kept in {files} file(s), {skipped} skipped (mtp / vision / inv_freq), {unexpected} unexpected"
     )?;
     for name in ckpt.unexpected() {
-        writeln!(std::io::stdout(), "  unexpected {name}")?;
+        writeln!(out, "  unexpected {name}")?;
     }
 
     let weights = packed.weights();
     if args.weights {
         for w in &weights {
-            writeln!(std::io::stdout(), "  {}", describe(w))?;
+            let line = describe(w);
+            writeln!(out, "  {line}")?;
         }
     } else {
         let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
         for w in &weights {
-            *kinds
-                .entry(format!("{} scale {}", w.dtype, scheme_kind(w)))
-                .or_default() += 1;
+            let (dtype, scheme) = (&w.dtype, scheme_kind(w));
+            *kinds.entry(format!("{dtype} scale {scheme}")).or_default() += 1;
         }
-        writeln!(std::io::stdout(), "packed       {} weights:", weights.len())?;
+        let n = weights.len();
+        writeln!(out, "packed       {n} weights:")?;
         for (kind, n) in kinds {
-            writeln!(std::io::stdout(), "  {n:4} × {kind}")?;
+            writeln!(out, "  {n:4} × {kind}")?;
         }
     }
     Ok(())
 }
 
+/// An optional file of the folder: absent, or read, or present but not
+/// usable (unreadable, not a regular file, malformed JSON) and why.
+enum Optional {
+    Absent,
+    Read(Value),
+    Broken(String),
+}
+
+impl Optional {
+    fn json(path: &Path) -> Self {
+        if std::fs::symlink_metadata(path).is_err() {
+            return Optional::Absent;
+        }
+        let text = match read_text_file(path, MAX_CONFIG_BYTES) {
+            Ok(t) => t,
+            Err(e) => return Optional::Broken(e.to_string()),
+        };
+        match serde_json::from_str(&text) {
+            Ok(v) => Optional::Read(v),
+            Err(e) => {
+                let shown = path.display();
+                Optional::Broken(format!("{shown}: invalid JSON: {e}"))
+            }
+        }
+    }
+}
+
 /// What the folder's JSON files add: context length, EOS ids, chat template.
-/// Unreadable optional files are reported, not fatal (`inspect` is diagnostic).
+/// Unreadable optional files are reported as such, not fatal (`inspect` is
+/// diagnostic) and never taken for absent ones.
 struct Folder {
-    context: Option<u64>,
-    /// `eos_token_id` of generation_config.json, as written.
-    generation_eos: Option<String>,
+    /// `max_position_embeddings`, or why it is unknown.
+    context: Result<u64, String>,
+    /// `eos_token_id` of generation_config.json as written, `None` when the
+    /// file or the key is absent, or why the file cannot be used.
+    generation_eos: Result<Option<String>, String>,
     chat_template: String,
 }
 
 impl Folder {
     fn read(dir: &Path) -> Self {
-        let json = |name: &str| -> Option<Value> {
-            let path = dir.join(name);
-            let text = read_text_file(&path, MAX_CONFIG_BYTES).ok()?;
-            serde_json::from_str(&text).ok()
-        };
-        let config = json("config.json");
-        let context = config.as_ref().and_then(|c| {
-            c.get("max_position_embeddings")
+        let context = match Optional::json(&dir.join("config.json")) {
+            Optional::Read(c) => c
+                .get("max_position_embeddings")
                 .or_else(|| c.get("text_config")?.get("max_position_embeddings"))
                 .and_then(Value::as_u64)
-        });
-        let generation_eos = json("generation_config.json")
-            .and_then(|g| g.get("eos_token_id").cloned())
-            .filter(|v| !v.is_null())
-            .map(|v| v.to_string());
-        let jinja = dir.join("chat_template.jinja");
-        let chat_template = if qwgpu_checkpoint::files::regular_file_len(&jinja).is_ok() {
-            "chat template present (chat_template.jinja)".to_string()
-        } else if json("tokenizer_config.json")
-            .is_some_and(|t| t.get("chat_template").is_some_and(|v| !v.is_null()))
-        {
-            "chat template present (tokenizer_config.json)".to_string()
-        } else {
-            "no chat template (neither chat_template.jinja nor tokenizer_config.json has one)"
-                .to_string()
+                .ok_or_else(|| "unknown (no max_position_embeddings)".to_string()),
+            Optional::Absent => Err("unknown (no config.json)".to_string()),
+            Optional::Broken(e) => Err(format!("unknown ({e})")),
+        };
+        let generation_eos = match Optional::json(&dir.join("generation_config.json")) {
+            Optional::Read(g) => Ok(g
+                .get("eos_token_id")
+                .filter(|v| !v.is_null())
+                .map(Value::to_string)),
+            Optional::Absent => Ok(None),
+            Optional::Broken(e) => Err(e),
+        };
+        // The same search and checks as `generate --chat` and `serve`: a
+        // malformed or unreadable file is reported, not taken for "none".
+        let chat_template = match ChatTemplate::from_dir(dir) {
+            Ok(t) => {
+                let origin = Path::new(t.origin())
+                    .file_name()
+                    .map_or_else(|| t.origin().to_string(), |n| n.to_string_lossy().into_owned());
+                format!("chat template present ({origin})")
+            }
+            Err(TemplateError::Missing { .. }) => "no chat template (none in chat_template.jinja, tokenizer_config.json or chat_template.json)".to_string(),
+            Err(e) => format!("chat template unusable: {e}"),
         };
         Folder {
             context,
             generation_eos,
             chat_template,
+        }
+    }
+
+    fn context(&self) -> String {
+        match &self.context {
+            Ok(n) => format!("{n} tokens (max_position_embeddings)"),
+            Err(why) => why.clone(),
         }
     }
 
@@ -225,8 +267,9 @@ impl Folder {
             format!("{config_ids:?} (config.json)")
         };
         match &self.generation_eos {
-            Some(g) => format!("{config}, {g} (generation_config.json)"),
-            None => config,
+            Ok(Some(g)) => format!("{config}, {g} (generation_config.json)"),
+            Ok(None) => config,
+            Err(e) => format!("{config}; generation_config.json unusable: {e}"),
         }
     }
 }
@@ -333,11 +376,14 @@ fn scale_count(s: &ScaleScheme) -> usize {
 fn count(n: u64) -> String {
     let n = n as f64;
     if n >= 1e9 {
-        format!("{:.2} B", n / 1e9)
+        let b = n / 1e9;
+        format!("{b:.2} B")
     } else if n >= 1e6 {
-        format!("{:.1} M", n / 1e6)
+        let m = n / 1e6;
+        format!("{m:.1} M")
     } else if n >= 1e3 {
-        format!("{:.1} K", n / 1e3)
+        let k = n / 1e3;
+        format!("{k:.1} K")
     } else {
         format!("{n}")
     }
@@ -367,7 +413,8 @@ fn scheme_kind(w: &PackedWeight) -> String {
 fn describe(w: &PackedWeight) -> String {
     let shards: Vec<&str> = w.shards.iter().map(|s| s.name.as_str()).collect();
     let shards = if shards.len() > 6 {
-        format!("{} shards", shards.len())
+        let n = shards.len();
+        format!("{n} shards")
     } else {
         shards.join("|")
     };
@@ -376,16 +423,9 @@ fn describe(w: &PackedWeight) -> String {
         ActivationQuant::Dynamic => ", dynamic activation scales".into(),
         ActivationQuant::Static { max, .. } => format!(", static input scale (max {max})"),
     };
-    format!(
-        "{} {} [{} x {}] {} scale {}{}",
-        w.name,
-        w.dtype,
-        w.rows,
-        w.cols,
-        shards,
-        w.scale.describe(),
-        act
-    )
+    let (name, dtype, rows, cols) = (&w.name, &w.dtype, w.rows, w.cols);
+    let scale = w.scale.describe();
+    format!("{name} {dtype} [{rows} x {cols}] {shards} scale {scale}{act}")
 }
 
 fn fp8_format(f: Fp8Format) -> &'static str {
@@ -418,57 +458,56 @@ fn strategy(s: CtStrategy) -> &'static str {
 
 fn summarize(q: &QuantizationConfig) -> String {
     match q {
-        QuantizationConfig::Fp8(f) => format!(
-            "FP8 {} (Qwen `fp8`), weight blocks {}, {}, {} modules not converted",
-            fp8_format(f.fmt),
-            f.weight_block_size
-                .map(|b| format!("{}x{}", b[0], b[1]))
-                .unwrap_or_else(|| "none (per-tensor)".into()),
-            activations(f.activation_scheme),
-            f.modules_to_not_convert.len()
-        ),
+        QuantizationConfig::Fp8(f) => {
+            let format = fp8_format(f.fmt);
+            let blocks = f
+                .weight_block_size
+                .map(|[rows, cols]| format!("{rows}x{cols}"))
+                .unwrap_or_else(|| "none (per-tensor)".into());
+            let act = activations(f.activation_scheme);
+            let kept = f.modules_to_not_convert.len();
+            format!("FP8 {format} (Qwen `fp8`), weight blocks {blocks}, {act}, {kept} modules not converted")
+        }
         QuantizationConfig::CompressedTensors(c) => {
             let groups: Vec<String> = c
                 .groups
                 .iter()
                 .map(|g| {
-                    format!(
-                        "{}: weights {}, activations {}",
-                        g.name,
-                        args(g.weights.as_ref()),
-                        args(g.input_activations.as_ref())
-                    )
+                    let name = &g.name;
+                    let weights = args(g.weights.as_ref());
+                    let acts = args(g.input_activations.as_ref());
+                    format!("{name}: weights {weights}, activations {acts}")
                 })
                 .collect();
+            let format = &c.format;
+            let groups = groups.join("; ");
+            let ignored = c.ignore.len();
+            let kv = args(c.kv_cache_scheme.as_ref());
             format!(
-                "compressed-tensors {} [{}], {} ignore entries, KV cache {}",
-                c.format,
-                groups.join("; "),
-                c.ignore.len(),
-                args(c.kv_cache_scheme.as_ref())
+                "compressed-tensors {format} [{groups}], {ignored} ignore entries, KV cache {kv}"
             )
         }
-        QuantizationConfig::ModelOpt(m) => format!(
-            "ModelOpt {}, {} excluded patterns, KV cache {}",
-            m.quant_algo,
-            m.exclude_modules.len(),
-            m.kv_cache_quant_algo.as_deref().unwrap_or("none")
-        ),
+        QuantizationConfig::ModelOpt(m) => {
+            let algo = &m.quant_algo;
+            let excluded = m.exclude_modules.len();
+            let kv = m.kv_cache_quant_algo.as_deref().unwrap_or("none");
+            format!("ModelOpt {algo}, {excluded} excluded patterns, KV cache {kv}")
+        }
     }
 }
 
 fn args(a: Option<&CtQuantArgs>) -> String {
     match a {
         None => "none".into(),
-        Some(a) => format!(
-            "{}-bit {} {}{}{}",
-            a.num_bits,
-            a.kind,
-            strategy(a.strategy),
-            a.block_structure
-                .map(|b| format!(" {}x{}", b[0], b[1]))
-                .unwrap_or_default(),
-            if a.dynamic { " dynamic" } else { " static" }
-        ),
+        Some(a) => {
+            let (bits, kind) = (a.num_bits, &a.kind);
+            let strategy = strategy(a.strategy);
+            let block = a
+                .block_structure
+                .map(|[rows, cols]| format!(" {rows}x{cols}"))
+                .unwrap_or_default();
+            let dynamic = if a.dynamic { " dynamic" } else { " static" };
+            format!("{bits}-bit {kind} {strategy}{block}{dynamic}")
+        }
     }
 }

@@ -63,12 +63,16 @@ pub(crate) fn load_and_report(dir: &Path, opts: &LoadOptions, started: Instant) 
     .with_context(|| format!("loading {}", dir.display()))?;
     let model = load_model(dir, opts).with_context(|| format!("loading {}", dir.display()))?;
     eprintln!(
-        "qwgpu: loaded {} on {} in {:.2} s",
-        dir.display(),
-        model.backend_name(),
-        started.elapsed().as_secs_f64()
+        "{}",
+        loaded_line(dir, &model.backend_name(), started.elapsed().as_secs_f64())
     );
     Ok(model)
+}
+
+/// `qwgpu: loaded <dir> on <backend> in <seconds> s`.
+fn loaded_line(dir: &Path, backend: &str, seconds: f64) -> String {
+    let dir = dir.display();
+    format!("qwgpu: loaded {dir} on {backend} in {seconds:.2} s")
 }
 
 /// Loads the checkpoint on the chosen backend with a progress bar in bytes.
@@ -84,4 +88,19 @@ pub(crate) fn load_model(dir: &Path, opts: &LoadOptions) -> Result<Model> {
     })?;
     bar.finish_and_clear();
     Ok(model)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_loaded_line() {
+        assert_eq!(
+            super::loaded_line(
+                std::path::Path::new("/m/Qwen3.5-0.8B"),
+                "cpu reference",
+                1.234
+            ),
+            "qwgpu: loaded /m/Qwen3.5-0.8B on cpu reference in 1.23 s"
+        );
+    }
 }

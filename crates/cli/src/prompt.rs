@@ -21,7 +21,10 @@ pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer> {
     // A FIFO or a device would block or never end: only a regular file is read.
     qwgpu_checkpoint::files::regular_file_len(&path)?;
     Tokenizer::from_file(&path)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        .map_err(|e| {
+            let shown = path.display();
+            anyhow::anyhow!("{shown}: {e}")
+        })
         .context("loading the tokenizer")
 }
 
@@ -52,21 +55,16 @@ pub fn eos_token_ids(dir: &Path, config_ids: &[u32], vocab: usize) -> Result<Vec
 }
 
 fn token_id(v: &Value, path: &Path, vocab: usize) -> Result<u32> {
+    let shown = path.display();
     let id = v
         .as_u64()
         .with_context(|| {
-            format!(
-                "{}: eos_token_id: expected a non-negative integer token id, got {v}",
-                path.display()
-            )
+            format!("{shown}: eos_token_id: expected a non-negative integer token id, got {v}")
         })
         .and_then(|n| {
             u32::try_from(n).ok().with_context(|| {
-                format!(
-                    "{}: eos_token_id {n} does not fit a token id (at most {})",
-                    path.display(),
-                    u32::MAX
-                )
+                let max = u32::MAX;
+                format!("{shown}: eos_token_id {n} does not fit a token id (at most {max})")
             })
         })?;
     check_in_vocab(id, vocab, path)?;
@@ -75,10 +73,8 @@ fn token_id(v: &Value, path: &Path, vocab: usize) -> Result<u32> {
 
 fn check_in_vocab(id: u32, vocab: usize, path: &Path) -> Result<()> {
     if id as usize >= vocab {
-        bail!(
-            "{}: eos_token_id {id} is outside the model's vocabulary of {vocab} tokens",
-            path.display()
-        );
+        let shown = path.display();
+        bail!("{shown}: eos_token_id {id} is outside the model's vocabulary of {vocab} tokens");
     }
     Ok(())
 }
@@ -98,10 +94,10 @@ pub fn context_length(dir: &Path) -> Result<Option<usize>> {
         None | Some(Value::Null) => Ok(None),
         Some(v) => match v.as_u64().filter(|&n| n > 0) {
             Some(n) => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
-            None => bail!(
-                "{}: {key}: expected a positive integer, got {v}",
-                path.display()
-            ),
+            None => {
+                let shown = path.display();
+                bail!("{shown}: {key}: expected a positive integer, got {v}")
+            }
         },
     }
 }

@@ -65,21 +65,90 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
             .await
-            .with_context(|| format!("listening on {}:{}", args.host, args.port))?;
+            .with_context(|| {
+                let (host, port) = (&args.host, args.port);
+                format!("listening on {host}:{port}")
+            })?;
         let addr = listener.local_addr()?;
-        eprintln!(
-            "serving `{}` on http://{addr}/v1 ({}; batch {}, prefix cache {} MiB)",
-            opts.model_name,
-            state.backend(),
-            opts.max_batch,
-            opts.cache_mem >> 20
-        );
+        eprintln!("{}", serving_line(&opts, addr, state.backend()));
         let app = qwgpu_serve::app::router(state, &opts);
         axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
+            .with_graceful_shutdown(shutdown_signal())
             .await
             .context("serving HTTP")
     })
+}
+
+/// `serving `tiny` on http://127.0.0.1:8080/v1 (cpu reference; batch 16, prefix cache 1024 MiB)`.
+fn serving_line(opts: &ServeOptions, addr: std::net::SocketAddr, backend: &str) -> String {
+    let name = &opts.model_name;
+    let batch = opts.max_batch;
+    let cache_mib = opts.cache_mem >> 20;
+    format!("serving `{name}` on http://{addr}/v1 ({backend}; batch {batch}, prefix cache {cache_mib} MiB)")
+}
+
+/// Resolves on Ctrl-C (the server then finishes the requests in flight). If
+/// the handler cannot be registered, the server keeps serving rather than
+/// stopping as if Ctrl-C had been pressed: a server that runs is what the
+/// user asked for, and only the graceful stop is lost (SIGINT's default
+/// action still ends the process), which the error says.
+async fn shutdown_signal() {
+    wait_for_stop(tokio::signal::ctrl_c()).await;
+}
+
+async fn wait_for_stop(signal: impl std::future::Future<Output = std::io::Result<()>>) {
+    if let Err(e) = signal.await {
+        tracing::error!("{}", ctrl_c_failed_line(&e));
+        std::future::pending::<()>().await;
+    }
+}
+
+fn ctrl_c_failed_line(e: &std::io::Error) -> String {
+    format!(
+        "cannot listen for Ctrl-C ({e}): serving on, but Ctrl-C will end the process at once, without finishing the requests in flight"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_serving_line() {
+        let mut opts = ServeOptions::new("/m/tiny".into());
+        opts.model_name = "tiny".into();
+        opts.max_batch = 4;
+        opts.cache_mem = 512 << 20;
+        let addr: std::net::SocketAddr = "127.0.0.1:8080".parse().expect("addr");
+        assert_eq!(
+            serving_line(&opts, addr, "cpu reference"),
+            "serving `tiny` on http://127.0.0.1:8080/v1 (cpu reference; batch 4, prefix cache 512 MiB)"
+        );
+    }
+
+    #[test]
+    fn a_ctrl_c_handler_that_fails_to_register_does_not_stop_the_server() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let failed = wait_for_stop(async { Err(std::io::Error::other("no signals here")) });
+            let stopped = tokio::time::timeout(Duration::from_millis(200), failed).await;
+            assert!(
+                stopped.is_err(),
+                "the shutdown future resolved: the server would stop"
+            );
+            // A real Ctrl-C does stop it.
+            let pressed = wait_for_stop(async { Ok(()) });
+            tokio::time::timeout(Duration::from_millis(200), pressed)
+                .await
+                .expect("Ctrl-C stops the server");
+        });
+        assert_eq!(
+            ctrl_c_failed_line(&std::io::Error::other("no signals here")),
+            "cannot listen for Ctrl-C (no signals here): serving on, but Ctrl-C will end the process at once, without finishing the requests in flight"
+        );
+    }
 }

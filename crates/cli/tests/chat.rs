@@ -168,8 +168,8 @@ fn each_turn_prefills_only_new_tokens_and_matches_a_single_pass() {
         assert_eq!(
             t.prefilled,
             t.total - (prev.total + prev.decoded - 1),
-            "turn {}: {stderr}",
-            n + 1
+            "turn {turn}: {stderr}",
+            turn = n + 1
         );
         assert!(t.resumed_at.is_none(), "{stderr}");
     }
@@ -220,9 +220,9 @@ fn save_then_load_continues_identically() {
         &fixture(),
         &["--max-tokens", "5"],
         &format!(
-            "First message\nSecond one\n/save {}\nThird\n/save {}\n",
-            mid.display(),
-            end_a.display()
+            "First message\nSecond one\n/save {mid}\nThird\n/save {end_a}\n",
+            mid = mid.display(),
+            end_a = end_a.display()
         ),
     );
     assert!(ok, "{stderr}");
@@ -230,9 +230,9 @@ fn save_then_load_continues_identically() {
         &fixture(),
         &["--max-tokens", "5"],
         &format!(
-            "/load {}\nThird\n/save {}\n",
-            mid.display(),
-            end_b.display()
+            "/load {mid}\nThird\n/save {end_b}\n",
+            mid = mid.display(),
+            end_b = end_b.display()
         ),
     );
     assert!(ok, "{stderr}");

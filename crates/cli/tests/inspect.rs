@@ -66,12 +66,9 @@ fn huge_sparse_checkpoint(dir: &Path, truncate: bool) {
         }
         let start = data.len();
         data.extend_from_slice(&bytes[t.start..t.end]);
+        let (name, dtype, shape, end) = (&t.name, &t.dtype_name, &t.shape, data.len());
         entries.push(format!(
-            "\"{}\":{{\"dtype\":\"{}\",\"shape\":{:?},\"data_offsets\":[{start},{}]}}",
-            t.name,
-            t.dtype_name,
-            t.shape,
-            data.len()
+            "\"{name}\":{{\"dtype\":\"{dtype}\",\"shape\":{shape:?},\"data_offsets\":[{start},{end}]}}"
         ));
     }
     let hidden = embed.expect("embedding in fixture");
@@ -136,5 +133,77 @@ fn inspect_reads_no_tensor_data() {
     assert!(
         stderr.contains("model.safetensors") && !stderr.contains("panicked"),
         "{stderr}"
+    );
+}
+
+/// `dense-bf16-text` with a malformed `tokenizer_config.json` and
+/// `generation_config.json`: inspect says the files are broken (not "no chat
+/// template"), and `generate --chat` refuses with the same JSON error.
+#[test]
+fn malformed_optional_files_are_reported_as_malformed() {
+    let dir = scratch::Scratch::new();
+    let src = fixture("dense-bf16-text");
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).expect("copy fixture");
+    }
+    let broken = r#"{"chat_template": "{{ messages }}","#;
+    let json_error = serde_json::from_str::<serde_json::Value>(broken)
+        .expect_err("malformed")
+        .to_string();
+    let config = dir.path().join("tokenizer_config.json");
+    let generation = dir.path().join("generation_config.json");
+    std::fs::write(&config, broken).expect("write");
+    std::fs::write(&generation, broken).expect("write");
+
+    let out = inspect(dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let line = |prefix: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` line in:\n{stdout}"))
+            .to_owned()
+    };
+    let (config, generation) = (config.display(), generation.display());
+    assert_eq!(
+        line("template "),
+        format!("template     chat template unusable: {config}: invalid JSON: {json_error}")
+    );
+    assert_eq!(
+        line("eos ids "),
+        format!("eos ids      [2] (config.json); generation_config.json unusable: {generation}: invalid JSON: {json_error}")
+    );
+
+    // Without the broken generation_config.json, `generate --chat` reaches
+    // the template and names the same file and error.
+    std::fs::remove_file(dir.path().join("generation_config.json")).expect("rm");
+    let out = Command::new(env!("CARGO_BIN_EXE_qwgpu"))
+        .args([
+            "generate",
+            "--chat",
+            "--backend",
+            "cpu",
+            "--max-tokens",
+            "2",
+            "--model",
+        ])
+        .arg(dir.path())
+        .output()
+        .expect("run qwgpu");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{config}: invalid JSON: {json_error}")),
+        "{stderr}"
+    );
+    // A folder with no template at all says so.
+    std::fs::remove_file(dir.path().join("tokenizer_config.json")).expect("rm");
+    let out = inspect(dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("template     no chat template (none in chat_template.jinja, tokenizer_config.json or chat_template.json)\n"),
+        "{stdout}"
     );
 }

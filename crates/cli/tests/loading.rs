@@ -135,12 +135,10 @@ fn tensors_under_an_unknown_prefix_are_reported() {
     for t in &header.tensors {
         let start = data.len();
         data.extend_from_slice(&src[t.start..t.end]);
+        let name = t.name.replacen("model.", "transformer.", 1);
+        let (dtype, shape, end) = (&t.dtype_name, &t.shape, data.len());
         entries.push(format!(
-            "\"{}\":{{\"dtype\":\"{}\",\"shape\":{:?},\"data_offsets\":[{start},{}]}}",
-            t.name.replacen("model.", "transformer.", 1),
-            t.dtype_name,
-            t.shape,
-            data.len()
+            "\"{name}\":{{\"dtype\":\"{dtype}\",\"shape\":{shape:?},\"data_offsets\":[{start},{end}]}}"
         ));
     }
     let text = format!("{{{}}}", entries.join(","));
@@ -173,11 +171,9 @@ fn rewrite_weights(src: &Path, dst: &Path, edit: impl Fn(&str, &mut String, &mut
         }
         let start = data.len();
         data.extend_from_slice(&raw);
+        let (name, shape, end) = (&t.name, &t.shape, data.len());
         entries.push(format!(
-            "\"{}\":{{\"dtype\":\"{dtype}\",\"shape\":{:?},\"data_offsets\":[{start},{}]}}",
-            t.name,
-            t.shape,
-            data.len()
+            "\"{name}\":{{\"dtype\":\"{dtype}\",\"shape\":{shape:?},\"data_offsets\":[{start},{end}]}}"
         ));
     }
     let text = format!("{{{}}}", entries.join(","));

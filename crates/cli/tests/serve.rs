@@ -56,8 +56,8 @@ fn serve_listens_prints_its_address_and_answers() {
     let completion = http(
         &addr,
         &format!(
-            "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
+            "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n{body}",
+            len = body.len()
         ),
     );
     // The fixture's tokenizer_config.json carries a chat template.
@@ -65,8 +65,8 @@ fn serve_listens_prints_its_address_and_answers() {
     let chat = http(
         &addr,
         &format!(
-            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{chat_body}",
-            chat_body.len()
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n{chat_body}",
+            len = chat_body.len()
         ),
     );
     child.kill().expect("kill");

@@ -19,11 +19,11 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc::{self, error::TrySendError, UnboundedReceiver};
 
 use crate::api::{ApiError, GenRequest, Input};
-use crate::chat_template::RenderOptions;
+use crate::chat_template::{RenderOptions, TemplateError};
 use crate::detokenize::Detokenizer;
 use crate::metrics::Metrics;
 use crate::model_files::ModelFiles;
-use crate::scheduler::{self, Event, Finish, Job};
+use crate::scheduler::{self, EngineStatus, Event, Finish, Job};
 use crate::stop::StopMatcher;
 use crate::{ServeError, ServeOptions};
 
@@ -33,6 +33,7 @@ struct Shared {
     created: u64,
     jobs: mpsc::Sender<Job>,
     metrics: Arc<Metrics>,
+    engine: Arc<EngineStatus>,
     backend: String,
     /// Seeds requests that give none (and ids), distinct per request.
     counter: AtomicU64,
@@ -51,6 +52,14 @@ impl AppState {
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
     }
+
+    /// Queues a job as the handlers do, without their checks (tests reach
+    /// the engine with what no handler would send).
+    #[cfg(test)]
+    pub(crate) fn queue(&self, job: Job) {
+        Metrics::add(&self.0.metrics.queue_depth, 1);
+        self.0.jobs.try_send(job).expect("the queue takes the job");
+    }
 }
 
 fn now_secs() -> u64 {
@@ -66,16 +75,16 @@ pub fn start(opts: &ServeOptions) -> Result<AppState, ServeError> {
     let files = ModelFiles::open(&opts.model_dir)?;
     let metrics = Arc::new(Metrics::default());
     let (jobs, rx) = mpsc::channel(opts.max_queue);
-    let ready = scheduler::spawn(
-        opts.model_dir.clone(),
-        opts.load.clone(),
-        files.eos.clone(),
-        opts.cache_mem,
-        opts.max_batch,
-        rx,
-        metrics.clone(),
-    )
-    .map_err(ServeError::Thread)?;
+    let engine = Arc::new(EngineStatus::default());
+    let setup = scheduler::EngineSetup {
+        dir: opts.model_dir.clone(),
+        load: opts.load.clone(),
+        eos: files.eos.clone(),
+        cache_mem: opts.cache_mem,
+        max_batch: opts.max_batch,
+    };
+    let ready =
+        scheduler::spawn(setup, rx, metrics.clone(), engine.clone()).map_err(ServeError::Thread)?;
     let backend = ready.recv().map_err(|_| ServeError::EngineGone)??;
     let seed0 = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -86,6 +95,7 @@ pub fn start(opts: &ServeOptions) -> Result<AppState, ServeError> {
         created: now_secs(),
         jobs,
         metrics,
+        engine,
         backend,
         counter: AtomicU64::new(seed0),
     })))
@@ -110,8 +120,17 @@ async fn not_found() -> ApiError {
         .with_code("not_found")
 }
 
-async fn health() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+/// 200 while the engine thread serves; 503 with the reason once it has
+/// stopped (every generation request then gets 503 too).
+async fn health(State(st): State<AppState>) -> Response {
+    match st.0.engine.stopped() {
+        None => Json(json!({"status": "ok"})).into_response(),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "error", "reason": why})),
+        )
+            .into_response(),
+    }
 }
 
 async fn models(State(st): State<AppState>) -> Json<Value> {
@@ -180,7 +199,8 @@ fn generation_boundary(st: &Shared, input: &Input, ids: &[u32]) -> Option<usize>
     let text = st
         .files
         .template
-        .as_ref()?
+        .as_ref()
+        .ok()?
         .render(
             messages,
             &RenderOptions {
@@ -211,12 +231,7 @@ fn prompt_ids(st: &Shared, input: &Input) -> Result<Vec<u32>, ApiError> {
             messages,
             enable_thinking,
         } => {
-            let template = st.files.template.as_ref().ok_or_else(|| {
-                ApiError::invalid(
-                    "this model folder has no chat template: use /v1/completions",
-                    None,
-                )
-            })?;
+            let template = st.files.template.as_ref().map_err(template_error)?;
             template
                 .render(
                     messages,
@@ -229,6 +244,21 @@ fn prompt_ids(st: &Shared, input: &Input) -> Result<Vec<u32>, ApiError> {
         }
     };
     encode(st, &text)
+}
+
+/// Why chat requests cannot be served: the folder has no template (the
+/// client should use completions), or its files are broken (the server's
+/// fault: the reason, as logged at start).
+fn template_error(e: &TemplateError) -> ApiError {
+    match e {
+        TemplateError::Missing { .. } => ApiError::invalid(
+            "this model folder has no chat template: use /v1/completions",
+            None,
+        ),
+        other => ApiError::server(format!(
+            "the model folder's chat template cannot be used: {other}"
+        )),
+    }
 }
 
 fn context_error(message: String, param: Option<&str>) -> ApiError {
@@ -288,11 +318,9 @@ async fn generate(
     let req = GenRequest::parse(&json, chat)?;
     if let Some(m) = &req.model {
         if *m != st.0.name {
+            let served = &st.0.name;
             return Err(ApiError::invalid(
-                format!(
-                    "the model `{m}` does not exist; this server serves `{}`",
-                    st.0.name
-                ),
+                format!("the model `{m}` does not exist; this server serves `{served}`"),
                 Some("model"),
             )
             .status(StatusCode::NOT_FOUND)
@@ -330,13 +358,18 @@ async fn generate(
                         .status(StatusCode::TOO_MANY_REQUESTS)
                         .with_code("rate_limit_exceeded")
                 }
-                TrySendError::Closed(_) => ApiError::server("the engine has stopped")
-                    .status(StatusCode::SERVICE_UNAVAILABLE),
+                TrySendError::Closed(_) => {
+                    let why = st.0.engine.stopped().unwrap_or("the engine has stopped");
+                    ApiError::server(why).status(StatusCode::SERVICE_UNAVAILABLE)
+                }
             });
         }
     }
     let meta = Meta {
-        id: format!("{}-{n:016x}", if chat { "chatcmpl" } else { "cmpl" }),
+        id: {
+            let kind = if chat { "chatcmpl" } else { "cmpl" };
+            format!("{kind}-{n:016x}")
+        },
         created: now_secs(),
         model: st.0.name.clone(),
         chat,

@@ -36,6 +36,10 @@ pub enum TemplateError {
     /// Not a regular file (a FIFO, a device, a directory), too large, not UTF-8.
     #[error("{0}")]
     File(#[from] qwgpu_checkpoint::CheckpointError),
+    /// The folder has no template in any of the places looked at (every
+    /// file there that exists was read and parsed).
+    #[error("{dir}: no chat template (looked for chat_template.jinja, `chat_template` in tokenizer_config.json and chat_template.json); run without --chat for plain completion")]
+    Missing { dir: String },
     /// Anything else: no template, a malformed entry, a syntax or render error.
     #[error("{0}")]
     Invalid(String),
@@ -118,7 +122,9 @@ impl ChatTemplate {
         let config_path = dir.join("tokenizer_config.json");
         let config = read_json_if_present(&config_path)?;
         let jinja = dir.join("chat_template.jinja");
-        let (source, origin) = if jinja.is_file() {
+        // Anything by that name is read (and refused when not a regular file):
+        // a FIFO or a dangling link must not pass for "no template".
+        let (source, origin) = if present(&jinja) {
             let text = read_small(&jinja)?;
             (text, jinja.display().to_string())
         } else if let Some(t) = config.as_ref().and_then(|c| c.get("chat_template")) {
@@ -132,11 +138,15 @@ impl ChatTemplate {
                 .as_ref()
                 .and_then(|c| c.get("chat_template"))
             {
-                Some(t) => (pick_template(t, &json_path)?, json_path.display().to_string()),
-                None => bail!(
-                    "{}: no chat template (looked for chat_template.jinja, `chat_template` in tokenizer_config.json and chat_template.json); run without --chat for plain completion",
-                    dir.display()
+                Some(t) => (
+                    pick_template(t, &json_path)?,
+                    json_path.display().to_string(),
                 ),
+                None => {
+                    return Err(TemplateError::Missing {
+                        dir: dir.display().to_string(),
+                    })
+                }
             }
         };
         let mut t = Self::from_source(source, origin)?;
@@ -209,17 +219,15 @@ impl ChatTemplate {
         let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
         while let Some(c) = cause {
             if let Some(Raised(msg)) = c.downcast_ref::<Raised>() {
+                let origin = &self.origin;
                 return TemplateError::Invalid(format!(
-                    "{}: the chat template refused the conversation: {msg}",
-                    self.origin
+                    "{origin}: the chat template refused the conversation: {msg}"
                 ));
             }
             cause = c.source();
         }
-        TemplateError::Invalid(format!(
-            "{}: rendering the chat template: {e:#}",
-            self.origin
-        ))
+        let origin = &self.origin;
+        TemplateError::Invalid(format!("{origin}: rendering the chat template: {e:#}"))
     }
 }
 
@@ -230,8 +238,14 @@ fn read_small(path: &Path) -> Result<String> {
     Ok(read_text_file(path, MAX_CONFIG_BYTES)?)
 }
 
+/// Whether anything exists at `path` (a dangling link counts: reading it
+/// then says why it cannot be read).
+fn present(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok()
+}
+
 fn read_json_if_present(path: &Path) -> Result<Option<serde_json::Value>> {
-    if !path.exists() {
+    if !present(path) {
         return Ok(None);
     }
     let text = read_small(path)?;
@@ -245,6 +259,7 @@ fn read_json_if_present(path: &Path) -> Result<Option<serde_json::Value>> {
 /// A `chat_template` entry: a string, or transformers' list of named templates
 /// (`[{"name": "default", "template": ...}, {"name": "tool_use", ...}]`).
 fn pick_template(t: &serde_json::Value, path: &Path) -> Result<String> {
+    let shown = path.display();
     match t {
         serde_json::Value::String(s) => Ok(s.clone()),
         serde_json::Value::Array(list) => {
@@ -256,20 +271,15 @@ fn pick_template(t: &serde_json::Value, path: &Path) -> Result<String> {
                     (Some("default"), Some(t)) => return Ok(t.to_owned()),
                     (Some(n), Some(_)) => names.push(n.to_owned()),
                     _ => bail!(
-                        "{}: `chat_template` list entries must be {{\"name\": ..., \"template\": ...}}, got {entry}",
-                        path.display()
+                        "{shown}: `chat_template` list entries must be {{\"name\": ..., \"template\": ...}}, got {entry}"
                     ),
                 }
             }
-            bail!(
-                "{}: `chat_template` has no template named \"default\" (it has: {})",
-                path.display(),
-                names.join(", ")
-            )
+            let names = names.join(", ");
+            bail!("{shown}: `chat_template` has no template named \"default\" (it has: {names})")
         }
         other => bail!(
-            "{}: `chat_template` must be a string or a list of named templates, got {other}",
-            path.display()
+            "{shown}: `chat_template` must be a string or a list of named templates, got {other}"
         ),
     }
 }
@@ -340,8 +350,10 @@ mod tests {
                 {
                     let stem = path.file_stem().expect("stem").to_string_lossy();
                     let expected_path = path.with_file_name(format!("{stem}.thinking-{name}.txt"));
-                    let expected = std::fs::read_to_string(&expected_path)
-                        .unwrap_or_else(|e| panic!("{}: {e}", expected_path.display()));
+                    let expected = std::fs::read_to_string(&expected_path).unwrap_or_else(|e| {
+                        let shown = expected_path.display();
+                        panic!("{shown}: {e}")
+                    });
                     let got = t
                         .render(
                             &messages,
@@ -350,8 +362,12 @@ mod tests {
                                 enable_thinking,
                             },
                         )
-                        .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
-                    assert_eq!(got, expected, "{} thinking {name}", path.display());
+                        .unwrap_or_else(|e| {
+                            let shown = path.display();
+                            panic!("{shown}: {e:#}")
+                        });
+                    let shown = path.display();
+                    assert_eq!(got, expected, "{shown} thinking {name}");
                     checked += 1;
                 }
             }
@@ -419,5 +435,44 @@ mod tests {
             err.to_string().contains("/m/chat_template.jinja: parsing"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_malformed_or_unreadable_file_is_not_a_missing_template() {
+        let d = tempfile::tempdir().expect("tempdir");
+        match ChatTemplate::from_dir(d.path()) {
+            Err(TemplateError::Missing { dir }) => assert_eq!(dir, d.path().display().to_string()),
+            Err(e) => panic!("an empty folder: {e}"),
+            Ok(_) => panic!("an empty folder has a template"),
+        }
+        let config = d.path().join("tokenizer_config.json");
+        std::fs::write(&config, "{\"chat_template\": \"x\",").expect("write");
+        match ChatTemplate::from_dir(d.path()) {
+            Err(TemplateError::Json { path, .. }) => {
+                assert_eq!(path, config.display().to_string())
+            }
+            Err(e) => panic!("malformed tokenizer_config.json: {e}"),
+            Ok(_) => panic!("malformed tokenizer_config.json gave a template"),
+        }
+        // Even with a template elsewhere: the folder's files disagree with
+        // what the user sees, so say it.
+        std::fs::write(d.path().join("chat_template.jinja"), "{{ messages }}").expect("write");
+        assert!(matches!(
+            ChatTemplate::from_dir(d.path()),
+            Err(TemplateError::Json { .. })
+        ));
+        std::fs::remove_file(&config).expect("rm");
+        assert!(ChatTemplate::from_dir(d.path()).is_ok());
+        // A dangling link named chat_template.jinja is an error, not "absent".
+        std::fs::remove_file(d.path().join("chat_template.jinja")).expect("rm");
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(d.path().join("gone"), d.path().join("chat_template.jinja"))
+                .expect("symlink");
+            let err = ChatTemplate::from_dir(d.path())
+                .err()
+                .expect("dangling link");
+            assert!(!matches!(err, TemplateError::Missing { .. }), "{err}");
+        }
     }
 }

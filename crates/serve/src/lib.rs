@@ -33,6 +33,9 @@ mod py_json;
 pub mod scheduler;
 pub mod stop;
 
+#[cfg(test)]
+mod engine_tests;
+
 pub use app::{start, AppState};
 pub use error::ServeError;
 pub use options::{parse_size, ServeOptions};

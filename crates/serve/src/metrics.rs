@@ -4,6 +4,30 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+/// Where a request failed while the engine admitted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdmissionFailure {
+    /// Creating its session.
+    Session,
+    /// Restoring a cached prefix into it.
+    Restore,
+    /// Prefilling the prompt and sampling the first token.
+    Prefill,
+}
+
+impl AdmissionFailure {
+    pub const ALL: [AdmissionFailure; 3] = [Self::Session, Self::Restore, Self::Prefill];
+
+    /// The `reason` label in `/metrics`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Session => "session",
+            Self::Restore => "restore",
+            Self::Prefill => "prefill",
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Metrics {
     pub requests_total: AtomicU64,
@@ -23,6 +47,12 @@ pub struct Metrics {
     pub cache_hit_tokens: AtomicU64,
     pub cache_bytes: AtomicU64,
     pub cache_entries: AtomicU64,
+    /// 1 while the engine thread serves.
+    pub engine_up: AtomicU64,
+    /// Engine threads that died (panicked).
+    pub engine_failures: AtomicU64,
+    /// Requests that failed at admission, per [`AdmissionFailure::ALL`].
+    pub admission_failures: [AtomicU64; 3],
 }
 
 impl Metrics {
@@ -39,8 +69,16 @@ impl Metrics {
         counter.store(v, Relaxed);
     }
 
+    pub fn admission_failed(&self, stage: AdmissionFailure) {
+        let i = AdmissionFailure::ALL
+            .iter()
+            .position(|&s| s == stage)
+            .unwrap_or(0);
+        Self::add(&self.admission_failures[i], 1);
+    }
+
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, f64); 15] = [
+        let rows: [(&str, &str, &str, f64); 17] = [
             (
                 "qwgpu_requests_total",
                 "counter",
@@ -131,6 +169,18 @@ impl Metrics {
                 "Cached state snapshots.",
                 self.cache_entries.load(Relaxed) as f64,
             ),
+            (
+                "qwgpu_engine_up",
+                "gauge",
+                "1 while the engine thread serves; 0 once it has stopped (requests then get 503).",
+                self.engine_up.load(Relaxed) as f64,
+            ),
+            (
+                "qwgpu_engine_failures_total",
+                "counter",
+                "Engine threads that died (panicked).",
+                self.engine_failures.load(Relaxed) as f64,
+            ),
         ];
         let mut out = String::new();
         for (name, kind, help, value) in rows {
@@ -138,6 +188,15 @@ impl Metrics {
                 out,
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
             );
+        }
+        let name = "qwgpu_admission_failures_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Requests the engine failed to start (session, prefix restore or prefill), by reason.\n# TYPE {name} counter"
+        );
+        for (stage, count) in AdmissionFailure::ALL.iter().zip(&self.admission_failures) {
+            let (reason, value) = (stage.as_str(), count.load(Relaxed));
+            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {value}");
         }
         out
     }

@@ -8,7 +8,7 @@ use qwgpu_checkpoint::{ModelConfig, TextConfig};
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
-use crate::chat_template::ChatTemplate;
+use crate::chat_template::{ChatTemplate, TemplateError};
 use crate::ServeError;
 
 /// Context length when `config.json` does not name one.
@@ -16,8 +16,10 @@ const DEFAULT_CONTEXT: usize = 32768;
 
 pub struct ModelFiles {
     pub tokenizer: Tokenizer,
-    /// `None` when the folder has no chat template (chat requests get 400).
-    pub template: Option<ChatTemplate>,
+    /// The chat template, or why there is none: the folder has none (chat
+    /// requests get 400), or a file of it cannot be read or parsed (chat
+    /// requests get 500 with that reason).
+    pub template: Result<ChatTemplate, TemplateError>,
     /// `config.json`'s and `generation_config.json`'s `eos_token_id`s.
     pub eos: Vec<u32>,
     /// `max_position_embeddings`: prompt + reply must fit in it.
@@ -33,7 +35,9 @@ fn files_error(path: &Path, detail: impl Into<String>) -> ServeError {
 }
 
 fn read_json(path: &Path) -> Result<Option<Value>, ServeError> {
-    if !path.exists() {
+    // A dangling link or an unreadable entry is read (and its error
+    // reported), not taken for an absent file.
+    if std::fs::symlink_metadata(path).is_err() {
         return Ok(None);
     }
     // Refused before reading unless a regular file of sane size (a FIFO blocks).
@@ -76,13 +80,10 @@ impl ModelFiles {
             .map_err(|e| files_error(&tok_path, e.to_string()))?;
         let tokenizer =
             Tokenizer::from_file(&tok_path).map_err(|e| files_error(&tok_path, e.to_string()))?;
-        let template = match ChatTemplate::from_dir(dir) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                tracing::warn!("{e}: /v1/chat/completions will refuse requests");
-                None
-            }
-        };
+        let template = ChatTemplate::from_dir(dir);
+        if let Err(e) = &template {
+            tracing::warn!("{e}: /v1/chat/completions will refuse requests");
+        }
         let mut eos = config.eos_token_ids.clone();
         let gen_path = dir.join("generation_config.json");
         if let Some(gen) = read_json(&gen_path)? {

@@ -192,25 +192,26 @@ fn python_float(f: f64) -> String {
     if (-4..16).contains(&exp) {
         let point = exp + 1; // digits before the decimal point
         let s = if point <= 0 {
-            format!("0.{}{digits}", "0".repeat((-point) as usize))
+            let zeros = "0".repeat((-point) as usize);
+            format!("0.{zeros}{digits}")
         } else if point as usize >= digits.len() {
-            format!("{digits}{}.0", "0".repeat(point as usize - digits.len()))
+            let zeros = "0".repeat(point as usize - digits.len());
+            format!("{digits}{zeros}.0")
         } else {
-            format!(
-                "{}.{}",
-                &digits[..point as usize],
-                &digits[point as usize..]
-            )
+            let (whole, frac) = digits.split_at(point as usize);
+            format!("{whole}.{frac}")
         };
         format!("{sign}{s}")
     } else {
         let m = if digits.len() > 1 {
-            format!("{}.{}", &digits[..1], &digits[1..])
+            let (first, rest) = digits.split_at(1);
+            format!("{first}.{rest}")
         } else {
             digits
         };
         let esign = if exp < 0 { '-' } else { '+' };
-        format!("{sign}{m}e{esign}{:02}", exp.abs())
+        let exp = exp.abs();
+        format!("{sign}{m}e{esign}{exp:02}")
     }
 }
 

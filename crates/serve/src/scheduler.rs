@@ -7,7 +7,7 @@
 //! closed). The HTTP side never touches the model; it talks to this thread
 //! over channels.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use qwgpu_checkpoint::TextConfig;
@@ -15,7 +15,7 @@ use qwgpu_model::engine::{LoadOptions, Model, SamplingParams, Session};
 use qwgpu_model::ModelError;
 use tokio::sync::mpsc::{self, error::TryRecvError, UnboundedSender};
 
-use crate::metrics::Metrics;
+use crate::metrics::{AdmissionFailure, Metrics};
 use crate::prefix_cache::{snapshot_bytes, PrefixCache};
 
 /// Why a reply ended.
@@ -78,6 +78,25 @@ struct Active {
     events: UnboundedSender<Event>,
 }
 
+/// Whether the engine thread still serves; once it has stopped (a panic,
+/// or its queue closed), why. `GET /health` answers from it.
+#[derive(Default)]
+pub struct EngineStatus {
+    stopped: OnceLock<String>,
+}
+
+impl EngineStatus {
+    /// `None` while the engine serves; else why it stopped.
+    pub fn stopped(&self) -> Option<&str> {
+        self.stopped.get().map(String::as_str)
+    }
+}
+
+/// A prompt of this one id makes the engine thread panic: the tests' way to
+/// kill it (the HTTP side never queues an id outside the vocabulary).
+#[cfg(test)]
+pub(crate) const PANIC_PROMPT: u32 = u32::MAX;
+
 struct Engine {
     model: Model,
     eos: Vec<u32>,
@@ -86,21 +105,36 @@ struct Engine {
     metrics: Arc<Metrics>,
 }
 
+/// What the engine thread is started with.
+pub struct EngineSetup {
+    pub dir: std::path::PathBuf,
+    pub load: LoadOptions,
+    pub eos: Vec<u32>,
+    /// Prefix-cache budget, bytes.
+    pub cache_mem: u64,
+    /// Most sequences decoding together.
+    pub max_batch: usize,
+}
+
 /// Starts the engine thread: it loads the model, reports the load's result,
 /// then serves jobs until every sender of `jobs` is gone.
 pub fn spawn(
-    dir: std::path::PathBuf,
-    load: LoadOptions,
-    eos: Vec<u32>,
-    cache_mem: u64,
-    max_batch: usize,
+    setup: EngineSetup,
     jobs: mpsc::Receiver<Job>,
     metrics: Arc<Metrics>,
+    status: Arc<EngineStatus>,
 ) -> Result<std::sync::mpsc::Receiver<Result<String, ModelError>>, std::io::Error> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("qwgpu-engine".into())
         .spawn(move || {
+            let EngineSetup {
+                dir,
+                load,
+                eos,
+                cache_mem,
+                max_batch,
+            } = setup;
             let model = match Model::load(&dir, &load) {
                 Ok(m) => m,
                 Err(e) => {
@@ -108,6 +142,8 @@ pub fn spawn(
                     return;
                 }
             };
+            // Up before `start` returns: /metrics never shows a served engine as down.
+            Metrics::set(&metrics.engine_up, 1);
             let _ = ready_tx.send(Ok(model.backend_name()));
             let config = model.config().clone();
             let mut engine = Engine {
@@ -115,9 +151,28 @@ pub fn spawn(
                 eos,
                 cache: PrefixCache::new(cache_mem),
                 config,
-                metrics,
+                metrics: metrics.clone(),
             };
-            engine.run(jobs, max_batch);
+            // Whatever ends the loop, /health and /metrics must say so: a
+            // dead engine otherwise looks healthy while every request gets 503.
+            let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                engine.run(jobs, max_batch)
+            }));
+            Metrics::set(&metrics.engine_up, 0);
+            let why = match ended {
+                Ok(()) => {
+                    tracing::info!("the engine thread stopped: the server is shutting down");
+                    "the engine thread stopped: the server is shutting down".to_string()
+                }
+                Err(payload) => {
+                    Metrics::add(&metrics.engine_failures, 1);
+                    let message = panic_message(payload.as_ref());
+                    let why = format!("the engine thread panicked: {message}");
+                    tracing::error!("{why}; every request now gets 503");
+                    why
+                }
+            };
+            let _ = status.stopped.set(why);
         })?;
     Ok(ready_rx)
 }
@@ -148,6 +203,10 @@ impl Engine {
                     }
                 };
                 Metrics::sub(&self.metrics.queue_depth, 1);
+                #[cfg(test)]
+                if job.prompt == [PANIC_PROMPT] {
+                    panic!("test hook: the engine thread dies");
+                }
                 if job.events.is_closed() {
                     Metrics::add(&self.metrics.requests_cancelled, 1);
                     continue;
@@ -186,8 +245,8 @@ impl Engine {
         let started = self.start_session(&job);
         let (mut session, cached) = match started {
             Ok(s) => s,
-            Err(e) => {
-                let _ = job.events.send(Event::Error(e.to_string()));
+            Err((stage, e)) => {
+                self.refuse(&job, stage, &e);
                 return None;
             }
         };
@@ -198,7 +257,7 @@ impl Engine {
             let bytes = snapshot_bytes(&self.config, b);
             if self.cache.fits(bytes) && !self.cache.contains(&job.prompt[..b]) {
                 if let Err(e) = self.model.forward(&mut session, &job.prompt[cached..b]) {
-                    let _ = job.events.send(Event::Error(e.to_string()));
+                    self.refuse(&job, AdmissionFailure::Prefill, &e);
                     return None;
                 }
                 self.remember(&job.prompt[..b], &session);
@@ -211,7 +270,7 @@ impl Engine {
         {
             Ok(t) => t,
             Err(e) => {
-                let _ = job.events.send(Event::Error(e.to_string()));
+                self.refuse(&job, AdmissionFailure::Prefill, &e);
                 return None;
             }
         };
@@ -232,12 +291,29 @@ impl Engine {
         }
     }
 
-    fn start_session(&mut self, job: &Job) -> Result<(Session, usize), ModelError> {
-        let mut session = self.model.new_session()?;
+    /// A request the engine could not start: the client gets the error, the
+    /// log and `/metrics` (by stage) get it too.
+    fn refuse(&self, job: &Job, stage: AdmissionFailure, e: &ModelError) {
+        let (tokens, what) = (job.prompt.len(), stage.as_str());
+        tracing::error!("a request of {tokens} prompt tokens failed at admission ({what}): {e}");
+        self.metrics.admission_failed(stage);
+        let _ = job.events.send(Event::Error(e.to_string()));
+    }
+
+    fn start_session(
+        &mut self,
+        job: &Job,
+    ) -> Result<(Session, usize), (AdmissionFailure, ModelError)> {
+        let mut session = self
+            .model
+            .new_session()
+            .map_err(|e| (AdmissionFailure::Session, e))?;
         // At least one prompt token must run to give the first token's logits.
         let cached = match self.cache.lookup(&job.prompt, job.prompt.len() - 1) {
             Some((snap, len)) => {
-                self.model.restore(&mut session, snap)?;
+                self.model
+                    .restore(&mut session, snap)
+                    .map_err(|e| (AdmissionFailure::Restore, e))?;
                 Metrics::add(&self.metrics.cache_hits, 1);
                 Metrics::add(&self.metrics.cache_hit_tokens, len as u64);
                 len
@@ -331,4 +407,13 @@ impl Engine {
             }
         }
     }
+}
+
+/// The text of a panic's payload (`panic!("...")` gives a `&str` or a `String`).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_string())
 }

@@ -1,5 +1,6 @@
-//! The server end to end on the tiny dense fixture with the exact CPU
-//! backend: a real listener on 127.0.0.1 (port 0), raw HTTP requests.
+//! The server end to end on the tiny dense fixture: a real listener on
+//! 127.0.0.1 (port 0), raw HTTP requests; the exact CPU backend, and the GPU
+//! backend (lavapipe in CI) for batching, sampling and the prefix cache.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -47,7 +48,10 @@ struct Server {
 }
 
 async fn server(tweak: impl FnOnce(&mut ServeOptions)) -> Server {
-    let dir = model_dir();
+    server_in(model_dir(), tweak).await
+}
+
+async fn server_in(dir: TempDir, tweak: impl FnOnce(&mut ServeOptions)) -> Server {
     let mut opts = ServeOptions::new(dir.path().to_path_buf());
     opts.model_name = "tiny".into();
     opts.load = LoadOptions {
@@ -77,9 +81,14 @@ fn client() -> reqwest::Client {
 }
 
 impl Server {
+    fn url(&self, path: &str) -> String {
+        let base = &self.base;
+        format!("{base}{path}")
+    }
+
     async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
         let r = client()
-            .post(format!("{}{path}", self.base))
+            .post(self.url(path))
             .json(body)
             .send()
             .await
@@ -90,7 +99,7 @@ impl Server {
 
     async fn post_raw(&self, path: &str, body: Vec<u8>) -> (StatusCode, Value) {
         let r = client()
-            .post(format!("{}{path}", self.base))
+            .post(self.url(path))
             .header("content-type", "application/json")
             .body(body)
             .send()
@@ -115,7 +124,7 @@ impl Server {
     /// Every `data:` payload of a streamed request, up to `[DONE]` (included).
     async fn stream(&self, path: &str, body: &Value) -> Vec<String> {
         let mut r = client()
-            .post(format!("{}{path}", self.base))
+            .post(self.url(path))
             .json(body)
             .send()
             .await
@@ -437,7 +446,10 @@ async fn a_full_queue_answers_429() {
 /// must have shared decode steps.
 async fn concurrent_streams_match_lone_requests(s: &Server, n: usize, max_tokens: u32) {
     let prompts: Vec<String> = (0..n)
-        .map(|i| format!("Story {i}: once upon a time number {}", i * 7))
+        .map(|i| {
+            let n = i * 7;
+            format!("Story {i}: once upon a time number {n}")
+        })
         .collect();
     let body = |p: &str, stream: bool| json!({"prompt": p, "max_tokens": max_tokens, "temperature": 0, "stream": stream});
     let mut alone = Vec::new();
@@ -479,20 +491,61 @@ async fn concurrent_streams_get_the_tokens_of_lone_requests() {
     assert_eq!(s.metric("qwgpu_active_sequences").await, 0.0);
 }
 
+/// Fails (never skips) without a GPU adapter: CI has lavapipe.
+fn require_gpu() {
+    assert!(
+        qwgpu_model::engine::gpu_adapter_name().is_some(),
+        "no GPU adapter: the GPU server tests need one (lavapipe: apt-get install mesa-vulkan-drivers)"
+    );
+}
+
 /// The same on the GPU backend (lavapipe in CI), where `decode_batch` runs
 /// several sessions in one step: batching changes no greedy token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_streams_on_the_gpu_get_the_tokens_of_lone_requests() {
-    if qwgpu_model::engine::gpu_adapter_name().is_none() {
-        println!("note: skipped: no GPU adapter");
-        return;
-    }
+    require_gpu();
     let s = server(|o| {
         o.cache_mem = 0;
         o.load.backend = Backend::Gpu;
     })
     .await;
     concurrent_streams_match_lone_requests(&s, 3, 8).await;
+}
+
+/// A sampled completion's text.
+async fn sampled(s: &Server, temperature: f64, seed: u64) -> String {
+    let req = json!({"prompt": "The quick brown fox", "max_tokens": 12, "temperature": temperature,
+                     "top_p": 0.9, "seed": seed});
+    let (status, v) = s.post("/v1/completions", &req).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    v["choices"][0]["text"].as_str().expect("text").to_owned()
+}
+
+/// Same seed, same text; another seed or temperature, other text (12
+/// sampled tokens of a random-weight model, fixed seeds: no coincidence).
+async fn sampling_follows_seed_and_temperature(backend: Backend) {
+    let s = server(|o| o.load.backend = backend).await;
+    let base = sampled(&s, 0.9, 7).await;
+    assert_eq!(base, sampled(&s, 0.9, 7).await, "same seed");
+    assert_ne!(base, sampled(&s, 0.9, 8).await, "seeds 7 and 8");
+    assert_ne!(base, sampled(&s, 1.5, 7).await, "temperatures 0.9 and 1.5");
+    assert_ne!(base, sampled(&s, 0.0, 7).await, "sampled and greedy");
+    // The same request streamed gets the same text.
+    let req = json!({"prompt": "The quick brown fox", "max_tokens": 12, "temperature": 0.9,
+                     "top_p": 0.9, "seed": 7, "stream": true});
+    let (streamed, _) = streamed_text(&s.stream("/v1/completions", &req).await, false);
+    assert_eq!(streamed, base);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampling_follows_seed_and_temperature_on_the_cpu() {
+    sampling_follows_seed_and_temperature(Backend::Cpu).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampling_follows_seed_and_temperature_on_the_gpu() {
+    require_gpu();
+    sampling_follows_seed_and_temperature(Backend::Gpu).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -556,10 +609,15 @@ async fn three_turns(s: &Server) -> (Vec<String>, Vec<u64>) {
     (replies, cached)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_multi_turn_client_hits_the_prefix_cache_with_cold_run_tokens() {
-    let warm = server(|_| {}).await;
-    let cold = server(|o| o.cache_mem = 0).await;
+/// Three turns with and without the prefix cache on `backend`: the same
+/// replies, and the cache restores exactly the conversation before each turn.
+async fn multi_turn_prefix_cache(backend: Backend) {
+    let warm = server(|o| o.load.backend = backend).await;
+    let cold = server(|o| {
+        o.cache_mem = 0;
+        o.load.backend = backend;
+    })
+    .await;
     let (warm_replies, warm_cached) = three_turns(&warm).await;
     let (cold_replies, cold_cached) = three_turns(&cold).await;
     assert_eq!(warm_replies, cold_replies);
@@ -606,6 +664,19 @@ async fn a_multi_turn_client_hits_the_prefix_cache_with_cold_run_tokens() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_turn_client_hits_the_prefix_cache_with_cold_run_tokens() {
+    multi_turn_prefix_cache(Backend::Cpu).await;
+}
+
+/// The GPU backend's snapshots (lavapipe in CI): restoring one continues
+/// exactly like the cold run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_turn_client_hits_the_prefix_cache_on_the_gpu() {
+    require_gpu();
+    multi_turn_prefix_cache(Backend::Gpu).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_python_client_works() {
     // CI names its venv's Python in QWGPU_PYTHON: then the client must be
     // there. Without it, a local run skips when python3 lacks the package.
@@ -639,8 +710,57 @@ async fn the_openai_python_client_works() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "stdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        "stdout:\n{stdout}\nstderr:\n{stderr}",
+        stderr = String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("openai client: ok"), "{stdout}");
+}
+
+/// A malformed `tokenizer_config.json`: the server starts (completions need
+/// no template), and chat requests get a 500 naming the file and the JSON
+/// error, not "this model folder has no chat template". `/health` is ok.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_template_file_is_reported_not_taken_for_none() {
+    let dir = model_dir();
+    std::fs::remove_file(dir.path().join("chat_template.jinja")).expect("rm");
+    let config = dir.path().join("tokenizer_config.json");
+    let broken = r#"{"chat_template": "{{ messages }}","#;
+    std::fs::write(&config, broken).expect("write");
+    let json_error = serde_json::from_str::<Value>(broken)
+        .expect_err("malformed")
+        .to_string();
+    let s = server_in(dir, |_| {}).await;
+    let (status, v) = s
+        .post(
+            "/v1/chat/completions",
+            &json!({"messages": [user("hi")], "max_tokens": 2}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{v}");
+    let config = config.display();
+    assert_eq!(
+        v["error"]["message"].as_str(),
+        Some(format!("the model folder's chat template cannot be used: {config}: invalid JSON: {json_error}").as_str()),
+        "{v}"
+    );
+    let (status, v) = s
+        .post("/v1/completions", &json!({"prompt": "hi", "max_tokens": 2}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    // With no template file at all, the client is told to use completions.
+    let dir = model_dir();
+    std::fs::remove_file(dir.path().join("chat_template.jinja")).expect("rm");
+    std::fs::remove_file(dir.path().join("tokenizer_config.json")).expect("rm");
+    let s = server_in(dir, |_| {}).await;
+    let (status, v) = s
+        .post(
+            "/v1/chat/completions",
+            &json!({"messages": [user("hi")], "max_tokens": 2}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(
+        v["error"]["message"],
+        "this model folder has no chat template: use /v1/completions"
+    );
 }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use opts::Opts;
+use opts::{Opts, Parsed};
 use proc::{last_json, Logs};
 use results::{Checkpoint, KernelBench, Results, Run, BF16, FP8, LLAMA_CUDA, LLAMA_VULKAN, Q8_0};
 
@@ -61,7 +61,13 @@ struct Bench {
 }
 
 pub fn run(args: &[String]) -> Result<()> {
-    let o = Opts::parse(args)?;
+    let o = match Opts::parse_args(args)? {
+        Parsed::Run(o) => *o,
+        Parsed::Help => {
+            println!("{}", opts::USAGE);
+            return Ok(());
+        }
+    };
     if let Some(path) = &o.report_only {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;

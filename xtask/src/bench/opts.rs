@@ -92,6 +92,14 @@ impl Default for Opts {
 
 pub const SIZES: [&str; 4] = ["0.8B", "9B", "9B-FP8", "35B-A3B"];
 
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Parsed {
+    Run(Box<Opts>),
+    /// `-h` / `--help`: print [`USAGE`] and succeed.
+    Help,
+}
+
 fn list(v: &str) -> Result<Vec<usize>> {
     v.split(',')
         .map(|x| {
@@ -103,7 +111,16 @@ fn list(v: &str) -> Result<Vec<usize>> {
 }
 
 impl Opts {
+    /// The options of a run (tests: a command line that asks for help is an error here).
+    #[cfg(test)]
     pub fn parse(args: &[String]) -> Result<Self> {
+        match Self::parse_args(args)? {
+            Parsed::Run(o) => Ok(*o),
+            Parsed::Help => bail!("asked for help"),
+        }
+    }
+
+    pub fn parse_args(args: &[String]) -> Result<Parsed> {
         let mut o = Self::default();
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -160,11 +177,11 @@ impl Opts {
                 "--commit" => o.commit = Some(value()?),
                 "--report-only" => o.report_only = Some(value()?.into()),
                 "--note" => o.notes.push(value()?),
-                "-h" | "--help" => bail!("{USAGE}"),
+                "-h" | "--help" => return Ok(Parsed::Help),
                 other => bail!("unknown option {other:?}\n{USAGE}"),
             }
         }
-        Ok(o)
+        Ok(Parsed::Run(Box::new(o)))
     }
 
     /// Base models to make (BF16), each with whether an FP8 copy is wanted.
@@ -234,5 +251,21 @@ mod tests {
             let err = Opts::parse(&args(a)).unwrap_err().to_string();
             assert!(err.contains(needle), "{a}: {err}");
         }
+    }
+
+    #[test]
+    fn help_is_not_an_error() {
+        for a in ["--help", "-h", "--sizes 9B --help", "--skip-hf -h --bogus"] {
+            assert!(
+                matches!(Opts::parse_args(&args(a)), Ok(Parsed::Help)),
+                "{a}"
+            );
+        }
+        // A value that happens to read `--help` is a value.
+        match Opts::parse_args(&args("--note --help")) {
+            Ok(Parsed::Run(o)) => assert_eq!(o.notes, ["--help"]),
+            other => panic!("{other:?}"),
+        }
+        assert!(Opts::parse_args(&args("--bogus")).is_err());
     }
 }

@@ -4,6 +4,7 @@
 //! `--json` prints one JSON object for `cargo xtask bench` to collect.
 
 mod copy;
+mod lines;
 mod memory;
 
 use std::io::Write as _;
@@ -96,10 +97,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         if !args.json {
             writeln!(
                 std::io::stdout(),
-                "copy kernel on {}: {:.1} GB/s (read + written, {} MiB buffer)",
-                bw.adapter,
-                bw.bytes_per_s / 1e9,
-                bw.buffer_bytes >> 20
+                "{}",
+                lines::copy(&bw.adapter, bw.bytes_per_s, bw.buffer_bytes)
             )?;
         }
         out.insert(
@@ -199,12 +198,7 @@ fn bench_model(args: &BenchArgs, dir: &Path) -> Result<Value> {
             seconds: t.elapsed().as_secs_f64(),
         };
         if !args.json {
-            writeln!(
-                std::io::stdout(),
-                "prefill {n:>6} tokens: {:.3} s = {:.1} tok/s",
-                p.seconds,
-                p.tok_s()
-            )?;
+            writeln!(std::io::stdout(), "{}", lines::prefill(&p))?;
         }
         prefill_rows.push(p);
         if decode_at.contains(&n) && args.decode > 0 {
@@ -218,31 +212,22 @@ fn bench_model(args: &BenchArgs, dir: &Path) -> Result<Value> {
                 seconds: t.elapsed().as_secs_f64(),
             };
             if !args.json {
-                writeln!(
-                    std::io::stdout(),
-                    "decode {} tokens at context {}..{}: {:.3} s = {:.1} tok/s",
-                    d.tokens,
-                    n,
-                    n + d.tokens,
-                    d.seconds,
-                    d.tok_s()
-                )?;
+                writeln!(std::io::stdout(), "{}", lines::decode(&d))?;
             }
             decode_rows.push(d);
         }
         last = Some((s, next));
     }
     if !args.json {
-        writeln!(std::io::stdout(),
-            "model {} on {}: load {:.2} s ({:.2} GB/s of {:.2} GB safetensors); peak RssAnon {:.1} MiB, VmHWM {:.1} MiB",
-            dir.display(),
-            model.backend_name(),
+        let load = lines::Load {
+            dir,
+            backend: &model.backend_name(),
             load_s,
-            ckpt_bytes as f64 / load_s.max(1e-9) / 1e9,
-            ckpt_bytes as f64 / 1e9,
-            peak_rss_anon as f64 / 1048576.0,
-            vm_hwm as f64 / 1048576.0
-        )?;
+            ckpt_bytes,
+            peak_rss_anon,
+            vm_hwm,
+        };
+        writeln!(std::io::stdout(), "{}", load.line())?;
     }
     let batch_rows = bench_batches(&model, args, vocab)?;
     let mut profile = Value::Null;
@@ -258,7 +243,8 @@ fn bench_model(args: &BenchArgs, dir: &Path) -> Result<Value> {
         let ids = random_ids(args.chunk.max(1), vocab);
         match model.profile(&mut s, &ids) {
             Ok(Some(rows)) => {
-                let what = format!("prefill step of {} tokens", ids.len());
+                let n = ids.len();
+                let what = format!("prefill step of {n} tokens");
                 prefill_profile = print_profile(&what, &rows, args.json)?;
             }
             Ok(None) => {}
@@ -317,10 +303,10 @@ fn bench_batches(model: &Model, args: &BenchArgs, vocab: u64) -> Result<Vec<Valu
         let tokens = n * args.decode;
         let tok_s = tokens as f64 / seconds.max(1e-9);
         if !args.json {
-            writeln!(std::io::stdout(),
-                "batched decode {n:>3} sessions × {} steps: {seconds:.3} s = {tok_s:.1} tok/s total, {:.1} tok/s per session",
-                args.decode,
-                tok_s / n as f64
+            writeln!(
+                std::io::stdout(),
+                "{}",
+                lines::batched(n, args.decode, seconds)
             )?;
         }
         rows.push(json!({"sessions": n, "steps": args.decode, "seconds": seconds, "tok_s": tok_s}));
@@ -332,11 +318,7 @@ fn bench_batches(model: &Model, args: &BenchArgs, vocab: u64) -> Result<Vec<Valu
 fn print_profile(what: &str, rows: &[engine::FamilyTime], quiet: bool) -> Result<Value> {
     let total: f64 = rows.iter().map(|r| r.nanos).sum();
     if !quiet {
-        writeln!(
-            std::io::stdout(),
-            "{what} GPU time {:.3} ms (launches timed one per pass)",
-            total / 1e6
-        )?;
+        writeln!(std::io::stdout(), "{}", lines::profile_header(what, total))?;
     }
     let mut out = Vec::new();
     for engine::FamilyTime {
@@ -348,9 +330,8 @@ fn print_profile(what: &str, rows: &[engine::FamilyTime], quiet: bool) -> Result
         if !quiet {
             writeln!(
                 std::io::stdout(),
-                "  {label:<20} {:>9.3} ms {:>5.1}% {n:>4} launches",
-                ns / 1e6,
-                100.0 * ns / total.max(1.0)
+                "{}",
+                lines::profile_row(label, *ns, total, *n)
             )?;
         }
         out.push(json!({"family": label, "ms": ns / 1e6, "launches": n}));

@@ -162,9 +162,9 @@ impl<'a> Conversation<'a> {
     pub fn load(&mut self, messages: Vec<Message>, tokens: Vec<u32>) -> Result<f64> {
         if let Some(limit) = self.setup.context {
             if tokens.len() > limit {
+                let n = tokens.len();
                 bail!(
-                    "the saved conversation has {} tokens, more than the model's context length of {limit}",
-                    tokens.len()
+                    "the saved conversation has {n} tokens, more than the model's context length of {limit}"
                 );
             }
         }
@@ -223,10 +223,9 @@ impl<'a> Conversation<'a> {
         if let Some(limit) = self.setup.context {
             let need = ids.len().saturating_add(self.setup.max_tokens);
             if need > limit {
+                let (n, max_tokens) = (ids.len(), self.setup.max_tokens);
                 bail!(
-                    "the conversation ({} tokens) + --max-tokens {} = {need} tokens exceeds the model's context length of {limit}: /reset (or /save, then start over), or lower --max-tokens",
-                    ids.len(),
-                    self.setup.max_tokens
+                    "the conversation ({n} tokens) + --max-tokens {max_tokens} = {need} tokens exceeds the model's context length of {limit}: /reset (or /save, then start over), or lower --max-tokens"
                 );
             }
         }

@@ -190,12 +190,7 @@ fn command_line(
             let path = file()?;
             let tokens = chat.tokens();
             saved::save(path, chat.messages(), &tokens)?;
-            eprintln!(
-                "qwgpu: saved {} messages ({} tokens) to {}",
-                chat.messages().len(),
-                tokens.len(),
-                path.display()
-            );
+            eprintln!("{}", saved_line(chat.messages().len(), tokens.len(), path));
         }
         "load" => {
             let path = file()?;
@@ -203,10 +198,7 @@ fn command_line(
             let (messages, tokens) = (saved.messages.len(), saved.tokens.len());
             let seconds = chat.load(saved.messages, saved.tokens)?;
             *turn = 0;
-            eprintln!(
-                "qwgpu: loaded {messages} messages from {}: prefilled {tokens} tokens in {seconds:.3} s",
-                path.display()
-            );
+            eprintln!("{}", loaded_line(messages, path, tokens, seconds));
         }
         "help" => eprintln!("{HELP}"),
         _ => anyhow::bail!(
@@ -216,18 +208,32 @@ fn command_line(
     Ok(true)
 }
 
+/// `qwgpu: saved 4 messages (96 tokens) to chat.json`.
+fn saved_line(messages: usize, tokens: usize, path: &Path) -> String {
+    let path = path.display();
+    format!("qwgpu: saved {messages} messages ({tokens} tokens) to {path}")
+}
+
+/// `qwgpu: loaded 4 messages from chat.json: prefilled 96 tokens in 0.120 s`.
+fn loaded_line(messages: usize, path: &Path, tokens: usize, seconds: f64) -> String {
+    let path = path.display();
+    format!("qwgpu: loaded {messages} messages from {path}: prefilled {tokens} tokens in {seconds:.3} s")
+}
+
 /// `turn 2: prefilled 14 new tokens (of 96 in the conversation) in 0.012 s, decoded 32 tokens at 41.0 tok/s`.
 fn describe(turn: usize, r: &TurnReport) -> String {
     let plural = |n: usize| if n == 1 { "" } else { "s" };
+    let TurnReport {
+        prefilled,
+        total,
+        prefill_s,
+        decoded,
+        ..
+    } = *r;
+    let (prefilled_s, decoded_s) = (plural(prefilled), plural(decoded));
+    let tok_s = r.decode_steps as f64 / r.decode_s.max(1e-9);
     let mut s = format!(
-        "turn {turn}: prefilled {} new token{} (of {} in the conversation) in {:.3} s, decoded {} token{} at {:.1} tok/s",
-        r.prefilled,
-        plural(r.prefilled),
-        r.total,
-        r.prefill_s,
-        r.decoded,
-        plural(r.decoded),
-        r.decode_steps as f64 / r.decode_s.max(1e-9)
+        "turn {turn}: prefilled {prefilled} new token{prefilled_s} (of {total} in the conversation) in {prefill_s:.3} s, decoded {decoded} token{decoded_s} at {tok_s:.1} tok/s"
     );
     if let Some(at) = r.resumed_at {
         s.push_str(&format!(
@@ -240,4 +246,47 @@ fn describe(turn: usize, r: &TurnReport) -> String {
         Stop::Eos | Stop::Closed => {}
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(stop: Stop, resumed_at: Option<usize>) -> TurnReport {
+        TurnReport {
+            prefilled: 14,
+            total: 96,
+            resumed_at,
+            prefill_s: 0.012,
+            decoded: 1,
+            decode_steps: 8,
+            decode_s: 0.25,
+            stop,
+        }
+    }
+
+    #[test]
+    fn the_turn_line() {
+        assert_eq!(
+            describe(2, &report(Stop::Eos, None)),
+            "turn 2: prefilled 14 new tokens (of 96 in the conversation) in 0.012 s, decoded 1 token at 32.0 tok/s"
+        );
+        assert_eq!(
+            describe(3, &report(Stop::Length, Some(40))),
+            "turn 3: prefilled 14 new tokens (of 96 in the conversation) in 0.012 s, decoded 1 token at 32.0 tok/s; the template re-rendered earlier turns, so it resumed from the snapshot at token 40 (stopped at --max-tokens)"
+        );
+        assert!(describe(1, &report(Stop::Interrupted, None)).ends_with(" (stopped by Ctrl-C)"));
+    }
+
+    #[test]
+    fn the_save_and_load_lines() {
+        assert_eq!(
+            saved_line(4, 96, Path::new("chat.json")),
+            "qwgpu: saved 4 messages (96 tokens) to chat.json"
+        );
+        assert_eq!(
+            loaded_line(4, Path::new("chat.json"), 96, 0.12),
+            "qwgpu: loaded 4 messages from chat.json: prefilled 96 tokens in 0.120 s"
+        );
+    }
 }

@@ -61,24 +61,21 @@ pub fn save(path: &Path, messages: &[Message], tokens: &[u32]) -> Result<()> {
 pub fn load(path: &Path, vocab: usize) -> Result<Saved> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let shown = path.display();
     let file: File = serde_json::from_str(&text).with_context(|| {
         format!(
-            "{}: not a saved qwgpu chat (expected {{\"format\": \"{FORMAT}\", \"version\": {VERSION}, \"messages\": [...], \"tokens\": [...]}})",
-            path.display()
+            "{shown}: not a saved qwgpu chat (expected {{\"format\": \"{FORMAT}\", \"version\": {VERSION}, \"messages\": [...], \"tokens\": [...]}})"
         )
     })?;
     if file.format != FORMAT || file.version != VERSION {
+        let (format, version) = (&file.format, file.version);
         bail!(
-            "{}: format {:?} version {}, expected {FORMAT:?} version {VERSION}",
-            path.display(),
-            file.format,
-            file.version
+            "{shown}: format {format:?} version {version}, expected {FORMAT:?} version {VERSION}"
         );
     }
     if let Some(&bad) = file.tokens.iter().find(|&&t| t as usize >= vocab) {
         bail!(
-            "{}: token id {bad} is outside the model's vocabulary of {vocab} (saved with another model?)",
-            path.display()
+            "{shown}: token id {bad} is outside the model's vocabulary of {vocab} (saved with another model?)"
         );
     }
     Ok(Saved {

@@ -78,7 +78,10 @@ fn input_ids(args: &ScoreArgs, vocab: usize) -> Result<Vec<u32>> {
         let tokenizer = prompt::load_tokenizer(&args.model)?;
         tokenizer
             .encode(text.as_str(), false)
-            .map_err(|e| anyhow::anyhow!("tokenizing {}: {e}", path.display()))?
+            .map_err(|e| {
+                let shown = path.display();
+                anyhow::anyhow!("tokenizing {shown}: {e}")
+            })?
             .get_ids()
             .to_vec()
     } else {
@@ -97,10 +100,10 @@ fn input_ids(args: &ScoreArgs, vocab: usize) -> Result<Vec<u32>> {
         bail!("token id {bad} (at position {i}) is outside the model's vocabulary of {vocab}");
     }
     if ids.len() < 2 {
+        let n = ids.len();
+        let s = if n == 1 { "" } else { "s" };
         bail!(
-            "{} token{}: scoring needs at least 2 (the first token has no context to be scored against)",
-            ids.len(),
-            if ids.len() == 1 { "" } else { "s" }
+            "{n} token{s}: scoring needs at least 2 (the first token has no context to be scored against)"
         );
     }
     Ok(ids)
@@ -134,10 +137,9 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
     if let Some(reference) = &args.reference {
         let rc = qwgpu_checkpoint::ModelConfig::from_file(&reference.join("config.json"))?;
         if rc.text.vocab_size != vocab {
+            let (shown, ref_vocab) = (reference.display(), rc.text.vocab_size);
             bail!(
-                "--reference {}: its vocabulary has {} tokens, the model's {vocab}: the two must share a tokenizer",
-                reference.display(),
-                rc.text.vocab_size
+                "--reference {shown}: its vocabulary has {ref_vocab} tokens, the model's {vocab}: the two must share a tokenizer"
             );
         }
     }
@@ -256,7 +258,10 @@ fn window_session(model: &Model, ids: &[u32], begin: usize, first: usize) -> Res
     if first - 1 > begin {
         model
             .forward(&mut s, &ids[begin..first - 1])
-            .with_context(|| format!("running the context tokens {begin}..{}", first - 1))?;
+            .with_context(|| {
+                let end = first - 1;
+                format!("running the context tokens {begin}..{end}")
+            })?;
     }
     Ok(s)
 }

@@ -143,60 +143,131 @@ pub fn table(
     let mut o = String::new();
     if let Some(rows) = rows {
         let with_ref = s.reference.is_some();
+        let (position, id, token, logprob, argmax) =
+            ("position", "id", "token", "logprob", "argmax");
         let _ = write!(
             o,
-            "{:>8} {:>7}  {:<16} {:>11} {:>7}",
-            "position", "id", "token", "logprob", "argmax"
+            "{position:>8} {id:>7}  {token:<16} {logprob:>11} {argmax:>7}"
         );
         if with_ref {
-            let _ = write!(
-                o,
-                " {:>11} {:>7} {:>12}",
-                "ref logprob", "ref top", "KL(ref||mdl)"
-            );
+            let (ref_logprob, ref_top, kl) = ("ref logprob", "ref top", "KL(ref||mdl)");
+            let _ = write!(o, " {ref_logprob:>11} {ref_top:>7} {kl:>12}");
         }
         o.push('\n');
         for r in rows {
-            let shown: String = format!("{:?}", text_of(r.id)).chars().take(16).collect();
+            let token = text_of(r.id);
+            let shown: String = format!("{token:?}").chars().take(16).collect();
+            let Row {
+                position,
+                id,
+                logprob,
+                argmax,
+                ..
+            } = *r;
             let _ = write!(
                 o,
-                "{:>8} {:>7}  {:<16} {:>11.5} {:>7}",
-                r.position, r.id, shown, r.logprob, r.argmax
+                "{position:>8} {id:>7}  {shown:<16} {logprob:>11.5} {argmax:>7}"
             );
             if let Some(x) = &r.reference {
-                let _ = write!(o, " {:>11.5} {:>7} {:>12.3e}", x.logprob, x.argmax, x.kl);
+                let RefRow {
+                    logprob,
+                    argmax,
+                    kl,
+                } = *x;
+                let _ = write!(o, " {logprob:>11.5} {argmax:>7} {kl:>12.3e}");
             }
             o.push('\n');
         }
     }
+    let model = h.model.display();
+    let (scored, window, stride, backend, seconds) =
+        (s.scored, h.window, h.stride, &h.backend, h.seconds);
     let _ = writeln!(
         o,
-        "{}: {} tokens scored (window {}, stride {}) on {} in {:.2} s",
-        h.model.display(),
-        s.scored,
-        h.window,
-        h.stride,
-        h.backend,
-        h.seconds
+        "{model}: {scored} tokens scored (window {window}, stride {stride}) on {backend} in {seconds:.2} s"
     );
-    let _ = writeln!(o, "  mean NLL   {:.6} nats/token", s.mean_nll);
-    let _ = writeln!(o, "  perplexity {:.6}", s.perplexity);
+    let (mean_nll, perplexity) = (s.mean_nll, s.perplexity);
+    let _ = writeln!(o, "  mean NLL   {mean_nll:.6} nats/token");
+    let _ = writeln!(o, "  perplexity {perplexity:.6}");
     if let (Some(dir), Some(r)) = (h.reference, &s.reference) {
-        let _ = writeln!(o, "reference {}:", dir.display());
-        let _ = writeln!(o, "  mean NLL   {:.6} nats/token", r.mean_nll);
-        let _ = writeln!(o, "  perplexity {:.6}", r.perplexity);
+        let dir = dir.display();
+        let RefSummary {
+            mean_nll,
+            perplexity,
+            mean_kl,
+            max_kl,
+            max_kl_position,
+            top1_agree,
+        } = *r;
+        let agreement = top1_agree as f64 / scored.max(1) as f64;
+        let _ = writeln!(o, "reference {dir}:");
+        let _ = writeln!(o, "  mean NLL   {mean_nll:.6} nats/token");
+        let _ = writeln!(o, "  perplexity {perplexity:.6}");
         let _ = writeln!(
             o,
-            "  KL(reference || model): mean {:.6e} nats/token, max {:.6e} at position {}",
-            r.mean_kl, r.max_kl, r.max_kl_position
+            "  KL(reference || model): mean {mean_kl:.6e} nats/token, max {max_kl:.6e} at position {max_kl_position}"
         );
         let _ = writeln!(
             o,
-            "  top-1 agreement {:.4} ({} of {})",
-            r.top1_agree as f64 / s.scored.max(1) as f64,
-            r.top1_agree,
-            s.scored
+            "  top-1 agreement {agreement:.4} ({top1_agree} of {scored})"
         );
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_in_full() {
+        let rows = [Row {
+            position: 1,
+            id: 42,
+            logprob: -1.25,
+            argmax: 7,
+            reference: Some(RefRow {
+                logprob: -0.5,
+                argmax: 42,
+                kl: 0.0125,
+            }),
+        }];
+        let summary = Summary {
+            scored: 4,
+            mean_nll: 1.5,
+            perplexity: 4.5,
+            reference: Some(RefSummary {
+                mean_nll: 0.75,
+                perplexity: 2.0,
+                mean_kl: 0.03,
+                max_kl: 0.25,
+                max_kl_position: 3,
+                top1_agree: 3,
+            }),
+        };
+        let header = Header {
+            model: Path::new("/m/a"),
+            reference: Some(Path::new("/m/b")),
+            backend: "cpu reference".into(),
+            window: 16,
+            stride: 8,
+            seconds: 0.5,
+        };
+        let text = table(&header, &summary, Some(&rows), &|id| format!("t{id}"));
+        assert_eq!(
+            text,
+            "\
+position      id  token                logprob  argmax ref logprob ref top KL(ref||mdl)
+       1      42  \"t42\"               -1.25000       7    -0.50000      42     1.250e-2
+/m/a: 4 tokens scored (window 16, stride 8) on cpu reference in 0.50 s
+  mean NLL   1.500000 nats/token
+  perplexity 4.500000
+reference /m/b:
+  mean NLL   0.750000 nats/token
+  perplexity 2.000000
+  KL(reference || model): mean 3.000000e-2 nats/token, max 2.500000e-1 at position 3
+  top-1 agreement 0.7500 (3 of 4)
+"
+        );
+    }
 }

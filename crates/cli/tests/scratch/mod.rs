@@ -9,7 +9,8 @@ impl Scratch {
     pub fn new() -> Self {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("qwgpu-cli-test-{}-{n}", std::process::id()));
+        let pid = std::process::id();
+        let p = std::env::temp_dir().join(format!("qwgpu-cli-test-{pid}-{n}"));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).expect("create scratch folder");
         Scratch(p)

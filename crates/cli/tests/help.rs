@@ -1,0 +1,29 @@
+//! `--help` is a success everywhere: usage on stdout, exit 0.
+
+use std::process::Command;
+
+#[test]
+fn help_succeeds_for_the_cli_and_every_subcommand() {
+    for args in [
+        &["--help"][..],
+        &["-h"],
+        &["generate", "--help"],
+        &["chat", "--help"],
+        &["serve", "--help"],
+        &["score", "--help"],
+        &["bench", "--help"],
+        &["devices", "--help"],
+        &["inspect", "--help"],
+        &["help", "generate"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_qwgpu"))
+            .args(args)
+            .output()
+            .expect("run qwgpu");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(stdout.contains("Usage: qwgpu"), "{args:?}: {stdout}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
+}
