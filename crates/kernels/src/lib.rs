@@ -6,7 +6,9 @@
 //!   ([`PipelineKey`]); launches with their bind groups made once ([`Dispatch`]).
 //! - One host module per kernel family; shaders live in `shaders/*.wgsl`.
 //!   Every kernel has a path without subgroups and without f16, within WebGPU's
-//!   default limits; [`testing`] runs each kernel test on both paths.
+//!   default limits; the `testing` module (feature `testing`, for this
+//!   workspace's tests) runs each kernel test on both paths, and on trusted
+//!   (release) shader modules.
 //!
 //! ```no_run
 //! use qwgpu_kernels::{copy, GpuContext};
@@ -37,6 +39,7 @@ pub mod profile;
 pub mod sample;
 pub mod shaders;
 pub mod step;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod weights;
 
