@@ -22,9 +22,9 @@ pub struct Record {
     pub backend: String,
     pub cpu: bool,
     pub features: Vec<String>,
-    /// `ran` or `skipped`.
+    /// `ran`, `skipped` or `failed` (a feature that must exist is missing).
     pub outcome: String,
-    /// The missing feature (or `limit: …`) of a skip.
+    /// The missing feature (or `limit: …`) of a skip or failure.
     #[serde(default)]
     pub missing: Option<String>,
     /// The context's variant turns the feature off on purpose (fallback).
@@ -81,13 +81,23 @@ struct Cell {
     ran: usize,
     /// Missing feature (with "(by variant)") → number of tests.
     skipped: BTreeMap<String, usize>,
+    /// Missing feature that must exist → number of tests.
+    failed: BTreeMap<String, usize>,
+}
+
+/// Why one test did not simply run on one context.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum NotRun {
+    Failed(String),
+    Skipped(String),
 }
 
 /// The table: one row per (binary, context), then each adapter's features
-/// per context. A (test, context) with any skip record counts as skipped.
+/// per context. A (test, context) with a failure record counts as failed,
+/// else with a skip record as skipped.
 pub fn table(records: &[Record]) -> String {
-    // (binary, context) → test → skip reasons (empty: ran).
-    let mut outcomes: BTreeMap<(String, String), BTreeMap<String, BTreeSet<String>>> =
+    // (binary, context) → test → reasons it did not run (empty: ran).
+    let mut outcomes: BTreeMap<(String, String), BTreeMap<String, BTreeSet<NotRun>>> =
         BTreeMap::new();
     // (adapter, backend, cpu) → context → features.
     let mut adapters: BTreeMap<(String, String, bool), BTreeMap<String, BTreeSet<String>>> =
@@ -98,13 +108,18 @@ pub fn table(records: &[Record]) -> String {
             .or_default()
             .entry(r.test.clone())
             .or_default();
-        if r.outcome != "ran" {
-            let missing = r.missing.clone().unwrap_or_else(|| "?".into());
-            reasons.insert(if r.by_variant {
-                format!("{missing} (by variant)")
-            } else {
-                missing
-            });
+        let missing = r.missing.clone().unwrap_or_else(|| "?".into());
+        match r.outcome.as_str() {
+            "ran" => {}
+            "failed" => {
+                reasons.insert(NotRun::Failed(missing));
+            }
+            _ if r.by_variant => {
+                reasons.insert(NotRun::Skipped(format!("{missing} (by variant)")));
+            }
+            _ => {
+                reasons.insert(NotRun::Skipped(missing));
+            }
         }
         adapters
             .entry((r.adapter.clone(), r.backend.clone(), r.cpu))
@@ -117,11 +132,17 @@ pub fn table(records: &[Record]) -> String {
     for (key, tests) in &outcomes {
         let cell = cells.entry(key.clone()).or_default();
         for reasons in tests.values() {
-            if reasons.is_empty() {
-                cell.ran += 1;
-            }
-            for why in reasons {
-                *cell.skipped.entry(why.clone()).or_default() += 1;
+            // Failures first (the set is ordered): one verdict per test.
+            match reasons.iter().next() {
+                None => cell.ran += 1,
+                Some(NotRun::Failed(why)) => *cell.failed.entry(why.clone()).or_default() += 1,
+                Some(NotRun::Skipped(_)) => {
+                    for r in reasons {
+                        if let NotRun::Skipped(why) = r {
+                            *cell.skipped.entry(why.clone()).or_default() += 1;
+                        }
+                    }
+                }
             }
         }
     }
@@ -141,21 +162,23 @@ pub fn table(records: &[Record]) -> String {
     let cw = cells.keys().map(|k| k.1.len()).max().unwrap_or(7).max(7);
     let _ = writeln!(
         s,
-        "  {:<bw$}  {:<cw$}  {:>5}  {:>7}  skipped for",
-        "binary", "context", "ran", "skipped"
+        "  {:<bw$}  {:<cw$}  {:>5}  {:>7}  {:>6}  missing (tests)",
+        "binary", "context", "ran", "skipped", "failed"
     );
     for ((binary, context), cell) in &cells {
         let skipped: usize = cell.skipped.values().sum();
+        let failed: usize = cell.failed.values().sum();
         let why = cell
-            .skipped
+            .failed
             .iter()
-            .map(|(w, n)| format!("{w}: {n}"))
+            .map(|(w, n)| format!("FAILED {w}: {n}"))
+            .chain(cell.skipped.iter().map(|(w, n)| format!("{w}: {n}")))
             .collect::<Vec<_>>()
             .join(", ");
         let ran = cell.ran;
         let _ = writeln!(
             s,
-            "  {binary:<bw$}  {context:<cw$}  {ran:>5}  {skipped:>7}  {why}"
+            "  {binary:<bw$}  {context:<cw$}  {ran:>5}  {skipped:>7}  {failed:>6}  {why}"
         );
     }
     let _ = writeln!(s, "Adapter features per context:");
@@ -192,6 +215,7 @@ mod tests {
         let ran = r#""outcome":"ran""#;
         let coop = r#""outcome":"skipped","missing":"cooperative_matrix","by_variant":false"#;
         let sub = r#""outcome":"skipped","missing":"subgroups","by_variant":true"#;
+        let fail = r#""outcome":"failed","missing":"cooperative_matrix""#;
         let a = [
             line("gdn::a", "full", ran),
             line("gdn::b", "full", ran),
@@ -199,13 +223,15 @@ mod tests {
             // Recorded as run first, then skipped (a limit): counts as skipped.
             line("gdn::d", "fallback", ran),
             line("gdn::d", "fallback", sub),
+            // On hardware: a missing coop feature failed the test.
+            line("coop::c", "trusted", fail),
         ];
         std::fs::write(dir.join("kernels-1.jsonl"), a.join("\n") + "\n").unwrap();
         std::fs::write(dir.join("other.txt"), "not a record").unwrap();
         let golden = r#"{"binary":"golden_gpu","test":"t","context":"trusted","adapter":"llvmpipe","backend":"Vulkan","cpu":true,"features":[],"outcome":"ran"}"#;
         std::fs::write(dir.join("golden_gpu-2.jsonl"), format!("{golden}\n")).unwrap();
         let records = load(&dir).unwrap();
-        assert_eq!(records.len(), 6);
+        assert_eq!(records.len(), 7);
         let t = table(&records);
         let row = |b: &str, c: &str| {
             t.lines()
@@ -220,13 +246,17 @@ mod tests {
         };
         assert_eq!(
             row("kernels", "full"),
-            "kernels full 2 1 cooperative_matrix: 1"
+            "kernels full 2 1 0 cooperative_matrix: 1"
+        );
+        assert_eq!(
+            row("kernels", "trusted"),
+            "kernels trusted 0 0 1 FAILED cooperative_matrix: 1"
         );
         assert_eq!(
             row("kernels", "fallback"),
-            "kernels fallback 0 1 subgroups (by variant): 1"
+            "kernels fallback 0 1 0 subgroups (by variant): 1"
         );
-        assert_eq!(row("golden_gpu", "trusted"), "golden_gpu trusted 1 0");
+        assert_eq!(row("golden_gpu", "trusted"), "golden_gpu trusted 1 0 0");
         assert!(t.contains("llvmpipe (Vulkan, CPU adapter)"), "{t}");
         // Features sorted, per context.
         assert!(

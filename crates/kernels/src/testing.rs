@@ -226,7 +226,13 @@ impl TestContext {
     /// limits on purpose (`fallback`: WebGPU's defaults).
     pub fn skip_for_limit(&self, what: &str) {
         let on_purpose = self.variant == Variant::Fallback;
+        let missing = format!("limit: {what}");
         if !on_purpose && require_hw(&self.ctx) {
+            record(
+                self.variant.name(),
+                &self.ctx,
+                Outcome::Failed { missing: &missing },
+            );
             panic!(
                 "{}: the test needs {what}, beyond this hardware adapter's limits \
                  (QWGPU_REQUIRE_HW=0 to skip instead)",
@@ -236,7 +242,10 @@ impl TestContext {
         record(
             self.variant.name(),
             &self.ctx,
-            Some((&format!("limit: {what}"), on_purpose)),
+            Outcome::Skipped {
+                missing: &missing,
+                on_purpose,
+            },
         );
     }
 }
@@ -321,6 +330,7 @@ fn check(label: &str, variant: Variant, ctx: &GpuContext, needs: &[Feature]) -> 
         let hw = require_hw(ctx);
         let on_purpose = variant.disables(f);
         if verdict(variant, f, false, hw) == Verdict::Fail {
+            record(label, ctx, Outcome::Failed { missing: f.name() });
             panic!(
                 "{} ({label}): the test needs {} and this hardware adapter lacks it \
                  (QWGPU_REQUIRE_HW=0 to skip instead); adapter features: {:?}",
@@ -329,10 +339,17 @@ fn check(label: &str, variant: Variant, ctx: &GpuContext, needs: &[Feature]) -> 
                 feature_names(ctx)
             );
         }
-        record(label, ctx, Some((f.name(), on_purpose)));
+        record(
+            label,
+            ctx,
+            Outcome::Skipped {
+                missing: f.name(),
+                on_purpose,
+            },
+        );
         false
     } else {
-        record(label, ctx, None);
+        record(label, ctx, Outcome::Ran);
         true
     }
 }
@@ -382,22 +399,33 @@ fn coverage_file() -> Option<&'static Mutex<std::fs::File>> {
     .as_ref()
 }
 
-/// Appends one coverage record for the calling test on the context `label`:
-/// ran (`skipped: None`) or skipped for a missing feature or limit
-/// (`on_purpose`: the variant turns it off). Each (test, context, outcome) is
-/// written once per process; a (test, context) with any skip record counts
-/// as skipped in the table.
-pub fn record(label: &str, ctx: &GpuContext, skipped: Option<(&str, bool)>) {
+/// What a coverage record says about a test on a context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome<'a> {
+    Ran,
+    /// Skipped for a missing feature or limit; `on_purpose`: the variant
+    /// turns it off.
+    Skipped {
+        missing: &'a str,
+        on_purpose: bool,
+    },
+    /// Failed because a feature or limit that must exist is missing.
+    Failed {
+        missing: &'a str,
+    },
+}
+
+/// Appends one coverage record for the calling test on the context `label`.
+/// Each (test, context, outcome) is written once per process; in the table a
+/// (test, context) with a failure record counts as failed, else with a skip
+/// record as skipped.
+pub fn record(label: &str, ctx: &GpuContext, outcome: Outcome<'_>) {
     static SEEN: OnceLock<Mutex<HashSet<(String, String, String)>>> = OnceLock::new();
     let Some(file) = coverage_file() else {
         return;
     };
     let test = current_test();
-    let key = (
-        test.clone(),
-        label.to_string(),
-        skipped.map(|s| s.0.to_string()).unwrap_or_default(),
-    );
+    let key = (test.clone(), label.to_string(), format!("{outcome:?}"));
     let mut seen = SEEN
         .get_or_init(Default::default)
         .lock()
@@ -407,12 +435,18 @@ pub fn record(label: &str, ctx: &GpuContext, skipped: Option<(&str, bool)>) {
     }
     drop(seen);
     let features: Vec<String> = feature_names(ctx).iter().map(|f| json_str(f)).collect();
-    let outcome = match skipped {
-        None => r#""outcome":"ran""#.to_string(),
-        Some((missing, on_purpose)) => format!(
+    let outcome = match outcome {
+        Outcome::Ran => r#""outcome":"ran""#.to_string(),
+        Outcome::Skipped {
+            missing,
+            on_purpose,
+        } => format!(
             r#""outcome":"skipped","missing":{},"by_variant":{on_purpose}"#,
             json_str(missing)
         ),
+        Outcome::Failed { missing } => {
+            format!(r#""outcome":"failed","missing":{}"#, json_str(missing))
+        }
     };
     let line = format!(
         "{{\"binary\":{},\"test\":{},\"context\":{},\"adapter\":{},\"backend\":{},\"cpu\":{},\"features\":[{}],{outcome}}}\n",
