@@ -671,7 +671,7 @@ fn gpu_time_us(ctx: &GpuContext, ds: &[&qwgpu_kernels::Dispatch], reps: u32) -> 
 
 /// Timings and a correctness check at Qwen3.5 dims (nk 16, nv 32, dk = dv = 128) on
 /// the default adapter with trusted (unchecked) modules. Run on a real GPU:
-/// `cargo test --release -p qwgpu-kernels --test gdn -- --ignored --nocapture bench`.
+/// `cargo test --release -p qwgpu-kernels --test kernels -- --ignored --nocapture gdn::bench`.
 #[test]
 #[ignore]
 fn bench_qwen35_dims() {
