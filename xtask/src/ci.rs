@@ -1,14 +1,41 @@
-//! `cargo xtask ci`: everything CI checks, in the order that fails fastest.
+//! `cargo xtask ci [--require-hw]`: everything CI checks, in the order that
+//! fails fastest, then the GPU test coverage table (what ran on which context
+//! and adapter, what was skipped for which missing feature).
+//!
+//! `--require-hw`: a test that needs subgroups, f16 or cooperative matrices
+//! fails on a context without them (automatic on a hardware adapter).
 
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{manifest, matrix, vulkan};
+use crate::{coverage, manifest, matrix, vulkan};
 
-pub fn run() -> Result<()> {
+const USAGE: &str = "usage: cargo xtask ci [--require-hw]";
+
+pub fn run(args: &[String]) -> Result<()> {
+    let mut require_hw = false;
+    for a in args {
+        match a.as_str() {
+            "--require-hw" => require_hw = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => bail!("unknown argument `{other}`\n{USAGE}"),
+        }
+    }
     let started = Instant::now();
+    // A fresh directory per run: the table counts this run's records only.
+    let cov_dir = coverage_dir();
+    let _ = std::fs::remove_dir_all(&cov_dir);
+    std::fs::create_dir_all(&cov_dir).with_context(|| format!("creating {}", cov_dir.display()))?;
+    std::env::set_var("QWGPU_COVERAGE_DIR", &cov_dir);
+    if require_hw {
+        std::env::set_var("QWGPU_REQUIRE_HW", "1");
+    }
     vulkan::ensure_adapter();
     manifest::verify(&qwgpu_model::golden::fixtures_dir())?;
     cargo(&["fmt", "--all", "--", "--check"])?;
@@ -28,6 +55,14 @@ pub fn run() -> Result<()> {
         &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
     let failed = matrix::run()?;
+    let records = coverage::load(&cov_dir)?;
+    println!("{}", coverage::table(&records));
+    if records.is_empty() {
+        bail!(
+            "no GPU test coverage records in {}: the GPU tests did not go through qwgpu_kernels::testing",
+            cov_dir.display()
+        );
+    }
     eprintln!(
         "xtask ci: finished in {:.0} s",
         started.elapsed().as_secs_f64()
@@ -36,6 +71,19 @@ pub fn run() -> Result<()> {
         bail!("{failed} fixture row(s) failed");
     }
     Ok(())
+}
+
+/// `<target dir>/coverage` (`CARGO_TARGET_DIR` or `./target`).
+fn coverage_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"));
+    let target = if target.is_absolute() {
+        target
+    } else {
+        std::env::current_dir().unwrap_or_default().join(target)
+    };
+    target.join("coverage")
 }
 
 /// Runs the cargo that runs us (`CARGO`), so toolchain overrides carry over.

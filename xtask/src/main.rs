@@ -1,6 +1,10 @@
 //! `cargo xtask <command>`: the project's automation, in Rust.
 //!
-//! - `ci`: format check, clippy (-D warnings), all tests, then the fixture matrix table.
+//! - `ci [--require-hw]`: format check, clippy (-D warnings), all tests, then
+//!   the fixture matrix table and the GPU test coverage table.
+//! - `coverage DIR`: the coverage table of a `QWGPU_COVERAGE_DIR`.
+//! - `gpu-tests`: build, strip and pack every kernel and model GPU test binary
+//!   for the GPU machine (`.gpu/tests.tar.xz` with its runner; README).
 //! - `fixtures`: regenerate the golden fixtures with HF transformers (Python).
 //! - `matrix`: only the fixture matrix table.
 //! - `bench`: qwgpu against the roofline, llama.cpp and HF on the GPU machine
@@ -8,15 +12,16 @@
 
 mod bench;
 mod ci;
+mod coverage;
 mod fixtures;
+mod gpu_tests;
 mod manifest;
 mod matrix;
 mod vulkan;
 
 use anyhow::{bail, Result};
 
-const USAGE: &str =
-    "usage: cargo xtask <ci | matrix | fixtures [--python PY] [--only a,b] | bench [--help]>";
+const USAGE: &str = "usage: cargo xtask <ci [--require-hw] | matrix | fixtures [--python PY] [--only a,b] | bench [--help] | coverage DIR | gpu-tests [--help]>";
 
 /// Whether `args` (after the subcommand) ask for help: `-h` / `--help`.
 /// (`bench` parses its own, where an option's value may read `--help`.)
@@ -28,15 +33,17 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rest = args.get(1..).unwrap_or_default();
     match args.first().map(String::as_str) {
-        Some("ci" | "matrix") if wants_help(rest) => {
+        Some("ci" | "matrix" | "coverage") if wants_help(rest) => {
             println!("{USAGE}");
             Ok(())
         }
-        Some(cmd @ ("ci" | "matrix")) if !rest.is_empty() => {
+        Some("matrix") if !rest.is_empty() => {
             let got = rest.join(" ");
-            bail!("`{cmd}` takes no arguments, got `{got}`\n{USAGE}")
+            bail!("`matrix` takes no arguments, got `{got}`\n{USAGE}")
         }
-        Some("ci") => ci::run(),
+        Some("ci") => ci::run(rest),
+        Some("coverage") => coverage::run(rest),
+        Some("gpu-tests") => gpu_tests::run(rest),
         Some("matrix") => matrix::run().map(|_| ()),
         Some("fixtures") if wants_help(rest) => {
             println!("{}", fixtures::USAGE);

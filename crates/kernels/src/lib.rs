@@ -10,7 +10,9 @@
 //!   bind groups made once; pipelines cached by [`PipelineKey`].
 //! - One host module per kernel family; shaders live in `shaders/*.wgsl`.
 //!   Every kernel has a path without subgroups and without f16, within WebGPU's
-//!   default limits; [`testing`] runs each kernel test on both paths.
+//!   default limits; the `testing` module (feature `testing`, for this
+//!   workspace's tests) runs each kernel test on both paths, and on trusted
+//!   (release) shader modules.
 //!
 //! ```no_run
 //! use qwgpu_kernels::{copy, view::TensorView, GpuContext};
@@ -47,6 +49,7 @@ pub mod sample;
 pub mod shaders;
 pub mod spec;
 pub mod step;
+#[cfg(feature = "testing")]
 pub mod testing;
 mod tuning;
 pub mod view;

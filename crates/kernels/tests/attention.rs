@@ -522,7 +522,7 @@ fn bad_arguments_are_typed_errors() {
 }
 
 /// Timing on a real GPU (not run by default; no CPU check):
-/// `cargo test --release -p qwgpu-kernels --test attention -- --ignored --nocapture bench`.
+/// `cargo test --release -p qwgpu-kernels --test kernels -- --ignored --nocapture attention::bench`.
 /// Qwen3.5 geometries (hd 256, rotary 64); decode at several kv lengths, one
 /// prefill. Each figure: the launches recorded `REPS` times into one pass,
 /// GPU time (pass timestamps) of the best of 8 submissions over `REPS`

@@ -1,6 +1,7 @@
 //! Device-layer behaviour: the on-disk pipeline cache round trip, adapter
 //! choice errors, and typed errors after the device is destroyed.
 
+use qwgpu_kernels::testing::{self, Feature};
 use qwgpu_kernels::view::TensorView;
 use qwgpu_kernels::{copy, ContextOptions, GpuContext, KernelError, PipelineCacheMode};
 
@@ -18,8 +19,8 @@ fn the_pipeline_cache_is_written_and_reused() {
         ..Default::default()
     };
     let ctx = GpuContext::new(&opts).unwrap();
-    if !ctx.caps.pipeline_cache {
-        eprintln!("{}: no PIPELINE_CACHE, nothing to test", ctx.describe());
+    // Without PIPELINE_CACHE there is no cache to write: recorded as skipped.
+    if !testing::require("default", &ctx, &[Feature::PipelineCache]) {
         return;
     }
     let src = ctx.upload("src", &[7u32; 8]).unwrap();

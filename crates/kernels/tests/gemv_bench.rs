@@ -4,7 +4,7 @@
 //! measured by the crate's copy kernel in the same run. A benchmark, not a
 //! correctness test (`tests/matmul.rs` and `tests/moe.rs` check the
 //! arithmetic): `#[ignore]`, run on a real GPU with
-//! `cargo test --release -p qwgpu-kernels --test gemv_bench -- --include-ignored --nocapture`.
+//! `cargo test --release -p qwgpu-kernels --test kernels -- --include-ignored --nocapture gemv_bench::`.
 //! On a software adapter (lavapipe) it runs the same code on shapes scaled
 //! down ~16× per side, so the output format can be checked anywhere.
 //!

@@ -1,6 +1,8 @@
 //! The cooperative-matrix (tensor core) GEMM against the CPU reference and
-//! against the scalar tile GEMM. Adapters without cooperative matrices (e.g.
-//! lavapipe) print a skip line per context and pass.
+//! against the scalar tile GEMM. The tests declare that they need cooperative
+//! matrices ([`testing::Feature::CooperativeMatrix`]): contexts without them
+//! (lavapipe, the fallback column) are recorded as skipped for that feature
+//! in the coverage table, and a hardware adapter without them fails.
 //!
 //! Tolerance (f16 inputs, f32 accumulation): per output
 //! `|got − want| ≤ 2e-3 · Σ|xᵢ·wᵢ| + 1e-5 · |want|`. Rounding x and w to f16
@@ -9,12 +11,14 @@
 //! in tests/matmul.rs. Coop vs scalar: the sum of both tolerances. Everything
 //! outside the written region keeps its bits (NaN poison for Store).
 //!
-//! `QWGPU_BENCH=1` also runs `coop_vs_scalar_speed` (T = 4096 on a 4096²
-//! BF16 weight, GPU timestamps, trusted modules in release builds).
+//! `coop_vs_scalar_speed` (`#[ignore]`d; T = 4096 on a 4096² BF16 weight, GPU
+//! timestamps, trusted modules in release builds) is a benchmark: run it with
+//! `-- --ignored coop_vs_scalar_speed`.
 
 use qwgpu_checkpoint::Dtype;
 use qwgpu_kernels::matmul::{matmul_with, Epilogue, MatmulArgs, MatmulPath};
-use qwgpu_kernels::{testing, wgpu, Dispatch, GpuContext, GpuWeight, KernelError, WeightFormat};
+use qwgpu_kernels::testing::{self, Feature};
+use qwgpu_kernels::{wgpu, Dispatch, GpuContext, GpuWeight, KernelError, WeightFormat};
 
 mod support;
 use qwgpu_ops::rng::Rng;
@@ -60,8 +64,9 @@ fn run_path(
     ctx.read_f32(&y, 0, init.len())
 }
 
-/// Whether `ctx` runs the coop path (prints a skip line when not).
-fn coop_available(t: &testing::TestContext, ctx: &GpuContext, gw: &GpuWeight) -> bool {
+/// Checks that `ctx`, which has cooperative matrices, runs the coop path for
+/// `gw`: the kernel refusing an adapter with the feature is a failure.
+fn assert_coop_runs(t: &testing::TestContext, ctx: &GpuContext, gw: &GpuWeight) {
     let x = ctx.upload("x", &vec![0f32; gw.cols]).unwrap();
     let y = ctx.upload("y", &vec![0f32; gw.rows]).unwrap();
     let args = MatmulArgs {
@@ -73,25 +78,20 @@ fn coop_available(t: &testing::TestContext, ctx: &GpuContext, gw: &GpuWeight) ->
         y_stride: gw.rows as u32,
         t: 1,
     };
-    match matmul_with(ctx, gw, &args, Epilogue::Store, MatmulPath::Coop) {
-        Ok(_) => true,
-        Err(KernelError::Unsupported { detail, .. }) => {
-            eprintln!(
-                "{}: skipping the cooperative-matrix tests: {detail}",
-                t.name
-            );
-            false
-        }
-        Err(e) => panic!("{}: {e}", t.name),
+    if let Err(e) = matmul_with(ctx, gw, &args, Epilogue::Store, MatmulPath::Coop) {
+        panic!(
+            "{}: the adapter has cooperative matrices, f16 and subgroups, yet the coop GEMM refuses `{}`: {e}",
+            t.name, gw.name
+        );
     }
 }
 
-/// A context that runs the plain f16 coop variant (`f16_matmul`), runtime checks on.
-fn f16_context() -> GpuContext {
+/// A context like `t`'s (same variant: checked or trusted modules) that runs
+/// the plain f16 coop variant (`f16_matmul`).
+fn f16_context(t: &testing::TestContext) -> GpuContext {
     GpuContext::new(&qwgpu_kernels::ContextOptions {
         f16_matmul: true,
-        runtime_checks: Some(true),
-        ..Default::default()
+        ..t.variant.options()
     })
     .unwrap()
 }
@@ -100,8 +100,7 @@ fn f16_context() -> GpuContext {
 /// `ctx` against the f64 reference (tolerance `rel(weight)` · Σ|x·w|, see
 /// `support::expected`) and against the scalar GEMM (both tolerances). With
 /// `wide_rows`, x rows are multiplied by factors from 1e-6 to 1e6 (beyond
-/// f16's range: the exact variant's row scaling). Returns the number of cases,
-/// or `None` when the adapter has no coop path.
+/// f16's range: the exact variant's row scaling). Returns the number of cases.
 #[allow(clippy::too_many_arguments)]
 fn check_cases(
     t: &testing::TestContext,
@@ -112,7 +111,7 @@ fn check_cases(
     tokens_list: &[usize],
     rel: impl Fn(&GpuWeight) -> f64,
     wide_rows: bool,
-) -> Option<usize> {
+) -> usize {
     let mut rng = Rng::new(seed);
     let mut cases = 0;
     for &(dtype, scheme) in formats {
@@ -120,9 +119,7 @@ fn check_cases(
             let pw = packed(&mut rng, dtype, rows, cols, scheme);
             let wdq = qwgpu_loader::dequantize(&pw).unwrap();
             let gw = GpuWeight::upload(ctx, &pw).unwrap();
-            if !coop_available(t, ctx, &gw) {
-                return None;
-            }
+            assert_coop_runs(t, ctx, &gw);
             for &tokens in tokens_list {
                 for epi in EPILOGUES {
                     let width = if epi == Epilogue::SwiGlu {
@@ -198,7 +195,7 @@ fn check_cases(
             }
         }
     }
-    Some(cases)
+    cases
 }
 
 /// The plain f16 variant (`f16_matmul`): f16 inputs, 2e-3 · Σ|x·w|.
@@ -211,12 +208,8 @@ fn coop_f16_matches_reference_and_scalar_path() {
         (Dtype::F8E4M3, Scheme::PerChannel),
         (Dtype::F32, Scheme::None),
     ];
-    for t in testing::contexts() {
-        let probe = packed(&mut Rng::new(1), Dtype::BF16, 2, 4, Scheme::None);
-        if !coop_available(t, &t.ctx, &GpuWeight::upload(&t.ctx, &probe).unwrap()) {
-            continue;
-        }
-        let ctx = f16_context();
+    for t in testing::contexts_with(&[Feature::CooperativeMatrix]) {
+        let ctx = f16_context(t);
         let cases = check_cases(
             t,
             &ctx,
@@ -227,7 +220,7 @@ fn coop_f16_matches_reference_and_scalar_path() {
             |_| REL,
             false,
         );
-        eprintln!("{}: {cases:?} plain coop cases passed", t.name);
+        assert!(cases > 0, "{}: no plain coop case ran", t.name);
     }
 }
 
@@ -260,8 +253,8 @@ fn coop_exact_matches_reference_tightly() {
             6e-4
         }
     };
-    for t in testing::contexts() {
-        match check_cases(
+    for t in testing::contexts_with(&[Feature::CooperativeMatrix]) {
+        let cases = check_cases(
             t,
             &t.ctx,
             0x5eed_e8ac,
@@ -270,10 +263,8 @@ fn coop_exact_matches_reference_tightly() {
             &[19, 131, 300],
             rel,
             true,
-        ) {
-            Some(cases) => eprintln!("{}: {cases} exact coop cases passed", t.name),
-            None => continue,
-        }
+        );
+        assert!(cases > 0, "{}: no exact coop case ran", t.name);
     }
 }
 
@@ -318,9 +309,14 @@ fn auto_path_takes_exact_coop_where_supported() {
         (Dtype::BF16, Scheme::None, true),
         (Dtype::F8E4M3, Scheme::PerChannel, true),
     ];
+    // Every context runs this test: without cooperative matrices Auto must
+    // take the scalar GEMM (the coop-only half is recorded by the tests above).
     for t in testing::contexts() {
-        let probe = packed(&mut Rng::new(1), Dtype::BF16, 2, 4, Scheme::None);
-        let coop = coop_available(t, &t.ctx, &GpuWeight::upload(&t.ctx, &probe).unwrap());
+        let coop = t.missing(&[Feature::CooperativeMatrix]).is_none();
+        if coop {
+            let probe = packed(&mut Rng::new(1), Dtype::BF16, 2, 4, Scheme::None);
+            assert_coop_runs(t, &t.ctx, &GpuWeight::upload(&t.ctx, &probe).unwrap());
+        }
         for (dtype, scheme, exact) in cases {
             let other = if coop && exact {
                 MatmulPath::Coop
@@ -337,7 +333,7 @@ fn auto_path_takes_exact_coop_where_supported() {
         if !coop {
             continue;
         }
-        let ctx = f16_context();
+        let ctx = f16_context(t);
         for (dtype, scheme, _) in cases {
             let (auto, plain) = run_both(&ctx, dtype, scheme, MatmulPath::Coop);
             assert!(
@@ -449,15 +445,12 @@ fn variant(
 }
 
 /// TFLOP/s of the scalar GEMM, the exact coop variant and the plain f16 one
-/// (`QWGPU_BENCH=1`) on prefill shapes of a 9B model (BF16, T = 512 chunks and
+/// (a benchmark, `#[ignore]`d) on prefill shapes of a 9B model (BF16, T = 512 chunks and
 /// T = 4096), with the largest difference to the scalar GEMM's output relative
 /// to its largest |y|; then tuning variants of the coop kernel on 4096².
 #[test]
+#[ignore = "benchmark: run with -- --ignored coop_vs_scalar_speed"]
 fn coop_vs_scalar_speed() {
-    if std::env::var("QWGPU_BENCH").as_deref() != Ok("1") {
-        eprintln!("coop_vs_scalar_speed: set QWGPU_BENCH=1 to run");
-        return;
-    }
     // Default options: trusted modules (no runtime checks) in release builds.
     let ctx = GpuContext::new(&Default::default()).unwrap();
     let ctx16 = GpuContext::new(&qwgpu_kernels::ContextOptions {

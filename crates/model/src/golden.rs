@@ -251,8 +251,12 @@ fn read_f32(
     Ok((view.shape().to_vec(), values))
 }
 
-/// `<workspace>/tests/fixtures`.
+/// `QWGPU_FIXTURES_DIR` when set (test binaries run away from the checkout
+/// they were built in: `cargo xtask gpu-tests`), else `<workspace>/tests/fixtures`.
 pub fn fixtures_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("QWGPU_FIXTURES_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
     dir.canonicalize().unwrap_or(dir)
 }

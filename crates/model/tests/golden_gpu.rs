@@ -1,20 +1,25 @@
 //! Every fixture on the GPU backend (lavapipe in CI): prefill and 16 decode-step
 //! logits against HF transformers' goldens at [`GPU_RELATIVE_TOLERANCE`], greedy
-//! equal to HF where HF's margin exceeds it — on the full-feature device and on
-//! the fallback path (no subgroups, no f16, WebGPU's default limits).
+//! equal to HF where HF's margin exceeds it — in each column of the kernel test
+//! matrix (`qwgpu_kernels::testing::Variant`): the full-feature device with
+//! checked shader modules, the same with trusted modules and workgroup memory
+//! not zeroed (what release builds run), and the fallback path (no subgroups,
+//! no f16, WebGPU's default limits). `QWGPU_TEST_VARIANTS` selects columns.
 
-use qwgpu_model::engine::{Backend, ContextOptions, LoadOptions};
+use qwgpu_kernels::testing::{self, Variant};
+use qwgpu_model::engine::{Backend, LoadOptions};
 use qwgpu_model::golden::{check_model, list_fixtures, GPU_RELATIVE_TOLERANCE};
 
-fn run(fallback: bool) {
+fn run(variant: Variant) {
+    if !testing::variants().contains(&variant) {
+        return;
+    }
+    // Recorded in the coverage table against the variant's shared context
+    // (same adapter and options as the model's own).
+    assert!(testing::context(variant).has(&[]));
     let opts = LoadOptions {
         backend: Backend::Gpu,
-        gpu: ContextOptions {
-            disable_subgroups: fallback,
-            disable_f16: fallback,
-            webgpu_limits: fallback,
-            ..Default::default()
-        },
+        gpu: variant.options(),
         ..Default::default()
     };
     let dirs = list_fixtures().expect("fixtures");
@@ -27,7 +32,7 @@ fn run(fallback: bool) {
     for dir in &dirs {
         match check_model(dir, &opts, GPU_RELATIVE_TOLERANCE) {
             Ok(r) => {
-                println!("{r}");
+                println!("{} {r}", variant.name());
                 if !r.passed {
                     failures.push(r.to_string());
                 }
@@ -37,18 +42,24 @@ fn run(fallback: bool) {
     }
     assert!(
         failures.is_empty(),
-        "{} fixtures failed on the GPU:\n{}",
+        "{} fixtures failed on the GPU ({}):\n{}",
         failures.len(),
+        variant.name(),
         failures.join("\n")
     );
 }
 
 #[test]
 fn gpu_matches_hf_on_every_fixture() {
-    run(false);
+    run(Variant::Full);
+}
+
+#[test]
+fn gpu_trusted_modules_match_hf_on_every_fixture() {
+    run(Variant::Trusted);
 }
 
 #[test]
 fn gpu_fallback_path_matches_hf_on_every_fixture() {
-    run(true);
+    run(Variant::Fallback);
 }

@@ -29,7 +29,12 @@ use opts::{Opts, Parsed};
 use proc::{last_json, Logs};
 use results::{Checkpoint, KernelBench, Results, Run, BF16, FP8, LLAMA_CUDA, LLAMA_VULKAN, Q8_0};
 
-/// A kernel microbench: test binary, test name, extra environment.
+/// The kernels' test binary (every suite of `crates/kernels/tests` is a
+/// module of it).
+const KERNEL_TEST_BINARY: &str = "kernels";
+
+/// A kernel microbench: suite (module of [`KERNEL_TEST_BINARY`]), test name,
+/// extra environment.
 type KernelBenchSpec = (
     &'static str,
     &'static str,
@@ -42,11 +47,7 @@ const KERNEL_BENCHES: [KernelBenchSpec; 6] = [
     ("gdn", "bench_qwen35_dims", None),
     ("moe_grouped", "grouped_bench_real_dims", None),
     ("moe_grouped", "grouped_timing_t130", None),
-    (
-        "matmul_coop",
-        "coop_vs_scalar_speed",
-        Some(("QWGPU_BENCH", "1")),
-    ),
+    ("matmul_coop", "coop_vs_scalar_speed", None),
 ];
 
 /// A model folder qwgpu runs: (model, format, folder).
@@ -723,11 +724,12 @@ impl Bench {
     }
 
     fn kernel_benches(&mut self) -> Result<()> {
-        for (bin, test, env) in KERNEL_BENCHES {
-            let path = self.o.kernel_tests.join(bin);
+        for (suite, test, env) in KERNEL_BENCHES {
+            let path = self.o.kernel_tests.join(KERNEL_TEST_BINARY);
+            let name = format!("{suite}::{test}");
             if !path.exists() {
                 self.r.kernels.push(KernelBench {
-                    test: format!("{bin}::{test}"),
+                    test: name,
                     lines: vec![],
                     error: Some(format!("{} not found", path.display())),
                 });
@@ -737,7 +739,7 @@ impl Bench {
             cmd.args([
                 "--include-ignored",
                 "--exact",
-                test,
+                &name,
                 "--nocapture",
                 "--test-threads",
                 "1",
@@ -753,7 +755,7 @@ impl Bench {
                 self.r.gemv = results::parse_gemv(&text);
             }
             self.r.kernels.push(KernelBench {
-                test: format!("{bin}::{test}"),
+                test: name,
                 lines: bench_lines(&text),
                 error: res.err().map(|e| format!("{e:#}")),
             });

@@ -18,7 +18,7 @@ usage: xtask bench [options]          (on the GPU machine; see benches/README.md
   --cuda | --skip-cuda  also build (~5 min) and run llama.cpp's CUDA backend (default: Vulkan only)
   --cuda-start          only start that build, detached, for a later call on the same machine
   --skip-llama --skip-hf --skip-qwgpu --skip-kernels --skip-copy
-  --kernel-tests DIR    test binaries gemv_bench, attention, gdn, moe_grouped, matmul_coop (default .gpub/tests)
+  --kernel-tests DIR    folder of the kernels' test binary `kernels` (default .gpub/tests)
   --prefill LIST        prefill lengths (default 512,4096)
   --decode-at LIST      decode contexts (default 512,8192)
   --decode N            decode steps per context (default 128)

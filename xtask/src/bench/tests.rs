@@ -370,8 +370,8 @@ fn new_fields_round_trip_and_old_results_still_load() {
     assert_eq!(render(&old), render(&canned()));
 }
 
-/// The kernel-bench step end to end, with stand-in test binaries: the GEMV
-/// one prints a recorded run, the others are missing.
+/// The kernel-bench step end to end, with a stand-in test binary that prints
+/// a recorded run for the GEMV bench and fails the others; then without it.
 #[test]
 fn kernel_step_parses_the_gemv_bench_and_records_missing_binaries() {
     use std::os::unix::fs::PermissionsExt;
@@ -380,12 +380,12 @@ fn kernel_step_parses_the_gemv_bench_and_records_missing_binaries() {
     std::fs::create_dir_all(&tests).unwrap();
     let sample = root.join("gemv.txt");
     std::fs::write(&sample, include_str!("samples/gemv_h100_like.txt")).unwrap();
-    let bin = tests.join("gemv_bench");
+    let bin = tests.join("kernels");
     // It must be asked for the one test, with its output uncaptured.
     std::fs::write(
         &bin,
         format!(
-            "#!/bin/sh\ncase \"$*\" in *'--exact gemv_bandwidth --nocapture'*) cat '{}';; *) exit 3;; esac\n",
+            "#!/bin/sh\ncase \"$*\" in *'--exact gemv_bench::gemv_bandwidth --nocapture'*) cat '{}';; *) exit 3;; esac\n",
             sample.display()
         ),
     )
@@ -414,11 +414,19 @@ fn kernel_step_parses_the_gemv_bench_and_records_missing_binaries() {
             .find(|k| k.test == "gemv_bench::gemv_bandwidth")
             .unwrap();
     assert!(gemv.error.is_none(), "{:?}", gemv.error);
-    let missing =
+    let failed = b.r.kernels.iter().filter(|k| k.error.is_some());
+    assert_eq!(failed.count(), b.r.kernels.len() - 1);
+    // Without the binary every bench is recorded as not found.
+    std::fs::remove_file(&bin).unwrap();
+    b.r.kernels.clear();
+    b.kernel_benches().unwrap();
+    assert!(
         b.r.kernels
             .iter()
-            .filter(|k| k.error.as_deref().is_some_and(|e| e.contains("not found")));
-    assert_eq!(missing.count(), b.r.kernels.len() - 1);
+            .all(|k| k.error.as_deref().is_some_and(|e| e.contains("not found"))),
+        "{:?}",
+        b.r.kernels
+    );
     std::fs::remove_dir_all(&root).unwrap();
 }
 

@@ -1,6 +1,6 @@
 //! Plain f32 CPU implementation of the Qwen3.5 text forward pass (spec §2):
 //! readable loops over f32 slices, used as the oracle for GPU kernels and checked
-//! against Hugging Face logits by [`crate::golden`].
+//! against Hugging Face logits by `crate::golden`.
 //!
 //! The per-op math lives in [`qwgpu_ops`] (shared with the GPU kernel tests);
 //! [`norm`] (RMSNorm variants), [`rope`], [`conv`] (causal conv1d) and
