@@ -15,6 +15,7 @@ use std::path::Path;
 
 use minijinja::{Environment, Error, ErrorKind, Value};
 
+use crate::ordered_json::Json;
 use crate::py_json;
 
 /// Why a template could not be found, parsed or rendered; the message names
@@ -53,20 +54,138 @@ macro_rules! bail {
     };
 }
 
-/// One turn of a conversation.
+/// One turn of a conversation, with the fields an OpenAI-compatible server
+/// receives and passes to the template (as vLLM does, from the request's
+/// JSON): templates read `reasoning_content`, iterate `tool_calls` and
+/// render a list `content` part by part.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     /// `system`, `user`, `assistant` or `tool`.
     pub role: String,
-    pub content: String,
+    pub content: Content,
+    /// An assistant turn's reasoning, given apart from its `content`.
+    pub reasoning_content: Option<String>,
+    /// The functions an assistant turn called.
+    pub tool_calls: Vec<ToolCall>,
+    /// A `tool` turn's answer to this call.
+    pub tool_call_id: Option<String>,
+    /// A `tool` turn's function name (or a participant's name).
+    pub name: Option<String>,
+}
+
+/// A message's `content`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    Text(String),
+    /// Content parts as given (`{"type": "text", "text": ...}`,
+    /// `{"type": "image_url", ...}`): the template renders each.
+    Parts(Vec<Json>),
+    /// `null` or absent (an assistant turn that only calls tools).
+    None,
+}
+
+impl Content {
+    /// The text of a `Text` content (`None` for parts or no content).
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Content::Text(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// One call of an assistant turn: `{"id", "type": "function", "function":
+/// {"name", "arguments"}}`. The arguments are an object, as templates
+/// iterate them with `|items` (a JSON-string `arguments`, as OpenAI sends
+/// it, is parsed first, as transformers and vLLM do).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCall {
+    pub id: Option<String>,
+    pub name: String,
+    /// The arguments object's entries, in the order given.
+    pub arguments: Vec<(String, Json)>,
 }
 
 impl Message {
+    /// A turn with plain text content and nothing else.
     pub fn new(role: &str, content: &str) -> Self {
         Self {
             role: role.into(),
-            content: content.into(),
+            content: Content::Text(content.into()),
+            reasoning_content: None,
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            name: None,
         }
+    }
+
+    /// The message as the template sees it: the dict transformers would be
+    /// given, with only the fields that are set (`tool_call.function` and
+    /// `message.reasoning_content is string` are tested for presence).
+    /// `reads_parts`: whether the template renders a list `content` itself;
+    /// when not, text-only parts are joined with newlines first, as vLLM
+    /// does for such ("string" content format) templates.
+    fn to_template(&self, reads_parts: bool) -> Value {
+        let mut fields: Vec<(&str, Value)> = vec![("role", Value::from(self.role.as_str()))];
+        let text_parts = |parts: &[Json]| -> Option<Vec<String>> {
+            parts
+                .iter()
+                .map(
+                    |p| match (p.get("type").and_then(Json::as_str), p.get("text")) {
+                        (Some("text"), Some(Json::String(t))) => Some(t.clone()),
+                        _ => None,
+                    },
+                )
+                .collect()
+        };
+        fields.push((
+            "content",
+            match &self.content {
+                Content::Text(t) => Value::from(t.as_str()),
+                Content::Parts(parts) => match text_parts(parts) {
+                    Some(texts) if !reads_parts => Value::from(texts.join("\n")),
+                    _ => Value::from(parts.iter().map(Json::to_template).collect::<Vec<_>>()),
+                },
+                Content::None => Value::from(()),
+            },
+        ));
+        if let Some(r) = &self.reasoning_content {
+            fields.push(("reasoning_content", Value::from(r.as_str())));
+        }
+        if !self.tool_calls.is_empty() {
+            let calls: Vec<Value> = self.tool_calls.iter().map(ToolCall::to_template).collect();
+            fields.push(("tool_calls", Value::from(calls)));
+        }
+        if let Some(id) = &self.tool_call_id {
+            fields.push(("tool_call_id", Value::from(id.as_str())));
+        }
+        if let Some(name) = &self.name {
+            fields.push(("name", Value::from(name.as_str())));
+        }
+        fields.into_iter().collect()
+    }
+}
+
+impl ToolCall {
+    fn to_template(&self) -> Value {
+        let arguments: Value = self
+            .arguments
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.to_template()))
+            .collect();
+        let function: Value = [
+            ("name", Value::from(self.name.as_str())),
+            ("arguments", arguments),
+        ]
+        .into_iter()
+        .collect();
+        let mut fields: Vec<(&str, Value)> = Vec::new();
+        if let Some(id) = &self.id {
+            fields.push(("id", Value::from(id.as_str())));
+        }
+        fields.push(("type", Value::from("function")));
+        fields.push(("function", function));
+        fields.into_iter().collect()
     }
 }
 
@@ -87,6 +206,31 @@ pub struct ChatTemplate {
     origin: String,
     /// `bos_token`, `eos_token`, ... from `tokenizer_config.json`.
     special_tokens: Vec<(String, String)>,
+    /// Whether the template renders a list `content` itself (see [`reads_parts`]).
+    reads_parts: bool,
+}
+
+/// Whether a template handles a message `content` given as a list of parts
+/// (it tests the content's type or loops over it), like vLLM's detection of
+/// the "openai" content format; a template that only prints `content` gets
+/// text parts joined into one string instead.
+fn reads_parts(source: &str) -> bool {
+    let compact: String = source.split_whitespace().collect::<Vec<_>>().join(" ");
+    [
+        "content is string",
+        "content is not string",
+        "content is iterable",
+        "content is sequence",
+        "content is mapping",
+        "in message.content",
+        "in message['content']",
+        "in message[\"content\"]",
+        "in content ",
+        "in content%",
+        "in content-%",
+    ]
+    .iter()
+    .any(|pat| compact.contains(pat))
 }
 
 /// The message a template gave `raise_exception`, carried through
@@ -165,12 +309,14 @@ impl ChatTemplate {
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_filter("tojson", py_json::tojson);
+        env.add_filter("string", py_json::python_str);
         env.add_function(
             "raise_exception",
             |msg: String| -> std::result::Result<Value, Error> {
                 Err(Error::new(ErrorKind::InvalidOperation, msg.clone()).with_source(Raised(msg)))
             },
         );
+        let reads_parts = reads_parts(&source);
         env.add_template_owned(NAME, source).map_err(|e| {
             TemplateError::Invalid(format!("{origin}: parsing the chat template: {e:#}"))
         })?;
@@ -178,6 +324,7 @@ impl ChatTemplate {
             env,
             origin,
             special_tokens: Vec::new(),
+            reads_parts,
         })
     }
 
@@ -188,13 +335,30 @@ impl ChatTemplate {
 
     /// Renders `messages` like `apply_chat_template(messages, tokenize=False, ...)`.
     pub fn render(&self, messages: &[Message], opts: &RenderOptions) -> Result<String> {
+        self.render_with_tools(messages, &[], opts)
+    }
+
+    /// Renders like `apply_chat_template(messages, tools=tools, tokenize=False, ...)`:
+    /// `tools` are the request's function schemas as given (printed by the
+    /// template with `tojson`); none is `tools=None`.
+    pub fn render_with_tools(
+        &self,
+        messages: &[Message],
+        tools: &[Json],
+        opts: &RenderOptions,
+    ) -> Result<String> {
         let msgs: Vec<Value> = messages
             .iter()
-            .map(|m| minijinja::context! { role => m.role, content => m.content })
+            .map(|m| m.to_template(self.reads_parts))
             .collect();
+        let tools = if tools.is_empty() {
+            Value::from(())
+        } else {
+            Value::from(tools.iter().map(Json::to_template).collect::<Vec<_>>())
+        };
         let mut vars: Vec<(String, Value)> = vec![
             ("messages".into(), Value::from(msgs)),
-            ("tools".into(), Value::from(())),
+            ("tools".into(), tools),
             ("documents".into(), Value::from(())),
             (
                 "add_generation_prompt".into(),

@@ -22,12 +22,14 @@
 
 pub mod api;
 pub mod app;
+pub mod chat_request;
 pub mod chat_template;
 pub mod detokenize;
 pub mod error;
 pub mod metrics;
 pub mod model_files;
 pub mod options;
+pub mod ordered_json;
 pub mod prefix_cache;
 mod py_json;
 pub mod scheduler;

@@ -67,6 +67,23 @@ pub fn tojson(value: &Value, kwargs: Kwargs) -> Result<Value, Error> {
     Ok(Value::from_safe_string(out))
 }
 
+/// Jinja's `string` filter as it runs in Python: `str(x)`, so `True`,
+/// `None` and `1.0` (Qwen's template prints scalar tool-call arguments with
+/// it). Containers print as minijinja does (templates `tojson` them).
+pub fn python_str(value: &Value) -> Value {
+    match value.kind() {
+        ValueKind::Bool => Value::from(if value.is_true() { "True" } else { "False" }),
+        ValueKind::None | ValueKind::Undefined if !value.is_undefined() => Value::from("None"),
+        ValueKind::Number if !value.is_integer() => match f64::try_from(value.clone()) {
+            Ok(f) => Value::from(python_float(f)),
+            Err(_) => Value::from(value.to_string()),
+        },
+        // A safe string stays safe, as in Jinja's `soft_str`.
+        ValueKind::String => value.clone(),
+        _ => Value::from(value.to_string()),
+    }
+}
+
 fn newline(out: &mut String, style: &Style, level: usize) {
     if let Some(ind) = &style.indent {
         out.push('\n');
@@ -234,6 +251,20 @@ mod tests {
         ] {
             assert_eq!(python_float(f), want, "{f}");
         }
+    }
+
+    #[test]
+    fn string_is_pythons_str() {
+        let mut env = minijinja::Environment::new();
+        env.add_filter("string", python_str);
+        let out = env
+            .render_str(
+                "{{ t|string }} {{ f|string }} {{ n|string }} {{ x|string }} {{ i|string }} {{ s|string }} [{{ u|string }}]",
+                minijinja::context! { t => true, f => false, n => (), x => 2.0, i => 3, s => "a" },
+            )
+            .expect("renders");
+        // Python: str(True), str(False), str(None), str(2.0), str(3), str('a'); undefined is ''.
+        assert_eq!(out, "True False None 2.0 3 a []");
     }
 
     #[test]

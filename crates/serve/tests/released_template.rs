@@ -3,7 +3,10 @@
 //! rendered by [`ChatTemplate`] is byte-for-byte what HF transformers renders:
 //! the expected strings and their inputs are in `tests/data/released_template`
 //! (`cases.json`, `<case>.txt`, `<case>.err`), written by `generate.py` there
-//! with transformers' own `render_jinja_template`.
+//! with transformers' own `render_jinja_template`. Every case's `messages`
+//! and `tools` are read as the server reads a request's (so key order,
+//! `reasoning_content`, `tool_calls` and tool turns reach the template as
+//! they would from a client); a case that cannot be read fails.
 //!
 //! The folder is `$QWGPU_CHAT_TEMPLATES_DIR`, else `../shared/templates` beside
 //! the workspace root. Without it the test fails, unless
@@ -12,30 +15,11 @@
 
 use std::path::{Path, PathBuf};
 
+use qwgpu_serve::chat_request;
 use qwgpu_serve::chat_template::{ChatTemplate, Message, RenderOptions};
-use serde_json::Value;
+use qwgpu_serve::ordered_json::Json;
 
 const TEMPLATE: &str = "Qwen3.5.jinja";
-
-/// Cases whose inputs [`Message`] / [`RenderOptions`] cannot carry yet (a
-/// message's `reasoning_content` or `tool_calls`, the request's `tools`): their
-/// expected strings are committed, but they are not rendered here. Every other
-/// case is; a case in neither list fails the test.
-const NOT_EXPRESSIBLE: [&str; 13] = [
-    "agent_full_tools_thinking_unset_gen",
-    "agent_full_tools_thinking_unset_nogen",
-    "agent_full_tools_thinking_on_gen",
-    "agent_full_tools_thinking_on_nogen",
-    "agent_full_tools_thinking_off_gen",
-    "agent_full_tools_thinking_off_nogen",
-    "agent_open_tools_thinking_unset_gen",
-    "agent_open_tools_thinking_unset_nogen",
-    "agent_open_tools_thinking_on_gen",
-    "agent_open_tools_thinking_on_nogen",
-    "agent_open_tools_thinking_off_gen",
-    "agent_open_tools_thinking_off_nogen",
-    "tools_plain_chat_gen",
-];
 
 fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/released_template")
@@ -99,34 +83,22 @@ fn released_template() -> Option<(String, PathBuf)> {
     None
 }
 
-/// The case's messages as [`Message`]s, or `None` if one carries more than a
-/// role and a string content (or the case passes `tools`).
-fn messages(case: &Value) -> Option<Vec<Message>> {
-    if case.get("tools").is_some() {
-        return None;
-    }
-    case["messages"]
-        .as_array()
-        .expect("messages")
-        .iter()
-        .map(|m| {
-            let obj = m.as_object().expect("message object");
-            if obj.keys().any(|k| k != "role" && k != "content") {
-                return None;
-            }
-            Some(Message::new(m["role"].as_str()?, m["content"].as_str()?))
-        })
-        .collect()
+/// The case's messages and tools, read like a chat request's.
+fn inputs(case: &Json) -> Result<(Vec<Message>, Vec<Json>), String> {
+    let messages = chat_request::messages(case).map_err(|e| e.message)?;
+    let tools = chat_request::tools(case).map_err(|e| e.message)?;
+    Ok((messages, tools))
 }
 
-fn options(case: &Value) -> RenderOptions {
+fn options(case: &Json) -> RenderOptions {
+    let flag = |key: &str| match case.get(key) {
+        None => None,
+        Some(Json::Bool(b)) => Some(*b),
+        Some(other) => panic!("`{key}` must be a boolean, got {other:?}"),
+    };
     RenderOptions {
-        add_generation_prompt: case["add_generation_prompt"]
-            .as_bool()
-            .expect("add_generation_prompt"),
-        enable_thinking: case
-            .get("enable_thinking")
-            .map(|v| v.as_bool().expect("bool")),
+        add_generation_prompt: flag("add_generation_prompt").expect("add_generation_prompt"),
+        enable_thinking: flag("enable_thinking"),
     }
 }
 
@@ -164,35 +136,34 @@ fn the_released_qwen3_5_template_renders_byte_for_byte_like_transformers() {
     };
     let template = ChatTemplate::from_source(source, path.display().to_string())
         .unwrap_or_else(|e| panic!("{e}"));
-    let cases: Value = serde_json::from_str(
-        &std::fs::read_to_string(data_dir().join("cases.json")).expect("cases.json"),
-    )
-    .expect("cases.json is JSON");
-    let cases = cases["cases"].as_array().expect("cases");
-    let (mut rendered, mut refused, mut not_expressible) = (0, 0, Vec::new());
+    let cases =
+        Json::parse(&std::fs::read_to_string(data_dir().join("cases.json")).expect("cases.json"))
+            .expect("cases.json is JSON");
+    let Some(Json::Array(cases)) = cases.get("cases") else {
+        panic!("cases.json: no `cases` list")
+    };
+    let (mut rendered, mut refused) = (0, 0);
+    let mut with_tools = 0;
     let mut failures = Vec::new();
     for case in cases {
-        let name = case["name"].as_str().expect("name");
-        let Some(msgs) = messages(case) else {
-            assert!(
-                NOT_EXPRESSIBLE.contains(&name),
-                "{name}: its inputs need more than Message {{role, content}} and is not in NOT_EXPRESSIBLE"
-            );
-            not_expressible.push(name);
-            continue;
+        let name = case.get("name").and_then(Json::as_str).expect("name");
+        let (msgs, tools) = match inputs(case) {
+            Ok(x) => x,
+            Err(e) => {
+                failures.push(format!("{name}: its inputs cannot be expressed: {e}"));
+                continue;
+            }
         };
-        assert!(
-            !NOT_EXPRESSIBLE.contains(&name),
-            "{name}: listed in NOT_EXPRESSIBLE but it can be rendered: remove it from the list"
-        );
-        let result = template.render(&msgs, &options(case));
+        with_tools += usize::from(!tools.is_empty());
+        let result = template.render_with_tools(&msgs, &tools, &options(case));
         let txt = data_dir().join(format!("{name}.txt"));
         let err = data_dir().join(format!("{name}.err"));
         match (result, txt.is_file()) {
             (Ok(got), true) => {
                 let want = std::fs::read_to_string(&txt).expect("expected rendering");
                 if got != want {
-                    failures.push(format!("{name}: {}", first_difference(&got, &want)));
+                    let diff = first_difference(&got, &want);
+                    failures.push(format!("{name}: {diff}"));
                 }
                 rendered += 1;
             }
@@ -209,27 +180,23 @@ fn the_released_qwen3_5_template_renders_byte_for_byte_like_transformers() {
                 }
                 refused += 1;
             }
-            (Ok(got), false) => failures.push(format!(
-                "{name}: rendered {got:?}, transformers raised {:?}",
-                std::fs::read_to_string(&err).unwrap_or_default()
-            )),
+            (Ok(got), false) => {
+                let raised = std::fs::read_to_string(&err).unwrap_or_default();
+                failures.push(format!(
+                    "{name}: rendered {got:?}, transformers raised {raised:?}"
+                ))
+            }
             (Err(e), true) => failures.push(format!("{name}: {e}, transformers rendered it")),
         }
     }
-    assert_eq!(
-        not_expressible.len(),
-        NOT_EXPRESSIBLE.len(),
-        "every NOT_EXPRESSIBLE case is in cases.json"
-    );
     println!(
-        "{path}: {rendered} renderings equal, {refused} refusals equal; {n} cases not rendered \
-         (reasoning_content / tool_calls / tools are not in the renderer's API): {not_expressible:?}",
+        "{path}: {rendered} renderings equal ({with_tools} with tools), {refused} refusals equal",
         path = path.display(),
-        n = not_expressible.len(),
     );
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     assert!(
-        rendered >= 12 && refused == 2,
-        "{rendered} rendered, {refused} refused"
+        rendered == cases.len() - 2 && refused == 2 && with_tools >= 13,
+        "{rendered} rendered ({with_tools} with tools), {refused} refused of {total} cases",
+        total = cases.len()
     );
 }
