@@ -67,9 +67,11 @@ pub fn tojson(value: &Value, kwargs: Kwargs) -> Result<Value, Error> {
     Ok(Value::from_safe_string(out))
 }
 
-/// Jinja's `string` filter as it runs in Python: `str(x)`, so `True`,
-/// `None` and `1.0` (Qwen's template prints scalar tool-call arguments with
-/// it). Containers print as minijinja does (templates `tojson` them).
+/// Jinja's `string` filter as it runs in Python: `str(x)` (Qwen's template
+/// prints scalar tool-call arguments with it). minijinja already spells
+/// `True` and `None` like Python, but not floats: `str(1e-05)` is `1e-05`,
+/// minijinja's `0.00001`. Containers print as minijinja does (templates
+/// `tojson` them).
 pub fn python_str(value: &Value) -> Value {
     match value.kind() {
         ValueKind::Bool => Value::from(if value.is_true() { "True" } else { "False" }),
@@ -259,12 +261,13 @@ mod tests {
         env.add_filter("string", python_str);
         let out = env
             .render_str(
-                "{{ t|string }} {{ f|string }} {{ n|string }} {{ x|string }} {{ i|string }} {{ s|string }} [{{ u|string }}]",
-                minijinja::context! { t => true, f => false, n => (), x => 2.0, i => 3, s => "a" },
+                "{{ t|string }} {{ f|string }} {{ n|string }} {{ x|string }} {{ i|string }} {{ s|string }} [{{ u|string }}] {{ e|string }} {{ g|string }}",
+                minijinja::context! { t => true, f => false, n => (), x => 2.0, i => 3, s => "a", e => 1e-5, g => 1e16 },
             )
             .expect("renders");
-        // Python: str(True), str(False), str(None), str(2.0), str(3), str('a'); undefined is ''.
-        assert_eq!(out, "True False None 2.0 3 a []");
+        // Python: str(True), str(False), str(None), str(2.0), str(3), str('a'),
+        // undefined is '', str(1e-05), str(1e16).
+        assert_eq!(out, "True False None 2.0 3 a [] 1e-05 1e+16");
     }
 
     #[test]
