@@ -4,7 +4,8 @@
 //! (`startswith`, `split`, `rstrip`, `items`, ...), `tojson` spelled like
 //! `json.dumps`, `raise_exception(msg)`, loop controls, the tokenizer's
 //! special tokens as variables, and `add_generation_prompt` /
-//! `enable_thinking` / `tools` (absent) like HF passes them.
+//! `enable_thinking` / `tools` like HF passes them. Messages carry what an
+//! OpenAI-compatible server receives (see [`Message`]).
 //!
 //! Where the template comes from, first found wins (as in transformers):
 //! `chat_template.jinja`, `tokenizer_config.json`'s `chat_template` (a string,
@@ -573,6 +574,64 @@ mod tests {
             out, "B|True|False|True|True",
             "Python spells booleans True/False"
         );
+    }
+
+    /// A message with every field reaches the template as the dict
+    /// transformers would get; text parts are joined (with newlines, as vLLM
+    /// does) only for a template that cannot render a list `content`.
+    #[test]
+    fn messages_reach_the_template_with_every_field() {
+        let parts = Content::Parts(vec![
+            Json::parse(r#"{"type": "text", "text": "a"}"#).expect("json"),
+            Json::parse(r#"{"type": "text", "text": "b"}"#).expect("json"),
+        ]);
+        let user = Message {
+            content: parts,
+            ..Message::new("user", "")
+        };
+        let assistant = Message {
+            content: Content::None,
+            reasoning_content: Some("why".into()),
+            tool_calls: vec![ToolCall {
+                id: Some("c1".into()),
+                name: "f".into(),
+                arguments: vec![
+                    ("z".into(), Json::parse("[1, 2.5]").expect("json")),
+                    ("a".into(), Json::Bool(true)),
+                ],
+            }],
+            ..Message::new("assistant", "")
+        };
+        let tool = Message {
+            tool_call_id: Some("c1".into()),
+            name: Some("f".into()),
+            ..Message::new("tool", "ok")
+        };
+        let msgs = [user, assistant, tool];
+        let opts = RenderOptions::default();
+        let plain = "{% for m in messages %}[{{ m.content }}]{% endfor %}";
+        assert_eq!(
+            render(plain, &msgs, opts).expect("renders"),
+            "[a\nb][None][ok]"
+        );
+        let lists = "{% for m in messages %}{% if m.content is string %}{{ m.content }}{% elif m.content %}{% for p in m.content %}<{{ p.text }}>{% endfor %}{% endif %}|{% endfor %}";
+        assert_eq!(render(lists, &msgs, opts).expect("renders"), "<a><b>||ok|");
+        let fields = "{% set a = messages[1] %}{{ a.reasoning_content }} {{ a.content is none }} {% for c in a.tool_calls %}{{ c.id }} {{ c.type }} {{ c.function.name }} {{ c.function.arguments|tojson }}{% endfor %} {{ messages[2].tool_call_id }} {{ messages[2].name }} {{ messages[0].reasoning_content is defined }}";
+        assert_eq!(
+            render(fields, &msgs, opts).expect("renders"),
+            r#"why True c1 function f {"z": [1, 2.5], "a": true} c1 f False"#
+        );
+        let tools = [Json::parse(r#"{"type": "function", "function": {"name": "f", "parameters": {}, "description": "d"}}"#).expect("json")];
+        let t = ChatTemplate::from_source(
+            "{{ tools|tojson }}|{{ tools is none }}".into(),
+            "test".into(),
+        )
+        .expect("parses");
+        assert_eq!(
+            t.render_with_tools(&msgs, &tools, &opts).expect("renders"),
+            r#"[{"type": "function", "function": {"name": "f", "parameters": {}, "description": "d"}}]|False"#
+        );
+        assert_eq!(t.render(&msgs, &opts).expect("renders"), "null|True");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::fmt;
 
 use minijinja::Value;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::ser::{Serialize, SerializeMap, Serializer};
 
 /// A JSON value; objects are `(key, value)` lists in the order written (a
 /// repeated key keeps its first place and its last value, as in Python's
@@ -109,6 +110,26 @@ impl From<&serde_json::Value> for Json {
             V::String(s) => Json::String(s.clone()),
             V::Array(a) => Json::Array(a.iter().map(Json::from).collect()),
             V::Object(o) => Json::Object(o.iter().map(|(k, v)| (k.clone(), v.into())).collect()),
+        }
+    }
+}
+
+/// Writes the keys in their order (`serde_json::to_string(&json)`).
+impl Serialize for Json {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Json::Null => s.serialize_unit(),
+            Json::Bool(b) => s.serialize_bool(*b),
+            Json::Number(n) => n.serialize(s),
+            Json::String(t) => s.serialize_str(t),
+            Json::Array(a) => s.collect_seq(a),
+            Json::Object(o) => {
+                let mut map = s.serialize_map(Some(o.len()))?;
+                for (k, v) in o {
+                    map.serialize_entry(k, v)?;
+                }
+                map.end()
+            }
         }
     }
 }
@@ -213,5 +234,9 @@ mod tests {
             )
             .expect("renders");
         assert_eq!(out, r#"{"b": 2, "a": {"z": [1.5, null], "y": true}}"#);
+        assert_eq!(
+            serde_json::to_string(&j).expect("serializes"),
+            r#"{"b":2,"a":{"z":[1.5,null],"y":true}}"#
+        );
     }
 }

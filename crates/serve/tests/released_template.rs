@@ -6,7 +6,9 @@
 //! with transformers' own `render_jinja_template`. Every case's `messages`
 //! and `tools` are read as the server reads a request's (so key order,
 //! `reasoning_content`, `tool_calls` and tool turns reach the template as
-//! they would from a client); a case that cannot be read fails.
+//! they would from a client); a case that cannot be read fails. A second test
+//! sends tool-call conversations to the server and checks it prefills
+//! exactly the token ids of transformers' rendering.
 //!
 //! The folder is `$QWGPU_CHAT_TEMPLATES_DIR`, else `../shared/templates` beside
 //! the workspace root. Without it the test fails, unless
@@ -15,9 +17,11 @@
 
 use std::path::{Path, PathBuf};
 
+use qwgpu_model::engine::{Backend, LoadOptions};
 use qwgpu_serve::chat_request;
 use qwgpu_serve::chat_template::{ChatTemplate, Message, RenderOptions};
 use qwgpu_serve::ordered_json::Json;
+use qwgpu_serve::ServeOptions;
 
 const TEMPLATE: &str = "Qwen3.5.jinja";
 
@@ -83,6 +87,17 @@ fn released_template() -> Option<(String, PathBuf)> {
     None
 }
 
+/// Every case in `cases.json`, keys in the order written.
+fn cases() -> Vec<Json> {
+    let cases =
+        Json::parse(&std::fs::read_to_string(data_dir().join("cases.json")).expect("cases.json"))
+            .expect("cases.json is JSON");
+    match cases.get("cases") {
+        Some(Json::Array(cases)) => cases.clone(),
+        _ => panic!("cases.json: no `cases` list"),
+    }
+}
+
 /// The case's messages and tools, read like a chat request's.
 fn inputs(case: &Json) -> Result<(Vec<Message>, Vec<Json>), String> {
     let messages = chat_request::messages(case).map_err(|e| e.message)?;
@@ -136,16 +151,11 @@ fn the_released_qwen3_5_template_renders_byte_for_byte_like_transformers() {
     };
     let template = ChatTemplate::from_source(source, path.display().to_string())
         .unwrap_or_else(|e| panic!("{e}"));
-    let cases =
-        Json::parse(&std::fs::read_to_string(data_dir().join("cases.json")).expect("cases.json"))
-            .expect("cases.json is JSON");
-    let Some(Json::Array(cases)) = cases.get("cases") else {
-        panic!("cases.json: no `cases` list")
-    };
+    let cases = cases();
     let (mut rendered, mut refused) = (0, 0);
     let mut with_tools = 0;
     let mut failures = Vec::new();
-    for case in cases {
+    for case in &cases {
         let name = case.get("name").and_then(Json::as_str).expect("name");
         let (msgs, tools) = match inputs(case) {
             Ok(x) => x,
@@ -199,4 +209,114 @@ fn the_released_qwen3_5_template_renders_byte_for_byte_like_transformers() {
         "{rendered} rendered ({with_tools} with tools), {refused} refused of {total} cases",
         total = cases.len()
     );
+}
+
+/// The server's chat endpoint, given a tool-call conversation as a client
+/// sends it (`tools`, assistant `tool_calls` with JSON-string arguments,
+/// `reasoning_content`, `tool` turns, text parts, `chat_template_kwargs`),
+/// prefills exactly the token ids of transformers' rendering: its prompt
+/// snapshot (the prefix cache keeps one per prompt) is what a completion of
+/// those ids + one more restores, which it can only be if every id agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_call_request_prefills_the_tokens_of_transformers_rendering() {
+    let Some((source, _)) = released_template() else {
+        return;
+    };
+    // A model folder in a temp dir: the tiny fixture with the released
+    // template as its chat_template.jinja (the copy is deleted with the dir).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fixture = workspace_root().join("tests/fixtures/dense-bf16-text");
+    for f in [
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        std::fs::copy(fixture.join(f), dir.path().join(f)).expect("copy fixture");
+    }
+    std::fs::write(dir.path().join("chat_template.jinja"), source).expect("template");
+    let tokenizer =
+        tokenizers::Tokenizer::from_file(dir.path().join("tokenizer.json")).expect("tokenizer");
+
+    let mut opts = ServeOptions::new(dir.path().to_path_buf());
+    opts.model_name = "tiny".into();
+    opts.load = LoadOptions {
+        backend: Backend::Cpu,
+        ..Default::default()
+    };
+    let state = qwgpu_serve::start(&opts).expect("server starts");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{addr}", addr = listener.local_addr().expect("addr"));
+    let app = qwgpu_serve::app::router(state, &opts);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: Vec<u8>| {
+        let request = client
+            .post(format!("{base}{path}"))
+            .header("content-type", "application/json")
+            .body(body);
+        async move {
+            let r = request.send().await.expect("send");
+            let status = r.status();
+            let v: serde_json::Value = r.json().await.expect("JSON response");
+            assert_eq!(status, reqwest::StatusCode::OK, "{v}");
+            v
+        }
+    };
+
+    let cases = cases();
+    for name in ["agent_openai_gen", "agent_full_tools_thinking_off_gen"] {
+        let case = cases
+            .iter()
+            .find(|c| c.get("name").and_then(Json::as_str) == Some(name))
+            .unwrap_or_else(|| panic!("{name} is not in cases.json"));
+        let mut body = vec![
+            ("model".to_owned(), Json::String("tiny".into())),
+            (
+                "messages".to_owned(),
+                case.get("messages").expect("messages").clone(),
+            ),
+            (
+                "tools".to_owned(),
+                case.get("tools").expect("tools").clone(),
+            ),
+            ("max_tokens".to_owned(), Json::Number(1.into())),
+            ("temperature".to_owned(), Json::Number(0.into())),
+        ];
+        if let Some(on) = case.get("enable_thinking") {
+            let kwargs = Json::Object(vec![("enable_thinking".to_owned(), on.clone())]);
+            body.push(("chat_template_kwargs".to_owned(), kwargs));
+        }
+        // Serialised in the order written: tool schemas keep their key order.
+        let body = serde_json::to_vec(&Json::Object(body)).expect("body");
+        let chat = post("/v1/chat/completions", body).await;
+
+        let want = std::fs::read_to_string(data_dir().join(format!("{name}.txt"))).expect("txt");
+        let ids = tokenizer
+            .encode(want.as_str(), false)
+            .expect("encode")
+            .get_ids()
+            .to_vec();
+        assert_eq!(
+            chat["usage"]["prompt_tokens"].as_u64(),
+            Some(ids.len() as u64),
+            "{name}: {chat}"
+        );
+        let mut longer = ids.clone();
+        longer.push(ids[0]);
+        let completion = serde_json::json!({"model": "tiny", "prompt": longer, "max_tokens": 1, "temperature": 0});
+        let v = post(
+            "/v1/completions",
+            serde_json::to_vec(&completion).expect("body"),
+        )
+        .await;
+        assert_eq!(
+            v["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64(),
+            Some(ids.len() as u64),
+            "{name}: the chat prompt's ids differ from transformers' rendering's ({v})"
+        );
+    }
 }
