@@ -124,8 +124,9 @@ impl Message {
     /// given, with only the fields that are set (`tool_call.function` and
     /// `message.reasoning_content is string` are tested for presence).
     /// `reads_parts`: whether the template renders a list `content` itself;
-    /// when not, text-only parts are joined with newlines first, as vLLM
-    /// does for such ("string" content format) templates.
+    /// when not, text-only parts are joined with newlines first and a null
+    /// content is "", as vLLM does for such ("string" content format)
+    /// templates.
     fn to_template(&self, reads_parts: bool) -> Value {
         let mut fields: Vec<(&str, Value)> = vec![("role", Value::from(self.role.as_str()))];
         let text_parts = |parts: &[Json]| -> Option<Vec<String>> {
@@ -147,6 +148,9 @@ impl Message {
                     Some(texts) if !reads_parts => Value::from(texts.join("\n")),
                     _ => Value::from(parts.iter().map(Json::to_template).collect::<Vec<_>>()),
                 },
+                // A template that only prints `content` would print "None";
+                // vLLM gives such templates "" (and a list one, an empty list).
+                Content::None if !reads_parts => Value::from(""),
                 Content::None => Value::from(()),
             },
         ));
@@ -607,16 +611,17 @@ mod tests {
         let msgs = [user, assistant, tool];
         let opts = RenderOptions::default();
         let plain = "{% for m in messages %}[{{ m.content }}]{% endfor %}";
+        assert_eq!(render(plain, &msgs, opts).expect("renders"), "[a\nb][][ok]");
+        let lists = "{% for m in messages %}{% if m.content is string %}{{ m.content }}{% elif m.content %}{% for p in m.content %}<{{ p.text }}>{% endfor %}{% endif %}|{% endfor %}{{ messages[1].content is none }}";
         assert_eq!(
-            render(plain, &msgs, opts).expect("renders"),
-            "[a\nb][None][ok]"
+            render(lists, &msgs, opts).expect("renders"),
+            "<a><b>||ok|True"
         );
-        let lists = "{% for m in messages %}{% if m.content is string %}{{ m.content }}{% elif m.content %}{% for p in m.content %}<{{ p.text }}>{% endfor %}{% endif %}|{% endfor %}";
-        assert_eq!(render(lists, &msgs, opts).expect("renders"), "<a><b>||ok|");
+        // (This template does not read parts: a null content reaches it as "".)
         let fields = "{% set a = messages[1] %}{{ a.reasoning_content }} {{ a.content is none }} {% for c in a.tool_calls %}{{ c.id }} {{ c.type }} {{ c.function.name }} {{ c.function.arguments|tojson }}{% endfor %} {{ messages[2].tool_call_id }} {{ messages[2].name }} {{ messages[0].reasoning_content is defined }}";
         assert_eq!(
             render(fields, &msgs, opts).expect("renders"),
-            r#"why True c1 function f {"z": [1, 2.5], "a": true} c1 f False"#
+            r#"why False c1 function f {"z": [1, 2.5], "a": true} c1 f False"#
         );
         let tools = [Json::parse(r#"{"type": "function", "function": {"name": "f", "parameters": {}, "description": "d"}}"#).expect("json")];
         let t = ChatTemplate::from_source(
