@@ -138,8 +138,8 @@ fn log_probabilities_and_perplexity_match_the_cpu_reference() {
         let want = log_softmax(&logits[i * v..(i + 1) * v])[ids[i + 1] as usize];
         assert!(
             (lp - want).abs() < 1e-6,
-            "position {}: {lp} vs {want}",
-            i + 1
+            "position {pos}: {lp} vs {want}",
+            pos = i + 1
         );
         nll -= want;
     }
@@ -148,8 +148,8 @@ fn log_probabilities_and_perplexity_match_the_cpu_reference() {
     assert!((json["mean_nll"].as_f64().expect("nll") - mean).abs() < 1e-6);
     assert!(
         (ppl - mean.exp()).abs() < 1e-6 * ppl,
-        "{ppl} vs {}",
-        mean.exp()
+        "{ppl} vs {want}",
+        want = mean.exp()
     );
 }
 
@@ -169,13 +169,17 @@ fn sliding_windows_give_each_token_its_windows_context() {
         // runs apart from the scored tokens: rounding of ~1e-7 relative.
         assert!(
             (got[p - 1] - want).abs() < 1e-5,
-            "position {p}: {} vs {want}",
-            got[p - 1]
+            "position {p}: {got_p} vs {want}",
+            got_p = got[p - 1]
         );
     }
     // The whole prefix as context gives another number: the window matters.
     let full = reference_logprob(&model, &ids, 0, 9);
-    assert!((got[8] - full).abs() > 1e-3, "{} vs {full}", got[8]);
+    assert!(
+        (got[8] - full).abs() > 1e-3,
+        "{windowed} vs {full}",
+        windowed = got[8]
+    );
 }
 
 #[test]
@@ -240,8 +244,8 @@ fn kl_against_another_model_equals_the_reference_computation_both_ways() {
         assert_eq!(
             m.config().vocab_size,
             v,
-            "{}: one vocabulary",
-            dir.display()
+            "{dir}: one vocabulary",
+            dir = dir.display()
         );
         let mut s = m.new_session().expect("session");
         m.forward_all(&mut s, &tokens[..tokens.len() - 1])
@@ -252,9 +256,9 @@ fn kl_against_another_model_equals_the_reference_computation_both_ways() {
     let mut reported = Vec::new();
     for (model, reference, lmod, lref) in [(&dense, &moe, &ld, &lm), (&moe, &dense, &lm, &ld)] {
         let what = format!(
-            "model {} / reference {}",
-            model.display(),
-            reference.display()
+            "model {model} / reference {reference}",
+            model = model.display(),
+            reference = reference.display()
         );
         let json = score_model_json(
             model,
@@ -284,14 +288,14 @@ fn kl_against_another_model_equals_the_reference_computation_both_ways() {
             assert_eq!(
                 row["argmax"].as_u64(),
                 Some(am as u64),
-                "{what}: position {}",
-                i + 1
+                "{what}: position {pos}",
+                pos = i + 1
             );
             assert_eq!(
                 row["reference_argmax"].as_u64(),
                 Some(ar as u64),
-                "{what}: position {}",
-                i + 1
+                "{what}: position {pos}",
+                pos = i + 1
             );
             agree += usize::from(am == ar);
             want.push(k);
@@ -349,7 +353,11 @@ fn gpu_scores_match_the_cpu_reference() {
     let gpu = logprobs(&score_json(&["--backend", "gpu"]));
     assert_eq!(cpu.len(), gpu.len());
     for (i, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
-        assert!((c - g).abs() < 1e-3, "position {}: cpu {c} gpu {g}", i + 1);
+        assert!(
+            (c - g).abs() < 1e-3,
+            "position {pos}: cpu {c} gpu {g}",
+            pos = i + 1
+        );
     }
 }
 

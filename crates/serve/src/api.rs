@@ -6,7 +6,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
+use crate::chat_request;
 use crate::chat_template::Message;
+use crate::ordered_json::Json;
 
 /// An OpenAI-style error: `{"error": {"message", "type", "param", "code"}}`.
 #[derive(Debug, Clone)]
@@ -70,6 +72,8 @@ impl IntoResponse for ApiError {
 pub enum Input {
     Messages {
         messages: Vec<Message>,
+        /// The request's function schemas, for the template (empty: none).
+        tools: Vec<Json>,
         enable_thinking: Option<bool>,
     },
     Text(String),
@@ -92,14 +96,11 @@ pub struct GenRequest {
 }
 
 fn type_error(param: &str, expected: &str, got: &Value) -> ApiError {
-    let got = match got {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    };
+    type_error_kind(param, expected, Json::from(got).kind())
+}
+
+/// "`param` must be `expected`, got `got`" (`got`: "a string", "null", ...).
+pub(crate) fn type_error_kind(param: &str, expected: &str, got: &str) -> ApiError {
     ApiError::invalid(
         format!("`{param}` must be {expected}, got {got}"),
         Some(param),
@@ -141,74 +142,6 @@ fn boolean(obj: &Map<String, Value>, name: &str) -> Result<Option<bool>, ApiErro
             .map(Some)
             .ok_or_else(|| type_error(name, "a boolean", v)),
     }
-}
-
-/// A message's `content`: a string, or a list of `{"type": "text", "text"}` parts.
-fn content(v: Option<&Value>, param: &str) -> Result<String, ApiError> {
-    match v {
-        None | Some(Value::Null) => Ok(String::new()),
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(Value::Array(parts)) => {
-            let mut text = String::new();
-            for (j, p) in parts.iter().enumerate() {
-                let pname = format!("{param}[{j}]");
-                match (p.get("type").and_then(Value::as_str), p.get("text")) {
-                    (Some("text"), Some(Value::String(t))) => text.push_str(t),
-                    (Some(other), _) if other != "text" => {
-                        return Err(ApiError::invalid(
-                            format!("`{pname}`: content parts of type `{other}` are not supported (text only)"),
-                            Some(&pname),
-                        ))
-                    }
-                    _ => {
-                        return Err(type_error(&pname, "a {\"type\": \"text\", \"text\": string} part", p))
-                    }
-                }
-            }
-            Ok(text)
-        }
-        Some(other) => Err(type_error(param, "a string or a list of text parts", other)),
-    }
-}
-
-fn messages(obj: &Map<String, Value>) -> Result<Vec<Message>, ApiError> {
-    let list = match obj.get("messages") {
-        None | Some(Value::Null) => {
-            return Err(
-                ApiError::invalid("`messages` is required", Some("messages"))
-                    .with_code("missing_required_parameter"),
-            )
-        }
-        Some(Value::Array(a)) => a,
-        Some(other) => return Err(type_error("messages", "an array of messages", other)),
-    };
-    if list.is_empty() {
-        return Err(ApiError::invalid(
-            "`messages` must not be empty",
-            Some("messages"),
-        ));
-    }
-    list.iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let param = format!("messages[{i}]");
-            let Value::Object(m) = m else {
-                return Err(type_error(&param, "an object", m));
-            };
-            let role = match m.get("role") {
-                Some(Value::String(r)) => r.clone(),
-                Some(other) => return Err(type_error(&format!("{param}.role"), "a string", other)),
-                None => {
-                    return Err(ApiError::invalid(
-                        format!("`{param}.role` is required"),
-                        Some(&format!("{param}.role")),
-                    ))
-                }
-            };
-            let content = content(m.get("content"), &format!("{param}.content"))?;
-            Ok(Message { role, content })
-        })
-        .collect()
 }
 
 /// `prompt`: a string, a list of one string, or a list of token ids.
@@ -264,8 +197,23 @@ fn stop(obj: &Map<String, Value>) -> Result<Vec<String>, ApiError> {
 
 impl GenRequest {
     /// Reads a request body already parsed as JSON; `chat` picks `messages`
-    /// over `prompt`.
+    /// over `prompt`. Objects in a `serde_json::Value` have lost the order
+    /// the client wrote their keys in, which templates print (tool schemas,
+    /// call arguments): the server reads bodies with [`GenRequest::parse_text`].
     pub fn parse(body: &Value, chat: bool) -> Result<Self, ApiError> {
+        Self::parse_ordered(&Json::from(body), chat)
+    }
+
+    /// Reads a request body's text.
+    pub fn parse_text(text: &str, chat: bool) -> Result<Self, ApiError> {
+        let json = Json::parse(text).map_err(|e| {
+            ApiError::invalid(format!("malformed JSON in the request body: {e}"), None)
+        })?;
+        Self::parse_ordered(&json, chat)
+    }
+
+    fn parse_ordered(ordered: &Json, chat: bool) -> Result<Self, ApiError> {
+        let body = &ordered.to_serde();
         let Value::Object(obj) = body else {
             return Err(ApiError::invalid(
                 "the request body must be a JSON object",
@@ -290,7 +238,8 @@ impl GenRequest {
                 Some(other) => return Err(type_error("chat_template_kwargs", "an object", other)),
             };
             Input::Messages {
-                messages: messages(obj)?,
+                messages: chat_request::messages(ordered)?,
+                tools: chat_request::tools(ordered)?,
                 enable_thinking,
             }
         } else {
@@ -430,7 +379,13 @@ mod tests {
         assert_eq!(ok.stop, vec!["x".to_string()]);
         assert!(ok.stream && ok.include_usage && ok.top_k == 0 && ok.seed == Some(7));
         match ok.input {
-            Input::Messages { messages, .. } => assert_eq!(messages[0].content, "ab"),
+            Input::Messages { messages, .. } => assert_eq!(
+                messages[0].content,
+                crate::chat_template::Content::Parts(vec![
+                    Json::from(&json!({"type": "text", "text": "a"})),
+                    Json::from(&json!({"type": "text", "text": "b"})),
+                ])
+            ),
             other => panic!("{other:?}"),
         }
     }

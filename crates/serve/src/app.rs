@@ -191,6 +191,7 @@ fn encode(st: &Shared, text: &str) -> Result<Vec<u32>, ApiError> {
 fn generation_boundary(st: &Shared, input: &Input, ids: &[u32]) -> Option<usize> {
     let Input::Messages {
         messages,
+        tools,
         enable_thinking,
     } = input
     else {
@@ -201,8 +202,9 @@ fn generation_boundary(st: &Shared, input: &Input, ids: &[u32]) -> Option<usize>
         .template
         .as_ref()
         .ok()?
-        .render(
+        .render_with_tools(
             messages,
+            tools,
             &RenderOptions {
                 add_generation_prompt: false,
                 enable_thinking: *enable_thinking,
@@ -229,12 +231,14 @@ fn prompt_ids(st: &Shared, input: &Input) -> Result<Vec<u32>, ApiError> {
         Input::Text(t) => t.clone(),
         Input::Messages {
             messages,
+            tools,
             enable_thinking,
         } => {
             let template = st.files.template.as_ref().map_err(template_error)?;
             template
-                .render(
+                .render_with_tools(
                     messages,
+                    tools,
                     &RenderOptions {
                         add_generation_prompt: true,
                         enable_thinking: *enable_thinking,
@@ -313,9 +317,7 @@ async fn generate(
     let text = std::str::from_utf8(&bytes).map_err(|e| {
         ApiError::invalid(format!("the request body is not valid UTF-8: {e}"), None)
     })?;
-    let json: Value = serde_json::from_str(text)
-        .map_err(|e| ApiError::invalid(format!("malformed JSON in the request body: {e}"), None))?;
-    let req = GenRequest::parse(&json, chat)?;
+    let req = GenRequest::parse_text(text, chat)?;
     if let Some(m) = &req.model {
         if *m != st.0.name {
             let served = &st.0.name;

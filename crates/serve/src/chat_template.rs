@@ -4,7 +4,8 @@
 //! (`startswith`, `split`, `rstrip`, `items`, ...), `tojson` spelled like
 //! `json.dumps`, `raise_exception(msg)`, loop controls, the tokenizer's
 //! special tokens as variables, and `add_generation_prompt` /
-//! `enable_thinking` / `tools` (absent) like HF passes them.
+//! `enable_thinking` / `tools` like HF passes them. Messages carry what an
+//! OpenAI-compatible server receives (see [`Message`]).
 //!
 //! Where the template comes from, first found wins (as in transformers):
 //! `chat_template.jinja`, `tokenizer_config.json`'s `chat_template` (a string,
@@ -15,6 +16,7 @@ use std::path::Path;
 
 use minijinja::{Environment, Error, ErrorKind, Value};
 
+use crate::ordered_json::Json;
 use crate::py_json;
 
 /// Why a template could not be found, parsed or rendered; the message names
@@ -53,20 +55,142 @@ macro_rules! bail {
     };
 }
 
-/// One turn of a conversation.
+/// One turn of a conversation, with the fields an OpenAI-compatible server
+/// receives and passes to the template (as vLLM does, from the request's
+/// JSON): templates read `reasoning_content`, iterate `tool_calls` and
+/// render a list `content` part by part.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     /// `system`, `user`, `assistant` or `tool`.
     pub role: String,
-    pub content: String,
+    pub content: Content,
+    /// An assistant turn's reasoning, given apart from its `content`.
+    pub reasoning_content: Option<String>,
+    /// The functions an assistant turn called.
+    pub tool_calls: Vec<ToolCall>,
+    /// A `tool` turn's answer to this call.
+    pub tool_call_id: Option<String>,
+    /// A `tool` turn's function name (or a participant's name).
+    pub name: Option<String>,
+}
+
+/// A message's `content`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    Text(String),
+    /// Content parts as given (`{"type": "text", "text": ...}`,
+    /// `{"type": "image_url", ...}`): the template renders each.
+    Parts(Vec<Json>),
+    /// `null` or absent (an assistant turn that only calls tools).
+    None,
+}
+
+impl Content {
+    /// The text of a `Text` content (`None` for parts or no content).
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Content::Text(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// One call of an assistant turn: `{"id", "type": "function", "function":
+/// {"name", "arguments"}}`. The arguments are an object, as templates
+/// iterate them with `|items` (a JSON-string `arguments`, as OpenAI sends
+/// it, is parsed first, as transformers and vLLM do).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCall {
+    pub id: Option<String>,
+    pub name: String,
+    /// The arguments object's entries, in the order given.
+    pub arguments: Vec<(String, Json)>,
 }
 
 impl Message {
+    /// A turn with plain text content and nothing else.
     pub fn new(role: &str, content: &str) -> Self {
         Self {
             role: role.into(),
-            content: content.into(),
+            content: Content::Text(content.into()),
+            reasoning_content: None,
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            name: None,
         }
+    }
+
+    /// The message as the template sees it: the dict transformers would be
+    /// given, with only the fields that are set (`tool_call.function` and
+    /// `message.reasoning_content is string` are tested for presence).
+    /// `reads_parts`: whether the template renders a list `content` itself;
+    /// when not, text-only parts are joined with newlines first and a null
+    /// content is "", as vLLM does for such ("string" content format)
+    /// templates.
+    fn to_template(&self, reads_parts: bool) -> Value {
+        let mut fields: Vec<(&str, Value)> = vec![("role", Value::from(self.role.as_str()))];
+        let text_parts = |parts: &[Json]| -> Option<Vec<String>> {
+            parts
+                .iter()
+                .map(
+                    |p| match (p.get("type").and_then(Json::as_str), p.get("text")) {
+                        (Some("text"), Some(Json::String(t))) => Some(t.clone()),
+                        _ => None,
+                    },
+                )
+                .collect()
+        };
+        fields.push((
+            "content",
+            match &self.content {
+                Content::Text(t) => Value::from(t.as_str()),
+                Content::Parts(parts) => match text_parts(parts) {
+                    Some(texts) if !reads_parts => Value::from(texts.join("\n")),
+                    _ => Value::from(parts.iter().map(Json::to_template).collect::<Vec<_>>()),
+                },
+                // A template that only prints `content` would print "None";
+                // vLLM gives such templates "" (and a list one, an empty list).
+                Content::None if !reads_parts => Value::from(""),
+                Content::None => Value::from(()),
+            },
+        ));
+        if let Some(r) = &self.reasoning_content {
+            fields.push(("reasoning_content", Value::from(r.as_str())));
+        }
+        if !self.tool_calls.is_empty() {
+            let calls: Vec<Value> = self.tool_calls.iter().map(ToolCall::to_template).collect();
+            fields.push(("tool_calls", Value::from(calls)));
+        }
+        if let Some(id) = &self.tool_call_id {
+            fields.push(("tool_call_id", Value::from(id.as_str())));
+        }
+        if let Some(name) = &self.name {
+            fields.push(("name", Value::from(name.as_str())));
+        }
+        fields.into_iter().collect()
+    }
+}
+
+impl ToolCall {
+    fn to_template(&self) -> Value {
+        let arguments: Value = self
+            .arguments
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.to_template()))
+            .collect();
+        let function: Value = [
+            ("name", Value::from(self.name.as_str())),
+            ("arguments", arguments),
+        ]
+        .into_iter()
+        .collect();
+        let mut fields: Vec<(&str, Value)> = Vec::new();
+        if let Some(id) = &self.id {
+            fields.push(("id", Value::from(id.as_str())));
+        }
+        fields.push(("type", Value::from("function")));
+        fields.push(("function", function));
+        fields.into_iter().collect()
     }
 }
 
@@ -87,6 +211,31 @@ pub struct ChatTemplate {
     origin: String,
     /// `bos_token`, `eos_token`, ... from `tokenizer_config.json`.
     special_tokens: Vec<(String, String)>,
+    /// Whether the template renders a list `content` itself (see [`reads_parts`]).
+    reads_parts: bool,
+}
+
+/// Whether a template handles a message `content` given as a list of parts
+/// (it tests the content's type or loops over it), like vLLM's detection of
+/// the "openai" content format; a template that only prints `content` gets
+/// text parts joined into one string instead.
+fn reads_parts(source: &str) -> bool {
+    let compact: String = source.split_whitespace().collect::<Vec<_>>().join(" ");
+    [
+        "content is string",
+        "content is not string",
+        "content is iterable",
+        "content is sequence",
+        "content is mapping",
+        "in message.content",
+        "in message['content']",
+        "in message[\"content\"]",
+        "in content ",
+        "in content%",
+        "in content-%",
+    ]
+    .iter()
+    .any(|pat| compact.contains(pat))
 }
 
 /// The message a template gave `raise_exception`, carried through
@@ -165,12 +314,14 @@ impl ChatTemplate {
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_filter("tojson", py_json::tojson);
+        env.add_filter("string", py_json::python_str);
         env.add_function(
             "raise_exception",
             |msg: String| -> std::result::Result<Value, Error> {
                 Err(Error::new(ErrorKind::InvalidOperation, msg.clone()).with_source(Raised(msg)))
             },
         );
+        let reads_parts = reads_parts(&source);
         env.add_template_owned(NAME, source).map_err(|e| {
             TemplateError::Invalid(format!("{origin}: parsing the chat template: {e:#}"))
         })?;
@@ -178,6 +329,7 @@ impl ChatTemplate {
             env,
             origin,
             special_tokens: Vec::new(),
+            reads_parts,
         })
     }
 
@@ -188,13 +340,30 @@ impl ChatTemplate {
 
     /// Renders `messages` like `apply_chat_template(messages, tokenize=False, ...)`.
     pub fn render(&self, messages: &[Message], opts: &RenderOptions) -> Result<String> {
+        self.render_with_tools(messages, &[], opts)
+    }
+
+    /// Renders like `apply_chat_template(messages, tools=tools, tokenize=False, ...)`:
+    /// `tools` are the request's function schemas as given (printed by the
+    /// template with `tojson`); none is `tools=None`.
+    pub fn render_with_tools(
+        &self,
+        messages: &[Message],
+        tools: &[Json],
+        opts: &RenderOptions,
+    ) -> Result<String> {
         let msgs: Vec<Value> = messages
             .iter()
-            .map(|m| minijinja::context! { role => m.role, content => m.content })
+            .map(|m| m.to_template(self.reads_parts))
             .collect();
+        let tools = if tools.is_empty() {
+            Value::from(())
+        } else {
+            Value::from(tools.iter().map(Json::to_template).collect::<Vec<_>>())
+        };
         let mut vars: Vec<(String, Value)> = vec![
             ("messages".into(), Value::from(msgs)),
-            ("tools".into(), Value::from(())),
+            ("tools".into(), tools),
             ("documents".into(), Value::from(())),
             (
                 "add_generation_prompt".into(),
@@ -306,9 +475,10 @@ mod tests {
         ChatTemplate::from_source(src.into(), "test".into())?.render(messages, &opts)
     }
 
-    /// Every `T.jinja` in `tests/data/chat` (and in `$QWGPU_CHAT_TEMPLATES_DIR`,
-    /// for templates that are not committed, such as a release's) renders
+    /// Every `T.jinja` in the CLI's `tests/data/chat` renders
     /// `conversation.json` to exactly HF's `T.thinking-{on,off,unset}.txt`.
+    /// (The released templates, in `$QWGPU_CHAT_TEMPLATES_DIR`, are checked by
+    /// `tests/released_template.rs`.)
     #[test]
     fn renders_byte_for_byte_like_hf_apply_chat_template() {
         let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cli/tests/data/chat");
@@ -332,44 +502,40 @@ mod tests {
         let config = read_json_if_present(&fixture.join("tokenizer_config.json"))
             .expect("read")
             .expect("tokenizer_config.json");
-        let mut dirs = vec![data];
-        dirs.extend(std::env::var_os("QWGPU_CHAT_TEMPLATES_DIR").map(Into::into));
         let mut checked = 0;
-        for dir in dirs {
-            for entry in std::fs::read_dir(&dir).expect("template dir") {
-                let path = entry.expect("entry").path();
-                if path.extension().is_none_or(|e| e != "jinja") {
-                    continue;
-                }
-                let source = std::fs::read_to_string(&path).expect("template");
-                let mut t =
-                    ChatTemplate::from_source(source, path.display().to_string()).expect("parses");
-                t.special_tokens = special_tokens(&config);
-                for (name, enable_thinking) in
-                    [("on", Some(true)), ("off", Some(false)), ("unset", None)]
-                {
-                    let stem = path.file_stem().expect("stem").to_string_lossy();
-                    let expected_path = path.with_file_name(format!("{stem}.thinking-{name}.txt"));
-                    let expected = std::fs::read_to_string(&expected_path).unwrap_or_else(|e| {
-                        let shown = expected_path.display();
-                        panic!("{shown}: {e}")
+        for entry in std::fs::read_dir(&data).expect("template dir") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_none_or(|e| e != "jinja") {
+                continue;
+            }
+            let source = std::fs::read_to_string(&path).expect("template");
+            let mut t =
+                ChatTemplate::from_source(source, path.display().to_string()).expect("parses");
+            t.special_tokens = special_tokens(&config);
+            for (name, enable_thinking) in
+                [("on", Some(true)), ("off", Some(false)), ("unset", None)]
+            {
+                let stem = path.file_stem().expect("stem").to_string_lossy();
+                let expected_path = path.with_file_name(format!("{stem}.thinking-{name}.txt"));
+                let expected = std::fs::read_to_string(&expected_path).unwrap_or_else(|e| {
+                    let shown = expected_path.display();
+                    panic!("{shown}: {e}")
+                });
+                let got = t
+                    .render(
+                        &messages,
+                        &RenderOptions {
+                            add_generation_prompt: true,
+                            enable_thinking,
+                        },
+                    )
+                    .unwrap_or_else(|e| {
+                        let shown = path.display();
+                        panic!("{shown}: {e:#}")
                     });
-                    let got = t
-                        .render(
-                            &messages,
-                            &RenderOptions {
-                                add_generation_prompt: true,
-                                enable_thinking,
-                            },
-                        )
-                        .unwrap_or_else(|e| {
-                            let shown = path.display();
-                            panic!("{shown}: {e:#}")
-                        });
-                    let shown = path.display();
-                    assert_eq!(got, expected, "{shown} thinking {name}");
-                    checked += 1;
-                }
+                let shown = path.display();
+                assert_eq!(got, expected, "{shown} thinking {name}");
+                checked += 1;
             }
         }
         assert!(checked >= 3, "only {checked} renderings checked");
@@ -409,6 +575,65 @@ mod tests {
             out, "B|True|False|True|True",
             "Python spells booleans True/False"
         );
+    }
+
+    /// A message with every field reaches the template as the dict
+    /// transformers would get; text parts are joined (with newlines, as vLLM
+    /// does) only for a template that cannot render a list `content`.
+    #[test]
+    fn messages_reach_the_template_with_every_field() {
+        let parts = Content::Parts(vec![
+            Json::parse(r#"{"type": "text", "text": "a"}"#).expect("json"),
+            Json::parse(r#"{"type": "text", "text": "b"}"#).expect("json"),
+        ]);
+        let user = Message {
+            content: parts,
+            ..Message::new("user", "")
+        };
+        let assistant = Message {
+            content: Content::None,
+            reasoning_content: Some("why".into()),
+            tool_calls: vec![ToolCall {
+                id: Some("c1".into()),
+                name: "f".into(),
+                arguments: vec![
+                    ("z".into(), Json::parse("[1, 2.5]").expect("json")),
+                    ("a".into(), Json::Bool(true)),
+                ],
+            }],
+            ..Message::new("assistant", "")
+        };
+        let tool = Message {
+            tool_call_id: Some("c1".into()),
+            name: Some("f".into()),
+            ..Message::new("tool", "ok")
+        };
+        let msgs = [user, assistant, tool];
+        let opts = RenderOptions::default();
+        let plain = "{% for m in messages %}[{{ m.content }}]{% endfor %}";
+        assert_eq!(render(plain, &msgs, opts).expect("renders"), "[a\nb][][ok]");
+        let lists = "{% for m in messages %}{% if m.content is string %}{{ m.content }}{% elif m.content %}{% for p in m.content %}<{{ p.text }}>{% endfor %}{% endif %}|{% endfor %}{{ messages[1].content is none }}";
+        assert_eq!(
+            render(lists, &msgs, opts).expect("renders"),
+            "<a><b>||ok|True"
+        );
+        // (This template does not read parts: a null content reaches it as "".)
+        let fields = "{% set a = messages[1] %}{{ a.reasoning_content }} {{ a.content is none }} {% for c in a.tool_calls %}{{ c.id }} {{ c.type }} {{ c.function.name }} {{ c.function.arguments|tojson }}{% endfor %} {{ messages[2].tool_call_id }} {{ messages[2].name }} {{ messages[0].reasoning_content is defined }}";
+        assert_eq!(
+            render(fields, &msgs, opts).expect("renders"),
+            r#"why False c1 function f {"z": [1, 2.5], "a": true} c1 f False"#
+        );
+        let tools = [Json::parse(r#"{"type": "function", "function": {"name": "f", "parameters": {}, "description": "d"}}"#).expect("json")];
+        let t = ChatTemplate::from_source(
+            "{{ tools|tojson }}|{{ tools is none }}".into(),
+            "test".into(),
+        )
+        .expect("parses");
+        assert_eq!(
+            t.render_with_tools(&msgs, &tools, &opts).expect("renders"),
+            r#"[{"type": "function", "function": {"name": "f", "parameters": {}, "description": "d"}}]|False"#
+        );
+        assert_eq!(t.render(&msgs, &opts).expect("renders"), "null|True");
     }
 
     #[test]

@@ -9,7 +9,10 @@
 //!   by the exact token prefix they cover, so a chat client resending its
 //!   conversation prefills only the new turn;
 //! - [`chat_template`], [`detokenize`]: HF chat templates and streaming
-//!   detokenization, shared with the `qwgpu` CLI.
+//!   detokenization, shared with the `qwgpu` CLI;
+//! - [`chat_request`], [`ordered_json`]: a chat request's messages (tool
+//!   calls, reasoning, tool turns, content parts) and tools, read for the
+//!   template with their keys in the order the client wrote them.
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
@@ -22,12 +25,14 @@
 
 pub mod api;
 pub mod app;
+pub mod chat_request;
 pub mod chat_template;
 pub mod detokenize;
 pub mod error;
 pub mod metrics;
 pub mod model_files;
 pub mod options;
+pub mod ordered_json;
 pub mod prefix_cache;
 mod py_json;
 pub mod scheduler;

@@ -67,6 +67,25 @@ pub fn tojson(value: &Value, kwargs: Kwargs) -> Result<Value, Error> {
     Ok(Value::from_safe_string(out))
 }
 
+/// Jinja's `string` filter as it runs in Python: `str(x)` (Qwen's template
+/// prints scalar tool-call arguments with it). minijinja already spells
+/// `True` and `None` like Python, but not floats: `str(1e-05)` is `1e-05`,
+/// minijinja's `0.00001`. Containers print as minijinja does (templates
+/// `tojson` them).
+pub fn python_str(value: &Value) -> Value {
+    match value.kind() {
+        ValueKind::Bool => Value::from(if value.is_true() { "True" } else { "False" }),
+        ValueKind::None | ValueKind::Undefined if !value.is_undefined() => Value::from("None"),
+        ValueKind::Number if !value.is_integer() => match f64::try_from(value.clone()) {
+            Ok(f) => Value::from(python_float(f)),
+            Err(_) => Value::from(value.to_string()),
+        },
+        // A safe string stays safe, as in Jinja's `soft_str`.
+        ValueKind::String => value.clone(),
+        _ => Value::from(value.to_string()),
+    }
+}
+
 fn newline(out: &mut String, style: &Style, level: usize) {
     if let Some(ind) = &style.indent {
         out.push('\n');
@@ -234,6 +253,21 @@ mod tests {
         ] {
             assert_eq!(python_float(f), want, "{f}");
         }
+    }
+
+    #[test]
+    fn string_is_pythons_str() {
+        let mut env = minijinja::Environment::new();
+        env.add_filter("string", python_str);
+        let out = env
+            .render_str(
+                "{{ t|string }} {{ f|string }} {{ n|string }} {{ x|string }} {{ i|string }} {{ s|string }} [{{ u|string }}] {{ e|string }} {{ g|string }}",
+                minijinja::context! { t => true, f => false, n => (), x => 2.0, i => 3, s => "a", e => 1e-5, g => 1e16 },
+            )
+            .expect("renders");
+        // Python: str(True), str(False), str(None), str(2.0), str(3), str('a'),
+        // undefined is '', str(1e-05), str(1e16).
+        assert_eq!(out, "True False None 2.0 3 a [] 1e-05 1e+16");
     }
 
     #[test]

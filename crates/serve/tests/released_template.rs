@@ -3,7 +3,12 @@
 //! rendered by [`ChatTemplate`] is byte-for-byte what HF transformers renders:
 //! the expected strings and their inputs are in `tests/data/released_template`
 //! (`cases.json`, `<case>.txt`, `<case>.err`), written by `generate.py` there
-//! with transformers' own `render_jinja_template`.
+//! with transformers' own `render_jinja_template`. Every case's `messages`
+//! and `tools` are read as the server reads a request's (so key order,
+//! `reasoning_content`, `tool_calls` and tool turns reach the template as
+//! they would from a client); a case that cannot be read fails. A second test
+//! sends tool-call conversations to the server and checks it prefills
+//! exactly the token ids of transformers' rendering.
 //!
 //! The folder is `$QWGPU_CHAT_TEMPLATES_DIR`, else `../shared/templates` beside
 //! the workspace root. Without it the test fails, unless
@@ -12,30 +17,13 @@
 
 use std::path::{Path, PathBuf};
 
+use qwgpu_model::engine::{Backend, LoadOptions};
+use qwgpu_serve::chat_request;
 use qwgpu_serve::chat_template::{ChatTemplate, Message, RenderOptions};
-use serde_json::Value;
+use qwgpu_serve::ordered_json::Json;
+use qwgpu_serve::ServeOptions;
 
 const TEMPLATE: &str = "Qwen3.5.jinja";
-
-/// Cases whose inputs [`Message`] / [`RenderOptions`] cannot carry yet (a
-/// message's `reasoning_content` or `tool_calls`, the request's `tools`): their
-/// expected strings are committed, but they are not rendered here. Every other
-/// case is; a case in neither list fails the test.
-const NOT_EXPRESSIBLE: [&str; 13] = [
-    "agent_full_tools_thinking_unset_gen",
-    "agent_full_tools_thinking_unset_nogen",
-    "agent_full_tools_thinking_on_gen",
-    "agent_full_tools_thinking_on_nogen",
-    "agent_full_tools_thinking_off_gen",
-    "agent_full_tools_thinking_off_nogen",
-    "agent_open_tools_thinking_unset_gen",
-    "agent_open_tools_thinking_unset_nogen",
-    "agent_open_tools_thinking_on_gen",
-    "agent_open_tools_thinking_on_nogen",
-    "agent_open_tools_thinking_off_gen",
-    "agent_open_tools_thinking_off_nogen",
-    "tools_plain_chat_gen",
-];
 
 fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/released_template")
@@ -99,34 +87,33 @@ fn released_template() -> Option<(String, PathBuf)> {
     None
 }
 
-/// The case's messages as [`Message`]s, or `None` if one carries more than a
-/// role and a string content (or the case passes `tools`).
-fn messages(case: &Value) -> Option<Vec<Message>> {
-    if case.get("tools").is_some() {
-        return None;
+/// Every case in `cases.json`, keys in the order written.
+fn cases() -> Vec<Json> {
+    let cases =
+        Json::parse(&std::fs::read_to_string(data_dir().join("cases.json")).expect("cases.json"))
+            .expect("cases.json is JSON");
+    match cases.get("cases") {
+        Some(Json::Array(cases)) => cases.clone(),
+        _ => panic!("cases.json: no `cases` list"),
     }
-    case["messages"]
-        .as_array()
-        .expect("messages")
-        .iter()
-        .map(|m| {
-            let obj = m.as_object().expect("message object");
-            if obj.keys().any(|k| k != "role" && k != "content") {
-                return None;
-            }
-            Some(Message::new(m["role"].as_str()?, m["content"].as_str()?))
-        })
-        .collect()
 }
 
-fn options(case: &Value) -> RenderOptions {
+/// The case's messages and tools, read like a chat request's.
+fn inputs(case: &Json) -> Result<(Vec<Message>, Vec<Json>), String> {
+    let messages = chat_request::messages(case).map_err(|e| e.message)?;
+    let tools = chat_request::tools(case).map_err(|e| e.message)?;
+    Ok((messages, tools))
+}
+
+fn options(case: &Json) -> RenderOptions {
+    let flag = |key: &str| match case.get(key) {
+        None => None,
+        Some(Json::Bool(b)) => Some(*b),
+        Some(other) => panic!("`{key}` must be a boolean, got {other:?}"),
+    };
     RenderOptions {
-        add_generation_prompt: case["add_generation_prompt"]
-            .as_bool()
-            .expect("add_generation_prompt"),
-        enable_thinking: case
-            .get("enable_thinking")
-            .map(|v| v.as_bool().expect("bool")),
+        add_generation_prompt: flag("add_generation_prompt").expect("add_generation_prompt"),
+        enable_thinking: flag("enable_thinking"),
     }
 }
 
@@ -164,35 +151,29 @@ fn the_released_qwen3_5_template_renders_byte_for_byte_like_transformers() {
     };
     let template = ChatTemplate::from_source(source, path.display().to_string())
         .unwrap_or_else(|e| panic!("{e}"));
-    let cases: Value = serde_json::from_str(
-        &std::fs::read_to_string(data_dir().join("cases.json")).expect("cases.json"),
-    )
-    .expect("cases.json is JSON");
-    let cases = cases["cases"].as_array().expect("cases");
-    let (mut rendered, mut refused, mut not_expressible) = (0, 0, Vec::new());
+    let cases = cases();
+    let (mut rendered, mut refused) = (0, 0);
+    let mut with_tools = 0;
     let mut failures = Vec::new();
-    for case in cases {
-        let name = case["name"].as_str().expect("name");
-        let Some(msgs) = messages(case) else {
-            assert!(
-                NOT_EXPRESSIBLE.contains(&name),
-                "{name}: its inputs need more than Message {{role, content}} and is not in NOT_EXPRESSIBLE"
-            );
-            not_expressible.push(name);
-            continue;
+    for case in &cases {
+        let name = case.get("name").and_then(Json::as_str).expect("name");
+        let (msgs, tools) = match inputs(case) {
+            Ok(x) => x,
+            Err(e) => {
+                failures.push(format!("{name}: its inputs cannot be expressed: {e}"));
+                continue;
+            }
         };
-        assert!(
-            !NOT_EXPRESSIBLE.contains(&name),
-            "{name}: listed in NOT_EXPRESSIBLE but it can be rendered: remove it from the list"
-        );
-        let result = template.render(&msgs, &options(case));
+        with_tools += usize::from(!tools.is_empty());
+        let result = template.render_with_tools(&msgs, &tools, &options(case));
         let txt = data_dir().join(format!("{name}.txt"));
         let err = data_dir().join(format!("{name}.err"));
         match (result, txt.is_file()) {
             (Ok(got), true) => {
                 let want = std::fs::read_to_string(&txt).expect("expected rendering");
                 if got != want {
-                    failures.push(format!("{name}: {}", first_difference(&got, &want)));
+                    let diff = first_difference(&got, &want);
+                    failures.push(format!("{name}: {diff}"));
                 }
                 rendered += 1;
             }
@@ -209,27 +190,133 @@ fn the_released_qwen3_5_template_renders_byte_for_byte_like_transformers() {
                 }
                 refused += 1;
             }
-            (Ok(got), false) => failures.push(format!(
-                "{name}: rendered {got:?}, transformers raised {:?}",
-                std::fs::read_to_string(&err).unwrap_or_default()
-            )),
+            (Ok(got), false) => {
+                let raised = std::fs::read_to_string(&err).unwrap_or_default();
+                failures.push(format!(
+                    "{name}: rendered {got:?}, transformers raised {raised:?}"
+                ))
+            }
             (Err(e), true) => failures.push(format!("{name}: {e}, transformers rendered it")),
         }
     }
-    assert_eq!(
-        not_expressible.len(),
-        NOT_EXPRESSIBLE.len(),
-        "every NOT_EXPRESSIBLE case is in cases.json"
-    );
     println!(
-        "{path}: {rendered} renderings equal, {refused} refusals equal; {n} cases not rendered \
-         (reasoning_content / tool_calls / tools are not in the renderer's API): {not_expressible:?}",
+        "{path}: {rendered} renderings equal ({with_tools} with tools), {refused} refusals equal",
         path = path.display(),
-        n = not_expressible.len(),
     );
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     assert!(
-        rendered >= 12 && refused == 2,
-        "{rendered} rendered, {refused} refused"
+        rendered == cases.len() - 2 && refused == 2 && with_tools >= 15,
+        "{rendered} rendered ({with_tools} with tools), {refused} refused of {total} cases",
+        total = cases.len()
     );
+}
+
+/// The server's chat endpoint, given a tool-call conversation as a client
+/// sends it (`tools`, assistant `tool_calls` with JSON-string arguments,
+/// `reasoning_content`, `tool` turns, text parts, `chat_template_kwargs`),
+/// prefills exactly the token ids of transformers' rendering: its prompt
+/// snapshot (the prefix cache keeps one per prompt) is what a completion of
+/// those ids + one more restores, which it can only be if every id agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_call_request_prefills_the_tokens_of_transformers_rendering() {
+    let Some((source, _)) = released_template() else {
+        return;
+    };
+    // A model folder in a temp dir: the tiny fixture with the released
+    // template as its chat_template.jinja (the copy is deleted with the dir).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fixture = workspace_root().join("tests/fixtures/dense-bf16-text");
+    for f in [
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        std::fs::copy(fixture.join(f), dir.path().join(f)).expect("copy fixture");
+    }
+    std::fs::write(dir.path().join("chat_template.jinja"), source).expect("template");
+    let tokenizer =
+        tokenizers::Tokenizer::from_file(dir.path().join("tokenizer.json")).expect("tokenizer");
+
+    let mut opts = ServeOptions::new(dir.path().to_path_buf());
+    opts.model_name = "tiny".into();
+    opts.load = LoadOptions {
+        backend: Backend::Cpu,
+        ..Default::default()
+    };
+    let state = qwgpu_serve::start(&opts).expect("server starts");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{addr}", addr = listener.local_addr().expect("addr"));
+    let app = qwgpu_serve::app::router(state, &opts);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: Vec<u8>| {
+        let request = client
+            .post(format!("{base}{path}"))
+            .header("content-type", "application/json")
+            .body(body);
+        async move {
+            let r = request.send().await.expect("send");
+            let status = r.status();
+            let v: serde_json::Value = r.json().await.expect("JSON response");
+            assert_eq!(status, reqwest::StatusCode::OK, "{v}");
+            v
+        }
+    };
+
+    let cases = cases();
+    for name in ["agent_openai_gen", "agent_full_tools_thinking_off_gen"] {
+        let case = cases
+            .iter()
+            .find(|c| c.get("name").and_then(Json::as_str) == Some(name))
+            .unwrap_or_else(|| panic!("{name} is not in cases.json"));
+        let mut body = vec![
+            ("model".to_owned(), Json::String("tiny".into())),
+            (
+                "messages".to_owned(),
+                case.get("messages").expect("messages").clone(),
+            ),
+            (
+                "tools".to_owned(),
+                case.get("tools").expect("tools").clone(),
+            ),
+            ("max_tokens".to_owned(), Json::Number(1.into())),
+            ("temperature".to_owned(), Json::Number(0.into())),
+        ];
+        if let Some(on) = case.get("enable_thinking") {
+            let kwargs = Json::Object(vec![("enable_thinking".to_owned(), on.clone())]);
+            body.push(("chat_template_kwargs".to_owned(), kwargs));
+        }
+        // Serialised in the order written: tool schemas keep their key order.
+        let body = serde_json::to_vec(&Json::Object(body)).expect("body");
+        let chat = post("/v1/chat/completions", body).await;
+
+        let want = std::fs::read_to_string(data_dir().join(format!("{name}.txt"))).expect("txt");
+        let ids = tokenizer
+            .encode(want.as_str(), false)
+            .expect("encode")
+            .get_ids()
+            .to_vec();
+        assert_eq!(
+            chat["usage"]["prompt_tokens"].as_u64(),
+            Some(ids.len() as u64),
+            "{name}: {chat}"
+        );
+        let mut longer = ids.clone();
+        longer.push(ids[0]);
+        let completion = serde_json::json!({"model": "tiny", "prompt": longer, "max_tokens": 1, "temperature": 0});
+        let v = post(
+            "/v1/completions",
+            serde_json::to_vec(&completion).expect("body"),
+        )
+        .await;
+        assert_eq!(
+            v["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64(),
+            Some(ids.len() as u64),
+            "{name}: the chat prompt's ids differ from transformers' rendering's ({v})"
+        );
+    }
 }

@@ -46,9 +46,10 @@ pub fn save(path: &Path, messages: &[Message], tokens: &[u32]) -> Result<()> {
         version: VERSION,
         messages: messages
             .iter()
+            // The chat loop writes text turns only.
             .map(|m| SavedMessage {
                 role: m.role.clone(),
-                content: m.content.clone(),
+                content: m.content.as_text().unwrap_or_default().to_owned(),
             })
             .collect(),
         tokens: tokens.to_vec(),
@@ -82,10 +83,7 @@ pub fn load(path: &Path, vocab: usize) -> Result<Saved> {
         messages: file
             .messages
             .into_iter()
-            .map(|m| Message {
-                role: m.role,
-                content: m.content,
-            })
+            .map(|m| Message::new(&m.role, &m.content))
             .collect(),
         tokens: file.tokens,
     })

@@ -15,6 +15,7 @@ data and is never copied into the repository.
     python3 crates/serve/tests/data/released_template/generate.py
 """
 
+import copy
 import json
 import os
 import sys
@@ -134,6 +135,65 @@ AGENT_FULL = [
     USER_3,
 ]
 
+# A conversation as an OpenAI client sends it: content as text parts (and
+# null), call ids, tool turns with `tool_call_id` / `name`, and `arguments`
+# as JSON strings (with every JSON type; an empty one is `{}`). transformers
+# wants argument objects, so these are parsed first as vLLM does
+# (`vllm_postprocess`); cases.json keeps the strings, as a client sent them.
+CONVERT = {
+    "type": "function",
+    "function": {
+        "name": "convert",
+        "parameters": {
+            "type": "object",
+            "properties": {"value": {"type": "number"}, "to": {"type": "array", "items": {"type": "string"}}},
+            "required": ["value"],
+        },
+        "description": "Unit conversion.",
+    },
+}
+AGENT_OPENAI = [
+    {"role": "system", "content": [{"type": "text", "text": "You are terse."}]},
+    {
+        "role": "user",
+        "content": [{"type": "text", "text": "Convert "}, {"type": "text", "text": "1.5 km, exactly?"}],
+    },
+    {
+        "role": "assistant",
+        "content": None,
+        "reasoning_content": "Use the tool.",
+        "tool_calls": [
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {
+                    "name": "convert",
+                    "arguments": '{"value": 1.5, "exact": true, "unit": null, "to": ["mi", "ft"], "precision": 3, "tolerance": 0.00001, "meta": {"z": 0, "a": false}}',
+                },
+            },
+            {"id": "call_2", "type": "function", "function": {"name": "now", "arguments": ""}},
+        ],
+    },
+    {"role": "tool", "tool_call_id": "call_1", "name": "convert", "content": "0.932 mi"},
+    {"role": "tool", "tool_call_id": "call_2", "content": [{"type": "text", "text": "12:00"}]},
+]
+
+
+def vllm_postprocess(messages):
+    """vLLM's `_postprocess_messages`: tool-call `arguments` given as a JSON
+    string become an object (an empty or missing one, `{}`)."""
+    messages = copy.deepcopy(messages)
+    for m in messages:
+        if m["role"] == "assistant" and isinstance(m.get("tool_calls"), list):
+            for call in m["tool_calls"]:
+                args = call["function"].get("arguments")
+                if args:
+                    if not isinstance(args, (dict, list)):
+                        call["function"]["arguments"] = json.loads(args)
+                else:
+                    call["function"]["arguments"] = {}
+    return messages
+
 
 def cases():
     out = []
@@ -166,6 +226,15 @@ def cases():
             "add_generation_prompt": True,
         }
     )
+    for gen in [True, False]:
+        out.append(
+            {
+                "name": f"agent_openai_{'gen' if gen else 'nogen'}",
+                "messages": AGENT_OPENAI,
+                "tools": [CONVERT],
+                "add_generation_prompt": gen,
+            }
+        )
     # The template's own refusals.
     out.append({"name": "error_no_user_query", "messages": [SYSTEM], "add_generation_prompt": True})
     out.append(
@@ -190,7 +259,7 @@ def main():
         try:
             # (one rendering per conversation, generation indices)
             rendered, _ = render_jinja_template(
-                conversations=[case["messages"]],
+                conversations=[vllm_postprocess(case["messages"])],
                 tools=case.get("tools"),
                 chat_template=source,
                 add_generation_prompt=case["add_generation_prompt"],
