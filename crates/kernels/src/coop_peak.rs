@@ -100,11 +100,11 @@ impl Tiling {
             || wg > l.max_compute_invocations_per_workgroup
             || wg > l.max_compute_workgroup_size_x
             || !(1..=2).contains(&self.nbuf)
-            || self.ck % 16 != 0
+            || !self.ck.is_multiple_of(16)
             || self.lds < self.ck
-            || self.lds % 8 != 0
-            || words(tm) % wg != 0
-            || words(tn) % wg != 0
+            || !self.lds.is_multiple_of(8)
+            || !words(tm).is_multiple_of(wg)
+            || !words(tn).is_multiple_of(wg)
             || words(tm) / wg > MAX_WORDS
             || words(tn) / wg > MAX_WORDS
         {
@@ -135,7 +135,7 @@ pub fn peak_gemm(
         });
     }
     let (tm, tn) = tiling.tile();
-    if m % tm != 0 || n % tn != 0 || k % tiling.ck != 0 {
+    if !(m.is_multiple_of(tm) && n.is_multiple_of(tn) && k.is_multiple_of(tiling.ck)) {
         return Err(KernelError::Arguments {
             kernel: K,
             detail: format!(
