@@ -48,8 +48,8 @@
 //! f32; two per-row scale arrays).
 //!
 //! H100 (Vulkan, trusted modules, GPU timestamps, TFLOP/s; `cargo test
-//! --release --test matmul_coop -- --exact coop_vs_scalar_speed` with
-//! `QWGPU_BENCH=1`; measured before the row-scale epilogue was added, which
+//! --release --test kernels -- --ignored --exact
+//! matmul_coop::coop_vs_scalar_speed`; measured before the row-scale epilogue was added, which
 //! adds a scale load per output):
 //!
 //! | weight `[rows, cols]`, T             | scalar | first coop (64², f16) | plain | exact |
