@@ -100,7 +100,10 @@ fn cargo_with(args: &[&str], envs: &[(&str, &str)]) -> Result<()> {
         .status()
         .with_context(|| format!("running {cargo}"))?;
     if !status.success() {
-        bail!("`cargo {}` failed ({status})", args.join(" "));
+        bail!(
+            "`cargo {args_join}` failed ({status})",
+            args_join = args.join(" ")
+        );
     }
     Ok(())
 }

@@ -67,8 +67,13 @@ pub fn load(dir: &Path) -> Result<Vec<Record>> {
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())
         {
-            let r: Record = serde_json::from_str(line)
-                .with_context(|| format!("{} line {}: {line}", path.display(), i + 1))?;
+            let r: Record = serde_json::from_str(line).with_context(|| {
+                format!(
+                    "{path_display} line {i_1}: {line}",
+                    path_display = path.display(),
+                    i_1 = i + 1
+                )
+            })?;
             out.push(r);
         }
     }
@@ -150,9 +155,9 @@ pub fn table(records: &[Record]) -> String {
     let binaries: BTreeSet<&str> = records.iter().map(|r| r.binary.as_str()).collect();
     let _ = writeln!(
         s,
-        "GPU test coverage: {} records from {} test binaries",
-        records.len(),
-        binaries.len()
+        "GPU test coverage: {records_len} records from {binaries_len} test binaries",
+        records_len = records.len(),
+        binaries_len = binaries.len()
     );
     if records.is_empty() {
         let _ = writeln!(s, "  (none: no test went through qwgpu_kernels::testing)");
@@ -162,8 +167,12 @@ pub fn table(records: &[Record]) -> String {
     let cw = cells.keys().map(|k| k.1.len()).max().unwrap_or(7).max(7);
     let _ = writeln!(
         s,
-        "  {:<bw$}  {:<cw$}  {:>5}  {:>7}  {:>6}  missing (tests)",
-        "binary", "context", "ran", "skipped", "failed"
+        "  {binary:<bw$}  {context:<cw$}  {ran:>5}  {skipped:>7}  {failed:>6}  missing (tests)",
+        binary = "binary",
+        context = "context",
+        ran = "ran",
+        skipped = "skipped",
+        failed = "failed"
     );
     for ((binary, context), cell) in &cells {
         let skipped: usize = cell.skipped.values().sum();

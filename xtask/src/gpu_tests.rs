@@ -73,9 +73,9 @@ pub fn run(args: &[String]) -> Result<()> {
             .file_name()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let rel = format!("{krate}/{}", b.name);
+        let rel = format!("{krate}/{b_name}", b_name = b.name);
         let size = stage_binary(&b.executable, &stage.join("bin").join(&rel))?;
-        manifest.push_str(&format!("{rel} {}\n", b.crate_dir));
+        manifest.push_str(&format!("{rel} {b_crate_dir}\n", b_crate_dir = b.crate_dir));
         rows.push((rel, size));
     }
     let xtask = std::env::current_exe().context("locating the xtask binary")?;
@@ -101,24 +101,29 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let packed = std::fs::metadata(&archive)?.len();
     let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
-    println!("{:<28} {:>10}", "stripped binary", "MiB");
+    println!(
+        "{stripped_binary:<28} {mib:>10}",
+        stripped_binary = "stripped binary",
+        mib = "MiB"
+    );
     for (name, size) in &rows {
-        println!("{name:<28} {:>10.1}", mib(*size));
+        println!("{name:<28} {mib_size:>10.1}", mib_size = mib(*size));
     }
     let total: u64 = rows.iter().map(|r| r.1).sum();
-    println!("{:<28} {:>10.1}", "total", mib(total));
     println!(
-        "{}: {:.1} MiB ({} test binaries)",
-        archive.display(),
-        mib(packed),
-        binaries.len()
+        "{total:<28} {mib_total:>10.1}",
+        total = "total",
+        mib_total = mib(total)
+    );
+    println!(
+        "{archive_display}: {mib_packed:.1} MiB ({binaries_len} test binaries)",
+        archive_display = archive.display(),
+        mib_packed = mib(packed),
+        binaries_len = binaries.len()
     );
     if mib(packed) > max_mib {
         bail!(
-            "{} is {:.1} MiB, over the {max_mib} MiB budget (the device carries 64 MiB per call, the checkout included)",
-            archive.display(),
-            mib(packed)
-        );
+            "{archive_display} is {mib_packed:.1} MiB, over the {max_mib} MiB budget (the device carries 64 MiB per call, the checkout included)", archive_display = archive.display(), mib_packed = mib(packed));
     }
     Ok(())
 }
@@ -174,7 +179,12 @@ fn parse_artifacts(json_lines: &str, root: &Path) -> Result<Vec<TestBinary>> {
             .parent()
             .unwrap_or(Path::new("."))
             .strip_prefix(root)
-            .with_context(|| format!("{manifest} is outside {}", root.display()))?;
+            .with_context(|| {
+                format!(
+                    "{manifest} is outside {root_display}",
+                    root_display = root.display()
+                )
+            })?;
         out.push(TestBinary {
             name: name.to_string(),
             crate_dir: dir.to_string_lossy().into_owned(),
@@ -190,13 +200,18 @@ fn stage_binary(src: &Path, dst: &Path) -> Result<u64> {
     if let Some(dir) = dst.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::copy(src, dst)
-        .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
+    std::fs::copy(src, dst).with_context(|| {
+        format!(
+            "copying {src_display} to {dst_display}",
+            src_display = src.display(),
+            dst_display = dst.display()
+        )
+    })?;
     let stripped = Command::new("strip").arg(dst).status();
     if !matches!(stripped, Ok(s) if s.success()) {
         eprintln!(
-            "xtask gpu-tests: `strip {}` failed ({stripped:?}); packing it unstripped",
-            dst.display()
+            "xtask gpu-tests: `strip {dst_display}` failed ({stripped:?}); packing it unstripped",
+            dst_display = dst.display()
         );
     }
     Ok(std::fs::metadata(dst)?.len())
@@ -215,7 +230,10 @@ fn commit(root: &Path) -> String {
     };
     let hash = git(&["rev-parse", "--short", "HEAD"]);
     let dirty = !git(&["status", "--porcelain", "--untracked-files=no"]).is_empty();
-    format!("{hash}{}\n", if dirty { "+dirty" } else { "" })
+    format!(
+        "{hash}{if_dirty_dirty_else}\n",
+        if_dirty_dirty_else = if dirty { "+dirty" } else { "" }
+    )
 }
 
 #[cfg(test)]

@@ -15,9 +15,12 @@ pub fn verify(root: &Path) -> Result<()> {
     let mut listed = BTreeSet::new();
     let mut problems = Vec::new();
     for line in manifest.lines().filter(|l| !l.trim().is_empty()) {
-        let (hash, rel) = line
-            .split_once("  ")
-            .with_context(|| format!("{}: malformed line `{line}`", manifest_path.display()))?;
+        let (hash, rel) = line.split_once("  ").with_context(|| {
+            format!(
+                "{manifest_path_display}: malformed line `{line}`",
+                manifest_path_display = manifest_path.display()
+            )
+        })?;
         listed.insert(rel.to_string());
         match std::fs::read(root.join(rel)) {
             Ok(bytes) => {

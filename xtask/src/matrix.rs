@@ -15,9 +15,7 @@ pub fn run() -> Result<usize> {
     let gpu_name = qwgpu_model::engine::gpu_adapter_name().unwrap_or_else(|| "gpu".into());
     println!();
     println!(
-        "{:<28} {:<14} {:<13} {:<8} {:>11} {:>10} {:>10} {:>7}  result",
-        "fixture", "backend", "quant", "layout", "max|Δlogit|", "tolerance", "scale", "greedy"
-    );
+        "{fixture:<28} {backend:<14} {quant:<13} {layout:<8} {max_logit:>11} {tolerance:>10} {scale:>10} {greedy:>7}  result", fixture = "fixture", backend = "backend", quant = "quant", layout = "layout", max_logit = "max|Δlogit|", tolerance = "tolerance", scale = "scale", greedy = "greedy");
     let mut failed = 0;
     let mut rows = 0;
     for dir in &dirs {
@@ -47,17 +45,7 @@ pub fn run() -> Result<usize> {
                         failed += 1;
                     }
                     println!(
-                        "{:<28} {:<14} {:<13} {:<8} {:>11.3e} {:>10.3e} {:>10.3} {:>7}  {}",
-                        name,
-                        backend,
-                        r.quant,
-                        r.layout,
-                        r.max_abs_diff,
-                        r.tolerance,
-                        r.logit_scale,
-                        if r.greedy_identical { "same" } else { "DIFF" },
-                        if r.passed { "pass" } else { "FAIL" }
-                    );
+                        "{name:<28} {backend:<14} {r_quant:<13} {r_layout:<8} {r_max_abs_diff:>11.3e} {r_tolerance:>10.3e} {r_logit_scale:>10.3} {diff:>7}  {if_r_passed_pass_else_fail}", r_quant = r.quant, r_layout = r.layout, r_max_abs_diff = r.max_abs_diff, r_tolerance = r.tolerance, r_logit_scale = r.logit_scale, diff = if r.greedy_identical { "same" } else { "DIFF" }, if_r_passed_pass_else_fail = if r.passed { "pass" } else { "FAIL" });
                 }
                 Err(e) => {
                     failed += 1;
@@ -66,6 +54,9 @@ pub fn run() -> Result<usize> {
             }
         }
     }
-    println!("{} passed, {} failed", rows - failed, failed);
+    println!(
+        "{rows_failed} passed, {failed} failed",
+        rows_failed = rows - failed
+    );
     Ok(failed)
 }

@@ -276,9 +276,9 @@ fn check_index_agrees(
                 return Err(mismatch(
                     name,
                     format!(
-                        "indexed to shard `{}` but stored in `{}`",
-                        shard_name(*want),
-                        shard_name(*got)
+                        "indexed to shard `{shard_name_want}` but stored in `{shard_name_got}`",
+                        shard_name_want = shard_name(*want),
+                        shard_name_got = shard_name(*got)
                     ),
                 ))
             }

@@ -123,9 +123,9 @@ fn parse_eos(f: &Fields<'_>) -> Result<Vec<u32>, CheckpointError> {
                 return Err(f.err(
                     key,
                     format!(
-                        "{} ids exceed the sanity bound {}",
-                        a.len(),
-                        bounds::EOS_IDS
+                        "{a_len} ids exceed the sanity bound {bounds_eos_ids}",
+                        a_len = a.len(),
+                        bounds_eos_ids = bounds::EOS_IDS
                     ),
                 ));
             }
@@ -184,9 +184,7 @@ fn parse_text_config(tc: &Fields<'_>, model_type: &str) -> Result<TextConfig, Ch
         return Err(tc.err(
             "partial_rotary_factor",
             format!(
-                "rotary dim int(head_dim {head_dim} × partial_rotary_factor {}) = {rotary_dim} must be even and > 0",
-                rope.partial_rotary_factor
-            ),
+                "rotary dim int(head_dim {head_dim} × partial_rotary_factor {rope_partial_rotary_factor}) = {rotary_dim} must be even and > 0", rope_partial_rotary_factor = rope.partial_rotary_factor),
         ));
     }
     let attn_output_gate = tc.opt_bool("attn_output_gate")?.unwrap_or(true);
@@ -242,8 +240,8 @@ fn parse_layer_types(tc: &Fields<'_>, layers: usize) -> Result<Vec<LayerType>, C
                 return Err(tc.err(
                     key,
                     format!(
-                        "has {} entries, expected num_hidden_layers = {layers}",
-                        items.len()
+                        "has {items_len} entries, expected num_hidden_layers = {layers}",
+                        items_len = items.len()
                     ),
                 ));
             }
@@ -256,9 +254,7 @@ fn parse_layer_types(tc: &Fields<'_>, layers: usize) -> Result<Vec<LayerType>, C
                     _ => Err(tc.err(
                         key,
                         format!(
-                            "entry {i}: unknown layer type {} (expected \"linear_attention\" or \"full_attention\")",
-                            short(v)
-                        ),
+                            "entry {i}: unknown layer type {short_v} (expected \"linear_attention\" or \"full_attention\")", short_v = short(v)),
                     )),
                 })
                 .collect()

@@ -7,26 +7,26 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CheckpointError {
-    #[error("{}: {source}", path.display())]
+    #[error("{path}: {source}", path = path.display())]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{}: missing tensor(s): {}", dir.display(), names.join(", "))]
+    #[error("{dir}: missing tensor(s): {names}", dir = dir.display(), names = names.join(", "))]
     MissingTensor { dir: PathBuf, names: Vec<String> },
     /// A path that exists but is not a regular file (directory, FIFO, device, socket).
-    #[error("{}: is {kind}, expected {expected}", path.display())]
+    #[error("{path}: is {kind}, expected {expected}", path = path.display())]
     NotAFile {
         path: PathBuf,
         kind: String,
         expected: String,
     },
     /// A JSON document larger than its cap.
-    #[error("{}: {size} bytes exceed the {max}-byte limit for this file", path.display())]
+    #[error("{path}: {size} bytes exceed the {max}-byte limit for this file", path = path.display())]
     FileTooLarge { path: PathBuf, size: u64, max: u64 },
     /// A JSON document that does not parse (`line`/`column` 1-based).
-    #[error("{}: invalid JSON at line {line}, column {column}: {detail}", path.display())]
+    #[error("{path}: invalid JSON at line {line}, column {column}: {detail}", path = path.display())]
     Json {
         path: PathBuf,
         line: usize,
@@ -36,12 +36,12 @@ pub enum CheckpointError {
     /// Required tensors are missing while many present ones sit under a prefix
     /// qwgpu does not know: most likely another architecture or naming scheme.
     #[error(
-        "{}: {} not recognised (qwgpu reads `model.*` / `model.language_model.*` / `lm_head.weight`); \
-         {} required tensor(s) missing, e.g. {}",
-        dir.display(),
-        prefixes.iter().map(|(p, n)| format!("{n} tensor(s) under `{p}` were")).collect::<Vec<_>>().join(", "),
-        missing.len(),
-        missing.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+        "{dir}: {found} not recognised (qwgpu reads `model.*` / `model.language_model.*` / `lm_head.weight`); \
+         {missing_count} required tensor(s) missing, e.g. {examples}",
+        dir = dir.display(),
+        found = prefixes.iter().map(|(p, n)| format!("{n} tensor(s) under `{p}` were")).collect::<Vec<_>>().join(", "),
+        missing_count = missing.len(),
+        examples = missing.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
     )]
     UnknownPrefix {
         dir: PathBuf,
@@ -49,62 +49,62 @@ pub enum CheckpointError {
         prefixes: Vec<(String, usize)>,
         missing: Vec<String>,
     },
-    #[error("{}: tensor `{tensor}`: dtype {dtype} is not supported here ({expected})", file.display())]
+    #[error("{file}: tensor `{tensor}`: dtype {dtype} is not supported here ({expected})", file = file.display())]
     UnsupportedDtype {
         file: PathBuf,
         tensor: String,
         dtype: String,
         expected: String,
     },
-    #[error("{}: unsupported quantization: {detail}", path.display())]
+    #[error("{path}: unsupported quantization: {detail}", path = path.display())]
     UnsupportedQuantization { path: PathBuf, detail: String },
 
     /// A `config.json` field is missing, mistyped, out of range or inconsistent.
-    #[error("{}: field `{field}`: {detail}", path.display())]
+    #[error("{path}: field `{field}`: {detail}", path = path.display())]
     Config {
         path: PathBuf,
         field: String,
         detail: String,
     },
     /// The safetensors header itself is malformed (length, UTF-8, JSON, structure).
-    #[error("{}: invalid safetensors header: {detail}", file.display())]
+    #[error("{file}: invalid safetensors header: {detail}", file = file.display())]
     Header { file: PathBuf, detail: String },
     /// One tensor's header entry is inconsistent (offsets, dims, byte length).
-    #[error("{}: tensor `{tensor}`: {detail}", file.display())]
+    #[error("{file}: tensor `{tensor}`: {detail}", file = file.display())]
     InvalidTensor {
         file: PathBuf,
         tensor: String,
         detail: String,
     },
     /// The same tensor name appears twice in one header.
-    #[error("{}: tensor `{tensor}` appears twice in the header", file.display())]
+    #[error("{file}: tensor `{tensor}` appears twice in the header", file = file.display())]
     DuplicateTensor { file: PathBuf, tensor: String },
     /// `model.safetensors.index.json` is malformed.
-    #[error("{}: invalid shard index: {detail}", path.display())]
+    #[error("{path}: invalid shard index: {detail}", path = path.display())]
     Index { path: PathBuf, detail: String },
     /// A shard named by the index is not a plain file name inside the folder, or is missing.
-    #[error("{}: shard `{shard}`: {detail}", index.display())]
+    #[error("{index}: shard `{shard}`: {detail}", index = index.display())]
     ShardPath {
         index: PathBuf,
         shard: String,
         detail: String,
     },
     /// The index and the shards' headers disagree about a tensor.
-    #[error("{}: tensor `{tensor}`: {detail}", index.display())]
+    #[error("{index}: tensor `{tensor}`: {detail}", index = index.display())]
     IndexMismatch {
         index: PathBuf,
         tensor: String,
         detail: String,
     },
     /// The same tensor is stored in two shards.
-    #[error("tensor `{tensor}` is stored in two shards: {} and {}", first.display(), second.display())]
+    #[error("tensor `{tensor}` is stored in two shards: {first} and {second}", first = first.display(), second = second.display())]
     TensorInTwoShards {
         tensor: String,
         first: PathBuf,
         second: PathBuf,
     },
     /// Two source names canonicalise to the same name.
-    #[error("{}: tensors `{first}` and `{second}` both map to `{canonical}`", dir.display())]
+    #[error("{dir}: tensors `{first}` and `{second}` both map to `{canonical}`", dir = dir.display())]
     DuplicateCanonicalName {
         dir: PathBuf,
         canonical: String,
@@ -112,7 +112,7 @@ pub enum CheckpointError {
         second: String,
     },
     /// A tensor's shape disagrees with the config.
-    #[error("{}: tensor `{tensor}`: shape {got:?}, expected {expected:?} ({formula})", file.display())]
+    #[error("{file}: tensor `{tensor}`: shape {got:?}, expected {expected:?} ({formula})", file = file.display())]
     ShapeMismatch {
         file: PathBuf,
         tensor: String,
@@ -121,7 +121,7 @@ pub enum CheckpointError {
         formula: String,
     },
     /// MoE expert tensors of one layer are inconsistent (mixed layouts, ids out of range).
-    #[error("{}: layer {layer}: tensor `{tensor}`: {detail}", dir.display())]
+    #[error("{dir}: layer {layer}: tensor `{tensor}`: {detail}", dir = dir.display())]
     ExpertLayout {
         dir: PathBuf,
         layer: usize,
@@ -129,10 +129,10 @@ pub enum CheckpointError {
         detail: String,
     },
     /// Tensors that are neither known nor skippable, under `OpenOptions { strict: true }`.
-    #[error("{}: unexpected tensor(s) (strict mode): {}", dir.display(), names.join(", "))]
+    #[error("{dir}: unexpected tensor(s) (strict mode): {names}", dir = dir.display(), names = names.join(", "))]
     UnexpectedTensors { dir: PathBuf, names: Vec<String> },
     /// `to_f32` on FP8 data: dequantization needs the scales.
-    #[error("{}: tensor `{tensor}`: {dtype} data needs its scales; dequantize it with the loader (qwgpu-loader), not `to_f32`", file.display())]
+    #[error("{file}: tensor `{tensor}`: {dtype} data needs its scales; dequantize it with the loader (qwgpu-loader), not `to_f32`", file = file.display())]
     NeedsDequantization {
         file: PathBuf,
         tensor: String,

@@ -122,7 +122,11 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(
 /// A serde_json error as [`CheckpointError::Json`], the position split out.
 pub(crate) fn json_error(e: &serde_json::Error, path: &Path) -> CheckpointError {
     let full = e.to_string();
-    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    let suffix = format!(
+        " at line {e_line} column {e_column}",
+        e_line = e.line(),
+        e_column = e.column()
+    );
     let detail = full.strip_suffix(&suffix).unwrap_or(&full).to_string();
     CheckpointError::Json {
         path: path.to_path_buf(),

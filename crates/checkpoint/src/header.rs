@@ -191,10 +191,7 @@ pub fn parse_header(bytes: &[u8], file: &Path) -> Result<Header, CheckpointError
                 file,
                 &t.name,
                 format!(
-                    "data begins at byte {} of the data section, which {what} {after} (ends at {})",
-                    t.start - data_start,
-                    pos - data_start
-                ),
+                    "data begins at byte {t_start_data_start} of the data section, which {what} {after} (ends at {pos_data_start})", t_start_data_start = t.start - data_start, pos_data_start = pos - data_start),
             ));
         }
         pos = t.end;
@@ -204,9 +201,7 @@ pub fn parse_header(bytes: &[u8], file: &Path) -> Result<Header, CheckpointError
         return Err(herr(
             file,
             format!(
-                "tensor data covers {} bytes but the data section is {data_len} bytes",
-                pos - data_start
-            ),
+                "tensor data covers {pos_data_start} bytes but the data section is {data_len} bytes", pos_data_start = pos - data_start),
         ));
     }
 
@@ -263,7 +258,10 @@ fn parse_entry(
         return Err(terr(
             file,
             name,
-            format!("rank {} exceeds the bound {MAX_RANK}", shape_v.len()),
+            format!(
+                "rank {shape_v_len} exceeds the bound {MAX_RANK}",
+                shape_v_len = shape_v.len()
+            ),
         ));
     }
     let mut shape = Vec::with_capacity(shape_v.len());
@@ -330,9 +328,7 @@ fn parse_entry(
             file,
             name,
             format!(
-                "data_offsets [{begin}, {end}] hold {} bytes but shape {shape:?} × {dtype_name} needs {size}",
-                end - begin
-            ),
+                "data_offsets [{begin}, {end}] hold {end_begin} bytes but shape {shape:?} × {dtype_name} needs {size}", end_begin = end - begin),
         ));
     }
     // end <= data_len and data_start + data_len == the buffer length, a usize.

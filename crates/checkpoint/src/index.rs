@@ -66,9 +66,9 @@ pub fn parse_index(text: &str, path: &Path) -> Result<ShardIndex, CheckpointErro
         ierr(
             path,
             format!(
-                "malformed JSON at line {}, column {}: {e}",
-                e.line(),
-                e.column()
+                "malformed JSON at line {e_line}, column {e_column}: {e}",
+                e_line = e.line(),
+                e_column = e.column()
             ),
         )
     })?;
@@ -83,8 +83,8 @@ pub fn parse_index(text: &str, path: &Path) -> Result<ShardIndex, CheckpointErro
         return Err(ierr(
             path,
             format!(
-                "{} entries exceed the bound {MAX_INDEX_ENTRIES}",
-                entries.len()
+                "{entries_len} entries exceed the bound {MAX_INDEX_ENTRIES}",
+                entries_len = entries.len()
             ),
         ));
     }

@@ -26,7 +26,7 @@ impl<'a> Fields<'a> {
         if self.prefix.is_empty() {
             key.to_string()
         } else {
-            format!("{}.{key}", self.prefix)
+            format!("{prefix}.{key}", prefix = self.prefix)
         }
     }
 
@@ -130,7 +130,10 @@ impl<'a> Fields<'a> {
                 if items.len() > max {
                     return Err(self.err(
                         key,
-                        format!("{} entries exceed the sanity bound {max}", items.len()),
+                        format!(
+                            "{items_len} entries exceed the sanity bound {max}",
+                            items_len = items.len()
+                        ),
                     ));
                 }
                 items
@@ -140,7 +143,10 @@ impl<'a> Fields<'a> {
                         Value::String(s) => Ok(s.clone()),
                         other => Err(self.err(
                             key,
-                            format!("entry {i}: expected a string, got {}", short(other)),
+                            format!(
+                                "entry {i}: expected a string, got {short_other}",
+                                short_other = short(other)
+                            ),
                         )),
                     })
                     .collect::<Result<Vec<_>, _>>()

@@ -49,9 +49,7 @@ fn parse_quant_object(q: &Fields<'_>) -> Result<QuantizationConfig, CheckpointEr
         other => Err(unsupported(
             q,
             format!(
-                "{}: quant_method \"{other}\" is not supported (supported: fp8, compressed-tensors, modelopt)",
-                q.field_name("quant_method")
-            ),
+                "{q_field_name_quant_method}: quant_method \"{other}\" is not supported (supported: fp8, compressed-tensors, modelopt)", q_field_name_quant_method = q.field_name("quant_method")),
         )),
     }
 }
@@ -73,8 +71,8 @@ fn block_pair(f: &Fields<'_>, key: &str, v: &Value) -> Result<[usize; 2], Checkp
         _ => Err(f.err(
             key,
             format!(
-                "expected two block sizes in 1..={MAX_BLOCK} like [128, 128], got {}",
-                short(v)
+                "expected two block sizes in 1..={MAX_BLOCK} like [128, 128], got {short_v}",
+                short_v = short(v)
             ),
         )),
     }
@@ -88,7 +86,10 @@ fn parse_fp8(q: &Fields<'_>) -> Result<Fp8Config, CheckpointError> {
         Some(s) => {
             return Err(unsupported(
                 q,
-                format!("{}: FP8 format \"{s}\"", q.field_name("fmt")),
+                format!(
+                    "{q_field_name_fmt}: FP8 format \"{s}\"",
+                    q_field_name_fmt = q.field_name("fmt")
+                ),
             ))
         }
     };
@@ -177,9 +178,7 @@ fn require_fp8(q: &Fields<'_>, field: &str, a: &CtQuantArgs) -> Result<(), Check
         return Err(unsupported(
             q,
             format!(
-                "{field}: {}-bit {} quantization (only 8-bit float, i.e. FP8, is supported)",
-                a.num_bits, a.kind
-            ),
+                "{field}: {a_num_bits}-bit {a_kind} quantization (only 8-bit float, i.e. FP8, is supported)", a_num_bits = a.num_bits, a_kind = a.kind),
         ));
     }
     Ok(())
@@ -200,7 +199,10 @@ fn parse_ct(q: &Fields<'_>) -> Result<CompressedTensorsConfig, CheckpointError> 
         let Value::Object(gobj) = gv else {
             return Err(q.err(
                 "config_groups",
-                format!("group `{gname}`: expected an object, got {}", short(gv)),
+                format!(
+                    "group `{gname}`: expected an object, got {short_gv}",
+                    short_gv = short(gv)
+                ),
             ));
         };
         let g = Fields::new(gobj, &gpath, q.path);
@@ -255,9 +257,7 @@ fn parse_modelopt(q: &Fields<'_>) -> Result<ModelOptConfig, CheckpointError> {
         return Err(unsupported(
             q,
             format!(
-                "{}: ModelOpt algorithm \"{quant_algo}\" (only FP8 is supported)",
-                inner.field_name("quant_algo")
-            ),
+                "{inner_field_name_quant_algo}: ModelOpt algorithm \"{quant_algo}\" (only FP8 is supported)", inner_field_name_quant_algo = inner.field_name("quant_algo")),
         ));
     }
     let kv_cache_quant_algo = inner.opt_str("kv_cache_quant_algo")?.map(str::to_string);

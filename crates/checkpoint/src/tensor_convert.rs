@@ -16,10 +16,10 @@ pub(crate) fn to_f32(t: &TensorView<'_>) -> Result<Vec<f32>, CheckpointError> {
             file: t.file.to_path_buf(),
             tensor: t.source_name.to_string(),
             detail: format!(
-                "{} bytes do not hold shape {:?} of {}",
-                t.bytes.len(),
-                t.shape,
-                t.dtype
+                "{t_bytes_len} bytes do not hold shape {t_shape:?} of {t_dtype}",
+                t_bytes_len = t.bytes.len(),
+                t_shape = t.shape,
+                t_dtype = t.dtype
             ),
         });
     }

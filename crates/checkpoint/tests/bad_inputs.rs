@@ -352,7 +352,10 @@ fn mutants() -> Vec<Mutant> {
                 let names = write_tiny_sharded(d, &Tiny::default(), 2);
                 let p = d.join("model.safetensors.index.json");
                 let text = std::fs::read_to_string(&p).expect("read");
-                let extra = format!("\"weight_map\":{{\"{NORM}\":\"{}\",", names[0]);
+                let extra = format!(
+                    "\"weight_map\":{{\"{NORM}\":\"{names_0}\",",
+                    names_0 = names[0]
+                );
                 std::fs::write(&p, text.replacen("\"weight_map\":{", &extra, 1)).expect("write");
             },
             |e| matches!(e, CE::Index { .. }),
@@ -667,13 +670,16 @@ fn every_mutant_is_rejected_with_a_precise_error() {
             Err(e) => {
                 let msg = e.to_string();
                 if !(mt.check)(&e) {
-                    failures.push(format!("{}: wrong variant: {e:?}", mt.name));
+                    failures.push(format!(
+                        "{mt_name}: wrong variant: {e:?}",
+                        mt_name = mt.name
+                    ));
                 }
                 for want in &mt.mentions {
                     if !msg.contains(want) {
                         failures.push(format!(
-                            "{}: message does not mention `{want}`: {msg}",
-                            mt.name
+                            "{mt_name}: message does not mention `{want}`: {msg}",
+                            mt_name = mt.name
                         ));
                     }
                 }
@@ -682,10 +688,10 @@ fn every_mutant_is_rejected_with_a_precise_error() {
     }
     assert!(
         failures.is_empty(),
-        "{} of {} mutants failed:\n{}",
-        failures.len(),
-        all.len(),
-        failures.join("\n")
+        "{failures_len} of {all_len} mutants failed:\n{failures_join_n}",
+        failures_len = failures.len(),
+        all_len = all.len(),
+        failures_join_n = failures.join("\n")
     );
 }
 

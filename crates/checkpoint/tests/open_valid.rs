@@ -156,8 +156,8 @@ fn moe_fused_and_per_expert_layouts_open() {
         // Scale companions are kept (for the loader) and not unexpected.
         assert!(
             ckpt.unexpected().is_empty(),
-            "{ffn:?}: {:?}",
-            ckpt.unexpected()
+            "{ffn:?}: {ckpt_unexpected:?}",
+            ckpt_unexpected = ckpt.unexpected()
         );
         if ffn == Ffn::MoePerExpert {
             let w = ckpt

@@ -91,7 +91,7 @@ pub(crate) fn enumerate() -> Vec<wgpu::Adapter> {
 ///
 /// ```no_run
 /// for a in qwgpu_kernels::list_adapters() {
-///     println!("{}: {} ({})", a.index, a.name, a.backend);
+///     println!("{index}: {name} ({backend})", index = a.index, name = a.name, backend = a.backend);
 /// }
 /// ```
 pub fn list_adapters() -> Vec<AdapterSummary> {
@@ -107,9 +107,13 @@ pub fn list_adapters() -> Vec<AdapterSummary> {
                 name: info.name.clone(),
                 backend: format!("{:?}", info.backend),
                 device_type: format!("{:?}", info.device_type),
-                driver: format!("{} {}", info.driver, info.driver_info)
-                    .trim()
-                    .to_string(),
+                driver: format!(
+                    "{info_driver} {info_driver_info}",
+                    info_driver = info.driver,
+                    info_driver_info = info.driver_info
+                )
+                .trim()
+                .to_string(),
                 software: is_software(&info),
                 features: WANTED_FEATURES
                     .iter()
@@ -150,7 +154,12 @@ pub(crate) fn choose(wanted: Option<&str>) -> Result<wgpu::Adapter, KernelError>
     let names: Vec<String> = adapters
         .iter()
         .enumerate()
-        .map(|(i, a)| format!("{i}: {}", a.get_info().name))
+        .map(|(i, a)| {
+            format!(
+                "{i}: {a_get_info_name}",
+                a_get_info_name = a.get_info().name
+            )
+        })
         .collect();
     let pick = match wanted.trim().parse::<usize>() {
         Ok(i) => adapters.into_iter().nth(i),

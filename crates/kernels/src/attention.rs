@@ -228,7 +228,10 @@ impl AttnScratch {
         if max_t == 0 || max_t > crate::MAX_GROUPS {
             return Err(KernelError::Arguments {
                 kernel: KERNEL,
-                detail: format!("max_t {max_t} must be in 1..={}", crate::MAX_GROUPS),
+                detail: format!(
+                    "max_t {max_t} must be in 1..={crate_max_groups}",
+                    crate_max_groups = crate::MAX_GROUPS
+                ),
             });
         }
         if !(1..=MAX_SPLITS).contains(&splits) {
@@ -410,14 +413,12 @@ pub fn attention_forward(
     };
     if scratch.dims.nh != dims.nh || scratch.dims.hd != dims.hd {
         return bad(format!(
-            "scratch made for nh {} hd {}, called with nh {} hd {}",
-            scratch.dims.nh, scratch.dims.hd, dims.nh, dims.hd
-        ));
+            "scratch made for nh {scratch_dims_nh} hd {scratch_dims_hd}, called with nh {dims_nh} hd {dims_hd}", scratch_dims_nh = scratch.dims.nh, scratch_dims_hd = scratch.dims.hd, dims_nh = dims.nh, dims_hd = dims.hd));
     }
     if scratch.max_t != max_t {
         return bad(format!(
-            "scratch made for max_t {}, called with {max_t}",
-            scratch.max_t
+            "scratch made for max_t {scratch_max_t}, called with {max_t}",
+            scratch_max_t = scratch.max_t
         ));
     }
     let Some(last_page) = b.pages.last() else {
@@ -425,16 +426,13 @@ pub fn attention_forward(
     };
     if t == 0 || t > max_t || t > last_page.rows {
         return bad(format!(
-            "T {t} must be in 1..=min(max_t {max_t}, last page rows {})",
-            last_page.rows
+            "T {t} must be in 1..=min(max_t {max_t}, last page rows {last_page_rows})",
+            last_page_rows = last_page.rows
         ));
     }
     if b.pages.len() as u32 > scratch.splits {
         return bad(format!(
-            "{} KV pages need at least as many decode splits, the scratch has {}",
-            b.pages.len(),
-            scratch.splits
-        ));
+            "{b_pages_len} KV pages need at least as many decode splits, the scratch has {scratch_splits}", b_pages_len = b.pages.len(), scratch_splits = scratch.splits));
     }
     let AttnDims {
         nh,

@@ -97,7 +97,7 @@ impl GpuContext {
     ///
     /// ```no_run
     /// let ctx = qwgpu_kernels::GpuContext::new(&Default::default())?;
-    /// println!("{} subgroups={}", ctx.info.name, ctx.caps.subgroups);
+    /// println!("{name} subgroups={subgroups}", name = ctx.info.name, subgroups = ctx.caps.subgroups);
     /// # Ok::<(), qwgpu_kernels::KernelError>(())
     /// ```
     pub fn new(opts: &ContextOptions) -> Result<Self, KernelError> {
@@ -256,10 +256,10 @@ impl GpuContext {
     /// A short description: `NVIDIA H100 (Vulkan)` or `llvmpipe (Vulkan, software)`.
     pub fn describe(&self) -> String {
         format!(
-            "{} ({:?}{})",
-            self.info.name,
-            self.info.backend,
-            if self.software { ", software" } else { "" }
+            "{info_name} ({info_backend:?}{software})",
+            info_name = self.info.name,
+            info_backend = self.info.backend,
+            software = if self.software { ", software" } else { "" }
         )
     }
 

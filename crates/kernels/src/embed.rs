@@ -62,32 +62,44 @@ pub fn embed(
     let bad = |detail: String| KernelError::Arguments { kernel: K, detail };
     if w.cols == 0 || w.rows == 0 {
         return Err(bad(format!(
-            "weight `{}` has shape [{}, {}]",
-            w.name, w.rows, w.cols
+            "weight `{w_name}` has shape [{w_rows}, {w_cols}]",
+            w_name = w.name,
+            w_rows = w.rows,
+            w_cols = w.cols
         )));
     }
-    let rows =
-        u32::try_from(w.rows).map_err(|_| bad(format!("weight `{}`: {} rows", w.name, w.rows)))?;
-    let cols =
-        u32::try_from(w.cols).map_err(|_| bad(format!("weight `{}`: {} cols", w.name, w.cols)))?;
+    let rows = u32::try_from(w.rows).map_err(|_| {
+        bad(format!(
+            "weight `{w_name}`: {w_rows} rows",
+            w_name = w.name,
+            w_rows = w.rows
+        ))
+    })?;
+    let cols = u32::try_from(w.cols).map_err(|_| {
+        bad(format!(
+            "weight `{w_name}`: {w_cols} cols",
+            w_name = w.name,
+            w_cols = w.cols
+        ))
+    })?;
     if (ids_offset as u64 + t_count as u64) * 4 > ids.size() {
         return Err(bad(format!(
-            "ids {}..{} exceed the ids buffer of {} bytes",
-            ids_offset,
-            ids_offset as u64 + t_count as u64,
-            ids.size()
+            "ids {ids_offset}..{ids_end} exceed the ids buffer of {ids_size} bytes",
+            ids_end = ids_offset as u64 + t_count as u64,
+            ids_size = ids.size()
         )));
     }
     if t_count as u64 * cols as u64 * 4 > h.size() {
         return Err(bad(format!(
-            "h [{t_count}, {cols}] f32 exceeds its buffer of {} bytes",
-            h.size()
+            "h [{t_count}, {cols}] f32 exceeds its buffer of {h_size} bytes",
+            h_size = h.size()
         )));
     }
     if w.block_cols == 0 || !w.block_cols.is_multiple_of(4) {
         return Err(bad(format!(
-            "weight `{}`: block_cols {} is not a multiple of 4",
-            w.name, w.block_cols
+            "weight `{w_name}`: block_cols {w_block_cols} is not a multiple of 4",
+            w_name = w.name,
+            w_block_cols = w.block_cols
         )));
     }
     let mut out = Vec::with_capacity(w.pieces.len());

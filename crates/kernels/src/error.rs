@@ -10,7 +10,7 @@ pub enum KernelError {
     AdapterNotFound { wanted: String, available: String },
     #[error("could not create a device on `{adapter}`: {detail}")]
     DeviceRequest { adapter: String, detail: String },
-    #[error("the GPU device was lost ({reason}){}", if .during.is_empty() { String::new() } else { format!(" during {}", .during) })]
+    #[error("the GPU device was lost ({reason}){during}", during = if .during.is_empty() { String::new() } else { format!(" during {}", .during) })]
     DeviceLost { reason: String, during: String },
     #[error("GPU out of memory during {during}: {detail}")]
     OutOfMemory { during: String, detail: String },

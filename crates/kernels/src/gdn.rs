@@ -155,14 +155,15 @@ impl GdnDims {
         }
         if self.nk == 0 || self.nv == 0 || !self.nv.is_multiple_of(self.nk) {
             return bad(format!(
-                "nv = {} must be a non-zero multiple of nk = {}",
-                self.nv, self.nk
+                "nv = {nv} must be a non-zero multiple of nk = {nk}",
+                nv = self.nv,
+                nk = self.nk
             ));
         }
         if self.conv_kernel == 0 || self.conv_kernel > MAX_TAPS {
             return bad(format!(
-                "conv kernel {} outside 1..={MAX_TAPS}",
-                self.conv_kernel
+                "conv kernel {conv_kernel} outside 1..={MAX_TAPS}",
+                conv_kernel = self.conv_kernel
             ));
         }
         let width = self.conv_dim() as u64 + self.value_dim() as u64;
@@ -524,13 +525,19 @@ pub fn gdn_forward_with(
     if scratch.dims != *dims {
         return Err(KernelError::Arguments {
             kernel: "gdn",
-            detail: format!("scratch was made for {:?}, not {:?}", scratch.dims, dims),
+            detail: format!(
+                "scratch was made for {scratch_dims:?}, not {dims:?}",
+                scratch_dims = scratch.dims
+            ),
         });
     }
     if t == 0 || t > scratch.max_t {
         return Err(KernelError::Arguments {
             kernel: "gdn",
-            detail: format!("T = {t} outside 1..={}", scratch.max_t),
+            detail: format!(
+                "T = {t} outside 1..={scratch_max_t}",
+                scratch_max_t = scratch.max_t
+            ),
         });
     }
     let tt = t as u64;
@@ -630,10 +637,8 @@ fn decode_dispatches(
     let lanes = decode_lanes(ctx, dims).ok_or_else(|| KernelError::Unsupported {
         what: "gdn fused decode".into(),
         detail: format!(
-            "needs {DECODE_STORAGE_BUFFERS} storage buffers per stage (device: {}) and \
-             workgroups of {WG} invocations",
-            ctx.limits.max_storage_buffers_per_shader_stage
-        ),
+            "needs {DECODE_STORAGE_BUFFERS} storage buffers per stage (device: {max_storage_buffers_per_shader_stage}) and \
+             workgroups of {WG} invocations", max_storage_buffers_per_shader_stage = ctx.limits.max_storage_buffers_per_shader_stage),
     })?;
     let (sl, rows) = dims.recurrent_split();
     let mut out = Vec::new();

@@ -196,8 +196,8 @@ impl<'a> Launch<'a> {
         if !missing.is_empty() {
             missing.sort_unstable();
             return Err(err(format!(
-                "entry `{entry}` reads {} that the launch does not bind",
-                missing.join(", ")
+                "entry `{entry}` reads {missing_join} that the launch does not bind",
+                missing_join = missing.join(", ")
             )));
         }
         let bind = self.ctx.bind_at(&pipeline, self.label, &entries);

@@ -309,8 +309,9 @@ fn scale_mode(kernel: &'static str, w: &GpuWeight) -> Result<u32, KernelError> {
         Err(arg_err(
             kernel,
             format!(
-                "weight `{}`: {} columns per scale is not a multiple of 4",
-                w.name, w.block_cols
+                "weight `{w_name}`: {w_block_cols} columns per scale is not a multiple of 4",
+                w_name = w.name,
+                w_block_cols = w.block_cols
             ),
         ))
     }
@@ -318,17 +319,24 @@ fn scale_mode(kernel: &'static str, w: &GpuWeight) -> Result<u32, KernelError> {
 
 /// Checks the weight's own layout (pieces contiguous and sized, strides) before any launch.
 fn check_weight(kernel: &'static str, w: &GpuWeight) -> Result<(), KernelError> {
-    let bad = |detail: String| arg_err(kernel, format!("weight `{}`: {detail}", w.name));
+    let bad = |detail: String| {
+        arg_err(
+            kernel,
+            format!("weight `{w_name}`: {detail}", w_name = w.name),
+        )
+    };
     if w.rows == 0 || w.cols == 0 {
         return Err(bad(format!(
-            "shape [{}, {}] has a zero dimension",
-            w.rows, w.cols
+            "shape [{w_rows}, {w_cols}] has a zero dimension",
+            w_rows = w.rows,
+            w_cols = w.cols
         )));
     }
     if !w.stride_words.is_multiple_of(4) || w.stride_words * w.format.per_word() < w.cols {
         return Err(bad(format!(
-            "row stride of {} words for {} columns",
-            w.stride_words, w.cols
+            "row stride of {w_stride_words} words for {w_cols} columns",
+            w_stride_words = w.stride_words,
+            w_cols = w.cols
         )));
     }
     if w.rows > u32::MAX as usize / 2 || w.stride_words > u32::MAX as usize / 4 {
@@ -338,28 +346,28 @@ fn check_weight(kernel: &'static str, w: &GpuWeight) -> Result<(), KernelError> 
     for (i, piece) in w.pieces.iter().enumerate() {
         if piece.row0 != next || piece.rows == 0 {
             return Err(bad(format!(
-                "piece {i} holds rows {}..{}, expected to start at {next} with > 0 rows",
-                piece.row0,
-                piece.row0 + piece.rows
-            )));
+                "piece {i} holds rows {piece_row0}..{piece_row0_piece_rows}, expected to start at {next} with > 0 rows", piece_row0 = piece.row0, piece_row0_piece_rows = piece.row0 + piece.rows)));
         }
         let need = (piece.rows * w.stride_words * 4) as u64;
         if piece.buffer.size() < need {
             return Err(bad(format!(
-                "piece {i} buffer has {} bytes, needs {need}",
-                piece.buffer.size()
+                "piece {i} buffer has {piece_buffer_size} bytes, needs {need}",
+                piece_buffer_size = piece.buffer.size()
             )));
         }
         next += piece.rows;
     }
     if next != w.rows {
-        return Err(bad(format!("pieces cover {next} rows of {}", w.rows)));
+        return Err(bad(format!(
+            "pieces cover {next} rows of {w_rows}",
+            w_rows = w.rows
+        )));
     }
     if w.meta.size() < (w.rows as u64 + 1) * 4 {
         return Err(bad(format!(
-            "scale table of {} bytes for {} rows",
-            w.meta.size(),
-            w.rows
+            "scale table of {w_meta_size} bytes for {w_rows} rows",
+            w_meta_size = w.meta.size(),
+            w_rows = w.rows
         )));
     }
     Ok(())
@@ -473,8 +481,8 @@ pub fn matmul_normed(
         return Err(arg_err(
             K,
             format!(
-                "the fused norm runs on the GEMV path (T <= {MAX_VEC_T}), got T = {}",
-                args.t
+                "the fused norm runs on the GEMV path (T <= {MAX_VEC_T}), got T = {args_t}",
+                args_t = args.t
             ),
         ));
     }
@@ -514,8 +522,9 @@ fn matmul_impl(
         return Err(arg_err(
             K,
             format!(
-                "SwiGlu needs an even number of rows, `{}` has {}",
-                w.name, w.rows
+                "SwiGlu needs an even number of rows, `{w_name}` has {w_rows}",
+                w_name = w.name,
+                w_rows = w.rows
             ),
         ));
     }
@@ -644,7 +653,10 @@ fn matmul_impl(
                 if gx > MAX_GROUPS || gy > MAX_GROUPS {
                     return Err(arg_err(
                         K,
-                        format!("{} tokens × {n} outputs need a {gx}×{gy} grid", args.t),
+                        format!(
+                            "{args_t} tokens × {n} outputs need a {gx}×{gy} grid",
+                            args_t = args.t
+                        ),
                     ));
                 }
                 let launch = if kernel == GemmKernel::Coop {
@@ -713,19 +725,17 @@ fn check_norm(
         return Err(arg_err(
             kernel,
             format!(
-                "the fused norm needs columns, x offset and x stride in multiples of 4, got {}, {}, {}",
-                w.cols, x_offset, x_stride
-            ),
+                "the fused norm needs columns, x offset and x stride in multiples of 4, got {w_cols}, {x_offset}, {x_stride}", w_cols = w.cols),
         ));
     }
     if norm.weight.size() < w.cols as u64 * 4 {
         return Err(arg_err(
             kernel,
             format!(
-                "norm weight of {} bytes for {} columns of `{}`",
-                norm.weight.size(),
-                w.cols,
-                w.name
+                "norm weight of {norm_weight_size} bytes for {w_cols} columns of `{w_name}`",
+                norm_weight_size = norm.weight.size(),
+                w_cols = w.cols,
+                w_name = w.name
             ),
         ));
     }
@@ -746,8 +756,9 @@ fn matmul_indexed_impl(
         return Err(arg_err(
             K,
             format!(
-                "`{}` has {} rows, not a multiple of {} rows per expert",
-                w.name, w.rows, rpe
+                "`{w_name}` has {w_rows} rows, not a multiple of {rpe} rows per expert",
+                w_name = w.name,
+                w_rows = w.rows
             ),
         ));
     }
@@ -853,7 +864,10 @@ fn matmul_indexed_impl(
         .ok_or_else(|| {
             arg_err(
                 K,
-                format!("{} pairs × {width} outputs is too large a grid", args.pairs),
+                format!(
+                    "{args_pairs} pairs × {width} outputs is too large a grid",
+                    args_pairs = args.pairs
+                ),
             )
         })?;
     let mode = scale_mode(K, w)?;

@@ -180,15 +180,18 @@ pub fn moe_group(
         return Err(arg_err(
             K,
             format!(
-                "{experts} experts, scratch holds 1..={}",
-                scratch.max_experts
+                "{experts} experts, scratch holds 1..={scratch_max_experts}",
+                scratch_max_experts = scratch.max_experts
             ),
         ));
     }
     if pairs > scratch.max_pairs {
         return Err(arg_err(
             K,
-            format!("{pairs} pairs, scratch holds {}", scratch.max_pairs),
+            format!(
+                "{pairs} pairs, scratch holds {scratch_max_pairs}",
+                scratch_max_pairs = scratch.max_pairs
+            ),
         ));
     }
     check_vector(K, "ids", ids, Dtype::U32, ids_offset as u64, pairs as u64)?;
@@ -207,18 +210,25 @@ pub fn moe_group(
 
 /// Checks the weight's layout (pieces contiguous and sized, strides, scales).
 fn check_weight(kernel: &'static str, w: &GpuWeight) -> Result<(), KernelError> {
-    let bad = |detail: String| arg_err(kernel, format!("weight `{}`: {detail}", w.name));
+    let bad = |detail: String| {
+        arg_err(
+            kernel,
+            format!("weight `{w_name}`: {detail}", w_name = w.name),
+        )
+    };
     if w.rows == 0 || w.cols == 0 {
         return Err(bad(format!(
-            "shape [{}, {}] has a zero dimension",
-            w.rows, w.cols
+            "shape [{w_rows}, {w_cols}] has a zero dimension",
+            w_rows = w.rows,
+            w_cols = w.cols
         )));
     }
     let stride_cols = w.stride_words * w.format.per_word();
     if !w.stride_words.is_multiple_of(4) || stride_cols < w.cols {
         return Err(bad(format!(
-            "row stride of {} words for {} columns",
-            w.stride_words, w.cols
+            "row stride of {w_stride_words} words for {w_cols} columns",
+            w_stride_words = w.stride_words,
+            w_cols = w.cols
         )));
     }
     if w.rows > u32::MAX as usize / 2 || w.stride_words > u32::MAX as usize / 4 {
@@ -235,10 +245,7 @@ fn check_weight(kernel: &'static str, w: &GpuWeight) -> Result<(), KernelError> 
     for (i, piece) in w.pieces.iter().enumerate() {
         if piece.row0 != next || piece.rows == 0 {
             return Err(bad(format!(
-                "piece {i} holds rows {}..{}, expected to start at {next} with > 0 rows",
-                piece.row0,
-                piece.row0 + piece.rows
-            )));
+                "piece {i} holds rows {piece_row0}..{piece_row0_piece_rows}, expected to start at {next} with > 0 rows", piece_row0 = piece.row0, piece_row0_piece_rows = piece.row0 + piece.rows)));
         }
         if piece.buffer.size() < (piece.rows * w.stride_words * 4) as u64 {
             return Err(bad(format!("piece {i} buffer is too small")));
@@ -246,7 +253,10 @@ fn check_weight(kernel: &'static str, w: &GpuWeight) -> Result<(), KernelError> 
         next += piece.rows;
     }
     if next != w.rows {
-        return Err(bad(format!("pieces cover {next} rows of {}", w.rows)));
+        return Err(bad(format!(
+            "pieces cover {next} rows of {w_rows}",
+            w_rows = w.rows
+        )));
     }
     if w.meta.size() < (w.rows as u64 + 1) * 4 {
         return Err(bad("scale table too small".into()));
@@ -290,8 +300,9 @@ pub fn matmul_grouped(
         return Err(arg_err(
             K,
             format!(
-                "`{}` has {} rows, not a multiple of {rpe} rows per expert",
-                w.name, w.rows
+                "`{w_name}` has {w_rows} rows, not a multiple of {rpe} rows per expert",
+                w_name = w.name,
+                w_rows = w.rows
             ),
         ));
     }
@@ -316,9 +327,7 @@ pub fn matmul_grouped(
         return Err(arg_err(
             K,
             format!(
-                "{} pairs over {experts} experts, scratch holds {} over {}",
-                args.pairs, scratch.max_pairs, scratch.max_experts
-            ),
+                "{args_pairs} pairs over {experts} experts, scratch holds {scratch_max_pairs} over {scratch_max_experts}", args_pairs = args.pairs, scratch_max_pairs = scratch.max_pairs, scratch_max_experts = scratch.max_experts),
         ));
     }
     if args.pairs == 0 {
@@ -360,8 +369,8 @@ pub fn matmul_grouped(
         return Err(arg_err(
             K,
             format!(
-                "{} pairs × {width} outputs need a {gx}×{gy} grid",
-                args.pairs
+                "{args_pairs} pairs × {width} outputs need a {gx}×{gy} grid",
+                args_pairs = args.pairs
             ),
         ));
     }

@@ -82,7 +82,7 @@ mod tests {
         for spec in crate::registry::all() {
             for sg in [false, true] {
                 let m = ModuleBindings::reflect(&source(spec, sg))
-                    .unwrap_or_else(|e| panic!("{}: {e}", spec.label));
+                    .unwrap_or_else(|e| panic!("{spec_label}: {e}", spec_label = spec.label));
                 assert!(m.entry(spec.entry).is_some(), "{}", spec.label);
             }
         }

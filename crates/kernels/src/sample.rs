@@ -238,15 +238,15 @@ pub fn sample(
     }
     if (logits_offset as u64 + vocab as u64) * 4 > logits.size() {
         return Err(arg_err(format!(
-            "logits {logits_offset}..{} exceed their buffer of {} bytes",
-            logits_offset as u64 + vocab as u64,
-            logits.size()
+            "logits {logits_offset}..{logits_end} exceed their buffer of {logits_size} bytes",
+            logits_end = logits_offset as u64 + vocab as u64,
+            logits_size = logits.size()
         )));
     }
     if (out_offset as u64 + 1) * 4 > out.size() {
         return Err(arg_err(format!(
-            "out[{out_offset}] is past its buffer of {} bytes",
-            out.size()
+            "out[{out_offset}] is past its buffer of {out_size} bytes",
+            out_size = out.size()
         )));
     }
     if step.size() < std::mem::size_of::<crate::Step>() as u64 {
@@ -401,8 +401,8 @@ pub fn uniform_probe(
 ) -> Result<Dispatch, KernelError> {
     if (out_offset as u64 + 1) * 4 > out.size() {
         return Err(arg_err(format!(
-            "out[{out_offset}] is past its buffer of {} bytes",
-            out.size()
+            "out[{out_offset}] is past its buffer of {out_size} bytes",
+            out_size = out.size()
         )));
     }
     let sp = SampleUniform {

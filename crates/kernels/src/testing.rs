@@ -234,9 +234,9 @@ impl TestContext {
                 Outcome::Failed { missing: &missing },
             );
             panic!(
-                "{}: the test needs {what}, beyond this hardware adapter's limits \
+                "{name}: the test needs {what}, beyond this hardware adapter's limits \
                  (QWGPU_REQUIRE_HW=0 to skip instead)",
-                self.name
+                name = self.name
             );
         }
         record(
@@ -261,10 +261,10 @@ pub fn context(variant: Variant) -> &'static TestContext {
         let ctx = GpuContext::new(&variant.options()).map_err(|e| e.to_string())?;
         Ok(TestContext {
             name: format!(
-                "[{:?}/{} {}]",
-                ctx.info.backend,
-                ctx.info.name,
-                variant.name()
+                "[{ctx_info_backend:?}/{ctx_info_name} {variant_name}]",
+                ctx_info_backend = ctx.info.backend,
+                ctx_info_name = ctx.info.name,
+                variant_name = variant.name()
             ),
             variant,
             ctx,
@@ -332,12 +332,8 @@ fn check(label: &str, variant: Variant, ctx: &GpuContext, needs: &[Feature]) -> 
         if verdict(variant, f, false, hw) == Verdict::Fail {
             record(label, ctx, Outcome::Failed { missing: f.name() });
             panic!(
-                "{} ({label}): the test needs {} and this hardware adapter lacks it \
-                 (QWGPU_REQUIRE_HW=0 to skip instead); adapter features: {:?}",
-                ctx.describe(),
-                f.name(),
-                feature_names(ctx)
-            );
+                "{ctx_describe} ({label}): the test needs {f_name} and this hardware adapter lacks it \
+                 (QWGPU_REQUIRE_HW=0 to skip instead); adapter features: {feature_names_ctx:?}", ctx_describe = ctx.describe(), f_name = f.name(), feature_names_ctx = feature_names(ctx));
         }
         record(
             label,
@@ -385,7 +381,11 @@ fn coverage_file() -> Option<&'static Mutex<std::fs::File>> {
     FILE.get_or_init(|| {
         let dir = std::env::var_os("QWGPU_COVERAGE_DIR").filter(|d| !d.is_empty())?;
         let dir = std::path::PathBuf::from(dir);
-        let path = dir.join(format!("{}-{}.jsonl", binary_name(), std::process::id()));
+        let path = dir.join(format!(
+            "{binary_name}-{std_process_id}.jsonl",
+            binary_name = binary_name(),
+            std_process_id = std::process::id()
+        ));
         let file = std::fs::create_dir_all(&dir)
             .and_then(|_| {
                 std::fs::OpenOptions::new()
@@ -393,7 +393,12 @@ fn coverage_file() -> Option<&'static Mutex<std::fs::File>> {
                     .append(true)
                     .open(&path)
             })
-            .unwrap_or_else(|e| panic!("QWGPU_COVERAGE_DIR: cannot open {}: {e}", path.display()));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "QWGPU_COVERAGE_DIR: cannot open {path_display}: {e}",
+                    path_display = path.display()
+                )
+            });
         Some(Mutex::new(file))
     })
     .as_ref()
@@ -441,22 +446,15 @@ pub fn record(label: &str, ctx: &GpuContext, outcome: Outcome<'_>) {
             missing,
             on_purpose,
         } => format!(
-            r#""outcome":"skipped","missing":{},"by_variant":{on_purpose}"#,
-            json_str(missing)
+            r#""outcome":"skipped","missing":{json_str_missing},"by_variant":{on_purpose}"#,
+            json_str_missing = json_str(missing)
         ),
         Outcome::Failed { missing } => {
             format!(r#""outcome":"failed","missing":{}"#, json_str(missing))
         }
     };
     let line = format!(
-        "{{\"binary\":{},\"test\":{},\"context\":{},\"adapter\":{},\"backend\":{},\"cpu\":{},\"features\":[{}],{outcome}}}\n",
-        json_str(&binary_name()),
-        json_str(&test),
-        json_str(label),
-        json_str(&ctx.info.name),
-        json_str(&format!("{:?}", ctx.info.backend)),
-        ctx.software,
-        features.join(","),
+        "{{\"binary\":{json_str_binary_name},\"test\":{json_str_test},\"context\":{json_str_label},\"adapter\":{json_str_ctx_info_name},\"backend\":{backend},\"cpu\":{ctx_software},\"features\":[{features_join}],{outcome}}}\n", json_str_binary_name = json_str(&binary_name()), json_str_test = json_str(&test), json_str_label = json_str(label), json_str_ctx_info_name = json_str(&ctx.info.name), backend = json_str(&format!("{:?}", ctx.info.backend)), ctx_software = ctx.software, features_join = features.join(","),
     );
     // One write per line on an append-only file: lines of parallel tests never interleave.
     let mut f = file.lock().unwrap_or_else(|e| e.into_inner());
@@ -487,8 +485,8 @@ pub fn seed(default: u64) -> u64 {
     let var = std::env::var("QWGPU_TEST_SEED").ok();
     let seed = parse_seed(var.as_deref(), default).unwrap_or_else(|e| panic!("{e}"));
     println!(
-        "{}: seed {seed:#x} (QWGPU_TEST_SEED={seed:#x} replays it)",
-        current_test()
+        "{current_test}: seed {seed:#x} (QWGPU_TEST_SEED={seed:#x} replays it)",
+        current_test = current_test()
     );
     seed
 }

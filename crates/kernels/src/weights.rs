@@ -96,9 +96,9 @@ pub fn scale_table(w: &PackedWeight) -> Result<(Vec<u32>, usize), KernelError> {
                 return Err(KernelError::Unsupported {
                     what: format!("weight `{}`", w.name),
                     detail: format!(
-                        "{} per-shard scales for {} shards",
-                        scales.len(),
-                        w.shards.len()
+                        "{scales_len} per-shard scales for {w_shards_len} shards",
+                        scales_len = scales.len(),
+                        w_shards_len = w.shards.len()
                     ),
                 });
             }
@@ -113,7 +113,10 @@ pub fn scale_table(w: &PackedWeight) -> Result<(Vec<u32>, usize), KernelError> {
             if scales.len() != rows {
                 return Err(KernelError::Unsupported {
                     what: format!("weight `{}`", w.name),
-                    detail: format!("{} per-channel scales for {rows} rows", scales.len()),
+                    detail: format!(
+                        "{scales_len} per-channel scales for {rows} rows",
+                        scales_len = scales.len()
+                    ),
                 });
             }
             for (r, t) in table.iter_mut().enumerate() {
@@ -138,11 +141,7 @@ pub fn scale_table(w: &PackedWeight) -> Result<(Vec<u32>, usize), KernelError> {
                     return Err(KernelError::Unsupported {
                         what: format!("weight `{}`", w.name),
                         detail: format!(
-                            "block grid {:?} does not match {} scales / {} columns",
-                            seg.grid,
-                            seg.scales.len(),
-                            w.cols
-                        ),
+                            "block grid {seg_grid:?} does not match {seg_scales_len} scales / {w_cols} columns", seg_grid = seg.grid, seg_scales_len = seg.scales.len(), w_cols = w.cols),
                     });
                 }
                 values.extend_from_slice(&seg.scales);
@@ -318,25 +317,24 @@ impl GpuWeight {
             // Part sizes listed only when few (an MoE layer has 512 parts).
             let sizes: Vec<usize> = parts.iter().take(8).map(|p| p.len()).collect();
             return Err(bad(format!(
-                "{total} bytes in {} part(s) (first sizes {sizes:?}) for [{}, {}] {:?}; \
-                 parts must hold whole rows of {row_src} bytes",
-                parts.len(),
-                w.rows,
-                w.cols,
-                w.dtype
-            )));
+                "{total} bytes in {parts_len} part(s) (first sizes {sizes:?}) for [{w_rows}, {w_cols}] {w_dtype:?}; \
+                 parts must hold whole rows of {row_src} bytes", parts_len = parts.len(), w_rows = w.rows, w_cols = w.cols, w_dtype = w.dtype)));
         }
         let rows_of = RowParts::new(parts, row_src);
         if sizes.iter().sum::<usize>() != w.rows || sizes.contains(&0) {
             return Err(bad(format!(
-                "piece sizes {sizes:?} do not split {} rows",
-                w.rows
+                "piece sizes {sizes:?} do not split {w_rows} rows",
+                w_rows = w.rows
             )));
         }
         let mut pieces = Vec::with_capacity(sizes.len().max(1));
         let mut row0 = 0;
         for &rows in sizes {
-            let label = format!("{} rows {}..{}", w.name, row0, row0 + rows);
+            let label = format!(
+                "{w_name} rows {row0}..{row0_rows}",
+                w_name = w.name,
+                row0_rows = row0 + rows
+            );
             let buffer = ctx.storage(&label, (rows * row_bytes) as u64)?;
             // Upload in chunks of rows so no second full copy exists on the host.
             // 8 MiB: each write_buffer gets a staging buffer of its size, and

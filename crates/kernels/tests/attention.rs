@@ -352,8 +352,8 @@ fn call_sequences_match_cpu() {
                     &want,
                     OUT_TOL,
                     &format!(
-                        "{} seed {seed} {d:?} pages {pages:?} call T={n} at pos {pos}",
-                        t.name
+                        "{t_name} seed {seed} {d:?} pages {pages:?} call T={n} at pos {pos}",
+                        t_name = t.name
                     ),
                 );
                 pos += n;
@@ -362,7 +362,7 @@ fn call_sequences_match_cpu() {
                 &keys,
                 &values,
                 pos as usize,
-                &format!("{} seed {seed} {d:?}", t.name),
+                &format!("{t_name} seed {seed} {d:?}", t_name = t.name),
             );
         }
     }
@@ -404,10 +404,7 @@ fn decode_across_split_boundaries() {
                 let (mut keys, mut values) = (prefix_k[..rows].to_vec(), prefix_v[..rows].to_vec());
                 let want = layer.cpu(&qkv, pos as usize, &mut keys, &mut values);
                 let what = format!(
-                    "{} seed {seed} {d:?} pages {pages:?} splits {} kv length {len}",
-                    t.name,
-                    layer.scratch.splits()
-                );
+                    "{t_name} seed {seed} {d:?} pages {pages:?} splits {layer_scratch_splits} kv length {len}", t_name = t.name, layer_scratch_splits = layer.scratch.splits());
                 assert_close(&got, &want, OUT_TOL, &what);
                 layer.check_cache(&keys, &values, len as usize, &what);
             }
@@ -613,20 +610,16 @@ fn bench_attention() {
                 .iter()
                 .map(|l| {
                     format!(
-                        "{} {:.1}",
-                        l.label,
-                        time(std::slice::from_ref(l), REPS) * 1e6
+                        "{l_label} {us:.1}",
+                        l_label = l.label,
+                        us = time(std::slice::from_ref(l), REPS) * 1e6
                     )
                 })
                 .collect();
             println!("    {}", parts.join(", "));
             let bytes = 2.0 * len as f64 * (d.nkv * d.hd * 4) as f64;
             println!(
-                "{name} decode kv {len:>6}: {:8.1} us  {:7.1} GB/s (K+V)  splits {}",
-                s * 1e6,
-                bytes / s / 1e9,
-                layer.scratch.splits()
-            );
+                "{name} decode kv {len:>6}: {s_1e6:8.1} us  {bytes_s_1e9:7.1} GB/s (K+V)  splits {layer_scratch_splits}", s_1e6 = s * 1e6, bytes_s_1e9 = bytes / s / 1e9, layer_scratch_splits = layer.scratch.splits());
         }
         for (t, pos) in [(512u32, 0u32), (2048, 0), (2048, 8192)] {
             ctx.queue
@@ -637,9 +630,9 @@ fn bench_attention() {
             let pairs: f64 = (0..t).map(|i| (pos + i + 1) as f64).sum();
             let flops = 4.0 * pairs * (d.nh * d.hd) as f64;
             println!(
-                "{name} prefill T {t:>5} at {pos:>5}: {:8.1} us  {:6.2} TFLOP/s",
-                s * 1e6,
-                flops / s / 1e12
+                "{name} prefill T {t:>5} at {pos:>5}: {s_1e6:8.1} us  {flops_s_1e12:6.2} TFLOP/s",
+                s_1e6 = s * 1e6,
+                flops_s_1e12 = flops / s / 1e12
             );
         }
     }

@@ -6,7 +6,10 @@ use qwgpu_kernels::view::TensorView;
 use qwgpu_kernels::{copy, ContextOptions, GpuContext, KernelError, PipelineCacheMode};
 
 fn tmp(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("qwgpu-{name}-{}", std::process::id()));
+    let d = std::env::temp_dir().join(format!(
+        "qwgpu-{name}-{std_process_id}",
+        std_process_id = std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&d);
     d
 }

@@ -30,7 +30,7 @@ fn copy_words_moves_the_requested_range_only() {
                 } else {
                     0xdead
                 };
-                assert_eq!(*g, want, "{} n {n} word {i}", t.name);
+                assert_eq!(*g, want, "{t_name} n {n} word {i}", t_name = t.name);
             }
         }
     }
@@ -53,16 +53,16 @@ fn a_buffer_over_the_device_limits_is_a_capacity_error() {
         let err = t.ctx.storage("huge", over).unwrap_err();
         assert!(
             matches!(err, qwgpu_kernels::KernelError::Capacity { .. }),
-            "{}: {err}",
-            t.name
+            "{t_name}: {err}",
+            t_name = t.name
         );
         let bind = t.ctx.limits.max_storage_buffer_binding_size + 16;
         let err = t.ctx.check_binding("binding", bind).unwrap_err();
         assert!(
             err.to_string().contains("max_storage_buffer_binding_size")
                 || err.to_string().contains("max_buffer_size"),
-            "{}: {err}",
-            t.name
+            "{t_name}: {err}",
+            t_name = t.name
         );
     }
 }

@@ -244,10 +244,10 @@ fn run_case(d: &GdnDims, t: usize, seed: u64) {
         let scratch = GdnScratch::new(ctx, d, t as u32).unwrap();
         for mode in [GdnMode::Recurrent, GdnMode::Chunked] {
             let what = format!(
-                "{} seed {seed} {d:?} T {t} {} (chunk {})",
-                tc.name,
-                mode_name(mode),
-                scratch.chunk()
+                "{tc_name} seed {seed} {d:?} T {t} {mode_name_mode} (chunk {scratch_chunk})",
+                tc_name = tc.name,
+                mode_name_mode = mode_name(mode),
+                scratch_chunk = scratch.chunk()
             );
             let mut want_st = st0.clone();
             let want = oracle(d, &w, &qkvz, &ba, &mut want_st, mode == GdnMode::Chunked);
@@ -321,7 +321,10 @@ fn chunked_equals_recurrent_on_gpu() {
             ctx.run("gdn", &ds.iter().collect::<Vec<_>>()).unwrap();
             results.push(gpu.read(ctx, &d, t));
         }
-        let what = format!("{} seed {seed} chunked vs recurrent", tc.name);
+        let what = format!(
+            "{tc_name} seed {seed} chunked vs recurrent",
+            tc_name = tc.name
+        );
         check(
             &results[1].0,
             &results[0].0,
@@ -365,7 +368,7 @@ fn prefill_then_decode_continues_the_state() {
         ctx.run("gdn prefill", &ds.iter().collect::<Vec<_>>())
             .unwrap();
         let (got, got_st) = big.read(ctx, &d, prefill);
-        let what = format!("{} seed {seed} prefill", tc.name);
+        let what = format!("{tc_name} seed {seed} prefill", tc_name = tc.name);
         check(&got, &want_prefill, OUT_TOL, &format!("{what} output"));
         check_states(&got_st, &want_st, &what);
 
@@ -387,7 +390,10 @@ fn prefill_then_decode_continues_the_state() {
             let out = ctx.read_f32(&one.out, 0, d.value_dim() as usize).unwrap();
             let (_, got_st) = big.read(ctx, &d, 1);
             let got = out;
-            let what = format!("{} seed {seed} decode step {step}", tc.name);
+            let what = format!(
+                "{tc_name} seed {seed} decode step {step}",
+                tc_name = tc.name
+            );
             check(&got, &want, OUT_TOL, &format!("{what} output"));
             check_states(&got_st, &want_st, &what);
         }
@@ -428,8 +434,8 @@ fn run_decode_steps(d: &GdnDims, lens: &[usize], seed: u64, launch: RecurrentLau
             .unwrap_err();
             assert!(
                 matches!(e, KernelError::Unsupported { .. }),
-                "{}: {e}",
-                tc.name
+                "{tc_name}: {e}",
+                tc_name = tc.name
             );
             continue;
         }
@@ -469,10 +475,7 @@ fn run_decode_steps(d: &GdnDims, lens: &[usize], seed: u64, launch: RecurrentLau
             let ms = start.elapsed().as_secs_f64() * 1e3;
             let (got, got_st) = gpu.read(ctx, d, t);
             let what = format!(
-                "{} seed {seed} {d:?} {} (fused available: {fused}) step {step} T {t} {labels:?}",
-                tc.name,
-                launch_name(launch)
-            );
+                "{tc_name} seed {seed} {d:?} {launch_name_launch} (fused available: {fused}) step {step} T {t} {labels:?}", tc_name = tc.name, launch_name_launch = launch_name(launch));
             let e_out = check(&got, &want, OUT_TOL, &format!("{what} output"));
             let e_st = check_states(&got_st, &want_st, &what);
             eprintln!("{what}: {ms:.1} ms, NMSE out {e_out:.1e} state {e_st:.1e}");
@@ -578,7 +581,7 @@ fn fused_equals_split_on_gpu() {
             }
             results.push((outs, gpu.read(ctx, &d, 1).1));
         }
-        let what = format!("{} seed {seed} fused vs split", tc.name);
+        let what = format!("{tc_name} seed {seed} fused vs split", tc_name = tc.name);
         check(
             &results[0].0,
             &results[1].0,
@@ -694,7 +697,10 @@ fn bench_qwen35_dims() {
     let (w, st0) = random_layer(&d, &mut rng);
     let (qkvz, ba) = random_inputs(&d, max_t, &mut rng);
     let scratch = GdnScratch::new(&ctx, &d, max_t as u32).unwrap();
-    eprintln!("{d:?} chunk {}", scratch.chunk());
+    eprintln!(
+        "{d:?} chunk {scratch_chunk}",
+        scratch_chunk = scratch.chunk()
+    );
     let gpu = Gpu::new(&ctx, &d, &w, &st0, max_t);
     gpu.write_inputs(&ctx, &qkvz, &ba);
     let reset = |g: &Gpu| {
@@ -740,12 +746,7 @@ fn bench_qwen35_dims() {
             mode == GdnMode::Chunked,
         );
         eprintln!(
-            "T {t_small} {} {}: NMSE out {:.1e} state {:.1e}",
-            mode_name(mode),
-            launch_name(launch),
-            nmse(&got, &want),
-            nmse(&got_st.rec, &want_st.rec)
-        );
+            "T {t_small} {mode_name_mode} {launch_name_launch}: NMSE out {nmse_got_want:.1e} state {nmse_got_st_rec_want_st_rec:.1e}", mode_name_mode = mode_name(mode), launch_name_launch = launch_name(launch), nmse_got_want = nmse(&got, &want), nmse_got_st_rec_want_st_rec = nmse(&got_st.rec, &want_st.rec));
     }
     let mut long = Vec::new();
     for mode in [GdnMode::Recurrent, GdnMode::Chunked] {
@@ -755,9 +756,9 @@ fn bench_qwen35_dims() {
         long.push(gpu.read(&ctx, &d, max_t));
     }
     eprintln!(
-        "T {max_t} chunked vs recurrent: NMSE out {:.1e} state {:.1e}",
-        nmse(&long[1].0, &long[0].0),
-        nmse(&long[1].1.rec, &long[0].1.rec)
+        "T {max_t} chunked vs recurrent: NMSE out {nmse_long_1_0_long_0_0:.1e} state {rec:.1e}",
+        nmse_long_1_0_long_0_0 = nmse(&long[1].0, &long[0].0),
+        rec = nmse(&long[1].1.rec, &long[0].1.rec)
     );
 
     // Timings (state keeps evolving between repetitions; only speed is measured),
@@ -806,15 +807,10 @@ fn bench_qwen35_dims() {
             .iter()
             .map(|x| {
                 let us = gpu_time_us(&ctx, &[x], reps).unwrap_or(f64::NAN);
-                format!("{} {us:.1}", x.label)
+                format!("{x_label} {us:.1}", x_label = x.label)
             })
             .collect();
         eprintln!(
-            "T {t} {} {}: {total:.1} us per call ({:.2} us/token) [{}]",
-            mode_name(mode),
-            launch_name(launch),
-            total / t as f64,
-            parts.join(", ")
-        );
+            "T {t} {mode_name_mode} {launch_name_launch}: {total:.1} us per call ({total_t_as_f64:.2} us/token) [{parts_join}]", mode_name_mode = mode_name(mode), launch_name_launch = launch_name(launch), total_t_as_f64 = total / t as f64, parts_join = parts.join(", "));
     }
 }

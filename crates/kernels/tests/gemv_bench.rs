@@ -294,11 +294,11 @@ fn reps_for(bytes_per_round: u64, target: u64) -> usize {
 fn rate_fields(bytes: f64, secs: f64, copy_bps: f64) -> String {
     let bps = bytes / secs.max(1e-12);
     format!(
-        "bytes={} us={:.3} gbps={:.2} copy_pct={:.1}",
-        bytes.round() as u64,
-        secs * 1e6,
-        bps / 1e9,
-        100.0 * bps / copy_bps
+        "bytes={bytes_round_as_u64} us={secs_1e6:.3} gbps={bps_1e9:.2} copy_pct={copy_bps:.1}",
+        bytes_round_as_u64 = bytes.round() as u64,
+        secs_1e6 = secs * 1e6,
+        bps_1e9 = bps / 1e9,
+        copy_bps = 100.0 * bps / copy_bps
     )
 }
 
@@ -326,9 +326,9 @@ fn copy_bandwidth(ctx: &GpuContext, timer: &Timer, max_bytes: u64, target: u64) 
     let secs = timer.per_launch(ctx, &[&d], reps);
     let bps = moved as f64 / secs;
     println!(
-        "gemv_copy bytes={moved} us={:.3} gbps={:.2}",
-        secs * 1e6,
-        bps / 1e9
+        "gemv_copy bytes={moved} us={secs_1e6:.3} gbps={bps_1e9:.2}",
+        secs_1e6 = secs * 1e6,
+        bps_1e9 = bps / 1e9
     );
     bps
 }
@@ -389,21 +389,12 @@ fn bench_dense(
     let out = ctx.read_f32(&y, 0, width.min(64)).unwrap();
     assert!(
         out.iter().all(|v| v.is_finite()),
-        "{} {}: non-finite output",
-        s.model,
-        s.name
+        "{s_model} {s_name}: non-finite output",
+        s_model = s.model,
+        s_name = s.name
     );
     println!(
-        "gemv model={} shape={} format={} rows={} cols={} epilogue={:?} count={} {}",
-        s.model,
-        s.name,
-        format_name(dtype),
-        s.rows,
-        s.cols,
-        s.epilogue,
-        s.count,
-        rate_fields(bytes as f64, secs, copy_bps)
-    );
+        "gemv model={s_model} shape={s_name} format={format_name_dtype} rows={s_rows} cols={s_cols} epilogue={s_epilogue:?} count={s_count} {copy_bps}", s_model = s.model, s_name = s.name, format_name_dtype = format_name(dtype), s_rows = s.rows, s_cols = s.cols, s_epilogue = s.epilogue, s_count = s.count, copy_bps = rate_fields(bytes as f64, secs, copy_bps));
     (bytes as f64, secs)
 }
 
@@ -535,12 +526,7 @@ fn bench_moe(
         "MoE step: non-finite output"
     );
     println!(
-        "gemv model={} shape=moe.step format={} experts={e} top_k={k} hidden={h} inter={i} count={} {}",
-        m.model,
-        format_name(dtype),
-        m.count,
-        rate_fields(bytes as f64, secs, copy_bps)
-    );
+        "gemv model={m_model} shape=moe.step format={format_name_dtype} experts={e} top_k={k} hidden={h} inter={i} count={m_count} {copy_bps}", m_model = m.model, format_name_dtype = format_name(dtype), m_count = m.count, copy_bps = rate_fields(bytes as f64, secs, copy_bps));
     (bytes as f64, secs)
 }
 
@@ -563,9 +549,9 @@ fn bench_context() -> (GpuContext, bool) {
 fn gemv_bandwidth() {
     let (ctx, software) = bench_context();
     println!(
-        "adapter: {} ({})",
-        ctx.describe(),
-        if software {
+        "adapter: {ctx_describe} ({shapes})",
+        ctx_describe = ctx.describe(),
+        shapes = if software {
             "software: shapes scaled down 16x per side"
         } else {
             "real shapes"
@@ -610,9 +596,9 @@ fn gemv_bandwidth() {
         );
         for (model, b, t) in sums {
             println!(
-                "gemv_summary model={model} format={} {}",
-                format_name(dtype),
-                rate_fields(b, t, copy_bps)
+                "gemv_summary model={model} format={format_name_dtype} {rate_fields_b_t_copy_bps}",
+                format_name_dtype = format_name(dtype),
+                rate_fields_b_t_copy_bps = rate_fields(b, t, copy_bps)
             );
         }
     }
@@ -654,11 +640,7 @@ fn lm_head_piece_sizes() {
             let bytes = g.bytes();
             let secs = timer.per_launch(&ctx, &refs, reps_for(bytes, target)) * refs.len() as f64;
             println!(
-                "lm_head_pieces piece_mib={mib} run={run} launches={} us={:.1} gbps={:.1}",
-                refs.len(),
-                secs * 1e6,
-                bytes as f64 / secs / 1e9
-            );
+                "lm_head_pieces piece_mib={mib} run={run} launches={refs_len} us={secs_1e6:.1} gbps={bytes_as_f64_secs_1e9:.1}", refs_len = refs.len(), secs_1e6 = secs * 1e6, bytes_as_f64_secs_1e9 = bytes as f64 / secs / 1e9);
         }
     }
 }

@@ -52,9 +52,9 @@ fn coverage_records_name_test_context_adapter_and_skips() {
         .unwrap();
     assert!(
         out.status.success(),
-        "child failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        "child failed:\n{stdout}{stderr}",
+        stdout = String::from_utf8_lossy(&out.stdout),
+        stderr = String::from_utf8_lossy(&out.stderr)
     );
     let files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
     assert_eq!(files.len(), 1, "one file per process");

@@ -137,7 +137,8 @@ fn dense_case(
         y_stride: y_stride as u32,
         t: tokens as u32,
     };
-    let d = matmul(ctx, gw, &args, epi).unwrap_or_else(|e| panic!("{} {what}: {e}", t.name));
+    let d = matmul(ctx, gw, &args, epi)
+        .unwrap_or_else(|e| panic!("{t_name} {what}: {e}", t_name = t.name));
     run(ctx, &d);
     let got = ctx.read_f32(&y, 0, ylen).unwrap();
     let mut want = vec![None; ylen];
@@ -155,9 +156,7 @@ fn dense_case(
         }
     }
     let what = format!(
-        "{} {what} T={tokens} {epi:?} x_off {x_off} x_stride {x_stride} y_off {y_off} y_stride {y_stride}",
-        t.name
-    );
+        "{t_name} {what} T={tokens} {epi:?} x_off {x_off} x_stride {x_stride} y_off {y_off} y_stride {y_stride}", t_name = t.name);
     support::check(&got, &init, &want, &what);
 }
 
@@ -331,8 +330,8 @@ fn weights_upload_from_borrowed_bytes() {
             ] {
                 let gw = GpuWeight::upload_from(&t.ctx, &layout, &parts).unwrap();
                 let what = format!(
-                    "seed {seed:#x} {dtype:?} {scheme:?} upload_from {} parts",
-                    parts.len()
+                    "seed {seed:#x} {dtype:?} {scheme:?} upload_from {parts_len} parts",
+                    parts_len = parts.len()
                 );
                 dense_case(t, &mut rng, &gw, &wdq, 1, Epilogue::Store, &what);
                 dense_case(t, &mut rng, &gw, &wdq, 20, Epilogue::SwiGlu, &what);
@@ -439,8 +438,8 @@ fn indexed_case(
         pairs: pairs as u32,
         rows_per_expert: rpe as u32,
     };
-    let d =
-        matmul_indexed(ctx, gw, &args, epi).unwrap_or_else(|e| panic!("{} {what}: {e}", t.name));
+    let d = matmul_indexed(ctx, gw, &args, epi)
+        .unwrap_or_else(|e| panic!("{t_name} {what}: {e}", t_name = t.name));
     run(ctx, &d);
     let got = ctx.read_f32(&y, 0, ylen).unwrap();
     let mut want = vec![None; ylen];
@@ -470,8 +469,8 @@ fn indexed_case(
         }
     }
     let what = format!(
-        "{} {what} pairs {pairs} x_div {x_div} {epi:?} ids {ids_list:?}",
-        t.name
+        "{t_name} {what} pairs {pairs} x_div {x_div} {epi:?} ids {ids_list:?}",
+        t_name = t.name
     );
     support::check(&got, &init, &want, &what);
 }
@@ -512,8 +511,8 @@ fn matmul_indexed_matches_reference() {
                 for (m, epi) in EPILOGUES.iter().enumerate() {
                     let x_div = 1 + (k + m) % 2;
                     let what = format!(
-                        "seed {seed:#x} {dtype:?} {scheme:?} [{}, {cols}] pieces {split:?}",
-                        4 * rpe
+                        "seed {seed:#x} {dtype:?} {scheme:?} [{rpe}, {cols}] pieces {split:?}",
+                        rpe = 4 * rpe
                     );
                     indexed_case(t, &mut rng, &gw, &wdq, rpe, ids, x_div, *epi, &what);
                 }

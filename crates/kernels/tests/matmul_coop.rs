@@ -80,9 +80,7 @@ fn assert_coop_runs(t: &testing::TestContext, ctx: &GpuContext, gw: &GpuWeight) 
     };
     if let Err(e) = matmul_with(ctx, gw, &args, Epilogue::Store, MatmulPath::Coop) {
         panic!(
-            "{}: the adapter has cooperative matrices, f16 and subgroups, yet the coop GEMM refuses `{}`: {e}",
-            t.name, gw.name
-        );
+            "{t_name}: the adapter has cooperative matrices, f16 and subgroups, yet the coop GEMM refuses `{gw_name}`: {e}", t_name = t.name, gw_name = gw.name);
     }
 }
 
@@ -151,11 +149,9 @@ fn check_cases(
                     };
                     let x = ctx.upload("x", &xbuf).unwrap();
                     let what = format!(
-                        "{} seed {seed:#x} {dtype:?} {scheme:?} [{rows}, {cols}] T={tokens} {epi:?} \
+                        "{t_name} seed {seed:#x} {dtype:?} {scheme:?} [{rows}, {cols}] T={tokens} {epi:?} \
                          x_off {x_off} x_stride {x_stride} y_off {y_off} y_stride {y_stride} \
-                         f16_matmul {}",
-                        t.name, ctx.f16_matmul
-                    );
+                         f16_matmul {ctx_f16_matmul}", t_name = t.name, ctx_f16_matmul = ctx.f16_matmul);
                     let go = |path| {
                         run_path(
                             ctx, &gw, &x, x_off, x_stride, &init, y_off, y_stride, tokens, epi,
@@ -326,8 +322,8 @@ fn auto_path_takes_exact_coop_where_supported() {
             let (auto, want) = run_both(&t.ctx, dtype, scheme, other);
             assert!(
                 same(&auto, &want),
-                "{}: Auto differs from {other:?} for {dtype:?} {scheme:?} at T={tokens}",
-                t.name
+                "{t_name}: Auto differs from {other:?} for {dtype:?} {scheme:?} at T={tokens}",
+                t_name = t.name
             );
         }
         if !coop {
@@ -338,9 +334,7 @@ fn auto_path_takes_exact_coop_where_supported() {
             let (auto, plain) = run_both(&ctx, dtype, scheme, MatmulPath::Coop);
             assert!(
                 same(&auto, &plain),
-                "{}: with f16 matmuls Auto differs from Coop for {dtype:?} {scheme:?} at T={tokens}",
-                t.name
-            );
+                "{t_name}: with f16 matmuls Auto differs from Coop for {dtype:?} {scheme:?} at T={tokens}", t_name = t.name);
             // The plain variant really is another kernel than the exact one.
             if dtype == Dtype::BF16 {
                 let (exact, _) = run_both(&t.ctx, dtype, scheme, MatmulPath::Scalar);
@@ -522,19 +516,15 @@ fn coop_vs_scalar_speed() {
             outs.push(c.read_f32(&y, 0, 8 * width).unwrap());
             let ns = best_ns(c, &d);
             eprintln!(
-                "BENCH {} {name} T={t} W=[{rows},{cols}] {epi:?} {dtype:?}: {:.1} µs = {:.1} TFLOP/s",
-                c.info.name,
-                ns / 1e3,
-                flop / ns / 1e3
-            );
+                "BENCH {c_info_name} {name} T={t} W=[{rows},{cols}] {epi:?} {dtype:?}: {us:.1} µs = {tflops:.1} TFLOP/s", c_info_name = c.info.name, us = ns / 1e3, tflops = flop / ns / 1e3);
         }
         for (i, name) in ["coop exact", "coop f16"].iter().enumerate() {
             if let (Some(a), Some(b)) = (outs.get(i + 1), outs.first()) {
                 let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
                 let diff = a.iter().zip(b).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
                 eprintln!(
-                    "BENCH   {name} vs scalar, first 8 rows: max |Δ| / max |y| = {:.2e}",
-                    diff / scale
+                    "BENCH   {name} vs scalar, first 8 rows: max |Δ| / max |y| = {diff_scale:.2e}",
+                    diff_scale = diff / scale
                 );
             }
         }
@@ -567,9 +557,9 @@ fn coop_vs_scalar_speed() {
             };
             let ns = best_ns(&ctx, std::slice::from_ref(&d));
             eprintln!(
-                "BENCH variant T={t} W=[{n},{n}] {o:?}: {:.1} µs = {:.1} TFLOP/s",
-                ns / 1e3,
-                2.0 * (t * n * n) as f64 / ns / 1e3
+                "BENCH variant T={t} W=[{n},{n}] {o:?}: {us:.1} µs = {tflops:.1} TFLOP/s",
+                us = ns / 1e3,
+                tflops = 2.0 * (t * n * n) as f64 / ns / 1e3
             );
         }
     }

@@ -87,9 +87,7 @@ fn fused_norm_matches_norm_then_matmul() {
                     one_plus,
                 };
                 let what = format!(
-                    "{} seed {seed:#x} {dtype:?} {scheme:?} [{rows}, {cols}] T={tokens} {epi:?} one_plus {one_plus}",
-                    t.name
-                );
+                    "{t_name} seed {seed:#x} {dtype:?} {scheme:?} [{rows}, {cols}] T={tokens} {epi:?} one_plus {one_plus}", t_name = t.name);
                 let d = matmul_normed(ctx, &gw, &args, &norm, epi)
                     .unwrap_or_else(|e| panic!("{what}: {e}"));
                 let refs: Vec<&Dispatch> = d.iter().collect();
@@ -185,8 +183,8 @@ fn fused_norm_indexed_matches_norm_then_expert_matmul() {
                     one_plus: true,
                 };
                 let what = format!(
-                    "{} seed {seed:#x} {dtype:?} {epi:?} ids {ids_list:?}",
-                    t.name
+                    "{t_name} seed {seed:#x} {dtype:?} {epi:?} ids {ids_list:?}",
+                    t_name = t.name
                 );
                 let d = matmul_indexed_normed(ctx, &gw, &args, &norm, epi)
                     .unwrap_or_else(|e| panic!("{what}: {e}"));

@@ -58,27 +58,28 @@ fn moe_route_matches_ops_route_including_ties() {
                 for (s, &(we, ww)) in want.iter().enumerate() {
                     let i = ti * k as usize + s;
                     assert_eq!(
-                        ids[i] as usize, we,
-                        "{} {what}: token {ti} slot {s} id",
-                        t.name
+                        ids[i] as usize,
+                        we,
+                        "{t_name} {what}: token {ti} slot {s} id",
+                        t_name = t.name
                     );
                     assert!(
                         (ws[i] - ww).abs() <= 1e-6,
-                        "{} {what}: token {ti} slot {s} weight {} want {ww}",
-                        t.name,
-                        ws[i]
+                        "{t_name} {what}: token {ti} slot {s} weight {ws_i} want {ww}",
+                        t_name = t.name,
+                        ws_i = ws[i]
                     );
                 }
             }
             assert!(
                 ids[nk..].iter().all(|v| *v == f32::NAN.to_bits()),
-                "{} {what}: ids written past the end",
-                t.name
+                "{t_name} {what}: ids written past the end",
+                t_name = t.name
             );
             assert!(
                 ws[nk..].iter().all(|v| v.is_nan()),
-                "{} {what}: weights written past the end",
-                t.name
+                "{t_name} {what}: weights written past the end",
+                t_name = t.name
             );
         }
     }
@@ -132,14 +133,14 @@ fn moe_combine_matches_the_formula() {
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 assert!(
                     tol.allows(*g, *w),
-                    "{} {what}: element {i}: got {g} want {w}",
-                    t.name
+                    "{t_name} {what}: element {i}: got {g} want {w}",
+                    t_name = t.name
                 );
             }
             assert!(
                 got[tu * hu..].iter().all(|v| v.is_nan()),
-                "{} {what}: wrote past the end",
-                t.name
+                "{t_name} {what}: wrote past the end",
+                t_name = t.name
             );
         }
     }

@@ -123,9 +123,9 @@ fn case(
     let ctx = &t.ctx;
     if std::env::var("MOE_GROUPED_TRACE").is_ok() {
         eprintln!(
-            "{} {what} pairs {} x_div {x_div} {epi:?}",
-            t.name,
-            ids_list.len()
+            "{t_name} {what} pairs {ids_list_len} x_div {x_div} {epi:?}",
+            t_name = t.name,
+            ids_list_len = ids_list.len()
         );
     }
     let cols = gw.cols;
@@ -176,7 +176,7 @@ fn case(
         experts as u32,
         &scratch,
     )
-    .unwrap_or_else(|e| panic!("{} {what}: {e}", t.name))];
+    .unwrap_or_else(|e| panic!("{t_name} {what}: {e}", t_name = t.name))];
     d.extend(
         matmul_grouped(
             ctx,
@@ -193,7 +193,7 @@ fn case(
             &scratch,
             epi,
         )
-        .unwrap_or_else(|e| panic!("{} {what}: {e}", t.name)),
+        .unwrap_or_else(|e| panic!("{t_name} {what}: {e}", t_name = t.name)),
     );
     let di = matmul_indexed(
         ctx,
@@ -225,21 +225,21 @@ fn case(
     assert_eq!(
         head[0] as usize,
         tiles.len(),
-        "{} {what}: tile count",
-        t.name
+        "{t_name} {what}: tile count",
+        t_name = t.name
     );
     assert_eq!(
         head[1] as usize,
         perm.len(),
-        "{} {what}: grouped pairs",
-        t.name
+        "{t_name} {what}: grouped pairs",
+        t_name = t.name
     );
     assert!(tiles.len() <= tile_bound(pairs as u32, experts as u32) as usize);
     assert_eq!(
         ctx.read_u32(&scratch.buffer, 4, perm.len()).unwrap(),
         perm,
-        "{} {what}: permutation",
-        t.name
+        "{t_name} {what}: permutation",
+        t_name = t.name
     );
     let toff = scratch.tiles_offset() as usize;
     let got_tiles = ctx
@@ -249,8 +249,8 @@ fn case(
         assert_eq!(
             &got_tiles[4 * g..4 * g + 3],
             want,
-            "{} {what}: tile {g}",
-            t.name
+            "{t_name} {what}: tile {g}",
+            t_name = t.name
         );
     }
 
@@ -281,15 +281,18 @@ fn case(
             want[i] = Some((v, tol));
         }
     }
-    let what = format!("{} {what} pairs {pairs} x_div {x_div} {epi:?}", t.name);
+    let what = format!(
+        "{t_name} {what} pairs {pairs} x_div {x_div} {epi:?}",
+        t_name = t.name
+    );
     let mut bad = Vec::new();
     for i in 0..ylen {
         match want[i] {
             None => {
                 if got_g[i].to_bits() != init[i].to_bits() {
                     bad.push(format!(
-                        "[{i}] grouped wrote {:e} outside its rows",
-                        got_g[i]
+                        "[{i}] grouped wrote {got_g_i:e} outside its rows",
+                        got_g_i = got_g[i]
                     ));
                 }
             }
@@ -298,8 +301,9 @@ fn case(
                 if !ok(got_g[i]) || !ok(got_i[i]) || (got_g[i] - got_i[i]).abs() as f64 > 2.0 * tol
                 {
                     bad.push(format!(
-                        "[{i}] grouped {:e}, indexed {:e}, want {w:e} ± {tol:e}",
-                        got_g[i], got_i[i]
+                        "[{i}] grouped {got_g_i:e}, indexed {got_i_i:e}, want {w:e} ± {tol:e}",
+                        got_g_i = got_g[i],
+                        got_i_i = got_i[i]
                     ));
                 }
             }
@@ -307,9 +311,9 @@ fn case(
     }
     assert!(
         bad.is_empty(),
-        "{what}: {} of {ylen} values wrong:\n  {}",
-        bad.len(),
-        bad.iter().take(8).cloned().collect::<Vec<_>>().join("\n  ")
+        "{what}: {bad_len} of {ylen} values wrong:\n  {n}",
+        bad_len = bad.len(),
+        n = bad.iter().take(8).cloned().collect::<Vec<_>>().join("\n  ")
     );
     (tg, ti)
 }
@@ -351,9 +355,7 @@ fn grouped_matches_indexed_and_reference() {
                         let x_div = if epi == Epilogue::SwiGlu { k } else { 1 };
                         let _ = (ti, ei);
                         let what = format!(
-                            "seed {seed:#x} E {experts} k {k} T {tokens} {dtype:?} {scheme:?} [{}, {cols}]",
-                            experts * rpe
-                        );
+                            "seed {seed:#x} E {experts} k {k} T {tokens} {dtype:?} {scheme:?} [{experts_rpe}, {cols}]", experts_rpe = experts * rpe);
                         case(t, &mut rng, &gw, &wdq, rpe, &ids, x_div, epi, &what);
                     }
                 }
@@ -401,8 +403,10 @@ fn grouped_odd_ids_accumulate_and_pieces() {
                     ("bf16 pieces", &split16, &wdq16),
                 ] {
                     let x_div = 1 + ids.len() % 2;
-                    let what =
-                        format!("seed {seed:#x} {name} ids {:?}..", &ids[..ids.len().min(6)]);
+                    let what = format!(
+                        "seed {seed:#x} {name} ids {ids_ids_len_min_6:?}..",
+                        ids_ids_len_min_6 = &ids[..ids.len().min(6)]
+                    );
                     case(t, &mut rng, gw, wdq, rpe, ids, x_div, epi, &what);
                 }
             }
@@ -554,13 +558,7 @@ fn grouped_timing_t130() {
             case(t, &mut rng, &gw, &wdq, rpe, &ids, x_div, epi, "warm-up");
             let (tg, ti) = case(t, &mut rng, &gw, &wdq, rpe, &ids, x_div, epi, "timed");
             eprintln!(
-                "{} {dtype:?} {epi:?} [{}, {cols}] T {tokens} pairs {}: grouped (sort + gemm) {:.1} ms, indexed {:.1} ms",
-                t.name,
-                experts * rpe,
-                ids.len(),
-                tg * 1e3,
-                ti * 1e3
-            );
+                "{t_name} {dtype:?} {epi:?} [{experts_rpe}, {cols}] T {tokens} pairs {ids_len}: grouped (sort + gemm) {tg_1e3:.1} ms, indexed {ti_1e3:.1} ms", t_name = t.name, experts_rpe = experts * rpe, ids_len = ids.len(), tg_1e3 = tg * 1e3, ti_1e3 = ti * 1e3);
         }
     }
 }
@@ -603,10 +601,10 @@ fn grouped_bench_real_dims() {
                 best = best.min(qwgpu_kernels::profile::time_dispatches(ctx, &refs).unwrap()[0].1);
             }
             eprintln!(
-                "dense mm_tile BF16 [{}, {h}] T {tokens}: {:.1} µs = {:.2} TFLOP/s",
-                2 * ie,
-                best / 1e3,
-                2.0 * (tokens * 2 * ie * h) as f64 / best / 1e3
+                "dense mm_tile BF16 [{ie}, {h}] T {tokens}: {us:.1} µs = {tflops:.2} TFLOP/s",
+                ie = 2 * ie,
+                us = best / 1e3,
+                tflops = 2.0 * (tokens * 2 * ie * h) as f64 / best / 1e3
             );
         }
     }
@@ -705,13 +703,7 @@ fn grouped_bench_real_dims() {
                 .fold(0.0f32, f32::max);
             let maxv = b.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
             eprintln!(
-                "{} {dtype:?} T {tokens} pairs {pairs}: sort {:.1} µs, grouped gate_up {:.1} down {:.1} µs | indexed gate_up {:.1} down {:.1} µs | max |diff| {maxd:e} of max {maxv:e}",
-                t.name,
-                best[0] / 1e3,
-                best[1] / 1e3,
-                best[2] / 1e3,
-                best[3] / 1e3,
-                best[4] / 1e3,
+                "{t_name} {dtype:?} T {tokens} pairs {pairs}: sort {best_0_1e3:.1} µs, grouped gate_up {best_1_1e3:.1} down {best_2_1e3:.1} µs | indexed gate_up {best_3_1e3:.1} down {best_4_1e3:.1} µs | max |diff| {maxd:e} of max {maxv:e}", t_name = t.name, best_0_1e3 = best[0] / 1e3, best_1_1e3 = best[1] / 1e3, best_2_1e3 = best[2] / 1e3, best_3_1e3 = best[3] / 1e3, best_4_1e3 = best[4] / 1e3,
             );
         }
     }

@@ -84,8 +84,8 @@ fn rms_norm_matches_reference_for_awkward_sizes_and_offsets() {
                 check(&t.name, &got[..n], &want, &what);
                 assert!(
                     got[n..].iter().all(|v| v.is_nan()),
-                    "{} {what}: wrote past the output",
-                    t.name
+                    "{t_name} {what}: wrote past the output",
+                    t_name = t.name
                 );
             }
         }

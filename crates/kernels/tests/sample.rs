@@ -107,9 +107,9 @@ fn uniform_random_is_bit_exact_on_the_gpu() {
             assert_eq!(
                 g,
                 want.to_bits(),
-                "{} seed {seed:#x} counter {counter}: GPU {} host {want}",
-                t.name,
-                f32::from_bits(g)
+                "{t_name} seed {seed:#x} counter {counter}: GPU {f32_from_bits_g} host {want}",
+                t_name = t.name,
+                f32_from_bits_g = f32::from_bits(g)
             );
             assert!((0.0..1.0).contains(&want));
         }
@@ -133,7 +133,12 @@ fn uniform_shaped_row_picks_floor_u_times_vocab() {
         for (&(seed, counter), g) in pairs.iter().zip(got) {
             let u = uniform_random(seed, counter);
             let want = (u * vocab as f32).floor() as u32;
-            assert_eq!(g, want, "{} seed {seed} counter {counter} u {u}", t.name);
+            assert_eq!(
+                g,
+                want,
+                "{t_name} seed {seed} counter {counter} u {u}",
+                t_name = t.name
+            );
             assert_eq!(sample_host(&logits, &params(0.8, 0, 1.0), u), want);
         }
     }
@@ -191,9 +196,10 @@ fn greedy_is_argmax_with_ties_nan_and_offsets() {
                 );
                 let got = b.run(ctx, &[(seed, 0)]);
                 assert_eq!(
-                    got[0], want,
-                    "{} seed {seed} vocab {vocab} case {case}",
-                    t.name
+                    got[0],
+                    want,
+                    "{t_name} seed {seed} vocab {vocab} case {case}",
+                    t_name = t.name
                 );
             }
         }
@@ -232,8 +238,13 @@ fn non_finite_rows_give_the_sentinel() {
                 let b = Batch::new(ctx, &lb, 3, vocab as u32, p, 1);
                 let got = b.run(ctx, &[(9, 1)])[0];
                 let want = sample_host(logits, p, uniform_random(9, 1));
-                assert_eq!(got, want, "{} {what} {p:?}", t.name);
-                assert_eq!(got == sample::NON_FINITE, *bad, "{} {what} {p:?}", t.name);
+                assert_eq!(got, want, "{t_name} {what} {p:?}", t_name = t.name);
+                assert_eq!(
+                    got == sample::NON_FINITE,
+                    *bad,
+                    "{t_name} {what} {p:?}",
+                    t_name = t.name
+                );
             }
         }
     }
@@ -286,9 +297,7 @@ fn sampling_matches_the_host_rule() {
                         let want = sample_host(&logits, p, u);
                         assert_eq!(
                             g, want,
-                            "{} seed {seed} vocab {vocab} {p:?} ties {ties} counter {c} u {u}",
-                            t.name
-                        );
+                            "{t_name} seed {seed} vocab {vocab} {p:?} ties {ties} counter {c} u {u}", t_name = t.name);
                     }
                 }
             }
@@ -312,7 +321,12 @@ fn top_k_keeps_every_token_tied_at_the_threshold() {
         let lb = upload_row(ctx, &logits, 0);
         for p in [p, params(1.0, 0, 0.5)] {
             let b = Batch::new(ctx, &lb, 0, 5, &p, 1);
-            assert_eq!(b.run(ctx, &[(seed, counter)])[0], 2, "{} {p:?}", t.name);
+            assert_eq!(
+                b.run(ctx, &[(seed, counter)])[0],
+                2,
+                "{t_name} {p:?}",
+                t_name = t.name
+            );
         }
     }
 }
@@ -349,8 +363,8 @@ fn frequencies_follow_the_softmax() {
             assert_eq!(
                 g,
                 sample_host(&logits, &p, uniform_random(s, c)),
-                "{} seed {s} counter {c}",
-                t.name
+                "{t_name} seed {s} counter {c}",
+                t_name = t.name
             );
             gpu_counts[g as usize] += 1;
         }
@@ -360,8 +374,8 @@ fn frequencies_follow_the_softmax() {
                 .iter()
                 .zip(&e)
                 .all(|(&k, &ei)| k > 0 || ei / z < 0.1),
-            "{} {gpu_counts:?}",
-            t.name
+            "{t_name} {gpu_counts:?}",
+            t_name = t.name
         );
     }
 }

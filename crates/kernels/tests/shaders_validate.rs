@@ -50,14 +50,18 @@ fn every_kernel_module_validates() {
     let mut done = HashSet::new();
     for spec in specs {
         for (name, src, subgroups) in variants(spec) {
-            let module = naga::front::wgsl::parse_str(&src)
-                .unwrap_or_else(|e| panic!("{name}: parse error:\n{}", e.emit_to_string(&src)));
+            let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| {
+                panic!(
+                    "{name}: parse error:\n{e_emit_to_string_src}",
+                    e_emit_to_string_src = e.emit_to_string(&src)
+                )
+            });
             let entry = module.entry_points.iter().find(|e| e.name == spec.entry);
             assert!(
                 entry.is_some_and(|e| e.stage == naga::ShaderStage::Compute),
-                "{name}: no compute entry point `{}` (spec `{}`)",
-                spec.entry,
-                spec.label
+                "{name}: no compute entry point `{spec_entry}` (spec `{spec_label}`)",
+                spec_entry = spec.entry,
+                spec_label = spec.label
             );
             if !done.insert((name.clone(), subgroups)) {
                 continue;

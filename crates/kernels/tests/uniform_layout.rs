@@ -29,7 +29,11 @@ fn scalar(module: &naga::Module, ty: naga::Handle<naga::Type>) -> Option<&'stati
 
 /// Differences between `layout` and the WGSL struct it names in `module`.
 fn compare(layout: &UniformLayout, module: &naga::Module) -> Vec<String> {
-    let who = format!("{} (WGSL `{}`)", layout.rust, layout.wgsl);
+    let who = format!(
+        "{layout_rust} (WGSL `{layout_wgsl}`)",
+        layout_rust = layout.rust,
+        layout_wgsl = layout.wgsl
+    );
     let Some((members, span)) = module.types.iter().find_map(|(_, t)| match &t.inner {
         naga::TypeInner::Struct { members, span } if t.name.as_deref() == Some(layout.wgsl) => {
             Some((members, *span))
@@ -46,37 +50,36 @@ fn compare(layout: &UniformLayout, module: &naga::Module) -> Vec<String> {
     let rust: Vec<_> = layout.fields.iter().filter(|f| !is_pad(f.name)).collect();
     if wgsl.len() != rust.len() {
         errors.push(format!(
-            "{who}: {} fields in Rust, {} members in WGSL",
-            rust.len(),
-            wgsl.len()
+            "{who}: {rust_len} fields in Rust, {wgsl_len} members in WGSL",
+            rust_len = rust.len(),
+            wgsl_len = wgsl.len()
         ));
     }
     for (i, (r, w)) in rust.iter().zip(&wgsl).enumerate() {
         let w_name = w.name.as_deref().unwrap_or("?");
         if r.name != w_name {
             errors.push(format!(
-                "{who}: field {i} is `{}` in Rust, `{w_name}` in WGSL",
-                r.name
+                "{who}: field {i} is `{r_name}` in Rust, `{w_name}` in WGSL",
+                r_name = r.name
             ));
         }
         if r.offset != w.offset as usize {
             errors.push(format!(
-                "{who}: `{}` at byte {} in Rust, `{w_name}` at byte {} in WGSL",
-                r.name, r.offset, w.offset
-            ));
+                "{who}: `{r_name}` at byte {r_offset} in Rust, `{w_name}` at byte {w_offset} in WGSL", r_name = r.name, r_offset = r.offset, w_offset = w.offset));
         }
         let w_ty = scalar(module, w.ty);
         if w_ty != Some(r.ty) {
             errors.push(format!(
-                "{who}: `{}` is `{}` in Rust, `{w_name}` is {w_ty:?} in WGSL",
-                r.name, r.ty
+                "{who}: `{r_name}` is `{r_ty}` in Rust, `{w_name}` is {w_ty:?} in WGSL",
+                r_name = r.name,
+                r_ty = r.ty
             ));
         }
     }
     if layout.size != span as usize {
         errors.push(format!(
-            "{who}: {} bytes in Rust, {span} in WGSL",
-            layout.size
+            "{who}: {layout_size} bytes in Rust, {span} in WGSL",
+            layout_size = layout.size
         ));
     }
     errors
@@ -91,14 +94,19 @@ fn module(spec: &KernelSpec) -> (naga::Module, naga::valid::ModuleInfo) {
         .map(|f| f.text)
         .collect::<Vec<_>>()
         .join("\n");
-    let module = naga::front::wgsl::parse_str(&src)
-        .unwrap_or_else(|e| panic!("{}: {}", spec.label, e.emit_to_string(&src)));
+    let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| {
+        panic!(
+            "{spec_label}: {e_emit_to_string_src}",
+            spec_label = spec.label,
+            e_emit_to_string_src = e.emit_to_string(&src)
+        )
+    });
     let info = naga::valid::Validator::new(
         naga::valid::ValidationFlags::empty(),
         naga::valid::Capabilities::all(),
     )
     .validate(&module)
-    .unwrap_or_else(|e| panic!("{}: {e:?}", spec.label));
+    .unwrap_or_else(|e| panic!("{spec_label}: {e:?}", spec_label = spec.label));
     (module, info)
 }
 
@@ -117,7 +125,13 @@ fn every_params_struct_matches_its_wgsl_struct() {
             .entry_points
             .iter()
             .position(|e| e.name == spec.entry)
-            .unwrap_or_else(|| panic!("{}: no entry point `{}`", spec.label, spec.entry));
+            .unwrap_or_else(|| {
+                panic!(
+                    "{spec_label}: no entry point `{spec_entry}`",
+                    spec_label = spec.label,
+                    spec_entry = spec.entry
+                )
+            });
         let uses = info.get_entry_point(index);
         for (h, var) in module.global_variables.iter() {
             if var.space != naga::AddressSpace::Uniform || uses[h].is_empty() {
@@ -126,11 +140,7 @@ fn every_params_struct_matches_its_wgsl_struct() {
             let ty = module.types[var.ty].name.as_deref().unwrap_or("?");
             if !spec.uniforms.iter().any(|l| l.wgsl == ty) {
                 errors.push(format!(
-                    "{} (`{}`): uniform `{}: {ty}` has no Rust layout in the spec",
-                    spec.label,
-                    spec.entry,
-                    var.name.as_deref().unwrap_or("?")
-                ));
+                    "{spec_label} (`{spec_entry}`): uniform `{var_name_as_deref_unwrap_or}: {ty}` has no Rust layout in the spec", spec_label = spec.label, spec_entry = spec.entry, var_name_as_deref_unwrap_or = var.name.as_deref().unwrap_or("?")));
             }
         }
     }

@@ -19,40 +19,43 @@ pub fn dequantize(w: &PackedWeight) -> Result<Vec<f32>, LoadError> {
     };
     if w.rows == 0 || w.cols == 0 {
         return Err(bad(format!(
-            "shape [{}, {}] has a zero dimension",
-            w.rows, w.cols
+            "shape [{w_rows}, {w_cols}] has a zero dimension",
+            w_rows = w.rows,
+            w_cols = w.cols
         )));
     }
     let expected = w
         .rows
         .checked_mul(w.cols)
         .and_then(|n| n.checked_mul(w.dtype.size()))
-        .ok_or_else(|| bad(format!("shape [{}, {}] overflows", w.rows, w.cols)))?;
+        .ok_or_else(|| {
+            bad(format!(
+                "shape [{w_rows}, {w_cols}] overflows",
+                w_rows = w.rows,
+                w_cols = w.cols
+            ))
+        })?;
     if w.data.len() != expected {
         return Err(bad(format!(
-            "{} data bytes, expected {expected} ({} × [{}, {}])",
-            w.data.len(),
-            w.dtype,
-            w.rows,
-            w.cols
+            "{w_data_len} data bytes, expected {expected} ({w_dtype} × [{w_rows}, {w_cols}])",
+            w_data_len = w.data.len(),
+            w_dtype = w.dtype,
+            w_rows = w.rows,
+            w_cols = w.cols
         )));
     }
     let mut next = 0usize;
     for s in &w.shards {
         if s.row_offset != next || s.rows == 0 {
             return Err(bad(format!(
-                "shard `{}` covers rows {}..{}, expected to start at {next} with > 0 rows",
-                s.name,
-                s.row_offset,
-                s.row_offset.saturating_add(s.rows)
-            )));
+                "shard `{s_name}` covers rows {s_row_offset}..{rows}, expected to start at {next} with > 0 rows", s_name = s.name, s_row_offset = s.row_offset, rows = s.row_offset.saturating_add(s.rows))));
         }
         next = s.row_offset.saturating_add(s.rows);
     }
     if next != w.rows {
         return Err(bad(format!(
-            "shards cover {next} rows, weight has {}",
-            w.rows
+            "shards cover {next} rows, weight has {w_rows}",
+            w_rows = w.rows
         )));
     }
 
@@ -66,9 +69,9 @@ pub fn dequantize(w: &PackedWeight) -> Result<Vec<f32>, LoadError> {
         ScaleScheme::PerShard { scales } => {
             if scales.len() != w.shards.len() {
                 return Err(bad(format!(
-                    "{} per-shard scales for {} shards",
-                    scales.len(),
-                    w.shards.len()
+                    "{scales_len} per-shard scales for {w_shards_len} shards",
+                    scales_len = scales.len(),
+                    w_shards_len = w.shards.len()
                 )));
             }
             for (s, &scale) in w.shards.iter().zip(scales) {
@@ -82,9 +85,9 @@ pub fn dequantize(w: &PackedWeight) -> Result<Vec<f32>, LoadError> {
         ScaleScheme::PerChannel { scales } => {
             if scales.len() != w.rows {
                 return Err(bad(format!(
-                    "{} per-channel scales for {} rows",
-                    scales.len(),
-                    w.rows
+                    "{scales_len} per-channel scales for {w_rows} rows",
+                    scales_len = scales.len(),
+                    w_rows = w.rows
                 )));
             }
             for (row, &scale) in out.chunks_exact_mut(w.cols).zip(scales) {
@@ -109,8 +112,8 @@ pub fn dequantize(w: &PackedWeight) -> Result<Vec<f32>, LoadError> {
                     let br = r / bn;
                     let scale_row = seg.scales.get(br * gc..(br + 1) * gc).ok_or_else(|| {
                         bad(format!(
-                            "segment at row {}: scale row {br} missing",
-                            seg.row_offset
+                            "segment at row {seg_row_offset}: scale row {br} missing",
+                            seg_row_offset = seg.row_offset
                         ))
                     })?;
                     for (chunk, &scale) in row.chunks_mut(bk).zip(scale_row) {
@@ -120,8 +123,8 @@ pub fn dequantize(w: &PackedWeight) -> Result<Vec<f32>, LoadError> {
             }
             if next != w.rows {
                 return Err(bad(format!(
-                    "block segments cover {next} rows, weight has {}",
-                    w.rows
+                    "block segments cover {next} rows, weight has {w_rows}",
+                    w_rows = w.rows
                 )));
             }
         }
@@ -137,9 +140,7 @@ fn check_segment(
 ) -> Result<(), String> {
     if seg.row_offset != next || seg.rows == 0 {
         return Err(format!(
-            "block segment at row {} with {} rows, expected to start at {next} with > 0 rows",
-            seg.row_offset, seg.rows
-        ));
+            "block segment at row {seg_row_offset} with {seg_rows} rows, expected to start at {next} with > 0 rows", seg_row_offset = seg.row_offset, seg_rows = seg.rows));
     }
     if seg
         .row_offset
@@ -147,22 +148,22 @@ fn check_segment(
         .is_none_or(|end| end > w.rows)
     {
         return Err(format!(
-            "block segment at row {} with {} rows exceeds {} rows",
-            seg.row_offset, seg.rows, w.rows
+            "block segment at row {seg_row_offset} with {seg_rows} rows exceeds {w_rows} rows",
+            seg_row_offset = seg.row_offset,
+            seg_rows = seg.rows,
+            w_rows = w.rows
         ));
     }
     let grid = [seg.rows.div_ceil(block[0]), w.cols.div_ceil(block[1])];
     if seg.grid != grid {
         return Err(format!(
-            "block segment at row {}: grid {:?}, expected {grid:?} for {} rows × {} cols",
-            seg.row_offset, seg.grid, seg.rows, w.cols
-        ));
+            "block segment at row {seg_row_offset}: grid {seg_grid:?}, expected {grid:?} for {seg_rows} rows × {w_cols} cols", seg_row_offset = seg.row_offset, seg_grid = seg.grid, seg_rows = seg.rows, w_cols = w.cols));
     }
     if seg.scales.len() != grid[0] * grid[1] {
         return Err(format!(
-            "block segment at row {}: {} scales for grid {grid:?}",
-            seg.row_offset,
-            seg.scales.len()
+            "block segment at row {seg_row_offset}: {seg_scales_len} scales for grid {grid:?}",
+            seg_row_offset = seg.row_offset,
+            seg_scales_len = seg.scales.len()
         ));
     }
     Ok(())

@@ -47,7 +47,7 @@ pub enum LoadError {
     MissingTensors { names: Vec<String> },
 
     /// An FP8 weight without any scale companion.
-    #[error("FP8 weight `{tensor}` ({dtype}) has no scale; looked for {}{note}", looked_for.join(", "))]
+    #[error("FP8 weight `{tensor}` ({dtype}) has no scale; looked for {looked_for}{note}", looked_for = looked_for.join(", "))]
     MissingScale {
         tensor: String,
         dtype: Dtype,
@@ -99,8 +99,9 @@ pub enum LoadError {
     /// A 2-D block scale whose grid does not match the weight and block size.
     #[error(
         "block scale `{scale}` of weight `{weight}` {weight_shape:?}: grid {got:?}, expected {expected:?} \
-         for block [{}, {}]",
-        block[0], block[1]
+         for block [{block_0}, {block_1}]",
+        block_0 = block[0],
+        block_1 = block[1]
     )]
     BlockGrid {
         scale: String,
@@ -193,7 +194,7 @@ pub enum LoadError {
     },
 
     /// A source covering a shard name the packed weight does not declare.
-    #[error("packed weight `{packed}`: tensor `{tensor}` covers unknown shard `{shard}` (declared: {})", declared.join(", "))]
+    #[error("packed weight `{packed}`: tensor `{tensor}` covers unknown shard `{shard}` (declared: {declared})", declared = declared.join(", "))]
     UnknownShard {
         packed: String,
         tensor: String,
@@ -213,13 +214,14 @@ pub enum LoadError {
     },
 
     /// Declared shards no source covered.
-    #[error("packed weight `{packed}`: shard(s) never loaded: {}", shards.join(", "))]
+    #[error("packed weight `{packed}`: shard(s) never loaded: {shards}", shards = shards.join(", "))]
     ShardNotLoaded { packed: String, shards: Vec<String> },
 
     /// A source's shards are not consecutive, in order, in the shard table.
     #[error(
-        "packed weight `{packed}`: tensor `{tensor}` covers shards [{}], which are not consecutive in the shard table [{}]",
-        covers.join(", "), declared.join(", ")
+        "packed weight `{packed}`: tensor `{tensor}` covers shards [{covers}], which are not consecutive in the shard table [{declared}]",
+        covers = covers.join(", "),
+        declared = declared.join(", ")
     )]
     ShardOrder {
         packed: String,
@@ -233,7 +235,7 @@ pub enum LoadError {
     ShardTable { packed: String, detail: String },
 
     /// A source's row count differs from the shards it covers.
-    #[error("packed weight `{packed}`: tensor `{tensor}` has {rows} rows, but its shards [{}] need {expected}", covers.join(", "))]
+    #[error("packed weight `{packed}`: tensor `{tensor}` has {rows} rows, but its shards [{covers}] need {expected}", covers = covers.join(", "))]
     RowsMismatch {
         packed: String,
         tensor: String,

@@ -95,7 +95,10 @@ fn slice_bytes<'a>(
 ) -> Result<Cow<'a, [u8]>, LoadError> {
     let bad = || LoadError::InvalidPacked {
         name: tensor.to_string(),
-        detail: format!("byte range {range:?} out of bounds ({} bytes)", bytes.len()),
+        detail: format!(
+            "byte range {range:?} out of bounds ({bytes_len} bytes)",
+            bytes_len = bytes.len()
+        ),
     };
     match bytes {
         Cow::Borrowed(b) => b.get(range.clone()).map(Cow::Borrowed).ok_or_else(bad),

@@ -51,8 +51,8 @@ impl ModuleList {
         if entries.len() > MAX_ENTRIES {
             return Err(LoadError::Quantization {
                 detail: format!(
-                    "{what}: {} entries exceed the bound {MAX_ENTRIES}",
-                    entries.len()
+                    "{what}: {entries_len} entries exceed the bound {MAX_ENTRIES}",
+                    entries_len = entries.len()
                 ),
             });
         }

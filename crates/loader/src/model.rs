@@ -505,14 +505,19 @@ impl<'s, S: TensorSource + ?Sized> Ctx<'s, S> {
                     _ => Err(LoadError::KvScales {
                         layer,
                         detail: format!(
-                            "`{}` has shape {:?}, expected one element",
-                            t.name, t.shape
+                            "`{t_name}` has shape {t_shape:?}, expected one element",
+                            t_name = t.name,
+                            t_shape = t.shape
                         ),
                     }),
                 },
                 _ => Err(LoadError::KvScales {
                     layer,
-                    detail: format!("both `{}` and `{}` present", names[0], names[1]),
+                    detail: format!(
+                        "both `{names_0}` and `{names_1}` present",
+                        names_0 = names[0],
+                        names_1 = names[1]
+                    ),
                 }),
             }
         };
@@ -530,9 +535,7 @@ impl<'s, S: TensorSource + ?Sized> Ctx<'s, S> {
             (k, _) => Err(LoadError::KvScales {
                 layer,
                 detail: format!(
-                    "only the {} scale is present; both `{p}.k_scale` and `{p}.v_scale` are needed",
-                    if k.is_some() { "k" } else { "v" }
-                ),
+                    "only the {if_k_is_some_k_else_v} scale is present; both `{p}.k_scale` and `{p}.v_scale` are needed", if_k_is_some_k_else_v = if k.is_some() { "k" } else { "v" }),
             }),
         }
     }

@@ -160,8 +160,10 @@ impl QuantPolicy {
                     exclude: ModuleList::parse(&c.ignore, false, "ignore")?,
                     kv_cache: c.kv_cache_scheme.as_ref().map(|k| {
                         format!(
-                            "kv_cache_scheme ({}-bit {} {:?})",
-                            k.num_bits, k.kind, k.strategy
+                            "kv_cache_scheme ({k_num_bits}-bit {k_kind} {k_strategy:?})",
+                            k_num_bits = k.num_bits,
+                            k_kind = k.kind,
+                            k_strategy = k.strategy
                         )
                     }),
                 })
@@ -270,9 +272,7 @@ fn ct_weights(w: &CtQuantArgs, what: &str) -> Result<(SchemeKind, Option<[usize;
     if w.kind != "float" || w.num_bits != 8 {
         return Err(LoadError::Quantization {
             detail: format!(
-                "{what}: weights are {}-bit `{}`; only 8-bit float (FP8) is supported",
-                w.num_bits, w.kind
-            ),
+                "{what}: weights are {w_num_bits}-bit `{w_kind}`; only 8-bit float (FP8) is supported", w_num_bits = w.num_bits, w_kind = w.kind),
         });
     }
     if !w.symmetric {

@@ -37,7 +37,11 @@ impl SourceScheme {
 
     pub(crate) fn describe(&self) -> String {
         match self {
-            SourceScheme::Block { block, .. } => format!("block [{}, {}]", block[0], block[1]),
+            SourceScheme::Block { block, .. } => format!(
+                "block [{block_0}, {block_1}]",
+                block_0 = block[0],
+                block_1 = block[1]
+            ),
             other => other.kind().to_string(),
         }
     }
@@ -113,16 +117,12 @@ pub(crate) fn detect_weight_scale(
                 covers,
                 shape: shape.to_vec(),
                 acceptable: format!(
-                    "for a [{rows}, {cols}] weight: [] / [1] / [1, 1] (per-tensor), {}[{rows}, 1] or [{rows}] (per-channel), \
-                     {grid:?} (block [{}, {}])",
-                    if covers > 1 {
+                    "for a [{rows}, {cols}] weight: [] / [1] / [1, 1] (per-tensor), {new}[{rows}, 1] or [{rows}] (per-channel), \
+                     {grid:?} (block [{block_0}, {block_1}])", new = if covers > 1 {
                         format!("[{covers}] (per-shard), ")
                     } else {
                         String::new()
-                    },
-                    block[0],
-                    block[1]
-                ),
+                    }, block_0 = block[0], block_1 = block[1]),
             });
         }
     };
@@ -130,7 +130,10 @@ pub(crate) fn detect_weight_scale(
         if expected != kind {
             return Err(LoadError::SchemeMismatch {
                 tensor: weight.name.clone(),
-                found: format!("{kind} (scale `{}` {:?})", scale.name, shape),
+                found: format!(
+                    "{kind} (scale `{scale_name}` {shape:?})",
+                    scale_name = scale.name
+                ),
                 configured: expected.to_string(),
             });
         }

@@ -32,8 +32,13 @@ impl TensorSource for Checkpoint {
         self.names()
     }
     fn origin(&self, name: &str) -> Option<String> {
-        self.get(name)
-            .map(|v| format!("`{}` in {}", v.source_name, v.file.display()))
+        self.get(name).map(|v| {
+            format!(
+                "`{v_source_name}` in {v_file_display}",
+                v_source_name = v.source_name,
+                v_file_display = v.file.display()
+            )
+        })
     }
     fn prefetch(&self, bytes: &[u8]) {
         Checkpoint::prefetch(self, bytes)

@@ -32,8 +32,12 @@ const FP8_FIXTURES: [&str; 10] = [
 /// failure, not an empty list: the fixtures are committed with the code.
 fn fixture_dirs() -> Vec<PathBuf> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
-    let entries = std::fs::read_dir(&root)
-        .unwrap_or_else(|e| panic!("{}: the committed fixtures: {e}", root.display()));
+    let entries = std::fs::read_dir(&root).unwrap_or_else(|e| {
+        panic!(
+            "{root_display}: the committed fixtures: {e}",
+            root_display = root.display()
+        )
+    });
     let mut dirs: Vec<PathBuf> = entries
         .map(|e| e.expect("fixture folder entry").path())
         .filter(|p| {
@@ -55,7 +59,11 @@ fn fixture_dirs() -> Vec<PathBuf> {
     );
     for d in &dirs {
         for file in ["config.json", "model.safetensors"] {
-            assert!(d.join(file).is_file(), "{}: {file} missing", d.display());
+            assert!(
+                d.join(file).is_file(),
+                "{d_display}: {file} missing",
+                d_display = d.display()
+            );
         }
     }
     dirs
@@ -143,8 +151,10 @@ fn reference(ckpt: &Checkpoint, name: &str, shard_rows: &[usize], block: [usize;
 #[test]
 fn every_fp8_fixture_loads_and_matches_its_sources() {
     for dir in fixture_dirs() {
-        let ckpt = Checkpoint::open(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-        let model = load_model(&ckpt).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let ckpt = Checkpoint::open(&dir)
+            .unwrap_or_else(|e| panic!("{dir_display}: {e}", dir_display = dir.display()));
+        let model = load_model(&ckpt)
+            .unwrap_or_else(|e| panic!("{dir_display}: {e}", dir_display = dir.display()));
         let block = block_of(&ckpt);
         let mut quantized = 0;
         for w in all_weights(&model) {
@@ -162,8 +172,17 @@ fn every_fp8_fixture_loads_and_matches_its_sources() {
                 i += run.len();
                 want.extend(reference(&ckpt, src, &run, block));
             }
-            let got = dequantize(w).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-            assert_same(&got, &want, &format!("{}: {}", dir.display(), w.name));
+            let got = dequantize(w)
+                .unwrap_or_else(|e| panic!("{dir_display}: {e}", dir_display = dir.display()));
+            assert_same(
+                &got,
+                &want,
+                &format!(
+                    "{dir_display}: {w_name}",
+                    dir_display = dir.display(),
+                    w_name = w.name
+                ),
+            );
         }
         assert!(quantized > 0, "{}: no FP8 weight loaded", dir.display());
         // The scheme each fixture family was exported with (folder name).
@@ -188,9 +207,9 @@ fn every_fp8_fixture_loads_and_matches_its_sources() {
         };
         assert!(
             scheme_ok && act_ok,
-            "{family}: {:?} / {:?}",
-            gdn.in_proj_qkvz.scale,
-            gdn.in_proj_qkvz.activation
+            "{family}: {gdn_in_proj_qkvz_scale:?} / {gdn_in_proj_qkvz_activation:?}",
+            gdn_in_proj_qkvz_scale = gdn.in_proj_qkvz.scale,
+            gdn_in_proj_qkvz_activation = gdn.in_proj_qkvz.activation
         );
         assert_eq!(
             gdn.in_proj_ba.scale,
@@ -198,9 +217,9 @@ fn every_fp8_fixture_loads_and_matches_its_sources() {
             "{family}: in_proj_ba stays unquantized"
         );
         eprintln!(
-            "{}: {} packed weights checked, {quantized} FP8",
-            dir.display(),
-            all_weights(&model).len()
+            "{dir_display}: {all_weights_model_len} packed weights checked, {quantized} FP8",
+            dir_display = dir.display(),
+            all_weights_model_len = all_weights(&model).len()
         );
     }
 }

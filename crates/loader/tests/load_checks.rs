@@ -193,9 +193,7 @@ fn write_safetensors(path: &Path, tensors: &[(String, String, Vec<usize>, Vec<u8
         let start = data.len();
         data.extend_from_slice(bytes);
         entries.push(format!(
-            "\"{name}\":{{\"dtype\":\"{dtype}\",\"shape\":{shape:?},\"data_offsets\":[{start},{}]}}",
-            data.len()
-        ));
+            "\"{name}\":{{\"dtype\":\"{dtype}\",\"shape\":{shape:?},\"data_offsets\":[{start},{data_len}]}}", data_len = data.len()));
     }
     let text = format!("{{{}}}", entries.join(","));
     let mut out = (text.len() as u64).to_le_bytes().to_vec();
@@ -209,7 +207,10 @@ struct TempDir(std::path::PathBuf);
 
 impl TempDir {
     fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("qwgpu-loader-{tag}-{}", std::process::id()));
+        let p = std::env::temp_dir().join(format!(
+            "qwgpu-loader-{tag}-{std_process_id}",
+            std_process_id = std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).expect("mkdir");
         TempDir(p)

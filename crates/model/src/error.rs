@@ -80,14 +80,14 @@ pub enum ModelError {
         available_bytes: u64,
         hint: &'static str,
     },
-    #[error("{}: {source}", path.display())]
+    #[error("{path}: {source}", path = path.display())]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
     /// A golden fixture file is malformed or inconsistent.
-    #[error("{}: {detail}", path.display())]
+    #[error("{path}: {detail}", path = path.display())]
     Golden { path: PathBuf, detail: String },
     /// Invalid sampling parameters.
     #[error("sampler: {detail}")]

@@ -101,16 +101,13 @@ impl GoldenMeta {
         }
         if self.prompt_ids.is_empty() || self.prompt_ids.len() > MAX_PROMPT {
             return bad(format!(
-                "prompt_ids has {} ids, expected 1..={MAX_PROMPT}",
-                self.prompt_ids.len()
+                "prompt_ids has {prompt_ids_len} ids, expected 1..={MAX_PROMPT}",
+                prompt_ids_len = self.prompt_ids.len()
             ));
         }
         if self.generated_ids.len() != GREEDY_POINTS || self.margins.len() != GREEDY_POINTS {
             return bad(format!(
-                "generated_ids has {} ids and margins {} values, expected {GREEDY_POINTS} each",
-                self.generated_ids.len(),
-                self.margins.len()
-            ));
+                "generated_ids has {generated_ids_len} ids and margins {margins_len} values, expected {GREEDY_POINTS} each", generated_ids_len = self.generated_ids.len(), margins_len = self.margins.len()));
         }
         Ok(())
     }
@@ -176,9 +173,7 @@ impl Golden {
             if argmax(row) != id as usize {
                 tracing::warn!(
                     fixture = %dir.display(),
-                    "generated_ids[{j}] = {id} is not the argmax {} of the recorded logits",
-                    argmax(row)
-                );
+                    "generated_ids[{j}] = {id} is not the argmax {argmax_row} of the recorded logits", argmax_row = argmax(row));
             }
         }
         Ok(golden)
@@ -196,11 +191,7 @@ impl Golden {
             return Err(ModelError::Golden {
                 path: self.dir.join("golden.safetensors"),
                 detail: format!(
-                    "{} prefill and {} decode logits, expected {t} x {v} and {DECODE_STEPS} x {v}",
-                    self.prefill_logits.len(),
-                    self.decode_logits.len(),
-                    v = self.vocab
-                ),
+                    "{prefill_logits_len} prefill and {decode_logits_len} decode logits, expected {t} x {v} and {DECODE_STEPS} x {v}", v = self.vocab, prefill_logits_len = self.prefill_logits.len(), decode_logits_len = self.decode_logits.len()),
             });
         }
         Ok(())
@@ -240,7 +231,10 @@ fn read_f32(
     if view.dtype() != safetensors::Dtype::F32 {
         return Err(ModelError::Golden {
             path: path.to_path_buf(),
-            detail: format!("tensor `{name}`: dtype {:?}, expected F32", view.dtype()),
+            detail: format!(
+                "tensor `{name}`: dtype {view_dtype:?}, expected F32",
+                view_dtype = view.dtype()
+            ),
         });
     }
     let values = view
@@ -322,33 +316,16 @@ impl fmt::Display for GoldenReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} [{} {} {}]: {} — max |diff| {:.3e} at {} vocab {} (tolerance {:.3e}, logit scale {:.3}), greedy {}",
-            self.fixture,
-            self.kind,
-            self.quant,
-            self.layout,
-            if self.passed { "PASS" } else { "FAIL" },
-            self.max_abs_diff,
-            self.max_diff_at.0,
-            self.max_diff_at.1,
-            self.tolerance,
-            self.logit_scale,
-            if self.greedy_identical { "identical" } else { "DIFFERS" },
+            "{fixture} [{kind} {quant} {layout}]: {fail} — max |diff| {max_abs_diff:.3e} at {max_diff_at_0} vocab {max_diff_at_1} (tolerance {tolerance:.3e}, logit scale {logit_scale:.3}), greedy {differs}", fixture = self.fixture, kind = self.kind, quant = self.quant, layout = self.layout, fail = if self.passed { "PASS" } else { "FAIL" }, max_abs_diff = self.max_abs_diff, max_diff_at_0 = self.max_diff_at.0, max_diff_at_1 = self.max_diff_at.1, tolerance = self.tolerance, logit_scale = self.logit_scale, differs = if self.greedy_identical { "identical" } else { "DIFFERS" },
         )?;
         for flip in &self.flips {
             write!(
                 f,
-                "\n  point {}: ours {} vs HF {} (HF margin {:.3e}{})",
-                flip.point,
-                flip.ours,
-                flip.hf,
-                flip.hf_margin,
-                if flip.tolerated {
+                "\n  point {flip_point}: ours {flip_ours} vs HF {flip_hf} (HF margin {flip_hf_margin:.3e}{tolerated})", flip_point = flip.point, flip_ours = flip.ours, flip_hf = flip.hf, flip_hf_margin = flip.hf_margin, tolerated = if flip.tolerated {
                     ", near-tie: tolerated"
                 } else {
                     ""
-                }
-            )?;
+                })?;
         }
         Ok(())
     }
@@ -420,8 +397,8 @@ fn check_vocab(model_vocab: usize, golden: &Golden) -> Result<(), ModelError> {
         return Err(ModelError::Golden {
             path: golden.dir.join("golden.safetensors"),
             detail: format!(
-                "logits have {} columns, the model's vocab_size is {model_vocab}",
-                golden.vocab
+                "logits have {golden_vocab} columns, the model's vocab_size is {model_vocab}",
+                golden_vocab = golden.vocab
             ),
         });
     }
@@ -450,7 +427,10 @@ fn compare_logits(
             let d = if d.is_nan() { f32::INFINITY } else { d };
             if d > max_abs_diff {
                 max_abs_diff = d;
-                max_diff_at = (format!("{label}[{}]", i / vocab), i % vocab);
+                max_diff_at = (
+                    format!("{label}[{i_vocab}]", i_vocab = i / vocab),
+                    i % vocab,
+                );
             }
             logit_scale = logit_scale.max(b.abs());
         }
@@ -500,7 +480,10 @@ mod tests {
 
     /// A fresh scratch folder under the system temp dir.
     fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("qwgpu-golden-{name}-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!(
+            "qwgpu-golden-{name}-{std_process_id}",
+            std_process_id = std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir

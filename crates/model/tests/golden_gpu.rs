@@ -32,20 +32,20 @@ fn run(variant: Variant) {
     for dir in &dirs {
         match check_model(dir, &opts, GPU_RELATIVE_TOLERANCE) {
             Ok(r) => {
-                println!("{} {r}", variant.name());
+                println!("{variant_name} {r}", variant_name = variant.name());
                 if !r.passed {
                     failures.push(r.to_string());
                 }
             }
-            Err(e) => failures.push(format!("{}: {e}", dir.display())),
+            Err(e) => failures.push(format!("{dir_display}: {e}", dir_display = dir.display())),
         }
     }
     assert!(
         failures.is_empty(),
-        "{} fixtures failed on the GPU ({}):\n{}",
-        failures.len(),
-        variant.name(),
-        failures.join("\n")
+        "{failures_len} fixtures failed on the GPU ({variant_name}):\n{failures_join_n}",
+        failures_len = failures.len(),
+        variant_name = variant.name(),
+        failures_join_n = failures.join("\n")
     );
 }
 

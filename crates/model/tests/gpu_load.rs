@@ -170,11 +170,8 @@ fn streaming_load_keeps_peak_anonymous_memory_far_below_a_host_copy() {
     let on_device = if ctx.software { embed_bytes } else { 0 };
     let host = grew.saturating_sub(on_device);
     println!(
-        "RssAnon grew by {grew} bytes loading a {embed_bytes}-byte embedding on {} \
-         (software adapter: {}); {host} bytes beyond the device's copy",
-        model.backend_name(),
-        ctx.software
-    );
+        "RssAnon grew by {grew} bytes loading a {embed_bytes}-byte embedding on {model_backend_name} \
+         (software adapter: {ctx_software}); {host} bytes beyond the device's copy", model_backend_name = model.backend_name(), ctx_software = ctx.software);
     assert!(
         host < embed_bytes * 3 / 4,
         "RssAnon grew by {grew} bytes, {host} beyond the device's {on_device}: \

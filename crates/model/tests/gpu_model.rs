@@ -56,10 +56,10 @@ fn assert_close(a: &[f32], b: &[f32], rel: f32, what: &str) {
         .fold((0, 0.0f32), |m, (i, d)| if d > m.1 { (i, d) } else { m });
     assert!(
         d <= rel * scale,
-        "{what}: max |diff| {d:.3e} at {i} ({} vs {}), tolerance {:.3e}",
-        a[i],
-        b[i],
-        rel * scale
+        "{what}: max |diff| {d:.3e} at {i} ({a_i} vs {b_i}), tolerance {rel_scale:.3e}",
+        a_i = a[i],
+        b_i = b[i],
+        rel_scale = rel * scale
     );
 }
 
@@ -162,7 +162,11 @@ fn clear_pick(logits: &[f32], params: &SamplingParams, u: f32, rel: f32) -> Resu
     let k = params.top_k as usize;
     let tau_k = if k > 0 && k < e.len() {
         if near(sorted[k - 1] as f64, sorted[k] as f64) {
-            return Err(format!("top-k cut: {} vs {}", sorted[k - 1], sorted[k]));
+            return Err(format!(
+                "top-k cut: {sorted_k_1} vs {sorted_k}",
+                sorted_k_1 = sorted[k - 1],
+                sorted_k = sorted[k]
+            ));
         }
         sorted[k - 1]
     } else {
@@ -403,7 +407,7 @@ fn steps_encoded_ahead_follow_pages_parameters_and_restores() {
         let c = cpu
             .sample_next(&mut cs, &[greedy_run[i]], &greedy())
             .unwrap();
-        assert_eq!(g, c, "greedy step {i} (position {})", 251 + i);
+        assert_eq!(g, c, "greedy step {i} (position {i2})", i2 = 251 + i);
         greedy_run.push(g);
     }
     // New parameters (seeded sampling): the step encoded for greedy is dropped.

@@ -98,9 +98,9 @@ fn rel_err(got: f32, want: f32) -> f64 {
 pub fn check_close(got: &[f32], want: &[f32], tol: Tol, what: &str) -> Result<(), String> {
     if got.len() != want.len() {
         return Err(format!(
-            "{what}: length {} but expected {}",
-            got.len(),
-            want.len()
+            "{what}: length {got_len} but expected {want_len}",
+            got_len = got.len(),
+            want_len = want.len()
         ));
     }
     let bad: Vec<usize> = (0..got.len())
@@ -127,23 +127,13 @@ pub fn check_close(got: &[f32], want: &[f32], tol: Tol, what: &str) -> Result<()
     };
     let (wa, wr) = (worst(abs_err), worst(rel_err));
     let mut msg = format!(
-        "{what}: {} of {} values outside tolerance (abs {:e}, rel {:e}); \
-         max abs err {:e} at [{wa}], max rel err {:e} at [{wr}]",
-        bad.len(),
-        got.len(),
-        tol.abs,
-        tol.rel,
-        abs_err(got[wa], want[wa]),
-        rel_err(got[wr], want[wr]),
+        "{what}: {bad_len} of {got_len} values outside tolerance (abs {tol_abs:e}, rel {tol_rel:e}); \
+         max abs err {abs_err_got_wa_want_wa:e} at [{wa}], max rel err {rel_err_got_wr_want_wr:e} at [{wr}]", bad_len = bad.len(), got_len = got.len(), tol_abs = tol.abs, tol_rel = tol.rel, abs_err_got_wa_want_wa = abs_err(got[wa], want[wa]), rel_err_got_wr_want_wr = rel_err(got[wr], want[wr]),
     );
     for &i in bad.iter().take(REPORTED) {
         let _ = write!(
             msg,
-            "\n  [{i}] got {:e}, want {:e}, abs err {:e}, rel err {:e}",
-            got[i],
-            want[i],
-            abs_err(got[i], want[i]),
-            rel_err(got[i], want[i]),
+            "\n  [{i}] got {got_i:e}, want {want_i:e}, abs err {abs_err_got_i_want_i:e}, rel err {rel_err_got_i_want_i:e}", got_i = got[i], want_i = want[i], abs_err_got_i_want_i = abs_err(got[i], want[i]), rel_err_got_i_want_i = rel_err(got[i], want[i]),
         );
     }
     if bad.len() > REPORTED {

@@ -238,8 +238,8 @@ mod tests {
             let f = counts[i] as f64 / n as f64;
             assert!(
                 (f - w[i] / z).abs() < 0.015,
-                "token {i}: {f} vs {}",
-                w[i] / z
+                "token {i}: {f} vs {w_i_z}",
+                w_i_z = w[i] / z
             );
         }
         assert_eq!(counts[3], 0, "-inf logit sampled");

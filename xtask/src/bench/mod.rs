@@ -170,7 +170,10 @@ impl Bench {
     }
 
     fn say(&self, msg: &str) {
-        let line = format!("[{:6.1}s] {msg}", self.started.elapsed().as_secs_f64());
+        let line = format!(
+            "[{started_elapsed_as_secs_f64:6.1}s] {msg}",
+            started_elapsed_as_secs_f64 = self.started.elapsed().as_secs_f64()
+        );
         eprintln!("{line}");
         if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(&self.log) {
             let _ = writeln!(f, "{line}");
@@ -283,10 +286,10 @@ impl Bench {
                     format: format.clone(),
                     weights: w,
                 }),
-                Err(e) => self
-                    .r
-                    .errors
-                    .push(format!("weights of {}: {e:#}", dir.display())),
+                Err(e) => self.r.errors.push(format!(
+                    "weights of {dir_display}: {e:#}",
+                    dir_display = dir.display()
+                )),
             }
         }
         let bases: Vec<Folder> = folders.iter().filter(|f| f.1 == BF16).cloned().collect();
@@ -464,9 +467,9 @@ impl Bench {
             return Ok(());
         }
         bail!(
-            "no CUDA llama-bench after {:.0} s: {}",
-            t.elapsed().as_secs_f64(),
-            proc::tail(&self.logs.join("cuda_build.out"), 6)
+            "no CUDA llama-bench after {t_elapsed_as_secs_f64:.0} s: {out}",
+            t_elapsed_as_secs_f64 = t.elapsed().as_secs_f64(),
+            out = proc::tail(&self.logs.join("cuda_build.out"), 6)
         )
     }
 
@@ -518,8 +521,8 @@ impl Bench {
                 }
                 std::fs::write(dir.join(".bench-complete"), "")?;
                 self.say(&format!(
-                    "made {base} in {:.0} s",
-                    t.elapsed().as_secs_f64()
+                    "made {base} in {t_elapsed_as_secs_f64:.0} s",
+                    t_elapsed_as_secs_f64 = t.elapsed().as_secs_f64()
                 ));
             }
             out.push((base.clone(), BF16.to_string(), dir));
@@ -551,9 +554,9 @@ impl Bench {
             _ => return,
         }
         self.say(&format!(
-            "35B-A3B on hand has {} layers, not {}: making it again",
-            layers.unwrap_or(0),
-            self.o.moe_layers
+            "35B-A3B on hand has {layers_unwrap_or_0} layers, not {o_moe_layers}: making it again",
+            layers_unwrap_or_0 = layers.unwrap_or(0),
+            o_moe_layers = self.o.moe_layers
         ));
         let gguf = self.o.work.join("gguf");
         for d in [dir, fp8_dir] {
@@ -658,9 +661,9 @@ impl Bench {
         }
         cmd.args(self.o.qwgpu_args.split_whitespace()).args(extra);
         let name = format!(
-            "qwgpu_{model}_{}{}",
-            format.replace(' ', "_"),
-            if extra.is_empty() { "" } else { "_f16" }
+            "qwgpu_{model}_{format_replace}{if_extra_is_empty_else_f16}",
+            format_replace = format.replace(' ', "_"),
+            if_extra_is_empty_else_f16 = if extra.is_empty() { "" } else { "_f16" }
         );
         let res = proc::run(
             &mut cmd,
@@ -705,8 +708,8 @@ impl Bench {
         cmd.args(self.o.llama_args.split_whitespace())
             .args(["-o", "json"]);
         let name = format!(
-            "llama_{}_{model}_{fmt}",
-            if engine == LLAMA_CUDA {
+            "llama_{vulkan}_{model}_{fmt}",
+            vulkan = if engine == LLAMA_CUDA {
                 "cuda"
             } else {
                 "vulkan"

@@ -44,15 +44,18 @@ pub fn wait(child: &mut Child, limit: Duration, what: &str, logs: &Logs) -> Resu
             if status.success() {
                 return Ok(());
             }
-            bail!("{what} failed ({status}): {}", tail(&logs.stderr, 6));
+            bail!(
+                "{what} failed ({status}): {tail_logs_stderr_6}",
+                tail_logs_stderr_6 = tail(&logs.stderr, 6)
+            );
         }
         if t.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
             bail!(
-                "{what} killed after {} s: {}",
-                limit.as_secs(),
-                tail(&logs.stderr, 6)
+                "{what} killed after {limit_as_secs} s: {tail_logs_stderr_6}",
+                limit_as_secs = limit.as_secs(),
+                tail_logs_stderr_6 = tail(&logs.stderr, 6)
             );
         }
         std::thread::sleep(Duration::from_millis(100));

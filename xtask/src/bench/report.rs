@@ -62,8 +62,9 @@ fn f16_section(r: &Results, s: &mut String) {
         if let Some(e) = &x.error {
             let _ = writeln!(
                 s,
-                "| {} | {} | — | error: {e} | | | | | |",
-                x.model, x.format
+                "| {x_model} | {x_format} | — | error: {e} | | | | | |",
+                x_model = x.model,
+                x_format = x.format
             );
             continue;
         }
@@ -75,15 +76,7 @@ fn f16_section(r: &Results, s: &mut String) {
             let default = of(QWGPU, &x.format);
             let _ = writeln!(
                 s,
-                "| {} | {} | {n} | {} | {} | {} | {} | {} | {} |",
-                x.model,
-                x.format,
-                rate(v),
-                default.map_or("—".into(), rate),
-                ratio(Some(v), default),
-                ratio(Some(v), of(LLAMA_VULKAN, &x.format)),
-                ratio(Some(v), of(LLAMA_CUDA, &x.format)),
-                ratio(Some(v), of(HF, &x.format)),
+                "| {x_model} | {x_format} | {n} | {rate_v} | {default_map_or_into_rate} | {ratio_some_v_default} | {format} | {format2} | {ratio_some_v_of_hf_x_format} |", x_model = x.model, x_format = x.format, rate_v = rate(v), default_map_or_into_rate = default.map_or("—".into(), rate), ratio_some_v_default = ratio(Some(v), default), format = ratio(Some(v), of(LLAMA_VULKAN, &x.format)), format2 = ratio(Some(v), of(LLAMA_CUDA, &x.format)), ratio_some_v_of_hf_x_format = ratio(Some(v), of(HF, &x.format)),
             );
         }
     }
@@ -211,17 +204,7 @@ fn main_table(r: &Results, s: &mut String) {
                 let _ =
                     writeln!(
                     s,
-                    "| {label} | {ours} ({gguf}) | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                    ms.label,
-                    cell(q, qv),
-                    roof.map(rate).unwrap_or_else(|| "—".into()),
-                    pct(qv, roof),
-                    cell(vk, vv),
-                    ratio(qv, vv),
-                    cell(cu, cv),
-                    ratio(qv, cv),
-                    if hf.is_some() { cell(h, hv) } else { "—".into() },
-                    ratio(qv, hv),
+                    "| {label} | {ours} ({gguf}) | {ms_label} | {cell_q_qv} | {into} | {pct_qv_roof} | {cell_vk_vv} | {ratio_qv_vv} | {cell_cu_cv} | {ratio_qv_cv} | {into2} | {ratio_qv_hv} |", ms_label = ms.label, cell_q_qv = cell(q, qv), into = roof.map(rate).unwrap_or_else(|| "—".into()), pct_qv_roof = pct(qv, roof), cell_vk_vv = cell(vk, vv), ratio_qv_vv = ratio(qv, vv), cell_cu_cv = cell(cu, cv), ratio_qv_cv = ratio(qv, cv), into2 = if hf.is_some() { cell(h, hv) } else { "—".into() }, ratio_qv_hv = ratio(qv, hv),
                 );
             }
         }
@@ -267,7 +250,12 @@ fn peers_table(r: &Results, s: &mut String) {
     let _ = writeln!(s, "{head}");
     let _ = writeln!(s, "|{}", "---|".repeat(3 + depths.len() + lens.len() + 3));
     for p in peers {
-        let mut line = format!("| {} | {} | {} |", p.model, p.format, p.engine);
+        let mut line = format!(
+            "| {p_model} | {p_format} | {p_engine} |",
+            p_model = p.model,
+            p_format = p.format,
+            p_engine = p.engine
+        );
         for d in &depths {
             let _ = write!(line, " {} |", cell(Some(p), p.decode_at(*d)));
         }
@@ -278,11 +266,12 @@ fn peers_table(r: &Results, s: &mut String) {
         let roof = w.and_then(|w| Some(r.copy_bw_torch? / w.bytes_per_token));
         let _ = writeln!(
             line,
-            " {} | {} | {} |",
-            w.map(|w| gb(w.bytes_per_token))
+            " {into} | {into2} | {pct_p_decode_at_0_roof} |",
+            into = w
+                .map(|w| gb(w.bytes_per_token))
                 .unwrap_or_else(|| "—".into()),
-            roof.map(rate).unwrap_or_else(|| "—".into()),
-            pct(p.decode_at(0), roof)
+            into2 = roof.map(rate).unwrap_or_else(|| "—".into()),
+            pct_p_decode_at_0_roof = pct(p.decode_at(0), roof)
         );
         s.push_str(&line);
     }
@@ -298,10 +287,10 @@ fn load_table(r: &Results, s: &mut String) {
         let Some(load) = x.load_s else {
             let _ = writeln!(
                 s,
-                "| {} | {} | error: {} | | | | | | | |",
-                x.model,
-                x.format,
-                x.error.as_deref().unwrap_or("no figure").replace('|', "/")
+                "| {x_model} | {x_format} | error: {replace} | | | | | | | |",
+                x_model = x.model,
+                x_format = x.format,
+                replace = x.error.as_deref().unwrap_or("no figure").replace('|', "/")
             );
             continue;
         };
@@ -316,18 +305,7 @@ fn load_table(r: &Results, s: &mut String) {
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {:.2} | {} | {:.2} | {} | {} | {} | {} | {} |",
-            x.model,
-            x.format,
-            load,
-            gb(bytes),
-            rate_bps / 1e9,
-            pct(Some(rate_bps), r.host_memcpy),
-            x.peak_rss_anon.map(mib).unwrap_or_else(|| "—".into()),
-            x.vm_hwm.map(mib).unwrap_or_else(|| "—".into()),
-            largest.map(mib).unwrap_or_else(|| "—".into()),
-            within
-        );
+            "| {x_model} | {x_format} | {load:.2} | {gb_bytes} | {rate_bps_1e9:.2} | {host_memcpy} | {into} | {into2} | {into3} | {within} |", x_model = x.model, x_format = x.format, gb_bytes = gb(bytes), rate_bps_1e9 = rate_bps / 1e9, host_memcpy = pct(Some(rate_bps), r.host_memcpy), into = x.peak_rss_anon.map(mib).unwrap_or_else(|| "—".into()), into2 = x.vm_hwm.map(mib).unwrap_or_else(|| "—".into()), into3 = largest.map(mib).unwrap_or_else(|| "—".into()));
     }
 }
 
@@ -414,8 +392,8 @@ fn targets(r: &Results) -> Vec<(String, String, String)> {
         (Some(_), Some(_)) => out.push((
             MOE_TARGET.into(),
             format!(
-                "{} (both extrapolated to {FULL_MOE_LAYERS} layers)",
-                ratio(q_full, best_q8_full)
+                "{ratio_q_full_best_q8_full} (both extrapolated to {FULL_MOE_LAYERS} layers)",
+                ratio_q_full_best_q8_full = ratio(q_full, best_q8_full)
             ),
             verdict(q_full.zip(best_q8_full).map(|(a, b)| a / b >= 1.2)),
         )),
@@ -449,8 +427,9 @@ fn targets(r: &Results) -> Vec<(String, String, String)> {
                 let (s, l) = (x.decode_at(a), x.decode_at(b));
                 out.push((
                     format!(
-                        "{} {} decode ctx {b} ≤ 10% slower than ctx {a}",
-                        x.model, x.format
+                        "{x_model} {x_format} decode ctx {b} ≤ 10% slower than ctx {a}",
+                        x_model = x.model,
+                        x_format = x.format
                     ),
                     s.zip(l)
                         .map(|(s, l)| format!("{:+.1}%", 100.0 * (l / s - 1.0)))
@@ -498,13 +477,17 @@ fn gemv_target(r: &Results) -> (String, String, String) {
         x.map(|x| format!("{:.0}%", x.copy_pct))
             .unwrap_or_else(|| "—".into())
     };
-    let mut measured = format!("{} / {} of the copy kernel", own(bf16), own(fp8));
+    let mut measured = format!(
+        "{own_bf16} / {own_fp8} of the copy kernel",
+        own_bf16 = own(bf16),
+        own_fp8 = own(fp8)
+    );
     if r.copy_bw_torch.is_some() {
         let _ = write!(
             measured,
-            " ({} / {} of torch `copy_`)",
-            of_torch(bf16),
-            of_torch(fp8)
+            " ({of_torch_bf16} / {of_torch_fp8} of torch `copy_`)",
+            of_torch_bf16 = of_torch(bf16),
+            of_torch_fp8 = of_torch(fp8)
         );
     }
     let ok = |x: Option<&GemvRow>, want: f64| x.map(|x| x.copy_pct >= want);
@@ -512,9 +495,9 @@ fn gemv_target(r: &Results) -> (String, String, String) {
         (Some(true), Some(true)) => "met".to_string(),
         (Some(false), Some(false)) => "not met".to_string(),
         (Some(a), Some(b)) => format!(
-            "BF16 {}, FP8 block {}",
-            if a { "met" } else { "not met" },
-            if b { "met" } else { "not met" }
+            "BF16 {if_a_met_else_not_met}, FP8 block {if_b_met_else_not_met}",
+            if_a_met_else_not_met = if a { "met" } else { "not met" },
+            if_b_met_else_not_met = if b { "met" } else { "not met" }
         ),
         _ => "not measured".to_string(),
     };
@@ -605,12 +588,10 @@ fn moe_section(r: &Results, s: &mut String) {
     let _ = writeln!(
         s,
         "The 35B-A3B geometry (hidden 2048, 256 experts of 512, top 8, a shared expert, GDN and gated attention \
-         3 : 1) with {layers} of its {FULL_MOE_LAYERS} layers, the same weights for both engines; decode at ctx {}. \
+         3 : 1) with {layers} of its {FULL_MOE_LAYERS} layers, the same weights for both engines; decode at ctx {unwrap_or}. \
          Per layer = (ms per token − the engine's own LM head bytes ÷ torch copy bandwidth) ÷ {layers}; \
          **extrapolated** full model = head + {FULL_MOE_LAYERS} × per layer (the head at its roofline time makes \
-         the per-layer figure an upper bound, for both engines alike).\n",
-        r.decode_contexts.first().copied().unwrap_or(512)
-    );
+         the per-layer figure an upper bound, for both engines alike).\n", unwrap_or = r.decode_contexts.first().copied().unwrap_or(512));
     let _ = writeln!(
         s,
         "| engine | weights | decode tok/s, {layers} layers (measured) | ms / token | head at roofline, ms | ms per layer | layer at roofline, ms | {FULL_MOE_LAYERS} layers tok/s (extrapolated) |\n|---|---|---|---|---|---|---|---|"
@@ -619,16 +600,7 @@ fn moe_section(r: &Results, s: &mut String) {
     for m in &rows {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.3} | {} | {} | {} | {} |",
-            m.engine,
-            m.format,
-            rate(m.tok_s),
-            1e3 / m.tok_s,
-            ms(m.head_ms),
-            ms(m.layer_ms),
-            ms(m.layer_roofline_ms),
-            m.full_tok_s.map(rate).unwrap_or_else(|| "—".into())
-        );
+            "| {m_engine} | {m_format} | {rate_m_tok_s} | {tok_s:.3} | {ms_m_head_ms} | {ms_m_layer_ms} | {ms_m_layer_roofline_ms} | {into} |", m_engine = m.engine, m_format = m.format, rate_m_tok_s = rate(m.tok_s), tok_s = 1e3 / m.tok_s, ms_m_head_ms = ms(m.head_ms), ms_m_layer_ms = ms(m.layer_ms), ms_m_layer_roofline_ms = ms(m.layer_roofline_ms), into = m.full_tok_s.map(rate).unwrap_or_else(|| "—".into()));
     }
 }
 
@@ -665,7 +637,12 @@ fn gemv_section(r: &Results, s: &mut String) {
         }
     }
     let cells = |x: Option<&GemvRow>| match x {
-        Some(x) => format!("{:.1} | {} | {:.0}%", x.us, rate(x.gbps), x.copy_pct),
+        Some(x) => format!(
+            "{x_us:.1} | {rate_x_gbps} | {x_copy_pct:.0}%",
+            x_us = x.us,
+            rate_x_gbps = rate(x.gbps),
+            x_copy_pct = x.copy_pct
+        ),
         None => "— | — | —".into(),
     };
     for (model, shape) in keys {
@@ -684,15 +661,11 @@ fn gemv_section(r: &Results, s: &mut String) {
         let shape_label = if any.epilogue.is_empty() {
             shape.to_string()
         } else {
-            format!("{shape} ({})", any.epilogue)
+            format!("{shape} ({any_epilogue})", any_epilogue = any.epilogue)
         };
         let _ = writeln!(
             s,
-            "| {model} | {shape_label} | {dims} | {} | {} | {} |",
-            any.count,
-            cells(pick(GEMV_FORMATS[0])),
-            cells(pick(GEMV_FORMATS[1]))
-        );
+            "| {model} | {shape_label} | {dims} | {any_count} | {cells_pick_gemv_formats_0} | {cells_pick_gemv_formats_1} |", any_count = any.count, cells_pick_gemv_formats_0 = cells(pick(GEMV_FORMATS[0])), cells_pick_gemv_formats_1 = cells(pick(GEMV_FORMATS[1])));
     }
     let mut models: Vec<&str> = Vec::new();
     for x in &g.summaries {
@@ -708,10 +681,7 @@ fn gemv_section(r: &Results, s: &mut String) {
         };
         let _ = writeln!(
             s,
-            "| {model} | **one decode token** (Σ per token × bytes ÷ Σ per token × µs) | — | — | {} | {} |",
-            cells(pick(GEMV_FORMATS[0])),
-            cells(pick(GEMV_FORMATS[1]))
-        );
+            "| {model} | **one decode token** (Σ per token × bytes ÷ Σ per token × µs) | — | — | {cells_pick_gemv_formats_0} | {cells_pick_gemv_formats_1} |", cells_pick_gemv_formats_0 = cells(pick(GEMV_FORMATS[0])), cells_pick_gemv_formats_1 = cells(pick(GEMV_FORMATS[1])));
     }
 }
 
@@ -723,8 +693,8 @@ fn profile_table(s: &mut String, title: &str, rows: &[(String, f64, u64)]) {
     for (f, ms, n) in rows {
         let _ = writeln!(
             s,
-            "| {f} | {ms:.3} | {} | {n} |",
-            pct(Some(*ms), Some(total))
+            "| {f} | {ms:.3} | {pct_some_ms_some_total} | {n} |",
+            pct_some_ms_some_total = pct(Some(*ms), Some(total))
         );
     }
     let _ = writeln!(s);
@@ -735,14 +705,9 @@ pub fn render(r: &Results) -> String {
     let _ = writeln!(s, "# Benchmark results\n");
     let _ = writeln!(
         s,
-        "One run of `cargo xtask bench` (see README.md): {} on {} (qwgpu adapter: {}), qwgpu commit `{}`. \
+        "One run of `cargo xtask bench` (see README.md): {r_date} on {if_r_gpu_is_empty_else_r_gpu} (qwgpu adapter: {adapter}), qwgpu commit `{r_commit}`. \
          Random-weight checkpoints of real Qwen3.5 geometry made in the same run, batch 1, random token ids. \
-         Every ratio compares figures of this one run.\n",
-        r.date,
-        if r.gpu.is_empty() { "?" } else { &r.gpu },
-        if r.adapter.is_empty() { "?" } else { &r.adapter },
-        r.commit
-    );
+         Every ratio compares figures of this one run.\n", r_date = r.date, if_r_gpu_is_empty_else_r_gpu = if r.gpu.is_empty() { "?" } else { &r.gpu }, adapter = if r.adapter.is_empty() { "?" } else { &r.adapter }, r_commit = r.commit);
     let _ = writeln!(s, "## Limits measured in this run\n");
     let _ = writeln!(s, "| limit | value |\n|---|---|");
     if let Some(bw) = r.copy_bw_torch {
@@ -755,10 +720,7 @@ pub fn render(r: &Results) -> String {
     if let Some(bw) = r.copy_bw_qwgpu {
         let _ = writeln!(
             s,
-            "| device copy bandwidth, qwgpu copy kernel (read + written) | {:.3} TB/s ({} of torch) |",
-            bw / 1e12,
-            pct(Some(bw), r.copy_bw_torch)
-        );
+            "| device copy bandwidth, qwgpu copy kernel (read + written) | {bw_1e12:.3} TB/s ({pct_some_bw_r_copy_bw_torch} of torch) |", bw_1e12 = bw / 1e12, pct_some_bw_r_copy_bw_torch = pct(Some(bw), r.copy_bw_torch));
     }
     if let Some(f) = r.matmul_flops {
         let _ = writeln!(s, "| BF16 matmul, torch 8192³ | {:.0} TFLOP/s |", f / 1e12);
@@ -781,17 +743,17 @@ pub fn render(r: &Results) -> String {
         let gguf = c.format.starts_with("GGUF");
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} |",
-            c.model,
-            c.format,
-            gb(c.weights.total_bytes as f64),
-            gb(c.weights.bytes_per_token),
-            if gguf {
+            "| {model} | {format} | {total} | {per_token} | {params} | {largest} |",
+            model = c.model,
+            format = c.format,
+            total = gb(c.weights.total_bytes as f64),
+            per_token = gb(c.weights.bytes_per_token),
+            params = if gguf {
                 "—".into()
             } else {
                 format!("{:.3} B", c.weights.matmul_params_per_token / 1e9)
             },
-            if gguf {
+            largest = if gguf {
                 "—".into()
             } else {
                 mib(c.weights.largest_tensor_bytes)
@@ -804,11 +766,8 @@ pub fn render(r: &Results) -> String {
         "qwgpu runs the safetensors folder (BF16, or the same weights in Qwen's block-FP8 format); llama.cpp \
          the BF16 and Q8_0 GGUF converted from the same BF16 folder (FP8 rows compare with Q8_0, about the \
          same bytes per weight); HF transformers the BF16 folder (prefill only). llama.cpp figures are the \
-         median of llama-bench's repetitions after the first (`llama-bench -ngl 99 -fa on {}`); its decode at a short context is `tg` at depth 0 \
-         where no depth of that size ran. qwgpu decode at ctx N: N tokens prefilled, then {} decode steps timed.\n",
-        if r.llama_args.is_empty() { "?" } else { &r.llama_args },
-        r.decode_steps
-    );
+         median of llama-bench's repetitions after the first (`llama-bench -ngl 99 -fa on {llama_args}`); its decode at a short context is `tg` at depth 0 \
+         where no depth of that size ran. qwgpu decode at ctx N: N tokens prefilled, then {r_decode_steps} decode steps timed.\n", llama_args = if r.llama_args.is_empty() { "?" } else { &r.llama_args }, r_decode_steps = r.decode_steps);
     main_table(r, &mut s);
     let _ = writeln!(s, "\n## llama.cpp on its own roofline\n");
     peers_table(r, &mut s);
@@ -832,7 +791,15 @@ pub fn render(r: &Results) -> String {
             "\n## qwgpu decode step by kernel family (GPU time, `--profile`)\n"
         );
         for x in profiled {
-            profile_table(&mut s, &format!("{} {}", x.model, x.format), &x.profile);
+            profile_table(
+                &mut s,
+                &format!(
+                    "{x_model} {x_format}",
+                    x_model = x.model,
+                    x_format = x.format
+                ),
+                &x.profile,
+            );
         }
     }
     let prefilled: Vec<&Run> = r
@@ -856,7 +823,11 @@ pub fn render(r: &Results) -> String {
                 .unwrap_or_default();
             profile_table(
                 &mut s,
-                &format!("{} {}{tokens}", x.model, x.format),
+                &format!(
+                    "{x_model} {x_format}{tokens}",
+                    x_model = x.model,
+                    x_format = x.format
+                ),
                 &x.prefill_profile,
             );
         }
@@ -876,9 +847,10 @@ pub fn render(r: &Results) -> String {
             }
             let _ = writeln!(
                 s,
-                "`{}`{}\n",
-                k.test,
-                k.error
+                "`{k_test}`{unwrap_or_default}\n",
+                k_test = k.test,
+                unwrap_or_default = k
+                    .error
                     .as_ref()
                     .map(|e| format!(": {e}"))
                     .unwrap_or_default()
@@ -894,11 +866,11 @@ pub fn render(r: &Results) -> String {
         for x in details {
             let _ = writeln!(
                 s,
-                "- {} {} {}: {}",
-                x.engine,
-                x.model,
-                x.format,
-                x.detail.as_deref().unwrap_or("")
+                "- {x_engine} {x_model} {x_format}: {x_detail_as_deref_unwrap_or}",
+                x_engine = x.engine,
+                x_model = x.model,
+                x_format = x.format,
+                x_detail_as_deref_unwrap_or = x.detail.as_deref().unwrap_or("")
             );
         }
         for n in &r.notes {
@@ -909,9 +881,14 @@ pub fn render(r: &Results) -> String {
         .runs
         .iter()
         .filter_map(|x| {
-            x.error
-                .as_ref()
-                .map(|e| format!("{} {} {}: {e}", x.engine, x.model, x.format))
+            x.error.as_ref().map(|e| {
+                format!(
+                    "{x_engine} {x_model} {x_format}: {e}",
+                    x_engine = x.engine,
+                    x_model = x.model,
+                    x_format = x.format
+                )
+            })
         })
         .chain(r.errors.iter().cloned())
         .collect();

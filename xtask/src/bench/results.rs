@@ -262,7 +262,7 @@ pub fn parse_qwgpu(model: &str, format: &str, v: &Value) -> Run {
     r.checkpoint_bytes = m["checkpoint_bytes"].as_u64();
     r.detail = m["backend"]
         .as_str()
-        .map(|b| format!("{b}, chunk {}", m["chunk"]));
+        .map(|b| format!("{b}, chunk {m_chunk}", m_chunk = m["chunk"]));
     r.profile = profile_rows(&m["decode_profile"]);
     r.prefill_profile = profile_rows(&m["prefill_profile"]);
     r.prefill_profile_tokens = m["prefill_profile_tokens"].as_u64().map(|n| n as usize);
@@ -307,13 +307,13 @@ pub fn parse_hf(model: &str, v: &Value) -> Run {
         })
         .unwrap_or_default();
     r.detail = Some(format!(
-        "fla {}; {}",
-        if v["fla"].as_bool() == Some(true) {
+        "fla {importable}; {join}",
+        importable = if v["fla"].as_bool() == Some(true) {
             "importable"
         } else {
             "not importable"
         },
-        if kernels.is_empty() {
+        join = if kernels.is_empty() {
             "kernels unknown".into()
         } else {
             kernels.join(", ")

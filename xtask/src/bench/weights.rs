@@ -47,11 +47,18 @@ fn read_header(path: &Path) -> Result<Vec<Tensor>> {
         .with_context(|| format!("{}: no header length", path.display()))?;
     let len = u64::from_le_bytes(len);
     if len > 100 << 20 {
-        bail!("{}: header of {len} bytes", path.display());
+        bail!(
+            "{path_display}: header of {len} bytes",
+            path_display = path.display()
+        );
     }
     let mut text = vec![0u8; len as usize];
-    f.read_exact(&mut text)
-        .with_context(|| format!("{}: header shorter than {len} bytes", path.display()))?;
+    f.read_exact(&mut text).with_context(|| {
+        format!(
+            "{path_display}: header shorter than {len} bytes",
+            path_display = path.display()
+        )
+    })?;
     let header: serde_json::Map<String, Value> = serde_json::from_slice(&text)
         .with_context(|| format!("{}: header is not a JSON object", path.display()))?;
     let mut out = Vec::new();
@@ -59,12 +66,24 @@ fn read_header(path: &Path) -> Result<Vec<Tensor>> {
         if name == "__metadata__" {
             continue;
         }
-        let offsets: Vec<u64> = serde_json::from_value(v["data_offsets"].clone())
-            .with_context(|| format!("{}: {name} data_offsets", path.display()))?;
-        let shape: Vec<u64> = serde_json::from_value(v["shape"].clone())
-            .with_context(|| format!("{}: {name} shape", path.display()))?;
+        let offsets: Vec<u64> =
+            serde_json::from_value(v["data_offsets"].clone()).with_context(|| {
+                format!(
+                    "{path_display}: {name} data_offsets",
+                    path_display = path.display()
+                )
+            })?;
+        let shape: Vec<u64> = serde_json::from_value(v["shape"].clone()).with_context(|| {
+            format!(
+                "{path_display}: {name} shape",
+                path_display = path.display()
+            )
+        })?;
         if offsets.len() != 2 || offsets[1] < offsets[0] {
-            bail!("{}: {name} has data_offsets {offsets:?}", path.display());
+            bail!(
+                "{path_display}: {name} has data_offsets {offsets:?}",
+                path_display = path.display()
+            );
         }
         out.push(Tensor {
             name,
@@ -198,8 +217,8 @@ mod tests {
         assert_eq!(w.head_bytes, head);
         assert!(
             (w.bytes_per_token - want).abs() < 1e-6,
-            "{} vs {want}",
-            w.bytes_per_token
+            "{w_bytes_per_token} vs {want}",
+            w_bytes_per_token = w.bytes_per_token
         );
     }
 

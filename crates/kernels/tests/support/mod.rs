@@ -172,19 +172,23 @@ pub fn check(got: &[f32], init: &[f32], want: &[Option<(f64, f64)>], what: &str)
             .iter()
             .take(8)
             .map(|&i| match want[i] {
-                None => format!("[{i}] got {:e}, must stay {:e}", got[i], init[i]),
+                None => format!(
+                    "[{i}] got {got_i:e}, must stay {init_i:e}",
+                    got_i = got[i],
+                    init_i = init[i]
+                ),
                 Some((w, t)) => format!(
-                    "[{i}] got {:e}, want {w:e} ± {t:e} (err {:e})",
-                    got[i],
-                    (got[i] as f64 - w).abs()
+                    "[{i}] got {got_i:e}, want {w:e} ± {t:e} (err {got_i_as_f64_w_abs:e})",
+                    got_i = got[i],
+                    got_i_as_f64_w_abs = (got[i] as f64 - w).abs()
                 ),
             })
             .collect();
         panic!(
-            "{what}: {} of {} values wrong:\n  {}",
-            bad.len(),
-            want.len(),
-            list.join("\n  ")
+            "{what}: {bad_len} of {want_len} values wrong:\n  {list_join_n}",
+            bad_len = bad.len(),
+            want_len = want.len(),
+            list_join_n = list.join("\n  ")
         );
     }
 }

@@ -132,8 +132,8 @@ fn recorded_launches_are_replayed_only_for_their_key() {
         assert_eq!(
             got,
             want,
-            "batched step {step} at position {}",
-            s.position()
+            "batched step {step} at position {s_position}",
+            s_position = s.position()
         );
         toks = [got[0], got[1]];
     }

@@ -203,9 +203,9 @@ impl ReferenceModel {
         let mismatch = |detail: String| Err(ModelError::CacheMismatch { detail });
         if cache.layers.len() != self.layers.len() {
             return mismatch(format!(
-                "{} layer states for {} layers",
-                cache.layers.len(),
-                self.layers.len()
+                "{cache_layers_len} layer states for {layers_len} layers",
+                cache_layers_len = cache.layers.len(),
+                layers_len = self.layers.len()
             ));
         }
         let kv_width = cfg.kv_proj_rows();
@@ -229,10 +229,7 @@ impl ReferenceModel {
             };
             if !ok {
                 return mismatch(format!(
-                    "layer {i} ({}): state sizes do not match the config at position {}",
-                    layer_type_name(*ty),
-                    cache.position
-                ));
+                    "layer {i} ({layer_type_name_ty}): state sizes do not match the config at position {cache_position}", layer_type_name_ty = layer_type_name(*ty), cache_position = cache.position));
             }
         }
         Ok(())

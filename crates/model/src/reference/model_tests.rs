@@ -36,7 +36,10 @@ fn check_split_consistency(cfg: &TextConfig, tied: bool, seed: u64) {
     for &t in &ids[67..] {
         pieces.extend(model.forward(&mut split, &[t]).unwrap());
     }
-    let what = format!("seed {seed} moe {} tied {tied}", cfg.is_moe());
+    let what = format!(
+        "seed {seed} moe {cfg_is_moe} tied {tied}",
+        cfg_is_moe = cfg.is_moe()
+    );
     assert_close(&pieces, &full, &what);
     assert_eq!(split.position(), 70);
     for (a, b) in split.layers().iter().zip(whole.layers()) {

@@ -15,8 +15,8 @@ pub fn check_fixtures(label: &str, wanted: impl Fn(&str) -> bool) {
         .collect();
     assert!(
         !dirs.is_empty(),
-        "no {label} fixtures with a golden.json under {}",
-        fixtures_dir().display()
+        "no {label} fixtures with a golden.json under {fixtures_dir_display}",
+        fixtures_dir_display = fixtures_dir().display()
     );
     let mut failures = Vec::new();
     for dir in &dirs {
@@ -27,14 +27,14 @@ pub fn check_fixtures(label: &str, wanted: impl Fn(&str) -> bool) {
                     failures.push(report.to_string());
                 }
             }
-            Err(e) => failures.push(format!("{}: {e}", dir.display())),
+            Err(e) => failures.push(format!("{dir_display}: {e}", dir_display = dir.display())),
         }
     }
     assert!(
         failures.is_empty(),
-        "{} of {} {label} fixtures failed:\n{}",
-        failures.len(),
-        dirs.len(),
-        failures.join("\n")
+        "{failures_len} of {dirs_len} {label} fixtures failed:\n{failures_join_n}",
+        failures_len = failures.len(),
+        dirs_len = dirs.len(),
+        failures_join_n = failures.join("\n")
     );
 }
