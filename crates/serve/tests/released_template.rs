@@ -62,7 +62,7 @@ fn released_template() -> Option<(String, PathBuf)> {
         Ok(source) => return Some((source, path)),
         // An explicitly named folder must hold the template.
         Err(e) if how == "QWGPU_CHAT_TEMPLATES_DIR" => {
-            panic!("{}: {e} (from {how})", path.display())
+            panic!("{path}: {e} (from {how})", path = path.display())
         }
         Err(_) => {}
     }
