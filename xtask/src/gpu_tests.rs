@@ -123,7 +123,10 @@ pub fn run(args: &[String]) -> Result<()> {
     );
     if mib(packed) > max_mib {
         bail!(
-            "{archive_display} is {mib_packed:.1} MiB, over the {max_mib} MiB budget (the device carries 64 MiB per call, the checkout included)", archive_display = archive.display(), mib_packed = mib(packed));
+            "{archive_display} is {mib_packed:.1} MiB, over the {max_mib} MiB budget (the device carries 64 MiB per call, the checkout included)",
+            archive_display = archive.display(),
+            mib_packed = mib(packed)
+        );
     }
     Ok(())
 }
@@ -231,8 +234,8 @@ fn commit(root: &Path) -> String {
     let hash = git(&["rev-parse", "--short", "HEAD"]);
     let dirty = !git(&["status", "--porcelain", "--untracked-files=no"]).is_empty();
     format!(
-        "{hash}{if_dirty_dirty_else}\n",
-        if_dirty_dirty_else = if dirty { "+dirty" } else { "" }
+        "{hash}{dirty_mark}\n",
+        dirty_mark = if dirty { "+dirty" } else { "" }
     )
 }
 

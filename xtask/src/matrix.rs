@@ -15,7 +15,16 @@ pub fn run() -> Result<usize> {
     let gpu_name = qwgpu_model::engine::gpu_adapter_name().unwrap_or_else(|| "gpu".into());
     println!();
     println!(
-        "{fixture:<28} {backend:<14} {quant:<13} {layout:<8} {max_logit:>11} {tolerance:>10} {scale:>10} {greedy:>7}  result", fixture = "fixture", backend = "backend", quant = "quant", layout = "layout", max_logit = "max|Δlogit|", tolerance = "tolerance", scale = "scale", greedy = "greedy");
+        "{fixture:<28} {backend:<14} {quant:<13} {layout:<8} {max_logit:>11} {tolerance:>10} {scale:>10} {greedy:>7}  result",
+        fixture = "fixture",
+        backend = "backend",
+        quant = "quant",
+        layout = "layout",
+        max_logit = "max|Δlogit|",
+        tolerance = "tolerance",
+        scale = "scale",
+        greedy = "greedy"
+    );
     let mut failed = 0;
     let mut rows = 0;
     for dir in &dirs {
@@ -45,7 +54,15 @@ pub fn run() -> Result<usize> {
                         failed += 1;
                     }
                     println!(
-                        "{name:<28} {backend:<14} {r_quant:<13} {r_layout:<8} {r_max_abs_diff:>11.3e} {r_tolerance:>10.3e} {r_logit_scale:>10.3} {diff:>7}  {if_r_passed_pass_else_fail}", r_quant = r.quant, r_layout = r.layout, r_max_abs_diff = r.max_abs_diff, r_tolerance = r.tolerance, r_logit_scale = r.logit_scale, diff = if r.greedy_identical { "same" } else { "DIFF" }, if_r_passed_pass_else_fail = if r.passed { "pass" } else { "FAIL" });
+                        "{name:<28} {backend:<14} {r_quant:<13} {r_layout:<8} {r_max_abs_diff:>11.3e} {r_tolerance:>10.3e} {r_logit_scale:>10.3} {diff:>7}  {verdict}",
+                        r_quant = r.quant,
+                        r_layout = r.layout,
+                        r_max_abs_diff = r.max_abs_diff,
+                        r_tolerance = r.tolerance,
+                        r_logit_scale = r.logit_scale,
+                        diff = if r.greedy_identical { "same" } else { "DIFF" },
+                        verdict = if r.passed { "pass" } else { "FAIL" }
+                    );
                 }
                 Err(e) => {
                     failed += 1;

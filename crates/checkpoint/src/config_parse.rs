@@ -184,7 +184,9 @@ fn parse_text_config(tc: &Fields<'_>, model_type: &str) -> Result<TextConfig, Ch
         return Err(tc.err(
             "partial_rotary_factor",
             format!(
-                "rotary dim int(head_dim {head_dim} × partial_rotary_factor {rope_partial_rotary_factor}) = {rotary_dim} must be even and > 0", rope_partial_rotary_factor = rope.partial_rotary_factor),
+                "rotary dim int(head_dim {head_dim} × partial_rotary_factor {rope_partial_rotary_factor}) = {rotary_dim} must be even and > 0",
+                rope_partial_rotary_factor = rope.partial_rotary_factor
+            ),
         ));
     }
     let attn_output_gate = tc.opt_bool("attn_output_gate")?.unwrap_or(true);
@@ -254,7 +256,9 @@ fn parse_layer_types(tc: &Fields<'_>, layers: usize) -> Result<Vec<LayerType>, C
                     _ => Err(tc.err(
                         key,
                         format!(
-                            "entry {i}: unknown layer type {short_v} (expected \"linear_attention\" or \"full_attention\")", short_v = short(v)),
+                            "entry {i}: unknown layer type {short_v} (expected \"linear_attention\" or \"full_attention\")",
+                            short_v = short(v)
+                        ),
                     )),
                 })
                 .collect()

@@ -191,7 +191,10 @@ pub fn parse_header(bytes: &[u8], file: &Path) -> Result<Header, CheckpointError
                 file,
                 &t.name,
                 format!(
-                    "data begins at byte {t_start_data_start} of the data section, which {what} {after} (ends at {pos_data_start})", t_start_data_start = t.start - data_start, pos_data_start = pos - data_start),
+                    "data begins at byte {t_start_data_start} of the data section, which {what} {after} (ends at {pos_data_start})",
+                    t_start_data_start = t.start - data_start,
+                    pos_data_start = pos - data_start
+                ),
             ));
         }
         pos = t.end;
@@ -201,7 +204,9 @@ pub fn parse_header(bytes: &[u8], file: &Path) -> Result<Header, CheckpointError
         return Err(herr(
             file,
             format!(
-                "tensor data covers {pos_data_start} bytes but the data section is {data_len} bytes", pos_data_start = pos - data_start),
+                "tensor data covers {pos_data_start} bytes but the data section is {data_len} bytes",
+                pos_data_start = pos - data_start
+            ),
         ));
     }
 
@@ -328,7 +333,9 @@ fn parse_entry(
             file,
             name,
             format!(
-                "data_offsets [{begin}, {end}] hold {end_begin} bytes but shape {shape:?} × {dtype_name} needs {size}", end_begin = end - begin),
+                "data_offsets [{begin}, {end}] hold {end_begin} bytes but shape {shape:?} × {dtype_name} needs {size}",
+                end_begin = end - begin
+            ),
         ));
     }
     // end <= data_len and data_start + data_len == the buffer length, a usize.

@@ -49,7 +49,9 @@ fn parse_quant_object(q: &Fields<'_>) -> Result<QuantizationConfig, CheckpointEr
         other => Err(unsupported(
             q,
             format!(
-                "{q_field_name_quant_method}: quant_method \"{other}\" is not supported (supported: fp8, compressed-tensors, modelopt)", q_field_name_quant_method = q.field_name("quant_method")),
+                "{q_field_name_quant_method}: quant_method \"{other}\" is not supported (supported: fp8, compressed-tensors, modelopt)",
+                q_field_name_quant_method = q.field_name("quant_method")
+            ),
         )),
     }
 }
@@ -178,7 +180,10 @@ fn require_fp8(q: &Fields<'_>, field: &str, a: &CtQuantArgs) -> Result<(), Check
         return Err(unsupported(
             q,
             format!(
-                "{field}: {a_num_bits}-bit {a_kind} quantization (only 8-bit float, i.e. FP8, is supported)", a_num_bits = a.num_bits, a_kind = a.kind),
+                "{field}: {a_num_bits}-bit {a_kind} quantization (only 8-bit float, i.e. FP8, is supported)",
+                a_num_bits = a.num_bits,
+                a_kind = a.kind
+            ),
         ));
     }
     Ok(())
@@ -257,7 +262,9 @@ fn parse_modelopt(q: &Fields<'_>) -> Result<ModelOptConfig, CheckpointError> {
         return Err(unsupported(
             q,
             format!(
-                "{inner_field_name_quant_algo}: ModelOpt algorithm \"{quant_algo}\" (only FP8 is supported)", inner_field_name_quant_algo = inner.field_name("quant_algo")),
+                "{inner_field_name_quant_algo}: ModelOpt algorithm \"{quant_algo}\" (only FP8 is supported)",
+                inner_field_name_quant_algo = inner.field_name("quant_algo")
+            ),
         ));
     }
     let kv_cache_quant_algo = inner.opt_str("kv_cache_quant_algo")?.map(str::to_string);

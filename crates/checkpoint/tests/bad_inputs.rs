@@ -688,10 +688,10 @@ fn every_mutant_is_rejected_with_a_precise_error() {
     }
     assert!(
         failures.is_empty(),
-        "{failures_len} of {all_len} mutants failed:\n{failures_join_n}",
-        failures_len = failures.len(),
+        "{failure_count} of {all_len} mutants failed:\n{failure_list}",
+        failure_count = failures.len(),
         all_len = all.len(),
-        failures_join_n = failures.join("\n")
+        failure_list = failures.join("\n")
     );
 }
 

@@ -413,7 +413,12 @@ pub fn attention_forward(
     };
     if scratch.dims.nh != dims.nh || scratch.dims.hd != dims.hd {
         return bad(format!(
-            "scratch made for nh {scratch_dims_nh} hd {scratch_dims_hd}, called with nh {dims_nh} hd {dims_hd}", scratch_dims_nh = scratch.dims.nh, scratch_dims_hd = scratch.dims.hd, dims_nh = dims.nh, dims_hd = dims.hd));
+            "scratch made for nh {scratch_dims_nh} hd {scratch_dims_hd}, called with nh {dims_nh} hd {dims_hd}",
+            scratch_dims_nh = scratch.dims.nh,
+            scratch_dims_hd = scratch.dims.hd,
+            dims_nh = dims.nh,
+            dims_hd = dims.hd
+        ));
     }
     if scratch.max_t != max_t {
         return bad(format!(
@@ -432,7 +437,10 @@ pub fn attention_forward(
     }
     if b.pages.len() as u32 > scratch.splits {
         return bad(format!(
-            "{b_pages_len} KV pages need at least as many decode splits, the scratch has {scratch_splits}", b_pages_len = b.pages.len(), scratch_splits = scratch.splits));
+            "{b_pages_len} KV pages need at least as many decode splits, the scratch has {scratch_splits}",
+            b_pages_len = b.pages.len(),
+            scratch_splits = scratch.splits
+        ));
     }
     let AttnDims {
         nh,

@@ -638,7 +638,9 @@ fn decode_dispatches(
         what: "gdn fused decode".into(),
         detail: format!(
             "needs {DECODE_STORAGE_BUFFERS} storage buffers per stage (device: {max_storage_buffers_per_shader_stage}) and \
-             workgroups of {WG} invocations", max_storage_buffers_per_shader_stage = ctx.limits.max_storage_buffers_per_shader_stage),
+             workgroups of {WG} invocations",
+            max_storage_buffers_per_shader_stage = ctx.limits.max_storage_buffers_per_shader_stage
+        ),
     })?;
     let (sl, rows) = dims.recurrent_split();
     let mut out = Vec::new();

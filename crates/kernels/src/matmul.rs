@@ -346,7 +346,10 @@ fn check_weight(kernel: &'static str, w: &GpuWeight) -> Result<(), KernelError> 
     for (i, piece) in w.pieces.iter().enumerate() {
         if piece.row0 != next || piece.rows == 0 {
             return Err(bad(format!(
-                "piece {i} holds rows {piece_row0}..{piece_row0_piece_rows}, expected to start at {next} with > 0 rows", piece_row0 = piece.row0, piece_row0_piece_rows = piece.row0 + piece.rows)));
+                "piece {i} holds rows {piece_row0}..{piece_end}, expected to start at {next} with > 0 rows",
+                piece_row0 = piece.row0,
+                piece_end = piece.row0 + piece.rows
+            )));
         }
         let need = (piece.rows * w.stride_words * 4) as u64;
         if piece.buffer.size() < need {
@@ -725,7 +728,9 @@ fn check_norm(
         return Err(arg_err(
             kernel,
             format!(
-                "the fused norm needs columns, x offset and x stride in multiples of 4, got {w_cols}, {x_offset}, {x_stride}", w_cols = w.cols),
+                "the fused norm needs columns, x offset and x stride in multiples of 4, got {w_cols}, {x_offset}, {x_stride}",
+                w_cols = w.cols
+            ),
         ));
     }
     if norm.weight.size() < w.cols as u64 * 4 {

@@ -245,7 +245,10 @@ fn check_weight(kernel: &'static str, w: &GpuWeight) -> Result<(), KernelError> 
     for (i, piece) in w.pieces.iter().enumerate() {
         if piece.row0 != next || piece.rows == 0 {
             return Err(bad(format!(
-                "piece {i} holds rows {piece_row0}..{piece_row0_piece_rows}, expected to start at {next} with > 0 rows", piece_row0 = piece.row0, piece_row0_piece_rows = piece.row0 + piece.rows)));
+                "piece {i} holds rows {piece_row0}..{piece_end}, expected to start at {next} with > 0 rows",
+                piece_row0 = piece.row0,
+                piece_end = piece.row0 + piece.rows
+            )));
         }
         if piece.buffer.size() < (piece.rows * w.stride_words * 4) as u64 {
             return Err(bad(format!("piece {i} buffer is too small")));
@@ -327,7 +330,11 @@ pub fn matmul_grouped(
         return Err(arg_err(
             K,
             format!(
-                "{args_pairs} pairs over {experts} experts, scratch holds {scratch_max_pairs} over {scratch_max_experts}", args_pairs = args.pairs, scratch_max_pairs = scratch.max_pairs, scratch_max_experts = scratch.max_experts),
+                "{args_pairs} pairs over {experts} experts, scratch holds {scratch_max_pairs} over {scratch_max_experts}",
+                args_pairs = args.pairs,
+                scratch_max_pairs = scratch.max_pairs,
+                scratch_max_experts = scratch.max_experts
+            ),
         ));
     }
     if args.pairs == 0 {

@@ -333,7 +333,11 @@ fn check(label: &str, variant: Variant, ctx: &GpuContext, needs: &[Feature]) -> 
             record(label, ctx, Outcome::Failed { missing: f.name() });
             panic!(
                 "{ctx_describe} ({label}): the test needs {f_name} and this hardware adapter lacks it \
-                 (QWGPU_REQUIRE_HW=0 to skip instead); adapter features: {feature_names_ctx:?}", ctx_describe = ctx.describe(), f_name = f.name(), feature_names_ctx = feature_names(ctx));
+                 (QWGPU_REQUIRE_HW=0 to skip instead); adapter features: {feature_names_ctx:?}",
+                ctx_describe = ctx.describe(),
+                f_name = f.name(),
+                feature_names_ctx = feature_names(ctx)
+            );
         }
         record(
             label,
@@ -446,15 +450,22 @@ pub fn record(label: &str, ctx: &GpuContext, outcome: Outcome<'_>) {
             missing,
             on_purpose,
         } => format!(
-            r#""outcome":"skipped","missing":{json_str_missing},"by_variant":{on_purpose}"#,
-            json_str_missing = json_str(missing)
+            r#""outcome":"skipped","missing":{missing_json},"by_variant":{on_purpose}"#,
+            missing_json = json_str(missing)
         ),
         Outcome::Failed { missing } => {
             format!(r#""outcome":"failed","missing":{}"#, json_str(missing))
         }
     };
     let line = format!(
-        "{{\"binary\":{json_str_binary_name},\"test\":{json_str_test},\"context\":{json_str_label},\"adapter\":{json_str_ctx_info_name},\"backend\":{backend},\"cpu\":{ctx_software},\"features\":[{features_join}],{outcome}}}\n", json_str_binary_name = json_str(&binary_name()), json_str_test = json_str(&test), json_str_label = json_str(label), json_str_ctx_info_name = json_str(&ctx.info.name), backend = json_str(&format!("{:?}", ctx.info.backend)), ctx_software = ctx.software, features_join = features.join(","),
+        "{{\"binary\":{binary_json},\"test\":{json_str_test},\"context\":{json_str_label},\"adapter\":{adapter_json},\"backend\":{backend},\"cpu\":{ctx_software},\"features\":[{features_join}],{outcome}}}\n",
+        binary_json = json_str(&binary_name()),
+        json_str_test = json_str(&test),
+        json_str_label = json_str(label),
+        adapter_json = json_str(&ctx.info.name),
+        backend = json_str(&format!("{:?}", ctx.info.backend)),
+        ctx_software = ctx.software,
+        features_join = features.join(","),
     );
     // One write per line on an append-only file: lines of parallel tests never interleave.
     let mut f = file.lock().unwrap_or_else(|e| e.into_inner());

@@ -141,7 +141,11 @@ pub fn scale_table(w: &PackedWeight) -> Result<(Vec<u32>, usize), KernelError> {
                     return Err(KernelError::Unsupported {
                         what: format!("weight `{}`", w.name),
                         detail: format!(
-                            "block grid {seg_grid:?} does not match {seg_scales_len} scales / {w_cols} columns", seg_grid = seg.grid, seg_scales_len = seg.scales.len(), w_cols = w.cols),
+                            "block grid {seg_grid:?} does not match {seg_scales_len} scales / {w_cols} columns",
+                            seg_grid = seg.grid,
+                            seg_scales_len = seg.scales.len(),
+                            w_cols = w.cols
+                        ),
                     });
                 }
                 values.extend_from_slice(&seg.scales);
@@ -318,7 +322,12 @@ impl GpuWeight {
             let sizes: Vec<usize> = parts.iter().take(8).map(|p| p.len()).collect();
             return Err(bad(format!(
                 "{total} bytes in {parts_len} part(s) (first sizes {sizes:?}) for [{w_rows}, {w_cols}] {w_dtype:?}; \
-                 parts must hold whole rows of {row_src} bytes", parts_len = parts.len(), w_rows = w.rows, w_cols = w.cols, w_dtype = w.dtype)));
+                 parts must hold whole rows of {row_src} bytes",
+                parts_len = parts.len(),
+                w_rows = w.rows,
+                w_cols = w.cols,
+                w_dtype = w.dtype
+            )));
         }
         let rows_of = RowParts::new(parts, row_src);
         if sizes.iter().sum::<usize>() != w.rows || sizes.contains(&0) {

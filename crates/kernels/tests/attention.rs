@@ -404,7 +404,10 @@ fn decode_across_split_boundaries() {
                 let (mut keys, mut values) = (prefix_k[..rows].to_vec(), prefix_v[..rows].to_vec());
                 let want = layer.cpu(&qkv, pos as usize, &mut keys, &mut values);
                 let what = format!(
-                    "{t_name} seed {seed} {d:?} pages {pages:?} splits {layer_scratch_splits} kv length {len}", t_name = t.name, layer_scratch_splits = layer.scratch.splits());
+                    "{t_name} seed {seed} {d:?} pages {pages:?} splits {layer_scratch_splits} kv length {len}",
+                    t_name = t.name,
+                    layer_scratch_splits = layer.scratch.splits()
+                );
                 assert_close(&got, &want, OUT_TOL, &what);
                 layer.check_cache(&keys, &values, len as usize, &what);
             }
@@ -619,7 +622,11 @@ fn bench_attention() {
             println!("    {}", parts.join(", "));
             let bytes = 2.0 * len as f64 * (d.nkv * d.hd * 4) as f64;
             println!(
-                "{name} decode kv {len:>6}: {s_1e6:8.1} us  {bytes_s_1e9:7.1} GB/s (K+V)  splits {layer_scratch_splits}", s_1e6 = s * 1e6, bytes_s_1e9 = bytes / s / 1e9, layer_scratch_splits = layer.scratch.splits());
+                "{name} decode kv {len:>6}: {s_1e6:8.1} us  {bytes_s_1e9:7.1} GB/s (K+V)  splits {layer_scratch_splits}",
+                s_1e6 = s * 1e6,
+                bytes_s_1e9 = bytes / s / 1e9,
+                layer_scratch_splits = layer.scratch.splits()
+            );
         }
         for (t, pos) in [(512u32, 0u32), (2048, 0), (2048, 8192)] {
             ctx.queue

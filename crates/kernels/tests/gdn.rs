@@ -475,7 +475,10 @@ fn run_decode_steps(d: &GdnDims, lens: &[usize], seed: u64, launch: RecurrentLau
             let ms = start.elapsed().as_secs_f64() * 1e3;
             let (got, got_st) = gpu.read(ctx, d, t);
             let what = format!(
-                "{tc_name} seed {seed} {d:?} {launch_name_launch} (fused available: {fused}) step {step} T {t} {labels:?}", tc_name = tc.name, launch_name_launch = launch_name(launch));
+                "{tc_name} seed {seed} {d:?} {launch_label} (fused available: {fused}) step {step} T {t} {labels:?}",
+                tc_name = tc.name,
+                launch_label = launch_name(launch)
+            );
             let e_out = check(&got, &want, OUT_TOL, &format!("{what} output"));
             let e_st = check_states(&got_st, &want_st, &what);
             eprintln!("{what}: {ms:.1} ms, NMSE out {e_out:.1e} state {e_st:.1e}");
@@ -746,7 +749,12 @@ fn bench_qwen35_dims() {
             mode == GdnMode::Chunked,
         );
         eprintln!(
-            "T {t_small} {mode_name_mode} {launch_name_launch}: NMSE out {nmse_got_want:.1e} state {nmse_got_st_rec_want_st_rec:.1e}", mode_name_mode = mode_name(mode), launch_name_launch = launch_name(launch), nmse_got_want = nmse(&got, &want), nmse_got_st_rec_want_st_rec = nmse(&got_st.rec, &want_st.rec));
+            "T {t_small} {mode_name_mode} {launch_label}: NMSE out {nmse_got_want:.1e} state {nmse_state:.1e}",
+            mode_name_mode = mode_name(mode),
+            launch_label = launch_name(launch),
+            nmse_got_want = nmse(&got, &want),
+            nmse_state = nmse(&got_st.rec, &want_st.rec)
+        );
     }
     let mut long = Vec::new();
     for mode in [GdnMode::Recurrent, GdnMode::Chunked] {
@@ -756,8 +764,8 @@ fn bench_qwen35_dims() {
         long.push(gpu.read(&ctx, &d, max_t));
     }
     eprintln!(
-        "T {max_t} chunked vs recurrent: NMSE out {nmse_long_1_0_long_0_0:.1e} state {rec:.1e}",
-        nmse_long_1_0_long_0_0 = nmse(&long[1].0, &long[0].0),
+        "T {max_t} chunked vs recurrent: NMSE out {nmse_long:.1e} state {rec:.1e}",
+        nmse_long = nmse(&long[1].0, &long[0].0),
         rec = nmse(&long[1].1.rec, &long[0].1.rec)
     );
 
@@ -811,6 +819,11 @@ fn bench_qwen35_dims() {
             })
             .collect();
         eprintln!(
-            "T {t} {mode_name_mode} {launch_name_launch}: {total:.1} us per call ({total_t_as_f64:.2} us/token) [{parts_join}]", mode_name_mode = mode_name(mode), launch_name_launch = launch_name(launch), total_t_as_f64 = total / t as f64, parts_join = parts.join(", "));
+            "T {t} {mode_name_mode} {launch_label}: {total:.1} us per call ({total_t_as_f64:.2} us/token) [{parts_join}]",
+            mode_name_mode = mode_name(mode),
+            launch_label = launch_name(launch),
+            total_t_as_f64 = total / t as f64,
+            parts_join = parts.join(", ")
+        );
     }
 }

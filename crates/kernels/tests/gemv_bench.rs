@@ -294,8 +294,8 @@ fn reps_for(bytes_per_round: u64, target: u64) -> usize {
 fn rate_fields(bytes: f64, secs: f64, copy_bps: f64) -> String {
     let bps = bytes / secs.max(1e-12);
     format!(
-        "bytes={bytes_round_as_u64} us={secs_1e6:.3} gbps={bps_1e9:.2} copy_pct={copy_bps:.1}",
-        bytes_round_as_u64 = bytes.round() as u64,
+        "bytes={bytes_rounded} us={secs_1e6:.3} gbps={bps_1e9:.2} copy_pct={copy_bps:.1}",
+        bytes_rounded = bytes.round() as u64,
         secs_1e6 = secs * 1e6,
         bps_1e9 = bps / 1e9,
         copy_bps = 100.0 * bps / copy_bps
@@ -394,7 +394,16 @@ fn bench_dense(
         s_name = s.name
     );
     println!(
-        "gemv model={s_model} shape={s_name} format={format_name_dtype} rows={s_rows} cols={s_cols} epilogue={s_epilogue:?} count={s_count} {copy_bps}", s_model = s.model, s_name = s.name, format_name_dtype = format_name(dtype), s_rows = s.rows, s_cols = s.cols, s_epilogue = s.epilogue, s_count = s.count, copy_bps = rate_fields(bytes as f64, secs, copy_bps));
+        "gemv model={s_model} shape={s_name} format={dtype_name} rows={s_rows} cols={s_cols} epilogue={s_epilogue:?} count={s_count} {copy_bps}",
+        s_model = s.model,
+        s_name = s.name,
+        dtype_name = format_name(dtype),
+        s_rows = s.rows,
+        s_cols = s.cols,
+        s_epilogue = s.epilogue,
+        s_count = s.count,
+        copy_bps = rate_fields(bytes as f64, secs, copy_bps)
+    );
     (bytes as f64, secs)
 }
 
@@ -526,7 +535,12 @@ fn bench_moe(
         "MoE step: non-finite output"
     );
     println!(
-        "gemv model={m_model} shape=moe.step format={format_name_dtype} experts={e} top_k={k} hidden={h} inter={i} count={m_count} {copy_bps}", m_model = m.model, format_name_dtype = format_name(dtype), m_count = m.count, copy_bps = rate_fields(bytes as f64, secs, copy_bps));
+        "gemv model={m_model} shape=moe.step format={dtype_name} experts={e} top_k={k} hidden={h} inter={i} count={m_count} {copy_bps}",
+        m_model = m.model,
+        dtype_name = format_name(dtype),
+        m_count = m.count,
+        copy_bps = rate_fields(bytes as f64, secs, copy_bps)
+    );
     (bytes as f64, secs)
 }
 
@@ -596,9 +610,9 @@ fn gemv_bandwidth() {
         );
         for (model, b, t) in sums {
             println!(
-                "gemv_summary model={model} format={format_name_dtype} {rate_fields_b_t_copy_bps}",
-                format_name_dtype = format_name(dtype),
-                rate_fields_b_t_copy_bps = rate_fields(b, t, copy_bps)
+                "gemv_summary model={model} format={dtype_name} {rate}",
+                dtype_name = format_name(dtype),
+                rate = rate_fields(b, t, copy_bps)
             );
         }
     }
@@ -640,7 +654,11 @@ fn lm_head_piece_sizes() {
             let bytes = g.bytes();
             let secs = timer.per_launch(&ctx, &refs, reps_for(bytes, target)) * refs.len() as f64;
             println!(
-                "lm_head_pieces piece_mib={mib} run={run} launches={refs_len} us={secs_1e6:.1} gbps={bytes_as_f64_secs_1e9:.1}", refs_len = refs.len(), secs_1e6 = secs * 1e6, bytes_as_f64_secs_1e9 = bytes as f64 / secs / 1e9);
+                "lm_head_pieces piece_mib={mib} run={run} launches={refs_len} us={secs_1e6:.1} gbps={gb_per_s:.1}",
+                refs_len = refs.len(),
+                secs_1e6 = secs * 1e6,
+                gb_per_s = bytes as f64 / secs / 1e9
+            );
         }
     }
 }

@@ -156,7 +156,9 @@ fn dense_case(
         }
     }
     let what = format!(
-        "{t_name} {what} T={tokens} {epi:?} x_off {x_off} x_stride {x_stride} y_off {y_off} y_stride {y_stride}", t_name = t.name);
+        "{t_name} {what} T={tokens} {epi:?} x_off {x_off} x_stride {x_stride} y_off {y_off} y_stride {y_stride}",
+        t_name = t.name
+    );
     support::check(&got, &init, &want, &what);
 }
 

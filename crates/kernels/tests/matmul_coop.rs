@@ -80,7 +80,10 @@ fn assert_coop_runs(t: &testing::TestContext, ctx: &GpuContext, gw: &GpuWeight) 
     };
     if let Err(e) = matmul_with(ctx, gw, &args, Epilogue::Store, MatmulPath::Coop) {
         panic!(
-            "{t_name}: the adapter has cooperative matrices, f16 and subgroups, yet the coop GEMM refuses `{gw_name}`: {e}", t_name = t.name, gw_name = gw.name);
+            "{t_name}: the adapter has cooperative matrices, f16 and subgroups, yet the coop GEMM refuses `{gw_name}`: {e}",
+            t_name = t.name,
+            gw_name = gw.name
+        );
     }
 }
 
@@ -151,7 +154,10 @@ fn check_cases(
                     let what = format!(
                         "{t_name} seed {seed:#x} {dtype:?} {scheme:?} [{rows}, {cols}] T={tokens} {epi:?} \
                          x_off {x_off} x_stride {x_stride} y_off {y_off} y_stride {y_stride} \
-                         f16_matmul {ctx_f16_matmul}", t_name = t.name, ctx_f16_matmul = ctx.f16_matmul);
+                         f16_matmul {ctx_f16_matmul}",
+                        t_name = t.name,
+                        ctx_f16_matmul = ctx.f16_matmul
+                    );
                     let go = |path| {
                         run_path(
                             ctx, &gw, &x, x_off, x_stride, &init, y_off, y_stride, tokens, epi,
@@ -334,7 +340,9 @@ fn auto_path_takes_exact_coop_where_supported() {
             let (auto, plain) = run_both(&ctx, dtype, scheme, MatmulPath::Coop);
             assert!(
                 same(&auto, &plain),
-                "{t_name}: with f16 matmuls Auto differs from Coop for {dtype:?} {scheme:?} at T={tokens}", t_name = t.name);
+                "{t_name}: with f16 matmuls Auto differs from Coop for {dtype:?} {scheme:?} at T={tokens}",
+                t_name = t.name
+            );
             // The plain variant really is another kernel than the exact one.
             if dtype == Dtype::BF16 {
                 let (exact, _) = run_both(&t.ctx, dtype, scheme, MatmulPath::Scalar);
@@ -516,7 +524,11 @@ fn coop_vs_scalar_speed() {
             outs.push(c.read_f32(&y, 0, 8 * width).unwrap());
             let ns = best_ns(c, &d);
             eprintln!(
-                "BENCH {c_info_name} {name} T={t} W=[{rows},{cols}] {epi:?} {dtype:?}: {us:.1} µs = {tflops:.1} TFLOP/s", c_info_name = c.info.name, us = ns / 1e3, tflops = flop / ns / 1e3);
+                "BENCH {c_info_name} {name} T={t} W=[{rows},{cols}] {epi:?} {dtype:?}: {us:.1} µs = {tflops:.1} TFLOP/s",
+                c_info_name = c.info.name,
+                us = ns / 1e3,
+                tflops = flop / ns / 1e3
+            );
         }
         for (i, name) in ["coop exact", "coop f16"].iter().enumerate() {
             if let (Some(a), Some(b)) = (outs.get(i + 1), outs.first()) {

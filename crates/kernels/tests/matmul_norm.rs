@@ -87,7 +87,9 @@ fn fused_norm_matches_norm_then_matmul() {
                     one_plus,
                 };
                 let what = format!(
-                    "{t_name} seed {seed:#x} {dtype:?} {scheme:?} [{rows}, {cols}] T={tokens} {epi:?} one_plus {one_plus}", t_name = t.name);
+                    "{t_name} seed {seed:#x} {dtype:?} {scheme:?} [{rows}, {cols}] T={tokens} {epi:?} one_plus {one_plus}",
+                    t_name = t.name
+                );
                 let d = matmul_normed(ctx, &gw, &args, &norm, epi)
                     .unwrap_or_else(|e| panic!("{what}: {e}"));
                 let refs: Vec<&Dispatch> = d.iter().collect();

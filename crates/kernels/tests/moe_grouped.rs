@@ -355,7 +355,9 @@ fn grouped_matches_indexed_and_reference() {
                         let x_div = if epi == Epilogue::SwiGlu { k } else { 1 };
                         let _ = (ti, ei);
                         let what = format!(
-                            "seed {seed:#x} E {experts} k {k} T {tokens} {dtype:?} {scheme:?} [{experts_rpe}, {cols}]", experts_rpe = experts * rpe);
+                            "seed {seed:#x} E {experts} k {k} T {tokens} {dtype:?} {scheme:?} [{experts_rpe}, {cols}]",
+                            experts_rpe = experts * rpe
+                        );
                         case(t, &mut rng, &gw, &wdq, rpe, &ids, x_div, epi, &what);
                     }
                 }
@@ -404,8 +406,8 @@ fn grouped_odd_ids_accumulate_and_pieces() {
                 ] {
                     let x_div = 1 + ids.len() % 2;
                     let what = format!(
-                        "seed {seed:#x} {name} ids {ids_ids_len_min_6:?}..",
-                        ids_ids_len_min_6 = &ids[..ids.len().min(6)]
+                        "seed {seed:#x} {name} ids {first_ids:?}..",
+                        first_ids = &ids[..ids.len().min(6)]
                     );
                     case(t, &mut rng, gw, wdq, rpe, ids, x_div, epi, &what);
                 }
@@ -558,7 +560,13 @@ fn grouped_timing_t130() {
             case(t, &mut rng, &gw, &wdq, rpe, &ids, x_div, epi, "warm-up");
             let (tg, ti) = case(t, &mut rng, &gw, &wdq, rpe, &ids, x_div, epi, "timed");
             eprintln!(
-                "{t_name} {dtype:?} {epi:?} [{experts_rpe}, {cols}] T {tokens} pairs {ids_len}: grouped (sort + gemm) {tg_1e3:.1} ms, indexed {ti_1e3:.1} ms", t_name = t.name, experts_rpe = experts * rpe, ids_len = ids.len(), tg_1e3 = tg * 1e3, ti_1e3 = ti * 1e3);
+                "{t_name} {dtype:?} {epi:?} [{experts_rpe}, {cols}] T {tokens} pairs {ids_len}: grouped (sort + gemm) {tg_1e3:.1} ms, indexed {ti_1e3:.1} ms",
+                t_name = t.name,
+                experts_rpe = experts * rpe,
+                ids_len = ids.len(),
+                tg_1e3 = tg * 1e3,
+                ti_1e3 = ti * 1e3
+            );
         }
     }
 }
@@ -703,7 +711,13 @@ fn grouped_bench_real_dims() {
                 .fold(0.0f32, f32::max);
             let maxv = b.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
             eprintln!(
-                "{t_name} {dtype:?} T {tokens} pairs {pairs}: sort {best_0_1e3:.1} µs, grouped gate_up {best_1_1e3:.1} down {best_2_1e3:.1} µs | indexed gate_up {best_3_1e3:.1} down {best_4_1e3:.1} µs | max |diff| {maxd:e} of max {maxv:e}", t_name = t.name, best_0_1e3 = best[0] / 1e3, best_1_1e3 = best[1] / 1e3, best_2_1e3 = best[2] / 1e3, best_3_1e3 = best[3] / 1e3, best_4_1e3 = best[4] / 1e3,
+                "{t_name} {dtype:?} T {tokens} pairs {pairs}: sort {best_0_1e3:.1} µs, grouped gate_up {best_1_1e3:.1} down {best_2_1e3:.1} µs | indexed gate_up {best_3_1e3:.1} down {best_4_1e3:.1} µs | max |diff| {maxd:e} of max {maxv:e}",
+                t_name = t.name,
+                best_0_1e3 = best[0] / 1e3,
+                best_1_1e3 = best[1] / 1e3,
+                best_2_1e3 = best[2] / 1e3,
+                best_3_1e3 = best[3] / 1e3,
+                best_4_1e3 = best[4] / 1e3,
             );
         }
     }

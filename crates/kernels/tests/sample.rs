@@ -107,9 +107,9 @@ fn uniform_random_is_bit_exact_on_the_gpu() {
             assert_eq!(
                 g,
                 want.to_bits(),
-                "{t_name} seed {seed:#x} counter {counter}: GPU {f32_from_bits_g} host {want}",
+                "{t_name} seed {seed:#x} counter {counter}: GPU {got_f32} host {want}",
                 t_name = t.name,
-                f32_from_bits_g = f32::from_bits(g)
+                got_f32 = f32::from_bits(g)
             );
             assert!((0.0..1.0).contains(&want));
         }
@@ -297,7 +297,9 @@ fn sampling_matches_the_host_rule() {
                         let want = sample_host(&logits, p, u);
                         assert_eq!(
                             g, want,
-                            "{t_name} seed {seed} vocab {vocab} {p:?} ties {ties} counter {c} u {u}", t_name = t.name);
+                            "{t_name} seed {seed} vocab {vocab} {p:?} ties {ties} counter {c} u {u}",
+                            t_name = t.name
+                        );
                     }
                 }
             }

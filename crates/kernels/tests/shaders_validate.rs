@@ -52,8 +52,8 @@ fn every_kernel_module_validates() {
         for (name, src, subgroups) in variants(spec) {
             let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| {
                 panic!(
-                    "{name}: parse error:\n{e_emit_to_string_src}",
-                    e_emit_to_string_src = e.emit_to_string(&src)
+                    "{name}: parse error:\n{diagnostic}",
+                    diagnostic = e.emit_to_string(&src)
                 )
             });
             let entry = module.entry_points.iter().find(|e| e.name == spec.entry);

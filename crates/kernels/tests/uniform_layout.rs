@@ -65,7 +65,11 @@ fn compare(layout: &UniformLayout, module: &naga::Module) -> Vec<String> {
         }
         if r.offset != w.offset as usize {
             errors.push(format!(
-                "{who}: `{r_name}` at byte {r_offset} in Rust, `{w_name}` at byte {w_offset} in WGSL", r_name = r.name, r_offset = r.offset, w_offset = w.offset));
+                "{who}: `{r_name}` at byte {r_offset} in Rust, `{w_name}` at byte {w_offset} in WGSL",
+                r_name = r.name,
+                r_offset = r.offset,
+                w_offset = w.offset
+            ));
         }
         let w_ty = scalar(module, w.ty);
         if w_ty != Some(r.ty) {
@@ -96,9 +100,9 @@ fn module(spec: &KernelSpec) -> (naga::Module, naga::valid::ModuleInfo) {
         .join("\n");
     let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| {
         panic!(
-            "{spec_label}: {e_emit_to_string_src}",
+            "{spec_label}: {diagnostic}",
             spec_label = spec.label,
-            e_emit_to_string_src = e.emit_to_string(&src)
+            diagnostic = e.emit_to_string(&src)
         )
     });
     let info = naga::valid::Validator::new(
@@ -140,7 +144,11 @@ fn every_params_struct_matches_its_wgsl_struct() {
             let ty = module.types[var.ty].name.as_deref().unwrap_or("?");
             if !spec.uniforms.iter().any(|l| l.wgsl == ty) {
                 errors.push(format!(
-                    "{spec_label} (`{spec_entry}`): uniform `{var_name_as_deref_unwrap_or}: {ty}` has no Rust layout in the spec", spec_label = spec.label, spec_entry = spec.entry, var_name_as_deref_unwrap_or = var.name.as_deref().unwrap_or("?")));
+                    "{spec_label} (`{spec_entry}`): uniform `{var_name_as_deref_unwrap_or}: {ty}` has no Rust layout in the spec",
+                    spec_label = spec.label,
+                    spec_entry = spec.entry,
+                    var_name_as_deref_unwrap_or = var.name.as_deref().unwrap_or("?")
+                ));
             }
         }
     }

@@ -48,7 +48,11 @@ pub fn dequantize(w: &PackedWeight) -> Result<Vec<f32>, LoadError> {
     for s in &w.shards {
         if s.row_offset != next || s.rows == 0 {
             return Err(bad(format!(
-                "shard `{s_name}` covers rows {s_row_offset}..{rows}, expected to start at {next} with > 0 rows", s_name = s.name, s_row_offset = s.row_offset, rows = s.row_offset.saturating_add(s.rows))));
+                "shard `{s_name}` covers rows {s_row_offset}..{rows}, expected to start at {next} with > 0 rows",
+                s_name = s.name,
+                s_row_offset = s.row_offset,
+                rows = s.row_offset.saturating_add(s.rows)
+            )));
         }
         next = s.row_offset.saturating_add(s.rows);
     }
@@ -140,7 +144,10 @@ fn check_segment(
 ) -> Result<(), String> {
     if seg.row_offset != next || seg.rows == 0 {
         return Err(format!(
-            "block segment at row {seg_row_offset} with {seg_rows} rows, expected to start at {next} with > 0 rows", seg_row_offset = seg.row_offset, seg_rows = seg.rows));
+            "block segment at row {seg_row_offset} with {seg_rows} rows, expected to start at {next} with > 0 rows",
+            seg_row_offset = seg.row_offset,
+            seg_rows = seg.rows
+        ));
     }
     if seg
         .row_offset
@@ -157,7 +164,12 @@ fn check_segment(
     let grid = [seg.rows.div_ceil(block[0]), w.cols.div_ceil(block[1])];
     if seg.grid != grid {
         return Err(format!(
-            "block segment at row {seg_row_offset}: grid {seg_grid:?}, expected {grid:?} for {seg_rows} rows × {w_cols} cols", seg_row_offset = seg.row_offset, seg_grid = seg.grid, seg_rows = seg.rows, w_cols = w.cols));
+            "block segment at row {seg_row_offset}: grid {seg_grid:?}, expected {grid:?} for {seg_rows} rows × {w_cols} cols",
+            seg_row_offset = seg.row_offset,
+            seg_grid = seg.grid,
+            seg_rows = seg.rows,
+            w_cols = w.cols
+        ));
     }
     if seg.scales.len() != grid[0] * grid[1] {
         return Err(format!(

@@ -535,7 +535,9 @@ impl<'s, S: TensorSource + ?Sized> Ctx<'s, S> {
             (k, _) => Err(LoadError::KvScales {
                 layer,
                 detail: format!(
-                    "only the {if_k_is_some_k_else_v} scale is present; both `{p}.k_scale` and `{p}.v_scale` are needed", if_k_is_some_k_else_v = if k.is_some() { "k" } else { "v" }),
+                    "only the {k_or_v} scale is present; both `{p}.k_scale` and `{p}.v_scale` are needed",
+                    k_or_v = if k.is_some() { "k" } else { "v" }
+                ),
             }),
         }
     }

@@ -233,11 +233,11 @@ impl ScaleScheme {
             ScaleScheme::PerShard { scales } => format!("per-shard ({} scales)", scales.len()),
             ScaleScheme::PerChannel { scales } => format!("per-channel ({} rows)", scales.len()),
             ScaleScheme::Block { block, segments } => format!(
-                "block {block_0}x{block_1} ({segments_len} grid{if_segments_len_1_else_s})",
+                "block {block_0}x{block_1} ({segments_len} grid{plural})",
                 block_0 = block[0],
                 block_1 = block[1],
                 segments_len = segments.len(),
-                if_segments_len_1_else_s = if segments.len() == 1 { "" } else { "s" }
+                plural = if segments.len() == 1 { "" } else { "s" }
             ),
         }
     }

@@ -272,7 +272,10 @@ fn ct_weights(w: &CtQuantArgs, what: &str) -> Result<(SchemeKind, Option<[usize;
     if w.kind != "float" || w.num_bits != 8 {
         return Err(LoadError::Quantization {
             detail: format!(
-                "{what}: weights are {w_num_bits}-bit `{w_kind}`; only 8-bit float (FP8) is supported", w_num_bits = w.num_bits, w_kind = w.kind),
+                "{what}: weights are {w_num_bits}-bit `{w_kind}`; only 8-bit float (FP8) is supported",
+                w_num_bits = w.num_bits,
+                w_kind = w.kind
+            ),
         });
     }
     if !w.symmetric {

@@ -117,12 +117,16 @@ pub(crate) fn detect_weight_scale(
                 covers,
                 shape: shape.to_vec(),
                 acceptable: format!(
-                    "for a [{rows}, {cols}] weight: [] / [1] / [1, 1] (per-tensor), {new}[{rows}, 1] or [{rows}] (per-channel), \
-                     {grid:?} (block [{block_0}, {block_1}])", new = if covers > 1 {
+                    "for a [{rows}, {cols}] weight: [] / [1] / [1, 1] (per-tensor), {per_shard}[{rows}, 1] or [{rows}] (per-channel), \
+                     {grid:?} (block [{block_0}, {block_1}])",
+                    per_shard = if covers > 1 {
                         format!("[{covers}] (per-shard), ")
                     } else {
                         String::new()
-                    }, block_0 = block[0], block_1 = block[1]),
+                    },
+                    block_0 = block[0],
+                    block_1 = block[1]
+                ),
             });
         }
     };

@@ -217,9 +217,9 @@ fn every_fp8_fixture_loads_and_matches_its_sources() {
             "{family}: in_proj_ba stays unquantized"
         );
         eprintln!(
-            "{dir_display}: {all_weights_model_len} packed weights checked, {quantized} FP8",
+            "{dir_display}: {weight_count} packed weights checked, {quantized} FP8",
             dir_display = dir.display(),
-            all_weights_model_len = all_weights(&model).len()
+            weight_count = all_weights(&model).len()
         );
     }
 }

@@ -193,7 +193,9 @@ fn write_safetensors(path: &Path, tensors: &[(String, String, Vec<usize>, Vec<u8
         let start = data.len();
         data.extend_from_slice(bytes);
         entries.push(format!(
-            "\"{name}\":{{\"dtype\":\"{dtype}\",\"shape\":{shape:?},\"data_offsets\":[{start},{data_len}]}}", data_len = data.len()));
+            "\"{name}\":{{\"dtype\":\"{dtype}\",\"shape\":{shape:?},\"data_offsets\":[{start},{data_len}]}}",
+            data_len = data.len()
+        ));
     }
     let text = format!("{{{}}}", entries.join(","));
     let mut out = (text.len() as u64).to_le_bytes().to_vec();

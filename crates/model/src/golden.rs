@@ -107,7 +107,10 @@ impl GoldenMeta {
         }
         if self.generated_ids.len() != GREEDY_POINTS || self.margins.len() != GREEDY_POINTS {
             return bad(format!(
-                "generated_ids has {generated_ids_len} ids and margins {margins_len} values, expected {GREEDY_POINTS} each", generated_ids_len = self.generated_ids.len(), margins_len = self.margins.len()));
+                "generated_ids has {generated_ids_len} ids and margins {margins_len} values, expected {GREEDY_POINTS} each",
+                generated_ids_len = self.generated_ids.len(),
+                margins_len = self.margins.len()
+            ));
         }
         Ok(())
     }
@@ -173,7 +176,9 @@ impl Golden {
             if argmax(row) != id as usize {
                 tracing::warn!(
                     fixture = %dir.display(),
-                    "generated_ids[{j}] = {id} is not the argmax {argmax_row} of the recorded logits", argmax_row = argmax(row));
+                    "generated_ids[{j}] = {id} is not the argmax {argmax_row} of the recorded logits",
+                    argmax_row = argmax(row)
+                );
             }
         }
         Ok(golden)
@@ -191,7 +196,11 @@ impl Golden {
             return Err(ModelError::Golden {
                 path: self.dir.join("golden.safetensors"),
                 detail: format!(
-                    "{prefill_logits_len} prefill and {decode_logits_len} decode logits, expected {t} x {v} and {DECODE_STEPS} x {v}", v = self.vocab, prefill_logits_len = self.prefill_logits.len(), decode_logits_len = self.decode_logits.len()),
+                    "{prefill_logits_len} prefill and {decode_logits_len} decode logits, expected {t} x {v} and {DECODE_STEPS} x {v}",
+                    v = self.vocab,
+                    prefill_logits_len = self.prefill_logits.len(),
+                    decode_logits_len = self.decode_logits.len()
+                ),
             });
         }
         Ok(())
@@ -316,16 +325,29 @@ impl fmt::Display for GoldenReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{fixture} [{kind} {quant} {layout}]: {fail} — max |diff| {max_abs_diff:.3e} at {max_diff_at_0} vocab {max_diff_at_1} (tolerance {tolerance:.3e}, logit scale {logit_scale:.3}), greedy {differs}", fixture = self.fixture, kind = self.kind, quant = self.quant, layout = self.layout, fail = if self.passed { "PASS" } else { "FAIL" }, max_abs_diff = self.max_abs_diff, max_diff_at_0 = self.max_diff_at.0, max_diff_at_1 = self.max_diff_at.1, tolerance = self.tolerance, logit_scale = self.logit_scale, differs = if self.greedy_identical { "identical" } else { "DIFFERS" },
+            "{fixture} [{kind} {quant} {layout}]: {fail} — max |diff| {max_abs_diff:.3e} at {max_diff_at_0} vocab {max_diff_at_1} (tolerance {tolerance:.3e}, logit scale {logit_scale:.3}), greedy {differs}",
+            fixture = self.fixture,
+            kind = self.kind,
+            quant = self.quant,
+            layout = self.layout,
+            fail = if self.passed { "PASS" } else { "FAIL" },
+            max_abs_diff = self.max_abs_diff,
+            max_diff_at_0 = self.max_diff_at.0,
+            max_diff_at_1 = self.max_diff_at.1,
+            tolerance = self.tolerance,
+            logit_scale = self.logit_scale,
+            differs = if self.greedy_identical { "identical" } else { "DIFFERS" },
         )?;
         for flip in &self.flips {
             write!(
                 f,
-                "\n  point {flip_point}: ours {flip_ours} vs HF {flip_hf} (HF margin {flip_hf_margin:.3e}{tolerated})", flip_point = flip.point, flip_ours = flip.ours, flip_hf = flip.hf, flip_hf_margin = flip.hf_margin, tolerated = if flip.tolerated {
-                    ", near-tie: tolerated"
-                } else {
-                    ""
-                })?;
+                "\n  point {flip_point}: ours {flip_ours} vs HF {flip_hf} (HF margin {flip_hf_margin:.3e}{tolerated})",
+                flip_point = flip.point,
+                flip_ours = flip.ours,
+                flip_hf = flip.hf,
+                flip_hf_margin = flip.hf_margin,
+                tolerated = if flip.tolerated { ", near-tie: tolerated" } else { "" }
+            )?;
         }
         Ok(())
     }

@@ -42,10 +42,10 @@ fn run(variant: Variant) {
     }
     assert!(
         failures.is_empty(),
-        "{failures_len} fixtures failed on the GPU ({variant_name}):\n{failures_join_n}",
-        failures_len = failures.len(),
+        "{failure_count} fixtures failed on the GPU ({variant_name}):\n{failure_list}",
+        failure_count = failures.len(),
         variant_name = variant.name(),
-        failures_join_n = failures.join("\n")
+        failure_list = failures.join("\n")
     );
 }
 

@@ -171,7 +171,10 @@ fn streaming_load_keeps_peak_anonymous_memory_far_below_a_host_copy() {
     let host = grew.saturating_sub(on_device);
     println!(
         "RssAnon grew by {grew} bytes loading a {embed_bytes}-byte embedding on {model_backend_name} \
-         (software adapter: {ctx_software}); {host} bytes beyond the device's copy", model_backend_name = model.backend_name(), ctx_software = ctx.software);
+         (software adapter: {ctx_software}); {host} bytes beyond the device's copy",
+        model_backend_name = model.backend_name(),
+        ctx_software = ctx.software
+    );
     assert!(
         host < embed_bytes * 3 / 4,
         "RssAnon grew by {grew} bytes, {host} beyond the device's {on_device}: \

@@ -407,7 +407,12 @@ fn steps_encoded_ahead_follow_pages_parameters_and_restores() {
         let c = cpu
             .sample_next(&mut cs, &[greedy_run[i]], &greedy())
             .unwrap();
-        assert_eq!(g, c, "greedy step {i} (position {i2})", i2 = 251 + i);
+        assert_eq!(
+            g,
+            c,
+            "greedy step {i} (position {position})",
+            position = 251 + i
+        );
         greedy_run.push(g);
     }
     // New parameters (seeded sampling): the step encoded for greedy is dropped.

@@ -128,12 +128,22 @@ pub fn check_close(got: &[f32], want: &[f32], tol: Tol, what: &str) -> Result<()
     let (wa, wr) = (worst(abs_err), worst(rel_err));
     let mut msg = format!(
         "{what}: {bad_len} of {got_len} values outside tolerance (abs {tol_abs:e}, rel {tol_rel:e}); \
-         max abs err {abs_err_got_wa_want_wa:e} at [{wa}], max rel err {rel_err_got_wr_want_wr:e} at [{wr}]", bad_len = bad.len(), got_len = got.len(), tol_abs = tol.abs, tol_rel = tol.rel, abs_err_got_wa_want_wa = abs_err(got[wa], want[wa]), rel_err_got_wr_want_wr = rel_err(got[wr], want[wr]),
+         max abs err {abs_error:e} at [{wa}], max rel err {rel_error:e} at [{wr}]",
+        bad_len = bad.len(),
+        got_len = got.len(),
+        tol_abs = tol.abs,
+        tol_rel = tol.rel,
+        abs_error = abs_err(got[wa], want[wa]),
+        rel_error = rel_err(got[wr], want[wr]),
     );
     for &i in bad.iter().take(REPORTED) {
         let _ = write!(
             msg,
-            "\n  [{i}] got {got_i:e}, want {want_i:e}, abs err {abs_err_got_i_want_i:e}, rel err {rel_err_got_i_want_i:e}", got_i = got[i], want_i = want[i], abs_err_got_i_want_i = abs_err(got[i], want[i]), rel_err_got_i_want_i = rel_err(got[i], want[i]),
+            "\n  [{i}] got {got_i:e}, want {want_i:e}, abs err {abs_error:e}, rel err {rel_error:e}",
+            got_i = got[i],
+            want_i = want[i],
+            abs_error = abs_err(got[i], want[i]),
+            rel_error = rel_err(got[i], want[i]),
         );
     }
     if bad.len() > REPORTED {

@@ -554,8 +554,8 @@ impl Bench {
             _ => return,
         }
         self.say(&format!(
-            "35B-A3B on hand has {layers_unwrap_or_0} layers, not {o_moe_layers}: making it again",
-            layers_unwrap_or_0 = layers.unwrap_or(0),
+            "35B-A3B on hand has {layer_count} layers, not {o_moe_layers}: making it again",
+            layer_count = layers.unwrap_or(0),
             o_moe_layers = self.o.moe_layers
         ));
         let gguf = self.o.work.join("gguf");
@@ -661,9 +661,9 @@ impl Bench {
         }
         cmd.args(self.o.qwgpu_args.split_whitespace()).args(extra);
         let name = format!(
-            "qwgpu_{model}_{format_replace}{if_extra_is_empty_else_f16}",
+            "qwgpu_{model}_{format_replace}{f16_suffix}",
             format_replace = format.replace(' ', "_"),
-            if_extra_is_empty_else_f16 = if extra.is_empty() { "" } else { "_f16" }
+            f16_suffix = if extra.is_empty() { "" } else { "_f16" }
         );
         let res = proc::run(
             &mut cmd,

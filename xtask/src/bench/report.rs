@@ -76,7 +76,15 @@ fn f16_section(r: &Results, s: &mut String) {
             let default = of(QWGPU, &x.format);
             let _ = writeln!(
                 s,
-                "| {x_model} | {x_format} | {n} | {rate_v} | {default_map_or_into_rate} | {ratio_some_v_default} | {format} | {format2} | {ratio_some_v_of_hf_x_format} |", x_model = x.model, x_format = x.format, rate_v = rate(v), default_map_or_into_rate = default.map_or("—".into(), rate), ratio_some_v_default = ratio(Some(v), default), format = ratio(Some(v), of(LLAMA_VULKAN, &x.format)), format2 = ratio(Some(v), of(LLAMA_CUDA, &x.format)), ratio_some_v_of_hf_x_format = ratio(Some(v), of(HF, &x.format)),
+                "| {x_model} | {x_format} | {n} | {rate_v} | {default_rate} | {ratio_default} | {format} | {format2} | {ratio_hf} |",
+                x_model = x.model,
+                x_format = x.format,
+                rate_v = rate(v),
+                default_rate = default.map_or("—".into(), rate),
+                ratio_default = ratio(Some(v), default),
+                format = ratio(Some(v), of(LLAMA_VULKAN, &x.format)),
+                format2 = ratio(Some(v), of(LLAMA_CUDA, &x.format)),
+                ratio_hf = ratio(Some(v), of(HF, &x.format)),
             );
         }
     }
@@ -204,7 +212,17 @@ fn main_table(r: &Results, s: &mut String) {
                 let _ =
                     writeln!(
                     s,
-                    "| {label} | {ours} ({gguf}) | {ms_label} | {cell_q_qv} | {into} | {pct_qv_roof} | {cell_vk_vv} | {ratio_qv_vv} | {cell_cu_cv} | {ratio_qv_cv} | {into2} | {ratio_qv_hv} |", ms_label = ms.label, cell_q_qv = cell(q, qv), into = roof.map(rate).unwrap_or_else(|| "—".into()), pct_qv_roof = pct(qv, roof), cell_vk_vv = cell(vk, vv), ratio_qv_vv = ratio(qv, vv), cell_cu_cv = cell(cu, cv), ratio_qv_cv = ratio(qv, cv), into2 = if hf.is_some() { cell(h, hv) } else { "—".into() }, ratio_qv_hv = ratio(qv, hv),
+                    "| {label} | {ours} ({gguf}) | {ms_label} | {cell_q_qv} | {into} | {pct_qv_roof} | {cell_vk_vv} | {ratio_qv_vv} | {cell_cu_cv} | {ratio_qv_cv} | {into2} | {ratio_qv_hv} |",
+                    ms_label = ms.label,
+                    cell_q_qv = cell(q, qv),
+                    into = roof.map(rate).unwrap_or_else(|| "—".into()),
+                    pct_qv_roof = pct(qv, roof),
+                    cell_vk_vv = cell(vk, vv),
+                    ratio_qv_vv = ratio(qv, vv),
+                    cell_cu_cv = cell(cu, cv),
+                    ratio_qv_cv = ratio(qv, cv),
+                    into2 = if hf.is_some() { cell(h, hv) } else { "—".into() },
+                    ratio_qv_hv = ratio(qv, hv),
                 );
             }
         }
@@ -266,12 +284,12 @@ fn peers_table(r: &Results, s: &mut String) {
         let roof = w.and_then(|w| Some(r.copy_bw_torch? / w.bytes_per_token));
         let _ = writeln!(
             line,
-            " {into} | {into2} | {pct_p_decode_at_0_roof} |",
+            " {into} | {into2} | {decode_pct} |",
             into = w
                 .map(|w| gb(w.bytes_per_token))
                 .unwrap_or_else(|| "—".into()),
             into2 = roof.map(rate).unwrap_or_else(|| "—".into()),
-            pct_p_decode_at_0_roof = pct(p.decode_at(0), roof)
+            decode_pct = pct(p.decode_at(0), roof)
         );
         s.push_str(&line);
     }
@@ -305,7 +323,16 @@ fn load_table(r: &Results, s: &mut String) {
         };
         let _ = writeln!(
             s,
-            "| {x_model} | {x_format} | {load:.2} | {gb_bytes} | {rate_bps_1e9:.2} | {host_memcpy} | {into} | {into2} | {into3} | {within} |", x_model = x.model, x_format = x.format, gb_bytes = gb(bytes), rate_bps_1e9 = rate_bps / 1e9, host_memcpy = pct(Some(rate_bps), r.host_memcpy), into = x.peak_rss_anon.map(mib).unwrap_or_else(|| "—".into()), into2 = x.vm_hwm.map(mib).unwrap_or_else(|| "—".into()), into3 = largest.map(mib).unwrap_or_else(|| "—".into()));
+            "| {x_model} | {x_format} | {load:.2} | {gb_bytes} | {rate_bps_1e9:.2} | {host_memcpy} | {into} | {into2} | {into3} | {within} |",
+            x_model = x.model,
+            x_format = x.format,
+            gb_bytes = gb(bytes),
+            rate_bps_1e9 = rate_bps / 1e9,
+            host_memcpy = pct(Some(rate_bps), r.host_memcpy),
+            into = x.peak_rss_anon.map(mib).unwrap_or_else(|| "—".into()),
+            into2 = x.vm_hwm.map(mib).unwrap_or_else(|| "—".into()),
+            into3 = largest.map(mib).unwrap_or_else(|| "—".into())
+        );
     }
 }
 
@@ -392,8 +419,8 @@ fn targets(r: &Results) -> Vec<(String, String, String)> {
         (Some(_), Some(_)) => out.push((
             MOE_TARGET.into(),
             format!(
-                "{ratio_q_full_best_q8_full} (both extrapolated to {FULL_MOE_LAYERS} layers)",
-                ratio_q_full_best_q8_full = ratio(q_full, best_q8_full)
+                "{q_ratio} (both extrapolated to {FULL_MOE_LAYERS} layers)",
+                q_ratio = ratio(q_full, best_q8_full)
             ),
             verdict(q_full.zip(best_q8_full).map(|(a, b)| a / b >= 1.2)),
         )),
@@ -495,9 +522,9 @@ fn gemv_target(r: &Results) -> (String, String, String) {
         (Some(true), Some(true)) => "met".to_string(),
         (Some(false), Some(false)) => "not met".to_string(),
         (Some(a), Some(b)) => format!(
-            "BF16 {if_a_met_else_not_met}, FP8 block {if_b_met_else_not_met}",
-            if_a_met_else_not_met = if a { "met" } else { "not met" },
-            if_b_met_else_not_met = if b { "met" } else { "not met" }
+            "BF16 {a_met}, FP8 block {b_met}",
+            a_met = if a { "met" } else { "not met" },
+            b_met = if b { "met" } else { "not met" }
         ),
         _ => "not measured".to_string(),
     };
@@ -591,7 +618,9 @@ fn moe_section(r: &Results, s: &mut String) {
          3 : 1) with {layers} of its {FULL_MOE_LAYERS} layers, the same weights for both engines; decode at ctx {unwrap_or}. \
          Per layer = (ms per token − the engine's own LM head bytes ÷ torch copy bandwidth) ÷ {layers}; \
          **extrapolated** full model = head + {FULL_MOE_LAYERS} × per layer (the head at its roofline time makes \
-         the per-layer figure an upper bound, for both engines alike).\n", unwrap_or = r.decode_contexts.first().copied().unwrap_or(512));
+         the per-layer figure an upper bound, for both engines alike).\n",
+        unwrap_or = r.decode_contexts.first().copied().unwrap_or(512)
+    );
     let _ = writeln!(
         s,
         "| engine | weights | decode tok/s, {layers} layers (measured) | ms / token | head at roofline, ms | ms per layer | layer at roofline, ms | {FULL_MOE_LAYERS} layers tok/s (extrapolated) |\n|---|---|---|---|---|---|---|---|"
@@ -600,7 +629,16 @@ fn moe_section(r: &Results, s: &mut String) {
     for m in &rows {
         let _ = writeln!(
             s,
-            "| {m_engine} | {m_format} | {rate_m_tok_s} | {tok_s:.3} | {ms_m_head_ms} | {ms_m_layer_ms} | {ms_m_layer_roofline_ms} | {into} |", m_engine = m.engine, m_format = m.format, rate_m_tok_s = rate(m.tok_s), tok_s = 1e3 / m.tok_s, ms_m_head_ms = ms(m.head_ms), ms_m_layer_ms = ms(m.layer_ms), ms_m_layer_roofline_ms = ms(m.layer_roofline_ms), into = m.full_tok_s.map(rate).unwrap_or_else(|| "—".into()));
+            "| {m_engine} | {m_format} | {rate_m_tok_s} | {tok_s:.3} | {ms_m_head_ms} | {ms_m_layer_ms} | {roofline_ms} | {into} |",
+            m_engine = m.engine,
+            m_format = m.format,
+            rate_m_tok_s = rate(m.tok_s),
+            tok_s = 1e3 / m.tok_s,
+            ms_m_head_ms = ms(m.head_ms),
+            ms_m_layer_ms = ms(m.layer_ms),
+            roofline_ms = ms(m.layer_roofline_ms),
+            into = m.full_tok_s.map(rate).unwrap_or_else(|| "—".into())
+        );
     }
 }
 
@@ -665,7 +703,11 @@ fn gemv_section(r: &Results, s: &mut String) {
         };
         let _ = writeln!(
             s,
-            "| {model} | {shape_label} | {dims} | {any_count} | {cells_pick_gemv_formats_0} | {cells_pick_gemv_formats_1} |", any_count = any.count, cells_pick_gemv_formats_0 = cells(pick(GEMV_FORMATS[0])), cells_pick_gemv_formats_1 = cells(pick(GEMV_FORMATS[1])));
+            "| {model} | {shape_label} | {dims} | {any_count} | {first_cells} | {second_cells} |",
+            any_count = any.count,
+            first_cells = cells(pick(GEMV_FORMATS[0])),
+            second_cells = cells(pick(GEMV_FORMATS[1]))
+        );
     }
     let mut models: Vec<&str> = Vec::new();
     for x in &g.summaries {
@@ -681,7 +723,10 @@ fn gemv_section(r: &Results, s: &mut String) {
         };
         let _ = writeln!(
             s,
-            "| {model} | **one decode token** (Σ per token × bytes ÷ Σ per token × µs) | — | — | {cells_pick_gemv_formats_0} | {cells_pick_gemv_formats_1} |", cells_pick_gemv_formats_0 = cells(pick(GEMV_FORMATS[0])), cells_pick_gemv_formats_1 = cells(pick(GEMV_FORMATS[1])));
+            "| {model} | **one decode token** (Σ per token × bytes ÷ Σ per token × µs) | — | — | {first_cells} | {second_cells} |",
+            first_cells = cells(pick(GEMV_FORMATS[0])),
+            second_cells = cells(pick(GEMV_FORMATS[1]))
+        );
     }
 }
 
@@ -693,8 +738,8 @@ fn profile_table(s: &mut String, title: &str, rows: &[(String, f64, u64)]) {
     for (f, ms, n) in rows {
         let _ = writeln!(
             s,
-            "| {f} | {ms:.3} | {pct_some_ms_some_total} | {n} |",
-            pct_some_ms_some_total = pct(Some(*ms), Some(total))
+            "| {f} | {ms:.3} | {total_pct} | {n} |",
+            total_pct = pct(Some(*ms), Some(total))
         );
     }
     let _ = writeln!(s);
@@ -705,9 +750,14 @@ pub fn render(r: &Results) -> String {
     let _ = writeln!(s, "# Benchmark results\n");
     let _ = writeln!(
         s,
-        "One run of `cargo xtask bench` (see README.md): {r_date} on {if_r_gpu_is_empty_else_r_gpu} (qwgpu adapter: {adapter}), qwgpu commit `{r_commit}`. \
+        "One run of `cargo xtask bench` (see README.md): {r_date} on {gpu_name} (qwgpu adapter: {adapter}), qwgpu commit `{r_commit}`. \
          Random-weight checkpoints of real Qwen3.5 geometry made in the same run, batch 1, random token ids. \
-         Every ratio compares figures of this one run.\n", r_date = r.date, if_r_gpu_is_empty_else_r_gpu = if r.gpu.is_empty() { "?" } else { &r.gpu }, adapter = if r.adapter.is_empty() { "?" } else { &r.adapter }, r_commit = r.commit);
+         Every ratio compares figures of this one run.\n",
+        r_date = r.date,
+        gpu_name = if r.gpu.is_empty() { "?" } else { &r.gpu },
+        adapter = if r.adapter.is_empty() { "?" } else { &r.adapter },
+        r_commit = r.commit
+    );
     let _ = writeln!(s, "## Limits measured in this run\n");
     let _ = writeln!(s, "| limit | value |\n|---|---|");
     if let Some(bw) = r.copy_bw_torch {
@@ -720,7 +770,10 @@ pub fn render(r: &Results) -> String {
     if let Some(bw) = r.copy_bw_qwgpu {
         let _ = writeln!(
             s,
-            "| device copy bandwidth, qwgpu copy kernel (read + written) | {bw_1e12:.3} TB/s ({pct_some_bw_r_copy_bw_torch} of torch) |", bw_1e12 = bw / 1e12, pct_some_bw_r_copy_bw_torch = pct(Some(bw), r.copy_bw_torch));
+            "| device copy bandwidth, qwgpu copy kernel (read + written) | {bw_1e12:.3} TB/s ({torch_pct} of torch) |",
+            bw_1e12 = bw / 1e12,
+            torch_pct = pct(Some(bw), r.copy_bw_torch)
+        );
     }
     if let Some(f) = r.matmul_flops {
         let _ = writeln!(s, "| BF16 matmul, torch 8192³ | {:.0} TFLOP/s |", f / 1e12);
@@ -767,7 +820,10 @@ pub fn render(r: &Results) -> String {
          the BF16 and Q8_0 GGUF converted from the same BF16 folder (FP8 rows compare with Q8_0, about the \
          same bytes per weight); HF transformers the BF16 folder (prefill only). llama.cpp figures are the \
          median of llama-bench's repetitions after the first (`llama-bench -ngl 99 -fa on {llama_args}`); its decode at a short context is `tg` at depth 0 \
-         where no depth of that size ran. qwgpu decode at ctx N: N tokens prefilled, then {r_decode_steps} decode steps timed.\n", llama_args = if r.llama_args.is_empty() { "?" } else { &r.llama_args }, r_decode_steps = r.decode_steps);
+         where no depth of that size ran. qwgpu decode at ctx N: N tokens prefilled, then {r_decode_steps} decode steps timed.\n",
+        llama_args = if r.llama_args.is_empty() { "?" } else { &r.llama_args },
+        r_decode_steps = r.decode_steps
+    );
     main_table(r, &mut s);
     let _ = writeln!(s, "\n## llama.cpp on its own roofline\n");
     peers_table(r, &mut s);

@@ -360,7 +360,11 @@ impl RawFile {
                 s.push(',');
             }
             s.push_str(&format!(
-                "{string}:{{\"dtype\":\"{dtype}\",\"shape\":{shape:?},\"data_offsets\":[{off_0},{off_1}]}}", string = serde_json::to_string(name).expect("string"), off_0 = off[0], off_1 = off[1]));
+                "{string}:{{\"dtype\":\"{dtype}\",\"shape\":{shape:?},\"data_offsets\":[{off_0},{off_1}]}}",
+                string = serde_json::to_string(name).expect("string"),
+                off_0 = off[0],
+                off_1 = off[1]
+            ));
         }
         s.push('}');
         s.push_str(&" ".repeat(self.header_pad));

@@ -178,9 +178,9 @@ pub fn check(got: &[f32], init: &[f32], want: &[Option<(f64, f64)>], what: &str)
                     init_i = init[i]
                 ),
                 Some((w, t)) => format!(
-                    "[{i}] got {got_i:e}, want {w:e} ± {t:e} (err {got_i_as_f64_w_abs:e})",
+                    "[{i}] got {got_i:e}, want {w:e} ± {t:e} (err {abs_diff:e})",
                     got_i = got[i],
-                    got_i_as_f64_w_abs = (got[i] as f64 - w).abs()
+                    abs_diff = (got[i] as f64 - w).abs()
                 ),
             })
             .collect();

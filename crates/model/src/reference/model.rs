@@ -229,7 +229,10 @@ impl ReferenceModel {
             };
             if !ok {
                 return mismatch(format!(
-                    "layer {i} ({layer_type_name_ty}): state sizes do not match the config at position {cache_position}", layer_type_name_ty = layer_type_name(*ty), cache_position = cache.position));
+                    "layer {i} ({layer_type}): state sizes do not match the config at position {cache_position}",
+                    layer_type = layer_type_name(*ty),
+                    cache_position = cache.position
+                ));
             }
         }
         Ok(())

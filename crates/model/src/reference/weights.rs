@@ -92,26 +92,38 @@ pub(crate) fn validate_config(cfg: &TextConfig) -> Result<(), ModelError> {
     }
     if cfg.layer_types.len() != cfg.num_hidden_layers {
         return bad(format!(
-            "layer_types has {cfg_layer_types_len} entries, num_hidden_layers = {cfg_num_hidden_layers}", cfg_layer_types_len = cfg.layer_types.len(), cfg_num_hidden_layers = cfg.num_hidden_layers));
+            "layer_types has {cfg_layer_types_len} entries, num_hidden_layers = {cfg_num_hidden_layers}",
+            cfg_layer_types_len = cfg.layer_types.len(),
+            cfg_num_hidden_layers = cfg.num_hidden_layers
+        ));
     }
     if !cfg
         .num_attention_heads
         .is_multiple_of(cfg.num_key_value_heads)
     {
         return bad(format!(
-            "num_attention_heads {cfg_num_attention_heads} is not a multiple of num_key_value_heads {cfg_num_key_value_heads}", cfg_num_attention_heads = cfg.num_attention_heads, cfg_num_key_value_heads = cfg.num_key_value_heads));
+            "num_attention_heads {cfg_num_attention_heads} is not a multiple of num_key_value_heads {cfg_num_key_value_heads}",
+            cfg_num_attention_heads = cfg.num_attention_heads,
+            cfg_num_key_value_heads = cfg.num_key_value_heads
+        ));
     }
     if !cfg
         .linear_num_value_heads
         .is_multiple_of(cfg.linear_num_key_heads)
     {
         return bad(format!(
-            "linear_num_value_heads {cfg_linear_num_value_heads} is not a multiple of linear_num_key_heads {cfg_linear_num_key_heads}", cfg_linear_num_value_heads = cfg.linear_num_value_heads, cfg_linear_num_key_heads = cfg.linear_num_key_heads));
+            "linear_num_value_heads {cfg_linear_num_value_heads} is not a multiple of linear_num_key_heads {cfg_linear_num_key_heads}",
+            cfg_linear_num_value_heads = cfg.linear_num_value_heads,
+            cfg_linear_num_key_heads = cfg.linear_num_key_heads
+        ));
     }
     let rd = cfg.rotary_dim();
     if !rd.is_multiple_of(2) || rd > cfg.head_dim {
         return bad(format!(
-            "rotary dim int({cfg_head_dim} * {partial_rotary_factor}) = {rd} must be even and at most head_dim", cfg_head_dim = cfg.head_dim, partial_rotary_factor = cfg.rope.partial_rotary_factor));
+            "rotary dim int({cfg_head_dim} * {partial_rotary_factor}) = {rd} must be even and at most head_dim",
+            cfg_head_dim = cfg.head_dim,
+            partial_rotary_factor = cfg.rope.partial_rotary_factor
+        ));
     }
     if !(cfg.rms_norm_eps.is_finite() && cfg.rms_norm_eps >= 0.0) {
         return bad(format!(

@@ -32,9 +32,9 @@ pub fn check_fixtures(label: &str, wanted: impl Fn(&str) -> bool) {
     }
     assert!(
         failures.is_empty(),
-        "{failures_len} of {dirs_len} {label} fixtures failed:\n{failures_join_n}",
-        failures_len = failures.len(),
+        "{failure_count} of {dirs_len} {label} fixtures failed:\n{failure_list}",
+        failure_count = failures.len(),
         dirs_len = dirs.len(),
-        failures_join_n = failures.join("\n")
+        failure_list = failures.join("\n")
     );
 }
