@@ -35,6 +35,24 @@ pub struct ContextOptions {
     /// (x split into two f16 halves, results as the f32 GEMM's) where the
     /// weight is exact in f16, and the f32 scalar GEMM elsewhere.
     pub f16_matmul: bool,
+    /// How the multi-token GEMMs round activations (see [`MatmulPrecision`]).
+    pub precision: MatmulPrecision,
+}
+
+/// Rounding of the activations in the multi-token (`T > 16`) GEMMs. Weights
+/// and accumulation are the same in both: weights exact (decoded from their
+/// stored format, scales applied in f32), sums in f32.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum MatmulPrecision {
+    /// Results as the f32 GEMM's (the tensor-core GEMM splits each activation
+    /// into two f16 halves, twice the multiply-adds).
+    #[default]
+    Exact,
+    /// Each activation row multiplied by a power of two (so no finite value
+    /// overflows) and rounded to f16 (11 significant bits; BF16 keeps 8), one
+    /// multiply-add per fragment. Whether it may be the default is decided by
+    /// measured divergence (`cargo xtask matrix`'s precision column).
+    Fast,
 }
 
 /// What the opened device offers the kernels (after the options' switches).
@@ -62,6 +80,8 @@ pub struct GpuContext {
     pub(crate) runtime_checks: bool,
     /// [`ContextOptions::f16_matmul`].
     pub f16_matmul: bool,
+    /// [`ContextOptions::precision`].
+    pub precision: MatmulPrecision,
     /// Values tuned for this adapter ([`Tuning::for_adapter`](crate::Tuning::for_adapter)).
     pub tuning: crate::Tuning,
     pub(crate) pipelines: PipelineCache,
@@ -203,6 +223,7 @@ impl GpuContext {
             software,
             runtime_checks: opts.runtime_checks.unwrap_or(cfg!(debug_assertions)),
             f16_matmul: opts.f16_matmul,
+            precision: opts.precision,
             tuning,
             pipelines: PipelineCache::default(),
             disk_cache,

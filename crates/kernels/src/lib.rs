@@ -57,7 +57,7 @@ pub mod weights;
 
 pub use adapters::{list_adapters, AdapterSummary};
 pub use buffer::MIN_BUFFER;
-pub use context::{Capabilities, ContextOptions, GpuContext, WAIT_TIMEOUT};
+pub use context::{Capabilities, ContextOptions, GpuContext, MatmulPrecision, WAIT_TIMEOUT};
 pub use disk_cache::PipelineCacheMode;
 pub use dispatch::{grid_1d, Dispatch, MAX_GROUPS};
 pub use error::KernelError;
