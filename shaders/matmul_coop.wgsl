@@ -18,16 +18,27 @@
 // their latency hides behind the tensor-core work; decode and f16 conversion
 // happen when the registers are written to workgroup memory.
 //
-// EXACT (override): x is split as hi = x s rounded to 11 significant bits
-// (exact in f16) and lo = f16(x s - hi), with s a power of two per token row
+// SCALE_X (override): each token row of x is multiplied by a power of two s
 // (constant along K: the largest |x| of the row scaled into [2^14, 2^15),
-// found by a pre-pass over the workgroup's x rows), and both halves are multiplied by the same W fragments into the same
-// accumulators; the epilogue multiplies by 1 / s (exact). x keeps 22
+// found by a pre-pass over the workgroup's x rows) before its f16 rounding,
+// and the epilogue multiplies by 1 / s (exact), so no finite x overflows.
+// EXACT (override, with SCALE_X): x s is split as hi = x s rounded to 11
+// significant bits (exact in f16) and lo = f16(x s - hi), and both halves are
+// multiplied by the same W fragments into the same accumulators: x keeps 22
 // significant bits (relative error <= 2^-22, absolute <= 2^-39 of the row's
-// largest |x| where lo is subnormal) and cannot overflow; W rounded to f16 is
-// exact for BF16/F16 values in f16's normal range. Plain (EXACT false): x is
-// rounded to f16 directly (2^-11), and |x| > 65504 becomes +-inf. PREFETCH,
-// PREPASS and LDS are overrides only for measurements (the bench test).
+// largest |x| where lo is subnormal). Fast (SCALE_X, not EXACT): x s rounded
+// to f16 (2^-11 relative). Plain (neither): x rounded to f16 directly, and
+// |x| > 65504 becomes +-inf. W rounded to f16 is exact for BF16/F16 values in
+// f16's normal range and for every E4M3 value. PREFETCH and LDS are overrides
+// only for measurements (the bench test).
+//
+// BLOCK_K (override): the weight's scale varies along K in blocks of
+// block_cols columns (a multiple of CK; FP8 128 x 128 blocks) and each
+// fragment's 16 weight rows share their scale row (the host checks). W is
+// staged unscaled (exact in f16), each block's products accumulate in
+// partial fragments, and at the block's end the partials, multiplied by the
+// fragment's block scale in f32, are added to the totals: the result is the
+// f32 sum of scale * (x . w) per block, with no scaled weight rounded.
 //
 // The result goes through workgroup memory (coopStoreT), two fragments per
 // subgroup at a time (for SwiGLU a gate fragment and its up fragment), so the
@@ -46,15 +57,14 @@ enable wgpu_cooperative_matrix;
 
 override WG: u32 = 256u;
 override EXACT: bool = false;
+override SCALE_X: bool = true;
+override BLOCK_K: bool = false;
 // Padded row stride of the staged tiles, in halves (a multiple of 8: coop
 // loads want 16-byte aligned rows).
 override LDS: u32 = 40u;
 // Issue the next step's global loads before the current step's multiply-adds
 // (off: load, stage and multiply in turn; for measurements).
 override PREFETCH: bool = true;
-// EXACT: scale x rows (off: scale 1, x past f16's range overflows; for
-// measuring what the pre-pass costs).
-override PREPASS: bool = true;
 
 const TM: u32 = 128u;  // tokens per tile
 const TN: u32 = 128u;  // weight rows per tile
@@ -74,7 +84,7 @@ var<workgroup> st_xl: array<f16, TILE_HALVES>;  // EXACT: lo part
 var<workgroup> st_w: array<f16, TILE_HALVES>;   // [weight row][column]
 // Per subgroup, two 16x16 result fragments (row-major, token rows).
 var<workgroup> st_y: array<f32, SGN * 512u>;
-// EXACT: per token row of the tile, the power-of-two scale of x and its inverse.
+// SCALE_X: per token row of the tile, the power-of-two scale of x and its inverse.
 var<workgroup> st_sc: array<f32, TM>;
 var<workgroup> st_inv: array<f32, TM>;
 
@@ -141,12 +151,15 @@ fn x_store(i: u32, v: vec4<f32>) {
     let r = i / (CK / 4u);
     let o = r * LDS + (i % (CK / 4u)) * 4u;
     var h: vec4<f16>;
+    var vs = v;
+    if (SCALE_X) {
+        vs = v * st_sc[r];
+    }
     if (EXACT) {
         // hi: vs rounded to 11 significant bits with integer ops, so exact in
         // f16 (normal range) and lo = vs - hi exact in f32. (Written as
         // vs - f32(f16(vs)), the H100's compiler folded the round trip and lo
         // came out 0.)
-        let vs = v * select(1.0, st_sc[r], PREPASS);
         let hi = bitcast<vec4<f32>>((bitcast<vec4<u32>>(vs) + vec4<u32>(0x1000u)) & vec4<u32>(0xffffe000u));
         h = vec4<f16>(hi);
         let l = vec4<f16>(vs - hi);
@@ -155,7 +168,7 @@ fn x_store(i: u32, v: vec4<f32>) {
         st_xl[o + 2u] = l.z;
         st_xl[o + 3u] = l.w;
     } else {
-        h = vec4<f16>(v);
+        h = vec4<f16>(vs);
     }
     st_x[o] = h.x;
     st_x[o + 1u] = h.y;
@@ -213,10 +226,9 @@ fn epilogue(sg: u32, sl: u32, m0: u32, nt0: u32, r: u32) {
             if (tok < p.t && n < p.n_end) {
                 var g = st_y[yo + e];
                 var u = st_y[yo + 256u + e];
-                if (EXACT) {
-                    let inv = select(1.0, st_inv[lt], PREPASS);
-                    g *= inv;
-                    u *= inv;
+                if (SCALE_X) {
+                    g *= st_inv[lt];
+                    u *= st_inv[lt];
                 }
                 if (row_scaled()) {
                     g *= row_scale(n);
@@ -233,8 +245,8 @@ fn epilogue(sg: u32, sl: u32, m0: u32, nt0: u32, r: u32) {
             let n = nt0 + 64u * (sg / 4u) + 32u * pair + 16u * (e / 256u) + e % 16u;
             if (tok < p.t && n < p.n_end) {
                 var v = st_y[yo + e];
-                if (EXACT) {
-                    v *= select(1.0, st_inv[lt], PREPASS);
+                if (SCALE_X) {
+                    v *= st_inv[lt];
                 }
                 if (row_scaled()) {
                     v *= row_scale(n);
@@ -295,17 +307,26 @@ fn mm_coop(@builtin(local_invocation_index) lid: u32,
     }
     // A chunk's columns share one scale unless blocks are narrower than chunks.
     let chunk_scale = p.block_cols % CW == 0u || p.block_cols >= p.cols;
-    let scale_w = !row_scaled();
+    let scale_w = !row_scaled() && !BLOCK_K;
+    // BLOCK_K: scale base of each of this subgroup's 4 weight fragments (its
+    // first row's; the host checked its 16 rows share it).
+    var fsb: array<u32, 4>;
+    if (BLOCK_K) {
+        for (var j = 0u; j < 4u; j++) {
+            let r = coop_row(nt0, fn_ + 16u * j);
+            fsb[j] = scale_base(r.lrow + select(p.a_row0, p.b_row0, r.in_b));
+        }
+    }
 
     var xr: array<vec4<f32>, 8>;
     var wr: array<vec4<u32>, 8>;
     var ws: array<f32, 8>;
-    // Exact: step 0's loads are in flight during the pre-pass. (Plain: they
+    // Scaled: step 0's loads are in flight during the pre-pass. (Plain: they
     // stay in the loop; hoisting them here measured 77 -> 48 TFLOP/s.)
-    if (PREFETCH && EXACT) {
+    if (PREFETCH && SCALE_X) {
         load_regs(m0, 0u, lid, &wrow, &wsb, &xr, &wr, &ws);
     }
-    if (EXACT && PREPASS) {
+    if (SCALE_X) {
         // Per token row, a power-of-two scale: one subgroup per row at a time.
         for (var i = 0u; i < TM / SGN; i++) {
             let lt = i * SGN + sg;
@@ -327,8 +348,17 @@ fn mm_coop(@builtin(local_invocation_index) lid: u32,
     var c11 = coop_mat16x16<f32, C>();
     var c12 = coop_mat16x16<f32, C>();
     var c13 = coop_mat16x16<f32, C>();
+    // BLOCK_K: totals over the finished K blocks (c.. hold the current block's).
+    var t00 = coop_mat16x16<f32, C>();
+    var t01 = coop_mat16x16<f32, C>();
+    var t02 = coop_mat16x16<f32, C>();
+    var t03 = coop_mat16x16<f32, C>();
+    var t10 = coop_mat16x16<f32, C>();
+    var t11 = coop_mat16x16<f32, C>();
+    var t12 = coop_mat16x16<f32, C>();
+    var t13 = coop_mat16x16<f32, C>();
     for (var k0 = 0u; k0 < p.cols; k0 += CK) {
-        if (!PREFETCH || (!EXACT && k0 == 0u)) {
+        if (!PREFETCH || (!SCALE_X && k0 == 0u)) {
             load_regs(m0, k0, lid, &wrow, &wsb, &xr, &wr, &ws);
         }
         workgroupBarrier();
@@ -396,6 +426,38 @@ fn mm_coop(@builtin(local_invocation_index) lid: u32,
                 c13 = coopMultiplyAdd(l1, b3, c13);
             }
         }
+        if (BLOCK_K && ((k0 + CK) % p.block_cols == 0u || k0 + CK >= p.cols)) {
+            let s0 = scale_at(fsb[0], k0);
+            let s1 = scale_at(fsb[1], k0);
+            let s2 = scale_at(fsb[2], k0);
+            let s3 = scale_at(fsb[3], k0);
+            t00 = t00 + c00 * s0;
+            t01 = t01 + c01 * s1;
+            t02 = t02 + c02 * s2;
+            t03 = t03 + c03 * s3;
+            t10 = t10 + c10 * s0;
+            t11 = t11 + c11 * s1;
+            t12 = t12 + c12 * s2;
+            t13 = t13 + c13 * s3;
+            c00 = coop_mat16x16<f32, C>();
+            c01 = coop_mat16x16<f32, C>();
+            c02 = coop_mat16x16<f32, C>();
+            c03 = coop_mat16x16<f32, C>();
+            c10 = coop_mat16x16<f32, C>();
+            c11 = coop_mat16x16<f32, C>();
+            c12 = coop_mat16x16<f32, C>();
+            c13 = coop_mat16x16<f32, C>();
+        }
+    }
+    if (BLOCK_K) {
+        c00 = t00;
+        c01 = t01;
+        c02 = t02;
+        c03 = t03;
+        c10 = t10;
+        c11 = t11;
+        c12 = t12;
+        c13 = t13;
     }
     // Four rounds of two fragments per subgroup through its own 2 KiB of
     // st_y: SwiGLU pairs gate fragment q with up fragment q + 2.

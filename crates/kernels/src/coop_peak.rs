@@ -37,8 +37,16 @@ static PEAK_STAGED: KernelSpec = KernelSpec {
     needs: Needs::CooperativeMatrix,
 };
 
+static PEAK_V4: KernelSpec = KernelSpec {
+    label: "coop_peak",
+    parts: &[Part::File(&COOP_PEAK)],
+    entry: "peak_v4",
+    uniforms: &[&PeakParams::LAYOUT],
+    needs: Needs::CooperativeMatrix,
+};
+
 /// The kernels of this family.
-pub(crate) static SPECS: &[&KernelSpec] = &[&PEAK_DIRECT, &PEAK_STAGED];
+pub(crate) static SPECS: &[&KernelSpec] = &[&PEAK_DIRECT, &PEAK_STAGED, &PEAK_V4];
 
 /// How the fragments are fed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +55,25 @@ pub enum Feed {
     Direct,
     /// Through workgroup memory, `nbuf` buffers of `ck` columns per step.
     Staged,
+    /// As `Staged`, moving 16-byte pieces (vec4 loads, vec4<f16> stores and
+    /// fragment loads from vec4 arrays); `ck` is 32.
+    Vec4,
+    /// Timing probe, wrong results: `Vec4` without global loads (every step
+    /// multiplies from the first staged step).
+    ProbeShared,
+    /// Timing probe, wrong results: fragments loaded once, only multiply-adds.
+    ProbeMma,
+}
+
+impl Feed {
+    /// Whether the output is the product (the probes only time).
+    pub fn computes(self) -> bool {
+        !matches!(self, Feed::ProbeShared | Feed::ProbeMma)
+    }
+
+    fn vec4(self) -> bool {
+        matches!(self, Feed::Vec4 | Feed::ProbeShared | Feed::ProbeMma)
+    }
 }
 
 /// One tiling: `sg_m × sg_n` subgroups of 4 × 4 fragments (a `64 sg_m × 64 sg_n`
@@ -75,7 +102,7 @@ impl Tiling {
     pub fn shared_bytes(&self) -> u32 {
         match self.feed {
             Feed::Direct => 0,
-            Feed::Staged => {
+            _ => {
                 let (tm, tn) = self.tile();
                 2 * self.nbuf * (tm + tn) * self.lds
             }
@@ -107,6 +134,7 @@ impl Tiling {
             || !words(tn).is_multiple_of(wg)
             || words(tm) / wg > MAX_WORDS
             || words(tn) / wg > MAX_WORDS
+            || (self.feed.vec4() && (self.ck != 32 || 4 * tm / wg > 8 || 4 * tn / wg > 8))
         {
             return Some(format!("{self:?} does not fit the adapter's limits"));
         }
@@ -147,6 +175,7 @@ pub fn peak_gemm(
     let spec = match tiling.feed {
         Feed::Direct => &PEAK_DIRECT,
         Feed::Staged => &PEAK_STAGED,
+        _ => &PEAK_V4,
     };
     let mut launch = ctx
         .launch(spec)
@@ -163,6 +192,18 @@ pub fn peak_gemm(
             .constant("NBUF", tiling.nbuf)
             .bind("xu", x)
             .bind("wu", w);
+    } else if tiling.feed.vec4() {
+        let probe = match tiling.feed {
+            Feed::ProbeShared => 1,
+            Feed::ProbeMma => 2,
+            _ => 0,
+        };
+        launch = launch
+            .constant("LDS4", tiling.lds / 4)
+            .constant("NBUF", tiling.nbuf)
+            .constant("PROBE", probe)
+            .bind("xq", x)
+            .bind("wq", w);
     }
     launch
         .params(&PeakParams { m, n, k, _pad: 0 })

@@ -603,7 +603,9 @@ fn matmul_impl(
 
     let use_coop = norm.is_none()
         && (path == MatmulPath::Coop
-            || (path == MatmulPath::Auto && args.t > MAX_VEC_T && coop::auto(ctx, w, args.t)));
+            || (path == MatmulPath::Auto
+                && args.t > MAX_VEC_T
+                && coop::auto(ctx, w, args.t, swiglu)));
     let kernel = if use_coop {
         GemmKernel::Coop
     } else if args.t <= MAX_VEC_T {
@@ -663,7 +665,7 @@ fn matmul_impl(
                     ));
                 }
                 let launch = if kernel == GemmKernel::Coop {
-                    coop::launch(ctx, w)
+                    coop::launch(ctx, w, swiglu)
                 } else {
                     ctx.launch(&MM_TILE).constant("FORMAT", w.format as u32)
                 };

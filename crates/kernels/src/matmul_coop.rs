@@ -71,7 +71,7 @@
 
 use crate::shaders;
 use crate::spec::{KernelSpec, Needs, Part, Uniform};
-use crate::{GpuContext, GpuWeight, Launch, WeightFormat};
+use crate::{GpuContext, GpuWeight, Launch, MatmulPrecision, WeightFormat};
 
 crate::shader!(MATMUL_COOP, "matmul_coop.wgsl");
 
@@ -127,12 +127,31 @@ pub(super) fn supported(ctx: &GpuContext, w: &GpuWeight) -> bool {
 /// variant wherever it matches the f32 GEMM (module doc: BF16, F16 and E4M3
 /// with a scale constant along each row), the plain f16 one for every
 /// supported weight when the context opts into f16 matmuls.
-pub(super) fn auto(ctx: &GpuContext, w: &GpuWeight, _t: u32) -> bool {
-    let exact = matches!(
+pub(super) fn auto(ctx: &GpuContext, w: &GpuWeight, _t: u32, swiglu: bool) -> bool {
+    supported(ctx, w) && (ctx.f16_matmul || weight_exact(w, swiglu))
+}
+
+/// Whether the non-plain variants use `w`'s values exactly: stored values
+/// exact in f16 (BF16, F16, E4M3) and a scale constant along each row (the
+/// epilogue applies it) or in column blocks applied to per-block partial
+/// sums ([`block_k`]).
+pub(super) fn weight_exact(w: &GpuWeight, swiglu: bool) -> bool {
+    matches!(
         w.format,
         WeightFormat::BF16 | WeightFormat::F16 | WeightFormat::E4M3
-    ) && w.block_cols >= w.cols;
-    supported(ctx, w) && (ctx.f16_matmul || exact)
+    ) && (w.block_cols >= w.cols || block_k(w, swiglu))
+}
+
+/// Whether the weight's scales vary along K in blocks the kernel applies to
+/// per-block partial sums (`BLOCK_K`): blocks a multiple of the 32-column
+/// step, and every 16-row fragment of a tile within one scale row (for
+/// SwiGLU, the up half starts at a multiple of 16 too).
+fn block_k(w: &GpuWeight, swiglu: bool) -> bool {
+    w.block_cols < w.cols
+        && w.block_cols.is_multiple_of(32)
+        && w.scale_rows_by_16
+        && (!swiglu || (w.rows / 2).is_multiple_of(16))
+        && w.pieces.iter().all(|p| p.row0.is_multiple_of(16))
 }
 
 /// Workgroup grid (along outputs, along tokens) for `n` outputs (SwiGLU
@@ -162,9 +181,13 @@ pub(super) fn unsupported_reason(ctx: &GpuContext, w: &GpuWeight) -> String {
 /// A `mm_coop` launch for `w` (call only when [`supported`]): the plain f16
 /// variant when the context opts into f16 matmuls, else the exact one, for
 /// Auto and forced Coop alike.
-pub(super) fn launch<'a>(ctx: &'a GpuContext, w: &GpuWeight) -> Launch<'a> {
+pub(super) fn launch<'a>(ctx: &'a GpuContext, w: &GpuWeight, swiglu: bool) -> Launch<'a> {
+    let plain = ctx.f16_matmul;
+    let exact = !plain && ctx.precision == MatmulPrecision::Exact;
     ctx.launch(&MM_COOP)
         .constant("WG", workgroup_size(ctx).unwrap_or(256))
         .constant("FORMAT", w.format as u32)
-        .constant("EXACT", f64::from(u8::from(!ctx.f16_matmul)))
+        .constant("EXACT", f64::from(u8::from(exact)))
+        .constant("SCALE_X", f64::from(u8::from(!plain)))
+        .constant("BLOCK_K", f64::from(u8::from(block_k(w, swiglu))))
 }
