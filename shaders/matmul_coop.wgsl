@@ -47,9 +47,17 @@
 // 64 b + 32 .. 64 b + 63 the matching up rows (b = 0, 1), so a tile covers 64
 // output columns and each subgroup holds both halves of its columns.
 //
-// Every coop op and barrier is in workgroup-uniform control flow (no early
-// return, loop bounds from the uniform params and overrides); subgroup_id only
-// moves pointers.
+// GATHER (override): the MoE grouped GEMM (moe_grouped.rs) on the same tiles.
+// Workgroup row y is entry y of the tile table moe_group_sort.wgsl wrote into
+// `ids` (at word p.ids_off: first permutation slot, pairs <= TM, expert e);
+// tile row i is pair q = ids[4 + first + i]: x row q / x_div in, y row q out,
+// weight rows e rpe + [0, rpe) (n0 = 0, n_end = rpe or rpe / 2 for SwiGLU),
+// and only outputs whose rows lie in this launch's pieces are stored.
+//
+// Every coop op and barrier is in workgroup-uniform control flow (loop bounds
+// from the uniform params and overrides; GATHER's early return depends only
+// on read-only storage and the workgroup id); subgroup_id only moves
+// pointers.
 
 diagnostic(off, subgroup_uniformity);
 enable f16;
@@ -59,6 +67,7 @@ override WG: u32 = 256u;
 override EXACT: bool = false;
 override SCALE_X: bool = true;
 override BLOCK_K: bool = false;
+override GATHER: bool = false;
 // Padded row stride of the staged tiles, in halves (a multiple of 8: coop
 // loads want 16-byte aligned rows).
 override LDS: u32 = 40u;
@@ -88,6 +97,50 @@ var<workgroup> st_y: array<f32, SGN * 512u>;
 var<workgroup> st_sc: array<f32, TM>;
 var<workgroup> st_inv: array<f32, TM>;
 
+const NONE: u32 = 0xffffffffu;
+
+// GATHER: this workgroup's tile-table entry and expert's first weight row.
+var<private> g_first: u32;
+var<private> g_count: u32;
+var<private> g_base: u32;
+
+// Element offset of the x row of tile row lt, or NONE past the rows.
+fn x_base(m0: u32, lt: u32) -> u32 {
+    if (GATHER) {
+        if (lt >= g_count) {
+            return NONE;
+        }
+        return (ids[4u + g_first + lt] / p.x_div) * p.x_stride;
+    }
+    let tok = m0 + lt;
+    if (tok >= p.t) {
+        return NONE;
+    }
+    return p.x_off + tok * p.x_stride;
+}
+
+// Element offset of the y row of tile row lt, or NONE past the rows.
+fn y_base(m0: u32, lt: u32) -> u32 {
+    if (GATHER) {
+        if (lt >= g_count) {
+            return NONE;
+        }
+        return ids[4u + g_first + lt] * p.y_stride;
+    }
+    let tok = m0 + lt;
+    if (tok >= p.t) {
+        return NONE;
+    }
+    return p.y_off + tok * p.y_stride;
+}
+
+// GATHER: whole-weight row grow lies in the launch's piece a (or b).
+fn in_piece(grow: u32, in_b: bool) -> bool {
+    let r0 = select(p.a_row0, p.b_row0, in_b);
+    let nr = select(p.a_rows, p.b_rows, in_b);
+    return grow >= r0 && grow - r0 < nr;
+}
+
 // Exponent k of the power of two 2^k with max|x| 2^k in [2^14, 2^15); 0 for a
 // zero, inf or NaN max. Within +-126 so that 2^k and 2^-k are normal f32.
 fn x_scale_exp(mx: f32) -> i32 {
@@ -114,11 +167,11 @@ fn coop_row(nt0: u32, lc: u32) -> CoopRow {
         // 64 b + [0, 32): gate rows of columns 32 b + [0, 32); 64 b + [32, 64): up rows.
         r.in_b = (lc % 64u) >= 32u;
         n = nt0 + (lc / 64u) * 32u + lc % 32u;
-        grow = select(n, p.half + n, r.in_b);
+        grow = g_base + select(n, p.half + n, r.in_b);
     } else {
         r.in_b = false;
         n = nt0 + lc;
-        grow = n;
+        grow = g_base + n;
     }
     let r0 = select(p.a_row0, p.b_row0, r.in_b);
     let nr = select(p.a_rows, p.b_rows, r.in_b);
@@ -129,11 +182,11 @@ fn coop_row(nt0: u32, lc: u32) -> CoopRow {
 
 // vec4 i of the step at column k0 (row i / 8 of the tile, columns 4 (i % 8)..).
 fn x_load(m0: u32, k0: u32, i: u32) -> vec4<f32> {
-    let tok = m0 + i / (CK / 4u);
+    let xb = x_base(m0, i / (CK / 4u));
     let c = k0 + (i % (CK / 4u)) * 4u;
     var v = vec4<f32>(0.0);
-    if (tok < p.t) {
-        let xi = p.x_off + tok * p.x_stride + c;
+    if (xb != NONE) {
+        let xi = xb + c;
         if (p.x_aligned == 1u && c + 4u <= p.cols) {
             v = xs4[xi / 4u];
         } else {
@@ -176,11 +229,10 @@ fn x_store(i: u32, v: vec4<f32>) {
     st_x[o + 3u] = h.w;
 }
 
-// Largest |x| of token tok (0 past the tokens), partial per lane.
-fn x_row_max(tok: u32, sl: u32) -> f32 {
+// Largest |x| of the x row at element offset base (0 for NONE), partial per lane.
+fn x_row_max(base: u32, sl: u32) -> f32 {
     var mx = 0.0;
-    if (tok < p.t) {
-        let base = p.x_off + tok * p.x_stride;
+    if (base != NONE) {
         var c0 = 0u;
         if (p.x_aligned == 1u) {
             let n4 = p.cols / 4u;
@@ -221,9 +273,10 @@ fn epilogue(sg: u32, sl: u32, m0: u32, nt0: u32, r: u32) {
         // Gate fragment at yo, up fragment at yo + 256: columns 32 (sg / 4) + 16 pair + c.
         for (var e = sl; e < 256u; e += SGS) {
             let lt = tok0 + e / 16u;
-            let tok = m0 + lt;
+            let yb = y_base(m0, lt);
             let n = nt0 + 32u * (sg / 4u) + 16u * pair + e % 16u;
-            if (tok < p.t && n < p.n_end) {
+            let mine = !GATHER || (in_piece(g_base + n, false) && in_piece(g_base + p.half + n, true));
+            if (yb != NONE && n < p.n_end && mine) {
                 var g = st_y[yo + e];
                 var u = st_y[yo + 256u + e];
                 if (SCALE_X) {
@@ -234,16 +287,17 @@ fn epilogue(sg: u32, sl: u32, m0: u32, nt0: u32, r: u32) {
                     g *= row_scale(n);
                     u *= row_scale(p.half + n);
                 }
-                ys[p.y_off + tok * p.y_stride + n] = silu(g) * u;
+                ys[yb + n] = silu(g) * u;
             }
         }
     } else {
         // Fragments 2 pair and 2 pair + 1: tile rows 64 (sg / 4) + 32 pair + [0, 32).
         for (var e = sl; e < 512u; e += SGS) {
             let lt = tok0 + (e % 256u) / 16u;
-            let tok = m0 + lt;
+            let yb = y_base(m0, lt);
             let n = nt0 + 64u * (sg / 4u) + 32u * pair + 16u * (e / 256u) + e % 16u;
-            if (tok < p.t && n < p.n_end) {
+            let mine = !GATHER || in_piece(g_base + n, false);
+            if (yb != NONE && n < p.n_end && mine) {
                 var v = st_y[yo + e];
                 if (SCALE_X) {
                     v *= st_inv[lt];
@@ -251,7 +305,7 @@ fn epilogue(sg: u32, sl: u32, m0: u32, nt0: u32, r: u32) {
                 if (row_scaled()) {
                     v *= row_scale(n);
                 }
-                let yi = p.y_off + tok * p.y_stride + n;
+                let yi = yb + n;
                 if (p.epi == 1u) {
                     ys[yi] += v;
                 } else {
@@ -288,8 +342,33 @@ fn mm_coop(@builtin(local_invocation_index) lid: u32,
            @builtin(subgroup_id) sg: u32,
            @builtin(subgroup_invocation_id) sl: u32,
            @builtin(workgroup_id) wid: vec3<u32>) {
-    let m0 = wid.y * TM;
+    let m0 = select(wid.y * TM, 0u, GATHER);
     let nt0 = p.n0 + wid.x * select(TN, TN / 2u, p.epi == 2u);
+    if (GATHER) {
+        // Tile-table entry wid.y (entries past the real count exit at once).
+        if (wid.y >= ids[0]) {
+            return;
+        }
+        let tb = p.ids_off + 4u * wid.y;
+        g_first = ids[tb];
+        g_count = min(ids[tb + 1u], TM);
+        let e = ids[tb + 2u];
+        if (e >= p.experts || nt0 >= p.n_end) {
+            return;
+        }
+        g_base = e * p.rpe;
+        // Skip tiles none of whose rows are in this launch's pieces.
+        let nlast = min(nt0 + select(TN, TN / 2u, p.epi == 2u), p.n_end);
+        var live = g_base + nt0 < p.a_row0 + p.a_rows && g_base + nlast > p.a_row0;
+        if (p.epi == 2u) {
+            let u0 = g_base + p.half + nt0;
+            let u1 = g_base + p.half + nlast;
+            live = live && u0 < p.b_row0 + p.b_rows && u1 > p.b_row0;
+        }
+        if (!live) {
+            return;
+        }
+    }
     // This subgroup's fragments: tokens fm..fm+31, tile rows fn..fn+63.
     let fm = (sg % 4u) * 32u;
     let fn_ = (sg / 4u) * 64u;
@@ -330,7 +409,7 @@ fn mm_coop(@builtin(local_invocation_index) lid: u32,
         // Per token row, a power-of-two scale: one subgroup per row at a time.
         for (var i = 0u; i < TM / SGN; i++) {
             let lt = i * SGN + sg;
-            let mx = subgroupMax(x_row_max(m0 + lt, sl));
+            let mx = subgroupMax(x_row_max(x_base(m0, lt), sl));
             if (sl == 0u) {
                 let k = x_scale_exp(mx);
                 st_sc[lt] = ldexp(1.0, k);

@@ -19,6 +19,9 @@
 // of the tile table in the scratch, bound as `ids`), epi, x_aligned.
 
 const QBM: u32 = 64u;   // pairs per tile
+// Grouping tiles of SUB x 64 pairs (moe_group_sort.wgsl's GTILE): workgroup
+// row y is part y % SUB of tile-table entry y / SUB.
+override SUB: u32 = 1u;
 const QBN: u32 = 64u;   // weight rows per tile
 const QBK: u32 = 32u;   // columns per step
 const QNONE: u32 = 0xffffffffu;
@@ -47,13 +50,18 @@ fn moe_group_gemm(@builtin(local_invocation_id) l3: vec3<u32>,
                   @builtin(workgroup_id) wid: vec3<u32>) {
     let tx = l3.x;
     let ty = l3.y;
-    let g = wid.y;
+    let g = wid.y / SUB;
+    let part = wid.y % SUB;
     if (g >= ids[0]) {
         return;
     }
     let tb = p.ids_off + 4u * g;
-    let start = ids[tb];
-    let count = ids[tb + 1u];
+    let all = ids[tb + 1u];
+    if (all <= QBM * part) {
+        return;
+    }
+    let start = ids[tb] + QBM * part;
+    let count = min(QBM, all - QBM * part);
     let e = ids[tb + 2u];
     if (e >= p.experts) {
         return;

@@ -28,7 +28,9 @@ struct GroupParams {
 @group(0) @binding(2) var<uniform> gp: GroupParams;
 
 const GWG: u32 = 256u;
-const GTILE: u32 = 64u;
+// Pairs per tile-table entry: 64 (the scalar grouped GEMM's tile) or 128
+// (the tensor-core GEMM's; the scalar one then takes each in two halves).
+override GTILE: u32 = 64u;
 const NONE: u32 = 0xffffffffu;
 
 var<workgroup> g_cnt: array<atomic<u32>, 1024>;

@@ -69,7 +69,7 @@ use crate::weights::WeightPiece;
 use crate::{GpuContext, GpuWeight, KernelError, Launch, WeightFormat};
 
 #[path = "matmul_coop.rs"]
-mod coop;
+pub(crate) mod coop;
 
 crate::shader!(MATMUL_COMMON, "matmul_common.wgsl");
 crate::shader!(MATMUL_VEC, "matmul_vec.wgsl");

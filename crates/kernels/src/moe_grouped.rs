@@ -31,7 +31,7 @@
 //! pairs (1..=64), expert, 0.
 
 use crate::dispatch::{Dispatch, MAX_GROUPS};
-use crate::matmul::{Epilogue, MmParams, MATMUL_COMMON};
+use crate::matmul::{coop, Epilogue, MatmulPath, MmParams, MATMUL_COMMON};
 use crate::shaders;
 use crate::spec::{KernelSpec, Needs, Part, Uniform};
 use crate::view::{check_rows, check_vector, Dtype};
@@ -51,7 +51,12 @@ const TILE_ROWS: u32 = 64;
 /// Worst-case number of grouping tiles for `pairs` pairs over `experts` experts:
 /// Σₑ ⌈cₑ/64⌉ ≤ ⌈pairs/64⌉ + (experts with cₑ > 0).
 pub fn tile_bound(pairs: u32, experts: u32) -> u32 {
-    pairs.div_ceil(TILE_PAIRS) + experts.min(pairs)
+    tile_bound_for(pairs, experts, TILE_PAIRS)
+}
+
+/// [`tile_bound`] for tiles of `tile_pairs` pairs.
+fn tile_bound_for(pairs: u32, experts: u32, tile_pairs: u32) -> u32 {
+    pairs.div_ceil(tile_pairs) + experts.min(pairs)
 }
 
 /// Average pairs per expert from which [`prefer_grouped`] picks the grouped GEMM.
@@ -75,11 +80,47 @@ pub struct GroupScratch {
     pub buffer: wgpu::Buffer,
     pub max_pairs: u32,
     pub max_experts: u32,
+    /// Pairs per tile-table entry: [`TILE_PAIRS`], or twice that for the
+    /// tensor-core grouped GEMM ([`GroupScratch::for_device`]).
+    pub tile_pairs: u32,
 }
 
 impl GroupScratch {
-    /// Allocates the scratch for up to `max_pairs` pairs and `max_experts` experts.
+    /// Allocates the scratch for up to `max_pairs` pairs and `max_experts`
+    /// experts, grouped in tiles of [`TILE_PAIRS`].
     pub fn new(ctx: &GpuContext, max_pairs: u32, max_experts: u32) -> Result<Self, KernelError> {
+        Self::with_tile_pairs(ctx, max_pairs, max_experts, TILE_PAIRS)
+    }
+
+    /// As [`GroupScratch::new`], in tiles of the tensor-core grouped GEMM
+    /// where the device runs it (its tiles hold twice the pairs; the scalar
+    /// grouped GEMM takes such tiles in halves).
+    pub fn for_device(
+        ctx: &GpuContext,
+        max_pairs: u32,
+        max_experts: u32,
+    ) -> Result<Self, KernelError> {
+        let tile = if coop::runs(ctx) {
+            coop::TILE
+        } else {
+            TILE_PAIRS
+        };
+        Self::with_tile_pairs(ctx, max_pairs, max_experts, tile)
+    }
+
+    /// As [`GroupScratch::new`] with `tile_pairs` pairs per tile: 64 or 128.
+    pub fn with_tile_pairs(
+        ctx: &GpuContext,
+        max_pairs: u32,
+        max_experts: u32,
+        tile_pairs: u32,
+    ) -> Result<Self, KernelError> {
+        if tile_pairs != TILE_PAIRS && tile_pairs != 2 * TILE_PAIRS {
+            return Err(arg_err(
+                "moe_group",
+                format!("tiles of {tile_pairs} pairs: 64 or 128"),
+            ));
+        }
         if max_experts == 0 || max_experts > MAX_EXPERTS || max_pairs == 0 {
             return Err(arg_err(
                 "moe_group",
@@ -93,6 +134,7 @@ impl GroupScratch {
             buffer: ctx.storage("moe group scratch", words * 4)?,
             max_pairs,
             max_experts,
+            tile_pairs,
         })
     }
 
@@ -196,6 +238,7 @@ pub fn moe_group(
     }
     check_vector(K, "ids", ids, Dtype::U32, ids_offset as u64, pairs as u64)?;
     ctx.launch(&GROUP_SORT)
+        .constant("GTILE", scratch.tile_pairs)
         .bind("gids", ids)
         .bind("gout", &scratch.buffer)
         .params(&GroupParams {
@@ -296,6 +339,22 @@ pub fn matmul_grouped(
     scratch: &GroupScratch,
     epilogue: Epilogue,
 ) -> Result<Vec<Dispatch>, KernelError> {
+    matmul_grouped_with(ctx, w, args, scratch, epilogue, MatmulPath::Auto)
+}
+
+/// [`matmul_grouped`] on a chosen path: `Auto` takes the tensor-core GEMM
+/// where the grouping's tiles are its own ([`GroupScratch::for_device`]) and
+/// it uses the weight exactly (as [`matmul`](crate::matmul::matmul) decides),
+/// `Coop` forces it (an error where it cannot run), any other path the scalar
+/// grouped GEMM.
+pub fn matmul_grouped_with(
+    ctx: &GpuContext,
+    w: &GpuWeight,
+    args: &GroupedArgs,
+    scratch: &GroupScratch,
+    epilogue: Epilogue,
+    path: MatmulPath,
+) -> Result<Vec<Dispatch>, KernelError> {
     const K: &str = "matmul_grouped";
     check_weight(K, w)?;
     let rpe = args.rows_per_expert as usize;
@@ -370,8 +429,32 @@ pub fn matmul_grouped(
         launches.extend(w.pieces.iter().map(|a| (a, a)));
     }
 
-    let gx = (width as u32).div_ceil(if swiglu { TILE_ROWS / 2 } else { TILE_ROWS });
-    let gy = tile_bound(args.pairs, experts);
+    let fits = scratch.tile_pairs == coop::TILE && coop::supported(ctx, w);
+    let use_coop = match path {
+        MatmulPath::Auto => fits && coop::auto_grouped(ctx, w, swiglu, rpe),
+        MatmulPath::Coop if fits => true,
+        MatmulPath::Coop => {
+            return Err(KernelError::Unsupported {
+                what: format!("tensor-core grouped GEMM of `{w_name}`", w_name = w.name),
+                detail: format!(
+                    "{reason}, or the grouping's tiles ({tile} pairs) are not the kernel's",
+                    reason = coop::unsupported_reason(ctx, w),
+                    tile = scratch.tile_pairs
+                ),
+            })
+        }
+        _ => false,
+    };
+    let sub = scratch.tile_pairs / TILE_PAIRS;
+    let tiles = tile_bound_for(args.pairs, experts, scratch.tile_pairs);
+    let (gx, gy) = if use_coop {
+        (coop::grid(width as u32, 1, swiglu).0, tiles)
+    } else {
+        (
+            (width as u32).div_ceil(if swiglu { TILE_ROWS / 2 } else { TILE_ROWS }),
+            tiles * sub,
+        )
+    };
     if gx > MAX_GROUPS || gy > MAX_GROUPS {
         return Err(arg_err(
             K,
@@ -408,9 +491,15 @@ pub fn matmul_grouped(
             b_rows: b.rows as u32,
             ..base
         };
-        out.push(
+        let launch = if use_coop {
+            coop::launch_grouped(ctx, w, swiglu, rpe)
+        } else {
             ctx.launch(&GROUP_GEMM)
                 .constant("FORMAT", w.format as u32)
+                .constant("SUB", sub)
+        };
+        out.push(
+            launch
                 .bind("wa", &a.buffer)
                 .bind("wb", &b.buffer)
                 .bind("scales", &w.meta)

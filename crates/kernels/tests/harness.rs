@@ -96,7 +96,7 @@ fn coverage_records_name_test_context_adapter_and_skips() {
 
 /// Every suite's source, compiled in (the binary also runs away from the
 /// checkout, on the GPU machine).
-const SUITES: [(&str, &str); 14] = [
+const SUITES: [(&str, &str); 15] = [
     ("attention.rs", include_str!("attention.rs")),
     ("context.rs", include_str!("context.rs")),
     ("coop_peak.rs", include_str!("coop_peak.rs")),
@@ -108,6 +108,7 @@ const SUITES: [(&str, &str); 14] = [
     ("matmul_coop.rs", include_str!("matmul_coop.rs")),
     ("matmul_norm.rs", include_str!("matmul_norm.rs")),
     ("moe.rs", include_str!("moe.rs")),
+    ("moe_coop.rs", include_str!("moe_coop.rs")),
     ("moe_grouped.rs", include_str!("moe_grouped.rs")),
     ("norm.rs", include_str!("norm.rs")),
     ("sample.rs", include_str!("sample.rs")),

@@ -33,6 +33,8 @@ mod matmul_coop;
 mod matmul_norm;
 #[path = "moe.rs"]
 mod moe;
+#[path = "moe_coop.rs"]
+mod moe_coop;
 #[path = "moe_grouped.rs"]
 mod moe_grouped;
 #[path = "norm.rs"]
