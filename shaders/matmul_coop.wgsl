@@ -86,11 +86,79 @@ override CPR: u32 = CK / CW;
 override NW: u32 = (TN * CPR + WG - 1u) / WG;
 override SGS: u32 = WG / SGN;
 // Halves per staged tile (workgroup arrays sized by an override).
+// V4 (override, for measurements): the staged tiles are arrays of
+// vec4<f16> (one store per 4 halves; fragments loaded with the stride
+// counted in vec4s) instead of f16 (four stores). The arrays of the other
+// layout, and the lo part outside EXACT, shrink to one element.
+override V4: bool = false;
 override TILE_HALVES: u32 = TM * LDS;
+override H_X: u32 = select(TILE_HALVES, 1u, V4);
+override H_XL: u32 = select(1u, H_X, EXACT);
+override Q_X: u32 = select(1u, TILE_HALVES / 4u, V4);
+override Q_XL: u32 = select(1u, Q_X, EXACT);
 
-var<workgroup> st_x: array<f16, TILE_HALVES>;   // [token][column], hi part
-var<workgroup> st_xl: array<f16, TILE_HALVES>;  // EXACT: lo part
-var<workgroup> st_w: array<f16, TILE_HALVES>;   // [weight row][column]
+var<workgroup> st_x: array<f16, H_X>;     // [token][column], hi part
+var<workgroup> st_xl: array<f16, H_XL>;   // EXACT: lo part
+var<workgroup> st_w: array<f16, H_X>;     // [weight row][column]
+var<workgroup> st_x4: array<vec4<f16>, Q_X>;    // V4: the same, 4 halves each
+var<workgroup> st_xl4: array<vec4<f16>, Q_XL>;
+var<workgroup> st_w4: array<vec4<f16>, Q_X>;
+
+// Stores 4 halves at half offset o (a multiple of 4) of a staged tile.
+fn put_x(o: u32, h: vec4<f16>) {
+    if (V4) {
+        st_x4[o / 4u] = h;
+    } else {
+        st_x[o] = h.x;
+        st_x[o + 1u] = h.y;
+        st_x[o + 2u] = h.z;
+        st_x[o + 3u] = h.w;
+    }
+}
+
+fn put_xl(o: u32, h: vec4<f16>) {
+    if (V4) {
+        st_xl4[o / 4u] = h;
+    } else {
+        st_xl[o] = h.x;
+        st_xl[o + 1u] = h.y;
+        st_xl[o + 2u] = h.z;
+        st_xl[o + 3u] = h.w;
+    }
+}
+
+fn put_w(o: u32, h: vec4<f16>) {
+    if (V4) {
+        st_w4[o / 4u] = h;
+    } else {
+        st_w[o] = h.x;
+        st_w[o + 1u] = h.y;
+        st_w[o + 2u] = h.z;
+        st_w[o + 3u] = h.w;
+    }
+}
+
+// Fragment loads at half offset o (a multiple of 8) of a staged tile.
+fn frag_x(o: u32) -> coop_mat16x16<f16, A> {
+    if (V4) {
+        return coopLoadT<coop_mat16x16<f16, A>>(&st_x4[o / 4u], LDS / 4u);
+    }
+    return coopLoadT<coop_mat16x16<f16, A>>(&st_x[o], LDS);
+}
+
+fn frag_xl(o: u32) -> coop_mat16x16<f16, A> {
+    if (V4) {
+        return coopLoadT<coop_mat16x16<f16, A>>(&st_xl4[o / 4u], LDS / 4u);
+    }
+    return coopLoadT<coop_mat16x16<f16, A>>(&st_xl[o], LDS);
+}
+
+fn frag_w(o: u32) -> coop_mat16x16<f16, B> {
+    if (V4) {
+        return coopLoad<coop_mat16x16<f16, B>>(&st_w4[o / 4u], LDS / 4u);
+    }
+    return coopLoad<coop_mat16x16<f16, B>>(&st_w[o], LDS);
+}
 // Per subgroup, two 16x16 result fragments (row-major, token rows).
 var<workgroup> st_y: array<f32, SGN * 512u>;
 // SCALE_X: per token row of the tile, the power-of-two scale of x and its inverse.
@@ -103,6 +171,7 @@ const NONE: u32 = 0xffffffffu;
 var<private> g_first: u32;
 var<private> g_count: u32;
 var<private> g_base: u32;
+var<workgroup> g_live: u32;
 
 // Element offset of the x row of tile row lt, or NONE past the rows.
 fn x_base(m0: u32, lt: u32) -> u32 {
@@ -216,17 +285,11 @@ fn x_store(i: u32, v: vec4<f32>) {
         let hi = bitcast<vec4<f32>>((bitcast<vec4<u32>>(vs) + vec4<u32>(0x1000u)) & vec4<u32>(0xffffe000u));
         h = vec4<f16>(hi);
         let l = vec4<f16>(vs - hi);
-        st_xl[o] = l.x;
-        st_xl[o + 1u] = l.y;
-        st_xl[o + 2u] = l.z;
-        st_xl[o + 3u] = l.w;
+        put_xl(o, l);
     } else {
         h = vec4<f16>(vs);
     }
-    st_x[o] = h.x;
-    st_x[o + 1u] = h.y;
-    st_x[o + 2u] = h.z;
-    st_x[o + 3u] = h.w;
+    put_x(o, h);
 }
 
 // Largest |x| of the x row at element offset base (0 for NONE), partial per lane.
@@ -345,29 +408,33 @@ fn mm_coop(@builtin(local_invocation_index) lid: u32,
     let m0 = select(wid.y * TM, 0u, GATHER);
     let nt0 = p.n0 + wid.x * select(TN, TN / 2u, p.epi == 2u);
     if (GATHER) {
-        // Tile-table entry wid.y (entries past the real count exit at once).
-        if (wid.y >= ids[0]) {
+        // Tile-table entry wid.y (entries past the real count, and tiles
+        // with no rows in this launch's pieces, exit at once). Thread 0
+        // decides, so the return is workgroup-uniform for naga's analysis.
+        let nlen = select(TN, TN / 2u, p.epi == 2u);
+        if (lid == 0u) {
+            var live = wid.y < ids[0];
+            if (live) {
+                let e = ids[p.ids_off + 4u * wid.y + 2u];
+                let base = e * p.rpe;
+                let nlast = min(nt0 + nlen, p.n_end);
+                live = e < p.experts && nt0 < p.n_end
+                    && base + nt0 < p.a_row0 + p.a_rows && base + nlast > p.a_row0;
+                if (p.epi == 2u) {
+                    let u0 = base + p.half + nt0;
+                    let u1 = base + p.half + nlast;
+                    live = live && u0 < p.b_row0 + p.b_rows && u1 > p.b_row0;
+                }
+            }
+            g_live = u32(live);
+        }
+        if (workgroupUniformLoad(&g_live) == 0u) {
             return;
         }
         let tb = p.ids_off + 4u * wid.y;
         g_first = ids[tb];
         g_count = min(ids[tb + 1u], TM);
-        let e = ids[tb + 2u];
-        if (e >= p.experts || nt0 >= p.n_end) {
-            return;
-        }
-        g_base = e * p.rpe;
-        // Skip tiles none of whose rows are in this launch's pieces.
-        let nlast = min(nt0 + select(TN, TN / 2u, p.epi == 2u), p.n_end);
-        var live = g_base + nt0 < p.a_row0 + p.a_rows && g_base + nlast > p.a_row0;
-        if (p.epi == 2u) {
-            let u0 = g_base + p.half + nt0;
-            let u1 = g_base + p.half + nlast;
-            live = live && u0 < p.b_row0 + p.b_rows && u1 > p.b_row0;
-        }
-        if (!live) {
-            return;
-        }
+        g_base = ids[tb + 2u] * p.rpe;
     }
     // This subgroup's fragments: tokens fm..fm+31, tile rows fn..fn+63.
     let fm = (sg % 4u) * 32u;
@@ -463,10 +530,7 @@ fn mm_coop(@builtin(local_invocation_index) lid: u32,
                     }
                     let h = vec4<f16>(d);
                     let o = lc * LDS + ck * CW + 4u * g;
-                    st_w[o] = h.x;
-                    st_w[o + 1u] = h.y;
-                    st_w[o + 2u] = h.z;
-                    st_w[o + 3u] = h.w;
+                    put_w(o, h);
                 }
             }
         }
@@ -478,12 +542,12 @@ fn mm_coop(@builtin(local_invocation_index) lid: u32,
         for (var kk = 0u; kk < CK; kk += 16u) {
             let xa = fm * LDS + kk;
             let wa_ = fn_ * LDS + kk;
-            let a0 = coopLoadT<coop_mat16x16<f16, A>>(&st_x[xa], LDS);
-            let a1 = coopLoadT<coop_mat16x16<f16, A>>(&st_x[xa + 16u * LDS], LDS);
-            let b0 = coopLoad<coop_mat16x16<f16, B>>(&st_w[wa_], LDS);
-            let b1 = coopLoad<coop_mat16x16<f16, B>>(&st_w[wa_ + 16u * LDS], LDS);
-            let b2 = coopLoad<coop_mat16x16<f16, B>>(&st_w[wa_ + 32u * LDS], LDS);
-            let b3 = coopLoad<coop_mat16x16<f16, B>>(&st_w[wa_ + 48u * LDS], LDS);
+            let a0 = frag_x(xa);
+            let a1 = frag_x(xa + 16u * LDS);
+            let b0 = frag_w(wa_);
+            let b1 = frag_w(wa_ + 16u * LDS);
+            let b2 = frag_w(wa_ + 32u * LDS);
+            let b3 = frag_w(wa_ + 48u * LDS);
             c00 = coopMultiplyAdd(a0, b0, c00);
             c01 = coopMultiplyAdd(a0, b1, c01);
             c02 = coopMultiplyAdd(a0, b2, c02);
@@ -493,8 +557,8 @@ fn mm_coop(@builtin(local_invocation_index) lid: u32,
             c12 = coopMultiplyAdd(a1, b2, c12);
             c13 = coopMultiplyAdd(a1, b3, c13);
             if (EXACT) {
-                let l0 = coopLoadT<coop_mat16x16<f16, A>>(&st_xl[xa], LDS);
-                let l1 = coopLoadT<coop_mat16x16<f16, A>>(&st_xl[xa + 16u * LDS], LDS);
+                let l0 = frag_xl(xa);
+                let l1 = frag_xl(xa + 16u * LDS);
                 c00 = coopMultiplyAdd(l0, b0, c00);
                 c01 = coopMultiplyAdd(l0, b1, c01);
                 c02 = coopMultiplyAdd(l0, b2, c02);

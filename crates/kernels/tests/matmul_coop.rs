@@ -599,11 +599,21 @@ fn coop_vs_scalar_speed() {
     for t in [4096usize, 512] {
         let x = ctx.upload("x", &rng.normal_vec(t * n)).unwrap();
         let y = ctx.storage("y", (t * n * 4) as u64).unwrap();
-        for (exact, prefetch, prepass) in [(1, 1, 1), (1, 0, 1), (1, 1, 0), (0, 1, 1), (0, 0, 1)] {
+        let mut first_rows: Option<Vec<f32>> = None;
+        for (exact, prefetch, scale_x, v4) in [
+            (1, 1, 1, 0),
+            (1, 1, 1, 1),
+            (0, 1, 1, 0),
+            (0, 1, 1, 1),
+            (0, 1, 0, 0),
+            (0, 1, 0, 1),
+            (1, 0, 1, 0),
+        ] {
             let o = [
                 ("EXACT", exact),
                 ("PREFETCH", prefetch),
-                ("SCALE_X", prepass),
+                ("SCALE_X", scale_x),
+                ("V4", v4),
             ];
             let d = match variant(&ctx, &gw, &x, &y, t as u32, &o) {
                 Ok(d) => d,
@@ -613,10 +623,20 @@ fn coop_vs_scalar_speed() {
                 }
             };
             let ns = best_ns(&ctx, std::slice::from_ref(&d));
+            // Each variant's first 8 rows against the exact kernel's (the first).
+            let rows8 = ctx.read_f32(&y, 0, 8 * n).unwrap();
+            let first = first_rows.get_or_insert_with(|| rows8.clone());
+            let scale = first.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let diff = rows8
+                .iter()
+                .zip(first.iter())
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
             eprintln!(
-                "BENCH variant T={t} W=[{n},{n}] {o:?}: {us:.1} µs = {tflops:.1} TFLOP/s",
+                "BENCH variant T={t} W=[{n},{n}] {o:?}: {us:.1} µs = {tflops:.1} TFLOP/s, \
+                 max |Δ| / max |y| vs the first = {rel:.2e}",
                 us = ns / 1e3,
-                tflops = 2.0 * (t * n * n) as f64 / ns / 1e3
+                tflops = 2.0 * (t * n * n) as f64 / ns / 1e3,
+                rel = diff / scale
             );
         }
     }
