@@ -5,6 +5,7 @@
 
 use std::fmt::Write;
 
+use super::batched::batched_bench_context;
 use super::report::{models, rate, ratio};
 use super::results::{Results, BF16, FP8, HF, LLAMA_CUDA, LLAMA_VULKAN, Q8_0, QWGPU};
 
@@ -95,12 +96,13 @@ pub fn batched_section(r: &Results, s: &mut String) {
         return;
     }
     let (prompt, steps) = (r.session_prompt, r.session_steps);
+    let ctx = batched_bench_context(&counts, prompt, steps);
     let _ = writeln!(
         s,
         "N sessions, each prefilled with its own {prompt} random tokens, then {steps} decode steps over all N \
          at once; total tok/s = N × {steps} ÷ the steps' time (prefill not counted). qwgpu: `qwgpu bench \
          --sessions` (`decode_batch`, one untimed step first); llama.cpp: `llama-batched-bench -ngl 99 -fa on \
-         -npp {prompt} -ntg {steps} -npl …` on the BF16 GGUF of the same weights, its `S_TG t/s` column \
+         -c {ctx} -npp {prompt} -ntg {steps} -npl …` on the BF16 GGUF of the same weights, its `S_TG t/s` column \
          (prompts not shared). × 1 session: qwgpu's total over its own 1-session figure.\n"
     );
     let _ = writeln!(
