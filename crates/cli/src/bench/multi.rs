@@ -144,3 +144,94 @@ pub(super) fn session_rows(
     }
     Ok(rows)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use qwgpu_model::engine::{Backend, LoadOptions};
+
+    use super::*;
+
+    /// The tiny fixture on the CPU reference (fast, no GPU needed).
+    fn tiny() -> Model {
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/dense-bf16-text"
+        );
+        let opts = LoadOptions {
+            backend: Backend::Cpu,
+            ..Default::default()
+        };
+        Model::load(Path::new(dir), &opts).unwrap()
+    }
+
+    #[test]
+    fn a_failing_ttft_length_is_a_row_and_the_next_one_is_measured() {
+        let m = tiny();
+        let prompt = random_ids(6, m.config().vocab_size as u64);
+        let rows = ttft_rows(&m, &prompt, &[3, 9, 6], true).unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0]["tokens"], 3);
+        assert!(rows[0]["seconds"].as_f64().unwrap() > 0.0, "{rows:?}");
+        // 9 tokens of a 6-token prompt: an error row, not a failed run.
+        let e = rows[1]["error"].as_str().unwrap();
+        assert!(e.contains("9 tokens asked, 6 generated"), "{e}");
+        assert!(rows[1]["seconds"].is_null());
+        assert!(rows[2]["seconds"].as_f64().unwrap() > 0.0, "{rows:?}");
+    }
+
+    #[test]
+    fn session_rows_count_every_session_of_every_step() {
+        let m = tiny();
+        let vocab = m.config().vocab_size as u64;
+        let plan = SessionsPlan {
+            counts: &[1, 3],
+            prompt: 4,
+            steps: 2,
+        };
+        let rows = session_rows(&m, &plan, vocab, true).unwrap();
+        let sessions: Vec<u64> = rows
+            .iter()
+            .map(|r| r["sessions"].as_u64().unwrap())
+            .collect();
+        assert_eq!(sessions, vec![1, 3]);
+        for r in &rows {
+            let (n, s) = (
+                r["sessions"].as_f64().unwrap(),
+                r["seconds"].as_f64().unwrap(),
+            );
+            assert_eq!(
+                (r["prompt"].as_u64(), r["steps"].as_u64()),
+                (Some(4), Some(2))
+            );
+            // Total tok/s: every session's token of every timed step.
+            let want = n * 2.0 / s;
+            assert!(
+                (r["tok_s"].as_f64().unwrap() - want).abs() <= 1e-9 * want,
+                "{r}"
+            );
+        }
+        let none = SessionsPlan {
+            counts: &[],
+            prompt: 4,
+            steps: 2,
+        };
+        assert!(session_rows(&m, &none, vocab, true).unwrap().is_empty());
+        for bad in [
+            SessionsPlan {
+                counts: &[2, 0],
+                prompt: 4,
+                steps: 2,
+            },
+            SessionsPlan {
+                counts: &[2],
+                prompt: 4,
+                steps: 0,
+            },
+        ] {
+            let e = session_rows(&m, &bad, vocab, true).unwrap_err();
+            assert!(e.to_string().contains("at least 1"), "{e}");
+        }
+    }
+}
