@@ -7,13 +7,20 @@
 //! Q8_0 GGUF in the background while qwgpu (`qwgpu bench --json`), HF
 //! transformers (`benches/hf_prefill.py`) and the kernel microbenches use the
 //! GPU, then runs llama.cpp's `llama-bench` (Vulkan; CUDA with `--cuda`).
+//! Issue 17's multi-token rows come from the same run: time to first token
+//! (`qwgpu bench --ttft`), batched decode (`qwgpu bench --sessions` against
+//! `llama-batched-bench`), the cooperative-matrix ceiling (`coop_peak`).
 //! Every step is time-limited and a failing step is recorded, not fatal;
 //! `RESULTS.md` and `results.json` are rewritten after each step.
 
+mod batched;
+mod coop;
 mod opts;
 mod proc;
 mod report;
 mod results;
+mod targets17;
+mod throughput;
 mod weights;
 
 use std::fs::OpenOptions;
@@ -25,6 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
+use batched::BatchedRun;
 use opts::{Opts, Parsed};
 use proc::{last_json, Logs};
 use results::{Checkpoint, KernelBench, Results, Run, BF16, FP8, LLAMA_CUDA, LLAMA_VULKAN, Q8_0};
@@ -41,13 +49,14 @@ type KernelBenchSpec = (
     Option<(&'static str, &'static str)>,
 );
 
-const KERNEL_BENCHES: [KernelBenchSpec; 6] = [
+const KERNEL_BENCHES: [KernelBenchSpec; 7] = [
     ("gemv_bench", "gemv_bandwidth", None),
     ("attention", "bench_attention", None),
     ("gdn", "bench_qwen35_dims", None),
     ("moe_grouped", "grouped_bench_real_dims", None),
     ("moe_grouped", "grouped_timing_t130", None),
     ("matmul_coop", "coop_vs_scalar_speed", None),
+    ("coop_peak", "coop_peak", None),
 ];
 
 /// A model folder qwgpu runs: (model, format, folder).
@@ -152,6 +161,14 @@ impl Bench {
             prefill_lens: o.prefill.clone(),
             decode_steps: o.decode,
             llama_args: o.llama_args.clone(),
+            ttft_lens: o.ttft.clone(),
+            session_counts: if o.batched {
+                o.sessions.clone()
+            } else {
+                vec![]
+            },
+            session_prompt: o.session_prompt,
+            session_steps: o.session_steps,
             moe_layers: o
                 .sizes
                 .iter()
@@ -313,6 +330,15 @@ impl Bench {
                     Ok(())
                 });
             }
+            if self.o.batched && !self.o.sessions.is_empty() {
+                for (model, format, dir) in bases.iter().filter(|b| b.0 != "35B-A3B") {
+                    self.step(&format!("qwgpu {model} {format} --sessions"), |b| {
+                        let run = b.qwgpu_sessions(model, format, dir);
+                        b.r.batched.push(run);
+                        Ok(())
+                    });
+                }
+            }
             // Prefill again with the plain f16 cooperative-matrix GEMM (the
             // default GEMM is exact): what trading exactness buys.
             for (model, format, dir) in folders
@@ -389,6 +415,9 @@ impl Bench {
                 }
             }
         }
+        if self.o.llama && self.o.batched && !self.o.sessions.is_empty() {
+            self.llama_batched_all(&bases);
+        }
         self.say("all steps done");
     }
 
@@ -420,7 +449,8 @@ impl Bench {
     /// The build's process id, if one runs.
     fn start_cuda_build(&mut self) -> Result<Option<u32>> {
         let w = self.peer_dir();
-        if w.join("build-cuda/bin/llama-bench").exists() {
+        let bin = w.join("build-cuda/bin");
+        if bin.join("llama-bench").exists() && bin.join("llama-batched-bench").exists() {
             return Ok(None);
         }
         let pid_file = w.join("cuda-build.pid");
@@ -437,7 +467,7 @@ impl Bench {
             "cmake -S {w}/src -B {w}/build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
              -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_CUDA_NCCL=OFF -DGGML_NATIVE=ON -DBUILD_SHARED_LIBS=OFF \
              -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF \
-             -DLLAMA_OPENSSL=OFF && cmake --build {w}/build-cuda --target llama-bench -j16",
+             -DLLAMA_OPENSSL=OFF && cmake --build {w}/build-cuda --target llama-bench llama-batched-bench -j16",
             w = w.display()
         );
         let child = proc::spawn(
@@ -645,12 +675,7 @@ impl Bench {
     }
 
     fn qwgpu(&self, model: &str, format: &str, dir: &Path, extra: &[&str]) -> Run {
-        let join = |v: &[usize]| {
-            v.iter()
-                .map(|x| x.to_string())
-                .collect::<Vec<_>>()
-                .join(",")
-        };
+        let join = join_list;
         let mut cmd = Command::new(&self.o.qwgpu);
         cmd.args(["bench", "--json", "--model"])
             .arg(dir)
@@ -658,6 +683,9 @@ impl Bench {
             .args(["--decode-at", &join(&self.o.decode_at)]);
         if extra.is_empty() {
             cmd.args(["--profile", "--decode", &self.o.decode.to_string()]);
+            if !self.o.ttft.is_empty() {
+                cmd.args(["--ttft", &join(&self.o.ttft)]);
+            }
         }
         cmd.args(self.o.qwgpu_args.split_whitespace()).args(extra);
         let name = format!(
@@ -726,6 +754,124 @@ impl Bench {
         }
     }
 
+    /// `qwgpu bench --sessions` on one folder (its own process: a session
+    /// count that fails leaves the main run's figures alone).
+    fn qwgpu_sessions(&self, model: &str, format: &str, dir: &Path) -> BatchedRun {
+        let counts = join_list(&self.o.sessions);
+        let mut cmd = Command::new(&self.o.qwgpu);
+        cmd.args(["bench", "--json", "--model"])
+            .arg(dir)
+            .args(["--sessions", &counts])
+            .args(["--session-prompt", &self.o.session_prompt.to_string()])
+            .args(["--session-steps", &self.o.session_steps.to_string()])
+            .args(self.o.qwgpu_args.split_whitespace());
+        let name = format!(
+            "qwgpu_{model}_{format_replace}_sessions",
+            format_replace = format.replace(' ', "_")
+        );
+        let res = proc::run(
+            &mut cmd,
+            secs(600),
+            "qwgpu bench --sessions",
+            &Logs::new(&self.logs, &name),
+        );
+        match res.map(|out| last_json(&out)) {
+            Ok(Some(v)) => batched::parse_qwgpu_sessions(results::QWGPU, model, format, &v),
+            Ok(None) => BatchedRun::failed(results::QWGPU, model, format, "no JSON printed".into()),
+            Err(e) => BatchedRun::failed(results::QWGPU, model, format, format!("{e:#}")),
+        }
+    }
+
+    /// llama-batched-bench binaries: CUDA (built with llama-bench under
+    /// `--cuda`), Vulkan (`--vk-batched-bench`, or the payload's own if it
+    /// carries one). A missing Vulkan one is recorded, not skipped silently.
+    fn batched_bench_binaries(&mut self) -> Vec<(&'static str, PathBuf)> {
+        let mut out = Vec::new();
+        if self.o.cuda {
+            let bin = self.peer_dir().join("build-cuda/bin/llama-batched-bench");
+            if bin.exists() {
+                out.push((LLAMA_CUDA, bin));
+            } else {
+                self.r.errors.push(format!(
+                    "{LLAMA_CUDA} llama-batched-bench: {bin_display} not built",
+                    bin_display = bin.display()
+                ));
+            }
+        }
+        let vk = self
+            .o
+            .vk_batched_bench
+            .clone()
+            .unwrap_or_else(|| self.peer_dir().join("vk-bin/llama-batched-bench"));
+        if vk.exists() {
+            out.push((LLAMA_VULKAN, vk));
+        } else {
+            self.r.errors.push(format!(
+                "{LLAMA_VULKAN} llama-batched-bench: no binary at {vk_display} (the payload's vk-bin has \
+                 llama-bench and llama-quantize only; build one with -DGGML_VULKAN=ON where glslc is, and pass \
+                 --vk-batched-bench PATH)",
+                vk_display = vk.display()
+            ));
+        }
+        out
+    }
+
+    /// llama-batched-bench on each dense BF16 GGUF with every binary found.
+    fn llama_batched_all(&mut self, bases: &[Folder]) {
+        let bins = self.batched_bench_binaries();
+        for (model, _, _) in bases.iter().filter(|b| b.0 != "35B-A3B") {
+            let gguf = self
+                .o
+                .work
+                .join("gguf")
+                .join(format!("qwen35-{model}-bf16.gguf"));
+            if !gguf.exists() {
+                continue;
+            }
+            for (engine, bin) in &bins {
+                self.step(&format!("{engine} {model} BF16 llama-batched-bench"), |b| {
+                    let run = b.llama_batched(engine, bin, model, &gguf);
+                    b.r.batched.push(run);
+                    Ok(())
+                });
+            }
+        }
+    }
+
+    fn llama_batched(&self, engine: &str, bin: &Path, model: &str, gguf: &Path) -> BatchedRun {
+        let (counts, prompt, steps) = (
+            &self.o.sessions,
+            self.o.session_prompt,
+            self.o.session_steps,
+        );
+        let ctx = batched::batched_bench_context(counts, prompt, steps);
+        let mut cmd = Command::new(bin);
+        cmd.arg("-m")
+            .arg(gguf)
+            .args(["-ngl", "99", "-fa", "on", "-c", &ctx.to_string()])
+            .args(["-npp", &prompt.to_string(), "-ntg", &steps.to_string()])
+            .args(["-npl", &join_list(counts)]);
+        let name = format!(
+            "llama_batched_{backend}_{model}_bf16",
+            backend = if engine == LLAMA_CUDA {
+                "cuda"
+            } else {
+                "vulkan"
+            }
+        );
+        let logs = Logs::new(&self.logs, &name);
+        let res = proc::run(&mut cmd, secs(400), "llama-batched-bench", &logs);
+        // Its table goes to stdout, its log to stderr: read both.
+        let text = std::fs::read_to_string(&logs.stdout).unwrap_or_default()
+            + &std::fs::read_to_string(&logs.stderr).unwrap_or_default();
+        let mut run =
+            batched::batched_bench_run(engine, model, BF16, &text, (counts, prompt, steps));
+        if let Err(e) = res {
+            run.errors.push(format!("{e:#}"));
+        }
+        run
+    }
+
     fn kernel_benches(&mut self) -> Result<()> {
         for (suite, test, env) in KERNEL_BENCHES {
             let path = self.o.kernel_tests.join(KERNEL_TEST_BINARY);
@@ -757,6 +903,9 @@ impl Bench {
             if test == "gemv_bandwidth" {
                 self.r.gemv = results::parse_gemv(&text);
             }
+            if test == "coop_peak" {
+                self.r.coop_peak = coop::parse_coop_peak(&text);
+            }
             self.r.kernels.push(KernelBench {
                 test: name,
                 lines: bench_lines(&text),
@@ -765,6 +914,14 @@ impl Bench {
         }
         Ok(())
     }
+}
+
+/// `1,4,16` from `[1, 4, 16]`.
+fn join_list(v: &[usize]) -> String {
+    v.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// A test binary's output without the harness's own lines.

@@ -17,13 +17,20 @@ usage: xtask bench [options]          (on the GPU machine; see benches/README.md
   --hf NAME=DIR         use an existing BF16 folder as model NAME instead of making one (repeatable)
   --cuda | --skip-cuda  also build (~5 min) and run llama.cpp's CUDA backend (default: Vulkan only)
   --cuda-start          only start that build, detached, for a later call on the same machine
-  --skip-llama --skip-hf --skip-qwgpu --skip-kernels --skip-copy
+  --skip-llama --skip-hf --skip-qwgpu --skip-kernels --skip-copy --skip-batched
   --kernel-tests DIR    folder of the kernels' test binary `kernels` (default .gpub/tests)
-  --prefill LIST        prefill lengths (default 512,4096)
+  --prefill LIST        prefill lengths (default 512,4096,16384)
   --decode-at LIST      decode contexts (default 512,8192)
   --decode N            decode steps per context (default 128)
+  --ttft LIST           qwgpu time to first token at these prompt lengths, or none (default 4096,32768)
+  --sessions LIST       batched decode session counts, qwgpu `--sessions` and llama-batched-bench `-npl`,
+                        on the dense BF16 models, or none (default 1,4,16,32)
+  --session-prompt N    prompt tokens of each session (llama-batched-bench -npp; default 512)
+  --session-steps N     decode steps timed (llama-batched-bench -ntg; default 128)
+  --vk-batched-bench P  a Vulkan llama-batched-bench binary (default: vk-bin/llama-batched-bench of the
+                        payload, if it has one; the CUDA one is built with llama-bench)
   --qwgpu-args ARGS     extra `qwgpu bench` options (e.g. \"--chunk 512\")
-  --llama-args ARGS     llama-bench test options (default \"-p 512,4096 -n 128 -d 0,8192 -r 3\")
+  --llama-args ARGS     llama-bench test options (default \"-p 512,4096,16384 -n 128 -d 0,8192 -r 3\")
   --python PY           python with torch and transformers (default python3)
   --commit TEXT         qwgpu commit to print (default: the COMMIT file beside the qwgpu binary)
   --report-only FILE    re-render RESULTS.md from a results.json, nothing else
@@ -46,10 +53,16 @@ pub struct Opts {
     pub qwgpu_runs: bool,
     pub kernels: bool,
     pub copy: bool,
+    pub batched: bool,
     pub kernel_tests: PathBuf,
     pub prefill: Vec<usize>,
     pub decode_at: Vec<usize>,
     pub decode: usize,
+    pub ttft: Vec<usize>,
+    pub sessions: Vec<usize>,
+    pub session_prompt: usize,
+    pub session_steps: usize,
+    pub vk_batched_bench: Option<PathBuf>,
     pub llama_args: String,
     pub qwgpu_args: String,
     pub python: String,
@@ -76,11 +89,17 @@ impl Default for Opts {
             qwgpu_runs: true,
             kernels: true,
             copy: true,
+            batched: true,
             kernel_tests: ".gpub/tests".into(),
-            prefill: vec![512, 4096],
+            prefill: vec![512, 4096, 16384],
             decode_at: vec![512, 8192],
             decode: 128,
-            llama_args: "-p 512,4096 -n 128 -d 0,8192 -r 3".into(),
+            ttft: vec![4096, 32768],
+            sessions: vec![1, 4, 16, 32],
+            session_prompt: 512,
+            session_steps: 128,
+            vk_batched_bench: None,
+            llama_args: "-p 512,4096,16384 -n 128 -d 0,8192 -r 3".into(),
             qwgpu_args: String::new(),
             python: "python3".into(),
             commit: None,
@@ -101,6 +120,9 @@ pub enum Parsed {
 }
 
 fn list(v: &str) -> Result<Vec<usize>> {
+    if v == "none" {
+        return Ok(vec![]);
+    }
     v.split(',')
         .map(|x| {
             x.trim()
@@ -167,10 +189,20 @@ impl Opts {
                 "--skip-qwgpu" => o.qwgpu_runs = false,
                 "--skip-kernels" => o.kernels = false,
                 "--skip-copy" => o.copy = false,
+                "--skip-batched" => o.batched = false,
                 "--kernel-tests" => o.kernel_tests = value()?.into(),
                 "--prefill" => o.prefill = list(&value()?)?,
                 "--decode-at" => o.decode_at = list(&value()?)?,
                 "--decode" => o.decode = value()?.parse().context("--decode")?,
+                "--ttft" => o.ttft = list(&value()?)?,
+                "--sessions" => o.sessions = list(&value()?)?,
+                "--session-prompt" => {
+                    o.session_prompt = value()?.parse().context("--session-prompt")?
+                }
+                "--session-steps" => {
+                    o.session_steps = value()?.parse().context("--session-steps")?
+                }
+                "--vk-batched-bench" => o.vk_batched_bench = Some(value()?.into()),
                 "--llama-args" => o.llama_args = value()?,
                 "--qwgpu-args" => o.qwgpu_args = value()?,
                 "--python" => o.python = value()?,
@@ -180,6 +212,9 @@ impl Opts {
                 "-h" | "--help" => return Ok(Parsed::Help),
                 other => bail!("unknown option {other:?}\n{USAGE}"),
             }
+        }
+        if o.sessions.contains(&0) || o.session_prompt == 0 || o.session_steps == 0 {
+            bail!("--sessions counts, --session-prompt and --session-steps must be at least 1");
         }
         Ok(Parsed::Run(Box::new(o)))
     }
@@ -236,6 +271,22 @@ mod tests {
             .unwrap()
             .models_to_make()
             .is_empty());
+        // Issue 17's rows by default: 16k prefill on both engines, TTFT at
+        // 4k and 32k, batched decode at llama-batched-bench's counts.
+        assert_eq!(d.prefill, vec![512, 4096, 16384]);
+        assert!(d.llama_args.contains("-p 512,4096,16384"));
+        assert_eq!(d.ttft, vec![4096, 32768]);
+        assert_eq!(d.sessions, vec![1, 4, 16, 32]);
+        assert_eq!((d.session_prompt, d.session_steps), (512, 128));
+        assert!(d.batched && d.vk_batched_bench.is_none());
+        let o = Opts::parse(&args(
+            "--ttft none --sessions 2,8 --session-prompt 64 --session-steps 16 --skip-batched --vk-batched-bench /b",
+        ))
+        .unwrap();
+        assert!(o.ttft.is_empty() && !o.batched);
+        assert_eq!(o.sessions, vec![2, 8]);
+        assert_eq!((o.session_prompt, o.session_steps), (64, 16));
+        assert_eq!(o.vk_batched_bench, Some(PathBuf::from("/b")));
     }
 
     #[test]
@@ -247,6 +298,9 @@ mod tests {
             ("--frobnicate", "unknown option"),
             ("--out", "needs a value"),
             ("--hf nodir", "NAME=DIR"),
+            ("--sessions 1,0", "at least 1"),
+            ("--session-steps 0", "at least 1"),
+            ("--ttft 4k", "bad number"),
         ] {
             let err = Opts::parse(&args(a)).unwrap_err().to_string();
             assert!(err.contains(needle), "{a}: {err}");

@@ -7,6 +7,8 @@ use std::fmt::Write;
 use super::results::{
     GemvRow, Results, Run, BF16, FP8, HF, LLAMA_CUDA, LLAMA_VULKAN, Q8_0, QWGPU, QWGPU_F16,
 };
+use super::throughput::NOT_MEASURED;
+use super::{targets17, throughput};
 
 /// tok/s with a thousands separator above 1000.
 pub fn rate(x: f64) -> String {
@@ -26,14 +28,14 @@ pub fn rate(x: f64) -> String {
     }
 }
 
-fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+pub fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
         _ => "—".into(),
     }
 }
 
-fn pct(a: Option<f64>, b: Option<f64>) -> String {
+pub fn pct(a: Option<f64>, b: Option<f64>) -> String {
     match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => format!("{:.0}%", 100.0 * a / b),
         _ => "—".into(),
@@ -107,7 +109,7 @@ fn mib(bytes: u64) -> String {
 }
 
 /// Models in the order they were first measured or made.
-fn models(r: &Results) -> Vec<String> {
+pub fn models(r: &Results) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let names = r
         .checkpoints
@@ -298,14 +300,14 @@ fn peers_table(r: &Results, s: &mut String) {
 fn load_table(r: &Results, s: &mut String) {
     let _ = writeln!(
         s,
-        "| model | weights | load s | safetensors | GB/s | host memcpy % | peak RssAnon | VmHWM | largest tensor | RssAnon ≤ 1 GiB + largest tensor |"
+        "| model | weights | load s | safetensors | GB/s | host memcpy GB/s | host memcpy % | peak RssAnon | VmHWM | largest tensor | RssAnon ≤ 1 GiB + largest tensor |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
     for x in r.runs.iter().filter(|x| x.engine == QWGPU) {
         let Some(load) = x.load_s else {
             let _ = writeln!(
                 s,
-                "| {x_model} | {x_format} | error: {replace} | | | | | | | |",
+                "| {x_model} | {x_format} | error: {replace} | | | | | | | | |",
                 x_model = x.model,
                 x_format = x.format,
                 replace = x.error.as_deref().unwrap_or("no figure").replace('|', "/")
@@ -323,11 +325,14 @@ fn load_table(r: &Results, s: &mut String) {
         };
         let _ = writeln!(
             s,
-            "| {x_model} | {x_format} | {load:.2} | {gb_bytes} | {rate_bps_1e9:.2} | {host_memcpy} | {into} | {into2} | {into3} | {within} |",
+            "| {x_model} | {x_format} | {load:.2} | {gb_bytes} | {rate_bps_1e9:.2} | {memcpy_gb_s} | {host_memcpy} | {into} | {into2} | {into3} | {within} |",
             x_model = x.model,
             x_format = x.format,
             gb_bytes = gb(bytes),
             rate_bps_1e9 = rate_bps / 1e9,
+            memcpy_gb_s = r
+                .host_memcpy
+                .map_or_else(|| NOT_MEASURED.into(), |h| format!("{:.1}", h / 1e9)),
             host_memcpy = pct(Some(rate_bps), r.host_memcpy),
             into = x.peak_rss_anon.map(mib).unwrap_or_else(|| "—".into()),
             into2 = x.vm_hwm.map(mib).unwrap_or_else(|| "—".into()),
@@ -434,7 +439,12 @@ fn targets(r: &Results) -> Vec<(String, String, String)> {
             verdict(None),
         )),
     }
-    let long = r.prefill_lens.last().copied().unwrap_or(4096);
+    // Issue 9's prefill targets are at 4096 tokens where the run has them.
+    let long = if r.prefill_lens.contains(&4096) {
+        4096
+    } else {
+        r.prefill_lens.last().copied().unwrap_or(4096)
+    };
     let pre = |e: &str, m: &str| r.run(e, m, BF16).and_then(|x| x.prefill_of(long));
     out.push(vs(
         &format!("9B prefill {long} ≥ 1.0× llama.cpp Vulkan"),
@@ -745,6 +755,28 @@ fn profile_table(s: &mut String, title: &str, rows: &[(String, f64, u64)]) {
     let _ = writeln!(s);
 }
 
+/// The coop-matrix ceiling beside torch's matmul: `58.7 TFLOP/s = 7% of torch BF16 matmul (m=... tiling)`.
+fn coop_cell(r: &Results) -> String {
+    let Some(c) = &r.coop_peak else {
+        return NOT_MEASURED.into();
+    };
+    let mut out = format!("{:.1} TFLOP/s", c.tflops);
+    if let Some(f) = r.matmul_flops {
+        let _ = write!(
+            out,
+            " = {share} of torch BF16 matmul",
+            share = pct(Some(c.tflops * 1e12), Some(f))
+        );
+    }
+    let _ = write!(
+        out,
+        " ({what}; best of {lines} timed tilings and shapes)",
+        what = c.what,
+        lines = c.lines
+    );
+    out
+}
+
 pub fn render(r: &Results) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# Benchmark results\n");
@@ -778,6 +810,11 @@ pub fn render(r: &Results) -> String {
     if let Some(f) = r.matmul_flops {
         let _ = writeln!(s, "| BF16 matmul, torch 8192³ | {:.0} TFLOP/s |", f / 1e12);
     }
+    let _ = writeln!(
+        s,
+        "| cooperative-matrix ceiling, qwgpu plain f16 GEMM (`coop_peak::coop_peak`, best tiling) | {} |",
+        coop_cell(r)
+    );
     if let Some(h) = r.host_memcpy {
         let _ = writeln!(s, "| host memcpy (read + written) | {:.1} GB/s |", h / 1e9);
     }
@@ -838,6 +875,17 @@ pub fn render(r: &Results) -> String {
     let _ = writeln!(s, "\n## Targets of issue 9\n");
     let _ = writeln!(s, "| target | measured | verdict |\n|---|---|---|");
     for (t, m, v) in targets(r) {
+        let _ = writeln!(s, "| {t} | {m} | {v} |");
+    }
+    throughput::ttft_section(r, &mut s);
+    throughput::batched_section(r, &mut s);
+    let _ = writeln!(s, "\n## Targets of issue 17\n");
+    let _ = writeln!(
+        s,
+        "Every ratio from this run; \"not measured\" where the run has no figure for one side.\n"
+    );
+    let _ = writeln!(s, "| target | measured | verdict |\n|---|---|---|");
+    for (t, m, v) in targets17::targets(r) {
         let _ = writeln!(s, "| {t} | {m} | {v} |");
     }
     let profiled: Vec<&Run> = r.runs.iter().filter(|x| !x.profile.is_empty()).collect();
@@ -946,6 +994,26 @@ pub fn render(r: &Results) -> String {
                 )
             })
         })
+        .chain(r.runs.iter().flat_map(|x| {
+            x.row_errors.iter().map(|e| {
+                format!(
+                    "{x_engine} {x_model} {x_format}: {e}",
+                    x_engine = x.engine,
+                    x_model = x.model,
+                    x_format = x.format
+                )
+            })
+        }))
+        .chain(r.batched.iter().flat_map(|b| {
+            b.errors.iter().map(|e| {
+                format!(
+                    "{b_engine} {b_model} {b_format} batched decode: {e}",
+                    b_engine = b.engine,
+                    b_model = b.model,
+                    b_format = b.format
+                )
+            })
+        }))
         .chain(r.errors.iter().cloned())
         .collect();
     if !failed.is_empty() {

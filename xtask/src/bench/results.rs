@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::batched::BatchedRun;
+use super::coop::CoopPeak;
 use super::weights::CheckpointWeights;
 
 pub const QWGPU: &str = "qwgpu";
@@ -46,6 +48,16 @@ pub struct Results {
     pub gemv: Option<Gemv>,
     /// Layers of the 35B-A3B checkpoint made for this run (of the real model's 40).
     pub moe_layers: Option<usize>,
+    /// Prompt lengths of qwgpu's time to first token.
+    pub ttft_lens: Vec<usize>,
+    /// Batched decode: session counts, prompt tokens of each session, timed steps.
+    pub session_counts: Vec<usize>,
+    pub session_prompt: usize,
+    pub session_steps: usize,
+    /// Batched decode of each engine (qwgpu `--sessions`, llama-batched-bench).
+    pub batched: Vec<BatchedRun>,
+    /// The cooperative-matrix ceiling (`coop_peak::coop_peak`, best tiling).
+    pub coop_peak: Option<CoopPeak>,
     pub notes: Vec<String>,
     /// Steps that failed: what and why.
     pub errors: Vec<String>,
@@ -83,6 +95,12 @@ pub struct Run {
     pub prefill_profile: Vec<(String, f64, u64)>,
     #[serde(default)]
     pub prefill_profile_tokens: Option<usize>,
+    /// (prompt tokens, seconds) from a fresh session to the first sampled token.
+    #[serde(default)]
+    pub ttft: Vec<(usize, f64)>,
+    /// Rows of a run that failed while the rest were measured.
+    #[serde(default)]
+    pub row_errors: Vec<String>,
     pub error: Option<String>,
 }
 
@@ -223,11 +241,21 @@ impl Run {
     pub fn prefill_of(&self, n: usize) -> Option<f64> {
         self.prefill.iter().find(|(c, _)| *c == n).map(|r| r.1)
     }
+
+    pub fn ttft_of(&self, n: usize) -> Option<f64> {
+        self.ttft.iter().find(|(c, _)| *c == n).map(|r| r.1)
+    }
 }
 
 impl Results {
     pub fn run(&self, engine: &str, model: &str, format: &str) -> Option<&Run> {
         self.runs
+            .iter()
+            .find(|r| r.engine == engine && r.model == model && r.format == format)
+    }
+
+    pub fn batched_run(&self, engine: &str, model: &str, format: &str) -> Option<&BatchedRun> {
+        self.batched
             .iter()
             .find(|r| r.engine == engine && r.model == model && r.format == format)
     }
@@ -266,6 +294,18 @@ pub fn parse_qwgpu(model: &str, format: &str, v: &Value) -> Run {
     r.profile = profile_rows(&m["decode_profile"]);
     r.prefill_profile = profile_rows(&m["prefill_profile"]);
     r.prefill_profile_tokens = m["prefill_profile_tokens"].as_u64().map(|n| n as usize);
+    for x in m["ttft"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        let Some(n) = x["tokens"].as_u64() else {
+            continue;
+        };
+        match (x["seconds"].as_f64(), x["error"].as_str()) {
+            (Some(s), _) => r.ttft.push((n as usize, s)),
+            (None, e) => r.row_errors.push(format!(
+                "time to first token, {n} tokens: {e}",
+                e = e.unwrap_or("no figure")
+            )),
+        }
+    }
     r
 }
 

@@ -1,5 +1,7 @@
 //! RESULTS.md from a canned result set (no GPU, no Python).
 
+use super::batched::{batched_bench_run, parse_batched_bench, parse_qwgpu_sessions, BatchedRun};
+use super::coop::parse_coop_peak;
 use super::report::{moe_rows, rate, render};
 use super::results::*;
 use super::weights::CheckpointWeights;
@@ -62,6 +64,7 @@ fn canned() -> Results {
         notes: vec!["a note".into()],
         errors: vec!["make 35B-A3B: out of disk".into()],
         steps: vec![("make checkpoints".into(), 61.0)],
+        ..Default::default()
     }
 }
 
@@ -107,7 +110,7 @@ fn peers_load_targets_and_errors_are_reported() {
     assert!(md.contains("| 9B | BF16 | llama.cpp Vulkan | 118.0 | 110.0 | 9,200 | 9,500 | 15.875 GB | 189.0 | 62% |"), "{md}");
     // Load: 18 GB in 6 s = 3 GB/s = 15 % of a 20 GB/s memcpy; 512 MiB ≤ 1 GiB + 2 GB.
     assert!(
-        md.contains("| 9B | BF16 | 6.00 | 18.000 GB | 3.00 | 15% | 512 MiB |"),
+        md.contains("| 9B | BF16 | 6.00 | 18.000 GB | 3.00 | 20.0 | 15% | 512 MiB |"),
         "{md}"
     );
     assert!(
@@ -358,10 +361,22 @@ fn new_fields_round_trip_and_old_results_still_load() {
     let o = v.as_object_mut().unwrap();
     o.remove("gemv");
     o.remove("moe_layers");
+    for key in [
+        "ttft_lens",
+        "session_counts",
+        "session_prompt",
+        "session_steps",
+        "batched",
+        "coop_peak",
+    ] {
+        o.remove(key);
+    }
     for run in o["runs"].as_array_mut().unwrap() {
         let run = run.as_object_mut().unwrap();
         run.remove("prefill_profile");
         run.remove("prefill_profile_tokens");
+        run.remove("ttft");
+        run.remove("row_errors");
     }
     for c in o["checkpoints"].as_array_mut().unwrap() {
         c["weights"].as_object_mut().unwrap().remove("head_bytes");
@@ -380,13 +395,18 @@ fn kernel_step_parses_the_gemv_bench_and_records_missing_binaries() {
     std::fs::create_dir_all(&tests).unwrap();
     let sample = root.join("gemv.txt");
     std::fs::write(&sample, include_str!("samples/gemv_h100_like.txt")).unwrap();
+    let coop = root.join("coop.txt");
+    std::fs::write(&coop, include_str!("samples/coop_peak_format.txt")).unwrap();
     let bin = tests.join("kernels");
-    // It must be asked for the one test, with its output uncaptured.
+    // It must be asked for the one test, with its output uncaptured; the
+    // coop-matrix bench prints on stderr, as eprintln! does.
     std::fs::write(
         &bin,
         format!(
-            "#!/bin/sh\ncase \"$*\" in *'--exact gemv_bench::gemv_bandwidth --nocapture'*) cat '{}';; *) exit 3;; esac\n",
-            sample.display()
+            "#!/bin/sh\ncase \"$*\" in *'--exact gemv_bench::gemv_bandwidth --nocapture'*) cat '{gemv}';; \
+             *'--exact coop_peak::coop_peak --nocapture'*) cat '{coop}' >&2;; *) exit 3;; esac\n",
+            gemv = sample.display(),
+            coop = coop.display()
         ),
     )
     .unwrap();
@@ -414,8 +434,10 @@ fn kernel_step_parses_the_gemv_bench_and_records_missing_binaries() {
             .find(|k| k.test == "gemv_bench::gemv_bandwidth")
             .unwrap();
     assert!(gemv.error.is_none(), "{:?}", gemv.error);
+    let peak = b.r.coop_peak.as_ref().expect("coop-matrix ceiling parsed");
+    assert_eq!(peak.tflops, 58.7);
     let failed = b.r.kernels.iter().filter(|k| k.error.is_some());
-    assert_eq!(failed.count(), b.r.kernels.len() - 1);
+    assert_eq!(failed.count(), b.r.kernels.len() - 2);
     // Without the binary every bench is recorded as not found.
     std::fs::remove_file(&bin).unwrap();
     b.r.kernels.clear();
@@ -446,4 +468,362 @@ fn f16_matmul_prefill_sits_beside_the_default_and_the_peers() {
     // Not mistaken for the default run in the main table or the targets.
     assert!(md.contains("9B prefill 4096 ≥ 1.0× llama.cpp Vulkan"));
     assert!(!md.contains("| 18,000 | 56"), "{md}");
+}
+
+/// llama-batched-bench's table (`samples/batched_bench_format.txt`: its
+/// stdout and stderr as the xtask reads them, the table printed with the
+/// format strings of `tools/batched-bench/batched-bench.cpp` at the payload's
+/// commit; the figures are made up).
+#[test]
+fn batched_bench_table_is_read_by_column_name() {
+    let text = include_str!("samples/batched_bench_format.txt");
+    let rows = parse_batched_bench(text).unwrap();
+    assert_eq!(rows.len(), 4);
+    assert_eq!(
+        rows.iter().map(|r| r.sessions).collect::<Vec<_>>(),
+        vec![1, 4, 16, 32]
+    );
+    // S_TG t/s, not S_PP or S (the columns beside it).
+    assert_eq!(rows[2].s_tg, 1574.17);
+    assert_eq!((rows[2].pp, rows[2].tg), (512, 128));
+    let run = batched_bench_run(LLAMA_CUDA, "9B", BF16, text, (&[1, 4, 16, 32], 512, 128));
+    assert_eq!(run.tok_s(16), Some(1574.17));
+    assert_eq!(run.tok_s(1), Some(141.44));
+    assert!(run.errors.is_empty(), "{:?}", run.errors);
+    // A count it skipped (context too small) or other lengths: an error each.
+    let run = batched_bench_run(LLAMA_CUDA, "9B", BF16, text, (&[16, 64], 512, 128));
+    assert_eq!(run.rows, vec![(16, 1574.17)]);
+    assert_eq!(run.errors.len(), 1);
+    assert!(run.errors[0].contains("64 sequences"), "{:?}", run.errors);
+    let run = batched_bench_run(LLAMA_CUDA, "9B", BF16, text, (&[16], 256, 128));
+    assert!(run.rows.is_empty() && run.errors.len() == 1);
+    // Columns found by name, in any order.
+    let moved = "| B | S_TG t/s | PP | TG |\n|---|---|---|---|\n| 8 | 900.5 | 512 | 128 |\n";
+    let rows = parse_batched_bench(moved).unwrap();
+    assert_eq!(
+        (rows[0].sessions, rows[0].s_tg, rows[0].pp),
+        (8, 900.5, 512)
+    );
+    // No table, or a table without rows: errors, not empty figures.
+    assert!(parse_batched_bench("error: unable to load model").is_err());
+    let head_only = text
+        .lines()
+        .filter(|l| !l.starts_with("|   512"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(parse_batched_bench(&head_only).is_err());
+    let failed = batched_bench_run(LLAMA_CUDA, "9B", BF16, "segfault", (&[1], 512, 128));
+    assert!(failed.rows.is_empty() && failed.errors[0].contains("S_TG"));
+}
+
+#[test]
+fn coop_peak_is_the_best_timed_line() {
+    let c = parse_coop_peak(include_str!("samples/coop_peak_format.txt")).unwrap();
+    assert_eq!(c.tflops, 58.7);
+    assert_eq!(
+        c.what,
+        "m=4096 n=12288 k=4096 Direct sg=2x2 ck=32 lds=40 nbuf=1"
+    );
+    assert_eq!(c.adapter, "NVIDIA H100 80GB HBM3");
+    // 3 tilings × 3 shapes; the check and skip lines carry no figure.
+    assert_eq!(c.lines, 9);
+    assert!(parse_coop_peak("BENCH coop_peak check T: worst = 1e-7\ntest result: ok").is_none());
+}
+
+#[test]
+fn coop_ceiling_sits_beside_torch_matmul() {
+    let mut r = canned();
+    let md = render(&r);
+    assert!(
+        md.contains("| cooperative-matrix ceiling, qwgpu plain f16 GEMM (`coop_peak::coop_peak`, best tiling) | not measured |"),
+        "{md}"
+    );
+    r.coop_peak = parse_coop_peak(include_str!("samples/coop_peak_format.txt"));
+    let md = render(&r);
+    // 58.7 TFLOP/s of torch's 800: 7 %.
+    assert!(
+        md.contains("| 58.7 TFLOP/s = 7% of torch BF16 matmul (m=4096 n=12288 k=4096 Direct sg=2x2 ck=32 lds=40 nbuf=1; best of 9 timed tilings and shapes) |"),
+        "{md}"
+    );
+    let torch = md
+        .find("| BF16 matmul, torch 8192³ | 800 TFLOP/s |")
+        .unwrap();
+    let coop = md.find("| cooperative-matrix ceiling").unwrap();
+    assert!(torch < coop, "{md}");
+}
+
+/// The canned run with issue 17's rows: 16k prefill, time to first token,
+/// batched decode of both engines.
+fn canned_multi() -> Results {
+    let mut r = canned();
+    r.prefill_lens = vec![512, 4096, 16384];
+    r.ttft_lens = vec![4096, 32768];
+    r.session_counts = vec![1, 4, 16, 32];
+    r.session_prompt = 512;
+    r.session_steps = 128;
+    {
+        let q = &mut r.runs[0];
+        q.prefill.push((16384, 7000.0));
+        q.ttft = vec![(4096, 0.5), (32768, 6.0)];
+    }
+    let mut cu = Run::new(LLAMA_CUDA, "9B", BF16);
+    cu.prefill = vec![(512, 17_000.0), (4096, 16_384.0), (16384, 15_000.0)];
+    cu.decode = vec![(0, 141.0)];
+    r.runs.push(cu);
+    let batched = |engine: &str, rows: &[(usize, f64)]| BatchedRun {
+        rows: rows.to_vec(),
+        ..BatchedRun::new(engine, "9B", BF16)
+    };
+    r.batched = vec![
+        batched(QWGPU, &[(1, 130.0), (4, 400.0), (16, 800.0)]),
+        batched(
+            LLAMA_CUDA,
+            &[(1, 141.44), (4, 505.93), (16, 1574.17), (32, 2400.94)],
+        ),
+    ];
+    let mut failed = BatchedRun::new(QWGPU, "9B", BF16);
+    failed.errors.push("32 sessions: out of memory".into());
+    r.batched[0].errors = failed.errors;
+    r
+}
+
+#[test]
+fn ttft_rows_sit_beside_the_peers_prefill_time() {
+    let md = render(&canned_multi());
+    // CUDA: 4096 ÷ 16384 tok/s = 0.25 s against qwgpu's 0.5 s → 0.50×;
+    // Vulkan 4096 ÷ 9500 = 0.431 s → 0.86×; HF 4096 ÷ 24000 = 0.171 s → 0.34×.
+    assert!(
+        md.contains(
+            "| 9B | BF16 (BF16) | 4096 | 0.500 | 0.431 | 0.86× | 0.250 | 0.50× | 0.171 | 0.34× |"
+        ),
+        "{md}"
+    );
+    // 32k: no peer measured that length.
+    assert!(
+        md.contains("| 9B | BF16 (BF16) | 32768 | 6.000 | not measured | — | not measured | — | not measured | — |"),
+        "{md}"
+    );
+    // The failed FP8 run: its rows say so.
+    assert!(
+        md.contains("| 9B | FP8 block (Q8_0) | 4096 | not measured |"),
+        "{md}"
+    );
+    // 16k prefill is a row of the main table like the others.
+    assert!(
+        md.contains("| 9B | BF16 (BF16) | prefill tok/s, 16384 tokens | 7,000 | 50,000 | 14% | — | — | 15,000 | 0.47× |"),
+        "{md}"
+    );
+}
+
+#[test]
+fn batched_decode_rows_have_ratios_to_the_peer_and_to_one_session() {
+    let md = render(&canned_multi());
+    assert!(md.contains("-c 20480 -npp 512 -ntg 128 -npl …"), "{md}");
+    // 800 ÷ 130 = 6.15× one session; 800 ÷ 1574.17 = 0.51× CUDA; no Vulkan figure.
+    assert!(
+        md.contains("| 9B | BF16 | 16 | 800.0 | 6.15× | 1,574 | 0.51× | not measured | — |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| 9B | BF16 | 1 | 130.0 | 1.00× | 141.4 | 0.92× | not measured | — |"),
+        "{md}"
+    );
+    // 32 sessions failed on qwgpu: not measured, the error listed.
+    assert!(
+        md.contains("| 9B | BF16 | 32 | not measured | — | 2,401 | — | not measured | — |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("- qwgpu 9B BF16 batched decode: 32 sessions: out of memory"),
+        "{md}"
+    );
+}
+
+#[test]
+fn issue_17_targets_are_judged_from_the_same_run() {
+    let md = render(&canned_multi());
+    let t = md.find("## Targets of issue 17").unwrap();
+    let md = &md[t..];
+    // 9000 ÷ 16384 = 0.55×; ÷ Vulkan 9500 = 0.95×; ÷ HF 24000 = 0.38×.
+    for row in [
+        "| 9B BF16 prefill 4096 ≥ 1.0× llama.cpp CUDA | 0.55× | not met |",
+        "| 9B BF16 prefill 4096 ≥ 1.0× llama.cpp Vulkan (must) | 0.95× | not met |",
+        "| 9B BF16 prefill 4096 ≥ 1.0× HF + fla (stretch) | 0.38× | not met |",
+        "| 9B FP8 block prefill 4096 ≥ 1.0× llama.cpp CUDA Q8_0 | — | not measured |",
+        "| 0.8B BF16 prefill 4096 ≥ 1.0× llama.cpp CUDA | — | not measured |",
+        "| 9B BF16 batched decode, 16 sessions ≥ 1.0× llama-batched-bench CUDA | 0.51× | not met |",
+        "| 0.8B BF16 batched decode, 16 sessions ≥ 1.0× llama-batched-bench CUDA | — | not measured |",
+        // 800 ÷ 130 = 6.15×.
+        "| 9B BF16 batched decode, 16 sessions ≥ 4× qwgpu's 1-session rate | 6.15× | met |",
+        // 18 GB in 6 s = 3 GB/s of a 20 GB/s memcpy.
+        "| 9B BF16 load ≥ 50% of host memcpy | 15% | not met |",
+    ] {
+        assert!(md.contains(row), "{row}\n{md}");
+    }
+    // The MoE bars: the target, the must bar only, neither.
+    let mut r = canned_multi();
+    let moe = |engine: &str, format: &str, tok_s: f64| {
+        let mut x = Run::new(engine, "35B-A3B", format);
+        x.prefill = vec![(4096, tok_s)];
+        x
+    };
+    r.runs.extend([
+        moe(QWGPU, FP8, 30_000.0),
+        moe(LLAMA_CUDA, Q8_0, 55_000.0),
+        moe(QWGPU, BF16, 10_000.0),
+        moe(LLAMA_CUDA, BF16, 55_000.0),
+    ]);
+    let md = render(&r);
+    assert!(
+        md.contains("| 35B-A3B geometry FP8 block prefill 4096 ≥ 0.5× llama.cpp CUDA Q8_0 (must ≥ 0.25×) | 0.55× | met |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| 35B-A3B geometry BF16 prefill 4096 ≥ 0.5× llama.cpp CUDA BF16 (must ≥ 0.25×) | 0.18× | not met (nor the must bar) |"),
+        "{md}"
+    );
+    r.runs.last_mut().unwrap().prefill = vec![(4096, 30_000.0)];
+    assert!(render(&r).contains(
+        "| 35B-A3B geometry BF16 prefill 4096 ≥ 0.5× llama.cpp CUDA BF16 (must ≥ 0.25×) | 0.33× | must (≥ 0.25×) met, target not met |"
+    ));
+    // Issue 9's prefill rows stay at 4096 tokens when 16384 is measured too.
+    assert!(render(&canned_multi()).contains("| 9B prefill 4096 ≥ 1.0× llama.cpp Vulkan | 0.95× |"));
+}
+
+#[test]
+fn qwgpu_json_gives_ttft_and_sessions_with_row_errors() {
+    let v: serde_json::Value = serde_json::from_str(
+        r#"{"model": {"ttft": [{"tokens": 4096, "seconds": 0.5}, {"tokens": 32768, "error": "out of memory"}],
+            "sessions": [{"sessions": 1, "prompt": 512, "steps": 128, "seconds": 1.0, "tok_s": 128.0},
+                         {"sessions": 32, "prompt": 512, "steps": 128, "error": "device lost"}]}}"#,
+    )
+    .unwrap();
+    let r = parse_qwgpu("9B", BF16, &v);
+    assert_eq!(r.ttft_of(4096), Some(0.5));
+    assert_eq!(r.ttft_of(32768), None);
+    assert_eq!(
+        r.row_errors,
+        vec!["time to first token, 32768 tokens: out of memory"]
+    );
+    let b = parse_qwgpu_sessions(QWGPU, "9B", BF16, &v);
+    assert_eq!(b.rows, vec![(1, 128.0)]);
+    assert_eq!(b.errors, vec!["32 sessions: device lost"]);
+    // Without rows (an older qwgpu): said, not silently empty.
+    let none = parse_qwgpu_sessions(QWGPU, "9B", BF16, &serde_json::json!({"model": {}}));
+    assert!(none.rows.is_empty() && !none.errors.is_empty());
+    let mut results = canned();
+    results.runs[0].row_errors = r.row_errors.clone();
+    assert!(render(&results)
+        .contains("- qwgpu 9B BF16: time to first token, 32768 tokens: out of memory"));
+}
+
+/// The committed results.json renders; stripped of issue 17's fields (as the
+/// one written before they existed is), every new row says "not measured".
+#[test]
+fn the_committed_results_json_renders_with_not_measured_rows() {
+    let text = include_str!("../../../benches/results.json");
+    let r: Results = serde_json::from_str(text).unwrap();
+    let md = render(&r);
+    for heading in [
+        "## Time to first token",
+        "## Batched decode",
+        "## Targets of issue 17",
+    ] {
+        assert!(md.contains(heading), "{heading}\n{md}");
+    }
+    let mut v: serde_json::Value = serde_json::from_str(text).unwrap();
+    let o = v.as_object_mut().unwrap();
+    for key in [
+        "ttft_lens",
+        "session_counts",
+        "session_prompt",
+        "session_steps",
+        "batched",
+        "coop_peak",
+    ] {
+        o.remove(key);
+    }
+    for run in o["runs"].as_array_mut().unwrap() {
+        let run = run.as_object_mut().unwrap();
+        run.remove("ttft");
+        run.remove("row_errors");
+    }
+    let old: Results = serde_json::from_value(v).unwrap();
+    let md = render(&old);
+    assert!(
+        md.contains("## Time to first token\n\nnot measured in this run."),
+        "{md}"
+    );
+    assert!(
+        md.contains("## Batched decode\n\nnot measured in this run."),
+        "{md}"
+    );
+    assert!(md.contains("best tiling) | not measured |"), "{md}");
+    assert!(
+        md.contains("| 9B BF16 batched decode, 16 sessions ≥ 1.0× llama-batched-bench CUDA | — | not measured |"),
+        "{md}"
+    );
+    // Its prefill figures judge issue 17's prefill targets all the same.
+    assert!(
+        md.contains("| 9B BF16 prefill 4096 ≥ 1.0× llama.cpp CUDA | "),
+        "{md}"
+    );
+    assert!(
+        !md.contains("| 9B BF16 prefill 4096 ≥ 1.0× llama.cpp CUDA | — |"),
+        "{md}"
+    );
+}
+
+/// The batched-decode peer step end to end, with a stand-in binary that
+/// checks its command line and prints the sample table.
+#[test]
+fn llama_batched_bench_step_runs_the_asked_counts() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = std::env::temp_dir().join(format!("xtask-batched-{}", std::process::id()));
+    std::fs::create_dir_all(&root).unwrap();
+    let sample = root.join("table.txt");
+    std::fs::write(&sample, include_str!("samples/batched_bench_format.txt")).unwrap();
+    let bin = root.join("llama-batched-bench");
+    // 32 × (512 + 128) = 20480 tokens of context, or it skips rows.
+    std::fs::write(
+        &bin,
+        format!(
+            "#!/bin/sh\ncase \"$*\" in *'-ngl 99 -fa on -c 20480 -npp 512 -ntg 128 -npl 1,4,16,32'*) cat '{}';; *) echo \"bad args: $*\" >&2; exit 2;; esac\n",
+            sample.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let arg = |s: &str| s.to_string();
+    let o = super::opts::Opts::parse(&[
+        arg("--work"),
+        root.join("work").display().to_string(),
+        arg("--out"),
+        root.join("out").display().to_string(),
+    ])
+    .unwrap();
+    let b = super::Bench::new(o).unwrap();
+    assert_eq!(b.r.session_counts, vec![1, 4, 16, 32]);
+    let run = b.llama_batched(LLAMA_CUDA, &bin, "9B", &root.join("m.gguf"));
+    assert!(run.errors.is_empty(), "{:?}", run.errors);
+    assert_eq!(run.tok_s(32), Some(2400.94));
+    // Other counts: the stand-in refuses them, and the failure is recorded.
+    let o = super::opts::Opts::parse(&[
+        arg("--work"),
+        root.join("work").display().to_string(),
+        arg("--out"),
+        root.join("out").display().to_string(),
+        arg("--sessions"),
+        arg("1,8"),
+    ])
+    .unwrap();
+    let b = super::Bench::new(o).unwrap();
+    let run = b.llama_batched(LLAMA_CUDA, &bin, "9B", &root.join("m.gguf"));
+    assert!(run.rows.is_empty());
+    assert!(
+        run.errors.iter().any(|e| e.contains("bad args")),
+        "{:?}",
+        run.errors
+    );
+    std::fs::remove_dir_all(&root).unwrap();
 }

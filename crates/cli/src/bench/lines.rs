@@ -61,6 +61,32 @@ pub(super) fn batched(sessions: usize, steps: usize, seconds: f64) -> String {
     )
 }
 
+/// `ttft  32768 tokens: 14.210 s (fresh session: prefill + first sampled token)`.
+pub(super) fn ttft(tokens: usize, seconds: f64) -> String {
+    format!(
+        "ttft {tokens:>6} tokens: {seconds:.3} s (fresh session: prefill + first sampled token)"
+    )
+}
+
+/// A `--ttft` length that failed.
+pub(super) fn ttft_error(tokens: usize, error: &str) -> String {
+    format!("ttft {tokens:>6} tokens: error: {error}")
+}
+
+/// `sessions  16 × 128 steps after 512-token prompts: 2.000 s = 1024.0 tok/s total, 64.0 tok/s per session`.
+pub(super) fn sessions(sessions: usize, prompt: usize, steps: usize, seconds: f64) -> String {
+    let tok_s = (sessions * steps) as f64 / seconds.max(1e-9);
+    let per_session = tok_s / sessions.max(1) as f64;
+    format!(
+        "sessions {sessions:>3} × {steps} steps after {prompt}-token prompts: {seconds:.3} s = {tok_s:.1} tok/s total, {per_session:.1} tok/s per session"
+    )
+}
+
+/// A `--sessions` count that failed.
+pub(super) fn sessions_error(sessions: usize, error: &str) -> String {
+    format!("sessions {sessions:>3}: error: {error}")
+}
+
 /// `decode step GPU time 1.500 ms (launches timed one per pass)`.
 pub(super) fn profile_header(what: &str, total_ns: f64) -> String {
     let ms = total_ns / 1e6;
@@ -114,6 +140,22 @@ mod tests {
         assert_eq!(
             batched(8, 128, 2.0),
             "batched decode   8 sessions × 128 steps: 2.000 s = 512.0 tok/s total, 64.0 tok/s per session"
+        );
+        assert_eq!(
+            ttft(32768, 14.21),
+            "ttft  32768 tokens: 14.210 s (fresh session: prefill + first sampled token)"
+        );
+        assert_eq!(
+            ttft_error(4096, "out of memory"),
+            "ttft   4096 tokens: error: out of memory"
+        );
+        assert_eq!(
+            sessions(16, 512, 128, 2.0),
+            "sessions  16 × 128 steps after 512-token prompts: 2.000 s = 1024.0 tok/s total, 64.0 tok/s per session"
+        );
+        assert_eq!(
+            sessions_error(32, "device lost"),
+            "sessions  32: error: device lost"
         );
         assert_eq!(
             profile_header("decode step", 1_500_000.0),

@@ -1,11 +1,13 @@
 //! `qwgpu bench`: load time, peak host memory, prefill and decode speed of a
 //! model folder on random token ids (no tokenizer needed, so random-weight
-//! checkpoints of real geometry work too), and the device copy bandwidth.
-//! `--json` prints one JSON object for `cargo xtask bench` to collect.
+//! checkpoints of real geometry work too), time to first token, batched
+//! decode over many sessions, and the device copy bandwidth. `--json` prints
+//! one JSON object for `cargo xtask bench` to collect.
 
 mod copy;
 mod lines;
 mod memory;
+mod multi;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -66,6 +68,22 @@ pub struct BenchArgs {
     /// Prompt tokens of each session in `--batch` runs.
     #[arg(long, default_value_t = 128)]
     batch_prompt: usize,
+    /// Time to first token for each prompt length (e.g. `4096,32768`): a fresh
+    /// session, the prompt's prefill and the first sampled token, wall clock.
+    #[arg(long, value_delimiter = ',')]
+    ttft: Vec<usize>,
+    /// Batched decode at each session count (e.g. `1,4,16,32`): N sessions each
+    /// prefill `--session-prompt` random tokens, then `--session-steps` steps
+    /// of `decode_batch` over all N; total tok/s = N × steps ÷ time, the
+    /// figure llama-batched-bench calls S_TG.
+    #[arg(long, value_delimiter = ',')]
+    sessions: Vec<usize>,
+    /// Prompt tokens of each session in `--sessions` runs.
+    #[arg(long, default_value_t = 512)]
+    session_prompt: usize,
+    /// Timed `decode_batch` steps of `--sessions` runs.
+    #[arg(long, default_value_t = 128)]
+    session_steps: usize,
     /// Let prefill use the f16 cooperative-matrix GEMM where the adapter has it
     /// (faster; logits move by up to ~1% of their scale).
     #[arg(long)]
@@ -156,18 +174,36 @@ fn bench_model(args: &BenchArgs, dir: &Path) -> Result<Value> {
         top_k: 0,
         top_p: 1.0,
     };
-    let (prefills, decode_at) = if args.prefill.is_empty() && args.decode_at.is_empty() {
+    // The default decode run only when nothing else was asked for.
+    let asked = !args.prefill.is_empty()
+        || !args.decode_at.is_empty()
+        || !args.ttft.is_empty()
+        || !args.sessions.is_empty();
+    let (prefills, decode_at) = if !asked {
         (vec![], vec![args.prompt_len.max(1)])
     } else {
         (args.prefill.clone(), args.decode_at.clone())
     };
-    if prefills.iter().chain(&decode_at).any(|&n| n == 0) {
-        bail!("prefill and decode context lengths must be at least 1");
+    if prefills
+        .iter()
+        .chain(&decode_at)
+        .chain(&args.ttft)
+        .any(|&n| n == 0)
+    {
+        bail!("prefill, decode context and --ttft lengths must be at least 1");
     }
     let mut lengths: Vec<usize> = prefills.iter().chain(&decode_at).copied().collect();
     lengths.sort_unstable();
     lengths.dedup();
-    let prompt = random_ids(*lengths.last().unwrap_or(&1), vocab);
+    // Long enough for every length and for one full warm-up chunk.
+    let longest = lengths
+        .iter()
+        .chain(&args.ttft)
+        .copied()
+        .chain([args.chunk.max(1)])
+        .max()
+        .unwrap_or(1);
+    let prompt = random_ids(longest, vocab);
 
     // Warm-up (pipeline compilation, first allocations, clocks) on its own
     // session: one prefill step of each shape in use, then decode steps for a
@@ -230,6 +266,17 @@ fn bench_model(args: &BenchArgs, dir: &Path) -> Result<Value> {
         writeln!(std::io::stdout(), "{}", load.line())?;
     }
     let batch_rows = bench_batches(&model, args, vocab)?;
+    let ttft_rows = multi::ttft_rows(&model, &prompt, &args.ttft, args.json)?;
+    let session_rows = multi::session_rows(
+        &model,
+        &multi::SessionsPlan {
+            counts: &args.sessions,
+            prompt: args.session_prompt,
+            steps: args.session_steps,
+        },
+        vocab,
+        args.json,
+    )?;
     let mut profile = Value::Null;
     let mut prefill_profile = Value::Null;
     if args.profile {
@@ -263,6 +310,8 @@ fn bench_model(args: &BenchArgs, dir: &Path) -> Result<Value> {
         "prefill": prefill_rows.iter().map(Timed::json).collect::<Vec<_>>(),
         "decode": decode_rows.iter().map(Timed::json).collect::<Vec<_>>(),
         "batched_decode": batch_rows,
+        "ttft": ttft_rows,
+        "sessions": session_rows,
         "f16_matmul": args.f16_matmul,
         "decode_profile": profile,
         "prefill_profile": prefill_profile,
@@ -272,34 +321,12 @@ fn bench_model(args: &BenchArgs, dir: &Path) -> Result<Value> {
 
 /// `--batch`: total decode tokens/s of N sessions stepping together.
 fn bench_batches(model: &Model, args: &BenchArgs, vocab: u64) -> Result<Vec<Value>> {
-    let greedy = SamplingParams {
-        temperature: 0.0,
-        top_k: 0,
-        top_p: 1.0,
-    };
     let mut rows = Vec::new();
     for &n in &args.batch {
         if n == 0 || args.decode == 0 {
             bail!("--batch sizes and --decode must be at least 1");
         }
-        let mut sessions = Vec::with_capacity(n);
-        let mut next = Vec::with_capacity(n);
-        for i in 0..n {
-            let mut s = model.new_session()?;
-            // Different prompts per session (different positions' ids).
-            let prompt = random_ids(args.batch_prompt.max(1) + i, vocab);
-            next.push(model.sample_next(&mut s, &prompt[i..], &greedy)?);
-            sessions.push(s);
-        }
-        let params = vec![greedy; n];
-        // One untimed step records the batch's launches and warms up.
-        let mut refs: Vec<&mut engine::Session> = sessions.iter_mut().collect();
-        next = model.decode_batch(&mut refs, &next, &params)?;
-        let t = Instant::now();
-        for _ in 0..args.decode {
-            next = model.decode_batch(&mut refs, &next, &params)?;
-        }
-        let seconds = t.elapsed().as_secs_f64();
+        let seconds = multi::batched_seconds(model, n, args.batch_prompt, args.decode, vocab)?;
         let tokens = n * args.decode;
         let tok_s = tokens as f64 / seconds.max(1e-9);
         if !args.json {
