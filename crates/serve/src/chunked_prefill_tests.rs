@@ -100,6 +100,14 @@ fn metric(e: &Engine, name: &str) -> f64 {
     parse_metric(&text, name).unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
 }
 
+/// Fails (never skips) without a GPU adapter: CI has lavapipe.
+fn require_gpu() {
+    assert!(
+        qwgpu_model::engine::gpu_adapter_name().is_some(),
+        "no GPU adapter: this test needs one (lavapipe: apt-get install mesa-vulkan-drivers)"
+    );
+}
+
 fn chunk(request: u64, from: usize, to: usize, prompt: usize) -> PrefillChunk {
     PrefillChunk {
         request,
@@ -185,10 +193,7 @@ fn a_stream_keeps_decoding_while_a_long_prompt_prefills_in_chunks() {
 /// its own GPU prefill step: B's greedy reply is still its lone reply.
 #[test]
 fn a_stream_keeps_decoding_while_a_long_prompt_prefills_in_chunks_on_the_gpu() {
-    assert!(
-        qwgpu_model::engine::gpu_adapter_name().is_some(),
-        "no GPU adapter: this test needs one (lavapipe: apt-get install mesa-vulkan-drivers)"
-    );
+    require_gpu();
     let mut e = engine(Backend::Gpu, 16, 0);
     let steps = a_decodes_while_b_arrives(&mut e);
     assert_interleaved(&steps);
@@ -247,9 +252,8 @@ fn a_request_cancelled_mid_prefill_frees_its_session_and_slot() {
 /// A chat turn's prompt with its template boundary: the piece stops there
 /// for a snapshot, and a later prompt extending that prefix restores it and
 /// prefills only its own tokens, in chunks, to the reply a cold run gives.
-#[test]
-fn chunked_prefill_takes_boundary_snapshots_and_resumes_from_cached_prefixes() {
-    let mut e = engine(Backend::Cpu, 16, 1 << 30);
+fn boundary_snapshots_and_cached_prefixes(backend: Backend) {
+    let mut e = engine(backend, 16, 1 << 30);
     let mut batch = Batch::default();
     let p = prompt(40, 6);
     let (mut first, mut first_rx) = job(p.clone(), 3);
@@ -294,6 +298,19 @@ fn chunked_prefill_takes_boundary_snapshots_and_resumes_from_cached_prefixes() {
     assert_eq!(metric(&e, "qwgpu_prefix_cache_hits_total"), 1.0);
     assert_eq!(metric(&e, "qwgpu_prefix_cache_hit_tokens_total"), 37.0);
     assert_eq!(metric(&e, "qwgpu_prefill_tokens_total"), 40.0 + 45.0);
+}
+
+#[test]
+fn chunked_prefill_takes_boundary_snapshots_and_resumes_from_cached_prefixes() {
+    boundary_snapshots_and_cached_prefixes(Backend::Cpu);
+}
+
+/// The same on the GPU backend (lavapipe in CI): snapshots and restores of
+/// GPU sessions between chunks.
+#[test]
+fn chunked_prefill_takes_boundary_snapshots_and_resumes_from_cached_prefixes_on_the_gpu() {
+    require_gpu();
+    boundary_snapshots_and_cached_prefixes(Backend::Gpu);
 }
 
 /// Two requests sharing a prefix arrive together: the second's cache lookup
