@@ -44,7 +44,8 @@ impl Finish {
 /// What the engine sends back for one request.
 #[derive(Debug)]
 pub enum Event {
-    /// The request joined the batch; `cached` prompt tokens came from the prefix cache.
+    /// The request's prefill began (its session exists); `cached` prompt
+    /// tokens came from the prefix cache.
     Admitted { cached: usize },
     /// A generated token (end-of-sequence tokens are not sent).
     Token(u32),
