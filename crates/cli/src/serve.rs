@@ -22,6 +22,11 @@ pub struct ServeArgs {
     /// Most sequences decoding together (continuous batching).
     #[arg(long, default_value_t = 16)]
     max_batch: usize,
+    /// Most prompt tokens prefilled per scheduler step: a longer prompt is prefilled in chunks
+    /// between the decode steps of the running streams, which keep producing tokens meanwhile
+    /// (0: each prompt whole as its request joins, stalling every stream for its prefill).
+    #[arg(long, default_value_t = qwgpu_serve::DEFAULT_PREFILL_CHUNK)]
+    prefill_chunk: usize,
     /// Memory for prefix-cache snapshots of the model state (e.g. 1GiB, 512MiB; 0 turns the cache off).
     #[arg(long, default_value = "1GiB", value_parser = qwgpu_serve::parse_size)]
     cache_mem: u64,
@@ -48,6 +53,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         opts.model_name = name.clone();
     }
     opts.max_batch = args.max_batch;
+    opts.prefill_chunk = args.prefill_chunk;
     opts.cache_mem = args.cache_mem;
     opts.max_queue = args.max_queue;
     opts.load = load_options(
@@ -79,12 +85,16 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     })
 }
 
-/// `serving `tiny` on http://127.0.0.1:8080/v1 (cpu reference; batch 16, prefix cache 1024 MiB)`.
+/// `serving `tiny` on http://127.0.0.1:8080/v1 (cpu reference; batch 16, prefill chunk 512, prefix cache 1024 MiB)`.
 fn serving_line(opts: &ServeOptions, addr: std::net::SocketAddr, backend: &str) -> String {
     let name = &opts.model_name;
     let batch = opts.max_batch;
+    let chunk = match opts.prefill_chunk {
+        0 => "whole prompts".to_string(),
+        n => format!("prefill chunk {n}"),
+    };
     let cache_mib = opts.cache_mem >> 20;
-    format!("serving `{name}` on http://{addr}/v1 ({backend}; batch {batch}, prefix cache {cache_mib} MiB)")
+    format!("serving `{name}` on http://{addr}/v1 ({backend}; batch {batch}, {chunk}, prefix cache {cache_mib} MiB)")
 }
 
 /// Resolves on Ctrl-C (the server then finishes the requests in flight). If
@@ -119,11 +129,17 @@ mod tests {
         let mut opts = ServeOptions::new("/m/tiny".into());
         opts.model_name = "tiny".into();
         opts.max_batch = 4;
+        opts.prefill_chunk = 256;
         opts.cache_mem = 512 << 20;
         let addr: std::net::SocketAddr = "127.0.0.1:8080".parse().expect("addr");
         assert_eq!(
             serving_line(&opts, addr, "cpu reference"),
-            "serving `tiny` on http://127.0.0.1:8080/v1 (cpu reference; batch 4, prefix cache 512 MiB)"
+            "serving `tiny` on http://127.0.0.1:8080/v1 (cpu reference; batch 4, prefill chunk 256, prefix cache 512 MiB)"
+        );
+        opts.prefill_chunk = 0;
+        assert_eq!(
+            serving_line(&opts, addr, "cpu reference"),
+            "serving `tiny` on http://127.0.0.1:8080/v1 (cpu reference; batch 4, whole prompts, prefix cache 512 MiB)"
         );
     }
 

@@ -31,6 +31,8 @@ fn serve_listens_prints_its_address_and_answers() {
             "cpu",
             "--cache-mem",
             "16MiB",
+            "--prefill-chunk",
+            "2",
             "--model",
         ])
         .arg(fixture())
@@ -45,6 +47,7 @@ fn serve_listens_prints_its_address_and_answers() {
             .expect("serve exited before listening")
             .expect("line");
         if let Some(rest) = line.split("http://").nth(1) {
+            assert!(line.contains("prefill chunk 2,"), "{line}");
             break rest.split('/').next().expect("address").to_owned();
         }
     };

@@ -82,6 +82,7 @@ pub fn start(opts: &ServeOptions) -> Result<AppState, ServeError> {
         eos: files.eos.clone(),
         cache_mem: opts.cache_mem,
         max_batch: opts.max_batch,
+        prefill_chunk: opts.prefill_chunk,
     };
     let ready =
         scheduler::spawn(setup, rx, metrics.clone(), engine.clone()).map_err(ServeError::Thread)?;

@@ -3,8 +3,10 @@
 //! - [`app`]: the axum routes (`/v1/chat/completions`, `/v1/completions`,
 //!   `/v1/models`, `/health`, `/metrics`) and their OpenAI-style errors;
 //! - [`scheduler`]: the engine thread, owner of the model and of every
-//!   session, running continuous batching (new requests join between decode
-//!   steps; a finished or cancelled one leaves without stalling the others);
+//!   session, running continuous batching in steps (new requests join between
+//!   steps; a long prompt is prefilled a chunk per step while the running
+//!   streams keep decoding; a finished or cancelled request leaves without
+//!   stalling the others);
 //! - [`prefix_cache`]: snapshots of the hybrid (GDN + attention) state keyed
 //!   by the exact token prefix they cover, so a chat client resending its
 //!   conversation prefills only the new turn;
@@ -33,14 +35,17 @@ pub mod metrics;
 pub mod model_files;
 pub mod options;
 pub mod ordered_json;
+mod prefill;
 pub mod prefix_cache;
 mod py_json;
 pub mod scheduler;
 pub mod stop;
 
 #[cfg(test)]
+mod chunked_prefill_tests;
+#[cfg(test)]
 mod engine_tests;
 
 pub use app::{start, AppState};
 pub use error::ServeError;
-pub use options::{parse_size, ServeOptions};
+pub use options::{parse_size, ServeOptions, DEFAULT_PREFILL_CHUNK};

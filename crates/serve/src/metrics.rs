@@ -35,6 +35,11 @@ pub struct Metrics {
     pub requests_cancelled: AtomicU64,
     pub prompt_tokens: AtomicU64,
     pub prefill_tokens: AtomicU64,
+    /// Pieces of prompts prefilled (a prompt takes one per scheduler step
+    /// it spans, more where a step also starts the next prompt).
+    pub prefill_chunks: AtomicU64,
+    /// Requests taken from the queue whose prefill has not ended.
+    pub prefill_pending: AtomicU64,
     pub generated_tokens: AtomicU64,
     /// f64 bits: tokens of the last decode step / its duration.
     pub decode_tokens_per_second: AtomicU64,
@@ -78,7 +83,7 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, f64); 17] = [
+        let rows: [(&str, &str, &str, f64); 19] = [
             (
                 "qwgpu_requests_total",
                 "counter",
@@ -108,6 +113,18 @@ impl Metrics {
                 "counter",
                 "Prompt tokens actually prefilled (not restored from the prefix cache).",
                 self.prefill_tokens.load(Relaxed) as f64,
+            ),
+            (
+                "qwgpu_prefill_chunks_total",
+                "counter",
+                "Pieces of prompts prefilled, at most --prefill-chunk tokens per scheduler step.",
+                self.prefill_chunks.load(Relaxed) as f64,
+            ),
+            (
+                "qwgpu_prefill_pending",
+                "gauge",
+                "Requests holding a batch slot whose prompt is not yet prefilled.",
+                self.prefill_pending.load(Relaxed) as f64,
             ),
             (
                 "qwgpu_generated_tokens_total",

@@ -6,6 +6,12 @@ use qwgpu_model::engine::LoadOptions;
 
 use crate::ServeError;
 
+/// The default per-step prefill budget: the GPU backend's own prefill step
+/// ([`qwgpu_model::engine::DEFAULT_MAX_CHUNK`] tokens), so chunking splits
+/// no GPU step and costs prefill no speed, while a stream waits at most one
+/// such step per token.
+pub const DEFAULT_PREFILL_CHUNK: usize = qwgpu_model::engine::DEFAULT_MAX_CHUNK;
+
 /// Server settings (the CLI's flags).
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -15,6 +21,11 @@ pub struct ServeOptions {
     pub model_name: String,
     /// Most sequences decoding together.
     pub max_batch: usize,
+    /// Most prompt tokens prefilled per scheduler step, between the running
+    /// streams' decode steps: a longer prompt takes several steps while the
+    /// others keep producing tokens. 0 prefills each prompt whole as its
+    /// request joins (every stream waits for it).
+    pub prefill_chunk: usize,
     /// Bytes of state snapshots the prefix cache keeps (0: no cache).
     pub cache_mem: u64,
     /// Requests waiting for a batch slot before new ones get 429.
@@ -25,7 +36,8 @@ pub struct ServeOptions {
 }
 
 impl ServeOptions {
-    /// Defaults for `dir`: batch 16, 1 GiB of cache, a queue of 256, 4 MiB bodies.
+    /// Defaults for `dir`: batch 16, prefill chunks of [`DEFAULT_PREFILL_CHUNK`]
+    /// tokens, 1 GiB of cache, a queue of 256, 4 MiB bodies.
     pub fn new(model_dir: PathBuf) -> Self {
         let model_name = model_dir
             .canonicalize()
@@ -37,6 +49,7 @@ impl ServeOptions {
             model_dir,
             model_name,
             max_batch: 16,
+            prefill_chunk: DEFAULT_PREFILL_CHUNK,
             cache_mem: 1 << 30,
             max_queue: 256,
             max_body_bytes: 4 << 20,

@@ -1,12 +1,17 @@
 //! The engine thread: it owns the model and every session, and runs
-//! continuous batching. Each iteration admits waiting requests while the
-//! batch has room (restoring the longest cached prefix, prefilling the rest
-//! and sampling the first token), then runs one decode step for all active
-//! sequences, sends each new token to its request and retires finished ones
-//! (end of sequence, `max_tokens`, or a client that went away: its channel is
-//! closed). The HTTP side never touches the model; it talks to this thread
-//! over channels.
+//! continuous batching in steps. Between steps it takes queued requests while
+//! the batch has room. Each step then runs at most one chunk of pending
+//! prefill (the `prefill` module: the next prompts in arrival order, the
+//! longest cached prefix restored first, up to the step's token budget; a
+//! prompt's last piece samples its first token and joins the decode batch),
+//! then one decode step for every decoding sequence, sends each new token to
+//! its request and retires finished ones (end of sequence, `max_tokens`, or a
+//! client that went away: its channel is closed). A long prompt thus takes
+//! several steps while every running stream keeps getting a token per step.
+//! The HTTP side never touches the model; it talks to this thread over
+//! channels.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -39,7 +44,8 @@ impl Finish {
 /// What the engine sends back for one request.
 #[derive(Debug)]
 pub enum Event {
-    /// The request joined the batch; `cached` prompt tokens came from the prefix cache.
+    /// The request's prefill began (its session exists); `cached` prompt
+    /// tokens came from the prefix cache.
     Admitted { cached: usize },
     /// A generated token (end-of-sequence tokens are not sent).
     Token(u32),
@@ -66,16 +72,68 @@ pub struct Job {
 }
 
 /// A sequence in the decode batch.
-struct Active {
-    session: Session,
+pub(crate) struct Active {
+    /// The request's number in arrival order (step records name it).
+    pub(crate) id: u64,
+    pub(crate) session: Session,
     /// Every token the session has consumed (its position).
-    ids: Vec<u32>,
+    pub(crate) ids: Vec<u32>,
     /// The last sampled token, consumed by the next decode step.
-    next: u32,
-    generated: usize,
-    max_tokens: usize,
-    params: SamplingParams,
-    events: UnboundedSender<Event>,
+    pub(crate) next: u32,
+    pub(crate) generated: usize,
+    pub(crate) max_tokens: usize,
+    pub(crate) params: SamplingParams,
+    pub(crate) events: UnboundedSender<Event>,
+}
+
+/// A request taken from the queue whose prefill has not begun.
+pub(crate) struct Waiting {
+    pub(crate) id: u64,
+    pub(crate) job: Job,
+}
+
+/// Every request the engine holds: waiting for prefill, being prefilled
+/// (one at a time: prompts run in arrival order), or decoding.
+#[derive(Default)]
+pub(crate) struct Batch {
+    pub(crate) waiting: VecDeque<Waiting>,
+    pub(crate) prefilling: Option<crate::prefill::Prefill>,
+    pub(crate) active: Vec<Active>,
+    next_id: u64,
+}
+
+impl Batch {
+    /// Takes a request; returns its number in arrival order.
+    pub(crate) fn push(&mut self, job: Job) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.waiting.push_back(Waiting { id, job });
+        id
+    }
+
+    /// Requests held (each takes a batch slot).
+    pub(crate) fn len(&self) -> usize {
+        self.waiting.len() + usize::from(self.prefilling.is_some()) + self.active.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Requests not yet decoding (waiting for prefill or in it).
+    pub(crate) fn pending(&self) -> usize {
+        self.waiting.len() + usize::from(self.prefilling.is_some())
+    }
+}
+
+/// What one scheduler step ran: the engine's observable schedule (traced at
+/// debug level; the tests check interleaving on it rather than on timing).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct StepRecord {
+    /// The pieces of prompts prefilled, in the order they ran.
+    pub(crate) prefill: Vec<crate::prefill::PrefillChunk>,
+    /// The requests that ran this step's decode step, in batch order.
+    pub(crate) decoded: Vec<u64>,
 }
 
 /// Whether the engine thread still serves; once it has stopped (a panic,
@@ -97,12 +155,14 @@ impl EngineStatus {
 #[cfg(test)]
 pub(crate) const PANIC_PROMPT: u32 = u32::MAX;
 
-struct Engine {
-    model: Model,
+pub(crate) struct Engine {
+    pub(crate) model: Model,
     eos: Vec<u32>,
-    cache: PrefixCache<qwgpu_model::engine::Snapshot>,
-    config: TextConfig,
-    metrics: Arc<Metrics>,
+    pub(crate) cache: PrefixCache<qwgpu_model::engine::Snapshot>,
+    pub(crate) config: TextConfig,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Most prompt tokens prefilled per step (0: whole prompts at once).
+    pub(crate) prefill_chunk: usize,
 }
 
 /// What the engine thread is started with.
@@ -114,6 +174,8 @@ pub struct EngineSetup {
     pub cache_mem: u64,
     /// Most sequences decoding together.
     pub max_batch: usize,
+    /// Most prompt tokens prefilled per step (0: whole prompts at once).
+    pub prefill_chunk: usize,
 }
 
 /// Starts the engine thread: it loads the model, reports the load's result,
@@ -134,6 +196,7 @@ pub fn spawn(
                 eos,
                 cache_mem,
                 max_batch,
+                prefill_chunk,
             } = setup;
             let model = match Model::load(&dir, &load) {
                 Ok(m) => m,
@@ -145,14 +208,7 @@ pub fn spawn(
             // Up before `start` returns: /metrics never shows a served engine as down.
             Metrics::set(&metrics.engine_up, 1);
             let _ = ready_tx.send(Ok(model.backend_name()));
-            let config = model.config().clone();
-            let mut engine = Engine {
-                model,
-                eos,
-                cache: PrefixCache::new(cache_mem),
-                config,
-                metrics: metrics.clone(),
-            };
+            let mut engine = Engine::new(model, eos, cache_mem, prefill_chunk, metrics.clone());
             // Whatever ends the loop, /health and /metrics must say so: a
             // dead engine otherwise looks healthy while every request gets 503.
             let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -178,13 +234,32 @@ pub fn spawn(
 }
 
 impl Engine {
+    /// An engine over `model` with a prefix cache of `cache_mem` bytes.
+    pub(crate) fn new(
+        model: Model,
+        eos: Vec<u32>,
+        cache_mem: u64,
+        prefill_chunk: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let config = model.config().clone();
+        Self {
+            model,
+            eos,
+            cache: PrefixCache::new(cache_mem),
+            config,
+            metrics,
+            prefill_chunk,
+        }
+    }
+
     fn run(&mut self, mut jobs: mpsc::Receiver<Job>, max_batch: usize) {
-        let mut active: Vec<Active> = Vec::new();
+        let mut batch = Batch::default();
         let mut open = true;
         loop {
-            // Admit: block for work only when nothing is decoding.
-            while open && active.len() < max_batch {
-                let job = if active.is_empty() {
+            // Take queued requests: block for work only when nothing is held.
+            while open && batch.len() < max_batch {
+                let job = if batch.is_empty() {
                     match jobs.blocking_recv() {
                         Some(j) => j,
                         None => {
@@ -211,96 +286,75 @@ impl Engine {
                     Metrics::add(&self.metrics.requests_cancelled, 1);
                     continue;
                 }
-                if let Some(a) = self.admit(job) {
-                    active.push(a);
-                }
+                Metrics::add(&self.metrics.prompt_tokens, job.prompt.len() as u64);
+                batch.push(job);
             }
-            if active.is_empty() {
+            if batch.is_empty() {
                 if !open {
                     return;
                 }
                 continue;
             }
-            // A client that went away frees its slot before the step.
-            let before = active.len();
-            active.retain(|a| !a.events.is_closed());
-            Metrics::add(
-                &self.metrics.requests_cancelled,
-                (before - active.len()) as u64,
-            );
-            Metrics::set(&self.metrics.active, active.len() as u64);
-            if active.is_empty() {
-                continue;
-            }
-            self.step(&mut active);
-            Metrics::set(&self.metrics.active, active.len() as u64);
+            self.step(&mut batch);
         }
     }
 
-    /// Restores the longest cached prefix, prefills the rest of the prompt and
-    /// samples the first token; `None` when the request already ended.
-    fn admit(&mut self, job: Job) -> Option<Active> {
-        let n = job.prompt.len();
-        Metrics::add(&self.metrics.prompt_tokens, n as u64);
-        let started = self.start_session(&job);
-        let (mut session, cached) = match started {
-            Ok(s) => s,
-            Err((stage, e)) => {
-                self.refuse(&job, stage, &e);
-                return None;
-            }
-        };
-        Metrics::add(&self.metrics.prefill_tokens, (n - cached) as u64);
-        let _ = job.events.send(Event::Admitted { cached });
-        let mut from = cached;
-        if let Some(b) = job.boundary.filter(|&b| b > cached && b < n) {
-            let bytes = snapshot_bytes(&self.config, b);
-            if self.cache.fits(bytes) && !self.cache.contains(&job.prompt[..b]) {
-                if let Err(e) = self.model.forward(&mut session, &job.prompt[cached..b]) {
-                    self.refuse(&job, AdmissionFailure::Prefill, &e);
-                    return None;
-                }
-                self.remember(&job.prompt[..b], &session);
-                from = b;
-            }
+    /// One scheduler step: drops requests whose client went away, prefills
+    /// at most one chunk of pending prompts (a finished prompt's request
+    /// joins the decode batch), then runs one decode step for every decoding
+    /// sequence.
+    pub(crate) fn step(&mut self, batch: &mut Batch) -> StepRecord {
+        self.drop_cancelled(batch);
+        let prefill = self.prefill(batch);
+        self.gauges(batch);
+        let decoded: Vec<u64> = batch.active.iter().map(|a| a.id).collect();
+        if !batch.active.is_empty() {
+            self.decode(&mut batch.active);
         }
-        let first = match self
-            .model
-            .sample_next(&mut session, &job.prompt[from..], &job.params)
+        self.gauges(batch);
+        let record = StepRecord { prefill, decoded };
+        if !record.prefill.is_empty() {
+            tracing::debug!(?record, "scheduler step");
+        }
+        record
+    }
+
+    fn gauges(&self, batch: &Batch) {
+        Metrics::set(&self.metrics.active, batch.active.len() as u64);
+        Metrics::set(&self.metrics.prefill_pending, batch.pending() as u64);
+    }
+
+    /// A client that went away frees its slot (and its session, mid-prefill
+    /// too) before the step.
+    fn drop_cancelled(&self, batch: &mut Batch) {
+        let before = batch.len();
+        batch.waiting.retain(|w| !w.job.events.is_closed());
+        if batch
+            .prefilling
+            .as_ref()
+            .is_some_and(|p| p.job.events.is_closed())
         {
-            Ok(t) => t,
-            Err(e) => {
-                self.refuse(&job, AdmissionFailure::Prefill, &e);
-                return None;
-            }
-        };
-        self.remember(&job.prompt, &session);
-        let mut a = Active {
-            session,
-            ids: job.prompt,
-            next: first,
-            generated: 0,
-            max_tokens: job.max_tokens,
-            params: job.params,
-            events: job.events,
-        };
-        if self.deliver(&mut a) {
-            Some(a)
-        } else {
-            None
+            batch.prefilling = None;
         }
+        batch.active.retain(|a| !a.events.is_closed());
+        Metrics::add(
+            &self.metrics.requests_cancelled,
+            (before - batch.len()) as u64,
+        );
     }
 
     /// A request the engine could not start: the client gets the error, the
     /// log and `/metrics` (by stage) get it too.
-    fn refuse(&self, job: &Job, stage: AdmissionFailure, e: &ModelError) {
+    pub(crate) fn refuse(&self, job: &Job, stage: AdmissionFailure, e: &ModelError) {
         let (tokens, what) = (job.prompt.len(), stage.as_str());
         tracing::error!("a request of {tokens} prompt tokens failed at admission ({what}): {e}");
         self.metrics.admission_failed(stage);
         let _ = job.events.send(Event::Error(e.to_string()));
     }
 
-    fn start_session(
+    /// A session for `job` with the longest cached prefix of its prompt
+    /// restored; with that prefix's length.
+    pub(crate) fn start_session(
         &mut self,
         job: &Job,
     ) -> Result<(Session, usize), (AdmissionFailure, ModelError)> {
@@ -329,7 +383,7 @@ impl Engine {
     }
 
     /// Snapshots `session` (which has consumed exactly `ids`) into the cache.
-    fn remember(&mut self, ids: &[u32], session: &Session) {
+    pub(crate) fn remember(&mut self, ids: &[u32], session: &Session) {
         let bytes = snapshot_bytes(&self.config, ids.len());
         if !self.cache.fits(bytes) || self.cache.contains(ids) {
             return;
@@ -344,7 +398,7 @@ impl Engine {
 
     /// Handles the token just sampled into `a.next`: ends the reply on EOS or
     /// `max_tokens`, else streams it. Returns whether the sequence goes on.
-    fn deliver(&mut self, a: &mut Active) -> bool {
+    pub(crate) fn deliver(&mut self, a: &mut Active) -> bool {
         let finish = if self.eos.contains(&a.next) {
             Some(Finish::Stop)
         } else {
@@ -369,7 +423,7 @@ impl Engine {
     }
 
     /// One decode step for every active sequence.
-    fn step(&mut self, active: &mut Vec<Active>) {
+    fn decode(&mut self, active: &mut Vec<Active>) {
         self.metrics
             .batch_max
             .fetch_max(active.len() as u64, std::sync::atomic::Ordering::Relaxed);

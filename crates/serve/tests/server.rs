@@ -491,6 +491,33 @@ async fn concurrent_streams_get_the_tokens_of_lone_requests() {
     assert_eq!(s.metric("qwgpu_active_sequences").await, 0.0);
 }
 
+/// `--prefill-chunk` reaches the engine: a prompt of n tokens runs in
+/// ceil(n / 4) pieces of 4, counted in `/metrics`, to the reply the whole
+/// prompt prefilled at once (`0`) gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefill_chunks_follow_the_option_and_change_no_reply() {
+    let req = json!({"prompt": "The quick brown fox jumps over the lazy dog, twice over",
+                     "max_tokens": 6, "temperature": 0});
+    let mut replies = Vec::new();
+    for chunk in [4, 0] {
+        let s = server(|o| {
+            o.cache_mem = 0;
+            o.prefill_chunk = chunk;
+        })
+        .await;
+        let (status, v) = s.post("/v1/completions", &req).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        let n = v["usage"]["prompt_tokens"].as_u64().expect("prompt tokens") as f64;
+        assert!(n > 8.0, "{n} prompt tokens: too few to need chunks");
+        let pieces = if chunk == 0 { 1.0 } else { (n / 4.0).ceil() };
+        assert_eq!(s.metric("qwgpu_prefill_chunks_total").await, pieces);
+        assert_eq!(s.metric("qwgpu_prefill_tokens_total").await, n);
+        assert_eq!(s.metric("qwgpu_prefill_pending").await, 0.0);
+        replies.push(v["choices"][0]["text"].as_str().expect("text").to_owned());
+    }
+    assert_eq!(replies[0], replies[1]);
+}
+
 /// Fails (never skips) without a GPU adapter: CI has lavapipe.
 fn require_gpu() {
     assert!(
