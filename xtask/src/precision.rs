@@ -102,21 +102,21 @@ pub fn verdict(d: &Divergence, bar: &Bar) -> Vec<String> {
             bar_tokens = bar.tokens
         ));
     }
-    if !(d.kl_mean <= bar.kl_mean) {
+    if d.kl_mean.is_nan() || d.kl_mean > bar.kl_mean {
         out.push(format!(
             "mean KL {d_kl_mean:.3e} > HF BF16's {bar_kl_mean:.3e}",
             d_kl_mean = d.kl_mean,
             bar_kl_mean = bar.kl_mean
         ));
     }
-    if !(d.kl_max <= bar.kl_max) {
+    if d.kl_max.is_nan() || d.kl_max > bar.kl_max {
         out.push(format!(
             "max KL {d_kl_max:.3e} > HF BF16's {bar_kl_max:.3e}",
             d_kl_max = d.kl_max,
             bar_kl_max = bar.kl_max
         ));
     }
-    if !(d.top1_agreement >= bar.top1_agreement) {
+    if d.top1_agreement.is_nan() || d.top1_agreement < bar.top1_agreement {
         out.push(format!(
             "top-1 agreement {d_top1:.4} < HF BF16's {bar_top1:.4}",
             d_top1 = d.top1_agreement,
