@@ -9,10 +9,18 @@
 // SwiGLU: the tile's 64 weight rows are, per group of 4 local columns
 // [gate j, gate j+1, up j, up j+1], so each thread holds both halves of its
 // 2 outputs and the tile covers 32 output columns.
+// FAST_X (ContextOptions::precision Fast) rounds x as the fast
+// cooperative-matrix GEMM does, so adapters without cooperative matrices (CI's
+// lavapipe) compute what it computes: per token row a power-of-two scale s
+// (tile_x_scale_exp), x staged as f16(x s) (round to nearest even, subnormals
+// kept) and the row's outputs multiplied by 1/s before the epilogue. The row
+// maxima need a pre-pass over the row's columns; tile_x holds its partials.
 
 const BM: u32 = 64u;   // tokens per tile
 const BN: u32 = 64u;   // weight rows per tile
 const BK: u32 = 32u;   // columns per step
+
+override FAST_X: bool = false;
 
 var<workgroup> tile_x: array<vec4<f32>, 512>;  // [BK][BM / 4]
 var<workgroup> tile_w: array<vec4<f32>, 512>;  // [BK][BN / 4]
@@ -49,6 +57,34 @@ fn tile_row(nt0: u32, lc: u32) -> TileRow {
     return r;
 }
 
+// Exponent of the power-of-two scale of a token row whose largest |x| is mx:
+// its largest value lands in [2^14, 2^15), below f16's largest finite 65504;
+// 0 for a zero, infinite or NaN maximum. The rule of x_scale_exp in
+// matmul_coop.wgsl (the fast path this emulates).
+fn tile_x_scale_exp(mx: f32) -> i32 {
+    let bits = bitcast<u32>(mx);
+    if (bits == 0u || bits >= 0x7f800000u) {
+        return 0;
+    }
+    return clamp(15 - frexp(mx).exp, -126, 126);
+}
+
+// FAST_X pre-pass: the largest of the 32 partial maxima of row g + 8 j
+// (tile_x, flat, from element 256 j + 32 g).
+fn tile_row_max(j: u32, g: u32) -> f32 {
+    var mx = 0.0;
+    for (var q = 0u; q < 32u; q++) {
+        let i = 256u * j + 32u * g + q;
+        mx = max(mx, tile_x[i / 4u][i % 4u]);
+    }
+    return mx;
+}
+
+// x rounded as the fast path rounds it: f16(x s), back in f32.
+fn fast_x(v: f32, s: f32) -> f32 {
+    return unpack2x16float(pack2x16float(vec2<f32>(v * s, 0.0))).x;
+}
+
 @compute @workgroup_size(16, 16)
 fn mm_tile(@builtin(local_invocation_id) l3: vec3<u32>,
            @builtin(local_invocation_index) lid: u32,
@@ -63,6 +99,35 @@ fn mm_tile(@builtin(local_invocation_id) l3: vec3<u32>,
     for (var m = 0u; m < 4u; m++) {
         acc[m] = vec4<f32>(0.0);
     }
+    // FAST_X: scales of the rows this thread stages (row lid / 32 + 8 j at
+    // every step) and inverses of those it writes (row 4 ty + m).
+    var x_sc: array<f32, 8>;
+    var y_inv = vec4<f32>(1.0);
+    if (FAST_X) {
+        // 32 consecutive threads per row: partial maxima, 8 rows per thread.
+        let g = lid / 32u;
+        for (var j = 0u; j < 8u; j++) {
+            let tok = m0 + g + 8u * j;
+            var mx = 0.0;
+            if (tok < p.t) {
+                let base = p.x_off + tok * p.x_stride;
+                for (var c = lid % 32u; c < p.cols; c += 32u) {
+                    mx = max(mx, abs(xs[base + c]));
+                }
+            }
+            let i = 256u * j + lid;
+            tile_x[i / 4u][i % 4u] = mx;
+        }
+        workgroupBarrier();
+        for (var j = 0u; j < 8u; j++) {
+            x_sc[j] = ldexp(1.0, tile_x_scale_exp(tile_row_max(j, g)));
+        }
+        for (var m = 0u; m < 4u; m++) {
+            let r = 4u * ty + m;
+            y_inv[m] = ldexp(1.0, -tile_x_scale_exp(tile_row_max(r / 8u, r % 8u)));
+        }
+        workgroupBarrier();
+    }
     for (var k0 = 0u; k0 < p.cols; k0 += BK) {
         // x: 2048 values, 8 per thread, consecutive threads on consecutive columns.
         for (var i = lid; i < BM * BK; i += 256u) {
@@ -73,6 +138,9 @@ fn mm_tile(@builtin(local_invocation_id) l3: vec3<u32>,
             var v = 0.0;
             if (tok < p.t && c < p.cols) {
                 v = xs[p.x_off + tok * p.x_stride + c];
+                if (FAST_X) {
+                    v = fast_x(v, x_sc[r / 8u]);
+                }
             }
             tile_x[k * 16u + r / 4u][r % 4u] = v;
         }
@@ -117,7 +185,7 @@ fn mm_tile(@builtin(local_invocation_id) l3: vec3<u32>,
             break;
         }
         let yb = p.y_off + tok * p.y_stride;
-        let v = acc[m];
+        let v = acc[m] * y_inv[m];
         if (p.epi == 2u) {
             let j = nt0 + 2u * tx;
             if (j < p.n_end) {

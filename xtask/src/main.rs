@@ -5,8 +5,11 @@
 //! - `coverage DIR`: the coverage table of a `QWGPU_COVERAGE_DIR`.
 //! - `gpu-tests`: build, strip and pack every kernel and model GPU test binary
 //!   for the GPU machine (`.gpu/tests.tar.xz` with its runner; README).
-//! - `fixtures`: regenerate the golden fixtures with HF transformers (Python).
-//! - `matrix`: only the fixture matrix table.
+//! - `fixtures`: regenerate the golden fixtures with HF transformers (Python)
+//!   and their `hf_bf16.json` (HF's BF16-vs-F32 divergence; `--bf16-divergence`:
+//!   only those).
+//! - `matrix`: only the fixture matrix table (golden column at precision
+//!   Exact, precision column: Fast against `hf_bf16.json`).
 //! - `bench`: qwgpu against the roofline, llama.cpp and HF on the GPU machine
 //!   (benches/README.md).
 
@@ -17,11 +20,12 @@ mod fixtures;
 mod gpu_tests;
 mod manifest;
 mod matrix;
+mod precision;
 mod vulkan;
 
 use anyhow::{bail, Result};
 
-const USAGE: &str = "usage: cargo xtask <ci [--require-hw] | matrix | fixtures [--python PY] [--only a,b] | bench [--help] | coverage DIR | gpu-tests [--help]>";
+const USAGE: &str = "usage: cargo xtask <ci [--require-hw] | matrix | fixtures [--python PY] [--only a,b] [--bf16-divergence] | bench [--help] | coverage DIR | gpu-tests [--help]>";
 
 /// Whether `args` (after the subcommand) ask for help: `-h` / `--help`.
 /// (`bench` parses its own, where an option's value may read `--help`.)

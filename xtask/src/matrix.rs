@@ -1,10 +1,15 @@
 //! The fixture matrix: every committed fixture × every backend (the CPU
-//! reference, and the GPU adapter qwgpu picks: lavapipe in CI) → max |Δlogit|
-//! vs HF transformers' goldens, greedy agreement, pass/fail.
+//! reference, and the GPU adapter qwgpu picks: lavapipe in CI, at precision
+//! Exact) → max |Δlogit| vs HF transformers' goldens, greedy agreement,
+//! pass/fail; then the precision column (`precision`): the GPU at precision
+//! Fast against HF's own BF16-vs-F32 divergence.
 
 use anyhow::{Context, Result};
-use qwgpu_model::engine::{Backend, LoadOptions};
+use qwgpu_model::engine::{Backend, ContextOptions, LoadOptions};
 use qwgpu_model::golden::{self, GoldenReport};
+use qwgpu_model::MatmulPrecision;
+
+use crate::precision;
 
 /// Prints the table; returns the number of failed rows.
 pub fn run() -> Result<usize> {
@@ -40,6 +45,11 @@ pub fn run() -> Result<usize> {
                     dir,
                     &LoadOptions {
                         backend: Backend::Gpu,
+                        // The golden column checks Exact whatever the default.
+                        gpu: ContextOptions {
+                            precision: MatmulPrecision::Exact,
+                            ..LoadOptions::default().gpu
+                        },
                         ..Default::default()
                     },
                     golden::GPU_RELATIVE_TOLERANCE,
@@ -68,6 +78,28 @@ pub fn run() -> Result<usize> {
                     failed += 1;
                     println!("{name:<28} {backend:<14} error: {e}");
                 }
+            }
+        }
+        rows += 1;
+        let backend = format!("{gpu_name} fast");
+        match precision::check(dir) {
+            Ok(row) => {
+                let pass = row.failures.is_empty();
+                if !pass {
+                    failed += 1;
+                }
+                println!(
+                    "{name:<28} {backend:<14} {numbers}  {verdict}",
+                    numbers = precision::describe(&row),
+                    verdict = if pass { "pass" } else { "FAIL" }
+                );
+                for why in &row.failures {
+                    println!("    {why}");
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                println!("{name:<28} {backend:<14} error: {e:#}");
             }
         }
     }

@@ -11,7 +11,7 @@ use tokenizers::Tokenizer;
 use crate::chat_template::{ChatTemplate, Message, RenderOptions};
 use crate::detokenize::Detokenizer;
 use crate::load::load_and_report;
-pub(crate) use crate::load::{load_options, Backend};
+pub(crate) use crate::load::{load_options, Backend, PrecisionFlag};
 use crate::output::Output;
 use crate::sampling::{check_max_tokens, SamplingFlags};
 use crate::{bundled, prompt};
@@ -63,6 +63,8 @@ pub struct GenerateArgs {
     /// GPU adapter: an index from `qwgpu devices` or a name substring (also `QWGPU_ADAPTER`).
     #[arg(long)]
     adapter: Option<String>,
+    #[command(flatten)]
+    precision: PrecisionFlag,
 }
 
 /// The sampling flags, each out-of-range value an error naming the flag.
@@ -167,12 +169,12 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         prompt_ids,
         eos,
     } = prepare(args, &dir)?;
-    let opts = load_options(
+    let opts = args.precision.apply(load_options(
         args.backend,
         args.adapter.clone(),
         args.strict,
         engine::DEFAULT_MAX_CHUNK,
-    );
+    ));
     let model = load_and_report(&dir, &opts, started)?;
 
     let mut session = model.new_session()?;

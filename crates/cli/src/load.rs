@@ -1,14 +1,15 @@
-//! Loading a model folder for a command: the `--backend` flag, the engine's
-//! load options, and the upload with a progress bar in bytes. Shared by
-//! `generate`, `chat`, `score` and `bench`.
+//! Loading a model folder for a command: the `--backend` and `--precision`
+//! flags, the engine's load options, and the upload with a progress bar in
+//! bytes. Shared by `generate`, `chat`, `score`, `bench` and `serve`.
 
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use clap::ValueEnum;
+use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use qwgpu_model::engine::{self, ContextOptions, LoadOptions, Model};
+use qwgpu_model::MatmulPrecision;
 
 /// Where the forward pass runs.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -28,6 +29,52 @@ impl From<Backend> for engine::Backend {
             Backend::Gpu => engine::Backend::Gpu,
             Backend::Cpu => engine::Backend::Cpu,
         }
+    }
+}
+
+/// How the prefill GEMMs (more than 16 tokens per step) round activations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Precision {
+    /// Results as the f32 GEMM's.
+    Exact,
+    /// Each token's activations scaled by a power of two and rounded to f16
+    /// (f32 sums): faster on tensor cores, logits move slightly.
+    Fast,
+}
+
+impl From<MatmulPrecision> for Precision {
+    fn from(p: MatmulPrecision) -> Self {
+        match p {
+            MatmulPrecision::Exact => Precision::Exact,
+            MatmulPrecision::Fast => Precision::Fast,
+        }
+    }
+}
+
+impl From<Precision> for MatmulPrecision {
+    fn from(p: Precision) -> Self {
+        match p {
+            Precision::Exact => MatmulPrecision::Exact,
+            Precision::Fast => MatmulPrecision::Fast,
+        }
+    }
+}
+
+/// `--precision exact|fast`, flattened into every command that loads a model.
+#[derive(Args, Clone, Copy, Debug)]
+pub struct PrecisionFlag {
+    /// Rounding of activations in prefill GEMMs: `exact` (as f32) or `fast`
+    /// (f16 after a per-token power-of-two scale). The default is
+    /// `qwgpu_model::DEFAULT_PRECISION`, chosen by measured divergence (`cargo xtask matrix`).
+    #[arg(long, value_enum, default_value_t = Precision::from(qwgpu_model::DEFAULT_PRECISION))]
+    pub precision: Precision,
+}
+
+impl PrecisionFlag {
+    /// `opts` with this precision for its GPU context.
+    pub(crate) fn apply(self, mut opts: LoadOptions) -> LoadOptions {
+        opts.gpu.precision = self.precision.into();
+        opts
     }
 }
 
@@ -92,6 +139,20 @@ pub(crate) fn load_model(dir: &Path, opts: &LoadOptions) -> Result<Model> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn precision_flag_sets_the_gpu_context_option() {
+        for (flag, want) in [
+            (Precision::Exact, MatmulPrecision::Exact),
+            (Precision::Fast, MatmulPrecision::Fast),
+        ] {
+            let opts = PrecisionFlag { precision: flag }.apply(LoadOptions::default());
+            assert_eq!(opts.gpu.precision, want);
+            assert_eq!(Precision::from(want), flag);
+        }
+    }
+
     #[test]
     fn the_loaded_line() {
         assert_eq!(

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use qwgpu_serve::ServeOptions;
 
-use crate::generate::{load_options, Backend};
+use crate::generate::{load_options, Backend, PrecisionFlag};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -42,6 +42,8 @@ pub struct ServeArgs {
     /// GPU adapter: an index from `qwgpu devices` or a name substring (also `QWGPU_ADAPTER`).
     #[arg(long)]
     adapter: Option<String>,
+    #[command(flatten)]
+    precision: PrecisionFlag,
     /// Refuse checkpoints with tensors qwgpu does not know.
     #[arg(long)]
     strict: bool,
@@ -56,12 +58,12 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     opts.prefill_chunk = args.prefill_chunk;
     opts.cache_mem = args.cache_mem;
     opts.max_queue = args.max_queue;
-    opts.load = load_options(
+    opts.load = args.precision.apply(load_options(
         args.backend,
         args.adapter.clone(),
         args.strict,
         qwgpu_model::engine::DEFAULT_MAX_CHUNK,
-    );
+    ));
     eprintln!("loading {} ...", args.model.display());
     let state = qwgpu_serve::start(&opts)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

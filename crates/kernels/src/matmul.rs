@@ -667,7 +667,11 @@ fn matmul_impl(
                 let launch = if kernel == GemmKernel::Coop {
                     coop::launch(ctx, w, swiglu)
                 } else {
-                    ctx.launch(&MM_TILE).constant("FORMAT", w.format as u32)
+                    // Fast precision: x rounded as the fast coop GEMM rounds it.
+                    let fast = ctx.precision == crate::MatmulPrecision::Fast;
+                    ctx.launch(&MM_TILE)
+                        .constant("FORMAT", w.format as u32)
+                        .constant("FAST_X", f64::from(u8::from(fast)))
                 };
                 launch.grid([gx, gy, 1])
             }

@@ -523,6 +523,169 @@ fn matmul_indexed_matches_reference() {
     }
 }
 
+/// `frexp`'s exponent of a finite, nonzero `v`: `v = m · 2^e`, `0.5 ≤ |m| < 1`
+/// (halving / doubling in f64: independent of the shader's `frexp`).
+fn frexp_exp(v: f32) -> i32 {
+    let mut m = (v as f64).abs();
+    let mut e = 0;
+    while m >= 1.0 {
+        m /= 2.0;
+        e += 1;
+    }
+    while m < 0.5 {
+        m *= 2.0;
+        e -= 1;
+    }
+    e
+}
+
+/// The fast precision's rounding of one x row, written out independently of
+/// the shaders: `s = 2^clamp(15 − frexp(max|x|).exp, −126, 126)` (`s = 1` for
+/// a zero or non-finite maximum), `x' = f16(x · s)` (nearest even, f16
+/// subnormals kept), returned as `x' / s` (exact in f32 for these rows).
+fn fast_round_row(x: &[f32]) -> Vec<f32> {
+    let mx = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let e = if mx == 0.0 || !mx.is_finite() {
+        0
+    } else {
+        (15 - frexp_exp(mx)).clamp(-126, 126)
+    };
+    let s = 2f64.powi(e);
+    x.iter()
+        .map(|&v| (half::f16::from_f32((v as f64 * s) as f32).to_f64() / s) as f32)
+        .collect()
+}
+
+/// A row for the precision test: `kind` 0 has values of magnitudes 1e-6..1e6
+/// mixed, 1 a whole row scaled by 10^(−6..6), 2 is zero, 3 normal values with
+/// one of 1e6 (the rest rounds to few bits or to f16 subnormals).
+fn wide_row(rng: &mut Rng, cols: usize, kind: usize) -> Vec<f32> {
+    let mut r = rng.normal_vec(cols);
+    match kind {
+        0 => r
+            .iter_mut()
+            .for_each(|v| *v *= 10f32.powf(12.0 * rng.uniform() - 6.0)),
+        1 => {
+            let f = 10f32.powf(12.0 * rng.uniform() - 6.0);
+            r.iter_mut().for_each(|v| *v *= f);
+        }
+        2 => r.iter_mut().for_each(|v| *v = 0.0),
+        _ => r[(rng.uniform() * cols as f32) as usize % cols] = 1e6,
+    }
+    r
+}
+
+/// Precision `Fast` on the scalar tile GEMM (T > 16, what runs where there are
+/// no cooperative matrices) rounds x as the fast coop GEMM does: against the
+/// f64 GEMM of [`fast_round_row`]'s rows at `1e-5 · Σ|x'·w|` (f32
+/// accumulation, as the exact tests). The test asserts that the rounding moves
+/// outputs by more than that tolerance (so an unrounded kernel fails), and that
+/// precision `Exact` (the default) still matches the unrounded reference.
+#[test]
+fn matmul_fast_precision_rounds_x_per_row() {
+    use qwgpu_kernels::matmul::{matmul_with, MatmulPath};
+    use qwgpu_kernels::{ContextOptions, MatmulPrecision};
+    let seed = testing::seed(0x5eed_0017);
+    for t in testing::contexts() {
+        let fast = GpuContext::new(&ContextOptions {
+            precision: MatmulPrecision::Fast,
+            ..t.variant.options()
+        })
+        .unwrap();
+        let mut rng = Rng::new(seed);
+        let mut moved = 0usize;
+        let mut outputs = 0usize;
+        let cases = [
+            (Dtype::F32, Scheme::None, 66, 130, 70),
+            (Dtype::BF16, Scheme::None, 130, 13, 17),
+            (Dtype::F8E4M3, Scheme::Block([16, 32]), 64, 96, 129),
+        ];
+        for (ci, &(dtype, scheme, rows, cols, tokens)) in cases.iter().enumerate() {
+            let pw = packed(&mut rng, dtype, rows, cols, scheme);
+            let wdq = qwgpu_loader::dequantize(&pw).unwrap();
+            for (k, &epi) in EPILOGUES.iter().enumerate() {
+                let x_off = (ci + k) % 3;
+                let x_stride = cols + k;
+                let width = if epi == Epilogue::SwiGlu {
+                    rows / 2
+                } else {
+                    rows
+                };
+                let mut xbuf = vec![f32::NAN; x_off + (tokens - 1) * x_stride + cols + 3];
+                let xrows: Vec<Vec<f32>> = (0..tokens)
+                    .map(|ti| wide_row(&mut rng, cols, ti % 4))
+                    .collect();
+                for (ti, r) in xrows.iter().enumerate() {
+                    xbuf[x_off + ti * x_stride..][..cols].copy_from_slice(r);
+                }
+                let init: Vec<f32> = if epi == Epilogue::Accumulate {
+                    rng.normal_vec(tokens * width)
+                } else {
+                    vec![f32::NAN; tokens * width]
+                };
+                for (ctx, precision) in [(&fast, MatmulPrecision::Fast), (&t.ctx, t.ctx.precision)]
+                {
+                    let what = format!(
+                        "{t_name} seed {seed:#x} {dtype:?} {scheme:?} [{rows}, {cols}] T={tokens} \
+                         {epi:?} {precision:?}",
+                        t_name = t.name
+                    );
+                    let gw = GpuWeight::upload(ctx, &pw).unwrap();
+                    let x = ctx.upload("x", &xbuf).unwrap();
+                    let y = ctx.upload("y", &init).unwrap();
+                    let args = MatmulArgs {
+                        x: &x,
+                        x_offset: x_off as u32,
+                        x_stride: x_stride as u32,
+                        y: &y,
+                        y_offset: 0,
+                        y_stride: width as u32,
+                        t: tokens as u32,
+                    };
+                    let d = matmul_with(ctx, &gw, &args, epi, MatmulPath::Scalar)
+                        .unwrap_or_else(|e| panic!("{what}: {e}"));
+                    run(ctx, &d);
+                    let got = ctx.read_f32(&y, 0, init.len()).unwrap();
+                    let mut want = vec![None; init.len()];
+                    for (ti, xr) in xrows.iter().enumerate() {
+                        let xf = fast_round_row(xr);
+                        let used = if precision == MatmulPrecision::Fast {
+                            &xf
+                        } else {
+                            xr
+                        };
+                        let swiglu = epi == Epilogue::SwiGlu;
+                        for c in 0..width {
+                            let i = ti * width + c;
+                            let (mut w, mut tol) =
+                                support::expected(used, &wdq, cols, rows, c, swiglu, 1e-5);
+                            if precision == MatmulPrecision::Fast {
+                                let (exact, _) =
+                                    support::expected(xr, &wdq, cols, rows, c, swiglu, 1e-5);
+                                outputs += 1;
+                                moved += usize::from((exact - w).abs() > tol);
+                            }
+                            if epi == Epilogue::Accumulate {
+                                w += init[i] as f64;
+                                tol += 1e-6 * init[i].abs() as f64;
+                            }
+                            want[i] = Some((w, tol));
+                        }
+                    }
+                    support::check(&got, &init, &want, &what);
+                }
+            }
+        }
+        // The rounding must be visible at the tolerance, else this test
+        // could not tell the fast kernel from the exact one.
+        assert!(
+            moved * 4 > outputs,
+            "{t_name}: only {moved} of {outputs} outputs move under the fast rounding",
+            t_name = t.name
+        );
+    }
+}
+
 fn arguments_error(r: Result<Vec<Dispatch>, KernelError>, needle: &str) {
     match r {
         Err(KernelError::Arguments { detail, .. }) => {

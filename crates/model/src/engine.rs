@@ -65,7 +65,10 @@ impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             backend: Backend::Auto,
-            gpu: ContextOptions::default(),
+            gpu: ContextOptions {
+                precision: crate::DEFAULT_PRECISION,
+                ..Default::default()
+            },
             max_chunk: DEFAULT_MAX_CHUNK,
             strict: false,
             gpu_memory_budget: None,

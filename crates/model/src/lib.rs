@@ -18,6 +18,7 @@ mod error;
 #[cfg(any(test, feature = "testing"))]
 pub mod golden;
 pub mod gpu;
+mod precision;
 pub mod reference;
 pub mod sampling;
 mod shapes;
@@ -25,5 +26,6 @@ mod shapes;
 pub mod testing;
 
 pub use error::ModelError;
+pub use precision::{parse_precision, precision_name, MatmulPrecision, DEFAULT_PRECISION};
 pub use reference::{Cache, ReferenceModel};
 pub use sampling::{argmax, Sampler};

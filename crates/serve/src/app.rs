@@ -35,6 +35,8 @@ struct Shared {
     metrics: Arc<Metrics>,
     engine: Arc<EngineStatus>,
     backend: String,
+    /// The GPU GEMMs' precision (`exact` / `fast`), as `/health` reports it.
+    precision: &'static str,
     /// Seeds requests that give none (and ids), distinct per request.
     counter: AtomicU64,
 }
@@ -98,6 +100,7 @@ pub fn start(opts: &ServeOptions) -> Result<AppState, ServeError> {
         metrics,
         engine,
         backend,
+        precision: qwgpu_model::precision_name(opts.load.gpu.precision),
         counter: AtomicU64::new(seed0),
     })))
 }
@@ -122,10 +125,11 @@ async fn not_found() -> ApiError {
 }
 
 /// 200 while the engine thread serves; 503 with the reason once it has
-/// stopped (every generation request then gets 503 too).
+/// stopped (every generation request then gets 503 too). Says which GEMM
+/// precision the model runs (`--precision`; the CPU reference is f32 either way).
 async fn health(State(st): State<AppState>) -> Response {
     match st.0.engine.stopped() {
-        None => Json(json!({"status": "ok"})).into_response(),
+        None => Json(json!({"status": "ok", "precision": st.0.precision})).into_response(),
         Some(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "error", "reason": why})),

@@ -223,6 +223,22 @@ async fn chat_completion_whole_and_streamed_agree() {
     );
 }
 
+/// `/health` names the precision the server was started with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_the_fast_precision() {
+    let s = server(|o| o.load.gpu.precision = qwgpu_model::MatmulPrecision::Fast).await;
+    let health: Value = client()
+        .get(format!("{}/health", s.base))
+        .send()
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("health json");
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["precision"], "fast", "{health}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn completions_models_health_and_stop_strings() {
     let s = server(|_| {}).await;
@@ -232,6 +248,8 @@ async fn completions_models_health_and_stop_strings() {
         .await
         .expect("health");
     assert_eq!(health.status(), StatusCode::OK);
+    let health: Value = health.json().await.expect("health json");
+    assert_eq!(health["precision"], "exact", "{health}");
     let models: Value = client()
         .get(format!("{}/v1/models", s.base))
         .send()

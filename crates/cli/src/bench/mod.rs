@@ -18,7 +18,7 @@ use clap::Args;
 use qwgpu_model::engine::{self, Model, SamplingParams};
 use serde_json::{json, Value};
 
-use crate::generate::{load_options, Backend};
+use crate::generate::{load_options, Backend, PrecisionFlag};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -47,6 +47,8 @@ pub struct BenchArgs {
     /// GPU adapter: an index from `qwgpu devices` or a name substring.
     #[arg(long)]
     adapter: Option<String>,
+    #[command(flatten)]
+    precision: PrecisionFlag,
     /// Also print GPU time per kernel family of one decode step and of one
     /// prefill step of `--chunk` tokens (a fresh session, random ids).
     #[arg(long)]
@@ -159,7 +161,12 @@ fn checkpoint_bytes(dir: &Path) -> u64 {
 }
 
 fn bench_model(args: &BenchArgs, dir: &Path) -> Result<Value> {
-    let mut opts = load_options(args.backend, args.adapter.clone(), false, args.chunk);
+    let mut opts = args.precision.apply(load_options(
+        args.backend,
+        args.adapter.clone(),
+        false,
+        args.chunk,
+    ));
     opts.gpu.f16_matmul = args.f16_matmul;
     let sampler = memory::PeakSampler::start();
     let t = Instant::now();
@@ -313,6 +320,7 @@ fn bench_model(args: &BenchArgs, dir: &Path) -> Result<Value> {
         "ttft": ttft_rows,
         "sessions": session_rows,
         "f16_matmul": args.f16_matmul,
+        "precision": qwgpu_model::precision_name(opts.gpu.precision),
         "decode_profile": profile,
         "prefill_profile": prefill_profile,
         "prefill_profile_tokens": if prefill_profile.is_array() { json!(args.chunk.max(1)) } else { Value::Null },

@@ -15,7 +15,7 @@ use clap::Args;
 use qwgpu_model::engine;
 
 use crate::chat_template::{ChatTemplate, Message, RenderOptions};
-use crate::load::{load_and_report, load_options, Backend};
+use crate::load::{load_and_report, load_options, Backend, PrecisionFlag};
 use crate::output::Output;
 use crate::prompt;
 use crate::sampling::{check_max_tokens, SamplingFlags};
@@ -48,6 +48,8 @@ pub struct ChatArgs {
     /// GPU adapter: an index from `qwgpu devices` or a name substring (also `QWGPU_ADAPTER`).
     #[arg(long)]
     adapter: Option<String>,
+    #[command(flatten)]
+    precision: PrecisionFlag,
 }
 
 const HELP: &str =
@@ -78,12 +80,12 @@ pub fn run(args: &ChatArgs) -> Result<()> {
         .render(&probe, &render)
         .context("rendering a first conversation with the chat template")?;
     let eos = prompt::eos_token_ids(dir, &config.eos_token_ids, vocab)?;
-    let opts = load_options(
+    let opts = args.precision.apply(load_options(
         args.backend,
         args.adapter.clone(),
         args.strict,
         engine::DEFAULT_MAX_CHUNK,
-    );
+    ));
     let model = load_and_report(dir, &opts, started)?;
     interrupt::install()?;
 

@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use clap::{ArgGroup, Args};
 use qwgpu_model::engine::{self, Model, Session};
 
-use crate::load::{load_and_report, load_options, Backend};
+use crate::load::{load_and_report, load_options, Backend, PrecisionFlag};
 use crate::prompt;
 use report::{Row, Summary};
 
@@ -58,6 +58,8 @@ pub struct ScoreArgs {
     /// GPU adapter: an index from `qwgpu devices` or a name substring (also `QWGPU_ADAPTER`).
     #[arg(long)]
     adapter: Option<String>,
+    #[command(flatten)]
+    precision: PrecisionFlag,
 }
 
 /// Logits read back per step at most (rows × vocab floats): a window of a
@@ -145,12 +147,12 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
     }
     // Token text for the per-token rows (best effort: --ids needs no tokenizer).
     let tokenizer = prompt::load_tokenizer(&args.model).ok();
-    let opts = load_options(
+    let opts = args.precision.apply(load_options(
         args.backend,
         args.adapter.clone(),
         args.strict,
         engine::DEFAULT_MAX_CHUNK,
-    );
+    ));
     let model = load_and_report(&args.model, &opts, started)?;
     let reference = match &args.reference {
         Some(dir) => Some(load_and_report(dir, &opts, Instant::now())?),

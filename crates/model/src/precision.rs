@@ -1,0 +1,49 @@
+//! The rounding of activations in the multi-token GEMMs that commands run
+//! with unless told otherwise, and its names on command lines and in reports.
+
+pub use qwgpu_kernels::MatmulPrecision;
+
+/// The precision `qwgpu generate`, `chat`, `score`, `bench` and `serve` (and
+/// [`LoadOptions::default`](crate::engine::LoadOptions)) use without
+/// `--precision`. It stays [`MatmulPrecision::Exact`] until the fast path's
+/// divergence from the exact one is measured no larger than Hugging Face's own
+/// BF16-vs-F32 divergence: per committed fixture by `cargo xtask matrix`'s
+/// precision column (against `tests/fixtures/<name>/hf_bf16.json`, written by
+/// `cargo xtask fixtures --bf16-divergence`), and on the bench's
+/// real-geometry checkpoints in `benches/RESULTS.md`.
+pub const DEFAULT_PRECISION: MatmulPrecision = MatmulPrecision::Exact;
+
+/// `exact` / `fast`: the `--precision` value and what reports print.
+pub fn precision_name(p: MatmulPrecision) -> &'static str {
+    match p {
+        MatmulPrecision::Exact => "exact",
+        MatmulPrecision::Fast => "fast",
+    }
+}
+
+/// The precision named `name` ([`precision_name`]'s spellings, any case).
+pub fn parse_precision(name: &str) -> Option<MatmulPrecision> {
+    [MatmulPrecision::Exact, MatmulPrecision::Fast]
+        .into_iter()
+        .find(|&p| precision_name(p).eq_ignore_ascii_case(name.trim()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_the_default_is_exact() {
+        for p in [MatmulPrecision::Exact, MatmulPrecision::Fast] {
+            assert_eq!(parse_precision(precision_name(p)), Some(p));
+        }
+        assert_eq!(parse_precision(" FAST "), Some(MatmulPrecision::Fast));
+        assert_eq!(parse_precision("bf16"), None);
+        // Fast becomes the default only on the measurement (see the doc).
+        assert_eq!(DEFAULT_PRECISION, MatmulPrecision::Exact);
+        assert_eq!(
+            crate::engine::LoadOptions::default().gpu.precision,
+            DEFAULT_PRECISION
+        );
+    }
+}
