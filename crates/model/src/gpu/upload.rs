@@ -162,8 +162,10 @@ impl<'a> Uploader<'a> {
         Ok(self.ctx.upload(&name, v)?)
     }
 
-    /// Submits the last staged copies (the caller then waits for the queue).
-    pub fn finish(mut self) -> Result<(), ModelError> {
-        self.ring.finish(self.ctx)
+    /// Submits the last staged copies (the caller then waits for the
+    /// queue); the bytes that went through the staging ring.
+    pub fn finish(mut self) -> Result<u64, ModelError> {
+        self.ring.finish(self.ctx)?;
+        Ok(self.ring.bytes)
     }
 }

@@ -117,7 +117,9 @@ pub(crate) fn upload_streaming(
     // Weights are not packed on the host: their source tensors are read
     // from the checkpoint's files straight into upload staging (only a weight
     // that widens a mixed-dtype source is packed, into a recycled buffer).
-    let mut u = Uploader::new(ctx, Some(ckpt), progress, super::upload::load_threads());
+    let started = std::time::Instant::now();
+    let threads = super::upload::load_threads();
+    let mut u = Uploader::new(ctx, Some(ckpt), progress, threads);
     // The visitor's error type is the loader's: keep ours aside and stop the walk.
     let mut failure: Option<ModelError> = None;
     let walk = qwgpu_loader::stream_model_borrowing(ckpt, None, &mut |part| {
@@ -154,9 +156,17 @@ pub(crate) fn upload_streaming(
         return Err(e);
     }
     walk?;
-    u.finish()?;
+    let staged = u.finish()?;
     ctx.flush_uploads();
     ctx.wait("weight upload")?;
+    let seconds = started.elapsed().as_secs_f64();
+    tracing::info!(
+        staged_bytes = staged,
+        seconds,
+        gb_per_s = staged as f64 / seconds.max(1e-9) / 1e9,
+        threads,
+        "weights on the GPU"
+    );
     let missing = |what: &str| ModelError::Internal {
         detail: format!("the checkpoint stream produced no {what}"),
     };
