@@ -29,6 +29,9 @@ pub(crate) struct Uploader<'a> {
     ckpt: Option<&'a Checkpoint>,
     progress: &'a mut dyn FnMut(u64),
     ring: StagingRing,
+    /// Set when a weight failed part-way: the ring may hold rows staged but
+    /// not filled, so nothing more is uploaded through it.
+    failed: bool,
 }
 
 impl<'a> Uploader<'a> {
@@ -55,6 +58,7 @@ impl<'a> Uploader<'a> {
             ckpt,
             progress,
             ring: StagingRing::new(ctx, threads, sizes),
+            failed: false,
         }
     }
 
@@ -92,6 +96,20 @@ impl<'a> Uploader<'a> {
 
     /// A matrix in its stored format.
     pub fn weight(&mut self, w: &PackedWeight) -> Result<GpuWeight, ModelError> {
+        if self.failed {
+            return Err(ModelError::Internal {
+                detail: format!(
+                    "`{name}`: an earlier weight's upload failed part-way",
+                    name = w.name
+                ),
+            });
+        }
+        let r = self.weight_inner(w);
+        self.failed = r.is_err();
+        r
+    }
+
+    fn weight_inner(&mut self, w: &PackedWeight) -> Result<GpuWeight, ModelError> {
         let format = WeightFormat::from_dtype(w.dtype);
         let row_src = w.cols * format.size();
         let row_bytes = stride_words(w.cols, format) * 4;
@@ -165,6 +183,11 @@ impl<'a> Uploader<'a> {
     /// Submits the last staged copies (the caller then waits for the
     /// queue); the bytes that went through the staging ring.
     pub fn finish(mut self) -> Result<u64, ModelError> {
+        if self.failed {
+            return Err(ModelError::Internal {
+                detail: "finishing an upload after a weight failed part-way".into(),
+            });
+        }
         self.ring.finish(self.ctx)?;
         Ok(self.ring.bytes)
     }

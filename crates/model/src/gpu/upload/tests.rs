@@ -309,5 +309,12 @@ fn a_checkpoint_truncated_after_opening_is_a_typed_error_naming_file_and_tensor(
             msg.contains("model.safetensors") && msg.contains(&tensor) && msg.contains("ends"),
             "{msg}"
         );
+        // Nothing more goes through a ring left with unfilled rows.
+        let again = u.weight(&w).expect_err("after a failure");
+        assert!(
+            matches!(&again, ModelError::Internal { detail } if detail.contains("earlier")),
+            "{again}"
+        );
+        assert!(u.finish().is_err());
     }
 }
