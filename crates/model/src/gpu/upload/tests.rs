@@ -167,15 +167,21 @@ fn the_ring_uploads_every_fixture_byte_for_byte_as_the_sequential_path() {
     }
 }
 
-/// A BF16 weight of `rows` rows of `cols` columns with random bytes.
-fn random_bf16(name: &str, rows: usize, cols: usize, seed: u64) -> PackedWeight {
+/// A `dtype` weight of `rows` rows of `cols` columns with random bytes.
+fn random_weight(
+    name: &str,
+    dtype: qwgpu_checkpoint::Dtype,
+    rows: usize,
+    cols: usize,
+    seed: u64,
+) -> PackedWeight {
     let mut rng = Rng::new(seed);
-    let data: Vec<u8> = (0..rows * cols)
-        .flat_map(|_| half::bf16::from_f32(rng.normal()).to_le_bytes())
+    let data: Vec<u8> = (0..rows * cols * dtype.size())
+        .map(|_| (rng.uniform() * 256.0) as u8)
         .collect();
     PackedWeight {
         name: name.into(),
-        dtype: qwgpu_checkpoint::Dtype::BF16,
+        dtype,
         rows,
         cols,
         data,
@@ -192,14 +198,19 @@ fn random_bf16(name: &str, rows: usize, cols: usize, seed: u64) -> PackedWeight 
 
 #[test]
 fn rows_padded_to_the_gpu_stride_match_the_sequential_path_whatever_was_staged_before() {
+    use qwgpu_checkpoint::Dtype::{BF16, F16, F32, F8E4M3, F8E5M2};
     let ctx = context();
-    // Odd column counts (rows of 26, 46, 2 bytes padded to 32, 48, 16),
-    // after a weight that leaves non-zero bytes in every slot.
+    // Odd column counts in every stored dtype (rows of 26, 46, 2, 12, 13 and
+    // 7 bytes padded to 16-byte multiples), after a weight that leaves
+    // non-zero bytes in every slot.
     let weights = [
-        random_bf16("full rows", 300, 64, 1),
-        random_bf16("13 columns", 517, 13, 2),
-        random_bf16("23 columns", 129, 23, 3),
-        random_bf16("1 column", 1000, 1, 4),
+        random_weight("full rows", BF16, 300, 64, 1),
+        random_weight("13 BF16 columns", BF16, 517, 13, 2),
+        random_weight("23 F16 columns", F16, 129, 23, 3),
+        random_weight("1 BF16 column", BF16, 1000, 1, 4),
+        random_weight("3 F32 columns", F32, 700, 3, 5),
+        random_weight("13 E4M3 columns", F8E4M3, 900, 13, 6),
+        random_weight("7 E5M2 columns", F8E5M2, 333, 7, 7),
     ];
     let mut progress = |_| {};
     let mut u = Uploader::with_ring(&ctx, None, &mut progress, 4, TINY);
