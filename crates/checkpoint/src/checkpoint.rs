@@ -110,4 +110,37 @@ impl Checkpoint {
     pub fn prefetch(&self, bytes: &[u8]) {
         crate::checkpoint_impl::prefetch(self, bytes)
     }
+
+    /// Asks the kernel to start reading `bytes` (a tensor's bytes from this
+    /// checkpoint) into the page cache and returns at once (`MADV_WILLNEED`):
+    /// a cold file is read ahead while earlier bytes are being copied. Unlike
+    /// [`Checkpoint::prefetch`] it maps nothing into this process. A hint:
+    /// does nothing where unsupported or for bytes not from this checkpoint.
+    pub fn will_need(&self, bytes: &[u8]) {
+        crate::checkpoint_impl::will_need(self, bytes)
+    }
+
+    /// Copies `dst.len()` bytes of tensor `t` (from this checkpoint), from
+    /// byte `at` of its data, into `dst` with positioned reads of its file.
+    /// Unlike reading `t.bytes` through the map, a file truncated after it
+    /// was opened is a [`CheckpointError::TensorRead`] naming the file and
+    /// tensor, not a `SIGBUS`; and the copy comes straight from the page
+    /// cache, so several threads reading parts of one tensor run in parallel
+    /// without faulting its pages into this process.
+    ///
+    /// ```no_run
+    /// let ckpt = qwgpu_checkpoint::Checkpoint::open("path/to/Qwen3.5-0.8B")?;
+    /// let emb = ckpt.tensor("model.embed_tokens.weight")?;
+    /// let mut first_row = vec![0u8; 2 * ckpt.config().text.hidden_size];
+    /// ckpt.read_into(&emb, 0, &mut first_row)?;
+    /// # Ok::<(), qwgpu_checkpoint::CheckpointError>(())
+    /// ```
+    pub fn read_into(
+        &self,
+        t: &TensorView<'_>,
+        at: usize,
+        dst: &mut [u8],
+    ) -> Result<(), CheckpointError> {
+        crate::checkpoint_impl::read_into(self, t, at, dst)
+    }
 }

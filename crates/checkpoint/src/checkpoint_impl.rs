@@ -353,6 +353,30 @@ pub(crate) fn prefetch(c: &Checkpoint, bytes: &[u8]) {
     }
 }
 
+pub(crate) fn will_need(c: &Checkpoint, bytes: &[u8]) {
+    if let Some(shard) = c.inner.shards.iter().find(|s| s.holds(bytes)) {
+        shard.will_need(bytes);
+    }
+}
+
+pub(crate) fn read_into(
+    c: &Checkpoint,
+    t: &TensorView<'_>,
+    at: usize,
+    dst: &mut [u8],
+) -> Result<(), CheckpointError> {
+    match c.inner.shards.iter().find(|s| s.holds(t.bytes)) {
+        Some(shard) => shard.read_at(t, at, dst),
+        None => Err(CheckpointError::TensorRead {
+            file: t.file.to_path_buf(),
+            tensor: t.name.to_string(),
+            offset: 0,
+            len: dst.len(),
+            detail: "the tensor is not from this checkpoint".into(),
+        }),
+    }
+}
+
 pub(crate) fn files(c: &Checkpoint) -> Vec<PathBuf> {
     c.inner.shards.iter().map(|s| s.path.clone()).collect()
 }

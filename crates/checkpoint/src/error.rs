@@ -138,4 +138,14 @@ pub enum CheckpointError {
         tensor: String,
         dtype: String,
     },
+    /// Reading a tensor's bytes from its file failed, or the file ended before
+    /// them (it was truncated after the checkpoint was opened).
+    #[error("{file}: tensor `{tensor}`: reading {len} bytes at file offset {offset}: {detail}", file = file.display())]
+    TensorRead {
+        file: PathBuf,
+        tensor: String,
+        offset: u64,
+        len: usize,
+        detail: String,
+    },
 }

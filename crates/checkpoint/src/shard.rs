@@ -6,13 +6,24 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 
 use crate::header::{parse_header, Header};
-use crate::CheckpointError;
+use crate::{CheckpointError, TensorView};
 
 /// One mapped shard and its validated header.
 pub(crate) struct Shard {
     pub path: PathBuf,
+    /// The file the map was made from, kept open for positioned reads
+    /// ([`Shard::read_at`]).
+    file: File,
     pub map: Mmap,
     pub header: Header,
+}
+
+/// One positioned read (no shared file cursor, so threads may read at once).
+fn pread(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    #[cfg(unix)]
+    return std::os::unix::fs::FileExt::read_at(file, buf, offset);
+    #[cfg(windows)]
+    return std::os::windows::fs::FileExt::seek_read(file, buf, offset);
 }
 
 fn io(path: &Path, source: std::io::Error) -> CheckpointError {
@@ -58,6 +69,7 @@ impl Shard {
         let header = parse_header(&map, path)?;
         Ok(Self {
             path: path.to_path_buf(),
+            file,
             map,
             header,
         })
@@ -75,8 +87,78 @@ impl Shard {
         (start + bytes.len() <= self.map.len()).then_some(start)
     }
 
+    /// Reads `dst.len()` bytes of `t` (a tensor of this shard) from byte `at`
+    /// of its data into `dst`, with positioned reads of the file rather than
+    /// through the map: a file truncated after it was mapped is then a short
+    /// read (a typed error) instead of a `SIGBUS` on touching the missing
+    /// pages, and the kernel copies straight from the page cache without
+    /// faulting each page into this process.
+    pub fn read_at(
+        &self,
+        t: &TensorView<'_>,
+        at: usize,
+        dst: &mut [u8],
+    ) -> Result<(), CheckpointError> {
+        let len = dst.len();
+        let fail = |offset: u64, detail: String| CheckpointError::TensorRead {
+            file: self.path.clone(),
+            tensor: t.name.to_string(),
+            offset,
+            len,
+            detail,
+        };
+        let Some(start) = self.offset_of(t.bytes) else {
+            return Err(fail(
+                0,
+                "the tensor's bytes are not from this file's map".into(),
+            ));
+        };
+        if at
+            .checked_add(dst.len())
+            .is_none_or(|end| end > t.bytes.len())
+        {
+            let have = t.bytes.len();
+            return Err(fail(
+                (start + at) as u64,
+                format!("{len} bytes from byte {at} run past the tensor's {have}"),
+            ));
+        }
+        let offset = (start + at) as u64;
+        let mut done = 0;
+        while done < dst.len() {
+            match pread(&self.file, &mut dst[done..], offset + done as u64) {
+                Ok(0) => {
+                    let end = offset + done as u64;
+                    return Err(fail(
+                        offset,
+                        format!("the file ends at byte {end} (truncated after it was opened?)"),
+                    ));
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(fail(offset, e.to_string())),
+            }
+        }
+        Ok(())
+    }
+
     pub fn holds(&self, bytes: &[u8]) -> bool {
         self.offset_of(bytes).is_some()
+    }
+
+    /// Starts reading `bytes` into the page cache (see `Checkpoint::will_need`).
+    pub fn will_need(&self, bytes: &[u8]) {
+        #[cfg(unix)]
+        if let Some(start) = self.offset_of(bytes) {
+            if !bytes.is_empty() {
+                // A hint: nothing to report when the kernel declines it.
+                let _ = self
+                    .map
+                    .advise_range(memmap2::Advice::WillNeed, start, bytes.len());
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = bytes;
     }
 
     /// Populates the page tables for `bytes` (see `Checkpoint::prefetch`).

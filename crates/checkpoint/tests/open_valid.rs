@@ -2,7 +2,7 @@
 
 mod support;
 
-use qwgpu_checkpoint::{Checkpoint, Dtype, FfnConfig, LayerType, OpenOptions};
+use qwgpu_checkpoint::{Checkpoint, CheckpointError, Dtype, FfnConfig, LayerType, OpenOptions};
 use support::*;
 
 fn strict() -> OpenOptions {
@@ -239,4 +239,60 @@ fn prefetch_changes_nothing() {
         .map(|n| ckpt.tensor(n).expect("t").bytes.to_vec())
         .collect();
     assert_eq!(before, after);
+}
+
+/// `read_into` (positioned reads of the file) gives each tensor's bytes as
+/// the map holds them, whole or from any offset, in every shard; reads past
+/// a tensor's end are refused; a file cut after opening is a typed error
+/// naming the file and the tensor, not a `SIGBUS`.
+#[test]
+fn read_into_matches_the_map_and_reports_a_truncated_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shards = write_tiny_sharded(dir.path(), &Tiny::default(), 3);
+    let ckpt = Checkpoint::open(dir.path()).expect("open");
+    for name in ckpt.names() {
+        let t = ckpt.tensor(name).expect("tensor");
+        let mut whole = vec![0xa5u8; t.bytes.len()];
+        ckpt.read_into(&t, 0, &mut whole).expect("read");
+        assert_eq!(whole, t.bytes, "`{name}`");
+        let at = t.bytes.len() / 3;
+        let mut part = vec![0u8; t.bytes.len() - at];
+        ckpt.read_into(&t, at, &mut part)
+            .expect("read from an offset");
+        assert_eq!(part, &t.bytes[at..], "`{name}` from byte {at}");
+        let mut over = vec![0u8; t.bytes.len() - at + 1];
+        let err = ckpt
+            .read_into(&t, at, &mut over)
+            .expect_err("past the tensor's end");
+        assert!(
+            matches!(err, CheckpointError::TensorRead { .. }) && err.to_string().contains(name),
+            "{err}"
+        );
+    }
+    // The last tensor of the last shard, cut in half after opening.
+    let file = dir.path().join(shards.last().expect("shards"));
+    let (_, last) = ckpt
+        .stored_tensors()
+        .into_iter()
+        .filter(|(f, _)| *f == file)
+        .max_by_key(|(_, h)| h.end)
+        .expect("a tensor in the last shard");
+    let (name, start, end) = (last.name.clone(), last.start, last.end);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .expect("open")
+        .set_len(((start + end) / 2) as u64)
+        .expect("truncate");
+    let t = ckpt.tensor(&name).expect("tensor");
+    let mut whole = vec![0u8; t.bytes.len()];
+    let err = ckpt.read_into(&t, 0, &mut whole).expect_err("truncated");
+    let msg = err.to_string();
+    assert!(
+        matches!(err, CheckpointError::TensorRead { .. })
+            && msg.contains(&name)
+            && msg.contains(&shards[shards.len() - 1])
+            && msg.contains("ends"),
+        "{msg}"
+    );
 }

@@ -334,21 +334,8 @@ impl GpuWeight {
             )));
         }
         let rows_of = RowParts::new(parts, row_src);
-        if sizes.iter().sum::<usize>() != w.rows || sizes.contains(&0) {
-            return Err(bad(format!(
-                "piece sizes {sizes:?} do not split {w_rows} rows",
-                w_rows = w.rows
-            )));
-        }
-        let mut pieces = Vec::with_capacity(sizes.len().max(1));
-        let mut row0 = 0;
-        for &rows in sizes {
-            let label = format!(
-                "{w_name} rows {row0}..{row0_rows}",
-                w_name = w.name,
-                row0_rows = row0 + rows
-            );
-            let buffer = ctx.storage(&label, (rows * row_bytes) as u64)?;
+        let g = Self::with_pieces(ctx, w, sizes)?;
+        for piece in &g.pieces {
             // Upload in chunks of rows so no second full copy exists on the host.
             // 8 MiB: each write_buffer gets a staging buffer of its size, and
             // ones this small come out of the allocator's pooled blocks
@@ -356,11 +343,12 @@ impl GpuWeight {
             // loaded a 9B checkpoint at 0.7 GB/s on the H100).
             let chunk_rows = ((8usize << 20) / row_bytes).max(1);
             let mut r = 0;
-            while r < rows {
+            while r < piece.rows {
                 // Up to chunk_rows rows, within one part.
-                let (src, n) = rows_of.rows(row0 + r, chunk_rows.min(rows - r));
+                let (src, n) = rows_of.rows(piece.row0 + r, chunk_rows.min(piece.rows - r));
                 if row_src == row_bytes {
-                    ctx.queue.write_buffer(&buffer, (r * row_bytes) as u64, src);
+                    ctx.queue
+                        .write_buffer(&piece.buffer, (r * row_bytes) as u64, src);
                     ctx.queued_upload(src.len() as u64)?;
                 } else {
                     let mut padded = vec![0u8; n * row_bytes];
@@ -371,11 +359,52 @@ impl GpuWeight {
                         d[..row_src].copy_from_slice(s);
                     }
                     ctx.queue
-                        .write_buffer(&buffer, (r * row_bytes) as u64, &padded);
+                        .write_buffer(&piece.buffer, (r * row_bytes) as u64, &padded);
                     ctx.queued_upload(padded.len() as u64)?;
                 }
                 r += n;
             }
+        }
+        ctx.check(&format!("upload of `{}`", w.name))?;
+        Ok(g)
+    }
+
+    /// `w`'s GPU buffers (pieces within the binding limit, as
+    /// [`GpuWeight::upload`] splits it) and its scale table, with the rows
+    /// not yet written: for an uploader that fills the pieces itself (each
+    /// piece's rows at [`stride_words`] `* 4` bytes apart, zero padded).
+    pub fn allocate(ctx: &GpuContext, w: &PackedWeight) -> Result<Self, KernelError> {
+        let sizes = Self::piece_sizes(ctx, w, MAX_PIECE_BYTES)?;
+        Self::with_pieces(ctx, w, &sizes)
+    }
+
+    /// Buffers of `sizes` rows each (summing to `w.rows`) and the scale table.
+    fn with_pieces(
+        ctx: &GpuContext,
+        w: &PackedWeight,
+        sizes: &[usize],
+    ) -> Result<Self, KernelError> {
+        let format = WeightFormat::from_dtype(w.dtype);
+        let stride = stride_words(w.cols, format);
+        let row_bytes = stride * 4;
+        if sizes.iter().sum::<usize>() != w.rows || sizes.contains(&0) {
+            return Err(KernelError::Unsupported {
+                what: format!("weight `{}`", w.name),
+                detail: format!(
+                    "piece sizes {sizes:?} do not split {w_rows} rows",
+                    w_rows = w.rows
+                ),
+            });
+        }
+        let mut pieces = Vec::with_capacity(sizes.len().max(1));
+        let mut row0 = 0;
+        for &rows in sizes {
+            let label = format!(
+                "{w_name} rows {row0}..{row0_rows}",
+                w_name = w.name,
+                row0_rows = row0 + rows
+            );
+            let buffer = ctx.storage(&label, (rows * row_bytes) as u64)?;
             pieces.push(WeightPiece { buffer, row0, rows });
             row0 += rows;
         }
@@ -392,7 +421,6 @@ impl GpuWeight {
             .chunks(16)
             .all(|g| g.iter().all(|&e| e == g[0]));
         let meta = ctx.upload(&format!("{} scales", w.name), &table)?;
-        ctx.check(&format!("upload of `{}`", w.name))?;
         Ok(Self {
             name: w.name.clone(),
             format,

@@ -279,7 +279,9 @@ impl<'s, S: TensorSource + ?Sized> Ctx<'s, S> {
         }
     }
 
-    /// A tensor about to be packed (its pages are prefetched).
+    /// A tensor about to be packed (its pages are prefetched, unless the
+    /// weights are borrowed: their bytes are then read by the visitor, with
+    /// positioned reads that need no pages mapped).
     fn get(&self, name: &str) -> Result<SourceTensor<'s>, LoadError> {
         let t = self
             .src
@@ -287,7 +289,7 @@ impl<'s, S: TensorSource + ?Sized> Ctx<'s, S> {
             .ok_or_else(|| LoadError::MissingTensors {
                 names: vec![name.to_string()],
             })?;
-        if !self.opts.layout_only {
+        if !self.opts.layout_only && !self.opts.borrow_sources {
             self.src.prefetch(&t.bytes);
         }
         Ok(t)

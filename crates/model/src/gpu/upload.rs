@@ -1,54 +1,194 @@
 //! Puts packed weights on the GPU in their stored formats, reading the bytes
-//! of those the loader left unpacked from the checkpoint's map.
+//! of those the loader left unpacked from the checkpoint's files.
+//!
+//! Each weight's buffers are made first, then its rows go through a ring of
+//! staging buffers ([`staging`]): copied in by several threads (positioned
+//! reads of the checkpoint's files for the tensors the loader left there, so
+//! the page cache is copied once and a file truncated mid-load is a typed
+//! error), copied out by the GPU while the next slot fills.
+
+mod staging;
 
 use qwgpu_checkpoint::Checkpoint;
-use qwgpu_kernels::{GpuContext, GpuWeight};
+use qwgpu_kernels::weights::stride_words;
+use qwgpu_kernels::{GpuContext, GpuWeight, WeightFormat};
 use qwgpu_loader::PackedWeight;
 
 use crate::ModelError;
 
+pub(crate) use staging::load_threads;
+use staging::{RingSizes, Source, StagingRing};
+
+#[cfg(test)]
+mod tests;
+
 /// Uploads weights ([`PackedWeight::borrowed_sources`] from `ckpt`) and
 /// reports each weight's bytes to `progress`.
 pub(crate) struct Uploader<'a> {
-    pub ctx: &'a GpuContext,
-    pub ckpt: Option<&'a Checkpoint>,
-    pub progress: &'a mut dyn FnMut(u64),
+    ctx: &'a GpuContext,
+    ckpt: Option<&'a Checkpoint>,
+    progress: &'a mut dyn FnMut(u64),
+    ring: StagingRing,
+    /// Set when a weight failed part-way: the ring may hold rows staged but
+    /// not filled, so nothing more is uploaded through it.
+    failed: bool,
 }
 
-impl Uploader<'_> {
+impl<'a> Uploader<'a> {
+    /// An uploader filling its staging on `threads` threads (0: no staging
+    /// ring, each weight through `queue.write_buffer`).
+    pub fn new(
+        ctx: &'a GpuContext,
+        ckpt: Option<&'a Checkpoint>,
+        progress: &'a mut dyn FnMut(u64),
+        threads: usize,
+    ) -> Self {
+        Self::with_ring(ctx, ckpt, progress, threads, RingSizes::default())
+    }
+
+    fn with_ring(
+        ctx: &'a GpuContext,
+        ckpt: Option<&'a Checkpoint>,
+        progress: &'a mut dyn FnMut(u64),
+        threads: usize,
+        sizes: RingSizes,
+    ) -> Self {
+        Self {
+            ctx,
+            ckpt,
+            progress,
+            ring: StagingRing::new(ctx, threads, sizes),
+            failed: false,
+        }
+    }
+
+    /// The sources of `w`'s rows: its checkpoint tensors, or its packed data.
+    fn sources<'w>(&self, w: &'w PackedWeight) -> Result<Vec<Source<'w>>, ModelError>
+    where
+        'a: 'w,
+    {
+        let Some(names) = w.borrowed_sources() else {
+            return Ok(vec![Source::Host(&w.data)]);
+        };
+        let ckpt = self.ckpt.ok_or_else(|| ModelError::Internal {
+            detail: format!(
+                "`{}` is to be read from a checkpoint, and none is open",
+                w.name
+            ),
+        })?;
+        let mut parts = Vec::with_capacity(names.len());
+        for name in names {
+            let t = ckpt.tensor(name)?;
+            if t.dtype != w.dtype {
+                let (weight, source, packed) = (&w.name, t.dtype, w.dtype);
+                return Err(ModelError::Config {
+                    detail: format!(
+                        "`{weight}`: checkpoint tensor `{name}` is {source:?}, the packed weight {packed:?}"
+                    ),
+                });
+            }
+            // Read-ahead of the file while the threads copy its first pages.
+            ckpt.will_need(t.bytes);
+            parts.push(Source::Tensor { ckpt, t });
+        }
+        Ok(parts)
+    }
+
     /// A matrix in its stored format.
     pub fn weight(&mut self, w: &PackedWeight) -> Result<GpuWeight, ModelError> {
-        let g = match w.borrowed_sources() {
-            Some(names) => {
-                let ckpt = self.ckpt.ok_or_else(|| ModelError::Internal {
-                    detail: format!(
-                        "`{}` is to be read from a checkpoint, and none is open",
-                        w.name
-                    ),
-                })?;
-                let mut parts = Vec::with_capacity(names.len());
-                for name in names {
-                    let t = ckpt.tensor(name)?;
-                    if t.dtype != w.dtype {
-                        let (weight, source, packed) = (&w.name, t.dtype, w.dtype);
-                        return Err(ModelError::Config {
-                            detail: format!(
-                                "`{weight}`: checkpoint tensor `{name}` is {source:?}, the packed weight {packed:?}"
-                            ),
-                        });
-                    }
-                    parts.push(t.bytes);
+        if self.failed {
+            return Err(ModelError::Internal {
+                detail: format!(
+                    "`{name}`: an earlier weight's upload failed part-way",
+                    name = w.name
+                ),
+            });
+        }
+        let r = self.weight_inner(w);
+        self.failed = r.is_err();
+        r
+    }
+
+    fn weight_inner(&mut self, w: &PackedWeight) -> Result<GpuWeight, ModelError> {
+        let format = WeightFormat::from_dtype(w.dtype);
+        let row_src = w.cols * format.size();
+        let row_bytes = stride_words(w.cols, format) * 4;
+        let sources = self.sources(w)?;
+        let total: usize = sources.iter().map(Source::len).sum();
+        if total != w.rows * row_src || sources.iter().any(|s| s.len() % row_src.max(1) != 0) {
+            let sizes: Vec<usize> = sources.iter().take(8).map(Source::len).collect();
+            let (name, rows, cols, parts) = (&w.name, w.rows, w.cols, sources.len());
+            return Err(ModelError::Internal {
+                detail: format!(
+                    "`{name}`: {total} bytes in {parts} part(s) (first sizes {sizes:?}) for \
+                     [{rows}, {cols}] {dtype:?}; parts must hold whole rows of {row_src} bytes",
+                    dtype = w.dtype
+                ),
+            });
+        }
+        if row_src == 0 || !self.ring.takes(row_bytes) {
+            // Nothing to copy, rows longer than a staging slot, or no ring.
+            let parts: Vec<&[u8]> = match w.borrowed_sources() {
+                Some(_) => sources
+                    .iter()
+                    .map(|s| match s {
+                        Source::Tensor { t, .. } => t.bytes,
+                        Source::Host(b) => b,
+                    })
+                    .collect(),
+                None => vec![&w.data],
+            };
+            let g = GpuWeight::upload_from(self.ctx, w, &parts)?;
+            (self.progress)(total as u64);
+            return Ok(g);
+        }
+        let g = GpuWeight::allocate(self.ctx, w)?;
+        let layout = (row_src, row_bytes);
+        // Walk the pieces' rows and the sources' rows side by side.
+        let (mut src, mut src_row) = (0, 0);
+        for piece in &g.pieces {
+            let mut r = 0;
+            while r < piece.rows {
+                while sources[src].len() / row_src == src_row {
+                    src += 1;
+                    src_row = 0;
                 }
-                GpuWeight::upload_from(self.ctx, w, &parts)?
+                let n = (piece.rows - r).min(sources[src].len() / row_src - src_row);
+                let dst_at = (r * row_bytes) as u64;
+                self.ring.stage(
+                    self.ctx,
+                    &sources,
+                    layout,
+                    src,
+                    src_row,
+                    n,
+                    &piece.buffer,
+                    dst_at,
+                )?;
+                src_row += n;
+                r += n;
             }
-            None => GpuWeight::upload(self.ctx, w)?,
-        };
-        (self.progress)((w.rows * w.cols * w.dtype.size()) as u64);
+        }
+        // The sources may go with `w`: copy them into the staging now.
+        self.ring.fill(&sources, layout)?;
+        (self.progress)(total as u64);
         Ok(g)
     }
 
     /// A small f32 vector (norm weights, conv taps, per-head parameters).
     pub fn vector(&self, name: String, v: &[f32]) -> Result<wgpu::Buffer, ModelError> {
         Ok(self.ctx.upload(&name, v)?)
+    }
+
+    /// Submits the last staged copies (the caller then waits for the
+    /// queue); the bytes that went through the staging ring.
+    pub fn finish(mut self) -> Result<u64, ModelError> {
+        if self.failed {
+            return Err(ModelError::Internal {
+                detail: "finishing an upload after a weight failed part-way".into(),
+            });
+        }
+        self.ring.finish(self.ctx)?;
+        Ok(self.ring.bytes)
     }
 }

@@ -75,11 +75,7 @@ pub(crate) fn upload(
     progress: &mut dyn FnMut(u64),
 ) -> Result<WeightsGpu, ModelError> {
     let c = &m.config;
-    let mut u = Uploader {
-        ctx,
-        ckpt: None,
-        progress,
-    };
+    let mut u = Uploader::new(ctx, None, progress, super::upload::load_threads());
     let embed = u.weight(&m.embed_tokens)?;
     let lm_head = m.lm_head.as_ref().map(|w| u.weight(w)).transpose()?;
     let norm = u.vector("model.norm".into(), &m.norm)?;
@@ -89,6 +85,7 @@ pub(crate) fn upload(
         .enumerate()
         .map(|(i, l)| Layer::upload(&mut u, c, i, l))
         .collect::<Result<Vec<_>, _>>()?;
+    u.finish()?;
     ctx.flush_uploads();
     ctx.wait("weight upload")?;
     Ok(WeightsGpu {
@@ -117,14 +114,12 @@ pub(crate) fn upload_streaming(
     let mut layers = Vec::with_capacity(c.num_hidden_layers);
     // Each part's packing buffers, once on the GPU, are reused for the next part's.
     let _recycling = qwgpu_loader::Recycling::start();
-    // Weights are not packed on the host: their source tensors upload
-    // straight from the checkpoint's map (only a weight that widens a mixed-
-    // dtype source is packed, into a recycled buffer).
-    let mut u = Uploader {
-        ctx,
-        ckpt: Some(ckpt),
-        progress,
-    };
+    // Weights are not packed on the host: their source tensors are read
+    // from the checkpoint's files straight into upload staging (only a weight
+    // that widens a mixed-dtype source is packed, into a recycled buffer).
+    let started = std::time::Instant::now();
+    let threads = super::upload::load_threads();
+    let mut u = Uploader::new(ctx, Some(ckpt), progress, threads);
     // The visitor's error type is the loader's: keep ours aside and stop the walk.
     let mut failure: Option<ModelError> = None;
     let walk = qwgpu_loader::stream_model_borrowing(ckpt, None, &mut |part| {
@@ -136,8 +131,8 @@ pub(crate) fn upload_streaming(
                 }
                 Part::Layer { index, layer } => {
                     Layer::check(c, index, &layer)?;
-                    // The context flushes queued writes every few hundred MB
-                    // (bounded staging memory, copies overlapping the packing).
+                    // The uploader's staging ring submits its slots as they
+                    // fill (bounded staging memory, copies overlapping the reads).
                     layers.push(Layer::upload(&mut u, c, index, &layer)?);
                 }
                 Part::Norm(n) => {
@@ -161,8 +156,17 @@ pub(crate) fn upload_streaming(
         return Err(e);
     }
     walk?;
+    let staged = u.finish()?;
     ctx.flush_uploads();
     ctx.wait("weight upload")?;
+    let seconds = started.elapsed().as_secs_f64();
+    tracing::info!(
+        staged_bytes = staged,
+        seconds,
+        gb_per_s = staged as f64 / seconds.max(1e-9) / 1e9,
+        threads,
+        "weights on the GPU"
+    );
     let missing = |what: &str| ModelError::Internal {
         detail: format!("the checkpoint stream produced no {what}"),
     };
