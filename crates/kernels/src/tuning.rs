@@ -17,6 +17,9 @@ struct Known {
     name: &'static str,
     /// Streaming multiprocessors.
     sms: u32,
+    /// The small-T GEMV's shape (`gemv_bench::gemv_small_t_shapes` prints
+    /// the best one per format and token count).
+    small_t: SmallT,
 }
 
 /// Adapters with measured (or, where said, derived) values.
@@ -27,6 +30,8 @@ const KNOWN: &[Known] = &[
         vendor: NVIDIA,
         name: "H100 80GB HBM3",
         sms: 132,
+        // Not measured yet: the default.
+        small_t: SmallT::DEFAULT,
     },
     // H200: the same GH100 die with the same 132 SMs and register file; not
     // measured separately.
@@ -34,6 +39,7 @@ const KNOWN: &[Known] = &[
         vendor: NVIDIA,
         name: "H200",
         sms: 132,
+        small_t: SmallT::DEFAULT,
     },
 ];
 
@@ -96,7 +102,7 @@ impl Tuning {
             .find(|k| k.vendor == vendor && name.contains(k.name));
         Self {
             gemv_wave: known.map(|k| k.sms * GEMV_GROUPS_PER_SM),
-            ..Self::default()
+            small_t: Some(known.map_or(SmallT::DEFAULT, |k| k.small_t)),
         }
     }
 
