@@ -34,9 +34,9 @@ fn xrow(t0: u32, t: u32) -> u32 {
     return p.x_off + min(t0 + t, p.t - 1u) * p.x_stride;
 }
 
-// Token t's products of the group: a += dt * x, ss += x . x (fused norm).
-fn acc_tok(a: ptr<function, vec4<f32>>, ss: ptr<function, f32>, dt: mat4x4<f32>, xb: u32, c: u32, full: bool) {
-    let x = xv(xb, c, full);
+// Token t's products of the group with its x values: a += dt * x, ss += x . x
+// (fused norm).
+fn acc4(a: ptr<function, vec4<f32>>, ss: ptr<function, f32>, dt: mat4x4<f32>, x: vec4<f32>) {
     *a += dt * x;
     if (NORM) {
         *ss += dot(x, x);
@@ -119,6 +119,7 @@ fn mm_vec_t(@builtin(local_invocation_index) lid: u32,
         }
         let c0 = ch * CW;
         let full = ch < nfull;
+        let fast = full && p.x_aligned != 0u;
         // Per-chunk scales (mode 1), RAW folded in.
         var cs = vec4<f32>(1.0);
         if (SCALE_MODE == 1u) {
@@ -140,22 +141,44 @@ fn mm_vec_t(@builtin(local_invocation_index) lid: u32,
             }
             // dt * x = the 4 slots' dot products with x.
             let dt = transpose(d);
-            acc_tok(&a0, &s0, dt, xrow(t0, 0u), c, full);
-            if (TV > 1u) { acc_tok(&a1, &s1, dt, xrow(t0, 1u), c, full); }
-            if (TV > 2u) { acc_tok(&a2, &s2, dt, xrow(t0, 2u), c, full); }
-            if (TV > 3u) { acc_tok(&a3, &s3, dt, xrow(t0, 3u), c, full); }
-            if (TV > 4u) { acc_tok(&a4, &s4, dt, xrow(t0, 4u), c, full); }
-            if (TV > 5u) { acc_tok(&a5, &s5, dt, xrow(t0, 5u), c, full); }
-            if (TV > 6u) { acc_tok(&a6, &s6, dt, xrow(t0, 6u), c, full); }
-            if (TV > 7u) { acc_tok(&a7, &s7, dt, xrow(t0, 7u), c, full); }
-            if (TV > 8u) { acc_tok(&a8, &s8, dt, xrow(t0, 8u), c, full); }
-            if (TV > 9u) { acc_tok(&a9, &s9, dt, xrow(t0, 9u), c, full); }
-            if (TV > 10u) { acc_tok(&a10, &s10, dt, xrow(t0, 10u), c, full); }
-            if (TV > 11u) { acc_tok(&a11, &s11, dt, xrow(t0, 11u), c, full); }
-            if (TV > 12u) { acc_tok(&a12, &s12, dt, xrow(t0, 12u), c, full); }
-            if (TV > 13u) { acc_tok(&a13, &s13, dt, xrow(t0, 13u), c, full); }
-            if (TV > 14u) { acc_tok(&a14, &s14, dt, xrow(t0, 14u), c, full); }
-            if (TV > 15u) { acc_tok(&a15, &s15, dt, xrow(t0, 15u), c, full); }
+            // Whole chunks of 16-byte aligned x rows (decode's case): straight
+            // vec4 loads, no per-load branch, so they can all be in flight at
+            // once; otherwise xv's general loads.
+            if (fast) {
+                acc4(&a0, &s0, dt, xs4[(xrow(t0, 0u) + c) / 4u]);
+                if (TV > 1u) { acc4(&a1, &s1, dt, xs4[(xrow(t0, 1u) + c) / 4u]); }
+                if (TV > 2u) { acc4(&a2, &s2, dt, xs4[(xrow(t0, 2u) + c) / 4u]); }
+                if (TV > 3u) { acc4(&a3, &s3, dt, xs4[(xrow(t0, 3u) + c) / 4u]); }
+                if (TV > 4u) { acc4(&a4, &s4, dt, xs4[(xrow(t0, 4u) + c) / 4u]); }
+                if (TV > 5u) { acc4(&a5, &s5, dt, xs4[(xrow(t0, 5u) + c) / 4u]); }
+                if (TV > 6u) { acc4(&a6, &s6, dt, xs4[(xrow(t0, 6u) + c) / 4u]); }
+                if (TV > 7u) { acc4(&a7, &s7, dt, xs4[(xrow(t0, 7u) + c) / 4u]); }
+                if (TV > 8u) { acc4(&a8, &s8, dt, xs4[(xrow(t0, 8u) + c) / 4u]); }
+                if (TV > 9u) { acc4(&a9, &s9, dt, xs4[(xrow(t0, 9u) + c) / 4u]); }
+                if (TV > 10u) { acc4(&a10, &s10, dt, xs4[(xrow(t0, 10u) + c) / 4u]); }
+                if (TV > 11u) { acc4(&a11, &s11, dt, xs4[(xrow(t0, 11u) + c) / 4u]); }
+                if (TV > 12u) { acc4(&a12, &s12, dt, xs4[(xrow(t0, 12u) + c) / 4u]); }
+                if (TV > 13u) { acc4(&a13, &s13, dt, xs4[(xrow(t0, 13u) + c) / 4u]); }
+                if (TV > 14u) { acc4(&a14, &s14, dt, xs4[(xrow(t0, 14u) + c) / 4u]); }
+                if (TV > 15u) { acc4(&a15, &s15, dt, xs4[(xrow(t0, 15u) + c) / 4u]); }
+            } else {
+                acc4(&a0, &s0, dt, xv(xrow(t0, 0u), c, full));
+                if (TV > 1u) { acc4(&a1, &s1, dt, xv(xrow(t0, 1u), c, full)); }
+                if (TV > 2u) { acc4(&a2, &s2, dt, xv(xrow(t0, 2u), c, full)); }
+                if (TV > 3u) { acc4(&a3, &s3, dt, xv(xrow(t0, 3u), c, full)); }
+                if (TV > 4u) { acc4(&a4, &s4, dt, xv(xrow(t0, 4u), c, full)); }
+                if (TV > 5u) { acc4(&a5, &s5, dt, xv(xrow(t0, 5u), c, full)); }
+                if (TV > 6u) { acc4(&a6, &s6, dt, xv(xrow(t0, 6u), c, full)); }
+                if (TV > 7u) { acc4(&a7, &s7, dt, xv(xrow(t0, 7u), c, full)); }
+                if (TV > 8u) { acc4(&a8, &s8, dt, xv(xrow(t0, 8u), c, full)); }
+                if (TV > 9u) { acc4(&a9, &s9, dt, xv(xrow(t0, 9u), c, full)); }
+                if (TV > 10u) { acc4(&a10, &s10, dt, xv(xrow(t0, 10u), c, full)); }
+                if (TV > 11u) { acc4(&a11, &s11, dt, xv(xrow(t0, 11u), c, full)); }
+                if (TV > 12u) { acc4(&a12, &s12, dt, xv(xrow(t0, 12u), c, full)); }
+                if (TV > 13u) { acc4(&a13, &s13, dt, xv(xrow(t0, 13u), c, full)); }
+                if (TV > 14u) { acc4(&a14, &s14, dt, xv(xrow(t0, 14u), c, full)); }
+                if (TV > 15u) { acc4(&a15, &s15, dt, xv(xrow(t0, 15u), c, full)); }
+            }
         }
     }
 

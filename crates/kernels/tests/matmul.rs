@@ -117,10 +117,11 @@ fn dense_case(
     epi: Epilogue,
     what: &str,
 ) {
-    dense_case_with(t, rng, gw, wdq, tokens, epi, what, &matmul);
+    dense_case_with(t, rng, gw, wdq, tokens, epi, what, &matmul, false);
 }
 
-/// [`dense_case`] with the launches made by `launch`.
+/// [`dense_case`] with the launches made by `launch`; `aligned`: x offset and
+/// stride multiples of 4 (the GEMV kernels' vec4 loads of x), else random.
 #[allow(clippy::too_many_arguments)]
 fn dense_case_with(
     t: &testing::TestContext,
@@ -131,6 +132,7 @@ fn dense_case_with(
     epi: Epilogue,
     what: &str,
     launch: MatmulFn<'_>,
+    aligned: bool,
 ) {
     let ctx = &t.ctx;
     let (rows, cols) = (gw.rows, gw.cols);
@@ -139,8 +141,17 @@ fn dense_case_with(
     } else {
         rows
     };
-    let x_off = (rng.uniform() * 5.0) as usize;
-    let x_stride = cols + (rng.uniform() * 3.0) as usize;
+    let (x_off, x_stride) = if aligned {
+        (
+            4 * (rng.uniform() * 2.0) as usize,
+            cols.next_multiple_of(4) + 4 * (rng.uniform() * 2.0) as usize,
+        )
+    } else {
+        (
+            (rng.uniform() * 5.0) as usize,
+            cols + (rng.uniform() * 3.0) as usize,
+        )
+    };
     let y_off = (rng.uniform() * 5.0) as usize;
     let y_stride = width + (rng.uniform() * 3.0) as usize;
     let (xbuf, xrows) = make_x(rng, x_off, x_stride, tokens, cols);
@@ -412,7 +423,7 @@ fn matmul_over_split_weights() {
 /// The small-T GEMV (`T = 2..=16`, `matmul_vec_t.wgsl`) for every stored
 /// format and scale scheme, on rows of awkward length (a partial last chunk)
 /// and a row count that leaves the last workgroup's quads partly empty, with
-/// every epilogue.
+/// every epilogue, x rows 16-byte aligned or not.
 #[test]
 fn small_t_matches_reference_for_every_format_and_scheme() {
     let sizes = [(70usize, 300usize), (38, 1030)];
@@ -427,7 +438,9 @@ fn small_t_matches_reference_for_every_format_and_scheme() {
             for (k, tokens) in [2usize, 3, 5, 8, 16].into_iter().enumerate() {
                 let epi = EPILOGUES[(ci + k) % 3];
                 let what = format!("seed {seed:#x} {dtype:?} {scheme:?} [{rows}, {cols}]");
-                dense_case(t, &mut rng, &gw, &wdq, tokens, epi, &what);
+                // Aligned x rows (whole vec4 loads) and unaligned ones.
+                let aligned = (ci + k) % 2 == 0;
+                dense_case_with(t, &mut rng, &gw, &wdq, tokens, epi, &what, &matmul, aligned);
             }
         }
     }
@@ -520,7 +533,8 @@ fn small_t_shapes_match_reference() {
                     let launch = |ctx: &GpuContext, w: &GpuWeight, a: &MatmulArgs, e: Epilogue| {
                         matmul_gemv_with(ctx, w, a, e, shape)
                     };
-                    dense_case_with(t, &mut rng, &gw, &wdq, tokens, epi, &what, &launch);
+                    let aligned = j == 0;
+                    dense_case_with(t, &mut rng, &gw, &wdq, tokens, epi, &what, &launch, aligned);
                 }
             }
         }
