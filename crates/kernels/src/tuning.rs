@@ -61,11 +61,14 @@ pub struct SmallT {
 }
 
 impl SmallT {
-    /// The shape every adapter gets unless measured otherwise: 256 threads,
-    /// two quads (x loads shared by pairs of threads, and still a workgroup
-    /// per 8 rows), all 16 tokens in one block, prefetch on.
+    /// The shape every adapter gets unless measured otherwise: two quads
+    /// (x loads shared by pairs of threads, still a workgroup per 8 rows),
+    /// all 16 tokens in one block, prefetch on, and 128 threads: with one
+    /// accumulator per token a thread holds many registers, and smaller
+    /// workgroups let an SM keep more of them resident where 256-thread ones
+    /// would fit only once.
     pub const DEFAULT: Self = Self {
-        threads: 256,
+        threads: 128,
         quads: 2,
         max_tokens: 16,
         prefetch: true,
