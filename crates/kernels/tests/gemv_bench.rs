@@ -821,7 +821,7 @@ fn small_t_setup() -> (GpuContext, Timer, Vec<Shape>, u64, f64) {
 /// - `gemv_t_summary model=9B format=F t=T kernel=K choice=… bytes=B us=U gbps=G copy_pct=P t1_pct=Q`:
 ///   the whole decode step's GEMVs (Σ N·bytes ÷ Σ N·µs).
 ///
-/// `cargo test --release -p qwgpu-kernels --test kernels -- --include-ignored --nocapture gemv_bench::gemv_small_t`
+/// `cargo test --release -p qwgpu-kernels --test kernels -- --include-ignored --nocapture --exact gemv_bench::gemv_small_t`
 #[test]
 #[ignore]
 fn gemv_small_t() {
@@ -900,7 +900,7 @@ fn gemv_small_t() {
 /// T the best shape by Σ count·µs over the four shapes:
 /// `gemv_t_best format=F t=T threads=… quads=… max_tokens=… prefetch=… us=U`.
 ///
-/// `cargo test --release -p qwgpu-kernels --test kernels -- --include-ignored --nocapture gemv_bench::gemv_small_t_shapes`
+/// `cargo test --release -p qwgpu-kernels --test kernels -- --include-ignored --nocapture --exact gemv_bench::gemv_small_t_shapes`
 #[test]
 #[ignore]
 fn gemv_small_t_shapes() {
