@@ -63,6 +63,14 @@ fn red2(u: vec4<f32>, v: vec4<f32>, r: u32, lid: u32) {
     workgroupBarrier();
 }
 
+// The 4 slots' scales at column c: one block index (an integer division) for
+// all of them (scale_at computes it per slot).
+fn scales4(s: Slots, c: u32) -> vec4<f32> {
+    let b = min(c, p.cols - 1u) / p.block_cols;
+    return vec4<f32>(bitcast<f32>(scales[s.sb.x + b]), bitcast<f32>(scales[s.sb.y + b]),
+                     bitcast<f32>(scales[s.sb.z + b]), bitcast<f32>(scales[s.sb.w + b]));
+}
+
 // Chunk `ch` of the 4 slot rows.
 struct Chunk {
     w0: vec4<u32>,
@@ -123,14 +131,14 @@ fn mm_vec_t(@builtin(local_invocation_index) lid: u32,
         // Per-chunk scales (mode 1), RAW folded in.
         var cs = vec4<f32>(1.0);
         if (SCALE_MODE == 1u) {
-            cs = RAW * vec4<f32>(scale_at(s.sb.x, c0), scale_at(s.sb.y, c0), scale_at(s.sb.z, c0), scale_at(s.sb.w, c0));
+            cs = RAW * scales4(s, c0);
         }
         for (var gi = 0u; gi < G; gi++) {
             let c = c0 + 4u * gi;
             var d = mat4x4<f32>(decode_raw(cur.w0, gi), decode_raw(cur.w1, gi), decode_raw(cur.w2, gi), decode_raw(cur.w3, gi));
             var sc = cs;
             if (SCALE_MODE == 2u) {
-                sc = RAW * vec4<f32>(scale_at(s.sb.x, c), scale_at(s.sb.y, c), scale_at(s.sb.z, c), scale_at(s.sb.w, c));
+                sc = RAW * scales4(s, c);
             }
             if (SCALE_MODE != 0u) {
                 d = mat4x4<f32>(d[0] * sc.x, d[1] * sc.y, d[2] * sc.z, d[3] * sc.w);
