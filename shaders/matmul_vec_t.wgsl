@@ -151,24 +151,25 @@ fn mm_vec_t(@builtin(local_invocation_index) lid: u32,
             let dt = transpose(d);
             // Whole chunks of 16-byte aligned x rows (decode's case): straight
             // vec4 loads, no per-load branch, so they can all be in flight at
-            // once; otherwise xv's general loads.
+            // once (row starts and c are multiples of 4 here: the row's vec4
+            // index is loop-invariant); otherwise xv's general loads.
             if (fast) {
-                acc4(&a0, &s0, dt, xs4[(xrow(t0, 0u) + c) / 4u]);
-                if (TV > 1u) { acc4(&a1, &s1, dt, xs4[(xrow(t0, 1u) + c) / 4u]); }
-                if (TV > 2u) { acc4(&a2, &s2, dt, xs4[(xrow(t0, 2u) + c) / 4u]); }
-                if (TV > 3u) { acc4(&a3, &s3, dt, xs4[(xrow(t0, 3u) + c) / 4u]); }
-                if (TV > 4u) { acc4(&a4, &s4, dt, xs4[(xrow(t0, 4u) + c) / 4u]); }
-                if (TV > 5u) { acc4(&a5, &s5, dt, xs4[(xrow(t0, 5u) + c) / 4u]); }
-                if (TV > 6u) { acc4(&a6, &s6, dt, xs4[(xrow(t0, 6u) + c) / 4u]); }
-                if (TV > 7u) { acc4(&a7, &s7, dt, xs4[(xrow(t0, 7u) + c) / 4u]); }
-                if (TV > 8u) { acc4(&a8, &s8, dt, xs4[(xrow(t0, 8u) + c) / 4u]); }
-                if (TV > 9u) { acc4(&a9, &s9, dt, xs4[(xrow(t0, 9u) + c) / 4u]); }
-                if (TV > 10u) { acc4(&a10, &s10, dt, xs4[(xrow(t0, 10u) + c) / 4u]); }
-                if (TV > 11u) { acc4(&a11, &s11, dt, xs4[(xrow(t0, 11u) + c) / 4u]); }
-                if (TV > 12u) { acc4(&a12, &s12, dt, xs4[(xrow(t0, 12u) + c) / 4u]); }
-                if (TV > 13u) { acc4(&a13, &s13, dt, xs4[(xrow(t0, 13u) + c) / 4u]); }
-                if (TV > 14u) { acc4(&a14, &s14, dt, xs4[(xrow(t0, 14u) + c) / 4u]); }
-                if (TV > 15u) { acc4(&a15, &s15, dt, xs4[(xrow(t0, 15u) + c) / 4u]); }
+                acc4(&a0, &s0, dt, xs4[xrow(t0, 0u) / 4u + c / 4u]);
+                if (TV > 1u) { acc4(&a1, &s1, dt, xs4[xrow(t0, 1u) / 4u + c / 4u]); }
+                if (TV > 2u) { acc4(&a2, &s2, dt, xs4[xrow(t0, 2u) / 4u + c / 4u]); }
+                if (TV > 3u) { acc4(&a3, &s3, dt, xs4[xrow(t0, 3u) / 4u + c / 4u]); }
+                if (TV > 4u) { acc4(&a4, &s4, dt, xs4[xrow(t0, 4u) / 4u + c / 4u]); }
+                if (TV > 5u) { acc4(&a5, &s5, dt, xs4[xrow(t0, 5u) / 4u + c / 4u]); }
+                if (TV > 6u) { acc4(&a6, &s6, dt, xs4[xrow(t0, 6u) / 4u + c / 4u]); }
+                if (TV > 7u) { acc4(&a7, &s7, dt, xs4[xrow(t0, 7u) / 4u + c / 4u]); }
+                if (TV > 8u) { acc4(&a8, &s8, dt, xs4[xrow(t0, 8u) / 4u + c / 4u]); }
+                if (TV > 9u) { acc4(&a9, &s9, dt, xs4[xrow(t0, 9u) / 4u + c / 4u]); }
+                if (TV > 10u) { acc4(&a10, &s10, dt, xs4[xrow(t0, 10u) / 4u + c / 4u]); }
+                if (TV > 11u) { acc4(&a11, &s11, dt, xs4[xrow(t0, 11u) / 4u + c / 4u]); }
+                if (TV > 12u) { acc4(&a12, &s12, dt, xs4[xrow(t0, 12u) / 4u + c / 4u]); }
+                if (TV > 13u) { acc4(&a13, &s13, dt, xs4[xrow(t0, 13u) / 4u + c / 4u]); }
+                if (TV > 14u) { acc4(&a14, &s14, dt, xs4[xrow(t0, 14u) / 4u + c / 4u]); }
+                if (TV > 15u) { acc4(&a15, &s15, dt, xs4[xrow(t0, 15u) / 4u + c / 4u]); }
             } else {
                 acc4(&a0, &s0, dt, xv(xrow(t0, 0u), c, full));
                 if (TV > 1u) { acc4(&a1, &s1, dt, xv(xrow(t0, 1u), c, full)); }
