@@ -64,7 +64,7 @@ pub use error::KernelError;
 pub use launch::Launch;
 pub use pipeline::PipelineKey;
 pub use step::Step;
-pub use tuning::Tuning;
+pub use tuning::{SmallT, Tuning};
 pub use weights::{GpuWeight, WeightFormat};
 
 /// Re-exported so callers name the same wgpu version.

@@ -2,19 +2,26 @@
 //! format (F32, BF16, F16, FP8 E4M3/E5M2) and its scale table, f32 accumulation.
 //!
 //! Paths, chosen by the number of tokens `T`:
-//! - `T <= 16` (`shaders/matmul_vec.wgsl`, `mm_vec`): GEMV. A workgroup of
+//! - `T = 1` (`shaders/matmul_vec.wgsl`, `mm_vec`): GEMV. A workgroup of
 //!   64–256 threads (one per 16-byte chunk of a row, at most 256; 128 where
 //!   that makes a launch one wave instead of two, see `vec_workgroup`) owns 4
 //!   weight rows; every thread strides over the columns with
-//!   `vec4<u32>` loads (16 FP8 / 8 BF16 values), decodes each chunk once and
-//!   uses it for up to 8 tokens (register accumulators, a `mat4x4` per 4
-//!   tokens), so W is read once per 8 tokens: decode is bandwidth-bound and
-//!   this is what reaches it (`wgsl-kernels.md` §2.1). x rows whose offset and
-//!   stride are multiples of 4 load as `vec4<f32>`. [`matmul_normed`] fuses
-//!   the RMSNorm of x (decode: no norm launch). The partial sums of all
-//!   tokens are reduced together in shared memory (2 barriers per token + 1),
-//!   one kernel for every device: the subgroup reduce file measured ~4× slower
-//!   on lavapipe, and subgroups gain ~1% on the H100 GEMV.
+//!   `vec4<u32>` loads (16 FP8 / 8 BF16 values) and decodes each chunk once:
+//!   decode is bandwidth-bound and this is what reaches it
+//!   (`wgsl-kernels.md` §2.1). x rows whose offset and stride are multiples of
+//!   4 load as `vec4<f32>`. [`matmul_normed`] fuses the RMSNorm of x (decode:
+//!   no norm launch). The partial sums are reduced in shared memory, one
+//!   kernel for every device: the subgroup reduce file measured ~4× slower on
+//!   lavapipe, and subgroups gain ~1% on the H100 GEMV.
+//! - `T = 2..=16` (`shaders/matmul_vec_t.wgsl`, `mm_vec_t`, module
+//!   `matmul_vec_t.rs`): the small-T GEMV (batched decode, speculative
+//!   verification). Each weight chunk is decoded once for all the tokens of a
+//!   block (up to 16, one vec4 accumulator per token in registers), and a
+//!   workgroup holds several 4-row quads whose threads share their x loads;
+//!   its shape is the adapter's [`Tuning::small_t`](crate::Tuning). With no
+//!   small-T shape (`small_t: None`) these `T` run `mm_vec` in blocks of up
+//!   to 8 tokens (a `mat4x4` accumulator per 4 tokens), as before it existed.
+//!   Fused norm and epilogues as the one-token GEMV.
 //! - `T > 16` (`shaders/matmul_tile.wgsl`, `mm_tile`): register-tiled GEMM,
 //!   64 tokens × 64 weight rows per workgroup, 4×4 per thread; W is decoded
 //!   and scaled to f32 while it is staged in workgroup memory (16 KiB in all,
@@ -35,8 +42,8 @@
 //!
 //! Measured on the H100 (Vulkan, trusted modules, GPU timestamps): BF16 GEMV
 //! `[16384, 4096]` 50 µs = 2.68 TB/s (80% of 3.35); E4M3 + 128×128 blocks
-//! `[16384, 8192]` 55 µs = 2.45 TB/s; BF16 T = 2 / 4 / 8 / 16: 54 / 61 / 109 /
-//! 214 µs; GEMM 4096² × T = 4096: 13–16 TFLOP/s; T = 17: 424 µs (64-token
+//! `[16384, 8192]` 55 µs = 2.45 TB/s; BF16 T = 2 / 4 / 8 / 16 on `mm_vec`
+//! (before the small-T kernel): 54 / 61 / 109 / 214 µs; GEMM 4096² × T = 4096: 13–16 TFLOP/s; T = 17: 424 µs (64-token
 //! tiles leave most of the GPU idle: a tuning item); MoE E4M3 top-8 decode
 //! (8 experts of `[1536, 2048]`, SwiGLU) 30 µs.
 //!
@@ -66,12 +73,15 @@ use crate::shaders;
 use crate::spec::{KernelSpec, Needs, Part, Uniform};
 use crate::view::{check_rows, check_vector, Dtype};
 use crate::weights::WeightPiece;
-use crate::{GpuContext, GpuWeight, KernelError, Launch, WeightFormat};
+use crate::{GpuContext, GpuWeight, KernelError, Launch, SmallT, WeightFormat};
 
 #[path = "matmul_coop.rs"]
 pub(crate) mod coop;
+#[path = "matmul_vec_t.rs"]
+mod vec_t;
 
 crate::shader!(MATMUL_COMMON, "matmul_common.wgsl");
+crate::shader!(MATMUL_VEC_COMMON, "matmul_vec_common.wgsl");
 crate::shader!(MATMUL_VEC, "matmul_vec.wgsl");
 crate::shader!(MATMUL_TILE, "matmul_tile.wgsl");
 
@@ -230,8 +240,10 @@ crate::uniform_struct! {
 /// The kernel a dense matmul runs (chosen from `T`, the path and the device).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum GemmKernel {
-    /// `mm_vec`: GEMV, `T <= 16`, the only one with the fused norm.
+    /// `mm_vec`: GEMV, `T = 1` (and `T <= 16` without a small-T tuning).
     Vec,
+    /// `mm_vec_t`: small-T GEMV, `T = 2..=16` (`matmul_vec_t.rs`), in this shape.
+    VecT(vec_t::Shape),
     /// `mm_tile`: scalar register-tiled GEMM.
     Tile,
     /// `mm_coop`: cooperative-matrix GEMM (`matmul_coop.rs`).
@@ -241,6 +253,7 @@ enum GemmKernel {
 const VEC_PARTS: &[Part] = &[
     Part::File(&shaders::NUMERIC),
     Part::File(&MATMUL_COMMON),
+    Part::File(&MATMUL_VEC_COMMON),
     Part::File(&MATMUL_VEC),
 ];
 
@@ -273,7 +286,13 @@ static MM_TILE: KernelSpec = KernelSpec {
 };
 
 /// The kernels of this family (the grouped MoE GEMM is in `moe`).
-pub(crate) static SPECS: &[&KernelSpec] = &[&MM_VEC, &MM_VEC_IDS, &MM_TILE, &coop::MM_COOP];
+pub(crate) static SPECS: &[&KernelSpec] = &[
+    &MM_VEC,
+    &MM_VEC_IDS,
+    &vec_t::MM_VEC_T,
+    &MM_TILE,
+    &coop::MM_COOP,
+];
 
 /// An RMSNorm fused into a decode GEMV ([`matmul_normed`]): the GEMV reads
 /// the un-normalised rows of x and computes `norm(x) · Wᵀ` with
@@ -444,8 +463,8 @@ fn set_pieces(p: &mut MmParams, l: &PieceLaunch<'_>) {
 
 /// `y[t, r]` for all rows `r` of `w` (or `r < rows/2` for SwiGlu). One Dispatch per weight piece (or more).
 ///
-/// `T <= 16` runs the GEMV kernel (W read once for all tokens), larger `T`
-/// the tiled GEMM. Errors: [`KernelError::Arguments`] for sizes that do not fit
+/// `T <= 16` runs a GEMV kernel (W read once for all tokens: the one-token
+/// kernel at `T = 1`, the small-T one above), larger `T` a GEMM. Errors: [`KernelError::Arguments`] for sizes that do not fit
 /// the buffers, strides below the row width, odd rows with SwiGlu, `x` and `y`
 /// being one buffer; [`KernelError::Compile`] if the pipeline fails.
 pub fn matmul(
@@ -490,7 +509,15 @@ pub fn matmul_normed(
         ));
     }
     check_norm(K, w, args.x_offset, args.x_stride, norm)?;
-    matmul_impl(ctx, w, args, epilogue, MatmulPath::Auto, Some(norm))
+    matmul_impl(
+        ctx,
+        w,
+        args,
+        epilogue,
+        MatmulPath::Auto,
+        Some(norm),
+        ctx.tuning.small_t,
+    )
 }
 
 /// [`matmul`] with the kernel chosen by `path` (see [`MatmulPath`]).
@@ -501,7 +528,38 @@ pub fn matmul_with(
     epilogue: Epilogue,
     path: MatmulPath,
 ) -> Result<Vec<Dispatch>, KernelError> {
-    matmul_impl(ctx, w, args, epilogue, path, None)
+    matmul_impl(ctx, w, args, epilogue, path, None, ctx.tuning.small_t)
+}
+
+/// [`matmul`] of `T <= 16` tokens on the GEMV kernels, the small-T one in the
+/// shape `small_t` instead of the adapter's [`Tuning`](crate::Tuning) (`None`:
+/// the one-token kernel in blocks of up to 8 tokens): tests and benchmarks
+/// of the shapes. Errors as [`matmul`], plus `T > 16`.
+pub fn matmul_gemv_with(
+    ctx: &GpuContext,
+    w: &GpuWeight,
+    args: &MatmulArgs,
+    epilogue: Epilogue,
+    small_t: Option<&SmallT>,
+) -> Result<Vec<Dispatch>, KernelError> {
+    if args.t > MAX_VEC_T {
+        return Err(arg_err(
+            "matmul_gemv_with",
+            format!(
+                "the GEMV kernels take T <= {MAX_VEC_T}, got T = {args_t}",
+                args_t = args.t
+            ),
+        ));
+    }
+    matmul_impl(
+        ctx,
+        w,
+        args,
+        epilogue,
+        MatmulPath::Scalar,
+        None,
+        small_t.copied(),
+    )
 }
 
 fn matmul_impl(
@@ -511,6 +569,7 @@ fn matmul_impl(
     epilogue: Epilogue,
     path: MatmulPath,
     norm: Option<&FusedNorm>,
+    small_t: Option<SmallT>,
 ) -> Result<Vec<Dispatch>, KernelError> {
     const K: &str = "matmul";
     if path == MatmulPath::Coop && !coop::supported(ctx, w) {
@@ -606,8 +665,11 @@ fn matmul_impl(
             || (path == MatmulPath::Auto
                 && args.t > MAX_VEC_T
                 && coop::auto(ctx, w, args.t, swiglu)));
+    let small_t = small_t.filter(|_| args.t >= 2);
     let kernel = if use_coop {
         GemmKernel::Coop
+    } else if let (true, Some(cfg)) = (args.t <= MAX_VEC_T, small_t) {
+        GemmKernel::VecT(vec_t::shape(&cfg, args.t, (w.stride_words / 4) as u32))
     } else if args.t <= MAX_VEC_T {
         GemmKernel::Vec
     } else {
@@ -626,6 +688,7 @@ fn matmul_impl(
             args.t.next_power_of_two().min(MAX_TV),
             scale_mode(K, w)?,
         ),
+        GemmKernel::VecT(_) => ("matmul_gemv_t", 0, scale_mode(K, w)?),
         GemmKernel::Tile => ("matmul_tile", 0, 0),
     };
     let mut out = Vec::with_capacity(launches.len());
@@ -641,6 +704,15 @@ fn matmul_impl(
                 p.groups = p.groups_n * args.t.div_ceil(tv);
                 // The fused norm's weight (x when there is none: never read).
                 vec_launch(ctx, &MM_VEC, w, tv, mode, Some(p.groups))
+                    .bind("nw4", norm.map_or(args.x, |n| n.weight))
+                    .grid(grid_1d(p.groups))
+            }
+            GemmKernel::VecT(sh) => {
+                let quads = n.div_ceil(if swiglu { 2 } else { 4 });
+                p.groups_n = quads.div_ceil(sh.quads);
+                p.groups = p.groups_n * args.t.div_ceil(sh.tv);
+                vec_t::launch(ctx, w, &sh, mode, norm.is_some())
+                    // The fused norm's weight (x when there is none: never read).
                     .bind("nw4", norm.map_or(args.x, |n| n.weight))
                     .grid(grid_1d(p.groups))
             }

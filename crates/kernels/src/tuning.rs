@@ -17,6 +17,9 @@ struct Known {
     name: &'static str,
     /// Streaming multiprocessors.
     sms: u32,
+    /// The small-T GEMV's shape (`gemv_bench::gemv_small_t_shapes` prints
+    /// the best one per format and token count).
+    small_t: SmallT,
 }
 
 /// Adapters with measured (or, where said, derived) values.
@@ -27,6 +30,8 @@ const KNOWN: &[Known] = &[
         vendor: NVIDIA,
         name: "H100 80GB HBM3",
         sms: 132,
+        // Not measured yet: the default.
+        small_t: SmallT::DEFAULT,
     },
     // H200: the same GH100 die with the same 132 SMs and register file; not
     // measured separately.
@@ -34,16 +39,62 @@ const KNOWN: &[Known] = &[
         vendor: NVIDIA,
         name: "H200",
         sms: 132,
+        small_t: SmallT::DEFAULT,
     },
 ];
 
+/// The workgroup shape of the small-T GEMV (dense matmuls of 2..=16 tokens,
+/// `matmul_vec_t.rs`). Values out of range are brought into range by the
+/// kernel; only speed depends on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SmallT {
+    /// Most threads per workgroup: 64, 128 or 256 (fewer where rows are short).
+    pub threads: u32,
+    /// Quads of 4 weight rows per workgroup: 1, 2, 4 or 8. More quads share
+    /// each x load among more rows but make fewer workgroups.
+    pub quads: u32,
+    /// Most tokens per workgroup, 1..=16: more tokens run in equal blocks,
+    /// each reading the weight once.
+    pub max_tokens: u32,
+    /// Whether each thread loads its next chunk of weights before computing the current one.
+    pub prefetch: bool,
+}
+
+impl SmallT {
+    /// The shape every adapter gets unless measured otherwise: two quads
+    /// (x loads shared by pairs of threads, still a workgroup per 8 rows),
+    /// all 16 tokens in one block, prefetch on, and 128 threads: with one
+    /// accumulator per token a thread holds many registers, and smaller
+    /// workgroups let an SM keep more of them resident where 256-thread ones
+    /// would fit only once.
+    pub const DEFAULT: Self = Self {
+        threads: 128,
+        quads: 2,
+        max_tokens: 16,
+        prefetch: true,
+    };
+}
+
 /// What the kernels tune per adapter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tuning {
     /// 256-thread GEMV workgroups the adapter runs in one wave. A GEMV launch
     /// of more than one such wave but at most two takes 128-thread workgroups
     /// instead (one wave of them). `None` (unknown adapters): always 256.
     pub gemv_wave: Option<u32>,
+    /// The small-T GEMV's shape; `None` runs dense matmuls of 2..=16 tokens
+    /// on the one-token GEMV kernel in blocks of up to 8 tokens instead (the
+    /// earlier path, kept for comparison in benchmarks).
+    pub small_t: Option<SmallT>,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            gemv_wave: None,
+            small_t: Some(SmallT::DEFAULT),
+        }
+    }
 }
 
 impl Tuning {
@@ -54,6 +105,7 @@ impl Tuning {
             .find(|k| k.vendor == vendor && name.contains(k.name));
         Self {
             gemv_wave: known.map(|k| k.sms * GEMV_GROUPS_PER_SM),
+            small_t: Some(known.map_or(SmallT::DEFAULT, |k| k.small_t)),
         }
     }
 
@@ -95,5 +147,6 @@ mod tests {
             Tuning::default()
         );
         assert_eq!(Tuning::default().gemv_wave, None);
+        assert_eq!(Tuning::default().small_t, Some(SmallT::DEFAULT));
     }
 }

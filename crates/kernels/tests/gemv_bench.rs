@@ -25,11 +25,18 @@
 //!   of one token (router GEMV, top-k routing, expert gate_up SwiGLU + down, combine).
 //! - `gemv_summary model=M format=F bytes=B us=U gbps=G copy_pct=P`: a whole decode token's
 //!   GEMVs, Σ N·bytes ÷ Σ N·µs.
+//!
+//! Small-T steps (batched decode: T = 2..16 tokens per matmul) have their own
+//! tests here: `gemv_small_t` (the 9B step's GEMVs at T = 1, 2, 4, 8, 16
+//! against the T = 1 bandwidth) and `gemv_small_t_shapes` (the small-T
+//! kernel's workgroup shapes, to tune an adapter); their docs give the output.
 
 use qwgpu_checkpoint::Dtype;
-use qwgpu_kernels::matmul::{matmul, matmul_indexed, Epilogue, IndexedArgs, MatmulArgs};
+use qwgpu_kernels::matmul::{
+    matmul, matmul_gemv_with, matmul_indexed, Epilogue, IndexedArgs, MatmulArgs,
+};
 use qwgpu_kernels::view::TensorView;
-use qwgpu_kernels::{copy, moe, ContextOptions, Dispatch, GpuContext, GpuWeight};
+use qwgpu_kernels::{copy, moe, ContextOptions, Dispatch, GpuContext, GpuWeight, SmallT};
 use qwgpu_loader::{ActivationQuant, BlockSegment, PackedWeight, ScaleScheme, Shard};
 use qwgpu_ops::rng::Rng;
 
@@ -659,6 +666,319 @@ fn lm_head_piece_sizes() {
                 secs_1e6 = secs * 1e6,
                 gb_per_s = bytes as f64 / secs / 1e9
             );
+        }
+    }
+}
+
+/// A dense shape's weight uploaded `copies` times (enough to rotate past the
+/// L2 cache on a real GPU); (weights, bytes of one copy).
+fn upload_copies(ctx: &GpuContext, s: &Shape, dtype: Dtype) -> (Vec<GpuWeight>, u64) {
+    let w = packed(
+        s.name,
+        dtype,
+        &s.sources,
+        s.cols,
+        0x9e37_79b9 ^ s.rows as u64,
+    );
+    let first = GpuWeight::upload(ctx, &w).unwrap();
+    let bytes = first.bytes();
+    let copies = if ctx.software {
+        1
+    } else {
+        (ROTATE_BYTES.div_ceil(bytes) as usize).clamp(1, MAX_COPIES)
+    };
+    let mut weights = vec![first];
+    for _ in 1..copies {
+        weights.push(GpuWeight::upload(ctx, &w).unwrap());
+    }
+    (weights, bytes)
+}
+
+/// Which GEMV kernel a small-T timing runs.
+#[derive(Clone, Copy)]
+enum Gemv {
+    /// What `matmul` picks on this adapter (its `Tuning`).
+    Auto,
+    /// `matmul_gemv_with`: the small-T kernel in this shape, or (`None`) the
+    /// one-token kernel in blocks of up to 8 tokens (the path before it).
+    With(Option<SmallT>),
+}
+
+impl Gemv {
+    /// `kernel=… threads=… quads=… max_tokens=… prefetch=…` fields of a
+    /// `t`-token matmul.
+    fn fields(self, ctx: &GpuContext, t: usize) -> String {
+        let shape = match self {
+            Gemv::Auto => ctx.tuning.small_t,
+            Gemv::With(s) => s,
+        };
+        let auto = if matches!(self, Gemv::Auto) {
+            "auto"
+        } else {
+            "forced"
+        };
+        match shape {
+            _ if t == 1 => format!("kernel=gemv choice={auto}"),
+            Some(s) => format!(
+                "kernel=gemv_t choice={auto} threads={threads} quads={quads} max_tokens={max_tokens} prefetch={prefetch}",
+                threads = s.threads,
+                quads = s.quads,
+                max_tokens = s.max_tokens,
+                prefetch = s.prefetch
+            ),
+            None => format!("kernel=gemv_blocks8 choice={auto}"),
+        }
+    }
+}
+
+/// Seconds of one `t`-token matmul of `weights` (one copy each launch) with `kernel`.
+#[allow(clippy::too_many_arguments)]
+fn time_small_t(
+    ctx: &GpuContext,
+    timer: &Timer,
+    s: &Shape,
+    weights: &[GpuWeight],
+    x: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+    t: usize,
+    kernel: Gemv,
+    target: u64,
+) -> f64 {
+    let width = if s.epilogue == Epilogue::SwiGlu {
+        s.rows / 2
+    } else {
+        s.rows
+    };
+    let args = MatmulArgs {
+        x,
+        x_offset: 0,
+        x_stride: s.cols as u32,
+        y,
+        y_offset: 0,
+        y_stride: width as u32,
+        t: t as u32,
+    };
+    let launches: Vec<Dispatch> = weights
+        .iter()
+        .flat_map(|w| match kernel {
+            Gemv::Auto => matmul(ctx, w, &args, s.epilogue).unwrap(),
+            Gemv::With(shape) => {
+                matmul_gemv_with(ctx, w, &args, s.epilogue, shape.as_ref()).unwrap()
+            }
+        })
+        .collect();
+    let refs: Vec<&Dispatch> = launches.iter().collect();
+    let bytes = weights[0].bytes() * weights.len() as u64;
+    let secs = timer.per_launch(ctx, &refs, reps_for(bytes, target)) * refs.len() as f64
+        / weights.len() as f64;
+    let out = ctx.read_f32(y, 0, (width * t).min(256)).unwrap();
+    assert!(
+        out.iter().all(|v| v.is_finite()),
+        "{s_model} {s_name} T = {t}: non-finite output",
+        s_model = s.model,
+        s_name = s.name
+    );
+    secs
+}
+
+/// Token counts of the small-T benchmarks.
+const SMALL_TS: [usize; 5] = [1, 2, 4, 8, 16];
+
+/// Opens the benchmark context, prints the adapter line and measures the copy
+/// bandwidth: (context, timer, 9B shapes, per-pass bytes, copy bytes/s).
+fn small_t_setup() -> (GpuContext, Timer, Vec<Shape>, u64, f64) {
+    let (ctx, software) = bench_context();
+    println!(
+        "adapter: {ctx_describe} ({shapes})",
+        ctx_describe = ctx.describe(),
+        shapes = if software {
+            "software: shapes scaled down 16x per side"
+        } else {
+            "real shapes"
+        }
+    );
+    let (div, target, copy_max, samples) = if software {
+        (16, 1, 4 << 20, 1)
+    } else {
+        (1, 4 << 30, 1 << 30, 7)
+    };
+    let timer = Timer::new(&ctx, samples);
+    let copy_bps = copy_bandwidth(&ctx, &timer, copy_max, target);
+    let (dense, _) = shapes(div);
+    let nine: Vec<Shape> = dense.into_iter().filter(|s| s.model == "9B").collect();
+    (ctx, timer, nine, target, copy_bps)
+}
+
+/// The 9B decode step's dense GEMVs at T = 1, 2, 4, 8, 16 tokens, BF16 and
+/// FP8 block: what `matmul` runs on this adapter (`choice=auto`) and the
+/// earlier path (the one-token kernel in blocks of 8, `kernel=gemv_blocks8`).
+/// GB/s counts the weight bytes once per launch (each kernel reads them once
+/// per token block), so at equal GB/s T tokens cost what one does.
+///
+/// Output (`key=value` fields):
+/// - `gemv_t model=9B shape=S format=F rows=R cols=C epilogue=E count=N t=T kernel=K choice=… [shape fields] bytes=B us=U gbps=G copy_pct=P t1_pct=Q`:
+///   one shape; Q = this GB/s ÷ the same shape's T = 1 GB/s (`matmul` at T = 1).
+/// - `gemv_t_summary model=9B format=F t=T kernel=K choice=… bytes=B us=U gbps=G copy_pct=P t1_pct=Q`:
+///   the whole decode step's GEMVs (Σ N·bytes ÷ Σ N·µs).
+///
+/// `cargo test --release -p qwgpu-kernels --test kernels -- --include-ignored --nocapture --exact gemv_bench::gemv_small_t`
+#[test]
+#[ignore]
+fn gemv_small_t() {
+    let (ctx, timer, nine, target, copy_bps) = small_t_setup();
+    let widest = nine.iter().map(|s| s.cols).max().unwrap_or(1);
+    let tallest = nine.iter().map(|s| s.rows).max().unwrap_or(1);
+    let t_max = SMALL_TS[SMALL_TS.len() - 1];
+    let mut rng = Rng::new(5);
+    let x = ctx.upload("x", &rng.normal_vec(widest * t_max)).unwrap();
+    let y = ctx.storage("y", (tallest * t_max * 4) as u64).unwrap();
+    ctx.fill_f32(&y, 0.0);
+    let kernels = [Gemv::Auto, Gemv::With(None)];
+    for dtype in [Dtype::BF16, Dtype::F8E4M3] {
+        // [t index][kernel] (Σ count·bytes, Σ count·seconds), and the T = 1 sums.
+        let mut sums = vec![[(0.0f64, 0.0f64); 2]; SMALL_TS.len()];
+        let mut t1_sum = (0.0f64, 0.0f64);
+        for s in &nine {
+            let (weights, bytes) = upload_copies(&ctx, s, dtype);
+            let bytes = bytes as f64;
+            let n = s.count as f64;
+            let t1 = time_small_t(&ctx, &timer, s, &weights, &x, &y, 1, Gemv::Auto, target);
+            t1_sum.0 += n * bytes;
+            t1_sum.1 += n * t1;
+            for (ti, &t) in SMALL_TS.iter().enumerate() {
+                for (ki, &kernel) in kernels.iter().enumerate() {
+                    if t == 1 && ki > 0 {
+                        continue;
+                    }
+                    let secs = if t == 1 {
+                        t1
+                    } else {
+                        time_small_t(&ctx, &timer, s, &weights, &x, &y, t, kernel, target)
+                    };
+                    sums[ti][ki].0 += n * bytes;
+                    sums[ti][ki].1 += n * secs;
+                    println!(
+                        "gemv_t model={s_model} shape={s_name} format={dtype_name} rows={s_rows} cols={s_cols} epilogue={s_epilogue:?} count={s_count} t={t} {kernel_fields} {rate} t1_pct={t1_pct:.1}",
+                        s_model = s.model,
+                        s_name = s.name,
+                        dtype_name = format_name(dtype),
+                        s_rows = s.rows,
+                        s_cols = s.cols,
+                        s_epilogue = s.epilogue,
+                        s_count = s.count,
+                        kernel_fields = kernel.fields(&ctx, t),
+                        rate = rate_fields(bytes, secs, copy_bps),
+                        t1_pct = 100.0 * t1 / secs
+                    );
+                }
+            }
+        }
+        for (ti, &t) in SMALL_TS.iter().enumerate() {
+            for (ki, &kernel) in kernels.iter().enumerate() {
+                let (b, secs) = sums[ti][ki];
+                if secs == 0.0 {
+                    continue;
+                }
+                let t1_pct = 100.0 * (b / secs) / (t1_sum.0 / t1_sum.1);
+                println!(
+                    "gemv_t_summary model=9B format={dtype_name} t={t} {kernel_fields} {rate} t1_pct={t1_pct:.1}",
+                    dtype_name = format_name(dtype),
+                    kernel_fields = kernel.fields(&ctx, t),
+                    rate = rate_fields(b, secs, copy_bps)
+                );
+            }
+        }
+    }
+}
+
+/// The small-T kernel's workgroup shapes (quads 1..8, 128 or 256 threads,
+/// prefetch on and off; at T = 16 also blocks of 8 tokens) on four 9B shapes
+/// (the largest row count, the longest rows, a square one, SwiGLU), BF16
+/// and FP8 block, T = 4, 8, 16, to choose `Tuning::small_t` for an adapter.
+/// Output: `gemv_t_shape model=9B shape=S format=F t=T kernel=gemv_t … gbps=G t1_pct=Q`
+/// lines (Q against the same shape's `matmul` at T = 1), then per format and
+/// T the best shape by Σ count·µs over the four shapes:
+/// `gemv_t_best format=F t=T threads=… quads=… max_tokens=… prefetch=… us=U`.
+///
+/// `cargo test --release -p qwgpu-kernels --test kernels -- --include-ignored --nocapture --exact gemv_bench::gemv_small_t_shapes`
+#[test]
+#[ignore]
+fn gemv_small_t_shapes() {
+    let (ctx, timer, nine, target, copy_bps) = small_t_setup();
+    let picked: Vec<&Shape> = nine
+        .iter()
+        .filter(|s| {
+            ["gdn.in_proj_qkvz", "mlp.down", "attn.o_proj", "mlp.gate_up"].contains(&s.name)
+        })
+        .collect();
+    let widest = picked.iter().map(|s| s.cols).max().unwrap_or(1);
+    let tallest = picked.iter().map(|s| s.rows).max().unwrap_or(1);
+    let mut rng = Rng::new(6);
+    let x = ctx.upload("x", &rng.normal_vec(widest * 16)).unwrap();
+    let y = ctx.storage("y", (tallest * 16 * 4) as u64).unwrap();
+    ctx.fill_f32(&y, 0.0);
+    let mut configs = Vec::new();
+    for quads in [1, 2, 4, 8] {
+        for threads in [128, 256] {
+            for prefetch in [true, false] {
+                configs.push(SmallT {
+                    threads,
+                    quads,
+                    max_tokens: 16,
+                    prefetch,
+                });
+            }
+        }
+    }
+    for dtype in [Dtype::BF16, Dtype::F8E4M3] {
+        // (t, config) -> Σ count·seconds over the picked shapes.
+        let mut totals: Vec<(usize, SmallT, f64)> = Vec::new();
+        for s in &picked {
+            let (weights, bytes) = upload_copies(&ctx, s, dtype);
+            let t1 = time_small_t(&ctx, &timer, s, &weights, &x, &y, 1, Gemv::Auto, target);
+            for t in [4usize, 8, 16] {
+                let mut cs = configs.clone();
+                if t == 16 {
+                    cs.extend(configs.iter().map(|c| SmallT {
+                        max_tokens: 8,
+                        ..*c
+                    }));
+                }
+                for c in cs {
+                    let kernel = Gemv::With(Some(c));
+                    let secs = time_small_t(&ctx, &timer, s, &weights, &x, &y, t, kernel, target);
+                    match totals.iter_mut().find(|e| e.0 == t && e.1 == c) {
+                        Some(e) => e.2 += s.count as f64 * secs,
+                        None => totals.push((t, c, s.count as f64 * secs)),
+                    }
+                    println!(
+                        "gemv_t_shape model={s_model} shape={s_name} format={dtype_name} t={t} {kernel_fields} {rate} t1_pct={t1_pct:.1}",
+                        s_model = s.model,
+                        s_name = s.name,
+                        dtype_name = format_name(dtype),
+                        kernel_fields = kernel.fields(&ctx, t),
+                        rate = rate_fields(bytes as f64, secs, copy_bps),
+                        t1_pct = 100.0 * t1 / secs
+                    );
+                }
+            }
+        }
+        for t in [4usize, 8, 16] {
+            if let Some((_, c, secs)) = totals
+                .iter()
+                .filter(|e| e.0 == t)
+                .min_by(|a, b| a.2.total_cmp(&b.2))
+            {
+                println!(
+                    "gemv_t_best format={dtype_name} t={t} threads={threads} quads={quads} max_tokens={max_tokens} prefetch={prefetch} us={us:.3}",
+                    dtype_name = format_name(dtype),
+                    threads = c.threads,
+                    quads = c.quads,
+                    max_tokens = c.max_tokens,
+                    prefetch = c.prefetch,
+                    us = secs * 1e6
+                );
+            }
         }
     }
 }

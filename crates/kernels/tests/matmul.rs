@@ -12,8 +12,10 @@
 use std::time::Instant;
 
 use qwgpu_checkpoint::Dtype;
-use qwgpu_kernels::matmul::{matmul, matmul_indexed, Epilogue, IndexedArgs, MatmulArgs};
-use qwgpu_kernels::{testing, Dispatch, GpuContext, GpuWeight, KernelError};
+use qwgpu_kernels::matmul::{
+    matmul, matmul_gemv_with, matmul_indexed, Epilogue, IndexedArgs, MatmulArgs,
+};
+use qwgpu_kernels::{testing, Dispatch, GpuContext, GpuWeight, KernelError, SmallT};
 use qwgpu_loader::PackedWeight;
 
 mod support;
@@ -97,8 +99,15 @@ fn run(ctx: &GpuContext, d: &[Dispatch]) {
     ctx.run("matmul test", &refs).unwrap();
 }
 
+/// The launches of one dense matmul (which kernel runs it).
+type MatmulFn<'f> = &'f dyn Fn(
+    &GpuContext,
+    &GpuWeight,
+    &MatmulArgs,
+    Epilogue,
+) -> Result<Vec<Dispatch>, KernelError>;
+
 /// One dense matmul with random offsets/strides, checked against the reference.
-#[allow(clippy::too_many_arguments)]
 fn dense_case(
     t: &testing::TestContext,
     rng: &mut Rng,
@@ -108,6 +117,23 @@ fn dense_case(
     epi: Epilogue,
     what: &str,
 ) {
+    dense_case_with(t, rng, gw, wdq, tokens, epi, what, &matmul, false);
+}
+
+/// [`dense_case`] with the launches made by `launch`; `aligned`: x offset and
+/// stride multiples of 4 (the GEMV kernels' vec4 loads of x), else random.
+#[allow(clippy::too_many_arguments)]
+fn dense_case_with(
+    t: &testing::TestContext,
+    rng: &mut Rng,
+    gw: &GpuWeight,
+    wdq: &[f32],
+    tokens: usize,
+    epi: Epilogue,
+    what: &str,
+    launch: MatmulFn<'_>,
+    aligned: bool,
+) {
     let ctx = &t.ctx;
     let (rows, cols) = (gw.rows, gw.cols);
     let width = if epi == Epilogue::SwiGlu {
@@ -115,8 +141,17 @@ fn dense_case(
     } else {
         rows
     };
-    let x_off = (rng.uniform() * 5.0) as usize;
-    let x_stride = cols + (rng.uniform() * 3.0) as usize;
+    let (x_off, x_stride) = if aligned {
+        (
+            4 * (rng.uniform() * 2.0) as usize,
+            cols.next_multiple_of(4) + 4 * (rng.uniform() * 2.0) as usize,
+        )
+    } else {
+        (
+            (rng.uniform() * 5.0) as usize,
+            cols + (rng.uniform() * 3.0) as usize,
+        )
+    };
     let y_off = (rng.uniform() * 5.0) as usize;
     let y_stride = width + (rng.uniform() * 3.0) as usize;
     let (xbuf, xrows) = make_x(rng, x_off, x_stride, tokens, cols);
@@ -137,7 +172,7 @@ fn dense_case(
         y_stride: y_stride as u32,
         t: tokens as u32,
     };
-    let d = matmul(ctx, gw, &args, epi)
+    let d = launch(ctx, gw, &args, epi)
         .unwrap_or_else(|e| panic!("{t_name} {what}: {e}", t_name = t.name));
     run(ctx, &d);
     let got = ctx.read_f32(&y, 0, ylen).unwrap();
@@ -379,6 +414,127 @@ fn matmul_over_split_weights() {
                 for tokens in [1, 5, 17, 70] {
                     let what = format!("seed {seed:#x} {dtype:?} {scheme:?} pieces {split:?}");
                     dense_case(t, &mut rng, &gw, &wdq, tokens, epi, &what);
+                }
+            }
+        }
+    }
+}
+
+/// The small-T GEMV (`T = 2..=16`, `matmul_vec_t.wgsl`) for every stored
+/// format and scale scheme, on rows of awkward length (a partial last chunk)
+/// and a row count that leaves the last workgroup's quads partly empty, with
+/// every epilogue, x rows 16-byte aligned or not.
+#[test]
+fn small_t_matches_reference_for_every_format_and_scheme() {
+    let sizes = [(70usize, 300usize), (38, 1030)];
+    for t in testing::contexts() {
+        let seed = testing::seed(0x5eed_0008);
+        let mut rng = Rng::new(seed);
+        for (ci, &(dtype, scheme)) in formats_and_schemes().iter().enumerate() {
+            let (rows, cols) = sizes[ci % sizes.len()];
+            let pw = packed(&mut rng, dtype, rows, cols, scheme);
+            let wdq = qwgpu_loader::dequantize(&pw).unwrap();
+            let gw = GpuWeight::upload(&t.ctx, &pw).unwrap();
+            for (k, tokens) in [2usize, 3, 5, 8, 16].into_iter().enumerate() {
+                let epi = EPILOGUES[(ci + k) % 3];
+                let what = format!("seed {seed:#x} {dtype:?} {scheme:?} [{rows}, {cols}]");
+                // Aligned x rows (whole vec4 loads) and unaligned ones.
+                let aligned = (ci + k) % 2 == 0;
+                dense_case_with(t, &mut rng, &gw, &wdq, tokens, epi, &what, &matmul, aligned);
+            }
+        }
+    }
+}
+
+/// Dense matmuls of 2..=16 tokens run the small-T kernel (one launch, one
+/// read of the weight for all the tokens), T = 1 the one-token GEMV and
+/// T = 17 a GEMM.
+#[test]
+fn small_t_is_the_path_of_two_to_sixteen_tokens() {
+    let t = testing::contexts()[0];
+    let ctx = &t.ctx;
+    let mut rng = Rng::new(testing::seed(0x5eed_0009));
+    let pw = packed(&mut rng, Dtype::BF16, 40, 64, Scheme::None);
+    let gw = GpuWeight::upload(ctx, &pw).unwrap();
+    let x = ctx.storage("x", 4 * 64 * 17).unwrap();
+    let y = ctx.storage("y", 4 * 40 * 17).unwrap();
+    for tokens in 1..=17u32 {
+        let args = MatmulArgs {
+            x: &x,
+            x_offset: 0,
+            x_stride: 64,
+            y: &y,
+            y_offset: 0,
+            y_stride: 40,
+            t: tokens,
+        };
+        for epi in EPILOGUES {
+            let d = matmul(ctx, &gw, &args, epi).unwrap();
+            let labels: Vec<&str> = d.iter().map(|d| d.label).collect();
+            let want = match tokens {
+                1 => "matmul_gemv",
+                2..=16 => "matmul_gemv_t",
+                _ => labels[0],
+            };
+            assert_eq!(labels, [want], "T = {tokens} {epi:?}");
+            // All the tokens in one block of workgroups: the grid covers the
+            // rows once (10 quads of 4 rows, 2 per workgroup; SwiGLU: 20
+            // outputs, 2 per quad).
+            if (2..=16).contains(&tokens) {
+                assert_eq!(d[0].groups[0] * d[0].groups[1], 5, "T = {tokens} {epi:?}");
+            }
+        }
+    }
+}
+
+/// Every workgroup shape of the small-T GEMV computes the same results: quads
+/// 1..8, 64 to 256 threads, tokens split into blocks, prefetch on and off, on
+/// rows longer than one pass of the workgroup (more than 128 chunks); and the one-token kernel in
+/// blocks of 8 (`None`, the earlier path the benchmark compares against).
+#[test]
+fn small_t_shapes_match_reference() {
+    let shapes = [
+        SmallT::DEFAULT,
+        SmallT {
+            threads: 64,
+            quads: 1,
+            max_tokens: 16,
+            prefetch: false,
+        },
+        SmallT {
+            threads: 128,
+            quads: 4,
+            max_tokens: 5,
+            prefetch: true,
+        },
+        SmallT {
+            threads: 256,
+            quads: 8,
+            max_tokens: 8,
+            prefetch: false,
+        },
+    ];
+    for t in testing::contexts() {
+        let seed = testing::seed(0x5eed_000a);
+        let mut rng = Rng::new(seed);
+        for (dtype, scheme, rows, cols) in [
+            (Dtype::BF16, Scheme::None, 42usize, 1100usize),
+            (Dtype::F8E4M3, Scheme::Block([128, 128]), 36, 2100),
+            (Dtype::F8E5M2, Scheme::Block([5, 20]), 22, 1000),
+        ] {
+            let pw = packed(&mut rng, dtype, rows, cols, scheme);
+            let wdq = qwgpu_loader::dequantize(&pw).unwrap();
+            let gw = GpuWeight::upload(&t.ctx, &pw).unwrap();
+            for (k, shape) in shapes.iter().map(Some).chain([None]).enumerate() {
+                for (j, tokens) in [3usize, 16].into_iter().enumerate() {
+                    let epi = EPILOGUES[(k + j) % 3];
+                    let what =
+                        format!("seed {seed:#x} {dtype:?} {scheme:?} [{rows}, {cols}] {shape:?}");
+                    let launch = |ctx: &GpuContext, w: &GpuWeight, a: &MatmulArgs, e: Epilogue| {
+                        matmul_gemv_with(ctx, w, a, e, shape)
+                    };
+                    let aligned = j == 0;
+                    dense_case_with(t, &mut rng, &gw, &wdq, tokens, epi, &what, &launch, aligned);
                 }
             }
         }

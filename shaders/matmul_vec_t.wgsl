@@ -1,0 +1,233 @@
+// Matmul, small-T vector path (dense, T = 2..16 tokens): every weight chunk is
+// read once and used for all TV tokens of the workgroup's block.
+// Concatenated after numeric.wgsl, matmul_common.wgsl and matmul_vec_common.wgsl.
+//
+// A workgroup owns Q quads of 4 weight rows ("slots", as matmul_vec.wgsl).
+// Thread `lid` works on quad lid % Q and strides over the columns in vec4<u32>
+// chunks from chunk lid / Q: the Q neighbouring threads of one chunk read the
+// same x vec4s (one memory transaction serves them all), so x traffic per
+// weight byte is 1/Q of a one-quad workgroup's, which is what bounds T = 8..16
+// (each x vec4 feeds 16 FMAs per token, each decoded weight group 4·TV).
+// Accumulators: one vec4 (4 slots) per token in named registers a0..a15, the
+// unused ones folded away by the TV override. Scales that vary along a row
+// multiply the decoded weights (4 vec4 products per group, whatever TV), as
+// does the fused norm's weight; per-row scales and 1/rms apply after the
+// reduction.
+
+// Quads per workgroup: 1, 2, 4 or 8 (a divisor of 16 and of WG).
+override Q: u32 = 2u;
+// RMSNorm of x fused (matmul_normed): sums of squares are only computed then.
+override NORM: bool = false;
+// Load the next chunk's weights before computing the current one (two
+// chunks in flight per thread).
+override PREFETCH: bool = true;
+
+// Two tokens' partial sums per reduction round: [token of the pair][thread], WG <= 256.
+var<workgroup> vt_red: array<vec4<f32>, 512>;
+// [token][16] partial column sums, then (fused norm) [256 + token / 4][16]
+// sums of squares, token t in component t % 4.
+var<workgroup> vt_sums: array<vec4<f32>, 320>;
+
+// x element index of token t of the block starting at token t0 (tokens past
+// the last repeat it: computed, never stored).
+fn xrow(t0: u32, t: u32) -> u32 {
+    return p.x_off + min(t0 + t, p.t - 1u) * p.x_stride;
+}
+
+// Token t's products of the group with its x values: a += dt * x, ss += x . x
+// (fused norm).
+fn acc4(a: ptr<function, vec4<f32>>, ss: ptr<function, f32>, dt: mat4x4<f32>, x: vec4<f32>) {
+    *a += dt * x;
+    if (NORM) {
+        *ss += dot(x, x);
+    }
+}
+
+// One reduction round: the threads' vec4s u, v (two tokens, or packed sums of
+// squares) -> 16 partial sums each in vt_sums rows r, r + 1. Thread lid's quad
+// is lid % Q and 16 is a multiple of Q, so the partial sum j (j < 16) adds
+// threads j, j + 16, ... of one quad: 16 / Q partials per quad.
+fn red2(u: vec4<f32>, v: vec4<f32>, r: u32, lid: u32) {
+    vt_red[lid] = u;
+    vt_red[WG + lid] = v;
+    workgroupBarrier();
+    if (lid < 32u) {
+        let h = lid / 16u;
+        let j = lid % 16u;
+        var s = vec4<f32>(0.0);
+        for (var i = 0u; i < WG / 16u; i++) {
+            s += vt_red[h * WG + i * 16u + j];
+        }
+        vt_sums[(r + h) * 16u + j] = s;
+    }
+    workgroupBarrier();
+}
+
+// The 4 slots' scales at column c: one block index (an integer division) for
+// all of them (scale_at computes it per slot).
+fn scales4(s: Slots, c: u32) -> vec4<f32> {
+    let b = min(c, p.cols - 1u) / p.block_cols;
+    return vec4<f32>(bitcast<f32>(scales[s.sb.x + b]), bitcast<f32>(scales[s.sb.y + b]),
+                     bitcast<f32>(scales[s.sb.z + b]), bitcast<f32>(scales[s.sb.w + b]));
+}
+
+// Chunk `ch` of the 4 slot rows.
+struct Chunk {
+    w0: vec4<u32>,
+    w1: vec4<u32>,
+    w2: vec4<u32>,
+    w3: vec4<u32>,
+}
+
+fn load4(s: Slots, ch: u32) -> Chunk {
+    return Chunk(load_chunk(false, s.lr.x, ch), load_chunk(false, s.lr.y, ch),
+                 load_chunk(true, s.lr.z, ch), load_chunk(true, s.lr.w, ch));
+}
+
+// Dense: y[t, n] for n in [n0, n_end), tokens in blocks of TV; workgroup g
+// covers quads (g % groups_n) * Q .. + Q of the launch and token block g / groups_n.
+@compute @workgroup_size(WG)
+fn mm_vec_t(@builtin(local_invocation_index) lid: u32,
+            @builtin(workgroup_id) wid: vec3<u32>,
+            @builtin(num_workgroups) nwg: vec3<u32>) {
+    let g = wid.y * nwg.x + wid.x;
+    if (g >= p.groups) {
+        return;
+    }
+    let q = lid % Q;
+    let per = select(4u, 2u, p.epi == 2u);
+    let n = p.n0 + ((g % p.groups_n) * Q + q) * per;
+    let t0 = (g / p.groups_n) * TV;
+    let s = group_slots(n, 0u);
+
+    var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);
+    var a4 = vec4<f32>(0.0); var a5 = vec4<f32>(0.0); var a6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0);
+    var a8 = vec4<f32>(0.0); var a9 = vec4<f32>(0.0); var a10 = vec4<f32>(0.0); var a11 = vec4<f32>(0.0);
+    var a12 = vec4<f32>(0.0); var a13 = vec4<f32>(0.0); var a14 = vec4<f32>(0.0); var a15 = vec4<f32>(0.0);
+    var s0 = 0.0; var s1 = 0.0; var s2 = 0.0; var s3 = 0.0; var s4 = 0.0; var s5 = 0.0; var s6 = 0.0; var s7 = 0.0;
+    var s8 = 0.0; var s9 = 0.0; var s10 = 0.0; var s11 = 0.0; var s12 = 0.0; var s13 = 0.0; var s14 = 0.0; var s15 = 0.0;
+
+    let nfull = p.cols / CW;
+    let nch = (p.cols + CW - 1u) / CW;
+    let step = WG / Q;
+    var ch = lid / Q;
+    var next: Chunk;
+    if (PREFETCH && ch < nch) {
+        next = load4(s, ch);
+    }
+    for (; ch < nch; ch += step) {
+        var cur: Chunk;
+        if (PREFETCH) {
+            cur = next;
+            if (ch + step < nch) {
+                next = load4(s, ch + step);
+            }
+        } else {
+            cur = load4(s, ch);
+        }
+        let c0 = ch * CW;
+        let full = ch < nfull;
+        let fast = full && p.x_aligned != 0u;
+        // Per-chunk scales (mode 1), RAW folded in.
+        var cs = vec4<f32>(1.0);
+        if (SCALE_MODE == 1u) {
+            cs = RAW * scales4(s, c0);
+        }
+        for (var gi = 0u; gi < G; gi++) {
+            let c = c0 + 4u * gi;
+            var d = mat4x4<f32>(decode_raw(cur.w0, gi), decode_raw(cur.w1, gi), decode_raw(cur.w2, gi), decode_raw(cur.w3, gi));
+            var sc = cs;
+            if (SCALE_MODE == 2u) {
+                sc = RAW * scales4(s, c);
+            }
+            if (SCALE_MODE != 0u) {
+                d = mat4x4<f32>(d[0] * sc.x, d[1] * sc.y, d[2] * sc.z, d[3] * sc.w);
+            }
+            if (NORM) {
+                let nf = norm_factor(c);
+                d = mat4x4<f32>(d[0] * nf, d[1] * nf, d[2] * nf, d[3] * nf);
+            }
+            // dt * x = the 4 slots' dot products with x.
+            let dt = transpose(d);
+            // Whole chunks of 16-byte aligned x rows (decode's case): straight
+            // vec4 loads, no per-load branch, so they can all be in flight at
+            // once (row starts and c are multiples of 4 here: the row's vec4
+            // index is loop-invariant); otherwise xv's general loads.
+            if (fast) {
+                acc4(&a0, &s0, dt, xs4[xrow(t0, 0u) / 4u + c / 4u]);
+                if (TV > 1u) { acc4(&a1, &s1, dt, xs4[xrow(t0, 1u) / 4u + c / 4u]); }
+                if (TV > 2u) { acc4(&a2, &s2, dt, xs4[xrow(t0, 2u) / 4u + c / 4u]); }
+                if (TV > 3u) { acc4(&a3, &s3, dt, xs4[xrow(t0, 3u) / 4u + c / 4u]); }
+                if (TV > 4u) { acc4(&a4, &s4, dt, xs4[xrow(t0, 4u) / 4u + c / 4u]); }
+                if (TV > 5u) { acc4(&a5, &s5, dt, xs4[xrow(t0, 5u) / 4u + c / 4u]); }
+                if (TV > 6u) { acc4(&a6, &s6, dt, xs4[xrow(t0, 6u) / 4u + c / 4u]); }
+                if (TV > 7u) { acc4(&a7, &s7, dt, xs4[xrow(t0, 7u) / 4u + c / 4u]); }
+                if (TV > 8u) { acc4(&a8, &s8, dt, xs4[xrow(t0, 8u) / 4u + c / 4u]); }
+                if (TV > 9u) { acc4(&a9, &s9, dt, xs4[xrow(t0, 9u) / 4u + c / 4u]); }
+                if (TV > 10u) { acc4(&a10, &s10, dt, xs4[xrow(t0, 10u) / 4u + c / 4u]); }
+                if (TV > 11u) { acc4(&a11, &s11, dt, xs4[xrow(t0, 11u) / 4u + c / 4u]); }
+                if (TV > 12u) { acc4(&a12, &s12, dt, xs4[xrow(t0, 12u) / 4u + c / 4u]); }
+                if (TV > 13u) { acc4(&a13, &s13, dt, xs4[xrow(t0, 13u) / 4u + c / 4u]); }
+                if (TV > 14u) { acc4(&a14, &s14, dt, xs4[xrow(t0, 14u) / 4u + c / 4u]); }
+                if (TV > 15u) { acc4(&a15, &s15, dt, xs4[xrow(t0, 15u) / 4u + c / 4u]); }
+            } else {
+                acc4(&a0, &s0, dt, xv(xrow(t0, 0u), c, full));
+                if (TV > 1u) { acc4(&a1, &s1, dt, xv(xrow(t0, 1u), c, full)); }
+                if (TV > 2u) { acc4(&a2, &s2, dt, xv(xrow(t0, 2u), c, full)); }
+                if (TV > 3u) { acc4(&a3, &s3, dt, xv(xrow(t0, 3u), c, full)); }
+                if (TV > 4u) { acc4(&a4, &s4, dt, xv(xrow(t0, 4u), c, full)); }
+                if (TV > 5u) { acc4(&a5, &s5, dt, xv(xrow(t0, 5u), c, full)); }
+                if (TV > 6u) { acc4(&a6, &s6, dt, xv(xrow(t0, 6u), c, full)); }
+                if (TV > 7u) { acc4(&a7, &s7, dt, xv(xrow(t0, 7u), c, full)); }
+                if (TV > 8u) { acc4(&a8, &s8, dt, xv(xrow(t0, 8u), c, full)); }
+                if (TV > 9u) { acc4(&a9, &s9, dt, xv(xrow(t0, 9u), c, full)); }
+                if (TV > 10u) { acc4(&a10, &s10, dt, xv(xrow(t0, 10u), c, full)); }
+                if (TV > 11u) { acc4(&a11, &s11, dt, xv(xrow(t0, 11u), c, full)); }
+                if (TV > 12u) { acc4(&a12, &s12, dt, xv(xrow(t0, 12u), c, full)); }
+                if (TV > 13u) { acc4(&a13, &s13, dt, xv(xrow(t0, 13u), c, full)); }
+                if (TV > 14u) { acc4(&a14, &s14, dt, xv(xrow(t0, 14u), c, full)); }
+                if (TV > 15u) { acc4(&a15, &s15, dt, xv(xrow(t0, 15u), c, full)); }
+            }
+        }
+    }
+
+    // Reduction: two tokens per round (2 barriers), then one thread per
+    // (token, quad) adds its quad's 16 / Q partials.
+    red2(a0, a1, 0u, lid);
+    if (TV > 2u) { red2(a2, a3, 2u, lid); }
+    if (TV > 4u) { red2(a4, a5, 4u, lid); }
+    if (TV > 6u) { red2(a6, a7, 6u, lid); }
+    if (TV > 8u) { red2(a8, a9, 8u, lid); }
+    if (TV > 10u) { red2(a10, a11, 10u, lid); }
+    if (TV > 12u) { red2(a12, a13, 12u, lid); }
+    if (TV > 14u) { red2(a14, a15, 14u, lid); }
+    if (NORM) {
+        red2(vec4<f32>(s0, s1, s2, s3), vec4<f32>(s4, s5, s6, s7), 16u, lid);
+        if (TV > 8u) {
+            red2(vec4<f32>(s8, s9, s10, s11), vec4<f32>(s12, s13, s14, s15), 18u, lid);
+        }
+    }
+    // Q divides WG, so output o's quad o % Q is this thread's quad (s).
+    for (var o = lid; o < TV * Q; o += WG) {
+        let t = o / Q;
+        if (t0 + t >= p.t) {
+            break;
+        }
+        var v = vec4<f32>(0.0);
+        for (var j = q; j < 16u; j += Q) {
+            v += vt_sums[t * 16u + j];
+        }
+        if (NORM) {
+            var sq = 0.0;
+            for (var j = q; j < 16u; j += Q) {
+                sq += vt_sums[(16u + t / 4u) * 16u + j][t % 4u];
+            }
+            v *= 1.0 / sqrt(sq / f32(p.cols) + p.norm_eps);
+        }
+        if (SCALE_MODE == 0u) {
+            v *= RAW * vec4<f32>(bitcast<f32>(scales[s.sb.x]), bitcast<f32>(scales[s.sb.y]),
+                                 bitcast<f32>(scales[s.sb.z]), bitcast<f32>(scales[s.sb.w]));
+        }
+        store(p.y_off + (t0 + t) * p.y_stride, v, s);
+    }
+}
