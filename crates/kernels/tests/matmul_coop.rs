@@ -236,9 +236,9 @@ fn weight_exact(w: &GpuWeight, epi: Epilogue) -> bool {
         w.format,
         WeightFormat::BF16 | WeightFormat::F16 | WeightFormat::E4M3
     );
-    let block_k = w.block_cols % 32 == 0
+    let block_k = w.block_cols.is_multiple_of(32)
         && w.scale_rows_by_16
-        && (epi != Epilogue::SwiGlu || (w.rows / 2) % 16 == 0);
+        && (epi != Epilogue::SwiGlu || (w.rows / 2).is_multiple_of(16));
     exact_in_f16 && (w.block_cols >= w.cols || block_k)
 }
 

@@ -39,6 +39,7 @@ struct Case {
 
 /// Runs `case` with `epi` on `path` over a grouping of `tile_pairs` and
 /// checks every output against the reference within `rel`.
+#[allow(clippy::too_many_arguments)]
 fn check_case(
     ctx: &GpuContext,
     rng: &mut Rng,
