@@ -54,12 +54,14 @@ pub struct Launch<'a> {
     spec: &'static KernelSpec,
     label: &'static str,
     constants: Vec<(&'static str, f64)>,
-    /// Buffers by variable name, whole or a byte range `(offset, size)`.
-    buffers: Vec<(&'static str, &'a wgpu::Buffer, Option<(u64, u64)>)>,
+    buffers: Vec<Bound<'a>>,
     /// Uniform buffers by WGSL struct name: made by [`Launch::params`] or shared.
     params: Vec<(&'static str, Param<'a>)>,
     groups: [u32; 3],
 }
+
+/// A buffer bound by variable name, whole or a byte range `(offset, size)`.
+type Bound<'a> = (&'static str, &'a wgpu::Buffer, Option<(u64, u64)>);
 
 enum Param<'a> {
     Owned(wgpu::Buffer),
@@ -169,7 +171,7 @@ impl<'a> Launch<'a> {
             let resource = match range {
                 None => buffer.as_entire_binding(),
                 Some((offset, size)) => {
-                    let end = offset.checked_add(size).unwrap_or(u64::MAX);
+                    let end = offset.saturating_add(size);
                     if !offset.is_multiple_of(align)
                         || size == 0
                         || !size.is_multiple_of(4)

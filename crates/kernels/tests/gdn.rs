@@ -915,13 +915,13 @@ fn run_batch_rows(d: &GdnDims, seed: u64) {
             );
             let launch = gdn::gdn_decode_rows(ctx, d, &bufs, &table);
             if !gdn::fused_decode_available(ctx, d) {
-                let e = launch
-                    .err()
-                    .expect("batched decode without the fused kernel");
+                let Err(e) = launch else {
+                    panic!("{what}: batched decode without the fused kernel");
+                };
                 assert!(matches!(e, KernelError::Unsupported { .. }), "{what}: {e}");
                 continue;
             }
-            let launch = launch.unwrap();
+            let launch = launch.unwrap_or_else(|e| panic!("{what}: {e}"));
             let rows = table.len();
             for step in 0..2 {
                 let (qkvz, ba) = random_inputs(d, rows, &mut rng);

@@ -15,6 +15,7 @@ mod launch_cache;
 mod layers;
 mod record;
 mod session;
+mod state_pool;
 #[cfg(test)]
 mod tests;
 mod upload;
@@ -31,9 +32,10 @@ use qwgpu_loader::PackedModel;
 use activations::Activations;
 use launch_cache::{LaunchCache, LaunchKey, RowKey, StepKind};
 use layers::attention;
-use layers::kind::LayerState;
+use layers::kind::{LayerState, PoolSlot};
 use record::{interleave, Head, Rec};
 pub use session::GpuSession;
+use state_pool::GdnPool;
 
 use crate::ModelError;
 
@@ -55,6 +57,8 @@ pub struct GpuModel {
     logit_rows: usize,
     /// Activations of batched decode steps, made on first use.
     batch: Mutex<Option<BatchScratch>>,
+    /// The sessions' GDN states (models with GDN layers).
+    gdn_pool: Option<Arc<GdnPool>>,
     /// Unique per model: sessions and snapshots carry it.
     id: u64,
 }
@@ -156,7 +160,12 @@ impl GpuModel {
     ) -> Self {
         let max_t = max_chunk.clamp(1, 4096);
         let logit_rows = (LOGITS_BUDGET / (c.vocab_size * 4)).clamp(1, max_t);
+        let gdn_pool = c
+            .layer_types
+            .contains(&qwgpu_checkpoint::LayerType::LinearAttention)
+            .then(|| Arc::new(GdnPool::new(&ctx, &c)));
         Self {
+            gdn_pool,
             inv_freq: inv_freq(&c),
             ctx,
             config: c,
@@ -176,15 +185,35 @@ impl GpuModel {
         }
     }
 
-    /// Zeroed layer states with KV pages of `pages` rows.
-    fn new_states(&self, pages: &[usize]) -> Result<Vec<Box<dyn LayerState>>, ModelError> {
+    /// Zeroed layer states with KV pages of `pages` rows; GDN states in
+    /// `slot` of the pool (sessions) or in buffers of their own (snapshots).
+    fn new_states(
+        &self,
+        pages: &[usize],
+        slot: Option<PoolSlot>,
+    ) -> Result<Vec<Box<dyn LayerState>>, ModelError> {
         let r = self.rec();
         self.w
             .layers
             .iter()
             .enumerate()
-            .map(|(i, l)| l.mixer.new_state(&r, i, pages))
+            .map(|(i, l)| l.mixer.new_state(&r, i, pages, slot))
             .collect()
+    }
+
+    /// The epoch of `s`'s buffers in launch keys: its own (KV pages) plus the
+    /// GDN state pool's generation (both only grow, so any change raises it).
+    fn epoch(&self, s: &GpuSession) -> Result<u64, ModelError> {
+        let pool = match &self.gdn_pool {
+            Some(p) => p.generation()?,
+            None => 0,
+        };
+        Ok(s.epoch + pool)
+    }
+
+    /// Held from recording a step to submitting it (see `state_pool`).
+    fn step_guard(&self) -> Result<Option<std::sync::RwLockReadGuard<'_, ()>>, ModelError> {
+        self.gdn_pool.as_ref().map(|p| p.step_guard()).transpose()
     }
 
     /// Launches copying the first `rows` positions of the layer states `from`
@@ -229,7 +258,16 @@ impl GpuModel {
     /// An empty session (position 0, zero GDN states, no KV page yet: the first
     /// step adds one sized for it).
     pub fn new_session(&self) -> Result<GpuSession, ModelError> {
-        let layers = self.new_states(&[])?;
+        let lease = match &self.gdn_pool {
+            Some(p) => Some(p.acquire(&self.ctx, &self.config)?),
+            None => None,
+        };
+        let slot = self
+            .gdn_pool
+            .as_ref()
+            .zip(lease.as_ref())
+            .map(|(pool, l)| PoolSlot { pool, slot: l.slot });
+        let layers = self.new_states(&[], slot)?;
         let act = Activations::new(&self.ctx, &self.config, self.max_t, self.logit_rows)?;
         self.ctx.check("session creation")?;
         Ok(GpuSession {
@@ -237,6 +275,7 @@ impl GpuModel {
             pages: Vec::new(),
             attn: None,
             layers,
+            _gdn_slot: lease,
             act,
             launches: LaunchCache::default(),
             next: None,
@@ -278,11 +317,11 @@ impl GpuModel {
         s: &GpuSession,
         n_pages: usize,
         sampling: Option<&SamplingParams>,
-    ) -> LaunchKey {
-        LaunchKey {
+    ) -> Result<LaunchKey, ModelError> {
+        Ok(LaunchKey {
             kind: StepKind::Decode,
-            rows: vec![RowKey::new(s.id, s.epoch, n_pages, sampling)],
-        }
+            rows: vec![RowKey::new(s.id, self.epoch(s)?, n_pages, sampling)],
+        })
     }
 
     /// The sampler's launches: `vocab` logits of row `row` into slot `slot` of `ids`.
@@ -481,9 +520,11 @@ impl GpuModel {
             // Only the last step samples.
             let step_sampling = sampling.filter(|_| last);
             self.write_inputs(s, part);
+            let guard = self.step_guard()?;
             let cb = self.step_commands(s, t, step_head, n_pages, step_sampling)?;
             self.ctx.check("forward step")?;
             self.ctx.queue.submit([cb]);
+            drop(guard);
             s.pos += t;
             // While the GPU runs this step, encode the next decode step (its
             // token is the one sampled into the ids buffer now, its position
@@ -493,7 +534,7 @@ impl GpuModel {
             if let Some(p) = step_sampling {
                 if s.pos < s.capacity() {
                     let (np, _) = s.pages_at(s.pos);
-                    let key = self.decode_key(s, np, Some(p));
+                    let key = self.decode_key(s, np, Some(p))?;
                     let cb = self.encode_decode(s, &key, Some(p))?;
                     s.next = Some((key, cb));
                 }
@@ -530,7 +571,7 @@ impl GpuModel {
         // A step encoded ahead for another key (pages, buffers, sampling) is dropped.
         let ready = s.next.take();
         if t == 1 && head == Head::Last {
-            let key = self.decode_key(s, n_pages, sampling);
+            let key = self.decode_key(s, n_pages, sampling)?;
             return match ready {
                 Some((k, cb)) if k == key => Ok(cb),
                 _ => self.encode_decode(s, &key, sampling),
@@ -615,9 +656,13 @@ impl GpuModel {
             rows: refs
                 .iter()
                 .zip(params)
-                .map(|(s, p)| RowKey::new(s.id, s.epoch, s.pages_at(s.pos).0, Some(p)))
-                .collect(),
+                .map(|(s, p)| {
+                    let epoch = self.epoch(s)?;
+                    Ok(RowKey::new(s.id, epoch, s.pages_at(s.pos).0, Some(p)))
+                })
+                .collect::<Result<_, ModelError>>()?,
         };
+        let guard = self.step_guard()?;
         let BatchScratch {
             act,
             sampled,
@@ -642,6 +687,7 @@ impl GpuModel {
             &launches.iter().collect::<Vec<_>>(),
             |enc| enc.copy_buffer_to_buffer(sampled, 0, readback, 0, (b * 4) as u64),
         )?;
+        drop(guard);
         let bytes = self.ctx.read_mapped(readback, (b * 4) as u64)?;
         self.ctx.check("batched decode step")?;
         for s in sessions.iter_mut() {
@@ -656,9 +702,11 @@ impl GpuModel {
     pub fn snapshot(&self, s: &GpuSession) -> Result<GpuSnapshot, ModelError> {
         self.check_owner(s.model, "session")?;
         let pages: Vec<usize> = if s.pos > 0 { vec![s.pos] } else { Vec::new() };
-        let layers = self.new_states(&pages)?;
+        let layers = self.new_states(&pages, None)?;
+        let guard = self.step_guard()?;
         let copies = self.copy_states((&s.layers, &s.pages), (&layers, &pages), s.pos)?;
         self.submit("snapshot", &copies.iter().collect::<Vec<_>>())?;
+        drop(guard);
         self.ctx.check("snapshot")?;
         Ok(GpuSnapshot {
             pos: s.pos,
@@ -674,9 +722,11 @@ impl GpuModel {
     pub fn restore(&self, s: &mut GpuSession, snap: &GpuSnapshot) -> Result<(), ModelError> {
         self.check_owner(snap.model, "snapshot")?;
         self.ensure_capacity(s, snap.pos.max(1))?;
+        let guard = self.step_guard()?;
         let copies =
             self.copy_states((&snap.layers, &snap.pages), (&s.layers, &s.pages), snap.pos)?;
         self.submit("restore", &copies.iter().collect::<Vec<_>>())?;
+        drop(guard);
         s.pos = snap.pos;
         s.counter = snap.counter;
         s.seed = snap.seed;
@@ -723,11 +773,13 @@ impl GpuModel {
         }
         let tokens = &tokens[lead..];
         self.write_inputs(s, tokens);
+        let guard = self.step_guard()?;
         let launches = graph::record(&self.rec(), &self.w, s, tokens.len(), Head::Last)?;
         let times = qwgpu_kernels::profile::time_dispatches(
             &self.ctx,
             &launches.iter().collect::<Vec<_>>(),
         )?;
+        drop(guard);
         s.pos += tokens.len();
         let mut by: Vec<FamilyTime> = Vec::new();
         for (label, ns) in times {

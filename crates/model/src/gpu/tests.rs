@@ -153,3 +153,55 @@ fn recorded_launches_are_replayed_only_for_their_key() {
         );
     }
 }
+
+/// Launches per label of the last batched step `m` recorded.
+fn batch_launches(m: &GpuModel) -> std::collections::BTreeMap<&'static str, usize> {
+    let guard = m.batch.lock().unwrap();
+    let list = guard.as_ref().unwrap().launches.latest().unwrap();
+    let mut by = std::collections::BTreeMap::new();
+    for d in list {
+        *by.entry(d.label).or_insert(0) += 1;
+    }
+    by
+}
+
+/// A batched step runs the GDN cores of all its sessions in one launch per
+/// layer (a slot table over the pooled states), not one per session: the
+/// launches of the GDN family are the same for 1 and 5 sessions.
+#[test]
+fn batched_gdn_cores_are_one_launch_per_layer() {
+    let m = model(6);
+    let gdn_layers = m
+        .config
+        .layer_types
+        .iter()
+        .filter(|t| **t == qwgpu_checkpoint::LayerType::LinearAttention)
+        .count();
+    let gdn = |by: &std::collections::BTreeMap<&'static str, usize>| -> usize {
+        by.iter()
+            .filter(|(l, _)| l.starts_with("gdn"))
+            .map(|(_, n)| n)
+            .sum()
+    };
+    let mut counts = Vec::new();
+    for b in [1usize, 5] {
+        let mut sessions: Vec<_> = (0..b).map(|_| m.new_session().unwrap()).collect();
+        for (i, s) in sessions.iter_mut().enumerate() {
+            m.forward(s, &vec![3; 1 + 9 * i], false).unwrap();
+        }
+        let mut refs: Vec<&mut super::GpuSession> = sessions.iter_mut().collect();
+        let toks: Vec<u32> = (0..b as u32).collect();
+        m.decode_batch(&mut refs, &toks, &vec![GREEDY; b]).unwrap();
+        let by = batch_launches(&m);
+        counts.push(gdn(&by));
+        let dims = super::activations::gdn_dims(&m.config);
+        if qwgpu_kernels::gdn::fused_decode_available(&m.ctx, &dims) {
+            assert_eq!(
+                by.get("gdn decode rows"),
+                Some(&gdn_layers),
+                "{b} sessions: {by:?}"
+            );
+        }
+    }
+    assert_eq!(counts[0], counts[1], "GDN launches for 1 and 5 sessions");
+}

@@ -12,7 +12,7 @@ use qwgpu_kernels::view::TensorView;
 use qwgpu_kernels::{copy, Dispatch, GpuContext, GpuWeight};
 use qwgpu_loader::AttentionWeights;
 
-use super::kind::{own_state, own_state_mut, CoreIo, LayerState, Mixer, SessionView};
+use super::kind::{own_state, own_state_mut, CoreIo, LayerState, Mixer, PoolSlot, SessionView};
 use crate::gpu::activations::{attn_dims, f32s, Activations};
 use crate::gpu::record::{project, Input, Rec};
 use crate::gpu::upload::Uploader;
@@ -190,6 +190,7 @@ impl Mixer for Attention {
         r: &Rec,
         layer: usize,
         pages: &[usize],
+        _slot: Option<PoolSlot>,
     ) -> Result<Box<dyn LayerState>, ModelError> {
         let pages = pages
             .iter()
