@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 
 use qwgpu_checkpoint::TextConfig;
 use qwgpu_kernels::attention::rope_table;
-use qwgpu_kernels::sample::{sample, SamplingParams};
+use qwgpu_kernels::sample::{sample, sample_rows, RowSampler, SampleRow, SamplingParams};
 use qwgpu_kernels::{Dispatch, GpuContext, Step};
 use qwgpu_loader::PackedModel;
 
@@ -33,7 +33,7 @@ use activations::Activations;
 use launch_cache::{LaunchCache, LaunchKey, RowKey, StepKind};
 use layers::attention;
 use layers::kind::{LayerState, PoolSlot};
-use record::{interleave, Head, Rec};
+use record::{Head, Rec};
 pub use session::GpuSession;
 use state_pool::GdnPool;
 
@@ -74,7 +74,14 @@ struct BatchScratch {
     act: Activations,
     sampled: wgpu::Buffer,
     readback: wgpu::Buffer,
-    launches: LaunchCache<Vec<Dispatch>>,
+    launches: LaunchCache<BatchLaunches>,
+}
+
+/// A recorded batched step: the model's launches, then the sampler of all
+/// rows (whose seeds and counters are written before each run).
+struct BatchLaunches {
+    body: Vec<Dispatch>,
+    sampler: RowSampler,
 }
 
 /// Ids of sessions and models (never reused).
@@ -672,21 +679,38 @@ impl GpuModel {
         // Recording is the costly part (thousands of bind groups): only when
         // the batch changes (a session joins, leaves or enters a page).
         let launches = launches.get_or_record(&key, || {
-            let mut d = graph::record_batch(&self.rec(), &self.w, act, &refs)?;
-            let mut per_row = Vec::with_capacity(b);
-            for (row, (s, p)) in refs.iter().zip(params).enumerate() {
-                let logits = &act.stream.logits;
-                per_row.push(self.sampler(logits, row, p, &s.act.stream.step, sampled, row)?);
-            }
-            // Interleaved like the mixers: the rows' samplers run side by side.
-            interleave(per_row, &mut d);
-            Ok::<_, ModelError>(d)
+            let body = graph::record_batch(&self.rec(), &self.w, act, &refs)?;
+            // All rows' samplers in one launch family (per-row parameters).
+            let vocab = self.config.vocab_size;
+            let rows: Vec<SampleRow> = params
+                .iter()
+                .enumerate()
+                .map(|(row, p)| SampleRow {
+                    logits_offset: (row * vocab) as u32,
+                    out_offset: row as u32,
+                    params: *p,
+                })
+                .collect();
+            let sampler = sample_rows(
+                &self.ctx,
+                &act.stream.logits,
+                vocab as u32,
+                &rows,
+                &act.stream.step,
+                sampled,
+            )?;
+            Ok::<_, ModelError>(BatchLaunches { body, sampler })
         })?;
-        self.submit_then(
-            "batched decode step",
-            &launches.iter().collect::<Vec<_>>(),
-            |enc| enc.copy_buffer_to_buffer(sampled, 0, readback, 0, (b * 4) as u64),
-        )?;
+        let seeds: Vec<(u64, u32)> = refs.iter().map(|s| (s.seed, s.counter)).collect();
+        launches.sampler.write_seeds(&self.ctx, &seeds)?;
+        let all: Vec<&Dispatch> = launches
+            .body
+            .iter()
+            .chain(launches.sampler.launches())
+            .collect();
+        self.submit_then("batched decode step", &all, |enc| {
+            enc.copy_buffer_to_buffer(sampled, 0, readback, 0, (b * 4) as u64)
+        })?;
         drop(guard);
         let bytes = self.ctx.read_mapped(readback, (b * 4) as u64)?;
         self.ctx.check("batched decode step")?;

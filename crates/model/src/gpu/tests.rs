@@ -159,17 +159,26 @@ fn batch_launches(m: &GpuModel) -> std::collections::BTreeMap<&'static str, usiz
     let guard = m.batch.lock().unwrap();
     let list = guard.as_ref().unwrap().launches.latest().unwrap();
     let mut by = std::collections::BTreeMap::new();
-    for d in list {
+    for d in list.body.iter().chain(list.sampler.launches()) {
         *by.entry(d.label).or_insert(0) += 1;
     }
     by
 }
 
+/// Launches of the batched step's families whose label starts with `prefix`.
+fn family(by: &std::collections::BTreeMap<&'static str, usize>, prefix: &str) -> usize {
+    by.iter()
+        .filter(|(l, _)| l.starts_with(prefix))
+        .map(|(_, n)| n)
+        .sum()
+}
+
 /// A batched step runs the GDN cores of all its sessions in one launch per
-/// layer (a slot table over the pooled states), not one per session: the
-/// launches of the GDN family are the same for 1 and 5 sessions.
+/// layer (a slot table over the pooled states) and samples all rows in one
+/// launch family, not one of each per session: those families' launches are
+/// the same for 1 and 5 sessions (greedy and sampled rows mixed).
 #[test]
-fn batched_gdn_cores_are_one_launch_per_layer() {
+fn batched_gdn_cores_and_samplers_are_one_launch_family() {
     let m = model(6);
     let gdn_layers = m
         .config
@@ -177,12 +186,6 @@ fn batched_gdn_cores_are_one_launch_per_layer() {
         .iter()
         .filter(|t| **t == qwgpu_checkpoint::LayerType::LinearAttention)
         .count();
-    let gdn = |by: &std::collections::BTreeMap<&'static str, usize>| -> usize {
-        by.iter()
-            .filter(|(l, _)| l.starts_with("gdn"))
-            .map(|(_, n)| n)
-            .sum()
-    };
     let mut counts = Vec::new();
     for b in [1usize, 5] {
         let mut sessions: Vec<_> = (0..b).map(|_| m.new_session().unwrap()).collect();
@@ -191,9 +194,10 @@ fn batched_gdn_cores_are_one_launch_per_layer() {
         }
         let mut refs: Vec<&mut super::GpuSession> = sessions.iter_mut().collect();
         let toks: Vec<u32> = (0..b as u32).collect();
-        m.decode_batch(&mut refs, &toks, &vec![GREEDY; b]).unwrap();
+        let params: Vec<SamplingParams> = (0..b).map(|_| GREEDY).collect();
+        m.decode_batch(&mut refs, &toks, &params).unwrap();
         let by = batch_launches(&m);
-        counts.push(gdn(&by));
+        counts.push((family(&by, "gdn"), family(&by, "sample")));
         let dims = super::activations::gdn_dims(&m.config);
         if qwgpu_kernels::gdn::fused_decode_available(&m.ctx, &dims) {
             assert_eq!(
@@ -203,5 +207,8 @@ fn batched_gdn_cores_are_one_launch_per_layer() {
             );
         }
     }
-    assert_eq!(counts[0], counts[1], "GDN launches for 1 and 5 sessions");
+    assert_eq!(
+        counts[0], counts[1],
+        "(GDN, sampler) launches for 1 and 5 sessions"
+    );
 }
