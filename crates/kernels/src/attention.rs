@@ -156,6 +156,18 @@ pub struct AttnBuffers<'a> {
     pub step: &'a wgpu::Buffer,
     /// `[T, nh·hd]`: attention output · sigmoid(gate), the input of `o_proj`.
     pub out: &'a wgpu::Buffer,
+    /// Row of `qkv` and `out` holding this call's first token (0, or a
+    /// session's row of a batched decode step, read and written in place:
+    /// needs [`rows_bindable`]).
+    pub row: u32,
+}
+
+/// Whether [`AttnBuffers::row`] may be non-zero on this device: rows of `qkv`
+/// and `out` start at multiples of the storage offset alignment.
+pub fn rows_bindable(ctx: &GpuContext, dims: &AttnDims) -> bool {
+    let align = (ctx.limits.min_storage_buffer_offset_alignment as u64).max(4);
+    (dims.qkv_width() as u64 * 4).is_multiple_of(align)
+        && (dims.nh as u64 * dims.hd as u64 * 4).is_multiple_of(align)
 }
 
 /// One page of a layer's KV cache: `[rows, nkv, hd]` f32 keys and values.
@@ -396,11 +408,11 @@ fn need(what: &'static str, buf: &wgpu::Buffer, floats: u64) -> Result<(), Kerne
 /// `max_t` must be the one `scratch` was made with. The caller passes the pages
 /// up to the one holding positions `step.pos .. step.pos + t` (not checkable
 /// here); decode launches stay valid while `pos` stays in that last page.
-pub fn attention_forward(
-    ctx: &GpuContext,
+pub fn attention_forward<'a>(
+    ctx: &'a GpuContext,
     dims: &AttnDims,
-    b: &AttnBuffers,
-    scratch: &AttnScratch,
+    b: &AttnBuffers<'a>,
+    scratch: &'a AttnScratch,
     t: u32,
     max_t: u32,
 ) -> Result<Vec<Dispatch>, KernelError> {
@@ -451,7 +463,15 @@ pub fn attention_forward(
     } = *dims;
     let group = nh / nkv;
     let (nh64, nkv64, hd64) = (nh as u64, nkv as u64, hd as u64);
-    need("qkv", b.qkv, t as u64 * dims.qkv_width() as u64)?;
+    if b.row > 0 && !rows_bindable(ctx, dims) {
+        return bad(format!(
+            "row {row}: rows of qkv and out are not aligned to {align} bytes on this device",
+            row = b.row,
+            align = ctx.limits.min_storage_buffer_offset_alignment
+        ));
+    }
+    let rows = b.row as u64 + t as u64;
+    need("qkv", b.qkv, rows * dims.qkv_width() as u64)?;
     need("q_norm", b.q_norm, hd64)?;
     need("k_norm", b.k_norm, hd64)?;
     need("rope", b.rope, 2 * max_t as u64 * (rotary_dim / 2) as u64)?;
@@ -472,7 +492,7 @@ pub fn attention_forward(
         ));
     }
     need("step", b.step, (std::mem::size_of::<Step>() / 4) as u64)?;
-    need("out", b.out, t as u64 * nh64 * hd64)?;
+    need("out", b.out, rows * nh64 * hd64)?;
     if t as u64 * group as u64 > PREFILL_BM as u64 * crate::MAX_GROUPS as u64 {
         return bad(format!("T {t} × group {group} exceeds the prefill grid"));
     }
@@ -508,12 +528,33 @@ pub fn attention_forward(
         ..base
     };
 
+    // qkv and out: whole buffers, or this call's rows of them.
+    let (qkv_row, out_row) = (dims.qkv_width() as u64 * 4, nh64 * hd64 * 4);
+    let io = |l: crate::launch::Launch<'a>, qkv: bool, out: bool| {
+        let mut l = l;
+        if b.row == 0 {
+            if qkv {
+                l = l.bind("qkv", b.qkv);
+            }
+            if out {
+                l = l.bind("out", b.out);
+            }
+            return l;
+        }
+        let r = b.row as u64;
+        if qkv {
+            l = l.bind_range("qkv", b.qkv, r * qkv_row, t as u64 * qkv_row);
+        }
+        if out {
+            l = l.bind_range("out", b.out, r * out_row, t as u64 * out_row);
+        }
+        l
+    };
     let last = b.pages.len() - 1;
     let mut out = Vec::with_capacity(b.pages.len() + 2);
     out.push(
-        ctx.launch(&PREP)
+        io(ctx.launch(&PREP), true, false)
             .constant("WG", PREP_WG)
-            .bind("qkv", b.qkv)
             .bind("q_norm", b.q_norm)
             .bind("k_norm", b.k_norm)
             .bind("rope", b.rope)
@@ -553,13 +594,11 @@ pub fn attention_forward(
             split_base += splits;
         }
         out.push(
-            ctx.launch(&MERGE)
+            io(ctx.launch(&MERGE), true, true)
                 .constant("WG", MERGE_WG)
                 .constant("HD", hd)
                 .bind("part_o", &scratch.part_o)
                 .bind("part_ml", &scratch.part_ml)
-                .bind("qkv", b.qkv)
-                .bind("out", b.out)
                 .params(&page_params(last, split_base, 0, 0))
                 .grid([nh, 1, 1])
                 .record()?,
@@ -569,15 +608,13 @@ pub fn attention_forward(
             let flags =
                 (if i == 0 { PAGE_FIRST } else { 0 }) | (if i == last { PAGE_LAST } else { 0 });
             out.push(
-                ctx.launch(&PREFILL)
+                io(ctx.launch(&PREFILL), true, true)
                     .constant("WG", PREFILL_WG)
                     .constant("HD", hd)
                     .constant("G", group)
                     .bind("q", &scratch.q)
                     .bind("keys", page.keys)
                     .bind("values", page.values)
-                    .bind("qkv", b.qkv)
-                    .bind("out", b.out)
                     .bind("st", b.step)
                     .params(&page_params(i, 0, 0, flags))
                     .bind("carry_o", &scratch.carry_o)

@@ -176,7 +176,8 @@ fn family(by: &std::collections::BTreeMap<&'static str, usize>, prefix: &str) ->
 /// A batched step runs the GDN cores of all its sessions in one launch per
 /// layer (a slot table over the pooled states) and samples all rows in one
 /// launch family, not one of each per session: those families' launches are
-/// the same for 1 and 5 sessions (greedy and sampled rows mixed).
+/// the same for 1 and 5 sessions; no row is copied between the batch's
+/// activations and a session's.
 #[test]
 fn batched_gdn_cores_and_samplers_are_one_launch_family() {
     let m = model(6);
@@ -198,6 +199,13 @@ fn batched_gdn_cores_and_samplers_are_one_launch_family() {
         m.decode_batch(&mut refs, &toks, &params).unwrap();
         let by = batch_launches(&m);
         counts.push((family(&by, "gdn"), family(&by, "sample")));
+        // Attention reads and writes its rows of the batch in place: no copies.
+        if qwgpu_kernels::attention::rows_bindable(
+            &m.ctx,
+            &super::activations::attn_dims(&m.config),
+        ) {
+            assert_eq!(family(&by, "copy"), 0, "{b} sessions: {by:?}");
+        }
         let dims = super::activations::gdn_dims(&m.config);
         if qwgpu_kernels::gdn::fused_decode_available(&m.ctx, &dims) {
             assert_eq!(

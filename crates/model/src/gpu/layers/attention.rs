@@ -6,15 +6,19 @@ use std::any::Any;
 
 use qwgpu_checkpoint::expected::Packed;
 use qwgpu_checkpoint::{LayerType, TextConfig};
-use qwgpu_kernels::attention::{attention_forward, AttnBuffers, AttnScratch, KvPage};
+use qwgpu_kernels::attention::{
+    attention_forward, rows_bindable, AttnBuffers, AttnScratch, KvPage,
+};
 use qwgpu_kernels::matmul::Epilogue;
 use qwgpu_kernels::view::TensorView;
 use qwgpu_kernels::{copy, Dispatch, GpuContext, GpuWeight};
 use qwgpu_loader::AttentionWeights;
 
-use super::kind::{own_state, own_state_mut, CoreIo, LayerState, Mixer, PoolSlot, SessionView};
+use super::kind::{
+    own_state, own_state_mut, BatchRow, CoreIo, LayerState, Mixer, PoolSlot, SessionView,
+};
 use crate::gpu::activations::{attn_dims, f32s, Activations};
-use crate::gpu::record::{project, Input, Rec};
+use crate::gpu::record::{interleave, project, Input, Rec};
 use crate::gpu::upload::Uploader;
 use crate::shapes::{check_matrix, check_vector};
 use crate::ModelError;
@@ -184,6 +188,55 @@ fn copy_kv_rows(
     Ok(d)
 }
 
+impl Attention {
+    /// The core's launches over `t` tokens of a session (its rope, step and
+    /// KV pages from `own`, `state`, `s`) reading rows `row ..` of `qkv` and
+    /// writing rows `row ..` of `out` (`io`).
+    fn core_launches(
+        &self,
+        r: &Rec,
+        (qkv, out, row): (&wgpu::Buffer, &wgpu::Buffer, u32),
+        own: &Activations,
+        state: &dyn LayerState,
+        s: &SessionView,
+        t: usize,
+    ) -> Result<Vec<Dispatch>, ModelError> {
+        let kv: &KvCache = own_state(state, NAME)?;
+        let scratch = s.attn.ok_or_else(|| ModelError::Internal {
+            detail: "attention layer without attention scratch".into(),
+        })?;
+        let (n_pages, _) = s.pages_at(s.pos);
+        let pages: Vec<KvPage> = kv
+            .pages
+            .iter()
+            .zip(s.pages)
+            .take(n_pages)
+            .map(|(p, &rows)| KvPage {
+                keys: &p.keys,
+                values: &p.values,
+                rows: rows as u32,
+            })
+            .collect();
+        Ok(attention_forward(
+            r.ctx,
+            &attn_dims(r.c),
+            &AttnBuffers {
+                qkv,
+                q_norm: &self.q_norm,
+                k_norm: &self.k_norm,
+                rope: &own.stream.rope,
+                pages: &pages,
+                step: &own.stream.step,
+                out,
+                row,
+            },
+            scratch,
+            t as u32,
+            r.max_t as u32,
+        )?)
+    }
+}
+
 impl Mixer for Attention {
     fn new_state(
         &self,
@@ -248,39 +301,37 @@ impl Mixer for Attention {
         d: &mut Vec<Dispatch>,
     ) -> Result<(), ModelError> {
         let at = a.attention()?;
-        let kv: &KvCache = own_state(state, NAME)?;
-        let scratch = s.attn.ok_or_else(|| ModelError::Internal {
-            detail: "attention layer without attention scratch".into(),
-        })?;
-        let (n_pages, _) = s.pages_at(s.pos);
-        let pages: Vec<KvPage> = kv
-            .pages
-            .iter()
-            .zip(s.pages)
-            .take(n_pages)
-            .map(|(p, &rows)| KvPage {
-                keys: &p.keys,
-                values: &p.values,
-                rows: rows as u32,
-            })
-            .collect();
-        d.extend(attention_forward(
-            r.ctx,
-            &attn_dims(r.c),
-            &AttnBuffers {
-                qkv: &at.qkv,
-                q_norm: &self.q_norm,
-                k_norm: &self.k_norm,
-                rope: &a.stream.rope,
-                pages: &pages,
-                step: &a.stream.step,
-                out: &at.out,
-            },
-            scratch,
-            t as u32,
-            r.max_t as u32,
-        )?);
+        d.extend(self.core_launches(r, (&at.qkv, &at.out, 0), a, state, s, t)?);
         Ok(())
+    }
+
+    /// Each session's attention on its own KV pages, reading its row of the
+    /// batch's qkv and writing its row of the batch's output in place (no
+    /// copies); the sessions' launches interleaved.
+    fn record_core_rows(
+        &self,
+        r: &Rec,
+        a: &Activations,
+        rows: &[BatchRow],
+        d: &mut Vec<Dispatch>,
+    ) -> Result<bool, ModelError> {
+        if !rows_bindable(r.ctx, &attn_dims(r.c)) {
+            return Ok(false);
+        }
+        let at = a.attention()?;
+        let mut per_row = Vec::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            per_row.push(self.core_launches(
+                r,
+                (&at.qkv, &at.out, i as u32),
+                row.act,
+                row.state,
+                &row.session,
+                1,
+            )?);
+        }
+        interleave(per_row, d);
+        Ok(true)
     }
 
     fn record_out(
