@@ -37,6 +37,13 @@
 //!   stores the state before each chunk, and a parallel output kernel with the
 //!   gated norm fused.
 //!
+//! Batched decode ([`gdn_decode_rows`]): one token of each of up to
+//! [`MAX_BATCH_ROWS`] sessions whose states are slots of pooled buffers
+//! ([`GdnSlots`]; a slot table in the launch's uniform), grid y = row: one fused
+//! launch for all rows, or the conv and recurrent launches over all rows where
+//! the fused kernel is not available. Lone calls bind their slot's range
+//! ([`GdnLayerBuffers::slot`]), so one pool serves both.
+//!
 //! Launches: Recurrent fused: ceil(T/128) (1 for decode). Recurrent split: conv (+ a
 //! conv-state launch when T > 16, run after every token block has read the old
 //! state) plus ceil(T/128) recurrent launches. Chunked: 5 (6 when T > 16).
@@ -373,7 +380,16 @@ crate::uniform_struct! {
         taps: u32,
         tb: u32,
         write_state: u32,
-        _pad: [u32; 2],
+        rows: u32,
+        conv_stride4: u32,
+        slots0: u32,
+        slots1: u32,
+        slots2: u32,
+        slots3: u32,
+        slots4: u32,
+        slots5: u32,
+        slots6: u32,
+        slots7: u32,
     }
 }
 
@@ -390,8 +406,28 @@ crate::uniform_struct! {
         key_dim: u32,
         eps: f32,
         q_scale: f32,
-        _pad: [u32; 3],
+        rows: u32,
+        st_stride: u32,
+        _pad0: u32,
+        slots0: u32,
+        slots1: u32,
+        slots2: u32,
+        slots3: u32,
+        slots4: u32,
+        slots5: u32,
+        slots6: u32,
+        slots7: u32,
     }
+}
+
+/// Row slots packed two per word (row 2i in the low half), as the kernels'
+/// `slots0 .. slots7` uniform fields hold them.
+fn pack_slots(slots: &[u32]) -> [u32; MAX_BATCH_ROWS / 2] {
+    let mut t = [0u32; MAX_BATCH_ROWS / 2];
+    for (i, &s) in slots.iter().enumerate() {
+        t[i / 2] |= (s & 0xffff) << (16 * (i % 2));
+    }
+    t
 }
 
 crate::uniform_struct! {
@@ -687,10 +723,7 @@ impl DecParams {
         (conv_stride, st_stride): (u32, u32),
         slots: &[u32],
     ) -> Self {
-        let mut t = [0u32; MAX_BATCH_ROWS / 2];
-        for (i, &s) in slots.iter().enumerate() {
-            t[i / 2] |= (s & 0xffff) << (16 * (i % 2));
-        }
+        let t = pack_slots(slots);
         Self {
             t0,
             t_len,
@@ -796,19 +829,21 @@ fn slot_ranges(ctx: &GpuContext, dims: &GdnDims, slot: u32) -> ((u64, u64), (u64
 }
 
 /// One decode token for each of `slots.len()` sessions in ONE launch (the fused
-/// kernel, grid `[nk, rows]`): row `i` of `b.qkvz` / `b.ba` / `b.out` is session
-/// `i`'s token, on the states of slot `slots[i]` of the pooled `b.conv_state` /
-/// `b.state` (slots [`GdnSlots`] apart; `b.slot` is not used). Each row gets the
-/// arithmetic of a lone T = 1 call of the fused kernel, so results equal it
-/// bit for bit. Slots must be distinct (two rows on one state would race).
-/// [`KernelError::Unsupported`] where the fused kernel is not available
-/// ([`fused_decode_available`]).
+/// kernel, grid `[nk, rows]`) where the device allows it
+/// ([`fused_decode_available`]), else two within WebGPU's default limits (the
+/// conv of every row into `scratch`, then the recurrent step of every row): row
+/// `i` of `b.qkvz` / `b.ba` / `b.out` is session `i`'s token, on the states of
+/// slot `slots[i]` of the pooled `b.conv_state` / `b.state` (slots [`GdnSlots`]
+/// apart; `b.slot` is not used). Each row gets the arithmetic of a lone T = 1
+/// call of the same launch form, so results equal it bit for bit. Slots must be
+/// distinct (two rows on one state would race).
 pub fn gdn_decode_rows(
     ctx: &GpuContext,
     dims: &GdnDims,
     b: &GdnLayerBuffers<'_>,
+    scratch: &GdnScratch,
     slots: &[u32],
-) -> Result<Dispatch, KernelError> {
+) -> Result<Vec<Dispatch>, KernelError> {
     dims.check()?;
     let rows = slots.len();
     let arg = |detail: String| KernelError::Arguments {
@@ -826,13 +861,6 @@ pub fn gdn_decode_rows(
             )));
         }
     }
-    let lanes = decode_lanes(ctx, dims).ok_or_else(|| KernelError::Unsupported {
-        what: "gdn batched decode".into(),
-        detail: format!(
-            "needs {DECODE_STORAGE_BUFFERS} storage buffers per stage (device: {max})",
-            max = ctx.limits.max_storage_buffers_per_shader_stage
-        ),
-    })?;
     let r = rows as u64;
     let (nv, conv_dim) = (dims.nv as u64, dims.conv_dim() as u64);
     need("qkvz", b.qkvz, r * (conv_dim + dims.value_dim() as u64))?;
@@ -861,14 +889,112 @@ pub fn gdn_decode_rows(
     if (top + 1) * s.state / 4 > u32::MAX as u64 || (top + 1) * s.conv / 4 > u32::MAX as u64 {
         return Err(arg(format!("slot {top} is past 32-bit indices")));
     }
+    let Some(lanes) = decode_lanes(ctx, dims) else {
+        return split_rows(ctx, dims, b, scratch, slots, (cw, sw));
+    };
     let params = DecParams::new(dims, lanes, (0, 1), (cw, sw), slots);
-    decode_launch(ctx, dims, lanes, b)
+    Ok(vec![decode_launch(ctx, dims, lanes, b)
         .label("gdn decode rows")
         .bind("conv_st", b.conv_state)
         .bind("st", b.state)
         .params(&params)
         .grid([dims.nk, rows as u32, 1])
-        .record()
+        .record()?])
+}
+
+/// [`gdn_decode_rows`] within WebGPU's default limits: the conv of every row,
+/// then the recurrent step of every row (two launches, grid y = row).
+fn split_rows(
+    ctx: &GpuContext,
+    dims: &GdnDims,
+    b: &GdnLayerBuffers<'_>,
+    s: &GdnScratch,
+    slots: &[u32],
+    (conv_words, st_words): (u32, u32),
+) -> Result<Vec<Dispatch>, KernelError> {
+    let rows = slots.len() as u32;
+    if s.dims != *dims || rows > s.max_t {
+        return Err(KernelError::Arguments {
+            kernel: "gdn decode rows",
+            detail: format!(
+                "scratch for {max_t} tokens of {sd:?}, called with {rows} rows of {dims:?}",
+                max_t = s.max_t,
+                sd = s.dims
+            ),
+        });
+    }
+    let t = pack_slots(slots);
+    let conv = ConvParams {
+        t_len: 1,
+        channels: dims.conv_dim(),
+        in_stride: dims.conv_dim() + dims.value_dim(),
+        taps: dims.conv_kernel,
+        tb: 1,
+        write_state: 1,
+        rows: 1,
+        conv_stride4: conv_words / 4,
+        slots0: t[0],
+        slots1: t[1],
+        slots2: t[2],
+        slots3: t[3],
+        slots4: t[4],
+        slots5: t[5],
+        slots6: t[6],
+        slots7: t[7],
+    };
+    let (sl, r) = dims.recurrent_split();
+    let rec = RecParams {
+        t0: 0,
+        t_len: 1,
+        nv: dims.nv,
+        nk: dims.nk,
+        conv_dim: dims.conv_dim(),
+        qkvz_stride: dims.conv_dim() + dims.value_dim(),
+        key_dim: dims.key_dim(),
+        eps: dims.eps,
+        q_scale: q_scale(dims),
+        rows: 1,
+        st_stride: st_words,
+        _pad0: 0,
+        slots0: t[0],
+        slots1: t[1],
+        slots2: t[2],
+        slots3: t[3],
+        slots4: t[4],
+        slots5: t[5],
+        slots6: t[6],
+        slots7: t[7],
+    };
+    Ok(vec![
+        ctx.launch(&CONV)
+            .label("gdn conv1d rows")
+            .constant("WG", WG)
+            .bind("conv_x", b.qkvz)
+            .bind("conv_w", b.conv_w)
+            .bind("conv_st", b.conv_state)
+            .bind("conv_y", &s.xc)
+            .params(&conv)
+            .grid([(dims.conv_dim() / 4).div_ceil(WG), rows, 1])
+            .record()?,
+        ctx.launch(&RECURRENT)
+            .label("gdn recurrent rows")
+            .constant("WG", WG)
+            .constant("DK", dims.dk)
+            .constant("DV", dims.dv)
+            .constant("SL", sl)
+            .constant("R", r)
+            .bind("gx", &s.xc)
+            .bind("qkvz", b.qkvz)
+            .bind("ba", b.ba)
+            .bind("a_log", b.a_log)
+            .bind("dt_bias", b.dt_bias)
+            .bind("norm_w", b.norm_w)
+            .bind("st", b.state)
+            .bind("gout", b.out)
+            .params(&rec)
+            .grid([dims.nv, rows, 1])
+            .record()?,
+    ])
 }
 
 fn conv_dispatches(
@@ -888,7 +1014,16 @@ fn conv_dispatches(
             taps: dims.conv_kernel,
             tb: CONV_TB,
             write_state: (blocks == 1) as u32,
-            _pad: [0; 2],
+            rows: 0,
+            conv_stride4: 0,
+            slots0: 0,
+            slots1: 0,
+            slots2: 0,
+            slots3: 0,
+            slots4: 0,
+            slots5: 0,
+            slots6: 0,
+            slots7: 0,
         },
     );
     let groups_x = (dims.conv_dim() / 4).div_ceil(WG);
@@ -960,7 +1095,17 @@ fn recurrent_dispatches(
                     key_dim: dims.key_dim(),
                     eps: dims.eps,
                     q_scale: q_scale(dims),
-                    _pad: [0; 3],
+                    rows: 0,
+                    st_stride: 0,
+                    _pad0: 0,
+                    slots0: 0,
+                    slots1: 0,
+                    slots2: 0,
+                    slots3: 0,
+                    slots4: 0,
+                    slots5: 0,
+                    slots6: 0,
+                    slots7: 0,
                 })
                 .grid([dims.nv, 1, 1])
                 .record()?,

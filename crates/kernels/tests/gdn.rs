@@ -893,8 +893,8 @@ impl Pool {
 
 /// Batched decode over a pool: rows on scattered slots (3, then 5 rows), two
 /// steps replaying one recorded launch each, every row against the oracle on
-/// its own slot's states; slots no row names stay bit-identical. Contexts
-/// without the fused kernel must answer with a typed error.
+/// its own slot's states; slots no row names stay bit-identical. Fused where
+/// the context has it, else the split form (conv + recurrent over all rows).
 fn run_batch_rows(d: &GdnDims, seed: u64) {
     let n_slots = 7;
     for tc in testing::contexts() {
@@ -903,6 +903,7 @@ fn run_batch_rows(d: &GdnDims, seed: u64) {
         let (w, _) = random_layer(d, &mut rng);
         let mut pool = Pool::new(ctx, d, n_slots, &mut rng);
         let io = Gpu::new(ctx, d, &w, &pool.cpu[0], 5);
+        let scratch = GdnScratch::new(ctx, d, 5).unwrap();
         let bufs = GdnLayerBuffers {
             conv_state: &pool.conv,
             state: &pool.state,
@@ -913,20 +914,21 @@ fn run_batch_rows(d: &GdnDims, seed: u64) {
                 "{tc_name} seed {seed} {d:?} rows on slots {table:?}",
                 tc_name = tc.name
             );
-            let launch = gdn::gdn_decode_rows(ctx, d, &bufs, &table);
-            if !gdn::fused_decode_available(ctx, d) {
-                let Err(e) = launch else {
-                    panic!("{what}: batched decode without the fused kernel");
-                };
-                assert!(matches!(e, KernelError::Unsupported { .. }), "{what}: {e}");
-                continue;
-            }
-            let launch = launch.unwrap_or_else(|e| panic!("{what}: {e}"));
+            let launches = gdn::gdn_decode_rows(ctx, d, &bufs, &scratch, &table)
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            // One launch per kernel family for all rows: fused, or conv + recurrent.
+            let want = if gdn::fused_decode_available(ctx, d) {
+                1
+            } else {
+                2
+            };
+            assert_eq!(launches.len(), want, "{what}");
+            let launch: Vec<&qwgpu_kernels::Dispatch> = launches.iter().collect();
             let rows = table.len();
             for step in 0..2 {
                 let (qkvz, ba) = random_inputs(d, rows, &mut rng);
                 io.write_inputs(ctx, &qkvz, &ba);
-                ctx.run("gdn rows", &[&launch]).unwrap();
+                ctx.run("gdn rows", &launch).unwrap();
                 let got = ctx
                     .read_f32(&io.out, 0, rows * d.value_dim() as usize)
                     .unwrap();
@@ -982,6 +984,7 @@ fn batched_decode_rows_rejects_bad_tables() {
         let (w, _) = random_layer(&d, &mut rng);
         let pool = Pool::new(ctx, &d, 3, &mut rng);
         let io = Gpu::new(ctx, &d, &w, &pool.cpu[0], 17);
+        let scratch = GdnScratch::new(ctx, &d, 17).unwrap();
         let bufs = GdnLayerBuffers {
             conv_state: &pool.conv,
             state: &pool.state,
@@ -993,7 +996,7 @@ fn batched_decode_rows_rejects_bad_tables() {
             (vec![3], "a slot past the pool"),
             ((0..17).collect::<Vec<u32>>(), "17 rows"),
         ] {
-            let e = gdn::gdn_decode_rows(ctx, &d, &bufs, &table)
+            let e = gdn::gdn_decode_rows(ctx, &d, &bufs, &scratch, &table)
                 .err()
                 .unwrap_or_else(|| panic!("{tc_name}: {why} accepted", tc_name = tc.name));
             assert!(

@@ -404,6 +404,27 @@ fn batched_decode_at_very_different_positions() {
     }
 }
 
+/// The batched step within WebGPU's default limits, without subgroups and f16
+/// (the GDN rows in the split form: conv and recurrent launches over all rows).
+#[test]
+fn batched_decode_within_webgpu_limits() {
+    let (gpu, _) = models(false, 83, 32, true);
+    let vocab = gpu.config().vocab_size;
+    let mut rng = Rng::new(83);
+    let params = [greedy(), greedy(), greedy()];
+    let mut sessions = Vec::new();
+    let mut next = Vec::new();
+    for (i, len) in [5usize, 270, 1].into_iter().enumerate() {
+        let mut s = gpu.new_session().unwrap();
+        next.push(
+            gpu.sample_next(&mut s, &prompt(&mut rng, len, vocab), &params[i])
+                .unwrap(),
+        );
+        sessions.push(s);
+    }
+    batch_against_lone(&gpu, &mut sessions, &mut next, &params, 3, "webgpu limits");
+}
+
 /// Batched steps continue bit-identically from restored and forked sessions
 /// (their states copied into other slots of the pooled GDN states and other
 /// KV pages), and a dropped session's slot, reused by a new one, starts zeroed.

@@ -7,9 +7,7 @@ use std::sync::Arc;
 
 use qwgpu_checkpoint::expected::Packed;
 use qwgpu_checkpoint::TextConfig;
-use qwgpu_kernels::gdn::{
-    fused_decode_available, gdn_decode_rows, gdn_forward, GdnLayerBuffers, GdnMode, MAX_BATCH_ROWS,
-};
+use qwgpu_kernels::gdn::{gdn_decode_rows, gdn_forward, GdnLayerBuffers, GdnMode, MAX_BATCH_ROWS};
 use qwgpu_kernels::matmul::Epilogue;
 use qwgpu_kernels::view::TensorView;
 use qwgpu_kernels::{copy, Dispatch, GpuWeight};
@@ -242,7 +240,7 @@ impl Mixer for GatedDelta {
         d: &mut Vec<Dispatch>,
     ) -> Result<bool, ModelError> {
         let dims = gdn_dims(r.c);
-        if rows.is_empty() || rows.len() > MAX_BATCH_ROWS || !fused_decode_available(r.ctx, &dims) {
+        if rows.is_empty() || rows.len() > MAX_BATCH_ROWS {
             return Ok(false);
         }
         // Every row's state must be a slot of the same pooled buffers.
@@ -269,7 +267,7 @@ impl Mixer for GatedDelta {
         }
         .place()?;
         let g = a.gated_delta()?;
-        d.push(gdn_decode_rows(
+        d.extend(gdn_decode_rows(
             r.ctx,
             &dims,
             &GdnLayerBuffers {
@@ -284,6 +282,7 @@ impl Mixer for GatedDelta {
                 out: &g.out,
                 slot: 0,
             },
+            &g.scratch,
             &slots,
         )?);
         Ok(true)
