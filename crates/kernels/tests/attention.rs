@@ -487,6 +487,107 @@ fn calls_on_a_batch_row_in_place() {
     }
 }
 
+/// A batched decode step's attention: 3 and then 5 sessions (each its own KV
+/// pages, split count and position, pages partly filled) decode into their
+/// rows of one partials buffer, reading and writing their rows of shared qkv /
+/// out, then ONE merge launch for all rows; every row against the CPU.
+#[test]
+fn merge_rows_of_sessions_at_different_positions() {
+    let d = dims(4, 2, 32, 8);
+    // (pages, splits, position of the decode token)
+    let sessions: [(&[u32], Option<u32>, u32); 5] = [
+        (&[100, 37, 563], Some(4), 300),
+        (&[256], None, 10),
+        (&[64, 64], Some(3), 100),
+        (&[700], Some(1), 0),
+        (&[256, 256, 512], None, 611),
+    ];
+    for t in testing::contexts() {
+        let ctx = &t.ctx;
+        for n in [3usize, 5] {
+            let mut rng = Rng::new(40 + n as u64);
+            let (w, o) = (d.qkv_width() as usize, (d.nh * d.hd) as usize);
+            let per = (d.nkv * d.hd) as usize;
+            let qkv_b = ctx.storage("batch qkv", (n * w * 4) as u64).unwrap();
+            let out_b = ctx.storage("batch out", (n * o * 4) as u64).unwrap();
+            let layers: Vec<Layer> = sessions[..n]
+                .iter()
+                .map(|(pages, splits, _)| Layer::new(ctx, d, 1, pages, *splits, &mut rng))
+                .collect();
+            let max_splits = layers.iter().map(|l| l.scratch.splits()).max().unwrap();
+            let partials = attention::AttnRowPartials::new(ctx, &d, n as u32, max_splits).unwrap();
+            let qkv: Vec<f32> = rng.normal_vec(n * w);
+            ctx.queue
+                .write_buffer(&qkv_b, 0, bytemuck::cast_slice(&qkv));
+            ctx.fill_f32(&out_b, f32::NAN);
+            let mut launches = Vec::new();
+            let mut nsplits = Vec::new();
+            let mut wants = Vec::new();
+            for (i, (layer, &(_, _, pos))) in layers.iter().zip(&sessions[..n]).enumerate() {
+                let cap = layer.capacity as usize;
+                let (pk, pv) = (rng.normal_vec(cap * per), rng.normal_vec(cap * per));
+                layer.write_prefix(&pk, &pv, pos as usize);
+                let table = rope_table(&layer.inv_freq, pos as usize, 1, 1);
+                if !table.is_empty() {
+                    ctx.queue
+                        .write_buffer(&layer.rope, 0, bytemuck::cast_slice(&table));
+                }
+                ctx.queue.write_buffer(
+                    &layer.step,
+                    0,
+                    bytemuck::bytes_of(&Step::new(pos, 1, 0, 0)),
+                );
+                let kv = layer.kv_pages(pos);
+                let rows: Vec<u32> = kv.iter().map(|p| p.rows).collect();
+                nsplits.push(layer.scratch.decode_partials(&rows));
+                let b = AttnBuffers {
+                    qkv: &qkv_b,
+                    q_norm: &layer.q_norm,
+                    k_norm: &layer.k_norm,
+                    rope: &layer.rope,
+                    pages: &kv,
+                    step: &layer.step,
+                    out: &out_b,
+                    row: i as u32,
+                };
+                launches.extend(
+                    attention::attention_decode_into(ctx, &d, &b, &layer.scratch, 1, &partials)
+                        .unwrap(),
+                );
+                let rows_n = pos as usize * per;
+                let (mut keys, mut values) = (pk[..rows_n].to_vec(), pv[..rows_n].to_vec());
+                wants.push(layer.cpu(
+                    &qkv[i * w..(i + 1) * w],
+                    pos as usize,
+                    &mut keys,
+                    &mut values,
+                ));
+            }
+            let merge =
+                attention::attention_merge_rows(ctx, &d, &partials, &nsplits, &qkv_b, &out_b)
+                    .unwrap();
+            launches.push(merge);
+            ctx.run("attention rows", &launches.iter().collect::<Vec<_>>())
+                .unwrap();
+            let got = ctx.read_f32(&out_b, 0, n * o).unwrap();
+            for (i, want) in wants.iter().enumerate() {
+                let what = format!(
+                    "{t_name} {n} sessions row {i} {s:?} splits {nsplits:?}",
+                    t_name = t.name,
+                    s = sessions[i]
+                );
+                assert_close(&got[i * o..(i + 1) * o], want, OUT_TOL, &what);
+            }
+            // Arguments are checked: a split count past the partials' rows.
+            let mut bad = nsplits.clone();
+            bad[0] = max_splits + 1;
+            assert!(
+                attention::attention_merge_rows(ctx, &d, &partials, &bad, &qkv_b, &out_b).is_err()
+            );
+        }
+    }
+}
+
 /// The table reproduces `Rope::apply`'s cos/sin bit for bit (rotating unit
 /// vectors extracts them), and rows past `t` are zero.
 #[test]

@@ -177,7 +177,8 @@ fn family(by: &std::collections::BTreeMap<&'static str, usize>, prefix: &str) ->
 /// layer (a slot table over the pooled states) and samples all rows in one
 /// launch family, not one of each per session: those families' launches are
 /// the same for 1 and 5 sessions; no row is copied between the batch's
-/// activations and a session's.
+/// activations and a session's, and the attention merge is one launch per
+/// layer for all rows.
 #[test]
 fn batched_gdn_cores_and_samplers_are_one_launch_family() {
     let m = model(6);
@@ -205,6 +206,14 @@ fn batched_gdn_cores_and_samplers_are_one_launch_family() {
             &super::activations::attn_dims(&m.config),
         ) {
             assert_eq!(family(&by, "copy"), 0, "{b} sessions: {by:?}");
+            // One merge launch per attention layer for all rows.
+            let attn_layers = m.config.layer_types.len() - gdn_layers;
+            assert_eq!(
+                by.get("attn merge rows"),
+                Some(&attn_layers),
+                "{b} sessions: {by:?}"
+            );
+            assert_eq!(by.get("attn_merge"), None, "{b} sessions: {by:?}");
         }
         let dims = super::activations::gdn_dims(&m.config);
         if qwgpu_kernels::gdn::fused_decode_available(&m.ctx, &dims) {
