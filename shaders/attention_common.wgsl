@@ -34,9 +34,21 @@ struct AttnParams {
     // Prefill: PAGE_FIRST (start the online softmax) | PAGE_LAST (finish with the
     // gate); a page in between carries (max, sum, output) through the scratch.
     flags: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    // Merge over rows (a batched decode step; grid y = row): 1, else 0. Row r's
+    // partials start o_stride vec4s / ml_stride vec2s in, its split count is
+    // the r-th 16-bit entry of nsplits0..7, its gate and output are row r of
+    // qkv and out.
+    rows: u32,
+    o_stride: u32,
+    ml_stride: u32,
+    nsplits0: u32,
+    nsplits1: u32,
+    nsplits2: u32,
+    nsplits3: u32,
+    nsplits4: u32,
+    nsplits5: u32,
+    nsplits6: u32,
+    nsplits7: u32,
 }
 
 const PAGE_FIRST: u32 = 1u;

@@ -8,6 +8,11 @@
 // `conv1d_silu` rewrites the state itself when one block covers all T tokens (decode);
 // otherwise `conv1d_state` does it in a second launch, after every block has read
 // the old state.
+//
+// Rows mode (rows != 0, a batched decode step): workgroup row wid.y convolves token
+// (input and output row) wid.y, one token of its own sequence, on the conv state of
+// slot slots[wid.y] of a pooled state buffer (slots conv_stride4 vec4s apart), and
+// rewrites that state. Rows never share a slot.
 
 struct ConvParams {
     t_len: u32,
@@ -16,8 +21,16 @@ struct ConvParams {
     taps: u32,       // K (<= CONV_MAXK)
     tb: u32,         // tokens per block
     write_state: u32,
-    _pad0: u32,
-    _pad1: u32,
+    rows: u32,          // 0: one sequence of t_len tokens; 1: rows mode
+    conv_stride4: u32,  // vec4s between two slots of conv_st (rows mode)
+    slots0: u32,
+    slots1: u32,
+    slots2: u32,
+    slots3: u32,
+    slots4: u32,
+    slots5: u32,
+    slots6: u32,
+    slots7: u32,
 }
 
 override WG: u32 = 256u;
@@ -30,13 +43,21 @@ const CONV_MAXK: u32 = 8u;
 @group(0) @binding(3) var<storage, read_write> conv_y: array<vec4<f32>>;   // [T, channels]
 @group(0) @binding(4) var<uniform> cp: ConvParams;
 
-// Row e of the extended input for channels 4·c4 .. 4·c4+3.
-fn conv_ext(e: u32, c4: u32) -> vec4<f32> {
+// Slot of row `row` (two 16-bit slots per word, row 2i in the low half).
+fn conv_slot(row: u32) -> u32 {
+    var t = array<u32, 8>(cp.slots0, cp.slots1, cp.slots2, cp.slots3, cp.slots4, cp.slots5,
+        cp.slots6, cp.slots7);
+    return (t[row / 2u] >> (16u * (row % 2u))) & 0xffffu;
+}
+
+// Row e of the extended input for channels 4·c4 .. 4·c4+3: state rows from vec4
+// `sb`, then input rows from row x0.
+fn conv_ext(e: u32, c4: u32, sb: u32, x0: u32) -> vec4<f32> {
     let hist = cp.taps - 1u;
     if (e < hist) {
-        return conv_st[e * (cp.channels / 4u) + c4];
+        return conv_st[sb + e * (cp.channels / 4u) + c4];
     }
-    return conv_x[(e - hist) * (cp.in_stride / 4u) + c4];
+    return conv_x[(x0 + e - hist) * (cp.in_stride / 4u) + c4];
 }
 
 @compute @workgroup_size(WG)
@@ -47,8 +68,16 @@ fn conv1d_silu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         return;
     }
     let hist = cp.taps - 1u;
-    let t0 = wid.y * cp.tb;
-    let t1 = min(cp.t_len, t0 + cp.tb);
+    var t0 = wid.y * cp.tb;
+    var t1 = min(cp.t_len, t0 + cp.tb);
+    var x0 = 0u; // input / output row of local token 0
+    var sb = 0u; // first vec4 of the state
+    if (cp.rows != 0u) {
+        x0 = wid.y;
+        sb = conv_slot(wid.y) * cp.conv_stride4;
+        t0 = 0u;
+        t1 = 1u;
+    }
     let xs = cp.in_stride / 4u;
     var w: array<vec4<f32>, CONV_MAXK>;
     var win: array<vec4<f32>, CONV_MAXK>; // win[j] = ext[t + j]: the K−1 inputs before token t
@@ -62,10 +91,10 @@ fn conv1d_silu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         );
     }
     for (var j = 0u; j < hist; j++) {
-        win[j] = conv_ext(t0 + j, c4);
+        win[j] = conv_ext(t0 + j, c4, sb, x0);
     }
     for (var t = t0; t < t1; t++) {
-        let x = conv_x[t * xs + c4];
+        let x = conv_x[(x0 + t) * xs + c4];
         var acc = vec4<f32>(0.0);
         for (var j = 0u; j < hist; j++) {
             acc += w[j] * win[j];
@@ -77,11 +106,11 @@ fn conv1d_silu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         if (hist > 0u) {
             win[hist - 1u] = x;
         }
-        conv_y[t * nc4 + c4] = acc / (1.0 + exp(-acc));
+        conv_y[(x0 + t) * nc4 + c4] = acc / (1.0 + exp(-acc));
     }
     if (cp.write_state != 0u) {
         for (var j = 0u; j < hist; j++) {
-            conv_st[j * nc4 + c4] = win[j];
+            conv_st[sb + j * nc4 + c4] = win[j];
         }
     }
 }
@@ -97,7 +126,7 @@ fn conv1d_state(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     let hist = cp.taps - 1u;
     var nw: array<vec4<f32>, CONV_MAXK>;
     for (var j = 0u; j < hist; j++) {
-        nw[j] = conv_ext(cp.t_len + j, c4);
+        nw[j] = conv_ext(cp.t_len + j, c4, 0u, 0u);
     }
     for (var j = 0u; j < hist; j++) {
         conv_st[j * nc4 + c4] = nw[j];

@@ -17,6 +17,12 @@
 // g / LANES rounds run one after the other. Tokens t0 .. t0+t_len are walked in
 // order; the conv of token t reads the old conv state and the (read-only) qkvz rows
 // directly, so nothing but the final state rewrite depends on earlier tokens.
+//
+// Batched decode (grid y = rows): workgroup (kh, row) runs token t0 + row (t_len 1)
+// on the states of slot slots[row] of the pooled conv / recurrent state buffers
+// (slot i's states start conv_stride / st_stride words in), so one launch steps
+// every session of a batch; rows never share a slot, so they never share state.
+// A lone call binds its session's slot range and passes slot 0, grid y = 1.
 
 struct DecParams {
     t0: u32,
@@ -26,11 +32,20 @@ struct DecParams {
     conv_dim: u32,
     qkvz_stride: u32,
     key_dim: u32,
-    _pad0: u32,
+    conv_stride: u32, // words between two slots of conv_st
     eps: f32,
     q_scale: f32,
     rounds: u32, // g / LANES
-    _pad1: u32,
+    st_stride: u32,   // words between two slots of st
+    // Slot of each row (grid y), two 16-bit slots per word (row 2i in the low half).
+    slots0: u32,
+    slots1: u32,
+    slots2: u32,
+    slots3: u32,
+    slots4: u32,
+    slots5: u32,
+    slots6: u32,
+    slots7: u32,
 }
 
 override WG: u32 = 256u;    // LANES · 256
@@ -63,6 +78,12 @@ var<workgroup> xc_s: array<f32, (2u + GDN_MAXLANES) * GDN_MAXD>;
 var<workgroup> part_s: array<vec2<f32>, WG>;                   // slice partials (Sᵀk, Sᵀq)
 var<workgroup> delta_s: array<f32, GDN_MAXLANES * GDN_MAXD>;
 
+fn dec_slot(row: u32) -> u32 {
+    var t = array<u32, 8>(dp.slots0, dp.slots1, dp.slots2, dp.slots3, dp.slots4, dp.slots5,
+        dp.slots6, dp.slots7);
+    return (t[row / 2u] >> (16u * (row % 2u))) & 0xffffu;
+}
+
 // Global conv channel of the workgroup's channel i: q, k, then v of local heads.
 fn dec_channel(kh: u32, v0: u32, i: u32) -> u32 {
     if (i < DK) {
@@ -74,19 +95,25 @@ fn dec_channel(kh: u32, v0: u32, i: u32) -> u32 {
     return 2u * dp.key_dim + v0 * DV + (i - 2u * DK);
 }
 
-// Row e of this launch's extended conv input for channel c: the K−1 state rows
-// (oldest first), then the qkvz rows of tokens t0, t0+1, ...
-fn dec_ext(e: u32, c: u32) -> f32 {
+// Row e of this workgroup's extended conv input for channel c: the K−1 state rows
+// of its slot (words from coff, oldest first), then the qkvz rows of tokens t0,
+// t0+1, ...
+fn dec_ext(e: u32, c: u32, coff: u32, t0: u32) -> f32 {
     let hist = TAPS - 1u;
     if (e < hist) {
-        return conv_st[e * dp.conv_dim + c];
+        return conv_st[coff + e * dp.conv_dim + c];
     }
-    return qkvz[(dp.t0 + e - hist) * dp.qkvz_stride + c];
+    return qkvz[(t0 + e - hist) * dp.qkvz_stride + c];
 }
 
 @compute @workgroup_size(WG)
 fn gdn_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let kh = wid.x;
+    let row = wid.y;
+    let slot = dec_slot(row);
+    let coff = slot * dp.conv_stride;
+    let soff = slot * dp.st_stride;
+    let t0 = dp.t0 + row;
     let g = dp.nv / dp.nk;
     let lane = lid / GDN_TPH;
     let l = lid % GDN_TPH;
@@ -104,7 +131,7 @@ fn gdn_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     for (var round = 0u; round < dp.rounds; round++) {
         let v0 = kh * g + round * LANES; // first value head of this round
         let h = v0 + lane;
-        let sbase = h * DK * DV;
+        let sbase = soff + h * DK * DV;
         var sreg: array<f32, GDN_MAXR>;
         for (var r = 0u; r < R; r++) {
             let a = s * R + r;
@@ -117,13 +144,13 @@ fn gdn_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
         let neg_a = -exp(a_log[h]);
         let dtb = dt_bias[h];
         for (var u = 0u; u < dp.t_len; u++) {
-            let t = dp.t0 + u;
+            let t = t0 + u;
             // Conv + SiLU of the round's channels (same order of terms as conv1d.wgsl).
             for (var i = lid; i < nch; i += WG) {
                 let c = dec_channel(kh, v0, i);
                 var win: array<f32, GDN_MAXK>; // ext[u .. u+K−1): the K−1 inputs before t
                 for (var e = 0u; e < hist; e++) {
-                    win[e] = dec_ext(u + e, c);
+                    win[e] = dec_ext(u + e, c, coff, t0);
                 }
                 let x = qkvz[t * dp.qkvz_stride + c];
                 var acc = 0.0;
@@ -139,10 +166,10 @@ fn gdn_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
                 // written in the last; v channels belong to one round.
                 if (u + 1u == dp.t_len && (i >= 2u * DK || round + 1u == dp.rounds)) {
                     for (var e = 0u; e + 1u < hist; e++) {
-                        conv_st[e * dp.conv_dim + c] = win[e + 1u];
+                        conv_st[coff + e * dp.conv_dim + c] = win[e + 1u];
                     }
                     if (hist > 0u) {
-                        conv_st[(hist - 1u) * dp.conv_dim + c] = x;
+                        conv_st[coff + (hist - 1u) * dp.conv_dim + c] = x;
                     }
                 }
             }

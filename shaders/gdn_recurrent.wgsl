@@ -9,6 +9,10 @@
 // lid = s·DV + j holds column j, rows s·R .. s·R+R (SL slices of R rows), so loads of
 // S are coalesced over j. Slice partials of Sᵀk and Sᵀq meet in workgroup memory.
 // Input `gx` is the conv output [T, conv_dim] (q | k | v channels, SiLU applied).
+//
+// Rows mode (rows != 0, a batched decode step; grid y = rows): workgroup (h, row)
+// runs token `row` (t_len 1) on the state of slot slots[row] of a pooled state
+// buffer (slots st_stride words apart). Rows never share a slot.
 
 struct RecParams {
     t0: u32,     // first token of this launch
@@ -20,9 +24,17 @@ struct RecParams {
     key_dim: u32,
     eps: f32,
     q_scale: f32,
+    rows: u32,      // 0: one sequence; 1: rows mode
+    st_stride: u32, // words between two slots of st (rows mode)
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    slots0: u32,
+    slots1: u32,
+    slots2: u32,
+    slots3: u32,
+    slots4: u32,
+    slots5: u32,
+    slots6: u32,
+    slots7: u32,
 }
 
 override WG: u32 = 256u;
@@ -48,6 +60,12 @@ var<workgroup> qk_s: array<vec2<f32>, GDN_MAXD>;   // raw (q, k) of the token
 var<workgroup> part_s: array<vec2<f32>, WG>;       // slice partials (Sᵀk, Sᵀq)
 var<workgroup> delta_s: array<f32, GDN_MAXD>;
 
+fn rec_slot(row: u32) -> u32 {
+    var t = array<u32, 8>(rp.slots0, rp.slots1, rp.slots2, rp.slots3, rp.slots4, rp.slots5,
+        rp.slots6, rp.slots7);
+    return (t[row / 2u] >> (16u * (row % 2u))) & 0xffffu;
+}
+
 @compute @workgroup_size(WG)
 fn gdn_recurrent(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let h = wid.x;
@@ -55,7 +73,13 @@ fn gdn_recurrent(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     let j = lid % DV;
     let s = lid / DV;
     let live = s < SL;
-    let sbase = h * DK * DV;
+    var t0 = rp.t0;
+    var sb = 0u;
+    if (rp.rows != 0u) {
+        t0 = wid.y;
+        sb = rec_slot(wid.y) * rp.st_stride;
+    }
+    let sbase = sb + h * DK * DV;
     var sreg: array<f32, GDN_MAXR>;
     for (var r = 0u; r < R; r++) {
         let a = s * R + r;
@@ -73,7 +97,7 @@ fn gdn_recurrent(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     }
     let nv = rp.nv;
     let vdim = nv * DV;
-    for (var t = rp.t0; t < rp.t0 + rp.t_len; t++) {
+    for (var t = t0; t < t0 + rp.t_len; t++) {
         let row = t * rp.conv_dim;
         // Every global read of the token is issued here, before the first barrier,
         // so their latencies overlap.

@@ -5,8 +5,8 @@
 fn reduce_partials(lid: u32) -> Best {
     var b = Best(bitcast<f32>(NEG_INF_BITS), NO_INDEX);
     for (var k = lid; k < sp.nblocks; k += WG) {
-        let v = bitcast<f32>(part[2u * k]);
-        let i = part[2u * k + 1u];
+        let v = bitcast<f32>(part[part_base + 2u * k]);
+        let i = part[part_base + 2u * k + 1u];
         // Blocks in ascending order: strict > keeps the lowest index on ties.
         if (v > b.v || b.i == NO_INDEX) {
             b = Best(v, i);

@@ -1,6 +1,13 @@
 // Shared by the sampling kernels (sample_*.wgsl): parameters, the random number
 // of a step, and the reduction of the per-block (max, argmax) partials.
 //
+// Rows: every launch samples the rows of a group (grid y = row in the group),
+// all with the same launch shape (greedy, top-k, top-p on or off) but each
+// with its own logits, output slot, parameters and random number: row r's
+// parameters are rows[shape.row0 + r], its scratch the r-th part of each
+// scratch buffer. Entry points call sample_begin(row) first; it fills `sp`
+// and the scratch bases, so the rest of the code reads one row's values.
+//
 // Random number: u = uniform01(seed_lo, seed_hi, counter), a pure function of
 // the Step uniform's seed and counter (host mirror: sample::uniform_random):
 //   h = lowbias32(counter + 0x9e3779b9)
@@ -10,6 +17,59 @@
 // lowbias32 is Chris Wellons' 32-bit integer hash (a bijection), so for a
 // fixed seed distinct counters (mod 2^32) give distinct h.
 
+// The launch's shape (uniform).
+struct SampleShape {
+    vocab: u32,
+    nblocks: u32,
+    block: u32,
+    // Search slots of each row (psum / sstate strides).
+    slots: u32,
+    // Table index of the launch's first row.
+    row0: u32,
+    // 1: the random number comes from the Step uniform (a lone session's
+    // step), 0: from the row's seed and counter.
+    seed_from_step: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+// One row's values (storage table, written by the host before each step).
+struct SampleRow {
+    logits_off: u32,
+    out_off: u32,
+    top_k: u32,
+    inv_t: f32,
+    top_p: f32,
+    seed_lo: u32,
+    seed_hi: u32,
+    counter: u32,
+}
+
+@group(0) @binding(14) var<uniform> shape: SampleShape;
+@group(0) @binding(15) var<storage, read> rows: array<SampleRow>;
+
+// The current row's parameters and scratch bases (set by sample_begin).
+var<private> sp: SampleParams;
+var<private> row_seed: vec3<u32>;
+var<private> part_base: u32; // u32 words of `part`
+var<private> ev_base: u32;   // f32 words of `ev` (a multiple of 4)
+var<private> ps_base: u32;   // vec4 words of `psum4`
+var<private> ss_base: u32;   // u32 words of `sstate`
+var<private> blk_base: u32;  // u32 words of `blk`
+
+fn sample_begin(row: u32) {
+    let r = rows[shape.row0 + row];
+    sp = SampleParams(r.logits_off, shape.vocab, r.out_off, r.top_k, r.inv_t, r.top_p,
+        shape.nblocks, shape.block);
+    row_seed = vec3<u32>(r.seed_lo, r.seed_hi, r.counter);
+    part_base = row * 2u * shape.nblocks;
+    ev_base = row * ((shape.vocab + 3u) & ~3u);
+    ps_base = row * max(shape.slots, 1u) * shape.nblocks * 16u;
+    ss_base = row * 4u * max(shape.slots, 1u);
+    blk_base = row * (2u * shape.nblocks + 1u);
+}
+
+// One row's parameters (assembled from the shape and the row's table entry).
 struct SampleParams {
     logits_off: u32,
     vocab: u32,

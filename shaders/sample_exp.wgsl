@@ -11,13 +11,13 @@ override WG: u32 = 256u;
 @group(0) @binding(0) var<storage, read> logits: array<f32>;
 @group(0) @binding(1) var<storage, read> part: array<u32>;
 @group(0) @binding(2) var<storage, read_write> ev: array<f32>;
-@group(0) @binding(3) var<uniform> sp: SampleParams;
 
 @compute @workgroup_size(WG)
 fn sample_exp(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
+    sample_begin(wid.y);
     let m = reduce_partials(lid).v;
     let ok = is_finite(m);
     let start = wid.x * sp.block;
@@ -41,7 +41,7 @@ fn sample_exp(
                 }
             }
             if (i < end) {
-                ev[i] = e;
+                ev[ev_base + i] = e;
             }
         }
     }

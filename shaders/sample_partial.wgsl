@@ -5,13 +5,13 @@ override WG: u32 = 256u;
 
 @group(0) @binding(0) var<storage, read> logits: array<f32>;
 @group(0) @binding(1) var<storage, read_write> part: array<u32>;
-@group(0) @binding(2) var<uniform> sp: SampleParams;
 
 @compute @workgroup_size(WG)
 fn sample_partial(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
+    sample_begin(wid.y);
     let blk = wid.x;
     let start = blk * sp.block;
     let end = min(start + sp.block, sp.vocab);
@@ -33,7 +33,7 @@ fn sample_partial(
     }
     let r = wg_argmax(b, lid);
     if (lid == 0u && blk < sp.nblocks) {
-        part[2u * blk] = bitcast<u32>(r.v);
-        part[2u * blk + 1u] = r.i;
+        part[part_base + 2u * blk] = bitcast<u32>(r.v);
+        part[part_base + 2u * blk + 1u] = r.i;
     }
 }

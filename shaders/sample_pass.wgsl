@@ -11,7 +11,6 @@ const TILE: u32 = 256u;
 @group(0) @binding(0) var<storage, read> ev4: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read_write> psum4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> sstate: array<u32>;
-@group(0) @binding(3) var<uniform> sp: SampleParams;
 @group(0) @binding(4) var<uniform> pp: PassParams;
 
 var<workgroup> tile: array<vec4<f32>, TILE>;
@@ -22,6 +21,7 @@ fn sample_pass(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
+    sample_begin(wid.y);
     var iv = vec4<u32>(0u, KEY_END, 0u, 0u);
     if (pp.has_prev != 0u) {
         iv = decide(pp.prev, pp.prev_mass != 0u, lid);
@@ -30,9 +30,9 @@ fn sample_pass(
         iv.y = KEY_END;
     }
     if (wid.x == 0u && lid == 0u) {
-        sstate[4u * pp.slot] = iv.x;
-        sstate[4u * pp.slot + 1u] = iv.y;
-        sstate[4u * pp.slot + 2u] = iv.z;
+        sstate[ss_base + 4u * pp.slot] = iv.x;
+        sstate[ss_base + 4u * pp.slot + 1u] = iv.y;
+        sstate[ss_base + 4u * pp.slot + 2u] = iv.z;
     }
     let stp = pass_step(iv.x, iv.y);
     let j = lid % R;
@@ -48,7 +48,7 @@ fn sample_pass(
             let g = start + t0 + i;
             var v = vec4<f32>(0.0);
             if (t0 + i < b4 && g < n4) {
-                v = ev4[g];
+                v = ev4[ev_base / 4u + g];
             }
             tile[i] = v;
         }
@@ -72,6 +72,6 @@ fn sample_pass(
             let jj = 4u * lid + c;
             v[c] = ((tot[jj] + tot[R + jj]) + tot[2u * R + jj]) + tot[3u * R + jj];
         }
-        psum4[(pp.slot * sp.nblocks + wid.x) * 16u + lid] = v;
+        psum4[ps_base + (pp.slot * sp.nblocks + wid.x) * 16u + lid] = v;
     }
 }

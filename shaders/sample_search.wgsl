@@ -54,15 +54,15 @@ fn threshold(lo: u32, hi: u32, stp: u32, j: u32) -> u32 {
 // thresholds and returns (lo, hi, M1 bits, 0) of the narrowed interval.
 // Call in uniform control flow with a 256-invocation workgroup.
 fn decide(slot: u32, mass: bool, lid: u32) -> vec4<u32> {
-    let lo = sstate[4u * slot];
-    let hi = sstate[4u * slot + 1u];
+    let lo = sstate[ss_base + 4u * slot];
+    let hi = sstate[ss_base + 4u * slot + 1u];
     let stp = pass_step(lo, hi);
     // 16 block groups x 16 threshold quads; coalesced vec4 loads.
     let g = lid / 16u;
     let q = lid % 16u;
     var acc = vec4<f32>(0.0);
     for (var b = g; b < sp.nblocks; b += 16u) {
-        acc += psum4[(slot * sp.nblocks + b) * 16u + q];
+        acc += psum4[ps_base + (slot * sp.nblocks + b) * 16u + q];
     }
     dsum[lid] = acc;
     workgroupBarrier();
@@ -84,7 +84,7 @@ fn decide(slot: u32, mass: bool, lid: u32) -> vec4<u32> {
     var m1 = 0.0;
     var goal = f32(sp.top_k);
     if (mass) {
-        m1 = select(bitcast<f32>(sstate[4u * slot + 2u]), fin[0], slot == pp.p0);
+        m1 = select(bitcast<f32>(sstate[ss_base + 4u * slot + 2u]), fin[0], slot == pp.p0);
         goal = sp.top_p * m1;
     }
     // f is monotone: the largest threshold where it holds is the new lo, the

@@ -13,7 +13,6 @@ override WG: u32 = 256u;
 @group(0) @binding(1) var<storage, read> part: array<u32>;
 @group(0) @binding(2) var<storage, read> blk: array<u32>;
 @group(0) @binding(3) var<storage, read_write> out: array<u32>;
-@group(0) @binding(4) var<uniform> sp: SampleParams;
 @group(0) @binding(5) var<uniform> step: Step;
 
 var<workgroup> scan: array<f32, WG>;
@@ -42,10 +41,17 @@ fn wg_scan(v: f32, lid: u32) -> f32 {
 }
 
 @compute @workgroup_size(WG)
-fn sample_select(@builtin(local_invocation_index) lid: u32) {
+fn sample_select(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    sample_begin(wid.y);
     let best = reduce_partials(lid);
-    let tau = blk[2u * sp.nblocks];
-    let u = uniform01(step.seed_lo, step.seed_hi, step.counter);
+    let tau = blk[blk_base + 2u * sp.nblocks];
+    var u = uniform01(row_seed.x, row_seed.y, row_seed.z);
+    if (shape.seed_from_step != 0u) {
+        u = uniform01(step.seed_lo, step.seed_hi, step.counter);
+    }
     if (lid == 0u) {
         atomicStore(&found, NO_INDEX);
         atomicStore(&last_all, 0u);
@@ -53,8 +59,8 @@ fn sample_select(@builtin(local_invocation_index) lid: u32) {
     // Blocks: one per invocation (the host keeps nblocks <= WG).
     var q = 0.0;
     if (lid < sp.nblocks) {
-        q = bitcast<f32>(blk[2u * lid]);
-        let l = blk[2u * lid + 1u];
+        q = bitcast<f32>(blk[blk_base + 2u * lid]);
+        let l = blk[blk_base + 2u * lid + 1u];
         if (l != NO_INDEX) {
             atomicMax(&last_all, l + 1u);
         }
@@ -88,7 +94,7 @@ fn sample_select(@builtin(local_invocation_index) lid: u32) {
     let c1 = min(c0 + chunk, end);
     var s = 0.0;
     for (var i = c0; i < c1; i++) {
-        let e = ev[i];
+        let e = ev[ev_base + i];
         if (kept(e, tau)) {
             s += e;
         }
@@ -102,7 +108,7 @@ fn sample_select(@builtin(local_invocation_index) lid: u32) {
     if (excl <= goal && goal < incl) {
         var c = excl;
         for (var i = c0; i < c1; i++) {
-            let e = ev[i];
+            let e = ev[ev_base + i];
             if (kept(e, tau)) {
                 c += e;
                 cand = i;
@@ -116,7 +122,7 @@ fn sample_select(@builtin(local_invocation_index) lid: u32) {
     if (lid == 0u) {
         var tok = first;
         if (tok == NO_INDEX && fb != NO_INDEX) {
-            tok = blk[2u * fb + 1u];
+            tok = blk[blk_base + 2u * fb + 1u];
         }
         let la = atomicLoad(&last_all);
         if (tok == NO_INDEX && la > 0u) {

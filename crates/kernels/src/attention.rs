@@ -26,6 +26,12 @@
 //!    online softmax carried from page to page through the scratch, the gate
 //!    fused into the last page's launch.
 //!
+//! Batched decode: each session's call reads and writes its row of the
+//! batch's `qkv` / `out` in place ([`AttnBuffers::row`]); its decode partials
+//! go to its row of an [`AttnRowPartials`] ([`attention_decode_into`]), and
+//! one [`attention_merge_rows`] launch merges every row. The norm + RoPE and
+//! decode launches stay per session (each binds its own KV pages).
+//!
 //! The KV cache is a list of pages ([`KvPage`]), separate buffers holding
 //! consecutive positions, so a cache grows by adding a page — nothing is
 //! reallocated or copied — and a long context never needs one buffer above the
@@ -156,6 +162,18 @@ pub struct AttnBuffers<'a> {
     pub step: &'a wgpu::Buffer,
     /// `[T, nh·hd]`: attention output · sigmoid(gate), the input of `o_proj`.
     pub out: &'a wgpu::Buffer,
+    /// Row of `qkv` and `out` holding this call's first token (0, or a
+    /// session's row of a batched decode step, read and written in place:
+    /// needs [`rows_bindable`]).
+    pub row: u32,
+}
+
+/// Whether [`AttnBuffers::row`] may be non-zero on this device: rows of `qkv`
+/// and `out` start at multiples of the storage offset alignment.
+pub fn rows_bindable(ctx: &GpuContext, dims: &AttnDims) -> bool {
+    let align = (ctx.limits.min_storage_buffer_offset_alignment as u64).max(4);
+    (dims.qkv_width() as u64 * 4).is_multiple_of(align)
+        && (dims.nh as u64 * dims.hd as u64 * 4).is_multiple_of(align)
 }
 
 /// One page of a layer's KV cache: `[rows, nkv, hd]` f32 keys and values.
@@ -257,6 +275,181 @@ impl AttnScratch {
     pub fn splits(&self) -> u32 {
         self.splits
     }
+
+    /// Partial slots a decode call over pages of `rows` rows fills (what
+    /// [`attention_merge_rows`] merges for that row).
+    pub fn decode_partials(&self, rows: &[u32]) -> u32 {
+        page_splits(rows, self.splits).iter().sum()
+    }
+}
+
+/// Most rows of one [`attention_merge_rows`] launch (their split counts live
+/// in the launch's uniform).
+pub const MAX_MERGE_ROWS: usize = 16;
+
+/// Decode partials of the rows of a batched step, each row's in its own part
+/// (offsets aligned so a row's part can be bound alone): the sessions' decode
+/// launches write them ([`AttnBuffers`] with [`attention_decode_into`]), one
+/// [`attention_merge_rows`] launch merges every row.
+pub struct AttnRowPartials {
+    part_o: wgpu::Buffer,
+    part_ml: wgpu::Buffer,
+    rows: u32,
+    splits: u32,
+    /// Bytes from one row's part to the next.
+    o_stride: u64,
+    ml_stride: u64,
+    dims: AttnDims,
+}
+
+impl AttnRowPartials {
+    /// Room for `rows` rows of up to `splits` partial slots each.
+    pub fn new(
+        ctx: &GpuContext,
+        dims: &AttnDims,
+        rows: u32,
+        splits: u32,
+    ) -> Result<Self, KernelError> {
+        dims.validate()?;
+        if rows == 0 || rows as usize > MAX_MERGE_ROWS || !(1..=MAX_SPLITS).contains(&splits) {
+            return Err(KernelError::Arguments {
+                kernel: KERNEL,
+                detail: format!(
+                    "{rows} rows of {splits} splits: rows must be in 1..={MAX_MERGE_ROWS}, \
+                     splits in 1..={MAX_SPLITS}"
+                ),
+            });
+        }
+        let align = (ctx.limits.min_storage_buffer_offset_alignment as u64).max(16);
+        let (nh, hd, n) = (dims.nh as u64, dims.hd as u64, splits as u64);
+        let o_stride = (n * nh * hd * 4).div_ceil(align) * align;
+        let ml_stride = (n * nh * 8).div_ceil(align) * align;
+        Ok(Self {
+            part_o: ctx.storage("attention row partial outputs", rows as u64 * o_stride)?,
+            part_ml: ctx.storage("attention row partial max/sum", rows as u64 * ml_stride)?,
+            rows,
+            splits,
+            o_stride,
+            ml_stride,
+            dims: *dims,
+        })
+    }
+}
+
+/// [`attention_forward`] of one decode token (T = 1) of a batch row whose
+/// partials go to row `b.row` of `partials` instead of the scratch, without
+/// the merge: the norm + RoPE + cache write launch and the per-page decode
+/// launches. [`attention_merge_rows`] merges all rows at once.
+pub fn attention_decode_into<'a>(
+    ctx: &'a GpuContext,
+    dims: &AttnDims,
+    b: &AttnBuffers<'a>,
+    scratch: &'a AttnScratch,
+    max_t: u32,
+    partials: &'a AttnRowPartials,
+) -> Result<Vec<Dispatch>, KernelError> {
+    if b.row >= partials.rows || partials.dims != *dims {
+        return Err(KernelError::Arguments {
+            kernel: KERNEL,
+            detail: format!(
+                "row {row} of partials for {rows} rows of {pd:?} (call: {dims:?})",
+                row = b.row,
+                rows = partials.rows,
+                pd = partials.dims
+            ),
+        });
+    }
+    let rows: Vec<u32> = b.pages.iter().map(|p| p.rows).collect();
+    let need_splits = scratch.decode_partials(&rows);
+    if need_splits > partials.splits {
+        return Err(KernelError::Arguments {
+            kernel: KERNEL,
+            detail: format!(
+                "{need_splits} partial slots needed, rows of the partials hold {have}",
+                have = partials.splits
+            ),
+        });
+    }
+    forward_impl(ctx, dims, b, scratch, 1, max_t, Some(partials))
+}
+
+/// Merges the decode partials of rows `0 .. nsplits.len()` of `partials` (row
+/// `i` filled `nsplits[i]` slots) and gates them with rows of `qkv` into rows
+/// of `out`, all in ONE launch (grid `[nh, rows]`).
+pub fn attention_merge_rows(
+    ctx: &GpuContext,
+    dims: &AttnDims,
+    partials: &AttnRowPartials,
+    nsplits: &[u32],
+    qkv: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+) -> Result<Dispatch, KernelError> {
+    dims.validate()?;
+    let rows = nsplits.len();
+    if rows == 0
+        || rows > partials.rows as usize
+        || partials.dims != *dims
+        || nsplits.iter().any(|&n| n == 0 || n > partials.splits)
+    {
+        return Err(KernelError::Arguments {
+            kernel: KERNEL,
+            detail: format!(
+                "merge of {rows} rows with splits {nsplits:?}: partials hold {prows} rows of \
+                 {psplits} splits",
+                prows = partials.rows,
+                psplits = partials.splits
+            ),
+        });
+    }
+    let (nh, hd) = (dims.nh as u64, dims.hd as u64);
+    need("qkv", qkv, rows as u64 * dims.qkv_width() as u64)?;
+    need("out", out, rows as u64 * nh * hd)?;
+    let mut t = [0u32; MAX_MERGE_ROWS / 2];
+    for (i, &n) in nsplits.iter().enumerate() {
+        t[i / 2] |= (n & 0xffff) << (16 * (i % 2));
+    }
+    let (gb, nhb) = decode_head_block(ctx, dims.nh / dims.nkv, dims.hd);
+    let params = AttnParams {
+        t: 1,
+        nh: dims.nh,
+        nkv: dims.nkv,
+        hd: dims.hd,
+        rot: dims.rotary_dim,
+        max_t: 1,
+        page_rows: 0,
+        nsplit: 0,
+        qkv_w: dims.qkv_width(),
+        group: dims.nh / dims.nkv,
+        eps: dims.eps,
+        scale: 1.0 / (dims.hd as f32).sqrt(),
+        gb,
+        nhb,
+        page_start: 0,
+        split_base: 0,
+        flags: 0,
+        rows: 1,
+        o_stride: (partials.o_stride / 16) as u32,
+        ml_stride: (partials.ml_stride / 8) as u32,
+        nsplits0: t[0],
+        nsplits1: t[1],
+        nsplits2: t[2],
+        nsplits3: t[3],
+        nsplits4: t[4],
+        nsplits5: t[5],
+        nsplits6: t[6],
+        nsplits7: t[7],
+    };
+    ctx.launch(&MERGE)
+        .label("attn merge rows")
+        .constant("WG", MERGE_WG)
+        .constant("HD", dims.hd)
+        .bind("part_o", &partials.part_o)
+        .bind("part_ml", &partials.part_ml)
+        .bind("qkv", qkv)
+        .bind("out", out)
+        .params(&params)
+        .grid([dims.nh, rows as u32, 1])
+        .record()
 }
 
 crate::uniform_struct! {
@@ -280,7 +473,17 @@ crate::uniform_struct! {
         page_start: u32,
         split_base: u32,
         flags: u32,
-        _pad: [u32; 3],
+        rows: u32,
+        o_stride: u32,
+        ml_stride: u32,
+        nsplits0: u32,
+        nsplits1: u32,
+        nsplits2: u32,
+        nsplits3: u32,
+        nsplits4: u32,
+        nsplits5: u32,
+        nsplits6: u32,
+        nsplits7: u32,
     }
 }
 
@@ -396,13 +599,27 @@ fn need(what: &'static str, buf: &wgpu::Buffer, floats: u64) -> Result<(), Kerne
 /// `max_t` must be the one `scratch` was made with. The caller passes the pages
 /// up to the one holding positions `step.pos .. step.pos + t` (not checkable
 /// here); decode launches stay valid while `pos` stays in that last page.
-pub fn attention_forward(
-    ctx: &GpuContext,
+pub fn attention_forward<'a>(
+    ctx: &'a GpuContext,
     dims: &AttnDims,
-    b: &AttnBuffers,
-    scratch: &AttnScratch,
+    b: &AttnBuffers<'a>,
+    scratch: &'a AttnScratch,
     t: u32,
     max_t: u32,
+) -> Result<Vec<Dispatch>, KernelError> {
+    forward_impl(ctx, dims, b, scratch, t, max_t, None)
+}
+
+/// [`attention_forward`]; with `rows`, a decode call writes its partials to
+/// row `b.row` of them and leaves the merge out.
+fn forward_impl<'a>(
+    ctx: &'a GpuContext,
+    dims: &AttnDims,
+    b: &AttnBuffers<'a>,
+    scratch: &'a AttnScratch,
+    t: u32,
+    max_t: u32,
+    rows_out: Option<&'a AttnRowPartials>,
 ) -> Result<Vec<Dispatch>, KernelError> {
     dims.validate()?;
     let bad = |detail: String| {
@@ -451,7 +668,15 @@ pub fn attention_forward(
     } = *dims;
     let group = nh / nkv;
     let (nh64, nkv64, hd64) = (nh as u64, nkv as u64, hd as u64);
-    need("qkv", b.qkv, t as u64 * dims.qkv_width() as u64)?;
+    if b.row > 0 && !rows_bindable(ctx, dims) {
+        return bad(format!(
+            "row {row}: rows of qkv and out are not aligned to {align} bytes on this device",
+            row = b.row,
+            align = ctx.limits.min_storage_buffer_offset_alignment
+        ));
+    }
+    let rows = b.row as u64 + t as u64;
+    need("qkv", b.qkv, rows * dims.qkv_width() as u64)?;
     need("q_norm", b.q_norm, hd64)?;
     need("k_norm", b.k_norm, hd64)?;
     need("rope", b.rope, 2 * max_t as u64 * (rotary_dim / 2) as u64)?;
@@ -472,7 +697,7 @@ pub fn attention_forward(
         ));
     }
     need("step", b.step, (std::mem::size_of::<Step>() / 4) as u64)?;
-    need("out", b.out, t as u64 * nh64 * hd64)?;
+    need("out", b.out, rows * nh64 * hd64)?;
     if t as u64 * group as u64 > PREFILL_BM as u64 * crate::MAX_GROUPS as u64 {
         return bad(format!("T {t} × group {group} exceeds the prefill grid"));
     }
@@ -496,7 +721,17 @@ pub fn attention_forward(
         page_start: 0,
         split_base: 0,
         flags: 0,
-        _pad: [0; 3],
+        rows: 0,
+        o_stride: 0,
+        ml_stride: 0,
+        nsplits0: 0,
+        nsplits1: 0,
+        nsplits2: 0,
+        nsplits3: 0,
+        nsplits4: 0,
+        nsplits5: 0,
+        nsplits6: 0,
+        nsplits7: 0,
     };
     // The uniform of a launch on page `i` (with these split fields / flags).
     let page_params = |i: usize, nsplit: u32, split_base: u32, flags: u32| AttnParams {
@@ -508,12 +743,33 @@ pub fn attention_forward(
         ..base
     };
 
+    // qkv and out: whole buffers, or this call's rows of them.
+    let (qkv_row, out_row) = (dims.qkv_width() as u64 * 4, nh64 * hd64 * 4);
+    let io = |l: crate::launch::Launch<'a>, qkv: bool, out: bool| {
+        let mut l = l;
+        if b.row == 0 {
+            if qkv {
+                l = l.bind("qkv", b.qkv);
+            }
+            if out {
+                l = l.bind("out", b.out);
+            }
+            return l;
+        }
+        let r = b.row as u64;
+        if qkv {
+            l = l.bind_range("qkv", b.qkv, r * qkv_row, t as u64 * qkv_row);
+        }
+        if out {
+            l = l.bind_range("out", b.out, r * out_row, t as u64 * out_row);
+        }
+        l
+    };
     let last = b.pages.len() - 1;
     let mut out = Vec::with_capacity(b.pages.len() + 2);
     out.push(
-        ctx.launch(&PREP)
+        io(ctx.launch(&PREP), true, false)
             .constant("WG", PREP_WG)
-            .bind("qkv", b.qkv)
             .bind("q_norm", b.q_norm)
             .bind("k_norm", b.k_norm)
             .bind("rope", b.rope)
@@ -535,16 +791,24 @@ pub fn attention_forward(
             .zip(page_splits(&rows, scratch.splits))
             .enumerate()
         {
+            let l = ctx.launch(&DECODE);
+            let l = match rows_out {
+                None => l
+                    .bind("part_o", &scratch.part_o)
+                    .bind("part_ml", &scratch.part_ml),
+                Some(p) => {
+                    let r = b.row as u64;
+                    l.bind_range("part_o", &p.part_o, r * p.o_stride, p.o_stride)
+                        .bind_range("part_ml", &p.part_ml, r * p.ml_stride, p.ml_stride)
+                }
+            };
             out.push(
-                ctx.launch(&DECODE)
-                    .constant("WG", DECODE_WG)
+                l.constant("WG", DECODE_WG)
                     .constant("HD", hd)
                     .constant("GB", gb)
                     .bind("q", &scratch.q)
                     .bind("keys", page.keys)
                     .bind("values", page.values)
-                    .bind("part_o", &scratch.part_o)
-                    .bind("part_ml", &scratch.part_ml)
                     .bind("st", b.step)
                     .params(&page_params(i, splits, split_base, 0))
                     .grid([splits, nkv * nhb, 1])
@@ -552,14 +816,15 @@ pub fn attention_forward(
             );
             split_base += splits;
         }
+        if rows_out.is_some() {
+            return Ok(out);
+        }
         out.push(
-            ctx.launch(&MERGE)
+            io(ctx.launch(&MERGE), true, true)
                 .constant("WG", MERGE_WG)
                 .constant("HD", hd)
                 .bind("part_o", &scratch.part_o)
                 .bind("part_ml", &scratch.part_ml)
-                .bind("qkv", b.qkv)
-                .bind("out", b.out)
                 .params(&page_params(last, split_base, 0, 0))
                 .grid([nh, 1, 1])
                 .record()?,
@@ -569,15 +834,13 @@ pub fn attention_forward(
             let flags =
                 (if i == 0 { PAGE_FIRST } else { 0 }) | (if i == last { PAGE_LAST } else { 0 });
             out.push(
-                ctx.launch(&PREFILL)
+                io(ctx.launch(&PREFILL), true, true)
                     .constant("WG", PREFILL_WG)
                     .constant("HD", hd)
                     .constant("G", group)
                     .bind("q", &scratch.q)
                     .bind("keys", page.keys)
                     .bind("values", page.values)
-                    .bind("qkv", b.qkv)
-                    .bind("out", b.out)
                     .bind("st", b.step)
                     .params(&page_params(i, 0, 0, flags))
                     .bind("carry_o", &scratch.carry_o)

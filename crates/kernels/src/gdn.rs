@@ -37,6 +37,13 @@
 //!   stores the state before each chunk, and a parallel output kernel with the
 //!   gated norm fused.
 //!
+//! Batched decode ([`gdn_decode_rows`]): one token of each of up to
+//! [`MAX_BATCH_ROWS`] sessions whose states are slots of pooled buffers
+//! ([`GdnSlots`]; a slot table in the launch's uniform), grid y = row: one fused
+//! launch for all rows, or the conv and recurrent launches over all rows where
+//! the fused kernel is not available. Lone calls bind their slot's range
+//! ([`GdnLayerBuffers::slot`]), so one pool serves both.
+//!
 //! Launches: Recurrent fused: ceil(T/128) (1 for decode). Recurrent split: conv (+ a
 //! conv-state launch when T > 16, run after every token block has read the old
 //! state) plus ceil(T/128) recurrent launches. Chunked: 5 (6 when T > 16).
@@ -194,13 +201,48 @@ pub struct GdnLayerBuffers<'a> {
     pub dt_bias: &'a wgpu::Buffer,
     /// `[dv]` (plain weight of the gated RMSNorm).
     pub norm_w: &'a wgpu::Buffer,
-    /// `[K−1, conv_dim]`, oldest row first; updated in place.
+    /// `[K−1, conv_dim]`, oldest row first, at slot `slot` ([`GdnSlots::conv`]
+    /// bytes per slot); updated in place.
     pub conv_state: &'a wgpu::Buffer,
-    /// `[nv, dk, dv]` row-major (the reference layout); updated in place.
+    /// `[nv, dk, dv]` row-major (the reference layout) at slot `slot`
+    /// ([`GdnSlots::state`] bytes per slot); updated in place.
     pub state: &'a wgpu::Buffer,
     /// `[T, nv·dv]`: gated-RMS-normed output, the input of `out_proj`.
     pub out: &'a wgpu::Buffer,
+    /// Which slot of `conv_state` / `state` holds this call's states (0 for
+    /// buffers holding one state each): sessions' states can live in pooled
+    /// buffers, which [`gdn_decode_rows`] steps all at once.
+    pub slot: u32,
 }
+
+/// Bytes of one slot of a pooled state buffer: each state's length rounded up to
+/// the device's storage offset alignment, so a slot can be bound on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GdnSlots {
+    /// Conv state slot (at least 16 bytes, also for a 1-tap conv).
+    pub conv: u64,
+    /// Recurrent state slot.
+    pub state: u64,
+}
+
+impl GdnSlots {
+    /// Slot sizes of `dims` on `ctx`.
+    pub fn new(ctx: &GpuContext, dims: &GdnDims) -> Self {
+        let align = (ctx.limits.min_storage_buffer_offset_alignment as u64).max(4);
+        // At least 16 bytes: the conv kernel reads its state as vec4s.
+        let round = |words: usize| ((words.max(4) as u64) * 4).div_ceil(align) * align;
+        Self {
+            conv: round(dims.conv_state_len()),
+            state: round(dims.state_len()),
+        }
+    }
+}
+
+/// Most rows (sessions) one [`gdn_decode_rows`] launch steps (its slot table
+/// lives in the launch's uniform).
+pub const MAX_BATCH_ROWS: usize = 16;
+/// Slots a [`gdn_decode_rows`] table can name (16-bit entries).
+pub const MAX_SLOTS: u32 = 1 << 16;
 
 /// Which form of the delta rule to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -338,7 +380,16 @@ crate::uniform_struct! {
         taps: u32,
         tb: u32,
         write_state: u32,
-        _pad: [u32; 2],
+        rows: u32,
+        conv_stride4: u32,
+        slots0: u32,
+        slots1: u32,
+        slots2: u32,
+        slots3: u32,
+        slots4: u32,
+        slots5: u32,
+        slots6: u32,
+        slots7: u32,
     }
 }
 
@@ -355,8 +406,28 @@ crate::uniform_struct! {
         key_dim: u32,
         eps: f32,
         q_scale: f32,
-        _pad: [u32; 3],
+        rows: u32,
+        st_stride: u32,
+        _pad0: u32,
+        slots0: u32,
+        slots1: u32,
+        slots2: u32,
+        slots3: u32,
+        slots4: u32,
+        slots5: u32,
+        slots6: u32,
+        slots7: u32,
     }
+}
+
+/// Row slots packed two per word (row 2i in the low half), as the kernels'
+/// `slots0 .. slots7` uniform fields hold them.
+fn pack_slots(slots: &[u32]) -> [u32; MAX_BATCH_ROWS / 2] {
+    let mut t = [0u32; MAX_BATCH_ROWS / 2];
+    for (i, &s) in slots.iter().enumerate() {
+        t[i / 2] |= (s & 0xffff) << (16 * (i % 2));
+    }
+    t
 }
 
 crate::uniform_struct! {
@@ -550,8 +621,14 @@ pub fn gdn_forward_with(
     need("a_log", b.a_log, nv)?;
     need("dt_bias", b.dt_bias, nv)?;
     need("norm_w", b.norm_w, dv)?;
-    need("conv_state", b.conv_state, dims.conv_state_len() as u64)?;
-    need("state", b.state, nv * dk * dv)?;
+    let slots = GdnSlots::new(ctx, dims);
+    let slot = b.slot as u64;
+    need(
+        "conv_state",
+        b.conv_state,
+        (slot * slots.conv) / 4 + dims.conv_state_len() as u64,
+    )?;
+    need("state", b.state, (slot * slots.state) / 4 + nv * dk * dv)?;
     need("out", b.out, tt * nv * dv)?;
 
     if mode == GdnMode::Recurrent {
@@ -618,11 +695,57 @@ crate::uniform_struct! {
         conv_dim: u32,
         qkvz_stride: u32,
         key_dim: u32,
-        _pad0: u32,
+        conv_stride: u32,
         eps: f32,
         q_scale: f32,
         rounds: u32,
-        _pad1: u32,
+        st_stride: u32,
+        slots0: u32,
+        slots1: u32,
+        slots2: u32,
+        slots3: u32,
+        slots4: u32,
+        slots5: u32,
+        slots6: u32,
+        slots7: u32,
+    }
+}
+
+impl DecParams {
+    /// The parameters of a launch over tokens `t0 .. t0 + t_len` (of every row),
+    /// with conv / recurrent slots `conv_stride` / `st_stride` words apart and
+    /// row `i` on slot `slots[i]` (at most [`MAX_BATCH_ROWS`], each below
+    /// [`MAX_SLOTS`]).
+    fn new(
+        dims: &GdnDims,
+        lanes: u32,
+        (t0, t_len): (u32, u32),
+        (conv_stride, st_stride): (u32, u32),
+        slots: &[u32],
+    ) -> Self {
+        let t = pack_slots(slots);
+        Self {
+            t0,
+            t_len,
+            nv: dims.nv,
+            nk: dims.nk,
+            conv_dim: dims.conv_dim(),
+            qkvz_stride: dims.conv_dim() + dims.value_dim(),
+            key_dim: dims.key_dim(),
+            conv_stride,
+            eps: dims.eps,
+            q_scale: q_scale(dims),
+            rounds: dims.nv / dims.nk / lanes,
+            st_stride,
+            slots0: t[0],
+            slots1: t[1],
+            slots2: t[2],
+            slots3: t[3],
+            slots4: t[4],
+            slots5: t[5],
+            slots6: t[6],
+            slots7: t[7],
+        }
     }
 }
 
@@ -642,46 +765,236 @@ fn decode_dispatches(
             max_storage_buffers_per_shader_stage = ctx.limits.max_storage_buffers_per_shader_stage
         ),
     })?;
-    let (sl, rows) = dims.recurrent_split();
     let mut out = Vec::new();
+    let (_, st) = slot_ranges(ctx, dims, b.slot);
     for t0 in (0..t).step_by(RECURRENT_SPAN as usize) {
+        let params = DecParams::new(dims, lanes, (t0, RECURRENT_SPAN.min(t - t0)), (0, 0), &[0]);
         out.push(
-            ctx.launch(&DECODE)
-                .constant("WG", lanes * WG)
-                .constant("LANES", lanes)
-                .constant("DK", dims.dk)
-                .constant("DV", dims.dv)
-                .constant("SL", sl)
-                .constant("R", rows)
-                .constant("TAPS", dims.conv_kernel)
-                .bind("qkvz", b.qkvz)
-                .bind("ba", b.ba)
-                .bind("conv_w", b.conv_w)
-                .bind("a_log", b.a_log)
-                .bind("dt_bias", b.dt_bias)
-                .bind("norm_w", b.norm_w)
-                .bind("conv_st", b.conv_state)
-                .bind("st", b.state)
-                .bind("gout", b.out)
-                .params(&DecParams {
-                    t0,
-                    t_len: RECURRENT_SPAN.min(t - t0),
-                    nv: dims.nv,
-                    nk: dims.nk,
-                    conv_dim: dims.conv_dim(),
-                    qkvz_stride: dims.conv_dim() + dims.value_dim(),
-                    key_dim: dims.key_dim(),
-                    _pad0: 0,
-                    eps: dims.eps,
-                    q_scale: q_scale(dims),
-                    rounds: dims.nv / dims.nk / lanes,
-                    _pad1: 0,
-                })
+            bind_conv_state(decode_launch(ctx, dims, lanes, b), ctx, dims, b)
+                .bind_range("st", b.state, st.0, st.1)
+                .params(&params)
                 .grid([dims.nk, 1, 1])
                 .record()?,
         );
     }
     Ok(out)
+}
+
+/// The fused decode launch with everything but the states, params and grid bound.
+fn decode_launch<'a>(
+    ctx: &'a GpuContext,
+    dims: &GdnDims,
+    lanes: u32,
+    b: &GdnLayerBuffers<'a>,
+) -> crate::launch::Launch<'a> {
+    let (sl, rows) = dims.recurrent_split();
+    ctx.launch(&DECODE)
+        .constant("WG", lanes * WG)
+        .constant("LANES", lanes)
+        .constant("DK", dims.dk)
+        .constant("DV", dims.dv)
+        .constant("SL", sl)
+        .constant("R", rows)
+        .constant("TAPS", dims.conv_kernel)
+        .bind("qkvz", b.qkvz)
+        .bind("ba", b.ba)
+        .bind("conv_w", b.conv_w)
+        .bind("a_log", b.a_log)
+        .bind("dt_bias", b.dt_bias)
+        .bind("norm_w", b.norm_w)
+        .bind("gout", b.out)
+}
+
+/// `launch` with slot `b.slot` of `b.conv_state` bound to `conv_st` (the whole
+/// buffer for a 1-tap conv, whose state is empty and never read).
+fn bind_conv_state<'a>(
+    launch: crate::launch::Launch<'a>,
+    ctx: &GpuContext,
+    dims: &GdnDims,
+    b: &GdnLayerBuffers<'a>,
+) -> crate::launch::Launch<'a> {
+    if dims.conv_state_len() == 0 {
+        return launch.bind("conv_st", b.conv_state);
+    }
+    let (conv, _) = slot_ranges(ctx, dims, b.slot);
+    launch.bind_range("conv_st", b.conv_state, conv.0, conv.1)
+}
+
+/// Byte ranges `(offset, size)` of slot `slot`'s conv and recurrent states.
+fn slot_ranges(ctx: &GpuContext, dims: &GdnDims, slot: u32) -> ((u64, u64), (u64, u64)) {
+    let s = GdnSlots::new(ctx, dims);
+    let conv = (dims.conv_state_len().max(1) * 4) as u64;
+    let st = (dims.state_len() * 4) as u64;
+    ((slot as u64 * s.conv, conv), (slot as u64 * s.state, st))
+}
+
+/// One decode token for each of `slots.len()` sessions in ONE launch (the fused
+/// kernel, grid `[nk, rows]`) where the device allows it
+/// ([`fused_decode_available`]), else two within WebGPU's default limits (the
+/// conv of every row into `scratch`, then the recurrent step of every row): row
+/// `i` of `b.qkvz` / `b.ba` / `b.out` is session `i`'s token, on the states of
+/// slot `slots[i]` of the pooled `b.conv_state` / `b.state` (slots [`GdnSlots`]
+/// apart; `b.slot` is not used). Each row gets the arithmetic of a lone T = 1
+/// call of the same launch form, so results equal it bit for bit. Slots must be
+/// distinct (two rows on one state would race).
+pub fn gdn_decode_rows(
+    ctx: &GpuContext,
+    dims: &GdnDims,
+    b: &GdnLayerBuffers<'_>,
+    scratch: &GdnScratch,
+    slots: &[u32],
+) -> Result<Vec<Dispatch>, KernelError> {
+    dims.check()?;
+    let rows = slots.len();
+    let arg = |detail: String| KernelError::Arguments {
+        kernel: "gdn decode rows",
+        detail,
+    };
+    if rows == 0 || rows > MAX_BATCH_ROWS {
+        return Err(arg(format!("{rows} rows outside 1..={MAX_BATCH_ROWS}")));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for &s in slots {
+        if s >= MAX_SLOTS || !seen.insert(s) {
+            return Err(arg(format!(
+                "slots {slots:?}: each must be distinct and below {MAX_SLOTS}"
+            )));
+        }
+    }
+    let r = rows as u64;
+    let (nv, conv_dim) = (dims.nv as u64, dims.conv_dim() as u64);
+    need("qkvz", b.qkvz, r * (conv_dim + dims.value_dim() as u64))?;
+    need("ba", b.ba, r * 2 * nv)?;
+    need("conv_w", b.conv_w, conv_dim * dims.conv_kernel as u64)?;
+    need("a_log", b.a_log, nv)?;
+    need("dt_bias", b.dt_bias, nv)?;
+    need("norm_w", b.norm_w, dims.dv as u64)?;
+    need("out", b.out, r * dims.value_dim() as u64)?;
+    let s = GdnSlots::new(ctx, dims);
+    let top = *slots.iter().max().unwrap_or(&0) as u64;
+    need(
+        "conv_state",
+        b.conv_state,
+        (top * s.conv) / 4 + dims.conv_state_len() as u64,
+    )?;
+    need(
+        "state",
+        b.state,
+        (top * s.state) / 4 + dims.state_len() as u64,
+    )?;
+    let words = |bytes: u64| {
+        u32::try_from(bytes / 4).map_err(|_| arg(format!("slot of {bytes} bytes too large")))
+    };
+    let (cw, sw) = (words(s.conv)?, words(s.state)?);
+    if (top + 1) * s.state / 4 > u32::MAX as u64 || (top + 1) * s.conv / 4 > u32::MAX as u64 {
+        return Err(arg(format!("slot {top} is past 32-bit indices")));
+    }
+    let Some(lanes) = decode_lanes(ctx, dims) else {
+        return split_rows(ctx, dims, b, scratch, slots, (cw, sw));
+    };
+    let params = DecParams::new(dims, lanes, (0, 1), (cw, sw), slots);
+    Ok(vec![decode_launch(ctx, dims, lanes, b)
+        .label("gdn decode rows")
+        .bind("conv_st", b.conv_state)
+        .bind("st", b.state)
+        .params(&params)
+        .grid([dims.nk, rows as u32, 1])
+        .record()?])
+}
+
+/// [`gdn_decode_rows`] within WebGPU's default limits: the conv of every row,
+/// then the recurrent step of every row (two launches, grid y = row).
+fn split_rows(
+    ctx: &GpuContext,
+    dims: &GdnDims,
+    b: &GdnLayerBuffers<'_>,
+    s: &GdnScratch,
+    slots: &[u32],
+    (conv_words, st_words): (u32, u32),
+) -> Result<Vec<Dispatch>, KernelError> {
+    let rows = slots.len() as u32;
+    if s.dims != *dims || rows > s.max_t {
+        return Err(KernelError::Arguments {
+            kernel: "gdn decode rows",
+            detail: format!(
+                "scratch for {max_t} tokens of {sd:?}, called with {rows} rows of {dims:?}",
+                max_t = s.max_t,
+                sd = s.dims
+            ),
+        });
+    }
+    let t = pack_slots(slots);
+    let conv = ConvParams {
+        t_len: 1,
+        channels: dims.conv_dim(),
+        in_stride: dims.conv_dim() + dims.value_dim(),
+        taps: dims.conv_kernel,
+        tb: 1,
+        write_state: 1,
+        rows: 1,
+        conv_stride4: conv_words / 4,
+        slots0: t[0],
+        slots1: t[1],
+        slots2: t[2],
+        slots3: t[3],
+        slots4: t[4],
+        slots5: t[5],
+        slots6: t[6],
+        slots7: t[7],
+    };
+    let (sl, r) = dims.recurrent_split();
+    let rec = RecParams {
+        t0: 0,
+        t_len: 1,
+        nv: dims.nv,
+        nk: dims.nk,
+        conv_dim: dims.conv_dim(),
+        qkvz_stride: dims.conv_dim() + dims.value_dim(),
+        key_dim: dims.key_dim(),
+        eps: dims.eps,
+        q_scale: q_scale(dims),
+        rows: 1,
+        st_stride: st_words,
+        _pad0: 0,
+        slots0: t[0],
+        slots1: t[1],
+        slots2: t[2],
+        slots3: t[3],
+        slots4: t[4],
+        slots5: t[5],
+        slots6: t[6],
+        slots7: t[7],
+    };
+    Ok(vec![
+        ctx.launch(&CONV)
+            .label("gdn conv1d rows")
+            .constant("WG", WG)
+            .bind("conv_x", b.qkvz)
+            .bind("conv_w", b.conv_w)
+            .bind("conv_st", b.conv_state)
+            .bind("conv_y", &s.xc)
+            .params(&conv)
+            .grid([(dims.conv_dim() / 4).div_ceil(WG), rows, 1])
+            .record()?,
+        ctx.launch(&RECURRENT)
+            .label("gdn recurrent rows")
+            .constant("WG", WG)
+            .constant("DK", dims.dk)
+            .constant("DV", dims.dv)
+            .constant("SL", sl)
+            .constant("R", r)
+            .bind("gx", &s.xc)
+            .bind("qkvz", b.qkvz)
+            .bind("ba", b.ba)
+            .bind("a_log", b.a_log)
+            .bind("dt_bias", b.dt_bias)
+            .bind("norm_w", b.norm_w)
+            .bind("st", b.state)
+            .bind("gout", b.out)
+            .params(&rec)
+            .grid([dims.nv, rows, 1])
+            .record()?,
+    ])
 }
 
 fn conv_dispatches(
@@ -701,16 +1014,23 @@ fn conv_dispatches(
             taps: dims.conv_kernel,
             tb: CONV_TB,
             write_state: (blocks == 1) as u32,
-            _pad: [0; 2],
+            rows: 0,
+            conv_stride4: 0,
+            slots0: 0,
+            slots1: 0,
+            slots2: 0,
+            slots3: 0,
+            slots4: 0,
+            slots5: 0,
+            slots6: 0,
+            slots7: 0,
         },
     );
     let groups_x = (dims.conv_dim() / 4).div_ceil(WG);
-    let mut out = vec![ctx
-        .launch(&CONV)
+    let mut out = vec![bind_conv_state(ctx.launch(&CONV), ctx, dims, b)
         .constant("WG", WG)
         .bind("conv_x", b.qkvz)
         .bind("conv_w", b.conv_w)
-        .bind("conv_st", b.conv_state)
         .bind("conv_y", &s.xc)
         .params_buffer::<ConvParams>(&params)
         .grid([groups_x, blocks, 1])
@@ -719,11 +1039,10 @@ fn conv_dispatches(
         // Reads the input and rewrites the state only (its entry point leaves
         // the weights and the output unbound).
         out.push(
-            ctx.launch(&CONV_STATE)
+            bind_conv_state(ctx.launch(&CONV_STATE), ctx, dims, b)
                 .constant("WG", WG)
                 .bind("conv_x", b.qkvz)
                 .bind("conv_w", b.conv_w)
-                .bind("conv_st", b.conv_state)
                 .bind("conv_y", &s.xc)
                 .params_buffer::<ConvParams>(&params)
                 .grid([groups_x, 1, 1])
@@ -749,6 +1068,7 @@ fn recurrent_dispatches(
     let (sl, rows) = dims.recurrent_split();
     debug_assert!(rows <= MAX_ROWS && sl * dims.dv <= WG);
     let mut out = Vec::new();
+    let (_, st) = slot_ranges(ctx, dims, b.slot);
     for t0 in (0..t).step_by(RECURRENT_SPAN as usize) {
         out.push(
             ctx.launch(&RECURRENT)
@@ -763,7 +1083,7 @@ fn recurrent_dispatches(
                 .bind("a_log", b.a_log)
                 .bind("dt_bias", b.dt_bias)
                 .bind("norm_w", b.norm_w)
-                .bind("st", b.state)
+                .bind_range("st", b.state, st.0, st.1)
                 .bind("gout", b.out)
                 .params(&RecParams {
                     t0,
@@ -775,7 +1095,17 @@ fn recurrent_dispatches(
                     key_dim: dims.key_dim(),
                     eps: dims.eps,
                     q_scale: q_scale(dims),
-                    _pad: [0; 3],
+                    rows: 0,
+                    st_stride: 0,
+                    _pad0: 0,
+                    slots0: 0,
+                    slots1: 0,
+                    slots2: 0,
+                    slots3: 0,
+                    slots4: 0,
+                    slots5: 0,
+                    slots6: 0,
+                    slots7: 0,
                 })
                 .grid([dims.nv, 1, 1])
                 .record()?,
@@ -820,6 +1150,7 @@ fn chunked_dispatches(
     };
     let rows = t * 2 * dims.nk;
     let bv = s.v_block;
+    let (_, st) = slot_ranges(ctx, dims, b.slot);
     Ok(vec![
         launch(&CHUNK_PREP)
             .bind("px", &s.xc)
@@ -845,7 +1176,7 @@ fn chunked_dispatches(
             .bind("su", &s.u)
             .bind("sgam", &s.gam)
             .bind("snap", &s.snap)
-            .bind("st", b.state)
+            .bind_range("st", b.state, st.0, st.1)
             .grid([dims.dv.div_ceil(bv), dims.nv, 1])
             .record()?,
         launch(&CHUNK_OUT)

@@ -54,11 +54,14 @@ pub struct Launch<'a> {
     spec: &'static KernelSpec,
     label: &'static str,
     constants: Vec<(&'static str, f64)>,
-    buffers: Vec<(&'static str, &'a wgpu::Buffer)>,
+    buffers: Vec<Bound<'a>>,
     /// Uniform buffers by WGSL struct name: made by [`Launch::params`] or shared.
     params: Vec<(&'static str, Param<'a>)>,
     groups: [u32; 3],
 }
+
+/// A buffer bound by variable name, whole or a byte range `(offset, size)`.
+type Bound<'a> = (&'static str, &'a wgpu::Buffer, Option<(u64, u64)>);
 
 enum Param<'a> {
     Owned(wgpu::Buffer),
@@ -95,7 +98,22 @@ impl<'a> Launch<'a> {
 
     /// Binds `buffer` (whole) to the module's variable `name`.
     pub fn bind(mut self, name: &'static str, buffer: &'a wgpu::Buffer) -> Self {
-        self.buffers.push((name, buffer));
+        self.buffers.push((name, buffer, None));
+        self
+    }
+
+    /// Binds bytes `offset .. offset + size` of `buffer` to the variable
+    /// `name` (e.g. one session's slot of a pooled state buffer). The offset
+    /// must be a multiple of the device's `min_storage_buffer_offset_alignment`
+    /// and the size of 4 (checked when the launch is recorded).
+    pub fn bind_range(
+        mut self,
+        name: &'static str,
+        buffer: &'a wgpu::Buffer,
+        offset: u64,
+        size: u64,
+    ) -> Self {
+        self.buffers.push((name, buffer, Some((offset, size))));
         self
     }
 
@@ -145,12 +163,35 @@ impl<'a> Launch<'a> {
 
         let mut entries: Vec<(u32, wgpu::BindingResource<'_>)> = Vec::new();
         let mut bound: HashSet<&str> = HashSet::new();
-        for &(name, buffer) in &self.buffers {
+        let align = self.ctx.limits.min_storage_buffer_offset_alignment.max(4) as u64;
+        for &(name, buffer, range) in &self.buffers {
             let b = vars
                 .get(name)
                 .ok_or_else(|| err(format!("entry `{entry}` has no binding `{name}`")))?;
+            let resource = match range {
+                None => buffer.as_entire_binding(),
+                Some((offset, size)) => {
+                    let end = offset.saturating_add(size);
+                    if !offset.is_multiple_of(align)
+                        || size == 0
+                        || !size.is_multiple_of(4)
+                        || end > buffer.size()
+                    {
+                        return Err(err(format!(
+                            "`{name}`: bytes {offset}..{end} of a {buffer_size}-byte buffer \
+                             (offset must be a multiple of {align}, size a non-zero multiple of 4)",
+                            buffer_size = buffer.size()
+                        )));
+                    }
+                    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer,
+                        offset,
+                        size: std::num::NonZeroU64::new(size),
+                    })
+                }
+            };
             if b.used {
-                entries.push((b.binding, buffer.as_entire_binding()));
+                entries.push((b.binding, resource));
             }
             bound.insert(name);
         }

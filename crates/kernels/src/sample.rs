@@ -50,6 +50,16 @@
 //! Launches: 2 (greedy), 4 (temperature only), 9 (+ top-k or top-p), 14 (both).
 //! Scratch buffers are made per [`sample`] call and kept alive by the bind
 //! groups; the launches are reusable every step (the Step uniform changes).
+//!
+//! # Rows
+//! Every launch samples a group of rows (grid y = row in the group), each
+//! with its own logits, output slot and parameters from a small storage
+//! table, and its own part of every scratch buffer. [`sample`] is one row
+//! whose random number comes from the Step uniform; [`sample_rows`] (a
+//! batched decode step) groups its rows by launch shape (greedy; top-k on or
+//! off; top-p on or off), so a step of many sessions runs the launch counts
+//! above once per shape present, with each row's seed and counter written to
+//! the table before each run ([`RowSampler::write_seeds`]).
 
 use crate::dispatch::Dispatch;
 use crate::shaders::REDUCE_SHARED;
@@ -74,18 +84,32 @@ pub use qwgpu_ops::sampling::{SamplingParams, NON_FINITE};
 pub const MAX_VOCAB: u32 = 1 << 24;
 
 crate::uniform_struct! {
-    /// Mirrors `struct SampleParams` in `shaders/sample_common.wgsl`.
+    /// Mirrors `struct SampleShape` in `shaders/sample_common.wgsl`.
     #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-    struct SampleUniform as "SampleParams" {
-        logits_off: u32,
+    struct SampleShape as "SampleShape" {
         vocab: u32,
-        out_off: u32,
-        top_k: u32,
-        inv_t: f32,
-        top_p: f32,
         nblocks: u32,
         block: u32,
+        slots: u32,
+        row0: u32,
+        seed_from_step: u32,
+        _pad0: u32,
+        _pad1: u32,
     }
+}
+
+/// Mirrors `struct SampleRow` in `shaders/sample_common.wgsl` (a storage table).
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct RowEntry {
+    logits_off: u32,
+    out_off: u32,
+    top_k: u32,
+    inv_t: f32,
+    top_p: f32,
+    seed_lo: u32,
+    seed_hi: u32,
+    counter: u32,
 }
 
 crate::uniform_struct! {
@@ -124,7 +148,7 @@ static PARTIAL: KernelSpec = sample_spec(
         Part::File(&SAMPLE_COMMON),
         Part::File(&SAMPLE_PARTIAL),
     ],
-    &[&SampleUniform::LAYOUT],
+    &[&SampleShape::LAYOUT],
 );
 static GREEDY: KernelSpec = sample_spec(
     "sample_greedy",
@@ -134,7 +158,7 @@ static GREEDY: KernelSpec = sample_spec(
         Part::File(&SAMPLE_ARGMAX),
         Part::File(&SAMPLE_GREEDY),
     ],
-    &[&SampleUniform::LAYOUT],
+    &[&SampleShape::LAYOUT],
 );
 static EXP: KernelSpec = sample_spec(
     "sample_exp",
@@ -144,7 +168,7 @@ static EXP: KernelSpec = sample_spec(
         Part::File(&SAMPLE_ARGMAX),
         Part::File(&SAMPLE_EXP),
     ],
-    &[&SampleUniform::LAYOUT],
+    &[&SampleShape::LAYOUT],
 );
 static PASS: KernelSpec = sample_spec(
     "sample_pass",
@@ -154,7 +178,7 @@ static PASS: KernelSpec = sample_spec(
         Part::File(&SAMPLE_SEARCH),
         Part::File(&SAMPLE_PASS),
     ],
-    &[&SampleUniform::LAYOUT, &PassParams::LAYOUT],
+    &[&SampleShape::LAYOUT, &PassParams::LAYOUT],
 );
 static MASS: KernelSpec = sample_spec(
     "sample_mass",
@@ -164,7 +188,7 @@ static MASS: KernelSpec = sample_spec(
         Part::File(&SAMPLE_SEARCH),
         Part::File(&SAMPLE_MASS),
     ],
-    &[&SampleUniform::LAYOUT, &PassParams::LAYOUT],
+    &[&SampleShape::LAYOUT, &PassParams::LAYOUT],
 );
 static SELECT: KernelSpec = sample_spec(
     "sample_select",
@@ -175,7 +199,7 @@ static SELECT: KernelSpec = sample_spec(
         Part::File(&SAMPLE_ARGMAX),
         Part::File(&SAMPLE_SELECT),
     ],
-    &[&SampleUniform::LAYOUT, &Step::LAYOUT],
+    &[&SampleShape::LAYOUT, &Step::LAYOUT],
 );
 /// The hash probe always takes the shared-memory reduce file (it reduces nothing).
 static UNIFORM_PROBE: KernelSpec = sample_spec(
@@ -186,7 +210,7 @@ static UNIFORM_PROBE: KernelSpec = sample_spec(
         Part::File(&SAMPLE_COMMON),
         Part::File(&SAMPLE_UNIFORM),
     ],
-    &[&SampleUniform::LAYOUT, &Step::LAYOUT],
+    &[&SampleShape::LAYOUT, &Step::LAYOUT],
 );
 
 /// The kernels of this family.
@@ -232,22 +256,128 @@ pub fn sample(
     out: &wgpu::Buffer,
     out_offset: u32,
 ) -> Result<Vec<Dispatch>, KernelError> {
-    params.validate().map_err(arg_err)?;
+    let row = SampleRow {
+        logits_offset,
+        out_offset,
+        params: *params,
+    };
+    Ok(record_rows(ctx, logits, vocab, &[row], step, out, true)?.launches)
+}
+
+/// One row of [`sample_rows`]: its logits `logits[logits_offset ..
+/// logits_offset + vocab]`, its token's slot `out[out_offset]`, its parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct SampleRow {
+    pub logits_offset: u32,
+    pub out_offset: u32,
+    pub params: SamplingParams,
+}
+
+/// The launches of [`sample_rows`] and the table of the rows' random-number
+/// seeds and counters, which [`RowSampler::write_seeds`] sets before each run.
+pub struct RowSampler {
+    launches: Vec<Dispatch>,
+    table: wgpu::Buffer,
+    /// The rows' table entries, in table order, and each one's row.
+    entries: Vec<(RowEntry, usize)>,
+}
+
+impl RowSampler {
+    /// Record these in order, in one pass.
+    pub fn launches(&self) -> &[Dispatch] {
+        &self.launches
+    }
+
+    /// Sets row `i`'s random number to `uniform_random(seeds[i].0, seeds[i].1)`
+    /// (seed, counter) for the next run of the launches.
+    pub fn write_seeds(&self, ctx: &GpuContext, seeds: &[(u64, u32)]) -> Result<(), KernelError> {
+        if seeds.len() != self.entries.len() {
+            return Err(arg_err(format!(
+                "{got} seeds for {rows} rows",
+                got = seeds.len(),
+                rows = self.entries.len()
+            )));
+        }
+        let table: Vec<RowEntry> = self
+            .entries
+            .iter()
+            .map(|&(e, row)| {
+                let (seed, counter) = seeds[row];
+                RowEntry {
+                    seed_lo: seed as u32,
+                    seed_hi: (seed >> 32) as u32,
+                    counter,
+                    ..e
+                }
+            })
+            .collect();
+        ctx.queue
+            .write_buffer(&self.table, 0, bytemuck::cast_slice(&table));
+        Ok(())
+    }
+}
+
+/// Samples every row of `rows` (each by the rule in the module docs, with its
+/// own parameters, and its own random number from the seed and counter
+/// [`RowSampler::write_seeds`] writes): one launch family for all the rows
+/// sharing a launch shape (greedy; top-k on or off; top-p on or off), each
+/// launch over all of them (grid y = row), instead of one per row.
+pub fn sample_rows(
+    ctx: &GpuContext,
+    logits: &wgpu::Buffer,
+    vocab: u32,
+    rows: &[SampleRow],
+    step: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+) -> Result<RowSampler, KernelError> {
+    record_rows(ctx, logits, vocab, rows, step, out, false)
+}
+
+/// Launch shape of a row: greedy, top-k on, top-p on.
+fn shape_of(p: &SamplingParams, vocab: u32) -> (bool, bool, bool) {
+    let greedy = p.temperature == 0.0;
+    (
+        greedy,
+        !greedy && p.top_k > 0 && p.top_k < vocab,
+        !greedy && p.top_p < 1.0,
+    )
+}
+
+fn record_rows(
+    ctx: &GpuContext,
+    logits: &wgpu::Buffer,
+    vocab: u32,
+    rows: &[SampleRow],
+    step: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    seed_from_step: bool,
+) -> Result<RowSampler, KernelError> {
     if vocab == 0 || vocab > MAX_VOCAB {
         return Err(arg_err(format!("vocab {vocab} must be in 1..={MAX_VOCAB}")));
     }
-    if (logits_offset as u64 + vocab as u64) * 4 > logits.size() {
+    if rows.is_empty() || rows.len() > crate::MAX_GROUPS as usize {
         return Err(arg_err(format!(
-            "logits {logits_offset}..{logits_end} exceed their buffer of {logits_size} bytes",
-            logits_end = logits_offset as u64 + vocab as u64,
-            logits_size = logits.size()
+            "{n} rows outside 1..={max}",
+            n = rows.len(),
+            max = crate::MAX_GROUPS
         )));
     }
-    if (out_offset as u64 + 1) * 4 > out.size() {
-        return Err(arg_err(format!(
-            "out[{out_offset}] is past its buffer of {out_size} bytes",
-            out_size = out.size()
-        )));
+    for r in rows {
+        r.params.validate().map_err(arg_err)?;
+        let (lo, oo) = (r.logits_offset, r.out_offset);
+        if (lo as u64 + vocab as u64) * 4 > logits.size() {
+            return Err(arg_err(format!(
+                "logits {lo}..{logits_end} exceed their buffer of {logits_size} bytes",
+                logits_end = lo as u64 + vocab as u64,
+                logits_size = logits.size()
+            )));
+        }
+        if (oo as u64 + 1) * 4 > out.size() {
+            return Err(arg_err(format!(
+                "out[{oo}] is past its buffer of {out_size} bytes",
+                out_size = out.size()
+            )));
+        }
     }
     if step.size() < std::mem::size_of::<crate::Step>() as u64 {
         return Err(arg_err(format!(
@@ -255,38 +385,102 @@ pub fn sample(
             step.size()
         )));
     }
+    // Rows grouped by launch shape, in first-seen order.
+    let mut groups: Vec<((bool, bool, bool), Vec<usize>)> = Vec::new();
+    for (i, r) in rows.iter().enumerate() {
+        let key = shape_of(&r.params, vocab);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, g)) => g.push(i),
+            None => groups.push((key, vec![i])),
+        }
+    }
+    let mut entries = Vec::with_capacity(rows.len());
+    for (_, g) in &groups {
+        for &i in g {
+            let r = &rows[i];
+            let (greedy, topk_on, _) = shape_of(&r.params, vocab);
+            entries.push((
+                RowEntry {
+                    logits_off: r.logits_offset,
+                    out_off: r.out_offset,
+                    top_k: if topk_on { r.params.top_k } else { 0 },
+                    inv_t: if greedy {
+                        0.0
+                    } else {
+                        1.0 / r.params.temperature
+                    },
+                    top_p: r.params.top_p,
+                    seed_lo: 0,
+                    seed_hi: 0,
+                    counter: 0,
+                },
+                i,
+            ));
+        }
+    }
+    let table = ctx.upload(
+        "sample rows",
+        &entries.iter().map(|(e, _)| *e).collect::<Vec<_>>(),
+    )?;
+    let mut launches = Vec::new();
+    let mut row0 = 0u32;
+    for (key, g) in &groups {
+        let n = g.len() as u32;
+        launches.extend(record_group(
+            ctx,
+            (logits, vocab, step, out, &table),
+            *key,
+            (row0, n),
+            seed_from_step,
+        )?);
+        row0 += n;
+    }
+    Ok(RowSampler {
+        launches,
+        table,
+        entries,
+    })
+}
+
+/// The launches of `n` rows of one shape, table entries `row0 ..`.
+fn record_group(
+    ctx: &GpuContext,
+    (logits, vocab, step, out, table): (
+        &wgpu::Buffer,
+        u32,
+        &wgpu::Buffer,
+        &wgpu::Buffer,
+        &wgpu::Buffer,
+    ),
+    (greedy, topk_on, topp_on): (bool, bool, bool),
+    (row0, n): (u32, u32),
+    seed_from_step: bool,
+) -> Result<Vec<Dispatch>, KernelError> {
     let n_pad = vocab.div_ceil(4) * 4;
     let block = MIN_BLOCK.max(n_pad.div_ceil(MAX_BLOCKS).div_ceil(4) * 4);
     let nblocks = n_pad.div_ceil(block);
-    let greedy = params.temperature == 0.0;
-    let top_k = if params.top_k < vocab {
-        params.top_k
-    } else {
-        0
-    };
-    let sp = SampleUniform {
-        logits_off: logits_offset,
+    let slots = PASSES * (topk_on as u32 + topp_on as u32);
+    let shape = SampleShape {
         vocab,
-        out_off: out_offset,
-        top_k,
-        inv_t: if greedy {
-            0.0
-        } else {
-            1.0 / params.temperature
-        },
-        top_p: params.top_p,
         nblocks,
         block,
+        slots,
+        row0,
+        seed_from_step: seed_from_step as u32,
+        _pad0: 0,
+        _pad1: 0,
     };
-    // One uniform serves every launch of the call.
-    let spb = ctx.uniform("sample params", &sp);
+    // One uniform serves every launch of the group.
+    let shb = ctx.uniform("sample shape", &shape);
     let launch = |spec: &'static KernelSpec, groups: u32| {
         ctx.launch(spec)
             .constant("WG", WG)
-            .params_buffer::<SampleUniform>(&spb)
-            .grid([groups, 1, 1])
+            .params_buffer::<SampleShape>(&shb)
+            .bind("rows", table)
+            .grid([groups, n, 1])
     };
-    let part = ctx.storage("sample partials", nblocks as u64 * 8)?;
+    let rows = n as u64;
+    let part = ctx.storage("sample partials", rows * nblocks as u64 * 8)?;
     let mut out_d = Vec::new();
     out_d.push(
         launch(&PARTIAL, nblocks)
@@ -303,7 +497,7 @@ pub fn sample(
         );
         return Ok(out_d);
     }
-    let ev = ctx.storage("sample e", n_pad as u64 * 4)?;
+    let ev = ctx.storage("sample e", rows * n_pad as u64 * 4)?;
     out_d.push(
         launch(&EXP, nblocks)
             .bind("logits", logits)
@@ -311,15 +505,12 @@ pub fn sample(
             .bind("ev", &ev)
             .record()?,
     );
-    let topk_on = top_k > 0;
-    let topp_on = params.top_p < 1.0;
-    let slots = PASSES * (topk_on as u32 + topp_on as u32);
     let psum = ctx.storage(
         "sample pass sums",
-        slots.max(1) as u64 * nblocks as u64 * R as u64 * 4,
+        rows * slots.max(1) as u64 * nblocks as u64 * R as u64 * 4,
     )?;
-    let sstate = ctx.storage("sample search state", (slots.max(1) as u64) * 16)?;
-    let blk = ctx.storage("sample block masses", (2 * nblocks as u64 + 1) * 4)?;
+    let sstate = ctx.storage("sample search state", rows * (slots.max(1) as u64) * 16)?;
+    let blk = ctx.storage("sample block masses", rows * (2 * nblocks as u64 + 1) * 4)?;
     let mut passes = Vec::new();
     let mut slot = 0u32;
     if topk_on {
@@ -405,21 +596,33 @@ pub fn uniform_probe(
             out_size = out.size()
         )));
     }
-    let sp = SampleUniform {
+    let row = RowEntry {
         logits_off: 0,
-        vocab: 1,
         out_off: out_offset,
         top_k: 0,
         inv_t: 0.0,
         top_p: 1.0,
+        seed_lo: 0,
+        seed_hi: 0,
+        counter: 0,
+    };
+    let sh = SampleShape {
+        vocab: 1,
         nblocks: 0,
         block: 0,
+        slots: 0,
+        row0: 0,
+        seed_from_step: 1,
+        _pad0: 0,
+        _pad1: 0,
     };
+    let table = ctx.upload("sample probe row", &[row])?;
     ctx.launch(&UNIFORM_PROBE)
         .constant("WG", 64u32)
         .bind("out", out)
         .bind("step", step)
-        .params(&sp)
+        .bind("rows", &table)
+        .params(&sh)
         .grid([1, 1, 1])
         .record()
 }

@@ -166,6 +166,7 @@ impl<'c> Layer<'c> {
             pages,
             step: &self.step,
             out: &self.out,
+            row: 0,
         };
         attention_forward(self.ctx, &self.dims, &b, &self.scratch, t, self.max_t)
     }
@@ -415,6 +416,178 @@ fn decode_across_split_boundaries() {
     }
 }
 
+/// A call on row `row` of 5-row qkv / out buffers (a session's row of a
+/// batched decode step, read and written in place): decode and a 2-token
+/// call, against the CPU; every other row of `out` stays NaN.
+#[test]
+fn calls_on_a_batch_row_in_place() {
+    for t in testing::contexts() {
+        let ctx = &t.ctx;
+        let d = dims(4, 2, 32, 8);
+        // Rows of 1536 / 512 bytes: aligned for every WebGPU device (<= 256).
+        assert!(
+            attention::rows_bindable(ctx, &d),
+            "{t_name}: rows not bindable",
+            t_name = t.name
+        );
+        let mut rng = Rng::new(31);
+        let pages = vec![100, 37, 563];
+        let capacity: u32 = pages.iter().sum();
+        let layer = Layer::new(ctx, d, 5, &pages, Some(4), &mut rng);
+        let per = (d.nkv * d.hd) as usize;
+        let (w, o) = (d.qkv_width() as usize, (d.nh * d.hd) as usize);
+        let prefix_k = rng.normal_vec(capacity as usize * per);
+        let prefix_v = rng.normal_vec(capacity as usize * per);
+        for (row, tt, pos) in [(3u32, 1u32, 137u32), (0, 1, 20), (2, 2, 300), (4, 1, 0)] {
+            layer.poison();
+            layer.write_prefix(&prefix_k, &prefix_v, pos as usize);
+            let mine = rng.normal_vec(tt as usize * w);
+            let mut qkv = vec![f32::NAN; 5 * w];
+            qkv[row as usize * w..(row + tt) as usize * w].copy_from_slice(&mine);
+            ctx.queue
+                .write_buffer(&layer.qkv, 0, bytemuck::cast_slice(&qkv));
+            let table = rope_table(&layer.inv_freq, pos as usize, tt as usize, 5);
+            if !table.is_empty() {
+                ctx.queue
+                    .write_buffer(&layer.rope, 0, bytemuck::cast_slice(&table));
+            }
+            ctx.queue.write_buffer(
+                &layer.step,
+                0,
+                bytemuck::bytes_of(&Step::new(pos, tt, 0, 0)),
+            );
+            ctx.fill_f32(&layer.out, f32::NAN);
+            let kv = layer.kv_pages(pos + tt - 1);
+            let b = AttnBuffers {
+                qkv: &layer.qkv,
+                q_norm: &layer.q_norm,
+                k_norm: &layer.k_norm,
+                rope: &layer.rope,
+                pages: &kv,
+                step: &layer.step,
+                out: &layer.out,
+                row,
+            };
+            let ds = attention_forward(ctx, &d, &b, &layer.scratch, tt, 5).unwrap();
+            ctx.run("attention row", &ds.iter().collect::<Vec<_>>())
+                .unwrap();
+            let got = ctx.read_f32(&layer.out, 0, 5 * o).unwrap();
+            let rows = pos as usize * per;
+            let (mut keys, mut values) = (prefix_k[..rows].to_vec(), prefix_v[..rows].to_vec());
+            let want = layer.cpu(&mine, pos as usize, &mut keys, &mut values);
+            let what = format!("{t_name} row {row} T {tt} pos {pos}", t_name = t.name);
+            let (a, z) = (row as usize * o, (row + tt) as usize * o);
+            assert_close(&got[a..z], &want, OUT_TOL, &what);
+            assert!(
+                got[..a].iter().chain(&got[z..]).all(|v| v.is_nan()),
+                "{what}: other rows of out were written"
+            );
+            layer.check_cache(&keys, &values, (pos + tt) as usize, &what);
+        }
+    }
+}
+
+/// A batched decode step's attention: 3 and then 5 sessions (each its own KV
+/// pages, split count and position, pages partly filled) decode into their
+/// rows of one partials buffer, reading and writing their rows of shared qkv /
+/// out, then ONE merge launch for all rows; every row against the CPU.
+#[test]
+fn merge_rows_of_sessions_at_different_positions() {
+    let d = dims(4, 2, 32, 8);
+    // (pages, splits, position of the decode token)
+    let sessions: [(&[u32], Option<u32>, u32); 5] = [
+        (&[100, 37, 563], Some(4), 300),
+        (&[256], None, 10),
+        (&[64, 64], Some(3), 100),
+        (&[700], Some(1), 0),
+        (&[256, 256, 512], None, 611),
+    ];
+    for t in testing::contexts() {
+        let ctx = &t.ctx;
+        for n in [3usize, 5] {
+            let mut rng = Rng::new(40 + n as u64);
+            let (w, o) = (d.qkv_width() as usize, (d.nh * d.hd) as usize);
+            let per = (d.nkv * d.hd) as usize;
+            let qkv_b = ctx.storage("batch qkv", (n * w * 4) as u64).unwrap();
+            let out_b = ctx.storage("batch out", (n * o * 4) as u64).unwrap();
+            let layers: Vec<Layer> = sessions[..n]
+                .iter()
+                .map(|(pages, splits, _)| Layer::new(ctx, d, 1, pages, *splits, &mut rng))
+                .collect();
+            let max_splits = layers.iter().map(|l| l.scratch.splits()).max().unwrap();
+            let partials = attention::AttnRowPartials::new(ctx, &d, n as u32, max_splits).unwrap();
+            let qkv: Vec<f32> = rng.normal_vec(n * w);
+            ctx.queue
+                .write_buffer(&qkv_b, 0, bytemuck::cast_slice(&qkv));
+            ctx.fill_f32(&out_b, f32::NAN);
+            let mut launches = Vec::new();
+            let mut nsplits = Vec::new();
+            let mut wants = Vec::new();
+            for (i, (layer, &(_, _, pos))) in layers.iter().zip(&sessions[..n]).enumerate() {
+                let cap = layer.capacity as usize;
+                let (pk, pv) = (rng.normal_vec(cap * per), rng.normal_vec(cap * per));
+                layer.write_prefix(&pk, &pv, pos as usize);
+                let table = rope_table(&layer.inv_freq, pos as usize, 1, 1);
+                if !table.is_empty() {
+                    ctx.queue
+                        .write_buffer(&layer.rope, 0, bytemuck::cast_slice(&table));
+                }
+                ctx.queue.write_buffer(
+                    &layer.step,
+                    0,
+                    bytemuck::bytes_of(&Step::new(pos, 1, 0, 0)),
+                );
+                let kv = layer.kv_pages(pos);
+                let rows: Vec<u32> = kv.iter().map(|p| p.rows).collect();
+                nsplits.push(layer.scratch.decode_partials(&rows));
+                let b = AttnBuffers {
+                    qkv: &qkv_b,
+                    q_norm: &layer.q_norm,
+                    k_norm: &layer.k_norm,
+                    rope: &layer.rope,
+                    pages: &kv,
+                    step: &layer.step,
+                    out: &out_b,
+                    row: i as u32,
+                };
+                launches.extend(
+                    attention::attention_decode_into(ctx, &d, &b, &layer.scratch, 1, &partials)
+                        .unwrap(),
+                );
+                let rows_n = pos as usize * per;
+                let (mut keys, mut values) = (pk[..rows_n].to_vec(), pv[..rows_n].to_vec());
+                wants.push(layer.cpu(
+                    &qkv[i * w..(i + 1) * w],
+                    pos as usize,
+                    &mut keys,
+                    &mut values,
+                ));
+            }
+            let merge =
+                attention::attention_merge_rows(ctx, &d, &partials, &nsplits, &qkv_b, &out_b)
+                    .unwrap();
+            launches.push(merge);
+            ctx.run("attention rows", &launches.iter().collect::<Vec<_>>())
+                .unwrap();
+            let got = ctx.read_f32(&out_b, 0, n * o).unwrap();
+            for (i, want) in wants.iter().enumerate() {
+                let what = format!(
+                    "{t_name} {n} sessions row {i} {s:?} splits {nsplits:?}",
+                    t_name = t.name,
+                    s = sessions[i]
+                );
+                assert_close(&got[i * o..(i + 1) * o], want, OUT_TOL, &what);
+            }
+            // Arguments are checked: a split count past the partials' rows.
+            let mut bad = nsplits.clone();
+            bad[0] = max_splits + 1;
+            assert!(
+                attention::attention_merge_rows(ctx, &d, &partials, &bad, &qkv_b, &out_b).is_err()
+            );
+        }
+    }
+}
+
 /// The table reproduces `Rope::apply`'s cos/sin bit for bit (rotating unit
 /// vectors extracts them), and rows past `t` are zero.
 #[test]
@@ -499,6 +672,7 @@ fn bad_arguments_are_typed_errors() {
         pages: &layer.kv_pages(0),
         step: &layer.step,
         out: &small,
+        row: 0,
     };
     is_args(
         attention_forward(ctx, &layer.dims, &b, &layer.scratch, 2, 4).map(|_| ()),

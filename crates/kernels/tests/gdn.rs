@@ -165,6 +165,7 @@ impl Gpu {
             conv_state: &self.conv_state,
             state: &self.state,
             out: &self.out,
+            slot: 0,
         }
     }
 
@@ -825,5 +826,238 @@ fn bench_qwen35_dims() {
             total_t_as_f64 = total / t as f64,
             parts_join = parts.join(", ")
         );
+    }
+}
+
+/// A pool of `n` slots of random conv / recurrent states (slot stride from
+/// [`gdn::GdnSlots`]), the CPU copies of each slot's states, and the buffers.
+struct Pool {
+    conv: wgpu::Buffer,
+    state: wgpu::Buffer,
+    slots: gdn::GdnSlots,
+    cpu: Vec<CpuState>,
+}
+
+impl Pool {
+    fn new(ctx: &GpuContext, d: &GdnDims, n: usize, rng: &mut Rng) -> Self {
+        let slots = gdn::GdnSlots::new(ctx, d);
+        let (cw, sw) = ((slots.conv / 4) as usize, (slots.state / 4) as usize);
+        let mut conv = vec![f32::NAN; n * cw];
+        let mut state = vec![f32::NAN; n * sw];
+        let mut cpu = Vec::new();
+        for i in 0..n {
+            let (_, st) = random_layer(d, rng);
+            conv[i * cw..i * cw + st.conv.len()].copy_from_slice(&st.conv);
+            let s = gdn::state_from_reference(d, &st.rec);
+            state[i * sw..i * sw + s.len()].copy_from_slice(&s);
+            cpu.push(st);
+        }
+        Self {
+            conv: ctx.upload("conv pool", &conv).unwrap(),
+            state: ctx.upload("state pool", &state).unwrap(),
+            slots,
+            cpu,
+        }
+    }
+
+    fn read(&self, ctx: &GpuContext, d: &GdnDims, slot: usize) -> CpuState {
+        let (cw, sw) = (
+            (self.slots.conv / 4) as usize,
+            (self.slots.state / 4) as usize,
+        );
+        let conv = ctx
+            .read_f32(&self.conv, slot * cw, d.conv_state_len())
+            .unwrap();
+        let rec = ctx.read_f32(&self.state, slot * sw, d.state_len()).unwrap();
+        CpuState {
+            conv,
+            rec: gdn::state_to_reference(d, &rec),
+        }
+    }
+
+    /// Every slot's states against the CPU copies (`exact`: bit-identical, for
+    /// slots no launch may touch).
+    fn check(&self, ctx: &GpuContext, d: &GdnDims, what: &str, untouched: &[usize]) {
+        for (slot, want) in self.cpu.iter().enumerate() {
+            let got = self.read(ctx, d, slot);
+            let what = format!("{what} slot {slot}");
+            if untouched.contains(&slot) {
+                assert_eq!(got.conv, want.conv, "{what}: conv state changed");
+                assert_eq!(got.rec, want.rec, "{what}: recurrent state changed");
+            } else {
+                check_states(&got, want, &what);
+            }
+        }
+    }
+}
+
+/// Batched decode over a pool: rows on scattered slots (3, then 5 rows), two
+/// steps replaying one recorded launch each, every row against the oracle on
+/// its own slot's states; slots no row names stay bit-identical. Fused where
+/// the context has it, else the split form (conv + recurrent over all rows).
+fn run_batch_rows(d: &GdnDims, seed: u64) {
+    let n_slots = 7;
+    for tc in testing::contexts() {
+        let ctx = &tc.ctx;
+        let mut rng = Rng::new(seed);
+        let (w, _) = random_layer(d, &mut rng);
+        let mut pool = Pool::new(ctx, d, n_slots, &mut rng);
+        let io = Gpu::new(ctx, d, &w, &pool.cpu[0], 5);
+        let scratch = GdnScratch::new(ctx, d, 5).unwrap();
+        let bufs = GdnLayerBuffers {
+            conv_state: &pool.conv,
+            state: &pool.state,
+            ..io.buffers()
+        };
+        for table in [vec![4u32, 0, 6], vec![2, 5, 1, 3, 6]] {
+            let what = format!(
+                "{tc_name} seed {seed} {d:?} rows on slots {table:?}",
+                tc_name = tc.name
+            );
+            let launches = gdn::gdn_decode_rows(ctx, d, &bufs, &scratch, &table)
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            // One launch per kernel family for all rows: fused, or conv + recurrent.
+            let want = if gdn::fused_decode_available(ctx, d) {
+                1
+            } else {
+                2
+            };
+            assert_eq!(launches.len(), want, "{what}");
+            let launch: Vec<&qwgpu_kernels::Dispatch> = launches.iter().collect();
+            let rows = table.len();
+            for step in 0..2 {
+                let (qkvz, ba) = random_inputs(d, rows, &mut rng);
+                io.write_inputs(ctx, &qkvz, &ba);
+                ctx.run("gdn rows", &launch).unwrap();
+                let got = ctx
+                    .read_f32(&io.out, 0, rows * d.value_dim() as usize)
+                    .unwrap();
+                let (qw, bw, vw) = (
+                    (d.conv_dim() + d.value_dim()) as usize,
+                    2 * d.nv as usize,
+                    d.value_dim() as usize,
+                );
+                for (row, &slot) in table.iter().enumerate() {
+                    let want = oracle(
+                        d,
+                        &w,
+                        &qkvz[row * qw..(row + 1) * qw],
+                        &ba[row * bw..(row + 1) * bw],
+                        &mut pool.cpu[slot as usize],
+                        false,
+                    );
+                    check(
+                        &got[row * vw..(row + 1) * vw],
+                        &want,
+                        OUT_TOL,
+                        &format!("{what} step {step} row {row} output"),
+                    );
+                }
+                let untouched: Vec<usize> = (0..n_slots)
+                    .filter(|s| !table.contains(&(*s as u32)))
+                    .collect();
+                pool.check(ctx, d, &format!("{what} step {step}"), &untouched);
+                // Go on from the GPU's states (the exact checks of untouched slots
+                // compare against these copies).
+                for &slot in &table {
+                    pool.cpu[slot as usize] = pool.read(ctx, d, slot as usize);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn batched_decode_rows_on_pooled_slots() {
+    run_batch_rows(&dims(2, 4, 16, 16), 1701);
+    // Widths that are not multiples of 16 (slots padded to the offset alignment),
+    // nv/nk = 2 with one key head.
+    run_batch_rows(&dims(1, 2, 20, 12), 1702);
+}
+
+#[test]
+fn batched_decode_rows_rejects_bad_tables() {
+    let d = dims(2, 4, 16, 16);
+    for tc in testing::contexts() {
+        let ctx = &tc.ctx;
+        let mut rng = Rng::new(1703);
+        let (w, _) = random_layer(&d, &mut rng);
+        let pool = Pool::new(ctx, &d, 3, &mut rng);
+        let io = Gpu::new(ctx, &d, &w, &pool.cpu[0], 17);
+        let scratch = GdnScratch::new(ctx, &d, 17).unwrap();
+        let bufs = GdnLayerBuffers {
+            conv_state: &pool.conv,
+            state: &pool.state,
+            ..io.buffers()
+        };
+        for (table, why) in [
+            (vec![], "no rows"),
+            (vec![1, 1], "a repeated slot"),
+            (vec![3], "a slot past the pool"),
+            ((0..17).collect::<Vec<u32>>(), "17 rows"),
+        ] {
+            let e = gdn::gdn_decode_rows(ctx, &d, &bufs, &scratch, &table)
+                .err()
+                .unwrap_or_else(|| panic!("{tc_name}: {why} accepted", tc_name = tc.name));
+            assert!(
+                matches!(
+                    e,
+                    KernelError::Arguments { .. } | KernelError::Unsupported { .. }
+                ),
+                "{why}: {e}"
+            );
+        }
+    }
+}
+
+/// A lone session on slot 3 of a pool (prefill in both modes, then decode in
+/// every launch form) runs on its slot's states only.
+#[test]
+fn lone_calls_on_a_pool_slot() {
+    let d = dims(2, 4, 16, 16);
+    for tc in testing::contexts() {
+        let ctx = &tc.ctx;
+        for (mode, t, launch) in [
+            (GdnMode::Chunked, 20usize, RecurrentLaunch::Auto),
+            (GdnMode::Recurrent, 20, RecurrentLaunch::Split),
+            (GdnMode::Recurrent, 1, RecurrentLaunch::Auto),
+            (GdnMode::Recurrent, 1, RecurrentLaunch::Split),
+        ] {
+            let mut rng = Rng::new(1704);
+            let (w, _) = random_layer(&d, &mut rng);
+            let mut pool = Pool::new(ctx, &d, 5, &mut rng);
+            let io = Gpu::new(ctx, &d, &w, &pool.cpu[0], t);
+            let scratch = GdnScratch::new(ctx, &d, t as u32).unwrap();
+            let bufs = GdnLayerBuffers {
+                conv_state: &pool.conv,
+                state: &pool.state,
+                slot: 3,
+                ..io.buffers()
+            };
+            let (qkvz, ba) = random_inputs(&d, t, &mut rng);
+            let want = oracle(
+                &d,
+                &w,
+                &qkvz,
+                &ba,
+                &mut pool.cpu[3],
+                mode == GdnMode::Chunked,
+            );
+            io.write_inputs(ctx, &qkvz, &ba);
+            let ds =
+                gdn::gdn_forward_with(ctx, &d, &bufs, &scratch, t as u32, mode, launch).unwrap();
+            ctx.run("gdn slot", &ds.iter().collect::<Vec<_>>()).unwrap();
+            let what = format!(
+                "{tc_name} slot 3 {mode_name} T {t} {launch_label}",
+                tc_name = tc.name,
+                mode_name = mode_name(mode),
+                launch_label = launch_name(launch)
+            );
+            let got = ctx
+                .read_f32(&io.out, 0, t * d.value_dim() as usize)
+                .unwrap();
+            check(&got, &want, OUT_TOL, &format!("{what} output"));
+            pool.check(ctx, &d, &what, &[0, 1, 2, 4]);
+        }
     }
 }

@@ -414,3 +414,83 @@ fn sample_arguments_are_checked() {
         .contains("out[4]"));
     assert!(s(params(1.0, 3, 0.9), 16, 3).is_ok());
 }
+
+/// Rows sampled together by `sample_rows` (mixed shapes: greedy, temperature
+/// only, top-k, top-p, both; each row its own logits, offset, output slot,
+/// seed and counter), 3 and then 5 rows: every row's token equals the host
+/// rule on its own logits and random number, twice (new seeds and counters
+/// written between runs); output slots of no row stay unwritten.
+#[test]
+fn sample_rows_match_the_host_rule_per_row() {
+    let all = [
+        params(0.0, 0, 1.0),
+        params(0.9, 0, 1.0),
+        params(1.0, 7, 1.0),
+        params(1.2, 0, 0.85),
+        params(0.8, 30, 0.9),
+    ];
+    for t in testing::contexts() {
+        let ctx = &t.ctx;
+        for (vocab, picks) in [(1000usize, &[4usize, 0, 2][..]), (7, &[1, 3, 0, 4, 2])] {
+            let n = picks.len();
+            let mut rng = Rng::new(1200 + vocab as u64 + n as u64);
+            // Row i's logits at offset 3 + i·(vocab + 2) (NaN between rows).
+            let stride = vocab + 2;
+            let mut flat = vec![f32::NAN; 3 + n * stride];
+            let mut rows_logits = Vec::new();
+            for i in 0..n {
+                let l: Vec<f32> = (0..vocab).map(|_| rng.normal() * 2.0).collect();
+                flat[3 + i * stride..3 + i * stride + vocab].copy_from_slice(&l);
+                rows_logits.push(l);
+            }
+            let lb = ctx.upload("logits", &flat).unwrap();
+            let out = ctx.storage("out", (2 * n + 1) as u64 * 4).unwrap();
+            let step = ctx.uniform("step", &Step::default());
+            let rows: Vec<sample::SampleRow> = picks
+                .iter()
+                .enumerate()
+                .map(|(i, &k)| sample::SampleRow {
+                    logits_offset: (3 + i * stride) as u32,
+                    out_offset: (2 * (n - 1 - i) + 1) as u32,
+                    params: all[k],
+                })
+                .collect();
+            let sampler = sample::sample_rows(ctx, &lb, vocab as u32, &rows, &step, &out).unwrap();
+            for run in 0..2u32 {
+                let seeds: Vec<(u64, u32)> = (0..n as u64)
+                    .map(|i| (0x5eed_0000 + 977 * i + run as u64, 3 * i as u32 + 11 * run))
+                    .collect();
+                sampler.write_seeds(ctx, &seeds).unwrap();
+                ctx.queue
+                    .write_buffer(&out, 0, bytemuck::cast_slice(&vec![UNWRITTEN; 2 * n + 1]));
+                ctx.run(
+                    "sample rows",
+                    &sampler.launches().iter().collect::<Vec<_>>(),
+                )
+                .unwrap();
+                let got = ctx.read_u32(&out, 0, 2 * n + 1).unwrap();
+                for (i, r) in rows.iter().enumerate() {
+                    let (s, c) = seeds[i];
+                    let u = uniform_random(s, c);
+                    let want = sample_host(&rows_logits[i], &r.params, u);
+                    assert_eq!(
+                        got[r.out_offset as usize],
+                        want,
+                        "{t_name} vocab {vocab} run {run} row {i} {p:?} u {u}",
+                        t_name = t.name,
+                        p = r.params
+                    );
+                }
+                for slot in (0..2 * n + 1).step_by(2) {
+                    assert_eq!(
+                        got[slot],
+                        UNWRITTEN,
+                        "{t_name} slot {slot}",
+                        t_name = t.name
+                    );
+                }
+            }
+            assert!(sampler.write_seeds(ctx, &[(1, 1)]).is_err() || n == 1);
+        }
+    }
+}

@@ -344,6 +344,139 @@ fn batched_decode_equals_lone_decode() {
     }
 }
 
+/// `steps` batched steps of `sessions` against each session's fork stepped
+/// alone (same sampling parameters and seeds): the tokens must be equal.
+fn batch_against_lone(
+    gpu: &Model,
+    sessions: &mut [Session],
+    next: &mut Vec<u32>,
+    params: &[SamplingParams],
+    steps: usize,
+    what: &str,
+) {
+    let mut alone: Vec<_> = sessions.iter().map(|s| gpu.fork(s).unwrap()).collect();
+    let mut alone_next = next.clone();
+    for step in 0..steps {
+        let mut refs: Vec<&mut Session> = sessions.iter_mut().collect();
+        *next = gpu.decode_batch(&mut refs, next, params).unwrap();
+        for (i, s) in alone.iter_mut().enumerate() {
+            alone_next[i] = gpu.sample_next(s, &[alone_next[i]], &params[i]).unwrap();
+        }
+        assert_eq!(*next, alone_next, "{what} step {step}");
+    }
+    for (a, b) in sessions.iter().zip(&alone) {
+        assert_eq!(a.position(), b.position(), "{what}");
+    }
+}
+
+/// Sessions at very different positions (0 tokens of history up to several KV
+/// pages, each partly filled) in one batch, 3 and then 5 of them.
+#[test]
+fn batched_decode_at_very_different_positions() {
+    let (gpu, _) = models(false, 81, 64, false);
+    let vocab = gpu.config().vocab_size;
+    let mut rng = Rng::new(81);
+    for lens in [&[700usize, 1, 257][..], &[3, 530, 64, 1, 300]] {
+        let mut sessions = Vec::new();
+        let mut params = Vec::new();
+        let mut next = Vec::new();
+        for (i, &len) in lens.iter().enumerate() {
+            let mut s = gpu.new_session().unwrap();
+            gpu.set_seed(&mut s, 500 + i as u64);
+            let sp = if i % 2 == 1 {
+                SamplingParams {
+                    temperature: 0.7,
+                    top_k: 0,
+                    top_p: 0.95,
+                }
+            } else {
+                greedy()
+            };
+            next.push(
+                gpu.sample_next(&mut s, &prompt(&mut rng, len, vocab), &sp)
+                    .unwrap(),
+            );
+            sessions.push(s);
+            params.push(sp);
+        }
+        let what = format!("positions {lens:?}");
+        batch_against_lone(&gpu, &mut sessions, &mut next, &params, 3, &what);
+    }
+}
+
+/// The batched step within WebGPU's default limits, without subgroups and f16
+/// (the GDN rows in the split form: conv and recurrent launches over all rows).
+#[test]
+fn batched_decode_within_webgpu_limits() {
+    let (gpu, _) = models(false, 83, 32, true);
+    let vocab = gpu.config().vocab_size;
+    let mut rng = Rng::new(83);
+    let params = [greedy(), greedy(), greedy()];
+    let mut sessions = Vec::new();
+    let mut next = Vec::new();
+    for (i, len) in [5usize, 270, 1].into_iter().enumerate() {
+        let mut s = gpu.new_session().unwrap();
+        next.push(
+            gpu.sample_next(&mut s, &prompt(&mut rng, len, vocab), &params[i])
+                .unwrap(),
+        );
+        sessions.push(s);
+    }
+    batch_against_lone(&gpu, &mut sessions, &mut next, &params, 3, "webgpu limits");
+}
+
+/// Batched steps continue bit-identically from restored and forked sessions
+/// (their states copied into other slots of the pooled GDN states and other
+/// KV pages), and a dropped session's slot, reused by a new one, starts zeroed.
+#[test]
+fn batched_decode_after_fork_restore_and_slot_reuse() {
+    let (gpu, _) = models(false, 82, 32, false);
+    let vocab = gpu.config().vocab_size;
+    let mut rng = Rng::new(82);
+    let p = [greedy(), greedy(), greedy(), greedy()];
+    let mut a = gpu.new_session().unwrap();
+    let mut b = gpu.new_session().unwrap();
+    let ta = gpu
+        .sample_next(&mut a, &prompt(&mut rng, 40, vocab), &p[0])
+        .unwrap();
+    let tb = gpu
+        .sample_next(&mut b, &prompt(&mut rng, 300, vocab), &p[1])
+        .unwrap();
+    let snap = gpu.snapshot(&a).unwrap();
+    let mut sessions = vec![a, b];
+    let mut next = vec![ta, tb];
+    batch_against_lone(&gpu, &mut sessions, &mut next, &p[..2], 2, "before");
+    // Drop a scratch session so the next one reuses its slot, then restore
+    // the snapshot into it and fork the other session.
+    drop(gpu.new_session().unwrap());
+    let mut restored = gpu.new_session().unwrap();
+    gpu.restore(&mut restored, &snap).unwrap();
+    let forked = gpu.fork(&sessions[1]).unwrap();
+    sessions.push(restored);
+    sessions.push(forked);
+    next.push(ta);
+    next.push(next[1]);
+    batch_against_lone(
+        &gpu,
+        &mut sessions,
+        &mut next,
+        &p,
+        3,
+        "after fork and restore",
+    );
+    // A fresh session on a reused slot equals a fresh session of a fresh model.
+    drop(sessions.pop());
+    let mut reused = gpu.new_session().unwrap();
+    let (fresh_model, _) = models(false, 82, 32, false);
+    let mut fresh = fresh_model.new_session().unwrap();
+    let toks = prompt(&mut rng, 5, vocab);
+    let (x, y) = (
+        gpu.forward(&mut reused, &toks).unwrap(),
+        fresh_model.forward(&mut fresh, &toks).unwrap(),
+    );
+    assert!(x == y, "a reused slot must start from zero states");
+}
+
 #[test]
 fn long_greedy_decode_stays_finite_and_equals_the_reference() {
     // 2,000 tokens: several KV pages (256, 256, 512, 1024 rows) and a long GDN

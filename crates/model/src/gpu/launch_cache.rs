@@ -120,6 +120,12 @@ impl<V> LaunchCache<V> {
     fn len(&self) -> usize {
         self.entries.len()
     }
+
+    /// The most recently used value.
+    #[cfg(test)]
+    pub fn latest(&self) -> Option<&V> {
+        self.entries.first().map(|(_, v)| v)
+    }
 }
 
 #[cfg(test)]

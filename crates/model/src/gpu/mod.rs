@@ -15,6 +15,7 @@ mod launch_cache;
 mod layers;
 mod record;
 mod session;
+mod state_pool;
 #[cfg(test)]
 mod tests;
 mod upload;
@@ -24,16 +25,17 @@ use std::sync::{Arc, Mutex};
 
 use qwgpu_checkpoint::TextConfig;
 use qwgpu_kernels::attention::rope_table;
-use qwgpu_kernels::sample::{sample, SamplingParams};
+use qwgpu_kernels::sample::{sample, sample_rows, RowSampler, SampleRow, SamplingParams};
 use qwgpu_kernels::{Dispatch, GpuContext, Step};
 use qwgpu_loader::PackedModel;
 
 use activations::Activations;
 use launch_cache::{LaunchCache, LaunchKey, RowKey, StepKind};
 use layers::attention;
-use layers::kind::LayerState;
-use record::{interleave, Head, Rec};
+use layers::kind::{LayerState, PoolSlot};
+use record::{Head, Rec};
 pub use session::GpuSession;
+use state_pool::GdnPool;
 
 use crate::ModelError;
 
@@ -55,6 +57,8 @@ pub struct GpuModel {
     logit_rows: usize,
     /// Activations of batched decode steps, made on first use.
     batch: Mutex<Option<BatchScratch>>,
+    /// The sessions' GDN states (models with GDN layers).
+    gdn_pool: Option<Arc<GdnPool>>,
     /// Unique per model: sessions and snapshots carry it.
     id: u64,
 }
@@ -70,7 +74,14 @@ struct BatchScratch {
     act: Activations,
     sampled: wgpu::Buffer,
     readback: wgpu::Buffer,
-    launches: LaunchCache<Vec<Dispatch>>,
+    launches: LaunchCache<BatchLaunches>,
+}
+
+/// A recorded batched step: the model's launches, then the sampler of all
+/// rows (whose seeds and counters are written before each run).
+struct BatchLaunches {
+    body: Vec<Dispatch>,
+    sampler: RowSampler,
 }
 
 /// Ids of sessions and models (never reused).
@@ -156,7 +167,12 @@ impl GpuModel {
     ) -> Self {
         let max_t = max_chunk.clamp(1, 4096);
         let logit_rows = (LOGITS_BUDGET / (c.vocab_size * 4)).clamp(1, max_t);
+        let gdn_pool = c
+            .layer_types
+            .contains(&qwgpu_checkpoint::LayerType::LinearAttention)
+            .then(|| Arc::new(GdnPool::new(&ctx, &c)));
         Self {
+            gdn_pool,
             inv_freq: inv_freq(&c),
             ctx,
             config: c,
@@ -176,15 +192,35 @@ impl GpuModel {
         }
     }
 
-    /// Zeroed layer states with KV pages of `pages` rows.
-    fn new_states(&self, pages: &[usize]) -> Result<Vec<Box<dyn LayerState>>, ModelError> {
+    /// Zeroed layer states with KV pages of `pages` rows; GDN states in
+    /// `slot` of the pool (sessions) or in buffers of their own (snapshots).
+    fn new_states(
+        &self,
+        pages: &[usize],
+        slot: Option<PoolSlot>,
+    ) -> Result<Vec<Box<dyn LayerState>>, ModelError> {
         let r = self.rec();
         self.w
             .layers
             .iter()
             .enumerate()
-            .map(|(i, l)| l.mixer.new_state(&r, i, pages))
+            .map(|(i, l)| l.mixer.new_state(&r, i, pages, slot))
             .collect()
+    }
+
+    /// The epoch of `s`'s buffers in launch keys: its own (KV pages) plus the
+    /// GDN state pool's generation (both only grow, so any change raises it).
+    fn epoch(&self, s: &GpuSession) -> Result<u64, ModelError> {
+        let pool = match &self.gdn_pool {
+            Some(p) => p.generation()?,
+            None => 0,
+        };
+        Ok(s.epoch + pool)
+    }
+
+    /// Held from recording a step to submitting it (see `state_pool`).
+    fn step_guard(&self) -> Result<Option<std::sync::RwLockReadGuard<'_, ()>>, ModelError> {
+        self.gdn_pool.as_ref().map(|p| p.step_guard()).transpose()
     }
 
     /// Launches copying the first `rows` positions of the layer states `from`
@@ -229,7 +265,16 @@ impl GpuModel {
     /// An empty session (position 0, zero GDN states, no KV page yet: the first
     /// step adds one sized for it).
     pub fn new_session(&self) -> Result<GpuSession, ModelError> {
-        let layers = self.new_states(&[])?;
+        let lease = match &self.gdn_pool {
+            Some(p) => Some(p.acquire(&self.ctx, &self.config)?),
+            None => None,
+        };
+        let slot = self
+            .gdn_pool
+            .as_ref()
+            .zip(lease.as_ref())
+            .map(|(pool, l)| PoolSlot { pool, slot: l.slot });
+        let layers = self.new_states(&[], slot)?;
         let act = Activations::new(&self.ctx, &self.config, self.max_t, self.logit_rows)?;
         self.ctx.check("session creation")?;
         Ok(GpuSession {
@@ -237,6 +282,7 @@ impl GpuModel {
             pages: Vec::new(),
             attn: None,
             layers,
+            _gdn_slot: lease,
             act,
             launches: LaunchCache::default(),
             next: None,
@@ -278,11 +324,11 @@ impl GpuModel {
         s: &GpuSession,
         n_pages: usize,
         sampling: Option<&SamplingParams>,
-    ) -> LaunchKey {
-        LaunchKey {
+    ) -> Result<LaunchKey, ModelError> {
+        Ok(LaunchKey {
             kind: StepKind::Decode,
-            rows: vec![RowKey::new(s.id, s.epoch, n_pages, sampling)],
-        }
+            rows: vec![RowKey::new(s.id, self.epoch(s)?, n_pages, sampling)],
+        })
     }
 
     /// The sampler's launches: `vocab` logits of row `row` into slot `slot` of `ids`.
@@ -481,9 +527,11 @@ impl GpuModel {
             // Only the last step samples.
             let step_sampling = sampling.filter(|_| last);
             self.write_inputs(s, part);
+            let guard = self.step_guard()?;
             let cb = self.step_commands(s, t, step_head, n_pages, step_sampling)?;
             self.ctx.check("forward step")?;
             self.ctx.queue.submit([cb]);
+            drop(guard);
             s.pos += t;
             // While the GPU runs this step, encode the next decode step (its
             // token is the one sampled into the ids buffer now, its position
@@ -493,7 +541,7 @@ impl GpuModel {
             if let Some(p) = step_sampling {
                 if s.pos < s.capacity() {
                     let (np, _) = s.pages_at(s.pos);
-                    let key = self.decode_key(s, np, Some(p));
+                    let key = self.decode_key(s, np, Some(p))?;
                     let cb = self.encode_decode(s, &key, Some(p))?;
                     s.next = Some((key, cb));
                 }
@@ -530,7 +578,7 @@ impl GpuModel {
         // A step encoded ahead for another key (pages, buffers, sampling) is dropped.
         let ready = s.next.take();
         if t == 1 && head == Head::Last {
-            let key = self.decode_key(s, n_pages, sampling);
+            let key = self.decode_key(s, n_pages, sampling)?;
             return match ready {
                 Some((k, cb)) if k == key => Ok(cb),
                 _ => self.encode_decode(s, &key, sampling),
@@ -615,9 +663,13 @@ impl GpuModel {
             rows: refs
                 .iter()
                 .zip(params)
-                .map(|(s, p)| RowKey::new(s.id, s.epoch, s.pages_at(s.pos).0, Some(p)))
-                .collect(),
+                .map(|(s, p)| {
+                    let epoch = self.epoch(s)?;
+                    Ok(RowKey::new(s.id, epoch, s.pages_at(s.pos).0, Some(p)))
+                })
+                .collect::<Result<_, ModelError>>()?,
         };
+        let guard = self.step_guard()?;
         let BatchScratch {
             act,
             sampled,
@@ -627,21 +679,39 @@ impl GpuModel {
         // Recording is the costly part (thousands of bind groups): only when
         // the batch changes (a session joins, leaves or enters a page).
         let launches = launches.get_or_record(&key, || {
-            let mut d = graph::record_batch(&self.rec(), &self.w, act, &refs)?;
-            let mut per_row = Vec::with_capacity(b);
-            for (row, (s, p)) in refs.iter().zip(params).enumerate() {
-                let logits = &act.stream.logits;
-                per_row.push(self.sampler(logits, row, p, &s.act.stream.step, sampled, row)?);
-            }
-            // Interleaved like the mixers: the rows' samplers run side by side.
-            interleave(per_row, &mut d);
-            Ok::<_, ModelError>(d)
+            let body = graph::record_batch(&self.rec(), &self.w, act, &refs)?;
+            // All rows' samplers in one launch family (per-row parameters).
+            let vocab = self.config.vocab_size;
+            let rows: Vec<SampleRow> = params
+                .iter()
+                .enumerate()
+                .map(|(row, p)| SampleRow {
+                    logits_offset: (row * vocab) as u32,
+                    out_offset: row as u32,
+                    params: *p,
+                })
+                .collect();
+            let sampler = sample_rows(
+                &self.ctx,
+                &act.stream.logits,
+                vocab as u32,
+                &rows,
+                &act.stream.step,
+                sampled,
+            )?;
+            Ok::<_, ModelError>(BatchLaunches { body, sampler })
         })?;
-        self.submit_then(
-            "batched decode step",
-            &launches.iter().collect::<Vec<_>>(),
-            |enc| enc.copy_buffer_to_buffer(sampled, 0, readback, 0, (b * 4) as u64),
-        )?;
+        let seeds: Vec<(u64, u32)> = refs.iter().map(|s| (s.seed, s.counter)).collect();
+        launches.sampler.write_seeds(&self.ctx, &seeds)?;
+        let all: Vec<&Dispatch> = launches
+            .body
+            .iter()
+            .chain(launches.sampler.launches())
+            .collect();
+        self.submit_then("batched decode step", &all, |enc| {
+            enc.copy_buffer_to_buffer(sampled, 0, readback, 0, (b * 4) as u64)
+        })?;
+        drop(guard);
         let bytes = self.ctx.read_mapped(readback, (b * 4) as u64)?;
         self.ctx.check("batched decode step")?;
         for s in sessions.iter_mut() {
@@ -656,9 +726,11 @@ impl GpuModel {
     pub fn snapshot(&self, s: &GpuSession) -> Result<GpuSnapshot, ModelError> {
         self.check_owner(s.model, "session")?;
         let pages: Vec<usize> = if s.pos > 0 { vec![s.pos] } else { Vec::new() };
-        let layers = self.new_states(&pages)?;
+        let layers = self.new_states(&pages, None)?;
+        let guard = self.step_guard()?;
         let copies = self.copy_states((&s.layers, &s.pages), (&layers, &pages), s.pos)?;
         self.submit("snapshot", &copies.iter().collect::<Vec<_>>())?;
+        drop(guard);
         self.ctx.check("snapshot")?;
         Ok(GpuSnapshot {
             pos: s.pos,
@@ -674,9 +746,11 @@ impl GpuModel {
     pub fn restore(&self, s: &mut GpuSession, snap: &GpuSnapshot) -> Result<(), ModelError> {
         self.check_owner(snap.model, "snapshot")?;
         self.ensure_capacity(s, snap.pos.max(1))?;
+        let guard = self.step_guard()?;
         let copies =
             self.copy_states((&snap.layers, &snap.pages), (&s.layers, &s.pages), snap.pos)?;
         self.submit("restore", &copies.iter().collect::<Vec<_>>())?;
+        drop(guard);
         s.pos = snap.pos;
         s.counter = snap.counter;
         s.seed = snap.seed;
@@ -723,11 +797,13 @@ impl GpuModel {
         }
         let tokens = &tokens[lead..];
         self.write_inputs(s, tokens);
+        let guard = self.step_guard()?;
         let launches = graph::record(&self.rec(), &self.w, s, tokens.len(), Head::Last)?;
         let times = qwgpu_kernels::profile::time_dispatches(
             &self.ctx,
             &launches.iter().collect::<Vec<_>>(),
         )?;
+        drop(guard);
         s.pos += tokens.len();
         let mut by: Vec<FamilyTime> = Vec::new();
         for (label, ns) in times {

@@ -8,6 +8,7 @@ use qwgpu_kernels::Dispatch;
 use super::activations::Activations;
 use super::launch_cache::{LaunchCache, LaunchKey};
 use super::layers::kind::{pages_at, LayerState, SessionView};
+use super::state_pool::SlotLease;
 
 /// A sequence on the GPU: state, activations, and the decode launches recorded once.
 pub struct GpuSession {
@@ -16,6 +17,8 @@ pub struct GpuSession {
     pub(crate) pages: Vec<usize>,
     /// One state per layer, made by the layer's mixer.
     pub(crate) layers: Vec<Box<dyn LayerState>>,
+    /// The session's slot in the model's GDN state pool (given back on drop).
+    pub(crate) _gdn_slot: Option<SlotLease>,
     pub(crate) act: Activations,
     /// Attention scratch sized for the KV capacity (models with attention).
     pub(crate) attn: Option<AttnScratch>,

@@ -153,3 +153,79 @@ fn recorded_launches_are_replayed_only_for_their_key() {
         );
     }
 }
+
+/// Launches per label of the last batched step `m` recorded.
+fn batch_launches(m: &GpuModel) -> std::collections::BTreeMap<&'static str, usize> {
+    let guard = m.batch.lock().unwrap();
+    let list = guard.as_ref().unwrap().launches.latest().unwrap();
+    let mut by = std::collections::BTreeMap::new();
+    for d in list.body.iter().chain(list.sampler.launches()) {
+        *by.entry(d.label).or_insert(0) += 1;
+    }
+    by
+}
+
+/// Launches of the batched step's families whose label starts with `prefix`.
+fn family(by: &std::collections::BTreeMap<&'static str, usize>, prefix: &str) -> usize {
+    by.iter()
+        .filter(|(l, _)| l.starts_with(prefix))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// A batched step runs the GDN cores of all its sessions in one launch per
+/// layer (a slot table over the pooled states) and samples all rows in one
+/// launch family, not one of each per session: those families' launches are
+/// the same for 1 and 5 sessions; no row is copied between the batch's
+/// activations and a session's, and the attention merge is one launch per
+/// layer for all rows.
+#[test]
+fn batched_gdn_cores_and_samplers_are_one_launch_family() {
+    let m = model(6);
+    let gdn_layers = m
+        .config
+        .layer_types
+        .iter()
+        .filter(|t| **t == qwgpu_checkpoint::LayerType::LinearAttention)
+        .count();
+    let mut counts = Vec::new();
+    for b in [1usize, 5] {
+        let mut sessions: Vec<_> = (0..b).map(|_| m.new_session().unwrap()).collect();
+        for (i, s) in sessions.iter_mut().enumerate() {
+            m.forward(s, &vec![3; 1 + 9 * i], false).unwrap();
+        }
+        let mut refs: Vec<&mut super::GpuSession> = sessions.iter_mut().collect();
+        let toks: Vec<u32> = (0..b as u32).collect();
+        let params: Vec<SamplingParams> = (0..b).map(|_| GREEDY).collect();
+        m.decode_batch(&mut refs, &toks, &params).unwrap();
+        let by = batch_launches(&m);
+        counts.push((family(&by, "gdn"), family(&by, "sample")));
+        // Attention reads and writes its rows of the batch in place: no copies.
+        if qwgpu_kernels::attention::rows_bindable(
+            &m.ctx,
+            &super::activations::attn_dims(&m.config),
+        ) {
+            assert_eq!(family(&by, "copy"), 0, "{b} sessions: {by:?}");
+            // One merge launch per attention layer for all rows.
+            let attn_layers = m.config.layer_types.len() - gdn_layers;
+            assert_eq!(
+                by.get("attn merge rows"),
+                Some(&attn_layers),
+                "{b} sessions: {by:?}"
+            );
+            assert_eq!(by.get("attn_merge"), None, "{b} sessions: {by:?}");
+        }
+        let dims = super::activations::gdn_dims(&m.config);
+        if qwgpu_kernels::gdn::fused_decode_available(&m.ctx, &dims) {
+            assert_eq!(
+                by.get("gdn decode rows"),
+                Some(&gdn_layers),
+                "{b} sessions: {by:?}"
+            );
+        }
+    }
+    assert_eq!(
+        counts[0], counts[1],
+        "(GDN, sampler) launches for 1 and 5 sessions"
+    );
+}

@@ -6,15 +6,20 @@ use std::any::Any;
 
 use qwgpu_checkpoint::expected::Packed;
 use qwgpu_checkpoint::{LayerType, TextConfig};
-use qwgpu_kernels::attention::{attention_forward, AttnBuffers, AttnScratch, KvPage};
+use qwgpu_kernels::attention::{
+    attention_decode_into, attention_forward, attention_merge_rows, rows_bindable, AttnBuffers,
+    AttnRowPartials, AttnScratch, KvPage, MAX_MERGE_ROWS,
+};
 use qwgpu_kernels::matmul::Epilogue;
 use qwgpu_kernels::view::TensorView;
 use qwgpu_kernels::{copy, Dispatch, GpuContext, GpuWeight};
 use qwgpu_loader::AttentionWeights;
 
-use super::kind::{own_state, own_state_mut, CoreIo, LayerState, Mixer, SessionView};
+use super::kind::{
+    own_state, own_state_mut, BatchRow, CoreIo, LayerState, Mixer, PoolSlot, SessionView,
+};
 use crate::gpu::activations::{attn_dims, f32s, Activations};
-use crate::gpu::record::{project, Input, Rec};
+use crate::gpu::record::{interleave, project, Input, Rec};
 use crate::gpu::upload::Uploader;
 use crate::shapes::{check_matrix, check_vector};
 use crate::ModelError;
@@ -184,12 +189,72 @@ fn copy_kv_rows(
     Ok(d)
 }
 
+/// The session's attention scratch.
+fn scratch_of<'a>(s: &SessionView<'a>) -> Result<&'a AttnScratch, ModelError> {
+    s.attn.ok_or_else(|| ModelError::Internal {
+        detail: "attention layer without attention scratch".into(),
+    })
+}
+
+/// The pages a step of the session at its position binds (up to the one
+/// holding the position).
+fn kv_pages<'a>(kv: &'a KvCache, s: &SessionView) -> Vec<KvPage<'a>> {
+    let (n_pages, _) = s.pages_at(s.pos);
+    kv.pages
+        .iter()
+        .zip(s.pages)
+        .take(n_pages)
+        .map(|(p, &rows)| KvPage {
+            keys: &p.keys,
+            values: &p.values,
+            rows: rows as u32,
+        })
+        .collect()
+}
+
+impl Attention {
+    /// The core's launches over `t` tokens of a session (its rope, step and
+    /// KV pages from `own`, `state`, `s`) reading rows `row ..` of `qkv` and
+    /// writing rows `row ..` of `out` (`io`).
+    fn core_launches(
+        &self,
+        r: &Rec,
+        (qkv, out, row): (&wgpu::Buffer, &wgpu::Buffer, u32),
+        own: &Activations,
+        state: &dyn LayerState,
+        s: &SessionView,
+        t: usize,
+    ) -> Result<Vec<Dispatch>, ModelError> {
+        let kv: &KvCache = own_state(state, NAME)?;
+        let scratch = scratch_of(s)?;
+        let pages = kv_pages(kv, s);
+        Ok(attention_forward(
+            r.ctx,
+            &attn_dims(r.c),
+            &AttnBuffers {
+                qkv,
+                q_norm: &self.q_norm,
+                k_norm: &self.k_norm,
+                rope: &own.stream.rope,
+                pages: &pages,
+                step: &own.stream.step,
+                out,
+                row,
+            },
+            scratch,
+            t as u32,
+            r.max_t as u32,
+        )?)
+    }
+}
+
 impl Mixer for Attention {
     fn new_state(
         &self,
         r: &Rec,
         layer: usize,
         pages: &[usize],
+        _slot: Option<PoolSlot>,
     ) -> Result<Box<dyn LayerState>, ModelError> {
         let pages = pages
             .iter()
@@ -247,39 +312,63 @@ impl Mixer for Attention {
         d: &mut Vec<Dispatch>,
     ) -> Result<(), ModelError> {
         let at = a.attention()?;
-        let kv: &KvCache = own_state(state, NAME)?;
-        let scratch = s.attn.ok_or_else(|| ModelError::Internal {
-            detail: "attention layer without attention scratch".into(),
-        })?;
-        let (n_pages, _) = s.pages_at(s.pos);
-        let pages: Vec<KvPage> = kv
-            .pages
-            .iter()
-            .zip(s.pages)
-            .take(n_pages)
-            .map(|(p, &rows)| KvPage {
-                keys: &p.keys,
-                values: &p.values,
-                rows: rows as u32,
-            })
-            .collect();
-        d.extend(attention_forward(
-            r.ctx,
-            &attn_dims(r.c),
-            &AttnBuffers {
-                qkv: &at.qkv,
-                q_norm: &self.q_norm,
-                k_norm: &self.k_norm,
-                rope: &a.stream.rope,
-                pages: &pages,
-                step: &a.stream.step,
-                out: &at.out,
-            },
-            scratch,
-            t as u32,
-            r.max_t as u32,
-        )?);
+        d.extend(self.core_launches(r, (&at.qkv, &at.out, 0), a, state, s, t)?);
         Ok(())
+    }
+
+    /// Each session's attention on its own KV pages (norm + RoPE + cache
+    /// write, the decode of each page), reading its row of the batch's qkv
+    /// and writing its decode partials to its row of a partials buffer (the
+    /// sessions' launches interleaved), then ONE merge launch for all rows
+    /// writing the batch's output rows in place: no copies.
+    fn record_core_rows(
+        &self,
+        r: &Rec,
+        a: &Activations,
+        rows: &[BatchRow],
+        d: &mut Vec<Dispatch>,
+    ) -> Result<bool, ModelError> {
+        let dims = attn_dims(r.c);
+        if rows.is_empty() || rows.len() > MAX_MERGE_ROWS || !rows_bindable(r.ctx, &dims) {
+            return Ok(false);
+        }
+        let at = a.attention()?;
+        let mut splits = 1;
+        for row in rows {
+            splits = splits.max(scratch_of(&row.session)?.splits());
+        }
+        let partials = AttnRowPartials::new(r.ctx, &dims, rows.len() as u32, splits)?;
+        let mut per_row = Vec::with_capacity(rows.len());
+        let mut nsplits = Vec::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            let kv: &KvCache = own_state(row.state, NAME)?;
+            let pages = kv_pages(kv, &row.session);
+            let page_rows: Vec<u32> = pages.iter().map(|p| p.rows).collect();
+            let scratch = scratch_of(&row.session)?;
+            nsplits.push(scratch.decode_partials(&page_rows));
+            per_row.push(attention_decode_into(
+                r.ctx,
+                &dims,
+                &AttnBuffers {
+                    qkv: &at.qkv,
+                    q_norm: &self.q_norm,
+                    k_norm: &self.k_norm,
+                    rope: &row.act.stream.rope,
+                    pages: &pages,
+                    step: &row.act.stream.step,
+                    out: &at.out,
+                    row: i as u32,
+                },
+                scratch,
+                r.max_t as u32,
+                &partials,
+            )?);
+        }
+        interleave(per_row, d);
+        d.push(attention_merge_rows(
+            r.ctx, &dims, &partials, &nsplits, &at.qkv, &at.out,
+        )?);
+        Ok(true)
     }
 
     fn record_out(

@@ -3,12 +3,14 @@
 //! ([`Ffn`]: dense MLP, MoE). The graph only talks to layers through these.
 
 use std::any::Any;
+use std::sync::Arc;
 
 use qwgpu_kernels::attention::AttnScratch;
 use qwgpu_kernels::Dispatch;
 
 use crate::gpu::activations::Activations;
 use crate::gpu::record::{Input, Rec};
+use crate::gpu::state_pool::GdnPool;
 use crate::ModelError;
 
 /// One layer's per-session state (recurrent state, KV pages), owned by the
@@ -77,6 +79,23 @@ pub(crate) fn pages_at(pages: &[usize], pos: usize) -> (usize, usize) {
     (pages.len(), end)
 }
 
+/// A session's slot in the model's GDN state pool (see `state_pool`).
+#[derive(Clone, Copy)]
+pub(crate) struct PoolSlot<'a> {
+    pub pool: &'a Arc<GdnPool>,
+    pub slot: u32,
+}
+
+/// One session's part of a batched decode step.
+pub(crate) struct BatchRow<'a> {
+    /// The session's own activations (a mixer core without a batched form
+    /// runs in them).
+    pub act: &'a Activations,
+    /// Its state of this layer.
+    pub state: &'a dyn LayerState,
+    pub session: SessionView<'a>,
+}
+
 /// Rows (`buffer`, row width in f32) a batched decode step copies between
 /// the batch's activations and a session's own around the mixer core.
 pub(crate) struct CoreIo<'a> {
@@ -88,12 +107,15 @@ pub(crate) struct CoreIo<'a> {
 /// and an output projection added to the residual stream.
 pub(crate) trait Mixer: Send + Sync {
     /// A zeroed state for layer `layer` of a new session whose KV cache has
-    /// pages of `pages` rows.
+    /// pages of `pages` rows; `slot`: the session's slot in the model's GDN
+    /// state pool (a mixer with pooled state keeps its state there; without
+    /// one, e.g. for a snapshot, in buffers of its own).
     fn new_state(
         &self,
         r: &Rec,
         layer: usize,
         pages: &[usize],
+        slot: Option<PoolSlot>,
     ) -> Result<Box<dyn LayerState>, ModelError>;
 
     /// Adds a KV page of `rows` rows to the state (mixers without a KV
@@ -139,6 +161,20 @@ pub(crate) trait Mixer: Send + Sync {
         t: usize,
         d: &mut Vec<Dispatch>,
     ) -> Result<(), ModelError>;
+
+    /// The cores of one decode token of every session of `rows` (row `i` of
+    /// `a`, the batch's activations, is session `i`'s) in one launch family,
+    /// where the mixer has such a form for these states; `false` (nothing
+    /// recorded) otherwise, and each session's core runs on its own.
+    fn record_core_rows(
+        &self,
+        _r: &Rec,
+        _a: &Activations,
+        _rows: &[BatchRow],
+        _d: &mut Vec<Dispatch>,
+    ) -> Result<bool, ModelError> {
+        Ok(false)
+    }
 
     /// The output projection of `t` rows, added to the residual stream.
     fn record_out(

@@ -25,6 +25,7 @@ use crate::gpu::record::{copy_row, interleave, rms_norm, Input, Rec};
 use crate::gpu::upload::Uploader;
 use crate::shapes::check_vector;
 use crate::ModelError;
+pub(crate) use kind::BatchRow;
 use kind::{Ffn, LayerState, Mixer, SessionView};
 
 /// One decoder layer on the GPU.
@@ -34,15 +35,6 @@ pub(crate) struct Layer {
     post_norm: wgpu::Buffer,
     pub mixer: Box<dyn Mixer>,
     ffn: Box<dyn Ffn>,
-}
-
-/// One session's part of a batched decode step.
-pub(crate) struct BatchRow<'a> {
-    /// The session's own activations (the mixer core runs in them).
-    pub act: &'a Activations,
-    /// Its state of this layer.
-    pub state: &'a dyn LayerState,
-    pub session: SessionView<'a>,
 }
 
 impl Layer {
@@ -140,9 +132,10 @@ impl Layer {
     }
 
     /// The layer over one decode token of each session in `rows` (row `i` of
-    /// `a` is session `i`'s): projections and FFN run once over all rows,
-    /// each session's mixer core on its own state and activations, its row
-    /// copied in and out (the sessions' launches interleaved). Every row gets
+    /// `a` is session `i`'s): projections and FFN run once over all rows, the
+    /// mixer cores in one launch family where the mixer has a batched form
+    /// ([`Mixer::record_core_rows`]), else each session's on its own state
+    /// and activations, its row copied in and out. Every row gets
     /// the arithmetic of a lone decode step (MoE never groups), so results
     /// equal unbatched ones.
     pub fn record_batch(
@@ -157,6 +150,23 @@ impl Layer {
         rms_norm(r, &st.h, &self.input_norm, &st.x, b, d)?;
         let input = Input::normed(b, &st.h, &st.x, &self.input_norm);
         self.mixer.record_in(r, input, a, b, d)?;
+        if !self.mixer.record_core_rows(r, a, rows, d)? {
+            self.record_cores_per_session(r, a, rows, d)?;
+        }
+        self.mixer.record_out(r, a, b, d)?;
+        self.record_ffn(r, a, b, false, d)
+    }
+
+    /// Each session's mixer core on its own state and activations, its row
+    /// copied in and out (the sessions' launches interleaved).
+    fn record_cores_per_session(
+        &self,
+        r: &Rec,
+        a: &Activations,
+        rows: &[BatchRow],
+        d: &mut Vec<Dispatch>,
+    ) -> Result<(), ModelError> {
+        let b = rows.len();
         let batch_io = self.mixer.core_io(r, a)?;
         let mut per_session = Vec::with_capacity(b);
         for (row, s) in rows.iter().enumerate() {
@@ -172,8 +182,7 @@ impl Layer {
             per_session.push(l);
         }
         interleave(per_session, d);
-        self.mixer.record_out(r, a, b, d)?;
-        self.record_ffn(r, a, b, false, d)
+        Ok(())
     }
 
     fn record_ffn(
