@@ -18,7 +18,10 @@
 //! adapter, whether it is a CPU adapter and its features, to
 //! `$QWGPU_COVERAGE_DIR/<binary>-<pid>.jsonl` (one file per process, so
 //! parallel test binaries never share a file); `cargo xtask ci` and `cargo
-//! xtask gpu-tests` print the table.
+//! xtask gpu-tests` print the table. Tests of other crates that run a whole
+//! model or server record themselves against the model's device
+//! ([`require`]); tests that need a file rather than a device record through
+//! [`record_host`] (e.g. a skip "template file missing").
 //!
 //! **Hardware adapters.** On an adapter that is not a CPU one, or with
 //! `QWGPU_REQUIRE_HW=1` (`--require-hw`), a missing subgroup, f16 or
@@ -429,6 +432,31 @@ pub enum Outcome<'a> {
 /// (test, context) with a failure record counts as failed, else with a skip
 /// record as skipped.
 pub fn record(label: &str, ctx: &GpuContext, outcome: Outcome<'_>) {
+    let device = Device {
+        adapter: ctx.info.name.clone(),
+        backend: format!("{backend:?}", backend = ctx.info.backend),
+        cpu: ctx.software,
+        features: feature_names(ctx),
+    };
+    write_record(label, Some(&device), outcome);
+}
+
+/// [`record`] for a test that uses no GPU (its column `label`, e.g. `host`):
+/// what it needs is a file or a tool, and the record says whether it ran or
+/// was skipped (or failed) for lack of it, so the coverage table shows it.
+pub fn record_host(label: &str, outcome: Outcome<'_>) {
+    write_record(label, None, outcome);
+}
+
+/// What a record says about the device a test ran on.
+struct Device {
+    adapter: String,
+    backend: String,
+    cpu: bool,
+    features: Vec<&'static str>,
+}
+
+fn write_record(label: &str, device: Option<&Device>, outcome: Outcome<'_>) {
     static SEEN: OnceLock<Mutex<HashSet<(String, String, String)>>> = OnceLock::new();
     let Some(file) = coverage_file() else {
         return;
@@ -443,7 +471,6 @@ pub fn record(label: &str, ctx: &GpuContext, outcome: Outcome<'_>) {
         return;
     }
     drop(seen);
-    let features: Vec<String> = feature_names(ctx).iter().map(|f| json_str(f)).collect();
     let outcome = match outcome {
         Outcome::Ran => r#""outcome":"ran""#.to_string(),
         Outcome::Skipped {
@@ -457,14 +484,24 @@ pub fn record(label: &str, ctx: &GpuContext, outcome: Outcome<'_>) {
             format!(r#""outcome":"failed","missing":{}"#, json_str(missing))
         }
     };
+    // A test without a device has an empty adapter name (the table lists no
+    // adapter for it).
+    let (adapter, backend, cpu, features) = match device {
+        Some(d) => (
+            d.adapter.as_str(),
+            d.backend.as_str(),
+            d.cpu,
+            d.features.iter().map(|f| json_str(f)).collect::<Vec<_>>(),
+        ),
+        None => ("", "", false, Vec::new()),
+    };
     let line = format!(
-        "{{\"binary\":{binary_json},\"test\":{json_str_test},\"context\":{json_str_label},\"adapter\":{adapter_json},\"backend\":{backend},\"cpu\":{ctx_software},\"features\":[{features_join}],{outcome}}}\n",
+        "{{\"binary\":{binary_json},\"test\":{json_str_test},\"context\":{json_str_label},\"adapter\":{adapter_json},\"backend\":{backend_json},\"cpu\":{cpu},\"features\":[{features_join}],{outcome}}}\n",
         binary_json = json_str(&binary_name()),
         json_str_test = json_str(&test),
         json_str_label = json_str(label),
-        adapter_json = json_str(&ctx.info.name),
-        backend = json_str(&format!("{:?}", ctx.info.backend)),
-        ctx_software = ctx.software,
+        adapter_json = json_str(adapter),
+        backend_json = json_str(backend),
         features_join = features.join(","),
     );
     // One write per line on an append-only file: lines of parallel tests never interleave.

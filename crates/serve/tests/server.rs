@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use qwgpu_kernels::testing::{self, Variant};
 use qwgpu_model::engine::{Backend, LoadOptions};
 use qwgpu_serve::chat_template::{ChatTemplate, Message, RenderOptions};
 use qwgpu_serve::metrics::parse_metric;
@@ -491,12 +492,16 @@ async fn concurrent_streams_get_the_tokens_of_lone_requests() {
     assert_eq!(s.metric("qwgpu_active_sequences").await, 0.0);
 }
 
-/// Fails (never skips) without a GPU adapter: CI has lavapipe.
+/// Fails (never skips) without a GPU adapter: CI has lavapipe. Records the
+/// calling test in the coverage table (column `full`) against the shared test
+/// context of the adapter the server's model opens (the server needs no
+/// optional feature: its model picks its kernels from what the device has).
 fn require_gpu() {
     assert!(
         qwgpu_model::engine::gpu_adapter_name().is_some(),
         "no GPU adapter: the GPU server tests need one (lavapipe: apt-get install mesa-vulkan-drivers)"
     );
+    assert!(testing::context(Variant::Full).has(&[]));
 }
 
 /// The same on the GPU backend (lavapipe in CI), where `decode_batch` runs
