@@ -1,7 +1,7 @@
 //! `cargo xtask ci [--require-hw]`: everything CI checks, in the order that
 //! fails fastest, then the GPU test coverage table (what ran on which context
 //! and adapter, what was skipped for which missing feature or file); every
-//! binary of [`coverage::EXPECTED_BINARIES`] must appear in it.
+//! binary of `coverage::EXPECTED_BINARIES` must appear in it.
 //!
 //! `--require-hw`: a test that needs subgroups, f16 or cooperative matrices
 //! fails on a context without them (automatic on a hardware adapter).

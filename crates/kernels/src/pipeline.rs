@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::reflect::ModuleBindings;
+use crate::reflect::{EntryBindings, ModuleBindings};
 use crate::shaders::ShaderSource;
 use crate::{GpuContext, KernelError};
 
@@ -34,19 +34,24 @@ impl PipelineKey {
 
     /// The module's name: its files joined by `+`.
     fn module_name(&self) -> String {
-        self.parts
-            .iter()
-            .map(|p| p.name)
-            .collect::<Vec<_>>()
-            .join("+")
+        let mut s = String::new();
+        for (i, p) in self.parts.iter().enumerate() {
+            if i > 0 {
+                s.push('+');
+            }
+            s.push_str(p.name);
+        }
+        s
     }
 
     fn id(&self) -> String {
+        use std::fmt::Write as _;
         let mut s = self.module_name();
         s.push(':');
         s.push_str(self.entry);
         for (n, v) in &self.constants {
-            s.push_str(&format!(",{n}={v}"));
+            // Into the one string: no temporary per constant.
+            let _ = write!(s, ",{n}={v}");
         }
         s
     }
@@ -66,7 +71,13 @@ pub(crate) struct PipelineCache {
     modules: Mutex<HashMap<String, Arc<wgpu::ShaderModule>>>,
     pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
     bindings: Mutex<HashMap<String, Arc<ModuleBindings>>>,
+    /// What a launch needs of a key, by its id: the pipeline and its entry
+    /// point's bindings (one lookup per recorded launch).
+    launches: Mutex<HashMap<String, LaunchParts>>,
 }
+
+/// A pipeline and the group-0 bindings of its entry point.
+pub(crate) type LaunchParts = (Arc<wgpu::ComputePipeline>, Arc<EntryBindings>);
 
 impl GpuContext {
     /// The compute pipeline for `key`, compiled on first use and cached.
@@ -113,6 +124,36 @@ impl GpuContext {
     }
 
     /// The group-0 bindings of `key`'s module by name (naga reflection, once per module).
+    /// The pipeline of `key` and its entry point's bindings, from one
+    /// lookup once both are known (launches are recorded every prefill step).
+    pub(crate) fn launch_parts(&self, key: &PipelineKey) -> Result<LaunchParts, KernelError> {
+        let id = key.id();
+        if let Some(hit) = self
+            .pipelines
+            .launches
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&id).cloned())
+        {
+            return Ok(hit);
+        }
+        let pipeline = self.pipeline(key)?;
+        let module = self.module_bindings(key)?;
+        let entry = module
+            .entry(key.entry)
+            .ok_or_else(|| KernelError::Compile {
+                shader: key.module_name(),
+                entry: key.entry.to_string(),
+                detail: "the module has no such entry point".into(),
+            })?
+            .clone();
+        let parts = (pipeline, entry);
+        if let Ok(mut m) = self.pipelines.launches.lock() {
+            m.insert(id, parts.clone());
+        }
+        Ok(parts)
+    }
+
     pub(crate) fn module_bindings(
         &self,
         key: &PipelineKey,
