@@ -301,6 +301,31 @@ pub fn require(label: &str, ctx: &GpuContext, needs: &[Feature]) -> bool {
     check(label, Variant::Full, ctx, needs)
 }
 
+/// What a test that runs a whole model declares in column `variant` (see
+/// [`require_model`]): nothing on a CPU adapter or in the fallback column;
+/// on a hardware adapter, the features the project's GPUs have.
+pub fn model_needs(variant: Variant, require_hw: bool) -> &'static [Feature] {
+    const HARDWARE: &[Feature] = &[Feature::Subgroups, Feature::F16, Feature::CooperativeMatrix];
+    if require_hw && variant != Variant::Fallback {
+        HARDWARE
+    } else {
+        &[]
+    }
+}
+
+/// For tests that run a whole model (or a server) on a device the model
+/// opened itself, in column `label` (`full`, `trusted` or `fallback`):
+/// records the test against that device and returns whether it runs. A model
+/// picks its kernels from what the device has, so on a CPU adapter it runs
+/// whatever is missing (the record lists the features it had); on a
+/// hardware adapter ([`require_hw`]) the `full` and `trusted` columns need
+/// subgroups, f16 and cooperative matrices ([`model_needs`]) and fail
+/// without them, so a hardware run exercises the kernels that ship there.
+pub fn require_model(label: &str, ctx: &GpuContext) -> bool {
+    let variant = Variant::parse(label).unwrap_or(Variant::Full);
+    check(label, variant, ctx, model_needs(variant, require_hw(ctx)))
+}
+
 /// What a test needing a feature does on a context.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -607,6 +632,20 @@ mod tests {
                 Verdict::Skip { on_purpose: false }
             );
         }
+    }
+
+    #[test]
+    fn model_tests_need_the_hardware_features_only_on_hardware() {
+        use Feature::*;
+        for v in [Variant::Full, Variant::Trusted] {
+            assert_eq!(model_needs(v, true), [Subgroups, F16, CooperativeMatrix]);
+            assert!(model_needs(v, false).is_empty());
+            // What they need, a hardware adapter must have.
+            for f in model_needs(v, true) {
+                assert_eq!(verdict(v, *f, false, true), Verdict::Fail);
+            }
+        }
+        assert!(model_needs(Variant::Fallback, true).is_empty());
     }
 
     #[test]

@@ -26,7 +26,10 @@ fn rss_anon() -> u64 {
 /// the shared test context of the same adapter, for tests whose model is
 /// refused before it has a device of its own.
 fn covered() {
-    assert!(testing::context(Variant::Full).has(&[]));
+    assert!(testing::require_model(
+        "full",
+        &testing::context(Variant::Full).ctx
+    ));
 }
 
 fn gpu() -> LoadOptions {
@@ -173,7 +176,7 @@ fn streaming_load_keeps_peak_anonymous_memory_far_below_a_host_copy() {
     let (dir, embed_bytes) = sparse_big_embedding_checkpoint();
     let (model, grew) = peak_anon_growth(|| Model::load(dir.path(), &gpu()).expect("load"));
     let ctx = model.gpu_context().expect("a GPU model");
-    assert!(testing::require("full", ctx, &[]));
+    assert!(testing::require_model("full", ctx));
     // What the device holds: every weight, the embedding dominating (the
     // other tensors of the fixture take ~250 KB).
     let on_device = if ctx.software { embed_bytes } else { 0 };

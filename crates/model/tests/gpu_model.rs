@@ -36,12 +36,12 @@ fn models(moe: bool, seed: u64, max_chunk: usize, fallback: bool) -> (Model, Mod
 
 /// Records the calling test in the coverage table against the GPU model's own
 /// device, in the column of its options (`full`, or `fallback`: no subgroups,
-/// no f16, WebGPU's limits). The model needs no optional feature (it picks
-/// its kernels from what the device has), so this never skips.
+/// no f16, WebGPU's limits); on a hardware adapter the full column fails
+/// without subgroups, f16 or cooperative matrices (`testing::require_model`).
 fn covered(gpu: &Model, fallback: bool) {
     let label = if fallback { "fallback" } else { "full" };
     let ctx = gpu.gpu_context().expect("a GPU model has a context");
-    assert!(testing::require(label, ctx, &[]));
+    assert!(testing::require_model(label, ctx));
 }
 
 fn prompt(rng: &mut Rng, n: usize, vocab: usize) -> Vec<u32> {

@@ -494,14 +494,17 @@ async fn concurrent_streams_get_the_tokens_of_lone_requests() {
 
 /// Fails (never skips) without a GPU adapter: CI has lavapipe. Records the
 /// calling test in the coverage table (column `full`) against the shared test
-/// context of the adapter the server's model opens (the server needs no
-/// optional feature: its model picks its kernels from what the device has).
+/// context of the adapter the server's model opens (`testing::require_model`:
+/// on hardware it must have subgroups, f16 and cooperative matrices).
 fn require_gpu() {
     assert!(
         qwgpu_model::engine::gpu_adapter_name().is_some(),
         "no GPU adapter: the GPU server tests need one (lavapipe: apt-get install mesa-vulkan-drivers)"
     );
-    assert!(testing::context(Variant::Full).has(&[]));
+    assert!(testing::require_model(
+        "full",
+        &testing::context(Variant::Full).ctx
+    ));
 }
 
 /// The same on the GPU backend (lavapipe in CI), where `decode_batch` runs
