@@ -336,17 +336,21 @@ mod tests {
             .into_iter()
             .find(|s| s.entry == "moe_combine_vec4")
             .unwrap();
-        let b = t.ctx.storage("b", 1024).unwrap();
+        // A buffer per binding and a real uniform: the shared context must
+        // see no validation error from the launch that is made.
+        let buf = |label| t.ctx.storage(label, 1024).unwrap();
+        let (xo, cw, so, gl, h) = (buf("xo"), buf("cw"), buf("so"), buf("gl"), buf("h"));
+        let cp = t.ctx.uniform("cp", &[0u32; 4]);
         let launch = |first: &'static str| {
             t.ctx
                 .launch(spec)
                 .constant("WG", 64u32)
-                .bind(first, &b)
-                .bind("cw", &b)
-                .bind("so4", &b)
-                .bind("gl", &b)
-                .bind("h4", &b)
-                .bind("cp", &b)
+                .bind(first, &xo)
+                .bind("cw", &cw)
+                .bind("so4", &so)
+                .bind("gl", &gl)
+                .bind("h4", &h)
+                .bind("cp", &cp)
                 .record()
         };
         let err = match launch("xo1") {

@@ -56,6 +56,22 @@ impl PipelineKey {
         s
     }
 
+    /// A hash of the key (file names, entry, constants by their bits): the
+    /// launch cache's index, computed without formatting the constants.
+    fn hash64(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for p in &self.parts {
+            p.name.hash(&mut h);
+        }
+        self.entry.hash(&mut h);
+        for (n, v) in &self.constants {
+            n.hash(&mut h);
+            v.to_bits().hash(&mut h);
+        }
+        h.finish()
+    }
+
     /// The concatenated module text.
     pub fn source(&self) -> String {
         self.parts
@@ -71,9 +87,10 @@ pub(crate) struct PipelineCache {
     modules: Mutex<HashMap<String, Arc<wgpu::ShaderModule>>>,
     pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
     bindings: Mutex<HashMap<String, Arc<ModuleBindings>>>,
-    /// What a launch needs of a key, by its id: the pipeline and its entry
-    /// point's bindings (one lookup per recorded launch).
-    launches: Mutex<HashMap<String, LaunchParts>>,
+    /// What a launch needs of a key: the pipeline and its entry point's
+    /// bindings (one lookup per recorded launch), by the key's hash, each
+    /// with its key (compared on lookup, so a collision is only a miss).
+    launches: Mutex<HashMap<u64, Vec<(PipelineKey, LaunchParts)>>>,
 }
 
 /// A pipeline and the group-0 bindings of its entry point.
@@ -123,18 +140,17 @@ impl GpuContext {
         Ok(pipeline)
     }
 
-    /// The group-0 bindings of `key`'s module by name (naga reflection, once per module).
     /// The pipeline of `key` and its entry point's bindings, from one
     /// lookup once both are known (launches are recorded every prefill step).
     pub(crate) fn launch_parts(&self, key: &PipelineKey) -> Result<LaunchParts, KernelError> {
-        let id = key.id();
-        if let Some(hit) = self
-            .pipelines
-            .launches
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&id).cloned())
-        {
+        let hash = key.hash64();
+        let hit = self.pipelines.launches.lock().ok().and_then(|m| {
+            m.get(&hash)?
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, parts)| parts.clone())
+        });
+        if let Some(hit) = hit {
             return Ok(hit);
         }
         let pipeline = self.pipeline(key)?;
@@ -149,11 +165,14 @@ impl GpuContext {
             .clone();
         let parts = (pipeline, entry);
         if let Ok(mut m) = self.pipelines.launches.lock() {
-            m.insert(id, parts.clone());
+            m.entry(hash)
+                .or_default()
+                .push((key.clone(), parts.clone()));
         }
         Ok(parts)
     }
 
+    /// The group-0 bindings of `key`'s module by name (naga reflection, once per module).
     pub(crate) fn module_bindings(
         &self,
         key: &PipelineKey,
