@@ -1,6 +1,7 @@
 //! `cargo xtask ci [--require-hw]`: everything CI checks, in the order that
 //! fails fastest, then the GPU test coverage table (what ran on which context
-//! and adapter, what was skipped for which missing feature).
+//! and adapter, what was skipped for which missing feature or file); every
+//! binary of `coverage::EXPECTED_BINARIES` must appear in it.
 //!
 //! `--require-hw`: a test that needs subgroups, f16 or cooperative matrices
 //! fails on a context without them (automatic on a hardware adapter).
@@ -61,6 +62,15 @@ pub fn run(args: &[String]) -> Result<()> {
         bail!(
             "no GPU test coverage records in {}: the GPU tests did not go through qwgpu_kernels::testing",
             cov_dir.display()
+        );
+    }
+    let missing = coverage::missing_binaries(&records);
+    if !missing.is_empty() {
+        bail!(
+            "no coverage records from the test binaries {missing_list} in {cov_dir_display}: \
+             their tests no longer go through qwgpu_kernels::testing, so their skips are invisible",
+            missing_list = missing.join(", "),
+            cov_dir_display = cov_dir.display()
         );
     }
     eprintln!(

@@ -32,6 +32,28 @@ pub struct Record {
     pub by_variant: bool,
 }
 
+/// Test binaries that must leave records in a full test run (`cargo xtask
+/// ci`): the kernel suites, the model's GPU tests and golden GPU tests, the
+/// server's GPU tests and the released-template tests. One missing means its
+/// tests stopped going through the harness, and its skips would be invisible.
+pub const EXPECTED_BINARIES: [&str; 7] = [
+    "kernels",
+    "qwgpu_model",
+    "gpu_model",
+    "gpu_load",
+    "golden_gpu",
+    "server",
+    "released_template",
+];
+
+/// The binaries of [`EXPECTED_BINARIES`] without a record in `records`.
+pub fn missing_binaries(records: &[Record]) -> Vec<&'static str> {
+    EXPECTED_BINARIES
+        .into_iter()
+        .filter(|b| !records.iter().any(|r| r.binary == *b))
+        .collect()
+}
+
 /// `cargo xtask coverage DIR`: prints the table of DIR's records.
 pub fn run(args: &[String]) -> Result<()> {
     let [dir] = args else {
@@ -125,6 +147,10 @@ pub fn table(records: &[Record]) -> String {
             _ => {
                 reasons.insert(NotRun::Skipped(missing));
             }
+        }
+        // Tests that use no device (a `host` column) list no adapter.
+        if r.adapter.is_empty() {
+            continue;
         }
         adapters
             .entry((r.adapter.clone(), r.backend.clone(), r.cpu))
@@ -274,6 +300,34 @@ mod tests {
             "{t}"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn tests_without_a_device_show_their_skips_and_no_adapter() {
+        let host = |outcome: &str| {
+            format!(
+                r#"{{"binary":"released_template","test":"t","context":"host","adapter":"","backend":"","cpu":false,"features":[],{outcome}}}"#
+            )
+        };
+        let skip =
+            host(r#""outcome":"skipped","missing":"template file missing","by_variant":false"#);
+        let records: Vec<Record> = [skip, line("gdn::a", "full", r#""outcome":"ran""#)]
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let t = table(&records);
+        assert!(
+            t.lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")
+                    == "released_template host 0 1 0 template file missing: 1"),
+            "{t}"
+        );
+        // Only the kernels' adapter is listed.
+        assert!(!t.contains("(, "), "{t}");
+        assert!(t.contains("llvmpipe (Vulkan, CPU adapter)"), "{t}");
+        let missing = missing_binaries(&records);
+        assert!(!missing.contains(&"kernels") && !missing.contains(&"released_template"));
+        assert!(missing.contains(&"gpu_model") && missing.contains(&"server"));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 use crate::dispatch::{grid_1d, Dispatch};
 use crate::shaders::NUMERIC;
 use crate::spec::{KernelSpec, Needs, Part, Uniform};
+use crate::view::{Dtype, TensorView};
 use crate::{GpuContext, GpuWeight, KernelError};
 
 crate::shader!(EMBED, "embed.wgsl");
@@ -47,16 +48,15 @@ pub(crate) static SPECS: &[&KernelSpec] = &[&EMBED_GATHER];
 
 const WG: u32 = 256;
 
-/// `h[t, :] = dequantised row ids[ids_offset + t] of w`, for `t < t_count`:
-/// `ids` holds u32 token ids, `h` is f32 `[t_count, w.cols]`. One launch per
-/// weight piece (record them all, in any order). Ids `>= w.rows` give zeros.
+/// `h[t, :] = dequantised row ids[t] of w`, for the `t_count` ids of `ids`
+/// (u32 `[1, t_count]`, at any offset): `h` is dense f32 `[t_count, w.cols]`
+/// from element 0. One launch per weight piece (record them all, in any
+/// order). Ids `>= w.rows` give zeros.
 pub fn embed(
     ctx: &GpuContext,
     w: &GpuWeight,
-    ids: &wgpu::Buffer,
-    ids_offset: u32,
-    h: &wgpu::Buffer,
-    t_count: u32,
+    ids: &TensorView<'_>,
+    h: &TensorView<'_>,
 ) -> Result<Vec<Dispatch>, KernelError> {
     const K: &str = "embed";
     let bad = |detail: String| KernelError::Arguments { kernel: K, detail };
@@ -82,19 +82,17 @@ pub fn embed(
             w_cols = w.cols
         ))
     })?;
-    if (ids_offset as u64 + t_count as u64) * 4 > ids.size() {
+    if ids.shape[0] != 1 {
         return Err(bad(format!(
-            "ids {ids_offset}..{ids_end} exceed the ids buffer of {ids_size} bytes",
-            ids_end = ids_offset as u64 + t_count as u64,
-            ids_size = ids.size()
+            "ids has shape {ids_shape:?}, expected one row of token ids",
+            ids_shape = ids.shape
         )));
     }
-    if t_count as u64 * cols as u64 * 4 > h.size() {
-        return Err(bad(format!(
-            "h [{t_count}, {cols}] f32 exceeds its buffer of {h_size} bytes",
-            h_size = h.size()
-        )));
-    }
+    let t64 = ids.shape[1];
+    ids.expect(K, "ids", [1, t64], Dtype::U32, false)?;
+    h.expect(K, "h", [t64, cols as u64], Dtype::F32, true)?;
+    // Inside their buffers, so within u32 (checked).
+    let (t_count, ids_offset) = (t64 as u32, ids.offset as u32);
     if w.block_cols == 0 || !w.block_cols.is_multiple_of(4) {
         return Err(bad(format!(
             "weight `{w_name}`: block_cols {w_block_cols} is not a multiple of 4",
@@ -122,8 +120,8 @@ pub fn embed(
                 .constant("FORMAT", w.format as u32)
                 .bind("wq", &piece.buffer)
                 .bind("scales", &w.meta)
-                .bind("ids", ids)
-                .bind("h", h)
+                .bind("ids", ids.buffer)
+                .bind("h", h.buffer)
                 .params(&params)
                 .grid(grid_1d(t_count))
                 .record()?,

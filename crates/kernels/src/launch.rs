@@ -42,8 +42,6 @@
 //! too); every variable it uses must be bound; every uniform it reads must be
 //! one of the spec's [`KernelSpec::uniforms`], so the layout test covers it.
 
-use std::collections::HashSet;
-
 use crate::spec::{KernelSpec, Uniform};
 use crate::{Dispatch, GpuContext, KernelError, PipelineKey};
 
@@ -54,14 +52,14 @@ pub struct Launch<'a> {
     spec: &'static KernelSpec,
     label: &'static str,
     constants: Vec<(&'static str, f64)>,
-    buffers: Vec<Bound<'a>>,
+    buffers: Vec<BufferBinding<'a>>,
     /// Uniform buffers by WGSL struct name: made by [`Launch::params`] or shared.
     params: Vec<(&'static str, Param<'a>)>,
     groups: [u32; 3],
 }
 
 /// A buffer bound by variable name, whole or a byte range `(offset, size)`.
-type Bound<'a> = (&'static str, &'a wgpu::Buffer, Option<(u64, u64)>);
+type BufferBinding<'a> = (&'static str, &'a wgpu::Buffer, Option<(u64, u64)>);
 
 enum Param<'a> {
     Owned(wgpu::Buffer),
@@ -148,21 +146,27 @@ impl<'a> Launch<'a> {
     }
 
     /// Compiles (or finds) the pipeline, resolves the bindings and makes the bind group.
-    pub fn record(self) -> Result<Dispatch, KernelError> {
-        let key = self.key();
-        let pipeline = self.ctx.pipeline(&key)?;
-        let module = self.ctx.module_bindings(&key)?;
+    ///
+    /// Prefill steps record every launch anew, so this does one cache lookup
+    /// (`GpuContext::launch_parts`) and tracks bound variables in a bit set
+    /// of binding numbers rather than a hashed set of names.
+    pub fn record(mut self) -> Result<Dispatch, KernelError> {
+        let key = PipelineKey {
+            parts: self.spec.files(self.ctx.caps.subgroups),
+            entry: self.spec.entry,
+            constants: std::mem::take(&mut self.constants),
+        };
+        let (pipeline, vars) = self.ctx.launch_parts(&key)?;
         let entry = self.spec.entry;
-        let vars = module.entry(entry).ok_or_else(|| KernelError::Compile {
-            shader: self.spec.label.to_string(),
-            entry: entry.to_string(),
-            detail: "the module has no such entry point".into(),
-        })?;
         let kernel = self.label;
         let err = |detail: String| KernelError::Arguments { kernel, detail };
 
-        let mut entries: Vec<(u32, wgpu::BindingResource<'_>)> = Vec::new();
-        let mut bound: HashSet<&str> = HashSet::new();
+        let mut entries: Vec<(u32, wgpu::BindingResource<'_>)> =
+            Vec::with_capacity(self.buffers.len() + self.params.len());
+        // Binding numbers of the used variables bound so far (two variables of
+        // one module may share a number when no entry point uses both: the
+        // vec4 and scalar views of one buffer).
+        let mut bound = Bound::default();
         let align = self.ctx.limits.min_storage_buffer_offset_alignment.max(4) as u64;
         for &(name, buffer, range) in &self.buffers {
             let b = vars
@@ -192,15 +196,15 @@ impl<'a> Launch<'a> {
             };
             if b.used {
                 entries.push((b.binding, resource));
+                bound.insert(b.binding);
             }
-            bound.insert(name);
         }
         for (ty, param) in &self.params {
             let mut of_type = vars
                 .iter()
                 .filter(|(_, b)| b.uniform_type.as_deref() == Some(*ty));
-            let (name, b) = match (of_type.next(), of_type.next()) {
-                (Some(v), None) => v,
+            let b = match (of_type.next(), of_type.next()) {
+                (Some((_, b)), None) => b,
                 (None, _) => {
                     return Err(err(format!(
                         "entry `{entry}` has no uniform of type `{ty}`"
@@ -218,12 +222,12 @@ impl<'a> Launch<'a> {
             };
             if b.used {
                 entries.push((b.binding, buffer.as_entire_binding()));
+                bound.insert(b.binding);
             }
-            bound.insert(name);
         }
         let mut missing: Vec<&str> = Vec::new();
         for (name, b) in vars.iter().filter(|(_, b)| b.used) {
-            if !bound.contains(name.as_str()) {
+            if !bound.contains(b.binding) {
                 missing.push(name);
             }
             if let Some(ty) = &b.uniform_type {
@@ -248,6 +252,30 @@ impl<'a> Launch<'a> {
             bind,
             groups: self.groups,
         })
+    }
+}
+
+/// A set of binding numbers: a bit per number below 64, a list above (no
+/// kernel has one, but a binding number is the shader's to choose).
+#[derive(Default)]
+struct Bound {
+    low: u64,
+    high: Vec<u32>,
+}
+
+impl Bound {
+    fn insert(&mut self, binding: u32) {
+        match binding {
+            0..64 => self.low |= 1 << binding,
+            _ => self.high.push(binding),
+        }
+    }
+
+    fn contains(&self, binding: u32) -> bool {
+        match binding {
+            0..64 => self.low & (1 << binding) != 0,
+            _ => self.high.contains(&binding),
+        }
     }
 }
 
@@ -337,5 +365,55 @@ mod tests {
                 t.name
             );
         }
+    }
+
+    /// Two variables of one module share binding 0 (the vec4 and scalar views
+    /// of `moe_combine`'s expert outputs): binding the one the entry point does
+    /// not use leaves the used one unbound, and the error names it.
+    #[test]
+    fn a_variable_sharing_a_binding_number_does_not_stand_in_for_the_used_one() {
+        let t = testing::contexts()[0];
+        let spec = crate::registry::all()
+            .into_iter()
+            .find(|s| s.entry == "moe_combine_vec4")
+            .unwrap();
+        // A buffer per binding and a real uniform: the shared context must
+        // see no validation error from the launch that is made.
+        let buf = |label| t.ctx.storage(label, 1024).unwrap();
+        let (xo, cw, so, gl, h) = (buf("xo"), buf("cw"), buf("so"), buf("gl"), buf("h"));
+        let cp = t.ctx.uniform("cp", &[0u32; 4]);
+        let launch = |first: &'static str| {
+            t.ctx
+                .launch(spec)
+                .constant("WG", 64u32)
+                .bind(first, &xo)
+                .bind("cw", &cw)
+                .bind("so4", &so)
+                .bind("gl", &gl)
+                .bind("h4", &h)
+                .bind("cp", &cp)
+                .record()
+        };
+        let err = match launch("xo1") {
+            Err(KernelError::Arguments { detail, .. }) => detail,
+            Err(e) => panic!("expected an Arguments error, got {e}"),
+            Ok(_) => panic!("expected an Arguments error, got a launch"),
+        };
+        assert!(
+            err.contains("reads xo4 that the launch does not bind"),
+            "{err}"
+        );
+        assert!(launch("xo4").is_ok());
+    }
+
+    #[test]
+    fn bound_sets_hold_low_and_high_binding_numbers() {
+        let mut b = super::Bound::default();
+        for n in [0, 5, 63, 64, 1000] {
+            assert!(!b.contains(n));
+            b.insert(n);
+            assert!(b.contains(n));
+        }
+        assert!(!b.contains(1) && !b.contains(65));
     }
 }

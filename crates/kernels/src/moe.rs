@@ -11,10 +11,11 @@
 //!   elementwise with `vec4` loads when H is a multiple of 4; the residual add
 //!   is fused so the expert outputs are read once.
 //!
-//! Layouts (f32 unless noted, row-major, all offsets 0): `logits [T, E]`,
-//! `ids [T·k]` u32 and `weights [T·k]` (slot s of token t at `t·k + s`, most
-//! likely first), `expert_out [T·k, H]` (row `t·k + s` = the output of expert
-//! `ids[t·k + s]` for token t), `shared_out [T, H]`, `gate_logit [T]`, `h [T, H]`.
+//! Layouts (f32 unless noted, row-major, dense views from element 0 of their
+//! buffers): `logits [T, E]`, `ids [T, k]` u32 and `weights [T, k]` (slot s
+//! of token t at `t·k + s`, most likely first), `expert_out [T·k, H]` (row
+//! `t·k + s` = the output of expert `ids[t·k + s]` for token t),
+//! `shared_out [T, H]`, `gate_logit [T, 1]`, `h [T, H]`.
 //!
 //! [`grouped`]: the expert matmuls of a prefill as a grouped GEMM (pairs
 //! sorted by expert on the GPU, one tiled GEMM over each expert's pairs).
@@ -25,7 +26,7 @@ pub mod grouped;
 use crate::dispatch::{grid_1d, Dispatch};
 use crate::shaders::NUMERIC;
 use crate::spec::{KernelSpec, Needs, Part, Uniform};
-use crate::view::{check_vector, Dtype};
+use crate::view::{Dtype, TensorView};
 use crate::{GpuContext, KernelError};
 
 crate::shader!(MOE_ROUTE, "moe_route.wgsl");
@@ -89,31 +90,20 @@ pub(crate) static SPECS: &[&KernelSpec] = &[
     &grouped::GROUP_GEMM,
 ];
 
-/// `words` elements of `dtype` from element 0 of `buf`.
-fn check(
-    kernel: &'static str,
-    what: &'static str,
-    buf: &wgpu::Buffer,
-    dtype: Dtype,
-    words: u64,
-) -> Result<(), KernelError> {
-    check_vector(kernel, what, buf, dtype, 0, words)
-}
-
 /// Router: `logits [T, E]` → softmax over all E in f32, top-k by probability
-/// (ties: lower expert index first), renormalised to sum 1. Writes `ids [T·k]`
-/// (u32) and `weights [T·k]` (f32), most likely first.
+/// (ties: lower expert index first), renormalised to sum 1. Writes `ids [T, k]`
+/// (u32) and `weights [T, k]` (f32), most likely first; `k` is their width.
+/// Every view is dense from element 0 of its buffer.
 pub fn moe_route(
     ctx: &GpuContext,
-    logits: &wgpu::Buffer,
-    t: u32,
-    experts: u32,
-    top_k: u32,
-    ids: &wgpu::Buffer,
-    weights: &wgpu::Buffer,
+    logits: &TensorView<'_>,
+    ids: &TensorView<'_>,
+    weights: &TensorView<'_>,
 ) -> Result<Dispatch, KernelError> {
     const K: &str = "moe_route";
-    if experts == 0 || experts > MAX_EXPERTS || top_k == 0 || top_k > experts {
+    let [t64, experts] = logits.shape;
+    let top_k = ids.shape[1];
+    if experts == 0 || experts > MAX_EXPERTS as u64 || top_k == 0 || top_k > experts {
         return Err(KernelError::Arguments {
             kernel: K,
             detail: format!(
@@ -121,9 +111,12 @@ pub fn moe_route(
             ),
         });
     }
-    check(K, "logits", logits, Dtype::F32, t as u64 * experts as u64)?;
-    check(K, "ids", ids, Dtype::U32, t as u64 * top_k as u64)?;
-    check(K, "weights", weights, Dtype::F32, t as u64 * top_k as u64)?;
+    logits.expect(K, "logits", [t64, experts], Dtype::F32, true)?;
+    ids.expect(K, "ids", [t64, top_k], Dtype::U32, true)?;
+    weights.expect(K, "weights", [t64, top_k], Dtype::F32, true)?;
+    // Inside their buffers, so within u32 (checked).
+    let (t, experts, top_k) = (t64 as u32, experts as u32, top_k as u32);
+    let (logits, ids, weights) = (logits.buffer, ids.buffer, weights.buffer);
     // One compare-exchange per invocation per stage for E <= 512.
     let wg = 256u32;
     let emax = experts.next_power_of_two().max(2);
@@ -143,33 +136,41 @@ pub fn moe_route(
         .record()
 }
 
-/// `h[t] += Σ_s weights[t·k+s] · expert_out[t·k+s, :] + sigmoid(gate_logit[t]) · shared_out[t, :]`
-/// over rows of width `hidden`, for `t < T` (layouts in the module docs).
-#[allow(clippy::too_many_arguments)]
+/// `h[t] += Σ_s weights[t, s] · expert_out[t·k+s, :] + sigmoid(gate_logit[t]) · shared_out[t, :]`
+/// for the `T` rows of `h [T, H]`, with `weights [T, k]`, `expert_out [T·k, H]`,
+/// `shared_out [T, H]` and `gate_logit [T, 1]` (layouts in the module docs).
+/// Every view is dense from element 0 of its buffer.
 pub fn moe_combine(
     ctx: &GpuContext,
-    expert_out: &wgpu::Buffer,
-    weights: &wgpu::Buffer,
-    shared_out: &wgpu::Buffer,
-    gate_logit: &wgpu::Buffer,
-    h: &wgpu::Buffer,
-    t: u32,
-    top_k: u32,
-    hidden: u32,
+    expert_out: &TensorView<'_>,
+    weights: &TensorView<'_>,
+    shared_out: &TensorView<'_>,
+    gate_logit: &TensorView<'_>,
+    h: &TensorView<'_>,
 ) -> Result<Dispatch, KernelError> {
     const K: &str = "moe_combine";
-    if hidden == 0 || top_k == 0 {
+    let [t64, h64] = h.shape;
+    let k64 = weights.shape[1];
+    if h64 == 0 || k64 == 0 {
         return Err(KernelError::Arguments {
             kernel: K,
-            detail: format!("hidden {hidden}, top_k {top_k} must be > 0"),
+            detail: format!("hidden {h64}, top_k {k64} must be > 0"),
         });
     }
-    let (t64, k64, h64) = (t as u64, top_k as u64, hidden as u64);
-    check(K, "expert_out", expert_out, Dtype::F32, t64 * k64 * h64)?;
-    check(K, "weights", weights, Dtype::F32, t64 * k64)?;
-    check(K, "shared_out", shared_out, Dtype::F32, t64 * h64)?;
-    check(K, "gate_logit", gate_logit, Dtype::F32, t64)?;
-    check(K, "h", h, Dtype::F32, t64 * h64)?;
+    h.expect(K, "h", [t64, h64], Dtype::F32, true)?;
+    weights.expect(K, "weights", [t64, k64], Dtype::F32, true)?;
+    expert_out.expect(K, "expert_out", [t64 * k64, h64], Dtype::F32, true)?;
+    shared_out.expect(K, "shared_out", [t64, h64], Dtype::F32, true)?;
+    gate_logit.expect(K, "gate_logit", [t64, 1], Dtype::F32, true)?;
+    // Inside their buffers, so within u32 (checked).
+    let (t, top_k, hidden) = (t64 as u32, k64 as u32, h64 as u32);
+    let (expert_out, weights, shared_out, gate_logit, h) = (
+        expert_out.buffer,
+        weights.buffer,
+        shared_out.buffer,
+        gate_logit.buffer,
+        h.buffer,
+    );
     const WG: u32 = 256;
     let vec4 = hidden.is_multiple_of(4);
     let (spec, n) = if vec4 {

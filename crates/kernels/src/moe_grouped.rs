@@ -34,7 +34,7 @@ use crate::dispatch::{Dispatch, MAX_GROUPS};
 use crate::matmul::{coop, Epilogue, MatmulPath, MmParams, MATMUL_COMMON};
 use crate::shaders;
 use crate::spec::{KernelSpec, Needs, Part, Uniform};
-use crate::view::{check_rows, check_vector, Dtype};
+use crate::view::{Dtype, TensorView};
 use crate::weights::WeightPiece;
 use crate::{GpuContext, GpuWeight, KernelError};
 
@@ -186,19 +186,18 @@ pub(super) static GROUP_GEMM: KernelSpec = KernelSpec {
 /// Activations of [`matmul_grouped`]: for pair `p < pairs`, x row `p / x_row_div`
 /// in, y row `p` out (width `rows_per_expert`, or half of it for SwiGlu), as
 /// [`IndexedArgs`](crate::matmul::IndexedArgs) without the ids (the grouping
-/// comes from [`moe_group`] over those ids).
+/// comes from [`moe_group`] over those ids). `pairs` is the row count of `y`.
 #[derive(Debug, Clone, Copy)]
 pub struct GroupedArgs<'a> {
-    /// Input rows, `x_stride` elements apart, starting at element 0.
-    pub x: &'a wgpu::Buffer,
-    pub x_stride: u32,
+    /// Input rows, f32 `[(pairs - 1) / x_row_div + 1, w.cols]`, any row stride,
+    /// from element 0 of their buffer.
+    pub x: TensorView<'a>,
     /// Pairs per x row (top-k when x holds one row per token).
     pub x_row_div: u32,
-    /// Output rows, one per pair, `y_stride` elements apart, starting at element 0.
-    pub y: &'a wgpu::Buffer,
-    pub y_stride: u32,
-    /// Must equal the `pairs` of the [`moe_group`] that filled the scratch.
-    pub pairs: u32,
+    /// Output rows, f32 `[pairs, width]`, one per pair, any row stride, from
+    /// element 0 of their buffer; `pairs` must equal the `pairs` of the
+    /// [`moe_group`] that filled the scratch.
+    pub y: TensorView<'a>,
     pub rows_per_expert: u32,
 }
 
@@ -206,14 +205,13 @@ fn arg_err(kernel: &'static str, detail: String) -> KernelError {
     KernelError::Arguments { kernel, detail }
 }
 
-/// Groups pairs `0..pairs` by expert `ids[ids_offset + p]` (u32) into `scratch`
-/// (ids `>= experts` are left out). One workgroup; record it before the
-/// [`matmul_grouped`] launches that read the grouping.
+/// Groups pairs `0..pairs` by expert `ids[p]` (the `pairs` u32 ids of `ids`,
+/// a `[1, pairs]` view at any offset) into `scratch` (ids `>= experts` are
+/// left out). One workgroup; record it before the [`matmul_grouped`] launches
+/// that read the grouping.
 pub fn moe_group(
     ctx: &GpuContext,
-    ids: &wgpu::Buffer,
-    ids_offset: u32,
-    pairs: u32,
+    ids: &TensorView<'_>,
     experts: u32,
     scratch: &GroupScratch,
 ) -> Result<Dispatch, KernelError> {
@@ -227,16 +225,22 @@ pub fn moe_group(
             ),
         ));
     }
-    if pairs > scratch.max_pairs {
+    let pairs = ids.shape[1];
+    if ids.shape[0] != 1 || pairs > scratch.max_pairs as u64 {
         return Err(arg_err(
             K,
             format!(
-                "{pairs} pairs, scratch holds {scratch_max_pairs}",
+                "ids of shape {ids_shape:?}, expected [1, pairs] with pairs <= {scratch_max_pairs} \
+                 (what the scratch holds)",
+                ids_shape = ids.shape,
                 scratch_max_pairs = scratch.max_pairs
             ),
         ));
     }
-    check_vector(K, "ids", ids, Dtype::U32, ids_offset as u64, pairs as u64)?;
+    ids.expect(K, "ids", [1, pairs], Dtype::U32, false)?;
+    // Inside its buffer, so within u32 (checked).
+    let (pairs, ids_offset) = (pairs as u32, ids.offset as u32);
+    let ids = ids.buffer;
     ctx.launch(&GROUP_SORT)
         .constant("GTILE", scratch.tile_pairs)
         .bind("gids", ids)
@@ -378,42 +382,40 @@ pub fn matmul_grouped_with(
     if args.x_row_div == 0 {
         return Err(arg_err(K, "x_row_div is 0".into()));
     }
-    if args.x == args.y || args.y == &scratch.buffer {
+    if args.x.buffer == args.y.buffer || args.y.buffer == &scratch.buffer {
         return Err(arg_err(
             K,
             "y is the same buffer as x or the scratch".into(),
         ));
     }
     let experts = (w.rows / rpe) as u32;
-    if experts > scratch.max_experts || args.pairs > scratch.max_pairs {
+    let pairs = args.y.shape[0];
+    if experts > scratch.max_experts || pairs > scratch.max_pairs as u64 {
         return Err(arg_err(
             K,
             format!(
-                "{args_pairs} pairs over {experts} experts, scratch holds {scratch_max_pairs} over {scratch_max_experts}",
-                args_pairs = args.pairs,
+                "{pairs} pairs over {experts} experts, scratch holds {scratch_max_pairs} over {scratch_max_experts}",
                 scratch_max_pairs = scratch.max_pairs,
                 scratch_max_experts = scratch.max_experts
             ),
         ));
     }
-    if args.pairs == 0 {
+    let width = if swiglu { rpe / 2 } else { rpe };
+    let x_rows = match pairs {
+        0 => 0,
+        _ => (pairs - 1) / args.x_row_div as u64 + 1,
+    };
+    let (x, y) = (&args.x, &args.y);
+    x.check_shape("x", [x_rows, w.cols as u64], Dtype::F32)
+        .and_then(|_| x.check_origin("x"))
+        .and_then(|_| y.check_shape("y", [pairs, width as u64], Dtype::F32))
+        .and_then(|_| y.check_origin("y"))
+        .map_err(|e| e.in_kernel(K))?;
+    if pairs == 0 {
         return Ok(Vec::new());
     }
-    let width = if swiglu { rpe / 2 } else { rpe };
-    let pairs = args.pairs as u64;
-    let x_rows = (pairs - 1) / args.x_row_div as u64 + 1;
-    let (x_stride, y_stride) = (args.x_stride as u64, args.y_stride as u64);
-    check_rows(
-        K,
-        "x",
-        args.x,
-        Dtype::F32,
-        0,
-        x_stride,
-        x_rows,
-        w.cols as u64,
-    )?;
-    check_rows(K, "y", args.y, Dtype::F32, 0, y_stride, pairs, width as u64)?;
+    // Inside their buffers, so within u32 (checked).
+    let (pairs, x_stride, y_stride) = (pairs as u32, x.stride as u32, y.stride as u32);
 
     let half = rpe / 2;
     let mut launches: Vec<(&WeightPiece, &WeightPiece)> = Vec::new();
@@ -446,7 +448,7 @@ pub fn matmul_grouped_with(
         _ => false,
     };
     let sub = scratch.tile_pairs / TILE_PAIRS;
-    let tiles = tile_bound_for(args.pairs, experts, scratch.tile_pairs);
+    let tiles = tile_bound_for(pairs, experts, scratch.tile_pairs);
     let (gx, gy) = if use_coop {
         (coop::grid(width as u32, 1, swiglu).0, tiles)
     } else {
@@ -458,10 +460,7 @@ pub fn matmul_grouped_with(
     if gx > MAX_GROUPS || gy > MAX_GROUPS {
         return Err(arg_err(
             K,
-            format!(
-                "{args_pairs} pairs × {width} outputs need a {gx}×{gy} grid",
-                args_pairs = args.pairs
-            ),
+            format!("{pairs} pairs × {width} outputs need a {gx}×{gy} grid"),
         ));
     }
     let base = MmParams {
@@ -469,17 +468,17 @@ pub fn matmul_grouped_with(
         cols: w.cols as u32,
         stride4: (w.stride_words / 4) as u32,
         block_cols: w.block_cols as u32,
-        t: args.pairs,
-        x_stride: args.x_stride,
+        t: pairs,
+        x_stride,
         x_div: args.x_row_div,
-        y_stride: args.y_stride,
+        y_stride,
         n_end: width as u32,
         half: half as u32,
         rpe: rpe as u32,
         experts,
         ids_off: scratch.tiles_offset(),
         epi: epilogue.code(),
-        x_aligned: u32::from(args.x_stride.is_multiple_of(4)),
+        x_aligned: u32::from(x_stride.is_multiple_of(4)),
         ..Default::default()
     };
     let mut out = Vec::with_capacity(launches.len());
@@ -503,9 +502,9 @@ pub fn matmul_grouped_with(
                 .bind("wa", &a.buffer)
                 .bind("wb", &b.buffer)
                 .bind("scales", &w.meta)
-                .bind("xs", args.x)
-                .bind("ys", args.y)
-                .bind("xs4", args.x)
+                .bind("xs", x.buffer)
+                .bind("ys", y.buffer)
+                .bind("xs4", x.buffer)
                 .bind("ids", &scratch.buffer)
                 .params(&p)
                 .grid([gx, gy, 1])

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::reflect::ModuleBindings;
+use crate::reflect::{EntryBindings, ModuleBindings};
 use crate::shaders::ShaderSource;
 use crate::{GpuContext, KernelError};
 
@@ -34,21 +34,42 @@ impl PipelineKey {
 
     /// The module's name: its files joined by `+`.
     fn module_name(&self) -> String {
-        self.parts
-            .iter()
-            .map(|p| p.name)
-            .collect::<Vec<_>>()
-            .join("+")
+        let mut s = String::new();
+        for (i, p) in self.parts.iter().enumerate() {
+            if i > 0 {
+                s.push('+');
+            }
+            s.push_str(p.name);
+        }
+        s
     }
 
     fn id(&self) -> String {
+        use std::fmt::Write as _;
         let mut s = self.module_name();
         s.push(':');
         s.push_str(self.entry);
         for (n, v) in &self.constants {
-            s.push_str(&format!(",{n}={v}"));
+            // Into the one string: no temporary per constant.
+            let _ = write!(s, ",{n}={v}");
         }
         s
+    }
+
+    /// A hash of the key (file names, entry, constants by their bits): the
+    /// launch cache's index, computed without formatting the constants.
+    fn hash64(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for p in &self.parts {
+            p.name.hash(&mut h);
+        }
+        self.entry.hash(&mut h);
+        for (n, v) in &self.constants {
+            n.hash(&mut h);
+            v.to_bits().hash(&mut h);
+        }
+        h.finish()
     }
 
     /// The concatenated module text.
@@ -66,7 +87,14 @@ pub(crate) struct PipelineCache {
     modules: Mutex<HashMap<String, Arc<wgpu::ShaderModule>>>,
     pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
     bindings: Mutex<HashMap<String, Arc<ModuleBindings>>>,
+    /// What a launch needs of a key: the pipeline and its entry point's
+    /// bindings (one lookup per recorded launch), by the key's hash, each
+    /// with its key (compared on lookup, so a collision is only a miss).
+    launches: Mutex<HashMap<u64, Vec<(PipelineKey, LaunchParts)>>>,
 }
+
+/// A pipeline and the group-0 bindings of its entry point.
+pub(crate) type LaunchParts = (Arc<wgpu::ComputePipeline>, Arc<EntryBindings>);
 
 impl GpuContext {
     /// The compute pipeline for `key`, compiled on first use and cached.
@@ -110,6 +138,38 @@ impl GpuContext {
             m.insert(id, pipeline.clone());
         }
         Ok(pipeline)
+    }
+
+    /// The pipeline of `key` and its entry point's bindings, from one
+    /// lookup once both are known (launches are recorded every prefill step).
+    pub(crate) fn launch_parts(&self, key: &PipelineKey) -> Result<LaunchParts, KernelError> {
+        let hash = key.hash64();
+        let hit = self.pipelines.launches.lock().ok().and_then(|m| {
+            m.get(&hash)?
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, parts)| parts.clone())
+        });
+        if let Some(hit) = hit {
+            return Ok(hit);
+        }
+        let pipeline = self.pipeline(key)?;
+        let module = self.module_bindings(key)?;
+        let entry = module
+            .entry(key.entry)
+            .ok_or_else(|| KernelError::Compile {
+                shader: key.module_name(),
+                entry: key.entry.to_string(),
+                detail: "the module has no such entry point".into(),
+            })?
+            .clone();
+        let parts = (pipeline, entry);
+        if let Ok(mut m) = self.pipelines.launches.lock() {
+            m.entry(hash)
+                .or_default()
+                .push((key.clone(), parts.clone()));
+        }
+        Ok(parts)
     }
 
     /// The group-0 bindings of `key`'s module by name (naga reflection, once per module).

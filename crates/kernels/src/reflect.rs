@@ -4,6 +4,7 @@
 //! out, as wgpu's derived layout leaves it out.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// One `@group(0) @binding(n) var` of a module, as an entry point sees it.
 #[derive(Debug, Clone)]
@@ -15,10 +16,38 @@ pub(crate) struct Binding {
     pub uniform_type: Option<String>,
 }
 
+/// The group-0 variables one entry point sees, by name. A handful per
+/// kernel: a list searched in order costs less per launch than hashing.
+#[derive(Debug, Default)]
+pub(crate) struct EntryBindings {
+    vars: Vec<(String, Binding)>,
+}
+
+impl EntryBindings {
+    /// The variable `name`, if the module declares it in group 0.
+    pub fn get(&self, name: &str) -> Option<&Binding> {
+        self.vars.iter().find(|(n, _)| n == name).map(|(_, b)| b)
+    }
+
+    /// Every variable with its name.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Binding)> {
+        self.vars.iter().map(|(n, b)| (n, b))
+    }
+}
+
+impl std::ops::Index<&str> for EntryBindings {
+    type Output = Binding;
+
+    fn index(&self, name: &str) -> &Binding {
+        self.get(name)
+            .unwrap_or_else(|| panic!("no group-0 variable `{name}`"))
+    }
+}
+
 /// Group-0 bindings by variable name, per entry point.
 #[derive(Debug, Default)]
 pub(crate) struct ModuleBindings {
-    entries: HashMap<String, HashMap<String, Binding>>,
+    entries: HashMap<String, Arc<EntryBindings>>,
 }
 
 impl ModuleBindings {
@@ -35,7 +64,7 @@ impl ModuleBindings {
         let mut entries = HashMap::new();
         for (i, ep) in module.entry_points.iter().enumerate() {
             let uses = info.get_entry_point(i);
-            let mut vars = HashMap::new();
+            let mut vars = Vec::new();
             for (handle, var) in module.global_variables.iter() {
                 let (Some(rb), Some(name)) = (&var.binding, &var.name) else {
                     continue;
@@ -46,22 +75,22 @@ impl ModuleBindings {
                 let uniform_type = (var.space == naga::AddressSpace::Uniform)
                     .then(|| module.types[var.ty].name.clone())
                     .flatten();
-                vars.insert(
+                vars.push((
                     name.clone(),
                     Binding {
                         binding: rb.binding,
                         used: !uses[handle].is_empty(),
                         uniform_type,
                     },
-                );
+                ));
             }
-            entries.insert(ep.name.clone(), vars);
+            entries.insert(ep.name.clone(), Arc::new(EntryBindings { vars }));
         }
         Ok(Self { entries })
     }
 
     /// The bindings `entry` sees, or `None` if the module has no such entry point.
-    pub fn entry(&self, entry: &str) -> Option<&HashMap<String, Binding>> {
+    pub fn entry(&self, entry: &str) -> Option<&Arc<EntryBindings>> {
         self.entries.get(entry)
     }
 }

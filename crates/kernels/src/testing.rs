@@ -18,7 +18,10 @@
 //! adapter, whether it is a CPU adapter and its features, to
 //! `$QWGPU_COVERAGE_DIR/<binary>-<pid>.jsonl` (one file per process, so
 //! parallel test binaries never share a file); `cargo xtask ci` and `cargo
-//! xtask gpu-tests` print the table.
+//! xtask gpu-tests` print the table. Tests of other crates that run a whole
+//! model or server record themselves against the model's device
+//! ([`require`]); tests that need a file rather than a device record through
+//! [`record_host`] (e.g. a skip "template file missing").
 //!
 //! **Hardware adapters.** On an adapter that is not a CPU one, or with
 //! `QWGPU_REQUIRE_HW=1` (`--require-hw`), a missing subgroup, f16 or
@@ -298,6 +301,31 @@ pub fn require(label: &str, ctx: &GpuContext, needs: &[Feature]) -> bool {
     check(label, Variant::Full, ctx, needs)
 }
 
+/// What a test that runs a whole model declares in column `variant` (see
+/// [`require_model`]): nothing on a CPU adapter or in the fallback column;
+/// on a hardware adapter, the features the project's GPUs have.
+pub fn model_needs(variant: Variant, require_hw: bool) -> &'static [Feature] {
+    const HARDWARE: &[Feature] = &[Feature::Subgroups, Feature::F16, Feature::CooperativeMatrix];
+    if require_hw && variant != Variant::Fallback {
+        HARDWARE
+    } else {
+        &[]
+    }
+}
+
+/// For tests that run a whole model (or a server) on a device the model
+/// opened itself, in column `label` (`full`, `trusted` or `fallback`):
+/// records the test against that device and returns whether it runs. A model
+/// picks its kernels from what the device has, so on a CPU adapter it runs
+/// whatever is missing (the record lists the features it had); on a
+/// hardware adapter ([`require_hw`]) the `full` and `trusted` columns need
+/// subgroups, f16 and cooperative matrices ([`model_needs`]) and fail
+/// without them, so a hardware run exercises the kernels that ship there.
+pub fn require_model(label: &str, ctx: &GpuContext) -> bool {
+    let variant = Variant::parse(label).unwrap_or(Variant::Full);
+    check(label, variant, ctx, model_needs(variant, require_hw(ctx)))
+}
+
 /// What a test needing a feature does on a context.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -429,6 +457,31 @@ pub enum Outcome<'a> {
 /// (test, context) with a failure record counts as failed, else with a skip
 /// record as skipped.
 pub fn record(label: &str, ctx: &GpuContext, outcome: Outcome<'_>) {
+    let device = Device {
+        adapter: ctx.info.name.clone(),
+        backend: format!("{backend:?}", backend = ctx.info.backend),
+        cpu: ctx.software,
+        features: feature_names(ctx),
+    };
+    write_record(label, Some(&device), outcome);
+}
+
+/// [`record`] for a test that uses no GPU (its column `label`, e.g. `host`):
+/// what it needs is a file or a tool, and the record says whether it ran or
+/// was skipped (or failed) for lack of it, so the coverage table shows it.
+pub fn record_host(label: &str, outcome: Outcome<'_>) {
+    write_record(label, None, outcome);
+}
+
+/// What a record says about the device a test ran on.
+struct Device {
+    adapter: String,
+    backend: String,
+    cpu: bool,
+    features: Vec<&'static str>,
+}
+
+fn write_record(label: &str, device: Option<&Device>, outcome: Outcome<'_>) {
     static SEEN: OnceLock<Mutex<HashSet<(String, String, String)>>> = OnceLock::new();
     let Some(file) = coverage_file() else {
         return;
@@ -443,7 +496,6 @@ pub fn record(label: &str, ctx: &GpuContext, outcome: Outcome<'_>) {
         return;
     }
     drop(seen);
-    let features: Vec<String> = feature_names(ctx).iter().map(|f| json_str(f)).collect();
     let outcome = match outcome {
         Outcome::Ran => r#""outcome":"ran""#.to_string(),
         Outcome::Skipped {
@@ -457,14 +509,24 @@ pub fn record(label: &str, ctx: &GpuContext, outcome: Outcome<'_>) {
             format!(r#""outcome":"failed","missing":{}"#, json_str(missing))
         }
     };
+    // A test without a device has an empty adapter name (the table lists no
+    // adapter for it).
+    let (adapter, backend, cpu, features) = match device {
+        Some(d) => (
+            d.adapter.as_str(),
+            d.backend.as_str(),
+            d.cpu,
+            d.features.iter().map(|f| json_str(f)).collect::<Vec<_>>(),
+        ),
+        None => ("", "", false, Vec::new()),
+    };
     let line = format!(
-        "{{\"binary\":{binary_json},\"test\":{json_str_test},\"context\":{json_str_label},\"adapter\":{adapter_json},\"backend\":{backend},\"cpu\":{ctx_software},\"features\":[{features_join}],{outcome}}}\n",
+        "{{\"binary\":{binary_json},\"test\":{json_str_test},\"context\":{json_str_label},\"adapter\":{adapter_json},\"backend\":{backend_json},\"cpu\":{cpu},\"features\":[{features_join}],{outcome}}}\n",
         binary_json = json_str(&binary_name()),
         json_str_test = json_str(&test),
         json_str_label = json_str(label),
-        adapter_json = json_str(&ctx.info.name),
-        backend = json_str(&format!("{:?}", ctx.info.backend)),
-        ctx_software = ctx.software,
+        adapter_json = json_str(adapter),
+        backend_json = json_str(backend),
         features_join = features.join(","),
     );
     // One write per line on an append-only file: lines of parallel tests never interleave.
@@ -570,6 +632,20 @@ mod tests {
                 Verdict::Skip { on_purpose: false }
             );
         }
+    }
+
+    #[test]
+    fn model_tests_need_the_hardware_features_only_on_hardware() {
+        use Feature::*;
+        for v in [Variant::Full, Variant::Trusted] {
+            assert_eq!(model_needs(v, true), [Subgroups, F16, CooperativeMatrix]);
+            assert!(model_needs(v, false).is_empty());
+            // What they need, a hardware adapter must have.
+            for f in model_needs(v, true) {
+                assert_eq!(verdict(v, *f, false, true), Verdict::Fail);
+            }
+        }
+        assert!(model_needs(Variant::Fallback, true).is_empty());
     }
 
     #[test]

@@ -77,6 +77,11 @@ pub enum ShapeError {
     },
     #[error("{tensor}: element {end} does not fit 32-bit indices")]
     Index { tensor: &'static str, end: u64 },
+    #[error(
+        "{tensor} must start at element 0 of its buffer (the kernel takes no offset for it), \
+         it starts at {offset}"
+    )]
+    Offset { tensor: &'static str, offset: u64 },
 }
 
 impl ShapeError {
@@ -206,6 +211,35 @@ impl<'a> TensorView<'a> {
             });
         }
         Ok(())
+    }
+
+    /// Checks that the view starts at element 0 of its buffer (what kernels
+    /// that take no offset for a tensor need).
+    pub fn check_origin(&self, tensor: &'static str) -> Result<(), ShapeError> {
+        match self.offset {
+            0 => Ok(()),
+            offset => Err(ShapeError::Offset { tensor, offset }),
+        }
+    }
+
+    /// [`check_shape`](Self::check_shape) with [`check_dense`](Self::check_dense)
+    /// and, with `origin`, [`check_origin`](Self::check_origin), as tensor
+    /// `tensor` of kernel `kernel`.
+    pub(crate) fn expect(
+        &self,
+        kernel: &'static str,
+        tensor: &'static str,
+        shape: [u64; 2],
+        dtype: Dtype,
+        origin: bool,
+    ) -> Result<(), KernelError> {
+        self.check_shape(tensor, shape, dtype)
+            .and_then(|_| self.check_dense(tensor))
+            .and_then(|_| match origin {
+                true => self.check_origin(tensor),
+                false => Ok(()),
+            })
+            .map_err(|e| e.in_kernel(kernel))
     }
 
     fn layout(&self) -> Layout {

@@ -7,6 +7,7 @@
 //! flush those to zero).
 
 use qwgpu_checkpoint::Dtype;
+use qwgpu_kernels::view::TensorView;
 use qwgpu_kernels::{embed, testing, GpuContext, GpuWeight};
 use qwgpu_loader::PackedWeight;
 
@@ -113,7 +114,13 @@ fn run_case(
     let n = t * w.cols;
     let hb = ctx.storage("h", (n as u64 + 4) * 4).unwrap();
     ctx.fill_f32(&hb, f32::NAN);
-    let ds = embed::embed(ctx, gw, &idb, ids_off, &hb, t as u32).unwrap();
+    let ds = embed::embed(
+        ctx,
+        gw,
+        &TensorView::words(&idb, ids_off, t as u32),
+        &TensorView::f32_rows(&hb, 0, t as u32, w.cols as u32),
+    )
+    .unwrap();
     assert_eq!(ds.len(), gw.pieces.len());
     ctx.run("embed", &ds.iter().collect::<Vec<_>>()).unwrap();
     let got = ctx.read_f32(&hb, 0, n + 4).unwrap();
@@ -232,8 +239,36 @@ fn embed_rejects_out_of_range_buffers() {
     let gw = GpuWeight::upload(ctx, &w).unwrap();
     let ids = ctx.upload("ids", &[0u32; 8]).unwrap();
     let h = ctx.storage("h", 4 * 8 * 4).unwrap();
-    let err = embed::embed(ctx, &gw, &ids, 6, &h, 4).unwrap_err();
-    assert!(err.to_string().contains("ids 6..10"), "{err}");
-    let err = embed::embed(ctx, &gw, &ids, 0, &h, 5).unwrap_err();
-    assert!(err.to_string().contains("exceeds its buffer"), "{err}");
+    let h_rows = |rows| TensorView::f32_rows(&h, 0, rows, 8);
+    let err = embed::embed(ctx, &gw, &TensorView::words(&ids, 6, 4), &h_rows(4)).unwrap_err();
+    assert!(
+        err.to_string().contains("ids needs elements 6..10"),
+        "{err}"
+    );
+    let ids5 = TensorView::words(&ids, 0, 5);
+    let err = embed::embed(ctx, &gw, &ids5, &h_rows(5)).unwrap_err();
+    assert!(err.to_string().contains("h needs elements 0..40"), "{err}");
+    // Views that disagree with each other, the weight or the kernel's layout.
+    let ids4 = TensorView::words(&ids, 0, 4);
+    let err = embed::embed(ctx, &gw, &ids4, &h_rows(3)).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("h has shape [3, 8], expected [4, 8]"),
+        "{err}"
+    );
+    let narrow = TensorView::f32_rows(&h, 0, 4, 7);
+    let err = embed::embed(ctx, &gw, &ids4, &narrow).unwrap_err();
+    assert!(err.to_string().contains("expected [4, 8]"), "{err}");
+    let shifted = TensorView::f32_rows(&h, 1, 3, 8);
+    let err = embed::embed(ctx, &gw, &TensorView::words(&ids, 0, 3), &shifted).unwrap_err();
+    assert!(
+        err.to_string().contains("h must start at element 0"),
+        "{err}"
+    );
+    let f32_ids = TensorView::f32_rows(&ids, 0, 1, 4);
+    let err = embed::embed(ctx, &gw, &f32_ids, &h_rows(4)).unwrap_err();
+    assert!(
+        err.to_string().contains("ids is F32, expected U32"),
+        "{err}"
+    );
 }

@@ -492,7 +492,15 @@ fn bench_moe(
             )
             .unwrap(),
         );
-        launches.push(moe::moe_route(ctx, &logits, 1, e as u32, k as u32, &ids, &wts).unwrap());
+        launches.push(
+            moe::moe_route(
+                ctx,
+                &TensorView::f32_rows(&logits, 0, 1, e as u32),
+                &TensorView::words(&ids, 0, k as u32),
+                &TensorView::f32_rows(&wts, 0, 1, k as u32),
+            )
+            .unwrap(),
+        );
         launches.extend(
             matmul_indexed(
                 ctx,
@@ -514,14 +522,11 @@ fn bench_moe(
         launches.push(
             moe::moe_combine(
                 ctx,
-                &out,
-                &wts,
-                &shared_out,
-                &gate_logit,
-                &hbuf,
-                1,
-                k as u32,
-                h as u32,
+                &TensorView::f32_rows(&out, 0, k as u32, h as u32),
+                &TensorView::f32_rows(&wts, 0, 1, k as u32),
+                &TensorView::f32_rows(&shared_out, 0, 1, h as u32),
+                &TensorView::f32_rows(&gate_logit, 0, 1, 1),
+                &TensorView::f32_rows(&hbuf, 0, 1, h as u32),
             )
             .unwrap(),
         );

@@ -4,6 +4,7 @@
 //! `qwgpu_ops::activation::sigmoid` (`Tol::gpu_f32()`: FMA contraction and the
 //! GPU's `exp`). Both test contexts.
 
+use qwgpu_kernels::view::{Dtype, TensorView};
 use qwgpu_kernels::{moe, testing};
 use qwgpu_ops::activation::sigmoid;
 use qwgpu_ops::compare::Tol;
@@ -45,7 +46,13 @@ fn moe_route_matches_ops_route_including_ties() {
             let wb = ctx.storage("weights", (nk as u64 + 4) * 4).unwrap();
             ctx.fill_f32(&ib, f32::NAN);
             ctx.fill_f32(&wb, f32::NAN);
-            let d = moe::moe_route(ctx, &lb, tn, e, k, &ib, &wb).unwrap();
+            let d = moe::moe_route(
+                ctx,
+                &TensorView::f32_rows(&lb, 0, tn, e),
+                &TensorView::rows(&ib, Dtype::U32, 0, [tn as u64, k as u64], k as u64),
+                &TensorView::f32_rows(&wb, 0, tn, k),
+            )
+            .unwrap();
             ctx.run("moe_route", &[&d]).unwrap();
             let ids = ctx.read_u32(&ib, 0, nk + 4).unwrap();
             let ws = ctx.read_f32(&wb, 0, nk + 4).unwrap();
@@ -126,7 +133,15 @@ fn moe_combine_matches_the_formula() {
             let mut hpad = h0.clone();
             hpad.extend([f32::NAN; 4]);
             let hb = ctx.upload("h", &hpad).unwrap();
-            let d = moe::moe_combine(ctx, &xb, &wb, &sb, &gb, &hb, tn, k, hidden).unwrap();
+            let d = moe::moe_combine(
+                ctx,
+                &TensorView::f32_rows(&xb, 0, tn * k, hidden),
+                &TensorView::f32_rows(&wb, 0, tn, k),
+                &TensorView::f32_rows(&sb, 0, tn, hidden),
+                &TensorView::f32_rows(&gb, 0, tn, 1),
+                &TensorView::f32_rows(&hb, 0, tn, hidden),
+            )
+            .unwrap();
             ctx.run("moe_combine", &[&d]).unwrap();
             let got = ctx.read_f32(&hb, 0, tu * hu + 4).unwrap();
             let what = format!("seed {seed} T {tn} k {k} H {hidden}");
@@ -151,11 +166,44 @@ fn moe_arguments_are_checked() {
     let t = testing::contexts()[0];
     let ctx = &t.ctx;
     let b = ctx.storage("b", 1024).unwrap();
-    let err = moe::moe_route(ctx, &b, 1, 4, 5, &b, &b).unwrap_err();
-    assert!(moe::moe_route(ctx, &b, 1, 2048, 2, &b, &b).is_err());
+    let f = |rows, cols| TensorView::f32_rows(&b, 0, rows, cols);
+    let u = |rows: u64, cols: u64| TensorView::rows(&b, Dtype::U32, 0, [rows, cols], cols);
+    let err = moe::moe_route(ctx, &f(1, 4), &u(1, 5), &f(1, 5)).unwrap_err();
     assert!(err.to_string().contains("top_k 5"), "{err}");
-    let err = moe::moe_route(ctx, &b, 100, 8, 2, &b, &b).unwrap_err();
+    assert!(moe::moe_route(ctx, &f(1, 2048), &u(1, 2), &f(1, 2)).is_err());
+    let err = moe::moe_route(ctx, &f(100, 8), &u(100, 2), &f(100, 2)).unwrap_err();
     assert!(err.to_string().contains("logits needs"), "{err}");
-    let err = moe::moe_combine(ctx, &b, &b, &b, &b, &b, 2, 2, 100).unwrap_err();
+    // ids as f32, weights for other tokens, a view past element 0.
+    let err = moe::moe_route(ctx, &f(2, 8), &f(2, 2), &f(2, 2)).unwrap_err();
+    assert!(
+        err.to_string().contains("ids is F32, expected U32"),
+        "{err}"
+    );
+    let err = moe::moe_route(ctx, &f(2, 8), &u(2, 2), &f(3, 2)).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("weights has shape [3, 2], expected [2, 2]"),
+        "{err}"
+    );
+    let shifted = TensorView::f32_rows(&b, 4, 2, 2);
+    let err = moe::moe_route(ctx, &f(2, 8), &u(2, 2), &shifted).unwrap_err();
+    assert!(
+        err.to_string().contains("weights must start at element 0"),
+        "{err}"
+    );
+    let err =
+        moe::moe_combine(ctx, &f(4, 100), &f(2, 2), &f(2, 100), &f(2, 1), &f(2, 100)).unwrap_err();
     assert!(err.to_string().contains("expert_out needs"), "{err}");
+    let err = moe::moe_combine(ctx, &f(4, 8), &f(2, 2), &f(2, 8), &f(1, 2), &f(2, 8)).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("gate_logit has shape [1, 2], expected [2, 1]"),
+        "{err}"
+    );
+    let gaps = TensorView::rows(&b, Dtype::F32, 0, [2, 8], 9);
+    let err = moe::moe_combine(ctx, &f(4, 8), &f(2, 2), &gaps, &f(2, 1), &f(2, 8)).unwrap_err();
+    assert!(
+        err.to_string().contains("shared_out must be dense"),
+        "{err}"
+    );
 }

@@ -16,6 +16,7 @@ use qwgpu_checkpoint::Dtype;
 use qwgpu_kernels::matmul::{Epilogue, MatmulPath};
 use qwgpu_kernels::moe::grouped::{matmul_grouped_with, moe_group, GroupScratch, GroupedArgs};
 use qwgpu_kernels::testing::{self, Feature};
+use qwgpu_kernels::view::{Dtype as QDtype, TensorView};
 use qwgpu_kernels::{ContextOptions, GpuContext, GpuWeight, MatmulPrecision};
 
 mod support;
@@ -95,14 +96,15 @@ fn check_case(
     let y = ctx.upload("y", &init).unwrap();
     let scratch =
         GroupScratch::with_tile_pairs(ctx, pairs as u32, c.experts as u32, tile_pairs).unwrap();
-    let mut d = vec![moe_group(ctx, &idb, 0, pairs as u32, c.experts as u32, &scratch).unwrap()];
+    let ids_view = TensorView::words(&idb, 0, pairs as u32);
+    let mut d = vec![moe_group(ctx, &ids_view, c.experts as u32, &scratch).unwrap()];
+    let f32_rows = |b, rows: usize, cols: usize, stride: usize| {
+        TensorView::rows(b, QDtype::F32, 0, [rows as u64, cols as u64], stride as u64)
+    };
     let args = GroupedArgs {
-        x: &x,
-        x_stride: x_stride as u32,
+        x: f32_rows(&x, c.tokens, c.cols, x_stride),
         x_row_div: c.k as u32,
-        y: &y,
-        y_stride: y_stride as u32,
-        pairs: pairs as u32,
+        y: f32_rows(&y, pairs, width, y_stride),
         rows_per_expert: c.rpe as u32,
     };
     d.extend(

@@ -16,11 +16,23 @@ use qwgpu_kernels::matmul::{matmul_indexed, Epilogue, IndexedArgs};
 use qwgpu_kernels::moe::grouped::{
     matmul_grouped, moe_group, prefer_grouped, tile_bound, GroupScratch, GroupedArgs,
 };
+use qwgpu_kernels::view::{Dtype as QDtype, TensorView};
 use qwgpu_kernels::{testing, Dispatch, GpuContext, GpuWeight, KernelError};
 use qwgpu_loader::PackedWeight;
 
 mod support;
 use qwgpu_ops::rng::Rng;
+
+/// f32 `[rows, cols]`, rows `stride` apart, from element 0 of `buffer`.
+fn f32_strided(buffer: &wgpu::Buffer, rows: usize, cols: usize, stride: usize) -> TensorView<'_> {
+    TensorView::rows(
+        buffer,
+        QDtype::F32,
+        0,
+        [rows as u64, cols as u64],
+        stride as u64,
+    )
+}
 
 #[derive(Debug, Clone, Copy)]
 enum Scheme {
@@ -170,9 +182,7 @@ fn case(
     ctx.fill_f32(&scratch.buffer, f32::from_bits(0x7fff_fff0));
     let mut d = vec![moe_group(
         ctx,
-        &ids,
-        ids_off as u32,
-        pairs as u32,
+        &TensorView::words(&ids, ids_off as u32, pairs as u32),
         experts as u32,
         &scratch,
     )
@@ -182,12 +192,9 @@ fn case(
             ctx,
             gw,
             &GroupedArgs {
-                x: &x,
-                x_stride: x_stride as u32,
+                x: f32_strided(&x, x_rows, cols, x_stride),
                 x_row_div: x_div as u32,
-                y: &y_g,
-                y_stride: y_stride as u32,
-                pairs: pairs as u32,
+                y: f32_strided(&y_g, pairs, width, y_stride),
                 rows_per_expert: rpe as u32,
             },
             &scratch,
@@ -437,12 +444,9 @@ fn grouped_bad_arguments_are_typed_errors() {
     let y = ctx.storage("y", 64 * 10 * 4).unwrap();
     let scratch = GroupScratch::new(ctx, 64, 4).unwrap();
     let args = GroupedArgs {
-        x: &x,
-        x_stride: 16,
+        x: f32_strided(&x, 64, 16, 16),
         x_row_div: 1,
-        y: &y,
-        y_stride: 10,
-        pairs: 64,
+        y: f32_strided(&y, 64, 10, 10),
         rows_per_expert: 10,
     };
     assert!(matmul_grouped(ctx, &gw, &args, &scratch, Epilogue::Store).is_ok());
@@ -450,7 +454,11 @@ fn grouped_bad_arguments_are_typed_errors() {
         matmul_grouped(
             ctx,
             &gw,
-            &GroupedArgs { pairs: 65, ..args },
+            &GroupedArgs {
+                x: f32_strided(&x, 65, 16, 16),
+                y: f32_strided(&y, 65, 10, 10),
+                ..args
+            },
             &scratch,
             Epilogue::Store,
         ),
@@ -475,7 +483,7 @@ fn grouped_bad_arguments_are_typed_errors() {
             &gw,
             &GroupedArgs {
                 rows_per_expert: 5,
-                y_stride: 5,
+                y: f32_strided(&y, 64, 2, 5),
                 ..args
             },
             &scratch,
@@ -500,7 +508,10 @@ fn grouped_bad_arguments_are_typed_errors() {
         matmul_grouped(
             ctx,
             &gw,
-            &GroupedArgs { y: &x, ..args },
+            &GroupedArgs {
+                y: f32_strided(&x, 64, 10, 10),
+                ..args
+            },
             &scratch,
             Epilogue::Store,
         ),
@@ -511,24 +522,74 @@ fn grouped_bad_arguments_are_typed_errors() {
             ctx,
             &gw,
             &GroupedArgs {
-                y_stride: 9,
+                y: f32_strided(&y, 64, 10, 9),
                 ..args
             },
             &scratch,
             Epilogue::Store,
         ),
-        "stride",
+        "y stride 9 is below its row width 10",
+    );
+    // Views of another shape than the weight and the pairs say, or past element 0.
+    arguments_error(
+        matmul_grouped(
+            ctx,
+            &gw,
+            &GroupedArgs {
+                x: f32_strided(&x, 63, 16, 16),
+                ..args
+            },
+            &scratch,
+            Epilogue::Store,
+        ),
+        "x has shape [63, 16], expected [64, 16]",
+    );
+    arguments_error(
+        matmul_grouped(
+            ctx,
+            &gw,
+            &GroupedArgs {
+                y: f32_strided(&y, 64, 5, 10),
+                ..args
+            },
+            &scratch,
+            Epilogue::Store,
+        ),
+        "y has shape [64, 5], expected [64, 10]",
+    );
+    arguments_error(
+        matmul_grouped(
+            ctx,
+            &gw,
+            &GroupedArgs {
+                x: TensorView::rows(&x, QDtype::F32, 16, [63, 16], 16),
+                y: f32_strided(&y, 63, 10, 10),
+                ..args
+            },
+            &scratch,
+            Epilogue::Store,
+        ),
+        "x must start at element 0",
     );
     let ids = ctx.storage("ids", 64 * 4).unwrap();
-    assert!(moe_group(ctx, &ids, 0, 64, 4, &scratch).is_ok());
+    let words = |offset, len| TensorView::words(&ids, offset, len);
+    assert!(moe_group(ctx, &words(0, 64), 4, &scratch).is_ok());
+    let err = moe_group(ctx, &words(1, 64), 4, &scratch).unwrap_err();
+    assert!(
+        err.to_string().contains("ids needs elements 1..65"),
+        "{err}"
+    );
     assert!(matches!(
-        moe_group(ctx, &ids, 1, 64, 4, &scratch),
+        moe_group(ctx, &words(0, 64), 5, &scratch),
         Err(KernelError::Arguments { .. })
     ));
-    assert!(matches!(
-        moe_group(ctx, &ids, 0, 64, 5, &scratch),
-        Err(KernelError::Arguments { .. })
-    ));
+    let wide = GroupScratch::new(ctx, 128, 4).unwrap();
+    let f32_ids = TensorView::f32_rows(&ids, 0, 1, 64);
+    let err = moe_group(ctx, &f32_ids, 4, &wide).unwrap_err();
+    assert!(
+        err.to_string().contains("ids is F32, expected U32"),
+        "{err}"
+    );
     assert!(!prefer_grouped(1, 1) && !prefer_grouped(31, 8) && prefer_grouped(32, 8));
     assert!(matches!(
         GroupScratch::new(ctx, 8, 2000),
@@ -636,15 +697,12 @@ fn grouped_bench_real_dims() {
             let out_g = ctx.storage("out g", (pairs * h * 4) as u64).unwrap();
             let out_i = ctx.storage("out i", (pairs * h * 4) as u64).unwrap();
             let scratch = GroupScratch::new(ctx, pairs as u32, experts as u32).unwrap();
-            let mut g =
-                vec![moe_group(ctx, &ids, 0, pairs as u32, experts as u32, &scratch).unwrap()];
-            let ga = |x, xs, div, y, ys, rpe| GroupedArgs {
-                x,
-                x_stride: xs,
+            let ids_view = TensorView::words(&ids, 0, pairs as u32);
+            let mut g = vec![moe_group(ctx, &ids_view, experts as u32, &scratch).unwrap()];
+            let ga = |x, xs: u32, div: u32, y, ys: u32, rpe: u32| GroupedArgs {
+                x: f32_strided(x, (pairs - 1) / div as usize + 1, xs as usize, xs as usize),
                 x_row_div: div,
-                y,
-                y_stride: ys,
-                pairs: pairs as u32,
+                y: f32_strided(y, pairs, ys as usize, ys as usize),
                 rows_per_expert: rpe,
             };
             g.extend(

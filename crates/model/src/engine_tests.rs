@@ -14,6 +14,9 @@ fn models() -> (Model, Model) {
     let gpu = Model::from_packed(&packed, &opts(Backend::Gpu)).expect("gpu model");
     let cpu = Model::from_packed(&packed, &opts(Backend::Cpu)).expect("cpu model");
     assert!(gpu.is_gpu() && !cpu.is_gpu());
+    // In the coverage table (column `full`; on hardware it must have what ships).
+    let ctx = gpu.gpu_context().expect("a GPU model has a context");
+    assert!(qwgpu_kernels::testing::require_model("full", ctx));
     (gpu, cpu)
 }
 

@@ -15,8 +15,12 @@ fn run(variant: Variant) {
         return;
     }
     // Recorded in the coverage table against the variant's shared context
-    // (same adapter and options as the model's own).
-    assert!(testing::context(variant).has(&[]));
+    // (same adapter and options as the model's own); on hardware the full
+    // and trusted columns must have what ships (`testing::require_model`).
+    assert!(testing::require_model(
+        variant.name(),
+        &testing::context(variant).ctx
+    ));
     let opts = LoadOptions {
         backend: Backend::Gpu,
         gpu: variant.options(),

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use qwgpu_kernels::testing::{self, Variant};
 use qwgpu_model::engine::{Backend, ContextOptions, LoadOptions, Model};
 use qwgpu_model::golden::fixtures_dir;
 use qwgpu_model::ModelError;
@@ -19,6 +20,16 @@ fn rss_anon() -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("RssAnon in /proc/self/status");
     kb * 1024
+}
+
+/// Records the calling test in the coverage table (column `full`) against
+/// the shared test context of the same adapter, for tests whose model is
+/// refused before it has a device of its own.
+fn covered() {
+    assert!(testing::require_model(
+        "full",
+        &testing::context(Variant::Full).ctx
+    ));
 }
 
 fn gpu() -> LoadOptions {
@@ -165,6 +176,7 @@ fn streaming_load_keeps_peak_anonymous_memory_far_below_a_host_copy() {
     let (dir, embed_bytes) = sparse_big_embedding_checkpoint();
     let (model, grew) = peak_anon_growth(|| Model::load(dir.path(), &gpu()).expect("load"));
     let ctx = model.gpu_context().expect("a GPU model");
+    assert!(testing::require_model("full", ctx));
     // What the device holds: every weight, the embedding dominating (the
     // other tensors of the fixture take ~250 KB).
     let on_device = if ctx.software { embed_bytes } else { 0 };
@@ -184,6 +196,7 @@ fn streaming_load_keeps_peak_anonymous_memory_far_below_a_host_copy() {
 
 #[test]
 fn a_model_over_the_gpu_budget_is_refused_before_upload() {
+    covered();
     let dir = fixtures_dir().join("dense-bf16-text");
     let opts = LoadOptions {
         gpu_memory_budget: Some(1000),
@@ -200,6 +213,7 @@ fn a_model_over_the_gpu_budget_is_refused_before_upload() {
 
 #[test]
 fn an_unknown_adapter_is_a_typed_error_naming_the_available_ones() {
+    covered();
     let opts = LoadOptions {
         gpu: ContextOptions {
             adapter: Some("no-such-gpu-xyz".into()),

@@ -2,6 +2,7 @@
 //! MoE, prompts longer than one prefill step), session snapshot / restore /
 //! fork, and typed errors on device loss. Runs on lavapipe in CI.
 
+use qwgpu_kernels::testing;
 use qwgpu_model::engine::{Backend, ContextOptions, LoadOptions, Model, SamplingParams, Session};
 use qwgpu_model::testing::{random_packed_model, tiny_config, Rng};
 use qwgpu_model::ModelError;
@@ -29,7 +30,18 @@ fn models(moe: bool, seed: u64, max_chunk: usize, fallback: bool) -> (Model, Mod
     let cpu =
         Model::from_packed(&packed, &opts(Backend::Cpu, max_chunk, fallback)).expect("cpu model");
     assert!(gpu.is_gpu() && !cpu.is_gpu());
+    covered(&gpu, fallback);
     (gpu, cpu)
+}
+
+/// Records the calling test in the coverage table against the GPU model's own
+/// device, in the column of its options (`full`, or `fallback`: no subgroups,
+/// no f16, WebGPU's limits); on a hardware adapter the full column fails
+/// without subgroups, f16 or cooperative matrices (`testing::require_model`).
+fn covered(gpu: &Model, fallback: bool) {
+    let label = if fallback { "fallback" } else { "full" };
+    let ctx = gpu.gpu_context().expect("a GPU model has a context");
+    assert!(testing::require_model(label, ctx));
 }
 
 fn prompt(rng: &mut Rng, n: usize, vocab: usize) -> Vec<u32> {

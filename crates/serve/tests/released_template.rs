@@ -11,12 +11,15 @@
 //! exactly the token ids of transformers' rendering.
 //!
 //! The folder is `$QWGPU_CHAT_TEMPLATES_DIR`, else `../shared/templates` beside
-//! the workspace root. Without it the test fails, unless
-//! `QWGPU_ALLOW_MISSING_TEMPLATES=1` (what `.ci/run` sets, with a banner, when
-//! the folder is not there); `QWGPU_REQUIRE_TEMPLATES` makes it fail even then.
+//! the workspace root. Without it the tests fail, unless
+//! `QWGPU_ALLOW_MISSING_TEMPLATES=1` (what `.ci/run` sets when the folder is
+//! not there): then they are recorded as skipped for "template file missing"
+//! in the coverage table `cargo xtask ci` prints (`QWGPU_COVERAGE_DIR`), and
+//! pass; `QWGPU_REQUIRE_TEMPLATES` makes them fail even then.
 
 use std::path::{Path, PathBuf};
 
+use qwgpu_kernels::testing::{self, Outcome};
 use qwgpu_model::engine::{Backend, LoadOptions};
 use qwgpu_serve::chat_request;
 use qwgpu_serve::chat_template::{ChatTemplate, Message, RenderOptions};
@@ -46,45 +49,130 @@ fn env_set(name: &str) -> bool {
     std::env::var_os(name).is_some_and(|v| !v.is_empty())
 }
 
-/// The released template's source, or `None` when the folder is missing and
-/// that is allowed (`QWGPU_ALLOW_MISSING_TEMPLATES=1`, without
-/// `QWGPU_REQUIRE_TEMPLATES`).
-fn released_template() -> Option<(String, PathBuf)> {
-    let (dir, how) = match std::env::var_os("QWGPU_CHAT_TEMPLATES_DIR") {
-        Some(d) if !d.is_empty() => (PathBuf::from(d), "QWGPU_CHAT_TEMPLATES_DIR"),
-        _ => (
-            workspace_root().join("../shared/templates"),
-            "../shared/templates beside the workspace root",
-        ),
-    };
-    let path = dir.join(TEMPLATE);
-    match std::fs::read_to_string(&path) {
-        Ok(source) => return Some((source, path)),
-        // An explicitly named folder must hold the template.
-        Err(e) if how == "QWGPU_CHAT_TEMPLATES_DIR" => {
-            panic!("{path}: {e} (from {how})", path = path.display())
+/// Why a template test did not run, in the coverage table.
+const MISSING: &str = "template file missing";
+/// The coverage table's column of the template tests (they use no GPU).
+const COLUMN: &str = "host";
+
+/// Where the released template was looked for and what the environment allows.
+struct Lookup {
+    /// `$QWGPU_CHAT_TEMPLATES_DIR`, if set: it must hold the template.
+    named: Option<PathBuf>,
+    /// The folder otherwise: `../shared/templates` beside the workspace root.
+    beside: PathBuf,
+    /// `QWGPU_ALLOW_MISSING_TEMPLATES=1`.
+    allow_missing: bool,
+    /// `QWGPU_REQUIRE_TEMPLATES` (set: missing fails even when allowed).
+    require: bool,
+}
+
+impl Lookup {
+    fn from_env() -> Self {
+        Self {
+            named: std::env::var_os("QWGPU_CHAT_TEMPLATES_DIR")
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from),
+            beside: workspace_root().join("../shared/templates"),
+            allow_missing: std::env::var("QWGPU_ALLOW_MISSING_TEMPLATES").is_ok_and(|v| v == "1"),
+            require: env_set("QWGPU_REQUIRE_TEMPLATES"),
         }
-        Err(_) => {}
     }
-    let banner = format!(
-        "\n{line}\nTHE RELEASED CHAT TEMPLATE IS MISSING: {path} ({how}).\n\
-         Put the shared templates folder beside the checkout or set QWGPU_CHAT_TEMPLATES_DIR.\n{line}",
-        line = "!".repeat(78),
-        path = path.display(),
-    );
-    let allowed = std::env::var("QWGPU_ALLOW_MISSING_TEMPLATES").is_ok_and(|v| v == "1");
-    if env_set("QWGPU_REQUIRE_TEMPLATES") {
-        panic!("{banner}\nQWGPU_REQUIRE_TEMPLATES is set: the template test cannot run.");
-    }
-    if !allowed {
-        let ci = if env_set("CI") { " (CI is set)" } else { "" };
-        panic!(
-            "{banner}\nThe template test fails without it{ci}; \
-             QWGPU_ALLOW_MISSING_TEMPLATES=1 lets it pass unchecked."
+
+    /// `Ok(Some(..))`: the template's source and path; `Ok(None)`: missing,
+    /// and allowed to be (a skip); `Err`: missing where it must not be, why.
+    fn find(&self) -> Result<Option<(String, PathBuf)>, String> {
+        let (dir, how) = match &self.named {
+            Some(d) => (d.clone(), "QWGPU_CHAT_TEMPLATES_DIR"),
+            None => (
+                self.beside.clone(),
+                "../shared/templates beside the workspace root",
+            ),
+        };
+        let path = dir.join(TEMPLATE);
+        let e = match std::fs::read_to_string(&path) {
+            Ok(source) => return Ok(Some((source, path))),
+            Err(e) => e,
+        };
+        let missing = format!(
+            "the released chat template is missing: {path}: {e} ({how}); put the shared \
+             templates folder beside the checkout or set QWGPU_CHAT_TEMPLATES_DIR",
+            path = path.display(),
         );
+        if self.named.is_some() {
+            // An explicitly named folder must hold the template.
+            return Err(missing);
+        }
+        if self.require {
+            return Err(format!(
+                "{missing}\nQWGPU_REQUIRE_TEMPLATES is set: the template test cannot run."
+            ));
+        }
+        if !self.allow_missing {
+            let ci = if env_set("CI") { " (CI is set)" } else { "" };
+            return Err(format!(
+                "{missing}\nThe template test fails without it{ci}; \
+                 QWGPU_ALLOW_MISSING_TEMPLATES=1 records it as skipped (\"{MISSING}\" in the \
+                 coverage table) instead."
+            ));
+        }
+        eprintln!("{missing}\nQWGPU_ALLOW_MISSING_TEMPLATES=1: recorded as skipped ({MISSING}).");
+        Ok(None)
     }
-    eprintln!("{banner}\nQWGPU_ALLOW_MISSING_TEMPLATES=1: the released template is NOT checked.");
-    None
+}
+
+/// The released template's source, or `None` when the folder is missing and
+/// that is allowed ([`Lookup::find`]). Either way the calling test is
+/// recorded in the coverage table (`QWGPU_COVERAGE_DIR`): ran, skipped for
+/// "template file missing", or failed for it (and panics).
+fn released_template() -> Option<(String, PathBuf)> {
+    let found = Lookup::from_env().find();
+    let outcome = match &found {
+        Ok(Some(_)) => Outcome::Ran,
+        Ok(None) => Outcome::Skipped {
+            missing: MISSING,
+            on_purpose: false,
+        },
+        Err(_) => Outcome::Failed { missing: MISSING },
+    };
+    testing::record_host(COLUMN, outcome);
+    found.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A missing template fails the test unless `QWGPU_ALLOW_MISSING_TEMPLATES=1`
+/// (then it is a skip, recorded), and always when its folder was named or
+/// `QWGPU_REQUIRE_TEMPLATES` is set; a present one is found either way.
+#[test]
+fn a_missing_template_fails_unless_allowed_and_then_is_a_skip() {
+    let nowhere = std::env::temp_dir().join(format!(
+        "qwgpu-no-templates-{pid}/shared/templates",
+        pid = std::process::id()
+    ));
+    let lookup = |named: Option<PathBuf>, allow_missing, require| Lookup {
+        named,
+        beside: nowhere.clone(),
+        allow_missing,
+        require,
+    };
+    let err = lookup(None, false, false).find().unwrap_err();
+    assert!(
+        err.contains("missing") && err.contains("QWGPU_ALLOW_MISSING_TEMPLATES=1"),
+        "{err}"
+    );
+    assert_eq!(lookup(None, true, false).find(), Ok(None));
+    assert!(lookup(None, true, true).find().is_err());
+    assert!(lookup(Some(nowhere.clone()), true, false).find().is_err());
+    // A folder that holds it: found, allowed to be missing or not.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join(TEMPLATE), "{{ 1 }}").expect("template");
+    let here = Lookup {
+        beside: dir.path().to_path_buf(),
+        ..lookup(None, false, false)
+    };
+    let (source, path) = here.find().unwrap().expect("found");
+    assert_eq!(
+        (source.as_str(), path),
+        ("{{ 1 }}", dir.path().join(TEMPLATE))
+    );
 }
 
 /// Every case in `cases.json`, keys in the order written.

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use qwgpu_kernels::testing::{self, Variant};
 use qwgpu_model::engine::{Backend, LoadOptions};
 use qwgpu_serve::chat_template::{ChatTemplate, Message, RenderOptions};
 use qwgpu_serve::metrics::parse_metric;
@@ -536,12 +537,19 @@ async fn prefill_chunks_follow_the_option_and_change_no_reply() {
     assert_eq!(replies[0], replies[1]);
 }
 
-/// Fails (never skips) without a GPU adapter: CI has lavapipe.
+/// Fails (never skips) without a GPU adapter: CI has lavapipe. Records the
+/// calling test in the coverage table (column `full`) against the shared test
+/// context of the adapter the server's model opens (`testing::require_model`:
+/// on hardware it must have subgroups, f16 and cooperative matrices).
 fn require_gpu() {
     assert!(
         qwgpu_model::engine::gpu_adapter_name().is_some(),
         "no GPU adapter: the GPU server tests need one (lavapipe: apt-get install mesa-vulkan-drivers)"
     );
+    assert!(testing::require_model(
+        "full",
+        &testing::context(Variant::Full).ctx
+    ));
 }
 
 /// The same on the GPU backend (lavapipe in CI), where `decode_batch` runs

@@ -3,6 +3,7 @@
 //! norm and the head.
 
 use qwgpu_kernels::matmul::Epilogue;
+use qwgpu_kernels::view::TensorView;
 use qwgpu_kernels::{embed, Dispatch};
 
 use super::activations::Activations;
@@ -26,10 +27,8 @@ pub(crate) fn record(
     d.extend(embed::embed(
         r.ctx,
         &w.embed,
-        &a.stream.ids,
-        0,
-        &a.stream.h,
-        t as u32,
+        &TensorView::words(&a.stream.ids, 0, t as u32),
+        &TensorView::f32_rows(&a.stream.h, 0, t as u32, r.c.hidden_size as u32),
     )?);
     let view = s.view();
     if s.layers.len() != w.layers.len() {
@@ -61,10 +60,8 @@ pub(crate) fn record_batch(
     d.extend(embed::embed(
         r.ctx,
         &w.embed,
-        &a.stream.ids,
-        0,
-        &a.stream.h,
-        b as u32,
+        &TensorView::words(&a.stream.ids, 0, b as u32),
+        &TensorView::f32_rows(&a.stream.h, 0, b as u32, r.c.hidden_size as u32),
     )?);
     for (li, layer) in w.layers.iter().enumerate() {
         let rows = sessions

@@ -11,6 +11,8 @@ use crate::ModelError;
 
 fn model(seed: u64) -> GpuModel {
     let ctx = Arc::new(GpuContext::new(&ContextOptions::default()).expect("GPU context"));
+    // In the coverage table (column `full`; on hardware it must have what ships).
+    assert!(qwgpu_kernels::testing::require_model("full", &ctx));
     let packed = random_packed_model(&tiny_config(false), false, seed);
     GpuModel::from_packed(ctx, &packed, 16, &mut |_| {}).expect("GPU model")
 }

@@ -8,6 +8,7 @@ use qwgpu_checkpoint::expected::Packed;
 use qwgpu_checkpoint::{FfnConfig, TextConfig};
 use qwgpu_kernels::matmul::{matmul_indexed, matmul_indexed_normed, Epilogue, IndexedArgs};
 use qwgpu_kernels::moe::grouped::{self, GroupScratch, GroupedArgs};
+use qwgpu_kernels::view::{Dtype, TensorView};
 use qwgpu_kernels::{moe, Dispatch, GpuWeight};
 use qwgpu_loader::MoeWeights;
 
@@ -101,21 +102,21 @@ impl Ffn for Moe {
             t,
             Epilogue::Store,
         )?);
+        let (tu, k) = (t as u32, self.top_k);
+        let ids = TensorView::rows(&m.ids, Dtype::U32, 0, [t as u64, k as u64], k as u64);
+        let weights = TensorView::f32_rows(&m.weights, 0, tu, k);
         d.push(moe::moe_route(
             r.ctx,
-            &m.router_logits,
-            t as u32,
-            self.experts,
-            self.top_k,
-            &m.ids,
-            &m.weights,
+            &TensorView::f32_rows(&m.router_logits, 0, tu, self.experts),
+            &ids,
+            &weights,
         )?);
         // The grouped GEMM reads the written rows: never with the fused norm.
         match (input, &m.group) {
             (Input::Rows(x), Some(scratch))
                 if grouped_ok && t > 1 && grouped::prefer_grouped(pairs, self.experts) =>
             {
-                self.experts_grouped(r, x, m, scratch, pairs, d)?
+                self.experts_grouped(r, x, m, scratch, t as u32, d)?
             }
             _ => self.experts_indexed(r, input, m, pairs, d)?,
         }
@@ -145,14 +146,11 @@ impl Ffn for Moe {
         )?);
         d.push(moe::moe_combine(
             r.ctx,
-            &m.expert_out,
-            &m.weights,
-            &m.shared_out,
-            &m.gate_logit,
-            &a.stream.h,
-            t as u32,
-            self.top_k,
-            h,
+            &TensorView::f32_rows(&m.expert_out, 0, pairs, h),
+            &weights,
+            &TensorView::f32_rows(&m.shared_out, 0, tu, h),
+            &TensorView::f32_rows(&m.gate_logit, 0, tu, 1),
+            &TensorView::f32_rows(&a.stream.h, 0, tu, h),
         )?);
         Ok(())
     }
@@ -168,28 +166,25 @@ impl Moe {
         x: &wgpu::Buffer,
         m: &MoeActs,
         scratch: &GroupScratch,
-        pairs: u32,
+        t: u32,
         d: &mut Vec<Dispatch>,
     ) -> Result<(), ModelError> {
         let h = r.c.hidden_size as u32;
+        let pairs = t * self.top_k;
         d.push(grouped::moe_group(
             r.ctx,
-            &m.ids,
-            0,
-            pairs,
+            &TensorView::words(&m.ids, 0, pairs),
             self.experts,
             scratch,
         )?);
+        let expert_act = TensorView::f32_rows(&m.expert_act, 0, pairs, self.inter);
         d.extend(grouped::matmul_grouped(
             r.ctx,
             &self.experts_gate_up,
             &GroupedArgs {
-                x,
-                x_stride: h,
+                x: TensorView::f32_rows(x, 0, t, h),
                 x_row_div: self.top_k,
-                y: &m.expert_act,
-                y_stride: self.inter,
-                pairs,
+                y: expert_act,
                 rows_per_expert: 2 * self.inter,
             },
             scratch,
@@ -199,12 +194,9 @@ impl Moe {
             r.ctx,
             &self.experts_down,
             &GroupedArgs {
-                x: &m.expert_act,
-                x_stride: self.inter,
+                x: expert_act,
                 x_row_div: 1,
-                y: &m.expert_out,
-                y_stride: h,
-                pairs,
+                y: TensorView::f32_rows(&m.expert_out, 0, pairs, h),
                 rows_per_expert: h,
             },
             scratch,
