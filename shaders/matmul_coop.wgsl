@@ -168,9 +168,9 @@ var<workgroup> st_inv: array<f32, TM>;
 const NONE: u32 = 0xffffffffu;
 
 // GATHER: this workgroup's tile-table entry and expert's first weight row.
-var<private> g_first: u32;
-var<private> g_count: u32;
-var<private> g_base: u32;
+var<private> g_first: u32 = 0u;
+var<private> g_count: u32 = 0u;
+var<private> g_base: u32 = 0u;
 var<workgroup> g_live: u32;
 
 // Element offset of the x row of tile row lt, or NONE past the rows.
@@ -286,6 +286,9 @@ fn x_store(i: u32, v: vec4<f32>) {
         h = vec4<f16>(hi);
         let l = vec4<f16>(vs - hi);
         put_xl(o, l);
+    } else if (SCALE_X) {
+        // Rounded here (ties to even), so the conversion below is exact.
+        h = vec4<f16>(f16_round(vs));
     } else {
         h = vec4<f16>(vs);
     }
@@ -347,8 +350,8 @@ fn epilogue(sg: u32, sl: u32, m0: u32, nt0: u32, r: u32) {
                     u *= st_inv[lt];
                 }
                 if (row_scaled()) {
-                    g *= row_scale(n);
-                    u *= row_scale(p.half + n);
+                    g *= row_scale(g_base + n);
+                    u *= row_scale(g_base + p.half + n);
                 }
                 ys[yb + n] = silu(g) * u;
             }
@@ -366,7 +369,7 @@ fn epilogue(sg: u32, sl: u32, m0: u32, nt0: u32, r: u32) {
                     v *= st_inv[lt];
                 }
                 if (row_scaled()) {
-                    v *= row_scale(n);
+                    v *= row_scale(g_base + n);
                 }
                 let yi = yb + n;
                 if (p.epi == 1u) {

@@ -82,7 +82,7 @@ fn tile_row_max(j: u32, g: u32) -> f32 {
 
 // x rounded as the fast path rounds it: f16(x s), back in f32.
 fn fast_x(v: f32, s: f32) -> f32 {
-    return unpack2x16float(pack2x16float(vec2<f32>(v * s, 0.0))).x;
+    return f16_round(vec4<f32>(v * s)).x;
 }
 
 @compute @workgroup_size(16, 16)

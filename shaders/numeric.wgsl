@@ -52,3 +52,13 @@ fn softplus(x: f32) -> f32 {
     }
     return log(1.0 + exp(x));
 }
+
+// x rounded to the nearest f16 value, ties to even, as an f32 (subnormal f16
+// values included; |x| must stay below 65520). Integer-free and independent
+// of how the hardware rounds f32 -> f16 conversions (WGSL lets a conversion
+// pick either neighbour): the f16 quantum of x is 2^(e - 11) for x = m 2^e
+// with m in [0.5, 1), at least 2^-24, and round() ties to even.
+fn f16_round(x: vec4<f32>) -> vec4<f32> {
+    let q = ldexp(vec4<f32>(1.0), max(frexp(x).exp - vec4<i32>(11), vec4<i32>(-24)));
+    return round(x / q) * q;
+}

@@ -758,6 +758,9 @@ fn matmul_impl(
                 .bind("ys", args.y)
                 // x again, read as vec4s when its rows are aligned.
                 .bind("xs4", args.x)
+                // The coop module's grouped mode reads a tile table there; a
+                // dense launch never does (bound only where the entry uses it).
+                .bind("ids", &w.meta)
                 .params(&p)
                 .record()?,
         );

@@ -140,7 +140,10 @@ fn recorded_launches_are_replayed_only_for_their_key() {
         toks = [got[0], got[1]];
     }
     assert!(s.position() > 256);
-    // The states the batched steps left are the lone steps' (bit for bit).
+    // The states the batched steps left are the lone steps': the batch's
+    // projections run a GEMM over its rows (another summation order than the
+    // lone GEMV), so equal within 1e-4 of the logit scale; a stale buffer or
+    // page would be off by far more.
     for (sess, (r, &t)) in [&mut s, &mut other]
         .into_iter()
         .zip(refs.iter_mut().zip(&toks))
@@ -149,9 +152,14 @@ fn recorded_launches_are_replayed_only_for_their_key() {
             m.forward(sess, &[t], true).unwrap(),
             m.forward(r, &[t], true).unwrap(),
         );
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let diff = a
+            .iter()
+            .zip(&b)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
         assert!(
-            a == b,
-            "logits after the batched steps differ from the lone steps'"
+            diff <= 1e-4 * scale,
+            "logits after the batched steps differ from the lone steps' by {diff:e} (scale {scale:e})"
         );
     }
 }
