@@ -86,79 +86,13 @@ override CPR: u32 = CK / CW;
 override NW: u32 = (TN * CPR + WG - 1u) / WG;
 override SGS: u32 = WG / SGN;
 // Halves per staged tile (workgroup arrays sized by an override).
-// V4 (override, for measurements): the staged tiles are arrays of
-// vec4<f16> (one store per 4 halves; fragments loaded with the stride
-// counted in vec4s) instead of f16 (four stores). The arrays of the other
-// layout, and the lo part outside EXACT, shrink to one element.
-override V4: bool = false;
 override TILE_HALVES: u32 = TM * LDS;
-override H_X: u32 = select(TILE_HALVES, 1u, V4);
-override H_XL: u32 = select(1u, H_X, EXACT);
-override Q_X: u32 = select(1u, TILE_HALVES / 4u, V4);
-override Q_XL: u32 = select(1u, Q_X, EXACT);
+// The lo part exists only in EXACT (one element otherwise).
+override XL_HALVES: u32 = select(1u, TILE_HALVES, EXACT);
 
-var<workgroup> st_x: array<f16, H_X>;     // [token][column], hi part
-var<workgroup> st_xl: array<f16, H_XL>;   // EXACT: lo part
-var<workgroup> st_w: array<f16, H_X>;     // [weight row][column]
-var<workgroup> st_x4: array<vec4<f16>, Q_X>;    // V4: the same, 4 halves each
-var<workgroup> st_xl4: array<vec4<f16>, Q_XL>;
-var<workgroup> st_w4: array<vec4<f16>, Q_X>;
-
-// Stores 4 halves at half offset o (a multiple of 4) of a staged tile.
-fn put_x(o: u32, h: vec4<f16>) {
-    if (V4) {
-        st_x4[o / 4u] = h;
-    } else {
-        st_x[o] = h.x;
-        st_x[o + 1u] = h.y;
-        st_x[o + 2u] = h.z;
-        st_x[o + 3u] = h.w;
-    }
-}
-
-fn put_xl(o: u32, h: vec4<f16>) {
-    if (V4) {
-        st_xl4[o / 4u] = h;
-    } else {
-        st_xl[o] = h.x;
-        st_xl[o + 1u] = h.y;
-        st_xl[o + 2u] = h.z;
-        st_xl[o + 3u] = h.w;
-    }
-}
-
-fn put_w(o: u32, h: vec4<f16>) {
-    if (V4) {
-        st_w4[o / 4u] = h;
-    } else {
-        st_w[o] = h.x;
-        st_w[o + 1u] = h.y;
-        st_w[o + 2u] = h.z;
-        st_w[o + 3u] = h.w;
-    }
-}
-
-// Fragment loads at half offset o (a multiple of 8) of a staged tile.
-fn frag_x(o: u32) -> coop_mat16x16<f16, A> {
-    if (V4) {
-        return coopLoadT<coop_mat16x16<f16, A>>(&st_x4[o / 4u], LDS / 4u);
-    }
-    return coopLoadT<coop_mat16x16<f16, A>>(&st_x[o], LDS);
-}
-
-fn frag_xl(o: u32) -> coop_mat16x16<f16, A> {
-    if (V4) {
-        return coopLoadT<coop_mat16x16<f16, A>>(&st_xl4[o / 4u], LDS / 4u);
-    }
-    return coopLoadT<coop_mat16x16<f16, A>>(&st_xl[o], LDS);
-}
-
-fn frag_w(o: u32) -> coop_mat16x16<f16, B> {
-    if (V4) {
-        return coopLoad<coop_mat16x16<f16, B>>(&st_w4[o / 4u], LDS / 4u);
-    }
-    return coopLoad<coop_mat16x16<f16, B>>(&st_w[o], LDS);
-}
+var<workgroup> st_x: array<f16, TILE_HALVES>;   // [token][column], hi part
+var<workgroup> st_xl: array<f16, XL_HALVES>;    // EXACT: lo part
+var<workgroup> st_w: array<f16, TILE_HALVES>;   // [weight row][column]
 // Per subgroup, two 16x16 result fragments (row-major, token rows).
 var<workgroup> st_y: array<f32, SGN * 512u>;
 // SCALE_X: per token row of the tile, the power-of-two scale of x and its inverse.
@@ -285,14 +219,20 @@ fn x_store(i: u32, v: vec4<f32>) {
         let hi = bitcast<vec4<f32>>((bitcast<vec4<u32>>(vs) + vec4<u32>(0x1000u)) & vec4<u32>(0xffffe000u));
         h = vec4<f16>(hi);
         let l = vec4<f16>(vs - hi);
-        put_xl(o, l);
+        st_xl[o] = l.x;
+        st_xl[o + 1u] = l.y;
+        st_xl[o + 2u] = l.z;
+        st_xl[o + 3u] = l.w;
     } else if (SCALE_X) {
         // Rounded here (ties to even), so the conversion below is exact.
         h = vec4<f16>(f16_round(vs));
     } else {
         h = vec4<f16>(vs);
     }
-    put_x(o, h);
+    st_x[o] = h.x;
+    st_x[o + 1u] = h.y;
+    st_x[o + 2u] = h.z;
+    st_x[o + 3u] = h.w;
 }
 
 // Largest |x| of the x row at element offset base (0 for NONE), partial per lane.
@@ -533,7 +473,10 @@ fn mm_coop(@builtin(local_invocation_index) lid: u32,
                     }
                     let h = vec4<f16>(d);
                     let o = lc * LDS + ck * CW + 4u * g;
-                    put_w(o, h);
+                    st_w[o] = h.x;
+                    st_w[o + 1u] = h.y;
+                    st_w[o + 2u] = h.z;
+                    st_w[o + 3u] = h.w;
                 }
             }
         }
@@ -545,12 +488,12 @@ fn mm_coop(@builtin(local_invocation_index) lid: u32,
         for (var kk = 0u; kk < CK; kk += 16u) {
             let xa = fm * LDS + kk;
             let wa_ = fn_ * LDS + kk;
-            let a0 = frag_x(xa);
-            let a1 = frag_x(xa + 16u * LDS);
-            let b0 = frag_w(wa_);
-            let b1 = frag_w(wa_ + 16u * LDS);
-            let b2 = frag_w(wa_ + 32u * LDS);
-            let b3 = frag_w(wa_ + 48u * LDS);
+            let a0 = coopLoadT<coop_mat16x16<f16, A>>(&st_x[xa], LDS);
+            let a1 = coopLoadT<coop_mat16x16<f16, A>>(&st_x[xa + 16u * LDS], LDS);
+            let b0 = coopLoad<coop_mat16x16<f16, B>>(&st_w[wa_], LDS);
+            let b1 = coopLoad<coop_mat16x16<f16, B>>(&st_w[wa_ + 16u * LDS], LDS);
+            let b2 = coopLoad<coop_mat16x16<f16, B>>(&st_w[wa_ + 32u * LDS], LDS);
+            let b3 = coopLoad<coop_mat16x16<f16, B>>(&st_w[wa_ + 48u * LDS], LDS);
             c00 = coopMultiplyAdd(a0, b0, c00);
             c01 = coopMultiplyAdd(a0, b1, c01);
             c02 = coopMultiplyAdd(a0, b2, c02);
@@ -560,8 +503,8 @@ fn mm_coop(@builtin(local_invocation_index) lid: u32,
             c12 = coopMultiplyAdd(a1, b2, c12);
             c13 = coopMultiplyAdd(a1, b3, c13);
             if (EXACT) {
-                let l0 = frag_xl(xa);
-                let l1 = frag_xl(xa + 16u * LDS);
+                let l0 = coopLoadT<coop_mat16x16<f16, A>>(&st_xl[xa], LDS);
+                let l1 = coopLoadT<coop_mat16x16<f16, A>>(&st_xl[xa + 16u * LDS], LDS);
                 c00 = coopMultiplyAdd(l0, b0, c00);
                 c01 = coopMultiplyAdd(l0, b1, c01);
                 c02 = coopMultiplyAdd(l0, b2, c02);

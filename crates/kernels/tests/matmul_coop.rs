@@ -600,20 +600,11 @@ fn coop_vs_scalar_speed() {
         let x = ctx.upload("x", &rng.normal_vec(t * n)).unwrap();
         let y = ctx.storage("y", (t * n * 4) as u64).unwrap();
         let mut first_rows: Option<Vec<f32>> = None;
-        for (exact, prefetch, scale_x, v4) in [
-            (1, 1, 1, 0),
-            (1, 1, 1, 1),
-            (0, 1, 1, 0),
-            (0, 1, 1, 1),
-            (0, 1, 0, 0),
-            (0, 1, 0, 1),
-            (1, 0, 1, 0),
-        ] {
+        for (exact, prefetch, scale_x) in [(1, 1, 1), (0, 1, 1), (0, 1, 0), (1, 0, 1)] {
             let o = [
                 ("EXACT", exact),
                 ("PREFETCH", prefetch),
                 ("SCALE_X", scale_x),
-                ("V4", v4),
             ];
             let d = match variant(&ctx, &gw, &x, &y, t as u32, &o) {
                 Ok(d) => d,
