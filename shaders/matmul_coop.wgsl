@@ -18,27 +18,16 @@
 // their latency hides behind the tensor-core work; decode and f16 conversion
 // happen when the registers are written to workgroup memory.
 //
-// SCALE_X (override): each token row of x is multiplied by a power of two s
+// EXACT (override): x is split as hi = x s rounded to 11 significant bits
+// (exact in f16) and lo = f16(x s - hi), with s a power of two per token row
 // (constant along K: the largest |x| of the row scaled into [2^14, 2^15),
-// found by a pre-pass over the workgroup's x rows) before its f16 rounding,
-// and the epilogue multiplies by 1 / s (exact), so no finite x overflows.
-// EXACT (override, with SCALE_X): x s is split as hi = x s rounded to 11
-// significant bits (exact in f16) and lo = f16(x s - hi), and both halves are
-// multiplied by the same W fragments into the same accumulators: x keeps 22
+// found by a pre-pass over the workgroup's x rows), and both halves are multiplied by the same W fragments into the same
+// accumulators; the epilogue multiplies by 1 / s (exact). x keeps 22
 // significant bits (relative error <= 2^-22, absolute <= 2^-39 of the row's
-// largest |x| where lo is subnormal). Fast (SCALE_X, not EXACT): x s rounded
-// to f16 (2^-11 relative). Plain (neither): x rounded to f16 directly, and
-// |x| > 65504 becomes +-inf. W rounded to f16 is exact for BF16/F16 values in
-// f16's normal range and for every E4M3 value. PREFETCH and LDS are overrides
-// only for measurements (the bench test).
-//
-// BLOCK_K (override): the weight's scale varies along K in blocks of
-// block_cols columns (a multiple of CK; FP8 128 x 128 blocks) and each
-// fragment's 16 weight rows share their scale row (the host checks). W is
-// staged unscaled (exact in f16), each block's products accumulate in
-// partial fragments, and at the block's end the partials, multiplied by the
-// fragment's block scale in f32, are added to the totals: the result is the
-// f32 sum of scale * (x . w) per block, with no scaled weight rounded.
+// largest |x| where lo is subnormal) and cannot overflow; W rounded to f16 is
+// exact for BF16/F16 values in f16's normal range. Plain (EXACT false): x is
+// rounded to f16 directly (2^-11), and |x| > 65504 becomes +-inf. PREFETCH,
+// PREPASS and LDS are overrides only for measurements (the bench test).
 //
 // The result goes through workgroup memory (coopStoreT), two fragments per
 // subgroup at a time (for SwiGLU a gate fragment and its up fragment), so the
@@ -47,17 +36,9 @@
 // 64 b + 32 .. 64 b + 63 the matching up rows (b = 0, 1), so a tile covers 64
 // output columns and each subgroup holds both halves of its columns.
 //
-// GATHER (override): the MoE grouped GEMM (moe_grouped.rs) on the same tiles.
-// Workgroup row y is entry y of the tile table moe_group_sort.wgsl wrote into
-// `ids` (at word p.ids_off: first permutation slot, pairs <= TM, expert e);
-// tile row i is pair q = ids[4 + first + i]: x row q / x_div in, y row q out,
-// weight rows e rpe + [0, rpe) (n0 = 0, n_end = rpe or rpe / 2 for SwiGLU),
-// and only outputs whose rows lie in this launch's pieces are stored.
-//
-// Every coop op and barrier is in workgroup-uniform control flow (loop bounds
-// from the uniform params and overrides; GATHER's early return depends only
-// on read-only storage and the workgroup id); subgroup_id only moves
-// pointers.
+// Every coop op and barrier is in workgroup-uniform control flow (no early
+// return, loop bounds from the uniform params and overrides); subgroup_id only
+// moves pointers.
 
 diagnostic(off, subgroup_uniformity);
 enable f16;
@@ -65,15 +46,15 @@ enable wgpu_cooperative_matrix;
 
 override WG: u32 = 256u;
 override EXACT: bool = false;
-override SCALE_X: bool = true;
-override BLOCK_K: bool = false;
-override GATHER: bool = false;
 // Padded row stride of the staged tiles, in halves (a multiple of 8: coop
 // loads want 16-byte aligned rows).
 override LDS: u32 = 40u;
 // Issue the next step's global loads before the current step's multiply-adds
 // (off: load, stage and multiply in turn; for measurements).
 override PREFETCH: bool = true;
+// EXACT: scale x rows (off: scale 1, x past f16's range overflows; for
+// measuring what the pre-pass costs).
+override PREPASS: bool = true;
 
 const TM: u32 = 128u;  // tokens per tile
 const TN: u32 = 128u;  // weight rows per tile
@@ -87,62 +68,15 @@ override NW: u32 = (TN * CPR + WG - 1u) / WG;
 override SGS: u32 = WG / SGN;
 // Halves per staged tile (workgroup arrays sized by an override).
 override TILE_HALVES: u32 = TM * LDS;
-// The lo part exists only in EXACT (one element otherwise).
-override XL_HALVES: u32 = select(1u, TILE_HALVES, EXACT);
 
 var<workgroup> st_x: array<f16, TILE_HALVES>;   // [token][column], hi part
-var<workgroup> st_xl: array<f16, XL_HALVES>;    // EXACT: lo part
+var<workgroup> st_xl: array<f16, TILE_HALVES>;  // EXACT: lo part
 var<workgroup> st_w: array<f16, TILE_HALVES>;   // [weight row][column]
 // Per subgroup, two 16x16 result fragments (row-major, token rows).
 var<workgroup> st_y: array<f32, SGN * 512u>;
-// SCALE_X: per token row of the tile, the power-of-two scale of x and its inverse.
+// EXACT: per token row of the tile, the power-of-two scale of x and its inverse.
 var<workgroup> st_sc: array<f32, TM>;
 var<workgroup> st_inv: array<f32, TM>;
-
-const NONE: u32 = 0xffffffffu;
-
-// GATHER: this workgroup's tile-table entry and expert's first weight row.
-var<private> g_first: u32 = 0u;
-var<private> g_count: u32 = 0u;
-var<private> g_base: u32 = 0u;
-var<workgroup> g_live: u32;
-
-// Element offset of the x row of tile row lt, or NONE past the rows.
-fn x_base(m0: u32, lt: u32) -> u32 {
-    if (GATHER) {
-        if (lt >= g_count) {
-            return NONE;
-        }
-        return (ids[4u + g_first + lt] / p.x_div) * p.x_stride;
-    }
-    let tok = m0 + lt;
-    if (tok >= p.t) {
-        return NONE;
-    }
-    return p.x_off + tok * p.x_stride;
-}
-
-// Element offset of the y row of tile row lt, or NONE past the rows.
-fn y_base(m0: u32, lt: u32) -> u32 {
-    if (GATHER) {
-        if (lt >= g_count) {
-            return NONE;
-        }
-        return ids[4u + g_first + lt] * p.y_stride;
-    }
-    let tok = m0 + lt;
-    if (tok >= p.t) {
-        return NONE;
-    }
-    return p.y_off + tok * p.y_stride;
-}
-
-// GATHER: whole-weight row grow lies in the launch's piece a (or b).
-fn in_piece(grow: u32, in_b: bool) -> bool {
-    let r0 = select(p.a_row0, p.b_row0, in_b);
-    let nr = select(p.a_rows, p.b_rows, in_b);
-    return grow >= r0 && grow - r0 < nr;
-}
 
 // Exponent k of the power of two 2^k with max|x| 2^k in [2^14, 2^15); 0 for a
 // zero, inf or NaN max. Within +-126 so that 2^k and 2^-k are normal f32.
@@ -170,11 +104,11 @@ fn coop_row(nt0: u32, lc: u32) -> CoopRow {
         // 64 b + [0, 32): gate rows of columns 32 b + [0, 32); 64 b + [32, 64): up rows.
         r.in_b = (lc % 64u) >= 32u;
         n = nt0 + (lc / 64u) * 32u + lc % 32u;
-        grow = g_base + select(n, p.half + n, r.in_b);
+        grow = select(n, p.half + n, r.in_b);
     } else {
         r.in_b = false;
         n = nt0 + lc;
-        grow = g_base + n;
+        grow = n;
     }
     let r0 = select(p.a_row0, p.b_row0, r.in_b);
     let nr = select(p.a_rows, p.b_rows, r.in_b);
@@ -185,11 +119,11 @@ fn coop_row(nt0: u32, lc: u32) -> CoopRow {
 
 // vec4 i of the step at column k0 (row i / 8 of the tile, columns 4 (i % 8)..).
 fn x_load(m0: u32, k0: u32, i: u32) -> vec4<f32> {
-    let xb = x_base(m0, i / (CK / 4u));
+    let tok = m0 + i / (CK / 4u);
     let c = k0 + (i % (CK / 4u)) * 4u;
     var v = vec4<f32>(0.0);
-    if (xb != NONE) {
-        let xi = xb + c;
+    if (tok < p.t) {
+        let xi = p.x_off + tok * p.x_stride + c;
         if (p.x_aligned == 1u && c + 4u <= p.cols) {
             v = xs4[xi / 4u];
         } else {
@@ -207,15 +141,12 @@ fn x_store(i: u32, v: vec4<f32>) {
     let r = i / (CK / 4u);
     let o = r * LDS + (i % (CK / 4u)) * 4u;
     var h: vec4<f16>;
-    var vs = v;
-    if (SCALE_X) {
-        vs = v * st_sc[r];
-    }
     if (EXACT) {
         // hi: vs rounded to 11 significant bits with integer ops, so exact in
         // f16 (normal range) and lo = vs - hi exact in f32. (Written as
         // vs - f32(f16(vs)), the H100's compiler folded the round trip and lo
         // came out 0.)
+        let vs = v * select(1.0, st_sc[r], PREPASS);
         let hi = bitcast<vec4<f32>>((bitcast<vec4<u32>>(vs) + vec4<u32>(0x1000u)) & vec4<u32>(0xffffe000u));
         h = vec4<f16>(hi);
         let l = vec4<f16>(vs - hi);
@@ -223,11 +154,8 @@ fn x_store(i: u32, v: vec4<f32>) {
         st_xl[o + 1u] = l.y;
         st_xl[o + 2u] = l.z;
         st_xl[o + 3u] = l.w;
-    } else if (SCALE_X) {
-        // Rounded here (ties to even), so the conversion below is exact.
-        h = vec4<f16>(f16_round(vs));
     } else {
-        h = vec4<f16>(vs);
+        h = vec4<f16>(v);
     }
     st_x[o] = h.x;
     st_x[o + 1u] = h.y;
@@ -235,10 +163,11 @@ fn x_store(i: u32, v: vec4<f32>) {
     st_x[o + 3u] = h.w;
 }
 
-// Largest |x| of the x row at element offset base (0 for NONE), partial per lane.
-fn x_row_max(base: u32, sl: u32) -> f32 {
+// Largest |x| of token tok (0 past the tokens), partial per lane.
+fn x_row_max(tok: u32, sl: u32) -> f32 {
     var mx = 0.0;
-    if (base != NONE) {
+    if (tok < p.t) {
+        let base = p.x_off + tok * p.x_stride;
         var c0 = 0u;
         if (p.x_aligned == 1u) {
             let n4 = p.cols / 4u;
@@ -279,39 +208,38 @@ fn epilogue(sg: u32, sl: u32, m0: u32, nt0: u32, r: u32) {
         // Gate fragment at yo, up fragment at yo + 256: columns 32 (sg / 4) + 16 pair + c.
         for (var e = sl; e < 256u; e += SGS) {
             let lt = tok0 + e / 16u;
-            let yb = y_base(m0, lt);
+            let tok = m0 + lt;
             let n = nt0 + 32u * (sg / 4u) + 16u * pair + e % 16u;
-            let mine = !GATHER || (in_piece(g_base + n, false) && in_piece(g_base + p.half + n, true));
-            if (yb != NONE && n < p.n_end && mine) {
+            if (tok < p.t && n < p.n_end) {
                 var g = st_y[yo + e];
                 var u = st_y[yo + 256u + e];
-                if (SCALE_X) {
-                    g *= st_inv[lt];
-                    u *= st_inv[lt];
+                if (EXACT) {
+                    let inv = select(1.0, st_inv[lt], PREPASS);
+                    g *= inv;
+                    u *= inv;
                 }
                 if (row_scaled()) {
-                    g *= row_scale(g_base + n);
-                    u *= row_scale(g_base + p.half + n);
+                    g *= row_scale(n);
+                    u *= row_scale(p.half + n);
                 }
-                ys[yb + n] = silu(g) * u;
+                ys[p.y_off + tok * p.y_stride + n] = silu(g) * u;
             }
         }
     } else {
         // Fragments 2 pair and 2 pair + 1: tile rows 64 (sg / 4) + 32 pair + [0, 32).
         for (var e = sl; e < 512u; e += SGS) {
             let lt = tok0 + (e % 256u) / 16u;
-            let yb = y_base(m0, lt);
+            let tok = m0 + lt;
             let n = nt0 + 64u * (sg / 4u) + 32u * pair + 16u * (e / 256u) + e % 16u;
-            let mine = !GATHER || in_piece(g_base + n, false);
-            if (yb != NONE && n < p.n_end && mine) {
+            if (tok < p.t && n < p.n_end) {
                 var v = st_y[yo + e];
-                if (SCALE_X) {
-                    v *= st_inv[lt];
+                if (EXACT) {
+                    v *= select(1.0, st_inv[lt], PREPASS);
                 }
                 if (row_scaled()) {
-                    v *= row_scale(g_base + n);
+                    v *= row_scale(n);
                 }
-                let yi = yb + n;
+                let yi = p.y_off + tok * p.y_stride + n;
                 if (p.epi == 1u) {
                     ys[yi] += v;
                 } else {
@@ -348,37 +276,8 @@ fn mm_coop(@builtin(local_invocation_index) lid: u32,
            @builtin(subgroup_id) sg: u32,
            @builtin(subgroup_invocation_id) sl: u32,
            @builtin(workgroup_id) wid: vec3<u32>) {
-    let m0 = select(wid.y * TM, 0u, GATHER);
+    let m0 = wid.y * TM;
     let nt0 = p.n0 + wid.x * select(TN, TN / 2u, p.epi == 2u);
-    if (GATHER) {
-        // Tile-table entry wid.y (entries past the real count, and tiles
-        // with no rows in this launch's pieces, exit at once). Thread 0
-        // decides, so the return is workgroup-uniform for naga's analysis.
-        let nlen = select(TN, TN / 2u, p.epi == 2u);
-        if (lid == 0u) {
-            var live = wid.y < ids[0];
-            if (live) {
-                let e = ids[p.ids_off + 4u * wid.y + 2u];
-                let base = e * p.rpe;
-                let nlast = min(nt0 + nlen, p.n_end);
-                live = e < p.experts && nt0 < p.n_end
-                    && base + nt0 < p.a_row0 + p.a_rows && base + nlast > p.a_row0;
-                if (p.epi == 2u) {
-                    let u0 = base + p.half + nt0;
-                    let u1 = base + p.half + nlast;
-                    live = live && u0 < p.b_row0 + p.b_rows && u1 > p.b_row0;
-                }
-            }
-            g_live = u32(live);
-        }
-        if (workgroupUniformLoad(&g_live) == 0u) {
-            return;
-        }
-        let tb = p.ids_off + 4u * wid.y;
-        g_first = ids[tb];
-        g_count = min(ids[tb + 1u], TM);
-        g_base = ids[tb + 2u] * p.rpe;
-    }
     // This subgroup's fragments: tokens fm..fm+31, tile rows fn..fn+63.
     let fm = (sg % 4u) * 32u;
     let fn_ = (sg / 4u) * 64u;
@@ -396,30 +295,21 @@ fn mm_coop(@builtin(local_invocation_index) lid: u32,
     }
     // A chunk's columns share one scale unless blocks are narrower than chunks.
     let chunk_scale = p.block_cols % CW == 0u || p.block_cols >= p.cols;
-    let scale_w = !row_scaled() && !BLOCK_K;
-    // BLOCK_K: scale base of each of this subgroup's 4 weight fragments (its
-    // first row's; the host checked its 16 rows share it).
-    var fsb: array<u32, 4>;
-    if (BLOCK_K) {
-        for (var j = 0u; j < 4u; j++) {
-            let r = coop_row(nt0, fn_ + 16u * j);
-            fsb[j] = scale_base(r.lrow + select(p.a_row0, p.b_row0, r.in_b));
-        }
-    }
+    let scale_w = !row_scaled();
 
     var xr: array<vec4<f32>, 8>;
     var wr: array<vec4<u32>, 8>;
     var ws: array<f32, 8>;
-    // Scaled: step 0's loads are in flight during the pre-pass. (Plain: they
+    // Exact: step 0's loads are in flight during the pre-pass. (Plain: they
     // stay in the loop; hoisting them here measured 77 -> 48 TFLOP/s.)
-    if (PREFETCH && SCALE_X) {
+    if (PREFETCH && EXACT) {
         load_regs(m0, 0u, lid, &wrow, &wsb, &xr, &wr, &ws);
     }
-    if (SCALE_X) {
+    if (EXACT && PREPASS) {
         // Per token row, a power-of-two scale: one subgroup per row at a time.
         for (var i = 0u; i < TM / SGN; i++) {
             let lt = i * SGN + sg;
-            let mx = subgroupMax(x_row_max(x_base(m0, lt), sl));
+            let mx = subgroupMax(x_row_max(m0 + lt, sl));
             if (sl == 0u) {
                 let k = x_scale_exp(mx);
                 st_sc[lt] = ldexp(1.0, k);
@@ -437,17 +327,8 @@ fn mm_coop(@builtin(local_invocation_index) lid: u32,
     var c11 = coop_mat16x16<f32, C>();
     var c12 = coop_mat16x16<f32, C>();
     var c13 = coop_mat16x16<f32, C>();
-    // BLOCK_K: totals over the finished K blocks (c.. hold the current block's).
-    var t00 = coop_mat16x16<f32, C>();
-    var t01 = coop_mat16x16<f32, C>();
-    var t02 = coop_mat16x16<f32, C>();
-    var t03 = coop_mat16x16<f32, C>();
-    var t10 = coop_mat16x16<f32, C>();
-    var t11 = coop_mat16x16<f32, C>();
-    var t12 = coop_mat16x16<f32, C>();
-    var t13 = coop_mat16x16<f32, C>();
     for (var k0 = 0u; k0 < p.cols; k0 += CK) {
-        if (!PREFETCH || (!SCALE_X && k0 == 0u)) {
+        if (!PREFETCH || (!EXACT && k0 == 0u)) {
             load_regs(m0, k0, lid, &wrow, &wsb, &xr, &wr, &ws);
         }
         workgroupBarrier();
@@ -515,38 +396,6 @@ fn mm_coop(@builtin(local_invocation_index) lid: u32,
                 c13 = coopMultiplyAdd(l1, b3, c13);
             }
         }
-        if (BLOCK_K && ((k0 + CK) % p.block_cols == 0u || k0 + CK >= p.cols)) {
-            let s0 = scale_at(fsb[0], k0);
-            let s1 = scale_at(fsb[1], k0);
-            let s2 = scale_at(fsb[2], k0);
-            let s3 = scale_at(fsb[3], k0);
-            t00 = t00 + c00 * s0;
-            t01 = t01 + c01 * s1;
-            t02 = t02 + c02 * s2;
-            t03 = t03 + c03 * s3;
-            t10 = t10 + c10 * s0;
-            t11 = t11 + c11 * s1;
-            t12 = t12 + c12 * s2;
-            t13 = t13 + c13 * s3;
-            c00 = coop_mat16x16<f32, C>();
-            c01 = coop_mat16x16<f32, C>();
-            c02 = coop_mat16x16<f32, C>();
-            c03 = coop_mat16x16<f32, C>();
-            c10 = coop_mat16x16<f32, C>();
-            c11 = coop_mat16x16<f32, C>();
-            c12 = coop_mat16x16<f32, C>();
-            c13 = coop_mat16x16<f32, C>();
-        }
-    }
-    if (BLOCK_K) {
-        c00 = t00;
-        c01 = t01;
-        c02 = t02;
-        c03 = t03;
-        c10 = t10;
-        c11 = t11;
-        c12 = t12;
-        c13 = t13;
     }
     // Four rounds of two fragments per subgroup through its own 2 KiB of
     // st_y: SwiGLU pairs gate fragment q with up fragment q + 2.

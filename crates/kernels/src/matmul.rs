@@ -76,7 +76,7 @@ use crate::weights::WeightPiece;
 use crate::{GpuContext, GpuWeight, KernelError, Launch, SmallT, WeightFormat};
 
 #[path = "matmul_coop.rs"]
-pub(crate) mod coop;
+mod coop;
 #[path = "matmul_vec_t.rs"]
 mod vec_t;
 
@@ -662,9 +662,7 @@ fn matmul_impl(
 
     let use_coop = norm.is_none()
         && (path == MatmulPath::Coop
-            || (path == MatmulPath::Auto
-                && args.t > MAX_VEC_T
-                && coop::auto(ctx, w, args.t, swiglu)));
+            || (path == MatmulPath::Auto && args.t > MAX_VEC_T && coop::auto(ctx, w, args.t)));
     let small_t = small_t.filter(|_| args.t >= 2);
     let kernel = if use_coop {
         GemmKernel::Coop
@@ -737,7 +735,7 @@ fn matmul_impl(
                     ));
                 }
                 let launch = if kernel == GemmKernel::Coop {
-                    coop::launch(ctx, w, swiglu)
+                    coop::launch(ctx, w)
                 } else {
                     // Fast precision: x rounded as the fast coop GEMM rounds it.
                     let fast = ctx.precision == crate::MatmulPrecision::Fast;
@@ -758,9 +756,6 @@ fn matmul_impl(
                 .bind("ys", args.y)
                 // x again, read as vec4s when its rows are aligned.
                 .bind("xs4", args.x)
-                // The coop module's grouped mode reads a tile table there; a
-                // dense launch never does (bound only where the entry uses it).
-                .bind("ids", &w.meta)
                 .params(&p)
                 .record()?,
         );

@@ -71,7 +71,7 @@
 
 use crate::shaders;
 use crate::spec::{KernelSpec, Needs, Part, Uniform};
-use crate::{GpuContext, GpuWeight, Launch, MatmulPrecision, WeightFormat};
+use crate::{GpuContext, GpuWeight, Launch, WeightFormat};
 
 crate::shader!(MATMUL_COOP, "matmul_coop.wgsl");
 
@@ -95,7 +95,7 @@ pub(super) static MM_COOP: KernelSpec = KernelSpec {
 const SHARED_BYTES: u32 = 3 * 10 * 1024 + 16 * 1024 + 1024;
 
 /// Output tile: tokens × weight rows (SwiGLU: half as many output columns).
-pub(crate) const TILE: u32 = 128;
+const TILE: u32 = 128;
 
 /// Threads per workgroup (8 subgroups), or `None` where the device cannot run
 /// the coop kernel at all. Subgroups of at least 16 keep the per-thread
@@ -116,14 +116,9 @@ fn workgroup_size(ctx: &GpuContext) -> Option<u32> {
         .then_some(wg)
 }
 
-/// Whether the device runs the coop kernel at all.
-pub(crate) fn runs(ctx: &GpuContext) -> bool {
-    workgroup_size(ctx).is_some()
-}
-
 /// Whether the device runs the coop kernel and `w`'s format is one it takes
 /// (module doc: E5M2 with scales may overflow f16).
-pub(crate) fn supported(ctx: &GpuContext, w: &GpuWeight) -> bool {
+pub(super) fn supported(ctx: &GpuContext, w: &GpuWeight) -> bool {
     workgroup_size(ctx).is_some() && w.format != WeightFormat::E5M2
 }
 
@@ -132,61 +127,17 @@ pub(crate) fn supported(ctx: &GpuContext, w: &GpuWeight) -> bool {
 /// variant wherever it matches the f32 GEMM (module doc: BF16, F16 and E4M3
 /// with a scale constant along each row), the plain f16 one for every
 /// supported weight when the context opts into f16 matmuls.
-pub(super) fn auto(ctx: &GpuContext, w: &GpuWeight, _t: u32, swiglu: bool) -> bool {
-    supported(ctx, w) && (ctx.f16_matmul || weight_exact(w, swiglu))
-}
-
-/// Whether the non-plain variants use `w`'s values exactly: stored values
-/// exact in f16 (BF16, F16, E4M3) and a scale constant along each row (the
-/// epilogue applies it) or in column blocks applied to per-block partial
-/// sums ([`block_k`]).
-pub(super) fn weight_exact(w: &GpuWeight, swiglu: bool) -> bool {
-    matches!(
+pub(super) fn auto(ctx: &GpuContext, w: &GpuWeight, _t: u32) -> bool {
+    let exact = matches!(
         w.format,
         WeightFormat::BF16 | WeightFormat::F16 | WeightFormat::E4M3
-    ) && (w.block_cols >= w.cols || block_k(w, swiglu))
-}
-
-/// [`auto`] for the grouped GEMM of `rows_per_expert` rows per expert.
-pub(crate) fn auto_grouped(ctx: &GpuContext, w: &GpuWeight, swiglu: bool, rpe: usize) -> bool {
-    supported(ctx, w)
-        && (ctx.f16_matmul
-            || (weight_exact(w, swiglu)
-                && (w.block_cols >= w.cols || block_k_grouped(w, swiglu, rpe))))
-}
-
-/// [`block_k`] for experts of `rpe` rows stacked in `w`: every expert (and
-/// for SwiGLU its up half) starts at a multiple of 16.
-fn block_k_grouped(w: &GpuWeight, swiglu: bool, rpe: usize) -> bool {
-    block_k(w, false) && rpe.is_multiple_of(16) && (!swiglu || (rpe / 2).is_multiple_of(16))
-}
-
-/// A `mm_coop` launch of the grouped GEMM (`GATHER`) for `w` (call only when
-/// [`supported`]), rows grouped by `moe_group` in tiles of [`TILE`] pairs.
-pub(crate) fn launch_grouped<'a>(
-    ctx: &'a GpuContext,
-    w: &GpuWeight,
-    swiglu: bool,
-    rpe: usize,
-) -> Launch<'a> {
-    launch_with(ctx, w, block_k_grouped(w, swiglu, rpe)).constant("GATHER", 1)
-}
-
-/// Whether the weight's scales vary along K in blocks the kernel applies to
-/// per-block partial sums (`BLOCK_K`): blocks a multiple of the 32-column
-/// step, and every 16-row fragment of a tile within one scale row (for
-/// SwiGLU, the up half starts at a multiple of 16 too).
-fn block_k(w: &GpuWeight, swiglu: bool) -> bool {
-    w.block_cols < w.cols
-        && w.block_cols.is_multiple_of(32)
-        && w.scale_rows_by_16
-        && (!swiglu || (w.rows / 2).is_multiple_of(16))
-        && w.pieces.iter().all(|p| p.row0.is_multiple_of(16))
+    ) && w.block_cols >= w.cols;
+    supported(ctx, w) && (ctx.f16_matmul || exact)
 }
 
 /// Workgroup grid (along outputs, along tokens) for `n` outputs (SwiGLU
 /// columns when `swiglu`) and `t` tokens.
-pub(crate) fn grid(n: u32, t: u32, swiglu: bool) -> (u32, u32) {
+pub(super) fn grid(n: u32, t: u32, swiglu: bool) -> (u32, u32) {
     (
         n.div_ceil(if swiglu { TILE / 2 } else { TILE }),
         t.div_ceil(TILE),
@@ -194,7 +145,7 @@ pub(crate) fn grid(n: u32, t: u32, swiglu: bool) -> (u32, u32) {
 }
 
 /// Why [`supported`] is false, for error messages.
-pub(crate) fn unsupported_reason(ctx: &GpuContext, w: &GpuWeight) -> String {
+pub(super) fn unsupported_reason(ctx: &GpuContext, w: &GpuWeight) -> String {
     if w.format == WeightFormat::E5M2 {
         format!(
             "weight `{}` is E5M2 (scaled values may overflow f16)",
@@ -211,17 +162,9 @@ pub(crate) fn unsupported_reason(ctx: &GpuContext, w: &GpuWeight) -> String {
 /// A `mm_coop` launch for `w` (call only when [`supported`]): the plain f16
 /// variant when the context opts into f16 matmuls, else the exact one, for
 /// Auto and forced Coop alike.
-pub(crate) fn launch<'a>(ctx: &'a GpuContext, w: &GpuWeight, swiglu: bool) -> Launch<'a> {
-    launch_with(ctx, w, block_k(w, swiglu))
-}
-
-fn launch_with<'a>(ctx: &'a GpuContext, w: &GpuWeight, block_k: bool) -> Launch<'a> {
-    let plain = ctx.f16_matmul;
-    let exact = !plain && ctx.precision == MatmulPrecision::Exact;
+pub(super) fn launch<'a>(ctx: &'a GpuContext, w: &GpuWeight) -> Launch<'a> {
     ctx.launch(&MM_COOP)
         .constant("WG", workgroup_size(ctx).unwrap_or(256))
         .constant("FORMAT", w.format as u32)
-        .constant("EXACT", f64::from(u8::from(exact)))
-        .constant("SCALE_X", f64::from(u8::from(!plain)))
-        .constant("BLOCK_K", f64::from(u8::from(block_k)))
+        .constant("EXACT", f64::from(u8::from(!ctx.f16_matmul)))
 }

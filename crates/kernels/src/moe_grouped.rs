@@ -31,7 +31,7 @@
 //! pairs (1..=64), expert, 0.
 
 use crate::dispatch::{Dispatch, MAX_GROUPS};
-use crate::matmul::{coop, Epilogue, MatmulPath, MmParams, MATMUL_COMMON};
+use crate::matmul::{Epilogue, MatmulPath, MmParams, MATMUL_COMMON};
 use crate::shaders;
 use crate::spec::{KernelSpec, Needs, Part, Uniform};
 use crate::view::{Dtype, TensorView};
@@ -80,8 +80,8 @@ pub struct GroupScratch {
     pub buffer: wgpu::Buffer,
     pub max_pairs: u32,
     pub max_experts: u32,
-    /// Pairs per tile-table entry: [`TILE_PAIRS`], or twice that for the
-    /// tensor-core grouped GEMM ([`GroupScratch::for_device`]).
+    /// Pairs per tile-table entry: [`TILE_PAIRS`] or twice that (the scalar
+    /// grouped GEMM takes such tiles in halves).
     pub tile_pairs: u32,
 }
 
@@ -90,22 +90,6 @@ impl GroupScratch {
     /// experts, grouped in tiles of [`TILE_PAIRS`].
     pub fn new(ctx: &GpuContext, max_pairs: u32, max_experts: u32) -> Result<Self, KernelError> {
         Self::with_tile_pairs(ctx, max_pairs, max_experts, TILE_PAIRS)
-    }
-
-    /// As [`GroupScratch::new`], in tiles of the tensor-core grouped GEMM
-    /// where the device runs it (its tiles hold twice the pairs; the scalar
-    /// grouped GEMM takes such tiles in halves).
-    pub fn for_device(
-        ctx: &GpuContext,
-        max_pairs: u32,
-        max_experts: u32,
-    ) -> Result<Self, KernelError> {
-        let tile = if coop::runs(ctx) {
-            coop::TILE
-        } else {
-            TILE_PAIRS
-        };
-        Self::with_tile_pairs(ctx, max_pairs, max_experts, tile)
     }
 
     /// As [`GroupScratch::new`] with `tile_pairs` pairs per tile: 64 or 128.
@@ -346,11 +330,9 @@ pub fn matmul_grouped(
     matmul_grouped_with(ctx, w, args, scratch, epilogue, MatmulPath::Auto)
 }
 
-/// [`matmul_grouped`] on a chosen path: `Auto` takes the tensor-core GEMM
-/// where the grouping's tiles are its own ([`GroupScratch::for_device`]) and
-/// it uses the weight exactly (as [`matmul`](crate::matmul::matmul) decides),
-/// `Coop` forces it (an error where it cannot run), any other path the scalar
-/// grouped GEMM.
+/// [`matmul_grouped`] on a chosen path: every path but `Coop` runs the
+/// scalar grouped GEMM; `Coop` is [`KernelError::Unsupported`] (no
+/// tensor-core grouped GEMM in this version).
 pub fn matmul_grouped_with(
     ctx: &GpuContext,
     w: &GpuWeight,
@@ -431,32 +413,18 @@ pub fn matmul_grouped_with(
         launches.extend(w.pieces.iter().map(|a| (a, a)));
     }
 
-    let fits = scratch.tile_pairs == coop::TILE && coop::supported(ctx, w);
-    let use_coop = match path {
-        MatmulPath::Auto => fits && coop::auto_grouped(ctx, w, swiglu, rpe),
-        MatmulPath::Coop if fits => true,
-        MatmulPath::Coop => {
-            return Err(KernelError::Unsupported {
-                what: format!("tensor-core grouped GEMM of `{w_name}`", w_name = w.name),
-                detail: format!(
-                    "{reason}, or the grouping's tiles ({tile} pairs) are not the kernel's",
-                    reason = coop::unsupported_reason(ctx, w),
-                    tile = scratch.tile_pairs
-                ),
-            })
-        }
-        _ => false,
-    };
+    if path == MatmulPath::Coop {
+        return Err(KernelError::Unsupported {
+            what: format!("tensor-core grouped GEMM of `{w_name}`", w_name = w.name),
+            detail: "not in this version: the grouped GEMM runs on the scalar tiles".into(),
+        });
+    }
     let sub = scratch.tile_pairs / TILE_PAIRS;
     let tiles = tile_bound_for(pairs, experts, scratch.tile_pairs);
-    let (gx, gy) = if use_coop {
-        (coop::grid(width as u32, 1, swiglu).0, tiles)
-    } else {
-        (
-            (width as u32).div_ceil(if swiglu { TILE_ROWS / 2 } else { TILE_ROWS }),
-            tiles * sub,
-        )
-    };
+    let (gx, gy) = (
+        (width as u32).div_ceil(if swiglu { TILE_ROWS / 2 } else { TILE_ROWS }),
+        tiles * sub,
+    );
     if gx > MAX_GROUPS || gy > MAX_GROUPS {
         return Err(arg_err(
             K,
@@ -490,15 +458,10 @@ pub fn matmul_grouped_with(
             b_rows: b.rows as u32,
             ..base
         };
-        let launch = if use_coop {
-            coop::launch_grouped(ctx, w, swiglu, rpe)
-        } else {
+        out.push(
             ctx.launch(&GROUP_GEMM)
                 .constant("FORMAT", w.format as u32)
                 .constant("SUB", sub)
-        };
-        out.push(
-            launch
                 .bind("wa", &a.buffer)
                 .bind("wb", &b.buffer)
                 .bind("scales", &w.meta)

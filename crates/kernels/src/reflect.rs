@@ -140,7 +140,7 @@ mod tests {
         };
         assert_eq!(
             used("mm_coop"),
-            ["wa", "wb", "scales", "xs", "ys", "p", "xs4", "ids"]
+            ["wa", "wb", "scales", "xs", "ys", "p", "xs4"]
         );
         assert_eq!(used("mm_tile"), ["wa", "wb", "scales", "xs", "ys", "p"]);
         assert_eq!(

@@ -75,10 +75,6 @@ pub struct GpuWeight {
     pub stride_words: usize,
     /// Columns per scale entry (see the module docs).
     pub block_cols: usize,
-    /// Whether every 16-row group starting at a multiple of 16 shares one
-    /// scale row (true unless shards or scale blocks start mid-group): the
-    /// tensor-core GEMM then applies column-block scales per 16-row fragment.
-    pub scale_rows_by_16: bool,
     pub pieces: Vec<WeightPiece>,
     pub meta: wgpu::Buffer,
 }
@@ -417,9 +413,6 @@ impl GpuWeight {
             });
         }
         let (table, block_cols) = scale_table(w)?;
-        let scale_rows_by_16 = table[..w.rows]
-            .chunks(16)
-            .all(|g| g.iter().all(|&e| e == g[0]));
         let meta = ctx.upload(&format!("{} scales", w.name), &table)?;
         Ok(Self {
             name: w.name.clone(),
@@ -428,7 +421,6 @@ impl GpuWeight {
             cols: w.cols,
             stride_words: stride,
             block_cols,
-            scale_rows_by_16,
             pieces,
             meta,
         })
