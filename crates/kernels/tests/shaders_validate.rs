@@ -149,8 +149,9 @@ fn cooperative_matrix_kernels_translate_to_spirv_for_every_switch() {
         .filter(|s| s.needs == Needs::CooperativeMatrix)
     {
         for (name, src, subgroups) in variants(spec) {
-            let module = naga::front::wgsl::parse_str(&src)
-                .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&src)));
+            let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| {
+                panic!("{name}: {diagnostic}", diagnostic = e.emit_to_string(&src))
+            });
             let info = naga::valid::Validator::new(
                 naga::valid::ValidationFlags::all(),
                 capabilities(spec, subgroups),
@@ -188,7 +189,9 @@ fn cooperative_matrix_kernels_translate_to_spirv_for_every_switch() {
                     entry_point: spec.entry.into(),
                 };
                 naga::back::spv::write_vec(&m, &i, &Default::default(), Some(&pipe))
-                    .unwrap_or_else(|e| panic!("{name} `{}` {constants:?}: {e}", spec.entry));
+                    .unwrap_or_else(|e| {
+                        panic!("{name} `{entry}` {constants:?}: {e}", entry = spec.entry)
+                    });
                 translated += 1;
             }
         }
