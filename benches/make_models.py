@@ -53,6 +53,10 @@ def config_for(name, moe_layers):
 
 
 def make_hf(name, root, tokdir, fp8, moe_layers):
+    if not os.path.isdir(tokdir):
+        # Checked first: a missing folder used to stop the run after the BF16
+        # checkpoint, before the FP8 copy.
+        raise SystemExit(f"make_models.py: tokenizer folder {tokdir} does not exist (the peers' tokenizer files)")
     import torch
     import transformers as tf
     t0 = time.time()
