@@ -55,7 +55,7 @@ pub enum Feed {
     Direct,
     /// Through workgroup memory, `nbuf` buffers of `ck` columns per step.
     Staged,
-    /// As `Staged`, moving 16-byte pieces (vec4 loads, vec4<f16> stores and
+    /// As `Staged`, moving 16-byte pieces (vec4 loads, `vec4<f16>` stores and
     /// fragment loads from vec4 arrays); `ck` is 32.
     Vec4,
     /// Timing probe, wrong results: `Vec4` without global loads (every step
