@@ -420,6 +420,75 @@ crate::uniform_struct! {
     }
 }
 
+impl RecParams {
+    /// Tokens `t0 .. t0 + t_len` of one session's state (no slot table).
+    fn span(dims: &GdnDims, t0: u32, t_len: u32) -> Self {
+        Self {
+            t0,
+            t_len,
+            nv: dims.nv,
+            nk: dims.nk,
+            conv_dim: dims.conv_dim(),
+            qkvz_stride: dims.conv_dim() + dims.value_dim(),
+            key_dim: dims.key_dim(),
+            eps: dims.eps,
+            q_scale: q_scale(dims),
+            rows: 0,
+            st_stride: 0,
+            _pad0: 0,
+            slots0: 0,
+            slots1: 0,
+            slots2: 0,
+            slots3: 0,
+            slots4: 0,
+            slots5: 0,
+            slots6: 0,
+            slots7: 0,
+        }
+    }
+
+    /// One step of each row of the batch, row `i`'s state at slot `t`'s
+    /// entry `i` ([`pack_slots`]), slots `st_words` words apart.
+    fn rows(dims: &GdnDims, st_words: u32, t: [u32; MAX_BATCH_ROWS / 2]) -> Self {
+        Self {
+            rows: 1,
+            st_stride: st_words,
+            slots0: t[0],
+            slots1: t[1],
+            slots2: t[2],
+            slots3: t[3],
+            slots4: t[4],
+            slots5: t[5],
+            slots6: t[6],
+            slots7: t[7],
+            ..Self::span(dims, 0, 1)
+        }
+    }
+}
+
+/// The recurrent kernel's launch with everything bound but its state `st`.
+fn recurrent_launch<'a>(
+    ctx: &'a GpuContext,
+    dims: &GdnDims,
+    b: &GdnLayerBuffers<'a>,
+    s: &'a GdnScratch,
+) -> crate::Launch<'a> {
+    let (sl, r) = dims.recurrent_split();
+    ctx.launch(&RECURRENT)
+        .constant("WG", WG)
+        .constant("DK", dims.dk)
+        .constant("DV", dims.dv)
+        .constant("SL", sl)
+        .constant("R", r)
+        .bind("gx", &s.xc)
+        .bind("qkvz", b.qkvz)
+        .bind("ba", b.ba)
+        .bind("a_log", b.a_log)
+        .bind("dt_bias", b.dt_bias)
+        .bind("norm_w", b.norm_w)
+        .bind("gout", b.out)
+}
+
 /// Row slots packed two per word (row 2i in the low half), as the kernels'
 /// `slots0 .. slots7` uniform fields hold them.
 fn pack_slots(slots: &[u32]) -> [u32; MAX_BATCH_ROWS / 2] {
@@ -942,29 +1011,7 @@ fn split_rows(
         slots6: t[6],
         slots7: t[7],
     };
-    let (sl, r) = dims.recurrent_split();
-    let rec = RecParams {
-        t0: 0,
-        t_len: 1,
-        nv: dims.nv,
-        nk: dims.nk,
-        conv_dim: dims.conv_dim(),
-        qkvz_stride: dims.conv_dim() + dims.value_dim(),
-        key_dim: dims.key_dim(),
-        eps: dims.eps,
-        q_scale: q_scale(dims),
-        rows: 1,
-        st_stride: st_words,
-        _pad0: 0,
-        slots0: t[0],
-        slots1: t[1],
-        slots2: t[2],
-        slots3: t[3],
-        slots4: t[4],
-        slots5: t[5],
-        slots6: t[6],
-        slots7: t[7],
-    };
+    let rec = RecParams::rows(dims, st_words, t);
     Ok(vec![
         ctx.launch(&CONV)
             .label("gdn conv1d rows")
@@ -976,21 +1023,9 @@ fn split_rows(
             .params(&conv)
             .grid([(dims.conv_dim() / 4).div_ceil(WG), rows, 1])
             .record()?,
-        ctx.launch(&RECURRENT)
+        recurrent_launch(ctx, dims, b, s)
             .label("gdn recurrent rows")
-            .constant("WG", WG)
-            .constant("DK", dims.dk)
-            .constant("DV", dims.dv)
-            .constant("SL", sl)
-            .constant("R", r)
-            .bind("gx", &s.xc)
-            .bind("qkvz", b.qkvz)
-            .bind("ba", b.ba)
-            .bind("a_log", b.a_log)
-            .bind("dt_bias", b.dt_bias)
-            .bind("norm_w", b.norm_w)
             .bind("st", b.state)
-            .bind("gout", b.out)
             .params(&rec)
             .grid([dims.nv, rows, 1])
             .record()?,
@@ -1071,42 +1106,9 @@ fn recurrent_dispatches(
     let (_, st) = slot_ranges(ctx, dims, b.slot);
     for t0 in (0..t).step_by(RECURRENT_SPAN as usize) {
         out.push(
-            ctx.launch(&RECURRENT)
-                .constant("WG", WG)
-                .constant("DK", dims.dk)
-                .constant("DV", dims.dv)
-                .constant("SL", sl)
-                .constant("R", rows)
-                .bind("gx", &s.xc)
-                .bind("qkvz", b.qkvz)
-                .bind("ba", b.ba)
-                .bind("a_log", b.a_log)
-                .bind("dt_bias", b.dt_bias)
-                .bind("norm_w", b.norm_w)
+            recurrent_launch(ctx, dims, b, s)
                 .bind_range("st", b.state, st.0, st.1)
-                .bind("gout", b.out)
-                .params(&RecParams {
-                    t0,
-                    t_len: RECURRENT_SPAN.min(t - t0),
-                    nv: dims.nv,
-                    nk: dims.nk,
-                    conv_dim: dims.conv_dim(),
-                    qkvz_stride: dims.conv_dim() + dims.value_dim(),
-                    key_dim: dims.key_dim(),
-                    eps: dims.eps,
-                    q_scale: q_scale(dims),
-                    rows: 0,
-                    st_stride: 0,
-                    _pad0: 0,
-                    slots0: 0,
-                    slots1: 0,
-                    slots2: 0,
-                    slots3: 0,
-                    slots4: 0,
-                    slots5: 0,
-                    slots6: 0,
-                    slots7: 0,
-                })
+                .params(&RecParams::span(dims, t0, RECURRENT_SPAN.min(t - t0)))
                 .grid([dims.nv, 1, 1])
                 .record()?,
         );
