@@ -33,6 +33,26 @@ const FILES: &[(&str, &[u8])] = &[
 /// Name shown to the user.
 pub const NAME: &str = "dense-bf16-text (tiny random-weight Qwen3.5 test model)";
 
+/// The notice printed when no `--model` is given.
+pub fn notice() -> String {
+    format!(
+        "qwgpu: no --model given: running the bundled {NAME} — its weights are random, so the text is gibberish by design"
+    )
+}
+
+/// `model`, or (with [`notice`] on stderr) the bundled model's folder when
+/// no `--model` was given: `generate`, `chat`, `score` and `serve` all work
+/// out of the box.
+pub fn model_or_bundled(model: Option<&Path>) -> Result<PathBuf> {
+    match model {
+        Some(dir) => Ok(dir.to_path_buf()),
+        None => {
+            eprintln!("{}", notice());
+            materialize()
+        }
+    }
+}
+
 /// Writes the bundled files to the private cache folder (verifying any copy
 /// already there) and returns the folder.
 pub fn materialize() -> Result<PathBuf> {

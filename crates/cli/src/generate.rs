@@ -155,13 +155,7 @@ fn prepare(args: &GenerateArgs, dir: &Path) -> Result<Prepared> {
 
 pub fn run(args: &GenerateArgs) -> Result<()> {
     let params = sampling_params(args)?;
-    let dir = match &args.model {
-        Some(dir) => dir.clone(),
-        None => {
-            eprintln!("{}", bundled_notice());
-            bundled::materialize()?
-        }
-    };
+    let dir = bundled::model_or_bundled(args.model.as_deref())?;
     let started = Instant::now();
     let Prepared {
         tokenizer,
@@ -235,14 +229,6 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         profile(&model, &prompt_ids, next)?;
     }
     Ok(())
-}
-
-/// The notice printed when no `--model` is given.
-fn bundled_notice() -> String {
-    let name = bundled::NAME;
-    format!(
-        "qwgpu: no --model given: running the bundled {name} — its weights are random, so the text is gibberish by design"
-    )
 }
 
 /// `""` for one, `"s"` otherwise.
@@ -392,7 +378,7 @@ mod tests {
     #[test]
     fn the_bundled_notice() {
         assert_eq!(
-            bundled_notice(),
+            bundled::notice(),
             "qwgpu: no --model given: running the bundled dense-bf16-text (tiny random-weight Qwen3.5 test model) — its weights are random, so the text is gibberish by design"
         );
     }

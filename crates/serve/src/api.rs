@@ -93,6 +93,8 @@ pub struct GenRequest {
     pub stop: Vec<String>,
     pub stream: bool,
     pub include_usage: bool,
+    /// `n`, `stop_token_ids`, `ignore_eos` (and the unsupported fields refused).
+    pub options: crate::request_options::RequestOptions,
 }
 
 fn type_error(param: &str, expected: &str, got: &Value) -> ApiError {
@@ -109,7 +111,7 @@ pub(crate) fn type_error_kind(param: &str, expected: &str, got: &str) -> ApiErro
 }
 
 /// A field that is absent or null is `None`.
-fn field<'a>(obj: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+pub(crate) fn field<'a>(obj: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
     obj.get(name).filter(|v| !v.is_null())
 }
 
@@ -123,12 +125,17 @@ fn number(obj: &Map<String, Value>, name: &str) -> Result<Option<f64>, ApiError>
     }
 }
 
-fn integer(obj: &Map<String, Value>, name: &str) -> Result<Option<i64>, ApiError> {
+/// An integer; an integral number such as `5.0` counts (OpenAI takes it).
+pub(crate) fn integer(obj: &Map<String, Value>, name: &str) -> Result<Option<i64>, ApiError> {
     match field(obj, name) {
         None => Ok(None),
-        Some(v) => match (v.as_i64(), v.as_u64()) {
-            (Some(n), _) => Ok(Some(n)),
-            (None, Some(_)) => Ok(Some(i64::MAX)),
+        Some(v) => match (v.as_i64(), v.as_u64(), v.as_f64()) {
+            (Some(n), _, _) => Ok(Some(n)),
+            (None, Some(_), _) => Ok(Some(i64::MAX)),
+            (None, None, Some(f)) if f.fract() == 0.0 && f.is_finite() => {
+                // Saturates beyond i64, like the u64 case above.
+                Ok(Some(f as i64))
+            }
             _ => Err(type_error(name, "an integer", v)),
         },
     }
@@ -245,14 +252,7 @@ impl GenRequest {
         } else {
             prompt(obj)?
         };
-        if let Some(n) = integer(obj, "n")? {
-            if n != 1 {
-                return Err(ApiError::invalid(
-                    format!("`n` must be 1 (got {n}): one choice per request"),
-                    Some("n"),
-                ));
-            }
-        }
+        let options = crate::request_options::read(obj, chat)?;
         let max_tokens = match integer(obj, "max_completion_tokens")? {
             Some(n) => Some((n, "max_completion_tokens")),
             None => integer(obj, "max_tokens")?.map(|n| (n, "max_tokens")),
@@ -310,6 +310,7 @@ impl GenRequest {
             stop: stop(obj)?,
             stream,
             include_usage,
+            options,
         })
     }
 }
@@ -338,9 +339,18 @@ mod tests {
             Some("max_tokens")
         );
         assert_eq!(
-            err(json!({"messages": m, "n": 2}), true).param.as_deref(),
+            err(json!({"messages": m, "n": 0}), true).param.as_deref(),
             Some("n")
         );
+        assert_eq!(
+            err(json!({"messages": m, "max_tokens": 5.5}), true)
+                .param
+                .as_deref(),
+            Some("max_tokens")
+        );
+        let integral = GenRequest::parse(&json!({"messages": m, "max_tokens": 5.0}), true)
+            .expect("5.0 is an integer");
+        assert_eq!(integral.max_tokens, Some(5));
         assert_eq!(
             err(json!({"messages": m, "temperature": 3}), true)
                 .param

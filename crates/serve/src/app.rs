@@ -2,14 +2,15 @@
 //! OpenAI response shapes. Handlers never touch the model: they tokenize,
 //! queue a [`Job`] for the engine thread and turn its events into text.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::from_fn_with_state;
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -17,14 +18,17 @@ use axum::{Json, Router};
 use qwgpu_model::engine::SamplingParams;
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{self, error::TrySendError, UnboundedReceiver};
+use tokio::sync::watch;
 
 use crate::api::{ApiError, GenRequest, Input};
 use crate::chat_template::{RenderOptions, TemplateError};
 use crate::detokenize::Detokenizer;
+use crate::guard::{self, Guard};
 use crate::metrics::Metrics;
 use crate::model_files::ModelFiles;
-use crate::scheduler::{self, EngineStatus, Event, Finish, Job};
+use crate::scheduler::{self, EngineStatus, Event, Finish, Job, JobOptions};
 use crate::stop::StopMatcher;
+use crate::tokenize::{max_token_bytes, BoundedTokenizer, EncodeError};
 use crate::{ServeError, ServeOptions};
 
 struct Shared {
@@ -39,6 +43,14 @@ struct Shared {
     precision: &'static str,
     /// Seeds requests that give none (and ids), distinct per request.
     counter: AtomicU64,
+    /// Requests accepted and not yet over (queued, prefilling or decoding).
+    held: AtomicUsize,
+    /// The most requests held at once: `--max-queue` + `--max-batch`.
+    capacity: usize,
+    /// The longest vocabulary entry, bytes: bounds a prompt's tokenization.
+    max_token_bytes: usize,
+    /// Set at the drain deadline: running requests end (see [`crate::listen`]).
+    abort: watch::Sender<bool>,
 }
 
 /// What every handler shares: the model's files, the engine's queue, metrics.
@@ -53,6 +65,12 @@ impl AppState {
 
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
+    }
+
+    /// Ends every running request now: streams get an error chunk and
+    /// `[DONE]`, waiting replies a 503 (the drain deadline of a shutdown).
+    pub fn abort_requests(&self) {
+        let _ = self.0.abort.send(true);
     }
 
     /// Queues a job as the handlers do, without their checks (tests reach
@@ -76,7 +94,10 @@ pub fn start(opts: &ServeOptions) -> Result<AppState, ServeError> {
     opts.validate()?;
     let files = ModelFiles::open(&opts.model_dir)?;
     let metrics = Arc::new(Metrics::default());
-    let (jobs, rx) = mpsc::channel(opts.max_queue);
+    // The HTTP side admits at most queue + batch requests (`held`): the
+    // channel never refuses one of them.
+    let capacity = opts.max_queue + opts.max_batch;
+    let (jobs, rx) = mpsc::channel(capacity);
     let engine = Arc::new(EngineStatus::default());
     let setup = scheduler::EngineSetup {
         dir: opts.model_dir.clone(),
@@ -92,7 +113,12 @@ pub fn start(opts: &ServeOptions) -> Result<AppState, ServeError> {
     let seed0 = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
+    let max_token_bytes = max_token_bytes(&files.tokenizer);
     Ok(AppState(Arc::new(Shared {
+        max_token_bytes,
+        held: AtomicUsize::new(0),
+        capacity,
+        abort: watch::channel(false).0,
         files,
         name: opts.model_name.clone(),
         created: now_secs(),
@@ -105,16 +131,31 @@ pub fn start(opts: &ServeOptions) -> Result<AppState, ServeError> {
     })))
 }
 
-/// The routes, with the body size limit of `opts`.
+/// The routes, with the layers of [`crate::guard`] set from `opts` (body
+/// size and time limits, API key, CORS, error counts). Serve them with
+/// [`crate::listen::serve`], which adds the connection limits.
 pub fn router(state: AppState, opts: &ServeOptions) -> Router {
+    let guard = Arc::new(Guard {
+        api_key: opts.api_key.clone(),
+        cors_origins: opts.cors_origins.clone(),
+        body_timeout: opts.body_timeout,
+        max_body_bytes: opts.max_body_bytes,
+        metrics: state.0.metrics.clone(),
+    });
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
         .route("/v1/models", get(models))
+        .route("/v1/models/{*id}", get(model))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(opts.max_body_bytes))
+        .layer(from_fn_with_state(guard.clone(), guard::read_body))
+        .layer(from_fn_with_state(guard.clone(), guard::auth))
+        .layer(from_fn_with_state(guard.clone(), guard::cors))
+        .layer(from_fn_with_state(guard, guard::count))
         .with_state(state)
 }
 
@@ -122,6 +163,15 @@ async fn not_found() -> ApiError {
     ApiError::invalid("no such route", None)
         .status(StatusCode::NOT_FOUND)
         .with_code("not_found")
+}
+
+async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::invalid(
+        format!("method {method} is not allowed on this route"),
+        None,
+    )
+    .status(StatusCode::METHOD_NOT_ALLOWED)
+    .with_code("method_not_allowed")
 }
 
 /// 200 while the engine thread serves; 503 with the reason once it has
@@ -138,14 +188,36 @@ async fn health(State(st): State<AppState>) -> Response {
     }
 }
 
-async fn models(State(st): State<AppState>) -> Json<Value> {
-    Json(json!({"object": "list", "data": [{
-        "id": st.0.name,
+/// The served model as `/v1/models` lists it: `max_model_len` (vLLM's
+/// name) and `context_length` (llama-server's, OpenRouter's) give the context.
+fn model_card(st: &Shared) -> Value {
+    json!({
+        "id": st.name,
         "object": "model",
-        "created": st.0.created,
+        "created": st.created,
         "owned_by": "qwgpu",
-        "max_model_len": st.0.files.context,
-    }]}))
+        "max_model_len": st.files.context,
+        "context_length": st.files.context,
+    })
+}
+
+async fn models(State(st): State<AppState>) -> Json<Value> {
+    Json(json!({"object": "list", "data": [model_card(&st.0)]}))
+}
+
+/// `GET /v1/models/{id}` (`client.models.retrieve`); ids may hold slashes.
+async fn model(State(st): State<AppState>, Path(id): Path<String>) -> Response {
+    if id == st.0.name {
+        return Json(model_card(&st.0)).into_response();
+    }
+    let served = &st.0.name;
+    ApiError::invalid(
+        format!("the model `{id}` does not exist; this server serves `{served}`"),
+        Some("model"),
+    )
+    .status(StatusCode::NOT_FOUND)
+    .with_code("model_not_found")
+    .into_response()
 }
 
 async fn metrics(State(st): State<AppState>) -> Response {
@@ -162,13 +234,62 @@ async fn chat_completions(
 ) -> Response {
     generate(st, body, true)
         .await
-        .unwrap_or_else(IntoResponse::into_response)
+        .unwrap_or_else(error_response)
 }
 
 async fn completions(State(st): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
     generate(st, body, false)
         .await
-        .unwrap_or_else(IntoResponse::into_response)
+        .unwrap_or_else(error_response)
+}
+
+/// An error reply; a 429 says when to retry (`Retry-After`, seconds: a
+/// slot frees as soon as any running reply ends).
+fn error_response(e: ApiError) -> Response {
+    let busy = e.status == StatusCode::TOO_MANY_REQUESTS;
+    let mut res = e.into_response();
+    if busy {
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    res
+}
+
+/// A request's claim on the server's capacity (`--max-queue` +
+/// `--max-batch` requests at once), released when its reply is over.
+struct Held(AppState);
+
+impl Held {
+    fn take(st: &AppState) -> Result<Self, ApiError> {
+        let cap = st.0.capacity;
+        st.0.held
+            .fetch_update(Relaxed, Relaxed, |n| (n < cap).then_some(n + 1))
+            .map_err(|_| {
+                Metrics::add(&st.0.metrics.requests_rejected, 1);
+                ApiError::invalid("too many requests are waiting; retry later", None)
+                    .status(StatusCode::TOO_MANY_REQUESTS)
+                    .with_code("rate_limit_exceeded")
+            })?;
+        Ok(Self(st.clone()))
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0 .0.held.fetch_sub(1, Relaxed);
+    }
+}
+
+/// The engine's next event for a reply, or an error once the server's
+/// drain deadline has passed ([`AppState::abort_requests`]).
+async fn next_event(
+    rx: &mut UnboundedReceiver<Event>,
+    abort: &mut watch::Receiver<bool>,
+) -> Option<Event> {
+    tokio::select! {
+        ev = rx.recv() => ev,
+        Ok(_) = abort.wait_for(|a| *a) => Some(Event::Error("the server is shutting down".into())),
+    }
 }
 
 fn body_error(r: BytesRejection) -> ApiError {
@@ -183,12 +304,19 @@ fn body_error(r: BytesRejection) -> ApiError {
     }
 }
 
-fn encode(st: &Shared, text: &str) -> Result<Vec<u32>, ApiError> {
-    st.files
-        .tokenizer
-        .encode(text, false)
-        .map(|e| e.get_ids().to_vec())
-        .map_err(|e| ApiError::server(format!("tokenizing the prompt: {e}")))
+/// `text`'s ids, refused (without tokenizing it whole) when it has more
+/// tokens than the context holds.
+fn encode(st: &Shared, text: &str, param: &str) -> Result<Vec<u32>, ApiError> {
+    let ctx = st.files.context;
+    BoundedTokenizer::new(&st.files.tokenizer, st.max_token_bytes)
+        .encode(text, ctx)
+        .map_err(|e| match e {
+            EncodeError::TooLong { at_least } => context_error(
+                format!("the prompt has at least {at_least} tokens; the model's context is {ctx} tokens"),
+                Some(param),
+            ),
+            EncodeError::Tokenizer(e) => ApiError::server(format!("tokenizing the prompt: {e}")),
+        })
 }
 
 /// Where the generation prompt begins in a chat prompt's `ids`: the length
@@ -216,12 +344,16 @@ fn generation_boundary(st: &Shared, input: &Input, ids: &[u32]) -> Option<usize>
             },
         )
         .ok()?;
-    let head = encode(st, &text).ok()?;
+    let head = encode(st, &text, "messages").ok()?;
     (ids.starts_with(&head) && head.len() < ids.len()).then_some(head.len())
 }
 
 /// The prompt's token ids: the chat template's rendering, or the text, or ids.
 fn prompt_ids(st: &Shared, input: &Input) -> Result<Vec<u32>, ApiError> {
+    let param = match input {
+        Input::Messages { .. } => "messages",
+        _ => "prompt",
+    };
     let text = match input {
         Input::Ids(ids) => {
             let vocab = st.files.text.vocab_size;
@@ -252,7 +384,24 @@ fn prompt_ids(st: &Shared, input: &Input) -> Result<Vec<u32>, ApiError> {
                 .map_err(|e| ApiError::invalid(e.to_string(), Some("messages")))?
         }
     };
-    encode(st, &text)
+    encode(st, &text, param)
+}
+
+/// The prompt's ids and generation boundary, computed on the blocking pool:
+/// templates and tokenizers take milliseconds to seconds of CPU, which the
+/// async threads must not spend (they answer `/health` and the streams).
+async fn tokenize(
+    st: &AppState,
+    input: Input,
+) -> Result<(Input, Vec<u32>, Option<usize>), ApiError> {
+    let st = st.clone();
+    tokio::task::spawn_blocking(move || {
+        let prompt = prompt_ids(&st.0, &input)?;
+        let boundary = generation_boundary(&st.0, &input, &prompt);
+        Ok((input, prompt, boundary))
+    })
+    .await
+    .map_err(|e| ApiError::server(format!("tokenizing the prompt: {e}")))?
 }
 
 /// Why chat requests cannot be served: the folder has no template (the
@@ -297,7 +446,7 @@ fn max_tokens(
     }
     let name = "max_tokens";
     match req.max_tokens {
-        Some(n) if n > ctx as u64 => Err(ApiError::invalid(
+        Some(n) if n > ctx as u64 => Err(context_error(
             format!("`max_tokens` {n} exceeds the model's context of {ctx} tokens"),
             Some(name),
         )),
@@ -313,16 +462,19 @@ fn max_tokens(
     }
 }
 
-async fn generate(
-    st: AppState,
+/// A request's body read as a [`GenRequest`] and its prompt tokenized, on
+/// the blocking pool (see [`tokenize`]); the model it names checked.
+async fn read_request(
+    st: &AppState,
     body: Result<Bytes, BytesRejection>,
     chat: bool,
-) -> Result<Response, ApiError> {
+) -> Result<(GenRequest, Vec<u32>, Option<usize>), ApiError> {
     let bytes = body.map_err(body_error)?;
     let text = std::str::from_utf8(&bytes).map_err(|e| {
         ApiError::invalid(format!("the request body is not valid UTF-8: {e}"), None)
     })?;
-    let req = GenRequest::parse_text(text, chat)?;
+    let mut req = GenRequest::parse_text(text, chat)?;
+    drop(bytes);
     if let Some(m) = &req.model {
         if *m != st.0.name {
             let served = &st.0.name;
@@ -334,8 +486,33 @@ async fn generate(
             .with_code("model_not_found"));
         }
     }
-    let prompt = prompt_ids(&st.0, &req.input)?;
+    let vocab = st.0.files.text.vocab_size;
+    if let Some(bad) = req.options.stop_ids.iter().find(|&&t| t as usize >= vocab) {
+        return Err(ApiError::invalid(
+            format!("token id {bad} is outside the vocabulary of {vocab} tokens"),
+            Some("stop_token_ids"),
+        ));
+    }
+    let input = std::mem::replace(&mut req.input, Input::Ids(Vec::new()));
+    let (input, prompt, boundary) = tokenize(st, input).await?;
+    req.input = input;
+    Ok((req, prompt, boundary))
+}
+
+async fn generate(
+    st: AppState,
+    body: Result<Bytes, BytesRejection>,
+    chat: bool,
+) -> Result<Response, ApiError> {
+    let accepted = Instant::now();
+    let (req, prompt, boundary) = read_request(&st, body, chat).await?;
     let max_tokens = max_tokens(&st.0, &req, prompt.len(), chat)?;
+    if req.options.n > 1 {
+        return Err(ApiError::invalid(
+            "`n` above 1 is not supported yet",
+            Some("n"),
+        ));
+    }
     let params = SamplingParams {
         temperature: req.temperature,
         top_k: req.top_k,
@@ -343,14 +520,22 @@ async fn generate(
     };
     let n = st.0.counter.fetch_add(1, Relaxed);
     let seed = req.seed.unwrap_or(n);
+    let held = Held::take(&st)?;
     let (tx, rx) = mpsc::unbounded_channel();
+    let ended = Arc::new(AtomicBool::new(false));
     let job = Job {
-        boundary: generation_boundary(&st.0, &req.input, &prompt),
+        boundary,
         prompt: prompt.clone(),
         max_tokens,
         params,
         seed,
         events: tx,
+        opts: JobOptions {
+            stop_ids: req.options.stop_ids.clone(),
+            ignore_eos: req.options.ignore_eos,
+            accepted,
+            ended: ended.clone(),
+        },
     };
     let m = &st.0.metrics;
     Metrics::add(&m.queue_depth, 1);
@@ -383,11 +568,19 @@ async fn generate(
         prompt_tokens: prompt.len(),
         include_usage: req.include_usage,
     };
+    let end = ReplyEnd { held, ended };
     if req.stream {
-        Ok(stream(st, meta, prompt, req.stop, rx))
+        Ok(stream(st, meta, prompt, req.stop, rx, end))
     } else {
-        whole(st, meta, prompt, req.stop, rx).await
+        whole(st, meta, prompt, req.stop, rx, end).await
     }
+}
+
+/// What a reply holds until it is over: its capacity claim, and the flag
+/// telling the engine that a stop string (not the client) ended it.
+struct ReplyEnd {
+    held: Held,
+    ended: Arc<AtomicBool>,
 }
 
 /// What the response chunks repeat.
@@ -438,6 +631,8 @@ struct Reply<'t> {
     stop: StopMatcher,
     tokens: usize,
     cached: usize,
+    /// Set when a stop string ends the reply (see [`JobOptions::ended`]).
+    ended: Arc<AtomicBool>,
 }
 
 /// One step of a reply as the client sees it.
@@ -448,12 +643,13 @@ enum Step {
 }
 
 impl<'t> Reply<'t> {
-    fn new(st: &'t Shared, prompt: &[u32], stop: Vec<String>) -> Self {
+    fn new(st: &'t Shared, prompt: &[u32], stop: Vec<String>, ended: Arc<AtomicBool>) -> Self {
         Self {
             detok: Detokenizer::new(&st.files.tokenizer, prompt),
             stop: StopMatcher::new(stop),
             tokens: 0,
             cached: 0,
+            ended,
         }
     }
 
@@ -470,6 +666,7 @@ impl<'t> Reply<'t> {
                     Err(e) => return Some(Step::Failed(ApiError::server(e.to_string()))),
                 };
                 let r = self.stop.push(&piece);
+                self.ended.store(r.stopped, Relaxed);
                 Some(if r.stopped {
                     Step::End {
                         text: r.text,
@@ -511,14 +708,17 @@ fn stream(
     prompt: Vec<u32>,
     stop: Vec<String>,
     mut rx: UnboundedReceiver<Event>,
+    end: ReplyEnd,
 ) -> Response {
     let events = async_stream::stream! {
-        let mut reply = Reply::new(&st.0, &prompt, stop);
+        let _held = end.held;
+        let mut abort = st.0.abort.subscribe();
+        let mut reply = Reply::new(&st.0, &prompt, stop, end.ended);
         if meta.chat {
             yield sse_json(&meta.chunk(None, None, true));
         }
         loop {
-            let ev = rx.recv().await;
+            let ev = next_event(&mut rx, &mut abort).await;
             match reply.on(ev) {
                 Some(Step::Text(t)) if !t.is_empty() => {
                     yield sse_json(&meta.chunk(Some(&t), None, false));
@@ -556,11 +756,14 @@ async fn whole(
     prompt: Vec<u32>,
     stop: Vec<String>,
     mut rx: UnboundedReceiver<Event>,
+    end: ReplyEnd,
 ) -> Result<Response, ApiError> {
-    let mut reply = Reply::new(&st.0, &prompt, stop);
+    let _held = end.held;
+    let mut abort = st.0.abort.subscribe();
+    let mut reply = Reply::new(&st.0, &prompt, stop, end.ended);
     let mut text = String::new();
     let finish = loop {
-        match reply.on(rx.recv().await) {
+        match reply.on(next_event(&mut rx, &mut abort).await) {
             None => {}
             Some(Step::Text(t)) => text.push_str(&t),
             Some(Step::End { text: t, finish }) => {

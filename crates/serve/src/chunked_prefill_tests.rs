@@ -57,6 +57,7 @@ fn job(prompt: Vec<u32>, max_tokens: usize) -> (Job, UnboundedReceiver<Event>) {
         params: GREEDY,
         seed: 1,
         events,
+        opts: Default::default(),
     };
     (job, rx)
 }

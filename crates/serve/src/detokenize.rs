@@ -31,6 +31,12 @@ const MAX_WINDOW: usize = 4 * (CONTEXT + 8);
 
 const REPLACEMENT: char = '\u{FFFD}';
 
+/// Special tokens (`<|im_start|>`, `<|endoftext|>`, ...) are left out of the
+/// text, as HF's `skip_special_tokens` and vLLM do: they are markup for the
+/// template, not reply text. Added tokens that are not special (Qwen's
+/// `<think>`, `<tool_call>`) stay, for the reasoning and tool-call parsers.
+const SKIP_SPECIAL: bool = true;
+
 pub struct Detokenizer<'t> {
     tokenizer: &'t Tokenizer,
     /// The window: context tokens, then tokens whose text is not all sent.
@@ -46,7 +52,7 @@ impl<'t> Detokenizer<'t> {
     pub fn new(tokenizer: &'t Tokenizer, prompt: &[u32]) -> Self {
         let ids = prompt[prompt.len().saturating_sub(CONTEXT)..].to_vec();
         // Undecodable context fails again, with its error, on the first push.
-        let text = tokenizer.decode(&ids, false).unwrap_or_default();
+        let text = tokenizer.decode(&ids, SKIP_SPECIAL).unwrap_or_default();
         let sent = text.len();
         Self {
             tokenizer,
@@ -58,7 +64,7 @@ impl<'t> Detokenizer<'t> {
 
     fn decode(&self, ids: &[u32]) -> Result<String> {
         self.tokenizer
-            .decode(ids, false)
+            .decode(ids, SKIP_SPECIAL)
             .map_err(|e| DetokenizeError(e.to_string()))
     }
 
@@ -169,8 +175,20 @@ mod tests {
             out.push_str(&piece);
         }
         out.push_str(&d.finish().expect("finish"));
-        assert_eq!(out, tok.decode(ids, false).expect("decode"));
+        assert_eq!(out, tok.decode(ids, true).expect("decode"));
         assert!(d.ids.len() <= 2 * CONTEXT, "the window stays short");
+    }
+
+    #[test]
+    fn special_tokens_are_left_out_of_the_text() {
+        let tok = tokenizer();
+        let special = |t: &str| tok.token_to_id(t).expect("special token");
+        let hi = tok.encode("Hi there", false).expect("encode");
+        let mut ids = vec![special("<|im_start|>")];
+        ids.extend_from_slice(hi.get_ids());
+        ids.push(special("<|im_end|>"));
+        ids.push(special("<|endoftext|>"));
+        assert_eq!(streamed(&tok, &[], &ids), "Hi there");
     }
 
     /// The id of the byte-level token of each byte (GPT-2's byte-to-unicode
@@ -215,7 +233,7 @@ mod tests {
         let prompt = tok.encode("Hello there", false).expect("encode");
         let mut ids = vec![bytes[0xE2]; 8];
         ids.extend([bytes[0x82], bytes[0xAC]]);
-        let want = tok.decode(&ids, false).expect("decode");
+        let want = tok.decode(&ids, true).expect("decode");
         assert_eq!(want, format!("{}€", "\u{FFFD}".repeat(7)));
         assert_eq!(streamed(&tok, prompt.get_ids(), &ids), want);
     }
@@ -256,7 +274,7 @@ mod tests {
                     }
                 }
             }
-            let want = tok.decode(&ids, false).expect("decode");
+            let want = tok.decode(&ids, true).expect("decode");
             assert_eq!(
                 streamed(&tok, prompt.get_ids(), &ids),
                 want,

@@ -60,8 +60,10 @@ async fn serve() -> (AppState, String) {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let app = crate::app::router(state.clone(), &opts);
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let serving = state.clone();
+    tokio::spawn(
+        async move { crate::serve(listener, serving, &opts, std::future::pending()).await },
+    );
     (state, format!("http://{addr}"))
 }
 
@@ -78,6 +80,7 @@ fn job(prompt: Vec<u32>) -> (Job, mpsc::UnboundedReceiver<Event>) {
         },
         seed: 1,
         events,
+        opts: Default::default(),
     };
     (job, rx)
 }

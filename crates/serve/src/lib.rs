@@ -1,5 +1,8 @@
 //! `qwgpu serve`: an OpenAI-compatible HTTP server for qwgpu models.
 //!
+//! - [`listen`]: the accept loop (connection cap, header / idle timeouts,
+//!   draining at shutdown); [`guard`]: the layers every route passes
+//!   (body timeout and size, API key, CORS, error counts);
 //! - [`app`]: the axum routes (`/v1/chat/completions`, `/v1/completions`,
 //!   `/v1/models`, `/health`, `/metrics`) and their OpenAI-style errors;
 //! - [`scheduler`]: the engine thread, owner of the model and of every
@@ -21,7 +24,10 @@
 //! let opts = qwgpu_serve::ServeOptions::new("tests/fixtures/dense-bf16-text".into());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! let state = qwgpu_serve::start(&opts)?;
-//! axum::serve(listener, qwgpu_serve::app::router(state, &opts)).await?;
+//! qwgpu_serve::serve(listener, state, &opts, async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! })
+//! .await?;
 //! # Ok(()) }
 //! ```
 
@@ -31,6 +37,9 @@ pub mod chat_request;
 pub mod chat_template;
 pub mod detokenize;
 pub mod error;
+pub mod guard;
+pub mod histogram;
+pub mod listen;
 pub mod metrics;
 pub mod model_files;
 pub mod options;
@@ -38,8 +47,10 @@ pub mod ordered_json;
 mod prefill;
 pub mod prefix_cache;
 mod py_json;
+pub mod request_options;
 pub mod scheduler;
 pub mod stop;
+pub mod tokenize;
 
 #[cfg(test)]
 mod chunked_prefill_tests;
@@ -48,4 +59,5 @@ mod engine_tests;
 
 pub use app::{start, AppState};
 pub use error::ServeError;
-pub use options::{parse_size, ServeOptions, DEFAULT_PREFILL_CHUNK};
+pub use listen::serve;
+pub use options::{parse_duration, parse_size, ServeOptions, DEFAULT_PREFILL_CHUNK};

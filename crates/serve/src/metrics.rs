@@ -4,6 +4,11 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::histogram::Histogram;
+
+/// The statuses `/metrics` counts error responses by (others: `4xx`/`5xx`).
+pub const ERROR_STATUSES: [u16; 10] = [400, 401, 404, 405, 408, 413, 422, 429, 500, 503];
+
 /// Where a request failed while the engine admitted it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdmissionFailure {
@@ -33,6 +38,19 @@ pub struct Metrics {
     pub requests_total: AtomicU64,
     pub requests_rejected: AtomicU64,
     pub requests_cancelled: AtomicU64,
+    /// Requests whose reply ended normally: end of sequence, a stop string
+    /// or token, or `max_tokens`.
+    pub requests_completed: AtomicU64,
+    /// Decode steps that failed (every request in them got the error).
+    pub decode_failures: AtomicU64,
+    /// Error responses per [`ERROR_STATUSES`], then other 4xx, other 5xx.
+    pub http_errors: [AtomicU64; ERROR_STATUSES.len() + 2],
+    /// From the request's acceptance to its prefill's start.
+    pub queue_wait: Histogram,
+    /// From the request's acceptance to its first token.
+    pub time_to_first_token: Histogram,
+    /// Between consecutive tokens of a reply.
+    pub inter_token_latency: Histogram,
     pub prompt_tokens: AtomicU64,
     pub prefill_tokens: AtomicU64,
     /// Pieces of prompts prefilled (a prompt takes one per scheduler step
@@ -82,8 +100,28 @@ impl Metrics {
         Self::add(&self.admission_failures[i], 1);
     }
 
+    /// Counts a response of `status` when it is an error.
+    pub fn http_status(&self, status: u16) {
+        let i = match ERROR_STATUSES.iter().position(|&s| s == status) {
+            Some(i) => i,
+            None if (400..500).contains(&status) => ERROR_STATUSES.len(),
+            None if status >= 500 => ERROR_STATUSES.len() + 1,
+            None => return,
+        };
+        Self::add(&self.http_errors[i], 1);
+    }
+
+    /// Prompt tokens restored from the cache / prompt tokens, 0 before any.
+    fn cache_hit_ratio(&self) -> f64 {
+        let prompt = self.prompt_tokens.load(Relaxed);
+        if prompt == 0 {
+            return 0.0;
+        }
+        self.cache_hit_tokens.load(Relaxed) as f64 / prompt as f64
+    }
+
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, f64); 19] = [
+        let rows: [(&str, &str, &str, f64); 22] = [
             (
                 "qwgpu_requests_total",
                 "counter",
@@ -101,6 +139,18 @@ impl Metrics {
                 "counter",
                 "Requests whose client went away before the end.",
                 self.requests_cancelled.load(Relaxed) as f64,
+            ),
+            (
+                "qwgpu_requests_completed_total",
+                "counter",
+                "Requests whose reply ended normally (end of sequence, stop string or token, max_tokens).",
+                self.requests_completed.load(Relaxed) as f64,
+            ),
+            (
+                "qwgpu_decode_failures_total",
+                "counter",
+                "Decode steps that failed (their requests got the error).",
+                self.decode_failures.load(Relaxed) as f64,
             ),
             (
                 "qwgpu_prompt_tokens_total",
@@ -175,9 +225,15 @@ impl Metrics {
                 self.cache_hit_tokens.load(Relaxed) as f64,
             ),
             (
+                "qwgpu_prefix_cache_hit_ratio",
+                "gauge",
+                "Prompt tokens restored from the prefix cache / prompt tokens of accepted requests.",
+                self.cache_hit_ratio(),
+            ),
+            (
                 "qwgpu_prefix_cache_bytes",
                 "gauge",
-                "Estimated bytes of cached state snapshots.",
+                "Bytes the cached state snapshots hold (state, token ids, bookkeeping).",
                 self.cache_bytes.load(Relaxed) as f64,
             ),
             (
@@ -215,11 +271,40 @@ impl Metrics {
             let (reason, value) = (stage.as_str(), count.load(Relaxed));
             let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {value}");
         }
+        let name = "qwgpu_http_errors_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Error responses (4xx, 5xx) by status.\n# TYPE {name} counter"
+        );
+        let labels = ERROR_STATUSES
+            .iter()
+            .map(u16::to_string)
+            .chain(["4xx".to_string(), "5xx".to_string()]);
+        for (status, count) in labels.zip(&self.http_errors) {
+            let value = count.load(Relaxed);
+            let _ = writeln!(out, "{name}{{status=\"{status}\"}} {value}");
+        }
+        self.queue_wait.render(
+            &mut out,
+            "qwgpu_queue_wait_seconds",
+            "From a request's acceptance to the start of its prefill.",
+        );
+        self.time_to_first_token.render(
+            &mut out,
+            "qwgpu_time_to_first_token_seconds",
+            "From a request's acceptance to its first token.",
+        );
+        self.inter_token_latency.render(
+            &mut out,
+            "qwgpu_inter_token_latency_seconds",
+            "Between consecutive tokens of a reply.",
+        );
         out
     }
 }
 
-/// Reads one value from a `/metrics` text (for tests and scripts).
+/// Reads one value from a `/metrics` text (for tests and scripts); `name`
+/// may carry labels (`qwgpu_http_errors_total{status="401"}`).
 pub fn parse_metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .filter(|l| !l.starts_with('#'))

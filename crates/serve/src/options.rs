@@ -1,6 +1,7 @@
 //! What `qwgpu serve` is started with.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use qwgpu_model::engine::LoadOptions;
 
@@ -32,12 +33,32 @@ pub struct ServeOptions {
     pub max_queue: usize,
     /// Largest request body accepted (bigger: 413).
     pub max_body_bytes: usize,
+    /// Time a client has to send a request's headers; also how long a
+    /// keep-alive connection may wait idle for its next request (hyper's
+    /// header timer runs from the moment it waits for a request). Past it
+    /// the connection is closed.
+    pub header_timeout: Duration,
+    /// Time a client has to send a request's whole body once its headers
+    /// are in (past it: 408 and the connection is closed).
+    pub body_timeout: Duration,
+    /// Most connections served at once; more wait in the listen backlog
+    /// until one closes (stuck clients are closed by the timeouts above).
+    pub max_connections: usize,
+    /// After SIGINT / SIGTERM, how long running requests may go on before
+    /// their streams are ended (an error chunk, then `[DONE]`).
+    pub drain_timeout: Duration,
+    /// When set, `/v1/*` requests must carry `Authorization: Bearer KEY`.
+    pub api_key: Option<String>,
+    /// Origins allowed by CORS on `/v1/*` (`*`: any); empty: no CORS headers.
+    pub cors_origins: Vec<String>,
     pub load: LoadOptions,
 }
 
 impl ServeOptions {
     /// Defaults for `dir`: batch 16, prefill chunks of [`DEFAULT_PREFILL_CHUNK`]
-    /// tokens, 1 GiB of cache, a queue of 256, 4 MiB bodies.
+    /// tokens, 1 GiB of cache, a queue of 256, 4 MiB bodies, 30 s for a
+    /// request's headers (and a keep-alive connection's idle wait), 60 s for
+    /// its body, 512 connections, 30 s of drain at shutdown, no API key, no CORS.
     pub fn new(model_dir: PathBuf) -> Self {
         let model_name = model_dir
             .canonicalize()
@@ -53,6 +74,12 @@ impl ServeOptions {
             cache_mem: 1 << 30,
             max_queue: 256,
             max_body_bytes: 4 << 20,
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(60),
+            max_connections: 512,
+            drain_timeout: Duration::from_secs(30),
+            api_key: None,
+            cors_origins: Vec::new(),
             load: LoadOptions::default(),
         }
     }
@@ -63,6 +90,19 @@ impl ServeOptions {
         }
         if self.max_queue == 0 {
             return Err(ServeError::Options("--max-queue must be at least 1".into()));
+        }
+        if self.max_connections == 0 {
+            return Err(ServeError::Options(
+                "--max-connections must be at least 1".into(),
+            ));
+        }
+        if self.header_timeout.is_zero() || self.body_timeout.is_zero() {
+            return Err(ServeError::Options(
+                "--header-timeout and --body-timeout must be above 0".into(),
+            ));
+        }
+        if self.api_key.as_deref() == Some("") {
+            return Err(ServeError::Options("--api-key must not be empty".into()));
         }
         Ok(())
     }
@@ -100,6 +140,25 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
+/// A duration: `30s`, `500ms`, `2m`, or plain seconds (`1.5`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("`{text}`: expected a duration such as 30s, 500ms or 2m"))?;
+    let secs = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" | "min" => value * 60.0,
+        _ => return Err(format!("`{text}`: unknown unit (use ms, s or m, e.g. 30s)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{text}`: out of range"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,5 +174,15 @@ mod tests {
         assert!(parse_size("lots").is_err());
         assert!(parse_size("5 parsecs").is_err());
         assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("3h").is_err());
     }
 }

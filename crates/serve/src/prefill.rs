@@ -108,6 +108,7 @@ impl Engine {
                 return None;
             }
         };
+        self.metrics.queue_wait.observe(job.opts.accepted.elapsed());
         let _ = job.events.send(Event::Admitted { cached });
         let n = job.prompt.len();
         let snapshot_at = job.boundary.filter(|&b| {
@@ -155,6 +156,8 @@ impl Engine {
             max_tokens: job.max_tokens,
             params: job.params,
             events: job.events,
+            opts: job.opts,
+            last_token: None,
         };
         self.deliver(&mut a).then_some(a)
     }

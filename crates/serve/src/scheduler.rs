@@ -12,6 +12,7 @@
 //! channels.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -69,6 +70,43 @@ pub struct Job {
     pub params: SamplingParams,
     pub seed: u64,
     pub events: UnboundedSender<Event>,
+    /// Request options beyond sampling, and timing.
+    pub opts: JobOptions,
+}
+
+/// What a [`Job`] carries beyond its prompt and sampling.
+#[derive(Debug, Clone)]
+pub struct JobOptions {
+    /// Token ids that end the reply like an end-of-sequence token
+    /// (`stop_token_ids`; not sent).
+    pub stop_ids: Vec<u32>,
+    /// The model's end-of-sequence tokens do not end the reply (`ignore_eos`).
+    pub ignore_eos: bool,
+    /// When the request was accepted (queue wait and time to first token
+    /// are measured from here).
+    pub accepted: Instant,
+    /// Set by the HTTP side when it ended the reply itself (a stop string
+    /// matched) before dropping its receiver: the engine then counts the
+    /// request as completed, not cancelled.
+    pub ended: Arc<AtomicBool>,
+}
+
+impl Default for JobOptions {
+    fn default() -> Self {
+        Self {
+            stop_ids: Vec::new(),
+            ignore_eos: false,
+            accepted: Instant::now(),
+            ended: Arc::default(),
+        }
+    }
+}
+
+impl JobOptions {
+    /// Whether the HTTP side ended the reply (see [`JobOptions::ended`]).
+    pub(crate) fn ended_by_client(&self) -> bool {
+        self.ended.load(Ordering::Relaxed)
+    }
 }
 
 /// A sequence in the decode batch.
@@ -84,6 +122,9 @@ pub(crate) struct Active {
     pub(crate) max_tokens: usize,
     pub(crate) params: SamplingParams,
     pub(crate) events: UnboundedSender<Event>,
+    pub(crate) opts: JobOptions,
+    /// When its last token was sent (inter-token latency).
+    pub(crate) last_token: Option<Instant>,
 }
 
 /// A request taken from the queue whose prefill has not begun.
@@ -336,10 +377,16 @@ impl Engine {
         {
             batch.prefilling = None;
         }
-        batch.active.retain(|a| !a.events.is_closed());
+        let mut ended = 0;
+        batch.active.retain(|a| {
+            let closed = a.events.is_closed();
+            ended += u64::from(closed && a.opts.ended_by_client());
+            !closed
+        });
+        Metrics::add(&self.metrics.requests_completed, ended);
         Metrics::add(
             &self.metrics.requests_cancelled,
-            (before - batch.len()) as u64,
+            (before - batch.len()) as u64 - ended,
         );
     }
 
@@ -399,13 +446,29 @@ impl Engine {
     /// Handles the token just sampled into `a.next`: ends the reply on EOS or
     /// `max_tokens`, else streams it. Returns whether the sequence goes on.
     pub(crate) fn deliver(&mut self, a: &mut Active) -> bool {
-        let finish = if self.eos.contains(&a.next) {
+        let now = Instant::now();
+        match a.last_token {
+            None => self
+                .metrics
+                .time_to_first_token
+                .observe(now - a.opts.accepted),
+            Some(t) => self.metrics.inter_token_latency.observe(now - t),
+        }
+        a.last_token = Some(now);
+        let ends =
+            (!a.opts.ignore_eos && self.eos.contains(&a.next)) || a.opts.stop_ids.contains(&a.next);
+        let finish = if ends {
             Some(Finish::Stop)
         } else {
             a.generated += 1;
             Metrics::add(&self.metrics.generated_tokens, 1);
             if a.events.send(Event::Token(a.next)).is_err() {
-                Metrics::add(&self.metrics.requests_cancelled, 1);
+                let counter = if a.opts.ended_by_client() {
+                    &self.metrics.requests_completed
+                } else {
+                    &self.metrics.requests_cancelled
+                };
+                Metrics::add(counter, 1);
                 return false;
             }
             (a.generated >= a.max_tokens).then_some(Finish::Length)
@@ -415,6 +478,7 @@ impl Engine {
                 // The state after prompt + reply (the last token not yet
                 // consumed): the next turn of a chat starts with these ids.
                 self.remember(&a.ids, &a.session);
+                Metrics::add(&self.metrics.requests_completed, 1);
                 let _ = a.events.send(Event::Done { finish });
                 false
             }
@@ -455,6 +519,7 @@ impl Engine {
             Err(e) => {
                 // Which sessions advanced is unknown: end them all.
                 tracing::error!("decode step failed: {e}");
+                Metrics::add(&self.metrics.decode_failures, 1);
                 for a in active.drain(..) {
                     let _ = a.events.send(Event::Error(e.to_string()));
                 }

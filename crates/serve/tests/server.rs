@@ -65,8 +65,10 @@ async fn server_in(dir: TempDir, tweak: impl FnOnce(&mut ServeOptions)) -> Serve
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let app = qwgpu_serve::app::router(state, &opts);
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let serving = opts.clone();
+    tokio::spawn(async move {
+        qwgpu_serve::serve(listener, state, &serving, std::future::pending()).await
+    });
     Server {
         base: format!("http://{addr}"),
         model: opts.model_name,

@@ -24,9 +24,9 @@ use conversation::{Conversation, Setup, Stop, TurnReport};
 #[derive(Args, Debug)]
 pub struct ChatArgs {
     /// Hugging Face model folder (config.json, *.safetensors, tokenizer.json,
-    /// a chat template).
+    /// a chat template). Without it, the bundled tiny random-weight test model runs.
     #[arg(long)]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// A system message before the conversation (kept by /reset).
     #[arg(long)]
     system: Option<String>,
@@ -58,7 +58,7 @@ const HELP: &str =
 pub fn run(args: &ChatArgs) -> Result<()> {
     check_max_tokens(args.max_tokens)?;
     let params = args.sampling.params()?;
-    let dir = &args.model;
+    let dir = &crate::bundled::model_or_bundled(args.model.as_deref())?;
     let started = Instant::now();
     // Everything cheap first: a bad folder fails before any weight is read.
     let config = qwgpu_checkpoint::ModelConfig::from_file(&dir.join("config.json"))?;

@@ -8,7 +8,7 @@ mod math;
 mod report;
 mod windows;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -22,9 +22,10 @@ use report::{Row, Summary};
 #[derive(Args, Debug)]
 #[command(group(ArgGroup::new("input").required(true).args(["text", "ids"])))]
 pub struct ScoreArgs {
-    /// Hugging Face model folder.
+    /// Hugging Face model folder. Without it, the bundled tiny random-weight
+    /// test model is scored.
     #[arg(long)]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// A UTF-8 text file to score (tokenized with the model's tokenizer, as is).
     #[arg(long)]
     text: Option<PathBuf>,
@@ -67,7 +68,7 @@ pub struct ScoreArgs {
 const MAX_LOGITS_PER_STEP: usize = 1 << 24;
 
 /// The token ids to score, checked against the vocabulary.
-fn input_ids(args: &ScoreArgs, vocab: usize) -> Result<Vec<u32>> {
+fn input_ids(args: &ScoreArgs, model: &Path, vocab: usize) -> Result<Vec<u32>> {
     let ids: Vec<u32> = if let Some(path) = &args.text {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading --text {}", path.display()))?;
@@ -77,7 +78,7 @@ fn input_ids(args: &ScoreArgs, vocab: usize) -> Result<Vec<u32>> {
                 path.display()
             );
         }
-        let tokenizer = prompt::load_tokenizer(&args.model)?;
+        let tokenizer = prompt::load_tokenizer(model)?;
         tokenizer
             .encode(text.as_str(), false)
             .map_err(|e| {
@@ -130,11 +131,12 @@ fn window_and_stride(args: &ScoreArgs, context: Option<usize>) -> Result<(usize,
 }
 
 pub fn run(args: &ScoreArgs) -> Result<()> {
+    let model_dir = crate::bundled::model_or_bundled(args.model.as_deref())?;
     let started = Instant::now();
-    let config = qwgpu_checkpoint::ModelConfig::from_file(&args.model.join("config.json"))?;
+    let config = qwgpu_checkpoint::ModelConfig::from_file(&model_dir.join("config.json"))?;
     let vocab = config.text.vocab_size;
-    let context = prompt::context_length(&args.model)?;
-    let ids = input_ids(args, vocab)?;
+    let context = prompt::context_length(&model_dir)?;
+    let ids = input_ids(args, &model_dir, vocab)?;
     let (window, stride) = window_and_stride(args, context)?;
     if let Some(reference) = &args.reference {
         let rc = qwgpu_checkpoint::ModelConfig::from_file(&reference.join("config.json"))?;
@@ -146,14 +148,14 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
         }
     }
     // Token text for the per-token rows (best effort: --ids needs no tokenizer).
-    let tokenizer = prompt::load_tokenizer(&args.model).ok();
+    let tokenizer = prompt::load_tokenizer(&model_dir).ok();
     let opts = args.precision.apply(load_options(
         args.backend,
         args.adapter.clone(),
         args.strict,
         engine::DEFAULT_MAX_CHUNK,
     ));
-    let model = load_and_report(&args.model, &opts, started)?;
+    let model = load_and_report(&model_dir, &opts, started)?;
     let reference = match &args.reference {
         Some(dir) => Some(load_and_report(dir, &opts, Instant::now())?),
         None => None,
@@ -169,7 +171,7 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
             .unwrap_or_default()
     };
     let header = report::Header {
-        model: &args.model,
+        model: &model_dir,
         reference: args.reference.as_deref(),
         backend: model.backend_name(),
         window,
