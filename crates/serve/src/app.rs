@@ -26,12 +26,12 @@ use crate::detokenize::Detokenizer;
 use crate::guard::{self, Guard};
 use crate::metrics::Metrics;
 use crate::model_files::ModelFiles;
-use crate::scheduler::{self, EngineStatus, Event, Finish, Job, JobOptions};
+use crate::scheduler::{self, EngineStatus, Event, Finish, Fork, Job, JobOptions};
 use crate::stop::StopMatcher;
 use crate::tokenize::{max_token_bytes, BoundedTokenizer, EncodeError};
 use crate::{ServeError, ServeOptions};
 
-struct Shared {
+pub(crate) struct Shared {
     files: ModelFiles,
     name: String,
     created: u64,
@@ -50,12 +50,12 @@ struct Shared {
     /// The longest vocabulary entry, bytes: bounds a prompt's tokenization.
     max_token_bytes: usize,
     /// Set at the drain deadline: running requests end (see [`crate::listen`]).
-    abort: watch::Sender<bool>,
+    pub(crate) abort: watch::Sender<bool>,
 }
 
 /// What every handler shares: the model's files, the engine's queue, metrics.
 #[derive(Clone)]
-pub struct AppState(Arc<Shared>);
+pub struct AppState(pub(crate) Arc<Shared>);
 
 impl AppState {
     /// `gpu: ...` or `cpu reference`.
@@ -257,7 +257,7 @@ fn error_response(e: ApiError) -> Response {
 
 /// A request's claim on the server's capacity (`--max-queue` +
 /// `--max-batch` requests at once), released when its reply is over.
-struct Held(AppState);
+pub(crate) struct Held(AppState);
 
 impl Held {
     fn take(st: &AppState) -> Result<Self, ApiError> {
@@ -282,7 +282,7 @@ impl Drop for Held {
 
 /// The engine's next event for a reply, or an error once the server's
 /// drain deadline has passed ([`AppState::abort_requests`]).
-async fn next_event(
+pub(crate) async fn next_event(
     rx: &mut UnboundedReceiver<Event>,
     abort: &mut watch::Receiver<bool>,
 ) -> Option<Event> {
@@ -507,12 +507,6 @@ async fn generate(
     let accepted = Instant::now();
     let (req, prompt, boundary) = read_request(&st, body, chat).await?;
     let max_tokens = max_tokens(&st.0, &req, prompt.len(), chat)?;
-    if req.options.n > 1 {
-        return Err(ApiError::invalid(
-            "`n` above 1 is not supported yet",
-            Some("n"),
-        ));
-    }
     let params = SamplingParams {
         temperature: req.temperature,
         top_k: req.top_k,
@@ -523,6 +517,19 @@ async fn generate(
     let held = Held::take(&st)?;
     let (tx, rx) = mpsc::unbounded_channel();
     let ended = Arc::new(AtomicBool::new(false));
+    // Choices 1.. of `n`: their own channels and seeds (seed + index).
+    let (forks, fork_ends): (Vec<Fork>, Vec<_>) = (1..req.options.n as u64)
+        .map(|i| {
+            let (events, rx) = mpsc::unbounded_channel();
+            let ended = Arc::new(AtomicBool::new(false));
+            let fork = Fork {
+                seed: seed.wrapping_add(i),
+                events,
+                ended: ended.clone(),
+            };
+            (fork, (rx, ended))
+        })
+        .unzip();
     let job = Job {
         boundary,
         prompt: prompt.clone(),
@@ -535,6 +542,7 @@ async fn generate(
             ignore_eos: req.options.ignore_eos,
             accepted,
             ended: ended.clone(),
+            forks,
         },
     };
     let m = &st.0.metrics;
@@ -568,6 +576,15 @@ async fn generate(
         prompt_tokens: prompt.len(),
         include_usage: req.include_usage,
     };
+    if !fork_ends.is_empty() {
+        let choices = std::iter::once((rx, ended)).chain(fork_ends).collect();
+        let prompt = Arc::new(prompt);
+        return Ok(if req.stream {
+            crate::choices::stream(st, meta, prompt, req.stop, choices, held)
+        } else {
+            crate::choices::whole(st, meta, prompt, req.stop, choices, held).await?
+        });
+    }
     let end = ReplyEnd { held, ended };
     if req.stream {
         Ok(stream(st, meta, prompt, req.stop, rx, end))
@@ -584,17 +601,17 @@ struct ReplyEnd {
 }
 
 /// What the response chunks repeat.
-struct Meta {
-    id: String,
-    created: u64,
-    model: String,
-    chat: bool,
-    prompt_tokens: usize,
-    include_usage: bool,
+pub(crate) struct Meta {
+    pub(crate) id: String,
+    pub(crate) created: u64,
+    pub(crate) model: String,
+    pub(crate) chat: bool,
+    pub(crate) prompt_tokens: usize,
+    pub(crate) include_usage: bool,
 }
 
 impl Meta {
-    fn usage(&self, completion: usize, cached: usize) -> Value {
+    pub(crate) fn usage(&self, completion: usize, cached: usize) -> Value {
         json!({
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": completion,
@@ -604,7 +621,7 @@ impl Meta {
     }
 
     /// One streamed chunk with `text` (chat: a delta) and maybe a finish reason.
-    fn chunk(&self, text: Option<&str>, finish: Option<Finish>, first: bool) -> Value {
+    pub(crate) fn chunk(&self, text: Option<&str>, finish: Option<Finish>, first: bool) -> Value {
         let finish = finish.map(Finish::as_str);
         let mut v = if self.chat {
             let delta = match (first, text) {
@@ -626,24 +643,29 @@ impl Meta {
 }
 
 /// Turns a request's events into reply text: detokenization, stop strings.
-struct Reply<'t> {
+pub(crate) struct Reply<'t> {
     detok: Detokenizer<'t>,
     stop: StopMatcher,
-    tokens: usize,
-    cached: usize,
+    pub(crate) tokens: usize,
+    pub(crate) cached: usize,
     /// Set when a stop string ends the reply (see [`JobOptions::ended`]).
     ended: Arc<AtomicBool>,
 }
 
 /// One step of a reply as the client sees it.
-enum Step {
+pub(crate) enum Step {
     Text(String),
     End { text: String, finish: Finish },
     Failed(ApiError),
 }
 
 impl<'t> Reply<'t> {
-    fn new(st: &'t Shared, prompt: &[u32], stop: Vec<String>, ended: Arc<AtomicBool>) -> Self {
+    pub(crate) fn new(
+        st: &'t Shared,
+        prompt: &[u32],
+        stop: Vec<String>,
+        ended: Arc<AtomicBool>,
+    ) -> Self {
         Self {
             detok: Detokenizer::new(&st.files.tokenizer, prompt),
             stop: StopMatcher::new(stop),
@@ -653,7 +675,7 @@ impl<'t> Reply<'t> {
         }
     }
 
-    fn on(&mut self, ev: Option<Event>) -> Option<Step> {
+    pub(crate) fn on(&mut self, ev: Option<Event>) -> Option<Step> {
         match ev {
             Some(Event::Admitted { cached }) => {
                 self.cached = cached;
@@ -696,7 +718,7 @@ impl<'t> Reply<'t> {
     }
 }
 
-fn sse_json(v: &Value) -> Result<SseEvent, std::convert::Infallible> {
+pub(crate) fn sse_json(v: &Value) -> Result<SseEvent, std::convert::Infallible> {
     Ok(SseEvent::default().data(v.to_string()))
 }
 

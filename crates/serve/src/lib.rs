@@ -35,6 +35,7 @@ pub mod api;
 pub mod app;
 pub mod chat_request;
 pub mod chat_template;
+mod choices;
 pub mod detokenize;
 pub mod error;
 pub mod guard;

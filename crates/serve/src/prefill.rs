@@ -15,7 +15,7 @@ use qwgpu_model::engine::Session;
 
 use crate::metrics::{AdmissionFailure, Metrics};
 use crate::prefix_cache::snapshot_bytes;
-use crate::scheduler::{Active, Batch, Engine, Event, Job, Waiting};
+use crate::scheduler::{Active, Batch, Engine, Event, Job, JobOptions, Waiting};
 
 /// The request being prefilled.
 pub(crate) struct Prefill {
@@ -77,9 +77,7 @@ impl Engine {
             Metrics::add(&self.metrics.prefill_chunks, 1);
             Metrics::add(&self.metrics.prefill_tokens, t as u64);
             if to == n {
-                if let Some(a) = self.finish(p) {
-                    batch.active.push(a);
-                }
+                batch.active.extend(self.finish(p));
                 continue;
             }
             // Not the prompt's end: its logits are not needed.
@@ -110,6 +108,9 @@ impl Engine {
         };
         self.metrics.queue_wait.observe(job.opts.accepted.elapsed());
         let _ = job.events.send(Event::Admitted { cached });
+        for f in &job.opts.forks {
+            let _ = f.events.send(Event::Admitted { cached });
+        }
         let n = job.prompt.len();
         let snapshot_at = job.boundary.filter(|&b| {
             b > cached
@@ -128,26 +129,74 @@ impl Engine {
 
     /// Runs the prompt's last piece and samples the first token; the
     /// request joins the decode batch unless that token already ends it.
-    fn finish(&mut self, p: Prefill) -> Option<Active> {
+    /// A request of several choices forks the session before the prompt's
+    /// last token: each choice runs that token on its own fork and samples
+    /// with its own seed (the prompt is prefilled once).
+    fn finish(&mut self, p: Prefill) -> Vec<Active> {
         let Prefill {
             id,
-            job,
+            mut job,
             mut session,
-            pos,
+            mut pos,
             ..
         } = p;
+        let mut forked = Vec::new();
+        if !job.opts.forks.is_empty() {
+            let last = job.prompt.len() - 1;
+            if pos < last {
+                if let Err(e) = self.model.forward(&mut session, &job.prompt[pos..last]) {
+                    self.refuse(&job, AdmissionFailure::Prefill, &e);
+                    return Vec::new();
+                }
+                pos = last;
+            }
+            for f in std::mem::take(&mut job.opts.forks) {
+                let opts = JobOptions {
+                    ended: f.ended,
+                    forks: Vec::new(),
+                    ..job.opts.clone()
+                };
+                let first = self.model.fork(&session).and_then(|mut s| {
+                    self.model.set_seed(&mut s, f.seed);
+                    let t = self
+                        .model
+                        .sample_next(&mut s, &job.prompt[last..], &job.params)?;
+                    Ok((s, t))
+                });
+                Metrics::add(&self.metrics.prefill_tokens, 1);
+                match first {
+                    Ok((s, t)) => forked.push(Active {
+                        id,
+                        session: s,
+                        ids: job.prompt.clone(),
+                        next: t,
+                        generated: 0,
+                        max_tokens: job.max_tokens,
+                        params: job.params,
+                        events: f.events,
+                        opts,
+                        last_token: None,
+                    }),
+                    Err(e) => {
+                        self.metrics.admission_failed(AdmissionFailure::Prefill);
+                        let _ = f.events.send(Event::Error(e.to_string()));
+                    }
+                }
+            }
+        }
         let first = match self
             .model
             .sample_next(&mut session, &job.prompt[pos..], &job.params)
         {
             Ok(t) => t,
             Err(e) => {
+                // The forks made so far go on: they have their first token.
                 self.refuse(&job, AdmissionFailure::Prefill, &e);
-                return None;
+                return self.deliver_all(forked);
             }
         };
         self.remember(&job.prompt, &session);
-        let mut a = Active {
+        let a = Active {
             id,
             session,
             ids: job.prompt,
@@ -159,6 +208,17 @@ impl Engine {
             opts: job.opts,
             last_token: None,
         };
-        self.deliver(&mut a).then_some(a)
+        self.deliver_all(std::iter::once(a).chain(forked))
+    }
+
+    /// Sends each new sequence its first token; returns those that go on.
+    fn deliver_all(&mut self, actives: impl IntoIterator<Item = Active>) -> Vec<Active> {
+        let mut out = Vec::new();
+        for mut a in actives {
+            if self.deliver(&mut a) {
+                out.push(a);
+            }
+        }
+        out
     }
 }

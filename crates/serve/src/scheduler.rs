@@ -89,6 +89,17 @@ pub struct JobOptions {
     /// matched) before dropping its receiver: the engine then counts the
     /// request as completed, not cancelled.
     pub ended: Arc<AtomicBool>,
+    /// The request's other choices (`n` > 1): each continues a fork of the
+    /// session made once the prompt is prefilled, so the prompt runs once.
+    pub forks: Vec<Fork>,
+}
+
+/// One more choice of a request: its own seed, events and stop flag.
+#[derive(Debug, Clone)]
+pub struct Fork {
+    pub seed: u64,
+    pub events: UnboundedSender<Event>,
+    pub ended: Arc<AtomicBool>,
 }
 
 impl Default for JobOptions {
@@ -98,6 +109,7 @@ impl Default for JobOptions {
             ignore_eos: false,
             accepted: Instant::now(),
             ended: Arc::default(),
+            forks: Vec::new(),
         }
     }
 }
@@ -397,6 +409,9 @@ impl Engine {
         tracing::error!("a request of {tokens} prompt tokens failed at admission ({what}): {e}");
         self.metrics.admission_failed(stage);
         let _ = job.events.send(Event::Error(e.to_string()));
+        for f in &job.opts.forks {
+            let _ = f.events.send(Event::Error(e.to_string()));
+        }
     }
 
     /// A session for `job` with the longest cached prefix of its prompt

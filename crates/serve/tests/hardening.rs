@@ -615,3 +615,77 @@ async fn stop_token_ids_end_the_reply() {
     }
     assert!(stopped > 0, "no stop_token_ids ended the reply of {full:?}");
 }
+
+/// `n: 3`: the prompt is prefilled once (then one token per extra choice,
+/// on its fork), each choice has its own seed (three different texts; the
+/// first is the lone request's), `usage` counts the prompt once, and the
+/// streamed choices (chunks with their `index`) equal the whole ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn n_choices_share_one_prefill() {
+    let s = server(|o| o.cache_mem = 0).await;
+    let base = json!({"prompt": "The quick brown fox jumps over the lazy dog", "max_tokens": 8,
+                      "temperature": 1.0, "seed": 7, "ignore_eos": true});
+    let (status, lone) = s.post("/v1/completions", &base).await;
+    assert_eq!(status, StatusCode::OK, "{lone}");
+    let prompt_tokens = lone["usage"]["prompt_tokens"].as_u64().expect("prompt");
+    let before = s.metric("qwgpu_prefill_tokens_total").await;
+    let mut req = base.clone();
+    req["n"] = json!(3);
+    let (status, v) = s.post("/v1/completions", &req).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let texts: Vec<String> = (0..3)
+        .map(|i| {
+            let c = &v["choices"][i];
+            assert_eq!(c["index"], i, "{v}");
+            c["text"].as_str().expect("text").to_owned()
+        })
+        .collect();
+    assert_eq!(texts[0], lone["choices"][0]["text"].as_str().expect("text"));
+    assert!(
+        texts[0] != texts[1] && texts[1] != texts[2] && texts[0] != texts[2],
+        "{texts:?}"
+    );
+    assert_eq!(v["usage"]["prompt_tokens"].as_u64(), Some(prompt_tokens));
+    assert_eq!(v["usage"]["completion_tokens"], 24, "{v}");
+    assert_eq!(
+        s.metric("qwgpu_prefill_tokens_total").await - before,
+        (prompt_tokens + 2) as f64,
+        "the prompt was prefilled more than once"
+    );
+    // Streamed, with usage.
+    req["stream"] = json!(true);
+    req["stream_options"] = json!({"include_usage": true});
+    let r = client()
+        .post(s.url("/v1/completions"))
+        .json(&req)
+        .send()
+        .await
+        .expect("send");
+    let events = sse_payloads(r).await;
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let mut streamed = vec![String::new(); 3];
+    let mut finished = 0;
+    let mut usage = Value::Null;
+    for e in &events[..events.len() - 1] {
+        let v: Value = serde_json::from_str(e).expect("chunk");
+        if !v["usage"].is_null() {
+            usage = v["usage"].clone();
+        }
+        for c in v["choices"].as_array().expect("choices") {
+            let i = c["index"].as_u64().expect("index") as usize;
+            streamed[i].push_str(c["text"].as_str().unwrap_or(""));
+            finished += usize::from(c["finish_reason"].is_string());
+        }
+    }
+    assert_eq!(streamed, texts);
+    assert_eq!(finished, 3);
+    assert_eq!(usage["completion_tokens"], 24, "{usage}");
+    // Chat, whole: three messages.
+    let chat = json!({"messages": [{"role": "user", "content": "hi"}], "n": 3, "max_tokens": 4,
+                      "temperature": 1.0, "seed": 3, "ignore_eos": true});
+    let (status, v) = s.post("/v1/chat/completions", &chat).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["choices"].as_array().map(Vec::len), Some(3), "{v}");
+    assert_eq!(v["choices"][2]["message"]["role"], "assistant", "{v}");
+    assert_eq!(v["usage"]["completion_tokens"], 12, "{v}");
+}

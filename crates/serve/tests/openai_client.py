@@ -1,6 +1,6 @@
 """The official `openai` Python client against a running `qwgpu serve`.
 
-Usage: python3 openai_client.py BASE_URL MODEL   (BASE_URL ends with /v1)
+Usage: python3 openai_client.py BASE_URL MODEL API_KEY   (BASE_URL ends with /v1)
 Run by crates/serve/tests/server.rs when `import openai` works.
 """
 
@@ -10,10 +10,17 @@ import openai
 
 
 def main() -> None:
-    base_url, model = sys.argv[1], sys.argv[2]
-    client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0)
+    base_url, model, key = sys.argv[1], sys.argv[2], sys.argv[3]
+    client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0)
 
     assert [m.id for m in client.models.list().data] == [model]
+    assert client.models.retrieve(model).id == model
+
+    try:
+        openai.OpenAI(base_url=base_url, api_key="not-the-key", max_retries=0).models.list()
+        raise AssertionError("a wrong API key must fail")
+    except openai.AuthenticationError as e:
+        assert e.status_code == 401
 
     messages = [{"role": "user", "content": "Hello there"}]
     whole = client.chat.completions.create(
@@ -52,9 +59,25 @@ def main() -> None:
     except openai.NotFoundError as e:
         assert e.status_code == 404
 
+    # n=3: three different sampled completions of one prompt, prefilled once.
+    lone = client.completions.create(model=model, prompt="The quick brown fox", max_tokens=6, temperature=1.0, seed=5)
+    three = client.completions.create(
+        model=model,
+        prompt="The quick brown fox",
+        max_tokens=6,
+        temperature=1.0,
+        seed=5,
+        n=3,
+        extra_body={"ignore_eos": True},
+    )
+    texts = [c.text for c in sorted(three.choices, key=lambda c: c.index)]
+    assert len(set(texts)) == 3, texts
+    assert three.usage.prompt_tokens == lone.usage.prompt_tokens
+    assert three.usage.completion_tokens == 18, three.usage
+
     try:
-        client.chat.completions.create(model=model, messages=messages, n=2)
-        raise AssertionError("n=2 must fail")
+        client.completions.create(model=model, prompt="hi", echo=True)
+        raise AssertionError("echo must fail")
     except openai.BadRequestError as e:
         assert e.status_code == 400
 

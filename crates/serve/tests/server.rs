@@ -345,8 +345,8 @@ async fn bad_requests_get_openai_errors() {
             Some("model"),
         ),
         (
-            "n = 2",
-            json!({"messages": msgs, "n": 2}).to_string().into_bytes(),
+            "n = 0",
+            json!({"messages": msgs, "n": 0}).to_string().into_bytes(),
             StatusCode::BAD_REQUEST,
             Some("n"),
         ),
@@ -749,12 +749,14 @@ async fn the_openai_python_client_works() {
         println!("note: skipped: `{python} -c \"import openai\"` failed (set QWGPU_PYTHON to a Python with the openai package)");
         return;
     }
-    let s = server(|_| {}).await;
+    let key = "sk-qwgpu-test";
+    let s = server(|o| o.api_key = Some(key.into())).await;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openai_client.py");
     let args = [
         script.display().to_string(),
         format!("{}/v1", s.base),
         s.model.clone(),
+        key.to_string(),
     ];
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(&python).args(args).output()
