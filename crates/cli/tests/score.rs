@@ -411,3 +411,35 @@ fn bad_inputs_are_clear_errors() {
     assert!(ok, "{stderr}");
     assert!(stdout.contains("2 tokens scored"), "{stdout}");
 }
+
+/// Without `--model`, `score` scores with the bundled model (and says so),
+/// the same numbers as with the fixture's folder named.
+#[test]
+fn score_runs_the_bundled_model_without_a_model_flag() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_qwgpu"))
+        .args([
+            "score",
+            "--ids",
+            "10,11,12,13,14",
+            "--backend",
+            "cpu",
+            "--json",
+        ])
+        .env("QWGPU_CACHE_DIR", cache.path())
+        .env_remove("QWGPU_LOG")
+        .output()
+        .expect("run qwgpu score");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("running the bundled"), "{stderr}");
+    let bundled: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let (ok, named, err) = score(&["--ids", "10,11,12,13,14", "--backend", "cpu", "--json"]);
+    assert!(ok, "{err}");
+    let named: serde_json::Value = serde_json::from_str(&named).expect("json");
+    assert!(bundled["mean_nll"].is_number(), "{bundled}");
+    assert_eq!(
+        bundled["mean_nll"], named["mean_nll"],
+        "{bundled} / {named}"
+    );
+}
