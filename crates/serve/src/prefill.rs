@@ -14,7 +14,7 @@
 use qwgpu_model::engine::Session;
 
 use crate::metrics::{AdmissionFailure, Metrics};
-use crate::prefix_cache::snapshot_bytes;
+use crate::prefix_cache::entry_bytes;
 use crate::scheduler::{Active, Batch, Engine, Event, Job, JobOptions, Waiting};
 
 /// The request being prefilled.
@@ -115,7 +115,7 @@ impl Engine {
         let snapshot_at = job.boundary.filter(|&b| {
             b > cached
                 && b < n
-                && self.cache.fits(snapshot_bytes(&self.config, b))
+                && self.cache.fits(entry_bytes(&self.config, b, self.gpu))
                 && !self.cache.contains(&job.prompt[..b])
         });
         Some(Prefill {

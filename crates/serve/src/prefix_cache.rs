@@ -128,6 +128,30 @@ pub fn snapshot_bytes(cfg: &TextConfig, position: usize) -> u64 {
     floats * 4
 }
 
+/// Bytes a cache entry keeps besides the state: its token ids (4 per
+/// token) and the entry's own bookkeeping (the entry, the snapshot's
+/// headers and the allocator's rounding of each).
+pub const ENTRY_OVERHEAD: u64 = 512;
+
+/// Bytes one GPU state buffer of a snapshot keeps beyond its contents:
+/// wgpu's tracking of the buffer and the memory allocator's rounding. A GPU
+/// snapshot holds two buffers per layer (GDN: conv window and recurrent
+/// state; attention: K and V).
+pub const GPU_BUFFER_OVERHEAD: u64 = 2048;
+
+/// What a cache entry of `position` tokens really holds: the state
+/// ([`snapshot_bytes`]), its ids, and the per-entry and (on the GPU)
+/// per-buffer overheads. `--cache-mem` budgets this, so the process grows
+/// by what `/metrics` reports.
+pub fn entry_bytes(cfg: &TextConfig, position: usize, gpu: bool) -> u64 {
+    let buffers = if gpu {
+        2 * cfg.layer_types.len() as u64 * GPU_BUFFER_OVERHEAD
+    } else {
+        0
+    };
+    snapshot_bytes(cfg, position) + 4 * position as u64 + ENTRY_OVERHEAD + buffers
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

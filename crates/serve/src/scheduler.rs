@@ -22,7 +22,7 @@ use qwgpu_model::ModelError;
 use tokio::sync::mpsc::{self, error::TryRecvError, UnboundedSender};
 
 use crate::metrics::{AdmissionFailure, Metrics};
-use crate::prefix_cache::{snapshot_bytes, PrefixCache};
+use crate::prefix_cache::{entry_bytes, PrefixCache};
 
 /// Why a reply ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,6 +213,8 @@ pub(crate) struct Engine {
     eos: Vec<u32>,
     pub(crate) cache: PrefixCache<qwgpu_model::engine::Snapshot>,
     pub(crate) config: TextConfig,
+    /// Whether the model runs on the GPU (its snapshots are GPU buffers).
+    pub(crate) gpu: bool,
     pub(crate) metrics: Arc<Metrics>,
     /// Most prompt tokens prefilled per step (0: whole prompts at once).
     pub(crate) prefill_chunk: usize,
@@ -297,6 +299,7 @@ impl Engine {
     ) -> Self {
         let config = model.config().clone();
         Self {
+            gpu: model.is_gpu(),
             model,
             eos,
             cache: PrefixCache::new(cache_mem),
@@ -446,7 +449,7 @@ impl Engine {
 
     /// Snapshots `session` (which has consumed exactly `ids`) into the cache.
     pub(crate) fn remember(&mut self, ids: &[u32], session: &Session) {
-        let bytes = snapshot_bytes(&self.config, ids.len());
+        let bytes = entry_bytes(&self.config, ids.len(), self.gpu);
         if !self.cache.fits(bytes) || self.cache.contains(ids) {
             return;
         }
