@@ -34,15 +34,17 @@ pub struct Record {
 
 /// Test binaries that must leave records in a full test run (`cargo xtask
 /// ci`): the kernel suites, the model's GPU tests and golden GPU tests, the
-/// server's GPU tests and the released-template tests. One missing means its
-/// tests stopped going through the harness, and its skips would be invisible.
-pub const EXPECTED_BINARIES: [&str; 7] = [
+/// server's GPU tests (its prefix-cache accounting on the GPU too) and the
+/// released-template tests. One missing means its tests stopped going
+/// through the harness, and its skips would be invisible.
+pub const EXPECTED_BINARIES: [&str; 8] = [
     "kernels",
     "qwgpu_model",
     "gpu_model",
     "gpu_load",
     "golden_gpu",
     "server",
+    "cache_accounting",
     "released_template",
 ];
 
