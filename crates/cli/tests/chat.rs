@@ -358,3 +358,42 @@ fn ctrl_c_stops_the_reply_and_the_chat_goes_on() {
     assert_eq!(tokens.len(), turns[0].total + turns[0].decoded);
     assert_eq!(json["messages"].as_array().expect("messages").len(), 2);
 }
+
+/// Without `--model`, `chat` runs the bundled model (and says so): the
+/// same answer as with the fixture's folder named.
+#[test]
+fn chat_runs_the_bundled_model_without_a_model_flag() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let args = [
+        "--backend",
+        "cpu",
+        "--max-tokens",
+        "4",
+        "--temperature",
+        "0",
+    ];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qwgpu"))
+        .arg("chat")
+        .args(args)
+        .env("QWGPU_CACHE_DIR", cache.path())
+        .env_remove("QWGPU_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run qwgpu chat");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"Hello\n")
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("running the bundled"), "{stderr}");
+    let (ok, named, err) = chat(&fixture(), &args[2..], "Hello\n");
+    assert!(ok, "{err}");
+    assert!(!named.trim().is_empty(), "no answer: {err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), named);
+}
