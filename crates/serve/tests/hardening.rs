@@ -620,9 +620,12 @@ async fn stop_token_ids_end_the_reply() {
 /// on its fork), each choice has its own seed (three different texts; the
 /// first is the lone request's), `usage` counts the prompt once, and the
 /// streamed choices (chunks with their `index`) equal the whole ones.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn n_choices_share_one_prefill() {
-    let s = server(|o| o.cache_mem = 0).await;
+async fn n_choices_share_one_prefill(backend: Backend) {
+    let s = server(|o| {
+        o.cache_mem = 0;
+        o.load.backend = backend;
+    })
+    .await;
     let base = json!({"prompt": "The quick brown fox jumps over the lazy dog", "max_tokens": 8,
                       "temperature": 1.0, "seed": 7, "ignore_eos": true});
     let (status, lone) = s.post("/v1/completions", &base).await;
@@ -688,4 +691,24 @@ async fn n_choices_share_one_prefill() {
     assert_eq!(v["choices"].as_array().map(Vec::len), Some(3), "{v}");
     assert_eq!(v["choices"][2]["message"]["role"], "assistant", "{v}");
     assert_eq!(v["usage"]["completion_tokens"], 12, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn n_choices_share_one_prefill_on_the_cpu() {
+    n_choices_share_one_prefill(Backend::Cpu).await;
+}
+
+/// The same on the GPU backend (lavapipe in CI): its sessions fork by
+/// copying GPU buffers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn n_choices_share_one_prefill_on_the_gpu() {
+    assert!(
+        qwgpu_model::engine::gpu_adapter_name().is_some(),
+        "no GPU adapter: the GPU server tests need one (lavapipe: apt-get install mesa-vulkan-drivers)"
+    );
+    assert!(qwgpu_kernels::testing::require_model(
+        "full",
+        &qwgpu_kernels::testing::context(qwgpu_kernels::testing::Variant::Full).ctx
+    ));
+    n_choices_share_one_prefill(Backend::Gpu).await;
 }
