@@ -26,7 +26,9 @@
 // significant bits (relative error <= 2^-22, absolute <= 2^-39 of the row's
 // largest |x| where lo is subnormal) and cannot overflow; W rounded to f16 is
 // exact for BF16/F16 values in f16's normal range. Plain (EXACT false): x is
-// rounded to f16 directly (2^-11), and |x| > 65504 becomes +-inf. PREFETCH,
+// rounded to f16 directly (2^-11), and |x| > 65504 becomes +-inf. SPLIT
+// (override, with EXACT): off, the fast path: x s rounded to f16 (nearest
+// even), no lo part (half the multiply-adds), the row scaling kept. PREFETCH,
 // PREPASS and LDS are overrides only for measurements (the bench test).
 //
 // The result goes through workgroup memory (coopStoreT), two fragments per
@@ -46,6 +48,11 @@ enable wgpu_cooperative_matrix;
 
 override WG: u32 = 256u;
 override EXACT: bool = false;
+// EXACT: x s split in hi + lo (off: x s rounded to f16, one product).
+override SPLIT: bool = true;
+// Whether the lo part is staged and multiplied (one override: a `&&` in the
+// condition of the coop ops would be non-uniform control flow to naga).
+override LO: bool = EXACT && SPLIT;
 // Padded row stride of the staged tiles, in halves (a multiple of 8: coop
 // loads want 16-byte aligned rows).
 override LDS: u32 = 40u;
@@ -141,7 +148,9 @@ fn x_store(i: u32, v: vec4<f32>) {
     let r = i / (CK / 4u);
     let o = r * LDS + (i % (CK / 4u)) * 4u;
     var h: vec4<f16>;
-    if (EXACT) {
+    if (EXACT && !LO) {
+        h = vec4<f16>(v * select(1.0, st_sc[r], PREPASS));
+    } else if (LO) {
         // hi: vs rounded to 11 significant bits with integer ops, so exact in
         // f16 (normal range) and lo = vs - hi exact in f32. (Written as
         // vs - f32(f16(vs)), the H100's compiler folded the round trip and lo
@@ -383,7 +392,7 @@ fn mm_coop(@builtin(local_invocation_index) lid: u32,
             c11 = coopMultiplyAdd(a1, b1, c11);
             c12 = coopMultiplyAdd(a1, b2, c12);
             c13 = coopMultiplyAdd(a1, b3, c13);
-            if (EXACT) {
+            if (LO) {
                 let l0 = coopLoadT<coop_mat16x16<f16, A>>(&st_xl[xa], LDS);
                 let l1 = coopLoadT<coop_mat16x16<f16, A>>(&st_xl[xa + 16u * LDS], LDS);
                 c00 = coopMultiplyAdd(l0, b0, c00);

@@ -11,7 +11,7 @@
 //! scale in f32; block scales narrower than the row are multiplied in f32
 //! while staging, before the f16 rounding. Numbers: see the end of this doc.
 //!
-//! Two variants (override `EXACT`), chosen per context by [`launch`]:
+//! Three variants (overrides `EXACT` and `SPLIT`), chosen per context by [`launch`]:
 //! - Exact (the default, what [`MatmulPath::Auto`](super::MatmulPath::Auto)
 //!   runs above 16 tokens): each x row is multiplied by a power of two `s`
 //!   (its largest |x| lands in [2¹⁴, 2¹⁵); a pre-pass of the workgroup over its
@@ -32,6 +32,12 @@
 //!   relative per weight, so Auto keeps such weights on the scalar GEMM, as it
 //!   does F32 weights (rounded to f16 as well); forcing
 //!   [`MatmulPath::Coop`](super::MatmulPath::Coop) runs them anyway.
+//! - Fast ([`MatmulPrecision::Fast`](crate::MatmulPrecision::Fast)): the
+//!   exact variant's per-row power of two, then `f16(x·s)` (nearest even) as
+//!   the only part: half the multiply-adds, the same pre-pass; 2⁻¹¹ relative
+//!   per x element (~1e-3 · Σ|x·w| per output at most). The scalar tile GEMM
+//!   emulates this rounding in the same contexts (`FAST_X`), so adapters
+//!   without cooperative matrices compute what this variant computes.
 //! - Plain ([`ContextOptions::f16_matmul`](crate::ContextOptions::f16_matmul)):
 //!   x rounded to f16 directly (2⁻¹¹ relative, ~1e-3 · Σ|x·w| per output), half
 //!   the multiply-adds and no pre-pass; |x| above 65504 becomes ±inf and gives
@@ -167,4 +173,9 @@ pub(super) fn launch<'a>(ctx: &'a GpuContext, w: &GpuWeight) -> Launch<'a> {
         .constant("WG", workgroup_size(ctx).unwrap_or(256))
         .constant("FORMAT", w.format as u32)
         .constant("EXACT", f64::from(u8::from(!ctx.f16_matmul)))
+        // Fast precision: the scaled x rounded to f16, one product.
+        .constant(
+            "SPLIT",
+            f64::from(u8::from(ctx.precision != crate::MatmulPrecision::Fast)),
+        )
 }
