@@ -131,14 +131,20 @@ pub(super) fn supported(ctx: &GpuContext, w: &GpuWeight) -> bool {
 /// Whether [`MatmulPath::Auto`](super::MatmulPath::Auto) runs a `t`-token
 /// GEMM (`t` > [`MAX_VEC_T`](super::MAX_VEC_T)) on this path: the exact
 /// variant wherever it matches the f32 GEMM (module doc: BF16, F16 and E4M3
-/// with a scale constant along each row), the plain f16 one for every
+/// with a scale constant along each row; with
+/// [`MatmulPrecision::Fast`](crate::MatmulPrecision::Fast) the fast variant,
+/// which also takes E4M3 with block scales), the plain f16 one for every
 /// supported weight when the context opts into f16 matmuls.
 pub(super) fn auto(ctx: &GpuContext, w: &GpuWeight, _t: u32) -> bool {
-    let exact = matches!(
+    let in_f16 = matches!(
         w.format,
         WeightFormat::BF16 | WeightFormat::F16 | WeightFormat::E4M3
-    ) && w.block_cols >= w.cols;
-    supported(ctx, w) && (ctx.f16_matmul || exact)
+    );
+    let exact = in_f16 && w.block_cols >= w.cols;
+    // Fast precision also stages block-scaled E4M3 as f16(q·s), which the
+    // scalar GEMM's fast emulation reproduces.
+    let fast = ctx.precision == crate::MatmulPrecision::Fast && w.format == WeightFormat::E4M3;
+    supported(ctx, w) && (ctx.f16_matmul || exact || fast)
 }
 
 /// Workgroup grid (along outputs, along tokens) for `n` outputs (SwiGLU

@@ -282,8 +282,9 @@ fn coop_exact_matches_reference_tightly() {
 /// The fast variant (`MatmulPrecision::Fast`): x scaled per row by a power of
 /// two and rounded to f16, one product. Against the f64 reference 2e-3 ·
 /// Σ|x·w|; against the scalar tile GEMM of the same context, which emulates
-/// that rounding (`FAST_X`), 1e-5 · Σ|x·w| for weights exact in f16 (the two
-/// differ only in summation order). x rows span 1e-6 .. 1e6.
+/// that rounding (`FAST_X`: x, and block-scaled weights as f16(q·s)),
+/// 1e-5 · Σ|x·w| (the two differ only in summation order). x rows span
+/// 1e-6 .. 1e6.
 #[test]
 fn coop_fast_matches_the_tile_emulation() {
     let sizes = [(258usize, 300usize), (46, 1030), (130, 37)];
@@ -291,6 +292,7 @@ fn coop_fast_matches_the_tile_emulation() {
         (Dtype::BF16, Scheme::None),
         (Dtype::F16, Scheme::None),
         (Dtype::F8E4M3, Scheme::PerChannel),
+        (Dtype::F8E4M3, Scheme::Block([128, 128])),
     ];
     for t in testing::contexts_with(&[Feature::CooperativeMatrix]) {
         let ctx = GpuContext::new(&qwgpu_kernels::ContextOptions {
@@ -377,6 +379,25 @@ fn auto_path_takes_exact_coop_where_supported() {
         }
         if !coop {
             continue;
+        }
+        // Fast precision: Auto also takes the coop kernel for block-scaled E4M3.
+        let fast = GpuContext::new(&qwgpu_kernels::ContextOptions {
+            precision: qwgpu_kernels::MatmulPrecision::Fast,
+            ..t.variant.options()
+        })
+        .unwrap();
+        for (dtype, scheme, exact) in cases {
+            let other = if exact || dtype == Dtype::F8E4M3 {
+                MatmulPath::Coop
+            } else {
+                MatmulPath::Scalar
+            };
+            let (auto, want) = run_both(&fast, dtype, scheme, other);
+            assert!(
+                same(&auto, &want),
+                "{t_name}: with fast precision Auto differs from {other:?} for {dtype:?} {scheme:?} at T={tokens}",
+                t_name = t.name
+            );
         }
         let ctx = f16_context(t);
         for (dtype, scheme, _) in cases {
