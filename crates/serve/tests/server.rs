@@ -250,7 +250,7 @@ async fn completions_models_health_and_stop_strings() {
         .expect("health");
     assert_eq!(health.status(), StatusCode::OK);
     let health: Value = health.json().await.expect("health json");
-    assert_eq!(health["precision"], "exact", "{health}");
+    assert_eq!(health["precision"], "fast", "{health}");
     let models: Value = client()
         .get(format!("{}/v1/models", s.base))
         .send()
