@@ -176,6 +176,90 @@ impl GpuContext {
                 detail: e.to_string(),
             }
         })?;
+        Ok(Self::from_parts(
+            info, device, queue, features, limits, opts,
+        ))
+    }
+
+    /// Builds a context on a device the caller already has (shared with a
+    /// renderer or another engine) instead of opening one. `info` is the
+    /// adapter's (`adapter.get_info()`): its name picks the tuning table and
+    /// the on-disk pipeline cache, its subgroup sizes are reported in
+    /// [`Capabilities`]. The capabilities are what the device was created
+    /// with (`device.features()`, `device.limits()`), not what the adapter
+    /// could offer: a device without `SHADER_F16` or `SUBGROUP` runs the
+    /// kernels' f16-free and subgroup-free variants, which exist for every
+    /// kernel and fit WebGPU's default limits.
+    ///
+    /// From `opts` this reads the switches that narrow what the kernels use
+    /// (`disable_subgroups`, `disable_f16`, `webgpu_limits` drops immediates
+    /// and cooperative matrices), `runtime_checks`, `pipeline_cache`,
+    /// `f16_matmul` and `precision`; `adapter` is ignored (the device is
+    /// chosen). `wgpu::Device` and `wgpu::Queue` are reference-counted
+    /// handles: pass clones and keep using your own.
+    ///
+    /// The context installs its uncaptured-error handler and device-lost
+    /// callback on the device (each replaces one set before): errors the
+    /// caller's own work raises outside an error scope then surface from
+    /// [`GpuContext::check`] instead of wgpu's default panic. It never
+    /// destroys the device except through [`GpuContext::destroy`].
+    ///
+    /// Buffers are the caller's to make (any `STORAGE` buffer of the device
+    /// works; [`GpuContext::storage`] and [`GpuContext::upload`] are
+    /// shortcuts); each kernel family documents the layout it reads, e.g.
+    /// [`crate::weights`] (stored weights and their scale table),
+    /// [`crate::matmul`] (activations) and [`crate::gdn`] (recurrent state).
+    ///
+    /// ```no_run
+    /// # use qwgpu_kernels::wgpu;
+    /// # fn f(adapter: &wgpu::Adapter, device: &wgpu::Device, queue: &wgpu::Queue) -> Result<(), qwgpu_kernels::KernelError> {
+    /// use qwgpu_kernels::{ContextOptions, GpuContext};
+    /// let ctx = GpuContext::from_device(adapter.get_info(), device.clone(), queue.clone(), &ContextOptions::default())?;
+    /// println!("{caps:?}", caps = ctx.caps);
+    /// # Ok(()) }
+    /// ```
+    pub fn from_device(
+        info: wgpu::AdapterInfo,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        opts: &ContextOptions,
+    ) -> Result<Self, KernelError> {
+        let have = device.features();
+        let mut features = wgpu::Features::empty();
+        for (f, _) in WANTED_FEATURES {
+            if have.contains(*f) {
+                features |= *f;
+            }
+        }
+        if opts.disable_subgroups {
+            features.remove(wgpu::Features::SUBGROUP | wgpu::Features::SUBGROUP_BARRIER);
+        }
+        if opts.disable_f16 {
+            features.remove(
+                wgpu::Features::SHADER_F16 | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX,
+            );
+        }
+        if opts.webgpu_limits {
+            features.remove(
+                wgpu::Features::IMMEDIATES | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX,
+            );
+        }
+        let limits = device.limits();
+        Ok(Self::from_parts(
+            info, device, queue, features, limits, opts,
+        ))
+    }
+
+    /// The context on an open device whose usable `features` (a subset of
+    /// the device's) and `limits` are decided.
+    fn from_parts(
+        info: wgpu::AdapterInfo,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        features: wgpu::Features,
+        limits: wgpu::Limits,
+        opts: &ContextOptions,
+    ) -> Self {
         let errors: Arc<Mutex<Vec<wgpu::Error>>> = Arc::default();
         let lost: Arc<Mutex<Option<String>>> = Arc::default();
         {
@@ -216,7 +300,7 @@ impl GpuContext {
             ?tuning,
             "GPU device opened"
         );
-        Ok(Self {
+        Self {
             device,
             queue,
             info,
@@ -232,7 +316,7 @@ impl GpuContext {
             errors,
             lost,
             uploads: Mutex::new((0, None)),
-        })
+        }
     }
 
     /// Notes `bytes` just queued with `queue.write_buffer`. Every
