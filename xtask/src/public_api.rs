@@ -10,8 +10,9 @@
 //! modules whose name a `pub use` re-exports (a glob re-exports its module's
 //! items); `pub` methods, constants and trait impls of those types wherever
 //! their `impl` blocks are; struct fields and enum variants one per line;
-//! derives; `#[cfg(...)]` gates as a prefix. `#[cfg(test)]` and
-//! `#[doc(hidden)]` items are left out. Names are matched by identifier, not
+//! derives; `#[cfg(...)]` gates as a prefix. `#[cfg(test)]`,
+//! `#[doc(hidden)]` and `feature = "testing"` items (the workspace's test
+//! harnesses) are left out. Names are matched by identifier, not
 //! resolved like rustc: a private item sharing a re-exported name is listed
 //! too (harmless: the listing only has to change when the API does).
 
@@ -239,11 +240,15 @@ fn is_pub(v: &Visibility) -> bool {
     matches!(v, Visibility::Public(_))
 }
 
-/// `#[cfg(test)]` and `#[doc(hidden)]` items are not public API.
+/// `#[cfg(test)]` and `#[doc(hidden)]` items are not public API, nor is what
+/// the `testing` feature adds (the workspace's own test harnesses, documented
+/// as such).
 fn skipped(attrs: &[Attribute]) -> bool {
     attrs.iter().any(|a| {
         let text = tidy(a.to_token_stream().to_string());
-        text == "#[cfg(test)]" || text == "#[doc(hidden)]"
+        text == "#[cfg(test)]"
+            || text == "#[doc(hidden)]"
+            || (a.path().is_ident("cfg") && text.contains("feature = \"testing\""))
     })
 }
 
@@ -673,13 +678,16 @@ mod tests {
     #[test]
     fn lists_public_items_and_reexports_but_not_private_ones() {
         let got = listing_of(
-            "mod inner { pub struct Ctx { pub a: u32, b: u8 } impl Ctx { pub fn new(x: &[u8]) -> Result<Self, E> { todo!() } fn hidden() {} } pub fn internal() {} }
+            r#"mod inner { pub struct Ctx { pub a: u32, b: u8 } impl Ctx { pub fn new(x: &[u8]) -> Result<Self, E> { todo!() } fn hidden() {} } pub fn internal() {} }
              pub use inner::Ctx;
              pub mod open { pub const N: usize = 3; pub(crate) fn no() {} #[doc(hidden)] pub fn hid() {} }
              #[cfg(test)] pub fn test_only() {}
-             #[derive(Debug, Clone)] pub enum Mode { A, B(u32) }",
+             #[cfg(feature = "testing")] pub mod testing { pub fn harness() {} }
+             #[cfg(feature = "wasm")] pub fn gated() {}
+             #[derive(Debug, Clone)] pub enum Mode { A, B(u32) }"#,
         );
-        let want = "impl Ctx: fn new(x: &[u8]) -> Result<Self, E>\n\
+        let want = "#[cfg(feature = \"wasm\")] k: fn gated()\n\
+                    impl Ctx: fn new(x: &[u8]) -> Result<Self, E>\n\
                     k: #[derive(Debug, Clone)] enum Mode\n\
                     k: Mode::A\n\
                     k: Mode::B(u32)\n\
