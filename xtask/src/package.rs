@@ -47,7 +47,7 @@ const PROFILE_CONFIG: &[&str] = &[
     "profile.dev.package.\"*\".debug=false",
 ];
 
-const USAGE: &str = "usage: cargo xtask package   (cargo package of the library crates, then the GPU-free dependency check)";
+const USAGE: &str = "usage: cargo xtask package   (the GPU-free dependency check, then cargo package of the library crates)";
 
 pub fn run(args: &[String]) -> Result<()> {
     if let Some(a) = args.first() {

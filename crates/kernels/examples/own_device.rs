@@ -1,15 +1,20 @@
 //! The kernels on a device the caller opened (as a renderer or another engine
-//! would): a block-scaled FP8 GEMV `y = W · x` on the caller's own buffers,
-//! recorded into the caller's own command encoder, checked against a CPU
-//! reference built from `qwgpu-loader`'s FP8 decoder and `qwgpu-ops`.
+//! would), on the caller's own buffers:
+//! - a block-scaled FP8 GEMV `y = W · x`, recorded into the caller's own
+//!   command encoder, checked against a CPU reference built from
+//!   `qwgpu-loader`'s FP8 decoder and `qwgpu-ops`;
+//! - one decode step of a gated-delta-rule (Gated DeltaNet) layer core,
+//!   checked (output, recurrent state, conv state) against `qwgpu-ops`.
 //!
 //! `cargo run -p qwgpu-kernels --example own_device` (lavapipe works).
 
+use qwgpu_kernels::gdn::{gdn_forward, GdnDims, GdnLayerBuffers, GdnMode, GdnScratch};
 use qwgpu_kernels::matmul::{matmul, Epilogue, MatmulArgs};
 use qwgpu_kernels::weights::{stride_words, WeightPiece};
 use qwgpu_kernels::wgpu::{self, util::DeviceExt};
 use qwgpu_kernels::{ContextOptions, GpuContext, GpuWeight, WeightFormat};
 use qwgpu_ops::compare::{check_close, Tol};
+use qwgpu_ops::mixers::{gdn_core, GdnParams, GdnShape};
 
 /// W is `[ROWS, COLS]` E4M3 with one f32 scale per 128 × 128 block (Qwen's FP8 layout).
 const ROWS: usize = 300;
@@ -144,6 +149,115 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "block-FP8 GEMV [{ROWS}, {COLS}] on the caller's device matches the CPU reference (y[0] = {y0})",
         y0 = got[0]
+    );
+    gdn_decode(&ctx, &device)
+}
+
+/// One decode token through a GDN layer core (conv, gates, delta rule, gated
+/// norm) on the caller's buffers, in the layouts of `qwgpu_kernels::gdn`.
+fn gdn_decode(ctx: &GpuContext, device: &wgpu::Device) -> Result<(), Box<dyn std::error::Error>> {
+    let shape = GdnShape {
+        nk: 2,
+        nv: 4,
+        dk: 32,
+        dv: 32,
+        conv_kernel: 4,
+        eps: 1e-6,
+    };
+    let dims = GdnDims {
+        nk: shape.nk as u32,
+        nv: shape.nv as u32,
+        dk: shape.dk as u32,
+        dv: shape.dv as u32,
+        conv_kernel: shape.conv_kernel as u32,
+        eps: shape.eps,
+    };
+    let (conv_dim, value_dim) = (dims.conv_dim() as usize, dims.value_dim() as usize);
+    let mut rng = qwgpu_ops::rng::Rng::new(21);
+    let mut normal = |n: usize, scale: f32| -> Vec<f32> {
+        rng.normal_vec(n).into_iter().map(|v| v * scale).collect()
+    };
+    let qkvz = normal(conv_dim + value_dim, 1.0); // [T = 1, conv_dim + value_dim]: q|k|v, then z
+    let ba = normal(2 * shape.nv, 1.0); // [T, 2·nv]: b, then a
+    let conv_w = normal(conv_dim * shape.conv_kernel, 0.5); // [conv_dim, K]
+    let a_log = normal(shape.nv, 0.5);
+    let dt_bias = normal(shape.nv, 0.5);
+    let norm_w = normal(shape.dv, 1.0);
+    let conv_state0 = normal(dims.conv_state_len(), 1.0); // [K−1, conv_dim], oldest first
+    let state0 = normal(dims.state_len(), 0.1); // [nv, dk, dv]
+
+    let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
+    let buf = |label, data: &[f32]| {
+        device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytemuck::cast_slice(data),
+            usage,
+        })
+    };
+    let (qkvz_b, ba_b, conv_w_b) = (buf("qkvz", &qkvz), buf("ba", &ba), buf("conv_w", &conv_w));
+    let (a_log_b, dt_bias_b, norm_w_b) = (
+        buf("a_log", &a_log),
+        buf("dt_bias", &dt_bias),
+        buf("norm_w", &norm_w),
+    );
+    let (conv_state_b, state_b) = (buf("conv state", &conv_state0), buf("state", &state0));
+    let out_b = buf("out", &vec![0.0; value_dim]);
+    let buffers = GdnLayerBuffers {
+        qkvz: &qkvz_b,
+        ba: &ba_b,
+        conv_w: &conv_w_b,
+        a_log: &a_log_b,
+        dt_bias: &dt_bias_b,
+        norm_w: &norm_w_b,
+        conv_state: &conv_state_b,
+        state: &state_b,
+        out: &out_b,
+        slot: 0,
+    };
+    let scratch = GdnScratch::new(ctx, &dims, 1)?;
+    let launches = gdn_forward(ctx, &dims, &buffers, &scratch, 1, GdnMode::Recurrent)?;
+    ctx.run(
+        "GDN decode on the caller's buffers",
+        &launches.iter().collect::<Vec<_>>(),
+    )?;
+
+    let (mut conv_state, mut state) = (conv_state0, state0);
+    let params = GdnParams {
+        conv_w: &conv_w,
+        a_log: &a_log,
+        dt_bias: &dt_bias,
+        norm_w: &norm_w,
+    };
+    let want = gdn_core(
+        &shape,
+        &params,
+        &qkvz,
+        &ba,
+        &mut conv_state,
+        &mut state,
+        false,
+    );
+    let tol = Tol::gpu_f32();
+    check_close(
+        &ctx.read_f32(&out_b, 0, value_dim)?,
+        &want,
+        tol,
+        "GDN decode output",
+    )?;
+    check_close(
+        &ctx.read_f32(&state_b, 0, state.len())?,
+        &state,
+        tol,
+        "GDN recurrent state",
+    )?;
+    check_close(
+        &ctx.read_f32(&conv_state_b, 0, conv_state.len())?,
+        &conv_state,
+        tol,
+        "GDN conv state",
+    )?;
+    println!(
+        "GDN decode step (nk 2, nv 4, dk = dv = 32) on the caller's buffers matches qwgpu-ops"
     );
     Ok(())
 }
