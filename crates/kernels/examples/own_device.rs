@@ -41,8 +41,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // 2. The kernels on it: capabilities come from what the device was created
     // with (no f16, no subgroups here, so the portable variants run).
-    let ctx = GpuContext::from_device(
-        adapter.get_info(),
+    let ctx = GpuContext::with_device(
+        &adapter,
         device.clone(),
         queue.clone(),
         &ContextOptions::default(),

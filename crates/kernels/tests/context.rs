@@ -138,7 +138,7 @@ fn queued_uploads_are_flushed_in_windows_and_all_land() {
 /// A device opened by the caller (as a renderer would), with `features`.
 fn callers_device(
     features: impl Fn(wgpu::Features) -> wgpu::Features,
-) -> (wgpu::AdapterInfo, wgpu::Device, wgpu::Queue) {
+) -> (wgpu::Adapter, wgpu::Device, wgpu::Queue) {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle().with_env();
     desc.backends = wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12;
     let instance = wgpu::Instance::new(desc);
@@ -153,7 +153,7 @@ fn callers_device(
         trace: wgpu::Trace::Off,
     }))
     .expect("device");
-    (adapter.get_info(), device, queue)
+    (adapter, device, queue)
 }
 
 /// Copies 8 words between buffers the caller made, on `ctx`.
@@ -181,7 +181,7 @@ fn copy_on_callers_buffers(ctx: &GpuContext, device: &wgpu::Device) -> Vec<u32> 
     ctx.read_u32(&dst, 0, 8).unwrap()
 }
 
-/// `GpuContext::from_device` takes its capabilities from the features and
+/// `GpuContext::with_device` takes its capabilities from the features and
 /// limits the caller's device was created with, not from what the adapter
 /// offers, and its switches narrow them further; kernels run on the caller's
 /// buffers either way.
@@ -194,9 +194,9 @@ fn a_context_on_the_callers_device_takes_its_features_and_limits() {
     let want: Vec<u32> = (0..8).map(|i| 100 + i).collect();
 
     // No optional feature: the portable variants, whatever the adapter has.
-    let (info, device, queue) = callers_device(|_| wgpu::Features::empty());
+    let (adapter, device, queue) = callers_device(|_| wgpu::Features::empty());
     let limits = device.limits();
-    let ctx = GpuContext::from_device(info, device.clone(), queue, &opts).unwrap();
+    let ctx = GpuContext::with_device(&adapter, device.clone(), queue, &opts).unwrap();
     testing::record("caller's device", &ctx, testing::Outcome::Ran);
     assert!(!ctx.caps.subgroups && !ctx.caps.f16 && !ctx.caps.cooperative_matrix);
     assert!(!ctx.caps.timestamps && !ctx.caps.immediates && !ctx.caps.pipeline_cache);
@@ -209,9 +209,10 @@ fn a_context_on_the_callers_device_takes_its_features_and_limits() {
         | wgpu::Features::SHADER_F16
         | wgpu::Features::TIMESTAMP_QUERY
         | wgpu::Features::IMMEDIATES;
-    let (info, device, queue) = callers_device(|have| have & wanted);
+    let (adapter, device, queue) = callers_device(|have| have & wanted);
+    let info = adapter.get_info();
     let has = device.features();
-    let ctx = GpuContext::from_device(info.clone(), device.clone(), queue.clone(), &opts).unwrap();
+    let ctx = GpuContext::with_device(&adapter, device.clone(), queue.clone(), &opts).unwrap();
     assert_eq!(ctx.caps.subgroups, has.contains(wgpu::Features::SUBGROUP));
     assert_eq!(ctx.caps.f16, has.contains(wgpu::Features::SHADER_F16));
     assert_eq!(
@@ -232,7 +233,7 @@ fn a_context_on_the_callers_device_takes_its_features_and_limits() {
         disable_f16: true,
         ..opts.clone()
     };
-    let ctx = GpuContext::from_device(info, device.clone(), queue, &narrowed).unwrap();
+    let ctx = GpuContext::with_device(&adapter, device.clone(), queue, &narrowed).unwrap();
     assert!(!ctx.caps.subgroups && !ctx.caps.f16 && !ctx.caps.cooperative_matrix);
     assert_eq!(copy_on_callers_buffers(&ctx, &device), want);
     // The context never destroys the caller's device.
