@@ -11,9 +11,11 @@
 //!   `--config`, so the dependencies (wgpu, naga) built for xtask itself are
 //!   reused instead of built again unoptimised with full debug info.
 //! - `qwgpu-serve` is packaged with `--no-verify`: its verification would
-//!   build the HTTP stack (tokio, axum, tokenizers) a further time in the dev
-//!   profile (no other CI step does), for a crate whose build the test step
-//!   already covers; its manifest and file list are still checked.
+//!   build the HTTP stack (tokio, axum, tokenizers, minijinja) in the dev
+//!   profile, which no other CI step does, and, its dependencies unifying
+//!   other features, wgpu-types, naga and wgpu again: minutes on 2 cores for
+//!   a crate whose build the test step already covers. Its manifest, file
+//!   list and lockfile are still checked.
 //! - `cargo tree` of the GPU-free crates (normal and build dependencies, all
 //!   targets) must not name wgpu or naga.
 
