@@ -418,6 +418,10 @@ fn reply_setup(st: &Shared, req: &GenRequest, prompt: &[u32], seed: u64) -> Opti
     })
 }
 
+#[cfg(test)]
+#[path = "tool_calls_app_tests.rs"]
+mod tool_calls_app_tests;
+
 /// What the response chunks repeat.
 struct Meta {
     id: String,
