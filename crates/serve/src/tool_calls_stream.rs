@@ -29,6 +29,9 @@ pub struct ToolCallParser {
     buf: String,
     /// Inside a `<tool_call>` block (`buf` starts with it).
     in_block: bool,
+    /// How much of the block has been searched for `</tool_call>` (a long
+    /// block arriving a token at a time is not searched from its start each time).
+    searched: usize,
     /// Whitespace that ended the text so far: dropped if a call follows.
     ws: String,
     /// Just after a call: leading whitespace is dropped.
@@ -46,6 +49,7 @@ impl ToolCallParser {
             parallel,
             buf: String::new(),
             in_block: false,
+            searched: 0,
             ws: String::new(),
             after_call: false,
             calls: 0,
@@ -101,6 +105,7 @@ impl ToolCallParser {
                         let before: String = self.buf.drain(..at).collect();
                         self.text(&before, &mut out);
                         self.in_block = true;
+                        self.searched = 0;
                     }
                     None => {
                         let keep = partial_tag_len(&self.buf, CALL_OPEN);
@@ -111,7 +116,13 @@ impl ToolCallParser {
                     }
                 }
             }
-            if let Some(at) = self.buf.find(CALL_CLOSE) {
+            // The close tag may straddle what was searched and what is new.
+            let mut from = self.searched.saturating_sub(CALL_CLOSE.len());
+            while !self.buf.is_char_boundary(from) {
+                from -= 1;
+            }
+            self.searched = self.buf.len();
+            if let Some(at) = self.buf[from..].find(CALL_CLOSE).map(|i| from + i) {
                 let block: String = self.buf.drain(..at + CALL_CLOSE.len()).collect();
                 self.in_block = false;
                 match parse_block(&block, &self.tools) {
