@@ -295,3 +295,42 @@ async fn tool_requests_are_checked_and_served() {
         assert_eq!(v["error"]["param"], param, "{v}");
     }
 }
+
+/// Transformers' renderings of the released Qwen3.5 template (the expected
+/// texts of `tests/data/released_template`): a generation prompt with
+/// thinking on or unset opens the block, with thinking off it is closed, and
+/// without a generation prompt nothing is open. The server reads this from
+/// the prompt's token ids, checked here with the fixture's tokenizer.
+#[test]
+fn the_released_templates_generation_prompt_opens_reasoning_unless_thinking_is_off() {
+    use qwgpu_serve::reasoning::{prompt_opens_reasoning, text_opens_reasoning};
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/released_template");
+    let tokenizer = tokenizers::Tokenizer::from_file(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/dense-bf16-text/tokenizer.json"),
+    )
+    .expect("tokenizer");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&data).expect("data dir") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        let Some(stem) = name.strip_suffix(".txt") else {
+            continue;
+        };
+        let text = std::fs::read_to_string(&path).expect("rendering");
+        let opens = stem.ends_with("_gen") && !stem.contains("thinking_off");
+        assert_eq!(text_opens_reasoning(&text), opens, "{name}");
+        let ids = tokenizer
+            .encode(text.as_str(), false)
+            .expect("encode")
+            .get_ids()
+            .to_vec();
+        assert_eq!(prompt_opens_reasoning(&tokenizer, &ids), opens, "{name}");
+        checked += 1;
+    }
+    assert!(checked >= 20, "only {checked} renderings");
+}
