@@ -46,6 +46,7 @@ pub mod reasoning;
 pub mod scheduler;
 pub mod stop;
 pub mod tool_calls;
+mod tool_calls_python;
 pub mod tool_calls_reply;
 pub mod tool_calls_stream;
 

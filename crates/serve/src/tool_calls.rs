@@ -26,6 +26,7 @@
 //! ([`crate::tool_calls_stream`] finds the blocks in a streamed reply).
 
 use crate::ordered_json::Json;
+use crate::tool_calls_python::python_literal;
 
 pub const CALL_OPEN: &str = "<tool_call>";
 pub const CALL_CLOSE: &str = "</tool_call>";
@@ -44,7 +45,8 @@ pub enum ParamType {
     Integer,
     Number,
     Boolean,
-    /// `object` or `array`: the text parsed as JSON.
+    /// `object` or `array`: the text parsed as JSON (or, failing that, as a
+    /// Python literal, as vLLM falls back to `ast.literal_eval`).
     Json,
 }
 
@@ -190,7 +192,10 @@ pub fn convert(text: &str, ty: ParamType) -> Json {
             "false" => Json::Bool(false),
             _ => keep(),
         },
-        ParamType::Json => Json::parse(t).unwrap_or_else(|_| keep()),
+        ParamType::Json => Json::parse(t)
+            .ok()
+            .or_else(|| python_literal(t))
+            .unwrap_or_else(keep),
     }
 }
 
@@ -317,6 +322,11 @@ pub(crate) mod tests {
         assert_eq!(
             convert("{oops", ParamType::Json),
             Json::String("{oops".into())
+        );
+        // A Python literal, as vLLM's `ast.literal_eval` fallback reads it.
+        assert_eq!(
+            convert("{'a': True, 'b': None}", ParamType::Json),
+            Json::parse(r#"{"a": true, "b": null}"#).unwrap()
         );
         assert_eq!(convert("null", ParamType::Integer), Json::Null);
         assert_eq!(
