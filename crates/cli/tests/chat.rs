@@ -358,3 +358,40 @@ fn ctrl_c_stops_the_reply_and_the_chat_goes_on() {
     assert_eq!(tokens.len(), turns[0].total + turns[0].decoded);
     assert_eq!(json["messages"].as_array().expect("messages").len(), 2);
 }
+
+/// With a template that opens a thinking block in the generation prompt
+/// (as Qwen3.5's does with thinking on), the random model never closes it:
+/// the whole reply is reasoning. `--hide-thinking` shows no reply text at
+/// all; piped without the flag, the reply is written as generated.
+#[test]
+fn hide_thinking_shows_only_the_answer() {
+    let d = tempfile::tempdir().expect("tempdir");
+    for f in [
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        std::fs::copy(fixture().join(f), d.path().join(f)).expect("copy");
+    }
+    std::fs::write(
+        d.path().join("chat_template.jinja"),
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}",
+    )
+    .expect("template");
+    let (ok, raw, stderr) = chat(d.path(), &["--max-tokens", "6"], "One\nTwo\n");
+    assert!(ok, "{stderr}");
+    assert!(
+        !raw.contains("</think>") && raw.lines().filter(|l| !l.trim().is_empty()).count() >= 1,
+        "the test needs replies that stay in their reasoning: {raw:?}"
+    );
+    let (ok, hidden, stderr) = chat(
+        d.path(),
+        &["--max-tokens", "6", "--hide-thinking"],
+        "One\nTwo\n",
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(hidden, "\n\n", "two turns, each only its newline");
+    assert_eq!(turns(&stderr).len(), 2, "{stderr}");
+}

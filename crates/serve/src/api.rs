@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
-use crate::chat_request;
+use crate::chat_request::{self, ToolChoice};
 use crate::chat_template::Message;
 use crate::ordered_json::Json;
 
@@ -93,6 +93,11 @@ pub struct GenRequest {
     pub stop: Vec<String>,
     pub stream: bool,
     pub include_usage: bool,
+    /// Chat: whether and which tools the reply may call (`tool_choice`);
+    /// completions: `None`.
+    pub tool_choice: ToolChoice,
+    /// `parallel_tool_calls` (default true): false keeps only a reply's first call.
+    pub parallel_tool_calls: bool,
 }
 
 fn type_error(param: &str, expected: &str, got: &Value) -> ApiError {
@@ -225,6 +230,7 @@ impl GenRequest {
             Some(Value::String(s)) => Some(s.clone()),
             Some(other) => return Err(type_error("model", "a string", other)),
         };
+        let (mut tool_choice, mut parallel_tool_calls) = (ToolChoice::None, true);
         let input = if chat {
             let enable_thinking = match field(obj, "chat_template_kwargs") {
                 None => None,
@@ -237,9 +243,12 @@ impl GenRequest {
                 })?,
                 Some(other) => return Err(type_error("chat_template_kwargs", "an object", other)),
             };
+            let tools = chat_request::tools(ordered)?;
+            tool_choice = chat_request::tool_choice(ordered, &tools)?;
+            parallel_tool_calls = chat_request::parallel_tool_calls(ordered)?;
             Input::Messages {
                 messages: chat_request::messages(ordered)?,
-                tools: chat_request::tools(ordered)?,
+                tools,
                 enable_thinking,
             }
         } else {
@@ -310,6 +319,8 @@ impl GenRequest {
             stop: stop(obj)?,
             stream,
             include_usage,
+            tool_choice,
+            parallel_tool_calls,
         })
     }
 }

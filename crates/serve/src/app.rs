@@ -23,8 +23,11 @@ use crate::chat_template::{RenderOptions, TemplateError};
 use crate::detokenize::Detokenizer;
 use crate::metrics::Metrics;
 use crate::model_files::ModelFiles;
+use crate::reasoning::prompt_opens_reasoning;
 use crate::scheduler::{self, EngineStatus, Event, Finish, Job};
 use crate::stop::StopMatcher;
+use crate::tool_calls::ToolSet;
+use crate::tool_calls_reply::{self, ReplySetup, ReplySplitter};
 use crate::{ServeError, ServeOptions};
 
 struct Shared {
@@ -39,6 +42,8 @@ struct Shared {
     precision: &'static str,
     /// Seeds requests that give none (and ids), distinct per request.
     counter: AtomicU64,
+    /// `--default-enable-thinking`: a chat request's `enable_thinking` when it gives none.
+    default_enable_thinking: Option<bool>,
 }
 
 /// What every handler shares: the model's files, the engine's queue, metrics.
@@ -102,6 +107,7 @@ pub fn start(opts: &ServeOptions) -> Result<AppState, ServeError> {
         backend,
         precision: qwgpu_model::precision_name(opts.load.gpu.precision),
         counter: AtomicU64::new(seed0),
+        default_enable_thinking: opts.default_enable_thinking,
     })))
 }
 
@@ -322,7 +328,13 @@ async fn generate(
     let text = std::str::from_utf8(&bytes).map_err(|e| {
         ApiError::invalid(format!("the request body is not valid UTF-8: {e}"), None)
     })?;
-    let req = GenRequest::parse_text(text, chat)?;
+    let mut req = GenRequest::parse_text(text, chat)?;
+    if let Input::Messages {
+        enable_thinking, ..
+    } = &mut req.input
+    {
+        *enable_thinking = enable_thinking.or(st.0.default_enable_thinking);
+    }
     if let Some(m) = &req.model {
         if *m != st.0.name {
             let served = &st.0.name;
@@ -382,6 +394,7 @@ async fn generate(
         chat,
         prompt_tokens: prompt.len(),
         include_usage: req.include_usage,
+        reply: reply_setup(&st.0, &req, &prompt, n),
     };
     if req.stream {
         Ok(stream(st, meta, prompt, req.stop, rx))
@@ -389,6 +402,25 @@ async fn generate(
         whole(st, meta, prompt, req.stop, rx).await
     }
 }
+
+/// How a chat reply is split into reasoning, text and tool calls
+/// ([`tool_calls_reply`]); `None` for completions.
+fn reply_setup(st: &Shared, req: &GenRequest, prompt: &[u32], seed: u64) -> Option<ReplySetup> {
+    let Input::Messages { tools, .. } = &req.input else {
+        return None;
+    };
+    Some(ReplySetup {
+        opens_reasoning: prompt_opens_reasoning(&st.files.tokenizer, prompt),
+        tools: ToolSet::new(tools),
+        tool_choice: req.tool_choice.clone(),
+        parallel_tool_calls: req.parallel_tool_calls,
+        id_seed: seed,
+    })
+}
+
+#[cfg(test)]
+#[path = "tool_calls_app_tests.rs"]
+mod tool_calls_app_tests;
 
 /// What the response chunks repeat.
 struct Meta {
@@ -398,6 +430,8 @@ struct Meta {
     chat: bool,
     prompt_tokens: usize,
     include_usage: bool,
+    /// Chat: how the reply is split.
+    reply: Option<ReplySetup>,
 }
 
 impl Meta {
@@ -411,16 +445,14 @@ impl Meta {
     }
 
     /// One streamed chunk with `text` (chat: a delta) and maybe a finish reason.
-    fn chunk(&self, text: Option<&str>, finish: Option<Finish>, first: bool) -> Value {
-        let finish = finish.map(Finish::as_str);
+    fn chunk(&self, text: Option<&str>, finish: Option<&str>, first: bool) -> Value {
         let mut v = if self.chat {
             let delta = match (first, text) {
                 (true, _) => json!({"role": "assistant", "content": ""}),
                 (false, Some(t)) => json!({"content": t}),
                 (false, None) => json!({}),
             };
-            json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                   "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]})
+            self.delta_chunk(delta, finish)
         } else {
             json!({"id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
                    "choices": [{"index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish}]})
@@ -428,6 +460,51 @@ impl Meta {
         if self.include_usage {
             v["usage"] = Value::Null;
         }
+        v
+    }
+
+    /// A chat chunk with this `delta`.
+    fn delta_chunk(&self, delta: Value, finish: Option<&str>) -> Value {
+        let mut v = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+               "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
+        if self.include_usage {
+            v["usage"] = Value::Null;
+        }
+        v
+    }
+
+    fn splitter(&self) -> Option<ReplySplitter> {
+        self.reply.clone().map(ReplySplitter::new)
+    }
+
+    /// The chunks of a piece of reply text (chat: its reasoning, text and
+    /// tool-call deltas as they complete).
+    fn text_chunks(&self, split: &mut Option<ReplySplitter>, text: &str) -> Vec<Value> {
+        match split {
+            Some(s) => s
+                .push(text)
+                .iter()
+                .map(|p| self.delta_chunk(tool_calls_reply::delta(p), None))
+                .collect(),
+            None if text.is_empty() => Vec::new(),
+            None => vec![self.chunk(Some(text), None, false)],
+        }
+    }
+
+    /// The last chunks: what the splitter held, then the finish reason.
+    fn end_chunks(&self, split: &mut Option<ReplySplitter>, finish: Finish) -> Vec<Value> {
+        let mut v: Vec<Value> = match split {
+            Some(s) => s
+                .finish()
+                .iter()
+                .map(|p| self.delta_chunk(tool_calls_reply::delta(p), None))
+                .collect(),
+            None => Vec::new(),
+        };
+        let reason = split
+            .as_ref()
+            .map_or(finish.as_str(), |s| s.finish_reason(finish));
+        v.push(self.chunk(None, Some(reason), false));
         v
     }
 }
@@ -514,6 +591,7 @@ fn stream(
 ) -> Response {
     let events = async_stream::stream! {
         let mut reply = Reply::new(&st.0, &prompt, stop);
+        let mut split = meta.splitter();
         if meta.chat {
             yield sse_json(&meta.chunk(None, None, true));
         }
@@ -521,14 +599,18 @@ fn stream(
             let ev = rx.recv().await;
             match reply.on(ev) {
                 Some(Step::Text(t)) if !t.is_empty() => {
-                    yield sse_json(&meta.chunk(Some(&t), None, false));
+                    for c in meta.text_chunks(&mut split, &t) {
+                        yield sse_json(&c);
+                    }
                 }
                 None | Some(Step::Text(_)) => {}
                 Some(Step::End { text, finish }) => {
-                    if !text.is_empty() {
-                        yield sse_json(&meta.chunk(Some(&text), None, false));
+                    for c in meta.text_chunks(&mut split, &text) {
+                        yield sse_json(&c);
                     }
-                    yield sse_json(&meta.chunk(None, Some(finish), false));
+                    for c in meta.end_chunks(&mut split, finish) {
+                        yield sse_json(&c);
+                    }
                     break;
                 }
                 Some(Step::Failed(e)) => {
@@ -572,8 +654,11 @@ async fn whole(
     };
     drop(rx);
     let usage = meta.usage(reply.tokens, reply.cached);
-    let choice = if meta.chat {
-        json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": finish.as_str()})
+    let choice = if let Some(mut split) = meta.splitter() {
+        let mut parts = split.push(&text);
+        parts.extend(split.finish());
+        json!({"index": 0, "message": tool_calls_reply::message(&parts), "logprobs": null,
+               "finish_reason": split.finish_reason(finish)})
     } else {
         json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish.as_str()})
     };

@@ -32,6 +32,9 @@ pub struct ServeOptions {
     pub max_queue: usize,
     /// Largest request body accepted (bigger: 413).
     pub max_body_bytes: usize,
+    /// A chat request's `enable_thinking` when its `chat_template_kwargs`
+    /// give none; `None` leaves the template's default (Qwen3.5: thinking on).
+    pub default_enable_thinking: Option<bool>,
     pub load: LoadOptions,
 }
 
@@ -53,6 +56,7 @@ impl ServeOptions {
             cache_mem: 1 << 30,
             max_queue: 256,
             max_body_bytes: 4 << 20,
+            default_enable_thinking: None,
             load: LoadOptions::default(),
         }
     }
