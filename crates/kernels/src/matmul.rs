@@ -312,12 +312,30 @@ fn arg_err(kernel: &'static str, detail: String) -> KernelError {
 
 /// Elements per `vec4<u32>` chunk of `format`.
 fn chunk_width(format: WeightFormat) -> usize {
-    16 / format.size()
+    4 * format.per_word()
 }
 
 /// How the vector path applies scales (`SCALE_MODE` in matmul_vec.wgsl).
 fn scale_mode(kernel: &'static str, w: &GpuWeight) -> Result<u32, KernelError> {
     let stride_cols = w.stride_words * w.format.per_word();
+    if w.format.is_int4() {
+        // The zero point is subtracted from every element: never mode 0; one
+        // group per row reads its one scale per chunk.
+        return if w.block_cols >= w.cols || w.block_cols.is_multiple_of(chunk_width(w.format)) {
+            Ok(1)
+        } else if w.block_cols.is_multiple_of(4) && w.block_cols > 0 {
+            Ok(2)
+        } else {
+            Err(arg_err(
+                kernel,
+                format!(
+                    "4-bit weight `{w_name}`: groups of {w_block_cols} columns are not a multiple of 4",
+                    w_name = w.name,
+                    w_block_cols = w.block_cols
+                ),
+            ))
+        };
+    }
     if w.block_cols >= stride_cols {
         Ok(0)
     } else if w.block_cols.is_multiple_of(chunk_width(w.format)) {

@@ -119,7 +119,7 @@ fn workgroup_size(ctx: &GpuContext) -> Option<u32> {
 /// Whether the device runs the coop kernel and `w`'s format is one it takes
 /// (module doc: E5M2 with scales may overflow f16).
 pub(super) fn supported(ctx: &GpuContext, w: &GpuWeight) -> bool {
-    workgroup_size(ctx).is_some() && w.format != WeightFormat::E5M2
+    workgroup_size(ctx).is_some() && w.format != WeightFormat::E5M2 && !w.format.is_int4()
 }
 
 /// Whether [`MatmulPath::Auto`](super::MatmulPath::Auto) runs a `t`-token
@@ -146,7 +146,12 @@ pub(super) fn grid(n: u32, t: u32, swiglu: bool) -> (u32, u32) {
 
 /// Why [`supported`] is false, for error messages.
 pub(super) fn unsupported_reason(ctx: &GpuContext, w: &GpuWeight) -> String {
-    if w.format == WeightFormat::E5M2 {
+    if w.format.is_int4() {
+        format!(
+            "weight `{w_name}` is 4-bit: no tensor-core path for it in this version",
+            w_name = w.name
+        )
+    } else if w.format == WeightFormat::E5M2 {
         format!(
             "weight `{}` is E5M2 (scaled values may overflow f16)",
             w.name

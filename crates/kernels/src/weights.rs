@@ -27,6 +27,13 @@ pub enum WeightFormat {
     F16 = 2,
     E4M3 = 3,
     E5M2 = 4,
+    /// 4-bit integers (GPTQ / AWQ / compressed-tensors W4A16 after the
+    /// loader's repack), 8 per u32 word, nibble `j` = column `8w + j`; per
+    /// group of columns one f16 scale and one zero point (module
+    /// [`int4`](crate::int4)).
+    Q4 = 5,
+    /// [`WeightFormat::Q4`] whose scales are not all exact in f16: f32 scales.
+    Q4F32 = 6,
 }
 
 impl WeightFormat {
@@ -40,18 +47,30 @@ impl WeightFormat {
         }
     }
 
-    /// Bytes per element.
+    /// Whole bytes per element: 0 for the 4-bit formats (two per byte; see
+    /// [`WeightFormat::per_word`]).
     pub fn size(self) -> usize {
         match self {
             WeightFormat::F32 => 4,
             WeightFormat::BF16 | WeightFormat::F16 => 2,
             WeightFormat::E4M3 | WeightFormat::E5M2 => 1,
+            WeightFormat::Q4 | WeightFormat::Q4F32 => 0,
         }
     }
 
     /// Elements per u32 word.
     pub fn per_word(self) -> usize {
-        4 / self.size()
+        match self {
+            WeightFormat::F32 => 1,
+            WeightFormat::BF16 | WeightFormat::F16 => 2,
+            WeightFormat::E4M3 | WeightFormat::E5M2 => 4,
+            WeightFormat::Q4 | WeightFormat::Q4F32 => 8,
+        }
+    }
+
+    /// Whether this is a 4-bit format (scales and zero points per group).
+    pub fn is_int4(self) -> bool {
+        matches!(self, WeightFormat::Q4 | WeightFormat::Q4F32)
     }
 }
 
@@ -201,11 +220,49 @@ impl<'a> RowParts<'a> {
 }
 
 /// Largest buffer one piece of an uploaded weight takes.
-const MAX_PIECE_BYTES: u64 = 1 << 30;
+pub(crate) const MAX_PIECE_BYTES: u64 = 1 << 30;
 
 /// u32 words per row: the row's bytes rounded up to 16.
 pub fn stride_words(cols: usize, format: WeightFormat) -> usize {
-    (cols * format.size()).div_ceil(16) * 4
+    cols.div_ceil(4 * format.per_word()) * 4
+}
+
+/// Rows per piece of a weight of `rows` rows of `row_bytes` bytes (named
+/// `name`): pieces of at most `max_piece_bytes` within the binding limit.
+pub(crate) fn piece_rows(
+    ctx: &GpuContext,
+    name: &str,
+    rows: usize,
+    row_bytes: u64,
+    max_piece_bytes: u64,
+) -> Result<Vec<usize>, KernelError> {
+    let limit = ctx
+        .limits
+        .max_storage_buffer_binding_size
+        .min(ctx.limits.max_buffer_size);
+    if row_bytes > limit {
+        return Err(KernelError::Capacity {
+            what: format!("one row of `{name}`"),
+            bytes: row_bytes,
+            limit_name: "max_storage_buffer_binding_size",
+            limit,
+        });
+    }
+    // Pieces of at most 1 GiB: the H100 streamed a 2 GB LM head in one
+    // binding at 1.6 TB/s against 2.9 TB/s for a 1 GB one. On a fresh
+    // device, pieces of 128 MiB .. 1 GiB all stream at 2.6-2.9 TB/s
+    // (gemv_bench::lm_head_piece_sizes; 1 GiB fastest), yet inside the
+    // full GEMV bench, after ~10 GB of other weights came and went, the
+    // same 2 x 1 GiB ran at 1.8 TB/s in two runs of three: not the piece size.
+    let limit = limit.min(max_piece_bytes);
+    let per_piece = ((limit / row_bytes) as usize).max(1);
+    let mut sizes = Vec::new();
+    let mut left = rows;
+    while left > 0 {
+        sizes.push(per_piece.min(left));
+        left -= per_piece.min(left);
+    }
+    Ok(sizes)
 }
 
 impl GpuWeight {
@@ -261,33 +318,7 @@ impl GpuWeight {
         max_piece_bytes: u64,
     ) -> Result<Vec<usize>, KernelError> {
         let row_bytes = (stride_words(w.cols, WeightFormat::from_dtype(w.dtype)) * 4) as u64;
-        let limit = ctx
-            .limits
-            .max_storage_buffer_binding_size
-            .min(ctx.limits.max_buffer_size);
-        if row_bytes > limit {
-            return Err(KernelError::Capacity {
-                what: format!("one row of `{}`", w.name),
-                bytes: row_bytes,
-                limit_name: "max_storage_buffer_binding_size",
-                limit,
-            });
-        }
-        // Pieces of at most 1 GiB: the H100 streamed a 2 GB LM head in one
-        // binding at 1.6 TB/s against 2.9 TB/s for a 1 GB one. On a fresh
-        // device, pieces of 128 MiB .. 1 GiB all stream at 2.6-2.9 TB/s
-        // (gemv_bench::lm_head_piece_sizes; 1 GiB fastest), yet inside the
-        // full GEMV bench, after ~10 GB of other weights came and went, the
-        // same 2 x 1 GiB ran at 1.8 TB/s in two runs of three: not the piece size.
-        let limit = limit.min(max_piece_bytes);
-        let per_piece = ((limit / row_bytes) as usize).max(1);
-        let mut sizes = Vec::new();
-        let mut left = w.rows;
-        while left > 0 {
-            sizes.push(per_piece.min(left));
-            left -= per_piece.min(left);
-        }
-        Ok(sizes)
+        piece_rows(ctx, &w.name, w.rows, row_bytes, max_piece_bytes)
     }
 
     /// Uploads `w` as buffers of `sizes` rows each (they must sum to its rows):
