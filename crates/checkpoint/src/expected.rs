@@ -18,8 +18,10 @@ pub enum Role {
 impl Role {
     pub fn allows(self, dtype: Dtype) -> bool {
         match self {
-            Role::Linear => true,
-            Role::Float => !dtype.is_fp8(),
+            // I32 only as the packed words of a 4-bit weight (`qweight`,
+            // `weight_packed`), which the loader reads with their companions.
+            Role::Linear => !dtype.is_int(),
+            Role::Float => !dtype.is_fp8() && !dtype.is_int(),
         }
     }
 

@@ -63,6 +63,7 @@ pub(crate) fn supported_dtype(name: &str) -> Option<Dtype> {
         "BF16" => Dtype::BF16,
         "F8_E4M3" => Dtype::F8E4M3,
         "F8_E5M2" => Dtype::F8E5M2,
+        "I32" => Dtype::I32,
         _ => return None,
     })
 }
