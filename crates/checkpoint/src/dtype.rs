@@ -18,6 +18,9 @@ pub enum Dtype {
     /// by itself; a loaded 4-bit weight carries it as its storage type
     /// (eight nibbles per word, see `qwgpu-loader`'s `Int4View`).
     I32,
+    /// 64-bit little-endian integers: compressed-tensors' `weight_shape`
+    /// (`torch.tensor(weight.shape)`). Metadata only.
+    I64,
 }
 
 impl Dtype {
@@ -25,6 +28,7 @@ impl Dtype {
     pub fn size(self) -> usize {
         match self {
             Dtype::F32 | Dtype::I32 => 4,
+            Dtype::I64 => 8,
             Dtype::F16 | Dtype::BF16 => 2,
             Dtype::F8E4M3 | Dtype::F8E5M2 => 1,
         }
@@ -35,9 +39,9 @@ impl Dtype {
         matches!(self, Dtype::F8E4M3 | Dtype::F8E5M2)
     }
 
-    /// True for the integer storage type ([`Dtype::I32`]).
+    /// True for the integer types ([`Dtype::I32`], [`Dtype::I64`]).
     pub fn is_int(self) -> bool {
-        matches!(self, Dtype::I32)
+        matches!(self, Dtype::I32 | Dtype::I64)
     }
 
     /// The safetensors header spelling (`"BF16"`, `"F8_E4M3"`, ...).
@@ -49,6 +53,7 @@ impl Dtype {
             Dtype::F8E4M3 => "F8_E4M3",
             Dtype::F8E5M2 => "F8_E5M2",
             Dtype::I32 => "I32",
+            Dtype::I64 => "I64",
         }
     }
 }

@@ -39,7 +39,7 @@ impl WeightFormat {
             Dtype::F8E5M2 => WeightFormat::E5M2,
             // 4-bit weights (`PackedWeight::int4`) carry their words outside
             // `data`; `scale_table` refuses them until the int4 kernels read them.
-            Dtype::I32 => WeightFormat::F32,
+            Dtype::I32 | Dtype::I64 => WeightFormat::F32,
         }
     }
 

@@ -83,6 +83,7 @@ mod fp8;
 mod ignore;
 pub mod int4;
 mod model;
+mod model_int4;
 mod pack;
 mod packed;
 mod policy;
@@ -96,7 +97,7 @@ pub use error::LoadError;
 pub use experts::{detect_layout, ExpertLayout};
 pub use fp8::{e4m3fn_to_f32, e5m2_to_f32};
 pub use ignore::{canonical_name, ModuleList};
-pub use int4::{Int4View, Int4Weights};
+pub use int4::{Decoded, Int4Source, Int4Tensors, Int4View, Int4Weights};
 pub use model::{
     load_from_source, load_from_source_with, load_model, load_model_with, plan_model,
     stream_from_source, stream_from_source_with, stream_model, stream_model_borrowing, Part,
@@ -104,7 +105,7 @@ pub use model::{
 };
 pub use pack::{input_scale_name, pack, pack_with, weight_scale_names, PackOptions};
 pub use packed::*;
-pub use policy::{ModuleRule, QuantPolicy, SchemeKind};
+pub use policy::{Int4Rule, ModuleRule, QuantPolicy, SchemeKind};
 pub use recycle::Recycling;
 pub use scheme::DEFAULT_BLOCK;
 pub use source::{PackSpec, ShardSpec, SourceTensor, SourceWeight};

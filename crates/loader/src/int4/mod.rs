@@ -23,8 +23,20 @@
 //! broadcast to each of them, never split). MoE experts are stacked per expert
 //! in expert order, like every other packed weight.
 //!
-//! The loader repacks each checkpoint format into this form; the
-//! dequantizer here is the CPU reference of the int4 kernels.
+//! The loader repacks each checkpoint format into this form
+//! ([`decode_gptq`], [`decode_awq`], [`decode_ct`]); the dequantizer here
+//! ([`Int4View::dequantize`], used by [`crate::dequantize`]) is the CPU
+//! reference of the int4 kernels.
+
+mod awq;
+mod ct;
+mod gptq;
+mod source;
+
+pub use awq::{decode_awq, AWQ_ORDER};
+pub use ct::decode_ct;
+pub use gptq::decode_gptq;
+pub use source::{Decoded, Int4Source, Int4Tensors};
 
 use crate::LoadError;
 
