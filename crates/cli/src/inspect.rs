@@ -369,6 +369,7 @@ fn scale_count(s: &ScaleScheme) -> usize {
         ScaleScheme::None => 0,
         ScaleScheme::PerShard { scales } | ScaleScheme::PerChannel { scales } => scales.len(),
         ScaleScheme::Block { segments, .. } => segments.iter().map(|g| g.scales.len()).sum(),
+        ScaleScheme::Int4(q) => q.scales.len(),
     }
 }
 

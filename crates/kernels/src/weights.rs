@@ -44,6 +44,9 @@ impl WeightFormat {
             Dtype::F16 => WeightFormat::F16,
             Dtype::F8E4M3 => WeightFormat::E4M3,
             Dtype::F8E5M2 => WeightFormat::E5M2,
+            // 4-bit weights (`PackedWeight::int4`) carry their words outside
+            // `data`; `scale_table` refuses them until the int4 kernels read them.
+            Dtype::I32 | Dtype::I64 => WeightFormat::F32,
         }
     }
 
@@ -109,6 +112,12 @@ pub fn scale_table(w: &PackedWeight) -> Result<(Vec<u32>, usize), KernelError> {
         ScaleScheme::None => {
             values.push(1.0);
             stride_cols
+        }
+        ScaleScheme::Int4(_) => {
+            return Err(KernelError::Unsupported {
+                what: format!("weight `{}`", w.name),
+                detail: "4-bit weights need the int4 kernels".into(),
+            })
         }
         ScaleScheme::PerShard { scales } => {
             if scales.len() != w.shards.len() {

@@ -2,8 +2,10 @@
 //! scale scheme and block size to expect, and how activations are quantized.
 
 use qwgpu_checkpoint::quant::{
-    ActivationScheme, CtQuantArgs, CtStrategy, Fp8Format, QuantizationConfig,
+    ActivationScheme, CtQuantArgs, CtStrategy, Fp8Format, GptqDynamicRule, GptqFormat, GptqParams,
+    QuantizationConfig,
 };
+use regex::Regex;
 
 use crate::ignore::ModuleList;
 use crate::LoadError;
@@ -41,6 +43,42 @@ pub struct ModuleRule {
     pub activation: ActivationScheme,
     /// The configured FP8 element format, if any.
     pub fp8_format: Option<Fp8Format>,
+    /// How the module's 4-bit tensors are stored, when the config quantizes
+    /// it to 4 bits.
+    pub int4: Option<Int4Rule>,
+}
+
+/// The 4-bit storage format of one module, with its parameters after any
+/// per-module override.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Int4Rule {
+    /// `qweight` `[K/8, N]` (nibbles along the input), `qzeros` `[G, N/8]`,
+    /// `scales` `[G, N]`, `g_idx` `[K]`.
+    Gptq {
+        params: GptqParams,
+        format: GptqFormat,
+    },
+    /// `qweight` `[K, N/8]` and `qzeros` `[G, N/8]` in AWQ's interleaved
+    /// nibble order, `scales` `[G, N]`.
+    Awq { group_size: Option<usize> },
+    /// compressed-tensors `pack-quantized`: `weight_packed` `[N, K/8]`,
+    /// `weight_scale` `[N, G]`, optional `weight_zero_point` `[N/8, G]`.
+    PackQuantized {
+        /// `None`: channel strategy (one group per row).
+        group_size: Option<usize>,
+        symmetric: bool,
+    },
+}
+
+impl Int4Rule {
+    /// The format's name, for messages.
+    pub fn format_name(&self) -> &'static str {
+        match self {
+            Int4Rule::Gptq { .. } => "GPTQ",
+            Int4Rule::Awq { .. } => "AWQ",
+            Int4Rule::PackQuantized { .. } => "compressed-tensors pack-quantized",
+        }
+    }
 }
 
 impl ModuleRule {
@@ -51,8 +89,23 @@ impl ModuleRule {
             expected: None,
             activation: ActivationScheme::None,
             fp8_format: None,
+            int4: None,
         }
     }
+
+    fn int4(rule: Int4Rule) -> Self {
+        ModuleRule {
+            int4: Some(rule),
+            ..ModuleRule::unquantized(None)
+        }
+    }
+}
+
+/// What a compressed-tensors group does to its weights.
+#[derive(Debug, Clone, Copy)]
+enum CtWeights {
+    Fp8(SchemeKind, Option<[usize; 2]>),
+    Int4(Int4Rule),
 }
 
 #[derive(Debug, Clone)]
@@ -60,7 +113,7 @@ struct CtGroupRule {
     targets_all_linear: bool,
     targets: ModuleList,
     /// `None`: the group quantizes no weights.
-    weights: Option<(SchemeKind, Option<[usize; 2]>)>,
+    weights: Option<CtWeights>,
     activation: ActivationScheme,
 }
 
@@ -74,6 +127,15 @@ enum Kind {
     },
     CompressedTensors(Vec<CtGroupRule>),
     ModelOpt,
+    Gptq {
+        base: GptqParams,
+        format: GptqFormat,
+        dynamic: Vec<(Regex, GptqDynamicRule)>,
+        lm_head: bool,
+    },
+    Awq {
+        group_size: Option<usize>,
+    },
 }
 
 /// Interpretation of a checkpoint's `quantization_config` (or its absence).
@@ -136,6 +198,14 @@ impl QuantPolicy {
                             .as_ref()
                             .map(|w| ct_weights(w, &what))
                             .transpose()?;
+                        if matches!(weights, Some(CtWeights::Int4(_))) && c.format != "pack-quantized" {
+                            return Err(LoadError::Quantization {
+                                detail: format!(
+                                    "{what}: 4-bit int weights in format `{fmt}` are not supported (only `pack-quantized`)",
+                                    fmt = c.format
+                                ),
+                            });
+                        }
                         let activation = match &g.input_activations {
                             None => ActivationScheme::None,
                             Some(a) if a.dynamic => ActivationScheme::Dynamic,
@@ -166,6 +236,55 @@ impl QuantPolicy {
                             k_strategy = k.strategy
                         )
                     }),
+                })
+            }
+            QuantizationConfig::Gptq(c) => {
+                let dynamic = c
+                    .dynamic
+                    .iter()
+                    .map(|r| {
+                        let re = Regex::new(&format!("^(?:{p})", p = r.pattern)).map_err(|e| {
+                            LoadError::Quantization {
+                                detail: format!(
+                                    "dynamic: rule `{key}` is not a valid pattern: {e}",
+                                    key = r.key
+                                ),
+                            }
+                        })?;
+                        Ok((re, r.clone()))
+                    })
+                    .collect::<Result<Vec<_>, LoadError>>()?;
+                Ok(QuantPolicy {
+                    kind: Kind::Gptq {
+                        base: c.params,
+                        format: c.format,
+                        dynamic,
+                        lm_head: c.lm_head,
+                    },
+                    exclude: ModuleList::parse(
+                        &c.modules_to_not_convert,
+                        false,
+                        "modules_to_not_convert",
+                    )?,
+                    kv_cache: None,
+                })
+            }
+            QuantizationConfig::Awq(c) => {
+                if !c.zero_point {
+                    return Err(LoadError::Quantization {
+                        detail: "AWQ with zero_point: false is not supported (AutoAWQ's GEMM packing stores zero points)".into(),
+                    });
+                }
+                Ok(QuantPolicy {
+                    kind: Kind::Awq {
+                        group_size: c.group_size,
+                    },
+                    exclude: ModuleList::parse(
+                        &c.modules_to_not_convert,
+                        false,
+                        "modules_to_not_convert",
+                    )?,
+                    kv_cache: None,
                 })
             }
             QuantizationConfig::ModelOpt(c) => {
@@ -212,6 +331,7 @@ impl QuantPolicy {
                 }),
                 activation: *activation,
                 fp8_format: Some(*fmt),
+                int4: None,
             },
             Kind::ModelOpt => ModuleRule {
                 excluded: None,
@@ -219,7 +339,50 @@ impl QuantPolicy {
                 expected: Some(SchemeKind::Tensor),
                 activation: ActivationScheme::Static,
                 fp8_format: Some(Fp8Format::E4M3),
+                int4: None,
             },
+            Kind::Gptq {
+                base,
+                format,
+                dynamic,
+                lm_head,
+            } => {
+                if module.ends_with("embed_tokens") {
+                    return ModuleRule::unquantized(Some("never quantizes the embeddings".into()));
+                }
+                if module == "lm_head" && !lm_head {
+                    return ModuleRule::unquantized(Some("has `lm_head: false`".into()));
+                }
+                let forms = crate::ignore::spellings(module);
+                let hit = dynamic
+                    .iter()
+                    .find(|(re, _)| forms.iter().any(|f| re.is_match(f)));
+                let mut params = *base;
+                if let Some((_, r)) = hit {
+                    if r.exclude {
+                        return ModuleRule::unquantized(Some(format!(
+                            "excludes it (dynamic rule `{key}`)",
+                            key = r.key
+                        )));
+                    }
+                    params.bits = r.bits.unwrap_or(params.bits);
+                    params.group_size = r.group_size.unwrap_or(params.group_size);
+                    params.sym = r.sym.unwrap_or(params.sym);
+                    params.desc_act = r.desc_act.unwrap_or(params.desc_act);
+                }
+                ModuleRule::int4(Int4Rule::Gptq {
+                    params,
+                    format: *format,
+                })
+            }
+            Kind::Awq { group_size } => {
+                if module.ends_with("embed_tokens") {
+                    return ModuleRule::unquantized(Some("never quantizes the embeddings".into()));
+                }
+                ModuleRule::int4(Int4Rule::Awq {
+                    group_size: *group_size,
+                })
+            }
             Kind::CompressedTensors(groups) => {
                 // `embed_tokens` is an Embedding, not a Linear: only named targets reach it.
                 let is_linear = !module.ends_with("embed_tokens");
@@ -228,7 +391,7 @@ impl QuantPolicy {
                 });
                 match group {
                     Some(CtGroupRule {
-                        weights: Some((kind, block)),
+                        weights: Some(CtWeights::Fp8(kind, block)),
                         activation,
                         ..
                     }) => ModuleRule {
@@ -237,7 +400,12 @@ impl QuantPolicy {
                         expected: Some(*kind),
                         activation: *activation,
                         fp8_format: None,
+                        int4: None,
                     },
+                    Some(CtGroupRule {
+                        weights: Some(CtWeights::Int4(rule)),
+                        ..
+                    }) => ModuleRule::int4(*rule),
                     Some(_) => ModuleRule::unquantized(Some(
                         "quantizes no weights in its config group".into(),
                     )),
@@ -268,11 +436,33 @@ fn check_block(block: [usize; 2], what: &str) -> Result<(), LoadError> {
     Ok(())
 }
 
-fn ct_weights(w: &CtQuantArgs, what: &str) -> Result<(SchemeKind, Option<[usize; 2]>), LoadError> {
+fn ct_weights(w: &CtQuantArgs, what: &str) -> Result<CtWeights, LoadError> {
+    if w.kind == "int" && w.num_bits == 4 {
+        let group_size =
+            match w.strategy {
+                CtStrategy::Channel => None,
+                CtStrategy::Group => Some(w.group_size.filter(|&g| g > 0).ok_or_else(|| {
+                    LoadError::Quantization {
+                        detail: format!("{what}: strategy `group` without a group_size"),
+                    }
+                })?),
+                other => {
+                    return Err(LoadError::Quantization {
+                        detail: format!(
+                    "{what}: 4-bit weight strategy {other:?} is not supported (group or channel)"
+                ),
+                    })
+                }
+            };
+        return Ok(CtWeights::Int4(Int4Rule::PackQuantized {
+            group_size,
+            symmetric: w.symmetric,
+        }));
+    }
     if w.kind != "float" || w.num_bits != 8 {
         return Err(LoadError::Quantization {
             detail: format!(
-                "{what}: weights are {w_num_bits}-bit `{w_kind}`; only 8-bit float (FP8) is supported",
+                "{what}: weights are {w_num_bits}-bit `{w_kind}`; only 8-bit float (FP8) and 4-bit int are supported",
                 w_num_bits = w.num_bits,
                 w_kind = w.kind
             ),
@@ -284,14 +474,14 @@ fn ct_weights(w: &CtQuantArgs, what: &str) -> Result<(SchemeKind, Option<[usize;
         });
     }
     match w.strategy {
-        CtStrategy::Tensor => Ok((SchemeKind::Tensor, None)),
-        CtStrategy::Channel => Ok((SchemeKind::Channel, None)),
+        CtStrategy::Tensor => Ok(CtWeights::Fp8(SchemeKind::Tensor, None)),
+        CtStrategy::Channel => Ok(CtWeights::Fp8(SchemeKind::Channel, None)),
         CtStrategy::Block => {
             let block = w.block_structure.ok_or_else(|| LoadError::Quantization {
                 detail: format!("{what}: strategy `block` without block_structure"),
             })?;
             check_block(block, &format!("{what}.weights.block_structure"))?;
-            Ok((SchemeKind::Block, Some(block)))
+            Ok(CtWeights::Fp8(SchemeKind::Block, Some(block)))
         }
         other => Err(LoadError::Quantization {
             detail: format!(
