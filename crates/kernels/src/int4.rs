@@ -1,6 +1,7 @@
 //! 4-bit weights on the GPU: the host form the loader makes of GPTQ, AWQ and
 //! compressed-tensors W4A16 checkpoints ([`Int4Host`]) and its upload as a
-//! [`GpuWeight`] of format [`WeightFormat::Q4`] (or [`WeightFormat::Q4F32`]),
+//! [`GpuWeight`] of format [`WeightFormat::Q4`] (or [`WeightFormat::Q4F32`]);
+//! [`GpuWeight::upload`] of a 4-bit [`PackedWeight`](qwgpu_loader::PackedWeight) comes here,
 //! which every matmul kernel reads: the GEMV, the small-T GEMV, the tile GEMM,
 //! the expert-indexed and the grouped MoE kernels.
 //!
@@ -26,82 +27,34 @@
 use crate::weights::{piece_rows, stride_words, WeightPiece, MAX_PIECE_BYTES};
 use crate::{GpuContext, GpuWeight, KernelError, WeightFormat};
 
-/// A 4-bit weight `[rows, cols]` on the host (the loader's form of every
-/// 4-bit checkpoint format).
-#[derive(Debug, Clone, Copy)]
-pub struct Int4Host<'a> {
-    /// Output features.
-    pub rows: usize,
-    /// Input features.
-    pub cols: usize,
-    /// Columns per scale / zero point (`>= cols`: one group per row).
-    pub group_size: usize,
-    /// Row-major `rows × ceil(cols / 8)` words, no padding: nibble `j` (bits
-    /// `4j..4j+3`) of word `w` of row `r` is `q` of column `8w + j`.
-    pub words: &'a [u32],
-    /// Row-major `rows × ceil(cols / group_size)` scales.
-    pub scales: &'a [f32],
-    /// Row-major `rows × ceil(cols / group_size)` zero points, 0..=15.
-    pub zeros: &'a [u8],
-}
+/// The host form of a 4-bit weight: the loader's canonical view
+/// ([`PackedWeight::int4`](qwgpu_loader::PackedWeight::int4)) of every 4-bit
+/// checkpoint format.
+pub type Int4Host<'a> = qwgpu_loader::Int4View<'a>;
 
-impl Int4Host<'_> {
-    /// Packed words per row.
-    pub fn words_per_row(&self) -> usize {
-        self.cols.div_ceil(8)
+/// Checks `w` (named `name`) for upload: the loader's checks (sizes, zero
+/// points, nibbles past the columns) plus what the kernels need (a group size
+/// that is a multiple of 4 or covers the row, finite scales).
+pub fn check_int4(name: &str, w: &Int4Host) -> Result<(), KernelError> {
+    let bad = |detail: String| KernelError::Unsupported {
+        what: format!("4-bit weight `{name}`"),
+        detail,
+    };
+    w.validate(name).map_err(|e| bad(e.to_string()))?;
+    let (cols, group) = (w.cols, w.group_size);
+    if group < cols && !group.is_multiple_of(4) {
+        return Err(bad(format!(
+            "group size {group} for {cols} columns: the kernels need a multiple of 4 \
+             (or one group per row)"
+        )));
     }
-
-    /// Groups (scales, zero points) per row.
-    pub fn groups_per_row(&self) -> usize {
-        self.cols.div_ceil(self.group_size.max(1))
+    if let Some(i) = w.scales.iter().position(|s| !s.is_finite()) {
+        return Err(bad(format!(
+            "scale {s} at group {i} is not finite",
+            s = w.scales[i]
+        )));
     }
-
-    /// Checks sizes and values; `name` names the weight in the error.
-    pub fn check(&self, name: &str) -> Result<(), KernelError> {
-        let bad = |detail: String| KernelError::Unsupported {
-            what: format!("4-bit weight `{name}`"),
-            detail,
-        };
-        let (rows, cols, group) = (self.rows, self.cols, self.group_size);
-        if group == 0 {
-            return Err(bad("group size 0".into()));
-        }
-        if group < cols && !group.is_multiple_of(4) {
-            return Err(bad(format!(
-                "group size {group} for {cols} columns: the kernels need a multiple of 4 \
-                 (or one group per row)"
-            )));
-        }
-        let words = rows * self.words_per_row();
-        if self.words.len() != words {
-            return Err(bad(format!(
-                "{got} packed words for [{rows}, {cols}], expected {words}",
-                got = self.words.len()
-            )));
-        }
-        let groups = rows * self.groups_per_row();
-        if self.scales.len() != groups || self.zeros.len() != groups {
-            return Err(bad(format!(
-                "{scales} scales and {zeros} zero points for [{rows}, {cols}] in groups of \
-                 {group}, expected {groups} each",
-                scales = self.scales.len(),
-                zeros = self.zeros.len()
-            )));
-        }
-        if let Some(i) = self.zeros.iter().position(|&z| z > 15) {
-            return Err(bad(format!(
-                "zero point {z} at group {i}: 4-bit zero points are 0..=15",
-                z = self.zeros[i]
-            )));
-        }
-        if let Some(i) = self.scales.iter().position(|s| !s.is_finite()) {
-            return Err(bad(format!(
-                "scale {s} at group {i} is not finite",
-                s = self.scales[i]
-            )));
-        }
-        Ok(())
-    }
+    Ok(())
 }
 
 /// `s` as f16 bits when it is exactly a normal f16 value (or zero):
@@ -137,12 +90,24 @@ pub fn int4_scale_table(w: &Int4Host) -> (WeightFormat, Vec<u32>) {
     (format, table)
 }
 
+/// Bytes `w` takes on the GPU ([`upload_int4`]'s buffers: padded rows and
+/// the scale table).
+pub fn gpu_bytes(w: &Int4Host) -> u64 {
+    let per_group = if w.scales.iter().all(|&s| exact_f16(s).is_some()) {
+        1
+    } else {
+        2
+    };
+    let words = w.rows * stride_words(w.cols, WeightFormat::Q4);
+    ((words + w.rows + w.rows * w.groups_per_row() * per_group) * 4) as u64
+}
+
 /// Uploads `w` (named `name`) as a [`GpuWeight`] in pieces within the
 /// device's binding limit. Errors: [`KernelError::Unsupported`] for a `w`
 /// that fails [`Int4Host::check`], [`KernelError::Capacity`] for a row over
 /// the binding limit.
 pub fn upload_int4(ctx: &GpuContext, name: &str, w: &Int4Host) -> Result<GpuWeight, KernelError> {
-    w.check(name)?;
+    check_int4(name, w)?;
     let row_bytes = (stride_words(w.cols, WeightFormat::Q4) * 4) as u64;
     let sizes = piece_rows(ctx, name, w.rows, row_bytes, MAX_PIECE_BYTES)?;
     upload_int4_pieces(ctx, name, w, &sizes)
@@ -156,7 +121,7 @@ pub fn upload_int4_pieces(
     w: &Int4Host,
     sizes: &[usize],
 ) -> Result<GpuWeight, KernelError> {
-    w.check(name)?;
+    check_int4(name, w)?;
     if sizes.iter().sum::<usize>() != w.rows || sizes.contains(&0) {
         return Err(KernelError::Unsupported {
             what: format!("4-bit weight `{name}`"),
@@ -270,7 +235,7 @@ mod tests {
     fn bad_hosts_are_typed_errors_naming_the_weight() {
         let words = [0u32; 4];
         let cases: [(Int4Host, &str); 4] = [
-            (host(&words[..3], &[1.0; 4], &[0; 4]), "3 packed words"),
+            (host(&words[..3], &[1.0; 4], &[0; 4]), "3 int4 words"),
             (host(&words, &[1.0; 3], &[0; 4]), "3 scales"),
             (host(&words, &[1.0; 4], &[0, 16, 0, 0]), "zero point 16"),
             (
@@ -279,7 +244,7 @@ mod tests {
             ),
         ];
         for (h, want) in cases {
-            match h.check("layers.0.mlp.up_proj") {
+            match check_int4("layers.0.mlp.up_proj", &h) {
                 Err(KernelError::Unsupported { what, detail }) => {
                     assert!(what.contains("layers.0.mlp.up_proj"), "{what}");
                     assert!(detail.contains(want), "{detail} lacks {want}");
@@ -291,6 +256,6 @@ mod tests {
             group_size: 6,
             ..host(&words, &[1.0; 4], &[0; 4])
         };
-        assert!(odd.check("w").is_err());
+        assert!(check_int4("w", &odd).is_err());
     }
 }

@@ -45,7 +45,8 @@ impl WeightFormat {
             Dtype::F8E4M3 => WeightFormat::E4M3,
             Dtype::F8E5M2 => WeightFormat::E5M2,
             // 4-bit weights (`PackedWeight::int4`) carry their words outside
-            // `data`; `scale_table` refuses them until the int4 kernels read them.
+            // `data` and upload through `int4::upload_int4` (format Q4 or
+            // Q4F32 by their scales); no element format is I32.
             Dtype::I32 | Dtype::I64 => WeightFormat::F32,
         }
     }
@@ -115,8 +116,8 @@ pub fn scale_table(w: &PackedWeight) -> Result<(Vec<u32>, usize), KernelError> {
         }
         ScaleScheme::Int4(_) => {
             return Err(KernelError::Unsupported {
-                what: format!("weight `{}`", w.name),
-                detail: "4-bit weights need the int4 kernels".into(),
+                what: format!("weight `{w_name}`", w_name = w.name),
+                detail: "4-bit weights have their own scale table (int4::int4_scale_table)".into(),
             })
         }
         ScaleScheme::PerShard { scales } => {
@@ -276,7 +277,8 @@ pub(crate) fn piece_rows(
 
 impl GpuWeight {
     /// Uploads `w` in its stored format, split by rows into buffers within the
-    /// device's binding limit.
+    /// device's binding limit; a 4-bit weight ([`PackedWeight::int4`]) as
+    /// [`WeightFormat::Q4`] / [`WeightFormat::Q4F32`] ([`crate::int4`]).
     pub fn upload(ctx: &GpuContext, w: &PackedWeight) -> Result<Self, KernelError> {
         Self::upload_from(ctx, w, &[&w.data])
     }
@@ -304,6 +306,10 @@ impl GpuWeight {
         w: &PackedWeight,
         parts: &[&[u8]],
     ) -> Result<Self, KernelError> {
+        if let Some(q) = w.int4() {
+            // Never borrowed: the loader repacks every 4-bit format on the host.
+            return crate::int4::upload_int4(ctx, &w.name, &q);
+        }
         let sizes = Self::piece_sizes(ctx, w, MAX_PIECE_BYTES)?;
         Self::upload_rows(ctx, w, parts, &sizes)
     }
@@ -315,6 +321,11 @@ impl GpuWeight {
         w: &PackedWeight,
         max_piece_bytes: u64,
     ) -> Result<Self, KernelError> {
+        if let Some(q) = w.int4() {
+            let row_bytes = (stride_words(w.cols, WeightFormat::Q4) * 4) as u64;
+            let sizes = piece_rows(ctx, &w.name, w.rows, row_bytes, max_piece_bytes)?;
+            return crate::int4::upload_int4_pieces(ctx, &w.name, &q, &sizes);
+        }
         let sizes = Self::piece_sizes(ctx, w, max_piece_bytes)?;
         Self::upload_rows(ctx, w, &[&w.data], &sizes)
     }
@@ -338,6 +349,9 @@ impl GpuWeight {
         w: &PackedWeight,
         sizes: &[usize],
     ) -> Result<Self, KernelError> {
+        if let Some(q) = w.int4() {
+            return crate::int4::upload_int4_pieces(ctx, &w.name, &q, sizes);
+        }
         Self::upload_rows(ctx, w, &[&w.data], sizes)
     }
 
@@ -409,6 +423,7 @@ impl GpuWeight {
     /// [`GpuWeight::upload`] splits it) and its scale table, with the rows
     /// not yet written: for an uploader that fills the pieces itself (each
     /// piece's rows at [`stride_words`] `* 4` bytes apart, zero padded).
+    /// A 4-bit weight is an error: it uploads whole ([`GpuWeight::upload`]).
     pub fn allocate(ctx: &GpuContext, w: &PackedWeight) -> Result<Self, KernelError> {
         let sizes = Self::piece_sizes(ctx, w, MAX_PIECE_BYTES)?;
         Self::with_pieces(ctx, w, &sizes)

@@ -718,3 +718,59 @@ fn int4_unsupported_paths_and_bad_weights_are_typed_errors() {
         Ok(_) => panic!("short scales were accepted"),
     }
 }
+
+/// A loader-made 4-bit `PackedWeight` (`ScaleScheme::Int4`, two fused shards)
+/// uploads through `GpuWeight::upload` (also in pieces) and computes what the
+/// loader's own dequantizer gives.
+#[test]
+fn int4_packed_weight_uploads_through_gpu_weight() {
+    use qwgpu_loader::{ActivationQuant, Int4Weights, PackedWeight, ScaleScheme, Shard};
+    for t in testing::contexts() {
+        let seed = testing::seed(0x5eed_440a);
+        let mut rng = Rng::new(seed);
+        let (rows, cols, group) = (24usize, 100usize, 32usize);
+        let q = make_q4(&mut rng, rows, cols, group, true);
+        let pw = PackedWeight {
+            name: "model.layers.0.mlp.gate_up_proj".into(),
+            dtype: qwgpu_checkpoint::Dtype::I32,
+            rows,
+            cols,
+            data: Vec::new(),
+            shards: [(0usize, 12usize), (12, 12)]
+                .iter()
+                .enumerate()
+                .map(|(i, &(o, n))| Shard {
+                    name: format!("s{i}"),
+                    source: format!("src{i}"),
+                    row_offset: o,
+                    rows: n,
+                })
+                .collect(),
+            scale: ScaleScheme::Int4(Int4Weights {
+                group_size: group,
+                words: q.words.clone(),
+                scales: q.scales.clone(),
+                zeros: q.zeros.clone(),
+            }),
+            activation: ActivationQuant::None,
+        };
+        let wdq = qwgpu_loader::dequantize(&pw).unwrap();
+        assert_eq!(wdq, q.w, "the loader's dequantizer");
+        for gw in [
+            GpuWeight::upload(&t.ctx, &pw).unwrap(),
+            GpuWeight::upload_pieces(&t.ctx, &pw, &[5, 19]).unwrap(),
+        ] {
+            assert_eq!(gw.format, WeightFormat::Q4);
+            let q = pw.int4().unwrap();
+            assert_eq!(gw.bytes(), qwgpu_kernels::int4::gpu_bytes(&q));
+            for (tokens, epi) in [
+                (1, Epilogue::SwiGlu),
+                (4, Epilogue::Store),
+                (20, Epilogue::Accumulate),
+            ] {
+                let what = format!("seed {seed:#x} packed int4 pieces {n}", n = gw.pieces.len());
+                dense_case(t, &mut rng, &gw, &wdq, tokens, epi, &what, &matmul, true);
+            }
+        }
+    }
+}
