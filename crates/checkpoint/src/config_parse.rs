@@ -215,6 +215,25 @@ fn parse_text_config(tc: &Fields<'_>, model_type: &str) -> Result<TextConfig, Ch
 
     let is_moe = tc.has("num_experts") || model_type.to_ascii_lowercase().contains("moe");
     let ffn = if is_moe {
+        // Every layer is sparse in the Qwen3.5 layout: dense layers inside an
+        // MoE model would need tensors this layout does not have.
+        if tc
+            .opt_size("decoder_sparse_step", LAYERS)?
+            .is_some_and(|s| s != 1)
+        {
+            return Err(tc.err(
+                "decoder_sparse_step",
+                "only 1 (every layer MoE) is supported",
+            ));
+        }
+        if let Some(Value::Array(a)) = tc.get("mlp_only_layers") {
+            if !a.is_empty() {
+                return Err(tc.err(
+                    "mlp_only_layers",
+                    "dense layers in an MoE model are not supported (expected [])",
+                ));
+            }
+        }
         let num_experts = tc.size("num_experts", EXPERTS)?;
         let num_experts_per_tok = tc.size("num_experts_per_tok", EXPERTS)?;
         if num_experts_per_tok > num_experts {
