@@ -535,6 +535,7 @@ pub fn matmul_normed(
         MatmulPath::Auto,
         Some(norm),
         ctx.tuning.small_t,
+        false,
     )
 }
 
@@ -546,13 +547,24 @@ pub fn matmul_with(
     epilogue: Epilogue,
     path: MatmulPath,
 ) -> Result<Vec<Dispatch>, KernelError> {
-    matmul_impl(ctx, w, args, epilogue, path, None, ctx.tuning.small_t)
+    matmul_impl(
+        ctx,
+        w,
+        args,
+        epilogue,
+        path,
+        None,
+        ctx.tuning.small_t,
+        false,
+    )
 }
 
 /// [`matmul`] of `T <= 16` tokens on the GEMV kernels, the small-T one in the
 /// shape `small_t` instead of the adapter's [`Tuning`](crate::Tuning) (`None`:
 /// the one-token kernel in blocks of up to 8 tokens): tests and benchmarks
-/// of the shapes. Errors as [`matmul`], plus `T > 16`.
+/// of the shapes. With a shape, `T = 1` runs the small-T kernel too (several
+/// 4-row quads per workgroup: what a 4-bit row of few chunks may want; only
+/// benchmarks ask). Errors as [`matmul`], plus `T > 16`.
 pub fn matmul_gemv_with(
     ctx: &GpuContext,
     w: &GpuWeight,
@@ -577,9 +589,11 @@ pub fn matmul_gemv_with(
         MatmulPath::Scalar,
         None,
         small_t.copied(),
+        true,
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 fn matmul_impl(
     ctx: &GpuContext,
     w: &GpuWeight,
@@ -588,6 +602,7 @@ fn matmul_impl(
     path: MatmulPath,
     norm: Option<&FusedNorm>,
     small_t: Option<SmallT>,
+    small_t_at_one: bool,
 ) -> Result<Vec<Dispatch>, KernelError> {
     const K: &str = "matmul";
     if path == MatmulPath::Coop && !coop::supported(ctx, w) {
@@ -681,7 +696,8 @@ fn matmul_impl(
     let use_coop = norm.is_none()
         && (path == MatmulPath::Coop
             || (path == MatmulPath::Auto && args.t > MAX_VEC_T && coop::auto(ctx, w, args.t)));
-    let small_t = small_t.filter(|_| args.t >= 2);
+    // The adapter's shape serves T >= 2; a forced one (matmul_gemv_with) T = 1 too.
+    let small_t = small_t.filter(|_| args.t >= 2 || small_t_at_one);
     let kernel = if use_coop {
         GemmKernel::Coop
     } else if let (true, Some(cfg)) = (args.t <= MAX_VEC_T, small_t) {

@@ -316,13 +316,14 @@ fn int4_small_t_shapes() {
             let q = make_q4(&mut rng, rows, cols, group, f16);
             let gw = upload(&t.ctx, &q, f16);
             for (k, shape) in shapes.iter().enumerate() {
-                for (j, tokens) in [3usize, 16].into_iter().enumerate() {
+                // T = 1 on a forced shape: the small-T kernel's one-token path.
+                for (j, tokens) in [3usize, 16, 1].into_iter().enumerate() {
                     let epi = EPILOGUES[(k + j) % 3];
                     let what = format!("seed {seed:#x} [{rows}, {cols}] group {group} {shape:?}");
                     let launch = |ctx: &GpuContext, w: &GpuWeight, a: &MatmulArgs, e: Epilogue| {
                         matmul_gemv_with(ctx, w, a, e, shape.as_ref())
                     };
-                    dense_case(t, &mut rng, &gw, &q.w, tokens, epi, &what, &launch, j == 0);
+                    dense_case(t, &mut rng, &gw, &q.w, tokens, epi, &what, &launch, j != 1);
                 }
             }
         }
@@ -707,6 +708,12 @@ fn int4_unsupported_paths_and_bad_weights_are_typed_errors() {
     }
     let d = matmul(ctx, &gw, &args, Epilogue::Store).unwrap();
     assert_eq!(d[0].label, "matmul_tile");
+    // One token: the one-token GEMV, or the small-T kernel when a shape is forced.
+    let one = MatmulArgs { t: 1, ..args };
+    let d = matmul(ctx, &gw, &one, Epilogue::Store).unwrap();
+    assert_eq!(d[0].label, "matmul_gemv");
+    let d = matmul_gemv_with(ctx, &gw, &one, Epilogue::Store, Some(&SmallT::DEFAULT)).unwrap();
+    assert_eq!(d[0].label, "matmul_gemv_t");
     let mut bad = q.host();
     bad.scales = &q.scales[1..];
     match upload_int4(ctx, "model.layers.3.mlp.down_proj", &bad) {
