@@ -781,3 +781,76 @@ fn int4_packed_weight_uploads_through_gpu_weight() {
         }
     }
 }
+
+/// The tensor-core GEMM of 4-bit weights: the plain f16 variant only
+/// (`f16_matmul`: x and `(q − zero) · scale` rounded to f16), tolerance
+/// `2e-3 · Σ|x·w|` as the other formats' plain variant; Auto takes it for
+/// `T > 16`, and Q4F32 weights (scales not exact in f16) stay on the scalar GEMM.
+#[test]
+fn int4_coop_f16_matches_reference() {
+    use qwgpu_kernels::testing::Feature;
+    for t in testing::contexts_with(&[Feature::CooperativeMatrix]) {
+        let ctx = GpuContext::new(&qwgpu_kernels::ContextOptions {
+            f16_matmul: true,
+            ..t.variant.options()
+        })
+        .unwrap();
+        let seed = testing::seed(0x5eed_440b);
+        let mut rng = Rng::new(seed);
+        for (rows, cols, group) in [(130usize, 200usize, 64usize), (70, 520, 128), (18, 36, 12)] {
+            for f16 in [true, false] {
+                let q = make_q4(&mut rng, rows, cols, group, f16);
+                let gw = upload(&ctx, &q, f16);
+                for tokens in [17usize, 130] {
+                    for (k, epi) in EPILOGUES.into_iter().enumerate() {
+                        let swiglu = epi == Epilogue::SwiGlu;
+                        let width = if swiglu { rows / 2 } else { rows };
+                        let x_stride = cols + k;
+                        let (xbuf, xrows) = make_x(&mut rng, 0, x_stride, tokens, cols);
+                        let init = if epi == Epilogue::Accumulate {
+                            rng.normal_vec(tokens * width)
+                        } else {
+                            vec![f32::NAN; tokens * width]
+                        };
+                        let x = ctx.upload("x", &xbuf).unwrap();
+                        let y = ctx.upload("y", &init).unwrap();
+                        let args = MatmulArgs {
+                            x: &x,
+                            x_offset: 0,
+                            x_stride: x_stride as u32,
+                            y: &y,
+                            y_offset: 0,
+                            y_stride: width as u32,
+                            t: tokens as u32,
+                        };
+                        let d = matmul(&ctx, &gw, &args, epi).unwrap();
+                        let want_label = if f16 { "matmul_coop" } else { "matmul_tile" };
+                        assert_eq!(d[0].label, want_label, "{f:?}", f = gw.format);
+                        run(&ctx, &d);
+                        let got = ctx.read_f32(&y, 0, tokens * width).unwrap();
+                        let rel = if f16 { 2e-3 } else { REL };
+                        let mut want = vec![None; tokens * width];
+                        for (ti, xr) in xrows.iter().enumerate() {
+                            for c in 0..width {
+                                let (mut v, mut tol) =
+                                    support::expected(xr, &q.w, cols, rows, c, swiglu, rel);
+                                let i = ti * width + c;
+                                if epi == Epilogue::Accumulate {
+                                    v += init[i] as f64;
+                                    tol += 1e-6 * init[i].abs() as f64;
+                                }
+                                want[i] = Some((v, tol));
+                            }
+                        }
+                        let what = format!(
+                            "{t_name} seed {seed:#x} coop f16 {f:?} [{rows}, {cols}] group {group} T={tokens} {epi:?}",
+                            t_name = t.name,
+                            f = gw.format
+                        );
+                        support::check(&got, &init, &want, &what);
+                    }
+                }
+            }
+        }
+    }
+}
