@@ -104,7 +104,7 @@ pub fn gpu_bytes(w: &Int4Host) -> u64 {
 
 /// Uploads `w` (named `name`) as a [`GpuWeight`] in pieces within the
 /// device's binding limit. Errors: [`KernelError::Unsupported`] for a `w`
-/// that fails [`Int4Host::check`], [`KernelError::Capacity`] for a row over
+/// that fails [`check_int4`], [`KernelError::Capacity`] for a row over
 /// the binding limit.
 pub fn upload_int4(ctx: &GpuContext, name: &str, w: &Int4Host) -> Result<GpuWeight, KernelError> {
     check_int4(name, w)?;

@@ -1,5 +1,12 @@
 //! Matmul kernels `y = x · Wᵀ` with `W` a [`GpuWeight`] read in its stored
-//! format (F32, BF16, F16, FP8 E4M3/E5M2) and its scale table, f32 accumulation.
+//! format (F32, BF16, F16, FP8 E4M3/E5M2, 4-bit [`int4`](crate::int4)) and its
+//! scale table, f32 accumulation.
+//!
+//! 4-bit weights run on every path below: the vector kernels subtract the
+//! group's zero point from each decoded nibble (exact small integers) and
+//! multiply the chunk's partial sums by its scale; the tile and grouped
+//! GEMMs stage `(q − zero) · scale` in f32; the tensor-core GEMM takes them
+//! only in its plain f16 variant (`f16_matmul`, f16 scales).
 //!
 //! Paths, chosen by the number of tokens `T`:
 //! - `T = 1` (`shaders/matmul_vec.wgsl`, `mm_vec`): GEMV. A workgroup of
