@@ -11,8 +11,8 @@ use std::path::PathBuf;
 
 use qwgpu_checkpoint::{Checkpoint, Dtype, ModelConfig, QuantizationConfig};
 use qwgpu_loader::{
-    dequantize, load_from_source, load_model, Ffn, LoadError, Mixer, PackedModel, PackedWeight,
-    SourceTensor, TensorSource,
+    dequantize, load_from_source, load_model, plan_model, Ffn, LoadError, Mixer, PackedModel,
+    PackedWeight, SourceTensor, TensorSource,
 };
 
 const INT4_FIXTURES: &[&str] = &[
@@ -149,6 +149,41 @@ fn every_int4_fixture_loads_what_its_config_quantizes() {
             assert!(ffn.iter().all(|k| *k == Kind::Int4), "{name}");
             assert_eq!(shared.unwrap_or(Kind::Int4), Kind::Int4, "{name}");
         }
+    }
+}
+
+/// The layout-only plan (what `qwgpu inspect` shows) has every int4
+/// weight's scales and zeros but reads no packed word.
+#[test]
+fn plan_keeps_int4_scales_without_words() {
+    for name in INT4_FIXTURES {
+        let ckpt = fixture(name);
+        let full = load_model(&ckpt).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let plan = plan_model(&ckpt).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut int4 = 0;
+        for (p, f) in plan.weights().iter().zip(full.weights()) {
+            assert_eq!(
+                (&p.name, p.rows, p.cols, &p.shards),
+                (&f.name, f.rows, f.cols, &f.shards)
+            );
+            match (p.int4(), f.int4()) {
+                (Some(pv), Some(fv)) => {
+                    assert!(pv.words.is_empty(), "{name}: {}", p.name);
+                    assert_eq!(
+                        (pv.scales, pv.zeros, pv.group_size),
+                        (fv.scales, fv.zeros, fv.group_size)
+                    );
+                    int4 += 1;
+                }
+                (None, None) => {}
+                _ => panic!("{name}: {} int4 in one of plan / load only", p.name),
+            }
+        }
+        // moe-gptq-actorder permutes every expert's groups: all dequantized.
+        assert!(
+            int4 > 0 || *name == "moe-gptq-actorder",
+            "{name}: no int4 weight"
+        );
     }
 }
 
