@@ -50,9 +50,9 @@ fn kind(w: &PackedWeight) -> Kind {
         None => {
             assert!(
                 !w.dtype.is_fp8() && !w.dtype.is_int(),
-                "{}: {}",
-                w.name,
-                w.dtype
+                "{name}: {dtype}",
+                name = w.name,
+                dtype = w.dtype
             );
             Kind::Float
         }
@@ -109,8 +109,17 @@ fn every_int4_fixture_loads_what_its_config_quantizes() {
         let m = load_model(&ckpt).unwrap_or_else(|e| panic!("{name}: {e}"));
         for w in m.weights() {
             let v = dequantize(w).unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert_eq!(v.len(), w.rows * w.cols, "{name}: {}", w.name);
-            assert!(v.iter().all(|x| x.is_finite()), "{name}: {}", w.name);
+            assert_eq!(
+                v.len(),
+                w.rows * w.cols,
+                "{name}: {w_name}",
+                w_name = w.name
+            );
+            assert!(
+                v.iter().all(|x| x.is_finite()),
+                "{name}: {w_name}",
+                w_name = w.name
+            );
         }
         let (mixer, ffn, shared, small) = kinds(&m);
         assert_eq!(
@@ -168,7 +177,7 @@ fn plan_keeps_int4_scales_without_words() {
             );
             match (p.int4(), f.int4()) {
                 (Some(pv), Some(fv)) => {
-                    assert!(pv.words.is_empty(), "{name}: {}", p.name);
+                    assert!(pv.words.is_empty(), "{name}: {p_name}", p_name = p.name);
                     assert_eq!(
                         (pv.scales, pv.zeros, pv.group_size),
                         (fv.scales, fv.zeros, fv.group_size)
@@ -176,7 +185,10 @@ fn plan_keeps_int4_scales_without_words() {
                     int4 += 1;
                 }
                 (None, None) => {}
-                _ => panic!("{name}: {} int4 in one of plan / load only", p.name),
+                _ => panic!(
+                    "{name}: {p_name} int4 in one of plan / load only",
+                    p_name = p.name
+                ),
             }
         }
         // moe-gptq-actorder permutes every expert's groups: all dequantized.
