@@ -334,7 +334,14 @@ fn gpu_memory(m: &PackedModel) -> GpuMemory {
     let mut weights: u64 = m
         .weights()
         .iter()
-        .map(|w| (w.rows * w.cols * w.dtype.size()) as u64 + 4 * scale_count(&w.scale) as u64)
+        .map(|w| {
+            // 4-bit weights: eight nibbles per u32 word, plus one zero byte per scale.
+            let stored = match w.int4() {
+                Some(q) => q.rows * q.words_per_row() * 4 + q.scales.len(),
+                None => w.rows * w.cols * w.dtype.size(),
+            };
+            stored as u64 + 4 * scale_count(&w.scale) as u64
+        })
         .sum();
     let mut vectors = c.hidden_size; // final norm
     let mut state = 0usize;
