@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use qwgpu_checkpoint::{Checkpoint, Dtype, ModelConfig, QuantizationConfig};
+use qwgpu_checkpoint::{Checkpoint, Dtype, ModelConfig, OpenOptions, QuantizationConfig};
 use qwgpu_loader::{
     dequantize, load_from_source, load_model, plan_model, Ffn, LoadError, Mixer, PackedModel,
     PackedWeight, SourceTensor, TensorSource,
@@ -30,7 +30,10 @@ fn fixture(name: &str) -> Checkpoint {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/fixtures")
         .join(name);
-    Checkpoint::open(&dir).unwrap_or_else(|e| panic!("{name}: {e}"))
+    // Strict: every tensor is required or a known companion (qweight, qzeros,
+    // scales, g_idx, weight_packed, weight_shape, weight_zero_point, ...).
+    Checkpoint::open_with(&dir, &OpenOptions { strict: true })
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 /// How a packed weight is stored.
