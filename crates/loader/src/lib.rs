@@ -17,7 +17,20 @@
 //!   compressed-tensors), [`PackedWeight::int4`] → [`Int4View`].
 //! - [`load_model`] / [`load_from_source`]: the whole text model.
 //! - [`QuantPolicy`]: what a `quantization_config` says per module
-//!   (`modules_to_not_convert`, compressed-tensors `ignore`, ModelOpt `exclude_modules`).
+//!   (`modules_to_not_convert`, compressed-tensors `ignore`, ModelOpt `exclude_modules`,
+//!   GPTQModel `dynamic` rules), including each module's 4-bit format ([`Int4Rule`]).
+//!
+//! # 4-bit checkpoints
+//!
+//! GPTQ (`qweight` / `qzeros` / `scales` / `g_idx`, v1 and v2 zero points),
+//! AWQ GEMM (interleaved nibbles along the outputs) and compressed-tensors
+//! `pack-quantized` (`weight_packed` / `weight_scale` / `weight_zero_point`)
+//! are all repacked into ONE canonical form, [`Int4View`] (see [`int4`] for
+//! the exact layout): row-major nibbles along the input dimension, per-group
+//! f32 scales and `0..=15` zero points, `W = (q - zero) · scale`. A GPU engine
+//! reads only that form ([`PackedWeight::int4`]). Activation-order GPTQ
+//! weights whose `g_idx` permutes the groups are dequantized to f32 at load
+//! (with a warning).
 //!
 //! # Example: packing an FP8 `in_proj_qkvz` built in memory
 //!

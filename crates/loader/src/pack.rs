@@ -335,7 +335,7 @@ fn fuse_int4(
         out.scales.extend_from_slice(&q.q.scales);
         out.zeros.extend_from_slice(&q.q.zeros);
     }
-    Ok((Dtype::I32, ScaleScheme::Int4(out)))
+    Ok((Dtype::I32, ScaleScheme::Int4(Box::new(out))))
 }
 
 /// Row offset of every shard; rejects empty tables, zero rows, duplicate names.

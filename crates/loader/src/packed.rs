@@ -46,7 +46,7 @@ pub enum ScaleScheme {
     /// group scales and zero points are all here (the weight's `data` is
     /// empty and its `dtype` is [`Dtype::I32`], the words' type). Read it
     /// through [`PackedWeight::int4`].
-    Int4(crate::Int4Weights),
+    Int4(Box<crate::Int4Weights>),
 }
 
 /// Activation quantization that goes with a weight.

@@ -490,3 +490,133 @@ fn ct_weights(w: &CtQuantArgs, what: &str) -> Result<CtWeights, LoadError> {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qwgpu_checkpoint::quant::{AwqConfig, GptqConfig};
+
+    fn rule(key: &str, group: Option<Option<usize>>) -> GptqDynamicRule {
+        let exclude = key.starts_with("-:");
+        GptqDynamicRule {
+            key: key.into(),
+            pattern: key.trim_start_matches("-:").trim_start_matches("+:").into(),
+            exclude,
+            bits: None,
+            group_size: group,
+            sym: None,
+            desc_act: None,
+        }
+    }
+
+    fn gptq(dynamic: Vec<GptqDynamicRule>, not_convert: &[&str]) -> QuantPolicy {
+        QuantPolicy::from_config(Some(&QuantizationConfig::Gptq(GptqConfig {
+            params: GptqParams {
+                bits: 4,
+                group_size: Some(128),
+                sym: true,
+                desc_act: false,
+            },
+            format: GptqFormat::V1,
+            dynamic,
+            modules_to_not_convert: not_convert.iter().map(|s| s.to_string()).collect(),
+            lm_head: false,
+        })))
+        .expect("valid policy")
+    }
+
+    fn group(r: &ModuleRule) -> Option<Option<usize>> {
+        match r.int4 {
+            Some(Int4Rule::Gptq { params, .. }) => Some(params.group_size),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn gptq_dynamic_rules_first_match_wins() {
+        let p = gptq(
+            vec![
+                rule("-:.*attn.*", None),
+                rule("+:.*down_proj.*", Some(Some(32))),
+                rule("-:.*mlp.*", None),
+                rule("-:.*shared_expert.*", None),
+            ],
+            &["layers.3.mlp.gate_proj"],
+        );
+        for m in [
+            "model.layers.0.linear_attn.in_proj_qkv",
+            "model.layers.3.self_attn.q_proj",
+        ] {
+            let r = p.rule(m);
+            assert!(
+                r.excluded
+                    .as_deref()
+                    .is_some_and(|e| e.contains("-:.*attn.*")),
+                "{m}: {r:?}"
+            );
+            assert!(r.int4.is_none());
+        }
+        // The override comes before the mlp exclusion: down_proj stays 4-bit, group 32.
+        assert_eq!(
+            group(&p.rule("model.layers.0.mlp.down_proj")),
+            Some(Some(32))
+        );
+        assert!(p.rule("model.layers.0.mlp.gate_proj").excluded.is_some());
+        // A module no rule names keeps the config's parameters.
+        assert_eq!(
+            group(&p.rule("model.layers.0.ffn.gate_proj")),
+            Some(Some(128))
+        );
+        // modules_to_not_convert, the embeddings and (lm_head: false) the head.
+        let only_list = gptq(vec![], &["layers.3.mlp.gate_proj"]);
+        assert!(only_list
+            .rule("model.layers.3.mlp.gate_proj")
+            .excluded
+            .is_some());
+        assert!(only_list
+            .rule("model.layers.2.mlp.gate_proj")
+            .int4
+            .is_some());
+        assert!(only_list.rule("model.embed_tokens").excluded.is_some());
+        assert!(only_list.rule("lm_head").excluded.is_some());
+        // Rules written against the release's own prefix match the canonical name.
+        let wrapped = gptq(
+            vec![rule("-:model\\.language_model\\.layers\\.1\\..*", None)],
+            &[],
+        );
+        assert!(wrapped
+            .rule("model.layers.1.mlp.up_proj")
+            .excluded
+            .is_some());
+        assert!(wrapped
+            .rule("model.layers.10.mlp.up_proj")
+            .excluded
+            .is_none());
+    }
+
+    #[test]
+    fn awq_needs_zero_points_and_bad_patterns_are_named() {
+        let e = QuantPolicy::from_config(Some(&QuantizationConfig::Awq(AwqConfig {
+            bits: 4,
+            group_size: Some(128),
+            zero_point: false,
+            modules_to_not_convert: vec![],
+        })))
+        .expect_err("zero_point false");
+        assert!(e.to_string().contains("zero_point"), "{e}");
+        let e = QuantPolicy::from_config(Some(&QuantizationConfig::Gptq(GptqConfig {
+            params: GptqParams {
+                bits: 4,
+                group_size: None,
+                sym: true,
+                desc_act: false,
+            },
+            format: GptqFormat::V2,
+            dynamic: vec![rule("-:(", None)],
+            modules_to_not_convert: vec![],
+            lm_head: false,
+        })))
+        .expect_err("bad regex");
+        assert!(e.to_string().contains("-:("), "{e}");
+    }
+}

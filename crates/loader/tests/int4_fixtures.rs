@@ -9,10 +9,10 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use qwgpu_checkpoint::{Checkpoint, Dtype, ModelConfig, QuantizationConfig};
+use qwgpu_checkpoint::{Checkpoint, Dtype, ModelConfig, OpenOptions, QuantizationConfig};
 use qwgpu_loader::{
-    dequantize, load_from_source, load_model, Ffn, LoadError, Mixer, PackedModel, PackedWeight,
-    SourceTensor, TensorSource,
+    dequantize, load_from_source, load_model, plan_model, Ffn, LoadError, Mixer, PackedModel,
+    PackedWeight, SourceTensor, TensorSource,
 };
 
 const INT4_FIXTURES: &[&str] = &[
@@ -30,7 +30,10 @@ fn fixture(name: &str) -> Checkpoint {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/fixtures")
         .join(name);
-    Checkpoint::open(&dir).unwrap_or_else(|e| panic!("{name}: {e}"))
+    // Strict: every tensor is required or a known companion (qweight, qzeros,
+    // scales, g_idx, weight_packed, weight_shape, weight_zero_point, ...).
+    Checkpoint::open_with(&dir, &OpenOptions { strict: true })
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 /// How a packed weight is stored.
@@ -50,9 +53,9 @@ fn kind(w: &PackedWeight) -> Kind {
         None => {
             assert!(
                 !w.dtype.is_fp8() && !w.dtype.is_int(),
-                "{}: {}",
-                w.name,
-                w.dtype
+                "{name}: {dtype}",
+                name = w.name,
+                dtype = w.dtype
             );
             Kind::Float
         }
@@ -109,8 +112,17 @@ fn every_int4_fixture_loads_what_its_config_quantizes() {
         let m = load_model(&ckpt).unwrap_or_else(|e| panic!("{name}: {e}"));
         for w in m.weights() {
             let v = dequantize(w).unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert_eq!(v.len(), w.rows * w.cols, "{name}: {}", w.name);
-            assert!(v.iter().all(|x| x.is_finite()), "{name}: {}", w.name);
+            assert_eq!(
+                v.len(),
+                w.rows * w.cols,
+                "{name}: {w_name}",
+                w_name = w.name
+            );
+            assert!(
+                v.iter().all(|x| x.is_finite()),
+                "{name}: {w_name}",
+                w_name = w.name
+            );
         }
         let (mixer, ffn, shared, small) = kinds(&m);
         assert_eq!(
@@ -149,6 +161,44 @@ fn every_int4_fixture_loads_what_its_config_quantizes() {
             assert!(ffn.iter().all(|k| *k == Kind::Int4), "{name}");
             assert_eq!(shared.unwrap_or(Kind::Int4), Kind::Int4, "{name}");
         }
+    }
+}
+
+/// The layout-only plan (what `qwgpu inspect` shows) has every int4
+/// weight's scales and zeros but reads no packed word.
+#[test]
+fn plan_keeps_int4_scales_without_words() {
+    for name in INT4_FIXTURES {
+        let ckpt = fixture(name);
+        let full = load_model(&ckpt).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let plan = plan_model(&ckpt).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut int4 = 0;
+        for (p, f) in plan.weights().iter().zip(full.weights()) {
+            assert_eq!(
+                (&p.name, p.rows, p.cols, &p.shards),
+                (&f.name, f.rows, f.cols, &f.shards)
+            );
+            match (p.int4(), f.int4()) {
+                (Some(pv), Some(fv)) => {
+                    assert!(pv.words.is_empty(), "{name}: {p_name}", p_name = p.name);
+                    assert_eq!(
+                        (pv.scales, pv.zeros, pv.group_size),
+                        (fv.scales, fv.zeros, fv.group_size)
+                    );
+                    int4 += 1;
+                }
+                (None, None) => {}
+                _ => panic!(
+                    "{name}: {p_name} int4 in one of plan / load only",
+                    p_name = p.name
+                ),
+            }
+        }
+        // moe-gptq-actorder permutes every expert's groups: all dequantized.
+        assert!(
+            int4 > 0 || *name == "moe-gptq-actorder",
+            "{name}: no int4 weight"
+        );
     }
 }
 

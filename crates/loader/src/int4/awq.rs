@@ -47,7 +47,7 @@ pub fn decode_awq(
     }
     let rows = n8 * 8;
     let (group_size, groups) = cx.groups(group_size, cols)?;
-    let qw = cx.words(qweight, &[cols, n8], "[in, out/8]")?;
+    let qw = cx.words_if(with_words, qweight, &[cols, n8], "[in, out/8]")?;
     let qzeros = cx.need(&t.zeros, "zero points", &format!("{stem}.qzeros"))?;
     let qz = cx.words(qzeros, &[groups, n8], "[groups, out/8]")?;
     let scales_t = cx.need(&t.scales, "scales", &format!("{stem}.scales"))?;

@@ -49,8 +49,14 @@ pub fn decode_ct(
         }
     };
     let wpr = cols.div_ceil(8);
-    let pw = cx.words(packed, &[rows, wpr], "[out, ceil(in/8)]")?;
     let (group_size, groups) = cx.groups(group_size, cols)?;
+    let permuted = column_groups(&cx, t.g_idx.as_ref(), cols, group_size, groups)?;
+    let pw = cx.words_if(
+        with_words || permuted.is_some(),
+        packed,
+        &[rows, wpr],
+        "[out, ceil(in/8)]",
+    )?;
     let scales_t = cx.need(&t.scales, "scales", &format!("{stem}.weight_scale"))?;
     let sc = cx.floats(scales_t, &[rows, groups], "[out, groups]")?;
     let zeros: Vec<u8> = if symmetric {
@@ -76,7 +82,7 @@ pub fn decode_ct(
             .collect()
     };
     let q = |r: usize, c: usize| nibble(pw[r * wpr + c / 8], c % 8);
-    if let Some(col_group) = column_groups(&cx, t.g_idx.as_ref(), cols, group_size, groups)? {
+    if let Some(col_group) = permuted {
         tracing::warn!(
             tensor = %packed.name,
             "activation-order weight (permuted weight_g_idx): dequantized to f32 at load (8x its 4-bit size)"

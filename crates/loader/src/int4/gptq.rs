@@ -62,7 +62,6 @@ pub fn decode_gptq(
     }
     let (group_size, groups) = cx.groups(params.group_size, cols)?;
     let n8 = n.div_ceil(8);
-    let qw = cx.words(qweight, &[k8, n], "[in/8, out]")?;
     let qzeros = cx.need(&t.zeros, "zero points", &format!("{stem}.qzeros"))?;
     let qz = cx.words(qzeros, &[groups, n8], "[groups, out/8]")?;
     let scales_t = cx.need(&t.scales, "scales", &format!("{stem}.scales"))?;
@@ -73,9 +72,16 @@ pub fn decode_gptq(
     };
     let zero = |r: usize, g: usize| nibble(qz[g * n8 + r / 8], r % 8) + offset;
     let scale = |r: usize, g: usize| sc[g * n + r];
+    let permuted = column_groups(&cx, t.g_idx.as_ref(), cols, group_size, groups)?;
+    let qw = cx.words_if(
+        with_words || permuted.is_some(),
+        qweight,
+        &[k8, n],
+        "[in/8, out]",
+    )?;
     let q = |r: usize, c: usize| nibble(qw[(c / 8) * n + r], c % 8);
 
-    if let Some(col_group) = column_groups(&cx, t.g_idx.as_ref(), cols, group_size, groups)? {
+    if let Some(col_group) = permuted {
         if !params.desc_act {
             return Err(cx.err(format!(
                 "`{stem}.g_idx` permutes the input columns' groups, but the config has desc_act: false"

@@ -103,9 +103,11 @@ impl Ctx<'_> {
         })
     }
 
-    /// The words of an I32 tensor of `shape` (as unsigned bit patterns).
-    pub fn words(
+    /// The words of an I32 tensor of `shape` when `read`, else only its
+    /// dtype, shape and length checked (a layout-only load reads no weight bytes).
+    pub fn words_if(
         &self,
+        read: bool,
         t: &SourceTensor<'_>,
         shape: &[usize],
         what: &str,
@@ -125,10 +127,23 @@ impl Ctx<'_> {
             )));
         }
         t.check_len()?;
+        if !read {
+            return Ok(Vec::new());
+        }
         Ok(t.bytes
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect())
+    }
+
+    /// The words of an I32 tensor of `shape` (as unsigned bit patterns).
+    pub fn words(
+        &self,
+        t: &SourceTensor<'_>,
+        shape: &[usize],
+        what: &str,
+    ) -> Result<Vec<u32>, LoadError> {
+        self.words_if(true, t, shape, what)
     }
 
     /// Float values (F32/F16/BF16, finite) of a `shape` tensor.
@@ -212,7 +227,7 @@ impl Ctx<'_> {
         cols: usize,
     ) -> Result<(usize, usize), LoadError> {
         let g = group_size.unwrap_or(cols);
-        if g == 0 || cols % g != 0 {
+        if g == 0 || !cols.is_multiple_of(g) {
             return Err(self.err(format!(
                 "group size {g} does not divide the {cols} input columns"
             )));
