@@ -210,7 +210,7 @@ fn packed_int4(name: &str, sources: &[usize], cols: usize, seed: u64) -> PackedW
         cols,
         data: Vec::new(),
         shards,
-        scale: ScaleScheme::Int4(Int4Weights {
+        scale: ScaleScheme::Int4(Box::new(Int4Weights {
             group_size: INT4_GROUP,
             words,
             // 2^-7 · (1 + j/8): exact in f16 (the Q4 layout, not Q4F32).
@@ -218,7 +218,7 @@ fn packed_int4(name: &str, sources: &[usize], cols: usize, seed: u64) -> PackedW
                 .map(|j| (1.0 + (j % 7) as f32 / 8.0) / 128.0)
                 .collect(),
             zeros: vec![8; rows * ng],
-        }),
+        })),
         activation: ActivationQuant::None,
     }
 }

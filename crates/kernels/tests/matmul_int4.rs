@@ -753,12 +753,12 @@ fn int4_packed_weight_uploads_through_gpu_weight() {
                     rows: n,
                 })
                 .collect(),
-            scale: ScaleScheme::Int4(Int4Weights {
+            scale: ScaleScheme::Int4(Box::new(Int4Weights {
                 group_size: group,
                 words: q.words.clone(),
                 scales: q.scales.clone(),
                 zeros: q.zeros.clone(),
-            }),
+            })),
             activation: ActivationQuant::None,
         };
         let wdq = qwgpu_loader::dequantize(&pw).unwrap();
