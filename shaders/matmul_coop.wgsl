@@ -9,7 +9,8 @@
 // 8 multiply-adds. Per 32-column step, x (128 x 32 f32 -> f16) and W (128 rows
 // x 32 columns, decoded from the stored format, multiplied by its scale in f32
 // only when the scale varies along the row, else the epilogue applies the
-// row's scale and W stays exact; then rounded to f16) are staged in workgroup
+// row's scale and W stays exact; 4-bit weights as (q - zero) · scale, only in
+// the plain variant; then rounded to f16) are staged in workgroup
 // memory with a padded row stride (LDS = 40 halves = 80 bytes: 8 consecutive
 // rows of a fragment load hit distinct banks; 64-byte rows are 4-way
 // conflicts). The next step's
@@ -197,8 +198,9 @@ fn x_row_max(tok: u32, sl: u32) -> f32 {
 // per shard, per channel, or blocks at least as wide as the row): then W is
 // staged unscaled (the stored values are exact in f16) and the epilogue
 // multiplies by the row's scale in f32.
+// 4-bit weights never (the zero point is subtracted while staging).
 fn row_scaled() -> bool {
-    return p.block_cols >= p.cols;
+    return !Q4 && p.block_cols >= p.cols;
 }
 
 // Scale of (global) weight row r when row_scaled().
@@ -273,7 +275,9 @@ fn load_regs(m0: u32, k0: u32, lid: u32,
         let r = (*wrow)[j];
         if (r.valid && ch < p.stride4) {
             (*wr)[j] = load_chunk(r.in_b, r.lrow, ch);
-            (*ws)[j] = scale_at((*wsb)[j], ch * CW);
+            if (!Q4) {
+                (*ws)[j] = scale_at((*wsb)[j], ch * CW);
+            }
         } else {
             (*wr)[j] = vec4<u32>(0u);
         }
@@ -355,7 +359,11 @@ fn mm_coop(@builtin(local_invocation_index) lid: u32,
                 for (var g = 0u; g < G; g++) {
                     var d = decode_group(wr[j], g);
                     if (ok && scale_w) {
-                        if (chunk_scale) {
+                        if (Q4) {
+                            // (q - zero) · scale, rounded to f16 below (the
+                            // plain variant only: not exact in f16).
+                            d = scale_group(d, wsb[j], ch * CW + 4u * g);
+                        } else if (chunk_scale) {
                             d *= ws[j];
                         } else {
                             d *= scale_at(wsb[j], ch * CW + 4u * g);

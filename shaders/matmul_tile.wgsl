@@ -162,7 +162,7 @@ fn mm_tile(@builtin(local_invocation_id) l3: vec3<u32>,
             for (var g = 0u; g < G; g++) {
                 var d = decode_group(w, g);
                 if (tr.valid && ch < p.stride4) {
-                    d *= scale_at(sb, ch * CW + 4u * g);
+                    d = scale_group(d, sb, ch * CW + 4u * g);
                 }
                 if (FAST_X && p.block_cols < p.cols) {
                     // The fast coop GEMM stages block-scaled weights as

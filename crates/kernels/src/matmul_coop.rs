@@ -124,8 +124,16 @@ fn workgroup_size(ctx: &GpuContext) -> Option<u32> {
 
 /// Whether the device runs the coop kernel and `w`'s format is one it takes
 /// (module doc: E5M2 with scales may overflow f16).
+/// 4-bit weights: only f16-scaled ones (`Q4`) in the plain variant
+/// (`f16_matmul`): `(q - zero) · scale` is not exact in f16, so the exact
+/// variant would not match the scalar GEMM.
 pub(super) fn supported(ctx: &GpuContext, w: &GpuWeight) -> bool {
-    workgroup_size(ctx).is_some() && w.format != WeightFormat::E5M2
+    let format_ok = match w.format {
+        WeightFormat::E5M2 | WeightFormat::Q4F32 => false,
+        WeightFormat::Q4 => ctx.f16_matmul,
+        _ => true,
+    };
+    workgroup_size(ctx).is_some() && format_ok
 }
 
 /// Whether [`MatmulPath::Auto`](super::MatmulPath::Auto) runs a `t`-token
@@ -158,7 +166,13 @@ pub(super) fn grid(n: u32, t: u32, swiglu: bool) -> (u32, u32) {
 
 /// Why [`supported`] is false, for error messages.
 pub(super) fn unsupported_reason(ctx: &GpuContext, w: &GpuWeight) -> String {
-    if w.format == WeightFormat::E5M2 {
+    if w.format.is_int4() && workgroup_size(ctx).is_some() {
+        format!(
+            "weight `{w_name}` is 4-bit: the tensor-core path takes f16-exact scales with \
+             ContextOptions::f16_matmul only ((q - zero) · scale is not exact in f16)",
+            w_name = w.name
+        )
+    } else if w.format == WeightFormat::E5M2 {
         format!(
             "weight `{}` is E5M2 (scaled values may overflow f16)",
             w.name
