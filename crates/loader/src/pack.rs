@@ -214,7 +214,14 @@ pub fn pack_with(
     let cols = cols.unwrap_or(0);
     let total_rows: usize = spec.shards.iter().map(|s| s.rows).sum();
     let mut data = Vec::new();
-    let borrowed = opts.borrow_sources && placed.iter().all(|p| p.src.weight.dtype == dtype);
+    // Only bytes that are the checkpoint's own can be read back from it by
+    // name: a source decoded on the host (GPTQ act-order → F32) keeps the
+    // packed tensor's name but not its bytes.
+    let borrowed = opts.borrow_sources
+        && placed.iter().all(|p| {
+            p.src.weight.dtype == dtype
+                && matches!(p.src.weight.bytes, std::borrow::Cow::Borrowed(_))
+        });
     if !opts.layout_only && !borrowed {
         let bytes: usize = placed
             .iter()
