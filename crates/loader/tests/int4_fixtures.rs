@@ -11,8 +11,8 @@ use std::path::PathBuf;
 
 use qwgpu_checkpoint::{Checkpoint, Dtype, ModelConfig, OpenOptions, QuantizationConfig};
 use qwgpu_loader::{
-    dequantize, load_from_source, load_model, plan_model, Ffn, LoadError, Mixer, PackedModel,
-    PackedWeight, SourceTensor, TensorSource,
+    dequantize, load_from_source, load_model, plan_model, stream_model_borrowing, Ffn, LoadError,
+    Mixer, PackedModel, PackedWeight, Part, SourceTensor, TensorSource,
 };
 
 const INT4_FIXTURES: &[&str] = &[
@@ -200,6 +200,38 @@ fn plan_keeps_int4_scales_without_words() {
             "{name}: no int4 weight"
         );
     }
+}
+
+/// A GPU loader streams weights borrowed from the checkpoint by name; an
+/// act-order weight dequantized on the host keeps its `qweight` name but not
+/// its bytes, so it must come packed (never read back as the I32 words).
+// The visitor's error type is the loader's (a large enum, returned rarely).
+#[allow(clippy::result_large_err)]
+#[test]
+fn host_decoded_weights_are_never_borrowed() {
+    let ckpt = fixture("dense-gptq-actorder");
+    let full = load_model(&ckpt).expect("loads");
+    let mut dense_checked = 0;
+    stream_model_borrowing(&ckpt, None, &mut |part| {
+        if let Part::Layer { index, layer } = part {
+            let Ffn::Dense(mlp) = &layer.ffn else {
+                panic!("dense fixture")
+            };
+            let Ffn::Dense(want) = &full.layers[index].ffn else {
+                panic!("dense fixture")
+            };
+            for (got, want) in [(&mlp.gate_up, &want.gate_up), (&mlp.down, &want.down)] {
+                if got.dtype == Dtype::F32 {
+                    assert!(got.borrowed_sources().is_none(), "{name}", name = got.name);
+                    assert_eq!(got.data, want.data, "{name}", name = got.name);
+                    dense_checked += 1;
+                }
+            }
+        }
+        Ok(())
+    })
+    .expect("streams");
+    assert!(dense_checked > 0, "no act-order weight was dequantized");
 }
 
 /// A fixture with some tensors hidden or replaced.
