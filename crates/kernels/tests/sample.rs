@@ -69,6 +69,7 @@ fn params(temperature: f32, top_k: u32, top_p: f32) -> SamplingParams {
         temperature,
         top_k,
         top_p,
+        ..SamplingParams::GREEDY
     }
 }
 

@@ -340,6 +340,7 @@ async fn generate(
         temperature: req.temperature,
         top_k: req.top_k,
         top_p: req.top_p,
+        ..SamplingParams::GREEDY
     };
     let n = st.0.counter.fetch_add(1, Relaxed);
     let seed = req.seed.unwrap_or(n);

@@ -18,6 +18,7 @@ const GREEDY: SamplingParams = SamplingParams {
     temperature: 0.0,
     top_k: 0,
     top_p: 1.0,
+    ..SamplingParams::GREEDY
 };
 
 /// An engine on the fixture with no end-of-sequence ids (every reply runs

@@ -75,6 +75,7 @@ fn job(prompt: Vec<u32>) -> (Job, mpsc::UnboundedReceiver<Event>) {
             temperature: 0.0,
             top_k: 0,
             top_p: 1.0,
+            ..SamplingParams::GREEDY
         },
         seed: 1,
         events,

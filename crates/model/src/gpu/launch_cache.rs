@@ -152,6 +152,7 @@ mod tests {
             temperature: 0.0,
             top_k: 0,
             top_p: 1.0,
+            ..SamplingParams::GREEDY
         };
         let hot = SamplingParams {
             temperature: 0.7,

@@ -10,6 +10,7 @@
 //! CPU's recording of ~200 launches stays off the path between two steps.
 
 mod activations;
+mod controlled;
 mod graph;
 mod launch_cache;
 mod layers;
@@ -105,6 +106,7 @@ pub struct GpuSnapshot {
     pos: usize,
     counter: u32,
     seed: u64,
+    log: crate::sampling::TokenLog,
     /// Rows of each KV page of `layers`.
     pages: Vec<usize>,
     layers: Vec<Box<dyn LayerState>>,
@@ -288,6 +290,7 @@ impl GpuModel {
             next: None,
             seed: 0,
             counter: 0,
+            log: Default::default(),
             id: next_id(),
             epoch: 0,
             model: self.id,
@@ -484,9 +487,13 @@ impl GpuModel {
         params: &SamplingParams,
     ) -> Result<u32, ModelError> {
         let (_, tok) = self.run(s, tokens, Head::Last, Some(params))?;
-        tok.ok_or_else(|| ModelError::Internal {
+        let tok = tok.ok_or_else(|| ModelError::Internal {
             detail: "sampling produced no token".into(),
-        })
+        })?;
+        if tok != qwgpu_ops::sampling::NON_FINITE {
+            s.log.generated.push(tok);
+        }
+        Ok(tok)
     }
 
     fn run(
@@ -533,6 +540,7 @@ impl GpuModel {
             self.ctx.queue.submit([cb]);
             drop(guard);
             s.pos += t;
+            s.log.consumed.extend_from_slice(part);
             // While the GPU runs this step, encode the next decode step (its
             // token is the one sampled into the ids buffer now, its position
             // and sampler counter are written at submission): wgpu records
@@ -714,11 +722,16 @@ impl GpuModel {
         drop(guard);
         let bytes = self.ctx.read_mapped(readback, (b * 4) as u64)?;
         self.ctx.check("batched decode step")?;
-        for s in sessions.iter_mut() {
+        let next: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes[..b * 4]);
+        for ((s, &tok), &t) in sessions.iter_mut().zip(tokens).zip(&next) {
             s.pos += 1;
             s.counter = s.counter.wrapping_add(1);
+            s.log.consumed.push(tok);
+            if t != qwgpu_ops::sampling::NON_FINITE {
+                s.log.generated.push(t);
+            }
         }
-        Ok(bytemuck::pod_collect_to_vec(&bytes[..b * 4]))
+        Ok(next)
     }
 
     /// Copies the session's state (KV rows up to its position, into one page of
@@ -736,6 +749,7 @@ impl GpuModel {
             pos: s.pos,
             counter: s.counter,
             seed: s.seed,
+            log: s.log.clone(),
             pages,
             layers,
             model: self.id,
@@ -754,6 +768,7 @@ impl GpuModel {
         s.pos = snap.pos;
         s.counter = snap.counter;
         s.seed = snap.seed;
+        s.log = snap.log.clone();
         self.ctx.check("restore")?;
         Ok(())
     }
@@ -805,6 +820,7 @@ impl GpuModel {
         )?;
         drop(guard);
         s.pos += tokens.len();
+        s.log.consumed.extend_from_slice(tokens);
         let mut by: Vec<FamilyTime> = Vec::new();
         for (label, ns) in times {
             match by.iter_mut().find(|f| f.label == label) {

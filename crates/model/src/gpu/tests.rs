@@ -21,6 +21,7 @@ const GREEDY: SamplingParams = SamplingParams {
     temperature: 0.0,
     top_k: 0,
     top_p: 1.0,
+    ..SamplingParams::GREEDY
 };
 
 #[test]
@@ -97,6 +98,7 @@ const HOT: SamplingParams = SamplingParams {
     temperature: 1.5,
     top_k: 0,
     top_p: 1.0,
+    ..SamplingParams::GREEDY
 };
 
 /// The launch cache's key: a step encoded ahead for other sampling
