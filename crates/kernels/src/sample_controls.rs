@@ -166,7 +166,12 @@ pub fn adjust(
         check_range("token counts", c, 0, v)?;
     }
     if let Some(m) = row.mask_offset {
-        check_range("mask words", mask, m as u64, mask_words(vocab as usize) as u64)?;
+        check_range(
+            "mask words",
+            mask,
+            m as u64,
+            mask_words(vocab as usize) as u64,
+        )?;
     }
     let r = row.params.repetition_penalty;
     let p = AdjustParams {

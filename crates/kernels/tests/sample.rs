@@ -654,7 +654,9 @@ fn masked_and_penalised_rows_sample_like_the_host() {
                 }
             }
             // Penalties alone: the token the host rule picks.
-            let mb = ctx.upload("mask", &vec![u32::MAX; mask_words(vocab)]).unwrap();
+            let mb = ctx
+                .upload("mask", &vec![u32::MAX; mask_words(vocab)])
+                .unwrap();
             for p in [
                 SamplingParams {
                     temperature: 0.0,
@@ -689,7 +691,12 @@ fn masked_and_penalised_rows_sample_like_the_host() {
                         None,
                         u,
                     );
-                    assert_eq!(g, want, "{t_name} vocab {vocab} {p:?} u {u}", t_name = t.name);
+                    assert_eq!(
+                        g,
+                        want,
+                        "{t_name} vocab {vocab} {p:?} u {u}",
+                        t_name = t.name
+                    );
                 }
             }
         }
@@ -758,7 +765,13 @@ fn logprobs_match_the_host_log_softmax() {
     let seed = testing::seed(0x10b);
     for t in testing::contexts() {
         let ctx = &t.ctx;
-        for (vocab, n) in [(7usize, 20u32), (31, 5), (1000, 20), (4099, 1), (BIG_VOCAB, 20)] {
+        for (vocab, n) in [
+            (7usize, 20u32),
+            (31, 5),
+            (1000, 20),
+            (4099, 1),
+            (BIG_VOCAB, 20),
+        ] {
             let mut rng = Rng::new(seed + vocab as u64);
             let mut logits = random_logits(&mut rng, vocab);
             if vocab == 7 {
@@ -794,13 +807,21 @@ fn logprobs_match_the_host_log_softmax() {
             for k in 0..4usize {
                 let (got_c, got_top) = ctl::parse_logprobs(&words[1 + k * LP_WORDS..]);
                 let want = logprobs_host(&logits, chosen[k], n as usize);
-                let what = format!("{t_name} vocab {vocab} n {n} chosen {c}", t_name = t.name, c = chosen[k]);
+                let what = format!(
+                    "{t_name} vocab {vocab} n {n} chosen {c}",
+                    t_name = t.name,
+                    c = chosen[k]
+                );
                 if want.chosen.is_nan() {
                     assert!(got_c.is_nan(), "{what}: {got_c}");
                 } else if want.chosen == f32::NEG_INFINITY {
                     assert_eq!(got_c, f32::NEG_INFINITY, "{what}");
                 } else {
-                    assert!((got_c - want.chosen).abs() < 1e-4, "{what}: {got_c} vs {w}", w = want.chosen);
+                    assert!(
+                        (got_c - want.chosen).abs() < 1e-4,
+                        "{what}: {got_c} vs {w}",
+                        w = want.chosen
+                    );
                 }
                 let ids = |v: &[(u32, f32)]| v.iter().map(|p| p.0).collect::<Vec<_>>();
                 assert_eq!(ids(&got_top), ids(&want.top), "{what}");

@@ -166,6 +166,7 @@ impl Session {
                 c.seed = seed;
                 c.counter = 0;
                 c.log.generated.clear();
+                c.log.generation += 1;
             }
             SessionImp::Gpu(g) => g.set_seed(seed),
         }

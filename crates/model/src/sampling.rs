@@ -152,6 +152,8 @@ impl Sampled {
 pub(crate) struct TokenLog {
     pub consumed: Vec<u32>,
     pub generated: Vec<u32>,
+    /// Bumped when a generation starts (the seed is set).
+    pub generation: u64,
 }
 
 impl TokenLog {

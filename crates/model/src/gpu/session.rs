@@ -32,6 +32,8 @@ pub struct GpuSession {
     pub(crate) counter: u32,
     /// The tokens the penalties count (consumed; generated since the seed).
     pub(crate) log: TokenLog,
+    /// Buffers and launches of steps with controls (made on first use).
+    pub(crate) ctl: Option<super::controlled::SessionCtl>,
     /// Unique per session (never reused), and a count of changes to the
     /// buffers its launches bind (pages added): part of every launch key.
     pub(crate) id: u64,
@@ -52,6 +54,7 @@ impl GpuSession {
         self.seed = seed;
         self.counter = 0;
         self.log.generated.clear();
+        self.log.generation += 1;
     }
 
     /// KV rows of all pages.
