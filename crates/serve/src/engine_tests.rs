@@ -78,6 +78,7 @@ fn job(prompt: Vec<u32>) -> (Job, mpsc::UnboundedReceiver<Event>) {
             ..SamplingParams::GREEDY
         },
         seed: 1,
+        top_logprobs: None,
         events,
     };
     (job, rx)
