@@ -158,6 +158,12 @@ pub fn adjust(
     row: &AdjustRow<'_>,
 ) -> Result<Dispatch, KernelError> {
     let v = vocab as u64;
+    if vocab == 0 || vocab.div_ceil(WG) > crate::MAX_GROUPS {
+        return Err(arg_err(format!(
+            "vocab {vocab} must be in 1..={max} (one launch)",
+            max = crate::MAX_GROUPS as u64 * WG as u64
+        )));
+    }
     row.params.validate().map_err(arg_err)?;
     check_range("logits", logits, row.logits_offset as u64, v)?;
     check_range("adjusted logits", adj, row.adj_offset as u64, v)?;

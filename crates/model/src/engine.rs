@@ -386,7 +386,9 @@ impl Model {
     /// (its callback runs after the step's forward pass is submitted, while
     /// the GPU computes it: see [`StepControls`]) and log-probabilities of the
     /// raw logits, computed on the device (only the requested numbers are
-    /// read back). The rules: [`qwgpu_ops::sampling::controls`].
+    /// read back). The rules: [`qwgpu_ops::sampling::controls`]. A failing
+    /// mask callback or an empty mask fails the step after the forward pass
+    /// (the session has consumed `tokens`).
     ///
     /// ```no_run
     /// # use qwgpu_model::engine::{Model, LoadOptions, SamplingParams, StepControls};
@@ -480,7 +482,10 @@ impl Model {
     /// [`Model::decode_batch`] with per-row controls (`controls[i]` for
     /// session `i`: its own optional mask callback and log-probabilities;
     /// see [`StepControls`]). The callbacks run in row order after the
-    /// batch's forward pass is submitted.
+    /// batch's forward pass is submitted. A failing callback or an empty mask
+    /// ([`ModelError::NoAllowedToken`]) fails the step after the forward
+    /// pass: the sessions have consumed their tokens without a sampled one,
+    /// so end those generations (as after any batch error).
     pub fn decode_batch_with(
         &self,
         sessions: &mut [&mut Session],

@@ -268,3 +268,65 @@ fn penalties_count_the_prompt_and_restart_with_the_seed() {
     pen[first as usize] -= 2.0;
     assert_eq!(ga as usize, qwgpu_ops::sampling::argmax(&pen));
 }
+
+/// The device's token counts follow the session's log through what changes
+/// it behind the sampler's back: a prompt fed with `forward`, a token fed
+/// that the sampler did not pick, a restore, a new seed, steps without
+/// penalties. GPU tokens equal the CPU backend's throughout.
+#[test]
+fn device_counts_follow_restores_seeds_and_foreign_tokens() {
+    let (gpu, cpu) = models();
+    let p = SamplingParams {
+        temperature: 0.0,
+        presence_penalty: 1.0,
+        frequency_penalty: 0.7,
+        repetition_penalty: 1.6,
+        ..SamplingParams::GREEDY
+    };
+    let plain = SamplingParams::GREEDY;
+    let run = |m: &Model| {
+        let mut out = Vec::new();
+        let mut s = m.new_session().unwrap();
+        m.forward(&mut s, &[4, 8, 15]).unwrap();
+        let mut t = m.sample_next(&mut s, &[16, 23, 42], &p).unwrap();
+        out.push(t);
+        for _ in 0..3 {
+            t = m.sample_next(&mut s, &[t], &p).unwrap();
+            out.push(t);
+        }
+        let snap = m.snapshot(&s).unwrap();
+        // A token the sampler did not pick, then plain steps, then penalties again.
+        t = m.sample_next(&mut s, &[(t + 1) % 512], &p).unwrap();
+        out.push(t);
+        t = m.sample_next(&mut s, &[t], &plain).unwrap();
+        out.push(t);
+        for _ in 0..2 {
+            t = m.sample_next(&mut s, &[t], &p).unwrap();
+            out.push(t);
+        }
+        // Restored elsewhere, and with a new generation.
+        let mut r = m.new_session().unwrap();
+        m.restore(&mut r, &snap).unwrap();
+        let last = out[3];
+        let mut u = m.sample_next(&mut r, &[last], &p).unwrap();
+        out.push(u);
+        r.set_seed(3);
+        for _ in 0..3 {
+            u = m.sample_next(&mut r, &[u], &p).unwrap();
+            out.push(u);
+        }
+        out
+    };
+    let (g, c) = (run(&gpu), run(&cpu));
+    assert_eq!(g, c);
+    // Penalties changed something (the test can fail).
+    let mut s = cpu.new_session().unwrap();
+    cpu.forward(&mut s, &[4, 8, 15]).unwrap();
+    let mut t = cpu.sample_next(&mut s, &[16, 23, 42], &plain).unwrap();
+    let mut greedy = vec![t];
+    for _ in 0..3 {
+        t = cpu.sample_next(&mut s, &[t], &plain).unwrap();
+        greedy.push(t);
+    }
+    assert_ne!(greedy, g[..4], "penalties made no difference");
+}
