@@ -98,6 +98,8 @@ pub struct GenRequest {
     pub tool_choice: ToolChoice,
     /// `parallel_tool_calls` (default true): false keeps only a reply's first call.
     pub parallel_tool_calls: bool,
+    /// Penalties, min-p and log-probabilities (`sampling_options`).
+    pub sampling: crate::sampling_options::SamplingOptions,
 }
 
 fn type_error(param: &str, expected: &str, got: &Value) -> ApiError {
@@ -308,7 +310,9 @@ impl GenRequest {
             Some(Value::Object(o)) => boolean(o, "include_usage")?.unwrap_or(false),
             Some(other) => return Err(type_error("stream_options", "an object", other)),
         };
+        let sampling = crate::sampling_options::SamplingOptions::parse(obj, chat)?;
         Ok(Self {
+            sampling,
             model,
             input,
             max_tokens,

@@ -24,6 +24,7 @@ use crate::detokenize::Detokenizer;
 use crate::metrics::Metrics;
 use crate::model_files::ModelFiles;
 use crate::reasoning::prompt_opens_reasoning;
+use crate::sampling_options::{self, TokenLogprobs};
 use crate::scheduler::{self, EngineStatus, Event, Finish, Job};
 use crate::stop::StopMatcher;
 use crate::tool_calls::ToolSet;
@@ -348,11 +349,12 @@ async fn generate(
     }
     let prompt = prompt_ids(&st.0, &req.input)?;
     let max_tokens = max_tokens(&st.0, &req, prompt.len(), chat)?;
-    let params = SamplingParams {
+    let params = req.sampling.apply(SamplingParams {
         temperature: req.temperature,
         top_k: req.top_k,
         top_p: req.top_p,
-    };
+        ..SamplingParams::GREEDY
+    });
     let n = st.0.counter.fetch_add(1, Relaxed);
     let seed = req.seed.unwrap_or(n);
     let (tx, rx) = mpsc::unbounded_channel();
@@ -362,6 +364,7 @@ async fn generate(
         max_tokens,
         params,
         seed,
+        top_logprobs: req.sampling.top_logprobs,
         events: tx,
     };
     let m = &st.0.metrics;
@@ -395,6 +398,7 @@ async fn generate(
         prompt_tokens: prompt.len(),
         include_usage: req.include_usage,
         reply: reply_setup(&st.0, &req, &prompt, n),
+        logprobs: req.sampling.top_logprobs.is_some(),
     };
     if req.stream {
         Ok(stream(st, meta, prompt, req.stop, rx))
@@ -432,6 +436,8 @@ struct Meta {
     include_usage: bool,
     /// Chat: how the reply is split.
     reply: Option<ReplySetup>,
+    /// The request asked for log-probabilities.
+    logprobs: bool,
 }
 
 impl Meta {
@@ -442,6 +448,20 @@ impl Meta {
             "total_tokens": self.prompt_tokens + completion,
             "prompt_tokens_details": {"cached_tokens": cached},
         })
+    }
+
+    /// A choice's `logprobs` value for `tokens` (`offset`: completions'
+    /// characters of reply text before them); null when not asked for.
+    fn logprobs(&self, st: &Shared, tokens: &[TokenLogprobs], offset: usize) -> Value {
+        if !self.logprobs {
+            return Value::Null;
+        }
+        let tk = &st.files.tokenizer;
+        if self.chat {
+            sampling_options::chat_logprobs(tk, tokens)
+        } else {
+            sampling_options::completion_logprobs(tk, tokens, offset)
+        }
     }
 
     /// One streamed chunk with `text` (chat: a delta) and maybe a finish reason.
@@ -515,6 +535,10 @@ struct Reply<'t> {
     stop: StopMatcher,
     tokens: usize,
     cached: usize,
+    /// Log-probabilities of tokens not yet sent (streaming) or of all (whole).
+    logprobs: Vec<TokenLogprobs>,
+    /// Completions: characters of reply text the sent log-probabilities cover.
+    lp_offset: usize,
 }
 
 /// One step of a reply as the client sees it.
@@ -531,13 +555,27 @@ impl<'t> Reply<'t> {
             stop: StopMatcher::new(stop),
             tokens: 0,
             cached: 0,
+            logprobs: Vec::new(),
+            lp_offset: 0,
         }
+    }
+
+    /// The log-probabilities gathered since the last call, as a chunk's value.
+    fn take_logprobs(&mut self, st: &Shared, meta: &Meta) -> Value {
+        let tokens = std::mem::take(&mut self.logprobs);
+        let v = meta.logprobs(st, &tokens, self.lp_offset);
+        self.lp_offset += sampling_options::text_chars(&st.files.tokenizer, &tokens);
+        v
     }
 
     fn on(&mut self, ev: Option<Event>) -> Option<Step> {
         match ev {
             Some(Event::Admitted { cached }) => {
                 self.cached = cached;
+                None
+            }
+            Some(Event::Logprobs(lp)) => {
+                self.logprobs.push(lp);
                 None
             }
             Some(Event::Token(t)) => {
@@ -599,16 +637,28 @@ fn stream(
             let ev = rx.recv().await;
             match reply.on(ev) {
                 Some(Step::Text(t)) if !t.is_empty() => {
-                    for c in meta.text_chunks(&mut split, &t) {
+                    let mut chunks = meta.text_chunks(&mut split, &t);
+                    // Log-probabilities ride on the next chunk that goes out
+                    // (the splitter may hold text back: partial tags, calls).
+                    if let Some(first) = chunks.first_mut() {
+                        if meta.logprobs {
+                            first["choices"][0]["logprobs"] = reply.take_logprobs(&st.0, &meta);
+                        }
+                    }
+                    for c in chunks {
                         yield sse_json(&c);
                     }
                 }
                 None | Some(Step::Text(_)) => {}
                 Some(Step::End { text, finish }) => {
-                    for c in meta.text_chunks(&mut split, &text) {
-                        yield sse_json(&c);
+                    let mut chunks = meta.text_chunks(&mut split, &text);
+                    chunks.extend(meta.end_chunks(&mut split, finish));
+                    if let Some(first) = chunks.first_mut() {
+                        if meta.logprobs {
+                            first["choices"][0]["logprobs"] = reply.take_logprobs(&st.0, &meta);
+                        }
                     }
-                    for c in meta.end_chunks(&mut split, finish) {
+                    for c in chunks {
                         yield sse_json(&c);
                     }
                     break;
@@ -654,13 +704,14 @@ async fn whole(
     };
     drop(rx);
     let usage = meta.usage(reply.tokens, reply.cached);
+    let logprobs = reply.take_logprobs(&st.0, &meta);
     let choice = if let Some(mut split) = meta.splitter() {
         let mut parts = split.push(&text);
         parts.extend(split.finish());
-        json!({"index": 0, "message": tool_calls_reply::message(&parts), "logprobs": null,
+        json!({"index": 0, "message": tool_calls_reply::message(&parts), "logprobs": logprobs,
                "finish_reason": split.finish_reason(finish)})
     } else {
-        json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish.as_str()})
+        json!({"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish.as_str()})
     };
     let object = if meta.chat {
         "chat.completion"

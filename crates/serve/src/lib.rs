@@ -43,6 +43,7 @@ mod prefill;
 pub mod prefix_cache;
 mod py_json;
 pub mod reasoning;
+pub mod sampling_options;
 pub mod scheduler;
 pub mod stop;
 pub mod tool_calls;

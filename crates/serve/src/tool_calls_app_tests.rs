@@ -36,6 +36,7 @@ fn meta(tool_choice: ToolChoice) -> Meta {
             parallel_tool_calls: true,
             id_seed: 1,
         }),
+        logprobs: false,
     }
 }
 
