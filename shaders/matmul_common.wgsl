@@ -43,10 +43,14 @@ struct MmParams {
     _pad1: u32,
 }
 
-// 0 F32, 1 BF16, 2 F16, 3 E4M3, 4 E5M2 (WeightFormat).
+// 0 F32, 1 BF16, 2 F16, 3 E4M3, 4 E5M2, 5 Q4 (4-bit, f16 scale and zero per
+// group), 6 Q4 with f32 scales (WeightFormat; module doc of int4.rs).
 override FORMAT: u32 = 1u;
-// Groups of 4 elements per vec4<u32> chunk: 1 (F32), 2 (16-bit), 4 (FP8).
-override G: u32 = select(select(4u, 2u, FORMAT == 1u || FORMAT == 2u), 1u, FORMAT == 0u);
+// 4-bit weights: W = (q - zero) * scale per group of block_cols columns; the
+// scale word(s) of element (r, c) start at scales[rows + scales[r] + (c / block_cols) * (1 or 2)].
+override Q4: bool = FORMAT >= 5u;
+// Groups of 4 elements per vec4<u32> chunk: 1 (F32), 2 (16-bit), 4 (FP8), 8 (Q4).
+override G: u32 = select(select(select(4u, 2u, FORMAT == 1u || FORMAT == 2u), 1u, FORMAT == 0u), 8u, FORMAT >= 5u);
 // Elements per vec4<u32> chunk.
 override CW: u32 = 4u * G;
 
@@ -60,8 +64,24 @@ override CW: u32 = 4u * G;
 @group(0) @binding(6) var<storage, read> xs4: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read> ids: array<u32>;
 
-// Elements 4g..4g+3 of a chunk, exact f32 (no scale).
+// Q4: the biases q4_biased adds to the nibbles of each position of a group.
+const Q4_M = vec4<f32>(8388608.0, 524288.0, 32768.0, 2048.0);
+
+// Q4: elements 4g..4g+3 of a chunk as Q4_M + q, exact. Nibble k of the
+// group's 16 bits sits at bit 4k; or-ing in the exponent of 2^(23 - 4k) makes
+// it the low bits of the mantissa of 2^(23 - 4k) + q (mantissa units of
+// 2^-4k): one mask-and-or per element, no shift or conversion.
+fn q4_biased(w: vec4<u32>, g: u32) -> vec4<f32> {
+    let v = w[g / 2u] >> (16u * (g % 2u));
+    return bitcast<vec4<f32>>((vec4<u32>(v) & vec4<u32>(0xfu, 0xf0u, 0xf00u, 0xf000u))
+        | vec4<u32>(0x4b000000u, 0x49000000u, 0x47000000u, 0x45000000u));
+}
+
+// Elements 4g..4g+3 of a chunk, exact f32 (no scale; Q4: q, before the zero point).
 fn decode_group(w: vec4<u32>, g: u32) -> vec4<f32> {
+    if (Q4) {
+        return q4_biased(w, g) - Q4_M;
+    }
     switch FORMAT {
         case 0u: {
             return bitcast<vec4<f32>>(w);
@@ -90,6 +110,26 @@ fn scale_base(r: u32) -> u32 {
 // i.e. zero padding, use the last column's scale so the index stays in range).
 fn scale_at(sb: u32, c: u32) -> f32 {
     return bitcast<f32>(scales[sb + min(c, p.cols - 1u) / p.block_cols]);
+}
+
+// Q4: (scale, zero point) of column `c` of the row whose scale_base is `sb`
+// (columns past `cols` use the last column's group, as scale_at).
+fn q4_sz(sb: u32, c: u32) -> vec2<f32> {
+    let b = min(c, p.cols - 1u) / p.block_cols;
+    if (FORMAT == 6u) {
+        return vec2<f32>(bitcast<f32>(scales[sb + 2u * b]), bitcast<f32>(scales[sb + 2u * b + 1u]));
+    }
+    return unpack2x16float(scales[sb + b]);
+}
+
+// Elements 4g..4g+3 of a chunk decoded by decode_group, scaled: column c's
+// scale (Q4: its zero point subtracted first).
+fn scale_group(d: vec4<f32>, sb: u32, c: u32) -> vec4<f32> {
+    if (Q4) {
+        let sz = q4_sz(sb, c);
+        return (d - sz.y) * sz.x;
+    }
+    return d * scale_at(sb, c);
 }
 
 // Loads chunk `ch` of slot row `lr` (local row index in its buffer), from wb when `in_b`.

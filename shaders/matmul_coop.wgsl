@@ -9,7 +9,8 @@
 // 8 multiply-adds. Per 32-column step, x (128 x 32 f32 -> f16) and W (128 rows
 // x 32 columns, decoded from the stored format, multiplied by its scale in f32
 // only when the scale varies along the row, else the epilogue applies the
-// row's scale and W stays exact; then rounded to f16) are staged in workgroup
+// row's scale and W stays exact; 4-bit weights as (q - zero) · scale, only in
+// the plain variant; then rounded to f16) are staged in workgroup
 // memory with a padded row stride (LDS = 40 halves = 80 bytes: 8 consecutive
 // rows of a fragment load hit distinct banks; 64-byte rows are 4-way
 // conflicts). The next step's
@@ -26,7 +27,9 @@
 // significant bits (relative error <= 2^-22, absolute <= 2^-39 of the row's
 // largest |x| where lo is subnormal) and cannot overflow; W rounded to f16 is
 // exact for BF16/F16 values in f16's normal range. Plain (EXACT false): x is
-// rounded to f16 directly (2^-11), and |x| > 65504 becomes +-inf. PREFETCH,
+// rounded to f16 directly (2^-11), and |x| > 65504 becomes +-inf. SPLIT
+// (override, with EXACT): off, the fast path: x s rounded to f16 (nearest
+// even), no lo part (half the multiply-adds), the row scaling kept. PREFETCH,
 // PREPASS and LDS are overrides only for measurements (the bench test).
 //
 // The result goes through workgroup memory (coopStoreT), two fragments per
@@ -46,6 +49,11 @@ enable wgpu_cooperative_matrix;
 
 override WG: u32 = 256u;
 override EXACT: bool = false;
+// EXACT: x s split in hi + lo (off: x s rounded to f16, one product).
+override SPLIT: bool = true;
+// Whether the lo part is staged and multiplied (one override: a `&&` in the
+// condition of the coop ops would be non-uniform control flow to naga).
+override LO: bool = EXACT && SPLIT;
 // Padded row stride of the staged tiles, in halves (a multiple of 8: coop
 // loads want 16-byte aligned rows).
 override LDS: u32 = 40u;
@@ -141,7 +149,9 @@ fn x_store(i: u32, v: vec4<f32>) {
     let r = i / (CK / 4u);
     let o = r * LDS + (i % (CK / 4u)) * 4u;
     var h: vec4<f16>;
-    if (EXACT) {
+    if (EXACT && !LO) {
+        h = vec4<f16>(v * select(1.0, st_sc[r], PREPASS));
+    } else if (LO) {
         // hi: vs rounded to 11 significant bits with integer ops, so exact in
         // f16 (normal range) and lo = vs - hi exact in f32. (Written as
         // vs - f32(f16(vs)), the H100's compiler folded the round trip and lo
@@ -188,8 +198,9 @@ fn x_row_max(tok: u32, sl: u32) -> f32 {
 // per shard, per channel, or blocks at least as wide as the row): then W is
 // staged unscaled (the stored values are exact in f16) and the epilogue
 // multiplies by the row's scale in f32.
+// 4-bit weights never (the zero point is subtracted while staging).
 fn row_scaled() -> bool {
-    return p.block_cols >= p.cols;
+    return !Q4 && p.block_cols >= p.cols;
 }
 
 // Scale of (global) weight row r when row_scaled().
@@ -264,7 +275,9 @@ fn load_regs(m0: u32, k0: u32, lid: u32,
         let r = (*wrow)[j];
         if (r.valid && ch < p.stride4) {
             (*wr)[j] = load_chunk(r.in_b, r.lrow, ch);
-            (*ws)[j] = scale_at((*wsb)[j], ch * CW);
+            if (!Q4) {
+                (*ws)[j] = scale_at((*wsb)[j], ch * CW);
+            }
         } else {
             (*wr)[j] = vec4<u32>(0u);
         }
@@ -346,7 +359,11 @@ fn mm_coop(@builtin(local_invocation_index) lid: u32,
                 for (var g = 0u; g < G; g++) {
                     var d = decode_group(wr[j], g);
                     if (ok && scale_w) {
-                        if (chunk_scale) {
+                        if (Q4) {
+                            // (q - zero) · scale, rounded to f16 below (the
+                            // plain variant only: not exact in f16).
+                            d = scale_group(d, wsb[j], ch * CW + 4u * g);
+                        } else if (chunk_scale) {
                             d *= ws[j];
                         } else {
                             d *= scale_at(wsb[j], ch * CW + 4u * g);
@@ -383,7 +400,7 @@ fn mm_coop(@builtin(local_invocation_index) lid: u32,
             c11 = coopMultiplyAdd(a1, b1, c11);
             c12 = coopMultiplyAdd(a1, b2, c12);
             c13 = coopMultiplyAdd(a1, b3, c13);
-            if (EXACT) {
+            if (LO) {
                 let l0 = coopLoadT<coop_mat16x16<f16, A>>(&st_xl[xa], LDS);
                 let l1 = coopLoadT<coop_mat16x16<f16, A>>(&st_xl[xa + 16u * LDS], LDS);
                 c00 = coopMultiplyAdd(l0, b0, c00);

@@ -13,8 +13,10 @@
 // cooperative-matrix GEMM does, so adapters without cooperative matrices (CI's
 // lavapipe) compute what it computes: per token row a power-of-two scale s
 // (tile_x_scale_exp), x staged as f16(x s) (round to nearest even, subnormals
-// kept) and the row's outputs multiplied by 1/s before the epilogue. The row
-// maxima need a pre-pass over the row's columns; tile_x holds its partials.
+// kept) and the row's outputs multiplied by 1/s before the epilogue; weights
+// whose scale varies along the row (FP8 blocks) are rounded to f16 after
+// scaling, as that GEMM stages them. The row maxima need a pre-pass over the
+// row's columns; tile_x holds its partials.
 
 const BM: u32 = 64u;   // tokens per tile
 const BN: u32 = 64u;   // weight rows per tile
@@ -160,7 +162,12 @@ fn mm_tile(@builtin(local_invocation_id) l3: vec3<u32>,
             for (var g = 0u; g < G; g++) {
                 var d = decode_group(w, g);
                 if (tr.valid && ch < p.stride4) {
-                    d *= scale_at(sb, ch * CW + 4u * g);
+                    d = scale_group(d, sb, ch * CW + 4u * g);
+                }
+                if (FAST_X && p.block_cols < p.cols) {
+                    // The fast coop GEMM stages block-scaled weights as
+                    // f16(q s) (scales constant along a row stay exact there).
+                    d = f16_round(d);
                 }
                 let kk = ck * CW + 4u * g;
                 for (var q = 0u; q < 4u; q++) {

@@ -63,10 +63,18 @@ fn mv_run(lid: u32, nt: u32, xb: array<u32, 8>, yb: array<u32, 8>, s: Slots) {
         // modes accumulate in k0/k1 = a0/a1 directly (plain copies, which
         // the compiler coalesces: no extra registers).
         var cs = vec4<f32>(1.0);
+        // Q4: the zero points (as decode_raw's bias) of the chunk's group.
+        var zb = mat4x4<f32>();
         var k0 = a0;
         var k1 = a1;
         if (SCALE_MODE == 1u) {
-            cs = RAW * vec4<f32>(scale_at(s.sb.x, c0), scale_at(s.sb.y, c0), scale_at(s.sb.z, c0), scale_at(s.sb.w, c0));
+            if (Q4) {
+                let qs = q4_slots(s.sb, c0);
+                cs = qs.s;
+                zb = qs.zb;
+            } else {
+                cs = RAW * vec4<f32>(scale_at(s.sb.x, c0), scale_at(s.sb.y, c0), scale_at(s.sb.z, c0), scale_at(s.sb.w, c0));
+            }
             k0 = mat4x4<f32>();
             k1 = mat4x4<f32>();
         }
@@ -74,7 +82,13 @@ fn mv_run(lid: u32, nt: u32, xb: array<u32, 8>, yb: array<u32, 8>, s: Slots) {
         for (var g = 0u; g < G; g++) {
             let c = c0 + 4u * g;
             var d = mat4x4<f32>(decode_raw(w0, g), decode_raw(w1, g), decode_raw(w2, g), decode_raw(w3, g));
-            if (SCALE_MODE == 2u) {
+            if (Q4 && SCALE_MODE == 2u) {
+                let qs = q4_slots(s.sb, c);
+                d -= qs.zb;
+                d = mat4x4<f32>(d[0] * qs.s.x, d[1] * qs.s.y, d[2] * qs.s.z, d[3] * qs.s.w);
+            } else if (Q4) {
+                d -= zb;
+            } else if (SCALE_MODE == 2u) {
                 let sc = vec4<f32>(scale_at(s.sb.x, c), scale_at(s.sb.y, c), scale_at(s.sb.z, c), scale_at(s.sb.w, c));
                 d = mat4x4<f32>(d[0] * sc.x, d[1] * sc.y, d[2] * sc.z, d[3] * sc.w);
             }

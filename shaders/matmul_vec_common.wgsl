@@ -20,12 +20,33 @@ override SCALE_MODE: u32 = 0u;
 // 256 with the scales, once per chunk or output instead of per element.
 override RAW: f32 = select(1.0, 256.0, FORMAT == 3u);
 
-// Elements 4g..4g+3 of a chunk, divided by RAW.
+// Elements 4g..4g+3 of a chunk, divided by RAW (Q4: Q4_M + q, the bias
+// removed together with the zero point: q4_slots' zb).
 fn decode_raw(w: vec4<u32>, g: u32) -> vec4<f32> {
+    if (Q4) {
+        return q4_biased(w, g);
+    }
     if (FORMAT == 3u) {
         return e4m3x4_raw(w[g]);
     }
     return decode_group(w, g);
+}
+
+// Q4: the 4 slots' scales at a column, and what to subtract from the
+// decode_raw values of each slot (column i: Q4_M + slot i's zero point; exact)
+// to get q - zero.
+struct Q4Slots {
+    s: vec4<f32>,
+    zb: mat4x4<f32>,
+}
+
+fn q4_slots(sb: vec4<u32>, c: u32) -> Q4Slots {
+    let a = q4_sz(sb.x, c);
+    let b = q4_sz(sb.y, c);
+    let e = q4_sz(sb.z, c);
+    let f = q4_sz(sb.w, c);
+    return Q4Slots(vec4<f32>(a.x, b.x, e.x, f.x),
+                   mat4x4<f32>(Q4_M + a.y, Q4_M + b.y, Q4_M + e.y, Q4_M + f.y));
 }
 
 // Fused RMSNorm: the GEMV of norm(x) = x * r * nw (r = 1 / sqrt(mean(x^2) +

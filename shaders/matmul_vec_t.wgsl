@@ -128,16 +128,30 @@ fn mm_vec_t(@builtin(local_invocation_index) lid: u32,
         let c0 = ch * CW;
         let full = ch < nfull;
         let fast = full && p.x_aligned != 0u;
-        // Per-chunk scales (mode 1), RAW folded in.
+        // Per-chunk scales (mode 1), RAW folded in; Q4: with the zero points
+        // (as decode_raw's bias).
         var cs = vec4<f32>(1.0);
+        var zb = mat4x4<f32>();
         if (SCALE_MODE == 1u) {
-            cs = RAW * scales4(s, c0);
+            if (Q4) {
+                let qs = q4_slots(s.sb, c0);
+                cs = qs.s;
+                zb = qs.zb;
+            } else {
+                cs = RAW * scales4(s, c0);
+            }
         }
         for (var gi = 0u; gi < G; gi++) {
             let c = c0 + 4u * gi;
             var d = mat4x4<f32>(decode_raw(cur.w0, gi), decode_raw(cur.w1, gi), decode_raw(cur.w2, gi), decode_raw(cur.w3, gi));
             var sc = cs;
-            if (SCALE_MODE == 2u) {
+            if (Q4 && SCALE_MODE == 2u) {
+                let qs = q4_slots(s.sb, c);
+                sc = qs.s;
+                d -= qs.zb;
+            } else if (Q4) {
+                d -= zb;
+            } else if (SCALE_MODE == 2u) {
                 sc = RAW * scales4(s, c);
             }
             if (SCALE_MODE != 0u) {

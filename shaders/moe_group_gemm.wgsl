@@ -158,7 +158,7 @@ fn moe_group_gemm(@builtin(local_invocation_id) l3: vec3<u32>,
             for (var gg = 0u; gg < G; gg++) {
                 var d = decode_group(w, gg);
                 if (valid) {
-                    d *= scale_at(sb, ch * CW + 4u * gg);
+                    d = scale_group(d, sb, ch * CW + 4u * gg);
                 }
                 let kk = ck * CW + 4u * gg;
                 for (var q = 0u; q < 4u; q++) {

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{coverage, manifest, matrix, vulkan};
+use crate::{coverage, examples, manifest, matrix, package, public_api, vulkan};
 
 const USAGE: &str = "usage: cargo xtask ci [--require-hw]";
 
@@ -40,6 +40,9 @@ pub fn run(args: &[String]) -> Result<()> {
     vulkan::ensure_adapter();
     manifest::verify(&qwgpu_model::golden::fixtures_dir())?;
     cargo(&["fmt", "--all", "--", "--check"])?;
+    // Seconds each: an unintended API change or a GPU stack in a GPU-free crate.
+    public_api::check()?;
+    package::check_gpu_free()?;
     cargo(&[
         "clippy",
         "--workspace",
@@ -50,6 +53,9 @@ pub fn run(args: &[String]) -> Result<()> {
     ])?;
     cargo(&["test", "--workspace", "--all-targets"])?;
     cargo(&["test", "--workspace", "--doc"])?;
+    // The examples reuse the test build; packaging verifies the crates as published.
+    examples::run(&[])?;
+    package::package()?;
     // Broken intra-doc links and malformed docs fail like clippy warnings.
     cargo_with(
         &["doc", "--workspace", "--no-deps", "--quiet"],

@@ -10,22 +10,30 @@
 //!   only those).
 //! - `matrix`: only the fixture matrix table (golden column at precision
 //!   Exact, precision column: Fast against `hf_bf16.json`).
+//! - `package`: `cargo package` of the published crates (verified where
+//!   cheap), and the check that the GPU-free crates have no wgpu / naga.
+//! - `examples`: runs each published crate's example.
+//! - `public-api`: rewrites the committed public-API listing
+//!   (`xtask/public-api/`), which `ci` diffs against the sources.
 //! - `bench`: qwgpu against the roofline, llama.cpp and HF on the GPU machine
 //!   (benches/README.md).
 
 mod bench;
 mod ci;
 mod coverage;
+mod examples;
 mod fixtures;
 mod gpu_tests;
 mod manifest;
 mod matrix;
+mod package;
 mod precision;
+mod public_api;
 mod vulkan;
 
 use anyhow::{bail, Result};
 
-const USAGE: &str = "usage: cargo xtask <ci [--require-hw] | matrix | fixtures [--python PY] [--only a,b] [--bf16-divergence] | bench [--help] | coverage DIR | gpu-tests [--help]>";
+const USAGE: &str = "usage: cargo xtask <ci [--require-hw] | matrix | fixtures [--python PY] [--only a,b] [--bf16-divergence] | bench [--help] | coverage DIR | gpu-tests [--help] | package | examples | public-api>";
 
 /// Whether `args` (after the subcommand) ask for help: `-h` / `--help`.
 /// (`bench` parses its own, where an option's value may read `--help`.)
@@ -55,6 +63,9 @@ fn main() -> Result<()> {
         }
         Some("fixtures") => fixtures::run(rest),
         Some("bench") => bench::run(rest),
+        Some("package") => package::run(rest),
+        Some("examples") => examples::run(rest),
+        Some("public-api") => public_api::run(rest),
         Some("-h" | "--help") => {
             println!("{USAGE}");
             Ok(())

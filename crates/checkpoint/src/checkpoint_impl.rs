@@ -192,7 +192,8 @@ pub(crate) fn open(dir: &Path, opts: &OpenOptions) -> Result<Checkpoint, Checkpo
                     file: shard.path.clone(),
                     tensor: t.name.clone(),
                     dtype: t.dtype_name.clone(),
-                    expected: "F32, F16, BF16, F8_E4M3 or F8_E5M2".into(),
+                    expected: "F32, F16, BF16, F8_E4M3, F8_E5M2 I32 (packed 4-bit words) or I64"
+                        .into(),
                 });
             };
             if let Some(prev) = tensors.get(&canonical) {

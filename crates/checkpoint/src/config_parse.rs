@@ -32,8 +32,12 @@ const KNOWN_ARCHITECTURES: &[&str] = &[
     "Qwen3_5MoeForCausalLM",
 ];
 
-pub(crate) fn parse_model_config(text: &str, path: &Path) -> Result<ModelConfig, CheckpointError> {
-    let root: Value = crate::files::parse_json(text, path)?;
+/// `model_type`s (top level and `text_config`) of the Qwen3.5 architecture,
+/// which Qwen3.6 and Qwen3.8 keep.
+const KNOWN_MODEL_TYPES: &[&str] = &["qwen3_5", "qwen3_5_moe", "qwen3_5_text", "qwen3_5_moe_text"];
+
+pub(crate) fn parse_model_config(doc: &str, path: &Path) -> Result<ModelConfig, CheckpointError> {
+    let root: Value = crate::files::parse_json(doc, path)?;
     let Value::Object(top) = &root else {
         return Err(CheckpointError::Config {
             path: path.to_path_buf(),
@@ -67,15 +71,30 @@ pub(crate) fn parse_model_config(text: &str, path: &Path) -> Result<ModelConfig,
             ))
         }
     };
+    // Qwen3.6 and Qwen3.8 reuse these names (same architecture); a new one
+    // (another layer layout or tensor set) must not be read as Qwen3.5.
     if !architecture.is_empty() && !KNOWN_ARCHITECTURES.contains(&architecture.as_str()) {
-        tracing::warn!(
-            path = %path.display(),
-            architecture,
-            "architecture is not a known Qwen3.5 one; reading it as Qwen3.5 anyway"
-        );
+        return Err(top.err(
+            "architectures",
+            format!(
+                "architecture \"{architecture}\" is not supported (known: {known})",
+                known = KNOWN_ARCHITECTURES.join(", ")
+            ),
+        ));
     }
     let model_type = top.str("model_type")?.to_string();
     let text_model_type = tc.opt_str("model_type")?.unwrap_or(&model_type);
+    for (f, mt) in [(&top, model_type.as_str()), (&tc, text_model_type)] {
+        if !KNOWN_MODEL_TYPES.contains(&mt) {
+            return Err(f.err(
+                "model_type",
+                format!(
+                    "model type \"{mt}\" is not supported (known: {known})",
+                    known = KNOWN_MODEL_TYPES.join(", ")
+                ),
+            ));
+        }
+    }
 
     let text = parse_text_config(&tc, text_model_type)?;
 
@@ -84,13 +103,16 @@ pub(crate) fn parse_model_config(text: &str, path: &Path) -> Result<ModelConfig,
         None => tc.opt_bool("tie_word_embeddings")?.unwrap_or(false),
     };
 
-    let quantization = if top.has("quantization_config") {
+    let mut quantization = if top.has("quantization_config") {
         Some(parse_quantization_config(&top, "quantization_config")?)
     } else if wrapped && tc.has("quantization_config") {
         Some(parse_quantization_config(&tc, "quantization_config")?)
     } else {
         None
     };
+    if let Some(crate::QuantizationConfig::Gptq(g)) = quantization.as_mut() {
+        crate::quant_int4::order_dynamic(g, doc);
+    }
 
     let eos_token_ids = if top.has("eos_token_id") {
         parse_eos(&top)?
@@ -193,6 +215,25 @@ fn parse_text_config(tc: &Fields<'_>, model_type: &str) -> Result<TextConfig, Ch
 
     let is_moe = tc.has("num_experts") || model_type.to_ascii_lowercase().contains("moe");
     let ffn = if is_moe {
+        // Every layer is sparse in the Qwen3.5 layout: dense layers inside an
+        // MoE model would need tensors this layout does not have.
+        if tc
+            .opt_size("decoder_sparse_step", LAYERS)?
+            .is_some_and(|s| s != 1)
+        {
+            return Err(tc.err(
+                "decoder_sparse_step",
+                "only 1 (every layer MoE) is supported",
+            ));
+        }
+        if let Some(Value::Array(a)) = tc.get("mlp_only_layers") {
+            if !a.is_empty() {
+                return Err(tc.err(
+                    "mlp_only_layers",
+                    "dense layers in an MoE model are not supported (expected [])",
+                ));
+            }
+        }
         let num_experts = tc.size("num_experts", EXPERTS)?;
         let num_experts_per_tok = tc.size("num_experts_per_tok", EXPERTS)?;
         if num_experts_per_tok > num_experts {
@@ -302,6 +343,20 @@ fn parse_rope(tc: &Fields<'_>) -> Result<RopeConfig, CheckpointError> {
         }
         Ok(None)
     };
+    // Scaled RoPE (yarn, linear, dynamic, ...) changes the frequencies this
+    // engine computes: refused rather than silently ignored.
+    for f in ordered.iter().filter(|f| f.prefix != tc.prefix) {
+        for key in ["rope_type", "type"] {
+            if let Some(t) = f.opt_str(key)? {
+                if !matches!(t, "default" | "mrope") {
+                    return Err(f.err(
+                        key,
+                        format!("RoPE type \"{t}\" is not supported (default or mrope)"),
+                    ));
+                }
+            }
+        }
+    }
     let theta = match pick("rope_theta")? {
         None => 10_000.0,
         Some((t, _)) if t > 0.0 => t,

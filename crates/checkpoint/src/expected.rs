@@ -18,14 +18,16 @@ pub enum Role {
 impl Role {
     pub fn allows(self, dtype: Dtype) -> bool {
         match self {
-            Role::Linear => true,
-            Role::Float => !dtype.is_fp8(),
+            // I32 only as the packed words of a 4-bit weight (`qweight`,
+            // `weight_packed`), which the loader reads with their companions.
+            Role::Linear => !dtype.is_int(),
+            Role::Float => !dtype.is_fp8() && !dtype.is_int(),
         }
     }
 
     pub fn describe(self) -> &'static str {
         match self {
-            Role::Linear => "F32, F16, BF16, F8_E4M3 or F8_E5M2 for a linear weight",
+            Role::Linear => "F32, F16, BF16, F8_E4M3 or F8_E5M2 for a linear weight (or I32 `qweight` / `weight_packed` words of a 4-bit one)",
             Role::Float => "F32, F16 or BF16: this tensor is never quantized",
         }
     }
@@ -275,9 +277,35 @@ pub fn per_expert_tensors(c: &TextConfig, layer: usize) -> Vec<ExpectedTensor> {
     out
 }
 
-/// Suffixes of quantization companions (scales, zero points, KV-cache scales)
-/// that the loader interprets; accepted on any known module.
+/// The packed-words tensor that stands for a linear layer's `.weight` in a
+/// 4-bit checkpoint: `qweight` (GPTQ, AWQ) or `weight_packed`
+/// (compressed-tensors `pack-quantized`).
+pub const INT4_WEIGHT_SUFFIXES: &[&str] = &[".qweight", ".weight_packed"];
+
+/// The 4-bit names that may stand for the linear weight `name`
+/// (`….gate_proj.weight` → `….gate_proj.qweight`, `….gate_proj.weight_packed`);
+/// empty for a name without the `.weight` suffix.
+pub fn int4_weight_names(name: &str) -> Vec<String> {
+    match name.strip_suffix(".weight") {
+        Some(stem) => INT4_WEIGHT_SUFFIXES
+            .iter()
+            .map(|s| format!("{stem}{s}"))
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+/// Suffixes of quantization companions (scales, zero points, KV-cache scales,
+/// 4-bit packed words and group indices) that the loader interprets; accepted
+/// on any known module.
 pub const COMPANION_SUFFIXES: &[&str] = &[
+    ".qweight",
+    ".qzeros",
+    ".scales",
+    ".g_idx",
+    ".weight_packed",
+    ".weight_shape",
+    ".weight_g_idx",
     ".weight_scale_inv",
     ".weight_scale",
     ".input_scale",

@@ -63,6 +63,8 @@ pub(crate) fn supported_dtype(name: &str) -> Option<Dtype> {
         "BF16" => Dtype::BF16,
         "F8_E4M3" => Dtype::F8E4M3,
         "F8_E5M2" => Dtype::F8E5M2,
+        "I32" => Dtype::I32,
+        "I64" => Dtype::I64,
         _ => return None,
     })
 }
@@ -362,14 +364,14 @@ mod tests {
 
     #[test]
     fn valid_header_with_metadata_and_zero_sized_tensor() {
-        let h = r#"{"__metadata__":{"format":"pt"},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"z":{"dtype":"BF16","shape":[0,4],"data_offsets":[8,8]},"b":{"dtype":"I64","shape":[],"data_offsets":[8,16]}}  "#;
+        let h = r#"{"__metadata__":{"format":"pt"},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"z":{"dtype":"BF16","shape":[0,4],"data_offsets":[8,8]},"b":{"dtype":"U64","shape":[],"data_offsets":[8,16]}}  "#;
         let bytes = file(h, 16);
         let hd = parse_header(&bytes, Path::new("x")).expect("valid");
         assert_eq!(hd.data_start, 8 + h.len());
         let names: Vec<&str> = hd.tensors.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["a", "z", "b"]);
         assert_eq!(hd.tensors[0].dtype, Some(Dtype::F32));
-        assert_eq!(hd.tensors[2].dtype, None, "I64 parses but is not supported");
+        assert_eq!(hd.tensors[2].dtype, None, "U64 parses but is not supported");
         assert_eq!(
             (hd.tensors[2].start, hd.tensors[2].end),
             (8 + h.len() + 8, 8 + h.len() + 16)

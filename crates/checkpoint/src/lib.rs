@@ -43,6 +43,7 @@ mod index;
 mod json_fields;
 pub mod names;
 pub mod quant;
+mod quant_int4;
 mod quant_parse;
 mod shard;
 mod tensor;

@@ -1,4 +1,5 @@
-//! Typed `quantization_config` schemes. `qwgpu-loader` interprets them
+//! Typed `quantization_config` schemes (FP8: Qwen official, compressed-tensors,
+//! ModelOpt; 4-bit: GPTQ, AWQ, compressed-tensors `pack-quantized`). `qwgpu-loader` interprets them
 //! (ignore-list matching, scale semantics); parsing lives in `quant_parse.rs`.
 
 /// FP8 element format named by a config.
@@ -85,6 +86,68 @@ pub struct ModelOptConfig {
     pub exclude_modules: Vec<String>,
 }
 
+/// How a GPTQ checkpoint stores its zero points (`checkpoint_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GptqFormat {
+    /// `gptq` (v1): `qzeros` hold `zero - 1` (readers add 1 back).
+    V1,
+    /// `gptq_v2`: `qzeros` hold the zero points as they are.
+    V2,
+}
+
+/// The GPTQ parameters that apply to one module (the config's own, or those a
+/// `dynamic` rule overrides).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GptqParams {
+    pub bits: u32,
+    /// Columns per group; `None` for `group_size: -1` (one group per row).
+    pub group_size: Option<usize>,
+    pub sym: bool,
+    /// Activation order: `g_idx` may permute the input columns' groups.
+    pub desc_act: bool,
+}
+
+/// One GPTQModel `dynamic` rule: a regex on module names (Python `re.match`,
+/// anchored at the start), either excluding the modules (`-:` prefix) or
+/// overriding parameters for them (`+:` or no prefix). The first matching rule
+/// wins, in the config's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GptqDynamicRule {
+    /// The key as written (e.g. `-:.*attn.*`), for messages.
+    pub key: String,
+    /// The regex without its `-:` / `+:` prefix.
+    pub pattern: String,
+    pub exclude: bool,
+    pub bits: Option<u32>,
+    /// `Some(None)` overrides to `-1` (per-row groups).
+    pub group_size: Option<Option<usize>>,
+    pub sym: Option<bool>,
+    pub desc_act: Option<bool>,
+}
+
+/// GPTQ (`quant_method: "gptq"`, as written by GPTQModel / AutoGPTQ / optimum).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GptqConfig {
+    pub params: GptqParams,
+    pub format: GptqFormat,
+    pub dynamic: Vec<GptqDynamicRule>,
+    /// Module names as written in the config.
+    pub modules_to_not_convert: Vec<String>,
+    /// `lm_head: true`: the head is quantized too.
+    pub lm_head: bool,
+}
+
+/// AWQ (`quant_method: "awq"`, AutoAWQ's GEMM packing only).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AwqConfig {
+    pub bits: u32,
+    /// Columns per group; `None` for `group_size: -1`.
+    pub group_size: Option<usize>,
+    pub zero_point: bool,
+    /// Module names as written in the config.
+    pub modules_to_not_convert: Vec<String>,
+}
+
 /// A parsed `quantization_config`. Unknown `quant_method`s are rejected with
 /// [`crate::CheckpointError::UnsupportedQuantization`].
 #[derive(Debug, Clone, PartialEq)]
@@ -92,4 +155,6 @@ pub enum QuantizationConfig {
     Fp8(Fp8Config),
     CompressedTensors(CompressedTensorsConfig),
     ModelOpt(ModelOptConfig),
+    Gptq(GptqConfig),
+    Awq(AwqConfig),
 }

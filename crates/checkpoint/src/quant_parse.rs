@@ -46,10 +46,12 @@ fn parse_quant_object(q: &Fields<'_>) -> Result<QuantizationConfig, CheckpointEr
         "fp8" => parse_fp8(q).map(QuantizationConfig::Fp8),
         "compressed-tensors" | "compressed_tensors" => parse_ct(q).map(QuantizationConfig::CompressedTensors),
         "modelopt" => parse_modelopt(q).map(QuantizationConfig::ModelOpt),
+        "gptq" => crate::quant_int4::parse_gptq(q).map(QuantizationConfig::Gptq),
+        "awq" => crate::quant_int4::parse_awq(q).map(QuantizationConfig::Awq),
         other => Err(unsupported(
             q,
             format!(
-                "{q_field_name_quant_method}: quant_method \"{other}\" is not supported (supported: fp8, compressed-tensors, modelopt)",
+                "{q_field_name_quant_method}: quant_method \"{other}\" is not supported (supported: fp8, compressed-tensors, modelopt, gptq, awq)",
                 q_field_name_quant_method = q.field_name("quant_method")
             ),
         )),
@@ -174,13 +176,20 @@ fn parse_ct_args(f: &Fields<'_>) -> Result<CtQuantArgs, CheckpointError> {
     })
 }
 
-/// Only 8-bit float weights/activations are supported by this engine.
-fn require_fp8(q: &Fields<'_>, field: &str, a: &CtQuantArgs) -> Result<(), CheckpointError> {
-    if a.num_bits != 8 || a.kind != "float" {
+/// 8-bit float weights/activations (FP8), or 4-bit integer weights
+/// (`weights_only`: W4A16, `pack-quantized`).
+fn require_fp8(
+    q: &Fields<'_>,
+    field: &str,
+    a: &CtQuantArgs,
+    weights: bool,
+) -> Result<(), CheckpointError> {
+    let int4 = weights && a.num_bits == 4 && a.kind == "int";
+    if !int4 && (a.num_bits != 8 || a.kind != "float") {
         return Err(unsupported(
             q,
             format!(
-                "{field}: {a_num_bits}-bit {a_kind} quantization (only 8-bit float, i.e. FP8, is supported)",
+                "{field}: {a_num_bits}-bit {a_kind} quantization (only 8-bit float, i.e. FP8, or 4-bit int weights are supported)",
                 a_num_bits = a.num_bits,
                 a_kind = a.kind
             ),
@@ -221,13 +230,23 @@ fn parse_ct(q: &Fields<'_>) -> Result<CompressedTensorsConfig, CheckpointError> 
                     let p = g.field_name(key);
                     let f = Fields::new(m, &p, q.path);
                     let a = parse_ct_args(&f)?;
-                    require_fp8(q, &p, &a)?;
+                    require_fp8(q, &p, &a, key == "weights")?;
                     Ok(Some(a))
                 }
             }
         };
         let weights = args("weights")?;
         let input_activations = args("input_activations")?;
+        if let (Some(w), Some(a)) = (&weights, &input_activations) {
+            if w.kind == "int" && a.kind == "float" {
+                return Err(unsupported(
+                    q,
+                    format!(
+                        "{gpath}: 4-bit int weights with FP8 activations (W4A8) are not supported"
+                    ),
+                ));
+            }
+        }
         groups.push(CtGroup {
             name: gname.clone(),
             targets,
@@ -392,7 +411,7 @@ mod tests {
     #[test]
     fn rejections_name_the_problem() {
         let cases = [
-            (json!({"quant_method": "gptq", "bits": 4}), "gptq"),
+            (json!({"quant_method": "gptq", "bits": 8}), "8-bit"),
             (json!({"bits": 4}), "quant_method"),
             (
                 json!({"quant_method": "fp8", "weight_block_size": [128]}),
@@ -408,8 +427,8 @@ mod tests {
             ),
             (
                 json!({"quant_method": "compressed-tensors", "config_groups": {"g": {"targets": ["Linear"],
-                "weights": {"num_bits": 4, "type": "int", "strategy": "group", "group_size": 128}}}}),
-                "4-bit int",
+                "weights": {"num_bits": 8, "type": "int", "strategy": "group", "group_size": 128}}}}),
+                "8-bit int",
             ),
             (
                 json!({"quant_method": "compressed-tensors", "config_groups": {"g": {"targets": ["Linear"],

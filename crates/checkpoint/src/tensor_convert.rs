@@ -37,7 +37,7 @@ pub(crate) fn to_f32(t: &TensorView<'_>) -> Result<Vec<f32>, CheckpointError> {
             .chunks_exact(2)
             .map(|c| bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32())
             .collect(),
-        Dtype::F8E4M3 | Dtype::F8E5M2 => {
+        Dtype::F8E4M3 | Dtype::F8E5M2 | Dtype::I32 | Dtype::I64 => {
             return Err(CheckpointError::NeedsDequantization {
                 file: t.file.to_path_buf(),
                 tensor: t.name.to_string(),

@@ -8,8 +8,8 @@ use std::path::Path;
 use crate::checkpoint_impl::Entry;
 use crate::config::{FfnConfig, LayerType};
 use crate::expected::{
-    expected_tensors, fused_expert_tensors, per_expert_tensors, ExpectedTensor, COMPANION_SUFFIXES,
-    FUSED_COMPANION_SUFFIXES,
+    expected_tensors, fused_expert_tensors, int4_weight_names, per_expert_tensors, ExpectedTensor,
+    Role, COMPANION_SUFFIXES, FUSED_COMPANION_SUFFIXES,
 };
 use crate::names::layer_prefix;
 use crate::{CheckpointError, ModelConfig};
@@ -102,9 +102,17 @@ pub(crate) fn validate_tensors(
         }
     }
 
+    // A linear weight stored as 4-bit words (`qweight` / `weight_packed`) is
+    // present; the loader checks those tensors against the format.
+    let as_int4 = |e: &ExpectedTensor| {
+        e.role == Role::Linear
+            && int4_weight_names(&e.name)
+                .iter()
+                .any(|n| tensors.contains_key(n))
+    };
     let missing: Vec<String> = expected
         .iter()
-        .filter(|e| !tensors.contains_key(&e.name))
+        .filter(|e| !tensors.contains_key(&e.name) && !as_int4(e))
         .map(|e| e.name.clone())
         .collect();
     if !missing.is_empty() {

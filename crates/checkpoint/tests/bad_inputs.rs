@@ -624,11 +624,60 @@ fn mutants() -> Vec<Mutant> {
             config_mutant(Tiny::default(), |c| {
                 c.insert(
                     "quantization_config".into(),
-                    json!({"quant_method": "awq", "bits": 4}),
+                    json!({"quant_method": "bitsandbytes", "load_in_4bit": true}),
                 );
             }),
             |e| matches!(e, CE::UnsupportedQuantization { .. }),
-            &["config.json", "awq"],
+            &["config.json", "bitsandbytes"],
+        ),
+        m(
+            "config: a new model type is refused by name",
+            config_mutant(Tiny::default(), |c| {
+                c.insert("model_type".into(), json!("qwen4_exp"));
+            }),
+            |e| matches!(e, CE::Config { field, .. } if field == "model_type"),
+            &["config.json", "qwen4_exp", "not supported"],
+        ),
+        m(
+            "config: a new architecture is refused by name",
+            config_mutant(Tiny::default(), |c| {
+                c.insert("architectures".into(), json!(["Qwen4ExpForCausalLM"]));
+            }),
+            |e| matches!(e, CE::Config { field, .. } if field == "architectures"),
+            &["config.json", "Qwen4ExpForCausalLM", "not supported"],
+        ),
+        m(
+            "config: 3-bit GPTQ",
+            config_mutant(Tiny::default(), |c| {
+                c.insert(
+                    "quantization_config".into(),
+                    json!({"quant_method": "gptq", "bits": 3, "group_size": 128}),
+                );
+            }),
+            |e| matches!(e, CE::UnsupportedQuantization { .. }),
+            &["config.json", "bits", "3-bit"],
+        ),
+        m(
+            "config: AWQ gemv",
+            config_mutant(Tiny::default(), |c| {
+                c.insert(
+                    "quantization_config".into(),
+                    json!({"quant_method": "awq", "bits": 4, "version": "gemv"}),
+                );
+            }),
+            |e| matches!(e, CE::UnsupportedQuantization { .. }),
+            &["config.json", "version", "gemv"],
+        ),
+        m(
+            "config: scaled RoPE",
+            config_mutant(Tiny::default(), |c| {
+                c.insert(
+                    "rope_parameters".into(),
+                    json!({"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e7}),
+                );
+            }),
+            |e| matches!(e, CE::Config { field, .. } if field.ends_with("rope_type")),
+            &["config.json", "yarn"],
         ),
         m(
             "config: int8 compressed-tensors",

@@ -334,7 +334,14 @@ fn gpu_memory(m: &PackedModel) -> GpuMemory {
     let mut weights: u64 = m
         .weights()
         .iter()
-        .map(|w| (w.rows * w.cols * w.dtype.size()) as u64 + 4 * scale_count(&w.scale) as u64)
+        .map(|w| {
+            // 4-bit weights: eight nibbles per u32 word, plus one zero byte per scale.
+            let stored = match w.int4() {
+                Some(q) => q.rows * q.words_per_row() * 4 + q.scales.len(),
+                None => w.rows * w.cols * w.dtype.size(),
+            };
+            stored as u64 + 4 * scale_count(&w.scale) as u64
+        })
         .sum();
     let mut vectors = c.hidden_size; // final norm
     let mut state = 0usize;
@@ -369,6 +376,7 @@ fn scale_count(s: &ScaleScheme) -> usize {
         ScaleScheme::None => 0,
         ScaleScheme::PerShard { scales } | ScaleScheme::PerChannel { scales } => scales.len(),
         ScaleScheme::Block { segments, .. } => segments.iter().map(|g| g.scales.len()).sum(),
+        ScaleScheme::Int4(q) => q.scales.len(),
     }
 }
 
@@ -492,6 +500,33 @@ fn summarize(q: &QuantizationConfig) -> String {
             let excluded = m.exclude_modules.len();
             let kv = m.kv_cache_quant_algo.as_deref().unwrap_or("none");
             format!("ModelOpt {algo}, {excluded} excluded patterns, KV cache {kv}")
+        }
+        QuantizationConfig::Gptq(g) => {
+            let p = g.params;
+            let group = p
+                .group_size
+                .map_or_else(|| "per-row".into(), |n| n.to_string());
+            let format = match g.format {
+                qwgpu_checkpoint::quant::GptqFormat::V1 => "gptq",
+                qwgpu_checkpoint::quant::GptqFormat::V2 => "gptq_v2",
+            };
+            let (sym, desc_act, rules) = (p.sym, p.desc_act, g.dynamic.len());
+            let kept = g.modules_to_not_convert.len();
+            format!(
+                "GPTQ int{bits} ({format}), group {group}, sym {sym}, desc_act {desc_act}, \
+                 {rules} dynamic rules, {kept} modules not converted",
+                bits = p.bits
+            )
+        }
+        QuantizationConfig::Awq(a) => {
+            let group = a
+                .group_size
+                .map_or_else(|| "per-row".into(), |n| n.to_string());
+            let kept = a.modules_to_not_convert.len();
+            format!(
+                "AWQ int{bits} (gemm), group {group}, {kept} modules not converted",
+                bits = a.bits
+            )
         }
     }
 }

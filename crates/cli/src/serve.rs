@@ -65,6 +65,11 @@ pub struct ServeArgs {
     /// The model id clients name (default: the folder's name).
     #[arg(long)]
     served_model_name: Option<String>,
+    /// The chat template's `enable_thinking` for requests whose `chat_template_kwargs` give
+    /// none (Qwen3.5: `false` answers without a reasoning block); unset keeps the template's
+    /// default (Qwen3.5: thinking on).
+    #[arg(long)]
+    default_enable_thinking: Option<bool>,
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     backend: Backend,
@@ -100,6 +105,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     opts.max_connections = args.max_connections;
     opts.max_body_bytes = usize::try_from(args.max_body).unwrap_or(usize::MAX);
     opts.drain_timeout = args.drain_timeout;
+    opts.default_enable_thinking = args.default_enable_thinking;
     opts.load = args.precision.apply(load_options(
         args.backend,
         args.adapter.clone(),

@@ -106,6 +106,7 @@ fn single_pass(model: &Model, prompt: &[u32], n: usize) -> Vec<u32> {
         temperature: 0.0,
         top_k: 0,
         top_p: 1.0,
+        ..SamplingParams::GREEDY
     };
     let mut s = model.new_session().expect("session");
     let mut out = vec![model.sample_next(&mut s, prompt, &greedy).expect("prefill")];
@@ -396,4 +397,41 @@ fn chat_runs_the_bundled_model_without_a_model_flag() {
     assert!(ok, "{err}");
     assert!(!named.trim().is_empty(), "no answer: {err}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), named);
+}
+
+/// With a template that opens a thinking block in the generation prompt
+/// (as Qwen3.5's does with thinking on), the random model never closes it:
+/// the whole reply is reasoning. `--hide-thinking` shows no reply text at
+/// all; piped without the flag, the reply is written as generated.
+#[test]
+fn hide_thinking_shows_only_the_answer() {
+    let d = tempfile::tempdir().expect("tempdir");
+    for f in [
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        std::fs::copy(fixture().join(f), d.path().join(f)).expect("copy");
+    }
+    std::fs::write(
+        d.path().join("chat_template.jinja"),
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}",
+    )
+    .expect("template");
+    let (ok, raw, stderr) = chat(d.path(), &["--max-tokens", "6"], "One\nTwo\n");
+    assert!(ok, "{stderr}");
+    assert!(
+        !raw.contains("</think>") && raw.lines().filter(|l| !l.trim().is_empty()).count() >= 1,
+        "the test needs replies that stay in their reasoning: {raw:?}"
+    );
+    let (ok, hidden, stderr) = chat(
+        d.path(),
+        &["--max-tokens", "6", "--hide-thinking"],
+        "One\nTwo\n",
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(hidden, "\n\n", "two turns, each only its newline");
+    assert_eq!(turns(&stderr).len(), 2, "{stderr}");
 }

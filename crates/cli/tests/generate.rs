@@ -64,6 +64,9 @@ fn greedy_generation_matches_hf_on_fixtures() {
             "--max-tokens",
             &n,
             "--ignore-eos",
+            // HF's goldens are F32: the exact GEMMs reproduce them.
+            "--precision",
+            "exact",
         ]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{name}: qwgpu failed: {stderr}");

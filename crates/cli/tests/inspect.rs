@@ -207,3 +207,38 @@ fn malformed_optional_files_are_reported_as_malformed() {
         "{stdout}"
     );
 }
+
+#[test]
+fn inspect_names_4bit_schemes() {
+    for (fixture_name, wants) in [
+        (
+            "moe-gptq-int4",
+            &[
+                "GPTQ int4 (gptq), group 16, sym true, desc_act false, 4 dynamic rules",
+                "int4 group",
+            ][..],
+        ),
+        (
+            "dense-awq-int4",
+            &["AWQ int4 (gemm), group 16", "int4 group"][..],
+        ),
+        (
+            "dense-ct-w4a16",
+            &["compressed-tensors pack-quantized", "int4 group"][..],
+        ),
+    ] {
+        let out = inspect(&fixture(fixture_name));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{fixture_name}: {stderr}",
+            stderr = String::from_utf8_lossy(&out.stderr)
+        );
+        for want in wants {
+            assert!(
+                stdout.contains(want),
+                "{fixture_name}: `{want}` missing:\n{stdout}"
+            );
+        }
+    }
+}

@@ -128,7 +128,24 @@ impl GpuContext {
     }
 
     fn from_adapter(adapter: wgpu::Adapter, opts: &ContextOptions) -> Result<Self, KernelError> {
-        let info = adapter.get_info();
+        let (features, limits) = Self::device_plan(&adapter, opts);
+        let desc = Self::device_descriptor(features, &limits);
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| {
+            KernelError::DeviceRequest {
+                adapter: adapter.get_info().name,
+                detail: e.to_string(),
+            }
+        })?;
+        Ok(Self::from_device(
+            &adapter, device, queue, features, limits, opts,
+        ))
+    }
+
+    /// The features and limits to ask `adapter` for under `opts`.
+    fn device_plan(
+        adapter: &wgpu::Adapter,
+        opts: &ContextOptions,
+    ) -> (wgpu::Features, wgpu::Limits) {
         let have = adapter.features();
         let mut features = wgpu::Features::empty();
         for (f, _) in WANTED_FEATURES {
@@ -155,6 +172,13 @@ impl GpuContext {
                 wgpu::Features::IMMEDIATES | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX,
             );
         }
+        (features, limits)
+    }
+
+    fn device_descriptor(
+        features: wgpu::Features,
+        limits: &wgpu::Limits,
+    ) -> wgpu::DeviceDescriptor<'static> {
         let experimental = if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
             // SAFETY: only the cooperative-matrix feature is experimental here; its
             // kernels are checked against the scalar path in tests.
@@ -162,20 +186,27 @@ impl GpuContext {
         } else {
             wgpu::ExperimentalFeatures::disabled()
         };
-        let desc = wgpu::DeviceDescriptor {
+        wgpu::DeviceDescriptor {
             label: Some("qwgpu"),
             required_features: features,
             required_limits: limits.clone(),
             experimental_features: experimental,
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
-        };
-        let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| {
-            KernelError::DeviceRequest {
-                adapter: info.name.clone(),
-                detail: e.to_string(),
-            }
-        })?;
+        }
+    }
+
+    /// The context over a device opened with [`GpuContext::device_plan`]'s
+    /// features and limits: the error sink, capabilities and caches.
+    fn from_device(
+        adapter: &wgpu::Adapter,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        features: wgpu::Features,
+        limits: wgpu::Limits,
+        opts: &ContextOptions,
+    ) -> Self {
+        let info = adapter.get_info();
         let errors: Arc<Mutex<Vec<wgpu::Error>>> = Arc::default();
         let lost: Arc<Mutex<Option<String>>> = Arc::default();
         {
@@ -216,7 +247,7 @@ impl GpuContext {
             ?tuning,
             "GPU device opened"
         );
-        Ok(Self {
+        Self {
             device,
             queue,
             info,
@@ -232,7 +263,7 @@ impl GpuContext {
             errors,
             lost,
             uploads: Mutex::new((0, None)),
-        })
+        }
     }
 
     /// Notes `bytes` just queued with `queue.write_buffer`. Every
@@ -370,5 +401,64 @@ impl GpuContext {
 impl Drop for GpuContext {
     fn drop(&mut self) {
         self.save_pipeline_cache();
+    }
+}
+
+/// Bring your own device.
+impl GpuContext {
+    /// Builds a context on a device the caller already has (shared with a
+    /// renderer or another engine) instead of opening one. `adapter` is the
+    /// one the device came from: its name picks the tuning table and the
+    /// on-disk pipeline cache, its subgroup sizes are reported in
+    /// [`Capabilities`]. The capabilities are what the device was created
+    /// with (`device.features()`, `device.limits()`), not what the adapter
+    /// could offer: a device without `SHADER_F16` or `SUBGROUP` runs the
+    /// kernels' f16-free and subgroup-free variants, which exist for every
+    /// kernel and fit WebGPU's default limits.
+    ///
+    /// From `opts` this reads the switches that narrow what the kernels use
+    /// (`disable_subgroups`, `disable_f16`, `webgpu_limits` drops immediates
+    /// and cooperative matrices), `runtime_checks`, `pipeline_cache`,
+    /// `f16_matmul` and `precision`; `adapter` is ignored (the device is
+    /// chosen) and the limits are always the device's. `wgpu::Device` and
+    /// `wgpu::Queue` are reference-counted handles: pass clones and keep
+    /// using your own.
+    ///
+    /// The context installs its uncaptured-error handler and device-lost
+    /// callback on the device (each replaces one set before): errors the
+    /// caller's own work raises outside an error scope then surface from
+    /// [`GpuContext::check`] instead of wgpu's default panic. It never
+    /// destroys the device except through [`GpuContext::destroy`].
+    ///
+    /// Buffers are the caller's to make (any `STORAGE` buffer of the device
+    /// works; [`GpuContext::storage`] and [`GpuContext::upload`] are
+    /// shortcuts); each kernel family documents the layout it reads, e.g.
+    /// [`crate::weights`] (stored weights and their scale table),
+    /// [`crate::matmul`] (activations) and [`crate::gdn`] (layer buffers and
+    /// recurrent state). The launches ([`crate::Dispatch`]) record into the
+    /// caller's own compute pass ([`crate::Dispatch::record`]).
+    ///
+    /// ```no_run
+    /// # use qwgpu_kernels::wgpu;
+    /// # fn f(adapter: &wgpu::Adapter, device: &wgpu::Device, queue: &wgpu::Queue) -> Result<(), qwgpu_kernels::KernelError> {
+    /// use qwgpu_kernels::{ContextOptions, GpuContext};
+    /// let ctx = GpuContext::with_device(adapter, device.clone(), queue.clone(), &ContextOptions::default())?;
+    /// println!("{caps:?}", caps = ctx.caps);
+    /// # Ok(()) }
+    /// ```
+    pub fn with_device(
+        adapter: &wgpu::Adapter,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        opts: &ContextOptions,
+    ) -> Result<Self, KernelError> {
+        // What qwgpu would ask this adapter for under `opts`, cut down to
+        // what the caller's device was created with.
+        let (planned, _) = Self::device_plan(adapter, opts);
+        let features = planned & device.features();
+        let limits = device.limits();
+        Ok(Self::from_device(
+            adapter, device, queue, features, limits, opts,
+        ))
     }
 }

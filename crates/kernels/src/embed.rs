@@ -93,6 +93,12 @@ pub fn embed(
     h.expect(K, "h", [t64, cols as u64], Dtype::F32, true)?;
     // Inside their buffers, so within u32 (checked).
     let (t_count, ids_offset) = (t64 as u32, ids.offset as u32);
+    if w.format.is_int4() {
+        return Err(KernelError::Unsupported {
+            what: format!("embedding of 4-bit weight `{w_name}`", w_name = w.name),
+            detail: "4-bit embeddings are not supported (checkpoints keep them unquantized)".into(),
+        });
+    }
     if w.block_cols == 0 || !w.block_cols.is_multiple_of(4) {
         return Err(bad(format!(
             "weight `{w_name}`: block_cols {w_block_cols} is not a multiple of 4",

@@ -40,6 +40,7 @@ pub mod coop_peak;
 pub mod copy;
 pub mod embed;
 pub mod gdn;
+pub mod int4;
 pub mod matmul;
 pub mod moe;
 pub mod norm;

@@ -1,5 +1,12 @@
 //! Matmul kernels `y = x · Wᵀ` with `W` a [`GpuWeight`] read in its stored
-//! format (F32, BF16, F16, FP8 E4M3/E5M2) and its scale table, f32 accumulation.
+//! format (F32, BF16, F16, FP8 E4M3/E5M2, 4-bit [`int4`](crate::int4)) and its
+//! scale table, f32 accumulation.
+//!
+//! 4-bit weights run on every path below: the vector kernels subtract the
+//! group's zero point from each decoded nibble (exact small integers) and
+//! multiply the chunk's partial sums by its scale; the tile and grouped
+//! GEMMs stage `(q − zero) · scale` in f32; the tensor-core GEMM takes them
+//! only in its plain f16 variant (`f16_matmul`, f16 scales).
 //!
 //! Paths, chosen by the number of tokens `T`:
 //! - `T = 1` (`shaders/matmul_vec.wgsl`, `mm_vec`): GEMV. A workgroup of
@@ -312,12 +319,30 @@ fn arg_err(kernel: &'static str, detail: String) -> KernelError {
 
 /// Elements per `vec4<u32>` chunk of `format`.
 fn chunk_width(format: WeightFormat) -> usize {
-    16 / format.size()
+    4 * format.per_word()
 }
 
 /// How the vector path applies scales (`SCALE_MODE` in matmul_vec.wgsl).
 fn scale_mode(kernel: &'static str, w: &GpuWeight) -> Result<u32, KernelError> {
     let stride_cols = w.stride_words * w.format.per_word();
+    if w.format.is_int4() {
+        // The zero point is subtracted from every element: never mode 0; one
+        // group per row reads its one scale per chunk.
+        return if w.block_cols >= w.cols || w.block_cols.is_multiple_of(chunk_width(w.format)) {
+            Ok(1)
+        } else if w.block_cols.is_multiple_of(4) && w.block_cols > 0 {
+            Ok(2)
+        } else {
+            Err(arg_err(
+                kernel,
+                format!(
+                    "4-bit weight `{w_name}`: groups of {w_block_cols} columns are not a multiple of 4",
+                    w_name = w.name,
+                    w_block_cols = w.block_cols
+                ),
+            ))
+        };
+    }
     if w.block_cols >= stride_cols {
         Ok(0)
     } else if w.block_cols.is_multiple_of(chunk_width(w.format)) {
@@ -517,6 +542,7 @@ pub fn matmul_normed(
         MatmulPath::Auto,
         Some(norm),
         ctx.tuning.small_t,
+        false,
     )
 }
 
@@ -528,13 +554,24 @@ pub fn matmul_with(
     epilogue: Epilogue,
     path: MatmulPath,
 ) -> Result<Vec<Dispatch>, KernelError> {
-    matmul_impl(ctx, w, args, epilogue, path, None, ctx.tuning.small_t)
+    matmul_impl(
+        ctx,
+        w,
+        args,
+        epilogue,
+        path,
+        None,
+        ctx.tuning.small_t,
+        false,
+    )
 }
 
 /// [`matmul`] of `T <= 16` tokens on the GEMV kernels, the small-T one in the
 /// shape `small_t` instead of the adapter's [`Tuning`](crate::Tuning) (`None`:
 /// the one-token kernel in blocks of up to 8 tokens): tests and benchmarks
-/// of the shapes. Errors as [`matmul`], plus `T > 16`.
+/// of the shapes. With a shape, `T = 1` runs the small-T kernel too (several
+/// 4-row quads per workgroup: what a 4-bit row of few chunks may want; only
+/// benchmarks ask). Errors as [`matmul`], plus `T > 16`.
 pub fn matmul_gemv_with(
     ctx: &GpuContext,
     w: &GpuWeight,
@@ -559,9 +596,11 @@ pub fn matmul_gemv_with(
         MatmulPath::Scalar,
         None,
         small_t.copied(),
+        true,
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 fn matmul_impl(
     ctx: &GpuContext,
     w: &GpuWeight,
@@ -570,6 +609,7 @@ fn matmul_impl(
     path: MatmulPath,
     norm: Option<&FusedNorm>,
     small_t: Option<SmallT>,
+    small_t_at_one: bool,
 ) -> Result<Vec<Dispatch>, KernelError> {
     const K: &str = "matmul";
     if path == MatmulPath::Coop && !coop::supported(ctx, w) {
@@ -663,7 +703,8 @@ fn matmul_impl(
     let use_coop = norm.is_none()
         && (path == MatmulPath::Coop
             || (path == MatmulPath::Auto && args.t > MAX_VEC_T && coop::auto(ctx, w, args.t)));
-    let small_t = small_t.filter(|_| args.t >= 2);
+    // The adapter's shape serves T >= 2; a forced one (matmul_gemv_with) T = 1 too.
+    let small_t = small_t.filter(|_| args.t >= 2 || small_t_at_one);
     let kernel = if use_coop {
         GemmKernel::Coop
     } else if let (true, Some(cfg)) = (args.t <= MAX_VEC_T, small_t) {

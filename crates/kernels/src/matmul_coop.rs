@@ -11,7 +11,7 @@
 //! scale in f32; block scales narrower than the row are multiplied in f32
 //! while staging, before the f16 rounding. Numbers: see the end of this doc.
 //!
-//! Two variants (override `EXACT`), chosen per context by [`launch`]:
+//! Three variants (overrides `EXACT` and `SPLIT`), chosen per context by [`launch`]:
 //! - Exact (the default, what [`MatmulPath::Auto`](super::MatmulPath::Auto)
 //!   runs above 16 tokens): each x row is multiplied by a power of two `s`
 //!   (its largest |x| lands in [2¹⁴, 2¹⁵); a pre-pass of the workgroup over its
@@ -32,6 +32,12 @@
 //!   relative per weight, so Auto keeps such weights on the scalar GEMM, as it
 //!   does F32 weights (rounded to f16 as well); forcing
 //!   [`MatmulPath::Coop`](super::MatmulPath::Coop) runs them anyway.
+//! - Fast ([`MatmulPrecision::Fast`](crate::MatmulPrecision::Fast)): the
+//!   exact variant's per-row power of two, then `f16(x·s)` (nearest even) as
+//!   the only part: half the multiply-adds, the same pre-pass; 2⁻¹¹ relative
+//!   per x element (~1e-3 · Σ|x·w| per output at most). The scalar tile GEMM
+//!   emulates this rounding in the same contexts (`FAST_X`), so adapters
+//!   without cooperative matrices compute what this variant computes.
 //! - Plain ([`ContextOptions::f16_matmul`](crate::ContextOptions::f16_matmul)):
 //!   x rounded to f16 directly (2⁻¹¹ relative, ~1e-3 · Σ|x·w| per output), half
 //!   the multiply-adds and no pre-pass; |x| above 65504 becomes ±inf and gives
@@ -118,21 +124,35 @@ fn workgroup_size(ctx: &GpuContext) -> Option<u32> {
 
 /// Whether the device runs the coop kernel and `w`'s format is one it takes
 /// (module doc: E5M2 with scales may overflow f16).
+/// 4-bit weights: only f16-scaled ones (`Q4`) in the plain variant
+/// (`f16_matmul`): `(q - zero) · scale` is not exact in f16, so the exact
+/// variant would not match the scalar GEMM.
 pub(super) fn supported(ctx: &GpuContext, w: &GpuWeight) -> bool {
-    workgroup_size(ctx).is_some() && w.format != WeightFormat::E5M2
+    let format_ok = match w.format {
+        WeightFormat::E5M2 | WeightFormat::Q4F32 => false,
+        WeightFormat::Q4 => ctx.f16_matmul,
+        _ => true,
+    };
+    workgroup_size(ctx).is_some() && format_ok
 }
 
 /// Whether [`MatmulPath::Auto`](super::MatmulPath::Auto) runs a `t`-token
 /// GEMM (`t` > [`MAX_VEC_T`](super::MAX_VEC_T)) on this path: the exact
 /// variant wherever it matches the f32 GEMM (module doc: BF16, F16 and E4M3
-/// with a scale constant along each row), the plain f16 one for every
+/// with a scale constant along each row; with
+/// [`MatmulPrecision::Fast`](crate::MatmulPrecision::Fast) the fast variant,
+/// which also takes E4M3 with block scales), the plain f16 one for every
 /// supported weight when the context opts into f16 matmuls.
 pub(super) fn auto(ctx: &GpuContext, w: &GpuWeight, _t: u32) -> bool {
-    let exact = matches!(
+    let in_f16 = matches!(
         w.format,
         WeightFormat::BF16 | WeightFormat::F16 | WeightFormat::E4M3
-    ) && w.block_cols >= w.cols;
-    supported(ctx, w) && (ctx.f16_matmul || exact)
+    );
+    let exact = in_f16 && w.block_cols >= w.cols;
+    // Fast precision also stages block-scaled E4M3 as f16(q·s), which the
+    // scalar GEMM's fast emulation reproduces.
+    let fast = ctx.precision == crate::MatmulPrecision::Fast && w.format == WeightFormat::E4M3;
+    supported(ctx, w) && (ctx.f16_matmul || exact || fast)
 }
 
 /// Workgroup grid (along outputs, along tokens) for `n` outputs (SwiGLU
@@ -146,7 +166,13 @@ pub(super) fn grid(n: u32, t: u32, swiglu: bool) -> (u32, u32) {
 
 /// Why [`supported`] is false, for error messages.
 pub(super) fn unsupported_reason(ctx: &GpuContext, w: &GpuWeight) -> String {
-    if w.format == WeightFormat::E5M2 {
+    if w.format.is_int4() && workgroup_size(ctx).is_some() {
+        format!(
+            "weight `{w_name}` is 4-bit: the tensor-core path takes f16-exact scales with \
+             ContextOptions::f16_matmul only ((q - zero) · scale is not exact in f16)",
+            w_name = w.name
+        )
+    } else if w.format == WeightFormat::E5M2 {
         format!(
             "weight `{}` is E5M2 (scaled values may overflow f16)",
             w.name
@@ -167,4 +193,9 @@ pub(super) fn launch<'a>(ctx: &'a GpuContext, w: &GpuWeight) -> Launch<'a> {
         .constant("WG", workgroup_size(ctx).unwrap_or(256))
         .constant("FORMAT", w.format as u32)
         .constant("EXACT", f64::from(u8::from(!ctx.f16_matmul)))
+        // Fast precision: the scaled x rounded to f16, one product.
+        .constant(
+            "SPLIT",
+            f64::from(u8::from(ctx.precision != crate::MatmulPrecision::Fast)),
+        )
 }

@@ -17,11 +17,7 @@ macro_rules! shader {
     ($id:ident, $file:literal) => {
         pub static $id: $crate::shaders::ShaderSource = $crate::shaders::ShaderSource {
             name: $file,
-            text: include_str!(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../shaders/",
-                $file
-            )),
+            text: include_str!(concat!(env!("QWGPU_SHADERS_DIR"), "/", $file)),
         };
     };
 }

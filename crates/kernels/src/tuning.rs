@@ -30,8 +30,7 @@ const KNOWN: &[Known] = &[
         vendor: NVIDIA,
         name: "H100 80GB HBM3",
         sms: 132,
-        // Not measured yet: the default.
-        small_t: SmallT::DEFAULT,
+        small_t: HOPPER_SMALL_T,
     },
     // H200: the same GH100 die with the same 132 SMs and register file; not
     // measured separately.
@@ -39,9 +38,19 @@ const KNOWN: &[Known] = &[
         vendor: NVIDIA,
         name: "H200",
         sms: 132,
-        small_t: SmallT::DEFAULT,
+        small_t: HOPPER_SMALL_T,
     },
 ];
+
+/// The small-T shape measured best overall on the H100 by
+/// `gemv_bench::gemv_small_t_shapes` (BF16 and FP8 block, T = 4, 8, 16, four
+/// 9B shapes; `benches/EXPERIMENTS.md`): 256 threads, 4 quads, no prefetch.
+const HOPPER_SMALL_T: SmallT = SmallT {
+    threads: 256,
+    quads: 4,
+    max_tokens: 16,
+    prefetch: false,
+};
 
 /// The workgroup shape of the small-T GEMV (dense matmuls of 2..=16 tokens,
 /// `matmul_vec_t.rs`). Values out of range are brought into range by the

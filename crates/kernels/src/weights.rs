@@ -27,6 +27,13 @@ pub enum WeightFormat {
     F16 = 2,
     E4M3 = 3,
     E5M2 = 4,
+    /// 4-bit integers (GPTQ / AWQ / compressed-tensors W4A16 after the
+    /// loader's repack), 8 per u32 word, nibble `j` = column `8w + j`; per
+    /// group of columns one f16 scale and one zero point (module
+    /// [`int4`](crate::int4)).
+    Q4 = 5,
+    /// [`WeightFormat::Q4`] whose scales are not all exact in f16: f32 scales.
+    Q4F32 = 6,
 }
 
 impl WeightFormat {
@@ -37,21 +44,37 @@ impl WeightFormat {
             Dtype::F16 => WeightFormat::F16,
             Dtype::F8E4M3 => WeightFormat::E4M3,
             Dtype::F8E5M2 => WeightFormat::E5M2,
+            // 4-bit weights (`PackedWeight::int4`) carry their words outside
+            // `data` and upload through `int4::upload_int4` (format Q4 or
+            // Q4F32 by their scales); no element format is I32.
+            Dtype::I32 | Dtype::I64 => WeightFormat::F32,
         }
     }
 
-    /// Bytes per element.
+    /// Whole bytes per element: 0 for the 4-bit formats (two per byte; see
+    /// [`WeightFormat::per_word`]).
     pub fn size(self) -> usize {
         match self {
             WeightFormat::F32 => 4,
             WeightFormat::BF16 | WeightFormat::F16 => 2,
             WeightFormat::E4M3 | WeightFormat::E5M2 => 1,
+            WeightFormat::Q4 | WeightFormat::Q4F32 => 0,
         }
     }
 
     /// Elements per u32 word.
     pub fn per_word(self) -> usize {
-        4 / self.size()
+        match self {
+            WeightFormat::F32 => 1,
+            WeightFormat::BF16 | WeightFormat::F16 => 2,
+            WeightFormat::E4M3 | WeightFormat::E5M2 => 4,
+            WeightFormat::Q4 | WeightFormat::Q4F32 => 8,
+        }
+    }
+
+    /// Whether this is a 4-bit format (scales and zero points per group).
+    pub fn is_int4(self) -> bool {
+        matches!(self, WeightFormat::Q4 | WeightFormat::Q4F32)
     }
 }
 
@@ -90,6 +113,12 @@ pub fn scale_table(w: &PackedWeight) -> Result<(Vec<u32>, usize), KernelError> {
         ScaleScheme::None => {
             values.push(1.0);
             stride_cols
+        }
+        ScaleScheme::Int4(_) => {
+            return Err(KernelError::Unsupported {
+                what: format!("weight `{w_name}`", w_name = w.name),
+                detail: "4-bit weights have their own scale table (int4::int4_scale_table)".into(),
+            })
         }
         ScaleScheme::PerShard { scales } => {
             if scales.len() != w.shards.len() {
@@ -201,16 +230,55 @@ impl<'a> RowParts<'a> {
 }
 
 /// Largest buffer one piece of an uploaded weight takes.
-const MAX_PIECE_BYTES: u64 = 1 << 30;
+pub(crate) const MAX_PIECE_BYTES: u64 = 1 << 30;
 
 /// u32 words per row: the row's bytes rounded up to 16.
 pub fn stride_words(cols: usize, format: WeightFormat) -> usize {
-    (cols * format.size()).div_ceil(16) * 4
+    cols.div_ceil(4 * format.per_word()) * 4
+}
+
+/// Rows per piece of a weight of `rows` rows of `row_bytes` bytes (named
+/// `name`): pieces of at most `max_piece_bytes` within the binding limit.
+pub(crate) fn piece_rows(
+    ctx: &GpuContext,
+    name: &str,
+    rows: usize,
+    row_bytes: u64,
+    max_piece_bytes: u64,
+) -> Result<Vec<usize>, KernelError> {
+    let limit = ctx
+        .limits
+        .max_storage_buffer_binding_size
+        .min(ctx.limits.max_buffer_size);
+    if row_bytes > limit {
+        return Err(KernelError::Capacity {
+            what: format!("one row of `{name}`"),
+            bytes: row_bytes,
+            limit_name: "max_storage_buffer_binding_size",
+            limit,
+        });
+    }
+    // Pieces of at most 1 GiB: the H100 streamed a 2 GB LM head in one
+    // binding at 1.6 TB/s against 2.9 TB/s for a 1 GB one. On a fresh
+    // device, pieces of 128 MiB .. 1 GiB all stream at 2.6-2.9 TB/s
+    // (gemv_bench::lm_head_piece_sizes; 1 GiB fastest), yet inside the
+    // full GEMV bench, after ~10 GB of other weights came and went, the
+    // same 2 x 1 GiB ran at 1.8 TB/s in two runs of three: not the piece size.
+    let limit = limit.min(max_piece_bytes);
+    let per_piece = ((limit / row_bytes) as usize).max(1);
+    let mut sizes = Vec::new();
+    let mut left = rows;
+    while left > 0 {
+        sizes.push(per_piece.min(left));
+        left -= per_piece.min(left);
+    }
+    Ok(sizes)
 }
 
 impl GpuWeight {
     /// Uploads `w` in its stored format, split by rows into buffers within the
-    /// device's binding limit.
+    /// device's binding limit; a 4-bit weight ([`PackedWeight::int4`]) as
+    /// [`WeightFormat::Q4`] / [`WeightFormat::Q4F32`] ([`crate::int4`]).
     pub fn upload(ctx: &GpuContext, w: &PackedWeight) -> Result<Self, KernelError> {
         Self::upload_from(ctx, w, &[&w.data])
     }
@@ -238,6 +306,10 @@ impl GpuWeight {
         w: &PackedWeight,
         parts: &[&[u8]],
     ) -> Result<Self, KernelError> {
+        if let Some(q) = w.int4() {
+            // Never borrowed: the loader repacks every 4-bit format on the host.
+            return crate::int4::upload_int4(ctx, &w.name, &q);
+        }
         let sizes = Self::piece_sizes(ctx, w, MAX_PIECE_BYTES)?;
         Self::upload_rows(ctx, w, parts, &sizes)
     }
@@ -249,6 +321,11 @@ impl GpuWeight {
         w: &PackedWeight,
         max_piece_bytes: u64,
     ) -> Result<Self, KernelError> {
+        if let Some(q) = w.int4() {
+            let row_bytes = (stride_words(w.cols, WeightFormat::Q4) * 4) as u64;
+            let sizes = piece_rows(ctx, &w.name, w.rows, row_bytes, max_piece_bytes)?;
+            return crate::int4::upload_int4_pieces(ctx, &w.name, &q, &sizes);
+        }
         let sizes = Self::piece_sizes(ctx, w, max_piece_bytes)?;
         Self::upload_rows(ctx, w, &[&w.data], &sizes)
     }
@@ -261,33 +338,7 @@ impl GpuWeight {
         max_piece_bytes: u64,
     ) -> Result<Vec<usize>, KernelError> {
         let row_bytes = (stride_words(w.cols, WeightFormat::from_dtype(w.dtype)) * 4) as u64;
-        let limit = ctx
-            .limits
-            .max_storage_buffer_binding_size
-            .min(ctx.limits.max_buffer_size);
-        if row_bytes > limit {
-            return Err(KernelError::Capacity {
-                what: format!("one row of `{}`", w.name),
-                bytes: row_bytes,
-                limit_name: "max_storage_buffer_binding_size",
-                limit,
-            });
-        }
-        // Pieces of at most 1 GiB: the H100 streamed a 2 GB LM head in one
-        // binding at 1.6 TB/s against 2.9 TB/s for a 1 GB one. On a fresh
-        // device, pieces of 128 MiB .. 1 GiB all stream at 2.6-2.9 TB/s
-        // (gemv_bench::lm_head_piece_sizes; 1 GiB fastest), yet inside the
-        // full GEMV bench, after ~10 GB of other weights came and went, the
-        // same 2 x 1 GiB ran at 1.8 TB/s in two runs of three: not the piece size.
-        let limit = limit.min(max_piece_bytes);
-        let per_piece = ((limit / row_bytes) as usize).max(1);
-        let mut sizes = Vec::new();
-        let mut left = w.rows;
-        while left > 0 {
-            sizes.push(per_piece.min(left));
-            left -= per_piece.min(left);
-        }
-        Ok(sizes)
+        piece_rows(ctx, &w.name, w.rows, row_bytes, max_piece_bytes)
     }
 
     /// Uploads `w` as buffers of `sizes` rows each (they must sum to its rows):
@@ -298,6 +349,9 @@ impl GpuWeight {
         w: &PackedWeight,
         sizes: &[usize],
     ) -> Result<Self, KernelError> {
+        if let Some(q) = w.int4() {
+            return crate::int4::upload_int4_pieces(ctx, &w.name, &q, sizes);
+        }
         Self::upload_rows(ctx, w, &[&w.data], sizes)
     }
 
@@ -369,6 +423,7 @@ impl GpuWeight {
     /// [`GpuWeight::upload`] splits it) and its scale table, with the rows
     /// not yet written: for an uploader that fills the pieces itself (each
     /// piece's rows at [`stride_words`] `* 4` bytes apart, zero padded).
+    /// A 4-bit weight is an error: it uploads whole ([`GpuWeight::upload`]).
     pub fn allocate(ctx: &GpuContext, w: &PackedWeight) -> Result<Self, KernelError> {
         let sizes = Self::piece_sizes(ctx, w, MAX_PIECE_BYTES)?;
         Self::with_pieces(ctx, w, &sizes)

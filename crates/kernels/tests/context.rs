@@ -1,5 +1,6 @@
 //! Device-layer behaviour: the on-disk pipeline cache round trip, adapter
-//! choice errors, and typed errors after the device is destroyed.
+//! choice errors, typed errors after the device is destroyed, and contexts
+//! on a device the caller opened.
 
 use qwgpu_kernels::testing::{self, Feature};
 use qwgpu_kernels::view::TensorView;
@@ -132,4 +133,110 @@ fn queued_uploads_are_flushed_in_windows_and_all_land() {
         let want: Vec<u32> = (0..16).map(|j| (i * 100 + j) as u32).collect();
         assert_eq!(got, want, "buffer {i}");
     }
+}
+
+/// A device opened by the caller (as a renderer would), with `features`.
+fn callers_device(
+    features: impl Fn(wgpu::Features) -> wgpu::Features,
+) -> (wgpu::Adapter, wgpu::Device, wgpu::Queue) {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle().with_env();
+    desc.backends = wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12;
+    let instance = wgpu::Instance::new(desc);
+    let adapter = pollster::block_on(instance.request_adapter(&Default::default()))
+        .expect("an adapter (lavapipe on CI)");
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: Some("caller"),
+        required_features: features(adapter.features()),
+        required_limits: adapter.limits(),
+        experimental_features: wgpu::ExperimentalFeatures::disabled(),
+        memory_hints: wgpu::MemoryHints::Performance,
+        trace: wgpu::Trace::Off,
+    }))
+    .expect("device");
+    (adapter, device, queue)
+}
+
+/// Copies 8 words between buffers the caller made, on `ctx`.
+fn copy_on_callers_buffers(ctx: &GpuContext, device: &wgpu::Device) -> Vec<u32> {
+    use wgpu::util::DeviceExt;
+    let words: Vec<u32> = (0..8).map(|i| 100 + i).collect();
+    let src = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some("caller src"),
+        contents: bytemuck::cast_slice(&words),
+        usage: wgpu::BufferUsages::STORAGE,
+    });
+    let dst = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("caller dst"),
+        size: 32,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    let launch = copy::copy_words(
+        ctx,
+        &TensorView::words(&src, 0, 8),
+        &TensorView::words(&dst, 0, 8),
+    )
+    .unwrap();
+    ctx.run("copy on the caller's buffers", &[&launch]).unwrap();
+    ctx.read_u32(&dst, 0, 8).unwrap()
+}
+
+/// `GpuContext::with_device` takes its capabilities from the features and
+/// limits the caller's device was created with, not from what the adapter
+/// offers, and its switches narrow them further; kernels run on the caller's
+/// buffers either way.
+#[test]
+fn a_context_on_the_callers_device_takes_its_features_and_limits() {
+    let opts = ContextOptions {
+        pipeline_cache: PipelineCacheMode::Off,
+        ..Default::default()
+    };
+    let want: Vec<u32> = (0..8).map(|i| 100 + i).collect();
+
+    // No optional feature: the portable variants, whatever the adapter has.
+    let (adapter, device, queue) = callers_device(|_| wgpu::Features::empty());
+    let limits = device.limits();
+    let ctx = GpuContext::with_device(&adapter, device.clone(), queue, &opts).unwrap();
+    testing::record("caller's device", &ctx, testing::Outcome::Ran);
+    assert!(!ctx.caps.subgroups && !ctx.caps.f16 && !ctx.caps.cooperative_matrix);
+    assert!(!ctx.caps.timestamps && !ctx.caps.immediates && !ctx.caps.pipeline_cache);
+    assert_eq!(ctx.limits, limits);
+    assert_eq!(copy_on_callers_buffers(&ctx, &device), want);
+
+    // The optional features the adapter has: the capabilities follow the device's.
+    let wanted = wgpu::Features::SUBGROUP
+        | wgpu::Features::SUBGROUP_BARRIER
+        | wgpu::Features::SHADER_F16
+        | wgpu::Features::TIMESTAMP_QUERY
+        | wgpu::Features::IMMEDIATES;
+    let (adapter, device, queue) = callers_device(|have| have & wanted);
+    let info = adapter.get_info();
+    let has = device.features();
+    let ctx = GpuContext::with_device(&adapter, device.clone(), queue.clone(), &opts).unwrap();
+    assert_eq!(ctx.caps.subgroups, has.contains(wgpu::Features::SUBGROUP));
+    assert_eq!(ctx.caps.f16, has.contains(wgpu::Features::SHADER_F16));
+    assert_eq!(
+        ctx.caps.timestamps,
+        has.contains(wgpu::Features::TIMESTAMP_QUERY)
+    );
+    assert_eq!(
+        ctx.caps.subgroup_sizes,
+        (info.subgroup_min_size, info.subgroup_max_size)
+    );
+    assert_eq!(ctx.limits, device.limits());
+    assert_eq!(copy_on_callers_buffers(&ctx, &device), want);
+    drop(ctx);
+
+    // The switches turn features off on the caller's device too.
+    let narrowed = ContextOptions {
+        disable_subgroups: true,
+        disable_f16: true,
+        ..opts.clone()
+    };
+    let ctx = GpuContext::with_device(&adapter, device.clone(), queue, &narrowed).unwrap();
+    assert!(!ctx.caps.subgroups && !ctx.caps.f16 && !ctx.caps.cooperative_matrix);
+    assert_eq!(copy_on_callers_buffers(&ctx, &device), want);
+    // The context never destroys the caller's device.
+    drop(ctx);
+    assert!(device.poll(wgpu::PollType::Poll).is_ok());
 }

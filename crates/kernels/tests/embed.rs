@@ -54,6 +54,9 @@ fn random_data(rng: &mut SplitMix64, dtype: Dtype, n: usize) -> Vec<u8> {
                 }
                 out.push(b);
             }
+            Dtype::I32 | Dtype::I64 => {
+                panic!("I32 is the 4-bit words' type, not an element format")
+            }
         }
     }
     out

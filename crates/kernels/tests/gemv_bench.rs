@@ -1,6 +1,8 @@
 //! Decode GEMV bandwidth (`matmul` at T = 1, and the MoE decode step) at the
 //! real Qwen3.5 0.8B, 9B and 35B-A3B shapes, in BF16 and in FP8 E4M3 with 128×128
-//! block scales (Qwen's FP8 format), against the device copy bandwidth
+//! block scales (Qwen's FP8 format) — and, in `gemv_int4_bandwidth` /
+//! `gemv_int4_small_t`, 4-bit weights in groups of 128 (`format=Q4-g128`,
+//! GPTQ-Int4's layout after the loader) — against the device copy bandwidth
 //! measured by the crate's copy kernel in the same run. A benchmark, not a
 //! correctness test (`tests/matmul.rs` and `tests/moe.rs` check the
 //! arithmetic): `#[ignore]`, run on a real GPU with
@@ -37,7 +39,7 @@ use qwgpu_kernels::matmul::{
 };
 use qwgpu_kernels::view::TensorView;
 use qwgpu_kernels::{copy, moe, ContextOptions, Dispatch, GpuContext, GpuWeight, SmallT};
-use qwgpu_loader::{ActivationQuant, BlockSegment, PackedWeight, ScaleScheme, Shard};
+use qwgpu_loader::{ActivationQuant, BlockSegment, Int4Weights, PackedWeight, ScaleScheme, Shard};
 use qwgpu_ops::rng::Rng;
 
 /// Qwen's FP8 block.
@@ -160,9 +162,74 @@ fn fill(dtype: Dtype, n: usize, seed: u64) -> Vec<u8> {
     out
 }
 
+/// Columns per group of the 4-bit weights (GPTQ-Int4 as Qwen releases it).
+const INT4_GROUP: usize = 128;
+
+/// A `[rows, cols]` 4-bit weight (the loader's canonical form, groups of
+/// [`INT4_GROUP`], f16-exact scales, zero point 8 as symmetric GPTQ) in
+/// `sources` shards.
+fn packed_int4(name: &str, sources: &[usize], cols: usize, seed: u64) -> PackedWeight {
+    let rows: usize = sources.iter().sum();
+    let (wpr, ng) = (cols.div_ceil(8), cols.div_ceil(INT4_GROUP));
+    let mut x = seed | 1;
+    let tail = match cols % 8 {
+        0 => u32::MAX,
+        k => (1u32 << (4 * k)) - 1,
+    };
+    let mut words = Vec::with_capacity(rows * wpr);
+    for _ in 0..rows {
+        for w in 0..wpr {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            words.push(if w + 1 == wpr {
+                x as u32 & tail
+            } else {
+                x as u32
+            });
+        }
+    }
+    let mut o = 0;
+    let shards = sources
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| {
+            o += n;
+            Shard {
+                name: format!("{name}.{i}"),
+                source: format!("{name}.{i}"),
+                row_offset: o - n,
+                rows: n,
+            }
+        })
+        .collect();
+    PackedWeight {
+        name: name.into(),
+        dtype: Dtype::I32,
+        rows,
+        cols,
+        data: Vec::new(),
+        shards,
+        scale: ScaleScheme::Int4(Box::new(Int4Weights {
+            group_size: INT4_GROUP,
+            words,
+            // 2^-7 · (1 + j/8): exact in f16 (the Q4 layout, not Q4F32).
+            scales: (0..rows * ng)
+                .map(|j| (1.0 + (j % 7) as f32 / 8.0) / 128.0)
+                .collect(),
+            zeros: vec![8; rows * ng],
+        })),
+        activation: ActivationQuant::None,
+    }
+}
+
 /// A `[rows, cols]` weight packed from `sources` tensors, unscaled BF16 or E4M3
-/// with one 128×128 block grid per source.
+/// with one 128×128 block grid per source; `Dtype::I32` stands for 4-bit
+/// ([`packed_int4`]).
 fn packed(name: &str, dtype: Dtype, sources: &[usize], cols: usize, seed: u64) -> PackedWeight {
+    if dtype == Dtype::I32 {
+        return packed_int4(name, sources, cols, seed);
+    }
     let rows: usize = sources.iter().sum();
     let mut shards = Vec::new();
     let mut segments = Vec::new();
@@ -206,6 +273,7 @@ fn packed(name: &str, dtype: Dtype, sources: &[usize], cols: usize, seed: u64) -
 fn format_name(dtype: Dtype) -> &'static str {
     match dtype {
         Dtype::F8E4M3 => "FP8-block128",
+        Dtype::I32 => "Q4-g128",
         _ => "BF16",
     }
 }
@@ -573,6 +641,21 @@ fn bench_context() -> (GpuContext, bool) {
 #[test]
 #[ignore]
 fn gemv_bandwidth() {
+    bandwidth_of(&[Dtype::BF16, Dtype::F8E4M3]);
+}
+
+/// [`gemv_bandwidth`] of 4-bit weights (`format=Q4-g128`: GPTQ-Int4's
+/// groups of 128, every projection and the routed experts 4-bit; the MoE
+/// router stays BF16), against the same copy bandwidth: bytes read are the
+/// packed words + the scale table (4 bytes per group of 128).
+#[test]
+#[ignore]
+fn gemv_int4_bandwidth() {
+    bandwidth_of(&[Dtype::I32]);
+}
+
+/// The GEMV bandwidth lines of every shape in each of `formats`.
+fn bandwidth_of(formats: &[Dtype]) {
     let (ctx, software) = bench_context();
     println!(
         "adapter: {ctx_describe} ({shapes})",
@@ -595,7 +678,7 @@ fn gemv_bandwidth() {
     let mut rng = Rng::new(5);
     let widest = dense.iter().map(|s| s.cols).max().unwrap_or(1);
     let x = ctx.upload("x", &rng.normal_vec(widest)).unwrap();
-    for dtype in [Dtype::BF16, Dtype::F8E4M3] {
+    for &dtype in formats {
         // (model, Σ count·bytes, Σ count·seconds)
         let mut sums: Vec<(&str, f64, f64)> = Vec::new();
         let mut add = |model: &'static str, count: usize, (b, t): (f64, f64)| match sums
@@ -723,7 +806,9 @@ impl Gemv {
             "forced"
         };
         match shape {
-            _ if t == 1 => format!("kernel=gemv choice={auto}"),
+            _ if t == 1 && matches!(self, Gemv::Auto | Gemv::With(None)) => {
+                format!("kernel=gemv choice={auto}")
+            }
             Some(s) => format!(
                 "kernel=gemv_t choice={auto} threads={threads} quads={quads} max_tokens={max_tokens} prefetch={prefetch}",
                 threads = s.threads,
@@ -830,6 +915,18 @@ fn small_t_setup() -> (GpuContext, Timer, Vec<Shape>, u64, f64) {
 #[test]
 #[ignore]
 fn gemv_small_t() {
+    small_t_of(&[Dtype::BF16, Dtype::F8E4M3]);
+}
+
+/// [`gemv_small_t`] of 4-bit weights (`format=Q4-g128`, as [`gemv_int4_bandwidth`]).
+#[test]
+#[ignore]
+fn gemv_int4_small_t() {
+    small_t_of(&[Dtype::I32]);
+}
+
+/// The small-T lines of the 9B step's GEMVs in each of `formats`.
+fn small_t_of(formats: &[Dtype]) {
     let (ctx, timer, nine, target, copy_bps) = small_t_setup();
     let widest = nine.iter().map(|s| s.cols).max().unwrap_or(1);
     let tallest = nine.iter().map(|s| s.rows).max().unwrap_or(1);
@@ -839,7 +936,7 @@ fn gemv_small_t() {
     let y = ctx.storage("y", (tallest * t_max * 4) as u64).unwrap();
     ctx.fill_f32(&y, 0.0);
     let kernels = [Gemv::Auto, Gemv::With(None)];
-    for dtype in [Dtype::BF16, Dtype::F8E4M3] {
+    for &dtype in formats {
         // [t index][kernel] (Σ count·bytes, Σ count·seconds), and the T = 1 sums.
         let mut sums = vec![[(0.0f64, 0.0f64); 2]; SMALL_TS.len()];
         let mut t1_sum = (0.0f64, 0.0f64);
@@ -985,5 +1082,66 @@ fn gemv_small_t_shapes() {
                 );
             }
         }
+    }
+}
+
+/// The one-token GEMV of 4-bit weights (`format=Q4-g128`) on the 9B shapes:
+/// `matmul` (the one-token kernel, 4 rows per workgroup: a 4096-column row is
+/// only 128 chunks of 32 values, so each workgroup reads 8 KiB between
+/// reductions, a quarter of BF16's) against the small-T kernel at T = 1 with
+/// 1..8 quads per workgroup (`matmul_gemv_with`), to choose the int4 decode
+/// path for an adapter.
+///
+/// Output: `gemv_int4_t1 model=9B shape=S format=Q4-g128 kernel=… bytes=B us=U gbps=G copy_pct=P`
+/// per shape and kernel, then `gemv_int4_t1_summary model=9B format=Q4-g128 kernel=… bytes=B us=U gbps=G copy_pct=P`
+/// per kernel over the decode step (Σ N·bytes ÷ Σ N·µs).
+///
+/// `cargo test --release -p qwgpu-kernels --test kernels -- --include-ignored --nocapture --exact gemv_bench::gemv_int4_one_token_shapes`
+#[test]
+#[ignore]
+fn gemv_int4_one_token_shapes() {
+    let (ctx, timer, nine, target, copy_bps) = small_t_setup();
+    let widest = nine.iter().map(|s| s.cols).max().unwrap_or(1);
+    let tallest = nine.iter().map(|s| s.rows).max().unwrap_or(1);
+    let mut rng = Rng::new(5);
+    let x = ctx.upload("x", &rng.normal_vec(widest)).unwrap();
+    let y = ctx.storage("y", (tallest * 4) as u64).unwrap();
+    ctx.fill_f32(&y, 0.0);
+    let mut kernels = vec![Gemv::Auto];
+    for threads in [128, 256] {
+        for quads in [1, 2, 4, 8] {
+            for prefetch in [false, true] {
+                kernels.push(Gemv::With(Some(SmallT {
+                    threads,
+                    quads,
+                    max_tokens: 1,
+                    prefetch,
+                })));
+            }
+        }
+    }
+    // Per kernel: (Σ count·bytes, Σ count·seconds).
+    let mut sums = vec![(0.0f64, 0.0f64); kernels.len()];
+    for s in &nine {
+        let (weights, bytes) = upload_copies(&ctx, s, Dtype::I32);
+        for (k, &kernel) in kernels.iter().enumerate() {
+            let secs = time_small_t(&ctx, &timer, s, &weights, &x, &y, 1, kernel, target);
+            sums[k].0 += s.count as f64 * bytes as f64;
+            sums[k].1 += s.count as f64 * secs;
+            println!(
+                "gemv_int4_t1 model={s_model} shape={s_name} format=Q4-g128 {kernel_fields} {rate}",
+                s_model = s.model,
+                s_name = s.name,
+                kernel_fields = kernel.fields(&ctx, 1),
+                rate = rate_fields(bytes as f64, secs, copy_bps)
+            );
+        }
+    }
+    for (k, &kernel) in kernels.iter().enumerate() {
+        println!(
+            "gemv_int4_t1_summary model=9B format=Q4-g128 {kernel_fields} {rate}",
+            kernel_fields = kernel.fields(&ctx, 1),
+            rate = rate_fields(sums[k].0, sums[k].1, copy_bps)
+        );
     }
 }

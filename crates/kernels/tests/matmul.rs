@@ -734,7 +734,9 @@ fn wide_row(rng: &mut Rng, cols: usize, kind: usize) -> Vec<f32> {
 /// Precision `Fast` on the scalar tile GEMM (T > 16, what runs where there are
 /// no cooperative matrices) rounds x as the fast coop GEMM does: against the
 /// f64 GEMM of [`fast_round_row`]'s rows at `1e-5 · Σ|x'·w|` (f32
-/// accumulation, as the exact tests). The test asserts that the rounding moves
+/// accumulation, as the exact tests), with weights whose scale varies along
+/// the row (FP8 blocks) rounded to f16 after scaling, as the fast coop GEMM
+/// stages them. The test asserts that the rounding moves
 /// outputs by more than that tolerance (so an unrounded kernel fails), and that
 /// precision `Exact` (the default) still matches the unrounded reference.
 #[test]
@@ -759,6 +761,14 @@ fn matmul_fast_precision_rounds_x_per_row() {
         for (ci, &(dtype, scheme, rows, cols, tokens)) in cases.iter().enumerate() {
             let pw = packed(&mut rng, dtype, rows, cols, scheme);
             let wdq = qwgpu_loader::dequantize(&pw).unwrap();
+            // Block scales narrower than the row: q·s rounded to f16 (nearest even).
+            let wdq_fast: Vec<f32> = if matches!(scheme, Scheme::Block([_, bk]) if bk < cols) {
+                wdq.iter()
+                    .map(|&v| half::f16::from_f32(v).to_f32())
+                    .collect()
+            } else {
+                wdq.clone()
+            };
             for (k, &epi) in EPILOGUES.iter().enumerate() {
                 let x_off = (ci + k) % 3;
                 let x_stride = cols + k;
@@ -805,16 +815,16 @@ fn matmul_fast_precision_rounds_x_per_row() {
                     let mut want = vec![None; init.len()];
                     for (ti, xr) in xrows.iter().enumerate() {
                         let xf = fast_round_row(xr);
-                        let used = if precision == MatmulPrecision::Fast {
-                            &xf
+                        let (used, wused) = if precision == MatmulPrecision::Fast {
+                            (&xf, &wdq_fast)
                         } else {
-                            xr
+                            (xr, &wdq)
                         };
                         let swiglu = epi == Epilogue::SwiGlu;
                         for c in 0..width {
                             let i = ti * width + c;
                             let (mut w, mut tol) =
-                                support::expected(used, &wdq, cols, rows, c, swiglu, 1e-5);
+                                support::expected(used, wused, cols, rows, c, swiglu, 1e-5);
                             if precision == MatmulPrecision::Fast {
                                 let (exact, _) =
                                     support::expected(xr, &wdq, cols, rows, c, swiglu, 1e-5);

@@ -101,7 +101,10 @@ fn f16_context(t: &testing::TestContext) -> GpuContext {
 /// `ctx` against the f64 reference (tolerance `rel(weight)` · Σ|x·w|, see
 /// `support::expected`) and against the scalar GEMM (both tolerances). With
 /// `wide_rows`, x rows are multiplied by factors from 1e-6 to 1e6 (beyond
-/// f16's range: the exact variant's row scaling). Returns the number of cases.
+/// f16's range: the exact variant's row scaling). With `scalar_rel`, the
+/// comparison with the scalar GEMM uses that tolerance · Σ|x·w| instead (the
+/// fast variant against the tile GEMM's emulation of its rounding). Returns
+/// the number of cases.
 #[allow(clippy::too_many_arguments)]
 fn check_cases(
     t: &testing::TestContext,
@@ -112,6 +115,7 @@ fn check_cases(
     tokens_list: &[usize],
     rel: impl Fn(&GpuWeight) -> f64,
     wide_rows: bool,
+    scalar_rel: Option<f64>,
 ) -> usize {
     let mut rng = Rng::new(seed);
     let mut cases = 0;
@@ -181,13 +185,16 @@ fn check_cases(
                                 rel(&gw),
                             );
                             let i = y_off + ti * y_stride + c;
+                            // Against the scalar GEMM: `scalar_rel` · Σ|x·w| where given.
+                            let mut stol = scalar_rel.map(|r| tol / rel(&gw) * r);
                             if epi == Epilogue::Accumulate {
                                 w += init[i] as f64;
                                 tol += 1e-6 * init[i].abs() as f64;
+                                stol = stol.map(|s| s + 1e-6 * init[i].abs() as f64);
                             }
                             want[i] = Some((w, tol));
                             // The scalar kernel's own error (f32, ~1e-6 of Σ|x·w|): 2× the tolerance.
-                            vs_scalar[i] = Some((scalar[i] as f64, 2.0 * tol));
+                            vs_scalar[i] = Some((scalar[i] as f64, stol.unwrap_or(2.0 * tol)));
                         }
                     }
                     support::check(&coop, &init, &want, &format!("{what} coop vs reference"));
@@ -221,6 +228,7 @@ fn coop_f16_matches_reference_and_scalar_path() {
             &[17, 64, 130],
             |_| REL,
             false,
+            None,
         );
         assert!(cases > 0, "{}: no plain coop case ran", t.name);
     }
@@ -265,8 +273,45 @@ fn coop_exact_matches_reference_tightly() {
             &[19, 131, 300],
             rel,
             true,
+            None,
         );
         assert!(cases > 0, "{}: no exact coop case ran", t.name);
+    }
+}
+
+/// The fast variant (`MatmulPrecision::Fast`): x scaled per row by a power of
+/// two and rounded to f16, one product. Against the f64 reference 2e-3 ·
+/// Σ|x·w|; against the scalar tile GEMM of the same context, which emulates
+/// that rounding (`FAST_X`: x, and block-scaled weights as f16(q·s)),
+/// 1e-5 · Σ|x·w| (the two differ only in summation order). x rows span
+/// 1e-6 .. 1e6.
+#[test]
+fn coop_fast_matches_the_tile_emulation() {
+    let sizes = [(258usize, 300usize), (46, 1030), (130, 37)];
+    let formats = [
+        (Dtype::BF16, Scheme::None),
+        (Dtype::F16, Scheme::None),
+        (Dtype::F8E4M3, Scheme::PerChannel),
+        (Dtype::F8E4M3, Scheme::Block([128, 128])),
+    ];
+    for t in testing::contexts_with(&[Feature::CooperativeMatrix]) {
+        let ctx = GpuContext::new(&qwgpu_kernels::ContextOptions {
+            precision: qwgpu_kernels::MatmulPrecision::Fast,
+            ..t.variant.options()
+        })
+        .unwrap();
+        let cases = check_cases(
+            t,
+            &ctx,
+            0xfa57_c00b,
+            &formats,
+            &sizes,
+            &[19, 131, 300],
+            |_| REL,
+            true,
+            Some(1e-5),
+        );
+        assert!(cases > 0, "{}: no fast coop case ran", t.name);
     }
 }
 
@@ -334,6 +379,25 @@ fn auto_path_takes_exact_coop_where_supported() {
         }
         if !coop {
             continue;
+        }
+        // Fast precision: Auto also takes the coop kernel for block-scaled E4M3.
+        let fast = GpuContext::new(&qwgpu_kernels::ContextOptions {
+            precision: qwgpu_kernels::MatmulPrecision::Fast,
+            ..t.variant.options()
+        })
+        .unwrap();
+        for (dtype, scheme, exact) in cases {
+            let other = if exact || dtype == Dtype::F8E4M3 {
+                MatmulPath::Coop
+            } else {
+                MatmulPath::Scalar
+            };
+            let (auto, want) = run_both(&fast, dtype, scheme, other);
+            assert!(
+                same(&auto, &want),
+                "{t_name}: with fast precision Auto differs from {other:?} for {dtype:?} {scheme:?} at T={tokens}",
+                t_name = t.name
+            );
         }
         let ctx = f16_context(t);
         for (dtype, scheme, _) in cases {
@@ -453,11 +517,22 @@ fn variant(
 #[test]
 #[ignore = "benchmark: run with -- --ignored coop_vs_scalar_speed"]
 fn coop_vs_scalar_speed() {
-    // Default options: trusted modules (no runtime checks) in release builds.
-    let ctx = GpuContext::new(&Default::default()).unwrap();
+    // Trusted modules (no runtime checks) in every build: bounds-checked
+    // modules are what a test build compiles by default, and they measured
+    // about half as fast.
+    let trusted = qwgpu_kernels::ContextOptions {
+        runtime_checks: Some(false),
+        ..Default::default()
+    };
+    let ctx = GpuContext::new(&trusted).unwrap();
     let ctx16 = GpuContext::new(&qwgpu_kernels::ContextOptions {
         f16_matmul: true,
-        ..Default::default()
+        ..trusted.clone()
+    })
+    .unwrap();
+    let ctx_fast = GpuContext::new(&qwgpu_kernels::ContextOptions {
+        precision: qwgpu_kernels::MatmulPrecision::Fast,
+        ..trusted.clone()
     })
     .unwrap();
     // The first shape comes again at the end: the order must not matter.
@@ -497,6 +572,7 @@ fn coop_vs_scalar_speed() {
             ("scalar", &ctx, MatmulPath::Scalar),
             ("coop exact", &ctx, MatmulPath::Coop),
             ("coop f16", &ctx16, MatmulPath::Coop),
+            ("coop fast", &ctx_fast, MatmulPath::Coop),
         ] {
             let gw = GpuWeight::upload(c, &pw).unwrap();
             let x = c.upload("x", &xv).unwrap();
@@ -530,7 +606,7 @@ fn coop_vs_scalar_speed() {
                 tflops = flop / ns / 1e3
             );
         }
-        for (i, name) in ["coop exact", "coop f16"].iter().enumerate() {
+        for (i, name) in ["coop exact", "coop f16", "coop fast"].iter().enumerate() {
             if let (Some(a), Some(b)) = (outs.get(i + 1), outs.first()) {
                 let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
                 let diff = a.iter().zip(b).fold(0f32, |m, (a, b)| m.max((a - b).abs()));

@@ -24,6 +24,24 @@ pub fn dequantize(w: &PackedWeight) -> Result<Vec<f32>, LoadError> {
             w_cols = w.cols
         )));
     }
+    if let Some(q) = w.int4() {
+        check_shards(w).map_err(bad)?;
+        if w.dtype != qwgpu_checkpoint::Dtype::I32 || !w.data.is_empty() {
+            return Err(bad(format!(
+                "an int4 weight has dtype I32 and no data bytes, got {w_dtype} and {w_data_len} bytes",
+                w_dtype = w.dtype,
+                w_data_len = w.data.len()
+            )));
+        }
+        q.validate(&w.name)?;
+        return Ok(q.dequantize());
+    }
+    if w.dtype.is_int() {
+        return Err(bad(format!(
+            "{} data without its 4-bit scales and zero points",
+            w.dtype
+        )));
+    }
     let expected = w
         .rows
         .checked_mul(w.cols)
@@ -44,27 +62,14 @@ pub fn dequantize(w: &PackedWeight) -> Result<Vec<f32>, LoadError> {
             w_cols = w.cols
         )));
     }
-    let mut next = 0usize;
-    for s in &w.shards {
-        if s.row_offset != next || s.rows == 0 {
-            return Err(bad(format!(
-                "shard `{s_name}` covers rows {s_row_offset}..{rows}, expected to start at {next} with > 0 rows",
-                s_name = s.name,
-                s_row_offset = s.row_offset,
-                rows = s.row_offset.saturating_add(s.rows)
-            )));
-        }
-        next = s.row_offset.saturating_add(s.rows);
-    }
-    if next != w.rows {
-        return Err(bad(format!(
-            "shards cover {next} rows, weight has {w_rows}",
-            w_rows = w.rows
-        )));
-    }
+    check_shards(w).map_err(bad)?;
 
     let mut out = decode_elements(w.dtype, &w.data);
     match &w.scale {
+        // Handled above (4-bit weights carry no data bytes).
+        ScaleScheme::Int4(_) => {
+            return Err(bad("int4 scales on a weight that is not int4".into()));
+        }
         ScaleScheme::None => {
             if w.dtype.is_fp8() {
                 return Err(bad(format!("{} data without scales", w.dtype)));
@@ -134,6 +139,29 @@ pub fn dequantize(w: &PackedWeight) -> Result<Vec<f32>, LoadError> {
         }
     }
     Ok(out)
+}
+
+/// The shard table covers `[0, rows)` in order, without empty shards.
+fn check_shards(w: &PackedWeight) -> Result<(), String> {
+    let mut next = 0usize;
+    for s in &w.shards {
+        if s.row_offset != next || s.rows == 0 {
+            return Err(format!(
+                "shard `{s_name}` covers rows {s_row_offset}..{rows}, expected to start at {next} with > 0 rows",
+                s_name = s.name,
+                s_row_offset = s.row_offset,
+                rows = s.row_offset.saturating_add(s.rows)
+            ));
+        }
+        next = s.row_offset.saturating_add(s.rows);
+    }
+    if next != w.rows {
+        return Err(format!(
+            "shards cover {next} rows, weight has {w_rows}",
+            w_rows = w.rows
+        ));
+    }
+    Ok(())
 }
 
 fn check_segment(

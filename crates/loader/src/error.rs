@@ -281,6 +281,20 @@ pub enum LoadError {
     #[error("quantization config: {detail}")]
     Quantization { detail: String },
 
+    /// A 4-bit weight whose tensors do not fit its format (packing shapes,
+    /// missing zeros or scales, group size, `g_idx`, zero points).
+    #[error("4-bit {format} weight `{tensor}`: {detail}")]
+    Int4 {
+        tensor: String,
+        format: String,
+        detail: String,
+    },
+
+    /// 4-bit tensors where the quantization config says the module is not
+    /// quantized (or there is no 4-bit config at all).
+    #[error("tensor `{tensor}` holds 4-bit weights, but the quantization config {reason}")]
+    Int4Unexpected { tensor: String, reason: String },
+
     /// The token embedding must be stored unquantized.
     #[error("embedding `{tensor}` is quantized ({dtype}); embeddings must be F32, F16 or BF16")]
     EmbeddingQuantized { tensor: String, dtype: Dtype },

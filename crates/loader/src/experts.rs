@@ -215,6 +215,7 @@ pub(crate) fn split_fused<'a>(
             covers: covers(e),
             weight_scale: scales.as_mut().and_then(Iterator::next),
             input_scale: inputs.as_mut().and_then(Iterator::next),
+            int4: None,
         })
         .collect())
 }

@@ -65,6 +65,15 @@ pub(crate) fn decode_elements(dtype: Dtype, bytes: &[u8]) -> Vec<f32> {
             let table = fp8_table(dtype).unwrap_or([0.0; 256]);
             bytes.iter().map(|&b| table[usize::from(b)]).collect()
         }
+        // Integer tensors (packed words, g_idx) as numbers; never a weight value.
+        Dtype::I32 => bytes
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
+            .collect(),
+        Dtype::I64 => bytes
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+            .collect(),
     }
 }
 

@@ -36,7 +36,7 @@ pub fn canonical_name(name: &str) -> String {
 }
 
 /// The spellings a canonical module name may have had in the file.
-fn spellings(module: &str) -> Vec<String> {
+pub(crate) fn spellings(module: &str) -> Vec<String> {
     let mut out = vec![module.to_string()];
     if let Some(rest) = module.strip_prefix("model.") {
         out.push(format!("model.language_model.{rest}"));

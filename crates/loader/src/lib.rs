@@ -11,10 +11,26 @@
 //! tensor. No GPU dependency.
 //!
 //! - [`pack`]: the core, on plain in-memory [`SourceWeight`]s (usable by any engine).
-//! - [`dequantize`]: exact CPU dequantization (`f32(q) · scale`) of any packed weight.
+//! - [`dequantize`]: exact CPU dequantization (`f32(q) · scale`, or `(q - zero) · scale`
+//!   for 4-bit weights) of any packed weight.
+//! - [`int4`]: the one canonical host form of 4-bit weights (GPTQ, AWQ,
+//!   compressed-tensors), [`PackedWeight::int4`] → [`Int4View`].
 //! - [`load_model`] / [`load_from_source`]: the whole text model.
 //! - [`QuantPolicy`]: what a `quantization_config` says per module
-//!   (`modules_to_not_convert`, compressed-tensors `ignore`, ModelOpt `exclude_modules`).
+//!   (`modules_to_not_convert`, compressed-tensors `ignore`, ModelOpt `exclude_modules`,
+//!   GPTQModel `dynamic` rules), including each module's 4-bit format ([`Int4Rule`]).
+//!
+//! # 4-bit checkpoints
+//!
+//! GPTQ (`qweight` / `qzeros` / `scales` / `g_idx`, v1 and v2 zero points),
+//! AWQ GEMM (interleaved nibbles along the outputs) and compressed-tensors
+//! `pack-quantized` (`weight_packed` / `weight_scale` / `weight_zero_point`)
+//! are all repacked into ONE canonical form, [`Int4View`] (see [`int4`] for
+//! the exact layout): row-major nibbles along the input dimension, per-group
+//! f32 scales and `0..=15` zero points, `W = (q - zero) · scale`. A GPU engine
+//! reads only that form ([`PackedWeight::int4`]). Activation-order GPTQ
+//! weights whose `g_idx` permutes the groups are dequantized to f32 at load
+//! (with a warning).
 //!
 //! # Example: packing an FP8 `in_proj_qkvz` built in memory
 //!
@@ -78,7 +94,9 @@ mod error;
 mod experts;
 mod fp8;
 mod ignore;
+pub mod int4;
 mod model;
+mod model_int4;
 mod pack;
 mod packed;
 mod policy;
@@ -92,6 +110,7 @@ pub use error::LoadError;
 pub use experts::{detect_layout, ExpertLayout};
 pub use fp8::{e4m3fn_to_f32, e5m2_to_f32};
 pub use ignore::{canonical_name, ModuleList};
+pub use int4::{Decoded, Int4Source, Int4Tensors, Int4View, Int4Weights};
 pub use model::{
     load_from_source, load_from_source_with, load_model, load_model_with, plan_model,
     stream_from_source, stream_from_source_with, stream_model, stream_model_borrowing, Part,
@@ -99,7 +118,7 @@ pub use model::{
 };
 pub use pack::{input_scale_name, pack, pack_with, weight_scale_names, PackOptions};
 pub use packed::*;
-pub use policy::{ModuleRule, QuantPolicy, SchemeKind};
+pub use policy::{Int4Rule, ModuleRule, QuantPolicy, SchemeKind};
 pub use recycle::Recycling;
 pub use scheme::DEFAULT_BLOCK;
 pub use source::{PackSpec, ShardSpec, SourceTensor, SourceWeight};

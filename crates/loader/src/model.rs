@@ -245,12 +245,12 @@ pub fn stream_from_source_with(
     Ok(())
 }
 
-struct Ctx<'s, S: TensorSource + ?Sized> {
-    src: &'s S,
-    cfg: &'s TextConfig,
-    policy: QuantPolicy,
-    layout: Option<ExpertLayout>,
-    opts: PackOptions,
+pub(crate) struct Ctx<'s, S: TensorSource + ?Sized> {
+    pub(crate) src: &'s S,
+    pub(crate) cfg: &'s TextConfig,
+    pub(crate) policy: QuantPolicy,
+    pub(crate) layout: Option<ExpertLayout>,
+    pub(crate) opts: PackOptions,
 }
 
 impl<'s, S: TensorSource + ?Sized> Ctx<'s, S> {
@@ -270,7 +270,7 @@ impl<'s, S: TensorSource + ?Sized> Ctx<'s, S> {
         }
         let missing: Vec<String> = names
             .into_iter()
-            .filter(|n| self.src.tensor(n).is_none())
+            .filter(|n| self.src.tensor(n).is_none() && !self.has_int4(n))
             .collect();
         if missing.is_empty() {
             Ok(())
@@ -282,7 +282,7 @@ impl<'s, S: TensorSource + ?Sized> Ctx<'s, S> {
     /// A tensor about to be packed (its pages are prefetched, unless the
     /// weights are borrowed: their bytes are then read by the visitor, with
     /// positioned reads that need no pages mapped).
-    fn get(&self, name: &str) -> Result<SourceTensor<'s>, LoadError> {
+    pub(crate) fn get(&self, name: &str) -> Result<SourceTensor<'s>, LoadError> {
         let t = self
             .src
             .tensor(name)
@@ -311,8 +311,12 @@ impl<'s, S: TensorSource + ?Sized> Ctx<'s, S> {
         }
     }
 
-    /// A checkpoint weight with its scale companions, covering `covers`.
+    /// A checkpoint weight with its scale companions, covering `covers`
+    /// (or its 4-bit form, decoded, when the checkpoint stores it so).
     fn source(&self, name: &str, covers: &[&str]) -> Result<SourceWeight<'s>, LoadError> {
+        if let Some(w) = self.int4_source(name, covers)? {
+            return Ok(w);
+        }
         let mut w = SourceWeight::new(self.get(name)?, covers);
         w.weight_scale = self.scale_of(name)?;
         w.input_scale = self.src.tensor(&input_scale_name(name));
@@ -340,7 +344,7 @@ impl<'s, S: TensorSource + ?Sized> Ctx<'s, S> {
 
     /// Adds where `names` are stored (their own names and files) to `e`, when
     /// the source knows. At most three are named.
-    fn locate(&self, e: LoadError, names: &[&str]) -> LoadError {
+    pub(crate) fn locate(&self, e: LoadError, names: &[&str]) -> LoadError {
         let origins: Vec<String> = names
             .iter()
             .take(3)

@@ -80,8 +80,13 @@ pub fn pack_with(
 
     for (si, src) in sources.iter().enumerate() {
         let w = &src.weight;
-        w.check_len()?;
-        let (rows, c) = w.dims2("packed weight source")?;
+        let (rows, c) = match &src.int4 {
+            Some(q) => (q.rows, q.cols),
+            None => {
+                w.check_len()?;
+                w.dims2("packed weight source")?
+            }
+        };
         if rows == 0 || c == 0 {
             return Err(LoadError::Shape {
                 tensor: w.name.clone(),
@@ -180,6 +185,22 @@ pub fn pack_with(
     }
     placed.sort_by_key(|p| p.shards.first().copied().unwrap_or(0));
 
+    if placed.iter().any(|p| p.src.int4.is_some()) {
+        let ordered: Vec<&SourceWeight<'_>> = placed.iter().map(|p| p.src).collect();
+        let cols = cols.unwrap_or(0);
+        let (dtype, scale) = fuse_int4(packed, &ordered, opts.layout_only)?;
+        return Ok(PackedWeight {
+            name: packed.into(),
+            dtype,
+            rows: spec.shards.iter().map(|s| s.rows).sum(),
+            cols,
+            data: Vec::new(),
+            shards: shard_table(spec, &offsets, &owner, sources),
+            scale,
+            activation: ActivationQuant::None,
+        });
+    }
+
     for p in &mut placed {
         classify(p, policy.is_quantized())?;
         if opts.check_fp8_values {
@@ -193,7 +214,14 @@ pub fn pack_with(
     let cols = cols.unwrap_or(0);
     let total_rows: usize = spec.shards.iter().map(|s| s.rows).sum();
     let mut data = Vec::new();
-    let borrowed = opts.borrow_sources && placed.iter().all(|p| p.src.weight.dtype == dtype);
+    // Only bytes that are the checkpoint's own can be read back from it by
+    // name: a source decoded on the host (GPTQ act-order → F32) keeps the
+    // packed tensor's name but not its bytes.
+    let borrowed = opts.borrow_sources
+        && placed.iter().all(|p| {
+            p.src.weight.dtype == dtype
+                && matches!(p.src.weight.bytes, std::borrow::Cow::Borrowed(_))
+        });
     if !opts.layout_only && !borrowed {
         let bytes: usize = placed
             .iter()
@@ -214,20 +242,7 @@ pub fn pack_with(
             }
         }
     }
-    let shards = spec
-        .shards
-        .iter()
-        .zip(&offsets)
-        .zip(&owner)
-        .map(|((s, &row_offset), o)| Shard {
-            name: s.name.clone(),
-            source: o
-                .and_then(|i| sources.get(i))
-                .map_or_else(String::new, |src| src.weight.name.clone()),
-            row_offset,
-            rows: s.rows,
-        })
-        .collect();
+    let shards = shard_table(spec, &offsets, &owner, sources);
     Ok(PackedWeight {
         name: packed.into(),
         dtype,
@@ -238,6 +253,89 @@ pub fn pack_with(
         scale,
         activation,
     })
+}
+
+/// The packed weight's shard table: each declared shard with its rows and
+/// the tensor that held them.
+fn shard_table(
+    spec: &PackSpec,
+    offsets: &[usize],
+    owner: &[Option<usize>],
+    sources: &[SourceWeight<'_>],
+) -> Vec<Shard> {
+    spec.shards
+        .iter()
+        .zip(offsets)
+        .zip(owner)
+        .map(|((s, &row_offset), o)| Shard {
+            name: s.name.clone(),
+            source: o
+                .and_then(|i| sources.get(i))
+                .map_or_else(String::new, |src| src.weight.name.clone()),
+            row_offset,
+            rows: s.rows,
+        })
+        .collect()
+}
+
+/// Concatenates the rows of 4-bit sources (in row order) into one canonical
+/// weight: words, scales and zeros of each source stay with its rows. Every
+/// source must be 4-bit (else [`LoadError::PartlyQuantized`]) and share one
+/// group size (else [`LoadError::MixedSchemes`]).
+fn fuse_int4(
+    packed: &str,
+    ordered: &[&SourceWeight<'_>],
+    layout_only: bool,
+) -> Result<(Dtype, ScaleScheme), LoadError> {
+    let Some(first) = ordered
+        .iter()
+        .find_map(|s| s.int4.as_ref().map(|q| (*s, q)))
+    else {
+        return Err(LoadError::ShardTable {
+            packed: packed.into(),
+            detail: "no 4-bit source".into(),
+        });
+    };
+    let mut out = crate::Int4Weights {
+        group_size: first.1.q.group_size,
+        words: Vec::new(),
+        scales: Vec::new(),
+        zeros: Vec::new(),
+    };
+    for s in ordered {
+        let Some(q) = &s.int4 else {
+            return Err(LoadError::PartlyQuantized {
+                packed: packed.into(),
+                quantized: first.0.weight.name.clone(),
+                quantized_dtype: Dtype::I32,
+                unquantized: s.weight.name.clone(),
+                unquantized_dtype: s.weight.dtype,
+            });
+        };
+        if q.q.group_size != out.group_size {
+            return Err(LoadError::MixedSchemes {
+                packed: packed.into(),
+                first: first.0.weight.name.clone(),
+                first_scheme: format!("int4 group {g}", g = out.group_size),
+                second: s.weight.name.clone(),
+                second_scheme: format!("int4 group {g}", g = q.q.group_size),
+            });
+        }
+        if let Some(sc) = s.weight_scale.as_ref().or(s.input_scale.as_ref()) {
+            return Err(LoadError::Int4 {
+                tensor: s.weight.name.clone(),
+                format: "4-bit".into(),
+                detail: format!("unexpected FP8-style scale `{name}`", name = sc.name),
+            });
+        }
+        if !layout_only {
+            q.view().validate(&s.weight.name)?;
+            out.words.extend_from_slice(&q.q.words);
+        }
+        out.scales.extend_from_slice(&q.q.scales);
+        out.zeros.extend_from_slice(&q.q.zeros);
+    }
+    Ok((Dtype::I32, ScaleScheme::Int4(Box::new(out))))
 }
 
 /// Row offset of every shard; rejects empty tables, zero rows, duplicate names.
@@ -315,6 +413,13 @@ fn encode_f32_as(dtype: Dtype, v: f32) -> Vec<u8> {
 /// Per-source quantization checks and scale interpretation.
 fn classify(p: &mut Placed<'_, '_>, has_config: bool) -> Result<(), LoadError> {
     let w = &p.src.weight;
+    if w.dtype.is_int() {
+        return Err(LoadError::Dtype {
+            tensor: w.name.clone(),
+            dtype: w.dtype,
+            expected: "F32, F16, BF16 or FP8 (integer words are read only as a 4-bit weight's `qweight` / `weight_packed`)".into(),
+        });
+    }
     if !w.dtype.is_fp8() {
         if let Some(s) = p.src.weight_scale.as_ref().or(p.src.input_scale.as_ref()) {
             return Err(LoadError::ScaleOnUnquantized {

@@ -42,6 +42,11 @@ pub enum ScaleScheme {
         block: [usize; 2],
         segments: Vec<BlockSegment>,
     },
+    /// A 4-bit weight in the canonical form of [`crate::int4`]: nibbles,
+    /// group scales and zero points are all here (the weight's `data` is
+    /// empty and its `dtype` is [`Dtype::I32`], the words' type). Read it
+    /// through [`PackedWeight::int4`].
+    Int4(Box<crate::Int4Weights>),
 }
 
 /// Activation quantization that goes with a weight.
@@ -72,12 +77,28 @@ pub struct PackedWeight {
 }
 
 impl PackedWeight {
+    /// The canonical 4-bit form of this weight (see [`crate::int4`]), when it
+    /// is a 4-bit weight (GPTQ, AWQ or compressed-tensors `pack-quantized`).
+    pub fn int4(&self) -> Option<crate::Int4View<'_>> {
+        match &self.scale {
+            ScaleScheme::Int4(q) => Some(crate::Int4View {
+                rows: self.rows,
+                cols: self.cols,
+                group_size: q.group_size,
+                words: &q.words,
+                scales: &q.scales,
+                zeros: &q.zeros,
+            }),
+            _ => None,
+        }
+    }
+
     /// The checkpoint tensors holding this weight's bytes, in row order, when
     /// they were left there ([`PackOptions::borrow_sources`](crate::PackOptions)):
     /// `data` is empty and the tensors' bytes, one after another, are the
     /// packed rows as they are.
     pub fn borrowed_sources(&self) -> Option<Vec<&str>> {
-        if !self.data.is_empty() || self.rows * self.cols == 0 {
+        if !self.data.is_empty() || self.rows * self.cols == 0 || self.int4().is_some() {
             return None;
         }
         let mut names: Vec<&str> = Vec::new();
@@ -238,6 +259,11 @@ impl ScaleScheme {
                 block_1 = block[1],
                 segments_len = segments.len(),
                 plural = if segments.len() == 1 { "" } else { "s" }
+            ),
+            ScaleScheme::Int4(q) => format!(
+                "int4 group {group_size} ({scales_len} scales)",
+                group_size = q.group_size,
+                scales_len = q.scales.len()
             ),
         }
     }

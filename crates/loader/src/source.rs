@@ -164,6 +164,11 @@ pub struct SourceWeight<'a> {
     pub weight_scale: Option<SourceTensor<'a>>,
     /// Static activation scale.
     pub input_scale: Option<SourceTensor<'a>>,
+    /// A 4-bit weight, decoded to the canonical form ([`crate::int4`]):
+    /// `weight` is then its packed-words tensor (`qweight` /
+    /// `weight_packed`), kept for names in messages, and the rows and
+    /// columns are the decoded ones.
+    pub int4: Option<crate::Int4Source>,
 }
 
 impl<'a> SourceWeight<'a> {
@@ -181,6 +186,26 @@ impl<'a> SourceWeight<'a> {
             covers: covers.iter().map(|s| s.to_string()).collect(),
             weight_scale: None,
             input_scale: None,
+            int4: None,
+        }
+    }
+
+    /// A decoded 4-bit weight covering `covers`; `words` is its packed-words
+    /// tensor (names the source in the shard table and in messages). The
+    /// module name is the words' name minus `.qweight` / `.weight_packed`.
+    pub fn int4(words: SourceTensor<'a>, decoded: crate::Int4Source, covers: &[&str]) -> Self {
+        let module = qwgpu_checkpoint::expected::INT4_WEIGHT_SUFFIXES
+            .iter()
+            .find_map(|s| words.name.strip_suffix(s))
+            .unwrap_or(&words.name)
+            .to_string();
+        SourceWeight {
+            module,
+            weight: words,
+            covers: covers.iter().map(|s| s.to_string()).collect(),
+            weight_scale: None,
+            input_scale: None,
+            int4: Some(decoded),
         }
     }
 

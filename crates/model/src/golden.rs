@@ -87,9 +87,13 @@ impl GoldenMeta {
         if !matches!(self.kind.as_str(), "dense" | "moe") {
             return bad(format!("kind `{}`, expected `dense` or `moe`", self.kind));
         }
-        if !(self.quant == "bf16" || self.quant.starts_with("fp8-")) {
+        // 4-bit fixtures: `gptq-int4`, `awq-int4`, `ct-w4a16` (xtask/fixtures/int4.py).
+        let int4 = ["gptq-", "awq-", "ct-"]
+            .iter()
+            .any(|p| self.quant.starts_with(p));
+        if !(self.quant == "bf16" || self.quant.starts_with("fp8-") || int4) {
             return bad(format!(
-                "quant `{}`, expected `bf16` or `fp8-<scheme>`",
+                "quant `{}`, expected `bf16`, `fp8-<scheme>` or a 4-bit `gptq-` / `awq-` / `ct-` scheme",
                 self.quant
             ));
         }

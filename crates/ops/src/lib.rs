@@ -6,6 +6,7 @@
 //! slices, no GPU and no dependencies.
 //!
 //! - [`activation`]: sigmoid, SiLU, softplus, softmax, SwiGLU gating.
+//! - [`int4`]: dequantization of 4-bit (GPTQ / AWQ / W4A16) weights.
 //! - [`linalg`]: the blocked [`dot`](linalg::dot) and `y = x · Wᵀ`.
 //! - [`norm`]: RMSNorm variants (`1 + w`, gated plain `w`) and L2 normalisation.
 //! - [`rope`]: partial NeoX rotary embedding.
@@ -27,6 +28,7 @@ pub mod compare;
 pub mod conv;
 pub mod delta_rule;
 pub mod gdn_gates;
+pub mod int4;
 pub mod linalg;
 pub mod mixers;
 pub mod moe;

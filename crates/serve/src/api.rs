@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
-use crate::chat_request;
+use crate::chat_request::{self, ToolChoice};
 use crate::chat_template::Message;
 use crate::ordered_json::Json;
 
@@ -95,6 +95,13 @@ pub struct GenRequest {
     pub include_usage: bool,
     /// `n`, `stop_token_ids`, `ignore_eos` (and the unsupported fields refused).
     pub options: crate::request_options::RequestOptions,
+    /// Chat: whether and which tools the reply may call (`tool_choice`);
+    /// completions: `None`.
+    pub tool_choice: ToolChoice,
+    /// `parallel_tool_calls` (default true): false keeps only a reply's first call.
+    pub parallel_tool_calls: bool,
+    /// Penalties, min-p and log-probabilities (`sampling_options`).
+    pub sampling: crate::sampling_options::SamplingOptions,
 }
 
 fn type_error(param: &str, expected: &str, got: &Value) -> ApiError {
@@ -232,6 +239,7 @@ impl GenRequest {
             Some(Value::String(s)) => Some(s.clone()),
             Some(other) => return Err(type_error("model", "a string", other)),
         };
+        let (mut tool_choice, mut parallel_tool_calls) = (ToolChoice::None, true);
         let input = if chat {
             let enable_thinking = match field(obj, "chat_template_kwargs") {
                 None => None,
@@ -244,9 +252,12 @@ impl GenRequest {
                 })?,
                 Some(other) => return Err(type_error("chat_template_kwargs", "an object", other)),
             };
+            let tools = chat_request::tools(ordered)?;
+            tool_choice = chat_request::tool_choice(ordered, &tools)?;
+            parallel_tool_calls = chat_request::parallel_tool_calls(ordered)?;
             Input::Messages {
                 messages: chat_request::messages(ordered)?,
-                tools: chat_request::tools(ordered)?,
+                tools,
                 enable_thinking,
             }
         } else {
@@ -299,7 +310,9 @@ impl GenRequest {
             Some(Value::Object(o)) => boolean(o, "include_usage")?.unwrap_or(false),
             Some(other) => return Err(type_error("stream_options", "an object", other)),
         };
+        let sampling = crate::sampling_options::SamplingOptions::parse(obj, chat)?;
         Ok(Self {
+            sampling,
             model,
             input,
             max_tokens,
@@ -311,6 +324,8 @@ impl GenRequest {
             stream,
             include_usage,
             options,
+            tool_choice,
+            parallel_tool_calls,
         })
     }
 }

@@ -26,9 +26,13 @@ use crate::detokenize::Detokenizer;
 use crate::guard::{self, Guard};
 use crate::metrics::Metrics;
 use crate::model_files::ModelFiles;
+use crate::reasoning::prompt_opens_reasoning;
+use crate::sampling_options::{self, TokenLogprobs};
 use crate::scheduler::{self, EngineStatus, Event, Finish, Fork, Job, JobOptions};
 use crate::stop::StopMatcher;
 use crate::tokenize::{max_token_bytes, BoundedTokenizer, EncodeError};
+use crate::tool_calls::ToolSet;
+use crate::tool_calls_reply::{self, ReplySetup, ReplySplitter};
 use crate::{ServeError, ServeOptions};
 
 pub(crate) struct Shared {
@@ -43,6 +47,8 @@ pub(crate) struct Shared {
     precision: &'static str,
     /// Seeds requests that give none (and ids), distinct per request.
     counter: AtomicU64,
+    /// `--default-enable-thinking`: a chat request's `enable_thinking` when it gives none.
+    default_enable_thinking: Option<bool>,
     /// Requests accepted and not yet over (queued, prefilling or decoding).
     held: AtomicUsize,
     /// The most requests held at once: `--max-queue` + `--max-batch`.
@@ -128,6 +134,7 @@ pub fn start(opts: &ServeOptions) -> Result<AppState, ServeError> {
         backend,
         precision: qwgpu_model::precision_name(opts.load.gpu.precision),
         counter: AtomicU64::new(seed0),
+        default_enable_thinking: opts.default_enable_thinking,
     })))
 }
 
@@ -474,6 +481,12 @@ async fn read_request(
         ApiError::invalid(format!("the request body is not valid UTF-8: {e}"), None)
     })?;
     let mut req = GenRequest::parse_text(text, chat)?;
+    if let Input::Messages {
+        enable_thinking, ..
+    } = &mut req.input
+    {
+        *enable_thinking = enable_thinking.or(st.0.default_enable_thinking);
+    }
     drop(bytes);
     if let Some(m) = &req.model {
         if *m != st.0.name {
@@ -507,11 +520,12 @@ async fn generate(
     let accepted = Instant::now();
     let (req, prompt, boundary) = read_request(&st, body, chat).await?;
     let max_tokens = max_tokens(&st.0, &req, prompt.len(), chat)?;
-    let params = SamplingParams {
+    let params = req.sampling.apply(SamplingParams {
         temperature: req.temperature,
         top_k: req.top_k,
         top_p: req.top_p,
-    };
+        ..SamplingParams::GREEDY
+    });
     let n = st.0.counter.fetch_add(1, Relaxed);
     let seed = req.seed.unwrap_or(n);
     let held = Held::take(&st)?;
@@ -536,6 +550,7 @@ async fn generate(
         max_tokens,
         params,
         seed,
+        top_logprobs: req.sampling.top_logprobs,
         events: tx,
         opts: JobOptions {
             stop_ids: req.options.stop_ids.clone(),
@@ -575,6 +590,8 @@ async fn generate(
         chat,
         prompt_tokens: prompt.len(),
         include_usage: req.include_usage,
+        reply: reply_setup(&st.0, &req, &prompt, n),
+        logprobs: req.sampling.top_logprobs.is_some(),
     };
     if !fork_ends.is_empty() {
         let choices = std::iter::once((rx, ended)).chain(fork_ends).collect();
@@ -600,6 +617,25 @@ struct ReplyEnd {
     ended: Arc<AtomicBool>,
 }
 
+/// How a chat reply is split into reasoning, text and tool calls
+/// ([`tool_calls_reply`]); `None` for completions.
+fn reply_setup(st: &Shared, req: &GenRequest, prompt: &[u32], seed: u64) -> Option<ReplySetup> {
+    let Input::Messages { tools, .. } = &req.input else {
+        return None;
+    };
+    Some(ReplySetup {
+        opens_reasoning: prompt_opens_reasoning(&st.files.tokenizer, prompt),
+        tools: ToolSet::new(tools),
+        tool_choice: req.tool_choice.clone(),
+        parallel_tool_calls: req.parallel_tool_calls,
+        id_seed: seed,
+    })
+}
+
+#[cfg(test)]
+#[path = "tool_calls_app_tests.rs"]
+mod tool_calls_app_tests;
+
 /// What the response chunks repeat.
 pub(crate) struct Meta {
     pub(crate) id: String,
@@ -608,6 +644,10 @@ pub(crate) struct Meta {
     pub(crate) chat: bool,
     pub(crate) prompt_tokens: usize,
     pub(crate) include_usage: bool,
+    /// Chat: how the reply is split.
+    pub(crate) reply: Option<ReplySetup>,
+    /// The request asked for log-probabilities.
+    pub(crate) logprobs: bool,
 }
 
 impl Meta {
@@ -620,17 +660,29 @@ impl Meta {
         })
     }
 
+    /// A choice's `logprobs` value for `tokens` (`offset`: completions'
+    /// characters of reply text before them); null when not asked for.
+    fn logprobs(&self, st: &Shared, tokens: &[TokenLogprobs], offset: usize) -> Value {
+        if !self.logprobs {
+            return Value::Null;
+        }
+        let tk = &st.files.tokenizer;
+        if self.chat {
+            sampling_options::chat_logprobs(tk, tokens)
+        } else {
+            sampling_options::completion_logprobs(tk, tokens, offset)
+        }
+    }
+
     /// One streamed chunk with `text` (chat: a delta) and maybe a finish reason.
-    pub(crate) fn chunk(&self, text: Option<&str>, finish: Option<Finish>, first: bool) -> Value {
-        let finish = finish.map(Finish::as_str);
+    pub(crate) fn chunk(&self, text: Option<&str>, finish: Option<&str>, first: bool) -> Value {
         let mut v = if self.chat {
             let delta = match (first, text) {
                 (true, _) => json!({"role": "assistant", "content": ""}),
                 (false, Some(t)) => json!({"content": t}),
                 (false, None) => json!({}),
             };
-            json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                   "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]})
+            self.delta_chunk(delta, finish)
         } else {
             json!({"id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
                    "choices": [{"index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish}]})
@@ -638,6 +690,55 @@ impl Meta {
         if self.include_usage {
             v["usage"] = Value::Null;
         }
+        v
+    }
+
+    /// A chat chunk with this `delta`.
+    fn delta_chunk(&self, delta: Value, finish: Option<&str>) -> Value {
+        let mut v = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+               "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
+        if self.include_usage {
+            v["usage"] = Value::Null;
+        }
+        v
+    }
+
+    pub(crate) fn splitter(&self) -> Option<ReplySplitter> {
+        self.reply.clone().map(ReplySplitter::new)
+    }
+
+    /// The chunks of a piece of reply text (chat: its reasoning, text and
+    /// tool-call deltas as they complete).
+    pub(crate) fn text_chunks(&self, split: &mut Option<ReplySplitter>, text: &str) -> Vec<Value> {
+        match split {
+            Some(s) => s
+                .push(text)
+                .iter()
+                .map(|p| self.delta_chunk(tool_calls_reply::delta(p), None))
+                .collect(),
+            None if text.is_empty() => Vec::new(),
+            None => vec![self.chunk(Some(text), None, false)],
+        }
+    }
+
+    /// The last chunks: what the splitter held, then the finish reason.
+    pub(crate) fn end_chunks(
+        &self,
+        split: &mut Option<ReplySplitter>,
+        finish: Finish,
+    ) -> Vec<Value> {
+        let mut v: Vec<Value> = match split {
+            Some(s) => s
+                .finish()
+                .iter()
+                .map(|p| self.delta_chunk(tool_calls_reply::delta(p), None))
+                .collect(),
+            None => Vec::new(),
+        };
+        let reason = split
+            .as_ref()
+            .map_or(finish.as_str(), |s| s.finish_reason(finish));
+        v.push(self.chunk(None, Some(reason), false));
         v
     }
 }
@@ -648,6 +749,10 @@ pub(crate) struct Reply<'t> {
     stop: StopMatcher,
     pub(crate) tokens: usize,
     pub(crate) cached: usize,
+    /// Log-probabilities of tokens not yet sent (streaming) or of all (whole).
+    logprobs: Vec<TokenLogprobs>,
+    /// Completions: characters of reply text the sent log-probabilities cover.
+    lp_offset: usize,
     /// Set when a stop string ends the reply (see [`JobOptions::ended`]).
     ended: Arc<AtomicBool>,
 }
@@ -671,14 +776,28 @@ impl<'t> Reply<'t> {
             stop: StopMatcher::new(stop),
             tokens: 0,
             cached: 0,
+            logprobs: Vec::new(),
+            lp_offset: 0,
             ended,
         }
+    }
+
+    /// The log-probabilities gathered since the last call, as a chunk's value.
+    pub(crate) fn take_logprobs(&mut self, st: &Shared, meta: &Meta) -> Value {
+        let tokens = std::mem::take(&mut self.logprobs);
+        let v = meta.logprobs(st, &tokens, self.lp_offset);
+        self.lp_offset += sampling_options::text_chars(&st.files.tokenizer, &tokens);
+        v
     }
 
     pub(crate) fn on(&mut self, ev: Option<Event>) -> Option<Step> {
         match ev {
             Some(Event::Admitted { cached }) => {
                 self.cached = cached;
+                None
+            }
+            Some(Event::Logprobs(lp)) => {
+                self.logprobs.push(lp);
                 None
             }
             Some(Event::Token(t)) => {
@@ -736,6 +855,7 @@ fn stream(
         let _held = end.held;
         let mut abort = st.0.abort.subscribe();
         let mut reply = Reply::new(&st.0, &prompt, stop, end.ended);
+        let mut split = meta.splitter();
         if meta.chat {
             yield sse_json(&meta.chunk(None, None, true));
         }
@@ -743,14 +863,30 @@ fn stream(
             let ev = next_event(&mut rx, &mut abort).await;
             match reply.on(ev) {
                 Some(Step::Text(t)) if !t.is_empty() => {
-                    yield sse_json(&meta.chunk(Some(&t), None, false));
+                    let mut chunks = meta.text_chunks(&mut split, &t);
+                    // Log-probabilities ride on the next chunk that goes out
+                    // (the splitter may hold text back: partial tags, calls).
+                    if let Some(first) = chunks.first_mut() {
+                        if meta.logprobs {
+                            first["choices"][0]["logprobs"] = reply.take_logprobs(&st.0, &meta);
+                        }
+                    }
+                    for c in chunks {
+                        yield sse_json(&c);
+                    }
                 }
                 None | Some(Step::Text(_)) => {}
                 Some(Step::End { text, finish }) => {
-                    if !text.is_empty() {
-                        yield sse_json(&meta.chunk(Some(&text), None, false));
+                    let mut chunks = meta.text_chunks(&mut split, &text);
+                    chunks.extend(meta.end_chunks(&mut split, finish));
+                    if let Some(first) = chunks.first_mut() {
+                        if meta.logprobs {
+                            first["choices"][0]["logprobs"] = reply.take_logprobs(&st.0, &meta);
+                        }
                     }
-                    yield sse_json(&meta.chunk(None, Some(finish), false));
+                    for c in chunks {
+                        yield sse_json(&c);
+                    }
                     break;
                 }
                 Some(Step::Failed(e)) => {
@@ -769,6 +905,27 @@ fn stream(
         yield Ok(SseEvent::default().data("[DONE]"));
     };
     Sse::new(events).into_response()
+}
+
+/// Choice `index` of a whole reply: chat, its message (reasoning, text and
+/// tool calls split); completions, its text; with its log-probabilities.
+pub(crate) fn whole_choice(
+    st: &Shared,
+    meta: &Meta,
+    reply: &mut Reply,
+    text: &str,
+    finish: Finish,
+    index: usize,
+) -> Value {
+    let logprobs = reply.take_logprobs(st, meta);
+    if let Some(mut split) = meta.splitter() {
+        let mut parts = split.push(text);
+        parts.extend(split.finish());
+        json!({"index": index, "message": tool_calls_reply::message(&parts), "logprobs": logprobs,
+               "finish_reason": split.finish_reason(finish)})
+    } else {
+        json!({"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish.as_str()})
+    }
 }
 
 /// A non-streaming reply: the whole text once it is over.
@@ -797,11 +954,7 @@ async fn whole(
     };
     drop(rx);
     let usage = meta.usage(reply.tokens, reply.cached);
-    let choice = if meta.chat {
-        json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": finish.as_str()})
-    } else {
-        json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish.as_str()})
-    };
+    let choice = whole_choice(&st.0, &meta, &mut reply, &text, finish, 0);
     let object = if meta.chat {
         "chat.completion"
     } else {

@@ -219,6 +219,115 @@ pub fn tools(body: &Json) -> Result<Vec<Json>, ApiError> {
     Ok(list.clone())
 }
 
+/// `tool_choice`: whether and how the reply may call the request's tools.
+/// `Required` and `Function` are kept to by constraining decoding (the
+/// grammar the sampler follows); every choice but `None` has the reply's
+/// calls parsed into `tool_calls`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolChoice {
+    /// No calls: the reply is text, and `<tool_call>` blocks in it stay
+    /// text. The tools are still given to the template (as vLLM does), so
+    /// the model knows them.
+    None,
+    /// The model decides (the default when `tools` are given).
+    Auto,
+    /// At least one call, of any of the tools.
+    Required,
+    /// A call of this function (`{"type": "function", "function": {"name": ...}}`).
+    Function(String),
+}
+
+impl ToolChoice {
+    /// Whether the reply's `<tool_call>` blocks are read as calls.
+    pub fn parses_calls(&self) -> bool {
+        !matches!(self, ToolChoice::None)
+    }
+
+    /// Whether decoding must produce a call (`required` or a named function).
+    pub fn forces_call(&self) -> bool {
+        matches!(self, ToolChoice::Required | ToolChoice::Function(_))
+    }
+}
+
+/// The request's `tool_choice`, checked against its `tools` (already read
+/// by [`tools`]): absent, it is `auto` with tools and `none` without.
+pub fn tool_choice(body: &Json, tools: &[Json]) -> Result<ToolChoice, ApiError> {
+    const PARAM: &str = "tool_choice";
+    let names: Vec<&str> = tools
+        .iter()
+        .filter_map(|t| t.get("function")?.get("name")?.as_str())
+        .collect();
+    let choice = match field(body, PARAM) {
+        None if tools.is_empty() => return Ok(ToolChoice::None),
+        None => return Ok(ToolChoice::Auto),
+        Some(Json::String(s)) => match s.as_str() {
+            "none" => ToolChoice::None,
+            "auto" => ToolChoice::Auto,
+            "required" => ToolChoice::Required,
+            other => {
+                return Err(ApiError::invalid(
+                    format!("`{PARAM}` must be \"none\", \"auto\", \"required\" or {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}, got {other:?}"),
+                    Some(PARAM),
+                ))
+            }
+        },
+        Some(obj @ Json::Object(_)) => {
+            let kind = optional_string(obj, "type", PARAM)?;
+            if kind.as_deref() != Some("function") {
+                let p = format!("{PARAM}.type");
+                let got = kind.map_or("nothing".to_owned(), |k| format!("{k:?}"));
+                return Err(ApiError::invalid(
+                    format!("`{p}` must be \"function\", got {got}"),
+                    Some(&p),
+                ));
+            }
+            let fparam = format!("{PARAM}.function");
+            let function = match field(obj, "function") {
+                Some(f @ Json::Object(_)) => f,
+                Some(other) => return Err(type_error(&fparam, "an object", other)),
+                None => {
+                    return Err(
+                        ApiError::invalid(format!("`{fparam}` is required"), Some(&fparam))
+                            .with_code("missing_required_parameter"),
+                    )
+                }
+            };
+            let name = required_string(function, "name", &fparam)?;
+            if !names.contains(&name.as_str()) {
+                let offered = names.join(", ");
+                return Err(ApiError::invalid(
+                    format!("`{PARAM}` names the function {name:?}, which is not in `tools` (offered: {offered})"),
+                    Some(PARAM),
+                ));
+            }
+            ToolChoice::Function(name)
+        }
+        Some(other) => {
+            return Err(type_error(
+                PARAM,
+                "a string or a {\"type\": \"function\", ...} object",
+                other,
+            ))
+        }
+    };
+    if choice.forces_call() && tools.is_empty() {
+        return Err(ApiError::invalid(
+            format!("`{PARAM}` asks for a tool call, but the request has no `tools`"),
+            Some(PARAM),
+        ));
+    }
+    Ok(choice)
+}
+
+/// The request's `parallel_tool_calls` (default true: several calls per reply).
+pub fn parallel_tool_calls(body: &Json) -> Result<bool, ApiError> {
+    match field(body, "parallel_tool_calls") {
+        None => Ok(true),
+        Some(Json::Bool(b)) => Ok(*b),
+        Some(other) => Err(type_error("parallel_tool_calls", "a boolean", other)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,6 +396,68 @@ mod tests {
         assert_eq!(
             tools_param(r#"{"tools": {"type": "function"}}"#).as_deref(),
             Some("tools")
+        );
+    }
+
+    fn choice(text: &str) -> Result<ToolChoice, ApiError> {
+        let body = parse(text);
+        let tools = tools(&body).expect("tools");
+        tool_choice(&body, &tools)
+    }
+
+    const F: &str = r#""tools": [{"type": "function", "function": {"name": "f"}}]"#;
+
+    #[test]
+    fn tool_choice_is_read_and_checked_against_the_tools() {
+        assert_eq!(choice("{}").expect("ok"), ToolChoice::None);
+        assert_eq!(choice(&format!("{{{F}}}")).expect("ok"), ToolChoice::Auto);
+        for (text, want) in [
+            ("\"none\"", ToolChoice::None),
+            ("\"auto\"", ToolChoice::Auto),
+            ("\"required\"", ToolChoice::Required),
+            (
+                r#"{"type": "function", "function": {"name": "f"}}"#,
+                ToolChoice::Function("f".into()),
+            ),
+        ] {
+            let body = format!(r#"{{{F}, "tool_choice": {text}}}"#);
+            assert_eq!(choice(&body).expect(text), want);
+        }
+        // `auto` / `none` without tools are fine; forcing a call is not.
+        assert_eq!(
+            choice(r#"{"tool_choice": "auto"}"#).expect("ok"),
+            ToolChoice::Auto
+        );
+        let param = |text: &str| choice(text).expect_err(text).param;
+        assert_eq!(
+            param(r#"{"tool_choice": "required"}"#).as_deref(),
+            Some("tool_choice")
+        );
+        for (bad, p) in [
+            (r#""sometimes""#, "tool_choice"),
+            ("3", "tool_choice"),
+            (
+                r#"{"type": "function", "function": {"name": "g"}}"#,
+                "tool_choice",
+            ),
+            (r#"{"type": "custom"}"#, "tool_choice.type"),
+            (r#"{"type": "function"}"#, "tool_choice.function"),
+            (
+                r#"{"type": "function", "function": {}}"#,
+                "tool_choice.function.name",
+            ),
+        ] {
+            let body = format!(r#"{{{F}, "tool_choice": {bad}}}"#);
+            assert_eq!(param(&body).as_deref(), Some(p), "{bad}");
+        }
+        assert!(parallel_tool_calls(&parse("{}")).expect("default"));
+        assert!(!parallel_tool_calls(&parse(r#"{"parallel_tool_calls": false}"#)).expect("ok"));
+        assert_eq!(
+            parallel_tool_calls(&parse(r#"{"parallel_tool_calls": "no"}"#))
+                .expect_err("refused")
+                .param
+                .as_deref(),
+            Some("parallel_tool_calls")
         );
     }
 }

@@ -16,8 +16,8 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 
 use crate::api::ApiError;
-use crate::app::{next_event, sse_json, AppState, Held, Meta, Reply, Step};
-use crate::scheduler::{Event, Finish};
+use crate::app::{next_event, sse_json, whole_choice, AppState, Held, Meta, Reply, Step};
+use crate::scheduler::Event;
 
 /// One choice's receiver and its stop flag.
 pub(crate) type Choice = (UnboundedReceiver<Event>, Arc<AtomicBool>);
@@ -26,11 +26,9 @@ pub(crate) type Choice = (UnboundedReceiver<Event>, Arc<AtomicBool>);
 enum Out {
     /// A stream chunk, its index set.
     Chunk(Value),
-    /// The choice is over.
+    /// The choice is over (`choice`: its whole-reply value, when not streaming).
     End {
-        index: usize,
-        text: String,
-        finish: Finish,
+        choice: Option<Value>,
         tokens: usize,
         cached: usize,
     },
@@ -44,7 +42,10 @@ fn indexed(mut v: Value, index: usize) -> Value {
 }
 
 /// Runs one choice until its reply ends, the client goes away (`out`
-/// closed: dropping `rx` then cancels it in the engine) or the server aborts.
+/// closed: dropping `rx` then cancels it in the engine) or the server
+/// aborts. Its chunks are the single-choice stream's (reasoning, text and
+/// tool-call deltas, log-probabilities on the first chunk that goes out),
+/// renumbered.
 #[allow(clippy::too_many_arguments)]
 async fn run_choice(
     st: AppState,
@@ -58,7 +59,18 @@ async fn run_choice(
 ) {
     let mut abort = st.0.abort.subscribe();
     let mut reply = Reply::new(&st.0, &prompt, stop, ended);
+    let mut split = meta.splitter();
     let mut text = String::new();
+    let send = |mut chunks: Vec<Value>, reply: &mut Reply| {
+        if let Some(first) = chunks.first_mut() {
+            if meta.logprobs {
+                first["choices"][0]["logprobs"] = reply.take_logprobs(&st.0, &meta);
+            }
+        }
+        for c in chunks {
+            let _ = out.send(Out::Chunk(indexed(c, index)));
+        }
+    };
     loop {
         let ev = tokio::select! {
             ev = next_event(&mut rx, &mut abort) => ev,
@@ -70,31 +82,21 @@ async fn run_choice(
                 if !streaming {
                     text.push_str(&t);
                 } else if !t.is_empty() {
-                    let _ = out.send(Out::Chunk(indexed(
-                        meta.chunk(Some(&t), None, false),
-                        index,
-                    )));
+                    send(meta.text_chunks(&mut split, &t), &mut reply);
                 }
             }
             Some(Step::End { text: t, finish }) => {
-                if !streaming {
-                    text.push_str(&t);
+                let choice = if streaming {
+                    let mut chunks = meta.text_chunks(&mut split, &t);
+                    chunks.extend(meta.end_chunks(&mut split, finish));
+                    send(chunks, &mut reply);
+                    None
                 } else {
-                    if !t.is_empty() {
-                        let _ = out.send(Out::Chunk(indexed(
-                            meta.chunk(Some(&t), None, false),
-                            index,
-                        )));
-                    }
-                    let _ = out.send(Out::Chunk(indexed(
-                        meta.chunk(None, Some(finish), false),
-                        index,
-                    )));
-                }
+                    text.push_str(&t);
+                    Some(whole_choice(&st.0, &meta, &mut reply, &text, finish, index))
+                };
                 let _ = out.send(Out::End {
-                    index,
-                    text,
-                    finish,
+                    choice,
                     tokens: reply.tokens,
                     cached: reply.cached,
                 });
@@ -195,19 +197,16 @@ pub(crate) async fn whole(
     let n = choices.len();
     let meta = Arc::new(meta);
     let mut rx = spawn_choices(&st, &meta, &prompt, &stop, choices, false);
-    let mut ends: Vec<Option<(String, Finish)>> = vec![None; n];
-    let (mut tokens, mut cached, mut left) = (0, 0, n);
-    while left > 0 {
+    let mut choices: Vec<Value> = Vec::with_capacity(n);
+    let (mut tokens, mut cached) = (0, 0);
+    while choices.len() < n {
         match rx.recv().await {
             Some(Out::End {
-                index,
-                text,
-                finish,
+                choice,
                 tokens: t,
                 cached: c,
             }) => {
-                ends[index] = Some((text, finish));
-                left -= 1;
+                choices.extend(choice);
                 tokens += t;
                 cached = c;
             }
@@ -216,21 +215,7 @@ pub(crate) async fn whole(
             None => return Err(ApiError::server("the engine stopped")),
         }
     }
-    let choices: Vec<Value> = ends
-        .into_iter()
-        .enumerate()
-        .map(|(index, end)| {
-            // Every choice reported its end (the loop above counts them).
-            let (text, finish) = end.unwrap_or((String::new(), Finish::Length));
-            let finish = finish.as_str();
-            if meta.chat {
-                json!({"index": index, "message": {"role": "assistant", "content": text},
-                       "logprobs": null, "finish_reason": finish})
-            } else {
-                json!({"index": index, "text": text, "logprobs": null, "finish_reason": finish})
-            }
-        })
-        .collect();
+    choices.sort_by_key(|c| c["index"].as_u64());
     let object = if meta.chat {
         "chat.completion"
     } else {

@@ -17,7 +17,11 @@
 //!   detokenization, shared with the `qwgpu` CLI;
 //! - [`chat_request`], [`ordered_json`]: a chat request's messages (tool
 //!   calls, reasoning, tool turns, content parts) and tools, read for the
-//!   template with their keys in the order the client wrote them.
+//!   template with their keys in the order the client wrote them, and
+//!   `tool_choice`;
+//! - [`reasoning`], [`tool_calls`], [`tool_calls_stream`],
+//!   [`tool_calls_reply`]: a chat reply split into `reasoning_content`,
+//!   `content` and OpenAI `tool_calls` (Qwen3.5's XML calls), streamed or whole.
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
@@ -48,10 +52,16 @@ pub mod ordered_json;
 mod prefill;
 pub mod prefix_cache;
 mod py_json;
+pub mod reasoning;
 pub mod request_options;
+pub mod sampling_options;
 pub mod scheduler;
 pub mod stop;
 pub mod tokenize;
+pub mod tool_calls;
+mod tool_calls_python;
+pub mod tool_calls_reply;
+pub mod tool_calls_stream;
 
 #[cfg(test)]
 mod chunked_prefill_tests;

@@ -51,6 +51,9 @@ pub struct ServeOptions {
     pub api_key: Option<String>,
     /// Origins allowed by CORS on `/v1/*` (`*`: any); empty: no CORS headers.
     pub cors_origins: Vec<String>,
+    /// A chat request's `enable_thinking` when its `chat_template_kwargs`
+    /// give none; `None` leaves the template's default (Qwen3.5: thinking on).
+    pub default_enable_thinking: Option<bool>,
     pub load: LoadOptions,
 }
 
@@ -80,6 +83,7 @@ impl ServeOptions {
             drain_timeout: Duration::from_secs(30),
             api_key: None,
             cors_origins: Vec::new(),
+            default_enable_thinking: None,
             load: LoadOptions::default(),
         }
     }

@@ -140,6 +140,10 @@ impl Engine {
             mut pos,
             ..
         } = p;
+        let controls = qwgpu_model::engine::StepControls {
+            top_logprobs: job.top_logprobs,
+            mask: None,
+        };
         let mut forked = Vec::new();
         if !job.opts.forks.is_empty() {
             let last = job.prompt.len() - 1;
@@ -158,9 +162,15 @@ impl Engine {
                 };
                 let first = self.model.fork(&session).and_then(|mut s| {
                     self.model.set_seed(&mut s, f.seed);
-                    let t = self
-                        .model
-                        .sample_next(&mut s, &job.prompt[last..], &job.params)?;
+                    let t = self.model.sample_step(
+                        &mut s,
+                        &job.prompt[last..],
+                        &job.params,
+                        qwgpu_model::engine::StepControls {
+                            top_logprobs: job.top_logprobs,
+                            mask: None,
+                        },
+                    )?;
                     Ok((s, t))
                 });
                 Metrics::add(&self.metrics.prefill_tokens, 1);
@@ -169,10 +179,12 @@ impl Engine {
                         id,
                         session: s,
                         ids: job.prompt.clone(),
-                        next: t,
+                        next: t.token,
                         generated: 0,
                         max_tokens: job.max_tokens,
                         params: job.params,
+                        top_logprobs: job.top_logprobs,
+                        next_logprobs: crate::sampling_options::TokenLogprobs::from_sampled(&t),
                         events: f.events,
                         opts,
                         last_token: None,
@@ -184,26 +196,29 @@ impl Engine {
                 }
             }
         }
-        let first = match self
-            .model
-            .sample_next(&mut session, &job.prompt[pos..], &job.params)
-        {
-            Ok(t) => t,
-            Err(e) => {
-                // The forks made so far go on: they have their first token.
-                self.refuse(&job, AdmissionFailure::Prefill, &e);
-                return self.deliver_all(forked);
-            }
-        };
+        let first =
+            match self
+                .model
+                .sample_step(&mut session, &job.prompt[pos..], &job.params, controls)
+            {
+                Ok(t) => t,
+                Err(e) => {
+                    // The forks made so far go on: they have their first token.
+                    self.refuse(&job, AdmissionFailure::Prefill, &e);
+                    return self.deliver_all(forked);
+                }
+            };
         self.remember(&job.prompt, &session);
         let a = Active {
             id,
             session,
             ids: job.prompt,
-            next: first,
+            next: first.token,
             generated: 0,
             max_tokens: job.max_tokens,
             params: job.params,
+            top_logprobs: job.top_logprobs,
+            next_logprobs: crate::sampling_options::TokenLogprobs::from_sampled(&first),
             events: job.events,
             opts: job.opts,
             last_token: None,

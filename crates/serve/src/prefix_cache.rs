@@ -128,10 +128,14 @@ pub fn snapshot_bytes(cfg: &TextConfig, position: usize) -> u64 {
     floats * 4
 }
 
-/// Bytes a cache entry keeps besides the state: its token ids (4 per
-/// token) and the entry's own bookkeeping (the entry, the snapshot's
-/// headers and the allocator's rounding of each).
-pub const ENTRY_OVERHEAD: u64 = 512;
+/// Bytes a cache entry keeps besides the state and the token ids: the
+/// entry's own bookkeeping (the entry, the snapshot's headers and the
+/// allocator's rounding of each).
+pub const ENTRY_OVERHEAD: u64 = 1024;
+
+/// Bytes per token of ids an entry keeps: its key (4), and the snapshot's
+/// token log for the penalties (consumed and generated ids, 4 each at most).
+const ID_BYTES: u64 = 12;
 
 /// Bytes one GPU state buffer of a snapshot keeps beyond its contents:
 /// wgpu's tracking of the buffer and the memory allocator's rounding. A GPU
@@ -140,7 +144,7 @@ pub const ENTRY_OVERHEAD: u64 = 512;
 pub const GPU_BUFFER_OVERHEAD: u64 = 2048;
 
 /// What a cache entry of `position` tokens really holds: the state
-/// ([`snapshot_bytes`]), its ids, and the per-entry and (on the GPU)
+/// ([`snapshot_bytes`]), its ids (key and token log), and the per-entry and (on the GPU)
 /// per-buffer overheads. `--cache-mem` budgets this, so the process grows
 /// by what `/metrics` reports.
 pub fn entry_bytes(cfg: &TextConfig, position: usize, gpu: bool) -> u64 {
@@ -149,7 +153,7 @@ pub fn entry_bytes(cfg: &TextConfig, position: usize, gpu: bool) -> u64 {
     } else {
         0
     };
-    snapshot_bytes(cfg, position) + 4 * position as u64 + ENTRY_OVERHEAD + buffers
+    snapshot_bytes(cfg, position) + ID_BYTES * position as u64 + ENTRY_OVERHEAD + buffers
 }
 
 #[cfg(test)]

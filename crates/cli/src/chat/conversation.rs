@@ -83,6 +83,13 @@ pub struct Plan {
     split: usize,
 }
 
+impl Plan {
+    /// The rendered conversation, ending with the generation prompt.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
 pub struct Conversation<'a> {
     setup: Setup<'a>,
     /// The messages so far (a system message first when given).

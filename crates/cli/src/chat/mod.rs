@@ -5,6 +5,7 @@
 mod conversation;
 mod interrupt;
 mod saved;
+mod thinking;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use crate::output::Output;
 use crate::prompt;
 use crate::sampling::{check_max_tokens, SamplingFlags};
 use conversation::{Conversation, Setup, Stop, TurnReport};
+use thinking::{ThinkingFilter, ThinkingView};
 
 #[derive(Args, Debug)]
 pub struct ChatArgs {
@@ -34,6 +36,10 @@ pub struct ChatArgs {
     /// block); unset leaves the template's default.
     #[arg(long)]
     enable_thinking: Option<bool>,
+    /// Show only the answer, not the reasoning before `</think>` (shown dimmed on a
+    /// terminal; written as generated when stdout is not a terminal).
+    #[arg(long)]
+    hide_thinking: bool,
     /// Most tokens per reply (at least 1).
     #[arg(long, default_value_t = 1024)]
     max_tokens: usize,
@@ -108,6 +114,7 @@ pub fn run(args: &ChatArgs) -> Result<()> {
     }
     let mut input = stdin.lock();
     let mut out = Output::stdout();
+    let view = ThinkingView::choose(args.hide_thinking, std::io::stdout().is_terminal());
     let mut turn = 0usize;
     let mut line = Vec::new();
     loop {
@@ -151,11 +158,14 @@ pub fn run(args: &ChatArgs) -> Result<()> {
         };
         turn += 1;
         let replying = interrupt::Replying::start();
+        let mut shown = ThinkingFilter::new(view, plan.text());
         let report = chat
-            .run(plan, &mut |piece| out.write(piece), &|| replying.stopped())
+            .run(plan, &mut |piece| out.write(&shown.push(piece)), &|| {
+                replying.stopped()
+            })
             .with_context(|| format!("turn {turn}"))?;
         drop(replying);
-        if report.stop == Stop::Closed || !out.write("\n")? {
+        if report.stop == Stop::Closed || !out.write(&(shown.finish() + "\n"))? {
             // The reader is gone (`| head`): nothing more to say.
             return Ok(());
         }

@@ -61,6 +61,11 @@ pub struct ScoreArgs {
     adapter: Option<String>,
     #[command(flatten)]
     precision: PrecisionFlag,
+    /// Precision of the `--reference` checkpoint's GEMMs (default: the
+    /// model's). `--reference` = `--model` with `--precision fast
+    /// --reference-precision exact` measures what the fast path moves.
+    #[arg(long, value_enum)]
+    reference_precision: Option<crate::load::Precision>,
 }
 
 /// Logits read back per step at most (rows × vocab floats): a window of a
@@ -157,7 +162,13 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
     ));
     let model = load_and_report(&model_dir, &opts, started)?;
     let reference = match &args.reference {
-        Some(dir) => Some(load_and_report(dir, &opts, Instant::now())?),
+        Some(dir) => {
+            let mut ropts = opts.clone();
+            if let Some(p) = args.reference_precision {
+                ropts.gpu.precision = p.into();
+            }
+            Some(load_and_report(dir, &ropts, Instant::now())?)
+        }
         None => None,
     };
     let t0 = Instant::now();

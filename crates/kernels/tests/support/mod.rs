@@ -113,6 +113,9 @@ pub fn normal_data(rng: &mut Rng, dtype: Dtype, n: usize) -> Vec<u8> {
                     break b;
                 }
             }),
+            Dtype::I32 | Dtype::I64 => {
+                panic!("I32 is the 4-bit words' type, not an element format")
+            }
         }
     }
     out

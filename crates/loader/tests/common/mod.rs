@@ -92,6 +92,7 @@ pub fn raw_values(t: &SourceTensor<'_>) -> Vec<f32> {
             .collect(),
         Dtype::F8E4M3 => t.bytes.iter().map(|&b| e4m3fn_to_f32(b)).collect(),
         Dtype::F8E5M2 => t.bytes.iter().map(|&b| e5m2_to_f32(b)).collect(),
+        Dtype::I32 | Dtype::I64 => panic!("`{}`: I32 is not a float weight", t.name),
     }
 }
 

@@ -110,6 +110,13 @@ impl<'a> Uploader<'a> {
     }
 
     fn weight_inner(&mut self, w: &PackedWeight) -> Result<GpuWeight, ModelError> {
+        if let Some(q) = w.int4() {
+            // 4-bit weights are repacked on the host by the loader (never
+            // left in the checkpoint): one upload of the packed words.
+            let g = GpuWeight::upload(self.ctx, w)?;
+            (self.progress)((q.words.len() * 4 + q.scales.len() * 4 + q.zeros.len()) as u64);
+            return Ok(g);
+        }
         let format = WeightFormat::from_dtype(w.dtype);
         let row_src = w.cols * format.size();
         let row_bytes = stride_words(w.cols, format) * 4;

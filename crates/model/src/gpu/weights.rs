@@ -61,9 +61,12 @@ pub(crate) fn check_shapes(m: &PackedModel) -> Result<(), ModelError> {
 pub(crate) fn gpu_bytes(m: &PackedModel) -> u64 {
     m.weights()
         .iter()
-        .map(|w| {
-            let f = qwgpu_kernels::WeightFormat::from_dtype(w.dtype);
-            (w.rows * qwgpu_kernels::weights::stride_words(w.cols, f) * 4 + w.rows * 4) as u64
+        .map(|w| match w.int4() {
+            Some(q) => qwgpu_kernels::int4::gpu_bytes(&q),
+            None => {
+                let f = qwgpu_kernels::WeightFormat::from_dtype(w.dtype);
+                (w.rows * qwgpu_kernels::weights::stride_words(w.cols, f) * 4 + w.rows * 4) as u64
+            }
         })
         .sum()
 }

@@ -1,0 +1,856 @@
+//! 4-bit weights (`qwgpu_kernels::int4`, formats Q4 / Q4F32) on every matmul
+//! kernel against the CPU: the GEMV, the small-T GEMV in several shapes, the
+//! tile GEMM, the fused-norm GEMV, the expert-indexed and the grouped MoE
+//! kernels, weights split into pieces.
+//!
+//! The test draws the integer matrix `q`, the scales and the zero points, and
+//! computes the reference weight `(q − zero) · scale` from them directly (the
+//! packed words go only to the GPU; `qwgpu_ops::int4::dequantize` of those
+//! words is checked against the same weight). Reference dot products in f64.
+//!
+//! Tolerance per output (as tests/matmul.rs):
+//! `|got − want| ≤ 2e-5 · Σ|xᵢ·wᵢ| + 1e-5 · |want|` (f32 sums in another order; the kernels scale each
+//! 32-column or 4-column partial sum instead of each product); for SwiGLU
+//! each half's error is propagated. Everything outside the written region
+//! keeps its bits (NaN poison in y, NaN in x outside its rows).
+
+use qwgpu_kernels::int4::{upload_int4, upload_int4_pieces, Int4Host};
+use qwgpu_kernels::matmul::{
+    matmul, matmul_gemv_with, matmul_indexed, matmul_normed, matmul_with, Epilogue, FusedNorm,
+    IndexedArgs, MatmulArgs, MatmulPath,
+};
+use qwgpu_kernels::moe::grouped::{matmul_grouped, moe_group, GroupScratch, GroupedArgs};
+use qwgpu_kernels::view::{Dtype as QDtype, TensorView};
+use qwgpu_kernels::{testing, Dispatch, GpuContext, GpuWeight, KernelError, SmallT, WeightFormat};
+
+mod support;
+use qwgpu_ops::rng::Rng;
+
+const EPILOGUES: [Epilogue; 3] = [Epilogue::Store, Epilogue::Accumulate, Epilogue::SwiGlu];
+const REL: f64 = 2e-5;
+
+/// A random 4-bit weight: the host form and the reference f32 weight.
+struct Q4 {
+    rows: usize,
+    cols: usize,
+    group: usize,
+    words: Vec<u32>,
+    scales: Vec<f32>,
+    zeros: Vec<u8>,
+    w: Vec<f32>,
+}
+
+impl Q4 {
+    fn host(&self) -> Int4Host<'_> {
+        Int4Host {
+            rows: self.rows,
+            cols: self.cols,
+            group_size: self.group,
+            words: &self.words,
+            scales: &self.scales,
+            zeros: &self.zeros,
+        }
+    }
+}
+
+fn nibble(rng: &mut Rng) -> u32 {
+    ((rng.uniform() * 16.0) as u32).min(15)
+}
+
+/// `[rows, cols]` in groups of `group` columns; scales 0.25..2, rounded to
+/// f16 when `f16_scales` (format Q4), else arbitrary f32 (Q4F32).
+fn make_q4(rng: &mut Rng, rows: usize, cols: usize, group: usize, f16_scales: bool) -> Q4 {
+    let ng = cols.div_ceil(group);
+    let wpr = cols.div_ceil(8);
+    let scales: Vec<f32> = (0..rows * ng)
+        .map(|_| {
+            let s = 0.25 + 1.75 * rng.uniform();
+            if f16_scales {
+                half::f16::from_f32(s).to_f32()
+            } else {
+                s
+            }
+        })
+        .collect();
+    let zeros: Vec<u8> = (0..rows * ng).map(|_| nibble(rng) as u8).collect();
+    let mut words = vec![0u32; rows * wpr];
+    let mut w = vec![0f32; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            let q = nibble(rng);
+            words[r * wpr + c / 8] |= q << (4 * (c % 8));
+            let g = r * ng + c / group;
+            w[r * cols + c] = ((q as f64 - zeros[g] as f64) * scales[g] as f64) as f32;
+        }
+    }
+    let deq = qwgpu_ops::int4::dequantize(rows, cols, group, &words, &scales, &zeros);
+    assert_eq!(deq, w, "qwgpu_ops::int4::dequantize of the packed words");
+    Q4 {
+        rows,
+        cols,
+        group,
+        words,
+        scales,
+        zeros,
+        w,
+    }
+}
+
+fn upload(ctx: &GpuContext, q: &Q4, f16_scales: bool) -> GpuWeight {
+    let name = format!("q4 [{r}, {c}] g{g}", r = q.rows, c = q.cols, g = q.group);
+    let gw = upload_int4(ctx, &name, &q.host()).unwrap();
+    let want = if f16_scales {
+        WeightFormat::Q4
+    } else {
+        WeightFormat::Q4F32
+    };
+    assert_eq!(gw.format, want, "{name}");
+    gw
+}
+
+fn run(ctx: &GpuContext, d: &[Dispatch]) {
+    let refs: Vec<&Dispatch> = d.iter().collect();
+    ctx.run("int4 matmul test", &refs).unwrap();
+}
+
+/// x buffer of `rows` rows of `cols` values (normal), `stride` apart from `offset`; NaN everywhere else.
+fn make_x(
+    rng: &mut Rng,
+    offset: usize,
+    stride: usize,
+    rows: usize,
+    cols: usize,
+) -> (Vec<f32>, Vec<Vec<f32>>) {
+    let len = offset + (rows - 1) * stride + cols + 3;
+    let mut buf = vec![f32::NAN; len];
+    let mut xrows = Vec::new();
+    for t in 0..rows {
+        let r = rng.normal_vec(cols);
+        buf[offset + t * stride..][..cols].copy_from_slice(&r);
+        xrows.push(r);
+    }
+    (buf, xrows)
+}
+
+type MatmulFn<'f> = &'f dyn Fn(
+    &GpuContext,
+    &GpuWeight,
+    &MatmulArgs,
+    Epilogue,
+) -> Result<Vec<Dispatch>, KernelError>;
+
+/// One dense matmul (launches from `launch`) with random offsets and strides
+/// (`aligned`: x offset and stride multiples of 4), checked against `w`.
+#[allow(clippy::too_many_arguments)]
+fn dense_case(
+    t: &testing::TestContext,
+    rng: &mut Rng,
+    gw: &GpuWeight,
+    w: &[f32],
+    tokens: usize,
+    epi: Epilogue,
+    what: &str,
+    launch: MatmulFn<'_>,
+    aligned: bool,
+) {
+    let ctx = &t.ctx;
+    let (rows, cols) = (gw.rows, gw.cols);
+    let swiglu = epi == Epilogue::SwiGlu;
+    let width = if swiglu { rows / 2 } else { rows };
+    let (x_off, x_stride) = if aligned {
+        (
+            4 * (rng.uniform() * 2.0) as usize,
+            cols.next_multiple_of(4) + 4 * (rng.uniform() * 2.0) as usize,
+        )
+    } else {
+        (
+            (rng.uniform() * 5.0) as usize,
+            cols + (rng.uniform() * 3.0) as usize,
+        )
+    };
+    let y_off = (rng.uniform() * 5.0) as usize;
+    let y_stride = width + (rng.uniform() * 3.0) as usize;
+    let (xbuf, xrows) = make_x(rng, x_off, x_stride, tokens, cols);
+    let ylen = y_off + (tokens - 1) * y_stride + width + 2;
+    let init: Vec<f32> = if epi == Epilogue::Accumulate {
+        rng.normal_vec(ylen)
+    } else {
+        vec![f32::NAN; ylen]
+    };
+    let x = ctx.upload("x", &xbuf).unwrap();
+    let y = ctx.upload("y", &init).unwrap();
+    let args = MatmulArgs {
+        x: &x,
+        x_offset: x_off as u32,
+        x_stride: x_stride as u32,
+        y: &y,
+        y_offset: y_off as u32,
+        y_stride: y_stride as u32,
+        t: tokens as u32,
+    };
+    let d = launch(ctx, gw, &args, epi)
+        .unwrap_or_else(|e| panic!("{t_name} {what}: {e}", t_name = t.name));
+    run(ctx, &d);
+    let got = ctx.read_f32(&y, 0, ylen).unwrap();
+    let mut want = vec![None; ylen];
+    for (ti, xr) in xrows.iter().enumerate() {
+        for c in 0..width {
+            let (mut v, mut tol) = support::expected(xr, w, cols, rows, c, swiglu, REL);
+            let i = y_off + ti * y_stride + c;
+            if epi == Epilogue::Accumulate {
+                v += init[i] as f64;
+                tol += 1e-6 * init[i].abs() as f64;
+            }
+            want[i] = Some((v, tol));
+        }
+    }
+    let what = format!(
+        "{t_name} {what} T={tokens} {epi:?} x_off {x_off} x_stride {x_stride} y_off {y_off} y_stride {y_stride}",
+        t_name = t.name
+    );
+    support::check(&got, &init, &want, &what);
+}
+
+/// (rows, cols, group): groups of 32 / 64 / 128 and one per row, columns not
+/// a multiple of the group, of 8 or of the 32-column chunk, rows not a
+/// multiple of the 4-row slots or the 64-row tiles; groups of 20 and 12
+/// (multiples of 4, not of 32: one scale lookup per 4 columns).
+const SHAPES: [(usize, usize, usize); 8] = [
+    (1, 8, 8),
+    (3, 13, 13),
+    (65, 200, 64),
+    (130, 260, 32),
+    (37, 300, 128),
+    (66, 100, 20),
+    (10, 1030, 128),
+    (34, 44, 12),
+];
+
+#[test]
+fn int4_matches_reference_on_every_path() {
+    let ts = [1usize, 3, 16, 17, 70, 2, 8];
+    for t in testing::contexts() {
+        let seed = testing::seed(0x5eed_4401);
+        let mut rng = Rng::new(seed);
+        for (si, &(rows, cols, group)) in SHAPES.iter().enumerate() {
+            for f16_scales in [true, false] {
+                let q = make_q4(&mut rng, rows, cols, group, f16_scales);
+                let gw = upload(&t.ctx, &q, f16_scales);
+                for (k, &epi) in EPILOGUES.iter().enumerate() {
+                    if epi == Epilogue::SwiGlu && rows % 2 == 1 {
+                        continue;
+                    }
+                    for j in 0..2 {
+                        let tokens = ts[(si + k + 3 * j + usize::from(f16_scales)) % ts.len()];
+                        let what = format!(
+                            "seed {seed:#x} {f:?} [{rows}, {cols}] group {group}",
+                            f = gw.format
+                        );
+                        let aligned = (si + k + j) % 2 == 0;
+                        dense_case(t, &mut rng, &gw, &q.w, tokens, epi, &what, &matmul, aligned);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every token count of the GEMV kernels and past them, on one weight.
+#[test]
+fn int4_every_token_count() {
+    for t in testing::contexts() {
+        let seed = testing::seed(0x5eed_4402);
+        let mut rng = Rng::new(seed);
+        let q = make_q4(&mut rng, 34, 76, 32, true);
+        let gw = upload(&t.ctx, &q, true);
+        for tokens in (1..=18).chain([65]) {
+            let epi = EPILOGUES[tokens % 3];
+            let what = format!("seed {seed:#x} [34, 76] group 32");
+            dense_case(
+                t,
+                &mut rng,
+                &gw,
+                &q.w,
+                tokens,
+                epi,
+                &what,
+                &matmul,
+                tokens % 2 == 0,
+            );
+        }
+    }
+}
+
+/// Every workgroup shape of the small-T GEMV, and the one-token kernel in
+/// blocks of 8 (`None`), on rows longer than one pass of the workgroup.
+#[test]
+fn int4_small_t_shapes() {
+    let shapes = [
+        Some(SmallT::DEFAULT),
+        Some(SmallT {
+            threads: 64,
+            quads: 1,
+            max_tokens: 16,
+            prefetch: false,
+        }),
+        Some(SmallT {
+            threads: 128,
+            quads: 4,
+            max_tokens: 5,
+            prefetch: true,
+        }),
+        Some(SmallT {
+            threads: 256,
+            quads: 8,
+            max_tokens: 8,
+            prefetch: false,
+        }),
+        None,
+    ];
+    for t in testing::contexts() {
+        let seed = testing::seed(0x5eed_4403);
+        let mut rng = Rng::new(seed);
+        for (rows, cols, group, f16) in
+            [(42usize, 4400usize, 128usize, true), (22, 1000, 20, false)]
+        {
+            let q = make_q4(&mut rng, rows, cols, group, f16);
+            let gw = upload(&t.ctx, &q, f16);
+            for (k, shape) in shapes.iter().enumerate() {
+                // T = 1 on a forced shape: the small-T kernel's one-token path.
+                for (j, tokens) in [3usize, 16, 1].into_iter().enumerate() {
+                    let epi = EPILOGUES[(k + j) % 3];
+                    let what = format!("seed {seed:#x} [{rows}, {cols}] group {group} {shape:?}");
+                    let launch = |ctx: &GpuContext, w: &GpuWeight, a: &MatmulArgs, e: Epilogue| {
+                        matmul_gemv_with(ctx, w, a, e, shape.as_ref())
+                    };
+                    dense_case(t, &mut rng, &gw, &q.w, tokens, epi, &what, &launch, j != 1);
+                }
+            }
+        }
+    }
+}
+
+/// Rows of more than 256 chunks of 32 columns (every GEMV thread loops), and
+/// a launch of 1000 workgroups (128-thread groups where the adapter's wave
+/// says so).
+#[test]
+fn int4_long_rows_and_wide_launches() {
+    for t in testing::contexts() {
+        let seed = testing::seed(0x5eed_4404);
+        let mut rng = Rng::new(seed);
+        for (rows, cols, group) in [(10usize, 8230usize, 128usize), (4000, 260, 64)] {
+            let q = make_q4(&mut rng, rows, cols, group, true);
+            let gw = upload(&t.ctx, &q, true);
+            for (tokens, epi) in [
+                (1, Epilogue::Store),
+                (1, Epilogue::SwiGlu),
+                (3, Epilogue::Accumulate),
+            ] {
+                let what = format!("seed {seed:#x} [{rows}, {cols}] group {group}");
+                dense_case(t, &mut rng, &gw, &q.w, tokens, epi, &what, &matmul, true);
+            }
+        }
+    }
+}
+
+/// A weight in several buffers computes the same, SwiGLU included where gate
+/// row j and up row j sit in different pieces.
+#[test]
+fn int4_over_split_weights() {
+    for t in testing::contexts() {
+        let seed = testing::seed(0x5eed_4405);
+        let mut rng = Rng::new(seed);
+        for (split, group) in [(vec![50usize, 47, 33], 64usize), (vec![1, 128, 1], 32)] {
+            let q = make_q4(&mut rng, 130, 140, group, true);
+            let gw = upload_int4_pieces(&t.ctx, "split", &q.host(), &split).unwrap();
+            assert_eq!(gw.pieces.len(), split.len());
+            for epi in EPILOGUES {
+                for tokens in [1, 5, 17] {
+                    let what = format!("seed {seed:#x} pieces {split:?} group {group}");
+                    dense_case(t, &mut rng, &gw, &q.w, tokens, epi, &what, &matmul, true);
+                }
+            }
+        }
+    }
+}
+
+/// The RMSNorm fused into the GEMV: `norm(x) · Wᵀ` against the CPU norm then
+/// the reference dot products.
+#[test]
+fn int4_fused_norm() {
+    for t in testing::contexts() {
+        let ctx = &t.ctx;
+        let seed = testing::seed(0x5eed_4406);
+        let mut rng = Rng::new(seed);
+        for (ci, &(rows, cols, group)) in [(6usize, 36usize, 12usize), (66, 260, 64)]
+            .iter()
+            .enumerate()
+        {
+            let q = make_q4(&mut rng, rows, cols, group, ci == 0);
+            let gw = upload(ctx, &q, ci == 0);
+            for (k, epi) in EPILOGUES.into_iter().enumerate() {
+                let tokens = [1usize, 3, 9][(ci + k) % 3];
+                let swiglu = epi == Epilogue::SwiGlu;
+                let width = if swiglu { rows / 2 } else { rows };
+                let x_stride = cols + 4;
+                let mut xbuf = vec![f32::NAN; tokens * x_stride];
+                let nw = rng.normal_vec(cols);
+                let mut normed = Vec::new();
+                for ti in 0..tokens {
+                    let r = rng.normal_vec(cols);
+                    xbuf[ti * x_stride..][..cols].copy_from_slice(&r);
+                    normed.push(qwgpu_ops::norm::rms_norm_one_plus(&r, &nw, 1e-6));
+                }
+                let init = if epi == Epilogue::Accumulate {
+                    rng.normal_vec(tokens * width)
+                } else {
+                    vec![f32::NAN; tokens * width]
+                };
+                let x = ctx.upload("x", &xbuf).unwrap();
+                let y = ctx.upload("y", &init).unwrap();
+                let nwb = ctx.upload("norm weight", &nw).unwrap();
+                let args = MatmulArgs {
+                    x: &x,
+                    x_offset: 0,
+                    x_stride: x_stride as u32,
+                    y: &y,
+                    y_offset: 0,
+                    y_stride: width as u32,
+                    t: tokens as u32,
+                };
+                let norm = FusedNorm {
+                    weight: &nwb,
+                    eps: 1e-6,
+                    one_plus: true,
+                };
+                run(ctx, &matmul_normed(ctx, &gw, &args, &norm, epi).unwrap());
+                let got = ctx.read_f32(&y, 0, tokens * width).unwrap();
+                let mut want = vec![None; tokens * width];
+                for (ti, xr) in normed.iter().enumerate() {
+                    for c in 0..width {
+                        let (mut v, mut tol) =
+                            support::expected(xr, &q.w, cols, rows, c, swiglu, REL);
+                        let i = ti * width + c;
+                        if epi == Epilogue::Accumulate {
+                            v += init[i] as f64;
+                            tol += 1e-6 * init[i].abs() as f64;
+                        }
+                        want[i] = Some((v, tol));
+                    }
+                }
+                let what = format!(
+                    "{t_name} seed {seed:#x} fused norm [{rows}, {cols}] group {group} T={tokens} {epi:?}",
+                    t_name = t.name
+                );
+                support::check(&got, &init, &want, &what);
+            }
+        }
+    }
+}
+
+/// MoE inputs: x rows (`x_stride` apart), ids buffer (pair ids from element
+/// `IDS_OFF`), poisoned or random y.
+struct MoeCase {
+    x: wgpu::Buffer,
+    xrows: Vec<Vec<f32>>,
+    x_stride: usize,
+    ids: wgpu::Buffer,
+    init: Vec<f32>,
+    y_stride: usize,
+    width: usize,
+}
+
+const IDS_OFF: usize = 3;
+
+fn moe_case(
+    ctx: &GpuContext,
+    rng: &mut Rng,
+    cols: usize,
+    ids_list: &[u32],
+    x_div: usize,
+    width: usize,
+    epi: Epilogue,
+) -> MoeCase {
+    let pairs = ids_list.len();
+    let x_rows = (pairs - 1) / x_div + 1;
+    let x_stride = if x_div == 1 {
+        cols + 1
+    } else {
+        cols.next_multiple_of(4)
+    };
+    let (xbuf, xrows) = make_x(rng, 0, x_stride, x_rows, cols);
+    let mut ids_buf = vec![99u32; IDS_OFF];
+    ids_buf.extend_from_slice(ids_list);
+    ids_buf.push(98);
+    let y_stride = width + 3;
+    let ylen = (pairs - 1) * y_stride + width + 2;
+    let init = if epi == Epilogue::Accumulate {
+        rng.normal_vec(ylen)
+    } else {
+        vec![f32::NAN; ylen]
+    };
+    MoeCase {
+        x: ctx.upload("x", &xbuf).unwrap(),
+        xrows,
+        x_stride,
+        ids: ctx.upload("ids", &ids_buf).unwrap(),
+        init,
+        y_stride,
+        width,
+    }
+}
+
+/// Checks y of an MoE matmul (rows per expert `rpe`) against the reference.
+#[allow(clippy::too_many_arguments)]
+fn moe_check(
+    got: &[f32],
+    c: &MoeCase,
+    w: &[f32],
+    cols: usize,
+    rpe: usize,
+    ids_list: &[u32],
+    x_div: usize,
+    epi: Epilogue,
+    what: &str,
+) {
+    let experts = w.len() / (rpe * cols);
+    let mut want = vec![None; c.init.len()];
+    for (p, &e) in ids_list.iter().enumerate() {
+        let e = e as usize;
+        if e >= experts {
+            continue;
+        }
+        let we = &w[e * rpe * cols..(e + 1) * rpe * cols];
+        for col in 0..c.width {
+            let swiglu = epi == Epilogue::SwiGlu;
+            let (mut v, mut tol) =
+                support::expected(&c.xrows[p / x_div], we, cols, rpe, col, swiglu, REL);
+            let i = p * c.y_stride + col;
+            if epi == Epilogue::Accumulate {
+                v += c.init[i] as f64;
+                tol += 1e-6 * c.init[i].abs() as f64;
+            }
+            want[i] = Some((v, tol));
+        }
+    }
+    support::check(got, &c.init, &want, what);
+}
+
+fn ids_sets() -> Vec<Vec<u32>> {
+    vec![
+        vec![2],
+        vec![3, 3, 0, 1, 1, 1, 4],
+        // Sorted runs then scattered ids, one past the experts (skipped).
+        (0..40u32)
+            .map(|i| if i < 24 { i / 7 } else { (i * 7 + 1) % 5 })
+            .collect(),
+    ]
+}
+
+/// The expert-indexed GEMV (MoE decode): E = 4 experts stacked, runs of equal
+/// ids and scattered ones, ids past the experts skipped, split pieces.
+#[test]
+fn int4_indexed_matches_reference() {
+    for t in testing::contexts() {
+        let ctx = &t.ctx;
+        let seed = testing::seed(0x5eed_4407);
+        let mut rng = Rng::new(seed);
+        let rpe = 10;
+        for (cols, group, f16, split) in [
+            (36usize, 12usize, true, None),
+            (200, 64, false, None),
+            (100, 32, true, Some(vec![13usize, 14, 13])),
+        ] {
+            let q = make_q4(&mut rng, 4 * rpe, cols, group, f16);
+            let gw = match &split {
+                Some(s) => upload_int4_pieces(ctx, "experts", &q.host(), s).unwrap(),
+                None => upload(ctx, &q, f16),
+            };
+            for (k, ids_list) in ids_sets().iter().enumerate() {
+                for (m, epi) in EPILOGUES.into_iter().enumerate() {
+                    let x_div = 1 + (k + m) % 2;
+                    let width = if epi == Epilogue::SwiGlu {
+                        rpe / 2
+                    } else {
+                        rpe
+                    };
+                    let c = moe_case(ctx, &mut rng, cols, ids_list, x_div, width, epi);
+                    let y = ctx.upload("y", &c.init).unwrap();
+                    let args = IndexedArgs {
+                        x: &c.x,
+                        x_stride: c.x_stride as u32,
+                        x_row_div: x_div as u32,
+                        ids: &c.ids,
+                        ids_offset: IDS_OFF as u32,
+                        y: &y,
+                        y_stride: c.y_stride as u32,
+                        pairs: ids_list.len() as u32,
+                        rows_per_expert: rpe as u32,
+                    };
+                    run(ctx, &matmul_indexed(ctx, &gw, &args, epi).unwrap());
+                    let got = ctx.read_f32(&y, 0, c.init.len()).unwrap();
+                    let what = format!(
+                        "{t_name} seed {seed:#x} indexed [{cols}] group {group} pieces {split:?} \
+                         ids {ids_list:?} x_div {x_div} {epi:?}",
+                        t_name = t.name
+                    );
+                    moe_check(&got, &c, &q.w, cols, rpe, ids_list, x_div, epi, &what);
+                }
+            }
+        }
+    }
+}
+
+/// The grouped GEMM (MoE prefill) over the GPU grouping: more than 64 pairs
+/// of one expert (two tiles), experts without pairs, ids past the experts.
+#[test]
+fn int4_grouped_matches_reference() {
+    for t in testing::contexts() {
+        let ctx = &t.ctx;
+        let seed = testing::seed(0x5eed_4408);
+        let mut rng = Rng::new(seed);
+        let (experts, rpe) = (5usize, 70usize);
+        let mut lists = ids_sets();
+        // 150 pairs: expert 1 on 100 of them (two tiles), expert 3 on none,
+        // id 9 past the experts.
+        lists.push(
+            (0..150u32)
+                .map(|i| {
+                    if i % 3 != 2 {
+                        1
+                    } else {
+                        [0, 2, 4, 9][i as usize % 4]
+                    }
+                })
+                .collect(),
+        );
+        for (cols, group, f16, split) in [
+            (72usize, 32usize, true, None),
+            (130, 128, false, Some(vec![150usize, 101, 99])),
+        ] {
+            let q = make_q4(&mut rng, experts * rpe, cols, group, f16);
+            let gw = match &split {
+                Some(s) => upload_int4_pieces(ctx, "experts", &q.host(), s).unwrap(),
+                None => upload(ctx, &q, f16),
+            };
+            for (k, ids_list) in lists.iter().enumerate() {
+                let epi = EPILOGUES[k % 3];
+                let x_div = 1 + k % 2;
+                let pairs = ids_list.len();
+                let width = if epi == Epilogue::SwiGlu {
+                    rpe / 2
+                } else {
+                    rpe
+                };
+                let c = moe_case(ctx, &mut rng, cols, ids_list, x_div, width, epi);
+                let y = ctx.upload("y", &c.init).unwrap();
+                let scratch = GroupScratch::new(ctx, pairs as u32, experts as u32).unwrap();
+                let ids = TensorView::words(&c.ids, IDS_OFF as u32, pairs as u32);
+                let mut d = vec![moe_group(ctx, &ids, experts as u32, &scratch).unwrap()];
+                let x_rows = (pairs - 1) / x_div + 1;
+                let args = GroupedArgs {
+                    x: TensorView::rows(
+                        &c.x,
+                        QDtype::F32,
+                        0,
+                        [x_rows as u64, cols as u64],
+                        c.x_stride as u64,
+                    ),
+                    x_row_div: x_div as u32,
+                    y: TensorView::rows(
+                        &y,
+                        QDtype::F32,
+                        0,
+                        [pairs as u64, width as u64],
+                        c.y_stride as u64,
+                    ),
+                    rows_per_expert: rpe as u32,
+                };
+                d.extend(matmul_grouped(ctx, &gw, &args, &scratch, epi).unwrap());
+                run(ctx, &d);
+                let got = ctx.read_f32(&y, 0, c.init.len()).unwrap();
+                let what = format!(
+                    "{t_name} seed {seed:#x} grouped [{cols}] group {group} pieces {split:?} \
+                     pairs {pairs} x_div {x_div} {epi:?}",
+                    t_name = t.name
+                );
+                moe_check(&got, &c, &q.w, cols, rpe, ids_list, x_div, epi, &what);
+            }
+        }
+    }
+}
+
+/// 4-bit weights have no tensor-core path: forcing it is a typed error, and
+/// Auto runs the scalar GEMM on every adapter. Bad host weights are typed
+/// errors naming the weight.
+#[test]
+fn int4_unsupported_paths_and_bad_weights_are_typed_errors() {
+    let t = testing::contexts()[0];
+    let ctx = &t.ctx;
+    let mut rng = Rng::new(testing::seed(0x5eed_4409));
+    let q = make_q4(&mut rng, 8, 64, 32, true);
+    let gw = upload(ctx, &q, true);
+    let x = ctx.storage("x", 4 * 64 * 20).unwrap();
+    let y = ctx.storage("y", 4 * 8 * 20).unwrap();
+    let args = MatmulArgs {
+        x: &x,
+        x_offset: 0,
+        x_stride: 64,
+        y: &y,
+        y_offset: 0,
+        y_stride: 8,
+        t: 20,
+    };
+    match matmul_with(ctx, &gw, &args, Epilogue::Store, MatmulPath::Coop) {
+        Err(KernelError::Unsupported { .. }) => {}
+        Err(e) => panic!("forced coop on a 4-bit weight: wrong error {e}"),
+        Ok(_) => panic!("forced coop on a 4-bit weight was accepted"),
+    }
+    let d = matmul(ctx, &gw, &args, Epilogue::Store).unwrap();
+    assert_eq!(d[0].label, "matmul_tile");
+    // One token: the one-token GEMV, or the small-T kernel when a shape is forced.
+    let one = MatmulArgs { t: 1, ..args };
+    let d = matmul(ctx, &gw, &one, Epilogue::Store).unwrap();
+    assert_eq!(d[0].label, "matmul_gemv");
+    let d = matmul_gemv_with(ctx, &gw, &one, Epilogue::Store, Some(&SmallT::DEFAULT)).unwrap();
+    assert_eq!(d[0].label, "matmul_gemv_t");
+    let mut bad = q.host();
+    bad.scales = &q.scales[1..];
+    match upload_int4(ctx, "model.layers.3.mlp.down_proj", &bad) {
+        Err(KernelError::Unsupported { what, detail }) => {
+            assert!(what.contains("model.layers.3.mlp.down_proj"), "{what}");
+            assert!(detail.contains("scales"), "{detail}");
+        }
+        Err(e) => panic!("short scales: wrong error {e}"),
+        Ok(_) => panic!("short scales were accepted"),
+    }
+}
+
+/// A loader-made 4-bit `PackedWeight` (`ScaleScheme::Int4`, two fused shards)
+/// uploads through `GpuWeight::upload` (also in pieces) and computes what the
+/// loader's own dequantizer gives.
+#[test]
+fn int4_packed_weight_uploads_through_gpu_weight() {
+    use qwgpu_loader::{ActivationQuant, Int4Weights, PackedWeight, ScaleScheme, Shard};
+    for t in testing::contexts() {
+        let seed = testing::seed(0x5eed_440a);
+        let mut rng = Rng::new(seed);
+        let (rows, cols, group) = (24usize, 100usize, 32usize);
+        let q = make_q4(&mut rng, rows, cols, group, true);
+        let pw = PackedWeight {
+            name: "model.layers.0.mlp.gate_up_proj".into(),
+            dtype: qwgpu_checkpoint::Dtype::I32,
+            rows,
+            cols,
+            data: Vec::new(),
+            shards: [(0usize, 12usize), (12, 12)]
+                .iter()
+                .enumerate()
+                .map(|(i, &(o, n))| Shard {
+                    name: format!("s{i}"),
+                    source: format!("src{i}"),
+                    row_offset: o,
+                    rows: n,
+                })
+                .collect(),
+            scale: ScaleScheme::Int4(Box::new(Int4Weights {
+                group_size: group,
+                words: q.words.clone(),
+                scales: q.scales.clone(),
+                zeros: q.zeros.clone(),
+            })),
+            activation: ActivationQuant::None,
+        };
+        let wdq = qwgpu_loader::dequantize(&pw).unwrap();
+        assert_eq!(wdq, q.w, "the loader's dequantizer");
+        for gw in [
+            GpuWeight::upload(&t.ctx, &pw).unwrap(),
+            GpuWeight::upload_pieces(&t.ctx, &pw, &[5, 19]).unwrap(),
+        ] {
+            assert_eq!(gw.format, WeightFormat::Q4);
+            let q = pw.int4().unwrap();
+            assert_eq!(gw.bytes(), qwgpu_kernels::int4::gpu_bytes(&q));
+            for (tokens, epi) in [
+                (1, Epilogue::SwiGlu),
+                (4, Epilogue::Store),
+                (20, Epilogue::Accumulate),
+            ] {
+                let what = format!("seed {seed:#x} packed int4 pieces {n}", n = gw.pieces.len());
+                dense_case(t, &mut rng, &gw, &wdq, tokens, epi, &what, &matmul, true);
+            }
+        }
+    }
+}
+
+/// The tensor-core GEMM of 4-bit weights: the plain f16 variant only
+/// (`f16_matmul`: x and `(q − zero) · scale` rounded to f16), tolerance
+/// `2e-3 · Σ|x·w|` as the other formats' plain variant; Auto takes it for
+/// `T > 16`, and Q4F32 weights (scales not exact in f16) stay on the scalar GEMM.
+#[test]
+fn int4_coop_f16_matches_reference() {
+    use qwgpu_kernels::testing::Feature;
+    for t in testing::contexts_with(&[Feature::CooperativeMatrix]) {
+        let ctx = GpuContext::new(&qwgpu_kernels::ContextOptions {
+            f16_matmul: true,
+            ..t.variant.options()
+        })
+        .unwrap();
+        let seed = testing::seed(0x5eed_440b);
+        let mut rng = Rng::new(seed);
+        for (rows, cols, group) in [(130usize, 200usize, 64usize), (70, 520, 128), (18, 36, 12)] {
+            for f16 in [true, false] {
+                let q = make_q4(&mut rng, rows, cols, group, f16);
+                let gw = upload(&ctx, &q, f16);
+                for tokens in [17usize, 130] {
+                    for (k, epi) in EPILOGUES.into_iter().enumerate() {
+                        let swiglu = epi == Epilogue::SwiGlu;
+                        let width = if swiglu { rows / 2 } else { rows };
+                        let x_stride = cols + k;
+                        let (xbuf, xrows) = make_x(&mut rng, 0, x_stride, tokens, cols);
+                        let init = if epi == Epilogue::Accumulate {
+                            rng.normal_vec(tokens * width)
+                        } else {
+                            vec![f32::NAN; tokens * width]
+                        };
+                        let x = ctx.upload("x", &xbuf).unwrap();
+                        let y = ctx.upload("y", &init).unwrap();
+                        let args = MatmulArgs {
+                            x: &x,
+                            x_offset: 0,
+                            x_stride: x_stride as u32,
+                            y: &y,
+                            y_offset: 0,
+                            y_stride: width as u32,
+                            t: tokens as u32,
+                        };
+                        let d = matmul(&ctx, &gw, &args, epi).unwrap();
+                        let want_label = if f16 { "matmul_coop" } else { "matmul_tile" };
+                        assert_eq!(d[0].label, want_label, "{f:?}", f = gw.format);
+                        run(&ctx, &d);
+                        let got = ctx.read_f32(&y, 0, tokens * width).unwrap();
+                        let rel = if f16 { 2e-3 } else { REL };
+                        let mut want = vec![None; tokens * width];
+                        for (ti, xr) in xrows.iter().enumerate() {
+                            for c in 0..width {
+                                let (mut v, mut tol) =
+                                    support::expected(xr, &q.w, cols, rows, c, swiglu, rel);
+                                let i = ti * width + c;
+                                if epi == Epilogue::Accumulate {
+                                    v += init[i] as f64;
+                                    tol += 1e-6 * init[i].abs() as f64;
+                                }
+                                want[i] = Some((v, tol));
+                            }
+                        }
+                        let what = format!(
+                            "{t_name} seed {seed:#x} coop f16 {f:?} [{rows}, {cols}] group {group} T={tokens} {epi:?}",
+                            t_name = t.name,
+                            f = gw.format
+                        );
+                        support::check(&got, &init, &want, &what);
+                    }
+                }
+            }
+        }
+    }
+}
