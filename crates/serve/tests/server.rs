@@ -877,6 +877,8 @@ fn score_rows(dir: &Path, ids: &[u32]) -> Vec<Vec<f64>> {
 /// differs by f32 rounding), top entries sorted, the greedy token first.
 async fn logprobs_match_a_scoring_pass(backend: Backend, tol: f64) {
     let s = server(|o| {
+        // Compared with an f32 scoring pass: exact GEMMs (fast is the default).
+        o.load.gpu.precision = qwgpu_model::MatmulPrecision::Exact;
         o.load.backend = backend;
         o.cache_mem = 0;
     })
