@@ -712,3 +712,40 @@ async fn n_choices_share_one_prefill_on_the_gpu() {
     ));
     n_choices_share_one_prefill(Backend::Gpu).await;
 }
+
+/// `n: 2` with log-probabilities: each choice carries its own tokens'
+/// entries, whole and streamed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn n_choices_carry_their_own_logprobs() {
+    let s = server(|o| o.cache_mem = 0).await;
+    let req = json!({"messages": [{"role": "user", "content": "hi"}], "n": 2, "max_tokens": 4,
+                     "temperature": 1.0, "seed": 11, "ignore_eos": true,
+                     "logprobs": true, "top_logprobs": 2});
+    let (status, v) = s.post("/v1/chat/completions", &req).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    for i in 0..2 {
+        let content = v["choices"][i]["logprobs"]["content"]
+            .as_array()
+            .unwrap_or_else(|| panic!("choice {i}: {v}"));
+        assert_eq!(content.len(), 4, "{v}");
+        assert_eq!(content[0]["top_logprobs"].as_array().map(Vec::len), Some(2));
+    }
+    let mut sreq = req.clone();
+    sreq["stream"] = json!(true);
+    let r = client()
+        .post(s.url("/v1/chat/completions"))
+        .json(&sreq)
+        .send()
+        .await
+        .expect("send");
+    let events = sse_payloads(r).await;
+    let mut entries = [0usize; 2];
+    for e in &events[..events.len() - 1] {
+        let c: Value = serde_json::from_str(e).expect("chunk");
+        for ch in c["choices"].as_array().expect("choices") {
+            let i = ch["index"].as_u64().expect("index") as usize;
+            entries[i] += ch["logprobs"]["content"].as_array().map_or(0, Vec::len);
+        }
+    }
+    assert_eq!(entries, [4, 4], "{events:?}");
+}
