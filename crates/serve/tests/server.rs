@@ -874,6 +874,8 @@ fn score_rows(dir: &Path, ids: &[u32]) -> Vec<Vec<f64>> {
 async fn logprobs_match_a_scoring_pass(backend: Backend, tol: f64) {
     let s = server(|o| {
         o.load.backend = backend;
+        // The reference is the f32 CPU model: the exact GEMMs.
+        o.load.gpu.precision = qwgpu_model::MatmulPrecision::Exact;
         o.cache_mem = 0;
     })
     .await;
