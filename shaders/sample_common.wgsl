@@ -43,6 +43,8 @@ struct SampleRow {
     seed_lo: u32,
     seed_hi: u32,
     counter: u32,
+    // Min-p: e below it is dropped (0 = off; 0 for greedy rows).
+    min_p: f32,
 }
 
 @group(0) @binding(14) var<uniform> shape: SampleShape;
@@ -51,6 +53,7 @@ struct SampleRow {
 // The current row's parameters and scratch bases (set by sample_begin).
 var<private> sp: SampleParams;
 var<private> row_seed: vec3<u32>;
+var<private> row_min_p: f32;
 var<private> part_base: u32; // u32 words of `part`
 var<private> ev_base: u32;   // f32 words of `ev` (a multiple of 4)
 var<private> ps_base: u32;   // vec4 words of `psum4`
@@ -62,6 +65,7 @@ fn sample_begin(row: u32) {
     sp = SampleParams(r.logits_off, shape.vocab, r.out_off, r.top_k, r.inv_t, r.top_p,
         shape.nblocks, shape.block);
     row_seed = vec3<u32>(r.seed_lo, r.seed_hi, r.counter);
+    row_min_p = r.min_p;
     part_base = row * 2u * shape.nblocks;
     ev_base = row * ((shape.vocab + 3u) & ~3u);
     ps_base = row * max(shape.slots, 1u) * shape.nblocks * 16u;

@@ -2,7 +2,8 @@
 // partials to the row max m (identically), then writes the unnormalised
 // probabilities of its block:
 //   e[i] = exp((logit[i] - m) * inv_t), 0 for NaN/-inf logits, 0 below the
-//   smallest normal f32 (GPUs may flush denormals), 0 everywhere when m is not
+//   smallest normal f32 (GPUs may flush denormals) and below the row's min_p
+//   (e = 1 at the max), 0 everywhere when m is not
 //   finite (the select step then writes NON_FINITE), 0 for the padding up to
 //   a multiple of 4.
 
@@ -20,6 +21,7 @@ fn sample_exp(
     sample_begin(wid.y);
     let m = reduce_partials(lid).v;
     let ok = is_finite(m);
+    let e_floor = max(1.17549435e-38, row_min_p);
     let start = wid.x * sp.block;
     let n_pad = (sp.vocab + 3u) & ~3u;
     let end = min(start + sp.block, n_pad);
@@ -36,7 +38,7 @@ fn sample_exp(
             let x = l[k];
             if (i < sp.vocab && ok && !is_nan(x) && x > bitcast<f32>(NEG_INF_BITS)) {
                 e = exp((x - m) * sp.inv_t);
-                if (!(e >= 1.17549435e-38)) {
+                if (!(e >= e_floor)) {
                     e = 0.0;
                 }
             }

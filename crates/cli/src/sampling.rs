@@ -37,6 +37,7 @@ impl SamplingFlags {
             temperature: t,
             top_k: self.top_k,
             top_p: p,
+            ..SamplingParams::GREEDY
         })
     }
 }

@@ -106,6 +106,7 @@ fn single_pass(model: &Model, prompt: &[u32], n: usize) -> Vec<u32> {
         temperature: 0.0,
         top_k: 0,
         top_p: 1.0,
+        ..SamplingParams::GREEDY
     };
     let mut s = model.new_session().expect("session");
     let mut out = vec![model.sample_next(&mut s, prompt, &greedy).expect("prefill")];

@@ -12,6 +12,8 @@
 //!   division on the host), with `e_i = 0` for −∞/NaN logits and for results
 //!   below the smallest normal f32 (GPUs may flush denormals). `p = e / Σe` is
 //!   `softmax(l / T)`; only ratios matter, so the rule works on `e` directly.
+//! - **Min-p** (sampled rows): `e_i = 0` where `e_i < min_p` (`e = 1` at the
+//!   max), before top-k / top-p.
 //! - **Top-k** (`0 < top_k < V`): keep tokens with `e_i ≥ τ_k`, `τ_k` = the
 //!   k-th largest `e` (ties at the threshold are all kept). Otherwise `τ_k = 0`.
 //!   `M1 = Σ_{e_i ≥ τ_k} e_i`.
@@ -48,6 +50,8 @@
 //!    workgroup prefix sum inside it.
 //!
 //! Launches: 2 (greedy), 4 (temperature only), 9 (+ top-k or top-p), 14 (both).
+//! Penalties, the allowed-token mask and log-probabilities are launches of
+//! their own around these ([`controls`]).
 //! Scratch buffers are made per [`sample`] call and kept alive by the bind
 //! groups; the launches are reusable every step (the Step uniform changes).
 //!
@@ -80,6 +84,9 @@ crate::shader!(SAMPLE_UNIFORM, "sample_uniform.wgsl");
 
 pub use qwgpu_ops::sampling::{SamplingParams, NON_FINITE};
 
+#[path = "sample_controls.rs"]
+pub mod controls;
+
 /// Largest vocabulary [`sample`] accepts (indices are compared as exact f32).
 pub const MAX_VOCAB: u32 = 1 << 24;
 
@@ -110,6 +117,7 @@ struct RowEntry {
     seed_lo: u32,
     seed_hi: u32,
     counter: u32,
+    min_p: f32,
 }
 
 crate::uniform_struct! {
@@ -222,6 +230,10 @@ pub(crate) static SPECS: &[&KernelSpec] = &[
     &MASS,
     &SELECT,
     &UNIFORM_PROBE,
+    controls::SPECS[0],
+    controls::SPECS[1],
+    controls::SPECS[2],
+    controls::SPECS[3],
 ];
 
 /// Every sampling kernel runs 256 invocations (64 thresholds × 4 slices in a pass).
@@ -413,6 +425,7 @@ fn record_rows(
                     seed_lo: 0,
                     seed_hi: 0,
                     counter: 0,
+                    min_p: if greedy { 0.0 } else { r.params.min_p },
                 },
                 i,
             ));
@@ -605,6 +618,7 @@ pub fn uniform_probe(
         seed_lo: 0,
         seed_hi: 0,
         counter: 0,
+        min_p: 0.0,
     };
     let sh = SampleShape {
         vocab: 1,

@@ -7,7 +7,7 @@
 //! let model = Model::load(std::path::Path::new("tests/fixtures/dense-bf16-text"), &LoadOptions::default())?;
 //! println!("running on {}", model.backend_name());
 //! let mut session = model.new_session()?;
-//! let greedy = SamplingParams { temperature: 0.0, top_k: 0, top_p: 1.0 };
+//! let greedy = SamplingParams::GREEDY;
 //! let mut next = model.sample_next(&mut session, &[1, 2, 3], &greedy)?; // prefill + sample
 //! let saved = model.snapshot(&session)?;
 //! for _ in 0..4 {
@@ -29,6 +29,9 @@ use qwgpu_loader::PackedModel;
 
 pub use qwgpu_kernels::ContextOptions;
 pub use qwgpu_ops::sampling::SamplingParams;
+
+use crate::sampling::{host_step, TokenLog};
+pub use crate::sampling::{Sampled, StepControls, TokenMaskFn, MAX_TOP_LOGPROBS};
 
 pub use crate::gpu::{FamilyTime, DEFAULT_MAX_CHUNK};
 use crate::gpu::{GpuModel, GpuSession, GpuSnapshot};
@@ -98,12 +101,14 @@ pub struct Model {
     imp: Imp,
 }
 
-/// A sequence on the CPU reference: its cache and its sampler's seed and counter.
+/// A sequence on the CPU reference: its cache, its sampler's seed and
+/// counter, and the tokens its penalties count.
 #[derive(Clone)]
 struct CpuSession {
     cache: Cache,
     seed: u64,
     counter: u32,
+    log: TokenLog,
 }
 
 enum SessionImp {
@@ -150,13 +155,18 @@ impl Session {
         }
     }
 
-    /// Seeds the session's sampler (and restarts its counter). Seeding needs
-    /// no model, so no backend can be mismatched.
+    /// Seeds the session's sampler (and restarts its counter). This starts a
+    /// new generation: the presence and frequency penalties count the tokens
+    /// sampled from here on (the repetition penalty also counts every token
+    /// the session consumed, prompt included). Seeding needs no model, so no
+    /// backend can be mismatched.
     pub fn set_seed(&mut self, seed: u64) {
         match &mut self.imp {
             SessionImp::Cpu(c) => {
                 c.seed = seed;
                 c.counter = 0;
+                c.log.generated.clear();
+                c.log.generation += 1;
             }
             SessionImp::Gpu(g) => g.set_seed(seed),
         }
@@ -308,6 +318,7 @@ impl Model {
                     cache: m.new_cache(),
                     seed: 0,
                     counter: 0,
+                    log: TokenLog::default(),
                 }),
                 Imp::Gpu(m) => SessionImp::Gpu(Box::new(m.new_session()?)),
             },
@@ -331,7 +342,11 @@ impl Model {
     /// token, `[T × vocab]` (what the golden checks compare).
     pub fn forward_all(&self, s: &mut Session, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
         match self.pair(s)? {
-            Pair::Cpu(m, c) => m.forward(&mut c.cache, tokens),
+            Pair::Cpu(m, c) => {
+                let out = m.forward(&mut c.cache, tokens)?;
+                c.log.consumed.extend_from_slice(tokens);
+                Ok(out)
+            }
             Pair::Gpu(m, g) => m.forward(g, tokens, true),
         }
     }
@@ -340,7 +355,11 @@ impl Model {
     pub fn forward(&self, s: &mut Session, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
         match self.pair(s)? {
             // The LM head only for the last position.
-            Pair::Cpu(m, c) => m.forward_last(&mut c.cache, tokens),
+            Pair::Cpu(m, c) => {
+                let out = m.forward_last(&mut c.cache, tokens)?;
+                c.log.consumed.extend_from_slice(tokens);
+                Ok(out)
+            }
             Pair::Gpu(m, g) => m.forward(g, tokens, false),
         }
     }
@@ -350,32 +369,79 @@ impl Model {
     /// Both backends use the same rule and random numbers
     /// ([`qwgpu_ops::sampling::sample`] with the session's seed and counter).
     /// Logits with a NaN or +inf (or all -inf) are
-    /// [`ModelError::NonFiniteLogits`], never a token.
+    /// [`ModelError::NonFiniteLogits`], never a token. Penalties in `params`
+    /// count the session's tokens (see [`Session::set_seed`]).
     pub fn sample_next(
         &self,
         s: &mut Session,
         tokens: &[u32],
         params: &SamplingParams,
     ) -> Result<u32, ModelError> {
+        Ok(self
+            .sample_step(s, tokens, params, StepControls::none())?
+            .token)
+    }
+
+    /// [`Model::sample_next`] with per-step controls: an allowed-token mask
+    /// (its callback runs after the step's forward pass is submitted, while
+    /// the GPU computes it: see [`StepControls`]) and log-probabilities of the
+    /// raw logits, computed on the device (only the requested numbers are
+    /// read back). The rules: [`qwgpu_ops::sampling::controls`].
+    ///
+    /// ```no_run
+    /// # use qwgpu_model::engine::{Model, LoadOptions, SamplingParams, StepControls};
+    /// # let model = Model::load(std::path::Path::new("m"), &LoadOptions::default())?;
+    /// let mut s = model.new_session()?;
+    /// let params = SamplingParams { temperature: 0.8, presence_penalty: 0.5, ..SamplingParams::GREEDY };
+    /// let controls = StepControls {
+    ///     top_logprobs: Some(3),
+    ///     // Computed while the GPU runs the step: only tokens 10..20 allowed.
+    ///     mask: Some(Box::new(|words: &mut [u32]| {
+    ///         words[0] = 0x000f_fc00;
+    ///         Ok(true)
+    ///     })),
+    /// };
+    /// let step = model.sample_step(&mut s, &[1, 2, 3], &params, controls)?;
+    /// assert!((10..20).contains(&step.token));
+    /// println!("{} {:?} {:?}", step.token, step.logprob, step.top);
+    /// # Ok::<(), qwgpu_model::ModelError>(())
+    /// ```
+    pub fn sample_step(
+        &self,
+        s: &mut Session,
+        tokens: &[u32],
+        params: &SamplingParams,
+        mut controls: StepControls<'_>,
+    ) -> Result<Sampled, ModelError> {
         params
             .validate()
             .map_err(|detail| ModelError::Sampling { detail })?;
-        let token = match self.pair(s)? {
+        controls.validate()?;
+        let vocab = self.config().vocab_size;
+        let after = s.position() + tokens.len();
+        let out = match self.pair(s)? {
             Pair::Cpu(m, c) => {
+                // Synchronous forward pass: the mask first.
+                let mask = controls.fetch_mask(vocab, after)?;
                 let last = m.forward_last(&mut c.cache, tokens)?;
-                let u = qwgpu_ops::sampling::uniform_random(c.seed, c.counter);
+                c.log.consumed.extend_from_slice(tokens);
+                let out = host_step(
+                    &last,
+                    params,
+                    controls.top_logprobs,
+                    mask.as_deref(),
+                    &c.log,
+                    (c.seed, c.counter),
+                    after,
+                );
                 c.counter = c.counter.wrapping_add(1);
-                qwgpu_ops::sampling::sample(&last, params, u)
+                let out = out?;
+                c.log.generated.push(out.token);
+                out
             }
-            // The GPU sampler writes the same NON_FINITE id for broken rows.
-            Pair::Gpu(m, g) => m.forward_sample(g, tokens, params)?,
+            Pair::Gpu(m, g) => m.sample_step(g, tokens, params, &mut controls)?,
         };
-        if token == qwgpu_ops::sampling::NON_FINITE {
-            return Err(ModelError::NonFiniteLogits {
-                position: s.position(),
-            });
-        }
-        Ok(token)
+        Ok(out)
     }
 
     /// One decode step for several sessions at once (continuous batching):
@@ -388,7 +454,7 @@ impl Model {
     /// ```no_run
     /// # use qwgpu_model::engine::{Model, LoadOptions, SamplingParams};
     /// # let model = Model::load(std::path::Path::new("m"), &LoadOptions::default()).unwrap();
-    /// let greedy = SamplingParams { temperature: 0.0, top_k: 0, top_p: 1.0 };
+    /// let greedy = SamplingParams::GREEDY;
     /// let (mut a, mut b) = (model.new_session().unwrap(), model.new_session().unwrap());
     /// let ta = model.sample_next(&mut a, &[1, 2, 3], &greedy).unwrap();
     /// let tb = model.sample_next(&mut b, &[4, 5], &greedy).unwrap();
@@ -403,23 +469,43 @@ impl Model {
         tokens: &[u32],
         params: &[SamplingParams],
     ) -> Result<Vec<u32>, ModelError> {
-        let (n, nt, np) = (sessions.len(), tokens.len(), params.len());
-        if nt != n || np != n {
+        let controls = params.iter().map(|_| StepControls::none()).collect();
+        Ok(self
+            .decode_batch_with(sessions, tokens, params, controls)?
+            .into_iter()
+            .map(|s| s.token)
+            .collect())
+    }
+
+    /// [`Model::decode_batch`] with per-row controls (`controls[i]` for
+    /// session `i`: its own optional mask callback and log-probabilities;
+    /// see [`StepControls`]). The callbacks run in row order after the
+    /// batch's forward pass is submitted.
+    pub fn decode_batch_with(
+        &self,
+        sessions: &mut [&mut Session],
+        tokens: &[u32],
+        params: &[SamplingParams],
+        mut controls: Vec<StepControls<'_>>,
+    ) -> Result<Vec<Sampled>, ModelError> {
+        let (n, nt, np, nc) = (sessions.len(), tokens.len(), params.len(), controls.len());
+        if nt != n || np != n || nc != n {
             return Err(ModelError::InvalidArgument {
                 detail: format!(
-                    "decode_batch: {n} sessions, {nt} tokens, {np} sampling parameters (one each)"
+                    "decode_batch: {n} sessions, {nt} tokens, {np} sampling parameters, {nc} controls (one each)"
                 ),
             });
         }
-        for p in params {
+        for (p, c) in params.iter().zip(&controls) {
             p.validate()
                 .map_err(|detail| ModelError::Sampling { detail })?;
+            c.validate()?;
         }
         let Imp::Gpu(m) = &self.imp else {
             // The CPU reference has nothing to share between sessions.
             let mut out = Vec::with_capacity(sessions.len());
-            for ((s, &t), p) in sessions.iter_mut().zip(tokens).zip(params) {
-                out.push(self.sample_next(s, &[t], p)?);
+            for (((s, &t), p), c) in sessions.iter_mut().zip(tokens).zip(params).zip(controls) {
+                out.push(self.sample_step(s, &[t], p, c)?);
             }
             return Ok(out);
         };
@@ -435,9 +521,9 @@ impl Model {
                 }
             }
         }
-        let out = m.decode_batch(&mut gpu, tokens, params)?;
-        for (s, &t) in sessions.iter().zip(&out) {
-            if t == qwgpu_ops::sampling::NON_FINITE {
+        let out = m.decode_batch_with(&mut gpu, tokens, params, &mut controls)?;
+        for (s, t) in sessions.iter().zip(&out) {
+            if t.token == qwgpu_ops::sampling::NON_FINITE {
                 return Err(ModelError::NonFiniteLogits {
                     position: s.position(),
                 });

@@ -35,6 +35,7 @@ fn a_session_or_snapshot_of_the_other_backend_is_a_wrong_backend_error() {
         temperature: 0.0,
         top_k: 0,
         top_p: 1.0,
+        ..SamplingParams::GREEDY
     };
     wrong_backend(cpu.forward(&mut g, &[1]), "cpu.forward(gpu session)");
     wrong_backend(
@@ -64,6 +65,7 @@ fn set_seed_reaches_the_session_whatever_model_is_asked() {
         temperature: 1.5,
         top_k: 0,
         top_p: 1.0,
+        ..SamplingParams::GREEDY
     };
     let run = |seed_with: &Model, seed: Option<u64>| {
         let mut s = gpu.new_session().unwrap();

@@ -99,6 +99,20 @@ pub enum ModelError {
         /// Tokens of the sequence processed when the logits were computed.
         position: usize,
     },
+    /// A step's allowed-token mask (see [`crate::sampling::StepControls`])
+    /// allows no token of the vocabulary, so no token can be sampled.
+    #[error("the token mask for the step after {position} tokens allows no token of the vocabulary of {vocab}")]
+    NoAllowedToken {
+        /// Tokens of the sequence processed when the mask was applied.
+        position: usize,
+        vocab: usize,
+    },
+    /// A step's mask callback failed (e.g. the grammar rejected the output).
+    #[error("the token mask callback failed: {source}")]
+    MaskCallback {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl From<qwgpu_checkpoint::CheckpointError> for ModelError {

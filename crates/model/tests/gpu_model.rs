@@ -116,6 +116,7 @@ fn greedy() -> SamplingParams {
         temperature: 0.0,
         top_k: 0,
         top_p: 1.0,
+        ..SamplingParams::GREEDY
     }
 }
 
@@ -332,6 +333,7 @@ fn batched_decode_equals_lone_decode() {
                     temperature: 0.8,
                     top_k: 20,
                     top_p: 0.9,
+                    ..SamplingParams::GREEDY
                 }
             } else {
                 greedy()
@@ -400,6 +402,7 @@ fn batched_decode_at_very_different_positions() {
                     temperature: 0.7,
                     top_k: 0,
                     top_p: 0.95,
+                    ..SamplingParams::GREEDY
                 }
             } else {
                 greedy()
@@ -565,6 +568,7 @@ fn steps_encoded_ahead_follow_pages_parameters_and_restores() {
         temperature: 0.9,
         top_k: 30,
         top_p: 0.95,
+        ..SamplingParams::GREEDY
     };
     // The reference for sampled steps: the sampling rule on the logits of a
     // second GPU session fed the same tokens through logits-only steps (never
@@ -644,6 +648,7 @@ fn sampling_on_the_gpu_uses_the_same_rule_and_numbers_as_the_cpu() {
         temperature: 10.0,
         top_k: 40,
         top_p: 0.95,
+        ..SamplingParams::GREEDY
     };
     // Three sessions fed the same tokens: the GPU sampling, the GPU returning
     // logits, the CPU reference. The GPU's token must be exactly the rule's

@@ -30,6 +30,18 @@
 //!   `h = lowbias32(counter + 0x9e3779b9)`, `h = lowbias32(h ^ seed_lo)`,
 //!   `h = lowbias32(h ^ seed_hi)`, `u = (h >> 8) · 2⁻²⁴` (lowbias32: Chris
 //!   Wellons' integer hash).
+//! - **Min-p** (`min_p > 0`, sampled rows only: it never changes the argmax):
+//!   after temperature and before top-k / top-p (as vLLM applies it), tokens
+//!   with `e_i < min_p` are dropped (`e_i = 0`). Since `e = 1` at the max, that
+//!   keeps the tokens whose probability is at least `min_p` times the most
+//!   likely token's.
+//!
+//! Penalties, the allowed-token mask and log-probabilities act on the logits
+//! before this rule: see [`controls`] ([`controls::sample_controlled`] is the
+//! whole pipeline).
+
+#[path = "sampling_controls.rs"]
+pub mod controls;
 
 /// What [`sample`] (and the GPU sampler) returns for a row with a NaN or +∞
 /// logit, or with every logit −∞: not a token id (no vocabulary reaches 2³²−1).
@@ -42,7 +54,19 @@ pub fn is_non_finite_row(logits: &[f32]) -> bool {
         || logits.iter().all(|v| *v == f32::NEG_INFINITY)
 }
 
-/// Temperature, top-k and top-p (see the module docs for the rule).
+/// Temperature, top-k, top-p and min-p (see the module docs for the rule),
+/// and the penalties applied to the logits before it (see [`controls`]).
+///
+/// Build it from [`SamplingParams::greedy`] (also the [`Default`]) or
+/// [`SamplingParams::GREEDY`] with struct update syntax, so new fields keep
+/// their neutral values:
+///
+/// ```
+/// use qwgpu_ops::sampling::SamplingParams;
+/// let p = SamplingParams { temperature: 0.7, top_p: 0.9, ..SamplingParams::GREEDY };
+/// assert!(p.validate().is_ok());
+/// assert!(!p.has_penalties());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SamplingParams {
     /// 0 = greedy; otherwise finite and > 0 (with `1 / temperature` finite).
@@ -51,19 +75,55 @@ pub struct SamplingParams {
     pub top_k: u32,
     /// Keep the smallest most-likely set reaching this mass, in (0, 1]; 1 = off.
     pub top_p: f32,
+    /// Keep tokens at least this fraction as likely as the most likely one,
+    /// in [0, 1]; 0 = off. Ignored by greedy decoding (it cannot change the argmax).
+    pub min_p: f32,
+    /// OpenAI's presence penalty: subtracted once from the logit of every token
+    /// generated so far (in this generation), in [-2, 2]; 0 = off.
+    pub presence_penalty: f32,
+    /// OpenAI's frequency penalty: subtracted from a token's logit once per
+    /// time it was generated so far, in [-2, 2]; 0 = off.
+    pub frequency_penalty: f32,
+    /// Hugging Face's repetition penalty over every token of the context
+    /// (prompt and generated): positive logits are multiplied by
+    /// `1 / repetition_penalty`, negative ones by `repetition_penalty`;
+    /// finite and > 0; 1 = off.
+    pub repetition_penalty: f32,
+}
+
+impl Default for SamplingParams {
+    /// [`SamplingParams::greedy`].
+    fn default() -> Self {
+        Self::GREEDY
+    }
 }
 
 impl SamplingParams {
-    /// Always the argmax.
-    pub fn greedy() -> Self {
-        Self {
-            temperature: 0.0,
-            top_k: 0,
-            top_p: 1.0,
-        }
+    /// Always the argmax, no penalty (every field neutral but temperature 0).
+    pub const GREEDY: SamplingParams = SamplingParams {
+        temperature: 0.0,
+        top_k: 0,
+        top_p: 1.0,
+        min_p: 0.0,
+        presence_penalty: 0.0,
+        frequency_penalty: 0.0,
+        repetition_penalty: 1.0,
+    };
+
+    /// Always the argmax ([`SamplingParams::GREEDY`]).
+    pub const fn greedy() -> Self {
+        Self::GREEDY
     }
 
-    /// Checks the ranges documented on the fields.
+    /// True when a penalty is set (the sampler then needs the token counts of
+    /// the context, see [`controls`]).
+    pub fn has_penalties(&self) -> bool {
+        self.presence_penalty != 0.0
+            || self.frequency_penalty != 0.0
+            || self.repetition_penalty != 1.0
+    }
+
+    /// Checks the ranges documented on the fields; the error names the field.
     pub fn validate(&self) -> Result<(), String> {
         let t = self.temperature;
         if !(t.is_finite() && t >= 0.0) || (t > 0.0 && !(1.0 / t).is_finite()) {
@@ -72,7 +132,30 @@ impl SamplingParams {
             ));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(format!("top_p {} must be in (0, 1]", self.top_p));
+            return Err(format!(
+                "top_p {top_p} must be in (0, 1]",
+                top_p = self.top_p
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return Err(format!(
+                "min_p {min_p} must be in [0, 1]",
+                min_p = self.min_p
+            ));
+        }
+        for (name, v) in [
+            ("presence_penalty", self.presence_penalty),
+            ("frequency_penalty", self.frequency_penalty),
+        ] {
+            if !(-2.0..=2.0).contains(&v) {
+                return Err(format!("{name} {v} must be in [-2, 2]"));
+            }
+        }
+        let r = self.repetition_penalty;
+        if !(r.is_finite() && r > 0.0 && (1.0 / r).is_finite()) {
+            return Err(format!(
+                "repetition_penalty {r} must be finite and > 0 (with a finite inverse)"
+            ));
         }
         Ok(())
     }
@@ -107,6 +190,8 @@ fn host_e(logits: &[f32], params: &SamplingParams) -> Option<Vec<f32>> {
     }
     let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let inv_t = 1.0f32 / params.temperature;
+    // Below the smallest normal f32, or below min_p (e = 1 at the max).
+    let floor = params.min_p.max(f32::MIN_POSITIVE);
     Some(
         logits
             .iter()
@@ -115,7 +200,7 @@ fn host_e(logits: &[f32], params: &SamplingParams) -> Option<Vec<f32>> {
                     return 0.0;
                 }
                 let e = ((l - m) * inv_t).exp();
-                if e >= f32::MIN_POSITIVE {
+                if e >= floor {
                     e
                 } else {
                     0.0
@@ -212,6 +297,7 @@ mod tests {
             temperature,
             top_k,
             top_p,
+            ..SamplingParams::GREEDY
         }
     }
 
@@ -345,5 +431,65 @@ mod tests {
         assert!(params(1.0, 0, 1.5).validate().is_err());
         assert!(params(0.0, 1, 1.0).validate().is_ok());
         assert!(SamplingParams::greedy().validate().is_ok());
+        let with = |f: fn(&mut SamplingParams)| {
+            let mut p = params(1.0, 0, 1.0);
+            f(&mut p);
+            p.validate()
+        };
+        for (bad, field) in [
+            (with(|p| p.min_p = -0.1), "min_p"),
+            (with(|p| p.min_p = 1.5), "min_p"),
+            (with(|p| p.min_p = f32::NAN), "min_p"),
+            (with(|p| p.presence_penalty = 2.5), "presence_penalty"),
+            (with(|p| p.frequency_penalty = -3.0), "frequency_penalty"),
+            (
+                with(|p| p.frequency_penalty = f32::NAN),
+                "frequency_penalty",
+            ),
+            (with(|p| p.repetition_penalty = 0.0), "repetition_penalty"),
+            (with(|p| p.repetition_penalty = -1.0), "repetition_penalty"),
+            (
+                with(|p| p.repetition_penalty = f32::INFINITY),
+                "repetition_penalty",
+            ),
+            (with(|p| p.repetition_penalty = 1e-39), "repetition_penalty"),
+        ] {
+            let e = bad.expect_err(field);
+            assert!(e.starts_with(field), "{e}");
+        }
+        assert!(with(|p| {
+            p.min_p = 0.05;
+            p.presence_penalty = -2.0;
+            p.frequency_penalty = 2.0;
+            p.repetition_penalty = 1.3;
+        })
+        .is_ok());
+    }
+
+    #[test]
+    fn min_p_drops_tokens_below_the_fraction_of_the_best() {
+        // p ∝ 1, e^-1 (0.368), e^-2 (0.135), e^-3 (0.050) relative to the best.
+        let logits = [3.0f32, 2.0, 1.0, 0.0];
+        let kept = |min_p: f32| {
+            let p = SamplingParams {
+                min_p,
+                ..params(1.0, 0, 1.0)
+            };
+            let mut seen = [false; 4];
+            for c in 0..4000 {
+                seen[sample(&logits, &p, uniform_random(11, c)) as usize] = true;
+            }
+            seen
+        };
+        assert_eq!(kept(0.0), [true; 4]);
+        assert_eq!(kept(0.1), [true, true, true, false]);
+        assert_eq!(kept(0.2), [true, true, false, false]);
+        assert_eq!(kept(1.0), [true, false, false, false]);
+        // Greedy ignores it.
+        let g = SamplingParams {
+            min_p: 0.5,
+            ..SamplingParams::GREEDY
+        };
+        assert_eq!(sample(&logits, &g, 0.9), 0);
     }
 }

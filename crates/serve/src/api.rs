@@ -93,6 +93,8 @@ pub struct GenRequest {
     pub stop: Vec<String>,
     pub stream: bool,
     pub include_usage: bool,
+    /// Penalties, min-p and log-probabilities (`sampling_options`).
+    pub sampling: crate::sampling_options::SamplingOptions,
 }
 
 fn type_error(param: &str, expected: &str, got: &Value) -> ApiError {
@@ -299,7 +301,9 @@ impl GenRequest {
             Some(Value::Object(o)) => boolean(o, "include_usage")?.unwrap_or(false),
             Some(other) => return Err(type_error("stream_options", "an object", other)),
         };
+        let sampling = crate::sampling_options::SamplingOptions::parse(obj, chat)?;
         Ok(Self {
+            sampling,
             model,
             input,
             max_tokens,

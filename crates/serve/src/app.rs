@@ -23,6 +23,7 @@ use crate::chat_template::{RenderOptions, TemplateError};
 use crate::detokenize::Detokenizer;
 use crate::metrics::Metrics;
 use crate::model_files::ModelFiles;
+use crate::sampling_options::{self, TokenLogprobs};
 use crate::scheduler::{self, EngineStatus, Event, Finish, Job};
 use crate::stop::StopMatcher;
 use crate::{ServeError, ServeOptions};
@@ -336,11 +337,12 @@ async fn generate(
     }
     let prompt = prompt_ids(&st.0, &req.input)?;
     let max_tokens = max_tokens(&st.0, &req, prompt.len(), chat)?;
-    let params = SamplingParams {
+    let params = req.sampling.apply(SamplingParams {
         temperature: req.temperature,
         top_k: req.top_k,
         top_p: req.top_p,
-    };
+        ..SamplingParams::GREEDY
+    });
     let n = st.0.counter.fetch_add(1, Relaxed);
     let seed = req.seed.unwrap_or(n);
     let (tx, rx) = mpsc::unbounded_channel();
@@ -350,6 +352,7 @@ async fn generate(
         max_tokens,
         params,
         seed,
+        top_logprobs: req.sampling.top_logprobs,
         events: tx,
     };
     let m = &st.0.metrics;
@@ -382,6 +385,7 @@ async fn generate(
         chat,
         prompt_tokens: prompt.len(),
         include_usage: req.include_usage,
+        logprobs: req.sampling.top_logprobs.is_some(),
     };
     if req.stream {
         Ok(stream(st, meta, prompt, req.stop, rx))
@@ -398,6 +402,8 @@ struct Meta {
     chat: bool,
     prompt_tokens: usize,
     include_usage: bool,
+    /// The request asked for log-probabilities.
+    logprobs: bool,
 }
 
 impl Meta {
@@ -408,6 +414,27 @@ impl Meta {
             "total_tokens": self.prompt_tokens + completion,
             "prompt_tokens_details": {"cached_tokens": cached},
         })
+    }
+
+    /// A choice's `logprobs` value for `tokens` (`offset`: completions'
+    /// characters of reply text before them); null when not asked for.
+    fn logprobs(&self, st: &Shared, tokens: &[TokenLogprobs], offset: usize) -> Value {
+        if !self.logprobs {
+            return Value::Null;
+        }
+        let tk = &st.files.tokenizer;
+        if self.chat {
+            sampling_options::chat_logprobs(tk, tokens)
+        } else {
+            sampling_options::completion_logprobs(tk, tokens, offset)
+        }
+    }
+
+    /// [`Meta::chunk`] carrying the log-probabilities of the tokens it adds.
+    fn chunk_lp(&self, text: Option<&str>, logprobs: Value) -> Value {
+        let mut v = self.chunk(text, None, false);
+        v["choices"][0]["logprobs"] = logprobs;
+        v
     }
 
     /// One streamed chunk with `text` (chat: a delta) and maybe a finish reason.
@@ -438,6 +465,10 @@ struct Reply<'t> {
     stop: StopMatcher,
     tokens: usize,
     cached: usize,
+    /// Log-probabilities of tokens not yet sent (streaming) or of all (whole).
+    logprobs: Vec<TokenLogprobs>,
+    /// Completions: characters of reply text the sent log-probabilities cover.
+    lp_offset: usize,
 }
 
 /// One step of a reply as the client sees it.
@@ -454,13 +485,27 @@ impl<'t> Reply<'t> {
             stop: StopMatcher::new(stop),
             tokens: 0,
             cached: 0,
+            logprobs: Vec::new(),
+            lp_offset: 0,
         }
+    }
+
+    /// The log-probabilities gathered since the last call, as a chunk's value.
+    fn take_logprobs(&mut self, st: &Shared, meta: &Meta) -> Value {
+        let tokens = std::mem::take(&mut self.logprobs);
+        let v = meta.logprobs(st, &tokens, self.lp_offset);
+        self.lp_offset += sampling_options::text_chars(&st.files.tokenizer, &tokens);
+        v
     }
 
     fn on(&mut self, ev: Option<Event>) -> Option<Step> {
         match ev {
             Some(Event::Admitted { cached }) => {
                 self.cached = cached;
+                None
+            }
+            Some(Event::Logprobs(lp)) => {
+                self.logprobs.push(lp);
                 None
             }
             Some(Event::Token(t)) => {
@@ -521,12 +566,14 @@ fn stream(
             let ev = rx.recv().await;
             match reply.on(ev) {
                 Some(Step::Text(t)) if !t.is_empty() => {
-                    yield sse_json(&meta.chunk(Some(&t), None, false));
+                    let lp = reply.take_logprobs(&st.0, &meta);
+                    yield sse_json(&meta.chunk_lp(Some(&t), lp));
                 }
                 None | Some(Step::Text(_)) => {}
                 Some(Step::End { text, finish }) => {
-                    if !text.is_empty() {
-                        yield sse_json(&meta.chunk(Some(&text), None, false));
+                    if !text.is_empty() || !reply.logprobs.is_empty() {
+                        let lp = reply.take_logprobs(&st.0, &meta);
+                        yield sse_json(&meta.chunk_lp(Some(&text), lp));
                     }
                     yield sse_json(&meta.chunk(None, Some(finish), false));
                     break;
@@ -572,10 +619,11 @@ async fn whole(
     };
     drop(rx);
     let usage = meta.usage(reply.tokens, reply.cached);
+    let logprobs = reply.take_logprobs(&st.0, &meta);
     let choice = if meta.chat {
-        json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": finish.as_str()})
+        json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": logprobs, "finish_reason": finish.as_str()})
     } else {
-        json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish.as_str()})
+        json!({"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish.as_str()})
     };
     let object = if meta.chat {
         "chat.completion"

@@ -18,6 +18,7 @@ const GREEDY: SamplingParams = SamplingParams {
     temperature: 0.0,
     top_k: 0,
     top_p: 1.0,
+    ..SamplingParams::GREEDY
 };
 
 /// An engine on the fixture with no end-of-sequence ids (every reply runs
@@ -56,6 +57,7 @@ fn job(prompt: Vec<u32>, max_tokens: usize) -> (Job, UnboundedReceiver<Event>) {
         max_tokens,
         params: GREEDY,
         seed: 1,
+        top_logprobs: None,
         events,
     };
     (job, rx)
@@ -77,6 +79,7 @@ fn receive(rx: &mut UnboundedReceiver<Event>) -> Received {
             Event::Admitted { cached } => r.admitted = Some(cached),
             Event::Token(t) => r.tokens.push(t),
             Event::Done { .. } => r.done = true,
+            Event::Logprobs(_) => panic!("log-probabilities nobody asked for"),
             Event::Error(e) => panic!("the engine failed a request: {e}"),
         }
     }

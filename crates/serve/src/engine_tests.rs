@@ -75,8 +75,10 @@ fn job(prompt: Vec<u32>) -> (Job, mpsc::UnboundedReceiver<Event>) {
             temperature: 0.0,
             top_k: 0,
             top_p: 1.0,
+            ..SamplingParams::GREEDY
         },
         seed: 1,
+        top_logprobs: None,
         events,
     };
     (job, rx)

@@ -41,6 +41,7 @@ pub mod ordered_json;
 mod prefill;
 pub mod prefix_cache;
 mod py_json;
+pub mod sampling_options;
 pub mod scheduler;
 pub mod stop;
 

@@ -135,25 +135,32 @@ impl Engine {
             pos,
             ..
         } = p;
-        let first = match self
-            .model
-            .sample_next(&mut session, &job.prompt[pos..], &job.params)
-        {
-            Ok(t) => t,
-            Err(e) => {
-                self.refuse(&job, AdmissionFailure::Prefill, &e);
-                return None;
-            }
+        let controls = qwgpu_model::engine::StepControls {
+            top_logprobs: job.top_logprobs,
+            mask: None,
         };
+        let first =
+            match self
+                .model
+                .sample_step(&mut session, &job.prompt[pos..], &job.params, controls)
+            {
+                Ok(t) => t,
+                Err(e) => {
+                    self.refuse(&job, AdmissionFailure::Prefill, &e);
+                    return None;
+                }
+            };
         self.remember(&job.prompt, &session);
         let mut a = Active {
             id,
             session,
             ids: job.prompt,
-            next: first,
+            next: first.token,
             generated: 0,
             max_tokens: job.max_tokens,
             params: job.params,
+            top_logprobs: job.top_logprobs,
+            next_logprobs: crate::sampling_options::TokenLogprobs::from_sampled(&first),
             events: job.events,
         };
         self.deliver(&mut a).then_some(a)

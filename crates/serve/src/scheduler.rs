@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use qwgpu_checkpoint::TextConfig;
-use qwgpu_model::engine::{LoadOptions, Model, SamplingParams, Session};
+use qwgpu_model::engine::{LoadOptions, Model, SamplingParams, Session, StepControls};
 use qwgpu_model::ModelError;
 use tokio::sync::mpsc::{self, error::TryRecvError, UnboundedSender};
 
@@ -49,6 +49,9 @@ pub enum Event {
     Admitted { cached: usize },
     /// A generated token (end-of-sequence tokens are not sent).
     Token(u32),
+    /// The log-probabilities of the next [`Event::Token`] (requests that
+    /// asked for them; sent just before it).
+    Logprobs(crate::sampling_options::TokenLogprobs),
     /// The reply is over.
     Done { finish: Finish },
     /// The engine failed on this request.
@@ -68,6 +71,8 @@ pub struct Job {
     pub max_tokens: usize,
     pub params: SamplingParams,
     pub seed: u64,
+    /// `Some(n)`: send each token's log-probabilities with the `n` most likely.
+    pub top_logprobs: Option<usize>,
     pub events: UnboundedSender<Event>,
 }
 
@@ -83,6 +88,10 @@ pub(crate) struct Active {
     pub(crate) generated: usize,
     pub(crate) max_tokens: usize,
     pub(crate) params: SamplingParams,
+    /// As [`Job::top_logprobs`].
+    pub(crate) top_logprobs: Option<usize>,
+    /// The log-probabilities of `next`, when asked for.
+    pub(crate) next_logprobs: Option<crate::sampling_options::TokenLogprobs>,
     pub(crate) events: UnboundedSender<Event>,
 }
 
@@ -404,6 +413,9 @@ impl Engine {
         } else {
             a.generated += 1;
             Metrics::add(&self.metrics.generated_tokens, 1);
+            if let Some(lp) = a.next_logprobs.take() {
+                let _ = a.events.send(Event::Logprobs(lp));
+            }
             if a.events.send(Event::Token(a.next)).is_err() {
                 Metrics::add(&self.metrics.requests_cancelled, 1);
                 return false;
@@ -429,11 +441,19 @@ impl Engine {
             .fetch_max(active.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let tokens: Vec<u32> = active.iter().map(|a| a.next).collect();
         let params: Vec<SamplingParams> = active.iter().map(|a| a.params).collect();
+        let controls: Vec<StepControls> = active
+            .iter()
+            .map(|a| StepControls {
+                top_logprobs: a.top_logprobs,
+                mask: None,
+            })
+            .collect();
         let t0 = Instant::now();
         let result = {
             let mut sessions: Vec<&mut Session> =
                 active.iter_mut().map(|a| &mut a.session).collect();
-            self.model.decode_batch(&mut sessions, &tokens, &params)
+            self.model
+                .decode_batch_with(&mut sessions, &tokens, &params, controls)
         };
         let secs = t0.elapsed().as_secs_f64();
         match result {
@@ -445,7 +465,8 @@ impl Engine {
                 let mut keep = Vec::with_capacity(active.len());
                 for (mut a, t) in active.drain(..).zip(next) {
                     a.ids.push(a.next);
-                    a.next = t;
+                    a.next = t.token;
+                    a.next_logprobs = crate::sampling_options::TokenLogprobs::from_sampled(&t);
                     if self.deliver(&mut a) {
                         keep.push(a);
                     }

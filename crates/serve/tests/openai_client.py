@@ -58,7 +58,50 @@ def main() -> None:
     except openai.BadRequestError as e:
         assert e.status_code == 400
 
+    check_logprobs_and_penalties(client, model, messages)
+
     print("openai client: ok")
+
+
+def check_logprobs_and_penalties(client, model, messages) -> None:
+    """`logprobs` / `top_logprobs` in the client's types, whole and streamed;
+    penalties accepted; out-of-range penalties refused with a 400. (The
+    numbers are checked against a scoring pass in server.rs.)"""
+    kw = dict(model=model, messages=messages, max_tokens=6, temperature=0,
+              logprobs=True, top_logprobs=3, presence_penalty=0.5, frequency_penalty=0.2,
+              extra_body={"repetition_penalty": 1.1, "min_p": 0.01})
+    whole = client.chat.completions.create(**kw)
+    content = whole.choices[0].logprobs.content
+    assert len(content) == whole.usage.completion_tokens, (len(content), whole.usage)
+    for e in content:
+        assert e.logprob <= 0.0, e
+        assert isinstance(e.bytes, list) and all(0 <= b < 256 for b in e.bytes), e
+        assert len(e.top_logprobs) == 3, e
+        tops = [t.logprob for t in e.top_logprobs]
+        assert tops == sorted(tops, reverse=True), tops
+        # Raw log-probabilities: the chosen token is at most the best one.
+        assert e.logprob <= tops[0] + 1e-6, (e.logprob, tops)
+    streamed = []
+    for chunk in client.chat.completions.create(stream=True, **kw):
+        for c in chunk.choices:
+            if c.logprobs is not None and c.logprobs.content:
+                streamed.extend(c.logprobs.content)
+    assert [(e.token, e.bytes) for e in streamed] == [(e.token, e.bytes) for e in content]
+    assert all(abs(a.logprob - b.logprob) < 1e-6 for a, b in zip(streamed, content))
+
+    legacy = client.completions.create(model=model, prompt="The quick brown fox", max_tokens=4,
+                                       temperature=0, logprobs=2)
+    lp = legacy.choices[0].logprobs
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset) > 0
+    assert all(len(t) <= 2 for t in lp.top_logprobs), lp.top_logprobs
+    assert lp.text_offset[0] == 0
+
+    for field, value in [("presence_penalty", 3), ("frequency_penalty", -2.5)]:
+        try:
+            client.chat.completions.create(model=model, messages=messages, **{field: value})
+            raise AssertionError(f"{field}={value} must fail")
+        except openai.BadRequestError as e:
+            assert e.status_code == 400 and field in str(e), e
 
 
 if __name__ == "__main__":

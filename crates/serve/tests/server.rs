@@ -817,3 +817,253 @@ async fn a_malformed_template_file_is_reported_not_taken_for_none() {
         "this model folder has no chat template: use /v1/completions"
     );
 }
+
+// ---- Log-probabilities and penalties -----------------------------------------
+
+/// Token id of every byte string the fixture's vocabulary holds (the
+/// `bytes` the replies carry name one token each).
+fn ids_by_bytes(dir: &Path) -> std::collections::HashMap<Vec<u8>, u32> {
+    let tk = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).expect("tokenizer");
+    let mut map = std::collections::HashMap::new();
+    for id in (0..tk.get_vocab_size(true) as u32).rev() {
+        map.insert(qwgpu_serve::sampling_options::token_bytes(&tk, id), id);
+    }
+    map
+}
+
+/// A one-turn chat prompt's ids, rendered and tokenized as the server does.
+fn chat_prompt_ids(dir: &Path, text: &str) -> Vec<u32> {
+    let template = ChatTemplate::from_dir(dir).expect("template");
+    let text = template
+        .render(
+            &[Message::new("user", text)],
+            &RenderOptions {
+                add_generation_prompt: true,
+                enable_thinking: None,
+            },
+        )
+        .expect("render");
+    let tk = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).expect("tokenizer");
+    tk.encode(text, false).expect("encode").get_ids().to_vec()
+}
+
+/// `log_softmax` rows of a scoring pass over `ids` on the CPU reference: what
+/// `qwgpu score` computes (`forward_all`, then a log-softmax per row).
+fn score_rows(dir: &Path, ids: &[u32]) -> Vec<Vec<f64>> {
+    let opts = LoadOptions {
+        backend: Backend::Cpu,
+        ..Default::default()
+    };
+    let model = qwgpu_model::engine::Model::load(dir, &opts).expect("model");
+    let vocab = model.config().vocab_size;
+    let mut s = model.new_session().expect("session");
+    let all = model.forward_all(&mut s, ids).expect("forward");
+    all.chunks(vocab)
+        .map(|row| {
+            let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let z: f64 = row.iter().map(|&v| (v as f64 - m).exp()).sum();
+            row.iter().map(|&v| v as f64 - m - z.ln()).collect()
+        })
+        .collect()
+}
+
+/// Chat and completions `logprobs` (whole and streamed) against a scoring
+/// pass over prompt + reply: the sampled tokens' log-probabilities and the
+/// top entries within `tol` (CPU server: 1e-4; GPU: 2e-3, its forward pass
+/// differs by f32 rounding), top entries sorted, the greedy token first.
+async fn logprobs_match_a_scoring_pass(backend: Backend, tol: f64) {
+    let s = server(|o| {
+        o.load.backend = backend;
+        o.cache_mem = 0;
+    })
+    .await;
+    let dir = s._dir.path().to_path_buf();
+    let by_bytes = ids_by_bytes(&dir);
+    let prompt: Vec<u32> = vec![5, 77, 31, 200, 9, 14];
+    let req = json!({"prompt": prompt, "max_tokens": 6, "temperature": 0, "logprobs": 3});
+    let (status, v) = s.post("/v1/completions", &req).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let lp = &v["choices"][0]["logprobs"];
+    let tokens: Vec<String> = serde_json::from_value(lp["tokens"].clone()).expect("tokens");
+    let n = tokens.len();
+    assert!(n > 0 && n <= 6, "{lp}");
+    assert_eq!(lp["token_logprobs"].as_array().map(Vec::len), Some(n));
+    assert_eq!(lp["text_offset"][0], json!(0));
+    // Chat: the same tokens' bytes identify the ids.
+    let creq = json!({"messages": [user("Hello there")], "max_tokens": 5, "temperature": 0,
+                      "logprobs": true, "top_logprobs": 4});
+    let (status, cv) = s.post("/v1/chat/completions", &creq).await;
+    assert_eq!(status, StatusCode::OK, "{cv}");
+    let content = cv["choices"][0]["logprobs"]["content"]
+        .as_array()
+        .expect("content")
+        .clone();
+    assert_eq!(
+        content.len() as u64,
+        cv["usage"]["completion_tokens"].as_u64().expect("usage"),
+        "{cv}"
+    );
+    let bytes_of =
+        |e: &Value| -> Vec<u8> { serde_json::from_value(e["bytes"].clone()).expect("bytes") };
+    let chat_ids: Vec<u32> = content.iter().map(|e| by_bytes[&bytes_of(e)]).collect();
+    let chat_prompt = chat_prompt_ids(&dir, "Hello there");
+    for (prompt, reply, entries) in [
+        (
+            prompt.clone(),
+            // Completions carry token texts; their ids come from the chat-free map.
+            tokens
+                .iter()
+                .map(|t| by_bytes[t.as_bytes()])
+                .collect::<Vec<u32>>(),
+            None,
+        ),
+        (chat_prompt, chat_ids.clone(), Some(&content)),
+    ] {
+        let mut seq = prompt.clone();
+        seq.extend(&reply[..reply.len() - 1]);
+        let rows = score_rows(&dir, &seq);
+        for (k, &id) in reply.iter().enumerate() {
+            let row = &rows[prompt.len() - 1 + k];
+            let (got, top) = match entries {
+                Some(c) => (
+                    c[k]["logprob"].as_f64().expect("logprob"),
+                    c[k]["top_logprobs"].as_array().expect("top").clone(),
+                ),
+                None => (
+                    lp["token_logprobs"][k].as_f64().expect("logprob"),
+                    Vec::new(),
+                ),
+            };
+            let want = row[id as usize];
+            assert!(
+                (got - want).abs() < tol,
+                "token {k} ({id}): {got} vs score {want}"
+            );
+            // Greedy: the sampled token is the most likely one.
+            let best = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            assert!(
+                (want - best).abs() < 1e-9 || (got - best).abs() < tol,
+                "token {k}"
+            );
+            for (j, e) in top.iter().enumerate() {
+                let tid = by_bytes[&bytes_of(e)];
+                let tlp = e["logprob"].as_f64().expect("top logprob");
+                assert!((tlp - row[tid as usize]).abs() < tol, "token {k} top {j}");
+                if j > 0 {
+                    assert!(tlp <= top[j - 1]["logprob"].as_f64().unwrap() + 1e-6);
+                }
+            }
+            if entries.is_some() {
+                assert_eq!(top.len(), 4);
+            }
+        }
+    }
+    // Streamed: the chunks' entries are the whole reply's.
+    let mut sreq = creq.clone();
+    sreq["stream"] = json!(true);
+    let mut streamed = Vec::new();
+    for e in s.stream("/v1/chat/completions", &sreq).await {
+        if e == "[DONE]" {
+            continue;
+        }
+        let v: Value = serde_json::from_str(&e).expect("chunk");
+        if let Some(c) = v["choices"][0]["logprobs"]["content"].as_array() {
+            streamed.extend(c.iter().cloned());
+        }
+    }
+    assert_eq!(streamed.len(), content.len());
+    for (a, b) in streamed.iter().zip(&content) {
+        assert_eq!(a["bytes"], b["bytes"]);
+        let (x, y) = (
+            a["logprob"].as_f64().unwrap(),
+            b["logprob"].as_f64().unwrap(),
+        );
+        assert!((x - y).abs() < 1e-6, "streamed {x} vs whole {y}");
+    }
+    // Without the fields: null, as before.
+    let (_, plain) = s
+        .post(
+            "/v1/chat/completions",
+            &json!({"messages": [user("Hi")], "max_tokens": 2}),
+        )
+        .await;
+    assert_eq!(plain["choices"][0]["logprobs"], Value::Null);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logprobs_match_a_scoring_pass_on_the_cpu() {
+    logprobs_match_a_scoring_pass(Backend::Cpu, 1e-4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logprobs_match_a_scoring_pass_on_the_gpu() {
+    require_gpu();
+    logprobs_match_a_scoring_pass(Backend::Gpu, 2e-3).await;
+}
+
+/// Penalties and min-p reach the engine: a completion's tokens equal the
+/// engine's own `sample_next` with the same parameters and seed; bad values
+/// are 400s naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn penalties_and_min_p_reach_the_sampler() {
+    let s = server(|o| o.cache_mem = 0).await;
+    let dir = s._dir.path().to_path_buf();
+    let by_bytes = ids_by_bytes(&dir);
+    let prompt = chat_prompt_ids(&dir, "Hello Hello there there");
+    let params = qwgpu_model::engine::SamplingParams {
+        temperature: 0.8,
+        min_p: 0.05,
+        presence_penalty: 1.5,
+        frequency_penalty: 0.5,
+        repetition_penalty: 1.3,
+        ..qwgpu_model::engine::SamplingParams::GREEDY
+    };
+    let req = json!({"messages": [user("Hello Hello there there")], "max_tokens": 8,
+                     "temperature": 0.8, "min_p": 0.05, "presence_penalty": 1.5,
+                     "frequency_penalty": 0.5, "repetition_penalty": 1.3, "seed": 42,
+                     "logprobs": true});
+    let (status, v) = s.post("/v1/chat/completions", &req).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let got: Vec<u32> = v["choices"][0]["logprobs"]["content"]
+        .as_array()
+        .expect("content")
+        .iter()
+        .map(|e| {
+            let b: Vec<u8> = serde_json::from_value(e["bytes"].clone()).expect("bytes");
+            by_bytes[&b]
+        })
+        .collect();
+    assert!(!got.is_empty());
+    let opts = LoadOptions {
+        backend: Backend::Cpu,
+        ..Default::default()
+    };
+    let model = qwgpu_model::engine::Model::load(&dir, &opts).expect("model");
+    let mut session = model.new_session().expect("session");
+    session.set_seed(42);
+    let mut want = vec![model
+        .sample_next(&mut session, &prompt, &params)
+        .expect("first")];
+    while want.len() < got.len() {
+        let last = *want.last().expect("a token");
+        want.push(
+            model
+                .sample_next(&mut session, &[last], &params)
+                .expect("next"),
+        );
+    }
+    assert_eq!(got, want);
+    for (field, value) in [
+        ("presence_penalty", json!(2.5)),
+        ("frequency_penalty", json!(-3)),
+        ("repetition_penalty", json!(0)),
+        ("min_p", json!(2)),
+        ("top_logprobs", json!(3)),
+    ] {
+        let mut body = json!({"messages": [user("Hi")], "max_tokens": 2});
+        body[field] = value;
+        let (status, e) = s.post("/v1/chat/completions", &body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{field}: {e}");
+        assert_eq!(e["error"]["param"], json!(field), "{e}");
+    }
+}

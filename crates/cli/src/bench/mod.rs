@@ -180,6 +180,7 @@ fn bench_model(args: &BenchArgs, dir: &Path) -> Result<Value> {
         temperature: 0.0,
         top_k: 0,
         top_p: 1.0,
+        ..SamplingParams::GREEDY
     };
     // The default decode run only when nothing else was asked for.
     let asked = !args.prefill.is_empty()

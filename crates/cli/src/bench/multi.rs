@@ -19,6 +19,7 @@ fn greedy() -> SamplingParams {
         temperature: 0.0,
         top_k: 0,
         top_p: 1.0,
+        ..SamplingParams::GREEDY
     }
 }
 

@@ -37,6 +37,10 @@ pub(crate) enum StepKind {
     Decode,
     /// One token for each row's session, every row sampled.
     BatchDecode,
+    /// The controlled sampler of a lone session's step (after its forward pass).
+    Sample,
+    /// The controlled samplers of a batched step's rows.
+    BatchSample,
 }
 
 /// One session's part of a key.
@@ -48,6 +52,8 @@ pub(crate) struct RowKey {
     pub pages: usize,
     /// Temperature, top-k and top-p bits, when the row is sampled.
     pub sampling: Option<[u32; 3]>,
+    /// A controlled sampler's parameters and switches (see `controlled`).
+    pub ctl: Option<[u32; 10]>,
 }
 
 impl RowKey {
@@ -57,6 +63,7 @@ impl RowKey {
             epoch,
             pages,
             sampling: sampling.map(|p| [p.temperature.to_bits(), p.top_k, p.top_p.to_bits()]),
+            ctl: None,
         }
     }
 }
@@ -152,6 +159,7 @@ mod tests {
             temperature: 0.0,
             top_k: 0,
             top_p: 1.0,
+            ..SamplingParams::GREEDY
         };
         let hot = SamplingParams {
             temperature: 0.7,

@@ -10,6 +10,7 @@
 //! CPU's recording of ~200 launches stays off the path between two steps.
 
 mod activations;
+mod controlled;
 mod graph;
 mod launch_cache;
 mod layers;
@@ -75,13 +76,16 @@ struct BatchScratch {
     sampled: wgpu::Buffer,
     readback: wgpu::Buffer,
     launches: LaunchCache<BatchLaunches>,
+    /// Buffers and launches of batched steps with controls, made on first use.
+    ctl: Option<controlled::BatchCtl>,
 }
 
 /// A recorded batched step: the model's launches, then the sampler of all
-/// rows (whose seeds and counters are written before each run).
+/// rows (whose seeds and counters are written before each run); no sampler
+/// for a step with controls (see `controlled`).
 struct BatchLaunches {
     body: Vec<Dispatch>,
-    sampler: RowSampler,
+    sampler: Option<RowSampler>,
 }
 
 /// Ids of sessions and models (never reused).
@@ -105,6 +109,7 @@ pub struct GpuSnapshot {
     pos: usize,
     counter: u32,
     seed: u64,
+    log: crate::sampling::TokenLog,
     /// Rows of each KV page of `layers`.
     pages: Vec<usize>,
     layers: Vec<Box<dyn LayerState>>,
@@ -288,6 +293,8 @@ impl GpuModel {
             next: None,
             seed: 0,
             counter: 0,
+            log: Default::default(),
+            ctl: None,
             id: next_id(),
             epoch: 0,
             model: self.id,
@@ -472,8 +479,14 @@ impl GpuModel {
         tokens: &[u32],
         all: bool,
     ) -> Result<Vec<f32>, ModelError> {
-        self.run(s, tokens, if all { Head::All } else { Head::Last }, None)
-            .map(|(logits, _)| logits)
+        self.run(
+            s,
+            tokens,
+            if all { Head::All } else { Head::Last },
+            None,
+            true,
+        )
+        .map(|(logits, _)| logits)
     }
 
     /// Runs `tokens` and samples the next token on the GPU (one u32 read back).
@@ -483,18 +496,26 @@ impl GpuModel {
         tokens: &[u32],
         params: &SamplingParams,
     ) -> Result<u32, ModelError> {
-        let (_, tok) = self.run(s, tokens, Head::Last, Some(params))?;
-        tok.ok_or_else(|| ModelError::Internal {
+        let (_, tok) = self.run(s, tokens, Head::Last, Some(params), true)?;
+        let tok = tok.ok_or_else(|| ModelError::Internal {
             detail: "sampling produced no token".into(),
-        })
+        })?;
+        if tok != qwgpu_ops::sampling::NON_FINITE {
+            s.log.generated.push(tok);
+        }
+        Ok(tok)
     }
 
+    /// Runs `tokens` in steps; `read`: read back the logits of an unsampled
+    /// `Head::Last` run (otherwise they stay in the activations, e.g. for the
+    /// controlled sampler).
     fn run(
         &self,
         s: &mut GpuSession,
         tokens: &[u32],
         head: Head,
         sampling: Option<&SamplingParams>,
+        read: bool,
     ) -> Result<(Vec<f32>, Option<u32>), ModelError> {
         if tokens.is_empty() {
             return Err(ModelError::InvalidArgument {
@@ -533,6 +554,7 @@ impl GpuModel {
             self.ctx.queue.submit([cb]);
             drop(guard);
             s.pos += t;
+            s.log.consumed.extend_from_slice(part);
             // While the GPU runs this step, encode the next decode step (its
             // token is the one sampled into the ids buffer now, its position
             // and sampler counter are written at submission): wgpu records
@@ -549,7 +571,7 @@ impl GpuModel {
             let a = &s.act.stream;
             match step_head {
                 Head::All => logits.extend(self.ctx.read_f32(&a.logits, 0, t * vocab)?),
-                Head::Last if sampling.is_none() => {
+                Head::Last if sampling.is_none() && read => {
                     logits = self.ctx.read_f32(&a.logits, 0, vocab)?
                 }
                 _ => {}
@@ -632,6 +654,90 @@ impl GpuModel {
         params: &[SamplingParams],
     ) -> Result<Vec<u32>, ModelError> {
         let b = sessions.len();
+        let (mut guard, pool_guard, key) = self.batch_body(sessions, tokens, Some(params))?;
+        let batch = guard.as_mut().ok_or_else(|| ModelError::Internal {
+            detail: "the batch scratch vanished".into(),
+        })?;
+        let refs: Vec<&GpuSession> = sessions.iter().map(|s| &**s).collect();
+        let BatchScratch {
+            sampled,
+            readback,
+            launches,
+            ..
+        } = batch;
+        let launches = launches.get_or_record(&key, || {
+            Err(ModelError::Internal {
+                detail: "batch launches missing after recording".into(),
+            })
+        })?;
+        let sampler = launches
+            .sampler
+            .as_ref()
+            .ok_or_else(|| ModelError::Internal {
+                detail: "a plain batch recorded without its sampler".into(),
+            })?;
+        let seeds: Vec<(u64, u32)> = refs.iter().map(|s| (s.seed, s.counter)).collect();
+        sampler.write_seeds(&self.ctx, &seeds)?;
+        let all: Vec<&Dispatch> = launches.body.iter().chain(sampler.launches()).collect();
+        self.submit_then("batched decode step", &all, |enc| {
+            enc.copy_buffer_to_buffer(sampled, 0, readback, 0, (b * 4) as u64)
+        })?;
+        drop(pool_guard);
+        let bytes = self.ctx.read_mapped(readback, (b * 4) as u64)?;
+        self.ctx.check("batched decode step")?;
+        let next: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes[..b * 4]);
+        for ((s, &tok), &t) in sessions.iter_mut().zip(tokens).zip(&next) {
+            s.pos += 1;
+            s.counter = s.counter.wrapping_add(1);
+            s.log.consumed.push(tok);
+            if t != qwgpu_ops::sampling::NON_FINITE {
+                s.log.generated.push(t);
+            }
+        }
+        Ok(next)
+    }
+
+    /// The launch key of a batched step over `refs`: with each row's sampling
+    /// parameters (the sampler is part of the list), or `None` (body only).
+    fn batch_key(
+        &self,
+        refs: &[&GpuSession],
+        params: Option<&[SamplingParams]>,
+    ) -> Result<LaunchKey, ModelError> {
+        Ok(LaunchKey {
+            kind: StepKind::BatchDecode,
+            rows: refs
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let epoch = self.epoch(s)?;
+                    let p = params.map(|p| &p[i]);
+                    Ok(RowKey::new(s.id, epoch, s.pages_at(s.pos).0, p))
+                })
+                .collect::<Result<_, ModelError>>()?,
+        })
+    }
+
+    /// Prepares a batched step: capacity, inputs, the batch scratch, and the
+    /// step's launch list recorded (with the plain sampler of `params`, or
+    /// body only for `None`). Returns the locked batch scratch, the state
+    /// pool's step guard (hold it until the step is submitted) and the key
+    /// of the recorded list.
+    #[allow(clippy::type_complexity)]
+    fn batch_body(
+        &self,
+        sessions: &mut [&mut GpuSession],
+        tokens: &[u32],
+        params: Option<&[SamplingParams]>,
+    ) -> Result<
+        (
+            std::sync::MutexGuard<'_, Option<BatchScratch>>,
+            Option<std::sync::RwLockReadGuard<'_, ()>>,
+            LaunchKey,
+        ),
+        ModelError,
+    > {
+        let b = sessions.len();
         for (s, &tok) in sessions.iter_mut().zip(tokens) {
             self.ensure_capacity(s, s.pos + 1)?;
             self.write_inputs(s, &[tok]);
@@ -639,47 +745,44 @@ impl GpuModel {
         let mut guard = self.batch.lock().map_err(|_| ModelError::Internal {
             detail: "a batched decode step panicked earlier".into(),
         })?;
-        let batch = match &mut *guard {
-            Some(batch) => batch,
-            empty => {
-                let rows = MAX_DECODE_BATCH;
-                empty.insert(BatchScratch {
-                    act: Activations::new(&self.ctx, &self.config, rows, rows)?,
-                    sampled: self.ctx.storage("batch sampled ids", (rows * 4) as u64)?,
-                    readback: self
-                        .ctx
-                        .readback_buffer("batch sampled ids", (rows * 4) as u64),
-                    launches: LaunchCache::default(),
-                })
-            }
-        };
+        if guard.is_none() {
+            let rows = MAX_DECODE_BATCH;
+            *guard = Some(BatchScratch {
+                act: Activations::new(&self.ctx, &self.config, rows, rows)?,
+                sampled: self.ctx.storage("batch sampled ids", (rows * 4) as u64)?,
+                readback: self
+                    .ctx
+                    .readback_buffer("batch sampled ids", (rows * 4) as u64),
+                launches: LaunchCache::default(),
+                ctl: None,
+            });
+        }
+        let batch = guard.as_mut().ok_or_else(|| ModelError::Internal {
+            detail: "the batch scratch vanished".into(),
+        })?;
         let q = &self.ctx.queue;
         q.write_buffer(&batch.act.stream.ids, 0, bytemuck::cast_slice(tokens));
         let step = Step::new(0, b as u32, 0, 0);
         q.write_buffer(&batch.act.stream.step, 0, bytemuck::bytes_of(&step));
         let refs: Vec<&GpuSession> = sessions.iter().map(|s| &**s).collect();
-        let key = LaunchKey {
-            kind: StepKind::BatchDecode,
-            rows: refs
-                .iter()
-                .zip(params)
-                .map(|(s, p)| {
-                    let epoch = self.epoch(s)?;
-                    Ok(RowKey::new(s.id, epoch, s.pages_at(s.pos).0, Some(p)))
-                })
-                .collect::<Result<_, ModelError>>()?,
-        };
-        let guard = self.step_guard()?;
+        let key = self.batch_key(&refs, params)?;
+        let pool_guard = self.step_guard()?;
         let BatchScratch {
             act,
             sampled,
-            readback,
             launches,
+            ..
         } = batch;
         // Recording is the costly part (thousands of bind groups): only when
         // the batch changes (a session joins, leaves or enters a page).
-        let launches = launches.get_or_record(&key, || {
+        launches.get_or_record(&key, || {
             let body = graph::record_batch(&self.rec(), &self.w, act, &refs)?;
+            let Some(params) = params else {
+                return Ok::<_, ModelError>(BatchLaunches {
+                    body,
+                    sampler: None,
+                });
+            };
             // All rows' samplers in one launch family (per-row parameters).
             let vocab = self.config.vocab_size;
             let rows: Vec<SampleRow> = params
@@ -699,26 +802,12 @@ impl GpuModel {
                 &act.stream.step,
                 sampled,
             )?;
-            Ok::<_, ModelError>(BatchLaunches { body, sampler })
+            Ok(BatchLaunches {
+                body,
+                sampler: Some(sampler),
+            })
         })?;
-        let seeds: Vec<(u64, u32)> = refs.iter().map(|s| (s.seed, s.counter)).collect();
-        launches.sampler.write_seeds(&self.ctx, &seeds)?;
-        let all: Vec<&Dispatch> = launches
-            .body
-            .iter()
-            .chain(launches.sampler.launches())
-            .collect();
-        self.submit_then("batched decode step", &all, |enc| {
-            enc.copy_buffer_to_buffer(sampled, 0, readback, 0, (b * 4) as u64)
-        })?;
-        drop(guard);
-        let bytes = self.ctx.read_mapped(readback, (b * 4) as u64)?;
-        self.ctx.check("batched decode step")?;
-        for s in sessions.iter_mut() {
-            s.pos += 1;
-            s.counter = s.counter.wrapping_add(1);
-        }
-        Ok(bytemuck::pod_collect_to_vec(&bytes[..b * 4]))
+        Ok((guard, pool_guard, key))
     }
 
     /// Copies the session's state (KV rows up to its position, into one page of
@@ -736,6 +825,7 @@ impl GpuModel {
             pos: s.pos,
             counter: s.counter,
             seed: s.seed,
+            log: s.log.clone(),
             pages,
             layers,
             model: self.id,
@@ -754,6 +844,11 @@ impl GpuModel {
         s.pos = snap.pos;
         s.counter = snap.counter;
         s.seed = snap.seed;
+        s.log = snap.log.clone();
+        // The device's token counts no longer match the log.
+        if let Some(c) = s.ctl.as_mut() {
+            c.counts_sync = None;
+        }
         self.ctx.check("restore")?;
         Ok(())
     }
@@ -793,7 +888,7 @@ impl GpuModel {
         let room = page_end - s.pos;
         let lead = if tokens.len() > room { room } else { 0 };
         if lead > 0 {
-            self.run(s, &tokens[..lead], Head::None, None)?;
+            self.run(s, &tokens[..lead], Head::None, None, true)?;
         }
         let tokens = &tokens[lead..];
         self.write_inputs(s, tokens);
@@ -805,6 +900,7 @@ impl GpuModel {
         )?;
         drop(guard);
         s.pos += tokens.len();
+        s.log.consumed.extend_from_slice(tokens);
         let mut by: Vec<FamilyTime> = Vec::new();
         for (label, ns) in times {
             match by.iter_mut().find(|f| f.label == label) {

@@ -9,6 +9,7 @@ use super::activations::Activations;
 use super::launch_cache::{LaunchCache, LaunchKey};
 use super::layers::kind::{pages_at, LayerState, SessionView};
 use super::state_pool::SlotLease;
+use crate::sampling::TokenLog;
 
 /// A sequence on the GPU: state, activations, and the decode launches recorded once.
 pub struct GpuSession {
@@ -29,6 +30,10 @@ pub struct GpuSession {
     pub(crate) next: Option<(LaunchKey, wgpu::CommandBuffer)>,
     pub(crate) seed: u64,
     pub(crate) counter: u32,
+    /// The tokens the penalties count (consumed; generated since the seed).
+    pub(crate) log: TokenLog,
+    /// Buffers and launches of steps with controls (made on first use).
+    pub(crate) ctl: Option<super::controlled::SessionCtl>,
     /// Unique per session (never reused), and a count of changes to the
     /// buffers its launches bind (pages added): part of every launch key.
     pub(crate) id: u64,
@@ -43,10 +48,13 @@ impl GpuSession {
         self.pos
     }
 
-    /// Sets the seed of the session's sampler and restarts its counter.
+    /// Sets the seed of the session's sampler and restarts its counter; a new
+    /// generation starts (the penalties' generated-token counts restart).
     pub fn set_seed(&mut self, seed: u64) {
         self.seed = seed;
         self.counter = 0;
+        self.log.generated.clear();
+        self.log.generation += 1;
     }
 
     /// KV rows of all pages.

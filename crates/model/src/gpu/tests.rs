@@ -21,6 +21,7 @@ const GREEDY: SamplingParams = SamplingParams {
     temperature: 0.0,
     top_k: 0,
     top_p: 1.0,
+    ..SamplingParams::GREEDY
 };
 
 #[test]
@@ -97,6 +98,7 @@ const HOT: SamplingParams = SamplingParams {
     temperature: 1.5,
     top_k: 0,
     top_p: 1.0,
+    ..SamplingParams::GREEDY
 };
 
 /// The launch cache's key: a step encoded ahead for other sampling
@@ -169,7 +171,11 @@ fn batch_launches(m: &GpuModel) -> std::collections::BTreeMap<&'static str, usiz
     let guard = m.batch.lock().unwrap();
     let list = guard.as_ref().unwrap().launches.latest().unwrap();
     let mut by = std::collections::BTreeMap::new();
-    for d in list.body.iter().chain(list.sampler.launches()) {
+    for d in list
+        .body
+        .iter()
+        .chain(list.sampler.iter().flat_map(|s| s.launches()))
+    {
         *by.entry(d.label).or_insert(0) += 1;
     }
     by
