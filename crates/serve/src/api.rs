@@ -95,6 +95,8 @@ pub struct GenRequest {
     pub include_usage: bool,
     /// Penalties, min-p and log-probabilities (`sampling_options`).
     pub sampling: crate::sampling_options::SamplingOptions,
+    /// `response_format` / a forcing `tool_choice`: what the reply must be.
+    pub constraint: Option<crate::constrain::Spec>,
 }
 
 fn type_error(param: &str, expected: &str, got: &Value) -> ApiError {
@@ -314,6 +316,7 @@ impl GenRequest {
             stop: stop(obj)?,
             stream,
             include_usage,
+            constraint: crate::constrain::request::parse(ordered, chat)?,
         })
     }
 }

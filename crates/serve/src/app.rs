@@ -40,6 +40,8 @@ struct Shared {
     precision: &'static str,
     /// Seeds requests that give none (and ids), distinct per request.
     counter: AtomicU64,
+    /// The grammar engine of constrained requests (built on the first).
+    grammars: crate::constrain::hook::LazyGrammars,
 }
 
 /// What every handler shares: the model's files, the engine's queue, metrics.
@@ -103,6 +105,7 @@ pub fn start(opts: &ServeOptions) -> Result<AppState, ServeError> {
         backend,
         precision: qwgpu_model::precision_name(opts.load.gpu.precision),
         counter: AtomicU64::new(seed0),
+        grammars: Default::default(),
     })))
 }
 
@@ -343,6 +346,10 @@ async fn generate(
         top_p: req.top_p,
         ..SamplingParams::GREEDY
     });
+    let constraint = match req.constraint.clone() {
+        Some(spec) => Some(constrained(&st, spec, prompt.clone()).await?),
+        None => None,
+    };
     let n = st.0.counter.fetch_add(1, Relaxed);
     let seed = req.seed.unwrap_or(n);
     let (tx, rx) = mpsc::unbounded_channel();
@@ -354,6 +361,7 @@ async fn generate(
         seed,
         top_logprobs: req.sampling.top_logprobs,
         events: tx,
+        constraint,
     };
     let m = &st.0.metrics;
     Metrics::add(&m.queue_depth, 1);
@@ -392,6 +400,21 @@ async fn generate(
     } else {
         whole(st, meta, prompt, req.stop, rx).await
     }
+}
+
+/// A request's grammar constraint, compiled off the async runtime's threads
+/// (the first one also builds the grammar engine over the vocabulary).
+async fn constrained(
+    st: &AppState,
+    spec: crate::constrain::Spec,
+    prompt: Vec<u32>,
+) -> Result<crate::constrain::Constraint, ApiError> {
+    let st = st.clone();
+    tokio::task::spawn_blocking(move || {
+        crate::constrain::hook::for_prompt(&st.0.grammars, &st.0.files, &spec, &prompt)
+    })
+    .await
+    .map_err(|e| ApiError::server(format!("compiling the grammar: {e}")))?
 }
 
 /// What the response chunks repeat.

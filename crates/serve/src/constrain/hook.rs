@@ -4,6 +4,8 @@
 
 use std::sync::OnceLock;
 
+use qwgpu_model::engine::TokenMaskFn;
+
 use super::{thinking_open, ConstrainError, Constraint, Grammars, Spec};
 use crate::api::ApiError;
 use crate::model_files::ModelFiles;
@@ -65,4 +67,17 @@ pub fn for_prompt(
         ),
         other => ApiError::server(other.to_string()),
     })
+}
+
+/// A step's mask callback for the engine's sampler (called while the GPU
+/// runs the step's forward pass): `c`'s allowed tokens. It never fails the
+/// step (see [`Constraint::fill_step_mask`]).
+pub fn mask_fn(c: &mut Constraint) -> TokenMaskFn<'_> {
+    Box::new(move |words: &mut [u32]| Ok(c.fill_step_mask(words)))
+}
+
+/// Advances `c` by the token just sampled (not end-of-sequence); the error
+/// ends the reply.
+pub fn commit(c: Option<&mut Constraint>, token: u32) -> Result<(), ConstrainError> {
+    c.map_or(Ok(()), |c| c.commit(token))
 }

@@ -14,6 +14,9 @@ pub struct Constraint {
     matcher: Matcher,
     vocab_size: usize,
     words: usize,
+    /// Why the last mask could not be computed (the step ran unconstrained;
+    /// the next [`Constraint::commit`] reports it and the reply ends).
+    failed: Option<String>,
 }
 
 impl std::fmt::Debug for Constraint {
@@ -40,6 +43,7 @@ impl Constraint {
             matcher,
             vocab_size,
             words: vocab_size.div_ceil(32),
+            failed: None,
         })
     }
 
@@ -74,7 +78,24 @@ impl Constraint {
     /// Advances the grammar by a sampled token (one the last mask allowed;
     /// an end-of-sequence token ends the reply and is not passed here).
     pub fn commit(&mut self, token: u32) -> Result<(), ConstrainError> {
+        if let Some(why) = self.failed.take() {
+            return Err(matcher_error(why));
+        }
         self.matcher.consume_token(token).map_err(matcher_error)
+    }
+
+    /// [`Constraint::fill_mask`] for the engine's step: a failure is kept
+    /// for the next [`Constraint::commit`] and the step runs unconstrained
+    /// (`false`), so one reply's broken grammar never fails the other
+    /// sequences of its batch.
+    pub fn fill_step_mask(&mut self, words: &mut [u32]) -> bool {
+        match self.fill_mask(words) {
+            Ok(()) => true,
+            Err(e) => {
+                self.failed = Some(e.to_string());
+                false
+            }
+        }
     }
 
     /// The grammar is complete: only end-of-sequence is allowed now.

@@ -40,8 +40,7 @@ fn random_reply(
     let mut rng = SplitMix64::new(seed);
     let params = SamplingParams {
         temperature: 1.0,
-        top_k: 0,
-        top_p: 1.0,
+        ..SamplingParams::GREEDY
     };
     let mut sampler = Sampler::new(params, seed).expect("sampler");
     let mut out = Vec::new();
