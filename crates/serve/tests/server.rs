@@ -1104,6 +1104,41 @@ fn assert_valid(schema: &Value, text: &str) {
     assert!(errors.is_empty(), "{text} breaks the schema: {errors:?}");
 }
 
+/// `response_format` on the GPU backend (lavapipe in CI): requests sent
+/// together decode in one batch, each row under its own grammar's mask.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_format_replies_validate_in_a_gpu_batch() {
+    require_gpu();
+    let s = std::sync::Arc::new(server(|o| o.load.backend = Backend::Gpu).await);
+    let schema = bounded_schema();
+    let mut tasks = tokio::task::JoinSet::new();
+    for seed in 0..4 {
+        let (s, schema) = (s.clone(), schema.clone());
+        tasks.spawn(async move {
+            let req = json!({"model": s.model, "messages": [user("Describe a person")],
+                "max_tokens": 3000, "temperature": 1.0, "seed": seed,
+                "response_format": {"type": "json_schema",
+                    "json_schema": {"name": "person", "schema": schema}}});
+            s.post("/v1/chat/completions", &req).await
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        let (status, whole) = done.expect("task");
+        assert_eq!(status, StatusCode::OK, "{whole}");
+        assert_eq!(whole["choices"][0]["finish_reason"], "stop", "{whole}");
+        assert_valid(
+            &schema,
+            whole["choices"][0]["message"]["content"]
+                .as_str()
+                .expect("content"),
+        );
+    }
+    assert!(
+        s.metric("qwgpu_decode_batch_max").await >= 2.0,
+        "the requests shared steps"
+    );
+}
+
 /// `response_format` on a random-weight model: every reply (whole and
 /// streamed, chat and completions) is JSON valid under the schema.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
