@@ -71,7 +71,8 @@ pub(crate) fn lark(spec: &Spec, thinking: bool) -> String {
     match spec {
         Spec::Json { schema, strict } => {
             let schema = with_layout(schema, !strict);
-            format!("{}reply: %json {schema}\n", start("reply", thinking))
+            let head = start("reply", thinking);
+            format!("{head}reply: %json {schema}\n")
         }
         Spec::ToolCalls { tools, parallel } => {
             let mut g = start(
@@ -87,8 +88,8 @@ pub(crate) fn lark(spec: &Spec, thinking: bool) -> String {
             // A free value and its end are one lexeme: as two, the lexer
             // (greedy) would take `\n</parameter` into the value.
             g.push_str(&format!(
-                "FREE_BODY: /(?s:.*)/ & ~/(?s:.*)({TAGS})(?s:.*)/\nEND: {}\nFREE: FREE_BODY END\n",
-                lit(VALUE_END)
+                "FREE_BODY: /(?s:.*)/ & ~/(?s:.*)({TAGS})(?s:.*)/\nEND: {end}\nFREE: FREE_BODY END\n",
+                end = lit(VALUE_END)
             ));
             for (i, tool) in tools.iter().enumerate() {
                 tool_rules(&mut g, i, tool);
@@ -123,8 +124,8 @@ fn tool_rules(g: &mut String, i: usize, tool: &Tool) {
         let rule = format!("p_{i}_{j}");
         let value = value_rule(g, &format!("{i}_{j}"), schema.map(Json::to_serde).as_ref());
         g.push_str(&format!(
-            "{rule}: {} {value}\n",
-            lit(&format!("<parameter={name}>\n"))
+            "{rule}: {open} {value}\n",
+            open = lit(&format!("<parameter={name}>\n"))
         ));
         parts.push(if required.contains(&name) {
             rule
@@ -133,7 +134,7 @@ fn tool_rules(g: &mut String, i: usize, tool: &Tool) {
         });
     }
     parts.push(tail);
-    g.push_str(&format!("call_{i}: {}\n", parts.join(" ")));
+    g.push_str(&format!("call_{i}: {body}\n", body = parts.join(" ")));
 }
 
 /// The JSON types a schema declares (`type` as a string or a list).
