@@ -45,6 +45,8 @@ struct Shared {
     counter: AtomicU64,
     /// `--default-enable-thinking`: a chat request's `enable_thinking` when it gives none.
     default_enable_thinking: Option<bool>,
+    /// The grammar engine of constrained requests (built on the first).
+    grammars: crate::constrain::hook::LazyGrammars,
 }
 
 /// What every handler shares: the model's files, the engine's queue, metrics.
@@ -109,6 +111,7 @@ pub fn start(opts: &ServeOptions) -> Result<AppState, ServeError> {
         precision: qwgpu_model::precision_name(opts.load.gpu.precision),
         counter: AtomicU64::new(seed0),
         default_enable_thinking: opts.default_enable_thinking,
+        grammars: Default::default(),
     })))
 }
 
@@ -355,6 +358,10 @@ async fn generate(
         top_p: req.top_p,
         ..SamplingParams::GREEDY
     });
+    let constraint = match req.constraint.clone() {
+        Some(spec) => Some(constrained(&st, spec, prompt.clone()).await?),
+        None => None,
+    };
     let n = st.0.counter.fetch_add(1, Relaxed);
     let seed = req.seed.unwrap_or(n);
     let (tx, rx) = mpsc::unbounded_channel();
@@ -366,6 +373,7 @@ async fn generate(
         seed,
         top_logprobs: req.sampling.top_logprobs,
         events: tx,
+        constraint,
     };
     let m = &st.0.metrics;
     Metrics::add(&m.queue_depth, 1);
@@ -425,6 +433,21 @@ fn reply_setup(st: &Shared, req: &GenRequest, prompt: &[u32], seed: u64) -> Opti
 #[cfg(test)]
 #[path = "tool_calls_app_tests.rs"]
 mod tool_calls_app_tests;
+
+/// A request's grammar constraint, compiled off the async runtime's threads
+/// (the first one also builds the grammar engine over the vocabulary).
+async fn constrained(
+    st: &AppState,
+    spec: crate::constrain::Spec,
+    prompt: Vec<u32>,
+) -> Result<crate::constrain::Constraint, ApiError> {
+    let st = st.clone();
+    tokio::task::spawn_blocking(move || {
+        crate::constrain::hook::for_prompt(&st.0.grammars, &st.0.files, &spec, &prompt)
+    })
+    .await
+    .map_err(|e| ApiError::server(format!("compiling the grammar: {e}")))?
+}
 
 /// What the response chunks repeat.
 struct Meta {

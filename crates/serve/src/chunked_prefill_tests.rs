@@ -59,6 +59,7 @@ fn job(prompt: Vec<u32>, max_tokens: usize) -> (Job, UnboundedReceiver<Event>) {
         seed: 1,
         top_logprobs: None,
         events,
+        constraint: None,
     };
     (job, rx)
 }

@@ -130,14 +130,14 @@ impl Engine {
     fn finish(&mut self, p: Prefill) -> Option<Active> {
         let Prefill {
             id,
-            job,
+            mut job,
             mut session,
             pos,
             ..
         } = p;
         let controls = qwgpu_model::engine::StepControls {
             top_logprobs: job.top_logprobs,
-            mask: None,
+            mask: job.constraint.as_mut().map(crate::constrain::hook::mask_fn),
         };
         let first =
             match self
@@ -162,6 +162,7 @@ impl Engine {
             top_logprobs: job.top_logprobs,
             next_logprobs: crate::sampling_options::TokenLogprobs::from_sampled(&first),
             events: job.events,
+            constraint: job.constraint,
         };
         self.deliver(&mut a).then_some(a)
     }
