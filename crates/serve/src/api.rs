@@ -102,6 +102,8 @@ pub struct GenRequest {
     pub parallel_tool_calls: bool,
     /// Penalties, min-p and log-probabilities (`sampling_options`).
     pub sampling: crate::sampling_options::SamplingOptions,
+    /// `response_format` / a forcing `tool_choice`: what the reply must be.
+    pub constraint: Option<crate::constrain::Spec>,
 }
 
 fn type_error(param: &str, expected: &str, got: &Value) -> ApiError {
@@ -326,6 +328,7 @@ impl GenRequest {
             options,
             tool_choice,
             parallel_tool_calls,
+            constraint: crate::constrain::request::parse(ordered, chat)?,
         })
     }
 }

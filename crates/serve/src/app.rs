@@ -49,6 +49,8 @@ pub(crate) struct Shared {
     counter: AtomicU64,
     /// `--default-enable-thinking`: a chat request's `enable_thinking` when it gives none.
     default_enable_thinking: Option<bool>,
+    /// The grammar engine of constrained requests (built on the first).
+    grammars: crate::constrain::hook::LazyGrammars,
     /// Requests accepted and not yet over (queued, prefilling or decoding).
     held: AtomicUsize,
     /// The most requests held at once: `--max-queue` + `--max-batch`.
@@ -135,6 +137,7 @@ pub fn start(opts: &ServeOptions) -> Result<AppState, ServeError> {
         precision: qwgpu_model::precision_name(opts.load.gpu.precision),
         counter: AtomicU64::new(seed0),
         default_enable_thinking: opts.default_enable_thinking,
+        grammars: Default::default(),
     })))
 }
 
@@ -526,6 +529,18 @@ async fn generate(
         top_p: req.top_p,
         ..SamplingParams::GREEDY
     });
+    if req.constraint.is_some() && req.options.n > 1 {
+        // Each choice would need its own grammar state: not done yet.
+        return Err(ApiError::invalid(
+            "`n` above 1 cannot be combined with `response_format` or a forced tool call",
+            Some("n"),
+        )
+        .with_code("unsupported_parameter"));
+    }
+    let constraint = match req.constraint.clone() {
+        Some(spec) => Some(constrained(&st, spec, prompt.clone()).await?),
+        None => None,
+    };
     let n = st.0.counter.fetch_add(1, Relaxed);
     let seed = req.seed.unwrap_or(n);
     let held = Held::take(&st)?;
@@ -552,6 +567,7 @@ async fn generate(
         seed,
         top_logprobs: req.sampling.top_logprobs,
         events: tx,
+        constraint,
         opts: JobOptions {
             stop_ids: req.options.stop_ids.clone(),
             ignore_eos: req.options.ignore_eos,
@@ -635,6 +651,21 @@ fn reply_setup(st: &Shared, req: &GenRequest, prompt: &[u32], seed: u64) -> Opti
 #[cfg(test)]
 #[path = "tool_calls_app_tests.rs"]
 mod tool_calls_app_tests;
+
+/// A request's grammar constraint, compiled off the async runtime's threads
+/// (the first one also builds the grammar engine over the vocabulary).
+async fn constrained(
+    st: &AppState,
+    spec: crate::constrain::Spec,
+    prompt: Vec<u32>,
+) -> Result<crate::constrain::Constraint, ApiError> {
+    let st = st.clone();
+    tokio::task::spawn_blocking(move || {
+        crate::constrain::hook::for_prompt(&st.0.grammars, &st.0.files, &spec, &prompt)
+    })
+    .await
+    .map_err(|e| ApiError::server(format!("compiling the grammar: {e}")))?
+}
 
 /// What the response chunks repeat.
 pub(crate) struct Meta {

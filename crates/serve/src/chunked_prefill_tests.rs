@@ -60,6 +60,7 @@ fn job(prompt: Vec<u32>, max_tokens: usize) -> (Job, UnboundedReceiver<Event>) {
         top_logprobs: None,
         events,
         opts: Default::default(),
+        constraint: None,
     };
     (job, rx)
 }

@@ -13,6 +13,8 @@
 //! - [`prefix_cache`]: snapshots of the hybrid (GDN + attention) state keyed
 //!   by the exact token prefix they cover, so a chat client resending its
 //!   conversation prefills only the new turn;
+//! - [`constrain`]: structured output (`response_format`) and forced tool
+//!   calls (`tool_choice`), as token masks from the llguidance grammar engine;
 //! - [`chat_template`], [`detokenize`]: HF chat templates and streaming
 //!   detokenization, shared with the `qwgpu` CLI;
 //! - [`chat_request`], [`ordered_json`]: a chat request's messages (tool
@@ -40,6 +42,7 @@ pub mod app;
 pub mod chat_request;
 pub mod chat_template;
 mod choices;
+pub mod constrain;
 pub mod detokenize;
 pub mod error;
 pub mod guard;

@@ -140,10 +140,7 @@ impl Engine {
             mut pos,
             ..
         } = p;
-        let controls = qwgpu_model::engine::StepControls {
-            top_logprobs: job.top_logprobs,
-            mask: None,
-        };
+        // Forks carry no grammar: the HTTP side refuses `n` > 1 with one.
         let mut forked = Vec::new();
         if !job.opts.forks.is_empty() {
             let last = job.prompt.len() - 1;
@@ -186,6 +183,7 @@ impl Engine {
                         top_logprobs: job.top_logprobs,
                         next_logprobs: crate::sampling_options::TokenLogprobs::from_sampled(&t),
                         events: f.events,
+                        constraint: None,
                         opts,
                         last_token: None,
                     }),
@@ -196,6 +194,10 @@ impl Engine {
                 }
             }
         }
+        let controls = qwgpu_model::engine::StepControls {
+            top_logprobs: job.top_logprobs,
+            mask: job.constraint.as_mut().map(crate::constrain::hook::mask_fn),
+        };
         let first =
             match self
                 .model
@@ -220,6 +222,7 @@ impl Engine {
             top_logprobs: job.top_logprobs,
             next_logprobs: crate::sampling_options::TokenLogprobs::from_sampled(&first),
             events: job.events,
+            constraint: job.constraint,
             opts: job.opts,
             last_token: None,
         };

@@ -75,6 +75,8 @@ pub struct Job {
     /// `Some(n)`: send each token's log-probabilities with the `n` most likely.
     pub top_logprobs: Option<usize>,
     pub events: UnboundedSender<Event>,
+    /// The grammar the reply must follow (`response_format`, a forced tool call).
+    pub constraint: Option<crate::constrain::Constraint>,
     /// Request options beyond sampling, and timing.
     pub opts: JobOptions,
 }
@@ -143,6 +145,8 @@ pub(crate) struct Active {
     /// The log-probabilities of `next`, when asked for.
     pub(crate) next_logprobs: Option<crate::sampling_options::TokenLogprobs>,
     pub(crate) events: UnboundedSender<Event>,
+    /// As [`Job::constraint`]; it has taken every token before `next`.
+    pub(crate) constraint: Option<crate::constrain::Constraint>,
     pub(crate) opts: JobOptions,
     /// When its last token was sent (inter-token latency).
     pub(crate) last_token: Option<Instant>,
@@ -487,6 +491,11 @@ impl Engine {
         let finish = if ends {
             Some(Finish::Stop)
         } else {
+            if let Err(e) = crate::constrain::hook::commit(a.constraint.as_mut(), a.next) {
+                tracing::error!("constrained decoding: {e}");
+                let _ = a.events.send(Event::Error(e.to_string()));
+                return false;
+            }
             a.generated += 1;
             Metrics::add(&self.metrics.generated_tokens, 1);
             if let Some(lp) = a.next_logprobs.take() {
@@ -523,17 +532,20 @@ impl Engine {
             .fetch_max(active.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let tokens: Vec<u32> = active.iter().map(|a| a.next).collect();
         let params: Vec<SamplingParams> = active.iter().map(|a| a.params).collect();
-        let controls: Vec<StepControls> = active
-            .iter()
-            .map(|a| StepControls {
-                top_logprobs: a.top_logprobs,
-                mask: None,
-            })
-            .collect();
         let t0 = Instant::now();
         let result = {
-            let mut sessions: Vec<&mut Session> =
-                active.iter_mut().map(|a| &mut a.session).collect();
+            // A grammar's mask is computed by its callback while the GPU
+            // runs the step (`constrain::hook::mask_fn`).
+            let (mut sessions, controls): (Vec<&mut Session>, Vec<StepControls>) = active
+                .iter_mut()
+                .map(|a| {
+                    let controls = StepControls {
+                        top_logprobs: a.top_logprobs,
+                        mask: a.constraint.as_mut().map(crate::constrain::hook::mask_fn),
+                    };
+                    (&mut a.session, controls)
+                })
+                .unzip();
             self.model
                 .decode_batch_with(&mut sessions, &tokens, &params, controls)
         };

@@ -151,6 +151,54 @@ def main() -> None:
     legacy = client.completions.create(model=model, prompt="The quick brown fox", max_tokens=4, temperature=0)
     assert legacy.choices[0].finish_reason in ("stop", "length")
 
+    # Structured output on a random-weight model: the grammar makes it valid.
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 8},
+            "age": {"type": "integer", "minimum": 0, "maximum": 99},
+            "pets": {"type": "array", "items": {"enum": ["cat", "dog"]}, "maxItems": 2},
+        },
+        "required": ["name", "age"],
+        "additionalProperties": False,
+    }
+    structured = client.chat.completions.create(
+        model=model,
+        messages=messages,
+        max_tokens=2000,
+        seed=5,
+        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": schema, "strict": True}},
+    )
+    assert structured.choices[0].finish_reason == "stop", structured
+    person = json.loads(structured.choices[0].message.content)
+    assert set(person) <= {"name", "age", "pets"} and {"name", "age"} <= set(person), person
+    assert isinstance(person["name"], str) and len(person["name"]) <= 8, person
+    assert isinstance(person["age"], int) and 0 <= person["age"] <= 99, person
+    assert all(p in ("cat", "dog") for p in person.get("pets", [])), person
+
+    # tool_choice "required": a well-formed call of the tool, even at random weights.
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 12}, "days": {"type": "integer", "minimum": 1, "maximum": 7}},
+        "required": ["city", "days"],
+    }}}]
+    forced = client.chat.completions.create(
+        model=model, messages=messages, max_tokens=2000, seed=6, tools=tools, tool_choice="required"
+    )
+    message = forced.choices[0].message
+    if message.tool_calls:
+        call = message.tool_calls[0].function
+        assert call.name == "get_weather", call
+        args = json.loads(call.arguments)
+        assert isinstance(args["city"], str) and isinstance(args["days"], int) and 1 <= args["days"] <= 7, args
+    else:
+        # Before the server parses calls, the XML is the content.
+        text = message.content
+        assert text.startswith("<tool_call>\n<function=get_weather>\n<parameter=city>\n"), text
+        assert "\n</parameter>\n<parameter=days>\n" in text and text.endswith("</function>\n</tool_call>"), text
+        days = text.split("<parameter=days>\n", 1)[1].split("\n</parameter>", 1)[0]
+        assert 1 <= int(days) <= 7, text
+
     try:
         client.chat.completions.create(model="no-such-model", messages=messages)
         raise AssertionError("an unknown model must fail")

@@ -880,6 +880,8 @@ async fn logprobs_match_a_scoring_pass(backend: Backend, tol: f64) {
         // Compared with an f32 scoring pass: exact GEMMs (fast is the default).
         o.load.gpu.precision = qwgpu_model::MatmulPrecision::Exact;
         o.load.backend = backend;
+        // The reference is the f32 CPU model: the exact GEMMs.
+        o.load.gpu.precision = qwgpu_model::MatmulPrecision::Exact;
         o.cache_mem = 0;
     })
     .await;
@@ -1071,5 +1073,258 @@ async fn penalties_and_min_p_reach_the_sampler() {
         let (status, e) = s.post("/v1/chat/completions", &body).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{field}: {e}");
         assert_eq!(e["error"]["param"], json!(field), "{e}");
+    }
+}
+
+/// A schema with nested objects, arrays, enums, required fields and string
+/// patterns, its strings bounded so that a random-weight model ends its
+/// reply well within `max_tokens`.
+fn bounded_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 10},
+            "age": {"type": "integer", "minimum": 0, "maximum": 120},
+            "pets": {"type": "array", "items": {"enum": ["cat", "dog", "fish"]}, "maxItems": 3},
+            "home": {
+                "type": "object",
+                "properties": {
+                    "zip": {"type": "string", "pattern": "^[0-9]{5}$"},
+                    "floor": {"type": "integer", "minimum": 0, "maximum": 9}
+                },
+                "required": ["zip"],
+                "additionalProperties": false
+            }
+        },
+        "required": ["name", "age", "home"],
+        "additionalProperties": false
+    })
+}
+
+fn assert_valid(schema: &Value, text: &str) {
+    let value: Value =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"));
+    let validator = jsonschema::validator_for(schema).expect("schema");
+    let errors: Vec<String> = validator
+        .iter_errors(&value)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{text} breaks the schema: {errors:?}");
+}
+
+/// `response_format` on the GPU backend (lavapipe in CI): requests sent
+/// together decode in one batch, each row under its own grammar's mask.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_format_replies_validate_in_a_gpu_batch() {
+    require_gpu();
+    let s = std::sync::Arc::new(server(|o| o.load.backend = Backend::Gpu).await);
+    let schema = bounded_schema();
+    let mut tasks = tokio::task::JoinSet::new();
+    for seed in 0..4 {
+        let (s, schema) = (s.clone(), schema.clone());
+        tasks.spawn(async move {
+            let req = json!({"model": s.model, "messages": [user("Describe a person")],
+                "max_tokens": 3000, "temperature": 1.0, "seed": seed,
+                "response_format": {"type": "json_schema",
+                    "json_schema": {"name": "person", "schema": schema}}});
+            s.post("/v1/chat/completions", &req).await
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        let (status, whole) = done.expect("task");
+        assert_eq!(status, StatusCode::OK, "{whole}");
+        assert_eq!(whole["choices"][0]["finish_reason"], "stop", "{whole}");
+        assert_valid(
+            &schema,
+            whole["choices"][0]["message"]["content"]
+                .as_str()
+                .expect("content"),
+        );
+    }
+    assert!(
+        s.metric("qwgpu_decode_batch_max").await >= 2.0,
+        "the requests shared steps"
+    );
+}
+
+/// `response_format` on a random-weight model: every reply (whole and
+/// streamed, chat and completions) is JSON valid under the schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_format_replies_validate_on_a_random_model() {
+    let s = server(|_| {}).await;
+    let schema = bounded_schema();
+    let format = json!({"type": "json_schema",
+        "json_schema": {"name": "person", "schema": schema, "strict": true}});
+    for seed in 0..3 {
+        let req = json!({"model": s.model, "messages": [user("Describe a person")],
+            "max_tokens": 3000, "temperature": 1.0, "seed": seed, "response_format": format});
+        let (status, whole) = s.post("/v1/chat/completions", &req).await;
+        assert_eq!(status, StatusCode::OK, "{whole}");
+        let choice = &whole["choices"][0];
+        assert_eq!(choice["finish_reason"], "stop", "{whole}");
+        let content = choice["message"]["content"].as_str().expect("content");
+        assert_valid(&schema, content);
+        let mut streamed = req.clone();
+        streamed["stream"] = json!(true);
+        let (text, finish) =
+            streamed_text(&s.stream("/v1/chat/completions", &streamed).await, true);
+        assert_eq!((text.as_str(), finish.as_str()), (content, "stop"));
+    }
+    // Completions too (`json_object` is checked at the library level: an
+    // unbounded object may outrun any `max_tokens` at random weights).
+    let req = json!({"model": s.model, "prompt": "JSON:", "max_tokens": 3000, "seed": 1,
+        "response_format": format});
+    let (status, whole) = s.post("/v1/completions", &req).await;
+    assert_eq!(status, StatusCode::OK, "{whole}");
+    assert_eq!(whole["choices"][0]["finish_reason"], "stop", "{whole}");
+    assert_valid(&schema, whole["choices"][0]["text"].as_str().expect("text"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_response_formats_and_tool_choices_are_400s_naming_the_field() {
+    let s = server(|_| {}).await;
+    let m = json!([user("hi")]);
+    let cases = [
+        (
+            json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x",
+            "schema": {"type": "object", "properties": {"a": {"type": "strin"}}}, "strict": true}}}),
+            "response_format.json_schema.schema",
+        ),
+        (
+            json!({"response_format": {"type": "yaml"}}),
+            "response_format.type",
+        ),
+        (json!({"tool_choice": "required"}), "tool_choice"),
+        (
+            json!({"tools": [{"type": "function", "function": {"name": "f"}}],
+                "tool_choice": {"type": "function", "function": {"name": "g"}}}),
+            "tool_choice",
+        ),
+    ];
+    for (extra, param) in cases {
+        let mut req = json!({"model": s.model, "messages": m, "max_tokens": 4});
+        for (k, v) in extra.as_object().expect("object") {
+            req[k] = v.clone();
+        }
+        let (status, body) = s.post("/v1/chat/completions", &req).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        // (`tool_choice.function.name` or `tool_choice`: either names the field.)
+        let got = body["error"]["param"].as_str().unwrap_or_default();
+        assert!(got.starts_with(param), "{param}: {body}");
+    }
+}
+
+/// The tool calls of a reply: from `tool_calls` when the server parsed
+/// them, else read from Qwen3-Coder's XML in `content` (a value is text
+/// where the tool's schema declares a string, else JSON); as (name, arguments).
+fn reply_calls(
+    message: &Value,
+    schemas: &[(&str, Value)],
+) -> Vec<(String, serde_json::Map<String, Value>)> {
+    if let Some(calls) = message["tool_calls"].as_array().filter(|c| !c.is_empty()) {
+        return calls
+            .iter()
+            .map(|c| {
+                let args: Value = serde_json::from_str(
+                    c["function"]["arguments"]
+                        .as_str()
+                        .expect("arguments string"),
+                )
+                .expect("arguments JSON");
+                (
+                    c["function"]["name"].as_str().expect("name").to_owned(),
+                    args.as_object().expect("object").clone(),
+                )
+            })
+            .collect();
+    }
+    let text = message["content"].as_str().expect("content");
+    let mut calls = Vec::new();
+    for block in text.split("<tool_call>\n").skip(1) {
+        let body = block
+            .split_once("</function>\n</tool_call>")
+            .unwrap_or_else(|| panic!("unclosed call: {text:?}"))
+            .0;
+        let (name, mut rest) = body
+            .strip_prefix("<function=")
+            .and_then(|b| b.split_once(">\n"))
+            .unwrap_or_else(|| panic!("no function: {text:?}"));
+        let schema = &schemas
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("unknown tool {name}"))
+            .1;
+        let mut args = serde_json::Map::new();
+        while let Some(r) = rest.strip_prefix("<parameter=") {
+            let (p, r) = r.split_once(">\n").expect("parameter name");
+            let (v, r) = r.split_once("\n</parameter>\n").expect("parameter end");
+            let value = if schema["properties"][p]["type"] == "string" {
+                Value::String(v.into())
+            } else {
+                serde_json::from_str(v).unwrap_or_else(|e| panic!("{name}.{p} = {v:?}: {e}"))
+            };
+            args.insert(p.to_owned(), value);
+            rest = r;
+        }
+        assert!(rest.is_empty(), "{text:?}");
+        calls.push((name.to_owned(), args));
+    }
+    calls
+}
+
+/// `tool_choice: "required"` / a named function on a random-weight model:
+/// the reply is well-formed calls of the given tools, arguments valid
+/// under each tool's schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forced_tool_calls_are_valid_on_a_random_model() {
+    let s = server(|_| {}).await;
+    let weather = json!({"type": "object", "properties": {
+            "city": {"type": "string", "maxLength": 16},
+            "days": {"type": "integer", "minimum": 1, "maximum": 7},
+            "unit": {"type": "string", "enum": ["c", "f"]}},
+        "required": ["city", "days"]});
+    let tools = json!([
+        {"type": "function", "function": {"name": "get_weather", "parameters": weather}},
+        {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object",
+            "properties": {"utc": {"type": "boolean"}}, "required": ["utc"]}}}
+    ]);
+    let schemas = [
+        ("get_weather", weather.clone()),
+        ("get_time", tools[1]["function"]["parameters"].clone()),
+    ];
+    for (seed, choice) in [
+        (0, json!("required")),
+        (1, json!("required")),
+        (
+            2,
+            json!({"type": "function", "function": {"name": "get_time"}}),
+        ),
+    ] {
+        let req = json!({"model": s.model, "messages": [user("Weather in Paris?")], "tools": tools,
+            "tool_choice": choice, "max_tokens": 2000, "seed": seed, "temperature": 1.0,
+            "chat_template_kwargs": {"enable_thinking": false}});
+        let (status, whole) = s.post("/v1/chat/completions", &req).await;
+        assert_eq!(status, StatusCode::OK, "{whole}");
+        let choice_out = &whole["choices"][0];
+        assert!(
+            matches!(
+                choice_out["finish_reason"].as_str(),
+                Some("stop" | "tool_calls")
+            ),
+            "{whole}"
+        );
+        let calls = reply_calls(&choice_out["message"], &schemas);
+        assert!(!calls.is_empty(), "{whole}");
+        for (name, args) in calls {
+            if let Some(n) = choice.pointer("/function/name") {
+                assert_eq!(name, n.as_str().unwrap_or_default());
+            }
+            let schema = &schemas
+                .iter()
+                .find(|(n, _)| *n == name)
+                .expect("a known tool")
+                .1;
+            assert_valid(schema, &Value::Object(args).to_string());
+        }
     }
 }
