@@ -9,6 +9,9 @@ use crate::adapters::{self, WANTED_FEATURES};
 use crate::pipeline::PipelineCache;
 use crate::KernelError;
 
+#[cfg(target_arch = "wasm32")]
+mod web;
+
 /// How to open a device.
 #[derive(Debug, Clone, Default)]
 pub struct ContextOptions {
@@ -128,7 +131,24 @@ impl GpuContext {
     }
 
     fn from_adapter(adapter: wgpu::Adapter, opts: &ContextOptions) -> Result<Self, KernelError> {
-        let info = adapter.get_info();
+        let (features, limits) = Self::device_plan(&adapter, opts);
+        let desc = Self::device_descriptor(features, &limits);
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| {
+            KernelError::DeviceRequest {
+                adapter: adapter.get_info().name,
+                detail: e.to_string(),
+            }
+        })?;
+        Ok(Self::from_device(
+            &adapter, device, queue, features, limits, opts,
+        ))
+    }
+
+    /// The features and limits to ask `adapter` for under `opts`.
+    fn device_plan(
+        adapter: &wgpu::Adapter,
+        opts: &ContextOptions,
+    ) -> (wgpu::Features, wgpu::Limits) {
         let have = adapter.features();
         let mut features = wgpu::Features::empty();
         for (f, _) in WANTED_FEATURES {
@@ -155,6 +175,13 @@ impl GpuContext {
                 wgpu::Features::IMMEDIATES | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX,
             );
         }
+        (features, limits)
+    }
+
+    fn device_descriptor(
+        features: wgpu::Features,
+        limits: &wgpu::Limits,
+    ) -> wgpu::DeviceDescriptor<'static> {
         let experimental = if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
             // SAFETY: only the cooperative-matrix feature is experimental here; its
             // kernels are checked against the scalar path in tests.
@@ -162,20 +189,27 @@ impl GpuContext {
         } else {
             wgpu::ExperimentalFeatures::disabled()
         };
-        let desc = wgpu::DeviceDescriptor {
+        wgpu::DeviceDescriptor {
             label: Some("qwgpu"),
             required_features: features,
             required_limits: limits.clone(),
             experimental_features: experimental,
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
-        };
-        let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| {
-            KernelError::DeviceRequest {
-                adapter: info.name.clone(),
-                detail: e.to_string(),
-            }
-        })?;
+        }
+    }
+
+    /// The context over a device opened with [`GpuContext::device_plan`]'s
+    /// features and limits: the error sink, capabilities and caches.
+    fn from_device(
+        adapter: &wgpu::Adapter,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        features: wgpu::Features,
+        limits: wgpu::Limits,
+        opts: &ContextOptions,
+    ) -> Self {
+        let info = adapter.get_info();
         let errors: Arc<Mutex<Vec<wgpu::Error>>> = Arc::default();
         let lost: Arc<Mutex<Option<String>>> = Arc::default();
         {
@@ -216,7 +250,7 @@ impl GpuContext {
             ?tuning,
             "GPU device opened"
         );
-        Ok(Self {
+        Self {
             device,
             queue,
             info,
@@ -232,7 +266,7 @@ impl GpuContext {
             errors,
             lost,
             uploads: Mutex::new((0, None)),
-        })
+        }
     }
 
     /// Notes `bytes` just queued with `queue.write_buffer`. Every
@@ -339,16 +373,25 @@ impl GpuContext {
     /// first error it caused, typed (used for uploads and pipeline creation).
     pub fn scoped<T>(&self, during: &str, f: impl FnOnce() -> T) -> Result<T, KernelError> {
         self.check(during)?;
-        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let val = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let out = f();
-        let v = pollster::block_on(val.pop());
-        let o = pollster::block_on(oom.pop());
-        if let Some(e) = o.or(v) {
-            return Err(KernelError::from_wgpu(&e, during));
+        // The web cannot wait for a scope's verdict (a promise): its errors
+        // reach the uncaptured-error sink, and the next `check` reports them.
+        #[cfg(target_arch = "wasm32")]
+        {
+            Ok(f())
         }
-        self.check(during)?;
-        Ok(out)
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+            let val = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+            let out = f();
+            let v = pollster::block_on(val.pop());
+            let o = pollster::block_on(oom.pop());
+            if let Some(e) = o.or(v) {
+                return Err(KernelError::from_wgpu(&e, during));
+            }
+            self.check(during)?;
+            Ok(out)
+        }
     }
 
     /// Saves the on-disk pipeline cache now (also done when the context drops).
