@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{coverage, manifest, matrix, vulkan};
+use crate::{coverage, manifest, matrix, vulkan, web};
 
 const USAGE: &str = "usage: cargo xtask ci [--require-hw]";
 
@@ -55,6 +55,8 @@ pub fn run(args: &[String]) -> Result<()> {
         &["doc", "--workspace", "--no-deps", "--quiet"],
         &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
+    // The same engine in headless Chromium (or a loud skip without the tools).
+    web::browser_tests()?;
     let failed = matrix::run()?;
     let records = coverage::load(&cov_dir)?;
     println!("{}", coverage::table(&records));

@@ -10,6 +10,8 @@
 //!   only those).
 //! - `matrix`: only the fixture matrix table (golden column at precision
 //!   Exact, precision column: Fast against `hf_bf16.json`).
+//! - `web [--release] [--serve] [--port N]`: the browser build into `web/pkg/`
+//!   (and a local server for the demo page with the bundled model).
 //! - `bench`: qwgpu against the roofline, llama.cpp and HF on the GPU machine
 //!   (benches/README.md).
 
@@ -22,10 +24,11 @@ mod manifest;
 mod matrix;
 mod precision;
 mod vulkan;
+mod web;
 
 use anyhow::{bail, Result};
 
-const USAGE: &str = "usage: cargo xtask <ci [--require-hw] | matrix | fixtures [--python PY] [--only a,b] [--bf16-divergence] | bench [--help] | coverage DIR | gpu-tests [--help]>";
+const USAGE: &str = "usage: cargo xtask <ci [--require-hw] | matrix | fixtures [--python PY] [--only a,b] [--bf16-divergence] | web [--release] [--serve] [--port N] | bench [--help] | coverage DIR | gpu-tests [--help]>";
 
 /// Whether `args` (after the subcommand) ask for help: `-h` / `--help`.
 /// (`bench` parses its own, where an option's value may read `--help`.)
@@ -55,6 +58,7 @@ fn main() -> Result<()> {
         }
         Some("fixtures") => fixtures::run(rest),
         Some("bench") => bench::run(rest),
+        Some("web") => web::run(rest),
         Some("-h" | "--help") => {
             println!("{USAGE}");
             Ok(())
