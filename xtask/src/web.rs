@@ -6,6 +6,8 @@
 //! - `cargo xtask web --serve [--port N]`: the same, then serves `web/` on
 //!   127.0.0.1 with the bundled model (the `dense-bf16-text` fixture) under
 //!   `/model/`, answering HTTP range requests as a model host does.
+//! - `cargo xtask web --test-page`: the same, then the demo page in headless
+//!   Chromium chatting once (as `cargo xtask ci` does).
 //! - [`browser_tests`] (from `cargo xtask ci`): the `qwgpu-web` tests in
 //!   headless Chromium through `wasm-bindgen-test-runner` and chromedriver;
 //!   when a tool is missing they are skipped with a loud
@@ -17,10 +19,11 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
+mod page;
 mod serve;
 
 pub const WASM_TARGET: &str = "wasm32-unknown-unknown";
-const USAGE: &str = "usage: cargo xtask web [--release] [--serve] [--port N]";
+const USAGE: &str = "usage: cargo xtask web [--release] [--serve] [--port N] [--test-page]";
 /// The Chromium switches that give a page WebGPU where it is not on by
 /// default (Linux; SwiftShader when no GPU is reachable).
 pub const CHROMIUM_FLAGS: &str = "--enable-unsafe-webgpu --enable-features=Vulkan";
@@ -33,12 +36,13 @@ pub struct Tools {
 }
 
 pub fn run(args: &[String]) -> Result<()> {
-    let (mut serve, mut release, mut port) = (false, false, 8080u16);
+    let (mut serve, mut release, mut port, mut test_page) = (false, false, 8080u16, false);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--serve" => serve = true,
             "--release" => release = true,
+            "--test-page" => test_page = true,
             "--port" => {
                 let v = it.next().context("--port needs a value")?;
                 port = v
@@ -52,8 +56,15 @@ pub fn run(args: &[String]) -> Result<()> {
             other => bail!("unknown argument `{other}`\n{USAGE}"),
         }
     }
-    let tools = find_tools(false).map_err(|reason| anyhow::anyhow!("{reason}"))?;
+    let tools = find_tools(test_page).map_err(|reason| anyhow::anyhow!("{reason}"))?;
     build(&tools, release)?;
+    if test_page {
+        let driver = tools
+            .chromedriver
+            .as_deref()
+            .unwrap_or(Path::new("chromedriver"));
+        page::run(driver, &root().join("web"), &bundled_model())?;
+    }
     if serve {
         serve::serve(&root().join("web"), &bundled_model(), port)?;
     }
@@ -214,6 +225,19 @@ pub fn browser_tests() -> Result<()> {
             ("WASM_BINDGEN_TEST_TIMEOUT", "900"),
         ],
     )?;
+    // The demo page, built as `cargo xtask web` builds it, chatting once.
+    build(&tools, false)?;
+    let (_answer, status) = page::run(
+        tools
+            .chromedriver
+            .as_deref()
+            .unwrap_or(Path::new("chromedriver")),
+        &root().join("web"),
+        &bundled_model(),
+    )?;
+    if !status.contains("tok/s") {
+        bail!("the demo page's status after a chat turn is `{status}`, expected tok/s figures");
+    }
     eprintln!(
         "xtask ci: browser tests passed in {:.0} s",
         started.elapsed().as_secs_f64()

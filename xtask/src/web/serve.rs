@@ -18,6 +18,17 @@ pub fn serve(web: &Path, model: &Path, port: u16) -> Result<()> {
     );
     println!("the bundled model is at http://127.0.0.1:{port}/model/ (the page's default)");
     println!("open it in Chrome/Chromium 113+ (WebGPU); on Linux start it with: chromium {flags}");
+    accept(listener, web, model)
+}
+
+/// [`serve`] without the banner (the page test's server).
+pub fn serve_quiet(web: &Path, model: &Path, port: u16) -> Result<()> {
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .with_context(|| format!("binding 127.0.0.1:{port}"))?;
+    accept(listener, web, model)
+}
+
+fn accept(listener: TcpListener, web: &Path, model: &Path) -> Result<()> {
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
         let (web, model) = (web.to_path_buf(), model.to_path_buf());
