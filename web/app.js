@@ -14,6 +14,7 @@ function progress(done, total) {
 }
 
 function fail(e) {
+  console.log(`qwgpu: error: ${e && e.message ? e.message : e}`);
   $("status").textContent = String(e && e.message ? e.message : e);
   $("status").className = "error";
 }
@@ -25,8 +26,11 @@ async function open(how) {
   try {
     model = await how();
     $("adapter").textContent = model.adapter();
+    console.log(`qwgpu: adapter ${model.adapter()}`);
     $("status").textContent = "ready";
     $("send").disabled = false;
+    // `?autosend` sends the prompt at once (the GPU machine's script uses it).
+    if (new URLSearchParams(location.search).has("autosend")) send();
   } catch (e) {
     fail(e);
   }
@@ -58,6 +62,7 @@ async function send() {
       `decode ${stats.decode_tok_s.toFixed(1)} tok/s (${stats.generated} tokens)` +
       (stats.cancelled ? ", stopped" : "");
     answer.dataset.done = "1";
+    console.log(`qwgpu: ${$("status").textContent}`);
   } catch (e) {
     fail(e);
   }

@@ -23,7 +23,7 @@ mod page;
 mod serve;
 
 pub const WASM_TARGET: &str = "wasm32-unknown-unknown";
-const USAGE: &str = "usage: cargo xtask web [--release] [--serve] [--port N] [--test-page]";
+const USAGE: &str = "usage: cargo xtask web [--release] [--serve] [--port N] [--model DIR] [--no-build] [--test-page]";
 /// The Chromium switches that give a page WebGPU where it is not on by
 /// default (Linux; SwiftShader when no GPU is reachable).
 pub const CHROMIUM_FLAGS: &str = "--enable-unsafe-webgpu --enable-features=Vulkan";
@@ -37,12 +37,16 @@ pub struct Tools {
 
 pub fn run(args: &[String]) -> Result<()> {
     let (mut serve, mut release, mut port, mut test_page) = (false, false, 8080u16, false);
+    let (mut build_it, mut model) = (true, bundled_model());
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--serve" => serve = true,
             "--release" => release = true,
             "--test-page" => test_page = true,
+            // Serve an already built `web/pkg` (a machine without cargo).
+            "--no-build" => build_it = false,
+            "--model" => model = it.next().context("--model needs a folder")?.into(),
             "--port" => {
                 let v = it.next().context("--port needs a value")?;
                 port = v
@@ -56,6 +60,9 @@ pub fn run(args: &[String]) -> Result<()> {
             other => bail!("unknown argument `{other}`\n{USAGE}"),
         }
     }
+    if !build_it {
+        return serve::serve(&root().join("web"), &model, port);
+    }
     let tools = find_tools(test_page).map_err(|reason| anyhow::anyhow!("{reason}"))?;
     build(&tools, release)?;
     if test_page {
@@ -66,7 +73,7 @@ pub fn run(args: &[String]) -> Result<()> {
         page::run(driver, &root().join("web"), &bundled_model())?;
     }
     if serve {
-        serve::serve(&root().join("web"), &bundled_model(), port)?;
+        serve::serve(&root().join("web"), &model, port)?;
     }
     Ok(())
 }
