@@ -49,7 +49,7 @@ fn moe_route(
     let t = min(t_raw, rp.t - 1u);
     let e_n = rp.experts;
     let base = t * e_n;
-    var m = -3.4028235e38;
+    var m = -0x1.fffffep+127f;
     for (var e = lid; e < e_n; e += WG) {
         m = max(m, logits[base + e]);
     }

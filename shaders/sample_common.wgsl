@@ -89,8 +89,11 @@ struct SampleParams {
     block: u32,
 }
 
-const NEG_INF_BITS: u32 = 0xff800000u;
-const POS_INF_BITS: u32 = 0x7f800000u;
+// Private variables, not constants: `bitcast<f32>` of a constant is evaluated
+// when the shader is parsed, and Tint (Chromium's WebGPU) refuses an infinite
+// constant, so the browser would reject every sampling module.
+var<private> NEG_INF_BITS: u32 = 0xff800000u;
+var<private> POS_INF_BITS: u32 = 0x7f800000u;
 // The token written for a row with a NaN or +inf logit, or only -inf logits
 // (host mirror: qwgpu_ops::sampling::NON_FINITE): the caller reports broken logits.
 const NON_FINITE: u32 = 0xffffffffu;

@@ -40,7 +40,9 @@ fn sample_pass(
     let th = vec4<u32>(threshold(iv.x, iv.y, stp, j));
     let mass = pp.mass != 0u;
     let n4 = (sp.vocab + 3u) / 4u;
-    let b4 = sp.block / 4u;
+    // From the uniform itself (sp.block is the same value): Tint counts a
+    // private variable as non-uniform, and this bound guards barriers.
+    let b4 = shape.block / 4u;
     let start = wid.x * b4;
     var acc = 0.0;
     for (var t0 = 0u; t0 < b4; t0 += TILE) {

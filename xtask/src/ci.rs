@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{coverage, examples, manifest, matrix, package, public_api, vulkan};
+use crate::{coverage, examples, manifest, matrix, package, public_api, vulkan, web};
 
 const USAGE: &str = "usage: cargo xtask ci [--require-hw]";
 
@@ -61,6 +61,8 @@ pub fn run(args: &[String]) -> Result<()> {
         &["doc", "--workspace", "--no-deps", "--quiet"],
         &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
+    // The same engine in headless Chromium (or a loud skip without the tools).
+    web::browser_tests()?;
     let failed = matrix::run()?;
     let records = coverage::load(&cov_dir)?;
     println!("{}", coverage::table(&records));

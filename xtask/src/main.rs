@@ -15,6 +15,8 @@
 //! - `examples`: runs each published crate's example.
 //! - `public-api`: rewrites the committed public-API listing
 //!   (`xtask/public-api/`), which `ci` diffs against the sources.
+//! - `web [--release] [--serve] [--port N]`: the browser build into `web/pkg/`
+//!   (and a local server for the demo page with the bundled model).
 //! - `bench`: qwgpu against the roofline, llama.cpp and HF on the GPU machine
 //!   (benches/README.md).
 
@@ -30,10 +32,11 @@ mod package;
 mod precision;
 mod public_api;
 mod vulkan;
+mod web;
 
 use anyhow::{bail, Result};
 
-const USAGE: &str = "usage: cargo xtask <ci [--require-hw] | matrix | fixtures [--python PY] [--only a,b] [--bf16-divergence] | bench [--help] | coverage DIR | gpu-tests [--help] | package | examples | public-api>";
+const USAGE: &str = "usage: cargo xtask <ci [--require-hw] | matrix | fixtures [--python PY] [--only a,b] [--bf16-divergence] | web [--release] [--serve] [--port N] | bench [--help] | coverage DIR | gpu-tests [--help] | package | examples | public-api>";
 
 /// Whether `args` (after the subcommand) ask for help: `-h` / `--help`.
 /// (`bench` parses its own, where an option's value may read `--help`.)
@@ -66,6 +69,7 @@ fn main() -> Result<()> {
         Some("package") => package::run(rest),
         Some("examples") => examples::run(rest),
         Some("public-api") => public_api::run(rest),
+        Some("web") => web::run(rest),
         Some("-h" | "--help") => {
             println!("{USAGE}");
             Ok(())

@@ -3,7 +3,12 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+#[cfg(not(target_arch = "wasm32"))]
 use memmap2::Mmap;
+/// The web has no memory maps (nor files: `File::open` fails there, so this
+/// only keeps the type checker whole); a page streams tensors instead.
+#[cfg(target_arch = "wasm32")]
+type Mmap = Vec<u8>;
 
 use crate::header::{parse_header, Header};
 use crate::{CheckpointError, TensorView};
@@ -24,6 +29,11 @@ fn pread(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
     return std::os::unix::fs::FileExt::read_at(file, buf, offset);
     #[cfg(windows)]
     return std::os::windows::fs::FileExt::seek_read(file, buf, offset);
+    #[cfg(not(any(unix, windows)))]
+    {
+        let _ = (file, buf, offset);
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
 }
 
 fn io(path: &Path, source: std::io::Error) -> CheckpointError {
@@ -65,7 +75,10 @@ impl Shard {
         // process truncating or rewriting the file while it is mapped would change
         // (or fault on) the bytes we read; model folders are treated as immutable
         // for the lifetime of a `Checkpoint`, as every mmap-based loader does.
+        #[cfg(not(target_arch = "wasm32"))]
         let map = unsafe { Mmap::map(&file) }.map_err(|e| io(path, e))?;
+        #[cfg(target_arch = "wasm32")]
+        let map = std::fs::read(path).map_err(|e| io(path, e))?;
         let header = parse_header(&map, path)?;
         Ok(Self {
             path: path.to_path_buf(),

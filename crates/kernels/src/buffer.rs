@@ -1,6 +1,7 @@
 //! Buffer helpers: storage and uniform buffers with limit checks, uploads, and
 //! readback through `map_async`.
 
+#[cfg(not(target_arch = "wasm32"))]
 use std::sync::{Arc, Mutex};
 
 use crate::{GpuContext, KernelError};
@@ -129,6 +130,7 @@ impl GpuContext {
 
     /// Maps a [`GpuContext::readback_buffer`] that submitted work has copied into,
     /// returns its first `size` bytes and unmaps it.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn read_mapped(&self, staging: &wgpu::Buffer, size: u64) -> Result<Vec<u8>, KernelError> {
         let label = "readback".to_string();
         let result: Arc<Mutex<Option<Result<(), wgpu::BufferAsyncError>>>> = Arc::default();

@@ -33,6 +33,7 @@ mod dispatch;
 mod error;
 mod launch;
 mod pipeline;
+mod read_async;
 mod reflect;
 
 pub mod attention;

@@ -431,8 +431,10 @@ fn check_vocab(model_vocab: usize, golden: &Golden) -> Result<(), ModelError> {
     Ok(())
 }
 
-/// Max |Δ| and greedy agreement of our logits against HF's.
-fn compare_logits(
+/// Max |Δ| and greedy agreement of our logits against HF's (`prefill`
+/// `[T × vocab]`, `decode` `[DECODE_STEPS × vocab]`): the comparison of
+/// [`compare_model`] for logits computed elsewhere (a web page).
+pub fn compare_logits(
     golden: &Golden,
     prefill: &[f32],
     decode: &[f32],

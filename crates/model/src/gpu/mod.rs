@@ -15,6 +15,7 @@ mod graph;
 mod launch_cache;
 mod layers;
 mod record;
+mod run_async;
 mod session;
 mod state_pool;
 #[cfg(test)]

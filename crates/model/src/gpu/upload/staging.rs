@@ -166,6 +166,10 @@ pub(crate) struct StagingRing {
 /// thread alone; `0` bypasses the ring (`queue.write_buffer` from the map,
 /// the upload path before it), for comparisons.
 pub(crate) fn load_threads() -> usize {
+    // A page has one thread and cannot wait for a mapped staging slot.
+    if cfg!(target_arch = "wasm32") {
+        return 0;
+    }
     std::env::var("QWGPU_LOAD_THREADS")
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
