@@ -167,16 +167,33 @@ pub fn find_tools(tests: bool) -> Result<Tools, String> {
 
 /// Builds the wasm module and its JS bindings into `web/pkg/`.
 pub fn build(tools: &Tools, release: bool) -> Result<PathBuf> {
+    build_profile(tools, if release { "release" } else { "dev" })
+}
+
+/// [`build`] in cargo profile `profile` (`dev`, `release`, or `test`: CI's
+/// page check reuses the browser tests' dependency builds that way).
+fn build_profile(tools: &Tools, profile: &str) -> Result<PathBuf> {
     let started = Instant::now();
-    let mut args = vec!["build", "-p", "qwgpu-web", "--lib", "--target", WASM_TARGET];
-    if release {
-        args.push("--release");
-    }
+    let args = [
+        "build",
+        "-p",
+        "qwgpu-web",
+        "--lib",
+        "--target",
+        WASM_TARGET,
+        "--profile",
+        profile,
+    ];
     cargo(&args, &[])?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target"));
-    let profile = if release { "release" } else { "debug" };
+    // `dev` and `test` builds land in `debug/`.
+    let profile = if profile == "release" {
+        "release"
+    } else {
+        "debug"
+    };
     let wasm = target
         .join(WASM_TARGET)
         .join(profile)
@@ -232,8 +249,9 @@ pub fn browser_tests() -> Result<()> {
             ("WASM_BINDGEN_TEST_TIMEOUT", "900"),
         ],
     )?;
-    // The demo page, built as `cargo xtask web` builds it, chatting once.
-    build(&tools, false)?;
+    // The demo page, built as `cargo xtask web` builds it (in the test
+    // profile, whose dependencies the tests just built), chatting once.
+    build_profile(&tools, "test")?;
     let (_answer, status) = page::run(
         tools
             .chromedriver
