@@ -34,7 +34,20 @@ fn hf_text(dir: &Path) -> (String, usize) {
     let tok = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).expect("tokenizer");
     let prompt = tok.decode(&ids("prompt_ids"), false).expect("decode");
     let generated = ids("generated_ids");
-    let full = [ids("prompt_ids"), generated.clone()].concat();
+    // Special tokens the model emits are markup, left out of the reply text
+    // (as HF's `skip_special_tokens`); the prompt is echoed as it is.
+    let special: std::collections::HashSet<u32> = tok
+        .get_added_tokens_decoder()
+        .into_iter()
+        .filter(|(_, t)| t.special)
+        .map(|(id, _)| id)
+        .collect();
+    let shown: Vec<u32> = generated
+        .iter()
+        .copied()
+        .filter(|id| !special.contains(id))
+        .collect();
+    let full = [ids("prompt_ids"), shown].concat();
     let text = tok.decode(&full, false).expect("decode");
     (format!("{prompt}\u{0}{text}"), generated.len())
 }

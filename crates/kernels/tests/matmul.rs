@@ -478,10 +478,15 @@ fn small_t_is_the_path_of_two_to_sixteen_tokens() {
             };
             assert_eq!(labels, [want], "T = {tokens} {epi:?}");
             // All the tokens in one block of workgroups: the grid covers the
-            // rows once (10 quads of 4 rows, 2 per workgroup; SwiGLU: 20
-            // outputs, 2 per quad).
+            // rows once (10 quads of 4 rows, the adapter's quads per
+            // workgroup; SwiGLU: 20 outputs, 2 per quad).
             if (2..=16).contains(&tokens) {
-                assert_eq!(d[0].groups[0] * d[0].groups[1], 5, "T = {tokens} {epi:?}");
+                let quads = ctx.tuning.small_t.map_or(2, |s| s.quads);
+                assert_eq!(
+                    d[0].groups[0] * d[0].groups[1],
+                    10u32.div_ceil(quads),
+                    "T = {tokens} {epi:?}"
+                );
             }
         }
     }
