@@ -119,6 +119,20 @@ fn layout_only_packing_reads_no_weight_data() {
     );
 }
 
+/// `w` with its weight's bytes borrowed, as a checkpoint's mapped bytes are
+/// (only those can be named instead of packed).
+fn in_place<'a>(w: &'a SourceWeight<'_>) -> SourceWeight<'a> {
+    let mut v = w.clone();
+    v.weight = SourceTensor::new(
+        w.weight.name.clone(),
+        w.weight.dtype,
+        w.weight.shape.clone(),
+        &w.weight.bytes[..],
+    )
+    .expect("view");
+    v
+}
+
 /// `borrow_sources`: a weight whose sources are stored in its dtype comes
 /// back unpacked, naming those tensors in row order (their bytes, one after
 /// another, are the packed rows); a weight that widens a source is packed as
@@ -132,7 +146,7 @@ fn sources_are_left_in_place_when_asked() {
     let bytes: Vec<u8> = (0..2 * H as u8).map(|i| 0x30 + i).collect();
     let one = pack_with(
         &spec("w", &[("w", 2)], H),
-        &[fp8_weight(bytes.clone())],
+        &[in_place(&fp8_weight(bytes.clone()))],
         &QuantPolicy::unquantized(),
         &opts,
     )
@@ -165,7 +179,11 @@ fn sources_are_left_in_place_when_asked() {
     // Both BF16: left in place, k after q (listed in the other order).
     let mut sources = two(Dtype::BF16);
     sources.reverse();
-    let fused = pack_with(&qk, &sources, &policy, &opts).expect("fused");
+    let views: Vec<SourceWeight<'_>> = sources.iter().map(in_place).collect();
+    let fused = pack_with(&qk, &views, &policy, &opts).expect("fused");
+    // Bytes held by the loader itself (not the checkpoint's) are never borrowed.
+    let owned = pack_with(&qk, &sources, &policy, &opts).expect("owned");
+    assert_eq!(owned.borrowed_sources(), None);
     assert_eq!(
         fused.borrowed_sources(),
         Some(vec!["q_proj.weight", "k_proj.weight"])
