@@ -28,7 +28,9 @@ struct LpParams {
 }
 
 const LP_NO_INDEX: u32 = 16777216u;
-const LP_NEG_INF: u32 = 0xff800000u;
+// A private variable, not a constant: Tint (Chromium's WebGPU) refuses
+// `bitcast<f32>` of an infinite constant (see sample_common.wgsl).
+var<private> LP_NEG_INF: u32 = 0xff800000u;
 // u32 words per block in `part`: max, sum, 20 pairs.
 const LP_PART: u32 = 42u;
 
