@@ -109,7 +109,8 @@ fn cargo(args: &[&str]) -> Result<()> {
     cargo_with(args, &[])
 }
 
-fn cargo_with(args: &[&str], envs: &[(&str, &str)]) -> Result<()> {
+/// [`cargo`] with extra environment variables.
+pub(crate) fn cargo_with(args: &[&str], envs: &[(&str, &str)]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("xtask ci: cargo {}", args.join(" "));
     let status = Command::new(&cargo)

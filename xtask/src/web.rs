@@ -270,19 +270,7 @@ pub fn browser_tests() -> Result<()> {
     Ok(())
 }
 
+/// Cargo as `cargo xtask ci` runs it (the same `CARGO`, the same messages).
 fn cargo(args: &[&str], envs: &[(&str, &str)]) -> Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    eprintln!("xtask: cargo {}", args.join(" "));
-    let status = Command::new(&cargo)
-        .args(args)
-        .envs(envs.iter().copied())
-        .status()
-        .with_context(|| format!("running {cargo}"))?;
-    if !status.success() {
-        bail!(
-            "`cargo {args_join}` failed ({status})",
-            args_join = args.join(" ")
-        );
-    }
-    Ok(())
+    crate::ci::cargo_with(args, envs)
 }
