@@ -59,7 +59,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "4MiB", value_parser = qwgpu_serve::parse_size)]
     max_body: u64,
     /// On Ctrl-C or SIGTERM, how long running requests may take to finish before their
-    /// streams are ended (an error chunk, then [DONE]).
+    /// streams are ended (an error chunk, then `[DONE]`).
     #[arg(long, default_value = "30s", value_parser = qwgpu_serve::parse_duration)]
     drain_timeout: Duration,
     /// The model id clients name (default: the folder's name).
