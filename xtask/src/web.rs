@@ -23,7 +23,7 @@ mod page;
 mod serve;
 
 pub const WASM_TARGET: &str = "wasm32-unknown-unknown";
-const USAGE: &str = "usage: cargo xtask web [--release] [--serve] [--port N] [--model DIR] [--no-build] [--test-page]";
+const USAGE: &str = "usage: cargo xtask web [--release] [--serve] [--port N] [--model DIR] [--no-build] [--test-page] [--browser-tests]";
 /// The Chromium switches that give a page WebGPU where it is not on by
 /// default (Linux; SwiftShader when no GPU is reachable).
 pub const CHROMIUM_FLAGS: &str = "--enable-unsafe-webgpu --enable-features=Vulkan";
@@ -44,6 +44,8 @@ pub fn run(args: &[String]) -> Result<()> {
             "--serve" => serve = true,
             "--release" => release = true,
             "--test-page" => test_page = true,
+            // What `cargo xtask ci` runs in the browser, alone.
+            "--browser-tests" => return browser_tests(),
             // Serve an already built `web/pkg` (a machine without cargo).
             "--no-build" => build_it = false,
             "--model" => model = it.next().context("--model needs a folder")?.into(),
