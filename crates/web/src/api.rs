@@ -173,6 +173,7 @@ impl WebModel {
             temperature,
             top_k,
             top_p,
+            ..SamplingParams::GREEDY
         };
         params.validate().map_err(js_err)?;
         let m = &self.model;
