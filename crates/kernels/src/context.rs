@@ -91,6 +91,8 @@ pub struct GpuContext {
     pub tuning: crate::Tuning,
     pub(crate) pipelines: PipelineCache,
     pub(crate) disk_cache: Option<crate::disk_cache::DiskCache>,
+    /// The fast tensor-core GEMM's scratch ([`crate::matmul::coop_fast`]).
+    pub(crate) coop_fast_scratch: crate::matmul::coop_fast::Scratch,
     errors: Arc<Mutex<Vec<wgpu::Error>>>,
     lost: Arc<Mutex<Option<String>>>,
     /// Bytes queued by [`GpuContext::queued_upload`] since the last flush, and
@@ -263,6 +265,7 @@ impl GpuContext {
             tuning,
             pipelines: PipelineCache::default(),
             disk_cache,
+            coop_fast_scratch: Default::default(),
             errors,
             lost,
             uploads: Mutex::new((0, None)),

@@ -43,6 +43,14 @@
 //!   the scalar tile kernel (H100, 4096² BF16 × T = 4096: exact 42, plain
 //!   77, scalar 15.5 TFLOP/s). [`matmul_with`] forces a path (tests,
 //!   benchmarks).
+//! - `T > 16` with cooperative matrices and
+//!   [`MatmulPrecision::Fast`](crate::MatmulPrecision::Fast)
+//!   (`shaders/matmul_fast_x.wgsl` then `shaders/matmul_coop_fast.wgsl`,
+//!   module [`coop_fast`]): a pre-pass rounds x once to f16 (per-row power of
+//!   two) into a scratch, and a GEMM on `coop_peak`'s tiling stages those f16
+//!   words and the weight decoded to f16 (BF16, F16, E4M3, E5M2 with scales
+//!   constant along rows; others keep `mm_coop`'s fast variant). Behind
+//!   [`Tuning::coop_fast_gemm`](crate::Tuning::coop_fast_gemm).
 //! - MoE ([`matmul_indexed`], `mm_vec_ids`): the vector path with an expert id
 //!   per pair; a workgroup takes up to 8 consecutive pairs and reads an
 //!   expert's rows once per run of equal ids (so sorted ids are faster).
@@ -84,6 +92,8 @@ use crate::{GpuContext, GpuWeight, KernelError, Launch, SmallT, WeightFormat};
 
 #[path = "matmul_coop.rs"]
 mod coop;
+#[path = "matmul_coop_fast.rs"]
+pub mod coop_fast;
 #[path = "matmul_vec_t.rs"]
 mod vec_t;
 
@@ -127,6 +137,10 @@ pub enum MatmulPath {
     /// The cooperative-matrix GEMM for every `T` (plain f16 variant with
     /// `f16_matmul`, else the exact one); [`KernelError::Unsupported`] where it cannot run.
     Coop,
+    /// The fast tensor-core GEMM ([`coop_fast`]: x rounded to f16 after a
+    /// per-row power-of-two scale, whatever the context's precision) for every
+    /// `T`; [`KernelError::Unsupported`] where it cannot run.
+    CoopFast,
 }
 
 /// Activations of a dense matmul: `x [t, cols]` and `y [t, width]` (f32).
@@ -299,6 +313,8 @@ pub(crate) static SPECS: &[&KernelSpec] = &[
     &vec_t::MM_VEC_T,
     &MM_TILE,
     &coop::MM_COOP,
+    &coop_fast::MM_COOP_FAST,
+    &coop_fast::FAST_X,
 ];
 
 /// An RMSNorm fused into a decode GEMV ([`matmul_normed`]): the GEMV reads
@@ -618,6 +634,12 @@ fn matmul_impl(
             detail: coop::unsupported_reason(ctx, w),
         });
     }
+    if path == MatmulPath::CoopFast && !coop_fast::supported(ctx, w) {
+        return Err(KernelError::Unsupported {
+            what: "fast cooperative-matrix matmul".into(),
+            detail: coop_fast::unsupported_reason(ctx, w),
+        });
+    }
     check_weight(K, w)?;
     let swiglu = epilogue == Epilogue::SwiGlu;
     if swiglu && !w.rows.is_multiple_of(2) {
@@ -700,6 +722,14 @@ fn matmul_impl(
         base.norm_eps = n.eps;
     }
 
+    // Fast precision on tensor cores: the pre-pass and the fast GEMM (one
+    // switch: Tuning::coop_fast_gemm).
+    let use_fast = norm.is_none()
+        && (path == MatmulPath::CoopFast
+            || (path == MatmulPath::Auto && args.t > MAX_VEC_T && coop_fast::auto(ctx, w)));
+    if use_fast {
+        return coop_fast::record(ctx, w, args, &base, &launches, swiglu);
+    }
     let use_coop = norm.is_none()
         && (path == MatmulPath::Coop
             || (path == MatmulPath::Auto && args.t > MAX_VEC_T && coop::auto(ctx, w, args.t)));

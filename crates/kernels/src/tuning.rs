@@ -95,6 +95,16 @@ pub struct Tuning {
     /// on the one-token GEMV kernel in blocks of up to 8 tokens instead (the
     /// earlier path, kept for comparison in benchmarks).
     pub small_t: Option<SmallT>,
+    /// Whether [`MatmulPath::Auto`](crate::matmul::MatmulPath::Auto) runs
+    /// fast-precision GEMMs of more than 16 tokens on the fast tensor-core
+    /// kernel ([`crate::matmul::coop_fast`]) where it applies; off: the fast
+    /// variant of `mm_coop`, as before it existed. The one switch to turn it
+    /// off.
+    pub coop_fast_gemm: bool,
+    /// Most bytes of f16 activation rows the fast tensor-core GEMM's scratch
+    /// holds ([`crate::matmul::coop_fast`]); GEMMs of more tokens run in
+    /// blocks of whole 128-token tiles, each a pre-pass and its launches.
+    pub coop_fast_scratch: u64,
 }
 
 impl Default for Tuning {
@@ -102,6 +112,8 @@ impl Default for Tuning {
         Self {
             gemv_wave: None,
             small_t: Some(SmallT::DEFAULT),
+            coop_fast_gemm: true,
+            coop_fast_scratch: crate::matmul::coop_fast::SCRATCH_CAP,
         }
     }
 }
@@ -115,6 +127,8 @@ impl Tuning {
         Self {
             gemv_wave: known.map(|k| k.sms * GEMV_GROUPS_PER_SM),
             small_t: Some(known.map_or(SmallT::DEFAULT, |k| k.small_t)),
+            coop_fast_gemm: true,
+            coop_fast_scratch: crate::matmul::coop_fast::SCRATCH_CAP,
         }
     }
 

@@ -387,7 +387,10 @@ fn auto_path_takes_exact_coop_where_supported() {
         })
         .unwrap();
         for (dtype, scheme, exact) in cases {
-            let other = if exact || dtype == Dtype::F8E4M3 {
+            // Row-scaled weights go to the fast kernel (tests/matmul_coop_fast.rs).
+            let other = if exact && fast.tuning.coop_fast_gemm {
+                MatmulPath::CoopFast
+            } else if exact || dtype == Dtype::F8E4M3 {
                 MatmulPath::Coop
             } else {
                 MatmulPath::Scalar
