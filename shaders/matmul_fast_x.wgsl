@@ -19,6 +19,12 @@
 // tile) are zeros, so the GEMM stages whole tiles without bounds checks.
 // `xinv`: per row 1 / s (exact, a power of two), 1 for padding rows.
 //
+// SPLIT (override; the exact variant, mm_coop_split): x s is written as
+// two f16 parts, hi = x s rounded to 11 significant bits with integer ops
+// (nearest, ties away from zero: mm_coop's exact variant's rule) and
+// lo = f16(x s - hi) (nearest even), lo rows after the `rows` hi rows; hi + lo
+// keeps 22 significant bits of x s.
+//
 // One workgroup per row (grid_1d order); every thread takes part in the
 // shared-memory reduction, no subgroups.
 
@@ -39,6 +45,7 @@ struct FastXParams {
 @group(0) @binding(3) var<storage, read_write> xinv: array<f32>;
 
 override WG: u32 = 128u;
+override SPLIT: bool = false;
 
 var<workgroup> red: array<f32, WG>;
 
@@ -66,6 +73,29 @@ fn fast_x_half(v: f32, s: f32) -> u32 {
     }
     // Normal: rebias the exponent (127 -> 15) and keep the top 10 mantissa bits.
     return sign | ((ra - 0x38000000u) >> 13u);
+}
+
+// f16 bits of r, exactly representable in f16 (|r| < 65520), with the sign
+// bit `sign` (0 or 0x8000).
+fn half_bits(r: f32, sign: u32) -> u32 {
+    let ra = bitcast<u32>(r) & 0x7fffffffu;
+    if (ra < 0x38800000u) {
+        return sign | u32(bitcast<f32>(ra) * 16777216.0);
+    }
+    return sign | ((ra - 0x38000000u) >> 13u);
+}
+
+// SPLIT: f16 bits of the hi (low half) and lo (high half) parts of x s.
+fn split_halves(v: f32, s: f32) -> u32 {
+    if ((bitcast<u32>(v) & 0x7fffffffu) >= 0x7f800000u) {
+        return 0x7e00u;
+    }
+    let vs = v * s;
+    let hi = bitcast<f32>((bitcast<u32>(vs) + 0x1000u) & 0xffffe000u);
+    let lo = vs - hi;
+    let h = half_bits(f16_round(vec4<f32>(hi)).x, (bitcast<u32>(vs) >> 16u) & 0x8000u);
+    let l = half_bits(f16_round(vec4<f32>(lo)).x, (bitcast<u32>(lo) >> 16u) & 0x8000u);
+    return h | (l << 16u);
 }
 
 @compute @workgroup_size(WG)
@@ -100,16 +130,34 @@ fn fast_x_rows(@builtin(local_invocation_index) lid: u32,
     }
     let words = fp.kp / 2u;
     let base = fp.x_off + row * fp.x_stride;
-    for (var q = lid; q < words; q += WG) {
-        let c = 2u * q;
-        var lo = 0u;
-        var hi = 0u;
-        if (live && c < fp.cols) {
-            lo = fast_x_half(xs[base + c], s);
+    if (SPLIT) {
+        // Hi rows from word 0, lo rows from word rows * words.
+        let lo_base = fp.rows * words;
+        for (var q = lid; q < words; q += WG) {
+            let c = 2u * q;
+            var e0 = 0u;
+            var e1 = 0u;
+            if (live && c < fp.cols) {
+                e0 = split_halves(xs[base + c], s);
+            }
+            if (live && c + 1u < fp.cols) {
+                e1 = split_halves(xs[base + c + 1u], s);
+            }
+            xh[row * words + q] = (e0 & 0xffffu) | (e1 << 16u);
+            xh[lo_base + row * words + q] = (e0 >> 16u) | (e1 & 0xffff0000u);
         }
-        if (live && c + 1u < fp.cols) {
-            hi = fast_x_half(xs[base + c + 1u], s);
+    } else {
+        for (var q = lid; q < words; q += WG) {
+            let c = 2u * q;
+            var lo = 0u;
+            var hi = 0u;
+            if (live && c < fp.cols) {
+                lo = fast_x_half(xs[base + c], s);
+            }
+            if (live && c + 1u < fp.cols) {
+                hi = fast_x_half(xs[base + c + 1u], s);
+            }
+            xh[row * words + q] = lo | (hi << 16u);
         }
-        xh[row * words + q] = lo | (hi << 16u);
     }
 }

@@ -43,14 +43,16 @@
 //!   the scalar tile kernel (H100, 4096² BF16 × T = 4096: exact 42, plain
 //!   77, scalar 15.5 TFLOP/s). [`matmul_with`] forces a path (tests,
 //!   benchmarks).
-//! - `T > 16` with cooperative matrices and
-//!   [`MatmulPrecision::Fast`](crate::MatmulPrecision::Fast)
+//! - `T > 16` with cooperative matrices, ahead of `mm_coop` where it takes
+//!   the weight (BF16, F16, E4M3, E5M2 with scales constant along rows)
 //!   (`shaders/matmul_fast_x.wgsl` then `shaders/matmul_coop_fast.wgsl`,
 //!   module [`coop_fast`]): a pre-pass rounds x once to f16 (per-row power of
 //!   two) into a scratch, and a GEMM on `coop_peak`'s tiling stages those f16
-//!   words and the weight decoded to f16 (BF16, F16, E4M3, E5M2 with scales
-//!   constant along rows; others keep `mm_coop`'s fast variant). Behind
-//!   [`Tuning::coop_fast_gemm`](crate::Tuning::coop_fast_gemm).
+//!   words and the weight decoded to f16;
+//!   [`MatmulPrecision::Fast`](crate::MatmulPrecision::Fast) one f16 part,
+//!   exact precision two (hi + lo, as `mm_coop`'s exact variant). Behind
+//!   [`Tuning::coop_fast_gemm`](crate::Tuning::coop_fast_gemm) and
+//!   [`Tuning::coop_fast_exact`](crate::Tuning::coop_fast_exact).
 //! - MoE ([`matmul_indexed`], `mm_vec_ids`): the vector path with an expert id
 //!   per pair; a workgroup takes up to 8 consecutive pairs and reads an
 //!   expert's rows once per run of equal ids (so sorted ids are faster).
@@ -129,7 +131,8 @@ impl Epilogue {
 pub enum MatmulPath {
     /// GEMV for `T <= 16`; above, the cooperative-matrix GEMM (exact variant,
     /// or plain f16 with [`ContextOptions::f16_matmul`](crate::ContextOptions::f16_matmul))
-    /// where the adapter and the weight's format allow it, else the scalar tile GEMM.
+    /// where the adapter and the weight's format allow it ([`coop_fast`]
+    /// first, then `mm_coop`), else the scalar tile GEMM.
     #[default]
     Auto,
     /// Never the cooperative-matrix kernel (GEMV for `T <= 16`, scalar tile GEMM above).
@@ -141,6 +144,11 @@ pub enum MatmulPath {
     /// per-row power-of-two scale, whatever the context's precision) for every
     /// `T`; [`KernelError::Unsupported`] where it cannot run.
     CoopFast,
+    /// The exact variant of the same kernel (x split into hi and lo f16
+    /// parts by the pre-pass, two products; results as the f32 GEMM's where
+    /// the weight is exact in f16) for every `T`, whatever the context's
+    /// precision; [`KernelError::Unsupported`] where it cannot run.
+    CoopFastExact,
 }
 
 /// Activations of a dense matmul: `x [t, cols]` and `y [t, width]` (f32).
@@ -314,6 +322,7 @@ pub(crate) static SPECS: &[&KernelSpec] = &[
     &MM_TILE,
     &coop::MM_COOP,
     &coop_fast::MM_COOP_FAST,
+    &coop_fast::MM_COOP_SPLIT,
     &coop_fast::FAST_X,
 ];
 
@@ -634,10 +643,11 @@ fn matmul_impl(
             detail: coop::unsupported_reason(ctx, w),
         });
     }
-    if path == MatmulPath::CoopFast && !coop_fast::supported(ctx, w) {
+    let split = path == MatmulPath::CoopFastExact;
+    if (path == MatmulPath::CoopFast || split) && !coop_fast::supported(ctx, w, split) {
         return Err(KernelError::Unsupported {
             what: "fast cooperative-matrix matmul".into(),
-            detail: coop_fast::unsupported_reason(ctx, w),
+            detail: coop_fast::unsupported_reason(ctx, w, split),
         });
     }
     check_weight(K, w)?;
@@ -722,13 +732,13 @@ fn matmul_impl(
         base.norm_eps = n.eps;
     }
 
-    // Fast precision on tensor cores: the pre-pass and the fast GEMM (one
-    // switch: Tuning::coop_fast_gemm).
-    let use_fast = norm.is_none()
-        && (path == MatmulPath::CoopFast
-            || (path == MatmulPath::Auto && args.t > MAX_VEC_T && coop_fast::auto(ctx, w)));
-    if use_fast {
-        return coop_fast::record(ctx, w, args, &base, &launches, swiglu);
+    // The pre-pass and the fast tensor-core GEMM (one switch per variant:
+    // Tuning::coop_fast_gemm, Tuning::coop_fast_exact).
+    let auto_big = path == MatmulPath::Auto && args.t > MAX_VEC_T && norm.is_none();
+    let split = split || (auto_big && coop_fast::auto_split(ctx, w));
+    let use_fast = path == MatmulPath::CoopFast || split || (auto_big && coop_fast::auto(ctx, w));
+    if use_fast && norm.is_none() {
+        return coop_fast::record(ctx, w, args, &base, &launches, swiglu, split);
     }
     let use_coop = norm.is_none()
         && (path == MatmulPath::Coop

@@ -35,10 +35,22 @@
 //! device's binding limit) run in blocks of tokens, each a pre-pass and its
 //! GEMMs.
 //!
-//! Needs `cooperative_matrix`, `f16` and subgroups of one fixed size of at
-//! least 16 (fragments are assigned by `subgroup_id` to exactly 4 subgroups),
-//! and 28 KiB of workgroup memory. The selection is behind one switch:
-//! [`Tuning::coop_fast_gemm`](crate::Tuning::coop_fast_gemm).
+//! The exact variant on the same tiles (`mm_coop_split`, a second entry point
+//! of the same module; [`MatmulPrecision::Exact`](crate::MatmulPrecision::Exact)):
+//! the pre-pass writes `x·s` as two f16 parts, `hi` = `x·s` rounded to 11
+//! significant bits and `lo = f16(x·s − hi)` (the rule of `mm_coop`'s exact
+//! variant), both are staged, and both products go into the same
+//! accumulators: x keeps 22 significant bits, results match the f32 GEMM to
+//! ~1e-6 of Σ|x·w| where W is exact in f16. Twice the multiply-adds and the
+//! x traffic of the fast variant.
+//!
+//! Needs `cooperative_matrix`, `f16` and subgroups of one fixed size of 16 to
+//! 64 (fragments are assigned by `subgroup_id` to exactly 4 subgroups), and
+//! 28 KiB of workgroup memory (the exact variant 38 KiB). The selection is
+//! behind one switch per variant:
+//! [`Tuning::coop_fast_gemm`](crate::Tuning::coop_fast_gemm) (fast),
+//! [`Tuning::coop_fast_exact`](crate::Tuning::coop_fast_exact) (exact);
+//! off, `mm_coop` runs as before.
 
 use std::sync::Mutex;
 
@@ -60,6 +72,14 @@ pub(super) static MM_COOP_FAST: KernelSpec = KernelSpec {
         Part::File(&super::MATMUL_COMMON),
     ],
     entry: "mm_coop_fast",
+    uniforms: &[&MmParams::LAYOUT],
+    needs: Needs::CooperativeMatrix,
+};
+
+pub(super) static MM_COOP_SPLIT: KernelSpec = KernelSpec {
+    label: "matmul_coop_split",
+    parts: MM_COOP_FAST.parts,
+    entry: "mm_coop_split",
     uniforms: &[&MmParams::LAYOUT],
     needs: Needs::CooperativeMatrix,
 };
@@ -99,8 +119,10 @@ pub const SCRATCH_CAP: u64 = 256 << 20;
 /// Threads of a pre-pass workgroup (one row each).
 const PREP_WG: u32 = 128;
 /// Workgroup memory: x and W tiles (128 × 40 halves each), two result
-/// fragments per subgroup (4 × 2 × 1 KiB).
+/// fragments per subgroup (4 × 2 × 1 KiB); the split variant stages x's lo
+/// parts too.
 const SHARED_BYTES: u32 = 2 * 128 * 40 * 2 + 4 * 2 * 256 * 4;
+const SHARED_BYTES_SPLIT: u32 = SHARED_BYTES + 128 * 40 * 2;
 
 /// The context-owned scratch (see the module doc).
 #[derive(Debug, Default)]
@@ -155,9 +177,14 @@ pub fn token_block(t: u32, kp: u32, cap: u64) -> u32 {
 }
 
 /// Threads per workgroup (4 subgroups), or `None` where the device cannot run
-/// the kernel. Subgroups of at least 16 keep the per-thread staging registers
-/// within the shader's arrays of 8.
-fn workgroup_size(ctx: &GpuContext) -> Option<u32> {
+/// the kernel (`split`: the exact variant). Subgroups of at least 16 keep the
+/// per-thread staging registers within the shader's arrays of 8.
+fn workgroup_size(ctx: &GpuContext, split: bool) -> Option<u32> {
+    let shared = if split {
+        SHARED_BYTES_SPLIT
+    } else {
+        SHARED_BYTES
+    };
     let c = &ctx.caps;
     let (lo, hi) = c.subgroup_sizes;
     let wg = 4 * hi;
@@ -169,7 +196,7 @@ fn workgroup_size(ctx: &GpuContext) -> Option<u32> {
         && lo.is_power_of_two()
         && wg <= ctx.limits.max_compute_invocations_per_workgroup
         && wg <= ctx.limits.max_compute_workgroup_size_x
-        && SHARED_BYTES <= ctx.limits.max_compute_workgroup_storage_size)
+        && shared <= ctx.limits.max_compute_workgroup_storage_size)
         .then_some(wg)
 }
 
@@ -181,18 +208,19 @@ fn format_ok(w: &GpuWeight) -> bool {
     ) && w.block_cols >= w.cols
 }
 
-/// Whether the device runs the kernel and takes `w`.
-pub(super) fn supported(ctx: &GpuContext, w: &GpuWeight) -> bool {
-    workgroup_size(ctx).is_some() && format_ok(w)
+/// Whether the device runs the kernel (`split`: its exact variant) and takes `w`.
+pub(super) fn supported(ctx: &GpuContext, w: &GpuWeight, split: bool) -> bool {
+    workgroup_size(ctx, split).is_some() && format_ok(w)
 }
 
 /// Why [`supported`] is false, for error messages.
-pub(super) fn unsupported_reason(ctx: &GpuContext, w: &GpuWeight) -> String {
-    if workgroup_size(ctx).is_none() {
+pub(super) fn unsupported_reason(ctx: &GpuContext, w: &GpuWeight, split: bool) -> String {
+    if workgroup_size(ctx, split).is_none() {
         format!(
             "adapter `{name}` lacks cooperative matrices, f16, subgroups of one size (16..=64) \
-             or 28 KiB of workgroup memory",
-            name = ctx.info.name
+             or {kib} KiB of workgroup memory",
+            name = ctx.info.name,
+            kib = if split { 38 } else { 28 }
         )
     } else {
         format!(
@@ -213,13 +241,25 @@ pub(super) fn auto(ctx: &GpuContext, w: &GpuWeight) -> bool {
     ctx.tuning.coop_fast_gemm
         && ctx.precision == crate::MatmulPrecision::Fast
         && !ctx.f16_matmul
-        && supported(ctx, w)
+        && supported(ctx, w, false)
+}
+
+/// Whether Auto runs such a GEMM on the split (exact) variant: exact
+/// precision, no `f16_matmul`, the adapter's switch
+/// ([`Tuning::coop_fast_exact`](crate::Tuning::coop_fast_exact)) on, a weight
+/// it takes.
+pub(super) fn auto_split(ctx: &GpuContext, w: &GpuWeight) -> bool {
+    ctx.tuning.coop_fast_exact
+        && ctx.precision == crate::MatmulPrecision::Exact
+        && !ctx.f16_matmul
+        && supported(ctx, w, true)
 }
 
 /// A pre-pass launch: `t` rows of `cols` columns of x (f32, row `i` at element
 /// `x_offset + i * x_stride`) into `xh` (f16 rows padded as
-/// [`scratch_layout`] says, `rows` of them, two halves per u32) and `xinv`
-/// (`1/s` per row). Public for tests of the rounding; the GEMM records its own.
+/// [`scratch_layout`] says, `rows` of them, two halves per u32; with `split`
+/// the hi parts, then `rows` rows of the lo parts) and `xinv` (`1/s` per
+/// row). Public for tests of the rounding; the GEMM records its own.
 #[allow(clippy::too_many_arguments)]
 pub fn prepare_x(
     ctx: &GpuContext,
@@ -230,10 +270,12 @@ pub fn prepare_x(
     cols: u32,
     xh: &wgpu::Buffer,
     xinv: &wgpu::Buffer,
+    split: bool,
 ) -> Result<Dispatch, KernelError> {
     const K: &str = "matmul_fast_x";
     let (rows, kp) = scratch_layout(t, cols);
-    if xh.size() < rows as u64 * kp as u64 * 2 || xinv.size() < rows as u64 * 4 {
+    let parts = if split { 2 } else { 1 };
+    if xh.size() < parts * rows as u64 * kp as u64 * 2 || xinv.size() < rows as u64 * 4 {
         return Err(arg_err(
             K,
             format!(
@@ -258,6 +300,7 @@ pub fn prepare_x(
     let grid = grid_1d(rows);
     ctx.launch(&FAST_X)
         .constant("WG", PREP_WG)
+        .constant("SPLIT", f64::from(u8::from(split)))
         .bind("xs", x)
         .bind("xh", xh)
         .bind("xinv", xinv)
@@ -276,9 +319,9 @@ pub fn prepare_x(
 }
 
 /// The launches of one dense GEMM on this kernel (call only when
-/// [`supported`]): per block of tokens, the pre-pass and one GEMM launch per
-/// piece launch of `launches`. `base` holds the weight's and the call's
-/// parameters (`matmul_impl`).
+/// [`supported`]; `split`: the exact variant): per block of tokens, the
+/// pre-pass and one GEMM launch per piece launch of `launches`. `base` holds
+/// the weight's and the call's parameters (`matmul_impl`).
 pub(super) fn record(
     ctx: &GpuContext,
     w: &GpuWeight,
@@ -286,6 +329,7 @@ pub(super) fn record(
     base: &MmParams,
     launches: &[PieceLaunch<'_>],
     swiglu: bool,
+    split: bool,
 ) -> Result<Vec<Dispatch>, KernelError> {
     const K: &str = "matmul";
     let cols = w.cols as u32;
@@ -295,10 +339,17 @@ pub(super) fn record(
         .coop_fast_scratch
         .min(ctx.limits.max_storage_buffer_binding_size)
         .min(ctx.limits.max_buffer_size);
-    let block = token_block(args.t, kp, cap);
-    let (x_bytes, inv_bytes) = (block as u64 * kp as u64 * 2, block as u64 * 4);
+    // The split variant's hi and lo rows both fit the cap.
+    let parts = if split { 2 } else { 1 };
+    let block = token_block(args.t, kp, cap / parts);
+    let (x_bytes, inv_bytes) = (parts * block as u64 * kp as u64 * 2, block as u64 * 4);
     let (xh, xinv) = ctx.coop_fast_scratch.get(ctx, x_bytes, inv_bytes)?;
-    let wg = workgroup_size(ctx).unwrap_or(128);
+    let wg = workgroup_size(ctx, split).unwrap_or(128);
+    let (spec, label) = if split {
+        (&MM_COOP_SPLIT, "matmul_coop_split")
+    } else {
+        (&MM_COOP_FAST, "matmul_coop_fast")
+    };
     let mut out = Vec::new();
     let mut t0 = 0;
     while t0 < args.t {
@@ -312,12 +363,18 @@ pub(super) fn record(
             cols,
             &xh,
             &xinv,
+            split,
         )?);
         for l in launches {
             let mut p = *base;
             set_pieces(&mut p, l);
             p.t = tb;
-            p.x_off = 0;
+            // Split: the lo rows follow the block's padded hi rows.
+            p.x_off = if split {
+                scratch_layout(tb, cols).0 * kp
+            } else {
+                0
+            };
             p.x_stride = kp;
             p.y_off = args.y_offset + t0 * args.y_stride;
             let n = l.n_end - l.n0;
@@ -330,8 +387,8 @@ pub(super) fn record(
                 ));
             }
             out.push(
-                ctx.launch(&MM_COOP_FAST)
-                    .label("matmul_coop_fast")
+                ctx.launch(spec)
+                    .label(label)
                     .constant("WG", wg)
                     .constant("FORMAT", w.format as u32)
                     .bind("wa", &l.a.buffer)

@@ -101,6 +101,11 @@ pub struct Tuning {
     /// variant of `mm_coop`, as before it existed. The one switch to turn it
     /// off.
     pub coop_fast_gemm: bool,
+    /// Whether Auto runs exact-precision GEMMs of more than 16 tokens on the
+    /// same kernel's exact variant (x as hi + lo f16 parts, two products;
+    /// `MatmulPath::CoopFastExact`) where it applies; off: `mm_coop`'s exact
+    /// variant. The one switch to turn it off.
+    pub coop_fast_exact: bool,
     /// Most bytes of f16 activation rows the fast tensor-core GEMM's scratch
     /// holds ([`crate::matmul::coop_fast`]); GEMMs of more tokens run in
     /// blocks of whole 128-token tiles, each a pre-pass and its launches.
@@ -113,6 +118,7 @@ impl Default for Tuning {
             gemv_wave: None,
             small_t: Some(SmallT::DEFAULT),
             coop_fast_gemm: true,
+            coop_fast_exact: true,
             coop_fast_scratch: crate::matmul::coop_fast::SCRATCH_CAP,
         }
     }
@@ -128,6 +134,7 @@ impl Tuning {
             gemv_wave: known.map(|k| k.sms * GEMV_GROUPS_PER_SM),
             small_t: Some(known.map_or(SmallT::DEFAULT, |k| k.small_t)),
             coop_fast_gemm: true,
+            coop_fast_exact: true,
             coop_fast_scratch: crate::matmul::coop_fast::SCRATCH_CAP,
         }
     }

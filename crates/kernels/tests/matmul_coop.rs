@@ -365,7 +365,11 @@ fn auto_path_takes_exact_coop_where_supported() {
             assert_coop_runs(t, &t.ctx, &GpuWeight::upload(&t.ctx, &probe).unwrap());
         }
         for (dtype, scheme, exact) in cases {
-            let other = if coop && exact {
+            // Exact precision on the fast kernel's split variant where its
+            // switch is on (tests/matmul_coop_fast.rs).
+            let other = if coop && exact && t.ctx.tuning.coop_fast_exact {
+                MatmulPath::CoopFastExact
+            } else if coop && exact {
                 MatmulPath::Coop
             } else {
                 MatmulPath::Scalar
