@@ -47,9 +47,20 @@ struct Case {
     split: Vec<usize>,
 }
 
+/// The grouped GEMM under test: `matmul_grouped_with`'s signature without the path.
+type Gemm<'a> = &'a dyn Fn(
+    &GpuContext,
+    &GpuWeight,
+    &GroupedArgs,
+    &GroupScratch,
+    Epilogue,
+) -> Result<Vec<Dispatch>, KernelError>;
+
 /// How `check_case` runs a case.
-struct Run {
+struct Run<'a> {
     path: MatmulPath,
+    /// Runs the GEMM instead of `matmul_grouped_with(.., path)` (the emulation).
+    gemm: Option<Gemm<'a>>,
     tile_pairs: u32,
     rel: f64,
     /// x rows are multiplied by 10^e, e uniform in `[-x_exp, x_exp]`.
@@ -141,10 +152,11 @@ fn check_case(
         f16 = ctx.f16_matmul,
         precision = ctx.precision,
     );
-    d.extend(
-        matmul_grouped_with(ctx, &gw, &args, &scratch, epi, run.path)
-            .unwrap_or_else(|e| panic!("{label}: {e}")),
-    );
+    let gemm = match run.gemm {
+        Some(g) => g(ctx, &gw, &args, &scratch, epi),
+        None => matmul_grouped_with(ctx, &gw, &args, &scratch, epi, run.path),
+    };
+    d.extend(gemm.unwrap_or_else(|e| panic!("{label}: {e}")));
     let refs: Vec<_> = d.iter().collect();
     ctx.run("moe coop test", &refs).unwrap();
     let got = ctx.read_f32(&y, 0, ylen).unwrap();
@@ -224,6 +236,7 @@ fn scalar_grouped_gemm_takes_128_pair_tiles_in_halves() {
         let mut rng = Rng::new(testing::seed(0x0e0c_0001));
         let run = Run {
             path: MatmulPath::Scalar,
+            gemm: None,
             tile_pairs: 128,
             rel: 1e-5,
             x_exp: 4,
@@ -350,6 +363,7 @@ fn coop_grouped_exact_matches_reference() {
                 for epi in EPILOGUES {
                     let run = Run {
                         path: MatmulPath::Coop,
+                        gemm: None,
                         tile_pairs,
                         rel: if exact_in_f16(&c) { 1e-5 } else { 6e-4 },
                         x_exp: 6,
@@ -379,6 +393,7 @@ fn coop_grouped_fast_and_plain_match_reference() {
                 for epi in EPILOGUES {
                     let run = Run {
                         path: MatmulPath::Coop,
+                        gemm: None,
                         tile_pairs: 128,
                         rel: 2e-3,
                         x_exp,
@@ -445,6 +460,7 @@ fn auto_takes_coop_grouped_where_it_applies() {
                 let go = |path| {
                     let run = Run {
                         path,
+                        gemm: None,
                         tile_pairs: 128,
                         rel,
                         x_exp: 3,
@@ -560,6 +576,326 @@ fn coop_grouped_translates_to_spirv_for_every_variant() {
         }
     }
     assert_eq!(translated, 48);
+}
+
+qwgpu_kernels::shader!(EMU_COOP, "moe_group_coop.wgsl");
+qwgpu_kernels::shader!(EMU_COMMON, "matmul_common.wgsl");
+
+/// Scalar stand-ins for the cooperative-matrix ops and subgroup builtins the
+/// emulation substitutes (subgroups of 32, so WG = 256). A fragment load is
+/// kept as where it reads (workgroup memory does not change between a load
+/// and its multiply-adds); an accumulator holds, per lane `sl`, elements
+/// `sl + 32 j` (row-major 16 × 16: row e / 16, column e % 16), which
+/// `em_store_t` writes row-major as coopStoreT does. coopLoadT (A, x rows)
+/// reads row-major, coopLoad (B, weight rows) column-major: element (k, n)
+/// at n · stride + k.
+const EMU_OPS: &str = r#"
+struct EmFrag {
+    arr: u32,
+    off: u32,
+    stride: u32,
+    rowmajor: bool,
+}
+struct EmAcc {
+    v: array<f32, 8>,
+}
+var<private> em_sl: u32;
+var<workgroup> em_red: array<f32, 256>;
+
+fn em_frag(arr: u32, off: u32, stride: u32, rowmajor: bool) -> EmFrag {
+    return EmFrag(arr, off, stride, rowmajor);
+}
+
+fn em_at(f: EmFrag, r: u32, c: u32) -> f32 {
+    let i = select(f.off + c * f.stride + r, f.off + r * f.stride + c, f.rowmajor);
+    switch f.arr {
+        case 0u: {
+            return f32(gs_x[i]);
+        }
+        case 1u: {
+            return f32(gs_xl[i]);
+        }
+        default: {
+            return f32(gs_w[i]);
+        }
+    }
+}
+
+fn em_mad(a: EmFrag, b: EmFrag, c: EmAcc) -> EmAcc {
+    var o = c;
+    for (var j = 0u; j < 8u; j++) {
+        let e = em_sl + 32u * j;
+        var s = o.v[j];
+        for (var k = 0u; k < 16u; k++) {
+            s = fma(em_at(a, e / 16u, k), em_at(b, k, e % 16u), s);
+        }
+        o.v[j] = s;
+    }
+    return o;
+}
+
+fn em_store_t(c: EmAcc, off: u32) {
+    for (var j = 0u; j < 8u; j++) {
+        gs_y[off + em_sl + 32u * j] = c.v[j];
+    }
+}
+
+fn em_subgroup_max(lid: u32, v: f32) -> f32 {
+    em_red[lid] = v;
+    workgroupBarrier();
+    let b = (lid / 32u) * 32u;
+    var m = em_red[b];
+    for (var i = 1u; i < 32u; i++) {
+        m = max(m, em_red[b + i]);
+    }
+    workgroupBarrier();
+    return m;
+}
+"#;
+
+/// `moe_group_coop.wgsl` with its cooperative-matrix ops and subgroup
+/// builtins replaced by [`EMU_OPS`]' scalar code, so every other line of the
+/// kernel (gathering, staging, pieces, scales, epilogues) runs on adapters
+/// without cooperative matrices. Each substitution must apply (the count is
+/// checked), so a change to the kernel's text fails here, not silently.
+fn emulated_source() -> &'static qwgpu_kernels::shaders::ShaderSource {
+    static SRC: std::sync::OnceLock<&'static qwgpu_kernels::shaders::ShaderSource> =
+        std::sync::OnceLock::new();
+    SRC.get_or_init(|| {
+        let mut text = EMU_COOP.text.to_string();
+        let mut swap = |from: &str, to: &str, times: usize| {
+            let n = text.matches(from).count();
+            assert_eq!(n, times, "`{from}` occurs {n} times in moe_group_coop.wgsl");
+            text = text.replace(from, to);
+        };
+        swap("enable wgpu_cooperative_matrix;", "", 1);
+        swap("coop_mat16x16<f32, C>()", "EmAcc()", 8);
+        swap(
+            "coopLoadT<coop_mat16x16<f16, A>>(&gs_xl[",
+            "em_fragt(1u, ",
+            2,
+        );
+        swap(
+            "coopLoadT<coop_mat16x16<f16, A>>(&gs_x[",
+            "em_fragt(0u, ",
+            2,
+        );
+        swap("coopLoad<coop_mat16x16<f16, B>>(&gs_w[", "em_fragb(2u, ", 4);
+        swap("], GLDS)", ", GLDS)", 8);
+        swap("coopMultiplyAdd(", "em_mad(", 16);
+        swap("coopStoreT(", "em_store_t(", 12);
+        swap("], ld)", ")", 12);
+        swap("&gs_y[", "", 12);
+        swap("subgroupMax(", "em_subgroup_max(lid, ", 1);
+        swap("@builtin(subgroup_id) sg: u32,", "", 1);
+        swap("@builtin(subgroup_invocation_id) sl: u32,", "", 1);
+        swap(
+            "@builtin(workgroup_id) wid: vec3<u32>) {",
+            "@builtin(workgroup_id) wid: vec3<u32>) {\n    let sg = lid / 32u;\n    \
+             let sl = lid % 32u;\n    em_sl = sl;",
+            1,
+        );
+        text.push_str(EMU_OPS);
+        text.push_str(
+            "fn em_fragt(arr: u32, off: u32, stride: u32) -> EmFrag {\n    \
+             return em_frag(arr, off, stride, true);\n}\n\
+             fn em_fragb(arr: u32, off: u32, stride: u32) -> EmFrag {\n    \
+             return em_frag(arr, off, stride, false);\n}\n",
+        );
+        Box::leak(Box::new(qwgpu_kernels::shaders::ShaderSource {
+            name: "moe_group_coop.wgsl (emulated)",
+            text: Box::leak(text.into_boxed_str()),
+        }))
+    })
+}
+
+/// The launches `matmul_grouped_with(.., Coop)` records, on the emulated
+/// kernel: the same overrides (`exact`, `split`), MmParams, bindings and
+/// grid (the grid's y is the 64-pair tile bound, more than the 128-pair
+/// tiles need: the extra rows must do nothing), one launch per piece (per
+/// gate/up piece pair for SwiGLU, all pairs: the kernel skips what is not
+/// in them).
+fn emulated_gemm(
+    exact: bool,
+    split: bool,
+) -> impl Fn(
+    &GpuContext,
+    &GpuWeight,
+    &GroupedArgs,
+    &GroupScratch,
+    Epilogue,
+) -> Result<Vec<Dispatch>, KernelError> {
+    move |ctx, w, args, scratch, epi| {
+        let key = qwgpu_kernels::PipelineKey::new(
+            &[
+                emulated_source(),
+                &qwgpu_kernels::shaders::NUMERIC,
+                &EMU_COMMON,
+            ],
+            "moe_group_coop",
+        )
+        .constant("WG", 256u32)
+        .constant("FORMAT", w.format as u32)
+        .constant("EXACT", u32::from(exact))
+        .constant("SPLIT", u32::from(split));
+        let pipeline = ctx.pipeline(&key)?;
+        let swiglu = epi == Epilogue::SwiGlu;
+        let rpe = args.rows_per_expert;
+        let width = if swiglu { rpe / 2 } else { rpe };
+        let pairs = args.y.shape[0] as u32;
+        let experts = (w.rows as u32) / rpe;
+        let epi_code = match epi {
+            Epilogue::Store => 0,
+            Epilogue::Accumulate => 1,
+            Epilogue::SwiGlu => 2,
+        };
+        let (x_stride, y_stride) = (args.x.stride as u32, args.y.stride as u32);
+        let mut out = Vec::new();
+        for a in &w.pieces {
+            for b in &w.pieces {
+                if !swiglu && !std::ptr::eq(a, b) {
+                    continue;
+                }
+                let mut p = [0u32; 64];
+                let head = [
+                    w.rows as u32,
+                    w.cols as u32,
+                    (w.stride_words / 4) as u32,
+                    w.block_cols as u32,
+                    pairs,
+                    0,
+                    x_stride,
+                    args.x_row_div,
+                    0,
+                    y_stride,
+                    0,
+                    width,
+                    a.row0 as u32,
+                    a.rows as u32,
+                    b.row0 as u32,
+                    b.rows as u32,
+                    rpe / 2,
+                    rpe,
+                    experts,
+                    scratch.tiles_offset(),
+                    0,
+                    0,
+                    epi_code,
+                    u32::from(x_stride.is_multiple_of(4)),
+                ];
+                p[..head.len()].copy_from_slice(&head);
+                let params = ctx.uniform("emulated params", &p);
+                let bind = ctx.bind(
+                    &pipeline,
+                    "emulated coop grouped",
+                    &[
+                        a.buffer.as_entire_binding(),
+                        b.buffer.as_entire_binding(),
+                        w.meta.as_entire_binding(),
+                        args.x.buffer.as_entire_binding(),
+                        args.y.buffer.as_entire_binding(),
+                        params.as_entire_binding(),
+                        args.x.buffer.as_entire_binding(),
+                        scratch.buffer.as_entire_binding(),
+                    ],
+                );
+                out.push(Dispatch {
+                    label: "emulated coop grouped",
+                    pipeline: pipeline.clone(),
+                    bind,
+                    groups: [
+                        width.div_ceil(if swiglu { 64 } else { 128 }),
+                        qwgpu_kernels::moe::grouped::tile_bound(pairs, experts),
+                        1,
+                    ],
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Small cases for the emulation (slow on a software adapter) that still
+/// cover an expert over two 128-pair tiles, two output tiles per expert
+/// (SwiGLU too), a piece boundary inside an expert and between a gate and
+/// its up rows, unaligned x rows, K not a multiple of the step, block scales
+/// varying along K, per-channel scales.
+fn emulated_cases() -> Vec<Case> {
+    vec![
+        Case {
+            dtype: Dtype::BF16,
+            scheme: Scheme::None,
+            experts: 3,
+            rpe: 144,
+            cols: 40,
+            tokens: 180,
+            k: 2,
+            split: vec![200, 232],
+        },
+        Case {
+            dtype: Dtype::F8E4M3,
+            scheme: Scheme::Block([128, 128]),
+            experts: 2,
+            rpe: 64,
+            cols: 137,
+            tokens: 70,
+            k: 2,
+            split: vec![128],
+        },
+        Case {
+            dtype: Dtype::F8E4M3,
+            scheme: Scheme::PerChannel,
+            experts: 1,
+            rpe: 20,
+            cols: 33,
+            tokens: 40,
+            k: 1,
+            split: vec![20],
+        },
+    ]
+}
+
+/// The coop kernel's own code on adapters without cooperative matrices: the
+/// emulation (scalar stand-ins for the fragment ops, [`emulated_source`])
+/// against the f64 reference, every epilogue and variant (exact, fast,
+/// plain) at the tolerances of the real kernel's tests, on 128-pair tiles
+/// (Store on 64-pair tiles too). The first context with f16 only (the staged
+/// tiles are f16; the emulation is slow).
+#[test]
+fn emulated_coop_grouped_matches_reference() {
+    let mut ran = 0;
+    let contexts = testing::contexts_with(&[Feature::F16]);
+    for t in contexts.into_iter().take(1) {
+        let mut rng = Rng::new(testing::seed(0x0e0c_e001));
+        for (exact, split, x_exp) in [(true, true, 6), (true, false, 6), (false, true, 2)] {
+            let gemm = emulated_gemm(exact, split);
+            for c in emulated_cases() {
+                let rel = match (exact && split, exact_in_f16(&c)) {
+                    (true, true) => 1e-5,
+                    (true, false) => 6e-4,
+                    (false, _) => 2e-3,
+                };
+                for (tile_pairs, epis) in [(128, &EPILOGUES[..]), (64, &EPILOGUES[..1])] {
+                    for &epi in epis {
+                        let run = Run {
+                            path: MatmulPath::Coop,
+                            gemm: Some(&gemm),
+                            tile_pairs,
+                            rel,
+                            x_exp,
+                        };
+                        let what = format!(
+                            "{t_name} emulated exact {exact} split {split}",
+                            t_name = t.name
+                        );
+                        check_case(&t.ctx, &mut rng, &c, epi, &run, &what);
+                        ran += 1;
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("{ran} emulated cases");
 }
 
 /// Best of 5 GPU-timestamp runs of each of `d`, in ns.
