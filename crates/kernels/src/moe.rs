@@ -88,6 +88,7 @@ pub(crate) static SPECS: &[&KernelSpec] = &[
     &COMBINE_VEC4,
     &grouped::GROUP_SORT,
     &grouped::GROUP_GEMM,
+    &grouped::coop::GROUP_COOP,
 ];
 
 /// Router: `logits [T, E]` → softmax over all E in f32, top-k by probability

@@ -18,6 +18,11 @@
 //!   layout is exactly [`matmul_indexed`](crate::matmul::matmul_indexed)'s and
 //!   the rest of the MoE graph is unchanged.
 //!
+//! - [`coop`] (`shaders/moe_group_coop.wgsl`): the same GEMM on tensor cores,
+//!   one 128-pair grouping tile ([`GroupScratch::preferred`]) × 128 weight rows
+//!   per workgroup; [`matmul_grouped`] takes it on adapters with cooperative
+//!   matrices where [`coop::auto`] allows ([`coop::ENABLED`] switches it off).
+//!
 //! The grid cannot depend on GPU-side counts (no indirect dispatch): it is sized
 //! for the worst case, `pairs.div_ceil(64) + min(experts, pairs)` tiles
 //! ([`tile_bound`]), and workgroups past the real tile count exit at once.
@@ -37,6 +42,9 @@ use crate::spec::{KernelSpec, Needs, Part, Uniform};
 use crate::view::{Dtype, TensorView};
 use crate::weights::WeightPiece;
 use crate::{GpuContext, GpuWeight, KernelError};
+
+#[path = "moe_grouped_coop.rs"]
+pub mod coop;
 
 crate::shader!(MOE_GROUP_SORT, "moe_group_sort.wgsl");
 crate::shader!(MOE_GROUP_GEMM, "moe_group_gemm.wgsl");
@@ -120,6 +128,17 @@ impl GroupScratch {
             max_experts,
             tile_pairs,
         })
+    }
+
+    /// As [`GroupScratch::new`] with the tiles the grouped GEMM of `ctx`
+    /// prefers ([`coop::preferred_tile_pairs`]: 128 pairs where the
+    /// tensor-core grouped GEMM runs, else 64).
+    pub fn preferred(
+        ctx: &GpuContext,
+        max_pairs: u32,
+        max_experts: u32,
+    ) -> Result<Self, KernelError> {
+        Self::with_tile_pairs(ctx, max_pairs, max_experts, coop::preferred_tile_pairs(ctx))
     }
 
     fn words(max_pairs: u32, max_experts: u32) -> u64 {
@@ -330,9 +349,10 @@ pub fn matmul_grouped(
     matmul_grouped_with(ctx, w, args, scratch, epilogue, MatmulPath::Auto)
 }
 
-/// [`matmul_grouped`] on a chosen path: every path but `Coop` runs the
-/// scalar grouped GEMM; `Coop` is [`KernelError::Unsupported`] (no
-/// tensor-core grouped GEMM in this version).
+/// [`matmul_grouped`] on a chosen path: `Scalar` runs the scalar grouped
+/// GEMM; `Coop` the tensor-core one ([`coop`]), [`KernelError::Unsupported`]
+/// where the adapter or the weight's format cannot take it; `Auto` the
+/// tensor-core one where [`coop::auto`] says so, else the scalar one.
 pub fn matmul_grouped_with(
     ctx: &GpuContext,
     w: &GpuWeight,
@@ -413,16 +433,28 @@ pub fn matmul_grouped_with(
         launches.extend(w.pieces.iter().map(|a| (a, a)));
     }
 
-    if path == MatmulPath::Coop {
-        return Err(KernelError::Unsupported {
-            what: format!("tensor-core grouped GEMM of `{w_name}`", w_name = w.name),
-            detail: "not in this version: the grouped GEMM runs on the scalar tiles".into(),
-        });
-    }
-    let sub = scratch.tile_pairs / TILE_PAIRS;
+    let use_coop = match path {
+        MatmulPath::Coop if !coop::supported(ctx, w) => {
+            return Err(KernelError::Unsupported {
+                what: format!("tensor-core grouped GEMM of `{w_name}`", w_name = w.name),
+                detail: coop::unsupported_reason(ctx, w),
+            });
+        }
+        MatmulPath::Coop => true,
+        MatmulPath::Auto => coop::auto(ctx, w),
+        MatmulPath::Scalar => false,
+    };
+    // The coop kernel takes a whole tile-table entry (<= 128 pairs) per
+    // workgroup row; the scalar one 64 pairs (SUB per entry).
+    let sub = if use_coop {
+        1
+    } else {
+        scratch.tile_pairs / TILE_PAIRS
+    };
     let tiles = tile_bound_for(pairs, experts, scratch.tile_pairs);
+    let tile_rows = if use_coop { coop::TILE_ROWS } else { TILE_ROWS };
     let (gx, gy) = (
-        (width as u32).div_ceil(if swiglu { TILE_ROWS / 2 } else { TILE_ROWS }),
+        (width as u32).div_ceil(if swiglu { tile_rows / 2 } else { tile_rows }),
         tiles * sub,
     );
     if gx > MAX_GROUPS || gy > MAX_GROUPS {
@@ -458,10 +490,15 @@ pub fn matmul_grouped_with(
             b_rows: b.rows as u32,
             ..base
         };
-        out.push(
+        let launch = if use_coop {
+            coop::launch(ctx, w)
+        } else {
             ctx.launch(&GROUP_GEMM)
                 .constant("FORMAT", w.format as u32)
                 .constant("SUB", sub)
+        };
+        out.push(
+            launch
                 .bind("wa", &a.buffer)
                 .bind("wb", &b.buffer)
                 .bind("scales", &w.meta)

@@ -1,18 +1,32 @@
-//! The MoE grouped GEMM on 128-pair grouping tiles (`moe_group`'s `GTILE`,
-//! the tile a tensor-core grouped GEMM would take): the scalar grouped GEMM
-//! takes each in two halves of 64. Against an f64 CPU reference of
-//! `y[q] = x[q / x_div] · W_e(q)ᵀ` with `qwgpu_loader::dequantize`'s exact f32
-//! weights, tolerance per output (`support::expected`) 1e-5 · Σ|x·w| (f32
-//! sums). Rows of pairs routed past the experts, and everything outside the
-//! written rows, keep their bits (NaN poison). Forcing the tensor-core path
-//! is a typed error (none in this version).
+//! The MoE grouped GEMM on 128-pair grouping tiles (`moe_group`'s `GTILE`):
+//! the tensor-core grouped GEMM (`moe_group_coop`, one tile per workgroup)
+//! and the scalar one (each tile in two halves of 64). Against an f64 CPU
+//! reference of `y[q] = x[q / x_div] · W_e(q)ᵀ` with
+//! `qwgpu_loader::dequantize`'s exact f32 weights; tolerance per output
+//! (`support::expected`) `rel · Σ|x·w|` (plus 1e-6 · |y₀| for Accumulate):
+//! - scalar GEMM and the exact coop variant where W is exact in f16 (BF16,
+//!   F16, E4M3 with per-channel scales): 1e-5 (f32 sums; x keeps 22 bits);
+//! - exact coop with weights rounded to f16 (E4M3 × 128-column block scales
+//!   as f16(q·s), F32): 6e-4 (2⁻¹¹ per weight);
+//! - fast and plain coop variants (x rounded to f16): 2e-3.
+//!
+//! Rows of pairs routed past the experts, and everything outside the written
+//! rows, keep their bits (NaN poison). Tests of the coop kernel declare
+//! [`Feature::CooperativeMatrix`]: recorded skips on lavapipe, a failure on a
+//! hardware adapter without it. Forcing the coop path where it cannot run is
+//! a typed error. `grouped_coop_bench_35b_a3b` (`#[ignore]`d) prints `BENCH`
+//! lines at the 35B-A3B expert shapes.
 
 use qwgpu_checkpoint::Dtype;
 use qwgpu_kernels::matmul::{Epilogue, MatmulPath};
-use qwgpu_kernels::moe::grouped::{matmul_grouped_with, moe_group, GroupScratch, GroupedArgs};
-use qwgpu_kernels::testing;
+use qwgpu_kernels::moe::grouped::{
+    coop, matmul_grouped_with, moe_group, GroupScratch, GroupedArgs,
+};
+use qwgpu_kernels::testing::{self, Feature};
 use qwgpu_kernels::view::{Dtype as QDtype, TensorView};
-use qwgpu_kernels::{GpuContext, GpuWeight, KernelError};
+use qwgpu_kernels::{
+    ContextOptions, Dispatch, GpuContext, GpuWeight, KernelError, MatmulPrecision,
+};
 
 mod support;
 use qwgpu_ops::rng::Rng;
@@ -33,19 +47,36 @@ struct Case {
     split: Vec<usize>,
 }
 
-/// Runs `case` with `epi` on `path` over a grouping of `tile_pairs` and
-/// checks every output against the reference within `rel`.
-#[allow(clippy::too_many_arguments)]
+/// The grouped GEMM under test: `matmul_grouped_with`'s signature without the path.
+type Gemm<'a> = &'a dyn Fn(
+    &GpuContext,
+    &GpuWeight,
+    &GroupedArgs,
+    &GroupScratch,
+    Epilogue,
+) -> Result<Vec<Dispatch>, KernelError>;
+
+/// How `check_case` runs a case.
+struct Run<'a> {
+    path: MatmulPath,
+    /// Runs the GEMM instead of `matmul_grouped_with(.., path)` (the emulation).
+    gemm: Option<Gemm<'a>>,
+    tile_pairs: u32,
+    rel: f64,
+    /// x rows are multiplied by 10^e, e uniform in `[-x_exp, x_exp]`.
+    x_exp: i32,
+}
+
+/// Runs `c` with `epi` as `run` says and checks every output against the
+/// reference; returns the whole y buffer.
 fn check_case(
     ctx: &GpuContext,
     rng: &mut Rng,
     c: &Case,
     epi: Epilogue,
-    path: MatmulPath,
-    tile_pairs: u32,
-    rel: f64,
+    run: &Run,
     what: &str,
-) {
+) -> Vec<f32> {
     let rows = c.experts * c.rpe;
     let pw = support::packed_one_shard(rng, c.dtype, rows, c.cols, c.scheme);
     let wdq = qwgpu_loader::dequantize(&pw).unwrap();
@@ -75,7 +106,8 @@ fn check_case(
     let mut xrows = Vec::new();
     for t in 0..c.tokens {
         let mut r = rng.normal_vec(c.cols);
-        let f = 10f32.powi((rng.uniform() * 9.0) as i32 - 4);
+        let span = (2 * run.x_exp + 1) as f32;
+        let f = 10f32.powi((rng.uniform() * span) as i32 - run.x_exp);
         r.iter_mut().for_each(|v| *v *= f);
         xbuf[t * x_stride..][..c.cols].copy_from_slice(&r);
         xrows.push(r);
@@ -90,7 +122,9 @@ fn check_case(
     let idb = ctx.upload("ids", &ids).unwrap();
     let y = ctx.upload("y", &init).unwrap();
     let scratch =
-        GroupScratch::with_tile_pairs(ctx, pairs as u32, c.experts as u32, tile_pairs).unwrap();
+        GroupScratch::with_tile_pairs(ctx, pairs as u32, c.experts as u32, run.tile_pairs).unwrap();
+    // Poison the scratch: stale tile-table entries must not matter.
+    ctx.fill_f32(&scratch.buffer, f32::from_bits(0x7fff_fff0));
     let ids_view = TensorView::words(&idb, 0, pairs as u32);
     let mut d = vec![moe_group(ctx, &ids_view, c.experts as u32, &scratch).unwrap()];
     let f32_rows = |b, rows: usize, cols: usize, stride: usize| {
@@ -102,10 +136,27 @@ fn check_case(
         y: f32_rows(&y, pairs, width, y_stride),
         rows_per_expert: c.rpe as u32,
     };
-    d.extend(
-        matmul_grouped_with(ctx, &gw, &args, &scratch, epi, path)
-            .unwrap_or_else(|e| panic!("{what}: {e}")),
+    let label = format!(
+        "{what} {dtype:?} {scheme:?} E={experts} rpe={rpe} cols={cols} T={tokens} k={k} \
+         split {split:?} {epi:?} {path:?} tiles of {tile_pairs} f16_matmul {f16} {precision:?}",
+        dtype = c.dtype,
+        scheme = c.scheme,
+        experts = c.experts,
+        rpe = c.rpe,
+        cols = c.cols,
+        tokens = c.tokens,
+        k = c.k,
+        split = c.split,
+        path = run.path,
+        tile_pairs = run.tile_pairs,
+        f16 = ctx.f16_matmul,
+        precision = ctx.precision,
     );
+    let gemm = match run.gemm {
+        Some(g) => g(ctx, &gw, &args, &scratch, epi),
+        None => matmul_grouped_with(ctx, &gw, &args, &scratch, epi, run.path),
+    };
+    d.extend(gemm.unwrap_or_else(|e| panic!("{label}: {e}")));
     let refs: Vec<_> = d.iter().collect();
     ctx.run("moe coop test", &refs).unwrap();
     let got = ctx.read_f32(&y, 0, ylen).unwrap();
@@ -123,7 +174,7 @@ fn check_case(
                 c.rpe,
                 col,
                 epi == Epilogue::SwiGlu,
-                rel,
+                run.rel,
             );
             let i = q * y_stride + col;
             if epi == Epilogue::Accumulate {
@@ -133,25 +184,11 @@ fn check_case(
             want[i] = Some((w, tol));
         }
     }
-    support::check(
-        &got,
-        &init,
-        &want,
-        &format!(
-            "{what} {dtype:?} {scheme:?} E={experts} rpe={rpe} cols={cols} T={tokens} k={k} \
-             split {split:?} {epi:?} {path:?} tiles of {tile_pairs}",
-            dtype = c.dtype,
-            scheme = c.scheme,
-            experts = c.experts,
-            rpe = c.rpe,
-            cols = c.cols,
-            tokens = c.tokens,
-            k = c.k,
-            split = c.split
-        ),
-    );
+    support::check(&got, &init, &want, &label);
+    got
 }
 
+/// Cases for the scalar GEMM on 128-pair tiles.
 fn cases() -> Vec<Case> {
     vec![
         // 160 pairs: expert 0 gets ~70, more than half a 128-pair tile.
@@ -177,7 +214,7 @@ fn cases() -> Vec<Case> {
             k: 3,
             split: vec![100, 156],
         },
-        // 128 × 128 blocks: the coop path applies them per partial sum.
+        // 128 × 128 blocks.
         Case {
             dtype: Dtype::F8E4M3,
             scheme: Scheme::Block([128, 128]),
@@ -197,45 +234,839 @@ fn cases() -> Vec<Case> {
 fn scalar_grouped_gemm_takes_128_pair_tiles_in_halves() {
     for t in testing::contexts() {
         let mut rng = Rng::new(testing::seed(0x0e0c_0001));
+        let run = Run {
+            path: MatmulPath::Scalar,
+            gemm: None,
+            tile_pairs: 128,
+            rel: 1e-5,
+            x_exp: 4,
+        };
         for c in cases() {
             for epi in EPILOGUES {
-                check_case(
-                    &t.ctx,
-                    &mut rng,
-                    &c,
-                    epi,
-                    MatmulPath::Scalar,
-                    128,
-                    1e-5,
-                    &t.name,
+                check_case(&t.ctx, &mut rng, &c, epi, &run, &t.name);
+            }
+        }
+    }
+}
+
+/// Cases for the coop kernel: awkward expert counts (1, 3, 5, 7), rows per
+/// expert not multiples of the 128-row tile (over one tile: 200, 258), columns
+/// not multiples of the 32-column step (unaligned x rows too: 37, 301),
+/// experts with more than one 128-pair tile, pieces splitting experts (and a
+/// gate from its up rows), per-channel / per-shard / block scales.
+fn coop_cases() -> Vec<Case> {
+    vec![
+        Case {
+            dtype: Dtype::BF16,
+            scheme: Scheme::None,
+            experts: 5,
+            rpe: 200,
+            cols: 72,
+            tokens: 130,
+            k: 2,
+            split: vec![1000],
+        },
+        Case {
+            dtype: Dtype::F16,
+            scheme: Scheme::None,
+            experts: 1,
+            rpe: 258,
+            cols: 37,
+            tokens: 300,
+            k: 1,
+            split: vec![258],
+        },
+        Case {
+            dtype: Dtype::F8E4M3,
+            scheme: Scheme::PerChannel,
+            experts: 3,
+            rpe: 48,
+            cols: 301,
+            tokens: 90,
+            k: 3,
+            split: vec![70, 74],
+        },
+        Case {
+            dtype: Dtype::BF16,
+            scheme: Scheme::PerShard { broadcast: true },
+            experts: 7,
+            rpe: 34,
+            cols: 64,
+            tokens: 61,
+            k: 4,
+            split: vec![238],
+        },
+        Case {
+            dtype: Dtype::F8E4M3,
+            scheme: Scheme::Block([128, 128]),
+            experts: 3,
+            rpe: 160,
+            cols: 300,
+            tokens: 120,
+            k: 2,
+            split: vec![480],
+        },
+        Case {
+            dtype: Dtype::F32,
+            scheme: Scheme::None,
+            experts: 2,
+            rpe: 40,
+            cols: 50,
+            tokens: 70,
+            k: 2,
+            split: vec![80],
+        },
+    ]
+}
+
+/// Whether W is exact in f16 with a scale constant along each row.
+fn exact_in_f16(c: &Case) -> bool {
+    let rows_scaled = !matches!(c.scheme, Scheme::Block(_)) || c.cols <= 128;
+    matches!(c.dtype, Dtype::BF16 | Dtype::F16 | Dtype::F8E4M3) && rows_scaled
+}
+
+/// A context like `t`'s (checked or trusted modules) with `precision` and
+/// `f16_matmul`.
+fn context_like(t: &testing::TestContext, precision: MatmulPrecision, f16: bool) -> GpuContext {
+    GpuContext::new(&ContextOptions {
+        precision,
+        f16_matmul: f16,
+        ..t.variant.options()
+    })
+    .unwrap()
+}
+
+/// Checks that `ctx`, which has cooperative matrices, runs the coop grouped
+/// GEMM for BF16: refusing an adapter with the feature is a failure.
+fn assert_coop_runs(t: &testing::TestContext, ctx: &GpuContext) {
+    let pw = support::packed_one_shard(&mut Rng::new(1), Dtype::BF16, 4, 8, Scheme::None);
+    let gw = GpuWeight::upload(ctx, &pw).unwrap();
+    assert!(
+        coop::supported(ctx, &gw),
+        "{t_name}: the adapter has cooperative matrices, yet the coop grouped GEMM refuses it: {why}",
+        t_name = t.name,
+        why = coop::unsupported_reason(ctx, &gw)
+    );
+}
+
+/// The exact coop variant (default contexts) on every case and epilogue,
+/// 128- and 64-pair tiles, x rows from 1e-6 to 1e6 (past f16's range: the
+/// per-row power-of-two scale).
+#[test]
+fn coop_grouped_exact_matches_reference() {
+    let mut ran = 0;
+    for t in testing::contexts_with(&[Feature::CooperativeMatrix]) {
+        assert_coop_runs(t, &t.ctx);
+        let mut rng = Rng::new(testing::seed(0x0e0c_c001));
+        for c in coop_cases() {
+            for tile_pairs in [128, 64] {
+                for epi in EPILOGUES {
+                    let run = Run {
+                        path: MatmulPath::Coop,
+                        gemm: None,
+                        tile_pairs,
+                        rel: if exact_in_f16(&c) { 1e-5 } else { 6e-4 },
+                        x_exp: 6,
+                    };
+                    check_case(&t.ctx, &mut rng, &c, epi, &run, &t.name);
+                    ran += 1;
+                }
+            }
+        }
+    }
+    eprintln!("{ran} exact coop cases");
+}
+
+/// The fast variant (`MatmulPrecision::Fast`: f16(x·s)) and the plain one
+/// (`f16_matmul`: f16(x), x rows within 1e-2 .. 1e2 so nothing overflows):
+/// 2e-3 · Σ|x·w|, every case and epilogue.
+#[test]
+fn coop_grouped_fast_and_plain_match_reference() {
+    for t in testing::contexts_with(&[Feature::CooperativeMatrix]) {
+        let mut rng = Rng::new(testing::seed(0x0e0c_c002));
+        for (ctx, x_exp) in [
+            (context_like(t, MatmulPrecision::Fast, false), 6),
+            (context_like(t, MatmulPrecision::Exact, true), 2),
+        ] {
+            assert_coop_runs(t, &ctx);
+            for c in coop_cases() {
+                for epi in EPILOGUES {
+                    let run = Run {
+                        path: MatmulPath::Coop,
+                        gemm: None,
+                        tile_pairs: 128,
+                        rel: 2e-3,
+                        x_exp,
+                    };
+                    check_case(&ctx, &mut rng, &c, epi, &run, &t.name);
+                }
+            }
+        }
+    }
+}
+
+/// `Auto` takes the coop kernel (the same bits as forcing `Coop`) where the
+/// adapter has it and the weight suits the context's precision (exact: BF16,
+/// E4M3 per channel; fast also E4M3 with 128 × 128 blocks), else the scalar
+/// grouped GEMM's bits (F32, 4-bit-free block-scaled E4M3 under exact
+/// precision, every weight without cooperative matrices).
+#[test]
+fn auto_takes_coop_grouped_where_it_applies() {
+    let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
+    let case = |dtype, scheme| Case {
+        dtype,
+        scheme,
+        experts: 3,
+        rpe: 40,
+        cols: 300,
+        tokens: 50,
+        k: 2,
+        split: vec![120],
+    };
+    let formats = [
+        (Dtype::BF16, Scheme::None),
+        (Dtype::F8E4M3, Scheme::PerChannel),
+        (Dtype::F8E4M3, Scheme::Block([128, 128])),
+        (Dtype::F32, Scheme::None),
+    ];
+    for t in testing::contexts() {
+        let has_coop = t.missing(&[Feature::CooperativeMatrix]).is_none();
+        if has_coop {
+            assert_coop_runs(t, &t.ctx);
+        }
+        for precision in [MatmulPrecision::Exact, MatmulPrecision::Fast] {
+            let ctx = context_like(t, precision, false);
+            for (dtype, scheme) in formats {
+                let c = case(dtype, scheme);
+                let coop_expected = has_coop
+                    && coop::ENABLED
+                    && match (dtype, scheme) {
+                        (Dtype::BF16, _) | (Dtype::F8E4M3, Scheme::PerChannel) => true,
+                        (Dtype::F8E4M3, _) => precision == MatmulPrecision::Fast,
+                        _ => false,
+                    };
+                let other = if coop_expected {
+                    MatmulPath::Coop
+                } else {
+                    MatmulPath::Scalar
+                };
+                let rel = if other == MatmulPath::Coop && precision == MatmulPrecision::Fast {
+                    2e-3
+                } else if other == MatmulPath::Coop && !exact_in_f16(&c) {
+                    6e-4
+                } else {
+                    1e-5
+                };
+                let go = |path| {
+                    let run = Run {
+                        path,
+                        gemm: None,
+                        tile_pairs: 128,
+                        rel,
+                        x_exp: 3,
+                    };
+                    // The same seed: the same weights, routing and x.
+                    let mut rng = Rng::new(0x0e0c_c003);
+                    check_case(&ctx, &mut rng, &c, Epilogue::Store, &run, &t.name)
+                };
+                let auto = go(MatmulPath::Auto);
+                let want = go(other);
+                assert!(
+                    same(&auto, &want),
+                    "{t_name}: Auto differs from {other:?} for {dtype:?} {scheme:?} with {precision:?}",
+                    t_name = t.name
                 );
             }
         }
     }
 }
 
-/// Forcing the tensor-core grouped GEMM is a typed error, not a panic.
+/// Forcing the tensor-core grouped GEMM where it cannot run (an adapter
+/// without cooperative matrices; E5M2 weights anywhere) is a typed error.
 #[test]
-fn forced_coop_grouped_gemm_is_unsupported() {
-    let t = testing::contexts()[0];
-    let ctx = &t.ctx;
-    let mut rng = Rng::new(testing::seed(0x0e0c_0003));
-    let pw = support::packed_one_shard(&mut rng, Dtype::BF16, 32, 8, Scheme::None);
-    let gw = GpuWeight::upload(ctx, &pw).unwrap();
-    let ids = ctx.upload("ids", &[0u32, 1, 0, 1]).unwrap();
-    let x = ctx.upload("x", &rng.normal_vec(4 * 8)).unwrap();
-    let y = ctx.storage("y", 4 * 16 * 4).unwrap();
-    let scratch = GroupScratch::new(ctx, 4, 2).unwrap();
-    let view = |b, rows: u64, cols: u64| TensorView::rows(b, QDtype::F32, 0, [rows, cols], cols);
-    let args = GroupedArgs {
-        x: view(&x, 4, 8),
-        x_row_div: 1,
-        y: view(&y, 4, 16),
-        rows_per_expert: 16,
+fn forced_coop_grouped_gemm_is_a_typed_error_where_unsupported() {
+    for t in testing::contexts() {
+        let ctx = &t.ctx;
+        let has_coop = t.missing(&[Feature::CooperativeMatrix]).is_none();
+        let mut rng = Rng::new(testing::seed(0x0e0c_0003));
+        let ids = ctx.upload("ids", &[0u32, 1, 0, 1]).unwrap();
+        let x = ctx.upload("x", &rng.normal_vec(4 * 8)).unwrap();
+        let y = ctx.storage("y", 4 * 16 * 4).unwrap();
+        let scratch = GroupScratch::new(ctx, 4, 2).unwrap();
+        let view =
+            |b, rows: u64, cols: u64| TensorView::rows(b, QDtype::F32, 0, [rows, cols], cols);
+        let args = GroupedArgs {
+            x: view(&x, 4, 8),
+            x_row_div: 1,
+            y: view(&y, 4, 16),
+            rows_per_expert: 16,
+        };
+        let _ = moe_group(ctx, &TensorView::words(&ids, 0, 4), 2, &scratch).unwrap();
+        for dtype in [Dtype::BF16, Dtype::F8E5M2] {
+            let pw = support::packed_one_shard(&mut rng, dtype, 32, 8, Scheme::None);
+            let gw = GpuWeight::upload(ctx, &pw).unwrap();
+            let r =
+                matmul_grouped_with(ctx, &gw, &args, &scratch, Epilogue::Store, MatmulPath::Coop);
+            let runs = has_coop && dtype == Dtype::BF16;
+            match r {
+                Ok(_) if runs => {}
+                Err(KernelError::Unsupported { .. }) if !runs => {}
+                other => panic!(
+                    "{t_name}: forced coop for {dtype:?} (coop adapter: {has_coop}) gave {other:?}",
+                    t_name = t.name
+                ),
+            }
+        }
+    }
+}
+
+/// The kernel translates to SPIR-V (what the GPU machine's driver gets;
+/// lavapipe cannot build it) for every weight format it takes, every
+/// precision switch and workgroups of 8 subgroups of 16, 32 and 64 lanes.
+#[test]
+fn coop_grouped_translates_to_spirv_for_every_variant() {
+    use qwgpu_kernels::spec::Needs;
+    let spec = qwgpu_kernels::registry::all()
+        .into_iter()
+        .find(|s| s.entry == "moe_group_coop")
+        .expect("the coop grouped GEMM is registered");
+    assert_eq!(spec.needs, Needs::CooperativeMatrix);
+    let src: String = spec
+        .files(true)
+        .iter()
+        .map(|f| f.text)
+        .collect::<Vec<_>>()
+        .join("\n");
+    let module = naga::front::wgsl::parse_str(&src)
+        .unwrap_or_else(|e| panic!("{diagnostic}", diagnostic = e.emit_to_string(&src)));
+    use naga::valid::Capabilities as C;
+    let caps = C::default()
+        | C::SHADER_FLOAT16_IN_FLOAT32
+        | C::SUBGROUP
+        | C::SHADER_FLOAT16
+        | C::COOPERATIVE_MATRIX;
+    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("validation error: {e:?}"));
+    let mut translated = 0;
+    // FORMAT: F32, BF16, F16, E4M3 (WeightFormat's codes).
+    for format in [0u32, 1, 2, 3] {
+        for (exact, split) in [(0u32, 1u32), (1, 1), (1, 0), (0, 0)] {
+            for wg in [128u32, 256, 512] {
+                let constants: naga::back::PipelineConstants = [
+                    ("FORMAT".to_string(), f64::from(format)),
+                    ("EXACT".to_string(), f64::from(exact)),
+                    ("SPLIT".to_string(), f64::from(split)),
+                    ("WG".to_string(), f64::from(wg)),
+                ]
+                .into_iter()
+                .collect();
+                let (m, i) = naga::back::pipeline_constants::process_overrides(
+                    &module, &info, None, &constants,
+                )
+                .unwrap_or_else(|e| panic!("{constants:?}: {e}"));
+                let pipe = naga::back::spv::PipelineOptions {
+                    shader_stage: naga::ShaderStage::Compute,
+                    entry_point: spec.entry.into(),
+                };
+                naga::back::spv::write_vec(&m, &i, &Default::default(), Some(&pipe))
+                    .unwrap_or_else(|e| panic!("{constants:?}: {e}"));
+                translated += 1;
+            }
+        }
+    }
+    assert_eq!(translated, 48);
+}
+
+qwgpu_kernels::shader!(EMU_COOP, "moe_group_coop.wgsl");
+qwgpu_kernels::shader!(EMU_COMMON, "matmul_common.wgsl");
+
+/// Scalar stand-ins for the cooperative-matrix ops and subgroup builtins the
+/// emulation substitutes (subgroups of 32, so WG = 256). A fragment load is
+/// kept as where it reads (workgroup memory does not change between a load
+/// and its multiply-adds); an accumulator holds, per lane `sl`, elements
+/// `sl + 32 j` (row-major 16 × 16: row e / 16, column e % 16), which
+/// `em_store_t` writes row-major as coopStoreT does. coopLoadT (A, x rows)
+/// reads row-major, coopLoad (B, weight rows) column-major: element (k, n)
+/// at n · stride + k.
+const EMU_OPS: &str = r#"
+struct EmFrag {
+    arr: u32,
+    off: u32,
+    stride: u32,
+    rowmajor: bool,
+}
+struct EmAcc {
+    v: array<f32, 8>,
+}
+var<private> em_sl: u32;
+var<workgroup> em_red: array<f32, 256>;
+
+fn em_frag(arr: u32, off: u32, stride: u32, rowmajor: bool) -> EmFrag {
+    return EmFrag(arr, off, stride, rowmajor);
+}
+
+fn em_at(f: EmFrag, r: u32, c: u32) -> f32 {
+    let i = select(f.off + c * f.stride + r, f.off + r * f.stride + c, f.rowmajor);
+    switch f.arr {
+        case 0u: {
+            return f32(gs_x[i]);
+        }
+        case 1u: {
+            return f32(gs_xl[i]);
+        }
+        default: {
+            return f32(gs_w[i]);
+        }
+    }
+}
+
+fn em_mad(a: EmFrag, b: EmFrag, c: EmAcc) -> EmAcc {
+    var o = c;
+    for (var j = 0u; j < 8u; j++) {
+        let e = em_sl + 32u * j;
+        var s = o.v[j];
+        for (var k = 0u; k < 16u; k++) {
+            s = fma(em_at(a, e / 16u, k), em_at(b, k, e % 16u), s);
+        }
+        o.v[j] = s;
+    }
+    return o;
+}
+
+fn em_store_t(c: EmAcc, off: u32) {
+    for (var j = 0u; j < 8u; j++) {
+        gs_y[off + em_sl + 32u * j] = c.v[j];
+    }
+}
+
+fn em_subgroup_max(lid: u32, v: f32) -> f32 {
+    em_red[lid] = v;
+    workgroupBarrier();
+    let b = (lid / 32u) * 32u;
+    var m = em_red[b];
+    for (var i = 1u; i < 32u; i++) {
+        m = max(m, em_red[b + i]);
+    }
+    workgroupBarrier();
+    return m;
+}
+"#;
+
+/// `moe_group_coop.wgsl` with its cooperative-matrix ops and subgroup
+/// builtins replaced by [`EMU_OPS`]' scalar code, so every other line of the
+/// kernel (gathering, staging, pieces, scales, epilogues) runs on adapters
+/// without cooperative matrices. Each substitution must apply (the count is
+/// checked), so a change to the kernel's text fails here, not silently.
+fn emulated_source() -> &'static qwgpu_kernels::shaders::ShaderSource {
+    static SRC: std::sync::OnceLock<&'static qwgpu_kernels::shaders::ShaderSource> =
+        std::sync::OnceLock::new();
+    SRC.get_or_init(|| {
+        let mut text = EMU_COOP.text.to_string();
+        let mut swap = |from: &str, to: &str, times: usize| {
+            let n = text.matches(from).count();
+            assert_eq!(n, times, "`{from}` occurs {n} times in moe_group_coop.wgsl");
+            text = text.replace(from, to);
+        };
+        swap("enable wgpu_cooperative_matrix;", "", 1);
+        swap("coop_mat16x16<f32, C>()", "EmAcc()", 8);
+        swap(
+            "coopLoadT<coop_mat16x16<f16, A>>(&gs_xl[",
+            "em_fragt(1u, ",
+            2,
+        );
+        swap(
+            "coopLoadT<coop_mat16x16<f16, A>>(&gs_x[",
+            "em_fragt(0u, ",
+            2,
+        );
+        swap("coopLoad<coop_mat16x16<f16, B>>(&gs_w[", "em_fragb(2u, ", 4);
+        swap("], GLDS)", ", GLDS)", 8);
+        swap("coopMultiplyAdd(", "em_mad(", 16);
+        swap("coopStoreT(", "em_store_t(", 12);
+        swap("], ld)", ")", 12);
+        swap("&gs_y[", "", 12);
+        swap("subgroupMax(", "em_subgroup_max(lid, ", 1);
+        swap("@builtin(subgroup_id) sg: u32,", "", 1);
+        swap("@builtin(subgroup_invocation_id) sl: u32,", "", 1);
+        swap(
+            "@builtin(workgroup_id) wid: vec3<u32>) {",
+            "@builtin(workgroup_id) wid: vec3<u32>) {\n    let sg = lid / 32u;\n    \
+             let sl = lid % 32u;\n    em_sl = sl;",
+            1,
+        );
+        text.push_str(EMU_OPS);
+        text.push_str(
+            "fn em_fragt(arr: u32, off: u32, stride: u32) -> EmFrag {\n    \
+             return em_frag(arr, off, stride, true);\n}\n\
+             fn em_fragb(arr: u32, off: u32, stride: u32) -> EmFrag {\n    \
+             return em_frag(arr, off, stride, false);\n}\n",
+        );
+        Box::leak(Box::new(qwgpu_kernels::shaders::ShaderSource {
+            name: "moe_group_coop.wgsl (emulated)",
+            text: Box::leak(text.into_boxed_str()),
+        }))
+    })
+}
+
+/// The launches `matmul_grouped_with(.., Coop)` records, on the emulated
+/// kernel: the same overrides (`exact`, `split`), MmParams, bindings and
+/// grid (the grid's y is the 64-pair tile bound, more than the 128-pair
+/// tiles need: the extra rows must do nothing), one launch per piece (per
+/// gate/up piece pair for SwiGLU, all pairs: the kernel skips what is not
+/// in them).
+fn emulated_gemm(
+    exact: bool,
+    split: bool,
+) -> impl Fn(
+    &GpuContext,
+    &GpuWeight,
+    &GroupedArgs,
+    &GroupScratch,
+    Epilogue,
+) -> Result<Vec<Dispatch>, KernelError> {
+    move |ctx, w, args, scratch, epi| {
+        let key = qwgpu_kernels::PipelineKey::new(
+            &[
+                emulated_source(),
+                &qwgpu_kernels::shaders::NUMERIC,
+                &EMU_COMMON,
+            ],
+            "moe_group_coop",
+        )
+        .constant("WG", 256u32)
+        .constant("FORMAT", w.format as u32)
+        .constant("EXACT", u32::from(exact))
+        .constant("SPLIT", u32::from(split));
+        let pipeline = ctx.pipeline(&key)?;
+        let swiglu = epi == Epilogue::SwiGlu;
+        let rpe = args.rows_per_expert;
+        let width = if swiglu { rpe / 2 } else { rpe };
+        let pairs = args.y.shape[0] as u32;
+        let experts = (w.rows as u32) / rpe;
+        let epi_code = match epi {
+            Epilogue::Store => 0,
+            Epilogue::Accumulate => 1,
+            Epilogue::SwiGlu => 2,
+        };
+        let (x_stride, y_stride) = (args.x.stride as u32, args.y.stride as u32);
+        let mut out = Vec::new();
+        for a in &w.pieces {
+            for b in &w.pieces {
+                if !swiglu && !std::ptr::eq(a, b) {
+                    continue;
+                }
+                let mut p = [0u32; 64];
+                let head = [
+                    w.rows as u32,
+                    w.cols as u32,
+                    (w.stride_words / 4) as u32,
+                    w.block_cols as u32,
+                    pairs,
+                    0,
+                    x_stride,
+                    args.x_row_div,
+                    0,
+                    y_stride,
+                    0,
+                    width,
+                    a.row0 as u32,
+                    a.rows as u32,
+                    b.row0 as u32,
+                    b.rows as u32,
+                    rpe / 2,
+                    rpe,
+                    experts,
+                    scratch.tiles_offset(),
+                    0,
+                    0,
+                    epi_code,
+                    u32::from(x_stride.is_multiple_of(4)),
+                ];
+                p[..head.len()].copy_from_slice(&head);
+                let params = ctx.uniform("emulated params", &p);
+                let bind = ctx.bind(
+                    &pipeline,
+                    "emulated coop grouped",
+                    &[
+                        a.buffer.as_entire_binding(),
+                        b.buffer.as_entire_binding(),
+                        w.meta.as_entire_binding(),
+                        args.x.buffer.as_entire_binding(),
+                        args.y.buffer.as_entire_binding(),
+                        params.as_entire_binding(),
+                        args.x.buffer.as_entire_binding(),
+                        scratch.buffer.as_entire_binding(),
+                    ],
+                );
+                out.push(Dispatch {
+                    label: "emulated coop grouped",
+                    pipeline: pipeline.clone(),
+                    bind,
+                    groups: [
+                        width.div_ceil(if swiglu { 64 } else { 128 }),
+                        qwgpu_kernels::moe::grouped::tile_bound(pairs, experts),
+                        1,
+                    ],
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Small cases for the emulation (slow on a software adapter) that still
+/// cover an expert over two 128-pair tiles, two output tiles per expert
+/// (SwiGLU too), a piece boundary inside an expert and between a gate and
+/// its up rows, unaligned x rows, K not a multiple of the step, block scales
+/// varying along K, per-channel scales.
+fn emulated_cases() -> Vec<Case> {
+    vec![
+        Case {
+            dtype: Dtype::BF16,
+            scheme: Scheme::None,
+            experts: 3,
+            rpe: 144,
+            cols: 40,
+            tokens: 180,
+            k: 2,
+            split: vec![200, 232],
+        },
+        Case {
+            dtype: Dtype::F8E4M3,
+            scheme: Scheme::Block([128, 128]),
+            experts: 2,
+            rpe: 64,
+            cols: 137,
+            tokens: 70,
+            k: 2,
+            split: vec![128],
+        },
+        Case {
+            dtype: Dtype::F8E4M3,
+            scheme: Scheme::PerChannel,
+            experts: 1,
+            rpe: 20,
+            cols: 33,
+            tokens: 40,
+            k: 1,
+            split: vec![20],
+        },
+    ]
+}
+
+/// The coop kernel's own code on adapters without cooperative matrices: the
+/// emulation (scalar stand-ins for the fragment ops, [`emulated_source`])
+/// against the f64 reference, every epilogue and variant (exact, fast,
+/// plain) at the tolerances of the real kernel's tests, on 128-pair tiles
+/// (Store on 64-pair tiles too). The first context with f16 only (the staged
+/// tiles are f16; the emulation is slow).
+#[test]
+fn emulated_coop_grouped_matches_reference() {
+    let mut ran = 0;
+    let contexts = testing::contexts_with(&[Feature::F16]);
+    for t in contexts.into_iter().take(1) {
+        let mut rng = Rng::new(testing::seed(0x0e0c_e001));
+        for (exact, split, x_exp) in [(true, true, 6), (true, false, 6), (false, true, 2)] {
+            let gemm = emulated_gemm(exact, split);
+            for c in emulated_cases() {
+                let rel = match (exact && split, exact_in_f16(&c)) {
+                    (true, true) => 1e-5,
+                    (true, false) => 6e-4,
+                    (false, _) => 2e-3,
+                };
+                for (tile_pairs, epis) in [(128, &EPILOGUES[..]), (64, &EPILOGUES[..1])] {
+                    for &epi in epis {
+                        let run = Run {
+                            path: MatmulPath::Coop,
+                            gemm: Some(&gemm),
+                            tile_pairs,
+                            rel,
+                            x_exp,
+                        };
+                        let what = format!(
+                            "{t_name} emulated exact {exact} split {split}",
+                            t_name = t.name
+                        );
+                        check_case(&t.ctx, &mut rng, &c, epi, &run, &what);
+                        ran += 1;
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("{ran} emulated cases");
+}
+
+/// Best of 5 GPU-timestamp runs of each of `d`, in ns.
+fn best_ns(ctx: &GpuContext, d: &[&Dispatch]) -> Vec<f64> {
+    ctx.run("warm-up", d).unwrap();
+    let mut best = vec![f64::INFINITY; d.len()];
+    for _ in 0..5 {
+        let times = qwgpu_kernels::profile::time_dispatches(ctx, d).unwrap();
+        for (b, (_, ns)) in best.iter_mut().zip(times) {
+            *b = b.min(ns);
+        }
+    }
+    best
+}
+
+/// TFLOP/s of the scalar grouped GEMM (`matmul_grouped_with(.., Scalar)`,
+/// `moe_group_gemm`) and the coop one (`moe_group_coop`: exact, fast, plain
+/// f16) at the Qwen3.5-35B-A3B expert shapes: E = 256, k = 8, H = 2048,
+/// Ie = 512, T = 4096 (and 512), balanced routing (8 distinct experts per
+/// token); gate/up `[256·1024, 2048]` SwiGLU and down `[256·2048, 512]` Store,
+/// BF16 and E4M3 with 128 × 128 blocks. FLOPs count the real pairs only.
+/// Trusted modules, GPU timestamps; `BENCH` lines. Run with
+/// `-- --ignored --exact moe_coop::grouped_coop_bench_35b_a3b`.
+#[test]
+#[ignore = "benchmark: run with -- --ignored grouped_coop_bench_35b_a3b"]
+fn grouped_coop_bench_35b_a3b() {
+    let trusted = ContextOptions {
+        runtime_checks: Some(false),
+        ..Default::default()
     };
-    let _ = moe_group(ctx, &TensorView::words(&ids, 0, 4), 2, &scratch).unwrap();
-    match matmul_grouped_with(ctx, &gw, &args, &scratch, Epilogue::Store, MatmulPath::Coop) {
-        Err(KernelError::Unsupported { .. }) => {}
-        other => panic!("{t_name}: forced coop gave {other:?}", t_name = t.name),
+    let ctx = GpuContext::new(&trusted).unwrap();
+    let ctxs = [
+        ("scalar", ctx, MatmulPath::Scalar),
+        (
+            "coop exact",
+            GpuContext::new(&trusted).unwrap(),
+            MatmulPath::Coop,
+        ),
+        (
+            "coop fast",
+            GpuContext::new(&ContextOptions {
+                precision: MatmulPrecision::Fast,
+                ..trusted.clone()
+            })
+            .unwrap(),
+            MatmulPath::Coop,
+        ),
+        (
+            "coop f16",
+            GpuContext::new(&ContextOptions {
+                f16_matmul: true,
+                ..trusted.clone()
+            })
+            .unwrap(),
+            MatmulPath::Coop,
+        ),
+    ];
+    let (experts, k, h, ie) = (256usize, 8usize, 2048usize, 512usize);
+    let mut rng = Rng::new(0x0e0c_be01);
+    for (dtype, scheme) in [
+        (Dtype::BF16, Scheme::None),
+        (Dtype::F8E4M3, Scheme::Block([128, 128])),
+    ] {
+        let gu = support::packed_one_shard(&mut rng, dtype, experts * 2 * ie, h, scheme);
+        let dn = support::packed_one_shard(&mut rng, dtype, experts * h, ie, scheme);
+        for tokens in [4096usize, 512] {
+            let pairs = tokens * k;
+            // 8 distinct experts per token, uniformly.
+            let mut ids_list = Vec::with_capacity(pairs);
+            for _ in 0..tokens {
+                let mut chosen: Vec<u32> = Vec::with_capacity(k);
+                while chosen.len() < k {
+                    let e = (rng.uniform() * experts as f32) as u32 % experts as u32;
+                    if !chosen.contains(&e) {
+                        chosen.push(e);
+                    }
+                }
+                ids_list.extend(chosen);
+            }
+            let xv = rng.normal_vec(tokens * h);
+            let mut first: Option<(Vec<f32>, Vec<f32>)> = None;
+            for (name, c, path) in &ctxs {
+                let guw = GpuWeight::upload(c, &gu).unwrap();
+                let dnw = GpuWeight::upload(c, &dn).unwrap();
+                let ids = c.upload("ids", &ids_list).unwrap();
+                let x = c.upload("x", &xv).unwrap();
+                let act = c.storage("act", (pairs * ie * 4) as u64).unwrap();
+                let out = c.storage("out", (pairs * h * 4) as u64).unwrap();
+                let scratch =
+                    GroupScratch::with_tile_pairs(c, pairs as u32, experts as u32, 128).unwrap();
+                let sort = moe_group(
+                    c,
+                    &TensorView::words(&ids, 0, pairs as u32),
+                    experts as u32,
+                    &scratch,
+                )
+                .unwrap();
+                let rows = |b, n: usize, w: usize| {
+                    TensorView::rows(b, QDtype::F32, 0, [n as u64, w as u64], w as u64)
+                };
+                let up_args = GroupedArgs {
+                    x: rows(&x, tokens, h),
+                    x_row_div: k as u32,
+                    y: rows(&act, pairs, ie),
+                    rows_per_expert: 2 * ie as u32,
+                };
+                let down_args = GroupedArgs {
+                    x: rows(&act, pairs, ie),
+                    x_row_div: 1,
+                    y: rows(&out, pairs, h),
+                    rows_per_expert: h as u32,
+                };
+                let gemms =
+                    matmul_grouped_with(c, &guw, &up_args, &scratch, Epilogue::SwiGlu, *path)
+                        .and_then(|mut d| {
+                            d.extend(matmul_grouped_with(
+                                c,
+                                &dnw,
+                                &down_args,
+                                &scratch,
+                                Epilogue::Store,
+                                *path,
+                            )?);
+                            Ok(d)
+                        });
+                let gemms = match gemms {
+                    Ok(d) => d,
+                    Err(e) => {
+                        eprintln!("BENCH {name} {dtype:?}: {e}");
+                        continue;
+                    }
+                };
+                assert_eq!(gemms.len(), 2, "one launch per matmul");
+                let all: Vec<&Dispatch> = std::iter::once(&sort).chain(gemms.iter()).collect();
+                let ns = best_ns(c, &all);
+                let (fu, fd) = (
+                    2.0 * (pairs * 2 * ie * h) as f64,
+                    2.0 * (pairs * h * ie) as f64,
+                );
+                eprintln!(
+                    "BENCH {adapter} {name} {dtype:?} T={tokens} pairs={pairs}: sort {sort_us:.1} µs, \
+                     gate/up SwiGLU {up_us:.1} µs = {up_tf:.1} TFLOP/s, down {dn_us:.1} µs = {dn_tf:.1} TFLOP/s, \
+                     MoE GEMMs {all_us:.1} µs = {all_tf:.1} TFLOP/s",
+                    adapter = c.info.name,
+                    sort_us = ns[0] / 1e3,
+                    up_us = ns[1] / 1e3,
+                    up_tf = fu / ns[1] / 1e3,
+                    dn_us = ns[2] / 1e3,
+                    dn_tf = fd / ns[2] / 1e3,
+                    all_us = (ns[1] + ns[2]) / 1e3,
+                    all_tf = (fu + fd) / (ns[1] + ns[2]) / 1e3,
+                );
+                let got = (
+                    c.read_f32(&act, 0, 64 * ie).unwrap(),
+                    c.read_f32(&out, 0, 64 * h).unwrap(),
+                );
+                match &first {
+                    None => first = Some(got),
+                    Some((a0, o0)) => {
+                        let rel = |a: &[f32], b: &[f32]| {
+                            let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+                            a.iter().zip(b).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
+                        };
+                        eprintln!(
+                            "BENCH   {name} vs scalar, first 64 pairs: max |Δ| / max |y| act {da:.2e}, out {do_:.2e}",
+                            da = rel(&got.0, a0),
+                            do_ = rel(&got.1, o0)
+                        );
+                    }
+                }
+            }
+        }
     }
 }

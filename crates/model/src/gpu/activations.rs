@@ -176,7 +176,7 @@ impl Activations {
                     expert_act: f32s(ctx, "expert_act", max_t * k * ie)?,
                     expert_out: f32s(ctx, "expert_out", max_t * k * h)?,
                     group: if max_t > 1 {
-                        Some(GroupScratch::new(ctx, (max_t * k) as u32, e as u32)?)
+                        Some(GroupScratch::preferred(ctx, (max_t * k) as u32, e as u32)?)
                     } else {
                         None
                     },
