@@ -43,6 +43,15 @@
 //!   the scalar tile kernel (H100, 4096² BF16 × T = 4096: exact 42, plain
 //!   77, scalar 15.5 TFLOP/s). [`matmul_with`] forces a path (tests,
 //!   benchmarks).
+//! - `T = 9..=64` with cooperative matrices (`shaders/matmul_coop_skinny.wgsl`,
+//!   `mm_coop_skinny`, module `matmul_coop_skinny.rs`): the skinny
+//!   tensor-core matmul, bound by the weight bytes (a workgroup owns 32–128
+//!   weight rows and all the tokens, each weight read once); it replaces the
+//!   small-T GEMV and the GEMMs there for weights exact in f16 with
+//!   row-constant scales (every weight with `f16_matmul`), fused norm
+//!   included, unless [`Tuning::skinny`](crate::Tuning::skinny) is off.
+//!   [`matmul_skinny_with`] forces it; [`decode_block_tokens`] tells batched
+//!   decode how many sessions one matmul should take.
 //! - MoE ([`matmul_indexed`], `mm_vec_ids`): the vector path with an expert id
 //!   per pair; a workgroup takes up to 8 consecutive pairs and reads an
 //!   expert's rows once per run of equal ids (so sorted ids are faster).
@@ -84,6 +93,8 @@ use crate::{GpuContext, GpuWeight, KernelError, Launch, SmallT, WeightFormat};
 
 #[path = "matmul_coop.rs"]
 mod coop;
+#[path = "matmul_coop_skinny.rs"]
+mod skinny;
 #[path = "matmul_vec_t.rs"]
 mod vec_t;
 
@@ -255,6 +266,20 @@ enum GemmKernel {
     Tile,
     /// `mm_coop`: cooperative-matrix GEMM (`matmul_coop.rs`).
     Coop,
+    /// `mm_coop_skinny`: tensor-core matmul of few tokens
+    /// (`matmul_coop_skinny.rs`), with a forced subgroup count (benchmarks).
+    Skinny(Option<u32>),
+}
+
+/// Whether a matmul may run the skinny tensor-core kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SkinnyUse {
+    /// Where [`skinny::auto`] holds (Auto path only).
+    Auto,
+    /// Never (the GEMV shape benchmarks).
+    Off,
+    /// Always, NF forced where given ([`matmul_skinny_with`]).
+    Forced(Option<u32>),
 }
 
 const VEC_PARTS: &[Part] = &[
@@ -299,7 +324,24 @@ pub(crate) static SPECS: &[&KernelSpec] = &[
     &vec_t::MM_VEC_T,
     &MM_TILE,
     &coop::MM_COOP,
+    &skinny::MM_COOP_SKINNY,
 ];
+
+/// Fewest and most tokens of one token block of the skinny tensor-core
+/// kernel (`T` = 9..=64 under [`MatmulPath::Auto`] where it runs).
+pub const SKINNY_TOKENS: std::ops::RangeInclusive<u32> = skinny::MIN_T..=skinny::MAX_T;
+
+/// Most tokens a batched decode step should give one matmul: 64 where
+/// [`MatmulPath::Auto`] runs `w` on the skinny tensor-core kernel at 64
+/// tokens (each weight read once for all of them), else [`MAX_VEC_T`] (the
+/// GEMV's limit; larger blocks would run the prefill GEMMs).
+pub fn decode_block_tokens(ctx: &GpuContext, w: &GpuWeight) -> u32 {
+    if skinny::auto(ctx, w, skinny::MAX_T) {
+        skinny::MAX_T
+    } else {
+        MAX_VEC_T
+    }
+}
 
 /// An RMSNorm fused into a decode GEMV ([`matmul_normed`]): the GEMV reads
 /// the un-normalised rows of x and computes `norm(x) · Wᵀ` with
@@ -543,6 +585,7 @@ pub fn matmul_normed(
         Some(norm),
         ctx.tuning.small_t,
         false,
+        SkinnyUse::Auto,
     )
 }
 
@@ -563,6 +606,43 @@ pub fn matmul_with(
         None,
         ctx.tuning.small_t,
         false,
+        SkinnyUse::Auto,
+    )
+}
+
+/// [`matmul`] (with `norm`: [`matmul_normed`]) on the skinny tensor-core
+/// kernel (`matmul_coop_skinny.rs`) for any `T`, blocks of 64 tokens past 64;
+/// `subgroups` forces its weight rows per workgroup (16 × 2, 4 or 8; `None`:
+/// the adapter's choice): tests and benchmarks. Errors as [`matmul`] (and
+/// [`matmul_normed`]'s norm checks), plus [`KernelError::Unsupported`] where
+/// the adapter or the weight's format cannot run it.
+pub fn matmul_skinny_with(
+    ctx: &GpuContext,
+    w: &GpuWeight,
+    args: &MatmulArgs,
+    epilogue: Epilogue,
+    norm: Option<&FusedNorm>,
+    subgroups: Option<u32>,
+) -> Result<Vec<Dispatch>, KernelError> {
+    if !skinny::supported(ctx, w) {
+        return Err(KernelError::Unsupported {
+            what: "skinny cooperative-matrix matmul".into(),
+            detail: coop::unsupported_reason(ctx, w),
+        });
+    }
+    if let Some(n) = norm {
+        check_norm("matmul_skinny_with", w, args.x_offset, args.x_stride, n)?;
+    }
+    matmul_impl(
+        ctx,
+        w,
+        args,
+        epilogue,
+        MatmulPath::Auto,
+        norm,
+        ctx.tuning.small_t,
+        false,
+        SkinnyUse::Forced(subgroups),
     )
 }
 
@@ -597,6 +677,7 @@ pub fn matmul_gemv_with(
         None,
         small_t.copied(),
         true,
+        SkinnyUse::Off,
     )
 }
 
@@ -610,6 +691,7 @@ fn matmul_impl(
     norm: Option<&FusedNorm>,
     small_t: Option<SmallT>,
     small_t_at_one: bool,
+    skinny_use: SkinnyUse,
 ) -> Result<Vec<Dispatch>, KernelError> {
     const K: &str = "matmul";
     if path == MatmulPath::Coop && !coop::supported(ctx, w) {
@@ -700,12 +782,20 @@ fn matmul_impl(
         base.norm_eps = n.eps;
     }
 
+    let use_skinny = match skinny_use {
+        SkinnyUse::Forced(nf) => Some(nf),
+        SkinnyUse::Auto if path == MatmulPath::Auto && skinny::auto(ctx, w, args.t) => Some(None),
+        _ => None,
+    };
     let use_coop = norm.is_none()
+        && use_skinny.is_none()
         && (path == MatmulPath::Coop
             || (path == MatmulPath::Auto && args.t > MAX_VEC_T && coop::auto(ctx, w, args.t)));
     // The adapter's shape serves T >= 2; a forced one (matmul_gemv_with) T = 1 too.
     let small_t = small_t.filter(|_| args.t >= 2 || small_t_at_one);
-    let kernel = if use_coop {
+    let kernel = if let Some(nf) = use_skinny {
+        GemmKernel::Skinny(nf)
+    } else if use_coop {
         GemmKernel::Coop
     } else if let (true, Some(cfg)) = (args.t <= MAX_VEC_T, small_t) {
         GemmKernel::VecT(vec_t::shape(&cfg, args.t, (w.stride_words / 4) as u32))
@@ -716,6 +806,7 @@ fn matmul_impl(
     };
     let (label, tv, mode) = match kernel {
         GemmKernel::Coop => ("matmul_coop", 0, 0),
+        GemmKernel::Skinny(_) => ("matmul_coop_skinny", 0, 0),
         // Up to 8 tokens per workgroup: 16 accumulator vec4s spilled on the H100
         // (T = 16 took 8× the time of T = 8); 9..16 tokens are two blocks.
         GemmKernel::Vec => (
@@ -754,6 +845,23 @@ fn matmul_impl(
                     // The fused norm's weight (x when there is none: never read).
                     .bind("nw4", norm.map_or(args.x, |n| n.weight))
                     .grid(grid_1d(p.groups))
+            }
+            GemmKernel::Skinny(nf) => {
+                let sh = skinny::shape_for(ctx, n, args.t, swiglu, nf);
+                let (gx, gy) = skinny::grid(n, args.t, swiglu, sh);
+                if gx > MAX_GROUPS || gy > MAX_GROUPS {
+                    return Err(arg_err(
+                        K,
+                        format!(
+                            "{args_t} tokens × {n} outputs need a {gx}×{gy} grid",
+                            args_t = args.t
+                        ),
+                    ));
+                }
+                skinny::launch(ctx, w, sh, norm.is_some())
+                    // The fused norm's weight (x when there is none: never read).
+                    .bind("nw4", norm.map_or(args.x, |n| n.weight))
+                    .grid([gx, gy, 1])
             }
             GemmKernel::Tile | GemmKernel::Coop => {
                 // Scalar GEMM: 64 tokens × 64 weight rows (32 SwiGLU columns) per
