@@ -29,8 +29,14 @@
 //
 // Scales: weights whose scale is constant along each row are staged as
 // stored (exact in f16 for BF16 / F16 / E4M3) and the epilogue multiplies by
-// the row's scale in f32; narrower blocks are multiplied in f32 while staging
-// (then rounded to f16), as mm_coop does.
+// the row's scale in f32. BLOCKS (block scales narrower than the row, blocks
+// a multiple of 32 columns wide: FP8's 128 x 128): W is staged as stored too,
+// and at the end of each block's columns every subgroup moves its fragments'
+// partial sums (through sk_y) into f32 registers, times the block's scale of
+// each lane's row (lane sl holds row sl % 16 of its fragment: SGS is a
+// multiple of 16), and restarts its accumulators: exact in the weights, one
+// scalar multiply-add per output per block. Other narrower blocks are
+// multiplied in f32 while staging (then rounded to f16), as mm_coop does.
 //
 // The result passes through workgroup memory (coopStoreT), one token
 // fragment of every subgroup at a time, so the epilogues (store / accumulate /
@@ -63,12 +69,17 @@ override LO: bool = EXACT && SPLIT;
 override NORM: bool = false;
 // Whether the per-row pre-pass runs (row scales, sums of squares).
 override PRE: bool = EXACT || NORM;
+// Block scales applied to each block's partial sums in f32 (p.block_cols a
+// multiple of CK, narrower than the row; not 4-bit).
+override BLOCKS: bool = false;
 
 const CK: u32 = 32u;   // columns per step
 const LDS: u32 = 40u;  // padded row stride of the staged tiles, in halves
 override TM: u32 = 16u * MF;
 override TN: u32 = 16u * NF;
 override SGS: u32 = WG / NF;
+// BLOCKS: accumulated values per lane and token fragment (256 / SGS <= 16).
+override PER_LANE: u32 = 256u / SGS;
 // Staged x vec4s per step and thread (at most 16: WG >= 32, TM <= 64).
 override NX: u32 = (TM * (CK / 4u) + WG - 1u) / WG;
 // W chunks per tile row and step, and per thread (at most 8).
@@ -324,7 +335,14 @@ fn mm_coop_skinny(@builtin(local_invocation_index) lid: u32,
     }
     // A chunk's columns share one scale unless blocks are narrower than chunks.
     let chunk_scale = p.block_cols % CW == 0u || p.block_cols >= p.cols;
-    let scale_w = !sk_row_scaled();
+    let scale_w = !sk_row_scaled() && !BLOCKS;
+    // BLOCKS: this lane's row of its subgroup's fragments and its scale base.
+    let mine = sk_row(nt0, 16u * sg + sl % 16u);
+    let my_sb = scale_base(mine.lrow + select(p.a_row0, p.b_row0, mine.in_b));
+    var acc0: array<f32, 16>;
+    var acc1: array<f32, 16>;
+    var acc2: array<f32, 16>;
+    var acc3: array<f32, 16>;
 
     if (PRE) {
         // Per token row: its power-of-two scale and 1 / rms, one subgroup per
@@ -438,29 +456,95 @@ fn mm_coop_skinny(@builtin(local_invocation_index) lid: u32,
                 }
             }
         }
+        // BLOCKS: the block's last step (or the row's): its partial sums,
+        // times this lane's row's block scale, into the lane's registers.
+        if (BLOCKS && ((k0 + CK) % p.block_cols == 0u || k0 + CK >= p.cols)) {
+            let bs = bitcast<f32>(scales[my_sb + k0 / p.block_cols]);
+            let yb = sg * 256u;
+            let yst = 16u;
+            workgroupBarrier();
+            coopStoreT(c0, &sk_y[yb], yst);
+            workgroupBarrier();
+            for (var j = 0u; j < PER_LANE; j++) {
+                acc0[j] += bs * sk_y[yb + sl + j * SGS];
+            }
+            c0 = coop_mat16x16<f32, C>();
+            if (MF > 1u) {
+                workgroupBarrier();
+                coopStoreT(c1, &sk_y[yb], yst);
+                workgroupBarrier();
+                for (var j = 0u; j < PER_LANE; j++) {
+                    acc1[j] += bs * sk_y[yb + sl + j * SGS];
+                }
+                c1 = coop_mat16x16<f32, C>();
+            }
+            if (MF > 2u) {
+                workgroupBarrier();
+                coopStoreT(c2, &sk_y[yb], yst);
+                workgroupBarrier();
+                for (var j = 0u; j < PER_LANE; j++) {
+                    acc2[j] += bs * sk_y[yb + sl + j * SGS];
+                }
+                c2 = coop_mat16x16<f32, C>();
+            }
+            if (MF > 3u) {
+                workgroupBarrier();
+                coopStoreT(c3, &sk_y[yb], yst);
+                workgroupBarrier();
+                for (var j = 0u; j < PER_LANE; j++) {
+                    acc3[j] += bs * sk_y[yb + sl + j * SGS];
+                }
+                c3 = coop_mat16x16<f32, C>();
+            }
+        }
     }
-    // One round per token fragment: every subgroup's fragment through sk_y.
+    // One round per token fragment: every subgroup's fragment through sk_y
+    // (BLOCKS: the lanes' registers).
     let yo = sg * 256u;
     let ys16 = 16u;
     workgroupBarrier();
-    coopStoreT(c0, &sk_y[yo], ys16);
+    if (BLOCKS) {
+        for (var j = 0u; j < PER_LANE; j++) {
+            sk_y[yo + sl + j * SGS] = acc0[j];
+        }
+    } else {
+        coopStoreT(c0, &sk_y[yo], ys16);
+    }
     workgroupBarrier();
     sk_epilogue(lid, m0, nt0, 0u);
     if (MF > 1u) {
         workgroupBarrier();
-        coopStoreT(c1, &sk_y[yo], ys16);
+        if (BLOCKS) {
+            for (var j = 0u; j < PER_LANE; j++) {
+                sk_y[yo + sl + j * SGS] = acc1[j];
+            }
+        } else {
+            coopStoreT(c1, &sk_y[yo], ys16);
+        }
         workgroupBarrier();
         sk_epilogue(lid, m0, nt0, 1u);
     }
     if (MF > 2u) {
         workgroupBarrier();
-        coopStoreT(c2, &sk_y[yo], ys16);
+        if (BLOCKS) {
+            for (var j = 0u; j < PER_LANE; j++) {
+                sk_y[yo + sl + j * SGS] = acc2[j];
+            }
+        } else {
+            coopStoreT(c2, &sk_y[yo], ys16);
+        }
         workgroupBarrier();
         sk_epilogue(lid, m0, nt0, 2u);
     }
     if (MF > 3u) {
         workgroupBarrier();
-        coopStoreT(c3, &sk_y[yo], ys16);
+        if (BLOCKS) {
+            for (var j = 0u; j < PER_LANE; j++) {
+                sk_y[yo + sl + j * SGS] = acc3[j];
+            }
+        } else {
+            coopStoreT(c3, &sk_y[yo], ys16);
+        }
         workgroupBarrier();
         sk_epilogue(lid, m0, nt0, 3u);
     }

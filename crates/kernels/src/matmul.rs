@@ -48,7 +48,8 @@
 //!   tensor-core matmul, bound by the weight bytes (a workgroup owns 32–128
 //!   weight rows and all the tokens, each weight read once); it replaces the
 //!   small-T GEMV and the GEMMs there for weights exact in f16 with
-//!   row-constant scales (every weight with `f16_matmul`), fused norm
+//!   row-constant scales or FP8's 128 × 128 blocks (applied to each block's
+//!   partial sums in f32; every weight with `f16_matmul`), fused norm
 //!   included, unless [`Tuning::skinny`](crate::Tuning::skinny) is off.
 //!   [`matmul_skinny_with`] forces it; [`decode_block_tokens`] tells batched
 //!   decode how many sessions one matmul should take.

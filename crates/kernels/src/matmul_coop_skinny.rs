@@ -10,12 +10,16 @@
 //! Precision as [`mm_coop`](super::coop)'s variants, per context: exact (x
 //! split in two f16 halves after a per-row power of two, results as the f32
 //! GEMV's to ~1e-6 of Σ|x·w|), fast ([`MatmulPrecision::Fast`]: one f16 part
-//! of the scaled x) or plain (`f16_matmul`). Weights: staged as stored where
-//! the scale is constant along each row (exact in f16 for BF16, F16, E4M3;
-//! the row's scale in the f32 epilogue); narrower blocks are multiplied while
-//! staging and rounded to f16, so [`auto`] leaves block-scaled weights on the
-//! other paths. Epilogues: store, accumulate, SwiGLU, and the fused RMSNorm
-//! of [`matmul_normed`](super::matmul_normed) (x staged times the norm's
+//! of the scaled x) or plain (`f16_matmul`). Weights are staged as stored
+//! (exact in f16 for BF16, F16, E4M3): a scale constant along each row
+//! multiplies in the f32 epilogue; block scales whose blocks are a multiple
+//! of 32 columns wide (FP8's 128 × 128) multiply each block's partial sums
+//! in f32 (`BLOCKS`: the accumulators move to f32 registers at the end of
+//! each block, times the block's scale of their row), so FP8 stays exact in
+//! the weights; other block widths are multiplied while staging and rounded
+//! to f16, and [`auto`] leaves them to the other paths. Epilogues: store,
+//! accumulate, SwiGLU, and the fused RMSNorm of
+//! [`matmul_normed`](super::matmul_normed) (x staged times the norm's
 //! weight, 1 / rms per token in the epilogue).
 //!
 //! Occupancy: the grid is one workgroup per 16 × NF weight rows (per 8 × NF
@@ -55,8 +59,17 @@ pub const MIN_T: u32 = 9;
 /// Most tokens of one token block (4 fragments of 16); more run as several blocks.
 pub const MAX_T: u32 = 64;
 
-/// Columns staged per step and the padded row stride (halves), as the shader's `CK`, `LDS`.
+/// Padded row stride of the staged tiles (halves), as the shader's `LDS`.
 const LDS: u32 = 40;
+/// Columns staged per step, as the shader's `CK`.
+const CK: usize = 32;
+
+/// Whether `w`'s block scales are applied to each block's partial sums
+/// (the shader's `BLOCKS`): blocks narrower than the row and a multiple of
+/// the 32-column step wide, not 4-bit.
+pub(super) fn block_sums(w: &GpuWeight) -> bool {
+    !w.format.is_int4() && w.block_cols < w.cols && w.block_cols > 0 && w.block_cols % CK == 0
+}
 
 /// The workgroup shape of a launch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +126,7 @@ pub(super) fn auto(ctx: &GpuContext, w: &GpuWeight, t: u32) -> bool {
         w.format,
         WeightFormat::BF16 | WeightFormat::F16 | WeightFormat::E4M3
     );
-    let exact_w = in_f16 && w.block_cols >= w.cols;
+    let exact_w = in_f16 && (w.block_cols >= w.cols || block_sums(w));
     ctx.tuning.skinny
         && (MIN_T..=MAX_T).contains(&t)
         && supported(ctx, w)
@@ -188,6 +201,7 @@ pub(super) fn launch<'a>(ctx: &'a GpuContext, w: &GpuWeight, s: Shape, norm: boo
             f64::from(u8::from(ctx.precision != MatmulPrecision::Fast)),
         )
         .constant("NORM", f64::from(u8::from(norm)))
+        .constant("BLOCKS", f64::from(u8::from(block_sums(w))))
 }
 
 #[cfg(test)]

@@ -224,13 +224,16 @@ fn check_cases(t: &testing::TestContext, ctx: &GpuContext, c: &Cases) -> usize {
     cases
 }
 
-/// 1e-5 where the weight is exact in f16 with row-constant scales, else 6e-4.
+/// 1e-5 where the weight is exact in f16 with row-constant scales or blocks
+/// a multiple of 32 columns wide (applied to the blocks' partial sums in
+/// f32), else 6e-4 (the scaled weight rounded to f16 while staging).
 fn exact_rel(w: &GpuWeight) -> f64 {
     let exact_in_f16 = matches!(
         w.format,
         WeightFormat::BF16 | WeightFormat::F16 | WeightFormat::E4M3
     );
-    if exact_in_f16 && w.block_cols >= w.cols {
+    let block_sums = w.block_cols < w.cols && w.block_cols.is_multiple_of(32);
+    if exact_in_f16 && (w.block_cols >= w.cols || block_sums) {
         1e-5
     } else {
         6e-4
@@ -243,13 +246,18 @@ fn exact_rel(w: &GpuWeight) -> f64 {
 const SIZES: [(usize, usize); 3] = [(130, 200), (46, 1030), (258, 37)];
 const NORM_SIZES: [(usize, usize); 3] = [(130, 200), (46, 1028), (258, 36)];
 
-const EXACT_FORMATS: [(Dtype, Scheme); 7] = [
+/// E4M3 blocks: 128² (Qwen's; partial sums scaled), 32 × 64 (several block
+/// rows per tile), 16 × 48 (48 columns: not a multiple of the step, scaled
+/// while staging).
+const EXACT_FORMATS: [(Dtype, Scheme); 9] = [
     (Dtype::BF16, Scheme::None),
     (Dtype::F16, Scheme::None),
     (Dtype::BF16, Scheme::PerShard { broadcast: true }),
     (Dtype::F8E4M3, Scheme::PerChannel),
     (Dtype::F8E4M3, Scheme::PerShard { broadcast: false }),
     (Dtype::F8E4M3, Scheme::Block([128, 128])),
+    (Dtype::F8E4M3, Scheme::Block([32, 64])),
+    (Dtype::F8E4M3, Scheme::Block([16, 48])),
     (Dtype::F32, Scheme::None),
 ];
 
@@ -312,6 +320,7 @@ fn skinny_fast_and_plain_match_reference() {
         (Dtype::F16, Scheme::None),
         (Dtype::F8E4M3, Scheme::PerChannel),
         (Dtype::F8E4M3, Scheme::Block([128, 128])),
+        (Dtype::F8E4M3, Scheme::Block([16, 48])),
     ];
     for t in testing::contexts_with(&[Feature::CooperativeMatrix]) {
         let fast = GpuContext::new(&ContextOptions {
@@ -415,10 +424,10 @@ fn same(a: &[f32], b: &[f32]) -> bool {
 
 /// `MatmulPath::Auto` (and `matmul_normed`) run the skinny kernel for T =
 /// 9..=64 on adapters with cooperative matrices where the weight is exact in
-/// f16 with row-constant scales, the small-T GEMV at T <= 8 and for
-/// block-scaled FP8, `mm_coop` past 64; with `Tuning::skinny` off, and on
-/// every adapter without cooperative matrices, the paths before it.
-/// `decode_block_tokens` follows. Runs on every context.
+/// f16 with row-constant scales or 128² FP8 blocks, the small-T GEMV at T <= 8
+/// and for blocks it would round (16 × 48), `mm_coop` past 64; with
+/// `Tuning::skinny` off, and on every adapter without cooperative matrices,
+/// the paths before it. `decode_block_tokens` follows. Runs on every context.
 #[test]
 fn auto_takes_skinny_for_9_to_64_tokens_where_it_runs() {
     assert_eq!(SKINNY_TOKENS, 9..=64);
@@ -433,6 +442,7 @@ fn auto_takes_skinny_for_9_to_64_tokens_where_it_runs() {
         };
         let bf16 = probe(Dtype::BF16, Scheme::None);
         let fp8_block = probe(Dtype::F8E4M3, block);
+        let fp8_narrow = probe(Dtype::F8E4M3, Scheme::Block([16, 48]));
         if !coop {
             // The kernel refuses the adapter; Auto keeps the GEMV and the GEMM.
             let x = ctx.upload("x", &[0f32; 256 * 16]).unwrap();
@@ -473,7 +483,8 @@ fn auto_takes_skinny_for_9_to_64_tokens_where_it_runs() {
             continue;
         }
         assert_eq!(decode_block_tokens(ctx, &bf16), 64, "{name}");
-        assert_eq!(decode_block_tokens(ctx, &fp8_block), MAX_VEC_T, "{name}");
+        assert_eq!(decode_block_tokens(ctx, &fp8_block), 64, "{name}");
+        assert_eq!(decode_block_tokens(ctx, &fp8_narrow), MAX_VEC_T, "{name}");
         for tokens in [9usize, 16, 33, 64] {
             let r = bits_of(
                 ctx,
@@ -514,18 +525,30 @@ fn auto_takes_skinny_for_9_to_64_tokens_where_it_runs() {
                 "{name}: Auto at T={tokens} is not {other:?}"
             );
         }
-        // Block-scaled FP8 stays on the GEMV.
+        // 128² FP8 blocks: skinny; 48-column blocks stay on the GEMV.
         let r = bits_of(
             ctx,
             Dtype::F8E4M3,
             block,
+            16,
+            true,
+            &[Call::Auto, Call::Skinny(None)],
+        );
+        assert!(
+            same(&r[0], &r[1]),
+            "{name}: FP8 128² blocks at T=16 are not skinny"
+        );
+        let r = bits_of(
+            ctx,
+            Dtype::F8E4M3,
+            Scheme::Block([16, 48]),
             16,
             false,
             &[Call::Auto, Call::Gemv],
         );
         assert!(
             same(&r[0], &r[1]),
-            "{name}: FP8 blocks at T=16 left the GEMV"
+            "{name}: FP8 16 × 48 blocks at T=16 left the GEMV"
         );
         // The switch off: the GEMV at 16 tokens, mm_coop at 33.
         let mut off = GpuContext::new(&t.variant.options()).unwrap();
@@ -565,8 +588,8 @@ fn auto_takes_skinny_for_9_to_64_tokens_where_it_runs() {
 /// The module of `mm_coop_skinny` translates to SPIR-V (naga, on the CPU)
 /// for every combination of its host-set overrides: subgroups 2, 4, 8 and
 /// token fragments 1..=4 at subgroup sizes 16, 32 and 64, every weight
-/// format, and the boolean switches (EXACT, SPLIT, NORM; LO and PRE follow
-/// them as the host leaves them).
+/// format, and the boolean switches (EXACT, SPLIT, NORM, BLOCKS; LO and PRE
+/// follow them as the host leaves them).
 #[test]
 fn skinny_translates_to_spirv_for_every_override() {
     let spec = registry::all()
@@ -601,7 +624,7 @@ fn skinny_translates_to_spirv_for_every_override() {
                     &[1, 3]
                 };
                 for &format in formats {
-                    for bits in 0u32..8 {
+                    for bits in 0u32..16 {
                         let constants: naga::back::PipelineConstants = [
                             ("WG", f64::from(nf * sgs)),
                             ("NF", f64::from(nf)),
@@ -610,6 +633,7 @@ fn skinny_translates_to_spirv_for_every_override() {
                             ("EXACT", f64::from(bits & 1)),
                             ("SPLIT", f64::from((bits >> 1) & 1)),
                             ("NORM", f64::from((bits >> 2) & 1)),
+                            ("BLOCKS", f64::from((bits >> 3) & 1)),
                         ]
                         .into_iter()
                         .map(|(k, v)| (k.to_string(), v))
@@ -630,11 +654,11 @@ fn skinny_translates_to_spirv_for_every_override() {
             }
         }
     }
-    assert_eq!(translated, 3 * 4 * (7 + 2 + 2) * 8);
+    assert_eq!(translated, 3 * 4 * (7 + 2 + 2) * 16);
 }
 
 /// The 9B decode step's large projections at T = 16, 32, 64 in BF16 and FP8
-/// (128² blocks: forced, its weights staged as f16(q·s)): the skinny kernel
+/// (128² blocks, scaled per block in f32): the skinny kernel
 /// (the adapter's subgroup count and each of 2, 4, 8) against what Auto ran
 /// before it (`QWGPU_SKINNY=0`'s path: the small-T GEMV at 16, `mm_coop` or
 /// the GEMM above) and the one-token GEMV's bandwidth on the same weight.
