@@ -67,8 +67,10 @@ override SPLIT: bool = true;
 override LO: bool = EXACT && SPLIT;
 // RMSNorm of x fused.
 override NORM: bool = false;
-// Whether the per-row pre-pass runs (row scales, sums of squares).
-override PRE: bool = EXACT || NORM;
+// 1 where the per-row pre-pass runs (row scales, sums of squares): derived,
+// a u32 so the module keeps six boolean switches (the translation test of
+// shaders_validate.rs tries each combination of those).
+override PRE: u32 = select(0u, 1u, EXACT || NORM);
 // Block scales applied to each block's partial sums in f32 (p.block_cols a
 // multiple of CK, narrower than the row; not 4-bit).
 override BLOCKS: bool = false;
@@ -254,7 +256,7 @@ fn sk_epilogue(lid: u32, m0: u32, nt0: u32, f: u32) {
             if (tok < p.t && n < p.n_end) {
                 var g = sk_y[e];
                 var u = sk_y[(s + hn) * 256u + r];
-                if (PRE) {
+                if (PRE == 1u) {
                     g *= sk_inv[lt];
                     u *= sk_inv[lt];
                 }
@@ -274,7 +276,7 @@ fn sk_epilogue(lid: u32, m0: u32, nt0: u32, f: u32) {
             let n = nt0 + 16u * s + r % 16u;
             if (tok < p.t && n < p.n_end) {
                 var v = sk_y[e];
-                if (PRE) {
+                if (PRE == 1u) {
                     v *= sk_inv[lt];
                 }
                 if (sk_row_scaled()) {
@@ -344,7 +346,7 @@ fn mm_coop_skinny(@builtin(local_invocation_index) lid: u32,
     var acc2: array<f32, 16>;
     var acc3: array<f32, 16>;
 
-    if (PRE) {
+    if (PRE == 1u) {
         // Per token row: its power-of-two scale and 1 / rms, one subgroup per
         // row at a time.
         for (var i = 0u; i < TM / NF; i++) {

@@ -68,7 +68,10 @@ const CK: usize = 32;
 /// (the shader's `BLOCKS`): blocks narrower than the row and a multiple of
 /// the 32-column step wide, not 4-bit.
 pub(super) fn block_sums(w: &GpuWeight) -> bool {
-    !w.format.is_int4() && w.block_cols < w.cols && w.block_cols > 0 && w.block_cols % CK == 0
+    !w.format.is_int4()
+        && w.block_cols < w.cols
+        && w.block_cols > 0
+        && w.block_cols.is_multiple_of(CK)
 }
 
 /// The workgroup shape of a launch.
