@@ -460,43 +460,48 @@ fn mm_coop_skinny(@builtin(local_invocation_index) lid: u32,
         }
         // BLOCKS: the block's last step (or the row's): its partial sums,
         // times this lane's row's block scale, into the lane's registers.
-        if (BLOCKS && ((k0 + CK) % p.block_cols == 0u || k0 + CK >= p.cols)) {
-            let bs = bitcast<f32>(scales[my_sb + k0 / p.block_cols]);
-            let yb = sg * 256u;
-            let yst = 16u;
-            workgroupBarrier();
-            coopStoreT(c0, &sk_y[yb], yst);
-            workgroupBarrier();
-            for (var j = 0u; j < PER_LANE; j++) {
-                acc0[j] += bs * sk_y[yb + sl + j * SGS];
-            }
-            c0 = coop_mat16x16<f32, C>();
-            if (MF > 1u) {
+        // (Non-short-circuit `|` and nested ifs: the coop ops' conditions
+        // stay an override and a uniform value, no `&&` control flow.)
+        let block_end = ((k0 + CK) % max(p.block_cols, 1u) == 0u) | (k0 + CK >= p.cols);
+        if (BLOCKS) {
+            if (block_end) {
+                let bs = bitcast<f32>(scales[my_sb + k0 / max(p.block_cols, 1u)]);
+                let yb = sg * 256u;
+                let yst = 16u;
                 workgroupBarrier();
-                coopStoreT(c1, &sk_y[yb], yst);
+                coopStoreT(c0, &sk_y[yb], yst);
                 workgroupBarrier();
                 for (var j = 0u; j < PER_LANE; j++) {
-                    acc1[j] += bs * sk_y[yb + sl + j * SGS];
+                    acc0[j] += bs * sk_y[yb + sl + j * SGS];
                 }
-                c1 = coop_mat16x16<f32, C>();
-            }
-            if (MF > 2u) {
-                workgroupBarrier();
-                coopStoreT(c2, &sk_y[yb], yst);
-                workgroupBarrier();
-                for (var j = 0u; j < PER_LANE; j++) {
-                    acc2[j] += bs * sk_y[yb + sl + j * SGS];
+                c0 = coop_mat16x16<f32, C>();
+                if (MF > 1u) {
+                    workgroupBarrier();
+                    coopStoreT(c1, &sk_y[yb], yst);
+                    workgroupBarrier();
+                    for (var j = 0u; j < PER_LANE; j++) {
+                        acc1[j] += bs * sk_y[yb + sl + j * SGS];
+                    }
+                    c1 = coop_mat16x16<f32, C>();
                 }
-                c2 = coop_mat16x16<f32, C>();
-            }
-            if (MF > 3u) {
-                workgroupBarrier();
-                coopStoreT(c3, &sk_y[yb], yst);
-                workgroupBarrier();
-                for (var j = 0u; j < PER_LANE; j++) {
-                    acc3[j] += bs * sk_y[yb + sl + j * SGS];
+                if (MF > 2u) {
+                    workgroupBarrier();
+                    coopStoreT(c2, &sk_y[yb], yst);
+                    workgroupBarrier();
+                    for (var j = 0u; j < PER_LANE; j++) {
+                        acc2[j] += bs * sk_y[yb + sl + j * SGS];
+                    }
+                    c2 = coop_mat16x16<f32, C>();
                 }
-                c3 = coop_mat16x16<f32, C>();
+                if (MF > 3u) {
+                    workgroupBarrier();
+                    coopStoreT(c3, &sk_y[yb], yst);
+                    workgroupBarrier();
+                    for (var j = 0u; j < PER_LANE; j++) {
+                        acc3[j] += bs * sk_y[yb + sl + j * SGS];
+                    }
+                    c3 = coop_mat16x16<f32, C>();
+                }
             }
         }
     }
