@@ -6,10 +6,11 @@
 // Bound by the weight bytes: a workgroup owns TN = 16 NF weight rows (NF
 // subgroups, one 16-row fragment each) and all TM = 16 MF token rows of its
 // block, so each weight element is read and decoded once per launch (the
-// grid's y dimension repeats the weights only past 16 MF tokens). Per
-// 32-column step, x (TM x 32, f32 -> f16) and W (TN rows x 32 columns,
-// decoded from the stored format, rounded to f16) are staged in workgroup
-// memory with a padded row stride (LDS = 40 halves, as mm_coop); subgroup s
+// grid's y dimension repeats the weights only past 16 MF tokens). Per step
+// of CK = 32 or 64 columns, x (TM x CK, f32 -> f16) and W (TN rows x CK
+// columns, decoded from the stored format, rounded to f16) are staged in
+// workgroup memory with a padded row stride (LDS = CK + 8 halves: 8
+// consecutive rows of a fragment load hit distinct banks); subgroup s
 // multiplies the MF token fragments by its rows' fragment (tile rows 16 s ..
 // 16 s + 15) into MF f32 accumulators. The next step's global loads (x as
 // vec4<f32>, W as raw vec4<u32> chunks and their scale) are in registers during
@@ -75,14 +76,16 @@ override PRE: u32 = select(0u, 1u, EXACT || NORM);
 // multiple of CK, narrower than the row; not 4-bit).
 override BLOCKS: bool = false;
 
-const CK: u32 = 32u;   // columns per step
-const LDS: u32 = 40u;  // padded row stride of the staged tiles, in halves
+// Columns per step: 32 or 64 (the host keeps NX <= 16 and NW <= 8).
+override CK: u32 = 32u;
+// Padded row stride of the staged tiles, in halves.
+override LDS: u32 = CK + 8u;
 override TM: u32 = 16u * MF;
 override TN: u32 = 16u * NF;
 override SGS: u32 = WG / NF;
 // BLOCKS: accumulated values per lane and token fragment (256 / SGS <= 16).
 override PER_LANE: u32 = 256u / SGS;
-// Staged x vec4s per step and thread (at most 16: WG >= 32, TM <= 64).
+// Staged x vec4s per step and thread (at most 16, the host's choice of CK).
 override NX: u32 = (TM * (CK / 4u) + WG - 1u) / WG;
 // W chunks per tile row and step, and per thread (at most 8).
 override CPR: u32 = CK / CW;

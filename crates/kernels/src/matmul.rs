@@ -96,6 +96,8 @@ use crate::{GpuContext, GpuWeight, KernelError, Launch, SmallT, WeightFormat};
 mod coop;
 #[path = "matmul_coop_skinny.rs"]
 mod skinny;
+
+pub use skinny::SkinnyShape;
 #[path = "matmul_vec_t.rs"]
 mod vec_t;
 
@@ -268,8 +270,8 @@ enum GemmKernel {
     /// `mm_coop`: cooperative-matrix GEMM (`matmul_coop.rs`).
     Coop,
     /// `mm_coop_skinny`: tensor-core matmul of few tokens
-    /// (`matmul_coop_skinny.rs`), with a forced subgroup count (benchmarks).
-    Skinny(Option<u32>),
+    /// (`matmul_coop_skinny.rs`), in a forced shape (benchmarks).
+    Skinny(SkinnyShape),
 }
 
 /// Whether a matmul may run the skinny tensor-core kernel.
@@ -279,8 +281,8 @@ enum SkinnyUse {
     Auto,
     /// Never (the GEMV shape benchmarks).
     Off,
-    /// Always, NF forced where given ([`matmul_skinny_with`]).
-    Forced(Option<u32>),
+    /// Always, in this shape ([`matmul_skinny_with`]).
+    Forced(SkinnyShape),
 }
 
 const VEC_PARTS: &[Part] = &[
@@ -613,8 +615,8 @@ pub fn matmul_with(
 
 /// [`matmul`] (with `norm`: [`matmul_normed`]) on the skinny tensor-core
 /// kernel (`matmul_coop_skinny.rs`) for any `T`, blocks of 64 tokens past 64;
-/// `subgroups` forces its weight rows per workgroup (16 × 2, 4 or 8; `None`:
-/// the adapter's choice): tests and benchmarks. Errors as [`matmul`] (and
+/// `shape` forces its workgroup shape (default: the adapter's choice): tests
+/// and benchmarks. Errors as [`matmul`] (and
 /// [`matmul_normed`]'s norm checks), plus [`KernelError::Unsupported`] where
 /// the adapter or the weight's format cannot run it.
 pub fn matmul_skinny_with(
@@ -623,7 +625,7 @@ pub fn matmul_skinny_with(
     args: &MatmulArgs,
     epilogue: Epilogue,
     norm: Option<&FusedNorm>,
-    subgroups: Option<u32>,
+    shape: SkinnyShape,
 ) -> Result<Vec<Dispatch>, KernelError> {
     if !skinny::supported(ctx, w) {
         return Err(KernelError::Unsupported {
@@ -643,7 +645,7 @@ pub fn matmul_skinny_with(
         norm,
         ctx.tuning.small_t,
         false,
-        SkinnyUse::Forced(subgroups),
+        SkinnyUse::Forced(shape),
     )
 }
 
@@ -784,8 +786,10 @@ fn matmul_impl(
     }
 
     let use_skinny = match skinny_use {
-        SkinnyUse::Forced(nf) => Some(nf),
-        SkinnyUse::Auto if path == MatmulPath::Auto && skinny::auto(ctx, w, args.t) => Some(None),
+        SkinnyUse::Forced(shape) => Some(shape),
+        SkinnyUse::Auto if path == MatmulPath::Auto && skinny::auto(ctx, w, args.t) => {
+            Some(SkinnyShape::default())
+        }
         _ => None,
     };
     let use_coop = norm.is_none()
@@ -794,8 +798,8 @@ fn matmul_impl(
             || (path == MatmulPath::Auto && args.t > MAX_VEC_T && coop::auto(ctx, w, args.t)));
     // The adapter's shape serves T >= 2; a forced one (matmul_gemv_with) T = 1 too.
     let small_t = small_t.filter(|_| args.t >= 2 || small_t_at_one);
-    let kernel = if let Some(nf) = use_skinny {
-        GemmKernel::Skinny(nf)
+    let kernel = if let Some(shape) = use_skinny {
+        GemmKernel::Skinny(shape)
     } else if use_coop {
         GemmKernel::Coop
     } else if let (true, Some(cfg)) = (args.t <= MAX_VEC_T, small_t) {
@@ -847,8 +851,8 @@ fn matmul_impl(
                     .bind("nw4", norm.map_or(args.x, |n| n.weight))
                     .grid(grid_1d(p.groups))
             }
-            GemmKernel::Skinny(nf) => {
-                let sh = skinny::shape_for(ctx, n, args.t, swiglu, nf);
+            GemmKernel::Skinny(forced) => {
+                let sh = skinny::shape_for(ctx, w, n, args.t, swiglu, forced);
                 let (gx, gy) = skinny::grid(n, args.t, swiglu, sh);
                 if gx > MAX_GROUPS || gy > MAX_GROUPS {
                     return Err(arg_err(

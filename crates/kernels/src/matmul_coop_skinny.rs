@@ -59,10 +59,22 @@ pub const MIN_T: u32 = 9;
 /// Most tokens of one token block (4 fragments of 16); more run as several blocks.
 pub const MAX_T: u32 = 64;
 
-/// Padded row stride of the staged tiles (halves), as the shader's `LDS`.
-const LDS: u32 = 40;
-/// Columns staged per step, as the shader's `CK`.
-const CK: usize = 32;
+/// Columns staged per step by default (the shader's `CK`; 64 is the other choice).
+const CK: u32 = 32;
+/// x vec4s and W chunks one thread stages per step at most (the shader's register arrays).
+const MAX_NX: u32 = 16;
+const MAX_NW: u32 = 8;
+
+/// A forced workgroup shape of the skinny kernel ([`matmul_skinny_with`](super::matmul_skinny_with),
+/// benchmarks); `None` fields take the adapter's choice. Only speed depends on it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SkinnyShape {
+    /// Subgroups (16-row weight fragments) per workgroup: 2, 4 or 8.
+    pub subgroups: Option<u32>,
+    /// Columns staged per step: 32 or 64 (64 only where one thread's share
+    /// of a step fits its registers, else 32).
+    pub columns: Option<u32>,
+}
 
 /// Whether `w`'s block scales are applied to each block's partial sums
 /// (the shader's `BLOCKS`): blocks narrower than the row and a multiple of
@@ -71,7 +83,7 @@ pub(super) fn block_sums(w: &GpuWeight) -> bool {
     !w.format.is_int4()
         && w.block_cols < w.cols
         && w.block_cols > 0
-        && w.block_cols.is_multiple_of(CK)
+        && w.block_cols.is_multiple_of(CK as usize)
 }
 
 /// The workgroup shape of a launch.
@@ -81,13 +93,25 @@ pub(super) struct Shape {
     pub nf: u32,
     /// 16-token fragments per workgroup (1..=4).
     pub mf: u32,
+    /// Columns per step (32 or 64).
+    pub ck: u32,
 }
 
 /// Workgroup memory of a launch: x hi and lo tiles (16 MF rows), the W tile
-/// (16 NF rows), one f32 result fragment per subgroup, two per-token factors.
+/// (16 NF rows), at the padded stride CK + 8 halves; one f32 result fragment
+/// per subgroup, two per-token factors.
 pub(super) fn shared_bytes(s: Shape) -> u32 {
-    let tm = 16 * s.mf;
-    2 * tm * LDS * 2 + 16 * s.nf * LDS * 2 + s.nf * 256 * 4 + 2 * tm * 4
+    let (tm, lds) = (16 * s.mf, s.ck + 8);
+    2 * tm * lds * 2 + 16 * s.nf * lds * 2 + s.nf * 256 * 4 + 2 * tm * 4
+}
+
+/// Whether one thread's share of a step of shape `s` fits the shader's
+/// register arrays with subgroups of `sgs` and `cw`-element weight chunks.
+fn fits_registers(s: Shape, sgs: u32, cw: u32) -> bool {
+    let wg = s.nf * sgs;
+    let nx = (16 * s.mf * s.ck / 4).div_ceil(wg);
+    let nw = (16 * s.nf * (s.ck / cw).max(1)).div_ceil(wg);
+    nx <= MAX_NX && nw <= MAX_NW
 }
 
 /// The adapter's one subgroup size, or `None` where the kernel cannot run
@@ -96,7 +120,11 @@ pub(super) fn shared_bytes(s: Shape) -> u32 {
 fn subgroup_size(ctx: &GpuContext) -> Option<u32> {
     let c = &ctx.caps;
     let (lo, hi) = c.subgroup_sizes;
-    let smallest = Shape { nf: 2, mf: 4 };
+    let smallest = Shape {
+        nf: 2,
+        mf: 4,
+        ck: CK,
+    };
     (c.cooperative_matrix
         && c.f16
         && c.subgroups
@@ -146,7 +174,7 @@ pub(super) fn shape(n: u32, t: u32, swiglu: bool, target: u32, max_subgroups: u3
     while nf > 2 && (nf > max_subgroups || groups_along(n, nf, swiglu) < target) {
         nf /= 2;
     }
-    Shape { nf, mf }
+    Shape { nf, mf, ck: CK }
 }
 
 /// Workgroups along `n` outputs with `nf` subgroups.
@@ -154,21 +182,23 @@ fn groups_along(n: u32, nf: u32, swiglu: bool) -> u32 {
     n.div_ceil(if swiglu { 8 * nf } else { 16 * nf })
 }
 
-/// [`shape`] on this context: two workgroups per streaming multiprocessor
-/// where the tuning knows the adapter's wave (4 per SM), 256 elsewhere;
-/// `forced_nf` (benchmarks) replaces the choice of NF.
+/// [`shape`] on this context for `w`: two workgroups per streaming
+/// multiprocessor where the tuning knows the adapter's wave (4 per SM), 256
+/// elsewhere; `forced` (benchmarks) replaces the choices it names. NF and
+/// CK shrink until the workgroup memory and registers fit.
 pub(super) fn shape_for(
     ctx: &GpuContext,
+    w: &GpuWeight,
     n: u32,
     t: u32,
     swiglu: bool,
-    forced_nf: Option<u32>,
+    forced: SkinnyShape,
 ) -> Shape {
     let target = ctx.tuning.gemv_wave.map_or(256, |w| w / 2);
     let sgs = subgroup_size(ctx).unwrap_or(32);
     let limit = ctx.limits.max_compute_invocations_per_workgroup / sgs.max(1);
     let mut s = shape(n, t, swiglu, target, limit.max(2));
-    if let Some(nf) = forced_nf {
+    if let Some(nf) = forced.subgroups {
         s.nf = if nf >= 8 {
             8
         } else if nf >= 4 {
@@ -177,8 +207,18 @@ pub(super) fn shape_for(
             2
         };
     }
+    if let Some(ck) = forced.columns {
+        s.ck = if ck >= 64 { 64 } else { 32 };
+    }
+    let cw = (4 * w.format.per_word()) as u32;
+    if s.ck > CK && !fits_registers(s, sgs, cw) {
+        s.ck = CK;
+    }
     while s.nf > 2 && shared_bytes(s) > ctx.limits.max_compute_workgroup_storage_size {
         s.nf /= 2;
+    }
+    if s.ck > CK && shared_bytes(s) > ctx.limits.max_compute_workgroup_storage_size {
+        s.ck = CK;
     }
     s
 }
@@ -197,6 +237,7 @@ pub(super) fn launch<'a>(ctx: &'a GpuContext, w: &GpuWeight, s: Shape, norm: boo
         .constant("WG", s.nf * sgs)
         .constant("NF", s.nf)
         .constant("MF", s.mf)
+        .constant("CK", s.ck)
         .constant("FORMAT", w.format as u32)
         .constant("EXACT", f64::from(u8::from(!ctx.f16_matmul)))
         .constant(
@@ -231,24 +272,50 @@ mod tests {
         // Thread limits cap NF.
         assert_eq!(shape(65536, 16, false, h100, 4).nf, 4);
         assert_eq!(shape(65536, 16, false, h100, 1).nf, 2);
+        assert_eq!(shape(4096, 16, false, h100, 8).ck, 32);
         // Grids: outputs × token blocks.
-        let s = Shape { nf: 2, mf: 1 };
+        let s = Shape {
+            nf: 2,
+            mf: 1,
+            ck: 32,
+        };
         assert_eq!(grid(4096, 16, false, s), (128, 1));
         assert_eq!(grid(4097, 16, false, s), (129, 1));
         assert_eq!(grid(12288, 9, true, s), (768, 1));
-        assert_eq!(grid(100, 65, false, Shape { nf: 8, mf: 4 }), (1, 2));
+        let big = Shape {
+            nf: 8,
+            mf: 4,
+            ck: 32,
+        };
+        assert_eq!(grid(100, 65, false, big), (1, 2));
     }
 
     #[test]
-    fn workgroup_memory_stays_within_32_kib() {
+    fn workgroup_memory_and_registers() {
         for nf in [2, 4, 8] {
             for mf in 1..=4 {
-                assert!(shared_bytes(Shape { nf, mf }) <= 32 << 10, "{nf} {mf}");
+                let s = Shape { nf, mf, ck: 32 };
+                assert!(shared_bytes(s) <= 32 << 10, "{nf} {mf}");
+                // 32 columns fit every subgroup size from 16 and chunk width.
+                for sgs in [16, 32, 64] {
+                    for cw in [4, 8, 16, 32] {
+                        assert!(fits_registers(s, sgs, cw), "{nf} {mf} {sgs} {cw}");
+                    }
+                }
+                let wide = Shape { nf, mf, ck: 64 };
+                assert!(shared_bytes(wide) <= 48 << 10, "{nf} {mf} wide");
+                // 64 columns: BF16 on 32-wide subgroups always fits.
+                assert!(fits_registers(wide, 32, 8), "{nf} {mf} wide");
             }
         }
-        assert_eq!(
-            shared_bytes(Shape { nf: 8, mf: 4 }),
-            10240 + 10240 + 8192 + 512
-        );
+        let f32_rows = |ck| Shape { nf: 2, mf: 4, ck };
+        assert!(!fits_registers(f32_rows(64), 16, 4));
+        assert!(fits_registers(f32_rows(32), 16, 4));
+        let most = Shape {
+            nf: 8,
+            mf: 4,
+            ck: 32,
+        };
+        assert_eq!(shared_bytes(most), 10240 + 10240 + 8192 + 512);
     }
 }

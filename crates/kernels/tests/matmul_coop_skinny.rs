@@ -20,7 +20,7 @@
 use qwgpu_checkpoint::Dtype;
 use qwgpu_kernels::matmul::{
     decode_block_tokens, matmul, matmul_gemv_with, matmul_normed, matmul_skinny_with, matmul_with,
-    Epilogue, FusedNorm, MatmulArgs, MatmulPath, MAX_VEC_T, SKINNY_TOKENS,
+    Epilogue, FusedNorm, MatmulArgs, MatmulPath, SkinnyShape, MAX_VEC_T, SKINNY_TOKENS,
 };
 use qwgpu_kernels::registry;
 use qwgpu_kernels::spec::Needs;
@@ -51,7 +51,7 @@ fn run(ctx: &GpuContext, d: &[Dispatch]) {
 #[derive(Clone, Copy, Debug)]
 enum Call {
     /// `matmul_skinny_with` with this forced subgroup count.
-    Skinny(Option<u32>),
+    Skinny(SkinnyShape),
     /// `matmul` (`MatmulPath::Auto`), or `matmul_normed` with a norm.
     Auto,
     /// `matmul_with(.., path)`.
@@ -86,7 +86,7 @@ fn run_call(
         t: tokens as u32,
     };
     let d = match (call, norm) {
-        (Call::Skinny(nf), _) => matmul_skinny_with(ctx, gw, &args, epi, norm, nf)?,
+        (Call::Skinny(shape), _) => matmul_skinny_with(ctx, gw, &args, epi, norm, shape)?,
         (Call::Auto, Some(n)) => matmul_normed(ctx, gw, &args, n, epi)?,
         (Call::Auto, None) => matmul(ctx, gw, &args, epi)?,
         (Call::Path(p), None) => matmul_with(ctx, gw, &args, epi, p)?,
@@ -127,7 +127,17 @@ struct Cases<'a> {
 fn check_cases(t: &testing::TestContext, ctx: &GpuContext, c: &Cases) -> usize {
     let mut rng = Rng::new(c.seed);
     let mut cases = 0;
-    let nfs = [None, Some(2), Some(4), Some(8)];
+    // The adapter's shape, then forced subgroups and step widths.
+    let shape = |subgroups, columns| SkinnyShape { subgroups, columns };
+    let shapes = [
+        shape(None, None),
+        shape(Some(2), Some(32)),
+        shape(Some(4), Some(64)),
+        shape(Some(8), Some(32)),
+        shape(Some(2), Some(64)),
+        shape(Some(8), Some(64)),
+        shape(Some(4), Some(32)),
+    ];
     for &(dtype, scheme) in c.formats {
         for &(rows, cols) in c.sizes {
             let pw = packed(&mut rng, dtype, rows, cols, scheme);
@@ -142,7 +152,7 @@ fn check_cases(t: &testing::TestContext, ctx: &GpuContext, c: &Cases) -> usize {
             };
             for &tokens in c.tokens {
                 for epi in EPILOGUES {
-                    let nf = nfs[cases % nfs.len()];
+                    let shape = shapes[cases % shapes.len()];
                     let width = if epi == Epilogue::SwiGlu {
                         rows / 2
                     } else {
@@ -174,7 +184,7 @@ fn check_cases(t: &testing::TestContext, ctx: &GpuContext, c: &Cases) -> usize {
                     let x = ctx.upload("x", &xbuf).unwrap();
                     let what = format!(
                         "{t_name} seed {seed:#x} {dtype:?} {scheme:?} [{rows}, {cols}] T={tokens} {epi:?} \
-                         nf {nf:?} norm {norm} x_off {x_off} x_stride {x_stride} y_off {y_off} \
+                         {shape:?} norm {norm} x_off {x_off} x_stride {x_stride} y_off {y_off} \
                          y_stride {y_stride} f16_matmul {f16} precision {precision:?}",
                         t_name = t.name,
                         seed = c.seed,
@@ -192,7 +202,7 @@ fn check_cases(t: &testing::TestContext, ctx: &GpuContext, c: &Cases) -> usize {
                         tokens,
                         epi,
                         c.norm.then_some(&fused),
-                        Call::Skinny(nf),
+                        Call::Skinny(shape),
                     )
                     .unwrap_or_else(|e| panic!("{what}: {e}"));
                     let mut want = vec![None; ylen];
@@ -456,7 +466,14 @@ fn auto_takes_skinny_for_9_to_64_tokens_where_it_runs() {
                 y_stride: 4,
                 t: 16,
             };
-            let err = matmul_skinny_with(ctx, &bf16, &args, Epilogue::Store, None, None);
+            let err = matmul_skinny_with(
+                ctx,
+                &bf16,
+                &args,
+                Epilogue::Store,
+                None,
+                SkinnyShape::default(),
+            );
             assert!(
                 matches!(err, Err(KernelError::Unsupported { .. })),
                 "{name}: the skinny kernel ran without cooperative matrices"
@@ -492,7 +509,7 @@ fn auto_takes_skinny_for_9_to_64_tokens_where_it_runs() {
                 Scheme::None,
                 tokens,
                 false,
-                &[Call::Auto, Call::Skinny(None)],
+                &[Call::Auto, Call::Skinny(SkinnyShape::default())],
             );
             assert!(
                 same(&r[0], &r[1]),
@@ -504,7 +521,7 @@ fn auto_takes_skinny_for_9_to_64_tokens_where_it_runs() {
                 Scheme::PerChannel,
                 tokens,
                 true,
-                &[Call::Auto, Call::Skinny(None)],
+                &[Call::Auto, Call::Skinny(SkinnyShape::default())],
             );
             assert!(
                 same(&r[0], &r[1]),
@@ -532,7 +549,7 @@ fn auto_takes_skinny_for_9_to_64_tokens_where_it_runs() {
             block,
             16,
             true,
-            &[Call::Auto, Call::Skinny(None)],
+            &[Call::Auto, Call::Skinny(SkinnyShape::default())],
         );
         assert!(
             same(&r[0], &r[1]),
@@ -587,7 +604,8 @@ fn auto_takes_skinny_for_9_to_64_tokens_where_it_runs() {
 
 /// The module of `mm_coop_skinny` translates to SPIR-V (naga, on the CPU)
 /// for every combination of its host-set overrides: subgroups 2, 4, 8 and
-/// token fragments 1..=4 at subgroup sizes 16, 32 and 64, every weight
+/// token fragments 1..=4 at subgroup sizes 16, 32 and 64, 32- and 64-column
+/// steps, every weight
 /// format, and the boolean switches (EXACT, SPLIT, NORM, BLOCKS; LO and PRE
 /// follow them as the host leaves them).
 #[test]
@@ -624,11 +642,13 @@ fn skinny_translates_to_spirv_for_every_override() {
                     &[1, 3]
                 };
                 for &format in formats {
-                    for bits in 0u32..16 {
+                    for bits in 0u32..32 {
+                        let ck = if bits >> 4 == 1 { 64 } else { 32 };
                         let constants: naga::back::PipelineConstants = [
                             ("WG", f64::from(nf * sgs)),
                             ("NF", f64::from(nf)),
                             ("MF", f64::from(mf)),
+                            ("CK", f64::from(ck)),
                             ("FORMAT", f64::from(format)),
                             ("EXACT", f64::from(bits & 1)),
                             ("SPLIT", f64::from((bits >> 1) & 1)),
@@ -654,19 +674,19 @@ fn skinny_translates_to_spirv_for_every_override() {
             }
         }
     }
-    assert_eq!(translated, 3 * 4 * (7 + 2 + 2) * 16);
+    assert_eq!(translated, 3 * 4 * (7 + 2 + 2) * 32);
 }
 
 /// The 9B decode step's large projections at T = 16, 32, 64 in BF16 and FP8
 /// (128² blocks, scaled per block in f32): the skinny kernel
-/// (the adapter's subgroup count and each of 2, 4, 8) against what Auto ran
+/// (the adapter's shape, and 2, 4, 8 subgroups × 32- and 64-column steps) against what Auto ran
 /// before it (`QWGPU_SKINNY=0`'s path: the small-T GEMV at 16, `mm_coop` or
 /// the GEMM above) and the one-token GEMV's bandwidth on the same weight.
 /// GB/s counts the weight bytes once per launch.
 ///
 /// `cargo test --release -p qwgpu-kernels --test kernels -- --ignored --nocapture --exact matmul_coop_skinny::skinny_bandwidth`
 ///
-/// Output: `BENCH skinny model=9B shape=S format=F t=T kernel=K nf=N us=U gbps=G t1_pct=P`
+/// Output: `BENCH skinny model=9B shape=S format=F t=T kernel=K nf=N ck=C us=U gbps=G t1_pct=P`
 /// (P = this GB/s ÷ the same shape's T = 1 GEMV GB/s), then per format, T
 /// and kernel `BENCH skinny_summary … t1_pct=P` over the four shapes
 /// weighted by their launches per token (Σ count·bytes ÷ Σ count·seconds).
@@ -707,17 +727,28 @@ fn skinny_bandwidth() {
         ("mlp.gate_up", 24576, 4096, Epilogue::SwiGlu, 32),
         ("mlp.down", 4096, 12288, Epilogue::Accumulate, 32),
     ];
-    let kernels: [(&str, Option<u32>); 5] = [
-        ("skinny", None),
-        ("skinny", Some(2)),
-        ("skinny", Some(4)),
-        ("skinny", Some(8)),
-        ("before", None),
+    let forced = |nf, ck| SkinnyShape {
+        subgroups: Some(nf),
+        columns: Some(ck),
+    };
+    let kernels: [(&str, SkinnyShape); 8] = [
+        ("skinny", SkinnyShape::default()),
+        ("skinny", forced(2, 32)),
+        ("skinny", forced(4, 32)),
+        ("skinny", forced(8, 32)),
+        ("skinny", forced(2, 64)),
+        ("skinny", forced(4, 64)),
+        ("skinny", forced(8, 64)),
+        ("before", SkinnyShape::default()),
     ];
+    let shape_fields = |s: SkinnyShape| {
+        let f = |v: Option<u32>| v.map_or("auto".to_string(), |v| v.to_string());
+        format!("nf={nf} ck={ck}", nf = f(s.subgroups), ck = f(s.columns))
+    };
     let ts = [16usize, 32, 64];
     for (dtype, fname) in [(Dtype::BF16, "BF16"), (Dtype::F8E4M3, "FP8-block128")] {
         // [t][kernel] (Σ count·bytes, Σ count·secs); T = 1 sums.
-        let mut sums = vec![[(0.0f64, 0.0f64); 5]; ts.len()];
+        let mut sums = vec![vec![(0.0f64, 0.0f64); kernels.len()]; ts.len()];
         let mut t1 = (0.0f64, 0.0f64);
         for &(name, rows, cols, epi, count) in &shapes {
             let (rows, cols) = (rows / div, cols / div);
@@ -739,7 +770,7 @@ fn skinny_bandwidth() {
                         x: &wgpu::Buffer,
                         y: &wgpu::Buffer,
                         tokens: usize,
-                        nf: Option<u32>,
+                        shape: SkinnyShape,
                         skinny: bool| {
                 let args = MatmulArgs {
                     x,
@@ -754,7 +785,7 @@ fn skinny_bandwidth() {
                     .iter()
                     .flat_map(|w| {
                         if skinny {
-                            matmul_skinny_with(ctx, w, &args, epi, None, nf).unwrap()
+                            matmul_skinny_with(ctx, w, &args, epi, None, shape).unwrap()
                         } else {
                             matmul(ctx, w, &args, epi).unwrap()
                         }
@@ -765,26 +796,26 @@ fn skinny_bandwidth() {
                 timer.per_launch(ctx, &refs, bench::reps_for(total, target)) * refs.len() as f64
                     / ws.len() as f64
             };
-            let one = time(&ctx, &weights, &x, &y, 1, None, false);
+            let one = time(&ctx, &weights, &x, &y, 1, SkinnyShape::default(), false);
             t1.0 += n * bytes;
             t1.1 += n * one;
             println!(
-                "BENCH skinny model=9B shape={name} format={fname} t=1 kernel=gemv nf=- us={us:.2} gbps={gbps:.1} t1_pct=100.0",
+                "BENCH skinny model=9B shape={name} format={fname} t=1 kernel=gemv nf=- ck=- us={us:.2} gbps={gbps:.1} t1_pct=100.0",
                 us = one * 1e6,
                 gbps = bytes / one / 1e9
             );
             for (ti, &tokens) in ts.iter().enumerate() {
-                for (ki, &(kname, nf)) in kernels.iter().enumerate() {
+                for (ki, &(kname, shape)) in kernels.iter().enumerate() {
                     let secs = if kname == "skinny" {
-                        time(&ctx, &weights, &x, &y, tokens, nf, true)
+                        time(&ctx, &weights, &x, &y, tokens, shape, true)
                     } else {
-                        time(&before, &weights_before, &xb, &yb, tokens, None, false)
+                        time(&before, &weights_before, &xb, &yb, tokens, shape, false)
                     };
                     sums[ti][ki].0 += n * bytes;
                     sums[ti][ki].1 += n * secs;
                     println!(
-                        "BENCH skinny model=9B shape={name} format={fname} t={tokens} kernel={kname} nf={nf_s} us={us:.2} gbps={gbps:.1} t1_pct={pct:.1}",
-                        nf_s = nf.map_or("auto".to_string(), |v| v.to_string()),
+                        "BENCH skinny model=9B shape={name} format={fname} t={tokens} kernel={kname} {fields} us={us:.2} gbps={gbps:.1} t1_pct={pct:.1}",
+                        fields = shape_fields(shape),
                         us = secs * 1e6,
                         gbps = bytes / secs / 1e9,
                         pct = 100.0 * one / secs
@@ -793,11 +824,11 @@ fn skinny_bandwidth() {
             }
         }
         for (ti, &tokens) in ts.iter().enumerate() {
-            for (ki, &(kname, nf)) in kernels.iter().enumerate() {
+            for (ki, &(kname, shape)) in kernels.iter().enumerate() {
                 let (b, s) = sums[ti][ki];
                 println!(
-                    "BENCH skinny_summary model=9B format={fname} t={tokens} kernel={kname} nf={nf_s} us={us:.1} gbps={gbps:.1} t1_pct={pct:.1}",
-                    nf_s = nf.map_or("auto".to_string(), |v| v.to_string()),
+                    "BENCH skinny_summary model=9B format={fname} t={tokens} kernel={kname} {fields} us={us:.1} gbps={gbps:.1} t1_pct={pct:.1}",
+                    fields = shape_fields(shape),
                     us = s * 1e6,
                     gbps = b / s / 1e9,
                     pct = 100.0 * (b / s) / (t1.0 / t1.1)
