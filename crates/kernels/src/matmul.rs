@@ -53,6 +53,16 @@
 //!   exact precision two (hi + lo, as `mm_coop`'s exact variant). Behind
 //!   [`Tuning::coop_fast_gemm`](crate::Tuning::coop_fast_gemm) and
 //!   [`Tuning::coop_fast_exact`](crate::Tuning::coop_fast_exact).
+//! - `T = 9..=64` with cooperative matrices (`shaders/matmul_coop_skinny.wgsl`,
+//!   `mm_coop_skinny`, module `matmul_coop_skinny.rs`): the skinny
+//!   tensor-core matmul, bound by the weight bytes (a workgroup owns 32–128
+//!   weight rows and all the tokens, each weight read once); it replaces the
+//!   small-T GEMV and the GEMMs there for weights exact in f16 with
+//!   row-constant scales or FP8's 128 × 128 blocks (applied to each block's
+//!   partial sums in f32; every weight with `f16_matmul`), fused norm
+//!   included, unless [`Tuning::skinny`](crate::Tuning::skinny) is off.
+//!   [`matmul_skinny_with`] forces it; [`decode_block_tokens`] tells batched
+//!   decode how many sessions one matmul should take.
 //! - MoE ([`matmul_indexed`], `mm_vec_ids`): the vector path with an expert id
 //!   per pair; a workgroup takes up to 8 consecutive pairs and reads an
 //!   expert's rows once per run of equal ids (so sorted ids are faster).
@@ -96,6 +106,10 @@ use crate::{GpuContext, GpuWeight, KernelError, Launch, SmallT, WeightFormat};
 mod coop;
 #[path = "matmul_coop_fast.rs"]
 pub mod coop_fast;
+#[path = "matmul_coop_skinny.rs"]
+mod skinny;
+
+pub use skinny::SkinnyShape;
 #[path = "matmul_vec_t.rs"]
 mod vec_t;
 
@@ -277,6 +291,20 @@ enum GemmKernel {
     Tile,
     /// `mm_coop`: cooperative-matrix GEMM (`matmul_coop.rs`).
     Coop,
+    /// `mm_coop_skinny`: tensor-core matmul of few tokens
+    /// (`matmul_coop_skinny.rs`), in a forced shape (benchmarks).
+    Skinny(SkinnyShape),
+}
+
+/// Whether a matmul may run the skinny tensor-core kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SkinnyUse {
+    /// Where [`skinny::auto`] holds (Auto path only).
+    Auto,
+    /// Never (the GEMV shape benchmarks).
+    Off,
+    /// Always, in this shape ([`matmul_skinny_with`]).
+    Forced(SkinnyShape),
 }
 
 const VEC_PARTS: &[Part] = &[
@@ -324,7 +352,24 @@ pub(crate) static SPECS: &[&KernelSpec] = &[
     &coop_fast::MM_COOP_FAST,
     &coop_fast::MM_COOP_SPLIT,
     &coop_fast::FAST_X,
+    &skinny::MM_COOP_SKINNY,
 ];
+
+/// Fewest and most tokens of one token block of the skinny tensor-core
+/// kernel (`T` = 9..=64 under [`MatmulPath::Auto`] where it runs).
+pub const SKINNY_TOKENS: std::ops::RangeInclusive<u32> = skinny::MIN_T..=skinny::MAX_T;
+
+/// Most tokens a batched decode step should give one matmul: 64 where
+/// [`MatmulPath::Auto`] runs `w` on the skinny tensor-core kernel at 64
+/// tokens (each weight read once for all of them), else [`MAX_VEC_T`] (the
+/// GEMV's limit; larger blocks would run the prefill GEMMs).
+pub fn decode_block_tokens(ctx: &GpuContext, w: &GpuWeight) -> u32 {
+    if skinny::auto(ctx, w, skinny::MAX_T) {
+        skinny::MAX_T
+    } else {
+        MAX_VEC_T
+    }
+}
 
 /// An RMSNorm fused into a decode GEMV ([`matmul_normed`]): the GEMV reads
 /// the un-normalised rows of x and computes `norm(x) · Wᵀ` with
@@ -568,6 +613,7 @@ pub fn matmul_normed(
         Some(norm),
         ctx.tuning.small_t,
         false,
+        SkinnyUse::Auto,
     )
 }
 
@@ -588,6 +634,43 @@ pub fn matmul_with(
         None,
         ctx.tuning.small_t,
         false,
+        SkinnyUse::Auto,
+    )
+}
+
+/// [`matmul`] (with `norm`: [`matmul_normed`]) on the skinny tensor-core
+/// kernel (`matmul_coop_skinny.rs`) for any `T`, blocks of 64 tokens past 64;
+/// `shape` forces its workgroup shape (default: the adapter's choice): tests
+/// and benchmarks. Errors as [`matmul`] (and
+/// [`matmul_normed`]'s norm checks), plus [`KernelError::Unsupported`] where
+/// the adapter or the weight's format cannot run it.
+pub fn matmul_skinny_with(
+    ctx: &GpuContext,
+    w: &GpuWeight,
+    args: &MatmulArgs,
+    epilogue: Epilogue,
+    norm: Option<&FusedNorm>,
+    shape: SkinnyShape,
+) -> Result<Vec<Dispatch>, KernelError> {
+    if !skinny::supported(ctx, w) {
+        return Err(KernelError::Unsupported {
+            what: "skinny cooperative-matrix matmul".into(),
+            detail: coop::unsupported_reason(ctx, w),
+        });
+    }
+    if let Some(n) = norm {
+        check_norm("matmul_skinny_with", w, args.x_offset, args.x_stride, n)?;
+    }
+    matmul_impl(
+        ctx,
+        w,
+        args,
+        epilogue,
+        MatmulPath::Auto,
+        norm,
+        ctx.tuning.small_t,
+        false,
+        SkinnyUse::Forced(shape),
     )
 }
 
@@ -622,6 +705,7 @@ pub fn matmul_gemv_with(
         None,
         small_t.copied(),
         true,
+        SkinnyUse::Off,
     )
 }
 
@@ -635,6 +719,7 @@ fn matmul_impl(
     norm: Option<&FusedNorm>,
     small_t: Option<SmallT>,
     small_t_at_one: bool,
+    skinny_use: SkinnyUse,
 ) -> Result<Vec<Dispatch>, KernelError> {
     const K: &str = "matmul";
     if path == MatmulPath::Coop && !coop::supported(ctx, w) {
@@ -732,20 +817,34 @@ fn matmul_impl(
         base.norm_eps = n.eps;
     }
 
+    let use_skinny = match skinny_use {
+        SkinnyUse::Forced(shape) => Some(shape),
+        SkinnyUse::Auto if path == MatmulPath::Auto && skinny::auto(ctx, w, args.t) => {
+            Some(SkinnyShape::default())
+        }
+        _ => None,
+    };
     // The pre-pass and the fast tensor-core GEMM (one switch per variant:
-    // Tuning::coop_fast_gemm, Tuning::coop_fast_exact).
-    let auto_big = path == MatmulPath::Auto && args.t > MAX_VEC_T && norm.is_none();
+    // Tuning::coop_fast_gemm, Tuning::coop_fast_exact); the skinny kernel
+    // keeps the token counts it takes.
+    let auto_big = path == MatmulPath::Auto
+        && args.t > MAX_VEC_T
+        && norm.is_none()
+        && use_skinny.is_none();
     let split = split || (auto_big && coop_fast::auto_split(ctx, w));
     let use_fast = path == MatmulPath::CoopFast || split || (auto_big && coop_fast::auto(ctx, w));
     if use_fast && norm.is_none() {
         return coop_fast::record(ctx, w, args, &base, &launches, swiglu, split);
     }
     let use_coop = norm.is_none()
+        && use_skinny.is_none()
         && (path == MatmulPath::Coop
             || (path == MatmulPath::Auto && args.t > MAX_VEC_T && coop::auto(ctx, w, args.t)));
     // The adapter's shape serves T >= 2; a forced one (matmul_gemv_with) T = 1 too.
     let small_t = small_t.filter(|_| args.t >= 2 || small_t_at_one);
-    let kernel = if use_coop {
+    let kernel = if let Some(shape) = use_skinny {
+        GemmKernel::Skinny(shape)
+    } else if use_coop {
         GemmKernel::Coop
     } else if let (true, Some(cfg)) = (args.t <= MAX_VEC_T, small_t) {
         GemmKernel::VecT(vec_t::shape(&cfg, args.t, (w.stride_words / 4) as u32))
@@ -756,6 +855,7 @@ fn matmul_impl(
     };
     let (label, tv, mode) = match kernel {
         GemmKernel::Coop => ("matmul_coop", 0, 0),
+        GemmKernel::Skinny(_) => ("matmul_coop_skinny", 0, 0),
         // Up to 8 tokens per workgroup: 16 accumulator vec4s spilled on the H100
         // (T = 16 took 8× the time of T = 8); 9..16 tokens are two blocks.
         GemmKernel::Vec => (
@@ -794,6 +894,23 @@ fn matmul_impl(
                     // The fused norm's weight (x when there is none: never read).
                     .bind("nw4", norm.map_or(args.x, |n| n.weight))
                     .grid(grid_1d(p.groups))
+            }
+            GemmKernel::Skinny(forced) => {
+                let sh = skinny::shape_for(ctx, w, n, args.t, swiglu, forced);
+                let (gx, gy) = skinny::grid(n, args.t, swiglu, sh);
+                if gx > MAX_GROUPS || gy > MAX_GROUPS {
+                    return Err(arg_err(
+                        K,
+                        format!(
+                            "{args_t} tokens × {n} outputs need a {gx}×{gy} grid",
+                            args_t = args.t
+                        ),
+                    ));
+                }
+                skinny::launch(ctx, w, sh, norm.is_some())
+                    // The fused norm's weight (x when there is none: never read).
+                    .bind("nw4", norm.map_or(args.x, |n| n.weight))
+                    .grid([gx, gy, 1])
             }
             GemmKernel::Tile | GemmKernel::Coop => {
                 // Scalar GEMM: 64 tokens × 64 weight rows (32 SwiGLU columns) per

@@ -434,13 +434,16 @@ pub fn matmul_grouped_with(
     }
 
     let use_coop = match path {
-        MatmulPath::Coop if !coop::supported(ctx, w) => {
+        // The dense fast kernel's forced paths mean the tensor cores here.
+        MatmulPath::Coop | MatmulPath::CoopFast | MatmulPath::CoopFastExact
+            if !coop::supported(ctx, w) =>
+        {
             return Err(KernelError::Unsupported {
                 what: format!("tensor-core grouped GEMM of `{w_name}`", w_name = w.name),
                 detail: coop::unsupported_reason(ctx, w),
             });
         }
-        MatmulPath::Coop => true,
+        MatmulPath::Coop | MatmulPath::CoopFast | MatmulPath::CoopFastExact => true,
         MatmulPath::Auto => coop::auto(ctx, w),
         MatmulPath::Scalar => false,
     };

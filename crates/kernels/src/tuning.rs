@@ -110,6 +110,13 @@ pub struct Tuning {
     /// holds ([`crate::matmul::coop_fast`]); GEMMs of more tokens run in
     /// blocks of whole 128-token tiles, each a pre-pass and its launches.
     pub coop_fast_scratch: u64,
+    /// Whether dense matmuls of 9..=64 tokens run the skinny tensor-core
+    /// kernel where the adapter has cooperative matrices
+    /// (`matmul_coop_skinny.rs`); off: the small-T GEMV (T <= 16) and the
+    /// GEMMs, as before it. On everywhere unless `QWGPU_SKINNY=0`
+    /// ([`Tuning::for_adapter`]); results differ only by f32 rounding order
+    /// (and, with fast precision, by the rounding of x to f16).
+    pub skinny: bool,
 }
 
 impl Default for Tuning {
@@ -120,6 +127,7 @@ impl Default for Tuning {
             coop_fast_gemm: true,
             coop_fast_exact: true,
             coop_fast_scratch: crate::matmul::coop_fast::SCRATCH_CAP,
+            skinny: true,
         }
     }
 }
@@ -136,18 +144,42 @@ impl Tuning {
             coop_fast_gemm: true,
             coop_fast_exact: true,
             coop_fast_scratch: crate::matmul::coop_fast::SCRATCH_CAP,
+            skinny: true,
         }
     }
 
-    /// The tuning of the adapter `info` describes.
+    /// The tuning of the adapter `info` describes; the environment variable
+    /// `QWGPU_SKINNY=0` turns [`Tuning::skinny`] off (A/B measurements).
     pub fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
-        Self::lookup(info.vendor, &info.name)
+        let mut t = Self::lookup(info.vendor, &info.name);
+        t.skinny = skinny_switch(std::env::var("QWGPU_SKINNY").ok().as_deref());
+        t
     }
+}
+
+/// [`Tuning::skinny`] from the value of `QWGPU_SKINNY`: off for `0`, `off`, `false`.
+fn skinny_switch(value: Option<&str>) -> bool {
+    !matches!(
+        value.map(|v| v.trim().to_ascii_lowercase()).as_deref(),
+        Some("0" | "off" | "false")
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn skinny_switch_reads_the_environment_value() {
+        assert!(skinny_switch(None));
+        assert!(skinny_switch(Some("1")));
+        assert!(skinny_switch(Some("")));
+        for off in ["0", "off", " OFF ", "false"] {
+            assert!(!skinny_switch(Some(off)), "{off}");
+        }
+        assert!(Tuning::default().skinny);
+        assert!(Tuning::lookup(0x10de, "NVIDIA H100 80GB HBM3").skinny);
+    }
 
     #[test]
     fn known_adapters_get_their_wave_and_others_the_default() {

@@ -31,6 +31,8 @@ mod matmul;
 mod matmul_coop;
 #[path = "matmul_coop_fast.rs"]
 mod matmul_coop_fast;
+#[path = "matmul_coop_skinny.rs"]
+mod matmul_coop_skinny;
 #[path = "matmul_int4.rs"]
 mod matmul_int4;
 #[path = "matmul_norm.rs"]

@@ -25,7 +25,7 @@ use qwgpu_kernels::Dispatch;
 
 use super::launch_cache::{LaunchCache, LaunchKey, RowKey, StepKind};
 use super::record::Head;
-use super::{GpuModel, GpuSession, MAX_DECODE_BATCH};
+use super::{GpuModel, GpuSession};
 use crate::sampling::{mask_words, Sampled, SamplingParams, StepControls, TokenLog};
 use crate::ModelError;
 
@@ -54,7 +54,7 @@ pub(crate) struct SessionCtl {
     launches: LaunchCache<Vec<Dispatch>>,
 }
 
-/// The batch's buffers for controlled steps (rows of `MAX_DECODE_BATCH`).
+/// The batch's buffers for controlled steps (rows of the model's decode block).
 pub(crate) struct BatchCtl {
     adj: wgpu::Buffer,
     mask: wgpu::Buffer,
@@ -341,10 +341,10 @@ impl GpuModel {
         }
         let mut out = Vec::with_capacity(n);
         let groups = sessions
-            .chunks_mut(MAX_DECODE_BATCH)
-            .zip(tokens.chunks(MAX_DECODE_BATCH))
-            .zip(params.chunks(MAX_DECODE_BATCH))
-            .zip(controls.chunks_mut(MAX_DECODE_BATCH));
+            .chunks_mut(self.decode_block)
+            .zip(tokens.chunks(self.decode_block))
+            .zip(params.chunks(self.decode_block))
+            .zip(controls.chunks_mut(self.decode_block));
         for (((group, tokens), params), controls) in groups {
             out.extend(self.decode_group_with(group, tokens, params, controls)?);
         }
@@ -403,13 +403,13 @@ impl GpuModel {
         }
         if batch.ctl.is_none() {
             let ctx = &self.ctx;
-            let m = MAX_DECODE_BATCH as u64;
+            let m = self.decode_block as u64;
             batch.ctl = Some(BatchCtl {
                 adj: ctx.storage("batch adjusted logits", m * vocab as u64 * 4)?,
                 mask: ctx.storage("batch token masks", m * words as u64 * 4)?,
-                lp: ctx.storage("batch log-probabilities", lp_words_rows(MAX_DECODE_BATCH))?,
+                lp: ctx.storage("batch log-probabilities", lp_words_rows(self.decode_block))?,
                 lp_readback: ctx
-                    .readback_buffer("batch log-probabilities", lp_words_rows(MAX_DECODE_BATCH)),
+                    .readback_buffer("batch log-probabilities", lp_words_rows(self.decode_block)),
                 launches: LaunchCache::default(),
             });
         }

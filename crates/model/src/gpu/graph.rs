@@ -53,6 +53,7 @@ pub(crate) fn record_batch(
     r: &Rec,
     w: &WeightsGpu,
     a: &Activations,
+    cores: &[Activations],
     sessions: &[&GpuSession],
 ) -> Result<Vec<Dispatch>, ModelError> {
     let b = sessions.len();
@@ -75,7 +76,7 @@ pub(crate) fn record_batch(
                 })
             })
             .collect::<Result<Vec<_>, ModelError>>()?;
-        layer.record_batch(r, a, &rows, &mut d)?;
+        layer.record_batch(r, a, cores, &rows, &mut d)?;
     }
     lm_head(r, w, a, b, Head::All, &mut d)?;
     Ok(d)

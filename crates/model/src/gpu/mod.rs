@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 
 use qwgpu_checkpoint::TextConfig;
 use qwgpu_kernels::attention::rope_table;
+use qwgpu_kernels::matmul::decode_block_tokens;
 use qwgpu_kernels::sample::{sample, sample_rows, RowSampler, SampleRow, SamplingParams};
 use qwgpu_kernels::{Dispatch, GpuContext, Step};
 use qwgpu_loader::PackedModel;
@@ -57,6 +58,10 @@ pub struct GpuModel {
     inv_freq: Vec<f32>,
     max_t: usize,
     logit_rows: usize,
+    /// Most sessions of one batched decode step on this device (up to
+    /// [`MAX_DECODE_BATCH`]): [`decode_block_tokens`] of the layers' output
+    /// projections, so every matmul of a step reads its weight once.
+    decode_block: usize,
     /// Activations of batched decode steps, made on first use.
     batch: Mutex<Option<BatchScratch>>,
     /// The sessions' GDN states (models with GDN layers).
@@ -65,15 +70,26 @@ pub struct GpuModel {
     id: u64,
 }
 
-/// Most sessions in one batched decode step: the GEMV kernel's token limit,
-/// so every row keeps the arithmetic of a lone decode step. Bigger batches
-/// run as several steps.
-pub const MAX_DECODE_BATCH: usize = 16;
+/// Most sessions in one batched decode step on any device: the skinny
+/// tensor-core matmul's token limit (64). Where the matmuls do not take that
+/// many tokens at once (adapters without cooperative matrices, weights the
+/// skinny kernel leaves to the GEMV) a step takes 16 sessions (the GEMV's
+/// limit), so those rows keep the arithmetic of a lone decode step. Bigger
+/// batches run as several steps.
+pub const MAX_DECODE_BATCH: usize = 64;
+
+/// Sessions whose mixer cores run in one launch family (the batched GDN
+/// step's and attention merge's row limits); a step of more sessions runs
+/// its cores in blocks of this many.
+pub(crate) const CORE_ROWS: usize = 16;
 
 /// Buffers of a batched decode step: one activation row per session, the
 /// sampled ids and their host-readable copy; the recorded batches.
 struct BatchScratch {
     act: Activations,
+    /// Activations of [`CORE_ROWS`] rows for the mixer cores of rows past
+    /// the first [`CORE_ROWS`] (block `k + 1` in `cores[k]`).
+    cores: Vec<Activations>,
     sampled: wgpu::Buffer,
     readback: wgpu::Buffer,
     launches: LaunchCache<BatchLaunches>,
@@ -177,7 +193,14 @@ impl GpuModel {
             .layer_types
             .contains(&qwgpu_checkpoint::LayerType::LinearAttention)
             .then(|| Arc::new(GdnPool::new(&ctx, &c)));
+        let decode_block = w
+            .layers
+            .iter()
+            .find_map(|l| l.mixer.out_weight())
+            .map_or(CORE_ROWS, |o| decode_block_tokens(&ctx, o) as usize)
+            .clamp(1, MAX_DECODE_BATCH);
         Self {
+            decode_block,
             gdn_pool,
             inv_freq: inv_freq(&c),
             ctx,
@@ -615,10 +638,26 @@ impl GpuModel {
         Ok(self.encode_step(s, &launches, sampling.is_some()))
     }
 
+    /// Most sessions one batched decode step takes on this device (16, or
+    /// 64 where the matmuls take 64 tokens at once); `decode_batch` runs
+    /// larger batches as several steps.
+    pub fn decode_block(&self) -> usize {
+        self.decode_block
+    }
+
+    /// Sets the decode block (tests: blocks past [`CORE_ROWS`] on adapters
+    /// whose matmuls would not choose them). Before the first batched step.
+    #[cfg(test)]
+    pub(crate) fn set_decode_block(&mut self, rows: usize) {
+        self.decode_block = rows.clamp(1, MAX_DECODE_BATCH);
+    }
+
     /// One decode step for each session (`tokens[i]` into session `i`, next
     /// token sampled with `params[i]`), batched: the weights are read once per
-    /// group of up to [`MAX_DECODE_BATCH`] sessions, one command buffer and one
-    /// readback per group. Results equal each session's lone decode step.
+    /// group of up to [`GpuModel::decode_block`] sessions, one command buffer
+    /// and one readback per group. Results equal each session's lone decode
+    /// step (up to f32 rounding order where a group passes 16 sessions or the
+    /// skinny tensor-core matmul runs).
     pub fn decode_batch(
         &self,
         sessions: &mut [&mut GpuSession],
@@ -638,10 +677,11 @@ impl GpuModel {
             self.check_owner(s.model, "session")?;
         }
         let mut out = Vec::with_capacity(n);
+        let block = self.decode_block;
         let groups = sessions
-            .chunks_mut(MAX_DECODE_BATCH)
-            .zip(tokens.chunks(MAX_DECODE_BATCH))
-            .zip(params.chunks(MAX_DECODE_BATCH));
+            .chunks_mut(block)
+            .zip(tokens.chunks(block))
+            .zip(params.chunks(block));
         for ((group, tokens), params) in groups {
             out.extend(self.decode_group(group, tokens, params)?);
         }
@@ -747,9 +787,13 @@ impl GpuModel {
             detail: "a batched decode step panicked earlier".into(),
         })?;
         if guard.is_none() {
-            let rows = MAX_DECODE_BATCH;
+            let rows = self.decode_block;
+            let cores = (1..rows.div_ceil(CORE_ROWS))
+                .map(|_| Activations::new(&self.ctx, &self.config, CORE_ROWS, 1))
+                .collect::<Result<_, _>>()?;
             *guard = Some(BatchScratch {
                 act: Activations::new(&self.ctx, &self.config, rows, rows)?,
+                cores,
                 sampled: self.ctx.storage("batch sampled ids", (rows * 4) as u64)?,
                 readback: self
                     .ctx
@@ -770,6 +814,7 @@ impl GpuModel {
         let pool_guard = self.step_guard()?;
         let BatchScratch {
             act,
+            cores,
             sampled,
             launches,
             ..
@@ -777,7 +822,7 @@ impl GpuModel {
         // Recording is the costly part (thousands of bind groups): only when
         // the batch changes (a session joins, leaves or enters a page).
         launches.get_or_record(&key, || {
-            let body = graph::record_batch(&self.rec(), &self.w, act, &refs)?;
+            let body = graph::record_batch(&self.rec(), &self.w, act, cores, &refs)?;
             let Some(params) = params else {
                 return Ok::<_, ModelError>(BatchLaunches {
                     body,

@@ -161,10 +161,25 @@ pub(crate) fn copy_row(
     to_row: usize,
     width: usize,
 ) -> Result<Dispatch, ModelError> {
+    copy_rows(ctx, from, from_row, to, to_row, 1, width)
+}
+
+/// Copies rows `from_row .. from_row + n` of `from` (rows of `width` f32)
+/// to rows `to_row ..` of `to`.
+pub(crate) fn copy_rows(
+    ctx: &GpuContext,
+    from: &wgpu::Buffer,
+    from_row: usize,
+    to: &wgpu::Buffer,
+    to_row: usize,
+    n: usize,
+    width: usize,
+) -> Result<Dispatch, ModelError> {
+    let words = (n * width) as u32;
     Ok(copy::copy_words(
         ctx,
-        &TensorView::words(from, (from_row * width) as u32, width as u32),
-        &TensorView::words(to, (to_row * width) as u32, width as u32),
+        &TensorView::words(from, (from_row * width) as u32, words),
+        &TensorView::words(to, (to_row * width) as u32, words),
     )?)
 }
 

@@ -390,6 +390,10 @@ impl Mixer for Attention {
         Ok(())
     }
 
+    fn out_weight(&self) -> Option<&GpuWeight> {
+        Some(&self.o_proj)
+    }
+
     fn core_io<'a>(&self, r: &Rec, a: &'a Activations) -> Result<CoreIo<'a>, ModelError> {
         let (at, c) = (a.attention()?, r.c);
         Ok(CoreIo {

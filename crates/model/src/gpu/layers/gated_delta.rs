@@ -308,6 +308,10 @@ impl Mixer for GatedDelta {
         Ok(())
     }
 
+    fn out_weight(&self) -> Option<&GpuWeight> {
+        Some(&self.out_proj)
+    }
+
     fn core_io<'a>(&self, r: &Rec, a: &'a Activations) -> Result<CoreIo<'a>, ModelError> {
         let (g, c) = (a.gated_delta()?, r.c);
         Ok(CoreIo {

@@ -6,7 +6,7 @@ use std::any::Any;
 use std::sync::Arc;
 
 use qwgpu_kernels::attention::AttnScratch;
-use qwgpu_kernels::Dispatch;
+use qwgpu_kernels::{Dispatch, GpuWeight};
 
 use crate::gpu::activations::Activations;
 use crate::gpu::record::{Input, Rec};
@@ -187,6 +187,13 @@ pub(crate) trait Mixer: Send + Sync {
 
     /// The core's input and output buffers in `a`.
     fn core_io<'a>(&self, r: &Rec, a: &'a Activations) -> Result<CoreIo<'a>, ModelError>;
+
+    /// The output projection's weight: a dense matmul weight of the
+    /// checkpoint's linear-layer format (the batched decode block size asks
+    /// the matmuls about it). `None`: the model assumes nothing.
+    fn out_weight(&self) -> Option<&GpuWeight> {
+        None
+    }
 }
 
 /// A layer's feed-forward block, added to the residual stream.

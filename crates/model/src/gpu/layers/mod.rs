@@ -21,8 +21,9 @@ use qwgpu_kernels::Dispatch;
 use qwgpu_loader::{Ffn as PackedFfn, Mixer as PackedMixer, PackedLayer};
 
 use crate::gpu::activations::Activations;
-use crate::gpu::record::{copy_row, interleave, rms_norm, Input, Rec};
+use crate::gpu::record::{copy_row, copy_rows, interleave, rms_norm, Input, Rec};
 use crate::gpu::upload::Uploader;
+use crate::gpu::CORE_ROWS;
 use crate::shapes::check_vector;
 use crate::ModelError;
 pub(crate) use kind::BatchRow;
@@ -135,13 +136,15 @@ impl Layer {
     /// `a` is session `i`'s): projections and FFN run once over all rows, the
     /// mixer cores in one launch family where the mixer has a batched form
     /// ([`Mixer::record_core_rows`]), else each session's on its own state
-    /// and activations, its row copied in and out. Every row gets
-    /// the arithmetic of a lone decode step (MoE never groups), so results
-    /// equal unbatched ones.
+    /// and activations, its row copied in and out; past [`CORE_ROWS`] rows
+    /// the cores run in blocks of that many, block `k + 1` in `cores[k]`
+    /// (its rows copied in and out). Every row gets the arithmetic of a lone
+    /// decode step (MoE never groups) up to the matmuls' f32 rounding order.
     pub fn record_batch(
         &self,
         r: &Rec,
         a: &Activations,
+        cores: &[Activations],
         rows: &[BatchRow],
         d: &mut Vec<Dispatch>,
     ) -> Result<(), ModelError> {
@@ -150,11 +153,43 @@ impl Layer {
         rms_norm(r, &st.h, &self.input_norm, &st.x, b, d)?;
         let input = Input::normed(b, &st.h, &st.x, &self.input_norm);
         self.mixer.record_in(r, input, a, b, d)?;
-        if !self.mixer.record_core_rows(r, a, rows, d)? {
-            self.record_cores_per_session(r, a, rows, d)?;
+        for (k, block) in rows.chunks(CORE_ROWS).enumerate() {
+            if k == 0 {
+                self.record_cores(r, a, block, d)?;
+                continue;
+            }
+            let ca = cores.get(k - 1).ok_or_else(|| ModelError::Internal {
+                detail: format!(
+                    "no core activations for rows {row0}..",
+                    row0 = k * CORE_ROWS
+                ),
+            })?;
+            let (batch_io, own_io) = (self.mixer.core_io(r, a)?, self.mixer.core_io(r, ca)?);
+            let (row0, n) = (k * CORE_ROWS, block.len());
+            for (&(from, width), &(to, _)) in batch_io.inputs.iter().zip(&own_io.inputs) {
+                d.push(copy_rows(r.ctx, from, row0, to, 0, n, width)?);
+            }
+            self.record_cores(r, ca, block, d)?;
+            let ((from, width), (to, _)) = (own_io.output, batch_io.output);
+            d.push(copy_rows(r.ctx, from, 0, to, row0, n, width)?);
         }
         self.mixer.record_out(r, a, b, d)?;
         self.record_ffn(r, a, b, false, d)
+    }
+
+    /// The mixer cores of `rows` (at most [`CORE_ROWS`], row `i` of `a`):
+    /// one launch family where the mixer has one, else each session's own.
+    fn record_cores(
+        &self,
+        r: &Rec,
+        a: &Activations,
+        rows: &[BatchRow],
+        d: &mut Vec<Dispatch>,
+    ) -> Result<(), ModelError> {
+        if !self.mixer.record_core_rows(r, a, rows, d)? {
+            self.record_cores_per_session(r, a, rows, d)?;
+        }
+        Ok(())
     }
 
     /// Each session's mixer core on its own state and activations, its row

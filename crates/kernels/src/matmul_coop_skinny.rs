@@ -1,0 +1,321 @@
+//! Skinny tensor-core matmul (`shaders/matmul_coop_skinny.wgsl`,
+//! `mm_coop_skinny`): dense matmuls of [`MIN_T`]..=[`MAX_T`] tokens (batched
+//! decode of 9..64 sessions, a speculative step's verification) bound by the
+//! weight bytes rather than by arithmetic. The small-T GEMV does `T` f32
+//! multiply-adds per weight element, so past ~8 tokens the ALU limits it; here
+//! a workgroup owns a slice of 16 × NF weight rows and all the tokens (padded
+//! to 16 × MF, MF ≤ 4), reads and decodes its rows once, and the tensor cores
+//! do the multiply-adds (f16 inputs, f32 accumulators).
+//!
+//! Precision as [`mm_coop`](super::coop)'s variants, per context: exact (x
+//! split in two f16 halves after a per-row power of two, results as the f32
+//! GEMV's to ~1e-6 of Σ|x·w|), fast ([`MatmulPrecision::Fast`]: one f16 part
+//! of the scaled x) or plain (`f16_matmul`). Weights are staged as stored
+//! (exact in f16 for BF16, F16, E4M3): a scale constant along each row
+//! multiplies in the f32 epilogue; block scales whose blocks are a multiple
+//! of 32 columns wide (FP8's 128 × 128) multiply each block's partial sums
+//! in f32 (`BLOCKS`: the accumulators move to f32 registers at the end of
+//! each block, times the block's scale of their row), so FP8 stays exact in
+//! the weights; other block widths are multiplied while staging and rounded
+//! to f16, and [`auto`] leaves them to the other paths. Epilogues: store,
+//! accumulate, SwiGLU, and the fused RMSNorm of
+//! [`matmul_normed`](super::matmul_normed) (x staged times the norm's
+//! weight, 1 / rms per token in the epilogue).
+//!
+//! Occupancy: the grid is one workgroup per 16 × NF weight rows (per 8 × NF
+//! SwiGLU columns) per 16 × MF tokens. NF is the largest of 8, 4, 2 that
+//! still gives two workgroups per streaming multiprocessor where the adapter's
+//! tuning knows their count ([`Tuning::gemv_wave`](crate::Tuning)), 256
+//! workgroups elsewhere: 4096-row weights run 128 workgroups of 2
+//! subgroups; fewer rows per workgroup means more reads of x per weight byte.
+//!
+//! Selection: [`MatmulPath::Auto`](super::MatmulPath::Auto) runs it for
+//! `T` in 9..=64 where [`auto`] holds (the adapter has cooperative matrices,
+//! the weight is exact in f16 or the context takes f16 matmuls, and the
+//! switch [`Tuning::skinny`](crate::Tuning::skinny) is on; `QWGPU_SKINNY=0`
+//! turns it off). Adapters without cooperative matrices keep the GEMV (T ≤
+//! 16) and GEMM paths.
+
+use crate::shaders;
+use crate::spec::{KernelSpec, Needs, Part, Uniform};
+use crate::{GpuContext, GpuWeight, Launch, MatmulPrecision, WeightFormat};
+
+crate::shader!(MATMUL_COOP_SKINNY, "matmul_coop_skinny.wgsl");
+
+pub(super) static MM_COOP_SKINNY: KernelSpec = KernelSpec {
+    label: "matmul_coop_skinny",
+    parts: &[
+        Part::File(&MATMUL_COOP_SKINNY),
+        Part::File(&shaders::NUMERIC),
+        Part::File(&super::MATMUL_COMMON),
+    ],
+    entry: "mm_coop_skinny",
+    uniforms: &[&super::MmParams::LAYOUT],
+    needs: Needs::CooperativeMatrix,
+};
+
+/// Fewest tokens [`auto`] takes (below, the small-T GEMV keeps up with the weight bytes).
+pub const MIN_T: u32 = 9;
+/// Most tokens of one token block (4 fragments of 16); more run as several blocks.
+pub const MAX_T: u32 = 64;
+
+/// Columns staged per step by default (the shader's `CK`; 64 is the other choice).
+const CK: u32 = 32;
+/// x vec4s and W chunks one thread stages per step at most (the shader's register arrays).
+const MAX_NX: u32 = 16;
+const MAX_NW: u32 = 8;
+
+/// A forced workgroup shape of the skinny kernel ([`matmul_skinny_with`](super::matmul_skinny_with),
+/// benchmarks); `None` fields take the adapter's choice. Only speed depends on it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SkinnyShape {
+    /// Subgroups (16-row weight fragments) per workgroup: 2, 4 or 8.
+    pub subgroups: Option<u32>,
+    /// Columns staged per step: 32 or 64 (64 only where one thread's share
+    /// of a step fits its registers, else 32).
+    pub columns: Option<u32>,
+}
+
+/// Whether `w`'s block scales are applied to each block's partial sums
+/// (the shader's `BLOCKS`): blocks narrower than the row and a multiple of
+/// the 32-column step wide, not 4-bit.
+pub(super) fn block_sums(w: &GpuWeight) -> bool {
+    !w.format.is_int4()
+        && w.block_cols < w.cols
+        && w.block_cols > 0
+        && w.block_cols.is_multiple_of(CK as usize)
+}
+
+/// The workgroup shape of a launch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Shape {
+    /// Subgroups = 16-row weight fragments per workgroup (2, 4 or 8).
+    pub nf: u32,
+    /// 16-token fragments per workgroup (1..=4).
+    pub mf: u32,
+    /// Columns per step (32 or 64).
+    pub ck: u32,
+}
+
+/// Workgroup memory of a launch: x hi and lo tiles (16 MF rows), the W tile
+/// (16 NF rows), at the padded stride CK + 8 halves; one f32 result fragment
+/// per subgroup, two per-token factors.
+pub(super) fn shared_bytes(s: Shape) -> u32 {
+    let (tm, lds) = (16 * s.mf, s.ck + 8);
+    2 * tm * lds * 2 + 16 * s.nf * lds * 2 + s.nf * 256 * 4 + 2 * tm * 4
+}
+
+/// Whether one thread's share of a step of shape `s` fits the shader's
+/// register arrays with subgroups of `sgs` and `cw`-element weight chunks.
+fn fits_registers(s: Shape, sgs: u32, cw: u32) -> bool {
+    let wg = s.nf * sgs;
+    let nx = (16 * s.mf * s.ck / 4).div_ceil(wg);
+    let nw = (16 * s.nf * (s.ck / cw).max(1)).div_ceil(wg);
+    nx <= MAX_NX && nw <= MAX_NW
+}
+
+/// The adapter's one subgroup size, or `None` where the kernel cannot run
+/// at all (no cooperative matrices, f16 or subgroups of one fixed size of at
+/// least 16, or too little workgroup memory for the smallest shape).
+fn subgroup_size(ctx: &GpuContext) -> Option<u32> {
+    let c = &ctx.caps;
+    let (lo, hi) = c.subgroup_sizes;
+    let smallest = Shape {
+        nf: 2,
+        mf: 4,
+        ck: CK,
+    };
+    (c.cooperative_matrix
+        && c.f16
+        && c.subgroups
+        && lo == hi
+        && lo >= 16
+        && lo.is_power_of_two()
+        && 2 * hi <= ctx.limits.max_compute_invocations_per_workgroup
+        && 2 * hi <= ctx.limits.max_compute_workgroup_size_x
+        && shared_bytes(smallest) <= ctx.limits.max_compute_workgroup_storage_size)
+        .then_some(hi)
+}
+
+/// Whether the device runs this kernel for `w` (formats as `mm_coop`: not
+/// E5M2, which may overflow f16 once scaled; 4-bit only in the plain variant).
+pub(super) fn supported(ctx: &GpuContext, w: &GpuWeight) -> bool {
+    let format_ok = match w.format {
+        WeightFormat::E5M2 | WeightFormat::Q4F32 => false,
+        WeightFormat::Q4 => ctx.f16_matmul,
+        _ => true,
+    };
+    subgroup_size(ctx).is_some() && format_ok
+}
+
+/// Whether [`MatmulPath::Auto`](super::MatmulPath::Auto) runs a `t`-token
+/// matmul of `w` here: the switch is on, `t` in [`MIN_T`]..=[`MAX_T`], the
+/// kernel runs on this device, and the weight is exact in f16 with a scale
+/// constant along its rows (or the context takes f16 matmuls).
+pub(super) fn auto(ctx: &GpuContext, w: &GpuWeight, t: u32) -> bool {
+    let in_f16 = matches!(
+        w.format,
+        WeightFormat::BF16 | WeightFormat::F16 | WeightFormat::E4M3
+    );
+    let exact_w = in_f16 && (w.block_cols >= w.cols || block_sums(w));
+    ctx.tuning.skinny
+        && (MIN_T..=MAX_T).contains(&t)
+        && supported(ctx, w)
+        && (ctx.f16_matmul || exact_w)
+}
+
+/// The shape for `n` outputs (SwiGLU columns when `swiglu`) and `t` tokens:
+/// MF covers the tokens (blocks of 64 past that), NF is the largest of 8, 4,
+/// 2 whose grid has at least `target` workgroups along the outputs (else 2),
+/// within `max_subgroups` subgroups of workgroup memory and threads.
+pub(super) fn shape(n: u32, t: u32, swiglu: bool, target: u32, max_subgroups: u32) -> Shape {
+    let mf = t.clamp(1, MAX_T).div_ceil(16);
+    let mut nf = 8;
+    while nf > 2 && (nf > max_subgroups || groups_along(n, nf, swiglu) < target) {
+        nf /= 2;
+    }
+    Shape { nf, mf, ck: CK }
+}
+
+/// Workgroups along `n` outputs with `nf` subgroups.
+fn groups_along(n: u32, nf: u32, swiglu: bool) -> u32 {
+    n.div_ceil(if swiglu { 8 * nf } else { 16 * nf })
+}
+
+/// [`shape`] on this context for `w`: two workgroups per streaming
+/// multiprocessor where the tuning knows the adapter's wave (4 per SM), 256
+/// elsewhere; `forced` (benchmarks) replaces the choices it names. NF and
+/// CK shrink until the workgroup memory and registers fit.
+pub(super) fn shape_for(
+    ctx: &GpuContext,
+    w: &GpuWeight,
+    n: u32,
+    t: u32,
+    swiglu: bool,
+    forced: SkinnyShape,
+) -> Shape {
+    let target = ctx.tuning.gemv_wave.map_or(256, |w| w / 2);
+    let sgs = subgroup_size(ctx).unwrap_or(32);
+    let limit = ctx.limits.max_compute_invocations_per_workgroup / sgs.max(1);
+    let mut s = shape(n, t, swiglu, target, limit.max(2));
+    if let Some(nf) = forced.subgroups {
+        s.nf = if nf >= 8 {
+            8
+        } else if nf >= 4 {
+            4
+        } else {
+            2
+        };
+    }
+    if let Some(ck) = forced.columns {
+        s.ck = if ck >= 64 { 64 } else { 32 };
+    }
+    let cw = (4 * w.format.per_word()) as u32;
+    if s.ck > CK && !fits_registers(s, sgs, cw) {
+        s.ck = CK;
+    }
+    while s.nf > 2 && shared_bytes(s) > ctx.limits.max_compute_workgroup_storage_size {
+        s.nf /= 2;
+    }
+    if s.ck > CK && shared_bytes(s) > ctx.limits.max_compute_workgroup_storage_size {
+        s.ck = CK;
+    }
+    s
+}
+
+/// Workgroup grid (along outputs, along token blocks).
+pub(super) fn grid(n: u32, t: u32, swiglu: bool, s: Shape) -> (u32, u32) {
+    (groups_along(n, s.nf, swiglu), t.div_ceil(16 * s.mf))
+}
+
+/// A launch for `w` in shape `s` (call only when [`supported`]), with the
+/// fused norm when `norm`: plain with `f16_matmul`, else exact or fast by the
+/// context's precision.
+pub(super) fn launch<'a>(ctx: &'a GpuContext, w: &GpuWeight, s: Shape, norm: bool) -> Launch<'a> {
+    let sgs = subgroup_size(ctx).unwrap_or(32);
+    ctx.launch(&MM_COOP_SKINNY)
+        .constant("WG", s.nf * sgs)
+        .constant("NF", s.nf)
+        .constant("MF", s.mf)
+        .constant("CK", s.ck)
+        .constant("FORMAT", w.format as u32)
+        .constant("EXACT", f64::from(u8::from(!ctx.f16_matmul)))
+        .constant(
+            "SPLIT",
+            f64::from(u8::from(ctx.precision != MatmulPrecision::Fast)),
+        )
+        .constant("NORM", f64::from(u8::from(norm)))
+        .constant("BLOCKS", f64::from(u8::from(block_sums(w))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_cover_the_tokens_and_fill_the_grid() {
+        // H100: 2 × 132 SMs.
+        let h100 = 264;
+        // Token fragments: 16 tokens each, at most 4.
+        let mfs: Vec<u32> = [9, 13, 16, 17, 32, 33, 48, 49, 64, 100]
+            .iter()
+            .map(|&t| shape(4096, t, false, h100, 8).mf)
+            .collect();
+        assert_eq!(mfs, [1, 1, 1, 2, 2, 3, 3, 4, 4, 4]);
+        // 4096 rows: 2 subgroups (128 workgroups); 24576 rows: 8 (192 < 264 → 4).
+        assert_eq!(shape(4096, 16, false, h100, 8).nf, 2);
+        assert_eq!(shape(65536, 16, false, h100, 8).nf, 8);
+        assert_eq!(shape(24576, 16, false, h100, 8).nf, 4);
+        // SwiGLU: half the columns per workgroup.
+        assert_eq!(shape(12288, 16, true, h100, 8).nf, 4);
+        assert_eq!(shape(12288, 16, true, 100, 8).nf, 8);
+        // Thread limits cap NF.
+        assert_eq!(shape(65536, 16, false, h100, 4).nf, 4);
+        assert_eq!(shape(65536, 16, false, h100, 1).nf, 2);
+        assert_eq!(shape(4096, 16, false, h100, 8).ck, 32);
+        // Grids: outputs × token blocks.
+        let s = Shape {
+            nf: 2,
+            mf: 1,
+            ck: 32,
+        };
+        assert_eq!(grid(4096, 16, false, s), (128, 1));
+        assert_eq!(grid(4097, 16, false, s), (129, 1));
+        assert_eq!(grid(12288, 9, true, s), (768, 1));
+        let big = Shape {
+            nf: 8,
+            mf: 4,
+            ck: 32,
+        };
+        assert_eq!(grid(100, 65, false, big), (1, 2));
+    }
+
+    #[test]
+    fn workgroup_memory_and_registers() {
+        for nf in [2, 4, 8] {
+            for mf in 1..=4 {
+                let s = Shape { nf, mf, ck: 32 };
+                assert!(shared_bytes(s) <= 32 << 10, "{nf} {mf}");
+                // 32 columns fit every subgroup size from 16 and chunk width.
+                for sgs in [16, 32, 64] {
+                    for cw in [4, 8, 16, 32] {
+                        assert!(fits_registers(s, sgs, cw), "{nf} {mf} {sgs} {cw}");
+                    }
+                }
+                let wide = Shape { nf, mf, ck: 64 };
+                assert!(shared_bytes(wide) <= 48 << 10, "{nf} {mf} wide");
+                // 64 columns: BF16 on 32-wide subgroups always fits.
+                assert!(fits_registers(wide, 32, 8), "{nf} {mf} wide");
+            }
+        }
+        let f32_rows = |ck| Shape { nf: 2, mf: 4, ck };
+        assert!(!fits_registers(f32_rows(64), 16, 4));
+        assert!(fits_registers(f32_rows(32), 16, 4));
+        let most = Shape {
+            nf: 8,
+            mf: 4,
+            ck: 32,
+        };
+        assert_eq!(shared_bytes(most), 10240 + 10240 + 8192 + 512);
+    }
+}

@@ -1,0 +1,961 @@
+//! The skinny tensor-core matmul (`mm_coop_skinny`, 9..=64 tokens) against
+//! an f64 CPU reference, its selection by `MatmulPath::Auto`, its SPIR-V
+//! translation for every override combination, and (`#[ignore]`d) its
+//! bandwidth on the 9B decode shapes.
+//!
+//! The hardware tests declare that they need cooperative matrices
+//! ([`testing::Feature::CooperativeMatrix`]): contexts without them
+//! (lavapipe, the fallback column) are recorded as skipped for that feature,
+//! and a hardware adapter without them fails.
+//!
+//! Tolerances per output (`support::expected`: `rel · Σ|x·w| + 1e-5 ·
+//! |want|`, SwiGLU propagating each half's error): exact variant with weights
+//! exact in f16 and row-constant scales 1e-5 (x keeps 22 significant bits);
+//! weights rounded to f16 while staging (block scales narrower than the row:
+//! f16(q·s); F32 weights) 6e-4; fast and plain variants (x rounded to f16,
+//! 2⁻¹¹) 2e-3. Fused norm: the reference normalises x in f64 and the same
+//! tolerances apply to Σ|norm(x)·w|. Everything outside the written region
+//! keeps its bits (NaN poison for Store; x is NaN outside its rows).
+
+use qwgpu_checkpoint::Dtype;
+use qwgpu_kernels::matmul::{
+    decode_block_tokens, matmul, matmul_gemv_with, matmul_normed, matmul_skinny_with, matmul_with,
+    Epilogue, FusedNorm, MatmulArgs, MatmulPath, SkinnyShape, MAX_VEC_T, SKINNY_TOKENS,
+};
+use qwgpu_kernels::registry;
+use qwgpu_kernels::spec::Needs;
+use qwgpu_kernels::testing::{self, Feature};
+use qwgpu_kernels::{
+    wgpu, ContextOptions, Dispatch, GpuContext, GpuWeight, KernelError, MatmulPrecision,
+    WeightFormat,
+};
+
+mod support;
+use qwgpu_ops::rng::Rng;
+use support::Scheme;
+
+use support::packed_one_shard as packed;
+
+const EPILOGUES: [Epilogue; 3] = [Epilogue::Store, Epilogue::Accumulate, Epilogue::SwiGlu];
+/// The token counts every hardware test covers (one and several fragments, 64 = four).
+const TOKENS: [usize; 6] = [9, 13, 16, 17, 33, 64];
+/// Norm eps of the fused-norm cases.
+const EPS: f32 = 1e-6;
+
+fn run(ctx: &GpuContext, d: &[Dispatch]) {
+    let refs: Vec<&Dispatch> = d.iter().collect();
+    ctx.run("matmul_coop_skinny test", &refs).unwrap();
+}
+
+/// Which matmul a case runs.
+#[derive(Clone, Copy, Debug)]
+enum Call {
+    /// `matmul_skinny_with` with this forced subgroup count.
+    Skinny(SkinnyShape),
+    /// `matmul` (`MatmulPath::Auto`), or `matmul_normed` with a norm.
+    Auto,
+    /// `matmul_with(.., path)`.
+    Path(MatmulPath),
+    /// `matmul_gemv_with` with the context's small-T shape.
+    Gemv,
+}
+
+/// One matmul of `tokens` x rows (`x_off`, `x_stride`) into a fresh copy of
+/// `init` (`y_off`, `y_stride`), optionally of the normalised rows; the whole y buffer.
+#[allow(clippy::too_many_arguments)]
+fn run_call(
+    ctx: &GpuContext,
+    gw: &GpuWeight,
+    x: &wgpu::Buffer,
+    (x_off, x_stride): (usize, usize),
+    init: &[f32],
+    (y_off, y_stride): (usize, usize),
+    tokens: usize,
+    epi: Epilogue,
+    norm: Option<&FusedNorm>,
+    call: Call,
+) -> Result<Vec<f32>, KernelError> {
+    let y = ctx.upload("y", init)?;
+    let args = MatmulArgs {
+        x,
+        x_offset: x_off as u32,
+        x_stride: x_stride as u32,
+        y: &y,
+        y_offset: y_off as u32,
+        y_stride: y_stride as u32,
+        t: tokens as u32,
+    };
+    let d = match (call, norm) {
+        (Call::Skinny(shape), _) => matmul_skinny_with(ctx, gw, &args, epi, norm, shape)?,
+        (Call::Auto, Some(n)) => matmul_normed(ctx, gw, &args, n, epi)?,
+        (Call::Auto, None) => matmul(ctx, gw, &args, epi)?,
+        (Call::Path(p), None) => matmul_with(ctx, gw, &args, epi, p)?,
+        (Call::Gemv, None) => matmul_gemv_with(ctx, gw, &args, epi, ctx.tuning.small_t.as_ref())?,
+        (c, Some(_)) => panic!("{c:?} has no fused norm"),
+    };
+    run(ctx, &d);
+    ctx.read_f32(&y, 0, init.len())
+}
+
+/// Qwen's norm of one row in f64 (`x / sqrt(mean(x²) + eps) · (1 + g)`), as f32.
+fn norm_ref(x: &[f32], g: &[f32]) -> Vec<f32> {
+    let ms = x.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / x.len() as f64;
+    let r = 1.0 / (ms + EPS as f64).sqrt();
+    x.iter()
+        .zip(g)
+        .map(|(&v, &g)| (v as f64 * r * (1.0 + g as f64)) as f32)
+        .collect()
+}
+
+/// A case set: formats × sizes × tokens × epilogues on one context.
+struct Cases<'a> {
+    seed: u64,
+    formats: &'a [(Dtype, Scheme)],
+    sizes: &'a [(usize, usize)],
+    tokens: &'a [usize],
+    /// Tolerance factor of Σ|x·w| for a weight.
+    rel: &'a dyn Fn(&GpuWeight) -> f64,
+    /// x rows scaled by 1e-6 .. 1e6 (past f16's range: the row scaling).
+    wide_rows: bool,
+    /// Through the fused RMSNorm (columns and x strides multiples of 4).
+    norm: bool,
+}
+
+/// Runs every case of `c` on the skinny kernel of `ctx` (the subgroup count
+/// cycling through the adapter's choice and 2, 4, 8) against the f64
+/// reference; returns the number of cases.
+fn check_cases(t: &testing::TestContext, ctx: &GpuContext, c: &Cases) -> usize {
+    let mut rng = Rng::new(c.seed);
+    let mut cases = 0;
+    // The adapter's shape, then forced subgroups and step widths.
+    let shape = |subgroups, columns| SkinnyShape { subgroups, columns };
+    let shapes = [
+        shape(None, None),
+        shape(Some(2), Some(32)),
+        shape(Some(4), Some(64)),
+        shape(Some(8), Some(32)),
+        shape(Some(2), Some(64)),
+        shape(Some(8), Some(64)),
+        shape(Some(4), Some(32)),
+    ];
+    for &(dtype, scheme) in c.formats {
+        for &(rows, cols) in c.sizes {
+            let pw = packed(&mut rng, dtype, rows, cols, scheme);
+            let wdq = qwgpu_loader::dequantize(&pw).unwrap();
+            let gw = GpuWeight::upload(ctx, &pw).unwrap();
+            let g: Vec<f32> = rng.normal_vec(cols).iter().map(|v| 0.3 * v).collect();
+            let gbuf = ctx.upload("norm weight", &g).unwrap();
+            let fused = FusedNorm {
+                weight: &gbuf,
+                eps: EPS,
+                one_plus: true,
+            };
+            for &tokens in c.tokens {
+                for epi in EPILOGUES {
+                    let shape = shapes[cases % shapes.len()];
+                    let width = if epi == Epilogue::SwiGlu {
+                        rows / 2
+                    } else {
+                        rows
+                    };
+                    // The fused norm needs vec4-aligned rows.
+                    let align = if c.norm { 4 } else { 1 };
+                    let x_off = (rng.uniform() * 5.0) as usize * align;
+                    let x_stride = cols + (rng.uniform() * 3.0) as usize * align;
+                    let y_off = (rng.uniform() * 5.0) as usize;
+                    let y_stride = width + (rng.uniform() * 3.0) as usize;
+                    let mut xbuf = vec![f32::NAN; x_off + (tokens - 1) * x_stride + cols + 3];
+                    let mut xrows = Vec::new();
+                    for ti in 0..tokens {
+                        let mut r = rng.normal_vec(cols);
+                        if c.wide_rows {
+                            let f = 10f32.powi((rng.uniform() * 13.0) as i32 - 6);
+                            r.iter_mut().for_each(|v| *v *= f);
+                        }
+                        xbuf[x_off + ti * x_stride..][..cols].copy_from_slice(&r);
+                        xrows.push(if c.norm { norm_ref(&r, &g) } else { r });
+                    }
+                    let ylen = y_off + (tokens - 1) * y_stride + width + 2;
+                    let init = if epi == Epilogue::Accumulate {
+                        rng.normal_vec(ylen)
+                    } else {
+                        vec![f32::NAN; ylen]
+                    };
+                    let x = ctx.upload("x", &xbuf).unwrap();
+                    let what = format!(
+                        "{t_name} seed {seed:#x} {dtype:?} {scheme:?} [{rows}, {cols}] T={tokens} {epi:?} \
+                         {shape:?} norm {norm} x_off {x_off} x_stride {x_stride} y_off {y_off} \
+                         y_stride {y_stride} f16_matmul {f16} precision {precision:?}",
+                        t_name = t.name,
+                        seed = c.seed,
+                        norm = c.norm,
+                        f16 = ctx.f16_matmul,
+                        precision = ctx.precision
+                    );
+                    let got = run_call(
+                        ctx,
+                        &gw,
+                        &x,
+                        (x_off, x_stride),
+                        &init,
+                        (y_off, y_stride),
+                        tokens,
+                        epi,
+                        c.norm.then_some(&fused),
+                        Call::Skinny(shape),
+                    )
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                    let mut want = vec![None; ylen];
+                    for (ti, xr) in xrows.iter().enumerate() {
+                        for col in 0..width {
+                            let (mut w, mut tol) = support::expected(
+                                xr,
+                                &wdq,
+                                cols,
+                                rows,
+                                col,
+                                epi == Epilogue::SwiGlu,
+                                (c.rel)(&gw),
+                            );
+                            let i = y_off + ti * y_stride + col;
+                            if epi == Epilogue::Accumulate {
+                                w += init[i] as f64;
+                                tol += 1e-6 * init[i].abs() as f64;
+                            }
+                            want[i] = Some((w, tol));
+                        }
+                    }
+                    support::check(&got, &init, &want, &what);
+                    cases += 1;
+                }
+            }
+        }
+    }
+    cases
+}
+
+/// 1e-5 where the weight is exact in f16 with row-constant scales or blocks
+/// a multiple of 32 columns wide (applied to the blocks' partial sums in
+/// f32), else 6e-4 (the scaled weight rounded to f16 while staging).
+fn exact_rel(w: &GpuWeight) -> f64 {
+    let exact_in_f16 = matches!(
+        w.format,
+        WeightFormat::BF16 | WeightFormat::F16 | WeightFormat::E4M3
+    );
+    let block_sums = w.block_cols < w.cols && w.block_cols.is_multiple_of(32);
+    if exact_in_f16 && (w.block_cols >= w.cols || block_sums) {
+        1e-5
+    } else {
+        6e-4
+    }
+}
+
+/// Awkward sizes: rows not a multiple of any tile (SwiGLU needs them even),
+/// columns not a multiple of the 32-column step; 36 and 200 for the norm
+/// (multiples of 4), 37 with E4M3 128-column blocks as wide as the rows.
+const SIZES: [(usize, usize); 3] = [(130, 200), (46, 1030), (258, 37)];
+const NORM_SIZES: [(usize, usize); 3] = [(130, 200), (46, 1028), (258, 36)];
+
+/// E4M3 blocks: 128² (Qwen's; partial sums scaled), 32 × 64 (several block
+/// rows per tile), 16 × 48 (48 columns: not a multiple of the step, scaled
+/// while staging).
+const EXACT_FORMATS: [(Dtype, Scheme); 9] = [
+    (Dtype::BF16, Scheme::None),
+    (Dtype::F16, Scheme::None),
+    (Dtype::BF16, Scheme::PerShard { broadcast: true }),
+    (Dtype::F8E4M3, Scheme::PerChannel),
+    (Dtype::F8E4M3, Scheme::PerShard { broadcast: false }),
+    (Dtype::F8E4M3, Scheme::Block([128, 128])),
+    (Dtype::F8E4M3, Scheme::Block([32, 64])),
+    (Dtype::F8E4M3, Scheme::Block([16, 48])),
+    (Dtype::F32, Scheme::None),
+];
+
+/// The exact variant (default contexts), every format, T = 9 .. 64, x rows
+/// from 1e-6 to 1e6.
+#[test]
+fn skinny_exact_matches_reference() {
+    for t in testing::contexts_with(&[Feature::CooperativeMatrix]) {
+        let cases = check_cases(
+            t,
+            &t.ctx,
+            &Cases {
+                seed: 0x5c1e_0001,
+                formats: &EXACT_FORMATS,
+                sizes: &SIZES,
+                tokens: &TOKENS,
+                rel: &exact_rel,
+                wide_rows: true,
+                norm: false,
+            },
+        );
+        assert!(cases > 0, "{}: no exact skinny case ran", t.name);
+    }
+}
+
+/// The exact variant with the fused RMSNorm (what batched decode runs for
+/// the projections of normalised rows).
+#[test]
+fn skinny_exact_fused_norm_matches_reference() {
+    let formats = [
+        (Dtype::BF16, Scheme::None),
+        (Dtype::F8E4M3, Scheme::PerChannel),
+        (Dtype::F8E4M3, Scheme::Block([128, 128])),
+    ];
+    for t in testing::contexts_with(&[Feature::CooperativeMatrix]) {
+        let cases = check_cases(
+            t,
+            &t.ctx,
+            &Cases {
+                seed: 0x5c1e_0002,
+                formats: &formats,
+                sizes: &NORM_SIZES,
+                tokens: &TOKENS,
+                rel: &exact_rel,
+                wide_rows: true,
+                norm: true,
+            },
+        );
+        assert!(cases > 0, "{}: no fused-norm skinny case ran", t.name);
+    }
+}
+
+/// The fast variant (`MatmulPrecision::Fast`: x scaled per row, rounded to
+/// f16, one product) and the plain one (`f16_matmul`: x rounded to f16 as
+/// is), with and without the norm: 2e-3 · Σ|x·w|.
+#[test]
+fn skinny_fast_and_plain_match_reference() {
+    let formats = [
+        (Dtype::BF16, Scheme::None),
+        (Dtype::F16, Scheme::None),
+        (Dtype::F8E4M3, Scheme::PerChannel),
+        (Dtype::F8E4M3, Scheme::Block([128, 128])),
+        (Dtype::F8E4M3, Scheme::Block([16, 48])),
+    ];
+    for t in testing::contexts_with(&[Feature::CooperativeMatrix]) {
+        let fast = GpuContext::new(&ContextOptions {
+            precision: MatmulPrecision::Fast,
+            ..t.variant.options()
+        })
+        .unwrap();
+        let plain = GpuContext::new(&ContextOptions {
+            f16_matmul: true,
+            ..t.variant.options()
+        })
+        .unwrap();
+        let mut cases = 0;
+        for (ctx, wide_rows) in [(&fast, true), (&plain, false)] {
+            for norm in [false, true] {
+                cases += check_cases(
+                    t,
+                    ctx,
+                    &Cases {
+                        seed: 0x5c1e_0003,
+                        formats: &formats,
+                        sizes: if norm { &NORM_SIZES } else { &SIZES },
+                        tokens: &TOKENS,
+                        rel: &|_| 2e-3,
+                        wide_rows,
+                        norm,
+                    },
+                );
+            }
+        }
+        assert!(cases > 0, "{}: no fast or plain skinny case ran", t.name);
+    }
+}
+
+/// Past 64 tokens the forced kernel runs blocks of 64 (the grid's y).
+#[test]
+fn skinny_token_blocks_past_64() {
+    for t in testing::contexts_with(&[Feature::CooperativeMatrix]) {
+        let cases = check_cases(
+            t,
+            &t.ctx,
+            &Cases {
+                seed: 0x5c1e_0004,
+                formats: &[(Dtype::BF16, Scheme::None)],
+                sizes: &[(66, 100)],
+                tokens: &[65, 130],
+                rel: &exact_rel,
+                wide_rows: false,
+                norm: false,
+            },
+        );
+        assert!(cases > 0, "{}: no multi-block case ran", t.name);
+    }
+}
+
+/// Bits of one case of `calls` on `ctx` (same weight, x and y each time).
+fn bits_of(
+    ctx: &GpuContext,
+    dtype: Dtype,
+    scheme: Scheme,
+    tokens: usize,
+    norm: bool,
+    calls: &[Call],
+) -> Vec<Vec<f32>> {
+    // 160 columns: two 128-column FP8 blocks per row.
+    let (rows, cols) = (72usize, 160usize);
+    let mut rng = Rng::new(0x5c1e_0005);
+    let pw = packed(&mut rng, dtype, rows, cols, scheme);
+    let gw = GpuWeight::upload(ctx, &pw).unwrap();
+    let x = ctx.upload("x", &rng.normal_vec(tokens * cols)).unwrap();
+    let g = ctx.upload("norm weight", &rng.normal_vec(cols)).unwrap();
+    let fused = FusedNorm {
+        weight: &g,
+        eps: EPS,
+        one_plus: true,
+    };
+    let init = vec![f32::NAN; tokens * rows];
+    calls
+        .iter()
+        .map(|&call| {
+            run_call(
+                ctx,
+                &gw,
+                &x,
+                (0, cols),
+                &init,
+                (0, rows),
+                tokens,
+                Epilogue::Store,
+                norm.then_some(&fused),
+                call,
+            )
+            .unwrap_or_else(|e| panic!("{dtype:?} {scheme:?} T={tokens} {call:?}: {e}"))
+        })
+        .collect()
+}
+
+fn same(a: &[f32], b: &[f32]) -> bool {
+    a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits())
+}
+
+/// `MatmulPath::Auto` (and `matmul_normed`) run the skinny kernel for T =
+/// 9..=64 on adapters with cooperative matrices where the weight is exact in
+/// f16 with row-constant scales or 128² FP8 blocks, the small-T GEMV at T <= 8
+/// and for blocks it would round (16 × 48), `mm_coop` past 64; with
+/// `Tuning::skinny` off, and on every adapter without cooperative matrices,
+/// the paths before it. `decode_block_tokens` follows. Runs on every context.
+#[test]
+fn auto_takes_skinny_for_9_to_64_tokens_where_it_runs() {
+    assert_eq!(SKINNY_TOKENS, 9..=64);
+    let block = Scheme::Block([128, 128]);
+    for t in testing::contexts() {
+        let ctx = &t.ctx;
+        let name = &t.name;
+        let coop = t.missing(&[Feature::CooperativeMatrix]).is_none();
+        let probe = |dtype, scheme| {
+            let pw = packed(&mut Rng::new(2), dtype, 4, 256, scheme);
+            GpuWeight::upload(ctx, &pw).unwrap()
+        };
+        let bf16 = probe(Dtype::BF16, Scheme::None);
+        let fp8_block = probe(Dtype::F8E4M3, block);
+        let fp8_narrow = probe(Dtype::F8E4M3, Scheme::Block([16, 48]));
+        if !coop {
+            // The kernel refuses the adapter; Auto keeps the GEMV and the GEMM.
+            let x = ctx.upload("x", &[0f32; 256 * 16]).unwrap();
+            let y = ctx.upload("y", &[0f32; 4 * 16]).unwrap();
+            let args = MatmulArgs {
+                x: &x,
+                x_offset: 0,
+                x_stride: 256,
+                y: &y,
+                y_offset: 0,
+                y_stride: 4,
+                t: 16,
+            };
+            let err = matmul_skinny_with(
+                ctx,
+                &bf16,
+                &args,
+                Epilogue::Store,
+                None,
+                SkinnyShape::default(),
+            );
+            assert!(
+                matches!(err, Err(KernelError::Unsupported { .. })),
+                "{name}: the skinny kernel ran without cooperative matrices"
+            );
+            assert_eq!(decode_block_tokens(ctx, &bf16), MAX_VEC_T, "{name}");
+            let r = bits_of(
+                ctx,
+                Dtype::BF16,
+                Scheme::None,
+                16,
+                false,
+                &[Call::Auto, Call::Gemv],
+            );
+            assert!(same(&r[0], &r[1]), "{name}: Auto at T=16 is not the GEMV");
+            let r = bits_of(
+                ctx,
+                Dtype::BF16,
+                Scheme::None,
+                33,
+                false,
+                &[Call::Auto, Call::Path(MatmulPath::Scalar)],
+            );
+            assert!(same(&r[0], &r[1]), "{name}: Auto at T=33 is not the GEMM");
+            continue;
+        }
+        assert_eq!(decode_block_tokens(ctx, &bf16), 64, "{name}");
+        assert_eq!(decode_block_tokens(ctx, &fp8_block), 64, "{name}");
+        assert_eq!(decode_block_tokens(ctx, &fp8_narrow), MAX_VEC_T, "{name}");
+        for tokens in [9usize, 16, 33, 64] {
+            let r = bits_of(
+                ctx,
+                Dtype::BF16,
+                Scheme::None,
+                tokens,
+                false,
+                &[Call::Auto, Call::Skinny(SkinnyShape::default())],
+            );
+            assert!(
+                same(&r[0], &r[1]),
+                "{name}: Auto at T={tokens} is not skinny"
+            );
+            let r = bits_of(
+                ctx,
+                Dtype::F8E4M3,
+                Scheme::PerChannel,
+                tokens,
+                true,
+                &[Call::Auto, Call::Skinny(SkinnyShape::default())],
+            );
+            assert!(
+                same(&r[0], &r[1]),
+                "{name}: matmul_normed at T={tokens} is not skinny"
+            );
+        }
+        for (tokens, other) in [(8usize, Call::Gemv), (65, Call::Path(MatmulPath::Coop))] {
+            let r = bits_of(
+                ctx,
+                Dtype::BF16,
+                Scheme::None,
+                tokens,
+                false,
+                &[Call::Auto, other],
+            );
+            assert!(
+                same(&r[0], &r[1]),
+                "{name}: Auto at T={tokens} is not {other:?}"
+            );
+        }
+        // 128² FP8 blocks: skinny; 48-column blocks stay on the GEMV.
+        let r = bits_of(
+            ctx,
+            Dtype::F8E4M3,
+            block,
+            16,
+            true,
+            &[Call::Auto, Call::Skinny(SkinnyShape::default())],
+        );
+        assert!(
+            same(&r[0], &r[1]),
+            "{name}: FP8 128² blocks at T=16 are not skinny"
+        );
+        let r = bits_of(
+            ctx,
+            Dtype::F8E4M3,
+            Scheme::Block([16, 48]),
+            16,
+            false,
+            &[Call::Auto, Call::Gemv],
+        );
+        assert!(
+            same(&r[0], &r[1]),
+            "{name}: FP8 16 × 48 blocks at T=16 left the GEMV"
+        );
+        // The switch off: the GEMV at 16 tokens, mm_coop at 33.
+        let mut off = GpuContext::new(&t.variant.options()).unwrap();
+        off.tuning.skinny = false;
+        let bf16_off = {
+            let pw = packed(&mut Rng::new(2), Dtype::BF16, 4, 256, Scheme::None);
+            GpuWeight::upload(&off, &pw).unwrap()
+        };
+        assert_eq!(decode_block_tokens(&off, &bf16_off), MAX_VEC_T, "{name}");
+        let r = bits_of(
+            &off,
+            Dtype::BF16,
+            Scheme::None,
+            16,
+            false,
+            &[Call::Auto, Call::Gemv],
+        );
+        assert!(
+            same(&r[0], &r[1]),
+            "{name}: skinny off, Auto at T=16 is not the GEMV"
+        );
+        let r = bits_of(
+            &off,
+            Dtype::BF16,
+            Scheme::None,
+            33,
+            false,
+            &[Call::Auto, Call::Path(MatmulPath::Coop)],
+        );
+        assert!(
+            same(&r[0], &r[1]),
+            "{name}: skinny off, Auto at T=33 is not mm_coop"
+        );
+    }
+}
+
+/// The module of `mm_coop_skinny` translates to SPIR-V (naga, on the CPU)
+/// for every combination of its host-set overrides: subgroups 2, 4, 8 and
+/// token fragments 1..=4 at subgroup sizes 16, 32 and 64, 32- and 64-column
+/// steps, every weight
+/// format, and the boolean switches (EXACT, SPLIT, NORM, BLOCKS; LO and PRE
+/// follow them as the host leaves them).
+#[test]
+fn skinny_translates_to_spirv_for_every_override() {
+    let spec = registry::all()
+        .into_iter()
+        .find(|s| s.entry == "mm_coop_skinny")
+        .expect("the skinny kernel is registered");
+    assert_eq!(spec.needs, Needs::CooperativeMatrix);
+    let src: String = spec
+        .files(true)
+        .iter()
+        .map(|f| f.text)
+        .collect::<Vec<_>>()
+        .join("\n");
+    let module = naga::front::wgsl::parse_str(&src)
+        .unwrap_or_else(|e| panic!("{diagnostic}", diagnostic = e.emit_to_string(&src)));
+    use naga::valid::Capabilities as C;
+    let caps = C::default()
+        | C::SHADER_FLOAT16_IN_FLOAT32
+        | C::SUBGROUP
+        | C::SHADER_FLOAT16
+        | C::COOPERATIVE_MATRIX;
+    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("validation error: {e:?}"));
+    let mut translated = 0;
+    for sgs in [16u32, 32, 64] {
+        for nf in [2u32, 4, 8] {
+            for mf in 1u32..=4 {
+                let formats: &[u32] = if sgs == 32 {
+                    &[0, 1, 2, 3, 4, 5, 6]
+                } else {
+                    &[1, 3]
+                };
+                for &format in formats {
+                    for bits in 0u32..32 {
+                        let ck = if bits >> 4 == 1 { 64 } else { 32 };
+                        let constants: naga::back::PipelineConstants = [
+                            ("WG", f64::from(nf * sgs)),
+                            ("NF", f64::from(nf)),
+                            ("MF", f64::from(mf)),
+                            ("CK", f64::from(ck)),
+                            ("FORMAT", f64::from(format)),
+                            ("EXACT", f64::from(bits & 1)),
+                            ("SPLIT", f64::from((bits >> 1) & 1)),
+                            ("NORM", f64::from((bits >> 2) & 1)),
+                            ("BLOCKS", f64::from((bits >> 3) & 1)),
+                        ]
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v))
+                        .collect();
+                        let (m, i) = naga::back::pipeline_constants::process_overrides(
+                            &module, &info, None, &constants,
+                        )
+                        .unwrap_or_else(|e| panic!("{constants:?}: {e}"));
+                        let pipe = naga::back::spv::PipelineOptions {
+                            shader_stage: naga::ShaderStage::Compute,
+                            entry_point: spec.entry.into(),
+                        };
+                        naga::back::spv::write_vec(&m, &i, &Default::default(), Some(&pipe))
+                            .unwrap_or_else(|e| panic!("{constants:?}: {e}"));
+                        translated += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(translated, 3 * 4 * (7 + 2 + 2) * 32);
+}
+
+/// The 9B decode step's large projections at T = 16, 32, 64 in BF16 and FP8
+/// (128² blocks, scaled per block in f32): the skinny kernel
+/// (the adapter's shape, and 2, 4, 8 subgroups × 32- and 64-column steps) against what Auto ran
+/// before it (`QWGPU_SKINNY=0`'s path: the small-T GEMV at 16, `mm_coop` or
+/// the GEMM above) and the one-token GEMV's bandwidth on the same weight.
+/// GB/s counts the weight bytes once per launch.
+///
+/// `cargo test --release -p qwgpu-kernels --test kernels -- --ignored --nocapture --exact matmul_coop_skinny::skinny_bandwidth`
+///
+/// Output: `BENCH skinny model=9B shape=S format=F t=T kernel=K nf=N ck=C us=U gbps=G t1_pct=P`
+/// (P = this GB/s ÷ the same shape's T = 1 GEMV GB/s), then per format, T
+/// and kernel `BENCH skinny_summary … t1_pct=P` over the four shapes
+/// weighted by their launches per token (Σ count·bytes ÷ Σ count·seconds).
+#[test]
+#[ignore]
+fn skinny_bandwidth() {
+    let ctx = GpuContext::new(&ContextOptions {
+        runtime_checks: Some(false),
+        ..Default::default()
+    })
+    .unwrap();
+    let mut before = GpuContext::new(&ContextOptions {
+        runtime_checks: Some(false),
+        ..Default::default()
+    })
+    .unwrap();
+    before.tuning.skinny = false;
+    let software = ctx.software || ctx.info.device_type == wgpu::DeviceType::Cpu;
+    println!(
+        "adapter: {describe} ({shapes})",
+        describe = ctx.describe(),
+        shapes = if software {
+            "software: shapes scaled down 16x per side"
+        } else {
+            "real shapes"
+        }
+    );
+    if !testing::require("skinny_bandwidth", &ctx, &[Feature::CooperativeMatrix]) {
+        return;
+    }
+    let div = if software { 16 } else { 1 };
+    let target: u64 = if software { 1 } else { 2 << 30 };
+    let timer = bench::Timer::new(&ctx, if software { 1 } else { 7 });
+    // (name, rows, cols, epilogue, launches per token of the 9B)
+    let shapes = [
+        ("gdn.in_proj_qkvz", 12288, 4096, Epilogue::Store, 24),
+        ("attn.o_proj", 4096, 4096, Epilogue::Accumulate, 8),
+        ("mlp.gate_up", 24576, 4096, Epilogue::SwiGlu, 32),
+        ("mlp.down", 4096, 12288, Epilogue::Accumulate, 32),
+    ];
+    let forced = |nf, ck| SkinnyShape {
+        subgroups: Some(nf),
+        columns: Some(ck),
+    };
+    let kernels: [(&str, SkinnyShape); 8] = [
+        ("skinny", SkinnyShape::default()),
+        ("skinny", forced(2, 32)),
+        ("skinny", forced(4, 32)),
+        ("skinny", forced(8, 32)),
+        ("skinny", forced(2, 64)),
+        ("skinny", forced(4, 64)),
+        ("skinny", forced(8, 64)),
+        ("before", SkinnyShape::default()),
+    ];
+    let shape_fields = |s: SkinnyShape| {
+        let f = |v: Option<u32>| v.map_or("auto".to_string(), |v| v.to_string());
+        format!("nf={nf} ck={ck}", nf = f(s.subgroups), ck = f(s.columns))
+    };
+    let ts = [16usize, 32, 64];
+    for (dtype, fname) in [(Dtype::BF16, "BF16"), (Dtype::F8E4M3, "FP8-block128")] {
+        // [t][kernel] (Σ count·bytes, Σ count·secs); T = 1 sums.
+        let mut sums = vec![vec![(0.0f64, 0.0f64); kernels.len()]; ts.len()];
+        let mut t1 = (0.0f64, 0.0f64);
+        for &(name, rows, cols, epi, count) in &shapes {
+            let (rows, cols) = (rows / div, cols / div);
+            let weights = bench::copies(&ctx, name, dtype, rows, cols, target);
+            let weights_before = bench::copies(&before, name, dtype, rows, cols, target);
+            let bytes = weights[0].bytes() as f64;
+            let n = count as f64;
+            let x = ctx.upload("x", &vec![0.5f32; 64 * cols]).unwrap();
+            let width = if epi == Epilogue::SwiGlu {
+                rows / 2
+            } else {
+                rows
+            };
+            let y = ctx.storage("y", (64 * width * 4) as u64).unwrap();
+            let xb = before.upload("x", &vec![0.5f32; 64 * cols]).unwrap();
+            let yb = before.storage("y", (64 * width * 4) as u64).unwrap();
+            let time = |ctx: &GpuContext,
+                        ws: &[GpuWeight],
+                        x: &wgpu::Buffer,
+                        y: &wgpu::Buffer,
+                        tokens: usize,
+                        shape: SkinnyShape,
+                        skinny: bool| {
+                let args = MatmulArgs {
+                    x,
+                    x_offset: 0,
+                    x_stride: cols as u32,
+                    y,
+                    y_offset: 0,
+                    y_stride: width as u32,
+                    t: tokens as u32,
+                };
+                let launches: Vec<Dispatch> = ws
+                    .iter()
+                    .flat_map(|w| {
+                        if skinny {
+                            matmul_skinny_with(ctx, w, &args, epi, None, shape).unwrap()
+                        } else {
+                            matmul(ctx, w, &args, epi).unwrap()
+                        }
+                    })
+                    .collect();
+                let refs: Vec<&Dispatch> = launches.iter().collect();
+                let total = ws[0].bytes() * ws.len() as u64;
+                timer.per_launch(ctx, &refs, bench::reps_for(total, target)) * refs.len() as f64
+                    / ws.len() as f64
+            };
+            let one = time(&ctx, &weights, &x, &y, 1, SkinnyShape::default(), false);
+            t1.0 += n * bytes;
+            t1.1 += n * one;
+            println!(
+                "BENCH skinny model=9B shape={name} format={fname} t=1 kernel=gemv nf=- ck=- us={us:.2} gbps={gbps:.1} t1_pct=100.0",
+                us = one * 1e6,
+                gbps = bytes / one / 1e9
+            );
+            for (ti, &tokens) in ts.iter().enumerate() {
+                for (ki, &(kname, shape)) in kernels.iter().enumerate() {
+                    let secs = if kname == "skinny" {
+                        time(&ctx, &weights, &x, &y, tokens, shape, true)
+                    } else {
+                        time(&before, &weights_before, &xb, &yb, tokens, shape, false)
+                    };
+                    sums[ti][ki].0 += n * bytes;
+                    sums[ti][ki].1 += n * secs;
+                    println!(
+                        "BENCH skinny model=9B shape={name} format={fname} t={tokens} kernel={kname} {fields} us={us:.2} gbps={gbps:.1} t1_pct={pct:.1}",
+                        fields = shape_fields(shape),
+                        us = secs * 1e6,
+                        gbps = bytes / secs / 1e9,
+                        pct = 100.0 * one / secs
+                    );
+                }
+            }
+        }
+        for (ti, &tokens) in ts.iter().enumerate() {
+            for (ki, &(kname, shape)) in kernels.iter().enumerate() {
+                let (b, s) = sums[ti][ki];
+                println!(
+                    "BENCH skinny_summary model=9B format={fname} t={tokens} kernel={kname} {fields} us={us:.1} gbps={gbps:.1} t1_pct={pct:.1}",
+                    fields = shape_fields(shape),
+                    us = s * 1e6,
+                    gbps = b / s / 1e9,
+                    pct = 100.0 * (b / s) / (t1.0 / t1.1)
+                );
+            }
+        }
+    }
+}
+
+/// Timing helpers of [`skinny_bandwidth`] (as `gemv_bench`'s).
+mod bench {
+    use super::*;
+
+    /// Bytes of weight copies a timed pass rotates over (beyond the H100's 50 MiB L2).
+    const ROTATE_BYTES: u64 = 256 << 20;
+
+    /// A `[rows, cols]` weight of `dtype` (FP8: 128² blocks) uploaded enough
+    /// times to rotate past the L2 cache (once on software adapters).
+    pub fn copies(
+        ctx: &GpuContext,
+        name: &str,
+        dtype: Dtype,
+        rows: usize,
+        cols: usize,
+        target: u64,
+    ) -> Vec<GpuWeight> {
+        let scheme = if dtype == Dtype::F8E4M3 {
+            Scheme::Block([128, 128])
+        } else {
+            Scheme::None
+        };
+        let mut rng = Rng::new(0x5c1e_b000 ^ rows as u64);
+        let mut pw = packed(&mut rng, dtype, rows, cols, scheme);
+        pw.name = name.into();
+        let first = GpuWeight::upload(ctx, &pw).unwrap();
+        let n = if target <= 1 {
+            1
+        } else {
+            ROTATE_BYTES.div_ceil(first.bytes()).clamp(1, 64) as usize
+        };
+        let mut out = vec![first];
+        for _ in 1..n {
+            out.push(GpuWeight::upload(ctx, &pw).unwrap());
+        }
+        out
+    }
+
+    /// Launch repetitions so one timed pass moves about `target` bytes.
+    pub fn reps_for(bytes_per_round: u64, target: u64) -> usize {
+        (target / bytes_per_round.max(1)).clamp(1, 64) as usize
+    }
+
+    /// GPU seconds per launch: the median of `samples` timed submissions after
+    /// warm-ups (timestamps where the adapter has them, else wall time).
+    pub struct Timer {
+        query: Option<(wgpu::QuerySet, wgpu::Buffer, f64)>,
+        samples: usize,
+    }
+
+    impl Timer {
+        pub fn new(ctx: &GpuContext, samples: usize) -> Self {
+            let query = ctx.caps.timestamps.then(|| {
+                (
+                    ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+                        label: Some("skinny bench"),
+                        ty: wgpu::QueryType::Timestamp,
+                        count: 2,
+                    }),
+                    ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("skinny bench timestamps"),
+                        size: 16,
+                        usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                        mapped_at_creation: false,
+                    }),
+                    ctx.queue.get_timestamp_period() as f64 * 1e-9,
+                )
+            });
+            Self { query, samples }
+        }
+
+        pub fn per_launch(&self, ctx: &GpuContext, launches: &[&Dispatch], reps: usize) -> f64 {
+            let n = (launches.len() * reps).max(1) as f64;
+            let once = || {
+                let t0 = std::time::Instant::now();
+                let mut enc = ctx.device.create_command_encoder(&Default::default());
+                {
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some("skinny bench"),
+                        timestamp_writes: self.query.as_ref().map(|(q, _, _)| {
+                            wgpu::ComputePassTimestampWrites {
+                                query_set: q,
+                                beginning_of_pass_write_index: Some(0),
+                                end_of_pass_write_index: Some(1),
+                            }
+                        }),
+                    });
+                    for _ in 0..reps {
+                        for l in launches {
+                            l.record(&mut pass);
+                        }
+                    }
+                }
+                match &self.query {
+                    Some((q, resolve, period)) => {
+                        enc.resolve_query_set(q, 0..2, resolve, 0);
+                        ctx.queue.submit([enc.finish()]);
+                        let b = ctx.read_bytes(resolve, 0, 16).unwrap();
+                        let ts: Vec<u64> = bytemuck::pod_collect_to_vec(&b);
+                        ts[1].saturating_sub(ts[0]) as f64 * period / n
+                    }
+                    None => {
+                        ctx.queue.submit([enc.finish()]);
+                        ctx.wait("skinny bench").unwrap();
+                        t0.elapsed().as_secs_f64() / n
+                    }
+                }
+            };
+            // Warm-up: 2 submissions and, on a real GPU, 0.2 s of this work.
+            let start = std::time::Instant::now();
+            let mut warm = 0;
+            while warm < 2 || (self.samples > 1 && start.elapsed().as_secs_f64() < 0.2) {
+                once();
+                warm += 1;
+            }
+            let mut samples: Vec<f64> = (0..self.samples).map(|_| once()).collect();
+            samples.sort_by(f64::total_cmp);
+            samples[samples.len() / 2]
+        }
+    }
+}
