@@ -44,6 +44,11 @@ crate::shader!(MOE_GROUP_COOP, "moe_group_coop.wgsl");
 /// scalar grouped GEMM unless `Coop` is forced).
 pub const ENABLED: bool = true;
 
+/// Whether subgroups skip the multiply-adds of fragment rows past a tile's
+/// pairs (the shader's `SKIP`; results are the same bits either way). Off
+/// until measured on hardware: `grouped_coop_bench_35b_a3b` prints both.
+pub const SKIP_EMPTY_ROWS: bool = false;
+
 pub(crate) static GROUP_COOP: KernelSpec = KernelSpec {
     label: "matmul_grouped_coop",
     parts: &[
@@ -149,4 +154,5 @@ pub(crate) fn launch<'a>(ctx: &'a GpuContext, w: &GpuWeight) -> Launch<'a> {
             "SPLIT",
             f64::from(u8::from(ctx.precision != MatmulPrecision::Fast)),
         )
+        .constant("SKIP", f64::from(u8::from(SKIP_EMPTY_ROWS)))
 }
