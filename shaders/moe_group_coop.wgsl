@@ -33,7 +33,7 @@
 // x loads 0 for them and the epilogue skips them, so pairs routed past the
 // experts (in no tile) keep their y bits.
 //
-// SKIP (override, off by default): a subgroup whose fragment rows hold no
+// SKIP (override, set by the host): a subgroup whose fragment rows hold no
 // pair of the tile (an expert's last tile is mostly padding) skips their
 // multiply-adds; the stored outputs keep the same bits. With SKIP off the
 // multiply-add body is mm_coop's exactly.

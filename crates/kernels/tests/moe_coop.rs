@@ -834,11 +834,12 @@ fn direct_gemm(
     }
 }
 
-/// The `SKIP` variant (subgroups skip the multiply-adds of fragment rows
-/// past the tile's pairs; off in the library until measured) on hardware:
-/// against the reference at the library variant's tolerance, and the same
-/// bits as the library's launch (`SKIP` off) on the same inputs, for the
-/// exact and fast variants, every case and epilogue.
+/// The `SKIP` switch (subgroups skip the multiply-adds of fragment rows
+/// past the tile's pairs; `coop::SKIP_EMPTY_ROWS` in the library) on
+/// hardware: the other setting than the library's, against the reference
+/// at the library variant's tolerance, and the same bits as the library's
+/// launch on the same inputs, for the exact and fast variants, every case
+/// and epilogue.
 #[test]
 fn coop_grouped_skip_variant_gives_the_same_bits() {
     let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
@@ -848,7 +849,7 @@ fn coop_grouped_skip_variant_gives_the_same_bits() {
             (MatmulPrecision::Fast, false),
         ] {
             let ctx = context_like(t, precision, false);
-            let skip = direct_gemm(&EMU_COOP, 0, true, split, true);
+            let skip = direct_gemm(&EMU_COOP, 0, true, split, !coop::SKIP_EMPTY_ROWS);
             for (i, c) in coop_cases().iter().enumerate() {
                 for epi in EPILOGUES {
                     let rel = match (split, exact_in_f16(c)) {
@@ -872,7 +873,8 @@ fn coop_grouped_skip_variant_gives_the_same_bits() {
                     let skipped = go(Some(&skip));
                     assert!(
                         same(&lib, &skipped),
-                        "{t_name}: SKIP changed the bits of case {i} {epi:?} {precision:?}",
+                        "{t_name}: SKIP {other} changed the bits of case {i} {epi:?} {precision:?}",
+                        other = !coop::SKIP_EMPTY_ROWS,
                         t_name = t.name
                     );
                 }
@@ -992,7 +994,8 @@ fn best_ns(ctx: &GpuContext, d: &[&Dispatch]) -> Vec<f64> {
 
 /// TFLOP/s of the scalar grouped GEMM (`matmul_grouped_with(.., Scalar)`,
 /// kernel `moe_group_gemm`) and the coop one (`moe_group_coop`: exact, fast
-/// and plain f16 variants, and exact / fast with `SKIP` on) at the
+/// and plain f16 variants as the library launches them, and exact / fast with
+/// `SKIP` on and off) at the
 /// Qwen3.5-35B-A3B expert shapes: E = 256, k = 8, H = 2048, Ie = 512,
 /// T = 4096 and 512, balanced routing (8 distinct experts per token);
 /// gate/up `[256·1024, 2048]` SwiGLU and down `[256·2048, 512]` Store, BF16
@@ -1023,21 +1026,30 @@ fn grouped_coop_bench_35b_a3b() {
     };
     let scalar = lib(MatmulPath::Scalar);
     let coop = lib(MatmulPath::Coop);
+    // The library's kernel with SKIP on and off (the library takes
+    // `coop::SKIP_EMPTY_ROWS`).
     let exact_skip = direct_gemm(&EMU_COOP, 0, true, true, true);
     let fast_skip = direct_gemm(&EMU_COOP, 0, true, false, true);
+    let exact_noskip = direct_gemm(&EMU_COOP, 0, true, true, false);
+    let fast_noskip = direct_gemm(&EMU_COOP, 0, true, false, false);
     // Per context (one weight upload each), the variants it runs.
     let groups: [(GpuContext, Vec<(&str, Gemm)>); 3] = [
         (
             with(MatmulPrecision::Exact, false),
             vec![
                 ("scalar", &scalar),
-                ("coop exact", &coop),
-                ("coop exact SKIP", &exact_skip),
+                ("coop exact (library)", &coop),
+                ("coop exact SKIP on", &exact_skip),
+                ("coop exact SKIP off", &exact_noskip),
             ],
         ),
         (
             with(MatmulPrecision::Fast, false),
-            vec![("coop fast", &coop), ("coop fast SKIP", &fast_skip)],
+            vec![
+                ("coop fast (library)", &coop),
+                ("coop fast SKIP on", &fast_skip),
+                ("coop fast SKIP off", &fast_noskip),
+            ],
         ),
         (
             with(MatmulPrecision::Exact, true),
