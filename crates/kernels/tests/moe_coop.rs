@@ -591,11 +591,12 @@ fn coop_grouped_translates_to_spirv_for_every_variant() {
     assert_eq!(translated, 84);
 }
 
-qwgpu_kernels::shader!(EMU_COOP, "moe_group_coop.wgsl");
-qwgpu_kernels::shader!(EMU_COMMON, "matmul_common.wgsl");
+qwgpu_kernels::shader!(COOP_WGSL, "moe_group_coop.wgsl");
+qwgpu_kernels::shader!(COMMON_WGSL, "matmul_common.wgsl");
 
 /// Scalar stand-ins for the cooperative-matrix ops and subgroup builtins the
-/// emulation substitutes (subgroups of 32, so WG = 256). A fragment load is
+/// emulation substitutes (subgroups of 32, so WG = 256; the same workgroup
+/// memory as the kernel, so it runs wherever the kernel's limits allow). A fragment load is
 /// kept as where it reads (workgroup memory does not change between a load
 /// and its multiply-adds); an accumulator holds, per lane `sl`, elements
 /// `sl + 32 j` (row-major 16 × 16: row e / 16, column e % 16), which
@@ -613,7 +614,6 @@ struct EmAcc {
     v: array<f32, 8>,
 }
 var<private> em_sl: u32;
-var<workgroup> em_red: array<f32, 256>;
 
 fn em_frag(arr: u32, off: u32, stride: u32, rowmajor: bool) -> EmFrag {
     return EmFrag(arr, off, stride, rowmajor);
@@ -653,13 +653,15 @@ fn em_store_t(c: EmAcc, off: u32) {
     }
 }
 
+// Through gs_y, unused until the epilogue (so the emulation needs no more
+// workgroup memory than the kernel).
 fn em_subgroup_max(lid: u32, v: f32) -> f32 {
-    em_red[lid] = v;
+    gs_y[lid] = v;
     workgroupBarrier();
     let b = (lid / 32u) * 32u;
-    var m = em_red[b];
+    var m = gs_y[b];
     for (var i = 1u; i < 32u; i++) {
-        m = max(m, em_red[b + i]);
+        m = max(m, gs_y[b + i]);
     }
     workgroupBarrier();
     return m;
@@ -675,7 +677,7 @@ fn emulated_source() -> &'static qwgpu_kernels::shaders::ShaderSource {
     static SRC: std::sync::OnceLock<&'static qwgpu_kernels::shaders::ShaderSource> =
         std::sync::OnceLock::new();
     SRC.get_or_init(|| {
-        let mut text = EMU_COOP.text.to_string();
+        let mut text = COOP_WGSL.text.to_string();
         let mut swap = |from: &str, to: &str, times: usize| {
             let n = text.matches(from).count();
             assert_eq!(n, times, "`{from}` occurs {n} times in moe_group_coop.wgsl");
@@ -749,7 +751,7 @@ fn direct_gemm(
             wg
         };
         let key = qwgpu_kernels::PipelineKey::new(
-            &[source, &qwgpu_kernels::shaders::NUMERIC, &EMU_COMMON],
+            &[source, &qwgpu_kernels::shaders::NUMERIC, &COMMON_WGSL],
             "moe_group_coop",
         )
         .constant("WG", wg)
@@ -849,7 +851,7 @@ fn coop_grouped_skip_variant_gives_the_same_bits() {
             (MatmulPrecision::Fast, false),
         ] {
             let ctx = context_like(t, precision, false);
-            let skip = direct_gemm(&EMU_COOP, 0, true, split, !coop::SKIP_EMPTY_ROWS);
+            let skip = direct_gemm(&COOP_WGSL, 0, true, split, !coop::SKIP_EMPTY_ROWS);
             for (i, c) in coop_cases().iter().enumerate() {
                 for epi in EPILOGUES {
                     let rel = match (split, exact_in_f16(c)) {
@@ -1028,10 +1030,10 @@ fn grouped_coop_bench_35b_a3b() {
     let coop = lib(MatmulPath::Coop);
     // The library's kernel with SKIP on and off (the library takes
     // `coop::SKIP_EMPTY_ROWS`).
-    let exact_skip = direct_gemm(&EMU_COOP, 0, true, true, true);
-    let fast_skip = direct_gemm(&EMU_COOP, 0, true, false, true);
-    let exact_noskip = direct_gemm(&EMU_COOP, 0, true, true, false);
-    let fast_noskip = direct_gemm(&EMU_COOP, 0, true, false, false);
+    let exact_skip = direct_gemm(&COOP_WGSL, 0, true, true, true);
+    let fast_skip = direct_gemm(&COOP_WGSL, 0, true, false, true);
+    let exact_noskip = direct_gemm(&COOP_WGSL, 0, true, true, false);
+    let fast_noskip = direct_gemm(&COOP_WGSL, 0, true, false, false);
     // Per context (one weight upload each), the variants it runs.
     let groups: [(GpuContext, Vec<(&str, Gemm)>); 3] = [
         (
