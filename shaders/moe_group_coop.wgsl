@@ -33,6 +33,11 @@
 // x loads 0 for them and the epilogue skips them, so pairs routed past the
 // experts (in no tile) keep their y bits.
 //
+// SKIP (override, set by the host): a subgroup whose fragment rows hold no
+// pair of the tile (an expert's last tile is mostly padding) skips their
+// multiply-adds; the stored outputs keep the same bits. With SKIP off the
+// multiply-add body is mm_coop's exactly.
+//
 // The result goes through workgroup memory (coopStoreT), two fragments per
 // subgroup at a time, so the epilogue (store / accumulate / SwiGLU to the
 // pair's own y row, bounds and piece checks) is plain scalar code. SwiGLU:
@@ -46,6 +51,7 @@
 // epi, x_aligned. x and y start at element 0 of their buffers.
 
 diagnostic(off, subgroup_uniformity);
+diagnostic(off, derivative_uniformity);
 enable f16;
 enable wgpu_cooperative_matrix;
 
@@ -56,6 +62,11 @@ override SPLIT: bool = true;
 // Whether the lo part is staged and multiplied (one override: a `&&` in the
 // condition of the coop ops would be non-uniform control flow to naga).
 override LO: bool = EXACT && SPLIT;
+// Skip the multiply-adds of fragment rows past the tile's pairs. The condition
+// is uniform in each subgroup (what cooperative matrices need: their scope is
+// the subgroup) but not in the workgroup, which naga's uniformity analysis
+// reports under derivative_uniformity, hence that diagnostic is off.
+override SKIP: bool = false;
 
 const GM: u32 = 128u;   // pairs per tile
 const GN: u32 = 128u;   // weight rows per tile
@@ -392,6 +403,11 @@ fn moe_group_coop(@builtin(local_invocation_index) lid: u32,
     var c11 = coop_mat16x16<f32, C>();
     var c12 = coop_mat16x16<f32, C>();
     var c13 = coop_mat16x16<f32, C>();
+    // SKIP: this subgroup's fragment rows (pairs fm.., fm + 16..) with no
+    // pair skip their multiply-adds (the tile's last rows are padding when an
+    // expert's pairs do not fill it).
+    let run0 = !SKIP || fm < count;
+    let run1 = !SKIP || fm + 16u < count;
     for (var k0 = 0u; k0 < kend; k0 += GK) {
         if (!EXACT && k0 == 0u) {
             g_load_regs(k0, lid, &xo, &wrow, &wsb, &xr, &wr, &ws);
@@ -436,31 +452,67 @@ fn moe_group_coop(@builtin(local_invocation_index) lid: u32,
         for (var kk = 0u; kk < GK; kk += 16u) {
             let xa = fm * GLDS + kk;
             let wa_ = fn_ * GLDS + kk;
-            let a0 = coopLoadT<coop_mat16x16<f16, A>>(&gs_x[xa], GLDS);
-            let a1 = coopLoadT<coop_mat16x16<f16, A>>(&gs_x[xa + 16u * GLDS], GLDS);
-            let b0 = coopLoad<coop_mat16x16<f16, B>>(&gs_w[wa_], GLDS);
-            let b1 = coopLoad<coop_mat16x16<f16, B>>(&gs_w[wa_ + 16u * GLDS], GLDS);
-            let b2 = coopLoad<coop_mat16x16<f16, B>>(&gs_w[wa_ + 32u * GLDS], GLDS);
-            let b3 = coopLoad<coop_mat16x16<f16, B>>(&gs_w[wa_ + 48u * GLDS], GLDS);
-            c00 = coopMultiplyAdd(a0, b0, c00);
-            c01 = coopMultiplyAdd(a0, b1, c01);
-            c02 = coopMultiplyAdd(a0, b2, c02);
-            c03 = coopMultiplyAdd(a0, b3, c03);
-            c10 = coopMultiplyAdd(a1, b0, c10);
-            c11 = coopMultiplyAdd(a1, b1, c11);
-            c12 = coopMultiplyAdd(a1, b2, c12);
-            c13 = coopMultiplyAdd(a1, b3, c13);
-            if (LO) {
-                let l0 = coopLoadT<coop_mat16x16<f16, A>>(&gs_xl[xa], GLDS);
-                let l1 = coopLoadT<coop_mat16x16<f16, A>>(&gs_xl[xa + 16u * GLDS], GLDS);
-                c00 = coopMultiplyAdd(l0, b0, c00);
-                c01 = coopMultiplyAdd(l0, b1, c01);
-                c02 = coopMultiplyAdd(l0, b2, c02);
-                c03 = coopMultiplyAdd(l0, b3, c03);
-                c10 = coopMultiplyAdd(l1, b0, c10);
-                c11 = coopMultiplyAdd(l1, b1, c11);
-                c12 = coopMultiplyAdd(l1, b2, c12);
-                c13 = coopMultiplyAdd(l1, b3, c13);
+            if (SKIP) {
+                if (run0) {
+                    let a0 = coopLoadT<coop_mat16x16<f16, A>>(&gs_x[xa], GLDS);
+                    let b0 = coopLoad<coop_mat16x16<f16, B>>(&gs_w[wa_], GLDS);
+                    let b1 = coopLoad<coop_mat16x16<f16, B>>(&gs_w[wa_ + 16u * GLDS], GLDS);
+                    let b2 = coopLoad<coop_mat16x16<f16, B>>(&gs_w[wa_ + 32u * GLDS], GLDS);
+                    let b3 = coopLoad<coop_mat16x16<f16, B>>(&gs_w[wa_ + 48u * GLDS], GLDS);
+                    c00 = coopMultiplyAdd(a0, b0, c00);
+                    c01 = coopMultiplyAdd(a0, b1, c01);
+                    c02 = coopMultiplyAdd(a0, b2, c02);
+                    c03 = coopMultiplyAdd(a0, b3, c03);
+                    if (LO) {
+                        let l0 = coopLoadT<coop_mat16x16<f16, A>>(&gs_xl[xa], GLDS);
+                        c00 = coopMultiplyAdd(l0, b0, c00);
+                        c01 = coopMultiplyAdd(l0, b1, c01);
+                        c02 = coopMultiplyAdd(l0, b2, c02);
+                        c03 = coopMultiplyAdd(l0, b3, c03);
+                    }
+                    if (run1) {
+                        let a1 = coopLoadT<coop_mat16x16<f16, A>>(&gs_x[xa + 16u * GLDS], GLDS);
+                        c10 = coopMultiplyAdd(a1, b0, c10);
+                        c11 = coopMultiplyAdd(a1, b1, c11);
+                        c12 = coopMultiplyAdd(a1, b2, c12);
+                        c13 = coopMultiplyAdd(a1, b3, c13);
+                        if (LO) {
+                            let l1 = coopLoadT<coop_mat16x16<f16, A>>(&gs_xl[xa + 16u * GLDS], GLDS);
+                            c10 = coopMultiplyAdd(l1, b0, c10);
+                            c11 = coopMultiplyAdd(l1, b1, c11);
+                            c12 = coopMultiplyAdd(l1, b2, c12);
+                            c13 = coopMultiplyAdd(l1, b3, c13);
+                        }
+                    }
+                }
+            } else {
+                // mm_coop's body, unchanged.
+                let a0 = coopLoadT<coop_mat16x16<f16, A>>(&gs_x[xa], GLDS);
+                let a1 = coopLoadT<coop_mat16x16<f16, A>>(&gs_x[xa + 16u * GLDS], GLDS);
+                let b0 = coopLoad<coop_mat16x16<f16, B>>(&gs_w[wa_], GLDS);
+                let b1 = coopLoad<coop_mat16x16<f16, B>>(&gs_w[wa_ + 16u * GLDS], GLDS);
+                let b2 = coopLoad<coop_mat16x16<f16, B>>(&gs_w[wa_ + 32u * GLDS], GLDS);
+                let b3 = coopLoad<coop_mat16x16<f16, B>>(&gs_w[wa_ + 48u * GLDS], GLDS);
+                c00 = coopMultiplyAdd(a0, b0, c00);
+                c01 = coopMultiplyAdd(a0, b1, c01);
+                c02 = coopMultiplyAdd(a0, b2, c02);
+                c03 = coopMultiplyAdd(a0, b3, c03);
+                c10 = coopMultiplyAdd(a1, b0, c10);
+                c11 = coopMultiplyAdd(a1, b1, c11);
+                c12 = coopMultiplyAdd(a1, b2, c12);
+                c13 = coopMultiplyAdd(a1, b3, c13);
+                if (LO) {
+                    let l0 = coopLoadT<coop_mat16x16<f16, A>>(&gs_xl[xa], GLDS);
+                    let l1 = coopLoadT<coop_mat16x16<f16, A>>(&gs_xl[xa + 16u * GLDS], GLDS);
+                    c00 = coopMultiplyAdd(l0, b0, c00);
+                    c01 = coopMultiplyAdd(l0, b1, c01);
+                    c02 = coopMultiplyAdd(l0, b2, c02);
+                    c03 = coopMultiplyAdd(l0, b3, c03);
+                    c10 = coopMultiplyAdd(l1, b0, c10);
+                    c11 = coopMultiplyAdd(l1, b1, c11);
+                    c12 = coopMultiplyAdd(l1, b2, c12);
+                    c13 = coopMultiplyAdd(l1, b3, c13);
+                }
             }
         }
     }

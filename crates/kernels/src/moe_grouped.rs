@@ -25,7 +25,7 @@
 //!
 //! The grid cannot depend on GPU-side counts (no indirect dispatch): it is sized
 //! for the worst case, `pairs.div_ceil(64) + min(experts, pairs)` tiles
-//! ([`tile_bound`]), and workgroups past the real tile count exit at once.
+//! ([`tile_bound`]), and workgroups past the real tile count do nothing.
 //! Weights split into pieces are one launch per piece (per gate/up piece pair
 //! for SwiGlu, as `matmul_indexed`); a launch stores only the outputs whose rows
 //! lie in its pieces and skips tiles with none.

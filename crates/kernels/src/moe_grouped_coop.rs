@@ -29,6 +29,11 @@
 //! [`MatmulPath::Coop`](crate::matmul::MatmulPath::Coop) runs them anyway.
 //! 4-bit and E5M2 experts stay on the scalar grouped GEMM.
 //!
+//! A grouping tile is often mostly padding (an expert's last tile; at
+//! 512-token prefill steps of a 256-expert top-8 MoE, ~16 pairs per expert):
+//! with [`SKIP_EMPTY_ROWS`] the subgroups whose 32 (or last 16) rows hold no
+//! pair skip their multiply-adds.
+//!
 //! [`ENABLED`] is the one switch that makes this the grouped GEMM's default on
 //! adapters with cooperative matrices.
 
@@ -43,6 +48,17 @@ crate::shader!(MOE_GROUP_COOP, "moe_group_coop.wgsl");
 /// grouped GEMM on tensor cores where [`auto`] allows it (false: always the
 /// scalar grouped GEMM unless `Coop` is forced).
 pub const ENABLED: bool = true;
+
+/// Whether subgroups skip the multiply-adds of fragment rows past a tile's
+/// pairs (the shader's `SKIP`; the stored outputs are the same bits either
+/// way). Prefill steps of 512 tokens give a 35B-A3B-like MoE (256 experts,
+/// top-8) about 16 pairs per expert, so most of a 128-pair tile is padding
+/// and without skipping ~7/8 of the multiply-adds are wasted. The skip is a
+/// branch that is uniform per subgroup, not per workgroup (cooperative
+/// matrices need the former): if the tensor-core grouped GEMM fails on an
+/// adapter, turn this off before [`ENABLED`]. `grouped_coop_bench_35b_a3b`
+/// prints both settings.
+pub const SKIP_EMPTY_ROWS: bool = true;
 
 pub(crate) static GROUP_COOP: KernelSpec = KernelSpec {
     label: "matmul_grouped_coop",
@@ -149,4 +165,5 @@ pub(crate) fn launch<'a>(ctx: &'a GpuContext, w: &GpuWeight) -> Launch<'a> {
             "SPLIT",
             f64::from(u8::from(ctx.precision != MatmulPrecision::Fast)),
         )
+        .constant("SKIP", f64::from(u8::from(SKIP_EMPTY_ROWS)))
 }

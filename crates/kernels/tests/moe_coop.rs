@@ -14,8 +14,12 @@
 //! rows, keep their bits (NaN poison). Tests of the coop kernel declare
 //! [`Feature::CooperativeMatrix`]: recorded skips on lavapipe, a failure on a
 //! hardware adapter without it. Forcing the coop path where it cannot run is
-//! a typed error. `grouped_coop_bench_35b_a3b` (`#[ignore]`d) prints `BENCH`
-//! lines at the 35B-A3B expert shapes.
+//! a typed error. On adapters without cooperative matrices (CI's lavapipe)
+//! `emulated_coop_grouped_matches_reference` runs the kernel's own WGSL with
+//! its fragment ops replaced by scalar stand-ins, so everything but the
+//! tensor-core instructions (gathering, staging, scaling, pieces, epilogues)
+//! is checked here too. `grouped_coop_bench_35b_a3b` (`#[ignore]`d) prints
+//! `BENCH` lines at the 35B-A3B expert shapes.
 
 use qwgpu_checkpoint::Dtype;
 use qwgpu_kernels::matmul::{Epilogue, MatmulPath};
@@ -551,12 +555,21 @@ fn coop_grouped_translates_to_spirv_for_every_variant() {
     let mut translated = 0;
     // FORMAT: F32, BF16, F16, E4M3 (WeightFormat's codes).
     for format in [0u32, 1, 2, 3] {
-        for (exact, split) in [(0u32, 1u32), (1, 1), (1, 0), (0, 0)] {
+        for (exact, split, skip) in [
+            (0u32, 1u32, 0u32),
+            (1, 1, 0),
+            (1, 0, 0),
+            (0, 0, 0),
+            (0, 1, 1),
+            (1, 1, 1),
+            (1, 0, 1),
+        ] {
             for wg in [128u32, 256, 512] {
                 let constants: naga::back::PipelineConstants = [
                     ("FORMAT".to_string(), f64::from(format)),
                     ("EXACT".to_string(), f64::from(exact)),
                     ("SPLIT".to_string(), f64::from(split)),
+                    ("SKIP".to_string(), f64::from(skip)),
                     ("WG".to_string(), f64::from(wg)),
                 ]
                 .into_iter()
@@ -575,14 +588,15 @@ fn coop_grouped_translates_to_spirv_for_every_variant() {
             }
         }
     }
-    assert_eq!(translated, 48);
+    assert_eq!(translated, 84);
 }
 
-qwgpu_kernels::shader!(EMU_COOP, "moe_group_coop.wgsl");
-qwgpu_kernels::shader!(EMU_COMMON, "matmul_common.wgsl");
+qwgpu_kernels::shader!(COOP_WGSL, "moe_group_coop.wgsl");
+qwgpu_kernels::shader!(COMMON_WGSL, "matmul_common.wgsl");
 
 /// Scalar stand-ins for the cooperative-matrix ops and subgroup builtins the
-/// emulation substitutes (subgroups of 32, so WG = 256). A fragment load is
+/// emulation substitutes (subgroups of 32, so WG = 256; the same workgroup
+/// memory as the kernel, so it runs wherever the kernel's limits allow). A fragment load is
 /// kept as where it reads (workgroup memory does not change between a load
 /// and its multiply-adds); an accumulator holds, per lane `sl`, elements
 /// `sl + 32 j` (row-major 16 × 16: row e / 16, column e % 16), which
@@ -600,7 +614,6 @@ struct EmAcc {
     v: array<f32, 8>,
 }
 var<private> em_sl: u32;
-var<workgroup> em_red: array<f32, 256>;
 
 fn em_frag(arr: u32, off: u32, stride: u32, rowmajor: bool) -> EmFrag {
     return EmFrag(arr, off, stride, rowmajor);
@@ -640,13 +653,15 @@ fn em_store_t(c: EmAcc, off: u32) {
     }
 }
 
+// Through gs_y, unused until the epilogue (so the emulation needs no more
+// workgroup memory than the kernel).
 fn em_subgroup_max(lid: u32, v: f32) -> f32 {
-    em_red[lid] = v;
+    gs_y[lid] = v;
     workgroupBarrier();
     let b = (lid / 32u) * 32u;
-    var m = em_red[b];
+    var m = gs_y[b];
     for (var i = 1u; i < 32u; i++) {
-        m = max(m, em_red[b + i]);
+        m = max(m, gs_y[b + i]);
     }
     workgroupBarrier();
     return m;
@@ -662,7 +677,7 @@ fn emulated_source() -> &'static qwgpu_kernels::shaders::ShaderSource {
     static SRC: std::sync::OnceLock<&'static qwgpu_kernels::shaders::ShaderSource> =
         std::sync::OnceLock::new();
     SRC.get_or_init(|| {
-        let mut text = EMU_COOP.text.to_string();
+        let mut text = COOP_WGSL.text.to_string();
         let mut swap = |from: &str, to: &str, times: usize| {
             let n = text.matches(from).count();
             assert_eq!(n, times, "`{from}` occurs {n} times in moe_group_coop.wgsl");
@@ -673,16 +688,16 @@ fn emulated_source() -> &'static qwgpu_kernels::shaders::ShaderSource {
         swap(
             "coopLoadT<coop_mat16x16<f16, A>>(&gs_xl[",
             "em_fragt(1u, ",
-            2,
+            4,
         );
         swap(
             "coopLoadT<coop_mat16x16<f16, A>>(&gs_x[",
             "em_fragt(0u, ",
-            2,
+            4,
         );
-        swap("coopLoad<coop_mat16x16<f16, B>>(&gs_w[", "em_fragb(2u, ", 4);
-        swap("], GLDS)", ", GLDS)", 8);
-        swap("coopMultiplyAdd(", "em_mad(", 16);
+        swap("coopLoad<coop_mat16x16<f16, B>>(&gs_w[", "em_fragb(2u, ", 8);
+        swap("], GLDS)", ", GLDS)", 16);
+        swap("coopMultiplyAdd(", "em_mad(", 32);
         swap("coopStoreT(", "em_store_t(", 12);
         swap("], ld)", ")", 12);
         swap("&gs_y[", "", 12);
@@ -709,15 +724,19 @@ fn emulated_source() -> &'static qwgpu_kernels::shaders::ShaderSource {
     })
 }
 
-/// The launches `matmul_grouped_with(.., Coop)` records, on the emulated
-/// kernel: the same overrides (`exact`, `split`), MmParams, bindings and
-/// grid (the grid's y is the 64-pair tile bound, more than the 128-pair
-/// tiles need: the extra rows must do nothing), one launch per piece (per
-/// gate/up piece pair for SwiGLU, all pairs: the kernel skips what is not
-/// in them).
-fn emulated_gemm(
+/// The launches `matmul_grouped_with(.., Coop)` records, on `source` (the
+/// kernel's file, or its emulation) with the overrides `WG` = `wg` (0: the
+/// library's, 8 × the subgroup size), `EXACT`, `SPLIT` and `SKIP` as given:
+/// the same MmParams, bindings and grid (the grid's y is the 64-pair tile
+/// bound, more than 128-pair tiles need: the extra rows must do nothing),
+/// one launch per piece (per gate/up piece pair for SwiGLU, all pairs: the
+/// kernel skips what is not in them).
+fn direct_gemm(
+    source: &'static qwgpu_kernels::shaders::ShaderSource,
+    wg: u32,
     exact: bool,
     split: bool,
+    skip: bool,
 ) -> impl Fn(
     &GpuContext,
     &GpuWeight,
@@ -726,18 +745,20 @@ fn emulated_gemm(
     Epilogue,
 ) -> Result<Vec<Dispatch>, KernelError> {
     move |ctx, w, args, scratch, epi| {
+        let wg = if wg == 0 {
+            8 * ctx.caps.subgroup_sizes.1
+        } else {
+            wg
+        };
         let key = qwgpu_kernels::PipelineKey::new(
-            &[
-                emulated_source(),
-                &qwgpu_kernels::shaders::NUMERIC,
-                &EMU_COMMON,
-            ],
+            &[source, &qwgpu_kernels::shaders::NUMERIC, &COMMON_WGSL],
             "moe_group_coop",
         )
-        .constant("WG", 256u32)
+        .constant("WG", wg)
         .constant("FORMAT", w.format as u32)
         .constant("EXACT", u32::from(exact))
-        .constant("SPLIT", u32::from(split));
+        .constant("SPLIT", u32::from(split))
+        .constant("SKIP", u32::from(skip));
         let pipeline = ctx.pipeline(&key)?;
         let swiglu = epi == Epilogue::SwiGlu;
         let rpe = args.rows_per_expert;
@@ -815,6 +836,55 @@ fn emulated_gemm(
     }
 }
 
+/// The `SKIP` switch (subgroups skip the multiply-adds of fragment rows
+/// past the tile's pairs; `coop::SKIP_EMPTY_ROWS` in the library) on
+/// hardware: the other setting than the library's, against the reference
+/// at the library variant's tolerance, and the same bits as the library's
+/// launch on the same inputs, for the exact and fast variants, every case
+/// and epilogue.
+#[test]
+fn coop_grouped_skip_variant_gives_the_same_bits() {
+    let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
+    for t in testing::contexts_with(&[Feature::CooperativeMatrix]) {
+        for (precision, split) in [
+            (MatmulPrecision::Exact, true),
+            (MatmulPrecision::Fast, false),
+        ] {
+            let ctx = context_like(t, precision, false);
+            let skip = direct_gemm(&COOP_WGSL, 0, true, split, !coop::SKIP_EMPTY_ROWS);
+            for (i, c) in coop_cases().iter().enumerate() {
+                for epi in EPILOGUES {
+                    let rel = match (split, exact_in_f16(c)) {
+                        (true, true) => 1e-5,
+                        (true, false) => 6e-4,
+                        (false, _) => 2e-3,
+                    };
+                    let go = |gemm: Option<Gemm>| {
+                        let run = Run {
+                            path: MatmulPath::Coop,
+                            gemm,
+                            tile_pairs: 128,
+                            rel,
+                            x_exp: 6,
+                        };
+                        // The same seed: the same weights, routing and x.
+                        let mut rng = Rng::new(0x0e0c_5c1f + i as u64);
+                        check_case(&ctx, &mut rng, c, epi, &run, &t.name)
+                    };
+                    let lib = go(None);
+                    let skipped = go(Some(&skip));
+                    assert!(
+                        same(&lib, &skipped),
+                        "{t_name}: SKIP {other} changed the bits of case {i} {epi:?} {precision:?}",
+                        other = !coop::SKIP_EMPTY_ROWS,
+                        t_name = t.name
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Small cases for the emulation (slow on a software adapter) that still
 /// cover an expert over two 128-pair tiles, two output tiles per expert
 /// (SwiGLU too), a piece boundary inside an expert and between a gate and
@@ -867,15 +937,28 @@ fn emulated_coop_grouped_matches_reference() {
     let contexts = testing::contexts_with(&[Feature::F16]);
     for t in contexts.into_iter().take(1) {
         let mut rng = Rng::new(testing::seed(0x0e0c_e001));
-        for (exact, split, x_exp) in [(true, true, 6), (true, false, 6), (false, true, 2)] {
-            let gemm = emulated_gemm(exact, split);
+        for (exact, split, skip, x_exp) in [
+            (true, true, false, 6),
+            (true, true, true, 6),
+            (true, false, true, 6),
+            (false, true, false, 2),
+        ] {
+            let gemm = direct_gemm(emulated_source(), 256, exact, split, skip);
             for c in emulated_cases() {
                 let rel = match (exact && split, exact_in_f16(&c)) {
                     (true, true) => 1e-5,
                     (true, false) => 6e-4,
                     (false, _) => 2e-3,
                 };
-                for (tile_pairs, epis) in [(128, &EPILOGUES[..]), (64, &EPILOGUES[..1])] {
+                // 64-pair tiles: the first variant only; every epilogue for
+                // the exact split variants, Store for the others (they
+                // differ from them in x's staging only).
+                let tiles: &[(u32, &[Epilogue])] = match (exact && split, skip) {
+                    (true, false) => &[(128, &EPILOGUES[..]), (64, &EPILOGUES[..1])],
+                    (true, true) => &[(128, &EPILOGUES[..])],
+                    (false, _) => &[(128, &EPILOGUES[..1])],
+                };
+                for &(tile_pairs, epis) in tiles {
                     for &epi in epis {
                         let run = Run {
                             path: MatmulPath::Coop,
@@ -912,13 +995,17 @@ fn best_ns(ctx: &GpuContext, d: &[&Dispatch]) -> Vec<f64> {
 }
 
 /// TFLOP/s of the scalar grouped GEMM (`matmul_grouped_with(.., Scalar)`,
-/// `moe_group_gemm`) and the coop one (`moe_group_coop`: exact, fast, plain
-/// f16) at the Qwen3.5-35B-A3B expert shapes: E = 256, k = 8, H = 2048,
-/// Ie = 512, T = 4096 (and 512), balanced routing (8 distinct experts per
-/// token); gate/up `[256·1024, 2048]` SwiGLU and down `[256·2048, 512]` Store,
-/// BF16 and E4M3 with 128 × 128 blocks. FLOPs count the real pairs only.
-/// Trusted modules, GPU timestamps; `BENCH` lines. Run with
-/// `-- --ignored --exact moe_coop::grouped_coop_bench_35b_a3b`.
+/// kernel `moe_group_gemm`) and the coop one (`moe_group_coop`: exact, fast
+/// and plain f16 variants as the library launches them, and exact / fast with
+/// `SKIP` on and off) at the
+/// Qwen3.5-35B-A3B expert shapes: E = 256, k = 8, H = 2048, Ie = 512,
+/// T = 4096 and 512, balanced routing (8 distinct experts per token);
+/// gate/up `[256·1024, 2048]` SwiGLU and down `[256·2048, 512]` Store, BF16
+/// and E4M3 with 128 × 128 blocks, 128-pair grouping tiles. FLOPs count the
+/// real pairs only. Trusted modules, GPU timestamps (best of 5), `BENCH`
+/// lines; each variant's largest difference to the scalar GEMM on the first
+/// 64 pairs relative to their largest |y|. Run with
+/// `-- --ignored --exact moe_coop::grouped_coop_bench_35b_a3b --nocapture`.
 #[test]
 #[ignore = "benchmark: run with -- --ignored grouped_coop_bench_35b_a3b"]
 fn grouped_coop_bench_35b_a3b() {
@@ -926,31 +1013,49 @@ fn grouped_coop_bench_35b_a3b() {
         runtime_checks: Some(false),
         ..Default::default()
     };
-    let ctx = GpuContext::new(&trusted).unwrap();
-    let ctxs = [
-        ("scalar", ctx, MatmulPath::Scalar),
+    let with = |precision, f16_matmul| {
+        GpuContext::new(&ContextOptions {
+            precision,
+            f16_matmul,
+            ..trusted.clone()
+        })
+        .unwrap()
+    };
+    let lib = |path: MatmulPath| {
+        move |c: &GpuContext, w: &GpuWeight, a: &GroupedArgs, s: &GroupScratch, e: Epilogue| {
+            matmul_grouped_with(c, w, a, s, e, path)
+        }
+    };
+    let scalar = lib(MatmulPath::Scalar);
+    let coop = lib(MatmulPath::Coop);
+    // The library's kernel with SKIP on and off (the library takes
+    // `coop::SKIP_EMPTY_ROWS`).
+    let exact_skip = direct_gemm(&COOP_WGSL, 0, true, true, true);
+    let fast_skip = direct_gemm(&COOP_WGSL, 0, true, false, true);
+    let exact_noskip = direct_gemm(&COOP_WGSL, 0, true, true, false);
+    let fast_noskip = direct_gemm(&COOP_WGSL, 0, true, false, false);
+    // Per context (one weight upload each), the variants it runs.
+    let groups: [(GpuContext, Vec<(&str, Gemm)>); 3] = [
         (
-            "coop exact",
-            GpuContext::new(&trusted).unwrap(),
-            MatmulPath::Coop,
+            with(MatmulPrecision::Exact, false),
+            vec![
+                ("scalar", &scalar),
+                ("coop exact (library)", &coop),
+                ("coop exact SKIP on", &exact_skip),
+                ("coop exact SKIP off", &exact_noskip),
+            ],
         ),
         (
-            "coop fast",
-            GpuContext::new(&ContextOptions {
-                precision: MatmulPrecision::Fast,
-                ..trusted.clone()
-            })
-            .unwrap(),
-            MatmulPath::Coop,
+            with(MatmulPrecision::Fast, false),
+            vec![
+                ("coop fast (library)", &coop),
+                ("coop fast SKIP on", &fast_skip),
+                ("coop fast SKIP off", &fast_noskip),
+            ],
         ),
         (
-            "coop f16",
-            GpuContext::new(&ContextOptions {
-                f16_matmul: true,
-                ..trusted.clone()
-            })
-            .unwrap(),
-            MatmulPath::Coop,
+            with(MatmulPrecision::Exact, true),
+            vec![("coop f16", &coop)],
         ),
     ];
     let (experts, k, h, ie) = (256usize, 8usize, 2048usize, 512usize);
@@ -961,27 +1066,33 @@ fn grouped_coop_bench_35b_a3b() {
     ] {
         let gu = support::packed_one_shard(&mut rng, dtype, experts * 2 * ie, h, scheme);
         let dn = support::packed_one_shard(&mut rng, dtype, experts * h, ie, scheme);
-        for tokens in [4096usize, 512] {
-            let pairs = tokens * k;
-            // 8 distinct experts per token, uniformly.
-            let mut ids_list = Vec::with_capacity(pairs);
-            for _ in 0..tokens {
-                let mut chosen: Vec<u32> = Vec::with_capacity(k);
-                while chosen.len() < k {
-                    let e = (rng.uniform() * experts as f32) as u32 % experts as u32;
-                    if !chosen.contains(&e) {
-                        chosen.push(e);
+        // Per token count: routing (8 distinct experts per token) and x.
+        let inputs: Vec<(usize, Vec<u32>, Vec<f32>)> = [4096usize, 512]
+            .into_iter()
+            .map(|tokens| {
+                let mut ids = Vec::with_capacity(tokens * k);
+                for _ in 0..tokens {
+                    let mut chosen: Vec<u32> = Vec::with_capacity(k);
+                    while chosen.len() < k {
+                        let e = (rng.uniform() * experts as f32) as u32 % experts as u32;
+                        if !chosen.contains(&e) {
+                            chosen.push(e);
+                        }
                     }
+                    ids.extend(chosen);
                 }
-                ids_list.extend(chosen);
-            }
-            let xv = rng.normal_vec(tokens * h);
-            let mut first: Option<(Vec<f32>, Vec<f32>)> = None;
-            for (name, c, path) in &ctxs {
-                let guw = GpuWeight::upload(c, &gu).unwrap();
-                let dnw = GpuWeight::upload(c, &dn).unwrap();
-                let ids = c.upload("ids", &ids_list).unwrap();
-                let x = c.upload("x", &xv).unwrap();
+                (tokens, ids, rng.normal_vec(tokens * h))
+            })
+            .collect();
+        // The scalar GEMM's first 64 pairs of act and out, per token count.
+        let mut first: Vec<Option<(Vec<f32>, Vec<f32>)>> = vec![None; inputs.len()];
+        for (c, variants) in &groups {
+            let guw = GpuWeight::upload(c, &gu).unwrap();
+            let dnw = GpuWeight::upload(c, &dn).unwrap();
+            for (ti, (tokens, ids_list, xv)) in inputs.iter().enumerate() {
+                let (tokens, pairs) = (*tokens, tokens * k);
+                let ids = c.upload("ids", ids_list).unwrap();
+                let x = c.upload("x", xv).unwrap();
                 let act = c.storage("act", (pairs * ie * 4) as u64).unwrap();
                 let out = c.storage("out", (pairs * h * 4) as u64).unwrap();
                 let scratch =
@@ -1008,62 +1119,56 @@ fn grouped_coop_bench_35b_a3b() {
                     y: rows(&out, pairs, h),
                     rows_per_expert: h as u32,
                 };
-                let gemms =
-                    matmul_grouped_with(c, &guw, &up_args, &scratch, Epilogue::SwiGlu, *path)
-                        .and_then(|mut d| {
-                            d.extend(matmul_grouped_with(
-                                c,
-                                &dnw,
-                                &down_args,
-                                &scratch,
-                                Epilogue::Store,
-                                *path,
-                            )?);
+                for (name, gemm) in variants {
+                    let gemms =
+                        gemm(c, &guw, &up_args, &scratch, Epilogue::SwiGlu).and_then(|mut d| {
+                            d.extend(gemm(c, &dnw, &down_args, &scratch, Epilogue::Store)?);
                             Ok(d)
                         });
-                let gemms = match gemms {
-                    Ok(d) => d,
-                    Err(e) => {
-                        eprintln!("BENCH {name} {dtype:?}: {e}");
-                        continue;
-                    }
-                };
-                assert_eq!(gemms.len(), 2, "one launch per matmul");
-                let all: Vec<&Dispatch> = std::iter::once(&sort).chain(gemms.iter()).collect();
-                let ns = best_ns(c, &all);
-                let (fu, fd) = (
-                    2.0 * (pairs * 2 * ie * h) as f64,
-                    2.0 * (pairs * h * ie) as f64,
-                );
-                eprintln!(
-                    "BENCH {adapter} {name} {dtype:?} T={tokens} pairs={pairs}: sort {sort_us:.1} µs, \
-                     gate/up SwiGLU {up_us:.1} µs = {up_tf:.1} TFLOP/s, down {dn_us:.1} µs = {dn_tf:.1} TFLOP/s, \
-                     MoE GEMMs {all_us:.1} µs = {all_tf:.1} TFLOP/s",
-                    adapter = c.info.name,
-                    sort_us = ns[0] / 1e3,
-                    up_us = ns[1] / 1e3,
-                    up_tf = fu / ns[1] / 1e3,
-                    dn_us = ns[2] / 1e3,
-                    dn_tf = fd / ns[2] / 1e3,
-                    all_us = (ns[1] + ns[2]) / 1e3,
-                    all_tf = (fu + fd) / (ns[1] + ns[2]) / 1e3,
-                );
-                let got = (
-                    c.read_f32(&act, 0, 64 * ie).unwrap(),
-                    c.read_f32(&out, 0, 64 * h).unwrap(),
-                );
-                match &first {
-                    None => first = Some(got),
-                    Some((a0, o0)) => {
-                        let rel = |a: &[f32], b: &[f32]| {
-                            let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-                            a.iter().zip(b).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
-                        };
-                        eprintln!(
-                            "BENCH   {name} vs scalar, first 64 pairs: max |Δ| / max |y| act {da:.2e}, out {do_:.2e}",
-                            da = rel(&got.0, a0),
-                            do_ = rel(&got.1, o0)
-                        );
+                    let gemms = match gemms {
+                        Ok(d) => d,
+                        Err(e) => {
+                            eprintln!("BENCH {name} {dtype:?}: {e}");
+                            continue;
+                        }
+                    };
+                    assert_eq!(gemms.len(), 2, "one launch per matmul");
+                    let all: Vec<&Dispatch> = std::iter::once(&sort).chain(gemms.iter()).collect();
+                    let ns = best_ns(c, &all);
+                    let (fu, fd) = (
+                        2.0 * (pairs * 2 * ie * h) as f64,
+                        2.0 * (pairs * h * ie) as f64,
+                    );
+                    eprintln!(
+                        "BENCH {adapter} {name} {dtype:?} T={tokens} pairs={pairs}: sort {sort_us:.1} µs, \
+                         gate/up SwiGLU {up_us:.1} µs = {up_tf:.1} TFLOP/s, down {dn_us:.1} µs = {dn_tf:.1} TFLOP/s, \
+                         MoE GEMMs {all_us:.1} µs = {all_tf:.1} TFLOP/s",
+                        adapter = c.info.name,
+                        sort_us = ns[0] / 1e3,
+                        up_us = ns[1] / 1e3,
+                        up_tf = fu / ns[1] / 1e3,
+                        dn_us = ns[2] / 1e3,
+                        dn_tf = fd / ns[2] / 1e3,
+                        all_us = (ns[1] + ns[2]) / 1e3,
+                        all_tf = (fu + fd) / (ns[1] + ns[2]) / 1e3,
+                    );
+                    let got = (
+                        c.read_f32(&act, 0, 64 * ie).unwrap(),
+                        c.read_f32(&out, 0, 64 * h).unwrap(),
+                    );
+                    match &first[ti] {
+                        None => first[ti] = Some(got),
+                        Some((a0, o0)) => {
+                            let rel = |a: &[f32], b: &[f32]| {
+                                let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+                                a.iter().zip(b).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
+                            };
+                            eprintln!(
+                                "BENCH   {name} vs scalar, first 64 pairs: max |Δ| / max |y| act {da:.2e}, out {do_:.2e}",
+                                da = rel(&got.0, a0),
+                                do_ = rel(&got.1, o0)
+                            );
+                        }
                     }
                 }
             }
