@@ -95,6 +95,12 @@ pub struct Tuning {
     /// on the one-token GEMV kernel in blocks of up to 8 tokens instead (the
     /// earlier path, kept for comparison in benchmarks).
     pub small_t: Option<SmallT>,
+    /// Block-scaled FP8 GEMMs (`T > 16`) on `mm_coop_blocks` (block scale
+    /// folded into x, weights exact in f16) where the adapter has cooperative
+    /// matrices, and the scalar GEMM's fast emulation of it elsewhere. Off:
+    /// exact precision on the scalar tile GEMM, fast on `mm_coop` with
+    /// `f16(q · s)` weights (module `matmul_coop_blocks`).
+    pub fp8_block_coop: bool,
 }
 
 impl Default for Tuning {
@@ -102,6 +108,7 @@ impl Default for Tuning {
         Self {
             gemv_wave: None,
             small_t: Some(SmallT::DEFAULT),
+            fp8_block_coop: true,
         }
     }
 }
@@ -115,6 +122,7 @@ impl Tuning {
         Self {
             gemv_wave: known.map(|k| k.sms * GEMV_GROUPS_PER_SM),
             small_t: Some(known.map_or(SmallT::DEFAULT, |k| k.small_t)),
+            fp8_block_coop: true,
         }
     }
 

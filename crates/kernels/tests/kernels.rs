@@ -29,6 +29,8 @@ mod harness;
 mod matmul;
 #[path = "matmul_coop.rs"]
 mod matmul_coop;
+#[path = "matmul_coop_blocks.rs"]
+mod matmul_coop_blocks;
 #[path = "matmul_int4.rs"]
 mod matmul_int4;
 #[path = "matmul_norm.rs"]
