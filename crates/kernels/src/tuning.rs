@@ -2,7 +2,8 @@
 //! adapter only, found in a table keyed on its PCI vendor id and name; every
 //! other adapter gets the conservative default (the choice that assumes
 //! nothing about it). Only speed depends on these values, never results'
-//! correctness.
+//! correctness (`fp8_block_coop` also picks how the fast precision rounds
+//! block-scaled FP8 products, within that precision's bounds either way).
 
 /// NVIDIA's PCI vendor id.
 const NVIDIA: u32 = 0x10de;
@@ -99,7 +100,9 @@ pub struct Tuning {
     /// folded into x, weights exact in f16) where the adapter has cooperative
     /// matrices, and the scalar GEMM's fast emulation of it elsewhere. Off:
     /// exact precision on the scalar tile GEMM, fast on `mm_coop` with
-    /// `f16(q · s)` weights (module `matmul_coop_blocks`).
+    /// `f16(q · s)` weights (module `matmul_coop_blocks`). On for every
+    /// adapter; [`Tuning::for_adapter`] turns it off where the environment
+    /// sets `QWGPU_FP8_BLOCK_COOP=0` (A/B measurements without a rebuild).
     pub fp8_block_coop: bool,
 }
 
@@ -127,8 +130,14 @@ impl Tuning {
     }
 
     /// The tuning of the adapter `info` describes.
+    /// `QWGPU_FP8_BLOCK_COOP=0` turns [`Tuning::fp8_block_coop`] off.
     pub fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
-        Self::lookup(info.vendor, &info.name)
+        let mut t = Self::lookup(info.vendor, &info.name);
+        if std::env::var("QWGPU_FP8_BLOCK_COOP").is_ok_and(|v| v.trim() == "0") {
+            tracing::info!("QWGPU_FP8_BLOCK_COOP=0: block-scaled FP8 GEMMs on the earlier paths");
+            t.fp8_block_coop = false;
+        }
+        t
     }
 }
 
@@ -165,5 +174,8 @@ mod tests {
         );
         assert_eq!(Tuning::default().gemv_wave, None);
         assert_eq!(Tuning::default().small_t, Some(SmallT::DEFAULT));
+        // The block-scaled FP8 tensor-core GEMM is on everywhere by default.
+        assert!(Tuning::default().fp8_block_coop);
+        assert!(Tuning::lookup(0x10de, "NVIDIA H100 80GB HBM3").fp8_block_coop);
     }
 }
