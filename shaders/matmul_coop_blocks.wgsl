@@ -7,9 +7,10 @@
 // scale is one number per weight row block, so the scale is folded into the x
 // operand instead of the weight: for output (t, n),
 //   y = 2^-e sum_k [x_k s(n, k) 2^e] q(n, k),
-// with e a power-of-two exponent per (token row, scale row) chosen so that the
-// largest |x_k s(n, k)| 2^e stays below 2^15 (x_scale_exp of max|x_t| times the
-// largest |scale| of the row). W is staged as q (exact), x as
+// with e a power-of-two exponent per (token row, scale row) that puts the
+// largest |x_k s(n, k)| of the row (f32 products) in [2^14, 2^15), so nothing
+// overflows f16 and each element's precision is relative to the largest
+// scaled element, whatever the scales' spread. W is staged as q (exact), x as
 // x_k (s(n, k) 2^e) split into hi + lo (EXACT: 22 significant bits, as mm_coop's
 // exact variant) or rounded to f16 (fast). The products are exact in f32, so
 // the only rounding besides the f32 sums is that of the scaled x.
@@ -63,8 +64,6 @@ var<workgroup> st_xl: array<f16, TILE_HALVES>;  // EXACT: lo part
 var<workgroup> st_w: array<f16, TILE_HALVES>;   // [weight row][column], q
 // Per subgroup, two 16x16 result fragments (row-major, token rows).
 var<workgroup> st_y: array<f32, SGN * 512u>;
-// Largest |x| of each token row of the tile.
-var<workgroup> st_mx: array<f32, TM>;
 // The current segment's exponent e of each token row.
 var<workgroup> st_e: array<i32, TM>;
 // scale_base of each tile row (NONE: no such row in this launch).
@@ -154,8 +153,9 @@ fn x_store(i: u32, k0: u32, v: vec4<f32>, cur: u32) {
     st_x[o + 3u] = h.w;
 }
 
-// Largest |x| of token tok (0 past the tokens), partial per lane.
-fn x_row_max(tok: u32, sl: u32) -> f32 {
+// Largest |x_k s_k| of token tok (0 past the tokens) with the scales of the
+// segment `cur`, partial per lane (4 aligned columns share one block scale).
+fn x_row_max(tok: u32, sl: u32, cur: u32) -> f32 {
     var mx = 0.0;
     if (tok < p.t) {
         let base = p.x_off + tok * p.x_stride;
@@ -163,13 +163,13 @@ fn x_row_max(tok: u32, sl: u32) -> f32 {
         if (p.x_aligned == 1u) {
             let n4 = p.cols / 4u;
             for (var c = sl; c < n4; c += SGS) {
-                let a = abs(xs4[base / 4u + c]);
+                let a = abs(xs4[base / 4u + c] * scale_at(cur, 4u * c));
                 mx = max(mx, max(max(a.x, a.y), max(a.z, a.w)));
             }
             c0 = 4u * n4;
         }
         for (var c = c0 + sl; c < p.cols; c += SGS) {
-            mx = max(mx, abs(xs[base + c]));
+            mx = max(mx, abs(xs[base + c] * scale_at(cur, c)));
         }
     }
     return mx;
@@ -249,15 +249,6 @@ fn mm_coop_blocks(@builtin(local_invocation_index) lid: u32,
             st_rb[i / CPR] = r.sb;
         }
     }
-    // Largest |x| per token row: one subgroup per row at a time.
-    for (var i = 0u; i < TM / SGN; i++) {
-        let lt = i * SGN + sg;
-        let mx = subgroupMax(x_row_max(m0 + lt, sl));
-        if (sl == 0u) {
-            st_mx[lt] = mx;
-        }
-    }
-    let nkb = (p.cols + p.block_cols - 1u) / p.block_cols;
 
     var xr: array<vec4<f32>, 8>;
     var wr: array<vec4<u32>, 8>;
@@ -273,7 +264,7 @@ fn mm_coop_blocks(@builtin(local_invocation_index) lid: u32,
     // yet done.
     var lo = 0u;
     loop {
-        // The previous pass's epilogue (st_e, st_y) is done; st_mx, st_rb written.
+        // The previous pass's epilogue (st_e, st_y) is done; st_rb written.
         workgroupBarrier();
         if (lid == 0u) {
             atomicStore(&seg_min, NONE);
@@ -295,14 +286,14 @@ fn mm_coop_blocks(@builtin(local_invocation_index) lid: u32,
         }
         lo = cur + 1u;
 
-        // e per token row for this segment: from max|x| times its largest |scale|.
-        var smax = 0.0;
-        for (var b = sl; b < nkb; b += SGS) {
-            smax = max(smax, abs(bitcast<f32>(scales[cur + b])));
-        }
-        smax = subgroupMax(smax);
-        if (lid < TM) {
-            st_e[lid] = x_scale_exp(st_mx[lid] * smax);
+        // e per token row for this segment (one subgroup per row at a time);
+        // the K loop's first barrier orders these writes before their reads.
+        for (var i = 0u; i < TM / SGN; i++) {
+            let lt = i * SGN + sg;
+            let mx = subgroupMax(x_row_max(m0 + lt, sl, cur));
+            if (sl == 0u) {
+                st_e[lt] = x_scale_exp(mx);
+            }
         }
 
         c00 = coop_mat16x16<f32, C>();

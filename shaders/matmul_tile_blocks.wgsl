@@ -5,7 +5,7 @@
 // matmul_tile.wgsl; concatenated after numeric.wgsl and matmul_common.wgsl.
 //
 // Output (t, n) is 2^-e sum_k f16(x_k (s(n, k) 2^e)) q(n, k) with
-// e = x_scale_exp(max|x_t| * max_b |s(n, b)|) (the coop kernel's rule), q the
+// e = x_scale_exp(max_k |x_k s(n, k)|) (f32 products; the coop kernel's rule), q the
 // stored FP8 value (exact) and f16() round to nearest even (f16_round; the
 // coop kernel converts to f16 in hardware). Each product is exact in f32, so
 // both kernels differ only in the order of their f32 sums.
@@ -87,35 +87,7 @@ fn mm_tile_blocks(@builtin(local_invocation_id) l3: vec3<u32>,
     let m0 = wid.y * BM;
     let nt0 = p.n0 + wid.x * BN;
     let chunks = BK / CW;
-    // Largest |x| of every token row: 32 consecutive threads per row, 8 rows
-    // per thread, partial maxima through tile_x.
     let g8 = lid / 32u;
-    for (var j = 0u; j < 8u; j++) {
-        let tok = m0 + g8 + 8u * j;
-        var mx = 0.0;
-        if (tok < p.t) {
-            let base = p.x_off + tok * p.x_stride;
-            for (var c = lid % 32u; c < p.cols; c += 32u) {
-                mx = max(mx, abs(xs[base + c]));
-            }
-        }
-        let i = 256u * j + lid;
-        tile_x[i / 4u][i % 4u] = mx;
-    }
-    workgroupBarrier();
-    // Maxima of the rows this thread stages (g8 + 8 j) and writes (4 ty + m).
-    var mx_s: array<f32, 8>;
-    for (var j = 0u; j < 8u; j++) {
-        mx_s[j] = tb_row_max(j, g8);
-    }
-    var mx_y: vec4<f32>;
-    for (var m = 0u; m < 4u; m++) {
-        let r = 4u * ty + m;
-        mx_y[m] = tb_row_max(r / 8u, r % 8u);
-    }
-    workgroupBarrier();
-
-    let nkb = (p.cols + p.block_cols - 1u) / p.block_cols;
     var tot: array<vec4<f32>, 4>;
     for (var m = 0u; m < 4u; m++) {
         tot[m] = vec4<f32>(0.0);
@@ -141,19 +113,33 @@ fn mm_tile_blocks(@builtin(local_invocation_id) l3: vec3<u32>,
             }
             end++;
         }
-        // This scale row's exponents of the staged and the written token rows.
-        var smax = 0.0;
-        for (var b = 0u; b < nkb; b++) {
-            smax = max(smax, abs(bitcast<f32>(scales[base + b])));
+        // Largest |x_k s_k| of every token row with this scale row's scales:
+        // 32 consecutive threads per row, 8 rows per thread, partial maxima
+        // through tile_x; then the exponents of the rows this thread stages
+        // (g8 + 8 j) and writes (4 ty + m).
+        for (var j = 0u; j < 8u; j++) {
+            let tok = m0 + g8 + 8u * j;
+            var mx = 0.0;
+            if (tok < p.t) {
+                let xb = p.x_off + tok * p.x_stride;
+                for (var c = lid % 32u; c < p.cols; c += 32u) {
+                    mx = max(mx, abs(xs[xb + c] * scale_at(base, c)));
+                }
+            }
+            let i = 256u * j + lid;
+            tile_x[i / 4u][i % 4u] = mx;
         }
+        workgroupBarrier();
         var e_s: array<i32, 8>;
         for (var j = 0u; j < 8u; j++) {
-            e_s[j] = tb_scale_exp(mx_s[j] * smax);
+            e_s[j] = tb_scale_exp(tb_row_max(j, g8));
         }
         var e_y: vec4<i32>;
         for (var m = 0u; m < 4u; m++) {
-            e_y[m] = tb_scale_exp(mx_y[m] * smax);
+            let r = 4u * ty + m;
+            e_y[m] = tb_scale_exp(tb_row_max(r / 8u, r % 8u));
         }
+        workgroupBarrier();
         var acc: array<vec4<f32>, 4>;
         for (var m = 0u; m < 4u; m++) {
             acc[m] = vec4<f32>(0.0);

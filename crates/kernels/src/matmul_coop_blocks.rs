@@ -7,7 +7,9 @@
 //! number per (weight row block, column block), so for output `(t, n)`
 //! `y = 2⁻ᵉ Σₖ [xₖ · (s(n, k) · 2ᵉ)] · q(n, k)`: W is staged as `q` (exact) and
 //! x as `xₖ · s(n, k) · 2ᵉ`, where `e` (per token row and scale row) puts
-//! `max|x_t| · max_b |s(n, b)|` in `[2¹⁴, 2¹⁵)` (so nothing overflows f16).
+//! `maxₖ |xₖ · s(n, k)|` (f32 products) in `[2¹⁴, 2¹⁵)`: nothing overflows
+//! f16, and precision is relative to the row's largest scaled element
+//! whatever the spread of the scales.
 //! Every product is exact in f32; the only rounding is that of the scaled x:
 //! - exact ([`MatmulPrecision::Exact`](crate::MatmulPrecision::Exact)): split
 //!   into `hi` (11 significant bits) + `lo` as in `mm_coop`'s exact variant,
@@ -66,10 +68,9 @@ pub(super) static MM_TILE_BLOCKS: KernelSpec = KernelSpec {
 };
 
 /// Workgroup memory of `mm_coop_blocks`: x hi, x lo and W tiles (3 × 10 KiB),
-/// two result fragments per subgroup (16 KiB), per token row max|x| and
-/// exponent, per tile row scale base (3 × 512 bytes), two words for the
-/// segment search.
-const SHARED_BYTES: u32 = 3 * 10 * 1024 + 16 * 1024 + 3 * 512 + 8;
+/// two result fragments per subgroup (16 KiB), per token row exponent and
+/// per tile row scale base (2 × 512 bytes), two words for the segment search.
+const SHARED_BYTES: u32 = 3 * 10 * 1024 + 16 * 1024 + 2 * 512 + 8;
 
 /// Output tile of `mm_coop_blocks`: tokens × weight rows.
 const TILE: u32 = 128;

@@ -392,6 +392,251 @@ fn coop_blocks_translate_to_spirv_for_every_override() {
     assert_eq!(n, 16);
 }
 
+/// `mm_coop_blocks` with its cooperative-matrix operations and subgroup
+/// builtins replaced by scalar code of the same semantics (row-major A
+/// fragments from `st_x` / `st_xl`, column-major B fragments from `st_w`,
+/// row-major stores; lane `l` of 32 owns fragment elements `l + 32 j`;
+/// subgroup `lid / 32`, `subgroupMax` through workgroup memory): everything
+/// else (segments, x scaling and splitting, W staging, prefetch, epilogues)
+/// is the shader's own text, so it runs where there are no tensor cores.
+/// Panics where the shader no longer has the text it rewrites.
+fn shim_source() -> String {
+    let mut s = SPV_COOP_BLOCKS.text.to_string();
+    let mut rewrite = |from: &str, to: &str| {
+        assert!(
+            s.contains(from),
+            "the shim's pattern `{from}` is gone from matmul_coop_blocks.wgsl"
+        );
+        s = s.replace(from, to);
+    };
+    rewrite("enable wgpu_cooperative_matrix;", "");
+    rewrite("coopLoadT<coop_mat16x16<f16, A>>(&st_xl[", "afrag(true, ");
+    rewrite("coopLoadT<coop_mat16x16<f16, A>>(&st_x[", "afrag(false, ");
+    rewrite("coopLoad<coop_mat16x16<f16, B>>(&st_w[", "(");
+    rewrite("], LDS)", ")");
+    rewrite("coopMultiplyAdd(", "mma(sl, ");
+    rewrite("coopStoreT(", "store_frag(sl, ");
+    rewrite("&st_y[", "");
+    rewrite("], 16u)", ")");
+    rewrite("coop_mat16x16<f32, C>()", "array<f32, 8>()");
+    rewrite("subgroupMax(", "wg_max(sg, sl, ");
+    rewrite("@builtin(subgroup_id) sg: u32,", "");
+    rewrite("@builtin(subgroup_invocation_id) sl: u32,", "");
+    rewrite(
+        "@builtin(workgroup_id) wid: vec3<u32>) {",
+        "@builtin(workgroup_id) wid: vec3<u32>) {\n    let sg = lid / SGS;\n    let sl = lid % SGS;",
+    );
+    s.push_str(
+        r#"
+var<workgroup> shim_red: array<f32, 256>;
+struct AF {
+    lo: bool,
+    off: u32,
+}
+fn afrag(lo: bool, off: u32) -> AF {
+    return AF(lo, off);
+}
+fn mma(sl: u32, a: AF, b: u32, c: array<f32, 8>) -> array<f32, 8> {
+    var r = c;
+    for (var j = 0u; j < 8u; j++) {
+        let e = sl + 32u * j;
+        let m = e / 16u;
+        let n = e % 16u;
+        var acc = 0.0;
+        for (var k = 0u; k < 16u; k++) {
+            var av: f16;
+            if (a.lo) {
+                av = st_xl[a.off + m * LDS + k];
+            } else {
+                av = st_x[a.off + m * LDS + k];
+            }
+            acc += f32(av) * f32(st_w[b + n * LDS + k]);
+        }
+        r[j] += acc;
+    }
+    return r;
+}
+fn store_frag(sl: u32, c: array<f32, 8>, off: u32) {
+    for (var j = 0u; j < 8u; j++) {
+        st_y[off + sl + 32u * j] = c[j];
+    }
+}
+fn wg_max(sg: u32, sl: u32, v: f32) -> f32 {
+    workgroupBarrier();
+    shim_red[sg * SGS + sl] = v;
+    workgroupBarrier();
+    var m = shim_red[sg * SGS];
+    for (var i = 1u; i < SGS; i++) {
+        m = max(m, shim_red[sg * SGS + i]);
+    }
+    workgroupBarrier();
+    return m;
+}
+"#,
+    );
+    s
+}
+
+/// The shader logic of `mm_coop_blocks` (segments of straddling scale rows,
+/// scaled x staging, W as q, epilogues, SwiGLU as two launches) on the scalar
+/// shim of [`shim_source`], exact and fast, against the same references as
+/// the tensor-core tests: this runs on lavapipe (f16 needed), so the kernel's
+/// own logic is tested before any GPU machine sees it.
+#[test]
+fn coop_blocks_logic_matches_reference_on_a_scalar_shim() {
+    let shim: &'static qwgpu_kernels::shaders::ShaderSource =
+        Box::leak(Box::new(qwgpu_kernels::shaders::ShaderSource {
+            name: "matmul_coop_blocks_shim.wgsl",
+            text: Box::leak(shim_source().into_boxed_str()),
+        }));
+    for t in testing::contexts_with(&[Feature::F16]) {
+        let ctx = &t.ctx;
+        let mut rng = Rng::new(0xb10c_0006);
+        let mut outputs = 0usize;
+        let mut moved = 0usize;
+        for spec in weights() {
+            let pw = weight(&mut rng, &spec);
+            let (rows, cols) = (pw.rows, pw.cols);
+            let wdq = qwgpu_loader::dequantize(&pw).unwrap();
+            let (q, s) = support::fp8_parts(&pw);
+            let gw = GpuWeight::upload(ctx, &pw).unwrap();
+            assert_eq!(gw.pieces.len(), 1);
+            let wbuf = &gw.pieces[0].buffer;
+            for (tokens, exact) in [(131usize, true), (19, false), (131, false)] {
+                let key = qwgpu_kernels::PipelineKey::new(
+                    &[shim, &qwgpu_kernels::shaders::NUMERIC, &SPV_COMMON],
+                    "mm_coop_blocks",
+                )
+                .constant("WG", 256)
+                .constant("FORMAT", gw.format as u32)
+                .constant("EXACT", u32::from(exact));
+                let pipeline = ctx.pipeline(&key).unwrap();
+                for epi in EPILOGUES {
+                    let swiglu = epi == Epilogue::SwiGlu;
+                    let width = if swiglu { rows / 2 } else { rows };
+                    let xrows: Vec<Vec<f32>> = (0..tokens)
+                        .map(|ti| x_row(&mut rng, cols, ti % 4))
+                        .collect();
+                    let x_stride = cols + 1;
+                    let mut xbuf = vec![f32::NAN; tokens * x_stride + 3];
+                    for (ti, r) in xrows.iter().enumerate() {
+                        xbuf[ti * x_stride..][..cols].copy_from_slice(r);
+                    }
+                    let init = if epi == Epilogue::Accumulate {
+                        rng.normal_vec(tokens * width)
+                    } else {
+                        vec![f32::NAN; tokens * width]
+                    };
+                    let x = ctx.upload("x", &xbuf).unwrap();
+                    let y = ctx.upload("y", &init).unwrap();
+                    // MmParams' leading fields: rows, cols, stride4, block_cols, t,
+                    // x_off, x_stride, x_div, y_off, y_stride, n0, n_end, a_row0,
+                    // a_rows, b_row0, b_rows, half, …, epi (22), x_aligned (23).
+                    let launches: &[u32] = match epi {
+                        Epilogue::Store => &[0],
+                        Epilogue::Accumulate => &[1],
+                        Epilogue::SwiGlu => &[0, 2],
+                    };
+                    let mut ds = Vec::new();
+                    for &code in launches {
+                        let mut p = [0u32; 64];
+                        let head = [
+                            rows as u32,
+                            cols as u32,
+                            (gw.stride_words / 4) as u32,
+                            gw.block_cols as u32,
+                            tokens as u32,
+                            0,
+                            x_stride as u32,
+                            1,
+                            0,
+                            width as u32,
+                            0,
+                            width as u32,
+                            0,
+                            rows as u32,
+                            0,
+                            rows as u32,
+                            (rows / 2) as u32,
+                        ];
+                        p[..head.len()].copy_from_slice(&head);
+                        p[22] = code;
+                        p[23] = u32::from(x_stride.is_multiple_of(4));
+                        let params = ctx.uniform("shim params", &p);
+                        let bind = ctx.bind(
+                            &pipeline,
+                            "shim",
+                            &[
+                                wbuf.as_entire_binding(),
+                                wbuf.as_entire_binding(),
+                                gw.meta.as_entire_binding(),
+                                x.as_entire_binding(),
+                                y.as_entire_binding(),
+                                params.as_entire_binding(),
+                                x.as_entire_binding(),
+                            ],
+                        );
+                        ds.push(Dispatch {
+                            label: "coop blocks shim",
+                            pipeline: pipeline.clone(),
+                            bind,
+                            groups: [
+                                (width as u32).div_ceil(128),
+                                (tokens as u32).div_ceil(128),
+                                1,
+                            ],
+                        });
+                    }
+                    run(ctx, &ds);
+                    let got = ctx.read_f32(&y, 0, init.len()).unwrap();
+                    let mut expect = vec![None; init.len()];
+                    for (ti, xr) in xrows.iter().enumerate() {
+                        let exact_row = |r: usize| support::dot_ref(xr, &wdq[r * cols..][..cols]);
+                        let fast_row = |r: usize| {
+                            support::fast_block_dot(
+                                xr,
+                                &q[r * cols..][..cols],
+                                &s[r * cols..][..cols],
+                            )
+                        };
+                        for c in 0..width {
+                            let i = ti * width + c;
+                            let (mut w, mut tol) = if exact {
+                                support::expected_with(exact_row, rows, c, swiglu, 1e-5)
+                            } else {
+                                let f = support::expected_with(fast_row, rows, c, swiglu, 1e-5);
+                                let (e, _) =
+                                    support::expected_with(exact_row, rows, c, swiglu, 1e-5);
+                                outputs += 1;
+                                moved += usize::from((e - f.0).abs() > f.1);
+                                f
+                            };
+                            if epi == Epilogue::Accumulate {
+                                w += init[i] as f64;
+                                tol += 1e-6 * init[i].abs() as f64;
+                            }
+                            expect[i] = Some((w, tol));
+                        }
+                    }
+                    let what = format!(
+                        "{t_name} shim {dtype:?} {block:?} [{rows}, {cols}] shards {shards:?} T={tokens} {epi:?} exact {exact}",
+                        t_name = t.name,
+                        dtype = spec.0,
+                        block = spec.1,
+                        shards = spec.4
+                    );
+                    support::check(&got, &init, &expect, &what);
+                }
+            }
+        }
+        assert!(
+            moved * 4 > outputs,
+            "{t_name}: only {moved} of {outputs} outputs move under the fast rounding",
+            t_name = t.name
+        );
+    }
+}
+
 /// Best of 5 GPU-timestamp runs of `d`, in ns.
 fn best_ns(ctx: &GpuContext, d: &[Dispatch]) -> f64 {
     let refs: Vec<&Dispatch> = d.iter().collect();

@@ -243,14 +243,15 @@ pub fn fp8_parts(w: &PackedWeight) -> (Vec<f32>, Vec<f32>) {
 /// The fast precision's product of x row `x` with a block-scaled FP8 weight
 /// row (stored values `q`, scales `s`, as [`fp8_parts`]), written out
 /// independently of the shaders (`mm_coop_blocks`' rule): `e` such that
-/// `m = max|x| · max|s|` (f32 product) lies in `[2¹⁴, 2¹⁵)`
+/// `m = maxₖ |xₖ · sₖ|` (f32 products) lies in `[2¹⁴, 2¹⁵)`
 /// (`clamp(15 − frexp(m).exp, −126, 126)`, 0 for a zero or non-finite `m`),
 /// `y = 2⁻ᵉ Σₖ f16(xₖ · (sₖ · 2ᵉ)) · qₖ` (f16 nearest even). Returns `y` and
 /// `2⁻ᵉ Σₖ |f16(…) · qₖ|` in f64.
 pub fn fast_block_dot(x: &[f32], q: &[f32], s: &[f32]) -> (f64, f64) {
-    let mx = x.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let smax = s.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let m = mx * smax;
+    let m = x
+        .iter()
+        .zip(s)
+        .fold(0f32, |m, (&xk, &sk)| m.max((xk * sk).abs()));
     let e = if m == 0.0 || !m.is_finite() {
         0
     } else {
