@@ -12,6 +12,12 @@
 //!   must move outputs by more than that (so the exact kernel would fail).
 //! - Fast on the scalar GEMM (every context, lavapipe included): the same
 //!   reference, so lavapipe computes what the tensor cores compute.
+//! - The tensor-core kernel's own text with its cooperative-matrix and
+//!   subgroup operations replaced by scalar code of the same semantics (every
+//!   context with f16, lavapipe included), exact and fast, against the same
+//!   references: its segments, staging and epilogues are tested here too.
+//! - SPIR-V translation of every override combination (FORMAT, EXACT, WG),
+//!   with and without bounds checks.
 //!
 //! Contexts without cooperative matrices are recorded as skipped for the
 //! tensor-core tests. `coop_blocks_speed` (`#[ignore]`d) is the benchmark:
