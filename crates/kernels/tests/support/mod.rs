@@ -218,3 +218,91 @@ pub fn packed_one_shard(
         &mut draw,
     )
 }
+
+/// The stored values `q` and the scales `s` of an FP8 weight, each `[rows,
+/// cols]` (`q · s` is the dequantized weight), from the loader's dequantizer:
+/// `q` with every scale replaced by 1, `s` with every element replaced by 1.0.
+pub fn fp8_parts(w: &PackedWeight) -> (Vec<f32>, Vec<f32>) {
+    let one = match w.dtype {
+        Dtype::F8E4M3 => 0x38u8,
+        Dtype::F8E5M2 => 0x3c,
+        other => panic!("fp8_parts of a {other} weight"),
+    };
+    let mut q = w.clone();
+    q.scale = ScaleScheme::PerShard {
+        scales: vec![1.0; w.shards.len()],
+    };
+    let mut s = w.clone();
+    s.data = vec![one; w.data.len()];
+    (
+        qwgpu_loader::dequantize(&q).unwrap(),
+        qwgpu_loader::dequantize(&s).unwrap(),
+    )
+}
+
+/// The fast precision's product of x row `x` with a block-scaled FP8 weight
+/// row (stored values `q`, scales `s`, as [`fp8_parts`]), written out
+/// independently of the shaders (`mm_coop_blocks`' rule): `e` such that
+/// `m = maxₖ |xₖ · sₖ|` (f32 products) lies in `[2¹⁴, 2¹⁵)`
+/// (`clamp(15 − frexp(m).exp, −126, 126)`, 0 for a zero or non-finite `m`),
+/// `y = 2⁻ᵉ Σₖ f16(xₖ · (sₖ · 2ᵉ)) · qₖ` (f16 nearest even). Returns `y` and
+/// `2⁻ᵉ Σₖ |f16(…) · qₖ|` in f64.
+pub fn fast_block_dot(x: &[f32], q: &[f32], s: &[f32]) -> (f64, f64) {
+    let m = x
+        .iter()
+        .zip(s)
+        .fold(0f32, |m, (&xk, &sk)| m.max((xk * sk).abs()));
+    let e = if m == 0.0 || !m.is_finite() {
+        0
+    } else {
+        // frexp's exponent by halving / doubling in f64.
+        let mut v = m as f64;
+        let mut fe = 0;
+        while v >= 1.0 {
+            v /= 2.0;
+            fe += 1;
+        }
+        while v < 0.5 {
+            v *= 2.0;
+            fe -= 1;
+        }
+        (15 - fe).clamp(-126, 126)
+    };
+    let p2 = 2f64.powi(e);
+    let (mut dot, mut abs) = (0f64, 0f64);
+    for ((&xk, &qk), &sk) in x.iter().zip(q).zip(s) {
+        let f = (sk as f64 * p2) as f32;
+        let xr = half::f16::from_f32(xk * f).to_f64();
+        dot += xr * qk as f64;
+        abs += (xr * qk as f64).abs();
+    }
+    (dot / p2, abs / p2)
+}
+
+/// [`expected`] with the rows' dot products given by `row` (`(Σ, Σ|·|)` of
+/// weight row `r`): output column `col`, SwiGLU from rows `col` and
+/// `rows / 2 + col`, tolerance `rel · Σ|·| + 1e-5 · |want|` propagated as there.
+pub fn expected_with(
+    row: impl Fn(usize) -> (f64, f64),
+    rows: usize,
+    col: usize,
+    swiglu: bool,
+    rel: f64,
+) -> (f64, f64) {
+    if swiglu {
+        let (g, sg) = row(col);
+        let (u, su) = row(rows / 2 + col);
+        let sil = qwgpu_ops::activation::silu(g as f32) as f64;
+        let want = sil * u;
+        (
+            want,
+            1.1 * u.abs() * rel * sg
+                + (sil.abs() + rel * sg) * rel * su
+                + 1e-5 * want.abs()
+                + 1e-30,
+        )
+    } else {
+        let (s, a) = row(col);
+        (s, rel * a + 1e-5 * s.abs() + 1e-30)
+    }
+}
