@@ -517,6 +517,27 @@ fn broken_fused_ct_experts_are_named() {
         assert_names(&err, &[role, &name, "model.safetensors"]);
     }
 
+    // GPTQ words over fused 3-D experts: no checkpoint stores them so
+    // (GPTQModel and AutoAWQ write `experts.{e}.*.qweight`).
+    let fused_bf16 = "model.layers.0.mlp.experts.gate_up_proj";
+    let qweight = SourceTensor::new(
+        format!("{fused_bf16}.qweight"),
+        Dtype::I32,
+        vec![8, 4, 64],
+        vec![0u8; 8 * 4 * 64 * 4],
+    )
+    .expect("tensor");
+    let err = load_edited("moe-bf16-text", &[fused_bf16], vec![qweight], |_| {});
+    assert!(matches!(err.root(), LoadError::Int4 { .. }), "{err}");
+    assert_names(
+        &err,
+        &[
+            &format!("{fused_bf16}.qweight"),
+            "not a known layout",
+            "experts.{e}.{gate,up,down}_proj.qweight",
+        ],
+    );
+
     // The config excludes the experts the file stores as 4-bit.
     let err = load_edited(FUSED, &[], vec![], |c| {
         c["quantization_config"]["ignore"]

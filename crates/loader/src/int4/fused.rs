@@ -283,9 +283,11 @@ mod tests {
         }
     }
 
-    /// One shard's values: q `[rows, cols]`, zero `[rows, groups]`, scale `[rows, groups]`.
+    /// One shard's values: q `[rows, cols]`, zero `[rows, groups]`, scale
+    /// `[rows, groups]`, each column's group (activation order: permuted).
     struct Shard {
         rows: usize,
+        col_group: Vec<usize>,
         q: Vec<u8>,
         zero: Vec<u8>,
         scale: Vec<f32>,
@@ -335,16 +337,32 @@ mod tests {
         cols: usize,
         group: Option<usize>,
         symmetric: bool,
+        act_order: bool,
     ) {
         let mut rng = Rng(seed);
         let gs = group.unwrap_or(cols);
         let groups = cols / gs;
+        let col_group = |rng: &mut Rng| -> Vec<usize> {
+            // Group i takes the i-th run of gs columns of a random order.
+            let mut order: Vec<usize> = (0..cols).collect();
+            if act_order {
+                for i in (1..cols).rev() {
+                    order.swap(i, (rng.next() % (i as u64 + 1)) as usize);
+                }
+            }
+            let mut g = vec![0; cols];
+            for (i, &c) in order.iter().enumerate() {
+                g[c] = i / gs;
+            }
+            g
+        };
         let shards: Vec<Vec<Shard>> = (0..experts)
             .map(|_| {
                 shard_rows
                     .iter()
                     .map(|&rows| Shard {
                         rows,
+                        col_group: col_group(&mut rng),
                         q: (0..rows * cols).map(|_| rng.nibble()).collect(),
                         zero: (0..rows * groups)
                             .map(|_| if symmetric { 8 } else { rng.nibble() })
@@ -357,9 +375,11 @@ mod tests {
             })
             .collect();
         let (mut w, mut z, mut s, mut shape) = (vec![], vec![], vec![], vec![]);
+        let mut g_idx = vec![];
         for expert in &shards {
             for sh in expert {
                 let [wb, zb, sb] = companions(sh, cols, groups);
+                g_idx.extend(sh.col_group.iter().flat_map(|&g| (g as i32).to_le_bytes()));
                 w.extend(wb);
                 z.extend(zb);
                 s.extend(sb);
@@ -395,7 +415,15 @@ mod tests {
                     z,
                 )
             }),
-            g_idx: None,
+            // Stacked per-expert [K] vectors joined along their last dim: [E, n·K].
+            g_idx: act_order.then(|| {
+                tensor(
+                    &format!("{m}.weight_g_idx"),
+                    Dtype::I32,
+                    vec![experts, n * cols],
+                    g_idx,
+                )
+            }),
             shape: Some(tensor(
                 &format!("{m}.weight_shape"),
                 Dtype::I64,
@@ -405,6 +433,7 @@ mod tests {
         };
         let parts = split_fused_ct(&fused, experts, shard_rows, cols).expect("splits");
         assert_eq!(parts.len(), experts * n);
+        let mut dense = 0;
         for (i, part) in parts.iter().enumerate() {
             let sh = &shards[i / n][i % n];
             let got = match decode_ct(part, group, symmetric, true).expect("decodes") {
@@ -412,28 +441,37 @@ mod tests {
                     q.view().validate("part").expect("canonical");
                     q.view().dequantize()
                 }
-                Decoded::Dense { .. } => panic!("no activation order here"),
+                Decoded::Dense { values, .. } => {
+                    assert!(act_order, "dense without activation order");
+                    dense += 1;
+                    values
+                }
             };
             let want: Vec<f32> = (0..sh.rows * cols)
                 .map(|k| {
                     let (r, c) = (k / cols, k % cols);
-                    let g = r * groups + c / gs;
+                    let g = r * groups + sh.col_group[c];
                     (f32::from(sh.q[k]) - f32::from(sh.zero[g])) * sh.scale[g]
                 })
                 .collect();
             assert_eq!(got, want, "expert {e} shard {s}", e = i / n, s = i % n);
         }
+        // Permuted groups are dequantized at load, every shard of them.
+        assert_eq!(dense, if act_order { parts.len() } else { 0 });
     }
 
     #[test]
     fn fused_experts_split_into_their_shards() {
         // Ie = 12, 20: not multiples of 8, so each shard's zero points are
         // packed on their own and unpacking the concatenated rows would be wrong.
-        round_trip(seed(1), 3, &[12, 12], 24, Some(8), false);
-        round_trip(seed(2), 2, &[20, 20], 40, Some(20), false);
-        round_trip(seed(3), 4, &[16], 12, None, false);
-        round_trip(seed(4), 2, &[9, 9], 32, Some(32), true);
-        round_trip(seed(5), 1, &[5], 7, None, false);
+        round_trip(seed(1), 3, &[12, 12], 24, Some(8), false, false);
+        round_trip(seed(2), 2, &[20, 20], 40, Some(20), false, false);
+        round_trip(seed(3), 4, &[16], 12, None, false, false);
+        round_trip(seed(4), 2, &[9, 9], 32, Some(32), true, false);
+        round_trip(seed(5), 1, &[5], 7, None, false, false);
+        // Activation order: each shard's own permuted weight_g_idx.
+        round_trip(seed(6), 3, &[12, 12], 24, Some(8), false, true);
+        round_trip(seed(7), 2, &[16], 32, Some(16), true, true);
     }
 
     fn seed(n: u64) -> u64 {
