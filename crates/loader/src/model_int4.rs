@@ -94,13 +94,16 @@ impl<'s, S: TensorSource + ?Sized> Ctx<'s, S> {
         let parts = split_fused_ct(&fused, experts, shard_rows, cols).map_err(at)?;
         let with_words = !self.opts.layout_only;
         let mut out = Vec::with_capacity(parts.len());
-        for (i, part) in parts.iter().enumerate() {
+        for (i, part) in parts.into_iter().enumerate() {
             let (e, s) = (i / shard_rows.len(), i % shard_rows.len());
             let shard = covers(e, s);
-            let decoded = decode_ct(part, group_size, symmetric, with_words)
+            let decoded = decode_ct(&part, group_size, symmetric, with_words)
                 .map_err(|err| at(in_shard(err, &shard)))?;
+            // The shard's own rows of the fused words (named as the fused
+            // tensor): no source holds a copy of the whole fused tensor.
+            let rows = part.packed.unwrap_or_else(|| words.clone());
             out.push(match decoded {
-                Decoded::Int4(q) => SourceWeight::int4(words.clone(), q, &[&shard]),
+                Decoded::Int4(q) => SourceWeight::int4(rows, q, &[&shard]),
                 Decoded::Dense { rows, cols, values } => SourceWeight::new(
                     SourceTensor::from_f32(words.name.clone(), vec![rows, cols], &values)?,
                     &[&shard],

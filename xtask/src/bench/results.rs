@@ -71,7 +71,8 @@ pub struct Results {
     pub kernels: Vec<KernelBench>,
     /// The GEMV microbench's figures (`gemv_bench::gemv_bandwidth`), parsed.
     pub gemv: Option<Gemv>,
-    /// Layers of the 35B-A3B checkpoint made for this run (of the real model's 40).
+    /// Layers of the reduced geometries made for this run (35B-A3B of the
+    /// real model's 40, 27B of its 64; `--moe-layers`).
     pub moe_layers: Option<usize>,
     /// Prompt lengths of qwgpu's time to first token.
     pub ttft_lens: Vec<usize>,

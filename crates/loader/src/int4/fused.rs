@@ -64,7 +64,8 @@ pub(crate) fn split_fused_ct<'a>(
     let packed_rows: Vec<usize> = shard_rows.iter().map(|r| r.div_ceil(8)).collect();
     let words = Stacked::new(
         &cx,
-        packed.clone(),
+        packed,
+        &packed.shape,
         experts,
         total,
         "[experts, rows, ceil(in/8)]",
@@ -72,17 +73,17 @@ pub(crate) fn split_fused_ct<'a>(
     let scales = t
         .scales
         .as_ref()
-        .map(|s| Stacked::new(&cx, s.clone(), experts, total, "[experts, rows, groups]"))
+        .map(|s| Stacked::new(&cx, s, &s.shape, experts, total, "[experts, rows, groups]"))
         .transpose()?;
     let zeros = t
         .zeros
         .as_ref()
         .map(|z| {
             let total_packed: usize = packed_rows.iter().sum();
-            let z = as_3d(z, experts, total_packed);
             Stacked::new(
                 &cx,
                 z,
+                &as_3d(&z.shape, experts, total_packed),
                 experts,
                 total_packed,
                 "[experts, Σ ceil(shard rows/8), groups] (each shard's zero points packed on their own)",
@@ -93,15 +94,13 @@ pub(crate) fn split_fused_ct<'a>(
         .g_idx
         .as_ref()
         .map(|g| {
+            // Each shard's [in] vector, joined along the last dim: [E, n · in].
             let n = shard_rows.len();
-            let g3 = SourceTensor {
-                shape: match g.shape.as_slice() {
-                    &[e, len] if len == n * cols => vec![e, n, cols],
-                    other => other.to_vec(),
-                },
-                ..g.clone()
+            let shape = match g.shape.as_slice() {
+                &[e, len] if len == n * cols => vec![e, n, cols],
+                other => other.to_vec(),
             };
-            Stacked::new(&cx, g3, experts, n, "[experts, n_shards · in]")
+            Stacked::new(&cx, g, &shape, experts, n, "[experts, n_shards · in]")
         })
         .transpose()?;
     let shape_t = cx.need(
@@ -152,15 +151,12 @@ pub(crate) fn split_fused_ct<'a>(
     Ok(out)
 }
 
-/// A `[E, n]` tensor read as `[E, n, 1]` (stacked per-expert scalars).
-fn as_3d<'a>(t: &SourceTensor<'a>, experts: usize, rows: usize) -> SourceTensor<'a> {
-    if t.shape == [experts, rows] {
-        SourceTensor {
-            shape: vec![experts, rows, 1],
-            ..t.clone()
-        }
+/// A `[E, n]` shape read as `[E, n, 1]` (stacked per-expert scalars).
+fn as_3d(shape: &[usize], experts: usize, rows: usize) -> Vec<usize> {
+    if shape == [experts, rows] {
+        vec![experts, rows, 1]
     } else {
-        t.clone()
+        shape.to_vec()
     }
 }
 
@@ -211,25 +207,27 @@ fn check_shapes(
     Ok(())
 }
 
-/// A `[E, R, X]` tensor whose row ranges of one expert are cut out as `[rows, X]`.
-struct Stacked<'a> {
-    t: SourceTensor<'a>,
+/// A `[E, R, X]` tensor (its stored shape read as `shape`, same element
+/// count) whose row ranges of one expert are cut out as `[rows, X]`. Borrows
+/// the tensor: only the cut rows are ever copied (an owned source's).
+struct Stacked<'t, 'a> {
+    t: &'t SourceTensor<'a>,
     rows: usize,
     row_bytes: usize,
     inner: usize,
 }
 
-impl<'a> Stacked<'a> {
-    /// Takes `t` by value: a borrowed tensor's clone copies no bytes.
+impl<'t, 'a> Stacked<'t, 'a> {
     fn new(
         cx: &Ctx<'_>,
-        t: SourceTensor<'a>,
+        t: &'t SourceTensor<'a>,
+        shape: &[usize],
         experts: usize,
         rows: usize,
         what: &str,
     ) -> Result<Self, LoadError> {
-        let inner = match t.shape.as_slice() {
-            &[e, r, x] if e == experts && r == rows && x > 0 => x,
+        let inner = match *shape {
+            [e, r, x] if e == experts && r == rows && x > 0 => x,
             _ => {
                 return Err(cx.err(format!(
                     "`{name}` has shape {got:?}, expected [{experts}, {rows}, _] ({what})",
@@ -240,9 +238,9 @@ impl<'a> Stacked<'a> {
         };
         t.check_len()?;
         Ok(Stacked {
-            row_bytes: inner * t.dtype.size(),
             t,
             rows,
+            row_bytes: inner * t.dtype.size(),
             inner,
         })
     }
