@@ -657,9 +657,12 @@ impl Bench {
                 .into_iter()
                 .map(
                     |Source {
-                         model, dir, gptq, ..
+                         model,
+                         dir,
+                         bf16,
+                         gptq,
                      }| {
-                        if gguf_done(&gdir.join(format!("weights-{model}.json")), gptq) {
+                        if gguf_done(&gdir.join(format!("weights-{model}.json")), bf16, gptq) {
                             return (model, Ok(()));
                         }
                         let mut cmd = Command::new("nice");
@@ -676,8 +679,16 @@ impl Bench {
                             .arg(&gdir)
                             .arg(w.join("src"))
                             .arg(w.join("vk-bin/llama-quantize"));
-                        if gptq {
-                            cmd.arg("--q4");
+                        // Q8_0 is the FP8 rows' peer: not made for a
+                        // source that only feeds the GPTQ rows.
+                        match (bf16, gptq) {
+                            (true, true) => {
+                                cmd.arg("--q4");
+                            }
+                            (false, true) => {
+                                cmd.arg("--q4-only");
+                            }
+                            _ => {}
                         }
                         let res = proc::run(
                             &mut cmd,
@@ -978,12 +989,16 @@ fn config_says(dir: &Path, needle: &str) -> bool {
 }
 
 /// An earlier conversion left `weights-{model}.json` with every format this
-/// run needs (the 4-bit ones when `q4`).
-fn gguf_done(weights_json: &Path, q4: bool) -> bool {
+/// run needs (Q8_0 when `q8`, the 4-bit ones when `q4`).
+fn gguf_done(weights_json: &Path, q8: bool, q4: bool) -> bool {
     std::fs::read_to_string(weights_json)
         .ok()
         .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-        .is_some_and(|v| v["q8_0"].is_object() && (!q4 || v["q4_k_m"].is_object()))
+        .is_some_and(|v| {
+            v["bf16"].is_object()
+                && (!q8 || v["q8_0"].is_object())
+                && (!q4 || v["q4_k_m"].is_object())
+        })
 }
 
 /// `1,4,16` from `[1, 4, 16]`.

@@ -51,11 +51,11 @@ fn stand_ins(root: &Path) -> (PathBuf, PathBuf) {
                case \"$2:$3\" in\n\
                hf:27B) src=dense-bf16-wrapper-sharded; q=dense-gptq-int4;;\n\
                hf:35B-A3B) src=moe-bf16-wrapper; q=moe-gptq-int4;;\n\
-               gguf:*) q4=0; for a in \"$@\"; do [ \"$a\" = --q4 ] && q4=1; done\n\
-                 for s in bf16 q8_0; do echo x > \"$5/qwen35-$3-$s.gguf\"; done\n\
+               gguf:*) q4=0; for a in \"$@\"; do [ \"$a\" = --q4-only ] && q4=1; done\n\
+                 for s in bf16; do echo x > \"$5/qwen35-$3-$s.gguf\"; done\n\
                  f='\"bytes_read_per_token\": 1000000000, \"tensor_bytes\": 2000000000, \"has_output_weight\": true, \"head_bytes\": 100000000'\n\
                  if [ $q4 = 1 ]; then for s in q4_0 q4_k_m; do echo x > \"$5/qwen35-$3-$s.gguf\"; done\n\
-                   echo \"{{\\\"q8_0\\\": {{$f}}, \\\"bf16\\\": {{$f}}, \\\"q4_0\\\": {{$f}}, \\\"q4_k_m\\\": {{$f}}}}\" > \"$5/weights-$3.json\"\n\
+                   echo \"{{\\\"bf16\\\": {{$f}}, \\\"q4_0\\\": {{$f}}, \\\"q4_k_m\\\": {{$f}}}}\" > \"$5/weights-$3.json\"\n\
                  else echo \"{{\\\"q8_0\\\": {{$f}}, \\\"bf16\\\": {{$f}}}}\" > \"$5/weights-$3.json\"; fi\n\
                  exit 0;;\n\
                *) exit 9;;\n\
@@ -126,7 +126,8 @@ fn gptq_sizes_make_measure_and_report_their_rows() {
     b.all();
     assert!(b.r.errors.is_empty(), "{:?}", b.r.errors);
     let calls = std::fs::read_to_string(root.join("calls.log")).unwrap();
-    // Each base made once with its GPTQ copy (no FP8), converted with the 4-bit GGUFs.
+    // Each base made once with its GPTQ copy (no FP8), converted to the
+    // 4-bit GGUFs only (no Q8_0: its BF16 and FP8 rows are not asked for).
     for m in ["35B-A3B", "27B"] {
         let made: Vec<&str> = calls
             .lines()
@@ -137,7 +138,8 @@ fn gptq_sizes_make_measure_and_report_their_rows() {
         assert!(
             calls
                 .lines()
-                .any(|l| l.contains(&format!("make_models.py gguf {m} ")) && l.ends_with("--q4")),
+                .any(|l| l.contains(&format!("make_models.py gguf {m} "))
+                    && l.ends_with("--q4-only")),
             "{calls}"
         );
     }
@@ -174,6 +176,7 @@ fn gptq_sizes_make_measure_and_report_their_rows() {
             assert!(b.r.checkpoint(m, f).is_some(), "{m} {f}");
         }
         assert!(b.r.checkpoint(m, BF16).is_none(), "{m}");
+        assert!(b.r.checkpoint(m, "GGUF Q8_0").is_none(), "{m}");
     }
     b.r.copy_bw_torch = Some(3.0e12);
     let md = render(&b.r);
