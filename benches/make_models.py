@@ -13,8 +13,9 @@ usage:
       "-:.*mtp.*", "-:.*visual.*"): the dense MLPs and routed experts as qweight / qzeros / scales / g_idx
       (round-to-nearest, not GPTQ's solver: values do not matter for speed), the rest BF16.
       --layers N (alias --moe-layers, default 4): layers of the 35B-A3B and 27B geometries (3 linear : 1 full).
-  make_models.py gguf NAME HFDIR GGUFDIR LLAMA_SRC QUANTIZE_BIN [--q4]
-      (--q4: also Q4_0 and Q4_K_M, the 4-bit peers of the GPTQ copy)
+  make_models.py gguf NAME HFDIR GGUFDIR LLAMA_SRC QUANTIZE_BIN [--q4 | --q4-only]
+      (--q4: also Q4_0 and Q4_K_M, the 4-bit peers of the GPTQ copy; --q4-only: those without Q8_0, for a
+      BF16 folder that is only the GPTQ copy's source)
       llama.cpp's convert_hf_to_gguf.py (BF16) then llama-quantize Q8_0, and GGUFDIR/weights-NAME.json with
       the bytes of weights each format reads per decode token (MoE: routed experts scaled by top_k / experts)
       and the LM head's bytes.
@@ -267,18 +268,20 @@ def gptq_folder(src, dst):
     json.dump(cfg, open(os.path.join(dst, "config.json"), "w"), indent=1)
 
 
-def make_gguf(name, hf, gdir, src, qbin, q4=False):
+def make_gguf(name, hf, gdir, src, qbin, q4=False, q8=True):
     os.makedirs(gdir, exist_ok=True)
     t0 = time.time()
     bf16 = os.path.join(gdir, f"qwen35-{name}-bf16.gguf")
-    q8 = os.path.join(gdir, f"qwen35-{name}-q8_0.gguf")
+    q8_path = os.path.join(gdir, f"qwen35-{name}-q8_0.gguf")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.path.join(src, "gguf-py") + ":" + env.get("PYTHONPATH", "")
     subprocess.run([sys.executable, os.path.join(src, "convert_hf_to_gguf.py"), hf, "--outtype", "bf16",
                     "--no-mtp", "--outfile", bf16], check=True, env=env)
     t1 = time.time()
-    subprocess.run([qbin, bf16, q8, "Q8_0", str(os.cpu_count())], check=True)
-    formats = [("bf16", bf16), ("q8_0", q8)]
+    formats = [("bf16", bf16)]
+    if q8:
+        subprocess.run([qbin, bf16, q8_path, "Q8_0", str(os.cpu_count())], check=True)
+        formats.append(("q8_0", q8_path))
     if q4:
         for fmt in ("Q4_0", "Q4_K_M"):
             path = os.path.join(gdir, f"qwen35-{name}-{fmt.lower()}.gguf")
@@ -323,7 +326,7 @@ if __name__ == "__main__":
         flag = "--layers" if "--layers" in a else "--moe-layers"
         ml = int(a[a.index(flag) + 1]) if flag in a else 4
         make_hf(a[1], a[2], a[3], "--fp8" in a, ml, gptq="--gptq" in a)
-    elif len(a) in (6, 7) and a[0] == "gguf" and (len(a) == 6 or a[6] == "--q4"):
-        make_gguf(*a[1:6], q4=len(a) == 7)
+    elif len(a) in (6, 7) and a[0] == "gguf" and (len(a) == 6 or a[6] in ("--q4", "--q4-only")):
+        make_gguf(*a[1:6], q4=len(a) == 7, q8=len(a) == 6 or a[6] == "--q4")
     else:
         raise SystemExit(__doc__)

@@ -283,14 +283,24 @@ pub fn per_expert_tensors(c: &TextConfig, layer: usize) -> Vec<ExpectedTensor> {
 pub const INT4_WEIGHT_SUFFIXES: &[&str] = &[".qweight", ".weight_packed"];
 
 /// The 4-bit names that may stand for the linear weight `name`
-/// (`….gate_proj.weight` → `….gate_proj.qweight`, `….gate_proj.weight_packed`);
-/// empty for a name without the `.weight` suffix.
+/// (`….gate_proj.weight` → `….gate_proj.qweight`, `….gate_proj.weight_packed`).
+/// Fused 3-D MoE experts have no `.weight` suffix; their compressed form
+/// nests the companions under the parameter's name
+/// (`….experts.gate_up_proj` → `….experts.gate_up_proj.weight_packed`, as
+/// llm-compressor's `repack_moe` writes it; `….qweight` is listed so the
+/// loader can refuse it by name). Empty for any other name.
 pub fn int4_weight_names(name: &str) -> Vec<String> {
     match name.strip_suffix(".weight") {
         Some(stem) => INT4_WEIGHT_SUFFIXES
             .iter()
             .map(|s| format!("{stem}{s}"))
             .collect(),
+        None if name.ends_with(".experts.gate_up_proj") || name.ends_with(".experts.down_proj") => {
+            INT4_WEIGHT_SUFFIXES
+                .iter()
+                .map(|s| format!("{name}{s}"))
+                .collect()
+        }
         None => Vec::new(),
     }
 }

@@ -88,7 +88,7 @@ pub fn detect_layout(
 }
 
 /// Sub-range of borrowed or owned bytes, keeping the borrow when there is one.
-fn slice_bytes<'a>(
+pub(crate) fn slice_bytes<'a>(
     bytes: &Cow<'a, [u8]>,
     range: Range<usize>,
     tensor: &str,

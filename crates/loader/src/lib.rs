@@ -28,7 +28,12 @@
 //! are all repacked into ONE canonical form, [`Int4View`] (see [`int4`] for
 //! the exact layout): row-major nibbles along the input dimension, per-group
 //! f32 scales and `0..=15` zero points, `W = (q - zero) · scale`. A GPU engine
-//! reads only that form ([`PackedWeight::int4`]). Activation-order GPTQ
+//! reads only that form ([`PackedWeight::int4`]). compressed-tensors MoE
+//! experts are read per expert (`experts.{e}.gate_proj.weight_packed`) or
+//! fused as 3-D tensors with a leading expert dimension
+//! (`experts.gate_up_proj.weight_packed`, as llm-compressor's `repack_moe`
+//! writes transformers' fused experts; gate's and up's scales and zero points
+//! stay their own shard's). Activation-order GPTQ
 //! weights whose `g_idx` permutes the groups are dequantized to f32 at load
 //! (with a warning).
 //!

@@ -605,14 +605,31 @@ impl<'s, S: TensorSource + ?Sized> Ctx<'s, S> {
                     )
                     .map_err(|e| self.locate(e, &[&name]))
                 };
-                (
-                    fused("gate_up_proj", [experts, 2 * ie, h], &|e| {
+                let gate_up = match self.int4_fused_experts(
+                    &format!("{p}.experts.gate_up_proj"),
+                    experts,
+                    &[ie, ie],
+                    h,
+                    &|e, s| format!("e{e}.{shard}", shard = ["gate", "up"][s]),
+                )? {
+                    Some(sources) => sources,
+                    None => fused("gate_up_proj", [experts, 2 * ie, h], &|e| {
                         vec![format!("e{e}.gate"), format!("e{e}.up")]
                     })?,
-                    fused("down_proj", [experts, h, ie], &|e| {
+                };
+                let down = match self.int4_fused_experts(
+                    &format!("{p}.experts.down_proj"),
+                    experts,
+                    &[h],
+                    ie,
+                    &|e, _| format!("e{e}.down"),
+                )? {
+                    Some(sources) => sources,
+                    None => fused("down_proj", [experts, h, ie], &|e| {
                         vec![format!("e{e}.down")]
                     })?,
-                )
+                };
+                (gate_up, down)
             }
         };
         let gate_up_names: Vec<(String, usize)> = (0..experts)

@@ -1,19 +1,117 @@
 //! Finding and decoding a module's 4-bit tensors while loading a model: a
 //! linear `….weight` the checkpoint stores as `….qweight` (GPTQ, AWQ) or
-//! `….weight_packed` (compressed-tensors) with their companions.
+//! `….weight_packed` (compressed-tensors) with their companions, and MoE
+//! experts stored as fused 3-D `experts.{gate_up,down}_proj.weight_packed`.
 
 use qwgpu_checkpoint::expected::int4_weight_names;
 
-use crate::int4::{decode_awq, decode_ct, decode_gptq, Decoded, Int4Tensors};
+use crate::int4::{decode_awq, decode_ct, decode_gptq, split_fused_ct, Decoded, Int4Tensors};
 use crate::model::Ctx;
 use crate::{Int4Rule, LoadError, SourceTensor, SourceWeight, TensorSource};
 
 impl<'s, S: TensorSource + ?Sized> Ctx<'s, S> {
     /// True when the linear weight `name` is stored in a 4-bit form.
+    /// (A fused 3-D expert tensor, `experts.gate_up_proj` without a
+    /// `.weight` suffix, counts as stored when its `.weight_packed` /
+    /// `.qweight` is.)
     pub(crate) fn has_int4(&self, name: &str) -> bool {
         int4_weight_names(name)
             .iter()
             .any(|n| self.src.tensor(n).is_some())
+    }
+
+    /// The 4-bit form of fused 3-D MoE experts `name` (`….experts.gate_up_proj`
+    /// / `….experts.down_proj`, see [`crate::int4::split_fused_ct`]'s module),
+    /// one decoded source per expert and shard (`shard_rows[s]` rows,
+    /// covering `covers(e, s)`), or `None` when `name` is not stored 4-bit.
+    pub(crate) fn int4_fused_experts(
+        &self,
+        name: &str,
+        experts: usize,
+        shard_rows: &[usize],
+        cols: usize,
+        covers: &dyn Fn(usize, usize) -> String,
+    ) -> Result<Option<Vec<SourceWeight<'s>>>, LoadError> {
+        let Some(words) = self.src.tensor(&format!("{name}.weight_packed")) else {
+            if let Some(q) = self.src.tensor(&format!("{name}.qweight")) {
+                return Err(self.locate(
+                    LoadError::Int4 {
+                        tensor: q.name.clone(),
+                        format: "GPTQ / AWQ".into(),
+                        detail: "fused 3-D expert `qweight` is not a known layout (GPTQ and AWQ \
+                                 checkpoints store `experts.{e}.{gate,up,down}_proj.qweight`)"
+                            .into(),
+                    },
+                    &[q.name.as_str()],
+                ));
+            }
+            return Ok(None);
+        };
+        let at = |e: LoadError| self.locate(e, &[words.name.as_str()]);
+        if let Some(dense) = self.src.tensor(name) {
+            return Err(at(LoadError::Int4 {
+                tensor: words.name.clone(),
+                format: "4-bit".into(),
+                detail: format!(
+                    "`{dense}` stores the same experts too; expected one of them",
+                    dense = dense.name
+                ),
+            }));
+        }
+        let rule = self.policy.rule(name);
+        if let Some(reason) = rule.excluded {
+            return Err(at(LoadError::Int4Unexpected {
+                tensor: words.name.clone(),
+                reason,
+            }));
+        }
+        let Some(Int4Rule::PackQuantized {
+            group_size,
+            symmetric,
+        }) = rule.int4
+        else {
+            let reason = match rule.int4 {
+                Some(other) => format!(
+                    "is {format}, which does not store `weight_packed`",
+                    format = other.format_name()
+                ),
+                None if self.policy.is_quantized() => "describes no 4-bit format for it".into(),
+                None => "is absent (config.json has no `quantization_config`)".into(),
+            };
+            return Err(at(LoadError::Int4Unexpected {
+                tensor: words.name.clone(),
+                reason,
+            }));
+        };
+        let get = |suffix: &str| self.src.tensor(&format!("{name}.{suffix}"));
+        let fused = Int4Tensors {
+            packed: Some(words.clone()),
+            zeros: get("weight_zero_point"),
+            scales: get("weight_scale"),
+            g_idx: get("weight_g_idx"),
+            shape: get("weight_shape"),
+        };
+        let parts = split_fused_ct(&fused, experts, shard_rows, cols).map_err(at)?;
+        let with_words = !self.opts.layout_only;
+        let mut out = Vec::with_capacity(parts.len());
+        for (i, part) in parts.into_iter().enumerate() {
+            let (e, s) = (i / shard_rows.len(), i % shard_rows.len());
+            let shard = covers(e, s);
+            let decoded = decode_ct(&part, group_size, symmetric, with_words)
+                .map_err(|err| at(in_shard(err, &shard)))?;
+            // The shard's own rows of the fused words (named as the fused
+            // tensor): no source holds a copy of the whole fused tensor.
+            let rows = part.packed.unwrap_or_else(|| words.clone());
+            out.push(match decoded {
+                Decoded::Int4(q) => SourceWeight::int4(rows, q, &[&shard]),
+                Decoded::Dense { rows, cols, values } => SourceWeight::new(
+                    SourceTensor::from_f32(words.name.clone(), vec![rows, cols], &values)?,
+                    &[&shard],
+                )
+                .with_module(name),
+            });
+        }
+        Ok(Some(out))
     }
 
     /// The 4-bit form of the linear weight `name`, decoded, or `None` when
@@ -107,5 +205,22 @@ impl<'s, S: TensorSource + ?Sized> Ctx<'s, S> {
             )
             .with_module(stem),
         }))
+    }
+}
+
+/// Says which expert and shard of a fused tensor a decoding error is about
+/// (the tensor names are the fused ones).
+fn in_shard(e: LoadError, shard: &str) -> LoadError {
+    match e {
+        LoadError::Int4 {
+            tensor,
+            format,
+            detail,
+        } => LoadError::Int4 {
+            tensor,
+            format,
+            detail: format!("shard `{shard}` of the fused 3-D experts: {detail}"),
+        },
+        other => other,
     }
 }

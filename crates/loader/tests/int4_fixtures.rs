@@ -4,7 +4,9 @@
 //! form, and broken variants of them (missing zeros / scales, wrong packing
 //! shapes, a group size that does not divide the row, a rule that excludes a
 //! module stored as 4-bit, a permuted `g_idx` without `desc_act`) are refused
-//! with errors naming the tensor and its file.
+//! with errors naming the tensor and its file. compressed-tensors MoE experts
+//! stored fused as 3-D tensors (llm-compressor's `repack_moe` layout) load to
+//! exactly what their per-expert copy loads.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -22,6 +24,7 @@ const INT4_FIXTURES: &[&str] = &[
     "dense-gptq-int4",
     "moe-awq-int4",
     "moe-ct-w4a16",
+    "moe-ct-w4a16-fused",
     "moe-gptq-actorder",
     "moe-gptq-int4",
 ];
@@ -379,4 +382,178 @@ fn broken_4bit_inputs_are_named() {
     });
     assert!(matches!(e.root(), LoadError::Int4Unexpected { .. }), "{e}");
     assert_names(&e, &["experts.0.gate_proj.qweight", "quantization_config"]);
+}
+
+const FUSED: &str = "moe-ct-w4a16-fused";
+const FUSED_GATE_UP: &str = "model.layers.0.mlp.experts.gate_up_proj";
+
+/// `moe-ct-w4a16-fused` holds `moe-ct-w4a16`'s experts restacked as 3-D
+/// tensors (`xtask/fixtures/ct_fused.py`): both load to the same packed
+/// model, shard tables, words, scales and zero points alike.
+#[test]
+fn fused_3d_ct_experts_load_as_their_per_expert_copy() {
+    let fused = load_model(&fixture(FUSED)).expect("fused experts load");
+    let per_expert = load_model(&fixture("moe-ct-w4a16")).expect("per-expert");
+    let (fw, pw) = (fused.weights(), per_expert.weights());
+    assert_eq!(fw.len(), pw.len());
+    let mut experts = 0;
+    for (f, p) in fw.iter().zip(&pw) {
+        assert_eq!(
+            (&f.name, f.rows, f.cols, f.dtype),
+            (&p.name, p.rows, p.cols, p.dtype)
+        );
+        let names = |w: &PackedWeight| -> Vec<(String, usize, usize)> {
+            w.shards
+                .iter()
+                .map(|s| (s.name.clone(), s.row_offset, s.rows))
+                .collect()
+        };
+        assert_eq!(names(f), names(p), "{name}", name = f.name);
+        assert_eq!(f.int4(), p.int4(), "{name}", name = f.name);
+        assert_eq!(f.data, p.data, "{name}", name = f.name);
+        if f.name.contains(".experts.") {
+            assert!(f.int4().is_some(), "{name}", name = f.name);
+            experts += 1;
+        }
+    }
+    assert_eq!(experts, 2 * fused.layers.len());
+}
+
+/// Broken fused experts: each error names the fused tensor, what was
+/// expected and the file.
+#[test]
+fn broken_fused_ct_experts_are_named() {
+    let ckpt = fixture(FUSED);
+    let get = |suffix: &str| {
+        ckpt.tensor(&format!("{FUSED_GATE_UP}.{suffix}"))
+            .unwrap_or_else(|e| panic!("{suffix}: {e}"))
+    };
+    let reshaped = |suffix: &str, shape: Vec<usize>| {
+        let t = get(suffix);
+        SourceTensor::new(t.name.to_string(), t.dtype, shape, t.bytes.to_vec()).expect("tensor")
+    };
+    let words = get("weight_packed");
+    let (e, r, c8) = (words.shape[0], words.shape[1], words.shape[2]);
+
+    // Words without the expert dimension.
+    let err = load_edited(
+        FUSED,
+        &[],
+        vec![reshaped("weight_packed", vec![e * r, c8])],
+        |_| {},
+    );
+    assert_names(
+        &err,
+        &[
+            &format!("{FUSED_GATE_UP}.weight_packed"),
+            &format!("[{e}, {r}, _]"),
+            "model.safetensors",
+        ],
+    );
+
+    // Zero points packed over the concatenated rows of a wrong count.
+    let zp = get("weight_zero_point");
+    let (zr, zg) = (zp.shape[1], zp.shape[2]);
+    let err = load_edited(
+        FUSED,
+        &[],
+        vec![reshaped("weight_zero_point", vec![e / 2, 2 * zr, zg])],
+        |_| {},
+    );
+    assert_names(
+        &err,
+        &[
+            &format!("{FUSED_GATE_UP}.weight_zero_point"),
+            "each shard's zero points packed on their own",
+            "model.safetensors",
+        ],
+    );
+
+    // Scales of another group count (the per-shard decoder names the shard).
+    let sc = get("weight_scale");
+    let mut bytes = sc.bytes.to_vec();
+    bytes.extend(bytes.clone());
+    let two_groups =
+        SourceTensor::new(sc.name.to_string(), sc.dtype, vec![e, r, 2], bytes).expect("tensor");
+    let err = load_edited(FUSED, &[], vec![two_groups], |_| {});
+    assert!(matches!(err.root(), LoadError::Int4 { .. }), "{err}");
+    assert_names(
+        &err,
+        &[
+            &format!("{FUSED_GATE_UP}.weight_scale"),
+            "shard `e0.gate`",
+            "model.safetensors",
+        ],
+    );
+
+    // A weight_shape that contradicts the config's geometry.
+    let ws = get("weight_shape");
+    let mut v: Vec<i64> = ws
+        .bytes
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .collect();
+    v[4] += 1; // expert 1's gate rows
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let bad = SourceTensor::new(ws.name.to_string(), Dtype::I64, ws.shape.to_vec(), bytes)
+        .expect("tensor");
+    let err = load_edited(FUSED, &[], vec![bad], |_| {});
+    assert_names(
+        &err,
+        &[
+            &format!("{FUSED_GATE_UP}.weight_shape"),
+            "expert 1",
+            "model.safetensors",
+        ],
+    );
+
+    // Missing scales; then missing zero points of an asymmetric scheme.
+    for (hide, role) in [
+        ("weight_scale", "scales"),
+        ("weight_zero_point", "zero points"),
+    ] {
+        let name = format!("{FUSED_GATE_UP}.{hide}");
+        let err = load_edited(FUSED, &[&name], vec![], |_| {});
+        assert_names(&err, &[role, &name, "model.safetensors"]);
+    }
+
+    // GPTQ words over fused 3-D experts: no checkpoint stores them so
+    // (GPTQModel and AutoAWQ write `experts.{e}.*.qweight`).
+    let fused_bf16 = "model.layers.0.mlp.experts.gate_up_proj";
+    let qweight = SourceTensor::new(
+        format!("{fused_bf16}.qweight"),
+        Dtype::I32,
+        vec![8, 4, 64],
+        vec![0u8; 8 * 4 * 64 * 4],
+    )
+    .expect("tensor");
+    let err = load_edited("moe-bf16-text", &[fused_bf16], vec![qweight], |_| {});
+    assert!(matches!(err.root(), LoadError::Int4 { .. }), "{err}");
+    assert_names(
+        &err,
+        &[
+            &format!("{fused_bf16}.qweight"),
+            "not a known layout",
+            "experts.{e}.{gate,up,down}_proj.qweight",
+        ],
+    );
+
+    // The config excludes the experts the file stores as 4-bit.
+    let err = load_edited(FUSED, &[], vec![], |c| {
+        c["quantization_config"]["ignore"]
+            .as_array_mut()
+            .expect("ignore list")
+            .push(serde_json::json!("re:.*mlp\\.experts.*"));
+    });
+    assert!(
+        matches!(err.root(), LoadError::Int4Unexpected { .. }),
+        "{err}"
+    );
+    assert_names(
+        &err,
+        &[
+            &format!("{FUSED_GATE_UP}.weight_packed"),
+            "model.safetensors",
+        ],
+    );
 }

@@ -20,6 +20,7 @@ mod proc;
 mod report;
 mod results;
 mod targets17;
+mod targets19;
 mod throughput;
 mod weights;
 
@@ -35,7 +36,9 @@ use serde_json::Value;
 use batched::BatchedRun;
 use opts::{Opts, Parsed};
 use proc::{last_json, Logs};
-use results::{Checkpoint, KernelBench, Results, Run, BF16, FP8, LLAMA_CUDA, LLAMA_VULKAN, Q8_0};
+use results::{
+    Checkpoint, KernelBench, Results, Run, BF16, FP8, GGUF_FORMATS, GPTQ, LLAMA_CUDA, LLAMA_VULKAN,
+};
 
 /// The kernels' test binary (every suite of `crates/kernels/tests` is a
 /// module of it).
@@ -62,6 +65,24 @@ const KERNEL_BENCHES: [KernelBenchSpec; 8] = [
 
 /// A model folder qwgpu runs: (model, format, folder).
 type Folder = (String, String, PathBuf);
+
+/// A BF16 folder the GGUFs are converted from, and which of them llama.cpp runs.
+#[derive(Debug, Clone)]
+struct Source {
+    model: String,
+    dir: PathBuf,
+    /// BF16 and Q8_0 (the BF16 folder is measured itself).
+    bf16: bool,
+    /// Q4_0 and Q4_K_M (a GPTQ-Int4 copy is measured).
+    gptq: bool,
+}
+
+/// What `make checkpoints` made: the folders measured and the GGUF sources.
+#[derive(Debug, Clone, Default)]
+struct Made {
+    folders: Vec<Folder>,
+    sources: Vec<Source>,
+}
 
 struct Bench {
     o: Opts,
@@ -170,11 +191,7 @@ impl Bench {
             },
             session_prompt: o.session_prompt,
             session_steps: o.session_steps,
-            moe_layers: o
-                .sizes
-                .iter()
-                .any(|s| s == "35B-A3B")
-                .then_some(o.moe_layers),
+            moe_layers: o.makes_reduced().then_some(o.moe_layers),
             ..Default::default()
         };
         let log = o.out.join("bench.log");
@@ -294,9 +311,10 @@ impl Bench {
                 })
                 .flatten();
         }
-        let folders = self
+        let made = self
             .step("make checkpoints", |b| b.make_models())
             .unwrap_or_default();
+        let folders = made.folders.clone();
         for (model, format, dir) in &folders {
             match weights::from_dir(dir) {
                 Ok(w) => self.r.checkpoints.push(Checkpoint {
@@ -311,8 +329,8 @@ impl Bench {
             }
         }
         let bases: Vec<Folder> = folders.iter().filter(|f| f.1 == BF16).cloned().collect();
-        let gguf = if self.o.llama && !bases.is_empty() {
-            Some(self.start_gguf(&bases))
+        let gguf = if self.o.llama && !made.sources.is_empty() {
+            Some(self.start_gguf(&made.sources))
         } else {
             None
         };
@@ -332,7 +350,7 @@ impl Bench {
                 });
             }
             if self.o.batched && !self.o.sessions.is_empty() {
-                for (model, format, dir) in bases.iter().filter(|b| b.0 != "35B-A3B") {
+                for (model, format, dir) in bases.iter().filter(|b| whole(&b.0)) {
                     self.step(&format!("qwgpu {model} {format} --sessions"), |b| {
                         let run = b.qwgpu_sessions(model, format, dir);
                         b.r.batched.push(run);
@@ -344,7 +362,7 @@ impl Bench {
             // default GEMM is exact): what trading exactness buys.
             for (model, format, dir) in folders
                 .iter()
-                .filter(|f| f.1 == results::BF16 && f.0 != "35B-A3B")
+                .filter(|f| f.1 == results::BF16 && whole(&f.0))
             {
                 self.step(&format!("qwgpu {model} {format} --f16-matmul"), |b| {
                     let mut run = b.qwgpu(model, format, dir, &["--f16-matmul", "--decode", "0"]);
@@ -357,7 +375,7 @@ impl Bench {
         if self.o.hf {
             // Not the reduced MoE checkpoint: HF's figure would be of a model
             // nobody runs, and its MoE prefill is slow to set up.
-            for (model, _, dir) in bases.iter().filter(|b| b.0 != "35B-A3B") {
+            for (model, _, dir) in bases.iter().filter(|b| whole(&b.0)) {
                 self.step(&format!("HF prefill {model}"), |b| {
                     let run = b.hf_prefill(model, dir);
                     b.r.runs.push(run);
@@ -395,9 +413,10 @@ impl Bench {
             }
         }
         if self.o.llama {
-            for (model, _, _) in &bases {
+            for src in &made.sources {
+                let model = &src.model;
                 self.gguf_weights(model);
-                for (fmt, file) in [(BF16, "bf16"), (Q8_0, "q8_0")] {
+                for (fmt, file) in results::llama_formats(src.bf16, src.gptq) {
                     for (engine, bin) in &backends {
                         let gguf = self
                             .o
@@ -516,20 +535,23 @@ impl Bench {
         }
     }
 
-    fn make_models(&mut self) -> Result<Vec<Folder>> {
+    fn make_models(&mut self) -> Result<Made> {
         let root = self.models_dir();
         std::fs::create_dir_all(&root)?;
         let tok = self.peer_dir().join("tok");
         std::fs::create_dir_all(&tok)?;
-        let mut out = Vec::new();
-        for (base, fp8) in self.o.models_to_make() {
+        let mut out = Made::default();
+        for plan in self.o.models_to_make() {
+            let base = plan.base.clone();
             let dir = root.join(format!("hf-{base}"));
             let fp8_dir = root.join(format!("hf-{base}-fp8"));
-            if base == "35B-A3B" {
-                self.drop_other_moe_depth(&dir, &fp8_dir);
+            let gptq_dir = root.join(format!("hf-{base}-gptq"));
+            if opts::full_layers(&base).is_some() {
+                self.drop_other_depth(&base, &[&dir, &fp8_dir, &gptq_dir]);
             }
             let done = dir.join(".bench-complete").exists()
-                && (!fp8 || fp8_dir.join("config.json").exists());
+                && (!plan.fp8 || fp8_dir.join("config.json").exists())
+                && (!plan.gptq || config_says(&gptq_dir, "\"gptq\""));
             if !done {
                 let t = Instant::now();
                 let mut cmd = self.python();
@@ -537,8 +559,11 @@ impl Bench {
                     .arg(&root)
                     .arg(&tok)
                     .args(["--moe-layers", &self.o.moe_layers.to_string()]);
-                if fp8 {
+                if plan.fp8 {
                     cmd.arg("--fp8");
+                }
+                if plan.gptq {
+                    cmd.arg("--gptq");
                 }
                 let res = proc::run(
                     &mut cmd,
@@ -556,24 +581,43 @@ impl Bench {
                     t_elapsed_as_secs_f64 = t.elapsed().as_secs_f64()
                 ));
             }
-            out.push((base.clone(), BF16.to_string(), dir));
-            if fp8 {
-                out.push((base.clone(), FP8.to_string(), fp8_dir));
+            if plan.bf16 {
+                out.folders
+                    .push((base.clone(), BF16.to_string(), dir.clone()));
             }
+            if plan.fp8 {
+                out.folders.push((base.clone(), FP8.to_string(), fp8_dir));
+            }
+            if plan.gptq {
+                out.folders.push((base.clone(), GPTQ.to_string(), gptq_dir));
+            }
+            out.sources.push(Source {
+                model: base,
+                dir,
+                bf16: plan.bf16,
+                gptq: plan.gptq,
+            });
         }
         for (name, dir) in &self.o.existing {
-            out.push((name.clone(), BF16.to_string(), dir.clone()));
+            out.folders
+                .push((name.clone(), BF16.to_string(), dir.clone()));
+            out.sources.push(Source {
+                model: name.clone(),
+                dir: dir.clone(),
+                bf16: true,
+                gptq: false,
+            });
         }
-        if out.is_empty() {
+        if out.folders.is_empty() {
             bail!("no checkpoint to benchmark");
         }
         Ok(out)
     }
 
-    /// A 35B-A3B made by an earlier run with another `--moe-layers`: its
-    /// folders and GGUFs go (the disk holds one depth).
-    fn drop_other_moe_depth(&self, dir: &Path, fp8_dir: &Path) {
-        let layers = std::fs::read_to_string(dir.join("config.json"))
+    /// A reduced model made by an earlier run with another `--moe-layers`:
+    /// its folders and GGUFs go (the disk holds one depth).
+    fn drop_other_depth(&self, base: &str, dirs: &[&Path]) {
+        let layers = std::fs::read_to_string(dirs[0].join("config.json"))
             .ok()
             .and_then(|t| serde_json::from_str::<Value>(&t).ok())
             .and_then(|v| {
@@ -585,62 +629,78 @@ impl Bench {
             _ => return,
         }
         self.say(&format!(
-            "35B-A3B on hand has {layer_count} layers, not {o_moe_layers}: making it again",
+            "{base} on hand has {layer_count} layers, not {o_moe_layers}: making it again",
             layer_count = layers.unwrap_or(0),
             o_moe_layers = self.o.moe_layers
         ));
         let gguf = self.o.work.join("gguf");
-        for d in [dir, fp8_dir] {
+        for d in dirs {
             let _ = std::fs::remove_dir_all(d);
         }
-        for f in [
-            "qwen35-35B-A3B-bf16.gguf",
-            "qwen35-35B-A3B-q8_0.gguf",
-            "weights-35B-A3B.json",
-        ] {
-            let _ = std::fs::remove_file(gguf.join(f));
+        for (_, stem) in GGUF_FORMATS {
+            let _ = std::fs::remove_file(gguf.join(format!("qwen35-{base}-{stem}.gguf")));
         }
+        let _ = std::fs::remove_file(gguf.join(format!("weights-{base}.json")));
     }
 
     /// GGUF conversion of each BF16 folder on a background thread (CPU-bound).
-    fn start_gguf(&self, bases: &[Folder]) -> std::thread::JoinHandle<Vec<(String, Result<()>)>> {
+    /// (With a GPTQ copy also Q4_0 and Q4_K_M, `make_models.py gguf --q4`.)
+    fn start_gguf(&self, sources: &[Source]) -> std::thread::JoinHandle<Vec<(String, Result<()>)>> {
         let w = self.peer_dir();
         let gdir = self.o.work.join("gguf");
         let logs = self.logs.clone();
         let python = self.o.python.clone();
-        let bases = bases.to_vec();
+        let sources = sources.to_vec();
         self.say("GGUF conversion started (background)");
         std::thread::spawn(move || {
             let _ = std::fs::create_dir_all(&gdir);
-            bases
+            sources
                 .into_iter()
-                .map(|(model, _, dir)| {
-                    if gdir.join(format!("weights-{model}.json")).exists() {
-                        return (model, Ok(()));
-                    }
-                    let mut cmd = Command::new("nice");
-                    cmd.env("PYTHONUNBUFFERED", "1")
-                        .args([
-                            "-n",
-                            "10",
-                            &python,
-                            "benches/make_models.py",
-                            "gguf",
-                            &model,
-                        ])
-                        .arg(&dir)
-                        .arg(&gdir)
-                        .arg(w.join("src"))
-                        .arg(w.join("vk-bin/llama-quantize"));
-                    let res = proc::run(
-                        &mut cmd,
-                        secs(1200),
-                        &format!("GGUF {model}"),
-                        &Logs::new(&logs, &format!("gguf_{model}")),
-                    )
-                    .map(|_| ());
-                    (model, res)
-                })
+                .map(
+                    |Source {
+                         model,
+                         dir,
+                         bf16,
+                         gptq,
+                     }| {
+                        if gguf_done(&gdir.join(format!("weights-{model}.json")), bf16, gptq) {
+                            return (model, Ok(()));
+                        }
+                        let mut cmd = Command::new("nice");
+                        cmd.env("PYTHONUNBUFFERED", "1")
+                            .args([
+                                "-n",
+                                "10",
+                                &python,
+                                "benches/make_models.py",
+                                "gguf",
+                                &model,
+                            ])
+                            .arg(&dir)
+                            .arg(&gdir)
+                            .arg(w.join("src"))
+                            .arg(w.join("vk-bin/llama-quantize"));
+                        // Q8_0 is the FP8 rows' peer: not made for a
+                        // source that only feeds the GPTQ rows.
+                        match (bf16, gptq) {
+                            (true, true) => {
+                                cmd.arg("--q4");
+                            }
+                            (false, true) => {
+                                cmd.arg("--q4-only");
+                            }
+                            _ => {}
+                        }
+                        let res = proc::run(
+                            &mut cmd,
+                            secs(1200),
+                            &format!("GGUF {model}"),
+                            &Logs::new(&logs, &format!("gguf_{model}")),
+                        )
+                        .map(|_| ());
+                        (model, res)
+                    },
+                )
                 .collect()
         })
     }
@@ -657,7 +717,7 @@ impl Bench {
         let Ok(v) = serde_json::from_str::<Value>(&text) else {
             return;
         };
-        for (key, fmt) in [("bf16", BF16), ("q8_0", Q8_0)] {
+        for (fmt, key) in GGUF_FORMATS {
             let x = &v[key];
             if let Some(per) = x["bytes_read_per_token"].as_f64() {
                 self.r.checkpoints.push(Checkpoint {
@@ -820,7 +880,7 @@ impl Bench {
     /// llama-batched-bench on each dense BF16 GGUF with every binary found.
     fn llama_batched_all(&mut self, bases: &[Folder]) {
         let bins = self.batched_bench_binaries();
-        for (model, _, _) in bases.iter().filter(|b| b.0 != "35B-A3B") {
+        for (model, _, _) in bases.iter().filter(|b| whole(&b.0)) {
             let gguf = self
                 .o
                 .work
@@ -917,6 +977,31 @@ impl Bench {
     }
 }
 
+/// A model made whole (not a reduced geometry): batched decode, HF prefill
+/// and the f16 prefill run on these only.
+fn whole(model: &str) -> bool {
+    opts::full_layers(model).is_none()
+}
+
+/// A folder's config.json mentions `needle` (a quantized copy finished: its
+/// config is written last).
+fn config_says(dir: &Path, needle: &str) -> bool {
+    std::fs::read_to_string(dir.join("config.json")).is_ok_and(|t| t.contains(needle))
+}
+
+/// An earlier conversion left `weights-{model}.json` with every format this
+/// run needs (Q8_0 when `q8`, the 4-bit ones when `q4`).
+fn gguf_done(weights_json: &Path, q8: bool, q4: bool) -> bool {
+    std::fs::read_to_string(weights_json)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .is_some_and(|v| {
+            v["bf16"].is_object()
+                && (!q8 || v["q8_0"].is_object())
+                && (!q4 || v["q4_k_m"].is_object())
+        })
+}
+
 /// `1,4,16` from `[1, 4, 16]`.
 fn join_list(v: &[usize]) -> String {
     v.iter()
@@ -944,3 +1029,5 @@ fn bench_lines(text: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests19;

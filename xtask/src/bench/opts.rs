@@ -11,9 +11,12 @@ usage: xtask bench [options]          (on the GPU machine; see benches/README.md
   --out DIR             where RESULTS.md, results.json and bench.log go (default benches/out)
   --work DIR            logs, llama.cpp build and GGUFs (default /tmp/qwgpu-bench)
   --models-dir DIR      HF folders (default /dev/shm/qwgpu-bench when it has 40 GB free, else WORK/models)
-  --sizes LIST          of 0.8B, 9B, 9B-FP8, 35B-A3B (FP8 + BF16 MoE geometry), or none (default 0.8B,9B,9B-FP8)
-  --moe-layers N        layers of the 35B-A3B geometry, a multiple of 4 (default 4: 3 linear + 1 full;
-                        per-layer time and the 40-layer figure are derived from it)
+  --sizes LIST          of 0.8B, 9B, 9B-FP8, 35B-A3B (FP8 + BF16 MoE geometry), 27B (BF16 dense geometry),
+                        35B-A3B-GPTQ, 27B-GPTQ (Qwen's official GPTQ-Int4 copy of that geometry's BF16 weights
+                        against llama.cpp Q4_0 and Q4_K_M GGUFs of the same weights; the BF16 folder itself is
+                        measured only when its own size is listed), or none (default 0.8B,9B,9B-FP8)
+  --moe-layers N        layers of the reduced 35B-A3B and 27B geometries, a multiple of 4 (default 4: 3 linear
+                        + 1 full; per-layer time and the full-model figure (40 / 64 layers) are derived from it)
   --hf NAME=DIR         use an existing BF16 folder as model NAME instead of making one (repeatable)
   --cuda | --skip-cuda  also build (~5 min) and run llama.cpp's CUDA backend (default: Vulkan only)
   --cuda-start          only start that build, detached, for a later call on the same machine
@@ -109,7 +112,37 @@ impl Default for Opts {
     }
 }
 
-pub const SIZES: [&str; 4] = ["0.8B", "9B", "9B-FP8", "35B-A3B"];
+pub const SIZES: [&str; 7] = [
+    "0.8B",
+    "9B",
+    "9B-FP8",
+    "35B-A3B",
+    "27B",
+    "35B-A3B-GPTQ",
+    "27B-GPTQ",
+];
+
+/// Models made with fewer layers than the real one (`--moe-layers`), with
+/// the real model's layer count: their per-layer time is extrapolated.
+pub const REDUCED: [(&str, usize); 2] = [("35B-A3B", 40), ("27B", 64)];
+
+/// The real layer count of a reduced model (`None`: made whole).
+pub fn full_layers(model: &str) -> Option<usize> {
+    REDUCED.iter().find(|(m, _)| *m == model).map(|(_, l)| *l)
+}
+
+/// One BF16 folder to make and what is made and measured from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MakePlan {
+    pub base: String,
+    /// The BF16 folder is measured itself (qwgpu, HF, llama.cpp BF16 / Q8_0);
+    /// otherwise it is only the source of its quantized copies and GGUFs.
+    pub bf16: bool,
+    /// A Qwen block-FP8 copy (measured against Q8_0).
+    pub fp8: bool,
+    /// A GPTQ-Int4 copy (measured against Q4_0 and Q4_K_M GGUFs).
+    pub gptq: bool,
+}
 
 /// What the command line asks for.
 #[derive(Debug)]
@@ -219,21 +252,40 @@ impl Opts {
         Ok(Parsed::Run(Box::new(o)))
     }
 
-    /// Base models to make (BF16), each with whether an FP8 copy is wanted.
-    pub fn models_to_make(&self) -> Vec<(String, bool)> {
-        let mut out: Vec<(String, bool)> = Vec::new();
+    /// Base models to make (BF16), in the order asked, each with its copies.
+    pub fn models_to_make(&self) -> Vec<MakePlan> {
+        let mut out: Vec<MakePlan> = Vec::new();
         for s in &self.sizes {
-            let (base, fp8) = match s.as_str() {
-                "9B-FP8" => ("9B", true),
-                "35B-A3B" => ("35B-A3B", true),
-                other => (other, false),
+            // (base, BF16 measured, FP8 copy, GPTQ copy)
+            let (base, bf16, fp8, gptq) = match s.as_str() {
+                "9B-FP8" => ("9B", true, true, false),
+                "35B-A3B" => ("35B-A3B", true, true, false),
+                "35B-A3B-GPTQ" => ("35B-A3B", false, false, true),
+                "27B-GPTQ" => ("27B", false, false, true),
+                other => (other, true, false, false),
             };
-            match out.iter_mut().find(|(b, _)| b == base) {
-                Some(e) => e.1 |= fp8,
-                None => out.push((base.to_string(), fp8)),
+            match out.iter_mut().find(|p| p.base == base) {
+                Some(p) => {
+                    p.bf16 |= bf16;
+                    p.fp8 |= fp8;
+                    p.gptq |= gptq;
+                }
+                None => out.push(MakePlan {
+                    base: base.to_string(),
+                    bf16,
+                    fp8,
+                    gptq,
+                }),
             }
         }
         out
+    }
+
+    /// The reduced model of this run, if any (`Results::moe_layers` applies to it).
+    pub fn makes_reduced(&self) -> bool {
+        self.models_to_make()
+            .iter()
+            .any(|p| full_layers(&p.base).is_some())
     }
 }
 
@@ -251,9 +303,18 @@ mod tests {
             "--sizes 9B-FP8,0.8B --skip-hf --cuda --decode-at 512,8192 --hf x=/m",
         ))
         .unwrap();
+        let plan = |base: &str, bf16, fp8, gptq| MakePlan {
+            base: base.into(),
+            bf16,
+            fp8,
+            gptq,
+        };
         assert_eq!(
             o.models_to_make(),
-            vec![("9B".to_string(), true), ("0.8B".to_string(), false)]
+            vec![
+                plan("9B", true, true, false),
+                plan("0.8B", true, false, false)
+            ]
         );
         assert!(!o.hf && o.cuda && o.llama);
         assert_eq!(o.decode_at, vec![512, 8192]);
@@ -261,8 +322,34 @@ mod tests {
         let d = Opts::parse(&[]).unwrap();
         assert_eq!(
             d.models_to_make(),
-            vec![("0.8B".to_string(), false), ("9B".to_string(), true)]
+            vec![
+                plan("0.8B", true, false, false),
+                plan("9B", true, true, false)
+            ]
         );
+        assert!(!d.makes_reduced());
+        // Issue 19's rows: the GPTQ copies alone leave their BF16 source
+        // unmeasured; listing the base as well measures it too.
+        let g = Opts::parse(&args("--sizes 35B-A3B-GPTQ,27B-GPTQ")).unwrap();
+        assert_eq!(
+            g.models_to_make(),
+            vec![
+                plan("35B-A3B", false, false, true),
+                plan("27B", false, false, true)
+            ]
+        );
+        assert!(g.makes_reduced());
+        let g = Opts::parse(&args("--sizes 27B-GPTQ,35B-A3B,27B")).unwrap();
+        assert_eq!(
+            g.models_to_make(),
+            vec![
+                plan("27B", true, false, true),
+                plan("35B-A3B", true, true, false)
+            ]
+        );
+        assert_eq!(full_layers("27B"), Some(64));
+        assert_eq!(full_layers("35B-A3B"), Some(40));
+        assert_eq!(full_layers("9B"), None);
         assert!(!d.cuda);
         // 35B-A3B: 3 linear + 1 full attention layer unless asked otherwise.
         assert_eq!(d.moe_layers, 4);

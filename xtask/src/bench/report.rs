@@ -4,11 +4,13 @@
 
 use std::fmt::Write;
 
+use super::opts::{full_layers, REDUCED};
 use super::results::{
-    GemvRow, Results, Run, BF16, FP8, HF, LLAMA_CUDA, LLAMA_VULKAN, Q8_0, QWGPU, QWGPU_F16,
+    GemvRow, Results, Run, BF16, FP8, GPTQ, HF, LLAMA_CUDA, LLAMA_VULKAN, Q4_0, Q4_K_M, Q8_0,
+    QWGPU, QWGPU_F16,
 };
 use super::throughput::NOT_MEASURED;
-use super::{targets17, throughput};
+use super::{targets17, targets19, throughput};
 
 /// tok/s with a thousands separator above 1000.
 pub fn rate(x: f64) -> String {
@@ -124,10 +126,11 @@ pub fn models(r: &Results) -> Vec<String> {
     out
 }
 
-/// A model's name in the tables: the reduced 35B-A3B says how many layers it has.
+/// A model's name in the tables: a reduced geometry (35B-A3B, 27B) says how
+/// many layers it has.
 fn model_label(r: &Results, model: &str) -> String {
-    match r.moe_layers {
-        Some(l) if model == "35B-A3B" => format!("35B-A3B ({l} of {FULL_MOE_LAYERS} layers)"),
+    match (r.moe_layers, full_layers(model)) {
+        (Some(l), Some(full)) => format!("{model} ({l} of {full} layers)"),
         _ => model.to_string(),
     }
 }
@@ -194,7 +197,12 @@ fn main_table(r: &Results, s: &mut String) {
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for m in models(r) {
         let label = model_label(r, &m);
-        for (ours, gguf, hf) in [(BF16, BF16, Some(BF16)), (FP8, Q8_0, None)] {
+        for (ours, gguf, hf) in [
+            (BF16, BF16, Some(BF16)),
+            (FP8, Q8_0, None),
+            (GPTQ, Q4_K_M, None),
+            (GPTQ, Q4_0, None),
+        ] {
             let q = r.run(QWGPU, &m, ours);
             let vk = r.run(LLAMA_VULKAN, &m, gguf);
             let cu = r.run(LLAMA_CUDA, &m, gguf);
@@ -544,12 +552,14 @@ fn gemv_target(r: &Results) -> (String, String, String) {
 /// Layers of the real Qwen3.5-35B-A3B (30 linear + 10 full attention).
 pub const FULL_MOE_LAYERS: usize = 40;
 
-/// One engine's 35B-A3B decode, measured on the reduced checkpoint and
-/// extrapolated to the full model.
+/// One engine's decode of a reduced geometry (35B-A3B, 27B), measured on
+/// the reduced checkpoint and extrapolated to the full model.
 pub struct MoeRow {
     pub engine: String,
     pub format: String,
     pub layers: usize,
+    /// The real model's layers.
+    pub full_layers: usize,
     pub tok_s: f64,
     /// The LM head's bytes at the torch copy bandwidth (the non-layer part of a token).
     pub head_ms: Option<f64>,
@@ -559,18 +569,26 @@ pub struct MoeRow {
     pub full_tok_s: Option<f64>,
 }
 
-/// Per-layer decode time = (time per token − head bytes ÷ copy bandwidth) ÷ layers;
-/// full model = head + 40 layers. The head is each engine's own (BF16 in the
-/// FP8 folder, Q8_0 in the Q8_0 GGUF); embedding gather and final norm are
-/// left in the per-layer share (microseconds).
+/// [`reduced_rows`] of the 35B-A3B.
 pub fn moe_rows(r: &Results) -> Vec<MoeRow> {
-    const M: &str = "35B-A3B";
+    reduced_rows(r, "35B-A3B")
+}
+
+/// Per-layer decode time = (time per token − head bytes ÷ copy bandwidth) ÷ layers;
+/// full model = head + its real layer count × per layer. The head is each
+/// engine's own (BF16 in the FP8 and GPTQ folders, the GGUF's own output
+/// tensor); embedding gather and final norm are left in the per-layer share
+/// (microseconds). Empty for a model made whole.
+pub fn reduced_rows(r: &Results, model: &str) -> Vec<MoeRow> {
     let Some(layers) = r.moe_layers.filter(|&l| l > 0) else {
+        return Vec::new();
+    };
+    let Some(full) = full_layers(model) else {
         return Vec::new();
     };
     let short = r.decode_contexts.first().copied().unwrap_or(512);
     let mut out = Vec::new();
-    for x in r.runs.iter().filter(|x| x.model == M) {
+    for x in r.runs.iter().filter(|x| x.model == model) {
         let tok_s = if x.engine == QWGPU {
             x.decode_at(short)
         } else {
@@ -584,7 +602,7 @@ pub fn moe_rows(r: &Results) -> Vec<MoeRow> {
         } else {
             format!("GGUF {}", x.format)
         };
-        let w = r.checkpoint(M, &ckpt).filter(|w| w.head_bytes > 0);
+        let w = r.checkpoint(model, &ckpt).filter(|w| w.head_bytes > 0);
         let head_ms = w
             .zip(r.copy_bw_torch)
             .map(|(w, bw)| 1e3 * w.head_bytes as f64 / bw);
@@ -597,11 +615,12 @@ pub fn moe_rows(r: &Results) -> Vec<MoeRow> {
             .filter(|&l| l > 0.0);
         let full_tok_s = head_ms
             .zip(layer_ms)
-            .map(|(h, l)| 1e3 / (h + FULL_MOE_LAYERS as f64 * l));
+            .map(|(h, l)| 1e3 / (h + full as f64 * l));
         out.push(MoeRow {
             engine: x.engine.clone(),
             format: x.format.clone(),
             layers,
+            full_layers: full,
             tok_s,
             head_ms,
             layer_ms,
@@ -612,28 +631,44 @@ pub fn moe_rows(r: &Results) -> Vec<MoeRow> {
     out
 }
 
-fn moe_section(r: &Results, s: &mut String) {
-    let rows = moe_rows(r);
+/// The geometry sentence of a reduced model's section.
+fn reduced_geometry(model: &str) -> &'static str {
+    match model {
+        "35B-A3B" => {
+            "The 35B-A3B geometry (hidden 2048, 256 experts of 512, top 8, a shared expert, GDN and gated \
+             attention 3 : 1)"
+        }
+        _ => "The 27B dense geometry (hidden 5120, MLP 17408, 48 GDN value heads, GDN and gated attention 3 : 1)",
+    }
+}
+
+fn reduced_section(r: &Results, s: &mut String, model: &str) {
+    let rows = reduced_rows(r, model);
     if rows.is_empty() {
         return;
     }
-    let layers = rows[0].layers;
+    let (layers, full) = (rows[0].layers, rows[0].full_layers);
+    let title = if model == "35B-A3B" {
+        "35B-A3B MoE"
+    } else {
+        "27B dense"
+    };
     let _ = writeln!(
         s,
-        "\n## 35B-A3B MoE: per layer, extrapolated to the full model\n"
+        "\n## {title}: per layer, extrapolated to the full model\n"
     );
     let _ = writeln!(
         s,
-        "The 35B-A3B geometry (hidden 2048, 256 experts of 512, top 8, a shared expert, GDN and gated attention \
-         3 : 1) with {layers} of its {FULL_MOE_LAYERS} layers, the same weights for both engines; decode at ctx {unwrap_or}. \
+        "{geometry} with {layers} of its {full} layers, the same weights for both engines; decode at ctx {unwrap_or}. \
          Per layer = (ms per token − the engine's own LM head bytes ÷ torch copy bandwidth) ÷ {layers}; \
-         **extrapolated** full model = head + {FULL_MOE_LAYERS} × per layer (the head at its roofline time makes \
+         **extrapolated** full model = head + {full} × per layer (the head at its roofline time makes \
          the per-layer figure an upper bound, for both engines alike).\n",
+        geometry = reduced_geometry(model),
         unwrap_or = r.decode_contexts.first().copied().unwrap_or(512)
     );
     let _ = writeln!(
         s,
-        "| engine | weights | decode tok/s, {layers} layers (measured) | ms / token | head at roofline, ms | ms per layer | layer at roofline, ms | {FULL_MOE_LAYERS} layers tok/s (extrapolated) |\n|---|---|---|---|---|---|---|---|"
+        "| engine | weights | decode tok/s, {layers} layers (measured) | ms / token | head at roofline, ms | ms per layer | layer at roofline, ms | {full} layers tok/s (extrapolated) |\n|---|---|---|---|---|---|---|---|"
     );
     let ms = |x: Option<f64>| x.map(|v| format!("{v:.3}")).unwrap_or_else(|| "—".into());
     for m in &rows {
@@ -853,9 +888,11 @@ pub fn render(r: &Results) -> String {
     let _ = writeln!(s, "\n## qwgpu against the roofline and the peers\n");
     let _ = writeln!(
         s,
-        "qwgpu runs the safetensors folder (BF16, or the same weights in Qwen's block-FP8 format); llama.cpp \
-         the BF16 and Q8_0 GGUF converted from the same BF16 folder (FP8 rows compare with Q8_0, about the \
-         same bytes per weight); HF transformers the BF16 folder (prefill only). llama.cpp figures are the \
+        "qwgpu runs the safetensors folder (BF16, or the same weights in Qwen's block-FP8 format or in \
+         Qwen's official GPTQ-Int4 layout); llama.cpp the BF16, Q8_0, Q4_0 and Q4_K_M GGUFs converted from \
+         the same BF16 folder (FP8 rows compare with Q8_0, about the same bytes per weight; GPTQ-Int4 rows with \
+         Q4_K_M and Q4_0, each format's own rounding of the same weights; GPTQ-Int4 keeps attention, GDN, \
+         the shared expert and the head in BF16); HF transformers the BF16 folder (prefill only). llama.cpp figures are the \
          median of llama-bench's repetitions after the first (`llama-bench -ngl 99 -fa on {llama_args}`); its decode at a short context is `tg` at depth 0 \
          where no depth of that size ran. qwgpu decode at ctx N: N tokens prefilled, then {r_decode_steps} decode steps timed.\n",
         llama_args = if r.llama_args.is_empty() { "?" } else { &r.llama_args },
@@ -876,6 +913,20 @@ pub fn render(r: &Results) -> String {
     let _ = writeln!(s, "| target | measured | verdict |\n|---|---|---|");
     for (t, m, v) in targets(r) {
         let _ = writeln!(s, "| {t} | {m} | {v} |");
+    }
+    let t19 = targets19::targets(r);
+    if !t19.is_empty() {
+        let _ = writeln!(s, "\n## Targets of issue 19 (4-bit checkpoints)\n");
+        let _ = writeln!(
+            s,
+            "qwgpu on Qwen's official GPTQ-Int4 layout against llama.cpp's Q4_K_M GGUF of the same BF16 \
+             weights; reduced geometries compare their figures extrapolated to the full model (see their \
+             sections), the roofline share is per layer (the BF16 head left out).\n"
+        );
+        let _ = writeln!(s, "| target | measured | verdict |\n|---|---|---|");
+        for (t, m, v) in t19 {
+            let _ = writeln!(s, "| {t} | {m} | {v} |");
+        }
     }
     throughput::ttft_section(r, &mut s);
     throughput::batched_section(r, &mut s);
@@ -937,7 +988,9 @@ pub fn render(r: &Results) -> String {
         }
     }
     f16_section(r, &mut s);
-    moe_section(r, &mut s);
+    for (model, _) in REDUCED {
+        reduced_section(r, &mut s, model);
+    }
     gemv_section(r, &mut s);
     if !r.kernels.is_empty() {
         let _ = writeln!(

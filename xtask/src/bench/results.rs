@@ -19,6 +19,31 @@ pub const HF: &str = "HF transformers";
 pub const BF16: &str = "BF16";
 pub const FP8: &str = "FP8 block";
 pub const Q8_0: &str = "Q8_0";
+/// Qwen's official GPTQ-Int4 layout (issue 19), against llama.cpp's 4-bit GGUFs.
+pub const GPTQ: &str = "GPTQ-Int4";
+pub const Q4_0: &str = "Q4_0";
+pub const Q4_K_M: &str = "Q4_K_M";
+
+/// llama.cpp GGUFs of a model's BF16 folder: (format, file stem), as
+/// `benches/make_models.py gguf` names them (`qwen35-{model}-{stem}.gguf`
+/// and the `weights-{model}.json` keys).
+pub const GGUF_FORMATS: [(&str, &str); 4] = [
+    (BF16, "bf16"),
+    (Q8_0, "q8_0"),
+    (Q4_0, "q4_0"),
+    (Q4_K_M, "q4_k_m"),
+];
+
+/// The GGUF formats llama.cpp runs for one model: BF16 and Q8_0 (the peers
+/// of qwgpu's BF16 and FP8 rows) when the BF16 folder is measured, Q4_0 and
+/// Q4_K_M (the peers of the GPTQ-Int4 row) when a GPTQ copy is.
+pub fn llama_formats(bf16: bool, gptq: bool) -> Vec<(&'static str, &'static str)> {
+    GGUF_FORMATS
+        .iter()
+        .copied()
+        .filter(|(f, _)| if *f == BF16 || *f == Q8_0 { bf16 } else { gptq })
+        .collect()
+}
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -46,7 +71,8 @@ pub struct Results {
     pub kernels: Vec<KernelBench>,
     /// The GEMV microbench's figures (`gemv_bench::gemv_bandwidth`), parsed.
     pub gemv: Option<Gemv>,
-    /// Layers of the 35B-A3B checkpoint made for this run (of the real model's 40).
+    /// Layers of the reduced geometries made for this run (35B-A3B of the
+    /// real model's 40, 27B of its 64; `--moe-layers`).
     pub moe_layers: Option<usize>,
     /// Prompt lengths of qwgpu's time to first token.
     pub ttft_lens: Vec<usize>,

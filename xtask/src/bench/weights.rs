@@ -4,7 +4,9 @@
 //! Per token every tensor is read once, except the input embedding table (a
 //! row gather) unless it is tied to the head (then it is read whole as the
 //! head), the routed experts (only `num_experts_per_tok` of `num_experts`
-//! are read), and the MTP and vision tensors qwgpu skips.
+//! are read), and the MTP and vision tensors qwgpu skips. A GPTQ checkpoint
+//! reads `qweight`, `qzeros` and `scales` (its `g_idx`, checked at load, is
+//! not read by a decode step); each `qweight` int32 holds 8 weights.
 
 use std::fs::File;
 use std::io::Read;
@@ -152,12 +154,18 @@ pub fn from_dir(dir: &Path) -> Result<CheckpointWeights> {
         if n.ends_with("embed_tokens.weight") && !tied {
             continue;
         }
+        if n.ends_with(".g_idx") {
+            continue;
+        }
         let routed = n.contains(".mlp.experts.");
         let frac = if routed { experts_fraction } else { 1.0 };
         w.bytes_per_token += t.bytes as f64 * frac;
+        let qweight = t.shape.len() == 2 && n.ends_with(".qweight");
         let matrix = t.shape.len() == 2 && n.ends_with(".weight") || routed && t.shape.len() == 3;
-        if matrix && n.contains(".layers.") && !n.ends_with("conv1d.weight") {
-            w.matmul_params_per_token += t.shape.iter().product::<u64>() as f64 * frac;
+        if (matrix || qweight) && n.contains(".layers.") && !n.ends_with("conv1d.weight") {
+            let per_element = if qweight { 8.0 } else { 1.0 };
+            w.matmul_params_per_token +=
+                t.shape.iter().product::<u64>() as f64 * per_element * frac;
         }
     }
     Ok(w)
@@ -228,6 +236,34 @@ mod tests {
         let fp8 = from_dir(&fixture("dense-fp8-block")).unwrap();
         assert!(fp8.bytes_per_token < bf16.bytes_per_token);
         assert_eq!(fp8.matmul_params_per_token, bf16.matmul_params_per_token);
+    }
+
+    /// The GPTQ fixture stores the BF16 fixture's kind of model with its MLPs
+    /// and routed experts as 4-bit words: the same matrix parameters, fewer
+    /// bytes, and its `g_idx` not counted as read.
+    #[test]
+    fn gptq_counts_packed_words_as_eight_weights_and_skips_g_idx() {
+        for (bf16, gptq) in [
+            ("moe-bf16-wrapper", "moe-gptq-int4"),
+            ("dense-bf16-wrapper-sharded", "dense-gptq-int4"),
+        ] {
+            let b = from_dir(&fixture(bf16)).unwrap();
+            let dir = fixture(gptq);
+            let q = from_dir(&dir).unwrap();
+            assert_eq!(
+                q.matmul_params_per_token, b.matmul_params_per_token,
+                "{gptq}"
+            );
+            assert!(q.bytes_per_token < b.bytes_per_token, "{gptq}");
+            let all = read_header(&dir.join("model.safetensors")).unwrap();
+            let g_idx: u64 = all
+                .iter()
+                .filter(|t| t.name.ends_with(".g_idx"))
+                .map(|t| t.bytes)
+                .sum();
+            assert!(g_idx > 0, "{gptq}");
+            assert!(q.bytes_per_token + g_idx as f64 * 0.25 <= q.total_bytes as f64);
+        }
     }
 
     #[test]

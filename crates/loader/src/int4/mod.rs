@@ -30,11 +30,13 @@
 
 mod awq;
 mod ct;
+mod fused;
 mod gptq;
 mod source;
 
 pub use awq::{decode_awq, AWQ_ORDER};
 pub use ct::decode_ct;
+pub(crate) use fused::split_fused_ct;
 pub use gptq::decode_gptq;
 pub use source::{Decoded, Int4Source, Int4Tensors};
 
