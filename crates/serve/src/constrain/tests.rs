@@ -534,6 +534,51 @@ fn the_call_grammar_takes_values_with_tags_like_text_but_not_its_own() {
     );
 }
 
+/// String parameters with a `pattern` (anchored, matched anywhere, top-level
+/// alternatives, `\d`), alone and with length bounds: random logits under the
+/// call grammar give values the `jsonschema` crate finds matching (its
+/// patterns are ECMA-262 `search`es, as the schema means them).
+#[test]
+fn random_logits_under_string_patterns_give_matching_values() {
+    let (g, _) = grammars();
+    let tools = json!([{"type": "function", "function": {"name": "book", "parameters": {
+        "type": "object",
+        "properties": {
+            "code": {"type": "string", "pattern": "^[A-Z]{2}-\\d{3}$"},
+            "tag": {"type": "string", "pattern": "x[0-9]y", "maxLength": 10},
+            "side": {"type": "string", "pattern": "^left|right$", "maxLength": 8},
+            "word": {"type": "string", "pattern": "^[a-z]+$", "minLength": 3, "maxLength": 6}
+        },
+        "required": ["code", "tag", "side", "word"]
+    }}}]);
+    let spec = tool_spec(json!({"tools": tools, "tool_choice": "required",
+        "parallel_tool_calls": false}));
+    for seed in 0..8u64 {
+        let mut c = g.compile(&spec, false).expect("compiles");
+        let (bytes, ended) = random_reply(&g, &mut c, seed, 30_000, |_, _| None);
+        let text = String::from_utf8(bytes).expect("UTF-8");
+        assert!(ended, "no end: {text:?}");
+        let calls = read_calls(&text).unwrap_or_else(|| panic!("not calls: {text:?}"));
+        assert_eq!(calls.len(), 1, "{text:?}");
+        check_call(&tools, &calls[0]);
+    }
+}
+
+#[test]
+fn a_pattern_the_grammar_engine_refuses_is_an_error_naming_tools() {
+    let (g, _) = grammars();
+    for pattern in ["[a-", "a(?=b)"] {
+        let tools = json!([{"type": "function", "function": {"name": "f", "parameters": {
+            "type": "object", "properties": {"s": {"type": "string", "pattern": pattern}},
+            "required": ["s"]}}}]);
+        let spec = tool_spec(json!({"tools": tools, "tool_choice": "required"}));
+        match g.compile(&spec, false) {
+            Err(ConstrainError::Grammar { param, .. }) => assert_eq!(param, "tools"),
+            other => panic!("{pattern}: {other:?}"),
+        }
+    }
+}
+
 /// A byte-level vocabulary of `n` ids shaped like a large BPE one: the 256
 /// bytes, then words with and without a leading space, capitalised words,
 /// digit runs, JSON / code punctuation, indentation and CJK characters,
