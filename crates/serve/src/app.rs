@@ -529,14 +529,6 @@ async fn generate(
         top_p: req.top_p,
         ..SamplingParams::GREEDY
     });
-    if req.constraint.is_some() && req.options.n > 1 {
-        // Each choice would need its own grammar state: not done yet.
-        return Err(ApiError::invalid(
-            "`n` above 1 cannot be combined with `response_format` or a forced tool call",
-            Some("n"),
-        )
-        .with_code("unsupported_parameter"));
-    }
     let constraint = match req.constraint.clone() {
         Some(spec) => Some(constrained(&st, spec, prompt.clone()).await?),
         None => None,

@@ -749,19 +749,3 @@ async fn n_choices_carry_their_own_logprobs() {
     }
     assert_eq!(entries, [4, 4], "{events:?}");
 }
-
-/// `n` > 1 with a grammar (`response_format`) is refused by name: each
-/// choice would need its own grammar state.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn n_choices_with_a_grammar_are_refused_by_name() {
-    let s = server(|_| {}).await;
-    let (status, v) = s
-        .post(
-            "/v1/chat/completions",
-            &json!({"messages": [{"role": "user", "content": "hi"}], "n": 2, "max_tokens": 4,
-                    "response_format": {"type": "json_object"}}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
-    assert_eq!(v["error"]["param"], "n", "{v}");
-}

@@ -1328,3 +1328,148 @@ async fn forced_tool_calls_are_valid_on_a_random_model() {
         }
     }
 }
+
+/// Each choice of a streamed reply of `n` choices put together by its
+/// `index`: content, tool calls (their deltas in order) and finish reason.
+fn streamed_choices(events: &[String], n: usize) -> Vec<(String, Vec<Value>, String)> {
+    let mut out = vec![(String::new(), Vec::new(), String::new()); n];
+    for e in &events[..events.len() - 1] {
+        let v: Value = serde_json::from_str(e).expect("chunk JSON");
+        for c in v["choices"].as_array().expect("choices") {
+            let i = c["index"].as_u64().expect("index") as usize;
+            let (content, calls, finish) = &mut out[i];
+            content.push_str(c["delta"]["content"].as_str().unwrap_or(""));
+            if let Some(list) = c["delta"]["tool_calls"].as_array() {
+                calls.extend(list.iter().cloned());
+            }
+            if let Some(f) = c["finish_reason"].as_str() {
+                *finish = f.into();
+            }
+        }
+    }
+    out
+}
+
+/// `n: 3` with a `json_schema`: each forked choice follows the grammar on a
+/// state of its own, so all three replies validate (whole and streamed,
+/// which agree), they differ (own seeds), the first is the lone request's,
+/// and the prompt is prefilled once.
+async fn n_choices_follow_a_json_schema(backend: Backend) {
+    let s = server(|o| {
+        o.cache_mem = 0;
+        o.load.backend = backend;
+    })
+    .await;
+    let schema = bounded_schema();
+    let mut req = json!({"model": s.model, "messages": [user("Describe a person")],
+        "max_tokens": 3000, "temperature": 1.0, "seed": 21,
+        "response_format": {"type": "json_schema",
+            "json_schema": {"name": "person", "schema": schema, "strict": true}}});
+    let (status, lone) = s.post("/v1/chat/completions", &req).await;
+    assert_eq!(status, StatusCode::OK, "{lone}");
+    let prompt_tokens = lone["usage"]["prompt_tokens"].as_u64().expect("prompt");
+    req["n"] = json!(3);
+    let before = s.metric("qwgpu_prefill_tokens_total").await;
+    let (status, whole) = s.post("/v1/chat/completions", &req).await;
+    assert_eq!(status, StatusCode::OK, "{whole}");
+    assert_eq!(
+        s.metric("qwgpu_prefill_tokens_total").await - before,
+        (prompt_tokens + 2) as f64,
+        "the prompt was prefilled more than once"
+    );
+    let contents: Vec<String> = (0..3)
+        .map(|i| {
+            let c = &whole["choices"][i];
+            assert_eq!(c["finish_reason"], "stop", "{whole}");
+            let text = c["message"]["content"].as_str().expect("content");
+            assert_valid(&schema, text);
+            text.to_owned()
+        })
+        .collect();
+    assert_eq!(
+        contents[0],
+        lone["choices"][0]["message"]["content"]
+            .as_str()
+            .expect("content")
+    );
+    assert!(
+        contents[0] != contents[1] && contents[1] != contents[2] && contents[0] != contents[2],
+        "{contents:?}"
+    );
+    req["stream"] = json!(true);
+    let streamed = streamed_choices(&s.stream("/v1/chat/completions", &req).await, 3);
+    for (i, (text, calls, finish)) in streamed.iter().enumerate() {
+        assert_eq!(
+            (text, finish.as_str()),
+            (&contents[i], "stop"),
+            "choice {i}"
+        );
+        assert!(calls.is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn n_choices_follow_a_json_schema_on_the_cpu() {
+    n_choices_follow_a_json_schema(Backend::Cpu).await;
+}
+
+/// The same on the GPU backend (lavapipe in CI): the forks' first steps
+/// and their decode batch each apply their own choice's mask.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn n_choices_follow_a_json_schema_on_the_gpu() {
+    require_gpu();
+    n_choices_follow_a_json_schema(Backend::Gpu).await;
+}
+
+/// A forced tool call with `n: 3`, its string parameters bounded by
+/// `pattern`s: each choice is a parsed call (`finish_reason: "tool_calls"`)
+/// whose arguments validate under the tool's schema (patterns included),
+/// streamed as whole, the choices not all alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn n_forced_tool_calls_each_follow_the_tools_schema() {
+    let s = server(|o| o.cache_mem = 0).await;
+    let params = json!({"type": "object", "properties": {
+            "flight": {"type": "string", "pattern": "^[A-Z]{2}[0-9]{3,4}$"},
+            "seat": {"type": "string", "pattern": "[0-9]+[A-F]", "maxLength": 6},
+            "class": {"type": "string", "enum": ["economy", "business"]},
+            "bags": {"type": "integer", "minimum": 0, "maximum": 3}},
+        "required": ["flight", "seat", "bags"]});
+    let tools = json!([{"type": "function", "function": {"name": "book", "parameters": params}}]);
+    let schemas = [("book", params.clone())];
+    let mut req = json!({"model": s.model, "messages": [user("Book me a flight")], "tools": tools,
+        "tool_choice": {"type": "function", "function": {"name": "book"}}, "n": 3,
+        "max_tokens": 2000, "seed": 4, "temperature": 1.0,
+        "chat_template_kwargs": {"enable_thinking": false}});
+    let (status, whole) = s.post("/v1/chat/completions", &req).await;
+    assert_eq!(status, StatusCode::OK, "{whole}");
+    let mut args_of = Vec::new();
+    for i in 0..3 {
+        let c = &whole["choices"][i];
+        assert_eq!(c["finish_reason"], "tool_calls", "{whole}");
+        assert!(c["message"]["tool_calls"].is_array(), "{whole}");
+        let calls = reply_calls(&c["message"], &schemas);
+        assert_eq!(calls.len(), 1, "{whole}");
+        let (name, args) = &calls[0];
+        assert_eq!(name, "book");
+        let args = Value::Object(args.clone());
+        assert_valid(&params, &args.to_string());
+        args_of.push(args);
+    }
+    // (The random model's logits are peaked within the grammar's few
+    // choices: two seeds may well agree, three do not here.)
+    assert!(
+        args_of[0] != args_of[1] || args_of[1] != args_of[2],
+        "{args_of:?}"
+    );
+    req["stream"] = json!(true);
+    let streamed = streamed_choices(&s.stream("/v1/chat/completions", &req).await, 3);
+    for (i, (_, calls, finish)) in streamed.iter().enumerate() {
+        assert_eq!(finish, "tool_calls", "choice {i}");
+        assert_eq!(calls.len(), 1, "choice {i}: {calls:?}");
+        let f = &calls[0]["function"];
+        assert_eq!(f["name"], "book");
+        let args: Value =
+            serde_json::from_str(f["arguments"].as_str().expect("arguments")).expect("JSON");
+        assert_eq!(args, args_of[i], "choice {i}");
+    }
+}
