@@ -4,135 +4,22 @@
 //! queue + batch with `Retry-After`, metrics, API key, CORS and protocol
 //! details. Raw TCP where the fault is below HTTP.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use qwgpu_model::engine::{Backend, LoadOptions};
-use qwgpu_serve::metrics::parse_metric;
+use qwgpu_model::engine::Backend;
 use qwgpu_serve::ServeOptions;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use tempfile::TempDir;
-use tokio::sync::oneshot;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod support;
 
-/// The fixture's files (its tokenizer_config.json carries a chat template).
-fn model_dir() -> TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix("qwgpu-hardening-")
-        .tempdir()
-        .expect("tempdir");
-    let fixture = repo().join("tests/fixtures/dense-bf16-text");
-    for f in [
-        "config.json",
-        "generation_config.json",
-        "model.safetensors",
-        "tokenizer.json",
-        "tokenizer_config.json",
-    ] {
-        std::fs::copy(fixture.join(f), dir.path().join(f)).expect("copy fixture");
-    }
-    dir
-}
+use support::*;
 
-struct Server {
-    base: String,
-    addr: std::net::SocketAddr,
-    /// Sends the shutdown signal (dropping it does not).
-    stop: Option<oneshot::Sender<()>>,
-    served: tokio::task::JoinHandle<std::io::Result<()>>,
-    _dir: TempDir,
-}
-
+/// A server over the fixture (its tokenizer_config.json carries a chat template).
 async fn server(tweak: impl FnOnce(&mut ServeOptions)) -> Server {
-    let dir = model_dir();
-    let mut opts = ServeOptions::new(dir.path().to_path_buf());
-    opts.model_name = "tiny".into();
-    opts.load = LoadOptions {
-        backend: Backend::Cpu,
-        ..Default::default()
-    };
-    tweak(&mut opts);
-    let state =
-        tokio::task::block_in_place(|| qwgpu_serve::start(&opts).map_err(|e| e.to_string()))
-            .expect("server starts");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let served = tokio::spawn(async move {
-        let shutdown = async {
-            if stopped.await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        };
-        qwgpu_serve::serve(listener, state, &opts, shutdown).await
-    });
-    Server {
-        base: format!("http://{addr}"),
-        addr,
-        stop: Some(stop),
-        served,
-        _dir: dir,
-    }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("client")
-}
-
-impl Server {
-    fn url(&self, path: &str) -> String {
-        let base = &self.base;
-        format!("{base}{path}")
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        let r = client()
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .expect("send");
-        let status = r.status();
-        (status, r.json().await.expect("JSON response"))
-    }
-
-    async fn metrics(&self) -> String {
-        client()
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text")
-    }
-
-    async fn metric(&self, name: &str) -> f64 {
-        let text = self.metrics().await;
-        parse_metric(&text, name).unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
-    }
-
-    /// `/health`'s status and how long it took.
-    async fn health(&self) -> (StatusCode, Duration) {
-        let t0 = Instant::now();
-        let r = client()
-            .get(self.url("/health"))
-            .send()
-            .await
-            .expect("health");
-        (r.status(), t0.elapsed())
-    }
+    server_with(None, tweak).await
 }
 
 /// A raw connection that has sent `bytes` (blocking socket: the tests
@@ -284,15 +171,6 @@ async fn huge_prompts_are_refused_quickly_and_health_answers_meanwhile() {
     }
     assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
     assert!(slowest < Duration::from_secs(1), "/health took {slowest:?}");
-}
-
-/// Every `data:` payload of a streamed response, up to the end of the body.
-async fn sse_payloads(r: reqwest::Response) -> Vec<String> {
-    let text = r.text().await.expect("body");
-    text.split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| e.strip_prefix("data: ").unwrap_or(e).to_owned())
-        .collect()
 }
 
 /// Shutdown drains: a running stream past the drain deadline ends with an
@@ -593,8 +471,7 @@ async fn stop_token_ids_end_the_reply() {
     let full = v["choices"][0]["text"].as_str().expect("text").to_owned();
     assert_eq!(v["usage"]["completion_tokens"], 12, "{v}");
     // Candidate ids: the reply re-tokenized (most are tokens it generated).
-    let tok =
-        tokenizers::Tokenizer::from_file(s._dir.path().join("tokenizer.json")).expect("tokenizer");
+    let tok = tokenizers::Tokenizer::from_file(s.dir().join("tokenizer.json")).expect("tokenizer");
     let ids = tok.encode(full.as_str(), false).expect("encode");
     let mut stopped = 0;
     for &id in ids.get_ids().iter().skip(1).take(6) {
@@ -702,14 +579,7 @@ async fn n_choices_share_one_prefill_on_the_cpu() {
 /// copying GPU buffers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn n_choices_share_one_prefill_on_the_gpu() {
-    assert!(
-        qwgpu_model::engine::gpu_adapter_name().is_some(),
-        "no GPU adapter: the GPU server tests need one (lavapipe: apt-get install mesa-vulkan-drivers)"
-    );
-    assert!(qwgpu_kernels::testing::require_model(
-        "full",
-        &qwgpu_kernels::testing::context(qwgpu_kernels::testing::Variant::Full).ctx
-    ));
+    require_gpu();
     n_choices_share_one_prefill(Backend::Gpu).await;
 }
 
