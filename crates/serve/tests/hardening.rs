@@ -314,11 +314,7 @@ async fn the_api_key_guards_v1_only() {
         assert_eq!(v["error"]["code"], "invalid_api_key", "{v}");
         assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
     }
-    let r = client()
-        .get(s.url("/v1/models"))
-        .send()
-        .await
-        .expect("send");
+    let r = s.get("/v1/models").await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let r = client()
         .post(s.url("/v1/completions"))
@@ -387,39 +383,17 @@ async fn cors_preflights_and_headers_follow_the_origin_option() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protocol_details() {
     let s = server(|_| {}).await;
-    let r = client()
-        .get(s.url("/v1/chat/completions"))
-        .send()
-        .await
-        .expect("get");
+    let r = s.get("/v1/chat/completions").await;
     assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
     let v: Value = r.json().await.expect("405 has a JSON body");
     assert_eq!(v["error"]["code"], "method_not_allowed", "{v}");
 
-    let one: Value = client()
-        .get(s.url("/v1/models/tiny"))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let one: Value = s.get_json("/v1/models/tiny").await;
     assert_eq!(one["id"], "tiny");
     assert_eq!(one["context_length"], 4096);
-    let r = client()
-        .get(s.url("/v1/models/other"))
-        .send()
-        .await
-        .expect("get");
+    let r = s.get("/v1/models/other").await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let list: Value = client()
-        .get(s.url("/v1/models"))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let list: Value = s.get_json("/v1/models").await;
     assert_eq!(list["data"][0]["context_length"], 4096);
 
     let (status, v) = s

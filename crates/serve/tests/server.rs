@@ -75,14 +75,7 @@ async fn chat_completion_whole_and_streamed_agree() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_reports_the_fast_precision() {
     let s = server(|o| o.load.gpu.precision = qwgpu_model::MatmulPrecision::Fast).await;
-    let health: Value = client()
-        .get(format!("{}/health", s.base))
-        .send()
-        .await
-        .expect("health")
-        .json()
-        .await
-        .expect("health json");
+    let health: Value = s.get_json("/health").await;
     assert_eq!(health["status"], "ok", "{health}");
     assert_eq!(health["precision"], "fast", "{health}");
 }
@@ -90,22 +83,11 @@ async fn health_reports_the_fast_precision() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn completions_models_health_and_stop_strings() {
     let s = server(|_| {}).await;
-    let health = client()
-        .get(format!("{}/health", s.base))
-        .send()
-        .await
-        .expect("health");
+    let health = s.get("/health").await;
     assert_eq!(health.status(), StatusCode::OK);
     let health: Value = health.json().await.expect("health json");
     assert_eq!(health["precision"], "fast", "{health}");
-    let models: Value = client()
-        .get(format!("{}/v1/models", s.base))
-        .send()
-        .await
-        .expect("models")
-        .json()
-        .await
-        .expect("json");
+    let models: Value = s.get_json("/v1/models").await;
     assert_eq!(models["data"][0]["id"], "tiny");
     assert_eq!(models["object"], "list");
 

@@ -201,16 +201,19 @@ impl Endpoint {
         (status, r.json().await.expect("JSON error body"))
     }
 
+    /// A GET's response.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        client().get(self.url(path)).send().await.expect("GET")
+    }
+
+    /// The JSON body of a GET.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.get(path).await.json().await.expect("JSON response")
+    }
+
     /// `/metrics` as text.
     pub async fn metrics(&self) -> String {
-        client()
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text")
+        self.get("/metrics").await.text().await.expect("text")
     }
 
     /// One value of `/metrics`.
@@ -222,11 +225,7 @@ impl Endpoint {
     /// `/health`'s status and how long it took.
     pub async fn health(&self) -> (StatusCode, Duration) {
         let t0 = Instant::now();
-        let r = client()
-            .get(self.url("/health"))
-            .send()
-            .await
-            .expect("health");
+        let r = self.get("/health").await;
         (r.status(), t0.elapsed())
     }
 
