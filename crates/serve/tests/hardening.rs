@@ -331,8 +331,8 @@ async fn the_api_key_guards_v1_only() {
     );
 }
 
-/// CORS for the configured origin, preflights answered; other origins get
-/// no CORS headers.
+/// CORS for the configured origin, preflights answered (with an API key
+/// set too); other origins get no CORS headers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_preflights_and_headers_follow_the_origin_option() {
     let s = server(|o| o.cors_origins = vec!["http://localhost:3000".into()]).await;
@@ -375,6 +375,35 @@ async fn cors_preflights_and_headers_follow_the_origin_option() {
         .await
         .expect("models");
     assert!(r.headers().get("access-control-allow-origin").is_none());
+
+    // With an API key too: the browser's preflight carries no key and is
+    // answered, and a 401 carries the CORS headers so the page can read it.
+    let s = server(|o| {
+        o.cors_origins = vec!["http://localhost:3000".into()];
+        o.api_key = Some("sk-test".into());
+    })
+    .await;
+    let pre = client()
+        .request(reqwest::Method::OPTIONS, s.url("/v1/chat/completions"))
+        .header("origin", "http://localhost:3000")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .expect("preflight");
+    assert!(pre.status().is_success(), "{}", pre.status());
+    let r = client()
+        .post(s.url("/v1/completions"))
+        .header("origin", "http://localhost:3000")
+        .json(&json!({"prompt": "hi", "max_tokens": 1}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "http://localhost:3000"
+    );
 }
 
 /// 405 with an OpenAI error body; `GET /v1/models/{id}`; the context length
