@@ -511,19 +511,7 @@ fn the_call_grammar_takes_values_with_tags_like_text_but_not_its_own() {
     let tools = json!([{"type": "function", "function": {"name": "say", "parameters": {
         "type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}}}]);
     let spec = tool_spec(json!({"tools": tools, "tool_choice": "required"}));
-    let feed = |text: &str| -> Result<(), ConstrainError> {
-        let mut c = g.compile(&spec, false).expect("compiles");
-        for t in tok.encode(text, false).expect("encode").get_ids() {
-            let mask = c.mask()?;
-            if !allows(&mask, *t) {
-                return Err(ConstrainError::Matcher {
-                    detail: format!("token {t} refused"),
-                });
-            }
-            c.commit(*t)?;
-        }
-        Ok(())
-    };
+    let feed = |text: &str| feed(&mut g.compile(&spec, false).expect("compiles"), &tok, text);
     let ok = "<tool_call>\n<function=say>\n<parameter=text>\na < b && <div>\nline 2\n</parameter>\n</function>\n</tool_call>";
     feed(ok).expect("a multi-line value with < and & is text");
     assert!(feed("<tool_call>\n<function=say>\n<parameter=text>\nx</parameter>").is_err());
