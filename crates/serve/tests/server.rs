@@ -1018,6 +1018,14 @@ async fn bad_response_formats_and_tool_choices_are_400s_naming_the_field() {
                 "tool_choice": {"type": "function", "function": {"name": "g"}}}),
             "tool_choice",
         ),
+        // A string parameter's `pattern` the grammar engine cannot compile.
+        (
+            json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": {
+                "type": "object", "properties": {"s": {"type": "string", "pattern": "[a-"}},
+                "required": ["s"]}}}],
+                "tool_choice": "required"}),
+            "tools",
+        ),
     ];
     for (extra, param) in cases {
         let mut req = json!({"model": s.model, "messages": m, "max_tokens": 4});
