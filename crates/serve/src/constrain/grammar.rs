@@ -7,7 +7,8 @@
 //!   `<tool_call>\n<function=NAME>\n<parameter=ARG>\nVALUE\n</parameter>\n...
 //!   </function>\n</tool_call>`, calls separated by `\n`. Each tool's
 //!   parameters come in the order its schema lists them, the required ones
-//!   always, the others optionally; a value follows its declared type
+//!   always, the others optionally; a value follows its declared type (a
+//!   nullable one, `["T", "null"]`, as `T` or, for JSON kinds, `null`)
 //!   (integer / number / boolean / null as JSON scalars, object / array as
 //!   compact JSON under the parameter's schema, an `enum` as one of its
 //!   values), and a string (or anything else) is free text that never
@@ -169,7 +170,13 @@ fn value_rule(g: &mut String, id: &str, schema: Option<&Value>) -> String {
     if let Some(Value::String(c)) = schema.get("const") {
         return format!("{} END", lit(c));
     }
-    match types(schema).as_slice() {
+    let declared = types(schema);
+    // A nullable type (`["string", "null"]`) is written as its other type:
+    // the call format has no null string (the parser keeps `null` as text),
+    // while JSON values may be `null` under the schema.
+    let non_null: Vec<&str> = declared.iter().copied().filter(|&t| t != "null").collect();
+    let json_kinds = ["integer", "number", "boolean", "object", "array"];
+    match non_null.as_slice() {
         ["string"] => {
             let min = schema.get("minLength").and_then(Value::as_u64);
             let max = schema.get("maxLength").and_then(Value::as_u64);
@@ -193,7 +200,8 @@ fn value_rule(g: &mut String, id: &str, schema: Option<&Value>) -> String {
             g.push_str(&format!("V_{id}_BODY: {body}\nV_{id}: V_{id}_BODY END\n"));
             format!("V_{id}")
         }
-        ["integer"] | ["number"] | ["boolean"] | ["null"] | ["object"] | ["array"] => json_value(g),
+        [] if declared == ["null"] => json_value(g),
+        kinds if !kinds.is_empty() && kinds.iter().all(|k| json_kinds.contains(k)) => json_value(g),
         // No type, several, or unknown: what the model writes is kept as text.
         _ => "FREE".into(),
     }

@@ -441,10 +441,17 @@ fn check_call(tools: &Value, call: &Call) {
         let ps = props
             .get(p)
             .unwrap_or_else(|| panic!("{name}: unknown {p}"));
-        let value = match ps["type"].as_str() {
-            Some("string") => Value::String(v.clone()),
-            _ => serde_json::from_str(&small_exponents(v))
-                .unwrap_or_else(|e| panic!("{name}.{p} = {v:?}: {e}")),
+        // A string (alone or nullable) is the text; anything else JSON.
+        let is_string = match &ps["type"] {
+            Value::String(t) => t == "string",
+            Value::Array(ts) => ts.iter().any(|t| t == "string"),
+            _ => false,
+        };
+        let value = if is_string {
+            Value::String(v.clone())
+        } else {
+            serde_json::from_str(&small_exponents(v))
+                .unwrap_or_else(|e| panic!("{name}.{p} = {v:?}: {e}"))
         };
         args.insert(p.clone(), value);
     }
@@ -576,7 +583,8 @@ fn a_forked_constraint_follows_the_grammar_on_its_own() {
 }
 
 /// String parameters with a `pattern` (anchored, matched anywhere, top-level
-/// alternatives, `\d`), alone and with length bounds: random logits under the
+/// alternatives, `\d`), alone, with length bounds and nullable, and a
+/// nullable integer with bounds: random logits under the
 /// call grammar give values the `jsonschema` crate finds matching (its
 /// patterns are ECMA-262 `search`es, as the schema means them).
 #[test]
@@ -588,9 +596,11 @@ fn random_logits_under_string_patterns_give_matching_values() {
             "code": {"type": "string", "pattern": "^[A-Z]{2}-\\d{3}$"},
             "tag": {"type": "string", "pattern": "x[0-9]y", "maxLength": 10},
             "side": {"type": "string", "pattern": "^left|right$", "maxLength": 8},
-            "word": {"type": "string", "pattern": "^[a-z]+$", "minLength": 3, "maxLength": 6}
+            "word": {"type": "string", "pattern": "^[a-z]+$", "minLength": 3, "maxLength": 6},
+            "gate": {"type": ["string", "null"], "pattern": "^G[0-9]$"},
+            "row": {"type": ["integer", "null"], "minimum": 1, "maximum": 40}
         },
-        "required": ["code", "tag", "side", "word"]
+        "required": ["code", "tag", "side", "word", "gate", "row"]
     }}}]);
     let spec = tool_spec(json!({"tools": tools, "tool_choice": "required",
         "parallel_tool_calls": false}));
