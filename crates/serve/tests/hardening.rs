@@ -446,6 +446,12 @@ async fn protocol_details() {
         ("suffix", json!("x")),
         ("best_of", json!(3)),
         ("logit_bias", json!({"5": 10})),
+        // Chat fields on a completion.
+        ("tool_choice", json!("required")),
+        (
+            "tools",
+            json!([{"type": "function", "function": {"name": "f"}}]),
+        ),
     ] {
         let mut body = json!({"prompt": "hi", "max_tokens": 1});
         body[field] = value;
