@@ -262,15 +262,8 @@ async fn stop_strings_count_as_completed_and_latencies_are_recorded() {
     let (status, v) = s.post("/v1/completions", &cut).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
-    let t0 = Instant::now();
-    while s.metric("qwgpu_requests_completed_total").await < 2.0 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "{}",
-            s.metrics().await
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    s.wait_for_metric("qwgpu_requests_completed_total", |v| v >= 2.0)
+        .await;
     assert_eq!(s.metric("qwgpu_requests_cancelled_total").await, 0.0);
     // A third prompt extends the first: its snapshot is restored.
     let mut longer = req.clone();

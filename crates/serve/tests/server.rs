@@ -271,9 +271,8 @@ async fn a_full_queue_answers_429() {
         .await
         .expect("send");
     first.chunk().await.expect("chunk"); // admitted: the batch slot is taken
-    while s.metric("qwgpu_active_sequences").await < 1.0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    s.wait_for_metric("qwgpu_active_sequences", |v| v >= 1.0)
+        .await;
     let second = client()
         .post(format!("{}/v1/completions", s.base))
         .json(&long)
@@ -329,7 +328,8 @@ async fn concurrent_streams_get_the_tokens_of_lone_requests() {
     let s = server(|o| o.cache_mem = 0).await;
     concurrent_streams_match_lone_requests(&s, 16, 32).await;
     assert_eq!(s.metric("qwgpu_requests_total").await, 32.0);
-    assert_eq!(s.metric("qwgpu_active_sequences").await, 0.0);
+    s.wait_for_metric("qwgpu_active_sequences", |v| v == 0.0)
+        .await;
 }
 
 /// `--prefill-chunk` reaches the engine: a prompt of n tokens runs in

@@ -222,6 +222,25 @@ impl Endpoint {
         parse_metric(&text, name).unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
     }
 
+    /// Waits (up to 20 s) until the metric `name` satisfies `ok`; returns
+    /// its value. The engine updates its gauges and counters after it has
+    /// sent a step's tokens, so a client may see a reply end first.
+    pub async fn wait_for_metric(&self, name: &str, ok: impl Fn(f64) -> bool) -> f64 {
+        let t0 = Instant::now();
+        loop {
+            let v = self.metric(name).await;
+            if ok(v) {
+                return v;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "{name} stays at {v}:\n{metrics}",
+                metrics = self.metrics().await
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// `/health`'s status and how long it took.
     pub async fn health(&self) -> (StatusCode, Duration) {
         let t0 = Instant::now();
