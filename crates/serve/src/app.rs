@@ -529,14 +529,6 @@ async fn generate(
         top_p: req.top_p,
         ..SamplingParams::GREEDY
     });
-    if req.constraint.is_some() && req.options.n > 1 {
-        // Each choice would need its own grammar state: not done yet.
-        return Err(ApiError::invalid(
-            "`n` above 1 cannot be combined with `response_format` or a forced tool call",
-            Some("n"),
-        )
-        .with_code("unsupported_parameter"));
-    }
     let constraint = match req.constraint.clone() {
         Some(spec) => Some(constrained(&st, spec, prompt.clone()).await?),
         None => None,
@@ -682,6 +674,20 @@ pub(crate) struct Meta {
 }
 
 impl Meta {
+    /// A non-streaming response of `choices` (each with its `index`).
+    pub(crate) fn whole_response(&self, choices: Vec<Value>, usage: Value) -> Response {
+        let object = if self.chat {
+            "chat.completion"
+        } else {
+            "text_completion"
+        };
+        Json(json!({
+            "id": self.id, "object": object, "created": self.created, "model": self.model,
+            "choices": choices, "usage": usage,
+        }))
+        .into_response()
+    }
+
     pub(crate) fn usage(&self, completion: usize, cached: usize) -> Value {
         json!({
             "prompt_tokens": self.prompt_tokens,
@@ -986,14 +992,5 @@ async fn whole(
     drop(rx);
     let usage = meta.usage(reply.tokens, reply.cached);
     let choice = whole_choice(&st.0, &meta, &mut reply, &text, finish, 0);
-    let object = if meta.chat {
-        "chat.completion"
-    } else {
-        "text_completion"
-    };
-    Ok(Json(json!({
-        "id": meta.id, "object": object, "created": meta.created, "model": meta.model,
-        "choices": [choice], "usage": usage,
-    }))
-    .into_response())
+    Ok(meta.whole_response(vec![choice], usage))
 }

@@ -30,12 +30,24 @@ fn optional_string(obj: &Json, name: &str, param: &str) -> Result<Option<String>
     }
 }
 
+/// The 400 for a required field that is absent.
+fn missing(param: &str) -> ApiError {
+    ApiError::invalid(format!("`{param}` is required"), Some(param))
+        .with_code("missing_required_parameter")
+}
+
 fn required_string(obj: &Json, name: &str, param: &str) -> Result<String, ApiError> {
-    optional_string(obj, name, param)?.ok_or_else(|| {
-        let param = format!("{param}.{name}");
-        ApiError::invalid(format!("`{param}` is required"), Some(&param))
-            .with_code("missing_required_parameter")
-    })
+    optional_string(obj, name, param)?.ok_or_else(|| missing(&format!("{param}.{name}")))
+}
+
+/// `obj.function`, which must be an object (`param`: where `obj` is).
+fn function_object<'a>(obj: &'a Json, param: &str) -> Result<&'a Json, ApiError> {
+    let fparam = format!("{param}.function");
+    match field(obj, "function") {
+        Some(f @ Json::Object(_)) => Ok(f),
+        Some(other) => Err(type_error(&fparam, "an object", other)),
+        None => Err(missing(&fparam)),
+    }
 }
 
 /// A message's `content`: a string, a list of parts, or null. The model reads
@@ -111,16 +123,7 @@ fn tool_call(v: &Json, param: &str) -> Result<ToolCall, ApiError> {
         }
     }
     let fparam = format!("{param}.function");
-    let function = match field(v, "function") {
-        Some(f @ Json::Object(_)) => f,
-        Some(other) => return Err(type_error(&fparam, "an object", other)),
-        None => {
-            return Err(
-                ApiError::invalid(format!("`{fparam}` is required"), Some(&fparam))
-                    .with_code("missing_required_parameter"),
-            )
-        }
-    };
+    let function = function_object(v, param)?;
     Ok(ToolCall {
         id: optional_string(v, "id", param)?,
         name: required_string(function, "name", &fparam)?,
@@ -160,12 +163,7 @@ fn message(m: &Json, param: &str) -> Result<Message, ApiError> {
 /// The request's `messages` (required, not empty).
 pub fn messages(body: &Json) -> Result<Vec<Message>, ApiError> {
     let list = match field(body, "messages") {
-        None => {
-            return Err(
-                ApiError::invalid("`messages` is required", Some("messages"))
-                    .with_code("missing_required_parameter"),
-            )
-        }
+        None => return Err(missing("messages")),
         Some(Json::Array(a)) => a,
         Some(other) => return Err(type_error("messages", "an array of messages", other)),
     };
@@ -203,18 +201,7 @@ pub fn tools(body: &Json) -> Result<Vec<Json>, ApiError> {
             ));
         }
         let fparam = format!("{param}.function");
-        match field(t, "function") {
-            Some(f @ Json::Object(_)) => {
-                required_string(f, "name", &fparam)?;
-            }
-            Some(other) => return Err(type_error(&fparam, "an object", other)),
-            None => {
-                return Err(
-                    ApiError::invalid(format!("`{fparam}` is required"), Some(&fparam))
-                        .with_code("missing_required_parameter"),
-                )
-            }
-        }
+        required_string(function_object(t, &param)?, "name", &fparam)?;
     }
     Ok(list.clone())
 }
@@ -282,16 +269,7 @@ pub fn tool_choice(body: &Json, tools: &[Json]) -> Result<ToolChoice, ApiError> 
                 ));
             }
             let fparam = format!("{PARAM}.function");
-            let function = match field(obj, "function") {
-                Some(f @ Json::Object(_)) => f,
-                Some(other) => return Err(type_error(&fparam, "an object", other)),
-                None => {
-                    return Err(
-                        ApiError::invalid(format!("`{fparam}` is required"), Some(&fparam))
-                            .with_code("missing_required_parameter"),
-                    )
-                }
-            };
+            let function = function_object(obj, PARAM)?;
             let name = required_string(function, "name", &fparam)?;
             if !names.contains(&name.as_str()) {
                 let offered = names.join(", ");

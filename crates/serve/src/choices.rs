@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 
@@ -216,14 +215,5 @@ pub(crate) async fn whole(
         }
     }
     choices.sort_by_key(|c| c["index"].as_u64());
-    let object = if meta.chat {
-        "chat.completion"
-    } else {
-        "text_completion"
-    };
-    Ok(Json(json!({
-        "id": meta.id, "object": object, "created": meta.created, "model": meta.model,
-        "choices": choices, "usage": meta.usage(tokens, cached),
-    }))
-    .into_response())
+    Ok(meta.whole_response(choices, meta.usage(tokens, cached)))
 }

@@ -8,18 +8,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use qwgpu_model::engine::{Backend, LoadOptions, Model, SamplingParams};
-use tokio::sync::mpsc::{self, UnboundedReceiver};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::metrics::{parse_metric, Metrics};
 use crate::prefill::PrefillChunk;
 use crate::scheduler::{Batch, Engine, Event, Job, StepRecord};
 
-const GREEDY: SamplingParams = SamplingParams {
-    temperature: 0.0,
-    top_k: 0,
-    top_p: 1.0,
-    ..SamplingParams::GREEDY
-};
+const GREEDY: SamplingParams = Job::GREEDY;
 
 /// An engine on the fixture with no end-of-sequence ids (every reply runs
 /// to `max_tokens`, whatever the random weights pick).
@@ -50,19 +45,7 @@ fn prompt(len: usize, seed: u64) -> Vec<u32> {
 }
 
 fn job(prompt: Vec<u32>, max_tokens: usize) -> (Job, UnboundedReceiver<Event>) {
-    let (events, rx) = mpsc::unbounded_channel();
-    let job = Job {
-        prompt,
-        boundary: None,
-        max_tokens,
-        params: GREEDY,
-        seed: 1,
-        top_logprobs: None,
-        events,
-        opts: Default::default(),
-        constraint: None,
-    };
-    (job, rx)
+    Job::greedy(prompt, max_tokens)
 }
 
 /// What a request has received since the last call: its tokens, whether

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use qwgpu_model::engine::{Backend, LoadOptions, SamplingParams};
+use qwgpu_model::engine::{Backend, LoadOptions};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -68,24 +68,7 @@ async fn serve() -> (AppState, String) {
 }
 
 fn job(prompt: Vec<u32>) -> (Job, mpsc::UnboundedReceiver<Event>) {
-    let (events, rx) = mpsc::unbounded_channel();
-    let job = Job {
-        prompt,
-        boundary: None,
-        max_tokens: 2,
-        params: SamplingParams {
-            temperature: 0.0,
-            top_k: 0,
-            top_p: 1.0,
-            ..SamplingParams::GREEDY
-        },
-        seed: 1,
-        top_logprobs: None,
-        events,
-        opts: Default::default(),
-        constraint: None,
-    };
-    (job, rx)
+    Job::greedy(prompt, 2)
 }
 
 async fn get(url: String) -> (StatusCode, String) {

@@ -112,9 +112,9 @@ impl ServeOptions {
     }
 }
 
-/// A byte size: `1GiB`, `512MiB`, `64k`, `1.5G`, `0` or plain bytes; units are
-/// powers of 1024 (`K`, `M`, `G`, `T`, with or without `i` and `B`).
-pub fn parse_size(text: &str) -> Result<u64, String> {
+/// `text` as a number and the unit after it (`expected` says what the
+/// option takes, for the error).
+fn number_and_unit<'a>(text: &'a str, expected: &str) -> Result<(f64, &'a str), String> {
     let t = text.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -122,7 +122,14 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     let (num, unit) = t.split_at(split);
     let value: f64 = num
         .parse()
-        .map_err(|_| format!("`{text}`: expected a size such as 1GiB, 512MiB or 0"))?;
+        .map_err(|_| format!("`{text}`: expected {expected}"))?;
+    Ok((value, unit))
+}
+
+/// A byte size: `1GiB`, `512MiB`, `64k`, `1.5G`, `0` or plain bytes; units are
+/// powers of 1024 (`K`, `M`, `G`, `T`, with or without `i` and `B`).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let (value, unit) = number_and_unit(text, "a size such as 1GiB, 512MiB or 0")?;
     let unit = unit.trim().to_ascii_lowercase();
     let unit = unit.trim_end_matches('b').trim_end_matches('i');
     let scale: u64 = match unit {
@@ -146,14 +153,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 /// A duration: `30s`, `500ms`, `2m`, or plain seconds (`1.5`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("`{text}`: expected a duration such as 30s, 500ms or 2m"))?;
+    let (value, unit) = number_and_unit(text, "a duration such as 30s, 500ms or 2m")?;
     let secs = match unit.trim() {
         "" | "s" => value,
         "ms" => value / 1000.0,

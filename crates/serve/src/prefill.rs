@@ -140,7 +140,9 @@ impl Engine {
             mut pos,
             ..
         } = p;
-        // Forks carry no grammar: the HTTP side refuses `n` > 1 with one.
+        // Each fork follows the request's grammar (if any) on a copy of its
+        // state, taken before any reply token: the constraint starts at the
+        // first generated token (or after `</think>`) for every choice.
         let mut forked = Vec::new();
         if !job.opts.forks.is_empty() {
             let last = job.prompt.len() - 1;
@@ -157,6 +159,7 @@ impl Engine {
                     forks: Vec::new(),
                     ..job.opts.clone()
                 };
+                let mut constraint = job.constraint.as_ref().map(|c| c.fork());
                 let first = self.model.fork(&session).and_then(|mut s| {
                     self.model.set_seed(&mut s, f.seed);
                     let t = self.model.sample_step(
@@ -165,7 +168,7 @@ impl Engine {
                         &job.params,
                         qwgpu_model::engine::StepControls {
                             top_logprobs: job.top_logprobs,
-                            mask: None,
+                            mask: constraint.as_mut().map(crate::constrain::hook::mask_fn),
                         },
                     )?;
                     Ok((s, t))
@@ -183,7 +186,7 @@ impl Engine {
                         top_logprobs: job.top_logprobs,
                         next_logprobs: crate::sampling_options::TokenLogprobs::from_sampled(&t),
                         events: f.events,
-                        constraint: None,
+                        constraint,
                         opts,
                         last_token: None,
                     }),

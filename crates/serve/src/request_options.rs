@@ -1,8 +1,8 @@
 //! Request fields beyond the prompt and sampling: `n`, `stop_token_ids`,
 //! `ignore_eos`, `user` (accepted, ignored), and the OpenAI fields qwgpu
-//! does not implement, refused with a 400 naming the field rather than
-//! silently ignored (a client relying on `echo` or `logit_bias` must learn
-//! that it got something else).
+//! does not implement (or, on completions, the chat-only ones), refused
+//! with a 400 naming the field rather than silently ignored (a client
+//! relying on `echo` or `logit_bias` must learn that it got something else).
 
 use serde_json::{Map, Value};
 
@@ -92,6 +92,19 @@ fn refuse_unsupported(obj: &Map<String, Value>, chat: bool) -> Result<(), ApiErr
     }
     if truthy("web_search_options") {
         return Err(unsupported("web_search_options", "no web search"));
+    }
+    if !chat {
+        // The chat fields mean nothing to a completion (it has no template
+        // and its text is not parsed for calls): a client sending them
+        // expects a behaviour it would not get.
+        for name in ["tools", "tool_choice", "chat_template_kwargs"] {
+            if truthy(name) {
+                return Err(unsupported(
+                    name,
+                    "a chat field: completions have no tools or chat template (use /v1/chat/completions)",
+                ));
+            }
+        }
     }
     if !chat && truthy("prompt_logprobs") {
         return Err(unsupported(
@@ -206,6 +219,24 @@ mod tests {
             assert_eq!(e.param.as_deref(), Some(name), "{body}");
             assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST, "{body}");
         }
+    }
+
+    #[test]
+    fn chat_fields_are_refused_by_name_on_completions_only() {
+        let tools = json!([{"type": "function", "function": {"name": "f"}}]);
+        for (body, name) in [
+            (json!({"tools": tools}), "tools"),
+            (json!({"tool_choice": "required"}), "tool_choice"),
+            (
+                json!({"chat_template_kwargs": {"enable_thinking": false}}),
+                "chat_template_kwargs",
+            ),
+        ] {
+            let e = opts(body.clone(), false).expect_err("refused");
+            assert_eq!(e.param.as_deref(), Some(name), "{body}");
+            opts(body.clone(), true).expect("a chat field on chat");
+        }
+        opts(json!({"tools": [], "chat_template_kwargs": {}}), false).expect("empty ones pass");
     }
 
     #[test]

@@ -81,6 +81,38 @@ pub struct Job {
     pub opts: JobOptions,
 }
 
+#[cfg(test)]
+impl Job {
+    /// Sampling with no randomness at all (temperature 0, no top-k / top-p).
+    pub(crate) const GREEDY: SamplingParams = SamplingParams {
+        temperature: 0.0,
+        top_k: 0,
+        top_p: 1.0,
+        ..SamplingParams::GREEDY
+    };
+
+    /// A greedy job of `prompt` with default options, and its events (the
+    /// engine's unit tests).
+    pub(crate) fn greedy(
+        prompt: Vec<u32>,
+        max_tokens: usize,
+    ) -> (Job, tokio::sync::mpsc::UnboundedReceiver<Event>) {
+        let (events, rx) = mpsc::unbounded_channel();
+        let job = Job {
+            prompt,
+            boundary: None,
+            max_tokens,
+            params: Self::GREEDY,
+            seed: 1,
+            top_logprobs: None,
+            events,
+            opts: Default::default(),
+            constraint: None,
+        };
+        (job, rx)
+    }
+}
+
 /// What a [`Job`] carries beyond its prompt and sampling.
 #[derive(Debug, Clone)]
 pub struct JobOptions {

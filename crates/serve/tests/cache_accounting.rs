@@ -4,11 +4,10 @@
 //! their bookkeeping and rounding show in the resident size). Its own test
 //! binary: other tests' allocations would blur the resident size.
 
-use std::path::Path;
-
-use qwgpu_kernels::testing::{self, Variant};
 use qwgpu_model::engine::{Backend, LoadOptions, Model};
 use qwgpu_serve::prefix_cache::{entry_bytes, PrefixCache};
+
+mod support;
 
 /// Resident bytes of this process (Linux: `/proc/self/statm`, in pages).
 fn resident() -> u64 {
@@ -24,9 +23,8 @@ fn resident() -> u64 {
 
 /// Resident growth per cached entry of `position` tokens, and its charge.
 fn per_entry(backend: Backend, position: usize) -> (u64, u64) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/dense-bf16-text");
     let model = Model::load(
-        &dir,
+        &support::fixture(),
         &LoadOptions {
             backend,
             ..Default::default()
@@ -70,14 +68,7 @@ fn cached_entries_are_charged_what_they_hold() {
         2 * grown >= charge,
         "CPU: {grown} B held, {charge} B charged: far too much"
     );
-    assert!(
-        qwgpu_model::engine::gpu_adapter_name().is_some(),
-        "no GPU adapter: this test needs one (lavapipe: apt-get install mesa-vulkan-drivers)"
-    );
-    assert!(testing::require_model(
-        "full",
-        &testing::context(Variant::Full).ctx
-    ));
+    support::require_gpu();
     let (grown, charge) = per_entry(Backend::Gpu, 15);
     assert!(
         grown <= charge,

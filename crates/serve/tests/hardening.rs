@@ -4,135 +4,22 @@
 //! queue + batch with `Retry-After`, metrics, API key, CORS and protocol
 //! details. Raw TCP where the fault is below HTTP.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use qwgpu_model::engine::{Backend, LoadOptions};
-use qwgpu_serve::metrics::parse_metric;
+use qwgpu_model::engine::Backend;
 use qwgpu_serve::ServeOptions;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use tempfile::TempDir;
-use tokio::sync::oneshot;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod support;
 
-/// The fixture's files (its tokenizer_config.json carries a chat template).
-fn model_dir() -> TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix("qwgpu-hardening-")
-        .tempdir()
-        .expect("tempdir");
-    let fixture = repo().join("tests/fixtures/dense-bf16-text");
-    for f in [
-        "config.json",
-        "generation_config.json",
-        "model.safetensors",
-        "tokenizer.json",
-        "tokenizer_config.json",
-    ] {
-        std::fs::copy(fixture.join(f), dir.path().join(f)).expect("copy fixture");
-    }
-    dir
-}
+use support::*;
 
-struct Server {
-    base: String,
-    addr: std::net::SocketAddr,
-    /// Sends the shutdown signal (dropping it does not).
-    stop: Option<oneshot::Sender<()>>,
-    served: tokio::task::JoinHandle<std::io::Result<()>>,
-    _dir: TempDir,
-}
-
+/// A server over the fixture (its tokenizer_config.json carries a chat template).
 async fn server(tweak: impl FnOnce(&mut ServeOptions)) -> Server {
-    let dir = model_dir();
-    let mut opts = ServeOptions::new(dir.path().to_path_buf());
-    opts.model_name = "tiny".into();
-    opts.load = LoadOptions {
-        backend: Backend::Cpu,
-        ..Default::default()
-    };
-    tweak(&mut opts);
-    let state =
-        tokio::task::block_in_place(|| qwgpu_serve::start(&opts).map_err(|e| e.to_string()))
-            .expect("server starts");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let served = tokio::spawn(async move {
-        let shutdown = async {
-            if stopped.await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        };
-        qwgpu_serve::serve(listener, state, &opts, shutdown).await
-    });
-    Server {
-        base: format!("http://{addr}"),
-        addr,
-        stop: Some(stop),
-        served,
-        _dir: dir,
-    }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("client")
-}
-
-impl Server {
-    fn url(&self, path: &str) -> String {
-        let base = &self.base;
-        format!("{base}{path}")
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        let r = client()
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .expect("send");
-        let status = r.status();
-        (status, r.json().await.expect("JSON response"))
-    }
-
-    async fn metrics(&self) -> String {
-        client()
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text")
-    }
-
-    async fn metric(&self, name: &str) -> f64 {
-        let text = self.metrics().await;
-        parse_metric(&text, name).unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
-    }
-
-    /// `/health`'s status and how long it took.
-    async fn health(&self) -> (StatusCode, Duration) {
-        let t0 = Instant::now();
-        let r = client()
-            .get(self.url("/health"))
-            .send()
-            .await
-            .expect("health");
-        (r.status(), t0.elapsed())
-    }
+    server_with(None, tweak).await
 }
 
 /// A raw connection that has sent `bytes` (blocking socket: the tests
@@ -286,15 +173,6 @@ async fn huge_prompts_are_refused_quickly_and_health_answers_meanwhile() {
     assert!(slowest < Duration::from_secs(1), "/health took {slowest:?}");
 }
 
-/// Every `data:` payload of a streamed response, up to the end of the body.
-async fn sse_payloads(r: reqwest::Response) -> Vec<String> {
-    let text = r.text().await.expect("body");
-    text.split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| e.strip_prefix("data: ").unwrap_or(e).to_owned())
-        .collect()
-}
-
 /// Shutdown drains: a running stream past the drain deadline ends with an
 /// error chunk and `[DONE]`, and `serve` returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -384,15 +262,8 @@ async fn stop_strings_count_as_completed_and_latencies_are_recorded() {
     let (status, v) = s.post("/v1/completions", &cut).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
-    let t0 = Instant::now();
-    while s.metric("qwgpu_requests_completed_total").await < 2.0 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "{}",
-            s.metrics().await
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    s.wait_for_metric("qwgpu_requests_completed_total", |v| v >= 2.0)
+        .await;
     assert_eq!(s.metric("qwgpu_requests_cancelled_total").await, 0.0);
     // A third prompt extends the first: its snapshot is restored.
     let mut longer = req.clone();
@@ -436,11 +307,7 @@ async fn the_api_key_guards_v1_only() {
         assert_eq!(v["error"]["code"], "invalid_api_key", "{v}");
         assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
     }
-    let r = client()
-        .get(s.url("/v1/models"))
-        .send()
-        .await
-        .expect("send");
+    let r = s.get("/v1/models").await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let r = client()
         .post(s.url("/v1/completions"))
@@ -457,8 +324,8 @@ async fn the_api_key_guards_v1_only() {
     );
 }
 
-/// CORS for the configured origin, preflights answered; other origins get
-/// no CORS headers.
+/// CORS for the configured origin, preflights answered (with an API key
+/// set too); other origins get no CORS headers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_preflights_and_headers_follow_the_origin_option() {
     let s = server(|o| o.cors_origins = vec!["http://localhost:3000".into()]).await;
@@ -501,6 +368,35 @@ async fn cors_preflights_and_headers_follow_the_origin_option() {
         .await
         .expect("models");
     assert!(r.headers().get("access-control-allow-origin").is_none());
+
+    // With an API key too: the browser's preflight carries no key and is
+    // answered, and a 401 carries the CORS headers so the page can read it.
+    let s = server(|o| {
+        o.cors_origins = vec!["http://localhost:3000".into()];
+        o.api_key = Some("sk-test".into());
+    })
+    .await;
+    let pre = client()
+        .request(reqwest::Method::OPTIONS, s.url("/v1/chat/completions"))
+        .header("origin", "http://localhost:3000")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .expect("preflight");
+    assert!(pre.status().is_success(), "{}", pre.status());
+    let r = client()
+        .post(s.url("/v1/completions"))
+        .header("origin", "http://localhost:3000")
+        .json(&json!({"prompt": "hi", "max_tokens": 1}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "http://localhost:3000"
+    );
 }
 
 /// 405 with an OpenAI error body; `GET /v1/models/{id}`; the context length
@@ -509,39 +405,17 @@ async fn cors_preflights_and_headers_follow_the_origin_option() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protocol_details() {
     let s = server(|_| {}).await;
-    let r = client()
-        .get(s.url("/v1/chat/completions"))
-        .send()
-        .await
-        .expect("get");
+    let r = s.get("/v1/chat/completions").await;
     assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
     let v: Value = r.json().await.expect("405 has a JSON body");
     assert_eq!(v["error"]["code"], "method_not_allowed", "{v}");
 
-    let one: Value = client()
-        .get(s.url("/v1/models/tiny"))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let one: Value = s.get_json("/v1/models/tiny").await;
     assert_eq!(one["id"], "tiny");
     assert_eq!(one["context_length"], 4096);
-    let r = client()
-        .get(s.url("/v1/models/other"))
-        .send()
-        .await
-        .expect("get");
+    let r = s.get("/v1/models/other").await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let list: Value = client()
-        .get(s.url("/v1/models"))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let list: Value = s.get_json("/v1/models").await;
     assert_eq!(list["data"][0]["context_length"], 4096);
 
     let (status, v) = s
@@ -565,6 +439,12 @@ async fn protocol_details() {
         ("suffix", json!("x")),
         ("best_of", json!(3)),
         ("logit_bias", json!({"5": 10})),
+        // Chat fields on a completion.
+        ("tool_choice", json!("required")),
+        (
+            "tools",
+            json!([{"type": "function", "function": {"name": "f"}}]),
+        ),
     ] {
         let mut body = json!({"prompt": "hi", "max_tokens": 1});
         body[field] = value;
@@ -593,8 +473,7 @@ async fn stop_token_ids_end_the_reply() {
     let full = v["choices"][0]["text"].as_str().expect("text").to_owned();
     assert_eq!(v["usage"]["completion_tokens"], 12, "{v}");
     // Candidate ids: the reply re-tokenized (most are tokens it generated).
-    let tok =
-        tokenizers::Tokenizer::from_file(s._dir.path().join("tokenizer.json")).expect("tokenizer");
+    let tok = tokenizers::Tokenizer::from_file(s.dir().join("tokenizer.json")).expect("tokenizer");
     let ids = tok.encode(full.as_str(), false).expect("encode");
     let mut stopped = 0;
     for &id in ids.get_ids().iter().skip(1).take(6) {
@@ -702,14 +581,7 @@ async fn n_choices_share_one_prefill_on_the_cpu() {
 /// copying GPU buffers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn n_choices_share_one_prefill_on_the_gpu() {
-    assert!(
-        qwgpu_model::engine::gpu_adapter_name().is_some(),
-        "no GPU adapter: the GPU server tests need one (lavapipe: apt-get install mesa-vulkan-drivers)"
-    );
-    assert!(qwgpu_kernels::testing::require_model(
-        "full",
-        &qwgpu_kernels::testing::context(qwgpu_kernels::testing::Variant::Full).ctx
-    ));
+    require_gpu();
     n_choices_share_one_prefill(Backend::Gpu).await;
 }
 
@@ -748,20 +620,4 @@ async fn n_choices_carry_their_own_logprobs() {
         }
     }
     assert_eq!(entries, [4, 4], "{events:?}");
-}
-
-/// `n` > 1 with a grammar (`response_format`) is refused by name: each
-/// choice would need its own grammar state.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn n_choices_with_a_grammar_are_refused_by_name() {
-    let s = server(|_| {}).await;
-    let (status, v) = s
-        .post(
-            "/v1/chat/completions",
-            &json!({"messages": [{"role": "user", "content": "hi"}], "n": 2, "max_tokens": 4,
-                    "response_format": {"type": "json_object"}}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
-    assert_eq!(v["error"]["param"], "n", "{v}");
 }

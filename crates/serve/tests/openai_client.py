@@ -5,9 +5,21 @@ Run by crates/serve/tests/server.rs when `import openai` works.
 """
 
 import json
+import re
 import sys
+import urllib.request
 
 import openai
+
+def metric(base_url, name):
+    """One value of the server's /metrics (beside /v1, open without the key)."""
+    root = base_url[: -len("/v1")] if base_url.endswith("/v1") else base_url
+    with urllib.request.urlopen(root + "/metrics") as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"{name} is not in /metrics")
+
 
 WEATHER = {
     "type": "function",
@@ -162,42 +174,48 @@ def main() -> None:
         "required": ["name", "age"],
         "additionalProperties": False,
     }
+    # n=3: each choice follows the grammar on its own.
     structured = client.chat.completions.create(
         model=model,
         messages=messages,
         max_tokens=2000,
         seed=5,
+        temperature=1.0,
+        n=3,
         response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": schema, "strict": True}},
     )
-    assert structured.choices[0].finish_reason == "stop", structured
-    person = json.loads(structured.choices[0].message.content)
-    assert set(person) <= {"name", "age", "pets"} and {"name", "age"} <= set(person), person
-    assert isinstance(person["name"], str) and len(person["name"]) <= 8, person
-    assert isinstance(person["age"], int) and 0 <= person["age"] <= 99, person
-    assert all(p in ("cat", "dog") for p in person.get("pets", [])), person
+    assert sorted(c.index for c in structured.choices) == [0, 1, 2], structured
+    for c in structured.choices:
+        assert c.finish_reason == "stop", structured
+        person = json.loads(c.message.content)
+        assert set(person) <= {"name", "age", "pets"} and {"name", "age"} <= set(person), person
+        assert isinstance(person["name"], str) and len(person["name"]) <= 8, person
+        assert isinstance(person["age"], int) and 0 <= person["age"] <= 99, person
+        assert all(p in ("cat", "dog") for p in person.get("pets", [])), person
 
-    # tool_choice "required": a well-formed call of the tool, even at random weights.
+    # tool_choice "required": a parsed call of the tool, even at random
+    # weights, its string parameter matching the schema's pattern.
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
         "type": "object",
-        "properties": {"city": {"type": "string", "maxLength": 12}, "days": {"type": "integer", "minimum": 1, "maximum": 7}},
-        "required": ["city", "days"],
+        "properties": {
+            "city": {"type": "string", "maxLength": 12},
+            "days": {"type": "integer", "minimum": 1, "maximum": 7},
+            "station": {"type": "string", "pattern": "^[A-Z]{4}$"},
+        },
+        "required": ["city", "days", "station"],
     }}}]
     forced = client.chat.completions.create(
         model=model, messages=messages, max_tokens=2000, seed=6, tools=tools, tool_choice="required"
     )
+    assert forced.choices[0].finish_reason == "tool_calls", forced
     message = forced.choices[0].message
-    if message.tool_calls:
-        call = message.tool_calls[0].function
+    assert message.tool_calls, message
+    for tc in message.tool_calls:
+        call = tc.function
         assert call.name == "get_weather", call
         args = json.loads(call.arguments)
         assert isinstance(args["city"], str) and isinstance(args["days"], int) and 1 <= args["days"] <= 7, args
-    else:
-        # Before the server parses calls, the XML is the content.
-        text = message.content
-        assert text.startswith("<tool_call>\n<function=get_weather>\n<parameter=city>\n"), text
-        assert "\n</parameter>\n<parameter=days>\n" in text and text.endswith("</function>\n</tool_call>"), text
-        days = text.split("<parameter=days>\n", 1)[1].split("\n</parameter>", 1)[0]
-        assert 1 <= int(days) <= 7, text
+        assert re.search("^[A-Z]{4}$", args["station"]), args
 
     try:
         client.chat.completions.create(model="no-such-model", messages=messages)
@@ -207,6 +225,7 @@ def main() -> None:
 
     # n=3: three different sampled completions of one prompt, prefilled once.
     lone = client.completions.create(model=model, prompt="The quick brown fox", max_tokens=6, temperature=1.0, seed=5)
+    prefilled = metric(base_url, "qwgpu_prefill_tokens_total")
     three = client.completions.create(
         model=model,
         prompt="The quick brown fox",
@@ -220,6 +239,10 @@ def main() -> None:
     assert len(set(texts)) == 3, texts
     assert three.usage.prompt_tokens == lone.usage.prompt_tokens
     assert three.usage.completion_tokens == 18, three.usage
+    # The prompt ran once (less its cached prefix), then one token per extra choice.
+    cached = three.usage.prompt_tokens_details.cached_tokens
+    ran = metric(base_url, "qwgpu_prefill_tokens_total") - prefilled
+    assert ran == three.usage.prompt_tokens - cached + 2, (ran, three.usage)
 
     try:
         client.completions.create(model=model, prompt="hi", echo=True)

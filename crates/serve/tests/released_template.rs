@@ -20,11 +20,11 @@
 use std::path::{Path, PathBuf};
 
 use qwgpu_kernels::testing::{self, Outcome};
-use qwgpu_model::engine::{Backend, LoadOptions};
 use qwgpu_serve::chat_request;
 use qwgpu_serve::chat_template::{ChatTemplate, Message, RenderOptions};
 use qwgpu_serve::ordered_json::Json;
-use qwgpu_serve::ServeOptions;
+
+mod support;
 
 const TEMPLATE: &str = "Qwen3.5.jinja";
 
@@ -312,44 +312,13 @@ async fn a_tool_call_request_prefills_the_tokens_of_transformers_rendering() {
     };
     // A model folder in a temp dir: the tiny fixture with the released
     // template as its chat_template.jinja (the copy is deleted with the dir).
-    let dir = tempfile::tempdir().expect("tempdir");
-    let fixture = workspace_root().join("tests/fixtures/dense-bf16-text");
-    for f in [
-        "config.json",
-        "generation_config.json",
-        "model.safetensors",
-        "tokenizer.json",
-        "tokenizer_config.json",
-    ] {
-        std::fs::copy(fixture.join(f), dir.path().join(f)).expect("copy fixture");
-    }
-    std::fs::write(dir.path().join("chat_template.jinja"), source).expect("template");
+    let s = support::server_with(Some(&source), |_| {}).await;
     let tokenizer =
-        tokenizers::Tokenizer::from_file(dir.path().join("tokenizer.json")).expect("tokenizer");
-
-    let mut opts = ServeOptions::new(dir.path().to_path_buf());
-    opts.model_name = "tiny".into();
-    opts.load = LoadOptions {
-        backend: Backend::Cpu,
-        ..Default::default()
-    };
-    let state = qwgpu_serve::start(&opts).expect("server starts");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{addr}", addr = listener.local_addr().expect("addr"));
-    let app = qwgpu_serve::app::router(state, &opts);
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let client = reqwest::Client::new();
-    let post = |path: &str, body: Vec<u8>| {
-        let request = client
-            .post(format!("{base}{path}"))
-            .header("content-type", "application/json")
-            .body(body);
+        tokenizers::Tokenizer::from_file(s.dir().join("tokenizer.json")).expect("tokenizer");
+    let post = |path: &'static str, body: Vec<u8>| {
+        let s = &s;
         async move {
-            let r = request.send().await.expect("send");
-            let status = r.status();
-            let v: serde_json::Value = r.json().await.expect("JSON response");
+            let (status, v) = s.post_raw(path, body).await;
             assert_eq!(status, reqwest::StatusCode::OK, "{v}");
             v
         }

@@ -2,183 +2,28 @@
 //! 127.0.0.1 (port 0), raw HTTP requests; the exact CPU backend, and the GPU
 //! backend (lavapipe in CI) for batching, sampling and the prefix cache.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use qwgpu_kernels::testing::{self, Variant};
 use qwgpu_model::engine::{Backend, LoadOptions};
 use qwgpu_serve::chat_template::{ChatTemplate, Message, RenderOptions};
-use qwgpu_serve::metrics::parse_metric;
 use qwgpu_serve::ServeOptions;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+mod support;
+
+use support::*;
+
+/// The fixture with the Qwen-style test template, in a temp folder.
+fn qwen_dir() -> TempDir {
+    model_dir(Some(&qwen_style_template()))
 }
 
-/// The fixture's files plus a Qwen-style chat template, in a temp folder.
-fn model_dir() -> TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix("qwgpu-serve-")
-        .tempdir()
-        .expect("tempdir");
-    let fixture = repo().join("tests/fixtures/dense-bf16-text");
-    for f in [
-        "config.json",
-        "generation_config.json",
-        "model.safetensors",
-        "tokenizer.json",
-        "tokenizer_config.json",
-    ] {
-        std::fs::copy(fixture.join(f), dir.path().join(f)).expect("copy fixture");
-    }
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/qwen-style.jinja"),
-        dir.path().join("chat_template.jinja"),
-    )
-    .expect("template");
-    dir
-}
-
-struct Server {
-    base: String,
-    model: String,
-    _dir: TempDir,
-}
-
+/// A server over [`qwen_dir`].
 async fn server(tweak: impl FnOnce(&mut ServeOptions)) -> Server {
-    server_in(model_dir(), tweak).await
-}
-
-async fn server_in(dir: TempDir, tweak: impl FnOnce(&mut ServeOptions)) -> Server {
-    let mut opts = ServeOptions::new(dir.path().to_path_buf());
-    opts.model_name = "tiny".into();
-    opts.load = LoadOptions {
-        backend: Backend::Cpu,
-        ..Default::default()
-    };
-    tweak(&mut opts);
-    let state = qwgpu_serve::start(&opts).expect("server starts");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let serving = opts.clone();
-    tokio::spawn(async move {
-        qwgpu_serve::serve(listener, state, &serving, std::future::pending()).await
-    });
-    Server {
-        base: format!("http://{addr}"),
-        model: opts.model_name,
-        _dir: dir,
-    }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("client")
-}
-
-impl Server {
-    fn url(&self, path: &str) -> String {
-        let base = &self.base;
-        format!("{base}{path}")
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        let r = client()
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .expect("send");
-        let status = r.status();
-        (status, r.json().await.expect("JSON response"))
-    }
-
-    async fn post_raw(&self, path: &str, body: Vec<u8>) -> (StatusCode, Value) {
-        let r = client()
-            .post(self.url(path))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .expect("send");
-        let status = r.status();
-        (status, r.json().await.expect("JSON error body"))
-    }
-
-    async fn metric(&self, name: &str) -> f64 {
-        let text = client()
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
-        parse_metric(&text, name).unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
-    }
-
-    /// Every `data:` payload of a streamed request, up to `[DONE]` (included).
-    async fn stream(&self, path: &str, body: &Value) -> Vec<String> {
-        let mut r = client()
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(r.status(), StatusCode::OK);
-        let mut buf = String::new();
-        while let Some(chunk) = r.chunk().await.expect("chunk") {
-            buf.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
-        }
-        let events: Vec<String> = buf
-            .split("\n\n")
-            .filter(|e| !e.trim().is_empty())
-            .map(|e| {
-                e.strip_prefix("data: ")
-                    .unwrap_or_else(|| panic!("not an SSE data line: {e:?}"))
-                    .to_owned()
-            })
-            .collect();
-        assert_eq!(
-            events.last().map(String::as_str),
-            Some("[DONE]"),
-            "{events:?}"
-        );
-        events
-    }
-}
-
-/// The text of a streamed reply and its finish reason.
-fn streamed_text(events: &[String], chat: bool) -> (String, String) {
-    let mut text = String::new();
-    let mut finish = String::new();
-    for e in &events[..events.len() - 1] {
-        let v: Value = serde_json::from_str(e).expect("chunk JSON");
-        let Some(c) = v["choices"].get(0) else {
-            continue;
-        };
-        let piece = if chat {
-            &c["delta"]["content"]
-        } else {
-            &c["text"]
-        };
-        text.push_str(piece.as_str().unwrap_or(""));
-        if let Some(f) = c["finish_reason"].as_str() {
-            finish = f.into();
-        }
-    }
-    (text, finish)
-}
-
-fn user(text: &str) -> Value {
-    json!({"role": "user", "content": text})
+    server_in(qwen_dir(), tweak).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,7 +62,7 @@ async fn chat_completion_whole_and_streamed_agree() {
     let first: Value = serde_json::from_str(&events[0]).expect("json");
     assert_eq!(first["object"], "chat.completion.chunk");
     assert_eq!(first["choices"][0]["delta"]["role"], "assistant");
-    assert_eq!(streamed_text(&events, true), (content, finish));
+    assert_eq!(streamed_text(&events), (content, finish));
     let usage_chunk: Value = serde_json::from_str(&events[events.len() - 2]).expect("json");
     assert_eq!(usage_chunk["choices"], json!([]));
     assert_eq!(
@@ -230,14 +75,7 @@ async fn chat_completion_whole_and_streamed_agree() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_reports_the_fast_precision() {
     let s = server(|o| o.load.gpu.precision = qwgpu_model::MatmulPrecision::Fast).await;
-    let health: Value = client()
-        .get(format!("{}/health", s.base))
-        .send()
-        .await
-        .expect("health")
-        .json()
-        .await
-        .expect("health json");
+    let health: Value = s.get_json("/health").await;
     assert_eq!(health["status"], "ok", "{health}");
     assert_eq!(health["precision"], "fast", "{health}");
 }
@@ -245,22 +83,11 @@ async fn health_reports_the_fast_precision() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn completions_models_health_and_stop_strings() {
     let s = server(|_| {}).await;
-    let health = client()
-        .get(format!("{}/health", s.base))
-        .send()
-        .await
-        .expect("health");
+    let health = s.get("/health").await;
     assert_eq!(health.status(), StatusCode::OK);
     let health: Value = health.json().await.expect("health json");
     assert_eq!(health["precision"], "fast", "{health}");
-    let models: Value = client()
-        .get(format!("{}/v1/models", s.base))
-        .send()
-        .await
-        .expect("models")
-        .json()
-        .await
-        .expect("json");
+    let models: Value = s.get_json("/v1/models").await;
     assert_eq!(models["data"][0]["id"], "tiny");
     assert_eq!(models["object"], "list");
 
@@ -271,7 +98,7 @@ async fn completions_models_health_and_stop_strings() {
     let text = v["choices"][0]["text"].as_str().expect("text").to_owned();
     let mut sreq = req.clone();
     sreq["stream"] = json!(true);
-    let (streamed, _) = streamed_text(&s.stream("/v1/completions", &sreq).await, false);
+    let (streamed, _) = streamed_text(&s.stream("/v1/completions", &sreq).await);
     assert_eq!(streamed, text);
     // A stop string cuts the reply just before it.
     let chars: Vec<char> = text.chars().collect();
@@ -444,9 +271,8 @@ async fn a_full_queue_answers_429() {
         .await
         .expect("send");
     first.chunk().await.expect("chunk"); // admitted: the batch slot is taken
-    while s.metric("qwgpu_active_sequences").await < 1.0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    s.wait_for_metric("qwgpu_active_sequences", |v| v >= 1.0)
+        .await;
     let second = client()
         .post(format!("{}/v1/completions", s.base))
         .json(&long)
@@ -482,15 +308,8 @@ async fn concurrent_streams_match_lone_requests(s: &Server, n: usize, max_tokens
     let tasks: Vec<_> = prompts
         .iter()
         .map(|p| {
-            let (base, b) = (s.base.clone(), body(p, true));
-            tokio::spawn(async move {
-                let srv = Server {
-                    base,
-                    model: String::new(),
-                    _dir: tempfile::tempdir().expect("dir"),
-                };
-                streamed_text(&srv.stream("/v1/completions", &b).await, false).0
-            })
+            let (base, b) = (s.api.clone(), body(p, true));
+            tokio::spawn(async move { streamed_text(&base.stream("/v1/completions", &b).await).0 })
         })
         .collect();
     for (i, t) in tasks.into_iter().enumerate() {
@@ -509,7 +328,8 @@ async fn concurrent_streams_get_the_tokens_of_lone_requests() {
     let s = server(|o| o.cache_mem = 0).await;
     concurrent_streams_match_lone_requests(&s, 16, 32).await;
     assert_eq!(s.metric("qwgpu_requests_total").await, 32.0);
-    assert_eq!(s.metric("qwgpu_active_sequences").await, 0.0);
+    s.wait_for_metric("qwgpu_active_sequences", |v| v == 0.0)
+        .await;
 }
 
 /// `--prefill-chunk` reaches the engine: a prompt of n tokens runs in
@@ -543,17 +363,6 @@ async fn prefill_chunks_follow_the_option_and_change_no_reply() {
 /// calling test in the coverage table (column `full`) against the shared test
 /// context of the adapter the server's model opens (`testing::require_model`:
 /// on hardware it must have subgroups, f16 and cooperative matrices).
-fn require_gpu() {
-    assert!(
-        qwgpu_model::engine::gpu_adapter_name().is_some(),
-        "no GPU adapter: the GPU server tests need one (lavapipe: apt-get install mesa-vulkan-drivers)"
-    );
-    assert!(testing::require_model(
-        "full",
-        &testing::context(Variant::Full).ctx
-    ));
-}
-
 /// The same on the GPU backend (lavapipe in CI), where `decode_batch` runs
 /// several sessions in one step: batching changes no greedy token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -588,7 +397,7 @@ async fn sampling_follows_seed_and_temperature(backend: Backend) {
     // The same request streamed gets the same text.
     let req = json!({"prompt": "The quick brown fox", "max_tokens": 12, "temperature": 0.9,
                      "top_p": 0.9, "seed": 7, "stream": true});
-    let (streamed, _) = streamed_text(&s.stream("/v1/completions", &req).await, false);
+    let (streamed, _) = streamed_text(&s.stream("/v1/completions", &req).await);
     assert_eq!(streamed, base);
 }
 
@@ -681,9 +490,9 @@ async fn multi_turn_prefix_cache(backend: Backend) {
 
     // Turn N restores everything up to the end of turn N-1's user message:
     // the conversation rendered without the generation prompt.
-    let template = ChatTemplate::from_dir(warm._dir.path()).expect("template");
-    let tok = tokenizers::Tokenizer::from_file(warm._dir.path().join("tokenizer.json"))
-        .expect("tokenizer");
+    let template = ChatTemplate::from_dir(warm.dir()).expect("template");
+    let tok =
+        tokenizers::Tokenizer::from_file(warm.dir().join("tokenizer.json")).expect("tokenizer");
     let head = |msgs: &[Message]| {
         let text = template
             .render(
@@ -741,14 +550,24 @@ async fn the_openai_python_client_works() {
         .args(["-c", "import openai"])
         .output()
         .is_ok_and(|o| o.status.success());
+    // A skip is recorded for the coverage table `cargo xtask ci` prints.
+    const MISSING: &str = "openai Python package";
     if !has_openai {
         assert!(
             explicit.is_none(),
             "QWGPU_PYTHON={python} cannot `import openai`"
         );
+        qwgpu_kernels::testing::record_host(
+            "host",
+            qwgpu_kernels::testing::Outcome::Skipped {
+                missing: MISSING,
+                on_purpose: false,
+            },
+        );
         println!("note: skipped: `{python} -c \"import openai\"` failed (set QWGPU_PYTHON to a Python with the openai package)");
         return;
     }
+    qwgpu_kernels::testing::record_host("host", qwgpu_kernels::testing::Outcome::Ran);
     let key = "sk-qwgpu-test";
     let s = server(|o| o.api_key = Some(key.into())).await;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openai_client.py");
@@ -778,7 +597,7 @@ async fn the_openai_python_client_works() {
 /// error, not "this model folder has no chat template". `/health` is ok.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_template_file_is_reported_not_taken_for_none() {
-    let dir = model_dir();
+    let dir = qwen_dir();
     std::fs::remove_file(dir.path().join("chat_template.jinja")).expect("rm");
     let config = dir.path().join("tokenizer_config.json");
     let broken = r#"{"chat_template": "{{ messages }}","#;
@@ -805,7 +624,7 @@ async fn a_malformed_template_file_is_reported_not_taken_for_none() {
         .await;
     assert_eq!(status, StatusCode::OK, "{v}");
     // With no template file at all, the client is told to use completions.
-    let dir = model_dir();
+    let dir = qwen_dir();
     std::fs::remove_file(dir.path().join("chat_template.jinja")).expect("rm");
     std::fs::remove_file(dir.path().join("tokenizer_config.json")).expect("rm");
     let s = server_in(dir, |_| {}).await;
@@ -885,7 +704,7 @@ async fn logprobs_match_a_scoring_pass(backend: Backend, tol: f64) {
         o.cache_mem = 0;
     })
     .await;
-    let dir = s._dir.path().to_path_buf();
+    let dir = s.dir().to_path_buf();
     let by_bytes = ids_by_bytes(&dir);
     let prompt: Vec<u32> = vec![5, 77, 31, 200, 9, 14];
     let req = json!({"prompt": prompt, "max_tokens": 6, "temperature": 0, "logprobs": 3});
@@ -1015,7 +834,7 @@ async fn logprobs_match_a_scoring_pass_on_the_gpu() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn penalties_and_min_p_reach_the_sampler() {
     let s = server(|o| o.cache_mem = 0).await;
-    let dir = s._dir.path().to_path_buf();
+    let dir = s.dir().to_path_buf();
     let by_bytes = ids_by_bytes(&dir);
     let prompt = chat_prompt_ids(&dir, "Hello Hello there there");
     let params = qwgpu_model::engine::SamplingParams {
@@ -1166,8 +985,7 @@ async fn response_format_replies_validate_on_a_random_model() {
         assert_valid(&schema, content);
         let mut streamed = req.clone();
         streamed["stream"] = json!(true);
-        let (text, finish) =
-            streamed_text(&s.stream("/v1/chat/completions", &streamed).await, true);
+        let (text, finish) = streamed_text(&s.stream("/v1/chat/completions", &streamed).await);
         assert_eq!((text.as_str(), finish.as_str()), (content, "stop"));
     }
     // Completions too (`json_object` is checked at the library level: an
@@ -1199,6 +1017,14 @@ async fn bad_response_formats_and_tool_choices_are_400s_naming_the_field() {
             json!({"tools": [{"type": "function", "function": {"name": "f"}}],
                 "tool_choice": {"type": "function", "function": {"name": "g"}}}),
             "tool_choice",
+        ),
+        // A string parameter's `pattern` the grammar engine cannot compile.
+        (
+            json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": {
+                "type": "object", "properties": {"s": {"type": "string", "pattern": "[a-"}},
+                "required": ["s"]}}}],
+                "tool_choice": "required"}),
+            "tools",
         ),
     ];
     for (extra, param) in cases {
@@ -1326,5 +1152,129 @@ async fn forced_tool_calls_are_valid_on_a_random_model() {
                 .1;
             assert_valid(schema, &Value::Object(args).to_string());
         }
+    }
+}
+
+/// `n: 3` with a `json_schema`: each forked choice follows the grammar on a
+/// state of its own, so all three replies validate (whole and streamed,
+/// which agree), they differ (own seeds), the first is the lone request's,
+/// and the prompt is prefilled once.
+async fn n_choices_follow_a_json_schema(backend: Backend) {
+    let s = server(|o| {
+        o.cache_mem = 0;
+        o.load.backend = backend;
+    })
+    .await;
+    let schema = bounded_schema();
+    let mut req = json!({"model": s.model, "messages": [user("Describe a person")],
+        "max_tokens": 3000, "temperature": 1.0, "seed": 21,
+        "response_format": {"type": "json_schema",
+            "json_schema": {"name": "person", "schema": schema, "strict": true}}});
+    let (status, lone) = s.post("/v1/chat/completions", &req).await;
+    assert_eq!(status, StatusCode::OK, "{lone}");
+    let prompt_tokens = lone["usage"]["prompt_tokens"].as_u64().expect("prompt");
+    req["n"] = json!(3);
+    let before = s.metric("qwgpu_prefill_tokens_total").await;
+    let (status, whole) = s.post("/v1/chat/completions", &req).await;
+    assert_eq!(status, StatusCode::OK, "{whole}");
+    assert_eq!(
+        s.metric("qwgpu_prefill_tokens_total").await - before,
+        (prompt_tokens + 2) as f64,
+        "the prompt was prefilled more than once"
+    );
+    let contents: Vec<String> = (0..3)
+        .map(|i| {
+            let c = &whole["choices"][i];
+            assert_eq!(c["finish_reason"], "stop", "{whole}");
+            let text = c["message"]["content"].as_str().expect("content");
+            assert_valid(&schema, text);
+            text.to_owned()
+        })
+        .collect();
+    assert_eq!(
+        contents[0],
+        lone["choices"][0]["message"]["content"]
+            .as_str()
+            .expect("content")
+    );
+    assert!(
+        contents[0] != contents[1] && contents[1] != contents[2] && contents[0] != contents[2],
+        "{contents:?}"
+    );
+    req["stream"] = json!(true);
+    let streamed = streamed_choices(&s.stream("/v1/chat/completions", &req).await, 3);
+    for (i, c) in streamed.iter().enumerate() {
+        assert_eq!(
+            (&c.text, c.finish.as_str()),
+            (&contents[i], "stop"),
+            "choice {i}"
+        );
+        assert!(c.calls.is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn n_choices_follow_a_json_schema_on_the_cpu() {
+    n_choices_follow_a_json_schema(Backend::Cpu).await;
+}
+
+/// The same on the GPU backend (lavapipe in CI): the forks' first steps
+/// and their decode batch each apply their own choice's mask.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn n_choices_follow_a_json_schema_on_the_gpu() {
+    require_gpu();
+    n_choices_follow_a_json_schema(Backend::Gpu).await;
+}
+
+/// A forced tool call with `n: 3`, its string parameters bounded by
+/// `pattern`s: each choice is a parsed call (`finish_reason: "tool_calls"`)
+/// whose arguments validate under the tool's schema (patterns included),
+/// streamed as whole, the choices not all alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn n_forced_tool_calls_each_follow_the_tools_schema() {
+    let s = server(|o| o.cache_mem = 0).await;
+    let params = json!({"type": "object", "properties": {
+            "flight": {"type": "string", "pattern": "^[A-Z]{2}[0-9]{3,4}$"},
+            "seat": {"type": "string", "pattern": "[0-9]+[A-F]", "maxLength": 6},
+            "class": {"type": "string", "enum": ["economy", "business"]},
+            "bags": {"type": "integer", "minimum": 0, "maximum": 3}},
+        "required": ["flight", "seat", "bags"]});
+    let tools = json!([{"type": "function", "function": {"name": "book", "parameters": params}}]);
+    let schemas = [("book", params.clone())];
+    let mut req = json!({"model": s.model, "messages": [user("Book me a flight")], "tools": tools,
+        "tool_choice": {"type": "function", "function": {"name": "book"}}, "n": 3,
+        "max_tokens": 2000, "seed": 4, "temperature": 1.0,
+        "chat_template_kwargs": {"enable_thinking": false}});
+    let (status, whole) = s.post("/v1/chat/completions", &req).await;
+    assert_eq!(status, StatusCode::OK, "{whole}");
+    let mut args_of = Vec::new();
+    for i in 0..3 {
+        let c = &whole["choices"][i];
+        assert_eq!(c["finish_reason"], "tool_calls", "{whole}");
+        assert!(c["message"]["tool_calls"].is_array(), "{whole}");
+        let calls = reply_calls(&c["message"], &schemas);
+        assert_eq!(calls.len(), 1, "{whole}");
+        let (name, args) = &calls[0];
+        assert_eq!(name, "book");
+        let args = Value::Object(args.clone());
+        assert_valid(&params, &args.to_string());
+        args_of.push(args);
+    }
+    // (The random model's logits are peaked within the grammar's few
+    // choices: two seeds may well agree, three do not here.)
+    assert!(
+        args_of[0] != args_of[1] || args_of[1] != args_of[2],
+        "{args_of:?}"
+    );
+    req["stream"] = json!(true);
+    let streamed = streamed_choices(&s.stream("/v1/chat/completions", &req).await, 3);
+    for (i, c) in streamed.iter().enumerate() {
+        assert_eq!(c.finish, "tool_calls", "choice {i}");
+        assert_eq!(c.calls.len(), 1, "choice {i}: {c:?}");
+        let f = &c.calls[0]["function"];
+        assert_eq!(f["name"], "book");
+        let args: Value =
+            serde_json::from_str(f["arguments"].as_str().expect("arguments")).expect("JSON");
+        assert_eq!(args, args_of[i], "choice {i}");
     }
 }

@@ -7,136 +7,24 @@
 //! writes a call only when decoding is constrained to one.)
 
 use std::path::Path;
-use std::time::Duration;
 
-use qwgpu_model::engine::{Backend, LoadOptions};
 use qwgpu_serve::chat_template::{ChatTemplate, Message, RenderOptions};
 use qwgpu_serve::ServeOptions;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tempfile::TempDir;
 
 /// Qwen3.5's generation prompt, trimmed: thinking on opens `<think>\n`,
 /// `enable_thinking: false` writes a closed empty block.
 const THINKING_TEMPLATE: &str = "{%- for message in messages %}{{- '<|im_start|>' + message.role + '\n' + (message.content or '') + '<|im_end|>\n' }}{%- endfor %}
 {%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\n\n</think>\n\n' }}{%- else %}{{- '<think>\n' }}{%- endif %}{%- endif %}";
 
-fn model_dir() -> TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix("qwgpu-tools-")
-        .tempdir()
-        .expect("tempdir");
-    let fixture =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/dense-bf16-text");
-    for f in [
-        "config.json",
-        "generation_config.json",
-        "model.safetensors",
-        "tokenizer.json",
-        "tokenizer_config.json",
-    ] {
-        std::fs::copy(fixture.join(f), dir.path().join(f)).expect("copy fixture");
-    }
-    std::fs::write(dir.path().join("chat_template.jinja"), THINKING_TEMPLATE).expect("template");
-    dir
-}
+mod support;
 
-struct Server {
-    base: String,
-    _dir: TempDir,
-}
+use support::*;
 
+/// A server over the fixture with [`THINKING_TEMPLATE`].
 async fn server(tweak: impl FnOnce(&mut ServeOptions)) -> Server {
-    let dir = model_dir();
-    let mut opts = ServeOptions::new(dir.path().to_path_buf());
-    opts.model_name = "tiny".into();
-    opts.load = LoadOptions {
-        backend: Backend::Cpu,
-        ..Default::default()
-    };
-    tweak(&mut opts);
-    let state = qwgpu_serve::start(&opts).expect("server starts");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let app = qwgpu_serve::app::router(state, &opts);
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Server {
-        base: format!("http://{addr}"),
-        _dir: dir,
-    }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("client")
-}
-
-impl Server {
-    async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        let base = &self.base;
-        let r = client()
-            .post(format!("{base}{path}"))
-            .json(body)
-            .send()
-            .await
-            .expect("send");
-        let status = r.status();
-        (status, r.json().await.expect("JSON response"))
-    }
-
-    async fn ok(&self, path: &str, body: &Value) -> Value {
-        let (status, v) = self.post(path, body).await;
-        assert_eq!(status, StatusCode::OK, "{v}");
-        v
-    }
-
-    /// A streamed chat reply put together as a client does: its content,
-    /// reasoning, tool calls and finish reason.
-    async fn streamed(&self, body: &Value) -> (String, String, Vec<Value>, String) {
-        let mut body = body.clone();
-        body["stream"] = json!(true);
-        let base = &self.base;
-        let text = client()
-            .post(format!("{base}/v1/chat/completions"))
-            .json(&body)
-            .send()
-            .await
-            .expect("send")
-            .text()
-            .await
-            .expect("text");
-        let (mut content, mut reasoning, mut calls, mut finish) =
-            (String::new(), String::new(), Vec::new(), String::new());
-        let mut done = false;
-        for event in text.split("\n\n").filter(|e| !e.trim().is_empty()) {
-            let data = event.strip_prefix("data: ").expect("an SSE data line");
-            if data == "[DONE]" {
-                done = true;
-                continue;
-            }
-            let v: Value = serde_json::from_str(data).expect("chunk JSON");
-            let c = &v["choices"][0];
-            let d = &c["delta"];
-            content.push_str(d["content"].as_str().unwrap_or(""));
-            reasoning.push_str(d["reasoning_content"].as_str().unwrap_or(""));
-            if let Some(list) = d["tool_calls"].as_array() {
-                calls.extend(list.iter().cloned());
-            }
-            if let Some(f) = c["finish_reason"].as_str() {
-                finish = f.into();
-            }
-        }
-        assert!(done, "no [DONE]: {text}");
-        (content, reasoning, calls, finish)
-    }
-}
-
-fn user(text: &str) -> Value {
-    json!({"role": "user", "content": text})
+    server_with(Some(THINKING_TEMPLATE), tweak).await
 }
 
 /// The raw text the model writes after the chat prompt for `messages`
@@ -184,7 +72,12 @@ async fn replies_are_split_into_reasoning_and_content() {
     assert_eq!(m["content"], "", "{v}");
     assert!(m.get("tool_calls").is_none(), "{v}");
     let finish = v["choices"][0]["finish_reason"].as_str().expect("finish");
-    let (content, reasoning, calls, sfinish) = s.streamed(&req).await;
+    let Streamed {
+        text: content,
+        reasoning,
+        calls,
+        finish: sfinish,
+    } = s.streamed_chat(&req).await;
     assert_eq!(
         (content.as_str(), reasoning.as_str(), sfinish.as_str()),
         ("", raw.trim_start(), finish)
@@ -198,7 +91,11 @@ async fn replies_are_split_into_reasoning_and_content() {
     let m = &v["choices"][0]["message"];
     assert_eq!(m["content"], raw_off.as_str(), "{v}");
     assert_eq!(m["reasoning_content"], Value::Null, "{v}");
-    let (content, reasoning, _, _) = s.streamed(&off).await;
+    let Streamed {
+        text: content,
+        reasoning,
+        ..
+    } = s.streamed_chat(&off).await;
     assert_eq!(
         (content.as_str(), reasoning.as_str()),
         (raw_off.as_str(), "")
@@ -257,7 +154,12 @@ async fn tool_requests_are_checked_and_served() {
         );
         // What the random model wrote is text (it wrote no call).
         if c["message"].get("tool_calls").is_none() {
-            let (content, _, calls, sfinish) = s.streamed(&req).await;
+            let Streamed {
+                text: content,
+                calls,
+                finish: sfinish,
+                ..
+            } = s.streamed_chat(&req).await;
             assert_eq!(c["message"]["content"], content.as_str(), "{choice}");
             assert!(calls.is_empty());
             assert_eq!(sfinish, finish);

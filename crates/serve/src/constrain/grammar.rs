@@ -7,11 +7,14 @@
 //!   `<tool_call>\n<function=NAME>\n<parameter=ARG>\nVALUE\n</parameter>\n...
 //!   </function>\n</tool_call>`, calls separated by `\n`. Each tool's
 //!   parameters come in the order its schema lists them, the required ones
-//!   always, the others optionally; a value follows its declared type
+//!   always, the others optionally; a value follows its declared type (a
+//!   nullable one, `["T", "null"]`, as `T` or, for JSON kinds, `null`)
 //!   (integer / number / boolean / null as JSON scalars, object / array as
 //!   compact JSON under the parameter's schema, an `enum` as one of its
 //!   values), and a string (or anything else) is free text that never
-//!   contains the format's own tags (so every parser finds the same end).
+//!   contains the format's own tags (so every parser finds the same end),
+//!   within the string's `minLength` / `maxLength` and matching its
+//!   `pattern` when the schema gives them.
 //! - With the generation prompt's `<think>` still open, the reply first
 //!   runs free up to the first `</think>` and one or two newlines (as the
 //!   template writes it); the constraint holds after them.
@@ -167,26 +170,100 @@ fn value_rule(g: &mut String, id: &str, schema: Option<&Value>) -> String {
     if let Some(Value::String(c)) = schema.get("const") {
         return format!("{} END", lit(c));
     }
-    match types(schema).as_slice() {
+    let declared = types(schema);
+    // A nullable type (`["string", "null"]`) is written as its other type:
+    // the call format has no null string (the parser keeps `null` as text),
+    // while JSON values may be `null` under the schema.
+    let non_null: Vec<&str> = declared.iter().copied().filter(|&t| t != "null").collect();
+    let json_kinds = ["integer", "number", "boolean", "object", "array"];
+    match non_null.as_slice() {
         ["string"] => {
             let min = schema.get("minLength").and_then(Value::as_u64);
             let max = schema.get("maxLength").and_then(Value::as_u64);
-            if min.is_none() && max.is_none() {
+            let pattern = schema.get("pattern").and_then(Value::as_str);
+            if min.is_none() && max.is_none() && pattern.is_none() {
                 return "FREE".into();
             }
-            let (lo, hi) = (
-                min.unwrap_or(0),
-                max.map(|m| m.to_string()).unwrap_or_default(),
-            );
-            g.push_str(&format!(
-                "V_{id}_BODY: /(?s:.){{{lo},{hi}}}/ & ~/(?s:.*)({TAGS})(?s:.*)/\nV_{id}: V_{id}_BODY END\n"
-            ));
+            let mut body = Vec::new();
+            if min.is_some() || max.is_some() {
+                let (lo, hi) = (
+                    min.unwrap_or(0),
+                    max.map(|m| m.to_string()).unwrap_or_default(),
+                );
+                body.push(format!("/(?s:.){{{lo},{hi}}}/"));
+            }
+            if let Some(p) = pattern {
+                body.push(format!("/{}/", search_regex(p)));
+            }
+            body.push(format!("~/(?s:.*)({TAGS})(?s:.*)/"));
+            let body = body.join(" & ");
+            g.push_str(&format!("V_{id}_BODY: {body}\nV_{id}: V_{id}_BODY END\n"));
             format!("V_{id}")
         }
-        ["integer"] | ["number"] | ["boolean"] | ["null"] | ["object"] | ["array"] => json_value(g),
+        [] if declared == ["null"] => json_value(g),
+        kinds if !kinds.is_empty() && kinds.iter().all(|k| json_kinds.contains(k)) => json_value(g),
         // No type, several, or unknown: what the model writes is kept as text.
         _ => "FREE".into(),
     }
+}
+
+/// Any text, newlines included: what a pattern leaves free around its match.
+const ANY: &str = "(?s:.*)";
+
+/// A JSON-schema `pattern` as a regex the whole value must match. A schema
+/// pattern matches anywhere in the string (ECMA-262 `search`), so each
+/// top-level alternative is padded with free text on the sides its own `^` /
+/// `$` leaves open; `\d` / `\w` keep their ASCII meaning (llguidance's own
+/// rewrite, as its JSON schemas read `pattern`). Anchors elsewhere (inside a
+/// group) are left to llguidance, which refuses them: a 400 naming `tools`.
+fn search_regex(pattern: &str) -> String {
+    let rx = llguidance::regex_to_lark(pattern, "dw");
+    top_level_alternatives(&rx)
+        .into_iter()
+        .map(|alt| {
+            let (open_start, alt) = match alt.strip_prefix('^') {
+                Some(rest) => ("", rest),
+                None => (ANY, alt),
+            };
+            let (open_end, alt) = match alt.strip_suffix('$') {
+                Some(rest) if !ends_escaped(rest) => ("", rest),
+                _ => (ANY, alt),
+            };
+            format!("{open_start}(?:{alt}){open_end}")
+        })
+        .collect::<Vec<_>>()
+        .join("|")
+}
+
+/// Whether `s` ends in an odd number of backslashes (its next char is escaped).
+fn ends_escaped(s: &str) -> bool {
+    s.chars().rev().take_while(|&c| c == '\\').count() % 2 == 1
+}
+
+/// `rx` split at the `|`s outside groups, classes and escapes.
+fn top_level_alternatives(rx: &str) -> Vec<&str> {
+    let (mut parts, mut from) = (Vec::new(), 0);
+    let (mut depth, mut class, mut escaped) = (0usize, 0usize, false);
+    for (i, c) in rx.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' => escaped = true,
+            '[' => class += 1,
+            ']' if class > 0 => class -= 1,
+            '(' if class == 0 => depth += 1,
+            ')' if class == 0 => depth = depth.saturating_sub(1),
+            '|' if class == 0 && depth == 0 => {
+                parts.push(&rx[from..i]);
+                from = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&rx[from..]);
+    parts
 }
 
 #[cfg(test)]
@@ -208,5 +285,15 @@ mod tests {
         assert!(lark(&spec, true).starts_with("start: think THINK_NL reply"));
         let g = lark(&spec, false);
         assert!(g.contains(r#""lenient":false"#), "{g}");
+    }
+
+    #[test]
+    fn patterns_match_anywhere_unless_anchored() {
+        assert_eq!(search_regex("^[0-9]{5}$"), "(?:[0-9]{5})");
+        assert_eq!(search_regex("ab"), "(?s:.*)(?:ab)(?s:.*)");
+        assert_eq!(search_regex("^a|b$"), "(?:a)(?s:.*)|(?s:.*)(?:b)");
+        assert_eq!(search_regex(r"^a\$"), r"(?:a\$)(?s:.*)");
+        assert_eq!(search_regex("^(a|b)[|]$"), "(?:(a|b)[|])");
+        assert_eq!(search_regex(r"^\d/x$"), r"(?:[0-9]\/x)");
     }
 }

@@ -47,6 +47,18 @@ impl Constraint {
         })
     }
 
+    /// An independent copy of this state (its parser and lexer caches
+    /// cloned): a forked choice of `n` > 1 follows the same grammar from
+    /// the same point on its own tokens.
+    pub fn fork(&self) -> Self {
+        Self {
+            matcher: self.matcher.deep_clone(),
+            vocab_size: self.vocab_size,
+            words: self.words,
+            failed: self.failed.clone(),
+        }
+    }
+
     /// The tokens allowed next: those that keep the reply a prefix of the
     /// grammar's language, plus end-of-sequence where the grammar may end
     /// (only end-of-sequence once it must end).

@@ -441,10 +441,17 @@ fn check_call(tools: &Value, call: &Call) {
         let ps = props
             .get(p)
             .unwrap_or_else(|| panic!("{name}: unknown {p}"));
-        let value = match ps["type"].as_str() {
-            Some("string") => Value::String(v.clone()),
-            _ => serde_json::from_str(&small_exponents(v))
-                .unwrap_or_else(|e| panic!("{name}.{p} = {v:?}: {e}")),
+        // A string (alone or nullable) is the text; anything else JSON.
+        let is_string = match &ps["type"] {
+            Value::String(t) => t == "string",
+            Value::Array(ts) => ts.iter().any(|t| t == "string"),
+            _ => false,
+        };
+        let value = if is_string {
+            Value::String(v.clone())
+        } else {
+            serde_json::from_str(&small_exponents(v))
+                .unwrap_or_else(|e| panic!("{name}.{p} = {v:?}: {e}"))
         };
         args.insert(p.clone(), value);
     }
@@ -511,19 +518,7 @@ fn the_call_grammar_takes_values_with_tags_like_text_but_not_its_own() {
     let tools = json!([{"type": "function", "function": {"name": "say", "parameters": {
         "type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}}}]);
     let spec = tool_spec(json!({"tools": tools, "tool_choice": "required"}));
-    let feed = |text: &str| -> Result<(), ConstrainError> {
-        let mut c = g.compile(&spec, false).expect("compiles");
-        for t in tok.encode(text, false).expect("encode").get_ids() {
-            let mask = c.mask()?;
-            if !allows(&mask, *t) {
-                return Err(ConstrainError::Matcher {
-                    detail: format!("token {t} refused"),
-                });
-            }
-            c.commit(*t)?;
-        }
-        Ok(())
-    };
+    let feed = |text: &str| feed(&mut g.compile(&spec, false).expect("compiles"), &tok, text);
     let ok = "<tool_call>\n<function=say>\n<parameter=text>\na < b && <div>\nline 2\n</parameter>\n</function>\n</tool_call>";
     feed(ok).expect("a multi-line value with < and & is text");
     assert!(feed("<tool_call>\n<function=say>\n<parameter=text>\nx</parameter>").is_err());
@@ -532,6 +527,107 @@ fn the_call_grammar_takes_values_with_tags_like_text_but_not_its_own() {
         feed("<tool_call>\n<function=say>\n</function>").is_err(),
         "required"
     );
+}
+
+/// Feeds `text`'s tokens to `c`, each checked against the mask first.
+fn feed(c: &mut Constraint, tok: &Tokenizer, text: &str) -> Result<(), ConstrainError> {
+    for t in tok.encode(text, false).expect("encode").get_ids() {
+        let mask = c.mask()?;
+        if !allows(&mask, *t) {
+            return Err(ConstrainError::Matcher {
+                detail: format!("token {t} refused"),
+            });
+        }
+        c.commit(*t)?;
+    }
+    Ok(())
+}
+
+/// A fork (what each extra choice of `n` > 1 gets) starts where its
+/// original stands and then goes on alone: one completes a call of one tool
+/// while the other, still at the start, takes a call of another, and
+/// neither's tokens reach the other.
+#[test]
+fn a_forked_constraint_follows_the_grammar_on_its_own() {
+    let (g, tok) = grammars();
+    let spec = tool_spec(json!({"tools": tools_json(), "tool_choice": "required",
+        "parallel_tool_calls": false}));
+    let mut a = g.compile(&spec, false).expect("compiles");
+    feed(&mut a, &tok, "<tool_call>\n<function=").expect("a call opens");
+    let mut b = a.fork();
+    feed(&mut a, &tok, "now>\n</function>\n</tool_call>").expect("a: a whole call");
+    assert!(a.is_accepting() || a.is_stopped());
+    assert!(!b.is_accepting(), "b took a's tokens");
+    feed(
+        &mut b,
+        &tok,
+        "get_weather>\n<parameter=city>\nParis\n</parameter>\n",
+    )
+    .expect("b: another tool");
+    assert!(
+        feed(&mut b.fork(), &tok, "</function>").is_err(),
+        "days is required"
+    );
+    feed(
+        &mut b,
+        &tok,
+        "<parameter=days>\n3\n</parameter>\n</function>\n</tool_call>",
+    )
+    .expect("b: its call ends");
+    assert!(b.is_accepting() || b.is_stopped());
+    let mut fresh = g.compile(&spec, false).expect("compiles");
+    assert!(
+        feed(&mut fresh, &tok, "now>").is_err(),
+        "a fresh reply starts with the tag"
+    );
+}
+
+/// String parameters with a `pattern` (anchored, matched anywhere, top-level
+/// alternatives, `\d`), alone, with length bounds and nullable, and a
+/// nullable integer with bounds: random logits under the
+/// call grammar give values the `jsonschema` crate finds matching (its
+/// patterns are ECMA-262 `search`es, as the schema means them).
+#[test]
+fn random_logits_under_string_patterns_give_matching_values() {
+    let (g, _) = grammars();
+    let tools = json!([{"type": "function", "function": {"name": "book", "parameters": {
+        "type": "object",
+        "properties": {
+            "code": {"type": "string", "pattern": "^[A-Z]{2}-\\d{3}$"},
+            "tag": {"type": "string", "pattern": "x[0-9]y", "maxLength": 10},
+            "side": {"type": "string", "pattern": "^left|right$", "maxLength": 8},
+            "word": {"type": "string", "pattern": "^[a-z]+$", "minLength": 3, "maxLength": 6},
+            "gate": {"type": ["string", "null"], "pattern": "^G[0-9]$"},
+            "row": {"type": ["integer", "null"], "minimum": 1, "maximum": 40}
+        },
+        "required": ["code", "tag", "side", "word", "gate", "row"]
+    }}}]);
+    let spec = tool_spec(json!({"tools": tools, "tool_choice": "required",
+        "parallel_tool_calls": false}));
+    for seed in 0..8u64 {
+        let mut c = g.compile(&spec, false).expect("compiles");
+        let (bytes, ended) = random_reply(&g, &mut c, seed, 30_000, |_, _| None);
+        let text = String::from_utf8(bytes).expect("UTF-8");
+        assert!(ended, "no end: {text:?}");
+        let calls = read_calls(&text).unwrap_or_else(|| panic!("not calls: {text:?}"));
+        assert_eq!(calls.len(), 1, "{text:?}");
+        check_call(&tools, &calls[0]);
+    }
+}
+
+#[test]
+fn a_pattern_the_grammar_engine_refuses_is_an_error_naming_tools() {
+    let (g, _) = grammars();
+    for pattern in ["[a-", "a(?=b)"] {
+        let tools = json!([{"type": "function", "function": {"name": "f", "parameters": {
+            "type": "object", "properties": {"s": {"type": "string", "pattern": pattern}},
+            "required": ["s"]}}}]);
+        let spec = tool_spec(json!({"tools": tools, "tool_choice": "required"}));
+        match g.compile(&spec, false) {
+            Err(ConstrainError::Grammar { param, .. }) => assert_eq!(param, "tools"),
+            other => panic!("{pattern}: {other:?}"),
+        }
+    }
 }
 
 /// A byte-level vocabulary of `n` ids shaped like a large BPE one: the 256
@@ -622,6 +718,11 @@ fn mask_cost_on_a_248k_vocabulary() {
         let t0 = std::time::Instant::now();
         let mut c = g.compile(&spec, thinking).expect("compiles");
         let compile_ms = t0.elapsed().as_secs_f64() * 1e3;
+        // What `n: 16` costs the engine thread: 15 forks at the reply's start.
+        let t0 = std::time::Instant::now();
+        let forks: Vec<Constraint> = (0..15).map(|_| c.fork()).collect();
+        let fork_us = t0.elapsed().as_secs_f64() * 1e6 / forks.len() as f64;
+        drop(forks);
         let mut rng = SplitMix64::new(1);
         let mut times = Vec::new();
         for _ in 0..400 {
@@ -642,7 +743,7 @@ fn mask_cost_on_a_248k_vocabulary() {
         let mean = times.iter().sum::<f64>() / n as f64;
         let (p50, p99, max) = (times[n / 2], times[n * 99 / 100], times[n - 1]);
         println!(
-            "{name}: compile {compile_ms:.1} ms; mask over {n} steps: mean {mean:.0} us, p50 {p50:.0} us, p99 {p99:.0} us, max {max:.0} us"
+            "{name}: compile {compile_ms:.1} ms, fork {fork_us:.0} us; mask over {n} steps: mean {mean:.0} us, p50 {p50:.0} us, p99 {p99:.0} us, max {max:.0} us"
         );
     }
 }
