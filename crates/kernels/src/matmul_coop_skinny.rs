@@ -38,9 +38,37 @@
 
 use crate::shaders;
 use crate::spec::{KernelSpec, Needs, Part, Uniform};
-use crate::{GpuContext, GpuWeight, Launch, MatmulPrecision, WeightFormat};
+use crate::{Dispatch, GpuContext, GpuWeight, KernelError, Launch, MatmulPrecision, WeightFormat};
 
 crate::shader!(MATMUL_COOP_SKINNY, "matmul_coop_skinny.wgsl");
+crate::shader!(MATMUL_COOP_SKINNY_REDUCE, "matmul_coop_skinny_reduce.wgsl");
+
+crate::uniform_struct! {
+    /// Mirrors `struct SkReduceParams` in `shaders/matmul_coop_skinny_reduce.wgsl`.
+    #[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+    pub(super) struct SkReduceParams as "SkReduceParams" {
+        pub(super) t: u32,
+        pub(super) n: u32,
+        pub(super) splits: u32,
+        pub(super) epi: u32,
+        pub(super) width: u32,
+        pub(super) n0: u32,
+        pub(super) y_off: u32,
+        pub(super) y_stride: u32,
+    }
+}
+
+/// The split-K reduction (plain scalar code, within WebGPU's default limits).
+pub(super) static MM_SKINNY_REDUCE: KernelSpec = KernelSpec {
+    label: "matmul_coop_skinny_reduce",
+    parts: &[
+        Part::File(&shaders::NUMERIC),
+        Part::File(&MATMUL_COOP_SKINNY_REDUCE),
+    ],
+    entry: "mm_skinny_reduce",
+    uniforms: &[&SkReduceParams::LAYOUT],
+    needs: Needs::Baseline,
+};
 
 pub(super) static MM_COOP_SKINNY: KernelSpec = KernelSpec {
     label: "matmul_coop_skinny",
@@ -74,7 +102,17 @@ pub struct SkinnyShape {
     /// Columns staged per step: 32 or 64 (64 only where one thread's share
     /// of a step fits its registers, else 32).
     pub columns: Option<u32>,
+    /// Splits of the columns (split-K, 1: none; 1..=8, never with the fused
+    /// norm): each split's workgroups write partial sums that a second launch
+    /// adds up with the epilogue.
+    pub splits: Option<u32>,
 }
+
+/// Most splits of the columns.
+const MAX_SPLITS: u32 = 8;
+/// Split boundaries are multiples of this many columns (FP8's block width,
+/// a multiple of every step width).
+const SPLIT_ALIGN: u32 = 128;
 
 /// Whether `w`'s block scales are applied to each block's partial sums
 /// (the shader's `BLOCKS`): blocks narrower than the row and a multiple of
@@ -95,6 +133,26 @@ pub(super) struct Shape {
     pub mf: u32,
     /// Columns per step (32 or 64).
     pub ck: u32,
+    /// Column splits (1: none) and columns per split (0: none).
+    pub splits: u32,
+    pub kslice: u32,
+}
+
+/// Splits of `cols` columns that bring a grid of `groups` workgroups to at
+/// least `target` (at most `max_splits`), and the columns per split (a
+/// multiple of 128); `(1, 0)` where the grid is large enough already.
+pub(super) fn splits_for(groups: u32, cols: u32, target: u32, max_splits: u32) -> (u32, u32) {
+    let want = target.div_ceil(groups.max(1)).clamp(1, max_splits.max(1));
+    if want <= 1 {
+        return (1, 0);
+    }
+    let kslice = cols.div_ceil(want).div_ceil(SPLIT_ALIGN) * SPLIT_ALIGN;
+    let splits = cols.div_ceil(kslice.max(1));
+    if splits <= 1 {
+        (1, 0)
+    } else {
+        (splits, kslice)
+    }
 }
 
 /// Workgroup memory of a launch: x hi and lo tiles (16 MF rows), the W tile
@@ -124,6 +182,8 @@ fn subgroup_size(ctx: &GpuContext) -> Option<u32> {
         nf: 2,
         mf: 4,
         ck: CK,
+        splits: 1,
+        kslice: 0,
     };
     (c.cooperative_matrix
         && c.f16
@@ -174,7 +234,13 @@ pub(super) fn shape(n: u32, t: u32, swiglu: bool, target: u32, max_subgroups: u3
     while nf > 2 && (nf > max_subgroups || groups_along(n, nf, swiglu) < target) {
         nf /= 2;
     }
-    Shape { nf, mf, ck: CK }
+    Shape {
+        nf,
+        mf,
+        ck: CK,
+        splits: 1,
+        kslice: 0,
+    }
 }
 
 /// Workgroups along `n` outputs with `nf` subgroups.
@@ -185,13 +251,16 @@ fn groups_along(n: u32, nf: u32, swiglu: bool) -> u32 {
 /// [`shape`] on this context for `w`: two workgroups per streaming
 /// multiprocessor where the tuning knows the adapter's wave (4 per SM), 256
 /// elsewhere; `forced` (benchmarks) replaces the choices it names. NF and
-/// CK shrink until the workgroup memory and registers fit.
+/// CK shrink until the workgroup memory and registers fit. Without the fused
+/// `norm`, a grid still short of the target splits the columns
+/// ([`splits_for`]) where the partial sums fit one binding.
 pub(super) fn shape_for(
     ctx: &GpuContext,
     w: &GpuWeight,
     n: u32,
     t: u32,
     swiglu: bool,
+    norm: bool,
     forced: SkinnyShape,
 ) -> Shape {
     let target = ctx.tuning.gemv_wave.map_or(256, |w| w / 2);
@@ -220,7 +289,24 @@ pub(super) fn shape_for(
     if s.ck > CK && shared_bytes(s) > ctx.limits.max_compute_workgroup_storage_size {
         s.ck = CK;
     }
+    let (gx, gy) = grid(n, t, swiglu, s);
+    let (splits, kslice) = match forced.splits {
+        Some(k) => splits_for(1, w.cols as u32, k, MAX_SPLITS),
+        None => splits_for(gx * gy, w.cols as u32, target, MAX_SPLITS),
+    };
+    let width = if swiglu { 2 * n } else { n } as u64;
+    let part = splits as u64 * t as u64 * width * 4;
+    if !norm && splits > 1 && part <= ctx.limits.max_storage_buffer_binding_size as u64 {
+        s.splits = splits;
+        s.kslice = kslice;
+    }
     s
+}
+
+/// Bytes of the split-K partial sums of a launch in shape `s` (`width`
+/// partial rows per token).
+pub(super) fn partial_bytes(s: Shape, t: u32, width: u32) -> u64 {
+    s.splits as u64 * t as u64 * width as u64 * 4
 }
 
 /// Workgroup grid (along outputs, along token blocks).
@@ -238,6 +324,7 @@ pub(super) fn launch<'a>(ctx: &'a GpuContext, w: &GpuWeight, s: Shape, norm: boo
         .constant("NF", s.nf)
         .constant("MF", s.mf)
         .constant("CK", s.ck)
+        .constant("KSLICE", s.kslice)
         .constant("FORMAT", w.format as u32)
         .constant("EXACT", f64::from(u8::from(!ctx.f16_matmul)))
         .constant(
@@ -246,6 +333,25 @@ pub(super) fn launch<'a>(ctx: &'a GpuContext, w: &GpuWeight, s: Shape, norm: boo
         )
         .constant("NORM", f64::from(u8::from(norm)))
         .constant("BLOCKS", f64::from(u8::from(block_sums(w))))
+}
+
+/// The split-K reduction of a launch's partial sums `part` into `y` (module
+/// doc of the shader): a grid-stride loop over the outputs.
+pub(super) fn reduce(
+    ctx: &GpuContext,
+    part: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+    rp: &SkReduceParams,
+) -> Result<Dispatch, KernelError> {
+    const WG: u32 = 256;
+    let groups = (rp.t * rp.n).div_ceil(WG).clamp(1, 4096);
+    ctx.launch(&MM_SKINNY_REDUCE)
+        .constant("WG", WG)
+        .bind("part", part)
+        .bind("y", y)
+        .params(rp)
+        .grid([groups, 1, 1])
+        .record()
 }
 
 #[cfg(test)]
@@ -278,6 +384,8 @@ mod tests {
             nf: 2,
             mf: 1,
             ck: 32,
+            splits: 1,
+            kslice: 0,
         };
         assert_eq!(grid(4096, 16, false, s), (128, 1));
         assert_eq!(grid(4097, 16, false, s), (129, 1));
@@ -286,15 +394,105 @@ mod tests {
             nf: 8,
             mf: 4,
             ck: 32,
+            splits: 1,
+            kslice: 0,
         };
         assert_eq!(grid(100, 65, false, big), (1, 2));
+    }
+
+    /// The split-K reduction (plain code: runs on every adapter) against a
+    /// CPU sum in split order, each epilogue, outputs at an offset and stride;
+    /// everything else in y keeps its bits.
+    #[test]
+    fn split_reduction_sums_partials_with_each_epilogue() {
+        let t = crate::testing::contexts()[0];
+        let ctx = &t.ctx;
+        let (tokens, n, splits, n0, y_off, y_stride) = (5u32, 37u32, 3u32, 4u32, 3u32, 45u32);
+        for epi in 0..3u32 {
+            let width = if epi == 2 { 2 * n } else { n };
+            let part: Vec<f32> = (0..splits * tokens * width)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 16.0)
+                .collect();
+            let init: Vec<f32> = (0..y_off + tokens * y_stride)
+                .map(|i| (i % 13) as f32 - 6.0)
+                .collect();
+            let pbuf = ctx.upload("part", &part).unwrap();
+            let ybuf = ctx.upload("y", &init).unwrap();
+            let rp = SkReduceParams {
+                t: tokens,
+                n,
+                splits,
+                epi,
+                width,
+                n0,
+                y_off,
+                y_stride,
+            };
+            let d = reduce(ctx, &pbuf, &ybuf, &rp).unwrap();
+            ctx.run("skinny reduce test", &[&d]).unwrap();
+            let got = ctx.read_f32(&ybuf, 0, init.len()).unwrap();
+            let mut want = init.clone();
+            for tok in 0..tokens {
+                for c in 0..n {
+                    let mut g = 0f32;
+                    let mut u = 0f32;
+                    for z in 0..splits {
+                        let base = ((z * tokens + tok) * width) as usize;
+                        g += part[base + c as usize];
+                        if epi == 2 {
+                            u += part[base + (n + c) as usize];
+                        }
+                    }
+                    let yi = (y_off + tok * y_stride + n0 + c) as usize;
+                    want[yi] = match epi {
+                        0 => g,
+                        1 => want[yi] + g,
+                        _ => qwgpu_ops::activation::silu(g) * u,
+                    };
+                }
+            }
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                    "epi {epi} [{i}]: {a} vs {b}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn splits_fill_the_grid_on_128_column_boundaries() {
+        // 4096 rows on 2 subgroups: 128 workgroups, 264 wanted: 3 splits.
+        assert_eq!(splits_for(128, 4096, 264, 8), (3, 1408));
+        assert_eq!(splits_for(128, 12288, 264, 8), (3, 4096));
+        // Large grids and short rows: none.
+        assert_eq!(splits_for(384, 4096, 264, 8), (1, 0));
+        assert_eq!(splits_for(128, 100, 264, 8), (1, 0));
+        // At most 8; the last split may be short.
+        assert_eq!(splits_for(1, 4096, 264, 8), (8, 512));
+        assert_eq!(splits_for(1, 1000, 4, 8), (4, 256));
+        assert_eq!(splits_for(1, 130, 2, 8), (2, 128));
+        // Forced (groups 1): exactly the asked count where the columns allow.
+        assert_eq!(splits_for(1, 4096, 1, 8), (1, 0));
+        assert_eq!(splits_for(1, 4096, 3, 8), (3, 1408));
+        for (cols, want) in [(200usize, 2u32), (1030, 3), (5000, 7), (12288, 8)] {
+            let (k, slice) = splits_for(1, cols as u32, want, 8);
+            assert_eq!(slice % 128, 0);
+            assert!(k <= want && (k - 1) * slice < cols as u32 && k * slice >= cols as u32);
+        }
     }
 
     #[test]
     fn workgroup_memory_and_registers() {
         for nf in [2, 4, 8] {
             for mf in 1..=4 {
-                let s = Shape { nf, mf, ck: 32 };
+                let s = Shape {
+                    nf,
+                    mf,
+                    ck: 32,
+                    splits: 1,
+                    kslice: 0,
+                };
                 assert!(shared_bytes(s) <= 32 << 10, "{nf} {mf}");
                 // 32 columns fit every subgroup size from 16 and chunk width.
                 for sgs in [16, 32, 64] {
@@ -302,19 +500,33 @@ mod tests {
                         assert!(fits_registers(s, sgs, cw), "{nf} {mf} {sgs} {cw}");
                     }
                 }
-                let wide = Shape { nf, mf, ck: 64 };
+                let wide = Shape {
+                    nf,
+                    mf,
+                    ck: 64,
+                    splits: 1,
+                    kslice: 0,
+                };
                 assert!(shared_bytes(wide) <= 48 << 10, "{nf} {mf} wide");
                 // 64 columns: BF16 on 32-wide subgroups always fits.
                 assert!(fits_registers(wide, 32, 8), "{nf} {mf} wide");
             }
         }
-        let f32_rows = |ck| Shape { nf: 2, mf: 4, ck };
+        let f32_rows = |ck| Shape {
+            nf: 2,
+            mf: 4,
+            ck,
+            splits: 1,
+            kslice: 0,
+        };
         assert!(!fits_registers(f32_rows(64), 16, 4));
         assert!(fits_registers(f32_rows(32), 16, 4));
         let most = Shape {
             nf: 8,
             mf: 4,
             ck: 32,
+            splits: 1,
+            kslice: 0,
         };
         assert_eq!(shared_bytes(most), 10240 + 10240 + 8192 + 512);
     }

@@ -122,21 +122,27 @@ struct Cases<'a> {
 }
 
 /// Runs every case of `c` on the skinny kernel of `ctx` (the subgroup count
-/// cycling through the adapter's choice and 2, 4, 8) against the f64
-/// reference; returns the number of cases.
+/// cycling through the adapter's choice and 2, 4, 8, steps of 32 and 64
+/// columns, split-K with 1..8 splits) against the f64 reference; returns the
+/// number of cases.
 fn check_cases(t: &testing::TestContext, ctx: &GpuContext, c: &Cases) -> usize {
     let mut rng = Rng::new(c.seed);
     let mut cases = 0;
-    // The adapter's shape, then forced subgroups and step widths.
-    let shape = |subgroups, columns| SkinnyShape { subgroups, columns };
+    // The adapter's shape, then forced subgroups, step widths and splits
+    // (splits are ignored with the fused norm).
+    let shape = |subgroups, columns, splits| SkinnyShape {
+        subgroups,
+        columns,
+        splits,
+    };
     let shapes = [
-        shape(None, None),
-        shape(Some(2), Some(32)),
-        shape(Some(4), Some(64)),
-        shape(Some(8), Some(32)),
-        shape(Some(2), Some(64)),
-        shape(Some(8), Some(64)),
-        shape(Some(4), Some(32)),
+        shape(None, None, None),
+        shape(Some(2), Some(32), Some(2)),
+        shape(Some(4), Some(64), None),
+        shape(Some(8), Some(32), Some(3)),
+        shape(Some(2), Some(64), Some(8)),
+        shape(Some(8), Some(64), Some(1)),
+        shape(Some(4), Some(32), Some(5)),
     ];
     for &(dtype, scheme) in c.formats {
         for &(rows, cols) in c.sizes {
@@ -644,11 +650,14 @@ fn skinny_translates_to_spirv_for_every_override() {
                 for &format in formats {
                     for bits in 0u32..32 {
                         let ck = if bits >> 4 == 1 { 64 } else { 32 };
+                        // Split-K on every other format (its epilogue differs).
+                        let kslice = if format % 2 == 1 { 256 } else { 0 };
                         let constants: naga::back::PipelineConstants = [
                             ("WG", f64::from(nf * sgs)),
                             ("NF", f64::from(nf)),
                             ("MF", f64::from(mf)),
                             ("CK", f64::from(ck)),
+                            ("KSLICE", f64::from(kslice)),
                             ("FORMAT", f64::from(format)),
                             ("EXACT", f64::from(bits & 1)),
                             ("SPLIT", f64::from((bits >> 1) & 1)),
@@ -679,14 +688,15 @@ fn skinny_translates_to_spirv_for_every_override() {
 
 /// The 9B decode step's large projections at T = 16, 32, 64 in BF16 and FP8
 /// (128² blocks, scaled per block in f32): the skinny kernel
-/// (the adapter's shape, and 2, 4, 8 subgroups × 32- and 64-column steps) against what Auto ran
+/// (the adapter's shape; 2, 4, 8 subgroups × 32- and 64-column steps; and
+/// split-K with 3, 4, 8 splits) against what Auto ran
 /// before it (`QWGPU_SKINNY=0`'s path: the small-T GEMV at 16, `mm_coop` or
 /// the GEMM above) and the one-token GEMV's bandwidth on the same weight.
 /// GB/s counts the weight bytes once per launch.
 ///
 /// `cargo test --release -p qwgpu-kernels --test kernels -- --ignored --nocapture --exact matmul_coop_skinny::skinny_bandwidth`
 ///
-/// Output: `BENCH skinny model=9B shape=S format=F t=T kernel=K nf=N ck=C us=U gbps=G t1_pct=P`
+/// Output: `BENCH skinny model=9B shape=S format=F t=T kernel=K nf=N ck=C splits=Z us=U gbps=G t1_pct=P`
 /// (P = this GB/s ÷ the same shape's T = 1 GEMV GB/s), then per format, T
 /// and kernel `BENCH skinny_summary … t1_pct=P` over the four shapes
 /// weighted by their launches per token (Σ count·bytes ÷ Σ count·seconds).
@@ -727,23 +737,32 @@ fn skinny_bandwidth() {
         ("mlp.gate_up", 24576, 4096, Epilogue::SwiGlu, 32),
         ("mlp.down", 4096, 12288, Epilogue::Accumulate, 32),
     ];
-    let forced = |nf, ck| SkinnyShape {
+    let forced = |nf, ck, splits| SkinnyShape {
         subgroups: Some(nf),
         columns: Some(ck),
+        splits: Some(splits),
     };
-    let kernels: [(&str, SkinnyShape); 8] = [
+    let kernels: [(&str, SkinnyShape); 11] = [
         ("skinny", SkinnyShape::default()),
-        ("skinny", forced(2, 32)),
-        ("skinny", forced(4, 32)),
-        ("skinny", forced(8, 32)),
-        ("skinny", forced(2, 64)),
-        ("skinny", forced(4, 64)),
-        ("skinny", forced(8, 64)),
+        ("skinny", forced(2, 32, 1)),
+        ("skinny", forced(4, 32, 1)),
+        ("skinny", forced(8, 32, 1)),
+        ("skinny", forced(2, 64, 1)),
+        ("skinny", forced(4, 64, 1)),
+        ("skinny", forced(8, 64, 1)),
+        ("skinny", forced(2, 64, 3)),
+        ("skinny", forced(4, 64, 4)),
+        ("skinny", forced(8, 64, 8)),
         ("before", SkinnyShape::default()),
     ];
     let shape_fields = |s: SkinnyShape| {
         let f = |v: Option<u32>| v.map_or("auto".to_string(), |v| v.to_string());
-        format!("nf={nf} ck={ck}", nf = f(s.subgroups), ck = f(s.columns))
+        format!(
+            "nf={nf} ck={ck} splits={splits}",
+            nf = f(s.subgroups),
+            ck = f(s.columns),
+            splits = f(s.splits)
+        )
     };
     let ts = [16usize, 32, 64];
     for (dtype, fname) in [(Dtype::BF16, "BF16"), (Dtype::F8E4M3, "FP8-block128")] {
@@ -800,7 +819,7 @@ fn skinny_bandwidth() {
             t1.0 += n * bytes;
             t1.1 += n * one;
             println!(
-                "BENCH skinny model=9B shape={name} format={fname} t=1 kernel=gemv nf=- ck=- us={us:.2} gbps={gbps:.1} t1_pct=100.0",
+                "BENCH skinny model=9B shape={name} format={fname} t=1 kernel=gemv nf=- ck=- splits=- us={us:.2} gbps={gbps:.1} t1_pct=100.0",
                 us = one * 1e6,
                 gbps = bytes / one / 1e9
             );
