@@ -296,7 +296,7 @@ pub(super) fn shape_for(
     };
     let width = if swiglu { 2 * n } else { n } as u64;
     let part = splits as u64 * t as u64 * width * 4;
-    if !norm && splits > 1 && part <= ctx.limits.max_storage_buffer_binding_size as u64 {
+    if !norm && splits > 1 && part <= ctx.limits.max_storage_buffer_binding_size {
         s.splits = splits;
         s.kslice = kslice;
     }
