@@ -26,8 +26,16 @@
 //! SwiGLU columns) per 16 × MF tokens. NF is the largest of 8, 4, 2 that
 //! still gives two workgroups per streaming multiprocessor where the adapter's
 //! tuning knows their count ([`Tuning::gemv_wave`](crate::Tuning)), 256
-//! workgroups elsewhere: 4096-row weights run 128 workgroups of 2
-//! subgroups; fewer rows per workgroup means more reads of x per weight byte.
+//! workgroups elsewhere (fewer rows per workgroup means more reads of x per
+//! weight byte). A grid still short of that (4096-row weights: 128
+//! workgroups of 2 subgroups) splits the columns (split-K, [`splits_for`]:
+//! 3 splits there, boundaries on multiples of 128 columns) unless the norm is
+//! fused: each split's workgroups write partial sums (f32, times 1/s and the
+//! row's scale) into a buffer the launch owns, and `mm_skinny_reduce` adds
+//! them in split order and applies the epilogue. Each workgroup keeps only
+//! one step of loads in flight, so small grids leave the memory system idle:
+//! the splits are what lets those launches approach the weights' bandwidth.
+//! Steps of 32 columns by default; 64 on request ([`SkinnyShape`]).
 //!
 //! Selection: [`MatmulPath::Auto`](super::MatmulPath::Auto) runs it for
 //! `T` in 9..=64 where [`auto`] holds (the adapter has cooperative matrices,
