@@ -219,7 +219,10 @@ pub(super) fn supported(ctx: &GpuContext, w: &GpuWeight) -> bool {
 /// Whether [`MatmulPath::Auto`](super::MatmulPath::Auto) runs a `t`-token
 /// matmul of `w` here: the switch is on, `t` in [`MIN_T`]..=[`MAX_T`], the
 /// kernel runs on this device, and the weight is exact in f16 with a scale
-/// constant along its rows (or the context takes f16 matmuls).
+/// constant along its rows or blocks of multiples of 32 columns (or the
+/// context takes f16 matmuls). 4-bit weights keep their paths (the GEMV,
+/// the plain `mm_coop` with f16 matmuls): staged as f16((q − zero)·scale)
+/// here too, but not measured.
 pub(super) fn auto(ctx: &GpuContext, w: &GpuWeight, t: u32) -> bool {
     let in_f16 = matches!(
         w.format,
@@ -227,6 +230,7 @@ pub(super) fn auto(ctx: &GpuContext, w: &GpuWeight, t: u32) -> bool {
     );
     let exact_w = in_f16 && (w.block_cols >= w.cols || block_sums(w));
     ctx.tuning.skinny
+        && !w.format.is_int4()
         && (MIN_T..=MAX_T).contains(&t)
         && supported(ctx, w)
         && (ctx.f16_matmul || exact_w)
