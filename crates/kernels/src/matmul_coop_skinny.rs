@@ -23,19 +23,22 @@
 //! weight, 1 / rms per token in the epilogue).
 //!
 //! Occupancy: the grid is one workgroup per 16 × NF weight rows (per 8 × NF
-//! SwiGLU columns) per 16 × MF tokens. NF is the largest of 8, 4, 2 that
-//! still gives two workgroups per streaming multiprocessor where the adapter's
-//! tuning knows their count ([`Tuning::gemv_wave`](crate::Tuning)), 256
-//! workgroups elsewhere (fewer rows per workgroup means more reads of x per
-//! weight byte). A grid still short of that (4096-row weights: 128
-//! workgroups of 2 subgroups) splits the columns (split-K, [`splits_for`]:
-//! 3 splits there, boundaries on multiples of 128 columns) unless the norm is
-//! fused: each split's workgroups write partial sums (f32, times 1/s and the
-//! row's scale) into a buffer the launch owns, and `mm_skinny_reduce` adds
-//! them in split order and applies the epilogue. Each workgroup keeps only
-//! one step of loads in flight, so small grids leave the memory system idle:
-//! the splits are what lets those launches approach the weights' bandwidth.
-//! Steps of 32 columns by default; 64 on request ([`SkinnyShape`]).
+//! SwiGLU columns) per 16 × MF tokens per column split. Every workgroup
+//! reads its tokens' x rows (f32, from L2) twice, so NF sets the x bytes per
+//! weight byte ([`shape`]: 4 subgroups up to 32 tokens, 8 above), and the
+//! columns are split (split-K, [`splits_for`], boundaries on multiples of
+//! 128 columns, at most 8 splits) until the grid has two workgroups per
+//! streaming multiprocessor where the tuning knows their count
+//! ([`Tuning::gemv_wave`](crate::Tuning)), 256 elsewhere: each workgroup
+//! keeps only one step of loads in flight, so a small grid leaves the memory
+//! system idle (4096-row weights at 16 tokens: 64 workgroups, 5 splits).
+//! Each split's workgroups write partial sums (f32, times 1/s and the row's
+//! scale) into a buffer the launch owns, and `mm_skinny_reduce` adds them in
+//! split order and applies the epilogue. With the fused norm (no splits: the
+//! norm needs whole rows) NF shrinks towards 2 instead while the grid is
+//! short. Steps of 32 columns by default; 64 on request ([`SkinnyShape`]).
+//! These choices are estimates, not measurements: `skinny_bandwidth` (tests)
+//! sweeps them.
 //!
 //! Selection: [`MatmulPath::Auto`](super::MatmulPath::Auto) runs it for
 //! `T` in 9..=64 where [`auto`] holds (the adapter has cooperative matrices,
@@ -237,13 +240,24 @@ pub(super) fn auto(ctx: &GpuContext, w: &GpuWeight, t: u32) -> bool {
 }
 
 /// The shape for `n` outputs (SwiGLU columns when `swiglu`) and `t` tokens:
-/// MF covers the tokens (blocks of 64 past that), NF is the largest of 8, 4,
-/// 2 whose grid has at least `target` workgroups along the outputs (else 2),
+/// MF covers the tokens (blocks of 64 past that). NF bounds the x bytes
+/// each weight byte costs (every workgroup reads all its tokens' x rows
+/// from L2 twice: the pre-pass and the staging, 8·T bytes per column for
+/// 32·NF bytes of BF16 weights): 4 up to 32 tokens, 8 above. Where the
+/// columns cannot be split (`can_split` false: the fused norm) NF shrinks
+/// towards 2 instead while the grid has fewer than `target` workgroups;
 /// within `max_subgroups` subgroups of workgroup memory and threads.
-pub(super) fn shape(n: u32, t: u32, swiglu: bool, target: u32, max_subgroups: u32) -> Shape {
+pub(super) fn shape(
+    n: u32,
+    t: u32,
+    swiglu: bool,
+    target: u32,
+    max_subgroups: u32,
+    can_split: bool,
+) -> Shape {
     let mf = t.clamp(1, MAX_T).div_ceil(16);
-    let mut nf = 8;
-    while nf > 2 && (nf > max_subgroups || groups_along(n, nf, swiglu) < target) {
+    let mut nf = if mf >= 3 { 8 } else { 4 };
+    while nf > 2 && (nf > max_subgroups || (!can_split && groups_along(n, nf, swiglu) < target)) {
         nf /= 2;
     }
     Shape {
@@ -278,7 +292,7 @@ pub(super) fn shape_for(
     let target = ctx.tuning.gemv_wave.map_or(256, |w| w / 2);
     let sgs = subgroup_size(ctx).unwrap_or(32);
     let limit = ctx.limits.max_compute_invocations_per_workgroup / sgs.max(1);
-    let mut s = shape(n, t, swiglu, target, limit.max(2));
+    let mut s = shape(n, t, swiglu, target, limit.max(2), !norm);
     if let Some(nf) = forced.subgroups {
         s.nf = if nf >= 8 {
             8
@@ -377,20 +391,29 @@ mod tests {
         // Token fragments: 16 tokens each, at most 4.
         let mfs: Vec<u32> = [9, 13, 16, 17, 32, 33, 48, 49, 64, 100]
             .iter()
-            .map(|&t| shape(4096, t, false, h100, 8).mf)
+            .map(|&t| shape(4096, t, false, h100, 8, true).mf)
             .collect();
         assert_eq!(mfs, [1, 1, 1, 2, 2, 3, 3, 4, 4, 4]);
-        // 4096 rows: 2 subgroups (128 workgroups); 24576 rows: 8 (192 < 264 → 4).
-        assert_eq!(shape(4096, 16, false, h100, 8).nf, 2);
-        assert_eq!(shape(65536, 16, false, h100, 8).nf, 8);
-        assert_eq!(shape(24576, 16, false, h100, 8).nf, 4);
+        // Splittable: 4 subgroups up to 32 tokens, 8 above, whatever the grid.
+        let nfs: Vec<u32> = [9, 32, 33, 64]
+            .iter()
+            .map(|&t| shape(4096, t, false, h100, 8, true).nf)
+            .collect();
+        assert_eq!(nfs, [4, 4, 8, 8]);
+        assert_eq!(shape(65536, 16, false, h100, 8, true).nf, 4);
+        // Fused norm (no splits): NF shrinks while the grid is short.
+        assert_eq!(shape(4096, 16, false, h100, 8, false).nf, 2);
+        assert_eq!(shape(24576, 16, false, h100, 8, false).nf, 4);
+        assert_eq!(shape(24576, 64, false, h100, 8, false).nf, 4);
+        assert_eq!(shape(65536, 64, false, h100, 8, false).nf, 8);
         // SwiGLU: half the columns per workgroup.
-        assert_eq!(shape(12288, 16, true, h100, 8).nf, 4);
-        assert_eq!(shape(12288, 16, true, 100, 8).nf, 8);
+        assert_eq!(shape(12288, 16, true, h100, 8, false).nf, 4);
+        assert_eq!(shape(12288, 64, true, h100, 8, false).nf, 4);
+        assert_eq!(shape(12288, 64, true, 100, 8, false).nf, 8);
         // Thread limits cap NF.
-        assert_eq!(shape(65536, 16, false, h100, 4).nf, 4);
-        assert_eq!(shape(65536, 16, false, h100, 1).nf, 2);
-        assert_eq!(shape(4096, 16, false, h100, 8).ck, 32);
+        assert_eq!(shape(65536, 64, false, h100, 4, true).nf, 4);
+        assert_eq!(shape(65536, 16, false, h100, 1, true).nf, 2);
+        assert_eq!(shape(4096, 16, false, h100, 8, true).ck, 32);
         // Grids: outputs × token blocks.
         let s = Shape {
             nf: 2,
