@@ -742,8 +742,11 @@ fn skinny_bandwidth() {
         columns: Some(ck),
         splits: Some(splits),
     };
-    let kernels: [(&str, SkinnyShape); 11] = [
+    // "skinny_norm": with the fused RMSNorm (what decode runs for the
+    // projections of normalised rows: no splits).
+    let kernels: [(&str, SkinnyShape); 12] = [
         ("skinny", SkinnyShape::default()),
+        ("skinny_norm", SkinnyShape::default()),
         ("skinny", forced(2, 32, 1)),
         ("skinny", forced(4, 32, 1)),
         ("skinny", forced(8, 32, 1)),
@@ -783,6 +786,12 @@ fn skinny_bandwidth() {
             };
             let y = ctx.storage("y", (64 * width * 4) as u64).unwrap();
             let xb = before.upload("x", &vec![0.5f32; 64 * cols]).unwrap();
+            let g = ctx.upload("norm weight", &vec![0.1f32; cols]).unwrap();
+            let fused = FusedNorm {
+                weight: &g,
+                eps: EPS,
+                one_plus: true,
+            };
             let yb = before.storage("y", (64 * width * 4) as u64).unwrap();
             let time = |ctx: &GpuContext,
                         ws: &[GpuWeight],
@@ -790,7 +799,7 @@ fn skinny_bandwidth() {
                         y: &wgpu::Buffer,
                         tokens: usize,
                         shape: SkinnyShape,
-                        skinny: bool| {
+                        kname: &str| {
                 let args = MatmulArgs {
                     x,
                     x_offset: 0,
@@ -802,12 +811,12 @@ fn skinny_bandwidth() {
                 };
                 let launches: Vec<Dispatch> = ws
                     .iter()
-                    .flat_map(|w| {
-                        if skinny {
-                            matmul_skinny_with(ctx, w, &args, epi, None, shape).unwrap()
-                        } else {
-                            matmul(ctx, w, &args, epi).unwrap()
+                    .flat_map(|w| match kname {
+                        "skinny" => matmul_skinny_with(ctx, w, &args, epi, None, shape).unwrap(),
+                        "skinny_norm" => {
+                            matmul_skinny_with(ctx, w, &args, epi, Some(&fused), shape).unwrap()
                         }
+                        _ => matmul(ctx, w, &args, epi).unwrap(),
                     })
                     .collect();
                 let refs: Vec<&Dispatch> = launches.iter().collect();
@@ -815,7 +824,7 @@ fn skinny_bandwidth() {
                 timer.per_launch(ctx, &refs, bench::reps_for(total, target)) * refs.len() as f64
                     / ws.len() as f64
             };
-            let one = time(&ctx, &weights, &x, &y, 1, SkinnyShape::default(), false);
+            let one = time(&ctx, &weights, &x, &y, 1, SkinnyShape::default(), "gemv");
             t1.0 += n * bytes;
             t1.1 += n * one;
             println!(
@@ -825,10 +834,10 @@ fn skinny_bandwidth() {
             );
             for (ti, &tokens) in ts.iter().enumerate() {
                 for (ki, &(kname, shape)) in kernels.iter().enumerate() {
-                    let secs = if kname == "skinny" {
-                        time(&ctx, &weights, &x, &y, tokens, shape, true)
+                    let secs = if kname == "before" {
+                        time(&before, &weights_before, &xb, &yb, tokens, shape, kname)
                     } else {
-                        time(&before, &weights_before, &xb, &yb, tokens, shape, false)
+                        time(&ctx, &weights, &x, &y, tokens, shape, kname)
                     };
                     sums[ti][ki].0 += n * bytes;
                     sums[ti][ki].1 += n * secs;
