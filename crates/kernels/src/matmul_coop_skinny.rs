@@ -44,8 +44,8 @@
 //! `T` in 9..=64 where [`auto`] holds (the adapter has cooperative matrices,
 //! the weight is exact in f16 or the context takes f16 matmuls, and the
 //! switch [`Tuning::skinny`](crate::Tuning::skinny) is on; `QWGPU_SKINNY=0`
-//! turns it off). Adapters without cooperative matrices keep the GEMV (T ≤
-//! 16) and GEMM paths.
+//! turns it off, `QWGPU_SKINNY=nosplit` only its column splits). Adapters
+//! without cooperative matrices keep the GEMV (T ≤ 16) and GEMM paths.
 
 use crate::shaders;
 use crate::spec::{KernelSpec, Needs, Part, Uniform};
@@ -318,7 +318,8 @@ pub(super) fn shape_for(
     let (gx, gy) = grid(n, t, swiglu, s);
     let (splits, kslice) = match forced.splits {
         Some(k) => splits_for(1, w.cols as u32, k, MAX_SPLITS),
-        None => splits_for(gx * gy, w.cols as u32, target, MAX_SPLITS),
+        None if ctx.tuning.skinny_split => splits_for(gx * gy, w.cols as u32, target, MAX_SPLITS),
+        None => (1, 0),
     };
     let width = if swiglu { 2 * n } else { n } as u64;
     let part = splits as u64 * t as u64 * width * 4;

@@ -102,6 +102,10 @@ pub struct Tuning {
     /// ([`Tuning::for_adapter`]); results differ only by f32 rounding order
     /// (and, with fast precision, by the rounding of x to f16).
     pub skinny: bool,
+    /// Whether the skinny kernel may split the columns of a launch whose
+    /// grid is small (split-K: partial sums, then a reduction launch). On
+    /// unless `QWGPU_SKINNY=nosplit`.
+    pub skinny_split: bool,
 }
 
 impl Default for Tuning {
@@ -110,6 +114,7 @@ impl Default for Tuning {
             gemv_wave: None,
             small_t: Some(SmallT::DEFAULT),
             skinny: true,
+            skinny_split: true,
         }
     }
 }
@@ -124,24 +129,28 @@ impl Tuning {
             gemv_wave: known.map(|k| k.sms * GEMV_GROUPS_PER_SM),
             small_t: Some(known.map_or(SmallT::DEFAULT, |k| k.small_t)),
             skinny: true,
+            skinny_split: true,
         }
     }
 
     /// The tuning of the adapter `info` describes; the environment variable
-    /// `QWGPU_SKINNY=0` turns [`Tuning::skinny`] off (A/B measurements).
+    /// `QWGPU_SKINNY` turns [`Tuning::skinny`] off (`0`) or only its column
+    /// splits (`nosplit`), for A/B measurements.
     pub fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
         let mut t = Self::lookup(info.vendor, &info.name);
-        t.skinny = skinny_switch(std::env::var("QWGPU_SKINNY").ok().as_deref());
+        (t.skinny, t.skinny_split) = skinny_switch(std::env::var("QWGPU_SKINNY").ok().as_deref());
         t
     }
 }
 
-/// [`Tuning::skinny`] from the value of `QWGPU_SKINNY`: off for `0`, `off`, `false`.
-fn skinny_switch(value: Option<&str>) -> bool {
-    !matches!(
-        value.map(|v| v.trim().to_ascii_lowercase()).as_deref(),
-        Some("0" | "off" | "false")
-    )
+/// ([`Tuning::skinny`], [`Tuning::skinny_split`]) from the value of
+/// `QWGPU_SKINNY`: both off for `0`, `off`, `false`; splits off for `nosplit`.
+fn skinny_switch(value: Option<&str>) -> (bool, bool) {
+    match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        Some("0" | "off" | "false") => (false, false),
+        Some("nosplit") => (true, false),
+        _ => (true, true),
+    }
 }
 
 #[cfg(test)]
@@ -150,14 +159,17 @@ mod tests {
 
     #[test]
     fn skinny_switch_reads_the_environment_value() {
-        assert!(skinny_switch(None));
-        assert!(skinny_switch(Some("1")));
-        assert!(skinny_switch(Some("")));
+        assert_eq!(skinny_switch(None), (true, true));
+        assert_eq!(skinny_switch(Some("1")), (true, true));
+        assert_eq!(skinny_switch(Some("")), (true, true));
         for off in ["0", "off", " OFF ", "false"] {
-            assert!(!skinny_switch(Some(off)), "{off}");
+            assert_eq!(skinny_switch(Some(off)), (false, false), "{off}");
         }
-        assert!(Tuning::default().skinny);
-        assert!(Tuning::lookup(0x10de, "NVIDIA H100 80GB HBM3").skinny);
+        assert_eq!(skinny_switch(Some(" NoSplit")), (true, false));
+        let d = Tuning::default();
+        assert!(d.skinny && d.skinny_split);
+        let h = Tuning::lookup(0x10de, "NVIDIA H100 80GB HBM3");
+        assert!(h.skinny && h.skinny_split);
     }
 
     #[test]
