@@ -36,7 +36,9 @@
 //! scale) into a buffer the launch owns, and `mm_skinny_reduce` adds them in
 //! split order and applies the epilogue. With the fused norm (no splits: the
 //! norm needs whole rows) NF shrinks towards 2 instead while the grid is
-//! short. Steps of 32 columns by default; 64 on request ([`SkinnyShape`]).
+//! short. Steps of 64 columns (two steps of loads in flight for the price
+//! of one barrier pair) where a thread's share fits its registers and block
+//! scales are at least that wide, else 32 ([`SkinnyShape`] forces either).
 //! These choices are estimates, not measurements: `skinny_bandwidth` (tests)
 //! sweeps them.
 //!
@@ -98,8 +100,12 @@ pub const MIN_T: u32 = 9;
 /// Most tokens of one token block (4 fragments of 16); more run as several blocks.
 pub const MAX_T: u32 = 64;
 
-/// Columns staged per step by default (the shader's `CK`; 64 is the other choice).
+/// Columns staged per step where 64 does not fit (the shader's `CK`):
+/// registers, workgroup memory, block scales 32 columns wide.
 const CK: u32 = 32;
+/// Columns staged per step by default: two steps' worth of bytes in flight
+/// per workgroup (the kernel is bound by the latency of its loads).
+const WIDE_CK: u32 = 64;
 /// x vec4s and W chunks one thread stages per step at most (the shader's register arrays).
 const MAX_NX: u32 = 16;
 const MAX_NW: u32 = 8;
@@ -111,7 +117,8 @@ pub struct SkinnyShape {
     /// Subgroups (16-row weight fragments) per workgroup: 2, 4 or 8.
     pub subgroups: Option<u32>,
     /// Columns staged per step: 32 or 64 (64 only where one thread's share
-    /// of a step fits its registers, else 32).
+    /// of a step fits its registers and block scales are at least that
+    /// wide, else 32).
     pub columns: Option<u32>,
     /// Splits of the columns (split-K, 1: none; 1..=8, never with the fused
     /// norm): each split's workgroups write partial sums that a second launch
@@ -263,7 +270,7 @@ pub(super) fn shape(
     Shape {
         nf,
         mf,
-        ck: CK,
+        ck: WIDE_CK,
         splits: 1,
         kslice: 0,
     }
@@ -306,7 +313,9 @@ pub(super) fn shape_for(
         s.ck = if ck >= 64 { 64 } else { 32 };
     }
     let cw = (4 * w.format.per_word()) as u32;
-    if s.ck > CK && !fits_registers(s, sgs, cw) {
+    // (Block sums need whole steps inside a block.)
+    let blocks_narrow = block_sums(w) && !w.block_cols.is_multiple_of(s.ck as usize);
+    if s.ck > CK && (!fits_registers(s, sgs, cw) || blocks_narrow) {
         s.ck = CK;
     }
     while s.nf > 2 && shared_bytes(s) > ctx.limits.max_compute_workgroup_storage_size {
@@ -414,7 +423,7 @@ mod tests {
         // Thread limits cap NF.
         assert_eq!(shape(65536, 64, false, h100, 4, true).nf, 4);
         assert_eq!(shape(65536, 16, false, h100, 1, true).nf, 2);
-        assert_eq!(shape(4096, 16, false, h100, 8, true).ck, 32);
+        assert_eq!(shape(4096, 16, false, h100, 8, true).ck, 64);
         // Grids: outputs × token blocks.
         let s = Shape {
             nf: 2,

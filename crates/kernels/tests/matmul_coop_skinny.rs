@@ -263,9 +263,10 @@ const SIZES: [(usize, usize); 3] = [(130, 200), (46, 1030), (258, 37)];
 const NORM_SIZES: [(usize, usize); 3] = [(130, 200), (46, 1028), (258, 36)];
 
 /// E4M3 blocks: 128² (Qwen's; partial sums scaled), 32 × 64 (several block
-/// rows per tile), 16 × 48 (48 columns: not a multiple of the step, scaled
-/// while staging).
-const EXACT_FORMATS: [(Dtype, Scheme); 9] = [
+/// rows per tile), 16 × 32 (blocks narrower than a 64-column step: 32-column
+/// steps), 16 × 48 (48 columns: not a multiple of the step, scaled while
+/// staging).
+const EXACT_FORMATS: [(Dtype, Scheme); 10] = [
     (Dtype::BF16, Scheme::None),
     (Dtype::F16, Scheme::None),
     (Dtype::BF16, Scheme::PerShard { broadcast: true }),
@@ -273,6 +274,7 @@ const EXACT_FORMATS: [(Dtype, Scheme); 9] = [
     (Dtype::F8E4M3, Scheme::PerShard { broadcast: false }),
     (Dtype::F8E4M3, Scheme::Block([128, 128])),
     (Dtype::F8E4M3, Scheme::Block([32, 64])),
+    (Dtype::F8E4M3, Scheme::Block([16, 32])),
     (Dtype::F8E4M3, Scheme::Block([16, 48])),
     (Dtype::F32, Scheme::None),
 ];
