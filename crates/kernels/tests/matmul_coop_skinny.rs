@@ -730,8 +730,8 @@ fn skinny_bandwidth() {
         return;
     }
     let div = if software { 16 } else { 1 };
-    let target: u64 = if software { 1 } else { 2 << 30 };
-    let timer = bench::Timer::new(&ctx, if software { 1 } else { 7 });
+    let target: u64 = if software { 1 } else { 1 << 30 };
+    let timer = bench::Timer::new(&ctx, if software { 1 } else { 5 });
     // (name, rows, cols, epilogue, launches per token of the 9B)
     let shapes = [
         ("gdn.in_proj_qkvz", 12288, 4096, Epilogue::Store, 24),
