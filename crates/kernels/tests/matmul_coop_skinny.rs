@@ -119,6 +119,51 @@ struct Cases<'a> {
     wide_rows: bool,
     /// Through the fused RMSNorm (columns and x strides multiples of 4).
     norm: bool,
+    /// Shards of each weight (row ranges cut at unaligned rows, one scale
+    /// or block grid each).
+    shards: usize,
+}
+
+/// A `[rows, cols]` weight in `shards` shards cut at unaligned rows, scales
+/// 0.25..2 for `scheme` (one per shard with `PerShard`).
+fn packed_shards(
+    rng: &mut Rng,
+    dtype: Dtype,
+    rows: usize,
+    cols: usize,
+    scheme: Scheme,
+    shards: usize,
+) -> qwgpu_loader::PackedWeight {
+    if shards <= 1 {
+        return packed(rng, dtype, rows, cols, scheme);
+    }
+    let mut cuts: Vec<usize> = [37usize, 50, 97, 1]
+        .iter()
+        .copied()
+        .filter(|&c| c < rows)
+        .take(shards - 1)
+        .collect();
+    cuts.sort_unstable();
+    let mut parts = Vec::new();
+    let mut o = 0;
+    for c in cuts.into_iter().chain([rows]) {
+        if c > o {
+            parts.push((o, c - o));
+            o = c;
+        }
+    }
+    let data = support::normal_data(rng, dtype, rows * cols);
+    let mut draw = || 0.25 + 1.75 * rng.uniform();
+    support::packed_weight(
+        format!("w{rows}x{cols}s{shards}"),
+        dtype,
+        rows,
+        cols,
+        &parts,
+        scheme,
+        data,
+        &mut draw,
+    )
 }
 
 /// Runs every case of `c` on the skinny kernel of `ctx` (the subgroup count
@@ -146,7 +191,7 @@ fn check_cases(t: &testing::TestContext, ctx: &GpuContext, c: &Cases) -> usize {
     ];
     for &(dtype, scheme) in c.formats {
         for &(rows, cols) in c.sizes {
-            let pw = packed(&mut rng, dtype, rows, cols, scheme);
+            let pw = packed_shards(&mut rng, dtype, rows, cols, scheme, c.shards);
             let wdq = qwgpu_loader::dequantize(&pw).unwrap();
             let gw = GpuWeight::upload(ctx, &pw).unwrap();
             let g: Vec<f32> = rng.normal_vec(cols).iter().map(|v| 0.3 * v).collect();
@@ -295,6 +340,7 @@ fn skinny_exact_matches_reference() {
                 rel: &exact_rel,
                 wide_rows: true,
                 norm: false,
+                shards: 1,
             },
         );
         assert!(cases > 0, "{}: no exact skinny case ran", t.name);
@@ -322,6 +368,7 @@ fn skinny_exact_fused_norm_matches_reference() {
                 rel: &exact_rel,
                 wide_rows: true,
                 norm: true,
+                shards: 1,
             },
         );
         assert!(cases > 0, "{}: no fused-norm skinny case ran", t.name);
@@ -365,11 +412,64 @@ fn skinny_fast_and_plain_match_reference() {
                         rel: &|_| 2e-3,
                         wide_rows,
                         norm,
+                        shards: 1,
                     },
                 );
             }
         }
         assert!(cases > 0, "{}: no fast or plain skinny case ran", t.name);
+    }
+}
+
+/// Weights of several shards (a fused projection of several checkpoint
+/// tensors): `[k]` per-shard scales and per-shard 128² block grids, rows cut
+/// at unaligned offsets, every epilogue (exact variant).
+#[test]
+fn skinny_several_shards_match_reference() {
+    let formats = [
+        (Dtype::F8E4M3, Scheme::PerShard { broadcast: false }),
+        (Dtype::F8E4M3, Scheme::Block([128, 128])),
+        (Dtype::BF16, Scheme::PerShard { broadcast: false }),
+    ];
+    for t in testing::contexts_with(&[Feature::CooperativeMatrix]) {
+        let cases = check_cases(
+            t,
+            &t.ctx,
+            &Cases {
+                seed: 0x5c1e_0006,
+                formats: &formats,
+                sizes: &[(130, 300), (258, 136)],
+                tokens: &[9, 16, 33],
+                rel: &exact_rel,
+                wide_rows: true,
+                norm: false,
+                shards: 3,
+            },
+        );
+        assert!(cases > 0, "{}: no multi-shard case ran", t.name);
+    }
+}
+
+/// The multi-shard weights of the test above (CPU only, so it runs on every
+/// machine): shards cover the rows in order, and dequantize.
+#[test]
+fn several_shard_weights_cover_their_rows() {
+    let mut rng = Rng::new(7);
+    for scheme in [
+        Scheme::PerShard { broadcast: false },
+        Scheme::Block([128, 128]),
+    ] {
+        for rows in [130usize, 258, 40] {
+            let pw = packed_shards(&mut rng, Dtype::F8E4M3, rows, 136, scheme, 3);
+            assert_eq!(pw.shards.len(), 3, "{rows}");
+            let mut next = 0;
+            for s in &pw.shards {
+                assert_eq!(s.row_offset, next);
+                next += s.rows;
+            }
+            assert_eq!(next, rows);
+            assert_eq!(qwgpu_loader::dequantize(&pw).unwrap().len(), rows * 136);
+        }
     }
 }
 
@@ -388,6 +488,7 @@ fn skinny_token_blocks_past_64() {
                 rel: &exact_rel,
                 wide_rows: false,
                 norm: false,
+                shards: 1,
             },
         );
         assert!(cases > 0, "{}: no multi-block case ran", t.name);
