@@ -33,8 +33,9 @@
 //! keeps only one step of loads in flight, so a small grid leaves the memory
 //! system idle (4096-row weights at 16 tokens: 64 workgroups, 5 splits).
 //! Each split's workgroups write partial sums (f32, times 1/s and the row's
-//! scale) into a buffer the launch owns, and `mm_skinny_reduce` adds them in
-//! split order and applies the epilogue. With the fused norm (no splits: the
+//! scale) into a buffer the launch owns (kept below an eighth of the
+//! launch's weight bytes: fewer splits at many tokens), and
+//! `mm_skinny_reduce` adds them in split order and applies the epilogue. With the fused norm (no splits: the
 //! norm needs whole rows) NF shrinks towards 2 instead while the grid is
 //! short. Steps of 64 columns (two steps of loads in flight for the price
 //! of one barrier pair) where a thread's share fits its registers and block
@@ -325,12 +326,18 @@ pub(super) fn shape_for(
         s.ck = CK;
     }
     let (gx, gy) = grid(n, t, swiglu, s);
+    let width = if swiglu { 2 * n } else { n } as u64;
+    // The partial sums stay below an eighth of the launch's weight bytes
+    // (their write and read cost bandwidth too; 4096² BF16 at 64 tokens:
+    // at most 4 splits).
+    let weight_bytes = width * (w.stride_words * 4) as u64;
+    let per_split = (t as u64 * width * 4).max(1);
+    let max_splits = (weight_bytes / (8 * per_split)).clamp(1, MAX_SPLITS as u64) as u32;
     let (splits, kslice) = match forced.splits {
         Some(k) => splits_for(1, w.cols as u32, k, MAX_SPLITS),
-        None if ctx.tuning.skinny_split => splits_for(gx * gy, w.cols as u32, target, MAX_SPLITS),
+        None if ctx.tuning.skinny_split => splits_for(gx * gy, w.cols as u32, target, max_splits),
         None => (1, 0),
     };
-    let width = if swiglu { 2 * n } else { n } as u64;
     let part = splits as u64 * t as u64 * width * 4;
     if !norm && splits > 1 && part <= ctx.limits.max_storage_buffer_binding_size {
         s.splits = splits;
