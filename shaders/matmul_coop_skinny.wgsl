@@ -46,6 +46,16 @@
 // TN - 1 their up rows: subgroup s < NF/2 holds the gate fragment whose up
 // fragment is subgroup s + NF/2's.
 //
+// Split-K (KSLICE > 0: columns per split, a multiple of 128; never with
+// NORM): the grid's z is the split; each workgroup runs the columns
+// [z KSLICE, (z + 1) KSLICE) with its pre-pass over those columns only, and
+// its epilogue writes raw partial sums (times 1 / s and a row-constant
+// scale) to ys as part[(z t + tok) y_stride + r], r the output row's index
+// in the launch (SwiGLU: gate rows at r = column - n0, up rows at
+// n_end - n0 + column - n0); mm_skinny_reduce (matmul_coop_skinny_reduce.wgsl)
+// sums the splits into y with the epilogue. It multiplies the workgroups of
+// launches with few weight rows (4096-row weights: 128 workgroups otherwise).
+//
 // Every coop op and barrier is in workgroup-uniform control flow (no early
 // return; loop bounds and conditions from the uniform params and overrides);
 // subgroup_id only moves pointers.
@@ -75,6 +85,8 @@ override PRE: u32 = select(0u, 1u, EXACT || NORM);
 // Block scales applied to each block's partial sums in f32 (p.block_cols a
 // multiple of CK, narrower than the row; not 4-bit).
 override BLOCKS: bool = false;
+// Split-K: columns per split (0: the whole row in one workgroup).
+override KSLICE: u32 = 0u;
 
 // Columns per step: 32 or 64 (the host keeps NX <= 16 and NW <= 8).
 override CK: u32 = 32u;
@@ -206,16 +218,17 @@ fn sk_x_store(i: u32, v: vec4<f32>) {
     sk_x[o + 3u] = h.w;
 }
 
-// Token tok's largest |x g| and sum of x^2 (NORM), partial per lane.
-fn sk_row_stats(tok: u32, sl: u32) -> vec2<f32> {
+// Token tok's largest |x g| and sum of x^2 (NORM) over columns [kb, ke)
+// (kb a multiple of 4), partial per lane.
+fn sk_row_stats(tok: u32, sl: u32, kb: u32, ke: u32) -> vec2<f32> {
     var mx = 0.0;
     var ss = 0.0;
     if (tok < p.t) {
         let base = p.x_off + tok * p.x_stride;
-        var c0 = 0u;
+        var c0 = kb;
         if (p.x_aligned == 1u) {
-            let n4 = p.cols / 4u;
-            for (var c = sl; c < n4; c += SGS) {
+            let n4 = ke / 4u;
+            for (var c = kb / 4u + sl; c < n4; c += SGS) {
                 let x = xs4[base / 4u + c];
                 var a = abs(x);
                 if (NORM) {
@@ -224,10 +237,10 @@ fn sk_row_stats(tok: u32, sl: u32) -> vec2<f32> {
                 }
                 mx = max(mx, max(max(a.x, a.y), max(a.z, a.w)));
             }
-            c0 = 4u * n4;
+            c0 = max(kb, 4u * n4);
         }
         // (NORM: columns are a multiple of 4, nothing is left here.)
-        for (var c = c0 + sl; c < p.cols; c += SGS) {
+        for (var c = c0 + sl; c < ke; c += SGS) {
             mx = max(mx, abs(xs[base + c]));
         }
     }
@@ -245,10 +258,47 @@ fn sk_row_scale(r: u32) -> f32 {
     return bitcast<f32>(scales[scale_base(r)]);
 }
 
+// Split-K: token fragment f's raw partial sums of split z (module doc).
+fn sk_partials(lid: u32, m0: u32, nt0: u32, f: u32, z: u32) {
+    let nw = p.n_end - p.n0;
+    for (var e = lid; e < NF * 256u; e += WG) {
+        let s = e / 256u;
+        let r = e % 256u;
+        let lt = 16u * f + r / 16u;
+        let tok = m0 + lt;
+        let lr = 16u * s + r % 16u;
+        var n: u32;
+        var pr: u32;
+        var grow: u32;
+        if (p.epi == 2u) {
+            n = nt0 + lr % (TN / 2u);
+            let up = lr >= TN / 2u;
+            pr = select(n - p.n0, nw + n - p.n0, up);
+            grow = select(n, p.half + n, up);
+        } else {
+            n = nt0 + lr;
+            pr = n - p.n0;
+            grow = n;
+        }
+        if (tok < p.t && n < p.n_end) {
+            var v = sk_y[e];
+            if (PRE == 1u) {
+                v *= sk_inv[lt];
+            }
+            if (sk_row_scaled()) {
+                v *= sk_row_scale(grow);
+            }
+            ys[p.y_off + (z * p.t + tok) * p.y_stride + pr] = v;
+        }
+    }
+}
+
 // Writes token fragment f of the staged results (sk_y: subgroup s's fragment
-// at 256 s, [token][row]).
-fn sk_epilogue(lid: u32, m0: u32, nt0: u32, f: u32) {
-    if (p.epi == 2u) {
+// at 256 s, [token][row]); split-K: its partial sums.
+fn sk_epilogue(lid: u32, m0: u32, nt0: u32, f: u32, z: u32) {
+    if (KSLICE > 0u) {
+        sk_partials(lid, m0, nt0, f, z);
+    } else if (p.epi == 2u) {
         let hn = NF / 2u;
         for (var e = lid; e < hn * 256u; e += WG) {
             let s = e / 256u;
@@ -326,6 +376,9 @@ fn mm_coop_skinny(@builtin(local_invocation_index) lid: u32,
                   @builtin(workgroup_id) wid: vec3<u32>) {
     let m0 = wid.y * TM;
     let nt0 = p.n0 + wid.x * select(TN, TN / 2u, p.epi == 2u);
+    // This workgroup's columns (split-K: its split's).
+    let kbeg = wid.z * KSLICE;
+    let kend = select(p.cols, min(p.cols, kbeg + KSLICE), KSLICE > 0u);
 
     // W items of this thread (item j: lid + j WG = tile row * CPR + chunk):
     // their rows and scale bases are the same at every step.
@@ -354,7 +407,7 @@ fn mm_coop_skinny(@builtin(local_invocation_index) lid: u32,
         // row at a time.
         for (var i = 0u; i < TM / NF; i++) {
             let lt = i * NF + sg;
-            let st = sk_row_stats(m0 + lt, sl);
+            let st = sk_row_stats(m0 + lt, sl, kbeg, kend);
             let mx = subgroupMax(st.x);
             let ss = subgroupAdd(st.y);
             if (sl == 0u) {
@@ -383,8 +436,8 @@ fn mm_coop_skinny(@builtin(local_invocation_index) lid: u32,
     var c2 = coop_mat16x16<f32, C>();
     var c3 = coop_mat16x16<f32, C>();
     let wa_ = 16u * sg * LDS;
-    for (var k0 = 0u; k0 < p.cols; k0 += CK) {
-        if (k0 == 0u) {
+    for (var k0 = kbeg; k0 < kend; k0 += CK) {
+        if (k0 == kbeg) {
             sk_load(m0, k0, lid, &wrow, &wsb, &xr, &wr, &ws);
         }
         workgroupBarrier();
@@ -421,7 +474,7 @@ fn mm_coop_skinny(@builtin(local_invocation_index) lid: u32,
         }
         workgroupBarrier();
         // Next step's global loads, in flight during the multiply-adds.
-        if (k0 + CK < p.cols) {
+        if (k0 + CK < kend) {
             sk_load(m0, k0 + CK, lid, &wrow, &wsb, &xr, &wr, &ws);
         }
         for (var kk = 0u; kk < CK; kk += 16u) {
@@ -465,7 +518,7 @@ fn mm_coop_skinny(@builtin(local_invocation_index) lid: u32,
         // times this lane's row's block scale, into the lane's registers.
         // (Non-short-circuit `|` and nested ifs: the coop ops' conditions
         // stay an override and a uniform value, no `&&` control flow.)
-        let block_end = ((k0 + CK) % max(p.block_cols, 1u) == 0u) | (k0 + CK >= p.cols);
+        let block_end = ((k0 + CK) % max(p.block_cols, 1u) == 0u) | (k0 + CK >= kend);
         if (BLOCKS) {
             if (block_end) {
                 let bs = bitcast<f32>(scales[my_sb + k0 / max(p.block_cols, 1u)]);
@@ -521,7 +574,7 @@ fn mm_coop_skinny(@builtin(local_invocation_index) lid: u32,
         coopStoreT(c0, &sk_y[yo], ys16);
     }
     workgroupBarrier();
-    sk_epilogue(lid, m0, nt0, 0u);
+    sk_epilogue(lid, m0, nt0, 0u, wid.z);
     if (MF > 1u) {
         workgroupBarrier();
         if (BLOCKS) {
@@ -532,7 +585,7 @@ fn mm_coop_skinny(@builtin(local_invocation_index) lid: u32,
             coopStoreT(c1, &sk_y[yo], ys16);
         }
         workgroupBarrier();
-        sk_epilogue(lid, m0, nt0, 1u);
+        sk_epilogue(lid, m0, nt0, 1u, wid.z);
     }
     if (MF > 2u) {
         workgroupBarrier();
@@ -544,7 +597,7 @@ fn mm_coop_skinny(@builtin(local_invocation_index) lid: u32,
             coopStoreT(c2, &sk_y[yo], ys16);
         }
         workgroupBarrier();
-        sk_epilogue(lid, m0, nt0, 2u);
+        sk_epilogue(lid, m0, nt0, 2u, wid.z);
     }
     if (MF > 3u) {
         workgroupBarrier();
@@ -556,6 +609,6 @@ fn mm_coop_skinny(@builtin(local_invocation_index) lid: u32,
             coopStoreT(c3, &sk_y[yo], ys16);
         }
         workgroupBarrier();
-        sk_epilogue(lid, m0, nt0, 3u);
+        sk_epilogue(lid, m0, nt0, 3u, wid.z);
     }
 }

@@ -367,6 +367,7 @@ pub(crate) static SPECS: &[&KernelSpec] = &[
     &skinny::MM_COOP_SKINNY,
     &coop_blocks::MM_COOP_BLOCKS,
     &coop_blocks::MM_TILE_BLOCKS,
+    &skinny::MM_SKINNY_REDUCE,
 ];
 
 /// Fewest and most tokens of one token block of the skinny tensor-core
@@ -953,7 +954,7 @@ fn matmul_impl(
                     .grid(grid_1d(p.groups))
             }
             GemmKernel::Skinny(forced) => {
-                let sh = skinny::shape_for(ctx, w, n, args.t, swiglu, forced);
+                let sh = skinny::shape_for(ctx, w, n, args.t, swiglu, norm.is_some(), forced);
                 let (gx, gy) = skinny::grid(n, args.t, swiglu, sh);
                 if gx > MAX_GROUPS || gy > MAX_GROUPS {
                     return Err(arg_err(
@@ -964,10 +965,51 @@ fn matmul_impl(
                         ),
                     ));
                 }
-                skinny::launch(ctx, w, sh, norm.is_some())
+                let launch = skinny::launch(ctx, w, sh, norm.is_some())
                     // The fused norm's weight (x when there is none: never read).
                     .bind("nw4", norm.map_or(args.x, |n| n.weight))
-                    .grid([gx, gy, 1])
+                    .grid([gx, gy, sh.splits]);
+                if sh.splits > 1 {
+                    // Split-K: partial sums into a buffer of this launch's
+                    // own, then their sum with the epilogue.
+                    let width = if swiglu { 2 * n } else { n };
+                    let part = ctx.storage(
+                        "skinny split-K partials",
+                        skinny::partial_bytes(sh, args.t, width),
+                    )?;
+                    let mut pp = p;
+                    pp.y_off = 0;
+                    pp.y_stride = width;
+                    out.push(
+                        launch
+                            .label(label)
+                            .bind("wa", &l.a.buffer)
+                            .bind("wb", &l.b.buffer)
+                            .bind("scales", &w.meta)
+                            .bind("xs", args.x)
+                            .bind("ys", &part)
+                            .bind("xs4", args.x)
+                            .params(&pp)
+                            .record()?,
+                    );
+                    out.push(skinny::reduce(
+                        ctx,
+                        &part,
+                        args.y,
+                        &skinny::SkReduceParams {
+                            t: args.t,
+                            n,
+                            splits: sh.splits,
+                            epi: epilogue.code(),
+                            width,
+                            n0: l.n0,
+                            y_off: args.y_offset,
+                            y_stride: args.y_stride,
+                        },
+                    )?);
+                    continue;
+                }
+                launch
             }
             GemmKernel::Tile
             | GemmKernel::Coop

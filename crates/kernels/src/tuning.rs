@@ -126,6 +126,10 @@ pub struct Tuning {
     /// adapter; [`Tuning::for_adapter`] turns it off where the environment
     /// sets `QWGPU_FP8_BLOCK_COOP=0` (A/B measurements without a rebuild).
     pub fp8_block_coop: bool,
+    /// Whether the skinny kernel may split the columns of a launch whose
+    /// grid is small (split-K: partial sums, then a reduction launch). On
+    /// unless `QWGPU_SKINNY=nosplit`.
+    pub skinny_split: bool,
 }
 
 impl Default for Tuning {
@@ -138,6 +142,7 @@ impl Default for Tuning {
             coop_fast_scratch: crate::matmul::coop_fast::SCRATCH_CAP,
             skinny: true,
             fp8_block_coop: true,
+            skinny_split: true,
         }
     }
 }
@@ -156,15 +161,17 @@ impl Tuning {
             coop_fast_scratch: crate::matmul::coop_fast::SCRATCH_CAP,
             skinny: true,
             fp8_block_coop: true,
+            skinny_split: true,
         }
     }
 
-    /// The tuning of the adapter `info` describes; the environment variables
-    /// `QWGPU_SKINNY=0` and `QWGPU_FP8_BLOCK_COOP=0` turn [`Tuning::skinny`]
-    /// and [`Tuning::fp8_block_coop`] off (A/B measurements).
+    /// The tuning of the adapter `info` describes; the environment variable
+    /// `QWGPU_SKINNY` turns [`Tuning::skinny`] off (`0`) or only its column
+    /// splits (`nosplit`), and `QWGPU_FP8_BLOCK_COOP=0` turns
+    /// [`Tuning::fp8_block_coop`] off (A/B measurements).
     pub fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
         let mut t = Self::lookup(info.vendor, &info.name);
-        t.skinny = skinny_switch(std::env::var("QWGPU_SKINNY").ok().as_deref());
+        (t.skinny, t.skinny_split) = skinny_switch(std::env::var("QWGPU_SKINNY").ok().as_deref());
         if std::env::var("QWGPU_FP8_BLOCK_COOP").is_ok_and(|v| v.trim() == "0") {
             tracing::info!("QWGPU_FP8_BLOCK_COOP=0: block-scaled FP8 GEMMs on the earlier paths");
             t.fp8_block_coop = false;
@@ -173,12 +180,14 @@ impl Tuning {
     }
 }
 
-/// [`Tuning::skinny`] from the value of `QWGPU_SKINNY`: off for `0`, `off`, `false`.
-fn skinny_switch(value: Option<&str>) -> bool {
-    !matches!(
-        value.map(|v| v.trim().to_ascii_lowercase()).as_deref(),
-        Some("0" | "off" | "false")
-    )
+/// ([`Tuning::skinny`], [`Tuning::skinny_split`]) from the value of
+/// `QWGPU_SKINNY`: both off for `0`, `off`, `false`; splits off for `nosplit`.
+fn skinny_switch(value: Option<&str>) -> (bool, bool) {
+    match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        Some("0" | "off" | "false") => (false, false),
+        Some("nosplit") => (true, false),
+        _ => (true, true),
+    }
 }
 
 #[cfg(test)]
@@ -187,14 +196,17 @@ mod tests {
 
     #[test]
     fn skinny_switch_reads_the_environment_value() {
-        assert!(skinny_switch(None));
-        assert!(skinny_switch(Some("1")));
-        assert!(skinny_switch(Some("")));
+        assert_eq!(skinny_switch(None), (true, true));
+        assert_eq!(skinny_switch(Some("1")), (true, true));
+        assert_eq!(skinny_switch(Some("")), (true, true));
         for off in ["0", "off", " OFF ", "false"] {
-            assert!(!skinny_switch(Some(off)), "{off}");
+            assert_eq!(skinny_switch(Some(off)), (false, false), "{off}");
         }
-        assert!(Tuning::default().skinny);
-        assert!(Tuning::lookup(0x10de, "NVIDIA H100 80GB HBM3").skinny);
+        assert_eq!(skinny_switch(Some(" NoSplit")), (true, false));
+        let d = Tuning::default();
+        assert!(d.skinny && d.skinny_split);
+        let h = Tuning::lookup(0x10de, "NVIDIA H100 80GB HBM3");
+        assert!(h.skinny && h.skinny_split);
     }
 
     #[test]

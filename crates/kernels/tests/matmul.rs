@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use qwgpu_checkpoint::Dtype;
 use qwgpu_kernels::matmul::{
-    matmul, matmul_gemv_with, matmul_indexed, Epilogue, IndexedArgs, MatmulArgs,
+    matmul, matmul_gemv_with, matmul_indexed, Epilogue, IndexedArgs, MatmulArgs, MAX_VEC_T,
 };
 use qwgpu_kernels::{testing, Dispatch, GpuContext, GpuWeight, KernelError, SmallT};
 use qwgpu_loader::PackedWeight;
@@ -448,7 +448,9 @@ fn small_t_matches_reference_for_every_format_and_scheme() {
 
 /// Dense matmuls of 2..=16 tokens run the small-T kernel (one launch, one
 /// read of the weight for all the tokens), T = 1 the one-token GEMV and
-/// T = 17 a GEMM.
+/// T = 17 a GEMM; where the skinny tensor-core kernel takes the weight
+/// (`decode_block_tokens` says 64), 9..=16 tokens run it instead
+/// (`matmul_coop_skinny.rs` tests its selection).
 #[test]
 fn small_t_is_the_path_of_two_to_sixteen_tokens() {
     let t = testing::contexts()[0];
@@ -471,6 +473,12 @@ fn small_t_is_the_path_of_two_to_sixteen_tokens() {
         for epi in EPILOGUES {
             let d = matmul(ctx, &gw, &args, epi).unwrap();
             let labels: Vec<&str> = d.iter().map(|d| d.label).collect();
+            let skinny =
+                tokens >= 9 && qwgpu_kernels::matmul::decode_block_tokens(ctx, &gw) > MAX_VEC_T;
+            if skinny {
+                assert_eq!(labels[0], "matmul_coop_skinny", "T = {tokens} {epi:?}");
+                continue;
+            }
             let want = match tokens {
                 1 => "matmul_gemv",
                 2..=16 => "matmul_gemv_t",

@@ -119,28 +119,79 @@ struct Cases<'a> {
     wide_rows: bool,
     /// Through the fused RMSNorm (columns and x strides multiples of 4).
     norm: bool,
+    /// Shards of each weight (row ranges cut at unaligned rows, one scale
+    /// or block grid each).
+    shards: usize,
+}
+
+/// A `[rows, cols]` weight in `shards` shards cut at unaligned rows, scales
+/// 0.25..2 for `scheme` (one per shard with `PerShard`).
+fn packed_shards(
+    rng: &mut Rng,
+    dtype: Dtype,
+    rows: usize,
+    cols: usize,
+    scheme: Scheme,
+    shards: usize,
+) -> qwgpu_loader::PackedWeight {
+    if shards <= 1 {
+        return packed(rng, dtype, rows, cols, scheme);
+    }
+    let mut cuts: Vec<usize> = [37usize, 50, 97, 1]
+        .iter()
+        .copied()
+        .filter(|&c| c < rows)
+        .take(shards - 1)
+        .collect();
+    cuts.sort_unstable();
+    let mut parts = Vec::new();
+    let mut o = 0;
+    for c in cuts.into_iter().chain([rows]) {
+        if c > o {
+            parts.push((o, c - o));
+            o = c;
+        }
+    }
+    let data = support::normal_data(rng, dtype, rows * cols);
+    let mut draw = || 0.25 + 1.75 * rng.uniform();
+    support::packed_weight(
+        format!("w{rows}x{cols}s{shards}"),
+        dtype,
+        rows,
+        cols,
+        &parts,
+        scheme,
+        data,
+        &mut draw,
+    )
 }
 
 /// Runs every case of `c` on the skinny kernel of `ctx` (the subgroup count
-/// cycling through the adapter's choice and 2, 4, 8) against the f64
-/// reference; returns the number of cases.
+/// cycling through the adapter's choice and 2, 4, 8, steps of 32 and 64
+/// columns, split-K with 1..8 splits) against the f64 reference; returns the
+/// number of cases.
 fn check_cases(t: &testing::TestContext, ctx: &GpuContext, c: &Cases) -> usize {
     let mut rng = Rng::new(c.seed);
     let mut cases = 0;
-    // The adapter's shape, then forced subgroups and step widths.
-    let shape = |subgroups, columns| SkinnyShape { subgroups, columns };
+    // The adapter's shape, then forced subgroups, step widths and splits
+    // (splits are ignored with the fused norm).
+    let shape = |subgroups, columns, splits| SkinnyShape {
+        subgroups,
+        columns,
+        splits,
+    };
     let shapes = [
-        shape(None, None),
-        shape(Some(2), Some(32)),
-        shape(Some(4), Some(64)),
-        shape(Some(8), Some(32)),
-        shape(Some(2), Some(64)),
-        shape(Some(8), Some(64)),
-        shape(Some(4), Some(32)),
+        shape(None, None, None),
+        shape(Some(2), Some(32), Some(2)),
+        shape(Some(4), Some(64), None),
+        shape(Some(8), Some(32), Some(3)),
+        shape(Some(2), Some(64), Some(8)),
+        shape(Some(8), Some(64), Some(1)),
+        shape(Some(4), Some(32), Some(5)),
     ];
     for &(dtype, scheme) in c.formats {
         for &(rows, cols) in c.sizes {
-            let pw = packed(&mut rng, dtype, rows, cols, scheme);
+            let pw = packed_shards(&mut rng, dtype, rows, cols, scheme, c.shards);
             let wdq = qwgpu_loader::dequantize(&pw).unwrap();
             let gw = GpuWeight::upload(ctx, &pw).unwrap();
             let g: Vec<f32> = rng.normal_vec(cols).iter().map(|v| 0.3 * v).collect();
@@ -257,9 +308,10 @@ const SIZES: [(usize, usize); 3] = [(130, 200), (46, 1030), (258, 37)];
 const NORM_SIZES: [(usize, usize); 3] = [(130, 200), (46, 1028), (258, 36)];
 
 /// E4M3 blocks: 128² (Qwen's; partial sums scaled), 32 × 64 (several block
-/// rows per tile), 16 × 48 (48 columns: not a multiple of the step, scaled
-/// while staging).
-const EXACT_FORMATS: [(Dtype, Scheme); 9] = [
+/// rows per tile), 16 × 32 (blocks narrower than a 64-column step: 32-column
+/// steps), 16 × 48 (48 columns: not a multiple of the step, scaled while
+/// staging).
+const EXACT_FORMATS: [(Dtype, Scheme); 10] = [
     (Dtype::BF16, Scheme::None),
     (Dtype::F16, Scheme::None),
     (Dtype::BF16, Scheme::PerShard { broadcast: true }),
@@ -267,6 +319,7 @@ const EXACT_FORMATS: [(Dtype, Scheme); 9] = [
     (Dtype::F8E4M3, Scheme::PerShard { broadcast: false }),
     (Dtype::F8E4M3, Scheme::Block([128, 128])),
     (Dtype::F8E4M3, Scheme::Block([32, 64])),
+    (Dtype::F8E4M3, Scheme::Block([16, 32])),
     (Dtype::F8E4M3, Scheme::Block([16, 48])),
     (Dtype::F32, Scheme::None),
 ];
@@ -287,6 +340,7 @@ fn skinny_exact_matches_reference() {
                 rel: &exact_rel,
                 wide_rows: true,
                 norm: false,
+                shards: 1,
             },
         );
         assert!(cases > 0, "{}: no exact skinny case ran", t.name);
@@ -314,6 +368,7 @@ fn skinny_exact_fused_norm_matches_reference() {
                 rel: &exact_rel,
                 wide_rows: true,
                 norm: true,
+                shards: 1,
             },
         );
         assert!(cases > 0, "{}: no fused-norm skinny case ran", t.name);
@@ -357,11 +412,64 @@ fn skinny_fast_and_plain_match_reference() {
                         rel: &|_| 2e-3,
                         wide_rows,
                         norm,
+                        shards: 1,
                     },
                 );
             }
         }
         assert!(cases > 0, "{}: no fast or plain skinny case ran", t.name);
+    }
+}
+
+/// Weights of several shards (a fused projection of several checkpoint
+/// tensors): `[k]` per-shard scales and per-shard 128² block grids, rows cut
+/// at unaligned offsets, every epilogue (exact variant).
+#[test]
+fn skinny_several_shards_match_reference() {
+    let formats = [
+        (Dtype::F8E4M3, Scheme::PerShard { broadcast: false }),
+        (Dtype::F8E4M3, Scheme::Block([128, 128])),
+        (Dtype::BF16, Scheme::PerShard { broadcast: false }),
+    ];
+    for t in testing::contexts_with(&[Feature::CooperativeMatrix]) {
+        let cases = check_cases(
+            t,
+            &t.ctx,
+            &Cases {
+                seed: 0x5c1e_0006,
+                formats: &formats,
+                sizes: &[(130, 300), (258, 136)],
+                tokens: &[9, 16, 33],
+                rel: &exact_rel,
+                wide_rows: true,
+                norm: false,
+                shards: 3,
+            },
+        );
+        assert!(cases > 0, "{}: no multi-shard case ran", t.name);
+    }
+}
+
+/// The multi-shard weights of the test above (CPU only, so it runs on every
+/// machine): shards cover the rows in order, and dequantize.
+#[test]
+fn several_shard_weights_cover_their_rows() {
+    let mut rng = Rng::new(7);
+    for scheme in [
+        Scheme::PerShard { broadcast: false },
+        Scheme::Block([128, 128]),
+    ] {
+        for rows in [130usize, 258, 40] {
+            let pw = packed_shards(&mut rng, Dtype::F8E4M3, rows, 136, scheme, 3);
+            assert_eq!(pw.shards.len(), 3, "{rows}");
+            let mut next = 0;
+            for s in &pw.shards {
+                assert_eq!(s.row_offset, next);
+                next += s.rows;
+            }
+            assert_eq!(next, rows);
+            assert_eq!(qwgpu_loader::dequantize(&pw).unwrap().len(), rows * 136);
+        }
     }
 }
 
@@ -380,6 +488,7 @@ fn skinny_token_blocks_past_64() {
                 rel: &exact_rel,
                 wide_rows: false,
                 norm: false,
+                shards: 1,
             },
         );
         assert!(cases > 0, "{}: no multi-block case ran", t.name);
@@ -644,11 +753,14 @@ fn skinny_translates_to_spirv_for_every_override() {
                 for &format in formats {
                     for bits in 0u32..32 {
                         let ck = if bits >> 4 == 1 { 64 } else { 32 };
+                        // Split-K on every other format (its epilogue differs).
+                        let kslice = if format % 2 == 1 { 256 } else { 0 };
                         let constants: naga::back::PipelineConstants = [
                             ("WG", f64::from(nf * sgs)),
                             ("NF", f64::from(nf)),
                             ("MF", f64::from(mf)),
                             ("CK", f64::from(ck)),
+                            ("KSLICE", f64::from(kslice)),
                             ("FORMAT", f64::from(format)),
                             ("EXACT", f64::from(bits & 1)),
                             ("SPLIT", f64::from((bits >> 1) & 1)),
@@ -679,14 +791,15 @@ fn skinny_translates_to_spirv_for_every_override() {
 
 /// The 9B decode step's large projections at T = 16, 32, 64 in BF16 and FP8
 /// (128² blocks, scaled per block in f32): the skinny kernel
-/// (the adapter's shape, and 2, 4, 8 subgroups × 32- and 64-column steps) against what Auto ran
+/// (the adapter's shape; 2, 4, 8 subgroups × 32- and 64-column steps; and
+/// split-K with 3, 4, 8 splits) against what Auto ran
 /// before it (`QWGPU_SKINNY=0`'s path: the small-T GEMV at 16, `mm_coop` or
 /// the GEMM above) and the one-token GEMV's bandwidth on the same weight.
 /// GB/s counts the weight bytes once per launch.
 ///
 /// `cargo test --release -p qwgpu-kernels --test kernels -- --ignored --nocapture --exact matmul_coop_skinny::skinny_bandwidth`
 ///
-/// Output: `BENCH skinny model=9B shape=S format=F t=T kernel=K nf=N ck=C us=U gbps=G t1_pct=P`
+/// Output: `BENCH skinny model=9B shape=S format=F t=T kernel=K nf=N ck=C splits=Z us=U gbps=G t1_pct=P`
 /// (P = this GB/s ÷ the same shape's T = 1 GEMV GB/s), then per format, T
 /// and kernel `BENCH skinny_summary … t1_pct=P` over the four shapes
 /// weighted by their launches per token (Σ count·bytes ÷ Σ count·seconds).
@@ -718,8 +831,8 @@ fn skinny_bandwidth() {
         return;
     }
     let div = if software { 16 } else { 1 };
-    let target: u64 = if software { 1 } else { 2 << 30 };
-    let timer = bench::Timer::new(&ctx, if software { 1 } else { 7 });
+    let target: u64 = if software { 1 } else { 1 << 30 };
+    let timer = bench::Timer::new(&ctx, if software { 1 } else { 5 });
     // (name, rows, cols, epilogue, launches per token of the 9B)
     let shapes = [
         ("gdn.in_proj_qkvz", 12288, 4096, Epilogue::Store, 24),
@@ -727,23 +840,35 @@ fn skinny_bandwidth() {
         ("mlp.gate_up", 24576, 4096, Epilogue::SwiGlu, 32),
         ("mlp.down", 4096, 12288, Epilogue::Accumulate, 32),
     ];
-    let forced = |nf, ck| SkinnyShape {
+    let forced = |nf, ck, splits| SkinnyShape {
         subgroups: Some(nf),
         columns: Some(ck),
+        splits: Some(splits),
     };
-    let kernels: [(&str, SkinnyShape); 8] = [
+    // "skinny_norm": with the fused RMSNorm (what decode runs for the
+    // projections of normalised rows: no splits).
+    let kernels: [(&str, SkinnyShape); 12] = [
         ("skinny", SkinnyShape::default()),
-        ("skinny", forced(2, 32)),
-        ("skinny", forced(4, 32)),
-        ("skinny", forced(8, 32)),
-        ("skinny", forced(2, 64)),
-        ("skinny", forced(4, 64)),
-        ("skinny", forced(8, 64)),
+        ("skinny_norm", SkinnyShape::default()),
+        ("skinny", forced(2, 32, 1)),
+        ("skinny", forced(4, 32, 1)),
+        ("skinny", forced(8, 32, 1)),
+        ("skinny", forced(2, 64, 1)),
+        ("skinny", forced(4, 64, 1)),
+        ("skinny", forced(8, 64, 1)),
+        ("skinny", forced(2, 64, 3)),
+        ("skinny", forced(4, 64, 4)),
+        ("skinny", forced(8, 64, 8)),
         ("before", SkinnyShape::default()),
     ];
     let shape_fields = |s: SkinnyShape| {
         let f = |v: Option<u32>| v.map_or("auto".to_string(), |v| v.to_string());
-        format!("nf={nf} ck={ck}", nf = f(s.subgroups), ck = f(s.columns))
+        format!(
+            "nf={nf} ck={ck} splits={splits}",
+            nf = f(s.subgroups),
+            ck = f(s.columns),
+            splits = f(s.splits)
+        )
     };
     let ts = [16usize, 32, 64];
     for (dtype, fname) in [(Dtype::BF16, "BF16"), (Dtype::F8E4M3, "FP8-block128")] {
@@ -764,6 +889,12 @@ fn skinny_bandwidth() {
             };
             let y = ctx.storage("y", (64 * width * 4) as u64).unwrap();
             let xb = before.upload("x", &vec![0.5f32; 64 * cols]).unwrap();
+            let g = ctx.upload("norm weight", &vec![0.1f32; cols]).unwrap();
+            let fused = FusedNorm {
+                weight: &g,
+                eps: EPS,
+                one_plus: true,
+            };
             let yb = before.storage("y", (64 * width * 4) as u64).unwrap();
             let time = |ctx: &GpuContext,
                         ws: &[GpuWeight],
@@ -771,7 +902,7 @@ fn skinny_bandwidth() {
                         y: &wgpu::Buffer,
                         tokens: usize,
                         shape: SkinnyShape,
-                        skinny: bool| {
+                        kname: &str| {
                 let args = MatmulArgs {
                     x,
                     x_offset: 0,
@@ -783,12 +914,12 @@ fn skinny_bandwidth() {
                 };
                 let launches: Vec<Dispatch> = ws
                     .iter()
-                    .flat_map(|w| {
-                        if skinny {
-                            matmul_skinny_with(ctx, w, &args, epi, None, shape).unwrap()
-                        } else {
-                            matmul(ctx, w, &args, epi).unwrap()
+                    .flat_map(|w| match kname {
+                        "skinny" => matmul_skinny_with(ctx, w, &args, epi, None, shape).unwrap(),
+                        "skinny_norm" => {
+                            matmul_skinny_with(ctx, w, &args, epi, Some(&fused), shape).unwrap()
                         }
+                        _ => matmul(ctx, w, &args, epi).unwrap(),
                     })
                     .collect();
                 let refs: Vec<&Dispatch> = launches.iter().collect();
@@ -796,20 +927,20 @@ fn skinny_bandwidth() {
                 timer.per_launch(ctx, &refs, bench::reps_for(total, target)) * refs.len() as f64
                     / ws.len() as f64
             };
-            let one = time(&ctx, &weights, &x, &y, 1, SkinnyShape::default(), false);
+            let one = time(&ctx, &weights, &x, &y, 1, SkinnyShape::default(), "gemv");
             t1.0 += n * bytes;
             t1.1 += n * one;
             println!(
-                "BENCH skinny model=9B shape={name} format={fname} t=1 kernel=gemv nf=- ck=- us={us:.2} gbps={gbps:.1} t1_pct=100.0",
+                "BENCH skinny model=9B shape={name} format={fname} t=1 kernel=gemv nf=- ck=- splits=- us={us:.2} gbps={gbps:.1} t1_pct=100.0",
                 us = one * 1e6,
                 gbps = bytes / one / 1e9
             );
             for (ti, &tokens) in ts.iter().enumerate() {
                 for (ki, &(kname, shape)) in kernels.iter().enumerate() {
-                    let secs = if kname == "skinny" {
-                        time(&ctx, &weights, &x, &y, tokens, shape, true)
+                    let secs = if kname == "before" {
+                        time(&before, &weights_before, &xb, &yb, tokens, shape, kname)
                     } else {
-                        time(&before, &weights_before, &xb, &yb, tokens, shape, false)
+                        time(&ctx, &weights, &x, &y, tokens, shape, kname)
                     };
                     sums[ti][ki].0 += n * bytes;
                     sums[ti][ki].1 += n * secs;
