@@ -20,6 +20,9 @@ struct Known {
     /// The small-T GEMV's shape (`gemv_bench::gemv_small_t_shapes` prints
     /// the best one per format and token count).
     small_t: SmallT,
+    /// The one-token 4-bit GEMV's shape (`gemv_bench::gemv_int4_shapes`
+    /// prints the best one; the default until measured).
+    int4_gemv: Int4Gemv,
 }
 
 /// Adapters with measured (or, where said, derived) values.
@@ -31,6 +34,7 @@ const KNOWN: &[Known] = &[
         name: "H100 80GB HBM3",
         sms: 132,
         small_t: HOPPER_SMALL_T,
+        int4_gemv: Int4Gemv::DEFAULT,
     },
     // H200: the same GH100 die with the same 132 SMs and register file; not
     // measured separately.
@@ -39,6 +43,7 @@ const KNOWN: &[Known] = &[
         name: "H200",
         sms: 132,
         small_t: HOPPER_SMALL_T,
+        int4_gemv: Int4Gemv::DEFAULT,
     },
 ];
 
@@ -84,6 +89,37 @@ impl SmallT {
     };
 }
 
+/// The workgroup shape of the one-token GEMV of 4-bit weights
+/// (`shaders/matmul_q4.wgsl`: dense `mm_q4` and the MoE decode's
+/// expert-indexed `mm_q4_ids`). A workgroup holds `threads / lanes` teams; a
+/// team's `lanes` threads stride over the 32-column chunks of a row, and each
+/// thread works on `quads` quads of 4 rows at once (4 · `quads` weight loads in
+/// flight per chunk step, the chunk's x values loaded once for all of them).
+/// Values out of range are brought into range by the kernel; only speed
+/// depends on them (`gemv_bench::gemv_int4_shapes` sweeps them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Int4Gemv {
+    /// Threads per workgroup: 64, 128 or 256.
+    pub threads: u32,
+    /// Most threads along one row: 16..=`threads`, a power of two (fewer
+    /// where a row has fewer chunks: rows of 1024 columns are 32 chunks).
+    pub lanes: u32,
+    /// Quads of 4 rows per thread: 1, 2 or 4.
+    pub quads: u32,
+}
+
+impl Int4Gemv {
+    /// The shape every adapter gets unless measured otherwise: 256 threads,
+    /// a team per 128 chunks (a 4096-column row in one step of every
+    /// thread), 2 quads per thread (8 weight loads in flight, 16 rows per
+    /// workgroup on such rows) without the register count of 4 quads.
+    pub const DEFAULT: Self = Self {
+        threads: 256,
+        lanes: 128,
+        quads: 2,
+    };
+}
+
 /// What the kernels tune per adapter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tuning {
@@ -95,6 +131,10 @@ pub struct Tuning {
     /// on the one-token GEMV kernel in blocks of up to 8 tokens instead (the
     /// earlier path, kept for comparison in benchmarks).
     pub small_t: Option<SmallT>,
+    /// The one-token 4-bit GEMV's shape; `None` runs 4-bit weights on the
+    /// one-token kernel of the other formats (`mm_vec`: 4 rows per
+    /// workgroup; kept for comparison in benchmarks).
+    pub int4_gemv: Option<Int4Gemv>,
 }
 
 impl Default for Tuning {
@@ -102,6 +142,7 @@ impl Default for Tuning {
         Self {
             gemv_wave: None,
             small_t: Some(SmallT::DEFAULT),
+            int4_gemv: Some(Int4Gemv::DEFAULT),
         }
     }
 }
@@ -115,6 +156,7 @@ impl Tuning {
         Self {
             gemv_wave: known.map(|k| k.sms * GEMV_GROUPS_PER_SM),
             small_t: Some(known.map_or(SmallT::DEFAULT, |k| k.small_t)),
+            int4_gemv: Some(known.map_or(Int4Gemv::DEFAULT, |k| k.int4_gemv)),
         }
     }
 
@@ -157,5 +199,6 @@ mod tests {
         );
         assert_eq!(Tuning::default().gemv_wave, None);
         assert_eq!(Tuning::default().small_t, Some(SmallT::DEFAULT));
+        assert_eq!(Tuning::default().int4_gemv, Some(Int4Gemv::DEFAULT));
     }
 }

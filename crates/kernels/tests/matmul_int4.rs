@@ -16,12 +16,14 @@
 
 use qwgpu_kernels::int4::{upload_int4, upload_int4_pieces, Int4Host};
 use qwgpu_kernels::matmul::{
-    matmul, matmul_gemv_with, matmul_indexed, matmul_normed, matmul_with, Epilogue, FusedNorm,
-    IndexedArgs, MatmulArgs, MatmulPath,
+    matmul, matmul_gemv_with, matmul_indexed, matmul_indexed_int4_with, matmul_int4_with,
+    matmul_normed, matmul_with, Epilogue, FusedNorm, IndexedArgs, MatmulArgs, MatmulPath,
 };
 use qwgpu_kernels::moe::grouped::{matmul_grouped, moe_group, GroupScratch, GroupedArgs};
 use qwgpu_kernels::view::{Dtype as QDtype, TensorView};
-use qwgpu_kernels::{testing, Dispatch, GpuContext, GpuWeight, KernelError, SmallT, WeightFormat};
+use qwgpu_kernels::{
+    testing, Dispatch, GpuContext, GpuWeight, Int4Gemv, KernelError, SmallT, WeightFormat,
+};
 
 mod support;
 use qwgpu_ops::rng::Rng;
@@ -680,6 +682,232 @@ fn int4_grouped_matches_reference() {
     }
 }
 
+/// Shapes of the 4-bit one-token GEMV (`mm_q4` / `mm_q4_ids`): the default,
+/// the smallest (64 threads, 16 lanes, 1 quad), several teams of short spans,
+/// one team over 256 lanes, 4 quads per thread.
+const INT4_GEMVS: [Int4Gemv; 6] = [
+    Int4Gemv::DEFAULT,
+    Int4Gemv {
+        threads: 64,
+        lanes: 16,
+        quads: 1,
+    },
+    Int4Gemv {
+        threads: 128,
+        lanes: 32,
+        quads: 4,
+    },
+    Int4Gemv {
+        threads: 256,
+        lanes: 256,
+        quads: 1,
+    },
+    Int4Gemv {
+        threads: 256,
+        lanes: 16,
+        quads: 4,
+    },
+    Int4Gemv {
+        threads: 128,
+        lanes: 64,
+        quads: 2,
+    },
+];
+
+/// Every shape of the 4-bit GEMV, dense at one token: rows longer than one
+/// pass of a team (4400 columns: 138 chunks, a partial last one), rows
+/// shorter than the lanes, groups of 32 / 128 and one per row, f16 and f32
+/// scales, row counts that leave a workgroup's last quads empty, pieces;
+/// every epilogue, aligned and unaligned x.
+#[test]
+fn int4_gemv_shapes_match_reference() {
+    for t in testing::contexts() {
+        let seed = testing::seed(0x5eed_440c);
+        let mut rng = Rng::new(seed);
+        for (ci, &(rows, cols, group, f16)) in [
+            (42usize, 4400usize, 128usize, true),
+            (70, 1000, 32, false),
+            (18, 520, 520, true),
+            (130, 64, 64, true),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let q = make_q4(&mut rng, rows, cols, group, f16);
+            let gw = if ci == 3 {
+                upload_int4_pieces(&t.ctx, "split", &q.host(), &[50, 47, 33]).unwrap()
+            } else {
+                upload(&t.ctx, &q, f16)
+            };
+            for (k, shape) in INT4_GEMVS.iter().enumerate() {
+                let epi = EPILOGUES[(ci + k) % 3];
+                let what = format!("seed {seed:#x} [{rows}, {cols}] group {group} {shape:?}");
+                let launch = |ctx: &GpuContext, w: &GpuWeight, a: &MatmulArgs, e: Epilogue| {
+                    let d = matmul_int4_with(ctx, w, a, None, e, Some(shape))?;
+                    assert_eq!(d[0].label, "matmul_gemv_q4");
+                    Ok(d)
+                };
+                dense_case(
+                    t,
+                    &mut rng,
+                    &gw,
+                    &q.w,
+                    1,
+                    epi,
+                    &what,
+                    &launch,
+                    (ci + k) % 2 == 0,
+                );
+            }
+        }
+    }
+}
+
+/// The RMSNorm fused into the 4-bit GEMV, every shape: `norm(x) · Wᵀ`
+/// against the CPU norm then the reference dot products (x rows past one
+/// team's pass, rows shorter than the lanes).
+#[test]
+fn int4_gemv_shapes_fused_norm() {
+    for t in testing::contexts() {
+        let ctx = &t.ctx;
+        let seed = testing::seed(0x5eed_440d);
+        let mut rng = Rng::new(seed);
+        for (ci, &(rows, cols, group)) in [(26usize, 4400usize, 128usize), (66, 260, 32)]
+            .iter()
+            .enumerate()
+        {
+            let q = make_q4(&mut rng, rows, cols, group, ci == 0);
+            let gw = upload(ctx, &q, ci == 0);
+            for (k, shape) in INT4_GEMVS.iter().enumerate() {
+                let epi = EPILOGUES[(ci + k) % 3];
+                let swiglu = epi == Epilogue::SwiGlu;
+                let width = if swiglu { rows / 2 } else { rows };
+                let x_off = 4 * k;
+                let mut xbuf = vec![f32::NAN; x_off + cols + 4];
+                let nw = rng.normal_vec(cols);
+                let r = rng.normal_vec(cols);
+                xbuf[x_off..][..cols].copy_from_slice(&r);
+                let normed = qwgpu_ops::norm::rms_norm_one_plus(&r, &nw, 1e-6);
+                let init = if epi == Epilogue::Accumulate {
+                    rng.normal_vec(width)
+                } else {
+                    vec![f32::NAN; width]
+                };
+                let x = ctx.upload("x", &xbuf).unwrap();
+                let y = ctx.upload("y", &init).unwrap();
+                let nwb = ctx.upload("norm weight", &nw).unwrap();
+                let args = MatmulArgs {
+                    x: &x,
+                    x_offset: x_off as u32,
+                    x_stride: cols as u32,
+                    y: &y,
+                    y_offset: 0,
+                    y_stride: width as u32,
+                    t: 1,
+                };
+                let norm = FusedNorm {
+                    weight: &nwb,
+                    eps: 1e-6,
+                    one_plus: true,
+                };
+                let d = matmul_int4_with(ctx, &gw, &args, Some(&norm), epi, Some(shape)).unwrap();
+                assert_eq!(d[0].label, "matmul_gemv_q4");
+                run(ctx, &d);
+                let got = ctx.read_f32(&y, 0, width).unwrap();
+                let mut want = vec![None; width];
+                for (c, slot) in want.iter_mut().enumerate() {
+                    let (mut v, mut tol) =
+                        support::expected(&normed, &q.w, cols, rows, c, swiglu, REL);
+                    if epi == Epilogue::Accumulate {
+                        v += init[c] as f64;
+                        tol += 1e-6 * init[c].abs() as f64;
+                    }
+                    *slot = Some((v, tol));
+                }
+                let what = format!(
+                    "{t_name} seed {seed:#x} fused norm [{rows}, {cols}] group {group} {shape:?} {epi:?}",
+                    t_name = t.name
+                );
+                support::check(&got, &init, &want, &what);
+            }
+        }
+    }
+}
+
+/// The expert-indexed 4-bit GEMV (MoE decode, one pair per workgroup row),
+/// every shape: runs of equal and scattered ids, an id past the experts
+/// (skipped), split pieces, with and without the fused norm.
+#[test]
+fn int4_gemv_shapes_indexed() {
+    for t in testing::contexts() {
+        let ctx = &t.ctx;
+        let seed = testing::seed(0x5eed_440e);
+        let mut rng = Rng::new(seed);
+        let rpe = 18;
+        let ids_list = [3u32, 3, 0, 7, 1, 2];
+        for (ci, (cols, group, f16, split)) in [
+            (1100usize, 128usize, true, None),
+            (96, 32, false, Some(vec![30usize, 29, 13])),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let q = make_q4(&mut rng, 4 * rpe, cols, group, f16);
+            let gw = match &split {
+                Some(s) => upload_int4_pieces(ctx, "experts", &q.host(), s).unwrap(),
+                None => upload(ctx, &q, f16),
+            };
+            for (k, shape) in INT4_GEMVS.iter().enumerate() {
+                let epi = EPILOGUES[(ci + k) % 3];
+                let x_div = 1 + k % 2;
+                let width = if epi == Epilogue::SwiGlu {
+                    rpe / 2
+                } else {
+                    rpe
+                };
+                let mut c = moe_case(ctx, &mut rng, cols, &ids_list, x_div, width, epi);
+                let y = ctx.upload("y", &c.init).unwrap();
+                // Fused norm where x rows are 16-byte aligned (x_div 2), every other time.
+                let nw = rng.normal_vec(cols);
+                let nwb = ctx.upload("norm weight", &nw).unwrap();
+                let norm = (x_div == 2 && k % 4 == 1).then(|| {
+                    for r in &mut c.xrows {
+                        *r = qwgpu_ops::norm::rms_norm_one_plus(r, &nw, 1e-6);
+                    }
+                    FusedNorm {
+                        weight: &nwb,
+                        eps: 1e-6,
+                        one_plus: true,
+                    }
+                });
+                let args = IndexedArgs {
+                    x: &c.x,
+                    x_stride: c.x_stride as u32,
+                    x_row_div: x_div as u32,
+                    ids: &c.ids,
+                    ids_offset: IDS_OFF as u32,
+                    y: &y,
+                    y_stride: c.y_stride as u32,
+                    pairs: ids_list.len() as u32,
+                    rows_per_expert: rpe as u32,
+                };
+                let d = matmul_indexed_int4_with(ctx, &gw, &args, norm.as_ref(), epi, Some(shape))
+                    .unwrap();
+                assert_eq!(d[0].label, "matmul_indexed_q4");
+                run(ctx, &d);
+                let got = ctx.read_f32(&y, 0, c.init.len()).unwrap();
+                let what = format!(
+                    "{t_name} seed {seed:#x} indexed q4 [{cols}] group {group} pieces {split:?} \
+                     {shape:?} x_div {x_div} norm {n} {epi:?}",
+                    n = norm.is_some(),
+                    t_name = t.name
+                );
+                moe_check(&got, &c, &q.w, cols, rpe, &ids_list, x_div, epi, &what);
+            }
+        }
+    }
+}
+
 /// 4-bit weights have no tensor-core path: forcing it is a typed error, and
 /// Auto runs the scalar GEMM on every adapter. Bad host weights are typed
 /// errors naming the weight.
@@ -711,7 +939,48 @@ fn int4_unsupported_paths_and_bad_weights_are_typed_errors() {
     // One token: the one-token GEMV, or the small-T kernel when a shape is forced.
     let one = MatmulArgs { t: 1, ..args };
     let d = matmul(ctx, &gw, &one, Epilogue::Store).unwrap();
+    let want = if ctx.tuning.int4_gemv.is_some() {
+        "matmul_gemv_q4"
+    } else {
+        "matmul_gemv"
+    };
+    assert_eq!(d[0].label, want);
+    let d = matmul_int4_with(ctx, &gw, &one, None, Epilogue::Store, None).unwrap();
     assert_eq!(d[0].label, "matmul_gemv");
+    // The 4-bit GEMV takes one token of a 4-bit weight only.
+    for (what, r) in [
+        (
+            "T = 20",
+            matmul_int4_with(ctx, &gw, &args, None, Epilogue::Store, None),
+        ),
+        (
+            "BF16",
+            matmul_int4_with(
+                ctx,
+                &GpuWeight::upload(
+                    ctx,
+                    &support::packed_one_shard(
+                        &mut rng,
+                        qwgpu_checkpoint::Dtype::BF16,
+                        8,
+                        64,
+                        support::Scheme::None,
+                    ),
+                )
+                .unwrap(),
+                &one,
+                None,
+                Epilogue::Store,
+                None,
+            ),
+        ),
+    ] {
+        match r {
+            Err(KernelError::Arguments { kernel, .. }) => assert_eq!(kernel, "matmul_int4_with"),
+            Err(e) => panic!("{what}: wrong error {e}"),
+            Ok(_) => panic!("{what} was accepted"),
+        }
+    }
     let d = matmul_gemv_with(ctx, &gw, &one, Epilogue::Store, Some(&SmallT::DEFAULT)).unwrap();
     assert_eq!(d[0].label, "matmul_gemv_t");
     let mut bad = q.host();

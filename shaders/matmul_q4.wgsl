@@ -1,0 +1,273 @@
+// Matmul, one-token GEMV of 4-bit weights (formats Q4 / Q4F32, groups a
+// multiple of the 32-column chunk or one group per row: SCALE_MODE 1), dense
+// (`mm_q4`) and expert-indexed with one pair per workgroup (`mm_q4_ids`, MoE
+// decode). Concatenated after numeric.wgsl, matmul_common.wgsl and
+// matmul_vec_common.wgsl.
+//
+// Why not matmul_vec.wgsl: a 4-bit row is a quarter of a BF16 row's bytes, so
+// its 4 rows per workgroup give each thread one 16-byte load per row and then
+// a reduction: the workgroup's life is mostly latency and barriers. Here a
+// workgroup holds TEAMS = WG / LANES teams; a team's LANES threads stride
+// over the chunks of a row (consecutive threads, consecutive 16-byte chunks:
+// coalesced), and each thread works on QPT quads of 4 rows at once, so one
+// chunk step issues 4 * QPT independent weight loads, the x values of the
+// chunk (8 vec4) are loaded once for all 4 * QPT rows, and one reduction
+// serves TEAMS * QPT * 4 rows.
+//
+// Per element: one and-or (q4_biased: Q4_M + q, exact), one subtraction of
+// Q4_M + zero (exact: q - zero is a small integer), one multiply-add with x;
+// per chunk and row: one scale word (scale and zero point) and one
+// multiply-add of the chunk's partial sum by the scale, (q - zero) * scale
+// summed in f32 as the other vector kernels do.
+
+// Threads of a team (one row span): a power of two dividing WG.
+override LANES: u32 = 128u;
+// Quads of 4 rows per thread: 1, 2 or 4.
+override QPT: u32 = 1u;
+// RMSNorm of x fused (matmul_normed).
+override NORM: bool = false;
+
+override TEAMS: u32 = WG / LANES;
+// Partial sums per output after the first reduction step (LANES >= 16).
+const PARTS: u32 = 8u;
+
+// One quad's per-thread sums: [thread].
+var<workgroup> q4_red: array<vec4<f32>, WG>;
+// [team][PARTS] partial sums of one quad.
+var<workgroup> q4_sums: array<vec4<f32>, 256>;
+// Fused norm: 1 / rms of x.
+var<workgroup> q4_rms: f32;
+var<workgroup> q4_id: u32;
+
+// The 32 x values of one chunk (norm factor applied).
+struct XChunk {
+    x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>,
+    x4: vec4<f32>, x5: vec4<f32>, x6: vec4<f32>, x7: vec4<f32>,
+}
+
+// x values of columns c0..c0+31 of the row starting at element `base`; fast:
+// a whole chunk of a 16-byte aligned row.
+fn x_chunk(base: u32, c0: u32, fast: bool, full: bool) -> XChunk {
+    if (fast) {
+        let i = (base + c0) / 4u;
+        return XChunk(xs4[i], xs4[i + 1u], xs4[i + 2u], xs4[i + 3u],
+                      xs4[i + 4u], xs4[i + 5u], xs4[i + 6u], xs4[i + 7u]);
+    }
+    return XChunk(xv(base, c0, full), xv(base, c0 + 4u, full), xv(base, c0 + 8u, full),
+                  xv(base, c0 + 12u, full), xv(base, c0 + 16u, full), xv(base, c0 + 20u, full),
+                  xv(base, c0 + 24u, full), xv(base, c0 + 28u, full));
+}
+
+// Fused norm: x times the norm weight, and x . x added to *ss.
+fn x_normed(x: XChunk, c0: u32, ss: ptr<function, f32>) -> XChunk {
+    *ss += dot(x.x0, x.x0) + dot(x.x1, x.x1) + dot(x.x2, x.x2) + dot(x.x3, x.x3)
+         + dot(x.x4, x.x4) + dot(x.x5, x.x5) + dot(x.x6, x.x6) + dot(x.x7, x.x7);
+    return XChunk(x.x0 * norm_factor(c0), x.x1 * norm_factor(c0 + 4u),
+                  x.x2 * norm_factor(c0 + 8u), x.x3 * norm_factor(c0 + 12u),
+                  x.x4 * norm_factor(c0 + 16u), x.x5 * norm_factor(c0 + 20u),
+                  x.x6 * norm_factor(c0 + 24u), x.x7 * norm_factor(c0 + 28u));
+}
+
+// The 4 slots' (q - zero) . x over group g of 4 columns (x: those columns).
+fn q4_group(w0: vec4<u32>, w1: vec4<u32>, w2: vec4<u32>, w3: vec4<u32>, g: u32,
+            zb: mat4x4<f32>, x: vec4<f32>) -> vec4<f32> {
+    let d = mat4x4<f32>(q4_biased(w0, g), q4_biased(w1, g), q4_biased(w2, g), q4_biased(w3, g)) - zb;
+    return transpose(d) * x;
+}
+
+// One quad's scaled dot products with one chunk: Σ (q - zero) · x per slot,
+// times the slot's scale at the chunk's group `b`.
+fn q4_quad(s: Slots, ch: u32, b: u32, x: XChunk) -> vec4<f32> {
+    // The 4 weight loads first: independent, all in flight together.
+    let w0 = load_chunk(false, s.lr.x, ch);
+    let w1 = load_chunk(false, s.lr.y, ch);
+    let w2 = load_chunk(true, s.lr.z, ch);
+    let w3 = load_chunk(true, s.lr.w, ch);
+    let a = q4_sz_group(s.sb.x, b);
+    let e = q4_sz_group(s.sb.y, b);
+    let f = q4_sz_group(s.sb.z, b);
+    let h = q4_sz_group(s.sb.w, b);
+    let zb = mat4x4<f32>(Q4_M + a.y, Q4_M + e.y, Q4_M + f.y, Q4_M + h.y);
+    var k = q4_group(w0, w1, w2, w3, 0u, zb, x.x0);
+    k += q4_group(w0, w1, w2, w3, 1u, zb, x.x1);
+    k += q4_group(w0, w1, w2, w3, 2u, zb, x.x2);
+    k += q4_group(w0, w1, w2, w3, 3u, zb, x.x3);
+    k += q4_group(w0, w1, w2, w3, 4u, zb, x.x4);
+    k += q4_group(w0, w1, w2, w3, 5u, zb, x.x5);
+    k += q4_group(w0, w1, w2, w3, 6u, zb, x.x6);
+    k += q4_group(w0, w1, w2, w3, 7u, zb, x.x7);
+    return k * vec4<f32>(a.x, e.x, f.x, h.x);
+}
+
+// (scale, zero point) of group index b of the row whose scale_base is sb.
+fn q4_sz_group(sb: u32, b: u32) -> vec2<f32> {
+    if (FORMAT == 6u) {
+        return vec2<f32>(bitcast<f32>(scales[sb + 2u * b]), bitcast<f32>(scales[sb + 2u * b + 1u]));
+    }
+    return unpack2x16float(scales[sb + b]);
+}
+
+// Sum over the LANES threads of each team of v (one vec4 per thread), in
+// q4_sums[team * PARTS + j], j < PARTS (2 barriers).
+fn q4_reduce(v: vec4<f32>, lid: u32) {
+    q4_red[lid] = v;
+    workgroupBarrier();
+    if (lid < TEAMS * PARTS) {
+        let team = lid / PARTS;
+        let j = lid % PARTS;
+        var s = vec4<f32>(0.0);
+        for (var i = j; i < LANES; i += PARTS) {
+            s += q4_red[team * LANES + i];
+        }
+        q4_sums[lid] = s;
+    }
+    workgroupBarrier();
+}
+
+// The finished dot products of the quad whose reduction is in q4_sums, for
+// team `team` (read by one thread per team).
+fn q4_total(team: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    for (var j = 0u; j < PARTS; j++) {
+        v += q4_sums[team * PARTS + j];
+    }
+    if (NORM) {
+        v *= q4_rms;
+    }
+    return v;
+}
+
+// The GEMV of the workgroup's quads: thread `lid` of team lid / LANES works
+// on quads s0..s3 (the first QPT), x row at element xb, outputs at y element yb.
+fn q4_run(lid: u32, xb: u32, yb: u32, x_aligned: bool, s0: Slots, s1: Slots, s2: Slots, s3: Slots) {
+    let lane = lid % LANES;
+    let team = lid / LANES;
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    var ss = 0.0;
+    let nfull = p.cols / CW;
+    let nch = (p.cols + CW - 1u) / CW;
+    for (var ch = lane; ch < nch; ch += LANES) {
+        let c0 = ch * CW;
+        let full = ch < nfull;
+        // The chunk's group (one per row when the group covers the row).
+        let b = min(c0, p.cols - 1u) / p.block_cols;
+        var x = x_chunk(xb, c0, full && x_aligned, full);
+        if (NORM) {
+            x = x_normed(x, c0, &ss);
+        }
+        a0 += q4_quad(s0, ch, b, x);
+        if (QPT >= 2u) {
+            a1 += q4_quad(s1, ch, b, x);
+        }
+        if (QPT >= 4u) {
+            a2 += q4_quad(s2, ch, b, x);
+            a3 += q4_quad(s3, ch, b, x);
+        }
+    }
+    if (NORM) {
+        // Every team read the whole row of x: team 0's sum is the row's.
+        q4_reduce(vec4<f32>(ss, 0.0, 0.0, 0.0), lid);
+        if (lid == 0u) {
+            var t = 0.0;
+            for (var j = 0u; j < PARTS; j++) {
+                t += q4_sums[j].x;
+            }
+            q4_rms = 1.0 / sqrt(t / f32(p.cols) + p.norm_eps);
+        }
+        workgroupBarrier();
+    }
+    // One reduction per quad; thread 0 of each team stores its quad's outputs.
+    let last = lane == 0u;
+    q4_reduce(a0, lid);
+    if (last) {
+        store(yb, q4_total(team), s0);
+    }
+    if (QPT >= 2u) {
+        q4_reduce(a1, lid);
+        if (last) {
+            store(yb, q4_total(team), s1);
+        }
+    }
+    if (QPT >= 4u) {
+        q4_reduce(a2, lid);
+        if (last) {
+            store(yb, q4_total(team), s2);
+        }
+        q4_reduce(a3, lid);
+        if (last) {
+            store(yb, q4_total(team), s3);
+        }
+    }
+}
+
+// Slots of quad i of this thread's team in the workgroup whose first output is
+// n (rows base: the expert's first row).
+fn q4_slots_of(n: u32, team: u32, i: u32, base: u32) -> Slots {
+    let per = select(4u, 2u, p.epi == 2u);
+    return group_slots(n + (team * QPT + i) * per, base);
+}
+
+// Dense, one token: y[n] for n in [n0, n_end); workgroup g covers TEAMS * QPT quads.
+@compute @workgroup_size(WG)
+fn mm_q4(@builtin(local_invocation_index) lid: u32,
+         @builtin(workgroup_id) wid: vec3<u32>,
+         @builtin(num_workgroups) nwg: vec3<u32>) {
+    let g = wid.y * nwg.x + wid.x;
+    if (g >= p.groups) {
+        return;
+    }
+    let per = select(4u, 2u, p.epi == 2u);
+    let n = p.n0 + g * TEAMS * QPT * per;
+    let team = lid / LANES;
+    let s0 = q4_slots_of(n, team, 0u, 0u);
+    var s1 = s0;
+    var s2 = s0;
+    var s3 = s0;
+    if (QPT >= 2u) {
+        s1 = q4_slots_of(n, team, 1u, 0u);
+    }
+    if (QPT >= 4u) {
+        s2 = q4_slots_of(n, team, 2u, 0u);
+        s3 = q4_slots_of(n, team, 3u, 0u);
+    }
+    q4_run(lid, p.x_off, p.y_off, p.x_aligned != 0u, s0, s1, s2, s3);
+}
+
+// Indexed (MoE decode), one pair per workgroup row: pair q = g / groups_n uses
+// expert ids[ids_off + q] (skipped when >= experts), x row q / x_div, y row q.
+@compute @workgroup_size(WG)
+fn mm_q4_ids(@builtin(local_invocation_index) lid: u32,
+             @builtin(workgroup_id) wid: vec3<u32>,
+             @builtin(num_workgroups) nwg: vec3<u32>) {
+    let g = wid.y * nwg.x + wid.x;
+    if (g >= p.groups) {
+        return;
+    }
+    let q = g / p.groups_n;
+    if (lid == 0u) {
+        q4_id = ids[p.ids_off + q];
+    }
+    let e = workgroupUniformLoad(&q4_id);
+    if (e >= p.experts) {
+        return;
+    }
+    let per = select(4u, 2u, p.epi == 2u);
+    let n = (g % p.groups_n) * TEAMS * QPT * per;
+    let team = lid / LANES;
+    let base = e * p.rpe;
+    let s0 = q4_slots_of(n, team, 0u, base);
+    var s1 = s0;
+    var s2 = s0;
+    var s3 = s0;
+    if (QPT >= 2u) {
+        s1 = q4_slots_of(n, team, 1u, base);
+    }
+    if (QPT >= 4u) {
+        s2 = q4_slots_of(n, team, 2u, base);
+        s3 = q4_slots_of(n, team, 3u, base);
+    }
+    q4_run(lid, (q / p.x_div) * p.x_stride, q * p.y_stride, p.x_stride % 4u == 0u, s0, s1, s2, s3);
+}
