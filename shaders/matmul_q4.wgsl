@@ -14,8 +14,8 @@
 // chunk (8 vec4) are loaded once for all 4 * QPT rows, and one reduction
 // serves TEAMS * QPT * 4 rows.
 //
-// Per element: one and-or (q4_biased: Q4_M + q, exact), one subtraction of
-// Q4_M + zero (exact: q - zero is a small integer), one multiply-add with x;
+// Per element: one and-or (Q4_M + q, exact), one subtraction of Q4_M + zero
+// (exact: q - zero is a small integer), one multiply-add with x;
 // per chunk and row: one scale word (scale and zero point) and one
 // multiply-add of the chunk's partial sum by the scale, (q - zero) * scale
 // summed in f32 as the other vector kernels do.
@@ -68,35 +68,51 @@ fn x_normed(x: XChunk, c0: u32, ss: ptr<function, f32>) -> XChunk {
                   x.x6 * norm_factor(c0 + 24u), x.x7 * norm_factor(c0 + 28u));
 }
 
-// The 4 slots' (q - zero) . x over group g of 4 columns (x: those columns).
-fn q4_group(w0: vec4<u32>, w1: vec4<u32>, w2: vec4<u32>, w3: vec4<u32>, g: u32,
-            zb: mat4x4<f32>, x: vec4<f32>) -> vec4<f32> {
-    let d = mat4x4<f32>(q4_biased(w0, g), q4_biased(w1, g), q4_biased(w2, g), q4_biased(w3, g)) - zb;
-    return transpose(d) * x;
+// k + Σ (q - zero) · x over the 4 nibbles of the 16 bits `h` (q4_biased's
+// trick: or-ing exponents makes Q4_M + q exactly; bias = Q4_M + zero), as
+// chained multiply-adds (no separate product and sum).
+fn q4_fma4(k: f32, h: u32, bias: vec4<f32>, x: vec4<f32>) -> f32 {
+    let d = bitcast<vec4<f32>>((vec4<u32>(h) & vec4<u32>(0xfu, 0xf0u, 0xf00u, 0xf000u))
+        | vec4<u32>(0x4b000000u, 0x49000000u, 0x47000000u, 0x45000000u)) - bias;
+    return fma(d.w, x.w, fma(d.z, x.z, fma(d.y, x.y, fma(d.x, x.x, k))));
 }
 
-// One quad's scaled dot products with one chunk: Σ (q - zero) · x per slot,
-// times the slot's scale at the chunk's group `b`.
-fn q4_quad(s: Slots, ch: u32, b: u32, x: XChunk) -> vec4<f32> {
-    // The 4 weight loads first: independent, all in flight together.
-    let w0 = load_chunk(false, s.lr.x, ch);
-    let w1 = load_chunk(false, s.lr.y, ch);
-    let w2 = load_chunk(true, s.lr.z, ch);
-    let w3 = load_chunk(true, s.lr.w, ch);
-    let a = q4_sz_group(s.sb.x, b);
-    let e = q4_sz_group(s.sb.y, b);
-    let f = q4_sz_group(s.sb.z, b);
-    let h = q4_sz_group(s.sb.w, b);
-    let zb = mat4x4<f32>(Q4_M + a.y, Q4_M + e.y, Q4_M + f.y, Q4_M + h.y);
-    var k = q4_group(w0, w1, w2, w3, 0u, zb, x.x0);
-    k += q4_group(w0, w1, w2, w3, 1u, zb, x.x1);
-    k += q4_group(w0, w1, w2, w3, 2u, zb, x.x2);
-    k += q4_group(w0, w1, w2, w3, 3u, zb, x.x3);
-    k += q4_group(w0, w1, w2, w3, 4u, zb, x.x4);
-    k += q4_group(w0, w1, w2, w3, 5u, zb, x.x5);
-    k += q4_group(w0, w1, w2, w3, 6u, zb, x.x6);
-    k += q4_group(w0, w1, w2, w3, 7u, zb, x.x7);
-    return k * vec4<f32>(a.x, e.x, f.x, h.x);
+// One row's Σ (q - zero) · x over a chunk (w: its 32 nibbles), zero point z.
+// Row by row, so only this row's 4 biases are live next to the chunk's x.
+fn q4_row(w: vec4<u32>, z: f32, x: XChunk) -> f32 {
+    let bias = Q4_M + z;
+    var k = q4_fma4(0.0, w.x, bias, x.x0);
+    k = q4_fma4(k, w.x >> 16u, bias, x.x1);
+    k = q4_fma4(k, w.y, bias, x.x2);
+    k = q4_fma4(k, w.y >> 16u, bias, x.x3);
+    k = q4_fma4(k, w.z, bias, x.x4);
+    k = q4_fma4(k, w.z >> 16u, bias, x.x5);
+    k = q4_fma4(k, w.w, bias, x.x6);
+    return q4_fma4(k, w.w >> 16u, bias, x.x7);
+}
+
+// One quad's chunk: the 4 rows' 32 nibbles and (scale, zero point) at the
+// chunk's group.
+struct Q4Chunk {
+    w0: vec4<u32>, w1: vec4<u32>, w2: vec4<u32>, w3: vec4<u32>,
+    sz0: vec2<f32>, sz1: vec2<f32>, sz2: vec2<f32>, sz3: vec2<f32>,
+}
+
+// Chunk `ch` (group `b`) of quad s. The loop loads every quad's chunk before
+// it computes any, so all of them are in flight together.
+fn q4_load(s: Slots, ch: u32, b: u32) -> Q4Chunk {
+    return Q4Chunk(load_chunk(false, s.lr.x, ch), load_chunk(false, s.lr.y, ch),
+                   load_chunk(true, s.lr.z, ch), load_chunk(true, s.lr.w, ch),
+                   q4_sz_group(s.sb.x, b), q4_sz_group(s.sb.y, b),
+                   q4_sz_group(s.sb.z, b), q4_sz_group(s.sb.w, b));
+}
+
+// acc + one quad's scaled dot products with one chunk: Σ (q - zero) · x per
+// slot, times the slot's scale.
+fn q4_quad(acc: vec4<f32>, c: Q4Chunk, x: XChunk) -> vec4<f32> {
+    let k = vec4<f32>(q4_row(c.w0, c.sz0.y, x), q4_row(c.w1, c.sz1.y, x),
+                      q4_row(c.w2, c.sz2.y, x), q4_row(c.w3, c.sz3.y, x));
+    return fma(k, vec4<f32>(c.sz0.x, c.sz1.x, c.sz2.x, c.sz3.x), acc);
 }
 
 // (scale, zero point) of group index b of the row whose scale_base is sb.
@@ -154,17 +170,28 @@ fn q4_run(lid: u32, xb: u32, yb: u32, x_aligned: bool, s0: Slots, s1: Slots, s2:
         let full = ch < nfull;
         // The chunk's group (one per row when the group covers the row).
         let b = min(c0, p.cols - 1u) / p.block_cols;
+        let c0w = q4_load(s0, ch, b);
+        var c1w = c0w;
+        var c2w = c0w;
+        var c3w = c0w;
+        if (QPT >= 2u) {
+            c1w = q4_load(s1, ch, b);
+        }
+        if (QPT >= 4u) {
+            c2w = q4_load(s2, ch, b);
+            c3w = q4_load(s3, ch, b);
+        }
         var x = x_chunk(xb, c0, full && x_aligned, full);
         if (NORM) {
             x = x_normed(x, c0, &ss);
         }
-        a0 += q4_quad(s0, ch, b, x);
+        a0 = q4_quad(a0, c0w, x);
         if (QPT >= 2u) {
-            a1 += q4_quad(s1, ch, b, x);
+            a1 = q4_quad(a1, c1w, x);
         }
         if (QPT >= 4u) {
-            a2 += q4_quad(s2, ch, b, x);
-            a3 += q4_quad(s3, ch, b, x);
+            a2 = q4_quad(a2, c2w, x);
+            a3 = q4_quad(a3, c3w, x);
         }
     }
     if (NORM) {
