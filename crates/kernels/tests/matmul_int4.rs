@@ -17,16 +17,15 @@
 use qwgpu_kernels::int4::{upload_int4, upload_int4_pieces, Int4Host};
 use qwgpu_kernels::matmul::{
     matmul, matmul_gemv_with, matmul_indexed, matmul_indexed_int4_with, matmul_int4_with,
-    matmul_normed, matmul_with, Epilogue, FusedNorm, IndexedArgs, MatmulArgs, MatmulPath,
+    matmul_normed, matmul_with, Epilogue, FusedNorm, MatmulArgs, MatmulPath,
 };
 use qwgpu_kernels::moe::grouped::{matmul_grouped, moe_group, GroupScratch, GroupedArgs};
 use qwgpu_kernels::view::{Dtype as QDtype, TensorView};
-use qwgpu_kernels::{
-    testing, Dispatch, GpuContext, GpuWeight, Int4Gemv, KernelError, SmallT, WeightFormat,
-};
+use qwgpu_kernels::{testing, GpuContext, GpuWeight, Int4Gemv, KernelError, SmallT, WeightFormat};
 
 mod support;
 use qwgpu_ops::rng::Rng;
+use support::matmul_case::{self, make_x, moe_case, run, IDS_OFF};
 
 const EPILOGUES: [Epilogue; 3] = [Epilogue::Store, Epilogue::Accumulate, Epilogue::SwiGlu];
 const REL: f64 = 2e-5;
@@ -110,109 +109,6 @@ fn upload(ctx: &GpuContext, q: &Q4, f16_scales: bool) -> GpuWeight {
     gw
 }
 
-fn run(ctx: &GpuContext, d: &[Dispatch]) {
-    let refs: Vec<&Dispatch> = d.iter().collect();
-    ctx.run("int4 matmul test", &refs).unwrap();
-}
-
-/// x buffer of `rows` rows of `cols` values (normal), `stride` apart from `offset`; NaN everywhere else.
-fn make_x(
-    rng: &mut Rng,
-    offset: usize,
-    stride: usize,
-    rows: usize,
-    cols: usize,
-) -> (Vec<f32>, Vec<Vec<f32>>) {
-    let len = offset + (rows - 1) * stride + cols + 3;
-    let mut buf = vec![f32::NAN; len];
-    let mut xrows = Vec::new();
-    for t in 0..rows {
-        let r = rng.normal_vec(cols);
-        buf[offset + t * stride..][..cols].copy_from_slice(&r);
-        xrows.push(r);
-    }
-    (buf, xrows)
-}
-
-type MatmulFn<'f> = &'f dyn Fn(
-    &GpuContext,
-    &GpuWeight,
-    &MatmulArgs,
-    Epilogue,
-) -> Result<Vec<Dispatch>, KernelError>;
-
-/// One dense matmul (launches from `launch`) with random offsets and strides
-/// (`aligned`: x offset and stride multiples of 4), checked against `w`.
-#[allow(clippy::too_many_arguments)]
-fn dense_case(
-    t: &testing::TestContext,
-    rng: &mut Rng,
-    gw: &GpuWeight,
-    w: &[f32],
-    tokens: usize,
-    epi: Epilogue,
-    what: &str,
-    launch: MatmulFn<'_>,
-    aligned: bool,
-) {
-    let ctx = &t.ctx;
-    let (rows, cols) = (gw.rows, gw.cols);
-    let swiglu = epi == Epilogue::SwiGlu;
-    let width = if swiglu { rows / 2 } else { rows };
-    let (x_off, x_stride) = if aligned {
-        (
-            4 * (rng.uniform() * 2.0) as usize,
-            cols.next_multiple_of(4) + 4 * (rng.uniform() * 2.0) as usize,
-        )
-    } else {
-        (
-            (rng.uniform() * 5.0) as usize,
-            cols + (rng.uniform() * 3.0) as usize,
-        )
-    };
-    let y_off = (rng.uniform() * 5.0) as usize;
-    let y_stride = width + (rng.uniform() * 3.0) as usize;
-    let (xbuf, xrows) = make_x(rng, x_off, x_stride, tokens, cols);
-    let ylen = y_off + (tokens - 1) * y_stride + width + 2;
-    let init: Vec<f32> = if epi == Epilogue::Accumulate {
-        rng.normal_vec(ylen)
-    } else {
-        vec![f32::NAN; ylen]
-    };
-    let x = ctx.upload("x", &xbuf).unwrap();
-    let y = ctx.upload("y", &init).unwrap();
-    let args = MatmulArgs {
-        x: &x,
-        x_offset: x_off as u32,
-        x_stride: x_stride as u32,
-        y: &y,
-        y_offset: y_off as u32,
-        y_stride: y_stride as u32,
-        t: tokens as u32,
-    };
-    let d = launch(ctx, gw, &args, epi)
-        .unwrap_or_else(|e| panic!("{t_name} {what}: {e}", t_name = t.name));
-    run(ctx, &d);
-    let got = ctx.read_f32(&y, 0, ylen).unwrap();
-    let mut want = vec![None; ylen];
-    for (ti, xr) in xrows.iter().enumerate() {
-        for c in 0..width {
-            let (mut v, mut tol) = support::expected(xr, w, cols, rows, c, swiglu, REL);
-            let i = y_off + ti * y_stride + c;
-            if epi == Epilogue::Accumulate {
-                v += init[i] as f64;
-                tol += 1e-6 * init[i].abs() as f64;
-            }
-            want[i] = Some((v, tol));
-        }
-    }
-    let what = format!(
-        "{t_name} {what} T={tokens} {epi:?} x_off {x_off} x_stride {x_stride} y_off {y_off} y_stride {y_stride}",
-        t_name = t.name
-    );
-    support::check(&got, &init, &want, &what);
-}
-
 /// (rows, cols, group): groups of 32 / 64 / 128 and one per row, columns not
 /// a multiple of the group, of 8 or of the 32-column chunk, rows not a
 /// multiple of the 4-row slots or the 64-row tiles; groups of 20 and 12
@@ -249,7 +145,9 @@ fn int4_matches_reference_on_every_path() {
                             f = gw.format
                         );
                         let aligned = (si + k + j) % 2 == 0;
-                        dense_case(t, &mut rng, &gw, &q.w, tokens, epi, &what, &matmul, aligned);
+                        matmul_case::dense_case(
+                            t, &mut rng, &gw, &q.w, tokens, epi, &what, &matmul, aligned, REL,
+                        );
                     }
                 }
             }
@@ -268,7 +166,7 @@ fn int4_every_token_count() {
         for tokens in (1..=18).chain([65]) {
             let epi = EPILOGUES[tokens % 3];
             let what = format!("seed {seed:#x} [34, 76] group 32");
-            dense_case(
+            matmul_case::dense_case(
                 t,
                 &mut rng,
                 &gw,
@@ -278,6 +176,7 @@ fn int4_every_token_count() {
                 &what,
                 &matmul,
                 tokens % 2 == 0,
+                REL,
             );
         }
     }
@@ -325,7 +224,18 @@ fn int4_small_t_shapes() {
                     let launch = |ctx: &GpuContext, w: &GpuWeight, a: &MatmulArgs, e: Epilogue| {
                         matmul_gemv_with(ctx, w, a, e, shape.as_ref())
                     };
-                    dense_case(t, &mut rng, &gw, &q.w, tokens, epi, &what, &launch, j != 1);
+                    matmul_case::dense_case(
+                        t,
+                        &mut rng,
+                        &gw,
+                        &q.w,
+                        tokens,
+                        epi,
+                        &what,
+                        &launch,
+                        j != 1,
+                        REL,
+                    );
                 }
             }
         }
@@ -349,7 +259,9 @@ fn int4_long_rows_and_wide_launches() {
                 (3, Epilogue::Accumulate),
             ] {
                 let what = format!("seed {seed:#x} [{rows}, {cols}] group {group}");
-                dense_case(t, &mut rng, &gw, &q.w, tokens, epi, &what, &matmul, true);
+                matmul_case::dense_case(
+                    t, &mut rng, &gw, &q.w, tokens, epi, &what, &matmul, true, REL,
+                );
             }
         }
     }
@@ -369,7 +281,9 @@ fn int4_over_split_weights() {
             for epi in EPILOGUES {
                 for tokens in [1, 5, 17] {
                     let what = format!("seed {seed:#x} pieces {split:?} group {group}");
-                    dense_case(t, &mut rng, &gw, &q.w, tokens, epi, &what, &matmul, true);
+                    matmul_case::dense_case(
+                        t, &mut rng, &gw, &q.w, tokens, epi, &what, &matmul, true, REL,
+                    );
                 }
             }
         }
@@ -450,94 +364,6 @@ fn int4_fused_norm() {
     }
 }
 
-/// MoE inputs: x rows (`x_stride` apart), ids buffer (pair ids from element
-/// `IDS_OFF`), poisoned or random y.
-struct MoeCase {
-    x: wgpu::Buffer,
-    xrows: Vec<Vec<f32>>,
-    x_stride: usize,
-    ids: wgpu::Buffer,
-    init: Vec<f32>,
-    y_stride: usize,
-    width: usize,
-}
-
-const IDS_OFF: usize = 3;
-
-fn moe_case(
-    ctx: &GpuContext,
-    rng: &mut Rng,
-    cols: usize,
-    ids_list: &[u32],
-    x_div: usize,
-    width: usize,
-    epi: Epilogue,
-) -> MoeCase {
-    let pairs = ids_list.len();
-    let x_rows = (pairs - 1) / x_div + 1;
-    let x_stride = if x_div == 1 {
-        cols + 1
-    } else {
-        cols.next_multiple_of(4)
-    };
-    let (xbuf, xrows) = make_x(rng, 0, x_stride, x_rows, cols);
-    let mut ids_buf = vec![99u32; IDS_OFF];
-    ids_buf.extend_from_slice(ids_list);
-    ids_buf.push(98);
-    let y_stride = width + 3;
-    let ylen = (pairs - 1) * y_stride + width + 2;
-    let init = if epi == Epilogue::Accumulate {
-        rng.normal_vec(ylen)
-    } else {
-        vec![f32::NAN; ylen]
-    };
-    MoeCase {
-        x: ctx.upload("x", &xbuf).unwrap(),
-        xrows,
-        x_stride,
-        ids: ctx.upload("ids", &ids_buf).unwrap(),
-        init,
-        y_stride,
-        width,
-    }
-}
-
-/// Checks y of an MoE matmul (rows per expert `rpe`) against the reference.
-#[allow(clippy::too_many_arguments)]
-fn moe_check(
-    got: &[f32],
-    c: &MoeCase,
-    w: &[f32],
-    cols: usize,
-    rpe: usize,
-    ids_list: &[u32],
-    x_div: usize,
-    epi: Epilogue,
-    what: &str,
-) {
-    let experts = w.len() / (rpe * cols);
-    let mut want = vec![None; c.init.len()];
-    for (p, &e) in ids_list.iter().enumerate() {
-        let e = e as usize;
-        if e >= experts {
-            continue;
-        }
-        let we = &w[e * rpe * cols..(e + 1) * rpe * cols];
-        for col in 0..c.width {
-            let swiglu = epi == Epilogue::SwiGlu;
-            let (mut v, mut tol) =
-                support::expected(&c.xrows[p / x_div], we, cols, rpe, col, swiglu, REL);
-            let i = p * c.y_stride + col;
-            if epi == Epilogue::Accumulate {
-                v += c.init[i] as f64;
-                tol += 1e-6 * c.init[i].abs() as f64;
-            }
-            want[i] = Some((v, tol));
-        }
-    }
-    support::check(got, &c.init, &want, what);
-}
-
 fn ids_sets() -> Vec<Vec<u32>> {
     vec![
         vec![2],
@@ -578,17 +404,7 @@ fn int4_indexed_matches_reference() {
                     };
                     let c = moe_case(ctx, &mut rng, cols, ids_list, x_div, width, epi);
                     let y = ctx.upload("y", &c.init).unwrap();
-                    let args = IndexedArgs {
-                        x: &c.x,
-                        x_stride: c.x_stride as u32,
-                        x_row_div: x_div as u32,
-                        ids: &c.ids,
-                        ids_offset: IDS_OFF as u32,
-                        y: &y,
-                        y_stride: c.y_stride as u32,
-                        pairs: ids_list.len() as u32,
-                        rows_per_expert: rpe as u32,
-                    };
+                    let args = c.args(&y, rpe);
                     run(ctx, &matmul_indexed(ctx, &gw, &args, epi).unwrap());
                     let got = ctx.read_f32(&y, 0, c.init.len()).unwrap();
                     let what = format!(
@@ -596,7 +412,7 @@ fn int4_indexed_matches_reference() {
                          ids {ids_list:?} x_div {x_div} {epi:?}",
                         t_name = t.name
                     );
-                    moe_check(&got, &c, &q.w, cols, rpe, ids_list, x_div, epi, &what);
+                    c.check(&got, &q.w, cols, rpe, epi, REL, &what);
                 }
             }
         }
@@ -676,7 +492,7 @@ fn int4_grouped_matches_reference() {
                      pairs {pairs} x_div {x_div} {epi:?}",
                     t_name = t.name
                 );
-                moe_check(&got, &c, &q.w, cols, rpe, ids_list, x_div, epi, &what);
+                c.check(&got, &q.w, cols, rpe, epi, REL, &what);
             }
         }
     }
@@ -747,7 +563,7 @@ fn int4_gemv_shapes_match_reference() {
                     assert_eq!(d[0].label, "matmul_gemv_q4");
                     Ok(d)
                 };
-                dense_case(
+                matmul_case::dense_case(
                     t,
                     &mut rng,
                     &gw,
@@ -757,6 +573,7 @@ fn int4_gemv_shapes_match_reference() {
                     &what,
                     &launch,
                     (ci + k) % 2 == 0,
+                    REL,
                 );
             }
         }
@@ -880,17 +697,7 @@ fn int4_gemv_shapes_indexed() {
                         one_plus: true,
                     }
                 });
-                let args = IndexedArgs {
-                    x: &c.x,
-                    x_stride: c.x_stride as u32,
-                    x_row_div: x_div as u32,
-                    ids: &c.ids,
-                    ids_offset: IDS_OFF as u32,
-                    y: &y,
-                    y_stride: c.y_stride as u32,
-                    pairs: ids_list.len() as u32,
-                    rows_per_expert: rpe as u32,
-                };
+                let args = c.args(&y, rpe);
                 let d = matmul_indexed_int4_with(ctx, &gw, &args, norm.as_ref(), epi, Some(shape))
                     .unwrap();
                 assert_eq!(d[0].label, "matmul_indexed_q4");
@@ -902,7 +709,7 @@ fn int4_gemv_shapes_indexed() {
                     n = norm.is_some(),
                     t_name = t.name
                 );
-                moe_check(&got, &c, &q.w, cols, rpe, &ids_list, x_div, epi, &what);
+                c.check(&got, &q.w, cols, rpe, epi, REL, &what);
             }
         }
     }
@@ -1045,7 +852,9 @@ fn int4_packed_weight_uploads_through_gpu_weight() {
                 (20, Epilogue::Accumulate),
             ] {
                 let what = format!("seed {seed:#x} packed int4 pieces {n}", n = gw.pieces.len());
-                dense_case(t, &mut rng, &gw, &wdq, tokens, epi, &what, &matmul, true);
+                matmul_case::dense_case(
+                    t, &mut rng, &gw, &wdq, tokens, epi, &what, &matmul, true, REL,
+                );
             }
         }
     }
