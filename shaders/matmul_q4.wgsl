@@ -24,6 +24,13 @@
 override LANES: u32 = 128u;
 // Quads of 4 rows per thread: 1, 2 or 4.
 override QPT: u32 = 1u;
+// Interleaved words: a thread's 4 words of a row per step are LANES words
+// apart (one u32 load each, consecutive threads on consecutive words)
+// instead of one 16-byte chunk. Its x values are then 32-byte runs at a
+// 32-byte thread stride instead of 128-byte ones at a 128-byte stride: a
+// warp's x loads touch a quarter of the cache lines per instruction. Costs
+// 4 loads per row and step, and a scale word per word.
+override IL: bool = false;
 // RMSNorm of x fused (matmul_normed).
 override NORM: bool = false;
 
@@ -89,6 +96,87 @@ fn q4_row(w: vec4<u32>, z: f32, x: XChunk) -> f32 {
     k = q4_fma4(k, w.z >> 16u, bias, x.x5);
     k = q4_fma4(k, w.w, bias, x.x6);
     return q4_fma4(k, w.w >> 16u, bias, x.x7);
+}
+
+// Interleaved words (IL): one row's 4 words and, per word, its group's
+// scale and zero point.
+struct Q4RowWords {
+    w: vec4<u32>,
+    sc: vec4<f32>,
+    z: vec4<f32>,
+}
+
+// A quad's rows (IL).
+struct Q4Words {
+    r0: Q4RowWords, r1: Q4RowWords, r2: Q4RowWords, r3: Q4RowWords,
+}
+
+// Word `wi` (< nw, the row's words; clamped so a word past them reads a
+// valid one, whose x values are 0) of slot row lr.
+fn q4_word(in_b: bool, lr: u32, wi: u32, nw: u32) -> u32 {
+    let i = min(wi, nw - 1u);
+    if (p.epi == 2u && in_b) {
+        return wb[lr * p.stride4 + i / 4u][i % 4u];
+    }
+    return wa[lr * p.stride4 + i / 4u][i % 4u];
+}
+
+// The 4 words wi of one row (scale base sb), groups b.
+fn q4_row_words(in_b: bool, lr: u32, sb: u32, wi: vec4<u32>, b: vec4<u32>, nw: u32) -> Q4RowWords {
+    let a = q4_sz_group(sb, b.x);
+    let e = q4_sz_group(sb, b.y);
+    let f = q4_sz_group(sb, b.z);
+    let h = q4_sz_group(sb, b.w);
+    return Q4RowWords(vec4<u32>(q4_word(in_b, lr, wi.x, nw), q4_word(in_b, lr, wi.y, nw),
+                                q4_word(in_b, lr, wi.z, nw), q4_word(in_b, lr, wi.w, nw)),
+                      vec4<f32>(a.x, e.x, f.x, h.x), vec4<f32>(a.y, e.y, f.y, h.y));
+}
+
+fn q4_load_words(s: Slots, wi: vec4<u32>, b: vec4<u32>, nw: u32) -> Q4Words {
+    return Q4Words(q4_row_words(false, s.lr.x, s.sb.x, wi, b, nw),
+                   q4_row_words(false, s.lr.y, s.sb.y, wi, b, nw),
+                   q4_row_words(true, s.lr.z, s.sb.z, wi, b, nw),
+                   q4_row_words(true, s.lr.w, s.sb.w, wi, b, nw));
+}
+
+// One row's Σ (q - zero) · x · scale over its 4 interleaved words (word k:
+// x values x_{2k}, x_{2k+1}).
+fn q4_row_il(r: Q4RowWords, x: XChunk) -> f32 {
+    let b0 = Q4_M + r.z.x;
+    let b1 = Q4_M + r.z.y;
+    let b2 = Q4_M + r.z.z;
+    let b3 = Q4_M + r.z.w;
+    let k0 = q4_fma4(q4_fma4(0.0, r.w.x, b0, x.x0), r.w.x >> 16u, b0, x.x1);
+    let k1 = q4_fma4(q4_fma4(0.0, r.w.y, b1, x.x2), r.w.y >> 16u, b1, x.x3);
+    let k2 = q4_fma4(q4_fma4(0.0, r.w.z, b2, x.x4), r.w.z >> 16u, b2, x.x5);
+    let k3 = q4_fma4(q4_fma4(0.0, r.w.w, b3, x.x6), r.w.w >> 16u, b3, x.x7);
+    return fma(k3, r.sc.w, fma(k2, r.sc.z, fma(k1, r.sc.y, k0 * r.sc.x)));
+}
+
+fn q4_quad_il(acc: vec4<f32>, q: Q4Words, x: XChunk) -> vec4<f32> {
+    return acc + vec4<f32>(q4_row_il(q.r0, x), q4_row_il(q.r1, x), q4_row_il(q.r2, x), q4_row_il(q.r3, x));
+}
+
+// The x values of a word's 8 columns.
+struct XWord {
+    lo: vec4<f32>,
+    hi: vec4<f32>,
+}
+
+// The 8 x values of the columns from cw (fused norm: normed, x . x added to *ss).
+fn x_word(base: u32, cw: u32, aligned: bool, ss: ptr<function, f32>) -> XWord {
+    let full = cw + 8u <= p.cols;
+    var v: XWord;
+    if (full && aligned) {
+        v = XWord(xs4[(base + cw) / 4u], xs4[(base + cw) / 4u + 1u]);
+    } else {
+        v = XWord(xv(base, cw, full), xv(base, cw + 4u, full));
+    }
+    if (NORM) {
+        *ss += dot(v.lo, v.lo) + dot(v.hi, v.hi);
+        v = XWord(v.lo * norm_factor(cw), v.hi * norm_factor(cw + 4u));
+    }
+    return v;
 }
 
 // One quad's chunk: the 4 rows' 32 nibbles and (scale, zero point) at the
@@ -165,7 +253,41 @@ fn q4_run(lid: u32, xb: u32, yb: u32, x_aligned: bool, s0: Slots, s1: Slots, s2:
     var ss = 0.0;
     let nfull = p.cols / CW;
     let nch = (p.cols + CW - 1u) / CW;
-    for (var ch = lane; ch < nch; ch += LANES) {
+    if (IL) {
+        // Steps of LANES chunks (4 * LANES words), the team's threads on
+        // consecutive words.
+        let nw = 4u * nch;
+        for (var st = 0u; st * LANES < nch; st++) {
+            let wi = st * 4u * LANES + lane + vec4<u32>(0u, 1u, 2u, 3u) * LANES;
+            let cw = 8u * wi;
+            let b = min(cw, vec4<u32>(p.cols - 1u)) / p.block_cols;
+            let q0 = q4_load_words(s0, wi, b, nw);
+            var q1 = q0;
+            var q2 = q0;
+            var q3 = q0;
+            if (QPT >= 2u) {
+                q1 = q4_load_words(s1, wi, b, nw);
+            }
+            if (QPT >= 4u) {
+                q2 = q4_load_words(s2, wi, b, nw);
+                q3 = q4_load_words(s3, wi, b, nw);
+            }
+            let e0 = x_word(xb, cw.x, x_aligned, &ss);
+            let e1 = x_word(xb, cw.y, x_aligned, &ss);
+            let e2 = x_word(xb, cw.z, x_aligned, &ss);
+            let e3 = x_word(xb, cw.w, x_aligned, &ss);
+            let x = XChunk(e0.lo, e0.hi, e1.lo, e1.hi, e2.lo, e2.hi, e3.lo, e3.hi);
+            a0 = q4_quad_il(a0, q0, x);
+            if (QPT >= 2u) {
+                a1 = q4_quad_il(a1, q1, x);
+            }
+            if (QPT >= 4u) {
+                a2 = q4_quad_il(a2, q2, x);
+                a3 = q4_quad_il(a3, q3, x);
+            }
+        }
+    }
+    for (var ch = lane; ch < nch && !IL; ch += LANES) {
         let c0 = ch * CW;
         let full = ch < nfull;
         // The chunk's group (one per row when the group covers the row).

@@ -48,6 +48,7 @@ pub(super) struct Shape {
     pub lanes: u32,
     /// Quads per thread.
     pub quads: u32,
+    pub interleave: bool,
 }
 
 impl Shape {
@@ -72,6 +73,7 @@ pub(super) fn shape(cfg: &Int4Gemv, chunks: u32) -> Shape {
         threads,
         lanes,
         quads: pow2(cfg.quads, 1, 4),
+        interleave: cfg.interleave,
     }
 }
 
@@ -88,6 +90,7 @@ pub(super) fn launch<'a>(
         .constant("WG", s.threads)
         .constant("LANES", s.lanes)
         .constant("QPT", s.quads)
+        .constant("IL", u32::from(s.interleave))
         .constant("NORM", u32::from(norm))
         .constant("FORMAT", w.format as u32)
 }
@@ -101,6 +104,7 @@ mod tests {
             threads,
             lanes,
             quads,
+            interleave: false,
         }
     }
 

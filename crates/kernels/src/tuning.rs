@@ -106,6 +106,11 @@ pub struct Int4Gemv {
     pub lanes: u32,
     /// Quads of 4 rows per thread: 1, 2 or 4.
     pub quads: u32,
+    /// A thread's 4 words of a row per step `lanes` words apart (consecutive
+    /// threads on consecutive words: 4 loads of 4 bytes) instead of one
+    /// 16-byte chunk: the threads' x values are then 32-byte runs, not
+    /// 128-byte ones, and a warp's x loads touch a quarter of the cache lines.
+    pub interleave: bool,
 }
 
 impl Int4Gemv {
@@ -117,6 +122,7 @@ impl Int4Gemv {
         threads: 256,
         lanes: 128,
         quads: 2,
+        interleave: false,
     };
 }
 

@@ -426,10 +426,11 @@ impl Int4Kernel {
             Int4Kernel::Auto => "kernel=auto".into(),
             Int4Kernel::With(None) => "kernel=gemv".into(),
             Int4Kernel::With(Some(g)) => format!(
-                "kernel=gemv_q4 threads={threads} lanes={lanes} quads={quads}",
+                "kernel=gemv_q4 threads={threads} lanes={lanes} quads={quads} interleave={il}",
                 threads = g.threads,
                 lanes = g.lanes,
-                quads = g.quads
+                quads = g.quads,
+                il = g.interleave
             ),
         }
     }
@@ -755,29 +756,33 @@ fn gemv_int4_bandwidth() {
 }
 
 /// The one-token kernels [`gemv_int4_shapes`] times: what `matmul` picks,
-/// the path before the 4-bit GEMV, and the 4-bit GEMV in 128 or 256 threads,
-/// 16..256 lanes per row and 1, 2 or 4 quads per thread.
+/// the path before the 4-bit GEMV, and the 4-bit GEMV in 128 or 256
+/// threads, 32..256 lanes per row (rows of fewer chunks take fewer), 1, 2 or
+/// 4 quads per thread, chunks or interleaved words.
 fn int4_kernels() -> Vec<Int4Kernel> {
     let mut kernels = vec![Int4Kernel::Auto, Int4Kernel::With(None)];
-    for threads in [128, 256] {
-        for lanes in [16, 32, 64, 128, 256] {
-            if lanes > threads {
-                continue;
-            }
-            for quads in [1, 2, 4] {
-                kernels.push(Int4Kernel::With(Some(Int4Gemv {
-                    threads,
-                    lanes,
-                    quads,
-                })));
+    for interleave in [false, true] {
+        for threads in [128, 256] {
+            for lanes in [32, 64, 128, 256] {
+                if lanes > threads {
+                    continue;
+                }
+                for quads in [1, 2, 4] {
+                    kernels.push(Int4Kernel::With(Some(Int4Gemv {
+                        threads,
+                        lanes,
+                        quads,
+                        interleave,
+                    })));
+                }
             }
         }
     }
     kernels
 }
 
-/// (threads, lanes, quads) of a 4-bit GEMV launch.
-type Int4Key = (u32, u32, u32);
+/// (threads, lanes, quads, interleave) of a 4-bit GEMV launch.
+type Int4Key = (u32, u32, u32, bool);
 
 /// The shape `kernel` runs on rows of `chunks` 32-column chunks (the 4-bit
 /// GEMV brings lanes down to the row's chunks, rounded up to a power of two,
@@ -786,7 +791,7 @@ fn int4_key(kernel: Int4Kernel, chunks: usize) -> Option<Int4Key> {
     match kernel {
         Int4Kernel::With(Some(g)) => {
             let lanes = g.lanes.min(chunks.max(16).next_power_of_two() as u32);
-            Some((g.threads, lanes, g.quads))
+            Some((g.threads, lanes, g.quads, g.interleave))
         }
         _ => None,
     }
@@ -798,7 +803,7 @@ fn int4_key(kernel: Int4Kernel, chunks: usize) -> Option<Int4Key> {
 /// with each of [`int4_kernels`]: `kernel=auto` (what `matmul` runs on this
 /// adapter: the lines of `gemv_int4_bandwidth`), `kernel=gemv` (the
 /// one-token kernel of the other formats, the path before the 4-bit GEMV)
-/// and `kernel=gemv_q4 threads=… lanes=… quads=…`.
+/// and `kernel=gemv_q4 threads=… lanes=… quads=… interleave=…`.
 ///
 /// Output (`key=value` fields; % of the copy kernel's bandwidth in the same run):
 /// - `gemv_q4 model=M shape=S format=Q4-g128 rows=R cols=C epilogue=E count=N kernel=… bytes=B us=U gbps=G copy_pct=P`
@@ -1340,11 +1345,10 @@ fn gemv_small_t_shapes() {
 }
 
 /// The one-token GEMV of 4-bit weights (`format=Q4-g128`) on the 9B shapes:
-/// `matmul` (the one-token kernel, 4 rows per workgroup: a 4096-column row is
-/// only 128 chunks of 32 values, so each workgroup reads 8 KiB between
-/// reductions, a quarter of BF16's) against the small-T kernel at T = 1 with
-/// 1..8 quads per workgroup (`matmul_gemv_with`), to choose the int4 decode
-/// path for an adapter.
+/// `matmul` (`kernel=gemv choice=auto`: the 4-bit GEMV in the adapter's
+/// [`Int4Gemv`] shape) against the small-T kernel at T = 1 with 1..8 quads
+/// per workgroup (`matmul_gemv_with`). [`gemv_int4_shapes`] sweeps the 4-bit
+/// GEMV's own shapes and the path before it.
 ///
 /// Output: `gemv_int4_t1 model=9B shape=S format=Q4-g128 kernel=… bytes=B us=U gbps=G copy_pct=P`
 /// per shape and kernel, then `gemv_int4_t1_summary model=9B format=Q4-g128 kernel=… bytes=B us=U gbps=G copy_pct=P`

@@ -500,33 +500,50 @@ fn int4_grouped_matches_reference() {
 
 /// Shapes of the 4-bit one-token GEMV (`mm_q4` / `mm_q4_ids`): the default,
 /// the smallest (64 threads, 16 lanes, 1 quad), several teams of short spans,
-/// one team over 256 lanes, 4 quads per thread.
-const INT4_GEMVS: [Int4Gemv; 6] = [
+/// one team over 256 lanes, 4 quads per thread; chunks and interleaved words.
+const INT4_GEMVS: [Int4Gemv; 8] = [
     Int4Gemv::DEFAULT,
     Int4Gemv {
         threads: 64,
         lanes: 16,
         quads: 1,
+        interleave: false,
     },
     Int4Gemv {
         threads: 128,
         lanes: 32,
         quads: 4,
+        interleave: true,
     },
     Int4Gemv {
         threads: 256,
         lanes: 256,
         quads: 1,
+        interleave: false,
     },
     Int4Gemv {
         threads: 256,
         lanes: 16,
         quads: 4,
+        interleave: false,
     },
     Int4Gemv {
         threads: 128,
         lanes: 64,
         quads: 2,
+        interleave: true,
+    },
+    Int4Gemv {
+        threads: 64,
+        lanes: 16,
+        quads: 1,
+        interleave: true,
+    },
+    Int4Gemv {
+        threads: 256,
+        lanes: 256,
+        quads: 2,
+        interleave: true,
     },
 ];
 
