@@ -20,6 +20,13 @@
 //!   no norm launch). The partial sums are reduced in shared memory, one
 //!   kernel for every device: the subgroup reduce file measured ~4× slower on
 //!   lavapipe, and subgroups gain ~1% on the H100 GEMV.
+//! - `T = 1` of 4-bit weights in groups of whole 32-column chunks (or one
+//!   per row) (`shaders/matmul_q4.wgsl`, `mm_q4`, module `matmul_q4.rs`):
+//!   the 4-bit GEMV. Teams of threads stride over a row's chunks and each
+//!   thread keeps several 4-row quads' loads in flight with the chunk's x
+//!   values loaded once for all of them; its shape is the adapter's
+//!   [`Tuning::int4_gemv`](crate::Tuning). The MoE decode's expert-indexed
+//!   GEMV of such weights (`mm_q4_ids`) is the same kernel per pair.
 //! - `T = 2..=16` (`shaders/matmul_vec_t.wgsl`, `mm_vec_t`, module
 //!   `matmul_vec_t.rs`): the small-T GEMV (batched decode, speculative
 //!   verification). Each weight chunk is decoded once for all the tokens of a
@@ -106,7 +113,7 @@ use crate::shaders;
 use crate::spec::{KernelSpec, Needs, Part, Uniform};
 use crate::view::{check_rows, check_vector, Dtype};
 use crate::weights::WeightPiece;
-use crate::{GpuContext, GpuWeight, KernelError, Launch, SmallT, WeightFormat};
+use crate::{GpuContext, GpuWeight, Int4Gemv, KernelError, Launch, SmallT, WeightFormat};
 
 #[path = "matmul_coop.rs"]
 mod coop;
@@ -118,6 +125,8 @@ mod skinny;
 pub use skinny::SkinnyShape;
 #[path = "matmul_coop_blocks.rs"]
 mod coop_blocks;
+#[path = "matmul_q4.rs"]
+mod q4;
 #[path = "matmul_vec_t.rs"]
 mod vec_t;
 
@@ -295,6 +304,8 @@ enum GemmKernel {
     Vec,
     /// `mm_vec_t`: small-T GEMV, `T = 2..=16` (`matmul_vec_t.rs`), in this shape.
     VecT(vec_t::Shape),
+    /// `mm_q4`: one-token GEMV of 4-bit weights (`matmul_q4.rs`), in this shape.
+    Q4(q4::Shape),
     /// `mm_tile`: scalar register-tiled GEMM.
     Tile,
     /// `mm_coop`: cooperative-matrix GEMM (`matmul_coop.rs`).
@@ -359,6 +370,8 @@ pub(crate) static SPECS: &[&KernelSpec] = &[
     &MM_VEC,
     &MM_VEC_IDS,
     &vec_t::MM_VEC_T,
+    &q4::MM_Q4,
+    &q4::MM_Q4_IDS,
     &MM_TILE,
     &coop::MM_COOP,
     &coop_fast::MM_COOP_FAST,
@@ -444,6 +457,13 @@ fn scale_mode(kernel: &'static str, w: &GpuWeight) -> Result<u32, KernelError> {
             ),
         ))
     }
+}
+
+/// Whether `w` is 4-bit with groups of whole 32-column chunks or one group
+/// per row (scale mode 1: the 4-bit GEMV's case).
+fn int4_chunk_groups(w: &GpuWeight) -> bool {
+    w.format.is_int4()
+        && (w.block_cols >= w.cols || w.block_cols.is_multiple_of(chunk_width(w.format)))
 }
 
 /// Checks the weight's own layout (pieces contiguous and sized, strides) before any launch.
@@ -626,8 +646,7 @@ pub fn matmul_normed(
         epilogue,
         MatmulPath::Auto,
         Some(norm),
-        ctx.tuning.small_t,
-        false,
+        Gemvs::of(ctx),
         SkinnyUse::Auto,
     )
 }
@@ -647,8 +666,7 @@ pub fn matmul_with(
         epilogue,
         path,
         None,
-        ctx.tuning.small_t,
-        false,
+        Gemvs::of(ctx),
         SkinnyUse::Auto,
     )
 }
@@ -683,8 +701,7 @@ pub fn matmul_skinny_with(
         epilogue,
         MatmulPath::Auto,
         norm,
-        ctx.tuning.small_t,
-        false,
+        Gemvs::of(ctx),
         SkinnyUse::Forced(shape),
     )
 }
@@ -718,13 +735,110 @@ pub fn matmul_gemv_with(
         epilogue,
         MatmulPath::Scalar,
         None,
-        small_t.copied(),
-        true,
+        Gemvs {
+            small_t: small_t.copied(),
+            small_t_at_one: true,
+            int4: None,
+        },
         SkinnyUse::Off,
     )
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One-token [`matmul`] (with `norm`: [`matmul_normed`]) of a 4-bit weight,
+/// the 4-bit GEMV in the shape `shape` instead of the adapter's
+/// [`Tuning`](crate::Tuning) (`None`: the other formats' one-token kernel,
+/// `mm_vec`): tests and benchmarks of the shapes. Errors as [`matmul`] /
+/// [`matmul_normed`], plus `T != 1` and a weight that is not 4-bit.
+pub fn matmul_int4_with(
+    ctx: &GpuContext,
+    w: &GpuWeight,
+    args: &MatmulArgs,
+    norm: Option<&FusedNorm>,
+    epilogue: Epilogue,
+    shape: Option<&Int4Gemv>,
+) -> Result<Vec<Dispatch>, KernelError> {
+    const K: &str = "matmul_int4_with";
+    check_int4_one(K, w, args.t)?;
+    if let Some(n) = norm {
+        check_norm(K, w, args.x_offset, args.x_stride, n)?;
+    }
+    matmul_impl(
+        ctx,
+        w,
+        args,
+        epilogue,
+        MatmulPath::Scalar,
+        norm,
+        Gemvs {
+            small_t: None,
+            small_t_at_one: false,
+            int4: shape.copied(),
+        },
+        SkinnyUse::Off,
+    )
+}
+
+/// [`matmul_indexed`] (with `norm`: [`matmul_indexed_normed`]) of a 4-bit
+/// weight with the 4-bit GEMV in `shape` (`None`: `mm_vec_ids`) where the
+/// pairs are few enough for one pair per workgroup (decode; more pairs run
+/// `mm_vec_ids` in blocks of 8 whatever `shape`). Errors as
+/// [`matmul_indexed`], plus a weight that is not 4-bit.
+pub fn matmul_indexed_int4_with(
+    ctx: &GpuContext,
+    w: &GpuWeight,
+    args: &IndexedArgs,
+    norm: Option<&FusedNorm>,
+    epilogue: Epilogue,
+    shape: Option<&Int4Gemv>,
+) -> Result<Vec<Dispatch>, KernelError> {
+    const K: &str = "matmul_indexed_int4_with";
+    check_int4_one(K, w, 1)?;
+    if let Some(n) = norm {
+        check_norm(K, w, 0, args.x_stride, n)?;
+    }
+    matmul_indexed_impl(ctx, w, args, epilogue, norm, shape.copied())
+}
+
+/// The `*_int4_with` functions' requirements: a 4-bit weight, one token.
+fn check_int4_one(kernel: &'static str, w: &GpuWeight, t: u32) -> Result<(), KernelError> {
+    if !w.format.is_int4() {
+        return Err(arg_err(
+            kernel,
+            format!(
+                "weight `{w_name}` is {w_format:?}, not 4-bit",
+                w_name = w.name,
+                w_format = w.format
+            ),
+        ));
+    }
+    if t != 1 {
+        return Err(arg_err(kernel, format!("one token only, got T = {t}")));
+    }
+    Ok(())
+}
+
+/// The GEMV kernels' shapes a dense matmul may use.
+#[derive(Debug, Clone, Copy)]
+struct Gemvs {
+    /// The small-T kernel's shape (`None`: `mm_vec` in blocks of up to 8 tokens).
+    small_t: Option<SmallT>,
+    /// Whether `T = 1` runs the small-T kernel too (a forced shape).
+    small_t_at_one: bool,
+    /// The 4-bit one-token GEMV's shape (`None`: `mm_vec`).
+    int4: Option<Int4Gemv>,
+}
+
+impl Gemvs {
+    /// The adapter's tuning.
+    fn of(ctx: &GpuContext) -> Self {
+        Self {
+            small_t: ctx.tuning.small_t,
+            small_t_at_one: false,
+            int4: ctx.tuning.int4_gemv,
+        }
+    }
+}
+
 fn matmul_impl(
     ctx: &GpuContext,
     w: &GpuWeight,
@@ -732,8 +846,7 @@ fn matmul_impl(
     epilogue: Epilogue,
     path: MatmulPath,
     norm: Option<&FusedNorm>,
-    small_t: Option<SmallT>,
-    small_t_at_one: bool,
+    gemvs: Gemvs,
     skinny_use: SkinnyUse,
 ) -> Result<Vec<Dispatch>, KernelError> {
     const K: &str = "matmul";
@@ -856,7 +969,13 @@ fn matmul_impl(
         && (path == MatmulPath::Coop
             || (path == MatmulPath::Auto && args.t > MAX_VEC_T && coop::auto(ctx, w, args.t)));
     // The adapter's shape serves T >= 2; a forced one (matmul_gemv_with) T = 1 too.
-    let small_t = small_t.filter(|_| args.t >= 2 || small_t_at_one);
+    let small_t = gemvs
+        .small_t
+        .filter(|_| args.t >= 2 || gemvs.small_t_at_one);
+    // 4-bit, one token, groups of whole chunks: the 4-bit GEMV.
+    let int4 = gemvs
+        .int4
+        .filter(|_| args.t == 1 && small_t.is_none() && int4_chunk_groups(w));
     // Block-scaled FP8 with the scale folded into x (the switch
     // Tuning::fp8_block_coop), before mm_coop's f16(q·s) staging.
     let blocks = norm.is_none()
@@ -869,6 +988,8 @@ fn matmul_impl(
         GemmKernel::CoopBlocks
     } else if use_coop {
         GemmKernel::Coop
+    } else if let Some(cfg) = int4 {
+        GemmKernel::Q4(q4::shape(&cfg, (w.stride_words / 4) as u32))
     } else if let (true, Some(cfg)) = (args.t <= MAX_VEC_T, small_t) {
         GemmKernel::VecT(vec_t::shape(&cfg, args.t, (w.stride_words / 4) as u32))
     } else if args.t <= MAX_VEC_T {
@@ -893,6 +1014,7 @@ fn matmul_impl(
             scale_mode(K, w)?,
         ),
         GemmKernel::VecT(_) => ("matmul_gemv_t", 0, scale_mode(K, w)?),
+        GemmKernel::Q4(_) => ("matmul_gemv_q4", 0, 1),
         GemmKernel::Tile => ("matmul_tile", 0, 0),
         GemmKernel::CoopBlocks => ("matmul_coop_blocks", 0, 0),
         GemmKernel::TileBlocks => ("matmul_tile_blocks", 0, 0),
@@ -1011,6 +1133,15 @@ fn matmul_impl(
                 }
                 launch
             }
+            GemmKernel::Q4(sh) => {
+                let quads = n.div_ceil(if swiglu { 2 } else { 4 });
+                p.groups_n = quads.div_ceil(sh.quads_per_group());
+                p.groups = p.groups_n;
+                q4::launch(ctx, &q4::MM_Q4, w, &sh, norm.is_some())
+                    // The fused norm's weight (x when there is none: never read).
+                    .bind("nw4", norm.map_or(args.x, |n| n.weight))
+                    .grid(grid_1d(p.groups))
+            }
             GemmKernel::Tile
             | GemmKernel::Coop
             | GemmKernel::CoopBlocks
@@ -1074,7 +1205,7 @@ pub fn matmul_indexed(
     args: &IndexedArgs,
     epilogue: Epilogue,
 ) -> Result<Vec<Dispatch>, KernelError> {
-    matmul_indexed_impl(ctx, w, args, epilogue, None)
+    matmul_indexed_impl(ctx, w, args, epilogue, None, ctx.tuning.int4_gemv)
 }
 
 /// [`matmul_indexed`] of the RMS-normalised x rows (see [`matmul_normed`]):
@@ -1089,7 +1220,7 @@ pub fn matmul_indexed_normed(
     epilogue: Epilogue,
 ) -> Result<Vec<Dispatch>, KernelError> {
     check_norm("matmul_indexed_normed", w, 0, args.x_stride, norm)?;
-    matmul_indexed_impl(ctx, w, args, epilogue, Some(norm))
+    matmul_indexed_impl(ctx, w, args, epilogue, Some(norm), ctx.tuning.int4_gemv)
 }
 
 /// The fused norm's requirements: vec4-aligned x rows, a long enough weight.
@@ -1129,6 +1260,7 @@ fn matmul_indexed_impl(
     args: &IndexedArgs,
     epilogue: Epilogue,
     norm: Option<&FusedNorm>,
+    int4: Option<Int4Gemv>,
 ) -> Result<Vec<Dispatch>, KernelError> {
     const K: &str = "matmul_indexed";
     check_weight(K, w)?;
@@ -1237,7 +1369,16 @@ fn matmul_indexed_impl(
         base.norm = if n.one_plus { 2 } else { 1 };
         base.norm_eps = n.eps;
     }
-    base.groups_n = (width as u32).div_ceil(if swiglu { 2 } else { 4 });
+    // Decode (one pair per workgroup row) of 4-bit weights in whole-chunk
+    // groups: the 4-bit GEMV, several quads per workgroup.
+    let q4_shape = int4
+        .filter(|_| tv == 1 && int4_chunk_groups(w))
+        .map(|cfg| q4::shape(&cfg, (w.stride_words / 4) as u32));
+    let quads = (width as u32).div_ceil(if swiglu { 2 } else { 4 });
+    base.groups_n = match &q4_shape {
+        Some(sh) => quads.div_ceil(sh.quads_per_group()),
+        None => quads,
+    };
     base.groups = base
         .groups_n
         .checked_mul(args.pairs.div_ceil(tv))
@@ -1256,8 +1397,12 @@ fn matmul_indexed_impl(
     for l in &launches {
         let mut p = base;
         set_pieces(&mut p, l);
+        let launch = match &q4_shape {
+            Some(sh) => q4::launch(ctx, &q4::MM_Q4_IDS, w, sh, norm.is_some()),
+            None => vec_launch(ctx, &MM_VEC_IDS, w, tv, mode, None),
+        };
         out.push(
-            vec_launch(ctx, &MM_VEC_IDS, w, tv, mode, None)
+            launch
                 .bind("wa", &l.a.buffer)
                 .bind("wb", &l.b.buffer)
                 .bind("scales", &w.meta)

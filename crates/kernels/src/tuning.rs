@@ -21,6 +21,9 @@ struct Known {
     /// The small-T GEMV's shape (`gemv_bench::gemv_small_t_shapes` prints
     /// the best one per format and token count).
     small_t: SmallT,
+    /// The one-token 4-bit GEMV's shape (`gemv_bench::gemv_int4_shapes`
+    /// prints the best one; the default until measured).
+    int4_gemv: Int4Gemv,
 }
 
 /// Adapters with measured (or, where said, derived) values.
@@ -32,6 +35,7 @@ const KNOWN: &[Known] = &[
         name: "H100 80GB HBM3",
         sms: 132,
         small_t: HOPPER_SMALL_T,
+        int4_gemv: Int4Gemv::DEFAULT,
     },
     // H200: the same GH100 die with the same 132 SMs and register file; not
     // measured separately.
@@ -40,6 +44,7 @@ const KNOWN: &[Known] = &[
         name: "H200",
         sms: 132,
         small_t: HOPPER_SMALL_T,
+        int4_gemv: Int4Gemv::DEFAULT,
     },
 ];
 
@@ -82,6 +87,43 @@ impl SmallT {
         quads: 2,
         max_tokens: 16,
         prefetch: true,
+    };
+}
+
+/// The workgroup shape of the one-token GEMV of 4-bit weights
+/// (`shaders/matmul_q4.wgsl`: dense `mm_q4` and the MoE decode's
+/// expert-indexed `mm_q4_ids`). A workgroup holds `threads / lanes` teams; a
+/// team's `lanes` threads stride over the 32-column chunks of a row, and each
+/// thread works on `quads` quads of 4 rows at once (4 · `quads` weight loads in
+/// flight per chunk step, the chunk's x values loaded once for all of them).
+/// Values out of range are brought into range by the kernel; only speed
+/// depends on them (`gemv_bench::gemv_int4_shapes` sweeps them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Int4Gemv {
+    /// Threads per workgroup: 64, 128 or 256.
+    pub threads: u32,
+    /// Most threads along one row: 16..=`threads`, a power of two (fewer
+    /// where a row has fewer chunks: rows of 1024 columns are 32 chunks).
+    pub lanes: u32,
+    /// Quads of 4 rows per thread: 1, 2 or 4.
+    pub quads: u32,
+    /// A thread's 4 words of a row per step `lanes` words apart (consecutive
+    /// threads on consecutive words: 4 loads of 4 bytes) instead of one
+    /// 16-byte chunk: the threads' x values are then 32-byte runs, not
+    /// 128-byte ones, and a warp's x loads touch a quarter of the cache lines.
+    pub interleave: bool,
+}
+
+impl Int4Gemv {
+    /// The shape every adapter gets unless measured otherwise: 256 threads,
+    /// a team per 128 chunks (a 4096-column row in one step of every
+    /// thread), 2 quads per thread (8 weight loads in flight, 16 rows per
+    /// workgroup on such rows) without the register count of 4 quads.
+    pub const DEFAULT: Self = Self {
+        threads: 256,
+        lanes: 128,
+        quads: 2,
+        interleave: false,
     };
 }
 
@@ -130,6 +172,10 @@ pub struct Tuning {
     /// grid is small (split-K: partial sums, then a reduction launch). On
     /// unless `QWGPU_SKINNY=nosplit`.
     pub skinny_split: bool,
+    /// The one-token 4-bit GEMV's shape; `None` runs 4-bit weights on the
+    /// one-token kernel of the other formats (`mm_vec`: 4 rows per
+    /// workgroup; kept for comparison in benchmarks).
+    pub int4_gemv: Option<Int4Gemv>,
 }
 
 impl Default for Tuning {
@@ -143,6 +189,7 @@ impl Default for Tuning {
             skinny: true,
             fp8_block_coop: true,
             skinny_split: true,
+            int4_gemv: Some(Int4Gemv::DEFAULT),
         }
     }
 }
@@ -162,6 +209,7 @@ impl Tuning {
             skinny: true,
             fp8_block_coop: true,
             skinny_split: true,
+            int4_gemv: Some(known.map_or(Int4Gemv::DEFAULT, |k| k.int4_gemv)),
         }
     }
 
@@ -241,5 +289,6 @@ mod tests {
         // The block-scaled FP8 tensor-core GEMM is on everywhere by default.
         assert!(Tuning::default().fp8_block_coop);
         assert!(Tuning::lookup(0x10de, "NVIDIA H100 80GB HBM3").fp8_block_coop);
+        assert_eq!(Tuning::default().int4_gemv, Some(Int4Gemv::DEFAULT));
     }
 }

@@ -35,10 +35,11 @@
 
 use qwgpu_checkpoint::Dtype;
 use qwgpu_kernels::matmul::{
-    matmul, matmul_gemv_with, matmul_indexed, Epilogue, IndexedArgs, MatmulArgs,
+    matmul, matmul_gemv_with, matmul_indexed, matmul_indexed_int4_with, matmul_int4_with, Epilogue,
+    IndexedArgs, MatmulArgs,
 };
 use qwgpu_kernels::view::TensorView;
-use qwgpu_kernels::{copy, moe, ContextOptions, Dispatch, GpuContext, GpuWeight, SmallT};
+use qwgpu_kernels::{copy, moe, ContextOptions, Dispatch, GpuContext, GpuWeight, Int4Gemv, SmallT};
 use qwgpu_loader::{ActivationQuant, BlockSegment, Int4Weights, PackedWeight, ScaleScheme, Shard};
 use qwgpu_ops::rng::Rng;
 
@@ -408,16 +409,68 @@ fn copy_bandwidth(ctx: &GpuContext, timer: &Timer, max_bytes: u64, target: u64) 
     bps
 }
 
-/// Times one dense shape; returns (bytes, seconds) per launch.
-fn bench_dense(
-    ctx: &GpuContext,
-    timer: &Timer,
-    s: &Shape,
-    dtype: Dtype,
-    x: &wgpu::Buffer,
-    target: u64,
-    copy_bps: f64,
-) -> (f64, f64) {
+/// Which one-token kernel a 4-bit timing runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Int4Kernel {
+    /// What `matmul` / `matmul_indexed` pick on this adapter (its `Tuning`).
+    Auto,
+    /// The 4-bit GEMV in this shape (`None`: the other formats' `mm_vec` /
+    /// `mm_vec_ids`, the path before it).
+    With(Option<Int4Gemv>),
+}
+
+impl Int4Kernel {
+    /// `kernel=… [threads=… lanes=… quads=…]` fields.
+    fn fields(self) -> String {
+        match self {
+            Int4Kernel::Auto => "kernel=auto".into(),
+            Int4Kernel::With(None) => "kernel=gemv".into(),
+            Int4Kernel::With(Some(g)) => format!(
+                "kernel=gemv_q4 threads={threads} lanes={lanes} quads={quads} interleave={il}",
+                threads = g.threads,
+                lanes = g.lanes,
+                quads = g.quads,
+                il = g.interleave
+            ),
+        }
+    }
+
+    /// The dense one-token launches of `w`.
+    fn dense(
+        self,
+        ctx: &GpuContext,
+        w: &GpuWeight,
+        args: &MatmulArgs,
+        epi: Epilogue,
+    ) -> Vec<Dispatch> {
+        match self {
+            Int4Kernel::With(shape) if w.format.is_int4() => {
+                matmul_int4_with(ctx, w, args, None, epi, shape.as_ref()).unwrap()
+            }
+            _ => matmul(ctx, w, args, epi).unwrap(),
+        }
+    }
+
+    /// The expert-indexed launches of `w`.
+    fn indexed(
+        self,
+        ctx: &GpuContext,
+        w: &GpuWeight,
+        args: &IndexedArgs,
+        epi: Epilogue,
+    ) -> Vec<Dispatch> {
+        match self {
+            Int4Kernel::With(shape) if w.format.is_int4() => {
+                matmul_indexed_int4_with(ctx, w, args, None, epi, shape.as_ref()).unwrap()
+            }
+            _ => matmul_indexed(ctx, w, args, epi).unwrap(),
+        }
+    }
+}
+
+/// A dense shape's weight in `dtype` uploaded `copies` times (enough to
+/// rotate past the L2 cache on a real GPU); (weights, bytes of one copy).
+fn upload_copies(ctx: &GpuContext, s: &Shape, dtype: Dtype) -> (Vec<GpuWeight>, u64) {
     let w = packed(
         s.name,
         dtype,
@@ -436,7 +489,49 @@ fn bench_dense(
     for _ in 1..copies {
         weights.push(GpuWeight::upload(ctx, &w).unwrap());
     }
-    drop(w);
+    (weights, bytes)
+}
+
+/// Times one dense shape; returns (bytes, seconds) per launch.
+fn bench_dense(
+    ctx: &GpuContext,
+    timer: &Timer,
+    s: &Shape,
+    dtype: Dtype,
+    x: &wgpu::Buffer,
+    target: u64,
+    copy_bps: f64,
+) -> (f64, f64) {
+    let (weights, bytes) = upload_copies(ctx, s, dtype);
+    let (b, secs) = time_dense(ctx, timer, s, &weights, x, target, Int4Kernel::Auto);
+    println!(
+        "gemv model={s_model} shape={s_name} format={dtype_name} rows={s_rows} cols={s_cols} epilogue={s_epilogue:?} count={s_count} {copy_bps}",
+        s_model = s.model,
+        s_name = s.name,
+        dtype_name = format_name(dtype),
+        s_rows = s.rows,
+        s_cols = s.cols,
+        s_epilogue = s.epilogue,
+        s_count = s.count,
+        copy_bps = rate_fields(b, secs, copy_bps)
+    );
+    debug_assert_eq!(b, bytes as f64);
+    (b, secs)
+}
+
+/// Times the one-token matmul of `weights` (copies of shape `s`) with
+/// `kernel`; returns (bytes, seconds) per launch.
+fn time_dense(
+    ctx: &GpuContext,
+    timer: &Timer,
+    s: &Shape,
+    weights: &[GpuWeight],
+    x: &wgpu::Buffer,
+    target: u64,
+    kernel: Int4Kernel,
+) -> (f64, f64) {
+    let bytes = weights[0].bytes();
+    let copies = weights.len();
     let width = if s.epilogue == Epilogue::SwiGlu {
         s.rows / 2
     } else {
@@ -455,7 +550,7 @@ fn bench_dense(
     };
     let launches: Vec<Dispatch> = weights
         .iter()
-        .flat_map(|w| matmul(ctx, w, &args, s.epilogue).unwrap())
+        .flat_map(|w| kernel.dense(ctx, w, &args, s.epilogue))
         .collect();
     let refs: Vec<&Dispatch> = launches.iter().collect();
     let secs = timer.per_launch(ctx, &refs, reps_for(bytes * copies as u64, target))
@@ -467,17 +562,6 @@ fn bench_dense(
         "{s_model} {s_name}: non-finite output",
         s_model = s.model,
         s_name = s.name
-    );
-    println!(
-        "gemv model={s_model} shape={s_name} format={dtype_name} rows={s_rows} cols={s_cols} epilogue={s_epilogue:?} count={s_count} {copy_bps}",
-        s_model = s.model,
-        s_name = s.name,
-        dtype_name = format_name(dtype),
-        s_rows = s.rows,
-        s_cols = s.cols,
-        s_epilogue = s.epilogue,
-        s_count = s.count,
-        copy_bps = rate_fields(bytes as f64, secs, copy_bps)
     );
     (bytes as f64, secs)
 }
@@ -519,6 +603,31 @@ fn bench_moe(
     target: u64,
     copy_bps: f64,
 ) -> (f64, f64) {
+    let (bytes, secs) = time_moe(ctx, timer, m, dtype, target, &[Int4Kernel::Auto])[0];
+    println!(
+        "gemv model={m_model} shape=moe.step format={dtype_name} experts={e} top_k={k} hidden={h} inter={i} count={m_count} {copy_bps}",
+        m_model = m.model,
+        dtype_name = format_name(dtype),
+        e = m.experts,
+        k = m.top_k,
+        h = m.hidden,
+        i = m.inter,
+        m_count = m.count,
+        copy_bps = rate_fields(bytes, secs, copy_bps)
+    );
+    (bytes, secs)
+}
+
+/// [`bench_moe`]'s step with each of `kernels` for the expert matmuls (the
+/// weights uploaded once): (bytes, seconds) per step for each.
+fn time_moe(
+    ctx: &GpuContext,
+    timer: &Timer,
+    m: &MoeShape,
+    dtype: Dtype,
+    target: u64,
+    kernels: &[Int4Kernel],
+) -> Vec<(f64, f64)> {
     let (h, e, k, i) = (m.hidden, m.experts, m.top_k, m.inter);
     // The router stays BF16 in Qwen's FP8 release.
     let router = GpuWeight::upload(ctx, &packed("moe.router", Dtype::BF16, &[e], h, 7)).unwrap();
@@ -541,87 +650,79 @@ fn bench_moe(
     let xs: Vec<wgpu::Buffer> = (0..if ctx.software { 2 } else { 32 })
         .map(|_| ctx.upload("x", &rng.normal_vec(h)).unwrap())
         .collect();
-    let mut launches = Vec::new();
-    for x in &xs {
-        launches.extend(
-            matmul(
-                ctx,
-                &router,
-                &MatmulArgs {
-                    x,
-                    x_offset: 0,
-                    x_stride: h as u32,
-                    y: &logits,
-                    y_offset: 0,
-                    y_stride: e as u32,
-                    t: 1,
-                },
-                Epilogue::Store,
-            )
-            .unwrap(),
-        );
-        launches.push(
-            moe::moe_route(
-                ctx,
-                &TensorView::f32_rows(&logits, 0, 1, e as u32),
-                &TensorView::words(&ids, 0, k as u32),
-                &TensorView::f32_rows(&wts, 0, 1, k as u32),
-            )
-            .unwrap(),
-        );
-        launches.extend(
-            matmul_indexed(
-                ctx,
-                &gate_up,
-                &indexed(x, h, k, &ids, &act, i, 2 * i, k),
-                Epilogue::SwiGlu,
-            )
-            .unwrap(),
-        );
-        launches.extend(
-            matmul_indexed(
-                ctx,
-                &down,
-                &indexed(&act, i, 1, &ids, &out, h, h, k),
-                Epilogue::Store,
-            )
-            .unwrap(),
-        );
-        launches.push(
-            moe::moe_combine(
-                ctx,
-                &TensorView::f32_rows(&out, 0, k as u32, h as u32),
-                &TensorView::f32_rows(&wts, 0, 1, k as u32),
-                &TensorView::f32_rows(&shared_out, 0, 1, h as u32),
-                &TensorView::f32_rows(&gate_logit, 0, 1, 1),
-                &TensorView::f32_rows(&hbuf, 0, 1, h as u32),
-            )
-            .unwrap(),
-        );
-    }
     let per_expert = |w: &GpuWeight| (w.bytes() - w.meta.size()) / e as u64;
     // Weights the step reads: the router and k experts' rows (their scales: the
     // part of each table those rows use, small; counted whole per expert share).
     let bytes = router.bytes()
         + k as u64 * (per_expert(&gate_up) + per_expert(&down))
         + k as u64 * (gate_up.meta.size() + down.meta.size()) / e as u64;
-    let refs: Vec<&Dispatch> = launches.iter().collect();
     let steps = xs.len() as u64;
-    let secs = timer.per_launch(ctx, &refs, reps_for(bytes * steps, target)) * refs.len() as f64
-        / steps as f64;
-    let got = ctx.read_f32(&hbuf, 0, h.min(64)).unwrap();
-    assert!(
-        got.iter().all(|v| v.is_finite()),
-        "MoE step: non-finite output"
-    );
-    println!(
-        "gemv model={m_model} shape=moe.step format={dtype_name} experts={e} top_k={k} hidden={h} inter={i} count={m_count} {copy_bps}",
-        m_model = m.model,
-        dtype_name = format_name(dtype),
-        m_count = m.count,
-        copy_bps = rate_fields(bytes as f64, secs, copy_bps)
-    );
-    (bytes as f64, secs)
+    let mut out_times = Vec::with_capacity(kernels.len());
+    for &kernel in kernels {
+        let mut launches = Vec::new();
+        for x in &xs {
+            launches.extend(
+                matmul(
+                    ctx,
+                    &router,
+                    &MatmulArgs {
+                        x,
+                        x_offset: 0,
+                        x_stride: h as u32,
+                        y: &logits,
+                        y_offset: 0,
+                        y_stride: e as u32,
+                        t: 1,
+                    },
+                    Epilogue::Store,
+                )
+                .unwrap(),
+            );
+            launches.push(
+                moe::moe_route(
+                    ctx,
+                    &TensorView::f32_rows(&logits, 0, 1, e as u32),
+                    &TensorView::words(&ids, 0, k as u32),
+                    &TensorView::f32_rows(&wts, 0, 1, k as u32),
+                )
+                .unwrap(),
+            );
+            launches.extend(kernel.indexed(
+                ctx,
+                &gate_up,
+                &indexed(x, h, k, &ids, &act, i, 2 * i, k),
+                Epilogue::SwiGlu,
+            ));
+            launches.extend(kernel.indexed(
+                ctx,
+                &down,
+                &indexed(&act, i, 1, &ids, &out, h, h, k),
+                Epilogue::Store,
+            ));
+            launches.push(
+                moe::moe_combine(
+                    ctx,
+                    &TensorView::f32_rows(&out, 0, k as u32, h as u32),
+                    &TensorView::f32_rows(&wts, 0, 1, k as u32),
+                    &TensorView::f32_rows(&shared_out, 0, 1, h as u32),
+                    &TensorView::f32_rows(&gate_logit, 0, 1, 1),
+                    &TensorView::f32_rows(&hbuf, 0, 1, h as u32),
+                )
+                .unwrap(),
+            );
+        }
+        let refs: Vec<&Dispatch> = launches.iter().collect();
+        let secs = timer.per_launch(ctx, &refs, reps_for(bytes * steps, target))
+            * refs.len() as f64
+            / steps as f64;
+        let got = ctx.read_f32(&hbuf, 0, h.min(64)).unwrap();
+        assert!(
+            got.iter().all(|v| v.is_finite()),
+            "MoE step: non-finite output"
+        );
+        out_times.push((bytes as f64, secs));
+    }
+    out_times
 }
 
 /// A context without runtime checks (as the engine runs), and whether its
@@ -652,6 +753,188 @@ fn gemv_bandwidth() {
 #[ignore]
 fn gemv_int4_bandwidth() {
     bandwidth_of(&[Dtype::I32]);
+}
+
+/// The one-token kernels [`gemv_int4_shapes`] times: what `matmul` picks,
+/// the path before the 4-bit GEMV, and the 4-bit GEMV in 128 or 256
+/// threads, 32..256 lanes per row (rows of fewer chunks take fewer), 1, 2 or
+/// 4 quads per thread, chunks or interleaved words.
+fn int4_kernels() -> Vec<Int4Kernel> {
+    let mut kernels = vec![Int4Kernel::Auto, Int4Kernel::With(None)];
+    for interleave in [false, true] {
+        for threads in [128, 256] {
+            for lanes in [32, 64, 128, 256] {
+                if lanes > threads {
+                    continue;
+                }
+                for quads in [1, 2, 4] {
+                    kernels.push(Int4Kernel::With(Some(Int4Gemv {
+                        threads,
+                        lanes,
+                        quads,
+                        interleave,
+                    })));
+                }
+            }
+        }
+    }
+    kernels
+}
+
+/// (threads, lanes, quads, interleave) of a 4-bit GEMV launch.
+type Int4Key = (u32, u32, u32, bool);
+
+/// The shape `kernel` runs on rows of `chunks` 32-column chunks (the 4-bit
+/// GEMV brings lanes down to the row's chunks, rounded up to a power of two,
+/// not below 16): two kernels of one key time the same launches.
+fn int4_key(kernel: Int4Kernel, chunks: usize) -> Option<Int4Key> {
+    match kernel {
+        Int4Kernel::With(Some(g)) => {
+            let lanes = g.lanes.min(chunks.max(16).next_power_of_two() as u32);
+            Some((g.threads, lanes, g.quads, g.interleave))
+        }
+        _ => None,
+    }
+}
+
+/// The 4-bit one-token GEMV's shapes (`Tuning::int4_gemv`): every dense
+/// shape of the 0.8B, 9B and 35B-A3B decode step and the 35B-A3B MoE step
+/// (router BF16, experts 4-bit, `format=Q4-g128` as [`gemv_int4_bandwidth`])
+/// with each of [`int4_kernels`]: `kernel=auto` (what `matmul` runs on this
+/// adapter: the lines of `gemv_int4_bandwidth`), `kernel=gemv` (the
+/// one-token kernel of the other formats, the path before the 4-bit GEMV)
+/// and `kernel=gemv_q4 threads=… lanes=… quads=… interleave=…`.
+///
+/// Output (`key=value` fields; % of the copy kernel's bandwidth in the same run):
+/// - `gemv_q4 model=M shape=S format=Q4-g128 rows=R cols=C epilogue=E count=N kernel=… bytes=B us=U gbps=G copy_pct=P`
+///   per shape and kernel (`shape=moe.step`: the MoE FFN of one token);
+/// - `gemv_q4_summary model=M format=Q4-g128 kernel=… bytes=B us=U gbps=G copy_pct=P`:
+///   a decode token's GEMVs per model and kernel (Σ N·bytes ÷ Σ N·µs);
+/// - `gemv_q4_best model=M kernel=… copy_pct=P`: the fastest kernel per model;
+/// - `gemv_q4_best_overall kernel=… mean_slowdown=S`: the 4-bit GEMV shape
+///   whose models' step times are on average the nearest to each model's
+///   best (S = mean of time ÷ best time): the candidate for `Tuning::int4_gemv`.
+///
+/// `cargo test --release -p qwgpu-kernels --test kernels -- --include-ignored --nocapture --exact gemv_bench::gemv_int4_shapes`
+#[test]
+#[ignore]
+fn gemv_int4_shapes() {
+    let (ctx, software) = bench_context();
+    println!(
+        "adapter: {ctx_describe} ({shapes})",
+        ctx_describe = ctx.describe(),
+        shapes = if software {
+            "software: shapes scaled down 16x per side"
+        } else {
+            "real shapes"
+        }
+    );
+    let (div, target, copy_max, samples) = if software {
+        (16, 1, 4 << 20, 1)
+    } else {
+        (1, 4 << 30, 1 << 30, 7)
+    };
+    let timer = Timer::new(&ctx, samples);
+    let copy_bps = copy_bandwidth(&ctx, &timer, copy_max, target);
+    let (dense, moe_shape) = shapes(div);
+    let mut rng = Rng::new(5);
+    let widest = dense.iter().map(|s| s.cols).max().unwrap_or(1);
+    let x = ctx.upload("x", &rng.normal_vec(widest)).unwrap();
+    let kernels = int4_kernels();
+    // (model, kernel index) -> (Σ count·bytes, Σ count·seconds).
+    let mut sums: Vec<(&str, usize, f64, f64)> = Vec::new();
+    let mut add = |model: &'static str, k: usize, count: usize, (b, t): (f64, f64)| match sums
+        .iter_mut()
+        .find(|e| e.0 == model && e.1 == k)
+    {
+        Some(e) => {
+            e.2 += count as f64 * b;
+            e.3 += count as f64 * t;
+        }
+        None => sums.push((model, k, count as f64 * b, count as f64 * t)),
+    };
+    for s in &dense {
+        let (weights, _) = upload_copies(&ctx, s, Dtype::I32);
+        let chunks = s.cols.div_ceil(32);
+        let mut seen: Vec<(Int4Key, (f64, f64))> = Vec::new();
+        for (k, &kernel) in kernels.iter().enumerate() {
+            let key = int4_key(kernel, chunks);
+            let known = key.and_then(|key| seen.iter().find(|e| e.0 == key).map(|e| e.1));
+            let (b, secs) = known.unwrap_or_else(|| {
+                let r = time_dense(&ctx, &timer, s, &weights, &x, target, kernel);
+                if let Some(key) = key {
+                    seen.push((key, r));
+                }
+                r
+            });
+            add(s.model, k, s.count, (b, secs));
+            println!(
+                "gemv_q4 model={s_model} shape={s_name} format=Q4-g128 rows={s_rows} cols={s_cols} epilogue={s_epilogue:?} count={s_count} {kernel_fields} {rate}",
+                s_model = s.model,
+                s_name = s.name,
+                s_rows = s.rows,
+                s_cols = s.cols,
+                s_epilogue = s.epilogue,
+                s_count = s.count,
+                kernel_fields = kernel.fields(),
+                rate = rate_fields(b, secs, copy_bps)
+            );
+        }
+    }
+    let m = &moe_shape;
+    let times = time_moe(&ctx, &timer, m, Dtype::I32, target, &kernels);
+    for (k, (&kernel, &(b, secs))) in kernels.iter().zip(&times).enumerate() {
+        add(m.model, k, m.count, (b, secs));
+        println!(
+            "gemv_q4 model={m_model} shape=moe.step format=Q4-g128 experts={e} top_k={top_k} hidden={h} inter={i} count={m_count} {kernel_fields} {rate}",
+            m_model = m.model,
+            e = m.experts,
+            top_k = m.top_k,
+            h = m.hidden,
+            i = m.inter,
+            m_count = m.count,
+            kernel_fields = kernel.fields(),
+            rate = rate_fields(b, secs, copy_bps)
+        );
+    }
+    let mut models: Vec<&str> = Vec::new();
+    for e in &sums {
+        if !models.contains(&e.0) {
+            models.push(e.0);
+        }
+    }
+    // Per kernel: Σ over models of its step time ÷ the model's best.
+    let mut slowdown = vec![0.0f64; kernels.len()];
+    for model in &models {
+        let rows: Vec<&(&str, usize, f64, f64)> = sums.iter().filter(|e| e.0 == *model).collect();
+        for e in &rows {
+            println!(
+                "gemv_q4_summary model={model} format=Q4-g128 {kernel_fields} {rate}",
+                kernel_fields = kernels[e.1].fields(),
+                rate = rate_fields(e.2, e.3, copy_bps)
+            );
+        }
+        if let Some(best) = rows.iter().min_by(|a, b| a.3.total_cmp(&b.3)) {
+            println!(
+                "gemv_q4_best model={model} {kernel_fields} copy_pct={pct:.1}",
+                kernel_fields = kernels[best.1].fields(),
+                pct = 100.0 * (best.2 / best.3) / copy_bps
+            );
+            for e in &rows {
+                slowdown[e.1] += e.3 / best.3 / models.len() as f64;
+            }
+        }
+    }
+    let overall = (0..kernels.len())
+        .filter(|&k| matches!(kernels[k], Int4Kernel::With(Some(_))))
+        .min_by(|&a, &b| slowdown[a].total_cmp(&slowdown[b]));
+    if let Some(k) = overall {
+        println!(
+            "gemv_q4_best_overall {kernel_fields} mean_slowdown={s:.3}",
+            kernel_fields = kernels[k].fields(),
+            s = slowdown[k]
+        );
+    }
 }
 
 /// The GEMV bandwidth lines of every shape in each of `formats`.
@@ -756,30 +1039,6 @@ fn lm_head_piece_sizes() {
             );
         }
     }
-}
-
-/// A dense shape's weight uploaded `copies` times (enough to rotate past the
-/// L2 cache on a real GPU); (weights, bytes of one copy).
-fn upload_copies(ctx: &GpuContext, s: &Shape, dtype: Dtype) -> (Vec<GpuWeight>, u64) {
-    let w = packed(
-        s.name,
-        dtype,
-        &s.sources,
-        s.cols,
-        0x9e37_79b9 ^ s.rows as u64,
-    );
-    let first = GpuWeight::upload(ctx, &w).unwrap();
-    let bytes = first.bytes();
-    let copies = if ctx.software {
-        1
-    } else {
-        (ROTATE_BYTES.div_ceil(bytes) as usize).clamp(1, MAX_COPIES)
-    };
-    let mut weights = vec![first];
-    for _ in 1..copies {
-        weights.push(GpuWeight::upload(ctx, &w).unwrap());
-    }
-    (weights, bytes)
 }
 
 /// Which GEMV kernel a small-T timing runs.
@@ -1086,11 +1345,10 @@ fn gemv_small_t_shapes() {
 }
 
 /// The one-token GEMV of 4-bit weights (`format=Q4-g128`) on the 9B shapes:
-/// `matmul` (the one-token kernel, 4 rows per workgroup: a 4096-column row is
-/// only 128 chunks of 32 values, so each workgroup reads 8 KiB between
-/// reductions, a quarter of BF16's) against the small-T kernel at T = 1 with
-/// 1..8 quads per workgroup (`matmul_gemv_with`), to choose the int4 decode
-/// path for an adapter.
+/// `matmul` (`kernel=gemv choice=auto`: the 4-bit GEMV in the adapter's
+/// [`Int4Gemv`] shape) against the small-T kernel at T = 1 with 1..8 quads
+/// per workgroup (`matmul_gemv_with`). [`gemv_int4_shapes`] sweeps the 4-bit
+/// GEMV's own shapes and the path before it.
 ///
 /// Output: `gemv_int4_t1 model=9B shape=S format=Q4-g128 kernel=… bytes=B us=U gbps=G copy_pct=P`
 /// per shape and kernel, then `gemv_int4_t1_summary model=9B format=Q4-g128 kernel=… bytes=B us=U gbps=G copy_pct=P`

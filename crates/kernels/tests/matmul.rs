@@ -20,7 +20,11 @@ use qwgpu_loader::PackedWeight;
 
 mod support;
 use qwgpu_ops::rng::Rng;
+use support::matmul_case::{self, run};
 use support::Scheme;
+
+/// Relative tolerance of the f32 kernels (module docs).
+const REL: f64 = 1e-5;
 
 const EPILOGUES: [Epilogue; 3] = [Epilogue::Store, Epilogue::Accumulate, Epilogue::SwiGlu];
 
@@ -75,38 +79,6 @@ fn upload_pieces(ctx: &GpuContext, w: &PackedWeight, split: &[usize]) -> GpuWeig
     GpuWeight::upload_pieces(ctx, w, split).unwrap()
 }
 
-/// x buffer of `rows` rows of `cols` values (normal), `stride` apart from `offset`; NaN everywhere else.
-fn make_x(
-    rng: &mut Rng,
-    offset: usize,
-    stride: usize,
-    rows: usize,
-    cols: usize,
-) -> (Vec<f32>, Vec<Vec<f32>>) {
-    let len = offset + (rows - 1) * stride + cols + 3;
-    let mut buf = vec![f32::NAN; len];
-    let mut xrows = Vec::new();
-    for t in 0..rows {
-        let r = rng.normal_vec(cols);
-        buf[offset + t * stride..][..cols].copy_from_slice(&r);
-        xrows.push(r);
-    }
-    (buf, xrows)
-}
-
-fn run(ctx: &GpuContext, d: &[Dispatch]) {
-    let refs: Vec<&Dispatch> = d.iter().collect();
-    ctx.run("matmul test", &refs).unwrap();
-}
-
-/// The launches of one dense matmul (which kernel runs it).
-type MatmulFn<'f> = &'f dyn Fn(
-    &GpuContext,
-    &GpuWeight,
-    &MatmulArgs,
-    Epilogue,
-) -> Result<Vec<Dispatch>, KernelError>;
-
 /// One dense matmul with random offsets/strides, checked against the reference.
 fn dense_case(
     t: &testing::TestContext,
@@ -117,84 +89,7 @@ fn dense_case(
     epi: Epilogue,
     what: &str,
 ) {
-    dense_case_with(t, rng, gw, wdq, tokens, epi, what, &matmul, false);
-}
-
-/// [`dense_case`] with the launches made by `launch`; `aligned`: x offset and
-/// stride multiples of 4 (the GEMV kernels' vec4 loads of x), else random.
-#[allow(clippy::too_many_arguments)]
-fn dense_case_with(
-    t: &testing::TestContext,
-    rng: &mut Rng,
-    gw: &GpuWeight,
-    wdq: &[f32],
-    tokens: usize,
-    epi: Epilogue,
-    what: &str,
-    launch: MatmulFn<'_>,
-    aligned: bool,
-) {
-    let ctx = &t.ctx;
-    let (rows, cols) = (gw.rows, gw.cols);
-    let width = if epi == Epilogue::SwiGlu {
-        rows / 2
-    } else {
-        rows
-    };
-    let (x_off, x_stride) = if aligned {
-        (
-            4 * (rng.uniform() * 2.0) as usize,
-            cols.next_multiple_of(4) + 4 * (rng.uniform() * 2.0) as usize,
-        )
-    } else {
-        (
-            (rng.uniform() * 5.0) as usize,
-            cols + (rng.uniform() * 3.0) as usize,
-        )
-    };
-    let y_off = (rng.uniform() * 5.0) as usize;
-    let y_stride = width + (rng.uniform() * 3.0) as usize;
-    let (xbuf, xrows) = make_x(rng, x_off, x_stride, tokens, cols);
-    let ylen = y_off + (tokens - 1) * y_stride + width + 2;
-    let init: Vec<f32> = if epi == Epilogue::Accumulate {
-        rng.normal_vec(ylen)
-    } else {
-        vec![f32::NAN; ylen]
-    };
-    let x = ctx.upload("x", &xbuf).unwrap();
-    let y = ctx.upload("y", &init).unwrap();
-    let args = MatmulArgs {
-        x: &x,
-        x_offset: x_off as u32,
-        x_stride: x_stride as u32,
-        y: &y,
-        y_offset: y_off as u32,
-        y_stride: y_stride as u32,
-        t: tokens as u32,
-    };
-    let d = launch(ctx, gw, &args, epi)
-        .unwrap_or_else(|e| panic!("{t_name} {what}: {e}", t_name = t.name));
-    run(ctx, &d);
-    let got = ctx.read_f32(&y, 0, ylen).unwrap();
-    let mut want = vec![None; ylen];
-    for (ti, xr) in xrows.iter().enumerate() {
-        for c in 0..width {
-            let (mut w, tol) =
-                support::expected(xr, wdq, cols, rows, c, epi == Epilogue::SwiGlu, 1e-5);
-            let i = y_off + ti * y_stride + c;
-            let mut tol = tol;
-            if epi == Epilogue::Accumulate {
-                w += init[i] as f64;
-                tol += 1e-6 * init[i].abs() as f64;
-            }
-            want[i] = Some((w, tol));
-        }
-    }
-    let what = format!(
-        "{t_name} {what} T={tokens} {epi:?} x_off {x_off} x_stride {x_stride} y_off {y_off} y_stride {y_stride}",
-        t_name = t.name
-    );
-    support::check(&got, &init, &want, &what);
+    matmul_case::dense_case(t, rng, gw, wdq, tokens, epi, what, &matmul, false, REL);
 }
 
 fn formats_and_schemes() -> Vec<(Dtype, Scheme)> {
@@ -440,7 +335,9 @@ fn small_t_matches_reference_for_every_format_and_scheme() {
                 let what = format!("seed {seed:#x} {dtype:?} {scheme:?} [{rows}, {cols}]");
                 // Aligned x rows (whole vec4 loads) and unaligned ones.
                 let aligned = (ci + k) % 2 == 0;
-                dense_case_with(t, &mut rng, &gw, &wdq, tokens, epi, &what, &matmul, aligned);
+                matmul_case::dense_case(
+                    t, &mut rng, &gw, &wdq, tokens, epi, &what, &matmul, aligned, REL,
+                );
             }
         }
     }
@@ -547,7 +444,9 @@ fn small_t_shapes_match_reference() {
                         matmul_gemv_with(ctx, w, a, e, shape)
                     };
                     let aligned = j == 0;
-                    dense_case_with(t, &mut rng, &gw, &wdq, tokens, epi, &what, &launch, aligned);
+                    matmul_case::dense_case(
+                        t, &mut rng, &gw, &wdq, tokens, epi, &what, &launch, aligned, REL,
+                    );
                 }
             }
         }
@@ -568,82 +467,23 @@ fn indexed_case(
     what: &str,
 ) {
     let ctx = &t.ctx;
-    let cols = gw.cols;
-    let experts = gw.rows / rpe;
-    let pairs = ids_list.len();
     let width = if epi == Epilogue::SwiGlu {
         rpe / 2
     } else {
         rpe
     };
-    let x_rows = (pairs - 1) / x_div + 1;
-    // Unaligned rows, or rows of whole vec4s (the kernel's aligned x loads).
-    let x_stride = if x_div == 1 {
-        cols + 1
-    } else {
-        cols.next_multiple_of(4)
-    };
-    let y_stride = width + 3;
-    let (xbuf, xrows) = make_x(rng, 0, x_stride, x_rows, cols);
-    let ids_off = 3usize;
-    let mut ids_buf = vec![99u32; ids_off];
-    ids_buf.extend_from_slice(ids_list);
-    ids_buf.push(98);
-    let ylen = (pairs - 1) * y_stride + width + 2;
-    let init: Vec<f32> = if epi == Epilogue::Accumulate {
-        rng.normal_vec(ylen)
-    } else {
-        vec![f32::NAN; ylen]
-    };
-    let x = ctx.upload("x", &xbuf).unwrap();
-    let ids = ctx.upload("ids", &ids_buf).unwrap();
-    let y = ctx.upload("y", &init).unwrap();
-    let args = IndexedArgs {
-        x: &x,
-        x_stride: x_stride as u32,
-        x_row_div: x_div as u32,
-        ids: &ids,
-        ids_offset: ids_off as u32,
-        y: &y,
-        y_stride: y_stride as u32,
-        pairs: pairs as u32,
-        rows_per_expert: rpe as u32,
-    };
-    let d = matmul_indexed(ctx, gw, &args, epi)
+    let c = matmul_case::moe_case(ctx, rng, gw.cols, ids_list, x_div, width, epi);
+    let y = ctx.upload("y", &c.init).unwrap();
+    let d = matmul_indexed(ctx, gw, &c.args(&y, rpe), epi)
         .unwrap_or_else(|e| panic!("{t_name} {what}: {e}", t_name = t.name));
     run(ctx, &d);
-    let got = ctx.read_f32(&y, 0, ylen).unwrap();
-    let mut want = vec![None; ylen];
-    for (p, &e) in ids_list.iter().enumerate() {
-        let e = e as usize;
-        if e >= experts {
-            continue;
-        }
-        let w = &wdq[e * rpe * cols..(e + 1) * rpe * cols];
-        for c in 0..width {
-            let (mut v, tol) = support::expected(
-                &xrows[p / x_div],
-                w,
-                cols,
-                rpe,
-                c,
-                epi == Epilogue::SwiGlu,
-                1e-5,
-            );
-            let i = p * y_stride + c;
-            let mut tol = tol;
-            if epi == Epilogue::Accumulate {
-                v += init[i] as f64;
-                tol += 1e-6 * init[i].abs() as f64;
-            }
-            want[i] = Some((v, tol));
-        }
-    }
+    let got = ctx.read_f32(&y, 0, c.init.len()).unwrap();
     let what = format!(
         "{t_name} {what} pairs {pairs} x_div {x_div} {epi:?} ids {ids_list:?}",
-        t_name = t.name
+        t_name = t.name,
+        pairs = ids_list.len()
     );
-    support::check(&got, &init, &want, &what);
+    c.check(&got, wdq, gw.cols, rpe, epi, REL, &what);
 }
 
 #[test]

@@ -16,15 +16,16 @@
 
 use qwgpu_kernels::int4::{upload_int4, upload_int4_pieces, Int4Host};
 use qwgpu_kernels::matmul::{
-    matmul, matmul_gemv_with, matmul_indexed, matmul_normed, matmul_with, Epilogue, FusedNorm,
-    IndexedArgs, MatmulArgs, MatmulPath,
+    matmul, matmul_gemv_with, matmul_indexed, matmul_indexed_int4_with, matmul_int4_with,
+    matmul_normed, matmul_with, Epilogue, FusedNorm, MatmulArgs, MatmulPath,
 };
 use qwgpu_kernels::moe::grouped::{matmul_grouped, moe_group, GroupScratch, GroupedArgs};
 use qwgpu_kernels::view::{Dtype as QDtype, TensorView};
-use qwgpu_kernels::{testing, Dispatch, GpuContext, GpuWeight, KernelError, SmallT, WeightFormat};
+use qwgpu_kernels::{testing, GpuContext, GpuWeight, Int4Gemv, KernelError, SmallT, WeightFormat};
 
 mod support;
 use qwgpu_ops::rng::Rng;
+use support::matmul_case::{self, make_x, moe_case, run, IDS_OFF};
 
 const EPILOGUES: [Epilogue; 3] = [Epilogue::Store, Epilogue::Accumulate, Epilogue::SwiGlu];
 const REL: f64 = 2e-5;
@@ -108,109 +109,6 @@ fn upload(ctx: &GpuContext, q: &Q4, f16_scales: bool) -> GpuWeight {
     gw
 }
 
-fn run(ctx: &GpuContext, d: &[Dispatch]) {
-    let refs: Vec<&Dispatch> = d.iter().collect();
-    ctx.run("int4 matmul test", &refs).unwrap();
-}
-
-/// x buffer of `rows` rows of `cols` values (normal), `stride` apart from `offset`; NaN everywhere else.
-fn make_x(
-    rng: &mut Rng,
-    offset: usize,
-    stride: usize,
-    rows: usize,
-    cols: usize,
-) -> (Vec<f32>, Vec<Vec<f32>>) {
-    let len = offset + (rows - 1) * stride + cols + 3;
-    let mut buf = vec![f32::NAN; len];
-    let mut xrows = Vec::new();
-    for t in 0..rows {
-        let r = rng.normal_vec(cols);
-        buf[offset + t * stride..][..cols].copy_from_slice(&r);
-        xrows.push(r);
-    }
-    (buf, xrows)
-}
-
-type MatmulFn<'f> = &'f dyn Fn(
-    &GpuContext,
-    &GpuWeight,
-    &MatmulArgs,
-    Epilogue,
-) -> Result<Vec<Dispatch>, KernelError>;
-
-/// One dense matmul (launches from `launch`) with random offsets and strides
-/// (`aligned`: x offset and stride multiples of 4), checked against `w`.
-#[allow(clippy::too_many_arguments)]
-fn dense_case(
-    t: &testing::TestContext,
-    rng: &mut Rng,
-    gw: &GpuWeight,
-    w: &[f32],
-    tokens: usize,
-    epi: Epilogue,
-    what: &str,
-    launch: MatmulFn<'_>,
-    aligned: bool,
-) {
-    let ctx = &t.ctx;
-    let (rows, cols) = (gw.rows, gw.cols);
-    let swiglu = epi == Epilogue::SwiGlu;
-    let width = if swiglu { rows / 2 } else { rows };
-    let (x_off, x_stride) = if aligned {
-        (
-            4 * (rng.uniform() * 2.0) as usize,
-            cols.next_multiple_of(4) + 4 * (rng.uniform() * 2.0) as usize,
-        )
-    } else {
-        (
-            (rng.uniform() * 5.0) as usize,
-            cols + (rng.uniform() * 3.0) as usize,
-        )
-    };
-    let y_off = (rng.uniform() * 5.0) as usize;
-    let y_stride = width + (rng.uniform() * 3.0) as usize;
-    let (xbuf, xrows) = make_x(rng, x_off, x_stride, tokens, cols);
-    let ylen = y_off + (tokens - 1) * y_stride + width + 2;
-    let init: Vec<f32> = if epi == Epilogue::Accumulate {
-        rng.normal_vec(ylen)
-    } else {
-        vec![f32::NAN; ylen]
-    };
-    let x = ctx.upload("x", &xbuf).unwrap();
-    let y = ctx.upload("y", &init).unwrap();
-    let args = MatmulArgs {
-        x: &x,
-        x_offset: x_off as u32,
-        x_stride: x_stride as u32,
-        y: &y,
-        y_offset: y_off as u32,
-        y_stride: y_stride as u32,
-        t: tokens as u32,
-    };
-    let d = launch(ctx, gw, &args, epi)
-        .unwrap_or_else(|e| panic!("{t_name} {what}: {e}", t_name = t.name));
-    run(ctx, &d);
-    let got = ctx.read_f32(&y, 0, ylen).unwrap();
-    let mut want = vec![None; ylen];
-    for (ti, xr) in xrows.iter().enumerate() {
-        for c in 0..width {
-            let (mut v, mut tol) = support::expected(xr, w, cols, rows, c, swiglu, REL);
-            let i = y_off + ti * y_stride + c;
-            if epi == Epilogue::Accumulate {
-                v += init[i] as f64;
-                tol += 1e-6 * init[i].abs() as f64;
-            }
-            want[i] = Some((v, tol));
-        }
-    }
-    let what = format!(
-        "{t_name} {what} T={tokens} {epi:?} x_off {x_off} x_stride {x_stride} y_off {y_off} y_stride {y_stride}",
-        t_name = t.name
-    );
-    support::check(&got, &init, &want, &what);
-}
-
 /// (rows, cols, group): groups of 32 / 64 / 128 and one per row, columns not
 /// a multiple of the group, of 8 or of the 32-column chunk, rows not a
 /// multiple of the 4-row slots or the 64-row tiles; groups of 20 and 12
@@ -247,7 +145,9 @@ fn int4_matches_reference_on_every_path() {
                             f = gw.format
                         );
                         let aligned = (si + k + j) % 2 == 0;
-                        dense_case(t, &mut rng, &gw, &q.w, tokens, epi, &what, &matmul, aligned);
+                        matmul_case::dense_case(
+                            t, &mut rng, &gw, &q.w, tokens, epi, &what, &matmul, aligned, REL,
+                        );
                     }
                 }
             }
@@ -266,7 +166,7 @@ fn int4_every_token_count() {
         for tokens in (1..=18).chain([65]) {
             let epi = EPILOGUES[tokens % 3];
             let what = format!("seed {seed:#x} [34, 76] group 32");
-            dense_case(
+            matmul_case::dense_case(
                 t,
                 &mut rng,
                 &gw,
@@ -276,6 +176,7 @@ fn int4_every_token_count() {
                 &what,
                 &matmul,
                 tokens % 2 == 0,
+                REL,
             );
         }
     }
@@ -323,7 +224,18 @@ fn int4_small_t_shapes() {
                     let launch = |ctx: &GpuContext, w: &GpuWeight, a: &MatmulArgs, e: Epilogue| {
                         matmul_gemv_with(ctx, w, a, e, shape.as_ref())
                     };
-                    dense_case(t, &mut rng, &gw, &q.w, tokens, epi, &what, &launch, j != 1);
+                    matmul_case::dense_case(
+                        t,
+                        &mut rng,
+                        &gw,
+                        &q.w,
+                        tokens,
+                        epi,
+                        &what,
+                        &launch,
+                        j != 1,
+                        REL,
+                    );
                 }
             }
         }
@@ -347,7 +259,9 @@ fn int4_long_rows_and_wide_launches() {
                 (3, Epilogue::Accumulate),
             ] {
                 let what = format!("seed {seed:#x} [{rows}, {cols}] group {group}");
-                dense_case(t, &mut rng, &gw, &q.w, tokens, epi, &what, &matmul, true);
+                matmul_case::dense_case(
+                    t, &mut rng, &gw, &q.w, tokens, epi, &what, &matmul, true, REL,
+                );
             }
         }
     }
@@ -367,7 +281,9 @@ fn int4_over_split_weights() {
             for epi in EPILOGUES {
                 for tokens in [1, 5, 17] {
                     let what = format!("seed {seed:#x} pieces {split:?} group {group}");
-                    dense_case(t, &mut rng, &gw, &q.w, tokens, epi, &what, &matmul, true);
+                    matmul_case::dense_case(
+                        t, &mut rng, &gw, &q.w, tokens, epi, &what, &matmul, true, REL,
+                    );
                 }
             }
         }
@@ -448,94 +364,6 @@ fn int4_fused_norm() {
     }
 }
 
-/// MoE inputs: x rows (`x_stride` apart), ids buffer (pair ids from element
-/// `IDS_OFF`), poisoned or random y.
-struct MoeCase {
-    x: wgpu::Buffer,
-    xrows: Vec<Vec<f32>>,
-    x_stride: usize,
-    ids: wgpu::Buffer,
-    init: Vec<f32>,
-    y_stride: usize,
-    width: usize,
-}
-
-const IDS_OFF: usize = 3;
-
-fn moe_case(
-    ctx: &GpuContext,
-    rng: &mut Rng,
-    cols: usize,
-    ids_list: &[u32],
-    x_div: usize,
-    width: usize,
-    epi: Epilogue,
-) -> MoeCase {
-    let pairs = ids_list.len();
-    let x_rows = (pairs - 1) / x_div + 1;
-    let x_stride = if x_div == 1 {
-        cols + 1
-    } else {
-        cols.next_multiple_of(4)
-    };
-    let (xbuf, xrows) = make_x(rng, 0, x_stride, x_rows, cols);
-    let mut ids_buf = vec![99u32; IDS_OFF];
-    ids_buf.extend_from_slice(ids_list);
-    ids_buf.push(98);
-    let y_stride = width + 3;
-    let ylen = (pairs - 1) * y_stride + width + 2;
-    let init = if epi == Epilogue::Accumulate {
-        rng.normal_vec(ylen)
-    } else {
-        vec![f32::NAN; ylen]
-    };
-    MoeCase {
-        x: ctx.upload("x", &xbuf).unwrap(),
-        xrows,
-        x_stride,
-        ids: ctx.upload("ids", &ids_buf).unwrap(),
-        init,
-        y_stride,
-        width,
-    }
-}
-
-/// Checks y of an MoE matmul (rows per expert `rpe`) against the reference.
-#[allow(clippy::too_many_arguments)]
-fn moe_check(
-    got: &[f32],
-    c: &MoeCase,
-    w: &[f32],
-    cols: usize,
-    rpe: usize,
-    ids_list: &[u32],
-    x_div: usize,
-    epi: Epilogue,
-    what: &str,
-) {
-    let experts = w.len() / (rpe * cols);
-    let mut want = vec![None; c.init.len()];
-    for (p, &e) in ids_list.iter().enumerate() {
-        let e = e as usize;
-        if e >= experts {
-            continue;
-        }
-        let we = &w[e * rpe * cols..(e + 1) * rpe * cols];
-        for col in 0..c.width {
-            let swiglu = epi == Epilogue::SwiGlu;
-            let (mut v, mut tol) =
-                support::expected(&c.xrows[p / x_div], we, cols, rpe, col, swiglu, REL);
-            let i = p * c.y_stride + col;
-            if epi == Epilogue::Accumulate {
-                v += c.init[i] as f64;
-                tol += 1e-6 * c.init[i].abs() as f64;
-            }
-            want[i] = Some((v, tol));
-        }
-    }
-    support::check(got, &c.init, &want, what);
-}
-
 fn ids_sets() -> Vec<Vec<u32>> {
     vec![
         vec![2],
@@ -576,17 +404,7 @@ fn int4_indexed_matches_reference() {
                     };
                     let c = moe_case(ctx, &mut rng, cols, ids_list, x_div, width, epi);
                     let y = ctx.upload("y", &c.init).unwrap();
-                    let args = IndexedArgs {
-                        x: &c.x,
-                        x_stride: c.x_stride as u32,
-                        x_row_div: x_div as u32,
-                        ids: &c.ids,
-                        ids_offset: IDS_OFF as u32,
-                        y: &y,
-                        y_stride: c.y_stride as u32,
-                        pairs: ids_list.len() as u32,
-                        rows_per_expert: rpe as u32,
-                    };
+                    let args = c.args(&y, rpe);
                     run(ctx, &matmul_indexed(ctx, &gw, &args, epi).unwrap());
                     let got = ctx.read_f32(&y, 0, c.init.len()).unwrap();
                     let what = format!(
@@ -594,7 +412,7 @@ fn int4_indexed_matches_reference() {
                          ids {ids_list:?} x_div {x_div} {epi:?}",
                         t_name = t.name
                     );
-                    moe_check(&got, &c, &q.w, cols, rpe, ids_list, x_div, epi, &what);
+                    c.check(&got, &q.w, cols, rpe, epi, REL, &what);
                 }
             }
         }
@@ -674,7 +492,241 @@ fn int4_grouped_matches_reference() {
                      pairs {pairs} x_div {x_div} {epi:?}",
                     t_name = t.name
                 );
-                moe_check(&got, &c, &q.w, cols, rpe, ids_list, x_div, epi, &what);
+                c.check(&got, &q.w, cols, rpe, epi, REL, &what);
+            }
+        }
+    }
+}
+
+/// Shapes of the 4-bit one-token GEMV (`mm_q4` / `mm_q4_ids`): the default,
+/// the smallest (64 threads, 16 lanes, 1 quad), several teams of short spans,
+/// one team over 256 lanes, 4 quads per thread; chunks and interleaved words.
+const INT4_GEMVS: [Int4Gemv; 8] = [
+    Int4Gemv::DEFAULT,
+    Int4Gemv {
+        threads: 64,
+        lanes: 16,
+        quads: 1,
+        interleave: false,
+    },
+    Int4Gemv {
+        threads: 128,
+        lanes: 32,
+        quads: 4,
+        interleave: true,
+    },
+    Int4Gemv {
+        threads: 256,
+        lanes: 256,
+        quads: 1,
+        interleave: false,
+    },
+    Int4Gemv {
+        threads: 256,
+        lanes: 16,
+        quads: 4,
+        interleave: false,
+    },
+    Int4Gemv {
+        threads: 128,
+        lanes: 64,
+        quads: 2,
+        interleave: true,
+    },
+    Int4Gemv {
+        threads: 64,
+        lanes: 16,
+        quads: 1,
+        interleave: true,
+    },
+    Int4Gemv {
+        threads: 256,
+        lanes: 256,
+        quads: 2,
+        interleave: true,
+    },
+];
+
+/// Every shape of the 4-bit GEMV, dense at one token: rows longer than one
+/// pass of a team (4400 columns: 138 chunks, a partial last one), rows
+/// shorter than the lanes, groups of 32 / 128 and one per row, f16 and f32
+/// scales, row counts that leave a workgroup's last quads empty, pieces;
+/// every epilogue, aligned and unaligned x.
+#[test]
+fn int4_gemv_shapes_match_reference() {
+    for t in testing::contexts() {
+        let seed = testing::seed(0x5eed_440c);
+        let mut rng = Rng::new(seed);
+        for (ci, &(rows, cols, group, f16)) in [
+            (42usize, 4400usize, 128usize, true),
+            (70, 1000, 32, false),
+            (18, 520, 520, true),
+            (130, 64, 64, true),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let q = make_q4(&mut rng, rows, cols, group, f16);
+            let gw = if ci == 3 {
+                upload_int4_pieces(&t.ctx, "split", &q.host(), &[50, 47, 33]).unwrap()
+            } else {
+                upload(&t.ctx, &q, f16)
+            };
+            for (k, shape) in INT4_GEMVS.iter().enumerate() {
+                let epi = EPILOGUES[(ci + k) % 3];
+                let what = format!("seed {seed:#x} [{rows}, {cols}] group {group} {shape:?}");
+                let launch = |ctx: &GpuContext, w: &GpuWeight, a: &MatmulArgs, e: Epilogue| {
+                    let d = matmul_int4_with(ctx, w, a, None, e, Some(shape))?;
+                    assert_eq!(d[0].label, "matmul_gemv_q4");
+                    Ok(d)
+                };
+                matmul_case::dense_case(
+                    t,
+                    &mut rng,
+                    &gw,
+                    &q.w,
+                    1,
+                    epi,
+                    &what,
+                    &launch,
+                    (ci + k) % 2 == 0,
+                    REL,
+                );
+            }
+        }
+    }
+}
+
+/// The RMSNorm fused into the 4-bit GEMV, every shape: `norm(x) · Wᵀ`
+/// against the CPU norm then the reference dot products (x rows past one
+/// team's pass, rows shorter than the lanes).
+#[test]
+fn int4_gemv_shapes_fused_norm() {
+    for t in testing::contexts() {
+        let ctx = &t.ctx;
+        let seed = testing::seed(0x5eed_440d);
+        let mut rng = Rng::new(seed);
+        for (ci, &(rows, cols, group)) in [(26usize, 4400usize, 128usize), (66, 260, 32)]
+            .iter()
+            .enumerate()
+        {
+            let q = make_q4(&mut rng, rows, cols, group, ci == 0);
+            let gw = upload(ctx, &q, ci == 0);
+            for (k, shape) in INT4_GEMVS.iter().enumerate() {
+                let epi = EPILOGUES[(ci + k) % 3];
+                let swiglu = epi == Epilogue::SwiGlu;
+                let width = if swiglu { rows / 2 } else { rows };
+                let x_off = 4 * k;
+                let mut xbuf = vec![f32::NAN; x_off + cols + 4];
+                let nw = rng.normal_vec(cols);
+                let r = rng.normal_vec(cols);
+                xbuf[x_off..][..cols].copy_from_slice(&r);
+                let normed = qwgpu_ops::norm::rms_norm_one_plus(&r, &nw, 1e-6);
+                let init = if epi == Epilogue::Accumulate {
+                    rng.normal_vec(width)
+                } else {
+                    vec![f32::NAN; width]
+                };
+                let x = ctx.upload("x", &xbuf).unwrap();
+                let y = ctx.upload("y", &init).unwrap();
+                let nwb = ctx.upload("norm weight", &nw).unwrap();
+                let args = MatmulArgs {
+                    x: &x,
+                    x_offset: x_off as u32,
+                    x_stride: cols as u32,
+                    y: &y,
+                    y_offset: 0,
+                    y_stride: width as u32,
+                    t: 1,
+                };
+                let norm = FusedNorm {
+                    weight: &nwb,
+                    eps: 1e-6,
+                    one_plus: true,
+                };
+                let d = matmul_int4_with(ctx, &gw, &args, Some(&norm), epi, Some(shape)).unwrap();
+                assert_eq!(d[0].label, "matmul_gemv_q4");
+                run(ctx, &d);
+                let got = ctx.read_f32(&y, 0, width).unwrap();
+                let mut want = vec![None; width];
+                for (c, slot) in want.iter_mut().enumerate() {
+                    let (mut v, mut tol) =
+                        support::expected(&normed, &q.w, cols, rows, c, swiglu, REL);
+                    if epi == Epilogue::Accumulate {
+                        v += init[c] as f64;
+                        tol += 1e-6 * init[c].abs() as f64;
+                    }
+                    *slot = Some((v, tol));
+                }
+                let what = format!(
+                    "{t_name} seed {seed:#x} fused norm [{rows}, {cols}] group {group} {shape:?} {epi:?}",
+                    t_name = t.name
+                );
+                support::check(&got, &init, &want, &what);
+            }
+        }
+    }
+}
+
+/// The expert-indexed 4-bit GEMV (MoE decode, one pair per workgroup row),
+/// every shape: runs of equal and scattered ids, an id past the experts
+/// (skipped), split pieces, with and without the fused norm.
+#[test]
+fn int4_gemv_shapes_indexed() {
+    for t in testing::contexts() {
+        let ctx = &t.ctx;
+        let seed = testing::seed(0x5eed_440e);
+        let mut rng = Rng::new(seed);
+        let rpe = 18;
+        let ids_list = [3u32, 3, 0, 7, 1, 2];
+        for (ci, (cols, group, f16, split)) in [
+            (1100usize, 128usize, true, None),
+            (96, 32, false, Some(vec![30usize, 29, 13])),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let q = make_q4(&mut rng, 4 * rpe, cols, group, f16);
+            let gw = match &split {
+                Some(s) => upload_int4_pieces(ctx, "experts", &q.host(), s).unwrap(),
+                None => upload(ctx, &q, f16),
+            };
+            for (k, shape) in INT4_GEMVS.iter().enumerate() {
+                let epi = EPILOGUES[(ci + k) % 3];
+                let x_div = 1 + k % 2;
+                let width = if epi == Epilogue::SwiGlu {
+                    rpe / 2
+                } else {
+                    rpe
+                };
+                let mut c = moe_case(ctx, &mut rng, cols, &ids_list, x_div, width, epi);
+                let y = ctx.upload("y", &c.init).unwrap();
+                // Fused norm where x rows are 16-byte aligned (x_div 2), every other time.
+                let nw = rng.normal_vec(cols);
+                let nwb = ctx.upload("norm weight", &nw).unwrap();
+                let norm = (x_div == 2 && k % 4 == 1).then(|| {
+                    for r in &mut c.xrows {
+                        *r = qwgpu_ops::norm::rms_norm_one_plus(r, &nw, 1e-6);
+                    }
+                    FusedNorm {
+                        weight: &nwb,
+                        eps: 1e-6,
+                        one_plus: true,
+                    }
+                });
+                let args = c.args(&y, rpe);
+                let d = matmul_indexed_int4_with(ctx, &gw, &args, norm.as_ref(), epi, Some(shape))
+                    .unwrap();
+                assert_eq!(d[0].label, "matmul_indexed_q4");
+                run(ctx, &d);
+                let got = ctx.read_f32(&y, 0, c.init.len()).unwrap();
+                let what = format!(
+                    "{t_name} seed {seed:#x} indexed q4 [{cols}] group {group} pieces {split:?} \
+                     {shape:?} x_div {x_div} norm {n} {epi:?}",
+                    n = norm.is_some(),
+                    t_name = t.name
+                );
+                c.check(&got, &q.w, cols, rpe, epi, REL, &what);
             }
         }
     }
@@ -711,7 +763,48 @@ fn int4_unsupported_paths_and_bad_weights_are_typed_errors() {
     // One token: the one-token GEMV, or the small-T kernel when a shape is forced.
     let one = MatmulArgs { t: 1, ..args };
     let d = matmul(ctx, &gw, &one, Epilogue::Store).unwrap();
+    let want = if ctx.tuning.int4_gemv.is_some() {
+        "matmul_gemv_q4"
+    } else {
+        "matmul_gemv"
+    };
+    assert_eq!(d[0].label, want);
+    let d = matmul_int4_with(ctx, &gw, &one, None, Epilogue::Store, None).unwrap();
     assert_eq!(d[0].label, "matmul_gemv");
+    // The 4-bit GEMV takes one token of a 4-bit weight only.
+    for (what, r) in [
+        (
+            "T = 20",
+            matmul_int4_with(ctx, &gw, &args, None, Epilogue::Store, None),
+        ),
+        (
+            "BF16",
+            matmul_int4_with(
+                ctx,
+                &GpuWeight::upload(
+                    ctx,
+                    &support::packed_one_shard(
+                        &mut rng,
+                        qwgpu_checkpoint::Dtype::BF16,
+                        8,
+                        64,
+                        support::Scheme::None,
+                    ),
+                )
+                .unwrap(),
+                &one,
+                None,
+                Epilogue::Store,
+                None,
+            ),
+        ),
+    ] {
+        match r {
+            Err(KernelError::Arguments { kernel, .. }) => assert_eq!(kernel, "matmul_int4_with"),
+            Err(e) => panic!("{what}: wrong error {e}"),
+            Ok(_) => panic!("{what} was accepted"),
+        }
+    }
     let d = matmul_gemv_with(ctx, &gw, &one, Epilogue::Store, Some(&SmallT::DEFAULT)).unwrap();
     assert_eq!(d[0].label, "matmul_gemv_t");
     let mut bad = q.host();
@@ -776,7 +869,9 @@ fn int4_packed_weight_uploads_through_gpu_weight() {
                 (20, Epilogue::Accumulate),
             ] {
                 let what = format!("seed {seed:#x} packed int4 pieces {n}", n = gw.pieces.len());
-                dense_case(t, &mut rng, &gw, &wdq, tokens, epi, &what, &matmul, true);
+                matmul_case::dense_case(
+                    t, &mut rng, &gw, &wdq, tokens, epi, &what, &matmul, true, REL,
+                );
             }
         }
     }

@@ -4,6 +4,8 @@
 // Each test binary uses part of this module.
 #![allow(dead_code)]
 
+pub mod matmul_case;
+
 use qwgpu_checkpoint::Dtype;
 use qwgpu_loader::{ActivationQuant, BlockSegment, PackedWeight, ScaleScheme, Shard};
 use qwgpu_ops::rng::Rng;
