@@ -70,12 +70,6 @@
 //!   included, unless [`Tuning::skinny`](crate::Tuning::skinny) is off.
 //!   [`matmul_skinny_with`] forces it; [`decode_block_tokens`] tells batched
 //!   decode how many sessions one matmul should take.
-//! - `T > 16`, FP8 with block scales narrower than the row
-//!   (`shaders/matmul_coop_blocks.wgsl`, module `matmul_coop_blocks.rs`):
-//!   the block scale is folded into x (W staged exact as the stored FP8
-//!   values), exact or fast per the context's precision, on tensor cores;
-//!   without them fast precision runs its scalar emulation
-//!   (`matmul_tile_blocks.wgsl`). Switch: [`Tuning::fp8_block_coop`](crate::Tuning).
 //! - MoE ([`matmul_indexed`], `mm_vec_ids`): the vector path with an expert id
 //!   per pair; a workgroup takes up to 8 consecutive pairs and reads an
 //!   expert's rows once per run of equal ids (so sorted ids are faster).
@@ -123,8 +117,6 @@ pub mod coop_fast;
 mod skinny;
 
 pub use skinny::SkinnyShape;
-#[path = "matmul_coop_blocks.rs"]
-mod coop_blocks;
 #[path = "matmul_q4.rs"]
 mod q4;
 #[path = "matmul_vec_t.rs"]
@@ -313,10 +305,6 @@ enum GemmKernel {
     /// `mm_coop_skinny`: tensor-core matmul of few tokens
     /// (`matmul_coop_skinny.rs`), in a forced shape (benchmarks).
     Skinny(SkinnyShape),
-    /// `mm_coop_blocks` (block-scaled FP8, `matmul_coop_blocks.rs`).
-    CoopBlocks,
-    /// `mm_tile_blocks`: the scalar GEMM computing what `mm_coop_blocks`' fast variant computes.
-    TileBlocks,
 }
 
 /// Whether a matmul may run the skinny tensor-core kernel.
@@ -378,8 +366,6 @@ pub(crate) static SPECS: &[&KernelSpec] = &[
     &coop_fast::MM_COOP_SPLIT,
     &coop_fast::FAST_X,
     &skinny::MM_COOP_SKINNY,
-    &coop_blocks::MM_COOP_BLOCKS,
-    &coop_blocks::MM_TILE_BLOCKS,
     &skinny::MM_SKINNY_REDUCE,
 ];
 
@@ -850,7 +836,7 @@ fn matmul_impl(
     skinny_use: SkinnyUse,
 ) -> Result<Vec<Dispatch>, KernelError> {
     const K: &str = "matmul";
-    if path == MatmulPath::Coop && !coop::supported(ctx, w) && !coop_blocks::applies(ctx, w) {
+    if path == MatmulPath::Coop && !coop::supported(ctx, w) {
         return Err(KernelError::Unsupported {
             what: "cooperative-matrix matmul".into(),
             detail: coop::unsupported_reason(ctx, w),
@@ -976,16 +962,8 @@ fn matmul_impl(
     let int4 = gemvs
         .int4
         .filter(|_| args.t == 1 && small_t.is_none() && int4_chunk_groups(w));
-    // Block-scaled FP8 with the scale folded into x (the switch
-    // Tuning::fp8_block_coop), before mm_coop's f16(q·s) staging.
-    let blocks = norm.is_none()
-        && use_skinny.is_none()
-        && coop_blocks::applies(ctx, w)
-        && (path == MatmulPath::Coop || (path == MatmulPath::Auto && args.t > MAX_VEC_T));
     let kernel = if let Some(shape) = use_skinny {
         GemmKernel::Skinny(shape)
-    } else if blocks {
-        GemmKernel::CoopBlocks
     } else if use_coop {
         GemmKernel::Coop
     } else if let Some(cfg) = int4 {
@@ -994,8 +972,6 @@ fn matmul_impl(
         GemmKernel::VecT(vec_t::shape(&cfg, args.t, (w.stride_words / 4) as u32))
     } else if args.t <= MAX_VEC_T {
         GemmKernel::Vec
-    } else if coop_blocks::emulates(ctx, w) {
-        GemmKernel::TileBlocks
     } else {
         GemmKernel::Tile
     };
@@ -1016,45 +992,12 @@ fn matmul_impl(
         GemmKernel::VecT(_) => ("matmul_gemv_t", 0, scale_mode(K, w)?),
         GemmKernel::Q4(_) => ("matmul_gemv_q4", 0, 1),
         GemmKernel::Tile => ("matmul_tile", 0, 0),
-        GemmKernel::CoopBlocks => ("matmul_coop_blocks", 0, 0),
-        GemmKernel::TileBlocks => ("matmul_tile_blocks", 0, 0),
     };
     let mut out = Vec::with_capacity(launches.len());
     for l in &launches {
         let mut p = base;
         set_pieces(&mut p, l);
         let n = l.n_end - l.n0;
-        if matches!(kernel, GemmKernel::CoopBlocks | GemmKernel::TileBlocks) {
-            // SwiGLU: gate rows into y, then the up rows onto them.
-            let coop = kernel == GemmKernel::CoopBlocks;
-            let (gx, gy) = coop_blocks::grid(n, args.t, coop);
-            if gx > MAX_GROUPS || gy > MAX_GROUPS {
-                return Err(arg_err(
-                    K,
-                    format!(
-                        "{args_t} tokens × {n} outputs need a {gx}×{gy} grid",
-                        args_t = args.t
-                    ),
-                ));
-            }
-            for &epi in coop_blocks::epilogues(p.epi) {
-                let q = MmParams { epi, ..p };
-                out.push(
-                    coop_blocks::launch(ctx, w, coop)
-                        .grid([gx, gy, 1])
-                        .label(label)
-                        .bind("wa", &l.a.buffer)
-                        .bind("wb", &l.b.buffer)
-                        .bind("scales", &w.meta)
-                        .bind("xs", args.x)
-                        .bind("ys", args.y)
-                        .bind("xs4", args.x)
-                        .params(&q)
-                        .record()?,
-                );
-            }
-            continue;
-        }
         // The GEMM's pipeline serves every launch; the GEMV's width depends on
         // each launch's grid (vec_workgroup).
         let launch = match kernel {
@@ -1142,10 +1085,7 @@ fn matmul_impl(
                     .bind("nw4", norm.map_or(args.x, |n| n.weight))
                     .grid(grid_1d(p.groups))
             }
-            GemmKernel::Tile
-            | GemmKernel::Coop
-            | GemmKernel::CoopBlocks
-            | GemmKernel::TileBlocks => {
+            GemmKernel::Tile | GemmKernel::Coop => {
                 // Scalar GEMM: 64 tokens × 64 weight rows (32 SwiGLU columns) per
                 // workgroup; the coop kernel's tile is its own.
                 let (gx, gy) = if kernel == GemmKernel::Coop {

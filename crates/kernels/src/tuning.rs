@@ -2,8 +2,7 @@
 //! adapter only, found in a table keyed on its PCI vendor id and name; every
 //! other adapter gets the conservative default (the choice that assumes
 //! nothing about it). Only speed depends on these values, never results'
-//! correctness (`fp8_block_coop` also picks how the fast precision rounds
-//! block-scaled FP8 products, within that precision's bounds either way).
+//! correctness.
 
 /// NVIDIA's PCI vendor id.
 const NVIDIA: u32 = 0x10de;
@@ -160,14 +159,6 @@ pub struct Tuning {
     /// ([`Tuning::for_adapter`]); results differ only by f32 rounding order
     /// (and, with fast precision, by the rounding of x to f16).
     pub skinny: bool,
-    /// Block-scaled FP8 GEMMs (`T > 16`) on `mm_coop_blocks` (block scale
-    /// folded into x, weights exact in f16) where the adapter has cooperative
-    /// matrices, and the scalar GEMM's fast emulation of it elsewhere. Off:
-    /// exact precision on the scalar tile GEMM, fast on `mm_coop` with
-    /// `f16(q · s)` weights (module `matmul_coop_blocks`). On for every
-    /// adapter; [`Tuning::for_adapter`] turns it off where the environment
-    /// sets `QWGPU_FP8_BLOCK_COOP=0` (A/B measurements without a rebuild).
-    pub fp8_block_coop: bool,
     /// Whether the skinny kernel may split the columns of a launch whose
     /// grid is small (split-K: partial sums, then a reduction launch). On
     /// unless `QWGPU_SKINNY=nosplit`.
@@ -187,7 +178,6 @@ impl Default for Tuning {
             coop_fast_exact: true,
             coop_fast_scratch: crate::matmul::coop_fast::SCRATCH_CAP,
             skinny: true,
-            fp8_block_coop: true,
             skinny_split: true,
             int4_gemv: Some(Int4Gemv::DEFAULT),
         }
@@ -207,7 +197,6 @@ impl Tuning {
             coop_fast_exact: true,
             coop_fast_scratch: crate::matmul::coop_fast::SCRATCH_CAP,
             skinny: true,
-            fp8_block_coop: true,
             skinny_split: true,
             int4_gemv: Some(known.map_or(Int4Gemv::DEFAULT, |k| k.int4_gemv)),
         }
@@ -215,15 +204,10 @@ impl Tuning {
 
     /// The tuning of the adapter `info` describes; the environment variable
     /// `QWGPU_SKINNY` turns [`Tuning::skinny`] off (`0`) or only its column
-    /// splits (`nosplit`), and `QWGPU_FP8_BLOCK_COOP=0` turns
-    /// [`Tuning::fp8_block_coop`] off (A/B measurements).
+    /// splits (`nosplit`), for A/B measurements.
     pub fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
         let mut t = Self::lookup(info.vendor, &info.name);
         (t.skinny, t.skinny_split) = skinny_switch(std::env::var("QWGPU_SKINNY").ok().as_deref());
-        if std::env::var("QWGPU_FP8_BLOCK_COOP").is_ok_and(|v| v.trim() == "0") {
-            tracing::info!("QWGPU_FP8_BLOCK_COOP=0: block-scaled FP8 GEMMs on the earlier paths");
-            t.fp8_block_coop = false;
-        }
         t
     }
 }
@@ -286,9 +270,6 @@ mod tests {
         );
         assert_eq!(Tuning::default().gemv_wave, None);
         assert_eq!(Tuning::default().small_t, Some(SmallT::DEFAULT));
-        // The block-scaled FP8 tensor-core GEMM is on everywhere by default.
-        assert!(Tuning::default().fp8_block_coop);
-        assert!(Tuning::lookup(0x10de, "NVIDIA H100 80GB HBM3").fp8_block_coop);
         assert_eq!(Tuning::default().int4_gemv, Some(Int4Gemv::DEFAULT));
     }
 }

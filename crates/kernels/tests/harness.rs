@@ -96,7 +96,7 @@ fn coverage_records_name_test_context_adapter_and_skips() {
 
 /// Every suite's source, compiled in (the binary also runs away from the
 /// checkout, on the GPU machine).
-const SUITES: [(&str, &str); 19] = [
+const SUITES: [(&str, &str); 18] = [
     ("attention.rs", include_str!("attention.rs")),
     ("context.rs", include_str!("context.rs")),
     ("coop_peak.rs", include_str!("coop_peak.rs")),
@@ -110,10 +110,6 @@ const SUITES: [(&str, &str); 19] = [
     (
         "matmul_coop_skinny.rs",
         include_str!("matmul_coop_skinny.rs"),
-    ),
-    (
-        "matmul_coop_blocks.rs",
-        include_str!("matmul_coop_blocks.rs"),
     ),
     ("matmul_int4.rs", include_str!("matmul_int4.rs")),
     ("matmul_norm.rs", include_str!("matmul_norm.rs")),

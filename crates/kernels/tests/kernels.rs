@@ -33,8 +33,6 @@ mod matmul_coop;
 mod matmul_coop_fast;
 #[path = "matmul_coop_skinny.rs"]
 mod matmul_coop_skinny;
-#[path = "matmul_coop_blocks.rs"]
-mod matmul_coop_blocks;
 #[path = "matmul_int4.rs"]
 mod matmul_int4;
 #[path = "matmul_norm.rs"]

@@ -52,14 +52,13 @@ type KernelBenchSpec = (
     Option<(&'static str, &'static str)>,
 );
 
-const KERNEL_BENCHES: [KernelBenchSpec; 9] = [
+const KERNEL_BENCHES: [KernelBenchSpec; 8] = [
     ("gemv_bench", "gemv_bandwidth", None),
     ("attention", "bench_attention", None),
     ("gdn", "bench_qwen35_dims", None),
     ("moe_grouped", "grouped_bench_real_dims", None),
     ("moe_grouped", "grouped_timing_t130", None),
     ("matmul_coop", "coop_vs_scalar_speed", None),
-    ("matmul_coop_blocks", "coop_blocks_speed", None),
     ("matmul_coop_skinny", "skinny_bandwidth", None),
     ("coop_peak", "coop_peak", None),
 ];
