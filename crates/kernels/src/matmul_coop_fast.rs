@@ -61,6 +61,10 @@ use crate::{GpuContext, GpuWeight, KernelError, WeightFormat};
 
 use super::{arg_err, set_pieces, MatmulArgs, MmParams, PieceLaunch};
 
+#[cfg(feature = "testing")]
+#[path = "matmul_coop_fast_emu.rs"]
+pub mod emulation;
+
 crate::shader!(MATMUL_COOP_FAST, "matmul_coop_fast.wgsl");
 crate::shader!(MATMUL_FAST_X, "matmul_fast_x.wgsl");
 
@@ -180,6 +184,10 @@ pub fn token_block(t: u32, kp: u32, cap: u64) -> u32 {
 /// the kernel (`split`: the exact variant). Subgroups of at least 16 keep the
 /// per-thread staging registers within the shader's arrays of 8.
 fn workgroup_size(ctx: &GpuContext, split: bool) -> Option<u32> {
+    #[cfg(feature = "testing")]
+    if emulation::active() {
+        return ctx.caps.f16.then_some(emulation::WG);
+    }
     let shared = if split {
         SHARED_BYTES_SPLIT
     } else {
@@ -350,6 +358,12 @@ pub(super) fn record(
     } else {
         (&MM_COOP_FAST, "matmul_coop_fast")
     };
+    #[cfg(feature = "testing")]
+    let spec = if emulation::active() {
+        emulation::spec(split)
+    } else {
+        spec
+    };
     let mut out = Vec::new();
     let mut t0 = 0;
     while t0 < args.t {
@@ -410,6 +424,43 @@ pub(super) fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The variables each entry point uses (naga's reflection, what a launch
+    /// must bind; lavapipe never builds the coop pipelines that would check
+    /// it) are exactly the ones `record` and `prepare_x` bind.
+    #[test]
+    fn entry_points_use_exactly_the_bound_variables() {
+        let cases: [(&KernelSpec, &[&str]); 3] = [
+            (
+                &MM_COOP_FAST,
+                &["wa", "wb", "scales", "ys", "xq", "xinv", "p"],
+            ),
+            (
+                &MM_COOP_SPLIT,
+                &["wa", "wb", "scales", "ys", "xq", "xinv", "p"],
+            ),
+            (&FAST_X, &["xs", "xh", "xinv", "fp"]),
+        ];
+        for (spec, want) in cases {
+            let src: String = spec
+                .files(true)
+                .iter()
+                .map(|f| f.text)
+                .collect::<Vec<_>>()
+                .join("\n");
+            let module = crate::reflect::ModuleBindings::reflect(&src).unwrap();
+            let entry = module.entry(spec.entry).unwrap();
+            let mut used: Vec<&str> = entry
+                .iter()
+                .filter(|(_, b)| b.used)
+                .map(|(n, _)| n.as_str())
+                .collect();
+            used.sort_unstable();
+            let mut want = want.to_vec();
+            want.sort_unstable();
+            assert_eq!(used, want, "{entry_name}", entry_name = spec.entry);
+        }
+    }
 
     #[test]
     fn layout_pads_rows_to_the_tile_and_columns_to_the_step() {
