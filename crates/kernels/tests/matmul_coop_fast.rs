@@ -418,7 +418,7 @@ fn gemm_cases(seed: u64, precision: MatmulPrecision, emulated: bool) {
     let sizes: &[(usize, usize)] = if emulated {
         &[(130, 37), (200, 64), (258, 100)]
     } else {
-        &[(258, 300), (46, 1030), (130, 37), (200, 64)]
+        &[(258, 300), (46, 1030), (130, 37)]
     };
     let formats = [
         (Dtype::BF16, Scheme::None, 1),
@@ -489,8 +489,10 @@ fn gemm_cases(seed: u64, precision: MatmulPrecision, emulated: bool) {
                 for blocked in [false, true] {
                     // A scratch below one tile: blocks of one 128-token tile.
                     ctx.tuning.coop_fast_scratch = if blocked { 1 } else { coop_fast::SCRATCH_CAP };
-                    // Blocks only change anything past one token tile.
-                    for &tokens in tokens_list.iter().filter(|&&t| !blocked || t > 128) {
+                    // Blocks only change anything past one token tile (the
+                    // largest token count only: the GPU machine's test time).
+                    let last = tokens_list[tokens_list.len() - 1];
+                    for &tokens in tokens_list.iter().filter(|&&t| !blocked || t == last) {
                         for epi in EPILOGUES {
                             let case = Case {
                                 seed,
@@ -594,6 +596,11 @@ fn check_case(
     let scalar = go(MatmulPath::Scalar);
     let mut want = vec![None; ylen];
     let mut vs_scalar = vec![None; ylen];
+    // Σ|w| per weight row.
+    let w_abs: Vec<f64> = wdq
+        .chunks(cols)
+        .map(|r| r.iter().map(|w| w.abs() as f64).sum())
+        .collect();
     for (ti, xr) in xrows.iter().enumerate() {
         let xf = if path == MatmulPath::CoopFast {
             fast_round_row(xr)
@@ -613,12 +620,7 @@ fn check_case(
         let inv_s = 2f64.powi(-scale_exp(row_max(xr)));
         let e_x = |r: usize| -> f64 {
             if path == MatmulPath::CoopFastExact {
-                2f64.powi(-25)
-                    * inv_s
-                    * wdq[r * cols..][..cols]
-                        .iter()
-                        .map(|w| w.abs() as f64)
-                        .sum::<f64>()
+                2f64.powi(-25) * inv_s * w_abs[r]
             } else {
                 0.0
             }
@@ -695,12 +697,10 @@ fn auto_takes_the_fast_kernel_behind_its_switches() {
             (MatmulPrecision::Fast, MatmulPath::CoopFast),
             (MatmulPrecision::Exact, MatmulPath::CoopFastExact),
         ] {
+            // On (the default unless QWGPU_COOP_FAST turns them off).
             let mut ctx = context_with(t, precision);
-            assert!(
-                ctx.tuning.coop_fast_gemm && ctx.tuning.coop_fast_exact,
-                "{}: switches off by default",
-                t.name
-            );
+            ctx.tuning.coop_fast_gemm = true;
+            ctx.tuning.coop_fast_exact = true;
             let auto_on = go(&ctx, MatmulPath::Auto);
             let new = go(&ctx, path);
             let old = go(&ctx, MatmulPath::Coop);
