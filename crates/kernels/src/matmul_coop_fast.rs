@@ -35,8 +35,9 @@
 //! device's binding limit) run in blocks of tokens, each a pre-pass and its
 //! GEMMs.
 //!
-//! The exact variant on the same tiles (`mm_coop_split`, a second entry point
-//! of the same module; [`MatmulPrecision::Exact`](crate::MatmulPrecision::Exact)):
+//! The exact variant on the same tiles (`mm_coop_split` in
+//! `shaders/matmul_coop_split.wgsl`, appended to the fast module;
+//! [`MatmulPrecision::Exact`](crate::MatmulPrecision::Exact)):
 //! the pre-pass writes `x·s` as two f16 parts, `hi` = `x·s` rounded to 11
 //! significant bits and `lo = f16(x·s − hi)` (the rule of `mm_coop`'s exact
 //! variant), both are staged, and both products go into the same
@@ -66,6 +67,7 @@ use super::{arg_err, set_pieces, MatmulArgs, MmParams, PieceLaunch};
 pub mod emulation;
 
 crate::shader!(MATMUL_COOP_FAST, "matmul_coop_fast.wgsl");
+crate::shader!(MATMUL_COOP_SPLIT, "matmul_coop_split.wgsl");
 crate::shader!(MATMUL_FAST_X, "matmul_fast_x.wgsl");
 
 pub(super) static MM_COOP_FAST: KernelSpec = KernelSpec {
@@ -82,7 +84,13 @@ pub(super) static MM_COOP_FAST: KernelSpec = KernelSpec {
 
 pub(super) static MM_COOP_SPLIT: KernelSpec = KernelSpec {
     label: "matmul_coop_split",
-    parts: MM_COOP_FAST.parts,
+    // The fast module with the exact variant's file appended.
+    parts: &[
+        Part::File(&MATMUL_COOP_FAST),
+        Part::File(&shaders::NUMERIC),
+        Part::File(&super::MATMUL_COMMON),
+        Part::File(&MATMUL_COOP_SPLIT),
+    ],
     entry: "mm_coop_split",
     uniforms: &[&MmParams::LAYOUT],
     needs: Needs::CooperativeMatrix,

@@ -23,7 +23,7 @@ use crate::shaders::{self, ShaderSource};
 use crate::spec::{KernelSpec, Needs, Part, Uniform};
 
 use super::super::{MmParams, MATMUL_COMMON};
-use super::MATMUL_COOP_FAST;
+use super::{MATMUL_COOP_FAST, MATMUL_COOP_SPLIT};
 
 /// The emulation's workgroup: 4 × 32 lanes.
 pub(super) const WG: u32 = 128;
@@ -90,10 +90,12 @@ fn emu_store(c: ptr<function, array<f32, 8>>, off: u32, sl: u32) {
 }
 "#;
 
-/// The transformed text of `matmul_coop_fast.wgsl`.
+/// The transformed text of `matmul_coop_fast.wgsl` and
+/// `matmul_coop_split.wgsl` (the emulation functions come last).
 fn source() -> String {
     let mut out = String::new();
-    for line in MATMUL_COOP_FAST.text.lines() {
+    let text = [MATMUL_COOP_FAST.text, MATMUL_COOP_SPLIT.text].join("\n");
+    for line in text.lines() {
         let t = line.trim();
         if t == "enable wgpu_cooperative_matrix;"
             || t.starts_with("@builtin(subgroup_id)")
