@@ -50,8 +50,10 @@
 //! 28 KiB of workgroup memory (the exact variant 38 KiB). The selection is
 //! behind one switch per variant:
 //! [`Tuning::coop_fast_gemm`](crate::Tuning::coop_fast_gemm) (fast),
-//! [`Tuning::coop_fast_exact`](crate::Tuning::coop_fast_exact) (exact);
-//! off, `mm_coop` runs as before.
+//! [`Tuning::coop_fast_exact`](crate::Tuning::coop_fast_exact) (exact),
+//! both set from `QWGPU_COOP_FAST` at context creation
+//! ([`Tuning::with_coop_fast_env`](crate::Tuning::with_coop_fast_env)); off,
+//! `mm_coop` runs as before.
 
 use std::sync::Mutex;
 
