@@ -874,6 +874,9 @@ fn coop_fast_speed() {
             Scheme::None,
         ),
         (12288, 4096, 512, Epilogue::Store, Dtype::BF16, Scheme::None),
+        // The model's 512-token prefill chunks: N = 4096 outputs make 128
+        // workgroups (o_proj; down_proj above), fewer than the H100's SMs.
+        (4096, 4096, 512, Epilogue::Store, Dtype::BF16, Scheme::None),
         (
             4096,
             4096,
