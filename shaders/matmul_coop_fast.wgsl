@@ -32,13 +32,8 @@
 // (b = 0, 1), as in mm_coop: a tile covers 64 output columns and each
 // subgroup holds both halves of its columns.
 //
-// mm_coop_split (the exact precision on the same tiles, a second entry point
-// so that mm_coop_fast's code stays as it is): the pre-pass wrote x s as
-// hi + lo f16 parts (matmul_fast_x.wgsl, SPLIT), the lo rows from half
-// p.x_off of xq; both are staged (sxl4: 10 KiB more) and multiplied by the
-// same W fragments into the same accumulators (hi first, as mm_coop's exact
-// variant), so x keeps 22 significant bits and the results match the f32
-// GEMM to ~1e-6 of sum |x w| where W is exact in f16.
+// The exact variant (mm_coop_split) is matmul_coop_split.wgsl, appended to
+// this module.
 //
 // Every coop op and barrier is in workgroup-uniform control flow (no early
 // return, loop bounds from the uniform params and overrides); subgroup_id only
@@ -72,8 +67,6 @@ override SGS: u32 = WG / 4u;
 
 var<workgroup> sx4: array<vec4<f16>, STAGE4>;  // [token][column]
 var<workgroup> sw4: array<vec4<f16>, STAGE4>;  // [weight row][column]
-// mm_coop_split only: the lo parts of x.
-var<workgroup> sxl4: array<vec4<f16>, STAGE4>;
 // Per subgroup, two 16 x 16 result fragments (row-major, token rows).
 var<workgroup> st_y: array<f32, 2048u>;
 
@@ -114,17 +107,6 @@ fn put_x(q: u32, v: mat2x4<f16>) {
     let o = (q / 4u) * LDS4 + 2u * (q % 4u);
     sx4[o] = v[0];
     sx4[o + 1u] = v[1];
-}
-
-// mm_coop_split: piece q of the lo parts (rows from half p.x_off of xq).
-fn x_piece_lo(m0: u32, k0: u32, q: u32) -> mat2x4<f16> {
-    return xq[(p.x_off + (m0 + q / 4u) * p.x_stride + k0) / 8u + q % 4u];
-}
-
-fn put_xl(q: u32, v: mat2x4<f16>) {
-    let o = (q / 4u) * LDS4 + 2u * (q % 4u);
-    sxl4[o] = v[0];
-    sxl4[o + 1u] = v[1];
 }
 
 // Raw chunk of W item j (tile row lc, chunk ck of the step) at column k0.
@@ -280,217 +262,6 @@ fn mm_coop_fast(@builtin(local_invocation_index) lid: u32,
             workgroupBarrier();
             for (var j = 0u; j < PX; j++) {
                 put_x(lid + j * WG, rx[j]);
-            }
-            for (var j = 0u; j < NW; j++) {
-                let i = lid + j * WG;
-                put_w(i / CPR, i % CPR, rw[j]);
-            }
-        }
-        workgroupBarrier();
-    }
-
-    // Eight rounds of two fragments per subgroup through its own 2 KiB of
-    // st_y: token fragment i, pair 0 then pair 1; SwiGLU pairs gate fragment
-    // (i, q) with up fragment (i, q + 2).
-    let yo = sg * 512u;
-    let yo2 = yo + 256u;
-    // Token fragment 0.
-    coopStoreT(c00, &st_y[yo], 16u);
-    if (p.epi == 2u) {
-        coopStoreT(c02, &st_y[yo2], 16u);
-    } else {
-        coopStoreT(c01, &st_y[yo2], 16u);
-    }
-    workgroupBarrier();
-    fast_epilogue(sg, sl, m0, nt0, 0u, 0u);
-    workgroupBarrier();
-    if (p.epi == 2u) {
-        coopStoreT(c01, &st_y[yo], 16u);
-    } else {
-        coopStoreT(c02, &st_y[yo], 16u);
-    }
-    coopStoreT(c03, &st_y[yo2], 16u);
-    workgroupBarrier();
-    fast_epilogue(sg, sl, m0, nt0, 0u, 1u);
-    workgroupBarrier();
-    // Token fragment 1.
-    coopStoreT(c10, &st_y[yo], 16u);
-    if (p.epi == 2u) {
-        coopStoreT(c12, &st_y[yo2], 16u);
-    } else {
-        coopStoreT(c11, &st_y[yo2], 16u);
-    }
-    workgroupBarrier();
-    fast_epilogue(sg, sl, m0, nt0, 1u, 0u);
-    workgroupBarrier();
-    if (p.epi == 2u) {
-        coopStoreT(c11, &st_y[yo], 16u);
-    } else {
-        coopStoreT(c12, &st_y[yo], 16u);
-    }
-    coopStoreT(c13, &st_y[yo2], 16u);
-    workgroupBarrier();
-    fast_epilogue(sg, sl, m0, nt0, 1u, 1u);
-    workgroupBarrier();
-    // Token fragment 2.
-    coopStoreT(c20, &st_y[yo], 16u);
-    if (p.epi == 2u) {
-        coopStoreT(c22, &st_y[yo2], 16u);
-    } else {
-        coopStoreT(c21, &st_y[yo2], 16u);
-    }
-    workgroupBarrier();
-    fast_epilogue(sg, sl, m0, nt0, 2u, 0u);
-    workgroupBarrier();
-    if (p.epi == 2u) {
-        coopStoreT(c21, &st_y[yo], 16u);
-    } else {
-        coopStoreT(c22, &st_y[yo], 16u);
-    }
-    coopStoreT(c23, &st_y[yo2], 16u);
-    workgroupBarrier();
-    fast_epilogue(sg, sl, m0, nt0, 2u, 1u);
-    workgroupBarrier();
-    // Token fragment 3.
-    coopStoreT(c30, &st_y[yo], 16u);
-    if (p.epi == 2u) {
-        coopStoreT(c32, &st_y[yo2], 16u);
-    } else {
-        coopStoreT(c31, &st_y[yo2], 16u);
-    }
-    workgroupBarrier();
-    fast_epilogue(sg, sl, m0, nt0, 3u, 0u);
-    workgroupBarrier();
-    if (p.epi == 2u) {
-        coopStoreT(c31, &st_y[yo], 16u);
-    } else {
-        coopStoreT(c32, &st_y[yo], 16u);
-    }
-    coopStoreT(c33, &st_y[yo2], 16u);
-    workgroupBarrier();
-    fast_epilogue(sg, sl, m0, nt0, 3u, 1u);
-}
-
-@compute @workgroup_size(WG)
-fn mm_coop_split(@builtin(local_invocation_index) lid: u32,
-                @builtin(subgroup_id) sg: u32,
-                @builtin(subgroup_invocation_id) sl: u32,
-                @builtin(workgroup_id) wid: vec3<u32>) {
-    let m0 = wid.y * TM;
-    let nt0 = p.n0 + wid.x * select(TN, TN / 2u, p.epi == 2u);
-    // This subgroup's fragments: tokens fm..fm+63, tile rows fn_..fn_+63.
-    let fm = (sg % 2u) * 64u;
-    let fn_ = (sg / 2u) * 64u;
-
-    // W items of this thread (item j: lid + j WG = tile row * CPR + chunk):
-    // the same rows at every step.
-    var wrow: array<FastRow, 8>;
-    for (var j = 0u; j < NW; j++) {
-        wrow[j] = fast_row(nt0, (lid + j * WG) / CPR);
-    }
-    var rx: array<mat2x4<f16>, 8>;
-    var rl: array<mat2x4<f16>, 8>;
-    var rw: array<vec4<u32>, 8>;
-    for (var j = 0u; j < PX; j++) {
-        rx[j] = x_piece(m0, 0u, lid + j * WG);
-        rl[j] = x_piece_lo(m0, 0u, lid + j * WG);
-    }
-    for (var j = 0u; j < NW; j++) {
-        rw[j] = w_chunk(wrow[j], 0u, (lid + j * WG) % CPR);
-    }
-    for (var j = 0u; j < PX; j++) {
-        put_x(lid + j * WG, rx[j]);
-        put_xl(lid + j * WG, rl[j]);
-    }
-    for (var j = 0u; j < NW; j++) {
-        let i = lid + j * WG;
-        put_w(i / CPR, i % CPR, rw[j]);
-    }
-    workgroupBarrier();
-
-    var c00 = coop_mat16x16<f32, C>();
-    var c01 = coop_mat16x16<f32, C>();
-    var c02 = coop_mat16x16<f32, C>();
-    var c03 = coop_mat16x16<f32, C>();
-    var c10 = coop_mat16x16<f32, C>();
-    var c11 = coop_mat16x16<f32, C>();
-    var c12 = coop_mat16x16<f32, C>();
-    var c13 = coop_mat16x16<f32, C>();
-    var c20 = coop_mat16x16<f32, C>();
-    var c21 = coop_mat16x16<f32, C>();
-    var c22 = coop_mat16x16<f32, C>();
-    var c23 = coop_mat16x16<f32, C>();
-    var c30 = coop_mat16x16<f32, C>();
-    var c31 = coop_mat16x16<f32, C>();
-    var c32 = coop_mat16x16<f32, C>();
-    var c33 = coop_mat16x16<f32, C>();
-    for (var k0 = 0u; k0 < p.cols; k0 += CK) {
-        let more = k0 + CK < p.cols;
-        // Next step's global loads, in flight during the multiply-adds.
-        if (more) {
-            for (var j = 0u; j < PX; j++) {
-                rx[j] = x_piece(m0, k0 + CK, lid + j * WG);
-                rl[j] = x_piece_lo(m0, k0 + CK, lid + j * WG);
-            }
-            for (var j = 0u; j < NW; j++) {
-                rw[j] = w_chunk(wrow[j], k0 + CK, (lid + j * WG) % CPR);
-            }
-        }
-        for (var kk = 0u; kk < CK; kk += 16u) {
-            let xb = fm * LDS4 + kk / 4u;
-            let wb_ = fn_ * LDS4 + kk / 4u;
-            let a0 = coopLoadT<coop_mat16x16<f16, A>>(&sx4[xb], LDS4);
-            let a1 = coopLoadT<coop_mat16x16<f16, A>>(&sx4[xb + 16u * LDS4], LDS4);
-            let a2 = coopLoadT<coop_mat16x16<f16, A>>(&sx4[xb + 32u * LDS4], LDS4);
-            let a3 = coopLoadT<coop_mat16x16<f16, A>>(&sx4[xb + 48u * LDS4], LDS4);
-            let b0 = coopLoad<coop_mat16x16<f16, B>>(&sw4[wb_], LDS4);
-            let b1 = coopLoad<coop_mat16x16<f16, B>>(&sw4[wb_ + 16u * LDS4], LDS4);
-            let b2 = coopLoad<coop_mat16x16<f16, B>>(&sw4[wb_ + 32u * LDS4], LDS4);
-            let b3 = coopLoad<coop_mat16x16<f16, B>>(&sw4[wb_ + 48u * LDS4], LDS4);
-            c00 = coopMultiplyAdd(a0, b0, c00);
-            c01 = coopMultiplyAdd(a0, b1, c01);
-            c02 = coopMultiplyAdd(a0, b2, c02);
-            c03 = coopMultiplyAdd(a0, b3, c03);
-            c10 = coopMultiplyAdd(a1, b0, c10);
-            c11 = coopMultiplyAdd(a1, b1, c11);
-            c12 = coopMultiplyAdd(a1, b2, c12);
-            c13 = coopMultiplyAdd(a1, b3, c13);
-            c20 = coopMultiplyAdd(a2, b0, c20);
-            c21 = coopMultiplyAdd(a2, b1, c21);
-            c22 = coopMultiplyAdd(a2, b2, c22);
-            c23 = coopMultiplyAdd(a2, b3, c23);
-            c30 = coopMultiplyAdd(a3, b0, c30);
-            c31 = coopMultiplyAdd(a3, b1, c31);
-            c32 = coopMultiplyAdd(a3, b2, c32);
-            c33 = coopMultiplyAdd(a3, b3, c33);
-            // The lo parts of x times the same W fragments.
-            let l0 = coopLoadT<coop_mat16x16<f16, A>>(&sxl4[xb], LDS4);
-            let l1 = coopLoadT<coop_mat16x16<f16, A>>(&sxl4[xb + 16u * LDS4], LDS4);
-            let l2 = coopLoadT<coop_mat16x16<f16, A>>(&sxl4[xb + 32u * LDS4], LDS4);
-            let l3 = coopLoadT<coop_mat16x16<f16, A>>(&sxl4[xb + 48u * LDS4], LDS4);
-            c00 = coopMultiplyAdd(l0, b0, c00);
-            c01 = coopMultiplyAdd(l0, b1, c01);
-            c02 = coopMultiplyAdd(l0, b2, c02);
-            c03 = coopMultiplyAdd(l0, b3, c03);
-            c10 = coopMultiplyAdd(l1, b0, c10);
-            c11 = coopMultiplyAdd(l1, b1, c11);
-            c12 = coopMultiplyAdd(l1, b2, c12);
-            c13 = coopMultiplyAdd(l1, b3, c13);
-            c20 = coopMultiplyAdd(l2, b0, c20);
-            c21 = coopMultiplyAdd(l2, b1, c21);
-            c22 = coopMultiplyAdd(l2, b2, c22);
-            c23 = coopMultiplyAdd(l2, b3, c23);
-            c30 = coopMultiplyAdd(l3, b0, c30);
-            c31 = coopMultiplyAdd(l3, b1, c31);
-            c32 = coopMultiplyAdd(l3, b2, c32);
-            c33 = coopMultiplyAdd(l3, b3, c33);
-        }
-        if (more) {
-            // Every subgroup is done reading this step's tiles.
-            workgroupBarrier();
-            for (var j = 0u; j < PX; j++) {
-                put_x(lid + j * WG, rx[j]);
-                put_xl(lid + j * WG, rl[j]);
             }
             for (var j = 0u; j < NW; j++) {
                 let i = lid + j * WG;

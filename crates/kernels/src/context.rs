@@ -54,9 +54,9 @@ pub enum MatmulPrecision {
     /// Each activation row multiplied by a power of two (so no finite value
     /// overflows) and rounded to f16 (11 significant bits; BF16 keeps 8).
     /// Whether it may be the default is decided by measured divergence
-    /// (`cargo xtask matrix`'s precision column). The scalar tile GEMM
-    /// rounds so; the tensor-core GEMM does not have this variant yet and
-    /// runs its exact one (results as `Exact`).
+    /// (`cargo xtask matrix`'s precision column). The tensor-core GEMMs
+    /// (`matmul::coop_fast`, `mm_coop`) round so, and the scalar tile GEMM
+    /// emulates that rounding.
     Fast,
 }
 

@@ -35,8 +35,9 @@
 //! device's binding limit) run in blocks of tokens, each a pre-pass and its
 //! GEMMs.
 //!
-//! The exact variant on the same tiles (`mm_coop_split`, a second entry point
-//! of the same module; [`MatmulPrecision::Exact`](crate::MatmulPrecision::Exact)):
+//! The exact variant on the same tiles (`mm_coop_split` in
+//! `shaders/matmul_coop_split.wgsl`, appended to the fast module;
+//! [`MatmulPrecision::Exact`](crate::MatmulPrecision::Exact)):
 //! the pre-pass writes `x·s` as two f16 parts, `hi` = `x·s` rounded to 11
 //! significant bits and `lo = f16(x·s − hi)` (the rule of `mm_coop`'s exact
 //! variant), both are staged, and both products go into the same
@@ -49,8 +50,10 @@
 //! 28 KiB of workgroup memory (the exact variant 38 KiB). The selection is
 //! behind one switch per variant:
 //! [`Tuning::coop_fast_gemm`](crate::Tuning::coop_fast_gemm) (fast),
-//! [`Tuning::coop_fast_exact`](crate::Tuning::coop_fast_exact) (exact);
-//! off, `mm_coop` runs as before.
+//! [`Tuning::coop_fast_exact`](crate::Tuning::coop_fast_exact) (exact),
+//! both set from `QWGPU_COOP_FAST` at context creation
+//! ([`Tuning::with_coop_fast_env`](crate::Tuning::with_coop_fast_env)); off,
+//! `mm_coop` runs as before.
 
 use std::sync::Mutex;
 
@@ -61,7 +64,12 @@ use crate::{GpuContext, GpuWeight, KernelError, WeightFormat};
 
 use super::{arg_err, set_pieces, MatmulArgs, MmParams, PieceLaunch};
 
+#[cfg(feature = "testing")]
+#[path = "matmul_coop_fast_emu.rs"]
+pub mod emulation;
+
 crate::shader!(MATMUL_COOP_FAST, "matmul_coop_fast.wgsl");
+crate::shader!(MATMUL_COOP_SPLIT, "matmul_coop_split.wgsl");
 crate::shader!(MATMUL_FAST_X, "matmul_fast_x.wgsl");
 
 pub(super) static MM_COOP_FAST: KernelSpec = KernelSpec {
@@ -78,7 +86,13 @@ pub(super) static MM_COOP_FAST: KernelSpec = KernelSpec {
 
 pub(super) static MM_COOP_SPLIT: KernelSpec = KernelSpec {
     label: "matmul_coop_split",
-    parts: MM_COOP_FAST.parts,
+    // The fast module with the exact variant's file appended.
+    parts: &[
+        Part::File(&MATMUL_COOP_FAST),
+        Part::File(&shaders::NUMERIC),
+        Part::File(&super::MATMUL_COMMON),
+        Part::File(&MATMUL_COOP_SPLIT),
+    ],
     entry: "mm_coop_split",
     uniforms: &[&MmParams::LAYOUT],
     needs: Needs::CooperativeMatrix,
@@ -180,6 +194,10 @@ pub fn token_block(t: u32, kp: u32, cap: u64) -> u32 {
 /// the kernel (`split`: the exact variant). Subgroups of at least 16 keep the
 /// per-thread staging registers within the shader's arrays of 8.
 fn workgroup_size(ctx: &GpuContext, split: bool) -> Option<u32> {
+    #[cfg(feature = "testing")]
+    if emulation::active() {
+        return ctx.caps.f16.then_some(emulation::WG);
+    }
     let shared = if split {
         SHARED_BYTES_SPLIT
     } else {
@@ -350,6 +368,12 @@ pub(super) fn record(
     } else {
         (&MM_COOP_FAST, "matmul_coop_fast")
     };
+    #[cfg(feature = "testing")]
+    let spec = if emulation::active() {
+        emulation::spec(split)
+    } else {
+        spec
+    };
     let mut out = Vec::new();
     let mut t0 = 0;
     while t0 < args.t {
@@ -410,6 +434,43 @@ pub(super) fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The variables each entry point uses (naga's reflection, what a launch
+    /// must bind; lavapipe never builds the coop pipelines that would check
+    /// it) are exactly the ones `record` and `prepare_x` bind.
+    #[test]
+    fn entry_points_use_exactly_the_bound_variables() {
+        let cases: [(&KernelSpec, &[&str]); 3] = [
+            (
+                &MM_COOP_FAST,
+                &["wa", "wb", "scales", "ys", "xq", "xinv", "p"],
+            ),
+            (
+                &MM_COOP_SPLIT,
+                &["wa", "wb", "scales", "ys", "xq", "xinv", "p"],
+            ),
+            (&FAST_X, &["xs", "xh", "xinv", "fp"]),
+        ];
+        for (spec, want) in cases {
+            let src: String = spec
+                .files(true)
+                .iter()
+                .map(|f| f.text)
+                .collect::<Vec<_>>()
+                .join("\n");
+            let module = crate::reflect::ModuleBindings::reflect(&src).unwrap();
+            let entry = module.entry(spec.entry).unwrap();
+            let mut used: Vec<&str> = entry
+                .iter()
+                .filter(|(_, b)| b.used)
+                .map(|(n, _)| n.as_str())
+                .collect();
+            used.sort_unstable();
+            let mut want = want.to_vec();
+            want.sort_unstable();
+            assert_eq!(used, want, "{entry_name}", entry_name = spec.entry);
+        }
+    }
 
     #[test]
     fn layout_pads_rows_to_the_tile_and_columns_to_the_step() {

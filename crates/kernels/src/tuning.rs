@@ -204,11 +204,30 @@ impl Tuning {
 
     /// The tuning of the adapter `info` describes; the environment variable
     /// `QWGPU_SKINNY` turns [`Tuning::skinny`] off (`0`) or only its column
-    /// splits (`nosplit`), for A/B measurements.
+    /// splits (`nosplit`), and `QWGPU_COOP_FAST` the fast tensor-core GEMM
+    /// ([`Tuning::with_coop_fast_env`]), for A/B measurements.
     pub fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
-        let mut t = Self::lookup(info.vendor, &info.name);
+        let mut t = Self::lookup(info.vendor, &info.name)
+            .with_coop_fast_env(std::env::var("QWGPU_COOP_FAST").ok().as_deref());
         (t.skinny, t.skinny_split) = skinny_switch(std::env::var("QWGPU_SKINNY").ok().as_deref());
         t
+    }
+
+    /// The fast tensor-core GEMM's switches from `QWGPU_COOP_FAST`'s value:
+    /// `0` (or `off`, `false`) turns both variants off (`mm_coop` as before
+    /// it existed), `fast` keeps only the fast variant, anything else (or
+    /// unset) leaves them as they are. For A/B measurements and a fallback
+    /// without a rebuild.
+    pub fn with_coop_fast_env(mut self, value: Option<&str>) -> Self {
+        match value.map(str::trim) {
+            Some("0" | "off" | "false") => {
+                self.coop_fast_gemm = false;
+                self.coop_fast_exact = false;
+            }
+            Some("fast") => self.coop_fast_exact = false,
+            _ => {}
+        }
+        self
     }
 }
 
@@ -269,6 +288,15 @@ mod tests {
             Tuning::default()
         );
         assert_eq!(Tuning::default().gemv_wave, None);
+        // The fast tensor-core GEMM is on unless QWGPU_COOP_FAST says otherwise.
+        let t = Tuning::default();
+        assert!(t.coop_fast_gemm && t.coop_fast_exact);
+        assert_eq!(t.with_coop_fast_env(None), t);
+        assert_eq!(t.with_coop_fast_env(Some("1")), t);
+        let off = t.with_coop_fast_env(Some(" 0 "));
+        assert!(!off.coop_fast_gemm && !off.coop_fast_exact);
+        let fast = t.with_coop_fast_env(Some("fast"));
+        assert!(fast.coop_fast_gemm && !fast.coop_fast_exact);
         assert_eq!(Tuning::default().small_t, Some(SmallT::DEFAULT));
         assert_eq!(Tuning::default().int4_gemv, Some(Int4Gemv::DEFAULT));
     }

@@ -11,9 +11,15 @@
 //!   rounded x (`f16(x·s)/s`, independent of the shaders) and the exact
 //!   dequantized weight, at `1e-5 · Σ|x'·w|` per output (only f32 sums
 //!   round; SwiGLU propagates each half's error as `support::expected`
-//!   does), and against the scalar tile GEMM's emulation of the same rounding
-//!   (`FAST_X`) at twice that. Everything outside the written region keeps its
-//!   bits (NaN poison for Store).
+//!   does), plus, for BF16 weights, `2⁻²⁴ · Σ|x'|` (values below f16's
+//!   normal range are staged as f16 subnormals, ≤ 2⁻²⁵ off, times a row scale
+//!   below 2), and against the scalar tile GEMM's emulation of the same
+//!   rounding (`FAST_X`) at twice that. The exact variant: the same against
+//!   x itself. Everything outside the written region keeps its bits (NaN
+//!   poison for Store).
+//! - The same cases run with the cooperative-matrix operations emulated in
+//!   scalar code (`coop_fast::emulation`) on every context with f16, lavapipe
+//!   included: all of the kernels but the driver's cooperative matrices.
 //! - `coop_fast_speed` (`#[ignore]`d) is the benchmark beside `mm_coop`'s
 //!   fast variant: `-- --ignored --exact matmul_coop_fast::coop_fast_speed`.
 
@@ -22,6 +28,7 @@ use qwgpu_kernels::matmul::{coop_fast, matmul_with, Epilogue, MatmulArgs, Matmul
 use qwgpu_kernels::testing::{self, Feature};
 use qwgpu_kernels::{
     registry, ContextOptions, Dispatch, GpuContext, GpuWeight, KernelError, MatmulPrecision,
+    WeightFormat,
 };
 use qwgpu_ops::rng::Rng;
 
@@ -369,7 +376,7 @@ fn test_weight(
 /// and once with a scratch of one 128-token tile (several blocks of tokens).
 #[test]
 fn coop_fast_matches_reference_and_tile_emulation() {
-    gemm_cases(testing::seed(0xfa57_c0de), MatmulPrecision::Fast);
+    gemm_cases(testing::seed(0xfa57_c0de), MatmulPrecision::Fast, false);
 }
 
 /// The exact variant (`MatmulPath::CoopFastExact`: x·s as hi + lo f16 parts,
@@ -378,16 +385,41 @@ fn coop_fast_matches_reference_and_tile_emulation() {
 /// scalar tile GEMM (twice that).
 #[test]
 fn coop_fast_exact_matches_reference_tightly() {
-    gemm_cases(testing::seed(0xe8ac_c0de), MatmulPrecision::Exact);
+    gemm_cases(testing::seed(0xe8ac_c0de), MatmulPrecision::Exact, false);
 }
 
-fn gemm_cases(seed: u64, precision: MatmulPrecision) {
+/// Both variants' cases with the cooperative-matrix operations emulated in
+/// scalar code (`coop_fast::emulation`: the kernels' own module otherwise,
+/// launched by the same host code), on every context with f16 (lavapipe
+/// included): the pre-pass, scratch, token blocks, staging indices, fragment
+/// offsets and epilogues, everything but the driver's cooperative matrices.
+#[test]
+fn coop_fast_emulated_matches_reference() {
+    gemm_cases(testing::seed(0xe4a1_c0de), MatmulPrecision::Fast, true);
+    gemm_cases(testing::seed(0xe4a1_e8ac), MatmulPrecision::Exact, true);
+}
+
+/// The cases of the GEMM tests in `precision`; `emulated`: on the scalar
+/// emulation of the cooperative-matrix operations (contexts with f16), else
+/// on the adapter's (contexts with cooperative matrices).
+fn gemm_cases(seed: u64, precision: MatmulPrecision, emulated: bool) {
+    let needs = if emulated {
+        Feature::F16
+    } else {
+        Feature::CooperativeMatrix
+    };
     let path = if precision == MatmulPrecision::Fast {
         MatmulPath::CoopFast
     } else {
         MatmulPath::CoopFastExact
     };
-    let sizes = [(258usize, 300usize), (46, 1030), (130, 37), (200, 64)];
+    // The emulation is slow on a CPU adapter: fewer, smaller cases (still
+    // two token tiles, partial tiles and steps, and several blocks).
+    let sizes: &[(usize, usize)] = if emulated {
+        &[(130, 37), (200, 64), (258, 100)]
+    } else {
+        &[(258, 300), (46, 1030), (130, 37)]
+    };
     let formats = [
         (Dtype::BF16, Scheme::None, 1),
         (Dtype::F16, Scheme::None, 1),
@@ -399,43 +431,68 @@ fn gemm_cases(seed: u64, precision: MatmulPrecision) {
         // are refused (checked below).
         (Dtype::F8E4M3, Scheme::Block([128, 128]), 1),
     ];
-    let tokens_list = [17usize, 131, 300];
-    for t in testing::contexts_with(&[Feature::CooperativeMatrix]) {
+    let tokens_list: &[usize] = if emulated {
+        &[17, 131]
+    } else {
+        &[17, 131, 300]
+    };
+    let contexts = testing::contexts_with(&[needs]);
+    // The emulation compiles slowly on a CPU adapter: one context (trusted
+    // modules where selected), one pipeline per format and variant.
+    let contexts: Vec<_> = if emulated {
+        let pick = contexts
+            .iter()
+            .position(|t| t.variant == testing::Variant::Trusted)
+            .unwrap_or(0);
+        contexts.into_iter().skip(pick).take(1).collect()
+    } else {
+        contexts
+    };
+    for t in contexts {
         let mut rng = Rng::new(seed);
         let mut cases = 0;
-        let whole = context_with(t, precision);
-        let mut blocks = context_with(t, precision);
-        // A scratch below one tile: blocks of one 128-token tile.
-        blocks.tuning.coop_fast_scratch = 1;
+        let mut ctx = context_with(t, precision);
         for &(dtype, scheme, shards) in &formats {
-            for &(rows, cols) in &sizes {
+            for &(rows, cols) in sizes {
                 let pw = test_weight(&mut rng, dtype, scheme, rows, cols, shards);
                 let wdq = qwgpu_loader::dequantize(&pw).unwrap();
-                for (blocked, ctx) in [(false, &whole), (true, &blocks)] {
-                    let gw = GpuWeight::upload(ctx, &pw).unwrap();
-                    if gw.block_cols < gw.cols {
-                        let y = ctx.storage("y", 4).unwrap();
-                        let x = ctx.storage("x", (cols * 4) as u64).unwrap();
-                        let args = MatmulArgs {
-                            x: &x,
-                            x_offset: 0,
-                            x_stride: cols as u32,
-                            y: &y,
-                            y_offset: 0,
-                            y_stride: 1,
-                            t: 1,
-                        };
-                        assert!(
-                            matches!(
-                                matmul_with(ctx, &gw, &args, Epilogue::Store, path),
-                                Err(KernelError::Unsupported { .. })
-                            ),
-                            "{}: block-scaled weight not refused",
-                            t.name
-                        );
-                        continue;
-                    }
-                    for &tokens in &tokens_list {
+                let gw = GpuWeight::upload(&ctx, &pw).unwrap();
+                if gw.block_cols < gw.cols {
+                    let y = ctx.storage("y", 4).unwrap();
+                    let x = ctx.storage("x", (cols * 4) as u64).unwrap();
+                    let args = MatmulArgs {
+                        x: &x,
+                        x_offset: 0,
+                        x_stride: cols as u32,
+                        y: &y,
+                        y_offset: 0,
+                        y_stride: 1,
+                        t: 1,
+                    };
+                    let refused = || {
+                        matches!(
+                            matmul_with(&ctx, &gw, &args, Epilogue::Store, path),
+                            Err(KernelError::Unsupported { .. })
+                        )
+                    };
+                    assert!(
+                        if emulated {
+                            coop_fast::emulation::emulate(refused)
+                        } else {
+                            refused()
+                        },
+                        "{}: block-scaled weight not refused",
+                        t.name
+                    );
+                    continue;
+                }
+                for blocked in [false, true] {
+                    // A scratch below one tile: blocks of one 128-token tile.
+                    ctx.tuning.coop_fast_scratch = if blocked { 1 } else { coop_fast::SCRATCH_CAP };
+                    // Blocks only change anything past one token tile (the
+                    // largest token count only: the GPU machine's test time).
+                    let last = tokens_list[tokens_list.len() - 1];
+                    for &tokens in tokens_list.iter().filter(|&&t| !blocked || t == last) {
                         for epi in EPILOGUES {
                             let case = Case {
                                 seed,
@@ -443,15 +500,17 @@ fn gemm_cases(seed: u64, precision: MatmulPrecision) {
                                 epi,
                                 blocked,
                                 path,
+                                emulated,
                             };
-                            check_case(t, ctx, &mut rng, &gw, &wdq, &case);
+                            check_case(t, &ctx, &mut rng, &gw, &wdq, &case);
                             cases += 1;
                         }
                     }
                 }
             }
         }
-        assert!(cases > 100, "{}: only {cases} cases ran", t.name);
+        let least = if emulated { 30 } else { 80 };
+        assert!(cases > least, "{}: only {cases} cases ran", t.name);
     }
 }
 
@@ -464,6 +523,8 @@ struct Case {
     /// `CoopFast` (reference on the fast precision's rounded x) or
     /// `CoopFastExact` (reference on x itself).
     path: MatmulPath,
+    /// On the emulated cooperative-matrix operations.
+    emulated: bool,
 }
 
 fn check_case(
@@ -480,6 +541,7 @@ fn check_case(
         epi,
         blocked,
         path,
+        emulated,
     } = *case;
     let (rows, cols) = (gw.rows, gw.cols);
     let width = if epi == Epilogue::SwiGlu {
@@ -505,7 +567,8 @@ fn check_case(
     let x = ctx.upload("x", &xbuf).unwrap();
     let what = format!(
         "{t_name} seed {seed:#x} {format:?} [{rows}, {cols}] T={tokens} {epi:?} x_off {x_off} \
-         x_stride {x_stride} y_off {y_off} y_stride {y_stride} blocked {blocked} {path:?}",
+         x_stride {x_stride} y_off {y_off} y_stride {y_stride} blocked {blocked} {path:?} \
+         emulated {emulated}",
         t_name = t.name,
         format = gw.format
     );
@@ -525,19 +588,60 @@ fn check_case(
         run(ctx, &d);
         ctx.read_f32(&y, 0, ylen).unwrap()
     };
-    let fast = go(path);
+    let fast = if emulated {
+        coop_fast::emulation::emulate(|| go(path))
+    } else {
+        go(path)
+    };
     let scalar = go(MatmulPath::Scalar);
     let mut want = vec![None; ylen];
     let mut vs_scalar = vec![None; ylen];
+    // Σ|w| per weight row.
+    let w_abs: Vec<f64> = wdq
+        .chunks(cols)
+        .map(|r| r.iter().map(|w| w.abs() as f64).sum())
+        .collect();
     for (ti, xr) in xrows.iter().enumerate() {
         let xf = if path == MatmulPath::CoopFast {
             fast_round_row(xr)
         } else {
             xr.clone()
         };
+        // BF16 values below f16's normal range (2^-14) are staged as f16
+        // subnormals: up to 2^-25 off each, times the row's scale (< 2).
+        let e_w = if gw.format == WeightFormat::BF16 {
+            2f64.powi(-24) * xf.iter().map(|v| v.abs() as f64).sum::<f64>()
+        } else {
+            0.0
+        };
+        // Exact variant: a lo part below 2^-14 (x·s small beside the row's
+        // largest, which s brings to [2^14, 2^15)) is an f16 subnormal, up
+        // to 2^-25 / s off; times |w| (FP8 E5M2 weights reach 57344).
+        let inv_s = 2f64.powi(-scale_exp(row_max(xr)));
+        let e_x = |r: usize| -> f64 {
+            if path == MatmulPath::CoopFastExact {
+                2f64.powi(-25) * inv_s * w_abs[r]
+            } else {
+                0.0
+            }
+        };
         for c in 0..width {
             let (mut w, mut tol) =
                 support::expected(&xf, wdq, cols, rows, c, epi == Epilogue::SwiGlu, REL);
+            let e = e_w
+                + if epi == Epilogue::SwiGlu {
+                    e_x(c).max(e_x(rows / 2 + c))
+                } else {
+                    e_x(c)
+                };
+            tol += if epi == Epilogue::SwiGlu && e > 0.0 {
+                let (g, _) = support::dot_ref(&xf, &wdq[c * cols..][..cols]);
+                let (u, _) = support::dot_ref(&xf, &wdq[(rows / 2 + c) * cols..][..cols]);
+                let sil = qwgpu_ops::activation::silu(g as f32) as f64;
+                (1.1 * u.abs() + sil.abs() + e) * e
+            } else {
+                e
+            };
             let i = y_off + ti * y_stride + c;
             if epi == Epilogue::Accumulate {
                 w += init[i] as f64;
@@ -593,12 +697,10 @@ fn auto_takes_the_fast_kernel_behind_its_switches() {
             (MatmulPrecision::Fast, MatmulPath::CoopFast),
             (MatmulPrecision::Exact, MatmulPath::CoopFastExact),
         ] {
+            // On (the default unless QWGPU_COOP_FAST turns them off).
             let mut ctx = context_with(t, precision);
-            assert!(
-                ctx.tuning.coop_fast_gemm && ctx.tuning.coop_fast_exact,
-                "{}: switches off by default",
-                t.name
-            );
+            ctx.tuning.coop_fast_gemm = true;
+            ctx.tuning.coop_fast_exact = true;
             let auto_on = go(&ctx, MatmulPath::Auto);
             let new = go(&ctx, path);
             let old = go(&ctx, MatmulPath::Coop);
@@ -772,6 +874,9 @@ fn coop_fast_speed() {
             Scheme::None,
         ),
         (12288, 4096, 512, Epilogue::Store, Dtype::BF16, Scheme::None),
+        // The model's 512-token prefill chunks: N = 4096 outputs make 128
+        // workgroups (o_proj; down_proj above), fewer than the H100's SMs.
+        (4096, 4096, 512, Epilogue::Store, Dtype::BF16, Scheme::None),
         (
             4096,
             4096,
