@@ -1069,11 +1069,12 @@ impl Gemv {
                 format!("kernel=gemv choice={auto}")
             }
             Some(s) => format!(
-                "kernel=gemv_t choice={auto} threads={threads} quads={quads} max_tokens={max_tokens} prefetch={prefetch}",
+                "kernel=gemv_t choice={auto} threads={threads} quads={quads} max_tokens={max_tokens} prefetch={prefetch} chunk_scale={chunk_scale}",
                 threads = s.threads,
                 quads = s.quads,
                 max_tokens = s.max_tokens,
-                prefetch = s.prefetch
+                prefetch = s.prefetch,
+                chunk_scale = s.chunk_scale
             ),
             None => format!("kernel=gemv_blocks8 choice={auto}"),
         }
@@ -1253,13 +1254,14 @@ fn small_t_of(formats: &[Dtype]) {
 }
 
 /// The small-T kernel's workgroup shapes (quads 1..8, 128 or 256 threads,
-/// prefetch on and off; at T = 16 also blocks of 8 tokens) on four 9B shapes
+/// prefetch on and off; at T = 16 also blocks of 8 tokens; FP8 also with
+/// chunk scales) on four 9B shapes
 /// (the largest row count, the longest rows, a square one, SwiGLU), BF16
 /// and FP8 block, T = 4, 8, 16, to choose `Tuning::small_t` for an adapter.
 /// Output: `gemv_t_shape model=9B shape=S format=F t=T kernel=gemv_t … gbps=G t1_pct=Q`
 /// lines (Q against the same shape's `matmul` at T = 1), then per format and
 /// T the best shape by Σ count·µs over the four shapes:
-/// `gemv_t_best format=F t=T threads=… quads=… max_tokens=… prefetch=… us=U`.
+/// `gemv_t_best format=F t=T threads=… quads=… max_tokens=… prefetch=… chunk_scale=… us=U`.
 ///
 /// `cargo test --release -p qwgpu-kernels --test kernels -- --include-ignored --nocapture --exact gemv_bench::gemv_small_t_shapes`
 #[test]
@@ -1287,6 +1289,7 @@ fn gemv_small_t_shapes() {
                     quads,
                     max_tokens: 16,
                     prefetch,
+                    chunk_scale: false,
                 });
             }
         }
@@ -1302,6 +1305,13 @@ fn gemv_small_t_shapes() {
                 if t == 16 {
                     cs.extend(configs.iter().map(|c| SmallT {
                         max_tokens: 8,
+                        ..*c
+                    }));
+                }
+                // Chunk scales: the FP8 blocks' one multiply per chunk and token.
+                if dtype == Dtype::F8E4M3 {
+                    cs.extend(configs.iter().map(|c| SmallT {
+                        chunk_scale: true,
                         ..*c
                     }));
                 }
@@ -1331,12 +1341,13 @@ fn gemv_small_t_shapes() {
                 .min_by(|a, b| a.2.total_cmp(&b.2))
             {
                 println!(
-                    "gemv_t_best format={dtype_name} t={t} threads={threads} quads={quads} max_tokens={max_tokens} prefetch={prefetch} us={us:.3}",
+                    "gemv_t_best format={dtype_name} t={t} threads={threads} quads={quads} max_tokens={max_tokens} prefetch={prefetch} chunk_scale={chunk_scale} us={us:.3}",
                     dtype_name = format_name(dtype),
                     threads = c.threads,
                     quads = c.quads,
                     max_tokens = c.max_tokens,
                     prefetch = c.prefetch,
+                    chunk_scale = c.chunk_scale,
                     us = secs * 1e6
                 );
             }
@@ -1374,6 +1385,7 @@ fn gemv_int4_one_token_shapes() {
                     quads,
                     max_tokens: 1,
                     prefetch,
+                    chunk_scale: false,
                 })));
             }
         }
