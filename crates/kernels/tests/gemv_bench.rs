@@ -819,24 +819,14 @@ fn int4_key(kernel: Int4Kernel, chunks: usize) -> Option<Int4Key> {
 #[test]
 #[ignore]
 fn gemv_int4_shapes() {
-    let (ctx, software) = bench_context();
-    println!(
-        "adapter: {ctx_describe} ({shapes})",
-        ctx_describe = ctx.describe(),
-        shapes = if software {
-            "software: shapes scaled down 16x per side"
-        } else {
-            "real shapes"
-        }
-    );
-    let (div, target, copy_max, samples) = if software {
-        (16, 1, 4 << 20, 1)
-    } else {
-        (1, 4 << 30, 1 << 30, 7)
-    };
-    let timer = Timer::new(&ctx, samples);
-    let copy_bps = copy_bandwidth(&ctx, &timer, copy_max, target);
-    let (dense, moe_shape) = shapes(div);
+    let Bench {
+        ctx,
+        timer,
+        target,
+        copy_bps,
+        dense,
+        moe: moe_shape,
+    } = bench_setup();
     let mut rng = Rng::new(5);
     let widest = dense.iter().map(|s| s.cols).max().unwrap_or(1);
     let x = ctx.upload("x", &rng.normal_vec(widest)).unwrap();
@@ -937,8 +927,20 @@ fn gemv_int4_shapes() {
     }
 }
 
-/// The GEMV bandwidth lines of every shape in each of `formats`.
-fn bandwidth_of(formats: &[Dtype]) {
+/// What the bandwidth benchmarks open with: the context (adapter line
+/// printed), the timer, the bytes one timed pass moves (~1.5 ms on the H100;
+/// one launch a pass on a software adapter), the copy kernel's bandwidth in
+/// this run, the shapes (scaled down on a software adapter).
+struct Bench {
+    ctx: GpuContext,
+    timer: Timer,
+    target: u64,
+    copy_bps: f64,
+    dense: Vec<Shape>,
+    moe: MoeShape,
+}
+
+fn bench_setup() -> Bench {
     let (ctx, software) = bench_context();
     println!(
         "adapter: {ctx_describe} ({shapes})",
@@ -949,7 +951,6 @@ fn bandwidth_of(formats: &[Dtype]) {
             "real shapes"
         }
     );
-    // Bytes one timed pass moves: ~1.5 ms on the H100; one launch a pass on lavapipe.
     let (div, target, copy_max, samples) = if software {
         (16, 1, 4 << 20, 1)
     } else {
@@ -957,7 +958,27 @@ fn bandwidth_of(formats: &[Dtype]) {
     };
     let timer = Timer::new(&ctx, samples);
     let copy_bps = copy_bandwidth(&ctx, &timer, copy_max, target);
-    let (dense, moe_shape) = shapes(div);
+    let (dense, moe) = shapes(div);
+    Bench {
+        ctx,
+        timer,
+        target,
+        copy_bps,
+        dense,
+        moe,
+    }
+}
+
+/// The GEMV bandwidth lines of every shape in each of `formats`.
+fn bandwidth_of(formats: &[Dtype]) {
+    let Bench {
+        ctx,
+        timer,
+        target,
+        copy_bps,
+        dense,
+        moe: moe_shape,
+    } = bench_setup();
     let mut rng = Rng::new(5);
     let widest = dense.iter().map(|s| s.cols).max().unwrap_or(1);
     let x = ctx.upload("x", &rng.normal_vec(widest)).unwrap();
@@ -1137,26 +1158,9 @@ const SMALL_TS: [usize; 5] = [1, 2, 4, 8, 16];
 /// Opens the benchmark context, prints the adapter line and measures the copy
 /// bandwidth: (context, timer, 9B shapes, per-pass bytes, copy bytes/s).
 fn small_t_setup() -> (GpuContext, Timer, Vec<Shape>, u64, f64) {
-    let (ctx, software) = bench_context();
-    println!(
-        "adapter: {ctx_describe} ({shapes})",
-        ctx_describe = ctx.describe(),
-        shapes = if software {
-            "software: shapes scaled down 16x per side"
-        } else {
-            "real shapes"
-        }
-    );
-    let (div, target, copy_max, samples) = if software {
-        (16, 1, 4 << 20, 1)
-    } else {
-        (1, 4 << 30, 1 << 30, 7)
-    };
-    let timer = Timer::new(&ctx, samples);
-    let copy_bps = copy_bandwidth(&ctx, &timer, copy_max, target);
-    let (dense, _) = shapes(div);
-    let nine: Vec<Shape> = dense.into_iter().filter(|s| s.model == "9B").collect();
-    (ctx, timer, nine, target, copy_bps)
+    let b = bench_setup();
+    let nine: Vec<Shape> = b.dense.into_iter().filter(|s| s.model == "9B").collect();
+    (b.ctx, b.timer, nine, b.target, b.copy_bps)
 }
 
 /// The 9B decode step's dense GEMVs at T = 1, 2, 4, 8, 16 tokens, BF16 and
