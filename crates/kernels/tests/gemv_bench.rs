@@ -826,10 +826,8 @@ fn gemv_int4_shapes() {
         copy_bps,
         dense,
         moe: moe_shape,
+        x,
     } = bench_setup();
-    let mut rng = Rng::new(5);
-    let widest = dense.iter().map(|s| s.cols).max().unwrap_or(1);
-    let x = ctx.upload("x", &rng.normal_vec(widest)).unwrap();
     let kernels = int4_kernels();
     // (model, kernel index) -> (Σ count·bytes, Σ count·seconds).
     let mut sums: Vec<(&str, usize, f64, f64)> = Vec::new();
@@ -930,7 +928,8 @@ fn gemv_int4_shapes() {
 /// What the bandwidth benchmarks open with: the context (adapter line
 /// printed), the timer, the bytes one timed pass moves (~1.5 ms on the H100;
 /// one launch a pass on a software adapter), the copy kernel's bandwidth in
-/// this run, the shapes (scaled down on a software adapter).
+/// this run, the shapes (scaled down on a software adapter), one x row as
+/// wide as the widest shape.
 struct Bench {
     ctx: GpuContext,
     timer: Timer,
@@ -938,6 +937,7 @@ struct Bench {
     copy_bps: f64,
     dense: Vec<Shape>,
     moe: MoeShape,
+    x: wgpu::Buffer,
 }
 
 fn bench_setup() -> Bench {
@@ -959,6 +959,9 @@ fn bench_setup() -> Bench {
     let timer = Timer::new(&ctx, samples);
     let copy_bps = copy_bandwidth(&ctx, &timer, copy_max, target);
     let (dense, moe) = shapes(div);
+    let mut rng = Rng::new(5);
+    let widest = dense.iter().map(|s| s.cols).max().unwrap_or(1);
+    let x = ctx.upload("x", &rng.normal_vec(widest)).unwrap();
     Bench {
         ctx,
         timer,
@@ -966,6 +969,7 @@ fn bench_setup() -> Bench {
         copy_bps,
         dense,
         moe,
+        x,
     }
 }
 
@@ -978,10 +982,8 @@ fn bandwidth_of(formats: &[Dtype]) {
         copy_bps,
         dense,
         moe: moe_shape,
+        x,
     } = bench_setup();
-    let mut rng = Rng::new(5);
-    let widest = dense.iter().map(|s| s.cols).max().unwrap_or(1);
-    let x = ctx.upload("x", &rng.normal_vec(widest)).unwrap();
     for &dtype in formats {
         // (model, Σ count·bytes, Σ count·seconds)
         let mut sums: Vec<(&str, f64, f64)> = Vec::new();
