@@ -21,6 +21,12 @@ override NORM: bool = false;
 // Load the next chunk's weights before computing the current one (two
 // chunks in flight per thread).
 override PREFETCH: bool = true;
+// Per-chunk scales (SCALE_MODE 1: FP8 blocks, 4-bit groups) multiply each
+// token's partial sums of the chunk (4 multiply-adds per token and chunk)
+// instead of every decoded weight (one multiply per weight): fewer
+// operations while the tokens are fewer than the chunk's 4-column groups
+// times 4, at the cost of one more vec4 per token in registers.
+override CHUNK_SCALE: bool = false;
 
 // Two tokens' partial sums per reduction round: [token of the pair][thread], WG <= 256.
 var<workgroup> vt_red: array<vec4<f32>, 512>;
@@ -111,6 +117,14 @@ fn mm_vec_t(@builtin(local_invocation_index) lid: u32,
     var s0 = 0.0; var s1 = 0.0; var s2 = 0.0; var s3 = 0.0; var s4 = 0.0; var s5 = 0.0; var s6 = 0.0; var s7 = 0.0;
     var s8 = 0.0; var s9 = 0.0; var s10 = 0.0; var s11 = 0.0; var s12 = 0.0; var s13 = 0.0; var s14 = 0.0; var s15 = 0.0;
 
+    // Chunk scaling: the accumulators before the chunk (the chunk's sums
+    // start from 0 in a*, then a* = p* + a* · scale).
+    let cscale = CHUNK_SCALE && SCALE_MODE == 1u;
+    var p0 = vec4<f32>(0.0); var p1 = vec4<f32>(0.0); var p2 = vec4<f32>(0.0); var p3 = vec4<f32>(0.0);
+    var p4 = vec4<f32>(0.0); var p5 = vec4<f32>(0.0); var p6 = vec4<f32>(0.0); var p7 = vec4<f32>(0.0);
+    var p8 = vec4<f32>(0.0); var p9 = vec4<f32>(0.0); var p10 = vec4<f32>(0.0); var p11 = vec4<f32>(0.0);
+    var p12 = vec4<f32>(0.0); var p13 = vec4<f32>(0.0); var p14 = vec4<f32>(0.0); var p15 = vec4<f32>(0.0);
+
     let nfull = p.cols / CW;
     let nch = (p.cols + CW - 1u) / CW;
     let step = WG / Q;
@@ -145,6 +159,24 @@ fn mm_vec_t(@builtin(local_invocation_index) lid: u32,
                 cs = RAW * scales4(s, c0);
             }
         }
+        if (cscale) {
+            p0 = a0; a0 = vec4<f32>(0.0);
+            if (TV > 1u) { p1 = a1; a1 = vec4<f32>(0.0); }
+            if (TV > 2u) { p2 = a2; a2 = vec4<f32>(0.0); }
+            if (TV > 3u) { p3 = a3; a3 = vec4<f32>(0.0); }
+            if (TV > 4u) { p4 = a4; a4 = vec4<f32>(0.0); }
+            if (TV > 5u) { p5 = a5; a5 = vec4<f32>(0.0); }
+            if (TV > 6u) { p6 = a6; a6 = vec4<f32>(0.0); }
+            if (TV > 7u) { p7 = a7; a7 = vec4<f32>(0.0); }
+            if (TV > 8u) { p8 = a8; a8 = vec4<f32>(0.0); }
+            if (TV > 9u) { p9 = a9; a9 = vec4<f32>(0.0); }
+            if (TV > 10u) { p10 = a10; a10 = vec4<f32>(0.0); }
+            if (TV > 11u) { p11 = a11; a11 = vec4<f32>(0.0); }
+            if (TV > 12u) { p12 = a12; a12 = vec4<f32>(0.0); }
+            if (TV > 13u) { p13 = a13; a13 = vec4<f32>(0.0); }
+            if (TV > 14u) { p14 = a14; a14 = vec4<f32>(0.0); }
+            if (TV > 15u) { p15 = a15; a15 = vec4<f32>(0.0); }
+        }
         for (var gi = 0u; gi < G; gi++) {
             let c = c0 + 4u * gi;
             var d = mat4x4<f32>(decode_raw(cur.w0, gi), decode_raw(cur.w1, gi), decode_raw(cur.w2, gi), decode_raw(cur.w3, gi));
@@ -158,7 +190,7 @@ fn mm_vec_t(@builtin(local_invocation_index) lid: u32,
             } else if (SCALE_MODE == 2u) {
                 sc = RAW * scales4(s, c);
             }
-            if (SCALE_MODE != 0u) {
+            if (SCALE_MODE != 0u && !cscale) {
                 d = mat4x4<f32>(d[0] * sc.x, d[1] * sc.y, d[2] * sc.z, d[3] * sc.w);
             }
             if (NORM) {
@@ -206,6 +238,24 @@ fn mm_vec_t(@builtin(local_invocation_index) lid: u32,
                 if (TV > 14u) { acc4(&a14, &s14, dt, xv(xrow(t0, 14u), c, full)); }
                 if (TV > 15u) { acc4(&a15, &s15, dt, xv(xrow(t0, 15u), c, full)); }
             }
+        }
+        if (cscale) {
+            a0 = fma(a0, cs, p0);
+            if (TV > 1u) { a1 = fma(a1, cs, p1); }
+            if (TV > 2u) { a2 = fma(a2, cs, p2); }
+            if (TV > 3u) { a3 = fma(a3, cs, p3); }
+            if (TV > 4u) { a4 = fma(a4, cs, p4); }
+            if (TV > 5u) { a5 = fma(a5, cs, p5); }
+            if (TV > 6u) { a6 = fma(a6, cs, p6); }
+            if (TV > 7u) { a7 = fma(a7, cs, p7); }
+            if (TV > 8u) { a8 = fma(a8, cs, p8); }
+            if (TV > 9u) { a9 = fma(a9, cs, p9); }
+            if (TV > 10u) { a10 = fma(a10, cs, p10); }
+            if (TV > 11u) { a11 = fma(a11, cs, p11); }
+            if (TV > 12u) { a12 = fma(a12, cs, p12); }
+            if (TV > 13u) { a13 = fma(a13, cs, p13); }
+            if (TV > 14u) { a14 = fma(a14, cs, p14); }
+            if (TV > 15u) { a15 = fma(a15, cs, p15); }
         }
     }
 

@@ -42,6 +42,7 @@ pub(super) struct Shape {
     pub quads: u32,
     pub tv: u32,
     pub prefetch: bool,
+    pub chunk_scale: bool,
 }
 
 /// Tokens per workgroup for blocks of `t` tokens: 2 and 4, then multiples of
@@ -82,6 +83,7 @@ pub(super) fn shape(cfg: &SmallT, t: u32, chunks: u32) -> Shape {
         quads,
         tv: bucket(t.div_ceil(blocks)).min(max_tv),
         prefetch: cfg.prefetch,
+        chunk_scale: cfg.chunk_scale,
     }
 }
 
@@ -99,6 +101,7 @@ pub(super) fn launch<'a>(
         .constant("Q", s.quads)
         .constant("TV", s.tv)
         .constant("PREFETCH", u32::from(s.prefetch))
+        .constant("CHUNK_SCALE", u32::from(s.chunk_scale))
         .constant("NORM", u32::from(norm))
         .constant("SCALE_MODE", mode)
         .constant("FORMAT", w.format as u32)
@@ -114,6 +117,7 @@ mod tests {
             quads,
             max_tokens,
             prefetch: true,
+            chunk_scale: false,
         }
     }
 

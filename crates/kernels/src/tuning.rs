@@ -55,6 +55,7 @@ const HOPPER_SMALL_T: SmallT = SmallT {
     quads: 4,
     max_tokens: 16,
     prefetch: false,
+    chunk_scale: false,
 };
 
 /// The workgroup shape of the small-T GEMV (dense matmuls of 2..=16 tokens,
@@ -72,6 +73,11 @@ pub struct SmallT {
     pub max_tokens: u32,
     /// Whether each thread loads its next chunk of weights before computing the current one.
     pub prefetch: bool,
+    /// Weights with a scale per chunk (FP8 blocks, 4-bit groups): scale each
+    /// token's partial sums of a chunk (4 multiply-adds per token and chunk)
+    /// instead of every decoded weight (one multiply each), at the cost of
+    /// one more vec4 register per token. No effect on other weights.
+    pub chunk_scale: bool,
 }
 
 impl SmallT {
@@ -86,6 +92,7 @@ impl SmallT {
         quads: 2,
         max_tokens: 16,
         prefetch: true,
+        chunk_scale: false,
     };
 }
 

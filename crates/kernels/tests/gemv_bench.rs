@@ -819,27 +819,15 @@ fn int4_key(kernel: Int4Kernel, chunks: usize) -> Option<Int4Key> {
 #[test]
 #[ignore]
 fn gemv_int4_shapes() {
-    let (ctx, software) = bench_context();
-    println!(
-        "adapter: {ctx_describe} ({shapes})",
-        ctx_describe = ctx.describe(),
-        shapes = if software {
-            "software: shapes scaled down 16x per side"
-        } else {
-            "real shapes"
-        }
-    );
-    let (div, target, copy_max, samples) = if software {
-        (16, 1, 4 << 20, 1)
-    } else {
-        (1, 4 << 30, 1 << 30, 7)
-    };
-    let timer = Timer::new(&ctx, samples);
-    let copy_bps = copy_bandwidth(&ctx, &timer, copy_max, target);
-    let (dense, moe_shape) = shapes(div);
-    let mut rng = Rng::new(5);
-    let widest = dense.iter().map(|s| s.cols).max().unwrap_or(1);
-    let x = ctx.upload("x", &rng.normal_vec(widest)).unwrap();
+    let Bench {
+        ctx,
+        timer,
+        target,
+        copy_bps,
+        dense,
+        moe: moe_shape,
+        x,
+    } = bench_setup();
     let kernels = int4_kernels();
     // (model, kernel index) -> (Σ count·bytes, Σ count·seconds).
     let mut sums: Vec<(&str, usize, f64, f64)> = Vec::new();
@@ -937,8 +925,22 @@ fn gemv_int4_shapes() {
     }
 }
 
-/// The GEMV bandwidth lines of every shape in each of `formats`.
-fn bandwidth_of(formats: &[Dtype]) {
+/// What the bandwidth benchmarks open with: the context (adapter line
+/// printed), the timer, the bytes one timed pass moves (~1.5 ms on the H100;
+/// one launch a pass on a software adapter), the copy kernel's bandwidth in
+/// this run, the shapes (scaled down on a software adapter), one x row as
+/// wide as the widest shape.
+struct Bench {
+    ctx: GpuContext,
+    timer: Timer,
+    target: u64,
+    copy_bps: f64,
+    dense: Vec<Shape>,
+    moe: MoeShape,
+    x: wgpu::Buffer,
+}
+
+fn bench_setup() -> Bench {
     let (ctx, software) = bench_context();
     println!(
         "adapter: {ctx_describe} ({shapes})",
@@ -949,7 +951,6 @@ fn bandwidth_of(formats: &[Dtype]) {
             "real shapes"
         }
     );
-    // Bytes one timed pass moves: ~1.5 ms on the H100; one launch a pass on lavapipe.
     let (div, target, copy_max, samples) = if software {
         (16, 1, 4 << 20, 1)
     } else {
@@ -957,10 +958,32 @@ fn bandwidth_of(formats: &[Dtype]) {
     };
     let timer = Timer::new(&ctx, samples);
     let copy_bps = copy_bandwidth(&ctx, &timer, copy_max, target);
-    let (dense, moe_shape) = shapes(div);
+    let (dense, moe) = shapes(div);
     let mut rng = Rng::new(5);
     let widest = dense.iter().map(|s| s.cols).max().unwrap_or(1);
     let x = ctx.upload("x", &rng.normal_vec(widest)).unwrap();
+    Bench {
+        ctx,
+        timer,
+        target,
+        copy_bps,
+        dense,
+        moe,
+        x,
+    }
+}
+
+/// The GEMV bandwidth lines of every shape in each of `formats`.
+fn bandwidth_of(formats: &[Dtype]) {
+    let Bench {
+        ctx,
+        timer,
+        target,
+        copy_bps,
+        dense,
+        moe: moe_shape,
+        x,
+    } = bench_setup();
     for &dtype in formats {
         // (model, Σ count·bytes, Σ count·seconds)
         let mut sums: Vec<(&str, f64, f64)> = Vec::new();
@@ -1069,11 +1092,12 @@ impl Gemv {
                 format!("kernel=gemv choice={auto}")
             }
             Some(s) => format!(
-                "kernel=gemv_t choice={auto} threads={threads} quads={quads} max_tokens={max_tokens} prefetch={prefetch}",
+                "kernel=gemv_t choice={auto} threads={threads} quads={quads} max_tokens={max_tokens} prefetch={prefetch} chunk_scale={chunk_scale}",
                 threads = s.threads,
                 quads = s.quads,
                 max_tokens = s.max_tokens,
-                prefetch = s.prefetch
+                prefetch = s.prefetch,
+                chunk_scale = s.chunk_scale
             ),
             None => format!("kernel=gemv_blocks8 choice={auto}"),
         }
@@ -1136,26 +1160,9 @@ const SMALL_TS: [usize; 5] = [1, 2, 4, 8, 16];
 /// Opens the benchmark context, prints the adapter line and measures the copy
 /// bandwidth: (context, timer, 9B shapes, per-pass bytes, copy bytes/s).
 fn small_t_setup() -> (GpuContext, Timer, Vec<Shape>, u64, f64) {
-    let (ctx, software) = bench_context();
-    println!(
-        "adapter: {ctx_describe} ({shapes})",
-        ctx_describe = ctx.describe(),
-        shapes = if software {
-            "software: shapes scaled down 16x per side"
-        } else {
-            "real shapes"
-        }
-    );
-    let (div, target, copy_max, samples) = if software {
-        (16, 1, 4 << 20, 1)
-    } else {
-        (1, 4 << 30, 1 << 30, 7)
-    };
-    let timer = Timer::new(&ctx, samples);
-    let copy_bps = copy_bandwidth(&ctx, &timer, copy_max, target);
-    let (dense, _) = shapes(div);
-    let nine: Vec<Shape> = dense.into_iter().filter(|s| s.model == "9B").collect();
-    (ctx, timer, nine, target, copy_bps)
+    let b = bench_setup();
+    let nine: Vec<Shape> = b.dense.into_iter().filter(|s| s.model == "9B").collect();
+    (b.ctx, b.timer, nine, b.target, b.copy_bps)
 }
 
 /// The 9B decode step's dense GEMVs at T = 1, 2, 4, 8, 16 tokens, BF16 and
@@ -1253,13 +1260,14 @@ fn small_t_of(formats: &[Dtype]) {
 }
 
 /// The small-T kernel's workgroup shapes (quads 1..8, 128 or 256 threads,
-/// prefetch on and off; at T = 16 also blocks of 8 tokens) on four 9B shapes
+/// prefetch on and off; at T = 16 also blocks of 8 tokens; FP8 also with
+/// chunk scales) on four 9B shapes
 /// (the largest row count, the longest rows, a square one, SwiGLU), BF16
 /// and FP8 block, T = 4, 8, 16, to choose `Tuning::small_t` for an adapter.
 /// Output: `gemv_t_shape model=9B shape=S format=F t=T kernel=gemv_t … gbps=G t1_pct=Q`
 /// lines (Q against the same shape's `matmul` at T = 1), then per format and
 /// T the best shape by Σ count·µs over the four shapes:
-/// `gemv_t_best format=F t=T threads=… quads=… max_tokens=… prefetch=… us=U`.
+/// `gemv_t_best format=F t=T threads=… quads=… max_tokens=… prefetch=… chunk_scale=… us=U`.
 ///
 /// `cargo test --release -p qwgpu-kernels --test kernels -- --include-ignored --nocapture --exact gemv_bench::gemv_small_t_shapes`
 #[test]
@@ -1287,6 +1295,7 @@ fn gemv_small_t_shapes() {
                     quads,
                     max_tokens: 16,
                     prefetch,
+                    chunk_scale: false,
                 });
             }
         }
@@ -1302,6 +1311,13 @@ fn gemv_small_t_shapes() {
                 if t == 16 {
                     cs.extend(configs.iter().map(|c| SmallT {
                         max_tokens: 8,
+                        ..*c
+                    }));
+                }
+                // Chunk scales: the FP8 blocks' one multiply per chunk and token.
+                if dtype == Dtype::F8E4M3 {
+                    cs.extend(configs.iter().map(|c| SmallT {
+                        chunk_scale: true,
                         ..*c
                     }));
                 }
@@ -1331,12 +1347,13 @@ fn gemv_small_t_shapes() {
                 .min_by(|a, b| a.2.total_cmp(&b.2))
             {
                 println!(
-                    "gemv_t_best format={dtype_name} t={t} threads={threads} quads={quads} max_tokens={max_tokens} prefetch={prefetch} us={us:.3}",
+                    "gemv_t_best format={dtype_name} t={t} threads={threads} quads={quads} max_tokens={max_tokens} prefetch={prefetch} chunk_scale={chunk_scale} us={us:.3}",
                     dtype_name = format_name(dtype),
                     threads = c.threads,
                     quads = c.quads,
                     max_tokens = c.max_tokens,
                     prefetch = c.prefetch,
+                    chunk_scale = c.chunk_scale,
                     us = secs * 1e6
                 );
             }
@@ -1374,6 +1391,7 @@ fn gemv_int4_one_token_shapes() {
                     quads,
                     max_tokens: 1,
                     prefetch,
+                    chunk_scale: false,
                 })));
             }
         }

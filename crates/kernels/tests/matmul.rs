@@ -410,18 +410,21 @@ fn small_t_shapes_match_reference() {
             quads: 1,
             max_tokens: 16,
             prefetch: false,
+            chunk_scale: true,
         },
         SmallT {
             threads: 128,
             quads: 4,
             max_tokens: 5,
             prefetch: true,
+            chunk_scale: false,
         },
         SmallT {
             threads: 256,
             quads: 8,
             max_tokens: 8,
             prefetch: false,
+            chunk_scale: true,
         },
     ];
     for t in testing::contexts() {

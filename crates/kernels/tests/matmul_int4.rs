@@ -193,18 +193,21 @@ fn int4_small_t_shapes() {
             quads: 1,
             max_tokens: 16,
             prefetch: false,
+            chunk_scale: true,
         }),
         Some(SmallT {
             threads: 128,
             quads: 4,
             max_tokens: 5,
             prefetch: true,
+            chunk_scale: false,
         }),
         Some(SmallT {
             threads: 256,
             quads: 8,
             max_tokens: 8,
             prefetch: false,
+            chunk_scale: true,
         }),
         None,
     ];
