@@ -22,52 +22,8 @@ mod support;
 use qwgpu_ops::rng::Rng;
 use support::Scheme;
 
-const EPILOGUES: [Epilogue; 3] = [Epilogue::Store, Epilogue::Accumulate, Epilogue::SwiGlu];
-
-fn scale(rng: &mut Rng) -> f32 {
-    0.25 + 1.75 * rng.uniform()
-}
-
-/// Row ranges `(offset, rows)` covering `rows`: up to `n` parts, cut at unaligned rows.
-fn split_rows(rows: usize, n: usize) -> Vec<(usize, usize)> {
-    let cuts: Vec<usize> = [37usize, 1, 2, 50, 97]
-        .iter()
-        .copied()
-        .filter(|&c| c < rows)
-        .take(n.saturating_sub(1))
-        .collect();
-    let mut cuts = cuts;
-    cuts.sort_unstable();
-    cuts.dedup();
-    let mut out = Vec::new();
-    let mut start = 0;
-    for c in cuts.into_iter().chain([rows]) {
-        if c > start {
-            out.push((start, c - start));
-            start = c;
-        }
-    }
-    out
-}
-
-fn packed(rng: &mut Rng, dtype: Dtype, rows: usize, cols: usize, scheme: Scheme) -> PackedWeight {
-    let parts = match scheme {
-        Scheme::PerShard { .. } => split_rows(rows, 3),
-        _ => split_rows(rows, 2),
-    };
-    let data = support::normal_data(rng, dtype, rows * cols);
-    let mut draw = || scale(rng);
-    support::packed_weight(
-        format!("w{rows}x{cols}"),
-        dtype,
-        rows,
-        cols,
-        &parts,
-        scheme,
-        data,
-        &mut draw,
-    )
-}
+use cases::{make_x, packed, run, EPILOGUES};
+use qwgpu_kernels::testing::cases::matmul as cases;
 
 /// A GPU weight split into pieces of the given row counts (as an upload within
 /// a small binding limit would).
@@ -75,39 +31,11 @@ fn upload_pieces(ctx: &GpuContext, w: &PackedWeight, split: &[usize]) -> GpuWeig
     GpuWeight::upload_pieces(ctx, w, split).unwrap()
 }
 
-/// x buffer of `rows` rows of `cols` values (normal), `stride` apart from `offset`; NaN everywhere else.
-fn make_x(
-    rng: &mut Rng,
-    offset: usize,
-    stride: usize,
-    rows: usize,
-    cols: usize,
-) -> (Vec<f32>, Vec<Vec<f32>>) {
-    let len = offset + (rows - 1) * stride + cols + 3;
-    let mut buf = vec![f32::NAN; len];
-    let mut xrows = Vec::new();
-    for t in 0..rows {
-        let r = rng.normal_vec(cols);
-        buf[offset + t * stride..][..cols].copy_from_slice(&r);
-        xrows.push(r);
-    }
-    (buf, xrows)
-}
-
-fn run(ctx: &GpuContext, d: &[Dispatch]) {
-    let refs: Vec<&Dispatch> = d.iter().collect();
-    ctx.run("matmul test", &refs).unwrap();
-}
-
 /// The launches of one dense matmul (which kernel runs it).
-type MatmulFn<'f> = &'f dyn Fn(
-    &GpuContext,
-    &GpuWeight,
-    &MatmulArgs,
-    Epilogue,
-) -> Result<Vec<Dispatch>, KernelError>;
+type MatmulFn<'f> = cases::MatmulFn<'f>;
 
-/// One dense matmul with random offsets/strides, checked against the reference.
+/// One dense matmul with random offsets/strides, checked against the reference
+/// (the shared case, which the browser runner runs too).
 fn dense_case(
     t: &testing::TestContext,
     rng: &mut Rng,
@@ -117,7 +45,7 @@ fn dense_case(
     epi: Epilogue,
     what: &str,
 ) {
-    dense_case_with(t, rng, gw, wdq, tokens, epi, what, &matmul, false);
+    pollster::block_on(cases::dense_case(t, rng, gw, wdq, tokens, epi, what));
 }
 
 /// [`dense_case`] with the launches made by `launch`; `aligned`: x offset and
@@ -134,87 +62,13 @@ fn dense_case_with(
     launch: MatmulFn<'_>,
     aligned: bool,
 ) {
-    let ctx = &t.ctx;
-    let (rows, cols) = (gw.rows, gw.cols);
-    let width = if epi == Epilogue::SwiGlu {
-        rows / 2
-    } else {
-        rows
-    };
-    let (x_off, x_stride) = if aligned {
-        (
-            4 * (rng.uniform() * 2.0) as usize,
-            cols.next_multiple_of(4) + 4 * (rng.uniform() * 2.0) as usize,
-        )
-    } else {
-        (
-            (rng.uniform() * 5.0) as usize,
-            cols + (rng.uniform() * 3.0) as usize,
-        )
-    };
-    let y_off = (rng.uniform() * 5.0) as usize;
-    let y_stride = width + (rng.uniform() * 3.0) as usize;
-    let (xbuf, xrows) = make_x(rng, x_off, x_stride, tokens, cols);
-    let ylen = y_off + (tokens - 1) * y_stride + width + 2;
-    let init: Vec<f32> = if epi == Epilogue::Accumulate {
-        rng.normal_vec(ylen)
-    } else {
-        vec![f32::NAN; ylen]
-    };
-    let x = ctx.upload("x", &xbuf).unwrap();
-    let y = ctx.upload("y", &init).unwrap();
-    let args = MatmulArgs {
-        x: &x,
-        x_offset: x_off as u32,
-        x_stride: x_stride as u32,
-        y: &y,
-        y_offset: y_off as u32,
-        y_stride: y_stride as u32,
-        t: tokens as u32,
-    };
-    let d = launch(ctx, gw, &args, epi)
-        .unwrap_or_else(|e| panic!("{t_name} {what}: {e}", t_name = t.name));
-    run(ctx, &d);
-    let got = ctx.read_f32(&y, 0, ylen).unwrap();
-    let mut want = vec![None; ylen];
-    for (ti, xr) in xrows.iter().enumerate() {
-        for c in 0..width {
-            let (mut w, tol) =
-                support::expected(xr, wdq, cols, rows, c, epi == Epilogue::SwiGlu, 1e-5);
-            let i = y_off + ti * y_stride + c;
-            let mut tol = tol;
-            if epi == Epilogue::Accumulate {
-                w += init[i] as f64;
-                tol += 1e-6 * init[i].abs() as f64;
-            }
-            want[i] = Some((w, tol));
-        }
-    }
-    let what = format!(
-        "{t_name} {what} T={tokens} {epi:?} x_off {x_off} x_stride {x_stride} y_off {y_off} y_stride {y_stride}",
-        t_name = t.name
-    );
-    support::check(&got, &init, &want, &what);
+    pollster::block_on(cases::dense_case_with(
+        t, rng, gw, wdq, tokens, epi, what, launch, aligned,
+    ));
 }
 
 fn formats_and_schemes() -> Vec<(Dtype, Scheme)> {
-    vec![
-        (Dtype::F32, Scheme::None),
-        (Dtype::BF16, Scheme::None),
-        (Dtype::F16, Scheme::None),
-        (Dtype::F8E4M3, Scheme::PerShard { broadcast: true }),
-        (Dtype::F8E5M2, Scheme::PerShard { broadcast: false }),
-        (Dtype::F8E4M3, Scheme::PerChannel),
-        (Dtype::F8E5M2, Scheme::PerChannel),
-        (Dtype::F8E4M3, Scheme::Block([128, 128])),
-        (Dtype::F8E5M2, Scheme::Block([128, 128])),
-        (Dtype::F8E4M3, Scheme::Block([16, 32])),
-        (Dtype::F8E5M2, Scheme::Block([16, 32])),
-        // Block width not a multiple of 16: one scale per 4-element group.
-        (Dtype::F8E4M3, Scheme::Block([5, 20])),
-        // Per-tensor scale on BF16 storage (one scale per row path with a real scale).
-        (Dtype::BF16, Scheme::PerShard { broadcast: true }),
-    ]
+    cases::formats_and_schemes()
 }
 
 #[test]
@@ -223,25 +77,7 @@ fn matmul_matches_reference_for_every_format_scheme_and_path() {
     let sizes = [(1usize, 4usize), (3, 12), (65, 128), (130, 260), (66, 13)];
     let ts = [1usize, 3, 16, 17, 70];
     for t in testing::contexts() {
-        let seed = 0x5eed_0001;
-        let mut rng = Rng::new(seed);
-        for (ci, &(dtype, scheme)) in formats_and_schemes().iter().enumerate() {
-            for (si, &(rows, cols)) in sizes.iter().enumerate() {
-                let pw = packed(&mut rng, dtype, rows, cols, scheme);
-                let wdq = qwgpu_loader::dequantize(&pw).unwrap();
-                let gw = GpuWeight::upload(&t.ctx, &pw).unwrap();
-                for (k, &epi) in EPILOGUES.iter().enumerate() {
-                    if epi == Epilogue::SwiGlu && rows % 2 == 1 {
-                        continue;
-                    }
-                    for j in [0, 2] {
-                        let tokens = ts[(ci + si + k + j) % ts.len()];
-                        let what = format!("seed {seed:#x} {dtype:?} {scheme:?} [{rows}, {cols}]");
-                        dense_case(t, &mut rng, &gw, &wdq, tokens, epi, &what);
-                    }
-                }
-            }
-        }
+        pollster::block_on(cases::every_format_and_scheme(t, 0x5eed_0001, &sizes, &ts));
     }
     eprintln!("dense matmul cases: {:.1} s", start.elapsed().as_secs_f64());
 }
