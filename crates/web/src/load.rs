@@ -1,28 +1,30 @@
 //! Reading a model folder onto the page's GPU one part at a time: the
 //! shards' headers first (ranged reads), then each part of the model (the
 //! embedding, each layer, the final norm, the head) fetched with ranged reads
-//! of its tensors, packed by the loader ([`qwgpu_loader::pack_part`]),
-//! uploaded, and dropped before the next part is fetched. The page holds one
+//! of its tensors, packed by the loader ([`qwgpu_loader::pack_part`], the
+//! weights left in the fetched bytes), uploaded from there, and dropped
+//! before the next part is fetched. The page holds one
 //! part at a time, never a shard or the whole model: wasm32 addresses 4 GiB,
 //! and a model's weights may be more.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
 use qwgpu_checkpoint::{canonical_name, parse_header_prefix, parse_index, Dtype, ModelConfig};
 use qwgpu_kernels::GpuContext;
 use qwgpu_loader::{pack_part, part_ids, PackOptions, PartId, SourceTensor};
-use qwgpu_model::gpu::GpuModel;
+use qwgpu_model::gpu::{FetchedTensors, GpuModel};
 
 use crate::memory::MemoryError;
 use crate::source::ModelSource;
 use crate::WebError;
 
 /// The most bytes of one part of a model (a layer, the embedding table) a
-/// page fetches at once: the fetched bytes and their packed copy coexist
-/// until the part is on the GPU, within wasm32's 4 GiB.
+/// page fetches at once (the weights are uploaded from the fetched bytes,
+/// not packed beside them; what the loader widens or decodes is), within
+/// wasm32's 4 GiB.
 pub const MAX_PART_BYTES: u64 = 1_500_000_000;
 /// Bound on a safetensors header (as the native reader's).
 const MAX_HEADER: u64 = 100 << 20;
@@ -110,26 +112,21 @@ async fn catalog(
 }
 
 /// The tensors `id` covers, fetched: runs of tensors adjacent in one shard
-/// come in one ranged read each. Returns the runs' bytes and, per tensor
-/// name, its run and range in it.
-async fn fetch_part<'c>(
+/// come in one ranged read each; per canonical name, its run and range.
+async fn fetch_part(
     src: &ModelSource,
     files: &[String],
-    cat: &'c BTreeMap<String, Stored>,
+    cat: &BTreeMap<String, Stored>,
     id: PartId,
     done: &mut u64,
     total: u64,
     progress: &mut dyn FnMut(u64, u64),
-) -> Result<(Vec<Vec<u8>>, BTreeMap<&'c str, (usize, usize, usize)>), WebError> {
-    let mut covered: Vec<(&str, &Stored)> = cat
-        .iter()
-        .filter(|(n, _)| id.covers(n))
-        .map(|(n, s)| (n.as_str(), s))
-        .collect();
+) -> Result<FetchedTensors, WebError> {
+    let mut covered: Vec<(&String, &Stored)> = cat.iter().filter(|(n, _)| id.covers(n)).collect();
     covered.sort_by_key(|(_, s)| (s.file, s.start));
     // (file, start, end) of each run.
     let mut runs: Vec<(usize, u64, u64)> = Vec::new();
-    let mut at = BTreeMap::new();
+    let mut at = HashMap::new();
     for (name, s) in covered {
         match runs.last_mut() {
             Some((f, _, end)) if *f == s.file && *end == s.start => *end = s.end,
@@ -138,17 +135,22 @@ async fn fetch_part<'c>(
         let r = runs.len() - 1;
         let base = runs[r].1;
         at.insert(
-            name,
-            (r, (s.start - base) as usize, (s.end - base) as usize),
+            name.clone(),
+            (r, (s.start - base) as usize..(s.end - base) as usize),
         );
     }
-    let mut bytes = Vec::with_capacity(runs.len());
+    let mut fetched = FetchedTensors {
+        runs: Vec::with_capacity(runs.len()),
+        at,
+    };
     for &(f, a, b) in &runs {
-        bytes.push(src.read_range(&files[f], Some((a, b))).await?);
+        fetched
+            .runs
+            .push(src.read_range(&files[f], Some((a, b))).await?);
         *done += b - a;
         progress(*done, total);
     }
-    Ok((bytes, at))
+    Ok(fetched)
 }
 
 /// Bytes of `id`'s tensors.
@@ -190,17 +192,20 @@ pub async fn load(
     progress(done, total);
     let mut quiet = |_: u64| {};
     let mut loader = GpuModel::part_loader(ctx, &config.text, &mut quiet)?;
+    // Weights stay in the fetched bytes (no packed copy beside them); the
+    // uploader reads them from there.
+    let opts = PackOptions {
+        borrow_sources: true,
+        ..PackOptions::default()
+    };
     for id in ids {
-        let (runs, at) = fetch_part(src, &files, &cat, id, &mut done, total, progress).await?;
+        let fetched = fetch_part(src, &files, &cat, id, &mut done, total, progress).await?;
         // Every tensor named (the loader checks the whole set), bytes only
         // for this part's.
         let source: BTreeMap<String, SourceTensor<'_>> = cat
             .iter()
             .map(|(name, s)| {
-                let bytes: &[u8] = match at.get(name.as_str()) {
-                    Some(&(r, a, b)) => &runs[r][a..b],
-                    None => &[],
-                };
+                let bytes: &[u8] = fetched.get(name).unwrap_or(&[]);
                 let t = SourceTensor {
                     name: name.clone(),
                     dtype: s.dtype,
@@ -210,12 +215,10 @@ pub async fn load(
                 (name.clone(), t)
             })
             .collect();
-        let part =
-            pack_part(&source, &config, &PackOptions::default(), id).map_err(MemoryError::from)?;
-        // The fetched bytes go before the packed part is uploaded.
+        let part = pack_part(&source, &config, &opts, id).map_err(MemoryError::from)?;
         drop(source);
-        drop(runs);
-        loader.add(&part)?;
+        // The fetched bytes go once the part is on the GPU.
+        loader.add_fetched(&part, fetched)?;
     }
     Ok(loader.finish(max_chunk)?)
 }

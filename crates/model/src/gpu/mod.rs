@@ -40,6 +40,7 @@ pub use part_loader::PartLoader;
 use record::{Head, Rec};
 pub use session::GpuSession;
 use state_pool::GdnPool;
+pub use upload::FetchedTensors;
 
 use crate::ModelError;
 

@@ -10,7 +10,7 @@ use qwgpu_checkpoint::TextConfig;
 use qwgpu_kernels::GpuContext;
 use qwgpu_loader::Part;
 
-use super::upload::{load_threads, Uploader};
+use super::upload::{load_threads, FetchedTensors, Uploader};
 use super::weights::PartUpload;
 use super::GpuModel;
 use crate::ModelError;
@@ -45,6 +45,15 @@ impl PartLoader<'_> {
     /// Checks and uploads `part` (the caller may drop it once this returns).
     pub fn add(&mut self, part: &Part) -> Result<(), ModelError> {
         self.parts.add(part)
+    }
+
+    /// [`PartLoader::add`] for a part packed with its weights left in their
+    /// sources ([`qwgpu_loader::PackOptions::borrow_sources`]): their bytes
+    /// are read from `fetched` (the part's ranged reads, by canonical tensor
+    /// name), so the host holds each weight once, never packed beside it.
+    /// `fetched` is dropped once the part is uploaded.
+    pub fn add_fetched(&mut self, part: &Part, fetched: FetchedTensors) -> Result<(), ModelError> {
+        self.parts.add_fetched(part, fetched)
     }
 
     /// Waits for the uploads and makes the model (steps of at most

@@ -123,6 +123,19 @@ impl<'a> PartUpload<'a> {
         })
     }
 
+    /// [`PartUpload::add`] with the source bytes of the weights the loader
+    /// left unpacked in `part`; they are dropped once it is uploaded.
+    pub fn add_fetched(
+        &mut self,
+        part: &Part,
+        fetched: super::upload::FetchedTensors,
+    ) -> Result<(), ModelError> {
+        self.u.set_fetched(fetched);
+        let r = self.add(part);
+        self.u.set_fetched(Default::default());
+        r
+    }
+
     /// Checks and uploads one part.
     pub fn add(&mut self, part: &Part) -> Result<(), ModelError> {
         let c = self.c;
