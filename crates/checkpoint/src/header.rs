@@ -120,7 +120,20 @@ fn terr(file: &Path, tensor: &str, detail: impl Into<String>) -> CheckpointError
 /// Parses and validates the header of a whole safetensors file held in `bytes`.
 /// `file` is only used in error messages.
 pub fn parse_header(bytes: &[u8], file: &Path) -> Result<Header, CheckpointError> {
-    let file_len = bytes.len() as u64;
+    parse_header_prefix(bytes, bytes.len() as u64, file)
+}
+
+/// [`parse_header`] of a file of `file_len` bytes from its first bytes
+/// `bytes` (at least the 8-byte length and the header): a reader that
+/// fetches ranges of a file (a web page) checks the header before any tensor
+/// data is read. Every check of [`parse_header`] is made against `file_len`;
+/// the `safetensors` crate's second opinion needs the whole file and is
+/// asked only when `bytes` is all of it.
+pub fn parse_header_prefix(
+    bytes: &[u8],
+    file_len: u64,
+    file: &Path,
+) -> Result<Header, CheckpointError> {
     let Some(len_bytes) = bytes.first_chunk::<8>() else {
         return Err(herr(
             file,
@@ -214,6 +227,12 @@ pub fn parse_header(bytes: &[u8], file: &Path) -> Result<Header, CheckpointError
 
     // Second opinion from the `safetensors` crate; safe now that every offset and
     // size has been checked above without overflow.
+    if bytes.len() as u64 != file_len {
+        return Ok(Header {
+            data_start,
+            tensors,
+        });
+    }
     if let Err(e) = safetensors::SafeTensors::read_metadata(bytes) {
         return Err(herr(
             file,
@@ -376,6 +395,29 @@ mod tests {
             (hd.tensors[2].start, hd.tensors[2].end),
             (8 + h.len() + 8, 8 + h.len() + 16)
         );
+    }
+
+    #[test]
+    fn a_header_parses_from_the_files_first_bytes_and_its_length() {
+        let h = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"BF16","shape":[3],"data_offsets":[8,14]}}"#;
+        let whole = file(h, 14);
+        let prefix = &whole[..8 + h.len()];
+        let full = parse_header(&whole, Path::new("x")).expect("whole file");
+        let head = parse_header_prefix(prefix, whole.len() as u64, Path::new("x"))
+            .expect("header and length");
+        assert_eq!(head.data_start, full.data_start);
+        let ranges = |hd: &Header| -> Vec<(String, usize, usize)> {
+            hd.tensors
+                .iter()
+                .map(|t| (t.name.clone(), t.start, t.end))
+                .collect()
+        };
+        assert_eq!(ranges(&head), ranges(&full));
+        // The length is checked as the whole file's would be.
+        for len in [whole.len() as u64 - 1, whole.len() as u64 + 1] {
+            let e = parse_header_prefix(prefix, len, Path::new("x")).expect_err("wrong length");
+            assert!(e.to_string().contains("data section"), "{e}");
+        }
     }
 
     #[test]

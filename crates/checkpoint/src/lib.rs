@@ -54,7 +54,7 @@ pub use checkpoint::{Checkpoint, OpenOptions};
 pub use config::{FfnConfig, LayerType, ModelConfig, RopeConfig, TextConfig};
 pub use dtype::Dtype;
 pub use error::CheckpointError;
-pub use header::{parse_header, Header, HeaderTensor};
+pub use header::{parse_header, parse_header_prefix, Header, HeaderTensor};
 pub use index::{parse_index, ShardIndex};
 pub use names::{canonical_name, canonical_prefix, is_skipped};
 pub use quant::QuantizationConfig;

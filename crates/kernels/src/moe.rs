@@ -118,9 +118,17 @@ pub fn moe_route(
     // Inside their buffers, so within u32 (checked).
     let (t, experts, top_k) = (t64 as u32, experts as u32, top_k as u32);
     let (logits, ids, weights) = (logits.buffer, ids.buffer, weights.buffer);
-    // One compare-exchange per invocation per stage for E <= 512.
-    let wg = 256u32;
     let emax = experts.next_power_of_two().max(2);
+    // Workgroup storage: three arrays of EMAX words, the total (16 bytes as
+    // WebGPU counts a variable) and the reduction's vec4 per invocation; 128
+    // invocations where 256 would pass the device's limit (E = 1024 at
+    // WebGPU's 16 KiB: 16400 bytes).
+    let bytes = |wg: u32| 12 * emax + 16 + 16 * wg;
+    let wg = if bytes(256) <= ctx.limits.max_compute_workgroup_storage_size {
+        256u32
+    } else {
+        128
+    };
     ctx.launch(&ROUTE)
         .constant("WG", wg)
         .constant("EMAX", emax)

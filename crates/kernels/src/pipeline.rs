@@ -110,6 +110,8 @@ impl GpuContext {
             return Ok(p);
         }
         let module = self.module(key)?;
+        #[cfg(not(target_arch = "wasm32"))]
+        self.check_workgroup_storage(key)?;
         let label = id.clone();
         let fail = |e: KernelError| KernelError::Compile {
             shader: key.module_name(),
@@ -138,6 +140,30 @@ impl GpuContext {
             m.insert(id, pipeline.clone());
         }
         Ok(pipeline)
+    }
+
+    /// Refuses `key` when its workgroup storage exceeds the device's limit:
+    /// natively wgpu builds such a pipeline (a browser refuses it), so a
+    /// kernel past WebGPU's limits would pass the native `fallback` column
+    /// and fail only in a page.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn check_workgroup_storage(&self, key: &PipelineKey) -> Result<(), KernelError> {
+        let fail = |detail: String| KernelError::Compile {
+            shader: key.module_name(),
+            entry: key.entry.to_string(),
+            detail,
+        };
+        let bytes = self
+            .module_bindings(key)?
+            .workgroup_bytes(key.entry, &key.constants)
+            .map_err(fail)?;
+        let limit = self.limits.max_compute_workgroup_storage_size;
+        if bytes > limit {
+            return Err(fail(format!(
+                "{bytes} bytes of workgroup storage, more than the device's limit of {limit}"
+            )));
+        }
+        Ok(())
     }
 
     /// The pipeline of `key` and its entry point's bindings, from one

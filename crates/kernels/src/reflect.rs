@@ -48,6 +48,9 @@ impl std::ops::Index<&str> for EntryBindings {
 #[derive(Debug, Default)]
 pub(crate) struct ModuleBindings {
     entries: HashMap<String, Arc<EntryBindings>>,
+    /// The analysed module, for [`ModuleBindings::workgroup_bytes`].
+    #[cfg(not(target_arch = "wasm32"))]
+    analysed: Option<(naga::Module, naga::valid::ModuleInfo)>,
 }
 
 impl ModuleBindings {
@@ -86,7 +89,49 @@ impl ModuleBindings {
             }
             entries.insert(ep.name.clone(), Arc::new(EntryBindings { vars }));
         }
-        Ok(Self { entries })
+        Ok(Self {
+            entries,
+            #[cfg(not(target_arch = "wasm32"))]
+            analysed: Some((module, info)),
+        })
+    }
+
+    /// Bytes of workgroup storage `entry` uses with the override `constants`
+    /// (each variable rounded up to 16 bytes, as WebGPU counts them). wgpu
+    /// does not check this against the device's limit natively (a browser
+    /// does, refusing the pipeline), so the pipeline cache checks it.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn workgroup_bytes(&self, entry: &str, constants: &[(&str, f64)]) -> Result<u32, String> {
+        let (module, info) = self
+            .analysed
+            .as_ref()
+            .ok_or_else(|| "the module was not analysed".to_string())?;
+        let constants: naga::back::PipelineConstants =
+            constants.iter().map(|(n, v)| (n.to_string(), *v)).collect();
+        let (module, info) = naga::back::pipeline_constants::process_overrides(
+            module,
+            info,
+            Some((naga::ShaderStage::Compute, entry)),
+            &constants,
+        )
+        .map_err(|e| format!("override constants: {e}"))?;
+        let index = module
+            .entry_points
+            .iter()
+            .position(|ep| ep.name == entry)
+            .ok_or_else(|| format!("no entry point `{entry}`"))?;
+        let uses = info.get_entry_point(index);
+        let mut layouter = naga::proc::Layouter::default();
+        layouter
+            .update(module.to_ctx())
+            .map_err(|e| format!("type layout: {e}"))?;
+        let bytes = module
+            .global_variables
+            .iter()
+            .filter(|(h, v)| v.space == naga::AddressSpace::WorkGroup && !uses[*h].is_empty())
+            .map(|(_, v)| layouter[v.ty].size.next_multiple_of(16))
+            .sum();
+        Ok(bytes)
     }
 
     /// The bindings `entry` sees, or `None` if the module has no such entry point.

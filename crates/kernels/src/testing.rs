@@ -29,6 +29,8 @@
 //! the variant turned the feature off on purpose: `fallback`).
 //! `QWGPU_REQUIRE_HW=0` turns that off on a hardware adapter.
 
+pub mod cases;
+
 use std::collections::HashSet;
 use std::io::Write as _;
 use std::sync::{Mutex, OnceLock};

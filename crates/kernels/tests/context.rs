@@ -2,9 +2,12 @@
 //! choice errors, typed errors after the device is destroyed, and contexts
 //! on a device the caller opened.
 
+use qwgpu_kernels::shaders::ShaderSource;
 use qwgpu_kernels::testing::{self, Feature};
 use qwgpu_kernels::view::TensorView;
-use qwgpu_kernels::{copy, ContextOptions, GpuContext, KernelError, PipelineCacheMode};
+use qwgpu_kernels::{
+    copy, ContextOptions, GpuContext, KernelError, PipelineCacheMode, PipelineKey,
+};
 
 fn tmp(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!(
@@ -239,4 +242,131 @@ fn a_context_on_the_callers_device_takes_its_features_and_limits() {
     // The context never destroys the caller's device.
     drop(ctx);
     assert!(device.poll(wgpu::PollType::Poll).is_ok());
+}
+
+/// The limits of the browser's WebGPU adapter that kernels meet (Chromium's,
+/// issue 20): storage buffers per stage, workgroup storage bytes, invocations
+/// per workgroup, bytes per storage binding, bind groups.
+const BROWSER_LIMITS: (u32, u32, u32, u64, u32) = (10, 32 << 10, 256, 1 << 30, 4);
+
+/// The fallback column asks for WebGPU's default limits, each at most the
+/// browser's: a kernel that breaks a browser limit breaks the column's first,
+/// natively, before any browser run.
+#[test]
+fn the_fallback_columns_limits_are_within_the_browsers() {
+    let t = testing::context(testing::Variant::Fallback);
+    let l = t.ctx.device.limits();
+    let (buffers, workgroup, invocations, binding, groups) = BROWSER_LIMITS;
+    assert!(l.max_storage_buffers_per_shader_stage <= buffers, "{l:?}");
+    assert!(l.max_compute_workgroup_storage_size <= workgroup, "{l:?}");
+    assert!(
+        l.max_compute_invocations_per_workgroup <= invocations,
+        "{l:?}"
+    );
+    assert!(l.max_storage_buffer_binding_size <= binding, "{l:?}");
+    assert!(l.max_bind_groups <= groups, "{l:?}");
+}
+
+/// `wgsl`'s entry point `main` built as every kernel's pipeline is
+/// (`GpuContext::pipeline`, with override `constants`), or its typed error.
+fn pipeline(
+    ctx: &GpuContext,
+    name: &str,
+    wgsl: String,
+    constants: &[(&'static str, f64)],
+) -> Result<(), KernelError> {
+    // A pipeline key names `'static` sources (the kernels' are compiled in).
+    let src: &'static ShaderSource = Box::leak(Box::new(ShaderSource {
+        name: Box::leak(format!("limit probe: {name}").into_boxed_str()),
+        text: Box::leak(wgsl.into_boxed_str()),
+    }));
+    let mut key = PipelineKey::new(&[src], "main");
+    for &(n, v) in constants {
+        key = key.constant(n, v);
+    }
+    ctx.pipeline(&key).map(drop)
+}
+
+/// A limit probe: what it is, its WGSL, its override constants, whether it fits.
+type Probe<'a> = (&'a str, String, &'a [(&'static str, f64)], bool);
+
+/// A kernel with `n` storage buffers in one stage (each one used).
+fn storage_buffers(n: u32) -> String {
+    let mut s = String::new();
+    for i in 0..n {
+        s.push_str(&format!(
+            "@group(0) @binding({i}) var<storage, read_write> b{i}: array<u32>;\n"
+        ));
+    }
+    let sum: Vec<String> = (1..n).map(|i| format!("b{i}[0]")).collect();
+    s.push_str(&format!(
+        "@compute @workgroup_size(1) fn main() {{ b0[0] = {sum}; }}\n",
+        sum = sum.join(" + ")
+    ));
+    s
+}
+
+/// Kernels past the fallback column's limits fail to build there (natively,
+/// a typed error): 9 storage buffers in a stage, 16 KiB + 4 bytes of
+/// workgroup storage (fixed or sized by an override constant: wgpu does not
+/// check this one natively, the pipeline cache does), 257 invocations.
+/// Within the limits they build.
+#[test]
+fn kernels_past_a_webgpu_limit_fail_in_the_fallback_column() {
+    let t = testing::context(testing::Variant::Fallback);
+    let ctx = &t.ctx;
+    let workgroup = |words: &str| {
+        format!(
+            "override WORDS: u32 = 1u;\n\
+             var<workgroup> w: array<u32, {words}>;\n\
+             @group(0) @binding(0) var<storage, read_write> o: array<u32>;\n\
+             @compute @workgroup_size(64) fn main(@builtin(local_invocation_index) i: u32) {{\n\
+             w[i] = i; workgroupBarrier(); o[i] = w[63u - i];\n}}\n"
+        )
+    };
+    let invocations = |n: u32| {
+        format!(
+            "@group(0) @binding(0) var<storage, read_write> o: array<u32>;\n\
+             @compute @workgroup_size({n}) fn main(@builtin(local_invocation_index) i: u32) {{ o[i] = i; }}\n"
+        )
+    };
+    let words = |n: u32| [("WORDS", f64::from(n))];
+    let none: [(&str, f64); 0] = [];
+    let cases: [Probe<'_>; 8] = [
+        ("8 storage buffers", storage_buffers(8), &none, true),
+        ("9 storage buffers", storage_buffers(9), &none, false),
+        (
+            "16 KiB of workgroup storage",
+            workgroup("4096"),
+            &none,
+            true,
+        ),
+        (
+            "16 KiB + 4 bytes of workgroup storage",
+            workgroup("4097"),
+            &none,
+            false,
+        ),
+        (
+            "16 KiB of workgroup storage by override",
+            workgroup("WORDS"),
+            &words(4096),
+            true,
+        ),
+        (
+            "16 KiB + 4 bytes by override",
+            workgroup("WORDS"),
+            &words(4097),
+            false,
+        ),
+        ("256 invocations", invocations(256), &none, true),
+        ("257 invocations", invocations(257), &none, false),
+    ];
+    for (what, wgsl, constants, fits) in cases {
+        let r = pipeline(ctx, what, wgsl, constants);
+        assert_eq!(r.is_ok(), fits, "{name}: {what}: {r:?}", name = t.name);
+        if let Err(e) = r {
+            assert!(matches!(e, KernelError::Compile { .. }), "{what}: {e:?}");
+        }
+    }
 }

@@ -16,254 +16,28 @@
 //! before every run.
 
 use qwgpu_kernels::gdn::{self, GdnDims, GdnLayerBuffers, GdnMode, GdnScratch, RecurrentLaunch};
+use qwgpu_kernels::testing::cases::gdn as cases;
+use qwgpu_kernels::testing::cases::gdn::{
+    check, check_states, dims, launch_name, mode_name, oracle, random_inputs, random_layer,
+    CpuState, Gpu, OUT_TOL,
+};
 use qwgpu_kernels::{testing, wgpu, GpuContext, KernelError};
-use qwgpu_ops::compare::{check_close, nmse, Tol};
-use qwgpu_ops::mixers::{gdn_core, GdnParams, GdnShape};
+use qwgpu_ops::compare::nmse;
 use qwgpu_ops::rng::Rng;
 
-const OUT_TOL: Tol = Tol::gpu_f32();
-const MAX_NMSE: f64 = 1e-10;
-
-struct Weights {
-    conv_w: Vec<f32>,
-    a_log: Vec<f32>,
-    dt_bias: Vec<f32>,
-    norm_w: Vec<f32>,
-}
-
-#[derive(Clone)]
-struct CpuState {
-    conv: Vec<f32>,
-    rec: Vec<f32>,
-}
-
-fn dims(nk: u32, nv: u32, dk: u32, dv: u32) -> GdnDims {
-    GdnDims {
-        nk,
-        nv,
-        dk,
-        dv,
-        conv_kernel: 4,
-        eps: 1e-6,
-    }
-}
-
-fn random_layer(d: &GdnDims, rng: &mut Rng) -> (Weights, CpuState) {
-    let conv_dim = d.conv_dim() as usize;
-    let k = d.conv_kernel as usize;
-    let nv = d.nv as usize;
-    let w = Weights {
-        conv_w: rng
-            .normal_vec(conv_dim * k)
-            .iter()
-            .map(|v| v * 0.5)
-            .collect(),
-        // exp(A_log) in [e^-5, e^0.5]: slow decays carry the state across chunks too.
-        a_log: (0..nv).map(|_| rng.uniform() * 5.5 - 5.0).collect(),
-        dt_bias: rng.normal_vec(nv).iter().map(|v| v * 0.5).collect(),
-        norm_w: rng
-            .normal_vec(d.dv as usize)
-            .iter()
-            .map(|v| 1.0 + 0.1 * v)
-            .collect(),
-    };
-    let st = CpuState {
-        conv: rng.normal_vec(d.conv_state_len()),
-        rec: rng
-            .normal_vec(d.state_len())
-            .iter()
-            .map(|v| v * 0.2)
-            .collect(),
-    };
-    (w, st)
-}
-
-/// `(qkvz [T, conv_dim + value_dim], ba [T, 2·nv])`.
-fn random_inputs(d: &GdnDims, t: usize, rng: &mut Rng) -> (Vec<f32>, Vec<f32>) {
-    let width = (d.conv_dim() + d.value_dim()) as usize;
-    (
-        rng.normal_vec(t * width),
-        rng.normal_vec(t * 2 * d.nv as usize),
-    )
-}
-
-/// `reference::gdn::forward` after the projections, with the delta-rule form chosen
-/// by the caller (the reference picks chunked for T > 1).
-fn oracle(
-    d: &GdnDims,
-    w: &Weights,
-    qkvz: &[f32],
-    ba: &[f32],
-    state: &mut CpuState,
-    chunked: bool,
-) -> Vec<f32> {
-    let shape = GdnShape {
-        nk: d.nk as usize,
-        nv: d.nv as usize,
-        dk: d.dk as usize,
-        dv: d.dv as usize,
-        conv_kernel: d.conv_kernel as usize,
-        eps: d.eps,
-    };
-    let params = GdnParams {
-        conv_w: &w.conv_w,
-        a_log: &w.a_log,
-        dt_bias: &w.dt_bias,
-        norm_w: &w.norm_w,
-    };
-    gdn_core(
-        &shape,
-        &params,
-        qkvz,
-        ba,
-        &mut state.conv,
-        &mut state.rec,
-        chunked,
-    )
-}
-
-/// GPU buffers of one layer, inputs sized for `max_t` tokens.
-struct Gpu {
-    qkvz: wgpu::Buffer,
-    ba: wgpu::Buffer,
-    conv_w: wgpu::Buffer,
-    a_log: wgpu::Buffer,
-    dt_bias: wgpu::Buffer,
-    norm_w: wgpu::Buffer,
-    conv_state: wgpu::Buffer,
-    state: wgpu::Buffer,
-    out: wgpu::Buffer,
-}
-
-impl Gpu {
-    fn new(ctx: &GpuContext, d: &GdnDims, w: &Weights, st: &CpuState, max_t: usize) -> Self {
-        let width = (d.conv_dim() + d.value_dim()) as u64;
-        let mt = max_t as u64;
-        Self {
-            qkvz: ctx.storage("qkvz", mt * width * 4).unwrap(),
-            ba: ctx.storage("ba", mt * 2 * d.nv as u64 * 4).unwrap(),
-            conv_w: ctx.upload("conv_w", &w.conv_w).unwrap(),
-            a_log: ctx.upload("a_log", &w.a_log).unwrap(),
-            dt_bias: ctx.upload("dt_bias", &w.dt_bias).unwrap(),
-            norm_w: ctx.upload("norm_w", &w.norm_w).unwrap(),
-            conv_state: ctx.upload("conv_state", &st.conv).unwrap(),
-            state: ctx
-                .upload("state", &gdn::state_from_reference(d, &st.rec))
-                .unwrap(),
-            out: ctx.storage("out", mt * d.value_dim() as u64 * 4).unwrap(),
-        }
-    }
-
-    fn buffers(&self) -> GdnLayerBuffers<'_> {
-        GdnLayerBuffers {
-            qkvz: &self.qkvz,
-            ba: &self.ba,
-            conv_w: &self.conv_w,
-            a_log: &self.a_log,
-            dt_bias: &self.dt_bias,
-            norm_w: &self.norm_w,
-            conv_state: &self.conv_state,
-            state: &self.state,
-            out: &self.out,
-            slot: 0,
-        }
-    }
-
-    fn write_inputs(&self, ctx: &GpuContext, qkvz: &[f32], ba: &[f32]) {
-        ctx.queue
-            .write_buffer(&self.qkvz, 0, bytemuck::cast_slice(qkvz));
-        ctx.queue
-            .write_buffer(&self.ba, 0, bytemuck::cast_slice(ba));
-        ctx.fill_f32(&self.out, f32::NAN);
-    }
-
-    fn read(&self, ctx: &GpuContext, d: &GdnDims, t: usize) -> (Vec<f32>, CpuState) {
-        let out = ctx
-            .read_f32(&self.out, 0, t * d.value_dim() as usize)
-            .unwrap();
-        let conv = ctx
-            .read_f32(&self.conv_state, 0, d.conv_state_len())
-            .unwrap();
-        let rec = ctx.read_f32(&self.state, 0, d.state_len()).unwrap();
-        (
-            out,
-            CpuState {
-                conv,
-                rec: gdn::state_to_reference(d, &rec),
-            },
-        )
-    }
-}
-
-/// Checks `got` against `want` with the element-wise tolerance and NMSE bound;
-/// returns the NMSE for the summary.
-fn check(got: &[f32], want: &[f32], tol: Tol, what: &str) -> f64 {
-    let e = nmse(got, want);
-    if let Err(msg) = check_close(got, want, tol, what) {
-        panic!("{msg}\n  (NMSE {e:e})");
-    }
-    assert!(e <= MAX_NMSE, "{what}: NMSE {e:e} > {MAX_NMSE:e}");
-    e
-}
-
-fn state_tol(want: &[f32]) -> Tol {
-    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-    Tol::new(1e-4 * scale, 1e-3)
-}
-
-fn check_states(got: &CpuState, want: &CpuState, what: &str) -> f64 {
-    // The conv state is a copy of inputs: exact.
-    check_close(
-        &got.conv,
-        &want.conv,
-        Tol::f32_exact(),
-        &format!("{what} conv state"),
-    )
-    .unwrap_or_else(|m| panic!("{m}"));
-    check(
-        &got.rec,
-        &want.rec,
-        state_tol(&want.rec),
-        &format!("{what} recurrent state"),
-    )
-}
-
-fn mode_name(m: GdnMode) -> &'static str {
-    match m {
-        GdnMode::Recurrent => "recurrent",
-        GdnMode::Chunked => "chunked",
-    }
-}
-
-/// One call of `t` tokens from random states: GPU vs oracle, both modes.
+/// One call of `t` tokens from random states: GPU vs oracle, both modes (the
+/// shared case, which the browser runner runs too).
 fn run_case(d: &GdnDims, t: usize, seed: u64) {
     for tc in testing::contexts() {
-        let ctx = &tc.ctx;
-        let mut rng = Rng::new(seed);
-        let (w, st0) = random_layer(d, &mut rng);
-        let (qkvz, ba) = random_inputs(d, t, &mut rng);
-        let scratch = GdnScratch::new(ctx, d, t as u32).unwrap();
-        for mode in [GdnMode::Recurrent, GdnMode::Chunked] {
-            let what = format!(
-                "{tc_name} seed {seed} {d:?} T {t} {mode_name_mode} (chunk {scratch_chunk})",
-                tc_name = tc.name,
-                mode_name_mode = mode_name(mode),
-                scratch_chunk = scratch.chunk()
-            );
-            let mut want_st = st0.clone();
-            let want = oracle(d, &w, &qkvz, &ba, &mut want_st, mode == GdnMode::Chunked);
-            let gpu = Gpu::new(ctx, d, &w, &st0, t);
-            gpu.write_inputs(ctx, &qkvz, &ba);
-            let ds = gdn::gdn_forward(ctx, d, &gpu.buffers(), &scratch, t as u32, mode).unwrap();
-            let refs: Vec<_> = ds.iter().collect();
-            let start = std::time::Instant::now();
-            ctx.run("gdn", &refs).unwrap();
-            let ms = start.elapsed().as_secs_f64() * 1e3;
-            let (got, got_st) = gpu.read(ctx, d, t);
-            let e_out = check(&got, &want, OUT_TOL, &format!("{what} output"));
-            let e_st = check_states(&got_st, &want_st, &what);
-            eprintln!("{what}: {ms:.1} ms, NMSE out {e_out:.1e} state {e_st:.1e}");
-        }
+        pollster::block_on(cases::run_case(tc, d, t, seed));
+    }
+}
+
+/// Consecutive Recurrent calls of `lens` tokens, states carried on the GPU
+/// (the shared case).
+fn run_decode_steps(d: &GdnDims, lens: &[usize], seed: u64, launch: RecurrentLaunch) {
+    for tc in testing::contexts() {
+        pollster::block_on(cases::run_decode_steps(tc, d, lens, seed, launch));
     }
 }
 
@@ -320,7 +94,7 @@ fn chunked_equals_recurrent_on_gpu() {
             gpu.write_inputs(ctx, &qkvz, &ba);
             let ds = gdn::gdn_forward(ctx, &d, &gpu.buffers(), &scratch, t as u32, mode).unwrap();
             ctx.run("gdn", &ds.iter().collect::<Vec<_>>()).unwrap();
-            results.push(gpu.read(ctx, &d, t));
+            results.push(pollster::block_on(gpu.read(ctx, &d, t)));
         }
         let what = format!(
             "{tc_name} seed {seed} chunked vs recurrent",
@@ -368,7 +142,7 @@ fn prefill_then_decode_continues_the_state() {
         .unwrap();
         ctx.run("gdn prefill", &ds.iter().collect::<Vec<_>>())
             .unwrap();
-        let (got, got_st) = big.read(ctx, &d, prefill);
+        let (got, got_st) = pollster::block_on(big.read(ctx, &d, prefill));
         let what = format!("{tc_name} seed {seed} prefill", tc_name = tc.name);
         check(&got, &want_prefill, OUT_TOL, &format!("{what} output"));
         check_states(&got_st, &want_st, &what);
@@ -389,7 +163,7 @@ fn prefill_then_decode_continues_the_state() {
             one.write_inputs(ctx, q1, b1);
             ctx.run("gdn decode", &ds).unwrap();
             let out = ctx.read_f32(&one.out, 0, d.value_dim() as usize).unwrap();
-            let (_, got_st) = big.read(ctx, &d, 1);
+            let (_, got_st) = pollster::block_on(big.read(ctx, &d, 1));
             let got = out;
             let what = format!(
                 "{tc_name} seed {seed} decode step {step}",
@@ -397,92 +171,6 @@ fn prefill_then_decode_continues_the_state() {
             );
             check(&got, &want, OUT_TOL, &format!("{what} output"));
             check_states(&got_st, &want_st, &what);
-        }
-    }
-}
-
-fn launch_name(l: RecurrentLaunch) -> &'static str {
-    match l {
-        RecurrentLaunch::Auto => "auto",
-        RecurrentLaunch::Fused => "fused",
-        RecurrentLaunch::Split => "split",
-    }
-}
-
-/// Consecutive Recurrent calls of `lens` tokens from random states, the conv and
-/// recurrent states carried on the GPU, each against the oracle (recurrent form).
-/// Calls of T = 1 replay one recorded launch set with new inputs, as the model does.
-/// `Fused` on a context without the fused kernel must be a typed error instead.
-fn run_decode_steps(d: &GdnDims, lens: &[usize], seed: u64, launch: RecurrentLaunch) {
-    let max_t = *lens.iter().max().unwrap();
-    for tc in testing::contexts() {
-        let ctx = &tc.ctx;
-        let mut rng = Rng::new(seed);
-        let (w, st0) = random_layer(d, &mut rng);
-        let scratch = GdnScratch::new(ctx, d, max_t as u32).unwrap();
-        let gpu = Gpu::new(ctx, d, &w, &st0, max_t);
-        let fused = gdn::fused_decode_available(ctx, d);
-        if launch == RecurrentLaunch::Fused && !fused {
-            let e = gdn::gdn_forward_with(
-                ctx,
-                d,
-                &gpu.buffers(),
-                &scratch,
-                1,
-                GdnMode::Recurrent,
-                launch,
-            )
-            .unwrap_err();
-            assert!(
-                matches!(e, KernelError::Unsupported { .. }),
-                "{tc_name}: {e}",
-                tc_name = tc.name
-            );
-            continue;
-        }
-        let one = gdn::gdn_forward_with(
-            ctx,
-            d,
-            &gpu.buffers(),
-            &scratch,
-            1,
-            GdnMode::Recurrent,
-            launch,
-        )
-        .unwrap();
-        let mut want_st = st0.clone();
-        for (step, &t) in lens.iter().enumerate() {
-            let (qkvz, ba) = random_inputs(d, t, &mut rng);
-            let want = oracle(d, &w, &qkvz, &ba, &mut want_st, false);
-            gpu.write_inputs(ctx, &qkvz, &ba);
-            let ds = if t == 1 {
-                one.clone()
-            } else {
-                gdn::gdn_forward_with(
-                    ctx,
-                    d,
-                    &gpu.buffers(),
-                    &scratch,
-                    t as u32,
-                    GdnMode::Recurrent,
-                    launch,
-                )
-                .unwrap()
-            };
-            let labels: Vec<_> = ds.iter().map(|x| x.label).collect();
-            let start = std::time::Instant::now();
-            ctx.run("gdn decode", &ds.iter().collect::<Vec<_>>())
-                .unwrap();
-            let ms = start.elapsed().as_secs_f64() * 1e3;
-            let (got, got_st) = gpu.read(ctx, d, t);
-            let what = format!(
-                "{tc_name} seed {seed} {d:?} {launch_label} (fused available: {fused}) step {step} T {t} {labels:?}",
-                tc_name = tc.name,
-                launch_label = launch_name(launch)
-            );
-            let e_out = check(&got, &want, OUT_TOL, &format!("{what} output"));
-            let e_st = check_states(&got_st, &want_st, &what);
-            eprintln!("{what}: {ms:.1} ms, NMSE out {e_out:.1e} state {e_st:.1e}");
         }
     }
 }
@@ -583,7 +271,7 @@ fn fused_equals_split_on_gpu() {
                     .unwrap();
                 outs.extend(ctx.read_f32(&gpu.out, 0, d.value_dim() as usize).unwrap());
             }
-            results.push((outs, gpu.read(ctx, &d, 1).1));
+            results.push((outs, pollster::block_on(gpu.read(ctx, &d, 1)).1));
         }
         let what = format!("{tc_name} seed {seed} fused vs split", tc_name = tc.name);
         check(
@@ -739,7 +427,7 @@ fn bench_qwen35_dims() {
         )
         .unwrap();
         ctx.run("gdn", &ds.iter().collect::<Vec<_>>()).unwrap();
-        let (got, got_st) = gpu.read(&ctx, &d, t_small);
+        let (got, got_st) = pollster::block_on(gpu.read(&ctx, &d, t_small));
         let mut want_st = st0.clone();
         let want = oracle(
             &d,
@@ -762,7 +450,7 @@ fn bench_qwen35_dims() {
         reset(&gpu);
         let ds = gdn::gdn_forward(&ctx, &d, &gpu.buffers(), &scratch, max_t as u32, mode).unwrap();
         ctx.run("gdn", &ds.iter().collect::<Vec<_>>()).unwrap();
-        long.push(gpu.read(&ctx, &d, max_t));
+        long.push(pollster::block_on(gpu.read(&ctx, &d, max_t)));
     }
     eprintln!(
         "T {max_t} chunked vs recurrent: NMSE out {nmse_long:.1e} state {rec:.1e}",

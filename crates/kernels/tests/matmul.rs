@@ -20,58 +20,14 @@ use qwgpu_loader::PackedWeight;
 
 mod support;
 use qwgpu_ops::rng::Rng;
-use support::matmul_case::{self, run};
+use support::matmul_case;
 use support::Scheme;
+
+use cases::{packed, run, EPILOGUES};
+use qwgpu_kernels::testing::cases::matmul as cases;
 
 /// Relative tolerance of the f32 kernels (module docs).
 const REL: f64 = 1e-5;
-
-const EPILOGUES: [Epilogue; 3] = [Epilogue::Store, Epilogue::Accumulate, Epilogue::SwiGlu];
-
-fn scale(rng: &mut Rng) -> f32 {
-    0.25 + 1.75 * rng.uniform()
-}
-
-/// Row ranges `(offset, rows)` covering `rows`: up to `n` parts, cut at unaligned rows.
-fn split_rows(rows: usize, n: usize) -> Vec<(usize, usize)> {
-    let cuts: Vec<usize> = [37usize, 1, 2, 50, 97]
-        .iter()
-        .copied()
-        .filter(|&c| c < rows)
-        .take(n.saturating_sub(1))
-        .collect();
-    let mut cuts = cuts;
-    cuts.sort_unstable();
-    cuts.dedup();
-    let mut out = Vec::new();
-    let mut start = 0;
-    for c in cuts.into_iter().chain([rows]) {
-        if c > start {
-            out.push((start, c - start));
-            start = c;
-        }
-    }
-    out
-}
-
-fn packed(rng: &mut Rng, dtype: Dtype, rows: usize, cols: usize, scheme: Scheme) -> PackedWeight {
-    let parts = match scheme {
-        Scheme::PerShard { .. } => split_rows(rows, 3),
-        _ => split_rows(rows, 2),
-    };
-    let data = support::normal_data(rng, dtype, rows * cols);
-    let mut draw = || scale(rng);
-    support::packed_weight(
-        format!("w{rows}x{cols}"),
-        dtype,
-        rows,
-        cols,
-        &parts,
-        scheme,
-        data,
-        &mut draw,
-    )
-}
 
 /// A GPU weight split into pieces of the given row counts (as an upload within
 /// a small binding limit would).
@@ -79,7 +35,11 @@ fn upload_pieces(ctx: &GpuContext, w: &PackedWeight, split: &[usize]) -> GpuWeig
     GpuWeight::upload_pieces(ctx, w, split).unwrap()
 }
 
-/// One dense matmul with random offsets/strides, checked against the reference.
+/// The launches of one dense matmul (which kernel runs it).
+type MatmulFn<'f> = cases::MatmulFn<'f>;
+
+/// One dense matmul with random offsets/strides, checked against the reference
+/// (the shared case, which the browser runner runs too).
 fn dense_case(
     t: &testing::TestContext,
     rng: &mut Rng,
@@ -89,27 +49,30 @@ fn dense_case(
     epi: Epilogue,
     what: &str,
 ) {
-    matmul_case::dense_case(t, rng, gw, wdq, tokens, epi, what, &matmul, false, REL);
+    pollster::block_on(cases::dense_case(t, rng, gw, wdq, tokens, epi, what));
+}
+
+/// [`dense_case`] with the launches made by `launch`; `aligned`: x offset and
+/// stride multiples of 4 (the GEMV kernels' vec4 loads of x), else random.
+#[allow(clippy::too_many_arguments)]
+fn dense_case_with(
+    t: &testing::TestContext,
+    rng: &mut Rng,
+    gw: &GpuWeight,
+    wdq: &[f32],
+    tokens: usize,
+    epi: Epilogue,
+    what: &str,
+    launch: MatmulFn<'_>,
+    aligned: bool,
+) {
+    pollster::block_on(cases::dense_case_with(
+        t, rng, gw, wdq, tokens, epi, what, launch, aligned,
+    ));
 }
 
 fn formats_and_schemes() -> Vec<(Dtype, Scheme)> {
-    vec![
-        (Dtype::F32, Scheme::None),
-        (Dtype::BF16, Scheme::None),
-        (Dtype::F16, Scheme::None),
-        (Dtype::F8E4M3, Scheme::PerShard { broadcast: true }),
-        (Dtype::F8E5M2, Scheme::PerShard { broadcast: false }),
-        (Dtype::F8E4M3, Scheme::PerChannel),
-        (Dtype::F8E5M2, Scheme::PerChannel),
-        (Dtype::F8E4M3, Scheme::Block([128, 128])),
-        (Dtype::F8E5M2, Scheme::Block([128, 128])),
-        (Dtype::F8E4M3, Scheme::Block([16, 32])),
-        (Dtype::F8E5M2, Scheme::Block([16, 32])),
-        // Block width not a multiple of 16: one scale per 4-element group.
-        (Dtype::F8E4M3, Scheme::Block([5, 20])),
-        // Per-tensor scale on BF16 storage (one scale per row path with a real scale).
-        (Dtype::BF16, Scheme::PerShard { broadcast: true }),
-    ]
+    cases::formats_and_schemes()
 }
 
 #[test]
@@ -118,25 +81,7 @@ fn matmul_matches_reference_for_every_format_scheme_and_path() {
     let sizes = [(1usize, 4usize), (3, 12), (65, 128), (130, 260), (66, 13)];
     let ts = [1usize, 3, 16, 17, 70];
     for t in testing::contexts() {
-        let seed = 0x5eed_0001;
-        let mut rng = Rng::new(seed);
-        for (ci, &(dtype, scheme)) in formats_and_schemes().iter().enumerate() {
-            for (si, &(rows, cols)) in sizes.iter().enumerate() {
-                let pw = packed(&mut rng, dtype, rows, cols, scheme);
-                let wdq = qwgpu_loader::dequantize(&pw).unwrap();
-                let gw = GpuWeight::upload(&t.ctx, &pw).unwrap();
-                for (k, &epi) in EPILOGUES.iter().enumerate() {
-                    if epi == Epilogue::SwiGlu && rows % 2 == 1 {
-                        continue;
-                    }
-                    for j in [0, 2] {
-                        let tokens = ts[(ci + si + k + j) % ts.len()];
-                        let what = format!("seed {seed:#x} {dtype:?} {scheme:?} [{rows}, {cols}]");
-                        dense_case(t, &mut rng, &gw, &wdq, tokens, epi, &what);
-                    }
-                }
-            }
-        }
+        pollster::block_on(cases::every_format_and_scheme(t, 0x5eed_0001, &sizes, &ts));
     }
     eprintln!("dense matmul cases: {:.1} s", start.elapsed().as_secs_f64());
 }
@@ -335,8 +280,8 @@ fn small_t_matches_reference_for_every_format_and_scheme() {
                 let what = format!("seed {seed:#x} {dtype:?} {scheme:?} [{rows}, {cols}]");
                 // Aligned x rows (whole vec4 loads) and unaligned ones.
                 let aligned = (ci + k) % 2 == 0;
-                matmul_case::dense_case(
-                    t, &mut rng, &gw, &wdq, tokens, epi, &what, &matmul, aligned, REL,
+                dense_case_with(
+                    t, &mut rng, &gw, &wdq, tokens, epi, &what, &matmul, aligned,
                 );
             }
         }
@@ -447,8 +392,8 @@ fn small_t_shapes_match_reference() {
                         matmul_gemv_with(ctx, w, a, e, shape)
                     };
                     let aligned = j == 0;
-                    matmul_case::dense_case(
-                        t, &mut rng, &gw, &wdq, tokens, epi, &what, &launch, aligned, REL,
+                    dense_case_with(
+                        t, &mut rng, &gw, &wdq, tokens, epi, &what, &launch, aligned,
                     );
                 }
             }

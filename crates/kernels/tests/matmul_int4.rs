@@ -14,7 +14,7 @@
 //! each half's error is propagated. Everything outside the written region
 //! keeps its bits (NaN poison in y, NaN in x outside its rows).
 
-use qwgpu_kernels::int4::{upload_int4, upload_int4_pieces, Int4Host};
+use qwgpu_kernels::int4::{upload_int4, upload_int4_pieces};
 use qwgpu_kernels::matmul::{
     matmul, matmul_gemv_with, matmul_indexed, matmul_indexed_int4_with, matmul_int4_with,
     matmul_normed, matmul_with, Epilogue, FusedNorm, MatmulArgs, MatmulPath,
@@ -25,133 +25,38 @@ use qwgpu_kernels::{testing, GpuContext, GpuWeight, Int4Gemv, KernelError, Small
 
 mod support;
 use qwgpu_ops::rng::Rng;
-use support::matmul_case::{self, make_x, moe_case, run, IDS_OFF};
+use support::matmul_case::{self, moe_case, IDS_OFF};
 
-const EPILOGUES: [Epilogue; 3] = [Epilogue::Store, Epilogue::Accumulate, Epilogue::SwiGlu];
-const REL: f64 = 2e-5;
+use cases::{make_q4, upload, REL, SHAPES};
+use qwgpu_kernels::testing::cases::int4 as cases;
+use qwgpu_kernels::testing::cases::matmul::{make_x, run, MatmulFn, EPILOGUES};
 
-/// A random 4-bit weight: the host form and the reference f32 weight.
-struct Q4 {
-    rows: usize,
-    cols: usize,
-    group: usize,
-    words: Vec<u32>,
-    scales: Vec<f32>,
-    zeros: Vec<u8>,
-    w: Vec<f32>,
+/// One dense matmul (launches from `launch`) with random offsets and strides
+/// (`aligned`: x offset and stride multiples of 4), checked against `w` (the
+/// shared case, which the browser runner runs too).
+#[allow(clippy::too_many_arguments)]
+fn dense_case(
+    t: &testing::TestContext,
+    rng: &mut Rng,
+    gw: &GpuWeight,
+    w: &[f32],
+    tokens: usize,
+    epi: Epilogue,
+    what: &str,
+    launch: MatmulFn<'_>,
+    aligned: bool,
+) {
+    pollster::block_on(qwgpu_kernels::testing::cases::matmul::dense_case_rel(
+        t, rng, gw, w, tokens, epi, what, launch, aligned, REL,
+    ));
 }
-
-impl Q4 {
-    fn host(&self) -> Int4Host<'_> {
-        Int4Host {
-            rows: self.rows,
-            cols: self.cols,
-            group_size: self.group,
-            words: &self.words,
-            scales: &self.scales,
-            zeros: &self.zeros,
-        }
-    }
-}
-
-fn nibble(rng: &mut Rng) -> u32 {
-    ((rng.uniform() * 16.0) as u32).min(15)
-}
-
-/// `[rows, cols]` in groups of `group` columns; scales 0.25..2, rounded to
-/// f16 when `f16_scales` (format Q4), else arbitrary f32 (Q4F32).
-fn make_q4(rng: &mut Rng, rows: usize, cols: usize, group: usize, f16_scales: bool) -> Q4 {
-    let ng = cols.div_ceil(group);
-    let wpr = cols.div_ceil(8);
-    let scales: Vec<f32> = (0..rows * ng)
-        .map(|_| {
-            let s = 0.25 + 1.75 * rng.uniform();
-            if f16_scales {
-                half::f16::from_f32(s).to_f32()
-            } else {
-                s
-            }
-        })
-        .collect();
-    let zeros: Vec<u8> = (0..rows * ng).map(|_| nibble(rng) as u8).collect();
-    let mut words = vec![0u32; rows * wpr];
-    let mut w = vec![0f32; rows * cols];
-    for r in 0..rows {
-        for c in 0..cols {
-            let q = nibble(rng);
-            words[r * wpr + c / 8] |= q << (4 * (c % 8));
-            let g = r * ng + c / group;
-            w[r * cols + c] = ((q as f64 - zeros[g] as f64) * scales[g] as f64) as f32;
-        }
-    }
-    let deq = qwgpu_ops::int4::dequantize(rows, cols, group, &words, &scales, &zeros);
-    assert_eq!(deq, w, "qwgpu_ops::int4::dequantize of the packed words");
-    Q4 {
-        rows,
-        cols,
-        group,
-        words,
-        scales,
-        zeros,
-        w,
-    }
-}
-
-fn upload(ctx: &GpuContext, q: &Q4, f16_scales: bool) -> GpuWeight {
-    let name = format!("q4 [{r}, {c}] g{g}", r = q.rows, c = q.cols, g = q.group);
-    let gw = upload_int4(ctx, &name, &q.host()).unwrap();
-    let want = if f16_scales {
-        WeightFormat::Q4
-    } else {
-        WeightFormat::Q4F32
-    };
-    assert_eq!(gw.format, want, "{name}");
-    gw
-}
-
-/// (rows, cols, group): groups of 32 / 64 / 128 and one per row, columns not
-/// a multiple of the group, of 8 or of the 32-column chunk, rows not a
-/// multiple of the 4-row slots or the 64-row tiles; groups of 20 and 12
-/// (multiples of 4, not of 32: one scale lookup per 4 columns).
-const SHAPES: [(usize, usize, usize); 8] = [
-    (1, 8, 8),
-    (3, 13, 13),
-    (65, 200, 64),
-    (130, 260, 32),
-    (37, 300, 128),
-    (66, 100, 20),
-    (10, 1030, 128),
-    (34, 44, 12),
-];
 
 #[test]
 fn int4_matches_reference_on_every_path() {
     let ts = [1usize, 3, 16, 17, 70, 2, 8];
     for t in testing::contexts() {
         let seed = testing::seed(0x5eed_4401);
-        let mut rng = Rng::new(seed);
-        for (si, &(rows, cols, group)) in SHAPES.iter().enumerate() {
-            for f16_scales in [true, false] {
-                let q = make_q4(&mut rng, rows, cols, group, f16_scales);
-                let gw = upload(&t.ctx, &q, f16_scales);
-                for (k, &epi) in EPILOGUES.iter().enumerate() {
-                    if epi == Epilogue::SwiGlu && rows % 2 == 1 {
-                        continue;
-                    }
-                    for j in 0..2 {
-                        let tokens = ts[(si + k + 3 * j + usize::from(f16_scales)) % ts.len()];
-                        let what = format!(
-                            "seed {seed:#x} {f:?} [{rows}, {cols}] group {group}",
-                            f = gw.format
-                        );
-                        let aligned = (si + k + j) % 2 == 0;
-                        matmul_case::dense_case(
-                            t, &mut rng, &gw, &q.w, tokens, epi, &what, &matmul, aligned, REL,
-                        );
-                    }
-                }
-            }
-        }
+        pollster::block_on(cases::every_path(t, seed, &SHAPES, &ts));
     }
 }
 
@@ -262,8 +167,8 @@ fn int4_long_rows_and_wide_launches() {
                 (3, Epilogue::Accumulate),
             ] {
                 let what = format!("seed {seed:#x} [{rows}, {cols}] group {group}");
-                matmul_case::dense_case(
-                    t, &mut rng, &gw, &q.w, tokens, epi, &what, &matmul, true, REL,
+                dense_case(
+                    t, &mut rng, &gw, &q.w, tokens, epi, &what, &matmul, true,
                 );
             }
         }
@@ -284,8 +189,8 @@ fn int4_over_split_weights() {
             for epi in EPILOGUES {
                 for tokens in [1, 5, 17] {
                     let what = format!("seed {seed:#x} pieces {split:?} group {group}");
-                    matmul_case::dense_case(
-                        t, &mut rng, &gw, &q.w, tokens, epi, &what, &matmul, true, REL,
+                    dense_case(
+                        t, &mut rng, &gw, &q.w, tokens, epi, &what, &matmul, true,
                     );
                 }
             }

@@ -12,198 +12,18 @@
 //!   host mirror over 40000 counters, the GPU matching it on 64 of them).
 
 use qwgpu_kernels::sample::{self, SamplingParams};
-use qwgpu_kernels::{testing, Dispatch, GpuContext, Step};
+use qwgpu_kernels::testing::cases::sample::{self as cases, params, upload_row, Batch, UNWRITTEN};
+use qwgpu_kernels::{testing, Step};
 use qwgpu_ops::rng::Rng;
 use qwgpu_ops::sampling::{sample as sample_host, uniform_random};
 
-/// `n` independent launch sets sampling the same row, each with its own Step
-/// buffer and output slot, run together in one pass.
-struct Batch {
-    sets: Vec<Vec<Dispatch>>,
-    steps: Vec<qwgpu_kernels::wgpu::Buffer>,
-    out: qwgpu_kernels::wgpu::Buffer,
-}
-
-impl Batch {
-    fn new(
-        ctx: &GpuContext,
-        logits: &qwgpu_kernels::wgpu::Buffer,
-        off: u32,
-        vocab: u32,
-        p: &SamplingParams,
-        n: usize,
-    ) -> Self {
-        let out = ctx.storage("out", n as u64 * 4 + 4).unwrap();
-        let mut sets = Vec::new();
-        let mut steps = Vec::new();
-        for j in 0..n {
-            let step = ctx.uniform("step", &Step::default());
-            sets.push(sample::sample(ctx, logits, off, vocab, p, &step, &out, j as u32).unwrap());
-            steps.push(step);
-        }
-        Self { sets, steps, out }
-    }
-
-    /// Tokens for `pairs` (at most n of them).
-    fn run(&self, ctx: &GpuContext, pairs: &[(u64, u32)]) -> Vec<u32> {
-        // Not NON_FINITE: a slot the kernels never wrote must not pass for it.
-        ctx.queue.write_buffer(
-            &self.out,
-            0,
-            bytemuck::cast_slice(&vec![UNWRITTEN; (self.out.size() / 4) as usize]),
-        );
-        for (&(seed, counter), step) in pairs.iter().zip(&self.steps) {
-            ctx.queue
-                .write_buffer(step, 0, bytemuck::bytes_of(&Step::new(0, 1, seed, counter)));
-        }
-        let all: Vec<&Dispatch> = self.sets[..pairs.len()].iter().flatten().collect();
-        ctx.run("sample", &all).unwrap();
-        ctx.read_u32(&self.out, 0, pairs.len()).unwrap()
-    }
-}
-
-const UNWRITTEN: u32 = 0xdead_beef;
-
-fn params(temperature: f32, top_k: u32, top_p: f32) -> SamplingParams {
-    SamplingParams {
-        temperature,
-        top_k,
-        top_p,
-        ..SamplingParams::GREEDY
-    }
-}
-
-fn upload_row(ctx: &GpuContext, logits: &[f32], off: usize) -> qwgpu_kernels::wgpu::Buffer {
-    let mut v = vec![f32::NAN; off];
-    v.extend_from_slice(logits);
-    v.extend([f32::NAN; 3]);
-    ctx.upload("logits", &v).unwrap()
-}
-
-#[test]
-fn uniform_random_is_bit_exact_on_the_gpu() {
-    let pairs: Vec<(u64, u32)> = (0..64u64)
-        .map(|i| {
-            (
-                i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (i << 40),
-                (i * 7919) as u32 ^ (0xffff_0000 * (i as u32 & 1)),
-            )
-        })
-        .chain([(0, 0), (u64::MAX, u32::MAX), (1 << 32, 1)])
-        .collect();
-    for t in testing::contexts() {
-        let ctx = &t.ctx;
-        let out = ctx.storage("u", pairs.len() as u64 * 4).unwrap();
-        let mut steps = Vec::new();
-        let mut ds = Vec::new();
-        for (j, &(seed, counter)) in pairs.iter().enumerate() {
-            let step = ctx.uniform("step", &Step::new(0, 1, seed, counter));
-            ds.push(sample::uniform_probe(ctx, &step, &out, j as u32).unwrap());
-            steps.push(step);
-        }
-        ctx.run("uniform", &ds.iter().collect::<Vec<_>>()).unwrap();
-        let got = ctx.read_u32(&out, 0, pairs.len()).unwrap();
-        for (&(seed, counter), g) in pairs.iter().zip(got) {
-            let want = uniform_random(seed, counter);
-            assert_eq!(
-                g,
-                want.to_bits(),
-                "{t_name} seed {seed:#x} counter {counter}: GPU {got_f32} host {want}",
-                t_name = t.name,
-                got_f32 = f32::from_bits(g)
-            );
-            assert!((0.0..1.0).contains(&want));
-        }
-    }
-}
-
-#[test]
-fn uniform_shaped_row_picks_floor_u_times_vocab() {
-    // Equal logits: every e is exactly 1 and every partial sum an exact integer,
-    // so the token is exactly floor(u * V) on any device: 16 bits of u checked.
-    let vocab = 65536u32;
-    let logits = vec![0.25f32; vocab as usize];
-    let pairs: Vec<(u64, u32)> = (0..12u32)
-        .map(|i| (0xabcd_0000_0000 + i as u64 * 31, i * 1_000_003))
-        .collect();
-    for t in testing::contexts() {
-        let ctx = &t.ctx;
-        let lb = upload_row(ctx, &logits, 0);
-        let b = Batch::new(ctx, &lb, 0, vocab, &params(0.8, 0, 1.0), pairs.len());
-        let got = b.run(ctx, &pairs);
-        for (&(seed, counter), g) in pairs.iter().zip(got) {
-            let u = uniform_random(seed, counter);
-            let want = (u * vocab as f32).floor() as u32;
-            assert_eq!(
-                g,
-                want,
-                "{t_name} seed {seed} counter {counter} u {u}",
-                t_name = t.name
-            );
-            assert_eq!(sample_host(&logits, &params(0.8, 0, 1.0), u), want);
-        }
-    }
-}
+/// Vocabulary sizes of the greedy and host-rule cases.
+const VOCAB_SIZES: [usize; 4] = [1, 7, 1000, 50000];
 
 #[test]
 fn greedy_is_argmax_with_ties_nan_and_offsets() {
     for t in testing::contexts() {
-        let ctx = &t.ctx;
-        let mut seed = 40u64;
-        for vocab in [1usize, 7, 1000, 50000] {
-            for case in 0..4 {
-                seed += 1;
-                let mut rng = Rng::new(seed);
-                let mut logits: Vec<f32> = (0..vocab).map(|_| rng.normal() * 3.0).collect();
-                let mut want = None;
-                match case {
-                    1 if vocab > 2 => {
-                        // A tie for the max at two places: the lower index wins.
-                        let (a, b) = (vocab / 3, vocab - 1);
-                        logits[a] = 100.0;
-                        logits[b] = 100.0;
-                        want = Some(a as u32);
-                    }
-                    2 if vocab > 1 => {
-                        // -inf never wins.
-                        logits[0] = f32::NEG_INFINITY;
-                        logits[vocab - 1] = f32::NEG_INFINITY;
-                    }
-                    3 => {
-                        // Every logit -inf: no token.
-                        logits.iter_mut().for_each(|v| *v = f32::NEG_INFINITY);
-                        want = Some(sample::NON_FINITE);
-                    }
-                    _ => {}
-                }
-                let want =
-                    want.unwrap_or_else(|| sample_host(&logits, &SamplingParams::greedy(), 0.0));
-                if case != 3 && logits.iter().any(|v| !v.is_nan()) {
-                    assert_eq!(
-                        want as usize,
-                        qwgpu_ops::sampling::argmax(&logits),
-                        "host argmax"
-                    );
-                }
-                let off = 5;
-                let lb = upload_row(ctx, &logits, off);
-                let b = Batch::new(
-                    ctx,
-                    &lb,
-                    off as u32,
-                    vocab as u32,
-                    &SamplingParams::greedy(),
-                    1,
-                );
-                let got = b.run(ctx, &[(seed, 0)]);
-                assert_eq!(
-                    got[0],
-                    want,
-                    "{t_name} seed {seed} vocab {vocab} case {case}",
-                    t_name = t.name
-                );
-            }
-        }
+        pollster::block_on(cases::greedy_argmax(t, &VOCAB_SIZES));
     }
 }
 
@@ -237,7 +57,7 @@ fn non_finite_rows_give_the_sentinel() {
             let lb = upload_row(ctx, logits, 3);
             for p in &cases {
                 let b = Batch::new(ctx, &lb, 3, vocab as u32, p, 1);
-                let got = b.run(ctx, &[(9, 1)])[0];
+                let got = pollster::block_on(b.run(ctx, &[(9, 1)]))[0];
                 let want = sample_host(logits, p, uniform_random(9, 1));
                 assert_eq!(got, want, "{t_name} {what} {p:?}", t_name = t.name);
                 assert_eq!(
@@ -253,58 +73,8 @@ fn non_finite_rows_give_the_sentinel() {
 
 #[test]
 fn sampling_matches_the_host_rule() {
-    let cases = [
-        params(0.7, 0, 1.0),
-        params(1.0, 5, 1.0),
-        params(1.3, 0, 0.9),
-        params(0.8, 40, 0.8),
-        params(1.0, 1, 1.0),
-        params(1.0, 0, 1e-6),
-        params(2.0, 3, 0.5),
-    ];
     for t in testing::contexts() {
-        let ctx = &t.ctx;
-        let mut seed = 900u64;
-        for vocab in [1usize, 7, 1000, 50000] {
-            for (ci, p) in cases.iter().enumerate() {
-                for ties in [false, true] {
-                    // lavapipe needs ~50 ms per search pass at vocab 50000: a subset there.
-                    if vocab == 50000 && !matches!((ci, ties), (0, false) | (3, false)) {
-                        continue;
-                    }
-                    seed += 1;
-                    let mut rng = Rng::new(seed);
-                    // Ties: logits on a coarse grid, so top-k and top-p cut through tied tokens.
-                    let logits: Vec<f32> = (0..vocab)
-                        .map(|_| {
-                            let v = rng.normal() * 2.0;
-                            if ties {
-                                (v * 2.0).round() * 0.5
-                            } else {
-                                v
-                            }
-                        })
-                        .collect();
-                    let n = if vocab >= 50000 { 3 } else { 8 };
-                    let pairs: Vec<(u64, u32)> = (0..n as u32)
-                        .map(|i| (seed * 0x1_0000_0001, i * 7 + 3))
-                        .collect();
-                    let off = (seed % 5) as usize;
-                    let lb = upload_row(ctx, &logits, off);
-                    let b = Batch::new(ctx, &lb, off as u32, vocab as u32, p, n);
-                    let got = b.run(ctx, &pairs);
-                    for (&(s, c), g) in pairs.iter().zip(got) {
-                        let u = uniform_random(s, c);
-                        let want = sample_host(&logits, p, u);
-                        assert_eq!(
-                            g, want,
-                            "{t_name} seed {seed} vocab {vocab} {p:?} ties {ties} counter {c} u {u}",
-                            t_name = t.name
-                        );
-                    }
-                }
-            }
-        }
+        pollster::block_on(cases::host_rule(t, &VOCAB_SIZES));
     }
 }
 
@@ -325,7 +95,7 @@ fn top_k_keeps_every_token_tied_at_the_threshold() {
         for p in [p, params(1.0, 0, 0.5)] {
             let b = Batch::new(ctx, &lb, 0, 5, &p, 1);
             assert_eq!(
-                b.run(ctx, &[(seed, counter)])[0],
+                pollster::block_on(b.run(ctx, &[(seed, counter)]))[0],
                 2,
                 "{t_name} {p:?}",
                 t_name = t.name
@@ -362,7 +132,10 @@ fn frequencies_follow_the_softmax() {
         let lb = upload_row(ctx, &logits, 0);
         let b = Batch::new(ctx, &lb, 0, 5, &p, pairs.len());
         let mut gpu_counts = [0usize; 5];
-        for (g, &(s, c)) in b.run(ctx, &pairs).into_iter().zip(&pairs) {
+        for (g, &(s, c)) in pollster::block_on(b.run(ctx, &pairs))
+            .into_iter()
+            .zip(&pairs)
+        {
             assert_eq!(
                 g,
                 sample_host(&logits, &p, uniform_random(s, c)),
@@ -643,7 +416,7 @@ fn masked_and_penalised_rows_sample_like_the_host() {
                     let b = Batch::new(ctx, &adj, 0, vocab as u32, &p, 4);
                     ctx.run("adjust", &[&d]).unwrap();
                     let pairs: Vec<(u64, u32)> = (0..4).map(|c| (seed, c * 13)).collect();
-                    for g in b.run(ctx, &pairs) {
+                    for g in pollster::block_on(b.run(ctx, &pairs)) {
                         assert_eq!(
                             g as usize,
                             allowed,
@@ -681,7 +454,7 @@ fn masked_and_penalised_rows_sample_like_the_host() {
                 ctx.run("adjust", &[&d]).unwrap();
                 let b = Batch::new(ctx, &adj, 0, vocab as u32, &p, 8);
                 let pairs: Vec<(u64, u32)> = (0..8).map(|c| (seed + 1, c * 5 + 1)).collect();
-                let got = b.run(ctx, &pairs);
+                let got = pollster::block_on(b.run(ctx, &pairs));
                 for (&(s, c), g) in pairs.iter().zip(got) {
                     let u = uniform_random(s, c);
                     let want = qwgpu_ops::sampling::controls::sample_controlled(
@@ -719,7 +492,7 @@ fn min_p_rows_match_the_host_rule() {
                 };
                 let b = Batch::new(ctx, &lb, 1, vocab as u32, &p, 8);
                 let pairs: Vec<(u64, u32)> = (0..8).map(|c| (seed, 3 * c + 1)).collect();
-                for (&(s, c), g) in pairs.iter().zip(b.run(ctx, &pairs)) {
+                for (&(s, c), g) in pairs.iter().zip(pollster::block_on(b.run(ctx, &pairs))) {
                     let u = uniform_random(s, c);
                     assert_eq!(
                         g,

@@ -11,6 +11,9 @@ pub enum LoadError {
     /// A [`crate::stream_model`] visitor stopped the walk (its own error says why).
     #[error("loading stopped by the consumer: {detail}")]
     Visitor { detail: String },
+    /// [`crate::pack_part`] was asked for a part the model does not have.
+    #[error("part {part} asked of this model: {detail}")]
+    NoSuchPart { part: String, detail: String },
 
     /// Raw bytes do not match `dtype × shape`.
     #[error("tensor `{tensor}`: {bytes} bytes, expected {expected} ({dtype} × shape {shape:?})")]

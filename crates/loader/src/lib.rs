@@ -117,9 +117,9 @@ pub use fp8::{e4m3fn_to_f32, e5m2_to_f32};
 pub use ignore::{canonical_name, ModuleList};
 pub use int4::{Decoded, Int4Source, Int4Tensors, Int4View, Int4Weights};
 pub use model::{
-    load_from_source, load_from_source_with, load_model, load_model_with, plan_model,
-    stream_from_source, stream_from_source_with, stream_model, stream_model_borrowing, Part,
-    Progress,
+    load_from_source, load_from_source_with, load_model, load_model_with, pack_part, part_ids,
+    plan_model, stream_from_source, stream_from_source_with, stream_model, stream_model_borrowing,
+    Part, PartId, Progress,
 };
 pub use pack::{input_scale_name, pack, pack_with, weight_scale_names, PackOptions};
 pub use packed::*;

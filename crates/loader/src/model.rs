@@ -173,7 +173,6 @@ pub fn stream_from_source_with(
     opts: &PackOptions,
     visit: &mut dyn FnMut(Part) -> Result<(), LoadError>,
 ) -> Result<(), LoadError> {
-    let cfg = &config.text;
     let policy = QuantPolicy::from_config(config.quantization.as_ref())?;
     if !policy.is_quantized() {
         let fp8 = src
@@ -189,60 +188,79 @@ pub fn stream_from_source_with(
             );
         }
     }
-    let layout = match &cfg.ffn {
-        FfnConfig::Moe { num_experts, .. } => {
-            detect_layout(&src.tensor_names(), cfg.num_hidden_layers, *num_experts)?
-                .or(Some(ExpertLayout::Fused))
-        }
-        FfnConfig::Dense { .. } => None,
-    };
-    let ctx = Ctx {
-        src,
-        cfg,
-        policy,
-        layout,
-        opts: *opts,
-    };
-    ctx.check_required(config.tie_word_embeddings)?;
-
-    let h = cfg.hidden_size;
-    let embed_tokens = ctx.single(
-        "model.embed_tokens.weight",
-        "embed_tokens",
-        cfg.vocab_size,
-        h,
-    )?;
-    if embed_tokens.dtype.is_fp8() {
-        return Err(LoadError::EmbeddingQuantized {
-            tensor: "model.embed_tokens.weight".into(),
-            dtype: embed_tokens.dtype,
-        });
-    }
-    visit(Part::Embed(embed_tokens))?;
-    for (i, kind) in cfg.layer_types.iter().enumerate() {
-        let _span = tracing::debug_span!("load_layer", layer = i).entered();
-        visit(Part::Layer {
-            index: i,
-            layer: ctx.layer(i, *kind)?,
-        })?;
-        if let Some(p) = progress {
-            p(i + 1, cfg.layer_types.len());
+    let ctx = Ctx::new(src, config, policy, opts)?;
+    let layers = config.text.layer_types.len();
+    for id in part_ids(config) {
+        let _span = match id {
+            PartId::Layer(i) => Some(tracing::debug_span!("load_layer", layer = i).entered()),
+            _ => None,
+        };
+        visit(ctx.part(id, config.tie_word_embeddings)?)?;
+        if let (PartId::Layer(i), Some(p)) = (id, progress) {
+            p(i + 1, layers);
         }
     }
-    visit(Part::Norm(ctx.vector("model.norm.weight", &[h])?))?;
-    if config.tie_word_embeddings {
-        if src.tensor("lm_head.weight").is_some() {
-            tracing::debug!("tie_word_embeddings is set; ignoring lm_head.weight");
-        }
-    } else {
-        visit(Part::LmHead(ctx.single(
-            "lm_head.weight",
-            "lm_head",
-            cfg.vocab_size,
-            h,
-        )?))?;
+    if config.tie_word_embeddings && src.tensor("lm_head.weight").is_some() {
+        tracing::debug!("tie_word_embeddings is set; ignoring lm_head.weight");
     }
     Ok(())
+}
+
+/// Which [`Part`] of the model [`pack_part`] packs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartId {
+    /// [`Part::Embed`].
+    Embed,
+    /// [`Part::Layer`] of this index.
+    Layer(usize),
+    /// [`Part::Norm`].
+    Norm,
+    /// [`Part::LmHead`] (untied heads only).
+    LmHead,
+}
+
+impl PartId {
+    /// Whether the tensor with canonical name `name` belongs to this part
+    /// (its weights, their scale companions, its vectors): what a reader
+    /// that fetches one part at a time fetches for it.
+    pub fn covers(&self, name: &str) -> bool {
+        match self {
+            PartId::Embed => name.starts_with("model.embed_tokens."),
+            PartId::Layer(i) => name
+                .strip_prefix("model.layers.")
+                .and_then(|rest| rest.strip_prefix(&i.to_string()))
+                .is_some_and(|rest| rest.starts_with('.')),
+            PartId::Norm => name.starts_with("model.norm."),
+            PartId::LmHead => name.starts_with("lm_head."),
+        }
+    }
+}
+
+/// The parts of `config`'s model in stream order: embedding, each layer,
+/// final norm, and the head unless the embeddings are tied.
+pub fn part_ids(config: &ModelConfig) -> Vec<PartId> {
+    let mut ids = vec![PartId::Embed];
+    ids.extend((0..config.text.layer_types.len()).map(PartId::Layer));
+    ids.push(PartId::Norm);
+    if !config.tie_word_embeddings {
+        ids.push(PartId::LmHead);
+    }
+    ids
+}
+
+/// Packs one part of the model: what [`stream_from_source_with`] hands its
+/// visitor for `id`, for a reader that fetches the model one part at a time.
+/// `src` names every tensor of the model (the required set is checked, and
+/// expert layouts are detected, from all names) but only the tensors `id`
+/// [covers](PartId::covers) are read, so the others may carry no bytes.
+pub fn pack_part(
+    src: &(impl TensorSource + ?Sized),
+    config: &ModelConfig,
+    opts: &PackOptions,
+    id: PartId,
+) -> Result<Part, LoadError> {
+    let policy = QuantPolicy::from_config(config.quantization.as_ref())?;
+    Ctx::new(src, config, policy, opts)?.part(id, config.tie_word_embeddings)
 }
 
 pub(crate) struct Ctx<'s, S: TensorSource + ?Sized> {
@@ -254,6 +272,80 @@ pub(crate) struct Ctx<'s, S: TensorSource + ?Sized> {
 }
 
 impl<'s, S: TensorSource + ?Sized> Ctx<'s, S> {
+    /// The packing context of `config`'s model over `src`, after checking
+    /// that every required tensor exists (before any data is touched).
+    fn new(
+        src: &'s S,
+        config: &'s ModelConfig,
+        policy: QuantPolicy,
+        opts: &PackOptions,
+    ) -> Result<Self, LoadError> {
+        let cfg = &config.text;
+        let layout = match &cfg.ffn {
+            FfnConfig::Moe { num_experts, .. } => {
+                detect_layout(&src.tensor_names(), cfg.num_hidden_layers, *num_experts)?
+                    .or(Some(ExpertLayout::Fused))
+            }
+            FfnConfig::Dense { .. } => None,
+        };
+        let ctx = Ctx {
+            src,
+            cfg,
+            policy,
+            layout,
+            opts: *opts,
+        };
+        ctx.check_required(config.tie_word_embeddings)?;
+        Ok(ctx)
+    }
+
+    /// Packs part `id` (`tied`: the head is the embedding, so there is no
+    /// [`PartId::LmHead`]).
+    fn part(&self, id: PartId, tied: bool) -> Result<Part, LoadError> {
+        let cfg = self.cfg;
+        let h = cfg.hidden_size;
+        Ok(match id {
+            PartId::Embed => {
+                let embed_tokens = self.single(
+                    "model.embed_tokens.weight",
+                    "embed_tokens",
+                    cfg.vocab_size,
+                    h,
+                )?;
+                if embed_tokens.dtype.is_fp8() {
+                    return Err(LoadError::EmbeddingQuantized {
+                        tensor: "model.embed_tokens.weight".into(),
+                        dtype: embed_tokens.dtype,
+                    });
+                }
+                Part::Embed(embed_tokens)
+            }
+            PartId::Layer(i) => {
+                let kind = *cfg
+                    .layer_types
+                    .get(i)
+                    .ok_or_else(|| LoadError::NoSuchPart {
+                        part: format!("{id:?}"),
+                        detail: format!("the model has {n} layers", n = cfg.layer_types.len()),
+                    })?;
+                Part::Layer {
+                    index: i,
+                    layer: self.layer(i, kind)?,
+                }
+            }
+            PartId::Norm => Part::Norm(self.vector("model.norm.weight", &[h])?),
+            PartId::LmHead if tied => {
+                return Err(LoadError::NoSuchPart {
+                    part: format!("{id:?}"),
+                    detail: "its embeddings are tied (the head is the embedding)".into(),
+                })
+            }
+            PartId::LmHead => {
+                Part::LmHead(self.single("lm_head.weight", "lm_head", cfg.vocab_size, h)?)
+            }
+        })
+    }
+
     /// Every tensor the config requires, checked before any data is touched.
     fn check_required(&self, tied: bool) -> Result<(), LoadError> {
         let cfg = self.cfg;

@@ -229,3 +229,77 @@ fn an_unknown_adapter_is_a_typed_error_naming_the_available_ones() {
         "{err}"
     );
 }
+
+/// A model uploaded part by part (`GpuModel::part_loader`), each part packed
+/// alone with its weights left in the part's fetched bytes
+/// (`PackOptions::borrow_sources`, `PartLoader::add_fetched`), as a web page
+/// loads it, computes what the checkpoint streamed natively does, bit for
+/// bit: dense FP8 with block scales and MoE.
+#[test]
+fn parts_uploaded_from_fetched_bytes_compute_what_the_streamed_model_does() {
+    use std::borrow::Cow;
+    use std::collections::{BTreeMap, HashMap};
+
+    use qwgpu_kernels::GpuContext;
+    use qwgpu_loader::{pack_part, part_ids, PackOptions, SourceTensor, TensorSource};
+    use qwgpu_model::gpu::{FetchedTensors, GpuModel};
+
+    let ctx = Arc::new(GpuContext::new(&Default::default()).expect("GPU context"));
+    if !testing::require_model("full", &ctx) {
+        return;
+    }
+    for name in ["dense-fp8-block", "moe-bf16-text"] {
+        let ckpt = qwgpu_checkpoint::Checkpoint::open(fixtures_dir().join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let config = ckpt.config();
+        let streamed = GpuModel::load_streaming(ctx.clone(), &ckpt, 16, &mut |_| {})
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut quiet = |_: u64| {};
+        let mut loader = GpuModel::part_loader(&ctx, &config.text, &mut quiet).unwrap();
+        let opts = PackOptions {
+            borrow_sources: true,
+            ..PackOptions::default()
+        };
+        for id in part_ids(config) {
+            // Each covered tensor's bytes copied into a read of its own.
+            let mut fetched = FetchedTensors::default();
+            for n in ckpt.tensor_names() {
+                if id.covers(n) {
+                    let t = TensorSource::tensor(&ckpt, n).unwrap();
+                    fetched
+                        .at
+                        .insert(n.to_string(), (fetched.runs.len(), 0..t.bytes.len()));
+                    fetched.runs.push(t.bytes.to_vec());
+                }
+            }
+            let source: BTreeMap<String, SourceTensor<'_>> = ckpt
+                .tensor_names()
+                .into_iter()
+                .map(|n| {
+                    let t = TensorSource::tensor(&ckpt, n).unwrap();
+                    let bytes = Cow::Borrowed(fetched.get(n).unwrap_or(&[]));
+                    (n.to_string(), SourceTensor { bytes, ..t })
+                })
+                .collect();
+            let part = pack_part(&source, config, &opts, id)
+                .unwrap_or_else(|e| panic!("{name}: {id:?}: {e}"));
+            drop(source);
+            loader
+                .add_fetched(&part, fetched)
+                .unwrap_or_else(|e| panic!("{name}: {id:?}: {e}"));
+        }
+        let parts = loader.finish(16).unwrap();
+        let prompt: Vec<u32> = (1..20).collect();
+        let mut logits = HashMap::new();
+        for (which, m) in [("streamed", &streamed), ("parts", &parts)] {
+            let mut s = m.new_session().unwrap();
+            logits.insert(which, m.forward(&mut s, &prompt, true).unwrap());
+        }
+        let (a, b) = (&logits["streamed"], &logits["parts"]);
+        assert_eq!(a.len(), b.len(), "{name}");
+        assert!(
+            a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{name}: the part-by-part model's logits differ"
+        );
+    }
+}

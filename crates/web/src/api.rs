@@ -81,15 +81,15 @@ impl WebModel {
                 &(total as f64).into(),
             );
         };
-        let packed = load::load(&src, &mut |d, t| report(d, t))
-            .await
-            .map_err(js_err)?;
-        let model = GpuModel::from_packed(
-            Arc::new(ctx),
-            &packed,
+        let ctx = Arc::new(ctx);
+        let model = load::load(
+            &src,
+            &ctx,
             qwgpu_model::engine::DEFAULT_MAX_CHUNK,
-            &mut |_| {},
+            load::MAX_PART_BYTES,
+            &mut |d, t| report(d, t),
         )
+        .await
         .map_err(js_err)?;
         let stops = ["<|im_end|>", "<|endoftext|>"]
             .iter()

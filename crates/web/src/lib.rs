@@ -5,9 +5,10 @@
 //! differs there is asynchronous: the device is opened with
 //! `GpuContext::new_web` and readbacks are awaited
 //! ([`GpuModel::forward_async`](qwgpu_model::gpu::GpuModel::forward_async)).
-//! A page has no files to map, so checkpoints come as bytes ([`memory`]),
-//! fetched over HTTP or read from picked files (`source`, `load`, and the
-//! JavaScript API `WebModel`, on wasm32).
+//! A page has no files to map: checkpoints are streamed to the GPU one part
+//! at a time, fetched over HTTP or read from picked files with ranged reads
+//! (`source`, `load`, and the JavaScript API `WebModel`, on wasm32), or come
+//! as bytes ([`memory`], for tests).
 
 pub mod memory;
 
@@ -43,10 +44,14 @@ pub enum WebError {
     #[error("{file}: {detail}")]
     Source { file: String, detail: String },
     #[error(
-        "the model's weights are {bytes} bytes, more than the {limit} a page holds while \
-         loading them (wasm32 addresses 4 GiB)"
+        "part {part} of the model is {bytes} bytes, more than the {limit} a page holds at \
+         once while loading it (wasm32 addresses 4 GiB)"
     )]
-    TooLarge { bytes: u64, limit: u64 },
+    TooLarge {
+        part: String,
+        bytes: u64,
+        limit: u64,
+    },
     #[error("chat template: {0}")]
     Template(String),
     #[error(transparent)]

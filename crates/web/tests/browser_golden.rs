@@ -15,6 +15,9 @@ use qwgpu_model::gpu::GpuModel;
 use qwgpu_ops::sampling::SamplingParams;
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 
+mod support;
+use support::{log, sleep_ms};
+
 wasm_bindgen_test_configure!(run_in_browser);
 
 struct Fixture {
@@ -104,7 +107,7 @@ async fn check(f: Fixture) {
         decode.extend(m.forward_async(&mut s, &[t], true).await.expect("decode"));
     }
     let report = compare_logits(&g, &prefill, &decode, GPU_RELATIVE_TOLERANCE);
-    web_sys_log(&format!("browser {report}"));
+    log(&format!("browser {report}"));
     assert!(report.passed, "{report}");
 
     // Greedy sampling on the GPU picks HF's tokens (near-ties aside).
@@ -135,25 +138,6 @@ async fn check(f: Fixture) {
                 .expect("sampled decode");
         }
     }
-}
-
-/// Resolves after `ms` milliseconds (the page's timer).
-async fn sleep_ms(ms: i32) {
-    let p = js_sys::Promise::new(&mut |resolve, _| {
-        let set_timeout =
-            js_sys::Reflect::get(&js_sys::global(), &"setTimeout".into()).expect("setTimeout");
-        let f: js_sys::Function = set_timeout.into();
-        f.call2(&wasm_bindgen::JsValue::NULL, &resolve, &ms.into())
-            .expect("setTimeout call");
-    });
-    wasm_bindgen_futures::JsFuture::from(p)
-        .await
-        .expect("timer");
-}
-
-/// Test output the runner shows (stdout is the browser console there).
-fn web_sys_log(line: &str) {
-    wasm_bindgen_test::console_log!("{line}");
 }
 
 #[wasm_bindgen_test]

@@ -14,10 +14,11 @@ mod controlled;
 mod graph;
 mod launch_cache;
 mod layers;
+mod part_loader;
 mod record;
-mod run_async;
 mod session;
 mod state_pool;
+mod steps;
 #[cfg(test)]
 mod tests;
 mod upload;
@@ -36,9 +37,11 @@ use activations::Activations;
 use launch_cache::{LaunchCache, LaunchKey, RowKey, StepKind};
 use layers::attention;
 use layers::kind::{LayerState, PoolSlot};
+pub use part_loader::PartLoader;
 use record::{Head, Rec};
 pub use session::GpuSession;
 use state_pool::GdnPool;
+pub use upload::FetchedTensors;
 
 use crate::ModelError;
 
@@ -521,6 +524,11 @@ impl GpuModel {
         params: &SamplingParams,
     ) -> Result<u32, ModelError> {
         let (_, tok) = self.run(s, tokens, Head::Last, Some(params), true)?;
+        Self::sampled(s, tok)
+    }
+
+    /// The token a sampled run gave, logged in the session's generated ids.
+    fn sampled(s: &mut GpuSession, tok: Option<u32>) -> Result<u32, ModelError> {
         let tok = tok.ok_or_else(|| ModelError::Internal {
             detail: "sampling produced no token".into(),
         })?;
@@ -528,86 +536,6 @@ impl GpuModel {
             s.log.generated.push(tok);
         }
         Ok(tok)
-    }
-
-    /// Runs `tokens` in steps; `read`: read back the logits of an unsampled
-    /// `Head::Last` run (otherwise they stay in the activations, e.g. for the
-    /// controlled sampler).
-    fn run(
-        &self,
-        s: &mut GpuSession,
-        tokens: &[u32],
-        head: Head,
-        sampling: Option<&SamplingParams>,
-        read: bool,
-    ) -> Result<(Vec<f32>, Option<u32>), ModelError> {
-        if tokens.is_empty() {
-            return Err(ModelError::InvalidArgument {
-                detail: "no tokens to run".into(),
-            });
-        }
-        self.check_tokens(tokens)?;
-        self.ensure_capacity(s, s.pos + tokens.len())?;
-        let vocab = self.config.vocab_size;
-        let chunk = if head == Head::All {
-            self.max_t.min(self.logit_rows)
-        } else {
-            self.max_t
-        };
-        let mut logits = Vec::new();
-        let mut sampled = None;
-        let mut done = 0;
-        while done < tokens.len() {
-            // A step never straddles KV pages (its keys are written to one).
-            let (n_pages, page_end) = s.pages_at(s.pos);
-            let t = chunk.min(tokens.len() - done).min(page_end - s.pos);
-            let part = &tokens[done..done + t];
-            done += t;
-            let last = done == tokens.len();
-            let step_head = match head {
-                Head::All => Head::All,
-                _ if last => Head::Last,
-                _ => Head::None,
-            };
-            // Only the last step samples.
-            let step_sampling = sampling.filter(|_| last);
-            self.write_inputs(s, part);
-            let guard = self.step_guard()?;
-            let cb = self.step_commands(s, t, step_head, n_pages, step_sampling)?;
-            self.ctx.check("forward step")?;
-            self.ctx.queue.submit([cb]);
-            drop(guard);
-            s.pos += t;
-            s.log.consumed.extend_from_slice(part);
-            // While the GPU runs this step, encode the next decode step (its
-            // token is the one sampled into the ids buffer now, its position
-            // and sampler counter are written at submission): wgpu records
-            // ~1-3 µs of CPU per launch, 0.3-0.6 ms for a step of ~200, which
-            // otherwise sits between two steps on the GPU.
-            if let Some(p) = step_sampling {
-                if s.pos < s.capacity() {
-                    let (np, _) = s.pages_at(s.pos);
-                    let key = self.decode_key(s, np, Some(p))?;
-                    let cb = self.encode_decode(s, &key, Some(p))?;
-                    s.next = Some((key, cb));
-                }
-            }
-            let a = &s.act.stream;
-            match step_head {
-                Head::All => logits.extend(self.ctx.read_f32(&a.logits, 0, t * vocab)?),
-                Head::Last if sampling.is_none() && read => {
-                    logits = self.ctx.read_f32(&a.logits, 0, vocab)?
-                }
-                _ => {}
-            }
-            if step_sampling.is_some() {
-                let bytes = self.ctx.read_mapped(&a.readback, 4)?;
-                sampled = Some(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
-                s.counter = s.counter.wrapping_add(1);
-            }
-        }
-        self.ctx.check("forward")?;
-        Ok((logits, sampled))
     }
 
     /// The command buffer of one step of `t` tokens binding `n_pages` KV

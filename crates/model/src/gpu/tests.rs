@@ -306,3 +306,34 @@ fn a_decode_block_past_the_core_rows_equals_lone_decode() {
     // Blocks 2 and 3: each core's inputs copied in and its output out.
     assert!(family(&by, "copy") >= 2 * 2 * types.len(), "{by:?}");
 }
+
+/// The web's async forward passes run the one step sequence the blocking
+/// ones do (natively their readbacks are ready at once): the same logits and
+/// sampled tokens bit for bit, the session in the same state after (its
+/// position and its token log, which snapshots and the controlled sampler
+/// read), over several chunked steps.
+#[test]
+fn async_forward_passes_equal_the_blocking_ones() {
+    use super::steps::ready;
+    let m = model(7);
+    let vocab = m.config().vocab_size as u32;
+    let prompt: Vec<u32> = (0..40).map(|i| (i * 7 + 3) % vocab).collect();
+    let (mut a, mut b) = (m.new_session().unwrap(), m.new_session().unwrap());
+    let blocking = m.forward(&mut a, &prompt, true).unwrap();
+    let awaited = ready(m.forward_async(&mut b, &prompt, true)).unwrap();
+    assert_eq!(blocking.len(), 40 * m.config().vocab_size);
+    assert!(blocking
+        .iter()
+        .zip(&awaited)
+        .all(|(x, y)| x.to_bits() == y.to_bits()));
+    for step in 0..3 {
+        let last = m.forward(&mut a, &[5], false).unwrap();
+        let last_async = ready(m.forward_async(&mut b, &[5], false)).unwrap();
+        assert_eq!(last, last_async, "decode step {step}");
+        let t = m.forward_sample(&mut a, &[9], &GREEDY).unwrap();
+        let t_async = ready(m.forward_sample_async(&mut b, &[9], &GREEDY)).unwrap();
+        assert_eq!(t, t_async, "sampled step {step}");
+    }
+    assert_eq!(a.position(), b.position());
+    assert_eq!(a.log, b.log, "the sessions' token logs");
+}

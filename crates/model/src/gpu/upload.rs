@@ -22,11 +22,34 @@ use staging::{RingSizes, Source, StagingRing};
 #[cfg(test)]
 mod tests;
 
-/// Uploads weights ([`PackedWeight::borrowed_sources`] from `ckpt`) and
-/// reports each weight's bytes to `progress`.
+/// Source tensors' bytes held by the caller for the weights of one part
+/// that the loader left unpacked, when no checkpoint is open (a page's
+/// fetched part): ranged reads (`runs`) and, per canonical tensor name, its
+/// run and byte range there.
+#[derive(Debug, Default)]
+pub struct FetchedTensors {
+    /// The bytes of each read.
+    pub runs: Vec<Vec<u8>>,
+    /// Canonical tensor name → (index into `runs`, byte range there).
+    pub at: std::collections::HashMap<String, (usize, std::ops::Range<usize>)>,
+}
+
+impl FetchedTensors {
+    /// The bytes of tensor `name`, if fetched.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        let (run, range) = self.at.get(name)?;
+        self.runs.get(*run)?.get(range.clone())
+    }
+}
+
+/// Uploads weights ([`PackedWeight::borrowed_sources`] from `ckpt`, or from
+/// the [`FetchedTensors`] of the current part) and reports each weight's
+/// bytes to `progress`.
 pub(crate) struct Uploader<'a> {
     ctx: &'a GpuContext,
     ckpt: Option<&'a Checkpoint>,
+    /// The current part's source bytes (see [`Uploader::set_fetched`]).
+    fetched: FetchedTensors,
     progress: &'a mut dyn FnMut(u64),
     ring: StagingRing,
     /// Set when a weight failed part-way: the ring may hold rows staged but
@@ -58,19 +81,47 @@ impl<'a> Uploader<'a> {
             ckpt,
             progress,
             ring: StagingRing::new(ctx, threads, sizes),
+            fetched: FetchedTensors::default(),
             failed: false,
         }
     }
 
-    /// The sources of `w`'s rows: its checkpoint tensors, or its packed data.
-    fn sources<'w>(&self, w: &'w PackedWeight) -> Result<Vec<Source<'w>>, ModelError>
+    /// Holds `fetched` (dropping the previous part's) as the source of the
+    /// weights uploaded next that the loader left unpacked.
+    pub fn set_fetched(&mut self, fetched: FetchedTensors) {
+        self.fetched = fetched;
+    }
+
+    /// The sources of `w`'s rows: its checkpoint tensors (or fetched bytes),
+    /// or its packed data.
+    fn sources<'w>(
+        ckpt: Option<&'a Checkpoint>,
+        fetched: &'w FetchedTensors,
+        w: &'w PackedWeight,
+    ) -> Result<Vec<Source<'w>>, ModelError>
     where
         'a: 'w,
     {
         let Some(names) = w.borrowed_sources() else {
             return Ok(vec![Source::Host(&w.data)]);
         };
-        let ckpt = self.ckpt.ok_or_else(|| ModelError::Internal {
+        if ckpt.is_none() && !fetched.at.is_empty() {
+            return names
+                .into_iter()
+                .map(|name| {
+                    fetched
+                        .get(name)
+                        .map(Source::Host)
+                        .ok_or_else(|| ModelError::Internal {
+                            detail: format!(
+                                "`{weight}`: source tensor `{name}` was not fetched with its part",
+                                weight = w.name
+                            ),
+                        })
+                })
+                .collect();
+        }
+        let ckpt = ckpt.ok_or_else(|| ModelError::Internal {
             detail: format!(
                 "`{}` is to be read from a checkpoint, and none is open",
                 w.name
@@ -120,7 +171,7 @@ impl<'a> Uploader<'a> {
         let format = WeightFormat::from_dtype(w.dtype);
         let row_src = w.cols * format.size();
         let row_bytes = stride_words(w.cols, format) * 4;
-        let sources = self.sources(w)?;
+        let sources = Self::sources(self.ckpt, &self.fetched, w)?;
         let total: usize = sources.iter().map(Source::len).sum();
         if total != w.rows * row_src || sources.iter().any(|s| s.len() % row_src.max(1) != 0) {
             let sizes: Vec<usize> = sources.iter().take(8).map(Source::len).collect();

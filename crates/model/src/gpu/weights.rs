@@ -99,6 +99,101 @@ pub(crate) fn upload(
     })
 }
 
+/// Uploads a model part by part, in the loader's stream order (embedding,
+/// each layer, norm, head), checking each against the config first.
+pub(crate) struct PartUpload<'a> {
+    c: &'a TextConfig,
+    u: Uploader<'a>,
+    embed: Option<GpuWeight>,
+    lm_head: Option<GpuWeight>,
+    norm: Option<wgpu::Buffer>,
+    layers: Vec<Layer>,
+}
+
+impl<'a> PartUpload<'a> {
+    pub fn new(c: &'a TextConfig, u: Uploader<'a>) -> Result<Self, ModelError> {
+        crate::reference::validate_config(c)?;
+        Ok(Self {
+            c,
+            u,
+            embed: None,
+            lm_head: None,
+            norm: None,
+            layers: Vec::with_capacity(c.num_hidden_layers),
+        })
+    }
+
+    /// [`PartUpload::add`] with the source bytes of the weights the loader
+    /// left unpacked in `part`; they are dropped once it is uploaded.
+    pub fn add_fetched(
+        &mut self,
+        part: &Part,
+        fetched: super::upload::FetchedTensors,
+    ) -> Result<(), ModelError> {
+        self.u.set_fetched(fetched);
+        let r = self.add(part);
+        self.u.set_fetched(Default::default());
+        r
+    }
+
+    /// Checks and uploads one part.
+    pub fn add(&mut self, part: &Part) -> Result<(), ModelError> {
+        let c = self.c;
+        match part {
+            Part::Embed(w) => {
+                check_top(c, Some(w), None, None)?;
+                self.embed = Some(self.u.weight(w)?);
+            }
+            Part::Layer { index, layer } => {
+                if *index != self.layers.len() {
+                    return Err(ModelError::Internal {
+                        detail: format!(
+                            "layer {index} handed over after {n} layers",
+                            n = self.layers.len()
+                        ),
+                    });
+                }
+                Layer::check(c, *index, layer)?;
+                // The uploader's staging ring submits its slots as they
+                // fill (bounded staging memory, copies overlapping the reads).
+                self.layers
+                    .push(Layer::upload(&mut self.u, c, *index, layer)?);
+            }
+            Part::Norm(n) => {
+                check_top(c, None, None, Some(n))?;
+                self.norm = Some(self.u.vector("model.norm".into(), n)?);
+            }
+            Part::LmHead(w) => {
+                check_top(c, None, Some(w), None)?;
+                self.lm_head = Some(self.u.weight(w)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the uploads and hands over the weights (and the bytes that
+    /// went through the staging ring); a part never handed over is an error.
+    pub fn finish(self, ctx: &GpuContext) -> Result<(WeightsGpu, u64), ModelError> {
+        let staged = self.u.finish()?;
+        ctx.flush_uploads();
+        ctx.wait("weight upload")?;
+        let missing = |what: &str| ModelError::Internal {
+            detail: format!("the model's parts had no {what}"),
+        };
+        if self.layers.len() != self.c.num_hidden_layers {
+            let (got, want) = (self.layers.len(), self.c.num_hidden_layers);
+            return Err(missing(&format!("layers {got}..{want}")));
+        }
+        let w = WeightsGpu {
+            embed: self.embed.ok_or_else(|| missing("embedding"))?,
+            lm_head: self.lm_head,
+            norm: self.norm.ok_or_else(|| missing("final norm"))?,
+            layers: self.layers,
+        };
+        Ok((w, staged))
+    }
+}
+
 // The visitor's error type is the loader's (large) `LoadError`, set by its API.
 #[allow(clippy::result_large_err)]
 /// Streams the checkpoint through the loader one part at a time (embedding,
@@ -110,11 +205,6 @@ pub(crate) fn upload_streaming(
     progress: &mut dyn FnMut(u64),
 ) -> Result<WeightsGpu, ModelError> {
     let c = &ckpt.config().text;
-    crate::reference::validate_config(c)?;
-    let mut embed = None;
-    let mut lm_head = None;
-    let mut norm = None;
-    let mut layers = Vec::with_capacity(c.num_hidden_layers);
     // Each part's packing buffers, once on the GPU, are reused for the next part's.
     let _recycling = qwgpu_loader::Recycling::start();
     // Weights are not packed on the host: their source tensors are read
@@ -122,34 +212,11 @@ pub(crate) fn upload_streaming(
     // that widens a mixed-dtype source is packed, into a recycled buffer).
     let started = std::time::Instant::now();
     let threads = super::upload::load_threads();
-    let mut u = Uploader::new(ctx, Some(ckpt), progress, threads);
+    let mut parts = PartUpload::new(c, Uploader::new(ctx, Some(ckpt), progress, threads))?;
     // The visitor's error type is the loader's: keep ours aside and stop the walk.
     let mut failure: Option<ModelError> = None;
     let walk = qwgpu_loader::stream_model_borrowing(ckpt, None, &mut |part| {
-        let r = (|| -> Result<(), ModelError> {
-            match part {
-                Part::Embed(w) => {
-                    check_top(c, Some(&w), None, None)?;
-                    embed = Some(u.weight(&w)?);
-                }
-                Part::Layer { index, layer } => {
-                    Layer::check(c, index, &layer)?;
-                    // The uploader's staging ring submits its slots as they
-                    // fill (bounded staging memory, copies overlapping the reads).
-                    layers.push(Layer::upload(&mut u, c, index, &layer)?);
-                }
-                Part::Norm(n) => {
-                    check_top(c, None, None, Some(&n))?;
-                    norm = Some(u.vector("model.norm".into(), &n)?);
-                }
-                Part::LmHead(w) => {
-                    check_top(c, None, Some(&w), None)?;
-                    lm_head = Some(u.weight(&w)?);
-                }
-            }
-            Ok(())
-        })();
-        r.map_err(|e| {
+        parts.add(&part).map_err(|e| {
             let msg = e.to_string();
             failure = Some(e);
             qwgpu_loader::LoadError::Visitor { detail: msg }
@@ -159,9 +226,7 @@ pub(crate) fn upload_streaming(
         return Err(e);
     }
     walk?;
-    let staged = u.finish()?;
-    ctx.flush_uploads();
-    ctx.wait("weight upload")?;
+    let (w, staged) = parts.finish(ctx)?;
     let seconds = started.elapsed().as_secs_f64();
     tracing::info!(
         staged_bytes = staged,
@@ -170,13 +235,5 @@ pub(crate) fn upload_streaming(
         threads,
         "weights on the GPU"
     );
-    let missing = |what: &str| ModelError::Internal {
-        detail: format!("the checkpoint stream produced no {what}"),
-    };
-    Ok(WeightsGpu {
-        embed: embed.ok_or_else(|| missing("embedding"))?,
-        lm_head,
-        norm: norm.ok_or_else(|| missing("final norm"))?,
-        layers,
-    })
+    Ok(w)
 }
