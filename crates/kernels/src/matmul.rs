@@ -60,7 +60,7 @@
 //!   exact precision two (hi + lo, as `mm_coop`'s exact variant). Behind
 //!   [`Tuning::coop_fast_gemm`](crate::Tuning::coop_fast_gemm) and
 //!   [`Tuning::coop_fast_exact`](crate::Tuning::coop_fast_exact).
-//! - `T = 9..=64` with cooperative matrices (`shaders/matmul_coop_skinny.wgsl`,
+//! - `T = 17..=64` with cooperative matrices (`shaders/matmul_coop_skinny.wgsl`,
 //!   `mm_coop_skinny`, module `matmul_coop_skinny.rs`): the skinny
 //!   tensor-core matmul, bound by the weight bytes (a workgroup owns 32–128
 //!   weight rows and all the tokens, each weight read once); it replaces the
@@ -370,7 +370,7 @@ pub(crate) static SPECS: &[&KernelSpec] = &[
 ];
 
 /// Fewest and most tokens of one token block of the skinny tensor-core
-/// kernel (`T` = 9..=64 under [`MatmulPath::Auto`] where it runs).
+/// kernel (`T` = 17..=64 under [`MatmulPath::Auto`] where it runs).
 pub const SKINNY_TOKENS: std::ops::RangeInclusive<u32> = skinny::MIN_T..=skinny::MAX_T;
 
 /// Most tokens a batched decode step should give one matmul: 64 where
@@ -941,10 +941,8 @@ fn matmul_impl(
     // The pre-pass and the fast tensor-core GEMM (one switch per variant:
     // Tuning::coop_fast_gemm, Tuning::coop_fast_exact); the skinny kernel
     // keeps the token counts it takes.
-    let auto_big = path == MatmulPath::Auto
-        && args.t > MAX_VEC_T
-        && norm.is_none()
-        && use_skinny.is_none();
+    let auto_big =
+        path == MatmulPath::Auto && args.t > MAX_VEC_T && norm.is_none() && use_skinny.is_none();
     let split = split || (auto_big && coop_fast::auto_split(ctx, w));
     let use_fast = path == MatmulPath::CoopFast || split || (auto_big && coop_fast::auto(ctx, w));
     if use_fast && norm.is_none() {

@@ -1,6 +1,6 @@
 //! Skinny tensor-core matmul (`shaders/matmul_coop_skinny.wgsl`,
 //! `mm_coop_skinny`): dense matmuls of [`MIN_T`]..=[`MAX_T`] tokens (batched
-//! decode of 9..64 sessions, a speculative step's verification) bound by the
+//! decode of 17..64 sessions, a speculative step's verification) bound by the
 //! weight bytes rather than by arithmetic. The small-T GEMV does `T` f32
 //! multiply-adds per weight element, so past ~8 tokens the ALU limits it; here
 //! a workgroup owns a slice of 16 × NF weight rows and all the tokens (padded
@@ -44,7 +44,7 @@
 //! sweeps them.
 //!
 //! Selection: [`MatmulPath::Auto`](super::MatmulPath::Auto) runs it for
-//! `T` in 9..=64 where [`auto`] holds (the adapter has cooperative matrices,
+//! `T` in 17..=64 where [`auto`] holds (the adapter has cooperative matrices,
 //! the weight is exact in f16 or the context takes f16 matmuls, and the
 //! switch [`Tuning::skinny`](crate::Tuning::skinny) is on; `QWGPU_SKINNY=0`
 //! turns it off, `QWGPU_SKINNY=nosplit` only its column splits). Adapters
@@ -96,8 +96,10 @@ pub(super) static MM_COOP_SKINNY: KernelSpec = KernelSpec {
     needs: Needs::CooperativeMatrix,
 };
 
-/// Fewest tokens [`auto`] takes (below, the small-T GEMV keeps up with the weight bytes).
-pub const MIN_T: u32 = 9;
+/// Fewest tokens [`auto`] takes: up to 16 the small-T GEMV stays (on the
+/// H100 a 16-session 9B decode step ran faster there than on this kernel;
+/// `benches/EXPERIMENTS.md`).
+pub const MIN_T: u32 = 17;
 /// Most tokens of one token block (4 fragments of 16); more run as several blocks.
 pub const MAX_T: u32 = 64;
 

@@ -34,7 +34,7 @@ const KNOWN: &[Known] = &[
         name: "H100 80GB HBM3",
         sms: 132,
         small_t: HOPPER_SMALL_T,
-        int4_gemv: Int4Gemv::DEFAULT,
+        int4_gemv: HOPPER_INT4,
     },
     // H200: the same GH100 die with the same 132 SMs and register file; not
     // measured separately.
@@ -43,9 +43,20 @@ const KNOWN: &[Known] = &[
         name: "H200",
         sms: 132,
         small_t: HOPPER_SMALL_T,
-        int4_gemv: Int4Gemv::DEFAULT,
+        int4_gemv: HOPPER_INT4,
     },
 ];
+
+/// The 4-bit GEMV shape measured best on the H100 by
+/// `gemv_bench::gemv_int4_shapes` over the 0.8B's shapes (and the 9B's
+/// `in_proj_qkvz`, where the sweep ran out of time; `benches/EXPERIMENTS.md`):
+/// 128 threads, one team of 128 lanes, 1 quad, interleaved words.
+const HOPPER_INT4: Int4Gemv = Int4Gemv {
+    threads: 128,
+    lanes: 128,
+    quads: 1,
+    interleave: true,
+};
 
 /// The small-T shape measured best overall on the H100 by
 /// `gemv_bench::gemv_small_t_shapes` (BF16 and FP8 block, T = 4, 8, 16, four
@@ -144,6 +155,10 @@ pub struct Tuning {
     /// on the one-token GEMV kernel in blocks of up to 8 tokens instead (the
     /// earlier path, kept for comparison in benchmarks).
     pub small_t: Option<SmallT>,
+    /// Off by default: on the H100 both variants left one output in ~35,000
+    /// off by ~1e-3 (relative) in their hardware tests (cause not found;
+    /// `benches/EXPERIMENTS.md`); `QWGPU_COOP_FAST=1` turns them on for
+    /// measurements.
     /// Whether [`MatmulPath::Auto`](crate::matmul::MatmulPath::Auto) runs
     /// fast-precision GEMMs of more than 16 tokens on the fast tensor-core
     /// kernel ([`crate::matmul::coop_fast`]) where it applies; off: the fast
@@ -181,8 +196,8 @@ impl Default for Tuning {
         Self {
             gemv_wave: None,
             small_t: Some(SmallT::DEFAULT),
-            coop_fast_gemm: true,
-            coop_fast_exact: true,
+            coop_fast_gemm: false,
+            coop_fast_exact: false,
             coop_fast_scratch: crate::matmul::coop_fast::SCRATCH_CAP,
             skinny: true,
             skinny_split: true,
@@ -200,8 +215,8 @@ impl Tuning {
         Self {
             gemv_wave: known.map(|k| k.sms * GEMV_GROUPS_PER_SM),
             small_t: Some(known.map_or(SmallT::DEFAULT, |k| k.small_t)),
-            coop_fast_gemm: true,
-            coop_fast_exact: true,
+            coop_fast_gemm: false,
+            coop_fast_exact: false,
             coop_fast_scratch: crate::matmul::coop_fast::SCRATCH_CAP,
             skinny: true,
             skinny_split: true,
@@ -221,17 +236,24 @@ impl Tuning {
     }
 
     /// The fast tensor-core GEMM's switches from `QWGPU_COOP_FAST`'s value:
-    /// `0` (or `off`, `false`) turns both variants off (`mm_coop` as before
-    /// it existed), `fast` keeps only the fast variant, anything else (or
-    /// unset) leaves them as they are. For A/B measurements and a fallback
-    /// without a rebuild.
+    /// `1` (or `on`, `true`) turns both variants on, `fast` only the fast
+    /// one, `0` (or `off`, `false`) both off (`mm_coop` as before it
+    /// existed); anything else (or unset) leaves them as they are. For A/B
+    /// measurements without a rebuild.
     pub fn with_coop_fast_env(mut self, value: Option<&str>) -> Self {
         match value.map(str::trim) {
             Some("0" | "off" | "false") => {
                 self.coop_fast_gemm = false;
                 self.coop_fast_exact = false;
             }
-            Some("fast") => self.coop_fast_exact = false,
+            Some("1" | "on" | "true") => {
+                self.coop_fast_gemm = true;
+                self.coop_fast_exact = true;
+            }
+            Some("fast") => {
+                self.coop_fast_gemm = true;
+                self.coop_fast_exact = false;
+            }
             _ => {}
         }
         self
@@ -295,12 +317,14 @@ mod tests {
             Tuning::default()
         );
         assert_eq!(Tuning::default().gemv_wave, None);
-        // The fast tensor-core GEMM is on unless QWGPU_COOP_FAST says otherwise.
+        // The fast tensor-core GEMM is off unless QWGPU_COOP_FAST turns it on.
         let t = Tuning::default();
-        assert!(t.coop_fast_gemm && t.coop_fast_exact);
+        assert!(!t.coop_fast_gemm && !t.coop_fast_exact);
         assert_eq!(t.with_coop_fast_env(None), t);
-        assert_eq!(t.with_coop_fast_env(Some("1")), t);
-        let off = t.with_coop_fast_env(Some(" 0 "));
+        assert_eq!(t.with_coop_fast_env(Some("0")), t);
+        let on = t.with_coop_fast_env(Some(" 1 "));
+        assert!(on.coop_fast_gemm && on.coop_fast_exact);
+        let off = on.with_coop_fast_env(Some(" 0 "));
         assert!(!off.coop_fast_gemm && !off.coop_fast_exact);
         let fast = t.with_coop_fast_env(Some("fast"));
         assert!(fast.coop_fast_gemm && !fast.coop_fast_exact);

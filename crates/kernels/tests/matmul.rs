@@ -280,9 +280,7 @@ fn small_t_matches_reference_for_every_format_and_scheme() {
                 let what = format!("seed {seed:#x} {dtype:?} {scheme:?} [{rows}, {cols}]");
                 // Aligned x rows (whole vec4 loads) and unaligned ones.
                 let aligned = (ci + k) % 2 == 0;
-                dense_case_with(
-                    t, &mut rng, &gw, &wdq, tokens, epi, &what, &matmul, aligned,
-                );
+                dense_case_with(t, &mut rng, &gw, &wdq, tokens, epi, &what, &matmul, aligned);
             }
         }
     }
@@ -290,9 +288,9 @@ fn small_t_matches_reference_for_every_format_and_scheme() {
 
 /// Dense matmuls of 2..=16 tokens run the small-T kernel (one launch, one
 /// read of the weight for all the tokens), T = 1 the one-token GEMV and
-/// T = 17 a GEMM; where the skinny tensor-core kernel takes the weight
-/// (`decode_block_tokens` says 64), 9..=16 tokens run it instead
-/// (`matmul_coop_skinny.rs` tests its selection).
+/// T = 17 a GEMM, or where the skinny tensor-core kernel takes the weight
+/// (`decode_block_tokens` says 64) that kernel (`matmul_coop_skinny.rs` tests
+/// its selection).
 #[test]
 fn small_t_is_the_path_of_two_to_sixteen_tokens() {
     let t = testing::contexts()[0];
@@ -316,7 +314,7 @@ fn small_t_is_the_path_of_two_to_sixteen_tokens() {
             let d = matmul(ctx, &gw, &args, epi).unwrap();
             let labels: Vec<&str> = d.iter().map(|d| d.label).collect();
             let skinny =
-                tokens >= 9 && qwgpu_kernels::matmul::decode_block_tokens(ctx, &gw) > MAX_VEC_T;
+                tokens >= 17 && qwgpu_kernels::matmul::decode_block_tokens(ctx, &gw) > MAX_VEC_T;
             if skinny {
                 assert_eq!(labels[0], "matmul_coop_skinny", "T = {tokens} {epi:?}");
                 continue;
@@ -392,9 +390,7 @@ fn small_t_shapes_match_reference() {
                         matmul_gemv_with(ctx, w, a, e, shape)
                     };
                     let aligned = j == 0;
-                    dense_case_with(
-                        t, &mut rng, &gw, &wdq, tokens, epi, &what, &launch, aligned,
-                    );
+                    dense_case_with(t, &mut rng, &gw, &wdq, tokens, epi, &what, &launch, aligned);
                 }
             }
         }

@@ -315,7 +315,7 @@ fn coop_fast_matches_the_tile_emulation() {
     }
 }
 
-/// Above 64 tokens (9..=64 run the skinny tensor-core kernel where it takes
+/// Above 64 tokens (17..=64 run the skinny tensor-core kernel where it takes
 /// the weight: `matmul_coop_skinny.rs`) `Auto` takes the exact coop variant (the same bits as
 /// forcing Coop) where the adapter has it and the weight is exact in f16 with
 /// row-constant scales (BF16, E4M3 per channel), and the scalar GEMM's bits

@@ -542,14 +542,14 @@ fn same(a: &[f32], b: &[f32]) -> bool {
 }
 
 /// `MatmulPath::Auto` (and `matmul_normed`) run the skinny kernel for T =
-/// 9..=64 on adapters with cooperative matrices where the weight is exact in
+/// 17..=64 on adapters with cooperative matrices where the weight is exact in
 /// f16 with row-constant scales or 128² FP8 blocks, the small-T GEMV at T <= 8
 /// and for blocks it would round (16 × 48), `mm_coop` past 64; with
 /// `Tuning::skinny` off, and on every adapter without cooperative matrices,
 /// the paths before it. `decode_block_tokens` follows. Runs on every context.
 #[test]
-fn auto_takes_skinny_for_9_to_64_tokens_where_it_runs() {
-    assert_eq!(SKINNY_TOKENS, 9..=64);
+fn auto_takes_skinny_for_17_to_64_tokens_where_it_runs() {
+    assert_eq!(SKINNY_TOKENS, 17..=64);
     let block = Scheme::Block([128, 128]);
     for t in testing::contexts() {
         let ctx = &t.ctx;
@@ -611,7 +611,7 @@ fn auto_takes_skinny_for_9_to_64_tokens_where_it_runs() {
         assert_eq!(decode_block_tokens(ctx, &bf16), 64, "{name}");
         assert_eq!(decode_block_tokens(ctx, &fp8_block), 64, "{name}");
         assert_eq!(decode_block_tokens(ctx, &fp8_narrow), MAX_VEC_T, "{name}");
-        for tokens in [9usize, 16, 33, 64] {
+        for tokens in [17usize, 33, 64] {
             let r = bits_of(
                 ctx,
                 Dtype::BF16,
@@ -637,7 +637,7 @@ fn auto_takes_skinny_for_9_to_64_tokens_where_it_runs() {
                 "{name}: matmul_normed at T={tokens} is not skinny"
             );
         }
-        for (tokens, other) in [(8usize, Call::Gemv), (65, Call::Path(MatmulPath::Coop))] {
+        for (tokens, other) in [(16usize, Call::Gemv), (65, Call::Path(MatmulPath::Coop))] {
             let r = bits_of(
                 ctx,
                 Dtype::BF16,
@@ -656,13 +656,13 @@ fn auto_takes_skinny_for_9_to_64_tokens_where_it_runs() {
             ctx,
             Dtype::F8E4M3,
             block,
-            16,
+            17,
             true,
             &[Call::Auto, Call::Skinny(SkinnyShape::default())],
         );
         assert!(
             same(&r[0], &r[1]),
-            "{name}: FP8 128² blocks at T=16 are not skinny"
+            "{name}: FP8 128² blocks at T=17 are not skinny"
         );
         let r = bits_of(
             ctx,

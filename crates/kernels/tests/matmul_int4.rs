@@ -167,9 +167,7 @@ fn int4_long_rows_and_wide_launches() {
                 (3, Epilogue::Accumulate),
             ] {
                 let what = format!("seed {seed:#x} [{rows}, {cols}] group {group}");
-                dense_case(
-                    t, &mut rng, &gw, &q.w, tokens, epi, &what, &matmul, true,
-                );
+                dense_case(t, &mut rng, &gw, &q.w, tokens, epi, &what, &matmul, true);
             }
         }
     }
@@ -189,9 +187,7 @@ fn int4_over_split_weights() {
             for epi in EPILOGUES {
                 for tokens in [1, 5, 17] {
                     let what = format!("seed {seed:#x} pieces {split:?} group {group}");
-                    dense_case(
-                        t, &mut rng, &gw, &q.w, tokens, epi, &what, &matmul, true,
-                    );
+                    dense_case(t, &mut rng, &gw, &q.w, tokens, epi, &what, &matmul, true);
                 }
             }
         }
