@@ -633,7 +633,6 @@ pub fn matmul_normed(
         MatmulPath::Auto,
         Some(norm),
         Gemvs::of(ctx),
-        SkinnyUse::Auto,
     )
 }
 
@@ -645,16 +644,7 @@ pub fn matmul_with(
     epilogue: Epilogue,
     path: MatmulPath,
 ) -> Result<Vec<Dispatch>, KernelError> {
-    matmul_impl(
-        ctx,
-        w,
-        args,
-        epilogue,
-        path,
-        None,
-        Gemvs::of(ctx),
-        SkinnyUse::Auto,
-    )
+    matmul_impl(ctx, w, args, epilogue, path, None, Gemvs::of(ctx))
 }
 
 /// [`matmul`] (with `norm`: [`matmul_normed`]) on the skinny tensor-core
@@ -687,8 +677,10 @@ pub fn matmul_skinny_with(
         epilogue,
         MatmulPath::Auto,
         norm,
-        Gemvs::of(ctx),
-        SkinnyUse::Forced(shape),
+        Gemvs {
+            skinny: SkinnyUse::Forced(shape),
+            ..Gemvs::of(ctx)
+        },
     )
 }
 
@@ -725,8 +717,8 @@ pub fn matmul_gemv_with(
             small_t: small_t.copied(),
             small_t_at_one: true,
             int4: None,
+            skinny: SkinnyUse::Off,
         },
-        SkinnyUse::Off,
     )
 }
 
@@ -759,8 +751,8 @@ pub fn matmul_int4_with(
             small_t: None,
             small_t_at_one: false,
             int4: shape.copied(),
+            skinny: SkinnyUse::Off,
         },
-        SkinnyUse::Off,
     )
 }
 
@@ -812,6 +804,8 @@ struct Gemvs {
     small_t_at_one: bool,
     /// The 4-bit one-token GEMV's shape (`None`: `mm_vec`).
     int4: Option<Int4Gemv>,
+    /// Whether the skinny tensor-core kernel may take the matmul.
+    skinny: SkinnyUse,
 }
 
 impl Gemvs {
@@ -821,6 +815,7 @@ impl Gemvs {
             small_t: ctx.tuning.small_t,
             small_t_at_one: false,
             int4: ctx.tuning.int4_gemv,
+            skinny: SkinnyUse::Auto,
         }
     }
 }
@@ -833,7 +828,6 @@ fn matmul_impl(
     path: MatmulPath,
     norm: Option<&FusedNorm>,
     gemvs: Gemvs,
-    skinny_use: SkinnyUse,
 ) -> Result<Vec<Dispatch>, KernelError> {
     const K: &str = "matmul";
     if path == MatmulPath::Coop && !coop::supported(ctx, w) {
@@ -931,7 +925,7 @@ fn matmul_impl(
         base.norm_eps = n.eps;
     }
 
-    let use_skinny = match skinny_use {
+    let use_skinny = match gemvs.skinny {
         SkinnyUse::Forced(shape) => Some(shape),
         SkinnyUse::Auto if path == MatmulPath::Auto && skinny::auto(ctx, w, args.t) => {
             Some(SkinnyShape::default())
