@@ -6,46 +6,15 @@
 //! else against its initial bits ([`super::check`]).
 
 use qwgpu_kernels::matmul::{Epilogue, IndexedArgs, MatmulArgs};
-use qwgpu_kernels::{testing, wgpu, Dispatch, GpuContext, GpuWeight, KernelError};
+use qwgpu_kernels::{testing, wgpu, GpuContext, GpuWeight};
 use qwgpu_ops::rng::Rng;
 
-/// x buffer of `rows` rows of `cols` values (normal), `stride` apart from `offset`; NaN everywhere else.
-pub fn make_x(
-    rng: &mut Rng,
-    offset: usize,
-    stride: usize,
-    rows: usize,
-    cols: usize,
-) -> (Vec<f32>, Vec<Vec<f32>>) {
-    let len = offset + (rows - 1) * stride + cols + 3;
-    let mut buf = vec![f32::NAN; len];
-    let mut xrows = Vec::new();
-    for t in 0..rows {
-        let r = rng.normal_vec(cols);
-        buf[offset + t * stride..][..cols].copy_from_slice(&r);
-        xrows.push(r);
-    }
-    (buf, xrows)
-}
+pub use qwgpu_kernels::testing::cases::matmul::{make_x, run, MatmulFn};
 
-/// Runs `d` and waits for it.
-pub fn run(ctx: &GpuContext, d: &[Dispatch]) {
-    let refs: Vec<&Dispatch> = d.iter().collect();
-    ctx.run("matmul test", &refs).unwrap();
-}
-
-/// The launches of one dense matmul (which kernel runs it).
-pub type MatmulFn<'f> = &'f dyn Fn(
-    &GpuContext,
-    &GpuWeight,
-    &MatmulArgs,
-    Epilogue,
-) -> Result<Vec<Dispatch>, KernelError>;
-
-/// One dense matmul of `gw` (dequantized: `wdq`) made by `launch`, with
-/// random offsets and strides (`aligned`: x offset and stride multiples of 4,
-/// the GEMV kernels' vec4 loads of x), checked against the reference at
-/// relative tolerance `rel` ([`super::expected`]).
+/// One dense matmul of `tokens` rows launched by `launch`, checked against
+/// the reference at relative tolerance `rel`: the shared case
+/// (`testing::cases::matmul::dense_case_rel`, which the browser runner runs
+/// too), blocking.
 #[allow(clippy::too_many_arguments)]
 pub fn dense_case(
     t: &testing::TestContext,
@@ -59,62 +28,9 @@ pub fn dense_case(
     aligned: bool,
     rel: f64,
 ) {
-    let ctx = &t.ctx;
-    let (rows, cols) = (gw.rows, gw.cols);
-    let swiglu = epi == Epilogue::SwiGlu;
-    let width = if swiglu { rows / 2 } else { rows };
-    let (x_off, x_stride) = if aligned {
-        (
-            4 * (rng.uniform() * 2.0) as usize,
-            cols.next_multiple_of(4) + 4 * (rng.uniform() * 2.0) as usize,
-        )
-    } else {
-        (
-            (rng.uniform() * 5.0) as usize,
-            cols + (rng.uniform() * 3.0) as usize,
-        )
-    };
-    let y_off = (rng.uniform() * 5.0) as usize;
-    let y_stride = width + (rng.uniform() * 3.0) as usize;
-    let (xbuf, xrows) = make_x(rng, x_off, x_stride, tokens, cols);
-    let ylen = y_off + (tokens - 1) * y_stride + width + 2;
-    let init: Vec<f32> = if epi == Epilogue::Accumulate {
-        rng.normal_vec(ylen)
-    } else {
-        vec![f32::NAN; ylen]
-    };
-    let x = ctx.upload("x", &xbuf).unwrap();
-    let y = ctx.upload("y", &init).unwrap();
-    let args = MatmulArgs {
-        x: &x,
-        x_offset: x_off as u32,
-        x_stride: x_stride as u32,
-        y: &y,
-        y_offset: y_off as u32,
-        y_stride: y_stride as u32,
-        t: tokens as u32,
-    };
-    let d = launch(ctx, gw, &args, epi)
-        .unwrap_or_else(|e| panic!("{t_name} {what}: {e}", t_name = t.name));
-    run(ctx, &d);
-    let got = ctx.read_f32(&y, 0, ylen).unwrap();
-    let mut want = vec![None; ylen];
-    for (ti, xr) in xrows.iter().enumerate() {
-        for c in 0..width {
-            let (mut v, mut tol) = super::expected(xr, wdq, cols, rows, c, swiglu, rel);
-            let i = y_off + ti * y_stride + c;
-            if epi == Epilogue::Accumulate {
-                v += init[i] as f64;
-                tol += 1e-6 * init[i].abs() as f64;
-            }
-            want[i] = Some((v, tol));
-        }
-    }
-    let what = format!(
-        "{t_name} {what} T={tokens} {epi:?} x_off {x_off} x_stride {x_stride} y_off {y_off} y_stride {y_stride}",
-        t_name = t.name
-    );
-    super::check(&got, &init, &want, &what);
+    pollster::block_on(qwgpu_kernels::testing::cases::matmul::dense_case_rel(
+        t, rng, gw, wdq, tokens, epi, what, launch, aligned, rel,
+    ));
 }
 
 /// Element of the ids buffer where pair 0's id sits (ids before and after
