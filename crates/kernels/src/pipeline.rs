@@ -142,12 +142,19 @@ impl GpuContext {
         Ok(pipeline)
     }
 
-    /// Refuses `key` when its workgroup storage exceeds the device's limit:
-    /// natively wgpu builds such a pipeline (a browser refuses it), so a
-    /// kernel past WebGPU's limits would pass the native `fallback` column
-    /// and fail only in a page.
+    /// Refuses `key` when its workgroup storage exceeds the device's limit
+    /// where the device runs WebGPU's default limits (the `fallback` column,
+    /// `ContextOptions::webgpu_limits`): natively wgpu builds such a pipeline
+    /// (a browser refuses it), so a kernel past WebGPU's limits would pass
+    /// that column and fail only in a page. Other contexts are left to the
+    /// driver (lavapipe runs the cooperative-matrix emulations' 38–48 KiB
+    /// past its 32 KiB limit).
     #[cfg(not(target_arch = "wasm32"))]
     fn check_workgroup_storage(&self, key: &PipelineKey) -> Result<(), KernelError> {
+        let webgpu = wgpu::Limits::default().max_compute_workgroup_storage_size;
+        if self.limits.max_compute_workgroup_storage_size > webgpu {
+            return Ok(());
+        }
         let fail = |detail: String| KernelError::Compile {
             shader: key.module_name(),
             entry: key.entry.to_string(),
