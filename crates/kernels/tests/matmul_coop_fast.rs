@@ -277,13 +277,28 @@ fn fast_x_prepass_marks_non_finite_values() {
         ctx.run("fast x", &[&d]).unwrap();
         let w = ctx.read_u32(&xh, 0, kp as usize).unwrap();
         let inv = ctx.read_f32(&xinv, 0, 2).unwrap();
-        assert_eq!(w[0] >> 16, 0x7e00, "{}: inf element", t.name);
-        assert_eq!(inv[0], 1.0, "{}: row with inf", t.name);
+        assert_eq!(w[0] >> 16, 0x7e00, "{t_name}: inf element", t_name = t.name);
+        assert_eq!(inv[0], 1.0, "{t_name}: row with inf", t_name = t.name);
         // Row 1: max 4 → s = 2^12; 1 · 4096 = 0x6c00 in f16, 2 · 4096 = 0x7000.
         let r1 = &w[kp as usize / 2..];
-        assert_eq!(r1[0], 0x6c00 | (0x7000 << 16), "{}: row 1", t.name);
-        assert_eq!(r1[2] >> 16, 0x8000, "{}: -0 keeps its sign", t.name);
-        assert_eq!(inv[1], 2f32.powi(-12), "{}: row 1 scale", t.name);
+        assert_eq!(
+            r1[0],
+            0x6c00 | (0x7000 << 16),
+            "{t_name}: row 1",
+            t_name = t.name
+        );
+        assert_eq!(
+            r1[2] >> 16,
+            0x8000,
+            "{t_name}: -0 keeps its sign",
+            t_name = t.name
+        );
+        assert_eq!(
+            inv[1],
+            2f32.powi(-12),
+            "{t_name}: row 1 scale",
+            t_name = t.name
+        );
     }
 }
 
@@ -483,8 +498,8 @@ fn gemm_cases(seed: u64, precision: MatmulPrecision, emulated: bool) {
                         } else {
                             refused()
                         },
-                        "{}: block-scaled weight not refused",
-                        t.name
+                        "{t_name}: block-scaled weight not refused",
+                        t_name = t.name
                     );
                     continue;
                 }
@@ -512,7 +527,11 @@ fn gemm_cases(seed: u64, precision: MatmulPrecision, emulated: bool) {
             }
         }
         let least = if emulated { 30 } else { 80 };
-        assert!(cases > least, "{}: only {cases} cases ran", t.name);
+        assert!(
+            cases > least,
+            "{t_name}: only {cases} cases ran",
+            t_name = t.name
+        );
     }
 }
 
@@ -725,41 +744,45 @@ fn auto_takes_the_fast_kernel_behind_its_switches() {
             let auto_on = go(&ctx, MatmulPath::Auto);
             let new = go(&ctx, path);
             let old = go(&ctx, MatmulPath::Coop);
-            assert!(same(&auto_on, &new), "{}: Auto is not {path:?}", t.name);
+            assert!(
+                same(&auto_on, &new),
+                "{t_name}: Auto is not {path:?}",
+                t_name = t.name
+            );
             // Bits alone cannot tell the kernels apart (on the H100 they
             // agree bit for bit here): the launches name them.
             assert_eq!(
                 labels(&ctx, MatmulPath::Auto),
                 labels(&ctx, path),
-                "{}: Auto does not launch {path:?}'s kernels",
-                t.name
+                "{t_name}: Auto does not launch {path:?}'s kernels",
+                t_name = t.name
             );
             assert_ne!(
                 labels(&ctx, path),
                 labels(&ctx, MatmulPath::Coop),
-                "{}: {path:?} launches mm_coop",
-                t.name
+                "{t_name}: {path:?} launches mm_coop",
+                t_name = t.name
             );
             ctx.tuning.coop_fast_gemm = false;
             ctx.tuning.coop_fast_exact = false;
             let auto_off = go(&ctx, MatmulPath::Auto);
             assert!(
                 same(&auto_off, &old),
-                "{}: {precision:?} with the switch off is not mm_coop",
-                t.name
+                "{t_name}: {precision:?} with the switch off is not mm_coop",
+                t_name = t.name
             );
             assert_eq!(
                 labels(&ctx, MatmulPath::Auto),
                 labels(&ctx, MatmulPath::Coop),
-                "{}: {precision:?} with the switch off does not launch mm_coop",
-                t.name
+                "{t_name}: {precision:?} with the switch off does not launch mm_coop",
+                t_name = t.name
             );
             forced.push(new);
         }
         assert!(
             !same(&forced[0], &forced[1]),
-            "{}: the fast and split variants gave the same bits",
-            t.name
+            "{t_name}: the fast and split variants gave the same bits",
+            t_name = t.name
         );
     }
 }
