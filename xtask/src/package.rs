@@ -16,6 +16,11 @@
 //!   other features, wgpu-types, naga and wgpu again: minutes on 2 cores for
 //!   a crate whose build the test step already covers. Its manifest, file
 //!   list and lockfile are still checked.
+//! - Cargo extracts each packaged crate of that local registry under
+//!   `$CARGO_HOME/registry/src/` and never extracts the same name and version
+//!   again: a cargo home kept from an earlier run (a CI cache) would verify
+//!   `qwgpu-model` against last run's `qwgpu-kernels`. Those extractions are
+//!   removed first.
 //! - `cargo tree` of the GPU-free crates (normal and build dependencies, all
 //!   targets) must not name wgpu or naga.
 
@@ -65,6 +70,7 @@ pub fn run(args: &[String]) -> Result<()> {
 
 /// `cargo package` of [`PUBLISH_ORDER`]: verified, then [`NO_VERIFY`] without.
 pub fn package() -> Result<()> {
+    forget_stale_extractions()?;
     let verified: Vec<&str> = PUBLISH_ORDER
         .iter()
         .copied()
@@ -84,6 +90,49 @@ pub fn package() -> Result<()> {
         args.extend(["-p", c]);
     }
     cargo(&args)
+}
+
+/// Removes `$CARGO_HOME/registry/{src,cache}` copies of our own crates (see
+/// the module docs): they only ever come from an earlier `cargo package`.
+fn forget_stale_extractions() -> Result<()> {
+    let home = match std::env::var_os("CARGO_HOME") {
+        Some(h) => std::path::PathBuf::from(h),
+        None => match std::env::var_os("HOME") {
+            Some(h) => std::path::PathBuf::from(h).join(".cargo"),
+            None => return Ok(()),
+        },
+    };
+    for kind in ["src", "cache"] {
+        let Ok(registries) = std::fs::read_dir(home.join("registry").join(kind)) else {
+            continue;
+        };
+        for registry in registries.flatten() {
+            let Ok(entries) = std::fs::read_dir(registry.path()) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let ours = PUBLISH_ORDER.iter().any(|c| {
+                    name.strip_prefix(c)
+                        .and_then(|rest| rest.strip_prefix('-'))
+                        .is_some_and(|v| v.starts_with(|ch: char| ch.is_ascii_digit()))
+                });
+                if !ours {
+                    continue;
+                }
+                let path = entry.path();
+                let removed = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                removed
+                    .with_context(|| format!("removing the stale {path}", path = path.display()))?;
+                eprintln!("xtask: removed a stale copy {path}", path = path.display());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Fails when wgpu or naga appears among a [`GPU_FREE`] crate's dependencies.
