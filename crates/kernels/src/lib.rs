@@ -66,7 +66,7 @@ pub use error::KernelError;
 pub use launch::Launch;
 pub use pipeline::PipelineKey;
 pub use step::Step;
-pub use tuning::{Int4Gemv, SmallT, Tuning};
+pub use tuning::{Int4Gemv, SkinnyTier, SmallT, Tuning};
 pub use weights::{GpuWeight, WeightFormat};
 
 /// Re-exported so callers name the same wgpu version.

@@ -60,7 +60,8 @@
 //!   exact precision two (hi + lo, as `mm_coop`'s exact variant). Behind
 //!   [`Tuning::coop_fast_gemm`](crate::Tuning::coop_fast_gemm) and
 //!   [`Tuning::coop_fast_exact`](crate::Tuning::coop_fast_exact).
-//! - `T = 17..=64` with cooperative matrices (`shaders/matmul_coop_skinny.wgsl`,
+//! - `T = 17..=64` (from [`Tuning::skinny_min_t`](crate::Tuning::skinny_min_t):
+//!   9 on the H100) with cooperative matrices (`shaders/matmul_coop_skinny.wgsl`,
 //!   `mm_coop_skinny`, module `matmul_coop_skinny.rs`): the skinny
 //!   tensor-core matmul, bound by the weight bytes (a workgroup owns 32–128
 //!   weight rows and all the tokens, each weight read once); it replaces the
@@ -369,9 +370,19 @@ pub(crate) static SPECS: &[&KernelSpec] = &[
     &skinny::MM_SKINNY_REDUCE,
 ];
 
-/// Fewest and most tokens of one token block of the skinny tensor-core
-/// kernel (`T` = 17..=64 under [`MatmulPath::Auto`] where it runs).
-pub const SKINNY_TOKENS: std::ops::RangeInclusive<u32> = skinny::MIN_T..=skinny::MAX_T;
+/// Most tokens of one token block of the skinny tensor-core kernel.
+pub const SKINNY_MAX_T: u32 = skinny::MAX_T;
+
+/// The token counts [`MatmulPath::Auto`] gives the skinny tensor-core kernel
+/// on `ctx` where it runs: [`Tuning::skinny_min_t`](crate::Tuning::skinny_min_t)
+/// ..= [`SKINNY_MAX_T`] (empty when the switch is off).
+pub fn skinny_tokens(ctx: &GpuContext) -> std::ops::RangeInclusive<u32> {
+    if ctx.tuning.skinny {
+        ctx.tuning.skinny_min_t.max(1)..=skinny::MAX_T
+    } else {
+        1..=0
+    }
+}
 
 /// Most tokens a batched decode step should give one matmul: 64 where
 /// [`MatmulPath::Auto`] runs `w` on the skinny tensor-core kernel at 64

@@ -1,6 +1,6 @@
 //! Skinny tensor-core matmul (`shaders/matmul_coop_skinny.wgsl`,
-//! `mm_coop_skinny`): dense matmuls of [`MIN_T`]..=[`MAX_T`] tokens (batched
-//! decode of 17..64 sessions, a speculative step's verification) bound by the
+//! `mm_coop_skinny`): dense matmuls of up to [`MAX_T`] tokens (batched
+//! decode of several sessions, a speculative step's verification) bound by the
 //! weight bytes rather than by arithmetic. The small-T GEMV does `T` f32
 //! multiply-adds per weight element, so past ~8 tokens the ALU limits it; here
 //! a workgroup owns a slice of 16 × NF weight rows and all the tokens (padded
@@ -41,10 +41,13 @@
 //! of one barrier pair) where a thread's share fits its registers and block
 //! scales are at least that wide, else 32 ([`SkinnyShape`] forces either).
 //! These choices are estimates, not measurements: `skinny_bandwidth` (tests)
-//! sweeps them.
+//! sweeps them, and an adapter's [`Tuning::skinny_tiers`](crate::Tuning::skinny_tiers)
+//! replaces them per token range (the H100's: 8 subgroups, 64-column steps
+//! up to 16 tokens).
 //!
 //! Selection: [`MatmulPath::Auto`](super::MatmulPath::Auto) runs it for
-//! `T` in 17..=64 where [`auto`] holds (the adapter has cooperative matrices,
+//! `T` in [`Tuning::skinny_min_t`](crate::Tuning::skinny_min_t)..=64 (17, 9
+//! on the H100) where [`auto`] holds (the adapter has cooperative matrices,
 //! the weight is exact in f16 or the context takes f16 matmuls, and the
 //! switch [`Tuning::skinny`](crate::Tuning::skinny) is on; `QWGPU_SKINNY=0`
 //! turns it off, `QWGPU_SKINNY=nosplit` only its column splits). Adapters
@@ -96,10 +99,6 @@ pub(super) static MM_COOP_SKINNY: KernelSpec = KernelSpec {
     needs: Needs::CooperativeMatrix,
 };
 
-/// Fewest tokens [`auto`] takes: up to 16 the small-T GEMV stays (on the
-/// H100 a 16-session 9B decode step ran faster there than on this kernel;
-/// `benches/EXPERIMENTS.md`).
-pub const MIN_T: u32 = 17;
 /// Most tokens of one token block (4 fragments of 16); more run as several blocks.
 pub const MAX_T: u32 = 64;
 
@@ -230,7 +229,8 @@ pub(super) fn supported(ctx: &GpuContext, w: &GpuWeight) -> bool {
 }
 
 /// Whether [`MatmulPath::Auto`](super::MatmulPath::Auto) runs a `t`-token
-/// matmul of `w` here: the switch is on, `t` in [`MIN_T`]..=[`MAX_T`], the
+/// matmul of `w` here: the switch is on, `t` in
+/// [`Tuning::skinny_min_t`](crate::Tuning::skinny_min_t)..=[`MAX_T`], the
 /// kernel runs on this device, and the weight is exact in f16 with a scale
 /// constant along its rows or blocks of multiples of 32 columns (or the
 /// context takes f16 matmuls). 4-bit weights keep their paths (the GEMV,
@@ -244,7 +244,7 @@ pub(super) fn auto(ctx: &GpuContext, w: &GpuWeight, t: u32) -> bool {
     let exact_w = in_f16 && (w.block_cols >= w.cols || block_sums(w));
     ctx.tuning.skinny
         && !w.format.is_int4()
-        && (MIN_T..=MAX_T).contains(&t)
+        && super::skinny_tokens(ctx).contains(&t)
         && supported(ctx, w)
         && (ctx.f16_matmul || exact_w)
 }
@@ -286,7 +286,9 @@ fn groups_along(n: u32, nf: u32, swiglu: bool) -> u32 {
 
 /// [`shape`] on this context for `w`: two workgroups per streaming
 /// multiprocessor where the tuning knows the adapter's wave (4 per SM), 256
-/// elsewhere; `forced` (benchmarks) replaces the choices it names. NF and
+/// elsewhere; the tuning's tier for `t` tokens
+/// ([`Tuning::skinny_tiers`](crate::Tuning::skinny_tiers), with or without
+/// the `norm`) and then `forced` (benchmarks) replace the choices they name. NF and
 /// CK shrink until the workgroup memory and registers fit. Without the fused
 /// `norm`, a grid still short of the target splits the columns
 /// ([`splits_for`]) where the partial sums fit one binding.
@@ -303,6 +305,7 @@ pub(super) fn shape_for(
     let sgs = subgroup_size(ctx).unwrap_or(32);
     let limit = ctx.limits.max_compute_invocations_per_workgroup / sgs.max(1);
     let mut s = shape(n, t, swiglu, target, limit.max(2), !norm);
+    let forced = with_tier(forced, ctx.tuning.skinny_shape(t, norm));
     if let Some(nf) = forced.subgroups {
         s.nf = if nf >= 8 {
             8
@@ -321,7 +324,10 @@ pub(super) fn shape_for(
     if s.ck > CK && (!fits_registers(s, sgs, cw) || blocks_narrow) {
         s.ck = CK;
     }
-    while s.nf > 2 && shared_bytes(s) > ctx.limits.max_compute_workgroup_storage_size {
+    // (A forced or tiered NF within the adapter's threads too.)
+    while s.nf > 2
+        && (s.nf > limit || shared_bytes(s) > ctx.limits.max_compute_workgroup_storage_size)
+    {
         s.nf /= 2;
     }
     if s.ck > CK && shared_bytes(s) > ctx.limits.max_compute_workgroup_storage_size {
@@ -346,6 +352,16 @@ pub(super) fn shape_for(
         s.kslice = kslice;
     }
     s
+}
+
+/// `forced`'s choices, and the tuning's tier (`tier`) where `forced` leaves
+/// a field to the adapter.
+pub(super) fn with_tier(forced: SkinnyShape, tier: SkinnyShape) -> SkinnyShape {
+    SkinnyShape {
+        subgroups: forced.subgroups.or(tier.subgroups),
+        columns: forced.columns.or(tier.columns),
+        splits: forced.splits.or(tier.splits),
+    }
 }
 
 /// Bytes of the split-K partial sums of a launch in shape `s` (`width`
@@ -512,6 +528,30 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn forced_fields_win_over_the_tier() {
+        let forced = SkinnyShape {
+            subgroups: Some(2),
+            columns: None,
+            splits: None,
+        };
+        let tier = SkinnyShape {
+            subgroups: Some(8),
+            columns: Some(64),
+            splits: None,
+        };
+        assert_eq!(
+            with_tier(forced, tier),
+            SkinnyShape {
+                subgroups: Some(2),
+                columns: Some(64),
+                splits: None
+            }
+        );
+        assert_eq!(with_tier(SkinnyShape::default(), tier), tier);
+        assert_eq!(with_tier(tier, SkinnyShape::default()), tier);
     }
 
     #[test]

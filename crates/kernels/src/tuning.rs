@@ -4,6 +4,14 @@
 //! nothing about it). Only speed depends on these values, never results'
 //! correctness.
 
+use crate::matmul::SkinnyShape;
+
+/// Fewest tokens of the skinny kernel on adapters without a measured value
+/// ([`Tuning::skinny_min_t`]): up to 16 the small-T GEMV stays (on the
+/// H100 a 16-session 9B decode step in the kernel's own shape ran faster
+/// there; `benches/EXPERIMENTS.md`).
+const SKINNY_MIN_T: u32 = 17;
+
 /// NVIDIA's PCI vendor id.
 const NVIDIA: u32 = 0x10de;
 
@@ -23,6 +31,11 @@ struct Known {
     /// The one-token 4-bit GEMV's shape (`gemv_bench::gemv_int4_shapes`
     /// prints the best one; the default until measured).
     int4_gemv: Int4Gemv,
+    /// Fewest tokens the skinny tensor-core matmul takes under Auto
+    /// ([`Tuning::skinny_min_t`]).
+    skinny_min_t: u32,
+    /// The skinny kernel's shapes per token range ([`Tuning::skinny_tiers`]).
+    skinny_tiers: &'static [SkinnyTier],
 }
 
 /// Adapters with measured (or, where said, derived) values.
@@ -35,6 +48,8 @@ const KNOWN: &[Known] = &[
         sms: 132,
         small_t: HOPPER_SMALL_T,
         int4_gemv: HOPPER_INT4,
+        skinny_min_t: HOPPER_SKINNY_MIN_T,
+        skinny_tiers: HOPPER_SKINNY,
     },
     // H200: the same GH100 die with the same 132 SMs and register file; not
     // measured separately.
@@ -44,6 +59,8 @@ const KNOWN: &[Known] = &[
         sms: 132,
         small_t: HOPPER_SMALL_T,
         int4_gemv: HOPPER_INT4,
+        skinny_min_t: HOPPER_SKINNY_MIN_T,
+        skinny_tiers: HOPPER_SKINNY,
     },
 ];
 
@@ -57,6 +74,33 @@ const HOPPER_INT4: Int4Gemv = Int4Gemv {
     quads: 1,
     interleave: true,
 };
+
+/// Fewest tokens of the skinny kernel on the H100: its kernel bench at T =
+/// 16 (`matmul_coop_skinny::skinny_bandwidth`, `gdn.in_proj_qkvz` BF16) ran
+/// at 84% of the one-token GEMV's bandwidth with 8 subgroups and 64-column
+/// steps where the small-T GEMV runs at ~30% (`benches/EXPERIMENTS.md`), so
+/// 9..16 tokens move to it in that shape ([`HOPPER_SKINNY`]). To be
+/// confirmed by the sweep of every T and by the batched decode bench
+/// (`QWGPU_SKINNY_MIN_T` moves it without a rebuild).
+const HOPPER_SKINNY_MIN_T: u32 = 9;
+
+/// The H100's skinny shapes: 8 subgroups and 64-column steps up to 16
+/// tokens (the shape measured above), with and without the fused norm (the
+/// kernel's own choice shrank the norm's workgroups to 2 subgroups);
+/// the kernel's choices above 16.
+const HOPPER_SKINNY: &[SkinnyTier] = &[SkinnyTier {
+    max_t: 16,
+    shape: SkinnyShape {
+        subgroups: Some(8),
+        columns: Some(64),
+        splits: None,
+    },
+    normed: SkinnyShape {
+        subgroups: Some(8),
+        columns: Some(64),
+        splits: None,
+    },
+}];
 
 /// The small-T shape measured best overall on the H100 by
 /// `gemv_bench::gemv_small_t_shapes` (BF16 and FP8 block, T = 4, 8, 16, four
@@ -144,6 +188,23 @@ impl Int4Gemv {
     };
 }
 
+/// The skinny tensor-core matmul's workgroup shape for the token counts up
+/// to `max_t` (the first tier of [`Tuning::skinny_tiers`] whose `max_t`
+/// covers a launch's `T`; `T` past every tier takes the kernel's own
+/// choices). `None` fields take the kernel's choice; only speed depends on
+/// these values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SkinnyTier {
+    /// Most tokens of this tier (inclusive; the previous tier's `max_t`
+    /// bounds it from below).
+    pub max_t: u32,
+    /// The shape of launches without the fused norm.
+    pub shape: SkinnyShape,
+    /// The shape of launches with the fused RMSNorm (`matmul_normed`: no
+    /// column splits, so its grid is smaller at the same subgroup count).
+    pub normed: SkinnyShape,
+}
+
 /// What the kernels tune per adapter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tuning {
@@ -174,7 +235,7 @@ pub struct Tuning {
     /// holds ([`crate::matmul::coop_fast`]); GEMMs of more tokens run in
     /// blocks of whole 128-token tiles, each a pre-pass and its launches.
     pub coop_fast_scratch: u64,
-    /// Whether dense matmuls of 9..=64 tokens run the skinny tensor-core
+    /// Whether dense matmuls of [`Tuning::skinny_min_t`]..=64 tokens run the skinny tensor-core
     /// kernel where the adapter has cooperative matrices
     /// (`matmul_coop_skinny.rs`); off: the small-T GEMV (T <= 16) and the
     /// GEMMs, as before it. On everywhere unless `QWGPU_SKINNY=0`
@@ -185,6 +246,13 @@ pub struct Tuning {
     /// grid is small (split-K: partial sums, then a reduction launch). On
     /// unless `QWGPU_SKINNY=nosplit`.
     pub skinny_split: bool,
+    /// Fewest tokens [`MatmulPath::Auto`](crate::matmul::MatmulPath::Auto)
+    /// gives the skinny kernel (it takes `skinny_min_t..=64`; fewer stay on
+    /// the small-T GEMV). 17 unless the adapter's row says otherwise; `QWGPU_SKINNY_MIN_T` replaces it (2..=65; 65: never).
+    pub skinny_min_t: u32,
+    /// The skinny kernel's shapes per token range (first tier covering `T`);
+    /// empty: the kernel's own choices at every `T`.
+    pub skinny_tiers: &'static [SkinnyTier],
     /// The one-token 4-bit GEMV's shape; `None` runs 4-bit weights on the
     /// one-token kernel of the other formats (`mm_vec`: 4 rows per
     /// workgroup; kept for comparison in benchmarks).
@@ -201,6 +269,8 @@ impl Default for Tuning {
             coop_fast_scratch: crate::matmul::coop_fast::SCRATCH_CAP,
             skinny: true,
             skinny_split: true,
+            skinny_min_t: SKINNY_MIN_T,
+            skinny_tiers: &[],
             int4_gemv: Some(Int4Gemv::DEFAULT),
         }
     }
@@ -220,6 +290,8 @@ impl Tuning {
             coop_fast_scratch: crate::matmul::coop_fast::SCRATCH_CAP,
             skinny: true,
             skinny_split: true,
+            skinny_min_t: known.map_or(SKINNY_MIN_T, |k| k.skinny_min_t),
+            skinny_tiers: known.map_or(&[], |k| k.skinny_tiers),
             int4_gemv: Some(known.map_or(Int4Gemv::DEFAULT, |k| k.int4_gemv)),
         }
     }
@@ -232,7 +304,34 @@ impl Tuning {
         let mut t = Self::lookup(info.vendor, &info.name)
             .with_coop_fast_env(std::env::var("QWGPU_COOP_FAST").ok().as_deref());
         (t.skinny, t.skinny_split) = skinny_switch(std::env::var("QWGPU_SKINNY").ok().as_deref());
-        t
+        t.with_skinny_min_t_env(std::env::var("QWGPU_SKINNY_MIN_T").ok().as_deref())
+    }
+
+    /// [`Tuning::skinny_min_t`] from `QWGPU_SKINNY_MIN_T`'s value (a number,
+    /// clamped to 2..=65; 65 keeps the kernel out of Auto): A/B measurements
+    /// of the small-T GEMV against the skinny kernel without a rebuild.
+    /// Anything else (or unset) leaves it as it is.
+    pub fn with_skinny_min_t_env(mut self, value: Option<&str>) -> Self {
+        if let Some(v) = value.and_then(|v| v.trim().parse::<u32>().ok()) {
+            self.skinny_min_t = v.clamp(2, crate::matmul::SKINNY_MAX_T + 1);
+        }
+        self
+    }
+
+    /// The skinny kernel's shape from the tiers for a launch of `t` tokens
+    /// (with the fused norm when `normed`): the first tier whose `max_t`
+    /// covers `t`, else the kernel's own choices (all `None`).
+    pub fn skinny_shape(&self, t: u32, normed: bool) -> SkinnyShape {
+        self.skinny_tiers
+            .iter()
+            .find(|tier| t <= tier.max_t)
+            .map_or(SkinnyShape::default(), |tier| {
+                if normed {
+                    tier.normed
+                } else {
+                    tier.shape
+                }
+            })
     }
 
     /// The fast tensor-core GEMM's switches from `QWGPU_COOP_FAST`'s value:
@@ -287,6 +386,84 @@ mod tests {
         assert!(d.skinny && d.skinny_split);
         let h = Tuning::lookup(0x10de, "NVIDIA H100 80GB HBM3");
         assert!(h.skinny && h.skinny_split);
+    }
+
+    #[test]
+    fn skinny_range_and_tiers_per_adapter() {
+        let d = Tuning::default();
+        assert_eq!(d.skinny_min_t, SKINNY_MIN_T);
+        assert!(d.skinny_tiers.is_empty());
+        assert_eq!(d.skinny_shape(9, false), SkinnyShape::default());
+        let h = Tuning::lookup(NVIDIA, "NVIDIA H100 80GB HBM3");
+        assert_eq!(h.skinny_min_t, HOPPER_SKINNY_MIN_T);
+        assert_eq!(h.skinny_tiers, HOPPER_SKINNY);
+        assert_eq!(
+            Tuning::lookup(NVIDIA, "NVIDIA H200").skinny_tiers,
+            HOPPER_SKINNY
+        );
+        // Tiers: the first whose max_t covers T, the normed shape with the
+        // norm, the kernel's choices past every tier.
+        let a = SkinnyShape {
+            subgroups: Some(8),
+            columns: Some(64),
+            splits: None,
+        };
+        let b = SkinnyShape {
+            subgroups: Some(2),
+            columns: None,
+            splits: Some(3),
+        };
+        let c = SkinnyShape {
+            subgroups: Some(4),
+            ..SkinnyShape::default()
+        };
+        static TIERS: [SkinnyTier; 2] = [
+            SkinnyTier {
+                max_t: 8,
+                shape: SkinnyShape {
+                    subgroups: Some(8),
+                    columns: Some(64),
+                    splits: None,
+                },
+                normed: SkinnyShape {
+                    subgroups: Some(2),
+                    columns: None,
+                    splits: Some(3),
+                },
+            },
+            SkinnyTier {
+                max_t: 32,
+                shape: SkinnyShape {
+                    subgroups: Some(4),
+                    columns: None,
+                    splits: None,
+                },
+                normed: SkinnyShape {
+                    subgroups: Some(4),
+                    columns: None,
+                    splits: None,
+                },
+            },
+        ];
+        let t = Tuning {
+            skinny_tiers: &TIERS,
+            ..d
+        };
+        assert_eq!(t.skinny_shape(2, false), a);
+        assert_eq!(t.skinny_shape(8, false), a);
+        assert_eq!(t.skinny_shape(8, true), b);
+        assert_eq!(t.skinny_shape(9, false), c);
+        assert_eq!(t.skinny_shape(32, true), c);
+        assert_eq!(t.skinny_shape(33, false), SkinnyShape::default());
+        // QWGPU_SKINNY_MIN_T: a number within 2..=65, else unchanged.
+        assert_eq!(d.with_skinny_min_t_env(None).skinny_min_t, SKINNY_MIN_T);
+        assert_eq!(
+            d.with_skinny_min_t_env(Some("x")).skinny_min_t,
+            SKINNY_MIN_T
+        );
+        assert_eq!(d.with_skinny_min_t_env(Some(" 9 ")).skinny_min_t, 9);
+        assert_eq!(d.with_skinny_min_t_env(Some("0")).skinny_min_t, 2);
+        assert_eq!(d.with_skinny_min_t_env(Some("1000")).skinny_min_t, 65);
     }
 
     #[test]

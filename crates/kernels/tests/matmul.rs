@@ -289,8 +289,9 @@ fn small_t_matches_reference_for_every_format_and_scheme() {
 /// Dense matmuls of 2..=16 tokens run the small-T kernel (one launch, one
 /// read of the weight for all the tokens), T = 1 the one-token GEMV and
 /// T = 17 a GEMM, or where the skinny tensor-core kernel takes the weight
-/// (`decode_block_tokens` says 64) that kernel (`matmul_coop_skinny.rs` tests
-/// its selection).
+/// (`decode_block_tokens` says 64) at the tuning's token counts
+/// (`skinny_tokens`) that kernel (`matmul_coop_skinny.rs` tests its
+/// selection).
 #[test]
 fn small_t_is_the_path_of_two_to_sixteen_tokens() {
     let t = testing::contexts()[0];
@@ -313,8 +314,8 @@ fn small_t_is_the_path_of_two_to_sixteen_tokens() {
         for epi in EPILOGUES {
             let d = matmul(ctx, &gw, &args, epi).unwrap();
             let labels: Vec<&str> = d.iter().map(|d| d.label).collect();
-            let skinny =
-                tokens >= 17 && qwgpu_kernels::matmul::decode_block_tokens(ctx, &gw) > MAX_VEC_T;
+            let skinny = qwgpu_kernels::matmul::skinny_tokens(ctx).contains(&tokens)
+                && qwgpu_kernels::matmul::decode_block_tokens(ctx, &gw) > MAX_VEC_T;
             if skinny {
                 assert_eq!(labels[0], "matmul_coop_skinny", "T = {tokens} {epi:?}");
                 continue;

@@ -1,5 +1,6 @@
-//! The skinny tensor-core matmul (`mm_coop_skinny`, 9..=64 tokens) against
-//! an f64 CPU reference, its selection by `MatmulPath::Auto`, its SPIR-V
+//! The skinny tensor-core matmul (`mm_coop_skinny`, 2..=64 tokens and token
+//! blocks past 64) against an f64 CPU reference, its selection by
+//! `MatmulPath::Auto` (the tuning's token range and shapes), its SPIR-V
 //! translation for every override combination, and (`#[ignore]`d) its
 //! bandwidth on the 9B decode shapes.
 //!
@@ -20,14 +21,15 @@
 use qwgpu_checkpoint::Dtype;
 use qwgpu_kernels::matmul::{
     decode_block_tokens, matmul, matmul_gemv_with, matmul_normed, matmul_skinny_with, matmul_with,
-    Epilogue, FusedNorm, MatmulArgs, MatmulPath, SkinnyShape, MAX_VEC_T, SKINNY_TOKENS,
+    skinny_tokens, Epilogue, FusedNorm, MatmulArgs, MatmulPath, SkinnyShape, MAX_VEC_T,
+    SKINNY_MAX_T,
 };
 use qwgpu_kernels::registry;
 use qwgpu_kernels::spec::Needs;
 use qwgpu_kernels::testing::{self, Feature};
 use qwgpu_kernels::{
     wgpu, ContextOptions, Dispatch, GpuContext, GpuWeight, KernelError, MatmulPrecision,
-    WeightFormat,
+    SkinnyTier, WeightFormat,
 };
 
 mod support;
@@ -37,8 +39,9 @@ use support::Scheme;
 use support::packed_one_shard as packed;
 
 const EPILOGUES: [Epilogue; 3] = [Epilogue::Store, Epilogue::Accumulate, Epilogue::SwiGlu];
-/// The token counts every hardware test covers (one and several fragments, 64 = four).
-const TOKENS: [usize; 6] = [9, 13, 16, 17, 33, 64];
+/// The token counts every hardware test covers (a fragment of 2 tokens, 9
+/// and a whole one; several fragments, 64 = four).
+const TOKENS: [usize; 6] = [2, 9, 16, 17, 33, 64];
 /// Norm eps of the fused-norm cases.
 const EPS: f32 = 1e-6;
 
@@ -188,6 +191,8 @@ fn check_cases(t: &testing::TestContext, ctx: &GpuContext, c: &Cases) -> usize {
         shape(Some(2), Some(64), Some(8)),
         shape(Some(8), Some(64), Some(1)),
         shape(Some(4), Some(32), Some(5)),
+        // The H100's tier up to 16 tokens (splits the adapter's choice).
+        shape(Some(8), Some(64), None),
     ];
     for &(dtype, scheme) in c.formats {
         for &(rows, cols) in c.sizes {
@@ -324,7 +329,7 @@ const EXACT_FORMATS: [(Dtype, Scheme); 10] = [
     (Dtype::F32, Scheme::None),
 ];
 
-/// The exact variant (default contexts), every format, T = 9 .. 64, x rows
+/// The exact variant (default contexts), every format, T = 2 .. 64, x rows
 /// from 1e-6 to 1e6.
 #[test]
 fn skinny_exact_matches_reference() {
@@ -541,29 +546,71 @@ fn same(a: &[f32], b: &[f32]) -> bool {
     a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits())
 }
 
-/// `MatmulPath::Auto` (and `matmul_normed`) run the skinny kernel for T =
-/// 17..=64 on adapters with cooperative matrices where the weight is exact in
-/// f16 with row-constant scales or 128² FP8 blocks, the small-T GEMV at T <= 8
-/// and for blocks it would round (16 × 48), `mm_coop` past 64; with
-/// `Tuning::skinny` off, and on every adapter without cooperative matrices,
-/// the paths before it. `decode_block_tokens` follows. Runs on every context.
+/// Labels and grids of the launches `matmul` (`matmul_normed` with `norm`)
+/// records for `tokens` rows of `w` (`[rows, cols]`).
+fn recorded(
+    ctx: &GpuContext,
+    w: &GpuWeight,
+    (rows, cols): (usize, usize),
+    tokens: usize,
+    norm: bool,
+) -> Vec<(&'static str, [u32; 3])> {
+    let x = ctx.upload("x", &vec![0.5f32; tokens * cols]).unwrap();
+    let y = ctx.upload("y", &vec![0f32; tokens * rows]).unwrap();
+    let g = ctx.upload("norm weight", &vec![0.1f32; cols]).unwrap();
+    let args = MatmulArgs {
+        x: &x,
+        x_offset: 0,
+        x_stride: cols as u32,
+        y: &y,
+        y_offset: 0,
+        y_stride: rows as u32,
+        t: tokens as u32,
+    };
+    let fused = FusedNorm {
+        weight: &g,
+        eps: EPS,
+        one_plus: true,
+    };
+    let d = if norm {
+        matmul_normed(ctx, w, &args, &fused, Epilogue::Store)
+    } else {
+        matmul(ctx, w, &args, Epilogue::Store)
+    }
+    .unwrap_or_else(|e| panic!("T={tokens} norm {norm}: {e}"));
+    d.iter().map(|d| (d.label, d.groups)).collect()
+}
+
+/// `MatmulPath::Auto` (and `matmul_normed`) run the skinny kernel for the
+/// token counts of the context's tuning (`skinny_tokens`:
+/// `Tuning::skinny_min_t ..= 64`) on adapters with cooperative matrices
+/// where the weight is exact in f16 with row-constant scales or 128² FP8
+/// blocks; below that range the small-T GEMV (and for blocks it would round,
+/// 16 × 48), `mm_coop` past 64; with `Tuning::skinny` off, and on every
+/// adapter without cooperative matrices, the paths before it. Moving the
+/// tuning's bound moves the selection, and its tiers
+/// (`Tuning::skinny_tiers`) set the launches' shapes (their grids).
+/// `decode_block_tokens` follows. Runs on every context.
 #[test]
-fn auto_takes_skinny_for_17_to_64_tokens_where_it_runs() {
-    assert_eq!(SKINNY_TOKENS, 17..=64);
+fn auto_takes_skinny_in_the_tunings_token_range() {
     let block = Scheme::Block([128, 128]);
     for t in testing::contexts() {
         let ctx = &t.ctx;
         let name = &t.name;
         let coop = t.missing(&[Feature::CooperativeMatrix]).is_none();
-        let probe = |dtype, scheme| {
+        let probe = |ctx: &GpuContext, dtype, scheme| {
             let pw = packed(&mut Rng::new(2), dtype, 4, 256, scheme);
             GpuWeight::upload(ctx, &pw).unwrap()
         };
-        let bf16 = probe(Dtype::BF16, Scheme::None);
-        let fp8_block = probe(Dtype::F8E4M3, block);
-        let fp8_narrow = probe(Dtype::F8E4M3, Scheme::Block([16, 48]));
+        let bf16 = probe(ctx, Dtype::BF16, Scheme::None);
+        let fp8_block = probe(ctx, Dtype::F8E4M3, block);
+        let fp8_narrow = probe(ctx, Dtype::F8E4M3, Scheme::Block([16, 48]));
+        let range = skinny_tokens(ctx);
+        assert_eq!(*range.start(), ctx.tuning.skinny_min_t, "{name}");
+        assert_eq!(*range.end(), SKINNY_MAX_T, "{name}");
         if !coop {
-            // The kernel refuses the adapter; Auto keeps the GEMV and the GEMM.
+            // The kernel refuses the adapter; Auto keeps the GEMV and the
+            // GEMM whatever the tuning's range.
             let x = ctx.upload("x", &[0f32; 256 * 16]).unwrap();
             let y = ctx.upload("y", &[0f32; 4 * 16]).unwrap();
             let args = MatmulArgs {
@@ -606,38 +653,37 @@ fn auto_takes_skinny_for_17_to_64_tokens_where_it_runs() {
                 &[Call::Auto, Call::Path(MatmulPath::Scalar)],
             );
             assert!(same(&r[0], &r[1]), "{name}: Auto at T=33 is not the GEMM");
+            let mut wide = GpuContext::new(&t.variant.options()).unwrap();
+            wide.tuning.skinny_min_t = 2;
+            let w = probe(&wide, Dtype::BF16, Scheme::None);
+            assert_eq!(decode_block_tokens(&wide, &w), MAX_VEC_T, "{name}");
+            for tokens in [2usize, 9, 16] {
+                let labels = recorded(&wide, &w, (4, 256), tokens, false);
+                assert!(
+                    labels.iter().all(|l| l.0 != "matmul_coop_skinny"),
+                    "{name}: T={tokens} {labels:?}"
+                );
+            }
             continue;
         }
         assert_eq!(decode_block_tokens(ctx, &bf16), 64, "{name}");
         assert_eq!(decode_block_tokens(ctx, &fp8_block), 64, "{name}");
         assert_eq!(decode_block_tokens(ctx, &fp8_narrow), MAX_VEC_T, "{name}");
-        for tokens in [17usize, 33, 64] {
-            let r = bits_of(
-                ctx,
-                Dtype::BF16,
-                Scheme::None,
-                tokens,
-                false,
-                &[Call::Auto, Call::Skinny(SkinnyShape::default())],
-            );
-            assert!(
-                same(&r[0], &r[1]),
-                "{name}: Auto at T={tokens} is not skinny"
-            );
-            let r = bits_of(
-                ctx,
-                Dtype::F8E4M3,
-                Scheme::PerChannel,
-                tokens,
-                true,
-                &[Call::Auto, Call::Skinny(SkinnyShape::default())],
-            );
-            assert!(
-                same(&r[0], &r[1]),
-                "{name}: matmul_normed at T={tokens} is not skinny"
-            );
-        }
-        for (tokens, other) in [(16usize, Call::Gemv), (65, Call::Path(MatmulPath::Coop))] {
+        // Both sides of the tuning's bound, one- and several-fragment counts.
+        let lo = ctx.tuning.skinny_min_t as usize;
+        let mut counts = vec![2usize, 8, 9, 16, 17, 33, 64, lo.saturating_sub(1), lo];
+        counts.retain(|&c| (2..=64).contains(&c));
+        counts.sort_unstable();
+        counts.dedup();
+        for tokens in counts {
+            let skinny = range.contains(&(tokens as u32));
+            let other = if skinny {
+                Call::Skinny(SkinnyShape::default())
+            } else if tokens <= MAX_VEC_T as usize {
+                Call::Gemv
+            } else {
+                Call::Path(MatmulPath::Coop)
+            };
             let r = bits_of(
                 ctx,
                 Dtype::BF16,
@@ -650,7 +696,36 @@ fn auto_takes_skinny_for_17_to_64_tokens_where_it_runs() {
                 same(&r[0], &r[1]),
                 "{name}: Auto at T={tokens} is not {other:?}"
             );
+            let labels = recorded(ctx, &bf16, (4, 256), tokens, false);
+            assert_eq!(
+                labels[0].0 == "matmul_coop_skinny",
+                skinny,
+                "{name}: T={tokens} {labels:?}"
+            );
+            if skinny {
+                let r = bits_of(
+                    ctx,
+                    Dtype::F8E4M3,
+                    Scheme::PerChannel,
+                    tokens,
+                    true,
+                    &[Call::Auto, Call::Skinny(SkinnyShape::default())],
+                );
+                assert!(
+                    same(&r[0], &r[1]),
+                    "{name}: matmul_normed at T={tokens} is not skinny"
+                );
+            }
         }
+        let r = bits_of(
+            ctx,
+            Dtype::BF16,
+            Scheme::None,
+            65,
+            false,
+            &[Call::Auto, Call::Path(MatmulPath::Coop)],
+        );
+        assert!(same(&r[0], &r[1]), "{name}: Auto at T=65 is not mm_coop");
         // 128² FP8 blocks: skinny; 48-column blocks stay on the GEMV.
         let r = bits_of(
             ctx,
@@ -676,13 +751,99 @@ fn auto_takes_skinny_for_17_to_64_tokens_where_it_runs() {
             same(&r[0], &r[1]),
             "{name}: FP8 16 × 48 blocks at T=16 left the GEMV"
         );
+
+        // The tuning moves the bound: from 2 tokens, or never (65).
+        let mut moved = GpuContext::new(&t.variant.options()).unwrap();
+        moved.tuning.skinny_min_t = 2;
+        let w = probe(&moved, Dtype::BF16, Scheme::None);
+        assert_eq!(skinny_tokens(&moved), 2..=64, "{name}");
+        for tokens in [2usize, 5] {
+            let labels = recorded(&moved, &w, (4, 256), tokens, false);
+            assert_eq!(labels[0].0, "matmul_coop_skinny", "{name}: T={tokens}");
+        }
+        moved.tuning.skinny_min_t = 65;
+        assert_eq!(decode_block_tokens(&moved, &w), MAX_VEC_T, "{name}");
+        for (tokens, other) in [
+            (16usize, Call::Gemv),
+            (17, Call::Path(MatmulPath::Coop)),
+            (64, Call::Path(MatmulPath::Coop)),
+        ] {
+            let labels = recorded(&moved, &w, (4, 256), tokens, false);
+            assert!(
+                labels.iter().all(|l| l.0 != "matmul_coop_skinny"),
+                "{name}: T={tokens} {labels:?}"
+            );
+            let r = bits_of(
+                &moved,
+                Dtype::BF16,
+                Scheme::None,
+                tokens,
+                false,
+                &[Call::Auto, other],
+            );
+            assert!(
+                same(&r[0], &r[1]),
+                "{name}: bound 65, Auto at T={tokens} is not {other:?}"
+            );
+        }
+        // Tiers set the shape: 520 rows make 17, 9 or 5 workgroups of 2, 4
+        // or 8 subgroups (splits forced to 1; the norm never splits).
+        let one = |nf| SkinnyShape {
+            subgroups: Some(nf),
+            columns: Some(if nf == 8 { 64 } else { 32 }),
+            splits: Some(1),
+        };
+        static TIERS: std::sync::OnceLock<[SkinnyTier; 2]> = std::sync::OnceLock::new();
+        let tiers = TIERS.get_or_init(|| {
+            [
+                SkinnyTier {
+                    max_t: 8,
+                    shape: one(2),
+                    normed: one(8),
+                },
+                SkinnyTier {
+                    max_t: 32,
+                    shape: one(8),
+                    normed: one(4),
+                },
+            ]
+        });
+        moved.tuning.skinny_min_t = 2;
+        moved.tuning.skinny_tiers = tiers;
+        let (rows, cols) = (520usize, 256usize);
+        let pw = packed(&mut Rng::new(3), Dtype::BF16, rows, cols, Scheme::None);
+        let w = GpuWeight::upload(&moved, &pw).unwrap();
+        for (tokens, norm, groups) in [
+            (4usize, false, 17u32),
+            (4, true, 5),
+            (8, false, 17),
+            (9, false, 5),
+            (16, true, 9),
+            (32, false, 5),
+        ] {
+            let labels = recorded(&moved, &w, (rows, cols), tokens, norm);
+            assert_eq!(
+                labels,
+                [("matmul_coop_skinny", [groups, 1, 1])],
+                "{name}: T={tokens} norm {norm}"
+            );
+            // Auto and the forced default shape are the tier's.
+            let forced = moved.tuning.skinny_shape(tokens as u32, norm);
+            assert_eq!(
+                forced,
+                tiers
+                    .iter()
+                    .find(|t| tokens as u32 <= t.max_t)
+                    .map(|t| if norm { t.normed } else { t.shape })
+                    .unwrap()
+            );
+        }
+
         // The switch off: the GEMV at 16 tokens, mm_coop at 33.
         let mut off = GpuContext::new(&t.variant.options()).unwrap();
         off.tuning.skinny = false;
-        let bf16_off = {
-            let pw = packed(&mut Rng::new(2), Dtype::BF16, 4, 256, Scheme::None);
-            GpuWeight::upload(&off, &pw).unwrap()
-        };
+        let bf16_off = probe(&off, Dtype::BF16, Scheme::None);
+        assert!(skinny_tokens(&off).is_empty(), "{name}");
         assert_eq!(decode_block_tokens(&off, &bf16_off), MAX_VEC_T, "{name}");
         let r = bits_of(
             &off,
