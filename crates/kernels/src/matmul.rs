@@ -377,11 +377,13 @@ pub const SKINNY_MAX_T: u32 = skinny::MAX_T;
 /// on `ctx` where it runs: [`Tuning::skinny_min_t`](crate::Tuning::skinny_min_t)
 /// ..= [`SKINNY_MAX_T`] (empty when the switch is off).
 pub fn skinny_tokens(ctx: &GpuContext) -> std::ops::RangeInclusive<u32> {
-    if ctx.tuning.skinny {
-        ctx.tuning.skinny_min_t.max(1)..=skinny::MAX_T
+    // (Switched off: a start past the end, an empty range.)
+    let start = if ctx.tuning.skinny {
+        ctx.tuning.skinny_min_t.max(1)
     } else {
-        1..=0
-    }
+        skinny::MAX_T + 1
+    };
+    start..=skinny::MAX_T
 }
 
 /// Most tokens a batched decode step should give one matmul: 64 where
