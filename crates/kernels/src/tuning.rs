@@ -253,6 +253,12 @@ pub struct Tuning {
     /// The skinny kernel's shapes per token range (first tier covering `T`);
     /// empty: the kernel's own choices at every `T`.
     pub skinny_tiers: &'static [SkinnyTier],
+    /// Whether `matmul_normed` on the skinny kernel fuses the RMSNorm into
+    /// it (x staged times the norm's weight, 1 / rms in the epilogue; no
+    /// column splits); off: an `rms_norm` launch into a scratch first, then
+    /// the plain kernel (splits allowed). On unless
+    /// `QWGPU_SKINNY_NORM=prenorm`.
+    pub skinny_fused_norm: bool,
     /// The one-token 4-bit GEMV's shape; `None` runs 4-bit weights on the
     /// one-token kernel of the other formats (`mm_vec`: 4 rows per
     /// workgroup; kept for comparison in benchmarks).
@@ -271,6 +277,7 @@ impl Default for Tuning {
             skinny_split: true,
             skinny_min_t: SKINNY_MIN_T,
             skinny_tiers: &[],
+            skinny_fused_norm: true,
             int4_gemv: Some(Int4Gemv::DEFAULT),
         }
     }
@@ -292,6 +299,7 @@ impl Tuning {
             skinny_split: true,
             skinny_min_t: known.map_or(SKINNY_MIN_T, |k| k.skinny_min_t),
             skinny_tiers: known.map_or(&[], |k| k.skinny_tiers),
+            skinny_fused_norm: true,
             int4_gemv: Some(known.map_or(Int4Gemv::DEFAULT, |k| k.int4_gemv)),
         }
     }
@@ -305,6 +313,19 @@ impl Tuning {
             .with_coop_fast_env(std::env::var("QWGPU_COOP_FAST").ok().as_deref());
         (t.skinny, t.skinny_split) = skinny_switch(std::env::var("QWGPU_SKINNY").ok().as_deref());
         t.with_skinny_min_t_env(std::env::var("QWGPU_SKINNY_MIN_T").ok().as_deref())
+            .with_skinny_norm_env(std::env::var("QWGPU_SKINNY_NORM").ok().as_deref())
+    }
+
+    /// [`Tuning::skinny_fused_norm`] from `QWGPU_SKINNY_NORM`'s value:
+    /// `prenorm` turns it off, `fused` on; anything else (or unset) leaves
+    /// it as it is.
+    pub fn with_skinny_norm_env(mut self, value: Option<&str>) -> Self {
+        match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+            Some("prenorm") => self.skinny_fused_norm = false,
+            Some("fused") => self.skinny_fused_norm = true,
+            _ => {}
+        }
+        self
     }
 
     /// [`Tuning::skinny_min_t`] from `QWGPU_SKINNY_MIN_T`'s value (a number,
@@ -464,6 +485,13 @@ mod tests {
         assert_eq!(d.with_skinny_min_t_env(Some(" 9 ")).skinny_min_t, 9);
         assert_eq!(d.with_skinny_min_t_env(Some("0")).skinny_min_t, 2);
         assert_eq!(d.with_skinny_min_t_env(Some("1000")).skinny_min_t, 65);
+        // QWGPU_SKINNY_NORM: prenorm / fused, else unchanged.
+        assert!(d.skinny_fused_norm && h.skinny_fused_norm);
+        let pre = d.with_skinny_norm_env(Some(" PreNorm"));
+        assert!(!pre.skinny_fused_norm);
+        assert!(!pre.with_skinny_norm_env(None).skinny_fused_norm);
+        assert!(!pre.with_skinny_norm_env(Some("1")).skinny_fused_norm);
+        assert!(pre.with_skinny_norm_env(Some("fused")).skinny_fused_norm);
     }
 
     #[test]

@@ -24,9 +24,11 @@ use qwgpu_kernels::matmul::{
     skinny_tokens, Epilogue, FusedNorm, MatmulArgs, MatmulPath, SkinnyShape, MAX_VEC_T,
     SKINNY_MAX_T,
 };
+use qwgpu_kernels::norm::rms_norm;
 use qwgpu_kernels::registry;
 use qwgpu_kernels::spec::Needs;
 use qwgpu_kernels::testing::{self, Feature};
+use qwgpu_kernels::view::TensorView;
 use qwgpu_kernels::{
     wgpu, ContextOptions, Dispatch, GpuContext, GpuWeight, KernelError, MatmulPrecision,
     SkinnyTier, WeightFormat,
@@ -125,6 +127,9 @@ struct Cases<'a> {
     /// Shards of each weight (row ranges cut at unaligned rows, one scale
     /// or block grid each).
     shards: usize,
+    /// Through `MatmulPath::Auto` (`matmul` / `matmul_normed`) with dense x
+    /// rows (stride = columns) instead of the forced skinny kernel.
+    auto: bool,
 }
 
 /// A `[rows, cols]` weight in `shards` shards cut at unaligned rows, scales
@@ -217,7 +222,8 @@ fn check_cases(t: &testing::TestContext, ctx: &GpuContext, c: &Cases) -> usize {
                     // The fused norm needs vec4-aligned rows.
                     let align = if c.norm { 4 } else { 1 };
                     let x_off = (rng.uniform() * 5.0) as usize * align;
-                    let x_stride = cols + (rng.uniform() * 3.0) as usize * align;
+                    let pad = (rng.uniform() * 3.0) as usize * align;
+                    let x_stride = if c.auto { cols } else { cols + pad };
                     let y_off = (rng.uniform() * 5.0) as usize;
                     let y_stride = width + (rng.uniform() * 3.0) as usize;
                     let mut xbuf = vec![f32::NAN; x_off + (tokens - 1) * x_stride + cols + 3];
@@ -258,7 +264,11 @@ fn check_cases(t: &testing::TestContext, ctx: &GpuContext, c: &Cases) -> usize {
                         tokens,
                         epi,
                         c.norm.then_some(&fused),
-                        Call::Skinny(shape),
+                        if c.auto {
+                            Call::Auto
+                        } else {
+                            Call::Skinny(shape)
+                        },
                     )
                     .unwrap_or_else(|e| panic!("{what}: {e}"));
                     let mut want = vec![None; ylen];
@@ -346,6 +356,7 @@ fn skinny_exact_matches_reference() {
                 wide_rows: true,
                 norm: false,
                 shards: 1,
+                auto: false,
             },
         );
         assert!(cases > 0, "{}: no exact skinny case ran", t.name);
@@ -374,6 +385,7 @@ fn skinny_exact_fused_norm_matches_reference() {
                 wide_rows: true,
                 norm: true,
                 shards: 1,
+                auto: false,
             },
         );
         assert!(cases > 0, "{}: no fused-norm skinny case ran", t.name);
@@ -418,6 +430,7 @@ fn skinny_fast_and_plain_match_reference() {
                         wide_rows,
                         norm,
                         shards: 1,
+                        auto: false,
                     },
                 );
             }
@@ -449,6 +462,7 @@ fn skinny_several_shards_match_reference() {
                 wide_rows: true,
                 norm: false,
                 shards: 3,
+                auto: false,
             },
         );
         assert!(cases > 0, "{}: no multi-shard case ran", t.name);
@@ -478,6 +492,45 @@ fn several_shard_weights_cover_their_rows() {
     }
 }
 
+/// `matmul_normed` with `Tuning::skinny_fused_norm` off (from 2 tokens):
+/// an `rms_norm` launch into a scratch, then the plain skinny kernel (its
+/// columns may be split), exact variant, against the f64 reference; the
+/// launches are the norm's and the skinny kernel's.
+#[test]
+fn skinny_prenormed_matches_reference() {
+    let formats = [
+        (Dtype::BF16, Scheme::None),
+        (Dtype::F8E4M3, Scheme::PerChannel),
+        (Dtype::F8E4M3, Scheme::Block([128, 128])),
+    ];
+    for t in testing::contexts_with(&[Feature::CooperativeMatrix]) {
+        let mut ctx = GpuContext::new(&t.variant.options()).unwrap();
+        ctx.tuning.skinny_fused_norm = false;
+        ctx.tuning.skinny_min_t = 2;
+        let cases = check_cases(
+            t,
+            &ctx,
+            &Cases {
+                seed: 0x5c1e_0007,
+                formats: &formats,
+                sizes: &NORM_SIZES,
+                tokens: &[2, 9, 16],
+                rel: &exact_rel,
+                wide_rows: true,
+                norm: true,
+                shards: 1,
+                auto: true,
+            },
+        );
+        assert!(cases > 0, "{}: no prenormed case ran", t.name);
+        let pw = packed(&mut Rng::new(4), Dtype::BF16, 130, 200, Scheme::None);
+        let w = GpuWeight::upload(&ctx, &pw).unwrap();
+        let labels = recorded(&ctx, &w, (130, 200), 9, true);
+        assert_eq!(labels[0].0, "rms_norm", "{name}", name = t.name);
+        assert_eq!(labels[1].0, "matmul_coop_skinny", "{name}", name = t.name);
+    }
+}
+
 /// Past 64 tokens the forced kernel runs blocks of 64 (the grid's y).
 #[test]
 fn skinny_token_blocks_past_64() {
@@ -494,6 +547,7 @@ fn skinny_token_blocks_past_64() {
                 wide_rows: false,
                 norm: false,
                 shards: 1,
+                auto: false,
             },
         );
         assert!(cases > 0, "{}: no multi-block case ran", t.name);
@@ -655,14 +709,16 @@ fn auto_takes_skinny_in_the_tunings_token_range() {
             assert!(same(&r[0], &r[1]), "{name}: Auto at T=33 is not the GEMM");
             let mut wide = GpuContext::new(&t.variant.options()).unwrap();
             wide.tuning.skinny_min_t = 2;
+            wide.tuning.skinny_fused_norm = false;
             let w = probe(&wide, Dtype::BF16, Scheme::None);
             assert_eq!(decode_block_tokens(&wide, &w), MAX_VEC_T, "{name}");
             for tokens in [2usize, 9, 16] {
-                let labels = recorded(&wide, &w, (4, 256), tokens, false);
-                assert!(
-                    labels.iter().all(|l| l.0 != "matmul_coop_skinny"),
-                    "{name}: T={tokens} {labels:?}"
-                );
+                for norm in [false, true] {
+                    // (The norm stays fused into the GEMV.)
+                    let labels = recorded(&wide, &w, (4, 256), tokens, norm);
+                    assert_eq!(labels.len(), 1, "{name}: T={tokens} {labels:?}");
+                    assert_eq!(labels[0].0, "matmul_gemv_t", "{name}: T={tokens}");
+                }
             }
             continue;
         }
@@ -958,11 +1014,13 @@ fn skinny_translates_to_spirv_for_every_override() {
 /// choice), against what Auto ran before it (`kernel=gemv_t`: the small-T
 /// GEMV up to 16 tokens; `kernel=gemm`: `mm_coop` above) and the one-token
 /// GEMV's bandwidth on the same weight (`t=1`). The projections of
-/// normalised rows (`gdn.in_proj_qkvz`, `mlp.gate_up`) run with the fused
-/// RMSNorm up to 16 tokens, as batched decode runs them (`norm=1`: no
-/// splits, so only the split choice `auto` is run there); above 16 the model
-/// normalises the rows first and these run plain. GB/s counts the weight
-/// bytes once per launch.
+/// normalised rows (`gdn.in_proj_qkvz`, `mlp.gate_up`) run up to 16 tokens
+/// as batched decode runs them: with the fused RMSNorm (`norm=fused`: no
+/// splits, so only the split choice `auto` is run there) and with an
+/// `rms_norm` launch first (`norm=prenorm`, its time included:
+/// `Tuning::skinny_fused_norm` off); above 16 the model normalises the rows
+/// first and these run plain (`norm=plain`). GB/s counts the weight bytes
+/// once per launch.
 ///
 /// `cargo test --release -p qwgpu-kernels --test kernels -- --include-ignored --nocapture --exact matmul_coop_skinny::skinny_bandwidth`
 ///
@@ -972,14 +1030,15 @@ fn skinny_translates_to_spirv_for_every_override() {
 ///
 /// Output: `BENCH skinny model=9B shape=S format=F norm=N t=T kernel=K nf=.. ck=.. splits=.. grid=XxYxZ us=U gbps=G t1_pct=P vs_before=R`
 /// (P = this GB/s ÷ the same shape's one-token GEMV GB/s; R = the time of
-/// what Auto ran before ÷ this time); per format, T, class (`plain`:
-/// launches without the fused norm, `normed`: with it) and kernel
+/// what Auto ran before ÷ this time); per format, T, class (`plain`,
+/// `fused`, `prenorm` as `norm=` above) and kernel
 /// `BENCH skinny_summary …` over the class's shapes weighted by their
 /// launches per token (Σ count·bytes ÷ Σ count·seconds); and per T and
 /// class the fastest forced shape, per format and over all formats
 /// (`BENCH skinny_best format=all …`: least summed time): the values for
-/// `Tuning::skinny_tiers` (`shape` from `plain`, `normed` from `normed`),
-/// and the smallest T whose best beats `before` for `Tuning::skinny_min_t`.
+/// `Tuning::skinny_tiers` (`shape` from `plain`, `normed` from `fused`;
+/// `prenorm` against `fused` for `Tuning::skinny_fused_norm`), and the
+/// smallest T whose best beats `before` for `Tuning::skinny_min_t`.
 #[test]
 #[ignore]
 fn skinny_bandwidth() {
@@ -1081,11 +1140,16 @@ fn skinny_bandwidth() {
             splits = f(s.splits)
         )
     };
-    // (format, t, normed, kernel) -> (Σ count·bytes, Σ count·secs); T = 1
-    // sums per (format, t, normed).
-    type Key = (usize, usize, bool, usize);
+    // Classes of launches: without a norm, with the fused norm, with the
+    // norm as an `rms_norm` launch first (`Tuning::skinny_fused_norm` off).
+    const PLAIN: u8 = 0;
+    const FUSED: u8 = 1;
+    const PRENORM: u8 = 2;
+    // (format, t, class, kernel) -> (Σ count·bytes, Σ count·secs); T = 1
+    // sums per (format, t, class).
+    type Key = (usize, usize, u8, usize);
     let mut sums: std::collections::BTreeMap<Key, (f64, f64)> = Default::default();
-    let mut t1: std::collections::BTreeMap<(usize, usize, bool), (f64, f64)> = Default::default();
+    let mut t1: std::collections::BTreeMap<(usize, usize, u8), (f64, f64)> = Default::default();
     let max_t = ts.iter().copied().max().unwrap_or(1).max(1);
     for (fi, &(dtype, scheme, fname)) in formats.iter().enumerate() {
         for &(name, rows, cols, epi, count, reads_norm) in &shapes {
@@ -1105,6 +1169,8 @@ fn skinny_bandwidth() {
             let yb = before.storage("y", (max_t * width * 4) as u64).unwrap();
             let g = ctx.upload("norm weight", &vec![0.1f32; cols]).unwrap();
             let gb = before.upload("norm weight", &vec![0.1f32; cols]).unwrap();
+            // PRENORM: the normalised rows.
+            let xn = ctx.storage("normed x", (max_t * cols * 4) as u64).unwrap();
             // Seconds per weight, and the first launch's grid.
             let time = |ctx: &GpuContext,
                         ws: &[GpuWeight],
@@ -1112,7 +1178,7 @@ fn skinny_bandwidth() {
                         y: &wgpu::Buffer,
                         g: &wgpu::Buffer,
                         tokens: usize,
-                        norm: bool,
+                        class: u8,
                         shape: Option<SkinnyShape>| {
                 let args = MatmulArgs {
                     x,
@@ -1128,16 +1194,30 @@ fn skinny_bandwidth() {
                     eps: EPS,
                     one_plus: true,
                 };
-                let fused = norm.then_some(&fused);
+                let normed_args = MatmulArgs { x: &xn, ..args };
                 let launches: Vec<Dispatch> = ws
                     .iter()
-                    .flat_map(|w| match (shape, fused) {
-                        (Some(s), _) => matmul_skinny_with(ctx, w, &args, epi, fused, s).unwrap(),
-                        (None, Some(f)) => matmul_normed(ctx, w, &args, f, epi).unwrap(),
-                        (None, None) => matmul(ctx, w, &args, epi).unwrap(),
+                    .flat_map(|w| match (shape, class) {
+                        (Some(s), PRENORM) => {
+                            let view = TensorView::f32_rows(x, 0, tokens as u32, cols as u32);
+                            let mut d = vec![rms_norm(ctx, &view, g, &xn, EPS, true).unwrap()];
+                            d.extend(
+                                matmul_skinny_with(ctx, w, &normed_args, epi, None, s).unwrap(),
+                            );
+                            d
+                        }
+                        (Some(s), FUSED) => {
+                            matmul_skinny_with(ctx, w, &args, epi, Some(&fused), s).unwrap()
+                        }
+                        (Some(s), _) => matmul_skinny_with(ctx, w, &args, epi, None, s).unwrap(),
+                        (None, PLAIN) => matmul(ctx, w, &args, epi).unwrap(),
+                        (None, _) => matmul_normed(ctx, w, &args, &fused, epi).unwrap(),
                     })
                     .collect();
-                let grid = launches[0].groups;
+                let grid = launches
+                    .iter()
+                    .find(|d| d.label == "matmul_coop_skinny")
+                    .map_or([0; 3], |d| d.groups);
                 let refs: Vec<&Dispatch> = launches.iter().collect();
                 let total = ws[0].bytes() * ws.len() as u64;
                 let secs = timer.per_launch(ctx, &refs, bench::reps_for(total, target))
@@ -1145,18 +1225,19 @@ fn skinny_bandwidth() {
                     / ws.len() as f64;
                 (secs, grid)
             };
-            let (one, _) = time(&ctx, &weights, &x, &y, &g, 1, reads_norm, None);
+            let c1 = if reads_norm { FUSED } else { PLAIN };
+            let (one, _) = time(&ctx, &weights, &x, &y, &g, 1, c1, None);
             println!(
                 "BENCH skinny model=9B shape={name} format={fname} norm={norm} t=1 kernel=gemv nf=- ck=- splits=- grid=- us={us:.2} gbps={gbps:.1} t1_pct=100.0 vs_before=1.00",
-                norm = u8::from(reads_norm),
+                norm = class_name(c1),
                 us = one * 1e6,
                 gbps = bytes / one / 1e9
             );
             for &tokens in &ts {
+                // Decode fuses the norm up to 16 tokens (and may run it
+                // first instead); above, the rows come normalised.
                 let normed = reads_norm && tokens <= MAX_VEC_T as usize;
-                let e = t1.entry((fi, tokens, normed)).or_default();
-                e.0 += n * bytes;
-                e.1 += n * one;
+                let classes: &[u8] = if normed { &[FUSED, PRENORM] } else { &[PLAIN] };
                 let (old, _) = time(
                     &before,
                     &weights_before,
@@ -1164,48 +1245,52 @@ fn skinny_bandwidth() {
                     &yb,
                     &gb,
                     tokens,
-                    normed,
+                    if normed { FUSED } else { PLAIN },
                     None,
                 );
-                // (Past the forced shapes, None: before.)
-                let runs = kernels.iter().copied().map(Some).chain([None]);
-                for (ki, shape) in runs.enumerate() {
-                    // With the norm the columns are never split: `auto` only.
-                    if normed && shape.is_some_and(|s| s.splits == Some(1)) {
-                        continue;
-                    }
-                    let (secs, grid) = match shape {
-                        None => (old, [0; 3]),
-                        Some(_) => time(&ctx, &weights, &x, &y, &g, tokens, normed, shape),
-                    };
-                    let e = sums.entry((fi, tokens, normed, ki)).or_default();
+                for &class in classes {
+                    let e = t1.entry((fi, tokens, class)).or_default();
                     e.0 += n * bytes;
-                    e.1 += n * secs;
-                    println!(
-                        "BENCH skinny model=9B shape={name} format={fname} norm={norm} t={tokens} kernel={k} {fields} grid={gx}x{gy}x{gz} us={us:.2} gbps={gbps:.1} t1_pct={pct:.1} vs_before={vs:.2}",
-                        norm = u8::from(normed),
-                        k = kname(ki, tokens),
-                        fields = fields(ki),
-                        gx = grid[0],
-                        gy = grid[1],
-                        gz = grid[2],
-                        us = secs * 1e6,
-                        gbps = bytes / secs / 1e9,
-                        pct = 100.0 * one / secs,
-                        vs = old / secs
-                    );
+                    e.1 += n * one;
+                    // (Past the forced shapes, None: before.)
+                    let runs = kernels.iter().copied().map(Some).chain([None]);
+                    for (ki, shape) in runs.enumerate() {
+                        // The fused norm never splits the columns: `auto` only.
+                        if class == FUSED && shape.is_some_and(|s| s.splits == Some(1)) {
+                            continue;
+                        }
+                        let (secs, grid) = match shape {
+                            None => (old, [0; 3]),
+                            Some(_) => time(&ctx, &weights, &x, &y, &g, tokens, class, shape),
+                        };
+                        let e = sums.entry((fi, tokens, class, ki)).or_default();
+                        e.0 += n * bytes;
+                        e.1 += n * secs;
+                        println!(
+                            "BENCH skinny model=9B shape={name} format={fname} norm={norm} t={tokens} kernel={k} {fields} grid={gx}x{gy}x{gz} us={us:.2} gbps={gbps:.1} t1_pct={pct:.1} vs_before={vs:.2}",
+                            norm = class_name(class),
+                            k = kname(ki, tokens),
+                            fields = fields(ki),
+                            gx = grid[0],
+                            gy = grid[1],
+                            gz = grid[2],
+                            us = secs * 1e6,
+                            gbps = bytes / secs / 1e9,
+                            pct = 100.0 * one / secs,
+                            vs = old / secs
+                        );
+                    }
                 }
             }
         }
     }
-    let class = |normed: bool| if normed { "normed" } else { "plain" };
-    for (&(fi, tokens, normed, ki), &(b, s)) in &sums {
-        let (tb, tsecs) = t1[&(fi, tokens, normed)];
-        let (_, old) = sums[&(fi, tokens, normed, before_k)];
+    for (&(fi, tokens, class, ki), &(b, s)) in &sums {
+        let (tb, tsecs) = t1[&(fi, tokens, class)];
+        let (_, old) = sums[&(fi, tokens, class, before_k)];
         println!(
             "BENCH skinny_summary model=9B format={fname} t={tokens} class={c} kernel={k} {fields} us={us:.1} gbps={gbps:.1} t1_pct={pct:.1} vs_before={vs:.2}",
             fname = formats[fi].2,
-            c = class(normed),
+            c = class_name(class),
             k = kname(ki, tokens),
             fields = fields(ki),
             us = s * 1e6,
@@ -1215,16 +1300,16 @@ fn skinny_bandwidth() {
         );
     }
     // The fastest forced shape per T and class, per format and over all of them.
-    let mut groups: Vec<(Option<usize>, usize, bool)> = Vec::new();
-    for &(fi, tokens, normed, _) in sums.keys() {
-        for g in [(Some(fi), tokens, normed), (None, tokens, normed)] {
+    let mut groups: Vec<(Option<usize>, usize, u8)> = Vec::new();
+    for &(fi, tokens, class, _) in sums.keys() {
+        for g in [(Some(fi), tokens, class), (None, tokens, class)] {
             if !groups.contains(&g) {
                 groups.push(g);
             }
         }
     }
     groups.sort();
-    for (fsel, tokens, normed) in groups {
+    for (fsel, tokens, class) in groups {
         let total = |ki: usize| -> Option<(f64, f64)> {
             let mut acc = (0.0, 0.0);
             let mut any = false;
@@ -1232,7 +1317,7 @@ fn skinny_bandwidth() {
                 if fsel.is_some_and(|f| f != fi) {
                     continue;
                 }
-                let v = sums.get(&(fi, tokens, normed, ki))?;
+                let v = sums.get(&(fi, tokens, class, ki))?;
                 acc.0 += v.0;
                 acc.1 += v.1;
                 any = true;
@@ -1242,7 +1327,7 @@ fn skinny_bandwidth() {
         let mut t1s = (0.0, 0.0);
         for fi in 0..formats.len() {
             if fsel.is_none_or(|f| f == fi) {
-                if let Some(v) = t1.get(&(fi, tokens, normed)) {
+                if let Some(v) = t1.get(&(fi, tokens, class)) {
                     t1s.0 += v.0;
                     t1s.1 += v.1;
                 }
@@ -1257,7 +1342,7 @@ fn skinny_bandwidth() {
             println!(
                 "BENCH skinny_best model=9B format={fname} t={tokens} class={c} {fields} t1_pct={pct:.1} tuned_t1_pct={tpct:.1} before_t1_pct={bpct:.1} vs_before={vs:.2} beats_before={beats}",
                 fname = fsel.map_or("all", |f| formats[f].2),
-                c = class(normed),
+                c = class_name(class),
                 fields = fields(ki),
                 pct = 100.0 * (b / s) / (t1s.0 / t1s.1),
                 tpct = 100.0 * (b / ts0) / (t1s.0 / t1s.1),
@@ -1266,6 +1351,16 @@ fn skinny_bandwidth() {
                 beats = s < old.1
             );
         }
+    }
+}
+
+/// [`skinny_bandwidth`]'s name of a class of launches (no norm, the fused
+/// norm, an `rms_norm` launch first).
+fn class_name(class: u8) -> &'static str {
+    match class {
+        0 => "plain",
+        1 => "fused",
+        _ => "prenorm",
     }
 }
 
