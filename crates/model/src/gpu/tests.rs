@@ -10,7 +10,14 @@ use crate::testing::{random_packed_model, tiny_config};
 use crate::ModelError;
 
 fn model(seed: u64) -> GpuModel {
-    let ctx = Arc::new(GpuContext::new(&ContextOptions::default()).expect("GPU context"));
+    model_tuned(seed, |_| {})
+}
+
+/// [`model`] on a context whose tuning `tune` changed first.
+fn model_tuned(seed: u64, tune: impl FnOnce(&mut qwgpu_kernels::Tuning)) -> GpuModel {
+    let mut ctx = GpuContext::new(&ContextOptions::default()).expect("GPU context");
+    tune(&mut ctx.tuning);
+    let ctx = Arc::new(ctx);
     // In the coverage table (column `full`; on hardware it must have what ships).
     assert!(qwgpu_kernels::testing::require_model("full", &ctx));
     let packed = random_packed_model(&tiny_config(false), false, seed);
@@ -244,6 +251,54 @@ fn batched_gdn_cores_and_samplers_are_one_launch_family() {
         counts[0], counts[1],
         "(GDN, sampler) launches for 1 and 5 sessions"
     );
+}
+
+/// Batched steps run their dense matmuls on the skinny tensor-core kernel
+/// exactly for the session counts the context's tuning gives it
+/// (`skinny_tokens`: `Tuning::skinny_min_t ..= 64`) where it takes the
+/// model's weights (the decode block is then 64), the small-T GEMV below;
+/// moving the tuning's bound moves them. Adapters without cooperative
+/// matrices never run it (blocks of 16 sessions).
+#[test]
+fn batched_steps_take_the_skinny_matmul_where_the_tuning_says() {
+    use qwgpu_kernels::matmul::{skinny_tokens, MAX_VEC_T};
+    for min_t in [None, Some(2), Some(65)] {
+        let m = model_tuned(8, |t| {
+            if let Some(v) = min_t {
+                t.skinny_min_t = v;
+            }
+        });
+        let takes = m.decode_block() > MAX_VEC_T as usize;
+        assert_eq!(
+            takes,
+            !skinny_tokens(&m.ctx).is_empty() && m.decode_block() == 64,
+            "{min_t:?}: decode block {block}",
+            block = m.decode_block()
+        );
+        for b in [2usize, 9, 16] {
+            let mut sessions: Vec<_> = (0..b).map(|_| m.new_session().unwrap()).collect();
+            for s in sessions.iter_mut() {
+                m.forward(s, &[3, 4], false).unwrap();
+            }
+            let mut refs: Vec<&mut super::GpuSession> = sessions.iter_mut().collect();
+            let toks: Vec<u32> = (0..b as u32).collect();
+            let params: Vec<SamplingParams> = (0..b).map(|_| GREEDY).collect();
+            m.decode_batch(&mut refs, &toks, &params).unwrap();
+            let by = batch_launches(&m);
+            let want = takes && skinny_tokens(&m.ctx).contains(&(b as u32));
+            assert_eq!(
+                family(&by, "matmul_coop_skinny") > 0,
+                want,
+                "{b} sessions, bound {min_t:?}: {by:?}"
+            );
+            if !want {
+                assert!(
+                    family(&by, "matmul_gemv_t") > 0,
+                    "{b} sessions, bound {min_t:?}: {by:?}"
+                );
+            }
+        }
+    }
 }
 
 /// One batched step of more sessions than the mixer cores take at once
