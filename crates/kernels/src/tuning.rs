@@ -77,11 +77,11 @@ const HOPPER_INT4: Int4Gemv = Int4Gemv {
 
 /// Fewest tokens of the skinny kernel on the H100: its kernel bench at T =
 /// 16 (`matmul_coop_skinny::skinny_bandwidth`, `gdn.in_proj_qkvz` BF16) ran
-/// at 84% of the one-token GEMV's bandwidth with 8 subgroups and 64-column
-/// steps where the small-T GEMV runs at ~30% (`benches/EXPERIMENTS.md`), so
-/// 9..16 tokens move to it in that shape ([`HOPPER_SKINNY`]). To be
-/// confirmed by the sweep of every T and by the batched decode bench
-/// (`QWGPU_SKINNY_MIN_T` moves it without a rebuild).
+/// near the one-token GEMV's bandwidth with 8 subgroups and 64-column steps,
+/// where the small-T GEMV is bound by its f32 multiply-adds
+/// (`benches/EXPERIMENTS.md`), so 9..16 tokens move to it in that shape
+/// ([`HOPPER_SKINNY`]). To be confirmed by the sweep of every T and by the
+/// batched decode bench (`QWGPU_SKINNY_MIN_T` moves it without a rebuild).
 const HOPPER_SKINNY_MIN_T: u32 = 9;
 
 /// The H100's skinny shapes: 8 subgroups and 64-column steps up to 16
