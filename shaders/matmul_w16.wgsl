@@ -24,7 +24,8 @@
 // v to 11 significant bits (only the fast precision takes them).
 //
 // Output: `wh`, rows of `wp.kp` halves (a multiple of 32), two halves per u32
-// word (column c in the low half of word c / 2 when c is even), columns past
+// word (column c in the low half of word c / 2 when c is even, four words per
+// vec4<u32>), columns past
 // `cols` zero; `wmul`, one multiplier per row. One workgroup per scratch row
 // (grid_1d order over wp.srows rows); every thread takes part in the shared
 // memory reduction, no subgroups.
@@ -37,7 +38,8 @@ struct W16Params {
 }
 
 @group(0) @binding(10) var<uniform> wp: W16Params;
-@group(0) @binding(11) var<storage, read_write> wh: array<u32>;
+// Scratch rows as vec4<u32> (8 halves each: 16-byte stores).
+@group(0) @binding(11) var<storage, read_write> wh: array<vec4<u32>>;
 @group(0) @binding(12) var<storage, read_write> wmul: array<f32>;
 
 const W16_WG: u32 = 128u;
@@ -151,18 +153,22 @@ fn w16_rows(@builtin(local_invocation_index) lid: u32,
         }
         wmul[s] = m;
     }
-    // Words of the row: CW / 2 per chunk.
-    let words = wp.kp / 2u;
+    // vec4<u32>s of the row (kp / 8), CW / 8 per chunk (G is even: 2 or 4).
+    let row4 = wp.kp / 8u;
     for (var ch = lid; ch < nch; ch += W16_WG) {
         var w = vec4<u32>(0u);
         if (valid && ch < p.stride4) {
             w = load_chunk(r.in_b, r.lrow, ch);
         }
-        let o = s * words + ch * (CW / 2u);
-        for (var g = 0u; g < G; g++) {
-            let v = w16_group(w, g, ch, sb, row_const);
-            wh[o + 2u * g] = w16_half(v.x, sc) | (w16_half(v.y, sc) << 16u);
-            wh[o + 2u * g + 1u] = w16_half(v.z, sc) | (w16_half(v.w, sc) << 16u);
+        let o = s * row4 + ch * (CW / 8u);
+        for (var g = 0u; g < G; g += 2u) {
+            let v0 = w16_group(w, g, ch, sb, row_const);
+            let v1 = w16_group(w, g + 1u, ch, sb, row_const);
+            wh[o + g / 2u] = vec4<u32>(
+                w16_half(v0.x, sc) | (w16_half(v0.y, sc) << 16u),
+                w16_half(v0.z, sc) | (w16_half(v0.w, sc) << 16u),
+                w16_half(v1.x, sc) | (w16_half(v1.y, sc) << 16u),
+                w16_half(v1.z, sc) | (w16_half(v1.w, sc) << 16u));
         }
     }
 }
