@@ -18,7 +18,7 @@
 //!   that `w = f16 row × multiplier`: exact for BF16 / F16 elements at or
 //!   above the row's max × 2⁻²⁸ and for every FP8 E4M3 / E5M2 code. FP8 with
 //!   128 × 128 block scales rounds `q × scale` to 11 significant bits: taken
-//!   in [`MatmulPrecision::Fast`](crate::MatmulPrecision::Fast) only.
+//!   in [`MatmulPrecision::Fast`] only.
 //! - The GEMM: 4 subgroups of 4 × 4 fragments of 16 × 16, 128 × 128 tiles,
 //!   32-column steps, one staging buffer of `vec4<f16>` rows padded to 40
 //!   halves, the next step's global loads in registers; the result goes
