@@ -165,8 +165,9 @@ impl Epilogue {
 pub enum MatmulPath {
     /// GEMV for `T <= 16`; above, the cooperative-matrix GEMM (exact variant,
     /// or plain f16 with [`ContextOptions::f16_matmul`](crate::ContextOptions::f16_matmul))
-    /// where the adapter and the weight's format allow it ([`coop_fast`]
-    /// first, then `mm_coop`), else the scalar tile GEMM.
+    /// where the adapter and the weight's format allow it ([`coop_f16`] from
+    /// [`Tuning::coop_f16_min_t`](crate::Tuning::coop_f16_min_t) tokens, then
+    /// [`coop_fast`], then `mm_coop`), else the scalar tile GEMM.
     #[default]
     Auto,
     /// Never the cooperative-matrix kernel (GEMV for `T <= 16`, scalar tile GEMM above).
