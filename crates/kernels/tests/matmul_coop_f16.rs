@@ -586,6 +586,12 @@ fn check_case(
         let x_abs: f64 = xf.iter().map(|v| v.abs() as f64).sum();
         let x_max = row_max(xr) as f64;
         let inv_s = 2f64.powi(-scale_exp(row_max(xr)));
+        // (x'·w_r, Σ|x'·w_r|) per weight row, where the terms below need them.
+        let dots: Vec<(f64, f64)> = if swiglu || block_scaled {
+            wdq.chunks(cols).map(|w| support::dot_ref(&xf, w)).collect()
+        } else {
+            Vec::new()
+        };
         // Error of weight row r's products beyond REL (see the module doc).
         let extra = |r: usize| -> f64 {
             let sub = 2f64.powi(-28) * (w_max[r] * x_abs + x_max * w_abs[r]);
@@ -595,8 +601,7 @@ fn check_case(
                 0.0
             };
             let blk = if block_scaled {
-                let (_, a) = support::dot_ref(&xf, &wdq[r * cols..][..cols]);
-                2f64.powi(-11) * a
+                2f64.powi(-11) * dots[r].1
             } else {
                 0.0
             };
@@ -605,8 +610,7 @@ fn check_case(
         for c in 0..width {
             let (mut w, mut tol) = support::expected(&xf, wdq, cols, rows, c, swiglu, REL);
             tol += if swiglu {
-                let (g, _) = support::dot_ref(&xf, &wdq[c * cols..][..cols]);
-                let (u, _) = support::dot_ref(&xf, &wdq[(rows / 2 + c) * cols..][..cols]);
+                let (g, u) = (dots[c].0, dots[rows / 2 + c].0);
                 let sil = qwgpu_ops::activation::silu(g as f32) as f64;
                 let (eg, eu) = (extra(c), extra(rows / 2 + c));
                 1.1 * u.abs() * eg + (sil.abs() + eg) * eu
