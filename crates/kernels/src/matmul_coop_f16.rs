@@ -134,6 +134,9 @@ pub const TILE_ROWS: u32 = 128;
 /// most bytes of f16 weight rows the scratch holds; larger weights run in
 /// blocks of row tiles.
 pub const W_SCRATCH_CAP: u64 = 256 << 20;
+/// Default of [`Tuning::coop_f16`](crate::Tuning::coop_f16) on every
+/// adapter (the one line that turns the kernel off by default).
+pub const ON_BY_DEFAULT: bool = true;
 /// Default of [`Tuning::coop_f16_min_t`](crate::Tuning::coop_f16_min_t).
 pub const MIN_T: u32 = 128;
 /// Workgroup memory: x and W tiles (128 × 40 halves each), two result

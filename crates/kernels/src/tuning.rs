@@ -212,7 +212,7 @@ impl Default for Tuning {
             coop_fast_gemm: false,
             coop_fast_exact: false,
             coop_fast_scratch: crate::matmul::coop_fast::SCRATCH_CAP,
-            coop_f16: true,
+            coop_f16: crate::matmul::coop_f16::ON_BY_DEFAULT,
             coop_f16_min_t: crate::matmul::coop_f16::MIN_T,
             coop_f16_scratch: crate::matmul::coop_f16::W_SCRATCH_CAP,
             skinny: true,
@@ -234,7 +234,7 @@ impl Tuning {
             coop_fast_gemm: false,
             coop_fast_exact: false,
             coop_fast_scratch: crate::matmul::coop_fast::SCRATCH_CAP,
-            coop_f16: true,
+            coop_f16: crate::matmul::coop_f16::ON_BY_DEFAULT,
             coop_f16_min_t: crate::matmul::coop_f16::MIN_T,
             coop_f16_scratch: crate::matmul::coop_f16::W_SCRATCH_CAP,
             skinny: true,
@@ -359,8 +359,8 @@ mod tests {
         assert!(on.coop_fast_gemm && on.coop_fast_exact);
         let off = on.with_coop_fast_env(Some(" 0 "));
         assert!(!off.coop_fast_gemm && !off.coop_fast_exact);
-        // The f16-scratch GEMM is on unless QWGPU_COOP_F16 turns it off.
-        assert!(t.coop_f16);
+        // The f16-scratch GEMM is on (its default) unless QWGPU_COOP_F16 turns it off.
+        assert_eq!(t.coop_f16, crate::matmul::coop_f16::ON_BY_DEFAULT);
         assert_eq!(t.with_coop_f16_env(None), t);
         assert!(!t.with_coop_f16_env(Some(" 0 ")).coop_f16);
         assert!(
