@@ -93,6 +93,8 @@ pub struct GpuContext {
     pub(crate) disk_cache: Option<crate::disk_cache::DiskCache>,
     /// The fast tensor-core GEMM's scratch ([`crate::matmul::coop_fast`]).
     pub(crate) coop_fast_scratch: crate::matmul::coop_fast::Scratch,
+    /// The f16-scratch tensor-core GEMM's scratch ([`crate::matmul::coop_f16`]).
+    pub(crate) coop_f16_scratch: crate::matmul::coop_f16::Scratch,
     errors: Arc<Mutex<Vec<wgpu::Error>>>,
     lost: Arc<Mutex<Option<String>>>,
     /// Bytes queued by [`GpuContext::queued_upload`] since the last flush, and
@@ -266,6 +268,7 @@ impl GpuContext {
             pipelines: PipelineCache::default(),
             disk_cache,
             coop_fast_scratch: Default::default(),
+            coop_f16_scratch: Default::default(),
             errors,
             lost,
             uploads: Mutex::new((0, None)),

@@ -60,6 +60,15 @@
 //!   exact precision two (hi + lo, as `mm_coop`'s exact variant). Behind
 //!   [`Tuning::coop_fast_gemm`](crate::Tuning::coop_fast_gemm) and
 //!   [`Tuning::coop_fast_exact`](crate::Tuning::coop_fast_exact).
+//! - `T >= 128` ([`Tuning::coop_f16_min_t`](crate::Tuning::coop_f16_min_t))
+//!   with cooperative matrices, ahead of both where it takes the weight (BF16,
+//!   F16, E4M3, E5M2; FP8 128 × 128 blocks in fast precision only) (module
+//!   [`coop_f16`]: `shaders/matmul_fast_x.wgsl`, `shaders/matmul_w16.wgsl`,
+//!   then `shaders/matmul_coop_f16.wgsl`): pre-passes write x and the
+//!   launch's weight rows as padded f16 rows with per-row power-of-two
+//!   scales, and `coop_peak`'s tiling multiplies them with no decode or
+//!   bounds checks in its main loop (exact precision: x as hi + lo, two
+//!   products). Behind [`Tuning::coop_f16`](crate::Tuning::coop_f16).
 //! - `T = 17..=64` (from [`Tuning::skinny_min_t`](crate::Tuning::skinny_min_t):
 //!   9 on the H100) with cooperative matrices (`shaders/matmul_coop_skinny.wgsl`,
 //!   `mm_coop_skinny`, module `matmul_coop_skinny.rs`): the skinny
@@ -112,6 +121,8 @@ use crate::{GpuContext, GpuWeight, Int4Gemv, KernelError, Launch, SmallT, Weight
 
 #[path = "matmul_coop.rs"]
 mod coop;
+#[path = "matmul_coop_f16.rs"]
+pub mod coop_f16;
 #[path = "matmul_coop_fast.rs"]
 pub mod coop_fast;
 #[path = "matmul_coop_skinny.rs"]
@@ -155,8 +166,9 @@ impl Epilogue {
 pub enum MatmulPath {
     /// GEMV for `T <= 16`; above, the cooperative-matrix GEMM (exact variant,
     /// or plain f16 with [`ContextOptions::f16_matmul`](crate::ContextOptions::f16_matmul))
-    /// where the adapter and the weight's format allow it ([`coop_fast`]
-    /// first, then `mm_coop`), else the scalar tile GEMM.
+    /// where the adapter and the weight's format allow it ([`coop_f16`] from
+    /// [`Tuning::coop_f16_min_t`](crate::Tuning::coop_f16_min_t) tokens, then
+    /// [`coop_fast`], then `mm_coop`), else the scalar tile GEMM.
     #[default]
     Auto,
     /// Never the cooperative-matrix kernel (GEMV for `T <= 16`, scalar tile GEMM above).
@@ -173,6 +185,12 @@ pub enum MatmulPath {
     /// the weight is exact in f16) for every `T`, whatever the context's
     /// precision; [`KernelError::Unsupported`] where it cannot run.
     CoopFastExact,
+    /// The f16-scratch tensor-core GEMM ([`coop_f16`]: pre-passes write x
+    /// and W as padded f16 rows, then `coop_peak`'s tiling multiplies them;
+    /// exact precision splits x into hi + lo parts) for every `T`;
+    /// [`KernelError::Unsupported`] where it cannot run (no cooperative
+    /// matrices, 4-bit or F32 weights, block scales in exact precision).
+    CoopF16,
 }
 
 /// Activations of a dense matmul: `x [t, cols]` and `y [t, width]` (f32).
@@ -366,6 +384,9 @@ pub(crate) static SPECS: &[&KernelSpec] = &[
     &coop_fast::MM_COOP_FAST,
     &coop_fast::MM_COOP_SPLIT,
     &coop_fast::FAST_X,
+    &coop_f16::MM_COOP_F16,
+    &coop_f16::MM_COOP_F16_SPLIT,
+    &coop_f16::W16,
     &skinny::MM_COOP_SKINNY,
     &skinny::MM_SKINNY_REDUCE,
 ];
@@ -905,6 +926,12 @@ fn matmul_impl(
             detail: coop_fast::unsupported_reason(ctx, w, split),
         });
     }
+    if path == MatmulPath::CoopF16 && !coop_f16::supported(ctx, w) {
+        return Err(KernelError::Unsupported {
+            what: "f16 cooperative-matrix matmul".into(),
+            detail: coop_f16::unsupported_reason(ctx, w),
+        });
+    }
     check_weight(K, w)?;
     let swiglu = epilogue == Epilogue::SwiGlu;
     if swiglu && !w.rows.is_multiple_of(2) {
@@ -999,6 +1026,12 @@ fn matmul_impl(
     // keeps the token counts it takes.
     let auto_big =
         path == MatmulPath::Auto && args.t > MAX_VEC_T && norm.is_none() && use_skinny.is_none();
+    // The f16-scratch GEMM first (Tuning::coop_f16, from coop_f16_min_t tokens).
+    if norm.is_none()
+        && (path == MatmulPath::CoopF16 || (auto_big && coop_f16::auto(ctx, w, args.t)))
+    {
+        return coop_f16::record(ctx, w, args, &base, &launches, swiglu);
+    }
     let split = split || (auto_big && coop_fast::auto_split(ctx, w));
     let use_fast = path == MatmulPath::CoopFast || split || (auto_big && coop_fast::auto(ctx, w));
     if use_fast && norm.is_none() {

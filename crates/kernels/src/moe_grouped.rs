@@ -435,7 +435,10 @@ pub fn matmul_grouped_with(
 
     let use_coop = match path {
         // The dense fast kernel's forced paths mean the tensor cores here.
-        MatmulPath::Coop | MatmulPath::CoopFast | MatmulPath::CoopFastExact
+        MatmulPath::Coop
+        | MatmulPath::CoopFast
+        | MatmulPath::CoopFastExact
+        | MatmulPath::CoopF16
             if !coop::supported(ctx, w) =>
         {
             return Err(KernelError::Unsupported {
@@ -443,7 +446,10 @@ pub fn matmul_grouped_with(
                 detail: coop::unsupported_reason(ctx, w),
             });
         }
-        MatmulPath::Coop | MatmulPath::CoopFast | MatmulPath::CoopFastExact => true,
+        MatmulPath::Coop
+        | MatmulPath::CoopFast
+        | MatmulPath::CoopFastExact
+        | MatmulPath::CoopF16 => true,
         MatmulPath::Auto => coop::auto(ctx, w),
         MatmulPath::Scalar => false,
     };

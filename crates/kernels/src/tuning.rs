@@ -235,6 +235,19 @@ pub struct Tuning {
     /// holds ([`crate::matmul::coop_fast`]); GEMMs of more tokens run in
     /// blocks of whole 128-token tiles, each a pre-pass and its launches.
     pub coop_fast_scratch: u64,
+    /// Whether [`MatmulPath::Auto`](crate::matmul::MatmulPath::Auto) runs
+    /// dense GEMMs of at least [`Tuning::coop_f16_min_t`] tokens on the
+    /// f16-scratch tensor-core GEMM ([`crate::matmul::coop_f16`]) where it
+    /// applies (both precisions); off: the selection as before it. On unless
+    /// `QWGPU_COOP_F16=0`. The one switch to turn it off.
+    pub coop_f16: bool,
+    /// Fewest tokens for which Auto takes that kernel (converting the weight
+    /// costs ~4 bytes of traffic per weight per GEMM, paid back over the
+    /// tokens).
+    pub coop_f16_min_t: u32,
+    /// Most bytes of f16 weight rows its scratch holds; larger weights run
+    /// in blocks of 128-row tiles, each converted then multiplied.
+    pub coop_f16_scratch: u64,
     /// Whether dense matmuls of [`Tuning::skinny_min_t`]..=64 tokens run the skinny tensor-core
     /// kernel where the adapter has cooperative matrices
     /// (`matmul_coop_skinny.rs`); off: the small-T GEMV (T <= 16) and the
@@ -273,6 +286,9 @@ impl Default for Tuning {
             coop_fast_gemm: false,
             coop_fast_exact: false,
             coop_fast_scratch: crate::matmul::coop_fast::SCRATCH_CAP,
+            coop_f16: crate::matmul::coop_f16::ON_BY_DEFAULT,
+            coop_f16_min_t: crate::matmul::coop_f16::MIN_T,
+            coop_f16_scratch: crate::matmul::coop_f16::W_SCRATCH_CAP,
             skinny: true,
             skinny_split: true,
             skinny_min_t: SKINNY_MIN_T,
@@ -295,6 +311,9 @@ impl Tuning {
             coop_fast_gemm: false,
             coop_fast_exact: false,
             coop_fast_scratch: crate::matmul::coop_fast::SCRATCH_CAP,
+            coop_f16: crate::matmul::coop_f16::ON_BY_DEFAULT,
+            coop_f16_min_t: crate::matmul::coop_f16::MIN_T,
+            coop_f16_scratch: crate::matmul::coop_f16::W_SCRATCH_CAP,
             skinny: true,
             skinny_split: true,
             skinny_min_t: known.map_or(SKINNY_MIN_T, |k| k.skinny_min_t),
@@ -307,10 +326,12 @@ impl Tuning {
     /// The tuning of the adapter `info` describes; the environment variable
     /// `QWGPU_SKINNY` turns [`Tuning::skinny`] off (`0`) or only its column
     /// splits (`nosplit`), and `QWGPU_COOP_FAST` the fast tensor-core GEMM
-    /// ([`Tuning::with_coop_fast_env`]), for A/B measurements.
+    /// ([`Tuning::with_coop_fast_env`]) and `QWGPU_COOP_F16` the f16-scratch
+    /// one ([`Tuning::with_coop_f16_env`]), for A/B measurements.
     pub fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
         let mut t = Self::lookup(info.vendor, &info.name)
-            .with_coop_fast_env(std::env::var("QWGPU_COOP_FAST").ok().as_deref());
+            .with_coop_fast_env(std::env::var("QWGPU_COOP_FAST").ok().as_deref())
+            .with_coop_f16_env(std::env::var("QWGPU_COOP_F16").ok().as_deref());
         (t.skinny, t.skinny_split) = skinny_switch(std::env::var("QWGPU_SKINNY").ok().as_deref());
         t.with_skinny_min_t_env(std::env::var("QWGPU_SKINNY_MIN_T").ok().as_deref())
             .with_skinny_norm_env(std::env::var("QWGPU_SKINNY_NORM").ok().as_deref())
@@ -353,6 +374,18 @@ impl Tuning {
                     tier.shape
                 }
             })
+    }
+
+    /// [`Tuning::coop_f16`] from `QWGPU_COOP_F16`'s value: `0` (or `off`,
+    /// `false`) off, `1` (or `on`, `true`) on; anything else (or unset)
+    /// leaves it as it is. For A/B measurements without a rebuild.
+    pub fn with_coop_f16_env(mut self, value: Option<&str>) -> Self {
+        match value.map(str::trim) {
+            Some("0" | "off" | "false") => self.coop_f16 = false,
+            Some("1" | "on" | "true") => self.coop_f16 = true,
+            _ => {}
+        }
+        self
     }
 
     /// The fast tensor-core GEMM's switches from `QWGPU_COOP_FAST`'s value:
@@ -531,6 +564,15 @@ mod tests {
         assert!(on.coop_fast_gemm && on.coop_fast_exact);
         let off = on.with_coop_fast_env(Some(" 0 "));
         assert!(!off.coop_fast_gemm && !off.coop_fast_exact);
+        // The f16-scratch GEMM is on (its default) unless QWGPU_COOP_F16 turns it off.
+        assert_eq!(t.coop_f16, crate::matmul::coop_f16::ON_BY_DEFAULT);
+        assert_eq!(t.with_coop_f16_env(None), t);
+        assert!(!t.with_coop_f16_env(Some(" 0 ")).coop_f16);
+        assert!(
+            t.with_coop_f16_env(Some("0"))
+                .with_coop_f16_env(Some("on"))
+                .coop_f16
+        );
         let fast = t.with_coop_fast_env(Some("fast"));
         assert!(fast.coop_fast_gemm && !fast.coop_fast_exact);
         assert_eq!(Tuning::default().small_t, Some(SmallT::DEFAULT));

@@ -96,7 +96,7 @@ fn coverage_records_name_test_context_adapter_and_skips() {
 
 /// Every suite's source, compiled in (the binary also runs away from the
 /// checkout, on the GPU machine).
-const SUITES: [(&str, &str); 18] = [
+const SUITES: [(&str, &str); 19] = [
     ("attention.rs", include_str!("attention.rs")),
     ("context.rs", include_str!("context.rs")),
     ("coop_peak.rs", include_str!("coop_peak.rs")),
@@ -106,6 +106,7 @@ const SUITES: [(&str, &str); 18] = [
     ("gemv_bench.rs", include_str!("gemv_bench.rs")),
     ("matmul.rs", include_str!("matmul.rs")),
     ("matmul_coop.rs", include_str!("matmul_coop.rs")),
+    ("matmul_coop_f16.rs", include_str!("matmul_coop_f16.rs")),
     ("matmul_coop_fast.rs", include_str!("matmul_coop_fast.rs")),
     (
         "matmul_coop_skinny.rs",

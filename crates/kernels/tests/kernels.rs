@@ -29,6 +29,8 @@ mod harness;
 mod matmul;
 #[path = "matmul_coop.rs"]
 mod matmul_coop;
+#[path = "matmul_coop_f16.rs"]
+mod matmul_coop_f16;
 #[path = "matmul_coop_fast.rs"]
 mod matmul_coop_fast;
 #[path = "matmul_coop_skinny.rs"]

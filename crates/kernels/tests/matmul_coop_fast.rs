@@ -40,7 +40,7 @@ const EPILOGUES: [Epilogue; 3] = [Epilogue::Store, Epilogue::Accumulate, Epilogu
 const REL: f64 = 1e-5;
 
 /// Exponent `e` of `v = m · 2^e`, `m` in [0.5, 1) (v finite and > 0).
-fn frexp_exp(v: f32) -> i32 {
+pub(crate) fn frexp_exp(v: f32) -> i32 {
     let bits = v.to_bits();
     let e = ((bits >> 23) & 0xff) as i32;
     if e == 0 {
@@ -53,7 +53,7 @@ fn frexp_exp(v: f32) -> i32 {
 }
 
 /// Exponent of the fast precision's row scale for a row whose largest |x| is `mx`.
-fn scale_exp(mx: f32) -> i32 {
+pub(crate) fn scale_exp(mx: f32) -> i32 {
     if mx == 0.0 || !mx.is_finite() {
         0
     } else {
@@ -63,7 +63,7 @@ fn scale_exp(mx: f32) -> i32 {
 
 /// Largest |x| of a row (the tests' rows hold no NaN, whose order in a GPU
 /// `max` is unspecified).
-fn row_max(x: &[f32]) -> f32 {
+pub(crate) fn row_max(x: &[f32]) -> f32 {
     x.iter().fold(0f32, |m, v| m.max(v.abs()))
 }
 
@@ -118,7 +118,7 @@ fn split_row_words(x: &[f32], kp: usize) -> (Vec<u32>, Vec<u32>, f32) {
 }
 
 /// x rounded as the fast precision rounds it, back in f32: `f16(x·s) / s`.
-fn fast_round_row(x: &[f32]) -> Vec<f32> {
+pub(crate) fn fast_round_row(x: &[f32]) -> Vec<f32> {
     let k = scale_exp(row_max(x));
     let s = 2f64.powi(k);
     x.iter()
@@ -129,7 +129,7 @@ fn fast_round_row(x: &[f32]) -> Vec<f32> {
 /// A test row: `kind` 0 mixes magnitudes 1e-6..1e6 (small ones become f16
 /// subnormals or zero), 1 is a whole row scaled by 10^(−6..6), 2 is zero,
 /// 3 normal values with one 1e6, 4 plain normal values.
-fn wide_row(rng: &mut Rng, cols: usize, kind: usize) -> Vec<f32> {
+pub(crate) fn wide_row(rng: &mut Rng, cols: usize, kind: usize) -> Vec<f32> {
     let mut r = rng.normal_vec(cols);
     match kind {
         0 => r
@@ -336,13 +336,13 @@ fn coop_fast_is_unsupported_without_cooperative_matrices() {
     }
 }
 
-fn run(ctx: &GpuContext, d: &[Dispatch]) {
+pub(crate) fn run(ctx: &GpuContext, d: &[Dispatch]) {
     let refs: Vec<&Dispatch> = d.iter().collect();
     ctx.run("matmul_coop_fast test", &refs).unwrap();
 }
 
 /// A context of `t`'s variant (checked or trusted modules) with `precision`.
-fn context_with(t: &testing::TestContext, precision: MatmulPrecision) -> GpuContext {
+pub(crate) fn context_with(t: &testing::TestContext, precision: MatmulPrecision) -> GpuContext {
     GpuContext::new(&ContextOptions {
         precision,
         ..t.variant.options()
@@ -861,7 +861,7 @@ fn coop_fast_translates_to_spirv_for_every_format() {
 }
 
 /// Best of 5 GPU-timestamp runs of `d`: (total ns, ns of the launches labelled `label`).
-fn best_ns(ctx: &GpuContext, d: &[Dispatch], label: &str) -> (f64, f64) {
+pub(crate) fn best_ns(ctx: &GpuContext, d: &[Dispatch], label: &str) -> (f64, f64) {
     let refs: Vec<&Dispatch> = d.iter().collect();
     ctx.run("warm-up", &refs).unwrap();
     let mut best = (f64::INFINITY, 0.0);
