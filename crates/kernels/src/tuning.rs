@@ -189,6 +189,13 @@ pub struct Tuning {
     /// one-token kernel of the other formats (`mm_vec`: 4 rows per
     /// workgroup; kept for comparison in benchmarks).
     pub int4_gemv: Option<Int4Gemv>,
+    /// Whether [`MatmulPath::Auto`](crate::matmul::MatmulPath::Auto) runs
+    /// 4-bit MoE experts (f16 scales) on the tensor-core grouped GEMM under
+    /// fast precision or `f16_matmul` (`moe_grouped_coop_q4.rs`); off: the
+    /// scalar grouped GEMM, as before. On everywhere unless
+    /// `QWGPU_COOP_Q4=0` ([`Tuning::for_adapter`]). The one switch to turn
+    /// it off.
+    pub coop_grouped_q4: bool,
 }
 
 impl Default for Tuning {
@@ -202,6 +209,7 @@ impl Default for Tuning {
             skinny: true,
             skinny_split: true,
             int4_gemv: Some(Int4Gemv::DEFAULT),
+            coop_grouped_q4: true,
         }
     }
 }
@@ -221,17 +229,22 @@ impl Tuning {
             skinny: true,
             skinny_split: true,
             int4_gemv: Some(known.map_or(Int4Gemv::DEFAULT, |k| k.int4_gemv)),
+            coop_grouped_q4: true,
         }
     }
 
     /// The tuning of the adapter `info` describes; the environment variable
     /// `QWGPU_SKINNY` turns [`Tuning::skinny`] off (`0`) or only its column
     /// splits (`nosplit`), and `QWGPU_COOP_FAST` the fast tensor-core GEMM
-    /// ([`Tuning::with_coop_fast_env`]), for A/B measurements.
+    /// ([`Tuning::with_coop_fast_env`]), and `QWGPU_COOP_Q4` (`0`, `off`,
+    /// `false`) [`Tuning::coop_grouped_q4`] off, for A/B measurements.
     pub fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
         let mut t = Self::lookup(info.vendor, &info.name)
             .with_coop_fast_env(std::env::var("QWGPU_COOP_FAST").ok().as_deref());
         (t.skinny, t.skinny_split) = skinny_switch(std::env::var("QWGPU_SKINNY").ok().as_deref());
+        if switch_off(std::env::var("QWGPU_COOP_Q4").ok().as_deref()) {
+            t.coop_grouped_q4 = false;
+        }
         t
     }
 
@@ -258,6 +271,15 @@ impl Tuning {
         }
         self
     }
+}
+
+/// Whether an environment switch's value turns its feature off: `0`, `off`,
+/// `false` (any case, spaces trimmed); anything else or unset leaves it on.
+fn switch_off(value: Option<&str>) -> bool {
+    matches!(
+        value.map(|v| v.trim().to_ascii_lowercase()).as_deref(),
+        Some("0" | "off" | "false")
+    )
 }
 
 /// ([`Tuning::skinny`], [`Tuning::skinny_split`]) from the value of
@@ -287,6 +309,18 @@ mod tests {
         assert!(d.skinny && d.skinny_split);
         let h = Tuning::lookup(0x10de, "NVIDIA H100 80GB HBM3");
         assert!(h.skinny && h.skinny_split);
+    }
+
+    #[test]
+    fn coop_grouped_q4_is_on_unless_switched_off() {
+        assert!(Tuning::default().coop_grouped_q4);
+        assert!(Tuning::lookup(0x10de, "NVIDIA H100 80GB HBM3").coop_grouped_q4);
+        for off in ["0", " OFF ", "false"] {
+            assert!(switch_off(Some(off)), "{off}");
+        }
+        for on in [None, Some("1"), Some(""), Some("on")] {
+            assert!(!switch_off(on), "{on:?}");
+        }
     }
 
     #[test]
