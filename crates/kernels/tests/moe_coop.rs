@@ -26,7 +26,7 @@
 //! 35B-A3B expert shapes.
 
 use qwgpu_checkpoint::Dtype;
-use qwgpu_kernels::int4::{upload_int4, upload_int4_pieces, Int4Host};
+use qwgpu_kernels::int4::{upload_int4, upload_int4_pieces};
 use qwgpu_kernels::matmul::{Epilogue, MatmulPath};
 use qwgpu_kernels::moe::grouped::{
     coop, coop_q4, matmul_grouped_with, moe_group, GroupScratch, GroupedArgs,
@@ -1349,21 +1349,7 @@ fn grouped_coop_bench_35b_a3b() {
     }
 }
 
-/// A GPTQ-style 4-bit weight `[rows, cols]` as the loader hands it over
-/// (`Int4Host`): random nibbles, groups of 128 columns, the symmetric zero
-/// point 8, f16 scales in 1e-3 .. 1e-2 (format Q4).
-fn gptq_like(rng: &mut SplitMix64, rows: usize, cols: usize) -> (Vec<u32>, Vec<f32>, Vec<u8>) {
-    let groups = rows * cols.div_ceil(128);
-    let words = (0..rows * cols.div_ceil(8))
-        .map(|_| rng.next_u64() as u32)
-        .collect();
-    let scales = (0..groups)
-        .map(|_| half::f16::from_f64(1e-3 + 9e-3 * rng.next_f64()).to_f32())
-        .collect();
-    (words, scales, vec![8; groups])
-}
-
-/// `grouped_coop_bench_35b_a3b` for GPTQ-style 4-bit experts (`gptq_like`,
+/// `grouped_coop_bench_35b_a3b` for GPTQ-style 4-bit experts (`Gptq`,
 /// format Q4) at the same 35B-A3B shapes and token counts (4096, 512): the
 /// scalar grouped GEMM (what exact precision runs), the coop kernel as
 /// `Auto` takes it with fast precision (SKIP on and off beside it) and with
@@ -1415,21 +1401,11 @@ fn grouped_coop_q4_bench_35b_a3b() {
     ];
     let (experts, _, h, ie) = A3B;
     let mut bits = SplitMix64::new(0x0e0c_be04);
-    let gu = gptq_like(&mut bits, experts * 2 * ie, h);
-    let dn = gptq_like(&mut bits, experts * h, ie);
-    fn host(w: &(Vec<u32>, Vec<f32>, Vec<u8>), rows: usize, cols: usize) -> Int4Host<'_> {
-        Int4Host {
-            rows,
-            cols,
-            group_size: 128,
-            words: &w.0,
-            scales: &w.1,
-            zeros: &w.2,
-        }
-    }
+    let gu = int4_cases::Gptq::new(&mut bits, experts * 2 * ie, h);
+    let dn = int4_cases::Gptq::new(&mut bits, experts * h, ie);
     let upload = |c: &GpuContext| {
-        let guw = upload_int4(c, "gate_up", &host(&gu, experts * 2 * ie, h)).unwrap();
-        let dnw = upload_int4(c, "down", &host(&dn, experts * h, ie)).unwrap();
+        let guw = upload_int4(c, "gate_up", &gu.host()).unwrap();
+        let dnw = upload_int4(c, "down", &dn.host()).unwrap();
         assert_eq!(guw.format, WeightFormat::Q4);
         eprintln!(
             "BENCH {adapter} {precision:?} f16_matmul {f16}: Auto runs Q4 experts on the tensor cores: {on}",
