@@ -17,9 +17,9 @@
 //! Exact precision keeps the scalar grouped GEMM for 4-bit experts: `q -
 //! zero` is exact in f16 but `(q - zero) · scale` is not, and applying each
 //! group's scale to its partial sums in f32 would need the accumulator
-//! fragments scaled per output column at every group boundary (through
-//! workgroup memory: cooperative matrices have no per-column scaling), which
-//! costs about what the tensor cores save. Forcing
+//! fragments scaled per output column at every group boundary (cooperative
+//! matrices have no per-column scaling: a round trip through workgroup
+//! memory per group and fragment), so it is left out. Forcing
 //! [`MatmulPath::Coop`](crate::matmul::MatmulPath::Coop) runs the exact
 //! variant anyway (x exact, W rounded as above).
 //!
@@ -28,7 +28,8 @@
 //! weights may leave f16's normal range.
 //!
 //! [`Tuning::coop_grouped_q4`](crate::Tuning::coop_grouped_q4) (environment:
-//! `QWGPU_COOP_Q4=0`) is the one switch that turns this off.
+//! `QWGPU_COOP_Q4=0`, or `dense` to keep only the dense 4-bit tensor-core
+//! GEMM) is the one switch that turns this off.
 
 use crate::{GpuContext, GpuWeight, MatmulPrecision, WeightFormat};
 
