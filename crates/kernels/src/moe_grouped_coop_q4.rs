@@ -2,7 +2,7 @@
 //! packs them: [`WeightFormat::Q4`], see [`crate::int4`]) on the tensor-core
 //! grouped GEMM ([`coop`](super::coop), `shaders/moe_group_coop.wgsl`).
 //!
-//! The kernel needs no text of its own: it decodes W through
+//! By default the kernel is `moe_group_coop` itself: it decodes W through
 //! `matmul_common.wgsl` like every other matmul, and with `FORMAT` = 5 its
 //! `Q4` override stages each 32-column chunk of a weight row as
 //! `f16((q - zero) · scale)`: the nibbles decoded exactly by `decode_group`,
@@ -30,7 +30,6 @@
 //! [`Tuning::coop_grouped_q4`](crate::Tuning::coop_grouped_q4) (environment:
 //! `QWGPU_COOP_Q4=0`, or `dense` to keep only the dense 4-bit tensor-core
 //! GEMM) is the one switch that turns this off.
-
 //!
 //! `shaders/moe_group_coop_q4.wgsl` (`moe_group_coop_q4`) is the same kernel
 //! with a W staging of its own for 4-bit weights: each 32-column chunk staged
