@@ -125,12 +125,14 @@ fn workgroup_size(ctx: &GpuContext) -> Option<u32> {
 /// Whether the device runs the coop kernel and `w`'s format is one it takes
 /// (module doc: E5M2 with scales may overflow f16).
 /// 4-bit weights: only f16-scaled ones (`Q4`) in the plain variant
-/// (`f16_matmul`): `(q - zero) · scale` is not exact in f16, so the exact
-/// variant would not match the scalar GEMM.
+/// (`f16_matmul`) and the fast one (fast precision; W staged as
+/// `f16((q - zero) · scale)`, as the scalar tile GEMM's fast emulation
+/// rounds it): `(q - zero) · scale` is not exact in f16, so the exact variant
+/// would not match the scalar GEMM.
 pub(super) fn supported(ctx: &GpuContext, w: &GpuWeight) -> bool {
     let format_ok = match w.format {
         WeightFormat::E5M2 | WeightFormat::Q4F32 => false,
-        WeightFormat::Q4 => ctx.f16_matmul,
+        WeightFormat::Q4 => ctx.f16_matmul || ctx.precision == crate::MatmulPrecision::Fast,
         _ => true,
     };
     workgroup_size(ctx).is_some() && format_ok
@@ -141,8 +143,10 @@ pub(super) fn supported(ctx: &GpuContext, w: &GpuWeight) -> bool {
 /// variant wherever it matches the f32 GEMM (module doc: BF16, F16 and E4M3
 /// with a scale constant along each row; with
 /// [`MatmulPrecision::Fast`](crate::MatmulPrecision::Fast) the fast variant,
-/// which also takes E4M3 with block scales), the plain f16 one for every
-/// supported weight when the context opts into f16 matmuls.
+/// which also takes E4M3 with block scales and, with
+/// [`Tuning::coop_dense_q4`](crate::Tuning::coop_dense_q4), 4-bit weights
+/// with f16 scales), the plain f16 one for every supported weight when the
+/// context opts into f16 matmuls.
 pub(super) fn auto(ctx: &GpuContext, w: &GpuWeight, _t: u32) -> bool {
     let in_f16 = matches!(
         w.format,
@@ -150,8 +154,11 @@ pub(super) fn auto(ctx: &GpuContext, w: &GpuWeight, _t: u32) -> bool {
     );
     let exact = in_f16 && w.block_cols >= w.cols;
     // Fast precision also stages block-scaled E4M3 as f16(q·s), which the
-    // scalar GEMM's fast emulation reproduces.
-    let fast = ctx.precision == crate::MatmulPrecision::Fast && w.format == WeightFormat::E4M3;
+    // scalar GEMM's fast emulation reproduces, and 4-bit weights as
+    // f16((q - zero)·scale) where Tuning::coop_dense_q4 allows.
+    let q4 = w.format == WeightFormat::Q4 && ctx.tuning.coop_dense_q4;
+    let fast =
+        ctx.precision == crate::MatmulPrecision::Fast && (w.format == WeightFormat::E4M3 || q4);
     supported(ctx, w) && (ctx.f16_matmul || exact || fast)
 }
 

@@ -21,7 +21,8 @@
 //! - [`coop`] (`shaders/moe_group_coop.wgsl`): the same GEMM on tensor cores,
 //!   one 128-pair grouping tile ([`GroupScratch::preferred`]) × 128 weight rows
 //!   per workgroup; [`matmul_grouped`] takes it on adapters with cooperative
-//!   matrices where [`coop::auto`] allows ([`coop::ENABLED`] switches it off).
+//!   matrices where [`coop::auto`] allows ([`coop::ENABLED`] switches it off);
+//!   4-bit experts too under fast precision ([`coop_q4`]).
 //!
 //! The grid cannot depend on GPU-side counts (no indirect dispatch): it is sized
 //! for the worst case, `pairs.div_ceil(64) + min(experts, pairs)` tiles
@@ -45,6 +46,8 @@ use crate::{GpuContext, GpuWeight, KernelError};
 
 #[path = "moe_grouped_coop.rs"]
 pub mod coop;
+#[path = "moe_grouped_coop_q4.rs"]
+pub mod coop_q4;
 
 crate::shader!(MOE_GROUP_SORT, "moe_group_sort.wgsl");
 crate::shader!(MOE_GROUP_GEMM, "moe_group_gemm.wgsl");
@@ -499,7 +502,9 @@ pub fn matmul_grouped_with(
             b_rows: b.rows as u32,
             ..base
         };
-        let launch = if use_coop {
+        let launch = if use_coop && coop_q4::uses_staging_kernel(w) {
+            coop_q4::launch(ctx, w)
+        } else if use_coop {
             coop::launch(ctx, w)
         } else {
             ctx.launch(&GROUP_GEMM)

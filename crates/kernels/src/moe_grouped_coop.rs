@@ -27,7 +27,9 @@
 //! `f16_matmul` (where the dense GEMM rounds them the same way) and leaves
 //! them on the scalar grouped GEMM under exact precision; forcing
 //! [`MatmulPath::Coop`](crate::matmul::MatmulPath::Coop) runs them anyway.
-//! 4-bit and E5M2 experts stay on the scalar grouped GEMM.
+//! 4-bit experts with f16 scales are staged as `f16((q - zero)·scale)` and
+//! taken the same way ([`coop_q4`](super::coop_q4)); E5M2 and 4-bit experts
+//! with f32 scales stay on the scalar grouped GEMM.
 //!
 //! A grouping tile is often mostly padding (an expert's last tile; at
 //! 512-token prefill steps of a 256-expert top-8 MoE, ~16 pairs per expert):
@@ -102,12 +104,13 @@ pub fn workgroup_size(ctx: &GpuContext) -> Option<u32> {
 }
 
 /// Whether the adapter runs the kernel and `w`'s format is one it takes
-/// (BF16, F16, F32, E4M3 with any scales; not 4-bit or E5M2).
+/// (BF16, F16, F32, E4M3 with any scales, 4-bit with f16 scales; not E5M2
+/// or 4-bit with f32 scales).
 pub fn supported(ctx: &GpuContext, w: &GpuWeight) -> bool {
     let format_ok = matches!(
         w.format,
         WeightFormat::BF16 | WeightFormat::F16 | WeightFormat::F32 | WeightFormat::E4M3
-    );
+    ) || super::coop_q4::format_ok(w);
     workgroup_size(ctx).is_some() && format_ok
 }
 
@@ -115,7 +118,8 @@ pub fn supported(ctx: &GpuContext, w: &GpuWeight) -> bool {
 pub fn unsupported_reason(ctx: &GpuContext, w: &GpuWeight) -> String {
     if workgroup_size(ctx).is_some() {
         format!(
-            "weight `{w_name}` is {w_format:?}: the tensor-core grouped GEMM takes BF16, F16, F32 and E4M3",
+            "weight `{w_name}` is {w_format:?}: the tensor-core grouped GEMM takes BF16, F16, F32, \
+             E4M3 and Q4 (4-bit with f16 scales)",
             w_name = w.name,
             w_format = w.format
         )
@@ -132,7 +136,8 @@ pub fn unsupported_reason(ctx: &GpuContext, w: &GpuWeight) -> String {
 /// kernel for `w` (with [`ENABLED`]): as the dense GEMM's Auto, the exact
 /// variant where W is exact in f16 with a scale constant along each row
 /// (BF16, F16, E4M3), with fast precision also block-scaled E4M3, with
-/// `f16_matmul` every supported weight.
+/// `f16_matmul` every supported weight; 4-bit weights as
+/// [`coop_q4::auto`](super::coop_q4::auto) says.
 pub fn auto(ctx: &GpuContext, w: &GpuWeight) -> bool {
     let in_f16 = matches!(
         w.format,
@@ -140,7 +145,12 @@ pub fn auto(ctx: &GpuContext, w: &GpuWeight) -> bool {
     );
     let exact = in_f16 && w.block_cols >= w.cols;
     let fast = ctx.precision == MatmulPrecision::Fast && w.format == WeightFormat::E4M3;
-    ENABLED && supported(ctx, w) && (ctx.f16_matmul || exact || fast)
+    let wanted = if super::coop_q4::is_int4(w) {
+        super::coop_q4::auto(ctx, w)
+    } else {
+        ctx.f16_matmul || exact || fast
+    };
+    ENABLED && supported(ctx, w) && wanted
 }
 
 /// Pairs per grouping tile that the grouped GEMM of `ctx` wants: 128 where
@@ -157,7 +167,17 @@ pub fn preferred_tile_pairs(ctx: &GpuContext) -> u32 {
 /// plain f16 variant when the context opts into f16 matmuls, else the exact
 /// one (one f16 half with fast precision).
 pub(crate) fn launch<'a>(ctx: &'a GpuContext, w: &GpuWeight) -> Launch<'a> {
-    ctx.launch(&GROUP_COOP)
+    launch_spec(ctx, w, &GROUP_COOP)
+}
+
+/// [`launch`]'s overrides on `spec` (this kernel, or the 4-bit one of
+/// [`coop_q4`](super::coop_q4), which takes the same).
+pub(crate) fn launch_spec<'a>(
+    ctx: &'a GpuContext,
+    w: &GpuWeight,
+    spec: &'static KernelSpec,
+) -> Launch<'a> {
+    ctx.launch(spec)
         .constant("WG", workgroup_size(ctx).unwrap_or(256))
         .constant("FORMAT", w.format as u32)
         .constant("EXACT", f64::from(u8::from(!ctx.f16_matmul)))

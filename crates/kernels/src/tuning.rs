@@ -276,6 +276,20 @@ pub struct Tuning {
     /// one-token kernel of the other formats (`mm_vec`: 4 rows per
     /// workgroup; kept for comparison in benchmarks).
     pub int4_gemv: Option<Int4Gemv>,
+    /// Whether [`MatmulPath::Auto`](crate::matmul::MatmulPath::Auto) runs
+    /// 4-bit MoE experts (f16 scales) on the tensor-core grouped GEMM under
+    /// fast precision or `f16_matmul` (`moe_grouped_coop_q4.rs`); off: the
+    /// scalar grouped GEMM, as before. On everywhere unless
+    /// `QWGPU_COOP_Q4` is `0` or `dense` ([`Tuning::for_adapter`]). The one
+    /// switch to turn it off.
+    pub coop_grouped_q4: bool,
+    /// Whether Auto runs dense 4-bit GEMMs (f16 scales) of more than 16
+    /// tokens under fast precision on `mm_coop`'s fast variant (W staged as
+    /// `f16((q - zero)·scale)`, as the scalar tile GEMM's fast emulation
+    /// rounds it); off: the scalar tile GEMM, as before (`f16_matmul`
+    /// contexts take `mm_coop` either way). On everywhere unless
+    /// `QWGPU_COOP_Q4` is `0` or `grouped`. The one switch to turn it off.
+    pub coop_dense_q4: bool,
 }
 
 impl Default for Tuning {
@@ -295,6 +309,8 @@ impl Default for Tuning {
             skinny_tiers: &[],
             skinny_fused_norm: true,
             int4_gemv: Some(Int4Gemv::DEFAULT),
+            coop_grouped_q4: true,
+            coop_dense_q4: true,
         }
     }
 }
@@ -320,19 +336,27 @@ impl Tuning {
             skinny_tiers: known.map_or(&[], |k| k.skinny_tiers),
             skinny_fused_norm: true,
             int4_gemv: Some(known.map_or(Int4Gemv::DEFAULT, |k| k.int4_gemv)),
+            coop_grouped_q4: true,
+            coop_dense_q4: true,
         }
     }
 
     /// The tuning of the adapter `info` describes; the environment variable
     /// `QWGPU_SKINNY` turns [`Tuning::skinny`] off (`0`) or only its column
     /// splits (`nosplit`), and `QWGPU_COOP_FAST` the fast tensor-core GEMM
-    /// ([`Tuning::with_coop_fast_env`]) and `QWGPU_COOP_F16` the f16-scratch
-    /// one ([`Tuning::with_coop_f16_env`]), for A/B measurements.
+    /// ([`Tuning::with_coop_fast_env`]), `QWGPU_COOP_F16` the f16-scratch
+    /// one ([`Tuning::with_coop_f16_env`]), and `QWGPU_COOP_Q4` 4-bit weights on
+    /// the tensor cores ([`Tuning::coop_grouped_q4`],
+    /// [`Tuning::coop_dense_q4`]: `0`, `off` or `false` turns both off,
+    /// `grouped` keeps only the MoE one, `dense` only the dense one), for A/B
+    /// measurements.
     pub fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
         let mut t = Self::lookup(info.vendor, &info.name)
             .with_coop_fast_env(std::env::var("QWGPU_COOP_FAST").ok().as_deref())
             .with_coop_f16_env(std::env::var("QWGPU_COOP_F16").ok().as_deref());
         (t.skinny, t.skinny_split) = skinny_switch(std::env::var("QWGPU_SKINNY").ok().as_deref());
+        (t.coop_grouped_q4, t.coop_dense_q4) =
+            q4_switch(std::env::var("QWGPU_COOP_Q4").ok().as_deref());
         t.with_skinny_min_t_env(std::env::var("QWGPU_SKINNY_MIN_T").ok().as_deref())
             .with_skinny_norm_env(std::env::var("QWGPU_SKINNY_NORM").ok().as_deref())
     }
@@ -410,6 +434,19 @@ impl Tuning {
             _ => {}
         }
         self
+    }
+}
+
+/// ([`Tuning::coop_grouped_q4`], [`Tuning::coop_dense_q4`]) from the value
+/// of `QWGPU_COOP_Q4`: both off for `0`, `off`, `false`; only the grouped
+/// one for `grouped`, only the dense one for `dense` (any case, spaces
+/// trimmed); both on otherwise or unset.
+fn q4_switch(value: Option<&str>) -> (bool, bool) {
+    match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        Some("0" | "off" | "false") => (false, false),
+        Some("grouped") => (true, false),
+        Some("dense") => (false, true),
+        _ => (true, true),
     }
 }
 
@@ -525,6 +562,24 @@ mod tests {
         assert!(!pre.with_skinny_norm_env(None).skinny_fused_norm);
         assert!(!pre.with_skinny_norm_env(Some("1")).skinny_fused_norm);
         assert!(pre.with_skinny_norm_env(Some("fused")).skinny_fused_norm);
+    }
+
+    #[test]
+    fn coop_q4_is_on_unless_switched_off() {
+        for t in [
+            Tuning::default(),
+            Tuning::lookup(0x10de, "NVIDIA H100 80GB HBM3"),
+        ] {
+            assert!(t.coop_grouped_q4 && t.coop_dense_q4);
+        }
+        for off in ["0", " OFF ", "false"] {
+            assert_eq!(q4_switch(Some(off)), (false, false), "{off}");
+        }
+        for on in [None, Some("1"), Some(""), Some("on")] {
+            assert_eq!(q4_switch(on), (true, true), "{on:?}");
+        }
+        assert_eq!(q4_switch(Some(" Grouped")), (true, false));
+        assert_eq!(q4_switch(Some("dense ")), (false, true));
     }
 
     #[test]

@@ -781,20 +781,43 @@ fn int4_packed_weight_uploads_through_gpu_weight() {
     }
 }
 
-/// The tensor-core GEMM of 4-bit weights: the plain f16 variant only
+/// The tensor-core GEMM of 4-bit weights: the plain f16 variant
 /// (`f16_matmul`: x and `(q − zero) · scale` rounded to f16), tolerance
 /// `2e-3 · Σ|x·w|` as the other formats' plain variant; Auto takes it for
 /// `T > 16`, and Q4F32 weights (scales not exact in f16) stay on the scalar GEMM.
 #[test]
 fn int4_coop_f16_matches_reference() {
+    int4_coop_matches_reference(0x5eed_440b, false);
+}
+
+/// The fast variant of the tensor-core GEMM on 4-bit weights
+/// (`MatmulPrecision::Fast`: `f16(x·s)` and `f16((q − zero)·scale)`), what
+/// Auto runs for `T > 16` with `Tuning::coop_dense_q4` on: as
+/// [`int4_coop_f16_matches_reference`] (Q4F32 weights on the scalar tile
+/// GEMM, which rounds x the same way: 2e-3 for both), and with the switch
+/// off Q4 weights back on the scalar tile GEMM.
+#[test]
+fn int4_coop_fast_matches_reference() {
+    int4_coop_matches_reference(0x5eed_440c, true);
+}
+
+/// The body of the two tests above: `fast` picks fast precision, else
+/// `f16_matmul`.
+fn int4_coop_matches_reference(seed: u64, fast: bool) {
     use qwgpu_kernels::testing::Feature;
     for t in testing::contexts_with(&[Feature::CooperativeMatrix]) {
-        let ctx = GpuContext::new(&qwgpu_kernels::ContextOptions {
-            f16_matmul: true,
+        let precision = if fast {
+            qwgpu_kernels::MatmulPrecision::Fast
+        } else {
+            qwgpu_kernels::MatmulPrecision::Exact
+        };
+        let mut ctx = GpuContext::new(&qwgpu_kernels::ContextOptions {
+            f16_matmul: !fast,
+            precision,
             ..t.variant.options()
         })
         .unwrap();
-        let seed = testing::seed(0x5eed_440b);
+        let seed = testing::seed(seed);
         let mut rng = Rng::new(seed);
         for (rows, cols, group) in [(130usize, 200usize, 64usize), (70, 520, 128), (18, 36, 12)] {
             for f16 in [true, false] {
@@ -827,7 +850,7 @@ fn int4_coop_f16_matches_reference() {
                         assert_eq!(d[0].label, want_label, "{f:?}", f = gw.format);
                         run(&ctx, &d);
                         let got = ctx.read_f32(&y, 0, tokens * width).unwrap();
-                        let rel = if f16 { 2e-3 } else { REL };
+                        let rel = if f16 || fast { 2e-3 } else { REL };
                         let mut want = vec![None; tokens * width];
                         for (ti, xr) in xrows.iter().enumerate() {
                             for c in 0..width {
@@ -842,11 +865,143 @@ fn int4_coop_f16_matches_reference() {
                             }
                         }
                         let what = format!(
-                            "{t_name} seed {seed:#x} coop f16 {f:?} [{rows}, {cols}] group {group} T={tokens} {epi:?}",
+                            "{t_name} seed {seed:#x} coop fast {fast} {f:?} [{rows}, {cols}] group {group} T={tokens} {epi:?}",
                             t_name = t.name,
                             f = gw.format
                         );
                         support::check(&got, &init, &want, &what);
+                    }
+                }
+            }
+        }
+        if fast {
+            // The switch off: the scalar tile GEMM again.
+            ctx.tuning.coop_dense_q4 = false;
+            let q = make_q4(&mut rng, 40, 64, 32, true);
+            let gw = upload(&ctx, &q, true);
+            let x = ctx.storage("x", 4 * 64 * 20).unwrap();
+            let y = ctx.storage("y", 4 * 40 * 20).unwrap();
+            let args = MatmulArgs {
+                x: &x,
+                x_offset: 0,
+                x_stride: 64,
+                y: &y,
+                y_offset: 0,
+                y_stride: 40,
+                t: 20,
+            };
+            let d = matmul(&ctx, &gw, &args, Epilogue::Store).unwrap();
+            assert_eq!(d[0].label, "matmul_tile", "{t_name}", t_name = t.name);
+        }
+    }
+}
+
+/// Dense 4-bit GEMMs at the Qwen3.5-27B MLP shapes (GPTQ-style weights,
+/// `testing::cases::int4::Gptq`: groups of 128, zero point 8, f16 scales):
+/// gate/up `[2·17408, 5120]` SwiGLU and down `[5120, 17408]` Store, T = 512
+/// and 4096, on the path `Auto` picks in each context: exact precision (the
+/// scalar tile GEMM), fast precision with `Tuning::coop_dense_q4` off (the
+/// tile GEMM's fast emulation) and on (`mm_coop`'s fast variant), and
+/// `f16_matmul` (`mm_coop`'s plain variant). Trusted modules, GPU
+/// timestamps (best of 5), `BENCH` lines with the kernel's label, µs and
+/// TFLOP/s, and each path's largest difference to the exact one on the first
+/// 8 rows relative to their largest |y|. Run with `-- --include-ignored
+/// --exact matmul_int4::int4_dense_gemm_bench_27b --nocapture`.
+#[test]
+#[ignore = "benchmark: run with -- --ignored int4_dense_gemm_bench_27b"]
+fn int4_dense_gemm_bench_27b() {
+    use qwgpu_kernels::{ContextOptions, Dispatch, MatmulPrecision};
+    let trusted = ContextOptions {
+        runtime_checks: Some(false),
+        ..Default::default()
+    };
+    let with = |precision, f16_matmul, switch| {
+        let mut c = GpuContext::new(&ContextOptions {
+            precision,
+            f16_matmul,
+            ..trusted.clone()
+        })
+        .unwrap();
+        c.tuning.coop_dense_q4 = switch;
+        c
+    };
+    let contexts = [
+        ("exact", with(MatmulPrecision::Exact, false, true)),
+        (
+            "fast, coop_dense_q4 off",
+            with(MatmulPrecision::Fast, false, false),
+        ),
+        ("fast", with(MatmulPrecision::Fast, false, true)),
+        ("f16_matmul", with(MatmulPrecision::Exact, true, true)),
+    ];
+    let (h, inter) = (5120usize, 17408usize);
+    let mut bits = qwgpu_ops::rng::SplitMix64::new(0x5eed_44be);
+    let weights = [
+        (
+            "gate/up",
+            cases::Gptq::new(&mut bits, 2 * inter, h),
+            Epilogue::SwiGlu,
+        ),
+        (
+            "down",
+            cases::Gptq::new(&mut bits, h, inter),
+            Epilogue::Store,
+        ),
+    ];
+    let mut rng = Rng::new(0x5eed_44bf);
+    for (wname, q, epi) in &weights {
+        let (rows, cols) = (q.rows, q.cols);
+        let width = if *epi == Epilogue::SwiGlu {
+            rows / 2
+        } else {
+            rows
+        };
+        for t in [512usize, 4096] {
+            let xv = rng.normal_vec(t * cols);
+            let flop = 2.0 * (t * rows * cols) as f64;
+            let mut first: Option<Vec<f32>> = None;
+            for (name, c) in &contexts {
+                let gw = upload_int4(c, wname, &q.host()).unwrap();
+                let x = c.upload("x", &xv).unwrap();
+                let y = c.storage("y", (t * width * 4) as u64).unwrap();
+                let args = MatmulArgs {
+                    x: &x,
+                    x_offset: 0,
+                    x_stride: cols as u32,
+                    y: &y,
+                    y_offset: 0,
+                    y_stride: width as u32,
+                    t: t as u32,
+                };
+                let d = matmul(c, &gw, &args, *epi).unwrap();
+                let refs: Vec<&Dispatch> = d.iter().collect();
+                c.run("warm-up", &refs).unwrap();
+                let mut best = f64::INFINITY;
+                for _ in 0..5 {
+                    let times = qwgpu_kernels::profile::time_dispatches(c, &refs).unwrap();
+                    best = best.min(times.iter().map(|(_, ns)| ns).sum::<f64>());
+                }
+                eprintln!(
+                    "BENCH {adapter} int4 27B {wname} [{rows}, {cols}] T={t} {name} ({label}): \
+                     {us:.1} µs = {tflops:.1} TFLOP/s",
+                    adapter = c.info.name,
+                    label = d[0].label,
+                    us = best / 1e3,
+                    tflops = flop / best / 1e3
+                );
+                let got = c.read_f32(&y, 0, 8 * width).unwrap();
+                match &first {
+                    None => first = Some(got),
+                    Some(b) => {
+                        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+                        let diff = got
+                            .iter()
+                            .zip(b)
+                            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                        eprintln!(
+                            "BENCH   {name} vs exact, first 8 rows: max |Δ| / max |y| = {rel:.2e}",
+                            rel = diff / scale
+                        );
                     }
                 }
             }

@@ -8,7 +8,10 @@
 //!   F16, E4M3 with per-channel scales): 1e-5 (f32 sums; x keeps 22 bits);
 //! - exact coop with weights rounded to f16 (E4M3 × 128-column block scales
 //!   as f16(q·s), F32): 6e-4 (2⁻¹¹ per weight);
-//! - fast and plain coop variants (x rounded to f16): 2e-3.
+//! - fast and plain coop variants (x rounded to f16): 2e-3;
+//! - 4-bit experts (format Q4, staged as `f16((q − zero)·scale)`: 2⁻¹¹ per
+//!   weight): fast and plain 2e-3, the exact variant (forced) 6e-4; `Auto`
+//!   takes them only with fast precision or `f16_matmul`.
 //!
 //! Rows of pairs routed past the experts, and everything outside the written
 //! rows, keep their bits (NaN poison). Tests of the coop kernel declare
@@ -18,30 +21,43 @@
 //! `emulated_coop_grouped_matches_reference` runs the kernel's own WGSL with
 //! its fragment ops replaced by scalar stand-ins, so everything but the
 //! tensor-core instructions (gathering, staging, scaling, pieces, epilogues)
-//! is checked here too. `grouped_coop_bench_35b_a3b` (`#[ignore]`d) prints
-//! `BENCH` lines at the 35B-A3B expert shapes.
+//! is checked here too (4-bit experts too). `grouped_coop_bench_35b_a3b` and
+//! `grouped_coop_q4_bench_35b_a3b` (`#[ignore]`d) print `BENCH` lines at the
+//! 35B-A3B expert shapes.
 
 use qwgpu_checkpoint::Dtype;
+use qwgpu_kernels::int4::{upload_int4, upload_int4_pieces};
 use qwgpu_kernels::matmul::{Epilogue, MatmulPath};
 use qwgpu_kernels::moe::grouped::{
-    coop, matmul_grouped_with, moe_group, GroupScratch, GroupedArgs,
+    coop, coop_q4, matmul_grouped_with, moe_group, GroupScratch, GroupedArgs,
 };
+use qwgpu_kernels::testing::cases::int4 as int4_cases;
 use qwgpu_kernels::testing::{self, Feature};
 use qwgpu_kernels::view::{Dtype as QDtype, TensorView};
 use qwgpu_kernels::{
-    ContextOptions, Dispatch, GpuContext, GpuWeight, KernelError, MatmulPrecision,
+    ContextOptions, Dispatch, GpuContext, GpuWeight, KernelError, MatmulPrecision, WeightFormat,
 };
 
 mod support;
-use qwgpu_ops::rng::Rng;
+use qwgpu_ops::rng::{Rng, SplitMix64};
 use support::Scheme;
 
 const EPILOGUES: [Epilogue; 3] = [Epilogue::Store, Epilogue::Accumulate, Epilogue::SwiGlu];
 
+/// A case's experts: a packed checkpoint weight (dtype, scale scheme), or
+/// 4-bit ones (`testing::cases::int4::make_q4`: random nibbles, zero points
+/// and f16 scales per group of `group` columns of each row, so a gate row and
+/// its up row have groups of their own) uploaded as format Q4.
+#[derive(Debug, Clone, Copy)]
+enum Weight {
+    Packed(Dtype, Scheme),
+    Q4 { group: usize },
+}
+use Weight::Packed;
+
 /// One grouped case.
 struct Case {
-    dtype: Dtype,
-    scheme: Scheme,
+    weight: Weight,
     experts: usize,
     rpe: usize,
     cols: usize,
@@ -82,9 +98,19 @@ fn check_case(
     what: &str,
 ) -> Vec<f32> {
     let rows = c.experts * c.rpe;
-    let pw = support::packed_one_shard(rng, c.dtype, rows, c.cols, c.scheme);
-    let wdq = qwgpu_loader::dequantize(&pw).unwrap();
-    let gw = GpuWeight::upload_pieces(ctx, &pw, &c.split).unwrap();
+    let (wdq, gw) = match c.weight {
+        Packed(dtype, scheme) => {
+            let pw = support::packed_one_shard(rng, dtype, rows, c.cols, scheme);
+            let wdq = qwgpu_loader::dequantize(&pw).unwrap();
+            (wdq, GpuWeight::upload_pieces(ctx, &pw, &c.split).unwrap())
+        }
+        Weight::Q4 { group } => {
+            let q = int4_cases::make_q4(rng, rows, c.cols, group, true);
+            let gw = upload_int4_pieces(ctx, "q4 experts", &q.host(), &c.split).unwrap();
+            assert_eq!(gw.format, WeightFormat::Q4);
+            (q.w, gw)
+        }
+    };
     let pairs = c.tokens * c.k;
     // Skewed routing (expert 0 on many pairs, so some expert fills several
     // tiles), and a few pairs past the experts (left out).
@@ -141,10 +167,9 @@ fn check_case(
         rows_per_expert: c.rpe as u32,
     };
     let label = format!(
-        "{what} {dtype:?} {scheme:?} E={experts} rpe={rpe} cols={cols} T={tokens} k={k} \
+        "{what} {weight:?} E={experts} rpe={rpe} cols={cols} T={tokens} k={k} \
          split {split:?} {epi:?} {path:?} tiles of {tile_pairs} f16_matmul {f16} {precision:?}",
-        dtype = c.dtype,
-        scheme = c.scheme,
+        weight = c.weight,
         experts = c.experts,
         rpe = c.rpe,
         cols = c.cols,
@@ -197,8 +222,7 @@ fn cases() -> Vec<Case> {
     vec![
         // 160 pairs: expert 0 gets ~70, more than half a 128-pair tile.
         Case {
-            dtype: Dtype::BF16,
-            scheme: Scheme::None,
+            weight: Packed(Dtype::BF16, Scheme::None),
             experts: 5,
             rpe: 48,
             cols: 200,
@@ -209,8 +233,7 @@ fn cases() -> Vec<Case> {
         // Over 128 pairs on expert 0 (two tiles of one expert), pieces
         // splitting experts.
         Case {
-            dtype: Dtype::F8E4M3,
-            scheme: Scheme::PerChannel,
+            weight: Packed(Dtype::F8E4M3, Scheme::PerChannel),
             experts: 4,
             rpe: 64,
             cols: 72,
@@ -220,8 +243,7 @@ fn cases() -> Vec<Case> {
         },
         // 128 × 128 blocks.
         Case {
-            dtype: Dtype::F8E4M3,
-            scheme: Scheme::Block([128, 128]),
+            weight: Packed(Dtype::F8E4M3, Scheme::Block([128, 128])),
             experts: 3,
             rpe: 64,
             cols: 300,
@@ -261,8 +283,7 @@ fn scalar_grouped_gemm_takes_128_pair_tiles_in_halves() {
 fn coop_cases() -> Vec<Case> {
     vec![
         Case {
-            dtype: Dtype::BF16,
-            scheme: Scheme::None,
+            weight: Packed(Dtype::BF16, Scheme::None),
             experts: 5,
             rpe: 200,
             cols: 72,
@@ -271,8 +292,7 @@ fn coop_cases() -> Vec<Case> {
             split: vec![1000],
         },
         Case {
-            dtype: Dtype::F16,
-            scheme: Scheme::None,
+            weight: Packed(Dtype::F16, Scheme::None),
             experts: 1,
             rpe: 258,
             cols: 37,
@@ -281,8 +301,7 @@ fn coop_cases() -> Vec<Case> {
             split: vec![258],
         },
         Case {
-            dtype: Dtype::F8E4M3,
-            scheme: Scheme::PerChannel,
+            weight: Packed(Dtype::F8E4M3, Scheme::PerChannel),
             experts: 3,
             rpe: 48,
             cols: 301,
@@ -291,8 +310,7 @@ fn coop_cases() -> Vec<Case> {
             split: vec![70, 74],
         },
         Case {
-            dtype: Dtype::BF16,
-            scheme: Scheme::PerShard { broadcast: true },
+            weight: Packed(Dtype::BF16, Scheme::PerShard { broadcast: true }),
             experts: 7,
             rpe: 34,
             cols: 64,
@@ -301,8 +319,7 @@ fn coop_cases() -> Vec<Case> {
             split: vec![238],
         },
         Case {
-            dtype: Dtype::F8E4M3,
-            scheme: Scheme::Block([128, 128]),
+            weight: Packed(Dtype::F8E4M3, Scheme::Block([128, 128])),
             experts: 3,
             rpe: 160,
             cols: 300,
@@ -311,8 +328,7 @@ fn coop_cases() -> Vec<Case> {
             split: vec![480],
         },
         Case {
-            dtype: Dtype::F32,
-            scheme: Scheme::None,
+            weight: Packed(Dtype::F32, Scheme::None),
             experts: 2,
             rpe: 40,
             cols: 50,
@@ -325,8 +341,13 @@ fn coop_cases() -> Vec<Case> {
 
 /// Whether W is exact in f16 with a scale constant along each row.
 fn exact_in_f16(c: &Case) -> bool {
-    let rows_scaled = !matches!(c.scheme, Scheme::Block(_)) || c.cols <= 128;
-    matches!(c.dtype, Dtype::BF16 | Dtype::F16 | Dtype::F8E4M3) && rows_scaled
+    match c.weight {
+        Packed(dtype, scheme) => {
+            let rows_scaled = !matches!(scheme, Scheme::Block(_)) || c.cols <= 128;
+            matches!(dtype, Dtype::BF16 | Dtype::F16 | Dtype::F8E4M3) && rows_scaled
+        }
+        Weight::Q4 { .. } => false,
+    }
 }
 
 /// A context like `t`'s (checked or trusted modules) with `precision` and
@@ -409,6 +430,187 @@ fn coop_grouped_fast_and_plain_match_reference() {
     }
 }
 
+/// 4-bit cases for the coop kernel (format Q4, `coop_q4`): groups of 128, 64
+/// and 32 columns and of 20 (a multiple of 4 only: one scale lookup per 4
+/// columns), columns past the last whole group (300, 136), not a multiple
+/// of the 32-column step or of 8 (37: unaligned x rows, a partial last
+/// nibble word), rows per expert past one 128-row tile (200, 258), pieces
+/// splitting experts and a gate from its up rows, an expert over two
+/// 128-pair tiles (the 300-pair case), 12 experts for 20 pairs (experts
+/// without pairs).
+fn q4_cases() -> Vec<Case> {
+    vec![
+        Case {
+            weight: Weight::Q4 { group: 128 },
+            experts: 5,
+            rpe: 200,
+            cols: 300,
+            tokens: 130,
+            k: 2,
+            split: vec![1000],
+        },
+        Case {
+            weight: Weight::Q4 { group: 32 },
+            experts: 3,
+            rpe: 48,
+            cols: 72,
+            tokens: 90,
+            k: 3,
+            split: vec![70, 74],
+        },
+        Case {
+            weight: Weight::Q4 { group: 64 },
+            experts: 12,
+            rpe: 34,
+            cols: 136,
+            tokens: 10,
+            k: 2,
+            split: vec![408],
+        },
+        Case {
+            weight: Weight::Q4 { group: 20 },
+            experts: 2,
+            rpe: 258,
+            cols: 37,
+            tokens: 300,
+            k: 1,
+            split: vec![300, 216],
+        },
+    ]
+}
+
+/// 4-bit experts on the coop kernel (W staged as `f16((q − zero)·scale)`,
+/// module `coop_q4`) against the f64 reference of the dequantised experts,
+/// every case and epilogue: fast (`f16(x·s)`) and plain (`f16(x)`, x rows
+/// within 1e-2 .. 1e2) at 2e-3 · Σ|x·w| (x and W each rounded to f16:
+/// 2⁻¹¹ relative apiece), and the exact variant forced (x exact as hi + lo,
+/// W rounded) at 6e-4, with x rows from 1e-6 to 1e6.
+#[test]
+fn coop_grouped_q4_matches_reference() {
+    let mut ran = 0;
+    for t in testing::contexts_with(&[Feature::CooperativeMatrix]) {
+        let mut rng = Rng::new(testing::seed(0x0e0c_4c01));
+        for (ctx, x_exp, rel) in [
+            (context_like(t, MatmulPrecision::Fast, false), 6, 2e-3),
+            (context_like(t, MatmulPrecision::Exact, true), 2, 2e-3),
+            (context_like(t, MatmulPrecision::Exact, false), 6, 6e-4),
+        ] {
+            assert_coop_runs(t, &ctx);
+            for c in q4_cases() {
+                for epi in EPILOGUES {
+                    let run = Run {
+                        path: MatmulPath::Coop,
+                        gemm: None,
+                        tile_pairs: 128,
+                        rel,
+                        x_exp,
+                    };
+                    check_case(&ctx, &mut rng, &c, epi, &run, &t.name);
+                    ran += 1;
+                }
+            }
+        }
+    }
+    eprintln!("{ran} 4-bit coop cases");
+}
+
+/// Which grouped GEMM `Auto` runs 4-bit experts on: the coop kernel (the
+/// same bits as forcing `Coop`, at `Coop`'s tolerance) exactly where the
+/// adapter has cooperative matrices, the weight is Q4 (f16 scales; not
+/// Q4F32), the context is fast or `f16_matmul`, and
+/// `Tuning::coop_grouped_q4` is on; else the scalar GEMM's bits (at 2e-5).
+/// `coop_q4::auto`'s answer is checked on every adapter (it does not look at
+/// the adapter), and forcing `Coop` on Q4F32 (anywhere) or Q4 (without
+/// cooperative matrices) is a typed error.
+#[test]
+fn auto_takes_coop_grouped_for_q4_where_it_applies() {
+    let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
+    for t in testing::contexts() {
+        let has_coop = t.missing(&[Feature::CooperativeMatrix]).is_none();
+        for (precision, f16, switch) in [
+            (MatmulPrecision::Exact, false, true),
+            (MatmulPrecision::Fast, false, true),
+            (MatmulPrecision::Exact, true, true),
+            (MatmulPrecision::Fast, false, false),
+            (MatmulPrecision::Exact, true, false),
+        ] {
+            let mut ctx = context_like(t, precision, f16);
+            ctx.tuning.coop_grouped_q4 = switch;
+            let what = format!(
+                "{t_name} {precision:?} f16_matmul {f16} coop_grouped_q4 {switch}",
+                t_name = t.name
+            );
+            for f16_scales in [true, false] {
+                let mut rng = Rng::new(testing::seed(0x0e0c_4c03));
+                let q = int4_cases::make_q4(&mut rng, 80, 72, 32, f16_scales);
+                let gw = upload_int4_pieces(&ctx, "q4", &q.host(), &[80]).unwrap();
+                let wanted = switch && f16_scales && (f16 || precision == MatmulPrecision::Fast);
+                assert_eq!(coop_q4::auto(&ctx, &gw), wanted, "{what} {f16_scales}");
+                let runs = has_coop && f16_scales;
+                assert_eq!(coop::supported(&ctx, &gw), runs, "{what} {f16_scales}");
+                if !runs {
+                    assert!(
+                        matches!(forced_coop(&ctx, &gw), Err(KernelError::Unsupported { .. })),
+                        "{what}: forced coop of {format:?}",
+                        format = gw.format
+                    );
+                }
+            }
+            let coop_expected =
+                has_coop && coop::ENABLED && switch && (f16 || precision == MatmulPrecision::Fast);
+            let (other, rel) = if coop_expected {
+                (MatmulPath::Coop, 2e-3)
+            } else {
+                (MatmulPath::Scalar, 2e-5)
+            };
+            let c = Case {
+                weight: Weight::Q4 { group: 32 },
+                experts: 3,
+                rpe: 40,
+                cols: 100,
+                tokens: 50,
+                k: 2,
+                split: vec![120],
+            };
+            let go = |path| {
+                let run = Run {
+                    path,
+                    gemm: None,
+                    tile_pairs: 128,
+                    rel,
+                    x_exp: 2,
+                };
+                // The same seed: the same weights, routing and x.
+                let mut rng = Rng::new(0x0e0c_4c04);
+                check_case(&ctx, &mut rng, &c, Epilogue::SwiGlu, &run, &what)
+            };
+            let auto = go(MatmulPath::Auto);
+            let want = go(other);
+            assert!(same(&auto, &want), "{what}: Auto differs from {other:?}");
+        }
+    }
+}
+
+/// `matmul_grouped_with(.., Coop)` of `w` on a small grouping.
+fn forced_coop(ctx: &GpuContext, w: &GpuWeight) -> Result<Vec<Dispatch>, KernelError> {
+    let ids = ctx.upload("ids", &[0u32, 1, 0, 1]).unwrap();
+    let x = ctx.upload("x", &vec![1f32; 4 * w.cols]).unwrap();
+    let rpe = w.rows / 2;
+    let y = ctx.storage("y", (4 * rpe * 4) as u64).unwrap();
+    let scratch = GroupScratch::new(ctx, 4, 2).unwrap();
+    let view = |b, rows: usize, cols: usize| {
+        TensorView::rows(b, QDtype::F32, 0, [rows as u64, cols as u64], cols as u64)
+    };
+    let args = GroupedArgs {
+        x: view(&x, 4, w.cols),
+        x_row_div: 1,
+        y: view(&y, 4, rpe),
+        rows_per_expert: rpe as u32,
+    };
+    let _ = moe_group(ctx, &TensorView::words(&ids, 0, 4), 2, &scratch).unwrap();
+    matmul_grouped_with(ctx, w, &args, &scratch, Epilogue::Store, MatmulPath::Coop)
+}
+
 /// `Auto` takes the coop kernel (the same bits as forcing `Coop`) where the
 /// adapter has it and the weight suits the context's precision (exact: BF16,
 /// E4M3 per channel; fast also E4M3 with 128 × 128 blocks), else the scalar
@@ -418,8 +620,7 @@ fn coop_grouped_fast_and_plain_match_reference() {
 fn auto_takes_coop_grouped_where_it_applies() {
     let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
     let case = |dtype, scheme| Case {
-        dtype,
-        scheme,
+        weight: Packed(dtype, scheme),
         experts: 3,
         rpe: 40,
         cols: 300,
@@ -553,8 +754,8 @@ fn coop_grouped_translates_to_spirv_for_every_variant() {
         .validate(&module)
         .unwrap_or_else(|e| panic!("validation error: {e:?}"));
     let mut translated = 0;
-    // FORMAT: F32, BF16, F16, E4M3 (WeightFormat's codes).
-    for format in [0u32, 1, 2, 3] {
+    // FORMAT: F32, BF16, F16, E4M3, Q4 (WeightFormat's codes).
+    for format in [0u32, 1, 2, 3, 5] {
         for (exact, split, skip) in [
             (0u32, 1u32, 0u32),
             (1, 1, 0),
@@ -588,10 +789,11 @@ fn coop_grouped_translates_to_spirv_for_every_variant() {
             }
         }
     }
-    assert_eq!(translated, 84);
+    assert_eq!(translated, 105);
 }
 
 qwgpu_kernels::shader!(COOP_WGSL, "moe_group_coop.wgsl");
+qwgpu_kernels::shader!(COOP_Q4_WGSL, "moe_group_coop_q4.wgsl");
 qwgpu_kernels::shader!(COMMON_WGSL, "matmul_common.wgsl");
 
 /// Scalar stand-ins for the cooperative-matrix ops and subgroup builtins the
@@ -676,11 +878,32 @@ fn em_subgroup_max(lid: u32, v: f32) -> f32 {
 fn emulated_source() -> &'static qwgpu_kernels::shaders::ShaderSource {
     static SRC: std::sync::OnceLock<&'static qwgpu_kernels::shaders::ShaderSource> =
         std::sync::OnceLock::new();
-    SRC.get_or_init(|| {
-        let mut text = COOP_WGSL.text.to_string();
+    SRC.get_or_init(|| emulate(&COOP_WGSL, "moe_group_coop.wgsl (emulated)"))
+}
+
+/// [`emulated_source`] of `moe_group_coop_q4.wgsl` (the 4-bit staging kernel:
+/// the same substitutions apply).
+fn emulated_q4_source() -> &'static qwgpu_kernels::shaders::ShaderSource {
+    static SRC: std::sync::OnceLock<&'static qwgpu_kernels::shaders::ShaderSource> =
+        std::sync::OnceLock::new();
+    SRC.get_or_init(|| emulate(&COOP_Q4_WGSL, "moe_group_coop_q4.wgsl (emulated)"))
+}
+
+/// `src` with the substitutions of [`emulated_source`], named `name`.
+fn emulate(
+    src: &qwgpu_kernels::shaders::ShaderSource,
+    name: &'static str,
+) -> &'static qwgpu_kernels::shaders::ShaderSource {
+    {
+        let mut text = src.text.to_string();
         let mut swap = |from: &str, to: &str, times: usize| {
             let n = text.matches(from).count();
-            assert_eq!(n, times, "`{from}` occurs {n} times in moe_group_coop.wgsl");
+            assert_eq!(
+                n,
+                times,
+                "`{from}` occurs {n} times in {src_name}",
+                src_name = src.name
+            );
             text = text.replace(from, to);
         };
         swap("enable wgpu_cooperative_matrix;", "", 1);
@@ -718,10 +941,10 @@ fn emulated_source() -> &'static qwgpu_kernels::shaders::ShaderSource {
              return em_frag(arr, off, stride, false);\n}\n",
         );
         Box::leak(Box::new(qwgpu_kernels::shaders::ShaderSource {
-            name: "moe_group_coop.wgsl (emulated)",
+            name,
             text: Box::leak(text.into_boxed_str()),
         }))
-    })
+    }
 }
 
 /// The launches `matmul_grouped_with(.., Coop)` records, on `source` (the
@@ -744,6 +967,25 @@ fn direct_gemm(
     &GroupScratch,
     Epilogue,
 ) -> Result<Vec<Dispatch>, KernelError> {
+    direct_gemm_entry(source, "moe_group_coop", wg, exact, split, skip)
+}
+
+/// [`direct_gemm`] of entry point `entry` (`moe_group_coop_q4` for the
+/// 4-bit staging kernel, which takes the same bindings and overrides).
+fn direct_gemm_entry(
+    source: &'static qwgpu_kernels::shaders::ShaderSource,
+    entry: &'static str,
+    wg: u32,
+    exact: bool,
+    split: bool,
+    skip: bool,
+) -> impl Fn(
+    &GpuContext,
+    &GpuWeight,
+    &GroupedArgs,
+    &GroupScratch,
+    Epilogue,
+) -> Result<Vec<Dispatch>, KernelError> {
     move |ctx, w, args, scratch, epi| {
         let wg = if wg == 0 {
             8 * ctx.caps.subgroup_sizes.1
@@ -752,7 +994,7 @@ fn direct_gemm(
         };
         let key = qwgpu_kernels::PipelineKey::new(
             &[source, &qwgpu_kernels::shaders::NUMERIC, &COMMON_WGSL],
-            "moe_group_coop",
+            entry,
         )
         .constant("WG", wg)
         .constant("FORMAT", w.format as u32)
@@ -893,8 +1135,7 @@ fn coop_grouped_skip_variant_gives_the_same_bits() {
 fn emulated_cases() -> Vec<Case> {
     vec![
         Case {
-            dtype: Dtype::BF16,
-            scheme: Scheme::None,
+            weight: Packed(Dtype::BF16, Scheme::None),
             experts: 3,
             rpe: 144,
             cols: 40,
@@ -903,8 +1144,7 @@ fn emulated_cases() -> Vec<Case> {
             split: vec![200, 232],
         },
         Case {
-            dtype: Dtype::F8E4M3,
-            scheme: Scheme::Block([128, 128]),
+            weight: Packed(Dtype::F8E4M3, Scheme::Block([128, 128])),
             experts: 2,
             rpe: 64,
             cols: 137,
@@ -913,8 +1153,7 @@ fn emulated_cases() -> Vec<Case> {
             split: vec![128],
         },
         Case {
-            dtype: Dtype::F8E4M3,
-            scheme: Scheme::PerChannel,
+            weight: Packed(Dtype::F8E4M3, Scheme::PerChannel),
             experts: 1,
             rpe: 20,
             cols: 33,
@@ -979,6 +1218,154 @@ fn emulated_coop_grouped_matches_reference() {
         }
     }
     eprintln!("{ran} emulated cases");
+}
+
+/// Small 4-bit cases for the emulation: groups of 32 (a piece boundary
+/// inside an expert's up rows, SwiGLU over two output tiles), 128 (columns
+/// past the step, unaligned x rows) and 20 (a scale lookup per 4 columns).
+fn emulated_q4_cases() -> Vec<Case> {
+    vec![
+        Case {
+            weight: Weight::Q4 { group: 32 },
+            experts: 3,
+            rpe: 144,
+            cols: 72,
+            tokens: 100,
+            k: 2,
+            split: vec![250, 182],
+        },
+        Case {
+            weight: Weight::Q4 { group: 128 },
+            experts: 2,
+            rpe: 40,
+            cols: 137,
+            tokens: 70,
+            k: 2,
+            split: vec![80],
+        },
+        Case {
+            weight: Weight::Q4 { group: 20 },
+            experts: 1,
+            rpe: 20,
+            cols: 33,
+            tokens: 40,
+            k: 1,
+            split: vec![20],
+        },
+    ]
+}
+
+/// The coop kernel's own code with 4-bit experts (`FORMAT` = 5: the `Q4`
+/// staging) and the 4-bit staging kernel (`moe_group_coop_q4.wgsl`) on
+/// adapters without cooperative matrices, through the emulation: the fast
+/// variant (with `SKIP`, as the library launches it) on every epilogue at
+/// 2e-3, the plain and the exact (split) variants on Store at 2e-3 and 6e-4
+/// (module doc of `coop_q4`: W rounded to f16); both kernels on the same
+/// inputs give the same bits.
+#[test]
+fn emulated_coop_grouped_q4_matches_reference() {
+    let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
+    let mut ran = 0;
+    let contexts = testing::contexts_with(&[Feature::F16]);
+    for t in contexts.into_iter().take(1) {
+        let seed = testing::seed(0x0e0c_4ce1);
+        for (exact, split, skip, x_exp, rel, epis) in [
+            (true, false, true, 6, 2e-3, &EPILOGUES[..]),
+            (false, true, true, 2, 2e-3, &EPILOGUES[..1]),
+            (true, true, true, 6, 6e-4, &EPILOGUES[..1]),
+        ] {
+            let coop = direct_gemm(emulated_source(), 256, exact, split, skip);
+            let q4 = direct_gemm_entry(
+                emulated_q4_source(),
+                "moe_group_coop_q4",
+                256,
+                exact,
+                split,
+                skip,
+            );
+            for (i, c) in emulated_q4_cases().iter().enumerate() {
+                for &epi in epis {
+                    let go = |gemm: Gemm, kernel: &str| {
+                        let run = Run {
+                            path: MatmulPath::Coop,
+                            gemm: Some(gemm),
+                            tile_pairs: 128,
+                            rel,
+                            x_exp,
+                        };
+                        let what = format!(
+                            "{t_name} emulated {kernel} exact {exact} split {split}",
+                            t_name = t.name
+                        );
+                        // The same seed: the same weights, routing and x.
+                        let mut rng = Rng::new(seed + i as u64);
+                        check_case(&t.ctx, &mut rng, c, epi, &run, &what)
+                    };
+                    let a = go(&coop, "moe_group_coop");
+                    let b = go(&q4, "moe_group_coop_q4");
+                    assert!(
+                        same(&a, &b),
+                        "{t_name}: the 4-bit staging kernel changed the bits of case {i} {epi:?} \
+                         exact {exact} split {split}",
+                        t_name = t.name
+                    );
+                    ran += 1;
+                }
+            }
+        }
+    }
+    eprintln!("{ran} emulated 4-bit cases");
+}
+
+/// The 4-bit staging kernel (`moe_group_coop_q4`, `coop_q4::STAGING_KERNEL`)
+/// on hardware: every 4-bit case and epilogue in the fast, plain and exact
+/// variants against the reference at `coop_grouped_q4_matches_reference`'s
+/// tolerances, and the same bits as the library's launch (`moe_group_coop`'s
+/// own Q4 staging, unless `STAGING_KERNEL` is on) on the same inputs.
+#[test]
+fn coop_grouped_q4_staging_kernel_gives_the_same_bits() {
+    let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
+    for t in testing::contexts_with(&[Feature::CooperativeMatrix]) {
+        for (precision, f16, x_exp, rel) in [
+            (MatmulPrecision::Fast, false, 6, 2e-3),
+            (MatmulPrecision::Exact, true, 2, 2e-3),
+            (MatmulPrecision::Exact, false, 6, 6e-4),
+        ] {
+            let ctx = context_like(t, precision, f16);
+            let q4 = direct_gemm_entry(
+                &COOP_Q4_WGSL,
+                "moe_group_coop_q4",
+                0,
+                !f16,
+                precision != MatmulPrecision::Fast,
+                coop::SKIP_EMPTY_ROWS,
+            );
+            for (i, c) in q4_cases().iter().enumerate() {
+                for epi in EPILOGUES {
+                    let go = |gemm: Option<Gemm>| {
+                        let run = Run {
+                            path: MatmulPath::Coop,
+                            gemm,
+                            tile_pairs: 128,
+                            rel,
+                            x_exp,
+                        };
+                        // The same seed: the same weights, routing and x.
+                        let mut rng = Rng::new(0x0e0c_4c5b + i as u64);
+                        check_case(&ctx, &mut rng, c, epi, &run, &t.name)
+                    };
+                    let lib = go(None);
+                    let staged = go(Some(&q4));
+                    assert!(
+                        same(&lib, &staged),
+                        "{t_name}: moe_group_coop_q4 changed the bits of case {i} {epi:?} \
+                         {precision:?} f16_matmul {f16}",
+                        t_name = t.name
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// Best of 5 GPU-timestamp runs of each of `d`, in ns.
@@ -1058,117 +1445,226 @@ fn grouped_coop_bench_35b_a3b() {
             vec![("coop f16", &coop)],
         ),
     ];
-    let (experts, k, h, ie) = (256usize, 8usize, 2048usize, 512usize);
     let mut rng = Rng::new(0x0e0c_be01);
     for (dtype, scheme) in [
         (Dtype::BF16, Scheme::None),
         (Dtype::F8E4M3, Scheme::Block([128, 128])),
     ] {
+        let (experts, _, h, ie) = A3B;
         let gu = support::packed_one_shard(&mut rng, dtype, experts * 2 * ie, h, scheme);
         let dn = support::packed_one_shard(&mut rng, dtype, experts * h, ie, scheme);
-        // Per token count: routing (8 distinct experts per token) and x.
-        let inputs: Vec<(usize, Vec<u32>, Vec<f32>)> = [4096usize, 512]
-            .into_iter()
-            .map(|tokens| {
-                let mut ids = Vec::with_capacity(tokens * k);
-                for _ in 0..tokens {
-                    let mut chosen: Vec<u32> = Vec::with_capacity(k);
-                    while chosen.len() < k {
-                        let e = (rng.uniform() * experts as f32) as u32 % experts as u32;
-                        if !chosen.contains(&e) {
-                            chosen.push(e);
-                        }
+        let inputs = a3b_inputs(&mut rng);
+        let upload = |c: &GpuContext| {
+            (
+                GpuWeight::upload(c, &gu).unwrap(),
+                GpuWeight::upload(c, &dn).unwrap(),
+            )
+        };
+        bench_a3b(&groups, &inputs, &upload, &format!("{dtype:?}"));
+    }
+}
+
+/// `grouped_coop_bench_35b_a3b` for GPTQ-style 4-bit experts (`Gptq`,
+/// format Q4) at the same 35B-A3B shapes and token counts (4096, 512): the
+/// scalar grouped GEMM (what exact precision runs), the coop kernel as
+/// `Auto` takes it with fast precision (SKIP on and off beside it) and with
+/// `f16_matmul`, and its exact variant forced. A `BENCH` line per context
+/// says whether `Auto` takes the tensor cores there. Run with
+/// `-- --include-ignored --exact moe_coop::grouped_coop_q4_bench_35b_a3b --nocapture`.
+#[test]
+#[ignore = "benchmark: run with -- --ignored grouped_coop_q4_bench_35b_a3b"]
+fn grouped_coop_q4_bench_35b_a3b() {
+    let trusted = ContextOptions {
+        runtime_checks: Some(false),
+        ..Default::default()
+    };
+    let with = |precision, f16_matmul| {
+        GpuContext::new(&ContextOptions {
+            precision,
+            f16_matmul,
+            ..trusted.clone()
+        })
+        .unwrap()
+    };
+    let lib = |path: MatmulPath| {
+        move |c: &GpuContext, w: &GpuWeight, a: &GroupedArgs, s: &GroupScratch, e: Epilogue| {
+            matmul_grouped_with(c, w, a, s, e, path)
+        }
+    };
+    let scalar = lib(MatmulPath::Scalar);
+    let auto = lib(MatmulPath::Auto);
+    let coop = lib(MatmulPath::Coop);
+    let fast_skip = direct_gemm(&COOP_WGSL, 0, true, false, true);
+    let fast_noskip = direct_gemm(&COOP_WGSL, 0, true, false, false);
+    // The 4-bit staging kernel (coop_q4::STAGING_KERNEL), SKIP on.
+    let q4_kernel =
+        |exact, split| direct_gemm_entry(&COOP_Q4_WGSL, "moe_group_coop_q4", 0, exact, split, true);
+    let (q4_fast, q4_f16) = (q4_kernel(true, false), q4_kernel(false, true));
+    let groups: [(GpuContext, Vec<(&str, Gemm)>); 3] = [
+        (
+            with(MatmulPrecision::Exact, false),
+            vec![("scalar", &scalar), ("coop exact (forced)", &coop)],
+        ),
+        (
+            with(MatmulPrecision::Fast, false),
+            vec![
+                ("coop fast (library Auto)", &auto),
+                ("coop fast SKIP on", &fast_skip),
+                ("coop fast SKIP off", &fast_noskip),
+                ("coop_q4 kernel fast SKIP on", &q4_fast),
+            ],
+        ),
+        (
+            with(MatmulPrecision::Exact, true),
+            vec![
+                ("coop f16 (library Auto)", &auto),
+                ("coop_q4 kernel f16 SKIP on", &q4_f16),
+            ],
+        ),
+    ];
+    let (experts, _, h, ie) = A3B;
+    let mut bits = SplitMix64::new(0x0e0c_be04);
+    let gu = int4_cases::Gptq::new(&mut bits, experts * 2 * ie, h);
+    let dn = int4_cases::Gptq::new(&mut bits, experts * h, ie);
+    let upload = |c: &GpuContext| {
+        let guw = upload_int4(c, "gate_up", &gu.host()).unwrap();
+        let dnw = upload_int4(c, "down", &dn.host()).unwrap();
+        assert_eq!(guw.format, WeightFormat::Q4);
+        eprintln!(
+            "BENCH {adapter} {precision:?} f16_matmul {f16}: Auto runs Q4 experts on the tensor cores: {on}",
+            adapter = c.info.name,
+            precision = c.precision,
+            f16 = c.f16_matmul,
+            on = coop::auto(c, &guw) && coop::auto(c, &dnw)
+        );
+        (guw, dnw)
+    };
+    let inputs = a3b_inputs(&mut Rng::new(0x0e0c_be05));
+    bench_a3b(&groups, &inputs, &upload, "Q4 g128");
+}
+
+/// The Qwen3.5-35B-A3B expert geometry: experts, top-k, hidden size, expert
+/// width.
+const A3B: (usize, usize, usize, usize) = (256, 8, 2048, 512);
+
+/// Per token count (4096, 512): the tokens, balanced routing (8 distinct
+/// experts per token) and x.
+fn a3b_inputs(rng: &mut Rng) -> Vec<(usize, Vec<u32>, Vec<f32>)> {
+    let (experts, k, h, _) = A3B;
+    [4096usize, 512]
+        .into_iter()
+        .map(|tokens| {
+            let mut ids = Vec::with_capacity(tokens * k);
+            for _ in 0..tokens {
+                let mut chosen: Vec<u32> = Vec::with_capacity(k);
+                while chosen.len() < k {
+                    let e = (rng.uniform() * experts as f32) as u32 % experts as u32;
+                    if !chosen.contains(&e) {
+                        chosen.push(e);
                     }
-                    ids.extend(chosen);
                 }
-                (tokens, ids, rng.normal_vec(tokens * h))
-            })
-            .collect();
-        // The scalar GEMM's first 64 pairs of act and out, per token count.
-        let mut first: Vec<Option<(Vec<f32>, Vec<f32>)>> = vec![None; inputs.len()];
-        for (c, variants) in &groups {
-            let guw = GpuWeight::upload(c, &gu).unwrap();
-            let dnw = GpuWeight::upload(c, &dn).unwrap();
-            for (ti, (tokens, ids_list, xv)) in inputs.iter().enumerate() {
-                let (tokens, pairs) = (*tokens, tokens * k);
-                let ids = c.upload("ids", ids_list).unwrap();
-                let x = c.upload("x", xv).unwrap();
-                let act = c.storage("act", (pairs * ie * 4) as u64).unwrap();
-                let out = c.storage("out", (pairs * h * 4) as u64).unwrap();
-                let scratch =
-                    GroupScratch::with_tile_pairs(c, pairs as u32, experts as u32, 128).unwrap();
-                let sort = moe_group(
-                    c,
-                    &TensorView::words(&ids, 0, pairs as u32),
-                    experts as u32,
-                    &scratch,
-                )
-                .unwrap();
-                let rows = |b, n: usize, w: usize| {
-                    TensorView::rows(b, QDtype::F32, 0, [n as u64, w as u64], w as u64)
+                ids.extend(chosen);
+            }
+            (tokens, ids, rng.normal_vec(tokens * h))
+        })
+        .collect()
+}
+
+/// The variants of each context of `groups` on the gate/up and down weights
+/// `upload` makes in it (`what` names them), at every token count of
+/// `inputs`: `BENCH` lines with GPU times and TFLOP/s (real pairs only), and
+/// each variant's largest difference to the first variant run (the scalar
+/// GEMM) on the first 64 pairs relative to their largest |y|.
+fn bench_a3b(
+    groups: &[(GpuContext, Vec<(&str, Gemm)>)],
+    inputs: &[(usize, Vec<u32>, Vec<f32>)],
+    upload: &dyn Fn(&GpuContext) -> (GpuWeight, GpuWeight),
+    what: &str,
+) {
+    let (experts, k, h, ie) = A3B;
+    // The scalar GEMM's first 64 pairs of act and out, per token count.
+    let mut first: Vec<Option<(Vec<f32>, Vec<f32>)>> = vec![None; inputs.len()];
+    for (c, variants) in groups {
+        let (guw, dnw) = upload(c);
+        for (ti, (tokens, ids_list, xv)) in inputs.iter().enumerate() {
+            let (tokens, pairs) = (*tokens, tokens * k);
+            let ids = c.upload("ids", ids_list).unwrap();
+            let x = c.upload("x", xv).unwrap();
+            let act = c.storage("act", (pairs * ie * 4) as u64).unwrap();
+            let out = c.storage("out", (pairs * h * 4) as u64).unwrap();
+            let scratch =
+                GroupScratch::with_tile_pairs(c, pairs as u32, experts as u32, 128).unwrap();
+            let sort = moe_group(
+                c,
+                &TensorView::words(&ids, 0, pairs as u32),
+                experts as u32,
+                &scratch,
+            )
+            .unwrap();
+            let rows = |b, n: usize, w: usize| {
+                TensorView::rows(b, QDtype::F32, 0, [n as u64, w as u64], w as u64)
+            };
+            let up_args = GroupedArgs {
+                x: rows(&x, tokens, h),
+                x_row_div: k as u32,
+                y: rows(&act, pairs, ie),
+                rows_per_expert: 2 * ie as u32,
+            };
+            let down_args = GroupedArgs {
+                x: rows(&act, pairs, ie),
+                x_row_div: 1,
+                y: rows(&out, pairs, h),
+                rows_per_expert: h as u32,
+            };
+            for (name, gemm) in variants {
+                let gemms =
+                    gemm(c, &guw, &up_args, &scratch, Epilogue::SwiGlu).and_then(|mut d| {
+                        d.extend(gemm(c, &dnw, &down_args, &scratch, Epilogue::Store)?);
+                        Ok(d)
+                    });
+                let gemms = match gemms {
+                    Ok(d) => d,
+                    Err(e) => {
+                        eprintln!("BENCH {name} {what}: {e}");
+                        continue;
+                    }
                 };
-                let up_args = GroupedArgs {
-                    x: rows(&x, tokens, h),
-                    x_row_div: k as u32,
-                    y: rows(&act, pairs, ie),
-                    rows_per_expert: 2 * ie as u32,
-                };
-                let down_args = GroupedArgs {
-                    x: rows(&act, pairs, ie),
-                    x_row_div: 1,
-                    y: rows(&out, pairs, h),
-                    rows_per_expert: h as u32,
-                };
-                for (name, gemm) in variants {
-                    let gemms =
-                        gemm(c, &guw, &up_args, &scratch, Epilogue::SwiGlu).and_then(|mut d| {
-                            d.extend(gemm(c, &dnw, &down_args, &scratch, Epilogue::Store)?);
-                            Ok(d)
-                        });
-                    let gemms = match gemms {
-                        Ok(d) => d,
-                        Err(e) => {
-                            eprintln!("BENCH {name} {dtype:?}: {e}");
-                            continue;
-                        }
-                    };
-                    assert_eq!(gemms.len(), 2, "one launch per matmul");
-                    let all: Vec<&Dispatch> = std::iter::once(&sort).chain(gemms.iter()).collect();
-                    let ns = best_ns(c, &all);
-                    let (fu, fd) = (
-                        2.0 * (pairs * 2 * ie * h) as f64,
-                        2.0 * (pairs * h * ie) as f64,
-                    );
-                    eprintln!(
-                        "BENCH {adapter} {name} {dtype:?} T={tokens} pairs={pairs}: sort {sort_us:.1} µs, \
-                         gate/up SwiGLU {up_us:.1} µs = {up_tf:.1} TFLOP/s, down {dn_us:.1} µs = {dn_tf:.1} TFLOP/s, \
-                         MoE GEMMs {all_us:.1} µs = {all_tf:.1} TFLOP/s",
-                        adapter = c.info.name,
-                        sort_us = ns[0] / 1e3,
-                        up_us = ns[1] / 1e3,
-                        up_tf = fu / ns[1] / 1e3,
-                        dn_us = ns[2] / 1e3,
-                        dn_tf = fd / ns[2] / 1e3,
-                        all_us = (ns[1] + ns[2]) / 1e3,
-                        all_tf = (fu + fd) / (ns[1] + ns[2]) / 1e3,
-                    );
-                    let got = (
-                        c.read_f32(&act, 0, 64 * ie).unwrap(),
-                        c.read_f32(&out, 0, 64 * h).unwrap(),
-                    );
-                    match &first[ti] {
-                        None => first[ti] = Some(got),
-                        Some((a0, o0)) => {
-                            let rel = |a: &[f32], b: &[f32]| {
-                                let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-                                a.iter().zip(b).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
-                            };
-                            eprintln!(
-                                "BENCH   {name} vs scalar, first 64 pairs: max |Δ| / max |y| act {da:.2e}, out {do_:.2e}",
-                                da = rel(&got.0, a0),
-                                do_ = rel(&got.1, o0)
-                            );
-                        }
+                assert_eq!(gemms.len(), 2, "one launch per matmul");
+                let all: Vec<&Dispatch> = std::iter::once(&sort).chain(gemms.iter()).collect();
+                let ns = best_ns(c, &all);
+                let (fu, fd) = (
+                    2.0 * (pairs * 2 * ie * h) as f64,
+                    2.0 * (pairs * h * ie) as f64,
+                );
+                eprintln!(
+                    "BENCH {adapter} {name} {what} T={tokens} pairs={pairs}: sort {sort_us:.1} µs, \
+                     gate/up SwiGLU {up_us:.1} µs = {up_tf:.1} TFLOP/s, down {dn_us:.1} µs = {dn_tf:.1} TFLOP/s, \
+                     MoE GEMMs {all_us:.1} µs = {all_tf:.1} TFLOP/s",
+                    adapter = c.info.name,
+                    sort_us = ns[0] / 1e3,
+                    up_us = ns[1] / 1e3,
+                    up_tf = fu / ns[1] / 1e3,
+                    dn_us = ns[2] / 1e3,
+                    dn_tf = fd / ns[2] / 1e3,
+                    all_us = (ns[1] + ns[2]) / 1e3,
+                    all_tf = (fu + fd) / (ns[1] + ns[2]) / 1e3,
+                );
+                let got = (
+                    c.read_f32(&act, 0, 64 * ie).unwrap(),
+                    c.read_f32(&out, 0, 64 * h).unwrap(),
+                );
+                match &first[ti] {
+                    None => first[ti] = Some(got),
+                    Some((a0, o0)) => {
+                        let rel = |a: &[f32], b: &[f32]| {
+                            let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+                            a.iter().zip(b).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
+                        };
+                        eprintln!(
+                            "BENCH   {name} vs scalar, first 64 pairs: max |Δ| / max |y| act {da:.2e}, out {do_:.2e}",
+                            da = rel(&got.0, a0),
+                            do_ = rel(&got.1, o0)
+                        );
                     }
                 }
             }

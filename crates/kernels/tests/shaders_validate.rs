@@ -198,3 +198,68 @@ fn cooperative_matrix_kernels_translate_to_spirv_for_every_switch() {
     }
     assert!(translated >= 8, "only {translated} translations");
 }
+
+/// The cooperative-matrix kernels that take 4-bit weights (`mm_coop`,
+/// `moe_group_coop`: their `Q4` staging; `moe_group_coop_q4`, the 4-bit
+/// staging kernel of `moe_grouped_coop_q4.rs`) translate
+/// to SPIR-V with `FORMAT` = 5 (Q4, f16 scales) for every combination of their
+/// host-set boolean overrides (`Q4` and `LO` follow from the others, as the
+/// library leaves them).
+#[test]
+fn cooperative_matrix_kernels_translate_to_spirv_for_4bit_weights() {
+    let mut translated = 0;
+    let mut kernels = Vec::new();
+    for spec in registry::all()
+        .into_iter()
+        .filter(|s| matches!(s.entry, "mm_coop" | "moe_group_coop" | "moe_group_coop_q4"))
+    {
+        kernels.push(spec.entry);
+        for (name, src, subgroups) in variants(spec) {
+            let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| {
+                panic!("{name}: {diagnostic}", diagnostic = e.emit_to_string(&src))
+            });
+            let info = naga::valid::Validator::new(
+                naga::valid::ValidationFlags::all(),
+                capabilities(spec, subgroups),
+            )
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{name}: validation error: {e:?}"));
+            let switches: Vec<String> = module
+                .overrides
+                .iter()
+                .filter(|(_, o)| {
+                    matches!(
+                        module.types[o.ty].inner,
+                        naga::TypeInner::Scalar(naga::Scalar::BOOL)
+                    )
+                })
+                .filter_map(|(_, o)| o.name.clone())
+                .filter(|n| n != "Q4" && n != "LO")
+                .collect();
+            for bits in 0u32..(1 << switches.len()) {
+                let constants: naga::back::PipelineConstants = switches
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (s.clone(), f64::from((bits >> i) & 1)))
+                    .chain([("FORMAT".to_string(), 5.0)])
+                    .collect();
+                let (m, i) = naga::back::pipeline_constants::process_overrides(
+                    &module, &info, None, &constants,
+                )
+                .unwrap_or_else(|e| panic!("{name} {constants:?}: {e}"));
+                let pipe = naga::back::spv::PipelineOptions {
+                    shader_stage: naga::ShaderStage::Compute,
+                    entry_point: spec.entry.into(),
+                };
+                naga::back::spv::write_vec(&m, &i, &Default::default(), Some(&pipe))
+                    .unwrap_or_else(|e| {
+                        panic!("{name} `{entry}` {constants:?}: {e}", entry = spec.entry)
+                    });
+                translated += 1;
+            }
+        }
+    }
+    kernels.sort_unstable();
+    assert_eq!(kernels, ["mm_coop", "moe_group_coop", "moe_group_coop_q4"]);
+    assert!(translated >= 8, "only {translated} translations");
+}

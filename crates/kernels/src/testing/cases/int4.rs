@@ -5,7 +5,7 @@
 //! of those words is checked against the same weight). Reference dot
 //! products in f64; tolerance [`REL`] per Σ|x·w| (see [`super::matmul`]).
 
-use qwgpu_ops::rng::Rng;
+use qwgpu_ops::rng::{Rng, SplitMix64};
 
 use super::matmul::{dense_case_rel, EPILOGUES};
 use crate::int4::{upload_int4, Int4Host};
@@ -83,6 +83,50 @@ pub fn make_q4(rng: &mut Rng, rows: usize, cols: usize, group: usize, f16_scales
         scales,
         zeros,
         w,
+    }
+}
+
+/// A GPTQ-style 4-bit weight `[rows, cols]` for benchmarks, as the loader
+/// hands it over (no reference weight): random nibbles, groups of 128
+/// columns, the symmetric zero point 8, f16 scales in 1e-3 .. 1e-2 (so it
+/// uploads as format Q4).
+pub struct Gptq {
+    pub rows: usize,
+    pub cols: usize,
+    pub words: Vec<u32>,
+    pub scales: Vec<f32>,
+    pub zeros: Vec<u8>,
+}
+
+impl Gptq {
+    /// Draws the weight from `bits`.
+    pub fn new(bits: &mut SplitMix64, rows: usize, cols: usize) -> Self {
+        let groups = rows * cols.div_ceil(128);
+        let words = (0..rows * cols.div_ceil(8))
+            .map(|_| bits.next_u64() as u32)
+            .collect();
+        let scales = (0..groups)
+            .map(|_| half::f16::from_f64(1e-3 + 9e-3 * bits.next_f64()).to_f32())
+            .collect();
+        Self {
+            rows,
+            cols,
+            words,
+            scales,
+            zeros: vec![8; groups],
+        }
+    }
+
+    /// The weight as `upload_int4` takes it.
+    pub fn host(&self) -> Int4Host<'_> {
+        Int4Host {
+            rows: self.rows,
+            cols: self.cols,
+            group_size: 128,
+            words: &self.words,
+            scales: &self.scales,
+            zeros: &self.zeros,
+        }
     }
 }
 
