@@ -135,8 +135,11 @@ pub const TILE_ROWS: u32 = 128;
 /// blocks of row tiles.
 pub const W_SCRATCH_CAP: u64 = 256 << 20;
 /// Default of [`Tuning::coop_f16`](crate::Tuning::coop_f16) on every
-/// adapter (the one line that turns the kernel off by default).
-pub const ON_BY_DEFAULT: bool = true;
+/// adapter (the one line that turns the kernel on by default). Off until its
+/// hardware tests and bench have run on a GPU with cooperative matrices: the
+/// session that wrote it had no device time, and lavapipe runs only the
+/// scalar emulation of its shader text. `QWGPU_COOP_F16=1` turns it on.
+pub const ON_BY_DEFAULT: bool = false;
 /// Default of [`Tuning::coop_f16_min_t`](crate::Tuning::coop_f16_min_t).
 pub const MIN_T: u32 = 128;
 /// Workgroup memory: x and W tiles (128 × 40 halves each), two result

@@ -28,8 +28,9 @@
 //! weights may leave f16's normal range.
 //!
 //! [`Tuning::coop_grouped_q4`](crate::Tuning::coop_grouped_q4) (environment:
-//! `QWGPU_COOP_Q4=0`, or `dense` to keep only the dense 4-bit tensor-core
-//! GEMM) is the one switch that turns this off.
+//! `QWGPU_COOP_Q4=1`, or `grouped` for this one alone) is the one switch; off
+//! by default (`COOP_Q4_BY_DEFAULT` in `tuning.rs`)
+//! until it has run on a GPU with cooperative matrices.
 //!
 //! `shaders/moe_group_coop_q4.wgsl` (`moe_group_coop_q4`) is the same kernel
 //! with a W staging of its own for 4-bit weights: each 32-column chunk staged

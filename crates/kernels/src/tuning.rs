@@ -79,10 +79,11 @@ const HOPPER_INT4: Int4Gemv = Int4Gemv {
 /// 16 (`matmul_coop_skinny::skinny_bandwidth`, `gdn.in_proj_qkvz` BF16) ran
 /// near the one-token GEMV's bandwidth with 8 subgroups and 64-column steps,
 /// where the small-T GEMV is bound by its f32 multiply-adds
-/// (`benches/EXPERIMENTS.md`), so 9..16 tokens move to it in that shape
-/// ([`HOPPER_SKINNY`]). To be confirmed by the sweep of every T and by the
-/// batched decode bench (`QWGPU_SKINNY_MIN_T` moves it without a rebuild).
-const HOPPER_SKINNY_MIN_T: u32 = 9;
+/// (`benches/EXPERIMENTS.md`), which makes 9..16 tokens in that shape
+/// ([`HOPPER_SKINNY`]) the candidate. It stays at the measured 17 until the
+/// sweep of every T and the batched decode bench have run with the shape
+/// (`QWGPU_SKINNY_MIN_T=9` tries it without a rebuild).
+const HOPPER_SKINNY_MIN_T: u32 = SKINNY_MIN_T;
 
 /// The H100's skinny shapes: 8 subgroups and 64-column steps up to 16
 /// tokens (the shape measured above), with and without the fused norm (the
@@ -238,8 +239,10 @@ pub struct Tuning {
     /// Whether [`MatmulPath::Auto`](crate::matmul::MatmulPath::Auto) runs
     /// dense GEMMs of at least [`Tuning::coop_f16_min_t`] tokens on the
     /// f16-scratch tensor-core GEMM ([`crate::matmul::coop_f16`]) where it
-    /// applies (both precisions); off: the selection as before it. On unless
-    /// `QWGPU_COOP_F16=0`. The one switch to turn it off.
+    /// applies (both precisions); off: the selection as before it. Off by
+    /// default until it has run on hardware
+    /// ([`ON_BY_DEFAULT`](crate::matmul::coop_f16::ON_BY_DEFAULT));
+    /// `QWGPU_COOP_F16=1` turns it on. The one switch.
     pub coop_f16: bool,
     /// Fewest tokens for which Auto takes that kernel (converting the weight
     /// costs ~4 bytes of traffic per weight per GEMM, paid back over the
@@ -279,16 +282,17 @@ pub struct Tuning {
     /// Whether [`MatmulPath::Auto`](crate::matmul::MatmulPath::Auto) runs
     /// 4-bit MoE experts (f16 scales) on the tensor-core grouped GEMM under
     /// fast precision or `f16_matmul` (`moe_grouped_coop_q4.rs`); off: the
-    /// scalar grouped GEMM, as before. On everywhere unless
-    /// `QWGPU_COOP_Q4` is `0` or `dense` ([`Tuning::for_adapter`]). The one
-    /// switch to turn it off.
+    /// scalar grouped GEMM, as before. Off by default until it has run on
+    /// hardware; `QWGPU_COOP_Q4` `1` or `grouped` turns it on
+    /// ([`Tuning::for_adapter`]). The one switch.
     pub coop_grouped_q4: bool,
     /// Whether Auto runs dense 4-bit GEMMs (f16 scales) of more than 16
     /// tokens under fast precision on `mm_coop`'s fast variant (W staged as
     /// `f16((q - zero)·scale)`, as the scalar tile GEMM's fast emulation
     /// rounds it); off: the scalar tile GEMM, as before (`f16_matmul`
-    /// contexts take `mm_coop` either way). On everywhere unless
-    /// `QWGPU_COOP_Q4` is `0` or `grouped`. The one switch to turn it off.
+    /// contexts take `mm_coop` either way). Off by default until it has run
+    /// on hardware; `QWGPU_COOP_Q4` `1` or `dense` turns it on. The one
+    /// switch.
     pub coop_dense_q4: bool,
 }
 
@@ -309,8 +313,8 @@ impl Default for Tuning {
             skinny_tiers: &[],
             skinny_fused_norm: true,
             int4_gemv: Some(Int4Gemv::DEFAULT),
-            coop_grouped_q4: true,
-            coop_dense_q4: true,
+            coop_grouped_q4: COOP_Q4_BY_DEFAULT,
+            coop_dense_q4: COOP_Q4_BY_DEFAULT,
         }
     }
 }
@@ -336,8 +340,8 @@ impl Tuning {
             skinny_tiers: known.map_or(&[], |k| k.skinny_tiers),
             skinny_fused_norm: true,
             int4_gemv: Some(known.map_or(Int4Gemv::DEFAULT, |k| k.int4_gemv)),
-            coop_grouped_q4: true,
-            coop_dense_q4: true,
+            coop_grouped_q4: COOP_Q4_BY_DEFAULT,
+            coop_dense_q4: COOP_Q4_BY_DEFAULT,
         }
     }
 
@@ -355,8 +359,10 @@ impl Tuning {
             .with_coop_fast_env(std::env::var("QWGPU_COOP_FAST").ok().as_deref())
             .with_coop_f16_env(std::env::var("QWGPU_COOP_F16").ok().as_deref());
         (t.skinny, t.skinny_split) = skinny_switch(std::env::var("QWGPU_SKINNY").ok().as_deref());
-        (t.coop_grouped_q4, t.coop_dense_q4) =
-            q4_switch(std::env::var("QWGPU_COOP_Q4").ok().as_deref());
+        (t.coop_grouped_q4, t.coop_dense_q4) = q4_switch(
+            std::env::var("QWGPU_COOP_Q4").ok().as_deref(),
+            (t.coop_grouped_q4, t.coop_dense_q4),
+        );
         t.with_skinny_min_t_env(std::env::var("QWGPU_SKINNY_MIN_T").ok().as_deref())
             .with_skinny_norm_env(std::env::var("QWGPU_SKINNY_NORM").ok().as_deref())
     }
@@ -438,17 +444,25 @@ impl Tuning {
 }
 
 /// ([`Tuning::coop_grouped_q4`], [`Tuning::coop_dense_q4`]) from the value
-/// of `QWGPU_COOP_Q4`: both off for `0`, `off`, `false`; only the grouped
-/// one for `grouped`, only the dense one for `dense` (any case, spaces
-/// trimmed); both on otherwise or unset.
-fn q4_switch(value: Option<&str>) -> (bool, bool) {
+/// of `QWGPU_COOP_Q4`: both off for `0`, `off`, `false`; both on for `1`,
+/// `on`, `true`; only the grouped one for `grouped`, only the dense one for
+/// `dense` (any case, spaces trimmed); `current` otherwise or unset.
+fn q4_switch(value: Option<&str>, current: (bool, bool)) -> (bool, bool) {
     match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
         Some("0" | "off" | "false") => (false, false),
+        Some("1" | "on" | "true") => (true, true),
         Some("grouped") => (true, false),
         Some("dense") => (false, true),
-        _ => (true, true),
+        _ => current,
     }
 }
+
+/// Default of [`Tuning::coop_grouped_q4`] and [`Tuning::coop_dense_q4`]:
+/// off until the 4-bit tensor-core paths have run on a GPU with cooperative
+/// matrices (the session that wrote them had no device time; lavapipe runs
+/// only the scalar emulation of the shader text). `QWGPU_COOP_Q4=1` turns
+/// them on.
+const COOP_Q4_BY_DEFAULT: bool = false;
 
 /// ([`Tuning::skinny`], [`Tuning::skinny_split`]) from the value of
 /// `QWGPU_SKINNY`: both off for `0`, `off`, `false`; splits off for `nosplit`.
@@ -565,21 +579,29 @@ mod tests {
     }
 
     #[test]
-    fn coop_q4_is_on_unless_switched_off() {
+    fn coop_q4_follows_its_default_and_the_switch() {
         for t in [
             Tuning::default(),
             Tuning::lookup(0x10de, "NVIDIA H100 80GB HBM3"),
         ] {
-            assert!(t.coop_grouped_q4 && t.coop_dense_q4);
+            assert_eq!(
+                (t.coop_grouped_q4, t.coop_dense_q4),
+                (COOP_Q4_BY_DEFAULT, COOP_Q4_BY_DEFAULT)
+            );
         }
-        for off in ["0", " OFF ", "false"] {
-            assert_eq!(q4_switch(Some(off)), (false, false), "{off}");
+        for current in [(false, false), (true, true), (true, false)] {
+            for off in ["0", " OFF ", "false"] {
+                assert_eq!(q4_switch(Some(off), current), (false, false), "{off}");
+            }
+            for on in ["1", "on", " TRUE"] {
+                assert_eq!(q4_switch(Some(on), current), (true, true), "{on}");
+            }
+            for keep in [None, Some(""), Some("x")] {
+                assert_eq!(q4_switch(keep, current), current, "{keep:?}");
+            }
+            assert_eq!(q4_switch(Some(" Grouped"), current), (true, false));
+            assert_eq!(q4_switch(Some("dense "), current), (false, true));
         }
-        for on in [None, Some("1"), Some(""), Some("on")] {
-            assert_eq!(q4_switch(on), (true, true), "{on:?}");
-        }
-        assert_eq!(q4_switch(Some(" Grouped")), (true, false));
-        assert_eq!(q4_switch(Some("dense ")), (false, true));
     }
 
     #[test]
