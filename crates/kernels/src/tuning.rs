@@ -217,15 +217,12 @@ pub struct Tuning {
     /// on the one-token GEMV kernel in blocks of up to 8 tokens instead (the
     /// earlier path, kept for comparison in benchmarks).
     pub small_t: Option<SmallT>,
-    /// Off by default: on the H100 both variants left one output in ~35,000
-    /// off by ~1e-3 (relative) in their hardware tests (cause not found;
-    /// `benches/EXPERIMENTS.md`); `QWGPU_COOP_FAST=1` turns them on for
-    /// measurements.
     /// Whether [`MatmulPath::Auto`](crate::matmul::MatmulPath::Auto) runs
     /// fast-precision GEMMs of more than 16 tokens on the fast tensor-core
     /// kernel ([`crate::matmul::coop_fast`]) where it applies; off: the fast
-    /// variant of `mm_coop`, as before it existed. The one switch to turn it
-    /// off.
+    /// variant of `mm_coop`, as before it existed. On everywhere
+    /// (`QWGPU_COOP_FAST=0` turns both variants off). The one switch to turn
+    /// it off.
     pub coop_fast_gemm: bool,
     /// Whether Auto runs exact-precision GEMMs of more than 16 tokens on the
     /// same kernel's exact variant (x as hi + lo f16 parts, two products;
@@ -301,8 +298,8 @@ impl Default for Tuning {
         Self {
             gemv_wave: None,
             small_t: Some(SmallT::DEFAULT),
-            coop_fast_gemm: false,
-            coop_fast_exact: false,
+            coop_fast_gemm: true,
+            coop_fast_exact: true,
             coop_fast_scratch: crate::matmul::coop_fast::SCRATCH_CAP,
             coop_f16: crate::matmul::coop_f16::ON_BY_DEFAULT,
             coop_f16_min_t: crate::matmul::coop_f16::MIN_T,
@@ -328,8 +325,8 @@ impl Tuning {
         Self {
             gemv_wave: known.map(|k| k.sms * GEMV_GROUPS_PER_SM),
             small_t: Some(known.map_or(SmallT::DEFAULT, |k| k.small_t)),
-            coop_fast_gemm: false,
-            coop_fast_exact: false,
+            coop_fast_gemm: true,
+            coop_fast_exact: true,
             coop_fast_scratch: crate::matmul::coop_fast::SCRATCH_CAP,
             coop_f16: crate::matmul::coop_f16::ON_BY_DEFAULT,
             coop_f16_min_t: crate::matmul::coop_f16::MIN_T,
@@ -632,16 +629,16 @@ mod tests {
             Tuning::default()
         );
         assert_eq!(Tuning::default().gemv_wave, None);
-        // The fast tensor-core GEMM is off unless QWGPU_COOP_FAST turns it on.
+        // The fast tensor-core GEMM is on unless QWGPU_COOP_FAST turns it off.
         let t = Tuning::default();
-        assert!(!t.coop_fast_gemm && !t.coop_fast_exact);
+        assert!(t.coop_fast_gemm && t.coop_fast_exact);
         assert_eq!(t.with_coop_fast_env(None), t);
-        assert_eq!(t.with_coop_fast_env(Some("0")), t);
-        let on = t.with_coop_fast_env(Some(" 1 "));
-        assert!(on.coop_fast_gemm && on.coop_fast_exact);
-        let off = on.with_coop_fast_env(Some(" 0 "));
+        assert_eq!(t.with_coop_fast_env(Some(" 1 ")), t);
+        let off = t.with_coop_fast_env(Some(" 0 "));
         assert!(!off.coop_fast_gemm && !off.coop_fast_exact);
-        // The f16-scratch GEMM is on (its default) unless QWGPU_COOP_F16 turns it off.
+        let on = off.with_coop_fast_env(Some("1"));
+        assert!(on.coop_fast_gemm && on.coop_fast_exact);
+        // The f16-scratch GEMM follows its default unless QWGPU_COOP_F16 says otherwise.
         assert_eq!(t.coop_f16, crate::matmul::coop_f16::ON_BY_DEFAULT);
         assert_eq!(t.with_coop_f16_env(None), t);
         assert!(!t.with_coop_f16_env(Some(" 0 ")).coop_f16);
@@ -650,7 +647,7 @@ mod tests {
                 .with_coop_f16_env(Some("on"))
                 .coop_f16
         );
-        let fast = t.with_coop_fast_env(Some("fast"));
+        let fast = off.with_coop_fast_env(Some("fast"));
         assert!(fast.coop_fast_gemm && !fast.coop_fast_exact);
         assert_eq!(Tuning::default().small_t, Some(SmallT::DEFAULT));
         assert_eq!(Tuning::default().int4_gemv, Some(Int4Gemv::DEFAULT));

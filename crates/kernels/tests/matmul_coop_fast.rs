@@ -390,7 +390,6 @@ fn test_weight(
 /// offset and stride, rows of mixed magnitudes; once with the default scratch
 /// and once with a scratch of one 128-token tile (several blocks of tokens).
 #[test]
-#[ignore = "fails on the H100 (one output in ~35,000 off by ~1e-3 relative; benches/EXPERIMENTS.md): the kernel is off by default until fixed"]
 fn coop_fast_matches_reference_and_tile_emulation() {
     gemm_cases(testing::seed(0xfa57_c0de), MatmulPrecision::Fast, false);
 }
@@ -400,7 +399,6 @@ fn coop_fast_matches_reference_and_tile_emulation() {
 /// x (1e-5 · Σ|x·w|: W exact in f16, x keeps 22 bits) and against the f32
 /// scalar tile GEMM (twice that).
 #[test]
-#[ignore = "fails on the H100 (one output in ~35,000 off by ~1e-3 relative; benches/EXPERIMENTS.md): the kernel is off by default until fixed"]
 fn coop_fast_exact_matches_reference_tightly() {
     gemm_cases(testing::seed(0xe8ac_c0de), MatmulPrecision::Exact, false);
 }
