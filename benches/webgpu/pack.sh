@@ -18,6 +18,10 @@
 # .gpu/qwgpu), .webgpu/part2/, ... (N MiB each, default 48), git-ignored, one
 # piece each, and partN/SHA256 (the whole stream's checksum, checked before
 # unpacking). --resplit only re-cuts the existing parts.
+#   bash benches/webgpu/pack.sh --kernel-tests
+# packs only .webgpu/tests/kernels.tar.xz for a third call (run.sh `kernels`):
+# the browser kernel tests' wasm (crates/web/tests/browser_kernels.rs, test
+# profile), a stripped wasm-bindgen-test-runner and chromedriver.
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 build=1
@@ -25,6 +29,7 @@ small_mib=28
 part_mib=48
 browser=shell
 resplit=0
+kernel_tests=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-build) build=0 ;;
@@ -32,6 +37,7 @@ while [ $# -gt 0 ]; do
     --small-mib) small_mib="$2"; shift ;;
     --browser) browser="$2"; shift ;;
     --resplit) resplit=1 ;;
+    --kernel-tests) kernel_tests=1 ;;
     *) echo "usage: pack.sh [--no-build] [--browser shell|full] [--small-mib S] [--part-mib N] | --resplit" >&2; exit 2 ;;
   esac
   shift
@@ -45,7 +51,7 @@ cut_parts() {
   tmp="$(mktemp -d /tmp/qwgpu-webgpu-cut.XXXXXX)"
   head -c "$((small_mib * 1048576))" "$whole" > "$tmp/piece.0"
   tail -c "+$((small_mib * 1048576 + 1))" "$whole" | split -b "${part_mib}M" -d -a 1 - "$tmp/piece.1"
-  rm -rf .webgpu
+  rm -rf .webgpu/part*
   for piece in "$tmp"/piece.*; do
     [ -s "$piece" ] || continue
     mkdir -p ".webgpu/part$n"
@@ -67,6 +73,29 @@ if [ "$resplit" = 1 ]; then
   exit 0
 fi
 chromium_dir=/usr/lib/chromium
+if [ "$kernel_tests" = 1 ]; then
+  CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-1}" cargo test -p qwgpu-web --target wasm32-unknown-unknown \
+    --test browser_kernels --no-run --message-format=json > /tmp/qwgpu-webgpu-tests.json
+  test_wasm="$(python3 -c '
+import json, sys
+for l in open(sys.argv[1]):
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "browser_kernels" and m.get("executable"):
+        print(m["executable"])
+' /tmp/qwgpu-webgpu-tests.json | tail -1)"
+  rm -f /tmp/qwgpu-webgpu-tests.json
+  [ -f "$test_wasm" ] || { echo "pack.sh: no browser_kernels test wasm" >&2; exit 1; }
+  runner="$(command -v wasm-bindgen-test-runner || echo "$HOME/.cargo/bin/wasm-bindgen-test-runner")"
+  kt="$(mktemp -d /tmp/qwgpu-webgpu-kt.XXXXXX)"
+  cp "$test_wasm" "$kt/browser_kernels.wasm"
+  cp "$runner" "$kt/wasm-bindgen-test-runner" && strip "$kt/wasm-bindgen-test-runner"
+  cp "$chromium_dir/chromedriver" "$kt/"
+  mkdir -p .webgpu/tests
+  tar -C "$kt" -cf - . | xz -9 -T2 > .webgpu/tests/kernels.tar.xz
+  rm -rf "$kt"
+  echo "pack.sh: .webgpu/tests/kernels.tar.xz $(du -b .webgpu/tests/kernels.tar.xz | awk '{printf "%.1f MiB", $1 / 1048576}')"
+  exit 0
+fi
 [ -x "$chromium_dir/chromium" ] || { echo "pack.sh: no $chromium_dir/chromium (apt-get install chromium)" >&2; exit 1; }
 target="${CARGO_TARGET_DIR:-target}"
 wasm="$target/wasm32-unknown-unknown/release/qwgpu_web.wasm"

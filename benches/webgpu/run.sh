@@ -13,10 +13,14 @@
 #            adapter they give (vendor/architecture/description), then time
 #            the bundled tiny model and, on a hardware adapter, the 0.8B
 #   native   `qwgpu bench` (carried as .gpu/qwgpu) on the same folders
+#   kernels  the browser kernel tests (crates/web/tests/browser_kernels.rs,
+#            carried as .webgpu/tests/kernels.tar.xz) through
+#            wasm-bindgen-test-runner and chromedriver, on the unpacked
+#            Chromium with the flag set `browser` chose
 #   local    as `browser`, but with this machine's /usr/lib/chromium and the
 #            wasm bundle in web/pkg or $WEBGPU_SITE (a check where no GPU is)
 # Writes under $OUT (or /tmp/qwgpu-webgpu/out): summary.txt, results.jsonl,
-# native.txt, logs.tgz. Each step has its own time limit.
+# native.txt, kernels.txt, logs.tgz. Each step has its own time limit.
 #
 # Tunables (environment): WEBGPU_PROMPTS (default 128,512), WEBGPU_DECODE (64),
 # WEBGPU_REPS (2), WEBGPU_BENCH_S (the time limit of one model's page run, 240).
@@ -178,6 +182,7 @@ FLAGSETS=(
   "--enable-features=Vulkan --use-vulkan=native --disable-vulkan-surface"
   "--use-gl=angle --use-angle=vulkan --enable-features=Vulkan,VulkanFromANGLE --disable-vulkan-fallback-to-gl-for-testing"
   "--enable-features=Vulkan --use-webgpu-adapter=default --enable-dawn-features=allow_unsafe_apis"
+  "--enable-features=Vulkan --use-angle=swiftshader --disable-gpu-compositing"
 )
 
 browser_steps() {
@@ -190,7 +195,7 @@ browser_steps() {
   local chosen="" i=0 hw=""
   for flags in "${FLAGSETS[@]}"; do
     i=$((i + 1))
-    page_run "probe$i" "$flags" "probe" 45
+    page_run "probe$i" "$flags" "probe" 30
     local a
     a="$(adapter_of "$store/run-probe$i.jsonl")"
     say "probe $i [$flags]: $a"
@@ -201,6 +206,7 @@ browser_steps() {
       break
     fi
   done
+  printf '%s\n' "$chosen" > "$store/chosen-flags"
   if [ -z "$chosen" ]; then
     say "browser: no flag set gave a WebGPU adapter"
   else
@@ -249,6 +255,32 @@ step_local() {
   browser_steps "$s" "${WEBGPU_CHROMIUM_DIR:-/usr/lib/chromium}" "${WEBGPU_LIBDIR:-}"
 }
 
+step_kernels() {
+  local k="$store/kernels"
+  if [ -f .webgpu/tests/kernels.tar.xz ]; then
+    rm -rf "$k" && mkdir -p "$k" && xz -dc .webgpu/tests/kernels.tar.xz | tar -C "$k" -xf - || return 1
+  fi
+  [ -f "$k/browser_kernels.wasm" ] || { say "kernels: no .webgpu/tests/kernels.tar.xz carried"; return 1; }
+  unpack || return 1
+  find_browser "$x/chromium" || { say "kernels: no unpacked Chromium"; return 1; }
+  local flags
+  flags="$(cat "$store/chosen-flags" 2> /dev/null)"
+  [ -n "$flags" ] || flags="${FLAGSETS[0]}"
+  python3 - "$browser" "$flags" > "$k/webdriver.json" << 'EOF'
+import json, sys
+args = ["--no-sandbox", "--disable-gpu-sandbox", "--disable-dev-shm-usage", "--enable-unsafe-webgpu",
+        "--ignore-gpu-blocklist"] + sys.argv[2].split()
+if not sys.argv[1].endswith("headless-shell"):
+    args.insert(0, "--headless=new")
+print(json.dumps({"goog:chromeOptions": {"binary": sys.argv[1], "args": args}}))
+EOF
+  say "kernels: browser_kernels in $browser with [$flags]"
+  (cd "$k" && LD_LIBRARY_PATH="$x/lib:$x/chromium" CHROMEDRIVER="$k/chromedriver" WASM_BINDGEN_TEST_TIMEOUT=400 \
+    timeout -k 5 "${WEBGPU_KERNELS_S:-480}" ./wasm-bindgen-test-runner browser_kernels.wasm --nocapture) > "$out/kernels.txt" 2>&1
+  say "kernels: exit $?; $(grep -E 'test result|passed|failed' "$out/kernels.txt" | tail -3 | tr '\n' ' ')"
+  grep -F '[browser/' "$out/kernels.txt" | head -3 | tee -a "$summary"
+}
+
 step_native() {
   local bin="${QWGPU_BIN:-.gpu/qwgpu}"
   [ -x "$bin" ] || { say "native: no $bin"; return 1; }
@@ -270,8 +302,9 @@ for s in "$@"; do
     model) step_model ;;
     browser) step_browser ;;
     native) step_native ;;
+    kernels) step_kernels ;;
     local) step_local ;;
-    *) say "unknown step $s (stash model browser native local)" ;;
+    *) say "unknown step $s (stash model browser native kernels local)" ;;
   esac
 done
 tar -C "$store" -czf "$out/logs.tgz" logs $(cd "$store" && ls run-*.jsonl 2> /dev/null) 2> /dev/null
