@@ -289,7 +289,7 @@ step_native() {
   for m in "$tiny" "$big"; do
     [ -f "$m/config.json" ] && { [ "$m" = "$tiny" ] || [ -f "$m/.webgpu-complete" ]; } || continue
     say "native: $bin bench --model $m --decode-at $prompts --decode $decode"
-    timeout 180 "$bin" bench --model "$m" --decode-at "$prompts" --decode "$decode" >> "$out/native.txt" 2>&1
+    timeout 120 "$bin" bench --model "$m" --decode-at "$prompts" --decode "$decode" >> "$out/native.txt" 2>&1
     say "native: exit $?"
   done
   tee -a "$summary" < "$out/native.txt" > /dev/null
