@@ -23,7 +23,7 @@
 # native.txt, kernels.txt, logs.tgz. Each step has its own time limit.
 #
 # Tunables (environment): WEBGPU_PROMPTS (default 128,512), WEBGPU_DECODE (64),
-# WEBGPU_REPS (2), WEBGPU_BENCH_S (the time limit of one model's page run, 240).
+# WEBGPU_REPS (2), WEBGPU_BENCH_S (the timing page's limit, all models, 240).
 set -u
 root="$(pwd)"
 out="${OUT:-/tmp/qwgpu-webgpu/out}"
