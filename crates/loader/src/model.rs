@@ -45,6 +45,7 @@ pub fn plan_model(ckpt: &Checkpoint) -> Result<PackedModel, LoadError> {
 fn checkpoint_options(ckpt: &Checkpoint) -> PackOptions {
     PackOptions {
         check_fp8_values: ckpt.is_strict(),
+        threads: crate::load_threads(),
         ..PackOptions::default()
     }
 }

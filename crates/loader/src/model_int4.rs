@@ -5,7 +5,9 @@
 
 use qwgpu_checkpoint::expected::int4_weight_names;
 
-use crate::int4::{decode_awq, decode_ct, decode_gptq, split_fused_ct, Decoded, Int4Tensors};
+use crate::int4::{
+    decode_awq_as, decode_ct_as, decode_gptq_as, split_fused_ct, Decoded, Int4Tensors, Words,
+};
 use crate::model::Ctx;
 use crate::{Int4Rule, LoadError, SourceTensor, SourceWeight, TensorSource};
 
@@ -92,12 +94,12 @@ impl<'s, S: TensorSource + ?Sized> Ctx<'s, S> {
             shape: get("weight_shape"),
         };
         let parts = split_fused_ct(&fused, experts, shard_rows, cols).map_err(at)?;
-        let with_words = !self.opts.layout_only;
+        let mode = self.words_mode();
         let mut out = Vec::with_capacity(parts.len());
         for (i, part) in parts.into_iter().enumerate() {
             let (e, s) = (i / shard_rows.len(), i % shard_rows.len());
             let shard = covers(e, s);
-            let decoded = decode_ct(&part, group_size, symmetric, with_words)
+            let decoded = decode_ct_as(&part, group_size, symmetric, mode)
                 .map_err(|err| at(in_shard(err, &shard)))?;
             // The shard's own rows of the fused words (named as the fused
             // tensor): no source holds a copy of the whole fused tensor.
@@ -112,6 +114,16 @@ impl<'s, S: TensorSource + ?Sized> Ctx<'s, S> {
             });
         }
         Ok(Some(out))
+    }
+
+    /// The decoders' words: none in a layout-only load, else repacked when
+    /// the weight is packed (on [`crate::PackOptions::threads`] threads).
+    fn words_mode(&self) -> Words {
+        if self.opts.layout_only {
+            Words::Skip
+        } else {
+            Words::Defer
+        }
     }
 
     /// The 4-bit form of the linear weight `name`, decoded, or `None` when
@@ -187,14 +199,14 @@ impl<'s, S: TensorSource + ?Sized> Ctx<'s, S> {
                 }))
             }
         };
-        let with_words = !self.opts.layout_only;
+        let mode = self.words_mode();
         let decoded = match int4 {
-            Int4Rule::Gptq { params, format } => decode_gptq(&tensors, params, format, with_words),
-            Int4Rule::Awq { group_size } => decode_awq(&tensors, group_size, with_words),
+            Int4Rule::Gptq { params, format } => decode_gptq_as(&tensors, params, format, mode),
+            Int4Rule::Awq { group_size } => decode_awq_as(&tensors, group_size, mode),
             Int4Rule::PackQuantized {
                 group_size,
                 symmetric,
-            } => decode_ct(&tensors, group_size, symmetric, with_words),
+            } => decode_ct_as(&tensors, group_size, symmetric, mode),
         }
         .map_err(at)?;
         Ok(Some(match decoded {

@@ -1,0 +1,251 @@
+//! The words of the canonical form (see [`crate::int4`]) made from a
+//! checkpoint's packed tensor, any range of rows at a time: so that a
+//! weight's rows (and the rows of all the sources of a fused weight) are
+//! repacked on several threads straight into the packed weight, each
+//! thread its own rows ([`crate::PackOptions::threads`]).
+//!
+//! Every format is repacked word by word (no per-nibble loops but AWQ's
+//! 8 × 8 nibble transposes, done with shifts and masks on whole words), in
+//! row blocks whose output stays in the L1 cache while the source is read
+//! in runs of consecutive words.
+
+use std::ops::Range;
+
+use super::awq::AWQ_NIBBLE;
+
+/// How the packed words of a checkpoint tensor become canonical rows (its
+/// shape was checked when the weight was decoded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Repack {
+    /// GPTQ `qweight [k8, n]` (I32): canonical word `(r, w)` is
+    /// `qweight[w, r]`, a transpose.
+    Gptq { k8: usize, n: usize },
+    /// AWQ `qweight [cols, n8]` (I32, interleaved nibbles along the outputs).
+    Awq { cols: usize, n8: usize },
+    /// compressed-tensors `weight_packed [rows, ceil(cols/8)]` (I32): the
+    /// canonical words already, with the padding nibbles cleared.
+    Ct { cols: usize },
+}
+
+/// Output bytes a row block is sized to (its rows are written while the
+/// source's runs stream past: an L1-sized block keeps the writes in cache).
+const BLOCK_BYTES: usize = 16 << 10;
+
+/// Word `i` (little-endian) of `bytes`.
+#[inline(always)]
+fn word(bytes: &[u8], i: usize) -> u32 {
+    let b = &bytes[4 * i..4 * i + 4];
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+impl Repack {
+    /// Canonical words per row, `ceil(cols / 8)`.
+    pub fn words_per_row(&self) -> usize {
+        match *self {
+            Repack::Gptq { k8, .. } => k8,
+            Repack::Awq { cols, .. } | Repack::Ct { cols } => cols.div_ceil(8),
+        }
+    }
+
+    /// Writes canonical rows `rows` of the weight packed in `bytes` into
+    /// `out` (`rows.len() × words_per_row()` words, row-major).
+    pub fn fill(&self, bytes: &[u8], rows: Range<usize>, out: &mut [u32]) {
+        let wpr = self.words_per_row();
+        debug_assert_eq!(out.len(), rows.len() * wpr);
+        if wpr == 0 {
+            return;
+        }
+        let block = (BLOCK_BYTES / (4 * wpr)).max(1);
+        let mut r = rows.start;
+        for out in out.chunks_mut(block * wpr) {
+            let n = out.len() / wpr;
+            match *self {
+                Repack::Gptq { k8, n: stride } => gptq_rows(bytes, stride, k8, r..r + n, out),
+                Repack::Awq { cols, n8 } => awq_rows(bytes, cols, n8, r..r + n, out),
+                Repack::Ct { cols } => ct_rows(bytes, cols, r..r + n, out),
+            }
+            r += n;
+        }
+    }
+
+    /// All the rows: `rows × words_per_row()` words.
+    pub fn all(&self, bytes: &[u8], rows: usize) -> Vec<u32> {
+        let mut out = vec![0u32; rows * self.words_per_row()];
+        self.fill(bytes, 0..rows, &mut out);
+        out
+    }
+}
+
+/// GPTQ: for each input word `w`, the run `qweight[w, rows]` goes down
+/// column `w` of the output block.
+fn gptq_rows(bytes: &[u8], n: usize, k8: usize, rows: Range<usize>, out: &mut [u32]) {
+    for w in 0..k8 {
+        let run = &bytes[4 * (w * n + rows.start)..4 * (w * n + rows.end)];
+        for (i, b) in run.chunks_exact(4).enumerate() {
+            out[i * k8 + w] = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        }
+    }
+}
+
+/// compressed-tensors: a copy of the rows, the nibbles past `cols` cleared
+/// (they hold the packer's fill; the canonical form has 0).
+fn ct_rows(bytes: &[u8], cols: usize, rows: Range<usize>, out: &mut [u32]) {
+    let wpr = cols.div_ceil(8);
+    let src = &bytes[4 * rows.start * wpr..4 * rows.end * wpr];
+    for (o, b) in out.iter_mut().zip(src.chunks_exact(4)) {
+        *o = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    }
+    if !cols.is_multiple_of(8) {
+        let mask = !(!0u32 << (4 * (cols % 8)));
+        for row in out.chunks_exact_mut(wpr) {
+            row[wpr - 1] &= mask;
+        }
+    }
+}
+
+/// AWQ: word `m` of input column `c` holds column `c` of output rows
+/// `8m..8m + 8` (in [`AWQ_ORDER`](super::AWQ_ORDER)). The eight words of
+/// columns `8w..8w + 8` are an 8 × 8 nibble matrix whose transpose is
+/// word `w` of those eight rows (in that order).
+fn awq_rows(bytes: &[u8], cols: usize, n8: usize, rows: Range<usize>, out: &mut [u32]) {
+    let wpr = cols.div_ceil(8);
+    let (m0, m1) = (rows.start / 8, rows.end.div_ceil(8));
+    for w in 0..wpr {
+        for m in m0..m1 {
+            let mut a = [0u32; 8];
+            for (j, a) in a.iter_mut().enumerate() {
+                let c = 8 * w + j;
+                if c < cols {
+                    *a = word(bytes, c * n8 + m);
+                }
+            }
+            let t = transpose_nibbles(a);
+            // Output row 8m + i is nibble AWQ_NIBBLE[i] of the packed words.
+            for (i, &slot) in AWQ_NIBBLE.iter().enumerate() {
+                let r = 8 * m + i;
+                if rows.contains(&r) {
+                    out[(r - rows.start) * wpr + w] = t[slot];
+                }
+            }
+        }
+    }
+}
+
+/// The transpose of an 8 × 8 nibble matrix (word `j`, nibble `p` → word
+/// `p`, nibble `j`): three rounds of swapping blocks of 4, 2, 1 nibbles.
+#[inline(always)]
+fn transpose_nibbles(mut a: [u32; 8]) -> [u32; 8] {
+    for j in 0..4 {
+        let (x, y) = (a[j], a[j + 4]);
+        a[j] = (x & 0x0000_ffff) | (y << 16);
+        a[j + 4] = (x >> 16) | (y & 0xffff_0000);
+    }
+    for j in [0, 1, 4, 5] {
+        let (x, y) = (a[j], a[j + 2]);
+        a[j] = (x & 0x00ff_00ff) | ((y & 0x00ff_00ff) << 8);
+        a[j + 2] = ((x >> 8) & 0x00ff_00ff) | (y & 0xff00_ff00);
+    }
+    for j in [0, 2, 4, 6] {
+        let (x, y) = (a[j], a[j + 1]);
+        a[j] = (x & 0x0f0f_0f0f) | ((y & 0x0f0f_0f0f) << 4);
+        a[j + 1] = ((x >> 4) & 0x0f0f_0f0f) | (y & 0xf0f0_f0f0);
+    }
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rng(seed: u64) -> impl FnMut() -> u32 {
+        let mut x = seed | 1;
+        move || {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32
+        }
+    }
+
+    fn bytes(words: &[u32]) -> Vec<u8> {
+        words.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+
+    fn nib(w: u32, j: usize) -> u32 {
+        (w >> (4 * j)) & 0xF
+    }
+
+    #[test]
+    fn nibble_transpose_is_the_transpose() {
+        let mut next = rng(0x5eed);
+        for _ in 0..100 {
+            let a: [u32; 8] = std::array::from_fn(|_| next());
+            let t = transpose_nibbles(a);
+            for (j, &aj) in a.iter().enumerate() {
+                for (p, &tp) in t.iter().enumerate() {
+                    assert_eq!(nib(tp, j), nib(aj, p), "word {j} nibble {p}");
+                }
+            }
+        }
+    }
+
+    /// The per-nibble formulas of the module docs of each format, written
+    /// out element by element: the reference the word-level repack must equal
+    /// on any row range.
+    fn reference(r: Repack, src: &[u32], rows: usize) -> Vec<u32> {
+        let wpr = r.words_per_row();
+        let mut out = vec![0u32; rows * wpr];
+        for row in 0..rows {
+            for c in 0..wpr * 8 {
+                let q = match r {
+                    Repack::Gptq { n, .. } => nib(src[(c / 8) * n + row], c % 8),
+                    Repack::Awq { cols, n8 } if c < cols => {
+                        let i = [0, 2, 4, 6, 1, 3, 5, 7]
+                            .iter()
+                            .position(|&o| o == row % 8)
+                            .expect("in the order");
+                        nib(src[c * n8 + row / 8], i)
+                    }
+                    Repack::Ct { cols } if c < cols => nib(src[row * wpr + c / 8], c % 8),
+                    _ => 0,
+                };
+                out[row * wpr + c / 8] |= q << (4 * (c % 8));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_row_range_equals_the_element_formulas() {
+        let mut next = rng(0xa11ce);
+        // (repack, source words, rows): awkward sizes, wide rows crossing
+        // several blocks.
+        let cases = [
+            (Repack::Gptq { k8: 3, n: 13 }, 39, 13),
+            (Repack::Gptq { k8: 700, n: 24 }, 700 * 24, 24),
+            (Repack::Awq { cols: 13, n8: 3 }, 39, 24),
+            (Repack::Awq { cols: 40, n8: 1 }, 40, 8),
+            (Repack::Awq { cols: 5000, n8: 2 }, 10_000, 16),
+            (Repack::Ct { cols: 13 }, 2 * 7, 7),
+            (Repack::Ct { cols: 4096 }, 512 * 9, 9),
+        ];
+        for (r, len, rows) in cases {
+            let src: Vec<u32> = (0..len).map(|_| next()).collect();
+            let b = bytes(&src);
+            let want = reference(r, &src, rows);
+            assert_eq!(r.all(&b, rows), want, "{r:?} all rows");
+            let wpr = r.words_per_row();
+            for start in 0..rows {
+                for end in start + 1..=rows.min(start + 10) {
+                    let mut out = vec![0xdead_beef; (end - start) * wpr];
+                    r.fill(&b, start..end, &mut out);
+                    assert_eq!(
+                        out,
+                        want[start * wpr..end * wpr],
+                        "{r:?} rows {start}..{end}"
+                    );
+                }
+            }
+        }
+    }
+}
