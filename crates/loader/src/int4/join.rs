@@ -125,7 +125,8 @@ fn repack(
         return Ok(Vec::new());
     };
     let total: usize = sources.iter().map(|(_, q)| q.rows).sum();
-    let mut words = vec![0u32; total * wpr];
+    // Every word is written by one job below (the pool's buffers are not cleared).
+    let mut words = crate::recycle::take_words(total * wpr);
     let per_job = (job_bytes / (4 * wpr).max(1)).max(1);
     let mut jobs = Vec::new();
     let mut rest: &mut [u32] = &mut words;
@@ -371,6 +372,9 @@ mod tests {
                     .iter()
                     .map(|s| (*s, s.int4.as_ref().expect("4-bit")))
                     .collect();
+                // A recycled buffer holding stale words: every one is overwritten.
+                let _pool = crate::Recycling::start();
+                crate::recycle::give_words(vec![0xdead_beef; want.len().max(1 << 18) + 3]);
                 let got = repack(&pairs, threads, job_bytes).expect("repacks");
                 assert!(
                     got == want,

@@ -5,9 +5,10 @@
 //! thread its own rows ([`crate::PackOptions::threads`]).
 //!
 //! Every format is repacked word by word (no per-nibble loops but AWQ's
-//! 8 × 8 nibble transposes, done with shifts and masks on whole words), in
-//! row blocks whose output stays in the L1 cache while the source is read
-//! in runs of consecutive words.
+//! 8 × 8 nibble transposes, done with shifts and masks on whole words),
+//! reading the source as a few sequential streams (which the hardware
+//! prefetches) and writing whole cache lines of the output: a transpose read
+//! one word per source row at a time waits on memory for every word.
 
 use std::ops::Range;
 
@@ -27,9 +28,9 @@ pub(crate) enum Repack {
     Ct { cols: usize },
 }
 
-/// Output bytes a row block is sized to (its rows are written while the
-/// source's runs stream past: an L1-sized block keeps the writes in cache).
-const BLOCK_BYTES: usize = 16 << 10;
+/// Output rows of an AWQ block: 16 source words (one 64-byte line) of each
+/// of the 8 columns an output word gathers.
+const AWQ_BLOCK_ROWS: usize = 128;
 
 /// Word `i` (little-endian) of `bytes`.
 #[inline(always)]
@@ -55,16 +56,17 @@ impl Repack {
         if wpr == 0 {
             return;
         }
-        let block = (BLOCK_BYTES / (4 * wpr)).max(1);
-        let mut r = rows.start;
-        for out in out.chunks_mut(block * wpr) {
-            let n = out.len() / wpr;
-            match *self {
-                Repack::Gptq { k8, n: stride } => gptq_rows(bytes, stride, k8, r..r + n, out),
-                Repack::Awq { cols, n8 } => awq_rows(bytes, cols, n8, r..r + n, out),
-                Repack::Ct { cols } => ct_rows(bytes, cols, r..r + n, out),
+        match *self {
+            Repack::Gptq { k8, n } => gptq_rows(bytes, n, k8, rows, out),
+            Repack::Awq { cols, n8 } => {
+                let mut r = rows.start;
+                for out in out.chunks_mut(AWQ_BLOCK_ROWS * wpr) {
+                    let n = out.len() / wpr;
+                    awq_rows(bytes, cols, n8, r..r + n, out);
+                    r += n;
+                }
             }
-            r += n;
+            Repack::Ct { cols } => ct_rows(bytes, cols, rows, out),
         }
     }
 
@@ -76,13 +78,15 @@ impl Repack {
     }
 }
 
-/// GPTQ: for each input word `w`, the run `qweight[w, rows]` goes down
-/// column `w` of the output block.
+/// GPTQ: a transpose that reads the source in order (each source row's run
+/// `qweight[w, rows]` going down column `w` of the output). The output
+/// lines being written (one per row, 16 words wide) stay in the cache while
+/// 16 source rows go past, so each is written to memory once.
 fn gptq_rows(bytes: &[u8], n: usize, k8: usize, rows: Range<usize>, out: &mut [u32]) {
     for w in 0..k8 {
         let run = &bytes[4 * (w * n + rows.start)..4 * (w * n + rows.end)];
-        for (i, b) in run.chunks_exact(4).enumerate() {
-            out[i * k8 + w] = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        for (d, b) in out[w..].iter_mut().step_by(k8).zip(run.chunks_exact(4)) {
+            *d = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         }
     }
 }
