@@ -78,16 +78,30 @@ impl Repack {
     }
 }
 
-/// GPTQ: a transpose that reads the source in order (each source row's run
-/// `qweight[w, rows]` going down column `w` of the output). The output
-/// lines being written (one per row, 16 words wide) stay in the cache while
-/// 16 source rows go past, so each is written to memory once.
+/// GPTQ: a transpose in 16 × 16 tiles. A tile reads 16 words (a cache
+/// line) of 16 source rows, which advance together as the tiles go down the
+/// output rows (16 sequential streams), and writes whole lines of 16 output
+/// rows: every line is read and written once, and the writes never pile up
+/// in a few cache sets (as a column of a row-major matrix, whose rows are a
+/// power of two apart, would).
 fn gptq_rows(bytes: &[u8], n: usize, k8: usize, rows: Range<usize>, out: &mut [u32]) {
-    for w in 0..k8 {
-        let run = &bytes[4 * (w * n + rows.start)..4 * (w * n + rows.end)];
-        for (d, b) in out[w..].iter_mut().step_by(k8).zip(run.chunks_exact(4)) {
-            *d = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    const T: usize = 16;
+    let count = rows.len();
+    let mut w0 = 0;
+    while w0 < k8 {
+        let tw = T.min(k8 - w0);
+        let streams: [&[u8]; T] = std::array::from_fn(|j| {
+            let at = 4 * ((w0 + j.min(tw - 1)) * n + rows.start);
+            &bytes[at..at + 4 * count]
+        });
+        for i in 0..count {
+            let at = i * k8 + w0;
+            for (d, s) in out[at..at + tw].iter_mut().zip(&streams) {
+                let b = &s[4 * i..4 * i + 4];
+                *d = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
         }
+        w0 += tw;
     }
 }
 
