@@ -75,6 +75,35 @@ where
     }
 }
 
+/// `work` of every item on up to `threads` threads, the results in the
+/// items' order; every item is worked on, and the error returned is the
+/// first in that order (whatever the threads), as a loop would return it.
+pub(crate) fn map_in_order<T, R, E>(
+    threads: usize,
+    items: &[T],
+    work: impl Fn(&T) -> Result<R, E> + Sync,
+) -> Result<Vec<R>, E>
+where
+    T: Sync,
+    R: Send,
+    E: Send,
+{
+    if threads.min(items.len()) <= 1 {
+        return items.iter().map(work).collect();
+    }
+    let mut slots: Vec<Option<Result<R, E>>> = (0..items.len()).map(|_| None).collect();
+    let jobs: Vec<(&T, &mut Option<Result<R, E>>)> = items.iter().zip(slots.iter_mut()).collect();
+    let done: Result<(), std::convert::Infallible> = try_for_each(threads, jobs, |(item, slot)| {
+        *slot = Some(work(item));
+        Ok(())
+    });
+    match done {
+        // Every job ran (none fails), so every slot is filled.
+        Ok(()) => slots.into_iter().flatten().collect(),
+        Err(never) => match never {},
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +138,24 @@ mod tests {
             .iter()
             .enumerate()
             .all(|(k, &v)| v == (k / 7) as u32 + 1));
+    }
+
+    #[test]
+    fn mapped_results_keep_their_order_and_the_first_error_in_order_wins() {
+        let items: Vec<usize> = (0..50).collect();
+        for threads in [0, 1, 2, 7] {
+            let got = map_in_order(threads, &items, |&i| Ok::<usize, usize>(i * i));
+            assert_eq!(got, Ok(items.iter().map(|i| i * i).collect()), "{threads}");
+            // Items 10 and 40 fail; 40 may fail first on another thread.
+            let got = map_in_order(threads, &items, |&i| {
+                if i == 10 || i == 40 {
+                    Err(i)
+                } else {
+                    Ok(i)
+                }
+            });
+            assert_eq!(got, Err(10), "{threads}");
+        }
     }
 
     #[test]
