@@ -20,8 +20,8 @@ use crate::{LoadError, PackOptions, ScaleScheme, SourceWeight};
 /// one expert's projection, large enough that handing jobs out costs nothing.
 const JOB_BYTES: usize = 1 << 20;
 
-/// Joins 4-bit sources (in row order, `cols` columns each) into one
-/// canonical weight. Every source must be 4-bit (else
+/// Joins 4-bit sources (in row order, all of the same columns: checked by
+/// [`pack_with`](crate::pack_with)) into one canonical weight. Every source must be 4-bit (else
 /// [`LoadError::PartlyQuantized`]) and share one group size (else
 /// [`LoadError::MixedSchemes`]).
 pub(crate) fn join(
@@ -99,14 +99,14 @@ pub(crate) fn join(
 
 /// One job: rows `rows` of a source into `out`.
 struct Job<'j> {
-    from: From<'j>,
+    from: Rows<'j>,
     rows: Range<usize>,
     out: &'j mut [u32],
 }
 
 /// Where a source's canonical rows come from.
 #[derive(Clone, Copy)]
-enum From<'j> {
+enum Rows<'j> {
     /// Repacked from the checkpoint's packed tensor.
     Packed(Repack, &'j [u8]),
     /// Decoded already (`rows × words per row` words).
@@ -132,8 +132,8 @@ fn repack(
     let mut rest: &mut [u32] = &mut words;
     for (s, q) in sources {
         let from = match q.deferred {
-            Some(r) => From::Packed(r, packed_bytes(s, q, r)?),
-            None => From::Words(&q.q.words),
+            Some(r) => Rows::Packed(r, packed_bytes(s, q, r)?),
+            None => Rows::Words(&q.q.words),
         };
         let mut r = 0;
         while r < q.rows {
@@ -150,8 +150,8 @@ fn repack(
     }
     let done: Result<(), std::convert::Infallible> = try_for_each(threads, jobs, |j: Job<'_>| {
         match j.from {
-            From::Packed(r, bytes) => r.fill(bytes, j.rows, j.out),
-            From::Words(w) => j
+            Rows::Packed(r, bytes) => r.fill(bytes, j.rows, j.out),
+            Rows::Words(w) => j
                 .out
                 .copy_from_slice(&w[j.rows.start * wpr..j.rows.end * wpr]),
         }
