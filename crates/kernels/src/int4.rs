@@ -188,6 +188,45 @@ pub fn upload_int4_pieces(
     })
 }
 
+/// The buffers of `w` (checked as [`upload_int4`] checks it) and its scale
+/// table, uploaded; the rows' words are left for the caller to copy in,
+/// each row at `stride_words` words (zero padded past the row's words) in
+/// the piece holding it: a loader that fills its own staging (several
+/// threads, overlapped with the GPU's copies) uploads 4-bit words as it
+/// uploads every other format's rows.
+pub fn allocate_int4(ctx: &GpuContext, name: &str, w: &Int4Host) -> Result<GpuWeight, KernelError> {
+    check_int4(name, w)?;
+    let stride = stride_words(w.cols, WeightFormat::Q4);
+    let sizes = piece_rows(ctx, name, w.rows, (stride * 4) as u64, MAX_PIECE_BYTES)?;
+    let mut pieces = Vec::with_capacity(sizes.len().max(1));
+    let mut row0 = 0;
+    for rows in sizes {
+        let label = format!("{name} rows {row0}..{end}", end = row0 + rows);
+        let buffer = ctx.storage(&label, (rows * stride * 4) as u64)?;
+        pieces.push(WeightPiece { buffer, row0, rows });
+        row0 += rows;
+    }
+    if pieces.is_empty() {
+        pieces.push(WeightPiece {
+            buffer: ctx.storage(name, 0)?,
+            row0: 0,
+            rows: 0,
+        });
+    }
+    let (format, table) = int4_scale_table(w);
+    let meta = ctx.upload(&format!("{name} scales"), &table)?;
+    Ok(GpuWeight {
+        name: name.to_string(),
+        format,
+        rows: w.rows,
+        cols: w.cols,
+        stride_words: stride,
+        block_cols: w.group_size,
+        pieces,
+        meta,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -104,6 +104,7 @@ mod model;
 mod model_int4;
 mod pack;
 mod packed;
+mod parallel;
 mod policy;
 mod recycle;
 mod scheme;
@@ -123,6 +124,7 @@ pub use model::{
 };
 pub use pack::{input_scale_name, pack, pack_with, weight_scale_names, PackOptions};
 pub use packed::*;
+pub use parallel::{load_threads, try_for_each};
 pub use policy::{Int4Rule, ModuleRule, QuantPolicy, SchemeKind};
 pub use recycle::Recycling;
 pub use scheme::DEFAULT_BLOCK;

@@ -6,6 +6,7 @@ use qwgpu_checkpoint::{Checkpoint, FfnConfig, LayerType, ModelConfig, TextConfig
 
 use crate::experts::{detect_layout, split_fused, ExpertLayout};
 use crate::pack::{input_scale_name, pack_with, weight_scale_names, PackOptions};
+use crate::parallel::map_in_order;
 use crate::scheme::scale_values;
 use crate::{
     AttentionWeights, Ffn, GdnWeights, KvScales, LoadError, Mixer, MlpWeights, MoeWeights,
@@ -45,6 +46,7 @@ pub fn plan_model(ckpt: &Checkpoint) -> Result<PackedModel, LoadError> {
 fn checkpoint_options(ckpt: &Checkpoint) -> PackOptions {
     PackOptions {
         check_fp8_values: ckpt.is_strict(),
+        threads: crate::load_threads(),
         ..PackOptions::default()
     }
 }
@@ -642,10 +644,12 @@ impl<'s, S: TensorSource + ?Sized> Ctx<'s, S> {
 
     fn mlp(&self, p: &str, inter: usize) -> Result<MlpWeights, LoadError> {
         let h = self.cfg.hidden_size;
-        let sources = [
-            self.source(&format!("{p}.gate_proj.weight"), &["gate"])?,
-            self.source(&format!("{p}.up_proj.weight"), &["up"])?,
-        ];
+        // A 4-bit checkpoint's three projections decoded on the load's threads.
+        let named = ["gate", "up", "down"].map(|s| (format!("{p}.{s}_proj.weight"), s));
+        let mut sources = map_in_order(self.opts.threads, &named, |(name, shard)| {
+            self.source(name, &[shard])
+        })?;
+        let down = sources.split_off(2);
         Ok(MlpWeights {
             gate_up: self.pack(
                 format!("{p}.gate_up_proj"),
@@ -653,7 +657,7 @@ impl<'s, S: TensorSource + ?Sized> Ctx<'s, S> {
                 h,
                 &sources,
             )?,
-            down: self.single(&format!("{p}.down_proj.weight"), "down", h, inter)?,
+            down: self.pack(format!("{p}.down_proj"), &[("down", h)], inter, &down)?,
         })
     }
 
@@ -668,18 +672,30 @@ impl<'s, S: TensorSource + ?Sized> Ctx<'s, S> {
         let p = format!("{layer}.mlp");
         let (gate_up, down) = match self.layout {
             Some(ExpertLayout::PerExpert) => {
+                // (weight, shard) of every expert's projections, in the
+                // order a loop would take them (so the first error is the
+                // same); a 4-bit checkpoint's are decoded on the load's threads.
+                let named: Vec<(String, String)> = (0..experts)
+                    .flat_map(|e| {
+                        ["gate", "up", "down"].map(|proj| {
+                            (
+                                format!("{p}.experts.{e}.{proj}_proj.weight"),
+                                format!("e{e}.{proj}"),
+                            )
+                        })
+                    })
+                    .collect();
+                let mut sources = map_in_order(self.opts.threads, &named, |(name, shard)| {
+                    self.source(name, &[shard])
+                })?
+                .into_iter();
                 let mut gate_up = Vec::with_capacity(2 * experts);
                 let mut down = Vec::with_capacity(experts);
-                for e in 0..experts {
-                    let q = format!("{p}.experts.{e}");
-                    gate_up.push(
-                        self.source(&format!("{q}.gate_proj.weight"), &[&format!("e{e}.gate")])?,
-                    );
-                    gate_up
-                        .push(self.source(&format!("{q}.up_proj.weight"), &[&format!("e{e}.up")])?);
-                    down.push(
-                        self.source(&format!("{q}.down_proj.weight"), &[&format!("e{e}.down")])?,
-                    );
+                while let (Some(g), Some(u), Some(d)) =
+                    (sources.next(), sources.next(), sources.next())
+                {
+                    gate_up.extend([g, u]);
+                    down.push(d);
                 }
                 (gate_up, down)
             }

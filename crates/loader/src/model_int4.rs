@@ -5,8 +5,11 @@
 
 use qwgpu_checkpoint::expected::int4_weight_names;
 
-use crate::int4::{decode_awq, decode_ct, decode_gptq, split_fused_ct, Decoded, Int4Tensors};
+use crate::int4::{
+    decode_awq_as, decode_ct_as, decode_gptq_as, split_fused_ct, Decoded, Int4Tensors, Words,
+};
 use crate::model::Ctx;
+use crate::parallel::map_in_order;
 use crate::{Int4Rule, LoadError, SourceTensor, SourceWeight, TensorSource};
 
 impl<'s, S: TensorSource + ?Sized> Ctx<'s, S> {
@@ -92,26 +95,40 @@ impl<'s, S: TensorSource + ?Sized> Ctx<'s, S> {
             shape: get("weight_shape"),
         };
         let parts = split_fused_ct(&fused, experts, shard_rows, cols).map_err(at)?;
-        let with_words = !self.opts.layout_only;
-        let mut out = Vec::with_capacity(parts.len());
-        for (i, part) in parts.into_iter().enumerate() {
-            let (e, s) = (i / shard_rows.len(), i % shard_rows.len());
-            let shard = covers(e, s);
-            let decoded = decode_ct(&part, group_size, symmetric, with_words)
-                .map_err(|err| at(in_shard(err, &shard)))?;
+        let mode = self.words_mode();
+        let n = shard_rows.len();
+        let parts: Vec<(Int4Tensors<'s>, String)> = parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, part)| (part, covers(i / n, i % n)))
+            .collect();
+        // Each expert's shards decoded on the load's threads.
+        let out = map_in_order(self.opts.threads, &parts, |(part, shard)| {
+            let decoded = decode_ct_as(part, group_size, symmetric, mode)
+                .map_err(|err| at(in_shard(err, shard)))?;
             // The shard's own rows of the fused words (named as the fused
             // tensor): no source holds a copy of the whole fused tensor.
-            let rows = part.packed.unwrap_or_else(|| words.clone());
-            out.push(match decoded {
-                Decoded::Int4(q) => SourceWeight::int4(rows, q, &[&shard]),
+            let rows = part.packed.clone().unwrap_or_else(|| words.clone());
+            Ok::<_, LoadError>(match decoded {
+                Decoded::Int4(q) => SourceWeight::int4(rows, q, &[shard]),
                 Decoded::Dense { rows, cols, values } => SourceWeight::new(
                     SourceTensor::from_f32(words.name.clone(), vec![rows, cols], &values)?,
-                    &[&shard],
+                    &[shard],
                 )
                 .with_module(name),
-            });
-        }
+            })
+        })?;
         Ok(Some(out))
+    }
+
+    /// The decoders' words: none in a layout-only load, else repacked when
+    /// the weight is packed (on [`crate::PackOptions::threads`] threads).
+    fn words_mode(&self) -> Words {
+        if self.opts.layout_only {
+            Words::Skip
+        } else {
+            Words::Defer
+        }
     }
 
     /// The 4-bit form of the linear weight `name`, decoded, or `None` when
@@ -187,14 +204,14 @@ impl<'s, S: TensorSource + ?Sized> Ctx<'s, S> {
                 }))
             }
         };
-        let with_words = !self.opts.layout_only;
+        let mode = self.words_mode();
         let decoded = match int4 {
-            Int4Rule::Gptq { params, format } => decode_gptq(&tensors, params, format, with_words),
-            Int4Rule::Awq { group_size } => decode_awq(&tensors, group_size, with_words),
+            Int4Rule::Gptq { params, format } => decode_gptq_as(&tensors, params, format, mode),
+            Int4Rule::Awq { group_size } => decode_awq_as(&tensors, group_size, mode),
             Int4Rule::PackQuantized {
                 group_size,
                 symmetric,
-            } => decode_ct(&tensors, group_size, symmetric, with_words),
+            } => decode_ct_as(&tensors, group_size, symmetric, mode),
         }
         .map_err(at)?;
         Ok(Some(match decoded {

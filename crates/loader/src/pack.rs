@@ -188,7 +188,7 @@ pub fn pack_with(
     if placed.iter().any(|p| p.src.int4.is_some()) {
         let ordered: Vec<&SourceWeight<'_>> = placed.iter().map(|p| p.src).collect();
         let cols = cols.unwrap_or(0);
-        let (dtype, scale) = fuse_int4(packed, &ordered, opts.layout_only)?;
+        let (dtype, scale) = crate::int4::join(packed, &ordered, opts)?;
         return Ok(PackedWeight {
             name: packed.into(),
             dtype,
@@ -278,66 +278,6 @@ fn shard_table(
         .collect()
 }
 
-/// Concatenates the rows of 4-bit sources (in row order) into one canonical
-/// weight: words, scales and zeros of each source stay with its rows. Every
-/// source must be 4-bit (else [`LoadError::PartlyQuantized`]) and share one
-/// group size (else [`LoadError::MixedSchemes`]).
-fn fuse_int4(
-    packed: &str,
-    ordered: &[&SourceWeight<'_>],
-    layout_only: bool,
-) -> Result<(Dtype, ScaleScheme), LoadError> {
-    let Some(first) = ordered
-        .iter()
-        .find_map(|s| s.int4.as_ref().map(|q| (*s, q)))
-    else {
-        return Err(LoadError::ShardTable {
-            packed: packed.into(),
-            detail: "no 4-bit source".into(),
-        });
-    };
-    let mut out = crate::Int4Weights {
-        group_size: first.1.q.group_size,
-        words: Vec::new(),
-        scales: Vec::new(),
-        zeros: Vec::new(),
-    };
-    for s in ordered {
-        let Some(q) = &s.int4 else {
-            return Err(LoadError::PartlyQuantized {
-                packed: packed.into(),
-                quantized: first.0.weight.name.clone(),
-                quantized_dtype: Dtype::I32,
-                unquantized: s.weight.name.clone(),
-                unquantized_dtype: s.weight.dtype,
-            });
-        };
-        if q.q.group_size != out.group_size {
-            return Err(LoadError::MixedSchemes {
-                packed: packed.into(),
-                first: first.0.weight.name.clone(),
-                first_scheme: format!("int4 group {g}", g = out.group_size),
-                second: s.weight.name.clone(),
-                second_scheme: format!("int4 group {g}", g = q.q.group_size),
-            });
-        }
-        if let Some(sc) = s.weight_scale.as_ref().or(s.input_scale.as_ref()) {
-            return Err(LoadError::Int4 {
-                tensor: s.weight.name.clone(),
-                format: "4-bit".into(),
-                detail: format!("unexpected FP8-style scale `{name}`", name = sc.name),
-            });
-        }
-        if !layout_only {
-            q.view().validate(&s.weight.name)?;
-            out.words.extend_from_slice(&q.q.words);
-        }
-        out.scales.extend_from_slice(&q.q.scales);
-        out.zeros.extend_from_slice(&q.q.zeros);
-    }
-    Ok((Dtype::I32, ScaleScheme::Int4(Box::new(out))))
-}
-
 /// Row offset of every shard; rejects empty tables, zero rows, duplicate names.
 fn table_offsets(spec: &PackSpec) -> Result<Vec<usize>, LoadError> {
     let bad = |detail: String| LoadError::ShardTable {
@@ -380,6 +320,10 @@ pub struct PackOptions {
     /// streams them from the checkpoint's map). Weights that widen a source
     /// (mixed unquantized dtypes) are packed.
     pub borrow_sources: bool,
+    /// Threads that repack 4-bit weights into the canonical form (`0` and
+    /// `1`: the calling thread alone). The loading functions that open a
+    /// checkpoint themselves use [`load_threads`](crate::load_threads).
+    pub threads: usize,
 }
 
 /// Refuses FP8 weights holding NaN (E4M3FN `0x7F`/`0xFF`; E5M2 exponent 31

@@ -115,10 +115,13 @@ impl PackedWeight {
 }
 
 impl Drop for PackedWeight {
-    /// The data buffer goes back to the packing pool while a
+    /// The data buffer (a 4-bit weight's words) goes back to the packing pool while a
     /// [`Recycling`](crate::Recycling) guard is alive on this thread.
     fn drop(&mut self) {
         crate::recycle::give(std::mem::take(&mut self.data));
+        if let ScaleScheme::Int4(q) = &mut self.scale {
+            crate::recycle::give_words(std::mem::take(&mut q.words));
+        }
     }
 }
 

@@ -30,8 +30,23 @@ const MAX_POOL_BYTES: usize = 512 << 20;
 /// 2111 MiB of RssAnon, over its 1994).
 const MAX_POOLED_BUFFER: usize = 256 << 20;
 
+/// A pooled buffer: packed bytes, or a 4-bit weight's words.
+enum Buf {
+    Bytes(Vec<u8>),
+    Words(Vec<u32>),
+}
+
+impl Buf {
+    fn capacity(&self) -> usize {
+        match self {
+            Buf::Bytes(b) => b.capacity(),
+            Buf::Words(w) => w.capacity() * 4,
+        }
+    }
+}
+
 thread_local! {
-    static POOL: RefCell<Option<Vec<Vec<u8>>>> = const { RefCell::new(None) };
+    static POOL: RefCell<Option<Vec<Buf>>> = const { RefCell::new(None) };
 }
 
 /// Recycles packing buffers on this thread until dropped (then frees them).
@@ -60,30 +75,63 @@ impl Drop for Recycling {
 /// An empty buffer with room for `bytes`: the smallest pooled one that fits,
 /// else a new one.
 pub(crate) fn take(bytes: usize) -> Vec<u8> {
-    let reused = POOL.with(|p| {
+    match take_buf(bytes, |b| matches!(b, Buf::Bytes(_))) {
+        Some(Buf::Bytes(b)) => b,
+        _ => Vec::with_capacity(bytes),
+    }
+}
+
+/// `len` words for a 4-bit weight's repack, every one of which the caller
+/// overwrites: a pooled buffer keeps its old words (not cleared, so a reuse
+/// writes the memory once), a new one is zeroed by the allocator.
+pub(crate) fn take_words(len: usize) -> Vec<u32> {
+    match take_buf(4 * len, |b| matches!(b, Buf::Words(_))) {
+        Some(Buf::Words(mut w)) => {
+            if w.len() >= len {
+                w.truncate(len);
+            } else {
+                w.resize(len, 0);
+            }
+            w
+        }
+        _ => vec![0; len],
+    }
+}
+
+/// The smallest pooled buffer of the kind `kind` accepts with room for `bytes`.
+fn take_buf(bytes: usize, kind: impl Fn(&Buf) -> bool) -> Option<Buf> {
+    POOL.with(|p| {
         let mut p = p.borrow_mut();
         let pool = p.as_mut()?;
         let i = (0..pool.len())
-            .filter(|&i| pool[i].capacity() >= bytes)
+            .filter(|&i| kind(&pool[i]) && pool[i].capacity() >= bytes)
             .min_by_key(|&i| pool[i].capacity())?;
         Some(pool.swap_remove(i))
-    });
-    reused.unwrap_or_else(|| Vec::with_capacity(bytes))
+    })
 }
 
 /// Hands `buf` to the pool when recycling is on (keeping the largest few).
 pub(crate) fn give(mut buf: Vec<u8>) {
+    buf.clear();
+    give_buf(Buf::Bytes(buf));
+}
+
+/// Hands a 4-bit weight's words to the pool (see [`take_words`]).
+pub(crate) fn give_words(words: Vec<u32>) {
+    give_buf(Buf::Words(words));
+}
+
+fn give_buf(buf: Buf) {
     if !(MIN_POOLED..=MAX_POOLED_BUFFER).contains(&buf.capacity()) {
         return;
     }
     POOL.with(|p| {
         if let Some(pool) = p.borrow_mut().as_mut() {
-            buf.clear();
             pool.push(buf);
             // Largest first; drop from the small end past the count or byte cap.
             pool.sort_by_key(|b| std::cmp::Reverse(b.capacity()));
             while pool.len() > MAX_POOLED
-                || pool.iter().map(Vec::capacity).sum::<usize>() > MAX_POOL_BYTES
+                || pool.iter().map(Buf::capacity).sum::<usize>() > MAX_POOL_BYTES
             {
                 pool.pop();
             }
@@ -144,6 +192,34 @@ mod tests {
             Some(vec![200, 250]),
             "the smallest dropped: 512 MiB at most"
         );
+    }
+
+    #[test]
+    fn words_are_reused_without_clearing_and_bytes_stay_bytes() {
+        let _g = Recycling::start();
+        let mut w = take_words(1 << 20);
+        assert!(
+            w.len() == 1 << 20 && w.iter().all(|&x| x == 0),
+            "new: zeroed"
+        );
+        w.fill(7);
+        let ptr = w.as_ptr();
+        give_words(w);
+        assert_eq!(
+            take(1 << 20).capacity(),
+            1 << 20,
+            "words are not lent as bytes"
+        );
+        let w = take_words(3 << 18);
+        assert_eq!((w.as_ptr(), w.len()), (ptr, 3 << 18), "reused, truncated");
+        assert!(
+            w.iter().all(|&x| x == 7),
+            "not cleared: the caller overwrites"
+        );
+        give_words(w);
+        let w = take_words(1 << 20);
+        assert_eq!(w.as_ptr(), ptr, "reused again");
+        assert!(w[..3 << 18].iter().all(|&x| x == 7) && w[3 << 18..].iter().all(|&x| x == 0));
     }
 
     #[test]

@@ -9,7 +9,9 @@ use crate::SourceTensor;
 
 /// A set of named tensors (canonical names: `model.layers.{i}.…`,
 /// `model.embed_tokens.weight`, `model.norm.weight`, `lm_head.weight`).
-pub trait TensorSource {
+/// `Sync`: a load decodes a layer's weights (its MoE experts) on several
+/// threads ([`PackOptions::threads`](crate::PackOptions::threads)).
+pub trait TensorSource: Sync {
     /// The tensor with this canonical name, if present.
     fn tensor(&self, name: &str) -> Option<SourceTensor<'_>>;
     /// Every canonical name.

@@ -13,8 +13,9 @@ use std::path::PathBuf;
 
 use qwgpu_checkpoint::{Checkpoint, Dtype, ModelConfig, OpenOptions, QuantizationConfig};
 use qwgpu_loader::{
-    dequantize, load_from_source, load_model, plan_model, stream_model_borrowing, Ffn, LoadError,
-    Mixer, PackedModel, PackedWeight, Part, SourceTensor, TensorSource,
+    dequantize, load_from_source, load_from_source_with, load_model, plan_model,
+    stream_model_borrowing, Ffn, LoadError, Mixer, PackOptions, PackedModel, PackedWeight, Part,
+    SourceTensor, TensorSource,
 };
 
 const INT4_FIXTURES: &[&str] = &[
@@ -202,6 +203,29 @@ fn plan_keeps_int4_scales_without_words() {
             int4 > 0 || *name == "moe-gptq-actorder",
             "{name}: no int4 weight"
         );
+    }
+}
+
+/// Every 4-bit fixture (GPTQ, AWQ, compressed-tensors; dense, MoE per
+/// expert and fused 3-D, activation order) packs to the same model whatever
+/// the threads repacking it, and to what a single-threaded load packs.
+#[test]
+fn int4_fixtures_pack_the_same_on_any_thread_count() {
+    for name in INT4_FIXTURES {
+        let ckpt = fixture(name);
+        let load = |threads| {
+            let opts = PackOptions {
+                threads,
+                ..PackOptions::default()
+            };
+            load_from_source_with(&ckpt, ckpt.config(), None, &opts)
+                .unwrap_or_else(|e| panic!("{name} on {threads} threads: {e}"))
+        };
+        let one = load(1);
+        assert!(one.weights().iter().any(|w| w.int4().is_some()) || name.contains("actorder"));
+        for threads in [0, 2, 3, 8] {
+            assert!(load(threads) == one, "{name}: {threads} threads");
+        }
     }
 }
 

@@ -9,7 +9,8 @@
 //!
 //! `W[n, k] = (q - zero) · scale` with group `k / group_size`.
 
-use crate::int4::source::{nibble, Ctx, Decoded, Int4Source, Int4Tensors};
+use crate::int4::repack::Repack;
+use crate::int4::source::{nibble, Ctx, Decoded, Int4Source, Int4Tensors, Words};
 use crate::int4::Int4Weights;
 use crate::LoadError;
 
@@ -17,13 +18,22 @@ use crate::LoadError;
 pub const AWQ_ORDER: [usize; 8] = [0, 2, 4, 6, 1, 3, 5, 7];
 
 /// The nibble holding output `8m + j`: the inverse of [`AWQ_ORDER`].
-const AWQ_NIBBLE: [usize; 8] = [0, 4, 1, 5, 2, 6, 3, 7];
+pub(crate) const AWQ_NIBBLE: [usize; 8] = [0, 4, 1, 5, 2, 6, 3, 7];
 
 /// Decodes one AWQ GEMM weight (see the module docs).
 pub fn decode_awq(
     t: &Int4Tensors<'_>,
     group_size: Option<usize>,
     with_words: bool,
+) -> Result<Decoded, LoadError> {
+    decode_awq_as(t, group_size, Words::from_flag(with_words))
+}
+
+/// [`decode_awq`] with the words repacked now, deferred or skipped.
+pub(crate) fn decode_awq_as(
+    t: &Int4Tensors<'_>,
+    group_size: Option<usize>,
+    mode: Words,
 ) -> Result<Decoded, LoadError> {
     let qweight = t.packed.as_ref().ok_or_else(|| LoadError::MissingTensors {
         names: vec!["qweight".into()],
@@ -47,7 +57,7 @@ pub fn decode_awq(
     }
     let rows = n8 * 8;
     let (group_size, groups) = cx.groups(group_size, cols)?;
-    let qw = cx.words_if(with_words, qweight, &[cols, n8], "[in, out/8]")?;
+    cx.words_if(false, qweight, &[cols, n8], "[in, out/8]")?;
     let qzeros = cx.need(&t.zeros, "zero points", &format!("{stem}.qzeros"))?;
     let qz = cx.words(qzeros, &[groups, n8], "[groups, out/8]")?;
     let scales_t = cx.need(&t.scales, "scales", &format!("{stem}.scales"))?;
@@ -64,24 +74,7 @@ pub fn decode_awq(
             scales.push(sc[g * rows + r]);
         }
     }
-    let wpr = cols.div_ceil(8);
-    let mut words = Vec::new();
-    if with_words {
-        words.reserve(rows * wpr);
-        for r in 0..rows {
-            let (m, shift) = (r / 8, 4 * AWQ_NIBBLE[r % 8]);
-            for w in 0..wpr {
-                let mut word = 0u32;
-                for j in 0..8 {
-                    let c = 8 * w + j;
-                    if c < cols {
-                        word |= ((qw[c * n8 + m] >> shift) & 0xF) << (4 * j);
-                    }
-                }
-                words.push(word);
-            }
-        }
-    }
+    let (words, deferred) = mode.apply(Repack::Awq { cols, n8 }, &qweight.bytes, rows);
     Ok(Decoded::Int4(Int4Source {
         rows,
         cols,
@@ -91,5 +84,6 @@ pub fn decode_awq(
             scales,
             zeros,
         },
+        deferred,
     }))
 }

@@ -14,7 +14,10 @@
 //! `W = (v - zp) · scale = (q - (zp + 8)) · scale`; symmetric weights have
 //! `zp = 0`, i.e. canonical zero 8.
 
-use crate::int4::source::{column_groups, dense, nibble, Ctx, Decoded, Int4Source, Int4Tensors};
+use crate::int4::repack::Repack;
+use crate::int4::source::{
+    column_groups, dense, nibble, Ctx, Decoded, Int4Source, Int4Tensors, Words,
+};
 use crate::int4::Int4Weights;
 use crate::LoadError;
 
@@ -25,6 +28,16 @@ pub fn decode_ct(
     group_size: Option<usize>,
     symmetric: bool,
     with_words: bool,
+) -> Result<Decoded, LoadError> {
+    decode_ct_as(t, group_size, symmetric, Words::from_flag(with_words))
+}
+
+/// [`decode_ct`] with the words repacked now, deferred or skipped.
+pub(crate) fn decode_ct_as(
+    t: &Int4Tensors<'_>,
+    group_size: Option<usize>,
+    symmetric: bool,
+    mode: Words,
 ) -> Result<Decoded, LoadError> {
     let packed = t.packed.as_ref().ok_or_else(|| LoadError::MissingTensors {
         names: vec!["weight_packed".into()],
@@ -51,8 +64,10 @@ pub fn decode_ct(
     let wpr = cols.div_ceil(8);
     let (group_size, groups) = cx.groups(group_size, cols)?;
     let permuted = column_groups(&cx, t.g_idx.as_ref(), cols, group_size, groups)?;
+    // Read here only to dequantize (the canonical words are repacked from
+    // the bytes, see below).
     let pw = cx.words_if(
-        with_words || permuted.is_some(),
+        permuted.is_some(),
         packed,
         &[rows, wpr],
         "[out, ceil(in/8)]",
@@ -100,17 +115,7 @@ pub fn decode_ct(
             ),
         });
     }
-    let mut words = Vec::new();
-    if with_words {
-        words = pw;
-        if cols % 8 != 0 {
-            // Padding nibbles hold the packer's fill; the canonical form has 0.
-            let mask = !(!0u32 << (4 * (cols % 8)));
-            for r in 0..rows {
-                words[r * wpr + wpr - 1] &= mask;
-            }
-        }
-    }
+    let (words, deferred) = mode.apply(Repack::Ct { cols }, &packed.bytes, rows);
     Ok(Decoded::Int4(Int4Source {
         rows,
         cols,
@@ -120,5 +125,6 @@ pub fn decode_ct(
             scales: sc,
             zeros,
         },
+        deferred,
     }))
 }

@@ -21,7 +21,10 @@
 
 use qwgpu_checkpoint::quant::{GptqFormat, GptqParams};
 
-use crate::int4::source::{column_groups, dense, nibble, Ctx, Decoded, Int4Source, Int4Tensors};
+use crate::int4::repack::Repack;
+use crate::int4::source::{
+    column_groups, dense, nibble, Ctx, Decoded, Int4Source, Int4Tensors, Words,
+};
 use crate::int4::Int4Weights;
 use crate::LoadError;
 
@@ -32,6 +35,16 @@ pub fn decode_gptq(
     params: GptqParams,
     format: GptqFormat,
     with_words: bool,
+) -> Result<Decoded, LoadError> {
+    decode_gptq_as(t, params, format, Words::from_flag(with_words))
+}
+
+/// [`decode_gptq`] with the words repacked now, deferred or skipped.
+pub(crate) fn decode_gptq_as(
+    t: &Int4Tensors<'_>,
+    params: GptqParams,
+    format: GptqFormat,
+    mode: Words,
 ) -> Result<Decoded, LoadError> {
     let qweight = t.packed.as_ref().ok_or_else(|| LoadError::MissingTensors {
         names: vec!["qweight".into()],
@@ -73,12 +86,9 @@ pub fn decode_gptq(
     let zero = |r: usize, g: usize| nibble(qz[g * n8 + r / 8], r % 8) + offset;
     let scale = |r: usize, g: usize| sc[g * n + r];
     let permuted = column_groups(&cx, t.g_idx.as_ref(), cols, group_size, groups)?;
-    let qw = cx.words_if(
-        with_words || permuted.is_some(),
-        qweight,
-        &[k8, n],
-        "[in/8, out]",
-    )?;
+    // Read here only to dequantize (the canonical words are repacked from
+    // the bytes, see below).
+    let qw = cx.words_if(permuted.is_some(), qweight, &[k8, n], "[in/8, out]")?;
     let q = |r: usize, c: usize| nibble(qw[(c / 8) * n + r], c % 8);
 
     if let Some(col_group) = permuted {
@@ -116,15 +126,7 @@ pub fn decode_gptq(
     if params.sym && zeros.iter().any(|&z| z != 8) {
         tracing::warn!(tensor = %qweight.name, "sym: true but zero points other than 8: using the stored zero points");
     }
-    let words = if with_words {
-        let mut words = Vec::with_capacity(n * k8);
-        for r in 0..n {
-            words.extend((0..k8).map(|w| qw[w * n + r]));
-        }
-        words
-    } else {
-        Vec::new()
-    };
+    let (words, deferred) = mode.apply(Repack::Gptq { k8, n }, &qweight.bytes, n);
     Ok(Decoded::Int4(Int4Source {
         rows: n,
         cols,
@@ -134,5 +136,6 @@ pub fn decode_gptq(
             scales,
             zeros,
         },
+        deferred,
     }))
 }

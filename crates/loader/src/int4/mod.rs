@@ -32,12 +32,19 @@ mod awq;
 mod ct;
 mod fused;
 mod gptq;
+mod join;
+mod repack;
 mod source;
 
+pub(crate) use awq::decode_awq_as;
 pub use awq::{decode_awq, AWQ_ORDER};
 pub use ct::decode_ct;
+pub(crate) use ct::decode_ct_as;
 pub(crate) use fused::split_fused_ct;
 pub use gptq::decode_gptq;
+pub(crate) use gptq::decode_gptq_as;
+pub(crate) use join::join;
+pub(crate) use source::Words;
 pub use source::{Decoded, Int4Source, Int4Tensors};
 
 use crate::LoadError;

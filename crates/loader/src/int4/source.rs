@@ -1,6 +1,7 @@
 //! The tensors of one 4-bit checkpoint weight and the result of decoding
 //! them: the canonical form, or (activation-order GPTQ) plain f32 values.
 
+use crate::int4::repack::Repack;
 use crate::int4::Int4Weights;
 use crate::{LoadError, SourceTensor};
 
@@ -26,6 +27,43 @@ pub struct Int4Source {
     pub rows: usize,
     pub cols: usize,
     pub q: Int4Weights,
+    /// Words not repacked yet (`q.words` empty): the loader repacks them
+    /// from the source's packed tensor straight into the packed weight, on
+    /// several threads ([`crate::PackOptions::threads`]).
+    pub(crate) deferred: Option<Repack>,
+}
+
+/// What a decoder does with the packed words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Words {
+    /// Checks their dtype, shape and length only (a layout-only load).
+    Skip,
+    /// Repacks them now, on this thread.
+    Now,
+    /// Checks them, and leaves the repack to the packing
+    /// ([`Int4Source::deferred`]).
+    Defer,
+}
+
+impl Words {
+    /// The public decoders' `with_words`.
+    pub fn from_flag(with_words: bool) -> Self {
+        if with_words {
+            Words::Now
+        } else {
+            Words::Skip
+        }
+    }
+
+    /// The canonical words of `rows` rows under `repack` (empty unless
+    /// [`Words::Now`]) and what is left deferred.
+    pub fn apply(self, repack: Repack, bytes: &[u8], rows: usize) -> (Vec<u32>, Option<Repack>) {
+        match self {
+            Words::Skip => (Vec::new(), None),
+            Words::Now => (repack.all(bytes, rows), None),
+            Words::Defer => (Vec::new(), Some(repack)),
+        }
+    }
 }
 
 impl Int4Source {

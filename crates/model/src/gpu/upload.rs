@@ -12,7 +12,7 @@ mod staging;
 use qwgpu_checkpoint::Checkpoint;
 use qwgpu_kernels::weights::stride_words;
 use qwgpu_kernels::{GpuContext, GpuWeight, WeightFormat};
-use qwgpu_loader::PackedWeight;
+use qwgpu_loader::{Int4View, PackedWeight};
 
 use crate::ModelError;
 
@@ -162,11 +162,7 @@ impl<'a> Uploader<'a> {
 
     fn weight_inner(&mut self, w: &PackedWeight) -> Result<GpuWeight, ModelError> {
         if let Some(q) = w.int4() {
-            // 4-bit weights are repacked on the host by the loader (never
-            // left in the checkpoint): one upload of the packed words.
-            let g = GpuWeight::upload(self.ctx, w)?;
-            (self.progress)((q.words.len() * 4 + q.scales.len() * 4 + q.zeros.len()) as u64);
-            return Ok(g);
+            return self.int4(w, &q);
         }
         let format = WeightFormat::from_dtype(w.dtype);
         let row_src = w.cols * format.size();
@@ -201,7 +197,43 @@ impl<'a> Uploader<'a> {
             return Ok(g);
         }
         let g = GpuWeight::allocate(self.ctx, w)?;
-        let layout = (row_src, row_bytes);
+        Self::stage_rows(self.ctx, &mut self.ring, &g, &sources, (row_src, row_bytes))?;
+        (self.progress)(total as u64);
+        Ok(g)
+    }
+
+    /// A 4-bit weight (repacked on the host by the loader, never left in
+    /// the checkpoint): its words through the staging ring like any other
+    /// weight's rows (several threads, overlapped with the GPU's copies),
+    /// its scale table uploaded with its buffers.
+    fn int4(&mut self, w: &PackedWeight, q: &Int4View<'_>) -> Result<GpuWeight, ModelError> {
+        let host_bytes = (q.words.len() * 4 + q.scales.len() * 4 + q.zeros.len()) as u64;
+        let row_src = q.words_per_row() * 4;
+        let row_bytes = stride_words(w.cols, WeightFormat::Q4) * 4;
+        if row_src == 0 || !self.ring.takes(row_bytes) {
+            let g = GpuWeight::upload(self.ctx, w)?;
+            (self.progress)(host_bytes);
+            return Ok(g);
+        }
+        let g = qwgpu_kernels::int4::allocate_int4(self.ctx, &w.name, q)?;
+        let sources = [Source::Host(bytemuck::cast_slice(q.words))];
+        Self::stage_rows(self.ctx, &mut self.ring, &g, &sources, (row_src, row_bytes))?;
+        (self.progress)(host_bytes);
+        Ok(g)
+    }
+
+    /// Stages every row of `g`'s pieces from `sources` (whole rows of
+    /// `layout.0` bytes, one after another), each row `layout.1` bytes apart
+    /// on the GPU, and copies them into the staging before returning (the
+    /// sources may go with their weight).
+    fn stage_rows(
+        ctx: &GpuContext,
+        ring: &mut StagingRing,
+        g: &GpuWeight,
+        sources: &[Source<'_>],
+        layout: (usize, usize),
+    ) -> Result<(), ModelError> {
+        let (row_src, row_bytes) = layout;
         // Walk the pieces' rows and the sources' rows side by side.
         let (mut src, mut src_row) = (0, 0);
         for piece in &g.pieces {
@@ -213,24 +245,12 @@ impl<'a> Uploader<'a> {
                 }
                 let n = (piece.rows - r).min(sources[src].len() / row_src - src_row);
                 let dst_at = (r * row_bytes) as u64;
-                self.ring.stage(
-                    self.ctx,
-                    &sources,
-                    layout,
-                    src,
-                    src_row,
-                    n,
-                    &piece.buffer,
-                    dst_at,
-                )?;
+                ring.stage(ctx, sources, layout, src, src_row, n, &piece.buffer, dst_at)?;
                 src_row += n;
                 r += n;
             }
         }
-        // The sources may go with `w`: copy them into the staging now.
-        self.ring.fill(&sources, layout)?;
-        (self.progress)(total as u64);
-        Ok(g)
+        ring.fill(sources, layout)
     }
 
     /// A small f32 vector (norm weights, conv taps, per-head parameters).

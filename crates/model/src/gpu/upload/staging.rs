@@ -11,7 +11,6 @@
 //! that submission is done. The host waits only when every slot is in flight.
 
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use qwgpu_checkpoint::{Checkpoint, TensorView};
@@ -160,25 +159,14 @@ pub(crate) struct StagingRing {
     pub bytes: u64,
 }
 
-/// Threads for filling the staging: `QWGPU_LOAD_THREADS` if set, else the
-/// available cores up to 8 (a host's memory bandwidth is reached well before
-/// that many copy threads). `QWGPU_LOAD_THREADS=1` fills on the loading
-/// thread alone; `0` bypasses the ring (`queue.write_buffer` from the map,
-/// the upload path before it), for comparisons.
+/// Threads for filling the staging: [`qwgpu_loader::load_threads`]
+/// (`QWGPU_LOAD_THREADS`, else the cores up to 8), which also repack 4-bit
+/// weights. `QWGPU_LOAD_THREADS=1` fills on the loading thread alone; `0`
+/// bypasses the ring (`queue.write_buffer` from the map, the upload path
+/// before it), for comparisons. A page (wasm32) has one thread and cannot
+/// wait for a mapped staging slot: 0.
 pub(crate) fn load_threads() -> usize {
-    // A page has one thread and cannot wait for a mapped staging slot.
-    if cfg!(target_arch = "wasm32") {
-        return 0;
-    }
-    std::env::var("QWGPU_LOAD_THREADS")
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-                .min(8)
-        })
+    qwgpu_loader::load_threads()
 }
 
 impl StagingRing {
@@ -297,39 +285,12 @@ impl StagingRing {
             let dst = unsafe { mem.range(job.slot_at, job.rows * row_bytes) };
             copy_rows(&sources[job.src], job, row_src, row_bytes, dst)
         };
-        let threads = self.threads.min(jobs.len());
-        if threads <= 1 || total < self.sizes.parallel_min_bytes {
+        if total < self.sizes.parallel_min_bytes {
             return jobs.iter().try_for_each(run);
         }
-        let next = AtomicUsize::new(0);
-        let stop = AtomicBool::new(false);
-        let first_error: Mutex<Option<ModelError>> = Mutex::new(None);
-        let work = || {
-            while !stop.load(Ordering::Relaxed) {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(job) = jobs.get(i) else { break };
-                if let Err(e) = run(job) {
-                    stop.store(true, Ordering::Relaxed);
-                    if let Ok(mut slot) = first_error.lock() {
-                        slot.get_or_insert(e);
-                    }
-                }
-            }
-        };
-        // This thread is one of the workers.
-        std::thread::scope(|s| {
-            for _ in 1..threads {
-                s.spawn(work);
-            }
-            work();
-        });
-        match first_error.into_inner() {
-            Ok(Some(e)) => Err(e),
-            Ok(None) => Ok(()),
-            Err(_) => Err(ModelError::Internal {
-                detail: "a staging thread panicked".into(),
-            }),
-        }
+        // This thread is one of the workers (the loader's, which repack
+        // 4-bit weights on the same threads).
+        qwgpu_loader::try_for_each(self.threads, jobs, |job| run(&job))
     }
 
     /// Submits the current slot's copies (its rows must have been filled).

@@ -231,6 +231,87 @@ fn rows_padded_to_the_gpu_stride_match_the_sequential_path_whatever_was_staged_b
     }
 }
 
+/// A 4-bit weight `[rows, cols]` (canonical form) with random nibbles,
+/// zeros and f16-exact scales, groups of `group` columns.
+fn random_int4(name: &str, rows: usize, cols: usize, group: usize, seed: u64) -> PackedWeight {
+    let mut rng = Rng::new(seed);
+    let mut nibble = || ((rng.uniform() * 16.0) as u32).min(15);
+    let wpr = cols.div_ceil(8);
+    let words: Vec<u32> = (0..rows * wpr)
+        .map(|i| {
+            let w = (0..8).fold(0u32, |w, j| w | (nibble() << (4 * j)));
+            match cols % 8 {
+                k if k != 0 && i % wpr == wpr - 1 => w & ((1u32 << (4 * k)) - 1),
+                _ => w,
+            }
+        })
+        .collect();
+    let groups = rows * cols.div_ceil(group);
+    let zeros: Vec<u8> = (0..groups).map(|_| nibble() as u8).collect();
+    let scales: Vec<f32> = (0..groups).map(|i| (i % 7) as f32 * 0.25 + 0.125).collect();
+    PackedWeight {
+        name: name.into(),
+        dtype: qwgpu_checkpoint::Dtype::I32,
+        rows,
+        cols,
+        data: Vec::new(),
+        shards: vec![qwgpu_loader::Shard {
+            name: "w".into(),
+            source: String::new(),
+            row_offset: 0,
+            rows,
+        }],
+        scale: qwgpu_loader::ScaleScheme::Int4(Box::new(qwgpu_loader::Int4Weights {
+            group_size: group,
+            words,
+            scales,
+            zeros,
+        })),
+        activation: qwgpu_loader::ActivationQuant::None,
+    }
+}
+
+/// 4-bit words go through the staging ring like every other weight's rows
+/// (the ring counts them), padded to the GPU stride exactly as the
+/// sequential upload pads them, whatever the slots held before.
+#[test]
+fn int4_words_go_through_the_ring_as_the_sequential_upload_lays_them_out() {
+    let ctx = context();
+    let weights = [
+        random_weight("full rows", qwgpu_checkpoint::Dtype::BF16, 300, 64, 11),
+        random_int4("13 columns", 37, 13, 13, 12),
+        random_int4("40 columns", 300, 40, 8, 13),
+        random_int4("4096 columns", 9, 4096, 128, 14),
+        random_int4("256 columns", 129, 256, 32, 15),
+    ];
+    let mut progress = |_| {};
+    let mut u = Uploader::with_ring(&ctx, None, &mut progress, 3, TINY);
+    let gs: Vec<GpuWeight> = weights
+        .iter()
+        .map(|w| u.weight(w).expect("ring upload"))
+        .collect();
+    let staged = u.finish().expect("finish");
+    ctx.flush_uploads();
+    let want_staged: usize = weights
+        .iter()
+        .map(|w| match w.int4() {
+            Some(q) => q.words.len() * 4,
+            None => w.data.len(),
+        })
+        .sum();
+    assert_eq!(staged, want_staged as u64, "bytes through the ring");
+    for (w, g) in weights.iter().zip(&gs) {
+        let want = GpuWeight::upload(&ctx, w).expect("reference");
+        ctx.flush_uploads();
+        assert_eq!(g.format, want.format, "`{name}`", name = w.name);
+        assert!(
+            read_back(&ctx, g) == read_back(&ctx, &want),
+            "`{name}` differs",
+            name = w.name
+        );
+    }
+}
+
 /// A copy of the fixture `name` in a fresh temp folder.
 fn copy_fixture(name: &str, tag: &str) -> (tempdir::Dir, PathBuf) {
     let dir = tempdir::Dir::new(tag);
