@@ -31,9 +31,12 @@
 // epilogue (x's 1 / s, W's row multiplier, store / accumulate / SwiGLU,
 // bounds checks on tokens and outputs) is plain scalar code.
 //
-// The exact variant (mm_coop_f16_split: x s as hi + lo f16 parts, two
-// products into the same accumulators) is matmul_coop_f16_split.wgsl,
-// appended to this module.
+// Each entry point ends in matmul_coop_tail.wgsl (coop_fast's: the 16
+// fragments through workgroup memory into `fast_epilogue`, named as there),
+// which the module appends right after it. The exact variant
+// (mm_coop_f16_split: x s as hi + lo f16 parts, two products into the same
+// accumulators) is matmul_coop_f16_split.wgsl, appended to this module with
+// its own copy of the tail.
 //
 // Every coop op and barrier is in workgroup-uniform control flow (no early
 // return, loop bounds from the uniform params and overrides); subgroup_id only
@@ -111,21 +114,22 @@ fn put_w(q: u32, v: mat2x4<f16>) {
 }
 
 // Writes the staged fragments of token fragment fi, pair `pair` of subgroup
-// sg (lane sl of SGS); the workgroup's tile is tokens m0.., scratch rows r0..
-// (tile index tile).
-fn f16_epilogue(sg: u32, sl: u32, m0: u32, tile: u32, fi: u32, pair: u32) {
+// sg (lane sl of SGS); the workgroup's tile is tokens m0.., outputs nt0..
+// (SwiGLU: the tile's 128 scratch rows give 64 output columns).
+fn fast_epilogue(sg: u32, sl: u32, m0: u32, nt0: u32, fi: u32, pair: u32) {
     let tok0 = 64u * (sg % 2u) + 16u * fi;  // tile row of the fragment's token 0
     let sn = sg / 2u;
     let yo = sg * 512u;
-    let r0 = tile * TN;
+    // Scratch row of the tile's row 0.
+    let r0 = (nt0 - p.n0) * select(1u, 2u, p.epi == 2u);
     if (p.epi == 2u) {
         // Gate fragment at yo (tile rows 64 sn + 16 pair + c), up fragment at
         // yo + 256 (tile rows 64 sn + 32 + 16 pair + c): output columns
-        // n0 + 64 tile + 32 sn + 16 pair + c.
+        // nt0 + 32 sn + 16 pair + c.
         for (var e = sl; e < 256u; e += SGS) {
             let tok = m0 + tok0 + e / 16u;
             let c = 16u * pair + e % 16u;
-            let n = p.n0 + 64u * tile + 32u * sn + c;
+            let n = nt0 + 32u * sn + c;
             if (tok < p.t && n < p.n_end) {
                 let inv = xinv[tok];
                 let gr = r0 + 64u * sn + c;
@@ -139,7 +143,7 @@ fn f16_epilogue(sg: u32, sl: u32, m0: u32, tile: u32, fi: u32, pair: u32) {
         for (var e = sl; e < 512u; e += SGS) {
             let tok = m0 + tok0 + (e % 256u) / 16u;
             let lr = 64u * sn + 32u * pair + 16u * (e / 256u) + e % 16u;
-            let n = p.n0 + r0 + lr;
+            let n = nt0 + lr;
             if (tok < p.t && n < p.n_end) {
                 let v = st_y[yo + e] * xinv[tok] * wmul[r0 + lr];
                 let yi = p.y_off + tok * p.y_stride + n;
@@ -160,6 +164,7 @@ fn mm_coop_f16(@builtin(local_invocation_index) lid: u32,
                @builtin(workgroup_id) wid: vec3<u32>) {
     let m0 = wid.y * TM;
     let r0 = wid.x * TN;
+    let nt0 = p.n0 + wid.x * select(TN, TN / 2u, p.epi == 2u);
     // This subgroup's fragments: tokens fm..fm+63, tile rows fn_..fn_+63.
     let fm = (sg % 2u) * 64u;
     let fn_ = (sg / 2u) * 64u;
@@ -246,86 +251,3 @@ fn mm_coop_f16(@builtin(local_invocation_index) lid: u32,
         }
         workgroupBarrier();
     }
-
-    // Eight rounds of two fragments per subgroup through its own 2 KiB of
-    // st_y: token fragment i, pair 0 then pair 1; SwiGLU pairs gate fragment
-    // (i, q) with up fragment (i, q + 2).
-    let yo = sg * 512u;
-    let yo2 = yo + 256u;
-    let tile = wid.x;
-    // Token fragment 0.
-    coopStoreT(c00, &st_y[yo], 16u);
-    if (p.epi == 2u) {
-        coopStoreT(c02, &st_y[yo2], 16u);
-    } else {
-        coopStoreT(c01, &st_y[yo2], 16u);
-    }
-    workgroupBarrier();
-    f16_epilogue(sg, sl, m0, tile, 0u, 0u);
-    workgroupBarrier();
-    if (p.epi == 2u) {
-        coopStoreT(c01, &st_y[yo], 16u);
-    } else {
-        coopStoreT(c02, &st_y[yo], 16u);
-    }
-    coopStoreT(c03, &st_y[yo2], 16u);
-    workgroupBarrier();
-    f16_epilogue(sg, sl, m0, tile, 0u, 1u);
-    workgroupBarrier();
-    // Token fragment 1.
-    coopStoreT(c10, &st_y[yo], 16u);
-    if (p.epi == 2u) {
-        coopStoreT(c12, &st_y[yo2], 16u);
-    } else {
-        coopStoreT(c11, &st_y[yo2], 16u);
-    }
-    workgroupBarrier();
-    f16_epilogue(sg, sl, m0, tile, 1u, 0u);
-    workgroupBarrier();
-    if (p.epi == 2u) {
-        coopStoreT(c11, &st_y[yo], 16u);
-    } else {
-        coopStoreT(c12, &st_y[yo], 16u);
-    }
-    coopStoreT(c13, &st_y[yo2], 16u);
-    workgroupBarrier();
-    f16_epilogue(sg, sl, m0, tile, 1u, 1u);
-    workgroupBarrier();
-    // Token fragment 2.
-    coopStoreT(c20, &st_y[yo], 16u);
-    if (p.epi == 2u) {
-        coopStoreT(c22, &st_y[yo2], 16u);
-    } else {
-        coopStoreT(c21, &st_y[yo2], 16u);
-    }
-    workgroupBarrier();
-    f16_epilogue(sg, sl, m0, tile, 2u, 0u);
-    workgroupBarrier();
-    if (p.epi == 2u) {
-        coopStoreT(c21, &st_y[yo], 16u);
-    } else {
-        coopStoreT(c22, &st_y[yo], 16u);
-    }
-    coopStoreT(c23, &st_y[yo2], 16u);
-    workgroupBarrier();
-    f16_epilogue(sg, sl, m0, tile, 2u, 1u);
-    workgroupBarrier();
-    // Token fragment 3.
-    coopStoreT(c30, &st_y[yo], 16u);
-    if (p.epi == 2u) {
-        coopStoreT(c32, &st_y[yo2], 16u);
-    } else {
-        coopStoreT(c31, &st_y[yo2], 16u);
-    }
-    workgroupBarrier();
-    f16_epilogue(sg, sl, m0, tile, 3u, 0u);
-    workgroupBarrier();
-    if (p.epi == 2u) {
-        coopStoreT(c31, &st_y[yo], 16u);
-    } else {
-        coopStoreT(c32, &st_y[yo], 16u);
-    }
-    coopStoreT(c33, &st_y[yo2], 16u);
-    workgroupBarrier();
-    f16_epilogue(sg, sl, m0, tile, 3u, 1u);
-}

@@ -7,7 +7,8 @@
 // from half p.x_lo of xq. Both are staged (sxl4: 10 KiB more than
 // mm_coop_f16) and multiplied by the same W fragments into the same
 // accumulators (hi first), so x keeps 22 significant bits. Otherwise
-// mm_coop_f16's code, line for line.
+// mm_coop_f16's code, line for line; the module appends
+// matmul_coop_tail.wgsl after it too.
 
 // The lo parts of x.
 var<workgroup> sxl4: array<vec4<f16>, STAGE4>;
@@ -30,6 +31,7 @@ fn mm_coop_f16_split(@builtin(local_invocation_index) lid: u32,
                      @builtin(workgroup_id) wid: vec3<u32>) {
     let m0 = wid.y * TM;
     let r0 = wid.x * TN;
+    let nt0 = p.n0 + wid.x * select(TN, TN / 2u, p.epi == 2u);
     // This subgroup's fragments: tokens fm..fm+63, tile rows fn_..fn_+63.
     let fm = (sg % 2u) * 64u;
     let fn_ = (sg / 2u) * 64u;
@@ -142,86 +144,3 @@ fn mm_coop_f16_split(@builtin(local_invocation_index) lid: u32,
         }
         workgroupBarrier();
     }
-
-    // Eight rounds of two fragments per subgroup through its own 2 KiB of
-    // st_y: token fragment i, pair 0 then pair 1; SwiGLU pairs gate fragment
-    // (i, q) with up fragment (i, q + 2).
-    let yo = sg * 512u;
-    let yo2 = yo + 256u;
-    let tile = wid.x;
-    // Token fragment 0.
-    coopStoreT(c00, &st_y[yo], 16u);
-    if (p.epi == 2u) {
-        coopStoreT(c02, &st_y[yo2], 16u);
-    } else {
-        coopStoreT(c01, &st_y[yo2], 16u);
-    }
-    workgroupBarrier();
-    f16_epilogue(sg, sl, m0, tile, 0u, 0u);
-    workgroupBarrier();
-    if (p.epi == 2u) {
-        coopStoreT(c01, &st_y[yo], 16u);
-    } else {
-        coopStoreT(c02, &st_y[yo], 16u);
-    }
-    coopStoreT(c03, &st_y[yo2], 16u);
-    workgroupBarrier();
-    f16_epilogue(sg, sl, m0, tile, 0u, 1u);
-    workgroupBarrier();
-    // Token fragment 1.
-    coopStoreT(c10, &st_y[yo], 16u);
-    if (p.epi == 2u) {
-        coopStoreT(c12, &st_y[yo2], 16u);
-    } else {
-        coopStoreT(c11, &st_y[yo2], 16u);
-    }
-    workgroupBarrier();
-    f16_epilogue(sg, sl, m0, tile, 1u, 0u);
-    workgroupBarrier();
-    if (p.epi == 2u) {
-        coopStoreT(c11, &st_y[yo], 16u);
-    } else {
-        coopStoreT(c12, &st_y[yo], 16u);
-    }
-    coopStoreT(c13, &st_y[yo2], 16u);
-    workgroupBarrier();
-    f16_epilogue(sg, sl, m0, tile, 1u, 1u);
-    workgroupBarrier();
-    // Token fragment 2.
-    coopStoreT(c20, &st_y[yo], 16u);
-    if (p.epi == 2u) {
-        coopStoreT(c22, &st_y[yo2], 16u);
-    } else {
-        coopStoreT(c21, &st_y[yo2], 16u);
-    }
-    workgroupBarrier();
-    f16_epilogue(sg, sl, m0, tile, 2u, 0u);
-    workgroupBarrier();
-    if (p.epi == 2u) {
-        coopStoreT(c21, &st_y[yo], 16u);
-    } else {
-        coopStoreT(c22, &st_y[yo], 16u);
-    }
-    coopStoreT(c23, &st_y[yo2], 16u);
-    workgroupBarrier();
-    f16_epilogue(sg, sl, m0, tile, 2u, 1u);
-    workgroupBarrier();
-    // Token fragment 3.
-    coopStoreT(c30, &st_y[yo], 16u);
-    if (p.epi == 2u) {
-        coopStoreT(c32, &st_y[yo2], 16u);
-    } else {
-        coopStoreT(c31, &st_y[yo2], 16u);
-    }
-    workgroupBarrier();
-    f16_epilogue(sg, sl, m0, tile, 3u, 0u);
-    workgroupBarrier();
-    if (p.epi == 2u) {
-        coopStoreT(c31, &st_y[yo], 16u);
-    } else {
-        coopStoreT(c32, &st_y[yo], 16u);
-    }
-    coopStoreT(c33, &st_y[yo2], 16u);
-    workgroupBarrier();
-    f16_epilogue(sg, sl, m0, tile, 3u, 1u);
-}

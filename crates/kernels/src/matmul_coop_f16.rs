@@ -54,7 +54,7 @@ use crate::spec::{KernelSpec, Needs, Part, Uniform};
 use crate::weights::WeightPiece;
 use crate::{GpuContext, GpuWeight, KernelError, MatmulPrecision, WeightFormat};
 
-use super::coop_fast::{prepare_x, scratch_layout, token_block};
+use super::coop_fast::{prepare_x, scratch_layout, token_block, MATMUL_COOP_TAIL};
 use super::{arg_err, set_pieces, Epilogue, MatmulArgs, MmParams, PieceLaunch};
 
 #[cfg(feature = "testing")]
@@ -67,7 +67,11 @@ crate::shader!(MATMUL_W16, "matmul_w16.wgsl");
 
 pub(super) static MM_COOP_F16: KernelSpec = KernelSpec {
     label: "matmul_coop_f16",
-    parts: &[Part::File(&MATMUL_COOP_F16), Part::File(&shaders::NUMERIC)],
+    parts: &[
+        Part::File(&MATMUL_COOP_F16),
+        Part::File(&MATMUL_COOP_TAIL),
+        Part::File(&shaders::NUMERIC),
+    ],
     entry: "mm_coop_f16",
     uniforms: &[&F16Params::LAYOUT],
     needs: Needs::CooperativeMatrix,
@@ -78,8 +82,10 @@ pub(super) static MM_COOP_F16_SPLIT: KernelSpec = KernelSpec {
     // The fast module with the exact variant's file appended.
     parts: &[
         Part::File(&MATMUL_COOP_F16),
+        Part::File(&MATMUL_COOP_TAIL),
         Part::File(&shaders::NUMERIC),
         Part::File(&MATMUL_COOP_F16_SPLIT),
+        Part::File(&MATMUL_COOP_TAIL),
     ],
     entry: "mm_coop_f16_split",
     uniforms: &[&F16Params::LAYOUT],

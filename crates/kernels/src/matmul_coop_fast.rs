@@ -74,11 +74,19 @@ pub mod emulation;
 crate::shader!(MATMUL_COOP_FAST, "matmul_coop_fast.wgsl");
 crate::shader!(MATMUL_COOP_SPLIT, "matmul_coop_split.wgsl");
 crate::shader!(MATMUL_FAST_X, "matmul_fast_x.wgsl");
+// The end of the 128 x 128 tensor-core entry points (`mm_coop_fast`,
+// `mm_coop_split` and `coop_f16`'s two): the 16 accumulator fragments through
+// workgroup memory into the module's `fast_epilogue`. Not WGSL of its own: a
+// module appends it right after the main loop of each entry point; cut from
+// the verified files at a blank line, so their modules keep their bytes
+// (`tests/shaders_validate.rs`, `verified_kernel_modules_are_unchanged`).
+crate::shader!(MATMUL_COOP_TAIL, "matmul_coop_tail.wgsl");
 
 pub(super) static MM_COOP_FAST: KernelSpec = KernelSpec {
     label: "matmul_coop_fast",
     parts: &[
         Part::File(&MATMUL_COOP_FAST),
+        Part::File(&MATMUL_COOP_TAIL),
         Part::File(&shaders::NUMERIC),
         Part::File(&super::MATMUL_COMMON),
     ],
@@ -92,9 +100,11 @@ pub(super) static MM_COOP_SPLIT: KernelSpec = KernelSpec {
     // The fast module with the exact variant's file appended.
     parts: &[
         Part::File(&MATMUL_COOP_FAST),
+        Part::File(&MATMUL_COOP_TAIL),
         Part::File(&shaders::NUMERIC),
         Part::File(&super::MATMUL_COMMON),
         Part::File(&MATMUL_COOP_SPLIT),
+        Part::File(&MATMUL_COOP_TAIL),
     ],
     entry: "mm_coop_split",
     uniforms: &[&MmParams::LAYOUT],

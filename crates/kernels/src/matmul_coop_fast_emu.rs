@@ -23,7 +23,7 @@ use crate::shaders::{self, ShaderSource};
 use crate::spec::{KernelSpec, Needs, Part, Uniform};
 
 use super::super::{MmParams, MATMUL_COMMON};
-use super::{MATMUL_COOP_FAST, MATMUL_COOP_SPLIT};
+use super::{MATMUL_COOP_FAST, MATMUL_COOP_SPLIT, MATMUL_COOP_TAIL};
 
 /// The emulation's workgroup: 4 × 32 lanes.
 pub(super) const WG: u32 = 128;
@@ -91,10 +91,17 @@ fn emu_store(c: ptr<function, array<f32, 8>>, off: u32, sl: u32) {
 "#;
 
 /// The transformed text of `matmul_coop_fast.wgsl` and
-/// `matmul_coop_split.wgsl` (the emulation functions come last).
+/// `matmul_coop_split.wgsl`, each with its tail (the emulation functions
+/// come last).
 fn source() -> String {
     let mut out = String::new();
-    let text = [MATMUL_COOP_FAST.text, MATMUL_COOP_SPLIT.text].join("\n");
+    let text = [
+        MATMUL_COOP_FAST.text,
+        MATMUL_COOP_TAIL.text,
+        MATMUL_COOP_SPLIT.text,
+        MATMUL_COOP_TAIL.text,
+    ]
+    .join("\n");
     for line in text.lines() {
         let t = line.trim();
         if t == "enable wgpu_cooperative_matrix;"

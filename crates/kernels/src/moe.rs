@@ -89,7 +89,6 @@ pub(crate) static SPECS: &[&KernelSpec] = &[
     &grouped::GROUP_SORT,
     &grouped::GROUP_GEMM,
     &grouped::coop::GROUP_COOP,
-    &grouped::coop_q4::GROUP_COOP_Q4,
 ];
 
 /// Router: `logits [T, E]` → softmax over all E in f32, top-k by probability

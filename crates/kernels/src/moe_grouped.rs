@@ -502,9 +502,7 @@ pub fn matmul_grouped_with(
             b_rows: b.rows as u32,
             ..base
         };
-        let launch = if use_coop && coop_q4::uses_staging_kernel(w) {
-            coop_q4::launch(ctx, w)
-        } else if use_coop {
+        let launch = if use_coop {
             coop::launch(ctx, w)
         } else {
             ctx.launch(&GROUP_GEMM)

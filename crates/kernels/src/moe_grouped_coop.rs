@@ -167,17 +167,7 @@ pub fn preferred_tile_pairs(ctx: &GpuContext) -> u32 {
 /// plain f16 variant when the context opts into f16 matmuls, else the exact
 /// one (one f16 half with fast precision).
 pub(crate) fn launch<'a>(ctx: &'a GpuContext, w: &GpuWeight) -> Launch<'a> {
-    launch_spec(ctx, w, &GROUP_COOP)
-}
-
-/// [`launch`]'s overrides on `spec` (this kernel, or the 4-bit one of
-/// [`coop_q4`](super::coop_q4), which takes the same).
-pub(crate) fn launch_spec<'a>(
-    ctx: &'a GpuContext,
-    w: &GpuWeight,
-    spec: &'static KernelSpec,
-) -> Launch<'a> {
-    ctx.launch(spec)
+    ctx.launch(&GROUP_COOP)
         .constant("WG", workgroup_size(ctx).unwrap_or(256))
         .constant("FORMAT", w.format as u32)
         .constant("EXACT", f64::from(u8::from(!ctx.f16_matmul)))

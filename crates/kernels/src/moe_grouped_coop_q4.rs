@@ -32,36 +32,11 @@
 //! by default (`COOP_Q4_BY_DEFAULT` in `tuning.rs`)
 //! until it has run on a GPU with cooperative matrices.
 //!
-//! `shaders/moe_group_coop_q4.wgsl` (`moe_group_coop_q4`) is the same kernel
-//! with a W staging of its own for 4-bit weights: each 32-column chunk staged
-//! by two threads (all 256 of a workgroup instead of 128), the (scale, zero
-//! point) of each thread's 16 columns loaded one step ahead with the words
-//! instead of looked up per 4 columns after the barrier. The staged values,
-//! hence the results, are the same bits. Not yet run on hardware:
-//! [`STAGING_KERNEL`] (off) makes the library launch it instead.
+//! A W staging of its own for 4-bit weights (more threads per chunk, the
+//! scale and zero point loaded a step ahead) is a candidate once hardware
+//! can measure whether it beats `moe_group_coop`'s.
 
-use crate::spec::{KernelSpec, Needs, Part, Uniform};
-use crate::{GpuContext, GpuWeight, Launch, MatmulPrecision, WeightFormat};
-
-crate::shader!(MOE_GROUP_COOP_Q4, "moe_group_coop_q4.wgsl");
-
-/// Whether the tensor-core grouped GEMM runs 4-bit experts on
-/// `moe_group_coop_q4` (module docs) rather than `moe_group_coop`'s own Q4
-/// staging. Off until its hardware tests and
-/// `moe_coop::grouped_coop_q4_bench_35b_a3b` have run on the H100.
-pub const STAGING_KERNEL: bool = false;
-
-pub(crate) static GROUP_COOP_Q4: KernelSpec = KernelSpec {
-    label: "matmul_grouped_coop_q4",
-    parts: &[
-        Part::File(&MOE_GROUP_COOP_Q4),
-        Part::File(&crate::shaders::NUMERIC),
-        Part::File(&crate::matmul::MATMUL_COMMON),
-    ],
-    entry: "moe_group_coop_q4",
-    uniforms: &[&crate::matmul::MmParams::LAYOUT],
-    needs: Needs::CooperativeMatrix,
-};
+use crate::{GpuContext, GpuWeight, MatmulPrecision, WeightFormat};
 
 /// Whether `w` is a 4-bit weight the tensor-core grouped GEMM takes (f16
 /// scales and zero points: [`WeightFormat::Q4`]).
@@ -82,17 +57,4 @@ pub fn auto(ctx: &GpuContext, w: &GpuWeight) -> bool {
     ctx.tuning.coop_grouped_q4
         && format_ok(w)
         && (ctx.f16_matmul || ctx.precision == MatmulPrecision::Fast)
-}
-
-/// Whether the library launches `moe_group_coop_q4` for `w` on the
-/// tensor-core path: [`STAGING_KERNEL`] on and `w` 4-bit.
-pub fn uses_staging_kernel(w: &GpuWeight) -> bool {
-    STAGING_KERNEL && is_int4(w)
-}
-
-/// A `moe_group_coop_q4` launch for the 4-bit weight `w` (call only where
-/// [`coop::supported`](super::coop::supported)): the overrides
-/// `moe_group_coop` gets from [`coop`](super::coop)'s launch.
-pub(crate) fn launch<'a>(ctx: &'a GpuContext, w: &GpuWeight) -> Launch<'a> {
-    super::coop::launch_spec(ctx, w, &GROUP_COOP_Q4)
 }

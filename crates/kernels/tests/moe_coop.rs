@@ -793,7 +793,6 @@ fn coop_grouped_translates_to_spirv_for_every_variant() {
 }
 
 qwgpu_kernels::shader!(COOP_WGSL, "moe_group_coop.wgsl");
-qwgpu_kernels::shader!(COOP_Q4_WGSL, "moe_group_coop_q4.wgsl");
 qwgpu_kernels::shader!(COMMON_WGSL, "matmul_common.wgsl");
 
 /// Scalar stand-ins for the cooperative-matrix ops and subgroup builtins the
@@ -878,32 +877,11 @@ fn em_subgroup_max(lid: u32, v: f32) -> f32 {
 fn emulated_source() -> &'static qwgpu_kernels::shaders::ShaderSource {
     static SRC: std::sync::OnceLock<&'static qwgpu_kernels::shaders::ShaderSource> =
         std::sync::OnceLock::new();
-    SRC.get_or_init(|| emulate(&COOP_WGSL, "moe_group_coop.wgsl (emulated)"))
-}
-
-/// [`emulated_source`] of `moe_group_coop_q4.wgsl` (the 4-bit staging kernel:
-/// the same substitutions apply).
-fn emulated_q4_source() -> &'static qwgpu_kernels::shaders::ShaderSource {
-    static SRC: std::sync::OnceLock<&'static qwgpu_kernels::shaders::ShaderSource> =
-        std::sync::OnceLock::new();
-    SRC.get_or_init(|| emulate(&COOP_Q4_WGSL, "moe_group_coop_q4.wgsl (emulated)"))
-}
-
-/// `src` with the substitutions of [`emulated_source`], named `name`.
-fn emulate(
-    src: &qwgpu_kernels::shaders::ShaderSource,
-    name: &'static str,
-) -> &'static qwgpu_kernels::shaders::ShaderSource {
-    {
-        let mut text = src.text.to_string();
+    SRC.get_or_init(|| {
+        let mut text = COOP_WGSL.text.to_string();
         let mut swap = |from: &str, to: &str, times: usize| {
             let n = text.matches(from).count();
-            assert_eq!(
-                n,
-                times,
-                "`{from}` occurs {n} times in {src_name}",
-                src_name = src.name
-            );
+            assert_eq!(n, times, "`{from}` occurs {n} times in moe_group_coop.wgsl");
             text = text.replace(from, to);
         };
         swap("enable wgpu_cooperative_matrix;", "", 1);
@@ -941,10 +919,10 @@ fn emulate(
              return em_frag(arr, off, stride, false);\n}\n",
         );
         Box::leak(Box::new(qwgpu_kernels::shaders::ShaderSource {
-            name,
+            name: "moe_group_coop.wgsl (emulated)",
             text: Box::leak(text.into_boxed_str()),
         }))
-    }
+    })
 }
 
 /// The launches `matmul_grouped_with(.., Coop)` records, on `source` (the
@@ -967,25 +945,6 @@ fn direct_gemm(
     &GroupScratch,
     Epilogue,
 ) -> Result<Vec<Dispatch>, KernelError> {
-    direct_gemm_entry(source, "moe_group_coop", wg, exact, split, skip)
-}
-
-/// [`direct_gemm`] of entry point `entry` (`moe_group_coop_q4` for the
-/// 4-bit staging kernel, which takes the same bindings and overrides).
-fn direct_gemm_entry(
-    source: &'static qwgpu_kernels::shaders::ShaderSource,
-    entry: &'static str,
-    wg: u32,
-    exact: bool,
-    split: bool,
-    skip: bool,
-) -> impl Fn(
-    &GpuContext,
-    &GpuWeight,
-    &GroupedArgs,
-    &GroupScratch,
-    Epilogue,
-) -> Result<Vec<Dispatch>, KernelError> {
     move |ctx, w, args, scratch, epi| {
         let wg = if wg == 0 {
             8 * ctx.caps.subgroup_sizes.1
@@ -994,7 +953,7 @@ fn direct_gemm_entry(
         };
         let key = qwgpu_kernels::PipelineKey::new(
             &[source, &qwgpu_kernels::shaders::NUMERIC, &COMMON_WGSL],
-            entry,
+            "moe_group_coop",
         )
         .constant("WG", wg)
         .constant("FORMAT", w.format as u32)
@@ -1256,116 +1215,42 @@ fn emulated_q4_cases() -> Vec<Case> {
 }
 
 /// The coop kernel's own code with 4-bit experts (`FORMAT` = 5: the `Q4`
-/// staging) and the 4-bit staging kernel (`moe_group_coop_q4.wgsl`) on
-/// adapters without cooperative matrices, through the emulation: the fast
-/// variant (with `SKIP`, as the library launches it) on every epilogue at
-/// 2e-3, the plain and the exact (split) variants on Store at 2e-3 and 6e-4
-/// (module doc of `coop_q4`: W rounded to f16); both kernels on the same
-/// inputs give the same bits.
+/// staging) on adapters without cooperative matrices, through the
+/// emulation: the fast variant (with `SKIP`, as the library launches it) on
+/// every epilogue at 2e-3, the plain and the exact (split) variants on
+/// Store at 2e-3 and 6e-4 (module doc of `coop_q4`: W rounded to f16).
 #[test]
 fn emulated_coop_grouped_q4_matches_reference() {
-    let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
     let mut ran = 0;
     let contexts = testing::contexts_with(&[Feature::F16]);
     for t in contexts.into_iter().take(1) {
-        let seed = testing::seed(0x0e0c_4ce1);
+        let mut rng = Rng::new(testing::seed(0x0e0c_4ce1));
         for (exact, split, skip, x_exp, rel, epis) in [
             (true, false, true, 6, 2e-3, &EPILOGUES[..]),
             (false, true, true, 2, 2e-3, &EPILOGUES[..1]),
             (true, true, true, 6, 6e-4, &EPILOGUES[..1]),
         ] {
-            let coop = direct_gemm(emulated_source(), 256, exact, split, skip);
-            let q4 = direct_gemm_entry(
-                emulated_q4_source(),
-                "moe_group_coop_q4",
-                256,
-                exact,
-                split,
-                skip,
-            );
-            for (i, c) in emulated_q4_cases().iter().enumerate() {
+            let gemm = direct_gemm(emulated_source(), 256, exact, split, skip);
+            for c in emulated_q4_cases() {
                 for &epi in epis {
-                    let go = |gemm: Gemm, kernel: &str| {
-                        let run = Run {
-                            path: MatmulPath::Coop,
-                            gemm: Some(gemm),
-                            tile_pairs: 128,
-                            rel,
-                            x_exp,
-                        };
-                        let what = format!(
-                            "{t_name} emulated {kernel} exact {exact} split {split}",
-                            t_name = t.name
-                        );
-                        // The same seed: the same weights, routing and x.
-                        let mut rng = Rng::new(seed + i as u64);
-                        check_case(&t.ctx, &mut rng, c, epi, &run, &what)
+                    let run = Run {
+                        path: MatmulPath::Coop,
+                        gemm: Some(&gemm),
+                        tile_pairs: 128,
+                        rel,
+                        x_exp,
                     };
-                    let a = go(&coop, "moe_group_coop");
-                    let b = go(&q4, "moe_group_coop_q4");
-                    assert!(
-                        same(&a, &b),
-                        "{t_name}: the 4-bit staging kernel changed the bits of case {i} {epi:?} \
-                         exact {exact} split {split}",
+                    let what = format!(
+                        "{t_name} emulated exact {exact} split {split}",
                         t_name = t.name
                     );
+                    check_case(&t.ctx, &mut rng, &c, epi, &run, &what);
                     ran += 1;
                 }
             }
         }
     }
     eprintln!("{ran} emulated 4-bit cases");
-}
-
-/// The 4-bit staging kernel (`moe_group_coop_q4`, `coop_q4::STAGING_KERNEL`)
-/// on hardware: every 4-bit case and epilogue in the fast, plain and exact
-/// variants against the reference at `coop_grouped_q4_matches_reference`'s
-/// tolerances, and the same bits as the library's launch (`moe_group_coop`'s
-/// own Q4 staging, unless `STAGING_KERNEL` is on) on the same inputs.
-#[test]
-fn coop_grouped_q4_staging_kernel_gives_the_same_bits() {
-    let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
-    for t in testing::contexts_with(&[Feature::CooperativeMatrix]) {
-        for (precision, f16, x_exp, rel) in [
-            (MatmulPrecision::Fast, false, 6, 2e-3),
-            (MatmulPrecision::Exact, true, 2, 2e-3),
-            (MatmulPrecision::Exact, false, 6, 6e-4),
-        ] {
-            let ctx = context_like(t, precision, f16);
-            let q4 = direct_gemm_entry(
-                &COOP_Q4_WGSL,
-                "moe_group_coop_q4",
-                0,
-                !f16,
-                precision != MatmulPrecision::Fast,
-                coop::SKIP_EMPTY_ROWS,
-            );
-            for (i, c) in q4_cases().iter().enumerate() {
-                for epi in EPILOGUES {
-                    let go = |gemm: Option<Gemm>| {
-                        let run = Run {
-                            path: MatmulPath::Coop,
-                            gemm,
-                            tile_pairs: 128,
-                            rel,
-                            x_exp,
-                        };
-                        // The same seed: the same weights, routing and x.
-                        let mut rng = Rng::new(0x0e0c_4c5b + i as u64);
-                        check_case(&ctx, &mut rng, c, epi, &run, &t.name)
-                    };
-                    let lib = go(None);
-                    let staged = go(Some(&q4));
-                    assert!(
-                        same(&lib, &staged),
-                        "{t_name}: moe_group_coop_q4 changed the bits of case {i} {epi:?} \
-                         {precision:?} f16_matmul {f16}",
-                        t_name = t.name
-                    );
-                }
-            }
-        }
-    }
 }
 
 /// Best of 5 GPU-timestamp runs of each of `d`, in ns.
@@ -1496,10 +1381,6 @@ fn grouped_coop_q4_bench_35b_a3b() {
     let coop = lib(MatmulPath::Coop);
     let fast_skip = direct_gemm(&COOP_WGSL, 0, true, false, true);
     let fast_noskip = direct_gemm(&COOP_WGSL, 0, true, false, false);
-    // The 4-bit staging kernel (coop_q4::STAGING_KERNEL), SKIP on.
-    let q4_kernel =
-        |exact, split| direct_gemm_entry(&COOP_Q4_WGSL, "moe_group_coop_q4", 0, exact, split, true);
-    let (q4_fast, q4_f16) = (q4_kernel(true, false), q4_kernel(false, true));
     let groups: [(GpuContext, Vec<(&str, Gemm)>); 3] = [
         (
             with(MatmulPrecision::Exact, false),
@@ -1511,15 +1392,11 @@ fn grouped_coop_q4_bench_35b_a3b() {
                 ("coop fast (library Auto)", &auto),
                 ("coop fast SKIP on", &fast_skip),
                 ("coop fast SKIP off", &fast_noskip),
-                ("coop_q4 kernel fast SKIP on", &q4_fast),
             ],
         ),
         (
             with(MatmulPrecision::Exact, true),
-            vec![
-                ("coop f16 (library Auto)", &auto),
-                ("coop_q4 kernel f16 SKIP on", &q4_f16),
-            ],
+            vec![("coop f16 (library Auto)", &auto)],
         ),
     ];
     let (experts, _, h, ie) = A3B;
