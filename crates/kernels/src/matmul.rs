@@ -122,6 +122,9 @@ use crate::{GpuContext, GpuWeight, Int4Gemv, KernelError, Launch, SmallT, Weight
 
 #[path = "matmul_coop.rs"]
 mod coop;
+#[cfg(feature = "testing")]
+#[path = "matmul_coop_emu.rs"]
+mod coop_emu;
 #[path = "matmul_coop_f16.rs"]
 pub mod coop_f16;
 #[path = "matmul_coop_fast.rs"]

@@ -187,8 +187,8 @@ fn grow(
 /// the GEMM (`split`: the exact variant).
 fn workgroup_size(ctx: &GpuContext, split: bool) -> Option<u32> {
     #[cfg(feature = "testing")]
-    if emulation::active() {
-        return ctx.caps.f16.then_some(emulation::WG);
+    if emulation::EMULATION.active() {
+        return ctx.caps.f16.then_some(super::coop_emu::WG);
     }
     let shared = if split {
         SHARED_BYTES_SPLIT
@@ -433,11 +433,7 @@ pub(super) fn record(
         (&MM_COOP_F16, "matmul_coop_f16")
     };
     #[cfg(feature = "testing")]
-    let spec = if emulation::active() {
-        emulation::spec(split)
-    } else {
-        spec
-    };
+    let spec = emulation::EMULATION.or(spec, split);
     let t_blocks: Vec<(u32, u32)> = (0..args.t)
         .step_by(block as usize)
         .map(|t0| (t0, block.min(args.t - t0)))

@@ -198,8 +198,8 @@ pub fn token_block(t: u32, kp: u32, cap: u64) -> u32 {
 /// per-thread staging registers within the shader's arrays of 8.
 fn workgroup_size(ctx: &GpuContext, split: bool) -> Option<u32> {
     #[cfg(feature = "testing")]
-    if emulation::active() {
-        return ctx.caps.f16.then_some(emulation::WG);
+    if emulation::EMULATION.active() {
+        return ctx.caps.f16.then_some(super::coop_emu::WG);
     }
     let shared = if split {
         SHARED_BYTES_SPLIT
@@ -372,11 +372,7 @@ pub(super) fn record(
         (&MM_COOP_FAST, "matmul_coop_fast")
     };
     #[cfg(feature = "testing")]
-    let spec = if emulation::active() {
-        emulation::spec(split)
-    } else {
-        spec
-    };
+    let spec = emulation::EMULATION.or(spec, split);
     let mut out = Vec::new();
     let mut t0 = 0;
     while t0 < args.t {
