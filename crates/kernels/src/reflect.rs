@@ -140,6 +140,32 @@ impl ModuleBindings {
     }
 }
 
+/// Test: the variables each spec's entry point uses (what a launch must
+/// bind; lavapipe never builds the cooperative-matrix pipelines that would
+/// check it) are exactly the names given with it.
+#[cfg(test)]
+pub(crate) fn assert_entries_use_exactly(cases: &[(&crate::spec::KernelSpec, &[&str])]) {
+    for (spec, want) in cases {
+        let src: String = spec
+            .files(true)
+            .iter()
+            .map(|f| f.text)
+            .collect::<Vec<_>>()
+            .join("\n");
+        let module = ModuleBindings::reflect(&src).unwrap();
+        let entry = module.entry(spec.entry).unwrap();
+        let mut used: Vec<&str> = entry
+            .iter()
+            .filter(|(_, b)| b.used)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        used.sort_unstable();
+        let mut want = want.to_vec();
+        want.sort_unstable();
+        assert_eq!(used, want, "{entry_name}", entry_name = spec.entry);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
