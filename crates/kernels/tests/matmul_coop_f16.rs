@@ -31,7 +31,7 @@ use qwgpu_kernels::coop_peak::{peak_gemm, Feed, Tiling};
 use qwgpu_kernels::matmul::{coop_f16, coop_fast, matmul_with, Epilogue, MatmulArgs, MatmulPath};
 use qwgpu_kernels::testing::{self, Feature};
 use qwgpu_kernels::{
-    registry, ContextOptions, Dispatch, GpuContext, GpuWeight, KernelError, MatmulPrecision,
+    ContextOptions, Dispatch, GpuContext, GpuWeight, KernelError, MatmulPrecision,
 };
 use qwgpu_loader::{PackedWeight, ScaleScheme};
 use qwgpu_ops::rng::Rng;
@@ -41,6 +41,7 @@ use crate::matmul_coop_fast::{
 };
 
 mod support;
+use support::spirv::{self, Translator};
 use support::Scheme;
 
 const EPILOGUES: [Epilogue; 3] = [Epilogue::Store, Epilogue::Accumulate, Epilogue::SwiGlu];
@@ -726,57 +727,24 @@ fn auto_takes_the_f16_kernel_above_its_threshold() {
 /// 16, 32 or 64) and every stored format the W pre-pass takes.
 #[test]
 fn coop_f16_translates_to_spirv_for_every_override() {
-    let specs = registry::all();
     let mut translated = 0;
     for (label, configs) in [
         (
             "matmul_coop_f16",
-            [64u32, 128, 256].map(|wg| vec![("WG", wg)]).to_vec(),
+            [64.0, 128.0, 256.0].map(|wg| vec![("WG", wg)]).to_vec(),
         ),
         (
             "matmul_coop_f16_split",
-            [64u32, 128, 256].map(|wg| vec![("WG", wg)]).to_vec(),
+            [64.0, 128.0, 256.0].map(|wg| vec![("WG", wg)]).to_vec(),
         ),
         (
             "matmul_w16",
-            [1u32, 2, 3, 4].map(|f| vec![("FORMAT", f)]).to_vec(),
+            [1.0, 2.0, 3.0, 4.0].map(|f| vec![("FORMAT", f)]).to_vec(),
         ),
     ] {
-        let spec = specs
-            .iter()
-            .find(|s| s.label == label)
-            .unwrap_or_else(|| panic!("no spec `{label}`"));
-        let src: String = spec
-            .files(true)
-            .iter()
-            .map(|f| f.text)
-            .collect::<Vec<_>>()
-            .join("\n");
-        let module = naga::front::wgsl::parse_str(&src)
-            .unwrap_or_else(|e| panic!("{label}: {d}", d = e.emit_to_string(&src)));
-        use naga::valid::Capabilities as C;
-        let caps = C::default()
-            | C::SHADER_FLOAT16_IN_FLOAT32
-            | C::SUBGROUP
-            | C::SHADER_FLOAT16
-            | C::COOPERATIVE_MATRIX;
-        let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
-            .validate(&module)
-            .unwrap_or_else(|e| panic!("{label}: validation error: {e:?}"));
+        let module = Translator::coop(spirv::spec(label));
         for config in configs {
-            let constants: naga::back::PipelineConstants = config
-                .iter()
-                .map(|&(n, v)| (n.to_string(), f64::from(v)))
-                .collect();
-            let (m, i) =
-                naga::back::pipeline_constants::process_overrides(&module, &info, None, &constants)
-                    .unwrap_or_else(|e| panic!("{label} {config:?}: {e}"));
-            let pipe = naga::back::spv::PipelineOptions {
-                shader_stage: naga::ShaderStage::Compute,
-                entry_point: spec.entry.into(),
-            };
-            naga::back::spv::write_vec(&m, &i, &Default::default(), Some(&pipe))
-                .unwrap_or_else(|e| panic!("{label} {config:?}: {e}"));
+            module.translate(&config);
             translated += 1;
         }
     }

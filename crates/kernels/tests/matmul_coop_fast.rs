@@ -27,12 +27,12 @@ use qwgpu_checkpoint::Dtype;
 use qwgpu_kernels::matmul::{coop_fast, matmul_with, Epilogue, MatmulArgs, MatmulPath};
 use qwgpu_kernels::testing::{self, Feature};
 use qwgpu_kernels::{
-    registry, ContextOptions, Dispatch, GpuContext, GpuWeight, KernelError, MatmulPrecision,
-    WeightFormat,
+    ContextOptions, Dispatch, GpuContext, GpuWeight, KernelError, MatmulPrecision, WeightFormat,
 };
 use qwgpu_ops::rng::Rng;
 
 mod support;
+use support::spirv::{self, Translator};
 use support::Scheme;
 
 const EPILOGUES: [Epilogue; 3] = [Epilogue::Store, Epilogue::Accumulate, Epilogue::SwiGlu];
@@ -792,66 +792,33 @@ fn auto_takes_the_fast_kernel_behind_its_switches() {
 /// the boolean switches; this one the integer overrides.
 #[test]
 fn coop_fast_translates_to_spirv_for_every_format() {
-    let specs = registry::all();
     let mut translated = 0;
     for (label, configs) in [
         (
             "matmul_coop_fast",
-            [1u32, 2, 3, 4]
+            [1.0, 2.0, 3.0, 4.0]
                 .iter()
-                .flat_map(|&f| [64u32, 128, 256].map(|wg| vec![("FORMAT", f), ("WG", wg)]))
+                .flat_map(|&f| [64.0, 128.0, 256.0].map(|wg| vec![("FORMAT", f), ("WG", wg)]))
                 .collect::<Vec<_>>(),
         ),
         (
             "matmul_coop_split",
-            [1u32, 2, 3, 4]
+            [1.0, 2.0, 3.0, 4.0]
                 .iter()
-                .flat_map(|&f| [64u32, 128, 256].map(|wg| vec![("FORMAT", f), ("WG", wg)]))
+                .flat_map(|&f| [64.0, 128.0, 256.0].map(|wg| vec![("FORMAT", f), ("WG", wg)]))
                 .collect::<Vec<_>>(),
         ),
         (
             "matmul_fast_x",
             vec![
-                vec![("WG", 128u32), ("SPLIT", 0)],
-                vec![("WG", 128u32), ("SPLIT", 1)],
+                vec![("WG", 128.0), ("SPLIT", 0.0)],
+                vec![("WG", 128.0), ("SPLIT", 1.0)],
             ],
         ),
     ] {
-        let spec = specs
-            .iter()
-            .find(|s| s.label == label)
-            .unwrap_or_else(|| panic!("no spec `{label}`"));
-        let src: String = spec
-            .files(true)
-            .iter()
-            .map(|f| f.text)
-            .collect::<Vec<_>>()
-            .join("\n");
-        let module = naga::front::wgsl::parse_str(&src)
-            .unwrap_or_else(|e| panic!("{label}: {d}", d = e.emit_to_string(&src)));
-        use naga::valid::Capabilities as C;
-        let caps = C::default()
-            | C::SHADER_FLOAT16_IN_FLOAT32
-            | C::SUBGROUP
-            | C::SHADER_FLOAT16
-            | C::COOPERATIVE_MATRIX;
-        let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
-            .validate(&module)
-            .unwrap_or_else(|e| panic!("{label}: validation error: {e:?}"));
+        let module = Translator::coop(spirv::spec(label));
         for config in configs {
-            let constants: naga::back::PipelineConstants = config
-                .iter()
-                .map(|&(n, v)| (n.to_string(), f64::from(v)))
-                .collect();
-            let (m, i) =
-                naga::back::pipeline_constants::process_overrides(&module, &info, None, &constants)
-                    .unwrap_or_else(|e| panic!("{label} {config:?}: {e}"));
-            let pipe = naga::back::spv::PipelineOptions {
-                shader_stage: naga::ShaderStage::Compute,
-                entry_point: spec.entry.into(),
-            };
-            naga::back::spv::write_vec(&m, &i, &Default::default(), Some(&pipe))
-                .unwrap_or_else(|e| panic!("{label} {config:?}: {e}"));
+            module.translate(&config);
             translated += 1;
         }
     }

@@ -25,7 +25,6 @@ use qwgpu_kernels::matmul::{
     SKINNY_MAX_T,
 };
 use qwgpu_kernels::norm::rms_norm;
-use qwgpu_kernels::registry;
 use qwgpu_kernels::spec::Needs;
 use qwgpu_kernels::testing::{self, Feature};
 use qwgpu_kernels::view::TensorView;
@@ -36,6 +35,7 @@ use qwgpu_kernels::{
 
 mod support;
 use qwgpu_ops::rng::Rng;
+use support::spirv::{self, Translator};
 use support::Scheme;
 
 use support::packed_one_shard as packed;
@@ -936,28 +936,9 @@ fn auto_takes_skinny_in_the_tunings_token_range() {
 /// follow them as the host leaves them).
 #[test]
 fn skinny_translates_to_spirv_for_every_override() {
-    let spec = registry::all()
-        .into_iter()
-        .find(|s| s.entry == "mm_coop_skinny")
-        .expect("the skinny kernel is registered");
+    let spec = spirv::spec("mm_coop_skinny");
     assert_eq!(spec.needs, Needs::CooperativeMatrix);
-    let src: String = spec
-        .files(true)
-        .iter()
-        .map(|f| f.text)
-        .collect::<Vec<_>>()
-        .join("\n");
-    let module = naga::front::wgsl::parse_str(&src)
-        .unwrap_or_else(|e| panic!("{diagnostic}", diagnostic = e.emit_to_string(&src)));
-    use naga::valid::Capabilities as C;
-    let caps = C::default()
-        | C::SHADER_FLOAT16_IN_FLOAT32
-        | C::SUBGROUP
-        | C::SHADER_FLOAT16
-        | C::COOPERATIVE_MATRIX;
-    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
-        .validate(&module)
-        .unwrap_or_else(|e| panic!("validation error: {e:?}"));
+    let module = Translator::coop(spec);
     let mut translated = 0;
     for sgs in [16u32, 32, 64] {
         for nf in [2u32, 4, 8] {
@@ -972,7 +953,7 @@ fn skinny_translates_to_spirv_for_every_override() {
                         let ck = if bits >> 4 == 1 { 64 } else { 32 };
                         // Split-K on every other format (its epilogue differs).
                         let kslice = if format % 2 == 1 { 256 } else { 0 };
-                        let constants: naga::back::PipelineConstants = [
+                        module.translate(&[
                             ("WG", f64::from(nf * sgs)),
                             ("NF", f64::from(nf)),
                             ("MF", f64::from(mf)),
@@ -983,20 +964,7 @@ fn skinny_translates_to_spirv_for_every_override() {
                             ("SPLIT", f64::from((bits >> 1) & 1)),
                             ("NORM", f64::from((bits >> 2) & 1)),
                             ("BLOCKS", f64::from((bits >> 3) & 1)),
-                        ]
-                        .into_iter()
-                        .map(|(k, v)| (k.to_string(), v))
-                        .collect();
-                        let (m, i) = naga::back::pipeline_constants::process_overrides(
-                            &module, &info, None, &constants,
-                        )
-                        .unwrap_or_else(|e| panic!("{constants:?}: {e}"));
-                        let pipe = naga::back::spv::PipelineOptions {
-                            shader_stage: naga::ShaderStage::Compute,
-                            entry_point: spec.entry.into(),
-                        };
-                        naga::back::spv::write_vec(&m, &i, &Default::default(), Some(&pipe))
-                            .unwrap_or_else(|e| panic!("{constants:?}: {e}"));
+                        ]);
                         translated += 1;
                     }
                 }

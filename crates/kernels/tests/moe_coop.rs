@@ -40,6 +40,7 @@ use qwgpu_kernels::{
 
 mod support;
 use qwgpu_ops::rng::{Rng, SplitMix64};
+use support::spirv::{self, Translator};
 use support::Scheme;
 
 const EPILOGUES: [Epilogue; 3] = [Epilogue::Store, Epilogue::Accumulate, Epilogue::SwiGlu];
@@ -731,28 +732,9 @@ fn forced_coop_grouped_gemm_is_a_typed_error_where_unsupported() {
 #[test]
 fn coop_grouped_translates_to_spirv_for_every_variant() {
     use qwgpu_kernels::spec::Needs;
-    let spec = qwgpu_kernels::registry::all()
-        .into_iter()
-        .find(|s| s.entry == "moe_group_coop")
-        .expect("the coop grouped GEMM is registered");
+    let spec = spirv::spec("moe_group_coop");
     assert_eq!(spec.needs, Needs::CooperativeMatrix);
-    let src: String = spec
-        .files(true)
-        .iter()
-        .map(|f| f.text)
-        .collect::<Vec<_>>()
-        .join("\n");
-    let module = naga::front::wgsl::parse_str(&src)
-        .unwrap_or_else(|e| panic!("{diagnostic}", diagnostic = e.emit_to_string(&src)));
-    use naga::valid::Capabilities as C;
-    let caps = C::default()
-        | C::SHADER_FLOAT16_IN_FLOAT32
-        | C::SUBGROUP
-        | C::SHADER_FLOAT16
-        | C::COOPERATIVE_MATRIX;
-    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
-        .validate(&module)
-        .unwrap_or_else(|e| panic!("validation error: {e:?}"));
+    let module = Translator::coop(spec);
     let mut translated = 0;
     // FORMAT: F32, BF16, F16, E4M3, Q4 (WeightFormat's codes).
     for format in [0u32, 1, 2, 3, 5] {
@@ -766,25 +748,13 @@ fn coop_grouped_translates_to_spirv_for_every_variant() {
             (1, 0, 1),
         ] {
             for wg in [128u32, 256, 512] {
-                let constants: naga::back::PipelineConstants = [
-                    ("FORMAT".to_string(), f64::from(format)),
-                    ("EXACT".to_string(), f64::from(exact)),
-                    ("SPLIT".to_string(), f64::from(split)),
-                    ("SKIP".to_string(), f64::from(skip)),
-                    ("WG".to_string(), f64::from(wg)),
-                ]
-                .into_iter()
-                .collect();
-                let (m, i) = naga::back::pipeline_constants::process_overrides(
-                    &module, &info, None, &constants,
-                )
-                .unwrap_or_else(|e| panic!("{constants:?}: {e}"));
-                let pipe = naga::back::spv::PipelineOptions {
-                    shader_stage: naga::ShaderStage::Compute,
-                    entry_point: spec.entry.into(),
-                };
-                naga::back::spv::write_vec(&m, &i, &Default::default(), Some(&pipe))
-                    .unwrap_or_else(|e| panic!("{constants:?}: {e}"));
+                module.translate(&[
+                    ("FORMAT", f64::from(format)),
+                    ("EXACT", f64::from(exact)),
+                    ("SPLIT", f64::from(split)),
+                    ("SKIP", f64::from(skip)),
+                    ("WG", f64::from(wg)),
+                ]);
                 translated += 1;
             }
         }

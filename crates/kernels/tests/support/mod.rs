@@ -6,5 +6,6 @@
 #![allow(unused_imports, dead_code)]
 
 pub mod matmul_case;
+pub mod spirv;
 
 pub use qwgpu_kernels::testing::cases::weights::*;
