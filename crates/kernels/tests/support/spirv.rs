@@ -52,13 +52,12 @@ impl Translator {
 
     /// `spec`'s module (with subgroups) on a GPU with cooperative matrices.
     pub fn coop(spec: &KernelSpec) -> Self {
-        let src: String = spec
-            .files(true)
-            .iter()
-            .map(|f| f.text)
-            .collect::<Vec<_>>()
-            .join("\n");
-        Self::new(spec.label, &src, spec.entry, coop_capabilities())
+        Self::new(
+            spec.label,
+            &spec.source(true),
+            spec.entry,
+            coop_capabilities(),
+        )
     }
 
     /// The names of the module's boolean overrides.
