@@ -22,6 +22,7 @@ use qwgpu_kernels::{wgpu, Dispatch, GpuContext, GpuWeight, KernelError, WeightFo
 
 mod support;
 use qwgpu_ops::rng::Rng;
+use support::bench::{best_ns, max_rel_diff, Dense};
 use support::Scheme;
 
 const EPILOGUES: [Epilogue; 3] = [Epilogue::Store, Epilogue::Accumulate, Epilogue::SwiGlu];
@@ -428,22 +429,6 @@ fn auto_path_takes_exact_coop_where_supported() {
     }
 }
 
-/// Best of 5 GPU-timestamp runs of `d`, in ns.
-fn best_ns(ctx: &GpuContext, d: &[Dispatch]) -> f64 {
-    let refs: Vec<&Dispatch> = d.iter().collect();
-    ctx.run("warm-up", &refs).unwrap();
-    let mut best = f64::INFINITY;
-    for _ in 0..5 {
-        let ns: f64 = qwgpu_kernels::profile::time_dispatches(ctx, &refs)
-            .unwrap()
-            .iter()
-            .map(|(_, t)| t)
-            .sum();
-        best = best.min(ns);
-    }
-    best
-}
-
 qwgpu_kernels::shader!(BENCH_COOP, "matmul_coop.wgsl");
 qwgpu_kernels::shader!(BENCH_COMMON, "matmul_common.wgsl");
 
@@ -583,30 +568,16 @@ fn coop_vs_scalar_speed() {
             ("coop fast", &ctx_fast, MatmulPath::Coop),
         ] {
             let gw = GpuWeight::upload(c, &pw).unwrap();
-            let x = c.upload("x", &xv).unwrap();
-            let y = c.storage("y", (t * width * 4) as u64).unwrap();
-            c.fill_f32(&y, 0.0);
-            let args = MatmulArgs {
-                x: &x,
-                x_offset: 0,
-                x_stride: cols as u32,
-                y: &y,
-                y_offset: 0,
-                y_stride: width as u32,
-                t: t as u32,
-            };
-            let d = match matmul_with(c, &gw, &args, epi, path) {
+            let io = Dense::new(c, &xv, t, cols, width);
+            let d = match matmul_with(c, &gw, &io.args(), epi, path) {
                 Ok(d) => d,
                 Err(e) => {
                     eprintln!("{name}: {e}");
                     continue;
                 }
             };
-            // Accumulate: one clean run for the comparison, then the timed runs.
-            let refs: Vec<&Dispatch> = d.iter().collect();
-            c.run("first", &refs).unwrap();
-            outs.push(c.read_f32(&y, 0, 8 * width).unwrap());
-            let ns = best_ns(c, &d);
+            outs.push(io.first_rows(c, &d, 8));
+            let (ns, _) = best_ns(c, &d, "");
             eprintln!(
                 "BENCH {c_info_name} {name} T={t} W=[{rows},{cols}] {epi:?} {dtype:?}: {us:.1} µs = {tflops:.1} TFLOP/s",
                 c_info_name = c.info.name,
@@ -616,11 +587,9 @@ fn coop_vs_scalar_speed() {
         }
         for (i, name) in ["coop exact", "coop f16", "coop fast"].iter().enumerate() {
             if let (Some(a), Some(b)) = (outs.get(i + 1), outs.first()) {
-                let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-                let diff = a.iter().zip(b).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
                 eprintln!(
-                    "BENCH   {name} vs scalar, first 8 rows: max |Δ| / max |y| = {diff_scale:.2e}",
-                    diff_scale = diff / scale
+                    "BENCH   {name} vs scalar, first 8 rows: max |Δ| / max |y| = {rel:.2e}",
+                    rel = max_rel_diff(a, b)
                 );
             }
         }
@@ -651,7 +620,7 @@ fn coop_vs_scalar_speed() {
                     continue;
                 }
             };
-            let ns = best_ns(&ctx, std::slice::from_ref(&d));
+            let (ns, _) = best_ns(&ctx, std::slice::from_ref(&d), "");
             eprintln!(
                 "BENCH variant T={t} W=[{n},{n}] {o:?}: {us:.1} µs = {tflops:.1} TFLOP/s",
                 us = ns / 1e3,

@@ -30,17 +30,14 @@ use qwgpu_checkpoint::Dtype;
 use qwgpu_kernels::coop_peak::{peak_gemm, Feed, Tiling};
 use qwgpu_kernels::matmul::{coop_f16, coop_fast, matmul_with, Epilogue, MatmulArgs, MatmulPath};
 use qwgpu_kernels::testing::{self, Feature};
-use qwgpu_kernels::{
-    ContextOptions, Dispatch, GpuContext, GpuWeight, KernelError, MatmulPrecision,
-};
+use qwgpu_kernels::{ContextOptions, GpuContext, GpuWeight, KernelError, MatmulPrecision};
 use qwgpu_loader::{PackedWeight, ScaleScheme};
 use qwgpu_ops::rng::Rng;
 
-use crate::matmul_coop_fast::{
-    best_ns, context_with, fast_round_row, row_max, run, scale_exp, wide_row,
-};
+use crate::matmul_coop_fast::{context_with, fast_round_row, row_max, run, scale_exp, wide_row};
 
 mod support;
+use support::bench::{best_ns, max_rel_diff, Dense};
 use support::spirv::{self, Translator};
 use support::Scheme;
 
@@ -878,29 +875,15 @@ fn coop_f16_speed() {
         let mut outs: Vec<(&str, Vec<f32>)> = Vec::new();
         for (name, ctx, path) in variants {
             let gw = GpuWeight::upload(ctx, &pw).unwrap();
-            let x = ctx.upload("x", &xv).unwrap();
-            let y = ctx.storage("y", (t * width * 4) as u64).unwrap();
-            ctx.fill_f32(&y, 0.0);
-            let args = MatmulArgs {
-                x: &x,
-                x_offset: 0,
-                x_stride: cols as u32,
-                y: &y,
-                y_offset: 0,
-                y_stride: width as u32,
-                t: t as u32,
-            };
-            let d = match matmul_with(ctx, &gw, &args, epi, path) {
+            let io = Dense::new(ctx, &xv, t, cols, width);
+            let d = match matmul_with(ctx, &gw, &io.args(), epi, path) {
                 Ok(d) => d,
                 Err(e) => {
                     eprintln!("BENCH {adapter} {name} {shape}: {e}");
                     continue;
                 }
             };
-            let refs: Vec<&Dispatch> = d.iter().collect();
-            // Accumulate: one clean run for the comparison, then the timed runs.
-            ctx.run("first", &refs).unwrap();
-            outs.push((name, ctx.read_f32(&y, 0, t * width).unwrap()));
+            outs.push((name, io.first_rows(ctx, &d, t)));
             let (ns, _) = best_ns(ctx, &d, "");
             let gemm_label = if ctx.precision == MatmulPrecision::Exact {
                 "matmul_coop_f16_split"
@@ -933,14 +916,9 @@ fn coop_f16_speed() {
         }
         for pair in outs.chunks(2) {
             if let [(a, ya), (b, yb)] = pair {
-                let scale = ya.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
-                let diff = ya
-                    .iter()
-                    .zip(yb)
-                    .fold(0f32, |m, (p, q)| m.max((p - q).abs()));
                 eprintln!(
                     "BENCH {adapter} {shape}: max |{a} - {b}| / max|y| = {rel:.2e}",
-                    rel = diff / scale
+                    rel = max_rel_diff(yb, ya)
                 );
             }
         }

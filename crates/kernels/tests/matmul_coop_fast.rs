@@ -32,6 +32,7 @@ use qwgpu_kernels::{
 use qwgpu_ops::rng::Rng;
 
 mod support;
+use support::bench::{best_ns, max_rel_diff, Dense};
 use support::spirv::{self, Translator};
 use support::Scheme;
 
@@ -825,26 +826,6 @@ fn coop_fast_translates_to_spirv_for_every_format() {
     assert_eq!(translated, 26);
 }
 
-/// Best of 5 GPU-timestamp runs of `d`: (total ns, ns of the launches labelled `label`).
-pub(crate) fn best_ns(ctx: &GpuContext, d: &[Dispatch], label: &str) -> (f64, f64) {
-    let refs: Vec<&Dispatch> = d.iter().collect();
-    ctx.run("warm-up", &refs).unwrap();
-    let mut best = (f64::INFINITY, 0.0);
-    for _ in 0..5 {
-        let times = qwgpu_kernels::profile::time_dispatches(ctx, &refs).unwrap();
-        let all: f64 = times.iter().map(|(_, t)| t).sum();
-        let part: f64 = times
-            .iter()
-            .filter(|(l, _)| *l == label)
-            .map(|(_, t)| t)
-            .sum();
-        if all < best.0 {
-            best = (all, part);
-        }
-    }
-    best
-}
-
 /// TFLOP/s of the fast kernel's two variants (pre-pass included; its share
 /// printed) beside `mm_coop`'s variant of the same precision, on 9B prefill
 /// shapes, trusted modules, GPU timestamps; the largest difference of each
@@ -938,23 +919,9 @@ fn coop_fast_speed() {
         let mut outs = Vec::new();
         for (name, ctx, path) in variants {
             let gw = GpuWeight::upload(ctx, &pw).unwrap();
-            let x = ctx.upload("x", &xv).unwrap();
-            let y = ctx.storage("y", (t * width * 4) as u64).unwrap();
-            ctx.fill_f32(&y, 0.0);
-            let args = MatmulArgs {
-                x: &x,
-                x_offset: 0,
-                x_stride: cols as u32,
-                y: &y,
-                y_offset: 0,
-                y_stride: width as u32,
-                t: t as u32,
-            };
-            let d = matmul_with(ctx, &gw, &args, epi, path).unwrap();
-            let refs: Vec<&Dispatch> = d.iter().collect();
-            // Accumulate: one clean run for the comparison, then the timed runs.
-            ctx.run("first", &refs).unwrap();
-            outs.push(ctx.read_f32(&y, 0, t * width).unwrap());
+            let io = Dense::new(ctx, &xv, t, cols, width);
+            let d = matmul_with(ctx, &gw, &io.args(), epi, path).unwrap();
+            outs.push(io.first_rows(ctx, &d, t));
             let (ns, prep) = best_ns(ctx, &d, "matmul_fast_x");
             eprintln!(
                 "BENCH {adapter} {name} T={t} W=[{rows},{cols}] {epi:?} {dtype:?}: {us:.1} µs = \
@@ -966,29 +933,13 @@ fn coop_fast_speed() {
             );
         }
         for (a, b) in [(0, 1), (2, 3)] {
-            let scale = outs[a].iter().fold(0f32, |m, v| m.max(v.abs()));
-            // NaN anywhere makes the difference NaN (and fails the check).
-            let diff = outs[a]
-                .iter()
-                .zip(&outs[b])
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, |m, d| {
-                    if d.is_nan() || m.is_nan() {
-                        f32::NAN
-                    } else {
-                        m.max(d)
-                    }
-                });
+            let rel = max_rel_diff(&outs[b], &outs[a]);
             let (na, nb) = (variants[a].0, variants[b].0);
-            eprintln!(
-                "BENCH   {nb} vs {na}: max |Δ| / max |y| = {rel:.2e}",
-                rel = diff / scale
-            );
+            eprintln!("BENCH   {nb} vs {na}: max |Δ| / max |y| = {rel:.2e}");
             assert!(
-                diff / scale < 1e-4,
+                rel < 1e-4,
                 "W=[{rows},{cols}] T={t} {epi:?} {dtype:?}: {nb} differs from {na} by {rel:e} of \
-                 max |y|",
-                rel = diff / scale
+                 max |y|"
             );
         }
     }

@@ -910,7 +910,8 @@ fn int4_coop_matches_reference(seed: u64, fast: bool) {
 #[test]
 #[ignore = "benchmark: run with -- --ignored int4_dense_gemm_bench_27b"]
 fn int4_dense_gemm_bench_27b() {
-    use qwgpu_kernels::{ContextOptions, Dispatch, MatmulPrecision};
+    use qwgpu_kernels::{ContextOptions, MatmulPrecision};
+    use support::bench::{best_ns, max_rel_diff, Dense};
     let trusted = ContextOptions {
         runtime_checks: Some(false),
         ..Default::default()
@@ -962,25 +963,9 @@ fn int4_dense_gemm_bench_27b() {
             let mut first: Option<Vec<f32>> = None;
             for (name, c) in &contexts {
                 let gw = upload_int4(c, wname, &q.host()).unwrap();
-                let x = c.upload("x", &xv).unwrap();
-                let y = c.storage("y", (t * width * 4) as u64).unwrap();
-                let args = MatmulArgs {
-                    x: &x,
-                    x_offset: 0,
-                    x_stride: cols as u32,
-                    y: &y,
-                    y_offset: 0,
-                    y_stride: width as u32,
-                    t: t as u32,
-                };
-                let d = matmul(c, &gw, &args, *epi).unwrap();
-                let refs: Vec<&Dispatch> = d.iter().collect();
-                c.run("warm-up", &refs).unwrap();
-                let mut best = f64::INFINITY;
-                for _ in 0..5 {
-                    let times = qwgpu_kernels::profile::time_dispatches(c, &refs).unwrap();
-                    best = best.min(times.iter().map(|(_, ns)| ns).sum::<f64>());
-                }
+                let io = Dense::new(c, &xv, t, cols, width);
+                let d = matmul(c, &gw, &io.args(), *epi).unwrap();
+                let (best, _) = best_ns(c, &d, "");
                 eprintln!(
                     "BENCH {adapter} int4 27B {wname} [{rows}, {cols}] T={t} {name} ({label}): \
                      {us:.1} µs = {tflops:.1} TFLOP/s",
@@ -989,18 +974,13 @@ fn int4_dense_gemm_bench_27b() {
                     us = best / 1e3,
                     tflops = flop / best / 1e3
                 );
-                let got = c.read_f32(&y, 0, 8 * width).unwrap();
+                let got = c.read_f32(&io.y, 0, 8 * width).unwrap();
                 match &first {
                     None => first = Some(got),
                     Some(b) => {
-                        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-                        let diff = got
-                            .iter()
-                            .zip(b)
-                            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
                         eprintln!(
                             "BENCH   {name} vs exact, first 8 rows: max |Δ| / max |y| = {rel:.2e}",
-                            rel = diff / scale
+                            rel = max_rel_diff(&got, b)
                         );
                     }
                 }

@@ -5,6 +5,7 @@
 // Each test binary uses part of this module.
 #![allow(unused_imports, dead_code)]
 
+pub mod bench;
 pub mod matmul_case;
 pub mod spirv;
 

@@ -1,0 +1,89 @@
+//! What the dense GEMM benchmarks (ignored tests, run on the GPU machine)
+//! share: their buffers, GPU-timestamp timing, and how far one kernel's
+//! output is from another's.
+
+use qwgpu_kernels::matmul::MatmulArgs;
+use qwgpu_kernels::{Dispatch, GpuContext};
+
+/// x (uploaded) and y (zeroed) of a dense matmul of `t` tokens of `cols`
+/// columns into `width` outputs, rows contiguous.
+pub struct Dense {
+    pub x: qwgpu_kernels::wgpu::Buffer,
+    pub y: qwgpu_kernels::wgpu::Buffer,
+    t: usize,
+    cols: usize,
+    width: usize,
+}
+
+impl Dense {
+    pub fn new(ctx: &GpuContext, xv: &[f32], t: usize, cols: usize, width: usize) -> Self {
+        let x = ctx.upload("x", xv).unwrap();
+        let y = ctx.storage("y", (t * width * 4) as u64).unwrap();
+        ctx.fill_f32(&y, 0.0);
+        Self {
+            x,
+            y,
+            t,
+            cols,
+            width,
+        }
+    }
+
+    pub fn args(&self) -> MatmulArgs<'_> {
+        MatmulArgs {
+            x: &self.x,
+            x_offset: 0,
+            x_stride: self.cols as u32,
+            y: &self.y,
+            y_offset: 0,
+            y_stride: self.width as u32,
+            t: self.t as u32,
+        }
+    }
+
+    /// Runs `d` once (before the timed runs: Accumulate adds to y on each)
+    /// and reads y's first `rows` rows.
+    pub fn first_rows(&self, ctx: &GpuContext, d: &[Dispatch], rows: usize) -> Vec<f32> {
+        let refs: Vec<&Dispatch> = d.iter().collect();
+        ctx.run("first", &refs).unwrap();
+        ctx.read_f32(&self.y, 0, rows * self.width).unwrap()
+    }
+}
+
+/// Best of 5 GPU-timestamp runs of `d` after a warm-up: (total ns, ns of the
+/// launches labelled `label`).
+pub fn best_ns(ctx: &GpuContext, d: &[Dispatch], label: &str) -> (f64, f64) {
+    let refs: Vec<&Dispatch> = d.iter().collect();
+    ctx.run("warm-up", &refs).unwrap();
+    let mut best = (f64::INFINITY, 0.0);
+    for _ in 0..5 {
+        let times = qwgpu_kernels::profile::time_dispatches(ctx, &refs).unwrap();
+        let all: f64 = times.iter().map(|(_, t)| t).sum();
+        let part: f64 = times
+            .iter()
+            .filter(|(l, _)| *l == label)
+            .map(|(_, t)| t)
+            .sum();
+        if all < best.0 {
+            best = (all, part);
+        }
+    }
+    best
+}
+
+/// max |a − b| / max |b|; NaN anywhere makes it NaN (and fails a check).
+pub fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = a
+        .iter()
+        .zip(b)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, |m, d| {
+            if d.is_nan() || m.is_nan() {
+                f32::NAN
+            } else {
+                m.max(d)
+            }
+        });
+    diff / scale
+}
