@@ -29,12 +29,15 @@
 use qwgpu_checkpoint::Dtype;
 use qwgpu_kernels::coop_peak::{peak_gemm, Feed, Tiling};
 use qwgpu_kernels::matmul::{coop_f16, coop_fast, matmul_with, Epilogue, MatmulArgs, MatmulPath};
+use qwgpu_kernels::testing::cases::matmul::Strided;
 use qwgpu_kernels::testing::{self, Feature};
 use qwgpu_kernels::{ContextOptions, GpuContext, GpuWeight, KernelError, MatmulPrecision};
 use qwgpu_loader::{PackedWeight, ScaleScheme};
 use qwgpu_ops::rng::Rng;
 
-use crate::matmul_coop_fast::{context_with, fast_round_row, row_max, run, scale_exp, wide_row};
+use crate::matmul_coop_fast::{
+    context_with, fast_round_row, gemm_contexts, row_max, run, scale_exp, wide_row,
+};
 
 mod support;
 use support::bench::{best_ns, max_rel_diff, Dense};
@@ -394,11 +397,6 @@ fn coop_f16_emulated_matches_reference() {
 /// The cases of the GEMM tests in `precision`; `emulated`: on the scalar
 /// emulation (contexts with f16), else on the adapter's cooperative matrices.
 fn gemm_cases(seed: u64, precision: MatmulPrecision, emulated: bool) {
-    let needs = if emulated {
-        Feature::F16
-    } else {
-        Feature::CooperativeMatrix
-    };
     // (rows, cols)
     let sizes: &[(usize, usize)] = if emulated {
         &[(258, 100), (130, 37)]
@@ -429,18 +427,7 @@ fn gemm_cases(seed: u64, precision: MatmulPrecision, emulated: bool) {
     } else {
         &[17, 131, 300]
     };
-    let contexts = testing::contexts_with(&[needs]);
-    let contexts: Vec<_> = if emulated {
-        // The emulation compiles slowly on a CPU adapter: one context.
-        let pick = contexts
-            .iter()
-            .position(|t| t.variant == testing::Variant::Trusted)
-            .unwrap_or(0);
-        contexts.into_iter().skip(pick).take(1).collect()
-    } else {
-        contexts
-    };
-    for t in contexts {
+    for t in gemm_contexts(emulated) {
         let mut rng = Rng::new(seed);
         let mut cases = 0;
         let mut ctx = context_with(t, precision);
@@ -515,22 +502,18 @@ fn check_case(
     let (rows, cols) = (gw.rows, gw.cols);
     let swiglu = epi == Epilogue::SwiGlu;
     let width = if swiglu { rows / 2 } else { rows };
-    let x_off = (rng.uniform() * 5.0) as usize;
-    let x_stride = cols + (rng.uniform() * 3.0) as usize;
-    let y_off = (rng.uniform() * 5.0) as usize;
-    let y_stride = width + (rng.uniform() * 3.0) as usize;
-    let mut xbuf = vec![f32::NAN; x_off + (tokens - 1) * x_stride + cols + 3];
+    let s = Strided::random(rng, tokens, cols, width);
+    let Strided {
+        x_off,
+        x_stride,
+        y_off,
+        y_stride,
+        ..
+    } = s;
     let xrows: Vec<Vec<f32>> = (0..tokens).map(|i| wide_row(rng, cols, i % 5)).collect();
-    for (i, r) in xrows.iter().enumerate() {
-        xbuf[x_off + i * x_stride..][..cols].copy_from_slice(r);
-    }
-    let ylen = y_off + (tokens - 1) * y_stride + width + 2;
-    let init = if epi == Epilogue::Accumulate {
-        rng.normal_vec(ylen)
-    } else {
-        vec![f32::NAN; ylen]
-    };
-    let x = ctx.upload("x", &xbuf).unwrap();
+    let init = s.y_init(rng, width, epi);
+    let ylen = init.len();
+    let x = ctx.upload("x", &s.x_buf(&xrows)).unwrap();
     let what = format!(
         "{t_name} seed {seed:#x} {format:?} block_cols {bc} [{rows}, {cols}] T={tokens} {epi:?} \
          x_off {x_off} x_stride {x_stride} y_off {y_off} y_stride {y_stride} blocked {blocked} \
@@ -540,15 +523,7 @@ fn check_case(
         bc = gw.block_cols
     );
     let y = ctx.upload("y", &init).unwrap();
-    let args = MatmulArgs {
-        x: &x,
-        x_offset: x_off as u32,
-        x_stride: x_stride as u32,
-        y: &y,
-        y_offset: y_off as u32,
-        y_stride: y_stride as u32,
-        t: tokens as u32,
-    };
+    let args = s.args(&x, &y);
     let go = || {
         let d = matmul_with(ctx, gw, &args, epi, MatmulPath::CoopF16)
             .unwrap_or_else(|e| panic!("{what}: {e}"));

@@ -25,6 +25,7 @@
 
 use qwgpu_checkpoint::Dtype;
 use qwgpu_kernels::matmul::{coop_fast, matmul_with, Epilogue, MatmulArgs, MatmulPath};
+use qwgpu_kernels::testing::cases::matmul::Strided;
 use qwgpu_kernels::testing::{self, Feature};
 use qwgpu_kernels::{
     ContextOptions, Dispatch, GpuContext, GpuWeight, KernelError, MatmulPrecision, WeightFormat,
@@ -419,11 +420,6 @@ fn coop_fast_emulated_matches_reference() {
 /// emulation of the cooperative-matrix operations (contexts with f16), else
 /// on the adapter's (contexts with cooperative matrices).
 fn gemm_cases(seed: u64, precision: MatmulPrecision, emulated: bool) {
-    let needs = if emulated {
-        Feature::F16
-    } else {
-        Feature::CooperativeMatrix
-    };
     let path = if precision == MatmulPrecision::Fast {
         MatmulPath::CoopFast
     } else {
@@ -452,19 +448,7 @@ fn gemm_cases(seed: u64, precision: MatmulPrecision, emulated: bool) {
     } else {
         &[17, 131, 300]
     };
-    let contexts = testing::contexts_with(&[needs]);
-    // The emulation compiles slowly on a CPU adapter: one context (trusted
-    // modules where selected), one pipeline per format and variant.
-    let contexts: Vec<_> = if emulated {
-        let pick = contexts
-            .iter()
-            .position(|t| t.variant == testing::Variant::Trusted)
-            .unwrap_or(0);
-        contexts.into_iter().skip(pick).take(1).collect()
-    } else {
-        contexts
-    };
-    for t in contexts {
+    for t in gemm_contexts(emulated) {
         let mut rng = Rng::new(seed);
         let mut cases = 0;
         let mut ctx = context_with(t, precision);
@@ -534,6 +518,22 @@ fn gemm_cases(seed: u64, precision: MatmulPrecision, emulated: bool) {
     }
 }
 
+/// The contexts of the GEMM tests: on the scalar emulation (`emulated`) one
+/// context with f16 (it compiles slowly on a CPU adapter: trusted modules
+/// where selected, one pipeline per format and variant), else every context
+/// with cooperative matrices. `coop_f16`'s tests take them too.
+pub(crate) fn gemm_contexts(emulated: bool) -> Vec<&'static testing::TestContext> {
+    if !emulated {
+        return testing::contexts_with(&[Feature::CooperativeMatrix]);
+    }
+    let contexts = testing::contexts_with(&[Feature::F16]);
+    let pick = contexts
+        .iter()
+        .position(|t| t.variant == testing::Variant::Trusted)
+        .unwrap_or(0);
+    contexts.into_iter().skip(pick).take(1).collect()
+}
+
 /// One case of [`gemm_cases`].
 struct Case {
     seed: u64,
@@ -569,22 +569,18 @@ fn check_case(
     } else {
         rows
     };
-    let x_off = (rng.uniform() * 5.0) as usize;
-    let x_stride = cols + (rng.uniform() * 3.0) as usize;
-    let y_off = (rng.uniform() * 5.0) as usize;
-    let y_stride = width + (rng.uniform() * 3.0) as usize;
-    let mut xbuf = vec![f32::NAN; x_off + (tokens - 1) * x_stride + cols + 3];
+    let s = Strided::random(rng, tokens, cols, width);
+    let Strided {
+        x_off,
+        x_stride,
+        y_off,
+        y_stride,
+        ..
+    } = s;
     let xrows: Vec<Vec<f32>> = (0..tokens).map(|i| wide_row(rng, cols, i % 5)).collect();
-    for (i, r) in xrows.iter().enumerate() {
-        xbuf[x_off + i * x_stride..][..cols].copy_from_slice(r);
-    }
-    let ylen = y_off + (tokens - 1) * y_stride + width + 2;
-    let init = if epi == Epilogue::Accumulate {
-        rng.normal_vec(ylen)
-    } else {
-        vec![f32::NAN; ylen]
-    };
-    let x = ctx.upload("x", &xbuf).unwrap();
+    let init = s.y_init(rng, width, epi);
+    let ylen = init.len();
+    let x = ctx.upload("x", &s.x_buf(&xrows)).unwrap();
     let what = format!(
         "{t_name} seed {seed:#x} {format:?} [{rows}, {cols}] T={tokens} {epi:?} x_off {x_off} \
          x_stride {x_stride} y_off {y_off} y_stride {y_stride} blocked {blocked} {path:?} \
@@ -594,16 +590,7 @@ fn check_case(
     );
     let go = |path: MatmulPath| -> Vec<f32> {
         let y = ctx.upload("y", &init).unwrap();
-        let args = MatmulArgs {
-            x: &x,
-            x_offset: x_off as u32,
-            x_stride: x_stride as u32,
-            y: &y,
-            y_offset: y_off as u32,
-            y_stride: y_stride as u32,
-            t: tokens as u32,
-        };
-        let d = matmul_with(ctx, gw, &args, epi, path)
+        let d = matmul_with(ctx, gw, &s.args(&x, &y), epi, path)
             .unwrap_or_else(|e| panic!("{what} {path:?}: {e}"));
         run(ctx, &d);
         ctx.read_f32(&y, 0, ylen).unwrap()
