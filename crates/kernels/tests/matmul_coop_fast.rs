@@ -570,21 +570,13 @@ fn check_case(
         rows
     };
     let s = Strided::random(rng, tokens, cols, width);
-    let Strided {
-        x_off,
-        x_stride,
-        y_off,
-        y_stride,
-        ..
-    } = s;
     let xrows: Vec<Vec<f32>> = (0..tokens).map(|i| wide_row(rng, cols, i % 5)).collect();
     let init = s.y_init(rng, width, epi);
     let ylen = init.len();
     let x = ctx.upload("x", &s.x_buf(&xrows)).unwrap();
     let what = format!(
-        "{t_name} seed {seed:#x} {format:?} [{rows}, {cols}] T={tokens} {epi:?} x_off {x_off} \
-         x_stride {x_stride} y_off {y_off} y_stride {y_stride} blocked {blocked} {path:?} \
-         emulated {emulated}",
+        "{t_name} seed {seed:#x} {format:?} [{rows}, {cols}] T={tokens} {epi:?} {s} \
+         blocked {blocked} {path:?} emulated {emulated}",
         t_name = t.name,
         format = gw.format
     );
@@ -649,7 +641,7 @@ fn check_case(
             } else {
                 e
             };
-            let i = y_off + ti * y_stride + c;
+            let i = s.y_index(ti, c);
             if epi == Epilogue::Accumulate {
                 w += init[i] as f64;
                 tol += 1e-6 * init[i].abs() as f64;

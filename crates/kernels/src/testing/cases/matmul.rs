@@ -134,6 +134,11 @@ impl Strided {
         }
     }
 
+    /// The index in y of output `c` of token `ti`.
+    pub fn y_index(&self, ti: usize, c: usize) -> usize {
+        self.y_off + ti * self.y_stride + c
+    }
+
     /// The matmul's arguments over `x` and `y`.
     pub fn args<'a>(&self, x: &'a wgpu::Buffer, y: &'a wgpu::Buffer) -> MatmulArgs<'a> {
         MatmulArgs {
@@ -145,6 +150,23 @@ impl Strided {
             y_stride: self.y_stride as u32,
             t: self.tokens as u32,
         }
+    }
+}
+
+/// As in the cases' messages.
+impl std::fmt::Display for Strided {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self {
+            x_off,
+            x_stride,
+            y_off,
+            y_stride,
+            ..
+        } = self;
+        write!(
+            f,
+            "x_off {x_off} x_stride {x_stride} y_off {y_off} y_stride {y_stride}"
+        )
     }
 }
 
@@ -228,14 +250,7 @@ pub async fn dense_case_rel(
     } else {
         Strided::random(rng, tokens, cols, width)
     };
-    let Strided {
-        x_off,
-        x_stride,
-        y_off,
-        y_stride,
-        ..
-    } = s;
-    let (xbuf, xrows) = make_x(rng, x_off, x_stride, tokens, cols);
+    let (xbuf, xrows) = make_x(rng, s.x_off, s.x_stride, tokens, cols);
     let init = s.y_init(rng, width, epi);
     let ylen = init.len();
     let x = ctx.upload("x", &xbuf).unwrap();
@@ -250,7 +265,7 @@ pub async fn dense_case_rel(
         for c in 0..width {
             let (mut w, tol) =
                 weights::expected(xr, wdq, cols, rows, c, epi == Epilogue::SwiGlu, rel);
-            let i = y_off + ti * y_stride + c;
+            let i = s.y_index(ti, c);
             let mut tol = tol;
             if epi == Epilogue::Accumulate {
                 w += init[i] as f64;
@@ -259,10 +274,7 @@ pub async fn dense_case_rel(
             want[i] = Some((w, tol));
         }
     }
-    let what = format!(
-        "{t_name} {what} T={tokens} {epi:?} x_off {x_off} x_stride {x_stride} y_off {y_off} y_stride {y_stride}",
-        t_name = t.name
-    );
+    let what = format!("{t_name} {what} T={tokens} {epi:?} {s}", t_name = t.name);
     weights::check(&got, &init, &want, &what);
 }
 
