@@ -36,7 +36,7 @@ use qwgpu_loader::{PackedWeight, ScaleScheme};
 use qwgpu_ops::rng::Rng;
 
 use crate::matmul_coop_fast::{
-    context_with, fast_round_row, gemm_contexts, row_max, run, scale_exp, wide_row,
+    context_with, fast_round_row, gemm_contexts, row_max, run, scale_exp, test_weight, wide_row,
 };
 
 mod support;
@@ -47,41 +47,6 @@ use support::Scheme;
 const EPILOGUES: [Epilogue; 3] = [Epilogue::Store, Epilogue::Accumulate, Epilogue::SwiGlu];
 /// f32 accumulation only (x' and w exact in f16).
 const REL: f64 = 1e-5;
-
-/// A test weight of `shards` shards (their own scales), normal values.
-fn test_weight(
-    rng: &mut Rng,
-    dtype: Dtype,
-    scheme: Scheme,
-    rows: usize,
-    cols: usize,
-    shards: usize,
-) -> PackedWeight {
-    let data = support::normal_data(rng, dtype, rows * cols);
-    let shards = shards.min(rows);
-    let mut parts = Vec::new();
-    let mut o = 0;
-    for i in 0..shards {
-        let n = if i + 1 == shards {
-            rows - o
-        } else {
-            rows / shards
-        };
-        parts.push((o, n));
-        o += n;
-    }
-    let mut draw = || 0.25 + 1.75 * rng.uniform();
-    support::packed_weight(
-        format!("w{rows}x{cols}"),
-        dtype,
-        rows,
-        cols,
-        &parts,
-        scheme,
-        data,
-        &mut draw,
-    )
-}
 
 /// Scale of element `(r, c)` of `pw`, read from the loader's scheme.
 fn scale_of(pw: &PackedWeight, r: usize, c: usize) -> f32 {

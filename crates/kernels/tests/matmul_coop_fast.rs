@@ -352,9 +352,9 @@ pub(crate) fn context_with(t: &testing::TestContext, precision: MatmulPrecision)
     .unwrap()
 }
 
-/// The weights of the GEMM test: (name, dtype, scheme, shard row splits as
-/// fractions of the rows: several shards with their own scales).
-fn test_weight(
+/// A weight of the GEMM tests: `shards` shards (at most one per row) with
+/// their own scales, normal values (`coop_f16`'s tests take it too).
+pub(crate) fn test_weight(
     rng: &mut Rng,
     dtype: Dtype,
     scheme: Scheme,
@@ -363,6 +363,7 @@ fn test_weight(
     shards: usize,
 ) -> qwgpu_loader::PackedWeight {
     let data = support::normal_data(rng, dtype, rows * cols);
+    let shards = shards.min(rows);
     let mut parts = Vec::new();
     let mut o = 0;
     for i in 0..shards {
