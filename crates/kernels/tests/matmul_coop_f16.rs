@@ -28,7 +28,7 @@
 
 use qwgpu_checkpoint::Dtype;
 use qwgpu_kernels::coop_peak::{peak_gemm, Feed, Tiling};
-use qwgpu_kernels::matmul::{coop_f16, coop_fast, matmul_with, Epilogue, MatmulArgs, MatmulPath};
+use qwgpu_kernels::matmul::{coop_f16, coop_fast, matmul_with, Epilogue, MatmulPath};
 use qwgpu_kernels::testing::cases::matmul::Strided;
 use qwgpu_kernels::testing::{self, Feature};
 use qwgpu_kernels::{ContextOptions, GpuContext, GpuWeight, KernelError, MatmulPrecision};
@@ -41,6 +41,7 @@ use crate::matmul_coop_fast::{
 
 mod support;
 use support::bench::{best_ns, max_rel_diff, Dense};
+use support::matmul_case::contiguous;
 use support::spirv::{self, Translator};
 use support::Scheme;
 
@@ -312,15 +313,7 @@ fn coop_f16_is_unsupported_where_it_cannot_run() {
             let gw = GpuWeight::upload(&exact, &pw).unwrap();
             let x = exact.upload("x", &vec![1f32; 200 * 20]).unwrap();
             let y = exact.storage("y", 8 * 20 * 4).unwrap();
-            let args = MatmulArgs {
-                x: &x,
-                x_offset: 0,
-                x_stride: 200,
-                y: &y,
-                y_offset: 0,
-                y_stride: 8,
-                t: 20,
-            };
+            let args = contiguous(&x, &y, 20, 200, 8);
             let got = matmul_with(&exact, &gw, &args, Epilogue::Store, MatmulPath::CoopF16);
             assert_eq!(
                 matches!(got, Err(KernelError::Unsupported { .. })),
@@ -569,15 +562,7 @@ fn labels(
     let gw = GpuWeight::upload(ctx, pw).unwrap();
     let x = ctx.storage("x", (4 * tokens * cols) as u64).unwrap();
     let y = ctx.storage("y", (4 * tokens * rows) as u64).unwrap();
-    let args = MatmulArgs {
-        x: &x,
-        x_offset: 0,
-        x_stride: cols as u32,
-        y: &y,
-        y_offset: 0,
-        y_stride: rows as u32,
-        t: tokens as u32,
-    };
+    let args = contiguous(&x, &y, tokens, cols, rows);
     matmul_with(ctx, &gw, &args, Epilogue::Store, path)
         .unwrap()
         .iter()

@@ -24,7 +24,7 @@
 //!   fast variant: `-- --ignored --exact matmul_coop_fast::coop_fast_speed`.
 
 use qwgpu_checkpoint::Dtype;
-use qwgpu_kernels::matmul::{coop_fast, matmul_with, Epilogue, MatmulArgs, MatmulPath};
+use qwgpu_kernels::matmul::{coop_fast, matmul_with, Epilogue, MatmulPath};
 use qwgpu_kernels::testing::cases::matmul::Strided;
 use qwgpu_kernels::testing::{self, Feature};
 use qwgpu_kernels::{
@@ -34,6 +34,7 @@ use qwgpu_ops::rng::Rng;
 
 mod support;
 use support::bench::{best_ns, max_rel_diff, Dense};
+use support::matmul_case::contiguous;
 use support::spirv::{self, Translator};
 use support::Scheme;
 
@@ -316,15 +317,7 @@ fn coop_fast_is_unsupported_without_cooperative_matrices() {
         let gw = GpuWeight::upload(ctx, &pw).unwrap();
         let x = ctx.upload("x", &vec![1f32; 40 * 20]).unwrap();
         let y = ctx.storage("y", 8 * 20 * 4).unwrap();
-        let args = MatmulArgs {
-            x: &x,
-            x_offset: 0,
-            x_stride: 40,
-            y: &y,
-            y_offset: 0,
-            y_stride: 8,
-            t: 20,
-        };
+        let args = contiguous(&x, &y, 20, 40, 8);
         for path in [MatmulPath::CoopFast, MatmulPath::CoopFastExact] {
             match matmul_with(ctx, &gw, &args, Epilogue::Store, path) {
                 Err(KernelError::Unsupported { .. }) => {}
@@ -461,15 +454,7 @@ fn gemm_cases(seed: u64, precision: MatmulPrecision, emulated: bool) {
                 if gw.block_cols < gw.cols {
                     let y = ctx.storage("y", 4).unwrap();
                     let x = ctx.storage("x", (cols * 4) as u64).unwrap();
-                    let args = MatmulArgs {
-                        x: &x,
-                        x_offset: 0,
-                        x_stride: cols as u32,
-                        y: &y,
-                        y_offset: 0,
-                        y_stride: 1,
-                        t: 1,
-                    };
+                    let args = contiguous(&x, &y, 1, cols, 1);
                     let refused = || {
                         matches!(
                             matmul_with(&ctx, &gw, &args, Epilogue::Store, path),
@@ -677,15 +662,7 @@ fn auto_takes_the_fast_kernel_behind_its_switches() {
             let gw = GpuWeight::upload(ctx, &pw).unwrap();
             let x = ctx.upload("x", &xv).unwrap();
             let y = ctx.upload("y", &vec![f32::NAN; tokens * rows]).unwrap();
-            let args = MatmulArgs {
-                x: &x,
-                x_offset: 0,
-                x_stride: cols as u32,
-                y: &y,
-                y_offset: 0,
-                y_stride: rows as u32,
-                t: tokens as u32,
-            };
+            let args = contiguous(&x, &y, tokens, cols, rows);
             run(
                 ctx,
                 &matmul_with(ctx, &gw, &args, Epilogue::Store, path).unwrap(),
@@ -696,15 +673,7 @@ fn auto_takes_the_fast_kernel_behind_its_switches() {
             let gw = GpuWeight::upload(ctx, &pw).unwrap();
             let x = ctx.upload("x", &xv).unwrap();
             let y = ctx.storage("y", (4 * tokens * rows) as u64).unwrap();
-            let args = MatmulArgs {
-                x: &x,
-                x_offset: 0,
-                x_stride: cols as u32,
-                y: &y,
-                y_offset: 0,
-                y_stride: rows as u32,
-                t: tokens as u32,
-            };
+            let args = contiguous(&x, &y, tokens, cols, rows);
             matmul_with(ctx, &gw, &args, Epilogue::Store, path)
                 .unwrap()
                 .iter()

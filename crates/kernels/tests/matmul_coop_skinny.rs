@@ -35,6 +35,7 @@ use qwgpu_kernels::{
 
 mod support;
 use qwgpu_ops::rng::Rng;
+use support::matmul_case::contiguous;
 use support::spirv::{self, Translator};
 use support::Scheme;
 
@@ -612,15 +613,7 @@ fn recorded(
     let x = ctx.upload("x", &vec![0.5f32; tokens * cols]).unwrap();
     let y = ctx.upload("y", &vec![0f32; tokens * rows]).unwrap();
     let g = ctx.upload("norm weight", &vec![0.1f32; cols]).unwrap();
-    let args = MatmulArgs {
-        x: &x,
-        x_offset: 0,
-        x_stride: cols as u32,
-        y: &y,
-        y_offset: 0,
-        y_stride: rows as u32,
-        t: tokens as u32,
-    };
+    let args = contiguous(&x, &y, tokens, cols, rows);
     let fused = FusedNorm {
         weight: &g,
         eps: EPS,
@@ -667,15 +660,7 @@ fn auto_takes_skinny_in_the_tunings_token_range() {
             // GEMM whatever the tuning's range.
             let x = ctx.upload("x", &[0f32; 256 * 16]).unwrap();
             let y = ctx.upload("y", &[0f32; 4 * 16]).unwrap();
-            let args = MatmulArgs {
-                x: &x,
-                x_offset: 0,
-                x_stride: 256,
-                y: &y,
-                y_offset: 0,
-                y_stride: 4,
-                t: 16,
-            };
+            let args = contiguous(&x, &y, 16, 256, 4);
             let err = matmul_skinny_with(
                 ctx,
                 &bf16,
@@ -1148,15 +1133,7 @@ fn skinny_bandwidth() {
                         tokens: usize,
                         class: u8,
                         shape: Option<SkinnyShape>| {
-                let args = MatmulArgs {
-                    x,
-                    x_offset: 0,
-                    x_stride: cols as u32,
-                    y,
-                    y_offset: 0,
-                    y_stride: width as u32,
-                    t: tokens as u32,
-                };
+                let args = contiguous(x, y, tokens, cols, width);
                 let fused = FusedNorm {
                     weight: g,
                     eps: EPS,

@@ -25,7 +25,7 @@ use qwgpu_kernels::{testing, GpuContext, GpuWeight, Int4Gemv, KernelError, Small
 
 mod support;
 use qwgpu_ops::rng::Rng;
-use support::matmul_case::{self, moe_case, IDS_OFF};
+use support::matmul_case::{self, contiguous, moe_case, IDS_OFF};
 
 use cases::{make_q4, upload, REL, SHAPES};
 use qwgpu_kernels::testing::cases::int4 as cases;
@@ -229,15 +229,7 @@ fn int4_fused_norm() {
                 let x = ctx.upload("x", &xbuf).unwrap();
                 let y = ctx.upload("y", &init).unwrap();
                 let nwb = ctx.upload("norm weight", &nw).unwrap();
-                let args = MatmulArgs {
-                    x: &x,
-                    x_offset: 0,
-                    x_stride: x_stride as u32,
-                    y: &y,
-                    y_offset: 0,
-                    y_stride: width as u32,
-                    t: tokens as u32,
-                };
+                let args = contiguous(&x, &y, tokens, x_stride, width);
                 let norm = FusedNorm {
                     weight: &nwb,
                     eps: 1e-6,
@@ -648,15 +640,7 @@ fn int4_unsupported_paths_and_bad_weights_are_typed_errors() {
     let gw = upload(ctx, &q, true);
     let x = ctx.storage("x", 4 * 64 * 20).unwrap();
     let y = ctx.storage("y", 4 * 8 * 20).unwrap();
-    let args = MatmulArgs {
-        x: &x,
-        x_offset: 0,
-        x_stride: 64,
-        y: &y,
-        y_offset: 0,
-        y_stride: 8,
-        t: 20,
-    };
+    let args = contiguous(&x, &y, 20, 64, 8);
     match matmul_with(ctx, &gw, &args, Epilogue::Store, MatmulPath::Coop) {
         Err(KernelError::Unsupported { .. }) => {}
         Err(e) => panic!("forced coop on a 4-bit weight: wrong error {e}"),
@@ -836,15 +820,7 @@ fn int4_coop_matches_reference(seed: u64, fast: bool) {
                         };
                         let x = ctx.upload("x", &xbuf).unwrap();
                         let y = ctx.upload("y", &init).unwrap();
-                        let args = MatmulArgs {
-                            x: &x,
-                            x_offset: 0,
-                            x_stride: x_stride as u32,
-                            y: &y,
-                            y_offset: 0,
-                            y_stride: width as u32,
-                            t: tokens as u32,
-                        };
+                        let args = contiguous(&x, &y, tokens, x_stride, width);
                         let d = matmul(&ctx, &gw, &args, epi).unwrap();
                         let want_label = if f16 { "matmul_coop" } else { "matmul_tile" };
                         assert_eq!(d[0].label, want_label, "{f:?}", f = gw.format);
@@ -881,15 +857,7 @@ fn int4_coop_matches_reference(seed: u64, fast: bool) {
             let gw = upload(&ctx, &q, true);
             let x = ctx.storage("x", 4 * 64 * 20).unwrap();
             let y = ctx.storage("y", 4 * 40 * 20).unwrap();
-            let args = MatmulArgs {
-                x: &x,
-                x_offset: 0,
-                x_stride: 64,
-                y: &y,
-                y_offset: 0,
-                y_stride: 40,
-                t: 20,
-            };
+            let args = contiguous(&x, &y, 20, 64, 40);
             let d = matmul(&ctx, &gw, &args, Epilogue::Store).unwrap();
             assert_eq!(d[0].label, "matmul_tile", "{t_name}", t_name = t.name);
         }

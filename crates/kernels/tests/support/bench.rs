@@ -30,15 +30,7 @@ impl Dense {
     }
 
     pub fn args(&self) -> MatmulArgs<'_> {
-        MatmulArgs {
-            x: &self.x,
-            x_offset: 0,
-            x_stride: self.cols as u32,
-            y: &self.y,
-            y_offset: 0,
-            y_stride: self.width as u32,
-            t: self.t as u32,
-        }
+        super::matmul_case::contiguous(&self.x, &self.y, self.t, self.cols, self.width)
     }
 
     /// Runs `d` once (before the timed runs: Accumulate adds to y on each)
