@@ -68,14 +68,31 @@ struct Case {
     split: Vec<usize>,
 }
 
-/// The grouped GEMM under test: `matmul_grouped_with`'s signature without the path.
-type Gemm<'a> = &'a dyn Fn(
+/// A grouped GEMM under test: `matmul_grouped_with`'s signature without the
+/// path.
+trait GroupedGemm:
+    Fn(
     &GpuContext,
     &GpuWeight,
     &GroupedArgs,
     &GroupScratch,
     Epilogue,
-) -> Result<Vec<Dispatch>, KernelError>;
+) -> Result<Vec<Dispatch>, KernelError>
+{
+}
+
+impl<F> GroupedGemm for F where
+    F: Fn(
+        &GpuContext,
+        &GpuWeight,
+        &GroupedArgs,
+        &GroupScratch,
+        Epilogue,
+    ) -> Result<Vec<Dispatch>, KernelError>
+{
+}
+
+type Gemm<'a> = &'a dyn GroupedGemm;
 
 /// How `check_case` runs a case.
 struct Run<'a> {
@@ -930,13 +947,7 @@ fn direct_gemm(
     exact: bool,
     split: bool,
     skip: bool,
-) -> impl Fn(
-    &GpuContext,
-    &GpuWeight,
-    &GroupedArgs,
-    &GroupScratch,
-    Epilogue,
-) -> Result<Vec<Dispatch>, KernelError> {
+) -> impl GroupedGemm {
     direct_gemm_entry(source, "moe_group_coop", wg, exact, split, skip)
 }
 
@@ -949,14 +960,12 @@ fn direct_gemm_entry(
     exact: bool,
     split: bool,
     skip: bool,
-) -> impl Fn(
-    &GpuContext,
-    &GpuWeight,
-    &GroupedArgs,
-    &GroupScratch,
-    Epilogue,
-) -> Result<Vec<Dispatch>, KernelError> {
-    move |ctx, w, args, scratch, epi| {
+) -> impl GroupedGemm {
+    move |ctx: &GpuContext,
+          w: &GpuWeight,
+          args: &GroupedArgs,
+          scratch: &GroupScratch,
+          epi: Epilogue| {
         let wg = if wg == 0 {
             8 * ctx.caps.subgroup_sizes.1
         } else {
@@ -1351,6 +1360,24 @@ fn best_ns(ctx: &GpuContext, d: &[&Dispatch]) -> Vec<f64> {
     best
 }
 
+/// A benchmark's context: trusted modules, `precision`, `f16_matmul`.
+fn bench_context(precision: MatmulPrecision, f16_matmul: bool) -> GpuContext {
+    GpuContext::new(&ContextOptions {
+        precision,
+        f16_matmul,
+        runtime_checks: Some(false),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+/// `matmul_grouped_with` on `path`.
+fn library(path: MatmulPath) -> impl GroupedGemm {
+    move |c: &GpuContext, w: &GpuWeight, a: &GroupedArgs, s: &GroupScratch, e: Epilogue| {
+        matmul_grouped_with(c, w, a, s, e, path)
+    }
+}
+
 /// TFLOP/s of the scalar grouped GEMM (`matmul_grouped_with(.., Scalar)`,
 /// kernel `moe_group_gemm`) and the coop one (`moe_group_coop`: exact, fast
 /// and plain f16 variants as the library launches them, and exact / fast with
@@ -1366,25 +1393,8 @@ fn best_ns(ctx: &GpuContext, d: &[&Dispatch]) -> Vec<f64> {
 #[test]
 #[ignore = "benchmark: run with -- --ignored grouped_coop_bench_35b_a3b"]
 fn grouped_coop_bench_35b_a3b() {
-    let trusted = ContextOptions {
-        runtime_checks: Some(false),
-        ..Default::default()
-    };
-    let with = |precision, f16_matmul| {
-        GpuContext::new(&ContextOptions {
-            precision,
-            f16_matmul,
-            ..trusted.clone()
-        })
-        .unwrap()
-    };
-    let lib = |path: MatmulPath| {
-        move |c: &GpuContext, w: &GpuWeight, a: &GroupedArgs, s: &GroupScratch, e: Epilogue| {
-            matmul_grouped_with(c, w, a, s, e, path)
-        }
-    };
-    let scalar = lib(MatmulPath::Scalar);
-    let coop = lib(MatmulPath::Coop);
+    let scalar = library(MatmulPath::Scalar);
+    let coop = library(MatmulPath::Coop);
     // The library's kernel with SKIP on and off (the library takes
     // `coop::SKIP_EMPTY_ROWS`).
     let exact_skip = direct_gemm(&COOP_WGSL, 0, true, true, true);
@@ -1394,7 +1404,7 @@ fn grouped_coop_bench_35b_a3b() {
     // Per context (one weight upload each), the variants it runs.
     let groups: [(GpuContext, Vec<(&str, Gemm)>); 3] = [
         (
-            with(MatmulPrecision::Exact, false),
+            bench_context(MatmulPrecision::Exact, false),
             vec![
                 ("scalar", &scalar),
                 ("coop exact (library)", &coop),
@@ -1403,7 +1413,7 @@ fn grouped_coop_bench_35b_a3b() {
             ],
         ),
         (
-            with(MatmulPrecision::Fast, false),
+            bench_context(MatmulPrecision::Fast, false),
             vec![
                 ("coop fast (library)", &coop),
                 ("coop fast SKIP on", &fast_skip),
@@ -1411,7 +1421,7 @@ fn grouped_coop_bench_35b_a3b() {
             ],
         ),
         (
-            with(MatmulPrecision::Exact, true),
+            bench_context(MatmulPrecision::Exact, true),
             vec![("coop f16", &coop)],
         ),
     ];
@@ -1444,26 +1454,9 @@ fn grouped_coop_bench_35b_a3b() {
 #[test]
 #[ignore = "benchmark: run with -- --ignored grouped_coop_q4_bench_35b_a3b"]
 fn grouped_coop_q4_bench_35b_a3b() {
-    let trusted = ContextOptions {
-        runtime_checks: Some(false),
-        ..Default::default()
-    };
-    let with = |precision, f16_matmul| {
-        GpuContext::new(&ContextOptions {
-            precision,
-            f16_matmul,
-            ..trusted.clone()
-        })
-        .unwrap()
-    };
-    let lib = |path: MatmulPath| {
-        move |c: &GpuContext, w: &GpuWeight, a: &GroupedArgs, s: &GroupScratch, e: Epilogue| {
-            matmul_grouped_with(c, w, a, s, e, path)
-        }
-    };
-    let scalar = lib(MatmulPath::Scalar);
-    let auto = lib(MatmulPath::Auto);
-    let coop = lib(MatmulPath::Coop);
+    let scalar = library(MatmulPath::Scalar);
+    let auto = library(MatmulPath::Auto);
+    let coop = library(MatmulPath::Coop);
     let fast_skip = direct_gemm(&COOP_WGSL, 0, true, false, true);
     let fast_noskip = direct_gemm(&COOP_WGSL, 0, true, false, false);
     // The 4-bit staging kernel (coop_q4::STAGING_KERNEL), SKIP on.
@@ -1472,11 +1465,11 @@ fn grouped_coop_q4_bench_35b_a3b() {
     let (q4_fast, q4_f16) = (q4_kernel(true, false), q4_kernel(false, true));
     let groups: [(GpuContext, Vec<(&str, Gemm)>); 3] = [
         (
-            with(MatmulPrecision::Exact, false),
+            bench_context(MatmulPrecision::Exact, false),
             vec![("scalar", &scalar), ("coop exact (forced)", &coop)],
         ),
         (
-            with(MatmulPrecision::Fast, false),
+            bench_context(MatmulPrecision::Fast, false),
             vec![
                 ("coop fast (library Auto)", &auto),
                 ("coop fast SKIP on", &fast_skip),
@@ -1485,7 +1478,7 @@ fn grouped_coop_q4_bench_35b_a3b() {
             ],
         ),
         (
-            with(MatmulPrecision::Exact, true),
+            bench_context(MatmulPrecision::Exact, true),
             vec![
                 ("coop f16 (library Auto)", &auto),
                 ("coop_q4 kernel f16 SKIP on", &q4_f16),
