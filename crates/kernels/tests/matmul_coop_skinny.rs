@@ -597,6 +597,19 @@ fn bits_of(
         .collect()
 }
 
+/// Whether `Auto` gives the bits of `other` ([`bits_of`]).
+fn auto_is(
+    ctx: &GpuContext,
+    dtype: Dtype,
+    scheme: Scheme,
+    tokens: usize,
+    norm: bool,
+    other: Call,
+) -> bool {
+    let r = bits_of(ctx, dtype, scheme, tokens, norm, &[Call::Auto, other]);
+    same(&r[0], &r[1])
+}
+
 fn same(a: &[f32], b: &[f32]) -> bool {
     a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits())
 }
@@ -674,24 +687,21 @@ fn auto_takes_skinny_in_the_tunings_token_range() {
                 "{name}: the skinny kernel ran without cooperative matrices"
             );
             assert_eq!(decode_block_tokens(ctx, &bf16), MAX_VEC_T, "{name}");
-            let r = bits_of(
-                ctx,
-                Dtype::BF16,
-                Scheme::None,
-                16,
-                false,
-                &[Call::Auto, Call::Gemv],
+            assert!(
+                auto_is(ctx, Dtype::BF16, Scheme::None, 16, false, Call::Gemv),
+                "{name}: Auto at T=16 is not the GEMV"
             );
-            assert!(same(&r[0], &r[1]), "{name}: Auto at T=16 is not the GEMV");
-            let r = bits_of(
-                ctx,
-                Dtype::BF16,
-                Scheme::None,
-                33,
-                false,
-                &[Call::Auto, Call::Path(MatmulPath::Scalar)],
+            assert!(
+                auto_is(
+                    ctx,
+                    Dtype::BF16,
+                    Scheme::None,
+                    33,
+                    false,
+                    Call::Path(MatmulPath::Scalar)
+                ),
+                "{name}: Auto at T=33 is not the GEMM"
             );
-            assert!(same(&r[0], &r[1]), "{name}: Auto at T=33 is not the GEMM");
             let mut wide = GpuContext::new(&t.variant.options()).unwrap();
             wide.tuning.skinny_min_t = 2;
             wide.tuning.skinny_fused_norm = false;
@@ -725,16 +735,8 @@ fn auto_takes_skinny_in_the_tunings_token_range() {
             } else {
                 Call::Path(MatmulPath::Coop)
             };
-            let r = bits_of(
-                ctx,
-                Dtype::BF16,
-                Scheme::None,
-                tokens,
-                false,
-                &[Call::Auto, other],
-            );
             assert!(
-                same(&r[0], &r[1]),
+                auto_is(ctx, Dtype::BF16, Scheme::None, tokens, false, other),
                 "{name}: Auto at T={tokens} is not {other:?}"
             );
             let labels = recorded(ctx, &bf16, (4, 256), tokens, false);
@@ -744,52 +746,51 @@ fn auto_takes_skinny_in_the_tunings_token_range() {
                 "{name}: T={tokens} {labels:?}"
             );
             if skinny {
-                let r = bits_of(
-                    ctx,
-                    Dtype::F8E4M3,
-                    Scheme::PerChannel,
-                    tokens,
-                    true,
-                    &[Call::Auto, Call::Skinny(SkinnyShape::default())],
-                );
                 assert!(
-                    same(&r[0], &r[1]),
+                    auto_is(
+                        ctx,
+                        Dtype::F8E4M3,
+                        Scheme::PerChannel,
+                        tokens,
+                        true,
+                        Call::Skinny(SkinnyShape::default())
+                    ),
                     "{name}: matmul_normed at T={tokens} is not skinny"
                 );
             }
         }
-        let r = bits_of(
-            ctx,
-            Dtype::BF16,
-            Scheme::None,
-            65,
-            false,
-            &[Call::Auto, Call::Path(MatmulPath::Coop)],
-        );
-        assert!(same(&r[0], &r[1]), "{name}: Auto at T=65 is not mm_coop");
-        // 128² FP8 blocks: skinny; 48-column blocks stay on the GEMV.
-        let r = bits_of(
-            ctx,
-            Dtype::F8E4M3,
-            block,
-            17,
-            true,
-            &[Call::Auto, Call::Skinny(SkinnyShape::default())],
-        );
         assert!(
-            same(&r[0], &r[1]),
+            auto_is(
+                ctx,
+                Dtype::BF16,
+                Scheme::None,
+                65,
+                false,
+                Call::Path(MatmulPath::Coop)
+            ),
+            "{name}: Auto at T=65 is not mm_coop"
+        );
+        // 128² FP8 blocks: skinny; 48-column blocks stay on the GEMV.
+        assert!(
+            auto_is(
+                ctx,
+                Dtype::F8E4M3,
+                block,
+                17,
+                true,
+                Call::Skinny(SkinnyShape::default())
+            ),
             "{name}: FP8 128² blocks at T=17 are not skinny"
         );
-        let r = bits_of(
-            ctx,
-            Dtype::F8E4M3,
-            Scheme::Block([16, 48]),
-            16,
-            false,
-            &[Call::Auto, Call::Gemv],
-        );
         assert!(
-            same(&r[0], &r[1]),
+            auto_is(
+                ctx,
+                Dtype::F8E4M3,
+                Scheme::Block([16, 48]),
+                16,
+                false,
+                Call::Gemv
+            ),
             "{name}: FP8 16 × 48 blocks at T=16 left the GEMV"
         );
 
@@ -814,16 +815,8 @@ fn auto_takes_skinny_in_the_tunings_token_range() {
                 labels.iter().all(|l| l.0 != "matmul_coop_skinny"),
                 "{name}: T={tokens} {labels:?}"
             );
-            let r = bits_of(
-                &moved,
-                Dtype::BF16,
-                Scheme::None,
-                tokens,
-                false,
-                &[Call::Auto, other],
-            );
             assert!(
-                same(&r[0], &r[1]),
+                auto_is(&moved, Dtype::BF16, Scheme::None, tokens, false, other),
                 "{name}: bound 65, Auto at T={tokens} is not {other:?}"
             );
         }
@@ -886,28 +879,19 @@ fn auto_takes_skinny_in_the_tunings_token_range() {
         let bf16_off = probe(&off, Dtype::BF16, Scheme::None);
         assert!(skinny_tokens(&off).is_empty(), "{name}");
         assert_eq!(decode_block_tokens(&off, &bf16_off), MAX_VEC_T, "{name}");
-        let r = bits_of(
-            &off,
-            Dtype::BF16,
-            Scheme::None,
-            16,
-            false,
-            &[Call::Auto, Call::Gemv],
-        );
         assert!(
-            same(&r[0], &r[1]),
+            auto_is(&off, Dtype::BF16, Scheme::None, 16, false, Call::Gemv),
             "{name}: skinny off, Auto at T=16 is not the GEMV"
         );
-        let r = bits_of(
-            &off,
-            Dtype::BF16,
-            Scheme::None,
-            33,
-            false,
-            &[Call::Auto, Call::Path(MatmulPath::Coop)],
-        );
         assert!(
-            same(&r[0], &r[1]),
+            auto_is(
+                &off,
+                Dtype::BF16,
+                Scheme::None,
+                33,
+                false,
+                Call::Path(MatmulPath::Coop)
+            ),
             "{name}: skinny off, Auto at T=33 is not mm_coop"
         );
     }
