@@ -36,7 +36,7 @@ use qwgpu_loader::{PackedWeight, ScaleScheme};
 use qwgpu_ops::rng::Rng;
 
 use crate::matmul_coop_fast::{
-    context_with, fast_round_row, gemm_contexts, row_max, run, scale_exp, test_weight, wide_row,
+    context_with, fast_round_row, row_max, run, scale_exp, test_weight, wide_row, Case, GemmLoops,
 };
 
 mod support;
@@ -45,7 +45,6 @@ use support::matmul_case::contiguous;
 use support::spirv::{self, Translator};
 use support::Scheme;
 
-const EPILOGUES: [Epilogue; 3] = [Epilogue::Store, Epilogue::Accumulate, Epilogue::SwiGlu];
 /// f32 accumulation only (x' and w exact in f16).
 const REL: f64 = 1e-5;
 
@@ -385,60 +384,26 @@ fn gemm_cases(seed: u64, precision: MatmulPrecision, emulated: bool) {
     } else {
         &[17, 131, 300]
     };
-    for t in gemm_contexts(emulated) {
-        let mut rng = Rng::new(seed);
-        let mut cases = 0;
-        let mut ctx = context_with(t, precision);
-        for &(dtype, scheme, shards) in &formats {
-            for &(rows, cols) in sizes {
-                let pw = test_weight(&mut rng, dtype, scheme, rows, cols, shards);
-                let wdq = qwgpu_loader::dequantize(&pw).unwrap();
-                let gw = GpuWeight::upload(&ctx, &pw).unwrap();
-                let blocks = gw.block_cols < gw.cols;
-                if blocks && precision == MatmulPrecision::Exact {
-                    continue;
-                }
-                for blocked in [false, true] {
-                    // Scratches below one tile: blocks of one 128-token tile
-                    // and of one 128-row tile.
-                    ctx.tuning.coop_fast_scratch = if blocked { 1 } else { coop_fast::SCRATCH_CAP };
-                    ctx.tuning.coop_f16_scratch = if blocked { 1 } else { coop_f16::W_SCRATCH_CAP };
-                    let last = tokens_list[tokens_list.len() - 1];
-                    for &tokens in tokens_list.iter().filter(|&&t| !blocked || t == last) {
-                        for epi in EPILOGUES {
-                            let case = Case {
-                                seed,
-                                tokens,
-                                epi,
-                                blocked,
-                                exact: precision == MatmulPrecision::Exact,
-                                emulated,
-                            };
-                            check_case(t, &ctx, &mut rng, &gw, &wdq, &case);
-                            cases += 1;
-                        }
-                    }
-                }
-            }
-        }
-        let least = if emulated { 20 } else { 60 };
-        assert!(
-            cases > least,
-            "{t_name}: only {cases} cases ran",
-            t_name = t.name
-        );
-    }
-}
-
-/// One case of [`gemm_cases`].
-struct Case {
-    seed: u64,
-    tokens: usize,
-    epi: Epilogue,
-    blocked: bool,
-    /// Exact precision (reference on x itself), else fast (on f16(x·s)/s).
-    exact: bool,
-    emulated: bool,
+    let loops = GemmLoops {
+        seed,
+        precision,
+        emulated,
+        formats: &formats,
+        sizes,
+        tokens_list,
+        least: if emulated { 20 } else { 60 },
+    };
+    // Block scales round in exact precision: not taken.
+    let takes = |_: &testing::TestContext, _: &GpuContext, gw: &GpuWeight| {
+        gw.block_cols >= gw.cols || precision != MatmulPrecision::Exact
+    };
+    // Scratches below one tile: blocks of one 128-token tile and of one
+    // 128-row tile.
+    let scratch = |ctx: &mut GpuContext, blocked: bool| {
+        ctx.tuning.coop_fast_scratch = if blocked { 1 } else { coop_fast::SCRATCH_CAP };
+        ctx.tuning.coop_f16_scratch = if blocked { 1 } else { coop_f16::W_SCRATCH_CAP };
+    };
+    loops.run(takes, scratch, check_case);
 }
 
 fn check_case(

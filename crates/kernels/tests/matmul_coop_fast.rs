@@ -414,11 +414,7 @@ fn coop_fast_emulated_matches_reference() {
 /// emulation of the cooperative-matrix operations (contexts with f16), else
 /// on the adapter's (contexts with cooperative matrices).
 fn gemm_cases(seed: u64, precision: MatmulPrecision, emulated: bool) {
-    let path = if precision == MatmulPrecision::Fast {
-        MatmulPath::CoopFast
-    } else {
-        MatmulPath::CoopFastExact
-    };
+    let path = path_of(precision == MatmulPrecision::Exact);
     // The emulation is slow on a CPU adapter: fewer, smaller cases (still
     // two token tiles, partial tiles and steps, and several blocks).
     let sizes: &[(usize, usize)] = if emulated {
@@ -442,73 +438,53 @@ fn gemm_cases(seed: u64, precision: MatmulPrecision, emulated: bool) {
     } else {
         &[17, 131, 300]
     };
-    for t in gemm_contexts(emulated) {
-        let mut rng = Rng::new(seed);
-        let mut cases = 0;
-        let mut ctx = context_with(t, precision);
-        for &(dtype, scheme, shards) in &formats {
-            for &(rows, cols) in sizes {
-                let pw = test_weight(&mut rng, dtype, scheme, rows, cols, shards);
-                let wdq = qwgpu_loader::dequantize(&pw).unwrap();
-                let gw = GpuWeight::upload(&ctx, &pw).unwrap();
-                if gw.block_cols < gw.cols {
-                    let y = ctx.storage("y", 4).unwrap();
-                    let x = ctx.storage("x", (cols * 4) as u64).unwrap();
-                    let args = contiguous(&x, &y, 1, cols, 1);
-                    let refused = || {
-                        matches!(
-                            matmul_with(&ctx, &gw, &args, Epilogue::Store, path),
-                            Err(KernelError::Unsupported { .. })
-                        )
-                    };
-                    assert!(
-                        if emulated {
-                            coop_fast::emulation::emulate(refused)
-                        } else {
-                            refused()
-                        },
-                        "{t_name}: block-scaled weight not refused",
-                        t_name = t.name
-                    );
-                    continue;
-                }
-                for blocked in [false, true] {
-                    // A scratch below one tile: blocks of one 128-token tile.
-                    ctx.tuning.coop_fast_scratch = if blocked { 1 } else { coop_fast::SCRATCH_CAP };
-                    // Blocks only change anything past one token tile (the
-                    // largest token count only: the GPU machine's test time).
-                    let last = tokens_list[tokens_list.len() - 1];
-                    for &tokens in tokens_list.iter().filter(|&&t| !blocked || t == last) {
-                        for epi in EPILOGUES {
-                            let case = Case {
-                                seed,
-                                tokens,
-                                epi,
-                                blocked,
-                                path,
-                                emulated,
-                            };
-                            check_case(t, &ctx, &mut rng, &gw, &wdq, &case);
-                            cases += 1;
-                        }
-                    }
-                }
-            }
+    let takes = |t: &testing::TestContext, ctx: &GpuContext, gw: &GpuWeight| {
+        if gw.block_cols >= gw.cols {
+            return true;
         }
-        let least = if emulated { 30 } else { 80 };
+        let cols = gw.cols;
+        let y = ctx.storage("y", 4).unwrap();
+        let x = ctx.storage("x", (cols * 4) as u64).unwrap();
+        let args = contiguous(&x, &y, 1, cols, 1);
+        let refused = || {
+            matches!(
+                matmul_with(ctx, gw, &args, Epilogue::Store, path),
+                Err(KernelError::Unsupported { .. })
+            )
+        };
         assert!(
-            cases > least,
-            "{t_name}: only {cases} cases ran",
+            if emulated {
+                coop_fast::emulation::emulate(refused)
+            } else {
+                refused()
+            },
+            "{t_name}: block-scaled weight not refused",
             t_name = t.name
         );
-    }
+        false
+    };
+    // A scratch below one tile: blocks of one 128-token tile.
+    let scratch = |ctx: &mut GpuContext, blocked: bool| {
+        ctx.tuning.coop_fast_scratch = if blocked { 1 } else { coop_fast::SCRATCH_CAP };
+    };
+    let least = if emulated { 30 } else { 80 };
+    let loops = GemmLoops {
+        seed,
+        precision,
+        emulated,
+        formats: &formats,
+        sizes,
+        tokens_list,
+        least,
+    };
+    loops.run(takes, scratch, check_case);
 }
 
 /// The contexts of the GEMM tests: on the scalar emulation (`emulated`) one
 /// context with f16 (it compiles slowly on a CPU adapter: trusted modules
 /// where selected, one pipeline per format and variant), else every context
-/// with cooperative matrices. `coop_f16`'s tests take them too.
-pub(crate) fn gemm_contexts(emulated: bool) -> Vec<&'static testing::TestContext> {
+/// with cooperative matrices.
+fn gemm_contexts(emulated: bool) -> Vec<&'static testing::TestContext> {
     if !emulated {
         return testing::contexts_with(&[Feature::CooperativeMatrix]);
     }
@@ -520,17 +496,94 @@ pub(crate) fn gemm_contexts(emulated: bool) -> Vec<&'static testing::TestContext
     contexts.into_iter().skip(pick).take(1).collect()
 }
 
-/// One case of [`gemm_cases`].
-struct Case {
-    seed: u64,
-    tokens: usize,
-    epi: Epilogue,
-    blocked: bool,
-    /// `CoopFast` (reference on the fast precision's rounded x) or
-    /// `CoopFastExact` (reference on x itself).
-    path: MatmulPath,
+/// The GEMM tests' loops (`coop_f16`'s too): on each of [`gemm_contexts`] a
+/// context of `precision` and an `Rng` of `seed`; per format `(dtype,
+/// scheme, shards)` and size `(rows, cols)` a [`test_weight`]; then, where
+/// the weight is taken, with the scratch at its default and below one tile
+/// (`blocked`), every token count (blocked: the largest only: blocks change
+/// nothing below one token tile, and the GPU machine's test time) and
+/// epilogue: more than `least` cases per context.
+pub(crate) struct GemmLoops<'a> {
+    pub seed: u64,
+    pub precision: MatmulPrecision,
+    pub emulated: bool,
+    pub formats: &'a [(Dtype, Scheme, usize)],
+    pub sizes: &'a [(usize, usize)],
+    pub tokens_list: &'a [usize],
+    pub least: usize,
+}
+
+impl GemmLoops<'_> {
+    /// `takes` says whether a weight runs (checking a refusal itself),
+    /// `scratch` sets the context's scratch for `blocked`, `check` checks a
+    /// case.
+    pub fn run(
+        &self,
+        takes: impl Fn(&testing::TestContext, &GpuContext, &GpuWeight) -> bool,
+        scratch: impl Fn(&mut GpuContext, bool),
+        check: impl Fn(&testing::TestContext, &GpuContext, &mut Rng, &GpuWeight, &[f32], &Case),
+    ) {
+        for t in gemm_contexts(self.emulated) {
+            let mut rng = Rng::new(self.seed);
+            let mut cases = 0;
+            let mut ctx = context_with(t, self.precision);
+            for &(dtype, scheme, shards) in self.formats {
+                for &(rows, cols) in self.sizes {
+                    let pw = test_weight(&mut rng, dtype, scheme, rows, cols, shards);
+                    let wdq = qwgpu_loader::dequantize(&pw).unwrap();
+                    let gw = GpuWeight::upload(&ctx, &pw).unwrap();
+                    if !takes(t, &ctx, &gw) {
+                        continue;
+                    }
+                    for blocked in [false, true] {
+                        scratch(&mut ctx, blocked);
+                        let last = self.tokens_list[self.tokens_list.len() - 1];
+                        for &tokens in self.tokens_list.iter().filter(|&&t| !blocked || t == last) {
+                            for epi in EPILOGUES {
+                                let case = Case {
+                                    seed: self.seed,
+                                    tokens,
+                                    epi,
+                                    blocked,
+                                    exact: self.precision == MatmulPrecision::Exact,
+                                    emulated: self.emulated,
+                                };
+                                check(t, &ctx, &mut rng, &gw, &wdq, &case);
+                                cases += 1;
+                            }
+                        }
+                    }
+                }
+            }
+            assert!(
+                cases > self.least,
+                "{t_name}: only {cases} cases ran",
+                t_name = t.name
+            );
+        }
+    }
+}
+
+/// One case of [`GemmLoops`].
+pub(crate) struct Case {
+    pub seed: u64,
+    pub tokens: usize,
+    pub epi: Epilogue,
+    pub blocked: bool,
+    /// Exact precision (reference on x itself), else fast (on the fast
+    /// precision's rounded x).
+    pub exact: bool,
     /// On the emulated cooperative-matrix operations.
-    emulated: bool,
+    pub emulated: bool,
+}
+
+/// This kernel's path in exact (`CoopFastExact`) or fast precision.
+fn path_of(exact: bool) -> MatmulPath {
+    if exact {
+        MatmulPath::CoopFastExact
+    } else {
+        MatmulPath::CoopFast
+    }
 }
 
 fn check_case(
@@ -546,9 +599,10 @@ fn check_case(
         tokens,
         epi,
         blocked,
-        path,
+        exact,
         emulated,
     } = *case;
+    let path = path_of(exact);
     let (rows, cols) = (gw.rows, gw.cols);
     let width = if epi == Epilogue::SwiGlu {
         rows / 2
