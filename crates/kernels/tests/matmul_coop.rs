@@ -22,7 +22,7 @@ use qwgpu_kernels::{wgpu, Dispatch, GpuContext, GpuWeight, KernelError, WeightFo
 
 mod support;
 use qwgpu_ops::rng::Rng;
-use support::bench::{best_ns, max_rel_diff, Dense};
+use support::bench::{best_ns, max_rel_diff, shape_inputs, trusted, Dense};
 use support::Scheme;
 
 const EPILOGUES: [Epilogue; 3] = [Epilogue::Store, Epilogue::Accumulate, Epilogue::SwiGlu];
@@ -510,24 +510,10 @@ fn variant(
 #[test]
 #[ignore = "benchmark: run with -- --ignored coop_vs_scalar_speed"]
 fn coop_vs_scalar_speed() {
-    // Trusted modules (no runtime checks) in every build: bounds-checked
-    // modules are what a test build compiles by default, and they measured
-    // about half as fast.
-    let trusted = qwgpu_kernels::ContextOptions {
-        runtime_checks: Some(false),
-        ..Default::default()
-    };
-    let ctx = GpuContext::new(&trusted).unwrap();
-    let ctx16 = GpuContext::new(&qwgpu_kernels::ContextOptions {
-        f16_matmul: true,
-        ..trusted.clone()
-    })
-    .unwrap();
-    let ctx_fast = GpuContext::new(&qwgpu_kernels::ContextOptions {
-        precision: qwgpu_kernels::MatmulPrecision::Fast,
-        ..trusted.clone()
-    })
-    .unwrap();
+    use qwgpu_kernels::MatmulPrecision::{Exact, Fast};
+    let ctx = trusted(Exact, false);
+    let ctx16 = trusted(Exact, true);
+    let ctx_fast = trusted(Fast, false);
     // The first shape comes again at the end: the order must not matter.
     let shapes = [
         (
@@ -553,13 +539,7 @@ fn coop_vs_scalar_speed() {
             Scheme::None
         };
         let pw = packed(&mut rng, dtype, rows, cols, scheme);
-        let xv = rng.normal_vec(t * cols);
-        let width = if epi == Epilogue::SwiGlu {
-            rows / 2
-        } else {
-            rows
-        };
-        let flop = 2.0 * (t * rows * cols) as f64;
+        let (xv, width, flop) = shape_inputs(&mut rng, (rows, cols, t), epi);
         let mut outs = Vec::new();
         for (name, c, path) in [
             ("scalar", &ctx, MatmulPath::Scalar),

@@ -31,7 +31,7 @@ use qwgpu_kernels::coop_peak::{peak_gemm, Feed, Tiling};
 use qwgpu_kernels::matmul::{coop_f16, coop_fast, matmul_with, Epilogue, MatmulPath};
 use qwgpu_kernels::testing::cases::matmul::Strided;
 use qwgpu_kernels::testing::{self, Feature};
-use qwgpu_kernels::{ContextOptions, GpuContext, GpuWeight, KernelError, MatmulPrecision};
+use qwgpu_kernels::{GpuContext, GpuWeight, KernelError, MatmulPrecision};
 use qwgpu_loader::{PackedWeight, ScaleScheme};
 use qwgpu_ops::rng::Rng;
 
@@ -40,7 +40,7 @@ use crate::matmul_coop_fast::{
 };
 
 mod support;
-use support::bench::{best_ns, max_rel_diff, Dense};
+use support::bench::{best_ns, coop_contexts, max_rel_diff, shape_inputs, Dense};
 use support::matmul_case::contiguous;
 use support::spirv::{self, Translator};
 use support::Scheme;
@@ -646,23 +646,7 @@ fn f16_words(v: &[f32]) -> Vec<u16> {
 #[test]
 #[ignore = "benchmark: run with -- --include-ignored --exact matmul_coop_f16::coop_f16_speed --nocapture"]
 fn coop_f16_speed() {
-    let open = |precision| {
-        GpuContext::new(&ContextOptions {
-            runtime_checks: Some(false),
-            precision,
-            ..Default::default()
-        })
-        .unwrap()
-    };
-    let (fast, exact) = (open(MatmulPrecision::Fast), open(MatmulPrecision::Exact));
-    assert!(
-        testing::require(
-            "coop_f16_speed",
-            &fast,
-            &[Feature::CooperativeMatrix, Feature::Timestamps]
-        ),
-        "the benchmark needs cooperative matrices and timestamps"
-    );
+    let (fast, exact) = coop_contexts("coop_f16_speed");
     let adapter = fast.info.name.clone();
     // (rows, cols, tokens, epilogue, format, scales)
     let shapes = [
@@ -710,13 +694,7 @@ fn coop_f16_speed() {
     let mut rng = Rng::new(0xf16_0004);
     for (rows, cols, t, epi, dtype, scheme) in shapes {
         let pw = support::packed_one_shard(&mut rng, dtype, rows, cols, scheme);
-        let xv = rng.normal_vec(t * cols);
-        let width = if epi == Epilogue::SwiGlu {
-            rows / 2
-        } else {
-            rows
-        };
-        let flop = 2.0 * (t * rows * cols) as f64;
+        let (xv, width, flop) = shape_inputs(&mut rng, (rows, cols, t), epi);
         let shape = format!("T={t} W=[{rows},{cols}] {epi:?} {dtype:?}");
         // The ceiling: coop_peak's fastest tiling on the padded shape.
         let tiling = Tiling {

@@ -33,7 +33,7 @@ use qwgpu_kernels::{
 use qwgpu_ops::rng::Rng;
 
 mod support;
-use support::bench::{best_ns, max_rel_diff, Dense};
+use support::bench::{best_ns, coop_contexts, max_rel_diff, shape_inputs, Dense};
 use support::matmul_case::contiguous;
 use support::spirv::{self, Translator};
 use support::Scheme;
@@ -837,23 +837,7 @@ fn coop_fast_translates_to_spirv_for_every_format() {
 #[test]
 #[ignore = "benchmark: run with -- --ignored --exact matmul_coop_fast::coop_fast_speed"]
 fn coop_fast_speed() {
-    let open = |precision| {
-        GpuContext::new(&ContextOptions {
-            runtime_checks: Some(false),
-            precision,
-            ..Default::default()
-        })
-        .unwrap()
-    };
-    let (fast, exact) = (open(MatmulPrecision::Fast), open(MatmulPrecision::Exact));
-    assert!(
-        testing::require(
-            "coop_fast_speed",
-            &fast,
-            &[Feature::CooperativeMatrix, Feature::Timestamps]
-        ),
-        "the benchmark needs cooperative matrices and timestamps"
-    );
+    let (fast, exact) = coop_contexts("coop_fast_speed");
     // (rows, cols, tokens, epilogue, format, scales)
     let shapes = [
         (
@@ -912,13 +896,7 @@ fn coop_fast_speed() {
     let mut rng = Rng::new(0xfa57_0003);
     for (rows, cols, t, epi, dtype, scheme) in shapes {
         let pw = support::packed_one_shard(&mut rng, dtype, rows, cols, scheme);
-        let xv = rng.normal_vec(t * cols);
-        let width = if epi == Epilogue::SwiGlu {
-            rows / 2
-        } else {
-            rows
-        };
-        let flop = 2.0 * (t * rows * cols) as f64;
+        let (xv, width, flop) = shape_inputs(&mut rng, (rows, cols, t), epi);
         let mut outs = Vec::new();
         for (name, ctx, path) in variants {
             let gw = GpuWeight::upload(ctx, &pw).unwrap();

@@ -40,6 +40,7 @@ use qwgpu_kernels::{
 
 mod support;
 use qwgpu_ops::rng::{Rng, SplitMix64};
+use support::bench::trusted;
 use support::spirv::{self, Translator};
 use support::Scheme;
 
@@ -1360,17 +1361,6 @@ fn best_ns(ctx: &GpuContext, d: &[&Dispatch]) -> Vec<f64> {
     best
 }
 
-/// A benchmark's context: trusted modules, `precision`, `f16_matmul`.
-fn bench_context(precision: MatmulPrecision, f16_matmul: bool) -> GpuContext {
-    GpuContext::new(&ContextOptions {
-        precision,
-        f16_matmul,
-        runtime_checks: Some(false),
-        ..Default::default()
-    })
-    .unwrap()
-}
-
 /// `matmul_grouped_with` on `path`.
 fn library(path: MatmulPath) -> impl GroupedGemm {
     move |c: &GpuContext, w: &GpuWeight, a: &GroupedArgs, s: &GroupScratch, e: Epilogue| {
@@ -1404,7 +1394,7 @@ fn grouped_coop_bench_35b_a3b() {
     // Per context (one weight upload each), the variants it runs.
     let groups: [(GpuContext, Vec<(&str, Gemm)>); 3] = [
         (
-            bench_context(MatmulPrecision::Exact, false),
+            trusted(MatmulPrecision::Exact, false),
             vec![
                 ("scalar", &scalar),
                 ("coop exact (library)", &coop),
@@ -1413,7 +1403,7 @@ fn grouped_coop_bench_35b_a3b() {
             ],
         ),
         (
-            bench_context(MatmulPrecision::Fast, false),
+            trusted(MatmulPrecision::Fast, false),
             vec![
                 ("coop fast (library)", &coop),
                 ("coop fast SKIP on", &fast_skip),
@@ -1421,7 +1411,7 @@ fn grouped_coop_bench_35b_a3b() {
             ],
         ),
         (
-            bench_context(MatmulPrecision::Exact, true),
+            trusted(MatmulPrecision::Exact, true),
             vec![("coop f16", &coop)],
         ),
     ];
@@ -1465,11 +1455,11 @@ fn grouped_coop_q4_bench_35b_a3b() {
     let (q4_fast, q4_f16) = (q4_kernel(true, false), q4_kernel(false, true));
     let groups: [(GpuContext, Vec<(&str, Gemm)>); 3] = [
         (
-            bench_context(MatmulPrecision::Exact, false),
+            trusted(MatmulPrecision::Exact, false),
             vec![("scalar", &scalar), ("coop exact (forced)", &coop)],
         ),
         (
-            bench_context(MatmulPrecision::Fast, false),
+            trusted(MatmulPrecision::Fast, false),
             vec![
                 ("coop fast (library Auto)", &auto),
                 ("coop fast SKIP on", &fast_skip),
@@ -1478,7 +1468,7 @@ fn grouped_coop_q4_bench_35b_a3b() {
             ],
         ),
         (
-            bench_context(MatmulPrecision::Exact, true),
+            trusted(MatmulPrecision::Exact, true),
             vec![
                 ("coop f16 (library Auto)", &auto),
                 ("coop_q4 kernel f16 SKIP on", &q4_f16),

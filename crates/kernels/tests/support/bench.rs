@@ -2,8 +2,55 @@
 //! share: their buffers, GPU-timestamp timing, and how far one kernel's
 //! output is from another's.
 
-use qwgpu_kernels::matmul::MatmulArgs;
-use qwgpu_kernels::{Dispatch, GpuContext};
+use qwgpu_kernels::matmul::{Epilogue, MatmulArgs};
+use qwgpu_kernels::testing::{self, Feature};
+use qwgpu_kernels::{ContextOptions, Dispatch, GpuContext, MatmulPrecision};
+use qwgpu_ops::rng::Rng;
+
+/// A benchmark's context: trusted modules (no runtime checks, in every
+/// build: the bounds-checked modules a test build compiles by default
+/// measured about half as fast), `precision`, `f16_matmul`.
+pub fn trusted(precision: MatmulPrecision, f16_matmul: bool) -> GpuContext {
+    GpuContext::new(&ContextOptions {
+        precision,
+        f16_matmul,
+        runtime_checks: Some(false),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+/// The fast- and exact-precision contexts of the tensor-core GEMM benchmark
+/// `name`, which needs cooperative matrices and timestamps.
+pub fn coop_contexts(name: &str) -> (GpuContext, GpuContext) {
+    let fast = trusted(MatmulPrecision::Fast, false);
+    let exact = trusted(MatmulPrecision::Exact, false);
+    assert!(
+        testing::require(
+            name,
+            &fast,
+            &[Feature::CooperativeMatrix, Feature::Timestamps]
+        ),
+        "the benchmark needs cooperative matrices and timestamps"
+    );
+    (fast, exact)
+}
+
+/// A GEMM shape's x (`t` normal rows of `cols`), output width under `epi`
+/// and FLOPs.
+pub fn shape_inputs(
+    rng: &mut Rng,
+    (rows, cols, t): (usize, usize, usize),
+    epi: Epilogue,
+) -> (Vec<f32>, usize, f64) {
+    let xv = rng.normal_vec(t * cols);
+    let width = if epi == Epilogue::SwiGlu {
+        rows / 2
+    } else {
+        rows
+    };
+    (xv, width, 2.0 * (t * rows * cols) as f64)
+}
 
 /// x (uploaded) and y (zeroed) of a dense matmul of `t` tokens of `cols`
 /// columns into `width` outputs, rows contiguous.
