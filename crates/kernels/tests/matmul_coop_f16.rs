@@ -29,14 +29,13 @@
 use qwgpu_checkpoint::Dtype;
 use qwgpu_kernels::coop_peak::{peak_gemm, Feed, Tiling};
 use qwgpu_kernels::matmul::{coop_f16, coop_fast, matmul_with, Epilogue, MatmulPath};
-use qwgpu_kernels::testing::cases::matmul::Strided;
 use qwgpu_kernels::testing::{self, Feature};
 use qwgpu_kernels::{GpuContext, GpuWeight, KernelError, MatmulPrecision};
 use qwgpu_loader::{PackedWeight, ScaleScheme};
 use qwgpu_ops::rng::Rng;
 
 use crate::matmul_coop_fast::{
-    context_with, fast_round_row, row_max, run, scale_exp, test_weight, wide_row, Case, GemmLoops,
+    context_with, fast_round_row, row_max, run, scale_exp, test_weight, Case, CaseData, GemmLoops,
 };
 
 mod support;
@@ -406,39 +405,20 @@ fn gemm_cases(seed: u64, precision: MatmulPrecision, emulated: bool) {
     loops.run(takes, scratch, check_case);
 }
 
-fn check_case(
-    t: &testing::TestContext,
-    ctx: &GpuContext,
-    rng: &mut Rng,
-    gw: &GpuWeight,
-    wdq: &[f32],
-    case: &Case,
-) {
+fn check_case(ctx: &GpuContext, gw: &GpuWeight, wdq: &[f32], case: &Case, data: &CaseData) {
     let Case {
-        seed,
-        tokens,
         epi,
-        blocked,
         exact,
         emulated,
+        ..
     } = *case;
     let (rows, cols) = (gw.rows, gw.cols);
     let swiglu = epi == Epilogue::SwiGlu;
-    let width = if swiglu { rows / 2 } else { rows };
-    let s = Strided::random(rng, tokens, cols, width);
-    let xrows: Vec<Vec<f32>> = (0..tokens).map(|i| wide_row(rng, cols, i % 5)).collect();
-    let init = s.y_init(rng, width, epi);
+    let (what, s, x) = (&data.what, &data.s, &data.x);
+    let (width, xrows, init) = (data.width, &data.xrows, &data.init);
     let ylen = init.len();
-    let x = ctx.upload("x", &s.x_buf(&xrows)).unwrap();
-    let what = format!(
-        "{t_name} seed {seed:#x} {format:?} block_cols {bc} [{rows}, {cols}] T={tokens} {epi:?} \
-         {s} blocked {blocked} exact {exact} emulated {emulated}",
-        t_name = t.name,
-        format = gw.format,
-        bc = gw.block_cols
-    );
-    let y = ctx.upload("y", &init).unwrap();
-    let args = s.args(&x, &y);
+    let y = ctx.upload("y", init).unwrap();
+    let args = s.args(x, &y);
     let go = || {
         let d = matmul_with(ctx, gw, &args, epi, MatmulPath::CoopF16)
             .unwrap_or_else(|e| panic!("{what}: {e}"));
@@ -513,7 +493,7 @@ fn check_case(
             want[i] = Some((w, tol));
         }
     }
-    support::check(&got, &init, &want, &format!("{what} vs reference"));
+    support::check(&got, init, &want, &format!("{what} vs reference"));
 }
 
 /// Labels of the launches of one Store matmul of `tokens` tokens through `path`.

@@ -521,7 +521,7 @@ impl GemmLoops<'_> {
         &self,
         takes: impl Fn(&testing::TestContext, &GpuContext, &GpuWeight) -> bool,
         scratch: impl Fn(&mut GpuContext, bool),
-        check: impl Fn(&testing::TestContext, &GpuContext, &mut Rng, &GpuWeight, &[f32], &Case),
+        check: impl Fn(&GpuContext, &GpuWeight, &[f32], &Case, &CaseData),
     ) {
         for t in gemm_contexts(self.emulated) {
             let mut rng = Rng::new(self.seed);
@@ -548,7 +548,8 @@ impl GemmLoops<'_> {
                                     exact: self.precision == MatmulPrecision::Exact,
                                     emulated: self.emulated,
                                 };
-                                check(t, &ctx, &mut rng, &gw, &wdq, &case);
+                                let data = CaseData::new(t, &ctx, &mut rng, &gw, &case);
+                                check(&ctx, &gw, &wdq, &case, &data);
                                 cases += 1;
                             }
                         }
@@ -577,6 +578,61 @@ pub(crate) struct Case {
     pub emulated: bool,
 }
 
+/// A case's inputs: x's rows (of mixed magnitudes) and where they lie, y's
+/// initial contents, and what a failure names.
+pub(crate) struct CaseData {
+    pub what: String,
+    pub s: Strided,
+    pub width: usize,
+    pub xrows: Vec<Vec<f32>>,
+    pub init: Vec<f32>,
+    pub x: qwgpu_kernels::wgpu::Buffer,
+}
+
+impl CaseData {
+    fn new(
+        t: &testing::TestContext,
+        ctx: &GpuContext,
+        rng: &mut Rng,
+        gw: &GpuWeight,
+        case: &Case,
+    ) -> Self {
+        let Case {
+            seed,
+            tokens,
+            epi,
+            blocked,
+            exact,
+            emulated,
+        } = *case;
+        let (rows, cols) = (gw.rows, gw.cols);
+        let width = if epi == Epilogue::SwiGlu {
+            rows / 2
+        } else {
+            rows
+        };
+        let s = Strided::random(rng, tokens, cols, width);
+        let xrows: Vec<Vec<f32>> = (0..tokens).map(|i| wide_row(rng, cols, i % 5)).collect();
+        let init = s.y_init(rng, width, epi);
+        let x = ctx.upload("x", &s.x_buf(&xrows)).unwrap();
+        let what = format!(
+            "{t_name} seed {seed:#x} {format:?} block_cols {bc} [{rows}, {cols}] T={tokens} \
+             {epi:?} {s} blocked {blocked} exact {exact} emulated {emulated}",
+            t_name = t.name,
+            format = gw.format,
+            bc = gw.block_cols
+        );
+        Self {
+            what,
+            s,
+            width,
+            xrows,
+            init,
+            x,
+        }
+    }
+}
+
 /// This kernel's path in exact (`CoopFastExact`) or fast precision.
 fn path_of(exact: bool) -> MatmulPath {
     if exact {
@@ -586,43 +642,21 @@ fn path_of(exact: bool) -> MatmulPath {
     }
 }
 
-fn check_case(
-    t: &testing::TestContext,
-    ctx: &GpuContext,
-    rng: &mut Rng,
-    gw: &GpuWeight,
-    wdq: &[f32],
-    case: &Case,
-) {
+fn check_case(ctx: &GpuContext, gw: &GpuWeight, wdq: &[f32], case: &Case, data: &CaseData) {
     let Case {
-        seed,
-        tokens,
         epi,
-        blocked,
         exact,
         emulated,
+        ..
     } = *case;
     let path = path_of(exact);
     let (rows, cols) = (gw.rows, gw.cols);
-    let width = if epi == Epilogue::SwiGlu {
-        rows / 2
-    } else {
-        rows
-    };
-    let s = Strided::random(rng, tokens, cols, width);
-    let xrows: Vec<Vec<f32>> = (0..tokens).map(|i| wide_row(rng, cols, i % 5)).collect();
-    let init = s.y_init(rng, width, epi);
+    let (what, s, x) = (&data.what, &data.s, &data.x);
+    let (width, xrows, init) = (data.width, &data.xrows, &data.init);
     let ylen = init.len();
-    let x = ctx.upload("x", &s.x_buf(&xrows)).unwrap();
-    let what = format!(
-        "{t_name} seed {seed:#x} {format:?} [{rows}, {cols}] T={tokens} {epi:?} {s} \
-         blocked {blocked} {path:?} emulated {emulated}",
-        t_name = t.name,
-        format = gw.format
-    );
     let go = |path: MatmulPath| -> Vec<f32> {
-        let y = ctx.upload("y", &init).unwrap();
-        let d = matmul_with(ctx, gw, &s.args(&x, &y), epi, path)
+        let y = ctx.upload("y", init).unwrap();
+        let d = matmul_with(ctx, gw, &s.args(x, &y), epi, path)
             .unwrap_or_else(|e| panic!("{what} {path:?}: {e}"));
         run(ctx, &d);
         ctx.read_f32(&y, 0, ylen).unwrap()
@@ -690,13 +724,8 @@ fn check_case(
             vs_scalar[i] = Some((scalar[i] as f64, 2.0 * tol));
         }
     }
-    support::check(&fast, &init, &want, &format!("{what} vs reference"));
-    support::check(
-        &fast,
-        &init,
-        &vs_scalar,
-        &format!("{what} vs the tile GEMM"),
-    );
+    support::check(&fast, init, &want, &format!("{what} vs reference"));
+    support::check(&fast, init, &vs_scalar, &format!("{what} vs the tile GEMM"));
 }
 
 /// Auto with cooperative matrices runs this kernel above 16 tokens (the same
