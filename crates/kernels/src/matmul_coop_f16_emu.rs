@@ -1,8 +1,8 @@
 //! Test hook (feature `testing`): the f16-scratch tensor-core GEMM's module
 //! with its cooperative-matrix operations replaced by scalar code
-//! ([`coop_emu`](super::super::coop_emu), the transformation `coop_fast`'s
-//! emulation uses too), so lavapipe runs both pre-passes' scratch layouts,
-//! row and token blocks and the rest of the kernel.
+//! (`matmul_coop_emu.rs`, the transformation `coop_fast`'s emulation uses
+//! too), so lavapipe runs both pre-passes' scratch layouts, row and token
+//! blocks and the rest of the kernel.
 
 use std::cell::Cell;
 use std::sync::OnceLock;

@@ -1,7 +1,7 @@
 //! Test hook (feature `testing`): the fast tensor-core GEMM's module with its
 //! cooperative-matrix operations replaced by scalar code
-//! ([`coop_emu`](super::super::coop_emu)), so lavapipe runs the pre-pass's
-//! scratch layout, token blocks and the rest of the kernel.
+//! (`matmul_coop_emu.rs`), so lavapipe runs the pre-pass's scratch layout,
+//! token blocks and the rest of the kernel.
 
 use std::cell::Cell;
 use std::sync::OnceLock;
