@@ -122,6 +122,9 @@ use crate::{GpuContext, GpuWeight, Int4Gemv, KernelError, Launch, SmallT, Weight
 
 #[path = "matmul_coop.rs"]
 mod coop;
+#[cfg(feature = "testing")]
+#[path = "matmul_coop_emu.rs"]
+mod coop_emu;
 #[path = "matmul_coop_f16.rs"]
 pub mod coop_f16;
 #[path = "matmul_coop_fast.rs"]
@@ -660,61 +663,47 @@ pub fn matmul_normed(
         ));
     }
     check_norm(K, w, args.x_offset, args.x_stride, norm)?;
-    if !ctx.tuning.skinny_fused_norm
+    // The skinny kernel without its fused norm
+    // (`Tuning::skinny_fused_norm` off): an `rms_norm` launch writes the
+    // normalised rows into a scratch buffer of these launches, and the plain
+    // skinny launch reads them (its columns may then be split, which the
+    // fused norm's whole-row sums forbid).
+    let prenorm = !ctx.tuning.skinny_fused_norm
         && skinny::auto(ctx, w, args.t)
-        && args.x_stride as usize == w.cols
-    {
-        return skinny_prenormed(ctx, w, args, norm, epilogue);
-    }
-    matmul_impl(
+        && args.x_stride as usize == w.cols;
+    let mut out = Vec::new();
+    let (rows, plain);
+    let (args, fused) = if prenorm {
+        let cols = w.cols as u32;
+        rows = ctx.storage(
+            "skinny normalised rows",
+            u64::from(args.t) * u64::from(cols) * 4,
+        )?;
+        out.push(crate::norm::rms_norm(
+            ctx,
+            &crate::view::TensorView::f32_rows(args.x, args.x_offset, args.t, cols),
+            norm.weight,
+            &rows,
+            norm.eps,
+            norm.one_plus,
+        )?);
+        plain = MatmulArgs {
+            x: &rows,
+            x_offset: 0,
+            x_stride: cols,
+            ..*args
+        };
+        (&plain, None)
+    } else {
+        (args, Some(norm))
+    };
+    out.extend(matmul_impl(
         ctx,
         w,
         args,
         epilogue,
         MatmulPath::Auto,
-        Some(norm),
-        Gemvs::of(ctx),
-    )
-}
-
-/// [`matmul_normed`] on the skinny kernel without its fused norm
-/// ([`Tuning::skinny_fused_norm`](crate::Tuning::skinny_fused_norm) off):
-/// an `rms_norm` launch writes the normalised rows into a scratch buffer of
-/// these launches, and the plain skinny launch reads them (its columns may
-/// then be split, which the fused norm's whole-row sums forbid).
-fn skinny_prenormed(
-    ctx: &GpuContext,
-    w: &GpuWeight,
-    args: &MatmulArgs,
-    norm: &FusedNorm,
-    epilogue: Epilogue,
-) -> Result<Vec<Dispatch>, KernelError> {
-    let cols = w.cols as u32;
-    let rows = ctx.storage(
-        "skinny normalised rows",
-        u64::from(args.t) * u64::from(cols) * 4,
-    )?;
-    let mut out = vec![crate::norm::rms_norm(
-        ctx,
-        &crate::view::TensorView::f32_rows(args.x, args.x_offset, args.t, cols),
-        norm.weight,
-        &rows,
-        norm.eps,
-        norm.one_plus,
-    )?];
-    let plain = MatmulArgs {
-        x: &rows,
-        x_offset: 0,
-        x_stride: cols,
-        ..*args
-    };
-    out.extend(matmul_impl(
-        ctx,
-        w,
-        &plain,
-        epilogue,
-        MatmulPath::Auto,
-        None,
+        fused,
         Gemvs::of(ctx),
     )?);
     Ok(out)

@@ -46,15 +46,15 @@
 //! 64 (4 subgroups per workgroup), 28 KiB of workgroup memory (exact: 38
 //! KiB). The W pre-pass needs nothing optional.
 
-use std::sync::Mutex;
-
 use crate::dispatch::{grid_1d, Dispatch, MAX_GROUPS};
 use crate::shaders;
 use crate::spec::{KernelSpec, Needs, Part, Uniform};
 use crate::weights::WeightPiece;
 use crate::{GpuContext, GpuWeight, KernelError, MatmulPrecision, WeightFormat};
 
-use super::coop_fast::{prepare_x, scratch_layout, token_block, MATMUL_COOP_TAIL};
+use super::coop_fast::{
+    self, prepare_x_block, scratch_layout, token_block, Pair, MATMUL_COOP_TAIL,
+};
 use super::{arg_err, set_pieces, Epilogue, MatmulArgs, MmParams, PieceLaunch};
 
 #[cfg(feature = "testing")]
@@ -65,32 +65,39 @@ crate::shader!(MATMUL_COOP_F16, "matmul_coop_f16.wgsl");
 crate::shader!(MATMUL_COOP_F16_SPLIT, "matmul_coop_f16_split.wgsl");
 crate::shader!(MATMUL_W16, "matmul_w16.wgsl");
 
-pub(super) static MM_COOP_F16: KernelSpec = KernelSpec {
-    label: "matmul_coop_f16",
-    parts: &[
+pub(super) static MM_COOP_F16: KernelSpec = gemm(
+    "matmul_coop_f16",
+    &[
         Part::File(&MATMUL_COOP_F16),
         Part::File(&MATMUL_COOP_TAIL),
         Part::File(&shaders::NUMERIC),
     ],
-    entry: "mm_coop_f16",
-    uniforms: &[&F16Params::LAYOUT],
-    needs: Needs::CooperativeMatrix,
-};
+    "mm_coop_f16",
+);
 
-pub(super) static MM_COOP_F16_SPLIT: KernelSpec = KernelSpec {
-    label: "matmul_coop_f16_split",
+pub(super) static MM_COOP_F16_SPLIT: KernelSpec = gemm(
+    "matmul_coop_f16_split",
     // The fast module with the exact variant's file appended.
-    parts: &[
+    &[
         Part::File(&MATMUL_COOP_F16),
         Part::File(&MATMUL_COOP_TAIL),
         Part::File(&shaders::NUMERIC),
         Part::File(&MATMUL_COOP_F16_SPLIT),
         Part::File(&MATMUL_COOP_TAIL),
     ],
-    entry: "mm_coop_f16_split",
-    uniforms: &[&F16Params::LAYOUT],
-    needs: Needs::CooperativeMatrix,
-};
+    "mm_coop_f16_split",
+);
+
+/// A variant of the GEMM (its module's files and entry point).
+const fn gemm(label: &'static str, parts: &'static [Part], entry: &'static str) -> KernelSpec {
+    KernelSpec {
+        label,
+        parts,
+        entry,
+        uniforms: &[&F16Params::LAYOUT],
+        needs: Needs::CooperativeMatrix,
+    }
+}
 
 pub(super) static W16: KernelSpec = KernelSpec {
     label: "matmul_w16",
@@ -148,15 +155,6 @@ pub const W_SCRATCH_CAP: u64 = 256 << 20;
 pub const ON_BY_DEFAULT: bool = false;
 /// Default of [`Tuning::coop_f16_min_t`](crate::Tuning::coop_f16_min_t).
 pub const MIN_T: u32 = 128;
-/// Workgroup memory: x and W tiles (128 × 40 halves each), two result
-/// fragments per subgroup (4 × 2 × 1 KiB); the split variant stages x's lo
-/// parts too.
-const SHARED_BYTES: u32 = 2 * 128 * 40 * 2 + 4 * 2 * 256 * 4;
-const SHARED_BYTES_SPLIT: u32 = SHARED_BYTES + 128 * 40 * 2;
-
-/// One growable pair of buffers.
-type Pair = Mutex<Option<(wgpu::Buffer, wgpu::Buffer)>>;
-
 /// The context-owned scratch (see the module doc): x rows and `1/s`, W rows
 /// and multipliers.
 #[derive(Debug, Default)]
@@ -165,7 +163,8 @@ pub(crate) struct Scratch {
     w: Pair,
 }
 
-/// Buffers of `slot` of at least `a` and `b` bytes, grown (replaced) when smaller.
+/// Buffers of `slot` (both named `what`) of at least `a` and `b` bytes, grown
+/// (replaced) when smaller.
 fn grow(
     ctx: &GpuContext,
     slot: &Pair,
@@ -173,47 +172,18 @@ fn grow(
     a: u64,
     b: u64,
 ) -> Result<(wgpu::Buffer, wgpu::Buffer), KernelError> {
-    let mut slot = slot.lock().map_err(|_| KernelError::Internal {
-        during: "f16 GEMM scratch".into(),
-        detail: "scratch lock poisoned".into(),
-    })?;
-    if let Some((x, y)) = slot.as_ref() {
-        if x.size() >= a && y.size() >= b {
-            return Ok((x.clone(), y.clone()));
-        }
-    }
-    let (old_a, old_b) = slot.as_ref().map_or((0, 0), |(x, y)| (x.size(), y.size()));
-    let x = ctx.storage(what, a.max(old_a))?;
-    let y = ctx.storage(what, b.max(old_b))?;
-    *slot = Some((x.clone(), y.clone()));
-    Ok((x, y))
+    coop_fast::grow(ctx, slot, "f16 GEMM scratch", [what; 2], [a, b])
 }
 
-/// Threads per workgroup (4 subgroups), or `None` where the device cannot run
-/// the GEMM (`split`: the exact variant).
+/// Threads per workgroup (4 subgroups: `coop_fast`'s tiling and workgroup
+/// memory), or `None` where the device cannot run the GEMM (`split`: the
+/// exact variant).
 fn workgroup_size(ctx: &GpuContext, split: bool) -> Option<u32> {
     #[cfg(feature = "testing")]
-    if emulation::active() {
-        return ctx.caps.f16.then_some(emulation::WG);
+    if emulation::EMULATION.active() {
+        return ctx.caps.f16.then_some(super::coop_emu::WG);
     }
-    let shared = if split {
-        SHARED_BYTES_SPLIT
-    } else {
-        SHARED_BYTES
-    };
-    let c = &ctx.caps;
-    let (lo, hi) = c.subgroup_sizes;
-    let wg = 4 * hi;
-    (c.cooperative_matrix
-        && c.f16
-        && c.subgroups
-        && lo == hi
-        && (16..=64).contains(&lo)
-        && lo.is_power_of_two()
-        && wg <= ctx.limits.max_compute_invocations_per_workgroup
-        && wg <= ctx.limits.max_compute_workgroup_size_x
-        && shared <= ctx.limits.max_compute_workgroup_storage_size)
-        .then_some(wg)
+    coop_fast::device_workgroup_size(ctx, split)
 }
 
 /// Whether the context runs the exact (hi + lo) variant.
@@ -240,12 +210,7 @@ pub(super) fn supported(ctx: &GpuContext, w: &GpuWeight) -> bool {
 pub(super) fn unsupported_reason(ctx: &GpuContext, w: &GpuWeight) -> String {
     let split = split(ctx);
     if workgroup_size(ctx, split).is_none() {
-        format!(
-            "adapter `{name}` lacks cooperative matrices, f16, subgroups of one size (16..=64) \
-             or {kib} KiB of workgroup memory",
-            name = ctx.info.name,
-            kib = if split { 38 } else { 28 }
-        )
+        coop_fast::device_unsupported_reason(ctx, split)
     } else {
         format!(
             "weight `{w_name}` is {w_format:?} with {w_block_cols}-column scale blocks: the f16 \
@@ -439,28 +404,12 @@ pub(super) fn record(
         (&MM_COOP_F16, "matmul_coop_f16")
     };
     #[cfg(feature = "testing")]
-    let spec = if emulation::active() {
-        emulation::spec(split)
-    } else {
-        spec
-    };
+    let spec = emulation::EMULATION.or(spec, split);
     let t_blocks: Vec<(u32, u32)> = (0..args.t)
         .step_by(block as usize)
         .map(|t0| (t0, block.min(args.t - t0)))
         .collect();
-    let x_pass = |t0: u32, tb: u32| {
-        prepare_x(
-            ctx,
-            args.x,
-            args.x_offset + t0 * args.x_stride,
-            args.x_stride,
-            tb,
-            cols,
-            &xh,
-            &xinv,
-            split,
-        )
-    };
+    let x_pass = |t0: u32, tb: u32| prepare_x_block(ctx, args, t0, tb, cols, (&xh, &xinv), split);
     let mut out = Vec::new();
     let one_block = t_blocks.len() == 1;
     if one_block {
@@ -526,9 +475,8 @@ pub(super) fn record(
 mod tests {
     use super::*;
 
-    /// The variables each entry point uses (naga's reflection, what a launch
-    /// must bind; lavapipe never builds the coop pipelines that would check
-    /// it) are exactly the ones `record` and `w_launch` bind.
+    /// The variables each entry point uses are exactly the ones `record` and
+    /// `w_launch` bind.
     #[test]
     fn entry_points_use_exactly_the_bound_variables() {
         let cases: [(&KernelSpec, &[&str]); 3] = [
@@ -536,25 +484,7 @@ mod tests {
             (&MM_COOP_F16_SPLIT, &["xq", "xinv", "wq", "wmul", "ys", "p"]),
             (&W16, &["wa", "wb", "scales", "wh", "wmul", "p", "wp"]),
         ];
-        for (spec, want) in cases {
-            let src: String = spec
-                .files(true)
-                .iter()
-                .map(|f| f.text)
-                .collect::<Vec<_>>()
-                .join("\n");
-            let module = crate::reflect::ModuleBindings::reflect(&src).unwrap();
-            let entry = module.entry(spec.entry).unwrap();
-            let mut used: Vec<&str> = entry
-                .iter()
-                .filter(|(_, b)| b.used)
-                .map(|(n, _)| n.as_str())
-                .collect();
-            used.sort_unstable();
-            let mut want = want.to_vec();
-            want.sort_unstable();
-            assert_eq!(used, want, "{entry_name}", entry_name = spec.entry);
-        }
+        crate::reflect::assert_entries_use_exactly(&cases);
     }
 
     #[test]

@@ -151,10 +151,13 @@ const PREP_WG: u32 = 128;
 const SHARED_BYTES: u32 = 2 * 128 * 40 * 2 + 4 * 2 * 256 * 4;
 const SHARED_BYTES_SPLIT: u32 = SHARED_BYTES + 128 * 40 * 2;
 
+/// One growable pair of buffers.
+pub(super) type Pair = Mutex<Option<(wgpu::Buffer, wgpu::Buffer)>>;
+
 /// The context-owned scratch (see the module doc).
 #[derive(Debug, Default)]
 pub(crate) struct Scratch {
-    bufs: Mutex<Option<(wgpu::Buffer, wgpu::Buffer)>>,
+    bufs: Pair,
 }
 
 impl Scratch {
@@ -165,23 +168,39 @@ impl Scratch {
         x_bytes: u64,
         inv_bytes: u64,
     ) -> Result<(wgpu::Buffer, wgpu::Buffer), KernelError> {
-        let mut slot = self.bufs.lock().map_err(|_| KernelError::Internal {
-            during: "fast GEMM scratch".into(),
-            detail: "scratch lock poisoned".into(),
-        })?;
-        if let Some((x, inv)) = slot.as_ref() {
-            if x.size() >= x_bytes && inv.size() >= inv_bytes {
-                return Ok((x.clone(), inv.clone()));
-            }
-        }
-        let (old_x, old_inv) = slot
-            .as_ref()
-            .map_or((0, 0), |(x, inv)| (x.size(), inv.size()));
-        let x = ctx.storage("fast GEMM x scratch", x_bytes.max(old_x))?;
-        let inv = ctx.storage("fast GEMM row scales", inv_bytes.max(old_inv))?;
-        *slot = Some((x.clone(), inv.clone()));
-        Ok((x, inv))
+        grow(
+            ctx,
+            &self.bufs,
+            "fast GEMM scratch",
+            ["fast GEMM x scratch", "fast GEMM row scales"],
+            [x_bytes, inv_bytes],
+        )
     }
+}
+
+/// Buffers of `slot` (named `names`) of at least `bytes`, grown (replaced)
+/// when smaller; `during` names the scratch in a lock error.
+pub(super) fn grow(
+    ctx: &GpuContext,
+    slot: &Pair,
+    during: &str,
+    names: [&str; 2],
+    bytes: [u64; 2],
+) -> Result<(wgpu::Buffer, wgpu::Buffer), KernelError> {
+    let mut slot = slot.lock().map_err(|_| KernelError::Internal {
+        during: during.into(),
+        detail: "scratch lock poisoned".into(),
+    })?;
+    if let Some((x, y)) = slot.as_ref() {
+        if x.size() >= bytes[0] && y.size() >= bytes[1] {
+            return Ok((x.clone(), y.clone()));
+        }
+    }
+    let (old_x, old_y) = slot.as_ref().map_or((0, 0), |(x, y)| (x.size(), y.size()));
+    let x = ctx.storage(names[0], bytes[0].max(old_x))?;
+    let y = ctx.storage(names[1], bytes[1].max(old_y))?;
+    *slot = Some((x.clone(), y.clone()));
+    Ok((x, y))
 }
 
 /// Layout of the pre-pass output for `t` tokens of `cols` columns: (rows
@@ -204,13 +223,20 @@ pub fn token_block(t: u32, kp: u32, cap: u64) -> u32 {
 }
 
 /// Threads per workgroup (4 subgroups), or `None` where the device cannot run
-/// the kernel (`split`: the exact variant). Subgroups of at least 16 keep the
-/// per-thread staging registers within the shader's arrays of 8.
+/// the kernel (`split`: the exact variant).
 fn workgroup_size(ctx: &GpuContext, split: bool) -> Option<u32> {
     #[cfg(feature = "testing")]
-    if emulation::active() {
-        return ctx.caps.f16.then_some(emulation::WG);
+    if emulation::EMULATION.active() {
+        return ctx.caps.f16.then_some(super::coop_emu::WG);
     }
+    device_workgroup_size(ctx, split)
+}
+
+/// Threads per workgroup of this kernel's tiling on the device (`coop_f16`
+/// shares it), or `None` where the device cannot run it. Subgroups of at
+/// least 16 keep the per-thread staging registers within the shader's arrays
+/// of 8.
+pub(super) fn device_workgroup_size(ctx: &GpuContext, split: bool) -> Option<u32> {
     let shared = if split {
         SHARED_BYTES_SPLIT
     } else {
@@ -231,6 +257,16 @@ fn workgroup_size(ctx: &GpuContext, split: bool) -> Option<u32> {
         .then_some(wg)
 }
 
+/// What the device lacks where [`device_workgroup_size`] is `None`.
+pub(super) fn device_unsupported_reason(ctx: &GpuContext, split: bool) -> String {
+    format!(
+        "adapter `{name}` lacks cooperative matrices, f16, subgroups of one size (16..=64) \
+         or {kib} KiB of workgroup memory",
+        name = ctx.info.name,
+        kib = if split { 38 } else { 28 }
+    )
+}
+
 /// Whether `w`'s format and scales are ones the kernel takes (module doc).
 fn format_ok(w: &GpuWeight) -> bool {
     matches!(
@@ -247,12 +283,7 @@ pub(super) fn supported(ctx: &GpuContext, w: &GpuWeight, split: bool) -> bool {
 /// Why [`supported`] is false, for error messages.
 pub(super) fn unsupported_reason(ctx: &GpuContext, w: &GpuWeight, split: bool) -> String {
     if workgroup_size(ctx, split).is_none() {
-        format!(
-            "adapter `{name}` lacks cooperative matrices, f16, subgroups of one size (16..=64) \
-             or {kib} KiB of workgroup memory",
-            name = ctx.info.name,
-            kib = if split { 38 } else { 28 }
-        )
+        device_unsupported_reason(ctx, split)
     } else {
         format!(
             "weight `{w_name}` is {w_format:?} with {w_block_cols}-column scale blocks: the fast \
@@ -349,6 +380,30 @@ pub fn prepare_x(
         .record()
 }
 
+/// The pre-pass of a GEMM's tokens `[t0, t0 + tb)` (of `cols` columns) into
+/// the scratch `(xh, xinv)`, as [`prepare_x`] (`coop_f16` records it too).
+pub(super) fn prepare_x_block(
+    ctx: &GpuContext,
+    args: &MatmulArgs,
+    t0: u32,
+    tb: u32,
+    cols: u32,
+    (xh, xinv): (&wgpu::Buffer, &wgpu::Buffer),
+    split: bool,
+) -> Result<Dispatch, KernelError> {
+    prepare_x(
+        ctx,
+        args.x,
+        args.x_offset + t0 * args.x_stride,
+        args.x_stride,
+        tb,
+        cols,
+        xh,
+        xinv,
+        split,
+    )
+}
+
 /// The launches of one dense GEMM on this kernel (call only when
 /// [`supported`]; `split`: the exact variant): per block of tokens, the
 /// pre-pass and one GEMM launch per piece launch of `launches`. `base` holds
@@ -382,24 +437,18 @@ pub(super) fn record(
         (&MM_COOP_FAST, "matmul_coop_fast")
     };
     #[cfg(feature = "testing")]
-    let spec = if emulation::active() {
-        emulation::spec(split)
-    } else {
-        spec
-    };
+    let spec = emulation::EMULATION.or(spec, split);
     let mut out = Vec::new();
     let mut t0 = 0;
     while t0 < args.t {
         let tb = block.min(args.t - t0);
-        out.push(prepare_x(
+        out.push(prepare_x_block(
             ctx,
-            args.x,
-            args.x_offset + t0 * args.x_stride,
-            args.x_stride,
+            args,
+            t0,
             tb,
             cols,
-            &xh,
-            &xinv,
+            (&xh, &xinv),
             split,
         )?);
         for l in launches {
@@ -448,9 +497,8 @@ pub(super) fn record(
 mod tests {
     use super::*;
 
-    /// The variables each entry point uses (naga's reflection, what a launch
-    /// must bind; lavapipe never builds the coop pipelines that would check
-    /// it) are exactly the ones `record` and `prepare_x` bind.
+    /// The variables each entry point uses are exactly the ones `record` and
+    /// `prepare_x` bind.
     #[test]
     fn entry_points_use_exactly_the_bound_variables() {
         let cases: [(&KernelSpec, &[&str]); 3] = [
@@ -464,25 +512,7 @@ mod tests {
             ),
             (&FAST_X, &["xs", "xh", "xinv", "fp"]),
         ];
-        for (spec, want) in cases {
-            let src: String = spec
-                .files(true)
-                .iter()
-                .map(|f| f.text)
-                .collect::<Vec<_>>()
-                .join("\n");
-            let module = crate::reflect::ModuleBindings::reflect(&src).unwrap();
-            let entry = module.entry(spec.entry).unwrap();
-            let mut used: Vec<&str> = entry
-                .iter()
-                .filter(|(_, b)| b.used)
-                .map(|(n, _)| n.as_str())
-                .collect();
-            used.sort_unstable();
-            let mut want = want.to_vec();
-            want.sort_unstable();
-            assert_eq!(used, want, "{entry_name}", entry_name = spec.entry);
-        }
+        crate::reflect::assert_entries_use_exactly(&cases);
     }
 
     #[test]

@@ -140,14 +140,29 @@ impl ModuleBindings {
     }
 }
 
+/// Test: the variables each spec's entry point uses (what a launch must
+/// bind; lavapipe never builds the cooperative-matrix pipelines that would
+/// check it) are exactly the names given with it.
+#[cfg(test)]
+pub(crate) fn assert_entries_use_exactly(cases: &[(&crate::spec::KernelSpec, &[&str])]) {
+    for (spec, want) in cases {
+        let module = ModuleBindings::reflect(&spec.source(true)).unwrap();
+        let entry = module.entry(spec.entry).unwrap();
+        let mut used: Vec<&str> = entry
+            .iter()
+            .filter(|(_, b)| b.used)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        used.sort_unstable();
+        let mut want = want.to_vec();
+        want.sort_unstable();
+        assert_eq!(used, want, "{entry_name}", entry_name = spec.entry);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn source(spec: &crate::spec::KernelSpec, subgroups: bool) -> String {
-        let files = spec.files(subgroups);
-        files.iter().map(|f| f.text).collect::<Vec<_>>().join("\n")
-    }
 
     /// Every registered kernel's module reflects (the cooperative-matrix one
     /// included, which lavapipe never builds) and has its entry point.
@@ -155,7 +170,7 @@ mod tests {
     fn every_spec_module_reflects_with_its_entry_point() {
         for spec in crate::registry::all() {
             for sg in [false, true] {
-                let m = ModuleBindings::reflect(&source(spec, sg))
+                let m = ModuleBindings::reflect(&spec.source(sg))
                     .unwrap_or_else(|e| panic!("{spec_label}: {e}", spec_label = spec.label));
                 assert!(m.entry(spec.entry).is_some(), "{}", spec.label);
             }
@@ -172,7 +187,7 @@ mod tests {
                 .into_iter()
                 .find(|s| s.entry == entry)
                 .unwrap();
-            let m = ModuleBindings::reflect(&source(spec, true)).unwrap();
+            let m = ModuleBindings::reflect(&spec.source(true)).unwrap();
             let mut v: Vec<(u32, String)> = m
                 .entry(entry)
                 .unwrap()
@@ -194,13 +209,13 @@ mod tests {
         );
         // conv1d_state reads the input and rewrites the state only.
         assert_eq!(used("conv1d_state"), ["conv_x", "conv_st", "cp"]);
-        let m = ModuleBindings::reflect(&source(
-            crate::registry::all()
+        let m = ModuleBindings::reflect(
+            &crate::registry::all()
                 .into_iter()
                 .find(|s| s.entry == "rms_norm")
-                .unwrap(),
-            false,
-        ))
+                .unwrap()
+                .source(false),
+        )
         .unwrap();
         let np = &m.entry("rms_norm").unwrap()["np"];
         assert_eq!(

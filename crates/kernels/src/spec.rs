@@ -58,6 +58,16 @@ impl KernelSpec {
             .collect()
     }
 
+    /// The text of this kernel's module (its [`files`](Self::files) joined by
+    /// newlines) with or without subgroups.
+    pub fn source(&self, subgroups: bool) -> String {
+        self.files(subgroups)
+            .iter()
+            .map(|f| f.text)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Whether the module differs with and without subgroups.
     pub fn has_reduce(&self) -> bool {
         self.parts.contains(&Part::Reduce)

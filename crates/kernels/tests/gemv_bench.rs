@@ -43,6 +43,9 @@ use qwgpu_kernels::{copy, moe, ContextOptions, Dispatch, GpuContext, GpuWeight, 
 use qwgpu_loader::{ActivationQuant, BlockSegment, Int4Weights, PackedWeight, ScaleScheme, Shard};
 use qwgpu_ops::rng::Rng;
 
+mod support;
+use support::matmul_case::contiguous;
+
 /// Qwen's FP8 block.
 const BLOCK: usize = 128;
 /// Bytes of weight copies a timed pass rotates over (beyond the H100's 50 MiB L2).
@@ -539,15 +542,7 @@ fn time_dense(
     };
     let y = ctx.storage("y", (width * 4) as u64).unwrap();
     ctx.fill_f32(&y, 0.0);
-    let args = MatmulArgs {
-        x,
-        x_offset: 0,
-        x_stride: s.cols as u32,
-        y: &y,
-        y_offset: 0,
-        y_stride: width as u32,
-        t: 1,
-    };
+    let args = contiguous(x, &y, 1, s.cols, width);
     let launches: Vec<Dispatch> = weights
         .iter()
         .flat_map(|w| kernel.dense(ctx, w, &args, s.epilogue))
@@ -665,15 +660,7 @@ fn time_moe(
                 matmul(
                     ctx,
                     &router,
-                    &MatmulArgs {
-                        x,
-                        x_offset: 0,
-                        x_stride: h as u32,
-                        y: &logits,
-                        y_offset: 0,
-                        y_stride: e as u32,
-                        t: 1,
-                    },
+                    &contiguous(x, &logits, 1, h, e),
                     Epilogue::Store,
                 )
                 .unwrap(),
@@ -1037,15 +1024,7 @@ fn lm_head_piece_sizes() {
     let mut rng = Rng::new(9);
     let x = ctx.upload("x", &rng.normal_vec(cols)).unwrap();
     let y = ctx.storage("y", (rows * 4) as u64).unwrap();
-    let args = MatmulArgs {
-        x: &x,
-        x_offset: 0,
-        x_stride: cols as u32,
-        y: &y,
-        y_offset: 0,
-        y_stride: rows as u32,
-        t: 1,
-    };
+    let args = contiguous(&x, &y, 1, cols, rows);
     for mib in [128u64, 256, 512, 1024] {
         let limit = if software { mib << 10 } else { mib << 20 };
         for run in 0..3 {
@@ -1122,15 +1101,7 @@ fn time_small_t(
     } else {
         s.rows
     };
-    let args = MatmulArgs {
-        x,
-        x_offset: 0,
-        x_stride: s.cols as u32,
-        y,
-        y_offset: 0,
-        y_stride: width as u32,
-        t: t as u32,
-    };
+    let args = contiguous(x, y, t, s.cols, width);
     let launches: Vec<Dispatch> = weights
         .iter()
         .flat_map(|w| match kernel {

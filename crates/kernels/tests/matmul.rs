@@ -20,7 +20,7 @@ use qwgpu_loader::PackedWeight;
 
 mod support;
 use qwgpu_ops::rng::Rng;
-use support::matmul_case;
+use support::matmul_case::{self, contiguous};
 use support::Scheme;
 
 use cases::{packed, run, EPILOGUES};
@@ -302,15 +302,7 @@ fn small_t_is_the_path_of_two_to_sixteen_tokens() {
     let x = ctx.storage("x", 4 * 64 * 17).unwrap();
     let y = ctx.storage("y", 4 * 40 * 17).unwrap();
     for tokens in 1..=17u32 {
-        let args = MatmulArgs {
-            x: &x,
-            x_offset: 0,
-            x_stride: 64,
-            y: &y,
-            y_offset: 0,
-            y_stride: 40,
-            t: tokens,
-        };
+        let args = contiguous(&x, &y, tokens as usize, 64, 40);
         for epi in EPILOGUES {
             let d = matmul(ctx, &gw, &args, epi).unwrap();
             let labels: Vec<&str> = d.iter().map(|d| d.label).collect();
@@ -669,15 +661,7 @@ fn bad_arguments_are_typed_errors() {
     let gw = GpuWeight::upload(ctx, &pw).unwrap();
     let x = ctx.storage("x", 4 * 12 * 2).unwrap();
     let y = ctx.storage("y", 4 * 3 * 2).unwrap();
-    let a = MatmulArgs {
-        x: &x,
-        x_offset: 0,
-        x_stride: 12,
-        y: &y,
-        y_offset: 0,
-        y_stride: 3,
-        t: 2,
-    };
+    let a = contiguous(&x, &y, 2, 12, 3);
     assert_eq!(matmul(ctx, &gw, &a, Epilogue::Store).unwrap().len(), 1);
     assert!(matmul(ctx, &gw, &MatmulArgs { t: 0, ..a }, Epilogue::Store)
         .unwrap()

@@ -22,6 +22,7 @@ use qwgpu_kernels::{wgpu, Dispatch, GpuContext, GpuWeight, KernelError, WeightFo
 
 mod support;
 use qwgpu_ops::rng::Rng;
+use support::bench::{best_ns, max_rel_diff, shape_inputs, trusted, Dense};
 use support::Scheme;
 
 const EPILOGUES: [Epilogue; 3] = [Epilogue::Store, Epilogue::Accumulate, Epilogue::SwiGlu];
@@ -428,22 +429,6 @@ fn auto_path_takes_exact_coop_where_supported() {
     }
 }
 
-/// Best of 5 GPU-timestamp runs of `d`, in ns.
-fn best_ns(ctx: &GpuContext, d: &[Dispatch]) -> f64 {
-    let refs: Vec<&Dispatch> = d.iter().collect();
-    ctx.run("warm-up", &refs).unwrap();
-    let mut best = f64::INFINITY;
-    for _ in 0..5 {
-        let ns: f64 = qwgpu_kernels::profile::time_dispatches(ctx, &refs)
-            .unwrap()
-            .iter()
-            .map(|(_, t)| t)
-            .sum();
-        best = best.min(ns);
-    }
-    best
-}
-
 qwgpu_kernels::shader!(BENCH_COOP, "matmul_coop.wgsl");
 qwgpu_kernels::shader!(BENCH_COMMON, "matmul_common.wgsl");
 
@@ -525,24 +510,10 @@ fn variant(
 #[test]
 #[ignore = "benchmark: run with -- --ignored coop_vs_scalar_speed"]
 fn coop_vs_scalar_speed() {
-    // Trusted modules (no runtime checks) in every build: bounds-checked
-    // modules are what a test build compiles by default, and they measured
-    // about half as fast.
-    let trusted = qwgpu_kernels::ContextOptions {
-        runtime_checks: Some(false),
-        ..Default::default()
-    };
-    let ctx = GpuContext::new(&trusted).unwrap();
-    let ctx16 = GpuContext::new(&qwgpu_kernels::ContextOptions {
-        f16_matmul: true,
-        ..trusted.clone()
-    })
-    .unwrap();
-    let ctx_fast = GpuContext::new(&qwgpu_kernels::ContextOptions {
-        precision: qwgpu_kernels::MatmulPrecision::Fast,
-        ..trusted.clone()
-    })
-    .unwrap();
+    use qwgpu_kernels::MatmulPrecision::{Exact, Fast};
+    let ctx = trusted(Exact, false);
+    let ctx16 = trusted(Exact, true);
+    let ctx_fast = trusted(Fast, false);
     // The first shape comes again at the end: the order must not matter.
     let shapes = [
         (
@@ -568,13 +539,7 @@ fn coop_vs_scalar_speed() {
             Scheme::None
         };
         let pw = packed(&mut rng, dtype, rows, cols, scheme);
-        let xv = rng.normal_vec(t * cols);
-        let width = if epi == Epilogue::SwiGlu {
-            rows / 2
-        } else {
-            rows
-        };
-        let flop = 2.0 * (t * rows * cols) as f64;
+        let (xv, width, flop) = shape_inputs(&mut rng, (rows, cols, t), epi);
         let mut outs = Vec::new();
         for (name, c, path) in [
             ("scalar", &ctx, MatmulPath::Scalar),
@@ -583,30 +548,16 @@ fn coop_vs_scalar_speed() {
             ("coop fast", &ctx_fast, MatmulPath::Coop),
         ] {
             let gw = GpuWeight::upload(c, &pw).unwrap();
-            let x = c.upload("x", &xv).unwrap();
-            let y = c.storage("y", (t * width * 4) as u64).unwrap();
-            c.fill_f32(&y, 0.0);
-            let args = MatmulArgs {
-                x: &x,
-                x_offset: 0,
-                x_stride: cols as u32,
-                y: &y,
-                y_offset: 0,
-                y_stride: width as u32,
-                t: t as u32,
-            };
-            let d = match matmul_with(c, &gw, &args, epi, path) {
+            let io = Dense::new(c, &xv, t, cols, width);
+            let d = match matmul_with(c, &gw, &io.args(), epi, path) {
                 Ok(d) => d,
                 Err(e) => {
                     eprintln!("{name}: {e}");
                     continue;
                 }
             };
-            // Accumulate: one clean run for the comparison, then the timed runs.
-            let refs: Vec<&Dispatch> = d.iter().collect();
-            c.run("first", &refs).unwrap();
-            outs.push(c.read_f32(&y, 0, 8 * width).unwrap());
-            let ns = best_ns(c, &d);
+            outs.push(io.first_rows(c, &d, 8));
+            let (ns, _) = best_ns(c, &d, "");
             eprintln!(
                 "BENCH {c_info_name} {name} T={t} W=[{rows},{cols}] {epi:?} {dtype:?}: {us:.1} µs = {tflops:.1} TFLOP/s",
                 c_info_name = c.info.name,
@@ -616,11 +567,9 @@ fn coop_vs_scalar_speed() {
         }
         for (i, name) in ["coop exact", "coop f16", "coop fast"].iter().enumerate() {
             if let (Some(a), Some(b)) = (outs.get(i + 1), outs.first()) {
-                let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-                let diff = a.iter().zip(b).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
                 eprintln!(
-                    "BENCH   {name} vs scalar, first 8 rows: max |Δ| / max |y| = {diff_scale:.2e}",
-                    diff_scale = diff / scale
+                    "BENCH   {name} vs scalar, first 8 rows: max |Δ| / max |y| = {rel:.2e}",
+                    rel = max_rel_diff(a, b)
                 );
             }
         }
@@ -651,7 +600,7 @@ fn coop_vs_scalar_speed() {
                     continue;
                 }
             };
-            let ns = best_ns(&ctx, std::slice::from_ref(&d));
+            let (ns, _) = best_ns(&ctx, std::slice::from_ref(&d), "");
             eprintln!(
                 "BENCH variant T={t} W=[{n},{n}] {o:?}: {us:.1} µs = {tflops:.1} TFLOP/s",
                 us = ns / 1e3,

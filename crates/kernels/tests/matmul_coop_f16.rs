@@ -28,59 +28,24 @@
 
 use qwgpu_checkpoint::Dtype;
 use qwgpu_kernels::coop_peak::{peak_gemm, Feed, Tiling};
-use qwgpu_kernels::matmul::{coop_f16, coop_fast, matmul_with, Epilogue, MatmulArgs, MatmulPath};
+use qwgpu_kernels::matmul::{coop_f16, coop_fast, matmul_with, Epilogue, MatmulPath};
 use qwgpu_kernels::testing::{self, Feature};
-use qwgpu_kernels::{
-    registry, ContextOptions, Dispatch, GpuContext, GpuWeight, KernelError, MatmulPrecision,
-};
+use qwgpu_kernels::{GpuContext, GpuWeight, KernelError, MatmulPrecision};
 use qwgpu_loader::{PackedWeight, ScaleScheme};
 use qwgpu_ops::rng::Rng;
 
 use crate::matmul_coop_fast::{
-    best_ns, context_with, fast_round_row, row_max, run, scale_exp, wide_row,
+    context_with, fast_round_row, row_max, run, scale_exp, test_weight, Case, CaseData, GemmLoops,
 };
 
 mod support;
+use support::bench::{best_ns, coop_contexts, max_rel_diff, shape_inputs, Dense};
+use support::matmul_case::contiguous;
+use support::spirv::{self, Translator};
 use support::Scheme;
 
-const EPILOGUES: [Epilogue; 3] = [Epilogue::Store, Epilogue::Accumulate, Epilogue::SwiGlu];
 /// f32 accumulation only (x' and w exact in f16).
 const REL: f64 = 1e-5;
-
-/// A test weight of `shards` shards (their own scales), normal values.
-fn test_weight(
-    rng: &mut Rng,
-    dtype: Dtype,
-    scheme: Scheme,
-    rows: usize,
-    cols: usize,
-    shards: usize,
-) -> PackedWeight {
-    let data = support::normal_data(rng, dtype, rows * cols);
-    let shards = shards.min(rows);
-    let mut parts = Vec::new();
-    let mut o = 0;
-    for i in 0..shards {
-        let n = if i + 1 == shards {
-            rows - o
-        } else {
-            rows / shards
-        };
-        parts.push((o, n));
-        o += n;
-    }
-    let mut draw = || 0.25 + 1.75 * rng.uniform();
-    support::packed_weight(
-        format!("w{rows}x{cols}"),
-        dtype,
-        rows,
-        cols,
-        &parts,
-        scheme,
-        data,
-        &mut draw,
-    )
-}
 
 /// Scale of element `(r, c)` of `pw`, read from the loader's scheme.
 fn scale_of(pw: &PackedWeight, r: usize, c: usize) -> f32 {
@@ -346,15 +311,7 @@ fn coop_f16_is_unsupported_where_it_cannot_run() {
             let gw = GpuWeight::upload(&exact, &pw).unwrap();
             let x = exact.upload("x", &vec![1f32; 200 * 20]).unwrap();
             let y = exact.storage("y", 8 * 20 * 4).unwrap();
-            let args = MatmulArgs {
-                x: &x,
-                x_offset: 0,
-                x_stride: 200,
-                y: &y,
-                y_offset: 0,
-                y_stride: 8,
-                t: 20,
-            };
+            let args = contiguous(&x, &y, 20, 200, 8);
             let got = matmul_with(&exact, &gw, &args, Epilogue::Store, MatmulPath::CoopF16);
             assert_eq!(
                 matches!(got, Err(KernelError::Unsupported { .. })),
@@ -396,11 +353,6 @@ fn coop_f16_emulated_matches_reference() {
 /// The cases of the GEMM tests in `precision`; `emulated`: on the scalar
 /// emulation (contexts with f16), else on the adapter's cooperative matrices.
 fn gemm_cases(seed: u64, precision: MatmulPrecision, emulated: bool) {
-    let needs = if emulated {
-        Feature::F16
-    } else {
-        Feature::CooperativeMatrix
-    };
     // (rows, cols)
     let sizes: &[(usize, usize)] = if emulated {
         &[(258, 100), (130, 37)]
@@ -431,126 +383,42 @@ fn gemm_cases(seed: u64, precision: MatmulPrecision, emulated: bool) {
     } else {
         &[17, 131, 300]
     };
-    let contexts = testing::contexts_with(&[needs]);
-    let contexts: Vec<_> = if emulated {
-        // The emulation compiles slowly on a CPU adapter: one context.
-        let pick = contexts
-            .iter()
-            .position(|t| t.variant == testing::Variant::Trusted)
-            .unwrap_or(0);
-        contexts.into_iter().skip(pick).take(1).collect()
-    } else {
-        contexts
-    };
-    for t in contexts {
-        let mut rng = Rng::new(seed);
-        let mut cases = 0;
-        let mut ctx = context_with(t, precision);
-        for &(dtype, scheme, shards) in &formats {
-            for &(rows, cols) in sizes {
-                let pw = test_weight(&mut rng, dtype, scheme, rows, cols, shards);
-                let wdq = qwgpu_loader::dequantize(&pw).unwrap();
-                let gw = GpuWeight::upload(&ctx, &pw).unwrap();
-                let blocks = gw.block_cols < gw.cols;
-                if blocks && precision == MatmulPrecision::Exact {
-                    continue;
-                }
-                for blocked in [false, true] {
-                    // Scratches below one tile: blocks of one 128-token tile
-                    // and of one 128-row tile.
-                    ctx.tuning.coop_fast_scratch = if blocked { 1 } else { coop_fast::SCRATCH_CAP };
-                    ctx.tuning.coop_f16_scratch = if blocked { 1 } else { coop_f16::W_SCRATCH_CAP };
-                    let last = tokens_list[tokens_list.len() - 1];
-                    for &tokens in tokens_list.iter().filter(|&&t| !blocked || t == last) {
-                        for epi in EPILOGUES {
-                            let case = Case {
-                                seed,
-                                tokens,
-                                epi,
-                                blocked,
-                                exact: precision == MatmulPrecision::Exact,
-                                emulated,
-                            };
-                            check_case(t, &ctx, &mut rng, &gw, &wdq, &case);
-                            cases += 1;
-                        }
-                    }
-                }
-            }
-        }
-        let least = if emulated { 20 } else { 60 };
-        assert!(
-            cases > least,
-            "{t_name}: only {cases} cases ran",
-            t_name = t.name
-        );
-    }
-}
-
-/// One case of [`gemm_cases`].
-struct Case {
-    seed: u64,
-    tokens: usize,
-    epi: Epilogue,
-    blocked: bool,
-    /// Exact precision (reference on x itself), else fast (on f16(x·s)/s).
-    exact: bool,
-    emulated: bool,
-}
-
-fn check_case(
-    t: &testing::TestContext,
-    ctx: &GpuContext,
-    rng: &mut Rng,
-    gw: &GpuWeight,
-    wdq: &[f32],
-    case: &Case,
-) {
-    let Case {
+    let loops = GemmLoops {
         seed,
-        tokens,
+        precision,
+        emulated,
+        formats: &formats,
+        sizes,
+        tokens_list,
+        least: if emulated { 20 } else { 60 },
+    };
+    // Block scales round in exact precision: not taken.
+    let takes = |_: &testing::TestContext, _: &GpuContext, gw: &GpuWeight| {
+        gw.block_cols >= gw.cols || precision != MatmulPrecision::Exact
+    };
+    // Scratches below one tile: blocks of one 128-token tile and of one
+    // 128-row tile.
+    let scratch = |ctx: &mut GpuContext, blocked: bool| {
+        ctx.tuning.coop_fast_scratch = if blocked { 1 } else { coop_fast::SCRATCH_CAP };
+        ctx.tuning.coop_f16_scratch = if blocked { 1 } else { coop_f16::W_SCRATCH_CAP };
+    };
+    loops.run(takes, scratch, check_case);
+}
+
+fn check_case(ctx: &GpuContext, gw: &GpuWeight, wdq: &[f32], case: &Case, data: &CaseData) {
+    let Case {
         epi,
-        blocked,
         exact,
         emulated,
+        ..
     } = *case;
     let (rows, cols) = (gw.rows, gw.cols);
     let swiglu = epi == Epilogue::SwiGlu;
-    let width = if swiglu { rows / 2 } else { rows };
-    let x_off = (rng.uniform() * 5.0) as usize;
-    let x_stride = cols + (rng.uniform() * 3.0) as usize;
-    let y_off = (rng.uniform() * 5.0) as usize;
-    let y_stride = width + (rng.uniform() * 3.0) as usize;
-    let mut xbuf = vec![f32::NAN; x_off + (tokens - 1) * x_stride + cols + 3];
-    let xrows: Vec<Vec<f32>> = (0..tokens).map(|i| wide_row(rng, cols, i % 5)).collect();
-    for (i, r) in xrows.iter().enumerate() {
-        xbuf[x_off + i * x_stride..][..cols].copy_from_slice(r);
-    }
-    let ylen = y_off + (tokens - 1) * y_stride + width + 2;
-    let init = if epi == Epilogue::Accumulate {
-        rng.normal_vec(ylen)
-    } else {
-        vec![f32::NAN; ylen]
-    };
-    let x = ctx.upload("x", &xbuf).unwrap();
-    let what = format!(
-        "{t_name} seed {seed:#x} {format:?} block_cols {bc} [{rows}, {cols}] T={tokens} {epi:?} \
-         x_off {x_off} x_stride {x_stride} y_off {y_off} y_stride {y_stride} blocked {blocked} \
-         exact {exact} emulated {emulated}",
-        t_name = t.name,
-        format = gw.format,
-        bc = gw.block_cols
-    );
-    let y = ctx.upload("y", &init).unwrap();
-    let args = MatmulArgs {
-        x: &x,
-        x_offset: x_off as u32,
-        x_stride: x_stride as u32,
-        y: &y,
-        y_offset: y_off as u32,
-        y_stride: y_stride as u32,
-        t: tokens as u32,
-    };
+    let (what, s, x) = (&data.what, &data.s, &data.x);
+    let (width, xrows, init) = (data.width, &data.xrows, &data.init);
+    let ylen = init.len();
+    let y = ctx.upload("y", init).unwrap();
+    let args = s.args(x, &y);
     let go = || {
         let d = matmul_with(ctx, gw, &args, epi, MatmulPath::CoopF16)
             .unwrap_or_else(|e| panic!("{what}: {e}"));
@@ -617,7 +485,7 @@ fn check_case(
             } else {
                 extra(c)
             };
-            let i = y_off + ti * y_stride + c;
+            let i = s.y_index(ti, c);
             if epi == Epilogue::Accumulate {
                 w += init[i] as f64;
                 tol += 1e-6 * init[i].abs() as f64;
@@ -625,7 +493,7 @@ fn check_case(
             want[i] = Some((w, tol));
         }
     }
-    support::check(&got, &init, &want, &format!("{what} vs reference"));
+    support::check(&got, init, &want, &format!("{what} vs reference"));
 }
 
 /// Labels of the launches of one Store matmul of `tokens` tokens through `path`.
@@ -639,15 +507,7 @@ fn labels(
     let gw = GpuWeight::upload(ctx, pw).unwrap();
     let x = ctx.storage("x", (4 * tokens * cols) as u64).unwrap();
     let y = ctx.storage("y", (4 * tokens * rows) as u64).unwrap();
-    let args = MatmulArgs {
-        x: &x,
-        x_offset: 0,
-        x_stride: cols as u32,
-        y: &y,
-        y_offset: 0,
-        y_stride: rows as u32,
-        t: tokens as u32,
-    };
+    let args = contiguous(&x, &y, tokens, cols, rows);
     matmul_with(ctx, &gw, &args, Epilogue::Store, path)
         .unwrap()
         .iter()
@@ -726,57 +586,24 @@ fn auto_takes_the_f16_kernel_above_its_threshold() {
 /// 16, 32 or 64) and every stored format the W pre-pass takes.
 #[test]
 fn coop_f16_translates_to_spirv_for_every_override() {
-    let specs = registry::all();
     let mut translated = 0;
     for (label, configs) in [
         (
             "matmul_coop_f16",
-            [64u32, 128, 256].map(|wg| vec![("WG", wg)]).to_vec(),
+            [64.0, 128.0, 256.0].map(|wg| vec![("WG", wg)]).to_vec(),
         ),
         (
             "matmul_coop_f16_split",
-            [64u32, 128, 256].map(|wg| vec![("WG", wg)]).to_vec(),
+            [64.0, 128.0, 256.0].map(|wg| vec![("WG", wg)]).to_vec(),
         ),
         (
             "matmul_w16",
-            [1u32, 2, 3, 4].map(|f| vec![("FORMAT", f)]).to_vec(),
+            [1.0, 2.0, 3.0, 4.0].map(|f| vec![("FORMAT", f)]).to_vec(),
         ),
     ] {
-        let spec = specs
-            .iter()
-            .find(|s| s.label == label)
-            .unwrap_or_else(|| panic!("no spec `{label}`"));
-        let src: String = spec
-            .files(true)
-            .iter()
-            .map(|f| f.text)
-            .collect::<Vec<_>>()
-            .join("\n");
-        let module = naga::front::wgsl::parse_str(&src)
-            .unwrap_or_else(|e| panic!("{label}: {d}", d = e.emit_to_string(&src)));
-        use naga::valid::Capabilities as C;
-        let caps = C::default()
-            | C::SHADER_FLOAT16_IN_FLOAT32
-            | C::SUBGROUP
-            | C::SHADER_FLOAT16
-            | C::COOPERATIVE_MATRIX;
-        let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
-            .validate(&module)
-            .unwrap_or_else(|e| panic!("{label}: validation error: {e:?}"));
+        let module = Translator::coop(spirv::spec(label));
         for config in configs {
-            let constants: naga::back::PipelineConstants = config
-                .iter()
-                .map(|&(n, v)| (n.to_string(), f64::from(v)))
-                .collect();
-            let (m, i) =
-                naga::back::pipeline_constants::process_overrides(&module, &info, None, &constants)
-                    .unwrap_or_else(|e| panic!("{label} {config:?}: {e}"));
-            let pipe = naga::back::spv::PipelineOptions {
-                shader_stage: naga::ShaderStage::Compute,
-                entry_point: spec.entry.into(),
-            };
-            naga::back::spv::write_vec(&m, &i, &Default::default(), Some(&pipe))
-                .unwrap_or_else(|e| panic!("{label} {config:?}: {e}"));
+            module.translate(&config);
             translated += 1;
         }
     }
@@ -799,23 +626,7 @@ fn f16_words(v: &[f32]) -> Vec<u16> {
 #[test]
 #[ignore = "benchmark: run with -- --include-ignored --exact matmul_coop_f16::coop_f16_speed --nocapture"]
 fn coop_f16_speed() {
-    let open = |precision| {
-        GpuContext::new(&ContextOptions {
-            runtime_checks: Some(false),
-            precision,
-            ..Default::default()
-        })
-        .unwrap()
-    };
-    let (fast, exact) = (open(MatmulPrecision::Fast), open(MatmulPrecision::Exact));
-    assert!(
-        testing::require(
-            "coop_f16_speed",
-            &fast,
-            &[Feature::CooperativeMatrix, Feature::Timestamps]
-        ),
-        "the benchmark needs cooperative matrices and timestamps"
-    );
+    let (fast, exact) = coop_contexts("coop_f16_speed");
     let adapter = fast.info.name.clone();
     // (rows, cols, tokens, epilogue, format, scales)
     let shapes = [
@@ -863,13 +674,7 @@ fn coop_f16_speed() {
     let mut rng = Rng::new(0xf16_0004);
     for (rows, cols, t, epi, dtype, scheme) in shapes {
         let pw = support::packed_one_shard(&mut rng, dtype, rows, cols, scheme);
-        let xv = rng.normal_vec(t * cols);
-        let width = if epi == Epilogue::SwiGlu {
-            rows / 2
-        } else {
-            rows
-        };
-        let flop = 2.0 * (t * rows * cols) as f64;
+        let (xv, width, flop) = shape_inputs(&mut rng, (rows, cols, t), epi);
         let shape = format!("T={t} W=[{rows},{cols}] {epi:?} {dtype:?}");
         // The ceiling: coop_peak's fastest tiling on the padded shape.
         let tiling = Tiling {
@@ -910,29 +715,15 @@ fn coop_f16_speed() {
         let mut outs: Vec<(&str, Vec<f32>)> = Vec::new();
         for (name, ctx, path) in variants {
             let gw = GpuWeight::upload(ctx, &pw).unwrap();
-            let x = ctx.upload("x", &xv).unwrap();
-            let y = ctx.storage("y", (t * width * 4) as u64).unwrap();
-            ctx.fill_f32(&y, 0.0);
-            let args = MatmulArgs {
-                x: &x,
-                x_offset: 0,
-                x_stride: cols as u32,
-                y: &y,
-                y_offset: 0,
-                y_stride: width as u32,
-                t: t as u32,
-            };
-            let d = match matmul_with(ctx, &gw, &args, epi, path) {
+            let io = Dense::new(ctx, &xv, t, cols, width);
+            let d = match matmul_with(ctx, &gw, &io.args(), epi, path) {
                 Ok(d) => d,
                 Err(e) => {
                     eprintln!("BENCH {adapter} {name} {shape}: {e}");
                     continue;
                 }
             };
-            let refs: Vec<&Dispatch> = d.iter().collect();
-            // Accumulate: one clean run for the comparison, then the timed runs.
-            ctx.run("first", &refs).unwrap();
-            outs.push((name, ctx.read_f32(&y, 0, t * width).unwrap()));
+            outs.push((name, io.first_rows(ctx, &d, t)));
             let (ns, _) = best_ns(ctx, &d, "");
             let gemm_label = if ctx.precision == MatmulPrecision::Exact {
                 "matmul_coop_f16_split"
@@ -965,14 +756,9 @@ fn coop_f16_speed() {
         }
         for pair in outs.chunks(2) {
             if let [(a, ya), (b, yb)] = pair {
-                let scale = ya.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
-                let diff = ya
-                    .iter()
-                    .zip(yb)
-                    .fold(0f32, |m, (p, q)| m.max((p - q).abs()));
                 eprintln!(
                     "BENCH {adapter} {shape}: max |{a} - {b}| / max|y| = {rel:.2e}",
-                    rel = diff / scale
+                    rel = max_rel_diff(yb, ya)
                 );
             }
         }

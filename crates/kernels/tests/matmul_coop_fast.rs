@@ -24,15 +24,18 @@
 //!   fast variant: `-- --ignored --exact matmul_coop_fast::coop_fast_speed`.
 
 use qwgpu_checkpoint::Dtype;
-use qwgpu_kernels::matmul::{coop_fast, matmul_with, Epilogue, MatmulArgs, MatmulPath};
+use qwgpu_kernels::matmul::{coop_fast, matmul_with, Epilogue, MatmulPath};
+use qwgpu_kernels::testing::cases::matmul::Strided;
 use qwgpu_kernels::testing::{self, Feature};
 use qwgpu_kernels::{
-    registry, ContextOptions, Dispatch, GpuContext, GpuWeight, KernelError, MatmulPrecision,
-    WeightFormat,
+    ContextOptions, Dispatch, GpuContext, GpuWeight, KernelError, MatmulPrecision, WeightFormat,
 };
 use qwgpu_ops::rng::Rng;
 
 mod support;
+use support::bench::{best_ns, coop_contexts, max_rel_diff, shape_inputs, Dense};
+use support::matmul_case::contiguous;
+use support::spirv::{self, Translator};
 use support::Scheme;
 
 const EPILOGUES: [Epilogue; 3] = [Epilogue::Store, Epilogue::Accumulate, Epilogue::SwiGlu];
@@ -314,15 +317,7 @@ fn coop_fast_is_unsupported_without_cooperative_matrices() {
         let gw = GpuWeight::upload(ctx, &pw).unwrap();
         let x = ctx.upload("x", &vec![1f32; 40 * 20]).unwrap();
         let y = ctx.storage("y", 8 * 20 * 4).unwrap();
-        let args = MatmulArgs {
-            x: &x,
-            x_offset: 0,
-            x_stride: 40,
-            y: &y,
-            y_offset: 0,
-            y_stride: 8,
-            t: 20,
-        };
+        let args = contiguous(&x, &y, 20, 40, 8);
         for path in [MatmulPath::CoopFast, MatmulPath::CoopFastExact] {
             match matmul_with(ctx, &gw, &args, Epilogue::Store, path) {
                 Err(KernelError::Unsupported { .. }) => {}
@@ -350,9 +345,9 @@ pub(crate) fn context_with(t: &testing::TestContext, precision: MatmulPrecision)
     .unwrap()
 }
 
-/// The weights of the GEMM test: (name, dtype, scheme, shard row splits as
-/// fractions of the rows: several shards with their own scales).
-fn test_weight(
+/// A weight of the GEMM tests: `shards` shards (at most one per row) with
+/// their own scales, normal values (`coop_f16`'s tests take it too).
+pub(crate) fn test_weight(
     rng: &mut Rng,
     dtype: Dtype,
     scheme: Scheme,
@@ -361,6 +356,7 @@ fn test_weight(
     shards: usize,
 ) -> qwgpu_loader::PackedWeight {
     let data = support::normal_data(rng, dtype, rows * cols);
+    let shards = shards.min(rows);
     let mut parts = Vec::new();
     let mut o = 0;
     for i in 0..shards {
@@ -418,16 +414,7 @@ fn coop_fast_emulated_matches_reference() {
 /// emulation of the cooperative-matrix operations (contexts with f16), else
 /// on the adapter's (contexts with cooperative matrices).
 fn gemm_cases(seed: u64, precision: MatmulPrecision, emulated: bool) {
-    let needs = if emulated {
-        Feature::F16
-    } else {
-        Feature::CooperativeMatrix
-    };
-    let path = if precision == MatmulPrecision::Fast {
-        MatmulPath::CoopFast
-    } else {
-        MatmulPath::CoopFastExact
-    };
+    let path = path_of(precision == MatmulPrecision::Exact);
     // The emulation is slow on a CPU adapter: fewer, smaller cases (still
     // two token tiles, partial tiles and steps, and several blocks).
     let sizes: &[(usize, usize)] = if emulated {
@@ -451,158 +438,225 @@ fn gemm_cases(seed: u64, precision: MatmulPrecision, emulated: bool) {
     } else {
         &[17, 131, 300]
     };
-    let contexts = testing::contexts_with(&[needs]);
-    // The emulation compiles slowly on a CPU adapter: one context (trusted
-    // modules where selected), one pipeline per format and variant.
-    let contexts: Vec<_> = if emulated {
-        let pick = contexts
-            .iter()
-            .position(|t| t.variant == testing::Variant::Trusted)
-            .unwrap_or(0);
-        contexts.into_iter().skip(pick).take(1).collect()
-    } else {
-        contexts
+    let takes = |t: &testing::TestContext, ctx: &GpuContext, gw: &GpuWeight| {
+        if gw.block_cols >= gw.cols {
+            return true;
+        }
+        let cols = gw.cols;
+        let y = ctx.storage("y", 4).unwrap();
+        let x = ctx.storage("x", (cols * 4) as u64).unwrap();
+        let args = contiguous(&x, &y, 1, cols, 1);
+        let refused = || {
+            matches!(
+                matmul_with(ctx, gw, &args, Epilogue::Store, path),
+                Err(KernelError::Unsupported { .. })
+            )
+        };
+        assert!(
+            if emulated {
+                coop_fast::emulation::emulate(refused)
+            } else {
+                refused()
+            },
+            "{t_name}: block-scaled weight not refused",
+            t_name = t.name
+        );
+        false
     };
-    for t in contexts {
-        let mut rng = Rng::new(seed);
-        let mut cases = 0;
-        let mut ctx = context_with(t, precision);
-        for &(dtype, scheme, shards) in &formats {
-            for &(rows, cols) in sizes {
-                let pw = test_weight(&mut rng, dtype, scheme, rows, cols, shards);
-                let wdq = qwgpu_loader::dequantize(&pw).unwrap();
-                let gw = GpuWeight::upload(&ctx, &pw).unwrap();
-                if gw.block_cols < gw.cols {
-                    let y = ctx.storage("y", 4).unwrap();
-                    let x = ctx.storage("x", (cols * 4) as u64).unwrap();
-                    let args = MatmulArgs {
-                        x: &x,
-                        x_offset: 0,
-                        x_stride: cols as u32,
-                        y: &y,
-                        y_offset: 0,
-                        y_stride: 1,
-                        t: 1,
-                    };
-                    let refused = || {
-                        matches!(
-                            matmul_with(&ctx, &gw, &args, Epilogue::Store, path),
-                            Err(KernelError::Unsupported { .. })
-                        )
-                    };
-                    assert!(
-                        if emulated {
-                            coop_fast::emulation::emulate(refused)
-                        } else {
-                            refused()
-                        },
-                        "{t_name}: block-scaled weight not refused",
-                        t_name = t.name
-                    );
-                    continue;
-                }
-                for blocked in [false, true] {
-                    // A scratch below one tile: blocks of one 128-token tile.
-                    ctx.tuning.coop_fast_scratch = if blocked { 1 } else { coop_fast::SCRATCH_CAP };
-                    // Blocks only change anything past one token tile (the
-                    // largest token count only: the GPU machine's test time).
-                    let last = tokens_list[tokens_list.len() - 1];
-                    for &tokens in tokens_list.iter().filter(|&&t| !blocked || t == last) {
-                        for epi in EPILOGUES {
-                            let case = Case {
-                                seed,
-                                tokens,
-                                epi,
-                                blocked,
-                                path,
-                                emulated,
-                            };
-                            check_case(t, &ctx, &mut rng, &gw, &wdq, &case);
-                            cases += 1;
+    // A scratch below one tile: blocks of one 128-token tile.
+    let scratch = |ctx: &mut GpuContext, blocked: bool| {
+        ctx.tuning.coop_fast_scratch = if blocked { 1 } else { coop_fast::SCRATCH_CAP };
+    };
+    let least = if emulated { 30 } else { 80 };
+    let loops = GemmLoops {
+        seed,
+        precision,
+        emulated,
+        formats: &formats,
+        sizes,
+        tokens_list,
+        least,
+    };
+    loops.run(takes, scratch, check_case);
+}
+
+/// The contexts of the GEMM tests: on the scalar emulation (`emulated`) one
+/// context with f16 (it compiles slowly on a CPU adapter: trusted modules
+/// where selected, one pipeline per format and variant), else every context
+/// with cooperative matrices.
+fn gemm_contexts(emulated: bool) -> Vec<&'static testing::TestContext> {
+    if !emulated {
+        return testing::contexts_with(&[Feature::CooperativeMatrix]);
+    }
+    let contexts = testing::contexts_with(&[Feature::F16]);
+    let pick = contexts
+        .iter()
+        .position(|t| t.variant == testing::Variant::Trusted)
+        .unwrap_or(0);
+    contexts.into_iter().skip(pick).take(1).collect()
+}
+
+/// The GEMM tests' loops (`coop_f16`'s too): on each of [`gemm_contexts`] a
+/// context of `precision` and an `Rng` of `seed`; per format `(dtype,
+/// scheme, shards)` and size `(rows, cols)` a [`test_weight`]; then, where
+/// the weight is taken, with the scratch at its default and below one tile
+/// (`blocked`), every token count (blocked: the largest only: blocks change
+/// nothing below one token tile, and the GPU machine's test time) and
+/// epilogue: more than `least` cases per context.
+pub(crate) struct GemmLoops<'a> {
+    pub seed: u64,
+    pub precision: MatmulPrecision,
+    pub emulated: bool,
+    pub formats: &'a [(Dtype, Scheme, usize)],
+    pub sizes: &'a [(usize, usize)],
+    pub tokens_list: &'a [usize],
+    pub least: usize,
+}
+
+impl GemmLoops<'_> {
+    /// `takes` says whether a weight runs (checking a refusal itself),
+    /// `scratch` sets the context's scratch for `blocked`, `check` checks a
+    /// case.
+    pub fn run(
+        &self,
+        takes: impl Fn(&testing::TestContext, &GpuContext, &GpuWeight) -> bool,
+        scratch: impl Fn(&mut GpuContext, bool),
+        check: impl Fn(&GpuContext, &GpuWeight, &[f32], &Case, &CaseData),
+    ) {
+        for t in gemm_contexts(self.emulated) {
+            let mut rng = Rng::new(self.seed);
+            let mut cases = 0;
+            let mut ctx = context_with(t, self.precision);
+            for &(dtype, scheme, shards) in self.formats {
+                for &(rows, cols) in self.sizes {
+                    let pw = test_weight(&mut rng, dtype, scheme, rows, cols, shards);
+                    let wdq = qwgpu_loader::dequantize(&pw).unwrap();
+                    let gw = GpuWeight::upload(&ctx, &pw).unwrap();
+                    if !takes(t, &ctx, &gw) {
+                        continue;
+                    }
+                    for blocked in [false, true] {
+                        scratch(&mut ctx, blocked);
+                        let last = self.tokens_list[self.tokens_list.len() - 1];
+                        for &tokens in self.tokens_list.iter().filter(|&&t| !blocked || t == last) {
+                            for epi in EPILOGUES {
+                                let case = Case {
+                                    seed: self.seed,
+                                    tokens,
+                                    epi,
+                                    blocked,
+                                    exact: self.precision == MatmulPrecision::Exact,
+                                    emulated: self.emulated,
+                                };
+                                let data = CaseData::new(t, &ctx, &mut rng, &gw, &case);
+                                check(&ctx, &gw, &wdq, &case, &data);
+                                cases += 1;
+                            }
                         }
                     }
                 }
             }
+            assert!(
+                cases > self.least,
+                "{t_name}: only {cases} cases ran",
+                t_name = t.name
+            );
         }
-        let least = if emulated { 30 } else { 80 };
-        assert!(
-            cases > least,
-            "{t_name}: only {cases} cases ran",
-            t_name = t.name
-        );
     }
 }
 
-/// One case of [`gemm_cases`].
-struct Case {
-    seed: u64,
-    tokens: usize,
-    epi: Epilogue,
-    blocked: bool,
-    /// `CoopFast` (reference on the fast precision's rounded x) or
-    /// `CoopFastExact` (reference on x itself).
-    path: MatmulPath,
+/// One case of [`GemmLoops`].
+pub(crate) struct Case {
+    pub seed: u64,
+    pub tokens: usize,
+    pub epi: Epilogue,
+    pub blocked: bool,
+    /// Exact precision (reference on x itself), else fast (on the fast
+    /// precision's rounded x).
+    pub exact: bool,
     /// On the emulated cooperative-matrix operations.
-    emulated: bool,
+    pub emulated: bool,
 }
 
-fn check_case(
-    t: &testing::TestContext,
-    ctx: &GpuContext,
-    rng: &mut Rng,
-    gw: &GpuWeight,
-    wdq: &[f32],
-    case: &Case,
-) {
-    let Case {
-        seed,
-        tokens,
-        epi,
-        blocked,
-        path,
-        emulated,
-    } = *case;
-    let (rows, cols) = (gw.rows, gw.cols);
-    let width = if epi == Epilogue::SwiGlu {
-        rows / 2
-    } else {
-        rows
-    };
-    let x_off = (rng.uniform() * 5.0) as usize;
-    let x_stride = cols + (rng.uniform() * 3.0) as usize;
-    let y_off = (rng.uniform() * 5.0) as usize;
-    let y_stride = width + (rng.uniform() * 3.0) as usize;
-    let mut xbuf = vec![f32::NAN; x_off + (tokens - 1) * x_stride + cols + 3];
-    let xrows: Vec<Vec<f32>> = (0..tokens).map(|i| wide_row(rng, cols, i % 5)).collect();
-    for (i, r) in xrows.iter().enumerate() {
-        xbuf[x_off + i * x_stride..][..cols].copy_from_slice(r);
-    }
-    let ylen = y_off + (tokens - 1) * y_stride + width + 2;
-    let init = if epi == Epilogue::Accumulate {
-        rng.normal_vec(ylen)
-    } else {
-        vec![f32::NAN; ylen]
-    };
-    let x = ctx.upload("x", &xbuf).unwrap();
-    let what = format!(
-        "{t_name} seed {seed:#x} {format:?} [{rows}, {cols}] T={tokens} {epi:?} x_off {x_off} \
-         x_stride {x_stride} y_off {y_off} y_stride {y_stride} blocked {blocked} {path:?} \
-         emulated {emulated}",
-        t_name = t.name,
-        format = gw.format
-    );
-    let go = |path: MatmulPath| -> Vec<f32> {
-        let y = ctx.upload("y", &init).unwrap();
-        let args = MatmulArgs {
-            x: &x,
-            x_offset: x_off as u32,
-            x_stride: x_stride as u32,
-            y: &y,
-            y_offset: y_off as u32,
-            y_stride: y_stride as u32,
-            t: tokens as u32,
+/// A case's inputs: x's rows (of mixed magnitudes) and where they lie, y's
+/// initial contents, and what a failure names.
+pub(crate) struct CaseData {
+    pub what: String,
+    pub s: Strided,
+    pub width: usize,
+    pub xrows: Vec<Vec<f32>>,
+    pub init: Vec<f32>,
+    pub x: qwgpu_kernels::wgpu::Buffer,
+}
+
+impl CaseData {
+    fn new(
+        t: &testing::TestContext,
+        ctx: &GpuContext,
+        rng: &mut Rng,
+        gw: &GpuWeight,
+        case: &Case,
+    ) -> Self {
+        let Case {
+            seed,
+            tokens,
+            epi,
+            blocked,
+            exact,
+            emulated,
+        } = *case;
+        let (rows, cols) = (gw.rows, gw.cols);
+        let width = if epi == Epilogue::SwiGlu {
+            rows / 2
+        } else {
+            rows
         };
-        let d = matmul_with(ctx, gw, &args, epi, path)
+        let s = Strided::random(rng, tokens, cols, width);
+        let xrows: Vec<Vec<f32>> = (0..tokens).map(|i| wide_row(rng, cols, i % 5)).collect();
+        let init = s.y_init(rng, width, epi);
+        let x = ctx.upload("x", &s.x_buf(&xrows)).unwrap();
+        let what = format!(
+            "{t_name} seed {seed:#x} {format:?} block_cols {bc} [{rows}, {cols}] T={tokens} \
+             {epi:?} {s} blocked {blocked} exact {exact} emulated {emulated}",
+            t_name = t.name,
+            format = gw.format,
+            bc = gw.block_cols
+        );
+        Self {
+            what,
+            s,
+            width,
+            xrows,
+            init,
+            x,
+        }
+    }
+}
+
+/// This kernel's path in exact (`CoopFastExact`) or fast precision.
+fn path_of(exact: bool) -> MatmulPath {
+    if exact {
+        MatmulPath::CoopFastExact
+    } else {
+        MatmulPath::CoopFast
+    }
+}
+
+fn check_case(ctx: &GpuContext, gw: &GpuWeight, wdq: &[f32], case: &Case, data: &CaseData) {
+    let Case {
+        epi,
+        exact,
+        emulated,
+        ..
+    } = *case;
+    let path = path_of(exact);
+    let (rows, cols) = (gw.rows, gw.cols);
+    let (what, s, x) = (&data.what, &data.s, &data.x);
+    let (width, xrows, init) = (data.width, &data.xrows, &data.init);
+    let ylen = init.len();
+    let go = |path: MatmulPath| -> Vec<f32> {
+        let y = ctx.upload("y", init).unwrap();
+        let d = matmul_with(ctx, gw, &s.args(x, &y), epi, path)
             .unwrap_or_else(|e| panic!("{what} {path:?}: {e}"));
         run(ctx, &d);
         ctx.read_f32(&y, 0, ylen).unwrap()
@@ -661,7 +715,7 @@ fn check_case(
             } else {
                 e
             };
-            let i = y_off + ti * y_stride + c;
+            let i = s.y_index(ti, c);
             if epi == Epilogue::Accumulate {
                 w += init[i] as f64;
                 tol += 1e-6 * init[i].abs() as f64;
@@ -670,13 +724,8 @@ fn check_case(
             vs_scalar[i] = Some((scalar[i] as f64, 2.0 * tol));
         }
     }
-    support::check(&fast, &init, &want, &format!("{what} vs reference"));
-    support::check(
-        &fast,
-        &init,
-        &vs_scalar,
-        &format!("{what} vs the tile GEMM"),
-    );
+    support::check(&fast, init, &want, &format!("{what} vs reference"));
+    support::check(&fast, init, &vs_scalar, &format!("{what} vs the tile GEMM"));
 }
 
 /// Auto with cooperative matrices runs this kernel above 16 tokens (the same
@@ -696,15 +745,7 @@ fn auto_takes_the_fast_kernel_behind_its_switches() {
             let gw = GpuWeight::upload(ctx, &pw).unwrap();
             let x = ctx.upload("x", &xv).unwrap();
             let y = ctx.upload("y", &vec![f32::NAN; tokens * rows]).unwrap();
-            let args = MatmulArgs {
-                x: &x,
-                x_offset: 0,
-                x_stride: cols as u32,
-                y: &y,
-                y_offset: 0,
-                y_stride: rows as u32,
-                t: tokens as u32,
-            };
+            let args = contiguous(&x, &y, tokens, cols, rows);
             run(
                 ctx,
                 &matmul_with(ctx, &gw, &args, Epilogue::Store, path).unwrap(),
@@ -715,15 +756,7 @@ fn auto_takes_the_fast_kernel_behind_its_switches() {
             let gw = GpuWeight::upload(ctx, &pw).unwrap();
             let x = ctx.upload("x", &xv).unwrap();
             let y = ctx.storage("y", (4 * tokens * rows) as u64).unwrap();
-            let args = MatmulArgs {
-                x: &x,
-                x_offset: 0,
-                x_stride: cols as u32,
-                y: &y,
-                y_offset: 0,
-                y_stride: rows as u32,
-                t: tokens as u32,
-            };
+            let args = contiguous(&x, &y, tokens, cols, rows);
             matmul_with(ctx, &gw, &args, Epilogue::Store, path)
                 .unwrap()
                 .iter()
@@ -792,90 +825,37 @@ fn auto_takes_the_fast_kernel_behind_its_switches() {
 /// the boolean switches; this one the integer overrides.
 #[test]
 fn coop_fast_translates_to_spirv_for_every_format() {
-    let specs = registry::all();
     let mut translated = 0;
     for (label, configs) in [
         (
             "matmul_coop_fast",
-            [1u32, 2, 3, 4]
+            [1.0, 2.0, 3.0, 4.0]
                 .iter()
-                .flat_map(|&f| [64u32, 128, 256].map(|wg| vec![("FORMAT", f), ("WG", wg)]))
+                .flat_map(|&f| [64.0, 128.0, 256.0].map(|wg| vec![("FORMAT", f), ("WG", wg)]))
                 .collect::<Vec<_>>(),
         ),
         (
             "matmul_coop_split",
-            [1u32, 2, 3, 4]
+            [1.0, 2.0, 3.0, 4.0]
                 .iter()
-                .flat_map(|&f| [64u32, 128, 256].map(|wg| vec![("FORMAT", f), ("WG", wg)]))
+                .flat_map(|&f| [64.0, 128.0, 256.0].map(|wg| vec![("FORMAT", f), ("WG", wg)]))
                 .collect::<Vec<_>>(),
         ),
         (
             "matmul_fast_x",
             vec![
-                vec![("WG", 128u32), ("SPLIT", 0)],
-                vec![("WG", 128u32), ("SPLIT", 1)],
+                vec![("WG", 128.0), ("SPLIT", 0.0)],
+                vec![("WG", 128.0), ("SPLIT", 1.0)],
             ],
         ),
     ] {
-        let spec = specs
-            .iter()
-            .find(|s| s.label == label)
-            .unwrap_or_else(|| panic!("no spec `{label}`"));
-        let src: String = spec
-            .files(true)
-            .iter()
-            .map(|f| f.text)
-            .collect::<Vec<_>>()
-            .join("\n");
-        let module = naga::front::wgsl::parse_str(&src)
-            .unwrap_or_else(|e| panic!("{label}: {d}", d = e.emit_to_string(&src)));
-        use naga::valid::Capabilities as C;
-        let caps = C::default()
-            | C::SHADER_FLOAT16_IN_FLOAT32
-            | C::SUBGROUP
-            | C::SHADER_FLOAT16
-            | C::COOPERATIVE_MATRIX;
-        let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
-            .validate(&module)
-            .unwrap_or_else(|e| panic!("{label}: validation error: {e:?}"));
+        let module = Translator::coop(spirv::spec(label));
         for config in configs {
-            let constants: naga::back::PipelineConstants = config
-                .iter()
-                .map(|&(n, v)| (n.to_string(), f64::from(v)))
-                .collect();
-            let (m, i) =
-                naga::back::pipeline_constants::process_overrides(&module, &info, None, &constants)
-                    .unwrap_or_else(|e| panic!("{label} {config:?}: {e}"));
-            let pipe = naga::back::spv::PipelineOptions {
-                shader_stage: naga::ShaderStage::Compute,
-                entry_point: spec.entry.into(),
-            };
-            naga::back::spv::write_vec(&m, &i, &Default::default(), Some(&pipe))
-                .unwrap_or_else(|e| panic!("{label} {config:?}: {e}"));
+            module.translate(&config);
             translated += 1;
         }
     }
     assert_eq!(translated, 26);
-}
-
-/// Best of 5 GPU-timestamp runs of `d`: (total ns, ns of the launches labelled `label`).
-pub(crate) fn best_ns(ctx: &GpuContext, d: &[Dispatch], label: &str) -> (f64, f64) {
-    let refs: Vec<&Dispatch> = d.iter().collect();
-    ctx.run("warm-up", &refs).unwrap();
-    let mut best = (f64::INFINITY, 0.0);
-    for _ in 0..5 {
-        let times = qwgpu_kernels::profile::time_dispatches(ctx, &refs).unwrap();
-        let all: f64 = times.iter().map(|(_, t)| t).sum();
-        let part: f64 = times
-            .iter()
-            .filter(|(l, _)| *l == label)
-            .map(|(_, t)| t)
-            .sum();
-        if all < best.0 {
-            best = (all, part);
-        }
-    }
-    best
 }
 
 /// TFLOP/s of the fast kernel's two variants (pre-pass included; its share
@@ -886,23 +866,7 @@ pub(crate) fn best_ns(ctx: &GpuContext, d: &[Dispatch], label: &str) -> (f64, f6
 #[test]
 #[ignore = "benchmark: run with -- --ignored --exact matmul_coop_fast::coop_fast_speed"]
 fn coop_fast_speed() {
-    let open = |precision| {
-        GpuContext::new(&ContextOptions {
-            runtime_checks: Some(false),
-            precision,
-            ..Default::default()
-        })
-        .unwrap()
-    };
-    let (fast, exact) = (open(MatmulPrecision::Fast), open(MatmulPrecision::Exact));
-    assert!(
-        testing::require(
-            "coop_fast_speed",
-            &fast,
-            &[Feature::CooperativeMatrix, Feature::Timestamps]
-        ),
-        "the benchmark needs cooperative matrices and timestamps"
-    );
+    let (fast, exact) = coop_contexts("coop_fast_speed");
     // (rows, cols, tokens, epilogue, format, scales)
     let shapes = [
         (
@@ -961,33 +925,13 @@ fn coop_fast_speed() {
     let mut rng = Rng::new(0xfa57_0003);
     for (rows, cols, t, epi, dtype, scheme) in shapes {
         let pw = support::packed_one_shard(&mut rng, dtype, rows, cols, scheme);
-        let xv = rng.normal_vec(t * cols);
-        let width = if epi == Epilogue::SwiGlu {
-            rows / 2
-        } else {
-            rows
-        };
-        let flop = 2.0 * (t * rows * cols) as f64;
+        let (xv, width, flop) = shape_inputs(&mut rng, (rows, cols, t), epi);
         let mut outs = Vec::new();
         for (name, ctx, path) in variants {
             let gw = GpuWeight::upload(ctx, &pw).unwrap();
-            let x = ctx.upload("x", &xv).unwrap();
-            let y = ctx.storage("y", (t * width * 4) as u64).unwrap();
-            ctx.fill_f32(&y, 0.0);
-            let args = MatmulArgs {
-                x: &x,
-                x_offset: 0,
-                x_stride: cols as u32,
-                y: &y,
-                y_offset: 0,
-                y_stride: width as u32,
-                t: t as u32,
-            };
-            let d = matmul_with(ctx, &gw, &args, epi, path).unwrap();
-            let refs: Vec<&Dispatch> = d.iter().collect();
-            // Accumulate: one clean run for the comparison, then the timed runs.
-            ctx.run("first", &refs).unwrap();
-            outs.push(ctx.read_f32(&y, 0, t * width).unwrap());
+            let io = Dense::new(ctx, &xv, t, cols, width);
+            let d = matmul_with(ctx, &gw, &io.args(), epi, path).unwrap();
+            outs.push(io.first_rows(ctx, &d, t));
             let (ns, prep) = best_ns(ctx, &d, "matmul_fast_x");
             eprintln!(
                 "BENCH {adapter} {name} T={t} W=[{rows},{cols}] {epi:?} {dtype:?}: {us:.1} µs = \
@@ -999,29 +943,13 @@ fn coop_fast_speed() {
             );
         }
         for (a, b) in [(0, 1), (2, 3)] {
-            let scale = outs[a].iter().fold(0f32, |m, v| m.max(v.abs()));
-            // NaN anywhere makes the difference NaN (and fails the check).
-            let diff = outs[a]
-                .iter()
-                .zip(&outs[b])
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, |m, d| {
-                    if d.is_nan() || m.is_nan() {
-                        f32::NAN
-                    } else {
-                        m.max(d)
-                    }
-                });
+            let rel = max_rel_diff(&outs[b], &outs[a]);
             let (na, nb) = (variants[a].0, variants[b].0);
-            eprintln!(
-                "BENCH   {nb} vs {na}: max |Δ| / max |y| = {rel:.2e}",
-                rel = diff / scale
-            );
+            eprintln!("BENCH   {nb} vs {na}: max |Δ| / max |y| = {rel:.2e}");
             assert!(
-                diff / scale < 1e-4,
+                rel < 1e-4,
                 "W=[{rows},{cols}] T={t} {epi:?} {dtype:?}: {nb} differs from {na} by {rel:e} of \
-                 max |y|",
-                rel = diff / scale
+                 max |y|"
             );
         }
     }

@@ -25,7 +25,6 @@ use qwgpu_kernels::matmul::{
     SKINNY_MAX_T,
 };
 use qwgpu_kernels::norm::rms_norm;
-use qwgpu_kernels::registry;
 use qwgpu_kernels::spec::Needs;
 use qwgpu_kernels::testing::{self, Feature};
 use qwgpu_kernels::view::TensorView;
@@ -36,6 +35,8 @@ use qwgpu_kernels::{
 
 mod support;
 use qwgpu_ops::rng::Rng;
+use support::matmul_case::contiguous;
+use support::spirv::{self, Translator};
 use support::Scheme;
 
 use support::packed_one_shard as packed;
@@ -596,6 +597,19 @@ fn bits_of(
         .collect()
 }
 
+/// Whether `Auto` gives the bits of `other` ([`bits_of`]).
+fn auto_is(
+    ctx: &GpuContext,
+    dtype: Dtype,
+    scheme: Scheme,
+    tokens: usize,
+    norm: bool,
+    other: Call,
+) -> bool {
+    let r = bits_of(ctx, dtype, scheme, tokens, norm, &[Call::Auto, other]);
+    same(&r[0], &r[1])
+}
+
 fn same(a: &[f32], b: &[f32]) -> bool {
     a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits())
 }
@@ -612,15 +626,7 @@ fn recorded(
     let x = ctx.upload("x", &vec![0.5f32; tokens * cols]).unwrap();
     let y = ctx.upload("y", &vec![0f32; tokens * rows]).unwrap();
     let g = ctx.upload("norm weight", &vec![0.1f32; cols]).unwrap();
-    let args = MatmulArgs {
-        x: &x,
-        x_offset: 0,
-        x_stride: cols as u32,
-        y: &y,
-        y_offset: 0,
-        y_stride: rows as u32,
-        t: tokens as u32,
-    };
+    let args = contiguous(&x, &y, tokens, cols, rows);
     let fused = FusedNorm {
         weight: &g,
         eps: EPS,
@@ -667,15 +673,7 @@ fn auto_takes_skinny_in_the_tunings_token_range() {
             // GEMM whatever the tuning's range.
             let x = ctx.upload("x", &[0f32; 256 * 16]).unwrap();
             let y = ctx.upload("y", &[0f32; 4 * 16]).unwrap();
-            let args = MatmulArgs {
-                x: &x,
-                x_offset: 0,
-                x_stride: 256,
-                y: &y,
-                y_offset: 0,
-                y_stride: 4,
-                t: 16,
-            };
+            let args = contiguous(&x, &y, 16, 256, 4);
             let err = matmul_skinny_with(
                 ctx,
                 &bf16,
@@ -689,24 +687,21 @@ fn auto_takes_skinny_in_the_tunings_token_range() {
                 "{name}: the skinny kernel ran without cooperative matrices"
             );
             assert_eq!(decode_block_tokens(ctx, &bf16), MAX_VEC_T, "{name}");
-            let r = bits_of(
-                ctx,
-                Dtype::BF16,
-                Scheme::None,
-                16,
-                false,
-                &[Call::Auto, Call::Gemv],
+            assert!(
+                auto_is(ctx, Dtype::BF16, Scheme::None, 16, false, Call::Gemv),
+                "{name}: Auto at T=16 is not the GEMV"
             );
-            assert!(same(&r[0], &r[1]), "{name}: Auto at T=16 is not the GEMV");
-            let r = bits_of(
-                ctx,
-                Dtype::BF16,
-                Scheme::None,
-                33,
-                false,
-                &[Call::Auto, Call::Path(MatmulPath::Scalar)],
+            assert!(
+                auto_is(
+                    ctx,
+                    Dtype::BF16,
+                    Scheme::None,
+                    33,
+                    false,
+                    Call::Path(MatmulPath::Scalar)
+                ),
+                "{name}: Auto at T=33 is not the GEMM"
             );
-            assert!(same(&r[0], &r[1]), "{name}: Auto at T=33 is not the GEMM");
             let mut wide = GpuContext::new(&t.variant.options()).unwrap();
             wide.tuning.skinny_min_t = 2;
             wide.tuning.skinny_fused_norm = false;
@@ -740,16 +735,8 @@ fn auto_takes_skinny_in_the_tunings_token_range() {
             } else {
                 Call::Path(MatmulPath::Coop)
             };
-            let r = bits_of(
-                ctx,
-                Dtype::BF16,
-                Scheme::None,
-                tokens,
-                false,
-                &[Call::Auto, other],
-            );
             assert!(
-                same(&r[0], &r[1]),
+                auto_is(ctx, Dtype::BF16, Scheme::None, tokens, false, other),
                 "{name}: Auto at T={tokens} is not {other:?}"
             );
             let labels = recorded(ctx, &bf16, (4, 256), tokens, false);
@@ -759,52 +746,51 @@ fn auto_takes_skinny_in_the_tunings_token_range() {
                 "{name}: T={tokens} {labels:?}"
             );
             if skinny {
-                let r = bits_of(
-                    ctx,
-                    Dtype::F8E4M3,
-                    Scheme::PerChannel,
-                    tokens,
-                    true,
-                    &[Call::Auto, Call::Skinny(SkinnyShape::default())],
-                );
                 assert!(
-                    same(&r[0], &r[1]),
+                    auto_is(
+                        ctx,
+                        Dtype::F8E4M3,
+                        Scheme::PerChannel,
+                        tokens,
+                        true,
+                        Call::Skinny(SkinnyShape::default())
+                    ),
                     "{name}: matmul_normed at T={tokens} is not skinny"
                 );
             }
         }
-        let r = bits_of(
-            ctx,
-            Dtype::BF16,
-            Scheme::None,
-            65,
-            false,
-            &[Call::Auto, Call::Path(MatmulPath::Coop)],
-        );
-        assert!(same(&r[0], &r[1]), "{name}: Auto at T=65 is not mm_coop");
-        // 128² FP8 blocks: skinny; 48-column blocks stay on the GEMV.
-        let r = bits_of(
-            ctx,
-            Dtype::F8E4M3,
-            block,
-            17,
-            true,
-            &[Call::Auto, Call::Skinny(SkinnyShape::default())],
-        );
         assert!(
-            same(&r[0], &r[1]),
+            auto_is(
+                ctx,
+                Dtype::BF16,
+                Scheme::None,
+                65,
+                false,
+                Call::Path(MatmulPath::Coop)
+            ),
+            "{name}: Auto at T=65 is not mm_coop"
+        );
+        // 128² FP8 blocks: skinny; 48-column blocks stay on the GEMV.
+        assert!(
+            auto_is(
+                ctx,
+                Dtype::F8E4M3,
+                block,
+                17,
+                true,
+                Call::Skinny(SkinnyShape::default())
+            ),
             "{name}: FP8 128² blocks at T=17 are not skinny"
         );
-        let r = bits_of(
-            ctx,
-            Dtype::F8E4M3,
-            Scheme::Block([16, 48]),
-            16,
-            false,
-            &[Call::Auto, Call::Gemv],
-        );
         assert!(
-            same(&r[0], &r[1]),
+            auto_is(
+                ctx,
+                Dtype::F8E4M3,
+                Scheme::Block([16, 48]),
+                16,
+                false,
+                Call::Gemv
+            ),
             "{name}: FP8 16 × 48 blocks at T=16 left the GEMV"
         );
 
@@ -829,16 +815,8 @@ fn auto_takes_skinny_in_the_tunings_token_range() {
                 labels.iter().all(|l| l.0 != "matmul_coop_skinny"),
                 "{name}: T={tokens} {labels:?}"
             );
-            let r = bits_of(
-                &moved,
-                Dtype::BF16,
-                Scheme::None,
-                tokens,
-                false,
-                &[Call::Auto, other],
-            );
             assert!(
-                same(&r[0], &r[1]),
+                auto_is(&moved, Dtype::BF16, Scheme::None, tokens, false, other),
                 "{name}: bound 65, Auto at T={tokens} is not {other:?}"
             );
         }
@@ -901,28 +879,19 @@ fn auto_takes_skinny_in_the_tunings_token_range() {
         let bf16_off = probe(&off, Dtype::BF16, Scheme::None);
         assert!(skinny_tokens(&off).is_empty(), "{name}");
         assert_eq!(decode_block_tokens(&off, &bf16_off), MAX_VEC_T, "{name}");
-        let r = bits_of(
-            &off,
-            Dtype::BF16,
-            Scheme::None,
-            16,
-            false,
-            &[Call::Auto, Call::Gemv],
-        );
         assert!(
-            same(&r[0], &r[1]),
+            auto_is(&off, Dtype::BF16, Scheme::None, 16, false, Call::Gemv),
             "{name}: skinny off, Auto at T=16 is not the GEMV"
         );
-        let r = bits_of(
-            &off,
-            Dtype::BF16,
-            Scheme::None,
-            33,
-            false,
-            &[Call::Auto, Call::Path(MatmulPath::Coop)],
-        );
         assert!(
-            same(&r[0], &r[1]),
+            auto_is(
+                &off,
+                Dtype::BF16,
+                Scheme::None,
+                33,
+                false,
+                Call::Path(MatmulPath::Coop)
+            ),
             "{name}: skinny off, Auto at T=33 is not mm_coop"
         );
     }
@@ -936,28 +905,9 @@ fn auto_takes_skinny_in_the_tunings_token_range() {
 /// follow them as the host leaves them).
 #[test]
 fn skinny_translates_to_spirv_for_every_override() {
-    let spec = registry::all()
-        .into_iter()
-        .find(|s| s.entry == "mm_coop_skinny")
-        .expect("the skinny kernel is registered");
+    let spec = spirv::spec("mm_coop_skinny");
     assert_eq!(spec.needs, Needs::CooperativeMatrix);
-    let src: String = spec
-        .files(true)
-        .iter()
-        .map(|f| f.text)
-        .collect::<Vec<_>>()
-        .join("\n");
-    let module = naga::front::wgsl::parse_str(&src)
-        .unwrap_or_else(|e| panic!("{diagnostic}", diagnostic = e.emit_to_string(&src)));
-    use naga::valid::Capabilities as C;
-    let caps = C::default()
-        | C::SHADER_FLOAT16_IN_FLOAT32
-        | C::SUBGROUP
-        | C::SHADER_FLOAT16
-        | C::COOPERATIVE_MATRIX;
-    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
-        .validate(&module)
-        .unwrap_or_else(|e| panic!("validation error: {e:?}"));
+    let module = Translator::coop(spec);
     let mut translated = 0;
     for sgs in [16u32, 32, 64] {
         for nf in [2u32, 4, 8] {
@@ -972,7 +922,7 @@ fn skinny_translates_to_spirv_for_every_override() {
                         let ck = if bits >> 4 == 1 { 64 } else { 32 };
                         // Split-K on every other format (its epilogue differs).
                         let kslice = if format % 2 == 1 { 256 } else { 0 };
-                        let constants: naga::back::PipelineConstants = [
+                        module.translate(&[
                             ("WG", f64::from(nf * sgs)),
                             ("NF", f64::from(nf)),
                             ("MF", f64::from(mf)),
@@ -983,20 +933,7 @@ fn skinny_translates_to_spirv_for_every_override() {
                             ("SPLIT", f64::from((bits >> 1) & 1)),
                             ("NORM", f64::from((bits >> 2) & 1)),
                             ("BLOCKS", f64::from((bits >> 3) & 1)),
-                        ]
-                        .into_iter()
-                        .map(|(k, v)| (k.to_string(), v))
-                        .collect();
-                        let (m, i) = naga::back::pipeline_constants::process_overrides(
-                            &module, &info, None, &constants,
-                        )
-                        .unwrap_or_else(|e| panic!("{constants:?}: {e}"));
-                        let pipe = naga::back::spv::PipelineOptions {
-                            shader_stage: naga::ShaderStage::Compute,
-                            entry_point: spec.entry.into(),
-                        };
-                        naga::back::spv::write_vec(&m, &i, &Default::default(), Some(&pipe))
-                            .unwrap_or_else(|e| panic!("{constants:?}: {e}"));
+                        ]);
                         translated += 1;
                     }
                 }
@@ -1180,15 +1117,7 @@ fn skinny_bandwidth() {
                         tokens: usize,
                         class: u8,
                         shape: Option<SkinnyShape>| {
-                let args = MatmulArgs {
-                    x,
-                    x_offset: 0,
-                    x_stride: cols as u32,
-                    y,
-                    y_offset: 0,
-                    y_stride: width as u32,
-                    t: tokens as u32,
-                };
+                let args = contiguous(x, y, tokens, cols, width);
                 let fused = FusedNorm {
                     weight: g,
                     eps: EPS,

@@ -25,7 +25,7 @@ use qwgpu_kernels::{testing, GpuContext, GpuWeight, Int4Gemv, KernelError, Small
 
 mod support;
 use qwgpu_ops::rng::Rng;
-use support::matmul_case::{self, moe_case, IDS_OFF};
+use support::matmul_case::{self, contiguous, moe_case, IDS_OFF};
 
 use cases::{make_q4, upload, REL, SHAPES};
 use qwgpu_kernels::testing::cases::int4 as cases;
@@ -229,15 +229,7 @@ fn int4_fused_norm() {
                 let x = ctx.upload("x", &xbuf).unwrap();
                 let y = ctx.upload("y", &init).unwrap();
                 let nwb = ctx.upload("norm weight", &nw).unwrap();
-                let args = MatmulArgs {
-                    x: &x,
-                    x_offset: 0,
-                    x_stride: x_stride as u32,
-                    y: &y,
-                    y_offset: 0,
-                    y_stride: width as u32,
-                    t: tokens as u32,
-                };
+                let args = contiguous(&x, &y, tokens, x_stride, width);
                 let norm = FusedNorm {
                     weight: &nwb,
                     eps: 1e-6,
@@ -648,15 +640,7 @@ fn int4_unsupported_paths_and_bad_weights_are_typed_errors() {
     let gw = upload(ctx, &q, true);
     let x = ctx.storage("x", 4 * 64 * 20).unwrap();
     let y = ctx.storage("y", 4 * 8 * 20).unwrap();
-    let args = MatmulArgs {
-        x: &x,
-        x_offset: 0,
-        x_stride: 64,
-        y: &y,
-        y_offset: 0,
-        y_stride: 8,
-        t: 20,
-    };
+    let args = contiguous(&x, &y, 20, 64, 8);
     match matmul_with(ctx, &gw, &args, Epilogue::Store, MatmulPath::Coop) {
         Err(KernelError::Unsupported { .. }) => {}
         Err(e) => panic!("forced coop on a 4-bit weight: wrong error {e}"),
@@ -836,15 +820,7 @@ fn int4_coop_matches_reference(seed: u64, fast: bool) {
                         };
                         let x = ctx.upload("x", &xbuf).unwrap();
                         let y = ctx.upload("y", &init).unwrap();
-                        let args = MatmulArgs {
-                            x: &x,
-                            x_offset: 0,
-                            x_stride: x_stride as u32,
-                            y: &y,
-                            y_offset: 0,
-                            y_stride: width as u32,
-                            t: tokens as u32,
-                        };
+                        let args = contiguous(&x, &y, tokens, x_stride, width);
                         let d = matmul(&ctx, &gw, &args, epi).unwrap();
                         let want_label = if f16 { "matmul_coop" } else { "matmul_tile" };
                         assert_eq!(d[0].label, want_label, "{f:?}", f = gw.format);
@@ -881,15 +857,7 @@ fn int4_coop_matches_reference(seed: u64, fast: bool) {
             let gw = upload(&ctx, &q, true);
             let x = ctx.storage("x", 4 * 64 * 20).unwrap();
             let y = ctx.storage("y", 4 * 40 * 20).unwrap();
-            let args = MatmulArgs {
-                x: &x,
-                x_offset: 0,
-                x_stride: 64,
-                y: &y,
-                y_offset: 0,
-                y_stride: 40,
-                t: 20,
-            };
+            let args = contiguous(&x, &y, 20, 64, 40);
             let d = matmul(&ctx, &gw, &args, Epilogue::Store).unwrap();
             assert_eq!(d[0].label, "matmul_tile", "{t_name}", t_name = t.name);
         }
@@ -910,7 +878,8 @@ fn int4_coop_matches_reference(seed: u64, fast: bool) {
 #[test]
 #[ignore = "benchmark: run with -- --ignored int4_dense_gemm_bench_27b"]
 fn int4_dense_gemm_bench_27b() {
-    use qwgpu_kernels::{ContextOptions, Dispatch, MatmulPrecision};
+    use qwgpu_kernels::{ContextOptions, MatmulPrecision};
+    use support::bench::{best_ns, max_rel_diff, Dense};
     let trusted = ContextOptions {
         runtime_checks: Some(false),
         ..Default::default()
@@ -962,25 +931,9 @@ fn int4_dense_gemm_bench_27b() {
             let mut first: Option<Vec<f32>> = None;
             for (name, c) in &contexts {
                 let gw = upload_int4(c, wname, &q.host()).unwrap();
-                let x = c.upload("x", &xv).unwrap();
-                let y = c.storage("y", (t * width * 4) as u64).unwrap();
-                let args = MatmulArgs {
-                    x: &x,
-                    x_offset: 0,
-                    x_stride: cols as u32,
-                    y: &y,
-                    y_offset: 0,
-                    y_stride: width as u32,
-                    t: t as u32,
-                };
-                let d = matmul(c, &gw, &args, *epi).unwrap();
-                let refs: Vec<&Dispatch> = d.iter().collect();
-                c.run("warm-up", &refs).unwrap();
-                let mut best = f64::INFINITY;
-                for _ in 0..5 {
-                    let times = qwgpu_kernels::profile::time_dispatches(c, &refs).unwrap();
-                    best = best.min(times.iter().map(|(_, ns)| ns).sum::<f64>());
-                }
+                let io = Dense::new(c, &xv, t, cols, width);
+                let d = matmul(c, &gw, &io.args(), *epi).unwrap();
+                let (best, _) = best_ns(c, &d, "");
                 eprintln!(
                     "BENCH {adapter} int4 27B {wname} [{rows}, {cols}] T={t} {name} ({label}): \
                      {us:.1} µs = {tflops:.1} TFLOP/s",
@@ -989,18 +942,13 @@ fn int4_dense_gemm_bench_27b() {
                     us = best / 1e3,
                     tflops = flop / best / 1e3
                 );
-                let got = c.read_f32(&y, 0, 8 * width).unwrap();
+                let got = c.read_f32(&io.y, 0, 8 * width).unwrap();
                 match &first {
                     None => first = Some(got),
                     Some(b) => {
-                        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-                        let diff = got
-                            .iter()
-                            .zip(b)
-                            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
                         eprintln!(
                             "BENCH   {name} vs exact, first 8 rows: max |Δ| / max |y| = {rel:.2e}",
-                            rel = diff / scale
+                            rel = max_rel_diff(&got, b)
                         );
                     }
                 }

@@ -40,6 +40,8 @@ use qwgpu_kernels::{
 
 mod support;
 use qwgpu_ops::rng::{Rng, SplitMix64};
+use support::bench::trusted;
+use support::spirv::{self, Translator};
 use support::Scheme;
 
 const EPILOGUES: [Epilogue; 3] = [Epilogue::Store, Epilogue::Accumulate, Epilogue::SwiGlu];
@@ -67,14 +69,31 @@ struct Case {
     split: Vec<usize>,
 }
 
-/// The grouped GEMM under test: `matmul_grouped_with`'s signature without the path.
-type Gemm<'a> = &'a dyn Fn(
+/// A grouped GEMM under test: `matmul_grouped_with`'s signature without the
+/// path.
+trait GroupedGemm:
+    Fn(
     &GpuContext,
     &GpuWeight,
     &GroupedArgs,
     &GroupScratch,
     Epilogue,
-) -> Result<Vec<Dispatch>, KernelError>;
+) -> Result<Vec<Dispatch>, KernelError>
+{
+}
+
+impl<F> GroupedGemm for F where
+    F: Fn(
+        &GpuContext,
+        &GpuWeight,
+        &GroupedArgs,
+        &GroupScratch,
+        Epilogue,
+    ) -> Result<Vec<Dispatch>, KernelError>
+{
+}
+
+type Gemm<'a> = &'a dyn GroupedGemm;
 
 /// How `check_case` runs a case.
 struct Run<'a> {
@@ -731,28 +750,9 @@ fn forced_coop_grouped_gemm_is_a_typed_error_where_unsupported() {
 #[test]
 fn coop_grouped_translates_to_spirv_for_every_variant() {
     use qwgpu_kernels::spec::Needs;
-    let spec = qwgpu_kernels::registry::all()
-        .into_iter()
-        .find(|s| s.entry == "moe_group_coop")
-        .expect("the coop grouped GEMM is registered");
+    let spec = spirv::spec("moe_group_coop");
     assert_eq!(spec.needs, Needs::CooperativeMatrix);
-    let src: String = spec
-        .files(true)
-        .iter()
-        .map(|f| f.text)
-        .collect::<Vec<_>>()
-        .join("\n");
-    let module = naga::front::wgsl::parse_str(&src)
-        .unwrap_or_else(|e| panic!("{diagnostic}", diagnostic = e.emit_to_string(&src)));
-    use naga::valid::Capabilities as C;
-    let caps = C::default()
-        | C::SHADER_FLOAT16_IN_FLOAT32
-        | C::SUBGROUP
-        | C::SHADER_FLOAT16
-        | C::COOPERATIVE_MATRIX;
-    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
-        .validate(&module)
-        .unwrap_or_else(|e| panic!("validation error: {e:?}"));
+    let module = Translator::coop(spec);
     let mut translated = 0;
     // FORMAT: F32, BF16, F16, E4M3, Q4 (WeightFormat's codes).
     for format in [0u32, 1, 2, 3, 5] {
@@ -766,25 +766,13 @@ fn coop_grouped_translates_to_spirv_for_every_variant() {
             (1, 0, 1),
         ] {
             for wg in [128u32, 256, 512] {
-                let constants: naga::back::PipelineConstants = [
-                    ("FORMAT".to_string(), f64::from(format)),
-                    ("EXACT".to_string(), f64::from(exact)),
-                    ("SPLIT".to_string(), f64::from(split)),
-                    ("SKIP".to_string(), f64::from(skip)),
-                    ("WG".to_string(), f64::from(wg)),
-                ]
-                .into_iter()
-                .collect();
-                let (m, i) = naga::back::pipeline_constants::process_overrides(
-                    &module, &info, None, &constants,
-                )
-                .unwrap_or_else(|e| panic!("{constants:?}: {e}"));
-                let pipe = naga::back::spv::PipelineOptions {
-                    shader_stage: naga::ShaderStage::Compute,
-                    entry_point: spec.entry.into(),
-                };
-                naga::back::spv::write_vec(&m, &i, &Default::default(), Some(&pipe))
-                    .unwrap_or_else(|e| panic!("{constants:?}: {e}"));
+                module.translate(&[
+                    ("FORMAT", f64::from(format)),
+                    ("EXACT", f64::from(exact)),
+                    ("SPLIT", f64::from(split)),
+                    ("SKIP", f64::from(skip)),
+                    ("WG", f64::from(wg)),
+                ]);
                 translated += 1;
             }
         }
@@ -938,14 +926,12 @@ fn direct_gemm(
     exact: bool,
     split: bool,
     skip: bool,
-) -> impl Fn(
-    &GpuContext,
-    &GpuWeight,
-    &GroupedArgs,
-    &GroupScratch,
-    Epilogue,
-) -> Result<Vec<Dispatch>, KernelError> {
-    move |ctx, w, args, scratch, epi| {
+) -> impl GroupedGemm {
+    move |ctx: &GpuContext,
+          w: &GpuWeight,
+          args: &GroupedArgs,
+          scratch: &GroupScratch,
+          epi: Epilogue| {
         let wg = if wg == 0 {
             8 * ctx.caps.subgroup_sizes.1
         } else {
@@ -1266,6 +1252,13 @@ fn best_ns(ctx: &GpuContext, d: &[&Dispatch]) -> Vec<f64> {
     best
 }
 
+/// `matmul_grouped_with` on `path`.
+fn library(path: MatmulPath) -> impl GroupedGemm {
+    move |c: &GpuContext, w: &GpuWeight, a: &GroupedArgs, s: &GroupScratch, e: Epilogue| {
+        matmul_grouped_with(c, w, a, s, e, path)
+    }
+}
+
 /// TFLOP/s of the scalar grouped GEMM (`matmul_grouped_with(.., Scalar)`,
 /// kernel `moe_group_gemm`) and the coop one (`moe_group_coop`: exact, fast
 /// and plain f16 variants as the library launches them, and exact / fast with
@@ -1281,25 +1274,8 @@ fn best_ns(ctx: &GpuContext, d: &[&Dispatch]) -> Vec<f64> {
 #[test]
 #[ignore = "benchmark: run with -- --ignored grouped_coop_bench_35b_a3b"]
 fn grouped_coop_bench_35b_a3b() {
-    let trusted = ContextOptions {
-        runtime_checks: Some(false),
-        ..Default::default()
-    };
-    let with = |precision, f16_matmul| {
-        GpuContext::new(&ContextOptions {
-            precision,
-            f16_matmul,
-            ..trusted.clone()
-        })
-        .unwrap()
-    };
-    let lib = |path: MatmulPath| {
-        move |c: &GpuContext, w: &GpuWeight, a: &GroupedArgs, s: &GroupScratch, e: Epilogue| {
-            matmul_grouped_with(c, w, a, s, e, path)
-        }
-    };
-    let scalar = lib(MatmulPath::Scalar);
-    let coop = lib(MatmulPath::Coop);
+    let scalar = library(MatmulPath::Scalar);
+    let coop = library(MatmulPath::Coop);
     // The library's kernel with SKIP on and off (the library takes
     // `coop::SKIP_EMPTY_ROWS`).
     let exact_skip = direct_gemm(&COOP_WGSL, 0, true, true, true);
@@ -1309,7 +1285,7 @@ fn grouped_coop_bench_35b_a3b() {
     // Per context (one weight upload each), the variants it runs.
     let groups: [(GpuContext, Vec<(&str, Gemm)>); 3] = [
         (
-            with(MatmulPrecision::Exact, false),
+            trusted(MatmulPrecision::Exact, false),
             vec![
                 ("scalar", &scalar),
                 ("coop exact (library)", &coop),
@@ -1318,7 +1294,7 @@ fn grouped_coop_bench_35b_a3b() {
             ],
         ),
         (
-            with(MatmulPrecision::Fast, false),
+            trusted(MatmulPrecision::Fast, false),
             vec![
                 ("coop fast (library)", &coop),
                 ("coop fast SKIP on", &fast_skip),
@@ -1326,7 +1302,7 @@ fn grouped_coop_bench_35b_a3b() {
             ],
         ),
         (
-            with(MatmulPrecision::Exact, true),
+            trusted(MatmulPrecision::Exact, true),
             vec![("coop f16", &coop)],
         ),
     ];
@@ -1359,35 +1335,18 @@ fn grouped_coop_bench_35b_a3b() {
 #[test]
 #[ignore = "benchmark: run with -- --ignored grouped_coop_q4_bench_35b_a3b"]
 fn grouped_coop_q4_bench_35b_a3b() {
-    let trusted = ContextOptions {
-        runtime_checks: Some(false),
-        ..Default::default()
-    };
-    let with = |precision, f16_matmul| {
-        GpuContext::new(&ContextOptions {
-            precision,
-            f16_matmul,
-            ..trusted.clone()
-        })
-        .unwrap()
-    };
-    let lib = |path: MatmulPath| {
-        move |c: &GpuContext, w: &GpuWeight, a: &GroupedArgs, s: &GroupScratch, e: Epilogue| {
-            matmul_grouped_with(c, w, a, s, e, path)
-        }
-    };
-    let scalar = lib(MatmulPath::Scalar);
-    let auto = lib(MatmulPath::Auto);
-    let coop = lib(MatmulPath::Coop);
+    let scalar = library(MatmulPath::Scalar);
+    let auto = library(MatmulPath::Auto);
+    let coop = library(MatmulPath::Coop);
     let fast_skip = direct_gemm(&COOP_WGSL, 0, true, false, true);
     let fast_noskip = direct_gemm(&COOP_WGSL, 0, true, false, false);
     let groups: [(GpuContext, Vec<(&str, Gemm)>); 3] = [
         (
-            with(MatmulPrecision::Exact, false),
+            trusted(MatmulPrecision::Exact, false),
             vec![("scalar", &scalar), ("coop exact (forced)", &coop)],
         ),
         (
-            with(MatmulPrecision::Fast, false),
+            trusted(MatmulPrecision::Fast, false),
             vec![
                 ("coop fast (library Auto)", &auto),
                 ("coop fast SKIP on", &fast_skip),
@@ -1395,7 +1354,7 @@ fn grouped_coop_q4_bench_35b_a3b() {
             ],
         ),
         (
-            with(MatmulPrecision::Exact, true),
+            trusted(MatmulPrecision::Exact, true),
             vec![("coop f16 (library Auto)", &auto)],
         ),
     ];

@@ -9,6 +9,9 @@ use std::collections::{BTreeSet, HashSet};
 use qwgpu_kernels::registry;
 use qwgpu_kernels::spec::{KernelSpec, Needs};
 
+mod support;
+use support::spirv::Translator;
+
 const SHADERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shaders");
 
 /// What the module may use: the subgroup reduction and the tensor-core GEMM
@@ -136,6 +139,38 @@ fn entry_scan_finds_entry_points() {
     assert_eq!(compute_entries(text), ["a_b1", "c"]);
 }
 
+/// Translates every variant of `spec` (with its capabilities) to SPIR-V for
+/// every combination of its boolean overrides (at most 6) but `fixed` (left
+/// as the module sets them), with the overrides `extra` too. Returns the
+/// number of translations.
+fn translate_every_switch(spec: &KernelSpec, fixed: &[&str], extra: &[(&str, f64)]) -> usize {
+    let mut translated = 0;
+    for (name, src, subgroups) in variants(spec) {
+        let module = Translator::new(&name, &src, spec.entry, capabilities(spec, subgroups));
+        let switches: Vec<String> = module
+            .switches()
+            .into_iter()
+            .filter(|n| !fixed.contains(&n.as_str()))
+            .collect();
+        assert!(
+            switches.len() <= 6,
+            "{name}: {n} switches",
+            n = switches.len()
+        );
+        for bits in 0u32..(1 << switches.len()) {
+            let constants: Vec<(&str, f64)> = switches
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.as_str(), f64::from((bits >> i) & 1)))
+                .chain(extra.iter().copied())
+                .collect();
+            module.translate(&constants);
+            translated += 1;
+        }
+    }
+    translated
+}
+
 /// Every cooperative-matrix kernel translates to SPIR-V on the CPU (what the
 /// GPU machine's driver is given; lavapipe cannot create these pipelines) for
 /// every combination of its boolean overrides, so a naga SPIR-V writer failure
@@ -148,53 +183,7 @@ fn cooperative_matrix_kernels_translate_to_spirv_for_every_switch() {
         .into_iter()
         .filter(|s| s.needs == Needs::CooperativeMatrix)
     {
-        for (name, src, subgroups) in variants(spec) {
-            let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| {
-                panic!("{name}: {diagnostic}", diagnostic = e.emit_to_string(&src))
-            });
-            let info = naga::valid::Validator::new(
-                naga::valid::ValidationFlags::all(),
-                capabilities(spec, subgroups),
-            )
-            .validate(&module)
-            .unwrap_or_else(|e| panic!("{name}: validation error: {e:?}"));
-            let switches: Vec<String> = module
-                .overrides
-                .iter()
-                .filter(|(_, o)| {
-                    matches!(
-                        module.types[o.ty].inner,
-                        naga::TypeInner::Scalar(naga::Scalar::BOOL)
-                    )
-                })
-                .filter_map(|(_, o)| o.name.clone())
-                .collect();
-            assert!(
-                switches.len() <= 6,
-                "{name}: {n} switches",
-                n = switches.len()
-            );
-            for bits in 0u32..(1 << switches.len()) {
-                let constants: naga::back::PipelineConstants = switches
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| (s.clone(), f64::from((bits >> i) & 1)))
-                    .collect();
-                let (m, i) = naga::back::pipeline_constants::process_overrides(
-                    &module, &info, None, &constants,
-                )
-                .unwrap_or_else(|e| panic!("{name} {constants:?}: {e}"));
-                let pipe = naga::back::spv::PipelineOptions {
-                    shader_stage: naga::ShaderStage::Compute,
-                    entry_point: spec.entry.into(),
-                };
-                naga::back::spv::write_vec(&m, &i, &Default::default(), Some(&pipe))
-                    .unwrap_or_else(|e| {
-                        panic!("{name} `{entry}` {constants:?}: {e}", entry = spec.entry)
-                    });
-                translated += 1;
-            }
-        }
+        translated += translate_every_switch(spec, &[], &[]);
     }
     assert!(translated >= 8, "only {translated} translations");
 }
@@ -213,50 +202,7 @@ fn cooperative_matrix_kernels_translate_to_spirv_for_4bit_weights() {
         .filter(|s| matches!(s.entry, "mm_coop" | "moe_group_coop"))
     {
         kernels.push(spec.entry);
-        for (name, src, subgroups) in variants(spec) {
-            let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| {
-                panic!("{name}: {diagnostic}", diagnostic = e.emit_to_string(&src))
-            });
-            let info = naga::valid::Validator::new(
-                naga::valid::ValidationFlags::all(),
-                capabilities(spec, subgroups),
-            )
-            .validate(&module)
-            .unwrap_or_else(|e| panic!("{name}: validation error: {e:?}"));
-            let switches: Vec<String> = module
-                .overrides
-                .iter()
-                .filter(|(_, o)| {
-                    matches!(
-                        module.types[o.ty].inner,
-                        naga::TypeInner::Scalar(naga::Scalar::BOOL)
-                    )
-                })
-                .filter_map(|(_, o)| o.name.clone())
-                .filter(|n| n != "Q4" && n != "LO")
-                .collect();
-            for bits in 0u32..(1 << switches.len()) {
-                let constants: naga::back::PipelineConstants = switches
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| (s.clone(), f64::from((bits >> i) & 1)))
-                    .chain([("FORMAT".to_string(), 5.0)])
-                    .collect();
-                let (m, i) = naga::back::pipeline_constants::process_overrides(
-                    &module, &info, None, &constants,
-                )
-                .unwrap_or_else(|e| panic!("{name} {constants:?}: {e}"));
-                let pipe = naga::back::spv::PipelineOptions {
-                    shader_stage: naga::ShaderStage::Compute,
-                    entry_point: spec.entry.into(),
-                };
-                naga::back::spv::write_vec(&m, &i, &Default::default(), Some(&pipe))
-                    .unwrap_or_else(|e| {
-                        panic!("{name} `{entry}` {constants:?}: {e}", entry = spec.entry)
-                    });
-                translated += 1;
-            }
-        }
+        translated += translate_every_switch(spec, &["Q4", "LO"], &[("FORMAT", 5.0)]);
     }
     kernels.sort_unstable();
     assert_eq!(kernels, ["mm_coop", "moe_group_coop"]);

@@ -33,6 +33,27 @@ pub fn dense_case(
     ));
 }
 
+/// Arguments of a matmul of `tokens` rows from the start of `x` and `y`,
+/// `x_stride` and `y_stride` elements apart (the rows' widths where they are
+/// contiguous).
+pub fn contiguous<'a>(
+    x: &'a wgpu::Buffer,
+    y: &'a wgpu::Buffer,
+    tokens: usize,
+    x_stride: usize,
+    y_stride: usize,
+) -> MatmulArgs<'a> {
+    MatmulArgs {
+        x,
+        x_offset: 0,
+        x_stride: x_stride as u32,
+        y,
+        y_offset: 0,
+        y_stride: y_stride as u32,
+        t: tokens as u32,
+    }
+}
+
 /// Element of the ids buffer where pair 0's id sits (ids before and after
 /// the pairs' are out of range: reading them shows).
 pub const IDS_OFF: usize = 3;

@@ -5,6 +5,8 @@
 // Each test binary uses part of this module.
 #![allow(unused_imports, dead_code)]
 
+pub mod bench;
 pub mod matmul_case;
+pub mod spirv;
 
 pub use qwgpu_kernels::testing::cases::weights::*;

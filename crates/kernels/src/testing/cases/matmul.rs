@@ -72,6 +72,104 @@ pub fn packed(
     )
 }
 
+/// Where a case's `tokens` rows of x and y lie: from an offset, a stride
+/// apart (elements).
+#[derive(Debug, Clone, Copy)]
+pub struct Strided {
+    pub tokens: usize,
+    pub x_off: usize,
+    pub x_stride: usize,
+    pub y_off: usize,
+    pub y_stride: usize,
+}
+
+impl Strided {
+    /// x rows of `cols` values and y rows of `width`, each at a random offset
+    /// below 5 with up to 2 elements between rows.
+    pub fn random(rng: &mut Rng, tokens: usize, cols: usize, width: usize) -> Self {
+        let x_off = (rng.uniform() * 5.0) as usize;
+        let x_stride = cols + (rng.uniform() * 3.0) as usize;
+        Self::with_x(rng, tokens, width, x_off, x_stride)
+    }
+
+    /// x as given; y rows of `width` at a random offset below 5 with up to 2
+    /// elements between rows.
+    pub fn with_x(
+        rng: &mut Rng,
+        tokens: usize,
+        width: usize,
+        x_off: usize,
+        x_stride: usize,
+    ) -> Self {
+        let y_off = (rng.uniform() * 5.0) as usize;
+        let y_stride = width + (rng.uniform() * 3.0) as usize;
+        Self {
+            tokens,
+            x_off,
+            x_stride,
+            y_off,
+            y_stride,
+        }
+    }
+
+    /// x's buffer holding `rows` (NaN everywhere else, 3 past the end: an
+    /// over-read shows).
+    pub fn x_buf(&self, rows: &[Vec<f32>]) -> Vec<f32> {
+        let cols = rows[0].len();
+        let mut buf = vec![f32::NAN; self.x_off + (self.tokens - 1) * self.x_stride + cols + 3];
+        for (i, r) in rows.iter().enumerate() {
+            buf[self.x_off + i * self.x_stride..][..cols].copy_from_slice(r);
+        }
+        buf
+    }
+
+    /// y's initial contents for `width` outputs (2 past the end): random
+    /// under Accumulate, else NaN (what is not written keeps its bits).
+    pub fn y_init(&self, rng: &mut Rng, width: usize, epi: Epilogue) -> Vec<f32> {
+        let ylen = self.y_off + (self.tokens - 1) * self.y_stride + width + 2;
+        if epi == Epilogue::Accumulate {
+            rng.normal_vec(ylen)
+        } else {
+            vec![f32::NAN; ylen]
+        }
+    }
+
+    /// The index in y of output `c` of token `ti`.
+    pub fn y_index(&self, ti: usize, c: usize) -> usize {
+        self.y_off + ti * self.y_stride + c
+    }
+
+    /// The matmul's arguments over `x` and `y`.
+    pub fn args<'a>(&self, x: &'a wgpu::Buffer, y: &'a wgpu::Buffer) -> MatmulArgs<'a> {
+        MatmulArgs {
+            x,
+            x_offset: self.x_off as u32,
+            x_stride: self.x_stride as u32,
+            y,
+            y_offset: self.y_off as u32,
+            y_stride: self.y_stride as u32,
+            t: self.tokens as u32,
+        }
+    }
+}
+
+/// As in the cases' messages.
+impl std::fmt::Display for Strided {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self {
+            x_off,
+            x_stride,
+            y_off,
+            y_stride,
+            ..
+        } = self;
+        write!(
+            f,
+            "x_off {x_off} x_stride {x_stride} y_off {y_off} y_stride {y_stride}"
+        )
+    }
+}
+
 /// x buffer of `rows` rows of `cols` values (normal), `stride` apart from `offset`; NaN everywhere else.
 pub fn make_x(
     rng: &mut Rng,
@@ -145,37 +243,19 @@ pub async fn dense_case_rel(
     } else {
         rows
     };
-    let (x_off, x_stride) = if aligned {
-        (
-            4 * (rng.uniform() * 2.0) as usize,
-            cols.next_multiple_of(4) + 4 * (rng.uniform() * 2.0) as usize,
-        )
+    let s = if aligned {
+        let x_off = 4 * (rng.uniform() * 2.0) as usize;
+        let x_stride = cols.next_multiple_of(4) + 4 * (rng.uniform() * 2.0) as usize;
+        Strided::with_x(rng, tokens, width, x_off, x_stride)
     } else {
-        (
-            (rng.uniform() * 5.0) as usize,
-            cols + (rng.uniform() * 3.0) as usize,
-        )
+        Strided::random(rng, tokens, cols, width)
     };
-    let y_off = (rng.uniform() * 5.0) as usize;
-    let y_stride = width + (rng.uniform() * 3.0) as usize;
-    let (xbuf, xrows) = make_x(rng, x_off, x_stride, tokens, cols);
-    let ylen = y_off + (tokens - 1) * y_stride + width + 2;
-    let init: Vec<f32> = if epi == Epilogue::Accumulate {
-        rng.normal_vec(ylen)
-    } else {
-        vec![f32::NAN; ylen]
-    };
+    let (xbuf, xrows) = make_x(rng, s.x_off, s.x_stride, tokens, cols);
+    let init = s.y_init(rng, width, epi);
+    let ylen = init.len();
     let x = ctx.upload("x", &xbuf).unwrap();
     let y = ctx.upload("y", &init).unwrap();
-    let args = MatmulArgs {
-        x: &x,
-        x_offset: x_off as u32,
-        x_stride: x_stride as u32,
-        y: &y,
-        y_offset: y_off as u32,
-        y_stride: y_stride as u32,
-        t: tokens as u32,
-    };
+    let args = s.args(&x, &y);
     let d = launch(ctx, gw, &args, epi)
         .unwrap_or_else(|e| panic!("{t_name} {what}: {e}", t_name = t.name));
     run(ctx, &d);
@@ -185,7 +265,7 @@ pub async fn dense_case_rel(
         for c in 0..width {
             let (mut w, tol) =
                 weights::expected(xr, wdq, cols, rows, c, epi == Epilogue::SwiGlu, rel);
-            let i = y_off + ti * y_stride + c;
+            let i = s.y_index(ti, c);
             let mut tol = tol;
             if epi == Epilogue::Accumulate {
                 w += init[i] as f64;
@@ -194,10 +274,7 @@ pub async fn dense_case_rel(
             want[i] = Some((w, tol));
         }
     }
-    let what = format!(
-        "{t_name} {what} T={tokens} {epi:?} x_off {x_off} x_stride {x_stride} y_off {y_off} y_stride {y_stride}",
-        t_name = t.name
-    );
+    let what = format!("{t_name} {what} T={tokens} {epi:?} {s}", t_name = t.name);
     weights::check(&got, &init, &want, &what);
 }
 
