@@ -336,8 +336,8 @@ impl Bench {
         };
         if cuda_build.is_some() || gguf.is_some() {
             self.r.notes.push(
-                "qwgpu, HF and the kernel microbenches ran while the GGUF conversion (nice 10) and, with --cuda, \
-                 the CUDA llama.cpp build (nice 19) used the CPU; llama.cpp ran alone."
+                "qwgpu and HF ran while the GGUF conversion (nice 10) and, with --cuda, the CUDA llama.cpp \
+                 build (nice 19) used the CPU; llama.cpp and then the kernel microbenches ran alone."
                     .into(),
             );
         }
@@ -382,9 +382,6 @@ impl Bench {
                     Ok(())
                 });
             }
-        }
-        if self.o.kernels {
-            self.step("kernel microbenches", |b| b.kernel_benches());
         }
         if let Some(handle) = gguf {
             self.step("GGUF conversion (wait)", |b| {
@@ -437,6 +434,12 @@ impl Bench {
         }
         if self.o.llama && self.o.batched && !self.o.sessions.is_empty() {
             self.llama_batched_all(&bases);
+        }
+        // Last: the longest and least essential step (its sweeps are capped
+        // per bench), so a run cut short by the device call's limit keeps the
+        // peers' figures.
+        if self.o.kernels {
+            self.step("kernel microbenches", |b| b.kernel_benches());
         }
         self.say("all steps done");
     }
