@@ -99,6 +99,22 @@ impl Imp {
 /// A loaded model on one backend.
 pub struct Model {
     imp: Imp,
+    times: Option<LoadTimes>,
+}
+
+/// Where a GPU load's time went ([`Model::load_times`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoadTimes {
+    /// Opening the adapter and device.
+    pub device_s: f64,
+    /// Streaming the checkpoint's weights onto the device (copies finished).
+    pub weights_s: f64,
+    /// Of `weights_s`: the loading thread copying checkpoint bytes into
+    /// staging (with its helper threads), and blocked on the GPU's copies
+    /// out of staging (a slot it needed, then the last copies). The rest is
+    /// the loader's walk, repacking and buffer creation.
+    pub host_copy_s: f64,
+    pub gpu_wait_s: f64,
 }
 
 /// A sequence on the CPU reference: its cache, its sampler's seed and
@@ -200,8 +216,11 @@ impl Model {
                 strict: opts.strict,
             },
         )?;
+        let opened = std::time::Instant::now();
         match Self::open_gpu(opts)? {
             Some(ctx) => {
+                let device_s = opened.elapsed().as_secs_f64();
+                let streamed = std::time::Instant::now();
                 // Header sizes only: the total the progress bar counts towards.
                 let total: u64 = ckpt
                     .names()
@@ -225,8 +244,16 @@ impl Model {
                     done += b;
                     progress(done.min(total), total);
                 })?;
+                let weights_s = streamed.elapsed().as_secs_f64();
+                let (host_copy_s, gpu_wait_s) = model.staging_seconds();
                 Ok(Self {
                     imp: Imp::Gpu(Box::new(model)),
+                    times: Some(LoadTimes {
+                        device_s,
+                        weights_s,
+                        host_copy_s,
+                        gpu_wait_s,
+                    }),
                 })
             }
             None => {
@@ -234,6 +261,7 @@ impl Model {
                 let packed = qwgpu_loader::load_model(&ckpt)?;
                 Ok(Self {
                     imp: Imp::Cpu(Box::new(ReferenceModel::from_packed(&packed)?)),
+                    times: None,
                 })
             }
         }
@@ -245,6 +273,7 @@ impl Model {
             Some(ctx) => Self::gpu_from_packed(ctx, packed, opts, &mut |_, _| {}),
             None => Ok(Self {
                 imp: Imp::Cpu(Box::new(ReferenceModel::from_packed(packed)?)),
+                times: None,
             }),
         }
     }
@@ -279,6 +308,7 @@ impl Model {
         })?;
         Ok(Self {
             imp: Imp::Gpu(Box::new(model)),
+            times: None,
         })
     }
 
@@ -295,6 +325,22 @@ impl Model {
             Imp::Cpu(_) => "cpu reference".into(),
             Imp::Gpu(m) => format!("gpu: {}", m.context().describe()),
         }
+    }
+
+    /// How long [`Model::load`] spent opening the device and streaming the
+    /// weights; `None` on the CPU backend and for models built from packed
+    /// weights.
+    ///
+    /// ```no_run
+    /// # use qwgpu_model::engine::{LoadOptions, Model};
+    /// let model = Model::load("model-dir".as_ref(), &LoadOptions::default())?;
+    /// if let Some(t) = model.load_times() {
+    ///     println!("device {:.2} s, weights {:.2} s", t.device_s, t.weights_s);
+    /// }
+    /// # Ok::<(), qwgpu_model::ModelError>(())
+    /// ```
+    pub fn load_times(&self) -> Option<LoadTimes> {
+        self.times
     }
 
     /// True on the GPU backend.

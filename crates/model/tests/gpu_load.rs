@@ -174,9 +174,21 @@ fn peak_anon_growth<T>(f: impl FnOnce() -> T) -> (T, u64) {
 #[test]
 fn streaming_load_keeps_peak_anonymous_memory_far_below_a_host_copy() {
     let (dir, embed_bytes) = sparse_big_embedding_checkpoint();
+    let started = std::time::Instant::now();
     let (model, grew) = peak_anon_growth(|| Model::load(dir.path(), &gpu()).expect("load"));
+    let total_s = started.elapsed().as_secs_f64();
     let ctx = model.gpu_context().expect("a GPU model");
     assert!(testing::require_model("full", ctx));
+    // The split the bench reports: two positive parts within the whole.
+    let t = model.load_times().expect("a GPU load records its times");
+    assert!(
+        t.device_s > 0.0
+            && t.weights_s > 0.0
+            && t.device_s + t.weights_s <= total_s
+            && t.host_copy_s > 0.0
+            && t.host_copy_s + t.gpu_wait_s <= t.weights_s,
+        "{t:?} of a {total_s} s load"
+    );
     // What the device holds: every weight, the embedding dominating (the
     // other tensors of the fixture take ~250 KB).
     let on_device = if ctx.software { embed_bytes } else { 0 };

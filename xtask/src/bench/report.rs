@@ -308,14 +308,17 @@ fn peers_table(r: &Results, s: &mut String) {
 fn load_table(r: &Results, s: &mut String) {
     let _ = writeln!(
         s,
-        "| model | weights | load s | safetensors | GB/s | host memcpy GB/s | host memcpy % | peak RssAnon | VmHWM | largest tensor | RssAnon ≤ 1 GiB + largest tensor |"
+        "| model | weights | load s | safetensors | GB/s | host memcpy GB/s | host memcpy % | of which device open s | weights streamed s (GB/s) | of which host copies / GPU-copy waits s | peak RssAnon | VmHWM | largest tensor | RssAnon ≤ 1 GiB + largest tensor |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
     for x in r.runs.iter().filter(|x| x.engine == QWGPU) {
         let Some(load) = x.load_s else {
             let _ = writeln!(
                 s,
-                "| {x_model} | {x_format} | error: {replace} | | | | | | | | |",
+                "| {x_model} | {x_format} | error: {replace} | | | | | | | | | | | |",
                 x_model = x.model,
                 x_format = x.format,
                 replace = x.error.as_deref().unwrap_or("no figure").replace('|', "/")
@@ -333,7 +336,7 @@ fn load_table(r: &Results, s: &mut String) {
         };
         let _ = writeln!(
             s,
-            "| {x_model} | {x_format} | {load:.2} | {gb_bytes} | {rate_bps_1e9:.2} | {memcpy_gb_s} | {host_memcpy} | {into} | {into2} | {into3} | {within} |",
+            "| {x_model} | {x_format} | {load:.2} | {gb_bytes} | {rate_bps_1e9:.2} | {memcpy_gb_s} | {host_memcpy} | {device} | {streamed} | {split} | {into} | {into2} | {into3} | {within} |",
             x_model = x.model,
             x_format = x.format,
             gb_bytes = gb(bytes),
@@ -342,6 +345,17 @@ fn load_table(r: &Results, s: &mut String) {
                 .host_memcpy
                 .map_or_else(|| NOT_MEASURED.into(), |h| format!("{:.1}", h / 1e9)),
             host_memcpy = pct(Some(rate_bps), r.host_memcpy),
+            device = x
+                .device_open_s
+                .map_or_else(|| "—".into(), |d| format!("{d:.2}")),
+            streamed = x.weights_s.map_or_else(
+                || "—".into(),
+                |w| format!("{w:.2} ({rate:.2})", rate = bytes / w.max(1e-9) / 1e9)
+            ),
+            split = match (x.host_copy_s, x.gpu_wait_s) {
+                (Some(c), Some(w)) => format!("{c:.2} / {w:.2}"),
+                _ => "—".into(),
+            },
             into = x.peak_rss_anon.map(mib).unwrap_or_else(|| "—".into()),
             into2 = x.vm_hwm.map(mib).unwrap_or_else(|| "—".into()),
             into3 = largest.map(mib).unwrap_or_else(|| "—".into())

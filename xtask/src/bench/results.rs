@@ -110,6 +110,16 @@ pub struct Run {
     /// (prompt tokens, tok/s).
     pub prefill: Vec<(usize, f64)>,
     pub load_s: Option<f64>,
+    /// Of `load_s`: opening the device, and streaming the weights.
+    #[serde(default)]
+    pub device_open_s: Option<f64>,
+    #[serde(default)]
+    pub weights_s: Option<f64>,
+    /// Of `weights_s`: host copies into staging, waits for the GPU's copies.
+    #[serde(default)]
+    pub host_copy_s: Option<f64>,
+    #[serde(default)]
+    pub gpu_wait_s: Option<f64>,
     pub peak_rss_anon: Option<u64>,
     pub vm_hwm: Option<u64>,
     pub checkpoint_bytes: Option<u64>,
@@ -311,6 +321,10 @@ pub fn parse_qwgpu(model: &str, format: &str, v: &Value) -> Run {
     r.prefill = rows("prefill", "tokens");
     r.decode = rows("decode", "context");
     r.load_s = m["load_s"].as_f64();
+    r.device_open_s = m["device_open_s"].as_f64();
+    r.weights_s = m["weights_s"].as_f64();
+    r.host_copy_s = m["host_copy_s"].as_f64();
+    r.gpu_wait_s = m["gpu_wait_s"].as_f64();
     r.peak_rss_anon = m["peak_rss_anon_bytes"].as_u64();
     r.vm_hwm = m["vm_hwm_bytes"].as_u64();
     r.checkpoint_bytes = m["checkpoint_bytes"].as_u64();

@@ -23,6 +23,10 @@ fn canned() -> Results {
     q.decode = vec![(512, 150.0), (8192, 120.0)];
     q.prefill = vec![(512, 5000.0), (4096, 9000.0)];
     q.load_s = Some(6.0);
+    q.device_open_s = Some(0.5);
+    q.weights_s = Some(4.5);
+    q.host_copy_s = Some(3.0);
+    q.gpu_wait_s = Some(1.25);
     q.checkpoint_bytes = Some(18_000_000_000);
     q.peak_rss_anon = Some(512 << 20);
     q.profile = vec![("matmul".into(), 6.0, 200), ("gdn".into(), 2.0, 24)];
@@ -108,9 +112,12 @@ fn peers_load_targets_and_errors_are_reported() {
     let md = render(&canned());
     // llama.cpp on its GGUF roofline: 3e12 / 15.875e9 = 189.0; 118 / 189 = 62 %.
     assert!(md.contains("| 9B | BF16 | llama.cpp Vulkan | 118.0 | 110.0 | 9,200 | 9,500 | 15.875 GB | 189.0 | 62% |"), "{md}");
-    // Load: 18 GB in 6 s = 3 GB/s = 15 % of a 20 GB/s memcpy; 512 MiB ≤ 1 GiB + 2 GB.
+    // Load: 18 GB in 6 s = 3 GB/s = 15 % of a 20 GB/s memcpy, the weights
+    // streamed in 4.5 s of it (4 GB/s); 512 MiB ≤ 1 GiB + 2 GB.
     assert!(
-        md.contains("| 9B | BF16 | 6.00 | 18.000 GB | 3.00 | 20.0 | 15% | 512 MiB |"),
+        md.contains(
+            "| 9B | BF16 | 6.00 | 18.000 GB | 3.00 | 20.0 | 15% | 0.50 | 4.50 (4.00) | 3.00 / 1.25 | 512 MiB |"
+        ),
         "{md}"
     );
     assert!(

@@ -35,6 +35,8 @@ pub(super) struct Load<'a> {
     pub ckpt_bytes: u64,
     pub peak_rss_anon: u64,
     pub vm_hwm: u64,
+    /// The GPU load's split: device open, weights streamed.
+    pub times: Option<qwgpu_model::engine::LoadTimes>,
 }
 
 impl Load<'_> {
@@ -46,8 +48,17 @@ impl Load<'_> {
         let gb = self.ckpt_bytes as f64 / 1e9;
         let rss_mib = self.peak_rss_anon as f64 / MIB;
         let hwm_mib = self.vm_hwm as f64 / MIB;
+        let split = self.times.map_or_else(String::new, |t| {
+            let (device_s, weights_s) = (t.device_s, t.weights_s);
+            let (copy_s, wait_s) = (t.host_copy_s, t.gpu_wait_s);
+            let w_gb_s = self.ckpt_bytes as f64 / weights_s.max(1e-9) / 1e9;
+            format!(
+                " (device open {device_s:.2} s, weights {weights_s:.2} s = {w_gb_s:.2} GB/s: \
+                 host copies {copy_s:.2} s, waits for GPU copies {wait_s:.2} s)"
+            )
+        });
         format!(
-            "model {dir} on {backend}: load {load_s:.2} s ({gb_s:.2} GB/s of {gb:.2} GB safetensors); peak RssAnon {rss_mib:.1} MiB, VmHWM {hwm_mib:.1} MiB"
+            "model {dir} on {backend}: load {load_s:.2} s ({gb_s:.2} GB/s of {gb:.2} GB safetensors){split}; peak RssAnon {rss_mib:.1} MiB, VmHWM {hwm_mib:.1} MiB"
         )
     }
 }
@@ -132,10 +143,25 @@ mod tests {
             ckpt_bytes: 3_000_000_000,
             peak_rss_anon: 512 << 20,
             vm_hwm: 3 << 19,
+            times: None,
         };
         assert_eq!(
             load.line(),
             "model /m/q on cpu reference: load 2.00 s (1.50 GB/s of 3.00 GB safetensors); peak RssAnon 512.0 MiB, VmHWM 1.5 MiB"
+        );
+        let gpu = Load {
+            backend: "gpu: H100",
+            times: Some(qwgpu_model::engine::LoadTimes {
+                device_s: 0.5,
+                weights_s: 1.5,
+                host_copy_s: 1.0,
+                gpu_wait_s: 0.25,
+            }),
+            ..load
+        };
+        assert_eq!(
+            gpu.line(),
+            "model /m/q on gpu: H100: load 2.00 s (1.50 GB/s of 3.00 GB safetensors) (device open 0.50 s, weights 1.50 s = 2.00 GB/s: host copies 1.00 s, waits for GPU copies 0.25 s); peak RssAnon 512.0 MiB, VmHWM 1.5 MiB"
         );
         assert_eq!(
             batched(8, 128, 2.0),

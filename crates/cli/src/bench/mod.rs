@@ -270,6 +270,7 @@ fn bench_model(args: &BenchArgs, dir: &Path) -> Result<Value> {
             ckpt_bytes,
             peak_rss_anon,
             vm_hwm,
+            times: model.load_times(),
         };
         writeln!(std::io::stdout(), "{}", load.line())?;
     }
@@ -311,6 +312,10 @@ fn bench_model(args: &BenchArgs, dir: &Path) -> Result<Value> {
         "dir": dir.display().to_string(),
         "backend": model.backend_name(),
         "load_s": load_s,
+        "device_open_s": model.load_times().map(|t| t.device_s),
+        "weights_s": model.load_times().map(|t| t.weights_s),
+        "host_copy_s": model.load_times().map(|t| t.host_copy_s),
+        "gpu_wait_s": model.load_times().map(|t| t.gpu_wait_s),
         "checkpoint_bytes": ckpt_bytes,
         "peak_rss_anon_bytes": peak_rss_anon,
         "vm_hwm_bytes": vm_hwm,

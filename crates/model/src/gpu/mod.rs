@@ -290,6 +290,12 @@ impl GpuModel {
         &self.config
     }
 
+    /// Seconds the weights' upload spent filling staging slots on the host
+    /// and waiting for the GPU's copies out of them.
+    pub fn staging_seconds(&self) -> (f64, f64) {
+        (self.w.staging.fill_s, self.w.staging.wait_s)
+    }
+
     pub fn context(&self) -> &GpuContext {
         &self.ctx
     }

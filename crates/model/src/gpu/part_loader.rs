@@ -59,7 +59,7 @@ impl PartLoader<'_> {
     /// Waits for the uploads and makes the model (steps of at most
     /// `max_chunk` tokens); a part never handed over is an error.
     pub fn finish(self, max_chunk: usize) -> Result<GpuModel, ModelError> {
-        let (w, _) = self.parts.finish(self.ctx)?;
+        let w = self.parts.finish(self.ctx)?;
         Ok(GpuModel::assemble(
             self.ctx.clone(),
             self.config.clone(),

@@ -17,6 +17,7 @@ use qwgpu_loader::{Int4View, PackedWeight};
 use crate::ModelError;
 
 pub(crate) use staging::load_threads;
+pub(crate) use staging::StagingStats;
 use staging::{RingSizes, Source, StagingRing};
 
 #[cfg(test)]
@@ -259,14 +260,18 @@ impl<'a> Uploader<'a> {
     }
 
     /// Submits the last staged copies (the caller then waits for the
-    /// queue); the bytes that went through the staging ring.
-    pub fn finish(mut self) -> Result<u64, ModelError> {
+    /// queue); what went through the staging ring.
+    pub fn finish(mut self) -> Result<StagingStats, ModelError> {
         if self.failed {
             return Err(ModelError::Internal {
                 detail: "finishing an upload after a weight failed part-way".into(),
             });
         }
         self.ring.finish(self.ctx)?;
-        Ok(self.ring.bytes)
+        Ok(StagingStats {
+            bytes: self.ring.bytes,
+            fill_s: self.ring.fill_s,
+            wait_s: self.ring.wait_s,
+        })
     }
 }

@@ -7,7 +7,7 @@ use qwgpu_kernels::{GpuContext, GpuWeight};
 use qwgpu_loader::{PackedModel, PackedWeight, Part};
 
 use super::layers::Layer;
-use super::upload::Uploader;
+use super::upload::{StagingStats, Uploader};
 use crate::shapes::{check_matrix, check_vector};
 use crate::ModelError;
 
@@ -19,6 +19,19 @@ pub(crate) struct WeightsGpu {
     /// `[H]` final RMSNorm.
     pub norm: wgpu::Buffer,
     pub layers: Vec<Layer>,
+    /// How the upload went (the final wait for the queue counted as waiting).
+    pub staging: StagingStats,
+}
+
+/// Submits the uploader's last copies and waits for the queue (counted as
+/// waiting for the GPU's copies).
+fn finish_upload(ctx: &GpuContext, u: Uploader<'_>) -> Result<StagingStats, ModelError> {
+    let mut stats = u.finish()?;
+    let started = std::time::Instant::now();
+    ctx.flush_uploads();
+    ctx.wait("weight upload")?;
+    stats.wait_s += started.elapsed().as_secs_f64();
+    Ok(stats)
 }
 
 /// Checks the whole-model weights (embedding, head, norm) against the shape table.
@@ -88,14 +101,13 @@ pub(crate) fn upload(
         .enumerate()
         .map(|(i, l)| Layer::upload(&mut u, c, i, l))
         .collect::<Result<Vec<_>, _>>()?;
-    u.finish()?;
-    ctx.flush_uploads();
-    ctx.wait("weight upload")?;
+    let staging = finish_upload(ctx, u)?;
     Ok(WeightsGpu {
         embed,
         lm_head,
         norm,
         layers,
+        staging,
     })
 }
 
@@ -173,10 +185,8 @@ impl<'a> PartUpload<'a> {
 
     /// Waits for the uploads and hands over the weights (and the bytes that
     /// went through the staging ring); a part never handed over is an error.
-    pub fn finish(self, ctx: &GpuContext) -> Result<(WeightsGpu, u64), ModelError> {
-        let staged = self.u.finish()?;
-        ctx.flush_uploads();
-        ctx.wait("weight upload")?;
+    pub fn finish(self, ctx: &GpuContext) -> Result<WeightsGpu, ModelError> {
+        let staging = finish_upload(ctx, self.u)?;
         let missing = |what: &str| ModelError::Internal {
             detail: format!("the model's parts had no {what}"),
         };
@@ -189,8 +199,9 @@ impl<'a> PartUpload<'a> {
             lm_head: self.lm_head,
             norm: self.norm.ok_or_else(|| missing("final norm"))?,
             layers: self.layers,
+            staging,
         };
-        Ok((w, staged))
+        Ok(w)
     }
 }
 
@@ -226,12 +237,14 @@ pub(crate) fn upload_streaming(
         return Err(e);
     }
     walk?;
-    let (w, staged) = parts.finish(ctx)?;
+    let w = parts.finish(ctx)?;
     let seconds = started.elapsed().as_secs_f64();
     tracing::info!(
-        staged_bytes = staged,
+        staged_bytes = w.staging.bytes,
         seconds,
-        gb_per_s = staged as f64 / seconds.max(1e-9) / 1e9,
+        gb_per_s = w.staging.bytes as f64 / seconds.max(1e-9) / 1e9,
+        fill_s = w.staging.fill_s,
+        wait_s = w.staging.wait_s,
         threads,
         "weights on the GPU"
     );

@@ -51,6 +51,15 @@ impl Default for RingSizes {
     }
 }
 
+/// What a load's staging did: the bytes through the ring, the seconds the
+/// loading thread spent filling slots and waiting for the GPU's copies.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub(crate) struct StagingStats {
+    pub bytes: u64,
+    pub fill_s: f64,
+    pub wait_s: f64,
+}
+
 /// Where a weight's rows come from.
 pub(crate) enum Source<'a> {
     /// A checkpoint tensor, read with positioned reads of its file (a file
@@ -157,6 +166,10 @@ pub(crate) struct StagingRing {
     threads: usize,
     /// Bytes copied into slots so far.
     pub bytes: u64,
+    /// Seconds the loading thread spent filling slots (with the fill
+    /// threads) and waiting for the GPU to copy out of a slot it needed.
+    pub fill_s: f64,
+    pub wait_s: f64,
 }
 
 /// Threads for filling the staging: [`qwgpu_loader::load_threads`]
@@ -183,6 +196,8 @@ impl StagingRing {
             last: None,
             threads,
             bytes: 0,
+            fill_s: 0.0,
+            wait_s: 0.0,
         }
     }
 
@@ -259,6 +274,17 @@ impl StagingRing {
         if self.fills.is_empty() {
             return Ok(());
         }
+        let started = std::time::Instant::now();
+        let filled = self.fill_jobs(sources, layout);
+        self.fill_s += started.elapsed().as_secs_f64();
+        filled
+    }
+
+    fn fill_jobs(
+        &mut self,
+        sources: &[Source<'_>],
+        layout: (usize, usize),
+    ) -> Result<(), ModelError> {
         let (row_src, row_bytes) = layout;
         let mem = self.memory()?;
         // Jobs of about JOB_BYTES each.
@@ -351,6 +377,7 @@ impl StagingRing {
             n => self.last.map_or(0, |i| (i + 1) % n),
         };
         let slot = &mut self.slots[next];
+        let mut wait_s = 0.0;
         loop {
             let state = lock(&slot.state)?.clone();
             match state {
@@ -361,7 +388,9 @@ impl StagingRing {
                     })
                 }
                 MapState::Pending => {
-                    ctx.device
+                    let started = std::time::Instant::now();
+                    let waited = ctx
+                        .device
                         .poll(wgpu::PollType::Wait {
                             submission_index: slot.submitted.clone(),
                             timeout: Some(WAIT_TIMEOUT),
@@ -369,7 +398,9 @@ impl StagingRing {
                         .map_err(|e| qwgpu_kernels::KernelError::DeviceLost {
                             reason: e.to_string(),
                             during: "weight upload".into(),
-                        })?;
+                        });
+                    wait_s += started.elapsed().as_secs_f64();
+                    waited?;
                     // Done once the submission is: the callback has run.
                     if *lock(&slot.state)? == MapState::Pending {
                         ctx.check("weight upload")?;
@@ -391,6 +422,7 @@ impl StagingRing {
                     detail: format!("a mapped weight staging buffer has no mapped range: {e}"),
                 })?;
         slot.view = Some(view);
+        self.wait_s += wait_s;
         self.current = Some(next);
         self.last = Some(next);
         self.used = 0;

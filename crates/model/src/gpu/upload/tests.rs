@@ -290,7 +290,7 @@ fn int4_words_go_through_the_ring_as_the_sequential_upload_lays_them_out() {
         .iter()
         .map(|w| u.weight(w).expect("ring upload"))
         .collect();
-    let staged = u.finish().expect("finish");
+    let staged = u.finish().expect("finish").bytes;
     ctx.flush_uploads();
     let want_staged: usize = weights
         .iter()
