@@ -8,7 +8,9 @@
 # checkpoints are made, and the environment (`NAME=VALUE ...`) every qwgpu
 # run of the bench gets if those tests pass on this GPU (a wrapper holds the
 # qwgpu runs until they are decided): a kernel that is off by default can
-# be measured in the run once it has passed here. Extra bench options:
+# be measured in the run once it has passed here; with .gpu carried too,
+# the model test binaries of .gpu/model-tests.tar.xz run with GATE_ENV
+# before the bench's qwgpu runs (their log in res.tgz). Extra bench options:
 # BENCH_ARGS (default: every row of issue 17, CUDA peers included).
 S=$(date +%s); el() { echo $(( $(date +%s) - S )); }
 for f in .gl/*.deb; do dpkg -x "$f" / >/dev/null; done; ldconfig
@@ -37,6 +39,16 @@ if [ -n "$GATE_TESTS" ]; then
    QWGPU_REQUIRE_HW=1 QWGPU_FIXTURES_DIR=/tmp/repo/tests/fixtures timeout 110 /tmp/b/tests/kernels $GATE_TESTS \
      --test-threads 8 > /tmp/res/gate-tests.log 2>&1
    rc=$?; echo "gate tests rc $rc in $(( $(date +%s) - s )) s" >> /tmp/res/gate-tests.log
+   # The model test binaries (carried .gpu/model-tests.tar.xz) with GATE_ENV
+   # too, before any qwgpu run of the bench starts (evidence for turning the
+   # kernel on by default; the gate itself is the kernel tests).
+   if [ -f /tmp/repo/.gpu/model-tests.tar.xz ]; then
+     mkdir -p /tmp/gt && tar -C /tmp/gt -xJf /tmp/repo/.gpu/model-tests.tar.xz
+     # shellcheck disable=SC2086
+     env $GATE_ENV QWGPU_GPU_TEST_TIMEOUT=120 timeout 180 bash /tmp/gt/run.sh /tmp/repo /tmp/res/model-tests \
+       > /tmp/res/model-tests.log 2>&1
+     echo "model tests rc $? with $GATE_ENV" >> /tmp/res/model-tests.log
+   fi
    if [ $rc -eq 0 ] && grep -q "test result: ok" /tmp/res/gate-tests.log; then
      for v in $GATE_ENV; do echo "export $v"; done > /tmp/gate.env
    else
