@@ -34,21 +34,23 @@ setsid nohup /tmp/b/xtask bench --qwgpu /tmp/b/qwgpu --kernel-tests /tmp/b/tests
   --out /tmp/qwgpu-bench/out ${BENCH_ARGS:---cuda --sizes 0.8B,9B,9B-FP8,35B-A3B} > /tmp/qwgpu-bench.log 2>&1 &
 if [ -n "$GATE_TESTS" ]; then
   (while ! grep -q "make checkpoints \.\.\." /tmp/qwgpu-bench/out/bench.log 2>/dev/null; do sleep 1; done
+   # The model test binaries (carried .gpu/model-tests.tar.xz) with GATE_ENV,
+   # beside the gate's kernel tests and before any qwgpu run of the bench
+   # (evidence for turning the kernel on by default; the gate itself is the
+   # kernel tests).
+   if [ -f /tmp/repo/.gpu/model-tests.tar.xz ]; then
+     mkdir -p /tmp/gt && tar -C /tmp/gt -xJf /tmp/repo/.gpu/model-tests.tar.xz
+     # shellcheck disable=SC2086
+     (env $GATE_ENV QWGPU_GPU_TEST_TIMEOUT=100 timeout 130 bash /tmp/gt/run.sh /tmp/repo /tmp/res/model-tests \
+        > /tmp/res/model-tests.log 2>&1
+      echo "model tests rc $? with $GATE_ENV" >> /tmp/res/model-tests.log) &
+   fi
    cd /tmp/repo/crates/kernels; s=$(date +%s)
    # shellcheck disable=SC2086
    QWGPU_REQUIRE_HW=1 QWGPU_FIXTURES_DIR=/tmp/repo/tests/fixtures timeout 110 /tmp/b/tests/kernels $GATE_TESTS \
      --test-threads 8 > /tmp/res/gate-tests.log 2>&1
    rc=$?; echo "gate tests rc $rc in $(( $(date +%s) - s )) s" >> /tmp/res/gate-tests.log
-   # The model test binaries (carried .gpu/model-tests.tar.xz) with GATE_ENV
-   # too, before any qwgpu run of the bench starts (evidence for turning the
-   # kernel on by default; the gate itself is the kernel tests).
-   if [ -f /tmp/repo/.gpu/model-tests.tar.xz ]; then
-     mkdir -p /tmp/gt && tar -C /tmp/gt -xJf /tmp/repo/.gpu/model-tests.tar.xz
-     # shellcheck disable=SC2086
-     env $GATE_ENV QWGPU_GPU_TEST_TIMEOUT=120 timeout 180 bash /tmp/gt/run.sh /tmp/repo /tmp/res/model-tests \
-       > /tmp/res/model-tests.log 2>&1
-     echo "model tests rc $? with $GATE_ENV" >> /tmp/res/model-tests.log
-   fi
+   wait
    if [ $rc -eq 0 ] && grep -q "test result: ok" /tmp/res/gate-tests.log; then
      for v in $GATE_ENV; do echo "export $v"; done > /tmp/gate.env
    else
