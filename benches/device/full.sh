@@ -30,8 +30,10 @@ chmod +x /tmp/b/qwgpu
 [ -z "$GATE_TESTS" ] && : > /tmp/gate.env
 # The kernel microbenches run last; their sweeps bounded.
 export SKINNY_BENCH_FORMATS=BF16,FP8-block128 SKINNY_BENCH_T=2,4,8,16,32,64
+# BENCH_ARGS as shell words (quotes group, e.g. --llama-args "-p 4096 -n 128").
+eval "args=(${BENCH_ARGS:---cuda --sizes 0.8B,9B,9B-FP8,35B-A3B})"
 setsid nohup /tmp/b/xtask bench --qwgpu /tmp/b/qwgpu --kernel-tests /tmp/b/tests --peers /tmp/repo/.peers \
-  --out /tmp/qwgpu-bench/out ${BENCH_ARGS:---cuda --sizes 0.8B,9B,9B-FP8,35B-A3B} > /tmp/qwgpu-bench.log 2>&1 &
+  --out /tmp/qwgpu-bench/out "${args[@]}" > /tmp/qwgpu-bench.log 2>&1 &
 if [ -n "$GATE_TESTS" ]; then
   (while ! grep -q "make checkpoints \.\.\." /tmp/qwgpu-bench/out/bench.log 2>/dev/null; do sleep 1; done
    # The model test binaries (carried .gpu/model-tests.tar.xz) with GATE_ENV,

@@ -9,6 +9,9 @@
 //! `cargo test --release -p qwgpu-kernels --test kernels -- --include-ignored --nocapture gemv_bench::`.
 //! On a software adapter (lavapipe) it runs the same code on shapes scaled
 //! down ~16× per side, so the output format can be checked anywhere.
+//! `GEMV_BENCH_MODELS` (e.g. `27B`, or `9B,27B`) picks the models whose dense
+//! shapes run (default 0.8B, 9B, 35B-A3B; the 27B's are opt-in: the 4-bit
+//! rows of issue 19 are its MLPs).
 //!
 //! Timing: GPU timestamps at the start and end of one compute pass holding
 //! `reps` launches; the median of 7 submissions after 2 warm-ups, divided by
@@ -77,8 +80,24 @@ struct MoeShape {
     count: usize,
 }
 
-/// Real shapes; `div` (1 on a GPU) shrinks every side for software adapters.
+/// The models whose dense shapes the benches time: `GEMV_BENCH_MODELS`
+/// (comma-separated, e.g. `27B` to tune the 4-bit GEMV on the 27B's MLPs
+/// alone), else 0.8B, 9B and 35B-A3B (the bench report's rows).
+fn bench_models() -> Vec<String> {
+    std::env::var("GEMV_BENCH_MODELS")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| "0.8B,9B,35B-A3B".into())
+        .split(',')
+        .map(|m| m.trim().to_string())
+        .collect()
+}
+
+/// Real shapes of [`bench_models`]; `div` (1 on a GPU) shrinks every side for
+/// software adapters. The MoE step (35B-A3B) is always there.
 fn shapes(div: usize) -> (Vec<Shape>, MoeShape) {
+    let models = bench_models();
+    let models: Vec<&str> = models.iter().map(String::as_str).collect();
     let d = |n: usize| (n / div).max(2);
     let s = |model, name, sources: &[usize], cols: usize, epilogue, count| {
         let sources: Vec<usize> = sources.iter().map(|&r| d(r)).collect();
@@ -132,7 +151,22 @@ fn shapes(div: usize) -> (Vec<Shape>, MoeShape) {
         s("35B-A3B", "shared.gate_up", &[512, 512], 2048, SwiGlu, 40),
         s("35B-A3B", "shared.down", &[2048], 512, Accumulate, 40),
         s("35B-A3B", "lm_head", &[248320], 2048, Store, 1),
+        // 27B: hidden 5120, 64 layers (48 + 16); GDN nk 16, nv 48 (qkv 10240 + z 6144);
+        // attention nh 24, nkv 4, hd 256 (q+gate 12288, k 1024, v 1024); MLP 17408;
+        // untied head. Its GPTQ-Int4 release quantizes the MLPs only.
+        s("27B", "gdn.in_proj_qkvz", &[10240, 6144], 5120, Store, 48),
+        s("27B", "gdn.in_proj_ba", &[48, 48], 5120, Store, 48),
+        s("27B", "gdn.out_proj", &[5120], 6144, Accumulate, 48),
+        s("27B", "attn.qkv", &[12288, 1024, 1024], 5120, Store, 16),
+        s("27B", "attn.o_proj", &[5120], 6144, Accumulate, 16),
+        s("27B", "mlp.gate_up", &[17408, 17408], 5120, SwiGlu, 64),
+        s("27B", "mlp.down", &[5120], 17408, Accumulate, 64),
+        s("27B", "lm_head", &[248320], 5120, Store, 1),
     ];
+    let dense = dense
+        .into_iter()
+        .filter(|s| models.contains(&s.model))
+        .collect();
     let moe = MoeShape {
         model: "35B-A3B",
         hidden: d(2048),
