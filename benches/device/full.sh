@@ -8,10 +8,13 @@
 # checkpoints are made, and the environment (`NAME=VALUE ...`) every qwgpu
 # run of the bench gets if those tests pass on this GPU (a wrapper holds the
 # qwgpu runs until they are decided): a kernel that is off by default can
-# be measured in the run once it has passed here; with .gpu carried too,
-# the model test binaries of .gpu/model-tests.tar.xz run with GATE_ENV
-# before the bench's qwgpu runs (their log in res.tgz). Extra bench options:
-# BENCH_ARGS (default: every row of issue 17, CUDA peers included).
+# be measured in the run once it has passed here; the model test binaries
+# of .gpub/model-gate.tar.xz (golden_gpu and gpu_model: README) or of a
+# carried .gpu/model-tests.tar.xz run with GATE_ENV before the bench's qwgpu
+# runs (their log in res.tgz). Extra bench options:
+# BENCH_ARGS (default: every row of issue 17, CUDA peers included). A
+# carried .gpub/llama-batched-bench-vk.xz (benches/build_vk_batched_bench.sh)
+# is the Vulkan llama-batched-bench peer.
 S=$(date +%s); el() { echo $(( $(date +%s) - S )); }
 for f in .gl/*.deb; do dpkg -x "$f" / >/dev/null; done; ldconfig
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json XDG_RUNTIME_DIR=/tmp/x
@@ -32,6 +35,11 @@ chmod +x /tmp/b/qwgpu
 export SKINNY_BENCH_FORMATS=BF16,FP8-block128 SKINNY_BENCH_T=2,4,8,16,32,64
 # BENCH_ARGS as shell words (quotes group, e.g. --llama-args "-p 4096 -n 128").
 eval "args=(${BENCH_ARGS:---cuda --sizes 0.8B,9B,9B-FP8,35B-A3B})"
+# The Vulkan llama-batched-bench built here (benches/build_vk_batched_bench.sh).
+if [ -f .gpub/llama-batched-bench-vk.xz ]; then
+  xz -dc .gpub/llama-batched-bench-vk.xz > /tmp/b/llama-batched-bench-vk && chmod +x /tmp/b/llama-batched-bench-vk
+  args+=(--vk-batched-bench /tmp/b/llama-batched-bench-vk)
+fi
 setsid nohup /tmp/b/xtask bench --qwgpu /tmp/b/qwgpu --kernel-tests /tmp/b/tests --peers /tmp/repo/.peers \
   --out /tmp/qwgpu-bench/out "${args[@]}" > /tmp/qwgpu-bench.log 2>&1 &
 if [ -n "$GATE_TESTS" ]; then
@@ -40,8 +48,9 @@ if [ -n "$GATE_TESTS" ]; then
    # beside the gate's kernel tests and before any qwgpu run of the bench
    # (evidence for turning the kernel on by default; the gate itself is the
    # kernel tests).
-   if [ -f /tmp/repo/.gpu/model-tests.tar.xz ]; then
-     mkdir -p /tmp/gt && tar -C /tmp/gt -xJf /tmp/repo/.gpu/model-tests.tar.xz
+   mt=/tmp/repo/.gpub/model-gate.tar.xz; [ -f $mt ] || mt=/tmp/repo/.gpu/model-tests.tar.xz
+   if [ -f $mt ]; then
+     mkdir -p /tmp/gt && tar -C /tmp/gt -xJf $mt
      # shellcheck disable=SC2086
      (env $GATE_ENV QWGPU_GPU_TEST_TIMEOUT=100 timeout 130 bash /tmp/gt/run.sh /tmp/repo /tmp/res/model-tests \
         > /tmp/res/model-tests.log 2>&1
