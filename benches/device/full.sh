@@ -34,7 +34,8 @@ chmod +x /tmp/b/qwgpu
 # The kernel microbenches run last; their sweeps bounded.
 export SKINNY_BENCH_FORMATS=BF16,FP8-block128 SKINNY_BENCH_T=2,4,8,16,32,64
 # BENCH_ARGS as shell words (quotes group, e.g. --llama-args "-p 4096 -n 128").
-eval "args=(${BENCH_ARGS:---cuda --sizes 0.8B,9B,9B-FP8,35B-A3B})"
+# The default compares batch-1 decode with the committed run (benches/results.json).
+eval "args=(${BENCH_ARGS:---cuda --sizes 0.8B,9B,9B-FP8,35B-A3B --baseline benches/results.json})"
 # The Vulkan llama-batched-bench built here (benches/build_vk_batched_bench.sh).
 if [ -f .gpub/llama-batched-bench-vk.xz ]; then
   xz -dc .gpub/llama-batched-bench-vk.xz > /tmp/b/llama-batched-bench-vk && chmod +x /tmp/b/llama-batched-bench-vk

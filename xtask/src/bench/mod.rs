@@ -13,6 +13,7 @@
 //! Every step is time-limited and a failing step is recorded, not fatal;
 //! `RESULTS.md` and `results.json` are rewritten after each step.
 
+mod baseline;
 mod batched;
 mod coop;
 mod opts;
@@ -106,6 +107,9 @@ pub fn run(args: &[String]) -> Result<()> {
         let mut r: Results =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         r.notes.extend(o.notes.iter().cloned());
+        if let Some(path) = &o.baseline {
+            r.baseline = Some(baseline::Baseline::load(path, o.baseline_spread_pct)?);
+        }
         // Results of runs before the options were recorded: as given now.
         if r.llama_args.is_empty() && args.iter().any(|a| a == "--llama-args") {
             r.llama_args = o.llama_args.clone();
@@ -176,7 +180,7 @@ impl Bench {
                 .map(|s| s.trim().to_string())
                 .unwrap_or_else(|_| "?".into())
         });
-        let r = Results {
+        let mut r = Results {
             date: now_utc(),
             commit,
             decode_contexts: o.decode_at.clone(),
@@ -194,6 +198,13 @@ impl Bench {
             moe_layers: o.makes_reduced().then_some(o.moe_layers),
             ..Default::default()
         };
+        // A baseline that cannot be read is the report's loss, not the run's.
+        if let Some(path) = &o.baseline {
+            match baseline::Baseline::load(path, o.baseline_spread_pct) {
+                Ok(b) => r.baseline = Some(b),
+                Err(e) => r.errors.push(format!("baseline: {e:#}")),
+            }
+        }
         let log = o.out.join("bench.log");
         Ok(Self {
             o,

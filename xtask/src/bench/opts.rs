@@ -37,6 +37,8 @@ usage: xtask bench [options]          (on the GPU machine; see benches/README.md
   --python PY           python with torch and transformers (default python3)
   --commit TEXT         qwgpu commit to print (default: the COMMIT file beside the qwgpu binary)
   --report-only FILE    re-render RESULTS.md from a results.json, nothing else
+  --baseline FILE       an earlier run's results.json: the no-decode-regression target compares with it
+  --baseline-spread PCT how far below the baseline a decode figure may fall (default 6)
   --note TEXT           a note to add to the report (repeatable; e.g. read from the run's logs)";
 
 #[derive(Debug, Clone)]
@@ -72,6 +74,8 @@ pub struct Opts {
     pub commit: Option<String>,
     pub report_only: Option<PathBuf>,
     pub notes: Vec<String>,
+    pub baseline: Option<PathBuf>,
+    pub baseline_spread_pct: f64,
 }
 
 impl Default for Opts {
@@ -108,6 +112,8 @@ impl Default for Opts {
             commit: None,
             report_only: None,
             notes: vec![],
+            baseline: None,
+            baseline_spread_pct: super::baseline::DEFAULT_SPREAD_PCT,
         }
     }
 }
@@ -242,6 +248,10 @@ impl Opts {
                 "--commit" => o.commit = Some(value()?),
                 "--report-only" => o.report_only = Some(value()?.into()),
                 "--note" => o.notes.push(value()?),
+                "--baseline" => o.baseline = Some(value()?.into()),
+                "--baseline-spread" => {
+                    o.baseline_spread_pct = value()?.parse().context("--baseline-spread")?
+                }
                 "-h" | "--help" => return Ok(Parsed::Help),
                 other => bail!("unknown option {other:?}\n{USAGE}"),
             }
@@ -367,13 +377,16 @@ mod tests {
         assert_eq!((d.session_prompt, d.session_steps), (512, 128));
         assert!(d.batched && d.vk_batched_bench.is_none());
         let o = Opts::parse(&args(
-            "--ttft none --sessions 2,8 --session-prompt 64 --session-steps 16 --skip-batched --vk-batched-bench /b",
+            "--ttft none --sessions 2,8 --session-prompt 64 --session-steps 16 --skip-batched --vk-batched-bench /b \
+             --baseline /r.json --baseline-spread 4.5",
         ))
         .unwrap();
         assert!(o.ttft.is_empty() && !o.batched);
         assert_eq!(o.sessions, vec![2, 8]);
         assert_eq!((o.session_prompt, o.session_steps), (64, 16));
         assert_eq!(o.vk_batched_bench, Some(PathBuf::from("/b")));
+        assert_eq!(o.baseline, Some(PathBuf::from("/r.json")));
+        assert_eq!(o.baseline_spread_pct, 4.5);
     }
 
     #[test]

@@ -85,6 +85,8 @@ pub struct Results {
     /// The cooperative-matrix ceiling (`coop_peak::coop_peak`, best tiling).
     pub coop_peak: Option<CoopPeak>,
     pub notes: Vec<String>,
+    /// An earlier run's decode figures (`--baseline`), for the regression target.
+    pub baseline: Option<super::baseline::Baseline>,
     /// Steps that failed: what and why.
     pub errors: Vec<String>,
     /// Seconds each step took.

@@ -103,10 +103,6 @@ pub fn targets(r: &Results) -> Vec<(String, String, String)> {
             verdict(load.zip(r.host_memcpy).map(|(a, b)| a >= 0.5 * b)),
         ),
     );
-    out.push((
-        "No batch-1 decode regression (within run-to-run spread)".into(),
-        "needs the base commit's run (`EXPERIMENTS.md` spread)".into(),
-        NOT_MEASURED.into(),
-    ));
+    out.push(super::baseline::regression_row(r));
     out
 }

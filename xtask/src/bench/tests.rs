@@ -834,3 +834,63 @@ fn llama_batched_bench_step_runs_the_asked_counts() {
     );
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn the_decode_regression_target_compares_with_a_baseline_run() {
+    use super::baseline::Baseline;
+    let r = canned_multi();
+    assert!(
+        render(&r).contains(
+            "| No batch-1 decode regression (within run-to-run spread) | no baseline run given (`--baseline results.json`) | not measured |"
+        ),
+        "{}",
+        render(&r)
+    );
+    // The old run: the same figures, but the 9B BF16 at ctx 512 at 150 ÷ 0.9.
+    let mut old = r.clone();
+    old.commit = "0ld0000".into();
+    old.date = "2026-11-26 01:52 UTC".into();
+    let at = |x: &mut Results, tok_s: f64| {
+        let run = x
+            .runs
+            .iter_mut()
+            .find(|x| x.engine == QWGPU && x.model == "9B" && x.format == BF16)
+            .expect("9B BF16 run");
+        let d = run.decode.iter_mut().find(|d| d.0 == 512).expect("ctx 512");
+        d.1 = tok_s;
+    };
+    at(&mut old, 150.0 / 0.9);
+    let b = Baseline::of(&old, 6.0);
+    let n = b.decode.len();
+    assert!(n >= 2, "{b:?}");
+    let mut new = r.clone();
+    new.baseline = Some(b);
+    let label = "| No batch-1 decode regression (each qwgpu decode figure ≥ 94% of `0ld0000`'s, 2026-11-26 01:52 UTC)";
+    let md = render(&new);
+    assert!(
+        md.contains(&format!(
+            "{label} | worst 0.90× (9B BF16 ctx 512) of {n} figures | not met |"
+        )),
+        "{md}"
+    );
+    // 3 % slower is within a 6 % spread; the baseline survives results.json.
+    at(&mut old, 150.0 / 0.97);
+    let path = std::env::temp_dir().join(format!("qwgpu-baseline-{}.json", std::process::id()));
+    std::fs::write(&path, serde_json::to_string(&old).unwrap()).unwrap();
+    new.baseline = Some(Baseline::load(&path, 6.0).unwrap());
+    let _ = std::fs::remove_file(&path);
+    let again: Results = serde_json::from_str(&serde_json::to_string(&new).unwrap()).unwrap();
+    let md = render(&again);
+    assert!(
+        md.contains(&format!(
+            "{label} | worst 0.97× (9B BF16 ctx 512) of {n} figures | met |"
+        )),
+        "{md}"
+    );
+    // A file that is not a results.json is an error naming it.
+    let err = Baseline::load(std::path::Path::new("/nonexistent/results.json"), 6.0).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("/nonexistent/results.json"),
+        "{err:#}"
+    );
+}
