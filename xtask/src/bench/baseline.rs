@@ -78,6 +78,11 @@ pub fn regression_row(r: &Results) -> (String, String, String) {
         commit = b.commit,
         date = b.date
     );
+    if !b.gpu.is_empty() && !r.gpu.is_empty() && b.gpu != r.gpu {
+        // Another card's decode says nothing about a regression.
+        let measured = format!("baseline on {}, this run on {}", b.gpu, r.gpu);
+        return (label, measured, NOT_MEASURED.into());
+    }
     let pairs: Vec<(f64, String)> = b
         .decode
         .iter()

@@ -887,6 +887,17 @@ fn the_decode_regression_target_compares_with_a_baseline_run() {
         )),
         "{md}"
     );
+    // Another GPU's run is no baseline.
+    let mut other = again.clone();
+    other.gpu = "NVIDIA H200".into();
+    let md = render(&other);
+    assert!(
+        md.contains(&format!(
+            "{label} | baseline on {old_gpu}, this run on NVIDIA H200 | not measured |",
+            old_gpu = old.gpu
+        )),
+        "{md}"
+    );
     // A file that is not a results.json is an error naming it.
     let err = Baseline::load(std::path::Path::new("/nonexistent/results.json"), 6.0).unwrap_err();
     assert!(
