@@ -80,7 +80,11 @@ pub fn regression_row(r: &Results) -> (String, String, String) {
     );
     if !b.gpu.is_empty() && !r.gpu.is_empty() && b.gpu != r.gpu {
         // Another card's decode says nothing about a regression.
-        let measured = format!("baseline on {}, this run on {}", b.gpu, r.gpu);
+        let measured = format!(
+            "baseline on {old}, this run on {new}",
+            old = b.gpu,
+            new = r.gpu
+        );
         return (label, measured, NOT_MEASURED.into());
     }
     let pairs: Vec<(f64, String)> = b
