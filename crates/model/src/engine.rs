@@ -216,11 +216,11 @@ impl Model {
                 strict: opts.strict,
             },
         )?;
-        let opened = std::time::Instant::now();
+        let opened = crate::stopwatch::Stopwatch::start();
         match Self::open_gpu(opts)? {
             Some(ctx) => {
-                let device_s = opened.elapsed().as_secs_f64();
-                let streamed = std::time::Instant::now();
+                let device_s = opened.seconds();
+                let streamed = crate::stopwatch::Stopwatch::start();
                 // Header sizes only: the total the progress bar counts towards.
                 let total: u64 = ckpt
                     .names()
@@ -244,7 +244,7 @@ impl Model {
                     done += b;
                     progress(done.min(total), total);
                 })?;
-                let weights_s = streamed.elapsed().as_secs_f64();
+                let weights_s = streamed.seconds();
                 let (host_copy_s, gpu_wait_s) = model.staging_seconds();
                 Ok(Self {
                     imp: Imp::Gpu(Box::new(model)),

@@ -22,6 +22,7 @@ mod precision;
 pub mod reference;
 pub mod sampling;
 mod shapes;
+mod stopwatch;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 

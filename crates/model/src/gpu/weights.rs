@@ -27,10 +27,10 @@ pub(crate) struct WeightsGpu {
 /// waiting for the GPU's copies).
 fn finish_upload(ctx: &GpuContext, u: Uploader<'_>) -> Result<StagingStats, ModelError> {
     let mut stats = u.finish()?;
-    let started = std::time::Instant::now();
+    let started = crate::stopwatch::Stopwatch::start();
     ctx.flush_uploads();
     ctx.wait("weight upload")?;
-    stats.wait_s += started.elapsed().as_secs_f64();
+    stats.wait_s += started.seconds();
     Ok(stats)
 }
 
@@ -221,7 +221,7 @@ pub(crate) fn upload_streaming(
     // Weights are not packed on the host: their source tensors are read
     // from the checkpoint's files straight into upload staging (only a weight
     // that widens a mixed-dtype source is packed, into a recycled buffer).
-    let started = std::time::Instant::now();
+    let started = crate::stopwatch::Stopwatch::start();
     let threads = super::upload::load_threads();
     let mut parts = PartUpload::new(c, Uploader::new(ctx, Some(ckpt), progress, threads))?;
     // The visitor's error type is the loader's: keep ours aside and stop the walk.
@@ -238,7 +238,7 @@ pub(crate) fn upload_streaming(
     }
     walk?;
     let w = parts.finish(ctx)?;
-    let seconds = started.elapsed().as_secs_f64();
+    let seconds = started.seconds();
     tracing::info!(
         staged_bytes = w.staging.bytes,
         seconds,

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use qwgpu_checkpoint::{Checkpoint, TensorView};
 use qwgpu_kernels::{GpuContext, WAIT_TIMEOUT};
 
+use crate::stopwatch::Stopwatch;
 use crate::ModelError;
 
 /// Bytes of one slot: large enough that a submission carries several
@@ -274,9 +275,9 @@ impl StagingRing {
         if self.fills.is_empty() {
             return Ok(());
         }
-        let started = std::time::Instant::now();
+        let started = Stopwatch::start();
         let filled = self.fill_jobs(sources, layout);
-        self.fill_s += started.elapsed().as_secs_f64();
+        self.fill_s += started.seconds();
         filled
     }
 
@@ -388,7 +389,7 @@ impl StagingRing {
                     })
                 }
                 MapState::Pending => {
-                    let started = std::time::Instant::now();
+                    let started = Stopwatch::start();
                     let waited = ctx
                         .device
                         .poll(wgpu::PollType::Wait {
@@ -399,7 +400,7 @@ impl StagingRing {
                             reason: e.to_string(),
                             during: "weight upload".into(),
                         });
-                    wait_s += started.elapsed().as_secs_f64();
+                    wait_s += started.seconds();
                     waited?;
                     // Done once the submission is: the callback has run.
                     if *lock(&slot.state)? == MapState::Pending {
