@@ -745,7 +745,9 @@ fn auto_takes_skinny_in_the_tunings_token_range() {
                 skinny,
                 "{name}: T={tokens} {labels:?}"
             );
-            if skinny {
+            // `matmul_normed` takes at most MAX_VEC_T tokens (the model
+            // fuses the norm in decode steps of up to 16 rows only).
+            if skinny && tokens <= MAX_VEC_T as usize {
                 assert!(
                     auto_is(
                         ctx,
@@ -777,7 +779,7 @@ fn auto_takes_skinny_in_the_tunings_token_range() {
                 Dtype::F8E4M3,
                 block,
                 17,
-                true,
+                false,
                 Call::Skinny(SkinnyShape::default())
             ),
             "{name}: FP8 128² blocks at T=17 are not skinny"
