@@ -215,11 +215,14 @@ fn cooperative_matrix_kernels_translate_to_spirv_for_4bit_weights() {
 const VERIFIED_FILES: &[&str] = &[
     "coop_peak.wgsl",
     "matmul_coop.wgsl",
+    "matmul_coop_f16.wgsl",
+    "matmul_coop_f16_split.wgsl",
     "matmul_coop_fast.wgsl",
     "matmul_coop_skinny.wgsl",
     "matmul_coop_skinny_reduce.wgsl",
     "matmul_coop_split.wgsl",
     "matmul_fast_x.wgsl",
+    "matmul_w16.wgsl",
     "moe_group_coop.wgsl",
 ];
 
@@ -231,7 +234,8 @@ fn fnv1a(text: &str) -> u64 {
 }
 
 /// The composed module text of every verified kernel (spec label, entry
-/// point, subgroups), hashed as it was verified (recorded at edbd823). A
+/// point, subgroups), hashed as it was verified (recorded at edbd823; the
+/// f16-scratch GEMM's three at 8d0570b, its first hardware run). A
 /// constant here may change only together with a hardware run of that
 /// kernel (its hardware tests and benches on the GPU machine): shared shader
 /// parts are cut from verified files so that their modules stay these bytes.
@@ -240,6 +244,13 @@ const VERIFIED_MODULES: &[(&str, &str, bool, u64)] = &[
     ("coop_peak", "peak_staged", false, 0x131d2119124da277),
     ("coop_peak", "peak_v4", false, 0x131d2119124da277),
     ("matmul_coop", "mm_coop", false, 0x7aeda9f2abca05fd),
+    ("matmul_coop_f16", "mm_coop_f16", false, 0x56cc0f00aa5d0d72),
+    (
+        "matmul_coop_f16_split",
+        "mm_coop_f16_split",
+        false,
+        0x098e212d8e8d5d0d,
+    ),
     (
         "matmul_coop_fast",
         "mm_coop_fast",
@@ -265,6 +276,7 @@ const VERIFIED_MODULES: &[(&str, &str, bool, u64)] = &[
         0x70a7e256d2b51c74,
     ),
     ("matmul_fast_x", "fast_x_rows", false, 0x71d69deb9e83dedd),
+    ("matmul_w16", "w16_rows", false, 0x1fab1311db86f0dc),
     (
         "matmul_grouped_coop",
         "moe_group_coop",
