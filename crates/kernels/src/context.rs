@@ -30,13 +30,14 @@ pub struct ContextOptions {
     /// On-disk pipeline cache (where the adapter has `PIPELINE_CACHE`).
     pub pipeline_cache: crate::PipelineCacheMode,
     /// Let [`MatmulPath::Auto`](crate::matmul::MatmulPath::Auto) run the
-    /// plain cooperative-matrix GEMM for `T > 16` (x rounded to f16: about 5×
-    /// the scalar GEMM on an H100, 1.8× the exact one) for every weight format
-    /// it takes, block-scaled FP8 and F32 included. Its rounding moves logits
-    /// by up to ~1% of their scale and can flip MoE routing on near ties, so
-    /// it is off by default: Auto then runs the exact cooperative-matrix GEMM
-    /// (x split into two f16 halves, results as the f32 GEMM's) where the
-    /// weight is exact in f16, and the f32 scalar GEMM elsewhere.
+    /// plain cooperative-matrix GEMM for `T > 16` (x rounded to f16 directly,
+    /// with no per-row power of two, so an |x| above 65504 overflows) for
+    /// every weight format it takes, block-scaled FP8 and F32 included, in
+    /// place of the choice [`ContextOptions::precision`] makes (the
+    /// f16-scratch GEMM still comes first where it is on, rounding as
+    /// [`MatmulPrecision::Fast`] does). Off by default: Auto then follows the
+    /// precision (fast: x scaled per row and rounded to f16 once; exact: x
+    /// split into two f16 halves, results as the f32 GEMM's).
     pub f16_matmul: bool,
     /// How the multi-token GEMMs round activations (see [`MatmulPrecision`]).
     pub precision: MatmulPrecision,

@@ -68,8 +68,8 @@
 //!   launch's weight rows as padded f16 rows with per-row power-of-two
 //!   scales, and `coop_peak`'s tiling multiplies them with no decode or
 //!   bounds checks in its main loop (exact precision: x as hi + lo, two
-//!   products). Behind [`Tuning::coop_f16`](crate::Tuning::coop_f16), off by
-//!   default until it has run on hardware.
+//!   products). Behind [`Tuning::coop_f16`](crate::Tuning::coop_f16), on by
+//!   default since it passed on hardware (`QWGPU_COOP_F16=0` turns it off).
 //! - `T = 17..=64` (from [`Tuning::skinny_min_t`](crate::Tuning::skinny_min_t))
 //!   with cooperative matrices (`shaders/matmul_coop_skinny.wgsl`,
 //!   `mm_coop_skinny`, module `matmul_coop_skinny.rs`): the skinny

@@ -148,11 +148,12 @@ pub const TILE_ROWS: u32 = 128;
 /// blocks of row tiles.
 pub const W_SCRATCH_CAP: u64 = 256 << 20;
 /// Default of [`Tuning::coop_f16`](crate::Tuning::coop_f16) on every
-/// adapter (the one line that turns the kernel on by default). Off until its
-/// hardware tests and bench have run on a GPU with cooperative matrices: the
-/// session that wrote it had no device time, and lavapipe runs only the
-/// scalar emulation of its shader text. `QWGPU_COOP_F16=1` turns it on.
-pub const ON_BY_DEFAULT: bool = false;
+/// adapter (the one line that turns the kernel on by default): on, since its
+/// tests, the whole kernel suite and the model test binaries passed on an
+/// H100 with it on, and a complete bench run measured it there
+/// (`benches/EXPERIMENTS.md`, `benches/RESULTS.md`). `QWGPU_COOP_F16=0`
+/// turns it off.
+pub const ON_BY_DEFAULT: bool = true;
 /// Default of [`Tuning::coop_f16_min_t`](crate::Tuning::coop_f16_min_t).
 pub const MIN_T: u32 = 128;
 /// The context-owned scratch (see the module doc): x rows and `1/s`, W rows

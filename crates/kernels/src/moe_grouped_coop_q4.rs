@@ -28,9 +28,9 @@
 //! weights may leave f16's normal range.
 //!
 //! [`Tuning::coop_grouped_q4`](crate::Tuning::coop_grouped_q4) (environment:
-//! `QWGPU_COOP_Q4=1`, or `grouped` for this one alone) is the one switch; off
-//! by default (`COOP_Q4_BY_DEFAULT` in `tuning.rs`)
-//! until it has run on a GPU with cooperative matrices.
+//! `QWGPU_COOP_Q4=0` turns it off, `dense` leaves only the dense one on) is
+//! the one switch; on by default (`COOP_Q4_BY_DEFAULT` in `tuning.rs`) since
+//! it passed on an H100.
 //!
 //! A W staging of its own for 4-bit weights (more threads per chunk, the
 //! scale and zero point loaded a step ahead) is a candidate once hardware

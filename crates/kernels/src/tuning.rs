@@ -236,10 +236,9 @@ pub struct Tuning {
     /// Whether [`MatmulPath::Auto`](crate::matmul::MatmulPath::Auto) runs
     /// dense GEMMs of at least [`Tuning::coop_f16_min_t`] tokens on the
     /// f16-scratch tensor-core GEMM ([`crate::matmul::coop_f16`]) where it
-    /// applies (both precisions); off: the selection as before it. Off by
-    /// default until it has run on hardware
-    /// ([`ON_BY_DEFAULT`](crate::matmul::coop_f16::ON_BY_DEFAULT));
-    /// `QWGPU_COOP_F16=1` turns it on. The one switch.
+    /// applies (both precisions); off: the selection as before it. On by
+    /// default ([`ON_BY_DEFAULT`](crate::matmul::coop_f16::ON_BY_DEFAULT));
+    /// `QWGPU_COOP_F16=0` turns it off. The one switch.
     pub coop_f16: bool,
     /// Fewest tokens for which Auto takes that kernel (converting the weight
     /// costs ~4 bytes of traffic per weight per GEMM, paid back over the
@@ -279,17 +278,16 @@ pub struct Tuning {
     /// Whether [`MatmulPath::Auto`](crate::matmul::MatmulPath::Auto) runs
     /// 4-bit MoE experts (f16 scales) on the tensor-core grouped GEMM under
     /// fast precision or `f16_matmul` (`moe_grouped_coop_q4.rs`); off: the
-    /// scalar grouped GEMM, as before. Off by default until it has run on
-    /// hardware; `QWGPU_COOP_Q4` `1` or `grouped` turns it on
-    /// ([`Tuning::for_adapter`]). The one switch.
+    /// scalar grouped GEMM. On by default (`COOP_Q4_BY_DEFAULT`);
+    /// `QWGPU_COOP_Q4` `0` turns it off, `dense` leaves only the dense one
+    /// on ([`Tuning::for_adapter`]). The one switch.
     pub coop_grouped_q4: bool,
     /// Whether Auto runs dense 4-bit GEMMs (f16 scales) of more than 16
     /// tokens under fast precision on `mm_coop`'s fast variant (W staged as
     /// `f16((q - zero)·scale)`, as the scalar tile GEMM's fast emulation
-    /// rounds it); off: the scalar tile GEMM, as before (`f16_matmul`
-    /// contexts take `mm_coop` either way). Off by default until it has run
-    /// on hardware; `QWGPU_COOP_Q4` `1` or `dense` turns it on. The one
-    /// switch.
+    /// rounds it); off: the scalar tile GEMM (`f16_matmul` contexts take
+    /// `mm_coop` either way). On by default; `QWGPU_COOP_Q4` `0` turns it
+    /// off, `grouped` leaves only the grouped one on. The one switch.
     pub coop_dense_q4: bool,
 }
 
@@ -455,11 +453,10 @@ fn q4_switch(value: Option<&str>, current: (bool, bool)) -> (bool, bool) {
 }
 
 /// Default of [`Tuning::coop_grouped_q4`] and [`Tuning::coop_dense_q4`]:
-/// off until the 4-bit tensor-core paths have run on a GPU with cooperative
-/// matrices (the session that wrote them had no device time; lavapipe runs
-/// only the scalar emulation of the shader text). `QWGPU_COOP_Q4=1` turns
-/// them on.
-const COOP_Q4_BY_DEFAULT: bool = false;
+/// on, since the whole kernel suite and the model test binaries passed on an
+/// H100 with them on (`benches/EXPERIMENTS.md`); they round as the fast
+/// precision does and only run under it. `QWGPU_COOP_Q4=0` turns them off.
+const COOP_Q4_BY_DEFAULT: bool = true;
 
 /// ([`Tuning::skinny`], [`Tuning::skinny_split`]) from the value of
 /// `QWGPU_SKINNY`: both off for `0`, `off`, `false`; splits off for `nosplit`.

@@ -6,7 +6,9 @@
 //! with transformers (`benches/make_models.py`), converts them to BF16 and
 //! Q8_0 GGUF in the background while qwgpu (`qwgpu bench --json`), HF
 //! transformers (`benches/hf_prefill.py`) and the kernel microbenches use the
-//! GPU, then runs llama.cpp's `llama-bench` (Vulkan; CUDA with `--cuda`).
+//! GPU, measures qwgpu's load again alone once the conversion is done (the
+//! loads above shared the CPU with it), then runs llama.cpp's `llama-bench`
+//! (Vulkan; CUDA with `--cuda`).
 //! Issue 17's multi-token rows come from the same run: time to first token
 //! (`qwgpu bench --ttft`), batched decode (`qwgpu bench --sessions` against
 //! `llama-batched-bench`), the cooperative-matrix ceiling (`coop_peak`).
@@ -346,11 +348,16 @@ impl Bench {
             None
         };
         if cuda_build.is_some() || gguf.is_some() {
-            self.r.notes.push(
+            let again = if gguf.is_some() && self.o.qwgpu_runs {
+                " qwgpu's loads were measured again alone after the conversion (the load table's \
+                 \"alone\" column);"
+            } else {
+                ""
+            };
+            self.r.notes.push(format!(
                 "qwgpu and HF ran while the GGUF conversion (nice 10) and, with --cuda, the CUDA llama.cpp \
-                 build (nice 19) used the CPU; llama.cpp and then the kernel microbenches ran alone."
-                    .into(),
-            );
+                 build (nice 19) used the CPU;{again} llama.cpp and then the kernel microbenches ran alone."
+            ));
         }
         if self.o.qwgpu_runs {
             for (model, format, dir) in &folders {
@@ -369,8 +376,10 @@ impl Bench {
                     });
                 }
             }
-            // Prefill again with the plain f16 cooperative-matrix GEMM (the
-            // default GEMM is exact): what trading exactness buys.
+            // Prefill again with `--f16-matmul` (the plain f16
+            // cooperative-matrix GEMM takes every format it supports, x
+            // rounded without the precision's per-row scale): what it buys
+            // over the default precision's GEMMs.
             for (model, format, dir) in folders
                 .iter()
                 .filter(|f| f.1 == results::BF16 && whole(&f.0))
@@ -394,6 +403,7 @@ impl Bench {
                 });
             }
         }
+        let converted = gguf.is_some();
         if let Some(handle) = gguf {
             self.step("GGUF conversion (wait)", |b| {
                 let done = handle
@@ -419,6 +429,18 @@ impl Bench {
             if ok.is_some() && bin.exists() {
                 backends.push((LLAMA_CUDA, bin));
             }
+        }
+        // qwgpu's loads above shared the CPU with the GGUF conversion: each
+        // measured again now, before llama.cpp takes the GPU.
+        if converted && self.o.qwgpu_runs {
+            if cuda_build.is_some_and(running) {
+                self.r.notes.push(
+                    "The CUDA llama.cpp build (nice 19) was still running while qwgpu's loads were \
+                     measured again alone."
+                        .into(),
+                );
+            }
+            self.loads_alone(&folders);
         }
         if self.o.llama {
             for src in &made.sources {
@@ -519,12 +541,7 @@ impl Bench {
     fn wait_cuda_build(&mut self, pid: u32, limit: Duration) -> Result<()> {
         let bin = self.peer_dir().join("build-cuda/bin/llama-bench");
         let t = Instant::now();
-        while Path::new(&format!("/proc/{pid}")).exists() && t.elapsed() < limit {
-            // A finished child of ours stays a zombie until reaped.
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            if stat.split_whitespace().nth(2) == Some("Z") {
-                break;
-            }
+        while running(pid) && t.elapsed() < limit {
             std::thread::sleep(Duration::from_millis(500));
         }
         if bin.exists() {
@@ -781,6 +798,56 @@ impl Bench {
         }
     }
 
+    /// The load of each folder whose qwgpu run loaded it, measured again in
+    /// a process of its own (`qwgpu bench --prompt-len 1 --decode 1`, the
+    /// shortest run that still loads and steps once), into its run's
+    /// [`Run::load_alone`]. One step per folder; a failure is the step's error.
+    fn loads_alone(&mut self, folders: &[Folder]) {
+        for (model, format, dir) in folders {
+            let loaded = self
+                .r
+                .run(results::QWGPU, model, format)
+                .is_some_and(|x| x.load_s.is_some());
+            if !loaded {
+                continue;
+            }
+            self.step(&format!("qwgpu {model} {format} load alone"), |b| {
+                let load = b.qwgpu_load(model, format, dir)?;
+                if let Some(run) = b.r.runs.iter_mut().find(|x| {
+                    x.engine == results::QWGPU && x.model == *model && x.format == *format
+                }) {
+                    run.load_alone = Some(load);
+                }
+                Ok(())
+            });
+        }
+    }
+
+    /// `qwgpu bench --json --prompt-len 1 --decode 1` on one folder: its load figures.
+    fn qwgpu_load(&self, model: &str, format: &str, dir: &Path) -> Result<results::LoadTimes> {
+        let mut cmd = Command::new(&self.o.qwgpu);
+        cmd.args(["bench", "--json", "--model"])
+            .arg(dir)
+            .args(["--prompt-len", "1", "--decode", "1"])
+            .args(self.o.qwgpu_args.split_whitespace());
+        let name = format!(
+            "qwgpu_{model}_{format_replace}_load",
+            format_replace = format.replace(' ', "_")
+        );
+        let out = proc::run(
+            &mut cmd,
+            secs(300),
+            "qwgpu bench (load)",
+            &Logs::new(&self.logs, &name),
+        )?;
+        let v = last_json(&out).context("no JSON printed")?;
+        let load = results::parse_load(&v["model"]);
+        if load.load_s.is_none() {
+            bail!("no load_s in qwgpu bench's JSON");
+        }
+        Ok(load)
+    }
+
     fn hf_prefill(&self, model: &str, dir: &Path) -> Run {
         let lens = self
             .o
@@ -989,6 +1056,13 @@ impl Bench {
         }
         Ok(())
     }
+}
+
+/// Whether process `pid` runs (a finished child of ours stays a zombie
+/// until reaped: not running).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.split_whitespace().nth(2) != Some("Z"))
 }
 
 /// A model made whole (not a reduced geometry): batched decode, HF prefill

@@ -140,6 +140,41 @@ pub struct Run {
     #[serde(default)]
     pub row_errors: Vec<String>,
     pub error: Option<String>,
+    /// qwgpu's load measured again in a process of its own once the GGUF
+    /// conversion was done (nothing else of the run on the CPU); `None`
+    /// where there is no such figure (an older results.json, a run without
+    /// a conversion). `load_s` and its split above are the main run's.
+    #[serde(default)]
+    pub load_alone: Option<LoadTimes>,
+    /// The multi-token GEMMs' precision (`exact` / `fast`) and whether
+    /// `--f16-matmul` was on, as `qwgpu bench --json` reports them; `None`
+    /// in an older results.json.
+    #[serde(default)]
+    pub precision: Option<String>,
+    #[serde(default)]
+    pub f16_matmul: Option<bool>,
+}
+
+/// One `qwgpu bench` process's load: the whole, and the parts [`Run`] keeps.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct LoadTimes {
+    pub load_s: Option<f64>,
+    pub device_open_s: Option<f64>,
+    pub weights_s: Option<f64>,
+    pub host_copy_s: Option<f64>,
+    pub gpu_wait_s: Option<f64>,
+}
+
+/// The load figures of a `qwgpu bench --json` object's `model`.
+pub fn parse_load(m: &Value) -> LoadTimes {
+    LoadTimes {
+        load_s: m["load_s"].as_f64(),
+        device_open_s: m["device_open_s"].as_f64(),
+        weights_s: m["weights_s"].as_f64(),
+        host_copy_s: m["host_copy_s"].as_f64(),
+        gpu_wait_s: m["gpu_wait_s"].as_f64(),
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -283,6 +318,37 @@ impl Run {
     pub fn ttft_of(&self, n: usize) -> Option<f64> {
         self.ttft.iter().find(|(c, _)| *c == n).map(|r| r.1)
     }
+
+    /// The main run's load figures.
+    pub fn load_times(&self) -> LoadTimes {
+        LoadTimes {
+            load_s: self.load_s,
+            device_open_s: self.device_open_s,
+            weights_s: self.weights_s,
+            host_copy_s: self.host_copy_s,
+            gpu_wait_s: self.gpu_wait_s,
+        }
+    }
+
+    /// The load figures the report judges: measured alone where the run has
+    /// them, else the main run's; and whether they are the ones measured alone.
+    pub fn judged_load(&self) -> (LoadTimes, bool) {
+        match &self.load_alone {
+            Some(l) if l.load_s.is_some() => (l.clone(), true),
+            _ => (self.load_times(), false),
+        }
+    }
+
+    /// Checkpoint bytes ÷ [`Run::judged_load`]'s load time, and whether measured alone.
+    pub fn load_bps(&self) -> (Option<f64>, bool) {
+        let (l, alone) = self.judged_load();
+        let bps = self
+            .checkpoint_bytes
+            .zip(l.load_s)
+            .filter(|x| x.1 > 0.0)
+            .map(|(b, s)| b as f64 / s);
+        (bps, alone)
+    }
 }
 
 impl Results {
@@ -322,11 +388,14 @@ pub fn parse_qwgpu(model: &str, format: &str, v: &Value) -> Run {
     };
     r.prefill = rows("prefill", "tokens");
     r.decode = rows("decode", "context");
-    r.load_s = m["load_s"].as_f64();
-    r.device_open_s = m["device_open_s"].as_f64();
-    r.weights_s = m["weights_s"].as_f64();
-    r.host_copy_s = m["host_copy_s"].as_f64();
-    r.gpu_wait_s = m["gpu_wait_s"].as_f64();
+    let load = parse_load(m);
+    r.load_s = load.load_s;
+    r.device_open_s = load.device_open_s;
+    r.weights_s = load.weights_s;
+    r.host_copy_s = load.host_copy_s;
+    r.gpu_wait_s = load.gpu_wait_s;
+    r.precision = m["precision"].as_str().map(String::from);
+    r.f16_matmul = m["f16_matmul"].as_bool();
     r.peak_rss_anon = m["peak_rss_anon_bytes"].as_u64();
     r.vm_hwm = m["vm_hwm_bytes"].as_u64();
     r.checkpoint_bytes = m["checkpoint_bytes"].as_u64();

@@ -384,6 +384,9 @@ fn new_fields_round_trip_and_old_results_still_load() {
         run.remove("prefill_profile_tokens");
         run.remove("ttft");
         run.remove("row_errors");
+        run.remove("load_alone");
+        run.remove("precision");
+        run.remove("f16_matmul");
     }
     for c in o["checkpoints"].as_array_mut().unwrap() {
         c["weights"].as_object_mut().unwrap().remove("head_bytes");
@@ -542,7 +545,7 @@ fn coop_ceiling_sits_beside_torch_matmul() {
     let mut r = canned();
     let md = render(&r);
     assert!(
-        md.contains("| cooperative-matrix ceiling, qwgpu plain f16 GEMM (`coop_peak::coop_peak`, best tiling) | not measured |"),
+        md.contains("| cooperative-matrix ceiling, qwgpu plain f16 GEMM (`coop_peak::coop_peak`, best complete-GEMM tiling) | not measured |"),
         "{md}"
     );
     r.coop_peak = parse_coop_peak(include_str!("samples/coop_peak_format.txt"));
@@ -765,7 +768,10 @@ fn the_committed_results_json_renders_with_not_measured_rows() {
         md.contains("## Batched decode\n\nnot measured in this run."),
         "{md}"
     );
-    assert!(md.contains("best tiling) | not measured |"), "{md}");
+    assert!(
+        md.contains("best complete-GEMM tiling) | not measured |"),
+        "{md}"
+    );
     assert!(
         md.contains("| 9B BF16 batched decode, 16 sessions ≥ 1.0× llama-batched-bench CUDA | — | not measured |"),
         "{md}"
@@ -904,4 +910,359 @@ fn the_decode_regression_target_compares_with_a_baseline_run() {
         format!("{err:#}").contains("/nonexistent/results.json"),
         "{err:#}"
     );
+}
+
+/// The H100 run of `coop_peak::coop_peak` (`samples/coop_peak_h100_probes.txt`,
+/// its stderr as recorded): the probe tilings time multiply-adds only and
+/// must not be taken for the ceiling of a complete GEMM.
+#[test]
+fn coop_ceiling_leaves_the_probe_tilings_out() {
+    let text = include_str!("samples/coop_peak_h100_probes.txt");
+    let c = parse_coop_peak(text).unwrap();
+    assert_eq!(c.tflops, 214.0);
+    assert_eq!(
+        c.what,
+        "m=4096 n=12288 k=4096 Staged sg=2x2 ck=32 lds=40 nbuf=1"
+    );
+    // 8 complete tilings timed on each of 3 shapes; 4 probes on each.
+    assert_eq!(c.lines, 24);
+    let p = c.probe.as_ref().expect("the probes' best kept apart");
+    assert_eq!(p.tflops, 626.7);
+    assert_eq!(
+        p.what,
+        "m=4096 n=12288 k=4096 ProbeMma sg=2x2 ck=32 lds=40 nbuf=1"
+    );
+    assert_eq!(p.lines, 12);
+    let mut r = canned();
+    r.coop_peak = Some(c);
+    let md = render(&r);
+    // 214 of torch's 800 TFLOP/s: 27 %.
+    assert!(
+        md.contains("| cooperative-matrix ceiling, qwgpu plain f16 GEMM (`coop_peak::coop_peak`, best complete-GEMM tiling) | 214.0 TFLOP/s = 27% of torch BF16 matmul (m=4096 n=12288 k=4096 Staged sg=2x2 ck=32 lds=40 nbuf=1; best of 24 timed tilings and shapes) |"),
+        "{md}"
+    );
+    let probe_row = md
+        .lines()
+        .find(|l| l.starts_with("| cooperative-matrix probe"))
+        .unwrap_or_else(|| panic!("no probe row:\n{md}"));
+    assert!(
+        probe_row.contains("multiply-adds only, not a complete GEMM"),
+        "{probe_row}"
+    );
+    assert!(
+        probe_row.contains("| 626.7 TFLOP/s = 78% of torch BF16 matmul (m=4096 n=12288 k=4096 ProbeMma sg=2x2 ck=32 lds=40 nbuf=1; best of 12 timed probes) |"),
+        "{probe_row}"
+    );
+    let ceiling_row = md
+        .lines()
+        .find(|l| l.starts_with("| cooperative-matrix ceiling"))
+        .unwrap();
+    assert!(!ceiling_row.contains("Probe"), "{ceiling_row}");
+    // Only probes timed: no ceiling figure, the probes' row all the same.
+    let probes_only: String = text
+        .lines()
+        .filter(|l| !l.contains(" m=") || l.contains(" Probe"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let c = parse_coop_peak(&probes_only).unwrap();
+    assert_eq!(
+        (c.lines, c.probe.as_ref().map(|p| p.tflops)),
+        (0, Some(626.7))
+    );
+    r.coop_peak = Some(c);
+    let md = render(&r);
+    assert!(
+        md.contains(
+            "best complete-GEMM tiling) | no complete-GEMM tiling timed (probes only, below) |"
+        ),
+        "{md}"
+    );
+}
+
+/// A results.json written before the probes were kept apart recorded a
+/// probe as the ceiling: the report takes the complete GEMM's best from the
+/// bench's lines kept in `kernels`, or says it is not recorded.
+#[test]
+fn an_older_coop_ceiling_that_was_a_probe_is_corrected() {
+    let text = include_str!("samples/coop_peak_h100_probes.txt");
+    let mut r = canned();
+    // As the H100 run's results.json has it.
+    r.coop_peak = Some(super::coop::CoopPeak {
+        tflops: 626.7,
+        what: "m=4096 n=12288 k=4096 ProbeMma sg=2x2 ck=32 lds=40 nbuf=1".into(),
+        adapter: "NVIDIA H100 80GB HBM3".into(),
+        lines: 36,
+        probe: None,
+    });
+    let mut v = serde_json::to_value(&r).unwrap();
+    v["coop_peak"].as_object_mut().unwrap().remove("probe");
+    let without_lines: Results = serde_json::from_value(v.clone()).unwrap();
+    let md = render(&without_lines);
+    assert!(
+        md.contains("best complete-GEMM tiling) | not recorded (this results.json kept only the best probe's figure, below) |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| 626.7 TFLOP/s = 78% of torch BF16 matmul (m=4096 n=12288 k=4096 ProbeMma sg=2x2 ck=32 lds=40 nbuf=1) |"),
+        "{md}"
+    );
+    let mut with_lines = without_lines.clone();
+    with_lines.kernels.push(KernelBench {
+        test: "coop_peak::coop_peak".into(),
+        lines: super::bench_lines(text),
+        error: None,
+    });
+    let md = render(&with_lines);
+    assert!(
+        md.contains("best complete-GEMM tiling) | 214.0 TFLOP/s = 27% of torch BF16 matmul (m=4096 n=12288 k=4096 Staged sg=2x2"),
+        "{md}"
+    );
+    assert!(md.contains("best of 12 timed probes) |"), "{md}");
+}
+
+/// A `qwgpu bench --json` model object of the given precision and switch.
+fn qwgpu_json_with(precision: &str, f16: bool) -> serde_json::Value {
+    serde_json::json!({"model": {"precision": precision, "f16_matmul": f16,
+        "prefill": [{"tokens": 4096, "tok_s": 9000.0}]}})
+}
+
+#[test]
+fn f16_matmul_section_says_the_recorded_precision() {
+    // Recorded by qwgpu bench --json and kept by the parser.
+    let d = parse_qwgpu("9B", BF16, &qwgpu_json_with("fast", false));
+    assert_eq!(
+        (d.precision.as_deref(), d.f16_matmul),
+        (Some("fast"), Some(false))
+    );
+    let mut r = canned();
+    r.runs[0].precision = d.precision.clone();
+    let mut f = parse_qwgpu("9B", BF16, &qwgpu_json_with("fast", true));
+    f.engine = QWGPU_F16.into();
+    assert_eq!(f.f16_matmul, Some(true));
+    r.runs.push(f);
+    let md = render(&r);
+    let t = md.find("## qwgpu prefill with `--f16-matmul`").unwrap();
+    let section = &md[t..md[t..].find("| model |").map_or(md.len(), |e| t + e)];
+    assert!(
+        section.contains(
+            "The default runs and the `--f16-matmul` runs alike ran in **`fast`** precision, as each `qwgpu bench --json` recorded it"
+        ),
+        "{section}"
+    );
+    assert!(
+        section.contains(
+            "`fast`: each activation row multiplied by a power of two and rounded to f16 once;"
+        ),
+        "{section}"
+    );
+    assert!(
+        section.contains("`--f16-matmul` (`ContextOptions::f16_matmul`) keeps the run's precision"),
+        "{section}"
+    );
+    // The stale claim that the default GEMM is the exact one.
+    assert!(
+        !md.contains("The default prefill GEMM is the exact"),
+        "{md}"
+    );
+    assert!(!section.contains("not record"), "{section}");
+    // Runs of different precisions: each named.
+    r.runs[0].precision = Some("exact".into());
+    let md = render(&r);
+    assert!(
+        md.contains("as each `qwgpu bench --json` recorded it: qwgpu 9B BF16 `exact`, qwgpu --f16-matmul 9B BF16 `fast`."),
+        "{md}"
+    );
+    // An older results.json: no precision recorded, and the report says so.
+    for x in &mut r.runs {
+        x.precision = None;
+    }
+    let md = render(&r);
+    assert!(
+        md.contains("This results.json does not record the runs' precision"),
+        "{md}"
+    );
+    assert!(
+        md.contains("runs `fast` from commit `5e07162` on and `exact` before; this run's commit is `abc1234`."),
+        "{md}"
+    );
+    assert!(!md.contains("ran in **`"), "{md}");
+}
+
+/// The canned run with the 9B BF16 load measured again alone: 2 s against
+/// the main run's 6 s.
+fn canned_load_alone() -> Results {
+    let mut r = canned();
+    r.runs[0].load_alone = Some(LoadTimes {
+        load_s: Some(2.0),
+        device_open_s: Some(0.25),
+        weights_s: Some(1.5),
+        host_copy_s: Some(1.0),
+        gpu_wait_s: Some(0.125),
+    });
+    r
+}
+
+#[test]
+fn load_measured_alone_is_the_judged_figure() {
+    let md = render(&canned_load_alone());
+    assert!(
+        md.contains("| model | weights | load s, alone | load s, main run (GGUF conversion on the CPU) | safetensors |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("\"load s, alone\": measured again once the GGUF conversion was done"),
+        "{md}"
+    );
+    // 18 GB in 2 s = 9 GB/s = 45 % of 20 GB/s; weights streamed in 1.5 s (12 GB/s);
+    // the main run's 6 s beside it.
+    assert!(
+        md.contains("| 9B | BF16 | 2.00 | 6.00 | 18.000 GB | 9.00 | 20.0 | 45% | 0.25 | 1.50 (12.00) | 1.00 / 0.12 | 512 MiB |"),
+        "{md}"
+    );
+    // The failed FP8 run keeps its error, in a row as wide as the others.
+    let fp8 = md
+        .lines()
+        .find(|l| l.starts_with("| 9B | FP8 block | error:"))
+        .unwrap();
+    let head = md
+        .lines()
+        .find(|l| l.starts_with("| model | weights | load s"))
+        .unwrap();
+    assert_eq!(fp8.matches('|').count(), head.matches('|').count(), "{fp8}");
+    for row in [
+        "| 9B BF16 load ≥ 50% of host memcpy rate | 45% (load measured alone, after the GGUF conversion) | not met |",
+        "| 9B BF16 load ≥ 50% of host memcpy | 45% (load measured alone, after the GGUF conversion) | not met |",
+    ] {
+        assert!(md.contains(row), "{row}\n{md}");
+    }
+    // 1.5 s alone: 12 GB/s = 60 %, met (the main run's 15 % is not judged).
+    let mut r = canned_load_alone();
+    r.runs[0].load_alone.as_mut().unwrap().load_s = Some(1.5);
+    let md = render(&r);
+    assert!(
+        md.contains("| 9B BF16 load ≥ 50% of host memcpy | 60% (load measured alone, after the GGUF conversion) | met |"),
+        "{md}"
+    );
+    // A run whose load was not measured again: the main run's figure, said so.
+    let mut r = canned_load_alone();
+    let mut other = Run::new(QWGPU, "0.8B", BF16);
+    other.load_s = Some(1.0);
+    other.checkpoint_bytes = Some(2_000_000_000);
+    r.runs.push(other);
+    assert!(
+        render(&r).contains("| 0.8B | BF16 | not measured | 1.00 | 2.000 GB | 2.00 | 20.0 | 10% |"),
+        "{}",
+        render(&r)
+    );
+    // The figure survives results.json; without it the table is as before.
+    let back: Results =
+        serde_json::from_str(&serde_json::to_string(&canned_load_alone()).unwrap()).unwrap();
+    assert_eq!(
+        back.runs[0].load_alone,
+        canned_load_alone().runs[0].load_alone
+    );
+    let md = render(&canned());
+    assert!(
+        md.contains("| model | weights | load s | safetensors |"),
+        "{md}"
+    );
+    assert!(!md.contains("load s, alone"), "{md}");
+    assert!(
+        md.contains("| 9B BF16 load ≥ 50% of host memcpy | 15% | not met |"),
+        "{md}"
+    );
+}
+
+/// The load-alone step with a stand-in `qwgpu` that checks its command line:
+/// only folders whose run loaded are measured again, and a failure is the
+/// step's error, the main run's figure kept.
+#[test]
+fn load_alone_step_measures_each_loaded_folder_again() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = std::env::temp_dir().join(format!("xtask-loadalone-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let log = root.join("calls.log");
+    let bin = root.join("qwgpu");
+    std::fs::write(
+        &bin,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> '{log}'\n\
+             case \"$*\" in *'bench --json --model '*'/hf-9B --prompt-len 1 --decode 1 --chunk 256')\n\
+             echo 'loading...'\n\
+             echo '{{\"model\": {{\"load_s\": 2.5, \"device_open_s\": 0.2, \"weights_s\": 2.25, \"host_copy_s\": 1.5, \"gpu_wait_s\": 0.01}}}}';;\n\
+             *) echo \"bad args: $*\" >&2; exit 2;; esac\n",
+            log = log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let arg = |s: &str| s.to_string();
+    let o = super::opts::Opts::parse(&[
+        arg("--qwgpu"),
+        bin.display().to_string(),
+        arg("--work"),
+        root.join("work").display().to_string(),
+        arg("--out"),
+        root.join("out").display().to_string(),
+        arg("--qwgpu-args"),
+        arg("--chunk 256"),
+    ])
+    .unwrap();
+    let mut b = super::Bench::new(o).unwrap();
+    let mut loaded = Run::new(QWGPU, "9B", BF16);
+    loaded.load_s = Some(3.72);
+    b.r.runs = vec![
+        loaded,
+        Run::failed(QWGPU, "9B", FP8, "out of memory".into()),
+        Run::new(QWGPU, "0.8B", BF16),
+    ];
+    let folders: Vec<super::Folder> = [("9B", BF16), ("9B", FP8), ("0.8B", BF16)]
+        .iter()
+        .map(|(m, f)| {
+            let dir = match *f {
+                BF16 => format!("hf-{m}"),
+                _ => format!("hf-{m}-fp8"),
+            };
+            (m.to_string(), f.to_string(), root.join(dir))
+        })
+        .collect();
+    b.loads_alone(&folders);
+    assert!(b.r.errors.is_empty(), "{:?}", b.r.errors);
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(calls.lines().count(), 1, "{calls}");
+    let run = b.r.run(QWGPU, "9B", BF16).unwrap();
+    assert_eq!(
+        run.load_alone,
+        Some(LoadTimes {
+            load_s: Some(2.5),
+            device_open_s: Some(0.2),
+            weights_s: Some(2.25),
+            host_copy_s: Some(1.5),
+            gpu_wait_s: Some(0.01),
+        })
+    );
+    // The main run's figure stays beside it.
+    assert_eq!(run.load_s, Some(3.72));
+    assert!(
+        b.r.steps
+            .iter()
+            .any(|(n, _)| n == "qwgpu 9B BF16 load alone"),
+        "{:?}",
+        b.r.steps
+    );
+    assert!(b.r.run(QWGPU, "9B", FP8).unwrap().load_alone.is_none());
+    // The stand-in refuses another folder: recorded, the main figure kept.
+    b.r.runs[0].load_alone = None;
+    let moved = vec![("9B".to_string(), BF16.to_string(), root.join("elsewhere"))];
+    b.loads_alone(&moved);
+    assert!(b.r.runs[0].load_alone.is_none());
+    assert!(
+        b.r.errors
+            .iter()
+            .any(|e| e.starts_with("qwgpu 9B BF16 load alone: ") && e.contains("bad args")),
+        "{:?}",
+        b.r.errors
+    );
+    std::fs::remove_dir_all(&root).unwrap();
 }

@@ -76,7 +76,7 @@ fn stand_ins(root: &Path) -> (PathBuf, PathBuf) {
         &format!(
             "echo \"qwgpu $*\" >> '{log}'\n\
              case \"$*\" in *-gptq*) d=120; l=110;; *) d=60; l=55;; esac\n\
-             echo \"{{\\\"model\\\": {{\\\"prefill\\\": [{{\\\"tokens\\\": 4096, \\\"tok_s\\\": 30000.0}}], \
+             echo \"{{\\\"model\\\": {{\\\"load_s\\\": 1.5, \\\"prefill\\\": [{{\\\"tokens\\\": 4096, \\\"tok_s\\\": 30000.0}}], \
              \\\"decode\\\": [{{\\\"context\\\": 512, \\\"tok_s\\\": $d}}, {{\\\"context\\\": 8192, \\\"tok_s\\\": $l}}]}}}}\"\n",
             log = log.display()
         ),
@@ -144,8 +144,41 @@ fn gptq_sizes_make_measure_and_report_their_rows() {
         );
     }
     // qwgpu runs the GPTQ folders only (their BF16 sources are not measured).
-    let qwgpu_runs: Vec<&str> = calls.lines().filter(|l| l.starts_with("qwgpu ")).collect();
+    let load_alone = " --prompt-len 1 --decode 1";
+    let qwgpu_runs: Vec<&str> = calls
+        .lines()
+        .filter(|l| l.starts_with("qwgpu ") && !l.contains(load_alone))
+        .collect();
     assert_eq!(qwgpu_runs.len(), 2, "{calls}");
+    // Their loads measured again alone: after the GGUF conversion, before llama.cpp.
+    let lines: Vec<&str> = calls.lines().collect();
+    let at = |f: &dyn Fn(&str) -> bool| lines.iter().position(|l| f(l));
+    let reloads: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].starts_with("qwgpu ") && lines[i].contains(load_alone))
+        .collect();
+    assert_eq!(reloads.len(), 2, "{calls}");
+    let last_gguf = lines
+        .iter()
+        .rposition(|l| l.contains("make_models.py gguf"))
+        .unwrap();
+    let first_llama = at(&|l| l.starts_with("llama-bench ")).unwrap();
+    assert!(
+        reloads.iter().all(|&i| last_gguf < i && i < first_llama),
+        "{calls}"
+    );
+    let step = |f: &dyn Fn(&str) -> bool| b.r.steps.iter().position(|(n, _)| f(n));
+    let wait = step(&|n| n == "GGUF conversion (wait)").unwrap();
+    let first_reload = step(&|n| n.ends_with(" load alone")).unwrap();
+    let first_peer = step(&|n| n.starts_with(LLAMA_VULKAN)).unwrap();
+    assert!(
+        wait < first_reload && first_reload < first_peer,
+        "{:?}",
+        b.r.steps
+    );
+    for m in ["35B-A3B", "27B"] {
+        let run = b.r.run(QWGPU, m, GPTQ).unwrap();
+        assert_eq!(run.load_alone.as_ref().and_then(|l| l.load_s), Some(1.5));
+    }
     assert!(qwgpu_runs
         .iter()
         .all(|l| l.contains("-gptq ") && l.contains("--prefill 4096 --decode-at 512,8192")));
