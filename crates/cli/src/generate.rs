@@ -167,7 +167,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         args.backend,
         args.adapter.clone(),
         args.strict,
-        engine::DEFAULT_MAX_CHUNK,
+        engine::ONE_SESSION_MAX_CHUNK,
     ));
     let model = load_and_report(&dir, &opts, started)?;
 

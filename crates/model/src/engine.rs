@@ -33,7 +33,7 @@ pub use qwgpu_ops::sampling::SamplingParams;
 use crate::sampling::{host_step, TokenLog};
 pub use crate::sampling::{Sampled, StepControls, TokenMaskFn, MAX_TOP_LOGPROBS};
 
-pub use crate::gpu::{FamilyTime, DEFAULT_MAX_CHUNK};
+pub use crate::gpu::{FamilyTime, DEFAULT_MAX_CHUNK, ONE_SESSION_MAX_CHUNK};
 use crate::gpu::{GpuModel, GpuSession, GpuSnapshot};
 use crate::reference::{Cache, ReferenceModel};
 use crate::ModelError;
@@ -55,7 +55,10 @@ pub struct LoadOptions {
     pub backend: Backend,
     /// GPU device options (adapter name or index, feature switches).
     pub gpu: ContextOptions,
-    /// Tokens per prefill step on the GPU.
+    /// Tokens per prefill step on the GPU (each session holds a step's
+    /// activations: [`DEFAULT_MAX_CHUNK`] for many sessions,
+    /// [`ONE_SESSION_MAX_CHUNK`] for one at a time; shortened where the
+    /// device's buffer limits need it).
     pub max_chunk: usize,
     /// Refuse checkpoints with tensors qwgpu does not know.
     pub strict: bool,
@@ -111,10 +114,17 @@ pub struct LoadTimes {
     pub weights_s: f64,
     /// Of `weights_s`: the loading thread copying checkpoint bytes into
     /// staging (with its helper threads), and blocked on the GPU's copies
-    /// out of staging (a slot it needed, then the last copies). The rest is
-    /// the loader's walk, repacking and buffer creation.
+    /// out of staging (a slot it needed, then the last copies).
     pub host_copy_s: f64,
     pub gpu_wait_s: f64,
+    /// Of `weights_s`: submitting filled staging slots and mapping slots
+    /// again (waits left out), creating the weights' buffers, and finding
+    /// each weight's source tensors with the read-ahead asked of the kernel.
+    /// The rest is the loader's walk (planning, checks, repacking) and the
+    /// small vectors' uploads.
+    pub slots_s: f64,
+    pub buffers_s: f64,
+    pub sources_s: f64,
 }
 
 /// A sequence on the CPU reference: its cache, its sampler's seed and
@@ -245,14 +255,17 @@ impl Model {
                     progress(done.min(total), total);
                 })?;
                 let weights_s = streamed.seconds();
-                let (host_copy_s, gpu_wait_s) = model.staging_seconds();
+                let st = model.staging_stats();
                 Ok(Self {
                     imp: Imp::Gpu(Box::new(model)),
                     times: Some(LoadTimes {
                         device_s,
                         weights_s,
-                        host_copy_s,
-                        gpu_wait_s,
+                        host_copy_s: st.fill_s,
+                        gpu_wait_s: st.wait_s,
+                        slots_s: st.slots_s,
+                        buffers_s: st.buffers_s,
+                        sources_s: st.sources_s,
                     }),
                 })
             }

@@ -186,7 +186,10 @@ fn streaming_load_keeps_peak_anonymous_memory_far_below_a_host_copy() {
             && t.weights_s > 0.0
             && t.device_s + t.weights_s <= total_s
             && t.host_copy_s > 0.0
-            && t.host_copy_s + t.gpu_wait_s <= t.weights_s,
+            && t.buffers_s > 0.0
+            && t.sources_s > 0.0
+            && t.slots_s > 0.0
+            && t.host_copy_s + t.gpu_wait_s + t.slots_s + t.buffers_s + t.sources_s <= t.weights_s,
         "{t:?} of a {total_s} s load"
     );
     // What the device holds: every weight, the embedding dominating (the

@@ -51,10 +51,13 @@ impl Load<'_> {
         let split = self.times.map_or_else(String::new, |t| {
             let (device_s, weights_s) = (t.device_s, t.weights_s);
             let (copy_s, wait_s) = (t.host_copy_s, t.gpu_wait_s);
+            let (slots_s, buffers_s, sources_s) = (t.slots_s, t.buffers_s, t.sources_s);
             let w_gb_s = self.ckpt_bytes as f64 / weights_s.max(1e-9) / 1e9;
             format!(
                 " (device open {device_s:.2} s, weights {weights_s:.2} s = {w_gb_s:.2} GB/s: \
-                 host copies {copy_s:.2} s, waits for GPU copies {wait_s:.2} s)"
+                 host copies {copy_s:.2} s, waits for GPU copies {wait_s:.2} s, \
+                 slot submits and maps {slots_s:.2} s, buffer creation {buffers_s:.2} s, \
+                 source lookups and read-ahead {sources_s:.2} s)"
             )
         });
         format!(
@@ -156,12 +159,15 @@ mod tests {
                 weights_s: 1.5,
                 host_copy_s: 1.0,
                 gpu_wait_s: 0.25,
+                slots_s: 0.05,
+                buffers_s: 0.1,
+                sources_s: 0.02,
             }),
             ..load
         };
         assert_eq!(
             gpu.line(),
-            "model /m/q on gpu: H100: load 2.00 s (1.50 GB/s of 3.00 GB safetensors) (device open 0.50 s, weights 1.50 s = 2.00 GB/s: host copies 1.00 s, waits for GPU copies 0.25 s); peak RssAnon 512.0 MiB, VmHWM 1.5 MiB"
+            "model /m/q on gpu: H100: load 2.00 s (1.50 GB/s of 3.00 GB safetensors) (device open 0.50 s, weights 1.50 s = 2.00 GB/s: host copies 1.00 s, waits for GPU copies 0.25 s, slot submits and maps 0.05 s, buffer creation 0.10 s, source lookups and read-ahead 0.02 s); peak RssAnon 512.0 MiB, VmHWM 1.5 MiB"
         );
         assert_eq!(
             batched(8, 128, 2.0),

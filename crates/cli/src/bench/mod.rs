@@ -39,9 +39,12 @@ pub struct BenchArgs {
     /// fresh session (timed as a prefill too), then runs `--decode` steps.
     #[arg(long, value_delimiter = ',')]
     decode_at: Vec<usize>,
-    /// Prefill step size in tokens.
-    #[arg(long, default_value_t = qwgpu_model::engine::DEFAULT_MAX_CHUNK)]
-    chunk: usize,
+    /// Prefill step size in tokens (default: the engine's one-session step,
+    /// `ONE_SESSION_MAX_CHUNK`, or its many-session one, `DEFAULT_MAX_CHUNK`,
+    /// with `--sessions` or `--batch`, whose sessions each hold a step's
+    /// activations).
+    #[arg(long)]
+    chunk: Option<usize>,
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     backend: Backend,
     /// GPU adapter: an index from `qwgpu devices` or a name substring.
@@ -109,10 +112,23 @@ impl Timed {
     }
 }
 
+impl BenchArgs {
+    /// Tokens per prefill step: `--chunk`, else the engine's step for one
+    /// session, or for many with `--sessions` / `--batch`.
+    fn chunk(&self) -> usize {
+        self.chunk
+            .unwrap_or(if self.sessions.is_empty() && self.batch.is_empty() {
+                qwgpu_model::engine::ONE_SESSION_MAX_CHUNK
+            } else {
+                qwgpu_model::engine::DEFAULT_MAX_CHUNK
+            })
+    }
+}
+
 pub fn run(args: &BenchArgs) -> Result<()> {
     let mut out = serde_json::Map::new();
     if args.copy_bandwidth {
-        let opts = load_options(args.backend, args.adapter.clone(), false, args.chunk);
+        let opts = load_options(args.backend, args.adapter.clone(), false, args.chunk());
         let bw = copy::measure(&opts.gpu, args.copy_mib << 20, 20)?;
         if !args.json {
             writeln!(
@@ -165,7 +181,7 @@ fn bench_model(args: &BenchArgs, dir: &Path) -> Result<Value> {
         args.backend,
         args.adapter.clone(),
         false,
-        args.chunk,
+        args.chunk(),
     ));
     opts.gpu.f16_matmul = args.f16_matmul;
     let sampler = memory::PeakSampler::start();
@@ -208,7 +224,7 @@ fn bench_model(args: &BenchArgs, dir: &Path) -> Result<Value> {
         .iter()
         .chain(&args.ttft)
         .copied()
-        .chain([args.chunk.max(1)])
+        .chain([args.chunk().max(1)])
         .max()
         .unwrap_or(1);
     let prompt = random_ids(longest, vocab);
@@ -219,7 +235,11 @@ fn bench_model(args: &BenchArgs, dir: &Path) -> Result<Value> {
     // bimodal across processes of one build, ~528 or ~595 tok/s, with this
     // warm-up or a one-step one alike: not a warm-up effect.)
     let mut warm = model.new_session()?;
-    let mut tok = model.sample_next(&mut warm, &prompt[..prompt.len().min(args.chunk)], &greedy)?;
+    let mut tok = model.sample_next(
+        &mut warm,
+        &prompt[..prompt.len().min(args.chunk())],
+        &greedy,
+    )?;
     let t = Instant::now();
     for _ in 0..64 {
         tok = model.sample_next(&mut warm, &[tok], &greedy)?;
@@ -296,7 +316,7 @@ fn bench_model(args: &BenchArgs, dir: &Path) -> Result<Value> {
         }
         // One prefill step of `--chunk` tokens from an empty context.
         let mut s = model.new_session()?;
-        let ids = random_ids(args.chunk.max(1), vocab);
+        let ids = random_ids(args.chunk().max(1), vocab);
         match model.profile(&mut s, &ids) {
             Ok(Some(rows)) => {
                 let n = ids.len();
@@ -316,10 +336,13 @@ fn bench_model(args: &BenchArgs, dir: &Path) -> Result<Value> {
         "weights_s": model.load_times().map(|t| t.weights_s),
         "host_copy_s": model.load_times().map(|t| t.host_copy_s),
         "gpu_wait_s": model.load_times().map(|t| t.gpu_wait_s),
+        "slots_s": model.load_times().map(|t| t.slots_s),
+        "buffers_s": model.load_times().map(|t| t.buffers_s),
+        "sources_s": model.load_times().map(|t| t.sources_s),
         "checkpoint_bytes": ckpt_bytes,
         "peak_rss_anon_bytes": peak_rss_anon,
         "vm_hwm_bytes": vm_hwm,
-        "chunk": args.chunk,
+        "chunk": args.chunk(),
         "prefill": prefill_rows.iter().map(Timed::json).collect::<Vec<_>>(),
         "decode": decode_rows.iter().map(Timed::json).collect::<Vec<_>>(),
         "batched_decode": batch_rows,
@@ -329,7 +352,7 @@ fn bench_model(args: &BenchArgs, dir: &Path) -> Result<Value> {
         "precision": qwgpu_model::precision_name(opts.gpu.precision),
         "decode_profile": profile,
         "prefill_profile": prefill_profile,
-        "prefill_profile_tokens": if prefill_profile.is_array() { json!(args.chunk.max(1)) } else { Value::Null },
+        "prefill_profile_tokens": if prefill_profile.is_array() { json!(args.chunk().max(1)) } else { Value::Null },
     }))
 }
 
@@ -383,6 +406,29 @@ fn print_profile(what: &str, rows: &[engine::FamilyTime], quiet: bool) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn parsed(args: &[&str]) -> BenchArgs {
+        use clap::Parser;
+        let argv = ["bench", "--model", "m"].iter().chain(args);
+        Cli::try_parse_from(argv).expect("bench arguments").bench
+    }
+
+    #[test]
+    fn prefill_step_is_the_one_session_one_unless_sessions_share_the_device() {
+        use qwgpu_model::engine::{DEFAULT_MAX_CHUNK, ONE_SESSION_MAX_CHUNK};
+        assert_eq!(parsed(&[]).chunk(), ONE_SESSION_MAX_CHUNK);
+        assert_eq!(parsed(&["--sessions", "1,16"]).chunk(), DEFAULT_MAX_CHUNK);
+        assert_eq!(parsed(&["--batch", "8"]).chunk(), DEFAULT_MAX_CHUNK);
+        assert_eq!(parsed(&["--chunk", "300"]).chunk(), 300);
+        assert_eq!(parsed(&["--chunk", "300", "--sessions", "4"]).chunk(), 300);
+        assert_ne!(ONE_SESSION_MAX_CHUNK, DEFAULT_MAX_CHUNK);
+    }
 
     #[test]
     fn random_ids_are_deterministic_and_in_vocab() {

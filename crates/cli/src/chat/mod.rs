@@ -90,7 +90,7 @@ pub fn run(args: &ChatArgs) -> Result<()> {
         args.backend,
         args.adapter.clone(),
         args.strict,
-        engine::DEFAULT_MAX_CHUNK,
+        engine::ONE_SESSION_MAX_CHUNK,
     ));
     let model = load_and_report(dir, &opts, started)?;
     interrupt::install()?;

@@ -120,6 +120,30 @@ fn missing(group: &str) -> ModelError {
     }
 }
 
+/// Bytes per token of the widest buffer [`Activations::new`] makes with
+/// rows per token (the kernels' scratch rows are no wider: the GDN scratch's
+/// are at most `conv_dim`, the attention scratch's `nh·hd`).
+pub(crate) fn widest_row_bytes(c: &TextConfig) -> usize {
+    let h = c.hidden_size;
+    let mut widths = vec![2 * (c.rotary_dim() / 2).max(1), h];
+    if c.layer_types.contains(&LayerType::LinearAttention) {
+        widths.push(c.conv_dim() + c.value_dim());
+    }
+    if c.layer_types.contains(&LayerType::FullAttention) {
+        widths.push(c.q_proj_rows() + 2 * c.kv_proj_rows());
+    }
+    match c.ffn {
+        FfnConfig::Dense { intermediate_size } => widths.push(intermediate_size),
+        FfnConfig::Moe {
+            num_experts: e,
+            num_experts_per_tok: k,
+            moe_intermediate_size: ie,
+            shared_expert_intermediate_size: is,
+        } => widths.extend([e, k * ie, k * h, is]),
+    }
+    widths.into_iter().max().unwrap_or(1) * 4
+}
+
 impl Activations {
     pub fn new(
         ctx: &GpuContext,

@@ -47,8 +47,19 @@ use crate::ModelError;
 
 /// Tokens per prefill step (longer prompts run in several steps). On an H100
 /// (0.8B geometry) 512-token steps prefill 2.3× faster than 128-token ones;
-/// the activations of a step cost about 0.5 MiB per token at 9B geometry.
+/// the activations of a step cost about 0.5 MiB per token at 9B geometry,
+/// and every session holds its own, so a model serving many sessions keeps
+/// its steps this short.
 pub const DEFAULT_MAX_CHUNK: usize = 512;
+/// Tokens per prefill step where one session runs at a time (`qwgpu
+/// generate`, `chat`, `score`, `bench`): longer steps give the GEMMs taller
+/// tiles and convert each weight for the tensor cores once per step (the 9B's
+/// prefill of 4096 tokens on an H100: `benches/EXPERIMENTS.md`, seventh
+/// session), at ~1 GiB of activations at 9B geometry. A device whose binding
+/// limits cannot hold a step this long gets the longest that fits.
+pub const ONE_SESSION_MAX_CHUNK: usize = 2048;
+/// Most tokens of one step, whatever is asked.
+const MAX_STEP_TOKENS: usize = 4096;
 /// Upper bound on the logits buffer (rows × vocab × 4 bytes) when every row's
 /// logits are wanted; bigger requests run in smaller steps.
 const LOGITS_BUDGET: usize = 64 << 20;
@@ -150,6 +161,30 @@ fn inv_freq(c: &TextConfig) -> Vec<f32> {
         .to_vec()
 }
 
+/// `requested` tokens per step (1 to [`MAX_STEP_TOKENS`]), fewer where the
+/// widest of a step's activation buffers would pass the device's binding
+/// limits (a WebGPU page's 128 MiB, say).
+fn fit_step_tokens(ctx: &GpuContext, c: &TextConfig, requested: usize) -> usize {
+    let limit = ctx
+        .limits
+        .max_storage_buffer_binding_size
+        .min(ctx.limits.max_buffer_size);
+    let row = activations::widest_row_bytes(c).max(1) as u64;
+    // Buffers are padded to 16 bytes.
+    let fits = (limit.saturating_sub(16) / row).max(1);
+    let wanted = requested.clamp(1, MAX_STEP_TOKENS);
+    let t = wanted.min(usize::try_from(fits).unwrap_or(usize::MAX));
+    if t < wanted {
+        tracing::info!(
+            requested = wanted,
+            tokens = t,
+            limit,
+            "prefill steps shortened to fit the device's buffer limits"
+        );
+    }
+    t
+}
+
 impl GpuModel {
     /// Checks every shape, then uploads the weights in their stored formats.
     /// `progress` is told the bytes of each weight as it lands.
@@ -190,7 +225,7 @@ impl GpuModel {
         w: weights::WeightsGpu,
         max_chunk: usize,
     ) -> Self {
-        let max_t = max_chunk.clamp(1, 4096);
+        let max_t = fit_step_tokens(&ctx, &c, max_chunk);
         let logit_rows = (LOGITS_BUDGET / (c.vocab_size * 4)).clamp(1, max_t);
         let gdn_pool = c
             .layer_types
@@ -294,6 +329,11 @@ impl GpuModel {
     /// and waiting for the GPU's copies out of them.
     pub fn staging_seconds(&self) -> (f64, f64) {
         (self.w.staging.fill_s, self.w.staging.wait_s)
+    }
+
+    /// Where the weights' upload spent its time (the load split).
+    pub(crate) fn staging_stats(&self) -> upload::StagingStats {
+        self.w.staging
     }
 
     pub fn context(&self) -> &GpuContext {

@@ -392,3 +392,79 @@ fn async_forward_passes_equal_the_blocking_ones() {
     assert_eq!(a.position(), b.position());
     assert_eq!(a.log, b.log, "the sessions' token logs");
 }
+
+/// Every buffer [`Activations::new`](super::activations::Activations::new)
+/// sizes by tokens fits `T × widest_row_bytes` (the bound the step length is
+/// fitted to the device's limits with), for the dense and the MoE geometry.
+#[test]
+fn widest_activation_row_bounds_every_buffer_of_a_step() {
+    let ctx = GpuContext::new(&ContextOptions::default()).expect("GPU context");
+    for moe in [false, true] {
+        let c = tiny_config(moe);
+        let row = super::activations::widest_row_bytes(&c) as u64;
+        for t in [1usize, 7, 64] {
+            let a = super::activations::Activations::new(&ctx, &c, t, 1).expect("activations");
+            let mut sizes = vec![
+                ("h", a.stream.h.size()),
+                ("x", a.stream.x.size()),
+                ("rope", a.stream.rope.size()),
+            ];
+            if let Some(g) = &a.gated_delta {
+                sizes.extend([("qkvz", g.qkvz.size()), ("gdn_out", g.out.size())]);
+            }
+            if let Some(at) = &a.attention {
+                sizes.extend([("qkv", at.qkv.size()), ("attn_out", at.out.size())]);
+            }
+            if let Some(m) = &a.mlp {
+                sizes.push(("act", m.act.size()));
+            }
+            if let Some(m) = &a.moe {
+                sizes.extend([
+                    ("router_logits", m.router_logits.size()),
+                    ("expert_act", m.expert_act.size()),
+                    ("expert_out", m.expert_out.size()),
+                    ("shared_act", m.shared_act.size()),
+                ]);
+            }
+            let widest = sizes.iter().map(|s| s.1).max().unwrap();
+            for (name, size) in &sizes {
+                assert!(
+                    *size <= t as u64 * row + 16,
+                    "moe {moe}, T {t}: `{name}` is {size} bytes, over {t} × {row}"
+                );
+            }
+            // The bound is the widest buffer's, not a loose one.
+            assert!(
+                widest + 16 > t as u64 * row,
+                "moe {moe}, T {t}: {sizes:?} vs {row}"
+            );
+        }
+    }
+}
+
+/// A step as long as asked where the device's binding limits hold it, else
+/// the longest that fits; never 0 or past the engine's most.
+#[test]
+fn step_length_is_fitted_to_the_device_buffer_limits() {
+    let mut ctx = GpuContext::new(&ContextOptions::default()).expect("GPU context");
+    let c = tiny_config(false);
+    let row = super::activations::widest_row_bytes(&c) as u64;
+    ctx.limits.max_storage_buffer_binding_size = 100 * row + 16;
+    ctx.limits.max_buffer_size = 1 << 40;
+    assert_eq!(super::fit_step_tokens(&ctx, &c, 64), 64);
+    assert_eq!(super::fit_step_tokens(&ctx, &c, 2048), 100);
+    assert_eq!(super::fit_step_tokens(&ctx, &c, 0), 1);
+    ctx.limits.max_buffer_size = 10 * row + 16;
+    assert_eq!(super::fit_step_tokens(&ctx, &c, 2048), 10);
+    ctx.limits.max_storage_buffer_binding_size = 1 << 40;
+    ctx.limits.max_buffer_size = 1 << 40;
+    assert_eq!(
+        super::fit_step_tokens(&ctx, &c, 1 << 20),
+        super::MAX_STEP_TOKENS
+    );
+    // A model loaded with a step its device cannot hold gets the fitted one.
+    let ctx = Arc::new(ctx);
+    let packed = random_packed_model(&c, false, 3);
+    let m = GpuModel::from_packed(ctx, &packed, 1 << 20, &mut |_| {}).expect("GPU model");
+    assert_eq!(m.max_t, super::MAX_STEP_TOKENS);
+}

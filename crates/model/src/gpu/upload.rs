@@ -14,6 +14,7 @@ use qwgpu_kernels::weights::stride_words;
 use qwgpu_kernels::{GpuContext, GpuWeight, WeightFormat};
 use qwgpu_loader::{Int4View, PackedWeight};
 
+use crate::stopwatch::Stopwatch;
 use crate::ModelError;
 
 pub(crate) use staging::load_threads;
@@ -56,6 +57,9 @@ pub(crate) struct Uploader<'a> {
     /// Set when a weight failed part-way: the ring may hold rows staged but
     /// not filled, so nothing more is uploaded through it.
     failed: bool,
+    /// Seconds creating weight buffers and finding (reading ahead) sources.
+    buffers_s: f64,
+    sources_s: f64,
 }
 
 impl<'a> Uploader<'a> {
@@ -84,6 +88,8 @@ impl<'a> Uploader<'a> {
             ring: StagingRing::new(ctx, threads, sizes),
             fetched: FetchedTensors::default(),
             failed: false,
+            buffers_s: 0.0,
+            sources_s: 0.0,
         }
     }
 
@@ -168,7 +174,9 @@ impl<'a> Uploader<'a> {
         let format = WeightFormat::from_dtype(w.dtype);
         let row_src = w.cols * format.size();
         let row_bytes = stride_words(w.cols, format) * 4;
+        let started = Stopwatch::start();
         let sources = Self::sources(self.ckpt, &self.fetched, w)?;
+        self.sources_s += started.seconds();
         let total: usize = sources.iter().map(Source::len).sum();
         if total != w.rows * row_src || sources.iter().any(|s| s.len() % row_src.max(1) != 0) {
             let sizes: Vec<usize> = sources.iter().take(8).map(Source::len).collect();
@@ -197,7 +205,9 @@ impl<'a> Uploader<'a> {
             (self.progress)(total as u64);
             return Ok(g);
         }
+        let started = Stopwatch::start();
         let g = GpuWeight::allocate(self.ctx, w)?;
+        self.buffers_s += started.seconds();
         Self::stage_rows(self.ctx, &mut self.ring, &g, &sources, (row_src, row_bytes))?;
         (self.progress)(total as u64);
         Ok(g)
@@ -216,7 +226,9 @@ impl<'a> Uploader<'a> {
             (self.progress)(host_bytes);
             return Ok(g);
         }
+        let started = Stopwatch::start();
         let g = qwgpu_kernels::int4::allocate_int4(self.ctx, &w.name, q)?;
+        self.buffers_s += started.seconds();
         let sources = [Source::Host(bytemuck::cast_slice(q.words))];
         Self::stage_rows(self.ctx, &mut self.ring, &g, &sources, (row_src, row_bytes))?;
         (self.progress)(host_bytes);
@@ -272,6 +284,9 @@ impl<'a> Uploader<'a> {
             bytes: self.ring.bytes,
             fill_s: self.ring.fill_s,
             wait_s: self.ring.wait_s,
+            slots_s: self.ring.slots_s,
+            buffers_s: self.buffers_s,
+            sources_s: self.sources_s,
         })
     }
 }

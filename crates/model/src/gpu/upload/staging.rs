@@ -52,13 +52,22 @@ impl Default for RingSizes {
     }
 }
 
-/// What a load's staging did: the bytes through the ring, the seconds the
-/// loading thread spent filling slots and waiting for the GPU's copies.
+/// What a load's staging did: the bytes through the ring and where the
+/// loading thread's seconds went.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub(crate) struct StagingStats {
     pub bytes: u64,
+    /// Filling slots (with the fill threads).
     pub fill_s: f64,
+    /// Blocked on the GPU's copies out of a slot it needed (and the last copies).
     pub wait_s: f64,
+    /// Submitting filled slots and mapping slots again, waits left out.
+    pub slots_s: f64,
+    /// Creating the weights' buffers.
+    pub buffers_s: f64,
+    /// Finding each weight's source tensors and asking the kernel to read
+    /// them ahead.
+    pub sources_s: f64,
 }
 
 /// Where a weight's rows come from.
@@ -171,6 +180,9 @@ pub(crate) struct StagingRing {
     /// threads) and waiting for the GPU to copy out of a slot it needed.
     pub fill_s: f64,
     pub wait_s: f64,
+    /// Seconds in [`StagingRing::submit`] and in mapping the next slot
+    /// (waits for the GPU left out).
+    pub slots_s: f64,
 }
 
 /// Threads for filling the staging: [`qwgpu_loader::load_threads`]
@@ -199,6 +211,7 @@ impl StagingRing {
             bytes: 0,
             fill_s: 0.0,
             wait_s: 0.0,
+            slots_s: 0.0,
         }
     }
 
@@ -322,6 +335,13 @@ impl StagingRing {
 
     /// Submits the current slot's copies (its rows must have been filled).
     pub fn submit(&mut self, ctx: &GpuContext) -> Result<(), ModelError> {
+        let started = Stopwatch::start();
+        let submitted = self.submit_slot(ctx);
+        self.slots_s += started.seconds();
+        submitted
+    }
+
+    fn submit_slot(&mut self, ctx: &GpuContext) -> Result<(), ModelError> {
         let Some(i) = self.current.take() else {
             return Ok(());
         };
@@ -359,6 +379,15 @@ impl StagingRing {
     /// Makes the next slot current: a new one while the ring is not full,
     /// else the oldest, once the GPU has copied out of it.
     fn open_next(&mut self, ctx: &GpuContext) -> Result<(), ModelError> {
+        let started = Stopwatch::start();
+        let waited = self.wait_s;
+        let opened = self.open_slot(ctx);
+        // The map waits are counted in wait_s alone.
+        self.slots_s += (started.seconds() - (self.wait_s - waited)).max(0.0);
+        opened
+    }
+
+    fn open_slot(&mut self, ctx: &GpuContext) -> Result<(), ModelError> {
         let next = match self.slots.len() {
             n if n < self.sizes.slots.max(1) => {
                 let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
