@@ -6,8 +6,9 @@
 //! with transformers (`benches/make_models.py`), converts them to BF16 and
 //! Q8_0 GGUF in the background while qwgpu (`qwgpu bench --json`), HF
 //! transformers (`benches/hf_prefill.py`) and the kernel microbenches use the
-//! GPU, measures qwgpu's load again alone once the conversion is done (the
-//! loads above shared the CPU with it), then runs llama.cpp's `llama-bench`
+//! GPU, measures qwgpu's load and its batch-1 decode at the first
+//! `--decode-at` context again alone once the conversion is done (the runs
+//! above shared the CPU with it), then runs llama.cpp's `llama-bench`
 //! (Vulkan; CUDA with `--cuda`).
 //! Issue 17's multi-token rows come from the same run: time to first token
 //! (`qwgpu bench --ttft`), batched decode (`qwgpu bench --sessions` against
@@ -348,11 +349,15 @@ impl Bench {
             None
         };
         if cuda_build.is_some() || gguf.is_some() {
-            let again = if gguf.is_some() && self.o.qwgpu_runs {
-                " qwgpu's loads were measured again alone after the conversion (the load table's \
-                 \"alone\" column);"
-            } else {
-                ""
+            let again = match (gguf.is_some() && self.o.qwgpu_runs, self.alone_context()) {
+                (false, _) => String::new(),
+                (true, None) => " qwgpu's loads were measured again alone after the conversion (the load \
+                                 table's \"alone\" column);"
+                    .into(),
+                (true, Some(c)) => format!(
+                    " qwgpu's loads and its batch-1 decode at ctx {c} were measured again alone after the \
+                     conversion (the load table's \"alone\" column, the \"decode measured alone\" table);"
+                ),
             };
             self.r.notes.push(format!(
                 "qwgpu and HF ran while the GGUF conversion (nice 10) and, with --cuda, the CUDA llama.cpp \
@@ -430,17 +435,17 @@ impl Bench {
                 backends.push((LLAMA_CUDA, bin));
             }
         }
-        // qwgpu's loads above shared the CPU with the GGUF conversion: each
-        // measured again now, before llama.cpp takes the GPU.
+        // qwgpu's loads and decode above shared the CPU with the GGUF
+        // conversion: each measured again now, before llama.cpp takes the GPU.
         if converted && self.o.qwgpu_runs {
             if cuda_build.is_some_and(running) {
                 self.r.notes.push(
-                    "The CUDA llama.cpp build (nice 19) was still running while qwgpu's loads were \
-                     measured again alone."
+                    "The CUDA llama.cpp build (nice 19) was still running while qwgpu's loads (and \
+                     decode) were measured again alone."
                         .into(),
                 );
             }
-            self.loads_alone(&folders);
+            self.measure_alone(&folders);
         }
         if self.o.llama {
             for src in &made.sources {
@@ -798,11 +803,13 @@ impl Bench {
         }
     }
 
-    /// The load of each folder whose qwgpu run loaded it, measured again in
-    /// a process of its own (`qwgpu bench --prompt-len 1 --decode 1`, the
-    /// shortest run that still loads and steps once), into its run's
-    /// [`Run::load_alone`]. One step per folder; a failure is the step's error.
-    fn loads_alone(&mut self, folders: &[Folder]) {
+    /// The load of each folder whose qwgpu run loaded it, and its batch-1
+    /// decode at the run's first `--decode-at` context, measured again in a
+    /// process of its own ([`Bench::alone_args`]: no prefill lengths, time
+    /// to first token, profile or sessions), into its run's
+    /// [`Run::load_alone`] and [`Run::decode_alone`]. One step per folder; a
+    /// failure is the step's error.
+    fn measure_alone(&mut self, folders: &[Folder]) {
         for (model, format, dir) in folders {
             let loaded = self
                 .r
@@ -811,41 +818,94 @@ impl Bench {
             if !loaded {
                 continue;
             }
-            self.step(&format!("qwgpu {model} {format} load alone"), |b| {
-                let load = b.qwgpu_load(model, format, dir)?;
-                if let Some(run) = b.r.runs.iter_mut().find(|x| {
-                    x.engine == results::QWGPU && x.model == *model && x.format == *format
-                }) {
-                    run.load_alone = Some(load);
-                }
-                Ok(())
-            });
+            self.step(
+                &format!("qwgpu {model} {format} load and decode alone"),
+                |b| {
+                    let (load, decode) = b.qwgpu_alone(model, format, dir)?;
+                    let missing = [
+                        (load.load_s.is_none(), "load_s"),
+                        (b.alone_context().is_some() && decode.is_empty(), "decode"),
+                    ];
+                    if let Some(run) = b.r.runs.iter_mut().find(|x| {
+                        x.engine == results::QWGPU && x.model == *model && x.format == *format
+                    }) {
+                        if load.load_s.is_some() {
+                            run.load_alone = Some(load);
+                        }
+                        run.decode_alone = decode;
+                    }
+                    let missing: Vec<&str> = missing.iter().filter(|m| m.0).map(|m| m.1).collect();
+                    if !missing.is_empty() {
+                        bail!(
+                            "no {missing} in qwgpu bench's JSON",
+                            missing = missing.join(" or ")
+                        );
+                    }
+                    Ok(())
+                },
+            );
         }
     }
 
-    /// `qwgpu bench --json --prompt-len 1 --decode 1` on one folder: its load figures.
-    fn qwgpu_load(&self, model: &str, format: &str, dir: &Path) -> Result<results::LoadTimes> {
+    /// The decode context measured alone: the run's first `--decode-at`
+    /// context, if any (and `--decode` is not 0).
+    fn alone_context(&self) -> Option<usize> {
+        self.o
+            .decode_at
+            .first()
+            .copied()
+            .filter(|_| self.o.decode > 0)
+    }
+
+    /// `qwgpu bench`'s arguments after the folder for the alone step:
+    /// `--decode-at C --decode N` (one fresh session prefills C tokens, then
+    /// the main run's decode steps; nothing else is asked for, so nothing
+    /// else runs), or `--prompt-len 1 --decode 1` (the shortest run that
+    /// still loads and steps once) without a decode context.
+    fn alone_args(&self) -> Vec<String> {
+        match self.alone_context() {
+            Some(c) => vec![
+                "--decode-at".into(),
+                c.to_string(),
+                "--decode".into(),
+                self.o.decode.to_string(),
+            ],
+            None => ["--prompt-len", "1", "--decode", "1"]
+                .map(String::from)
+                .into(),
+        }
+    }
+
+    /// The alone step's `qwgpu bench --json` on one folder: its load figures
+    /// and its decode at [`Bench::alone_context`] (none without one).
+    fn qwgpu_alone(
+        &self,
+        model: &str,
+        format: &str,
+        dir: &Path,
+    ) -> Result<(results::LoadTimes, Vec<(usize, f64)>)> {
         let mut cmd = Command::new(&self.o.qwgpu);
         cmd.args(["bench", "--json", "--model"])
             .arg(dir)
-            .args(["--prompt-len", "1", "--decode", "1"])
+            .args(self.alone_args())
             .args(self.o.qwgpu_args.split_whitespace());
         let name = format!(
-            "qwgpu_{model}_{format_replace}_load",
+            "qwgpu_{model}_{format_replace}_alone",
             format_replace = format.replace(' ', "_")
         );
         let out = proc::run(
             &mut cmd,
             secs(300),
-            "qwgpu bench (load)",
+            "qwgpu bench (load and decode alone)",
             &Logs::new(&self.logs, &name),
         )?;
         let v = last_json(&out).context("no JSON printed")?;
-        let load = results::parse_load(&v["model"]);
-        if load.load_s.is_none() {
-            bail!("no load_s in qwgpu bench's JSON");
-        }
-        Ok(load)
+        let ctx = self.alone_context();
+        let decode = results::decode_rows(&v["model"])
+            .into_iter()
+            .filter(|(c, _)| Some(*c) == ctx)
+            .collect();
+        Ok((results::parse_load(&v["model"]), decode))
     }
 
     fn hf_prefill(&self, model: &str, dir: &Path) -> Run {

@@ -376,6 +376,52 @@ fn peers_table(r: &Results, s: &mut String) {
     }
 }
 
+/// qwgpu's batch-1 decode measured again alone beside the main run's
+/// figure (which the main table keeps); nothing where no run has one.
+fn decode_alone_section(r: &Results, s: &mut String) {
+    let runs: Vec<&Run> = r
+        .runs
+        .iter()
+        .filter(|x| x.engine == QWGPU && !x.decode_alone.is_empty())
+        .collect();
+    if runs.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "\n## qwgpu decode measured alone\n");
+    let _ = writeln!(
+        s,
+        "Batch-1 decode measured again once the GGUF conversion was done, in a `qwgpu bench --decode-at N \
+         --decode {steps}` process of its own (N tokens prefilled, then {steps} decode steps timed; no \
+         prefill lengths, time to first token, profile or sessions), with nothing else of the run on the \
+         CPU. The table above keeps the main run's figures, taken while the GGUF conversion (nice 10) and, \
+         with `--cuda`, the CUDA llama.cpp build used the CPU (a decode step of a millisecond or so is \
+         sensitive to host latency). Issue 17's no-decode-regression target judges the figure measured \
+         alone where there is one.\n",
+        steps = r.decode_steps
+    );
+    let _ = writeln!(
+        s,
+        "| model | weights | measure | qwgpu, alone | qwgpu, main run | alone ÷ main run | alone % of roofline |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+    for x in runs {
+        let label = model_label(r, &x.model);
+        let roof = roofline(r, &x.model, &x.format, true);
+        for &(c, v) in &x.decode_alone {
+            let main = x.decode_at(c);
+            let _ = writeln!(
+                s,
+                "| {label} | {format} | decode tok/s, ctx {c} | {alone} | {main_cell} | {vs_main} | {roof_pct} |",
+                format = x.format,
+                alone = rate(v),
+                main_cell = cell(Some(x), main),
+                vs_main = ratio(Some(v), main),
+                roof_pct = pct(Some(v), roof),
+            );
+        }
+    }
+}
+
 /// Whether any qwgpu run has its load measured again alone.
 fn any_load_alone(r: &Results) -> bool {
     r.runs
@@ -383,33 +429,57 @@ fn any_load_alone(r: &Results) -> bool {
         .any(|x| x.engine == QWGPU && x.load_alone.is_some())
 }
 
+/// Whether any qwgpu run's judged load has the finer split of its weights
+/// streaming (slot submits and maps, buffer creation, source lookups); an
+/// older results.json has none, and its load table stays as it was.
+fn any_load_detail(r: &Results) -> bool {
+    r.runs.iter().filter(|x| x.engine == QWGPU).any(|x| {
+        let l = x.judged_load().0;
+        l.slots_s.is_some() || l.buffers_s.is_some() || l.sources_s.is_some()
+    })
+}
+
+/// A figure in seconds, or "—".
+fn secs_cell(v: Option<f64>) -> String {
+    v.map_or_else(|| "—".into(), |v| format!("{v:.2}"))
+}
+
 fn load_table(r: &Results, s: &mut String) {
     // With loads measured alone: that figure first, the main run's beside it.
     let alone_cols = any_load_alone(r);
+    // With the finer split: two more columns after host copies / GPU waits.
+    let detail_cols = any_load_detail(r);
     let _ = writeln!(
         s,
-        "| model | weights | {load_head} | safetensors | GB/s | host memcpy GB/s | host memcpy % | of which device open s | weights streamed s (GB/s) | of which host copies / GPU-copy waits s | peak RssAnon | VmHWM | largest tensor | RssAnon ≤ 1 GiB + largest tensor |",
+        "| model | weights | {load_head} | safetensors | GB/s | host memcpy GB/s | host memcpy % | of which device open s | weights streamed s (GB/s) | of which host copies / GPU-copy waits s |{detail_head} peak RssAnon | VmHWM | largest tensor | RssAnon ≤ 1 GiB + largest tensor |",
         load_head = if alone_cols {
             "load s, alone | load s, main run (GGUF conversion on the CPU)"
         } else {
             "load s"
+        },
+        detail_head = if detail_cols {
+            " of which slot submits and maps / buffer creation / source lookups s | rest (loader walk) s |"
+        } else {
+            ""
         }
     );
     let _ = writeln!(
         s,
-        "|---|---|{extra}---|---|---|---|---|---|---|---|---|---|---|---|",
-        extra = if alone_cols { "---|" } else { "" }
+        "|---|---|{extra}---|---|---|---|---|---|---|---|{detail}---|---|---|---|",
+        extra = if alone_cols { "---|" } else { "" },
+        detail = if detail_cols { "---|---|" } else { "" }
     );
     for x in r.runs.iter().filter(|x| x.engine == QWGPU) {
         let (l, alone) = x.judged_load();
         let Some(load) = l.load_s else {
             let _ = writeln!(
                 s,
-                "| {x_model} | {x_format} | error: {replace} |{extra} | | | | | | | | | | |",
+                "| {x_model} | {x_format} | error: {replace} |{extra}{detail} | | | | | | | | | | |",
                 x_model = x.model,
                 x_format = x.format,
                 replace = x.error.as_deref().unwrap_or("no figure").replace('|', "/"),
-                extra = if alone_cols { " |" } else { "" }
+                extra = if alone_cols { " |" } else { "" },
+                detail = if detail_cols { " | |" } else { "" }
             );
             continue;
         };
@@ -432,7 +502,7 @@ fn load_table(r: &Results, s: &mut String) {
         };
         let _ = writeln!(
             s,
-            "| {x_model} | {x_format} | {load_cells} | {gb_bytes} | {rate_bps_1e9:.2} | {memcpy_gb_s} | {host_memcpy} | {device} | {streamed} | {split} | {into} | {into2} | {into3} | {within} |",
+            "| {x_model} | {x_format} | {load_cells} | {gb_bytes} | {rate_bps_1e9:.2} | {memcpy_gb_s} | {host_memcpy} | {device} | {streamed} | {split} |{detail} {into} | {into2} | {into3} | {within} |",
             x_model = x.model,
             x_format = x.format,
             gb_bytes = gb(bytes),
@@ -451,6 +521,17 @@ fn load_table(r: &Results, s: &mut String) {
             split = match (l.host_copy_s, l.gpu_wait_s) {
                 (Some(c), Some(w)) => format!("{c:.2} / {w:.2}"),
                 _ => "—".into(),
+            },
+            detail = if detail_cols {
+                let parts = [l.slots_s, l.buffers_s, l.sources_s];
+                let cell = if parts.iter().all(Option::is_none) {
+                    "—".to_string()
+                } else {
+                    parts.map(secs_cell).join(" / ")
+                };
+                format!(" {cell} | {rest} |", rest = secs_cell(l.rest_s()))
+            } else {
+                String::new()
             },
             into = x.peak_rss_anon.map(mib).unwrap_or_else(|| "—".into()),
             into2 = x.vm_hwm.map(mib).unwrap_or_else(|| "—".into()),
@@ -1060,6 +1141,7 @@ pub fn render(r: &Results) -> String {
         r_decode_steps = r.decode_steps
     );
     main_table(r, &mut s);
+    decode_alone_section(r, &mut s);
     let _ = writeln!(s, "\n## llama.cpp on its own roofline\n");
     peers_table(r, &mut s);
     let _ = writeln!(s, "\n## qwgpu load and host memory\n");
@@ -1070,14 +1152,31 @@ pub fn render(r: &Results) -> String {
          file-backed pages too.\n"
     );
     if any_load_alone(r) {
+        // Runs that kept a decode figure alone loaded in the decode's process.
+        let process = if r.runs.iter().any(|x| !x.decode_alone.is_empty()) {
+            "the `qwgpu bench --decode-at N` process of the decode measured alone"
+        } else {
+            "a `qwgpu bench --prompt-len 1 --decode 1` process of its own"
+        };
         let _ = writeln!(
             s,
-            "\"load s, alone\": measured again once the GGUF conversion was done, in a `qwgpu bench \
-             --prompt-len 1 --decode 1` process of its own, with nothing else of the run on the CPU; \"main \
-             run\": the load of the `qwgpu bench` run above, taken while the GGUF conversion (and with \
-             `--cuda` the CUDA llama.cpp build) used the CPU. GB/s, host memcpy %, the split and the load \
-             targets of issues 9 and 17 are of the load measured alone where there is one, else of the main \
-             run's; peak RssAnon and VmHWM are the main run's.\n"
+            "\"load s, alone\": measured again once the GGUF conversion was done, in {process}, with \
+             nothing else of the run on the CPU; \"main run\": the load of the `qwgpu bench` run above, \
+             taken while the GGUF conversion (and with `--cuda` the CUDA llama.cpp build) used the CPU. \
+             GB/s, host memcpy %, the split and the load targets of issues 9 and 17 are of the load \
+             measured alone where there is one, else of the main run's; peak RssAnon and VmHWM are the main \
+             run's.\n"
+        );
+    }
+    if any_load_detail(r) {
+        let _ = writeln!(
+            s,
+            "The \"of which\" columns of \"weights streamed\" are parts of it, none counted twice: the \
+             loading thread's host copies into staging; its waits for the GPU's copies out of staging; \
+             submitting filled staging slots and mapping slots again (waits left out); creating the \
+             weights' GPU buffers; finding each weight's source tensors (with the read-ahead asked of \
+             the kernel). \"rest (loader walk)\": weights streamed less those five (planning, checks, \
+             repacking, the small vectors' uploads).\n"
         );
     }
     load_table(r, &mut s);

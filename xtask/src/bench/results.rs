@@ -122,6 +122,16 @@ pub struct Run {
     pub host_copy_s: Option<f64>,
     #[serde(default)]
     pub gpu_wait_s: Option<f64>,
+    /// Of `weights_s` too: submitting filled staging slots and mapping them
+    /// again (GPU waits left out), creating the weights' GPU buffers, and
+    /// finding each weight's source tensors (with the read-ahead madvise).
+    /// `None` in an older results.json.
+    #[serde(default)]
+    pub slots_s: Option<f64>,
+    #[serde(default)]
+    pub buffers_s: Option<f64>,
+    #[serde(default)]
+    pub sources_s: Option<f64>,
     pub peak_rss_anon: Option<u64>,
     pub vm_hwm: Option<u64>,
     pub checkpoint_bytes: Option<u64>,
@@ -146,6 +156,11 @@ pub struct Run {
     /// a conversion). `load_s` and its split above are the main run's.
     #[serde(default)]
     pub load_alone: Option<LoadTimes>,
+    /// (context, tok/s) of batch-1 decode measured in that same process of
+    /// its own (at the run's first `--decode-at` context, `--decode` steps);
+    /// empty where there is no such figure. `decode` above is the main run's.
+    #[serde(default)]
+    pub decode_alone: Vec<(usize, f64)>,
     /// The multi-token GEMMs' precision (`exact` / `fast`) and whether
     /// `--f16-matmul` was on, as `qwgpu bench --json` reports them; `None`
     /// in an older results.json.
@@ -164,6 +179,26 @@ pub struct LoadTimes {
     pub weights_s: Option<f64>,
     pub host_copy_s: Option<f64>,
     pub gpu_wait_s: Option<f64>,
+    pub slots_s: Option<f64>,
+    pub buffers_s: Option<f64>,
+    pub sources_s: Option<f64>,
+}
+
+impl LoadTimes {
+    /// `weights_s` less its five measured parts (host copies, GPU waits,
+    /// slot submits and maps, buffer creation, source lookups): the loader's
+    /// walk (planning, checks, repacking, small vector uploads). `None`
+    /// unless all six figures are there.
+    pub fn rest_s(&self) -> Option<f64> {
+        let parts = [
+            self.host_copy_s?,
+            self.gpu_wait_s?,
+            self.slots_s?,
+            self.buffers_s?,
+            self.sources_s?,
+        ];
+        Some(self.weights_s? - parts.iter().sum::<f64>())
+    }
 }
 
 /// The load figures of a `qwgpu bench --json` object's `model`.
@@ -174,6 +209,9 @@ pub fn parse_load(m: &Value) -> LoadTimes {
         weights_s: m["weights_s"].as_f64(),
         host_copy_s: m["host_copy_s"].as_f64(),
         gpu_wait_s: m["gpu_wait_s"].as_f64(),
+        slots_s: m["slots_s"].as_f64(),
+        buffers_s: m["buffers_s"].as_f64(),
+        sources_s: m["sources_s"].as_f64(),
     }
 }
 
@@ -311,6 +349,22 @@ impl Run {
         self.decode.iter().find(|(c, _)| *c == ctx).map(|r| r.1)
     }
 
+    /// Batch-1 decode at `ctx` measured alone (after the GGUF conversion).
+    pub fn decode_alone_at(&self, ctx: usize) -> Option<f64> {
+        self.decode_alone
+            .iter()
+            .find(|(c, _)| *c == ctx)
+            .map(|r| r.1)
+    }
+
+    /// The decode figure at `ctx` the regression target judges: measured
+    /// alone where the run has one, else the main run's; and whether alone.
+    pub fn judged_decode_at(&self, ctx: usize) -> Option<(f64, bool)> {
+        self.decode_alone_at(ctx)
+            .map(|v| (v, true))
+            .or_else(|| self.decode_at(ctx).map(|v| (v, false)))
+    }
+
     pub fn prefill_of(&self, n: usize) -> Option<f64> {
         self.prefill.iter().find(|(c, _)| *c == n).map(|r| r.1)
     }
@@ -327,6 +381,9 @@ impl Run {
             weights_s: self.weights_s,
             host_copy_s: self.host_copy_s,
             gpu_wait_s: self.gpu_wait_s,
+            slots_s: self.slots_s,
+            buffers_s: self.buffers_s,
+            sources_s: self.sources_s,
         }
     }
 
@@ -376,24 +433,17 @@ impl Results {
 pub fn parse_qwgpu(model: &str, format: &str, v: &Value) -> Run {
     let m = &v["model"];
     let mut r = Run::new(QWGPU, model, format);
-    let rows = |key: &str, by: &str| -> Vec<(usize, f64)> {
-        m[key]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| Some((x[by].as_u64()? as usize, x["tok_s"].as_f64()?)))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    r.prefill = rows("prefill", "tokens");
-    r.decode = rows("decode", "context");
+    r.prefill = timed_rows(m, "prefill", "tokens");
+    r.decode = decode_rows(m);
     let load = parse_load(m);
     r.load_s = load.load_s;
     r.device_open_s = load.device_open_s;
     r.weights_s = load.weights_s;
     r.host_copy_s = load.host_copy_s;
     r.gpu_wait_s = load.gpu_wait_s;
+    r.slots_s = load.slots_s;
+    r.buffers_s = load.buffers_s;
+    r.sources_s = load.sources_s;
     r.precision = m["precision"].as_str().map(String::from);
     r.f16_matmul = m["f16_matmul"].as_bool();
     r.peak_rss_anon = m["peak_rss_anon_bytes"].as_u64();
@@ -418,6 +468,23 @@ pub fn parse_qwgpu(model: &str, format: &str, v: &Value) -> Run {
         }
     }
     r
+}
+
+/// (`by`, tok/s) of the `key` rows of a `qwgpu bench --json` object's `model`.
+fn timed_rows(m: &Value, key: &str, by: &str) -> Vec<(usize, f64)> {
+    m[key]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| Some((x[by].as_u64()? as usize, x["tok_s"].as_f64()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// (context, tok/s) of the `decode` rows of a `qwgpu bench --json` object's `model`.
+pub fn decode_rows(m: &Value) -> Vec<(usize, f64)> {
+    timed_rows(m, "decode", "context")
 }
 
 /// `[{"family", "ms", "launches"}]` → rows (anything else: none).

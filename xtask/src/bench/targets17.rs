@@ -98,6 +98,7 @@ pub fn targets(r: &Results) -> Vec<(String, String, String)> {
         "9B BF16 load ≥ 50% of host memcpy".into(),
         (measured, verdict(ok)),
     );
+    // Each side's decode measured alone (after the GGUF conversion) where it has one.
     out.push(super::baseline::regression_row(r));
     out
 }

@@ -27,6 +27,9 @@ fn canned() -> Results {
     q.weights_s = Some(4.5);
     q.host_copy_s = Some(3.0);
     q.gpu_wait_s = Some(1.25);
+    q.slots_s = Some(0.05);
+    q.buffers_s = Some(0.1);
+    q.sources_s = Some(0.02);
     q.checkpoint_bytes = Some(18_000_000_000);
     q.peak_rss_anon = Some(512 << 20);
     q.profile = vec![("matmul".into(), 6.0, 200), ("gdn".into(), 2.0, 24)];
@@ -113,12 +116,39 @@ fn peers_load_targets_and_errors_are_reported() {
     // llama.cpp on its GGUF roofline: 3e12 / 15.875e9 = 189.0; 118 / 189 = 62 %.
     assert!(md.contains("| 9B | BF16 | llama.cpp Vulkan | 118.0 | 110.0 | 9,200 | 9,500 | 15.875 GB | 189.0 | 62% |"), "{md}");
     // Load: 18 GB in 6 s = 3 GB/s = 15 % of a 20 GB/s memcpy, the weights
-    // streamed in 4.5 s of it (4 GB/s); 512 MiB ≤ 1 GiB + 2 GB.
+    // streamed in 4.5 s of it (4 GB/s); 512 MiB ≤ 1 GiB + 2 GB. Of the
+    // 4.5 s: 3 + 1.25 + 0.05 + 0.1 + 0.02, the loader's walk 0.08 s.
     assert!(
         md.contains(
-            "| 9B | BF16 | 6.00 | 18.000 GB | 3.00 | 20.0 | 15% | 0.50 | 4.50 (4.00) | 3.00 / 1.25 | 512 MiB |"
+            "| 9B | BF16 | 6.00 | 18.000 GB | 3.00 | 20.0 | 15% | 0.50 | 4.50 (4.00) | 3.00 / 1.25 | 0.05 / 0.10 / 0.02 | 0.08 | 512 MiB |"
         ),
         "{md}"
+    );
+    assert!(
+        md.contains("| of which host copies / GPU-copy waits s | of which slot submits and maps / buffer creation / source lookups s | rest (loader walk) s | peak RssAnon |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("\"rest (loader walk)\": weights streamed less those five"),
+        "{md}"
+    );
+    // The failed FP8 run's row is as wide as the others.
+    let fp8 = md
+        .lines()
+        .find(|l| l.starts_with("| 9B | FP8 block | error:"))
+        .unwrap();
+    let head = md
+        .lines()
+        .find(|l| l.starts_with("| model | weights | load s"))
+        .unwrap();
+    assert_eq!(fp8.matches('|').count(), head.matches('|').count(), "{fp8}");
+    // One part missing: that part and the rest read "—".
+    let mut r = canned();
+    r.runs[0].buffers_s = None;
+    assert!(
+        render(&r).contains("| 3.00 / 1.25 | 0.05 / — / 0.02 | — | 512 MiB |"),
+        "{}",
+        render(&r)
     );
     assert!(
         md.contains("| 9B BF16 decode ≥ 85% of roofline | 80% | not met |"),
@@ -385,6 +415,7 @@ fn new_fields_round_trip_and_old_results_still_load() {
         run.remove("ttft");
         run.remove("row_errors");
         run.remove("load_alone");
+        run.remove("decode_alone");
         run.remove("precision");
         run.remove("f16_matmul");
     }
@@ -1098,6 +1129,9 @@ fn canned_load_alone() -> Results {
         weights_s: Some(1.5),
         host_copy_s: Some(1.0),
         gpu_wait_s: Some(0.125),
+        slots_s: Some(0.2),
+        buffers_s: Some(0.1),
+        sources_s: Some(0.034),
     });
     r
 }
@@ -1114,9 +1148,10 @@ fn load_measured_alone_is_the_judged_figure() {
         "{md}"
     );
     // 18 GB in 2 s = 9 GB/s = 45 % of 20 GB/s; weights streamed in 1.5 s (12 GB/s);
-    // the main run's 6 s beside it.
+    // the main run's 6 s beside it; its split the one measured alone
+    // (1.5 − 1 − 0.125 − 0.2 − 0.1 − 0.034 = 0.041 s of loader walk).
     assert!(
-        md.contains("| 9B | BF16 | 2.00 | 6.00 | 18.000 GB | 9.00 | 20.0 | 45% | 0.25 | 1.50 (12.00) | 1.00 / 0.12 | 512 MiB |"),
+        md.contains("| 9B | BF16 | 2.00 | 6.00 | 18.000 GB | 9.00 | 20.0 | 45% | 0.25 | 1.50 (12.00) | 1.00 / 0.12 | 0.20 / 0.10 / 0.03 | 0.04 | 512 MiB |"),
         "{md}"
     );
     // The failed FP8 run keeps its error, in a row as wide as the others.
@@ -1149,8 +1184,9 @@ fn load_measured_alone_is_the_judged_figure() {
     other.load_s = Some(1.0);
     other.checkpoint_bytes = Some(2_000_000_000);
     r.runs.push(other);
+    // Without a split either: "—" in each split cell.
     assert!(
-        render(&r).contains("| 0.8B | BF16 | not measured | 1.00 | 2.000 GB | 2.00 | 20.0 | 10% |"),
+        render(&r).contains("| 0.8B | BF16 | not measured | 1.00 | 2.000 GB | 2.00 | 20.0 | 10% | — | — | — | — | — |"),
         "{}",
         render(&r)
     );
@@ -1173,9 +1209,9 @@ fn load_measured_alone_is_the_judged_figure() {
     );
 }
 
-/// The load-alone step with a stand-in `qwgpu` that checks its command line:
-/// only folders whose run loaded are measured again, and a failure is the
-/// step's error, the main run's figure kept.
+/// The load-and-decode-alone step with a stand-in `qwgpu` that checks its
+/// command line: only folders whose run loaded are measured again, and a
+/// failure is the step's error, the main run's figure kept.
 #[test]
 fn load_alone_step_measures_each_loaded_folder_again() {
     use std::os::unix::fs::PermissionsExt;
@@ -1184,13 +1220,16 @@ fn load_alone_step_measures_each_loaded_folder_again() {
     std::fs::create_dir_all(&root).unwrap();
     let log = root.join("calls.log");
     let bin = root.join("qwgpu");
+    // It prints a decode row at 8192 too: only the context asked for is kept.
     std::fs::write(
         &bin,
         format!(
             "#!/bin/sh\necho \"$*\" >> '{log}'\n\
-             case \"$*\" in *'bench --json --model '*'/hf-9B --prompt-len 1 --decode 1 --chunk 256')\n\
+             case \"$*\" in *'bench --json --model '*'/hf-9B --decode-at 512 --decode 128 --chunk 256')\n\
              echo 'loading...'\n\
-             echo '{{\"model\": {{\"load_s\": 2.5, \"device_open_s\": 0.2, \"weights_s\": 2.25, \"host_copy_s\": 1.5, \"gpu_wait_s\": 0.01}}}}';;\n\
+             echo '{{\"model\": {{\"load_s\": 2.5, \"device_open_s\": 0.2, \"weights_s\": 2.25, \"host_copy_s\": 1.5, \"gpu_wait_s\": 0.01, \
+             \"slots_s\": 0.25, \"buffers_s\": 0.125, \"sources_s\": 0.0625, \
+             \"decode\": [{{\"tokens\": 128, \"context\": 512, \"seconds\": 0.8, \"tok_s\": 160.0}}, {{\"tokens\": 128, \"context\": 8192, \"seconds\": 1.0, \"tok_s\": 128.0}}]}}}}';;\n\
              *) echo \"bad args: $*\" >&2; exit 2;; esac\n",
             log = log.display()
         ),
@@ -1212,6 +1251,7 @@ fn load_alone_step_measures_each_loaded_folder_again() {
     let mut b = super::Bench::new(o).unwrap();
     let mut loaded = Run::new(QWGPU, "9B", BF16);
     loaded.load_s = Some(3.72);
+    loaded.decode = vec![(512, 120.0), (8192, 110.0)];
     b.r.runs = vec![
         loaded,
         Run::failed(QWGPU, "9B", FP8, "out of memory".into()),
@@ -1227,7 +1267,7 @@ fn load_alone_step_measures_each_loaded_folder_again() {
             (m.to_string(), f.to_string(), root.join(dir))
         })
         .collect();
-    b.loads_alone(&folders);
+    b.measure_alone(&folders);
     assert!(b.r.errors.is_empty(), "{:?}", b.r.errors);
     let calls = std::fs::read_to_string(&log).unwrap();
     assert_eq!(calls.lines().count(), 1, "{calls}");
@@ -1240,29 +1280,261 @@ fn load_alone_step_measures_each_loaded_folder_again() {
             weights_s: Some(2.25),
             host_copy_s: Some(1.5),
             gpu_wait_s: Some(0.01),
+            slots_s: Some(0.25),
+            buffers_s: Some(0.125),
+            sources_s: Some(0.0625),
         })
     );
-    // The main run's figure stays beside it.
+    assert_eq!(run.decode_alone, vec![(512, 160.0)]);
+    // The main run's figures stay beside them.
     assert_eq!(run.load_s, Some(3.72));
+    assert_eq!(run.decode, vec![(512, 120.0), (8192, 110.0)]);
     assert!(
         b.r.steps
             .iter()
-            .any(|(n, _)| n == "qwgpu 9B BF16 load alone"),
+            .any(|(n, _)| n == "qwgpu 9B BF16 load and decode alone"),
         "{:?}",
         b.r.steps
     );
     assert!(b.r.run(QWGPU, "9B", FP8).unwrap().load_alone.is_none());
-    // The stand-in refuses another folder: recorded, the main figure kept.
+    // The stand-in refuses another folder: recorded, the main figures kept.
     b.r.runs[0].load_alone = None;
+    b.r.runs[0].decode_alone.clear();
     let moved = vec![("9B".to_string(), BF16.to_string(), root.join("elsewhere"))];
-    b.loads_alone(&moved);
+    b.measure_alone(&moved);
     assert!(b.r.runs[0].load_alone.is_none());
+    assert!(b.r.runs[0].decode_alone.is_empty());
     assert!(
         b.r.errors
             .iter()
-            .any(|e| e.starts_with("qwgpu 9B BF16 load alone: ") && e.contains("bad args")),
+            .any(|e| e.starts_with("qwgpu 9B BF16 load and decode alone: ")
+                && e.contains("bad args")),
         "{:?}",
         b.r.errors
     );
     std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// The alone step's command line: the run's first decode context and its
+/// decode steps, and none of the main run's other measures (prefill
+/// lengths, time to first token, profile, sessions), whatever the run asks
+/// for; without a decode context, the shortest run that loads.
+#[test]
+fn alone_step_decodes_at_the_first_context_and_nothing_else() {
+    let arg = |s: &str| s.to_string();
+    let root = std::env::temp_dir().join(format!("xtask-aloneargs-{}", std::process::id()));
+    let opts = |extra: &[&str]| {
+        let mut a = vec![
+            arg("--work"),
+            root.join("work").display().to_string(),
+            arg("--out"),
+            root.join("out").display().to_string(),
+        ];
+        a.extend(extra.iter().map(|s| arg(s)));
+        super::Bench::new(super::opts::Opts::parse(&a).unwrap()).unwrap()
+    };
+    let b = opts(&[
+        "--decode-at",
+        "1024,8192",
+        "--decode",
+        "64",
+        "--prefill",
+        "512,4096",
+        "--ttft",
+        "4096",
+        "--sessions",
+        "1,4",
+    ]);
+    let line = b.alone_args().join(" ");
+    assert_eq!(line, "--decode-at 1024 --decode 64");
+    for absent in ["--prefill", "--ttft", "--profile", "--sessions", "8192"] {
+        assert!(!line.contains(absent), "{absent}: {line}");
+    }
+    let b = opts(&["--decode-at", "none"]);
+    assert_eq!(b.alone_args().join(" "), "--prompt-len 1 --decode 1");
+    let b = opts(&["--decode", "0"]);
+    assert_eq!(b.alone_args().join(" "), "--prompt-len 1 --decode 1");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// The canned issue-17 run with the 9B BF16 decode at ctx 512 measured
+/// again alone at `alone` tok/s (the main run's 150 kept).
+fn canned_decode_alone(alone: f64) -> Results {
+    let mut r = canned_multi();
+    r.runs[0].decode_alone = vec![(512, alone)];
+    r
+}
+
+#[test]
+fn decode_measured_alone_sits_beside_the_main_run_figure() {
+    let md = render(&canned_decode_alone(165.0));
+    // The main table keeps the main run's figure.
+    assert!(
+        md.contains("| 9B | BF16 (BF16) | decode tok/s, ctx 512 | 150.0 | 187.5 | 80% |"),
+        "{md}"
+    );
+    assert!(md.contains("## qwgpu decode measured alone"), "{md}");
+    assert!(
+        md.contains("in a `qwgpu bench --decode-at N --decode 128` process of its own"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| model | weights | measure | qwgpu, alone | qwgpu, main run | alone ÷ main run | alone % of roofline |"),
+        "{md}"
+    );
+    // 165 alone against 150 in the main run; 165 of 187.5 = 88 %.
+    assert!(
+        md.contains("| 9B | BF16 | decode tok/s, ctx 512 | 165.0 | 150.0 | 1.10× | 88% |"),
+        "{md}"
+    );
+    // The figure survives results.json; a run without one renders no section.
+    let back: Results =
+        serde_json::from_str(&serde_json::to_string(&canned_decode_alone(165.0)).unwrap()).unwrap();
+    assert_eq!(back.runs[0].decode_alone, vec![(512, 165.0)]);
+    assert_eq!(render(&back), md);
+    assert!(!render(&canned_multi()).contains("decode measured alone"));
+}
+
+/// The regression target judges the decode measured alone where a run has
+/// one: the main run's 150 tok/s at ctx 512 is 0.90× the baseline's, the
+/// figure measured alone is not.
+#[test]
+fn the_decode_regression_target_judges_the_figure_measured_alone() {
+    use super::baseline::Baseline;
+    let mut old = canned_multi();
+    old.commit = "0ld0000".into();
+    old.date = "2026-11-26 01:52 UTC".into();
+    old.runs[0].decode[0].1 = 150.0 / 0.9;
+    let label = "| No batch-1 decode regression (each qwgpu decode figure ≥ 94% of `0ld0000`'s, 2026-11-26 01:52 UTC)";
+    // Without alone figures: the main run's 0.90×, not met.
+    let mut new = canned_multi();
+    new.baseline = Some(Baseline::of(&old, 6.0));
+    let md = render(&new);
+    assert!(
+        md.contains(&format!(
+            "{label} | worst 0.90× (9B BF16 ctx 512) of 2 figures | not met |"
+        )),
+        "{md}"
+    );
+    // This run's decode alone at 0.99 of the baseline: met, and said so.
+    let mut new = canned_decode_alone(150.0 / 0.9 * 0.99);
+    new.baseline = Some(Baseline::of(&old, 6.0));
+    let md = render(&new);
+    assert!(
+        md.contains(&format!(
+            "{label} | worst 0.99× (9B BF16 ctx 512, this run's measured alone) of 2 figures; decode \
+             measured alone after the GGUF conversion where measured (1 of this run's 2 figures, 0 of the \
+             baseline's), else the main run's | met |"
+        )),
+        "{md}"
+    );
+    // The baseline's own alone figure (150) is judged in place of its main
+    // run's: this run's main 150 is 1.00× of it.
+    let mut old_alone = old.clone();
+    old_alone.runs[0].decode_alone = vec![(512, 150.0)];
+    let b = Baseline::of(&old_alone, 6.0);
+    assert!(
+        b.decode.contains(&("9B".into(), BF16.into(), 512, 150.0)),
+        "{b:?}"
+    );
+    assert!(b.is_alone("9B", BF16, 512) && !b.is_alone("9B", BF16, 8192));
+    let mut new = canned_multi();
+    new.runs[0].decode[0].1 = 145.5;
+    // Through results.json, as `--report-only --baseline` reads it.
+    let path =
+        std::env::temp_dir().join(format!("qwgpu-baseline-alone-{}.json", std::process::id()));
+    std::fs::write(&path, serde_json::to_string(&old_alone).unwrap()).unwrap();
+    new.baseline = Some(Baseline::load(&path, 6.0).unwrap());
+    let _ = std::fs::remove_file(&path);
+    let md = render(&new);
+    assert!(
+        md.contains(&format!(
+            "{label} | worst 0.97× (9B BF16 ctx 512, the baseline's measured alone) of 2 figures; decode \
+             measured alone after the GGUF conversion where measured (0 of this run's 2 figures, 1 of the \
+             baseline's), else the main run's | met |"
+        )),
+        "{md}"
+    );
+    // A baseline kept in an older results.json (no "alone" list) still loads.
+    let mut v = serde_json::to_value(&new).unwrap();
+    v["baseline"].as_object_mut().unwrap().remove("alone");
+    let older: Results = serde_json::from_value(v).unwrap();
+    assert!(older.baseline.unwrap().alone.is_empty());
+}
+
+/// `qwgpu bench --json`'s finer split of the weights streaming reaches the
+/// run, and the rest of `weights_s` is what the five parts leave.
+#[test]
+fn qwgpu_json_gives_the_load_split() {
+    let v = serde_json::json!({"model": {"load_s": 3.0, "device_open_s": 0.25,
+        "weights_s": 2.5, "host_copy_s": 1.5, "gpu_wait_s": 0.25,
+        "slots_s": 0.125, "buffers_s": 0.0625, "sources_s": 0.5}});
+    let r = parse_qwgpu("9B", BF16, &v);
+    assert_eq!(
+        (r.slots_s, r.buffers_s, r.sources_s),
+        (Some(0.125), Some(0.0625), Some(0.5))
+    );
+    let l = r.load_times();
+    assert_eq!(l, parse_load(&v["model"]));
+    assert_eq!(l.rest_s(), Some(0.0625));
+    // An older qwgpu: no split, no rest.
+    let old = parse_qwgpu(
+        "9B",
+        BF16,
+        &serde_json::json!({"model": {"weights_s": 2.5, "host_copy_s": 1.5, "gpu_wait_s": 0.25}}),
+    );
+    assert_eq!(
+        (old.slots_s, old.buffers_s, old.sources_s),
+        (None, None, None)
+    );
+    assert_eq!(old.load_times().rest_s(), None);
+}
+
+/// A results.json written before the finer split (no `slots_s`,
+/// `buffers_s`, `sources_s`, in the runs or their loads measured alone)
+/// renders the load table as before: no new columns, the old split cell.
+#[test]
+fn older_results_without_the_load_split_render_the_old_table() {
+    let strip = |r: &Results| -> Results {
+        let mut v = serde_json::to_value(r).unwrap();
+        for run in v["runs"].as_array_mut().unwrap() {
+            let run = run.as_object_mut().unwrap();
+            for k in ["slots_s", "buffers_s", "sources_s"] {
+                assert!(run.remove(k).is_some(), "{k}");
+            }
+            if let Some(l) = run.get_mut("load_alone").and_then(|l| l.as_object_mut()) {
+                for k in ["slots_s", "buffers_s", "sources_s"] {
+                    assert!(l.remove(k).is_some(), "{k}");
+                }
+            }
+        }
+        serde_json::from_value(v).unwrap()
+    };
+    let old_head = "| of which host copies / GPU-copy waits s | peak RssAnon |";
+    let md = render(&strip(&canned()));
+    assert!(md.contains(old_head), "{md}");
+    assert!(
+        md.contains("| 9B | BF16 | 6.00 | 18.000 GB | 3.00 | 20.0 | 15% | 0.50 | 4.50 (4.00) | 3.00 / 1.25 | 512 MiB |"),
+        "{md}"
+    );
+    assert!(
+        md.lines()
+            .any(|l| l == "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"),
+        "{md}"
+    );
+    for gone in ["slot submits", "rest (loader walk)", "none counted twice"] {
+        assert!(!md.contains(gone), "{gone}\n{md}");
+    }
+    let md = render(&strip(&canned_load_alone()));
+    assert!(md.contains(old_head), "{md}");
+    assert!(
+        md.contains("| 9B | BF16 | 2.00 | 6.00 | 18.000 GB | 9.00 | 20.0 | 45% | 0.25 | 1.50 (12.00) | 1.00 / 0.12 | 512 MiB |"),
+        "{md}"
+    );
+    assert!(!md.contains("slot submits"), "{md}");
+    // The main run has the split, the load measured alone (judged) not:
+    // the table follows the judged figures, as before.
+    let mut r = strip(&canned_load_alone());
+    r.runs[0].slots_s = Some(0.5);
+    assert!(!render(&r).contains("slot submits"));
 }

@@ -144,7 +144,8 @@ fn gptq_sizes_make_measure_and_report_their_rows() {
         );
     }
     // qwgpu runs the GPTQ folders only (their BF16 sources are not measured).
-    let load_alone = " --prompt-len 1 --decode 1";
+    // The alone step: the first decode context and the decode steps, nothing else.
+    let load_alone = "-gptq --decode-at 512 --decode 128";
     let qwgpu_runs: Vec<&str> = calls
         .lines()
         .filter(|l| l.starts_with("qwgpu ") && !l.contains(load_alone))
@@ -157,6 +158,11 @@ fn gptq_sizes_make_measure_and_report_their_rows() {
         .filter(|&i| lines[i].starts_with("qwgpu ") && lines[i].contains(load_alone))
         .collect();
     assert_eq!(reloads.len(), 2, "{calls}");
+    for &i in &reloads {
+        for absent in ["--prefill", "--ttft", "--profile", "--sessions", "8192"] {
+            assert!(!lines[i].contains(absent), "{absent}: {calls}");
+        }
+    }
     let last_gguf = lines
         .iter()
         .rposition(|l| l.contains("make_models.py gguf"))
@@ -168,7 +174,7 @@ fn gptq_sizes_make_measure_and_report_their_rows() {
     );
     let step = |f: &dyn Fn(&str) -> bool| b.r.steps.iter().position(|(n, _)| f(n));
     let wait = step(&|n| n == "GGUF conversion (wait)").unwrap();
-    let first_reload = step(&|n| n.ends_with(" load alone")).unwrap();
+    let first_reload = step(&|n| n.ends_with(" load and decode alone")).unwrap();
     let first_peer = step(&|n| n.starts_with(LLAMA_VULKAN)).unwrap();
     assert!(
         wait < first_reload && first_reload < first_peer,
@@ -178,6 +184,7 @@ fn gptq_sizes_make_measure_and_report_their_rows() {
     for m in ["35B-A3B", "27B"] {
         let run = b.r.run(QWGPU, m, GPTQ).unwrap();
         assert_eq!(run.load_alone.as_ref().and_then(|l| l.load_s), Some(1.5));
+        assert_eq!(run.decode_alone, vec![(512, 120.0)]);
     }
     assert!(qwgpu_runs
         .iter()
