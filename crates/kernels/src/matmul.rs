@@ -823,7 +823,7 @@ pub fn matmul_int4_with(
         Gemvs {
             small_t: None,
             small_t_at_one: false,
-            int4: shape.copied(),
+            int4: shape.map(|&cfg| Q4Ask { cfg, fit: false }),
             skinny: SkinnyUse::Off,
         },
     )
@@ -847,7 +847,8 @@ pub fn matmul_indexed_int4_with(
     if let Some(n) = norm {
         check_norm(K, w, 0, args.x_stride, n)?;
     }
-    matmul_indexed_impl(ctx, w, args, epilogue, norm, shape.copied())
+    let ask = shape.map(|&cfg| Q4Ask { cfg, fit: false });
+    matmul_indexed_impl(ctx, w, args, epilogue, norm, ask)
 }
 
 /// The `*_int4_with` functions' requirements: a 4-bit weight, one token.
@@ -868,6 +869,30 @@ fn check_int4_one(kernel: &'static str, w: &GpuWeight, t: u32) -> Result<(), Ker
     Ok(())
 }
 
+/// A 4-bit GEMV shape as asked: the adapter's tuning (`fit`: its lanes
+/// fitted to each weight's rows, [`q4::fitted`]) or a caller's, taken as given
+/// (benchmarks sweep shapes by name).
+#[derive(Debug, Clone, Copy)]
+struct Q4Ask {
+    cfg: Int4Gemv,
+    fit: bool,
+}
+
+impl Q4Ask {
+    fn tuned(ctx: &GpuContext) -> Option<Self> {
+        ctx.tuning.int4_gemv.map(|cfg| Self { cfg, fit: true })
+    }
+
+    /// The launch shape for rows of `chunks` 32-column chunks.
+    fn shape(&self, chunks: u32) -> q4::Shape {
+        if self.fit {
+            q4::fitted(&self.cfg, chunks)
+        } else {
+            q4::shape(&self.cfg, chunks)
+        }
+    }
+}
+
 /// The GEMV kernels' shapes a dense matmul may use.
 #[derive(Debug, Clone, Copy)]
 struct Gemvs {
@@ -876,7 +901,7 @@ struct Gemvs {
     /// Whether `T = 1` runs the small-T kernel too (a forced shape).
     small_t_at_one: bool,
     /// The 4-bit one-token GEMV's shape (`None`: `mm_vec`).
-    int4: Option<Int4Gemv>,
+    int4: Option<Q4Ask>,
     /// Whether the skinny tensor-core kernel may take the matmul.
     skinny: SkinnyUse,
 }
@@ -887,7 +912,7 @@ impl Gemvs {
         Self {
             small_t: ctx.tuning.small_t,
             small_t_at_one: false,
-            int4: ctx.tuning.int4_gemv,
+            int4: Q4Ask::tuned(ctx),
             skinny: SkinnyUse::Auto,
         }
     }
@@ -1043,8 +1068,8 @@ fn matmul_impl(
         GemmKernel::Skinny(shape)
     } else if use_coop {
         GemmKernel::Coop
-    } else if let Some(cfg) = int4 {
-        GemmKernel::Q4(q4::shape(&cfg, (w.stride_words / 4) as u32))
+    } else if let Some(ask) = int4 {
+        GemmKernel::Q4(ask.shape((w.stride_words / 4) as u32))
     } else if let (true, Some(cfg)) = (args.t <= MAX_VEC_T, small_t) {
         GemmKernel::VecT(vec_t::shape(&cfg, args.t, (w.stride_words / 4) as u32))
     } else if args.t <= MAX_VEC_T {
@@ -1222,7 +1247,7 @@ pub fn matmul_indexed(
     args: &IndexedArgs,
     epilogue: Epilogue,
 ) -> Result<Vec<Dispatch>, KernelError> {
-    matmul_indexed_impl(ctx, w, args, epilogue, None, ctx.tuning.int4_gemv)
+    matmul_indexed_impl(ctx, w, args, epilogue, None, Q4Ask::tuned(ctx))
 }
 
 /// [`matmul_indexed`] of the RMS-normalised x rows (see [`matmul_normed`]):
@@ -1237,7 +1262,7 @@ pub fn matmul_indexed_normed(
     epilogue: Epilogue,
 ) -> Result<Vec<Dispatch>, KernelError> {
     check_norm("matmul_indexed_normed", w, 0, args.x_stride, norm)?;
-    matmul_indexed_impl(ctx, w, args, epilogue, Some(norm), ctx.tuning.int4_gemv)
+    matmul_indexed_impl(ctx, w, args, epilogue, Some(norm), Q4Ask::tuned(ctx))
 }
 
 /// The fused norm's requirements: vec4-aligned x rows, a long enough weight.
@@ -1277,7 +1302,7 @@ fn matmul_indexed_impl(
     args: &IndexedArgs,
     epilogue: Epilogue,
     norm: Option<&FusedNorm>,
-    int4: Option<Int4Gemv>,
+    int4: Option<Q4Ask>,
 ) -> Result<Vec<Dispatch>, KernelError> {
     const K: &str = "matmul_indexed";
     check_weight(K, w)?;
@@ -1390,7 +1415,7 @@ fn matmul_indexed_impl(
     // groups: the 4-bit GEMV, several quads per workgroup.
     let q4_shape = int4
         .filter(|_| tv == 1 && int4_chunk_groups(w))
-        .map(|cfg| q4::shape(&cfg, (w.stride_words / 4) as u32));
+        .map(|ask| ask.shape((w.stride_words / 4) as u32));
     let quads = (width as u32).div_ceil(if swiglu { 2 } else { 4 });
     base.groups_n = match &q4_shape {
         Some(sh) => quads.div_ceil(sh.quads_per_group()),

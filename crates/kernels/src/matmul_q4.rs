@@ -77,6 +77,20 @@ pub(super) fn shape(cfg: &Int4Gemv, chunks: u32) -> Shape {
     }
 }
 
+/// [`shape`] with fewer lanes where the asked ones would idle through more
+/// than an eighth of a row's passes (a 5120-column row's 160 chunks take two
+/// passes of 128 lanes, the second a quarter busy; 32 lanes take five full
+/// ones): the adapter's tuning, fitted to each weight's rows.
+pub(super) fn fitted(cfg: &Int4Gemv, chunks: u32) -> Shape {
+    let mut s = shape(cfg, chunks);
+    // Lane-chunk slots of the row's passes against the chunks they load.
+    let slots = |l: u32| chunks.div_ceil(l) * l;
+    while s.lanes > 16 && slots(s.lanes) * 7 > chunks * 8 {
+        s.lanes /= 2;
+    }
+    s
+}
+
 /// A launch of `spec` (`MM_Q4` or `MM_Q4_IDS`) for `w` in shape `s`, with the
 /// fused norm when `norm`.
 pub(super) fn launch<'a>(
@@ -119,6 +133,8 @@ mod tests {
         assert_eq!(shape(&Int4Gemv::DEFAULT, 3).lanes, 16);
         assert_eq!(shape(&Int4Gemv::DEFAULT, 384).lanes, 128);
         assert_eq!(shape(&cfg(256, 512, 2), 384).lanes, 256);
+        // An asked shape is taken as given: 160 chunks keep 128 lanes.
+        assert_eq!(shape(&Int4Gemv::DEFAULT, 160).lanes, 128);
         // Lanes within the threads; out-of-range values become powers of two in range.
         let s = shape(&cfg(100, 128, 3), 1000);
         assert_eq!((s.threads, s.lanes, s.quads), (64, 64, 2));
@@ -126,5 +142,33 @@ mod tests {
         assert_eq!((s.threads, s.lanes, s.quads), (64, 16, 1));
         let s = shape(&cfg(1000, 1000, 9), 1000);
         assert_eq!((s.threads, s.lanes, s.quads), (256, 256, 4));
+    }
+
+    #[test]
+    fn fitted_shapes_leave_few_lanes_idle() {
+        // Rows whose chunks would leave the asked lanes idle through more than
+        // an eighth of their passes take fewer: 160 chunks (5120 columns) 32
+        // lanes, 544 (17408) 64, 80 (2560) 16; whole passes keep theirs.
+        let d = Int4Gemv::DEFAULT;
+        assert_eq!(fitted(&d, 160).lanes, 32);
+        assert_eq!(fitted(&d, 544).lanes, 64);
+        assert_eq!(fitted(&d, 80).lanes, 16);
+        assert_eq!(fitted(&d, 128).lanes, 128);
+        assert_eq!(fitted(&d, 384).lanes, 128);
+        assert_eq!(fitted(&d, 32).lanes, 32);
+        assert_eq!(fitted(&cfg(256, 512, 2), 384).lanes, 128);
+        // Never below 16 lanes; the rest of the shape as asked.
+        assert_eq!(fitted(&d, 3).lanes, 16);
+        assert_eq!(fitted(&d, 17).lanes, 16);
+        let (a, b) = (shape(&d, 160), fitted(&d, 160));
+        assert_eq!(
+            (a.threads, a.quads, a.interleave),
+            (b.threads, b.quads, b.interleave)
+        );
+        for chunks in 1..2000 {
+            let s = fitted(&d, chunks);
+            let slots = chunks.div_ceil(s.lanes) * s.lanes;
+            assert!(s.lanes == 16 || slots * 7 <= chunks * 8, "{chunks}: {s:?}");
+        }
     }
 }
