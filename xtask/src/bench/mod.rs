@@ -771,25 +771,37 @@ impl Bench {
         }
     }
 
-    fn qwgpu(&self, model: &str, format: &str, dir: &Path, extra: &[&str]) -> Run {
-        let join = join_list;
+    /// `qwgpu bench --json --model DIR ARGS…`, then the `--qwgpu-args`.
+    fn qwgpu_cmd(&self, dir: &Path, args: &[String]) -> Command {
         let mut cmd = Command::new(&self.o.qwgpu);
         cmd.args(["bench", "--json", "--model"])
             .arg(dir)
-            .args(["--prefill", &join(&self.o.prefill)])
-            .args(["--decode-at", &join(&self.o.decode_at)]);
+            .args(args)
+            .args(self.o.qwgpu_args.split_whitespace());
+        cmd
+    }
+
+    fn qwgpu(&self, model: &str, format: &str, dir: &Path, extra: &[&str]) -> Run {
+        let join = join_list;
+        let mut args = vec![
+            "--prefill".to_string(),
+            join(&self.o.prefill),
+            "--decode-at".into(),
+            join(&self.o.decode_at),
+        ];
         if extra.is_empty() {
-            cmd.args(["--profile", "--decode", &self.o.decode.to_string()]);
+            args.extend([
+                "--profile".into(),
+                "--decode".into(),
+                self.o.decode.to_string(),
+            ]);
             if !self.o.ttft.is_empty() {
-                cmd.args(["--ttft", &join(&self.o.ttft)]);
+                args.extend(["--ttft".into(), join(&self.o.ttft)]);
             }
         }
-        cmd.args(self.o.qwgpu_args.split_whitespace()).args(extra);
-        let name = format!(
-            "qwgpu_{model}_{format_replace}{f16_suffix}",
-            format_replace = format.replace(' ', "_"),
-            f16_suffix = if extra.is_empty() { "" } else { "_f16" }
-        );
+        let mut cmd = self.qwgpu_cmd(dir, &args);
+        cmd.args(extra);
+        let name = qwgpu_log(model, format, if extra.is_empty() { "" } else { "_f16" });
         let res = proc::run(
             &mut cmd,
             secs(600),
@@ -884,15 +896,8 @@ impl Bench {
         format: &str,
         dir: &Path,
     ) -> Result<(results::LoadTimes, Vec<(usize, f64)>)> {
-        let mut cmd = Command::new(&self.o.qwgpu);
-        cmd.args(["bench", "--json", "--model"])
-            .arg(dir)
-            .args(self.alone_args())
-            .args(self.o.qwgpu_args.split_whitespace());
-        let name = format!(
-            "qwgpu_{model}_{format_replace}_alone",
-            format_replace = format.replace(' ', "_")
-        );
+        let mut cmd = self.qwgpu_cmd(dir, &self.alone_args());
+        let name = qwgpu_log(model, format, "_alone");
         let out = proc::run(
             &mut cmd,
             secs(300),
@@ -960,17 +965,16 @@ impl Bench {
     /// count that fails leaves the main run's figures alone).
     fn qwgpu_sessions(&self, model: &str, format: &str, dir: &Path) -> BatchedRun {
         let counts = join_list(&self.o.sessions);
-        let mut cmd = Command::new(&self.o.qwgpu);
-        cmd.args(["bench", "--json", "--model"])
-            .arg(dir)
-            .args(["--sessions", &counts])
-            .args(["--session-prompt", &self.o.session_prompt.to_string()])
-            .args(["--session-steps", &self.o.session_steps.to_string()])
-            .args(self.o.qwgpu_args.split_whitespace());
-        let name = format!(
-            "qwgpu_{model}_{format_replace}_sessions",
-            format_replace = format.replace(' ', "_")
-        );
+        let args = [
+            "--sessions".to_string(),
+            counts,
+            "--session-prompt".into(),
+            self.o.session_prompt.to_string(),
+            "--session-steps".into(),
+            self.o.session_steps.to_string(),
+        ];
+        let mut cmd = self.qwgpu_cmd(dir, &args);
+        let name = qwgpu_log(model, format, "_sessions");
         let res = proc::run(
             &mut cmd,
             secs(600),
@@ -1148,6 +1152,15 @@ fn gguf_done(weights_json: &Path, q8: bool, q4: bool) -> bool {
                 && (!q8 || v["q8_0"].is_object())
                 && (!q4 || v["q4_k_m"].is_object())
         })
+}
+
+/// The log name of a qwgpu step on `model` / `format` (`suffix` tells
+/// the kind of run apart).
+fn qwgpu_log(model: &str, format: &str, suffix: &str) -> String {
+    format!(
+        "qwgpu_{model}_{format_}{suffix}",
+        format_ = format.replace(' ', "_")
+    )
 }
 
 /// `1,4,16` from `[1, 4, 16]`.

@@ -133,15 +133,7 @@ fn peers_load_targets_and_errors_are_reported() {
         "{md}"
     );
     // The failed FP8 run's row is as wide as the others.
-    let fp8 = md
-        .lines()
-        .find(|l| l.starts_with("| 9B | FP8 block | error:"))
-        .unwrap();
-    let head = md
-        .lines()
-        .find(|l| l.starts_with("| model | weights | load s"))
-        .unwrap();
-    assert_eq!(fp8.matches('|').count(), head.matches('|').count(), "{fp8}");
+    assert_error_row_as_wide_as_the_load_table(&md);
     // One part missing: that part and the rest read "—".
     let mut r = canned();
     r.runs[0].buffers_s = None;
@@ -1155,15 +1147,7 @@ fn load_measured_alone_is_the_judged_figure() {
         "{md}"
     );
     // The failed FP8 run keeps its error, in a row as wide as the others.
-    let fp8 = md
-        .lines()
-        .find(|l| l.starts_with("| 9B | FP8 block | error:"))
-        .unwrap();
-    let head = md
-        .lines()
-        .find(|l| l.starts_with("| model | weights | load s"))
-        .unwrap();
-    assert_eq!(fp8.matches('|').count(), head.matches('|').count(), "{fp8}");
+    assert_error_row_as_wide_as_the_load_table(&md);
     for row in [
         "| 9B BF16 load ≥ 50% of host memcpy rate | 45% (load measured alone, after the GGUF conversion) | not met |",
         "| 9B BF16 load ≥ 50% of host memcpy | 45% (load measured alone, after the GGUF conversion) | not met |",
@@ -1537,4 +1521,17 @@ fn older_results_without_the_load_split_render_the_old_table() {
     let mut r = strip(&canned_load_alone());
     r.runs[0].slots_s = Some(0.5);
     assert!(!render(&r).contains("slot submits"));
+}
+
+/// The failed 9B FP8 run's load row has as many cells as the load table's header.
+fn assert_error_row_as_wide_as_the_load_table(md: &str) {
+    let fp8 = md
+        .lines()
+        .find(|l| l.starts_with("| 9B | FP8 block | error:"))
+        .expect("the failed FP8 run's load row");
+    let head = md
+        .lines()
+        .find(|l| l.starts_with("| model | weights | load s"))
+        .expect("the load table's header");
+    assert_eq!(fp8.matches('|').count(), head.matches('|').count(), "{fp8}");
 }
